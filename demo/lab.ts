@@ -1,0 +1,93 @@
+/**
+ * A two-host network for the demo and the tests: a server namespace and a
+ * client namespace joined by a veth pair, both created here with unique
+ * names (nothing is touched in the root namespace) and removed by destroy(),
+ * pins included, even after a failure.
+ */
+import { randomBytes } from "node:crypto";
+import { stat } from "node:fs/promises";
+import { execa, type ResultPromise } from "execa";
+
+export const SERVER_ADDRESS = "198.18.0.1";
+export const CLIENT_ADDRESS = "198.18.0.2";
+
+export class Lab {
+  private readonly processes: ResultPromise[] = [];
+  private namespaceKey = "";
+
+  private constructor(
+    readonly id: string,
+    readonly serverNs: string,
+    readonly clientNs: string,
+    readonly serverLink: string,
+    readonly clientLink: string,
+  ) {}
+
+  /** Creates both namespaces and the veth pair, addressed and up. */
+  static async create(): Promise<Lab> {
+    const id = `ic${randomBytes(4).toString("hex")}`; // 10 chars: link names stay under 15
+    const lab = new Lab(id, `${id}-server`, `${id}-client`, `${id}s`, `${id}c`);
+    try {
+      await ip("netns", "add", lab.serverNs);
+      await ip("netns", "add", lab.clientNs);
+      lab.namespaceKey = `ns${(await stat(`/var/run/netns/${lab.serverNs}`)).ino}`;
+      await ip("link", "add", lab.serverLink, "netns", lab.serverNs, "type", "veth", "peer", "name", lab.clientLink, "netns", lab.clientNs);
+      await lab.configure(lab.serverNs, lab.serverLink, SERVER_ADDRESS);
+      await lab.configure(lab.clientNs, lab.clientLink, CLIENT_ADDRESS);
+    } catch (error) {
+      await lab.destroy();
+      throw error;
+    }
+    return lab;
+  }
+
+  private async configure(ns: string, link: string, address: string): Promise<void> {
+    await ip("-n", ns, "link", "set", "lo", "up");
+    await ip("-n", ns, "addr", "add", `${address}/24`, "dev", link);
+    await ip("-n", ns, "link", "set", link, "up");
+  }
+
+  /** Starts a long-running process in the server namespace; resolves once it prints @ready. */
+  async startInServer(command: string[], ready: RegExp): Promise<void> {
+    const child = execa("ip", ["netns", "exec", this.serverNs, ...command], { reject: false, buffer: false });
+    this.processes.push(child);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${command.join(" ")} did not start`)), 10_000);
+      child.stdout?.on("data", (chunk: Buffer) => {
+        if (ready.test(chunk.toString())) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.on("exit", () => reject(new Error(`${command.join(" ")} exited before it was ready`)));
+    });
+  }
+
+  /** An HTTP request from the client namespace, as the classic test-curl.sh makes it. */
+  async curl(port: number): Promise<{ ok: boolean; response: string }> {
+    const result = await execa("demo/test-curl.sh", [this.clientNs, SERVER_ADDRESS, String(port)], { reject: false });
+    return { ok: result.exitCode === 0, response: String(result.stdout || result.stderr) };
+  }
+
+  /** Removes everything: intercept's objects, processes, namespaces. Never throws. */
+  async destroy(): Promise<void> {
+    if (this.namespaceKey) {
+      await execa("node", ["bin/intercept.js", "destroy", "--netns", this.serverNs, "--yes"], { reject: false });
+      await execa("rm", ["-rf", `/sys/fs/bpf/intercept/${this.namespaceKey}`], { reject: false });
+    }
+    for (const child of this.processes) child.kill("SIGKILL");
+    await Promise.allSettled(this.processes);
+    await ip("netns", "del", this.serverNs).catch(() => {});
+    await ip("netns", "del", this.clientNs).catch(() => {});
+  }
+}
+
+async function ip(...args: string[]): Promise<void> {
+  await execa("ip", args);
+}
+
+/** Runs the intercept CLI as a user would, returning its exit code and output. */
+export async function intercept(...args: string[]) {
+  const result = await execa("node", ["bin/intercept.js", ...args], { reject: false, stdin: "ignore" });
+  return { exitCode: result.exitCode ?? 1, stdout: String(result.stdout), stderr: String(result.stderr) };
+}

@@ -1,0 +1,47 @@
+/**
+ * The policy language's public types: what `import { definePolicy } from "intercept"`
+ * gives a policy file. Mirrors schemas/policy.schema.json exactly (a test compares
+ * them). Policy files are read statically and never executed, so definePolicy
+ * exists only to give editors the type.
+ */
+
+/** A TCP/UDP port, 1–65535. */
+export type Port = number;
+
+export interface Interceptor {
+  /** The port clients connect to. */
+  originalPort: Port;
+  /** The port the traffic is delivered to instead (e.g. a local proxy). */
+  port: Port;
+  /** Transport protocol. Default: tcp. */
+  protocol?: "tcp" | "udp";
+  /** IP family. Default: any. */
+  family?: "ipv4" | "ipv6" | "any";
+  /** Whether the rule is active. Flipping it is a live edit (no reload). Default: true. */
+  enabled?: boolean;
+  /** Free text for reviewers. */
+  description?: string;
+}
+
+export interface InterfaceSelector {
+  /** Glob patterns (*, ?) of interface names to select. */
+  include?: string[];
+  /** Glob patterns (*, ?) of interface names to leave alone. */
+  exclude?: string[];
+}
+
+export interface Policy {
+  /** Path or URL of the schema, for editor completion. Ignored by intercept. */
+  $schema?: string;
+  /** Policy name, used in C identifiers and pin paths. Defaults to the file name. */
+  name?: string;
+  /** Which interfaces get the filters. Default: every non-loopback interface. */
+  interfaces?: InterfaceSelector;
+  /** The rules: traffic for originalPort goes to port. */
+  interceptors: Interceptor[];
+}
+
+/** Identity at run time; gives a policy file its type in an editor. */
+export function definePolicy<const P extends Policy>(policy: P): P {
+  return policy;
+}

@@ -1,0 +1,98 @@
+import { existsSync } from "node:fs";
+import { mapKeys } from "../kernel/bpftool.js";
+import { pins } from "../kernel/pins.js";
+import { programOnLink, type LiveState } from "../live/index.js";
+import { summarise, type AttachmentChange, type Change, type Plan, type ProgramChange, type RuleChange } from "../plan/index.js";
+import { attachProgram, detachProgram, loadProgram, setRule, tidyNamespace, unloadProgram, type Undo } from "./steps.js";
+
+/** The object file built for each content hash the plan loads. */
+export type ObjectsByHash = Map<string, string>;
+
+export class ApplyError extends Error {
+  constructor(message: string, readonly rolledBack: boolean) {
+    super(message);
+  }
+}
+
+/**
+ * Stage 7: executes exactly the plan's changes, in an order that never
+ * leaves a link without a filter: load new programs, point links at them,
+ * flip rules, detach, and only then unpin what is no longer used. If a step
+ * fails, every step done so far is undone in reverse, so the kernel is left
+ * as it was before the apply.
+ */
+export async function applyPlan(plan: Plan, live: LiveState, objects: ObjectsByHash, log: (line: string) => void): Promise<void> {
+  const undos: Undo[] = [];
+  const ordered = [
+    ...plan.changes.filter((c): c is ProgramChange => c.resource === "program" && c.action !== "delete"),
+    ...plan.changes.filter((c): c is AttachmentChange => c.resource === "attachment" && c.action !== "delete"),
+    ...plan.changes.filter((c): c is RuleChange => c.resource === "rule"),
+    ...plan.changes.filter((c): c is AttachmentChange => c.resource === "attachment" && c.action === "delete"),
+  ];
+  for (const change of ordered) {
+    try {
+      undos.push(await execute(change, plan, live, objects));
+      log(`${change.address}: ${done(change)}`);
+    } catch (error) {
+      const rolledBack = await rollBack(undos);
+      throw new ApplyError(
+        `${change.address}: ${(error as Error).message}\n` +
+          (rolledBack ? "Rolled back: the kernel is as it was before this apply." : "Rollback failed: run `intercept plan` to see the state."),
+        rolledBack,
+      );
+    }
+  }
+  // Past this point nothing runs the old programs any more; unpinning frees them.
+  for (const change of plan.changes) {
+    if (change.resource === "program" && change.oldDir) {
+      await unloadProgram(change.oldDir);
+      if (change.action === "delete") log(`${change.address}: destroyed`);
+    }
+  }
+  const registry = pins.qdiscs(plan.namespaceKey);
+  await tidyNamespace(plan.namespaceKey, existsSync(registry) ? (await mapKeys(registry)).length : 0);
+  const { add, change, destroy } = summarise(plan);
+  log(`Apply complete! Resources: ${add} added, ${change} changed, ${destroy} destroyed.`);
+}
+
+async function execute(change: Change, plan: Plan, live: LiveState, objects: ObjectsByHash): Promise<Undo> {
+  const { netns, namespaceKey } = plan;
+  switch (change.resource) {
+    case "program": {
+      const object = objects.get(change.contentHash!);
+      if (!object) throw new Error(`no object built for ${change.contentHash}`);
+      return loadProgram(object, pins.version(namespaceKey, change.policy, change.contentHash!), change.contentHash!, change.enabled!);
+    }
+    case "attachment": {
+      const previousDir = previousProgramDir(live, change.ifindex);
+      if (change.action === "delete") return detachProgram(netns, namespaceKey, change.link, change.ifindex, previousDir);
+      const dir = pins.version(namespaceKey, change.policy!, change.contentHash!);
+      return attachProgram(netns, namespaceKey, change.link, change.ifindex, dir, previousDir);
+    }
+    case "rule": {
+      const dir = pins.version(namespaceKey, change.policy, change.contentHash);
+      await setRule(dir, change.index, change.enabled);
+      return () => setRule(dir, change.index, !change.enabled);
+    }
+  }
+}
+
+function previousProgramDir(live: LiveState, ifindex: number): string | undefined {
+  const attachment = live.attachments.find((a) => a.link.ifindex === ifindex);
+  return attachment ? programOnLink(live, attachment)?.dir : undefined;
+}
+
+async function rollBack(undos: Undo[]): Promise<boolean> {
+  let complete = true;
+  for (const undo of undos.reverse()) {
+    await undo().catch(() => {
+      complete = false;
+    });
+  }
+  return complete;
+}
+
+function done(change: Change): string {
+  if (change.resource === "rule") return change.enabled ? "enabled" : "disabled";
+  return { create: "created", update: "updated", replace: "replaced", delete: "destroyed" }[change.action];
+}

@@ -1,0 +1,81 @@
+import { parseArgs } from "node:util";
+import { ApplyError } from "./apply/index.js";
+import { buildCommand, compileCommand } from "./commands/compile.js";
+import { applyCommand, destroyCommand, planCommand } from "./commands/plan.js";
+import { statusCommand } from "./commands/status.js";
+import { validateCommand } from "./commands/validate.js";
+import { formatDiagnostic, sortDiagnostics, UserError } from "./diagnostics.js";
+import { CommandError } from "./kernel/exec.js";
+
+const USAGE = `Usage: intercept <command> [options] [PATH…]
+
+PATH is a policy file (.ts, .yaml, .yml) or a folder of them; default: policies/.
+
+Commands:
+  validate [PATH…] [--json]             check policies; every error as FILE:LINE:COL
+  compile  [PATH…] [--check]            write generated/<policy>.bpf.c (--check: fail on drift)
+  build    [PATH…]                      compile, then clang into build/<policy>.bpf.o
+  plan     [PATH…] [--netns NAME] [--json] [--detailed-exitcode] [--no-color]
+                                        what apply would change in the kernel
+  apply    [PATH…] [--netns NAME] [--yes] [--no-color]
+                                        make the kernel match the policies
+  destroy  [--netns NAME] [--yes]       remove everything intercept made in the namespace
+  status   [PATH…] [--netns NAME] [--json]
+                                        attached links, rules, counters
+
+Options:
+  --netns NAME   act inside the network namespace NAME (as listed by \`ip netns\`)
+  --yes          do not ask for confirmation (never asked when stdin is not a terminal)
+  -h, --help     show this help
+`;
+
+const OPTIONS = {
+  netns: { type: "string" },
+  json: { type: "boolean", default: false },
+  check: { type: "boolean", default: false },
+  yes: { type: "boolean", short: "y", default: false },
+  "no-color": { type: "boolean", default: false },
+  "detailed-exitcode": { type: "boolean", default: false },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
+
+/** Parses arguments and runs one command; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+    const [command, ...paths] = positionals;
+    if (values.help || !command) {
+      process.stdout.write(USAGE);
+      return command || values.help ? 0 : 1;
+    }
+    const netns = values.netns === undefined ? {} : { name: values.netns };
+    const colour = !values["no-color"] && Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
+    switch (command) {
+      case "validate": return await validateCommand(paths, { json: values.json });
+      case "compile": return await compileCommand(paths, { check: values.check });
+      case "build": return await buildCommand(paths);
+      case "plan": return await planCommand(paths, { netns, json: values.json, colour, detailedExitcode: values["detailed-exitcode"] });
+      case "apply": return await applyCommand(paths, { netns, colour, yes: values.yes });
+      case "destroy": return await destroyCommand({ netns, colour, yes: values.yes });
+      case "status": return await statusCommand(paths, { netns, json: values.json });
+      default: throw new UserError(`unknown command "${command}" (see intercept --help)`);
+    }
+  } catch (error) {
+    return reportError(error);
+  }
+}
+
+/** Errors a user can cause print as lines, without a stack; anything else keeps its stack. */
+function reportError(error: unknown): number {
+  if (error instanceof UserError) {
+    const lines = sortDiagnostics(error.diagnostics).map(formatDiagnostic);
+    process.stderr.write(`${[...lines, `intercept: ${error.message}`].join("\n")}\n`);
+  } else if (error instanceof ApplyError || error instanceof CommandError) {
+    process.stderr.write(`intercept: ${error.message}\n`);
+  } else if (error instanceof Error && (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+    process.stderr.write(`intercept: ${error.message}\n${USAGE}`);
+  } else {
+    process.stderr.write(`intercept: unexpected error\n${error instanceof Error ? error.stack : String(error)}\n`);
+  }
+  return 1;
+}

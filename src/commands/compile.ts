@@ -1,0 +1,30 @@
+import { buildPolicy } from "../build/index.js";
+import { findDrift, writeGenerated } from "../compile/index.js";
+import { compiledPolicies } from "./pipeline.js";
+
+/** `intercept compile [PATH…] [--check]`: writes generated/, or reports drift. */
+export async function compileCommand(paths: string[], options: { check: boolean }): Promise<number> {
+  const compiled = await compiledPolicies(paths);
+  if (options.check) {
+    const drifted = await findDrift(compiled);
+    for (const file of drifted) process.stderr.write(`${file}: out of date: run \`npx intercept compile\`\n`);
+    if (drifted.length === 0) process.stdout.write(`generated/ is up to date (${compiled.length} policies)\n`);
+    return drifted.length > 0 ? 1 : 0;
+  }
+  const changed = await writeGenerated(compiled);
+  for (const entry of compiled) {
+    process.stdout.write(`${entry.sourcePath}${changed.includes(entry.sourcePath) ? " (written)" : " (unchanged)"}\n`);
+  }
+  return 0;
+}
+
+/** `intercept build [PATH…]`: compile, then clang into build/<policy>.bpf.o. */
+export async function buildCommand(paths: string[]): Promise<number> {
+  const compiled = await compiledPolicies(paths);
+  await writeGenerated(compiled);
+  for (const entry of compiled) {
+    const built = await buildPolicy(entry);
+    process.stdout.write(`${built.objectPath} (${built.compiledNow ? "compiled" : "cached"} ${built.contentHash.slice(0, 12)})\n`);
+  }
+  return 0;
+}

@@ -1,0 +1,84 @@
+import { createInterface } from "node:readline/promises";
+import { applyPlan, type ObjectsByHash } from "../apply/index.js";
+import { buildPolicy } from "../build/index.js";
+import { writeGenerated } from "../compile/index.js";
+import type { NetworkNamespace } from "../kernel/exec.js";
+import { ensureBpffs } from "../kernel/pins.js";
+import { renderPlan, summarise, type Plan } from "../plan/index.js";
+import { planFor, type PlannedRun } from "./pipeline.js";
+
+export interface PlanOptions {
+  netns: NetworkNamespace;
+  json: boolean;
+  colour: boolean;
+  detailedExitcode: boolean;
+}
+
+/** `intercept plan`: what apply would do. With --detailed-exitcode: 0 none, 2 changes. */
+export async function planCommand(paths: string[], options: PlanOptions): Promise<number> {
+  await ensureBpffs();
+  const { plan } = await planFor(paths, options.netns);
+  process.stdout.write(options.json ? `${JSON.stringify(planJson(plan), null, 2)}\n` : renderPlan(plan, options));
+  return options.detailedExitcode && plan.changes.length > 0 ? 2 : 0;
+}
+
+export interface ApplyOptions {
+  netns: NetworkNamespace;
+  colour: boolean;
+  yes: boolean;
+}
+
+/** `intercept apply`: plan, confirm, then execute exactly that plan. */
+export async function applyCommand(paths: string[], options: ApplyOptions): Promise<number> {
+  await ensureBpffs();
+  return executeRun(await planFor(paths, options.netns), options);
+}
+
+/** `intercept destroy`: the plan that removes everything intercept made in the namespace. */
+export async function destroyCommand(options: ApplyOptions): Promise<number> {
+  await ensureBpffs();
+  return executeRun(await planFor(null, options.netns), options);
+}
+
+async function executeRun(run: PlannedRun, options: ApplyOptions): Promise<number> {
+  process.stdout.write(renderPlan(run.plan, options));
+  if (run.plan.changes.length === 0) return 0;
+  if (!(await confirmed(options.yes))) {
+    process.stderr.write("Apply cancelled.\n");
+    return 1;
+  }
+  await writeGenerated(run.compiled);
+  await applyPlan(run.plan, run.live, await buildObjects(run), (line) => process.stdout.write(`${line}\n`));
+  return 0;
+}
+
+/** Builds only the programs the plan loads; unchanged policies never reach clang. */
+async function buildObjects(run: PlannedRun): Promise<ObjectsByHash> {
+  const wanted = new Set(run.plan.changes.flatMap((c) => (c.resource === "program" && c.contentHash ? [c.contentHash] : [])));
+  const objects: ObjectsByHash = new Map();
+  for (const entry of run.compiled) {
+    const desired = run.desired.find((d) => d.policy === entry.policy)!;
+    if (wanted.has(desired.contentHash)) objects.set(desired.contentHash, (await buildPolicy(entry)).objectPath);
+  }
+  return objects;
+}
+
+/** Asks only on a terminal; --yes or a pipe means yes (Terraform's -auto-approve). */
+async function confirmed(yes: boolean): Promise<boolean> {
+  if (yes || !process.stdin.isTTY) return true;
+  const prompt = createInterface({ input: process.stdin, output: process.stdout });
+  const answer = await prompt.question("Do you want to perform these actions? Only 'yes' will be accepted: ");
+  prompt.close();
+  return answer.trim() === "yes";
+}
+
+/** The documented JSON form of a plan (docs in README). */
+export function planJson(plan: Plan) {
+  return {
+    format_version: 1,
+    namespace: plan.netns.name ?? null,
+    changes: plan.changes,
+    summary: summarise(plan),
+  };
+}
+

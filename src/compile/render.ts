@@ -1,0 +1,56 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import Handlebars from "handlebars";
+import type { Rule, ValidPolicy } from "../validate/index.js";
+
+export const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/bpf/", import.meta.url));
+
+/** One `case` of a match switch: a port, and the rules that own it per protocol/family. */
+interface MatchCase {
+  port: number;
+  rules: { rule: number; newPort: number; condition: string }[];
+}
+
+const handlebars = Handlebars.create();
+handlebars.registerHelper("include", (file: string) => readFileSync(path.join(TEMPLATE_DIR, file), "utf8"));
+handlebars.registerPartial("match_cases", readFileSync(path.join(TEMPLATE_DIR, "match_cases.hbs"), "utf8"));
+const renderPolicy = handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, "policy.bpf.c.hbs"), "utf8"), {
+  noEscape: true,
+  strict: true,
+});
+
+/**
+ * Renders the C source of one policy. Only what changes the program is in
+ * it (ports, protocols, families, rule order): `enabled` lives in a map and
+ * descriptions in the policy, so flipping or documenting a rule keeps the
+ * same program.
+ */
+export function renderPolicySource(policy: ValidPolicy): string {
+  return renderPolicy({
+    name: policy.name,
+    source: path.basename(policy.file),
+    slots: Math.max(1, policy.rules.length),
+    rules: policy.rules,
+    ingress: matchCases(policy.rules, (rule) => [rule.originalPort, rule.port]),
+    egress: matchCases(policy.rules, (rule) => [rule.port, rule.originalPort]),
+  });
+}
+
+/** Groups rules by the port a direction matches on, sorted so output is deterministic. */
+function matchCases(rules: Rule[], ports: (rule: Rule) => [match: number, rewriteTo: number]): MatchCase[] {
+  const cases = new Map<number, MatchCase>();
+  for (const rule of rules) {
+    const [match, newPort] = ports(rule);
+    const entry = cases.get(match) ?? { port: match, rules: [] };
+    entry.rules.push({ rule: rule.index, newPort, condition: matchCondition(rule) });
+    cases.set(match, entry);
+  }
+  return [...cases.values()].sort((a, b) => a.port - b.port);
+}
+
+function matchCondition(rule: Rule): string {
+  const protocol = `pkt->protocol == ${rule.protocol === "tcp" ? "IPPROTO_TCP" : "IPPROTO_UDP"}`;
+  if (rule.family === "any") return protocol;
+  return `${protocol} && pkt->family == ${rule.family === "ipv4" ? "FAMILY_IPV4" : "FAMILY_IPV6"}`;
+}

@@ -1,0 +1,52 @@
+import { mkdir } from "node:fs/promises";
+import { endianness } from "node:os";
+import { run, runJson } from "./exec.js";
+
+/** Loads every program of an object and pins programs and maps under @pinDir. */
+export async function loadAndPin(objectPath: string, pinDir: string): Promise<void> {
+  await mkdir(pinDir, { recursive: true }); // bpftool creates only the last level
+  await run("bpftool", ["prog", "loadall", objectPath, `${pinDir}/progs`, "type", "tc", "pinmaps", `${pinDir}/maps`]);
+}
+
+export async function programId(pin: string): Promise<number> {
+  return (await runJson<{ id: number }>("bpftool", ["-j", "prog", "show", "pinned", pin])).id;
+}
+
+/** Bytes of a host-order integer, as bpftool's `hex` arguments. */
+export function hostBytes(value: number, size: number): string[] {
+  const buffer = Buffer.alloc(size);
+  if (size === 4) (endianness() === "LE" ? buffer.writeUInt32LE(value) : buffer.writeUInt32BE(value));
+  else throw new Error(`unsupported integer size ${size}`);
+  return [...buffer].map((byte) => byte.toString(16).padStart(2, "0"));
+}
+
+export async function updateMap(pin: string, key: string[], value: string[]): Promise<void> {
+  await run("bpftool", ["map", "update", "pinned", pin, "key", "hex", ...key, "value", "hex", ...value]);
+}
+
+export interface MapEntry<V> {
+  key: number;
+  value?: V;
+  values?: { cpu: number; value: V }[];
+}
+
+/** Entries as bpftool formats them from BTF (`formatted`). */
+export async function dumpMap<V>(pin: string): Promise<MapEntry<V>[]> {
+  const entries = await runJson<{ formatted: MapEntry<V> }[]>("bpftool", ["-j", "map", "dump", "pinned", pin]);
+  return entries.map((entry) => entry.formatted);
+}
+
+/** A pinned map of our own, for bookkeeping that must live in the kernel, not in a file. */
+export async function createHashMap(pin: string, name: string, entries: number): Promise<void> {
+  await run("bpftool", ["map", "create", pin, "type", "hash", "key", "4", "value", "4", "entries", String(entries), "name", name]);
+}
+
+export async function deleteMapEntry(pin: string, key: string[]): Promise<void> {
+  await run("bpftool", ["map", "delete", "pinned", pin, "key", "hex", ...key]);
+}
+
+/** Keys of a hash map of u32 keys. */
+export async function mapKeys(pin: string): Promise<number[]> {
+  const entries = await runJson<{ key: string[] }[]>("bpftool", ["-j", "map", "dump", "pinned", pin]);
+  return entries.map((entry) => Buffer.from(entry.key.map((byte) => parseInt(byte, 16))).readUInt32LE(0));
+}

@@ -1,0 +1,53 @@
+import { execa } from "execa";
+import { UserError } from "../diagnostics.js";
+
+/** Where a command runs: the current network namespace, or a named one (`ip netns`). */
+export interface NetworkNamespace {
+  /** `ip netns` name; undefined for the namespace intercept itself runs in. */
+  name?: string;
+}
+
+export const NETNS_DIR = "/var/run/netns";
+
+/** What each tool is for, so a missing one gets a useful message. */
+const PACKAGE_OF: Record<string, string> = {
+  clang: "clang",
+  bpftool: "bpftool",
+  tc: "iproute2",
+  ip: "iproute2",
+  nsenter: "util-linux",
+  mount: "mount",
+};
+
+/** A command that failed; its first line of stderr says why. */
+export class CommandError extends Error {
+  constructor(
+    readonly command: string,
+    readonly stderr: string,
+  ) {
+    super(`${command}: ${stderr.split("\n").find((line) => line.trim()) ?? "failed"}`);
+  }
+}
+
+/**
+ * Runs a tool with an argument array (never a shell string). In a named
+ * namespace the tool runs under `nsenter --net`, which, unlike `ip netns
+ * exec`, keeps this mount namespace's /sys and so the pins under /sys/fs/bpf.
+ */
+export async function run(tool: string, args: string[], netns: NetworkNamespace = {}): Promise<string> {
+  const [file, fileArgs] = netns.name ? ["nsenter", [`--net=${NETNS_DIR}/${netns.name}`, tool, ...args]] : [tool, args];
+  const result = await execa(file, fileArgs, { reject: false, stdin: "ignore" });
+  if (result.failed) {
+    if ((result as { code?: string }).code === "ENOENT") {
+      throw new UserError(`${file} not found: install ${PACKAGE_OF[file] ?? file} (npm run setup installs everything)`);
+    }
+    throw new CommandError(`${tool} ${args.join(" ")}`, String(result.stderr || result.message));
+  }
+  return String(result.stdout);
+}
+
+/** Runs a tool that prints JSON (`-j`), and parses it. */
+export async function runJson<T>(tool: string, args: string[], netns: NetworkNamespace = {}): Promise<T> {
+  const output = await run(tool, args, netns);
+  return (output.trim() ? JSON.parse(output) : []) as T;
+}

@@ -1,0 +1,24 @@
+import { stat } from "node:fs/promises";
+import path from "node:path";
+import { UserError } from "../diagnostics.js";
+import { NETNS_DIR, type NetworkNamespace } from "./exec.js";
+
+/**
+ * A stable identity for a network namespace: its inode. Pins of different
+ * namespaces go under different directories, whatever they are called.
+ */
+export async function namespaceKey(netns: NetworkNamespace): Promise<string> {
+  const file = netns.name ? path.join(NETNS_DIR, netns.name) : "/proc/self/ns/net";
+  if (netns.name && (netns.name.includes("/") || netns.name.startsWith("."))) {
+    throw new UserError(`invalid network namespace name "${netns.name}"`);
+  }
+  try {
+    return `ns${(await stat(file)).ino}`;
+  } catch {
+    throw new UserError(`network namespace "${netns.name}" does not exist (see \`ip netns list\`)`);
+  }
+}
+
+export function describeNamespace(netns: NetworkNamespace): string {
+  return netns.name ? `network namespace "${netns.name}"` : "the current network namespace";
+}

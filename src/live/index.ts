@@ -1,0 +1,102 @@
+import { existsSync } from "node:fs";
+import { dumpMap, mapKeys, programId } from "../kernel/bpftool.js";
+import type { NetworkNamespace } from "../kernel/exec.js";
+import { listLinks, type Link } from "../kernel/links.js";
+import { namespaceKey } from "../kernel/namespace.js";
+import { listDirs, pins } from "../kernel/pins.js";
+import { HOOKS, isOurs, listFilters, type Hook, type TcFilter } from "../kernel/tc.js";
+
+export type { Link } from "../kernel/links.js";
+
+/** One loaded version of a policy's program, as pinned. */
+export interface LiveProgram {
+  policy: string;
+  /** Content hash recorded in the program's policy_meta map; "" when unreadable. */
+  contentHash: string;
+  /** The pin directory of this version. */
+  dir: string;
+  programIds: Record<Hook, number>;
+  /** rule_state: enabled flag per rule index. */
+  enabled: boolean[];
+}
+
+/** Our filters on one link, by hook, with the program id each runs. */
+export interface LiveAttachment {
+  link: Link;
+  programIds: Partial<Record<Hook, number>>;
+  /** Filters that are not ours, kept for status and safety checks. */
+  foreign: Record<Hook, TcFilter[]>;
+}
+
+export interface LiveState {
+  netns: NetworkNamespace;
+  /** The namespace's pin directory key (its inode). */
+  namespaceKey: string;
+  links: Link[];
+  programs: LiveProgram[];
+  attachments: LiveAttachment[];
+  /** ifindexes whose clsact qdisc intercept created. */
+  ownedQdiscs: number[];
+}
+
+/** Stage 5: reads what the kernel holds now — the truth, not a state file. */
+export async function readLiveState(netns: NetworkNamespace): Promise<LiveState> {
+  const key = await namespaceKey(netns);
+  const links = await listLinks(netns);
+  const [programs, attachments, ownedQdiscs] = await Promise.all([
+    readPrograms(key),
+    Promise.all(links.filter((link) => !link.loopback).map((link) => readAttachment(netns, link))),
+    existsSync(pins.qdiscs(key)) ? mapKeys(pins.qdiscs(key)) : Promise.resolve([]),
+  ]);
+  return { netns, namespaceKey: key, links, programs, attachments, ownedQdiscs };
+}
+
+async function readPrograms(key: string): Promise<LiveProgram[]> {
+  const programs: LiveProgram[] = [];
+  for (const policy of await listDirs(pins.namespace(key))) {
+    for (const version of await listDirs(pins.policy(key, policy))) {
+      programs.push(await readProgram(policy, `${pins.policy(key, policy)}/${version}`));
+    }
+  }
+  return programs;
+}
+
+async function readProgram(policy: string, dir: string): Promise<LiveProgram> {
+  const [ingress, egress, meta, state] = await Promise.all([
+    programId(pins.program(dir, "ingress")).catch(() => 0),
+    programId(pins.program(dir, "egress")).catch(() => 0),
+    dumpMap<{ content_hash: number[] | string }>(pins.map(dir, "policy_meta")).catch(() => []),
+    dumpMap<{ enabled: number }>(pins.map(dir, "rule_state")).catch(() => []),
+  ]);
+  return {
+    policy,
+    contentHash: cString(meta[0]?.value?.content_hash),
+    dir,
+    programIds: { ingress, egress },
+    enabled: state.map((entry) => entry.value?.enabled === 1),
+  };
+}
+
+async function readAttachment(netns: NetworkNamespace, link: Link): Promise<LiveAttachment> {
+  const attachment: LiveAttachment = { link, programIds: {}, foreign: { ingress: [], egress: [] } };
+  for (const hook of HOOKS) {
+    for (const filter of await listFilters(netns, link.name, hook).catch(() => [])) {
+      if (isOurs(filter) && filter.programId) attachment.programIds[hook] = filter.programId;
+      else attachment.foreign[hook].push(filter);
+    }
+  }
+  return attachment;
+}
+
+/** The live program a link's filters run, if it is one of ours. */
+export function programOnLink(live: LiveState, attachment: LiveAttachment): LiveProgram | undefined {
+  return live.programs.find((program) => program.programIds.ingress === attachment.programIds.ingress);
+}
+
+/** bpftool prints a char array as its bytes; the string ends at the first NUL. */
+function cString(chars: number[] | string | undefined): string {
+  if (typeof chars === "string") return chars;
+  const bytes = chars ?? [];
+  const end = bytes.indexOf(0);
+  return Buffer.from(end === -1 ? bytes : bytes.slice(0, end)).toString("latin1");
+}

@@ -1,0 +1,25 @@
+/** A policy after validation, with every default filled in. */
+export interface Rule {
+  /** Position in the policy; the key of the rule's map entries. */
+  index: number;
+  originalPort: number;
+  port: number;
+  protocol: "tcp" | "udp";
+  family: "ipv4" | "ipv6" | "any";
+  enabled: boolean;
+  description?: string;
+}
+
+export interface InterfaceSelection {
+  /** Glob patterns; null selects every non-loopback interface. */
+  include: string[] | null;
+  exclude: string[];
+}
+
+export interface ValidPolicy {
+  name: string;
+  /** The file it was read from, as given. */
+  file: string;
+  interfaces: InterfaceSelection;
+  rules: Rule[];
+}

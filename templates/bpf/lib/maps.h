@@ -1,0 +1,65 @@
+/* maps.h — the only state the datapath reads, and only for packets a rule
+ * already matched by port: a packet the policy does not name never gets here.
+ *
+ * Pinned by `intercept apply`, so `bpftool map update` can edit them live. */
+
+/* Live on/off switch of each rule: value 1 = enabled. Filled by apply before
+ * the program is attached; flipping it needs no reload. */
+struct rule_state {
+	__u32 enabled;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RULE_COUNT);
+	__type(key, __u32);
+	__type(value, struct rule_state);
+} rule_state SEC(".maps");
+
+/* Packets and bytes per rule and direction (key = rule * 2 + direction).
+ * Per-CPU, so counting needs no atomic operation; readers sum the CPUs. */
+struct rule_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RULE_COUNT * 2);
+	__type(key, __u32);
+	__type(value, struct rule_counter);
+} rule_counters SEC(".maps");
+
+/* Which policy and which content hash this program was compiled from,
+ * written by apply, so `plan` can recognise a live program without a state
+ * file. */
+struct policy_meta {
+	char content_hash[64]; /* hex sha256 of the generated C + clang version */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct policy_meta);
+} policy_meta SEC(".maps");
+
+/* rule_enabled — true when @rule is switched on in rule_state. */
+static __always_inline int rule_enabled(__u32 rule)
+{
+	struct rule_state *state = bpf_map_lookup_elem(&rule_state, &rule);
+
+	return state && state->enabled;
+}
+
+/* count_packet — adds one packet of @bytes to @rule's counter in @direction. */
+static __always_inline void count_packet(__u32 rule, __u32 direction, __u32 bytes)
+{
+	__u32 key = rule * 2 + direction;
+	struct rule_counter *counter = bpf_map_lookup_elem(&rule_counters, &key);
+
+	if (counter) {
+		counter->packets++;
+		counter->bytes += bytes;
+	}
+}
