@@ -69,6 +69,11 @@ export class Lab {
     return { ok: result.exitCode === 0, response: String(result.stdout || result.stderr) };
   }
 
+  /** The server namespace's pin directory name under /sys/fs/bpf/intercept. */
+  get pinKey(): string {
+    return this.namespaceKey;
+  }
+
   /** Removes everything: intercept's objects, processes, namespaces. Never throws. */
   async destroy(): Promise<void> {
     if (this.namespaceKey) {

@@ -25,9 +25,9 @@ export interface Interceptor {
 
 export interface InterfaceSelector {
   /** Glob patterns (*, ?) of interface names to select. */
-  include?: string[];
+  include?: readonly string[];
   /** Glob patterns (*, ?) of interface names to leave alone. */
-  exclude?: string[];
+  exclude?: readonly string[];
 }
 
 export interface Policy {
@@ -38,10 +38,14 @@ export interface Policy {
   /** Which interfaces get the filters. Default: every non-loopback interface. */
   interfaces?: InterfaceSelector;
   /** The rules: traffic for originalPort goes to port. */
-  interceptors: Interceptor[];
+  interceptors: readonly Interceptor[];
 }
 
-/** Identity at run time; gives a policy file its type in an editor. */
-export function definePolicy<const P extends Policy>(policy: P): P {
+/**
+ * Identity at run time; gives a policy file its type in an editor. Not
+ * generic on purpose: a plain parameter type makes TypeScript reject
+ * misspelt fields (excess property checks).
+ */
+export function definePolicy(policy: Policy): Policy {
   return policy;
 }

@@ -1,7 +1,6 @@
 import { createInterface } from "node:readline/promises";
 import { applyPlan, type ObjectsByHash } from "../apply/index.js";
 import { buildPolicy } from "../build/index.js";
-import { writeGenerated } from "../compile/index.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { ensureBpffs } from "../kernel/pins.js";
 import { renderPlan, summarise, type Plan } from "../plan/index.js";
@@ -47,7 +46,6 @@ async function executeRun(run: PlannedRun, options: ApplyOptions): Promise<numbe
     process.stderr.write("Apply cancelled.\n");
     return 1;
   }
-  await writeGenerated(run.compiled);
   await applyPlan(run.plan, run.live, await buildObjects(run), (line) => process.stdout.write(`${line}\n`));
   return 0;
 }

@@ -29,7 +29,6 @@ const renderPolicy = handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, "po
 export function renderPolicySource(policy: ValidPolicy): string {
   return renderPolicy({
     name: policy.name,
-    source: path.basename(policy.file),
     slots: Math.max(1, policy.rules.length),
     rules: policy.rules,
     ingress: matchCases(policy.rules, (rule) => [rule.originalPort, rule.port]),

@@ -27,7 +27,8 @@ export function loadTypeScriptPolicy(file: string, text: string) {
   const sourceFile = createPolicyProject(text);
   const evaluator = new PolicyEvaluator(file, sourceFile);
   const value = evaluator.evaluateFile();
-  const diagnostics = [...evaluator.diagnostics, ...typeCheck(file, sourceFile)];
+  // Type errors only matter for data that evaluated: otherwise they repeat the same problem.
+  const diagnostics = evaluator.diagnostics.length > 0 ? evaluator.diagnostics : typeCheck(file, sourceFile);
   return { value, sourceMap: evaluator.sourceMap, diagnostics };
 }
 

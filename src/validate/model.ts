@@ -12,8 +12,8 @@ export interface Rule {
 
 export interface InterfaceSelection {
   /** Glob patterns; null selects every non-loopback interface. */
-  include: string[] | null;
-  exclude: string[];
+  include: readonly string[] | null;
+  exclude: readonly string[];
 }
 
 export interface ValidPolicy {

@@ -26,12 +26,12 @@ function isUseful(error: ErrorObject): boolean {
   return error.keyword !== "if" && error.keyword !== "anyOf";
 }
 
-/** Unknown properties point at their name; everything else at the value. */
+/** Unknown properties point at their name; a missing one at its object; the rest at the value. */
 function errorPointer(error: ErrorObject): [string, "key" | "value"] {
   if (error.keyword === "additionalProperties") {
     return [childPointer(error.instancePath, error.params.additionalProperty), "key"];
   }
-  return [error.instancePath, error.instancePath === "" ? "value" : "key"];
+  return [error.instancePath, "value"];
 }
 
 function describeError(error: ErrorObject): string {

@@ -1,0 +1,3 @@
+import type { Policy } from "intercept";
+
+export const policy: Policy = { interceptors: [] };

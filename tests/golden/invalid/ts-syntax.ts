@@ -1,0 +1,4 @@
+import { definePolicy } from "intercept";
+
+export default definePolicy({
+  interceptors: [{ originalPort: 8000, port: 9000 }

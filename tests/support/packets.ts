@@ -1,0 +1,151 @@
+/**
+ * Crafted Ethernet frames for BPF_PROG_TEST_RUN, and an independent
+ * checksum check: everything here is computed from scratch, never with the
+ * code under test.
+ */
+export interface PacketSpec {
+  family: "ipv4" | "ipv6";
+  protocol: "tcp" | "udp";
+  sport: number;
+  dport: number;
+  payload?: Buffer;
+  /** IPv4 options bytes (multiple of 4). */
+  ipv4Options?: Buffer;
+  /** IPv4 fragment offset in 8-byte units, and the more-fragments flag. */
+  fragmentOffset?: number;
+  moreFragments?: boolean;
+  /** IPv6 extension headers before L4, by next-header number (0, 43, 60, 44). */
+  ipv6Extensions?: number[];
+  /** Write UDP checksum 0 ("no checksum", IPv4 only). */
+  zeroUdpChecksum?: boolean;
+}
+
+const PROTOCOL = { tcp: 6, udp: 17 } as const;
+const SOURCE_V4 = Buffer.from([198, 18, 0, 2]);
+const DEST_V4 = Buffer.from([198, 18, 0, 1]);
+const SOURCE_V6 = Buffer.from("20010db8000000000000000000000002", "hex");
+const DEST_V6 = Buffer.from("20010db8000000000000000000000001", "hex");
+
+export function buildPacket(spec: PacketSpec): Buffer {
+  const l4 = buildL4(spec);
+  const network = spec.family === "ipv4" ? buildIpv4(spec, l4) : buildIpv6(spec, l4);
+  const ethernet = Buffer.alloc(14);
+  Buffer.from("020000000001020000000002", "hex").copy(ethernet);
+  ethernet.writeUInt16BE(spec.family === "ipv4" ? 0x0800 : 0x86dd, 12);
+  return Buffer.concat([ethernet, network]);
+}
+
+function buildL4(spec: PacketSpec): Buffer {
+  const payload = spec.payload ?? Buffer.from("hello, intercept");
+  const header = Buffer.alloc(spec.protocol === "tcp" ? 20 : 8);
+  header.writeUInt16BE(spec.sport, 0);
+  header.writeUInt16BE(spec.dport, 2);
+  if (spec.protocol === "tcp") {
+    header.writeUInt32BE(0x01020304, 4); // sequence
+    header[12] = 5 << 4; // data offset
+    header[13] = 0x18; // PSH, ACK
+    header.writeUInt16BE(65535, 14);
+  } else {
+    header.writeUInt16BE(8 + payload.length, 4);
+  }
+  const segment = Buffer.concat([header, payload]);
+  const checksumAt = spec.protocol === "tcp" ? 16 : 6;
+  if (!spec.zeroUdpChecksum) segment.writeUInt16BE(l4Checksum(spec.family, spec.protocol, segment), checksumAt);
+  return segment;
+}
+
+function buildIpv4(spec: PacketSpec, l4: Buffer): Buffer {
+  const options = spec.ipv4Options ?? Buffer.alloc(0);
+  const header = Buffer.alloc(20 + options.length);
+  header[0] = 0x40 | (header.length / 4);
+  header.writeUInt16BE(header.length + l4.length, 2);
+  header.writeUInt16BE((spec.moreFragments ? 0x2000 : 0) | (spec.fragmentOffset ?? 0), 6);
+  header[8] = 64;
+  header[9] = PROTOCOL[spec.protocol];
+  SOURCE_V4.copy(header, 12);
+  DEST_V4.copy(header, 16);
+  options.copy(header, 20);
+  header.writeUInt16BE(onesComplement(sum16(header)), 10);
+  return Buffer.concat([header, l4]);
+}
+
+function buildIpv6(spec: PacketSpec, l4: Buffer): Buffer {
+  const chain = [...(spec.ipv6Extensions ?? []), PROTOCOL[spec.protocol]];
+  const extensions = (spec.ipv6Extensions ?? []).map((type, index) => {
+    const extension = Buffer.alloc(8); // fragment header and minimal options: 8 bytes
+    extension[0] = chain[index + 1]!;
+    if (type === 44) extension.writeUInt16BE(0x0001, 2); // first fragment, more to come
+    else if (type !== 43) extension[2] = 1, extension[3] = 4; // PadN option filling the rest
+    else extension[3] = 0; // routing: segments left 0
+    return extension;
+  });
+  const header = Buffer.alloc(40);
+  header[0] = 0x60;
+  const payload = Buffer.concat([...extensions, l4]);
+  header.writeUInt16BE(payload.length, 4);
+  header[6] = chain[0]!;
+  header[7] = 64;
+  SOURCE_V6.copy(header, 8);
+  DEST_V6.copy(header, 24);
+  return Buffer.concat([header, payload]);
+}
+
+function sum16(data: Buffer, initial = 0): number {
+  let sum = initial;
+  for (let i = 0; i + 1 < data.length; i += 2) sum += data.readUInt16BE(i);
+  if (data.length % 2) sum += data[data.length - 1]! << 8;
+  return sum;
+}
+
+function onesComplement(sum: number): number {
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/** The TCP/UDP checksum over pseudo-header and segment, with the checksum field taken as written. */
+function l4Checksum(family: "ipv4" | "ipv6", protocol: "tcp" | "udp", segment: Buffer): number {
+  const pseudo =
+    family === "ipv4"
+      ? Buffer.concat([SOURCE_V4, DEST_V4, Buffer.from([0, PROTOCOL[protocol], segment.length >> 8, segment.length & 0xff])])
+      : Buffer.concat([SOURCE_V6, DEST_V6, u32(segment.length), Buffer.from([0, 0, 0, PROTOCOL[protocol]])]);
+  const result = onesComplement(sum16(segment, sum16(pseudo)));
+  return protocol === "udp" && result === 0 ? 0xffff : result;
+}
+
+function u32(value: number): Buffer {
+  const buffer = Buffer.alloc(4);
+  buffer.writeUInt32BE(value);
+  return buffer;
+}
+
+/** The parts of a frame a test asserts on, read independently of the datapath. */
+export interface ParsedPacket {
+  l4Offset: number;
+  sport: number;
+  dport: number;
+  checksum: number;
+  /** True when the L4 checksum verifies (or is UDP/IPv4 "none"). */
+  checksumValid: boolean;
+}
+
+export function parsePacket(frame: Buffer, spec: Pick<PacketSpec, "family" | "protocol">): ParsedPacket {
+  let l4Offset: number;
+  if (spec.family === "ipv4") {
+    l4Offset = 14 + (frame[14]! & 0x0f) * 4;
+  } else {
+    l4Offset = 14 + 40;
+    let next = frame[14 + 6]!;
+    while (next !== PROTOCOL[spec.protocol]) {
+      next = frame[l4Offset]!;
+      l4Offset += (frame[l4Offset + 1]! + 1) * 8;
+    }
+  }
+  const segment = frame.subarray(l4Offset);
+  const checksumAt = spec.protocol === "tcp" ? 16 : 6;
+  const checksum = segment.readUInt16BE(checksumAt);
+  const copy = Buffer.from(segment);
+  copy.writeUInt16BE(0, checksumAt);
+  const expected = l4Checksum(spec.family, spec.protocol, copy);
+  const checksumValid = (spec.protocol === "udp" && spec.family === "ipv4" && checksum === 0) || checksum === expected;
+  return { l4Offset, sport: segment.readUInt16BE(0), dport: segment.readUInt16BE(2), checksum, checksumValid };
+}

@@ -1,0 +1,73 @@
+/**
+ * Golden files: policy in → C out, and bad policy in → messages out.
+ * `npm run test:update-golden` rewrites them on purpose; review the diff.
+ */
+import { existsSync } from "node:fs";
+import { readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { compilePolicies, findDrift } from "../../src/compile/index.js";
+import { formatDiagnostic, sortDiagnostics } from "../../src/diagnostics.js";
+import { loadPolicies } from "../../src/load/index.js";
+import { MAX_POLICY_BYTES } from "../../src/load/text.js";
+import { validatePolicies } from "../../src/validate/index.js";
+import { assertGolden } from "../support/golden.js";
+
+const INVALID = "tests/golden/invalid";
+const COMPILE = "tests/golden/compile";
+
+async function diagnosticsOf(files: string[]): Promise<string[]> {
+  const loaded = await loadPolicies(files);
+  const validated = validatePolicies(loaded.policies);
+  return sortDiagnostics([...loaded.diagnostics, ...validated.diagnostics]).map(formatDiagnostic);
+}
+
+async function policyFiles(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((name) => /\.(ts|ya?ml)$/.test(name)).sort().map((name) => path.join(dir, name));
+}
+
+for (const file of await policyFiles(INVALID)) {
+  test(`invalid: ${path.basename(file)} gives located errors`, async () => {
+    const messages = await diagnosticsOf([file]);
+    assert.ok(messages.length > 0, "a bad policy must not validate");
+    for (const message of messages) assert.match(message, /^tests\/golden\/invalid\/[^:]+:\d+:\d+: error: \S/);
+    await assertGolden(`${file}.expected`, `${messages.join("\n")}\n`);
+  });
+}
+
+test("a TypeScript policy is never executed", async () => {
+  const marker = "/tmp/intercept-policy-ran";
+  await rm(marker, { force: true });
+  await diagnosticsOf([path.join(INVALID, "side-effect.ts")]);
+  assert.equal(existsSync(marker), false);
+});
+
+test("a file over the size limit is refused without being parsed", async () => {
+  const huge = path.join(tmpdir(), `intercept-huge-${process.pid}.yaml`);
+  await writeFile(huge, `interceptors: []\n# ${"x".repeat(10 * 1024 * 1024)}\n`);
+  try {
+    const [message] = await diagnosticsOf([huge]);
+    assert.match(message!, new RegExp(`:1:1: error: file is \\d+ bytes; a policy may be at most ${MAX_POLICY_BYTES} bytes$`));
+  } finally {
+    await rm(huge, { force: true });
+  }
+});
+
+for (const file of await policyFiles(COMPILE)) {
+  test(`compile: ${path.basename(file)} renders the pinned C`, async () => {
+    const loaded = await loadPolicies([file]);
+    const { policies, diagnostics } = validatePolicies(loaded.policies);
+    assert.deepEqual([...loaded.diagnostics, ...diagnostics], []);
+    const [compiled] = compilePolicies(policies);
+    await assertGolden(path.join(COMPILE, `${compiled!.policy.name}.bpf.c`), compiled!.source);
+  });
+}
+
+test("generated/ matches what compile writes for policies/ (no drift)", async () => {
+  const loaded = await loadPolicies([]);
+  const { policies } = validatePolicies(loaded.policies);
+  assert.ok(policies.length > 0);
+  assert.deepEqual(await findDrift(compilePolicies(policies)), [], "run `npx intercept compile` and commit generated/");
+});
