@@ -13,6 +13,7 @@
 #include <linux/udp.h>
 #include <stddef.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
 #include "types.h"
@@ -29,7 +30,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct port_key);
-	__type(value, __u16); /* new port, host byte order */
+	__type(value, __be16); /* new port */
 } ports SEC(".maps");
 
 SEC("tc")
@@ -37,7 +38,7 @@ int bench_reference(struct __sk_buff *skb)
 {
 	struct l4_packet pkt;
 	struct port_key key = {};
-	__u16 *new_port;
+	__be16 *new_port;
 
 	if (parse_packet(skb, &pkt) < 0)
 		return TC_ACT_UNSPEC;
@@ -45,7 +46,7 @@ int bench_reference(struct __sk_buff *skb)
 	key.protocol = pkt.protocol;
 	new_port = bpf_map_lookup_elem(&ports, &key);
 	if (new_port)
-		rewrite_port(skb, &pkt, offsetof(struct udphdr, dest), pkt.dport, bpf_htons(*new_port));
+		rewrite_port(skb, &pkt, PORT_DESTINATION, *new_port);
 	return TC_ACT_UNSPEC;
 }
 

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { rmdir } from "node:fs/promises";
 import path from "node:path";
-import { createHashMap, deleteMapEntry, hostBytes, loadAndPin, updateMap } from "../kernel/bpftool.js";
+import { createHashMap, deleteMapEntry, hostBytes, loadAndPin, updateMap, updateMaps } from "../kernel/bpftool.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { pins, removePins } from "../kernel/pins.js";
 import { addClsact, deleteClsact, deleteFilter, hasClsact, HOOKS, listFilters, replaceFilter, type Hook } from "../kernel/tc.js";
@@ -18,8 +18,10 @@ export async function loadProgram(objectPath: string, dir: string, contentHash: 
   };
   try {
     await loadAndPin(objectPath, dir);
-    for (const [index, on] of enabled.entries()) await setRule(dir, index, on);
-    await updateMap(pins.map(dir, "policy_meta"), hostBytes(0, 4), [...Buffer.from(contentHash.padEnd(64, "\0").slice(0, 64))].map(hex));
+    await updateMaps([
+      ...enabled.map((on, index) => ruleUpdate(dir, index, on)),
+      { pin: pins.map(dir, "policy_meta"), key: hostBytes(0, 4), value: [...Buffer.from(contentHash.padEnd(64, "\0").slice(0, 64))].map(hex) },
+    ]);
   } catch (error) {
     await undo();
     throw error;
@@ -27,8 +29,14 @@ export async function loadProgram(objectPath: string, dir: string, contentHash: 
   return undo;
 }
 
+function ruleUpdate(dir: string, index: number, enabled: boolean) {
+  return { pin: pins.map(dir, "rule_state"), key: hostBytes(index, 4), value: hostBytes(enabled ? 1 : 0, 4) };
+}
+
+/** A live edit: one rule's enabled flag, read by the running program at its next packet. */
 export async function setRule(dir: string, index: number, enabled: boolean): Promise<void> {
-  await updateMap(pins.map(dir, "rule_state"), hostBytes(index, 4), hostBytes(enabled ? 1 : 0, 4));
+  const { pin, key, value } = ruleUpdate(dir, index, enabled);
+  await updateMap(pin, key, value);
 }
 
 /** Points both of a link's hooks at a program version, creating clsact when missing. */

@@ -6,6 +6,15 @@ import type { Rule, ValidPolicy } from "../validate/index.js";
 
 export const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/bpf/", import.meta.url));
 
+/**
+ * Policies up to this many rules match with a switch (constant compares);
+ * larger ones with constant lookup tables. A switch costs ~8 instructions
+ * per rule and its jumps must stay within 16-bit offsets (clang 14 has no
+ * long jumps for BPF): past a few thousand rules it no longer loads, and
+ * well before that the tables are as fast.
+ */
+export const SWITCH_LIMIT = 512;
+
 /** One `case` of a match switch: a port, and the rules that own it per protocol/family. */
 interface MatchCase {
   port: number;
@@ -14,7 +23,9 @@ interface MatchCase {
 
 const handlebars = Handlebars.create();
 handlebars.registerHelper("include", (file: string) => readFileSync(path.join(TEMPLATE_DIR, file), "utf8"));
-handlebars.registerPartial("match_cases", readFileSync(path.join(TEMPLATE_DIR, "match_cases.hbs"), "utf8"));
+for (const partial of ["match_cases", "match_switch", "match_table"]) {
+  handlebars.registerPartial(partial, readFileSync(path.join(TEMPLATE_DIR, `${partial}.hbs`), "utf8"));
+}
 const renderPolicy = handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, "policy.bpf.c.hbs"), "utf8"), {
   noEscape: true,
   strict: true,
@@ -27,12 +38,16 @@ const renderPolicy = handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, "po
  * same program.
  */
 export function renderPolicySource(policy: ValidPolicy): string {
+  const table = policy.rules.length > SWITCH_LIMIT;
   return renderPolicy({
     name: policy.name,
     slots: Math.max(1, policy.rules.length),
-    rules: policy.rules,
-    ingress: matchCases(policy.rules, (rule) => [rule.originalPort, rule.port]),
-    egress: matchCases(policy.rules, (rule) => [rule.port, rule.originalPort]),
+    switchLimit: SWITCH_LIMIT,
+    table,
+    rules: policy.rules.map((rule) => ({ ...rule, familyConstant: FAMILY_CONSTANT[rule.family] })),
+    ...(table
+      ? { ingressTable: tableEntries(policy.rules, (rule) => rule.originalPort), egressTable: tableEntries(policy.rules, (rule) => rule.port) }
+      : { ingress: matchCases(policy.rules, (rule) => [rule.originalPort, rule.port]), egress: matchCases(policy.rules, (rule) => [rule.port, rule.originalPort]) }),
   });
 }
 
@@ -46,6 +61,15 @@ function matchCases(rules: Rule[], ports: (rule: Rule) => [match: number, rewrit
     cases.set(match, entry);
   }
   return [...cases.values()].sort((a, b) => a.port - b.port);
+}
+
+const FAMILY_CONSTANT = { any: "FAMILY_ANY", ipv4: "FAMILY_IPV4", ipv6: "FAMILY_IPV6" } as const;
+
+/** Table initialisers `[slot][port] = rule + 1`, sorted so output is deterministic. */
+function tableEntries(rules: Rule[], portOf: (rule: Rule) => number) {
+  return rules
+    .map((rule) => ({ slot: rule.protocol === "udp" ? 1 : 0, port: portOf(rule), value: rule.index + 1 }))
+    .sort((a, b) => a.slot - b.slot || a.port - b.port);
 }
 
 function matchCondition(rule: Rule): string {

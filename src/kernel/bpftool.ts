@@ -1,5 +1,6 @@
-import { mkdir } from "node:fs/promises";
-import { endianness } from "node:os";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { endianness, tmpdir } from "node:os";
+import path from "node:path";
 import { run, runJson } from "./exec.js";
 
 /** Loads every program of an object and pins programs and maps under @pinDir. */
@@ -20,8 +21,32 @@ export function hostBytes(value: number, size: number): string[] {
   return [...buffer].map((byte) => byte.toString(16).padStart(2, "0"));
 }
 
+export interface MapUpdate {
+  pin: string;
+  key: string[];
+  value: string[];
+}
+
+function updateArgs({ pin, key, value }: MapUpdate): string[] {
+  return ["map", "update", "pinned", pin, "key", "hex", ...key, "value", "hex", ...value];
+}
+
 export async function updateMap(pin: string, key: string[], value: string[]): Promise<void> {
-  await run("bpftool", ["map", "update", "pinned", pin, "key", "hex", ...key, "value", "hex", ...value]);
+  await run("bpftool", updateArgs({ pin, key, value }));
+}
+
+/** Many updates in one bpftool process (`bpftool batch`): filling 10,000 rules takes one exec, not 10,000. */
+export async function updateMaps(updates: MapUpdate[]): Promise<void> {
+  if (updates.length === 0) return;
+  const dir = await mkdtemp(path.join(tmpdir(), "intercept-batch-"));
+  try {
+    const file = path.join(dir, "updates");
+    // Pin paths are ours (no spaces); bpftool's batch format is one command per line.
+    await writeFile(file, `${updates.map((update) => updateArgs(update).join(" ")).join("\n")}\n`);
+    await run("bpftool", ["batch", "file", file]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 export interface MapEntry<V> {

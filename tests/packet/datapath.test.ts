@@ -6,19 +6,28 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { setRule } from "../../src/apply/steps.js";
+import { SWITCH_LIMIT } from "../../src/compile/render.js";
 import { LoadedProgram, testPolicy } from "../support/bpf.js";
 import { buildPacket, parsePacket, type PacketSpec } from "../support/packets.js";
 
 const TC_ACT_UNSPEC = -1;
 
-const policy = testPolicy("packets", [
-  { originalPort: 8000, port: 9000 },                                    // 0: tcp, any family
-  { originalPort: 8000, port: 9053, protocol: "udp" },                   // 1: same port, udp
-  { originalPort: 7000, port: 7100, family: "ipv4" },                    // 2: tcp over IPv4 only
-  { originalPort: 6000, port: 6100, protocol: "udp", family: "ipv6" },   // 3: udp over IPv6 only
-  { originalPort: 8443, port: 9443, enabled: false },                    // 4: disabled
-]);
+const RULES = [
+  { originalPort: 8000, port: 9000 },                                             // 0: tcp, any family
+  { originalPort: 8000, port: 9053, protocol: "udp" as const },                   // 1: same port, udp
+  { originalPort: 7000, port: 7100, family: "ipv4" as const },                    // 2: tcp over IPv4 only
+  { originalPort: 6000, port: 6100, protocol: "udp" as const, family: "ipv6" as const }, // 3: udp over IPv6 only
+  { originalPort: 8443, port: 9443, enabled: false },                             // 4: disabled
+];
 
+/** The same rules padded past the switch limit, so the compiler picks lookup tables. */
+const FILLER = Array.from({ length: SWITCH_LIMIT }, (_, i) => ({ originalPort: 30_000 + i, port: 50_000 + i }));
+
+for (const [strategy, rules] of [["switch", RULES], ["table", [...RULES, ...FILLER]]] as const) {
+  describe(`${strategy} strategy`, () => datapathSuite(testPolicy(`packets_${strategy}`, rules)));
+}
+
+function datapathSuite(policy: ReturnType<typeof testPolicy>) {
 let program: LoadedProgram;
 before(async () => {
   program = await LoadedProgram.load(policy);
@@ -153,4 +162,19 @@ test("counters count rewritten packets and bytes per rule and direction", async 
   const after = await program.counters(2);
   assert.deepEqual(after.ingress, { packets: before.ingress.packets + 3, bytes: before.ingress.bytes + 3 * ingress.length });
   assert.deepEqual(after.egress, { packets: before.egress.packets + 2, bytes: before.egress.bytes + 2 * egress.length });
+});
+}
+
+test("10,000 rules compile, pass the verifier and rewrite", async () => {
+  const rules = Array.from({ length: 10_000 }, (_, i) => ({ originalPort: 10_000 + i, port: 30_000 + i }));
+  const large = await LoadedProgram.load(testPolicy("packets_large", rules));
+  try {
+    for (const index of [0, 4_321, 9_999]) {
+      const spec: PacketSpec = { family: "ipv4", protocol: "tcp", sport: 5, dport: 10_000 + index };
+      const result = await large.run("ingress", buildPacket(spec));
+      assert.deepEqual(result.output, buildPacket({ ...spec, dport: 30_000 + index }));
+    }
+  } finally {
+    await large.close();
+  }
 });

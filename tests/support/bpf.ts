@@ -68,7 +68,7 @@ export class LoadedProgram {
 }
 
 /** A ValidPolicy for tests, with the defaults validation would fill in. */
-export function testPolicy(name: string, rules: Partial<ValidPolicy["rules"][number]>[]): ValidPolicy {
+export function testPolicy(name: string, rules: readonly Partial<ValidPolicy["rules"][number]>[]): ValidPolicy {
   return {
     name,
     file: `${name}.yaml`,

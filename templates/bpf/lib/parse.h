@@ -1,7 +1,10 @@
 /* parse.h — finds the TCP/UDP ports of a frame, or says the frame is none
  * of ours. Every header access is bounds-checked against data_end first;
  * anything unexpected (non-IP, truncated, fragment, unknown extension
- * header) returns -1 so the caller passes the packet on untouched. */
+ * header) returns -1 so the caller passes the packet on untouched.
+ *
+ * Only what a miss needs is checked here (the two ports); the rest of the
+ * L4 header is checked by rewrite_port, on the hit path. */
 
 #define IPV4_FRAGMENT_OFFSET_MASK 0x1fff /* IP_OFFSET, not exported to uapi */
 #define IPV6_MAX_EXTENSION_HEADERS 4     /* enough for hop-by-hop, routing, dst opts */
@@ -60,20 +63,15 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct l4_pack
 	return 0;
 }
 
-/* parse_ports — reads the ports of a TCP or UDP header whose fixed part
- * (checksum included) lies fully inside the frame. */
+/* parse_ports — reads the source and destination ports, the first four
+ * bytes of both TCP and UDP headers. */
 static __always_inline int parse_ports(void *data, void *data_end, struct l4_packet *pkt)
 {
-	__u32 header_len;
 	__be16 *ports = data + pkt->l4_off;
 
-	if (pkt->protocol == IPPROTO_TCP)
-		header_len = sizeof(struct tcphdr);
-	else if (pkt->protocol == IPPROTO_UDP)
-		header_len = sizeof(struct udphdr);
-	else
+	if (pkt->protocol != IPPROTO_TCP && pkt->protocol != IPPROTO_UDP)
 		return -1;
-	if (pkt->l4_off > 0xffff || (void *)ports + header_len > data_end)
+	if ((void *)(ports + 2) > data_end)
 		return -1;
 	pkt->sport = ports[0];
 	pkt->dport = ports[1];

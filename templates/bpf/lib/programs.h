@@ -12,10 +12,7 @@ int intercept_ingress(struct __sk_buff *skb)
 
 	if (parse_packet(skb, &pkt) < 0 || !match_ingress(&pkt, &match))
 		return TC_ACT_UNSPEC;
-	if (!rule_enabled(match.rule))
-		return TC_ACT_UNSPEC;
-	if (rewrite_port(skb, &pkt, offsetof(struct udphdr, dest), pkt.dport,
-			 bpf_htons(match.new_port)) == 0)
+	if (rule_enabled(match.rule) && rewrite_port(skb, &pkt, PORT_DESTINATION, match.new_port) == 0)
 		count_packet(match.rule, DIR_INGRESS, skb->len);
 	return TC_ACT_UNSPEC;
 }
@@ -30,10 +27,7 @@ int intercept_egress(struct __sk_buff *skb)
 
 	if (parse_packet(skb, &pkt) < 0 || !match_egress(&pkt, &match))
 		return TC_ACT_UNSPEC;
-	if (!rule_enabled(match.rule))
-		return TC_ACT_UNSPEC;
-	if (rewrite_port(skb, &pkt, offsetof(struct udphdr, source), pkt.sport,
-			 bpf_htons(match.new_port)) == 0)
+	if (rule_enabled(match.rule) && rewrite_port(skb, &pkt, PORT_SOURCE, match.new_port) == 0)
 		count_packet(match.rule, DIR_EGRESS, skb->len);
 	return TC_ACT_UNSPEC;
 }

@@ -1,26 +1,86 @@
-/* rewrite.h — changes one L4 port and keeps the checksum valid. */
+/* rewrite.h — changes one L4 port in place and keeps the checksum valid,
+ * without helper calls: a direct packet write and an incremental checksum
+ * update (RFC 1624), the hit path's whole cost. */
 
-/* rewrite_port — replaces the port at @port_off (from the start of the L4
- * header) with @new_port, both in network byte order, and patches the L4
- * checksum incrementally (ports are not in the pseudo-header). For UDP a
- * zero checksum means "none" over IPv4 and stays zero (BPF_F_MARK_MANGLED_0);
- * a computed zero is written as 0xffff.
- * Invalidates packet pointers. Returns 0, or the helpers' negative errno. */
-static __always_inline int rewrite_port(struct __sk_buff *skb, const struct l4_packet *pkt,
-					__u32 port_off, __be16 old_port, __be16 new_port)
+#define CHECKSUM_PARTIAL 3 /* skb->ip_summed value, not exported to uapi */
+
+/* The one field of the kernel's sk_buff we read; CO-RE relocates it. */
+struct sk_buff {
+	__u8 ip_summed:2;
+} __attribute__((preserve_access_index));
+
+/* Turns the context into the kernel's sk_buff; inlined by the verifier. */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+/* checksum_is_partial — true when the L4 checksum is still to be completed
+ * by the stack or the device (CHECKSUM_PARTIAL, as on veth). The checksum
+ * field then holds only the pseudo-header seed, and the completion will sum
+ * the new port: patching the field would corrupt it. This is the case
+ * bpf_l4_csum_replace handles internally; reading ip_summed ourselves
+ * avoids the helper call. */
+static __always_inline int checksum_is_partial(struct __sk_buff *skb)
 {
-	__u32 csum_off = pkt->l4_off;
-	__u64 flags = sizeof(new_port);
-	int err;
+	struct sk_buff *kernel_skb = bpf_cast_to_kern_ctx(skb);
 
+	return BPF_CORE_READ_BITFIELD(kernel_skb, ip_summed) == CHECKSUM_PARTIAL;
+}
+
+/* checksum_replace16 — the ones' complement checksum @check after one
+ * 16-bit word changed from @from to @to: HC' = ~(~HC + ~m + m'). Byte
+ * order does not matter as long as all three share it. */
+static __always_inline __sum16 checksum_replace16(__sum16 check, __be16 from, __be16 to)
+{
+	__u32 sum = (__u16)~check + (__u16)~from + (__u16)to;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__sum16)~sum;
+}
+
+/* write_port — stores @new_port at @port and patches @check for it.
+ * UDP: a zero checksum means "none" and stays zero; a computed zero is
+ * written as 0xffff. */
+static __always_inline void write_port(struct __sk_buff *skb, __be16 *port, __sum16 *check,
+				       __be16 new_port, int udp)
+{
+	__be16 old_port = *port;
+	__sum16 updated;
+
+	*port = new_port;
+	if (checksum_is_partial(skb) || (udp && *check == 0))
+		return;
+	updated = checksum_replace16(*check, old_port, new_port);
+	*check = udp && updated == 0 ? 0xffff : updated;
+}
+
+/* rewrite_port — sets the source or destination port (@which) of @pkt's
+ * TCP/UDP header to @new_port (network byte order) and patches the
+ * checksum. Returns 0, or -1 when the header is not fully inside the frame
+ * (then nothing is written). barrier_var keeps clang from re-deriving a
+ * header pointer after its bounds check, which the verifier would refuse. */
+static __always_inline int rewrite_port(struct __sk_buff *skb, const struct l4_packet *pkt,
+					int which, __be16 new_port)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 off = pkt->l4_off;
+
+	if (off > 0xffff) /* tells the verifier the offset is bounded */
+		return -1;
 	if (pkt->protocol == IPPROTO_TCP) {
-		csum_off += offsetof(struct tcphdr, check);
+		struct tcphdr *tcp = data + off;
+
+		if ((void *)(tcp + 1) > data_end)
+			return -1;
+		barrier_var(tcp);
+		write_port(skb, which == PORT_DESTINATION ? &tcp->dest : &tcp->source, &tcp->check, new_port, 0);
 	} else {
-		csum_off += offsetof(struct udphdr, check);
-		flags |= BPF_F_MARK_MANGLED_0;
+		struct udphdr *udp = data + off;
+
+		if ((void *)(udp + 1) > data_end)
+			return -1;
+		barrier_var(udp);
+		write_port(skb, which == PORT_DESTINATION ? &udp->dest : &udp->source, &udp->check, new_port, 1);
 	}
-	err = bpf_l4_csum_replace(skb, csum_off, old_port, new_port, flags);
-	if (err)
-		return err;
-	return bpf_skb_store_bytes(skb, pkt->l4_off + port_off, &new_port, sizeof(new_port), 0);
+	return 0;
 }

@@ -22,6 +22,10 @@ struct l4_packet {
 
 /* What a rule says to do with a matching packet. */
 struct rule_match {
-	__u32 rule;     /* index into the rule maps */
-	__u16 new_port; /* host byte order */
+	__u32 rule;      /* index into the rule maps */
+	__be16 new_port; /* network byte order, ready to write */
 };
+
+/* Which port of the L4 header a direction rewrites. */
+#define PORT_SOURCE      0
+#define PORT_DESTINATION 1

@@ -12,6 +12,7 @@
 #include <linux/udp.h>
 #include <stddef.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
 /* ---- lib/types.h ---- */
@@ -39,9 +40,13 @@ struct l4_packet {
 
 /* What a rule says to do with a matching packet. */
 struct rule_match {
-	__u32 rule;     /* index into the rule maps */
-	__u16 new_port; /* host byte order */
+	__u32 rule;      /* index into the rule maps */
+	__be16 new_port; /* network byte order, ready to write */
 };
+
+/* Which port of the L4 header a direction rewrites. */
+#define PORT_SOURCE      0
+#define PORT_DESTINATION 1
 
 /* ======================= policy "mixed" ======================= *
  * Everything that depends on the policy is in this block; the rest of
@@ -51,16 +56,13 @@ struct rule_match {
  *   rule 1: tcp any 53 -> 5354
  *   rule 2: tcp ipv4 80 -> 8080
  *   rule 3: tcp ipv6 443 -> 8443
- *
- * Ports are case labels, so matching is a tree of compare-and-branch
- * instructions built by clang (O(log n) compares, no memory access): a
- * packet to a port no rule names leaves without any map lookup. This
- * stays the strategy for large policies too: clang lowers a sparse switch
- * to a balanced binary search, and the matched rule index and port reach
- * the shared rewrite code as plain scalars, so the verifier's work grows
- * with the number of rules, not with their product with the packet logic.
  */
 #define RULE_COUNT 4
+
+/* Matching strategy: switch (4 rules, at most 512).
+ * Ports are case labels, so matching is a tree of compare-and-branch
+ * instructions built by clang (O(log n) compares, no memory access): a
+ * packet to a port no rule names leaves without any map lookup. */
 
 /* match_ingress — the rule whose originalPort is @pkt's destination port. */
 static __always_inline int match_ingress(const struct l4_packet *pkt, struct rule_match *match)
@@ -69,26 +71,26 @@ static __always_inline int match_ingress(const struct l4_packet *pkt, struct rul
 	case __bpf_constant_htons(53):
 		if (pkt->protocol == IPPROTO_UDP) {
 			match->rule = 0;
-			match->new_port = 5353;
+			match->new_port = __bpf_constant_htons(5353);
 			return 1;
 		}
 		if (pkt->protocol == IPPROTO_TCP) {
 			match->rule = 1;
-			match->new_port = 5354;
+			match->new_port = __bpf_constant_htons(5354);
 			return 1;
 		}
 		return 0;
 	case __bpf_constant_htons(80):
 		if (pkt->protocol == IPPROTO_TCP && pkt->family == FAMILY_IPV4) {
 			match->rule = 2;
-			match->new_port = 8080;
+			match->new_port = __bpf_constant_htons(8080);
 			return 1;
 		}
 		return 0;
 	case __bpf_constant_htons(443):
 		if (pkt->protocol == IPPROTO_TCP && pkt->family == FAMILY_IPV6) {
 			match->rule = 3;
-			match->new_port = 8443;
+			match->new_port = __bpf_constant_htons(8443);
 			return 1;
 		}
 		return 0;
@@ -104,28 +106,28 @@ static __always_inline int match_egress(const struct l4_packet *pkt, struct rule
 	case __bpf_constant_htons(5353):
 		if (pkt->protocol == IPPROTO_UDP) {
 			match->rule = 0;
-			match->new_port = 53;
+			match->new_port = __bpf_constant_htons(53);
 			return 1;
 		}
 		return 0;
 	case __bpf_constant_htons(5354):
 		if (pkt->protocol == IPPROTO_TCP) {
 			match->rule = 1;
-			match->new_port = 53;
+			match->new_port = __bpf_constant_htons(53);
 			return 1;
 		}
 		return 0;
 	case __bpf_constant_htons(8080):
 		if (pkt->protocol == IPPROTO_TCP && pkt->family == FAMILY_IPV4) {
 			match->rule = 2;
-			match->new_port = 80;
+			match->new_port = __bpf_constant_htons(80);
 			return 1;
 		}
 		return 0;
 	case __bpf_constant_htons(8443):
 		if (pkt->protocol == IPPROTO_TCP && pkt->family == FAMILY_IPV6) {
 			match->rule = 3;
-			match->new_port = 443;
+			match->new_port = __bpf_constant_htons(443);
 			return 1;
 		}
 		return 0;
@@ -206,7 +208,10 @@ static __always_inline void count_packet(__u32 rule, __u32 direction, __u32 byte
 /* parse.h — finds the TCP/UDP ports of a frame, or says the frame is none
  * of ours. Every header access is bounds-checked against data_end first;
  * anything unexpected (non-IP, truncated, fragment, unknown extension
- * header) returns -1 so the caller passes the packet on untouched. */
+ * header) returns -1 so the caller passes the packet on untouched.
+ *
+ * Only what a miss needs is checked here (the two ports); the rest of the
+ * L4 header is checked by rewrite_port, on the hit path. */
 
 #define IPV4_FRAGMENT_OFFSET_MASK 0x1fff /* IP_OFFSET, not exported to uapi */
 #define IPV6_MAX_EXTENSION_HEADERS 4     /* enough for hop-by-hop, routing, dst opts */
@@ -265,20 +270,15 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct l4_pack
 	return 0;
 }
 
-/* parse_ports — reads the ports of a TCP or UDP header whose fixed part
- * (checksum included) lies fully inside the frame. */
+/* parse_ports — reads the source and destination ports, the first four
+ * bytes of both TCP and UDP headers. */
 static __always_inline int parse_ports(void *data, void *data_end, struct l4_packet *pkt)
 {
-	__u32 header_len;
 	__be16 *ports = data + pkt->l4_off;
 
-	if (pkt->protocol == IPPROTO_TCP)
-		header_len = sizeof(struct tcphdr);
-	else if (pkt->protocol == IPPROTO_UDP)
-		header_len = sizeof(struct udphdr);
-	else
+	if (pkt->protocol != IPPROTO_TCP && pkt->protocol != IPPROTO_UDP)
 		return -1;
-	if (pkt->l4_off > 0xffff || (void *)ports + header_len > data_end)
+	if ((void *)(ports + 2) > data_end)
 		return -1;
 	pkt->sport = ports[0];
 	pkt->dport = ports[1];
@@ -302,31 +302,91 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct l4_packet 
 }
 
 /* ---- lib/rewrite.h ---- */
-/* rewrite.h — changes one L4 port and keeps the checksum valid. */
+/* rewrite.h — changes one L4 port in place and keeps the checksum valid,
+ * without helper calls: a direct packet write and an incremental checksum
+ * update (RFC 1624), the hit path's whole cost. */
 
-/* rewrite_port — replaces the port at @port_off (from the start of the L4
- * header) with @new_port, both in network byte order, and patches the L4
- * checksum incrementally (ports are not in the pseudo-header). For UDP a
- * zero checksum means "none" over IPv4 and stays zero (BPF_F_MARK_MANGLED_0);
- * a computed zero is written as 0xffff.
- * Invalidates packet pointers. Returns 0, or the helpers' negative errno. */
-static __always_inline int rewrite_port(struct __sk_buff *skb, const struct l4_packet *pkt,
-					__u32 port_off, __be16 old_port, __be16 new_port)
+#define CHECKSUM_PARTIAL 3 /* skb->ip_summed value, not exported to uapi */
+
+/* The one field of the kernel's sk_buff we read; CO-RE relocates it. */
+struct sk_buff {
+	__u8 ip_summed:2;
+} __attribute__((preserve_access_index));
+
+/* Turns the context into the kernel's sk_buff; inlined by the verifier. */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+/* checksum_is_partial — true when the L4 checksum is still to be completed
+ * by the stack or the device (CHECKSUM_PARTIAL, as on veth). The checksum
+ * field then holds only the pseudo-header seed, and the completion will sum
+ * the new port: patching the field would corrupt it. This is the case
+ * bpf_l4_csum_replace handles internally; reading ip_summed ourselves
+ * avoids the helper call. */
+static __always_inline int checksum_is_partial(struct __sk_buff *skb)
 {
-	__u32 csum_off = pkt->l4_off;
-	__u64 flags = sizeof(new_port);
-	int err;
+	struct sk_buff *kernel_skb = bpf_cast_to_kern_ctx(skb);
 
+	return BPF_CORE_READ_BITFIELD(kernel_skb, ip_summed) == CHECKSUM_PARTIAL;
+}
+
+/* checksum_replace16 — the ones' complement checksum @check after one
+ * 16-bit word changed from @from to @to: HC' = ~(~HC + ~m + m'). Byte
+ * order does not matter as long as all three share it. */
+static __always_inline __sum16 checksum_replace16(__sum16 check, __be16 from, __be16 to)
+{
+	__u32 sum = (__u16)~check + (__u16)~from + (__u16)to;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__sum16)~sum;
+}
+
+/* write_port — stores @new_port at @port and patches @check for it.
+ * UDP: a zero checksum means "none" and stays zero; a computed zero is
+ * written as 0xffff. */
+static __always_inline void write_port(struct __sk_buff *skb, __be16 *port, __sum16 *check,
+				       __be16 new_port, int udp)
+{
+	__be16 old_port = *port;
+	__sum16 updated;
+
+	*port = new_port;
+	if (checksum_is_partial(skb) || (udp && *check == 0))
+		return;
+	updated = checksum_replace16(*check, old_port, new_port);
+	*check = udp && updated == 0 ? 0xffff : updated;
+}
+
+/* rewrite_port — sets the source or destination port (@which) of @pkt's
+ * TCP/UDP header to @new_port (network byte order) and patches the
+ * checksum. Returns 0, or -1 when the header is not fully inside the frame
+ * (then nothing is written). barrier_var keeps clang from re-deriving a
+ * header pointer after its bounds check, which the verifier would refuse. */
+static __always_inline int rewrite_port(struct __sk_buff *skb, const struct l4_packet *pkt,
+					int which, __be16 new_port)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 off = pkt->l4_off;
+
+	if (off > 0xffff) /* tells the verifier the offset is bounded */
+		return -1;
 	if (pkt->protocol == IPPROTO_TCP) {
-		csum_off += offsetof(struct tcphdr, check);
+		struct tcphdr *tcp = data + off;
+
+		if ((void *)(tcp + 1) > data_end)
+			return -1;
+		barrier_var(tcp);
+		write_port(skb, which == PORT_DESTINATION ? &tcp->dest : &tcp->source, &tcp->check, new_port, 0);
 	} else {
-		csum_off += offsetof(struct udphdr, check);
-		flags |= BPF_F_MARK_MANGLED_0;
+		struct udphdr *udp = data + off;
+
+		if ((void *)(udp + 1) > data_end)
+			return -1;
+		barrier_var(udp);
+		write_port(skb, which == PORT_DESTINATION ? &udp->dest : &udp->source, &udp->check, new_port, 1);
 	}
-	err = bpf_l4_csum_replace(skb, csum_off, old_port, new_port, flags);
-	if (err)
-		return err;
-	return bpf_skb_store_bytes(skb, pkt->l4_off + port_off, &new_port, sizeof(new_port), 0);
+	return 0;
 }
 
 /* ---- lib/programs.h ---- */
@@ -344,10 +404,7 @@ int intercept_ingress(struct __sk_buff *skb)
 
 	if (parse_packet(skb, &pkt) < 0 || !match_ingress(&pkt, &match))
 		return TC_ACT_UNSPEC;
-	if (!rule_enabled(match.rule))
-		return TC_ACT_UNSPEC;
-	if (rewrite_port(skb, &pkt, offsetof(struct udphdr, dest), pkt.dport,
-			 bpf_htons(match.new_port)) == 0)
+	if (rule_enabled(match.rule) && rewrite_port(skb, &pkt, PORT_DESTINATION, match.new_port) == 0)
 		count_packet(match.rule, DIR_INGRESS, skb->len);
 	return TC_ACT_UNSPEC;
 }
@@ -362,10 +419,7 @@ int intercept_egress(struct __sk_buff *skb)
 
 	if (parse_packet(skb, &pkt) < 0 || !match_egress(&pkt, &match))
 		return TC_ACT_UNSPEC;
-	if (!rule_enabled(match.rule))
-		return TC_ACT_UNSPEC;
-	if (rewrite_port(skb, &pkt, offsetof(struct udphdr, source), pkt.sport,
-			 bpf_htons(match.new_port)) == 0)
+	if (rule_enabled(match.rule) && rewrite_port(skb, &pkt, PORT_SOURCE, match.new_port) == 0)
 		count_packet(match.rule, DIR_EGRESS, skb->len);
 	return TC_ACT_UNSPEC;
 }
