@@ -63,6 +63,16 @@ export class Lab {
     });
   }
 
+  /** Runs a command to completion in the client namespace. */
+  runInClient(command: string[]) {
+    return execa("ip", ["netns", "exec", this.clientNs, ...command], { reject: false });
+  }
+
+  /** Runs a command to completion in the server namespace (via nsenter: pins stay visible). */
+  runInServer(command: string[]) {
+    return execa("nsenter", [`--net=/var/run/netns/${this.serverNs}`, ...command], { reject: false });
+  }
+
   /** An HTTP request from the client namespace, as the classic test-curl.sh makes it. */
   async curl(port: number): Promise<{ ok: boolean; response: string }> {
     const result = await execa("demo/test-curl.sh", [this.clientNs, SERVER_ADDRESS, String(port)], { reject: false });

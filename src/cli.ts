@@ -15,10 +15,11 @@ Commands:
   validate [PATH…] [--json]             check policies; every error as FILE:LINE:COL
   compile  [PATH…] [--check]            write generated/<policy>.bpf.c (--check: fail on drift)
   build    [PATH…]                      compile, then clang into build/<policy>.bpf.o
-  plan     [PATH…] [--netns NAME] [--json] [--detailed-exitcode] [--no-color]
-                                        what apply would change in the kernel
+  plan     [PATH…] [--netns NAME] [--json] [--detailed-exitcode] [--out FILE] [--no-color]
+                                        what apply would change in the kernel (--out: save it)
   apply    [PATH…] [--netns NAME] [--yes] [--no-color]
                                         make the kernel match the policies
+  apply    FILE [--yes]                 apply a saved plan exactly; refused if the kernel changed
   destroy  [--netns NAME] [--yes]       remove everything intercept made in the namespace
   status   [PATH…] [--netns NAME] [--json]
                                         attached links, rules, counters
@@ -31,6 +32,7 @@ Options:
 
 const OPTIONS = {
   netns: { type: "string" },
+  out: { type: "string" },
   json: { type: "boolean", default: false },
   check: { type: "boolean", default: false },
   yes: { type: "boolean", short: "y", default: false },
@@ -54,7 +56,7 @@ export async function main(argv: string[]): Promise<number> {
       case "validate": return await validateCommand(paths, { json: values.json });
       case "compile": return await compileCommand(paths, { check: values.check });
       case "build": return await buildCommand(paths);
-      case "plan": return await planCommand(paths, { netns, json: values.json, colour, detailedExitcode: values["detailed-exitcode"] });
+      case "plan": return await planCommand(paths, { netns, json: values.json, colour, detailedExitcode: values["detailed-exitcode"], ...(values.out && { out: values.out }) });
       case "apply": return await applyCommand(paths, { netns, colour, yes: values.yes });
       case "destroy": return await destroyCommand({ netns, colour, yes: values.yes });
       case "status": return await statusCommand(paths, { netns, json: values.json });

@@ -31,10 +31,12 @@ export async function applyPlan(plan: Plan, live: LiveState, objects: ObjectsByH
   ];
   for (const change of ordered) {
     try {
+      if (process.env.INTERCEPT_FAIL_AT === change.address) throw new Error("forced failure (INTERCEPT_FAIL_AT, for testing rollback)");
       undos.push(await execute(change, plan, live, objects));
       log(`${change.address}: ${done(change)}`);
     } catch (error) {
       const rolledBack = await rollBack(undos);
+      await tidy(plan.namespaceKey).catch(() => {});
       throw new ApplyError(
         `${change.address}: ${(error as Error).message}\n` +
           (rolledBack ? "Rolled back: the kernel is as it was before this apply." : "Rollback failed: run `intercept plan` to see the state."),
@@ -49,8 +51,7 @@ export async function applyPlan(plan: Plan, live: LiveState, objects: ObjectsByH
       if (change.action === "delete") log(`${change.address}: destroyed`);
     }
   }
-  const registry = pins.qdiscs(plan.namespaceKey);
-  await tidyNamespace(plan.namespaceKey, existsSync(registry) ? (await mapKeys(registry)).length : 0);
+  await tidy(plan.namespaceKey);
   const { add, change, destroy } = summarise(plan);
   log(`Apply complete! Resources: ${add} added, ${change} changed, ${destroy} destroyed.`);
 }
@@ -75,6 +76,12 @@ async function execute(change: Change, plan: Plan, live: LiveState, objects: Obj
       return () => setRule(dir, change.index, !change.enabled);
     }
   }
+}
+
+/** Removes the namespace's pin directory when nothing of ours is left in it. */
+async function tidy(namespaceKey: string): Promise<void> {
+  const registry = pins.qdiscs(namespaceKey);
+  await tidyNamespace(namespaceKey, existsSync(registry) ? (await mapKeys(registry)).length : 0);
 }
 
 function previousProgramDir(live: LiveState, ifindex: number): string | undefined {

@@ -4,20 +4,27 @@ import { buildPolicy } from "../build/index.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { ensureBpffs } from "../kernel/pins.js";
 import { renderPlan, summarise, type Plan } from "../plan/index.js";
-import { planFor, type PlannedRun } from "./pipeline.js";
+import { isSavedPlanPath, savePlan } from "../plan/saved.js";
+import { planFor, savedPlanRun, type PlannedRun } from "./pipeline.js";
 
 export interface PlanOptions {
   netns: NetworkNamespace;
   json: boolean;
   colour: boolean;
   detailedExitcode: boolean;
+  /** Save the plan here for a later `apply FILE`. */
+  out?: string;
 }
 
 /** `intercept plan`: what apply would do. With --detailed-exitcode: 0 none, 2 changes. */
 export async function planCommand(paths: string[], options: PlanOptions): Promise<number> {
   await ensureBpffs();
-  const { plan } = await planFor(paths, options.netns);
+  const { plan, live, desired } = await planFor(paths, options.netns);
   process.stdout.write(options.json ? `${JSON.stringify(planJson(plan), null, 2)}\n` : renderPlan(plan, options));
+  if (options.out) {
+    await savePlan(options.out, plan, live, desired.map((d) => d.policy));
+    if (!options.json) process.stdout.write(`Saved the plan to ${options.out}: apply exactly it with \`intercept apply ${options.out}\`.\n`);
+  }
   return options.detailedExitcode && plan.changes.length > 0 ? 2 : 0;
 }
 
@@ -27,10 +34,11 @@ export interface ApplyOptions {
   yes: boolean;
 }
 
-/** `intercept apply`: plan, confirm, then execute exactly that plan. */
+/** `intercept apply [PATH…]`: plan, confirm, then execute exactly that plan; `apply FILE` executes a saved one. */
 export async function applyCommand(paths: string[], options: ApplyOptions): Promise<number> {
   await ensureBpffs();
-  return executeRun(await planFor(paths, options.netns), options);
+  const saved = paths.length === 1 && isSavedPlanPath(paths[0]!);
+  return executeRun(saved ? await savedPlanRun(paths[0]!, options.netns) : await planFor(paths, options.netns), options);
 }
 
 /** `intercept destroy`: the plan that removes everything intercept made in the namespace. */

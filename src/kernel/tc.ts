@@ -35,8 +35,14 @@ export async function listFilters(netns: NetworkNamespace, link: string, hook: H
     }));
 }
 
+/** In our slot (pref and handle): the only filters intercept may replace or delete. */
+export function inOurSlot(filter: TcFilter): boolean {
+  return filter.pref === FILTER_PREF && filter.handle === FILTER_HANDLE;
+}
+
+/** Ours: in our slot and running one of our programs (tc shows names cut to 15 characters). */
 export function isOurs(filter: TcFilter): boolean {
-  return filter.pref === FILTER_PREF && filter.handle === FILTER_HANDLE && filter.kind === "bpf";
+  return inOurSlot(filter) && filter.kind === "bpf" && (filter.programName ?? "").startsWith("intercept_");
 }
 
 export async function hasClsact(netns: NetworkNamespace, link: string): Promise<boolean> {

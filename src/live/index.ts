@@ -4,7 +4,7 @@ import type { NetworkNamespace } from "../kernel/exec.js";
 import { listLinks, type Link } from "../kernel/links.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { listDirs, pins } from "../kernel/pins.js";
-import { HOOKS, isOurs, listFilters, type Hook, type TcFilter } from "../kernel/tc.js";
+import { HOOKS, inOurSlot, isOurs, listFilters, type Hook, type TcFilter } from "../kernel/tc.js";
 
 export type { Link } from "../kernel/links.js";
 
@@ -26,6 +26,11 @@ export interface LiveAttachment {
   programIds: Partial<Record<Hook, number>>;
   /** Filters that are not ours, kept for status and safety checks. */
   foreign: Record<Hook, TcFilter[]>;
+}
+
+/** A foreign filter holding the pref and handle intercept uses, which apply must not replace. */
+export function slotTakenBy(attachment: LiveAttachment): TcFilter | undefined {
+  return [...attachment.foreign.ingress, ...attachment.foreign.egress].find(inOurSlot);
 }
 
 export interface LiveState {

@@ -1,6 +1,7 @@
 import { UserError } from "../diagnostics.js";
 import { describeNamespace } from "../kernel/namespace.js";
-import { programOnLink, type Link, type LiveProgram, type LiveState } from "../live/index.js";
+import { programOnLink, slotTakenBy, type Link, type LiveProgram, type LiveState } from "../live/index.js";
+import { FILTER_HANDLE, FILTER_PREF } from "../kernel/tc.js";
 import type { InterfaceSelection, ValidPolicy } from "../validate/index.js";
 import type { AttachmentChange, Change, Plan, ProgramChange, RuleChange } from "./model.js";
 
@@ -89,6 +90,10 @@ function planAttachments(owners: Map<Link, DesiredPolicy | undefined>, live: Liv
     if (!owner) {
       if (hooks > 0) changes.push({ ...base, action: "delete", reason: "no policy selects this link" });
       continue;
+    }
+    const taken = attachment && slotTakenBy(attachment);
+    if (taken) {
+      throw new UserError(`interface ${link.name}: tc pref ${FILTER_PREF} handle ${FILTER_HANDLE}, where intercept attaches, is held by a filter intercept did not create (${taken.kind} ${taken.programName ?? ""}); remove it or exclude the interface`);
     }
     const target = { policy: owner.policy.name, contentHash: owner.contentHash };
     if (hooks === 0) {

@@ -1,0 +1,163 @@
+/**
+ * plan/apply/destroy's promises against the real kernel, in namespaces
+ * this test creates: saved plans refuse a moved kernel, a replace never
+ * drops a request, foreign filters keep their place and their packets,
+ * and a failing step is rolled back.
+ */
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { execa } from "execa";
+import { compileBpf } from "../../src/build/index.js";
+import { dumpMap, loadAndPin } from "../../src/kernel/bpftool.js";
+import { intercept, Lab, SERVER_ADDRESS } from "../../demo/lab.js";
+
+let lab: Lab;
+let scratch: string;
+let foreignPins: string;
+
+before(async () => {
+  lab = await Lab.create();
+  scratch = await mkdtemp(path.join(tmpdir(), "intercept-reconcile-"));
+  foreignPins = `/sys/fs/bpf/${lab.id}-foreign`;
+  await lab.startInServer(["node", "dist/demo/test-server.js"], /ready/);
+});
+
+after(async () => {
+  await lab?.destroy();
+  await rm(foreignPins, { recursive: true, force: true });
+  await rm(scratch, { recursive: true, force: true });
+});
+
+async function policyFile(name: string, text: string): Promise<string> {
+  const file = path.join(scratch, name);
+  await writeFile(file, text);
+  return file;
+}
+
+const DEMO_YAML = "interceptors:\n  - { port: 9000, originalPort: 8000 }\n";
+const GROWN_YAML = `${DEMO_YAML}  - { port: 9443, originalPort: 8443 }\n`;
+
+async function status() {
+  return JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
+}
+
+async function tcShow(link: string, hook: "ingress" | "egress") {
+  const shown = await lab.runInServer(["tc", "-j", "filter", "show", "dev", link, hook]);
+  return (JSON.parse(String(shown.stdout) || "[]") as { pref: number; options?: { prog?: { id: number } } }[]).filter((f) => f.options);
+}
+
+describe("saved plans", { concurrency: false }, () => {
+  test("apply FILE executes exactly the saved plan", async () => {
+    const policy = await policyFile("demo.yaml", DEMO_YAML);
+    const saved = path.join(scratch, "demo.plan");
+    const plan = await intercept("plan", policy, "--netns", lab.serverNs, "--out", saved, "--no-color");
+    assert.equal(plan.exitCode, 0, plan.stderr);
+    const applied = await intercept("apply", saved, "--no-color");
+    assert.equal(applied.exitCode, 0, applied.stderr);
+    assert.match(applied.stdout, /Apply complete! Resources: 2 added/);
+    assert.equal((await intercept("plan", policy, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode, 0);
+  });
+
+  test("apply FILE refuses when the kernel changed since the plan", async () => {
+    const saved = path.join(scratch, "grown.plan");
+    assert.equal((await intercept("plan", await policyFile("demo.yaml", GROWN_YAML), "--netns", lab.serverNs, "--out", saved)).exitCode, 0);
+    // Someone else changes the kernel in between: a live edit by hand.
+    assert.equal((await intercept("apply", await policyFile("demo.yaml", DEMO_YAML.replace("8000 }", "8000, enabled: false }")), "--netns", lab.serverNs)).exitCode, 0);
+    const idsBefore = (await status()).programs[0].programIds;
+    const refused = await intercept("apply", saved);
+    assert.equal(refused.exitCode, 1);
+    assert.match(refused.stderr, /^intercept: the kernel changed since .*grown\.plan was made .*: run `intercept plan` again$/);
+    assert.deepEqual((await status()).programs[0].programIds, idsBefore, "nothing was applied");
+  });
+});
+
+describe("replace", { concurrency: false }, () => {
+  test("adding a rule replaces the program without a single failed request on the old rule", async () => {
+    assert.equal((await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs)).exitCode, 0);
+    const idsBefore = (await status()).programs[0].programIds;
+    const loop = lab.runInClient(["node", "dist/tests/support/request-loop.js", `http://${SERVER_ADDRESS}:8000/`, "4000", "Server"]);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const replaced = await intercept("apply", await policyFile("demo.yaml", GROWN_YAML), "--netns", lab.serverNs, "--no-color");
+    assert.equal(replaced.exitCode, 0, replaced.stderr);
+    assert.match(replaced.stdout, /-\/\+ program\.demo/);
+    const result = JSON.parse(String((await loop).stdout));
+    assert.ok(result.requests > 20, `the loop ran (${result.requests} requests)`);
+    assert.deepEqual({ failures: result.failures, withoutHeader: result.withoutHeader }, { failures: 0, withoutHeader: 0 }, JSON.stringify(result));
+    const idsAfter = (await status()).programs[0].programIds;
+    assert.notEqual(idsAfter.ingress, idsBefore.ingress, "a new program");
+    assert.equal((await status()).programs.length, 1, "the old version is unpinned");
+  });
+});
+
+describe("foreign filters", { concurrency: false }, () => {
+  async function addForeign(name: string, pref: number) {
+    const object = path.join(scratch, "foreign.o");
+    if (!existsSync(object)) await compileBpf("tests/support/foreign.bpf.c", object);
+    await loadAndPin(object, `${foreignPins}/${name}`);
+    const added = await lab.runInServer(["tc", "filter", "add", "dev", lab.serverLink, "ingress", "pref", String(pref),
+      "bpf", "direct-action", "object-pinned", `${foreignPins}/${name}/progs/foreign_counter`]);
+    assert.equal(added.exitCode, 0, String(added.stderr));
+  }
+  const seen = async (name: string) => (await dumpMap<number>(`${foreignPins}/${name}/maps/seen`))[0]!.value!;
+
+  test("filters before and after ours survive apply and destroy, and keep seeing packets", async () => {
+    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await lab.runInServer(["tc", "qdisc", "add", "dev", lab.serverLink, "clsact"])).exitCode, 0);
+    await addForeign("before", 1);
+    await addForeign("after", 60000);
+    assert.equal((await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs)).exitCode, 0);
+    const [beforeCount, afterCount] = [await seen("before"), await seen("after")];
+    const { response } = await lab.curl(8000);
+    assert.match(response, /\r\nServer: intercept\r\n/i, "ours still runs after the earlier filter");
+    assert.ok((await seen("before")) > beforeCount, "the filter before ours saw the request");
+    assert.ok((await seen("after")) > afterCount, "the filter after ours saw the request: ours hands packets on");
+    assert.deepEqual((await tcShow(lab.serverLink, "ingress")).map((f) => f.pref), [1, 18755, 60000]);
+
+    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.deepEqual((await tcShow(lab.serverLink, "ingress")).map((f) => f.pref), [1, 60000], "only ours is gone");
+    const qdiscs = String((await lab.runInServer(["tc", "qdisc", "show", "dev", lab.serverLink])).stdout);
+    assert.match(qdiscs, /clsact/, "the clsact qdisc intercept did not create stays");
+  });
+});
+
+describe("failures", { concurrency: false }, () => {
+  const extraLinks = () => [`${lab.id}x`, `${lab.id}y`];
+
+  before(async () => {
+    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    const [x, y] = extraLinks() as [string, string];
+    assert.equal((await lab.runInServer(["ip", "link", "add", x, "type", "veth", "peer", "name", y])).exitCode, 0);
+    for (const link of [x, y]) await lab.runInServer(["ip", "link", "set", link, "up"]);
+  });
+
+  const snapshot = async () => JSON.stringify([await status(), ...(await Promise.all([lab.serverLink, ...extraLinks()].map((link) => tcShow(link, "ingress"))))]);
+
+  test("a step that fails midway is rolled back: the kernel is exactly as it was", async () => {
+    const before = await snapshot();
+    const [, y] = extraLinks();
+    const result = await execa("node", ["bin/intercept.js", "apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
+      { reject: false, env: { INTERCEPT_FAIL_AT: `attachment.${y}` } });
+    assert.equal(result.exitCode, 1);
+    assert.match(String(result.stdout), /attachment\.\S+: created/, "steps had succeeded before the failure");
+    assert.match(String(result.stderr), /attachment\.\S+y: forced failure .*\nRolled back: the kernel is as it was before this apply\.$/);
+    assert.equal(await snapshot(), before);
+    assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins left behind");
+  });
+
+  test("a foreign filter in intercept's slot stops the plan before anything changes", async () => {
+    const [, y] = extraLinks() as [string, string];
+    await lab.runInServer(["tc", "qdisc", "add", "dev", y, "clsact"]);
+    const blocker = await lab.runInServer(["tc", "filter", "add", "dev", y, "ingress", "pref", "18755", "handle", "1",
+      "bpf", "direct-action", "object-pinned", `${foreignPins}/before/progs/foreign_counter`]);
+    assert.equal(blocker.exitCode, 0, String(blocker.stderr));
+    const before = await snapshot();
+    const result = await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs);
+    assert.equal(result.exitCode, 1);
+    assert.equal(result.stderr.trim(), `intercept: interface ${y}: tc pref 18755 handle 0x1, where intercept attaches, is held by a filter intercept did not create (bpf foreign_counter); remove it or exclude the interface`);
+    assert.equal(await snapshot(), before);
+  });
+});
