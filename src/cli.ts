@@ -1,4 +1,6 @@
 import { parseArgs } from "node:util";
+import { runAgent } from "./agent/index.js";
+import type { LogFormat } from "./agent/log.js";
 import { ApplyError } from "./apply/index.js";
 import { buildCommand, compileCommand } from "./commands/compile.js";
 import { applyCommand, destroyCommand, planCommand } from "./commands/plan.js";
@@ -23,6 +25,9 @@ Commands:
   destroy  [--netns NAME] [--yes]       remove everything intercept made in the namespace
   status   [PATH…] [--netns NAME] [--json]
                                         attached links, rules, counters
+  agent    [PATH…] [--netns NAME] [--keep] [--log-format text|json] [--metrics HOST:PORT]
+                                        keep the kernel matching the policies as links and
+                                        files change; on SIGINT/SIGTERM remove it all (--keep: leave it)
 
 Options:
   --netns NAME   act inside the network namespace NAME (as listed by \`ip netns\`)
@@ -39,6 +44,9 @@ const OPTIONS = {
   "no-color": { type: "boolean", default: false },
   "detailed-exitcode": { type: "boolean", default: false },
   help: { type: "boolean", short: "h", default: false },
+  keep: { type: "boolean", default: false },
+  "log-format": { type: "string", default: "text" },
+  metrics: { type: "string" },
 } as const;
 
 /** Parses arguments and runs one command; returns the exit code. */
@@ -60,11 +68,17 @@ export async function main(argv: string[]): Promise<number> {
       case "apply": return await applyCommand(paths, { netns, colour, yes: values.yes });
       case "destroy": return await destroyCommand({ netns, colour, yes: values.yes });
       case "status": return await statusCommand(paths, { netns, json: values.json });
+      case "agent": return await runAgent(paths, { netns, keep: values.keep, logFormat: logFormat(values["log-format"]), ...(values.metrics && { metrics: values.metrics }) });
       default: throw new UserError(`unknown command "${command}" (see intercept --help)`);
     }
   } catch (error) {
     return reportError(error);
   }
+}
+
+function logFormat(value: string): LogFormat {
+  if (value !== "text" && value !== "json") throw new UserError(`--log-format must be text or json, not "${value}"`);
+  return value;
 }
 
 /** Errors a user can cause print as lines, without a stack; anything else keeps its stack. */

@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
-import { mapKeys } from "../kernel/bpftool.js";
+import { deleteMapEntry, hostBytes, mapKeys } from "../kernel/bpftool.js";
+import { listLinks } from "../kernel/links.js";
 import { pins } from "../kernel/pins.js";
 import { programOnLink, type LiveState } from "../live/index.js";
 import { summarise, type AttachmentChange, type Change, type Plan, type ProgramChange, type RuleChange } from "../plan/index.js";
@@ -36,7 +37,7 @@ export async function applyPlan(plan: Plan, live: LiveState, objects: ObjectsByH
       log(`${change.address}: ${done(change)}`);
     } catch (error) {
       const rolledBack = await rollBack(undos);
-      await tidy(plan.namespaceKey).catch(() => {});
+      await tidy(plan).catch(() => {});
       throw new ApplyError(
         `${change.address}: ${(error as Error).message}\n` +
           (rolledBack ? "Rolled back: the kernel is as it was before this apply." : "Rollback failed: run `intercept plan` to see the state."),
@@ -51,7 +52,7 @@ export async function applyPlan(plan: Plan, live: LiveState, objects: ObjectsByH
       if (change.action === "delete") log(`${change.address}: destroyed`);
     }
   }
-  await tidy(plan.namespaceKey);
+  await tidy(plan);
   const { add, change, destroy } = summarise(plan);
   log(`Apply complete! Resources: ${add} added, ${change} changed, ${destroy} destroyed.`);
 }
@@ -78,10 +79,18 @@ async function execute(change: Change, plan: Plan, live: LiveState, objects: Obj
   }
 }
 
-/** Removes the namespace's pin directory when nothing of ours is left in it. */
-async function tidy(namespaceKey: string): Promise<void> {
-  const registry = pins.qdiscs(namespaceKey);
-  await tidyNamespace(namespaceKey, existsSync(registry) ? (await mapKeys(registry)).length : 0);
+/**
+ * Forgets qdiscs of links that no longer exist (their clsact went with
+ * them), then removes the namespace's pin directory if nothing of ours is
+ * left in it.
+ */
+async function tidy(plan: Plan): Promise<void> {
+  const registry = pins.qdiscs(plan.namespaceKey);
+  let owned = existsSync(registry) ? await mapKeys(registry) : [];
+  const existing = new Set((await listLinks(plan.netns)).map((link) => link.ifindex));
+  for (const ifindex of owned.filter((i) => !existing.has(i))) await deleteMapEntry(registry, hostBytes(ifindex, 4));
+  owned = owned.filter((i) => existing.has(i));
+  await tidyNamespace(plan.namespaceKey, owned.length);
 }
 
 function previousProgramDir(live: LiveState, ifindex: number): string | undefined {

@@ -1,4 +1,5 @@
-import { contentHash } from "../build/index.js";
+import type { ObjectsByHash } from "../apply/index.js";
+import { buildPolicy, contentHash } from "../build/index.js";
 import { compilePolicies, type CompiledPolicy } from "../compile/index.js";
 import { UserError } from "../diagnostics.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
@@ -31,10 +32,25 @@ export interface PlannedRun {
 
 /** … → read live state → plan. `policies: null` plans to remove everything (destroy). */
 export async function planFor(paths: string[] | null, netns: NetworkNamespace): Promise<PlannedRun> {
-  const compiled = paths === null ? [] : await compiledPolicies(paths);
+  return planCompiled(paths === null ? [] : await compiledPolicies(paths), netns);
+}
+
+/** read live state → plan, for policies already compiled (the agent keeps the last good ones). */
+export async function planCompiled(compiled: CompiledPolicy[], netns: NetworkNamespace): Promise<PlannedRun> {
   const desired = await desiredState(compiled);
   const live = await readLiveState(netns);
   return { plan: makePlan(desired, live), live, compiled, desired };
+}
+
+/** Builds only the programs the plan loads; unchanged policies never reach clang. */
+export async function buildObjects(run: PlannedRun): Promise<ObjectsByHash> {
+  const wanted = new Set(run.plan.changes.flatMap((c) => (c.resource === "program" && c.contentHash ? [c.contentHash] : [])));
+  const objects: ObjectsByHash = new Map();
+  for (const [index, entry] of run.compiled.entries()) {
+    const { contentHash: hash } = run.desired[index]!;
+    if (wanted.has(hash)) objects.set(hash, (await buildPolicy(entry)).objectPath);
+  }
+  return objects;
 }
 
 async function desiredState(compiled: CompiledPolicy[]): Promise<DesiredPolicy[]> {

@@ -1,11 +1,10 @@
 import { createInterface } from "node:readline/promises";
-import { applyPlan, type ObjectsByHash } from "../apply/index.js";
-import { buildPolicy } from "../build/index.js";
+import { applyPlan } from "../apply/index.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { ensureBpffs } from "../kernel/pins.js";
 import { renderPlan, summarise, type Plan } from "../plan/index.js";
 import { isSavedPlanPath, savePlan } from "../plan/saved.js";
-import { planFor, savedPlanRun, type PlannedRun } from "./pipeline.js";
+import { buildObjects, planFor, savedPlanRun, type PlannedRun } from "./pipeline.js";
 
 export interface PlanOptions {
   netns: NetworkNamespace;
@@ -56,17 +55,6 @@ async function executeRun(run: PlannedRun, options: ApplyOptions): Promise<numbe
   }
   await applyPlan(run.plan, run.live, await buildObjects(run), (line) => process.stdout.write(`${line}\n`));
   return 0;
-}
-
-/** Builds only the programs the plan loads; unchanged policies never reach clang. */
-async function buildObjects(run: PlannedRun): Promise<ObjectsByHash> {
-  const wanted = new Set(run.plan.changes.flatMap((c) => (c.resource === "program" && c.contentHash ? [c.contentHash] : [])));
-  const objects: ObjectsByHash = new Map();
-  for (const entry of run.compiled) {
-    const desired = run.desired.find((d) => d.policy === entry.policy)!;
-    if (wanted.has(desired.contentHash)) objects.set(desired.contentHash, (await buildPolicy(entry)).objectPath);
-  }
-  return objects;
 }
 
 /** Asks only on a terminal; --yes or a pipe means yes (Terraform's -auto-approve). */

@@ -1,17 +1,11 @@
 import { contentHash } from "../build/index.js";
 import { compilePolicies } from "../compile/index.js";
-import { dumpMap } from "../kernel/bpftool.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
-import { pins } from "../kernel/pins.js";
 import { loadPolicies } from "../load/index.js";
+import { readRuleCounters, type Counter } from "../live/counters.js";
 import { programOnLink, readLiveState, type LiveProgram } from "../live/index.js";
 import { validatePolicies, type Rule } from "../validate/index.js";
-
-interface Counter {
-  packets: number;
-  bytes: number;
-}
 
 interface RuleStatus {
   index: number;
@@ -48,15 +42,11 @@ async function knownRules(paths: string[]): Promise<Map<string, Rule[]>> {
 }
 
 async function ruleStatuses(program: LiveProgram, rules: Rule[] | undefined): Promise<RuleStatus[]> {
-  const counters = await dumpMap<Counter>(pins.map(program.dir, "rule_counters")).catch(() => []);
-  const total = (key: number): Counter => {
-    const perCpu = counters.find((entry) => entry.key === key)?.values ?? [];
-    return perCpu.reduce((sum, { value }) => ({ packets: sum.packets + value.packets, bytes: sum.bytes + value.bytes }), { packets: 0, bytes: 0 });
-  };
+  const counters = await readRuleCounters(program);
   return program.enabled.map((enabled, index) => {
     const rule = rules?.[index];
     const described = rule && { originalPort: rule.originalPort, port: rule.port, protocol: rule.protocol, family: rule.family };
-    return { index, ...(described && { rule: described }), enabled, ingress: total(index * 2), egress: total(index * 2 + 1) };
+    return { index, ...(described && { rule: described }), enabled, ...counters[index]! };
   });
 }
 

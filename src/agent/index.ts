@@ -1,0 +1,196 @@
+import { fileURLToPath } from "node:url";
+import { watch, type FSWatcher } from "chokidar";
+import { execa, type ResultPromise } from "execa";
+import { applyPlan } from "../apply/index.js";
+import { buildObjects, compiledPolicies, planCompiled, type PlannedRun } from "../commands/pipeline.js";
+import type { CompiledPolicy } from "../compile/index.js";
+import { formatDiagnostic, sortDiagnostics, UserError } from "../diagnostics.js";
+import { NETNS_DIR, type NetworkNamespace } from "../kernel/exec.js";
+import { describeNamespace } from "../kernel/namespace.js";
+import { ensureBpffs } from "../kernel/pins.js";
+import { readLiveState, type Link } from "../live/index.js";
+import { DEFAULT_POLICY_DIR } from "../load/index.js";
+import { summarise } from "../plan/index.js";
+import { createLogger, type LogFormat, type Logger } from "./log.js";
+import { AgentMetrics } from "./metrics.js";
+
+export interface AgentOptions {
+  netns: NetworkNamespace;
+  /** On exit, leave the datapath in place (upgrades, restarts). */
+  keep: boolean;
+  logFormat: LogFormat;
+  /** HOST:PORT to serve Prometheus metrics on; off when undefined. */
+  metrics?: string;
+}
+
+/** How long file events settle before a reload: editors write in bursts. */
+const FILE_DEBOUNCE_MS = 25;
+const LINK_EVENTS_SCRIPT = fileURLToPath(new URL("./link-events.js", import.meta.url));
+
+/**
+ * `intercept agent`: keeps the kernel matching the policies as links and
+ * files change. Every change goes through the same plan → apply as
+ * `intercept apply`; reconciles are serialised, and events that arrive
+ * during one are folded into the next.
+ */
+export async function runAgent(paths: string[], options: AgentOptions): Promise<number> {
+  await ensureBpffs();
+  const agent = new Agent(paths, options, createLogger(options.logFormat));
+  await agent.start();
+  await new Promise<void>((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
+  await agent.stop();
+  return 0;
+}
+
+class Agent {
+  private compiled: CompiledPolicy[] = [];
+  private links = new Map<number, string>();
+  private reconciling: Promise<void> | undefined;
+  private again = false;
+  private stopping = false;
+  private fileTimer: NodeJS.Timeout | undefined;
+  private files: FSWatcher | undefined;
+  private linkEvents: ResultPromise | undefined;
+  private readonly metrics: AgentMetrics;
+  private metricsServer: import("node:http").Server | undefined;
+
+  constructor(
+    private readonly paths: string[],
+    private readonly options: AgentOptions,
+    private readonly log: Logger,
+  ) {
+    this.metrics = new AgentMetrics({ live: () => readLiveState(options.netns), policies: () => this.compiled.map((c) => c.policy) });
+  }
+
+  /** Validates (an invalid start is an error: there is no last good state), applies, then follows events. */
+  async start(): Promise<void> {
+    this.compiled = await compiledPolicies(this.paths);
+    this.log("agent started", `${this.compiled.length} polic${this.compiled.length === 1 ? "y" : "ies"} for ${describeNamespace(this.options.netns)}`, { netns: this.options.netns.name ?? null });
+    await this.watchLinks();
+    this.watchFiles();
+    await this.reconcile();
+    if (this.options.metrics) {
+      const { server, address } = await this.metrics.serve(this.options.metrics);
+      this.metricsServer = server;
+      this.log("agent started", `metrics on http://${address}/metrics`, { metrics: address });
+    }
+  }
+
+  /** Stops following events; unless --keep, removes everything intercept made. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.fileTimer);
+    await this.files?.close();
+    this.linkEvents?.stdin?.end();
+    this.linkEvents?.kill();
+    this.metricsServer?.close();
+    await this.reconciling;
+    if (!this.options.keep) {
+      this.compiled = [];
+      await this.reconcileOnce();
+    }
+    this.log("agent stopped", this.options.keep ? "datapath left in place (--keep)" : "datapath removed");
+  }
+
+  /** Runs a reconcile now, or right after the one in progress. */
+  reconcile(): Promise<void> {
+    if (this.reconciling) {
+      this.again = true;
+      return this.reconciling;
+    }
+    this.reconciling = (async () => {
+      do {
+        this.again = false;
+        await this.reconcileOnce();
+      } while (this.again && !this.stopping);
+      this.reconciling = undefined;
+    })();
+    return this.reconciling;
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    try {
+      const run = await planCompiled(this.compiled, this.options.netns);
+      this.noteLinks(run.live.links);
+      if (run.plan.changes.length > 0) await this.apply(run);
+      this.metrics.lastApply.setToCurrentTime();
+    } catch (error) {
+      this.metrics.applyFailures.inc();
+      this.log("error", (error as Error).message.replaceAll("\n", " "));
+    }
+  }
+
+  private async apply(run: PlannedRun): Promise<void> {
+    await applyPlan(run.plan, run.live, await buildObjects(run), (line) => {
+      if (!line.startsWith("Apply complete")) this.log("applied", line, { change: line.split(":")[0] });
+    });
+    this.metrics.applies.inc();
+    const { add, change, destroy } = summarise(run.plan);
+    this.log("applied", `policies applied: ${add} added, ${change} changed, ${destroy} destroyed`, { add, change, destroy });
+  }
+
+  /** Logs links that appeared or went away since the last reconcile. */
+  private noteLinks(links: Link[]): void {
+    const current = new Map(links.filter((l) => !l.loopback).map((l) => [l.ifindex, l.name]));
+    for (const [ifindex, name] of current) {
+      if (this.links.get(ifindex) !== name) this.log("link seen", `${name} (ifindex ${ifindex})`, { link: name, ifindex });
+    }
+    for (const [ifindex, name] of this.links) {
+      if (!current.has(ifindex)) this.log("link gone", `${name} (ifindex ${ifindex})`, { link: name, ifindex });
+    }
+    this.links = current;
+  }
+
+  /** Link events come from a small process in the target namespace; any event means "look again". */
+  private async watchLinks(): Promise<void> {
+    const command = ["node", LINK_EVENTS_SCRIPT];
+    const [file, args] = this.options.netns.name
+      ? ["nsenter", [`--net=${NETNS_DIR}/${this.options.netns.name}`, ...command]]
+      : [command[0]!, command.slice(1)];
+    const child = execa(file, args, { reject: false, stdin: "pipe", buffer: false });
+    this.linkEvents = child;
+    await new Promise<void>((resolve, reject) => {
+      let pending = "";
+      child.stdout?.on("data", (chunk: Buffer) => {
+        pending += chunk.toString();
+        const lines = pending.split("\n");
+        pending = lines.pop()!;
+        for (const line of lines) {
+          if (line.includes('"ready"')) resolve();
+          else if (!this.stopping) void this.reconcile();
+        }
+      });
+      child.on("exit", (code) => {
+        reject(new Error(`link watcher exited (${code})`));
+        if (!this.stopping) this.log("error", `link watcher exited (${code}); link changes are no longer followed`);
+      });
+    });
+  }
+
+  private watchFiles(): void {
+    const targets = this.paths.length > 0 ? this.paths : [DEFAULT_POLICY_DIR];
+    this.files = watch(targets, { ignoreInitial: true });
+    this.files.on("all", () => {
+      clearTimeout(this.fileTimer);
+      this.fileTimer = setTimeout(() => void this.reloadPolicies(), FILE_DEBOUNCE_MS);
+    });
+  }
+
+  /** An invalid edit is logged with its located errors; the last good policies stay in force. */
+  private async reloadPolicies(): Promise<void> {
+    try {
+      this.compiled = await compiledPolicies(this.paths);
+      this.log("policy change", `${this.compiled.length} polic${this.compiled.length === 1 ? "y" : "ies"} valid: reconciling`);
+      await this.reconcile();
+    } catch (error) {
+      if (!(error instanceof UserError)) throw error;
+      for (const diagnostic of sortDiagnostics(error.diagnostics)) {
+        this.log("error", formatDiagnostic(diagnostic), { file: diagnostic.file, line: diagnostic.line, column: diagnostic.column });
+      }
+      this.log("error", `${error.message}: keeping the last good policies`);
+    }
+  }
+}

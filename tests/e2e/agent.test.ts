@@ -1,0 +1,177 @@
+/**
+ * The agent against the real kernel, in namespaces this test creates: it
+ * follows new links, file edits (live edits keep the program), survives an
+ * invalid edit, serves metrics, restarts with --keep without dropping a
+ * request, and leaves nothing behind on SIGTERM.
+ */
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { after, before, describe, test } from "node:test";
+import { execa, type ResultPromise } from "execa";
+import { intercept, Lab, SERVER_ADDRESS } from "../../demo/lab.js";
+
+/** An agent process whose JSON log lines the test can wait for. */
+class AgentProcess {
+  readonly lines: Record<string, unknown>[] = [];
+  private readonly child: ResultPromise;
+  private waiters: (() => void)[] = [];
+
+  constructor(args: string[]) {
+    this.child = execa("node", ["bin/intercept.js", "agent", ...args, "--log-format", "json"], { reject: false, buffer: false });
+    let pending = "";
+    this.child.stdout?.on("data", (chunk: Buffer) => {
+      pending += chunk.toString();
+      const lines = pending.split("\n");
+      pending = lines.pop()!;
+      for (const line of lines) this.lines.push(JSON.parse(line));
+      for (const wake of this.waiters.splice(0)) wake();
+    });
+  }
+
+  /** Resolves with the first log line (from @from on) that @matches; fails after @ms. */
+  async waitFor(matches: (line: Record<string, unknown>) => boolean, from = 0, ms = 15_000): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const found = this.lines.slice(from).find(matches);
+      if (found) return found;
+      if (Date.now() > deadline) throw new Error(`no such log line; saw:\n${this.lines.map((l) => JSON.stringify(l)).join("\n")}`);
+      await new Promise<void>((resolve) => {
+        this.waiters.push(resolve);
+        setTimeout(resolve, 100);
+      });
+    }
+  }
+
+  async stop(signal: "SIGTERM" | "SIGINT" = "SIGTERM"): Promise<number | undefined> {
+    this.child.kill(signal);
+    return (await this.child).exitCode;
+  }
+
+  kill(): void {
+    this.child.kill("SIGKILL");
+  }
+}
+
+let lab: Lab;
+let scratch: string;
+let policy: string;
+let agent: AgentProcess;
+const agents: AgentProcess[] = [];
+
+const POLICY = (enabled: boolean) => `interceptors:\n  - { port: 9000, originalPort: 8000, enabled: ${enabled} }\n  - { port: 9443, originalPort: 8443 }\n`;
+const intercepted = async () => /\r\nServer: intercept\r\n/i.test((await lab.curl(8000)).response);
+
+async function programIds() {
+  return JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout).programs.map((p: { programIds: object }) => p.programIds);
+}
+
+async function ourFilterOn(link: string): Promise<boolean> {
+  const shown = await lab.runInServer(["tc", "filter", "show", "dev", link, "ingress"]);
+  return String(shown.stdout).includes("intercept_ingre");
+}
+
+function startAgent(...extra: string[]): AgentProcess {
+  const started = new AgentProcess([policy, "--netns", lab.serverNs, ...extra]);
+  agents.push(started);
+  return started;
+}
+
+before(async () => {
+  lab = await Lab.create();
+  scratch = await mkdtemp(path.join(tmpdir(), "intercept-agent-"));
+  policy = path.join(scratch, "demo.yaml");
+  await writeFile(policy, POLICY(true));
+  await lab.startInServer(["node", "dist/demo/test-server.js"], /ready/);
+});
+
+after(async () => {
+  for (const started of agents) started.kill();
+  await lab?.destroy();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+describe("agent", { concurrency: false }, () => {
+  test("on start it validates, plans and applies", async () => {
+    agent = startAgent("--keep", "--metrics", "127.0.0.1:0");
+    await agent.waitFor((l) => l.event === "applied" && /policies applied/.test(String(l.message)));
+    assert.ok(await intercepted());
+  });
+
+  test("a link created later gets the filters", async (t) => {
+    const [link, peer] = [`${lab.id}n`, `${lab.id}m`];
+    const created = performance.now();
+    await lab.runInServer(["ip", "link", "add", link, "type", "veth", "peer", "name", peer]);
+    while (!(await ourFilterOn(link))) {
+      assert.ok(performance.now() - created < 10_000, "attached within 10 s");
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    t.diagnostic(`link → filters attached in ${(performance.now() - created).toFixed(0)} ms (polled with tc)`);
+    await agent.waitFor((l) => l.event === "link seen" && l.link === link);
+    await lab.runInServer(["ip", "link", "del", link]);
+    await agent.waitFor((l) => l.event === "link gone" && l.link === link);
+  });
+
+  test("disabling a rule in the file stops interception, with the same program", async () => {
+    const ids = await programIds();
+    const from = agent.lines.length;
+    await writeFile(policy, POLICY(false));
+    await agent.waitFor((l) => l.event === "applied" && l.message === "rule.demo[0]: disabled", from);
+    assert.equal(await intercepted(), false);
+    assert.deepEqual(await programIds(), ids);
+    await writeFile(policy, POLICY(true));
+    await agent.waitFor((l) => l.event === "applied" && l.message === "rule.demo[0]: enabled", from);
+    assert.equal(await intercepted(), true);
+    assert.deepEqual(await programIds(), ids);
+  });
+
+  test("an invalid edit is logged with its location and the old behaviour continues", async () => {
+    const from = agent.lines.length;
+    await writeFile(policy, "interceptors:\n  - { port: 0, originalPort: 8000 }\n");
+    const error = await agent.waitFor((l) => l.event === "error" && l.line === 2, from);
+    assert.match(String(error.message), /demo\.yaml:2:13: error: interceptors\[0\]\.port must be between 1 and 65535, got 0/);
+    await agent.waitFor((l) => l.event === "error" && /keeping the last good policies/.test(String(l.message)), from);
+    assert.equal(await intercepted(), true);
+    await writeFile(policy, POLICY(true)); // a later valid edit is applied again (nothing to change)
+    await agent.waitFor((l) => l.event === "policy change", from);
+  });
+
+  test("metrics count the requests sent", async () => {
+    const started = agent.lines.find((l) => l.metrics)!;
+    const scrape = async () => {
+      const text = await (await fetch(`http://${started.metrics}/metrics`)).text();
+      const line = text.split("\n").find((l) => l.startsWith("intercept_rule_packets_total{") && l.includes('rule="0"') && l.includes('direction="ingress"'));
+      assert.ok(line, text);
+      assert.match(text, /^intercept_attached_links 1$/m);
+      assert.match(text, /^intercept_applies_total \d+$/m);
+      return Number(line.split(" ").pop());
+    };
+    const before = await scrape();
+    for (let i = 0; i < 3; i++) assert.ok(await intercepted());
+    assert.ok((await scrape()) >= before + 3, "at least one packet per request");
+  });
+
+  test("a restart with --keep drops no request, and SIGTERM then leaves nothing", async () => {
+    const loop = lab.runInClient(["node", "dist/tests/support/request-loop.js", `http://${SERVER_ADDRESS}:8000/`, "5000", "Server"]);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(await agent.stop(), 0);
+    assert.ok(await ourFilterOn(lab.serverLink), "--keep left the datapath in place");
+    const ids = await programIds();
+    const restarted = startAgent();
+    await restarted.waitFor((l) => l.event === "link seen");
+    const result = JSON.parse(String((await loop).stdout));
+    assert.ok(result.requests > 20, JSON.stringify(result));
+    assert.deepEqual({ failures: result.failures, withoutHeader: result.withoutHeader }, { failures: 0, withoutHeader: 0 }, JSON.stringify(result));
+    assert.deepEqual(await programIds(), ids, "the restarted agent adopted the live programs");
+    assert.ok(!restarted.lines.some((l) => l.event === "applied"), "and changed nothing");
+
+    assert.equal(await restarted.stop("SIGTERM"), 0);
+    assert.equal(await ourFilterOn(lab.serverLink), false);
+    assert.deepEqual(await programIds(), []);
+    assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false);
+    assert.equal(await intercepted(), false);
+  });
+});
