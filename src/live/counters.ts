@@ -13,7 +13,7 @@ export interface RuleCounters {
 }
 
 /** Each rule's packets and bytes per direction, summed over CPUs (rule_counters is per-CPU). */
-export async function readRuleCounters(program: LiveProgram): Promise<RuleCounters[]> {
+export async function readRuleCounters(program: Pick<LiveProgram, "dir" | "enabled">): Promise<RuleCounters[]> {
   const entries = await dumpMap<Counter>(pins.map(program.dir, "rule_counters")).catch(() => []);
   const total = (key: number): Counter =>
     (entries.find((entry) => entry.key === key)?.values ?? []).reduce(

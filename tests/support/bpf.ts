@@ -10,7 +10,7 @@ import path from "node:path";
 import { loadProgram } from "../../src/apply/steps.js";
 import { buildPolicy } from "../../src/build/index.js";
 import { compilePolicies } from "../../src/compile/index.js";
-import { dumpMap } from "../../src/kernel/bpftool.js";
+import { readRuleCounters, type RuleCounters } from "../../src/live/counters.js";
 import { run } from "../../src/kernel/exec.js";
 import { ensureBpffs, pins, PIN_ROOT } from "../../src/kernel/pins.js";
 import type { Hook } from "../../src/kernel/tc.js";
@@ -51,14 +51,8 @@ export class LoadedProgram {
     return { returnValue: returnValue | 0, output: await readFile(output), nanoseconds };
   }
 
-  async counters(rule: number): Promise<{ ingress: { packets: number; bytes: number }; egress: { packets: number; bytes: number } }> {
-    const entries = await dumpMap<{ packets: number; bytes: number }>(pins.map(this.dir, "rule_counters"));
-    const total = (key: number) =>
-      (entries.find((e) => e.key === key)?.values ?? []).reduce(
-        (sum, { value }) => ({ packets: sum.packets + value.packets, bytes: sum.bytes + value.bytes }),
-        { packets: 0, bytes: 0 },
-      );
-    return { ingress: total(rule * 2), egress: total(rule * 2 + 1) };
+  async counters(rule: number): Promise<RuleCounters> {
+    return (await readRuleCounters({ dir: this.dir, enabled: Array(rule + 1).fill(true) }))[rule]!;
   }
 
   async close(): Promise<void> {

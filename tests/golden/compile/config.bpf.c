@@ -366,34 +366,36 @@ static __always_inline int rewrite_port(struct __sk_buff *skb, const struct l4_p
  * rewrite in place and hand the packet on, so a filter attached after ours
  * still runs and no packet is ever dropped here. */
 
-/* intercept_ingress — a packet arriving for a rule's originalPort is sent
- * to the rule's port instead (destination port rewrite). */
-SEC("tc")
-int intercept_ingress(struct __sk_buff *skb)
+/* intercept — one direction's whole job; @direction is a constant, so each
+ * program gets only its own branch. Ingress: a packet arriving for a rule's
+ * originalPort goes to the rule's port (destination rewrite). Egress: a
+ * reply leaving from the rule's port leaves from originalPort (source
+ * rewrite). */
+static __always_inline int intercept(struct __sk_buff *skb, int direction)
 {
 	struct l4_packet pkt;
 	struct rule_match match;
+	int matched;
 
-	if (parse_packet(skb, &pkt) < 0 || !match_ingress(&pkt, &match))
+	if (parse_packet(skb, &pkt) < 0)
 		return TC_ACT_UNSPEC;
-	if (rule_enabled(match.rule) && rewrite_port(skb, &pkt, PORT_DESTINATION, match.new_port) == 0)
-		count_packet(match.rule, DIR_INGRESS, skb->len);
+	matched = direction == DIR_INGRESS ? match_ingress(&pkt, &match) : match_egress(&pkt, &match);
+	if (matched && rule_enabled(match.rule) &&
+	    rewrite_port(skb, &pkt, direction == DIR_INGRESS ? PORT_DESTINATION : PORT_SOURCE, match.new_port) == 0)
+		count_packet(match.rule, direction, skb->len);
 	return TC_ACT_UNSPEC;
 }
 
-/* intercept_egress — a reply leaving from a rule's port goes out with the
- * originalPort the client asked for (source port rewrite). */
+SEC("tc")
+int intercept_ingress(struct __sk_buff *skb)
+{
+	return intercept(skb, DIR_INGRESS);
+}
+
 SEC("tc")
 int intercept_egress(struct __sk_buff *skb)
 {
-	struct l4_packet pkt;
-	struct rule_match match;
-
-	if (parse_packet(skb, &pkt) < 0 || !match_egress(&pkt, &match))
-		return TC_ACT_UNSPEC;
-	if (rule_enabled(match.rule) && rewrite_port(skb, &pkt, PORT_SOURCE, match.new_port) == 0)
-		count_packet(match.rule, DIR_EGRESS, skb->len);
-	return TC_ACT_UNSPEC;
+	return intercept(skb, DIR_EGRESS);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
