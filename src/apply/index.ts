@@ -12,6 +12,7 @@ export type ObjectsByHash = Map<string, string>;
 export class ApplyError extends Error {
   constructor(message: string, readonly rolledBack: boolean) {
     super(message);
+    this.name = "ApplyError";
   }
 }
 

@@ -9,10 +9,6 @@ export async function loadAndPin(objectPath: string, pinDir: string): Promise<vo
   await run("bpftool", ["prog", "loadall", objectPath, `${pinDir}/progs`, "type", "tc", "pinmaps", `${pinDir}/maps`]);
 }
 
-export async function programId(pin: string): Promise<number> {
-  return (await runJson<{ id: number }>("bpftool", ["-j", "prog", "show", "pinned", pin])).id;
-}
-
 /** Bytes of a host-order integer, as bpftool's `hex` arguments. */
 export function hostBytes(value: number, size: number): string[] {
   const buffer = Buffer.alloc(size);
@@ -35,15 +31,27 @@ export async function updateMap(pin: string, key: string[], value: string[]): Pr
   await run("bpftool", updateArgs({ pin, key, value }));
 }
 
-/** Many updates in one bpftool process (`bpftool batch`): filling 10,000 rules takes one exec, not 10,000. */
+/** Many updates in one bpftool process: filling 10,000 rules takes one exec, not 10,000. */
 export async function updateMaps(updates: MapUpdate[]): Promise<void> {
-  if (updates.length === 0) return;
+  await batch(updates.map(updateArgs), false);
+}
+
+/**
+ * Runs commands in one bpftool process (`bpftool batch`); with @json, returns
+ * each command's output in order. bpftool stops at the first failing command,
+ * so callers fall back to single calls when they need to know which failed.
+ */
+export async function batch(commands: string[][], json: true): Promise<unknown[]>;
+export async function batch(commands: string[][], json: false): Promise<void>;
+export async function batch(commands: string[][], json: boolean): Promise<unknown[] | void> {
+  if (commands.length === 0) return [];
   const dir = await mkdtemp(path.join(tmpdir(), "intercept-batch-"));
   try {
-    const file = path.join(dir, "updates");
-    // Pin paths are ours (no spaces); bpftool's batch format is one command per line.
-    await writeFile(file, `${updates.map((update) => updateArgs(update).join(" ")).join("\n")}\n`);
-    await run("bpftool", ["batch", "file", file]);
+    const file = path.join(dir, "commands");
+    // Pin paths are ours (no spaces); the batch format is one command per line.
+    await writeFile(file, `${commands.map((command) => command.join(" ")).join("\n")}\n`);
+    if (!json) return void (await run("bpftool", ["batch", "file", file]));
+    return (await runJson<{ output: unknown }[]>("bpftool", ["-j", "batch", "file", file])).map((entry) => entry.output);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -57,8 +65,11 @@ export interface MapEntry<V> {
 
 /** Entries as bpftool formats them from BTF (`formatted`). */
 export async function dumpMap<V>(pin: string): Promise<MapEntry<V>[]> {
-  const entries = await runJson<{ formatted: MapEntry<V> }[]>("bpftool", ["-j", "map", "dump", "pinned", pin]);
-  return entries.map((entry) => entry.formatted);
+  return formattedEntries<V>(await runJson("bpftool", ["-j", "map", "dump", "pinned", pin]));
+}
+
+export function formattedEntries<V>(dump: unknown): MapEntry<V>[] {
+  return (dump as { formatted: MapEntry<V> }[]).map((entry) => entry.formatted);
 }
 
 /** A pinned map of our own, for bookkeeping that must live in the kernel, not in a file. */

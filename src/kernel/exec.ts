@@ -26,6 +26,7 @@ export class CommandError extends Error {
     readonly stderr: string,
   ) {
     super(`${command}: ${stderr.split("\n").find((line) => line.trim()) ?? "failed"}`);
+    this.name = "CommandError";
   }
 }
 
@@ -35,8 +36,13 @@ export class CommandError extends Error {
  * exec`, keeps this mount namespace's /sys and so the pins under /sys/fs/bpf.
  */
 export async function run(tool: string, args: string[], netns: NetworkNamespace = {}): Promise<string> {
+  return runWithInput(tool, args, undefined, netns);
+}
+
+/** run(), with @input as the tool's standard input (batch modes). */
+export async function runWithInput(tool: string, args: string[], input: string | undefined, netns: NetworkNamespace = {}): Promise<string> {
   const [file, fileArgs] = netns.name ? ["nsenter", [`--net=${NETNS_DIR}/${netns.name}`, tool, ...args]] : [tool, args];
-  const result = await execa(file, fileArgs, { reject: false, stdin: "ignore" });
+  const result = await execa(file, fileArgs, { reject: false, ...(input === undefined ? { stdin: "ignore" as const } : { input }) });
   if (result.failed) {
     if ((result as { code?: string }).code === "ENOENT") {
       throw new UserError(`${file} not found: install ${PACKAGE_OF[file] ?? file} (npm run setup installs everything)`);

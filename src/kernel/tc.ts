@@ -1,4 +1,4 @@
-import { CommandError, run, runJson, type NetworkNamespace } from "./exec.js";
+import { CommandError, run, runJson, runWithInput, type NetworkNamespace } from "./exec.js";
 
 export type Hook = "ingress" | "egress";
 export const HOOKS: Hook[] = ["ingress", "egress"];
@@ -23,7 +23,31 @@ interface TcFilterJson {
 
 /** The filters on one hook of a link, one entry per filter (not per chain header). */
 export async function listFilters(netns: NetworkNamespace, link: string, hook: Hook): Promise<TcFilter[]> {
-  const filters = await runJson<TcFilterJson[]>("tc", ["-j", "filter", "show", "dev", link, hook], netns);
+  return toFilters(await runJson<TcFilterJson[]>("tc", ["-j", "filter", "show", "dev", link, hook], netns));
+}
+
+/**
+ * Both hooks of every link in one tc process (`tc -batch`). tc prints one
+ * JSON line per command and nothing for a failed one (a link that just
+ * vanished), so when the count is off each hook is asked on its own.
+ */
+export async function listAllFilters(netns: NetworkNamespace, links: string[]): Promise<Record<Hook, TcFilter[]>[]> {
+  const commands = links.flatMap((link) => HOOKS.map((hook) => `filter show dev ${link} ${hook}`));
+  const output = await runWithInput("tc", ["-j", "-force", "-batch", "-"], `${commands.join("\n")}\n`, netns).catch(() => "");
+  const lines = output.split("\n").filter((line) => line.trim());
+  if (lines.length !== commands.length) {
+    return Promise.all(links.map(async (link) => ({
+      ingress: await listFilters(netns, link, "ingress").catch(() => []),
+      egress: await listFilters(netns, link, "egress").catch(() => []),
+    })));
+  }
+  return links.map((_, index) => ({
+    ingress: toFilters(JSON.parse(lines[index * 2]!)),
+    egress: toFilters(JSON.parse(lines[index * 2 + 1]!)),
+  }));
+}
+
+function toFilters(filters: TcFilterJson[]): TcFilter[] {
   return filters
     .filter((filter) => filter.options)
     .map((filter) => ({

@@ -1,10 +1,11 @@
 import { existsSync } from "node:fs";
-import { dumpMap, mapKeys, programId } from "../kernel/bpftool.js";
+import { batch, formattedEntries, mapKeys } from "../kernel/bpftool.js";
+import { runJson } from "../kernel/exec.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { listLinks, type Link } from "../kernel/links.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { listDirs, pins } from "../kernel/pins.js";
-import { HOOKS, inOurSlot, isOurs, listFilters, type Hook, type TcFilter } from "../kernel/tc.js";
+import { HOOKS, inOurSlot, isOurs, listAllFilters, type Hook, type TcFilter } from "../kernel/tc.js";
 
 export type { Link } from "../kernel/links.js";
 
@@ -50,47 +51,57 @@ export async function readLiveState(netns: NetworkNamespace): Promise<LiveState>
   const links = await listLinks(netns);
   const [programs, attachments, ownedQdiscs] = await Promise.all([
     readPrograms(key),
-    Promise.all(links.filter((link) => !link.loopback).map((link) => readAttachment(netns, link))),
+    readAttachments(netns, links.filter((link) => !link.loopback)),
     existsSync(pins.qdiscs(key)) ? mapKeys(pins.qdiscs(key)) : Promise.resolve([]),
   ]);
   return { netns, namespaceKey: key, links, programs, attachments, ownedQdiscs };
 }
 
 async function readPrograms(key: string): Promise<LiveProgram[]> {
-  const programs: LiveProgram[] = [];
+  const versions: { policy: string; dir: string }[] = [];
   for (const policy of await listDirs(pins.namespace(key))) {
-    for (const version of await listDirs(pins.policy(key, policy))) {
-      programs.push(await readProgram(policy, `${pins.policy(key, policy)}/${version}`));
-    }
+    for (const version of await listDirs(pins.policy(key, policy))) versions.push({ policy, dir: `${pins.policy(key, policy)}/${version}` });
   }
-  return programs;
+  // One bpftool process for all of them; a broken version (a crash mid-load) fails the batch,
+  // and is then read alone, so it shows up as unreadable instead of hiding the others.
+  const commands = versions.flatMap(({ dir }) => programCommands(dir));
+  const outputs = await batch(commands, true).catch(async () => Promise.all(commands.map((c) => runJson("bpftool", ["-j", ...c]).catch(() => undefined))));
+  return versions.map(({ policy, dir }, index) => toProgram(policy, dir, outputs.slice(index * 4, index * 4 + 4)));
 }
 
-async function readProgram(policy: string, dir: string): Promise<LiveProgram> {
-  const [ingress, egress, meta, state] = await Promise.all([
-    programId(pins.program(dir, "ingress")).catch(() => 0),
-    programId(pins.program(dir, "egress")).catch(() => 0),
-    dumpMap<{ content_hash: number[] | string }>(pins.map(dir, "policy_meta")).catch(() => []),
-    dumpMap<{ enabled: number }>(pins.map(dir, "rule_state")).catch(() => []),
-  ]);
+function programCommands(dir: string): string[][] {
+  return [
+    ["prog", "show", "pinned", pins.program(dir, "ingress")],
+    ["prog", "show", "pinned", pins.program(dir, "egress")],
+    ["map", "dump", "pinned", pins.map(dir, "policy_meta")],
+    ["map", "dump", "pinned", pins.map(dir, "rule_state")],
+  ];
+}
+
+function toProgram(policy: string, dir: string, [ingress, egress, meta, state]: unknown[]): LiveProgram {
+  const metaEntries = meta ? formattedEntries<{ content_hash: number[] | string }>(meta) : [];
+  const stateEntries = state ? formattedEntries<{ enabled: number }>(state) : [];
   return {
     policy,
-    contentHash: cString(meta[0]?.value?.content_hash),
+    contentHash: cString(metaEntries[0]?.value?.content_hash),
     dir,
-    programIds: { ingress, egress },
-    enabled: state.map((entry) => entry.value?.enabled === 1),
+    programIds: { ingress: (ingress as { id?: number } | undefined)?.id ?? 0, egress: (egress as { id?: number } | undefined)?.id ?? 0 },
+    enabled: stateEntries.map((entry) => entry.value?.enabled === 1),
   };
 }
 
-async function readAttachment(netns: NetworkNamespace, link: Link): Promise<LiveAttachment> {
-  const attachment: LiveAttachment = { link, programIds: {}, foreign: { ingress: [], egress: [] } };
-  for (const hook of HOOKS) {
-    for (const filter of await listFilters(netns, link.name, hook).catch(() => [])) {
-      if (isOurs(filter) && filter.programId) attachment.programIds[hook] = filter.programId;
-      else attachment.foreign[hook].push(filter);
+async function readAttachments(netns: NetworkNamespace, links: Link[]): Promise<LiveAttachment[]> {
+  const filters = await listAllFilters(netns, links.map((link) => link.name));
+  return links.map((link, index) => {
+    const attachment: LiveAttachment = { link, programIds: {}, foreign: { ingress: [], egress: [] } };
+    for (const hook of HOOKS) {
+      for (const filter of filters[index]![hook]) {
+        if (isOurs(filter) && filter.programId) attachment.programIds[hook] = filter.programId;
+        else attachment.foreign[hook].push(filter);
+      }
     }
-  }
-  return attachment;
+    return attachment;
+  });
 }
 
 /** The live program a link's filters run, if it is one of ours. */

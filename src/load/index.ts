@@ -1,10 +1,9 @@
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Diagnostic } from "../diagnostics.js";
+import { cacheKey, readCached, writeCached } from "./cache.js";
 import { readPolicyText } from "./text.js";
-import { loadTypeScriptPolicy } from "./typescript.js";
-import { loadYamlPolicy } from "./yaml.js";
-import type { SourceMap } from "./source-map.js";
+import { SourceMap } from "./source-map.js";
 
 export type { Position, SourceMap } from "./source-map.js";
 
@@ -38,7 +37,7 @@ export async function loadPolicies(paths: string[]): Promise<LoadResult> {
       diagnostics.push(read.error);
       continue;
     }
-    const loaded = file.endsWith(".ts") ? loadTypeScriptPolicy(file, read.text) : loadYamlPolicy(file, read.text);
+    const loaded = file.endsWith(".ts") ? await loadTypeScript(file, read.text) : (await import("./yaml.js")).loadYamlPolicy(file, read.text);
     diagnostics.push(...loaded.diagnostics);
     if (loaded.diagnostics.length > 0) continue;
     if (loaded.value === null || loaded.value === undefined) {
@@ -48,6 +47,17 @@ export async function loadPolicies(paths: string[]): Promise<LoadResult> {
     policies.push({ file, value: loaded.value, sourceMap: loaded.sourceMap });
   }
   return { policies, diagnostics };
+}
+
+/** A TS policy from the cache, or read with ts-morph (imported only then: it is slow to load). */
+async function loadTypeScript(file: string, text: string) {
+  const key = await cacheKey(text);
+  const cached = await readCached(key);
+  if (cached) return { value: cached.value, sourceMap: new SourceMap(cached.locations), diagnostics: [] };
+  const { loadTypeScriptPolicy } = await import("./typescript.js");
+  const loaded = loadTypeScriptPolicy(file, text);
+  if (loaded.diagnostics.length === 0) await writeCached(key, { value: loaded.value, locations: loaded.sourceMap.toEntries() });
+  return loaded;
 }
 
 async function expandPaths(paths: string[]): Promise<{ files: string[]; diagnostics: Diagnostic[] }> {

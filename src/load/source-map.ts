@@ -12,7 +12,16 @@ export interface Located {
 }
 
 export class SourceMap {
-  private readonly entries = new Map<string, Located>();
+  private readonly entries: Map<string, Located>;
+
+  constructor(entries: Iterable<[string, Located]> = []) {
+    this.entries = new Map(entries);
+  }
+
+  /** Every recorded place, for caching. */
+  toEntries(): [string, Located][] {
+    return [...this.entries];
+  }
 
   set(pointer: string, located: Located): void {
     this.entries.set(pointer, located);

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { Ajv2020, type ErrorObject } from "ajv/dist/2020.js";
+import type { ErrorObject, ValidateFunction } from "ajv";
 import type { Diagnostic } from "../diagnostics.js";
 import type { LoadedPolicy } from "../load/index.js";
 import { childPointer } from "../load/source-map.js";
@@ -8,8 +8,8 @@ import { childPointer } from "../load/source-map.js";
 export const SCHEMA_PATH = fileURLToPath(new URL("../../../schemas/policy.schema.json", import.meta.url));
 export const policySchema = JSON.parse(readFileSync(SCHEMA_PATH, "utf8"));
 
-const ajv = new Ajv2020({ allErrors: true, strict: true, verbose: true });
-const validatePolicy = ajv.compile(policySchema);
+/** Compiled from the schema at build time (scripts/generate-validator.mjs): no ajv at start-up. */
+const validatePolicy: ValidateFunction = (await import(new URL("./policy-validator.js", import.meta.url).href)).default;
 
 /** Checks a loaded policy against schemas/policy.schema.json. */
 export function checkSchema(policy: LoadedPolicy): Diagnostic[] {

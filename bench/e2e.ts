@@ -1,0 +1,212 @@
+/**
+ * `npm run bench:e2e`: intercept against the iptables REDIRECT rule service
+ * meshes use, end to end with wrk, plus the control plane's latencies.
+ * Every variant gets a fresh pair of namespaces each round (reused pairs
+ * collapse under Connection: close, their ports stuck in TIME_WAIT), and
+ * the variants take turns, so all share the machine's state. Prints tables
+ * and writes bench/results/e2e.json.
+ */
+import { randomInt } from "node:crypto";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { execa } from "execa";
+import { intercept, Lab, SERVER_ADDRESS } from "../demo/lab.js";
+import { AgentProcess } from "../tests/support/agent-process.js";
+import { runWrk, type WrkResult } from "./wrk.js";
+
+const SECONDS = Number(process.env.BENCH_E2E_SECONDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_E2E_ROUNDS ?? 3);
+const CONNECTIONS = 50;
+const ORIGINAL_PORT = 8000;
+const TARGET_PORT = 9000;
+
+type Variant = "direct" | "intercept" | "iptables";
+type Mode = "keep-alive" | "close";
+const VARIANTS: Variant[] = ["direct", "intercept", "iptables"];
+
+interface Measurement extends WrkResult {
+  /** CPU time of the whole machine per request (µs): server, client and kernel alike. */
+  cpuMicrosecondsPerRequest: number;
+}
+
+let scratch: string;
+let policy: string;
+
+/** Busy CPU time of the machine, in seconds, from /proc/stat. */
+async function busySeconds(): Promise<number> {
+  const fields = (await readFile("/proc/stat", "utf8")).split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = fields as number[];
+  return (user! + nice! + system! + irq! + softirq! + steal!) / 100; // USER_HZ
+}
+
+async function measure(variant: Variant, mode: Mode): Promise<Measurement> {
+  const lab = await Lab.create();
+  try {
+    await lab.runInClient(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"]);
+    await lab.startInServer(["node", "dist/bench/http-server.js", String(TARGET_PORT)], /ready/);
+    if (variant === "intercept") {
+      const applied = await intercept("apply", policy, "--netns", lab.serverNs, "--yes");
+      if (applied.exitCode !== 0) throw new Error(applied.stderr);
+    } else if (variant === "iptables") {
+      await execa("ip", ["netns", "exec", lab.serverNs, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp",
+        "--dport", String(ORIGINAL_PORT), "-j", "REDIRECT", "--to-ports", String(TARGET_PORT)]);
+    }
+    const port = variant === "direct" ? TARGET_PORT : ORIGINAL_PORT;
+    const busy = await busySeconds();
+    const result = await runWrk(lab.clientNs, `http://${SERVER_ADDRESS}:${port}/`, { seconds: SECONDS, connections: CONNECTIONS, close: mode === "close" });
+    const cpu = (await busySeconds()) - busy;
+    if (result.requests === 0) throw new Error(`${variant}/${mode}: no request succeeded`);
+    return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests };
+  } finally {
+    await lab.destroy();
+  }
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+
+async function dataPlane() {
+  const samples = new Map<string, Measurement[]>();
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const mode of ["keep-alive", "close"] as Mode[]) {
+      for (let i = 0; i < VARIANTS.length; i++) {
+        const variant = VARIANTS[(i + round) % VARIANTS.length]!;
+        const result = await measure(variant, mode);
+        process.stderr.write(`round ${round + 1}/${ROUNDS} ${mode} ${variant}: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms} ms\n`);
+        samples.set(`${variant}|${mode}`, [...(samples.get(`${variant}|${mode}`) ?? []), result]);
+      }
+    }
+  }
+  const summary = (variant: Variant, mode: Mode) => {
+    const runs = samples.get(`${variant}|${mode}`)!;
+    return {
+      requestsPerSecond: median(runs.map((r) => r.requestsPerSecond)),
+      p99Ms: median(runs.map((r) => r.p99Ms)),
+      cpuMicrosecondsPerRequest: median(runs.map((r) => r.cpuMicrosecondsPerRequest)),
+      socketErrors: runs.reduce((sum, r) => sum + r.socketErrors, 0),
+      non2xx: runs.reduce((sum, r) => sum + r.non2xx, 0),
+    };
+  };
+  return Object.fromEntries((["keep-alive", "close"] as Mode[]).map((mode) => [mode, Object.fromEntries(VARIANTS.map((v) => [v, summary(v, mode)]))])) as
+    Record<Mode, Record<Variant, ReturnType<typeof summary>>>;
+}
+
+/** Wall time of one CLI run. */
+async function timed(...args: string[]): Promise<number> {
+  const start = performance.now();
+  const result = await intercept(...args);
+  if (result.exitCode !== 0) throw new Error(`intercept ${args.join(" ")}: ${result.stderr}`);
+  return performance.now() - start;
+}
+
+async function controlPlane() {
+  const lab = await Lab.create();
+  try {
+    // plan with nothing to change: cold (no policy cache) and warm.
+    await timed("apply", "policies/demo.ts", "--netns", lab.serverNs);
+    await rm("build/cache/policies", { recursive: true, force: true });
+    const planCold = await timed("plan", "policies/demo.ts", "--netns", lab.serverNs);
+    const planWarm = median(await sequence(5, () => timed("plan", "policies/demo.ts", "--netns", lab.serverNs)));
+    await timed("destroy", "--netns", lab.serverNs);
+
+    // apply with a compile-cache miss (ports never seen before) and a hit (the same again).
+    const fresh = path.join(scratch, "fresh.yaml");
+    const port = randomInt(20_000, 29_000);
+    await writeFile(fresh, `interceptors:\n  - { port: ${port + 10_000}, originalPort: ${port} }\n`);
+    const applyMiss = await timed("apply", fresh, "--netns", lab.serverNs);
+    await timed("destroy", "--netns", lab.serverNs);
+    const applyHit = await timed("apply", fresh, "--netns", lab.serverNs);
+    await timed("destroy", "--netns", lab.serverNs);
+    return { planColdMs: planCold, planWarmMs: planWarm, applyCompileMissMs: applyMiss, applyCompileHitMs: applyHit, ...(await agentLatencies(lab)) };
+  } finally {
+    await lab.destroy();
+  }
+}
+
+/** The agent's reaction times, from the moment of the change to its log line saying it is done. */
+async function agentLatencies(lab: Lab) {
+  const file = path.join(scratch, "agent.yaml");
+  const rules = (enabled: boolean) => `interceptors:\n  - { port: ${TARGET_PORT}, originalPort: ${ORIGINAL_PORT} }\n  - { port: 9443, originalPort: 8443, enabled: ${enabled} }\n`;
+  await writeFile(file, rules(true));
+  const agent = new AgentProcess([file, "--netns", lab.serverNs]);
+  try {
+    await agent.waitFor((l) => /policies applied/.test(String(l.message)));
+    const edits: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const from = agent.lines.length;
+      const enabled = i % 2 === 1;
+      const start = performance.now();
+      await writeFile(file, rules(enabled));
+      const line = await agent.waitFor((l) => l.message === `rule.agent[1]: ${enabled ? "enabled" : "disabled"}`, from);
+      edits.push((line.receivedAt as number) - start);
+    }
+    const links: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const from = agent.lines.length;
+      const link = `${lab.id}l${i}`;
+      const start = performance.now();
+      await lab.runInServer(["ip", "link", "add", link, "type", "veth", "peer", "name", `${link}p`]);
+      const line = await agent.waitFor((l) => l.message === `attachment.${link}: created`, from);
+      links.push((line.receivedAt as number) - start);
+    }
+    return { agentEditToDatapathMs: median(edits), agentEditSamplesMs: edits, agentLinkToAttachedMs: median(links), agentLinkSamplesMs: links };
+  } finally {
+    await agent.stop();
+  }
+}
+
+async function sequence<T>(count: number, run: () => Promise<T>): Promise<T[]> {
+  const results: T[] = [];
+  for (let i = 0; i < count; i++) results.push(await run());
+  return results;
+}
+
+function table(header: string[], rows: (string | number)[][]): string {
+  const cells = [header, ...rows.map((row) => row.map(String))];
+  const widths = header.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
+  const line = (row: string[]) => `| ${row.map((cell, i) => cell.padEnd(widths[i]!)).join(" | ")} |`;
+  return [line(header), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...cells.slice(1).map(line)].join("\n");
+}
+
+async function main() {
+  scratch = await mkdtemp(path.join(tmpdir(), "intercept-bench-e2e-"));
+  try {
+    policy = path.join(scratch, "bench.yaml");
+    await writeFile(policy, `interceptors:\n  - { port: ${TARGET_PORT}, originalPort: ${ORIGINAL_PORT} }\n`);
+    await execa("node", ["bin/intercept.js", "build", policy]); // so applies in the loop never compile
+    console.log(`end-to-end benchmark: ${ROUNDS} rounds × ${SECONDS} s per variant and mode, wrk -t1 -c${CONNECTIONS}, single-threaded Node server\n`);
+    const data = await dataPlane();
+    const f = (n: number, d = 0) => n.toFixed(d);
+    for (const mode of ["keep-alive", "close"] as Mode[]) {
+      const r = data[mode];
+      console.log(`\n${mode === "close" ? "new connections (Connection: close)" : "keep-alive"}:`);
+      console.log(table(
+        ["variant", "req/s", "p99 ms", "CPU µs/req", "vs iptables", "vs direct", "socket errors", "non-2xx"],
+        VARIANTS.map((v) => [v, f(r[v].requestsPerSecond), f(r[v].p99Ms, 2), f(r[v].cpuMicrosecondsPerRequest, 1),
+          f(r[v].requestsPerSecond / r.iptables.requestsPerSecond, 3), f(r[v].requestsPerSecond / r.direct.requestsPerSecond, 3), r[v].socketErrors, r[v].non2xx]),
+      ));
+    }
+    const control = await controlPlane();
+    console.log("\ncontrol plane:");
+    console.log(table(["measure", "ms", "target"], [
+      ["plan, nothing to change, cold (no policy cache)", f(control.planColdMs), ""],
+      ["plan, nothing to change, warm (policy cache)", f(control.planWarmMs), "≤ 500"],
+      ["apply, compile cache miss", f(control.applyCompileMissMs), ""],
+      ["apply, compile cache hit", f(control.applyCompileHitMs), ""],
+      ["agent: policy edit → datapath (live edit)", f(control.agentEditToDatapathMs), "≤ 50"],
+      ["agent: link created → filters attached", f(control.agentLinkToAttachedMs), "≤ 200"],
+    ]));
+    await mkdir("bench/results", { recursive: true });
+    await writeFile("bench/results/e2e.json", `${JSON.stringify({ measuredAt: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, dataPlane: data, controlPlane: control }, null, 2)}\n`);
+    console.log("\nwritten: bench/results/e2e.json");
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+await main();
