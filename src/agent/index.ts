@@ -24,7 +24,7 @@ export interface AgentOptions {
 }
 
 /** How long file events settle before a reload: editors write in bursts. */
-const FILE_DEBOUNCE_MS = 25;
+const FILE_DEBOUNCE_MS = 10;
 const LINK_EVENTS_SCRIPT = fileURLToPath(new URL("./link-events.js", import.meta.url));
 
 /**
