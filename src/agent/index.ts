@@ -1,5 +1,6 @@
+import { statSync, watch, type FSWatcher } from "node:fs";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { watch, type FSWatcher } from "chokidar";
 import { execa, type ResultPromise } from "execa";
 import { applyPlan } from "../apply/index.js";
 import { buildObjects, compiledPolicies, planCompiled, type PlannedRun } from "../commands/pipeline.js";
@@ -52,7 +53,7 @@ class Agent {
   private again = false;
   private stopping = false;
   private fileTimer: NodeJS.Timeout | undefined;
-  private files: FSWatcher | undefined;
+  private readonly watchers: FSWatcher[] = [];
   private linkEvents: ResultPromise | undefined;
   private readonly metrics: AgentMetrics;
   private metricsServer: import("node:http").Server | undefined;
@@ -83,7 +84,7 @@ class Agent {
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.fileTimer);
-    await this.files?.close();
+    for (const watcher of this.watchers) watcher.close();
     this.linkEvents?.stdin?.end();
     this.linkEvents?.kill();
     this.metricsServer?.close();
@@ -170,13 +171,24 @@ class Agent {
     });
   }
 
+  /**
+   * Watches the policy files and folders with Node's fs.watch (inotify). Not
+   * chokidar: it drops a change that follows another on the same path within
+   * 50 ms, losing the final state of quick successive saves. A file is watched
+   * through its folder, so editors' save-by-rename is seen too.
+   */
   private watchFiles(): void {
     const targets = this.paths.length > 0 ? this.paths : [DEFAULT_POLICY_DIR];
-    this.files = watch(targets, { ignoreInitial: true });
-    this.files.on("all", () => {
-      clearTimeout(this.fileTimer);
-      this.fileTimer = setTimeout(() => void this.reloadPolicies(), FILE_DEBOUNCE_MS);
-    });
+    for (const target of targets) {
+      const folder = statSync(target).isDirectory();
+      const name = folder ? undefined : path.basename(target);
+      const watcher = watch(folder ? target : path.dirname(target), { recursive: folder }, (_event, changed) => {
+        if (name && changed !== name) return;
+        clearTimeout(this.fileTimer);
+        this.fileTimer = setTimeout(() => void this.reloadPolicies(), FILE_DEBOUNCE_MS);
+      });
+      this.watchers.push(watcher);
+    }
   }
 
   /** An invalid edit is logged with its located errors; the last good policies stay in force. */

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { copyFile, mkdir, rename, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { CompiledPolicy } from "../compile/index.js";
 import { run } from "../kernel/exec.js";
@@ -21,8 +21,35 @@ function multiarch(): Promise<string> {
 
 let clangVersion: Promise<string> | undefined;
 function compilerVersion(): Promise<string> {
-  clangVersion ??= run("clang", ["--version"]).then((out) => out.split("\n")[0]!.trim());
+  clangVersion ??= cachedCompilerVersion();
   return clangVersion;
+}
+
+/**
+ * `clang --version`, remembered for the binary it came from (path, size,
+ * mtime): the content hash needs it on every plan, and an unchanged policy
+ * should never run clang at all.
+ */
+async function cachedCompilerVersion(): Promise<string> {
+  const binary = await findOnPath("clang");
+  const identity = binary && (await stat(binary).then((s) => `${binary}:${s.size}:${s.mtimeMs}`, () => undefined));
+  const file = path.join(CACHE_DIR, "clang-version.json");
+  const cached = identity && (await readFile(file, "utf8").then((text) => JSON.parse(text) as { identity: string; version: string }, () => undefined));
+  if (cached && cached.identity === identity) return cached.version;
+  const version = (await run("clang", ["--version"])).split("\n")[0]!.trim();
+  if (identity) {
+    await mkdir(CACHE_DIR, { recursive: true });
+    await writeFile(file, JSON.stringify({ identity, version }));
+  }
+  return version;
+}
+
+async function findOnPath(tool: string): Promise<string | undefined> {
+  for (const dir of (process.env.PATH ?? "").split(path.delimiter).filter(Boolean)) {
+    const candidate = path.join(dir, tool);
+    if (await stat(candidate).then((s) => s.isFile(), () => false)) return candidate;
+  }
+  return undefined;
 }
 
 /** A policy's program identity: its C source and the compiler that builds it. */

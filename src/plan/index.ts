@@ -17,7 +17,7 @@ export interface DesiredPolicy {
 
 /**
  * Stage 6: the changes that make @live match @desired. Deterministic, pure:
- * programs first, then links, then rules, each sorted by address.
+ * programs (in policy order, then stale ones), links (by address), rules.
  */
 export function makePlan(desired: DesiredPolicy[], live: LiveState): Plan {
   const linkOwners = assignLinks(desired, live);

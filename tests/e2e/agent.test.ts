@@ -69,8 +69,19 @@ describe("agent", { concurrency: false }, () => {
     }
     t.diagnostic(`link → filters attached in ${(performance.now() - created).toFixed(0)} ms (polled with tc)`);
     await agent.waitFor((l) => l.event === "link seen" && l.link === link);
-    await lab.runInServer(["ip", "link", "del", link]);
-    await agent.waitFor((l) => l.event === "link gone" && l.link === link);
+
+    // Renamed, then set down and up: the filters stay with the link, and the agent knows its new name.
+    const renamed = `${lab.id}r`;
+    await lab.runInServer(["ip", "link", "set", link, "name", renamed]);
+    await agent.waitFor((l) => l.event === "link seen" && l.link === renamed);
+    for (const state of ["down", "up"]) await lab.runInServer(["ip", "link", "set", renamed, state]);
+    const settled = agent.lines.length;
+    assert.equal((await intercept("plan", policy, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode, 0, "nothing left to do");
+    assert.ok(await ourFilterOn(renamed));
+    assert.ok(!agent.lines.slice(settled).some((l) => l.event === "error"));
+
+    await lab.runInServer(["ip", "link", "del", renamed]);
+    await agent.waitFor((l) => l.event === "link gone" && l.link === renamed);
   });
 
   test("disabling a rule in the file stops interception, with the same program", async () => {
@@ -84,6 +95,17 @@ describe("agent", { concurrency: false }, () => {
     await agent.waitFor((l) => l.event === "applied" && l.message === "rule.demo[0]: enabled", from);
     assert.equal(await intercepted(), true);
     assert.deepEqual(await programIds(), ids);
+  });
+
+  test("saves in quick succession: every one is applied, the last one wins", async () => {
+    // chokidar dropped a change within 50 ms of the previous one; this is the regression test.
+    for (let i = 0; i < 6; i++) {
+      const from = agent.lines.length;
+      const enabled = i % 2 === 1;
+      await writeFile(policy, POLICY(enabled));
+      await agent.waitFor((l) => l.message === `rule.demo[0]: ${enabled ? "enabled" : "disabled"}`, from, 5_000);
+    }
+    assert.equal(await intercepted(), true);
   });
 
   test("an invalid edit is logged with its location and the old behaviour continues", async () => {

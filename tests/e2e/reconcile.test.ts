@@ -161,3 +161,24 @@ describe("failures", { concurrency: false }, () => {
     assert.equal(await snapshot(), before);
   });
 });
+
+describe("compile cache", { concurrency: false }, () => {
+  test("applying an unchanged policy never runs clang", async () => {
+    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    // A clang that records every call, first on PATH.
+    const bin = path.join(scratch, "clang-shim");
+    const calls = path.join(scratch, "clang-calls");
+    await execa("mkdir", ["-p", bin]);
+    await writeFile(path.join(bin, "clang"), `#!/bin/sh\necho "$*" >> ${calls}\nexec /usr/bin/clang "$@"\n`, { mode: 0o755 });
+    const run = (...args: string[]) => execa("node", ["bin/intercept.js", ...args], { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
+    const policy = await policyFile("cached.yaml", "interceptors:\n  - { port: 9321, originalPort: 8321 }\n");
+    assert.equal((await run("apply", policy, "--netns", lab.serverNs)).exitCode, 0); // may compile: first time
+    assert.equal((await run("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    await rm(calls, { force: true });
+    const again = await run("apply", policy, "--netns", lab.serverNs);
+    assert.equal(again.exitCode, 0, String(again.stderr));
+    assert.match(String(again.stdout), /program\.cached: created/);
+    assert.equal(existsSync(calls), false, "clang was not run");
+    assert.equal((await run("destroy", "--netns", lab.serverNs)).exitCode, 0);
+  });
+});

@@ -72,11 +72,15 @@ function buildIpv4(spec: PacketSpec, l4: Buffer): Buffer {
 function buildIpv6(spec: PacketSpec, l4: Buffer): Buffer {
   const chain = [...(spec.ipv6Extensions ?? []), PROTOCOL[spec.protocol]];
   const extensions = (spec.ipv6Extensions ?? []).map((type, index) => {
-    const extension = Buffer.alloc(8); // fragment header and minimal options: 8 bytes
+    // Every header here is 8 bytes (length field 0). Routing: type 0, segments left 0.
+    const extension = Buffer.alloc(8);
     extension[0] = chain[index + 1]!;
-    if (type === 44) extension.writeUInt16BE(0x0001, 2); // first fragment, more to come
-    else if (type !== 43) extension[2] = 1, extension[3] = 4; // PadN option filling the rest
-    else extension[3] = 0; // routing: segments left 0
+    if (type === 44) {
+      extension.writeUInt16BE(0x0001, 2); // fragment offset 0, more fragments
+    } else if (type !== 43) {
+      extension[2] = 1; // hop-by-hop / destination options: one PadN option
+      extension[3] = 4; // filling the remaining 4 bytes
+    }
     return extension;
   });
   const header = Buffer.alloc(40);
