@@ -86,6 +86,7 @@ async function dataPlane() {
     const runs = samples.get(`${variant}|${mode}`)!;
     return {
       requestsPerSecond: median(runs.map((r) => r.requestsPerSecond)),
+      requestsPerSecondRange: [Math.min(...runs.map((r) => r.requestsPerSecond)), Math.max(...runs.map((r) => r.requestsPerSecond))],
       p99Ms: median(runs.map((r) => r.p99Ms)),
       cpuMicrosecondsPerRequest: median(runs.map((r) => r.cpuMicrosecondsPerRequest)),
       socketErrors: runs.reduce((sum, r) => sum + r.socketErrors, 0),
@@ -186,8 +187,8 @@ async function main() {
       const r = data[mode];
       console.log(`\n${mode === "close" ? "new connections (Connection: close)" : "keep-alive"}:`);
       console.log(table(
-        ["variant", "req/s", "p99 ms", "CPU µs/req", "vs iptables", "vs direct", "socket errors", "non-2xx"],
-        VARIANTS.map((v) => [v, f(r[v].requestsPerSecond), f(r[v].p99Ms, 2), f(r[v].cpuMicrosecondsPerRequest, 1),
+        ["variant", "req/s (median)", "req/s (min–max)", "p99 ms", "CPU µs/req", "vs iptables", "vs direct", "socket errors", "non-2xx"],
+        VARIANTS.map((v) => [v, f(r[v].requestsPerSecond), r[v].requestsPerSecondRange.map((n) => f(n)).join("–"), f(r[v].p99Ms, 2), f(r[v].cpuMicrosecondsPerRequest, 1),
           f(r[v].requestsPerSecond / r.iptables.requestsPerSecond, 3), f(r[v].requestsPerSecond / r.direct.requestsPerSecond, 3), r[v].socketErrors, r[v].non2xx]),
       ));
     }

@@ -134,6 +134,10 @@ describe("failures", { concurrency: false }, () => {
     for (const link of [x, y]) await lab.runInServer(["ip", "link", "set", link, "up"]);
   });
 
+  after(async () => {
+    await lab.runInServer(["ip", "link", "del", extraLinks()[0]!]); // its peer goes with it
+  });
+
   const snapshot = async () => JSON.stringify([await status(), ...(await Promise.all([lab.serverLink, ...extraLinks()].map((link) => tcShow(link, "ingress"))))]);
 
   test("a step that fails midway is rolled back: the kernel is exactly as it was", async () => {
