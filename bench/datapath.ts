@@ -24,6 +24,7 @@ import { run, runJson } from "../src/kernel/exec.js";
 import { ensureBpffs, pins, PIN_ROOT } from "../src/kernel/pins.js";
 import type { Rule, ValidPolicy } from "../src/validate/index.js";
 import { buildPacket, type PacketSpec } from "../tests/support/packets.js";
+import { table } from "./table.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 21);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 200_000);
@@ -175,13 +176,6 @@ async function scaling(bench: Bench, emptyPin: string) {
     });
   }
   return rows;
-}
-
-function table(header: string[], rows: (string | number)[][]): string {
-  const cells = [header, ...rows.map((row) => row.map(String))];
-  const widths = header.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
-  const line = (row: string[]) => `| ${row.map((cell, i) => cell.padEnd(widths[i]!)).join(" | ")} |`;
-  return [line(header), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...cells.slice(1).map(line)].join("\n");
 }
 
 const f = (value: number, digits = 1) => value.toFixed(digits);

@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { execa } from "execa";
+import { table } from "./table.js";
 import { intercept, Lab, SERVER_ADDRESS } from "../demo/lab.js";
 import { AgentProcess } from "../tests/support/agent-process.js";
 import { runWrk, type WrkResult } from "./wrk.js";
@@ -165,13 +166,6 @@ async function sequence<T>(count: number, run: () => Promise<T>): Promise<T[]> {
   const results: T[] = [];
   for (let i = 0; i < count; i++) results.push(await run());
   return results;
-}
-
-function table(header: string[], rows: (string | number)[][]): string {
-  const cells = [header, ...rows.map((row) => row.map(String))];
-  const widths = header.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
-  const line = (row: string[]) => `| ${row.map((cell, i) => cell.padEnd(widths[i]!)).join(" | ")} |`;
-  return [line(header), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...cells.slice(1).map(line)].join("\n");
 }
 
 async function main() {

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { ValidPolicy } from "../validate/index.js";
 import { renderPolicySource } from "./render.js";
@@ -29,22 +29,37 @@ export function compilePolicies(policies: ValidPolicy[]): CompiledPolicy[] {
   });
 }
 
-/** Writes generated/<name>.bpf.c for each compiled policy; returns the paths it changed. */
-export async function writeGenerated(compiled: CompiledPolicy[]): Promise<string[]> {
-  const changed = await findDrift(compiled);
+/**
+ * Writes generated/<name>.bpf.c for each compiled policy; with @complete (all
+ * the policies, as from policies/), also removes files no policy produces.
+ * Returns the paths it changed.
+ */
+export async function writeGenerated(compiled: CompiledPolicy[], complete = false): Promise<string[]> {
+  const changed = await findDrift(compiled, complete);
   await mkdir(GENERATED_DIR, { recursive: true });
-  for (const entry of compiled) {
-    if (changed.includes(entry.sourcePath)) await writeFile(entry.sourcePath, entry.source);
+  for (const file of changed) {
+    const entry = compiled.find((c) => c.sourcePath === file);
+    if (entry) await writeFile(file, entry.source);
+    else await rm(file);
   }
   return changed;
 }
 
-/** The generated files that differ from what compile would write (drift). */
-export async function findDrift(compiled: CompiledPolicy[]): Promise<string[]> {
+/**
+ * The generated files that differ from what compile would write (drift);
+ * with @complete, also those no policy produces any more.
+ */
+export async function findDrift(compiled: CompiledPolicy[], complete = false): Promise<string[]> {
   const drifted: string[] = [];
   for (const entry of compiled) {
     const current = await readFile(entry.sourcePath, "utf8").catch(() => undefined);
     if (current !== entry.source) drifted.push(entry.sourcePath);
   }
-  return drifted;
+  if (complete) {
+    const present = await readdir(GENERATED_DIR).catch(() => []);
+    const stale = present.filter((name) => name.endsWith(".bpf.c")).map((name) => path.join(GENERATED_DIR, name))
+      .filter((file) => !compiled.some((c) => c.sourcePath === file));
+    drifted.push(...stale);
+  }
+  return drifted.sort();
 }

@@ -1,5 +1,7 @@
 /** The CLI's contract for commands that need no kernel: output formats and exit codes. */
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { rm, writeFile } from "node:fs/promises";
 import { test } from "node:test";
 import { intercept } from "../../demo/lab.js";
 
@@ -23,8 +25,19 @@ test("validate: good policies in both forms pass with exit 0", async () => {
   assert.equal((await intercept("validate", "examples/config.yaml", "--json")).stdout.trim(), "[]");
 });
 
-test("compile --check exits 0 on a clean tree, and unknown commands and options exit 1", async () => {
+test("compile --check exits 0 on a clean tree, 1 for a stale file; unknown commands and options exit 1", async () => {
   assert.equal((await intercept("compile", "--check")).exitCode, 0);
+  const stale = "generated/deleted_policy.bpf.c";
+  await writeFile(stale, "/* its policy is gone */\n");
+  try {
+    const check = await intercept("compile", "--check");
+    assert.equal(check.exitCode, 1);
+    assert.match(check.stderr, /generated\/deleted_policy\.bpf\.c: out of date/);
+    assert.match((await intercept("compile")).stdout, /generated\/deleted_policy\.bpf\.c \(removed: no policy\)/);
+    assert.equal(existsSync(stale), false);
+  } finally {
+    await rm(stale, { force: true });
+  }
   const unknown = await intercept("frobnicate");
   assert.equal(unknown.exitCode, 1);
   assert.match(unknown.stderr, /unknown command "frobnicate"/);
