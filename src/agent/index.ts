@@ -96,8 +96,9 @@ class Agent {
     this.log("agent stopped", this.options.keep ? "datapath left in place (--keep)" : "datapath removed");
   }
 
-  /** Runs a reconcile now, or right after the one in progress. */
+  /** Runs a reconcile now, or right after the one in progress; none once stopping. */
   reconcile(): Promise<void> {
+    if (this.stopping) return this.reconciling ?? Promise.resolve();
     if (this.reconciling) {
       this.again = true;
       return this.reconciling;
@@ -194,7 +195,9 @@ class Agent {
   /** An invalid edit is logged with its located errors; the last good policies stay in force. */
   private async reloadPolicies(): Promise<void> {
     try {
-      this.compiled = await compiledPolicies(this.paths);
+      const compiled = await compiledPolicies(this.paths);
+      if (this.stopping) return; // stop() decides the final state
+      this.compiled = compiled;
       this.log("policy change", `${this.compiled.length} polic${this.compiled.length === 1 ? "y" : "ies"} valid: reconciling`);
       await this.reconcile();
     } catch (error) {
