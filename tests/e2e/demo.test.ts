@@ -1,0 +1,13 @@
+/** README's first command: `npm run demo` must show the proxy's header through port 8000, and clean up. */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { execa } from "execa";
+
+test("npm run demo prints a response carrying Server: intercept and exits 0", async () => {
+  const namespacesBefore = (await execa("ip", ["netns", "list"])).stdout;
+  const demo = await execa("npm", ["run", "demo"], { reject: false });
+  assert.equal(demo.exitCode, 0, `${demo.stdout}\n${demo.stderr}`);
+  assert.match(demo.stdout, /\r?\nServer: intercept\r?\n/);
+  assert.match(demo.stdout, /=== OK: "Server: intercept" came back through port 8000 only while intercept was applied/);
+  assert.equal((await execa("ip", ["netns", "list"])).stdout, namespacesBefore, "the demo removed its namespaces");
+});
