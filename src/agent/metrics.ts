@@ -2,7 +2,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Registry } from "prom-client";
 import { readRuleCounters } from "../live/counters.js";
-import type { LiveState } from "../live/index.js";
+import { isAttached, type LiveState } from "../live/index.js";
 import type { ValidPolicy } from "../validate/index.js";
 
 /** What the metrics need from the agent at scrape time. */
@@ -30,7 +30,7 @@ export class AgentMetrics {
 
     async function readKernel(): Promise<void> {
       const live = await source.live();
-      links.set(live.attachments.filter((a) => Object.keys(a.programIds).length > 0).length);
+      links.set(live.attachments.filter(isAttached).length);
       packets.reset();
       bytes.reset();
       for (const program of live.programs) {

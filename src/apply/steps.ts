@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { rmdir } from "node:fs/promises";
 import path from "node:path";
-import { createHashMap, deleteMapEntry, hostBytes, loadAndPin, updateMap, updateMaps } from "../kernel/bpftool.js";
+import { createHashMap, deleteMapEntry, hostBytes, loadAndPin, mapKeys, updateMap, updateMaps } from "../kernel/bpftool.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { pins, removePins } from "../kernel/pins.js";
 import { addClsact, deleteClsact, deleteFilter, hasClsact, HOOKS, listFilters, replaceFilter, type Hook } from "../kernel/tc.js";
@@ -80,14 +80,14 @@ async function ensureClsact(netns: NetworkNamespace, namespaceKey: string, link:
   return () => removeOwnedClsact(netns, namespaceKey, link, ifindex);
 }
 
+/** Removes the clsact qdisc of @link if intercept created it and no filter is left on it. */
 async function removeOwnedClsact(netns: NetworkNamespace, namespaceKey: string, link: string, ifindex: number): Promise<void> {
   const registry = pins.qdiscs(namespaceKey);
-  if (!existsSync(registry)) return;
-  const owned = await deleteMapEntry(registry, hostBytes(ifindex, 4)).then(() => true, () => false);
-  if (!owned) return;
+  if (!existsSync(registry) || !(await mapKeys(registry)).includes(ifindex)) return;
   const remaining = await Promise.all(HOOKS.map((hook) => listFilters(netns, link, hook).catch(() => [])));
-  if (remaining.every((filters) => filters.length === 0)) await deleteClsact(netns, link).catch(() => {});
-  else await updateMap(registry, hostBytes(ifindex, 4), hostBytes(1, 4)); // still ours, not yet empty
+  if (remaining.some((filters) => filters.length > 0)) return; // still ours, not yet empty
+  await deleteClsact(netns, link).catch(() => {});
+  await deleteMapEntry(registry, hostBytes(ifindex, 4));
 }
 
 /** Unpins a program version; the kernel frees it once no filter runs it. */

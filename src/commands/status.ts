@@ -4,7 +4,7 @@ import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { loadPolicies } from "../load/index.js";
 import { readRuleCounters, type Counter } from "../live/counters.js";
-import { programOnLink, readLiveState, type LiveProgram } from "../live/index.js";
+import { isAttached, programOnLink, readLiveState, type LiveProgram } from "../live/index.js";
 import { validatePolicies, type Rule } from "../validate/index.js";
 
 interface RuleStatus {
@@ -26,7 +26,7 @@ export async function statusCommand(paths: string[], options: { netns: NetworkNa
     rules: await ruleStatuses(program, known.get(program.contentHash)),
   })));
   const links = live.attachments
-    .filter((a) => Object.keys(a.programIds).length > 0)
+    .filter(isAttached)
     .map((a) => ({ link: a.link.name, ifindex: a.link.ifindex, policy: programOnLink(live, a)?.policy ?? null, programIds: a.programIds }));
   const status = { namespace: options.netns.name ?? null, links, programs };
   process.stdout.write(options.json ? `${JSON.stringify(status, null, 2)}\n` : renderStatus(status, options.netns));

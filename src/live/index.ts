@@ -104,6 +104,16 @@ async function readAttachments(netns: NetworkNamespace, links: Link[]): Promise<
   });
 }
 
+/** Whether any of our filters is on the link. */
+export function isAttached(attachment: LiveAttachment | undefined): boolean {
+  return attachment !== undefined && (attachment.programIds.ingress !== undefined || attachment.programIds.egress !== undefined);
+}
+
+/** Whether both hooks of the link run exactly @program's two programs. */
+export function runsProgram(attachment: LiveAttachment, program: LiveProgram): boolean {
+  return attachment.programIds.ingress === program.programIds.ingress && attachment.programIds.egress === program.programIds.egress;
+}
+
 /** The live program a link's filters run, if it is one of ours. */
 export function programOnLink(live: LiveState, attachment: LiveAttachment): LiveProgram | undefined {
   return live.programs.find((program) => program.programIds.ingress === attachment.programIds.ingress);

@@ -1,6 +1,6 @@
 import { UserError } from "../diagnostics.js";
 import { describeNamespace } from "../kernel/namespace.js";
-import { programOnLink, slotTakenBy, type Link, type LiveProgram, type LiveState } from "../live/index.js";
+import { isAttached, programOnLink, runsProgram, slotTakenBy, type Link, type LiveProgram, type LiveState } from "../live/index.js";
 import { FILTER_HANDLE, FILTER_PREF } from "../kernel/tc.js";
 import type { InterfaceSelection, ValidPolicy } from "../validate/index.js";
 import type { AttachmentChange, Change, Plan, ProgramChange, RuleChange } from "./model.js";
@@ -84,11 +84,11 @@ function planAttachments(owners: Map<Link, DesiredPolicy | undefined>, live: Liv
   const changes: AttachmentChange[] = [];
   for (const [link, owner] of owners) {
     const attachment = live.attachments.find((a) => a.link.ifindex === link.ifindex);
-    const hooks = attachment ? Object.keys(attachment.programIds).length : 0;
-    const running = attachment && hooks > 0 ? programOnLink(live, attachment) : undefined;
+    const attached = isAttached(attachment);
+    const running = attached ? programOnLink(live, attachment!) : undefined;
     const base = { resource: "attachment" as const, address: `attachment.${link.name}`, link: link.name, ifindex: link.ifindex };
     if (!owner) {
-      if (hooks > 0) changes.push({ ...base, action: "delete", reason: "no policy selects this link" });
+      if (attached) changes.push({ ...base, action: "delete", reason: "no policy selects this link" });
       continue;
     }
     const taken = attachment && slotTakenBy(attachment);
@@ -96,10 +96,10 @@ function planAttachments(owners: Map<Link, DesiredPolicy | undefined>, live: Liv
       throw new UserError(`interface ${link.name}: tc pref ${FILTER_PREF} handle ${FILTER_HANDLE}, where intercept attaches, is held by a filter intercept did not create (${taken.kind} ${taken.programName ?? ""}); remove it or exclude the interface`);
     }
     const target = { policy: owner.policy.name, contentHash: owner.contentHash };
-    if (hooks === 0) {
+    const wanted = live.programs.find((p) => p.policy === owner.policy.name && p.contentHash === owner.contentHash);
+    if (!attached) {
       changes.push({ ...base, ...target, action: "create", reason: `attach ${owner.policy.name}` });
-    } else if (!running || running.policy !== owner.policy.name || running.contentHash !== owner.contentHash || hooks < 2 ||
-               attachment!.programIds.egress !== running.programIds.egress) {
+    } else if (!wanted || !runsProgram(attachment!, wanted)) {
       const from = running ? `${running.policy}@${short(running.contentHash)}` : "an unknown program";
       changes.push({ ...base, ...target, action: "update", reason: `switch from ${from} to ${owner.policy.name}@${short(owner.contentHash)}` });
     }
