@@ -19,7 +19,7 @@ import { loadProgram } from "../src/apply/steps.js";
 import { compileBpf, contentHash } from "../src/build/index.js";
 import { compilePolicies } from "../src/compile/index.js";
 import { TEMPLATE_DIR } from "../src/compile/render.js";
-import { loadAndPin, updateMap } from "../src/kernel/bpftool.js";
+import { loadAndPin, testRun, updateMap } from "../src/kernel/bpftool.js";
 import { run, runJson } from "../src/kernel/exec.js";
 import { ensureBpffs, pins, PIN_ROOT } from "../src/kernel/pins.js";
 import type { Rule, ValidPolicy } from "../src/validate/index.js";
@@ -105,10 +105,7 @@ class Bench {
 
   /** Average ns per run of @pin on @frame, as the kernel measures it. */
   async nanoseconds(pin: string, frame: Buffer, repeat = REPEAT): Promise<number> {
-    const input = path.join(this.scratch, "packet.bin");
-    await writeFile(input, frame);
-    const printed = await run("bpftool", ["prog", "run", "pinned", pin, "data_in", input, "repeat", String(repeat)]);
-    return Number(/duration \(average\): (\d+)ns/.exec(printed)![1]);
+    return (await testRun(pin, frame, repeat)).nanoseconds;
   }
 }
 

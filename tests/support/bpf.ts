@@ -4,30 +4,21 @@
  * unique directory that close() removes.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { rm } from "node:fs/promises";
 import path from "node:path";
 import { loadProgram } from "../../src/apply/steps.js";
 import { buildPolicy } from "../../src/build/index.js";
 import { compilePolicies } from "../../src/compile/index.js";
 import { readRuleCounters, type RuleCounters } from "../../src/live/counters.js";
-import { run } from "../../src/kernel/exec.js";
+import { testRun, type TestRun } from "../../src/kernel/bpftool.js";
 import { ensureBpffs, pins, PIN_ROOT } from "../../src/kernel/pins.js";
 import type { Hook } from "../../src/kernel/tc.js";
 import type { ValidPolicy } from "../../src/validate/index.js";
-
-export interface TestRun {
-  returnValue: number;
-  output: Buffer;
-  /** Average ns per run as BPF_PROG_TEST_RUN reports it. */
-  nanoseconds: number;
-}
 
 export class LoadedProgram {
   private constructor(
     readonly dir: string,
     private readonly root: string,
-    private readonly scratch: string,
   ) {}
 
   static async load(policy: ValidPolicy): Promise<LoadedProgram> {
@@ -36,19 +27,12 @@ export class LoadedProgram {
     const built = await buildPolicy(compiled!);
     const root = path.join(PIN_ROOT, `test-${randomBytes(4).toString("hex")}`);
     const dir = path.join(root, policy.name);
-    const scratch = await mkdtemp(path.join(tmpdir(), "intercept-packets-"));
     await loadProgram(built.objectPath, dir, built.contentHash, policy.rules.map((rule) => rule.enabled));
-    return new LoadedProgram(dir, root, scratch);
+    return new LoadedProgram(dir, root);
   }
 
-  async run(hook: Hook, frame: Buffer, repeat = 1): Promise<TestRun> {
-    const input = path.join(this.scratch, "in.bin");
-    const output = path.join(this.scratch, "out.bin");
-    await writeFile(input, frame);
-    const printed = await run("bpftool", ["prog", "run", "pinned", pins.program(this.dir, hook), "data_in", input, "data_out", output, "repeat", String(repeat)]);
-    const returnValue = Number(/Return value: (\d+)/.exec(printed)?.[1]);
-    const nanoseconds = Number(/duration \(average\): (\d+)ns/.exec(printed)?.[1]);
-    return { returnValue: returnValue | 0, output: await readFile(output), nanoseconds };
+  run(hook: Hook, frame: Buffer, repeat = 1): Promise<TestRun> {
+    return testRun(pins.program(this.dir, hook), frame, repeat);
   }
 
   async counters(rule: number): Promise<RuleCounters> {
@@ -57,7 +41,6 @@ export class LoadedProgram {
 
   async close(): Promise<void> {
     await rm(this.root, { recursive: true, force: true });
-    await rm(this.scratch, { recursive: true, force: true });
   }
 }
 
