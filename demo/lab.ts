@@ -5,7 +5,7 @@
  * pins included, even after a failure.
  */
 import { randomBytes } from "node:crypto";
-import { stat } from "node:fs/promises";
+import { rm, stat } from "node:fs/promises";
 import { execa, type ResultPromise } from "execa";
 
 export const SERVER_ADDRESS = "198.18.0.1";
@@ -88,7 +88,7 @@ export class Lab {
   async destroy(): Promise<void> {
     if (this.namespaceKey) {
       await execa("node", ["bin/intercept.js", "destroy", "--netns", this.serverNs, "--yes"], { reject: false });
-      await execa("rm", ["-rf", `/sys/fs/bpf/intercept/${this.namespaceKey}`], { reject: false });
+      await rm(`/sys/fs/bpf/intercept/${this.namespaceKey}`, { recursive: true, force: true });
     }
     for (const child of this.processes) child.kill("SIGKILL");
     await Promise.allSettled(this.processes);

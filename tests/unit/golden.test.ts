@@ -3,7 +3,7 @@
  * `npm run test:update-golden` rewrites them on purpose; review the diff.
  */
 import { existsSync } from "node:fs";
-import { readdir, rm, writeFile } from "node:fs/promises";
+import { readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { test } from "node:test";
@@ -64,6 +64,14 @@ for (const file of await policyFiles(COMPILE)) {
     await assertGolden(path.join(COMPILE, `${compiled!.policy.name}.bpf.c`), compiled!.source);
   });
 }
+
+test("the classic YAML form compiles to exactly the pinned C of the TS form", async () => {
+  const loaded = await loadPolicies(["examples/config.yaml"]);
+  const { policies, diagnostics } = validatePolicies(loaded.policies);
+  assert.deepEqual([...loaded.diagnostics, ...diagnostics], []);
+  const [compiled] = compilePolicies([{ ...policies[0]!, name: "demo" }]);
+  assert.equal(compiled!.source, await readFile("generated/demo.bpf.c", "utf8"));
+});
 
 test("generated/ matches what compile writes for policies/ (no drift)", async () => {
   const loaded = await loadPolicies([]);
