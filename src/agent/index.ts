@@ -26,6 +26,12 @@ export interface AgentOptions {
 
 /** How long file events settle before a reload: editors write in bursts. */
 const FILE_DEBOUNCE_MS = 10;
+/**
+ * How long policy files must stay invalid before the errors are logged: a
+ * writer that truncates in place (shell redirect, writeFile) leaves an empty
+ * file for a moment, which is not the user's mistake. Valid reads apply at once.
+ */
+const INVALID_SETTLE_MS = 500;
 const LINK_EVENTS_SCRIPT = fileURLToPath(new URL("./link-events.js", import.meta.url));
 
 /**
@@ -53,6 +59,9 @@ class Agent {
   private again = false;
   private stopping = false;
   private fileTimer: NodeJS.Timeout | undefined;
+  private invalidReport: NodeJS.Timeout | undefined;
+  /** Counts policy reads, so a slow read never overrides a newer one. */
+  private reads = 0;
   private readonly watchers: FSWatcher[] = [];
   private linkEvents: ResultPromise | undefined;
   private readonly metrics: AgentMetrics;
@@ -84,6 +93,7 @@ class Agent {
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.fileTimer);
+    clearTimeout(this.invalidReport);
     for (const watcher of this.watchers) watcher.close();
     this.linkEvents?.stdin?.end();
     this.linkEvents?.kill();
@@ -185,6 +195,7 @@ class Agent {
       const name = folder ? undefined : path.basename(target);
       const watcher = watch(folder ? target : path.dirname(target), { recursive: folder }, (_event, changed) => {
         if (name && changed !== name) return;
+        clearTimeout(this.invalidReport); // the files are still moving
         clearTimeout(this.fileTimer);
         this.fileTimer = setTimeout(() => void this.reloadPolicies(), FILE_DEBOUNCE_MS);
       });
@@ -192,20 +203,32 @@ class Agent {
     }
   }
 
-  /** An invalid edit is logged with its located errors; the last good policies stay in force. */
+  /**
+   * A valid edit is applied at once. An invalid one keeps the last good
+   * policies in force and is logged with its located errors once the files
+   * have settled (INVALID_SETTLE_MS).
+   */
   private async reloadPolicies(): Promise<void> {
+    const read = ++this.reads;
     try {
       const compiled = await compiledPolicies(this.paths);
-      if (this.stopping) return; // stop() decides the final state
+      if (this.stopping || read !== this.reads) return; // stop() decides the final state; a newer read wins
+      clearTimeout(this.invalidReport);
       this.compiled = compiled;
       this.log("policy change", `${this.compiled.length} polic${this.compiled.length === 1 ? "y" : "ies"} valid: reconciling`);
       await this.reconcile();
     } catch (error) {
       if (!(error instanceof UserError)) throw error;
-      for (const diagnostic of sortDiagnostics(error.diagnostics)) {
-        this.log("error", formatDiagnostic(diagnostic), { file: diagnostic.file, line: diagnostic.line, column: diagnostic.column });
-      }
-      this.log("error", `${error.message}: keeping the last good policies`);
+      if (this.stopping || read !== this.reads) return;
+      clearTimeout(this.invalidReport);
+      this.invalidReport = setTimeout(() => this.reportInvalid(error), INVALID_SETTLE_MS);
     }
+  }
+
+  private reportInvalid(error: UserError): void {
+    for (const diagnostic of sortDiagnostics(error.diagnostics)) {
+      this.log("error", formatDiagnostic(diagnostic), { file: diagnostic.file, line: diagnostic.line, column: diagnostic.column });
+    }
+    this.log("error", `${error.message}: keeping the last good policies`);
   }
 }

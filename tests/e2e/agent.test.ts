@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -106,6 +106,19 @@ describe("agent", { concurrency: false }, () => {
       await agent.waitFor((l) => l.message === `rule.demo[0]: ${enabled ? "enabled" : "disabled"}`, from, 5_000);
     }
     assert.equal(await intercepted(), true);
+  });
+
+  test("a save caught half-way (truncated, written 100 ms later) is no error: the final content is applied", async () => {
+    // Writers that truncate in place (shell redirects, writeFile, some editors) leave an empty file for a moment.
+    const from = agent.lines.length;
+    const file = await open(policy, "w");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await file.writeFile(POLICY(false));
+    await file.close();
+    await agent.waitFor((l) => l.message === "rule.demo[0]: disabled", from);
+    await writeFile(policy, POLICY(true));
+    await agent.waitFor((l) => l.message === "rule.demo[0]: enabled", from);
+    assert.deepEqual(agent.lines.slice(from).filter((l) => l.event === "error"), []);
   });
 
   test("an invalid edit is logged with its location and the old behaviour continues", async () => {
