@@ -32,6 +32,11 @@ const FILE_DEBOUNCE_MS = 10;
  * file for a moment, which is not the user's mistake. Valid reads apply at once.
  */
 const INVALID_SETTLE_MS = 500;
+/** A dead link watcher is restarted after 100 ms, doubling per quick failure up to 30 s. */
+const LINK_WATCHER_RETRY_MS = 100;
+const LINK_WATCHER_RETRY_MAX_MS = 30_000;
+/** A watcher that lived this long counts as healthy: the next failure starts the back-off again. */
+const LINK_WATCHER_HEALTHY_MS = 60_000;
 const LINK_EVENTS_SCRIPT = fileURLToPath(new URL("./link-events.js", import.meta.url));
 
 /**
@@ -41,13 +46,18 @@ const LINK_EVENTS_SCRIPT = fileURLToPath(new URL("./link-events.js", import.meta
  * during one are folded into the next.
  */
 export async function runAgent(paths: string[], options: AgentOptions): Promise<number> {
+  // Listening from the start, and for good (on, not once): execa's child
+  // cleanup (signal-exit) re-raises a signal that no other listener holds,
+  // which would kill the agent before it cleans up. A signal during start-up
+  // stops the agent as soon as it has started.
+  const stopRequested = new Promise<void>((resolve) => {
+    process.on("SIGINT", resolve);
+    process.on("SIGTERM", resolve);
+  });
   await ensureBpffs();
   const agent = new Agent(paths, options, createLogger(options.logFormat));
   await agent.start();
-  await new Promise<void>((resolve) => {
-    process.once("SIGINT", resolve);
-    process.once("SIGTERM", resolve);
-  });
+  await stopRequested;
   await agent.stop();
   return 0;
 }
@@ -64,6 +74,8 @@ class Agent {
   private reads = 0;
   private readonly watchers: FSWatcher[] = [];
   private linkEvents: ResultPromise | undefined;
+  private linkWatcherRetry: NodeJS.Timeout | undefined;
+  private linkWatcherFailures = 0;
   private readonly metrics: AgentMetrics;
   private metricsServer: import("node:http").Server | undefined;
 
@@ -94,6 +106,7 @@ class Agent {
     this.stopping = true;
     clearTimeout(this.fileTimer);
     clearTimeout(this.invalidReport);
+    clearTimeout(this.linkWatcherRetry);
     for (const watcher of this.watchers) watcher.close();
     this.linkEvents?.stdin?.end();
     this.linkEvents?.kill();
@@ -156,30 +169,57 @@ class Agent {
     this.links = current;
   }
 
-  /** Link events come from a small process in the target namespace; any event means "look again". */
+  /**
+   * Link events come from a small process in the target namespace; any event
+   * means "look again". Resolves once it listens; if it dies later it is
+   * restarted (restartLinkWatcher).
+   */
   private async watchLinks(): Promise<void> {
     const command = ["node", LINK_EVENTS_SCRIPT];
     const [file, args] = this.options.netns.name
       ? ["nsenter", [`--net=${NETNS_DIR}/${this.options.netns.name}`, ...command]]
       : [command[0]!, command.slice(1)];
     const child = execa(file, args, { reject: false, stdin: "pipe", buffer: false });
+    const started = performance.now();
     this.linkEvents = child;
     await new Promise<void>((resolve, reject) => {
+      let listening = false;
       let pending = "";
       child.stdout?.on("data", (chunk: Buffer) => {
         pending += chunk.toString();
         const lines = pending.split("\n");
         pending = lines.pop()!;
         for (const line of lines) {
-          if (line.includes('"ready"')) resolve();
-          else if (!this.stopping) void this.reconcile();
+          if (line.includes('"ready"')) {
+            listening = true;
+            resolve();
+          } else if (!this.stopping) void this.reconcile();
         }
       });
-      child.on("exit", (code) => {
-        reject(new Error(`link watcher exited (${code})`));
-        if (!this.stopping) this.log("error", `link watcher exited (${code}); link changes are no longer followed`);
+      child.on("exit", (code, signal) => {
+        const exit = `exited (${code ?? signal})`;
+        if (!listening) return reject(new Error(`link watcher ${exit} before listening`));
+        if (this.stopping) return;
+        if (performance.now() - started >= LINK_WATCHER_HEALTHY_MS) this.linkWatcherFailures = 0;
+        this.restartLinkWatcher(`link watcher ${exit}`);
       });
     });
+  }
+
+  /** Restarts the link watcher with back-off, then reconciles: links may have changed while nobody listened. */
+  private restartLinkWatcher(reason: string): void {
+    if (this.stopping) return;
+    const delay = Math.min(LINK_WATCHER_RETRY_MAX_MS, LINK_WATCHER_RETRY_MS * 2 ** this.linkWatcherFailures++);
+    this.log("error", `${reason}; restarting it in ${delay} ms`);
+    this.linkWatcherRetry = setTimeout(() => {
+      this.watchLinks().then(
+        () => {
+          this.log("link watcher", "restarted: following link changes again");
+          void this.reconcile();
+        },
+        (error: Error) => this.restartLinkWatcher(error.message),
+      );
+    }, delay);
   }
 
   /**

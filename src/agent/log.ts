@@ -6,6 +6,7 @@ export type LogEvent =
   | "agent stopped"
   | "link seen"
   | "link gone"
+  | "link watcher"
   | "policy change"
   | "applied"
   | "error";

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { after, before, describe, test } from "node:test";
+import { execa } from "execa";
 import { intercept, Lab, SERVER_ADDRESS } from "../../demo/lab.js";
 import { AgentProcess } from "../support/agent-process.js";
 
@@ -30,6 +31,15 @@ async function programIds() {
 async function ourFilterOn(link: string): Promise<boolean> {
   const shown = await lab.runInServer(["tc", "filter", "show", "dev", link, "ingress"]);
   return String(shown.stdout).includes("intercept_ingre");
+}
+
+/** Polls tc until our filter is on @link; returns how long that took from @since. */
+async function filterAttached(link: string, since = performance.now()): Promise<number> {
+  while (!(await ourFilterOn(link))) {
+    assert.ok(performance.now() - since < 10_000, `filters on ${link} within 10 s`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return performance.now() - since;
 }
 
 function startAgent(...extra: string[]): AgentProcess {
@@ -63,11 +73,7 @@ describe("agent", { concurrency: false }, () => {
     const [link, peer] = [`${lab.id}n`, `${lab.id}m`];
     const created = performance.now();
     await lab.runInServer(["ip", "link", "add", link, "type", "veth", "peer", "name", peer]);
-    while (!(await ourFilterOn(link))) {
-      assert.ok(performance.now() - created < 10_000, "attached within 10 s");
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
-    t.diagnostic(`link → filters attached in ${(performance.now() - created).toFixed(0)} ms (polled with tc)`);
+    t.diagnostic(`link → filters attached in ${(await filterAttached(link, created)).toFixed(0)} ms (polled with tc)`);
     await agent.waitFor((l) => l.event === "link seen" && l.link === link);
 
     // Renamed, then set down and up: the filters stay with the link, and the agent knows its new name.
@@ -82,6 +88,19 @@ describe("agent", { concurrency: false }, () => {
 
     await lab.runInServer(["ip", "link", "del", renamed]);
     await agent.waitFor((l) => l.event === "link gone" && l.link === renamed);
+  });
+
+  test("a link watcher that dies is restarted, and links are followed again", async () => {
+    const from = agent.lines.length;
+    const watcher = await execa("pgrep", ["-P", String(agent.pid), "-f", "link-events"]);
+    process.kill(Number(watcher.stdout.trim()), "SIGKILL");
+    await agent.waitFor((l) => l.event === "error" && /link watcher exited \(SIGKILL\); restarting it in 100 ms/.test(String(l.message)), from);
+    await agent.waitFor((l) => l.event === "link watcher", from);
+    const link = `${lab.id}w`;
+    await lab.runInServer(["ip", "link", "add", link, "type", "veth", "peer", "name", `${lab.id}v`]);
+    await filterAttached(link);
+    await lab.runInServer(["ip", "link", "del", link]);
+    await agent.waitFor((l) => l.event === "link gone" && l.link === link, from);
   });
 
   test("disabling a rule in the file stops interception, with the same program", async () => {

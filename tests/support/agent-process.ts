@@ -34,6 +34,10 @@ export class AgentProcess {
     }
   }
 
+  get pid(): number {
+    return this.child.pid!;
+  }
+
   async stop(signal: "SIGTERM" | "SIGINT" = "SIGTERM"): Promise<number | undefined> {
     this.child.kill(signal);
     return (await this.child).exitCode;
