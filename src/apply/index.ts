@@ -21,9 +21,10 @@ export class ApplyError extends Error {
  * leaves a link without a filter: load new programs, point links at them,
  * flip rules, detach, and only then unpin what is no longer used. If a step
  * fails, every step done so far is undone in reverse, so the kernel is left
- * as it was before the apply.
+ * as it was before the apply. An abort (@interrupt) is honoured between
+ * steps the same way: the step in flight finishes, then all is undone.
  */
-export async function applyPlan(plan: Plan, live: LiveState, objects: ObjectsByHash, log: (line: string) => void): Promise<void> {
+export async function applyPlan(plan: Plan, live: LiveState, objects: ObjectsByHash, log: (line: string) => void, interrupt?: AbortSignal): Promise<void> {
   const undos: Undo[] = [];
   const ordered = [
     ...plan.changes.filter((c): c is ProgramChange => c.resource === "program" && c.action !== "delete"),
@@ -31,20 +32,25 @@ export async function applyPlan(plan: Plan, live: LiveState, objects: ObjectsByH
     ...plan.changes.filter((c): c is RuleChange => c.resource === "rule"),
     ...plan.changes.filter((c): c is AttachmentChange => c.resource === "attachment" && c.action === "delete"),
   ];
-  for (const change of ordered) {
-    try {
+  let step = "apply";
+  try {
+    for (const change of ordered) {
+      interrupt?.throwIfAborted();
+      step = change.address;
       if (process.env.INTERCEPT_FAIL_AT === change.address) throw new Error("forced failure (INTERCEPT_FAIL_AT, for testing rollback)");
       undos.push(await execute(change, plan, live, objects));
       log(`${change.address}: ${done(change)}`);
-    } catch (error) {
-      const rolledBack = await rollBack(undos);
-      await tidy(plan).catch(() => {});
-      throw new ApplyError(
-        `${change.address}: ${(error as Error).message}\n` +
-          (rolledBack ? "Rolled back: the kernel is as it was before this apply." : "Rollback failed: run `intercept plan` to see the state."),
-        rolledBack,
-      );
     }
+    step = "apply";
+    interrupt?.throwIfAborted(); // nothing is committed until old programs are unpinned
+  } catch (error) {
+    const rolledBack = await rollBack(undos);
+    await tidy(plan).catch(() => {});
+    throw new ApplyError(
+      `${step}: ${(error as Error).message}\n` +
+        (rolledBack ? "Rolled back: the kernel is as it was before this apply." : "Rollback failed: run `intercept plan` to see the state."),
+      rolledBack,
+    );
   }
   // Past this point nothing runs the old programs any more; unpinning frees them.
   for (const change of plan.changes) {

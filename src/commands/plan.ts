@@ -53,8 +53,41 @@ async function executeRun(run: PlannedRun, options: ApplyOptions): Promise<numbe
     process.stderr.write("Apply cancelled.\n");
     return 1;
   }
-  await applyPlan(run.plan, run.live, await buildObjects(run), (line) => process.stdout.write(`${line}\n`));
+  const interrupt = interruptOnSignal();
+  try {
+    await applyPlan(run.plan, run.live, await buildObjects(run), (line) => process.stdout.write(`${line}\n`), interrupt.signal);
+  } finally {
+    interrupt.release();
+  }
   return 0;
+}
+
+/**
+ * SIGINT/SIGTERM during an apply do not kill it half-way: the step in
+ * flight finishes, then the apply rolls back (Terraform, too, stops
+ * gracefully on the first interrupt). A second one exits at once. The
+ * listeners stay until the apply ends: execa's signal-exit re-raises a
+ * signal that no other listener holds.
+ */
+function interruptOnSignal(): { signal: AbortSignal; release: () => void } {
+  const controller = new AbortController();
+  const onSignal = (name: NodeJS.Signals) => {
+    if (controller.signal.aborted) {
+      process.stderr.write(`${name} received again: exiting without rolling back; run \`intercept plan\` to see the state.\n`);
+      process.exit(1);
+    }
+    process.stderr.write(`${name} received: stopping after the current step and rolling back.\n`);
+    controller.abort(new Error(`interrupted by ${name}`));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  return {
+    signal: controller.signal,
+    release: () => {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    },
+  };
 }
 
 /** Asks only on a terminal; --yes or a pipe means yes (Terraform's -auto-approve). */

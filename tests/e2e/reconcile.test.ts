@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -148,6 +148,27 @@ describe("failures", { concurrency: false }, () => {
     assert.equal(result.exitCode, 1);
     assert.match(String(result.stdout), /attachment\.\S+: created/, "steps had succeeded before the failure");
     assert.match(String(result.stderr), /attachment\.\S+y: forced failure .*\nRolled back: the kernel is as it was before this apply\.$/);
+    assert.equal(await snapshot(), before);
+    assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins left behind");
+  });
+
+  test("SIGINT mid-apply: the step in flight finishes, then everything is rolled back", async () => {
+    const before = await snapshot();
+    const [, y] = extraLinks() as [string, string];
+    // A tc, first on PATH, that holds the attach to link y for a second and says when it starts.
+    const bin = path.join(scratch, "tc-shim");
+    const holding = path.join(scratch, "tc-holding");
+    await mkdir(bin, { recursive: true });
+    await writeFile(path.join(bin, "tc"), `#!/bin/sh\ncase "$*" in *"filter replace dev ${y} "*) touch ${holding}; sleep 1;; esac\nexec /usr/sbin/tc "$@"\n`, { mode: 0o755 });
+    const apply = execa("node", ["bin/intercept.js", "apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
+      { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
+    while (!existsSync(holding)) await new Promise((resolve) => setTimeout(resolve, 10));
+    apply.kill("SIGINT");
+    const result = await apply;
+    assert.equal(result.exitCode, 1, String(result.stderr));
+    assert.match(String(result.stderr), /^SIGINT received: stopping after the current step and rolling back\.\n/);
+    assert.match(String(result.stdout), new RegExp(`attachment\\.${y}: created`), "the step in flight finished");
+    assert.match(String(result.stderr), /: interrupted by SIGINT\nRolled back: the kernel is as it was before this apply\.$/);
     assert.equal(await snapshot(), before);
     assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins left behind");
   });
