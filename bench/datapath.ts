@@ -2,7 +2,8 @@
  * `npm run bench:datapath`: the generated program against the floor (an
  * empty tc program) and against the map-lookup approach of BPF samples,
  * side by side in one run with BPF_PROG_TEST_RUN, then how the generated
- * program scales with the number of rules. Prints tables and writes
+ * program scales with the number of rules, and where the table strategy
+ * overtakes the switch (the crossover). Prints tables and writes
  * bench/results/datapath.json.
  *
  * Hits are measured with flip pairs (8000→9000 and 9000→8000): BPF_PROG_TEST_RUN
@@ -18,7 +19,7 @@ import { performance } from "node:perf_hooks";
 import { loadProgram } from "../src/apply/steps.js";
 import { compileBpf, contentHash } from "../src/build/index.js";
 import { compilePolicies } from "../src/compile/index.js";
-import { TEMPLATE_DIR } from "../src/compile/render.js";
+import { matchStrategy, SWITCH_LIMIT, TEMPLATE_DIR, type MatchStrategy } from "../src/compile/render.js";
 import { loadAndPin, testRun, updateMap } from "../src/kernel/bpftool.js";
 import { run, runJson } from "../src/kernel/exec.js";
 import { ensureBpffs, pins, PIN_ROOT } from "../src/kernel/pins.js";
@@ -28,7 +29,8 @@ import { table } from "./table.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 21);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 200_000);
-const SCALING_SIZES = [2, 100, 1000, 10_000];
+const SCALING_SIZES = [2, SWITCH_LIMIT, 1000, 10_000];
+const CROSSOVER_SIZES = [4, 16, 32, 64, 128, 512];
 
 type Variant = "empty" | "reference" | "generated";
 interface Case { name: string; hit: boolean; frame: Buffer }
@@ -67,8 +69,8 @@ class Bench {
   }
 
   /** Compiles and loads a policy's program with all rules enabled; returns its ingress pin and timings. */
-  async generated(policy: ValidPolicy) {
-    const [compiled] = compilePolicies([policy]);
+  async generated(policy: ValidPolicy, strategy?: MatchStrategy) {
+    const [compiled] = compilePolicies([policy], strategy);
     const source = path.join(this.scratch, `${policy.name}.bpf.c`);
     await writeFile(source, compiled!.source);
     const startCompile = performance.now();
@@ -153,9 +155,11 @@ function scalingRules(count: number): Omit<Rule, "index">[] {
   return rules;
 }
 
+const SCALING_HIT = buildPacket({ family: "ipv4", protocol: "tcp", sport: 40000, dport: 8000 });
+const SCALING_MISS = buildPacket({ family: "ipv4", protocol: "tcp", sport: 40000, dport: 7 });
+
 async function scaling(bench: Bench, emptyPin: string) {
-  const hit = buildPacket({ family: "ipv4", protocol: "tcp", sport: 40000, dport: 8000 });
-  const miss = buildPacket({ family: "ipv4", protocol: "tcp", sport: 40000, dport: 7 });
+  const [hit, miss] = [SCALING_HIT, SCALING_MISS];
   const rows = [];
   for (const count of SCALING_SIZES) {
     const loaded = await bench.generated(policyOf(`bench_rules_${count}`, scalingRules(count)));
@@ -167,9 +171,41 @@ async function scaling(bench: Bench, emptyPin: string) {
     }
     const [hitNs, missNs, emptyNs] = [trimmedMean(hits), trimmedMean(misses), trimmedMean(floor)];
     rows.push({
-      rules: count, sourceBytes: loaded.sourceBytes, instructions: loaded.instructions,
+      rules: count, strategy: matchStrategy(count), sourceBytes: loaded.sourceBytes, instructions: loaded.instructions,
       compileMs: loaded.compileMs, loadMs: loaded.loadMs, compileAndLoadMs: loaded.compileMs + loaded.loadMs,
       emptyNs, missNs, hitNs, missVsEmpty: missNs / emptyNs, hitVsEmpty: hitNs / emptyNs,
+    });
+  }
+  return rows;
+}
+
+/**
+ * The same policies built both ways, measured interleaved: where tables
+ * (one load from .rodata) overtake the switch (a compare tree) tells where
+ * SWITCH_LIMIT belongs. Hits take the flip pair's case, at the low end of
+ * the port range; misses go to a port below every rule.
+ */
+async function crossover(bench: Bench) {
+  const rows = [];
+  for (const count of CROSSOVER_SIZES) {
+    const built = {
+      switch: await bench.generated(policyOf(`bench_switch_${count}`, scalingRules(count)), "switch"),
+      table: await bench.generated(policyOf(`bench_table_${count}`, scalingRules(count)), "table"),
+    };
+    const samples = { switchHit: [] as number[], switchMiss: [] as number[], tableHit: [] as number[], tableMiss: [] as number[] };
+    for (let round = 0; round < 9; round++) {
+      const order: MatchStrategy[] = round % 2 === 0 ? ["switch", "table"] : ["table", "switch"];
+      for (const strategy of order) {
+        samples[`${strategy}Hit`].push(await bench.nanoseconds(built[strategy].pin, SCALING_HIT));
+        samples[`${strategy}Miss`].push(await bench.nanoseconds(built[strategy].pin, SCALING_MISS));
+      }
+    }
+    const ns = Object.fromEntries(Object.entries(samples).map(([key, values]) => [key, trimmedMean(values)])) as Record<keyof typeof samples, number>;
+    rows.push({
+      rules: count, ...ns,
+      switchInstructions: built.switch.instructions, tableInstructions: built.table.instructions,
+      switchCompileAndLoadMs: built.switch.compileMs + built.switch.loadMs, tableCompileAndLoadMs: built.table.compileMs + built.table.loadMs,
+      tableVsSwitchHit: ns.tableHit / ns.switchHit, tableVsSwitchMiss: ns.tableMiss / ns.switchMiss,
     });
   }
   return rows;
@@ -200,14 +236,22 @@ async function main() {
 
     const scaled = await scaling(bench, path.join(bench.root, "empty", "progs", "bench_empty"));
     console.log(table(
-      ["rules", "C bytes", "insns (ingress, xlated)", "compile ms", "load ms", "miss ns", "hit ns", "miss/empty", "hit/empty"],
-      scaled.map((r) => [r.rules, r.sourceBytes, r.instructions, f(r.compileMs, 0), f(r.loadMs, 0), f(r.missNs), f(r.hitNs), f(r.missVsEmpty, 3), f(r.hitVsEmpty, 3)]),
+      ["rules", "strategy", "C bytes", "insns (ingress, xlated)", "compile ms", "load ms", "miss ns", "hit ns", "miss/empty", "hit/empty"],
+      scaled.map((r) => [r.rules, r.strategy, r.sourceBytes, r.instructions, f(r.compileMs, 0), f(r.loadMs, 0), f(r.missNs), f(r.hitNs), f(r.missVsEmpty, 3), f(r.hitVsEmpty, 3)]),
     ));
     const largest = scaled[scaled.length - 1]!;
     console.log(`\n${largest.rules} rules: hit/empty ${f(largest.hitVsEmpty, 3)} (target ≤ 1.3), compile+load ${f(largest.compileAndLoadMs / 1000, 2)} s (target ≤ 5 s)`);
 
+    const crossed = await crossover(bench);
+    console.log(`\nswitch vs tables, same policies (the compiler switches to tables above ${SWITCH_LIMIT} rules):`);
+    console.log(table(
+      ["rules", "switch insns", "table insns", "switch hit ns", "table hit ns", "switch miss ns", "table miss ns", "table/switch hit", "table/switch miss", "switch build ms", "table build ms"],
+      crossed.map((r) => [r.rules, r.switchInstructions, r.tableInstructions, f(r.switchHit), f(r.tableHit), f(r.switchMiss), f(r.tableMiss),
+        f(r.tableVsSwitchHit, 3), f(r.tableVsSwitchMiss, 3), f(r.switchCompileAndLoadMs, 0), f(r.tableCompileAndLoadMs, 0)]),
+    ));
+
     await mkdir("bench/results", { recursive: true });
-    const result = { measuredAt: new Date().toISOString(), kernel, rounds: ROUNDS, repeat: REPEAT, sideBySide: rows, summary, scaling: scaled };
+    const result = { measuredAt: new Date().toISOString(), kernel, rounds: ROUNDS, repeat: REPEAT, sideBySide: rows, summary, scaling: scaled, crossover: crossed };
     await writeFile("bench/results/datapath.json", `${JSON.stringify(result, null, 2)}\n`);
     console.log("\nwritten: bench/results/datapath.json");
   } finally {

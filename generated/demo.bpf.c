@@ -57,7 +57,7 @@ struct rule_match {
  */
 #define RULE_COUNT 2
 
-/* Matching strategy: switch (2 rules, at most 512).
+/* Matching strategy: switch (2 rules; tables above 32).
  * Ports are case labels, so matching is a tree of compare-and-branch
  * instructions built by clang (O(log n) compares, no memory access): a
  * packet to a port no rule names leaves without any map lookup. */

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { ValidPolicy } from "../validate/index.js";
-import { renderPolicySource } from "./render.js";
+import { renderPolicySource, type MatchStrategy } from "./render.js";
 
 export const GENERATED_DIR = "generated";
 
@@ -16,10 +16,10 @@ export interface CompiledPolicy {
   sourceHash: string;
 }
 
-/** Stage 3: renders each policy's specialised C. Pure: writes nothing. */
-export function compilePolicies(policies: ValidPolicy[]): CompiledPolicy[] {
+/** Stage 3: renders each policy's specialised C. Pure: writes nothing. @strategy: by size unless forced. */
+export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrategy): CompiledPolicy[] {
   return policies.map((policy) => {
-    const source = renderPolicySource(policy);
+    const source = renderPolicySource(policy, strategy);
     return {
       policy,
       sourcePath: path.join(GENERATED_DIR, `${policy.name}.bpf.c`),

@@ -8,12 +8,23 @@ export const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/bpf/", imp
 
 /**
  * Policies up to this many rules match with a switch (constant compares);
- * larger ones with constant lookup tables. A switch costs ~8 instructions
- * per rule and its jumps must stay within 16-bit offsets (clang 14 has no
- * long jumps for BPF): past a few thousand rules it no longer loads, and
- * well before that the tables are as fast.
+ * larger ones with constant lookup tables. Measured side by side (`npm run
+ * bench:datapath`, crossover table): per packet the two are within noise at
+ * every size from 4 to 512 rules, but the switch grows ~8 instructions a
+ * rule, so from 64 rules on it takes 1.3× (64) to 5× (512) as long to
+ * compile and load, while tables stay at 259 instructions. At 32 and below
+ * the switch costs no more and keeps small policies free of memory loads.
+ * (Past a few thousand rules a switch would not load at all: its jumps
+ * outgrow BPF's 16-bit offsets.)
  */
-export const SWITCH_LIMIT = 512;
+export const SWITCH_LIMIT = 32;
+
+/** How a program matches ports: compare-and-branch on case labels, or constant lookup tables. */
+export type MatchStrategy = "switch" | "table";
+
+export function matchStrategy(ruleCount: number): MatchStrategy {
+  return ruleCount > SWITCH_LIMIT ? "table" : "switch";
+}
 
 /** One `case` of a match switch: a port, and the rules that own it per protocol/family. */
 interface MatchCase {
@@ -35,10 +46,10 @@ const renderPolicy = handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, "po
  * Renders the C source of one policy. Only what changes the program is in
  * it (ports, protocols, families, rule order): `enabled` lives in a map and
  * descriptions in the policy, so flipping or documenting a rule keeps the
- * same program.
+ * same program. @strategy is chosen by size; benchmarks force one to compare.
  */
-export function renderPolicySource(policy: ValidPolicy): string {
-  const table = policy.rules.length > SWITCH_LIMIT;
+export function renderPolicySource(policy: ValidPolicy, strategy = matchStrategy(policy.rules.length)): string {
+  const table = strategy === "table";
   return renderPolicy({
     name: policy.name,
     slots: Math.max(1, policy.rules.length),
