@@ -9,10 +9,12 @@ import path from "node:path";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { compilePolicies, findDrift } from "../../src/compile/index.js";
+import { SWITCH_LIMIT } from "../../src/compile/render.js";
 import { formatDiagnostic, sortDiagnostics } from "../../src/diagnostics.js";
 import { loadPolicies } from "../../src/load/index.js";
 import { MAX_POLICY_BYTES } from "../../src/load/text.js";
 import { validatePolicies } from "../../src/validate/index.js";
+import { testPolicy } from "../support/bpf.js";
 import { assertGolden } from "../support/golden.js";
 
 const INVALID = "tests/golden/invalid";
@@ -78,4 +80,17 @@ test("generated/ matches what compile writes for policies/ (no drift)", async ()
   const { policies } = validatePolicies(loaded.policies);
   assert.ok(policies.length > 0);
   assert.deepEqual(await findDrift(compilePolicies(policies), true), [], "run `npx intercept compile` and commit generated/");
+});
+
+test(`up to ${SWITCH_LIMIT} rules match with a switch, above with lookup tables`, () => {
+  const rules = (count: number) => Array.from({ length: count }, (_, i) => ({ originalPort: 10_000 + i, port: 20_000 + i }));
+  const strategyOf = (count: number) => {
+    const [compiled] = compilePolicies([testPolicy(`rules_${count}`, rules(count))]);
+    return /Matching strategy: (switch|tables)/.exec(compiled!.source)?.[1];
+  };
+  assert.equal(strategyOf(1), "switch");
+  assert.equal(strategyOf(SWITCH_LIMIT), "switch");
+  assert.equal(strategyOf(SWITCH_LIMIT + 1), "tables");
+  const [forced] = compilePolicies([testPolicy("forced", rules(2))], "table");
+  assert.match(forced!.source, /static const __u16 ingress_rule_by_port\[2\]\[65536\]/, "a forced strategy is honoured");
 });
