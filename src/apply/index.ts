@@ -32,7 +32,7 @@ export async function applyPlan(plan: Plan, live: LiveState, objects: ObjectsByH
     ...plan.changes.filter((c): c is RuleChange => c.resource === "rule"),
     ...plan.changes.filter((c): c is AttachmentChange => c.resource === "attachment" && c.action === "delete"),
   ];
-  let step = "apply";
+  let step = "";
   try {
     for (const change of ordered) {
       interrupt?.throwIfAborted();
@@ -41,13 +41,13 @@ export async function applyPlan(plan: Plan, live: LiveState, objects: ObjectsByH
       undos.push(await execute(change, plan, live, objects));
       log(`${change.address}: ${done(change)}`);
     }
-    step = "apply";
     interrupt?.throwIfAborted(); // nothing is committed until old programs are unpinned
   } catch (error) {
     const rolledBack = await rollBack(undos);
     await tidy(plan).catch(() => {});
+    const interrupted = interrupt?.aborted && error === interrupt.reason;
     throw new ApplyError(
-      `${step}: ${(error as Error).message}\n` +
+      (interrupted ? `${(error as Error).message} after ${undos.length} of ${ordered.length} steps\n` : `${step}: ${(error as Error).message}\n`) +
         (rolledBack ? "Rolled back: the kernel is as it was before this apply." : "Rollback failed: run `intercept plan` to see the state."),
       rolledBack,
     );

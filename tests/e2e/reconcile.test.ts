@@ -168,7 +168,7 @@ describe("failures", { concurrency: false }, () => {
     assert.equal(result.exitCode, 1, String(result.stderr));
     assert.match(String(result.stderr), /^SIGINT received: stopping after the current step and rolling back\.\n/);
     assert.match(String(result.stdout), new RegExp(`attachment\\.${y}: created`), "the step in flight finished");
-    assert.match(String(result.stderr), /: interrupted by SIGINT\nRolled back: the kernel is as it was before this apply\.$/);
+    assert.match(String(result.stderr), /\nintercept: interrupted by SIGINT after \d+ of \d+ steps\nRolled back: the kernel is as it was before this apply\.$/);
     assert.equal(await snapshot(), before);
     assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins left behind");
   });
