@@ -162,7 +162,10 @@ describe("failures", { concurrency: false }, () => {
     await writeFile(path.join(bin, "tc"), `#!/bin/sh\ncase "$*" in *"filter replace dev ${y} "*) touch ${holding}; sleep 1;; esac\nexec /usr/sbin/tc "$@"\n`, { mode: 0o755 });
     const apply = execa("node", ["bin/intercept.js", "apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
       { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
-    while (!existsSync(holding)) await new Promise((resolve) => setTimeout(resolve, 10));
+    for (const deadline = Date.now() + 15_000; !existsSync(holding);) {
+      assert.ok(Date.now() < deadline && apply.exitCode === null, "apply reached the held step");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
     apply.kill("SIGINT");
     const result = await apply;
     assert.equal(result.exitCode, 1, String(result.stderr));
