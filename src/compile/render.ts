@@ -11,7 +11,7 @@ export const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/bpf/", imp
  * larger ones with constant lookup tables. Measured side by side (`npm run
  * bench:datapath`, crossover table): per packet the two are within noise at
  * every size from 4 to 512 rules, but the switch grows ~8 instructions a
- * rule, so from 64 rules on it takes 1.2–1.6× (64) to ~5× (512) as long
+ * rule, so from 64 rules on it takes 1.2–1.6× (64) to 5–7× (512) as long
  * to compile and load, while tables stay at 259 instructions. At 32 and below
  * the switch costs no more and keeps small policies free of memory loads.
  * (Past a few thousand rules a switch would not load at all: its jumps
