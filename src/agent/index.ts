@@ -254,6 +254,7 @@ class Agent {
       const compiled = await compiledPolicies(this.paths);
       if (this.stopping || read !== this.reads) return; // stop() decides the final state; a newer read wins
       clearTimeout(this.invalidReport);
+      this.metrics.policiesInvalid.set(0);
       this.compiled = compiled;
       this.log("policy change", `${this.compiled.length} polic${this.compiled.length === 1 ? "y" : "ies"} valid: reconciling`);
       await this.reconcile();
@@ -266,6 +267,7 @@ class Agent {
   }
 
   private reportInvalid(error: UserError): void {
+    this.metrics.policiesInvalid.set(1);
     for (const diagnostic of sortDiagnostics(error.diagnostics)) {
       this.log("error", formatDiagnostic(diagnostic), { file: diagnostic.file, line: diagnostic.line, column: diagnostic.column });
     }

@@ -16,6 +16,7 @@ export class AgentMetrics {
   readonly registry = new Registry();
   readonly applies = new Counter({ name: "intercept_applies_total", help: "Plans applied with changes.", registers: [this.registry] });
   readonly applyFailures = new Counter({ name: "intercept_apply_failures_total", help: "Applies that failed (and were rolled back).", registers: [this.registry] });
+  readonly policiesInvalid = new Gauge({ name: "intercept_policies_invalid", help: "1 while the policy files are invalid and the last good policies stay in force.", registers: [this.registry] });
   readonly lastApply = new Gauge({ name: "intercept_last_successful_apply_timestamp_seconds", help: "When the kernel last matched the policies after a reconcile.", registers: [this.registry] });
 
   constructor(source: MetricsSource) {

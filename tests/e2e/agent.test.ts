@@ -42,6 +42,12 @@ async function filterAttached(link: string, since = performance.now()): Promise<
   return performance.now() - since;
 }
 
+/** The agent's /metrics text (it was started with --metrics). */
+async function scrapeMetrics(): Promise<string> {
+  const started = agent.lines.find((l) => l.metrics)!;
+  return (await fetch(`http://${started.metrics}/metrics`)).text();
+}
+
 function startAgent(...extra: string[]): AgentProcess {
   const started = new AgentProcess([policy, "--netns", lab.serverNs, ...extra]);
   agents.push(started);
@@ -147,14 +153,15 @@ describe("agent", { concurrency: false }, () => {
     assert.match(String(error.message), /demo\.yaml:2:13: error: interceptors\[0\]\.port must be between 1 and 65535, got 0/);
     await agent.waitFor((l) => l.event === "error" && /keeping the last good policies/.test(String(l.message)), from);
     assert.equal(await intercepted(), true);
+    assert.match(await scrapeMetrics(), /^intercept_policies_invalid 1$/m);
     await writeFile(policy, POLICY(true)); // a later valid edit is applied again (nothing to change)
     await agent.waitFor((l) => l.event === "policy change", from);
+    assert.match(await scrapeMetrics(), /^intercept_policies_invalid 0$/m);
   });
 
   test("metrics count the requests sent", async () => {
-    const started = agent.lines.find((l) => l.metrics)!;
     const scrape = async () => {
-      const text = await (await fetch(`http://${started.metrics}/metrics`)).text();
+      const text = await scrapeMetrics();
       const line = text.split("\n").find((l) => l.startsWith("intercept_rule_packets_total{") && l.includes('rule="0"') && l.includes('direction="ingress"'));
       assert.ok(line, text);
       assert.match(text, /^intercept_attached_links 1$/m);
