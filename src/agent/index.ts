@@ -6,7 +6,7 @@ import { applyPlan } from "../apply/index.js";
 import { buildObjects, compiledPolicies, planCompiled, type PlannedRun } from "../commands/pipeline.js";
 import type { CompiledPolicy } from "../compile/index.js";
 import { formatDiagnostic, sortDiagnostics, UserError } from "../diagnostics.js";
-import { NETNS_DIR, type NetworkNamespace } from "../kernel/exec.js";
+import { NETNS_DIR, onTerminationSignals, type NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { ensureBpffs } from "../kernel/pins.js";
 import { readLiveState, type Link } from "../live/index.js";
@@ -46,14 +46,9 @@ const LINK_EVENTS_SCRIPT = fileURLToPath(new URL("./link-events.js", import.meta
  * during one are folded into the next.
  */
 export async function runAgent(paths: string[], options: AgentOptions): Promise<number> {
-  // Listening from the start, and for good (on, not once): execa's child
-  // cleanup (signal-exit) re-raises a signal that no other listener holds,
-  // which would kill the agent before it cleans up. A signal during start-up
-  // stops the agent as soon as it has started.
-  const stopRequested = new Promise<void>((resolve) => {
-    process.on("SIGINT", resolve);
-    process.on("SIGTERM", resolve);
-  });
+  // Listening from the start and for good: a signal during start-up stops
+  // the agent as soon as it has started.
+  const stopRequested = new Promise<void>((resolve) => onTerminationSignals(() => resolve()));
   await ensureBpffs();
   const agent = new Agent(paths, options, createLogger(options.logFormat));
   await agent.start();

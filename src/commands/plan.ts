@@ -1,6 +1,6 @@
 import { createInterface } from "node:readline/promises";
 import { applyPlan } from "../apply/index.js";
-import type { NetworkNamespace } from "../kernel/exec.js";
+import { onTerminationSignals, type NetworkNamespace } from "../kernel/exec.js";
 import { ensureBpffs } from "../kernel/pins.js";
 import { renderPlan, summarise, type Plan } from "../plan/index.js";
 import { isSavedPlanPath, savePlan } from "../plan/saved.js";
@@ -65,29 +65,19 @@ async function executeRun(run: PlannedRun, options: ApplyOptions): Promise<numbe
 /**
  * SIGINT/SIGTERM during an apply do not kill it half-way: the step in
  * flight finishes, then the apply rolls back (Terraform, too, stops
- * gracefully on the first interrupt). A second one exits at once. The
- * listeners stay until the apply ends: execa's signal-exit re-raises a
- * signal that no other listener holds.
+ * gracefully on the first interrupt). A second one exits at once.
  */
 function interruptOnSignal(): { signal: AbortSignal; release: () => void } {
   const controller = new AbortController();
-  const onSignal = (name: NodeJS.Signals) => {
+  const release = onTerminationSignals((name) => {
     if (controller.signal.aborted) {
       process.stderr.write(`${name} received again: exiting without rolling back; run \`intercept plan\` to see the state.\n`);
       process.exit(1);
     }
     process.stderr.write(`${name} received: stopping after the current step and rolling back.\n`);
     controller.abort(new Error(`interrupted by ${name}`));
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-  return {
-    signal: controller.signal,
-    release: () => {
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
-    },
-  };
+  });
+  return { signal: controller.signal, release };
 }
 
 /** Asks only on a terminal; --yes or a pipe means yes (Terraform's -auto-approve). */

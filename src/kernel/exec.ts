@@ -57,3 +57,18 @@ export async function runJson<T>(tool: string, args: string[], netns: NetworkNam
   const output = await run(tool, args, netns);
   return (output.trim() ? JSON.parse(output) : []) as T;
 }
+
+/**
+ * Calls @handler on SIGINT and SIGTERM until the returned release() is
+ * called. The listeners must stay registered while children may run:
+ * execa's child cleanup (signal-exit) re-raises a signal that no other
+ * listener holds, which would kill us before we clean up.
+ */
+export function onTerminationSignals(handler: (signal: NodeJS.Signals) => void): () => void {
+  process.on("SIGINT", handler);
+  process.on("SIGTERM", handler);
+  return () => {
+    process.off("SIGINT", handler);
+    process.off("SIGTERM", handler);
+  };
+}
