@@ -1,6 +1,7 @@
 import { parseArgs } from "node:util";
 import type { LogFormat } from "./agent/log.js";
-import { formatDiagnostic, sortDiagnostics, UserError } from "./diagnostics.js";
+import { formatDiagnostic, sortDiagnostics } from "./diagnostics.js";
+import { InterceptError, messageOf, PolicyError, UsageError } from "./errors.js";
 
 const USAGE = `Usage: intercept <command> [options] [PATH…]
 
@@ -49,7 +50,7 @@ export async function main(argv: string[]): Promise<number> {
     const [command, ...paths] = positionals;
     if (values.help || !command) {
       process.stdout.write(USAGE);
-      return command || values.help ? 0 : 1;
+      return command || values.help ? 0 : 2;
     }
     const netns = values.netns === undefined ? {} : { name: values.netns };
     const colour = !values["no-color"] && Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
@@ -63,7 +64,7 @@ export async function main(argv: string[]): Promise<number> {
       case "destroy": return await (await import("./commands/plan.js")).destroyCommand({ netns, colour, yes: values.yes });
       case "status": return await (await import("./commands/status.js")).statusCommand(paths, { netns, json: values.json });
       case "agent": return await (await import("./agent/index.js")).runAgent(paths, { netns, keep: values.keep, logFormat: logFormat(values["log-format"]), ...(values.metrics && { metrics: values.metrics }) });
-      default: throw new UserError(`unknown command "${command}" (see intercept --help)`);
+      default: throw new UsageError(`unknown command "${command}" (see intercept --help)`);
     }
   } catch (error) {
     return reportError(error);
@@ -71,21 +72,25 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 function logFormat(value: string): LogFormat {
-  if (value !== "text" && value !== "json") throw new UserError(`--log-format must be text or json, not "${value}"`);
+  if (value !== "text" && value !== "json") throw new UsageError(`--log-format must be text or json, not "${value}"`);
   return value;
 }
 
 /** Errors a user can cause print as lines, without a stack; anything else keeps its stack. */
 function reportError(error: unknown): number {
-  if (error instanceof UserError) {
+  if (error instanceof PolicyError) {
     const lines = sortDiagnostics(error.diagnostics).map(formatDiagnostic);
     process.stderr.write(`${[...lines, `intercept: ${error.message}`].join("\n")}\n`);
-  } else if (error instanceof Error && (error.name === "ApplyError" || error.name === "CommandError")) {
-    process.stderr.write(`intercept: ${error.message}\n`);
-  } else if (error instanceof Error && (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
-    process.stderr.write(`intercept: ${error.message}\n${USAGE}`);
-  } else {
-    process.stderr.write(`intercept: unexpected error\n${error instanceof Error ? error.stack : String(error)}\n`);
+    return error.exitCode;
   }
+  if (error instanceof InterceptError) {
+    process.stderr.write(`intercept: ${error.message}\n`);
+    return error.exitCode;
+  }
+  if (error instanceof Error && (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+    process.stderr.write(`intercept: ${error.message}\n${USAGE}`);
+    return 2;
+  }
+  process.stderr.write(`intercept: unexpected error\n${error instanceof Error ? error.stack : messageOf(error)}\n`);
   return 1;
 }

@@ -6,17 +6,6 @@ export interface Diagnostic {
   message: string;
 }
 
-/** An error the user can fix: printed as one line, no stack, non-zero exit. */
-export class UserError extends Error {
-  constructor(
-    message: string,
-    readonly diagnostics: Diagnostic[] = [],
-  ) {
-    super(message);
-    this.name = "UserError";
-  }
-}
-
 /** `FILE:LINE:COL: error: MESSAGE`, the format of tsc and most compilers. */
 export function formatDiagnostic(diagnostic: Diagnostic): string {
   return `${diagnostic.file}:${diagnostic.line}:${diagnostic.column}: error: ${diagnostic.message}`;

@@ -5,7 +5,8 @@ import { execa, type ResultPromise } from "execa";
 import { applyPlan } from "../apply/index.js";
 import { buildObjects, compiledPolicies, planCompiled, type PlannedRun } from "../commands/pipeline.js";
 import type { CompiledPolicy } from "../compile/index.js";
-import { formatDiagnostic, sortDiagnostics, UserError } from "../diagnostics.js";
+import { formatDiagnostic, sortDiagnostics } from "../diagnostics.js";
+import { PolicyError } from "../errors.js";
 import { NETNS_DIR, onTerminationSignals, type NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { ensureBpffs } from "../kernel/pins.js";
@@ -254,14 +255,14 @@ class Agent {
       this.log("policy change", `${this.compiled.length} polic${this.compiled.length === 1 ? "y" : "ies"} valid: reconciling`);
       await this.reconcile();
     } catch (error) {
-      if (!(error instanceof UserError)) throw error;
+      if (!(error instanceof PolicyError)) throw error;
       if (this.stopping || read !== this.reads) return;
       clearTimeout(this.invalidReport);
       this.invalidReport = setTimeout(() => this.reportInvalid(error), INVALID_SETTLE_MS);
     }
   }
 
-  private reportInvalid(error: UserError): void {
+  private reportInvalid(error: PolicyError): void {
     this.metrics.policiesInvalid.set(1);
     for (const diagnostic of sortDiagnostics(error.diagnostics)) {
       this.log("error", formatDiagnostic(diagnostic), { file: diagnostic.file, line: diagnostic.line, column: diagnostic.column });

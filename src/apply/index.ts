@@ -1,4 +1,5 @@
 import { existsSync } from "node:fs";
+import { InterceptError } from "../errors.js";
 import { deleteMapEntry, hostBytes, mapKeys } from "../kernel/bpftool.js";
 import { listLinks } from "../kernel/links.js";
 import { pins } from "../kernel/pins.js";
@@ -9,10 +10,9 @@ import { attachProgram, detachProgram, loadProgram, setRule, tidyNamespace, unlo
 /** The object file built for each content hash the plan loads. */
 export type ObjectsByHash = Map<string, string>;
 
-export class ApplyError extends Error {
+export class ApplyError extends InterceptError {
   constructor(message: string, readonly rolledBack: boolean) {
-    super(message);
-    this.name = "ApplyError";
+    super("apply-failed", message);
   }
 }
 

@@ -1,7 +1,7 @@
 import type { ObjectsByHash } from "../apply/index.js";
 import { buildPolicy, contentHash } from "../build/index.js";
 import { compilePolicies, type CompiledPolicy } from "../compile/index.js";
-import { UserError } from "../diagnostics.js";
+import { InterceptError, PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { loadPolicies } from "../load/index.js";
 import { readLiveState, type LiveState } from "../live/index.js";
@@ -9,12 +9,12 @@ import { makePlan, type DesiredPolicy, type Plan } from "../plan/index.js";
 import { liveFingerprint, readSavedPlan } from "../plan/saved.js";
 import { validatePolicies, type ValidPolicy } from "../validate/index.js";
 
-/** load → validate: the policies, or a UserError carrying every located problem. */
+/** load → validate: the policies, or a PolicyError carrying every located problem. */
 export async function validPolicies(paths: string[]): Promise<ValidPolicy[]> {
   const loaded = await loadPolicies(paths);
   const { policies, diagnostics } = validatePolicies(loaded.policies);
   const all = [...loaded.diagnostics, ...diagnostics];
-  if (all.length > 0) throw new UserError(`${all.length} error${all.length === 1 ? "" : "s"} in the policies`, all);
+  if (all.length > 0) throw new PolicyError(all);
   return policies;
 }
 
@@ -65,17 +65,17 @@ async function desiredState(compiled: CompiledPolicy[]): Promise<DesiredPolicy[]
 export async function savedPlanRun(file: string, netns: NetworkNamespace): Promise<PlannedRun> {
   const saved = await readSavedPlan(file);
   if (netns.name !== undefined && netns.name !== saved.plan.netns.name) {
-    throw new UserError(`${file} was made for ${saved.plan.netns.name ? `network namespace "${saved.plan.netns.name}"` : "the current network namespace"}, not "${netns.name}"`);
+    throw new InterceptError("saved-plan-stale", `${file} was made for ${saved.plan.netns.name ? `network namespace "${saved.plan.netns.name}"` : "the current network namespace"}, not "${netns.name}"`);
   }
   const live = await readLiveState(saved.plan.netns);
   if (liveFingerprint(live) !== saved.liveFingerprint) {
-    throw new UserError(`the kernel changed since ${file} was made (${saved.createdAt}): run \`intercept plan\` again`);
+    throw new InterceptError("saved-plan-stale", `the kernel changed since ${file} was made (${saved.createdAt}): run \`intercept plan\` again`);
   }
   const compiled = compilePolicies(saved.policies);
   const desired = await desiredState(compiled);
   for (const change of saved.plan.changes) {
     if (change.resource === "program" && change.contentHash && !desired.some((d) => d.contentHash === change.contentHash)) {
-      throw new UserError(`${file}: ${change.address} would not build the same program here (templates or clang differ): run \`intercept plan\` again`);
+      throw new InterceptError("saved-plan-stale", `${file}: ${change.address} would not build the same program here (templates or clang differ): run \`intercept plan\` again`);
     }
   }
   return { plan: saved.plan, live, compiled, desired };

@@ -1,5 +1,5 @@
 import { execa } from "execa";
-import { UserError } from "../diagnostics.js";
+import { CommandError, InterceptError } from "../errors.js";
 
 /** Where a command runs: the current network namespace, or a named one (`ip netns`). */
 export interface NetworkNamespace {
@@ -19,17 +19,6 @@ const PACKAGE_OF: Record<string, string> = {
   mount: "mount",
 };
 
-/** A command that failed; its first line of stderr says why. */
-export class CommandError extends Error {
-  constructor(
-    readonly command: string,
-    readonly stderr: string,
-  ) {
-    super(`${command}: ${stderr.split("\n").find((line) => line.trim()) ?? "failed"}`);
-    this.name = "CommandError";
-  }
-}
-
 /**
  * Runs a tool with an argument array (never a shell string). In a named
  * namespace the tool runs under `nsenter --net`, which, unlike `ip netns
@@ -45,7 +34,7 @@ export async function runWithInput(tool: string, args: string[], input: string |
   const result = await execa(file, fileArgs, { reject: false, ...(input === undefined ? { stdin: "ignore" as const } : { input }) });
   if (result.failed) {
     if ((result as { code?: string }).code === "ENOENT") {
-      throw new UserError(`${file} not found: install ${PACKAGE_OF[file] ?? file} (npm run setup installs everything)`);
+      throw new InterceptError("tool-missing", `${file} not found: install ${PACKAGE_OF[file] ?? file} (npm run setup installs everything)`);
     }
     throw new CommandError(`${tool} ${args.join(" ")}`, String(result.stderr || result.message));
   }

@@ -1,6 +1,6 @@
 import { stat } from "node:fs/promises";
 import path from "node:path";
-import { UserError } from "../diagnostics.js";
+import { InterceptError } from "../errors.js";
 import { NETNS_DIR, type NetworkNamespace } from "./exec.js";
 
 /**
@@ -10,12 +10,12 @@ import { NETNS_DIR, type NetworkNamespace } from "./exec.js";
 export async function namespaceKey(netns: NetworkNamespace): Promise<string> {
   const file = netns.name ? path.join(NETNS_DIR, netns.name) : "/proc/self/ns/net";
   if (netns.name && (netns.name.includes("/") || netns.name.startsWith("."))) {
-    throw new UserError(`invalid network namespace name "${netns.name}"`);
+    throw new InterceptError("netns-not-found", `invalid network namespace name "${netns.name}"`);
   }
   try {
     return `ns${(await stat(file)).ino}`;
   } catch {
-    throw new UserError(`network namespace "${netns.name}" does not exist (see \`ip netns list\`)`);
+    throw new InterceptError("netns-not-found", `network namespace "${netns.name}" does not exist (see \`ip netns list\`)`);
   }
 }
 

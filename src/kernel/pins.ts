@@ -1,6 +1,6 @@
 import { readdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
-import { UserError } from "../diagnostics.js";
+import { InterceptError } from "../errors.js";
 import { run } from "./exec.js";
 
 export const BPFFS = "/sys/fs/bpf";
@@ -30,7 +30,7 @@ export async function ensureBpffs(): Promise<void> {
   try {
     await run("mount", ["-t", "bpf", "bpf", BPFFS]);
   } catch (error) {
-    throw new UserError(`cannot mount bpffs at ${BPFFS} (are you root?): ${(error as Error).message}`);
+    throw new InterceptError("bpffs-unavailable", `cannot mount bpffs at ${BPFFS} (are you root?): ${(error as Error).message}`);
   }
 }
 

@@ -1,4 +1,5 @@
-import { CommandError, run, runJson, runWithInput, type NetworkNamespace } from "./exec.js";
+import { CommandError } from "../errors.js";
+import { run, runJson, runWithInput, type NetworkNamespace } from "./exec.js";
 
 export type Hook = "ingress" | "egress";
 export const HOOKS: Hook[] = ["ingress", "egress"];

@@ -1,4 +1,4 @@
-import { UserError } from "../diagnostics.js";
+import { InterceptError } from "../errors.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { isAttached, programOnLink, runsProgram, slotTakenBy, type Link, type LiveProgram, type LiveState } from "../live/index.js";
 import { FILTER_HANDLE, FILTER_PREF } from "../kernel/tc.js";
@@ -73,7 +73,7 @@ function assignLinks(desired: DesiredPolicy[], live: LiveState): Map<Link, Desir
   for (const link of live.links.filter((l) => !l.loopback)) {
     const claimants = desired.filter((want) => selects(want.policy.interfaces, link.name));
     if (claimants.length > 1) {
-      throw new UserError(`interface ${link.name} in ${describeNamespace(live.netns)} is selected by more than one policy: ${claimants.map((c) => c.policy.name).join(", ")}`);
+      throw new InterceptError("plan-conflict", `interface ${link.name} in ${describeNamespace(live.netns)} is selected by more than one policy: ${claimants.map((c) => c.policy.name).join(", ")}`);
     }
     owners.set(link, claimants[0]);
   }
@@ -93,7 +93,7 @@ function planAttachments(owners: Map<Link, DesiredPolicy | undefined>, live: Liv
     }
     const taken = attachment && slotTakenBy(attachment);
     if (taken) {
-      throw new UserError(`interface ${link.name}: tc pref ${FILTER_PREF} handle ${FILTER_HANDLE}, where intercept attaches, is held by a filter intercept did not create (${taken.kind} ${taken.programName ?? ""}); remove it or exclude the interface`);
+      throw new InterceptError("plan-conflict", `interface ${link.name}: tc pref ${FILTER_PREF} handle ${FILTER_HANDLE}, where intercept attaches, is held by a filter intercept did not create (${taken.kind} ${taken.programName ?? ""}); remove it or exclude the interface`);
     }
     const target = { policy: owner.policy.name, contentHash: owner.contentHash };
     const wanted = live.programs.find((p) => p.policy === owner.policy.name && p.contentHash === owner.contentHash);

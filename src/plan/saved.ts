@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
-import { UserError } from "../diagnostics.js";
+import { InterceptError } from "../errors.js";
 import type { LiveState } from "../live/index.js";
 import type { ValidPolicy } from "../validate/index.js";
 import type { Plan } from "./model.js";
@@ -49,10 +49,10 @@ export async function readSavedPlan(file: string): Promise<SavedPlan> {
   try {
     saved = JSON.parse(await readFile(file, "utf8"));
   } catch (error) {
-    throw new UserError(`${file}: not a saved plan (${(error as Error).message})`);
+    throw new InterceptError("saved-plan-invalid", `${file}: not a saved plan (${(error as Error).message})`);
   }
   if (saved?.format !== "intercept-plan" || saved.format_version !== 1) {
-    throw new UserError(`${file}: not a saved plan of this version of intercept (make one with \`intercept plan --out FILE\`)`);
+    throw new InterceptError("saved-plan-invalid", `${file}: not a saved plan of this version of intercept (make one with \`intercept plan --out FILE\`)`);
   }
   return saved;
 }

@@ -25,7 +25,7 @@ test("validate: good policies in both forms pass with exit 0", async () => {
   assert.equal((await intercept("validate", "examples/config.yaml", "--json")).stdout.trim(), "[]");
 });
 
-test("compile --check exits 0 on a clean tree, 1 for a stale file; unknown commands and options exit 1", async () => {
+test("compile --check exits 0 on a clean tree, 1 for a stale file; unknown commands and options exit 2 (usage)", async () => {
   assert.equal((await intercept("compile", "--check")).exitCode, 0);
   const stale = "generated/deleted_policy.bpf.c";
   await writeFile(stale, "/* its policy is gone */\n");
@@ -39,7 +39,7 @@ test("compile --check exits 0 on a clean tree, 1 for a stale file; unknown comma
     await rm(stale, { force: true });
   }
   const unknown = await intercept("frobnicate");
-  assert.equal(unknown.exitCode, 1);
+  assert.equal(unknown.exitCode, 2);
   assert.match(unknown.stderr, /unknown command "frobnicate"/);
-  assert.equal((await intercept("plan", "--bogus")).exitCode, 1);
+  assert.equal((await intercept("plan", "--bogus")).exitCode, 2);
 });

@@ -1,0 +1,75 @@
+import type { Diagnostic } from "./diagnostics.js";
+
+/**
+ * Every error intercept reports on purpose carries a stable code: scripts,
+ * the agent and the tests branch on it, never on a message or a class name.
+ * The message is one line a user can act on; the CLI prints it after
+ * `intercept: ` and exits with @exitCode (2 for a bad command line, as
+ * getopt tools do; 1 for everything else).
+ */
+export type ErrorCode =
+  /** The command line itself is wrong: unknown command or flag, a flag value out of range. */
+  | "usage"
+  /** Policy files are invalid; the located problems are in `diagnostics`. */
+  | "policy-invalid"
+  /** The policies are valid one by one, but cannot be planned together on this kernel. */
+  | "plan-conflict"
+  | "netns-not-found"
+  /** A tool intercept runs (clang, bpftool, tc, ip, nsenter) is not installed. */
+  | "tool-missing"
+  /** A tool intercept ran failed; the message carries its first line of stderr. */
+  | "command-failed"
+  | "bpffs-unavailable"
+  | "saved-plan-invalid"
+  /** A saved plan no longer describes the kernel (or this machine's build): plan again. */
+  | "saved-plan-stale"
+  /** A step of an apply failed; everything done before it was undone (or the message says not). */
+  | "apply-failed"
+  | "apply-interrupted"
+  /** A file or folder intercept must read or write is not accessible. */
+  | "file-access";
+
+export class InterceptError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super(message, options);
+    this.name = "InterceptError";
+  }
+
+  /** What the CLI exits with when this error ends a command. */
+  get exitCode(): 1 | 2 {
+    return this.code === "usage" ? 2 : 1;
+  }
+}
+
+/** A bad command line: printed with a pointer to --help, exit 2. */
+export class UsageError extends InterceptError {
+  constructor(message: string) {
+    super("usage", message);
+  }
+}
+
+/** Invalid policies: every located problem of every file, reported at once. */
+export class PolicyError extends InterceptError {
+  constructor(readonly diagnostics: Diagnostic[]) {
+    super("policy-invalid", `${diagnostics.length} error${diagnostics.length === 1 ? "" : "s"} in the policies`);
+  }
+}
+
+/** An external tool that failed; its first line of stderr says why. */
+export class CommandError extends InterceptError {
+  constructor(
+    readonly command: string,
+    readonly stderr: string,
+  ) {
+    super("command-failed", `${command}: ${stderr.split("\n").find((line) => line.trim()) ?? "failed"}`);
+  }
+}
+
+/** An error's message for a one-line report, whatever was thrown. */
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
