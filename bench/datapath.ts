@@ -16,14 +16,15 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { loadProgram } from "../src/apply/steps.js";
 import { compileBpf, contentHash } from "../src/build/index.js";
 import { compilePolicies } from "../src/compile/index.js";
 import { matchStrategy, SWITCH_LIMIT, TEMPLATE_DIR, type MatchStrategy } from "../src/compile/render.js";
-import { loadAndPin, testRun, updateMap } from "../src/kernel/bpftool.js";
+import { loadVersion } from "../src/datapath/kernel.js";
+import { loadAndPin, updateMap } from "../src/kernel/bpftool.js";
 import { run, runJson } from "../src/kernel/exec.js";
-import { ensureBpffs, pins, PIN_ROOT } from "../src/kernel/pins.js";
+import { ensureBpffs, PIN_ROOT, PinLayout } from "../src/kernel/pins.js";
 import type { Rule, ValidPolicy } from "../src/validate/index.js";
+import { testRun } from "../tests/support/bpf.js";
 import { buildPacket, type PacketSpec } from "../tests/support/packets.js";
 import { table } from "./table.js";
 
@@ -76,11 +77,13 @@ class Bench {
     const startCompile = performance.now();
     const object = await this.object(source, policy.name);
     const compileMs = performance.now() - startCompile;
-    const dir = path.join(this.root, policy.name);
+    const pins = new PinLayout("ns0", this.root);
+    const hash = await contentHash(compiled!);
+    const ref = { policy: policy.name, version: hash.slice(0, 16) };
     const startLoad = performance.now();
-    await loadProgram(object, dir, await contentHash(compiled!), policy.rules.map(() => true));
+    await loadVersion(pins, { ref, contentHash: hash, objectPath: object, hooks: compiled!.hooks, enabled: policy.rules.map(() => true) });
     const loadMs = performance.now() - startLoad;
-    const pin = pins.program(dir, "ingress");
+    const pin = pins.program(ref, "ingress");
     const info = await runJson<{ bytes_xlated: number }>("bpftool", ["-j", "prog", "show", "pinned", pin]);
     return { pin, compileMs, loadMs, sourceBytes: compiled!.source.length, instructions: info.bytes_xlated / 8 };
   }

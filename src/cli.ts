@@ -1,4 +1,4 @@
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { LogFormat } from "./agent/log.js";
 import { formatDiagnostic, sortDiagnostics } from "./diagnostics.js";
 import { InterceptError, messageOf, PolicyError, UsageError } from "./errors.js";
@@ -8,15 +8,16 @@ const USAGE = `Usage: intercept <command> [options] [PATH…]
 PATH is a policy file (.ts, .yaml, .yml) or a folder of them; default: policies/.
 
 Commands:
-  validate [PATH…] [--json]             check policies; every error as FILE:LINE:COL
+  validate [PATH…] [--json]             check policies; every error of every file at once
   compile  [PATH…] [--check]            write generated/<policy>.bpf.c (--check: fail on drift)
-  build    [PATH…]                      compile, then clang into build/<policy>.bpf.o
+  build    [PATH…]                      compile, then clang into a cached BPF object
   plan     [PATH…] [--netns NAME] [--json] [--detailed-exitcode] [--out FILE] [--no-color]
                                         what apply would change in the kernel (--out: save it)
-  apply    [PATH…] [--netns NAME] [--yes] [--no-color]
+  apply    [PATH…] [--netns NAME] [--yes] [--allow-empty] [--no-color]
                                         make the kernel match the policies
-  apply    FILE [--yes]                 apply a saved plan exactly; refused if the kernel changed
-  destroy  [--netns NAME] [--yes]       remove everything intercept made in the namespace
+  apply    --plan FILE [--yes]          apply a saved plan exactly; refused if anything moved
+  destroy  [--netns NAME] [--yes] [--no-color]
+                                        remove everything intercept made in the namespace
   status   [PATH…] [--netns NAME] [--json]
                                         attached links, rules, counters
   agent    [PATH…] [--netns NAME] [--keep] [--log-format text|json] [--metrics HOST:PORT]
@@ -27,56 +28,131 @@ Options:
   --netns NAME   act inside the network namespace NAME (as listed by \`ip netns\`)
   --yes          do not ask for confirmation (never asked when stdin is not a terminal)
   -h, --help     show this help
+
+Exit codes: 0 success (plan --detailed-exitcode: 0 no changes, 2 changes), 1 error, 2 bad usage.
 `;
 
-const OPTIONS = {
-  netns: { type: "string" },
-  out: { type: "string" },
-  json: { type: "boolean", default: false },
-  check: { type: "boolean", default: false },
-  yes: { type: "boolean", short: "y", default: false },
-  "no-color": { type: "boolean", default: false },
-  "detailed-exitcode": { type: "boolean", default: false },
-  help: { type: "boolean", short: "h", default: false },
-  keep: { type: "boolean", default: false },
-  "log-format": { type: "string", default: "text" },
-  metrics: { type: "string" },
-} as const;
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+const NETNS = { netns: { type: "string" } } as const;
+const COLOUR = { "no-color": { type: "boolean", default: false } } as const;
+const JSON_OUTPUT = { json: { type: "boolean", default: false } } as const;
+const CONFIRM = { yes: { type: "boolean", short: "y", default: false } } as const;
+
+/** Each command's own options: anything else on its command line is a usage error. */
+const COMMANDS = {
+  validate: { options: { ...JSON_OUTPUT }, paths: true },
+  compile: { options: { check: { type: "boolean", default: false } }, paths: true },
+  build: { options: {}, paths: true },
+  plan: { options: { ...NETNS, ...JSON_OUTPUT, ...COLOUR, "detailed-exitcode": { type: "boolean", default: false }, out: { type: "string" } }, paths: true },
+  apply: { options: { ...NETNS, ...COLOUR, ...CONFIRM, plan: { type: "string" }, "allow-empty": { type: "boolean", default: false } }, paths: true },
+  destroy: { options: { ...NETNS, ...COLOUR, ...CONFIRM }, paths: false },
+  status: { options: { ...NETNS, ...JSON_OUTPUT }, paths: true },
+  agent: { options: { ...NETNS, keep: { type: "boolean", default: false }, "log-format": { type: "string", default: "text" }, metrics: { type: "string" } }, paths: true },
+} as const satisfies Record<string, { options: Options; paths: boolean }>;
+
+type Command = keyof typeof COMMANDS;
 
 /** Parses arguments and runs one command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
   try {
-    const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
-    const [command, ...paths] = positionals;
-    if (values.help || !command) {
-      process.stdout.write(USAGE);
-      return command || values.help ? 0 : 2;
-    }
-    const netns = values.netns === undefined ? {} : { name: values.netns };
-    const colour = !values["no-color"] && Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
-    // Each command imports only what it uses: start-up time is most of a no-change plan.
-    switch (command) {
-      case "validate": return await (await import("./commands/validate.js")).validateCommand(paths, { json: values.json });
-      case "compile": return await (await import("./commands/compile.js")).compileCommand(paths, { check: values.check });
-      case "build": return await (await import("./commands/compile.js")).buildCommand(paths);
-      case "plan": return await (await import("./commands/plan.js")).planCommand(paths, { netns, json: values.json, colour, detailedExitcode: values["detailed-exitcode"], ...(values.out && { out: values.out }) });
-      case "apply": return await (await import("./commands/plan.js")).applyCommand(paths, { netns, colour, yes: values.yes });
-      case "destroy": return await (await import("./commands/plan.js")).destroyCommand({ netns, colour, yes: values.yes });
-      case "status": return await (await import("./commands/status.js")).statusCommand(paths, { netns, json: values.json });
-      case "agent": return await (await import("./agent/index.js")).runAgent(paths, { netns, keep: values.keep, logFormat: logFormat(values["log-format"]), ...(values.metrics && { metrics: values.metrics }) });
-      default: throw new UsageError(`unknown command "${command}" (see intercept --help)`);
-    }
+    return await dispatch(argv);
   } catch (error) {
     return reportError(error);
   }
 }
 
-function logFormat(value: string): LogFormat {
-  if (value !== "text" && value !== "json") throw new UsageError(`--log-format must be text or json, not "${value}"`);
+async function dispatch(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === "-h" || command === "--help" || command === "help") {
+    process.stdout.write(USAGE);
+    return command === undefined ? 2 : 0;
+  }
+  if (!(command in COMMANDS)) throw new UsageError(`unknown command "${command}" (see intercept --help)`);
+  const spec = COMMANDS[command as Command];
+  const { values, positionals } = parseCommand(command, rest, spec.options);
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (!spec.paths && positionals.length > 0) throw new UsageError(`${command} takes no PATH (got "${positionals[0]}")`);
+  // Every value is checked here, before any command touches the kernel.
+  const netns = values.netns === undefined ? undefined : { name: namespaceName(values.netns as string) };
+  const colour = !values["no-color"] && Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
+  // Each command imports only what it uses: start-up time is most of a no-change plan.
+  switch (command as Command) {
+    case "validate": return (await import("./commands/validate.js")).validateCommand(positionals, { json: Boolean(values.json) });
+    case "compile": return (await import("./commands/compile.js")).compileCommand(positionals, { check: Boolean(values.check) });
+    case "build": return (await import("./commands/compile.js")).buildCommand(positionals);
+    case "plan": return (await import("./commands/plan.js")).planCommand(positionals, {
+      netns: netns ?? {}, json: Boolean(values.json), colour, detailedExitcode: Boolean(values["detailed-exitcode"]),
+      ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }),
+    });
+    case "apply": return (await import("./commands/plan.js")).applyCommand(positionals, {
+      netns, colour, yes: Boolean(values.yes), allowEmpty: Boolean(values["allow-empty"]),
+      ...(values.plan !== undefined && { plan: nonEmpty("--plan", values.plan as string) }),
+    });
+    case "destroy": return (await import("./commands/plan.js")).destroyCommand({ netns, colour, yes: Boolean(values.yes) });
+    case "status": return (await import("./commands/status.js")).statusCommand(positionals, { netns: netns ?? {}, json: Boolean(values.json) });
+    case "agent": return (await import("./agent/index.js")).runAgent(positionals, {
+      netns: netns ?? {}, keep: Boolean(values.keep), logFormat: logFormat(values["log-format"] as string),
+      ...(values.metrics !== undefined && { metrics: listenAddress(values.metrics as string) }),
+    });
+  }
+}
+
+/** Option values by name (each command's options are its own); positionals are paths. */
+interface ParsedCommand {
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+}
+
+function parseCommand(command: string, args: string[], options: Options): ParsedCommand {
+  try {
+    return parseArgs({ args, options: { ...options, help: { type: "boolean", short: "h", default: false } }, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new UsageError(`${command}: ${messageOf(error).replace(/\. To specify a positional argument.*$/, "")}`);
+  }
+}
+
+/** `ip netns` names are file names under /var/run/netns: no slashes, no leading dot. */
+function namespaceName(value: string): string {
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$/.test(value)) {
+    throw new UsageError(`--netns: "${value.slice(0, 64)}" is not a network namespace name (letters, digits, _ . -)`);
+  }
   return value;
 }
 
-/** Errors a user can cause print as lines, without a stack; anything else keeps its stack. */
+function nonEmpty(flag: string, value: string): string {
+  if (value === "") throw new UsageError(`${flag} needs a file name`);
+  return value;
+}
+
+function logFormat(value: string): LogFormat {
+  if (value !== "text" && value !== "json") throw new UsageError(`--log-format must be text or json, not "${value.slice(0, 32)}"`);
+  return value;
+}
+
+/** An address the agent can listen on for metrics. */
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+/**
+ * "HOST:PORT", "[V6]:PORT", ":PORT" or "PORT" (host then 127.0.0.1: metrics
+ * are never exposed unless asked). Whether it can be bound is checked when
+ * the agent starts, before it touches the kernel.
+ */
+export function listenAddress(value: string): ListenAddress {
+  const match = /^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):)?(\d{1,5})$/.exec(value);
+  const port = Number(match?.[2]);
+  if (!match || port > 65535) throw new UsageError(`--metrics: "${value.slice(0, 64)}" is not HOST:PORT (e.g. 127.0.0.1:9464)`);
+  const host = (match[1] ?? "").replace(/^\[|\]$/g, "") || "127.0.0.1";
+  return { host, port };
+}
+
+/** One line per error, never a stack: codes decide the exit status, not names or messages. */
 function reportError(error: unknown): number {
   if (error instanceof PolicyError) {
     const lines = sortDiagnostics(error.diagnostics).map(formatDiagnostic);
@@ -84,13 +160,11 @@ function reportError(error: unknown): number {
     return error.exitCode;
   }
   if (error instanceof InterceptError) {
-    process.stderr.write(`intercept: ${error.message}\n`);
+    process.stderr.write(`intercept: ${error.message}\n${error.code === "usage" ? "Run `intercept --help` for usage.\n" : ""}`);
     return error.exitCode;
   }
-  if (error instanceof Error && (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
-    process.stderr.write(`intercept: ${error.message}\n${USAGE}`);
-    return 2;
-  }
-  process.stderr.write(`intercept: unexpected error\n${error instanceof Error ? error.stack : messageOf(error)}\n`);
+  // Not one of ours: a bug. Still one line; the stack only when asked for.
+  process.stderr.write(`intercept: internal error: ${messageOf(error).split("\n")[0]} (set INTERCEPT_DEBUG=1 for the stack)\n`);
+  if (process.env.INTERCEPT_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);
   return 1;
 }

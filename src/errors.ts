@@ -12,6 +12,8 @@ export type ErrorCode =
   | "usage"
   /** Policy files are invalid; the located problems are in `diagnostics`. */
   | "policy-invalid"
+  /** `apply` was given no policy at all: removing everything is `destroy`'s job, or `--allow-empty`'s. */
+  | "no-policies"
   /** The policies are valid one by one, but cannot be planned together on this kernel. */
   | "plan-conflict"
   | "netns-not-found"
@@ -27,7 +29,11 @@ export type ErrorCode =
   | "apply-failed"
   | "apply-interrupted"
   /** A file or folder intercept must read or write is not accessible. */
-  | "file-access";
+  | "file-access"
+  /** A pin name that intercept would not make (a tampered saved plan, a foreign directory). */
+  | "pin-path-refused"
+  /** The agent's --metrics address cannot be listened on (in use, not local, not permitted). */
+  | "metrics-listen";
 
 export class InterceptError extends Error {
   constructor(
@@ -72,4 +78,9 @@ export class CommandError extends InterceptError {
 /** An error's message for a one-line report, whatever was thrown. */
 export function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** Makes a switch exhaustive: adding a variant is a compile error at every switch that misses it. */
+export function unreachable(value: never): never {
+  throw new Error(`unhandled case: ${JSON.stringify(value)}`);
 }

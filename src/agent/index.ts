@@ -2,17 +2,17 @@ import { statSync, watch, type FSWatcher } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa, type ResultPromise } from "execa";
-import { applyPlan } from "../apply/index.js";
-import { buildObjects, compiledPolicies, planCompiled, type PlannedRun } from "../commands/pipeline.js";
-import type { CompiledPolicy } from "../compile/index.js";
+import type { ListenAddress } from "../cli.js";
+import { buildObject } from "../commands/objects.js";
+import { KernelDatapath } from "../datapath/kernel.js";
+import type { ObservedLink } from "../datapath/types.js";
 import { formatDiagnostic, sortDiagnostics } from "../diagnostics.js";
-import { PolicyError } from "../errors.js";
-import { NETNS_DIR, onTerminationSignals, type NetworkNamespace } from "../kernel/exec.js";
+import { messageOf, PolicyError } from "../errors.js";
+import { inNamespace, onTerminationSignals, type NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
-import { ensureBpffs } from "../kernel/pins.js";
-import { readLiveState, type Link } from "../live/index.js";
 import { DEFAULT_POLICY_DIR } from "../load/index.js";
-import { summarise } from "../plan/index.js";
+import { applyRun, doneWord, loadDesired, planRun, type ApplyEvent, type DesiredPolicy, type PlannedRun } from "../reconcile/index.js";
+import { inspect } from "../reconcile/inspect.js";
 import { createLogger, type LogFormat, type Logger } from "./log.js";
 import { AgentMetrics } from "./metrics.js";
 
@@ -21,8 +21,8 @@ export interface AgentOptions {
   /** On exit, leave the datapath in place (upgrades, restarts). */
   keep: boolean;
   logFormat: LogFormat;
-  /** HOST:PORT to serve Prometheus metrics on; off when undefined. */
-  metrics?: string;
+  /** Where to serve Prometheus metrics; off when undefined. */
+  metrics?: ListenAddress;
 }
 
 /** How long file events settle before a reload: editors write in bursts. */
@@ -50,8 +50,7 @@ export async function runAgent(paths: string[], options: AgentOptions): Promise<
   // Listening from the start and for good: a signal during start-up stops
   // the agent as soon as it has started.
   const stopRequested = new Promise<void>((resolve) => onTerminationSignals(() => resolve()));
-  await ensureBpffs();
-  const agent = new Agent(paths, options, createLogger(options.logFormat));
+  const agent = new Agent(paths, options, createLogger(options.logFormat), await KernelDatapath.open(options.netns));
   await agent.start();
   await stopRequested;
   await agent.stop();
@@ -59,7 +58,7 @@ export async function runAgent(paths: string[], options: AgentOptions): Promise<
 }
 
 class Agent {
-  private compiled: CompiledPolicy[] = [];
+  private desired: DesiredPolicy[] = [];
   private links = new Map<number, string>();
   private reconciling: Promise<void> | undefined;
   private again = false;
@@ -79,22 +78,24 @@ class Agent {
     private readonly paths: string[],
     private readonly options: AgentOptions,
     private readonly log: Logger,
+    private readonly datapath: KernelDatapath,
   ) {
-    this.metrics = new AgentMetrics({ live: () => readLiveState(options.netns), policies: () => this.compiled.map((c) => c.policy) });
+    this.metrics = new AgentMetrics(() => inspect(datapath, this.desired));
   }
 
   /** Validates (an invalid start is an error: there is no last good state), applies, then follows events. */
   async start(): Promise<void> {
-    this.compiled = await compiledPolicies(this.paths);
-    this.log("agent started", `${this.compiled.length} polic${this.compiled.length === 1 ? "y" : "ies"} for ${describeNamespace(this.options.netns)}`, { netns: this.options.netns.name ?? null });
-    await this.watchLinks();
-    this.watchFiles();
-    await this.reconcile();
+    this.desired = await loadDesired(this.paths);
+    // The metrics listener first: an address that cannot be bound fails the start before the kernel is touched.
     if (this.options.metrics) {
       const { server, address } = await this.metrics.serve(this.options.metrics);
       this.metricsServer = server;
       this.log("agent started", `metrics on http://${address}/metrics`, { metrics: address });
     }
+    this.log("agent started", `${this.desired.length} polic${this.desired.length === 1 ? "y" : "ies"} for ${describeNamespace(this.options.netns)}`, { netns: this.options.netns.name ?? null });
+    await this.watchLinks();
+    this.watchFiles();
+    await this.reconcile();
   }
 
   /** Stops following events; unless --keep, removes everything intercept made. */
@@ -109,7 +110,7 @@ class Agent {
     this.metricsServer?.close();
     await this.reconciling;
     if (!this.options.keep) {
-      this.compiled = [];
+      this.desired = [];
       await this.reconcileOnce();
     }
     this.log("agent stopped", this.options.keep ? "datapath left in place (--keep)" : "datapath removed");
@@ -134,27 +135,42 @@ class Agent {
 
   private async reconcileOnce(): Promise<void> {
     try {
-      const run = await planCompiled(this.compiled, this.options.netns);
-      this.noteLinks(run.live.links);
+      const run = await planRun(this.desired, this.datapath);
+      this.noteLinks(run.observed.links);
       if (run.plan.changes.length > 0) await this.apply(run);
       this.metrics.lastApply.setToCurrentTime();
     } catch (error) {
       this.metrics.applyFailures.inc();
-      this.log("error", (error as Error).message.replaceAll("\n", " "));
+      this.log("error", messageOf(error).replaceAll("\n", " "));
     }
   }
 
   private async apply(run: PlannedRun): Promise<void> {
-    await applyPlan(run.plan, run.live, await buildObjects(run), (line) => {
-      if (!line.startsWith("Apply complete")) this.log("applied", line, { change: line.split(":")[0] });
-    });
+    await applyRun(run, this.datapath, { objects: buildObject, onEvent: (event) => this.logEvent(event) });
     this.metrics.applies.inc();
-    const { add, change, destroy } = summarise(run.plan);
-    this.log("applied", `policies applied: ${add} added, ${change} changed, ${destroy} destroyed`, { add, change, destroy });
+  }
+
+  private logEvent(event: ApplyEvent): void {
+    switch (event.type) {
+      case "change-done":
+        this.log("applied", `${event.change.address}: ${doneWord(event.change)}`, { change: event.change.address, type: event.change.type });
+        break;
+      case "complete": {
+        const { add, change, destroy } = event.summary;
+        this.log("applied", `policies applied: ${add} added, ${change} changed, ${destroy} destroyed`, { add, change, destroy });
+        break;
+      }
+      case "step-failed":
+        this.log("error", `${event.change.address}: ${event.operation.op} failed: ${event.error}`, { change: event.change.address });
+        break;
+      case "rolled-back":
+        this.log(event.complete ? "rolled back" : "error", event.complete ? "the kernel is as it was before this apply" : `rollback incomplete: ${event.failures.join("; ")}`);
+        break;
+    }
   }
 
   /** Logs links that appeared or went away since the last reconcile. */
-  private noteLinks(links: Link[]): void {
+  private noteLinks(links: ObservedLink[]): void {
     const current = new Map(links.filter((l) => !l.loopback).map((l) => [l.ifindex, l.name]));
     for (const [ifindex, name] of current) {
       if (this.links.get(ifindex) !== name) this.log("link seen", `${name} (ifindex ${ifindex})`, { link: name, ifindex });
@@ -171,10 +187,7 @@ class Agent {
    * restarted (restartLinkWatcher).
    */
   private async watchLinks(): Promise<void> {
-    const command = ["node", LINK_EVENTS_SCRIPT];
-    const [file, args] = this.options.netns.name
-      ? ["nsenter", [`--net=${NETNS_DIR}/${this.options.netns.name}`, ...command]]
-      : [command[0]!, command.slice(1)];
+    const [file, args] = inNamespace(this.options.netns, "node", [LINK_EVENTS_SCRIPT]);
     const child = execa(file, args, { reject: false, stdin: "pipe", buffer: false });
     const started = performance.now();
     this.linkEvents = child;
@@ -247,12 +260,12 @@ class Agent {
   private async reloadPolicies(): Promise<void> {
     const read = ++this.reads;
     try {
-      const compiled = await compiledPolicies(this.paths);
+      const desired = await loadDesired(this.paths);
       if (this.stopping || read !== this.reads) return; // stop() decides the final state; a newer read wins
       clearTimeout(this.invalidReport);
       this.metrics.policiesInvalid.set(0);
-      this.compiled = compiled;
-      this.log("policy change", `${this.compiled.length} polic${this.compiled.length === 1 ? "y" : "ies"} valid: reconciling`);
+      this.desired = desired;
+      this.log("policy change", `${this.desired.length} polic${this.desired.length === 1 ? "y" : "ies"} valid: reconciling`);
       await this.reconcile();
     } catch (error) {
       if (!(error instanceof PolicyError)) throw error;

@@ -9,6 +9,7 @@ export type LogEvent =
   | "link watcher"
   | "policy change"
   | "applied"
+  | "rolled back"
   | "error";
 
 export interface Logger {

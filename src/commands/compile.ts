@@ -1,6 +1,6 @@
 import { buildPolicy } from "../build/index.js";
 import { findDrift, writeGenerated } from "../compile/index.js";
-import { compiledPolicies } from "./pipeline.js";
+import { compiledPolicies } from "../reconcile/desired.js";
 
 /** `intercept compile [PATH…] [--check]`: writes generated/, or reports drift. */
 export async function compileCommand(paths: string[], options: { check: boolean }): Promise<number> {

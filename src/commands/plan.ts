@@ -1,52 +1,72 @@
 import { createInterface } from "node:readline/promises";
-import { applyPlan } from "../apply/index.js";
+import { KernelDatapath } from "../datapath/kernel.js";
+import { InterceptError } from "../errors.js";
 import { onTerminationSignals, type NetworkNamespace } from "../kernel/exec.js";
-import { ensureBpffs } from "../kernel/pins.js";
-import { renderPlan, summarise, type Plan } from "../plan/index.js";
-import { isSavedPlanPath, savePlan } from "../plan/saved.js";
-import { buildObjects, planFor, savedPlanRun, type PlannedRun } from "./pipeline.js";
+import { planJson, renderPlan } from "../plan/render.js";
+import { isSavedPlan } from "../plan/saved.js";
+import { applyRun, doneWord, loadDesired, planRun, type ApplyEvent, type PlannedRun } from "../reconcile/index.js";
+import { savedPlanNamespace, savedPlanRun, saveRun } from "../reconcile/saved.js";
+import { buildObject } from "./objects.js";
 
 export interface PlanOptions {
   netns: NetworkNamespace;
   json: boolean;
   colour: boolean;
   detailedExitcode: boolean;
-  /** Save the plan here for a later `apply FILE`. */
+  /** Save the plan here for a later `apply --plan FILE`. */
   out?: string;
 }
 
 /** `intercept plan`: what apply would do. With --detailed-exitcode: 0 none, 2 changes. */
 export async function planCommand(paths: string[], options: PlanOptions): Promise<number> {
-  await ensureBpffs();
-  const { plan, live, desired } = await planFor(paths, options.netns);
-  process.stdout.write(options.json ? `${JSON.stringify(planJson(plan), null, 2)}\n` : renderPlan(plan, options));
+  const desired = await loadDesired(paths);
+  const run = await planRun(desired, await KernelDatapath.open(options.netns));
+  process.stdout.write(options.json ? `${JSON.stringify(planJson(run.plan), null, 2)}\n` : renderPlan(run.plan, options));
   if (options.out) {
-    await savePlan(options.out, plan, live, desired.map((d) => d.policy));
-    if (!options.json) process.stdout.write(`Saved the plan to ${options.out}: apply exactly it with \`intercept apply ${options.out}\`.\n`);
+    await saveRun(options.out, run);
+    if (!options.json) process.stdout.write(`Saved the plan to ${options.out}: apply exactly it with \`intercept apply --plan ${options.out}\`.\n`);
   }
-  return options.detailedExitcode && plan.changes.length > 0 ? 2 : 0;
+  return options.detailedExitcode && run.plan.changes.length > 0 ? 2 : 0;
 }
 
 export interface ApplyOptions {
-  netns: NetworkNamespace;
+  /** The namespace to act in; undefined when --netns was not given (a saved plan then names it). */
+  netns: NetworkNamespace | undefined;
   colour: boolean;
   yes: boolean;
+  /** A saved plan to apply (`--plan FILE`). */
+  plan?: string;
+  /** Apply even when no policy is given, removing everything (that is destroy's job otherwise). */
+  allowEmpty?: boolean;
 }
 
-/** `intercept apply [PATH…]`: plan, confirm, then execute exactly that plan; `apply FILE` executes a saved one. */
+/**
+ * `intercept apply [PATH…]`: plan, confirm, then execute exactly that plan.
+ * `apply --plan FILE`, or `apply FILE` where FILE is a saved plan (decided
+ * by reading it), executes a saved plan; a directory is always policies.
+ */
 export async function applyCommand(paths: string[], options: ApplyOptions): Promise<number> {
-  await ensureBpffs();
-  const saved = paths.length === 1 && isSavedPlanPath(paths[0]!);
-  return executeRun(saved ? await savedPlanRun(paths[0]!, options.netns) : await planFor(paths, options.netns), options);
+  const planFile = options.plan ?? (paths.length === 1 && (await isSavedPlan(paths[0]!)) ? paths[0] : undefined);
+  if (planFile !== undefined) {
+    if (options.plan !== undefined && paths.length > 0) throw new InterceptError("usage", "apply takes policies or --plan FILE, not both");
+    const datapath = await KernelDatapath.open(await savedPlanNamespace(planFile, options.netns));
+    return executeRun(await savedPlanRun(planFile, datapath), datapath, options);
+  }
+  const desired = await loadDesired(paths);
+  if (desired.length === 0 && !options.allowEmpty) {
+    throw new InterceptError("no-policies", "no policies given: applying none would remove everything (use `intercept destroy`, or --allow-empty)");
+  }
+  const datapath = await KernelDatapath.open(options.netns ?? {});
+  return executeRun(await planRun(desired, datapath), datapath, options);
 }
 
 /** `intercept destroy`: the plan that removes everything intercept made in the namespace. */
 export async function destroyCommand(options: ApplyOptions): Promise<number> {
-  await ensureBpffs();
-  return executeRun(await planFor(null, options.netns), options);
+  const datapath = await KernelDatapath.open(options.netns ?? {});
+  return executeRun(await planRun([], datapath), datapath, options);
 }
 
-async function executeRun(run: PlannedRun, options: ApplyOptions): Promise<number> {
+async function executeRun(run: PlannedRun, datapath: KernelDatapath, options: ApplyOptions): Promise<number> {
   process.stdout.write(renderPlan(run.plan, options));
   if (run.plan.changes.length === 0) return 0;
   if (!(await confirmed(options.yes))) {
@@ -55,11 +75,19 @@ async function executeRun(run: PlannedRun, options: ApplyOptions): Promise<numbe
   }
   const interrupt = interruptOnSignal();
   try {
-    await applyPlan(run.plan, run.live, await buildObjects(run), (line) => process.stdout.write(`${line}\n`), interrupt.signal);
+    await applyRun(run, datapath, { objects: buildObject, onEvent: printEvent, interrupt: interrupt.signal });
   } finally {
     interrupt.release();
   }
   return 0;
+}
+
+function printEvent(event: ApplyEvent): void {
+  if (event.type === "change-done") process.stdout.write(`${event.change.address}: ${doneWord(event.change)}\n`);
+  if (event.type === "complete") {
+    const { add, change, destroy } = event.summary;
+    process.stdout.write(`Apply complete! Resources: ${add} added, ${change} changed, ${destroy} destroyed.\n`);
+  }
 }
 
 /**
@@ -88,14 +116,3 @@ async function confirmed(yes: boolean): Promise<boolean> {
   prompt.close();
   return answer.trim() === "yes";
 }
-
-/** The documented JSON form of a plan (docs in README). */
-export function planJson(plan: Plan) {
-  return {
-    format_version: 1,
-    namespace: plan.netns.name ?? null,
-    changes: plan.changes,
-    summary: summarise(plan),
-  };
-}
-

@@ -1,69 +1,78 @@
-import { contentHash } from "../build/index.js";
-import { compilePolicies } from "../compile/index.js";
+import type { Hook } from "../datapath/types.js";
+import { KernelDatapath } from "../datapath/kernel.js";
+import { PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
-import { loadPolicies } from "../load/index.js";
-import { readRuleCounters, type Counter } from "../live/counters.js";
-import { isAttached, programOnLink, readLiveState, type LiveProgram } from "../live/index.js";
-import { validatePolicies, type Rule } from "../validate/index.js";
-
-interface RuleStatus {
-  index: number;
-  rule?: Omit<Rule, "index" | "enabled">;
-  enabled: boolean;
-  ingress: Counter;
-  egress: Counter;
-}
+import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
+import { inspect, type StatusReport } from "../reconcile/inspect.js";
 
 /** `intercept status`: attached links, live programs, rules with their counters. */
 export async function statusCommand(paths: string[], options: { netns: NetworkNamespace; json: boolean }): Promise<number> {
-  const live = await readLiveState(options.netns);
-  const known = await knownRules(paths);
-  const programs = await Promise.all(live.programs.map(async (program) => ({
-    policy: program.policy,
-    contentHash: program.contentHash,
-    programIds: program.programIds,
-    rules: await ruleStatuses(program, known.get(program.contentHash)),
-  })));
-  const links = live.attachments
-    .filter(isAttached)
-    .map((a) => ({ link: a.link.name, ifindex: a.link.ifindex, policy: programOnLink(live, a)?.policy ?? null, programIds: a.programIds }));
-  const status = { namespace: options.netns.name ?? null, links, programs };
-  process.stdout.write(options.json ? `${JSON.stringify(status, null, 2)}\n` : renderStatus(status, options.netns));
+  const { desired, policiesError } = await policiesForLabels(paths);
+  const report = await inspect(await KernelDatapath.open(options.netns), desired);
+  process.stdout.write(options.json ? `${JSON.stringify(statusJson(report, policiesError), null, 2)}\n` : renderStatus(report, policiesError));
   return 0;
 }
 
-/** Rules of the policies on disk, by content hash, to label live rules (the kernel holds only indexes). */
-async function knownRules(paths: string[]): Promise<Map<string, Rule[]>> {
-  const { policies } = validatePolicies((await loadPolicies(paths)).policies);
-  const byHash = new Map<string, Rule[]>();
-  for (const compiled of compilePolicies(policies)) byHash.set(await contentHash(compiled), compiled.policy.rules);
-  return byHash;
+/**
+ * The policies on disk name the live rules; status still shows the kernel
+ * when they are invalid, and says why rules are unnamed.
+ */
+async function policiesForLabels(paths: string[]): Promise<{ desired: DesiredPolicy[]; policiesError: string | undefined }> {
+  try {
+    return { desired: await loadDesired(paths), policiesError: undefined };
+  } catch (error) {
+    if (!(error instanceof PolicyError)) throw error;
+    return { desired: [], policiesError: `${error.message}: rules are shown by index (run \`intercept validate\`)` };
+  }
 }
 
-async function ruleStatuses(program: LiveProgram, rules: Rule[] | undefined): Promise<RuleStatus[]> {
-  const counters = await readRuleCounters(program);
-  return program.enabled.map((enabled, index) => {
-    const rule = rules?.[index];
-    const described = rule && { originalPort: rule.originalPort, port: rule.port, protocol: rule.protocol, family: rule.family };
-    return { index, ...(described && { rule: described }), enabled, ...counters[index]! };
-  });
+/** The documented JSON form of status (README, "Status"). */
+function statusJson(report: StatusReport, policiesError: string | undefined) {
+  return {
+    formatVersion: 1,
+    namespace: report.observed.netns.name ?? null,
+    policiesError: policiesError ?? null,
+    links: report.links.map((link) => ({ link: link.link, ifindex: link.ifindex, policy: runningPolicy(link.programs), programIds: link.programIds })),
+    programs: report.programs.map(({ program, rules, countersError }) => ({
+      policy: program.ref.policy,
+      version: program.ref.version,
+      contentHash: program.contentHash,
+      complete: program.contentHash !== null,
+      programIds: program.programIds,
+      countersError: countersError ?? null,
+      rules: rules.map(({ index, rule, enabled, counters }) => ({
+        index,
+        ...(rule && { rule: { originalPort: rule.originalPort, port: rule.port, protocol: rule.protocol, family: rule.family } }),
+        enabled,
+        ...(counters ?? {}),
+      })),
+    })),
+  };
 }
 
-function renderStatus(
-  status: { links: { link: string; policy: string | null; programIds: object }[]; programs: { policy: string; contentHash: string; programIds: { ingress: number; egress: number }; rules: RuleStatus[] }[] },
-  netns: NetworkNamespace,
-): string {
-  const lines = [`intercept in ${describeNamespace(netns)}:`];
-  if (status.programs.length === 0) lines.push("  nothing is loaded");
-  for (const program of status.programs) {
-    const attached = status.links.filter((l) => l.policy === program.policy).map((l) => l.link);
-    lines.push(`  policy ${program.policy} @${program.contentHash.slice(0, 12)}  programs ingress=${program.programIds.ingress} egress=${program.programIds.egress}`);
+function runningPolicy(programs: StatusReport["links"][number]["programs"]): string | null {
+  return Object.values(programs).find((ref) => ref !== undefined)?.policy ?? null;
+}
+
+function renderStatus(report: StatusReport, policiesError: string | undefined): string {
+  const lines = [`intercept in ${describeNamespace(report.observed.netns)}:`];
+  if (policiesError) lines.push(`  note: ${policiesError}`);
+  if (report.programs.length === 0) lines.push("  nothing is loaded");
+  for (const { program, rules, countersError } of report.programs) {
+    const attached = report.links.filter((link) => Object.values(link.programs).some((ref) => ref?.version === program.ref.version && ref.policy === program.ref.policy)).map((link) => link.link);
+    const ids = (Object.entries(program.programIds) as [Hook, number][]).map(([hook, id]) => `${hook}=${id}`).join(" ");
+    lines.push(`  policy ${program.ref.policy} @${(program.contentHash ?? program.ref.version).slice(0, 12)}  programs ${ids || "(none)"}${program.contentHash === null ? "  INCOMPLETE: a load never finished" : ""}`);
     lines.push(`    links: ${attached.length > 0 ? attached.join(", ") : "(none)"}`);
-    for (const rule of program.rules) {
-      const what = rule.rule ? `${rule.rule.protocol} ${rule.rule.originalPort} -> ${rule.rule.port}` : "(rule not in the given policies)";
-      lines.push(`    [${rule.index}] ${what.padEnd(22)} ${rule.enabled ? "enabled " : "disabled"}  in ${rule.ingress.packets} pkts/${rule.ingress.bytes} B  out ${rule.egress.packets} pkts/${rule.egress.bytes} B`);
+    if (countersError) lines.push(`    counters unreadable: ${countersError}`);
+    for (const { index, rule, enabled, counters } of rules) {
+      const what = rule ? `${rule.protocol} ${rule.originalPort} -> ${rule.port}` : "(rule not in the given policies)";
+      const counted = counters ? `  in ${counters.ingress.packets} pkts/${counters.ingress.bytes} B  out ${counters.egress.packets} pkts/${counters.egress.bytes} B` : "";
+      lines.push(`    [${index}] ${what.padEnd(22)} ${enabled ? "enabled " : "disabled"}${counted}`);
     }
+  }
+  for (const link of report.links.filter((l) => Object.values(l.programs).some((ref) => ref === undefined))) {
+    lines.push(`  link ${link.link}: a filter of ours runs a program no pinned version has (\`intercept plan\` shows the repair)`);
   }
   return `${lines.join("\n")}\n`;
 }

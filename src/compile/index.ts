@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { HOOKS, type Hook } from "../datapath/types.js";
 import type { ValidPolicy } from "../validate/index.js";
 import { renderPolicySource, type MatchStrategy } from "./render.js";
 
@@ -14,6 +15,8 @@ export interface CompiledPolicy {
   source: string;
   /** sha256 of the source: together with the clang version, the program's identity. */
   sourceHash: string;
+  /** The tc hooks the program set has a program for. */
+  hooks: Hook[];
 }
 
 /** Stage 3: renders each policy's specialised C. Pure: writes nothing. @strategy: by size unless forced. */
@@ -25,6 +28,7 @@ export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrateg
       sourcePath: path.join(GENERATED_DIR, `${policy.name}.bpf.c`),
       source,
       sourceHash: createHash("sha256").update(source).digest("hex"),
+      hooks: [...HOOKS],
     };
   });
 }

@@ -16,21 +16,28 @@ const PACKAGE_OF: Record<string, string> = {
   tc: "iproute2",
   ip: "iproute2",
   nsenter: "util-linux",
+  flock: "util-linux",
   mount: "mount",
 };
 
 /**
- * Runs a tool with an argument array (never a shell string). In a named
- * namespace the tool runs under `nsenter --net`, which, unlike `ip netns
- * exec`, keeps this mount namespace's /sys and so the pins under /sys/fs/bpf.
+ * The command line that runs @tool in @netns. A named namespace is entered
+ * with `nsenter --net`, which, unlike `ip netns exec`, keeps this mount
+ * namespace's /sys and so the pins under /sys/fs/bpf. The one place that
+ * wraps a command for a namespace.
  */
+export function inNamespace(netns: NetworkNamespace, tool: string, args: string[]): [file: string, args: string[]] {
+  return netns.name ? ["nsenter", [`--net=${NETNS_DIR}/${netns.name}`, tool, ...args]] : [tool, args];
+}
+
+/** Runs a tool with an argument array (never a shell string), in @netns. */
 export async function run(tool: string, args: string[], netns: NetworkNamespace = {}): Promise<string> {
   return runWithInput(tool, args, undefined, netns);
 }
 
 /** run(), with @input as the tool's standard input (batch modes). */
 export async function runWithInput(tool: string, args: string[], input: string | undefined, netns: NetworkNamespace = {}): Promise<string> {
-  const [file, fileArgs] = netns.name ? ["nsenter", [`--net=${NETNS_DIR}/${netns.name}`, tool, ...args]] : [tool, args];
+  const [file, fileArgs] = inNamespace(netns, tool, args);
   const result = await execa(file, fileArgs, { reject: false, ...(input === undefined ? { stdin: "ignore" as const } : { input }) });
   if (result.failed) {
     if ((result as { code?: string }).code === "ENOENT") {

@@ -4,6 +4,8 @@ export interface Link {
   ifindex: number;
   name: string;
   loopback: boolean;
+  /** `ip -j link`'s link_type: "ether", "loopback", "none" (tunnels), … */
+  linkType: string;
 }
 
 interface IpLink {
@@ -20,5 +22,6 @@ export async function listLinks(netns: NetworkNamespace): Promise<Link[]> {
     ifindex: link.ifindex,
     name: link.ifname,
     loopback: link.link_type === "loopback" || (link.flags ?? []).includes("LOOPBACK"),
+    linkType: link.link_type ?? "unknown",
   }));
 }

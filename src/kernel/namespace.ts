@@ -1,6 +1,6 @@
 import { stat } from "node:fs/promises";
 import path from "node:path";
-import { InterceptError } from "../errors.js";
+import { InterceptError, messageOf } from "../errors.js";
 import { NETNS_DIR, type NetworkNamespace } from "./exec.js";
 
 /**
@@ -14,7 +14,9 @@ export async function namespaceKey(netns: NetworkNamespace): Promise<string> {
   }
   try {
     return `ns${(await stat(file)).ino}`;
-  } catch {
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== "ENOENT") throw new InterceptError("file-access", `cannot read ${file}: ${code ?? messageOf(error)}`);
     throw new InterceptError("netns-not-found", `network namespace "${netns.name}" does not exist (see \`ip netns list\`)`);
   }
 }

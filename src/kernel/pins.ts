@@ -1,27 +1,78 @@
-import { readdir, readFile, rm } from "node:fs/promises";
+import { readdir, readFile, rm, rmdir } from "node:fs/promises";
 import path from "node:path";
+import type { Hook, VersionRef } from "../datapath/types.js";
 import { InterceptError } from "../errors.js";
 import { run } from "./exec.js";
 
 export const BPFFS = "/sys/fs/bpf";
 export const PIN_ROOT = path.join(BPFFS, "intercept");
 
+/** The only names a pin path is ever built from; anything else is refused, never joined. */
+const NAMESPACE_KEY = /^ns\d+$/;
+const POLICY_NAME = /^[a-z][a-z0-9_]{0,31}$/;
+const VERSION = /^[0-9a-f]{16}$/;
+
+export type MapName = "rule_state" | "rule_counters" | "policy_meta";
+
 /**
  * Where a namespace's objects are pinned:
- *   /sys/fs/bpf/intercept/<ns>/qdiscs                     clsact qdiscs intercept created
- *   /sys/fs/bpf/intercept/<ns>/<policy>/<hash>/progs/…    intercept_ingress, intercept_egress
- *   /sys/fs/bpf/intercept/<ns>/<policy>/<hash>/maps/…     rule_state, rule_counters, policy_meta
- * A policy's hash directory lets a new version load beside the old one, so
- * filters can be swapped from one to the other without a gap.
+ *   /sys/fs/bpf/intercept/<ns>/qdiscs                        clsact qdiscs intercept created
+ *   /sys/fs/bpf/intercept/<ns>/<policy>/<version>/progs/…    intercept_ingress, intercept_egress
+ *   /sys/fs/bpf/intercept/<ns>/<policy>/<version>/maps/…     rule_state, rule_counters, policy_meta
+ * A policy's version directory lets a new version load beside the old one,
+ * so filters can be swapped from one to the other without a gap. Every
+ * path is derived here from checked names, and must resolve below PIN_ROOT:
+ * nothing read from a file (a saved plan, say) can point it elsewhere.
  */
-export const pins = {
-  namespace: (ns: string) => path.join(PIN_ROOT, ns),
-  qdiscs: (ns: string) => path.join(PIN_ROOT, ns, "qdiscs"),
-  policy: (ns: string, policy: string) => path.join(PIN_ROOT, ns, policy),
-  version: (ns: string, policy: string, hash: string) => path.join(PIN_ROOT, ns, policy, hash.slice(0, 16)),
-  program: (versionDir: string, hook: "ingress" | "egress") => path.join(versionDir, "progs", `intercept_${hook}`),
-  map: (versionDir: string, map: "rule_state" | "rule_counters" | "policy_meta") => path.join(versionDir, "maps", map),
-};
+export class PinLayout {
+  readonly namespaceDir: string;
+
+  constructor(namespaceKey: string, root = PIN_ROOT) {
+    this.namespaceDir = inside(root, checked(namespaceKey, NAMESPACE_KEY, "namespace key"));
+  }
+
+  get qdiscs(): string {
+    return path.join(this.namespaceDir, "qdiscs");
+  }
+
+  policy(policy: string): string {
+    return inside(this.namespaceDir, checked(policy, POLICY_NAME, "policy name"));
+  }
+
+  version(ref: VersionRef): string {
+    return inside(this.policy(ref.policy), checked(ref.version, VERSION, "program version"));
+  }
+
+  program(ref: VersionRef, hook: Hook): string {
+    return path.join(this.version(ref), "progs", `intercept_${hook}`);
+  }
+
+  map(ref: VersionRef, map: MapName): string {
+    return path.join(this.version(ref), "maps", map);
+  }
+}
+
+function checked(name: string, pattern: RegExp, what: string): string {
+  if (typeof name !== "string" || !pattern.test(name)) {
+    throw new InterceptError("pin-path-refused", `refusing ${what} ${JSON.stringify(String(name)).slice(0, 60)}: not a name intercept makes`);
+  }
+  return name;
+}
+
+function inside(parent: string, name: string): string {
+  const joined = path.resolve(parent, name);
+  if (path.dirname(joined) !== parent) throw new InterceptError("pin-path-refused", `refusing pin path ${joined}: outside ${parent}`);
+  return joined;
+}
+
+/** Whether @name could be a policy's or a version's pin directory (others are not ours). */
+export function isPolicyName(name: string): boolean {
+  return POLICY_NAME.test(name);
+}
+
+export function isVersionName(name: string): boolean {
+  return VERSION.test(name);
+}
 
 /** Mounts bpffs at /sys/fs/bpf when nothing is mounted there. */
 export async function ensureBpffs(): Promise<void> {
@@ -30,20 +81,32 @@ export async function ensureBpffs(): Promise<void> {
   try {
     await run("mount", ["-t", "bpf", "bpf", BPFFS]);
   } catch (error) {
-    throw new InterceptError("bpffs-unavailable", `cannot mount bpffs at ${BPFFS} (are you root?): ${(error as Error).message}`);
+    throw new InterceptError("bpffs-unavailable", `cannot mount bpffs at ${BPFFS}: ${(error as Error).message}`);
   }
 }
 
-/** Sub-directories of a pin directory; none when it does not exist. */
-export async function listDirs(dir: string): Promise<string[]> {
+/** Entries of a pin directory of one kind; none when the directory does not exist (nothing pinned yet). */
+export async function listEntries(dir: string, kind: "directories" | "files"): Promise<string[]> {
   try {
-    return (await readdir(dir, { withFileTypes: true })).filter((entry) => entry.isDirectory()).map((entry) => entry.name).sort();
-  } catch {
-    return [];
+    const entries = await readdir(dir, { withFileTypes: true });
+    return entries.filter((entry) => (kind === "directories" ? entry.isDirectory() : !entry.isDirectory())).map((entry) => entry.name).sort();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw error;
   }
 }
 
 /** Unpins everything below @dir; the kernel frees objects nothing else holds. */
 export async function removePins(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
+}
+
+/** Removes @dir if it is empty; one that still holds pins, or is already gone, stays as it is. */
+export async function removeIfEmpty(dir: string): Promise<void> {
+  try {
+    await rmdir(dir);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== "ENOTEMPTY" && code !== "EEXIST" && code !== "ENOENT") throw error;
+  }
 }

@@ -1,8 +1,6 @@
 import { CommandError } from "../errors.js";
+import type { Hook } from "../datapath/types.js";
 import { run, runJson, runWithInput, type NetworkNamespace } from "./exec.js";
-
-export type Hook = "ingress" | "egress";
-export const HOOKS: Hook[] = ["ingress", "egress"];
 
 /** Our filters' identity on a hook: only filters with this pref and handle are ever touched. */
 export const FILTER_PREF = 18755;
@@ -16,41 +14,71 @@ export interface TcFilter {
   programName?: string;
 }
 
+/** What tc shows of one link: whether it has clsact, and the filters on each hook. */
+export interface TcLinkState {
+  clsact: boolean;
+  filters: Record<Hook, TcFilter[]>;
+}
+
 interface TcFilterJson {
   pref: number;
   kind: string;
   options?: { handle?: string; prog?: { id: number; name: string } };
 }
 
-/** The filters on one hook of a link, one entry per filter (not per chain header). */
-export async function listFilters(netns: NetworkNamespace, link: string, hook: Hook): Promise<TcFilter[]> {
-  return toFilters(await runJson<TcFilterJson[]>("tc", ["-j", "filter", "show", "dev", link, hook], netns));
+/**
+ * The qdiscs and both hooks' filters of every named link, in one tc process
+ * (`tc -batch`): one JSON line per command. A link that vanished since it
+ * was listed makes its commands print nothing; then the links are asked one
+ * by one, and a vanished link is left out of the result (it has nothing of
+ * ours left to plan for).
+ */
+export async function listLinkStates(netns: NetworkNamespace, links: string[]): Promise<Map<string, TcLinkState>> {
+  const commands = links.flatMap((link) => [`qdisc show dev ${link}`, `filter show dev ${link} ingress`, `filter show dev ${link} egress`]);
+  const states = new Map<string, TcLinkState>();
+  if (links.length === 0) return states;
+  let lines: string[] = [];
+  try {
+    const output = await runWithInput("tc", ["-j", "-force", "-batch", "-"], `${commands.join("\n")}\n`, netns);
+    lines = output.split("\n").filter((line) => line.trim());
+  } catch (error) {
+    // -force runs every command; tc still exits non-zero if one failed. Asked again one by one below.
+    if (!(error instanceof CommandError)) throw error;
+  }
+  if (lines.length === commands.length) {
+    links.forEach((link, index) => states.set(link, toLinkState(lines.slice(index * 3, index * 3 + 3).map((line) => JSON.parse(line)))));
+    return states;
+  }
+  for (const link of links) {
+    const state = await linkState(netns, link);
+    if (state) states.set(link, state);
+  }
+  return states;
 }
 
-/**
- * Both hooks of every link in one tc process (`tc -batch`). tc prints one
- * JSON line per command and nothing for a failed one (a link that just
- * vanished), so when the count is off each hook is asked on its own.
- */
-export async function listAllFilters(netns: NetworkNamespace, links: string[]): Promise<Record<Hook, TcFilter[]>[]> {
-  const commands = links.flatMap((link) => HOOKS.map((hook) => `filter show dev ${link} ${hook}`));
-  const output = await runWithInput("tc", ["-j", "-force", "-batch", "-"], `${commands.join("\n")}\n`, netns).catch(() => "");
-  const lines = output.split("\n").filter((line) => line.trim());
-  if (lines.length !== commands.length) {
-    return Promise.all(links.map(async (link) => ({
-      ingress: await listFilters(netns, link, "ingress").catch(() => []),
-      egress: await listFilters(netns, link, "egress").catch(() => []),
-    })));
+async function linkState(netns: NetworkNamespace, link: string): Promise<TcLinkState | undefined> {
+  try {
+    return toLinkState(await Promise.all([
+      runJson<unknown[]>("tc", ["-j", "qdisc", "show", "dev", link], netns),
+      runJson<unknown[]>("tc", ["-j", "filter", "show", "dev", link, "ingress"], netns),
+      runJson<unknown[]>("tc", ["-j", "filter", "show", "dev", link, "egress"], netns),
+    ]));
+  } catch (error) {
+    if (isMissingLink(error)) return undefined;
+    throw error;
   }
-  return links.map((_, index) => ({
-    ingress: toFilters(JSON.parse(lines[index * 2]!)),
-    egress: toFilters(JSON.parse(lines[index * 2 + 1]!)),
-  }));
+}
+
+function toLinkState([qdiscs, ingress, egress]: unknown[]): TcLinkState {
+  return {
+    clsact: (qdiscs as { kind: string }[]).some((qdisc) => qdisc.kind === "clsact"),
+    filters: { ingress: toFilters(ingress as TcFilterJson[]), egress: toFilters(egress as TcFilterJson[]) },
+  };
 }
 
 function toFilters(filters: TcFilterJson[]): TcFilter[] {
   return filters
-    .filter((filter) => filter.options)
+    .filter((filter) => filter.options) // tc prints a header entry per chain, without options
     .map((filter) => ({
       pref: filter.pref,
       kind: filter.kind,
@@ -70,17 +98,17 @@ export function isOurs(filter: TcFilter): boolean {
   return inOurSlot(filter) && filter.kind === "bpf" && (filter.programName ?? "").startsWith("intercept_");
 }
 
-export async function hasClsact(netns: NetworkNamespace, link: string): Promise<boolean> {
-  const qdiscs = await runJson<{ kind: string }[]>("tc", ["-j", "qdisc", "show", "dev", link], netns);
-  return qdiscs.some((qdisc) => qdisc.kind === "clsact");
-}
-
 export async function addClsact(netns: NetworkNamespace, link: string): Promise<void> {
   await run("tc", ["qdisc", "add", "dev", link, "clsact"], netns);
 }
 
+/** Removes a clsact qdisc; a link that is already gone took it with it. */
 export async function deleteClsact(netns: NetworkNamespace, link: string): Promise<void> {
-  await run("tc", ["qdisc", "del", "dev", link, "clsact"], netns);
+  try {
+    await run("tc", ["qdisc", "del", "dev", link, "clsact"], netns);
+  } catch (error) {
+    if (!isMissingLink(error)) throw error;
+  }
 }
 
 /** Attaches, or atomically swaps, our direct-action filter for a pinned program. */
@@ -98,6 +126,11 @@ export async function deleteFilter(netns: NetworkNamespace, link: string, hook: 
   try {
     await run("tc", ["filter", "del", "dev", link, hook, "pref", String(FILTER_PREF), "handle", FILTER_HANDLE, "bpf"], netns);
   } catch (error) {
-    if (!(error instanceof CommandError && /Cannot find device|No such file|not find/i.test(error.stderr))) throw error;
+    if (!isMissingLink(error)) throw error;
   }
+}
+
+/** tc's ways of saying the link (or its qdisc) does not exist. */
+function isMissingLink(error: unknown): boolean {
+  return error instanceof CommandError && /Cannot find device|No such file|not find/i.test(error.stderr);
 }

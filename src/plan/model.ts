@@ -1,55 +1,133 @@
+import type { Hook, LinkRef, VersionRef } from "../datapath/types.js";
+import { unreachable } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 
 /**
- * A plan is data: the list of changes that takes the live kernel to the
- * policies. `plan` renders it, `apply` and the agent execute it.
+ * A plan is data: the changes that take the kernel to the policies, one
+ * type per resource kind and action, each holding exactly what it needs.
+ * `plan` renders it, `apply` and the agent execute it, saved plans store it.
+ * Adding a resource kind means adding its change types here; the compiler
+ * then points at every switch and table that must learn them (ordering,
+ * execution, rendering).
  *
- * Addresses: program.<policy>, attachment.<link>, rule.<policy>[<index>].
+ * Addresses: program.<policy>, attachment.<link>, rule.<policy>[<index>],
+ * qdisc.<link>. No change holds a path: the datapath derives those.
  */
-export type Change = ProgramChange | AttachmentChange | RuleChange;
+export type Change =
+  | ProgramCreate
+  | ProgramReplace
+  | ProgramDelete
+  | AttachmentCreate
+  | AttachmentUpdate
+  | AttachmentDelete
+  | RuleUpdate
+  | QdiscDelete;
 
-export interface ProgramChange {
-  resource: "program";
-  action: "create" | "replace" | "delete";
+export type ChangeType = Change["type"];
+
+interface ChangeBase {
   address: string;
-  policy: string;
-  /** The version to load (create, replace). */
-  contentHash?: string;
-  /** Desired enabled flag per rule, written into the new version's rule_state. */
-  enabled?: boolean[];
-  /** The version to unpin (replace, delete). */
-  oldDir?: string;
+  /** Why, in words, for the rendered plan. */
   reason: string;
 }
 
-export interface AttachmentChange {
-  resource: "attachment";
-  action: "create" | "update" | "delete";
-  address: string;
-  link: string;
-  ifindex: number;
-  /** What the link should run (create, update). */
-  policy?: string;
-  contentHash?: string;
-  reason: string;
-}
-
-export interface RuleChange {
-  resource: "rule";
-  action: "update";
-  address: string;
-  policy: string;
+/** Loads a policy's program version that no link runs yet. */
+export interface ProgramCreate extends ChangeBase {
+  type: "program.create";
+  program: VersionRef;
   contentHash: string;
+  hooks: Hook[];
+  /** Each rule's switch, written into the new version before any link runs it. */
+  enabled: boolean[];
+}
+
+/** Loads a new version beside @replaces; links switch to it, then @replaces is unpinned. */
+export interface ProgramReplace extends ChangeBase {
+  type: "program.replace";
+  program: VersionRef;
+  contentHash: string;
+  hooks: Hook[];
+  enabled: boolean[];
+  replaces: VersionRef;
+}
+
+/** Unpins a version no policy wants (stale, or left incomplete by an interrupted load). */
+export interface ProgramDelete extends ChangeBase {
+  type: "program.delete";
+  program: VersionRef;
+}
+
+/** Our filters on a link that has none yet, creating its clsact qdisc when it has none. */
+export interface AttachmentCreate extends ChangeBase {
+  type: "attachment.create";
+  link: LinkRef;
+  program: VersionRef;
+  hooks: Hook[];
+  addQdisc: boolean;
+}
+
+/** Points a link's filters at @program (swapped in place), and removes ours from hooks it does not use. */
+export interface AttachmentUpdate extends ChangeBase {
+  type: "attachment.update";
+  link: LinkRef;
+  program: VersionRef;
+  hooks: Hook[];
+  /** What each hook of ours runs now (undefined: an unknown program), to switch back on rollback. */
+  from: HookPrograms;
+  /** Hooks of ours that @program does not use. */
+  detach: Hook[];
+}
+
+/** Removes our filters from a link no policy selects, and the clsact qdisc if we made it. */
+export interface AttachmentDelete extends ChangeBase {
+  type: "attachment.delete";
+  link: LinkRef;
+  from: HookPrograms;
+  removeQdisc: boolean;
+}
+
+/** A live edit: one rule's enabled flag in a version that stays. */
+export interface RuleUpdate extends ChangeBase {
+  type: "rule.update";
+  program: VersionRef;
   index: number;
   enabled: boolean;
-  reason: string;
 }
+
+/** Removes a clsact qdisc intercept created that holds no filter any more (left by an interrupted run). */
+export interface QdiscDelete extends ChangeBase {
+  type: "qdisc.delete";
+  link: LinkRef;
+}
+
+/** The hooks of ours on a link, each with the version it runs (null: a program no version of ours pins). */
+export type HookPrograms = Partial<Record<Hook, VersionRef | null>>;
 
 export interface Plan {
   /** The namespace the plan is for. */
   netns: NetworkNamespace;
-  namespaceKey: string;
   changes: Change[];
+}
+
+export type Action = "create" | "update" | "replace" | "delete";
+
+export function actionOf(change: Change): Action {
+  switch (change.type) {
+    case "program.create":
+    case "attachment.create":
+      return "create";
+    case "attachment.update":
+    case "rule.update":
+      return "update";
+    case "program.replace":
+      return "replace";
+    case "program.delete":
+    case "attachment.delete":
+    case "qdisc.delete":
+      return "delete";
+    default:
+      return unreachable(change);
+  }
 }
 
 export interface PlanSummary {
@@ -62,9 +140,10 @@ export interface PlanSummary {
 export function summarise(plan: Plan): PlanSummary {
   const summary = { add: 0, change: 0, destroy: 0 };
   for (const change of plan.changes) {
-    if (change.action === "create" || change.action === "replace") summary.add++;
-    if (change.action === "delete" || change.action === "replace") summary.destroy++;
-    if (change.action === "update") summary.change++;
+    const action = actionOf(change);
+    if (action === "create" || action === "replace") summary.add++;
+    if (action === "delete" || action === "replace") summary.destroy++;
+    if (action === "update") summary.change++;
   }
   return summary;
 }

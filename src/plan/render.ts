@@ -1,10 +1,10 @@
 import { styleText } from "node:util";
 import { describeNamespace } from "../kernel/namespace.js";
-import { summarise, type Change, type Plan } from "./model.js";
+import { actionOf, summarise, type Action, type Plan } from "./model.js";
 
 type Colour = "green" | "yellow" | "red" | "magenta";
 
-const SYMBOL: Record<Change["action"], { symbol: string; colour: Colour; verb: string }> = {
+const SYMBOL: Record<Action, { symbol: string; colour: Colour; verb: string }> = {
   create: { symbol: "+", colour: "green", verb: "create" },
   update: { symbol: "~", colour: "yellow", verb: "update in place" },
   replace: { symbol: "-/+", colour: "magenta", verb: "replace" },
@@ -19,7 +19,7 @@ export function renderPlan(plan: Plan, options: { colour: boolean }): string {
   }
   const width = Math.max(...plan.changes.map((change) => change.address.length));
   const lines = plan.changes.map((change) => {
-    const { symbol, colour, verb } = SYMBOL[change.action];
+    const { symbol, colour, verb } = SYMBOL[actionOf(change)];
     return `  ${paint(colour, symbol.padStart(3))} ${change.address.padEnd(width)}  ${verb}: ${change.reason}`;
   });
   const { add, change, destroy } = summarise(plan);
@@ -31,4 +31,14 @@ export function renderPlan(plan: Plan, options: { colour: boolean }): string {
     `${paint("bold", "Plan:")} ${add} to add, ${change} to change, ${destroy} to destroy.`,
     "",
   ].join("\n");
+}
+
+/** The documented JSON form of a plan (README, "Plans"). */
+export function planJson(plan: Plan) {
+  return {
+    formatVersion: 2,
+    namespace: plan.netns.name ?? null,
+    changes: plan.changes.map((change) => ({ action: actionOf(change), ...change })),
+    summary: summarise(plan),
+  };
 }

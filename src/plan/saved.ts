@@ -1,63 +1,137 @@
 import { createHash } from "node:crypto";
-import { readFile, writeFile } from "node:fs/promises";
-import { InterceptError } from "../errors.js";
-import type { LiveState } from "../live/index.js";
-import type { ValidPolicy } from "../validate/index.js";
-import type { Plan } from "./model.js";
+import { readFileSync } from "node:fs";
+import { open, writeFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import type { ObservedState } from "../datapath/types.js";
+import { InterceptError, messageOf } from "../errors.js";
+import type { NetworkNamespace } from "../kernel/exec.js";
+import type { Change, Plan } from "./model.js";
+
+const SCHEMA_PATH = fileURLToPath(new URL("../../../schemas/saved-plan.schema.json", import.meta.url));
+/** A plan of 10,000 rules is a few MB; anything far larger is not one of ours. */
+const MAX_SAVED_PLAN_BYTES = 64 * 1024 * 1024;
 
 /**
- * A plan saved by `plan --out FILE`, applied later by `apply FILE`: the
- * changes, the policies they load (to compile and build at apply time),
- * and a fingerprint of the live state they were computed from, so apply
- * can refuse when the kernel moved in between.
+ * A plan saved by `plan --out FILE`, applied later by `apply --plan FILE`.
+ * It is data, never instructions: apply checks it against
+ * schemas/saved-plan.schema.json, validates the policies in it exactly like
+ * policy files, computes the plan again from them and the kernel, and
+ * executes only if that equals the saved changes. No path travels in it.
  */
 export interface SavedPlan {
   format: "intercept-plan";
-  format_version: 1;
+  formatVersion: 2;
   createdAt: string;
-  liveFingerprint: string;
-  plan: Plan;
-  policies: ValidPolicy[];
+  namespace: string | null;
+  namespaceKey: string;
+  /** sha256 of the observed state the plan was computed from. */
+  observed: string;
+  policies: SavedPolicy[];
+  changes: Change[];
 }
 
-/** What the plan depends on in the live state; foreign filters are not ours to plan for. */
-export function liveFingerprint(live: LiveState): string {
+export interface SavedPolicy {
+  /** Where it was read from: a label for messages and the default name, never opened. */
+  source: string;
+  /** The policy as loaded from its file (plain data), with its name filled in. */
+  definition: Record<string, unknown>;
+}
+
+/** What the plan depends on in the kernel, as a hash: any change to it makes a saved plan stale. */
+export function fingerprint(observed: ObservedState): string {
   const relevant = {
-    namespaceKey: live.namespaceKey,
-    links: live.links.map((l) => [l.ifindex, l.name, l.loopback]).sort(),
-    programs: live.programs.map((p) => [p.policy, p.contentHash, p.dir, p.programIds.ingress, p.programIds.egress, p.enabled]).sort(),
-    attachments: live.attachments.map((a) => [a.link.ifindex, a.programIds.ingress ?? 0, a.programIds.egress ?? 0]).sort(),
-    ownedQdiscs: [...live.ownedQdiscs].sort(),
+    namespaceKey: observed.namespaceKey,
+    links: observed.links.map((l) => [l.ifindex, l.name, l.linkType, l.clsact, l.filters.ingress ?? 0, l.filters.egress ?? 0, l.foreign.map((f) => [f.hook, f.pref, f.handle ?? ""])]).sort(),
+    programs: observed.programs.map((p) => [p.ref.policy, p.ref.version, p.contentHash ?? "", p.programIds.ingress ?? 0, p.programIds.egress ?? 0, p.enabled]).sort(),
+    ownedQdiscs: [...observed.ownedQdiscs].sort(),
   };
   return createHash("sha256").update(JSON.stringify(relevant)).digest("hex");
 }
 
-export async function savePlan(file: string, plan: Plan, live: LiveState, policies: ValidPolicy[]): Promise<void> {
+export async function savePlan(file: string, plan: Plan, observed: ObservedState, policies: SavedPolicy[]): Promise<void> {
   const saved: SavedPlan = {
     format: "intercept-plan",
-    format_version: 1,
+    formatVersion: 2,
     createdAt: new Date().toISOString(),
-    liveFingerprint: liveFingerprint(live),
-    plan,
+    namespace: plan.netns.name ?? null,
+    namespaceKey: observed.namespaceKey,
+    observed: fingerprint(observed),
     policies,
+    changes: plan.changes,
   };
-  await writeFile(file, `${JSON.stringify(saved, null, 2)}\n`);
-}
-
-export async function readSavedPlan(file: string): Promise<SavedPlan> {
-  let saved: SavedPlan;
   try {
-    saved = JSON.parse(await readFile(file, "utf8"));
+    await writeFile(file, `${JSON.stringify(saved, null, 2)}\n`);
   } catch (error) {
-    throw new InterceptError("saved-plan-invalid", `${file}: not a saved plan (${(error as Error).message})`);
+    throw new InterceptError("file-access", `cannot write the plan to ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`);
   }
-  if (saved?.format !== "intercept-plan" || saved.format_version !== 1) {
-    throw new InterceptError("saved-plan-invalid", `${file}: not a saved plan of this version of intercept (make one with \`intercept plan --out FILE\`)`);
-  }
-  return saved;
 }
 
-/** A policy path, or a saved plan? Policies end in .ts, .yaml or .yml. */
-export function isSavedPlanPath(file: string): boolean {
-  return !/\.(ts|ya?ml)$/.test(file);
+/**
+ * Whether @file is a saved plan, decided by reading it, not by its name: a
+ * regular file whose content is a JSON object naming the format. Policies
+ * (YAML or TypeScript) never are.
+ */
+export async function isSavedPlan(file: string): Promise<boolean> {
+  const head = await readHead(file, 256);
+  return head !== undefined && /^\s*\{[\s\S]*"format"\s*:\s*"intercept-plan"/.test(head);
+}
+
+async function readHead(file: string, bytes: number): Promise<string | undefined> {
+  let handle;
+  try {
+    handle = await open(file, "r");
+    if (!(await handle.stat()).isFile()) return undefined;
+    const buffer = Buffer.alloc(bytes);
+    const { bytesRead } = await handle.read(buffer, 0, bytes, 0);
+    return buffer.subarray(0, bytesRead).toString("utf8");
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "EISDIR") return undefined; // not a file: policies decide what it is
+    throw new InterceptError("file-access", `cannot read ${file}: ${code ?? messageOf(error)}`);
+  } finally {
+    await handle?.close();
+  }
+}
+
+/** Reads and checks a saved plan's shape; what it claims is checked by the caller against the kernel. */
+export async function readSavedPlan(file: string): Promise<SavedPlan> {
+  const invalid = (why: string) => new InterceptError("saved-plan-invalid", `${file}: not a saved plan: ${why}`);
+  let text: string;
+  try {
+    const handle = await open(file, "r");
+    try {
+      const size = (await handle.stat()).size;
+      if (size > MAX_SAVED_PLAN_BYTES) throw invalid(`${size} bytes, more than any plan intercept writes`);
+      text = await handle.readFile("utf8");
+    } finally {
+      await handle.close();
+    }
+  } catch (error) {
+    if (error instanceof InterceptError) throw error;
+    throw new InterceptError("file-access", `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw invalid(`not JSON (${messageOf(error).slice(0, 80)})`);
+  }
+  const problem = await schemaProblem(value);
+  if (problem) throw invalid(problem);
+  return value as SavedPlan;
+}
+
+/** The first way @value breaks the saved-plan schema, in words; undefined when it conforms. */
+async function schemaProblem(value: unknown): Promise<string | undefined> {
+  // ajv only on this path: compiling the schema costs ~100 ms that plan and apply from policies never pay.
+  const { Ajv2020 } = await import("ajv/dist/2020.js");
+  const validate = new Ajv2020({ allErrors: false, strict: true }).compile(JSON.parse(readFileSync(SCHEMA_PATH, "utf8")));
+  if (validate(value)) return undefined;
+  const [error] = validate.errors ?? [];
+  return `${error?.instancePath || "the file"} ${error?.message ?? "is invalid"}`.slice(0, 200);
+}
+
+/** Where a saved plan applies. */
+export function savedNamespace(saved: SavedPlan): NetworkNamespace {
+  return saved.namespace === null ? {} : { name: saved.namespace };
 }

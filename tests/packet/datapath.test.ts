@@ -5,7 +5,6 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { setRule } from "../../src/apply/steps.js";
 import { SWITCH_LIMIT } from "../../src/compile/render.js";
 import { LoadedProgram, testPolicy } from "../support/bpf.js";
 import { buildPacket, parsePacket, type PacketSpec } from "../support/packets.js";
@@ -122,11 +121,11 @@ function datapathSuite(policy: ReturnType<typeof testPolicy>) {
     test("a disabled rule passes untouched until enabled in the map, with no reload", async () => {
       const spec: PacketSpec = { family: "ipv4", protocol: "tcp", sport: 1, dport: 8443 };
       await expectRewrite("ingress", spec, null);
-      await setRule(program.dir, 4, true);
+      await program.setRule(4, true);
       try {
         await expectRewrite("ingress", spec, { dport: 9443 });
       } finally {
-        await setRule(program.dir, 4, false);
+        await program.setRule(4, false);
       }
       await expectRewrite("ingress", spec, null);
     });

@@ -1,0 +1,163 @@
+import { unreachable } from "../errors.js";
+import type { NetworkNamespace } from "../kernel/exec.js";
+
+/** The two tc hooks of a link. */
+export type Hook = "ingress" | "egress";
+export const HOOKS: readonly Hook[] = ["ingress", "egress"];
+
+/**
+ * One loaded version of a policy's programs, named the way its pins are:
+ * the policy, and the first 16 hex digits of its content hash. Plans and
+ * saved plans carry only these names; the datapath derives every path from
+ * them and refuses names that could leave its own directory.
+ */
+export interface VersionRef {
+  policy: string;
+  version: string;
+}
+
+/** A link, by the index the kernel uses and the name people use. */
+export interface LinkRef {
+  ifindex: number;
+  name: string;
+}
+
+export interface ObservedLink extends LinkRef {
+  loopback: boolean;
+  /** The kernel's link type (`ip -j link`'s link_type): "ether", "loopback", "none", … */
+  linkType: string;
+  /** Whether the link has a clsact qdisc, whoever made it. */
+  clsact: boolean;
+  /** Program id of intercept's filter on each hook (our pref and handle, our program name). */
+  filters: Partial<Record<Hook, number>>;
+  /** Other filters on the link: left alone, but one in intercept's slot blocks an attach. */
+  foreign: ForeignFilter[];
+}
+
+export interface ForeignFilter {
+  hook: Hook;
+  pref: number;
+  handle: string | undefined;
+  kind: string;
+  programName: string | undefined;
+  /** Holds the pref and handle intercept attaches with. */
+  inOurSlot: boolean;
+}
+
+export interface ObservedProgram {
+  ref: VersionRef;
+  /**
+   * The content hash recorded in the version's policy_meta map, written last
+   * when it is loaded; null when the load never finished (a crash or a
+   * failure mid-load), which makes the version incomplete.
+   */
+  contentHash: string | null;
+  /** Program id per hook the version has pinned. */
+  programIds: Partial<Record<Hook, number>>;
+  /** rule_state: the enabled flag of each rule. */
+  enabled: boolean[];
+}
+
+/** What the kernel holds for intercept in one network namespace: the truth, not a state file. */
+export interface ObservedState {
+  netns: NetworkNamespace;
+  /** The namespace's identity (its inode), naming its pin directory. */
+  namespaceKey: string;
+  links: ObservedLink[];
+  programs: ObservedProgram[];
+  /** Links whose clsact qdisc intercept created (by ifindex), including links gone since. */
+  ownedQdiscs: number[];
+}
+
+/** Packets and bytes of one counter, summed over CPUs. */
+export interface Counter {
+  packets: number;
+  bytes: number;
+}
+
+export interface RuleCounters {
+  ingress: Counter;
+  egress: Counter;
+}
+
+/** A version to load: which, from which object file, with which rule switches. */
+export interface ProgramLoad {
+  ref: VersionRef;
+  contentHash: string;
+  objectPath: string;
+  /** The hooks the object has programs for. */
+  hooks: Hook[];
+  enabled: boolean[];
+}
+
+/**
+ * Everything intercept does to the kernel, one operation per method, for
+ * one network namespace. Reconcile decides what and in which order; a
+ * datapath only does it. KernelDatapath runs bpftool, tc and ip; tests use
+ * an in-memory fake that records the order of operations and fails on
+ * command.
+ *
+ * Every mutation is all-or-nothing as far as the kernel allows: a method
+ * that fails leaves nothing half-made behind it (loadProgram removes a
+ * partial load, addQdisc forgets a qdisc it could not create).
+ */
+export interface Datapath {
+  readonly netns: NetworkNamespace;
+  observe(): Promise<ObservedState>;
+  /** Each rule's counters; throws when they cannot be read (callers say so, never print zeros). */
+  readCounters(program: VersionRef, rules: number): Promise<RuleCounters[]>;
+  /** Loads and pins a version, fills its rule switches, and records its content hash last. */
+  loadProgram(load: ProgramLoad): Promise<void>;
+  /** Unpins a version; the kernel frees it once no filter runs it. */
+  unloadProgram(ref: VersionRef): Promise<void>;
+  /** Creates the link's clsact qdisc, recording first that intercept owns it. */
+  addQdisc(link: LinkRef): Promise<void>;
+  /** Removes a clsact qdisc intercept created, then forgets it. */
+  removeQdisc(link: LinkRef): Promise<void>;
+  /** Attaches our filter on @hook to @program's program for that hook, or swaps it atomically. */
+  attachFilter(link: LinkRef, hook: Hook, program: VersionRef): Promise<void>;
+  detachFilter(link: LinkRef, hook: Hook): Promise<void>;
+  /** A live edit: one rule's enabled flag, read by the running program at its next packet. */
+  setRule(program: VersionRef, index: number, enabled: boolean): Promise<void>;
+  /** Forgets owned-qdisc records of links that are gone and removes pin directories left empty. */
+  tidy(): Promise<void>;
+}
+
+/** The datapath operations that change the kernel, as data: what the fake records, what steps hold. */
+export type DatapathOperation =
+  | { op: "loadProgram"; load: ProgramLoad }
+  | { op: "unloadProgram"; ref: VersionRef }
+  | { op: "addQdisc"; link: LinkRef }
+  | { op: "removeQdisc"; link: LinkRef }
+  | { op: "attachFilter"; link: LinkRef; hook: Hook; program: VersionRef }
+  | { op: "detachFilter"; link: LinkRef; hook: Hook }
+  | { op: "setRule"; program: VersionRef; index: number; enabled: boolean }
+  | { op: "tidy" };
+
+/** Performs one operation on @datapath: the only place that maps operations to methods. */
+export async function perform(datapath: Datapath, operation: DatapathOperation): Promise<void> {
+  switch (operation.op) {
+    case "loadProgram": return datapath.loadProgram(operation.load);
+    case "unloadProgram": return datapath.unloadProgram(operation.ref);
+    case "addQdisc": return datapath.addQdisc(operation.link);
+    case "removeQdisc": return datapath.removeQdisc(operation.link);
+    case "attachFilter": return datapath.attachFilter(operation.link, operation.hook, operation.program);
+    case "detachFilter": return datapath.detachFilter(operation.link, operation.hook);
+    case "setRule": return datapath.setRule(operation.program, operation.index, operation.enabled);
+    case "tidy": return datapath.tidy();
+    default: return unreachable(operation);
+  }
+}
+
+export function sameVersion(a: VersionRef | undefined, b: VersionRef | undefined): boolean {
+  return a !== undefined && b !== undefined && a.policy === b.policy && a.version === b.version;
+}
+
+/** The pin directory name of a content hash. */
+export function versionOf(contentHash: string): string {
+  return contentHash.slice(0, 16);
+}
+
+export function describeVersion(ref: VersionRef): string {
+  return `${ref.policy}@${ref.version.slice(0, 8)}`;
+}

@@ -1,0 +1,108 @@
+import { perform, type Datapath, type DatapathOperation } from "../datapath/types.js";
+import { InterceptError, messageOf } from "../errors.js";
+import { actionOf, summarise, type Change, type Plan, type PlanSummary } from "../plan/model.js";
+import { orderSteps, type ObjectFor, type Step } from "./order.js";
+
+/** What apply reports as it goes: the CLI prints these, the agent logs and counts them. */
+export type ApplyEvent =
+  | { type: "change-done"; change: Change }
+  | { type: "step-failed"; change: Change; operation: DatapathOperation; error: string }
+  | { type: "rolled-back"; complete: boolean; failures: string[] }
+  | { type: "complete"; summary: PlanSummary };
+
+export interface ApplyOptions {
+  objectFor: ObjectFor;
+  onEvent?: (event: ApplyEvent) => void;
+  /** Honoured between steps: the step in flight finishes, then everything done is undone. */
+  interrupt?: AbortSignal;
+}
+
+/** An apply that stopped: every step done before was undone, unless @rolledBack says otherwise. */
+export class ApplyError extends InterceptError {
+  constructor(
+    code: "apply-failed" | "apply-interrupted",
+    message: string,
+    readonly rolledBack: boolean,
+  ) {
+    super(code, message);
+  }
+}
+
+/**
+ * Stage 7: executes exactly the plan's changes, step by step in the order
+ * orderSteps gives (never a link without a filter). If a step fails, or
+ * @interrupt fires, every step done so far is undone in reverse, so the
+ * kernel is left as it was before the apply.
+ */
+export async function executePlan(plan: Plan, datapath: Datapath, options: ApplyOptions): Promise<PlanSummary> {
+  const emit = options.onEvent ?? (() => {});
+  const steps = orderSteps(plan.changes, options.objectFor);
+  const committing = steps.findIndex((step) => step.phase === "commit");
+  const reversible = committing === -1 ? steps : steps.slice(0, committing);
+  const done: Step[] = [];
+  for (const step of reversible) {
+    try {
+      options.interrupt?.throwIfAborted();
+      await perform(datapath, step.operation);
+    } catch (error) {
+      const interrupted = options.interrupt?.aborted === true && error === options.interrupt.reason;
+      if (!interrupted) emit({ type: "step-failed", change: step.change, operation: step.operation, error: messageOf(error) });
+      const why = interrupted ? `${messageOf(error)} after ${done.length} of ${steps.length} steps` : `${step.change.address}: ${messageOf(error)}`;
+      throw await rollBack(done, datapath, emit, interrupted ? "apply-interrupted" : "apply-failed", why);
+    }
+    done.push(step);
+    if (step.completes) emit({ type: "change-done", change: step.change });
+  }
+  try {
+    options.interrupt?.throwIfAborted(); // the last moment to stop: nothing is committed yet
+  } catch (error) {
+    throw await rollBack(done, datapath, emit, "apply-interrupted", `${messageOf(error)} after ${done.length} of ${steps.length} steps`);
+  }
+  // Past this point no link runs the versions being unpinned: the kernel matches the plan.
+  for (const step of steps.slice(reversible.length)) {
+    try {
+      await perform(datapath, step.operation);
+    } catch (error) {
+      emit({ type: "step-failed", change: step.change, operation: step.operation, error: messageOf(error) });
+      throw new ApplyError("apply-failed", `${step.change.address}: ${messageOf(error)}\nThe links run the new programs; an old version is still pinned: \`intercept apply\` again removes it.`, false);
+    }
+    if (step.completes) emit({ type: "change-done", change: step.change });
+  }
+  await datapath.tidy();
+  const summary = summarise(plan);
+  emit({ type: "complete", summary });
+  return summary;
+}
+
+/** Undoes @done in reverse; every undo is tried even after one fails, and each failure is reported. */
+async function rollBack(done: Step[], datapath: Datapath, emit: (event: ApplyEvent) => void, code: "apply-failed" | "apply-interrupted", why: string): Promise<ApplyError> {
+  const failures: string[] = [];
+  for (const step of [...done].reverse()) {
+    if (!step.undo) {
+      failures.push(`${step.change.address}: cannot be undone (${step.operation.op})`);
+      continue;
+    }
+    try {
+      await perform(datapath, step.undo);
+    } catch (error) {
+      failures.push(`${step.change.address}: ${messageOf(error)}`);
+    }
+  }
+  try {
+    await datapath.tidy();
+  } catch (error) {
+    failures.push(`tidy: ${messageOf(error)}`);
+  }
+  const complete = failures.length === 0;
+  emit({ type: "rolled-back", complete, failures });
+  const outcome = complete
+    ? "Rolled back: the kernel is as it was before this apply."
+    : `Rollback failed (${failures.join("; ")}): run \`intercept plan\` to see the state.`;
+  return new ApplyError(code, `${why}\n${outcome}`, complete);
+}
+
+/** The past tense of a change, as apply reports it: "created", "disabled", … */
+export function doneWord(change: Change): string {
+  if (change.type === "rule.update") return change.enabled ? "enabled" : "disabled";
+  return { create: "created", update: "updated", replace: "replaced", delete: "destroyed" }[actionOf(change)];
+}

@@ -1,0 +1,66 @@
+import { contentHash } from "../build/index.js";
+import { compilePolicies, type CompiledPolicy } from "../compile/index.js";
+import { versionOf, type Hook, type VersionRef } from "../datapath/types.js";
+import type { Diagnostic } from "../diagnostics.js";
+import { PolicyError } from "../errors.js";
+import { loadPolicies, type LoadedPolicy } from "../load/index.js";
+import { validatePolicies, type ValidPolicy } from "../validate/index.js";
+
+/**
+ * One policy as it should be live, carried as one record through plan and
+ * apply: the policy as loaded and as validated, its C, and the identity of
+ * the program that C builds into (content hash of the source and compiler).
+ */
+export interface DesiredPolicy {
+  /** The policy as read from its file, plain data: what a saved plan stores. */
+  definition: unknown;
+  policy: ValidPolicy;
+  compiled: CompiledPolicy;
+  contentHash: string;
+  /** The pinned version this policy's program is, or will be, loaded as. */
+  program: VersionRef;
+  hooks: Hook[];
+}
+
+/** load → validate: the policies with what they were read as, or a PolicyError with every problem of every file. */
+export async function validPolicies(paths: string[]): Promise<{ loaded: LoadedPolicy[]; policies: ValidPolicy[] }> {
+  const loaded = await loadPolicies(paths);
+  return { loaded: loaded.policies, policies: validated(loaded.policies, loaded.diagnostics) };
+}
+
+/** validate, after a load that found @loadProblems (reported together with validation's own). */
+export function validated(loaded: LoadedPolicy[], loadProblems: Diagnostic[] = []): ValidPolicy[] {
+  const { policies, diagnostics } = validatePolicies(loaded);
+  const all = [...loadProblems, ...diagnostics];
+  if (all.length > 0) throw new PolicyError(all);
+  return policies;
+}
+
+/** load → validate → compile. */
+export async function compiledPolicies(paths: string[]): Promise<CompiledPolicy[]> {
+  return compilePolicies((await validPolicies(paths)).policies);
+}
+
+/** load → validate → compile → identify: what the kernel should run for the policies at @paths. */
+export async function loadDesired(paths: string[]): Promise<DesiredPolicy[]> {
+  const { loaded, policies } = await validPolicies(paths);
+  return desiredState(loaded, policies);
+}
+
+/** compile → identify, for validated @policies; each is paired with its loaded form by file. */
+export async function desiredState(loaded: LoadedPolicy[], policies: ValidPolicy[]): Promise<DesiredPolicy[]> {
+  const definitions = new Map(loaded.map((entry) => [entry.file, entry.value]));
+  return Promise.all(compilePolicies(policies).map((compiled) => desiredFrom(compiled, definitions.get(compiled.policy.file))));
+}
+
+export async function desiredFrom(compiled: CompiledPolicy, definition: unknown): Promise<DesiredPolicy> {
+  const hash = await contentHash(compiled);
+  return {
+    definition,
+    policy: compiled.policy,
+    compiled,
+    contentHash: hash,
+    program: { policy: compiled.policy.name, version: versionOf(hash) },
+    hooks: compiled.hooks,
+  };
+}

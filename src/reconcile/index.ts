@@ -1,0 +1,51 @@
+import type { Datapath, ObservedState } from "../datapath/types.js";
+import { InterceptError } from "../errors.js";
+import type { Plan, PlanSummary } from "../plan/model.js";
+import { executePlan, type ApplyEvent } from "./apply.js";
+import type { DesiredPolicy } from "./desired.js";
+import { makePlan } from "./plan.js";
+
+export { ApplyError, doneWord, executePlan, type ApplyEvent } from "./apply.js";
+export { compiledPolicies, desiredFrom, desiredState, loadDesired, validated, validPolicies, type DesiredPolicy } from "./desired.js";
+export { makePlan, selects } from "./plan.js";
+export { orderSteps, PHASES, type Step } from "./order.js";
+
+/**
+ * Reconcile: desired state (validated, compiled, identified policies) and
+ * observed state (what the datapath reports) give a plan; executing the
+ * plan makes the kernel match. Every command that touches the kernel and
+ * the agent go through here; commands only parse, call and print.
+ */
+export interface PlannedRun {
+  desired: DesiredPolicy[];
+  observed: ObservedState;
+  plan: Plan;
+}
+
+/** Where a version's object file comes from: clang's cache, or prebuilt objects. */
+export type ObjectSource = (desired: DesiredPolicy) => Promise<string>;
+
+/** observe → plan. */
+export async function planRun(desired: DesiredPolicy[], datapath: Datapath): Promise<PlannedRun> {
+  const observed = await datapath.observe();
+  return { desired, observed, plan: makePlan(desired, observed) };
+}
+
+export interface ApplyRunOptions {
+  objects: ObjectSource;
+  onEvent?: (event: ApplyEvent) => void;
+  interrupt?: AbortSignal;
+}
+
+/** build (only what the plan loads: unchanged policies never reach clang) → execute. */
+export async function applyRun(run: PlannedRun, datapath: Datapath, options: ApplyRunOptions): Promise<PlanSummary> {
+  const loading = new Set(run.plan.changes.flatMap((change) => (change.type === "program.create" || change.type === "program.replace" ? [change.contentHash] : [])));
+  const objects = new Map<string, string>();
+  for (const desired of run.desired.filter((d) => loading.has(d.contentHash))) objects.set(desired.contentHash, await options.objects(desired));
+  const objectFor = (contentHash: string) => {
+    const object = objects.get(contentHash);
+    if (!object) throw new InterceptError("saved-plan-stale", `the plan loads a program (${contentHash.slice(0, 12)}) that none of its policies builds`);
+    return object;
+  };
+  return executePlan(run.plan, datapath, { objectFor, ...(options.onEvent && { onEvent: options.onEvent }), ...(options.interrupt && { interrupt: options.interrupt }) });
+}

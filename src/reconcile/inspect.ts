@@ -1,0 +1,69 @@
+import { HOOKS, sameVersion, type Datapath, type Hook, type ObservedProgram, type ObservedState, type RuleCounters, type VersionRef } from "../datapath/types.js";
+import { messageOf } from "../errors.js";
+import type { Rule } from "../validate/index.js";
+import type { DesiredPolicy } from "./desired.js";
+
+/** What `status` and the agent's metrics show: each live version with its rules and counters. */
+export interface StatusReport {
+  observed: ObservedState;
+  programs: ProgramReport[];
+  links: LinkReport[];
+}
+
+export interface ProgramReport {
+  program: ObservedProgram;
+  /** The policy on disk this version was built from, when the caller knows it (matched by content hash). */
+  desired: DesiredPolicy | undefined;
+  rules: RuleReport[];
+  /** Why the counters could not be read; they are then absent, never shown as zeros. */
+  countersError: string | undefined;
+}
+
+export interface RuleReport {
+  index: number;
+  rule: Rule | undefined;
+  enabled: boolean;
+  counters: RuleCounters | undefined;
+}
+
+export interface LinkReport {
+  link: string;
+  ifindex: number;
+  /** The version each of our hooks runs (undefined: a program no pinned version of ours has). */
+  programs: Partial<Record<Hook, VersionRef | undefined>>;
+  programIds: Partial<Record<Hook, number>>;
+}
+
+/**
+ * Reads the kernel's state and every version's counters; rules are named
+ * from @desired by exact program identity (content hash), since the kernel
+ * holds only rule indexes.
+ */
+export async function inspect(datapath: Datapath, desired: DesiredPolicy[]): Promise<StatusReport> {
+  const observed = await datapath.observe();
+  const programs = await Promise.all(observed.programs.map((program) => reportProgram(datapath, program, desired)));
+  const links = observed.links
+    .filter((link) => Object.keys(link.filters).length > 0)
+    .map((link) => {
+      const running: LinkReport["programs"] = {};
+      for (const hook of HOOKS) {
+        const id = link.filters[hook];
+        if (id !== undefined) running[hook] = observed.programs.find((p) => p.programIds[hook] === id)?.ref;
+      }
+      return { link: link.name, ifindex: link.ifindex, programs: running, programIds: link.filters };
+    });
+  return { observed, programs, links };
+}
+
+async function reportProgram(datapath: Datapath, program: ObservedProgram, desired: DesiredPolicy[]): Promise<ProgramReport> {
+  const source = desired.find((d) => sameVersion(d.program, program.ref) && d.contentHash === program.contentHash);
+  let counters: RuleCounters[] | undefined;
+  let countersError: string | undefined;
+  try {
+    counters = await datapath.readCounters(program.ref, program.enabled.length);
+  } catch (error) {
+    countersError = messageOf(error);
+  }
+  const rules = program.enabled.map((enabled, index) => ({ index, rule: source?.policy.rules[index], enabled, counters: counters?.[index] }));
+  return { program, desired: source, rules, countersError };
+}

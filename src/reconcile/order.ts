@@ -1,0 +1,115 @@
+import type { DatapathOperation, Hook, LinkRef, VersionRef } from "../datapath/types.js";
+import type { Change, ChangeType, HookPrograms } from "../plan/model.js";
+
+/**
+ * The order apply executes a plan in, as data: one step per kernel
+ * operation, each with the operation that undoes it. Phases make the
+ * order gap-free — new programs are loaded before any link points at them,
+ * links switch before rules flip, filters leave before their qdisc, and
+ * nothing is unpinned until no link can run it any more (the commit phase,
+ * which is never rolled back: past it the kernel already matches the plan).
+ */
+export const PHASES = ["load", "attach", "rules", "detach", "qdiscs", "commit"] as const;
+export type Phase = (typeof PHASES)[number];
+
+export interface Step {
+  change: Change;
+  phase: Phase;
+  operation: DatapathOperation;
+  /** What puts the kernel back; null when nothing can (a foreign program we never knew). */
+  undo: DatapathOperation | null;
+  /** This step finishes its change: the change is reported done once it is. */
+  completes: boolean;
+}
+
+type Operation = Omit<Step, "change" | "completes"> & { completes?: boolean };
+
+/**
+ * Hooks are switched egress first and removed ingress first: a rewrite
+ * rule's replies are then always rewritten while its requests may be, so
+ * the moment between the two tc operations never sends a client a reply
+ * from a port it did not ask for.
+ */
+const ATTACH_ORDER: readonly Hook[] = ["egress", "ingress"];
+const DETACH_ORDER: readonly Hook[] = ["ingress", "egress"];
+
+/** Where the objects for versions to load are: resolved before apply starts. */
+export type ObjectFor = (contentHash: string) => string;
+
+/**
+ * How each change type becomes operations. A mapped type: a new change type
+ * without an entry here does not compile.
+ */
+const EXPAND: { [T in ChangeType]: (change: Extract<Change, { type: T }>, objectFor: ObjectFor) => Operation[] } = {
+  "program.create": (change, objectFor) => [load(change, objectFor)],
+  "program.replace": (change, objectFor) => [
+    { ...load(change, objectFor), completes: true },
+    { phase: "commit", operation: { op: "unloadProgram", ref: change.replaces }, undo: null, completes: false },
+  ],
+  "program.delete": (change) => [{ phase: "commit", operation: { op: "unloadProgram", ref: change.program }, undo: null }],
+  "attachment.create": (change) => [
+    ...(change.addQdisc ? [{ phase: "attach" as const, operation: { op: "addQdisc" as const, link: change.link }, undo: { op: "removeQdisc" as const, link: change.link } }] : []),
+    ...attach(change.link, change.hooks, change.program, {}),
+  ],
+  "attachment.update": (change) => [
+    ...attach(change.link, change.hooks, change.program, change.from),
+    ...detach(change.link, change.detach, change.from, "attach"),
+  ],
+  "attachment.delete": (change) => [
+    ...detach(change.link, DETACH_ORDER.filter((hook) => hook in change.from), change.from, "detach"),
+    ...(change.removeQdisc ? [{ phase: "detach" as const, operation: { op: "removeQdisc" as const, link: change.link }, undo: { op: "addQdisc" as const, link: change.link } }] : []),
+  ],
+  "rule.update": (change) => [{
+    phase: "rules",
+    operation: { op: "setRule", program: change.program, index: change.index, enabled: change.enabled },
+    undo: { op: "setRule", program: change.program, index: change.index, enabled: !change.enabled },
+  }],
+  "qdisc.delete": (change) => [{ phase: "qdiscs", operation: { op: "removeQdisc", link: change.link }, undo: { op: "addQdisc", link: change.link } }],
+};
+
+function load(change: Extract<Change, { type: "program.create" | "program.replace" }>, objectFor: ObjectFor): Operation {
+  return {
+    phase: "load",
+    operation: { op: "loadProgram", load: { ref: change.program, contentHash: change.contentHash, objectPath: objectFor(change.contentHash), hooks: change.hooks, enabled: change.enabled } },
+    undo: { op: "unloadProgram", ref: change.program },
+  };
+}
+
+function attach(link: LinkRef, hooks: Hook[], program: VersionRef, from: HookPrograms): Operation[] {
+  return ATTACH_ORDER.filter((hook) => hooks.includes(hook)).map((hook) => ({
+    phase: "attach",
+    operation: { op: "attachFilter", link, hook, program },
+    undo: restore(link, hook, from),
+  }));
+}
+
+function detach(link: LinkRef, hooks: Hook[], from: HookPrograms, phase: Phase): Operation[] {
+  return DETACH_ORDER.filter((hook) => hooks.includes(hook)).map((hook) => {
+    const previous = from[hook];
+    return {
+      phase,
+      operation: { op: "detachFilter", link, hook },
+      undo: previous ? { op: "attachFilter", link, hook, program: previous } : null,
+    };
+  });
+}
+
+/** Undoing an attach: back to what the hook ran, or no filter if it ran none. */
+function restore(link: LinkRef, hook: Hook, from: HookPrograms): DatapathOperation | null {
+  const previous = from[hook];
+  if (previous === undefined) return { op: "detachFilter", link, hook };
+  return previous ? { op: "attachFilter", link, hook, program: previous } : null;
+}
+
+/** The plan's changes as steps in execution order: by phase, then in plan order. */
+export function orderSteps(changes: Change[], objectFor: ObjectFor): Step[] {
+  const steps = changes.flatMap((change) => {
+    const operations = (EXPAND[change.type] as (change: Change, objectFor: ObjectFor) => Operation[])(change, objectFor);
+    const last = operations.length - 1;
+    return operations.map(({ completes, ...operation }, index) => ({ ...operation, change, completes: completes ?? index === last }));
+  });
+  return steps
+    .map((step, position) => ({ step, position }))
+    .sort((a, b) => PHASES.indexOf(a.step.phase) - PHASES.indexOf(b.step.phase) || a.position - b.position)
+    .map(({ step }) => step);
+}

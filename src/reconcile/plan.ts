@@ -1,0 +1,178 @@
+import { describeVersion, HOOKS, sameVersion, type Hook, type ObservedLink, type ObservedProgram, type ObservedState, type VersionRef } from "../datapath/types.js";
+import { InterceptError } from "../errors.js";
+import { describeNamespace } from "../kernel/namespace.js";
+import { FILTER_HANDLE, FILTER_PREF } from "../kernel/tc.js";
+import type { AttachmentCreate, AttachmentDelete, AttachmentUpdate, Change, HookPrograms, Plan, ProgramCreate, ProgramDelete, ProgramReplace, QdiscDelete, RuleUpdate } from "../plan/model.js";
+import type { InterfaceSelection } from "../validate/index.js";
+import type { DesiredPolicy } from "./desired.js";
+
+/**
+ * Stage 6: the changes that make @observed match @desired. Pure and
+ * deterministic: programs (in policy order, then stale ones), links (by
+ * address), rules, then qdiscs. The order changes are *executed* in is
+ * decided separately (order.ts). What an interrupted run left behind —
+ * a version whose load never finished, a link half switched between two
+ * versions, a qdisc of ours holding nothing — is repaired here too.
+ */
+export function makePlan(desired: DesiredPolicy[], observed: ObservedState): Plan {
+  const owners = assignLinks(desired, observed);
+  const programs = desired.map((want) => planProgram(want, observed));
+  const changes: Change[] = programs.flatMap((p) => p.changes);
+  for (const stale of observed.programs.filter((p) => !desired.some((d) => d.policy.name === p.ref.policy))) {
+    changes.push(programDelete(stale, `policy "${stale.ref.policy}" is no longer given`));
+  }
+  const byId = programsById(observed.programs);
+  const links = [...owners].map(([link, owner]) => planLink(link, owner, observed, byId));
+  changes.push(...links.flat().sort((a, b) => a.address.localeCompare(b.address)));
+  desired.forEach((want, index) => changes.push(...planRules(want, programs[index]!.kept)));
+  return { netns: observed.netns, changes };
+}
+
+/** The live version to keep (same content hash, complete), and the changes around it. */
+function planProgram(want: DesiredPolicy, observed: ObservedState): { kept: ObservedProgram | undefined; changes: Change[] } {
+  const name = want.policy.name;
+  const versions = observed.programs.filter((p) => p.ref.policy === name);
+  const kept = versions.find((p) => p.contentHash === want.contentHash && sameVersion(p.ref, want.program));
+  // A version with the wanted name but no complete load is replaced by the load itself.
+  const others = versions.filter((p) => p !== kept && !sameVersion(p.ref, want.program));
+  if (kept) return { kept, changes: others.map((p) => programDelete(p, staleReason(p))) };
+  const complete = others.filter((p) => p.contentHash !== null);
+  const base = { program: want.program, contentHash: want.contentHash, hooks: want.hooks, enabled: want.policy.rules.map((rule) => rule.enabled) };
+  if (complete.length > 0) {
+    const [replaced, ...extra] = complete;
+    const replace: ProgramReplace = {
+      type: "program.replace", address: `program.${name}`, ...base, replaces: replaced!.ref,
+      reason: `program changed (${replaced!.ref.version.slice(0, 8)} → ${want.program.version.slice(0, 8)})`,
+    };
+    const incomplete = others.filter((p) => p.contentHash === null);
+    return { kept: undefined, changes: [replace, ...[...extra, ...incomplete].map((p) => programDelete(p, staleReason(p)))] };
+  }
+  const create: ProgramCreate = {
+    type: "program.create", address: `program.${name}`, ...base,
+    reason: `new policy, ${plural(want.policy.rules.length, "rule")}${versions.length > 0 ? " (replacing an interrupted load)" : ""}`,
+  };
+  return { kept: undefined, changes: [create, ...others.map((p) => programDelete(p, staleReason(p)))] };
+}
+
+function staleReason(program: ObservedProgram): string {
+  return program.contentHash === null ? `version ${program.ref.version.slice(0, 8)} never finished loading (an interrupted apply)` : "stale version";
+}
+
+function programDelete(program: ObservedProgram, reason: string): ProgramDelete {
+  return { type: "program.delete", address: `program.${program.ref.policy}`, program: program.ref, reason };
+}
+
+/** Which desired policy each link intercept can serve belongs to; two claiming one link is an error. */
+function assignLinks(desired: DesiredPolicy[], observed: ObservedState): Map<ObservedLink, DesiredPolicy | undefined> {
+  const owners = new Map<ObservedLink, DesiredPolicy | undefined>();
+  for (const link of observed.links) {
+    const claimants = desired.filter((want) => selects(want.policy.interfaces, link.name));
+    if (!servable(link)) {
+      const naming = claimants.find((want) => want.policy.interfaces.include?.includes(link.name));
+      if (naming) {
+        throw new InterceptError("plan-conflict", `policy "${naming.policy.name}" names interface ${link.name}, a ${link.linkType} link: intercept's programs serve Ethernet links only`);
+      }
+      continue;
+    }
+    if (claimants.length > 1) {
+      throw new InterceptError("plan-conflict", `interface ${link.name} in ${describeNamespace(observed.netns)} is selected by more than one policy: ${claimants.map((c) => c.policy.name).join(", ")}`);
+    }
+    owners.set(link, claimants[0]);
+  }
+  return owners;
+}
+
+/** Links whose frames the programs can parse: Ethernet, not loopback. */
+function servable(link: ObservedLink): boolean {
+  return !link.loopback && link.linkType === "ether";
+}
+
+function planLink(link: ObservedLink, owner: DesiredPolicy | undefined, observed: ObservedState, byId: Map<number, ObservedProgram>): Change[] {
+  const address = `attachment.${link.name}`;
+  const ref = { ifindex: link.ifindex, name: link.name };
+  const from = runningOn(link, byId);
+  const ours = Object.keys(from) as Hook[];
+  const owned = observed.ownedQdiscs.includes(link.ifindex);
+  if (!owner) {
+    const emptyAfter = owned && link.clsact && link.foreign.length === 0;
+    if (ours.length > 0) {
+      const remove: AttachmentDelete = { type: "attachment.delete", address, link: ref, from, removeQdisc: emptyAfter, reason: "no policy selects this link" };
+      return [remove];
+    }
+    if (emptyAfter) {
+      const qdisc: QdiscDelete = { type: "qdisc.delete", address: `qdisc.${link.name}`, link: ref, reason: "clsact qdisc intercept created, holding nothing (left by an interrupted run)" };
+      return [qdisc];
+    }
+    return [];
+  }
+  const taken = link.foreign.find((filter) => filter.inOurSlot);
+  if (taken) {
+    throw new InterceptError("plan-conflict", `interface ${link.name}: tc pref ${FILTER_PREF} handle ${FILTER_HANDLE}, where intercept attaches, is held by a filter intercept did not create (${taken.kind} ${taken.programName ?? ""}); remove it or exclude the interface`);
+  }
+  const target = { link: ref, program: owner.program, hooks: owner.hooks };
+  if (ours.length === 0) {
+    const create: AttachmentCreate = { type: "attachment.create", address, ...target, addQdisc: !link.clsact, reason: `attach ${owner.policy.name}` };
+    return [create];
+  }
+  const kept = observed.programs.find((p) => sameVersion(p.ref, owner.program) && p.contentHash === owner.contentHash);
+  const detach = ours.filter((hook) => !owner.hooks.includes(hook));
+  const current = kept !== undefined && detach.length === 0 && owner.hooks.every((hook) => link.filters[hook] === kept.programIds[hook]);
+  if (current) return [];
+  const update: AttachmentUpdate = {
+    type: "attachment.update", address, ...target, from, detach,
+    reason: `switch from ${describeRunning(from, owner.hooks)} to ${describeVersion(owner.program)}`,
+  };
+  return [update];
+}
+
+/** The version each of our hooks on @link runs; null for a program no pinned version of ours has. */
+function runningOn(link: ObservedLink, byId: Map<number, ObservedProgram>): HookPrograms {
+  const running: HookPrograms = {};
+  for (const hook of HOOKS) {
+    const id = link.filters[hook];
+    if (id !== undefined) running[hook] = byId.get(id)?.ref ?? null;
+  }
+  return running;
+}
+
+/** "demo@1a2b3c4d", or per hook when they differ or one is missing (a half-switched link). */
+function describeRunning(from: HookPrograms, wanted: Hook[]): string {
+  const name = (ref: VersionRef | null | undefined) => (ref ? describeVersion(ref) : ref === null ? "an unknown program" : "nothing");
+  const hooks = HOOKS.filter((hook) => hook in from || wanted.includes(hook));
+  const names = hooks.map((hook) => name(from[hook]));
+  if (names.every((n) => n === names[0])) return names[0]!;
+  return `${hooks.map((hook, i) => `${hook} ${names[i]}`).join(", ")} (half-switched by an interrupted apply)`;
+}
+
+function programsById(programs: ObservedProgram[]): Map<number, ObservedProgram> {
+  const byId = new Map<number, ObservedProgram>();
+  for (const program of programs) for (const id of Object.values(program.programIds)) if (id !== undefined) byId.set(id, program);
+  return byId;
+}
+
+/** Live edits: rules whose enabled flag differs in the version that stays. */
+function planRules(want: DesiredPolicy, kept: ObservedProgram | undefined): RuleUpdate[] {
+  if (!kept) return [];
+  return want.policy.rules
+    .filter((rule) => kept.enabled[rule.index] !== rule.enabled)
+    .map((rule) => ({
+      type: "rule.update", address: `rule.${want.policy.name}[${rule.index}]`,
+      program: kept.ref, index: rule.index, enabled: rule.enabled,
+      reason: `${rule.protocol} ${rule.originalPort} → ${rule.port}: ${rule.enabled ? "enable" : "disable"} (live edit, no reload)`,
+    }));
+}
+
+/** Interface selection by glob (* and ?). */
+export function selects(selection: InterfaceSelection, name: string): boolean {
+  const included = selection.include === null || selection.include.some((glob) => globMatch(glob, name));
+  return included && !selection.exclude.some((glob) => globMatch(glob, name));
+}
+
+function globMatch(glob: string, name: string): boolean {
+  const pattern = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  return new RegExp(`^${pattern}$`).test(name);
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}

@@ -1,0 +1,52 @@
+import { isDeepStrictEqual } from "node:util";
+import type { Datapath } from "../datapath/types.js";
+import { InterceptError } from "../errors.js";
+import type { NetworkNamespace } from "../kernel/exec.js";
+import { describeNamespace } from "../kernel/namespace.js";
+import { SourceMap } from "../load/source-map.js";
+import { fingerprint, readSavedPlan, savedNamespace, savePlan, type SavedPolicy } from "../plan/saved.js";
+import { desiredState, validated } from "./desired.js";
+import { planRun, type PlannedRun } from "./index.js";
+
+/** Saves @run for a later `apply --plan FILE`: the changes, the policies they follow from, the kernel's fingerprint. */
+export async function saveRun(file: string, run: PlannedRun): Promise<void> {
+  const policies: SavedPolicy[] = run.desired.map((d) => ({
+    source: d.policy.file,
+    definition: { ...(d.definition as Record<string, unknown>), name: d.policy.name },
+  }));
+  await savePlan(file, run.plan, run.observed, policies);
+}
+
+/** The namespace a saved plan is for, checked against --netns when one was given. */
+export async function savedPlanNamespace(file: string, requested: NetworkNamespace | undefined): Promise<NetworkNamespace> {
+  const netns = savedNamespace(await readSavedPlan(file));
+  if (requested && requested.name !== netns.name) {
+    throw new InterceptError("saved-plan-stale", `${file} was made for ${describeNamespace(netns)}, not ${describeNamespace(requested)}`);
+  }
+  return netns;
+}
+
+/**
+ * A saved plan, ready to apply exactly as it was made. Nothing in it is
+ * trusted: its policies are validated like policy files, and the plan is
+ * computed again from them and the kernel. It is refused when the kernel
+ * moved since (another apply, a hand edit, a link that came or went), and
+ * when the recomputed changes differ from the saved ones (the file was
+ * edited, or this machine builds other programs: other templates or clang).
+ */
+export async function savedPlanRun(file: string, datapath: Datapath & { namespaceKey: string }): Promise<PlannedRun> {
+  const saved = await readSavedPlan(file);
+  const loaded = saved.policies.map((entry) => ({ file: `${file}: ${entry.source}`, value: entry.definition, sourceMap: new SourceMap() }));
+  const desired = await desiredState(loaded, validated(loaded));
+  if (datapath.namespaceKey !== saved.namespaceKey) {
+    throw new InterceptError("saved-plan-stale", `${describeNamespace(datapath.netns)} is not the namespace ${file} was made for (it was recreated since): run \`intercept plan\` again`);
+  }
+  const run = await planRun(desired, datapath);
+  if (fingerprint(run.observed) !== saved.observed) {
+    throw new InterceptError("saved-plan-stale", `the kernel changed since ${file} was made (${saved.createdAt.slice(0, 40)}): run \`intercept plan\` again`);
+  }
+  if (!isDeepStrictEqual(run.plan.changes, saved.changes)) {
+    throw new InterceptError("saved-plan-stale", `${file}: its changes are not what its policies give here (the file was edited, or templates or clang differ): run \`intercept plan\` again`);
+  }
+  return run;
+}

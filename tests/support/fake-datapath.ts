@@ -1,0 +1,220 @@
+/**
+ * An in-memory datapath for tests of plan, apply, rollback and recovery
+ * without root or a kernel (Cilium's fake datapath, for intercept). It
+ * models what the kernel enforces — a filter needs a clsact qdisc and a
+ * pinned program, a qdisc is added once — records every operation that
+ * changed it, with a snapshot after each, and fails on command:
+ *   failAt(n)    the n-th mutation (1-based) throws, changing nothing;
+ *   crashAfter(n) after n mutations every operation throws and nothing
+ *                changes any more, as if the process had been killed there.
+ */
+import { describeVersion, HOOKS, sameVersion, type Counter, type Datapath, type DatapathOperation, type Hook, type LinkRef, type ObservedLink, type ObservedProgram, type ObservedState, type ProgramLoad, type RuleCounters, type VersionRef } from "../../src/datapath/types.js";
+import type { NetworkNamespace } from "../../src/kernel/exec.js";
+
+interface FakeLink {
+  ifindex: number;
+  name: string;
+  linkType: string;
+  clsact: boolean;
+  filters: Partial<Record<Hook, number>>;
+  foreign: ObservedLink["foreign"];
+}
+
+interface FakeVersion {
+  ref: VersionRef;
+  contentHash: string | null;
+  programIds: Partial<Record<Hook, number>>;
+  enabled: boolean[];
+  counters: RuleCounters[];
+}
+
+/** The kernel's state as plain data, for exact before/after comparisons. */
+export interface FakeKernelState {
+  links: FakeLink[];
+  versions: FakeVersion[];
+  ownedQdiscs: number[];
+}
+
+export class FakeDatapath implements Datapath {
+  readonly netns: NetworkNamespace;
+  readonly namespaceKey = "ns4026531840";
+  /** Every operation that changed the kernel, in order, with the state right after it. */
+  readonly history: { operation: DatapathOperation; after: FakeKernelState }[] = [];
+  private links: FakeLink[] = [];
+  private versions: FakeVersion[] = [];
+  private ownedQdiscs = new Set<number>();
+  private nextProgramId = 100;
+  private mutations = 0;
+  private failing: number | undefined;
+  private crashingAfter: number | undefined;
+  /** Counter reads fail with this message when set. */
+  countersUnreadable: string | undefined;
+
+  constructor(netns: NetworkNamespace = { name: "fake" }) {
+    this.netns = netns;
+  }
+
+  /** Adds an Ethernet link (or another kind, to test what cannot be served). */
+  addLink(name: string, options: { linkType?: string; clsact?: boolean; foreign?: ObservedLink["foreign"] } = {}): LinkRef {
+    const ifindex = this.links.reduce((max, link) => Math.max(max, link.ifindex), 1) + 1;
+    this.links.push({ ifindex, name, linkType: options.linkType ?? "ether", clsact: options.clsact ?? false, filters: {}, foreign: options.foreign ?? [] });
+    return { ifindex, name };
+  }
+
+  removeLink(name: string): void {
+    this.links = this.links.filter((link) => link.name !== name);
+  }
+
+  failAt(mutation: number): void {
+    this.failing = mutation;
+  }
+
+  crashAfter(mutations: number): void {
+    this.crashingAfter = mutations;
+  }
+
+  /** A new process after the crash: operations work again, on whatever the crash left. */
+  restart(): void {
+    this.crashingAfter = undefined;
+    this.failing = undefined;
+  }
+
+  get mutationCount(): number {
+    return this.mutations;
+  }
+
+  snapshot(): FakeKernelState {
+    return structuredClone({ links: this.links, versions: this.versions, ownedQdiscs: [...this.ownedQdiscs].sort((a, b) => a - b) });
+  }
+
+  /** Counts packets on a version's rule, as traffic would. */
+  count(ref: VersionRef, rule: number, direction: "ingress" | "egress", counter: Counter): void {
+    const version = this.version(ref);
+    version.counters[rule]![direction] = counter;
+  }
+
+  async observe(): Promise<ObservedState> {
+    this.refuseAfterCrash();
+    return structuredClone({
+      netns: this.netns,
+      namespaceKey: this.namespaceKey,
+      links: [
+        { ifindex: 1, name: "lo", loopback: true, linkType: "loopback", clsact: false, filters: {}, foreign: [] },
+        ...this.links.map((link) => ({ ...link, loopback: false })),
+      ],
+      programs: this.versions.map(({ ref, contentHash, programIds, enabled }): ObservedProgram => ({ ref, contentHash, programIds, enabled })),
+      ownedQdiscs: [...this.ownedQdiscs].sort((a, b) => a - b),
+    });
+  }
+
+  async readCounters(program: VersionRef, rules: number): Promise<RuleCounters[]> {
+    this.refuseAfterCrash();
+    if (this.countersUnreadable) throw new Error(this.countersUnreadable);
+    return structuredClone(this.version(program).counters.slice(0, rules));
+  }
+
+  async loadProgram(load: ProgramLoad): Promise<void> {
+    await this.mutate({ op: "loadProgram", load }, () => {
+      this.versions = this.versions.filter((v) => !sameVersion(v.ref, load.ref)); // a half-loaded one is replaced
+      const programIds: Partial<Record<Hook, number>> = {};
+      for (const hook of load.hooks) programIds[hook] = this.nextProgramId++;
+      const zero = () => ({ packets: 0, bytes: 0 });
+      this.versions.push({
+        ref: load.ref, contentHash: load.contentHash, programIds, enabled: [...load.enabled],
+        counters: load.enabled.map(() => ({ ingress: zero(), egress: zero() })),
+      });
+    });
+  }
+
+  /** What a crash in the middle of loadProgram leaves: pinned programs, no content hash. */
+  leaveIncompleteVersion(ref: VersionRef, hooks: Hook[] = [...HOOKS]): void {
+    const programIds: Partial<Record<Hook, number>> = {};
+    for (const hook of hooks) programIds[hook] = this.nextProgramId++;
+    this.versions.push({ ref, contentHash: null, programIds, enabled: [], counters: [] });
+  }
+
+  async unloadProgram(ref: VersionRef): Promise<void> {
+    await this.mutate({ op: "unloadProgram", ref }, () => {
+      this.versions = this.versions.filter((v) => !sameVersion(v.ref, ref));
+    });
+  }
+
+  async addQdisc(link: LinkRef): Promise<void> {
+    await this.mutate({ op: "addQdisc", link }, () => {
+      const found = this.link(link);
+      if (found.clsact) throw new Error(`tc qdisc add dev ${link.name} clsact: Exclusivity flag on, cannot modify`);
+      found.clsact = true;
+      this.ownedQdiscs.add(link.ifindex);
+    });
+  }
+
+  async removeQdisc(link: LinkRef): Promise<void> {
+    await this.mutate({ op: "removeQdisc", link }, () => {
+      const found = this.links.find((l) => l.ifindex === link.ifindex);
+      if (found) {
+        found.clsact = false;
+        found.filters = {};
+      }
+      this.ownedQdiscs.delete(link.ifindex);
+    });
+  }
+
+  async attachFilter(link: LinkRef, hook: Hook, program: VersionRef): Promise<void> {
+    await this.mutate({ op: "attachFilter", link, hook, program }, () => {
+      const found = this.link(link);
+      if (!found.clsact) throw new Error(`tc filter replace dev ${link.name} ${hook}: no clsact qdisc`);
+      const id = this.version(program).programIds[hook];
+      if (id === undefined) throw new Error(`${describeVersion(program)} has no ${hook} program`);
+      found.filters[hook] = id;
+    });
+  }
+
+  async detachFilter(link: LinkRef, hook: Hook): Promise<void> {
+    await this.mutate({ op: "detachFilter", link, hook }, () => {
+      const found = this.links.find((l) => l.ifindex === link.ifindex);
+      if (found) delete found.filters[hook];
+    });
+  }
+
+  async setRule(program: VersionRef, index: number, enabled: boolean): Promise<void> {
+    await this.mutate({ op: "setRule", program, index, enabled }, () => {
+      const version = this.version(program);
+      if (index >= version.enabled.length) throw new Error(`rule ${index} out of range`);
+      version.enabled[index] = enabled;
+    });
+  }
+
+  async tidy(): Promise<void> {
+    await this.mutate({ op: "tidy" }, () => {
+      for (const ifindex of this.ownedQdiscs) if (!this.links.some((l) => l.ifindex === ifindex)) this.ownedQdiscs.delete(ifindex);
+    });
+  }
+
+  private async mutate(operation: DatapathOperation, change: () => void): Promise<void> {
+    this.refuseAfterCrash();
+    const number = this.mutations + 1;
+    if (this.failing === number) {
+      this.mutations = number;
+      throw new Error(`injected failure at operation ${number} (${operation.op})`);
+    }
+    change();
+    this.mutations = number;
+    this.history.push({ operation: structuredClone(operation), after: this.snapshot() });
+  }
+
+  private refuseAfterCrash(): void {
+    if (this.crashingAfter !== undefined && this.mutations >= this.crashingAfter) throw new Error("the process was killed");
+  }
+
+  private link(link: LinkRef): FakeLink {
+    const found = this.links.find((l) => l.ifindex === link.ifindex);
+    if (!found) throw new Error(`Cannot find device "${link.name}"`);
+    return found;
+  }
+
+  private version(ref: VersionRef): FakeVersion {
+    const found = this.versions.find((v) => sameVersion(v.ref, ref));
+    if (!found) throw new Error(`${describeVersion(ref)} is not pinned`);
+    return found;
+  }
+}
