@@ -8,6 +8,7 @@ const USAGE = `Usage: intercept <command> [options] [PATH…]
 PATH is a policy file (.ts, .yaml, .yml) or a folder of them; default: policies/.
 
 Commands:
+  init     [DIR] [--force]              scaffold a policy repository (--force: overwrite its files)
   validate [PATH…] [--json]             check policies; every error as FILE:LINE:COL
   compile  [PATH…] [--check]            write generated/<policy>.bpf.c (--check: fail on drift)
   build    [PATH…]                      compile, then clang into build/<policy>.bpf.o
@@ -27,6 +28,7 @@ Options:
   --netns NAME   act inside the network namespace NAME (as listed by \`ip netns\`)
   --yes          do not ask for confirmation (never asked when stdin is not a terminal)
   -h, --help     show this help
+  --version      print intercept's version
 `;
 
 const OPTIONS = {
@@ -34,6 +36,8 @@ const OPTIONS = {
   out: { type: "string" },
   json: { type: "boolean", default: false },
   check: { type: "boolean", default: false },
+  force: { type: "boolean", default: false },
+  version: { type: "boolean", default: false },
   yes: { type: "boolean", short: "y", default: false },
   "no-color": { type: "boolean", default: false },
   "detailed-exitcode": { type: "boolean", default: false },
@@ -48,6 +52,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
     const [command, ...paths] = positionals;
+    if (values.version) return await (await import("./commands/version.js")).versionCommand();
     if (values.help || !command) {
       process.stdout.write(USAGE);
       return command || values.help ? 0 : 2;
@@ -56,6 +61,7 @@ export async function main(argv: string[]): Promise<number> {
     const colour = !values["no-color"] && Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
     // Each command imports only what it uses: start-up time is most of a no-change plan.
     switch (command) {
+      case "init": return await (await import("./commands/init.js")).initCommand(paths, { force: values.force });
       case "validate": return await (await import("./commands/validate.js")).validateCommand(paths, { json: values.json });
       case "compile": return await (await import("./commands/compile.js")).compileCommand(paths, { check: values.check });
       case "build": return await (await import("./commands/compile.js")).buildCommand(paths);

@@ -27,7 +27,9 @@ export type ErrorCode =
   | "apply-failed"
   | "apply-interrupted"
   /** A file or folder intercept must read or write is not accessible. */
-  | "file-access";
+  | "file-access"
+  /** `init` would overwrite a file that exists (and --force was not given). */
+  | "file-exists";
 
 export class InterceptError extends Error {
   constructor(
