@@ -11,8 +11,8 @@ const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/init/", import.me
 
 /**
  * The scaffold: each template under templates/init/ and where it goes.
- * Dot files are stored without their dot: npm leaves `.gitignore` files
- * out of a package, and hidden folders are easy to miss in review.
+ * Dot files are stored without their dot because npm leaves `.gitignore`
+ * files out of a package; the dot folder follows the same rule.
  */
 const TEMPLATES = [
   { template: "policies/example.ts", target: "policies/example.ts" },
@@ -24,7 +24,7 @@ const TEMPLATES = [
 const EXAMPLE_POLICY = "policies/example.ts";
 
 /** A file init writes: its path relative to the new repository, and its content. */
-export interface ScaffoldFile {
+interface ScaffoldFile {
   path: string;
   content: string;
 }
@@ -52,7 +52,7 @@ export async function initCommand(args: string[], options: { force: boolean }): 
 }
 
 /** The templates, and generated/ compiled from the example policy, so `compile --check` passes at once. */
-export async function scaffoldFiles(): Promise<ScaffoldFile[]> {
+async function scaffoldFiles(): Promise<ScaffoldFile[]> {
   const files = await Promise.all(
     TEMPLATES.map(async ({ template, target }) => ({ path: target, content: await readFile(path.join(TEMPLATE_DIR, template), "utf8") })),
   );

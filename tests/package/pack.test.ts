@@ -30,6 +30,18 @@ interface PackResult {
 const ALLOWED = [/^bin\/[^/]+\.js$/, /^dist\/src\/.+\.(js|d\.ts)$/, /^templates\//, /^schemas\//, /^(README\.md|LICENSE|package\.json)$/];
 const FORBIDDEN = /^(tests|bench|demo|docs|deploy|examples|policies|generated|scripts|src|\.ci|\.github)\/|\.map$|\.test\.|^tsconfig/;
 
+/**
+ * The environment a user's shell gives npm: without the npm_* variables
+ * `npm test` exports (npm_config_local_prefix, npm_config_call, …), which
+ * would point nested npm and npx commands at this repository, and without
+ * the node_modules/.bin folders it puts on PATH, where npx would find this
+ * repository's tsc if the project had none.
+ */
+const USER_ENV = {
+  ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("npm_"))),
+  PATH: (process.env.PATH ?? "").split(path.delimiter).filter((dir) => !dir.endsWith(path.join("node_modules", ".bin"))).join(path.delimiter),
+};
+
 let work = "";
 let project = "";
 let packed: PackResult;
@@ -37,7 +49,7 @@ const netns = `icpkg${randomBytes(4).toString("hex")}`;
 
 before(async () => {
   work = await mkdtemp(path.join(tmpdir(), "intercept-package-"));
-  const pack = await execa("npm", ["pack", "--json", "--pack-destination", work], { cwd: REPO });
+  const pack = await execa("npm", ["pack", "--json", "--pack-destination", work], { cwd: REPO, env: USER_ENV, extendEnv: false });
   [packed] = JSON.parse(pack.stdout) as PackResult[]; // npm's warnings and prepack's output go to stderr
   project = path.join(work, "project");
   await mkdir(project);
@@ -165,11 +177,11 @@ async function writeLockedProject(dir: string, tarball: PackResult): Promise<voi
 }
 
 async function npm(...args: string[]) {
-  return execa("npm", args, { cwd: project, stdin: "ignore" });
+  return execa("npm", args, { cwd: project, env: USER_ENV, extendEnv: false, stdin: "ignore" });
 }
 
 /** A command in the project as its user types it; stdout only is parsed (npm warns on stderr). */
 async function npx(...args: string[]) {
-  const result = await execa("npx", args, { cwd: project, reject: false, stdin: "ignore" });
+  const result = await execa("npx", args, { cwd: project, env: USER_ENV, extendEnv: false, reject: false, stdin: "ignore" });
   return { exitCode: result.exitCode ?? 1, stdout: String(result.stdout), stderr: String(result.stderr) };
 }
