@@ -18,8 +18,9 @@ if ((${#missing[@]} > 0)); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# npm ci installs exactly the lock file and runs `prepare`, which compiles src/ to dist/.
+# npm ci installs exactly the lock file; build:ts compiles src/ (and the tests) to dist/.
 npm ci --no-audit --no-fund
+npm run build:ts
 
 if ! grep -qs " /sys/fs/bpf bpf " /proc/mounts; then
   ${sudo:-} mount -t bpf bpf /sys/fs/bpf

@@ -8,6 +8,7 @@ const USAGE = `Usage: intercept <command> [options] [PATH…]
 PATH is a policy file (.ts, .yaml, .yml) or a folder of them; default: policies/.
 
 Commands:
+  init     [DIR] [--force]              scaffold a policy repository (--force: overwrite its files)
   validate [PATH…] [--json]             check policies; every error of every file at once
   compile  [PATH…] [--check]            write generated/<policy>.bpf.c (--check: fail on drift)
   build    [PATH…]                      compile, then clang into a cached BPF object
@@ -28,6 +29,7 @@ Options:
   --netns NAME   act inside the network namespace NAME (as listed by \`ip netns\`)
   --yes          do not ask for confirmation (never asked when stdin is not a terminal)
   -h, --help     show this help
+  --version      print intercept's version
 
 Exit codes: 0 success (plan --detailed-exitcode: 0 no changes, 2 changes), 1 error, 2 bad usage.
 `;
@@ -41,6 +43,7 @@ const CONFIRM = { yes: { type: "boolean", short: "y", default: false } } as cons
 
 /** Each command's own options: anything else on its command line is a usage error. */
 const COMMANDS = {
+  init: { options: { force: { type: "boolean", default: false } }, paths: true },
   validate: { options: { ...JSON_OUTPUT }, paths: true },
   compile: { options: { check: { type: "boolean", default: false } }, paths: true },
   build: { options: {}, paths: true },
@@ -64,6 +67,7 @@ export async function main(argv: string[]): Promise<number> {
 
 async function dispatch(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command === "--version") return (await import("./commands/version.js")).versionCommand();
   if (command === undefined || command === "-h" || command === "--help" || command === "help") {
     process.stdout.write(USAGE);
     return command === undefined ? 2 : 0;
@@ -81,6 +85,7 @@ async function dispatch(argv: string[]): Promise<number> {
   const colour = !values["no-color"] && Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
   // Each command imports only what it uses: start-up time is most of a no-change plan.
   switch (command as Command) {
+    case "init": return (await import("./commands/init.js")).initCommand(positionals, { force: Boolean(values.force) });
     case "validate": return (await import("./commands/validate.js")).validateCommand(positionals, { json: Boolean(values.json) });
     case "compile": return (await import("./commands/compile.js")).compileCommand(positionals, { check: Boolean(values.check) });
     case "build": return (await import("./commands/compile.js")).buildCommand(positionals);

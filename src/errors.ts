@@ -33,7 +33,9 @@ export type ErrorCode =
   /** A pin name that intercept would not make (a tampered saved plan, a foreign directory). */
   | "pin-path-refused"
   /** The agent's --metrics address cannot be listened on (in use, not local, not permitted). */
-  | "metrics-listen";
+  | "metrics-listen"
+  /** `init` would overwrite a file that exists (and --force was not given). */
+  | "file-exists";
 
 export class InterceptError extends Error {
   constructor(

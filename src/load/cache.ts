@@ -12,7 +12,7 @@ import type { Located } from "./source-map.js";
  * own code, so any of them changing is a miss. Only valid files are cached.
  */
 const CACHE_DIR = path.join("build", "cache", "policies");
-const LOADER_FILES = ["./typescript.js", "../../../src/api.ts"].map((file) => fileURLToPath(new URL(file, import.meta.url)));
+const LOADER_FILES = ["./typescript.js", "../api.d.ts"].map((file) => fileURLToPath(new URL(file, import.meta.url)));
 
 export interface CachedPolicy {
   value: unknown;

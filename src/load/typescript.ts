@@ -14,7 +14,11 @@ import { childPointer, SourceMap } from "./source-map.js";
 
 /** The module a policy imports definePolicy and its types from. */
 const API_MODULE = "intercept";
-const API_SOURCE = fileURLToPath(new URL("../../../src/api.ts", import.meta.url));
+/**
+ * The declarations generated from src/api.ts: the very file a user's own
+ * tsc and editor resolve `intercept` to, here and in an installed package.
+ */
+const API_DECLARATIONS = fileURLToPath(new URL("../api.d.ts", import.meta.url));
 
 /**
  * Reads a TypeScript policy without running it: the default export is
@@ -45,7 +49,7 @@ function createPolicyProject(text: string): SourceFile {
       types: [],
     },
   });
-  project.createSourceFile(`/node_modules/${API_MODULE}/index.ts`, readFileSync(API_SOURCE, "utf8"));
+  project.createSourceFile(`/node_modules/${API_MODULE}/index.d.ts`, readFileSync(API_DECLARATIONS, "utf8"));
   return project.createSourceFile("/policy/policy.ts", text);
 }
 
