@@ -34,6 +34,12 @@ export type ErrorCode =
   | "pin-path-refused"
   /** The agent's --metrics address cannot be listened on (in use, not local, not permitted). */
   | "metrics-listen"
+  /** Another intercept process holds the namespace's lock (a second agent is refused at once). */
+  | "lock-held"
+  /** --lock-timeout passed while another intercept process held the namespace's lock. */
+  | "lock-timeout"
+  /** The user lacks a privilege the command needs (root, or the capabilities it names). */
+  | "privilege"
   /** `init` would overwrite a file that exists (and --force was not given). */
   | "file-exists";
 

@@ -7,7 +7,7 @@ import { runJson, type NetworkNamespace } from "../kernel/exec.js";
 import { listLinks } from "../kernel/links.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { ensureBpffs, isPolicyName, isVersionName, listEntries, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
-import { addClsact, deleteClsact, deleteFilter, inOurSlot, isOurs, listLinkStates, replaceFilter } from "../kernel/tc.js";
+import { addClsact, deleteClsact, deleteFilter, inOurSlot, isOurs, listLinkStates, replaceFilters } from "../kernel/tc.js";
 import { HOOKS, type Counter, type Datapath, type Hook, type LinkRef, type ObservedLink, type ObservedProgram, type ObservedState, type ProgramLoad, type RuleCounters, type VersionRef } from "./types.js";
 
 /** Entries of the owned-qdisc registry: far more links than a namespace has. */
@@ -132,8 +132,8 @@ export class KernelDatapath implements Datapath {
     await deleteMapEntry(this.pins.qdiscs, hostBytes(link.ifindex, 4));
   }
 
-  async attachFilter(link: LinkRef, hook: Hook, program: VersionRef): Promise<void> {
-    await replaceFilter(this.netns, link.name, hook, this.pins.program(program, hook));
+  async attachFilters(link: LinkRef, program: VersionRef, hooks: Hook[]): Promise<void> {
+    await replaceFilters(this.netns, link.name, hooks.map((hook) => ({ hook, programPin: this.pins.program(program, hook) })));
   }
 
   async detachFilter(link: LinkRef, hook: Hook): Promise<void> {

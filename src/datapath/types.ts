@@ -114,8 +114,13 @@ export interface Datapath {
   addQdisc(link: LinkRef): Promise<void>;
   /** Removes a clsact qdisc intercept created, then forgets it. */
   removeQdisc(link: LinkRef): Promise<void>;
-  /** Attaches our filter on @hook to @program's program for that hook, or swaps it atomically. */
-  attachFilter(link: LinkRef, hook: Hook, program: VersionRef): Promise<void>;
+  /**
+   * Points our filter on each of @hooks, in that order, at @program's program
+   * for the hook: attached, or swapped atomically where one is. All hooks in
+   * one go, so the moment a link runs two versions is as short as the kernel
+   * allows; a failure may leave the first hooks switched (undo restores them).
+   */
+  attachFilters(link: LinkRef, program: VersionRef, hooks: Hook[]): Promise<void>;
   detachFilter(link: LinkRef, hook: Hook): Promise<void>;
   /** A live edit: one rule's enabled flag, read by the running program at its next packet. */
   setRule(program: VersionRef, index: number, enabled: boolean): Promise<void>;
@@ -129,7 +134,7 @@ export type DatapathOperation =
   | { op: "unloadProgram"; ref: VersionRef }
   | { op: "addQdisc"; link: LinkRef }
   | { op: "removeQdisc"; link: LinkRef }
-  | { op: "attachFilter"; link: LinkRef; hook: Hook; program: VersionRef }
+  | { op: "attachFilters"; link: LinkRef; program: VersionRef; hooks: Hook[] }
   | { op: "detachFilter"; link: LinkRef; hook: Hook }
   | { op: "setRule"; program: VersionRef; index: number; enabled: boolean }
   | { op: "tidy" };
@@ -141,7 +146,7 @@ export async function perform(datapath: Datapath, operation: DatapathOperation):
     case "unloadProgram": return datapath.unloadProgram(operation.ref);
     case "addQdisc": return datapath.addQdisc(operation.link);
     case "removeQdisc": return datapath.removeQdisc(operation.link);
-    case "attachFilter": return datapath.attachFilter(operation.link, operation.hook, operation.program);
+    case "attachFilters": return datapath.attachFilters(operation.link, operation.program, operation.hooks);
     case "detachFilter": return datapath.detachFilter(operation.link, operation.hook);
     case "setRule": return datapath.setRule(operation.program, operation.index, operation.enabled);
     case "tidy": return datapath.tidy();

@@ -111,14 +111,22 @@ export async function deleteClsact(netns: NetworkNamespace, link: string): Promi
   }
 }
 
-/** Attaches, or atomically swaps, our direct-action filter for a pinned program. */
-export async function replaceFilter(netns: NetworkNamespace, link: string, hook: Hook, programPin: string): Promise<void> {
-  await run(
-    "tc",
-    ["filter", "replace", "dev", link, hook, "pref", String(FILTER_PREF), "handle", FILTER_HANDLE,
-      "bpf", "direct-action", "object-pinned", programPin],
-    netns,
-  );
+/**
+ * Attaches, or atomically swaps, our direct-action filter on each hook, in
+ * order, in one tc process (`tc -batch`): the hooks switch microseconds
+ * apart instead of a process start apart. tc stops at the first failing
+ * command. Link names cannot hold whitespace and pin paths are ours, so
+ * the batch lines split as written.
+ */
+export async function replaceFilters(netns: NetworkNamespace, link: string, filters: { hook: Hook; programPin: string }[]): Promise<void> {
+  const commands = filters.map(({ hook, programPin }) =>
+    ["filter", "replace", "dev", link, hook, "pref", String(FILTER_PREF), "handle", FILTER_HANDLE, "bpf", "direct-action", "object-pinned", programPin].join(" "));
+  try {
+    await runWithInput("tc", ["-batch", "-"], `${commands.join("\n")}\n`, netns);
+  } catch (error) {
+    if (!(error instanceof CommandError)) throw error;
+    throw new CommandError(`tc filter replace dev ${link} ${filters.map((f) => f.hook).join(",")}`, error.stderr);
+  }
 }
 
 /** Removes our filter; a link that is already gone has nothing left to remove. */

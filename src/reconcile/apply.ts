@@ -48,7 +48,8 @@ export async function executePlan(plan: Plan, datapath: Datapath, options: Apply
       const interrupted = options.interrupt?.aborted === true && error === options.interrupt.reason;
       if (!interrupted) emit({ type: "step-failed", change: step.change, operation: step.operation, error: messageOf(error) });
       const why = interrupted ? `${messageOf(error)} after ${done.length} of ${steps.length} steps` : `${step.change.address}: ${messageOf(error)}`;
-      throw await rollBack(done, datapath, emit, interrupted ? "apply-interrupted" : "apply-failed", why);
+      const undo = step.undoOnFailure && !interrupted ? [...done, step] : done;
+      throw await rollBack(undo, datapath, emit, interrupted ? "apply-interrupted" : "apply-failed", why);
     }
     done.push(step);
     if (step.completes) emit({ type: "change-done", change: step.change });
@@ -83,7 +84,7 @@ async function rollBack(done: Step[], datapath: Datapath, emit: (event: ApplyEve
       continue;
     }
     try {
-      await perform(datapath, step.undo);
+      for (const operation of step.undo) await perform(datapath, operation);
     } catch (error) {
       failures.push(`${step.change.address}: ${messageOf(error)}`);
     }

@@ -16,13 +16,15 @@ export interface Step {
   change: Change;
   phase: Phase;
   operation: DatapathOperation;
-  /** What puts the kernel back; null when nothing can (a foreign program we never knew). */
-  undo: DatapathOperation | null;
+  /** What puts the kernel back, in order; null when nothing can (a program we never knew). */
+  undo: DatapathOperation[] | null;
+  /** A failure can leave this step half done (some hooks switched): undo it too. */
+  undoOnFailure: boolean;
   /** This step finishes its change: the change is reported done once it is. */
   completes: boolean;
 }
 
-type Operation = Omit<Step, "change" | "completes"> & { completes?: boolean };
+type Operation = Omit<Step, "change" | "completes" | "undoOnFailure"> & { completes?: boolean; undoOnFailure?: boolean };
 
 /**
  * Hooks are switched egress first and removed ingress first: a rewrite
@@ -48,39 +50,37 @@ const EXPAND: { [T in ChangeType]: (change: Extract<Change, { type: T }>, object
   ],
   "program.delete": (change) => [{ phase: "commit", operation: { op: "unloadProgram", ref: change.program }, undo: null }],
   "attachment.create": (change) => [
-    ...(change.addQdisc ? [{ phase: "attach" as const, operation: { op: "addQdisc" as const, link: change.link }, undo: { op: "removeQdisc" as const, link: change.link } }] : []),
-    ...attach(change.link, change.hooks, change.program, {}),
+    ...(change.addQdisc ? [{ phase: "attach" as const, operation: { op: "addQdisc" as const, link: change.link }, undo: [{ op: "removeQdisc" as const, link: change.link }] }] : []),
+    attach(change.link, change.hooks, change.program, {}),
   ],
   "attachment.update": (change) => [
-    ...attach(change.link, change.hooks, change.program, change.from),
+    attach(change.link, change.hooks, change.program, change.from),
     ...detach(change.link, change.detach, change.from, "attach"),
   ],
   "attachment.delete": (change) => [
     ...detach(change.link, DETACH_ORDER.filter((hook) => hook in change.from), change.from, "detach"),
-    ...(change.removeQdisc ? [{ phase: "detach" as const, operation: { op: "removeQdisc" as const, link: change.link }, undo: { op: "addQdisc" as const, link: change.link } }] : []),
+    ...(change.removeQdisc ? [{ phase: "detach" as const, operation: { op: "removeQdisc" as const, link: change.link }, undo: [{ op: "addQdisc" as const, link: change.link }] }] : []),
   ],
   "rule.update": (change) => [{
     phase: "rules",
     operation: { op: "setRule", program: change.program, index: change.index, enabled: change.enabled },
-    undo: { op: "setRule", program: change.program, index: change.index, enabled: !change.enabled },
+    undo: [{ op: "setRule", program: change.program, index: change.index, enabled: !change.enabled }],
   }],
-  "qdisc.delete": (change) => [{ phase: "qdiscs", operation: { op: "removeQdisc", link: change.link }, undo: { op: "addQdisc", link: change.link } }],
+  "qdisc.delete": (change) => [{ phase: "qdiscs", operation: { op: "removeQdisc", link: change.link }, undo: [{ op: "addQdisc", link: change.link }] }],
 };
 
 function load(change: Extract<Change, { type: "program.create" | "program.replace" }>, objectFor: ObjectFor): Operation {
   return {
     phase: "load",
     operation: { op: "loadProgram", load: { ref: change.program, contentHash: change.contentHash, objectPath: objectFor(change.contentHash), hooks: change.hooks, enabled: change.enabled } },
-    undo: { op: "unloadProgram", ref: change.program },
+    undo: [{ op: "unloadProgram", ref: change.program }],
   };
 }
 
-function attach(link: LinkRef, hooks: Hook[], program: VersionRef, from: HookPrograms): Operation[] {
-  return ATTACH_ORDER.filter((hook) => hooks.includes(hook)).map((hook) => ({
-    phase: "attach",
-    operation: { op: "attachFilter", link, hook, program },
-    undo: restore(link, hook, from),
-  }));
+/** All of a link's hooks in one operation: the window between them is as short as tc allows. */
+function attach(link: LinkRef, hooks: Hook[], program: VersionRef, from: HookPrograms): Operation {
+  const ordered = ATTACH_ORDER.filter((hook) => hooks.includes(hook));
+  return { phase: "attach", operation: { op: "attachFilters", link, program, hooks: ordered }, undo: restore(link, ordered, from), undoOnFailure: true };
 }
 
 function detach(link: LinkRef, hooks: Hook[], from: HookPrograms, phase: Phase): Operation[] {
@@ -89,16 +89,20 @@ function detach(link: LinkRef, hooks: Hook[], from: HookPrograms, phase: Phase):
     return {
       phase,
       operation: { op: "detachFilter", link, hook },
-      undo: previous ? { op: "attachFilter", link, hook, program: previous } : null,
+      undo: previous ? [{ op: "attachFilters", link, program: previous, hooks: [hook] }] : null,
     };
   });
 }
 
-/** Undoing an attach: back to what the hook ran, or no filter if it ran none. */
-function restore(link: LinkRef, hook: Hook, from: HookPrograms): DatapathOperation | null {
-  const previous = from[hook];
-  if (previous === undefined) return { op: "detachFilter", link, hook };
-  return previous ? { op: "attachFilter", link, hook, program: previous } : null;
+/** Undoing an attach: each hook back to what it ran, or no filter if it ran none. */
+function restore(link: LinkRef, hooks: Hook[], from: HookPrograms): DatapathOperation[] | null {
+  const undo: DatapathOperation[] = [];
+  for (const hook of DETACH_ORDER.filter((h) => hooks.includes(h))) {
+    const previous = from[hook];
+    if (previous === null) return null; // a program no version of ours pins cannot be put back
+    undo.push(previous === undefined ? { op: "detachFilter", link, hook } : { op: "attachFilters", link, program: previous, hooks: [hook] });
+  }
+  return undo;
 }
 
 /** The plan's changes as steps in execution order: by phase, then in plan order. */
@@ -106,7 +110,7 @@ export function orderSteps(changes: Change[], objectFor: ObjectFor): Step[] {
   const steps = changes.flatMap((change) => {
     const operations = (EXPAND[change.type] as (change: Change, objectFor: ObjectFor) => Operation[])(change, objectFor);
     const last = operations.length - 1;
-    return operations.map(({ completes, ...operation }, index) => ({ ...operation, change, completes: completes ?? index === last }));
+    return operations.map(({ completes, undoOnFailure, ...operation }, index) => ({ ...operation, change, undoOnFailure: undoOnFailure ?? false, completes: completes ?? index === last }));
   });
   return steps
     .map((step, position) => ({ step, position }))

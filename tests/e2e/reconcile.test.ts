@@ -38,6 +38,20 @@ async function policyFile(name: string, text: string): Promise<string> {
   return file;
 }
 
+/**
+ * A tc that runs @caseArm (a sh `case` arm) on the commands it is given,
+ * as arguments or as a `-batch -` on its standard input, then does the real work.
+ */
+function tcShim(caseArm: string): string {
+  return `#!/bin/sh
+commands="$*"
+case "$commands" in *"-batch -"*) input=$(cat); commands="$input";; esac
+case "$commands" in ${caseArm} esac
+if [ -n "\${input+set}" ]; then printf '%s\\n' "$input" | /usr/sbin/tc "$@"; exit $?; fi
+exec /usr/sbin/tc "$@"
+`;
+}
+
 const DEMO_YAML = "interceptors:\n  - { port: 9000, originalPort: 8000 }\n";
 const GROWN_YAML = `${DEMO_YAML}  - { port: 9443, originalPort: 8443 }\n`;
 
@@ -146,12 +160,12 @@ describe("failures", { concurrency: false }, () => {
     // A tc, first on PATH, that fails the attach to link y as the kernel would refuse it.
     const bin = path.join(scratch, "tc-failing");
     await mkdir(bin, { recursive: true });
-    await writeFile(path.join(bin, "tc"), `#!/bin/sh\ncase "$*" in *"filter replace dev ${y} "*) echo "RTNETLINK answers: forced failure" >&2; exit 2;; esac\nexec /usr/sbin/tc "$@"\n`, { mode: 0o755 });
+    await writeFile(path.join(bin, "tc"), tcShim(`*"filter replace dev ${y} "*) echo "RTNETLINK answers: forced failure" >&2; exit 2;;`), { mode: 0o755 });
     const result = await execa("node", ["bin/intercept.js", "apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
       { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
     assert.equal(result.exitCode, 1);
     assert.match(String(result.stdout), /attachment\.\S+: created/, "steps had succeeded before the failure");
-    assert.match(String(result.stderr), /attachment\.\S+y: tc filter replace dev \S+y .*: RTNETLINK answers: forced failure\nRolled back: the kernel is as it was before this apply\.$/);
+    assert.match(String(result.stderr), /attachment\.\S+y: tc filter replace dev \S+y egress,ingress: RTNETLINK answers: forced failure\nRolled back: the kernel is as it was before this apply\.$/);
     assert.equal(await snapshot(), before);
     assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins left behind");
   });
@@ -159,11 +173,11 @@ describe("failures", { concurrency: false }, () => {
   test("SIGINT mid-apply: the step in flight finishes, then everything is rolled back", async () => {
     const before = await snapshot();
     const [, y] = extraLinks() as [string, string];
-    // A tc, first on PATH, that holds the attach to link y's ingress (its last step: egress goes first) for a second.
+    // A tc, first on PATH, that holds the attach to link y for a second and says when it starts.
     const bin = path.join(scratch, "tc-shim");
     const holding = path.join(scratch, "tc-holding");
     await mkdir(bin, { recursive: true });
-    await writeFile(path.join(bin, "tc"), `#!/bin/sh\ncase "$*" in *"filter replace dev ${y} ingress "*) touch ${holding}; sleep 1;; esac\nexec /usr/sbin/tc "$@"\n`, { mode: 0o755 });
+    await writeFile(path.join(bin, "tc"), tcShim(`*"filter replace dev ${y} "*) touch ${holding}; sleep 1;;`), { mode: 0o755 });
     const apply = execa("node", ["bin/intercept.js", "apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
       { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
     for (const deadline = Date.now() + 15_000; !existsSync(holding);) {

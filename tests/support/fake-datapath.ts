@@ -159,14 +159,17 @@ export class FakeDatapath implements Datapath {
     });
   }
 
-  async attachFilter(link: LinkRef, hook: Hook, program: VersionRef): Promise<void> {
-    await this.mutate({ op: "attachFilter", link, hook, program }, () => {
-      const found = this.link(link);
-      if (!found.clsact) throw new Error(`tc filter replace dev ${link.name} ${hook}: no clsact qdisc`);
-      const id = this.version(program).programIds[hook];
-      if (id === undefined) throw new Error(`${describeVersion(program)} has no ${hook} program`);
-      found.filters[hook] = id;
-    });
+  /** One kernel operation per hook, as tc's batch makes them: a crash can fall between two. */
+  async attachFilters(link: LinkRef, program: VersionRef, hooks: Hook[]): Promise<void> {
+    for (const hook of hooks) {
+      await this.mutate({ op: "attachFilters", link, program, hooks: [hook] }, () => {
+        const found = this.link(link);
+        if (!found.clsact) throw new Error(`tc filter replace dev ${link.name} ${hook}: no clsact qdisc`);
+        const id = this.version(program).programIds[hook];
+        if (id === undefined) throw new Error(`${describeVersion(program)} has no ${hook} program`);
+        found.filters[hook] = id;
+      });
+    }
   }
 
   async detachFilter(link: LinkRef, hook: Hook): Promise<void> {

@@ -179,7 +179,7 @@ describe("ordering", () => {
     const order = orderSteps(plan.changes, objects.objectFor).map((step) => `${step.phase}:${step.operation.op}`);
     assert.deepEqual(order, [
       "load:loadProgram",
-      "attach:attachFilter", "attach:attachFilter",
+      "attach:attachFilters",
       "rules:setRule",
       "detach:detachFilter", "detach:detachFilter", "detach:removeQdisc",
       "commit:unloadProgram",
