@@ -14,10 +14,10 @@ Commands:
   build    [PATH…]                      compile, then clang into a cached BPF object
   plan     [PATH…] [--netns NAME] [--json] [--detailed-exitcode] [--out FILE] [--no-color]
                                         what apply would change in the kernel (--out: save it)
-  apply    [PATH…] [--netns NAME] [--yes] [--allow-empty] [--no-color]
+  apply    [PATH…] [--netns NAME] [--yes] [--allow-empty] [--lock-timeout 10s] [--no-color]
                                         make the kernel match the policies
   apply    --plan FILE [--yes]          apply a saved plan exactly; refused if anything moved
-  destroy  [--netns NAME] [--yes] [--no-color]
+  destroy  [--netns NAME] [--yes] [--lock-timeout 10s] [--no-color]
                                         remove everything intercept made in the namespace
   status   [PATH…] [--netns NAME] [--json]
                                         attached links, rules, counters
@@ -28,6 +28,8 @@ Commands:
 Options:
   --netns NAME   act inside the network namespace NAME (as listed by \`ip netns\`)
   --yes          do not ask for confirmation (never asked when stdin is not a terminal)
+  --lock-timeout how long apply and destroy wait while another intercept process changes the
+                 namespace (default 10s; 0: fail at once)
   -h, --help     show this help
   --version      print intercept's version
 
@@ -40,6 +42,7 @@ const NETNS = { netns: { type: "string" } } as const;
 const COLOUR = { "no-color": { type: "boolean", default: false } } as const;
 const JSON_OUTPUT = { json: { type: "boolean", default: false } } as const;
 const CONFIRM = { yes: { type: "boolean", short: "y", default: false } } as const;
+const LOCK = { "lock-timeout": { type: "string", default: "10s" } } as const;
 
 /** Each command's own options: anything else on its command line is a usage error. */
 const COMMANDS = {
@@ -48,10 +51,10 @@ const COMMANDS = {
   compile: { options: { check: { type: "boolean", default: false } }, paths: true },
   build: { options: {}, paths: true },
   plan: { options: { ...NETNS, ...JSON_OUTPUT, ...COLOUR, "detailed-exitcode": { type: "boolean", default: false }, out: { type: "string" } }, paths: true },
-  apply: { options: { ...NETNS, ...COLOUR, ...CONFIRM, plan: { type: "string" }, "allow-empty": { type: "boolean", default: false } }, paths: true },
-  destroy: { options: { ...NETNS, ...COLOUR, ...CONFIRM }, paths: false },
+  apply: { options: { ...NETNS, ...COLOUR, ...CONFIRM, ...LOCK, plan: { type: "string" }, "allow-empty": { type: "boolean", default: false } }, paths: true },
+  destroy: { options: { ...NETNS, ...COLOUR, ...CONFIRM, ...LOCK }, paths: false },
   status: { options: { ...NETNS, ...JSON_OUTPUT }, paths: true },
-  agent: { options: { ...NETNS, keep: { type: "boolean", default: false }, "log-format": { type: "string", default: "text" }, metrics: { type: "string" } }, paths: true },
+  agent: { options: { ...NETNS, ...LOCK, keep: { type: "boolean", default: false }, "log-format": { type: "string", default: "text" }, metrics: { type: "string" } }, paths: true },
 } as const satisfies Record<string, { options: Options; paths: boolean }>;
 
 type Command = keyof typeof COMMANDS;
@@ -94,13 +97,13 @@ async function dispatch(argv: string[]): Promise<number> {
       ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }),
     });
     case "apply": return (await import("./commands/plan.js")).applyCommand(positionals, {
-      netns, colour, yes: Boolean(values.yes), allowEmpty: Boolean(values["allow-empty"]),
+      netns, colour, yes: Boolean(values.yes), allowEmpty: Boolean(values["allow-empty"]), lockTimeoutMs: duration("--lock-timeout", values["lock-timeout"] as string),
       ...(values.plan !== undefined && { plan: nonEmpty("--plan", values.plan as string) }),
     });
-    case "destroy": return (await import("./commands/plan.js")).destroyCommand({ netns, colour, yes: Boolean(values.yes) });
+    case "destroy": return (await import("./commands/plan.js")).destroyCommand({ netns, colour, yes: Boolean(values.yes), lockTimeoutMs: duration("--lock-timeout", values["lock-timeout"] as string) });
     case "status": return (await import("./commands/status.js")).statusCommand(positionals, { netns: netns ?? {}, json: Boolean(values.json) });
     case "agent": return (await import("./agent/index.js")).runAgent(positionals, {
-      netns: netns ?? {}, keep: Boolean(values.keep), logFormat: logFormat(values["log-format"] as string),
+      netns: netns ?? {}, keep: Boolean(values.keep), logFormat: logFormat(values["log-format"] as string), lockTimeoutMs: duration("--lock-timeout", values["lock-timeout"] as string),
       ...(values.metrics !== undefined && { metrics: listenAddress(values.metrics as string) }),
     });
   }
@@ -131,6 +134,13 @@ function namespaceName(value: string): string {
 function nonEmpty(flag: string, value: string): string {
   if (value === "") throw new UsageError(`${flag} needs a file name`);
   return value;
+}
+
+/** "10s", "500ms", "2m" or a number of seconds, as Terraform's -lock-timeout takes them; in ms. */
+function duration(flag: string, value: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value);
+  if (!match) throw new UsageError(`${flag}: "${value.slice(0, 32)}" is not a duration (e.g. 10s, 500ms, 2m, 0)`);
+  return Number(match[1]) * { ms: 1, s: 1000, m: 60_000 }[match[2] as "ms" | "s" | "m" ?? "s"];
 }
 
 function logFormat(value: string): LogFormat {

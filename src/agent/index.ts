@@ -1,20 +1,16 @@
-import { statSync, watch, type FSWatcher } from "node:fs";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { execa, type ResultPromise } from "execa";
 import type { ListenAddress } from "../cli.js";
 import { buildObject } from "../commands/objects.js";
 import { KernelDatapath } from "../datapath/kernel.js";
-import type { ObservedLink } from "../datapath/types.js";
-import { formatDiagnostic, sortDiagnostics } from "../diagnostics.js";
-import { messageOf, PolicyError } from "../errors.js";
-import { inNamespace, onTerminationSignals, type NetworkNamespace } from "../kernel/exec.js";
+import { messageOf, type PolicyError } from "../errors.js";
+import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
-import { DEFAULT_POLICY_DIR } from "../load/index.js";
-import { applyRun, doneWord, loadDesired, planRun, type ApplyEvent, type DesiredPolicy, type PlannedRun } from "../reconcile/index.js";
+import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import { inspect } from "../reconcile/inspect.js";
+import { Lifecycle } from "./lifecycle.js";
 import { createLogger, type LogFormat, type Logger } from "./log.js";
 import { AgentMetrics } from "./metrics.js";
+import { NamespaceAgent } from "./namespace-agent.js";
+import { logInvalid, PolicyWatcher } from "./policy-watcher.js";
 
 export interface AgentOptions {
   netns: NetworkNamespace;
@@ -23,263 +19,107 @@ export interface AgentOptions {
   logFormat: LogFormat;
   /** Where to serve Prometheus metrics; off when undefined. */
   metrics?: ListenAddress;
+  /** How long to wait for an `apply` holding the namespace's lock (another agent is refused at once). */
+  lockTimeoutMs: number;
 }
-
-/** How long file events settle before a reload: editors write in bursts. */
-const FILE_DEBOUNCE_MS = 10;
-/**
- * How long policy files must stay invalid before the errors are logged: a
- * writer that truncates in place (shell redirect, writeFile) leaves an empty
- * file for a moment, which is not the user's mistake. Valid reads apply at once.
- */
-const INVALID_SETTLE_MS = 500;
-/** A dead link watcher is restarted after 100 ms, doubling per quick failure up to 30 s. */
-const LINK_WATCHER_RETRY_MS = 100;
-const LINK_WATCHER_RETRY_MAX_MS = 30_000;
-/** A watcher that lived this long counts as healthy: the next failure starts the back-off again. */
-const LINK_WATCHER_HEALTHY_MS = 60_000;
-const LINK_EVENTS_SCRIPT = fileURLToPath(new URL("./link-events.js", import.meta.url));
 
 /**
  * `intercept agent`: keeps the kernel matching the policies as links and
- * files change. Every change goes through the same plan → apply as
- * `intercept apply`; reconciles are serialised, and events that arrive
- * during one are folded into the next.
+ * files change. SIGTERM and SIGINT stop it (removing the datapath unless
+ * --keep), SIGHUP reads the policies again. A fatal error stops it the same
+ * way and exits 1, so a supervisor restarts it; an error while starting
+ * exits 1 before anything is left behind.
  */
 export async function runAgent(paths: string[], options: AgentOptions): Promise<number> {
-  // Listening from the start and for good: a signal during start-up stops
-  // the agent as soon as it has started.
-  const stopRequested = new Promise<void>((resolve) => onTerminationSignals(() => resolve()));
-  const agent = new Agent(paths, options, createLogger(options.logFormat), await KernelDatapath.open(options.netns));
-  await agent.start();
-  await stopRequested;
+  const log = createLogger(options.logFormat);
+  // Listening from the start and for good: a signal during start-up stops the agent once it has started.
+  const lifecycle = new Lifecycle();
+  const agent = new Agent(paths, options, log, lifecycle);
+  try {
+    await agent.start();
+  } catch (error) {
+    await agent.stop();
+    throw error;
+  }
+  const ending = await lifecycle.ended;
   await agent.stop();
-  return 0;
+  lifecycle.release();
+  if (ending.fatal === undefined) return 0;
+  log("error", `fatal: ${messageOf(ending.fatal).replaceAll("\n", " ")}`);
+  return 1;
 }
 
 class Agent {
   private desired: DesiredPolicy[] = [];
-  private links = new Map<number, string>();
-  private reconciling: Promise<void> | undefined;
-  private again = false;
-  private stopping = false;
-  private fileTimer: NodeJS.Timeout | undefined;
-  private invalidReport: NodeJS.Timeout | undefined;
-  /** Counts policy reads, so a slow read never overrides a newer one. */
-  private reads = 0;
-  private readonly watchers: FSWatcher[] = [];
-  private linkEvents: ResultPromise | undefined;
-  private linkWatcherRetry: NodeJS.Timeout | undefined;
-  private linkWatcherFailures = 0;
   private readonly metrics: AgentMetrics;
+  private readonly policies: PolicyWatcher;
+  private namespace: NamespaceAgent | undefined;
   private metricsServer: import("node:http").Server | undefined;
+  private started = false;
 
   constructor(
     private readonly paths: string[],
     private readonly options: AgentOptions,
     private readonly log: Logger,
-    private readonly datapath: KernelDatapath,
+    private readonly lifecycle: Lifecycle,
   ) {
-    this.metrics = new AgentMetrics(() => inspect(datapath, this.desired));
+    this.metrics = new AgentMetrics(async () => inspect(await this.datapath(), this.desired));
+    this.policies = new PolicyWatcher(paths, log, {
+      valid: (desired) => this.policiesChanged(desired),
+      invalid: (error) => this.policiesInvalid(error),
+      fatal: (error) => lifecycle.fail(error),
+    });
   }
 
-  /** Validates (an invalid start is an error: there is no last good state), applies, then follows events. */
+  private datapathOpened: Promise<KernelDatapath> | undefined;
+
+  private datapath(): Promise<KernelDatapath> {
+    this.datapathOpened ??= KernelDatapath.open(this.options.netns, "agent");
+    return this.datapathOpened;
+  }
+
+  /**
+   * Reads the policies (invalid ones fail the start: there is no last good
+   * state), binds the metrics listener, and only then touches the kernel.
+   */
   async start(): Promise<void> {
     this.desired = await loadDesired(this.paths);
-    // The metrics listener first: an address that cannot be bound fails the start before the kernel is touched.
     if (this.options.metrics) {
       const { server, address } = await this.metrics.serve(this.options.metrics);
       this.metricsServer = server;
       this.log("agent started", `metrics on http://${address}/metrics`, { metrics: address });
     }
+    const datapath = await this.datapath();
     this.log("agent started", `${this.desired.length} polic${this.desired.length === 1 ? "y" : "ies"} for ${describeNamespace(this.options.netns)}`, { netns: this.options.netns.name ?? null });
-    await this.watchLinks();
-    this.watchFiles();
-    await this.reconcile();
+    this.namespace = new NamespaceAgent(datapath, () => this.desired, { keep: this.options.keep, lockTimeoutMs: this.options.lockTimeoutMs, objects: buildObject }, this.log, this.metrics);
+    this.policies.start();
+    this.lifecycle.onReload(() => {
+      this.log("reload", "SIGHUP: reading the policies again");
+      this.policies.reload();
+    });
+    await this.namespace.start();
+    this.started = true;
   }
 
   /** Stops following events; unless --keep, removes everything intercept made. */
   async stop(): Promise<void> {
-    this.stopping = true;
-    clearTimeout(this.fileTimer);
-    clearTimeout(this.invalidReport);
-    clearTimeout(this.linkWatcherRetry);
-    for (const watcher of this.watchers) watcher.close();
-    this.linkEvents?.stdin?.end();
-    this.linkEvents?.kill();
+    this.policies.stop();
     this.metricsServer?.close();
-    await this.reconciling;
-    if (!this.options.keep) {
-      this.desired = [];
-      await this.reconcileOnce();
-    }
-    this.log("agent stopped", this.options.keep ? "datapath left in place (--keep)" : "datapath removed");
-  }
-
-  /** Runs a reconcile now, or right after the one in progress; none once stopping. */
-  reconcile(): Promise<void> {
-    if (this.stopping) return this.reconciling ?? Promise.resolve();
-    if (this.reconciling) {
-      this.again = true;
-      return this.reconciling;
-    }
-    this.reconciling = (async () => {
-      do {
-        this.again = false;
-        await this.reconcileOnce();
-      } while (this.again && !this.stopping);
-      this.reconciling = undefined;
-    })();
-    return this.reconciling;
-  }
-
-  private async reconcileOnce(): Promise<void> {
-    try {
-      const run = await planRun(this.desired, this.datapath);
-      this.noteLinks(run.observed.links);
-      if (run.plan.changes.length > 0) await this.apply(run);
-      this.metrics.lastApply.setToCurrentTime();
-    } catch (error) {
-      this.metrics.applyFailures.inc();
-      this.log("error", messageOf(error).replaceAll("\n", " "));
+    await this.namespace?.stop();
+    if (this.started || this.namespace) {
+      this.log("agent stopped", this.options.keep ? "datapath left in place (--keep)" : "datapath removed");
     }
   }
 
-  private async apply(run: PlannedRun): Promise<void> {
-    await applyRun(run, this.datapath, { objects: buildObject, onEvent: (event) => this.logEvent(event) });
-    this.metrics.applies.inc();
+  private policiesChanged(desired: DesiredPolicy[]): void {
+    this.metrics.policiesInvalid.set(0);
+    this.desired = desired;
+    this.log("policy change", `${desired.length} polic${desired.length === 1 ? "y" : "ies"} valid: reconciling`);
+    void this.namespace?.reconcile();
   }
 
-  private logEvent(event: ApplyEvent): void {
-    switch (event.type) {
-      case "change-done":
-        this.log("applied", `${event.change.address}: ${doneWord(event.change)}`, { change: event.change.address, type: event.change.type });
-        break;
-      case "complete": {
-        const { add, change, destroy } = event.summary;
-        this.log("applied", `policies applied: ${add} added, ${change} changed, ${destroy} destroyed`, { add, change, destroy });
-        break;
-      }
-      case "step-failed":
-        this.log("error", `${event.change.address}: ${event.operation.op} failed: ${event.error}`, { change: event.change.address });
-        break;
-      case "rolled-back":
-        this.log(event.complete ? "rolled back" : "error", event.complete ? "the kernel is as it was before this apply" : `rollback incomplete: ${event.failures.join("; ")}`);
-        break;
-    }
-  }
-
-  /** Logs links that appeared or went away since the last reconcile. */
-  private noteLinks(links: ObservedLink[]): void {
-    const current = new Map(links.filter((l) => !l.loopback).map((l) => [l.ifindex, l.name]));
-    for (const [ifindex, name] of current) {
-      if (this.links.get(ifindex) !== name) this.log("link seen", `${name} (ifindex ${ifindex})`, { link: name, ifindex });
-    }
-    for (const [ifindex, name] of this.links) {
-      if (!current.has(ifindex)) this.log("link gone", `${name} (ifindex ${ifindex})`, { link: name, ifindex });
-    }
-    this.links = current;
-  }
-
-  /**
-   * Link events come from a small process in the target namespace; any event
-   * means "look again". Resolves once it listens; if it dies later it is
-   * restarted (restartLinkWatcher).
-   */
-  private async watchLinks(): Promise<void> {
-    const [file, args] = inNamespace(this.options.netns, "node", [LINK_EVENTS_SCRIPT]);
-    const child = execa(file, args, { reject: false, stdin: "pipe", buffer: false });
-    const started = performance.now();
-    this.linkEvents = child;
-    await new Promise<void>((resolve, reject) => {
-      let listening = false;
-      let pending = "";
-      child.stdout?.on("data", (chunk: Buffer) => {
-        pending += chunk.toString();
-        const lines = pending.split("\n");
-        pending = lines.pop()!;
-        for (const line of lines) {
-          if (line.includes('"ready"')) {
-            listening = true;
-            resolve();
-          } else if (!this.stopping) void this.reconcile();
-        }
-      });
-      child.on("exit", (code, signal) => {
-        const exit = `exited (${code ?? signal})`;
-        if (!listening) return reject(new Error(`link watcher ${exit} before listening`));
-        if (this.stopping) return;
-        if (performance.now() - started >= LINK_WATCHER_HEALTHY_MS) this.linkWatcherFailures = 0;
-        this.restartLinkWatcher(`link watcher ${exit}`);
-      });
-    });
-  }
-
-  /** Restarts the link watcher with back-off, then reconciles: links may have changed while nobody listened. */
-  private restartLinkWatcher(reason: string): void {
-    if (this.stopping) return;
-    const delay = Math.min(LINK_WATCHER_RETRY_MAX_MS, LINK_WATCHER_RETRY_MS * 2 ** this.linkWatcherFailures++);
-    this.log("error", `${reason}; restarting it in ${delay} ms`);
-    this.linkWatcherRetry = setTimeout(() => {
-      this.watchLinks().then(
-        () => {
-          this.log("link watcher", "restarted: following link changes again");
-          void this.reconcile();
-        },
-        (error: Error) => this.restartLinkWatcher(error.message),
-      );
-    }, delay);
-  }
-
-  /**
-   * Watches the policy files and folders with Node's fs.watch (inotify). Not
-   * chokidar: it drops a change that follows another on the same path within
-   * 50 ms, losing the final state of quick successive saves. A file is watched
-   * through its folder, so editors' save-by-rename is seen too.
-   */
-  private watchFiles(): void {
-    const targets = this.paths.length > 0 ? this.paths : [DEFAULT_POLICY_DIR];
-    for (const target of targets) {
-      const folder = statSync(target).isDirectory();
-      const name = folder ? undefined : path.basename(target);
-      const watcher = watch(folder ? target : path.dirname(target), { recursive: folder }, (_event, changed) => {
-        if (name && changed !== name) return;
-        clearTimeout(this.invalidReport); // the files are still moving
-        clearTimeout(this.fileTimer);
-        this.fileTimer = setTimeout(() => void this.reloadPolicies(), FILE_DEBOUNCE_MS);
-      });
-      this.watchers.push(watcher);
-    }
-  }
-
-  /**
-   * A valid edit is applied at once. An invalid one keeps the last good
-   * policies in force and is logged with its located errors once the files
-   * have settled (INVALID_SETTLE_MS).
-   */
-  private async reloadPolicies(): Promise<void> {
-    const read = ++this.reads;
-    try {
-      const desired = await loadDesired(this.paths);
-      if (this.stopping || read !== this.reads) return; // stop() decides the final state; a newer read wins
-      clearTimeout(this.invalidReport);
-      this.metrics.policiesInvalid.set(0);
-      this.desired = desired;
-      this.log("policy change", `${this.desired.length} polic${this.desired.length === 1 ? "y" : "ies"} valid: reconciling`);
-      await this.reconcile();
-    } catch (error) {
-      if (!(error instanceof PolicyError)) throw error;
-      if (this.stopping || read !== this.reads) return;
-      clearTimeout(this.invalidReport);
-      this.invalidReport = setTimeout(() => this.reportInvalid(error), INVALID_SETTLE_MS);
-    }
-  }
-
-  private reportInvalid(error: PolicyError): void {
+  private policiesInvalid(error: PolicyError): void {
     this.metrics.policiesInvalid.set(1);
-    for (const diagnostic of sortDiagnostics(error.diagnostics)) {
-      this.log("error", formatDiagnostic(diagnostic), { file: diagnostic.file, line: diagnostic.line, column: diagnostic.column });
-    }
-    this.log("error", `${error.message}: keeping the last good policies`);
+    logInvalid(this.log, error);
   }
 }

@@ -10,6 +10,8 @@ export type LogEvent =
   | "policy change"
   | "applied"
   | "rolled back"
+  | "waiting"
+  | "reload"
   | "error";
 
 export interface Logger {

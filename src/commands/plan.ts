@@ -5,6 +5,7 @@ import { onTerminationSignals, type NetworkNamespace } from "../kernel/exec.js";
 import { planJson, renderPlan } from "../plan/render.js";
 import { isSavedPlan } from "../plan/saved.js";
 import { applyRun, doneWord, loadDesired, planRun, type ApplyEvent, type PlannedRun } from "../reconcile/index.js";
+import { lockNamespace } from "../reconcile/lock.js";
 import { savedPlanNamespace, savedPlanRun, saveRun } from "../reconcile/saved.js";
 import { buildObject } from "./objects.js";
 
@@ -20,7 +21,7 @@ export interface PlanOptions {
 /** `intercept plan`: what apply would do. With --detailed-exitcode: 0 none, 2 changes. */
 export async function planCommand(paths: string[], options: PlanOptions): Promise<number> {
   const desired = await loadDesired(paths);
-  const run = await planRun(desired, await KernelDatapath.open(options.netns));
+  const run = await planRun(desired, await KernelDatapath.open(options.netns, "plan"));
   process.stdout.write(options.json ? `${JSON.stringify(planJson(run.plan), null, 2)}\n` : renderPlan(run.plan, options));
   if (options.out) {
     await saveRun(options.out, run);
@@ -38,6 +39,8 @@ export interface ApplyOptions {
   plan?: string;
   /** Apply even when no policy is given, removing everything (that is destroy's job otherwise). */
   allowEmpty?: boolean;
+  /** How long to wait for another intercept process's lock on the namespace. */
+  lockTimeoutMs: number;
 }
 
 /**
@@ -49,21 +52,39 @@ export async function applyCommand(paths: string[], options: ApplyOptions): Prom
   const planFile = options.plan ?? (paths.length === 1 && (await isSavedPlan(paths[0]!)) ? paths[0] : undefined);
   if (planFile !== undefined) {
     if (options.plan !== undefined && paths.length > 0) throw new InterceptError("usage", "apply takes policies or --plan FILE, not both");
-    const datapath = await KernelDatapath.open(await savedPlanNamespace(planFile, options.netns));
-    return executeRun(await savedPlanRun(planFile, datapath), datapath, options);
+    const datapath = await KernelDatapath.open(await savedPlanNamespace(planFile, options.netns), "apply");
+    return locked(datapath, "intercept apply", options, async () => executeRun(await savedPlanRun(planFile, datapath), datapath, options));
   }
   const desired = await loadDesired(paths);
   if (desired.length === 0 && !options.allowEmpty) {
     throw new InterceptError("no-policies", "no policies given: applying none would remove everything (use `intercept destroy`, or --allow-empty)");
   }
-  const datapath = await KernelDatapath.open(options.netns ?? {});
-  return executeRun(await planRun(desired, datapath), datapath, options);
+  const datapath = await KernelDatapath.open(options.netns ?? {}, "apply");
+  return locked(datapath, "intercept apply", options, async () => executeRun(await planRun(desired, datapath), datapath, options));
 }
 
 /** `intercept destroy`: the plan that removes everything intercept made in the namespace. */
 export async function destroyCommand(options: ApplyOptions): Promise<number> {
-  const datapath = await KernelDatapath.open(options.netns ?? {});
-  return executeRun(await planRun([], datapath), datapath, options);
+  const datapath = await KernelDatapath.open(options.netns ?? {}, "destroy");
+  return locked(datapath, "intercept destroy", options, async () => executeRun(await planRun([], datapath), datapath, options));
+}
+
+/**
+ * Runs @work holding the namespace's lock: the plan is made from a kernel
+ * no other intercept process is changing, and executed before anyone else
+ * plans (Terraform's state lock).
+ */
+async function locked<T>(datapath: KernelDatapath, holder: string, options: { lockTimeoutMs: number }, work: () => Promise<T>): Promise<T> {
+  const lock = await lockNamespace(datapath.namespaceKey, {
+    holder,
+    timeoutMs: options.lockTimeoutMs,
+    onWait: (heldBy) => process.stderr.write(`waiting for the lock held by ${heldBy.description}\n`),
+  });
+  try {
+    return await work();
+  } finally {
+    await lock.release();
+  }
 }
 
 async function executeRun(run: PlannedRun, datapath: KernelDatapath, options: ApplyOptions): Promise<number> {

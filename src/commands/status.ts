@@ -9,7 +9,7 @@ import { inspect, type StatusReport } from "../reconcile/inspect.js";
 /** `intercept status`: attached links, live programs, rules with their counters. */
 export async function statusCommand(paths: string[], options: { netns: NetworkNamespace; json: boolean }): Promise<number> {
   const { desired, policiesError } = await policiesForLabels(paths);
-  const report = await inspect(await KernelDatapath.open(options.netns), desired);
+  const report = await inspect(await KernelDatapath.open(options.netns, "status"), desired);
   process.stdout.write(options.json ? `${JSON.stringify(statusJson(report, policiesError), null, 2)}\n` : renderStatus(report, policiesError));
   return 0;
 }

@@ -6,6 +6,7 @@ import { batch, createHashMap, deleteMapEntry, dumpMap, formattedEntries, hostBy
 import { runJson, type NetworkNamespace } from "../kernel/exec.js";
 import { listLinks } from "../kernel/links.js";
 import { namespaceKey } from "../kernel/namespace.js";
+import { requireKernelPrivileges } from "../kernel/privileges.js";
 import { ensureBpffs, isPolicyName, isVersionName, listEntries, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
 import { addClsact, deleteClsact, deleteFilter, inOurSlot, isOurs, listLinkStates, replaceFilters } from "../kernel/tc.js";
 import { HOOKS, type Counter, type Datapath, type Hook, type LinkRef, type ObservedLink, type ObservedProgram, type ObservedState, type ProgramLoad, type RuleCounters, type VersionRef } from "./types.js";
@@ -21,8 +22,12 @@ export class KernelDatapath implements Datapath {
     private readonly pins: PinLayout,
   ) {}
 
-  /** Checks the namespace exists and bpffs is mounted; nothing is changed in the kernel. */
-  static async open(netns: NetworkNamespace): Promise<KernelDatapath> {
+  /**
+   * Checks privileges (@command names what needs them), that the namespace
+   * exists, and that bpffs is mounted; nothing is changed in the kernel.
+   */
+  static async open(netns: NetworkNamespace, command: string): Promise<KernelDatapath> {
+    await requireKernelPrivileges(command, netns);
     const key = await namespaceKey(netns);
     await ensureBpffs();
     return new KernelDatapath(netns, key, new PinLayout(key));

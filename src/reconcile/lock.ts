@@ -17,9 +17,17 @@ export interface LockOptions {
   holder: string;
   /** How long to wait for another holder; 0 fails at once. */
   timeoutMs: number;
-  /** Called once when the lock is busy and we start waiting, with who holds it. */
-  onWait?: (heldBy: string) => void;
+  /** Called once when the lock is busy, before waiting, with who holds it; throwing refuses to wait. */
+  onWait?: (heldBy: LockHolder) => void;
   dir?: string;
+}
+
+/** Who holds a lock, as it wrote itself into the lock file. */
+export interface LockHolder {
+  pid: number | undefined;
+  holder: string | undefined;
+  /** "pid 4242 (intercept apply)" */
+  description: string;
 }
 
 /**
@@ -46,10 +54,10 @@ export async function lockNamespace(namespaceKey: string, options: LockOptions):
   try {
     if (!(await flock(handle, 0))) {
       const heldBy = await readHolder(handle);
-      if (options.timeoutMs <= 0) throw new InterceptError("lock-held", `the network namespace is locked by ${heldBy}`);
       options.onWait?.(heldBy);
+      if (options.timeoutMs <= 0) throw new InterceptError("lock-held", `the network namespace is locked by ${heldBy.description}`);
       if (!(await flock(handle, options.timeoutMs))) {
-        throw new InterceptError("lock-timeout", `gave up after ${formatSeconds(options.timeoutMs)} waiting for the lock held by ${await readHolder(handle)} (--lock-timeout)`);
+        throw new InterceptError("lock-timeout", `gave up after ${formatSeconds(options.timeoutMs)} waiting for the lock held by ${(await readHolder(handle)).description} (--lock-timeout)`);
       }
     }
     await handle.truncate(0);
@@ -75,15 +83,18 @@ async function flock(handle: FileHandle, timeoutMs: number): Promise<boolean> {
   throw new InterceptError("command-failed", `flock: ${String(result.stderr).split("\n")[0] || `exit ${result.exitCode}`}`);
 }
 
-/** "pid 4242 (intercept apply)", from what the holder wrote into the lock file. */
-async function readHolder(handle: FileHandle): Promise<string> {
+/** Who holds the lock, from what the holder wrote into the lock file. */
+async function readHolder(handle: FileHandle): Promise<LockHolder> {
   const { buffer, bytesRead } = await handle.read(Buffer.alloc(512), 0, 512, 0);
+  let written: { pid?: unknown; holder?: unknown };
   try {
-    const { pid, holder } = JSON.parse(buffer.subarray(0, bytesRead).toString("utf8")) as { pid: number; holder: string };
-    return `pid ${Number(pid)} (${String(holder).slice(0, 64)})`;
+    written = JSON.parse(buffer.subarray(0, bytesRead).toString("utf8"));
   } catch {
-    return "another process"; // it took the lock and has not written its name yet
+    return { pid: undefined, holder: undefined, description: "another process" }; // it has the lock, and has not written its name yet
   }
+  const pid = Number.isInteger(written.pid) ? (written.pid as number) : undefined;
+  const holder = typeof written.holder === "string" ? written.holder.slice(0, 64) : undefined;
+  return { pid, holder, description: `pid ${pid ?? "?"} (${holder ?? "unknown"})` };
 }
 
 function formatSeconds(ms: number): string {

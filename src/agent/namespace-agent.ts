@@ -1,0 +1,154 @@
+import type { Datapath, ObservedLink } from "../datapath/types.js";
+import { InterceptError, messageOf } from "../errors.js";
+import { describeNamespace } from "../kernel/namespace.js";
+import { applyRun, doneWord, planRun, type ApplyEvent, type DesiredPolicy, type ObjectSource, type PlannedRun } from "../reconcile/index.js";
+import { lockNamespace, type NamespaceLock } from "../reconcile/lock.js";
+import { LinkWatcher } from "./link-watcher.js";
+import type { Logger } from "./log.js";
+import type { AgentMetrics } from "./metrics.js";
+
+/** After a failed reconcile, try again in 1 s, doubling while it keeps failing, up to 30 s. */
+const RETRY_MS = 1_000;
+const RETRY_MAX_MS = 30_000;
+
+export interface NamespaceAgentOptions {
+  keep: boolean;
+  lockTimeoutMs: number;
+  objects: ObjectSource;
+}
+
+/**
+ * The agent's work in one network namespace: it holds the namespace's lock
+ * (one writer), follows its links, and reconciles whenever the policies or
+ * the links change. Every change goes through the same plan → apply as
+ * `intercept apply`; reconciles are serialised, events that arrive during
+ * one are folded into the next, and a failed one is retried with back-off.
+ */
+export class NamespaceAgent {
+  private links = new Map<number, string>();
+  private reconciling: Promise<void> | undefined;
+  private again = false;
+  private stopping = false;
+  private retry: NodeJS.Timeout | undefined;
+  private failures = 0;
+  private lock: NamespaceLock | undefined;
+  private readonly linkWatcher: LinkWatcher;
+
+  constructor(
+    private readonly datapath: Datapath & { namespaceKey: string },
+    private readonly desired: () => DesiredPolicy[],
+    private readonly options: NamespaceAgentOptions,
+    private readonly log: Logger,
+    private readonly metrics: AgentMetrics,
+  ) {
+    this.linkWatcher = new LinkWatcher(datapath.netns, log, () => void this.reconcile());
+  }
+
+  /** Takes the lock (another agent there is refused at once), follows links, and reconciles. */
+  async start(): Promise<void> {
+    const where = describeNamespace(this.datapath.netns);
+    this.lock = await lockNamespace(this.datapath.namespaceKey, {
+      holder: "intercept agent",
+      timeoutMs: this.options.lockTimeoutMs,
+      onWait: (heldBy) => {
+        if (heldBy.holder === "intercept agent") throw new InterceptError("lock-held", `another agent (pid ${heldBy.pid}) already manages ${where}`);
+        this.log("waiting", `for the lock on ${where} held by ${heldBy.description}`);
+      },
+    });
+    await this.linkWatcher.start();
+    await this.reconcile();
+  }
+
+  /** Stops following events; unless --keep, removes everything intercept made; then lets go of the lock. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.retry);
+    this.linkWatcher.stop();
+    await this.reconciling;
+    try {
+      if (this.lock && !this.options.keep) await this.reconcileOnce([]);
+    } finally {
+      await this.lock?.release();
+      this.lock = undefined;
+    }
+  }
+
+  /** Runs a reconcile now, or right after the one in progress; none once stopping. */
+  reconcile(): Promise<void> {
+    if (this.stopping) return this.reconciling ?? Promise.resolve();
+    if (this.reconciling) {
+      this.again = true;
+      return this.reconciling;
+    }
+    clearTimeout(this.retry);
+    this.reconciling = (async () => {
+      let succeeded = true;
+      do {
+        this.again = false;
+        succeeded = await this.reconcileOnce(this.desired());
+      } while (this.again && !this.stopping);
+      this.reconciling = undefined;
+      if (!succeeded) this.retryLater();
+    })();
+    return this.reconciling;
+  }
+
+  private retryLater(): void {
+    if (this.stopping) return;
+    const delay = Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** this.failures++);
+    this.retry = setTimeout(() => void this.reconcile(), delay);
+  }
+
+  /** One observe → plan → apply; failures are logged and counted, and say whether it succeeded. */
+  private async reconcileOnce(desired: DesiredPolicy[]): Promise<boolean> {
+    try {
+      const run = await planRun(desired, this.datapath);
+      this.noteLinks(run.observed.links);
+      if (run.plan.changes.length > 0) await this.apply(run);
+      this.metrics.lastApply.setToCurrentTime();
+      this.failures = 0;
+      return true;
+    } catch (error) {
+      this.metrics.applyFailures.inc();
+      this.log("error", messageOf(error).replaceAll("\n", " "));
+      return false;
+    }
+  }
+
+  private async apply(run: PlannedRun): Promise<void> {
+    await applyRun(run, this.datapath, { objects: this.options.objects, onEvent: (event) => this.logEvent(event) });
+    this.metrics.applies.inc();
+  }
+
+  private logEvent(event: ApplyEvent): void {
+    switch (event.type) {
+      case "change-done":
+        this.log("applied", `${event.change.address}: ${doneWord(event.change)}`, { change: event.change.address, type: event.change.type });
+        break;
+      case "complete": {
+        const { add, change, destroy } = event.summary;
+        this.log("applied", `policies applied: ${add} added, ${change} changed, ${destroy} destroyed`, { add, change, destroy });
+        break;
+      }
+      case "step-failed":
+        this.log("error", `${event.change.address}: ${event.operation.op} failed: ${event.error}`, { change: event.change.address });
+        break;
+      case "rolled-back":
+        if (event.complete) this.log("rolled back", "the kernel is as it was before this apply");
+        else this.log("error", `rollback incomplete: ${event.failures.join("; ")}`);
+        break;
+    }
+  }
+
+  /** Logs links that appeared or went away since the last reconcile. */
+  private noteLinks(links: ObservedLink[]): void {
+    const current = new Map(links.filter((l) => !l.loopback).map((l) => [l.ifindex, l.name]));
+    for (const [ifindex, name] of current) {
+      if (this.links.get(ifindex) !== name) this.log("link seen", `${name} (ifindex ${ifindex})`, { link: name, ifindex });
+    }
+    for (const [ifindex, name] of this.links) {
+      if (!current.has(ifindex)) this.log("link gone", `${name} (ifindex ${ifindex})`, { link: name, ifindex });
+    }
+    this.links = current;
+  }
+}
