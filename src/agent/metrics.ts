@@ -22,11 +22,13 @@ export class AgentMetrics {
     const links = new Gauge({ name: "intercept_attached_links", help: "Links with intercept's filters attached.", registers: [this.registry], collect: refresh });
     const packets = new Counter({ name: "intercept_rule_packets_total", help: "Packets rewritten per rule and direction.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
     const bytes = new Counter({ name: "intercept_rule_bytes_total", help: "Bytes rewritten per rule and direction.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
+    const drift = new Gauge({ name: "intercept_drift", help: "Things an interrupted run left in the kernel (half-switched links, incomplete loads, empty qdiscs); the next reconcile repairs them.", registers: [this.registry], collect: refresh });
     const unreadable = new Gauge({ name: "intercept_counters_unreadable", help: "Program versions whose counters could not be read at this scrape.", registers: [this.registry], collect: refresh });
 
     async function readKernel(): Promise<void> {
       const report = await inspect();
       links.set(report.links.length);
+      drift.set(report.drift.length);
       packets.reset();
       bytes.reset();
       unreadable.set(report.programs.filter((program) => program.countersError !== undefined).length);

@@ -4,6 +4,7 @@ import { PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
+import { describeDrift } from "../reconcile/drift.js";
 import { inspect, type StatusReport } from "../reconcile/inspect.js";
 
 /** `intercept status`: attached links, live programs, rules with their counters. */
@@ -33,6 +34,7 @@ function statusJson(report: StatusReport, policiesError: string | undefined) {
     formatVersion: 1,
     namespace: report.observed.netns.name ?? null,
     policiesError: policiesError ?? null,
+    drift: report.drift.map((drift) => ({ ...drift, description: describeDrift(drift) })),
     links: report.links.map((link) => ({ link: link.link, ifindex: link.ifindex, policy: runningPolicy(link.programs), programIds: link.programIds })),
     programs: report.programs.map(({ program, rules, countersError }) => ({
       policy: program.ref.policy,
@@ -58,6 +60,7 @@ function runningPolicy(programs: StatusReport["links"][number]["programs"]): str
 function renderStatus(report: StatusReport, policiesError: string | undefined): string {
   const lines = [`intercept in ${describeNamespace(report.observed.netns)}:`];
   if (policiesError) lines.push(`  note: ${policiesError}`);
+  for (const drift of report.drift) lines.push(`  DRIFT: ${describeDrift(drift)}`);
   if (report.programs.length === 0) lines.push("  nothing is loaded");
   for (const { program, rules, countersError } of report.programs) {
     const attached = report.links.filter((link) => Object.values(link.programs).some((ref) => ref?.version === program.ref.version && ref.policy === program.ref.policy)).map((link) => link.link);
@@ -70,9 +73,6 @@ function renderStatus(report: StatusReport, policiesError: string | undefined): 
       const counted = counters ? `  in ${counters.ingress.packets} pkts/${counters.ingress.bytes} B  out ${counters.egress.packets} pkts/${counters.egress.bytes} B` : "";
       lines.push(`    [${index}] ${what.padEnd(22)} ${enabled ? "enabled " : "disabled"}${counted}`);
     }
-  }
-  for (const link of report.links.filter((l) => Object.values(l.programs).some((ref) => ref === undefined))) {
-    lines.push(`  link ${link.link}: a filter of ours runs a program no pinned version has (\`intercept plan\` shows the repair)`);
   }
   return `${lines.join("\n")}\n`;
 }

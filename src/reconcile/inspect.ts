@@ -2,12 +2,15 @@ import { HOOKS, sameVersion, type Datapath, type Hook, type ObservedProgram, typ
 import { messageOf } from "../errors.js";
 import type { Rule } from "../validate/index.js";
 import type { DesiredPolicy } from "./desired.js";
+import { findDrift, type Drift } from "./drift.js";
 
 /** What `status` and the agent's metrics show: each live version with its rules and counters. */
 export interface StatusReport {
   observed: ObservedState;
   programs: ProgramReport[];
   links: LinkReport[];
+  /** What an interrupted run left behind (plan repairs it). */
+  drift: Drift[];
 }
 
 export interface ProgramReport {
@@ -52,7 +55,7 @@ export async function inspect(datapath: Datapath, desired: DesiredPolicy[]): Pro
       }
       return { link: link.name, ifindex: link.ifindex, programs: running, programIds: link.filters };
     });
-  return { observed, programs, links };
+  return { observed, programs, links, drift: findDrift(observed) };
 }
 
 async function reportProgram(datapath: Datapath, program: ObservedProgram, desired: DesiredPolicy[]): Promise<ProgramReport> {

@@ -1,12 +1,27 @@
 import { isDeepStrictEqual } from "node:util";
 import type { Datapath } from "../datapath/types.js";
-import { InterceptError } from "../errors.js";
+import { sortDiagnostics } from "../diagnostics.js";
+import { InterceptError, PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
+import type { LoadedPolicy } from "../load/index.js";
 import { SourceMap } from "../load/source-map.js";
+import type { ValidPolicy } from "../validate/index.js";
 import { fingerprint, readSavedPlan, savedNamespace, savePlan, type SavedPolicy } from "../plan/saved.js";
 import { desiredState, validated } from "./desired.js";
 import { planRun, type PlannedRun } from "./index.js";
+
+/** The saved policies, validated exactly like policy files; a problem is one line naming the plan. */
+function validatedPolicies(file: string, loaded: LoadedPolicy[]): ValidPolicy[] {
+  try {
+    return validated(loaded);
+  } catch (error) {
+    if (!(error instanceof PolicyError)) throw error;
+    const [first] = sortDiagnostics(error.diagnostics);
+    const more = error.diagnostics.length > 1 ? ` (and ${error.diagnostics.length - 1} more)` : "";
+    throw new InterceptError("saved-plan-invalid", `${file}: policy ${first!.file}: ${first!.message}${more}`);
+  }
+}
 
 /** Saves @run for a later `apply --plan FILE`: the changes, the policies they follow from, the kernel's fingerprint. */
 export async function saveRun(file: string, run: PlannedRun): Promise<void> {
@@ -36,8 +51,8 @@ export async function savedPlanNamespace(file: string, requested: NetworkNamespa
  */
 export async function savedPlanRun(file: string, datapath: Datapath & { namespaceKey: string }): Promise<PlannedRun> {
   const saved = await readSavedPlan(file);
-  const loaded = saved.policies.map((entry) => ({ file: `${file}: ${entry.source}`, value: entry.definition, sourceMap: new SourceMap() }));
-  const desired = await desiredState(loaded, validated(loaded));
+  const loaded = saved.policies.map((entry) => ({ file: entry.source, value: entry.definition, sourceMap: new SourceMap() }));
+  const desired = await desiredState(loaded, validatedPolicies(file, loaded));
   if (datapath.namespaceKey !== saved.namespaceKey) {
     throw new InterceptError("saved-plan-stale", `${describeNamespace(datapath.netns)} is not the namespace ${file} was made for (it was recreated since): run \`intercept plan\` again`);
   }

@@ -113,17 +113,29 @@ export class FakeDatapath implements Datapath {
     return structuredClone(this.version(program).counters.slice(0, rules));
   }
 
+  /**
+   * Two kernel operations, as bpftool makes them: the programs and maps are
+   * pinned, then the rule switches and (last) the content hash are written.
+   * A crash between them leaves an incomplete version.
+   */
   async loadProgram(load: ProgramLoad): Promise<void> {
     await this.mutate({ op: "loadProgram", load }, () => {
       this.versions = this.versions.filter((v) => !sameVersion(v.ref, load.ref)); // a half-loaded one is replaced
       const programIds: Partial<Record<Hook, number>> = {};
       for (const hook of load.hooks) programIds[hook] = this.nextProgramId++;
-      const zero = () => ({ packets: 0, bytes: 0 });
-      this.versions.push({
-        ref: load.ref, contentHash: load.contentHash, programIds, enabled: [...load.enabled],
-        counters: load.enabled.map(() => ({ ingress: zero(), egress: zero() })),
-      });
+      this.versions.push({ ref: load.ref, contentHash: null, programIds, enabled: load.enabled.map(() => false), counters: [] });
     });
+    try {
+      await this.mutate({ op: "loadProgram", load }, () => {
+        const version = this.version(load.ref);
+        const zero = () => ({ packets: 0, bytes: 0 });
+        Object.assign(version, { contentHash: load.contentHash, enabled: [...load.enabled], counters: load.enabled.map(() => ({ ingress: zero(), egress: zero() })) });
+      });
+    } catch (error) {
+      // As the real datapath does, a failed load removes what it pinned (unless the process is gone).
+      if (!this.crashed) this.versions = this.versions.filter((v) => !sameVersion(v.ref, load.ref));
+      throw error;
+    }
   }
 
   /** What a crash in the middle of loadProgram leaves: pinned programs, no content hash. */
@@ -205,8 +217,12 @@ export class FakeDatapath implements Datapath {
     this.history.push({ operation: structuredClone(operation), after: this.snapshot() });
   }
 
+  private get crashed(): boolean {
+    return this.crashingAfter !== undefined && this.mutations >= this.crashingAfter;
+  }
+
   private refuseAfterCrash(): void {
-    if (this.crashingAfter !== undefined && this.mutations >= this.crashingAfter) throw new Error("the process was killed");
+    if (this.crashed) throw new Error("the process was killed");
   }
 
   private link(link: LinkRef): FakeLink {
