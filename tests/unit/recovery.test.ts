@@ -32,7 +32,7 @@ async function busyKernel(): Promise<{ fake: FakeDatapath; desired: DesiredPolic
 
 /** The kernel's state with program ids replaced by the versions they belong to: comparable across runs. */
 function shape(state: FakeKernelState) {
-  const versionOf = (id: number | undefined) => state.versions.find((v) => Object.values(v.programIds).includes(id))?.ref.version ?? (id === undefined ? undefined : "unknown");
+  const versionOf = (id: number | undefined) => state.versions.find((v) => id !== undefined && Object.values(v.programIds).includes(id))?.ref.version ?? (id === undefined ? undefined : "unknown");
   return {
     versions: state.versions.map((v) => ({ ref: v.ref, contentHash: v.contentHash, enabled: v.enabled, hooks: Object.keys(v.programIds).sort() })),
     links: state.links.map((l) => ({ name: l.name, clsact: l.clsact, filters: Object.fromEntries(HOOKS.map((hook: Hook) => [hook, versionOf(l.filters[hook])])) })),
