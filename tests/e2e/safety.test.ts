@@ -1,0 +1,232 @@
+/**
+ * Safety against the real kernel, in namespaces this test creates: saved
+ * plans are data (the hostile corpus in tests/hostile/plans), one writer
+ * per namespace (the lock), a run killed at any moment is repaired by the
+ * next, and commands that need the kernel say which privilege is missing.
+ */
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { execa } from "execa";
+import { intercept, Lab } from "../../demo/lab.js";
+
+let lab: Lab;
+let scratch: string;
+let decoy: string;
+
+const DEMO_YAML = "interceptors:\n  - { port: 9000, originalPort: 8000, strategy: rewrite }\n";
+const OTHER_YAML = "interceptors:\n  - { port: 9000, originalPort: 8000, strategy: rewrite }\n  - { port: 9443, originalPort: 8443, strategy: rewrite }\n";
+
+before(async () => {
+  lab = await Lab.create();
+  scratch = await mkdtemp(path.join(tmpdir(), "intercept-safety-"));
+  decoy = path.join(scratch, "decoy");
+  await mkdir(decoy);
+  await writeFile(path.join(decoy, "keep-me"), "a file no intercept run may touch\n");
+  await lab.startInServer(["node", "dist/demo/test-server.js"], /ready/);
+});
+
+after(async () => {
+  await lab?.destroy();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+async function policyFile(name: string, text: string): Promise<string> {
+  const file = path.join(scratch, name);
+  await writeFile(file, text);
+  return file;
+}
+
+/** Everything intercept could have changed: its view of the kernel, the filters, the pins. */
+async function kernelSnapshot(): Promise<string> {
+  const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
+  const filters = await Promise.all(["ingress", "egress"].map((hook) => lab.runInServer(["tc", "filter", "show", "dev", lab.serverLink, hook])));
+  const qdiscs = await lab.runInServer(["tc", "qdisc", "show", "dev", lab.serverLink]);
+  const pins = existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`) ? await readdir(`/sys/fs/bpf/intercept/${lab.pinKey}`, { recursive: true }) : [];
+  return JSON.stringify({ programs: status.programs, links: status.links, filters: filters.map((f) => f.stdout), qdiscs: qdiscs.stdout, pins: pins.sort() });
+}
+
+const intercepted = async (port = 8000) => /\r\nServer: intercept\r\n/i.test((await lab.curl(port)).response);
+
+describe("hostile saved plans: one line, exit 1, nothing changed", { concurrency: false }, () => {
+  const corpus = "tests/hostile/plans";
+  let planned: Record<string, unknown>;
+
+  before(async () => {
+    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    const saved = path.join(scratch, "good.plan");
+    const made = await intercept("plan", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--out", saved);
+    assert.equal(made.exitCode, 0, made.stderr);
+    planned = JSON.parse(await readFile(saved, "utf8"));
+  });
+
+  for (const name of (await readdir("tests/hostile/plans")).filter((f) => f.endsWith(".json")).sort()) {
+    test(name, async () => {
+      const hostile = JSON.parse(await readFile(path.join(corpus, name), "utf8")) as {
+        edits?: { path: (string | number)[]; value?: unknown; delete?: boolean }[]; raw?: string; error: string;
+      };
+      const file = path.join(scratch, name.replace(/\.json$/, ".plan"));
+      await writeFile(file, hostile.raw ?? `${JSON.stringify(tampered(planned, hostile.edits ?? []), null, 2)}\n`);
+      const before = await kernelSnapshot();
+      const result = await intercept("apply", "--plan", file);
+      assert.equal(result.exitCode, 1, result.stdout + result.stderr);
+      assert.equal(result.stderr.trim().split("\n").length, 1, `one line: ${result.stderr}`);
+      assert.match(result.stderr.trim(), new RegExp(hostile.error));
+      assert.equal(await kernelSnapshot(), before, "the kernel is unchanged");
+      assert.ok(existsSync(path.join(decoy, "keep-me")), "the decoy directory is untouched");
+    });
+  }
+
+  test("the untampered plan applies", async () => {
+    const file = path.join(scratch, "untampered.plan");
+    await writeFile(file, JSON.stringify(planned));
+    const result = await intercept("apply", "--plan", file);
+    assert.equal(result.exitCode, 0, result.stderr);
+    assert.ok(await intercepted());
+    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+  });
+
+  /** @plan with @edits applied; "@DECOY@" in a value becomes the decoy directory's path. */
+  function tampered(plan: Record<string, unknown>, edits: { path: (string | number)[]; value?: unknown; delete?: boolean }[]) {
+    const copy = structuredClone(plan);
+    for (const edit of edits) {
+      const parent = edit.path.slice(0, -1).reduce<Record<string | number, unknown>>((node, key) => node[key] as Record<string | number, unknown>, copy);
+      const key = edit.path.at(-1)!;
+      if (edit.delete) delete parent[key];
+      else parent[key] = JSON.parse(JSON.stringify(edit.value).replaceAll("@DECOY@", decoy));
+    }
+    return copy;
+  }
+});
+
+describe("one writer per namespace", { concurrency: false }, () => {
+  /** A tc, first on PATH, that holds every attach for @seconds (a slow apply holding the lock). */
+  async function slowTc(seconds: number): Promise<string> {
+    const bin = path.join(scratch, `tc-slow-${seconds}`);
+    await mkdir(bin, { recursive: true });
+    await writeFile(path.join(bin, "tc"), `#!/bin/sh\ncase "$*" in *"-batch -"*) case "$*" in *"-j"*) ;; *) sleep ${seconds};; esac;; esac\nexec /usr/sbin/tc "$@"\n`, { mode: 0o755 });
+    return bin;
+  }
+
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    execa("node", ["bin/intercept.js", ...args], { reject: false, env, stdin: "ignore" });
+
+  test("a second apply waits and says for whom; with a short --lock-timeout it gives up in one line", async () => {
+    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    const slow = run(["apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], { PATH: `${await slowTc(2)}:${process.env.PATH}` });
+    await new Promise((resolve) => setTimeout(resolve, 1200)); // it holds the lock now
+    const impatient = await intercept("apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs, "--lock-timeout", "200ms");
+    assert.equal(impatient.exitCode, 1);
+    assert.match(impatient.stderr, new RegExp(`^waiting for the lock held by pid ${slow.pid} \\(intercept apply\\)\\nintercept: gave up after 0\\.2 s waiting for the lock held by pid ${slow.pid} \\(intercept apply\\) \\(--lock-timeout\\)\\n$`));
+    const patient = await intercept("apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs);
+    assert.equal(patient.exitCode, 0, patient.stderr);
+    assert.match(patient.stderr, /^waiting for the lock held by pid \d+ \(intercept apply\)$/m);
+    assert.equal((await slow).exitCode, 0);
+    assert.equal((await intercept("plan", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs, "--detailed-exitcode")).exitCode, 0, "the later apply won");
+  });
+
+  test("a lock held by a killed process is released by the kernel", async () => {
+    const slow = run(["apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], { PATH: `${await slowTc(5)}:${process.env.PATH}` });
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    slow.kill("SIGKILL");
+    await slow;
+    const started = Date.now();
+    const next = await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--lock-timeout", "0");
+    assert.equal(next.exitCode, 0, next.stderr);
+    assert.ok(Date.now() - started < 5000, "no waiting for a dead holder");
+  });
+
+  test("20 rounds of concurrent runs: the end state is one of the two runs', nothing leaks, destroy leaves nothing", async () => {
+    const demo = await policyFile("demo.yaml", DEMO_YAML);
+    const other = await policyFile("other.yaml", OTHER_YAML);
+    for (let round = 0; round < 20; round++) {
+      const kind = ["same policy", "different policies", "destroy against apply"][round % 3]!;
+      const [a, b] = kind === "same policy" ? [["apply", demo], ["apply", demo]]
+        : kind === "different policies" ? [["apply", demo], ["apply", other]]
+        : [["destroy"], ["apply", other]];
+      const results = await Promise.all([a, b].map((args) => intercept(...args, "--netns", lab.serverNs)));
+      for (const result of results) assert.equal(result.exitCode, 0, `${kind}, round ${round}: ${result.stderr}`);
+      const ends = await Promise.all([a, b].map(async (args) => args[0] === "destroy"
+        ? (await intercept("status", "--netns", lab.serverNs, "--json")).stdout.includes('"programs": []')
+        : (await intercept("plan", args[1]!, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode === 0));
+      assert.ok(ends.some(Boolean), `${kind}, round ${round}: the kernel is what one of the runs made`);
+      const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
+      assert.ok(status.programs.length <= 1, `${kind}, round ${round}: no leaked versions`);
+      assert.deepEqual(status.drift, []);
+    }
+    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins");
+    const qdiscs = String((await lab.runInServer(["tc", "qdisc", "show", "dev", lab.serverLink])).stdout);
+    assert.ok(!qdiscs.includes("clsact"), "no qdisc left");
+  });
+});
+
+describe("killed at any moment, repaired by the next run", { concurrency: false }, () => {
+  test("20 kill -9 at random moments of an apply: the next apply repairs, and traffic flows", async () => {
+    const policies = [await policyFile("demo.yaml", DEMO_YAML), await policyFile("other.yaml", OTHER_YAML)];
+    for (let round = 0; round < 20; round++) {
+      const policy = policies[round % 2]!;
+      const apply = execa("node", ["bin/intercept.js", "apply", policy, "--netns", lab.serverNs], { reject: false, stdin: "ignore" });
+      await new Promise((resolve) => setTimeout(resolve, 150 + Math.random() * 500));
+      apply.kill("SIGKILL");
+      await apply;
+      const repaired = await intercept("apply", policy, "--netns", lab.serverNs);
+      assert.equal(repaired.exitCode, 0, `round ${round}: ${repaired.stderr}`);
+      assert.equal((await intercept("plan", policy, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode, 0, `round ${round}: converged`);
+      assert.ok(await intercepted(), `round ${round}: traffic goes through the proxy`);
+    }
+  });
+
+  test("killed between a link's ingress and egress swaps: status names it, plan switches it whole, traffic flows", async () => {
+    const demo = await policyFile("demo.yaml", DEMO_YAML);
+    assert.equal((await intercept("apply", demo, "--netns", lab.serverNs)).exitCode, 0);
+    // A tc that performs the first command of a filter batch (egress), says so, then hangs.
+    const bin = path.join(scratch, "tc-half");
+    const half = path.join(scratch, "half-switched");
+    await mkdir(bin, { recursive: true });
+    await writeFile(path.join(bin, "tc"), `#!/bin/sh
+case "$*" in *"-batch -"*) case "$*" in *"-j"*) ;; *)
+  first=$(head -n 1)
+  /usr/sbin/tc $first && touch ${half}
+  sleep 30; exit 1;; esac;; esac
+exec /usr/sbin/tc "$@"
+`, { mode: 0o755 });
+    const apply = execa("node", ["bin/intercept.js", "apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs], { reject: false, stdin: "ignore", env: { PATH: `${bin}:${process.env.PATH}` } });
+    for (const deadline = Date.now() + 15_000; !existsSync(half);) {
+      assert.ok(Date.now() < deadline && apply.exitCode === null, "apply reached the held swap");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    apply.kill("SIGKILL");
+    await apply;
+    await execa("pkill", ["-KILL", "-f", `${bin}/tc`], { reject: false }); // the shim outlives its parent
+    const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
+    assert.deepEqual(status.drift.map((d: { kind: string; link: string }) => `${d.kind} ${d.link}`), [`half-switched ${lab.serverLink}`]);
+    const plan = await intercept("plan", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs, "--no-color");
+    assert.match(plan.stdout, new RegExp(`attachment\\.${lab.serverLink} +update in place: switch from ingress demo@\\w+, egress demo@\\w+ \\(half-switched by an interrupted apply\\)`));
+    assert.equal((await intercept("apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs)).exitCode, 0);
+    assert.deepEqual(JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout).drift, []);
+    assert.ok(await intercepted());
+  });
+});
+
+describe("privileges", { concurrency: false }, () => {
+  /** Runs the CLI as nobody, with no capabilities. */
+  const asNobody = (...args: string[]) =>
+    execa("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "node", "bin/intercept.js", ...args],
+      { reject: false, stdin: "ignore", env: { INTERCEPT_CACHE_DIR: path.join(scratch, "nobody-cache") } });
+
+  test("plan, apply, status and destroy say which privilege is missing, and change nothing", async () => {
+    const before = await kernelSnapshot();
+    for (const command of ["plan", "apply", "status", "destroy"]) {
+      const result = await asNobody(command, "--netns", lab.serverNs);
+      assert.equal(result.exitCode, 1, `${command}: ${result.stderr}`);
+      assert.equal(String(result.stderr).trim(), `intercept: intercept ${command} needs root, or CAP_BPF and CAP_NET_ADMIN plus CAP_SYS_ADMIN for --netns (missing: CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN); validate, compile and build need none`);
+    }
+    const here = await asNobody("plan");
+    assert.match(String(here.stderr), /needs root, or CAP_BPF and CAP_NET_ADMIN \(missing: CAP_BPF, CAP_NET_ADMIN\)/);
+    assert.equal(await kernelSnapshot(), before);
+  });
+});
