@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import Handlebars from "handlebars";
+import Handlebars, { type HelperOptions } from "handlebars";
 import type { Rule, ValidPolicy } from "../validate/index.js";
 
 export const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/bpf/", import.meta.url));
@@ -26,14 +26,41 @@ export function matchStrategy(ruleCount: number): MatchStrategy {
   return ruleCount > SWITCH_LIMIT ? "table" : "switch";
 }
 
+/*
+ * What the templates receive: numbers and the policy's own enum values,
+ * never C text. The templates spell the C; the helpers below only pick the
+ * name of a constant for an enum value.
+ */
+
 /** One `case` of a match switch: a port, and the rules that own it per protocol/family. */
 interface MatchCase {
   port: number;
-  rules: { rule: number; newPort: number; condition: string }[];
+  rules: { rule: number; protocol: Rule["protocol"]; family: Rule["family"]; newPort: number }[];
+}
+
+/** One initialiser of a lookup table: [protocol][port] = rule + 1. */
+interface TableEntry {
+  protocol: Rule["protocol"];
+  port: number;
+  value: number;
+}
+
+const PROTOCOL_CONSTANT: Record<Rule["protocol"], string> = { tcp: "IPPROTO_TCP", udp: "IPPROTO_UDP" };
+const FAMILY_CONSTANT: Record<Rule["family"], string> = { any: "FAMILY_ANY", ipv4: "FAMILY_IPV4", ipv6: "FAMILY_IPV6" };
+
+/** The C constant for @value of one of the policy's enums; anything else is a bug upstream. */
+function constantFor<T extends string>(table: Record<T, string>, kind: string) {
+  return (value: T): string => {
+    if (!Object.hasOwn(table, value)) throw new Error(`no C constant for ${kind} ${JSON.stringify(value)}`);
+    return table[value];
+  };
 }
 
 const handlebars = Handlebars.create();
-handlebars.registerHelper("include", (file: string) => readFileSync(path.join(TEMPLATE_DIR, file), "utf8"));
+handlebars.registerHelper("protocolConstant", constantFor(PROTOCOL_CONSTANT, "protocol"));
+handlebars.registerHelper("familyConstant", constantFor(FAMILY_CONSTANT, "family"));
+handlebars.registerHelper("eq", (a: unknown, b: unknown) => a === b);
+handlebars.registerHelper("include", (file: string, options: HelperOptions) => inlineHeader(file, options.data.inlined));
 for (const partial of ["match_cases", "match_switch", "match_table"]) {
   handlebars.registerPartial(partial, readFileSync(path.join(TEMPLATE_DIR, `${partial}.hbs`), "utf8"));
 }
@@ -41,6 +68,28 @@ const renderPolicy = handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, "po
   noEscape: true,
   strict: true,
 });
+
+/** `#include "x.h"` of a sibling lib header: resolved by inlineHeader, never left to clang. */
+const LOCAL_INCLUDE = /^#include "([^"]+)"$/gm;
+const headers = new Map<string, string>();
+
+/**
+ * A lib header's text for the generated file, with its local includes
+ * inlined where they first appear and marked as such after that (their
+ * guards would make a repeat harmless, but not short). System includes
+ * (<linux/…>, <bpf/…>) stay as they are. @inlined is per render.
+ */
+function inlineHeader(file: string, inlined: Set<string>): string {
+  if (inlined.has(file)) return `/* ${file}: inlined above */`;
+  inlined.add(file);
+  let text = headers.get(file);
+  if (text === undefined) {
+    text = readFileSync(path.join(TEMPLATE_DIR, file), "utf8");
+    headers.set(file, text);
+  }
+  const body = text.replace(LOCAL_INCLUDE, (_, name: string) => inlineHeader(path.posix.join(path.posix.dirname(file), name), inlined));
+  return `/* ---- ${file} ---- */\n${body.trimEnd()}`;
+}
 
 /**
  * Renders the C source of one policy. Only what changes the program is in
@@ -50,16 +99,17 @@ const renderPolicy = handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, "po
  */
 export function renderPolicySource(policy: ValidPolicy, strategy = matchStrategy(policy.rules.length)): string {
   const table = strategy === "table";
-  return renderPolicy({
+  const context = {
     name: policy.name,
     slots: Math.max(1, policy.rules.length),
     switchLimit: SWITCH_LIMIT,
     table,
-    rules: policy.rules.map((rule) => ({ ...rule, familyConstant: FAMILY_CONSTANT[rule.family] })),
+    rules: policy.rules.map(({ index, protocol, family, originalPort, port }) => ({ index, protocol, family, originalPort, port })),
     ...(table
       ? { ingressTable: tableEntries(policy.rules, (rule) => rule.originalPort), egressTable: tableEntries(policy.rules, (rule) => rule.port) }
       : { ingress: matchCases(policy.rules, (rule) => [rule.originalPort, rule.port]), egress: matchCases(policy.rules, (rule) => [rule.port, rule.originalPort]) }),
-  });
+  };
+  return renderPolicy(context, { data: { inlined: new Set<string>() } });
 }
 
 /** Groups rules by the port a direction matches on, sorted so output is deterministic. */
@@ -68,23 +118,15 @@ function matchCases(rules: Rule[], ports: (rule: Rule) => [match: number, rewrit
   for (const rule of rules) {
     const [match, newPort] = ports(rule);
     const entry = cases.get(match) ?? { port: match, rules: [] };
-    entry.rules.push({ rule: rule.index, newPort, condition: matchCondition(rule) });
+    entry.rules.push({ rule: rule.index, protocol: rule.protocol, family: rule.family, newPort });
     cases.set(match, entry);
   }
   return [...cases.values()].sort((a, b) => a.port - b.port);
 }
 
-const FAMILY_CONSTANT = { any: "FAMILY_ANY", ipv4: "FAMILY_IPV4", ipv6: "FAMILY_IPV6" } as const;
-
-/** Table initialisers `[slot][port] = rule + 1`, sorted so output is deterministic. */
-function tableEntries(rules: Rule[], portOf: (rule: Rule) => number) {
+/** Table initialisers, TCP before UDP and by port, so output is deterministic. */
+function tableEntries(rules: Rule[], portOf: (rule: Rule) => number): TableEntry[] {
   return rules
-    .map((rule) => ({ slot: rule.protocol === "udp" ? 1 : 0, port: portOf(rule), value: rule.index + 1 }))
-    .sort((a, b) => a.slot - b.slot || a.port - b.port);
-}
-
-function matchCondition(rule: Rule): string {
-  const protocol = `pkt->protocol == ${rule.protocol === "tcp" ? "IPPROTO_TCP" : "IPPROTO_UDP"}`;
-  if (rule.family === "any") return protocol;
-  return `${protocol} && pkt->family == ${rule.family === "ipv4" ? "FAMILY_IPV4" : "FAMILY_IPV6"}`;
+    .map((rule) => ({ protocol: rule.protocol, port: portOf(rule), value: rule.index + 1 }))
+    .sort((a, b) => a.protocol.localeCompare(b.protocol) || a.port - b.port);
 }

@@ -1,7 +1,19 @@
 /* maps.h — the only state the datapath reads, and only for packets a rule
  * already matched by port: a packet the policy does not name never gets here.
  *
- * Pinned by `intercept apply`, so `bpftool map update` can edit them live. */
+ * Pinned by `intercept apply`, so `bpftool map update` can edit them live.
+ * Sized by RULE_COUNT, which the policy block defines. */
+#ifndef INTERCEPT_MAPS_H
+#define INTERCEPT_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "types.h"
+
+#ifndef RULE_COUNT
+#error "maps.h needs RULE_COUNT: include it after the policy block"
+#endif
 
 /* Live on/off switch of each rule: value 1 = enabled. Filled by apply before
  * the program is attached; flipping it needs no reload. */
@@ -53,7 +65,7 @@ static __always_inline int rule_enabled(__u32 rule)
 }
 
 /* count_packet — adds one packet of @bytes to @rule's counter in @direction. */
-static __always_inline void count_packet(__u32 rule, __u32 direction, __u32 bytes)
+static __always_inline void count_packet(__u32 rule, enum direction direction, __u32 bytes)
 {
 	__u32 key = rule * 2 + direction;
 	struct rule_counter *counter = bpf_map_lookup_elem(&rule_counters, &key);
@@ -63,3 +75,5 @@ static __always_inline void count_packet(__u32 rule, __u32 direction, __u32 byte
 		counter->bytes += bytes;
 	}
 }
+
+#endif /* INTERCEPT_MAPS_H */

@@ -1,13 +1,36 @@
-/* parse.h — finds the TCP/UDP ports of a frame, or says the frame is none
- * of ours. Every header access is bounds-checked against data_end first;
- * anything unexpected (non-IP, truncated, fragment, unknown extension
- * header) returns -1 so the caller passes the packet on untouched.
+/* parse.h — finds the TCP/UDP ports of a frame, or says why the frame is
+ * none of ours. Every header access is bounds-checked against data_end
+ * first; anything unexpected (non-IP, truncated, fragment, unknown
+ * extension header) returns a negative parse_result, and the caller hands
+ * the packet on untouched.
  *
  * Only what a miss needs is checked here (the two ports); the rest of the
  * L4 header is checked by rewrite_port, on the hit path. */
+#ifndef INTERCEPT_PARSE_H
+#define INTERCEPT_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "types.h"
 
 #define IPV4_FRAGMENT_OFFSET_MASK 0x1fff /* IP_OFFSET, not exported to uapi */
 #define IPV6_MAX_EXTENSION_HEADERS 4     /* enough for hop-by-hop, routing, dst opts */
+
+/* What parse_packet made of a frame: PARSE_OK, or why it is none of ours. */
+enum parse_result {
+	PARSE_OK             =  0,
+	PARSE_NOT_IP         = -1, /* neither IPv4 nor IPv6 */
+	PARSE_TRUNCATED      = -2, /* a header runs past the end of the frame */
+	PARSE_MALFORMED      = -3, /* an IPv4 header shorter than its 20 bytes */
+	PARSE_LATER_FRAGMENT = -4, /* a fragment that carries no L4 header */
+	PARSE_NOT_L4         = -5, /* not TCP or UDP, or behind too many extension headers */
+};
 
 /* parse_ipv4 — reads the IPv4 header after the Ethernet header. The L4
  * offset comes from IHL, so options are allowed. Non-first fragments carry
@@ -16,14 +39,16 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct l4_pack
 {
 	struct iphdr *ip = data + ETH_HLEN;
 
-	if ((void *)(ip + 1) > data_end || ip->ihl < 5)
-		return -1;
+	if ((void *)(ip + 1) > data_end)
+		return PARSE_TRUNCATED;
+	if (ip->ihl < 5)
+		return PARSE_MALFORMED;
 	if (ip->frag_off & bpf_htons(IPV4_FRAGMENT_OFFSET_MASK))
-		return -1;
+		return PARSE_LATER_FRAGMENT;
 	pkt->family = FAMILY_IPV4;
 	pkt->protocol = ip->protocol;
 	pkt->l4_off = ETH_HLEN + ip->ihl * 4;
-	return 0;
+	return PARSE_OK;
 }
 
 /* ipv6_is_skippable — extension headers whose only job here is to be
@@ -43,7 +68,7 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct l4_pack
 	__u8 nexthdr;
 
 	if ((void *)(ip6 + 1) > data_end)
-		return -1;
+		return PARSE_TRUNCATED;
 	nexthdr = ip6->nexthdr;
 
 #pragma unroll
@@ -53,14 +78,14 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct l4_pack
 		if (!ipv6_is_skippable(nexthdr))
 			break;
 		if ((void *)(ext + 1) > data_end)
-			return -1;
+			return PARSE_TRUNCATED;
 		nexthdr = ext->nexthdr;
 		off += (ext->hdrlen + 1) * 8; /* hdrlen counts 8-octet units after the first */
 	}
 	pkt->family = FAMILY_IPV6;
 	pkt->protocol = nexthdr;
 	pkt->l4_off = off;
-	return 0;
+	return PARSE_OK;
 }
 
 /* parse_ports — reads the source and destination ports, the first four
@@ -70,15 +95,16 @@ static __always_inline int parse_ports(void *data, void *data_end, struct l4_pac
 	__be16 *ports = data + pkt->l4_off;
 
 	if (pkt->protocol != IPPROTO_TCP && pkt->protocol != IPPROTO_UDP)
-		return -1;
+		return PARSE_NOT_L4;
 	if ((void *)(ports + 2) > data_end)
-		return -1;
+		return PARSE_TRUNCATED;
 	pkt->sport = ports[0];
 	pkt->dport = ports[1];
-	return 0;
+	return PARSE_OK;
 }
 
-/* parse_packet — fills @pkt for a TCP or UDP packet over IPv4 or IPv6. */
+/* parse_packet — fills @pkt for a TCP or UDP packet over IPv4 or IPv6.
+ * Returns PARSE_OK, or a negative parse_result (then @pkt is incomplete). */
 static __always_inline int parse_packet(struct __sk_buff *skb, struct l4_packet *pkt)
 {
 	void *data = (void *)(long)skb->data;
@@ -90,6 +116,8 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct l4_packet 
 	else if (skb->protocol == bpf_htons(ETH_P_IPV6))
 		err = parse_ipv6(data, data_end, pkt);
 	else
-		return -1;
-	return err ? err : parse_ports(data, data_end, pkt);
+		return PARSE_NOT_IP;
+	return err != PARSE_OK ? err : parse_ports(data, data_end, pkt);
 }
+
+#endif /* INTERCEPT_PARSE_H */
