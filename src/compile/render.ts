@@ -3,6 +3,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import Handlebars, { type HelperOptions } from "handlebars";
 import type { Rule, ValidPolicy } from "../validate/index.js";
+import { assertRenderable } from "./renderable.js";
 
 export const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/bpf/", import.meta.url));
 
@@ -96,9 +97,11 @@ function inlineHeader(file: string, inlined: Set<string>): string {
  * it (ports, protocols, families, rule order): `enabled` lives in a map and
  * descriptions in the policy, so flipping or documenting a rule keeps the
  * same program. @strategy is chosen by size; benchmarks force one to compare.
+ * Refuses (InterceptError "render-refused") any value the C must not carry.
  */
-export function renderPolicySource(policy: ValidPolicy, strategy = matchStrategy(policy.rules.length)): string {
-  const table = strategy === "table";
+export function renderPolicySource(policy: ValidPolicy, strategy?: MatchStrategy): string {
+  assertRenderable(policy);
+  const table = (strategy ?? matchStrategy(policy.rules.length)) === "table";
   const context = {
     name: policy.name,
     slots: Math.max(1, policy.rules.length),
