@@ -207,9 +207,9 @@ static __always_inline void count_packet(__u32 rule, enum direction direction, _
 /* ---- lib/parse.h ---- */
 /* parse.h — finds the TCP/UDP ports of a frame, or says why the frame is
  * none of ours. Every header access is bounds-checked against data_end
- * first; anything unexpected (non-IP, truncated, fragment, unknown
- * extension header) returns a negative parse_result, and the caller hands
- * the packet on untouched.
+ * first; anything unexpected (non-IP, truncated, a fragment after the
+ * first, unknown extension header) returns a negative parse_result, and
+ * the caller hands the packet on untouched.
  *
  * Only what a miss needs is checked here (the two ports); the rest of the
  * L4 header is checked by rewrite_port, on the hit path. */
@@ -227,7 +227,21 @@ static __always_inline void count_packet(__u32 rule, enum direction direction, _
 /* lib/types.h: inlined above */
 
 #define IPV4_FRAGMENT_OFFSET_MASK 0x1fff /* IP_OFFSET, not exported to uapi */
-#define IPV6_MAX_EXTENSION_HEADERS 4     /* enough for hop-by-hop, routing, dst opts */
+#define IPV6_FRAGMENT_OFFSET_MASK 0xfff8 /* IP6_OFFSET, not exported to uapi */
+
+/* Extension headers walked before giving up: RFC 8200 §4.1's order, each
+ * once — hop-by-hop, destination options, routing, fragment, destination
+ * options. */
+#define IPV6_MAX_EXTENSION_HEADERS 5
+
+/* The IPv6 fragment header (RFC 8200 §4.5); the kernel's struct frag_hdr
+ * is not in uapi. Always 8 bytes: it has no length field. */
+struct ipv6_fragment_header {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off; /* offset in 8-octet units << 3 | 2 reserved bits | M flag */
+	__be32 identification;
+};
 
 /* What parse_packet made of a frame: PARSE_OK, or why it is none of ours. */
 enum parse_result {
@@ -259,7 +273,7 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct l4_pack
 }
 
 /* ipv6_is_skippable — extension headers whose only job here is to be
- * stepped over. A fragment header is not one of them: fragments pass. */
+ * stepped over; their length is in their second byte. */
 static __always_inline int ipv6_is_skippable(__u8 nexthdr)
 {
 	return nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
@@ -267,7 +281,10 @@ static __always_inline int ipv6_is_skippable(__u8 nexthdr)
 }
 
 /* parse_ipv6 — reads the IPv6 header and walks up to
- * IPV6_MAX_EXTENSION_HEADERS skippable extension headers. */
+ * IPV6_MAX_EXTENSION_HEADERS extension headers. A fragment header is
+ * walked too: the first fragment (offset 0) carries the L4 header and is
+ * matched and rewritten like an unfragmented packet, as IPv4 first
+ * fragments are; a later fragment carries none and is refused. */
 static __always_inline int parse_ipv6(void *data, void *data_end, struct l4_packet *pkt)
 {
 	struct ipv6hdr *ip6 = data + ETH_HLEN;
@@ -280,14 +297,25 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct l4_pack
 
 #pragma unroll
 	for (int i = 0; i < IPV6_MAX_EXTENSION_HEADERS; i++) {
-		struct ipv6_opt_hdr *ext = data + off;
+		if (nexthdr == IPPROTO_FRAGMENT) {
+			struct ipv6_fragment_header *frag = data + off;
 
-		if (!ipv6_is_skippable(nexthdr))
+			if ((void *)(frag + 1) > data_end)
+				return PARSE_TRUNCATED;
+			if (frag->frag_off & bpf_htons(IPV6_FRAGMENT_OFFSET_MASK))
+				return PARSE_LATER_FRAGMENT;
+			nexthdr = frag->nexthdr;
+			off += sizeof(*frag);
+		} else if (ipv6_is_skippable(nexthdr)) {
+			struct ipv6_opt_hdr *ext = data + off;
+
+			if ((void *)(ext + 1) > data_end)
+				return PARSE_TRUNCATED;
+			nexthdr = ext->nexthdr;
+			off += (ext->hdrlen + 1) * 8; /* hdrlen counts 8-octet units after the first */
+		} else {
 			break;
-		if ((void *)(ext + 1) > data_end)
-			return PARSE_TRUNCATED;
-		nexthdr = ext->nexthdr;
-		off += (ext->hdrlen + 1) * 8; /* hdrlen counts 8-octet units after the first */
+		}
 	}
 	pkt->family = FAMILY_IPV6;
 	pkt->protocol = nexthdr;
@@ -376,7 +404,15 @@ static __always_inline int checksum_is_partial(struct __sk_buff *skb)
 
 /* checksum_replace16 — the ones' complement checksum @check after one
  * 16-bit word changed from @from to @to: HC' = ~(~HC + ~m + m'). Byte
- * order does not matter as long as all three share it. */
+ * order does not matter as long as all three share it.
+ *
+ * It needs only the old and new word, never the rest of the data, so it is
+ * also right for the first fragment of an IPv4 or IPv6 datagram: that
+ * fragment's L4 checksum covers the whole datagram, most of which is in
+ * later fragments this program never sees, and the receiver sums the new
+ * port after reassembly. (And since the port and the checksum change by
+ * amounts that cancel in a ones' complement sum, a CHECKSUM_COMPLETE
+ * skb->csum over the L4 bytes stays valid as well.) */
 static __always_inline __sum16 checksum_replace16(__sum16 check, __be16 from, __be16 to)
 {
 	__u32 sum = (__u16)~check + (__u16)~from + (__u16)to;

@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { setRule } from "../../src/apply/steps.js";
 import { SWITCH_LIMIT } from "../../src/compile/render.js";
 import { LoadedProgram, testPolicy } from "../support/bpf.js";
-import { buildPacket, parsePacket, type PacketSpec } from "../support/packets.js";
+import { buildFragments, buildPacket, fragmentsChecksumValid, parsePacket, type PacketSpec } from "../support/packets.js";
 
 const TC_ACT_UNSPEC = -1;
 
@@ -96,9 +96,38 @@ function datapathSuite(policy: ReturnType<typeof testPolicy>) {
       await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [0, 43, 60] }, { dport: 9000 });
       });
 
-    test("IPv6 fragments and over-long extension chains pass untouched", async () => {
-      await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [44] }, null);
-      await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [0, 60, 43, 60, 60] }, null);
+    test("first IPv6 fragment is rewritten, later fragments pass untouched", async () => {
+      await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [44] }, { dport: 9000 });
+      await expectRewrite("ingress", { family: "ipv6", protocol: "udp", sport: 1, dport: 8000, ipv6Extensions: [44] }, { dport: 9053 });
+      await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [44], fragmentOffset: 185 }, null);
+      await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [44], fragmentOffset: 185, moreFragments: false }, null);
+    });
+
+    test("IPv6 fragment header after other extension headers", async () => {
+      await expectRewrite("ingress", { family: "ipv6", protocol: "udp", sport: 1, dport: 8000, ipv6Extensions: [0, 60, 43, 44] }, { dport: 9053 });
+      await expectRewrite("ingress", { family: "ipv6", protocol: "udp", sport: 1, dport: 8000, ipv6Extensions: [0, 60, 43, 44, 60] }, { dport: 9053 });
+      await expectRewrite("ingress", { family: "ipv6", protocol: "udp", sport: 1, dport: 8000, ipv6Extensions: [0, 43, 44], fragmentOffset: 1 }, null);
+    });
+
+    for (const family of ["ipv4", "ipv6"] as const) {
+      test(`${family} datagram in fragments: the first rewritten with a checksum over the whole datagram, the rest untouched`, async () => {
+        const spec: PacketSpec = { family, protocol: "udp", sport: 40000, dport: 8000, payload: Buffer.alloc(3000, 0x5a), ipv6Extensions: family === "ipv6" ? [0] : undefined };
+        const sent = buildFragments(spec, 1232);
+        const expected = buildFragments({ ...spec, dport: 9053 }, 1232);
+        assert.equal(sent.length, 3);
+        const received = [];
+        for (const frame of sent) {
+          const result = await program.run("ingress", frame);
+          assert.equal(result.returnValue, TC_ACT_UNSPEC);
+          received.push(result.output);
+        }
+        assert.deepEqual(received.map((frame) => frame.toString("hex")), expected.map((frame) => frame.toString("hex")));
+        assert.ok(fragmentsChecksumValid(received, spec), "the reassembled datagram's checksum verifies from scratch");
+      });
+    }
+
+    test("over-long IPv6 extension chains pass untouched", async () => {
+      await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [0, 60, 43, 44, 60, 60] }, null);
     });
 
     test("truncated frames pass untouched", async () => {

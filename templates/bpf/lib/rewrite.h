@@ -44,7 +44,15 @@ static __always_inline int checksum_is_partial(struct __sk_buff *skb)
 
 /* checksum_replace16 — the ones' complement checksum @check after one
  * 16-bit word changed from @from to @to: HC' = ~(~HC + ~m + m'). Byte
- * order does not matter as long as all three share it. */
+ * order does not matter as long as all three share it.
+ *
+ * It needs only the old and new word, never the rest of the data, so it is
+ * also right for the first fragment of an IPv4 or IPv6 datagram: that
+ * fragment's L4 checksum covers the whole datagram, most of which is in
+ * later fragments this program never sees, and the receiver sums the new
+ * port after reassembly. (And since the port and the checksum change by
+ * amounts that cancel in a ones' complement sum, a CHECKSUM_COMPLETE
+ * skb->csum over the L4 bytes stays valid as well.) */
 static __always_inline __sum16 checksum_replace16(__sum16 check, __be16 from, __be16 to)
 {
 	__u32 sum = (__u16)~check + (__u16)~from + (__u16)to;
