@@ -9,7 +9,7 @@ import { validatePolicies, type Rule } from "../validate/index.js";
 
 interface RuleStatus {
   index: number;
-  rule?: Omit<Rule, "index" | "enabled">;
+  rule?: Pick<Rule, "originalPort" | "port" | "protocol" | "family">;
   enabled: boolean;
   ingress: Counter;
   egress: Counter;

@@ -6,6 +6,9 @@ import { renderPolicySource, type MatchStrategy } from "./render.js";
 
 export const GENERATED_DIR = "generated";
 
+/** A tc hook, and the program of the same name (intercept_ingress, intercept_egress). */
+export type ProgramHook = "ingress" | "egress";
+
 /** A policy rendered to C: what build compiles and what the golden tests pin. */
 export interface CompiledPolicy {
   policy: ValidPolicy;
@@ -14,6 +17,11 @@ export interface CompiledPolicy {
   source: string;
   /** sha256 of the source: together with the clang version, the program's identity. */
   sourceHash: string;
+  /**
+   * The programs the object holds, one per hook to attach: always ingress;
+   * egress only when some rule rewrites (steer needs no reply rewrite).
+   */
+  hooks: ProgramHook[];
 }
 
 /** Stage 3: renders each policy's specialised C. Pure: writes nothing. @strategy: by size unless forced. */
@@ -25,8 +33,14 @@ export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrateg
       sourcePath: path.join(GENERATED_DIR, `${policy.name}.bpf.c`),
       source,
       sourceHash: createHash("sha256").update(source).digest("hex"),
+      hooks: programHooks(policy),
     };
   });
+}
+
+/** The hooks @policy's program has: the template compiles intercept_egress only under POLICY_REWRITES. */
+export function programHooks(policy: ValidPolicy): ProgramHook[] {
+  return policy.rules.some((rule) => rule.strategy === "rewrite") ? ["ingress", "egress"] : ["ingress"];
 }
 
 /**

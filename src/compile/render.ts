@@ -36,7 +36,14 @@ export function matchStrategy(ruleCount: number): MatchStrategy {
 /** One `case` of a match switch: a port, and the rules that own it per protocol/family. */
 interface MatchCase {
   port: number;
-  rules: { rule: number; protocol: Rule["protocol"]; family: Rule["family"]; newPort: number }[];
+  rules: {
+    rule: number;
+    protocol: Rule["protocol"];
+    family: Rule["family"];
+    strategy: Rule["strategy"];
+    onProxyDown: Rule["onProxyDown"] | null;
+    newPort: number;
+  }[];
 }
 
 /** One initialiser of a lookup table: [protocol][port] = rule + 1. */
@@ -48,6 +55,9 @@ interface TableEntry {
 
 const PROTOCOL_CONSTANT: Record<Rule["protocol"], string> = { tcp: "IPPROTO_TCP", udp: "IPPROTO_UDP" };
 const FAMILY_CONSTANT: Record<Rule["family"], string> = { any: "FAMILY_ANY", ipv4: "FAMILY_IPV4", ipv6: "FAMILY_IPV6" };
+/** What match_ingress returns for a rule of each strategy. */
+const MATCH_CONSTANT: Record<Rule["strategy"], string> = { rewrite: "MATCH_REWRITE", steer: "MATCH_STEER" };
+const PROXY_DOWN_CONSTANT: Record<NonNullable<Rule["onProxyDown"]>, string> = { drop: "PROXY_DOWN_DROP", pass: "PROXY_DOWN_PASS" };
 
 /** The C constant for @value of one of the policy's enums; anything else is a bug upstream. */
 function constantFor<T extends string>(table: Record<T, string>, kind: string) {
@@ -60,6 +70,8 @@ function constantFor<T extends string>(table: Record<T, string>, kind: string) {
 const handlebars = Handlebars.create();
 handlebars.registerHelper("protocolConstant", constantFor(PROTOCOL_CONSTANT, "protocol"));
 handlebars.registerHelper("familyConstant", constantFor(FAMILY_CONSTANT, "family"));
+handlebars.registerHelper("matchConstant", constantFor(MATCH_CONSTANT, "strategy"));
+handlebars.registerHelper("proxyDownConstant", constantFor(PROXY_DOWN_CONSTANT, "onProxyDown"));
 handlebars.registerHelper("eq", (a: unknown, b: unknown) => a === b);
 handlebars.registerHelper("include", (file: string, options: HelperOptions) => inlineHeader(file, options.data.inlined));
 for (const partial of ["match_cases", "match_switch", "match_table"]) {
@@ -102,26 +114,31 @@ function inlineHeader(file: string, inlined: Set<string>): string {
 export function renderPolicySource(policy: ValidPolicy, strategy?: MatchStrategy): string {
   assertRenderable(policy);
   const table = (strategy ?? matchStrategy(policy.rules.length)) === "table";
+  const rewriting = policy.rules.filter((rule) => rule.strategy === "rewrite");
   const context = {
     name: policy.name,
     slots: Math.max(1, policy.rules.length),
     switchLimit: SWITCH_LIMIT,
     table,
-    rules: policy.rules.map(({ index, protocol, family, originalPort, port }) => ({ index, protocol, family, originalPort, port })),
+    rewrites: rewriting.length > 0,
+    steers: policy.rules.some((rule) => rule.strategy === "steer"),
+    rules: policy.rules.map(({ index, protocol, family, strategy, onProxyDown, originalPort, port }) =>
+      ({ index, protocol, family, strategy, onProxyDown: onProxyDown ?? null, originalPort, port })),
+    // Ingress matches every rule by originalPort; egress only rewrite rules, by port (their replies).
     ...(table
-      ? { ingressTable: tableEntries(policy.rules, (rule) => rule.originalPort), egressTable: tableEntries(policy.rules, (rule) => rule.port) }
-      : { ingress: matchCases(policy.rules, (rule) => [rule.originalPort, rule.port]), egress: matchCases(policy.rules, (rule) => [rule.port, rule.originalPort]) }),
+      ? { ingressTable: tableEntries(policy.rules, (rule) => rule.originalPort), egressTable: tableEntries(rewriting, (rule) => rule.port) }
+      : { ingress: matchCases(policy.rules, (rule) => [rule.originalPort, rule.port]), egress: matchCases(rewriting, (rule) => [rule.port, rule.originalPort]) }),
   };
   return renderPolicy(context, { data: { inlined: new Set<string>() } });
 }
 
 /** Groups rules by the port a direction matches on, sorted so output is deterministic. */
-function matchCases(rules: Rule[], ports: (rule: Rule) => [match: number, rewriteTo: number]): MatchCase[] {
+function matchCases(rules: Rule[], ports: (rule: Rule) => [match: number, target: number]): MatchCase[] {
   const cases = new Map<number, MatchCase>();
   for (const rule of rules) {
     const [match, newPort] = ports(rule);
     const entry = cases.get(match) ?? { port: match, rules: [] };
-    entry.rules.push({ rule: rule.index, protocol: rule.protocol, family: rule.family, newPort });
+    entry.rules.push({ rule: rule.index, protocol: rule.protocol, family: rule.family, strategy: rule.strategy, onProxyDown: rule.onProxyDown ?? null, newPort });
     cases.set(match, entry);
   }
   return [...cases.values()].sort((a, b) => a.port - b.port);

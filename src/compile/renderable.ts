@@ -4,9 +4,10 @@
  * (a file anyone could edit) and from code; whatever reaches the renderer is
  * checked again here, against what the C can take: ports are integers
  * 1–65535 (0 or 70000 would become htons(0) or wrap), enums are known
- * values, the name is a C identifier, the rule count fits the tables. The
- * templates print these values into C, so a string that got through could
- * carry C of its own (a hand-edited plan once pasted `#warning` into it).
+ * values (steer only on TCP), the name is a C identifier, the rule count
+ * fits the tables. The templates print these values into C, so a string
+ * that got through could carry C of its own (a hand-edited plan once pasted
+ * `#warning` into it).
  */
 import { InterceptError } from "../errors.js";
 import type { Rule, ValidPolicy } from "../validate/index.js";
@@ -20,6 +21,8 @@ export const RENDER_LIMITS = {
   maxRules: 65535,
   protocol: ["tcp", "udp"] as readonly Rule["protocol"][],
   family: ["ipv4", "ipv6", "any"] as readonly Rule["family"][],
+  strategy: ["steer", "rewrite"] as readonly Rule["strategy"][],
+  onProxyDown: ["drop", "pass"] as readonly NonNullable<Rule["onProxyDown"]>[],
 } as const;
 
 /** Throws InterceptError("render-refused") unless @policy holds only values the templates may print. */
@@ -42,10 +45,16 @@ export function assertRenderable(policy: unknown): asserts policy is ValidPolicy
     for (const field of ["originalPort", "port"] as const) {
       if (!isPort(rule[field])) refuse(`${at}.${field}`, rule[field], `an integer ${RENDER_LIMITS.port.minimum}–${RENDER_LIMITS.port.maximum}`);
     }
-    for (const field of ["protocol", "family"] as const) {
+    for (const field of ["protocol", "family", "strategy"] as const) {
       const known: readonly string[] = RENDER_LIMITS[field];
       if (!known.includes(rule[field] as string)) refuse(`${at}.${field}`, rule[field], `one of ${known.join(", ")}`);
     }
+    // The C has a steer path for TCP only, and reads onProxyDown on steer rules only.
+    if (rule.strategy === "steer" && rule.protocol !== "tcp") refuse(`${at}.strategy`, rule.strategy, `"rewrite" for a ${String(rule.protocol)} rule`);
+    if (rule.strategy === "steer" && !RENDER_LIMITS.onProxyDown.includes(rule.onProxyDown as "drop")) {
+      refuse(`${at}.onProxyDown`, rule.onProxyDown, `one of ${RENDER_LIMITS.onProxyDown.join(", ")}`);
+    }
+    if (rule.strategy === "rewrite" && rule.onProxyDown !== undefined) refuse(`${at}.onProxyDown`, rule.onProxyDown, "absent on a rewrite rule");
   });
 }
 

@@ -1,3 +1,4 @@
+import { counterKey } from "../compile/counters.js";
 import { dumpMap } from "../kernel/bpftool.js";
 import { pins } from "../kernel/pins.js";
 import type { LiveProgram } from "./index.js";
@@ -20,5 +21,5 @@ export async function readRuleCounters(program: Pick<LiveProgram, "dir" | "enabl
       (sum, { value }) => ({ packets: sum.packets + value.packets, bytes: sum.bytes + value.bytes }),
       { packets: 0, bytes: 0 },
     );
-  return program.enabled.map((_, index) => ({ ingress: total(index * 2), egress: total(index * 2 + 1) }));
+  return program.enabled.map((_, index) => ({ ingress: total(counterKey(index, "rewrittenIngress")), egress: total(counterKey(index, "rewrittenEgress")) }));
 }

@@ -12,16 +12,18 @@ import { buildFragments, buildPacket, fragmentsChecksumValid, parsePacket, type 
 
 const TC_ACT_UNSPEC = -1;
 
+const rewrite = "rewrite" as const;
+
 const RULES = [
-  { originalPort: 8000, port: 9000 },                                             // 0: tcp, any family
+  { originalPort: 8000, port: 9000, strategy: rewrite },                          // 0: tcp, any family
   { originalPort: 8000, port: 9053, protocol: "udp" as const },                   // 1: same port, udp
-  { originalPort: 7000, port: 7100, family: "ipv4" as const },                    // 2: tcp over IPv4 only
+  { originalPort: 7000, port: 7100, family: "ipv4" as const, strategy: rewrite }, // 2: tcp over IPv4 only
   { originalPort: 6000, port: 6100, protocol: "udp" as const, family: "ipv6" as const }, // 3: udp over IPv6 only
-  { originalPort: 8443, port: 9443, enabled: false },                             // 4: disabled
+  { originalPort: 8443, port: 9443, enabled: false, strategy: rewrite },          // 4: disabled
 ];
 
 /** The same rules padded past the switch limit, so the compiler picks lookup tables. */
-const FILLER = Array.from({ length: SWITCH_LIMIT }, (_, i) => ({ originalPort: 30_000 + i, port: 50_000 + i }));
+const FILLER = Array.from({ length: SWITCH_LIMIT }, (_, i) => ({ originalPort: 30_000 + i, port: 50_000 + i, strategy: rewrite }));
 
 for (const [strategy, rules] of [["switch", RULES], ["table", [...RULES, ...FILLER]]] as const) {
   describe(`${strategy} strategy`, () => datapathSuite(testPolicy(`packets_${strategy}`, rules)));
@@ -195,7 +197,7 @@ function datapathSuite(policy: ReturnType<typeof testPolicy>) {
 }
 
 test("10,000 rules compile, pass the verifier and rewrite", async () => {
-  const rules = Array.from({ length: 10_000 }, (_, i) => ({ originalPort: 10_000 + i, port: 30_000 + i }));
+  const rules = Array.from({ length: 10_000 }, (_, i) => ({ originalPort: 10_000 + i, port: 30_000 + i, strategy: rewrite }));
   const large = await LoadedProgram.load(testPolicy("packets_large", rules));
   try {
     for (const index of [0, 4_321, 9_999]) {

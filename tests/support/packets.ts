@@ -22,7 +22,13 @@ export interface PacketSpec {
   ipv6Extensions?: number[];
   /** Write UDP checksum 0 ("no checksum", IPv4 only). */
   zeroUdpChecksum?: boolean;
+  /** The TCP flags set; default PSH and ACK (a data segment). */
+  tcpFlags?: TcpFlag[];
 }
+
+/** TCP header flag bits (byte 13), by name. */
+export const TCP_FLAGS = { fin: 0x01, syn: 0x02, rst: 0x04, psh: 0x08, ack: 0x10, urg: 0x20 } as const;
+export type TcpFlag = keyof typeof TCP_FLAGS;
 
 const PROTOCOL = { tcp: 6, udp: 17 } as const;
 const SOURCE_V4 = Buffer.from([198, 18, 0, 2]);
@@ -72,7 +78,7 @@ function buildL4(spec: PacketSpec): Buffer {
   if (spec.protocol === "tcp") {
     header.writeUInt32BE(0x01020304, 4); // sequence
     header[12] = 5 << 4; // data offset
-    header[13] = 0x18; // PSH, ACK
+    header[13] = (spec.tcpFlags ?? ["psh", "ack"]).reduce((bits, flag) => bits | TCP_FLAGS[flag], 0);
     header.writeUInt16BE(65535, 14);
   } else {
     header.writeUInt16BE(8 + payload.length, 4);

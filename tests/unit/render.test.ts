@@ -81,3 +81,30 @@ test("the render limits agree with the schema", () => {
   assert.deepEqual(policySchema.$defs.interceptor.properties.protocol.enum, RENDER_LIMITS.protocol);
   assert.deepEqual(policySchema.$defs.interceptor.properties.family.enum, RENDER_LIMITS.family);
 });
+
+describe("programs and hooks", () => {
+  const steer = { originalPort: 8000, port: 9000 };
+  const rewrite = { originalPort: 53, port: 5353, protocol: "udp" as const };
+  for (const [name, rules, hooks] of [
+    ["steer_only", [steer], ["ingress"]],
+    ["rewrite_only", [rewrite], ["ingress", "egress"]],
+    ["both", [steer, rewrite], ["ingress", "egress"]],
+    ["empty", [], ["ingress"]],
+  ] as const) {
+    test(`${name}: hooks ${hooks.join(", ")}, and the C compiles intercept_egress exactly then`, () => {
+      const [compiled] = compilePolicies([testPolicy(name, rules)]);
+      assert.deepEqual(compiled!.hooks, hooks);
+      const rewrites = /^#define POLICY_REWRITES (\d)/m.exec(compiled!.source)?.[1];
+      assert.equal(rewrites, (hooks as readonly string[]).includes("egress") ? "1" : "0");
+    });
+  }
+
+  test("a steer rule on udp, or one without onProxyDown, is refused at the boundary", () => {
+    const udpSteer = testPolicy("udp_steer", [{ originalPort: 53, port: 5353, protocol: "udp", strategy: "steer", onProxyDown: "drop" }]);
+    assertRefused(udpSteer, /interceptors\[0\]\.strategy is "steer", not "rewrite" for a udp rule$/);
+    assertRefused(tampered("onProxyDown", "explode"), /interceptors\[1\]\.onProxyDown is "explode", not one of drop, pass$/);
+    assertRefused(tampered("strategy", "teleport"), /interceptors\[1\]\.strategy is "teleport", not one of steer, rewrite$/);
+    const rewriteWithProxyDown = testPolicy("rw", [{ originalPort: 53, port: 5353, protocol: "udp", onProxyDown: "pass" }]);
+    assertRefused(rewriteWithProxyDown, /interceptors\[0\]\.onProxyDown is "pass", not absent on a rewrite rule$/);
+  });
+});

@@ -14,12 +14,6 @@ enum family {
 	FAMILY_IPV6 = 6,
 };
 
-/* Directions index the per-rule counters. */
-enum direction {
-	DIR_INGRESS = 0,
-	DIR_EGRESS  = 1,
-};
-
 /* Which port of the L4 header a direction rewrites. */
 enum l4_port {
 	PORT_SOURCE      = 0,
@@ -37,16 +31,26 @@ struct l4_packet {
 	__be16 dport;
 };
 
-/* What match_ingress / match_egress (the policy block) found for a packet. */
+/* What match_ingress / match_egress (the policy block) found for a
+ * packet: no rule, or a rule and what its strategy does with the packet. */
 enum match_result {
-	MATCH_NONE  = 0, /* no rule names this packet: hand it on untouched */
-	MATCH_FOUND = 1, /* @match says which rule, and the port to write */
+	MATCH_NONE    = 0, /* no rule names this packet: hand it on untouched */
+	MATCH_REWRITE = 1, /* rewrite the port to match.port */
+	MATCH_STEER   = 2, /* a new connection goes to the listener on match.port */
 };
 
-/* What a rule says to do with a matching packet. */
+/* What a steer rule does with a SYN when nothing listens on its port
+ * (the policy's onProxyDown). */
+enum proxy_down_action {
+	PROXY_DOWN_DROP = 0, /* fail closed: drop the SYN */
+	PROXY_DOWN_PASS = 1, /* hand it on to whatever listens on originalPort */
+};
+
+/* The rule a packet matched, and what the rule needs to act on it. */
 struct rule_match {
-	__u32 rule;      /* index into the rule maps */
-	__be16 new_port; /* network byte order, ready to write */
+	__u32 rule;          /* index into the rule maps */
+	__be16 port;         /* network byte order: the port to write (rewrite), or the proxy's (steer) */
+	__u8 on_proxy_down;  /* enum proxy_down_action; steer rules only */
 };
 
 #endif /* INTERCEPT_TYPES_H */

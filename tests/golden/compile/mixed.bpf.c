@@ -25,12 +25,6 @@ enum family {
 	FAMILY_IPV6 = 6,
 };
 
-/* Directions index the per-rule counters. */
-enum direction {
-	DIR_INGRESS = 0,
-	DIR_EGRESS  = 1,
-};
-
 /* Which port of the L4 header a direction rewrites. */
 enum l4_port {
 	PORT_SOURCE      = 0,
@@ -48,16 +42,26 @@ struct l4_packet {
 	__be16 dport;
 };
 
-/* What match_ingress / match_egress (the policy block) found for a packet. */
+/* What match_ingress / match_egress (the policy block) found for a
+ * packet: no rule, or a rule and what its strategy does with the packet. */
 enum match_result {
-	MATCH_NONE  = 0, /* no rule names this packet: hand it on untouched */
-	MATCH_FOUND = 1, /* @match says which rule, and the port to write */
+	MATCH_NONE    = 0, /* no rule names this packet: hand it on untouched */
+	MATCH_REWRITE = 1, /* rewrite the port to match.port */
+	MATCH_STEER   = 2, /* a new connection goes to the listener on match.port */
 };
 
-/* What a rule says to do with a matching packet. */
+/* What a steer rule does with a SYN when nothing listens on its port
+ * (the policy's onProxyDown). */
+enum proxy_down_action {
+	PROXY_DOWN_DROP = 0, /* fail closed: drop the SYN */
+	PROXY_DOWN_PASS = 1, /* hand it on to whatever listens on originalPort */
+};
+
+/* The rule a packet matched, and what the rule needs to act on it. */
 struct rule_match {
-	__u32 rule;      /* index into the rule maps */
-	__be16 new_port; /* network byte order, ready to write */
+	__u32 rule;          /* index into the rule maps */
+	__be16 port;         /* network byte order: the port to write (rewrite), or the proxy's (steer) */
+	__u8 on_proxy_down;  /* enum proxy_down_action; steer rules only */
 };
 
 #endif /* INTERCEPT_TYPES_H */
@@ -66,12 +70,14 @@ struct rule_match {
  * Everything that depends on the policy is in this block; the rest of
  * the file is the same for every policy.
  *
- *   rule 0: udp any 53 -> 5353
- *   rule 1: tcp any 53 -> 5354
- *   rule 2: tcp ipv4 80 -> 8080
- *   rule 3: tcp ipv6 443 -> 8443
+ *   rule 0: udp any 53 -> 5353 rewrite
+ *   rule 1: tcp any 53 -> 5354 rewrite
+ *   rule 2: tcp ipv4 80 -> 8080 rewrite
+ *   rule 3: tcp ipv6 443 -> 8443 rewrite
  */
 #define RULE_COUNT 4
+#define POLICY_REWRITES 1 /* 1: some rule rewrites ports, and intercept_egress restores replies */
+#define POLICY_STEERS 0   /* 1: some rule steers new connections to a proxy's listener */
 
 /* Matching strategy: switch (4 rules; tables above 32).
  * Ports are case labels, so matching is a tree of compare-and-branch
@@ -85,27 +91,27 @@ static __always_inline int match_ingress(const struct l4_packet *pkt, struct rul
 	case __bpf_constant_htons(53):
 		if (pkt->protocol == IPPROTO_UDP) {
 			match->rule = 0;
-			match->new_port = __bpf_constant_htons(5353);
-			return MATCH_FOUND;
+			match->port = __bpf_constant_htons(5353);
+			return MATCH_REWRITE;
 		}
 		if (pkt->protocol == IPPROTO_TCP) {
 			match->rule = 1;
-			match->new_port = __bpf_constant_htons(5354);
-			return MATCH_FOUND;
+			match->port = __bpf_constant_htons(5354);
+			return MATCH_REWRITE;
 		}
 		return MATCH_NONE;
 	case __bpf_constant_htons(80):
 		if (pkt->protocol == IPPROTO_TCP && pkt->family == FAMILY_IPV4) {
 			match->rule = 2;
-			match->new_port = __bpf_constant_htons(8080);
-			return MATCH_FOUND;
+			match->port = __bpf_constant_htons(8080);
+			return MATCH_REWRITE;
 		}
 		return MATCH_NONE;
 	case __bpf_constant_htons(443):
 		if (pkt->protocol == IPPROTO_TCP && pkt->family == FAMILY_IPV6) {
 			match->rule = 3;
-			match->new_port = __bpf_constant_htons(8443);
-			return MATCH_FOUND;
+			match->port = __bpf_constant_htons(8443);
+			return MATCH_REWRITE;
 		}
 		return MATCH_NONE;
 	default:
@@ -113,36 +119,36 @@ static __always_inline int match_ingress(const struct l4_packet *pkt, struct rul
 	}
 }
 
-/* match_egress — the rule whose port is @pkt's source port (the reply). */
+/* match_egress — the rewrite rule whose port is @pkt's source port (the reply). */
 static __always_inline int match_egress(const struct l4_packet *pkt, struct rule_match *match)
 {
 	switch (pkt->sport) {
 	case __bpf_constant_htons(5353):
 		if (pkt->protocol == IPPROTO_UDP) {
 			match->rule = 0;
-			match->new_port = __bpf_constant_htons(53);
-			return MATCH_FOUND;
+			match->port = __bpf_constant_htons(53);
+			return MATCH_REWRITE;
 		}
 		return MATCH_NONE;
 	case __bpf_constant_htons(5354):
 		if (pkt->protocol == IPPROTO_TCP) {
 			match->rule = 1;
-			match->new_port = __bpf_constant_htons(53);
-			return MATCH_FOUND;
+			match->port = __bpf_constant_htons(53);
+			return MATCH_REWRITE;
 		}
 		return MATCH_NONE;
 	case __bpf_constant_htons(8080):
 		if (pkt->protocol == IPPROTO_TCP && pkt->family == FAMILY_IPV4) {
 			match->rule = 2;
-			match->new_port = __bpf_constant_htons(80);
-			return MATCH_FOUND;
+			match->port = __bpf_constant_htons(80);
+			return MATCH_REWRITE;
 		}
 		return MATCH_NONE;
 	case __bpf_constant_htons(8443):
 		if (pkt->protocol == IPPROTO_TCP && pkt->family == FAMILY_IPV6) {
 			match->rule = 3;
-			match->new_port = __bpf_constant_htons(443);
-			return MATCH_FOUND;
+			match->port = __bpf_constant_htons(443);
+			return MATCH_REWRITE;
 		}
 		return MATCH_NONE;
 	default:
@@ -182,8 +188,19 @@ struct {
 	__type(value, struct rule_state);
 } rule_state SEC(".maps");
 
-/* Packets and bytes per rule and direction (key = rule * 2 + direction).
- * Per-CPU, so counting needs no atomic operation; readers sum the CPUs. */
+/* What each rule counts: COUNTER_SLOTS counters per rule, at key
+ * rule * COUNTER_SLOTS + slot. src/compile/counters.ts describes the same
+ * layout to the readers (a unit test keeps the two in step). */
+enum counter_slot {
+	COUNTER_REWRITTEN_INGRESS = 0, /* destination port rewritten on arrival */
+	COUNTER_REWRITTEN_EGRESS  = 1, /* source port of a reply rewritten back */
+	COUNTER_STEERED           = 2, /* SYN assigned to the proxy's listener: a connection */
+	COUNTER_PROXY_DOWN        = 3, /* SYN that found no listener (dropped or passed) */
+	COUNTER_SLOTS             = 4,
+};
+
+/* Packets and bytes of one rule's slot. Per-CPU, so counting needs no
+ * atomic operation; readers sum the CPUs. */
 struct rule_counter {
 	__u64 packets;
 	__u64 bytes;
@@ -191,7 +208,7 @@ struct rule_counter {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, RULE_COUNT * 2);
+	__uint(max_entries, RULE_COUNT * COUNTER_SLOTS);
 	__type(key, __u32);
 	__type(value, struct rule_counter);
 } rule_counters SEC(".maps");
@@ -218,10 +235,10 @@ static __always_inline int rule_enabled(__u32 rule)
 	return state && state->enabled;
 }
 
-/* count_packet — adds one packet of @bytes to @rule's counter in @direction. */
-static __always_inline void count_packet(__u32 rule, enum direction direction, __u32 bytes)
+/* count_packet — adds one packet of @bytes to @rule's counter in @slot. */
+static __always_inline void count_packet(__u32 rule, enum counter_slot slot, __u32 bytes)
 {
-	__u32 key = rule * 2 + direction;
+	__u32 key = rule * COUNTER_SLOTS + slot;
 	struct rule_counter *counter = bpf_map_lookup_elem(&rule_counters, &key);
 
 	if (counter) {
@@ -385,6 +402,41 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct l4_packet 
 
 #endif /* INTERCEPT_PARSE_H */
 
+/* ---- lib/programs.h ---- */
+/* programs.h — the tc programs of a policy.
+ *
+ * intercept_ingress acts on what arrives: a packet for a rewrite rule's
+ * originalPort gets the rule's port, a SYN for a steer rule's originalPort
+ * is assigned to the proxy listening on the rule's port. intercept_egress,
+ * compiled only when some rule rewrites, gives replies leaving from a
+ * rewrite rule's port their originalPort back; a policy that only steers
+ * has no egress program.
+ *
+ * Every packet is handed on (TC_ACT_UNSPEC), so a filter attached after
+ * ours still runs. The one exception: a steer rule's SYN that finds no
+ * proxy, when the rule fails closed (onProxyDown "drop"), is dropped.
+ *
+ * The policy block defines RULE_COUNT, POLICY_REWRITES, POLICY_STEERS,
+ * match_ingress and (when it rewrites) match_egress before this header. */
+#ifndef INTERCEPT_PROGRAMS_H
+#define INTERCEPT_PROGRAMS_H
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#if !defined(POLICY_REWRITES) || !defined(POLICY_STEERS)
+#error "programs.h needs POLICY_REWRITES and POLICY_STEERS: include it after the policy block"
+#endif
+
+/* lib/types.h: inlined above */
+/* lib/maps.h: inlined above */
+/* lib/parse.h: inlined above */
+
+/* Only what the policy uses is compiled: an unused static function is an
+ * error under -Wall -Werror, and a rewrite-only policy stays free of the
+ * socket helpers steering needs (kernel 5.7). */
+#if POLICY_REWRITES
 /* ---- lib/rewrite.h ---- */
 /* rewrite.h — changes one L4 port in place and keeps the checksum valid,
  * without helper calls: a direct packet write and an incremental checksum
@@ -501,57 +553,190 @@ static __always_inline int rewrite_port(struct __sk_buff *skb, const struct l4_p
 
 #endif /* INTERCEPT_REWRITE_H */
 
-/* ---- lib/programs.h ---- */
-/* programs.h — the two tc programs. Both always return TC_ACT_UNSPEC: they
- * rewrite in place and hand the packet on, so a filter attached after ours
- * still runs and no packet is ever dropped here.
+/* rewrite — sets @which port of a packet a rewrite rule (@match) named,
+ * and counts it in @slot, if the rule is enabled. */
+static __always_inline void rewrite(struct __sk_buff *skb, const struct l4_packet *pkt,
+				    const struct rule_match *match, enum l4_port which, enum counter_slot slot)
+{
+	if (rule_enabled(match->rule) && rewrite_port(skb, pkt, which, match->port) == REWRITE_OK)
+		count_packet(match->rule, slot, skb->len);
+}
+#endif
+
+#if POLICY_STEERS
+/* ---- lib/steer.h ---- */
+/* steer.h — hands a new TCP connection to a proxy's listening socket
+ * instead of rewriting its packets, the mechanism of Cilium's L7 proxy
+ * (bpf/lib/proxy.h). At tc ingress, a SYN that a steer rule matched is
+ * looked up against the listeners on the rule's port (bpf_skc_lookup_tcp)
+ * and assigned to the one found (bpf_sk_assign). The packet itself is not
+ * changed: the accepted socket's local address is the one the client asked
+ * for (getsockname gives originalPort), replies need no rewrite, and every
+ * later segment reaches its connection through the kernel's own socket
+ * lookup, so connections already open are never disturbed.
  *
- * The policy block defines match_ingress and match_egress (and RULE_COUNT)
- * before this header is included. */
-#ifndef INTERCEPT_PROGRAMS_H
-#define INTERCEPT_PROGRAMS_H
+ * Kernel 5.7 or later. A listener in a SO_REUSEPORT group needs 6.5: from
+ * there the stack picks the group member itself after the assignment (by
+ * the packet's own 4-tuple); before, bpf_sk_assign refuses such a socket,
+ * which takes the proxy-down path. */
+#ifndef INTERCEPT_STEER_H
+#define INTERCEPT_STEER_H
 
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
+#include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
 
 /* lib/types.h: inlined above */
 /* lib/maps.h: inlined above */
-/* lib/parse.h: inlined above */
-/* lib/rewrite.h: inlined above */
 
-/* intercept — one direction's whole job; @direction is a constant, so each
- * program gets only its own branch. Ingress: a packet arriving for a rule's
- * originalPort goes to the rule's port (destination rewrite). Egress: a
- * reply leaving from the rule's port leaves from originalPort (source
- * rewrite). */
-static __always_inline int intercept(struct __sk_buff *skb, enum direction direction)
+/* What assign_listener did with a SYN. */
+enum steer_result {
+	STEER_ASSIGNED    =  0,
+	STEER_NO_LISTENER = -1, /* nothing listens on the proxy port for this address */
+	STEER_REFUSED     = -2, /* bpf_sk_assign refused the listener it found */
+	STEER_TRUNCATED   = -3, /* the IP header is not inside the frame */
+};
+
+/* is_new_connection — true for a SYN without ACK, the first segment of a
+ * connection. Any other segment belongs to a connection the kernel already
+ * knows, with whichever socket has it. */
+static __always_inline int is_new_connection(struct __sk_buff *skb, const struct l4_packet *pkt)
 {
-	struct l4_packet pkt;
-	struct rule_match match;
-	int matched;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 off = pkt->l4_off;
+	struct tcphdr *tcp;
 
-	if (parse_packet(skb, &pkt) != PARSE_OK)
-		return TC_ACT_UNSPEC;
-	matched = direction == DIR_INGRESS ? match_ingress(&pkt, &match) : match_egress(&pkt, &match);
-	if (matched == MATCH_FOUND && rule_enabled(match.rule) &&
-	    rewrite_port(skb, &pkt, direction == DIR_INGRESS ? PORT_DESTINATION : PORT_SOURCE,
-			 match.new_port) == REWRITE_OK)
-		count_packet(match.rule, direction, skb->len);
-	return TC_ACT_UNSPEC;
+	if (off > 0xffff) /* tells the verifier the offset is bounded */
+		return 0;
+	tcp = data + off;
+	if ((void *)(tcp + 1) > data_end)
+		return 0;
+	return tcp->syn && !tcp->ack;
 }
+
+/* listener_key — the socket lookup key for the proxy's listener: @pkt's
+ * destination address with @proxy_port, and no source. A zero source
+ * matches no connection (no peer is 0.0.0.0:0), so only a listener can be
+ * found, never an unrelated connection to the proxy port that happens to
+ * come from the same client address and port. A listener bound to the
+ * wildcard address is found for any destination; for an IPv4 packet, so is
+ * a dual-stack IPv6 one (bound to ::, not IPV6_V6ONLY), as the stack's own
+ * IPv4 lookup finds it. Returns the key's size, or STEER_TRUNCATED. */
+static __always_inline int listener_key(struct __sk_buff *skb, const struct l4_packet *pkt,
+					__be16 proxy_port, struct bpf_sock_tuple *key)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (pkt->family == FAMILY_IPV4) {
+		struct iphdr *ip = data + ETH_HLEN;
+
+		if ((void *)(ip + 1) > data_end)
+			return STEER_TRUNCATED;
+		key->ipv4.daddr = ip->daddr;
+		key->ipv4.dport = proxy_port;
+		return sizeof(key->ipv4);
+	} else {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return STEER_TRUNCATED;
+		__builtin_memcpy(key->ipv6.daddr, &ip6->daddr, sizeof(key->ipv6.daddr));
+		key->ipv6.dport = proxy_port;
+		return sizeof(key->ipv6);
+	}
+}
+
+/* assign_listener — assigns @skb to the socket listening on @proxy_port
+ * for its destination address. The lookup takes a reference, released
+ * here whatever happens; the assignment holds its own. */
+static __always_inline int assign_listener(struct __sk_buff *skb, const struct l4_packet *pkt, __be16 proxy_port)
+{
+	struct bpf_sock_tuple key = {};
+	struct bpf_sock *sk;
+	int size;
+	long err;
+
+	size = listener_key(skb, pkt, proxy_port, &key);
+	if (size < 0)
+		return STEER_TRUNCATED;
+	sk = bpf_skc_lookup_tcp(skb, &key, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return STEER_NO_LISTENER;
+	if (sk->state != BPF_TCP_LISTEN) { /* cannot match with no source; checked, not assumed */
+		bpf_sk_release(sk);
+		return STEER_NO_LISTENER;
+	}
+	err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	return err ? STEER_REFUSED : STEER_ASSIGNED;
+}
+
+/* steer — what ingress does with a packet a steer rule (@match) named.
+ * Only a new connection of an enabled rule is acted on; every other packet
+ * is handed on untouched. Returns the tc verdict: TC_ACT_UNSPEC, or
+ * TC_ACT_SHOT for a SYN no proxy listens for when the rule fails closed. */
+static __always_inline int steer(struct __sk_buff *skb, const struct l4_packet *pkt, const struct rule_match *match)
+{
+	if (!is_new_connection(skb, pkt) || !rule_enabled(match->rule))
+		return TC_ACT_UNSPEC;
+	switch (assign_listener(skb, pkt, match->port)) {
+	case STEER_ASSIGNED:
+		count_packet(match->rule, COUNTER_STEERED, skb->len);
+		return TC_ACT_UNSPEC;
+	case STEER_TRUNCATED:
+		return TC_ACT_UNSPEC;
+	default:
+		count_packet(match->rule, COUNTER_PROXY_DOWN, skb->len);
+		return match->on_proxy_down == PROXY_DOWN_PASS ? TC_ACT_UNSPEC : TC_ACT_SHOT;
+	}
+}
+
+#endif /* INTERCEPT_STEER_H */
+#endif
 
 SEC("tc")
 int intercept_ingress(struct __sk_buff *skb)
 {
-	return intercept(skb, DIR_INGRESS);
+	struct l4_packet pkt;
+	struct rule_match match;
+
+	if (parse_packet(skb, &pkt) != PARSE_OK)
+		return TC_ACT_UNSPEC;
+	switch (match_ingress(&pkt, &match)) {
+#if POLICY_REWRITES
+	case MATCH_REWRITE:
+		rewrite(skb, &pkt, &match, PORT_DESTINATION, COUNTER_REWRITTEN_INGRESS);
+		return TC_ACT_UNSPEC;
+#endif
+#if POLICY_STEERS
+	case MATCH_STEER:
+		return steer(skb, &pkt, &match);
+#endif
+	default:
+		return TC_ACT_UNSPEC;
+	}
 }
 
+#if POLICY_REWRITES
 SEC("tc")
 int intercept_egress(struct __sk_buff *skb)
 {
-	return intercept(skb, DIR_EGRESS);
+	struct l4_packet pkt;
+	struct rule_match match;
+
+	if (parse_packet(skb, &pkt) != PARSE_OK)
+		return TC_ACT_UNSPEC;
+	if (match_egress(&pkt, &match) == MATCH_REWRITE)
+		rewrite(skb, &pkt, &match, PORT_SOURCE, COUNTER_REWRITTEN_EGRESS);
+	return TC_ACT_UNSPEC;
 }
+#endif
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
