@@ -37,10 +37,10 @@ type Variant = "empty" | "reference" | "generated";
 interface Case { name: string; hit: boolean; frame: Buffer }
 
 const FLIP_RULES: Omit<Rule, "index">[] = [
-  { originalPort: 8000, port: 9000, protocol: "tcp", family: "any", enabled: true },
-  { originalPort: 9000, port: 8000, protocol: "tcp", family: "any", enabled: true },
-  { originalPort: 5000, port: 6000, protocol: "udp", family: "any", enabled: true },
-  { originalPort: 6000, port: 5000, protocol: "udp", family: "any", enabled: true },
+  { originalPort: 8000, port: 9000, protocol: "tcp", family: "any", strategy: "rewrite", enabled: true },
+  { originalPort: 9000, port: 8000, protocol: "tcp", family: "any", strategy: "rewrite", enabled: true },
+  { originalPort: 5000, port: 6000, protocol: "udp", family: "any", strategy: "rewrite", enabled: true },
+  { originalPort: 6000, port: 5000, protocol: "udp", family: "any", strategy: "rewrite", enabled: true },
 ];
 
 function policyOf(name: string, rules: Omit<Rule, "index">[]): ValidPolicy {
@@ -156,9 +156,9 @@ async function sideBySide(bench: Bench) {
  * spread over the port space.
  */
 function scalingRules(count: number): Omit<Rule, "index">[] {
-  const rules: Omit<Rule, "index">[] = [{ originalPort: 8000, port: 8000, protocol: "tcp", family: "any", enabled: true }];
+  const rules: Omit<Rule, "index">[] = [{ originalPort: 8000, port: 8000, protocol: "tcp", family: "any", strategy: "rewrite", enabled: true }];
   for (let i = 0; rules.length < count; i++) {
-    rules.push({ originalPort: 10_000 + i, port: 30_000 + i, protocol: "tcp", family: "any", enabled: true });
+    rules.push({ originalPort: 10_000 + i, port: 30_000 + i, protocol: "tcp", family: "any", strategy: "rewrite", enabled: true });
   }
   return rules;
 }

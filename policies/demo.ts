@@ -1,7 +1,8 @@
 import { definePolicy } from "intercept";
 
-// The classic scenario: traffic arriving for 8000 and 8443 is delivered to
-// the local proxy on 9000 and 9443, and its replies leave from 8000/8443.
+// The classic scenario: new TCP connections arriving for 8000 and 8443 are
+// steered to the local proxy listening on 9000 and 9443, which sees 8000 or
+// 8443 as its local port (see docs/steering.md).
 export default definePolicy({
   interceptors: [
     { originalPort: 8000, port: 9000 },

@@ -17,6 +17,19 @@ export interface Interceptor {
   protocol?: "tcp" | "udp";
   /** IP family. Default: any. */
   family?: "ipv4" | "ipv6" | "any";
+  /**
+   * How traffic for originalPort reaches port. "steer": each new connection is
+   * handed to the socket listening on port, and no packet is rewritten (TCP
+   * only). "rewrite": the destination port of every packet and the source port
+   * of every reply are rewritten. Default: steer for tcp, rewrite for udp.
+   */
+  strategy?: "steer" | "rewrite";
+  /**
+   * What a steer rule does with a new connection when nothing listens on port:
+   * "drop" it (fail closed), or "pass" it on to originalPort. Steer rules only.
+   * Default: drop.
+   */
+  onProxyDown?: "drop" | "pass";
   /** Whether the rule is active. Flipping it is a live edit (no reload). Default: true. */
   enabled?: boolean;
   /** Free text for reviewers. */

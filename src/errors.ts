@@ -23,6 +23,8 @@ export type ErrorCode =
   | "command-failed"
   | "bpffs-unavailable"
   | "saved-plan-invalid"
+  /** A policy reached the C templates with a value they must not print (a second wall behind validation). */
+  | "render-refused"
   /** A saved plan no longer describes the kernel (or this machine's build): plan again. */
   | "saved-plan-stale"
   /** A step of an apply failed; everything done before it was undone (or the message says not). */

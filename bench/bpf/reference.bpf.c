@@ -4,16 +4,7 @@
  * parser and the rewrite with intercept's datapath (templates/bpf/lib), so
  * the benchmark compares the matching strategy alone. */
 #include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
-#include <linux/tcp.h>
-#include <linux/udp.h>
-#include <stddef.h>
-#include <bpf/bpf_endian.h>
-#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
 #include "types.h"
@@ -40,7 +31,7 @@ int bench_reference(struct __sk_buff *skb)
 	struct port_key key = {};
 	__be16 *new_port;
 
-	if (parse_packet(skb, &pkt) < 0)
+	if (parse_packet(skb, &pkt) != PARSE_OK)
 		return TC_ACT_UNSPEC;
 	key.port = pkt.dport;
 	key.protocol = pkt.protocol;

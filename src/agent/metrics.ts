@@ -15,13 +15,16 @@ export class AgentMetrics {
 
   /** @inspect reads the kernel at scrape time: its maps are the truth. */
   constructor(inspect: () => Promise<StatusReport>) {
-    const ruleLabels = ["policy", "rule", "protocol", "original_port", "port", "direction"] as const;
+    const ruleLabels = ["policy", "rule", "protocol", "original_port", "port"] as const;
+    const directionLabels = [...ruleLabels, "direction"] as const;
     // The registry collects metrics in parallel, so they share one read per scrape.
     let reading: Promise<void> | undefined;
     const refresh = () => (reading ??= readKernel().finally(() => (reading = undefined)));
     const links = new Gauge({ name: "intercept_attached_links", help: "Links with intercept's filters attached.", registers: [this.registry], collect: refresh });
-    const packets = new Counter({ name: "intercept_rule_packets_total", help: "Packets rewritten per rule and direction.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
-    const bytes = new Counter({ name: "intercept_rule_bytes_total", help: "Bytes rewritten per rule and direction.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
+    const packets = new Counter({ name: "intercept_rule_packets_total", help: "Packets rewritten per rewrite rule and direction.", labelNames: directionLabels, registers: [this.registry], collect: refresh });
+    const bytes = new Counter({ name: "intercept_rule_bytes_total", help: "Bytes rewritten per rewrite rule and direction.", labelNames: directionLabels, registers: [this.registry], collect: refresh });
+    const steered = new Counter({ name: "intercept_rule_connections_steered_total", help: "Connections (SYNs) handed to the proxy's socket per steer rule.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
+    const proxyDown = new Counter({ name: "intercept_rule_proxy_down_total", help: "SYNs per steer rule that found no proxy listening (dropped or passed as onProxyDown says).", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
     const drift = new Gauge({ name: "intercept_drift", help: "Things an interrupted run left in the kernel (half-switched links, incomplete loads, empty qdiscs); the next reconcile repairs them.", registers: [this.registry], collect: refresh });
     const unreadable = new Gauge({ name: "intercept_counters_unreadable", help: "Program versions whose counters could not be read at this scrape.", registers: [this.registry], collect: refresh });
 
@@ -29,16 +32,21 @@ export class AgentMetrics {
       const report = await inspect();
       links.set(report.links.length);
       drift.set(report.drift.length);
-      packets.reset();
-      bytes.reset();
+      for (const metric of [packets, bytes, steered, proxyDown]) metric.reset();
       unreadable.set(report.programs.filter((program) => program.countersError !== undefined).length);
       for (const { program, rules } of report.programs) {
         for (const { index, rule, counters } of rules) {
           if (!counters) continue; // unreadable: counted above, never exported as zero
-          for (const direction of ["ingress", "egress"] as const) {
-            const labels = { policy: program.ref.policy, rule: String(index), protocol: rule?.protocol ?? "", original_port: String(rule?.originalPort ?? ""), port: String(rule?.port ?? ""), direction };
-            packets.inc(labels, counters[direction].packets);
-            bytes.inc(labels, counters[direction].bytes);
+          const labels = { policy: program.ref.policy, rule: String(index), protocol: rule?.protocol ?? "", original_port: String(rule?.originalPort ?? ""), port: String(rule?.port ?? "") };
+          if (rule?.strategy !== "steer") {
+            for (const [direction, slot] of [["ingress", "rewrittenIngress"], ["egress", "rewrittenEgress"]] as const) {
+              packets.inc({ ...labels, direction }, counters[slot].packets);
+              bytes.inc({ ...labels, direction }, counters[slot].bytes);
+            }
+          }
+          if (rule?.strategy !== "rewrite") {
+            steered.inc(labels, counters.steered.packets);
+            proxyDown.inc(labels, counters.proxyDown.packets);
           }
         }
       }

@@ -1,4 +1,4 @@
-import type { Hook } from "../datapath/types.js";
+import type { Hook, RuleCounters } from "../datapath/types.js";
 import { KernelDatapath } from "../datapath/kernel.js";
 import { PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
@@ -6,6 +6,7 @@ import { describeNamespace } from "../kernel/namespace.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import { describeDrift } from "../reconcile/drift.js";
 import { inspect, type StatusReport } from "../reconcile/inspect.js";
+import type { Rule } from "../validate/index.js";
 
 /** `intercept status`: attached links, live programs, rules with their counters. */
 export async function statusCommand(paths: string[], options: { netns: NetworkNamespace; json: boolean }): Promise<number> {
@@ -45,9 +46,9 @@ function statusJson(report: StatusReport, policiesError: string | undefined) {
       countersError: countersError ?? null,
       rules: rules.map(({ index, rule, enabled, counters }) => ({
         index,
-        ...(rule && { rule: { originalPort: rule.originalPort, port: rule.port, protocol: rule.protocol, family: rule.family } }),
+        ...(rule && { rule: { originalPort: rule.originalPort, port: rule.port, protocol: rule.protocol, family: rule.family, strategy: rule.strategy, ...(rule.onProxyDown && { onProxyDown: rule.onProxyDown }) } }),
         enabled,
-        ...(counters ?? {}),
+        counters: counters ?? null,
       })),
     })),
   };
@@ -55,6 +56,14 @@ function statusJson(report: StatusReport, policiesError: string | undefined) {
 
 function runningPolicy(programs: StatusReport["links"][number]["programs"]): string | null {
   return Object.values(programs).find((ref) => ref !== undefined)?.policy ?? null;
+}
+
+/** A rule's counters in words: what its strategy counts (all of them for a rule the policies do not name). */
+function describeCounters(counters: RuleCounters, rule: Rule | undefined): string {
+  const rewrite = `in ${counters.rewrittenIngress.packets} pkts/${counters.rewrittenIngress.bytes} B  out ${counters.rewrittenEgress.packets} pkts/${counters.rewrittenEgress.bytes} B`;
+  const steer = `steered ${counters.steered.packets} connections  proxy down ${counters.proxyDown.packets}`;
+  if (!rule) return `${rewrite}  ${steer}`;
+  return rule.strategy === "steer" ? steer : rewrite;
 }
 
 function renderStatus(report: StatusReport, policiesError: string | undefined): string {
@@ -69,9 +78,8 @@ function renderStatus(report: StatusReport, policiesError: string | undefined): 
     lines.push(`    links: ${attached.length > 0 ? attached.join(", ") : "(none)"}`);
     if (countersError) lines.push(`    counters unreadable: ${countersError}`);
     for (const { index, rule, enabled, counters } of rules) {
-      const what = rule ? `${rule.protocol} ${rule.originalPort} -> ${rule.port}` : "(rule not in the given policies)";
-      const counted = counters ? `  in ${counters.ingress.packets} pkts/${counters.ingress.bytes} B  out ${counters.egress.packets} pkts/${counters.egress.bytes} B` : "";
-      lines.push(`    [${index}] ${what.padEnd(22)} ${enabled ? "enabled " : "disabled"}${counted}`);
+      const what = rule ? `${rule.protocol} ${rule.originalPort} -> ${rule.port} ${rule.strategy}` : "(rule not in the given policies)";
+      lines.push(`    [${index}] ${what.padEnd(28)} ${enabled ? "enabled " : "disabled"}${counters ? `  ${describeCounters(counters, rule)}` : ""}`);
     }
   }
   return `${lines.join("\n")}\n`;

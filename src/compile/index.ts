@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { HOOKS, type Hook } from "../datapath/types.js";
+import type { Hook } from "../datapath/types.js";
 import type { ValidPolicy } from "../validate/index.js";
 import { renderPolicySource, type MatchStrategy } from "./render.js";
 
@@ -15,7 +15,10 @@ export interface CompiledPolicy {
   source: string;
   /** sha256 of the source: together with the clang version, the program's identity. */
   sourceHash: string;
-  /** The tc hooks the program set has a program for. */
+  /**
+   * The programs the object holds, one per hook to attach: always ingress;
+   * egress only when some rule rewrites (steer needs no reply rewrite).
+   */
   hooks: Hook[];
 }
 
@@ -28,9 +31,14 @@ export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrateg
       sourcePath: path.join(GENERATED_DIR, `${policy.name}.bpf.c`),
       source,
       sourceHash: createHash("sha256").update(source).digest("hex"),
-      hooks: [...HOOKS],
+      hooks: programHooks(policy),
     };
   });
+}
+
+/** The hooks @policy's program has: the template compiles intercept_egress only under POLICY_REWRITES. */
+export function programHooks(policy: ValidPolicy): Hook[] {
+  return policy.rules.some((rule) => rule.strategy === "rewrite") ? ["ingress", "egress"] : ["ingress"];
 }
 
 /**

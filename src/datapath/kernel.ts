@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
+import { COUNTER_SLOTS, counterKey } from "../compile/counters.js";
 import { CommandError } from "../errors.js";
 import { batch, createHashMap, deleteMapEntry, dumpMap, formattedEntries, hostBytes, loadAndPin, mapKeys, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
 import { runJson, type NetworkNamespace } from "../kernel/exec.js";
@@ -189,15 +190,13 @@ export async function unloadVersion(pins: PinLayout, ref: VersionRef): Promise<v
   await removeIfEmpty(pins.policy(ref.policy));
 }
 
-/** Each rule's packets and bytes per direction, summed over CPUs (rule_counters is per-CPU). */
+/** Each rule's counters, slot by slot, summed over CPUs (rule_counters is per-CPU). */
 export async function readVersionCounters(pins: PinLayout, ref: VersionRef, rules: number): Promise<RuleCounters[]> {
-  const entries = await dumpMap<Counter>(pins.map(ref, "rule_counters"));
+  const entries = new Map((await dumpMap<Counter>(pins.map(ref, "rule_counters"))).map((entry) => [entry.key, entry.values ?? []]));
   const total = (key: number): Counter =>
-    (entries.find((entry) => entry.key === key)?.values ?? []).reduce(
-      (sum, { value }) => ({ packets: sum.packets + value.packets, bytes: sum.bytes + value.bytes }),
-      { packets: 0, bytes: 0 },
-    );
-  return Array.from({ length: rules }, (_, index) => ({ ingress: total(index * 2), egress: total(index * 2 + 1) }));
+    (entries.get(key) ?? []).reduce((sum, { value }) => ({ packets: sum.packets + value.packets, bytes: sum.bytes + value.bytes }), { packets: 0, bytes: 0 });
+  return Array.from({ length: rules }, (_, rule) =>
+    Object.fromEntries(COUNTER_SLOTS.map((slot) => [slot, total(counterKey(rule, slot))])) as RuleCounters);
 }
 
 export async function writeRule(pins: PinLayout, ref: VersionRef, index: number, enabled: boolean): Promise<void> {

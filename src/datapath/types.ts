@@ -1,3 +1,4 @@
+import type { CounterSlot } from "../compile/counters.js";
 import { unreachable } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 
@@ -75,10 +76,8 @@ export interface Counter {
   bytes: number;
 }
 
-export interface RuleCounters {
-  ingress: Counter;
-  egress: Counter;
-}
+/** A rule's counters, by slot of the rule_counters layout (src/compile/counters.ts). */
+export type RuleCounters = Record<CounterSlot, Counter>;
 
 /** A version to load: which, from which object file, with which rule switches. */
 export interface ProgramLoad {

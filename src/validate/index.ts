@@ -41,13 +41,21 @@ function normalise(loaded: LoadedPolicy): ValidPolicy {
   };
 }
 
+/** Steer is the default where it exists (TCP); UDP rewrites. */
+const DEFAULT_STRATEGY = { tcp: "steer", udp: "rewrite" } as const;
+
 function toRule(interceptor: Interceptor, index: number): Rule {
+  const protocol = interceptor.protocol ?? "tcp";
+  const strategy = interceptor.strategy ?? DEFAULT_STRATEGY[protocol];
   return {
     index,
     originalPort: interceptor.originalPort,
     port: interceptor.port,
-    protocol: interceptor.protocol ?? "tcp",
+    protocol,
     family: interceptor.family ?? "any",
+    strategy,
+    // Kept on a rewrite rule when written, so checkRules can refuse it there.
+    ...((strategy === "steer" || interceptor.onProxyDown !== undefined) && { onProxyDown: interceptor.onProxyDown ?? "drop" }),
     enabled: interceptor.enabled ?? true,
     ...(interceptor.description !== undefined && { description: interceptor.description }),
   };

@@ -6,6 +6,10 @@ export interface Rule {
   port: number;
   protocol: "tcp" | "udp";
   family: "ipv4" | "ipv6" | "any";
+  /** Steer (new TCP connections to port's listener) or rewrite (ports of every packet). */
+  strategy: "steer" | "rewrite";
+  /** Set on steer rules (default "drop"); on a rewrite rule only when written, which validation refuses. */
+  onProxyDown?: "drop" | "pass";
   enabled: boolean;
   description?: string;
 }

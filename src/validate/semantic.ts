@@ -2,35 +2,68 @@ import type { Diagnostic } from "../diagnostics.js";
 import type { LoadedPolicy } from "../load/index.js";
 import type { Rule, ValidPolicy } from "./model.js";
 
+/** Appended to a rewrite-only restriction on a TCP rule: steer has no such restriction. */
+const TRY_STEER = ` (a tcp rule may use strategy: "steer", which has no such restriction)`;
+
 /**
- * Checks the schema cannot express, within one policy: every rule must be
- * reversible, so the egress rewrite knows which originalPort a reply
- * belongs to.
+ * Checks the schema cannot express, within one policy.
+ *
+ * Strategies: steer is TCP only, and onProxyDown belongs to steer rules.
+ *
+ * Rewrite rules must be reversible, so the egress rewrite knows which
+ * originalPort a reply belongs to: no two rewrite rules share a target
+ * port, and a rewrite rule's port is no other rule's originalPort (no
+ * chains; with a steer rule there, the rewrite of replies leaving from
+ * that port would also hit the steered connections, whose local port it
+ * is).
+ *
+ * Steer rules rewrite nothing, so they may share a target (many-to-one:
+ * 8000, 8001, 8443 → 9000). A steer rule's port may also be another
+ * rule's originalPort: steering is not transitive. A SYN is looked at once,
+ * by its own destination port, and keeps that port, so with 8000 → 9000
+ * and 9000 → 9100 (both steer) a connection to 8000 reaches the listener
+ * on 9000, and only connections made to 9000 itself reach 9100.
  */
 export function checkRules(loaded: LoadedPolicy, rules: Rule[]): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
   const at = (rule: Rule, field: string, message: string) =>
     diagnostics.push({ file: loaded.file, ...loaded.sourceMap.locate(`/interceptors/${rule.index}/${field}`, "key"), message });
   const byOriginal = new Map<string, Rule>();
-  const byTarget = new Map<string, Rule>();
+  const rewriteByTarget = new Map<string, Rule>();
   for (const rule of rules) {
+    checkStrategy(rule, at);
     if (rule.port === rule.originalPort) at(rule, "port", `port ${rule.port} is the same as originalPort: the rule would do nothing`);
     const original = `${rule.protocol}/${rule.originalPort}`;
-    const target = `${rule.protocol}/${rule.port}`;
     const earlier = byOriginal.get(original);
     if (earlier) at(rule, "originalPort", `${rule.protocol} originalPort ${rule.originalPort} is already intercepted by interceptors[${earlier.index}]`);
     else byOriginal.set(original, rule);
-    const sharing = byTarget.get(target);
-    if (sharing) at(rule, "port", `${rule.protocol} port ${rule.port} is already the target of interceptors[${sharing.index}]: replies could not be told apart`);
-    else byTarget.set(target, rule);
+    if (rule.strategy !== "rewrite") continue;
+    const target = `${rule.protocol}/${rule.port}`;
+    const sharing = rewriteByTarget.get(target);
+    if (sharing) {
+      at(rule, "port", `${rule.protocol} port ${rule.port} is already the target of rewrite rule interceptors[${sharing.index}]: their replies could not be told apart${rule.protocol === "tcp" ? TRY_STEER : ""}`);
+    } else {
+      rewriteByTarget.set(target, rule);
+    }
   }
   for (const rule of rules) {
+    if (rule.strategy !== "rewrite") continue;
     const chained = byOriginal.get(`${rule.protocol}/${rule.port}`);
     if (chained && chained !== rule) {
-      at(rule, "port", `${rule.protocol} port ${rule.port} is the originalPort of interceptors[${chained.index}]: rules may not chain`);
+      at(rule, "port", `${rule.protocol} port ${rule.port} is the originalPort of interceptors[${chained.index}]: a rewrite rule may not chain${rule.protocol === "tcp" ? TRY_STEER : ""}`);
     }
   }
   return diagnostics;
+}
+
+/** Steer is TCP only; onProxyDown has a meaning only where a proxy is looked up (steer). */
+function checkStrategy(rule: Rule, at: (rule: Rule, field: string, message: string) => void): void {
+  if (rule.strategy === "steer" && rule.protocol !== "tcp") {
+    at(rule, "strategy", `strategy "steer" is for tcp rules only: a ${rule.protocol} rule rewrites (remove strategy, or set it to "rewrite")`);
+  }
+  if (rule.strategy === "rewrite" && rule.onProxyDown !== undefined) {
+    at(rule, "onProxyDown", `onProxyDown applies to steer rules only: a rewrite rule looks up no proxy that could be down${rule.protocol === "tcp" ? ` (remove it, or set strategy: "steer")` : ""}`);
+  }
 }
 
 /** Checks across policies: names and interface selections must not collide. */

@@ -49,6 +49,8 @@ async function kernelSnapshot(): Promise<string> {
   return JSON.stringify({ programs: status.programs, links: status.links, filters: filters.map((f) => f.stdout), qdiscs: qdiscs.stdout, pins: pins.sort() });
 }
 
+const HOSTILE_PLANS = (await readdir("tests/hostile/plans")).filter((f) => f.endsWith(".json")).sort();
+
 const intercepted = async (port = 8000) => /\r\nServer: intercept\r\n/i.test((await lab.curl(port)).response);
 
 describe("hostile saved plans: one line, exit 1, nothing changed", { concurrency: false }, () => {
@@ -63,7 +65,7 @@ describe("hostile saved plans: one line, exit 1, nothing changed", { concurrency
     planned = JSON.parse(await readFile(saved, "utf8"));
   });
 
-  for (const name of (await readdir("tests/hostile/plans")).filter((f) => f.endsWith(".json")).sort()) {
+  for (const name of HOSTILE_PLANS) {
     test(name, async () => {
       const hostile = JSON.parse(await readFile(path.join(corpus, name), "utf8")) as {
         edits?: { path: (string | number)[]; value?: unknown; delete?: boolean }[]; raw?: string; error: string;

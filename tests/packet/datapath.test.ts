@@ -7,20 +7,22 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { SWITCH_LIMIT } from "../../src/compile/render.js";
 import { LoadedProgram, testPolicy } from "../support/bpf.js";
-import { buildPacket, parsePacket, type PacketSpec } from "../support/packets.js";
+import { buildFragments, buildPacket, fragmentsChecksumValid, parsePacket, type PacketSpec } from "../support/packets.js";
 
 const TC_ACT_UNSPEC = -1;
 
+const rewrite = "rewrite" as const;
+
 const RULES = [
-  { originalPort: 8000, port: 9000 },                                             // 0: tcp, any family
+  { originalPort: 8000, port: 9000, strategy: rewrite },                          // 0: tcp, any family
   { originalPort: 8000, port: 9053, protocol: "udp" as const },                   // 1: same port, udp
-  { originalPort: 7000, port: 7100, family: "ipv4" as const },                    // 2: tcp over IPv4 only
+  { originalPort: 7000, port: 7100, family: "ipv4" as const, strategy: rewrite }, // 2: tcp over IPv4 only
   { originalPort: 6000, port: 6100, protocol: "udp" as const, family: "ipv6" as const }, // 3: udp over IPv6 only
-  { originalPort: 8443, port: 9443, enabled: false },                             // 4: disabled
+  { originalPort: 8443, port: 9443, enabled: false, strategy: rewrite },          // 4: disabled
 ];
 
 /** The same rules padded past the switch limit, so the compiler picks lookup tables. */
-const FILLER = Array.from({ length: SWITCH_LIMIT }, (_, i) => ({ originalPort: 30_000 + i, port: 50_000 + i }));
+const FILLER = Array.from({ length: SWITCH_LIMIT }, (_, i) => ({ originalPort: 30_000 + i, port: 50_000 + i, strategy: rewrite }));
 
 for (const [strategy, rules] of [["switch", RULES], ["table", [...RULES, ...FILLER]]] as const) {
   describe(`${strategy} strategy`, () => datapathSuite(testPolicy(`packets_${strategy}`, rules)));
@@ -95,9 +97,38 @@ function datapathSuite(policy: ReturnType<typeof testPolicy>) {
       await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [0, 43, 60] }, { dport: 9000 });
       });
 
-    test("IPv6 fragments and over-long extension chains pass untouched", async () => {
-      await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [44] }, null);
-      await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [0, 60, 43, 60, 60] }, null);
+    test("first IPv6 fragment is rewritten, later fragments pass untouched", async () => {
+      await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [44] }, { dport: 9000 });
+      await expectRewrite("ingress", { family: "ipv6", protocol: "udp", sport: 1, dport: 8000, ipv6Extensions: [44] }, { dport: 9053 });
+      await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [44], fragmentOffset: 185 }, null);
+      await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [44], fragmentOffset: 185, moreFragments: false }, null);
+    });
+
+    test("IPv6 fragment header after other extension headers", async () => {
+      await expectRewrite("ingress", { family: "ipv6", protocol: "udp", sport: 1, dport: 8000, ipv6Extensions: [0, 60, 43, 44] }, { dport: 9053 });
+      await expectRewrite("ingress", { family: "ipv6", protocol: "udp", sport: 1, dport: 8000, ipv6Extensions: [0, 60, 43, 44, 60] }, { dport: 9053 });
+      await expectRewrite("ingress", { family: "ipv6", protocol: "udp", sport: 1, dport: 8000, ipv6Extensions: [0, 43, 44], fragmentOffset: 1 }, null);
+    });
+
+    for (const family of ["ipv4", "ipv6"] as const) {
+      test(`${family} datagram in fragments: the first rewritten with a checksum over the whole datagram, the rest untouched`, async () => {
+        const spec: PacketSpec = { family, protocol: "udp", sport: 40000, dport: 8000, payload: Buffer.alloc(3000, 0x5a), ipv6Extensions: family === "ipv6" ? [0] : undefined };
+        const sent = buildFragments(spec, 1232);
+        const expected = buildFragments({ ...spec, dport: 9053 }, 1232);
+        assert.equal(sent.length, 3);
+        const received = [];
+        for (const frame of sent) {
+          const result = await program.run("ingress", frame);
+          assert.equal(result.returnValue, TC_ACT_UNSPEC);
+          received.push(result.output);
+        }
+        assert.deepEqual(received.map((frame) => frame.toString("hex")), expected.map((frame) => frame.toString("hex")));
+        assert.ok(fragmentsChecksumValid(received, spec), "the reassembled datagram's checksum verifies from scratch");
+      });
+    }
+
+    test("over-long IPv6 extension chains pass untouched", async () => {
+      await expectRewrite("ingress", { family: "ipv6", protocol: "tcp", sport: 1, dport: 8000, ipv6Extensions: [0, 60, 43, 44, 60, 60] }, null);
     });
 
     test("truncated frames pass untouched", async () => {
@@ -159,13 +190,13 @@ function datapathSuite(policy: ReturnType<typeof testPolicy>) {
     for (let i = 0; i < 2; i++) await program.run("egress", egress);
     await program.run("ingress", buildPacket({ family: "ipv6", protocol: "tcp", sport: 5, dport: 7000 })); // not rule 2's family
     const after = await program.counters(2);
-    assert.deepEqual(after.ingress, { packets: before.ingress.packets + 3, bytes: before.ingress.bytes + 3 * ingress.length });
-    assert.deepEqual(after.egress, { packets: before.egress.packets + 2, bytes: before.egress.bytes + 2 * egress.length });
+    assert.deepEqual(after.rewrittenIngress, { packets: before.rewrittenIngress.packets + 3, bytes: before.rewrittenIngress.bytes + 3 * ingress.length });
+    assert.deepEqual(after.rewrittenEgress, { packets: before.rewrittenEgress.packets + 2, bytes: before.rewrittenEgress.bytes + 2 * egress.length });
   });
 }
 
 test("10,000 rules compile, pass the verifier and rewrite", async () => {
-  const rules = Array.from({ length: 10_000 }, (_, i) => ({ originalPort: 10_000 + i, port: 30_000 + i }));
+  const rules = Array.from({ length: 10_000 }, (_, i) => ({ originalPort: 10_000 + i, port: 30_000 + i, strategy: rewrite }));
   const large = await LoadedProgram.load(testPolicy("packets_large", rules));
   try {
     for (const index of [0, 4_321, 9_999]) {

@@ -63,7 +63,11 @@ export class LoadedProgram {
   }
 
   run(hook: Hook, frame: Buffer, repeat = 1): Promise<TestRun> {
-    return testRun(this.pins.program(this.ref, hook), frame, repeat);
+    return testRun(this.programPin(hook), frame, repeat);
+  }
+
+  programPin(hook: Hook): string {
+    return this.pins.program(this.ref, hook);
   }
 
   async counters(rule: number): Promise<RuleCounters> {
@@ -86,14 +90,20 @@ export function testPolicy(name: string, rules: readonly Partial<ValidPolicy["ru
     name,
     file: `${name}.yaml`,
     interfaces: { include: null, exclude: [] },
-    rules: rules.map((rule, index) => ({
-      index,
-      originalPort: 0,
-      port: 0,
-      protocol: "tcp",
-      family: "any",
-      enabled: true,
-      ...rule,
-    })),
+    rules: rules.map((rule, index) => {
+      const protocol = rule.protocol ?? "tcp";
+      const strategy = rule.strategy ?? (protocol === "tcp" ? "steer" : "rewrite");
+      return {
+        index,
+        originalPort: 0,
+        port: 0,
+        protocol,
+        family: "any",
+        strategy,
+        ...(strategy === "steer" && { onProxyDown: "drop" as const }),
+        enabled: true,
+        ...rule,
+      };
+    }),
   };
 }

@@ -9,6 +9,7 @@
  *                changes any more, as if the process had been killed there.
  */
 import { describeVersion, HOOKS, sameVersion, type Counter, type Datapath, type DatapathOperation, type Hook, type LinkRef, type ObservedLink, type ObservedProgram, type ObservedState, type ProgramLoad, type RuleCounters, type VersionRef } from "../../src/datapath/types.js";
+import { COUNTER_SLOTS, type CounterSlot } from "../../src/compile/counters.js";
 import type { NetworkNamespace } from "../../src/kernel/exec.js";
 
 interface FakeLink {
@@ -88,9 +89,9 @@ export class FakeDatapath implements Datapath {
   }
 
   /** Counts packets on a version's rule, as traffic would. */
-  count(ref: VersionRef, rule: number, direction: "ingress" | "egress", counter: Counter): void {
+  count(ref: VersionRef, rule: number, slot: CounterSlot, counter: Counter): void {
     const version = this.version(ref);
-    version.counters[rule]![direction] = counter;
+    version.counters[rule]![slot] = counter;
   }
 
   async observe(): Promise<ObservedState> {
@@ -128,8 +129,8 @@ export class FakeDatapath implements Datapath {
     try {
       await this.mutate({ op: "loadProgram", load }, () => {
         const version = this.version(load.ref);
-        const zero = () => ({ packets: 0, bytes: 0 });
-        Object.assign(version, { contentHash: load.contentHash, enabled: [...load.enabled], counters: load.enabled.map(() => ({ ingress: zero(), egress: zero() })) });
+        const zero = () => Object.fromEntries(COUNTER_SLOTS.map((slot) => [slot, { packets: 0, bytes: 0 }])) as RuleCounters;
+        Object.assign(version, { contentHash: load.contentHash, enabled: [...load.enabled], counters: load.enabled.map(zero) });
       });
     } catch (error) {
       // As the real datapath does, a failed load removes what it pinned (unless the process is gone).

@@ -11,14 +11,24 @@ export interface PacketSpec {
   payload?: Buffer;
   /** IPv4 options bytes (multiple of 4). */
   ipv4Options?: Buffer;
-  /** IPv4 fragment offset in 8-byte units, and the more-fragments flag. */
+  /**
+   * Fragment offset in 8-byte units, and the more-fragments flag: of the
+   * IPv4 header, or of the IPv6 fragment header (44) in ipv6Extensions,
+   * whose more-fragments flag defaults to set (a first fragment).
+   */
   fragmentOffset?: number;
   moreFragments?: boolean;
   /** IPv6 extension headers before L4, by next-header number (0, 43, 60, 44). */
   ipv6Extensions?: number[];
   /** Write UDP checksum 0 ("no checksum", IPv4 only). */
   zeroUdpChecksum?: boolean;
+  /** The TCP flags set; default PSH and ACK (a data segment). */
+  tcpFlags?: TcpFlag[];
 }
+
+/** TCP header flag bits (byte 13), by name. */
+export const TCP_FLAGS = { fin: 0x01, syn: 0x02, rst: 0x04, psh: 0x08, ack: 0x10, urg: 0x20 } as const;
+export type TcpFlag = keyof typeof TCP_FLAGS;
 
 const PROTOCOL = { tcp: 6, udp: 17 } as const;
 const SOURCE_V4 = Buffer.from([198, 18, 0, 2]);
@@ -28,10 +38,35 @@ const DEST_V6 = Buffer.from("20010db8000000000000000000000001", "hex");
 
 export function buildPacket(spec: PacketSpec): Buffer {
   const l4 = buildL4(spec);
-  const network = spec.family === "ipv4" ? buildIpv4(spec, l4) : buildIpv6(spec, l4);
+  return ethernetFrame(spec.family, spec.family === "ipv4" ? buildIpv4(spec, l4) : buildIpv6(spec, l4));
+}
+
+/**
+ * The frames of one datagram cut into fragments as a sending host cuts it:
+ * the whole L4 segment (its checksum over all of it) split into pieces of
+ * at most @pieceBytes (a multiple of 8), each behind its own IPv4 header,
+ * or behind the IPv6 header, @spec's ipv6Extensions (the unfragmentable
+ * part) and a fragment header.
+ */
+export function buildFragments(spec: PacketSpec, pieceBytes: number): Buffer[] {
+  if (pieceBytes % 8 !== 0) throw new Error("fragments carry multiples of 8 bytes");
+  const segment = buildL4(spec);
+  const frames: Buffer[] = [];
+  for (let offset = 0; offset < segment.length; offset += pieceBytes) {
+    const piece = segment.subarray(offset, offset + pieceBytes);
+    const fragment = { ...spec, fragmentOffset: offset / 8, moreFragments: offset + pieceBytes < segment.length };
+    const network = spec.family === "ipv4"
+      ? buildIpv4(fragment, piece)
+      : buildIpv6({ ...fragment, ipv6Extensions: [...(spec.ipv6Extensions ?? []), 44] }, piece);
+    frames.push(ethernetFrame(spec.family, network));
+  }
+  return frames;
+}
+
+function ethernetFrame(family: PacketSpec["family"], network: Buffer): Buffer {
   const ethernet = Buffer.alloc(14);
   Buffer.from("020000000001020000000002", "hex").copy(ethernet);
-  ethernet.writeUInt16BE(spec.family === "ipv4" ? 0x0800 : 0x86dd, 12);
+  ethernet.writeUInt16BE(family === "ipv4" ? 0x0800 : 0x86dd, 12);
   return Buffer.concat([ethernet, network]);
 }
 
@@ -43,7 +78,7 @@ function buildL4(spec: PacketSpec): Buffer {
   if (spec.protocol === "tcp") {
     header.writeUInt32BE(0x01020304, 4); // sequence
     header[12] = 5 << 4; // data offset
-    header[13] = 0x18; // PSH, ACK
+    header[13] = (spec.tcpFlags ?? ["psh", "ack"]).reduce((bits, flag) => bits | TCP_FLAGS[flag], 0);
     header.writeUInt16BE(65535, 14);
   } else {
     header.writeUInt16BE(8 + payload.length, 4);
@@ -76,7 +111,8 @@ function buildIpv6(spec: PacketSpec, l4: Buffer): Buffer {
     const extension = Buffer.alloc(8);
     extension[0] = chain[index + 1]!;
     if (type === 44) {
-      extension.writeUInt16BE(0x0001, 2); // fragment offset 0, more fragments
+      extension.writeUInt16BE(((spec.fragmentOffset ?? 0) << 3) | (spec.moreFragments ?? true ? 1 : 0), 2);
+      extension.writeUInt32BE(0x1234abcd, 4); // identification
     } else if (type !== 43) {
       extension[2] = 1; // hop-by-hop / destination options: one PadN option
       extension[3] = 4; // filling the remaining 4 bytes
@@ -132,6 +168,35 @@ export interface ParsedPacket {
   checksumValid: boolean;
 }
 
+/**
+ * Reassembles the L4 segment that @frames (every fragment of one datagram,
+ * in order) carry, and says whether its checksum verifies from scratch.
+ */
+export function fragmentsChecksumValid(frames: Buffer[], spec: Pick<PacketSpec, "family" | "protocol">): boolean {
+  const segment = Buffer.concat(frames.map((frame) => frame.subarray(fragmentPayloadOffset(frame, spec.family))));
+  return segmentChecksumValid(segment, spec);
+}
+
+/** Where a fragment's share of the datagram starts: after IHL, or after the IPv6 fragment header. */
+function fragmentPayloadOffset(frame: Buffer, family: PacketSpec["family"]): number {
+  if (family === "ipv4") return 14 + (frame[14]! & 0x0f) * 4;
+  let next = frame[14 + 6]!;
+  let offset = 14 + 40;
+  while (next !== 44) {
+    next = frame[offset]!;
+    offset += (frame[offset + 1]! + 1) * 8;
+  }
+  return offset + 8;
+}
+
+function segmentChecksumValid(segment: Buffer, spec: Pick<PacketSpec, "family" | "protocol">): boolean {
+  const checksumAt = spec.protocol === "tcp" ? 16 : 6;
+  const checksum = segment.readUInt16BE(checksumAt);
+  const copy = Buffer.from(segment);
+  copy.writeUInt16BE(0, checksumAt);
+  return (spec.protocol === "udp" && spec.family === "ipv4" && checksum === 0) || checksum === l4Checksum(spec.family, spec.protocol, copy);
+}
+
 export function parsePacket(frame: Buffer, spec: Pick<PacketSpec, "family" | "protocol">): ParsedPacket {
   let l4Offset: number;
   if (spec.family === "ipv4") {
@@ -141,15 +206,12 @@ export function parsePacket(frame: Buffer, spec: Pick<PacketSpec, "family" | "pr
     let next = frame[14 + 6]!;
     while (next !== PROTOCOL[spec.protocol]) {
       next = frame[l4Offset]!;
-      l4Offset += (frame[l4Offset + 1]! + 1) * 8;
+      l4Offset += (frame[l4Offset + 1]! + 1) * 8; // a fragment header's reserved byte there is 0: 8 bytes
     }
   }
   const segment = frame.subarray(l4Offset);
   const checksumAt = spec.protocol === "tcp" ? 16 : 6;
   const checksum = segment.readUInt16BE(checksumAt);
-  const copy = Buffer.from(segment);
-  copy.writeUInt16BE(0, checksumAt);
-  const expected = l4Checksum(spec.family, spec.protocol, copy);
-  const checksumValid = (spec.protocol === "udp" && spec.family === "ipv4" && checksum === 0) || checksum === expected;
+  const checksumValid = segmentChecksumValid(segment, spec);
   return { l4Offset, sport: segment.readUInt16BE(0), dport: segment.readUInt16BE(2), checksum, checksumValid };
 }

@@ -215,9 +215,9 @@ describe("status", () => {
   test("counters that cannot be read are reported as such, never as zeros", async () => {
     const fake = fakeWith("eth0");
     await apply(fake, [demo]);
-    fake.count(demo.program, 0, "ingress", { packets: 5, bytes: 300 });
+    fake.count(demo.program, 0, "steered", { packets: 5, bytes: 300 });
     const report = await inspect(fake, [demo]);
-    assert.deepEqual(report.programs[0]!.rules[0]!.counters?.ingress, { packets: 5, bytes: 300 });
+    assert.deepEqual(report.programs[0]!.rules[0]!.counters?.steered, { packets: 5, bytes: 300 });
     assert.equal(report.programs[0]!.rules[0]!.rule?.originalPort, 8000, "named from the policy with the same content hash");
     fake.countersUnreadable = "bpftool: map dump failed";
     const unreadable = await inspect(fake, [demo]);

@@ -54,6 +54,15 @@ test("InterfaceSelector matches the schema's interfaces", () => {
   assert.deepEqual(typeShape("InterfaceSelector"), schemaShape(policySchema.properties.interfaces));
 });
 
+test("the rule strategy fields are in both, with their values", () => {
+  const types = typeShape("Interceptor");
+  const schema = schemaShape(policySchema.$defs.interceptor);
+  for (const shape of [types, schema]) {
+    assert.deepEqual(shape.strategy, { optional: true, type: '"steer" | "rewrite"' });
+    assert.deepEqual(shape.onProxyDown, { optional: true, type: '"drop" | "pass"' });
+  }
+});
+
 test("Port matches the schema's port", () => {
   assert.deepEqual(policySchema.$defs.port, { type: "integer", minimum: 1, maximum: 65535 });
 });

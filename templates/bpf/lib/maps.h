@@ -1,7 +1,19 @@
 /* maps.h — the only state the datapath reads, and only for packets a rule
  * already matched by port: a packet the policy does not name never gets here.
  *
- * Pinned by `intercept apply`, so `bpftool map update` can edit them live. */
+ * Pinned by `intercept apply`, so `bpftool map update` can edit them live.
+ * Sized by RULE_COUNT, which the policy block defines. */
+#ifndef INTERCEPT_MAPS_H
+#define INTERCEPT_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "types.h"
+
+#ifndef RULE_COUNT
+#error "maps.h needs RULE_COUNT: include it after the policy block"
+#endif
 
 /* Live on/off switch of each rule: value 1 = enabled. Filled by apply before
  * the program is attached; flipping it needs no reload. */
@@ -16,8 +28,19 @@ struct {
 	__type(value, struct rule_state);
 } rule_state SEC(".maps");
 
-/* Packets and bytes per rule and direction (key = rule * 2 + direction).
- * Per-CPU, so counting needs no atomic operation; readers sum the CPUs. */
+/* What each rule counts: COUNTER_SLOTS counters per rule, at key
+ * rule * COUNTER_SLOTS + slot. src/compile/counters.ts describes the same
+ * layout to the readers (a unit test keeps the two in step). */
+enum counter_slot {
+	COUNTER_REWRITTEN_INGRESS = 0, /* destination port rewritten on arrival */
+	COUNTER_REWRITTEN_EGRESS  = 1, /* source port of a reply rewritten back */
+	COUNTER_STEERED           = 2, /* SYN assigned to the proxy's listener: a connection */
+	COUNTER_PROXY_DOWN        = 3, /* SYN that found no listener (dropped or passed) */
+	COUNTER_SLOTS             = 4,
+};
+
+/* Packets and bytes of one rule's slot. Per-CPU, so counting needs no
+ * atomic operation; readers sum the CPUs. */
 struct rule_counter {
 	__u64 packets;
 	__u64 bytes;
@@ -25,7 +48,7 @@ struct rule_counter {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, RULE_COUNT * 2);
+	__uint(max_entries, RULE_COUNT * COUNTER_SLOTS);
 	__type(key, __u32);
 	__type(value, struct rule_counter);
 } rule_counters SEC(".maps");
@@ -52,10 +75,10 @@ static __always_inline int rule_enabled(__u32 rule)
 	return state && state->enabled;
 }
 
-/* count_packet — adds one packet of @bytes to @rule's counter in @direction. */
-static __always_inline void count_packet(__u32 rule, __u32 direction, __u32 bytes)
+/* count_packet — adds one packet of @bytes to @rule's counter in @slot. */
+static __always_inline void count_packet(__u32 rule, enum counter_slot slot, __u32 bytes)
 {
-	__u32 key = rule * 2 + direction;
+	__u32 key = rule * COUNTER_SLOTS + slot;
 	struct rule_counter *counter = bpf_map_lookup_elem(&rule_counters, &key);
 
 	if (counter) {
@@ -63,3 +86,5 @@ static __always_inline void count_packet(__u32 rule, __u32 direction, __u32 byte
 		counter->bytes += bytes;
 	}
 }
+
+#endif /* INTERCEPT_MAPS_H */

@@ -1,37 +1,91 @@
-/* programs.h — the two tc programs. Both always return TC_ACT_UNSPEC: they
- * rewrite in place and hand the packet on, so a filter attached after ours
- * still runs and no packet is ever dropped here. */
+/* programs.h — the tc programs of a policy.
+ *
+ * intercept_ingress acts on what arrives: a packet for a rewrite rule's
+ * originalPort gets the rule's port, a SYN for a steer rule's originalPort
+ * is assigned to the proxy listening on the rule's port. intercept_egress,
+ * compiled only when some rule rewrites, gives replies leaving from a
+ * rewrite rule's port their originalPort back; a policy that only steers
+ * has no egress program.
+ *
+ * Every packet is handed on (TC_ACT_UNSPEC), so a filter attached after
+ * ours still runs. The one exception: a steer rule's SYN that finds no
+ * proxy, when the rule fails closed (onProxyDown "drop"), is dropped.
+ *
+ * The policy block defines RULE_COUNT, POLICY_REWRITES, POLICY_STEERS,
+ * match_ingress and (when it rewrites) match_egress before this header. */
+#ifndef INTERCEPT_PROGRAMS_H
+#define INTERCEPT_PROGRAMS_H
 
-/* intercept — one direction's whole job; @direction is a constant, so each
- * program gets only its own branch. Ingress: a packet arriving for a rule's
- * originalPort goes to the rule's port (destination rewrite). Egress: a
- * reply leaving from the rule's port leaves from originalPort (source
- * rewrite). */
-static __always_inline int intercept(struct __sk_buff *skb, int direction)
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#if !defined(POLICY_REWRITES) || !defined(POLICY_STEERS)
+#error "programs.h needs POLICY_REWRITES and POLICY_STEERS: include it after the policy block"
+#endif
+
+#include "types.h"
+#include "maps.h"
+#include "parse.h"
+
+/* Only what the policy uses is compiled: an unused static function is an
+ * error under -Wall -Werror, and a rewrite-only policy stays free of the
+ * socket helpers steering needs (kernel 5.7). */
+#if POLICY_REWRITES
+#include "rewrite.h"
+
+/* rewrite — sets @which port of a packet a rewrite rule (@match) named,
+ * and counts it in @slot, if the rule is enabled. */
+static __always_inline void rewrite(struct __sk_buff *skb, const struct l4_packet *pkt,
+				    const struct rule_match *match, enum l4_port which, enum counter_slot slot)
 {
-	struct l4_packet pkt;
-	struct rule_match match;
-	int matched;
-
-	if (parse_packet(skb, &pkt) < 0)
-		return TC_ACT_UNSPEC;
-	matched = direction == DIR_INGRESS ? match_ingress(&pkt, &match) : match_egress(&pkt, &match);
-	if (matched && rule_enabled(match.rule) &&
-	    rewrite_port(skb, &pkt, direction == DIR_INGRESS ? PORT_DESTINATION : PORT_SOURCE, match.new_port) == 0)
-		count_packet(match.rule, direction, skb->len);
-	return TC_ACT_UNSPEC;
+	if (rule_enabled(match->rule) && rewrite_port(skb, pkt, which, match->port) == REWRITE_OK)
+		count_packet(match->rule, slot, skb->len);
 }
+#endif
+
+#if POLICY_STEERS
+#include "steer.h"
+#endif
 
 SEC("tc")
 int intercept_ingress(struct __sk_buff *skb)
 {
-	return intercept(skb, DIR_INGRESS);
+	struct l4_packet pkt;
+	struct rule_match match;
+
+	if (parse_packet(skb, &pkt) != PARSE_OK)
+		return TC_ACT_UNSPEC;
+	switch (match_ingress(&pkt, &match)) {
+#if POLICY_REWRITES
+	case MATCH_REWRITE:
+		rewrite(skb, &pkt, &match, PORT_DESTINATION, COUNTER_REWRITTEN_INGRESS);
+		return TC_ACT_UNSPEC;
+#endif
+#if POLICY_STEERS
+	case MATCH_STEER:
+		return steer(skb, &pkt, &match);
+#endif
+	default:
+		return TC_ACT_UNSPEC;
+	}
 }
 
+#if POLICY_REWRITES
 SEC("tc")
 int intercept_egress(struct __sk_buff *skb)
 {
-	return intercept(skb, DIR_EGRESS);
+	struct l4_packet pkt;
+	struct rule_match match;
+
+	if (parse_packet(skb, &pkt) != PARSE_OK)
+		return TC_ACT_UNSPEC;
+	if (match_egress(&pkt, &match) == MATCH_REWRITE)
+		rewrite(skb, &pkt, &match, PORT_SOURCE, COUNTER_REWRITTEN_EGRESS);
+	return TC_ACT_UNSPEC;
 }
+#endif
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#endif /* INTERCEPT_PROGRAMS_H */

@@ -1,8 +1,25 @@
 /* rewrite.h — changes one L4 port in place and keeps the checksum valid,
  * without helper calls: a direct packet write and an incremental checksum
  * update (RFC 1624), the hit path's whole cost. */
+#ifndef INTERCEPT_REWRITE_H
+#define INTERCEPT_REWRITE_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+#include "types.h"
 
 #define CHECKSUM_PARTIAL 3 /* skb->ip_summed value, not exported to uapi */
+
+/* What rewrite_port did. */
+enum rewrite_result {
+	REWRITE_OK        =  0,
+	REWRITE_TRUNCATED = -1, /* the L4 header is not fully inside the frame: nothing written */
+};
 
 /* The one field of the kernel's sk_buff we read; CO-RE relocates it. */
 struct sk_buff {
@@ -27,7 +44,15 @@ static __always_inline int checksum_is_partial(struct __sk_buff *skb)
 
 /* checksum_replace16 — the ones' complement checksum @check after one
  * 16-bit word changed from @from to @to: HC' = ~(~HC + ~m + m'). Byte
- * order does not matter as long as all three share it. */
+ * order does not matter as long as all three share it.
+ *
+ * It needs only the old and new word, never the rest of the data, so it is
+ * also right for the first fragment of an IPv4 or IPv6 datagram: that
+ * fragment's L4 checksum covers the whole datagram, most of which is in
+ * later fragments this program never sees, and the receiver sums the new
+ * port after reassembly. (And since the port and the checksum change by
+ * amounts that cancel in a ones' complement sum, a CHECKSUM_COMPLETE
+ * skb->csum over the L4 bytes stays valid as well.) */
 static __always_inline __sum16 checksum_replace16(__sum16 check, __be16 from, __be16 to)
 {
 	__u32 sum = (__u16)~check + (__u16)~from + (__u16)to;
@@ -55,32 +80,35 @@ static __always_inline void write_port(struct __sk_buff *skb, __be16 *port, __su
 
 /* rewrite_port — sets the source or destination port (@which) of @pkt's
  * TCP/UDP header to @new_port (network byte order) and patches the
- * checksum. Returns 0, or -1 when the header is not fully inside the frame
- * (then nothing is written). barrier_var keeps clang from re-deriving a
- * header pointer after its bounds check, which the verifier would refuse. */
+ * checksum. Returns REWRITE_OK, or REWRITE_TRUNCATED (nothing written).
+ * Writes packet data directly: packet pointers the caller holds stay
+ * valid. barrier_var keeps clang from re-deriving a header pointer after
+ * its bounds check, which the verifier would refuse. */
 static __always_inline int rewrite_port(struct __sk_buff *skb, const struct l4_packet *pkt,
-					int which, __be16 new_port)
+					enum l4_port which, __be16 new_port)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	__u32 off = pkt->l4_off;
 
 	if (off > 0xffff) /* tells the verifier the offset is bounded */
-		return -1;
+		return REWRITE_TRUNCATED;
 	if (pkt->protocol == IPPROTO_TCP) {
 		struct tcphdr *tcp = data + off;
 
 		if ((void *)(tcp + 1) > data_end)
-			return -1;
+			return REWRITE_TRUNCATED;
 		barrier_var(tcp);
 		write_port(skb, which == PORT_DESTINATION ? &tcp->dest : &tcp->source, &tcp->check, new_port, 0);
 	} else {
 		struct udphdr *udp = data + off;
 
 		if ((void *)(udp + 1) > data_end)
-			return -1;
+			return REWRITE_TRUNCATED;
 		barrier_var(udp);
 		write_port(skb, which == PORT_DESTINATION ? &udp->dest : &udp->source, &udp->check, new_port, 1);
 	}
-	return 0;
+	return REWRITE_OK;
 }
+
+#endif /* INTERCEPT_REWRITE_H */

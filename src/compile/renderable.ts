@@ -1,0 +1,77 @@
+/**
+ * The second wall in front of the templates. Validation already checked
+ * every policy read from a file, but a policy also arrives from a saved plan
+ * (a file anyone could edit) and from code; whatever reaches the renderer is
+ * checked again here, against what the C can take: ports are integers
+ * 1–65535 (0 or 70000 would become htons(0) or wrap), enums are known
+ * values (steer only on TCP), the name is a C identifier, the rule count
+ * fits the tables. The templates print these values into C, so a string
+ * that got through could carry C of its own (a hand-edited plan once pasted
+ * `#warning` into it).
+ */
+import { InterceptError } from "../errors.js";
+import type { Rule, ValidPolicy } from "../validate/index.js";
+
+/** What the C can take; tests/unit/render.test.ts checks these agree with the schema. */
+export const RENDER_LIMITS = {
+  /** Used in C identifiers and pin paths. */
+  name: /^[a-z][a-z0-9_]{0,31}$/,
+  port: { minimum: 1, maximum: 65535 },
+  /** The lookup tables store rule + 1 in a __u16. */
+  maxRules: 65535,
+  protocol: ["tcp", "udp"] as readonly Rule["protocol"][],
+  family: ["ipv4", "ipv6", "any"] as readonly Rule["family"][],
+  strategy: ["steer", "rewrite"] as readonly Rule["strategy"][],
+  onProxyDown: ["drop", "pass"] as readonly NonNullable<Rule["onProxyDown"]>[],
+} as const;
+
+/** Throws InterceptError("render-refused") unless @policy holds only values the templates may print. */
+export function assertRenderable(policy: unknown): asserts policy is ValidPolicy {
+  const refuse = (what: string, value: unknown, expected: string): never => {
+    const name = isRecord(policy) && typeof policy.name === "string" && RENDER_LIMITS.name.test(policy.name) ? ` "${policy.name}"` : "";
+    throw new InterceptError("render-refused", `refusing to render policy${name}: ${what} is ${excerpt(value)}, not ${expected}`);
+  };
+  if (!isRecord(policy)) return refuse("the policy", policy, "an object");
+  if (typeof policy.name !== "string" || !RENDER_LIMITS.name.test(policy.name)) {
+    refuse("name", policy.name, `a name matching ${RENDER_LIMITS.name.source}`);
+  }
+  const rules = policy.rules;
+  if (!Array.isArray(rules)) return refuse("rules", rules, "a list");
+  if (rules.length > RENDER_LIMITS.maxRules) refuse("the rule count", rules.length, `at most ${RENDER_LIMITS.maxRules}`);
+  rules.forEach((rule: unknown, position) => {
+    const at = `interceptors[${position}]`;
+    if (!isRecord(rule)) return refuse(at, rule, "an object");
+    if (rule.index !== position) refuse(`${at}.index`, rule.index, String(position));
+    for (const field of ["originalPort", "port"] as const) {
+      if (!isPort(rule[field])) refuse(`${at}.${field}`, rule[field], `an integer ${RENDER_LIMITS.port.minimum}–${RENDER_LIMITS.port.maximum}`);
+    }
+    for (const field of ["protocol", "family", "strategy"] as const) {
+      const known: readonly string[] = RENDER_LIMITS[field];
+      if (!known.includes(rule[field] as string)) refuse(`${at}.${field}`, rule[field], `one of ${known.join(", ")}`);
+    }
+    // The C has a steer path for TCP only, and reads onProxyDown on steer rules only.
+    if (rule.strategy === "steer" && rule.protocol !== "tcp") refuse(`${at}.strategy`, rule.strategy, `"rewrite" for a ${String(rule.protocol)} rule`);
+    if (rule.strategy === "steer" && !RENDER_LIMITS.onProxyDown.includes(rule.onProxyDown as "drop")) {
+      refuse(`${at}.onProxyDown`, rule.onProxyDown, `one of ${RENDER_LIMITS.onProxyDown.join(", ")}`);
+    }
+    if (rule.strategy === "rewrite" && rule.onProxyDown !== undefined) refuse(`${at}.onProxyDown`, rule.onProxyDown, "absent on a rewrite rule");
+  });
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isPort(value: unknown): value is number {
+  return Number.isInteger(value) && (value as number) >= RENDER_LIMITS.port.minimum && (value as number) <= RENDER_LIMITS.port.maximum;
+}
+
+/** A value for a one-line message: a string short, quoted and with control characters escaped. */
+function excerpt(value: unknown): string {
+  if (value === undefined) return "missing";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object" && value !== null) return "an object";
+  if (typeof value !== "string") return String(value);
+  const quoted = JSON.stringify(value);
+  return quoted.length > 40 ? `${quoted.slice(0, 39)}…"` : quoted;
+}

@@ -1,0 +1,36 @@
+/**
+ * The rule_counters layout is described twice — enum counter_slot in the C
+ * (templates/bpf/lib/maps.h) and COUNTER_SLOTS in src/compile/counters.ts,
+ * which the readers import — and the two must say the same.
+ */
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { test } from "node:test";
+import { compilePolicies } from "../../src/compile/index.js";
+import { COUNTER_SLOTS, counterKey, counterSlotConstant } from "../../src/compile/counters.js";
+import { TEMPLATE_DIR } from "../../src/compile/render.js";
+import { testPolicy } from "../support/bpf.js";
+
+/** The enumerators of `enum counter_slot { … }` in @source, by name. */
+function counterSlotsInC(source: string): Map<string, number> {
+  const body = /enum counter_slot \{([^}]*)\}/.exec(source)?.[1];
+  assert.ok(body, "enum counter_slot is defined");
+  return new Map([...body.matchAll(/^\s*(COUNTER_\w+)\s*=\s*(\d+),/gm)].map(([, name, value]) => [name!, Number(value)]));
+}
+
+test("the C's counter slots are the TypeScript's, in the same order", async () => {
+  const inC = counterSlotsInC(await readFile(path.join(TEMPLATE_DIR, "lib/maps.h"), "utf8"));
+  const expected = new Map<string, number>(COUNTER_SLOTS.map((slot, index) => [counterSlotConstant(slot), index]));
+  expected.set("COUNTER_SLOTS", COUNTER_SLOTS.length);
+  assert.deepEqual(inC, expected);
+});
+
+test("the generated C keys counters as counterKey does, and sizes the map for every slot", () => {
+  const [compiled] = compilePolicies([testPolicy("counters", [{ originalPort: 8000, port: 9000 }])]);
+  assert.deepEqual(counterSlotsInC(compiled!.source).get("COUNTER_SLOTS"), COUNTER_SLOTS.length);
+  assert.match(compiled!.source, /__u32 key = rule \* COUNTER_SLOTS \+ slot;/);
+  assert.match(compiled!.source, /__uint\(max_entries, RULE_COUNT \* COUNTER_SLOTS\);/);
+  assert.equal(counterKey(0, "rewrittenIngress"), 0);
+  assert.equal(counterKey(3, "proxyDown"), 3 * COUNTER_SLOTS.length + 3);
+});
