@@ -36,6 +36,7 @@ after(async () => {
 
 async function policyFile(name: string, text: string): Promise<string> {
   const file = path.join(scratch, name);
+  await mkdir(path.dirname(file), { recursive: true });
   await writeFile(file, text);
   return file;
 }
@@ -122,7 +123,7 @@ describe("one writer per namespace", { concurrency: false }, () => {
     await new Promise((resolve) => setTimeout(resolve, 1200)); // it holds the lock now
     const impatient = await intercept("apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs, "--lock-timeout", "200ms");
     assert.equal(impatient.exitCode, 1);
-    assert.match(impatient.stderr, new RegExp(`^waiting for the lock held by pid ${slow.pid} \\(intercept apply\\)\\nintercept: gave up after 0\\.2 s waiting for the lock held by pid ${slow.pid} \\(intercept apply\\) \\(--lock-timeout\\)\\n$`));
+    assert.match(impatient.stderr, new RegExp(`^waiting for the lock held by pid ${slow.pid} \\(intercept apply\\)\\nintercept: gave up after 0\\.2 s waiting for the lock held by pid ${slow.pid} \\(intercept apply\\) \\(--lock-timeout\\)$`));
     const patient = await intercept("apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs);
     assert.equal(patient.exitCode, 0, patient.stderr);
     assert.match(patient.stderr, /^waiting for the lock held by pid \d+ \(intercept apply\)$/m);
@@ -196,7 +197,9 @@ case "$*" in *"-batch -"*) case "$*" in *"-j"*) ;; *)
   sleep 30; exit 1;; esac;; esac
 exec /usr/sbin/tc "$@"
 `, { mode: 0o755 });
-    const apply = execa("node", ["bin/intercept.js", "apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs], { reject: false, stdin: "ignore", env: { PATH: `${bin}:${process.env.PATH}` } });
+    // The same policy, grown: a new version of it to switch to.
+    const grown = await policyFile("grown/demo.yaml", OTHER_YAML);
+    const apply = execa("node", ["bin/intercept.js", "apply", grown, "--netns", lab.serverNs], { reject: false, stdin: "ignore", env: { PATH: `${bin}:${process.env.PATH}` } });
     for (const deadline = Date.now() + 15_000; !existsSync(half);) {
       assert.ok(Date.now() < deadline && apply.exitCode === null, "apply reached the held swap");
       await new Promise((resolve) => setTimeout(resolve, 10));
@@ -206,9 +209,9 @@ exec /usr/sbin/tc "$@"
     await execa("pkill", ["-KILL", "-f", `${bin}/tc`], { reject: false }); // the shim outlives its parent
     const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
     assert.deepEqual(status.drift.map((d: { kind: string; link: string }) => `${d.kind} ${d.link}`), [`half-switched ${lab.serverLink}`]);
-    const plan = await intercept("plan", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs, "--no-color");
-    assert.match(plan.stdout, new RegExp(`attachment\\.${lab.serverLink} +update in place: switch from ingress demo@\\w+, egress demo@\\w+ \\(half-switched by an interrupted apply\\)`));
-    assert.equal((await intercept("apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs)).exitCode, 0);
+    const plan = await intercept("plan", grown, "--netns", lab.serverNs, "--no-color");
+    assert.match(plan.stdout, new RegExp(`attachment\\.${lab.serverLink} +update in place: switch from ingress demo@\\w+, egress demo@\\w+ \\(half-switched by an interrupted apply\\) to demo@\\w+`));
+    assert.equal((await intercept("apply", grown, "--netns", lab.serverNs)).exitCode, 0);
     assert.deepEqual(JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout).drift, []);
     assert.ok(await intercepted());
   });

@@ -6,7 +6,7 @@ import { executePlan, makePlan, selects } from "../../src/reconcile/index.js";
 import { desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
 
-const demo = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }, { originalPort: 8443, port: 9443, enabled: false }]);
+const demo = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite", enabled: false }]);
 const noObjects = { objectFor: () => "demo.bpf.o" };
 
 async function kernel(...links: string[]): Promise<FakeDatapath> {
@@ -38,14 +38,14 @@ test("when the kernel matches, the plan is empty", async () => {
 
 test("flipping enabled is an in-place rule update, nothing else", async () => {
   const fake = await applied(await kernel("eth0", "eth1"), demo);
-  const flipped = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }, { originalPort: 8443, port: 9443, enabled: true }]);
+  const flipped = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite", enabled: true }]);
   assert.equal(flipped.contentHash, demo.contentHash, "enabled is not part of the program");
   assert.deepEqual(addresses(makePlan([flipped], await fake.observe())), ["rule.update rule.demo[1]"]);
 });
 
 test("new content replaces the program and switches each link to it", async () => {
   const fake = await applied(await kernel("eth0", "eth1"), demo);
-  const changed = desiredPolicy("demo", [{ originalPort: 8000, port: 9001 }]);
+  const changed = desiredPolicy("demo", [{ originalPort: 8000, port: 9001, strategy: "rewrite" }]);
   const plan = makePlan([changed], await fake.observe());
   assert.deepEqual(addresses(plan), ["program.replace program.demo", "attachment.update attachment.eth0", "attachment.update attachment.eth1"]);
   assert.deepEqual(summarise(plan), { add: 1, change: 2, destroy: 1 });
@@ -81,14 +81,14 @@ test("a link with only one of our hooks is repaired", async () => {
 });
 
 test("interface selectors: include and exclude globs", async () => {
-  const selected = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }], { include: ["eth*"], exclude: ["eth1"] });
+  const selected = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }], { include: ["eth*"], exclude: ["eth1"] });
   assert.deepEqual(addresses(makePlan([selected], await (await kernel("eth0", "eth1")).observe())), ["program.create program.demo", "attachment.create attachment.eth0"]);
   assert.equal(selects({ include: ["veth?"], exclude: [] }, "veth1"), true);
   assert.equal(selects({ include: ["veth?"], exclude: [] }, "veth12"), false);
 });
 
 test("two policies selecting one link is an error naming both", async () => {
-  const other = desiredPolicy("other", [{ originalPort: 7000, port: 7100 }], { include: ["eth0"], exclude: [] });
+  const other = desiredPolicy("other", [{ originalPort: 7000, port: 7100, strategy: "rewrite" }], { include: ["eth0"], exclude: [] });
   await assert.rejects(async () => makePlan([demo, other], await (await kernel("eth0")).observe()), { code: "plan-conflict", message: /interface eth0 .* more than one policy: demo, other/ });
 });
 
@@ -96,7 +96,7 @@ test("a link that is not Ethernet: skipped by globs, an error when named", async
   const fake = await kernel("eth0");
   fake.addLink("wg0", { linkType: "none" });
   assert.deepEqual(addresses(makePlan([demo], await fake.observe())), ["program.create program.demo", "attachment.create attachment.eth0"]);
-  const named = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }], { include: ["wg0"], exclude: [] });
+  const named = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }], { include: ["wg0"], exclude: [] });
   await assert.rejects(async () => makePlan([named], await fake.observe()), { code: "plan-conflict", message: /names interface wg0, a none link/ });
 });
 

@@ -13,11 +13,11 @@ import { desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
 
 const objects = { objectFor: (hash: string) => `${hash}.bpf.o` };
-const demo = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }, { originalPort: 8443, port: 9443 }]);
-const grown = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }, { originalPort: 8443, port: 9443 }, { originalPort: 7000, port: 7100 }]);
-const disabled = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, enabled: false }, { originalPort: 8443, port: 9443 }]);
+const demo = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }]);
+const grown = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }, { originalPort: 7000, port: 7100, strategy: "rewrite" }]);
+const disabled = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite", enabled: false }, { originalPort: 8443, port: 9443, strategy: "rewrite" }]);
 const edge = desiredPolicy("edge", [{ originalPort: 53, port: 5353, protocol: "udp" }], { include: ["eth2"], exclude: [] });
-const web = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }], { include: ["eth0", "eth1"], exclude: [] });
+const web = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }], { include: ["eth0", "eth1"], exclude: [] });
 
 function fakeWith(...links: string[]): FakeDatapath {
   const fake = new FakeDatapath();
@@ -90,7 +90,7 @@ describe("every change type executes and converges", () => {
     await apply(fake, [web, edge]);
     await converged(fake, [web, edge]);
     const moved = desiredPolicy("edge", [{ originalPort: 53, port: 5353, protocol: "udp" }], { include: ["eth1", "eth2"], exclude: [] });
-    const webOnly = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }], { include: ["eth0"], exclude: [] });
+    const webOnly = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }], { include: ["eth0"], exclude: [] });
     const plan = makePlan([webOnly, moved], await fake.observe());
     // Interfaces are not part of a program: the link simply switches programs.
     assert.deepEqual(plan.changes.map((c) => `${c.type} ${c.address}`), ["attachment.update attachment.eth1"]);
@@ -99,13 +99,41 @@ describe("every change type executes and converges", () => {
   });
 });
 
+describe("strategies", () => {
+  const steer = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }, { originalPort: 8443, port: 9443 }]);
+
+  test("a steer-only policy has an ingress program only, and only ingress is attached", async () => {
+    assert.deepEqual(steer.hooks, ["ingress"]);
+    const fake = fakeWith("eth0");
+    await apply(fake, [steer]);
+    await converged(fake, [steer]);
+    assert.deepEqual(Object.keys(fake.snapshot().links[0]!.filters), ["ingress"]);
+  });
+
+  test("rewrite → steer: ingress is swapped, then egress detached; back again attaches egress first", async () => {
+    const fake = fakeWith("eth0");
+    await apply(fake, [demo]);
+    let from = fake.history.length;
+    const plan = makePlan([steer], await fake.observe());
+    const update = plan.changes.find((c) => c.type === "attachment.update");
+    assert.ok(update?.type === "attachment.update" && update.detach.join() === "egress");
+    await executePlan(plan, fake, objects);
+    await converged(fake, [steer]);
+    assert.deepEqual(fake.history.slice(from).map((h) => h.operation.op === "attachFilters" ? `attach ${h.operation.hooks}` : h.operation.op), ["loadProgram", "loadProgram", "attach ingress", "detachFilter", "unloadProgram", "tidy"]);
+    from = fake.history.length;
+    await apply(fake, [demo]);
+    await converged(fake, [demo]);
+    assert.deepEqual(fake.history.slice(from).filter((h) => h.operation.op === "attachFilters").map((h) => h.operation.op === "attachFilters" && h.operation.hooks.join()), ["egress", "ingress"]);
+  });
+});
+
 describe("failures roll back", () => {
   /** An apply that does everything at once: a replace, a new policy, a live edit, a removed link. */
   async function busyKernel(): Promise<{ fake: FakeDatapath; desired: DesiredPolicy[] }> {
     const fake = fakeWith("eth0", "eth1", "eth2", "eth3");
-    await apply(fake, [desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }, { originalPort: 8443, port: 9443 }], { include: ["eth0", "eth1", "eth3"], exclude: [] })]);
+    await apply(fake, [desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }], { include: ["eth0", "eth1", "eth3"], exclude: [] })]);
     const desired = [
-      desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }, { originalPort: 8443, port: 9443 }, { originalPort: 7000, port: 7100 }], { include: ["eth0", "eth1"], exclude: [] }),
+      desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }, { originalPort: 7000, port: 7100, strategy: "rewrite" }], { include: ["eth0", "eth1"], exclude: [] }),
       edge,
     ];
     return { fake, desired };

@@ -22,9 +22,9 @@ async function apply(fake: FakeDatapath, desired: DesiredPolicy[]) {
 async function busyKernel(): Promise<{ fake: FakeDatapath; desired: DesiredPolicy[] }> {
   const fake = new FakeDatapath();
   for (const link of ["eth0", "eth1", "eth2", "eth3"]) fake.addLink(link);
-  await apply(fake, [desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }, { originalPort: 8443, port: 9443 }], { include: ["eth0", "eth1", "eth3"], exclude: [] })]);
+  await apply(fake, [desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }], { include: ["eth0", "eth1", "eth3"], exclude: [] })]);
   const desired = [
-    desiredPolicy("demo", [{ originalPort: 8000, port: 9000, enabled: false }, { originalPort: 8443, port: 9443 }, { originalPort: 7000, port: 7100 }], { include: ["eth0", "eth1"], exclude: [] }),
+    desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite", enabled: false }, { originalPort: 8443, port: 9443, strategy: "rewrite" }, { originalPort: 7000, port: 7100, strategy: "rewrite" }], { include: ["eth0", "eth1"], exclude: [] }),
     desiredPolicy("edge", [{ originalPort: 53, port: 5353, protocol: "udp" }], { include: ["eth2"], exclude: [] }),
   ];
   return { fake, desired };
@@ -77,8 +77,8 @@ test("killed after any kernel operation: drift or pending changes are shown, and
 test("a half-switched link is named in status and switched whole by plan", async () => {
   const fake = new FakeDatapath();
   fake.addLink("eth0");
-  const old = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }]);
-  const next = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }, { originalPort: 8443, port: 9443 }]);
+  const old = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }]);
+  const next = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }]);
   await apply(fake, [old]);
   await fake.loadProgram({ ref: next.program, contentHash: next.contentHash, objectPath: "x.o", hooks: next.hooks, enabled: [true, true] });
   await fake.attachFilters({ ifindex: 2, name: "eth0" }, next.program, ["egress"]); // then the process died
