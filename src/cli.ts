@@ -1,6 +1,6 @@
 import { parseArgs } from "node:util";
 import type { LogFormat } from "./agent/log.js";
-import { formatDiagnostic, sortDiagnostics } from "./diagnostics.js";
+import { formatDiagnostics } from "./diagnostics.js";
 import { InterceptError, messageOf, PolicyError, UsageError } from "./errors.js";
 
 const USAGE = `Usage: intercept <command> [options] [PATH…]
@@ -79,8 +79,8 @@ function logFormat(value: string): LogFormat {
 /** Errors a user can cause print as lines, without a stack; anything else keeps its stack. */
 function reportError(error: unknown): number {
   if (error instanceof PolicyError) {
-    const lines = sortDiagnostics(error.diagnostics).map(formatDiagnostic);
-    process.stderr.write(`${[...lines, `intercept: ${error.message}`].join("\n")}\n`);
+    const colour = Boolean(process.stderr.isTTY) && !process.env.NO_COLOR;
+    process.stderr.write(`${formatDiagnostics(error.diagnostics, { colour })}\nintercept: ${error.message}\n`);
     return error.exitCode;
   }
   if (error instanceof InterceptError) {

@@ -5,7 +5,7 @@ import { execa, type ResultPromise } from "execa";
 import { applyPlan } from "../apply/index.js";
 import { buildObjects, compiledPolicies, planCompiled, type PlannedRun } from "../commands/pipeline.js";
 import type { CompiledPolicy } from "../compile/index.js";
-import { formatDiagnostic, sortDiagnostics } from "../diagnostics.js";
+import { formatDiagnosticLine, reportableDiagnostics } from "../diagnostics.js";
 import { PolicyError } from "../errors.js";
 import { NETNS_DIR, onTerminationSignals, type NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
@@ -264,8 +264,8 @@ class Agent {
 
   private reportInvalid(error: PolicyError): void {
     this.metrics.policiesInvalid.set(1);
-    for (const diagnostic of sortDiagnostics(error.diagnostics)) {
-      this.log("error", formatDiagnostic(diagnostic), { file: diagnostic.file, line: diagnostic.line, column: diagnostic.column });
+    for (const diagnostic of reportableDiagnostics(error.diagnostics)) {
+      this.log("error", formatDiagnosticLine(diagnostic), { file: diagnostic.file, line: diagnostic.line, column: diagnostic.column, code: diagnostic.code });
     }
     this.log("error", `${error.message}: keeping the last good policies`);
   }

@@ -10,9 +10,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { compilePolicies, findDrift } from "../../src/compile/index.js";
 import { SWITCH_LIMIT } from "../../src/compile/render.js";
-import { formatDiagnostic, sortDiagnostics } from "../../src/diagnostics.js";
+import { formatDiagnostics, reportableDiagnostics, type Diagnostic } from "../../src/diagnostics.js";
 import { loadPolicies } from "../../src/load/index.js";
-import { MAX_POLICY_BYTES } from "../../src/load/text.js";
+import { MAX_POLICY_BYTES } from "../../src/load/limits.js";
 import { validatePolicies } from "../../src/validate/index.js";
 import { testPolicy } from "../support/bpf.js";
 import { assertGolden } from "../support/golden.js";
@@ -20,10 +20,10 @@ import { assertGolden } from "../support/golden.js";
 const INVALID = "tests/golden/invalid";
 const COMPILE = "tests/golden/compile";
 
-async function diagnosticsOf(files: string[]): Promise<string[]> {
+async function diagnosticsOf(files: string[]): Promise<Diagnostic[]> {
   const loaded = await loadPolicies(files);
   const validated = validatePolicies(loaded.policies);
-  return sortDiagnostics([...loaded.diagnostics, ...validated.diagnostics]).map(formatDiagnostic);
+  return reportableDiagnostics([...loaded.diagnostics, ...validated.diagnostics]);
 }
 
 async function policyFiles(dir: string): Promise<string[]> {
@@ -32,10 +32,13 @@ async function policyFiles(dir: string): Promise<string[]> {
 
 for (const file of await policyFiles(INVALID)) {
   test(`invalid: ${path.basename(file)} gives located errors`, async () => {
-    const messages = await diagnosticsOf([file]);
-    assert.ok(messages.length > 0, "a bad policy must not validate");
-    for (const message of messages) assert.match(message, /^tests\/golden\/invalid\/[^:]+:\d+:\d+: error: \S/);
-    await assertGolden(`${file}.expected`, `${messages.join("\n")}\n`);
+    const diagnostics = await diagnosticsOf([file]);
+    assert.ok(diagnostics.length > 0, "a bad policy must not validate");
+    const rendered = formatDiagnostics(diagnostics, { colour: false });
+    const headers = rendered.split("\n").filter((line) => /^\S/.test(line));
+    assert.equal(headers.length, diagnostics.length, "one header line per diagnostic");
+    for (const header of headers) assert.match(header, /^tests\/golden\/invalid\/[^:]+:\d+:\d+: error\[[a-z]+\/[a-z0-9-]+\]: \S/);
+    await assertGolden(`${file}.expected`, rendered);
   });
 }
 
@@ -50,8 +53,10 @@ test("a file over the size limit is refused without being parsed", async () => {
   const huge = path.join(tmpdir(), `intercept-huge-${process.pid}.yaml`);
   await writeFile(huge, `interceptors: []\n# ${"x".repeat(10 * 1024 * 1024)}\n`);
   try {
-    const [message] = await diagnosticsOf([huge]);
-    assert.match(message!, new RegExp(`:1:1: error: file is \\d+ bytes; a policy may be at most ${MAX_POLICY_BYTES} bytes$`));
+    const [diagnostic, ...more] = await diagnosticsOf([huge]);
+    assert.deepEqual(more, []);
+    assert.equal(diagnostic!.code, "load/too-large");
+    assert.match(diagnostic!.message, new RegExp(`^file is \\d+ bytes; a policy may be at most ${MAX_POLICY_BYTES} bytes$`));
   } finally {
     await rm(huge, { force: true });
   }
