@@ -94,6 +94,10 @@ export class SourceMap {
     return [...this.entries];
   }
 
+  get(pointer: string): Located | undefined {
+    return this.entries.get(pointer);
+  }
+
   set(pointer: string, located: Located): void {
     this.entries.set(pointer, located);
   }

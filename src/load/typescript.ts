@@ -128,6 +128,8 @@ class PolicyEvaluator {
   private readonly evaluated = new Set<VariableDeclaration>();
   private readonly apiImports = new Set<string>();
   private readonly resolving = new Set<string>();
+  /** The const references being evaluated, outermost first. */
+  private readonly references: Node[] = [];
   /** Source ranges reported as not data: tsc's complaints inside them repeat ours. */
   private readonly rejected: [number, number][] = [];
   private depth = 0;
@@ -211,7 +213,8 @@ class PolicyEvaluator {
     }
     if (++this.values > MAX_POLICY_VALUES) {
       this.stopped = true;
-      this.report(node, "ts/too-many-values", `consts expand this policy to more than ${MAX_POLICY_VALUES} values`);
+      // Named at the outermost const reference on the way here: the one that expands.
+      this.report(this.references[0] ?? node, "ts/too-many-values", `consts expand this policy to more than ${MAX_POLICY_VALUES} values`);
       return this.hole(pointer);
     }
     this.depth += 1;
@@ -312,7 +315,12 @@ class PolicyEvaluator {
       return this.report(node, "ts/unknown-name", `\`${excerpt(name)}\` ${why}`);
     }
     if (key) this.record(node, pointer, key);
-    return this.evaluateConst(declaration, pointer);
+    this.references.push(node);
+    try {
+      return this.evaluateConst(declaration, pointer);
+    } finally {
+      this.references.pop();
+    }
   }
 
   private evaluateConst(declaration: VariableDeclaration, pointer: string): unknown {
@@ -364,8 +372,10 @@ class PolicyEvaluator {
     return this.resolveLiteral(initializer, followed + 1);
   }
 
+  /** Where @pointer's value was written; a const's value keeps the property name that referred to it. */
   private record(node: Node, pointer: string, key?: Node): void {
-    this.sourceMap.set(pointer, { value: this.span(node), ...(key && { key: this.span(key) }) });
+    const keySpan = key ? this.span(key) : this.sourceMap.get(pointer)?.key;
+    this.sourceMap.set(pointer, { value: this.span(node), ...(keySpan && { key: keySpan }) });
   }
 
   private span(node: Node) {
