@@ -10,10 +10,11 @@ import type { Located } from "./source-map.js";
  * means starting the TypeScript compiler (ts-morph) and type-checking,
  * about a second; an unchanged file is served from here instead. The key
  * covers the file, the policy API it is checked against, and the loader's
- * own code, so any of them changing is a miss. Only files without any
- * problem are cached. The cache lives in the user's cache directory
- * (src/cache-dir.ts), never in the checkout, and is optional: when there is
- * none, or it cannot be read or written, the file is simply read again.
+ * own code, so any of them changing is a miss. Only files the loader read
+ * without a problem (no syntax, type or not-data error) are cached. The
+ * cache lives in the user's cache directory (src/cache-dir.ts), never in the
+ * checkout, and is optional: when there is none, or an entry cannot be read
+ * or written, the file is simply read again.
  */
 const LOADER_FILES = ["./typescript.js", "./source-map.js", "./limits.js", "../../../src/api.ts"].map((file) => fileURLToPath(new URL(file, import.meta.url)));
 
