@@ -188,7 +188,8 @@ type Style = "red" | "cyan" | "green" | "bold" | "dim";
  * a blank line between diagnostics; "" when there are none.
  */
 export function formatDiagnostics(diagnostics: readonly Diagnostic[], options: { colour: boolean }): string {
-  const paint = (style: Style, text: string) => (options.colour ? styleText(style, text) : text);
+  // The caller decided (a terminal on stderr, no NO_COLOR): styleText is not to second-guess it from stdout.
+  const paint = (style: Style, text: string) => (options.colour ? styleText(style, text, { validateStream: false }) : text);
   return reportableDiagnostics(diagnostics)
     .map((diagnostic) => {
       const header = `${paint("bold", place(diagnostic))}: ${paint("red", `error[${diagnostic.code}]`)}: ${paint("bold", `${diagnostic.message}${tsNumber(diagnostic)}`)}`;

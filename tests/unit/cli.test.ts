@@ -1,4 +1,5 @@
 /** The CLI's contract for commands that need no kernel: output formats and exit codes. */
+import "../support/temporary-cache.js";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";

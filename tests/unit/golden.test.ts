@@ -2,6 +2,7 @@
  * Golden files: policy in → C out, and bad policy in → messages out.
  * `npm run test:update-golden` rewrites them on purpose; review the diff.
  */
+import "../support/temporary-cache.js";
 import { existsSync } from "node:fs";
 import { readdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";

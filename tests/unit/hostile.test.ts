@@ -6,6 +6,7 @@
  * the diff); what needs symlinks, FIFOs or megabytes is built here, in a
  * temporary directory.
  */
+import "../support/temporary-cache.js";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rm, stat, symlink, writeFile } from "node:fs/promises";
