@@ -21,17 +21,22 @@ export interface SchemaProblem {
  * Checks a loaded policy against schemas/policy.schema.json. Problems in
  * values the loader could not read (its holes) were reported by the loader
  * and are not reported again, nor is a "missing" property of an object
- * some of whose members could not be read.
+ * some of whose members could not be read, nor one whose misspelling is
+ * reported with it as the suggestion (`orignalPort`: one mistake, one error).
  */
 export function checkSchema(policy: LoadedPolicy): SchemaProblem[] {
   if (validatePolicy(policy.value)) return [];
+  const errors = (validatePolicy.errors ?? []).filter(isUseful);
+  const misspelt = new Set(errors.flatMap((error) => {
+    const suggestion = error.keyword === "additionalProperties" ? suggestionFor(error) : undefined;
+    return suggestion ? [childPointer(error.instancePath, suggestion)] : [];
+  }));
   const problems: SchemaProblem[] = [];
   const seen = new Set<string>();
-  for (const error of validatePolicy.errors ?? []) {
-    if (!isUseful(error)) continue;
+  for (const error of errors) {
     const { about, at, part } = errorPointer(error);
     if (policy.holes.some((hole) => isWithin(about, hole))) continue;
-    if (error.keyword === "required" && policy.openObjects.includes(error.instancePath)) continue;
+    if (error.keyword === "required" && (policy.openObjects.includes(error.instancePath) || misspelt.has(about))) continue;
     const diagnostic = describeError(error, policy.sourceMap.locate(at, part));
     const key = `${diagnostic.line}:${diagnostic.column}:${diagnostic.message}`;
     if (seen.has(key)) continue;
@@ -68,10 +73,8 @@ function describeError(error: ErrorObject, at: Location): Diagnostic {
     case "required":
       return diagnosticAt("schema/required", at, `${subject} is missing required property ${quoted(error.params.missingProperty)}`);
     case "additionalProperties": {
-      const unknown = error.params.additionalProperty as string;
-      const known = Object.keys((error.parentSchema as { properties?: object }).properties ?? {});
-      const hint = closest(unknown, known);
-      return diagnosticAt("schema/unknown-property", at, `unknown property ${quoted(unknown)} in ${subject}`, hint ? { suggestion: hint } : {});
+      const hint = suggestionFor(error);
+      return diagnosticAt("schema/unknown-property", at, `unknown property ${quoted(error.params.additionalProperty)} in ${subject}`, hint ? { suggestion: hint } : {});
     }
     case "type":
       return diagnosticAt("schema/type", at, `${subject} must be ${article(error.params.type)}, got ${describeValue(error.data)}`);
@@ -95,6 +98,12 @@ function describeError(error: ErrorObject, at: Location): Diagnostic {
     default:
       return diagnosticAt("schema/invalid", at, `${subject} ${error.message ?? "is invalid"}`);
   }
+}
+
+/** The known property an unknown one is a misspelling of, if any. */
+function suggestionFor(error: ErrorObject): string | undefined {
+  const known = Object.keys((error.parentSchema as { properties?: object }).properties ?? {});
+  return closest(error.params.additionalProperty as string, known);
 }
 
 /** "interceptors[0].port", or "the policy" for the root. */
