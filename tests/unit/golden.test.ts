@@ -1,5 +1,5 @@
 /**
- * Golden files: policy in → C out, and bad policy in → messages out.
+ * Golden files: policy in → C out, and bad or hostile policy in → diagnostics out.
  * `npm run test:update-golden` rewrites them on purpose; review the diff.
  */
 import "../support/temporary-cache.js";
@@ -17,6 +17,7 @@ import { testPolicy } from "../support/bpf.js";
 import { assertGolden } from "../support/golden.js";
 
 const INVALID = "tests/golden/invalid";
+const HOSTILE = "tests/golden/hostile";
 const COMPILE = "tests/golden/compile";
 
 async function diagnosticsOf(files: string[]): Promise<Diagnostic[]> {
@@ -29,14 +30,14 @@ async function policyFiles(dir: string): Promise<string[]> {
   return (await readdir(dir)).filter((name) => /\.(ts|ya?ml)$/.test(name)).sort().map((name) => path.join(dir, name));
 }
 
-for (const file of await policyFiles(INVALID)) {
-  test(`invalid: ${path.basename(file)} gives located errors`, async () => {
+for (const file of [...(await policyFiles(INVALID)), ...(await policyFiles(HOSTILE))]) {
+  test(`${path.basename(path.dirname(file))}: ${path.basename(file)} gives located errors`, async () => {
     const diagnostics = await diagnosticsOf([file]);
     assert.ok(diagnostics.length > 0, "a bad policy must not validate");
     const rendered = formatDiagnostics(diagnostics, { colour: false });
     const headers = rendered.split("\n").filter((line) => /^\S/.test(line));
     assert.equal(headers.length, diagnostics.length, "one header line per diagnostic");
-    for (const header of headers) assert.match(header, /^tests\/golden\/invalid\/[^:]+:\d+:\d+: error\[[a-z]+\/[a-z0-9-]+\]: \S/);
+    for (const header of headers) assert.match(header, /^tests\/golden\/(invalid|hostile)\/[^:]+:\d+:\d+: error\[[a-z]+\/[a-z0-9-]+\]: \S/);
     await assertGolden(`${file}.expected`, rendered);
   });
 }
