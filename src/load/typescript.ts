@@ -50,9 +50,17 @@ export function loadTypeScriptPolicy(source: SourceText): TypeScriptLoad {
     const evaluator = new PolicyEvaluator(source, sourceFile, sourceMap);
     const value = evaluator.evaluateFile();
     const typeErrors = sourceFile.getPreEmitDiagnostics()
-      .filter((diagnostic) => !evaluator.isRejected(diagnostic.getStart() ?? 0))
+      .filter((diagnostic) => !evaluator.isRejected(diagnostic.getStart()))
       .map((diagnostic) => fromTsc(source, diagnostic, "ts/type-error"));
-    return { value, sourceMap, diagnostics: evaluator.diagnostics, holes: [...evaluator.holes], openObjects: [...evaluator.openObjects], typeErrors };
+    const inPolicy = (pointer: string) => !pointer.startsWith(UNUSED);
+    return {
+      value,
+      sourceMap,
+      diagnostics: evaluator.diagnostics,
+      holes: [...evaluator.holes].filter(inPolicy),
+      openObjects: [...evaluator.openObjects].filter(inPolicy),
+      typeErrors,
+    };
   } catch (error) {
     // The TypeScript compiler recurses once per nested expression. Brackets
     // are bounded above, but a chain of ternaries or arrows has none; the
@@ -160,9 +168,9 @@ class PolicyEvaluator {
     return value;
   }
 
-  /** Whether @offset lies in code already reported. */
-  isRejected(offset: number): boolean {
-    return this.rejected.some(([start, end]) => offset >= start && offset < end);
+  /** Whether @offset lies in code already reported (a problem with no place, tsc's global ones, never does). */
+  isRejected(offset: number | undefined): boolean {
+    return offset !== undefined && this.rejected.some(([start, end]) => offset >= start && offset < end);
   }
 
   /** Accepts the statements a data file may contain; reports the rest. */
@@ -365,6 +373,7 @@ class PolicyEvaluator {
       this.report(inner, "ts/unknown-name", `\`${excerpt(inner.getText())}\` is not a const declared in this file`);
       return undefined;
     }
+    this.evaluated.add(declaration!);
     if (followed >= MAX_NESTING_DEPTH) {
       this.report(inner, "ts/too-deep", `more than ${MAX_NESTING_DEPTH} consts refer to each other here: a policy needs a few`);
       return undefined;
