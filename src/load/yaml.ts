@@ -26,9 +26,9 @@ export function loadYamlPolicy(source: SourceText): { value: unknown; sourceMap:
   const diagnostics = [...document.errors, ...document.warnings].map((problem) => yamlProblem(source, document, problem));
   if (diagnostics.length > 0) return { value: undefined, sourceMap, diagnostics };
   if (document.contents) recordPositions(document.contents as Node, "", sourceMap);
-  const aliasProblem = checkAliases(source, document);
-  if (aliasProblem) return { value: undefined, sourceMap, diagnostics: [aliasProblem] };
-  // Expansion is bounded by checkAliases above, which (unlike yaml's own
+  const structureProblem = checkStructure(source, document);
+  if (structureProblem) return { value: undefined, sourceMap, diagnostics: [structureProblem] };
+  // Expansion is bounded by checkStructure above, which (unlike yaml's own
   // maxAliasCount heuristic) says where; yaml's check would only throw.
   return { value: document.toJS({ maxAliasCount: -1 }), sourceMap, diagnostics };
 }
@@ -101,14 +101,15 @@ function spanOf(source: SourceText, node: Node) {
 }
 
 /**
- * Bounds what aliases can make of a document: at most MAX_YAML_ALIASES of
- * them (yaml resolves each by walking the document), each naming an anchor
- * written before it and outside itself, and all together expanding the
- * document to at most MAX_POLICY_VALUES values (an alias bomb expands to
- * billions). Sizes are counted in document order, never expanded, so the
+ * What yaml's toJS would mishandle, found without expanding anything: a key
+ * that is not a plain value, and aliases beyond bounds: more than
+ * MAX_YAML_ALIASES of them (yaml resolves each by walking the document), one
+ * naming no anchor before it or sitting inside its own, or all together
+ * expanding the document to more than MAX_POLICY_VALUES values (an alias
+ * bomb expands to billions). Sizes are counted in document order, so the
  * alias that crosses a bound is the one named.
  */
-function checkAliases(source: SourceText, document: Document.Parsed): Diagnostic | undefined {
+function checkStructure(source: SourceText, document: Document.Parsed): Diagnostic | undefined {
   const anchors = new Map<string, Node>();
   const sizes = new Map<Node, number>();
   let aliases = 0;
@@ -134,7 +135,13 @@ function checkAliases(source: SourceText, document: Document.Parsed): Diagnostic
       }
       return size;
     }
-    if (isPair(node)) return sizeOf(node.key) + sizeOf(node.value);
+    if (isPair(node)) {
+      // A list or mapping as a key cannot be a JS object's key: yaml would stringify it, with a process warning echoing it whole.
+      if (node.key !== null && !isScalar(node.key)) {
+        return fail("yaml/syntax", node.key as Node, "a key must be written out as a plain value, not a list, a mapping or an alias");
+      }
+      return sizeOf(node.key) + sizeOf(node.value);
+    }
     const anchor = (node as Node).anchor;
     if (anchor) anchors.set(anchor, node as Node);
     expanded += 1;
