@@ -1,6 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { LogFormat } from "./agent/log.js";
-import { formatDiagnostic, sortDiagnostics } from "./diagnostics.js";
+import { formatDiagnostics } from "./diagnostics.js";
 import { InterceptError, messageOf, PolicyError, UsageError } from "./errors.js";
 
 const USAGE = `Usage: intercept <command> [options] [PATH…]
@@ -170,8 +170,8 @@ export function listenAddress(value: string): ListenAddress {
 /** One line per error, never a stack: codes decide the exit status, not names or messages. */
 function reportError(error: unknown): number {
   if (error instanceof PolicyError) {
-    const lines = sortDiagnostics(error.diagnostics).map(formatDiagnostic);
-    process.stderr.write(`${[...lines, `intercept: ${error.message}`].join("\n")}\n`);
+    const colour = Boolean(process.stderr.isTTY) && !process.env.NO_COLOR;
+    process.stderr.write(`${formatDiagnostics(error.diagnostics, { colour })}\nintercept: ${error.message}\n`);
     return error.exitCode;
   }
   if (error instanceof InterceptError) {

@@ -1,6 +1,6 @@
 import { existsSync, statSync, watch, type FSWatcher } from "node:fs";
 import path from "node:path";
-import { formatDiagnostic, sortDiagnostics } from "../diagnostics.js";
+import { formatDiagnosticLine, reportableDiagnostics } from "../diagnostics.js";
 import { InterceptError, messageOf, PolicyError } from "../errors.js";
 import { DEFAULT_POLICY_DIR } from "../load/index.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
@@ -127,8 +127,8 @@ export class PolicyWatcher {
 
 /** The agent's log lines for invalid policies: each located problem, then what it means. */
 export function logInvalid(log: Logger, error: PolicyError): void {
-  for (const diagnostic of sortDiagnostics(error.diagnostics)) {
-    log("error", formatDiagnostic(diagnostic), { file: diagnostic.file, line: diagnostic.line, column: diagnostic.column });
+  for (const diagnostic of reportableDiagnostics(error.diagnostics)) {
+    log("error", formatDiagnosticLine(diagnostic), { file: diagnostic.file, line: diagnostic.line, column: diagnostic.column, code: diagnostic.code });
   }
   log("error", `${error.message}: keeping the last good policies`);
 }

@@ -3,9 +3,9 @@ import { lstat, mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { compilePolicies } from "../compile/index.js";
-import { InterceptError, messageOf, PolicyError, UsageError } from "../errors.js";
-import { loadTypeScriptPolicy } from "../load/typescript.js";
-import { validatePolicies } from "../validate/index.js";
+import { InterceptError, messageOf, UsageError } from "../errors.js";
+import { loadPolicySource } from "../load/index.js";
+import { validated } from "../reconcile/desired.js";
 
 const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/init/", import.meta.url));
 
@@ -57,7 +57,7 @@ async function scaffoldFiles(): Promise<ScaffoldFile[]> {
     TEMPLATES.map(async ({ template, target }) => ({ path: target, content: await readFile(path.join(TEMPLATE_DIR, template), "utf8") })),
   );
   const example = files.find((file) => file.path === EXAMPLE_POLICY)!;
-  return [...files, ...compileExample(example)];
+  return [...files, ...(await compileExample(example))];
 }
 
 /**
@@ -65,12 +65,9 @@ async function scaffoldFiles(): Promise<ScaffoldFile[]> {
  * as `intercept compile`, in memory: the loader's cache would otherwise be
  * written under the current folder, which need not be the new repository.
  */
-function compileExample(example: ScaffoldFile): ScaffoldFile[] {
-  const loaded = loadTypeScriptPolicy(example.path, example.content);
-  if (loaded.diagnostics.length > 0) throw new PolicyError(loaded.diagnostics);
-  const { policies, diagnostics } = validatePolicies([{ file: example.path, value: loaded.value, sourceMap: loaded.sourceMap }]);
-  if (diagnostics.length > 0) throw new PolicyError(diagnostics);
-  return compilePolicies(policies).map((compiled) => ({ path: compiled.sourcePath, content: compiled.source }));
+async function compileExample(example: ScaffoldFile): Promise<ScaffoldFile[]> {
+  const loaded = await loadPolicySource(example.path, example.content);
+  return compilePolicies(validated(loaded.policies, loaded.diagnostics)).map((compiled) => ({ path: compiled.sourcePath, content: compiled.source }));
 }
 
 async function firstExisting(targets: string[]): Promise<string | undefined> {

@@ -1,14 +1,12 @@
-import { readdir, stat } from "node:fs/promises";
-import path from "node:path";
-import type { Diagnostic } from "../diagnostics.js";
+import { diagnosticAt, startOf, type Diagnostic } from "../diagnostics.js";
 import { cacheKey, readCached, writeCached } from "./cache.js";
+import { findPolicyFiles } from "./files.js";
+import { SourceMap, SourceText } from "./source-map.js";
 import { readPolicyText } from "./text.js";
-import { SourceMap } from "./source-map.js";
 
-export type { Position, SourceMap } from "./source-map.js";
+export type { Span, SourceMap } from "./source-map.js";
+export { POLICY_EXTENSIONS } from "./files.js";
 
-/** Policy files are found by these endings; the default place is policies/. */
-const POLICY_EXTENSIONS = [".ts", ".yaml", ".yml"];
 export const DEFAULT_POLICY_DIR = "policies";
 
 /** A policy file read into plain data, before validation. */
@@ -16,6 +14,18 @@ export interface LoadedPolicy {
   file: string;
   value: unknown;
   sourceMap: SourceMap;
+  /**
+   * False when the loader reported problems in this file (in LoadResult's
+   * diagnostics). Such a policy is still validated, so that all its
+   * problems are reported in one run, but never accepted.
+   */
+  clean: boolean;
+  /** JSON pointers whose value could not be read (code where data must be): already reported, so not checked again. */
+  holes: string[];
+  /** Objects and lists with members that could not be read: a "missing" property there may not be. */
+  openObjects: string[];
+  /** The type checker's errors (TS only): validation reports them, except where its own say the same. */
+  typeErrors: Diagnostic[];
 }
 
 export interface LoadResult {
@@ -29,61 +39,63 @@ export interface LoadResult {
  * stop the others from being read, so every error is reported at once.
  */
 export async function loadPolicies(paths: string[]): Promise<LoadResult> {
-  const { files, diagnostics } = await expandPaths(paths.length > 0 ? paths : [DEFAULT_POLICY_DIR]);
+  const { files, diagnostics } = await findPolicyFiles(paths.length > 0 ? paths : [DEFAULT_POLICY_DIR]);
   const policies: LoadedPolicy[] = [];
-  for (const file of files) {
-    const read = await readPolicyText(file);
+  for (const { file, openPath } of files) {
+    const read = await readPolicyText(file, openPath);
     if ("error" in read) {
       diagnostics.push(read.error);
       continue;
     }
-    const loaded = file.endsWith(".ts") ? await loadTypeScript(file, read.text) : (await import("./yaml.js")).loadYamlPolicy(file, read.text);
-    diagnostics.push(...loaded.diagnostics);
-    if (loaded.diagnostics.length > 0) continue;
-    if (loaded.value === null || loaded.value === undefined) {
-      diagnostics.push({ file, line: 1, column: 1, message: "policy file is empty" });
-      continue;
-    }
-    policies.push({ file, value: loaded.value, sourceMap: loaded.sourceMap });
+    const one = await loadSource(read.source, { cache: true });
+    diagnostics.push(...one.diagnostics);
+    policies.push(...one.policies);
   }
   return { policies, diagnostics };
 }
 
-/** A TS policy from the cache, or read with ts-morph (imported only then: it is slow to load). */
-async function loadTypeScript(file: string, text: string) {
-  const key = await cacheKey(text);
-  const cached = await readCached(key);
-  if (cached) return { value: cached.value, sourceMap: new SourceMap(cached.locations), diagnostics: [] };
-  const { loadTypeScriptPolicy } = await import("./typescript.js");
-  const loaded = loadTypeScriptPolicy(file, text);
-  if (loaded.diagnostics.length === 0) await writeCached(key, { value: loaded.value, locations: loaded.sourceMap.toEntries() });
-  return loaded;
+/**
+ * Loads one policy given as text, exactly as a file of that name would be
+ * read, without the cache (init's scaffold, which may be written anywhere).
+ */
+export async function loadPolicySource(file: string, text: string): Promise<LoadResult> {
+  return loadSource(new SourceText(file, text), { cache: false });
 }
 
-async function expandPaths(paths: string[]): Promise<{ files: string[]; diagnostics: Diagnostic[] }> {
-  const files: string[] = [];
-  const diagnostics: Diagnostic[] = [];
-  for (const given of paths) {
-    const file = displayPath(given);
-    try {
-      if ((await stat(given)).isDirectory()) files.push(...(await policyFilesIn(given)));
-      else files.push(file);
-    } catch {
-      diagnostics.push({ file, line: 1, column: 1, message: "no such policy file or folder" });
-    }
+/** A policy that arrives as data, not as a file (a saved plan's): validated like one, located at its label. */
+export function policyFromData(file: string, value: unknown): LoadedPolicy {
+  return { file, value, sourceMap: new SourceMap(new SourceText(file, "")), clean: true, holes: [], openObjects: [], typeErrors: [] };
+}
+
+async function loadSource(source: SourceText, options: { cache: boolean }): Promise<LoadResult> {
+  const file = source.file;
+  const loaded = file.endsWith(".ts") ? await loadTypeScript(source, options) : await loadYaml(source);
+  if (loaded.value === undefined || loaded.value === null) {
+    const empty = loaded.diagnostics.length === 0 ? [diagnosticAt("load/empty", startOf(file), "policy file is empty")] : [];
+    return { policies: [], diagnostics: [...loaded.diagnostics, ...empty] };
   }
-  return { files: [...new Set(files)].sort(), diagnostics };
+  const { value, sourceMap, holes, openObjects, typeErrors } = loaded;
+  return { policies: [{ file, value, sourceMap, clean: loaded.diagnostics.length === 0, holes, openObjects, typeErrors }], diagnostics: loaded.diagnostics };
 }
 
-async function policyFilesIn(directory: string): Promise<string[]> {
-  const entries = await readdir(directory, { withFileTypes: true, recursive: true });
-  return entries
-    .filter((entry) => entry.isFile() && POLICY_EXTENSIONS.includes(path.extname(entry.name)))
-    .map((entry) => displayPath(path.join(entry.parentPath ?? entry.path, entry.name)));
+type Loaded = Pick<LoadedPolicy, "value" | "sourceMap" | "holes" | "openObjects" | "typeErrors"> & { diagnostics: Diagnostic[] };
+
+/** yaml is imported only when a YAML file is read, ts-morph only for a TS file not in the cache: both are slow to load. */
+async function loadYaml(source: SourceText): Promise<Loaded> {
+  const { loadYamlPolicy } = await import("./yaml.js");
+  return { ...loadYamlPolicy(source), holes: [], openObjects: [], typeErrors: [] };
 }
 
-/** Paths as the user would type them: relative to the working directory when inside it. */
-function displayPath(file: string): string {
-  const relative = path.relative(process.cwd(), path.resolve(file));
-  return relative.startsWith("..") ? path.resolve(file) : relative;
+async function loadTypeScript(source: SourceText, options: { cache: boolean }): Promise<Loaded> {
+  const key = await cacheKey(source.text);
+  const cached = options.cache ? await readCached(key) : undefined;
+  if (cached) {
+    return { value: cached.value, sourceMap: new SourceMap(source, cached.locations), diagnostics: [], holes: [], openObjects: [], typeErrors: [] };
+  }
+  const { loadTypeScriptPolicy } = await import("./typescript.js");
+  const loaded = loadTypeScriptPolicy(source);
+  if (options.cache && loaded.diagnostics.length === 0 && loaded.typeErrors.length === 0 && loaded.value !== undefined) {
+    await writeCached(key, { value: loaded.value, locations: loaded.sourceMap.toEntries() });
+  }
+  return loaded;
 }

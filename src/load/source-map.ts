@@ -1,21 +1,92 @@
-/** Where each value of a loaded policy was written, keyed by JSON pointer. */
-export interface Position {
+import { displayLine, type Location } from "../diagnostics.js";
+
+/** A span on one line: where a value or a property name was written. */
+export interface Span {
+  /** 1-based. */
   line: number;
+  /** 1-based, in UTF-16 code units. */
   column: number;
+  /** Characters on that line; a span running over lines is cut at the line's end. */
+  length: number;
 }
 
 export interface Located {
   /** The value itself. */
-  value: Position;
+  value: Span;
   /** The property name, when the value is a property of an object. */
-  key?: Position;
+  key?: Span;
 }
 
+/** A policy file's text, for turning offsets into spans and spans into located excerpts. */
+export class SourceText {
+  /** Offset at which each line starts. */
+  private readonly lineStarts: number[] = [0];
+
+  constructor(
+    readonly file: string,
+    readonly text: string,
+  ) {
+    for (let offset = text.indexOf("\n"); offset !== -1; offset = text.indexOf("\n", offset + 1)) {
+      this.lineStarts.push(offset + 1);
+    }
+  }
+
+  /** The span of the text between two offsets. */
+  span(start: number, end = start): Span {
+    const line = this.lineAt(start);
+    const lineEnd = this.lineEnd(line);
+    const from = Math.min(start, lineEnd);
+    return { line, column: from - this.lineStarts[line - 1]! + 1, length: Math.max(0, Math.min(end, lineEnd) - from) };
+  }
+
+  /** @span in this file, with its line's text. */
+  location(span: Span): Location {
+    const lineText = this.lineStarts[span.line - 1] === undefined ? undefined : this.lineText(span.line);
+    return { file: this.file, ...span, ...(lineText !== undefined && { lineText }) };
+  }
+
+  /** The location of the text between two offsets. */
+  locationOf(start: number, end = start): Location {
+    return this.location(this.span(start, end));
+  }
+
+  private lineText(line: number): string {
+    return displayLine(this.text.slice(this.lineStarts[line - 1], this.lineEnd(line)));
+  }
+
+  /** Offset of the end of @line, before its line break (and a CR of CRLF). */
+  private lineEnd(line: number): number {
+    const next = this.lineStarts[line];
+    if (next === undefined) return this.text.length;
+    return this.text[next - 2] === "\r" ? next - 2 : next - 1;
+  }
+
+  /** The 1-based line holding @offset (binary search over line starts). */
+  private lineAt(offset: number): number {
+    let low = 0;
+    let high = this.lineStarts.length - 1;
+    while (low < high) {
+      const middle = (low + high + 1) >> 1;
+      if (this.lineStarts[middle]! <= offset) low = middle;
+      else high = middle - 1;
+    }
+    return low + 1;
+  }
+}
+
+/** Where each value of a loaded policy was written, keyed by JSON pointer. */
 export class SourceMap {
   private readonly entries: Map<string, Located>;
 
-  constructor(entries: Iterable<[string, Located]> = []) {
+  constructor(
+    readonly source: SourceText,
+    entries: Iterable<[string, Located]> = [],
+  ) {
     this.entries = new Map(entries);
+  }
+
+  get file(): string {
+    return this.source.file;
   }
 
   /** Every recorded place, for caching. */
@@ -23,17 +94,26 @@ export class SourceMap {
     return [...this.entries];
   }
 
+  get(pointer: string): Located | undefined {
+    return this.entries.get(pointer);
+  }
+
   set(pointer: string, located: Located): void {
     this.entries.set(pointer, located);
   }
 
-  /** The nearest recorded place at or above @pointer; 1:1 when nothing is. */
-  locate(pointer: string, part: "key" | "value" = "value"): Position {
+  /** The nearest recorded span at or above @pointer; the file's start when nothing is. */
+  span(pointer: string, part: "key" | "value" = "value"): Span {
     for (let current = pointer; ; current = parentPointer(current)) {
       const found = this.entries.get(current);
       if (found) return (part === "key" && found.key) || found.value;
-      if (current === "") return { line: 1, column: 1 };
+      if (current === "") return { line: 1, column: 1, length: 0 };
     }
+  }
+
+  /** The nearest recorded place at or above @pointer, with its line's text. */
+  locate(pointer: string, part: "key" | "value" = "value"): Location {
+    return this.source.location(this.span(pointer, part));
   }
 }
 
@@ -41,6 +121,11 @@ export function childPointer(pointer: string, segment: string | number): string 
   return `${pointer}/${String(segment).replaceAll("~", "~0").replaceAll("/", "~1")}`;
 }
 
-function parentPointer(pointer: string): string {
+export function parentPointer(pointer: string): string {
   return pointer.slice(0, Math.max(0, pointer.lastIndexOf("/")));
+}
+
+/** Whether @pointer is @ancestor or lies below it. */
+export function isWithin(pointer: string, ancestor: string): boolean {
+  return pointer === ancestor || pointer.startsWith(`${ancestor}/`);
 }

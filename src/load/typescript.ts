@@ -5,12 +5,14 @@ import {
   Project,
   SyntaxKind,
   ts,
+  type Diagnostic as TsDiagnostic,
   type Expression,
   type SourceFile,
   type VariableDeclaration,
 } from "ts-morph";
-import type { Diagnostic } from "../diagnostics.js";
-import { childPointer, SourceMap } from "./source-map.js";
+import { diagnosticAt, excerpt, startOf, type Diagnostic, type DiagnosticCode } from "../diagnostics.js";
+import { MAX_NESTING_DEPTH, MAX_POLICY_VALUES } from "./limits.js";
+import { childPointer, SourceMap, type SourceText } from "./source-map.js";
 
 /** The module a policy imports definePolicy and its types from. */
 const API_MODULE = "intercept";
@@ -20,20 +22,83 @@ const API_MODULE = "intercept";
  */
 const API_DECLARATIONS = fileURLToPath(new URL("../api.d.ts", import.meta.url));
 
+export interface TypeScriptLoad {
+  value: unknown;
+  sourceMap: SourceMap;
+  /** Problems that are final: syntax, and code where data must be. */
+  diagnostics: Diagnostic[];
+  /** Where the value could not be read (see LoadedPolicy). */
+  holes: string[];
+  openObjects: string[];
+  /** tsc's errors, except those inside code already reported as not data. */
+  typeErrors: Diagnostic[];
+}
+
 /**
  * Reads a TypeScript policy without running it: the default export is
  * evaluated as a literal (objects, arrays, strings, numbers, booleans,
  * `as const`, `satisfies`, same-file consts, shorthands, spreads and the
  * definePolicy call). Anything else is a located error, and the file is
- * type-checked against the Policy type.
+ * type-checked against the Policy type. A file with syntax errors is not
+ * evaluated: what the parser made of it is a guess.
  */
-export function loadTypeScriptPolicy(file: string, text: string) {
-  const sourceFile = createPolicyProject(text);
-  const evaluator = new PolicyEvaluator(file, sourceFile);
-  const value = evaluator.evaluateFile();
-  // Type errors only matter for data that evaluated: otherwise they repeat the same problem.
-  const diagnostics = evaluator.diagnostics.length > 0 ? evaluator.diagnostics : typeCheck(file, sourceFile);
-  return { value, sourceMap: evaluator.sourceMap, diagnostics };
+export function loadTypeScriptPolicy(source: SourceText): TypeScriptLoad {
+  const sourceMap = new SourceMap(source);
+  const failed = (diagnostics: Diagnostic[]): TypeScriptLoad => ({ value: undefined, sourceMap, diagnostics, holes: [], openObjects: [], typeErrors: [] });
+  const tooDeep = checkBracketNesting(source);
+  if (tooDeep) return failed([tooDeep]);
+  try {
+    const sourceFile = createPolicyProject(source.text);
+    const syntax = sourceFile.getProject().getProgram().getSyntacticDiagnostics(sourceFile);
+    if (syntax.length > 0) return failed(syntax.map((diagnostic) => fromTsc(source, diagnostic, "ts/syntax")));
+    const evaluator = new PolicyEvaluator(source, sourceFile, sourceMap);
+    const value = evaluator.evaluateFile();
+    const typeErrors = sourceFile.getPreEmitDiagnostics()
+      .filter((diagnostic) => !evaluator.isRejected(diagnostic.getStart()))
+      .map((diagnostic) => fromTsc(source, diagnostic, "ts/type-error"));
+    const inPolicy = (pointer: string) => !pointer.startsWith(UNUSED);
+    return {
+      value,
+      sourceMap,
+      diagnostics: evaluator.diagnostics,
+      holes: [...evaluator.holes].filter(inPolicy),
+      openObjects: [...evaluator.openObjects].filter(inPolicy),
+      typeErrors,
+    };
+  } catch (error) {
+    // The TypeScript compiler recurses once per nested expression. Brackets
+    // are bounded above, but a chain of ternaries or arrows has none; the
+    // compiler then runs out of stack, which says no more than where it gave up.
+    if (!(error instanceof RangeError && /call stack/.test(error.message))) throw error;
+    return failed([diagnosticAt("ts/too-deep", startOf(source.file), "expressions nested too deeply for the TypeScript compiler: a policy needs a few levels")]);
+  }
+}
+
+/**
+ * The first bracket ((, [, { or a template's ${) opened deeper than
+ * MAX_NESTING_DEPTH, found with the compiler's scanner (which, unlike its
+ * parser, does not recurse), before the parser could run out of stack on it.
+ */
+function checkBracketNesting(source: SourceText): Diagnostic | undefined {
+  const scanner = ts.createScanner(ts.ScriptTarget.Latest, true, ts.LanguageVariant.Standard, source.text);
+  const open: SyntaxKind[] = [];
+  for (let token = scanner.scan(); token !== SyntaxKind.EndOfFileToken; token = scanner.scan()) {
+    if (token === SyntaxKind.CloseBraceToken && open.at(-1) === SyntaxKind.TemplateHead) {
+      token = scanner.reScanTemplateToken(false);
+      if (token === SyntaxKind.TemplateTail) open.pop();
+      continue;
+    }
+    if (token === SyntaxKind.OpenParenToken || token === SyntaxKind.OpenBracketToken || token === SyntaxKind.OpenBraceToken || token === SyntaxKind.TemplateHead) {
+      open.push(token);
+      if (open.length > MAX_NESTING_DEPTH) {
+        const at = source.locationOf(scanner.getTokenStart(), scanner.getTokenEnd());
+        return diagnosticAt("ts/too-deep", at, `brackets nested more than ${MAX_NESTING_DEPTH} levels deep: a policy needs a few`);
+      }
+    } else if (token === SyntaxKind.CloseParenToken || token === SyntaxKind.CloseBracketToken || token === SyntaxKind.CloseBraceToken) {
+      open.pop();
+    }
+  }
+  return undefined;
 }
 
 function createPolicyProject(text: string): SourceFile {
@@ -53,24 +118,40 @@ function createPolicyProject(text: string): SourceFile {
   return project.createSourceFile("/policy/policy.ts", text);
 }
 
-function typeCheck(file: string, sourceFile: SourceFile): Diagnostic[] {
-  return sourceFile.getPreEmitDiagnostics().map((diagnostic) => {
-    const { line, column } = sourceFile.getLineAndColumnAtPos(diagnostic.getStart() ?? 0);
-    const message = ts.flattenDiagnosticMessageText(diagnostic.compilerObject.messageText, " ");
-    return { file, line, column, message: message.replace(/\s+/g, " ") };
-  });
+/** A tsc diagnostic as ours: its number kept, its quoted source text cut short. */
+function fromTsc(source: SourceText, diagnostic: TsDiagnostic, code: DiagnosticCode): Diagnostic {
+  const start = diagnostic.getStart();
+  const location = start === undefined ? startOf(source.file) : source.locationOf(start, start + (diagnostic.getLength() ?? 0));
+  const message = ts.flattenDiagnosticMessageText(diagnostic.compilerObject.messageText, " ")
+    .replace(/\s+/g, " ")
+    .replace(/'([^']*)'/g, (_, quotedText: string) => `'${excerpt(quotedText)}'`);
+  return diagnosticAt(code, location, message, { tsCode: diagnostic.getCode() });
 }
+
+/** Where unused consts are evaluated: not a JSON pointer, so no value of the policy is recorded over. */
+const UNUSED = "#unused";
 
 class PolicyEvaluator {
   readonly diagnostics: Diagnostic[] = [];
-  readonly sourceMap = new SourceMap();
+  /** Pointers whose value could not be read, and objects or lists with members that could not. */
+  readonly holes = new Set<string>();
+  readonly openObjects = new Set<string>();
   private readonly constants = new Map<string, VariableDeclaration>();
+  private readonly evaluated = new Set<VariableDeclaration>();
   private readonly apiImports = new Set<string>();
   private readonly resolving = new Set<string>();
+  /** The const references being evaluated, outermost first. */
+  private readonly references: Node[] = [];
+  /** Source ranges reported as not data: tsc's complaints inside them repeat ours. */
+  private readonly rejected: [number, number][] = [];
+  private depth = 0;
+  private values = 0;
+  private stopped = false;
 
   constructor(
-    private readonly file: string,
+    private readonly source: SourceText,
     private readonly sourceFile: SourceFile,
+    readonly sourceMap: SourceMap,
   ) {}
 
   evaluateFile(): unknown {
@@ -82,13 +163,18 @@ class PolicyEvaluator {
         this.declare(statement);
       }
     }
+    const value = exported ? this.evaluate(exported, "") : undefined;
     // Every const is checked, used or not: a call hidden in one is still code.
-    for (const declaration of this.constants.values()) this.evaluateConst(declaration, "");
-    if (!exported) {
-      this.report(this.sourceFile, "a policy file needs `export default definePolicy({ … })`");
-      return undefined;
+    for (const declaration of this.constants.values()) {
+      if (!this.evaluated.has(declaration)) this.evaluateConst(declaration, UNUSED);
     }
-    return this.evaluate(exported, "");
+    if (!exported) this.report(this.sourceFile, "ts/no-default-export", "a policy file needs `export default definePolicy({ … })`");
+    return value;
+  }
+
+  /** Whether @offset lies in code already reported (a problem with no place, tsc's global ones, never does). */
+  isRejected(offset: number | undefined): boolean {
+    return offset !== undefined && this.rejected.some(([start, end]) => offset >= start && offset < end);
   }
 
   /** Accepts the statements a data file may contain; reports the rest. */
@@ -97,7 +183,7 @@ class PolicyEvaluator {
       this.declareImport(statement);
     } else if (Node.isVariableStatement(statement)) {
       if (statement.getDeclarationKind() !== "const") {
-        this.report(statement, "use `const`: a policy's values never change");
+        this.report(statement, "ts/not-const", "use `const`: a policy's values never change");
       }
       for (const declaration of statement.getDeclarations()) {
         this.constants.set(declaration.getName(), declaration);
@@ -107,7 +193,7 @@ class PolicyEvaluator {
       !Node.isTypeAliasDeclaration(statement) &&
       !Node.isEmptyStatement(statement)
     ) {
-      this.report(statement, `${describe(statement)} is not allowed at the top level: policies are data`);
+      this.report(statement, "ts/not-data", `${describe(statement)} is not allowed at the top level: policies are data`);
     }
   }
 
@@ -116,7 +202,7 @@ class PolicyEvaluator {
     const from = statement.getModuleSpecifierValue();
     const named = statement.getNamedImports();
     if (from !== API_MODULE || statement.getDefaultImport() || statement.getNamespaceImport() || named.length === 0) {
-      this.report(statement, `only \`import { definePolicy } from "${API_MODULE}"\` and type imports are allowed`);
+      this.report(statement, "ts/import", `only \`import { definePolicy } from "${API_MODULE}"\` and type imports are allowed`);
       return;
     }
     for (const specifier of named) {
@@ -124,7 +210,42 @@ class PolicyEvaluator {
     }
   }
 
+  /**
+   * The value of @node, recorded at @pointer. Bounded: nesting (literals
+   * and const references together) to MAX_NESTING_DEPTH, and all values
+   * evaluated to MAX_POLICY_VALUES (consts referring to consts many times
+   * over expand like a YAML alias bomb). Each bound is reported once.
+   */
   private evaluate(node: Node, pointer: string, key?: Node): unknown {
+    if (this.stopped) return this.hole(pointer);
+    if (this.depth >= MAX_NESTING_DEPTH) {
+      this.stopped = true;
+      this.report(node, "ts/too-deep", `values nested more than ${MAX_NESTING_DEPTH} levels deep (counting const references): a policy needs a few`);
+      return this.hole(pointer);
+    }
+    if (++this.values > MAX_POLICY_VALUES) {
+      this.stopped = true;
+      // Named at the outermost const reference on the way here: the one that expands.
+      this.report(this.references[0] ?? node, "ts/too-many-values", `consts expand this policy to more than ${MAX_POLICY_VALUES} values`);
+      return this.hole(pointer);
+    }
+    this.depth += 1;
+    const reported = this.diagnostics.length;
+    try {
+      const value = this.evaluateNode(node, pointer, key);
+      if (value === undefined && this.diagnostics.length > reported) this.holes.add(pointer);
+      return value;
+    } finally {
+      this.depth -= 1;
+    }
+  }
+
+  private hole(pointer: string): undefined {
+    this.holes.add(pointer);
+    return undefined;
+  }
+
+  private evaluateNode(node: Node, pointer: string, key?: Node): unknown {
     const inner = unwrap(node);
     if (!Node.isIdentifier(inner)) this.record(inner, pointer, key);
     if (Node.isObjectLiteralExpression(inner)) return this.evaluateObject(inner, pointer);
@@ -137,7 +258,7 @@ class PolicyEvaluator {
     if (Node.isNullLiteral(inner)) return null;
     if (Node.isIdentifier(inner)) return this.evaluateIdentifier(inner, pointer, key);
     if (Node.isCallExpression(inner)) return this.evaluateCall(inner, pointer);
-    return this.report(inner, `${describe(inner)} is not allowed in a policy: policies are data`);
+    return this.report(inner, "ts/not-data", `${describe(inner)} is not allowed in a policy: policies are data`);
   }
 
   private evaluateObject(node: import("ts-morph").ObjectLiteralExpression, pointer: string, into: Record<string, unknown> = {}) {
@@ -145,20 +266,25 @@ class PolicyEvaluator {
       if (Node.isPropertyAssignment(property)) {
         const nameNode = property.getNameNode();
         if (Node.isComputedPropertyName(nameNode)) {
-          this.report(nameNode, "computed property names are not allowed in a policy: policies are data");
+          this.openObjects.add(pointer);
+          this.report(nameNode, "ts/not-data", "computed property names are not allowed in a policy: policies are data");
           continue;
         }
         const name = Node.isStringLiteral(nameNode) || Node.isNumericLiteral(nameNode) ? String(nameNode.getLiteralValue()) : nameNode.getText();
-        into[name] = this.evaluate(property.getInitializerOrThrow(), childPointer(pointer, name), nameNode);
+        define(into, name, this.evaluate(property.getInitializerOrThrow(), childPointer(pointer, name), nameNode));
       } else if (Node.isShorthandPropertyAssignment(property)) {
         const name = property.getName();
-        into[name] = this.evaluateIdentifier(property.getNameNode(), childPointer(pointer, name), property.getNameNode());
+        define(into, name, this.evaluate(property.getNameNode(), childPointer(pointer, name), property.getNameNode()));
       } else if (Node.isSpreadAssignment(property)) {
         const spread = this.resolveLiteral(property.getExpression());
         if (Node.isObjectLiteralExpression(spread)) this.evaluateObject(spread, pointer, into);
-        else if (spread) this.report(property, "only objects written in this file can be spread here");
+        else {
+          this.openObjects.add(pointer);
+          if (spread) this.report(property, "ts/not-data", "only objects written in this file can be spread here");
+        }
       } else {
-        this.report(property, `${describe(property)} is not allowed in a policy: policies are data`);
+        this.openObjects.add(pointer);
+        this.report(property, "ts/not-data", `${describe(property)} is not allowed in a policy: policies are data`);
       }
     }
     return into;
@@ -169,9 +295,13 @@ class PolicyEvaluator {
       if (Node.isSpreadElement(element)) {
         const spread = this.resolveLiteral(element.getExpression());
         if (Node.isArrayLiteralExpression(spread)) this.evaluateArray(spread, pointer, into);
-        else if (spread) this.report(element, "only arrays written in this file can be spread here");
+        else {
+          this.openObjects.add(pointer);
+          if (spread) this.report(element, "ts/not-data", "only arrays written in this file can be spread here");
+        }
       } else if (Node.isOmittedExpression(element)) {
-        this.report(element, "holes are not allowed in a policy's arrays");
+        this.openObjects.add(pointer);
+        this.report(element, "ts/not-data", "holes are not allowed in a policy's arrays");
       } else {
         into.push(this.evaluate(element, childPointer(pointer, into.length)));
       }
@@ -186,29 +316,36 @@ class PolicyEvaluator {
       const magnitude = operand.getLiteralValue();
       return operator === SyntaxKind.MinusToken ? -magnitude : magnitude;
     }
-    return this.report(node, `the expression \`${node.getText()}\` is not allowed in a policy: write the value`);
+    return this.report(node, "ts/not-data", `the expression \`${excerpt(node.getText())}\` is not allowed in a policy: write the value`);
   }
 
   private evaluateIdentifier(node: import("ts-morph").Identifier, pointer: string, key?: Node): unknown {
-    const declaration = this.constants.get(node.getText());
+    const name = node.getText();
+    const declaration = this.constants.get(name);
     if (!declaration) {
-      const why = this.apiImports.has(node.getText()) ? "is a function, not a value" : "is not a const declared in this file";
-      return this.report(node, `\`${node.getText()}\` ${why}`);
+      const why = this.apiImports.has(name) ? "is a function, not a value" : "is not a const declared in this file";
+      return this.report(node, "ts/unknown-name", `\`${excerpt(name)}\` ${why}`);
     }
     if (key) this.record(node, pointer, key);
-    return this.evaluateConst(declaration, pointer);
+    this.references.push(node);
+    try {
+      return this.evaluateConst(declaration, pointer);
+    } finally {
+      this.references.pop();
+    }
   }
 
   private evaluateConst(declaration: VariableDeclaration, pointer: string): unknown {
-    const name = declaration.getName();
+    this.evaluated.add(declaration);
+    const name = excerpt(declaration.getName());
     const initializer = declaration.getInitializer();
-    if (!initializer) return this.report(declaration, `const \`${name}\` has no value`);
-    if (this.resolving.has(name)) return this.report(declaration, `const \`${name}\` refers to itself`);
-    this.resolving.add(name);
+    if (!initializer) return this.report(declaration, "ts/not-data", `const \`${name}\` has no value`);
+    if (this.resolving.has(declaration.getName())) return this.report(declaration, "ts/not-data", `const \`${name}\` refers to itself`);
+    this.resolving.add(declaration.getName());
     try {
       return this.evaluate(initializer, pointer);
     } finally {
-      this.resolving.delete(name);
+      this.resolving.delete(declaration.getName());
     }
   }
 
@@ -216,10 +353,10 @@ class PolicyEvaluator {
     const callee = node.getExpression();
     const args = node.getArguments();
     if (this.isDefinePolicy(callee)) {
-      if (args.length !== 1) return this.report(node, "definePolicy takes exactly one object");
+      if (args.length !== 1) return this.report(node, "ts/not-data", "definePolicy takes exactly one object");
       return this.evaluate(args[0]!, pointer);
     }
-    return this.report(node, `calling \`${callee.getText()}\` is not allowed in a policy: only definePolicy, and policies are data`);
+    return this.report(node, "ts/not-data", `calling \`${excerpt(callee.getText())}\` is not allowed in a policy: only definePolicy, and policies are data`);
   }
 
   /** definePolicy as imported from the API, under its own name or an alias. */
@@ -230,45 +367,64 @@ class PolicyEvaluator {
     return specifier?.getName() === "definePolicy";
   }
 
-  /** Follows consts and type wrappers to the literal a spread refers to. */
-  private resolveLiteral(node: Node): Node | undefined {
+  /** Follows consts and type wrappers to the literal a spread refers to, as far as nesting is bounded. */
+  private resolveLiteral(node: Node, followed = 0): Node | undefined {
     const inner = unwrap(node);
     if (!Node.isIdentifier(inner)) return inner;
     const declaration = this.constants.get(inner.getText());
     const initializer = declaration?.getInitializer();
     if (!initializer || this.resolving.has(inner.getText())) {
-      this.report(inner, `\`${inner.getText()}\` is not a const declared in this file`);
+      this.report(inner, "ts/unknown-name", `\`${excerpt(inner.getText())}\` is not a const declared in this file`);
       return undefined;
     }
-    return this.resolveLiteral(initializer);
+    this.evaluated.add(declaration!);
+    if (followed >= MAX_NESTING_DEPTH) {
+      this.report(inner, "ts/too-deep", `more than ${MAX_NESTING_DEPTH} consts refer to each other here: a policy needs a few`);
+      return undefined;
+    }
+    return this.resolveLiteral(initializer, followed + 1);
   }
 
+  /** Where @pointer's value was written; a const's value keeps the property name that referred to it. */
   private record(node: Node, pointer: string, key?: Node): void {
-    this.sourceMap.set(pointer, { value: this.position(node), ...(key && { key: this.position(key) }) });
+    const keySpan = key ? this.span(key) : this.sourceMap.get(pointer)?.key;
+    this.sourceMap.set(pointer, { value: this.span(node), ...(keySpan && { key: keySpan }) });
   }
 
-  private position(node: Node) {
-    return this.sourceFile.getLineAndColumnAtPos(node.getStart());
+  private span(node: Node) {
+    return this.source.span(node.getStart(), node.getEnd());
   }
 
-  private report(node: Node, message: string): undefined {
-    this.diagnostics.push({ file: this.file, ...this.position(node), message });
+  private report(node: Node, code: DiagnosticCode, message: string): undefined {
+    if (Node.isSourceFile(node)) {
+      // About the whole file (no default export): no line to show, and tsc's errors in it still count.
+      this.diagnostics.push(diagnosticAt(code, startOf(this.source.file), message));
+      return undefined;
+    }
+    this.rejected.push([node.getStart(), node.getEnd()]);
+    this.diagnostics.push(diagnosticAt(code, this.source.location(this.span(node)), message));
     return undefined;
   }
 }
 
-/** Strips what only matters to the type checker: `as const`, `satisfies`, parentheses. */
+/** Sets a property even when it is named __proto__, which `into[name] =` would take as the prototype. */
+function define(into: Record<string, unknown>, name: string, value: unknown): void {
+  Object.defineProperty(into, name, { value, enumerable: true, writable: true, configurable: true });
+}
+
+/** Strips what only matters to the type checker: `as const`, `satisfies`, parentheses (a loop: chains can be long). */
 function unwrap(node: Node): Node {
-  if (
-    Node.isAsExpression(node) ||
-    Node.isSatisfiesExpression(node) ||
-    Node.isParenthesizedExpression(node) ||
-    Node.isTypeAssertion(node) ||
-    Node.isNonNullExpression(node)
+  let inner = node;
+  while (
+    Node.isAsExpression(inner) ||
+    Node.isSatisfiesExpression(inner) ||
+    Node.isParenthesizedExpression(inner) ||
+    Node.isTypeAssertion(inner) ||
+    Node.isNonNullExpression(inner)
   ) {
-    return unwrap(node.getExpression());
+    inner = inner.getExpression();
   }
-  return node;
+  return inner;
 }
 
 /** "a function declaration", "a template literal with expressions", … for messages. */
@@ -283,10 +439,10 @@ function describe(node: Node): string {
     [SyntaxKind.GetAccessor]: "a getter",
     [SyntaxKind.SetAccessor]: "a setter",
     [SyntaxKind.ExpressionStatement]: "a statement with an effect",
-    [SyntaxKind.PropertyAccessExpression]: `\`${node.getText()}\``,
+    [SyntaxKind.PropertyAccessExpression]: `\`${excerpt(node.getText())}\``,
     [SyntaxKind.AwaitExpression]: "await",
     [SyntaxKind.NewExpression]: "`new`",
-    [SyntaxKind.BinaryExpression]: `the expression \`${node.getText()}\``,
+    [SyntaxKind.BinaryExpression]: `the expression \`${excerpt(node.getText())}\``,
   };
   return names[node.getKind()] ?? `${node.getKindName()}`;
 }

@@ -4,8 +4,7 @@ import { sortDiagnostics } from "../diagnostics.js";
 import { InterceptError, PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
-import type { LoadedPolicy } from "../load/index.js";
-import { SourceMap } from "../load/source-map.js";
+import { policyFromData, type LoadedPolicy } from "../load/index.js";
 import type { ValidPolicy } from "../validate/index.js";
 import { fingerprint, readSavedPlan, savedNamespace, savePlan, type SavedPolicy } from "../plan/saved.js";
 import { desiredState, validated } from "./desired.js";
@@ -51,7 +50,7 @@ export async function savedPlanNamespace(file: string, requested: NetworkNamespa
  */
 export async function savedPlanRun(file: string, datapath: Datapath & { namespaceKey: string }): Promise<PlannedRun> {
   const saved = await readSavedPlan(file);
-  const loaded = saved.policies.map((entry) => ({ file: entry.source, value: entry.definition, sourceMap: new SourceMap() }));
+  const loaded = saved.policies.map((entry) => policyFromData(entry.source, entry.definition));
   const desired = await desiredState(loaded, validatedPolicies(file, loaded));
   if (datapath.namespaceKey !== saved.namespaceKey) {
     throw new InterceptError("saved-plan-stale", `${describeNamespace(datapath.netns)} is not the namespace ${file} was made for (it was recreated since): run \`intercept plan\` again`);

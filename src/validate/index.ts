@@ -1,10 +1,11 @@
 import path from "node:path";
-import type { Diagnostic } from "../diagnostics.js";
+import { diagnosticAt, startOf, type Diagnostic } from "../diagnostics.js";
 import type { LoadedPolicy } from "../load/index.js";
+import { isWithin } from "../load/source-map.js";
 import type { Interceptor, Policy } from "../api.js";
 import type { Rule, ValidPolicy } from "./model.js";
-import { checkSchema } from "./schema.js";
-import { checkPolicies, checkRules } from "./semantic.js";
+import { checkSchema, type SchemaProblem } from "./schema.js";
+import { checkPolicies, checkRules, type CheckedPolicy } from "./semantic.js";
 
 export type { InterfaceSelection, Rule, ValidPolicy } from "./model.js";
 
@@ -13,22 +14,57 @@ const NAME_PATTERN = /^[a-z][a-z0-9_]{0,31}$/;
 
 /**
  * Stage 2: checks loaded policies against the schema, then the rules
- * beyond it, and fills in defaults. Returns every problem of every file.
+ * beyond it, and fills in defaults. Returns every problem of every file:
+ * the rules that passed the schema are checked against each other even when
+ * others did not, and a TS policy's type errors are reported beside the
+ * schema's, except where both say the same thing at the same place (then
+ * ours, which carries a suggestion, is kept). Only a policy without any
+ * problem, its loader's included, is returned as valid.
  */
 export function validatePolicies(loaded: LoadedPolicy[]): { policies: ValidPolicy[]; diagnostics: Diagnostic[] } {
   const diagnostics: Diagnostic[] = [];
-  const policies: ValidPolicy[] = [];
+  const accepted: CheckedPolicy[] = [];
   for (const policy of loaded) {
-    const problems = checkSchema(policy);
-    if (problems.length === 0) {
-      const valid = normalise(policy);
-      problems.push(...checkName(policy, valid), ...checkRules(policy, valid.rules));
-      if (problems.length === 0) policies.push(valid);
-    }
-    diagnostics.push(...problems);
+    const schema = checkSchema(policy);
+    const problems = [...schema.map((problem) => problem.diagnostic), ...checkWhatPassed(policy, schema)];
+    const typeErrors = distinctTypeErrors(policy, schema, problems);
+    diagnostics.push(...problems, ...typeErrors);
+    if (policy.clean && problems.length === 0 && typeErrors.length === 0) accepted.push({ loaded: policy, policy: normalise(policy) });
   }
-  diagnostics.push(...checkPolicies(policies));
-  return { policies: diagnostics.length === 0 ? policies : [], diagnostics };
+  diagnostics.push(...checkPolicies(accepted));
+  return { policies: diagnostics.length === 0 ? accepted.map((entry) => entry.policy) : [], diagnostics };
+}
+
+/** The name and rule checks, on the parts of a policy that passed the schema and were read. */
+function checkWhatPassed(policy: LoadedPolicy, schema: SchemaProblem[]): Diagnostic[] {
+  const value = policy.value as Partial<Policy>;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return [];
+  const passed = (pointer: string) =>
+    !schema.some((problem) => isWithin(problem.pointer, pointer) || isWithin(pointer, problem.pointer)) &&
+    !policy.holes.some((hole) => isWithin(hole, pointer) || isWithin(pointer, hole));
+  const problems = passed("/name") ? checkName(policy) : [];
+  if (Array.isArray(value.interceptors) && !policy.openObjects.includes("/interceptors")) {
+    const rules = value.interceptors.flatMap((interceptor, index) => (passed(`/interceptors/${index}`) ? [toRule(interceptor, index)] : []));
+    problems.push(...checkRules(policy, rules));
+  }
+  return problems;
+}
+
+/**
+ * tsc's errors, less those at a place where ours already report a problem
+ * (an unknown property, a value of the wrong type: tsc points at the
+ * property name, the schema at the name or the value).
+ */
+function distinctTypeErrors(policy: LoadedPolicy, schema: SchemaProblem[], ours: Diagnostic[]): Diagnostic[] {
+  if (policy.typeErrors.length === 0) return [];
+  const claimed = new Set(ours.map((d) => `${d.line}:${d.column}`));
+  for (const { pointer } of schema) {
+    for (const part of ["key", "value"] as const) {
+      const { line, column } = policy.sourceMap.span(pointer, part);
+      claimed.add(`${line}:${column}`);
+    }
+  }
+  return policy.typeErrors.filter((d) => !claimed.has(`${d.line}:${d.column}`));
 }
 
 function normalise(loaded: LoadedPolicy): ValidPolicy {
@@ -66,12 +102,11 @@ function defaultName(file: string): string {
   return path.basename(file, path.extname(file)).toLowerCase().replace(/[^a-z0-9_]/g, "_");
 }
 
-function checkName(loaded: LoadedPolicy, policy: ValidPolicy): Diagnostic[] {
-  if (NAME_PATTERN.test(policy.name)) return [];
-  return [{
-    file: loaded.file,
-    line: 1,
-    column: 1,
-    message: `the file name gives the policy name "${policy.name}", which is not usable in C identifiers and pin paths: set "name" (lower case letters, digits and _, starting with a letter)`,
-  }];
+/** A name from the file name must be usable too (an explicit one is the schema's to check). */
+function checkName(loaded: LoadedPolicy): Diagnostic[] {
+  if ((loaded.value as Partial<Policy>).name !== undefined) return [];
+  const name = defaultName(loaded.file);
+  if (NAME_PATTERN.test(name)) return [];
+  return [diagnosticAt("policy/name-unusable", startOf(loaded.file),
+    `the file name gives the policy name "${name}", which is not usable in C identifiers and pin paths: set "name" (lower case letters, digits and _, starting with a letter)`)];
 }

@@ -1,9 +1,9 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { ErrorObject, ValidateFunction } from "ajv";
-import type { Diagnostic } from "../diagnostics.js";
+import { diagnosticAt, excerpt, quoted, type Diagnostic, type Location } from "../diagnostics.js";
 import type { LoadedPolicy } from "../load/index.js";
-import { childPointer } from "../load/source-map.js";
+import { childPointer, isWithin } from "../load/source-map.js";
 
 export const SCHEMA_PATH = fileURLToPath(new URL("../../../schemas/policy.schema.json", import.meta.url));
 export const policySchema = JSON.parse(readFileSync(SCHEMA_PATH, "utf8"));
@@ -11,14 +11,39 @@ export const policySchema = JSON.parse(readFileSync(SCHEMA_PATH, "utf8"));
 /** Compiled from the schema at build time (scripts/generate-validator.mjs): no ajv at start-up. */
 const validatePolicy: ValidateFunction = (await import(new URL("./policy-validator.js", import.meta.url).href)).default;
 
-/** Checks a loaded policy against schemas/policy.schema.json. */
-export function checkSchema(policy: LoadedPolicy): Diagnostic[] {
+/** A schema violation, and the JSON pointer of the value it is about. */
+export interface SchemaProblem {
+  pointer: string;
+  diagnostic: Diagnostic;
+}
+
+/**
+ * Checks a loaded policy against schemas/policy.schema.json. Problems in
+ * values the loader could not read (its holes) were reported by the loader
+ * and are not reported again, nor is a "missing" property of an object
+ * some of whose members could not be read, nor one whose misspelling is
+ * reported with it as the suggestion (`orignalPort`: one mistake, one error).
+ */
+export function checkSchema(policy: LoadedPolicy): SchemaProblem[] {
   if (validatePolicy(policy.value)) return [];
-  const diagnostics = (validatePolicy.errors ?? []).filter(isUseful).map((error) => {
-    const [pointer, part] = errorPointer(error);
-    return { file: policy.file, ...policy.sourceMap.locate(pointer, part), message: describeError(error) };
-  });
-  return unique(diagnostics);
+  const errors = (validatePolicy.errors ?? []).filter(isUseful);
+  const misspelt = new Set(errors.flatMap((error) => {
+    const suggestion = error.keyword === "additionalProperties" ? suggestionFor(error) : undefined;
+    return suggestion ? [childPointer(error.instancePath, suggestion)] : [];
+  }));
+  const problems: SchemaProblem[] = [];
+  const seen = new Set<string>();
+  for (const error of errors) {
+    const { about, at, part } = errorPointer(error);
+    if (policy.holes.some((hole) => isWithin(about, hole))) continue;
+    if (error.keyword === "required" && (policy.openObjects.includes(error.instancePath) || misspelt.has(about))) continue;
+    const diagnostic = describeError(error, policy.sourceMap.locate(at, part));
+    const key = `${diagnostic.line}:${diagnostic.column}:${diagnostic.message}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    problems.push({ pointer: about, diagnostic });
+  }
+  return problems;
 }
 
 /** `if`/`$ref` wrappers repeat the real error; keep the leaf ones. */
@@ -26,39 +51,59 @@ function isUseful(error: ErrorObject): boolean {
   return error.keyword !== "if" && error.keyword !== "anyOf";
 }
 
-/** Unknown properties point at their name; a missing one at its object; the rest at the value. */
-function errorPointer(error: ErrorObject): [string, "key" | "value"] {
+/**
+ * The value an error is about, where to point, and at which part: an
+ * unknown property at its name, a missing one at its object, the rest at
+ * the value.
+ */
+function errorPointer(error: ErrorObject): { about: string; at: string; part: "key" | "value" } {
   if (error.keyword === "additionalProperties") {
-    return [childPointer(error.instancePath, error.params.additionalProperty), "key"];
+    const about = childPointer(error.instancePath, error.params.additionalProperty);
+    return { about, at: about, part: "key" };
   }
-  return [error.instancePath, "value"];
+  if (error.keyword === "required") {
+    return { about: childPointer(error.instancePath, error.params.missingProperty), at: error.instancePath, part: "value" };
+  }
+  return { about: error.instancePath, at: error.instancePath, part: "value" };
 }
 
-function describeError(error: ErrorObject): string {
+function describeError(error: ErrorObject, at: Location): Diagnostic {
   const subject = subjectOf(error.instancePath);
   switch (error.keyword) {
     case "required":
-      return `${subject} is missing required property "${error.params.missingProperty}"`;
+      return diagnosticAt("schema/required", at, `${subject} is missing required property ${quoted(error.params.missingProperty)}`);
     case "additionalProperties": {
-      const unknown = error.params.additionalProperty as string;
-      const known = Object.keys((error.parentSchema as { properties?: object }).properties ?? {});
-      const hint = closest(unknown, known);
-      return `unknown property "${unknown}" in ${subject}${hint ? ` (did you mean "${hint}"?)` : ""}`;
+      const hint = suggestionFor(error);
+      return diagnosticAt("schema/unknown-property", at, `unknown property ${quoted(error.params.additionalProperty)} in ${subject}`, hint ? { suggestion: hint } : {});
     }
     case "type":
-      return `${subject} must be ${article(error.params.type)}, got ${describeValue(error.data)}`;
+      return diagnosticAt("schema/type", at, `${subject} must be ${article(error.params.type)}, got ${describeValue(error.data)}`);
     case "minimum":
     case "maximum": {
       const schema = error.parentSchema as { minimum: number; maximum: number };
-      return `${subject} must be between ${schema.minimum} and ${schema.maximum}, got ${describeValue(error.data)}`;
+      return diagnosticAt("schema/range", at, `${subject} must be between ${schema.minimum} and ${schema.maximum}, got ${describeValue(error.data)}`);
     }
+    case "minLength":
+    case "maxLength": {
+      const schema = error.parentSchema as { minLength: number; maxLength: number };
+      const length = typeof error.data === "string" ? error.data.length : 0;
+      return diagnosticAt("schema/range", at, `${subject} must be ${schema.minLength} to ${schema.maxLength} characters long (an interface name), got ${length}`);
+    }
+    case "maxItems":
+      return diagnosticAt("schema/range", at, `${subject} may have at most ${error.params.limit} entries`);
     case "enum":
-      return `${subject} must be one of ${(error.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}, got ${describeValue(error.data)}`;
+      return diagnosticAt("schema/enum", at, `${subject} must be one of ${(error.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}, got ${describeValue(error.data)}`);
     case "pattern":
-      return `${subject} must match ${error.params.pattern} (lower case letters, digits and _, starting with a letter, at most 32), got ${describeValue(error.data)}`;
+      return diagnosticAt("schema/pattern", at, `${subject} must match ${error.params.pattern} (lower case letters, digits and _, starting with a letter, at most 32), got ${describeValue(error.data)}`);
     default:
-      return `${subject} ${error.message ?? "is invalid"}`;
+      return diagnosticAt("schema/invalid", at, `${subject} ${error.message ?? "is invalid"}`);
   }
+}
+
+/** The known property an unknown one is a misspelling of, if any. */
+function suggestionFor(error: ErrorObject): string | undefined {
+  const known = Object.keys((error.parentSchema as { properties?: object }).properties ?? {});
+  return closest(error.params.additionalProperty as string, known);
 }
 
 /** "interceptors[0].port", or "the policy" for the root. */
@@ -67,7 +112,7 @@ function subjectOf(pointer: string): string {
   return pointer
     .split("/")
     .slice(1)
-    .map((segment) => segment.replaceAll("~1", "/").replaceAll("~0", "~"))
+    .map((segment) => excerpt(segment.replaceAll("~1", "/").replaceAll("~0", "~")))
     .map((segment, index) => (/^\d+$/.test(segment) ? `[${segment}]` : index === 0 ? segment : `.${segment}`))
     .join("");
 }
@@ -80,7 +125,7 @@ function describeValue(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "a list";
   if (typeof value === "object") return "an object";
-  if (typeof value === "string") return `the string ${JSON.stringify(value)}`;
+  if (typeof value === "string") return `the string ${quoted(value)}`;
   return String(value);
 }
 
@@ -104,12 +149,4 @@ function editDistance(a: string, b: string): number {
     previous = current;
   }
   return previous[b.length]!;
-}
-
-function unique(diagnostics: Diagnostic[]): Diagnostic[] {
-  const seen = new Set<string>();
-  return diagnostics.filter((d) => {
-    const key = `${d.line}:${d.column}:${d.message}`;
-    return !seen.has(key) && seen.add(key);
-  });
 }

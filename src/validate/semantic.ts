@@ -1,12 +1,16 @@
-import type { Diagnostic } from "../diagnostics.js";
+import { diagnosticAt, quoted, startOf, type Diagnostic, type DiagnosticCode } from "../diagnostics.js";
 import type { LoadedPolicy } from "../load/index.js";
 import type { Rule, ValidPolicy } from "./model.js";
 
 /** Appended to a rewrite-only restriction on a TCP rule: steer has no such restriction. */
 const TRY_STEER = ` (a tcp rule may use strategy: "steer", which has no such restriction)`;
 
+type At = (code: DiagnosticCode, rule: Rule, field: string, message: string, note?: { rule: Rule; field: string; message: string }) => void;
+
 /**
- * Checks the schema cannot express, within one policy.
+ * Checks the schema cannot express, within one policy. @rules are the
+ * policy's rules that passed the schema; each problem points at the later
+ * rule, with a note at the earlier one.
  *
  * Strategies: steer is TCP only, and onProxyDown belongs to steer rules.
  *
@@ -26,22 +30,30 @@ const TRY_STEER = ` (a tcp rule may use strategy: "steer", which has no such res
  */
 export function checkRules(loaded: LoadedPolicy, rules: Rule[]): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
-  const at = (rule: Rule, field: string, message: string) =>
-    diagnostics.push({ file: loaded.file, ...loaded.sourceMap.locate(`/interceptors/${rule.index}/${field}`, "key"), message });
+  const place = (rule: Rule, field: string) => loaded.sourceMap.locate(`/interceptors/${rule.index}/${field}`, "key");
+  const at: At = (code, rule, field, message, note) =>
+    diagnostics.push(diagnosticAt(code, place(rule, field), message, note ? { notes: [{ ...place(note.rule, note.field), message: note.message }] } : {}));
   const byOriginal = new Map<string, Rule>();
   const rewriteByTarget = new Map<string, Rule>();
   for (const rule of rules) {
     checkStrategy(rule, at);
-    if (rule.port === rule.originalPort) at(rule, "port", `port ${rule.port} is the same as originalPort: the rule would do nothing`);
+    if (rule.port === rule.originalPort) {
+      at("rule/same-port", rule, "port", `port ${rule.port} is the same as originalPort: the rule would do nothing`);
+    }
     const original = `${rule.protocol}/${rule.originalPort}`;
     const earlier = byOriginal.get(original);
-    if (earlier) at(rule, "originalPort", `${rule.protocol} originalPort ${rule.originalPort} is already intercepted by interceptors[${earlier.index}]`);
-    else byOriginal.set(original, rule);
+    if (earlier) {
+      at("rule/duplicate-original-port", rule, "originalPort", `${rule.protocol} originalPort ${rule.originalPort} is already intercepted by interceptors[${earlier.index}]`,
+        { rule: earlier, field: "originalPort", message: `first intercepted here, by interceptors[${earlier.index}]` });
+    } else {
+      byOriginal.set(original, rule);
+    }
     if (rule.strategy !== "rewrite") continue;
     const target = `${rule.protocol}/${rule.port}`;
     const sharing = rewriteByTarget.get(target);
     if (sharing) {
-      at(rule, "port", `${rule.protocol} port ${rule.port} is already the target of rewrite rule interceptors[${sharing.index}]: their replies could not be told apart${rule.protocol === "tcp" ? TRY_STEER : ""}`);
+      at("rule/duplicate-target-port", rule, "port", `${rule.protocol} port ${rule.port} is already the target of rewrite rule interceptors[${sharing.index}]: their replies could not be told apart${rule.protocol === "tcp" ? TRY_STEER : ""}`,
+        { rule: sharing, field: "port", message: `interceptors[${sharing.index}] sends to it here` });
     } else {
       rewriteByTarget.set(target, rule);
     }
@@ -50,41 +62,56 @@ export function checkRules(loaded: LoadedPolicy, rules: Rule[]): Diagnostic[] {
     if (rule.strategy !== "rewrite") continue;
     const chained = byOriginal.get(`${rule.protocol}/${rule.port}`);
     if (chained && chained !== rule) {
-      at(rule, "port", `${rule.protocol} port ${rule.port} is the originalPort of interceptors[${chained.index}]: a rewrite rule may not chain${rule.protocol === "tcp" ? TRY_STEER : ""}`);
+      at("rule/chain", rule, "port", `${rule.protocol} port ${rule.port} is the originalPort of interceptors[${chained.index}]: a rewrite rule may not chain${rule.protocol === "tcp" ? TRY_STEER : ""}`,
+        { rule: chained, field: "originalPort", message: `interceptors[${chained.index}] intercepts it here` });
     }
   }
   return diagnostics;
 }
 
 /** Steer is TCP only; onProxyDown has a meaning only where a proxy is looked up (steer). */
-function checkStrategy(rule: Rule, at: (rule: Rule, field: string, message: string) => void): void {
+function checkStrategy(rule: Rule, at: At): void {
   if (rule.strategy === "steer" && rule.protocol !== "tcp") {
-    at(rule, "strategy", `strategy "steer" is for tcp rules only: a ${rule.protocol} rule rewrites (remove strategy, or set it to "rewrite")`);
+    at("rule/steer-not-tcp", rule, "strategy", `strategy "steer" is for tcp rules only: a ${rule.protocol} rule rewrites (remove strategy, or set it to "rewrite")`);
   }
   if (rule.strategy === "rewrite" && rule.onProxyDown !== undefined) {
-    at(rule, "onProxyDown", `onProxyDown applies to steer rules only: a rewrite rule looks up no proxy that could be down${rule.protocol === "tcp" ? ` (remove it, or set strategy: "steer")` : ""}`);
+    at("rule/proxy-down-on-rewrite", rule, "onProxyDown", `onProxyDown applies to steer rules only: a rewrite rule looks up no proxy that could be down${rule.protocol === "tcp" ? ` (remove it, or set strategy: "steer")` : ""}`);
   }
 }
 
+export interface CheckedPolicy {
+  loaded: LoadedPolicy;
+  policy: ValidPolicy;
+}
+
 /** Checks across policies: names and interface selections must not collide. */
-export function checkPolicies(policies: ValidPolicy[]): Diagnostic[] {
+export function checkPolicies(checked: CheckedPolicy[]): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
-  const byName = new Map<string, ValidPolicy>();
+  const byName = new Map<string, CheckedPolicy>();
   const selectingAll: ValidPolicy[] = [];
-  for (const policy of policies) {
+  for (const entry of checked) {
+    const { policy } = entry;
     const other = byName.get(policy.name);
-    if (other) diagnostics.push(atTop(policy, `policy name "${policy.name}" is also used by ${other.file}`));
-    else byName.set(policy.name, policy);
+    if (other) {
+      diagnostics.push(diagnosticAt("policy/duplicate-name", nameLocation(entry), `policy name ${quoted(policy.name)} is also used by ${other.policy.file}`, {
+        notes: [{ ...nameLocation(other), message: "the other policy of that name" }],
+      }));
+    } else {
+      byName.set(policy.name, entry);
+    }
     if (policy.interfaces.include === null && policy.interfaces.exclude.length === 0) selectingAll.push(policy);
   }
-  if (selectingAll.length > 0 && policies.length > 1) {
+  if (selectingAll.length > 0 && checked.length > 1) {
     for (const policy of selectingAll) {
-      diagnostics.push(atTop(policy, `policy "${policy.name}" selects every interface, so it overlaps the other policies: give each policy an interfaces selector`));
+      diagnostics.push(diagnosticAt("policy/overlapping-interfaces", startOf(policy.file),
+        `policy ${quoted(policy.name)} selects every interface, so it overlaps the other policies: give each policy an interfaces selector`));
     }
   }
   return diagnostics;
 }
 
-function atTop(policy: ValidPolicy, message: string): Diagnostic {
-  return { file: policy.file, line: 1, column: 1, message };
+/** Where a policy's name is written, or the file's start when it comes from the file name. */
+function nameLocation({ loaded }: CheckedPolicy) {
+  const value = loaded.value as { name?: unknown };
+  return value.name === undefined ? startOf(loaded.file) : loaded.sourceMap.locate("/name");
 }

@@ -150,7 +150,7 @@ describe("agent", { concurrency: false }, () => {
     const from = agent.lines.length;
     await writeFile(policy, "interceptors:\n  - { port: 0, originalPort: 8000 }\n");
     const error = await agent.waitFor((l) => l.event === "error" && l.line === 2, from);
-    assert.match(String(error.message), /demo\.yaml:2:13: error: interceptors\[0\]\.port must be between 1 and 65535, got 0/);
+    assert.match(String(error.message), /demo\.yaml:2:13: error\[schema\/range\]: interceptors\[0\]\.port must be between 1 and 65535, got 0/);
     await agent.waitFor((l) => l.event === "error" && /keeping the last good policies/.test(String(l.message)), from);
     assert.equal(await intercepted(), true);
     assert.match(await scrapeMetrics(), /^intercept_policies_invalid 1$/m);

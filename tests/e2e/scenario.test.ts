@@ -133,7 +133,7 @@ describe("bad input: one-line error, non-zero exit, kernel unchanged", { concurr
   test("a missing policy file", async () => {
     const result = await intercept("apply", path.join(scratch, "absent.yaml"), "--netns", lab.serverNs);
     assert.equal(result.exitCode, 1);
-    assert.match(result.stderr, /absent\.yaml:1:1: error: no such policy file or folder/);
+    assert.match(result.stderr, /absent\.yaml:1:1: error\[load\/not-found\]: no such policy file or folder/);
     assert.equal(await ourFilters(), "");
   });
 
@@ -141,7 +141,7 @@ describe("bad input: one-line error, non-zero exit, kernel unchanged", { concurr
     const bad = await policyFile("bad.yaml", "interceptors:\n  - { port: 0, originalPort: 8000 }\n");
     const result = await intercept("apply", bad, "--netns", lab.serverNs);
     assert.equal(result.exitCode, 1);
-    assert.match(result.stderr, /bad\.yaml:2:13: error: interceptors\[0\]\.port must be between 1 and 65535, got 0/);
+    assert.match(result.stderr, /bad\.yaml:2:13: error\[schema\/range\]: interceptors\[0\]\.port must be between 1 and 65535, got 0/);
     assert.equal(await ourFilters(), "");
   });
 

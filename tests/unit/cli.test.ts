@@ -1,4 +1,5 @@
 /** The CLI's contract for commands that need no kernel: output formats and exit codes. */
+import "../support/temporary-cache.js";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";
@@ -9,14 +10,26 @@ test("validate: all errors of all files, sorted, exit 1; --json prints them as d
   const files = ["tests/golden/invalid/bad-ports.yaml", "tests/golden/invalid/missing-interceptors.yaml"];
   const text = await intercept("validate", ...files);
   assert.equal(text.exitCode, 1);
-  const lines = text.stderr.trim().split("\n");
-  assert.equal(lines.length, 6);
-  assert.deepEqual(lines, [...lines].sort((a, b) => a.localeCompare(b, undefined, { numeric: true })));
+  const headers = text.stderr.split("\n").filter((line) => /^\S+:\d+:\d+: error\[/.test(line));
+  assert.equal(headers.length, 6);
+  assert.deepEqual(headers, [...headers].sort((a, b) => a.localeCompare(b, undefined, { numeric: true })));
+  assert.equal(headers[0], "tests/golden/invalid/bad-ports.yaml:2:11: error[schema/range]: interceptors[0].port must be between 1 and 65535, got 0");
+  assert.match(text.stderr, /\n {2}2 \| {3}- port: 0\n {4}\| {11}\^\n/, "the source line with a caret under the value");
+  assert.match(text.stderr, /\n6 errors in 2 files$/);
   const json = await intercept("validate", ...files, "--json");
   assert.equal(json.exitCode, 1);
   const diagnostics = JSON.parse(json.stdout) as { file: string; line: number; column: number; message: string }[];
   assert.equal(diagnostics.length, 6);
-  assert.deepEqual(diagnostics[0], { file: "tests/golden/invalid/bad-ports.yaml", line: 2, column: 11, message: "interceptors[0].port must be between 1 and 65535, got 0" });
+  assert.deepEqual(diagnostics[0], {
+    code: "schema/range",
+    severity: "error",
+    file: "tests/golden/invalid/bad-ports.yaml",
+    line: 2,
+    column: 11,
+    length: 1,
+    lineText: "  - port: 0",
+    message: "interceptors[0].port must be between 1 and 65535, got 0",
+  });
 });
 
 test("validate: good policies in both forms pass with exit 0", async () => {

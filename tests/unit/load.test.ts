@@ -1,8 +1,11 @@
+import { TEST_CACHE_DIR } from "../support/temporary-cache.js";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
+import { reportableDiagnostics } from "../../src/diagnostics.js";
 import { loadPolicies } from "../../src/load/index.js";
 import { validatePolicies } from "../../src/validate/index.js";
 
@@ -92,4 +95,75 @@ test("a missing file is a located error, and other files are still checked", asy
   const loaded = await loadPolicies([path.join(scratch, "nope.yaml"), good]);
   assert.equal(loaded.policies.length, 1);
   assert.match(loaded.diagnostics[0]!.message, /no such policy file/);
+});
+
+/** Code, place and message of every problem of @files, sorted, as a user would read them. */
+async function problemsOf(...files: string[]): Promise<string[]> {
+  const loaded = await loadPolicies(files);
+  const validated = validatePolicies(loaded.policies);
+  assert.deepEqual(validated.policies, [], "a policy with a problem is never valid");
+  return reportableDiagnostics([...loaded.diagnostics, ...validated.diagnostics]).map((d) => `${d.line}:${d.column} ${d.code}`);
+}
+
+async function write(name: string, text: string): Promise<string> {
+  const file = path.join(scratch, name);
+  await writeFile(file, text);
+  return file;
+}
+
+test("the rules that passed the schema are still checked against each other", async () => {
+  const file = await write("partly.yaml", [
+    "interceptors:",
+    "  - { originalPort: 8000, port: 0 }",
+    "  - { originalPort: 8001, port: 9001 }",
+    "  - { originalPort: 8001, port: 9002 }",
+  ].join("\n"));
+  assert.deepEqual(await problemsOf(file), ["2:33 schema/range", "4:7 rule/duplicate-original-port"]);
+});
+
+test("TS code where data must be: reported once, and the rest of the policy is still checked", async () => {
+  const file = await write("code.ts", [
+    'import { definePolicy } from "intercept";',
+    "const key = \"port\";",
+    "export default definePolicy({",
+    "  interceptors: [",
+    "    { originalPort: 8000, port: Number(\"9000\") },",
+    "    { originalPort: 8001, [key]: 9001 },",
+    "    { originalPort: 8002, port: 70000 },",
+    "  ],",
+    "});",
+  ].join("\n"));
+  // No "missing port" for the first two (their port was written, just not as data), and tsc's view of Number is not repeated.
+  assert.deepEqual(await problemsOf(file), ["5:33 ts/not-data", "6:27 ts/not-data", "7:33 schema/range"]);
+});
+
+test("a TS problem the schema cannot see still keeps the policy from being valid", async () => {
+  const file = await write("let.ts", 'import { definePolicy } from "intercept";\nlet port = 9000;\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port }] });\n');
+  assert.deepEqual(await problemsOf(file), ["2:1 ts/not-const"]);
+});
+
+test("a YAML file holds one document", async () => {
+  const file = await write("two.yaml", "interceptors: []\n---\ninterceptors: []\n");
+  assert.deepEqual(await problemsOf(file), ["2:1 yaml/syntax"]);
+});
+
+test("in a folder, hidden entries are skipped; a file named on the command line is read even when hidden", async () => {
+  const dir = path.join(scratch, "hidden");
+  await mkdir(path.join(dir, ".git"), { recursive: true });
+  await writeFile(path.join(dir, ".git", "config.yaml"), "not a policy\n");
+  await writeFile(path.join(dir, ".draft.yaml"), "interceptors: [\n");
+  await writeFile(path.join(dir, "web.yaml"), "interceptors: []\n");
+  const loaded = await loadPolicies([dir]);
+  assert.deepEqual(loaded.diagnostics, []);
+  assert.deepEqual(loaded.policies.map((policy) => path.basename(policy.file)), ["web.yaml"]);
+  assert.deepEqual((await problemsOf(path.join(dir, ".draft.yaml"))).map((problem) => problem.split(" ")[1]), ["yaml/syntax"]);
+});
+
+test("an evaluated TS policy is cached in the cache directory, not in the checkout", async () => {
+  const file = await write("cached.ts", 'import { definePolicy } from "intercept";\nexport default definePolicy({ interceptors: [{ originalPort: 7000, port: 7001 }] });\n');
+  const entries = async (dir: string) => (existsSync(dir) ? (await readdir(dir)).length : 0);
+  const [cacheBefore, checkoutBefore] = [await entries(path.join(TEST_CACHE_DIR, "policies")), await entries("build/cache/policies")];
+  await loadPolicies([file]);
+  assert.equal(await entries(path.join(TEST_CACHE_DIR, "policies")), cacheBefore + 1);
+  assert.equal(await entries("build/cache/policies"), checkoutBefore, "where the cache used to be");
 });
