@@ -24,8 +24,8 @@ import { loadAndPin, updateMap } from "../src/kernel/bpftool.js";
 import { run, runJson } from "../src/kernel/exec.js";
 import { ensureBpffs, PIN_ROOT, PinLayout } from "../src/kernel/pins.js";
 import type { Rule, ValidPolicy } from "../src/validate/index.js";
-import { testRun } from "../tests/support/bpf.js";
-import { buildPacket, type PacketSpec } from "../tests/support/packets.js";
+import { testRun } from "../lab/bpf.js";
+import { buildPacket, type PacketSpec } from "../lab/packets.js";
 import { table } from "./table.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 21);

@@ -13,9 +13,9 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { execa } from "execa";
 import { table } from "./table.js";
-import { intercept, Lab, SERVER_ADDRESS } from "../demo/lab.js";
-import { AgentProcess } from "../tests/support/agent-process.js";
-import { runWrk, type WrkResult } from "./wrk.js";
+import { intercept, Lab, SERVER_ADDRESS } from "../lab/network.js";
+import { AgentProcess } from "../lab/agent-process.js";
+import { runWrk, type WrkResult } from "../lab/wrk.js";
 
 const SECONDS = Number(process.env.BENCH_E2E_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_E2E_ROUNDS ?? 3);

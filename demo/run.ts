@@ -6,7 +6,7 @@
  *   npm run demo -- [--policy FILE] [--original-port 8000] [--proxy-port 9000] [--header "Server: intercept"]
  */
 import { parseArgs } from "node:util";
-import { intercept, Lab } from "./lab.js";
+import { intercept, Lab } from "../lab/network.js";
 
 const { values } = parseArgs({
   options: {

@@ -18,6 +18,13 @@ export const COUNTER_SLOTS = [
   "steered",
   /** Steer rules: SYNs that found no listener on port, then dropped or passed as onProxyDown says. */
   "proxyDown",
+  /**
+   * Steer rules: SYNs whose 4-tuple the kernel still holds in TIME_WAIT (a
+   * connection the proxy closed moments ago, its client port reused): the
+   * kernel would refuse the proxy a second socket on it, so these are
+   * dropped or passed as onProxyDown says.
+   */
+  "timeWait",
 ] as const;
 
 export type CounterSlot = (typeof COUNTER_SLOTS)[number];

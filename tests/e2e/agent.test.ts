@@ -12,8 +12,8 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
-import { intercept, Lab, SERVER_ADDRESS } from "../../demo/lab.js";
-import { AgentProcess } from "../support/agent-process.js";
+import { intercept, Lab, SERVER_ADDRESS } from "../../lab/network.js";
+import { AgentProcess } from "../../lab/agent-process.js";
 
 let lab: Lab;
 let scratch: string;
@@ -159,10 +159,10 @@ describe("agent", { concurrency: false }, () => {
     assert.match(await scrapeMetrics(), /^intercept_policies_invalid 0$/m);
   });
 
-  test("metrics count the requests sent", async () => {
+  test("metrics count the connections steered", async () => {
     const scrape = async () => {
       const text = await scrapeMetrics();
-      const line = text.split("\n").find((l) => l.startsWith("intercept_rule_packets_total{") && l.includes('rule="0"') && l.includes('direction="ingress"'));
+      const line = text.split("\n").find((l) => l.startsWith("intercept_rule_connections_steered_total{") && l.includes('rule="0"'));
       assert.ok(line, text);
       assert.match(text, /^intercept_attached_links 1$/m);
       assert.match(text, /^intercept_applies_total \d+$/m);
@@ -170,11 +170,11 @@ describe("agent", { concurrency: false }, () => {
     };
     const before = await scrape();
     for (let i = 0; i < 3; i++) assert.ok(await intercepted());
-    assert.ok((await scrape()) >= before + 3, "at least one packet per request");
+    assert.equal(await scrape(), before + 3, "one connection per request");
   });
 
   test("a restart with --keep drops no request, and SIGTERM then leaves nothing", async () => {
-    const loop = lab.runInClient(["node", "dist/tests/support/request-loop.js", `http://${SERVER_ADDRESS}:8000/`, "5000", "Server"]);
+    const loop = lab.runInClient(["node", "dist/lab/request-loop.js", `http://${SERVER_ADDRESS}:8000/`, "5000", "Server", await lab.addClientAddress()]);
     await new Promise((resolve) => setTimeout(resolve, 500));
     assert.equal(await agent.stop(), 0);
     assert.ok(await ourFilterOn(lab.serverLink), "--keep left the datapath in place");

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
-import { intercept, Lab, SERVER_ADDRESS } from "../../demo/lab.js";
+import { intercept, Lab, SERVER_ADDRESS } from "../../lab/network.js";
 
 const SERVER_ADDRESS_V6 = "fd00:198:18::1";
 const CLIENT_ADDRESS_V6 = "fd00:198:18::2";

@@ -13,7 +13,7 @@ import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
 import { compileBpf } from "../../src/build/index.js";
 import { dumpMap, loadAndPin } from "../../src/kernel/bpftool.js";
-import { intercept, Lab, SERVER_ADDRESS } from "../../demo/lab.js";
+import { intercept, Lab, SERVER_ADDRESS } from "../../lab/network.js";
 
 let lab: Lab;
 let scratch: string;
@@ -93,7 +93,7 @@ describe("replace", { concurrency: false }, () => {
   test("adding a rule replaces the program without a single failed request on the old rule", async () => {
     assert.equal((await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs)).exitCode, 0);
     const idsBefore = (await status()).programs[0].programIds;
-    const loop = lab.runInClient(["node", "dist/tests/support/request-loop.js", `http://${SERVER_ADDRESS}:8000/`, "4000", "Server"]);
+    const loop = lab.runInClient(["node", "dist/lab/request-loop.js", `http://${SERVER_ADDRESS}:8000/`, "4000", "Server", await lab.addClientAddress()]);
     await new Promise((resolve) => setTimeout(resolve, 500));
     const replaced = await intercept("apply", await policyFile("demo.yaml", GROWN_YAML), "--netns", lab.serverNs, "--no-color");
     assert.equal(replaced.exitCode, 0, replaced.stderr);
@@ -165,7 +165,7 @@ describe("failures", { concurrency: false }, () => {
       { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
     assert.equal(result.exitCode, 1);
     assert.match(String(result.stdout), /attachment\.\S+: created/, "steps had succeeded before the failure");
-    assert.match(String(result.stderr), /attachment\.\S+y: tc filter replace dev \S+y egress,ingress: RTNETLINK answers: forced failure\nRolled back: the kernel is as it was before this apply\.$/);
+    assert.match(String(result.stderr), /attachment\.\S+y: tc filter replace dev \S+y ingress: RTNETLINK answers: forced failure\nRolled back: the kernel is as it was before this apply\.$/);
     assert.equal(await snapshot(), before);
     assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins left behind");
   });

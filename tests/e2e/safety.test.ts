@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
-import { intercept, Lab } from "../../demo/lab.js";
+import { intercept, Lab } from "../../lab/network.js";
 
 let lab: Lab;
 let scratch: string;

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
-import { intercept, Lab } from "../../demo/lab.js";
+import { intercept, Lab } from "../../lab/network.js";
 
 const hasHeader = (response: string, header: string) => response.toLowerCase().split("\r\n").includes(header.toLowerCase());
 
@@ -70,11 +70,12 @@ describe("classic scenario", { concurrency: false }, () => {
     assert.match(plan.stdout, /^No changes\./);
   });
 
-  test("status counts the intercepted packets both ways", async () => {
+  test("status counts the steered connections, and shows the strategy", async () => {
     const status = JSON.parse((await intercept("status", "policies/demo.ts", "--netns", lab.serverNs, "--json")).stdout);
     const [rule] = status.programs[0].rules;
-    assert.deepEqual(rule.rule, { originalPort: 8000, port: 9000, protocol: "tcp", family: "any" });
-    assert.ok(rule.ingress.packets > 0 && rule.egress.packets > 0, JSON.stringify(rule));
+    assert.deepEqual(rule.rule, { originalPort: 8000, port: 9000, protocol: "tcp", family: "any", strategy: "steer", onProxyDown: "drop" });
+    assert.equal(rule.counters.steered.packets, 1, JSON.stringify(rule));
+    assert.equal(rule.counters.rewrittenIngress.packets + rule.counters.rewrittenEgress.packets, 0, "steering rewrites nothing");
     assert.deepEqual(status.links.map((l: { link: string }) => l.link), [lab.serverLink]);
   });
 

@@ -10,9 +10,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { execa } from "execa";
-import { Lab, SERVER_ADDRESS } from "../../demo/lab.js";
-import { parseWrk } from "../../bench/wrk.js";
-import { AgentProcess } from "../support/agent-process.js";
+import { Lab, SERVER_ADDRESS } from "../../lab/network.js";
+import { parseWrk } from "../../lab/wrk.js";
+import { AgentProcess } from "../../lab/agent-process.js";
 
 const LIVE_EDITS = 100;
 const REPLACES = 10;

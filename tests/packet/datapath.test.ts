@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { SWITCH_LIMIT } from "../../src/compile/render.js";
 import { LoadedProgram, testPolicy } from "../support/bpf.js";
-import { buildFragments, buildPacket, fragmentsChecksumValid, parsePacket, type PacketSpec } from "../support/packets.js";
+import { buildFragments, buildPacket, fragmentsChecksumValid, parsePacket, type PacketSpec } from "../../lab/packets.js";
 
 const TC_ACT_UNSPEC = -1;
 

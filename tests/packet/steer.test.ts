@@ -10,7 +10,7 @@ import { after, before, describe, test } from "node:test";
 import type { CounterSlot } from "../../src/compile/counters.js";
 import { SWITCH_LIMIT } from "../../src/compile/render.js";
 import { LoadedProgram, testPolicy } from "../support/bpf.js";
-import { buildPacket, type PacketSpec, type TcpFlag } from "../support/packets.js";
+import { buildPacket, type PacketSpec, type TcpFlag } from "../../lab/packets.js";
 
 const TC_ACT_UNSPEC = -1;
 const TC_ACT_SHOT = 2;

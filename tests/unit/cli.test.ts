@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";
 import { test } from "node:test";
-import { intercept } from "../../demo/lab.js";
+import { intercept } from "../../lab/network.js";
 
 test("validate: all errors of all files, sorted, exit 1; --json prints them as data", async () => {
   const files = ["tests/golden/invalid/bad-ports.yaml", "tests/golden/invalid/missing-interceptors.yaml"];

@@ -36,7 +36,8 @@ enum counter_slot {
 	COUNTER_REWRITTEN_EGRESS  = 1, /* source port of a reply rewritten back */
 	COUNTER_STEERED           = 2, /* SYN assigned to the proxy's listener: a connection */
 	COUNTER_PROXY_DOWN        = 3, /* SYN that found no listener (dropped or passed) */
-	COUNTER_SLOTS             = 4,
+	COUNTER_TIME_WAIT         = 4, /* SYN whose 4-tuple is still in TIME_WAIT (dropped or passed) */
+	COUNTER_SLOTS             = 5,
 };
 
 /* Packets and bytes of one rule's slot. Per-CPU, so counting needs no

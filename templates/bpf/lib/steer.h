@@ -34,6 +34,14 @@ enum steer_result {
 	STEER_TRUNCATED   = -3, /* the IP header is not inside the frame */
 };
 
+/* What the kernel already holds for a SYN's own 4-tuple. */
+enum tuple_state {
+	TUPLE_FREE      = 0, /* nothing, or only a listener on originalPort */
+	TUPLE_CONNECTED = 1, /* a connection or a half-open one: this SYN is a retransmission */
+	TUPLE_TIME_WAIT = 2, /* a connection closed here moments ago, still in TIME_WAIT */
+	TUPLE_TRUNCATED = 3, /* the IP header is not inside the frame */
+};
+
 /* is_new_connection — true for a SYN without ACK, the first segment of a
  * connection. Any other segment belongs to a connection the kernel already
  * knows, with whichever socket has it. */
@@ -52,16 +60,10 @@ static __always_inline int is_new_connection(struct __sk_buff *skb, const struct
 	return tcp->syn && !tcp->ack;
 }
 
-/* listener_key — the socket lookup key for the proxy's listener: @pkt's
- * destination address with @proxy_port, and no source. A zero source
- * matches no connection (no peer is 0.0.0.0:0), so only a listener can be
- * found, never an unrelated connection to the proxy port that happens to
- * come from the same client address and port. A listener bound to the
- * wildcard address is found for any destination; for an IPv4 packet, so is
- * a dual-stack IPv6 one (bound to ::, not IPV6_V6ONLY), as the stack's own
- * IPv4 lookup finds it. Returns the key's size, or STEER_TRUNCATED. */
-static __always_inline int listener_key(struct __sk_buff *skb, const struct l4_packet *pkt,
-					__be16 proxy_port, struct bpf_sock_tuple *key)
+/* packet_tuple — @pkt's own 4-tuple as a socket lookup key (addresses
+ * from the IP header, ports as parsed). Returns the key's size, or
+ * STEER_TRUNCATED. */
+static __always_inline int packet_tuple(struct __sk_buff *skb, const struct l4_packet *pkt, struct bpf_sock_tuple *key)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -71,18 +73,78 @@ static __always_inline int listener_key(struct __sk_buff *skb, const struct l4_p
 
 		if ((void *)(ip + 1) > data_end)
 			return STEER_TRUNCATED;
+		key->ipv4.saddr = ip->saddr;
 		key->ipv4.daddr = ip->daddr;
-		key->ipv4.dport = proxy_port;
+		key->ipv4.sport = pkt->sport;
+		key->ipv4.dport = pkt->dport;
 		return sizeof(key->ipv4);
 	} else {
 		struct ipv6hdr *ip6 = data + ETH_HLEN;
 
 		if ((void *)(ip6 + 1) > data_end)
 			return STEER_TRUNCATED;
+		__builtin_memcpy(key->ipv6.saddr, &ip6->saddr, sizeof(key->ipv6.saddr));
 		__builtin_memcpy(key->ipv6.daddr, &ip6->daddr, sizeof(key->ipv6.daddr));
-		key->ipv6.dport = proxy_port;
+		key->ipv6.sport = pkt->sport;
+		key->ipv6.dport = pkt->dport;
 		return sizeof(key->ipv6);
 	}
+}
+
+/* listener_key — the lookup key for the proxy's listener: @pkt's tuple
+ * with the destination port set to @proxy_port and no source. A zero
+ * source matches no connection (no peer is 0.0.0.0:0), so only a listener
+ * can be found, never an unrelated connection to the proxy port that
+ * happens to come from the same client address and port. A listener bound
+ * to the wildcard address is found for any destination; for an IPv4
+ * packet, so is a dual-stack IPv6 one (bound to ::, not IPV6_V6ONLY), as
+ * the stack's own IPv4 lookup finds it. */
+static __always_inline int listener_key(struct __sk_buff *skb, const struct l4_packet *pkt,
+					__be16 proxy_port, struct bpf_sock_tuple *key)
+{
+	int size = packet_tuple(skb, pkt, key);
+
+	if (size < 0)
+		return size;
+	if (pkt->family == FAMILY_IPV4) {
+		key->ipv4.saddr = 0;
+		key->ipv4.sport = 0;
+		key->ipv4.dport = proxy_port;
+	} else {
+		__builtin_memset(key->ipv6.saddr, 0, sizeof(key->ipv6.saddr));
+		key->ipv6.sport = 0;
+		key->ipv6.dport = proxy_port;
+	}
+	return size;
+}
+
+/* tuple_state — what the kernel holds for @pkt's own 4-tuple, looked up
+ * first (Cilium's proxy path does the same): a SYN for a tuple that is a
+ * connection or a half-open one is a retransmission the stack answers
+ * itself, and must not become a second connection at the proxy. A tuple
+ * in TIME_WAIT (the client reused its port for a connection the server
+ * side closed less than a minute ago) cannot be given to the proxy either:
+ * the kernel refuses a request socket whose tuple it still holds, and
+ * would drop the SYN. */
+static __always_inline enum tuple_state tuple_state(struct __sk_buff *skb, const struct l4_packet *pkt)
+{
+	struct bpf_sock_tuple key = {};
+	struct bpf_sock *sk;
+	enum tuple_state state = TUPLE_FREE;
+	int size;
+
+	size = packet_tuple(skb, pkt, &key);
+	if (size < 0)
+		return TUPLE_TRUNCATED;
+	sk = bpf_skc_lookup_tcp(skb, &key, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return TUPLE_FREE;
+	if (sk->state == BPF_TCP_TIME_WAIT)
+		state = TUPLE_TIME_WAIT;
+	else if (sk->state != BPF_TCP_LISTEN) /* a listener on originalPort is not this connection */
+		state = TUPLE_CONNECTED;
+	bpf_sk_release(sk);
+	return state;
 }
 
 /* assign_listener — assigns @skb to the socket listening on @proxy_port
@@ -110,14 +172,31 @@ static __always_inline int assign_listener(struct __sk_buff *skb, const struct l
 	return err ? STEER_REFUSED : STEER_ASSIGNED;
 }
 
+/* proxy_unavailable — the verdict for a SYN the proxy cannot take, counted
+ * in @slot: dropped when the rule fails closed, else handed on to whatever
+ * listens on originalPort. */
+static __always_inline int proxy_unavailable(struct __sk_buff *skb, const struct rule_match *match, enum counter_slot slot)
+{
+	count_packet(match->rule, slot, skb->len);
+	return match->on_proxy_down == PROXY_DOWN_PASS ? TC_ACT_UNSPEC : TC_ACT_SHOT;
+}
+
 /* steer — what ingress does with a packet a steer rule (@match) named.
  * Only a new connection of an enabled rule is acted on; every other packet
  * is handed on untouched. Returns the tc verdict: TC_ACT_UNSPEC, or
- * TC_ACT_SHOT for a SYN no proxy listens for when the rule fails closed. */
+ * TC_ACT_SHOT for a SYN the proxy cannot take when the rule fails closed. */
 static __always_inline int steer(struct __sk_buff *skb, const struct l4_packet *pkt, const struct rule_match *match)
 {
 	if (!is_new_connection(skb, pkt) || !rule_enabled(match->rule))
 		return TC_ACT_UNSPEC;
+	switch (tuple_state(skb, pkt)) {
+	case TUPLE_FREE:
+		break;
+	case TUPLE_TIME_WAIT:
+		return proxy_unavailable(skb, match, COUNTER_TIME_WAIT);
+	default: /* a retransmission, or a frame too short to tell: the stack's own */
+		return TC_ACT_UNSPEC;
+	}
 	switch (assign_listener(skb, pkt, match->port)) {
 	case STEER_ASSIGNED:
 		count_packet(match->rule, COUNTER_STEERED, skb->len);
@@ -125,8 +204,7 @@ static __always_inline int steer(struct __sk_buff *skb, const struct l4_packet *
 	case STEER_TRUNCATED:
 		return TC_ACT_UNSPEC;
 	default:
-		count_packet(match->rule, COUNTER_PROXY_DOWN, skb->len);
-		return match->on_proxy_down == PROXY_DOWN_PASS ? TC_ACT_UNSPEC : TC_ACT_SHOT;
+		return proxy_unavailable(skb, match, COUNTER_PROXY_DOWN);
 	}
 }
 

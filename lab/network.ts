@@ -13,6 +13,7 @@ export const CLIENT_ADDRESS = "198.18.0.2";
 
 export class Lab {
   private readonly processes: ResultPromise[] = [];
+  private clientAddresses = 0;
   private namespaceKey = "";
 
   private constructor(
@@ -61,6 +62,16 @@ export class Lab {
       });
       child.on("exit", () => reject(new Error(`${command.join(" ")} exited before it was ready`)));
     });
+  }
+
+  /**
+   * Adds another address to the client's link (198.18.0.100 on) and
+   * returns it: a load generator of its own starts from unused 4-tuples.
+   */
+  async addClientAddress(): Promise<string> {
+    const address = `198.18.0.${100 + ++this.clientAddresses}`;
+    await ip("-n", this.clientNs, "addr", "add", `${address}/24`, "dev", this.clientLink);
+    return address;
   }
 
   /** Runs a command to completion in the client namespace. */

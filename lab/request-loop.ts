@@ -1,17 +1,28 @@
 /**
  * Sends one HTTP request after another (a new connection each) for a while
  * and reports how they went, as JSON on stdout. Run in the client namespace:
- *   node dist/tests/support/request-loop.js URL DURATION_MS HEADER_NAME
+ *   node dist/lab/request-loop.js URL DURATION_MS HEADER_NAME [LOCAL_ADDRESS]
+ *
+ * With LOCAL_ADDRESS, connections leave from it on sequential source ports
+ * (from a random start), so no 4-tuple is reused while the server may still
+ * hold the last one in TIME_WAIT: the kernel's randomised port choice
+ * reuses them within seconds at these rates, which the server's steering
+ * cannot serve (docs/steering.md, "TIME_WAIT"). Give each loop its own
+ * address (Lab.addClientAddress).
  */
 import http from "node:http";
 
-const [url, durationMs, headerName] = process.argv.slice(2) as [string, string, string];
+const [url, durationMs, headerName, localAddress] = process.argv.slice(2) as [string, string, string, string | undefined];
 const result = { requests: 0, failures: 0, withoutHeader: 0, errors: [] as string[] };
 const deadline = Date.now() + Number(durationMs);
+const FIRST_PORT = 20_000;
+const PORTS = 40_000;
+let nextPort = Math.floor(Math.random() * PORTS);
 
 function request(): Promise<void> {
+  const source = localAddress ? { localAddress, localPort: FIRST_PORT + (nextPort++ % PORTS) } : {};
   return new Promise((resolve) => {
-    const req = http.get(url, { agent: false, timeout: 2000 }, (response) => {
+    const req = http.get(url, { agent: false, timeout: 2000, ...source }, (response) => {
       response.resume();
       response.on("end", () => {
         if (response.statusCode !== 200) result.failures++;
