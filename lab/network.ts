@@ -6,6 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { rm, stat } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
 import { execa, type ResultPromise } from "execa";
 
 export const SERVER_ADDRESS = "198.18.0.1";
@@ -114,6 +115,13 @@ async function ip(...args: string[]): Promise<void> {
 
 /** Runs the intercept CLI as a user would, returning its exit code and output. */
 export async function intercept(...args: string[]) {
-  const result = await execa("node", ["bin/intercept.js", ...args], { reject: false, stdin: "ignore" });
+  return interceptIn(process.cwd(), ...args);
+}
+
+/** intercept(), run from @cwd: a policy repository of the test's own (policies/, generated/). */
+export async function interceptIn(cwd: string, ...args: string[]) {
+  const result = await execa("node", [CLI, ...args], { reject: false, stdin: "ignore", cwd });
   return { exitCode: result.exitCode ?? 1, stdout: String(result.stdout), stderr: String(result.stderr) };
 }
+
+const CLI = fileURLToPath(new URL("../../bin/intercept.js", import.meta.url));

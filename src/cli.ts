@@ -11,17 +11,18 @@ Commands:
   init     [DIR] [--force]              scaffold a policy repository (--force: overwrite its files)
   validate [PATH…] [--json]             check policies; every error of every file at once
   compile  [PATH…] [--check]            write generated/<policy>.bpf.c (--check: fail on drift)
-  build    [PATH…]                      compile, then clang into a cached BPF object
-  plan     [PATH…] [--netns NAME] [--json] [--detailed-exitcode] [--out FILE] [--no-color]
+  build    [PATH…] [--out DIR]          compile, then clang into BPF objects (--out: objects and a
+                                        manifest for nodes without clang: --objects DIR)
+  plan     [PATH…] [--netns NAME] [--objects DIR] [--json] [--detailed-exitcode] [--out FILE] [--no-color]
                                         what apply would change in the kernel (--out: save it)
-  apply    [PATH…] [--netns NAME] [--yes] [--allow-empty] [--lock-timeout 10s] [--no-color]
+  apply    [PATH…] [--netns NAME] [--objects DIR] [--yes] [--allow-empty] [--lock-timeout 10s] [--no-color]
                                         make the kernel match the policies
   apply    --plan FILE [--yes]          apply a saved plan exactly; refused if anything moved
   destroy  [--netns NAME] [--yes] [--lock-timeout 10s] [--no-color]
                                         remove everything intercept made in the namespace
   status   [PATH…] [--netns NAME] [--json]
                                         attached links, rules, counters
-  agent    [PATH…] [--netns NAME] [--keep] [--log-format text|json] [--metrics HOST:PORT]
+  agent    [PATH…] [--netns NAME] [--objects DIR] [--keep] [--log-format text|json] [--metrics HOST:PORT]
                                         keep the kernel matching the policies as links and
                                         files change; on SIGINT/SIGTERM remove it all (--keep: leave it)
 
@@ -43,18 +44,19 @@ const COLOUR = { "no-color": { type: "boolean", default: false } } as const;
 const JSON_OUTPUT = { json: { type: "boolean", default: false } } as const;
 const CONFIRM = { yes: { type: "boolean", short: "y", default: false } } as const;
 const LOCK = { "lock-timeout": { type: "string", default: "10s" } } as const;
+const OBJECTS = { objects: { type: "string" } } as const;
 
 /** Each command's own options: anything else on its command line is a usage error. */
 const COMMANDS = {
   init: { options: { force: { type: "boolean", default: false } }, paths: true },
   validate: { options: { ...JSON_OUTPUT }, paths: true },
   compile: { options: { check: { type: "boolean", default: false } }, paths: true },
-  build: { options: {}, paths: true },
-  plan: { options: { ...NETNS, ...JSON_OUTPUT, ...COLOUR, "detailed-exitcode": { type: "boolean", default: false }, out: { type: "string" } }, paths: true },
-  apply: { options: { ...NETNS, ...COLOUR, ...CONFIRM, ...LOCK, plan: { type: "string" }, "allow-empty": { type: "boolean", default: false } }, paths: true },
+  build: { options: { out: { type: "string" } }, paths: true },
+  plan: { options: { ...NETNS, ...OBJECTS, ...JSON_OUTPUT, ...COLOUR, "detailed-exitcode": { type: "boolean", default: false }, out: { type: "string" } }, paths: true },
+  apply: { options: { ...NETNS, ...OBJECTS, ...COLOUR, ...CONFIRM, ...LOCK, plan: { type: "string" }, "allow-empty": { type: "boolean", default: false } }, paths: true },
   destroy: { options: { ...NETNS, ...COLOUR, ...CONFIRM, ...LOCK }, paths: false },
-  status: { options: { ...NETNS, ...JSON_OUTPUT }, paths: true },
-  agent: { options: { ...NETNS, ...LOCK, keep: { type: "boolean", default: false }, "log-format": { type: "string", default: "text" }, metrics: { type: "string" } }, paths: true },
+  status: { options: { ...NETNS, ...OBJECTS, ...JSON_OUTPUT }, paths: true },
+  agent: { options: { ...NETNS, ...OBJECTS, ...LOCK, keep: { type: "boolean", default: false }, "log-format": { type: "string", default: "text" }, metrics: { type: "string" } }, paths: true },
 } as const satisfies Record<string, { options: Options; paths: boolean }>;
 
 type Command = keyof typeof COMMANDS;
@@ -91,20 +93,23 @@ async function dispatch(argv: string[]): Promise<number> {
     case "init": return (await import("./commands/init.js")).initCommand(positionals, { force: Boolean(values.force) });
     case "validate": return (await import("./commands/validate.js")).validateCommand(positionals, { json: Boolean(values.json) });
     case "compile": return (await import("./commands/compile.js")).compileCommand(positionals, { check: Boolean(values.check) });
-    case "build": return (await import("./commands/compile.js")).buildCommand(positionals);
+    case "build": return (await import("./commands/compile.js")).buildCommand(positionals, { ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }) });
     case "plan": return (await import("./commands/plan.js")).planCommand(positionals, {
       netns: netns ?? {}, json: Boolean(values.json), colour, detailedExitcode: Boolean(values["detailed-exitcode"]),
       ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }),
+      ...objectsOption(values),
     });
     case "apply": return (await import("./commands/plan.js")).applyCommand(positionals, {
       netns, colour, yes: Boolean(values.yes), allowEmpty: Boolean(values["allow-empty"]), lockTimeoutMs: duration("--lock-timeout", values["lock-timeout"] as string),
       ...(values.plan !== undefined && { plan: nonEmpty("--plan", values.plan as string) }),
+      ...objectsOption(values),
     });
     case "destroy": return (await import("./commands/plan.js")).destroyCommand({ netns, colour, yes: Boolean(values.yes), lockTimeoutMs: duration("--lock-timeout", values["lock-timeout"] as string) });
-    case "status": return (await import("./commands/status.js")).statusCommand(positionals, { netns: netns ?? {}, json: Boolean(values.json) });
+    case "status": return (await import("./commands/status.js")).statusCommand(positionals, { netns: netns ?? {}, json: Boolean(values.json), ...objectsOption(values) });
     case "agent": return (await import("./agent/index.js")).runAgent(positionals, {
       netns: netns ?? {}, keep: Boolean(values.keep), logFormat: logFormat(values["log-format"] as string), lockTimeoutMs: duration("--lock-timeout", values["lock-timeout"] as string),
       ...(values.metrics !== undefined && { metrics: listenAddress(values.metrics as string) }),
+      ...objectsOption(values),
     });
   }
 }
@@ -129,6 +134,10 @@ function namespaceName(value: string): string {
     throw new UsageError(`--netns: "${value.slice(0, 64)}" is not a network namespace name (letters, digits, _ . -)`);
   }
   return value;
+}
+
+function objectsOption(values: ParsedCommand["values"]): { objects?: string } {
+  return values.objects === undefined ? {} : { objects: nonEmpty("--objects", values.objects as string) };
 }
 
 function nonEmpty(flag: string, value: string): string {

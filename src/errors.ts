@@ -42,6 +42,8 @@ export type ErrorCode =
   | "lock-timeout"
   /** The user lacks a privilege the command needs (root, or the capabilities it names). */
   | "privilege"
+  /** A prebuilt object or its manifest does not match the policy it claims (changed C, tampered bytes). */
+  | "prebuilt-mismatch"
   /** `init` would overwrite a file that exists (and --force was not given). */
   | "file-exists";
 

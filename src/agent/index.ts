@@ -1,5 +1,6 @@
 import type { ListenAddress } from "../cli.js";
-import { buildObject } from "../commands/objects.js";
+import type { ProgramBuilder } from "../build/index.js";
+import { programBuilder } from "../commands/objects.js";
 import { KernelDatapath } from "../datapath/kernel.js";
 import { messageOf, type PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
@@ -21,6 +22,8 @@ export interface AgentOptions {
   metrics?: ListenAddress;
   /** How long to wait for an `apply` holding the namespace's lock (another agent is refused at once). */
   lockTimeoutMs: number;
+  /** Prebuilt objects (`--objects DIR`): no clang needed for the policies they cover. */
+  objects?: string;
 }
 
 /**
@@ -34,7 +37,7 @@ export async function runAgent(paths: string[], options: AgentOptions): Promise<
   const log = createLogger(options.logFormat);
   // Listening from the start and for good: a signal during start-up stops the agent once it has started.
   const lifecycle = new Lifecycle();
-  const agent = new Agent(paths, options, log, lifecycle);
+  const agent = new Agent(paths, options, log, lifecycle, await programBuilder(options.objects));
   try {
     await agent.start();
   } catch (error) {
@@ -62,9 +65,10 @@ class Agent {
     private readonly options: AgentOptions,
     private readonly log: Logger,
     private readonly lifecycle: Lifecycle,
+    private readonly builder: ProgramBuilder,
   ) {
     this.metrics = new AgentMetrics(async () => inspect(await this.datapath(), this.desired));
-    this.policies = new PolicyWatcher(paths, log, {
+    this.policies = new PolicyWatcher(paths, builder, log, {
       valid: (desired) => this.policiesChanged(desired),
       invalid: (error) => this.policiesInvalid(error),
       fatal: (error) => lifecycle.fail(error),
@@ -83,7 +87,7 @@ class Agent {
    * state), binds the metrics listener, and only then touches the kernel.
    */
   async start(): Promise<void> {
-    this.desired = await loadDesired(this.paths);
+    this.desired = await loadDesired(this.paths, this.builder);
     if (this.options.metrics) {
       const { server, address } = await this.metrics.serve(this.options.metrics);
       this.metricsServer = server;
@@ -91,7 +95,7 @@ class Agent {
     }
     const datapath = await this.datapath();
     this.log("agent started", `${this.desired.length} polic${this.desired.length === 1 ? "y" : "ies"} for ${describeNamespace(this.options.netns)}`, { netns: this.options.netns.name ?? null });
-    this.namespace = new NamespaceAgent(datapath, () => this.desired, { keep: this.options.keep, lockTimeoutMs: this.options.lockTimeoutMs, objects: buildObject }, this.log, this.metrics);
+    this.namespace = new NamespaceAgent(datapath, () => this.desired, { keep: this.options.keep, lockTimeoutMs: this.options.lockTimeoutMs, builder: this.builder }, this.log, this.metrics);
     this.policies.start();
     this.lifecycle.onReload(() => {
       this.log("reload", "SIGHUP: reading the policies again");

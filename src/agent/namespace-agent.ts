@@ -1,7 +1,8 @@
 import type { Datapath, ObservedLink } from "../datapath/types.js";
 import { InterceptError, messageOf } from "../errors.js";
 import { describeNamespace } from "../kernel/namespace.js";
-import { applyRun, doneWord, planRun, type ApplyEvent, type DesiredPolicy, type ObjectSource, type PlannedRun } from "../reconcile/index.js";
+import type { ProgramBuilder } from "../build/index.js";
+import { applyRun, doneWord, planRun, type ApplyEvent, type DesiredPolicy, type PlannedRun } from "../reconcile/index.js";
 import { lockNamespace, type NamespaceLock } from "../reconcile/lock.js";
 import { LinkWatcher } from "./link-watcher.js";
 import type { Logger } from "./log.js";
@@ -14,7 +15,7 @@ const RETRY_MAX_MS = 30_000;
 export interface NamespaceAgentOptions {
   keep: boolean;
   lockTimeoutMs: number;
-  objects: ObjectSource;
+  builder: ProgramBuilder;
 }
 
 /**
@@ -116,7 +117,7 @@ export class NamespaceAgent {
   }
 
   private async apply(run: PlannedRun): Promise<void> {
-    await applyRun(run, this.datapath, { objects: this.options.objects, onEvent: (event) => this.logEvent(event) });
+    await applyRun(run, this.datapath, { builder: this.options.builder, onEvent: (event) => this.logEvent(event) });
     this.metrics.applies.inc();
   }
 

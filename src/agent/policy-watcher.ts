@@ -2,6 +2,7 @@ import { existsSync, statSync, watch, type FSWatcher } from "node:fs";
 import path from "node:path";
 import { formatDiagnosticLine, reportableDiagnostics } from "../diagnostics.js";
 import { InterceptError, messageOf, PolicyError } from "../errors.js";
+import type { ProgramBuilder } from "../build/index.js";
 import { DEFAULT_POLICY_DIR } from "../load/index.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import type { Logger } from "./log.js";
@@ -45,6 +46,7 @@ export class PolicyWatcher {
 
   constructor(
     paths: string[],
+    private readonly builder: ProgramBuilder,
     private readonly log: Logger,
     private readonly events: PolicyWatcherEvents,
   ) {
@@ -107,7 +109,7 @@ export class PolicyWatcher {
     const read = ++this.reads;
     for (const target of this.targets) this.watchFolder(target); // a folder that came back between events
     try {
-      const desired = await loadDesired(this.targets);
+      const desired = await loadDesired(this.targets, this.builder);
       if (this.stopped || read !== this.reads) return; // stop decides the final state; a newer read wins
       clearTimeout(this.invalidReport);
       this.events.valid(desired);

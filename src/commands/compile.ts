@@ -1,4 +1,5 @@
-import { buildPolicy } from "../build/index.js";
+import path from "node:path";
+import { buildPolicy, writeObjects, type BuiltPolicy } from "../build/index.js";
 import { findDrift, writeGenerated } from "../compile/index.js";
 import { compiledPolicies } from "../reconcile/desired.js";
 
@@ -20,12 +21,22 @@ export async function compileCommand(paths: string[], options: { check: boolean 
   return 0;
 }
 
-/** `intercept build [PATH…]`: compile, then clang into build/<policy>.bpf.o (generated/ is compile's). */
-export async function buildCommand(paths: string[]): Promise<number> {
-  const compiled = await compiledPolicies(paths);
-  for (const entry of compiled) {
-    const built = await buildPolicy(entry);
-    process.stdout.write(`${built.objectPath} (${built.compiledNow ? "compiled" : "cached"} ${built.contentHash.slice(0, 12)})\n`);
+/**
+ * `intercept build [PATH…] [--out DIR]`: compile, then clang into objects
+ * (cached by content hash). With --out, DIR gets each policy's object and a
+ * manifest, for nodes that apply with `--objects DIR` and have no clang.
+ */
+export async function buildCommand(paths: string[], options: { out?: string }): Promise<number> {
+  const built: BuiltPolicy[] = [];
+  for (const entry of await compiledPolicies(paths)) {
+    const policy = await buildPolicy(entry);
+    built.push(policy);
+    if (!options.out) process.stdout.write(`${policy.objectPath} (${entry.policy.name}: ${policy.compiledNow ? "compiled" : "cached"} ${policy.contentHash.slice(0, 12)})\n`);
+  }
+  if (options.out) {
+    const manifest = await writeObjects(options.out, built);
+    for (const object of manifest.objects) process.stdout.write(`${path.join(options.out, object.object)} (${object.policy}: ${object.contentHash.slice(0, 12)}, kernel ${object.minimumKernel}+)\n`);
+    process.stdout.write(`${path.join(options.out, "manifest.json")}: apply on nodes without clang with \`intercept apply --objects ${options.out}\`\n`);
   }
   return 0;
 }

@@ -1,5 +1,6 @@
-import { buildPolicy } from "../build/index.js";
-import type { ObjectSource } from "../reconcile/index.js";
+import { clangBuilder, prebuiltObjects, type ProgramBuilder } from "../build/index.js";
 
-/** Objects built with clang, cached by content hash: an unchanged policy never runs clang. */
-export const buildObject: ObjectSource = async (desired) => (await buildPolicy(desired.compiled)).objectPath;
+/** `--objects DIR`: programs from objects built in CI; otherwise clang here. */
+export async function programBuilder(objects: string | undefined): Promise<ProgramBuilder> {
+  return objects === undefined ? clangBuilder : prebuiltObjects(objects);
+}

@@ -1,4 +1,5 @@
 import { createInterface } from "node:readline/promises";
+import { clangBuilder, type ProgramBuilder } from "../build/index.js";
 import { KernelDatapath } from "../datapath/kernel.js";
 import { InterceptError } from "../errors.js";
 import { onTerminationSignals, type NetworkNamespace } from "../kernel/exec.js";
@@ -7,7 +8,7 @@ import { isSavedPlan } from "../plan/saved.js";
 import { applyRun, doneWord, loadDesired, planRun, type ApplyEvent, type PlannedRun } from "../reconcile/index.js";
 import { lockNamespace } from "../reconcile/lock.js";
 import { savedPlanNamespace, savedPlanRun, saveRun } from "../reconcile/saved.js";
-import { buildObject } from "./objects.js";
+import { programBuilder } from "./objects.js";
 
 export interface PlanOptions {
   netns: NetworkNamespace;
@@ -16,11 +17,13 @@ export interface PlanOptions {
   detailedExitcode: boolean;
   /** Save the plan here for a later `apply --plan FILE`. */
   out?: string;
+  /** Prebuilt objects (`--objects DIR`). */
+  objects?: string;
 }
 
 /** `intercept plan`: what apply would do. With --detailed-exitcode: 0 none, 2 changes. */
 export async function planCommand(paths: string[], options: PlanOptions): Promise<number> {
-  const desired = await loadDesired(paths);
+  const desired = await loadDesired(paths, await programBuilder(options.objects));
   const run = await planRun(desired, await KernelDatapath.open(options.netns, "plan"));
   process.stdout.write(options.json ? `${JSON.stringify(planJson(run.plan), null, 2)}\n` : renderPlan(run.plan, options));
   if (options.out) {
@@ -41,6 +44,8 @@ export interface ApplyOptions {
   allowEmpty?: boolean;
   /** How long to wait for another intercept process's lock on the namespace. */
   lockTimeoutMs: number;
+  /** Prebuilt objects (`--objects DIR`). */
+  objects?: string;
 }
 
 /**
@@ -49,24 +54,25 @@ export interface ApplyOptions {
  * by reading it), executes a saved plan; a directory is always policies.
  */
 export async function applyCommand(paths: string[], options: ApplyOptions): Promise<number> {
+  const builder = await programBuilder(options.objects);
   const planFile = options.plan ?? (paths.length === 1 && (await isSavedPlan(paths[0]!)) ? paths[0] : undefined);
   if (planFile !== undefined) {
     if (options.plan !== undefined && paths.length > 0) throw new InterceptError("usage", "apply takes policies or --plan FILE, not both");
     const datapath = await KernelDatapath.open(await savedPlanNamespace(planFile, options.netns), "apply");
-    return locked(datapath, "intercept apply", options, async () => executeRun(await savedPlanRun(planFile, datapath), datapath, options));
+    return locked(datapath, "intercept apply", options, async () => executeRun(await savedPlanRun(planFile, datapath, builder), datapath, builder, options));
   }
-  const desired = await loadDesired(paths);
+  const desired = await loadDesired(paths, builder);
   if (desired.length === 0 && !options.allowEmpty) {
     throw new InterceptError("no-policies", "no policies given: applying none would remove everything (use `intercept destroy`, or --allow-empty)");
   }
   const datapath = await KernelDatapath.open(options.netns ?? {}, "apply");
-  return locked(datapath, "intercept apply", options, async () => executeRun(await planRun(desired, datapath), datapath, options));
+  return locked(datapath, "intercept apply", options, async () => executeRun(await planRun(desired, datapath), datapath, builder, options));
 }
 
 /** `intercept destroy`: the plan that removes everything intercept made in the namespace. */
 export async function destroyCommand(options: ApplyOptions): Promise<number> {
   const datapath = await KernelDatapath.open(options.netns ?? {}, "destroy");
-  return locked(datapath, "intercept destroy", options, async () => executeRun(await planRun([], datapath), datapath, options));
+  return locked(datapath, "intercept destroy", options, async () => executeRun(await planRun([], datapath), datapath, clangBuilder, options));
 }
 
 /**
@@ -87,7 +93,7 @@ async function locked<T>(datapath: KernelDatapath, holder: string, options: { lo
   }
 }
 
-async function executeRun(run: PlannedRun, datapath: KernelDatapath, options: ApplyOptions): Promise<number> {
+async function executeRun(run: PlannedRun, datapath: KernelDatapath, builder: ProgramBuilder, options: ApplyOptions): Promise<number> {
   process.stdout.write(renderPlan(run.plan, options));
   if (run.plan.changes.length === 0) return 0;
   if (!(await confirmed(options.yes))) {
@@ -96,7 +102,7 @@ async function executeRun(run: PlannedRun, datapath: KernelDatapath, options: Ap
   }
   const interrupt = interruptOnSignal();
   try {
-    await applyRun(run, datapath, { objects: buildObject, onEvent: printEvent, interrupt: interrupt.signal });
+    await applyRun(run, datapath, { builder, onEvent: printEvent, interrupt: interrupt.signal });
   } finally {
     interrupt.release();
   }

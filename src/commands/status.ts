@@ -1,16 +1,18 @@
 import type { Hook, RuleCounters } from "../datapath/types.js";
+import type { ProgramBuilder } from "../build/index.js";
 import { KernelDatapath } from "../datapath/kernel.js";
-import { PolicyError } from "../errors.js";
+import { InterceptError, PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import { describeDrift } from "../reconcile/drift.js";
 import { inspect, type StatusReport } from "../reconcile/inspect.js";
 import type { Rule } from "../validate/index.js";
+import { programBuilder } from "./objects.js";
 
 /** `intercept status`: attached links, live programs, rules with their counters. */
-export async function statusCommand(paths: string[], options: { netns: NetworkNamespace; json: boolean }): Promise<number> {
-  const { desired, policiesError } = await policiesForLabels(paths);
+export async function statusCommand(paths: string[], options: { netns: NetworkNamespace; json: boolean; objects?: string }): Promise<number> {
+  const { desired, policiesError } = await policiesForLabels(paths, await programBuilder(options.objects));
   const report = await inspect(await KernelDatapath.open(options.netns, "status"), desired);
   process.stdout.write(options.json ? `${JSON.stringify(statusJson(report, policiesError), null, 2)}\n` : renderStatus(report, policiesError));
   return 0;
@@ -20,12 +22,14 @@ export async function statusCommand(paths: string[], options: { netns: NetworkNa
  * The policies on disk name the live rules; status still shows the kernel
  * when they are invalid, and says why rules are unnamed.
  */
-async function policiesForLabels(paths: string[]): Promise<{ desired: DesiredPolicy[]; policiesError: string | undefined }> {
+async function policiesForLabels(paths: string[], builder: ProgramBuilder): Promise<{ desired: DesiredPolicy[]; policiesError: string | undefined }> {
   try {
-    return { desired: await loadDesired(paths), policiesError: undefined };
+    return { desired: await loadDesired(paths, builder), policiesError: undefined };
   } catch (error) {
-    if (!(error instanceof PolicyError)) throw error;
-    return { desired: [], policiesError: `${error.message}: rules are shown by index (run \`intercept validate\`)` };
+    if (error instanceof PolicyError) return { desired: [], policiesError: `${error.message}: rules are shown by index (run \`intercept validate\`)` };
+    // A node without clang cannot tell which program its policies build into; the kernel is still shown.
+    if (error instanceof InterceptError && error.code === "tool-missing") return { desired: [], policiesError: `${error.message}: rules are shown by index (pass --objects DIR)` };
+    throw error;
   }
 }
 

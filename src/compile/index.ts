@@ -20,6 +20,8 @@ export interface CompiledPolicy {
    * egress only when some rule rewrites (steer needs no reply rewrite).
    */
   hooks: Hook[];
+  /** The oldest kernel the program loads on: what it uses (sk_assign 5.7, kfuncs in the rewrite 6.2). */
+  minimumKernel: string;
 }
 
 /** Stage 3: renders each policy's specialised C. Pure: writes nothing. @strategy: by size unless forced. */
@@ -32,8 +34,18 @@ export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrateg
       source,
       sourceHash: createHash("sha256").update(source).digest("hex"),
       hooks: programHooks(policy),
+      minimumKernel: minimumKernel(policy),
     };
   });
+}
+
+/**
+ * The oldest kernel @policy's program loads on: steering needs
+ * bpf_sk_assign (5.7); the rewrite reads ip_summed through the
+ * bpf_cast_to_kern_ctx kfunc (6.2).
+ */
+export function minimumKernel(policy: ValidPolicy): string {
+  return policy.rules.some((rule) => rule.strategy === "rewrite") ? "6.2" : "5.7";
 }
 
 /** The hooks @policy's program has: the template compiles intercept_egress only under POLICY_REWRITES. */
@@ -64,14 +76,24 @@ export async function writeGenerated(compiled: CompiledPolicy[], complete = fals
 export async function findDrift(compiled: CompiledPolicy[], complete = false): Promise<string[]> {
   const drifted: string[] = [];
   for (const entry of compiled) {
-    const current = await readFile(entry.sourcePath, "utf8").catch(() => undefined);
+    const current = await ifExists(() => readFile(entry.sourcePath, "utf8"));
     if (current !== entry.source) drifted.push(entry.sourcePath);
   }
   if (complete) {
-    const present = await readdir(GENERATED_DIR).catch(() => []);
+    const present = (await ifExists(() => readdir(GENERATED_DIR))) ?? [];
     const stale = present.filter((name) => name.endsWith(".bpf.c")).map((name) => path.join(GENERATED_DIR, name))
       .filter((file) => !compiled.some((c) => c.sourcePath === file));
     drifted.push(...stale);
   }
   return drifted.sort();
+}
+
+/** @read's result, or undefined when the file or folder does not exist (not yet compiled); other errors surface. */
+async function ifExists<T>(read: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await read();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
+  }
 }

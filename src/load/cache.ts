@@ -54,6 +54,10 @@ export async function writeCached(key: string, entry: CachedPolicy): Promise<voi
     await rename(partial, file);
   } catch {
     // A full or read-only disk costs the next run a second; this run has its policy.
-    await rm(partial, { force: true }).catch(() => undefined);
+    try {
+      await rm(partial, { force: true });
+    } catch {
+      // The partial file stays behind; the next write of this key replaces it.
+    }
   }
 }

@@ -1,4 +1,4 @@
-import { contentHash } from "../build/index.js";
+import type { ProgramBuilder } from "../build/index.js";
 import { compilePolicies, type CompiledPolicy } from "../compile/index.js";
 import { versionOf, type Hook, type VersionRef } from "../datapath/types.js";
 import type { Diagnostic } from "../diagnostics.js";
@@ -42,19 +42,19 @@ export async function compiledPolicies(paths: string[]): Promise<CompiledPolicy[
 }
 
 /** load → validate → compile → identify: what the kernel should run for the policies at @paths. */
-export async function loadDesired(paths: string[]): Promise<DesiredPolicy[]> {
+export async function loadDesired(paths: string[], builder: ProgramBuilder): Promise<DesiredPolicy[]> {
   const { loaded, policies } = await validPolicies(paths);
-  return desiredState(loaded, policies);
+  return desiredState(loaded, policies, builder);
 }
 
 /** compile → identify, for validated @policies; each is paired with its loaded form by file. */
-export async function desiredState(loaded: LoadedPolicy[], policies: ValidPolicy[]): Promise<DesiredPolicy[]> {
+export async function desiredState(loaded: LoadedPolicy[], policies: ValidPolicy[], builder: ProgramBuilder): Promise<DesiredPolicy[]> {
   const definitions = new Map(loaded.map((entry) => [entry.file, entry.value]));
-  return Promise.all(compilePolicies(policies).map((compiled) => desiredFrom(compiled, definitions.get(compiled.policy.file))));
+  return Promise.all(compilePolicies(policies).map((compiled) => desiredFrom(compiled, definitions.get(compiled.policy.file), builder)));
 }
 
-export async function desiredFrom(compiled: CompiledPolicy, definition: unknown): Promise<DesiredPolicy> {
-  const hash = await contentHash(compiled);
+export async function desiredFrom(compiled: CompiledPolicy, definition: unknown, builder: ProgramBuilder): Promise<DesiredPolicy> {
+  const hash = await builder.identify(compiled);
   return {
     definition,
     policy: compiled.policy,

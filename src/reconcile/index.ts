@@ -1,3 +1,4 @@
+import type { ProgramBuilder } from "../build/index.js";
 import type { Datapath, ObservedState } from "../datapath/types.js";
 import { InterceptError } from "../errors.js";
 import type { Plan, PlanSummary } from "../plan/model.js";
@@ -22,9 +23,6 @@ export interface PlannedRun {
   plan: Plan;
 }
 
-/** Where a version's object file comes from: clang's cache, or prebuilt objects. */
-export type ObjectSource = (desired: DesiredPolicy) => Promise<string>;
-
 /** observe → plan. */
 export async function planRun(desired: DesiredPolicy[], datapath: Datapath): Promise<PlannedRun> {
   const observed = await datapath.observe();
@@ -32,7 +30,8 @@ export async function planRun(desired: DesiredPolicy[], datapath: Datapath): Pro
 }
 
 export interface ApplyRunOptions {
-  objects: ObjectSource;
+  /** Where the objects of the versions to load come from: clang's cache, or prebuilt objects. */
+  builder: ProgramBuilder;
   onEvent?: (event: ApplyEvent) => void;
   interrupt?: AbortSignal;
 }
@@ -41,7 +40,7 @@ export interface ApplyRunOptions {
 export async function applyRun(run: PlannedRun, datapath: Datapath, options: ApplyRunOptions): Promise<PlanSummary> {
   const loading = new Set(run.plan.changes.flatMap((change) => (change.type === "program.create" || change.type === "program.replace" ? [change.contentHash] : [])));
   const objects = new Map<string, string>();
-  for (const desired of run.desired.filter((d) => loading.has(d.contentHash))) objects.set(desired.contentHash, await options.objects(desired));
+  for (const desired of run.desired.filter((d) => loading.has(d.contentHash))) objects.set(desired.contentHash, await options.builder.object(desired.compiled, desired.contentHash));
   const objectFor = (contentHash: string) => {
     const object = objects.get(contentHash);
     if (!object) throw new InterceptError("saved-plan-stale", `the plan loads a program (${contentHash.slice(0, 12)}) that none of its policies builds`);

@@ -1,5 +1,6 @@
 import { isDeepStrictEqual } from "node:util";
 import type { Datapath } from "../datapath/types.js";
+import type { ProgramBuilder } from "../build/index.js";
 import { sortDiagnostics } from "../diagnostics.js";
 import { InterceptError, PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
@@ -48,10 +49,10 @@ export async function savedPlanNamespace(file: string, requested: NetworkNamespa
  * when the recomputed changes differ from the saved ones (the file was
  * edited, or this machine builds other programs: other templates or clang).
  */
-export async function savedPlanRun(file: string, datapath: Datapath & { namespaceKey: string }): Promise<PlannedRun> {
+export async function savedPlanRun(file: string, datapath: Datapath & { namespaceKey: string }, builder: ProgramBuilder): Promise<PlannedRun> {
   const saved = await readSavedPlan(file);
   const loaded = saved.policies.map((entry) => policyFromData(entry.source, entry.definition));
-  const desired = await desiredState(loaded, validatedPolicies(file, loaded));
+  const desired = await desiredState(loaded, validatedPolicies(file, loaded), builder);
   if (datapath.namespaceKey !== saved.namespaceKey) {
     throw new InterceptError("saved-plan-stale", `${describeNamespace(datapath.netns)} is not the namespace ${file} was made for (it was recreated since): run \`intercept plan\` again`);
   }

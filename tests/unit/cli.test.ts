@@ -2,9 +2,11 @@
 import "../support/temporary-cache.js";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { rm, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { test } from "node:test";
-import { intercept } from "../../lab/network.js";
+import { intercept, interceptIn } from "../../lab/network.js";
 
 test("validate: all errors of all files, sorted, exit 1; --json prints them as data", async () => {
   const files = ["tests/golden/invalid/bad-ports.yaml", "tests/golden/invalid/missing-interceptors.yaml"];
@@ -39,17 +41,21 @@ test("validate: good policies in both forms pass with exit 0", async () => {
 });
 
 test("compile --check exits 0 on a clean tree, 1 for a stale file; unknown commands and options exit 2 (usage)", async () => {
-  assert.equal((await intercept("compile", "--check")).exitCode, 0);
-  const stale = "generated/deleted_policy.bpf.c";
-  await writeFile(stale, "/* its policy is gone */\n");
+  // A copy of the repository's policies and generated C: the test writes only there.
+  const repository = await mkdtemp(path.join(tmpdir(), "intercept-compile-"));
   try {
-    const check = await intercept("compile", "--check");
+    await cp("policies", path.join(repository, "policies"), { recursive: true });
+    await cp("generated", path.join(repository, "generated"), { recursive: true });
+    assert.equal((await interceptIn(repository, "compile", "--check")).exitCode, 0);
+    const stale = path.join(repository, "generated/deleted_policy.bpf.c");
+    await writeFile(stale, "/* its policy is gone */\n");
+    const check = await interceptIn(repository, "compile", "--check");
     assert.equal(check.exitCode, 1);
     assert.match(check.stderr, /generated\/deleted_policy\.bpf\.c: out of date/);
-    assert.match((await intercept("compile")).stdout, /generated\/deleted_policy\.bpf\.c \(removed: no policy\)/);
+    assert.match((await interceptIn(repository, "compile")).stdout, /generated\/deleted_policy\.bpf\.c \(removed: no policy\)/);
     assert.equal(existsSync(stale), false);
   } finally {
-    await rm(stale, { force: true });
+    await rm(repository, { recursive: true, force: true });
   }
   const unknown = await intercept("frobnicate");
   assert.equal(unknown.exitCode, 2);
