@@ -6,9 +6,11 @@ export class AgentProcess {
   readonly lines: Record<string, unknown>[] = [];
   private readonly child: ResultPromise;
   private waiters: (() => void)[] = [];
+  private errors = "";
 
   constructor(args: string[]) {
     this.child = execa("node", ["bin/intercept.js", "agent", ...args, "--log-format", "json"], { reject: false, buffer: false });
+    this.child.stderr?.on("data", (chunk: Buffer) => (this.errors += chunk.toString()));
     let pending = "";
     this.child.stdout?.on("data", (chunk: Buffer) => {
       pending += chunk.toString();
@@ -32,6 +34,12 @@ export class AgentProcess {
         setTimeout(resolve, 100);
       });
     }
+  }
+
+  /** Resolves when the agent exits by itself (or after stop/kill), with its exit code and standard error. */
+  async exited(): Promise<{ exitCode: number | undefined; stderr: string }> {
+    const { exitCode } = await this.child;
+    return { exitCode, stderr: this.errors };
   }
 
   get pid(): number {

@@ -102,10 +102,17 @@ export class Lab {
       await execa("node", ["bin/intercept.js", "destroy", "--netns", this.serverNs, "--yes"], { reject: false });
       await rm(`/sys/fs/bpf/intercept/${this.namespaceKey}`, { recursive: true, force: true });
     }
+    await this.deleteNamespaces();
+  }
+
+  /** Stops the processes the lab started and deletes both namespaces (as `ip netns del` would). Never throws. */
+  async deleteNamespaces(): Promise<void> {
     for (const child of this.processes) child.kill("SIGKILL");
     await Promise.allSettled(this.processes);
-    await ip("netns", "del", this.serverNs).catch(() => {});
-    await ip("netns", "del", this.clientNs).catch(() => {});
+    for (const ns of [this.serverNs, this.clientNs]) {
+      // Already gone (a test deleted it) is fine: this is clean-up.
+      await execa("ip", ["netns", "del", ns], { reject: false });
+    }
   }
 }
 

@@ -2,7 +2,7 @@ import type { ListenAddress } from "../cli.js";
 import type { ProgramBuilder } from "../build/index.js";
 import { programBuilder } from "../commands/objects.js";
 import { KernelDatapath } from "../datapath/kernel.js";
-import { messageOf, type PolicyError } from "../errors.js";
+import { InterceptError, messageOf, type PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
@@ -95,7 +95,11 @@ class Agent {
     }
     const datapath = await this.datapath();
     this.log("agent started", `${this.desired.length} polic${this.desired.length === 1 ? "y" : "ies"} for ${describeNamespace(this.options.netns)}`, { netns: this.options.netns.name ?? null });
-    this.namespace = new NamespaceAgent(datapath, () => this.desired, { keep: this.options.keep, lockTimeoutMs: this.options.lockTimeoutMs, builder: this.builder }, this.log, this.metrics);
+    this.namespace = new NamespaceAgent(datapath, () => this.desired, {
+      keep: this.options.keep, lockTimeoutMs: this.options.lockTimeoutMs, builder: this.builder,
+      // The one namespace this agent serves is gone: nothing is left to do, and a supervisor should know.
+      onGone: () => this.lifecycle.fail(new InterceptError("netns-not-found", `${describeNamespace(this.options.netns)} no longer exists`)),
+    }, this.log, this.metrics);
     this.policies.start();
     this.lifecycle.onReload(() => {
       this.log("reload", "SIGHUP: reading the policies again");
@@ -110,9 +114,7 @@ class Agent {
     this.policies.stop();
     this.metricsServer?.close();
     await this.namespace?.stop();
-    if (this.started || this.namespace) {
-      this.log("agent stopped", this.options.keep ? "datapath left in place (--keep)" : "datapath removed");
-    }
+    if (this.started) this.log("agent stopped", this.options.keep ? "datapath left in place (--keep)" : "datapath removed");
   }
 
   private policiesChanged(desired: DesiredPolicy[]): void {

@@ -16,6 +16,8 @@ export interface NamespaceAgentOptions {
   keep: boolean;
   lockTimeoutMs: number;
   builder: ProgramBuilder;
+  /** Called once if the namespace disappears: its links went with it, its pins are removed. */
+  onGone: () => void;
 }
 
 /**
@@ -33,6 +35,7 @@ export class NamespaceAgent {
   private retry: NodeJS.Timeout | undefined;
   private failures = 0;
   private lock: NamespaceLock | undefined;
+  private gone = false;
   private readonly linkWatcher: LinkWatcher;
 
   constructor(
@@ -67,7 +70,8 @@ export class NamespaceAgent {
     this.linkWatcher.stop();
     await this.reconciling;
     try {
-      if (this.lock && !this.options.keep) await this.reconcileOnce([]);
+      if (this.gone) await this.datapath.forgetNamespace();
+      else if (this.lock && !this.options.keep) await this.reconcileOnce([]);
     } finally {
       await this.lock?.release();
       this.lock = undefined;
@@ -110,10 +114,22 @@ export class NamespaceAgent {
       this.failures = 0;
       return true;
     } catch (error) {
+      if (!(await this.datapath.exists())) {
+        this.namespaceGone();
+        return true; // nothing left to reconcile: not a failure to retry
+      }
       this.metrics.applyFailures.inc();
       this.log("error", messageOf(error).replaceAll("\n", " "));
       return false;
     }
+  }
+
+  private namespaceGone(): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.stopping = true;
+    this.linkWatcher.stop();
+    this.options.onGone();
   }
 
   private async apply(run: PlannedRun): Promise<void> {

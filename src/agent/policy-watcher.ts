@@ -1,4 +1,4 @@
-import { existsSync, statSync, watch, type FSWatcher } from "node:fs";
+import { statSync, watch, type FSWatcher, type Stats } from "node:fs";
 import path from "node:path";
 import { formatDiagnosticLine, reportableDiagnostics } from "../diagnostics.js";
 import { InterceptError, messageOf, PolicyError } from "../errors.js";
@@ -35,8 +35,8 @@ export interface PolicyWatcherEvents {
  */
 export class PolicyWatcher {
   private readonly targets: string[];
-  /** The recursive watcher of each folder target, while the folder exists. */
-  private readonly folders = new Map<string, FSWatcher>();
+  /** The recursive watcher of each folder target, and the folder (inode) it watches, while it exists. */
+  private readonly folders = new Map<string, { watcher: FSWatcher; inode: number }>();
   private readonly parents: FSWatcher[] = [];
   private debounce: NodeJS.Timeout | undefined;
   private invalidReport: NodeJS.Timeout | undefined;
@@ -76,22 +76,30 @@ export class PolicyWatcher {
     this.stopped = true;
     clearTimeout(this.debounce);
     clearTimeout(this.invalidReport);
-    for (const watcher of [...this.parents, ...this.folders.values()]) watcher.close();
+    for (const watcher of [...this.parents, ...[...this.folders.values()].map((f) => f.watcher)]) watcher.close();
     this.folders.clear();
   }
 
-  /** Watches what is inside a folder target, once it exists; a file target is seen through its parent. */
+  /**
+   * Watches what is inside a folder target, once it exists; a file target
+   * is seen through its parent. A folder removed and made again is another
+   * inode, which the old watcher does not see (and may not say so): it is
+   * replaced.
+   */
   private watchFolder(target: string): void {
-    if (this.stopped || this.folders.has(target) || !existsSync(target) || !statSync(target).isDirectory()) return;
+    const folder = this.stopped ? undefined : statIfFolder(target);
+    const current = this.folders.get(target);
+    if (current && current.inode === folder?.ino) return;
+    current?.watcher.close();
+    this.folders.delete(target);
+    if (!folder) return;
     const watcher = watch(target, { recursive: true }, () => this.changed());
-    // A removed folder ends its watcher (an error on some kernels): forget it, its parent sees it return.
-    const forget = () => {
+    // A removed folder can end its watcher with an error: forget it; its parent sees the folder return.
+    watcher.on("error", () => {
       watcher.close();
-      if (this.folders.get(target) === watcher) this.folders.delete(target);
-    };
-    watcher.on("error", forget);
-    watcher.on("close", forget);
-    this.folders.set(target, watcher);
+      if (this.folders.get(target)?.watcher === watcher) this.folders.delete(target);
+    });
+    this.folders.set(target, { watcher, inode: folder.ino });
   }
 
   private changed(): void {
@@ -125,6 +133,12 @@ export class PolicyWatcher {
       }
     }
   }
+}
+
+/** @target's stat when it is a folder; undefined when it is a file or is not there (yet). */
+function statIfFolder(target: string): Stats | undefined {
+  const stats = statSync(target, { throwIfNoEntry: false });
+  return stats?.isDirectory() ? stats : undefined;
 }
 
 /** The agent's log lines for invalid policies: each located problem, then what it means. */

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { COUNTER_SLOTS, counterKey } from "../compile/counters.js";
-import { CommandError } from "../errors.js";
+import { CommandError, InterceptError } from "../errors.js";
 import { batch, createHashMap, deleteMapEntry, dumpMap, formattedEntries, hostBytes, loadAndPin, mapKeys, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
 import { runJson, type NetworkNamespace } from "../kernel/exec.js";
 import { listLinks } from "../kernel/links.js";
@@ -148,6 +148,20 @@ export class KernelDatapath implements Datapath {
 
   async setRule(program: VersionRef, index: number, enabled: boolean): Promise<void> {
     await writeRule(this.pins, program, index, enabled);
+  }
+
+  async forgetNamespace(): Promise<void> {
+    await removePins(this.pins.namespaceDir);
+    await removeIfEmpty(path.dirname(this.pins.namespaceDir));
+  }
+
+  async exists(): Promise<boolean> {
+    try {
+      return (await namespaceKey(this.netns)) === this.namespaceKey; // a namespace of the same name made since is another one
+    } catch (error) {
+      if (error instanceof InterceptError && error.code === "netns-not-found") return false;
+      throw error;
+    }
   }
 
   async tidy(): Promise<void> {

@@ -125,6 +125,10 @@ export interface Datapath {
   setRule(program: VersionRef, index: number, enabled: boolean): Promise<void>;
   /** Forgets owned-qdisc records of links that are gone and removes pin directories left empty. */
   tidy(): Promise<void>;
+  /** The namespace is gone (and its links with it): unpins everything intercept kept for it. */
+  forgetNamespace(): Promise<void>;
+  /** Whether the namespace still exists. */
+  exists(): Promise<boolean>;
 }
 
 /** The datapath operations that change the kernel, as data: what the fake records, what steps hold. */

@@ -46,6 +46,7 @@ export class FakeDatapath implements Datapath {
   private ownedQdiscs = new Set<number>();
   private nextProgramId = 100;
   private mutations = 0;
+  private deleted = false;
   private failing: number | undefined;
   private crashingAfter: number | undefined;
   /** Counter reads fail with this message when set. */
@@ -96,6 +97,7 @@ export class FakeDatapath implements Datapath {
 
   async observe(): Promise<ObservedState> {
     this.refuseAfterCrash();
+    if (this.deleted) throw new Error(`nsenter: cannot open /var/run/netns/${this.netns.name}: No such file or directory`);
     return structuredClone({
       netns: this.netns,
       namespaceKey: this.namespaceKey,
@@ -203,6 +205,23 @@ export class FakeDatapath implements Datapath {
   async tidy(): Promise<void> {
     await this.mutate({ op: "tidy" }, () => {
       for (const ifindex of this.ownedQdiscs) if (!this.links.some((l) => l.ifindex === ifindex)) this.ownedQdiscs.delete(ifindex);
+    });
+  }
+
+  /** Deletes the namespace, as `ip netns del` would: links and filters go with it, pins stay. */
+  deleteNamespace(): void {
+    this.links = [];
+    this.deleted = true;
+  }
+
+  async exists(): Promise<boolean> {
+    return !this.deleted;
+  }
+
+  async forgetNamespace(): Promise<void> {
+    await this.mutate({ op: "tidy" }, () => {
+      this.versions = [];
+      this.ownedQdiscs.clear();
     });
   }
 
