@@ -79,7 +79,11 @@ function checkStrategy(rule: Rule, at: At): void {
   }
 }
 
-/** The loopback interface's name: the kernel gives it to every namespace's loopback, and only to it. */
+/**
+ * The name the kernel gives every namespace's loopback device. A loopback
+ * renamed by hand is still never attached to, and naming it is refused
+ * when the plan sees the link's type.
+ */
 const LOOPBACK = "lo";
 
 /**
