@@ -2,9 +2,9 @@
  * `npm run bench:datapath`: the generated program against the floor (an
  * empty tc program) and against the map-lookup approach of BPF samples,
  * side by side in one run with BPF_PROG_TEST_RUN, then how the generated
- * program scales with the number of rules, and where the table strategy
- * overtakes the switch (the crossover). Prints tables and writes
- * bench/results/datapath.json.
+ * program scales with the number of rules, where the table strategy
+ * overtakes the switch (the crossover), and what a steer program costs
+ * (steerCosts). Prints tables and writes bench/results/datapath.json.
  *
  * Hits are measured with flip pairs (8000→9000 and 9000→8000): BPF_PROG_TEST_RUN
  * re-runs one skb, so after a one-way rewrite every later repeat would be a
@@ -21,11 +21,12 @@ import { compilePolicies } from "../src/compile/index.js";
 import { matchStrategy, SWITCH_LIMIT, TEMPLATE_DIR, type MatchStrategy } from "../src/compile/render.js";
 import { loadVersion } from "../src/datapath/kernel.js";
 import { loadAndPin, updateMap } from "../src/kernel/bpftool.js";
-import { run, runJson } from "../src/kernel/exec.js";
+import { run, runJson, type NetworkNamespace } from "../src/kernel/exec.js";
 import { ensureBpffs, PIN_ROOT, PinLayout } from "../src/kernel/pins.js";
 import type { Rule, ValidPolicy } from "../src/validate/index.js";
 import { testRun } from "../lab/bpf.js";
-import { buildPacket, type PacketSpec } from "../lab/packets.js";
+import { Lab } from "../lab/network.js";
+import { buildPacket, type PacketSpec, type TcpFlag } from "../lab/packets.js";
 import { table } from "./table.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 21);
@@ -108,9 +109,9 @@ class Bench {
     return path.join(dir, "progs", "bench_empty");
   }
 
-  /** Average ns per run of @pin on @frame, as the kernel measures it. */
-  async nanoseconds(pin: string, frame: Buffer, repeat = REPEAT): Promise<number> {
-    return (await testRun(pin, frame, repeat)).nanoseconds;
+  /** Average ns per run of @pin on @frame, as the kernel measures it (socket lookups look in @netns). */
+  async nanoseconds(pin: string, frame: Buffer, repeat = REPEAT, netns: NetworkNamespace = {}): Promise<number> {
+    return (await testRun(pin, frame, repeat, netns)).nanoseconds;
   }
 }
 
@@ -219,6 +220,88 @@ async function crossover(bench: Bench) {
   return rows;
 }
 
+const TC_ACT_UNSPEC = -1;
+const TC_ACT_SHOT = 2;
+const STEER_PROXY_PORT = 9000;
+
+interface SteerCase {
+  name: string;
+  family: "ipv4" | "ipv6";
+  frame: Buffer;
+  /** Where the steer program's socket lookups look: nothing listens, or the proxy does. */
+  netns: "empty" | "proxy";
+}
+
+function steerCases(): SteerCase[] {
+  const frame = (family: "ipv4" | "ipv6", dport: number, tcpFlags?: TcpFlag[]) =>
+    buildPacket({ family, protocol: "tcp", sport: 40000, dport, ...(tcpFlags && { tcpFlags }) });
+  return (["ipv4", "ipv6"] as const).flatMap((family): SteerCase[] => [
+    { name: `${family} data to a steer port`, family, frame: frame(family, 8000), netns: "empty" },
+    { name: `${family} data to another port`, family, frame: frame(family, 12345), netns: "empty" },
+    { name: `${family} SYN, nothing listening`, family, frame: frame(family, 8000, ["syn"]), netns: "empty" },
+    { name: `${family} SYN, proxy listening`, family, frame: frame(family, 8000, ["syn"]), netns: "proxy" },
+  ]);
+}
+
+/**
+ * A steer program (8000 → 9000, fails closed) against the floor and
+ * against the miss path of the rewrite program of the same rule. A non-SYN segment to a
+ * steer port takes the match and the flag test and leaves; a miss leaves
+ * after the compares. BPF_PROG_TEST_RUN cannot complete a SYN: its skb is
+ * not at tc ingress, so bpf_sk_assign refuses even a listener it was
+ * given, and the SYN ends in proxy-down (TC_ACT_SHOT, counted) either way.
+ * Both socket lookups (the SYN's own tuple, then the listener) still run:
+ * in a namespace where nothing listens both miss; where the proxy listens
+ * (the lab's server namespace, an echo server on 9000) the second one
+ * finds it and bpf_sk_assign is called, as on a real SYN.
+ */
+async function steerCosts(bench: Bench, emptyPin: string) {
+  const rule = { originalPort: 8000, port: STEER_PROXY_PORT, protocol: "tcp", family: "any", enabled: true } as const;
+  const pins = {
+    steer: (await bench.generated(policyOf("bench_steer", [{ ...rule, strategy: "steer", onProxyDown: "drop" }]))).pin,
+    rewrite: (await bench.generated(policyOf("bench_rewrite", [{ ...rule, strategy: "rewrite" }]))).pin,
+    empty: emptyPin,
+  };
+  const lab = await Lab.create();
+  try {
+    await lab.startInServer(["node", "dist/lab/echo.js", "serve", "--tag", "proxy", String(STEER_PROXY_PORT)], /ready/);
+    // Nothing listens in the lab's client namespace.
+    const namespaces: Record<SteerCase["netns"], NetworkNamespace> = { empty: { name: lab.clientNs }, proxy: { name: lab.serverNs } };
+    const verdicts = new Map<string, number>();
+    for (const packet of steerCases()) {
+      verdicts.set(packet.name, (await testRun(pins.steer, packet.frame, 1, namespaces[packet.netns])).returnValue);
+    }
+    // The rewrite program is measured on its miss path only: a one-way rewrite would make every repeat after the first a miss anyway.
+    const missFrames = new Map(steerCases().filter((c) => c.name.endsWith("another port")).map((c) => [c.family, c.frame]));
+    const measurements = (packet: SteerCase) => ({
+      empty: () => bench.nanoseconds(pins.empty, packet.frame, REPEAT, namespaces[packet.netns]),
+      steer: () => bench.nanoseconds(pins.steer, packet.frame, REPEAT, namespaces[packet.netns]),
+      rewriteMiss: () => bench.nanoseconds(pins.rewrite, missFrames.get(packet.family)!, REPEAT, namespaces[packet.netns]),
+    });
+    const samples = new Map<string, number[]>();
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const packet of steerCases()) {
+        const runs = Object.entries(measurements(packet));
+        for (let i = 0; i < runs.length; i++) {
+          const [variant, measure] = runs[(i + round) % runs.length]!;
+          const key = `${variant}|${packet.name}`;
+          samples.set(key, [...(samples.get(key) ?? []), await measure()]);
+        }
+      }
+    }
+    return steerCases().map((packet) => {
+      const ns = Object.fromEntries(Object.keys(measurements(packet)).map((v) => [v, trimmedMean(samples.get(`${v}|${packet.name}`)!)])) as Record<keyof ReturnType<typeof measurements>, number>;
+      const verdict = verdicts.get(packet.name)!;
+      return {
+        packet: packet.name, steerVerdict: verdict === TC_ACT_UNSPEC ? "unspec" : verdict === TC_ACT_SHOT ? "shot" : String(verdict),
+        ns, steerVsEmpty: ns.steer / ns.empty, steerVsRewriteMiss: ns.steer / ns.rewriteMiss,
+      };
+    });
+  } finally {
+    await lab.destroy();
+  }
+}
+
 const f = (value: number, digits = 1) => value.toFixed(digits);
 
 async function main() {
@@ -258,8 +341,24 @@ async function main() {
         f(r.tableVsSwitchHit, 3), f(r.tableVsSwitchMiss, 3), f(r.switchCompileAndLoadMs, 0), f(r.tableCompileAndLoadMs, 0)]),
     ));
 
+    const steered = await steerCosts(bench, path.join(bench.root, "empty", "progs", "bench_empty"));
+    console.log("\nsteer program (8000 → 9000, onProxyDown drop) against the floor and the rewrite program of the same rule:");
+    console.log(table(
+      ["packet (ingress)", "steer verdict", "empty ns", "steer ns", "rewrite miss ns", "steer/empty", "steer/rewrite miss"],
+      steered.map((r) => [r.packet, r.steerVerdict, f(r.ns.empty), f(r.ns.steer), f(r.ns.rewriteMiss), f(r.steerVsEmpty, 3), f(r.steerVsRewriteMiss, 3)]),
+    ));
+    const nonSyn = steered.filter((r) => r.packet.includes("data to a steer port"));
+    const steerSummary = {
+      nonSynVsEmpty: mean(nonSyn.map((r) => r.steerVsEmpty)),
+      nonSynVsRewriteMiss: mean(nonSyn.map((r) => r.steerVsRewriteMiss)),
+    };
+    console.log(`\nnon-SYN to a steer port: steer/empty ${f(steerSummary.nonSynVsEmpty, 3)} (target ≤ 1.10)   steer/rewrite miss path ${f(steerSummary.nonSynVsRewriteMiss, 3)}`);
+    console.log("SYN rows: BPF_PROG_TEST_RUN cannot complete a steer (its skb is not at tc ingress, so bpf_sk_assign refuses), so every SYN ends in");
+    console.log("proxy-down (dropped, counted), after both socket lookups (the SYN's own tuple, then the listener on 9000): with nothing listening both");
+    console.log("miss; with the proxy listening the listener is found and bpf_sk_assign is called. A real SYN costs about the latter.");
+
     await mkdir("bench/results", { recursive: true });
-    const result = { measuredAt: new Date().toISOString(), kernel, rounds: ROUNDS, repeat: REPEAT, sideBySide: rows, summary, scaling: scaled, crossover: crossed };
+    const result = { measuredAt: new Date().toISOString(), kernel, rounds: ROUNDS, repeat: REPEAT, sideBySide: rows, summary, scaling: scaled, crossover: crossed, steer: { rows: steered, summary: steerSummary } };
     await writeFile("bench/results/datapath.json", `${JSON.stringify(result, null, 2)}\n`);
     console.log("\nwritten: bench/results/datapath.json");
   } finally {

@@ -1,10 +1,12 @@
 /**
- * `npm run bench:e2e`: intercept against the iptables REDIRECT rule service
- * meshes use, end to end with wrk, plus the control plane's latencies.
+ * `npm run bench:e2e`: intercept's two strategies (steer, rewrite) against
+ * the iptables REDIRECT rule service meshes use and against the server
+ * asked directly, end to end with wrk, plus the control plane's latencies.
  * Every variant gets a fresh pair of namespaces each round (reused pairs
  * collapse under Connection: close, their ports stuck in TIME_WAIT), and
  * the variants take turns, so all share the machine's state. Prints tables
  * and writes bench/results/e2e.json.
+ *   BENCH_E2E_ROUNDS (3) rounds of BENCH_E2E_SECONDS (5) per variant and mode.
  */
 import { randomInt } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -23,17 +25,26 @@ const CONNECTIONS = 50;
 const ORIGINAL_PORT = 8000;
 const TARGET_PORT = 9000;
 
-type Variant = "direct" | "intercept" | "iptables";
+type Strategy = "steer" | "rewrite";
+type Variant = "direct" | Strategy | "iptables";
 type Mode = "keep-alive" | "close";
-const VARIANTS: Variant[] = ["direct", "intercept", "iptables"];
+const VARIANTS: Variant[] = ["direct", "rewrite", "steer", "iptables"];
+const STRATEGIES: Strategy[] = ["steer", "rewrite"];
 
 interface Measurement extends WrkResult {
   /** CPU time of the whole machine per request (µs): server, client and kernel alike. */
   cpuMicrosecondsPerRequest: number;
+  /**
+   * Steer only: SYNs whose 4-tuple the server still held in TIME_WAIT (wrk's
+   * client reusing a port within a minute of a connection the server
+   * closed), dropped by the fail-closed rule (docs/steering.md).
+   */
+  timeWaitSyns?: number;
 }
 
 let scratch: string;
-let policy: string;
+/** One policy per strategy, the same rule: 8000 → 9000. */
+const policies = {} as Record<Strategy, string>;
 
 /** Busy CPU time of the machine, in seconds, from /proc/stat. */
 async function busySeconds(): Promise<number> {
@@ -47,8 +58,8 @@ async function measure(variant: Variant, mode: Mode): Promise<Measurement> {
   try {
     await lab.runInClient(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"]);
     await lab.startInServer(["node", "dist/bench/http-server.js", String(TARGET_PORT)], /ready/);
-    if (variant === "intercept") {
-      const applied = await intercept("apply", policy, "--netns", lab.serverNs, "--yes");
+    if (variant === "steer" || variant === "rewrite") {
+      const applied = await intercept("apply", policies[variant], "--netns", lab.serverNs, "--yes");
       if (applied.exitCode !== 0) throw new Error(applied.stderr);
     } else if (variant === "iptables") {
       await execa("ip", ["netns", "exec", lab.serverNs, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp",
@@ -59,10 +70,18 @@ async function measure(variant: Variant, mode: Mode): Promise<Measurement> {
     const result = await runWrk(lab.clientNs, `http://${SERVER_ADDRESS}:${port}/`, { seconds: SECONDS, connections: CONNECTIONS, close: mode === "close" });
     const cpu = (await busySeconds()) - busy;
     if (result.requests === 0) throw new Error(`${variant}/${mode}: no request succeeded`);
-    return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests };
+    const timeWait = variant === "steer" ? { timeWaitSyns: await timeWaitSyns(lab) } : {};
+    return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests, ...timeWait };
   } finally {
     await lab.destroy();
   }
+}
+
+/** The steer rule's timeWait counter, from `status --json`. */
+async function timeWaitSyns(lab: Lab): Promise<number> {
+  const status = await intercept("status", "--netns", lab.serverNs, "--json");
+  if (status.exitCode !== 0) throw new Error(status.stderr);
+  return JSON.parse(status.stdout).programs[0].rules[0].counters.timeWait.packets;
 }
 
 const median = (values: number[]) => {
@@ -92,6 +111,7 @@ async function dataPlane() {
       cpuMicrosecondsPerRequest: median(runs.map((r) => r.cpuMicrosecondsPerRequest)),
       socketErrors: runs.reduce((sum, r) => sum + r.socketErrors, 0),
       non2xx: runs.reduce((sum, r) => sum + r.non2xx, 0),
+      timeWaitSyns: variant === "steer" ? runs.reduce((sum, r) => sum + (r.timeWaitSyns ?? 0), 0) : null,
     };
   };
   return Object.fromEntries((["keep-alive", "close"] as Mode[]).map((mode) => [mode, Object.fromEntries(VARIANTS.map((v) => [v, summary(v, mode)]))])) as
@@ -171,19 +191,23 @@ async function sequence<T>(count: number, run: () => Promise<T>): Promise<T[]> {
 async function main() {
   scratch = await mkdtemp(path.join(tmpdir(), "intercept-bench-e2e-"));
   try {
-    policy = path.join(scratch, "bench.yaml");
-    await writeFile(policy, `interceptors:\n  - { port: ${TARGET_PORT}, originalPort: ${ORIGINAL_PORT} }\n`);
-    await execa("node", ["bin/intercept.js", "build", policy]); // so applies in the loop never compile
-    console.log(`end-to-end benchmark: ${ROUNDS} rounds × ${SECONDS} s per variant and mode, wrk -t1 -c${CONNECTIONS}, single-threaded Node server\n`);
+    for (const strategy of STRATEGIES) {
+      policies[strategy] = path.join(scratch, `bench_${strategy}.yaml`);
+      await writeFile(policies[strategy], `interceptors:\n  - { port: ${TARGET_PORT}, originalPort: ${ORIGINAL_PORT}, strategy: ${strategy} }\n`);
+      await execa("node", ["bin/intercept.js", "build", policies[strategy]]); // so applies in the loop never compile
+    }
+    console.log(`end-to-end benchmark: ${ROUNDS} rounds × ${SECONDS} s per variant and mode, wrk -t1 -c${CONNECTIONS}, single-threaded Node server`);
+    console.log(`variants: direct (wrk to ${TARGET_PORT}), rewrite and steer (intercept, ${ORIGINAL_PORT} → ${TARGET_PORT}), iptables (nat PREROUTING REDIRECT)\n`);
     const data = await dataPlane();
     const f = (n: number, d = 0) => n.toFixed(d);
     for (const mode of ["keep-alive", "close"] as Mode[]) {
       const r = data[mode];
       console.log(`\n${mode === "close" ? "new connections (Connection: close)" : "keep-alive"}:`);
       console.log(table(
-        ["variant", "req/s (median)", "req/s (min–max)", "p99 ms", "CPU µs/req", "vs iptables", "vs direct", "socket errors", "non-2xx"],
+        ["variant", "req/s (median)", "req/s (min–max)", "p99 ms", "CPU µs/req", "vs rewrite", "vs iptables", "vs direct", "socket errors", "non-2xx", "TIME_WAIT SYNs"],
         VARIANTS.map((v) => [v, f(r[v].requestsPerSecond), r[v].requestsPerSecondRange.map((n) => f(n)).join("–"), f(r[v].p99Ms, 2), f(r[v].cpuMicrosecondsPerRequest, 1),
-          f(r[v].requestsPerSecond / r.iptables.requestsPerSecond, 3), f(r[v].requestsPerSecond / r.direct.requestsPerSecond, 3), r[v].socketErrors, r[v].non2xx]),
+          f(r[v].requestsPerSecond / r.rewrite.requestsPerSecond, 3), f(r[v].requestsPerSecond / r.iptables.requestsPerSecond, 3),
+          f(r[v].requestsPerSecond / r.direct.requestsPerSecond, 3), r[v].socketErrors, r[v].non2xx, r[v].timeWaitSyns ?? ""]),
       ));
     }
     const control = await controlPlane();

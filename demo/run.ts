@@ -2,7 +2,8 @@
  * `npm run demo`: the classic scenario end to end. A backend on the
  * original port answers "Hi"; a proxy forwards to it and injects a header;
  * a client in its own namespace asks for the original port. Exits 0 only
- * if the header arrives while intercept is applied, and not before or after.
+ * if the header arrives while intercept is applied, and not before or after,
+ * and the proxy learned the original port from its socket (X-Original-Port).
  *   npm run demo -- [--policy FILE] [--original-port 8000] [--proxy-port 9000] [--header "Server: intercept"]
  */
 import { parseArgs } from "node:util";
@@ -44,16 +45,24 @@ try {
   say(`with intercept: curl port ${values["original-port"]} from the client`);
   const during = await lab.curl(Number(values["original-port"]));
   console.log(during.response);
+  const originalPort = /^x-original-port:\s*(\d+)\s*$/im.exec(during.response)?.[1];
+  say(`the proxy read the original port from its socket: X-Original-Port ${originalPort ?? "(missing)"}`);
 
   say(`intercept destroy --netns ${lab.serverNs}`);
   const destroyed = await intercept("destroy", "--netns", lab.serverNs, "--yes", "--no-color");
   console.log(destroyed.stdout + destroyed.stderr);
 
   const after = await lab.curl(Number(values["original-port"]));
-  success = before.ok && !hasHeader(before.response) && during.ok && hasHeader(during.response) && after.ok && !hasHeader(after.response);
-  say(success
-    ? `OK: "${values.header}" came back through port ${values["original-port"]} only while intercept was applied`
-    : `FAILED: expected "${values.header}" only while intercept was applied`);
+  let failure: string | undefined;
+  if (!(before.ok && !hasHeader(before.response) && during.ok && hasHeader(during.response) && after.ok && !hasHeader(after.response))) {
+    failure = `expected "${values.header}" only while intercept was applied`;
+  } else if (originalPort !== values["original-port"]) {
+    failure = `expected X-Original-Port ${values["original-port"]}, got ${originalPort ?? "none"} (a rewrite rule hands the proxy its own port)`;
+  }
+  success = failure === undefined;
+  say(failure === undefined
+    ? `OK: "${values.header}" came back through port ${values["original-port"]} only while intercept was applied, and the proxy saw X-Original-Port ${originalPort}`
+    : `FAILED: ${failure}`);
 } catch (error) {
   console.error(`demo failed: ${(error as Error).message}`);
 } finally {

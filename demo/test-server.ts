@@ -1,7 +1,9 @@
 /**
  * The classic demo's servers: a backend that answers "Hi", and a proxy that
  * forwards every request to the backend over loopback and injects a
- * response header. Usage:
+ * response header, plus X-Original-Port: the port the client asked for,
+ * which a steered connection's socket holds as its local port
+ * (docs/steering.md). Usage:
  *   node dist/demo/test-server.js [--backend-port 8000] [--proxy-port 9000] [--header "Server: intercept"]
  */
 import http from "node:http";
@@ -28,7 +30,12 @@ const proxy = http.createServer((request, response) => {
   const upstream = http.request(
     { host: "127.0.0.1", port: backendPort, method: request.method, path: request.url, headers: request.headers },
     (reply) => {
-      response.writeHead(reply.statusCode ?? 502, { ...reply.headers, [headerName!.trim()]: headerValue.join(":").trim() });
+      response.writeHead(reply.statusCode ?? 502, {
+        ...reply.headers,
+        [headerName!.trim()]: headerValue.join(":").trim(),
+        // Steering never rewrites the packet: the accepted socket's local port is the original destination.
+        "X-Original-Port": String(request.socket.localPort),
+      });
       reply.pipe(response);
     },
   );

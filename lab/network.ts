@@ -11,6 +11,8 @@ import { execa, type ResultPromise } from "execa";
 
 export const SERVER_ADDRESS = "198.18.0.1";
 export const CLIENT_ADDRESS = "198.18.0.2";
+export const SERVER_ADDRESS_V6 = "fd00:198:18::1";
+export const CLIENT_ADDRESS_V6 = "fd00:198:18::2";
 
 export class Lab {
   private readonly processes: ResultPromise[] = [];
@@ -63,6 +65,12 @@ export class Lab {
       });
       child.on("exit", () => reject(new Error(`${command.join(" ")} exited before it was ready`)));
     });
+  }
+
+  /** Adds IPv6 addresses to both ends (SERVER_ADDRESS_V6, CLIENT_ADDRESS_V6), usable at once (no duplicate address detection). */
+  async addIpv6(): Promise<void> {
+    await ip("-n", this.serverNs, "addr", "add", `${SERVER_ADDRESS_V6}/64`, "dev", this.serverLink, "nodad");
+    await ip("-n", this.clientNs, "addr", "add", `${CLIENT_ADDRESS_V6}/64`, "dev", this.clientLink, "nodad");
   }
 
   /**

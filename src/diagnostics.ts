@@ -50,6 +50,7 @@ export const DIAGNOSTIC_CODES = {
   "policy/name-unusable": "the name taken from the file name cannot be used in C identifiers and pin paths",
   "policy/duplicate-name": "two policies with one name",
   "policy/overlapping-interfaces": "a policy selecting every interface beside other policies",
+  "policy/loopback-interface": "interfaces.include names lo: loopback is never intercepted (the proxy's own upstream connection would loop back into it)",
   "report/truncated": "more errors in one file than are shown: the rest are counted",
 } as const satisfies Record<string, string>;
 

@@ -5,7 +5,7 @@ import { isWithin } from "../load/source-map.js";
 import type { Interceptor, Policy } from "../api.js";
 import type { Rule, ValidPolicy } from "./model.js";
 import { checkSchema, type SchemaProblem } from "./schema.js";
-import { checkPolicies, checkRules, type CheckedPolicy } from "./semantic.js";
+import { checkInterfaces, checkPolicies, checkRules, type CheckedPolicy } from "./semantic.js";
 
 export type { InterfaceSelection, Rule, ValidPolicy } from "./model.js";
 
@@ -43,6 +43,10 @@ function checkWhatPassed(policy: LoadedPolicy, schema: SchemaProblem[]): Diagnos
     !schema.some((problem) => isWithin(problem.pointer, pointer) || isWithin(pointer, problem.pointer)) &&
     !policy.holes.some((hole) => isWithin(hole, pointer) || isWithin(pointer, hole));
   const problems = passed("/name") ? checkName(policy) : [];
+  const include = value.interfaces?.include;
+  if (Array.isArray(include)) {
+    problems.push(...checkInterfaces(policy, new Map(include.flatMap((name, index) => (passed(`/interfaces/include/${index}`) ? [[index, name] as const] : [])))));
+  }
   if (Array.isArray(value.interceptors) && !policy.openObjects.includes("/interceptors")) {
     const rules = value.interceptors.flatMap((interceptor, index) => (passed(`/interceptors/${index}`) ? [toRule(interceptor, index)] : []));
     problems.push(...checkRules(policy, rules));

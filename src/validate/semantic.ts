@@ -79,6 +79,27 @@ function checkStrategy(rule: Rule, at: At): void {
   }
 }
 
+/**
+ * The name the kernel gives every namespace's loopback device. A loopback
+ * renamed by hand is still never attached to, and naming it is refused
+ * when the plan sees the link's type.
+ */
+const LOOPBACK = "lo";
+
+/**
+ * Loopback is never intercepted, and naming it is an error rather than a
+ * selection that attaches nothing: a proxy's own upstream connection to
+ * 127.0.0.1:originalPort crosses loopback, so a steer or rewrite rule
+ * there would send it back into the proxy (a loop). A pattern that merely
+ * matches "lo" (`*`, `l*`) selects the other links it matches, as before.
+ * @include are the entries that passed the schema, by index.
+ */
+export function checkInterfaces(loaded: LoadedPolicy, include: Map<number, string>): Diagnostic[] {
+  return [...include].filter(([, name]) => name === LOOPBACK).map(([index]) =>
+    diagnosticAt("policy/loopback-interface", loaded.sourceMap.locate(`/interfaces/include/${index}`),
+      `interface "${LOOPBACK}" is loopback, which intercept never attaches to: the proxy's own connection to 127.0.0.1:originalPort crosses it and would be sent back into the proxy (a loop); local clients are captured where they connect, by outbound rules`));
+}
+
 export interface CheckedPolicy {
   loaded: LoadedPolicy;
   policy: ValidPolicy;

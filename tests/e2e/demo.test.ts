@@ -8,6 +8,7 @@ test("npm run demo prints a response carrying Server: intercept and exits 0", as
   const demo = await execa("npm", ["run", "demo"], { reject: false });
   assert.equal(demo.exitCode, 0, `${demo.stdout}\n${demo.stderr}`);
   assert.match(demo.stdout, /\r?\nServer: intercept\r?\n/);
-  assert.match(demo.stdout, /=== OK: "Server: intercept" came back through port 8000 only while intercept was applied/);
+  assert.match(demo.stdout, /\r?\nX-Original-Port: 8000\r?\n/i);
+  assert.match(demo.stdout, /=== OK: "Server: intercept" came back through port 8000 only while intercept was applied, and the proxy saw X-Original-Port 8000/);
   assert.equal((await execa("ip", ["netns", "list"])).stdout, namespacesBefore, "the demo removed its namespaces");
 });
