@@ -5,6 +5,7 @@ import { orderSteps, type ObjectFor, type Step } from "./order.js";
 
 /** What apply reports as it goes: the CLI prints these, the agent logs and counts them. */
 export type ApplyEvent =
+  | { type: "step-started"; change: Change; operation: DatapathOperation; step: number; steps: number }
   | { type: "change-done"; change: Change }
   | { type: "step-failed"; change: Change; operation: DatapathOperation; error: string }
   | { type: "rolled-back"; complete: boolean; failures: string[] }
@@ -43,6 +44,7 @@ export async function executePlan(plan: Plan, datapath: Datapath, options: Apply
   for (const step of reversible) {
     try {
       options.interrupt?.throwIfAborted();
+      emit({ type: "step-started", change: step.change, operation: step.operation, step: done.length + 1, steps: steps.length });
       await perform(datapath, step.operation);
     } catch (error) {
       const interrupted = options.interrupt?.aborted === true && error === options.interrupt.reason;
@@ -60,8 +62,9 @@ export async function executePlan(plan: Plan, datapath: Datapath, options: Apply
     throw await rollBack(done, datapath, emit, "apply-interrupted", `${messageOf(error)} after ${done.length} of ${steps.length} steps`);
   }
   // Past this point no link runs the versions being unpinned: the kernel matches the plan.
-  for (const step of steps.slice(reversible.length)) {
+  for (const [index, step] of steps.slice(reversible.length).entries()) {
     try {
+      emit({ type: "step-started", change: step.change, operation: step.operation, step: reversible.length + index + 1, steps: steps.length });
       await perform(datapath, step.operation);
     } catch (error) {
       emit({ type: "step-failed", change: step.change, operation: step.operation, error: messageOf(error) });

@@ -34,14 +34,21 @@ async function converged(fake: FakeDatapath, desired: DesiredPolicy[]): Promise<
 }
 
 describe("every change type executes and converges", () => {
-  test("program.create and attachment.create (with the qdisc), reported change by change", async () => {
+  test("program.create and attachment.create (with the qdisc), reported step by step and change by change", async () => {
     const fake = fakeWith("eth0", "eth1");
     const events: string[] = [];
     const summary = await apply(fake, [demo], (event) => {
-      if (event.type === "change-done") events.push(event.change.address);
+      if (event.type === "step-started") events.push(`${event.step}/${event.steps} ${event.operation.op}`);
+      if (event.type === "change-done") events.push(`done ${event.change.address}`);
+      if (event.type === "complete") events.push("complete");
     });
     assert.deepEqual(summary, { add: 3, change: 0, destroy: 0 });
-    assert.deepEqual(events, ["program.demo", "attachment.eth0", "attachment.eth1"]);
+    assert.deepEqual(events, [
+      "1/5 loadProgram", "done program.demo",
+      "2/5 addQdisc", "3/5 attachFilters", "done attachment.eth0",
+      "4/5 addQdisc", "5/5 attachFilters", "done attachment.eth1",
+      "complete",
+    ]);
     await converged(fake, [demo]);
     assert.deepEqual(fake.snapshot().ownedQdiscs, [2, 3]);
   });
