@@ -50,7 +50,7 @@ async function expandPath(given: string): Promise<{ files: PolicyFile[]; diagnos
     if ((error as NodeJS.ErrnoException).code !== "ENOENT") {
       return fail(diagnosticAt("load/unreadable", startOf(file), `cannot read: ${reason(error)}`));
     }
-    const link = await readlink(given).catch(() => undefined); // ENOENT or EINVAL: there is no symlink either
+    const link = await symlinkTarget(given);
     return fail(diagnosticAt(link === undefined ? "load/not-found" : "load/broken-symlink", startOf(file),
       link === undefined ? "no such policy file or folder" : `symlink to ${link}, which does not exist`));
   }
@@ -145,4 +145,15 @@ function isInside(target: string, root: string): boolean {
 function displayPath(file: string): string {
   const relative = path.relative(process.cwd(), path.resolve(file));
   return relative.startsWith("..") ? path.resolve(file) : relative;
+}
+
+/** Where the symlink @file points, or undefined when @file is not a symlink (EINVAL) or not there (ENOENT). */
+async function symlinkTarget(file: string): Promise<string | undefined> {
+  try {
+    return await readlink(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "EINVAL") return undefined;
+    throw error;
+  }
 }
