@@ -24,6 +24,8 @@ export interface PacketSpec {
   zeroUdpChecksum?: boolean;
   /** The TCP flags set; default PSH and ACK (a data segment). */
   tcpFlags?: TcpFlag[];
+  /** The TCP sequence number; default 0x01020304. */
+  seq?: number;
 }
 
 /** TCP header flag bits (byte 13), by name. */
@@ -76,7 +78,7 @@ function buildL4(spec: PacketSpec): Buffer {
   header.writeUInt16BE(spec.sport, 0);
   header.writeUInt16BE(spec.dport, 2);
   if (spec.protocol === "tcp") {
-    header.writeUInt32BE(0x01020304, 4); // sequence
+    header.writeUInt32BE(spec.seq ?? 0x01020304, 4);
     header[12] = 5 << 4; // data offset
     header[13] = (spec.tcpFlags ?? ["psh", "ack"]).reduce((bits, flag) => bits | TCP_FLAGS[flag], 0);
     header.writeUInt16BE(65535, 14);

@@ -24,7 +24,8 @@ export class AgentMetrics {
     const packets = new Counter({ name: "intercept_rule_packets_total", help: "Packets rewritten per rewrite rule and direction.", labelNames: directionLabels, registers: [this.registry], collect: refresh });
     const bytes = new Counter({ name: "intercept_rule_bytes_total", help: "Bytes rewritten per rewrite rule and direction.", labelNames: directionLabels, registers: [this.registry], collect: refresh });
     const steered = new Counter({ name: "intercept_rule_connections_steered_total", help: "Connections (SYNs) handed to the proxy's socket per steer rule.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
-    const timeWait = new Counter({ name: "intercept_rule_time_wait_total", help: "SYNs per steer rule whose 4-tuple was still in TIME_WAIT (a client reusing its port within a minute of a connection the proxy closed): dropped or passed as onProxyDown says.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
+    const timeWait = new Counter({ name: "intercept_rule_time_wait_total", help: "SYNs per steer rule whose 4-tuple stayed in TIME_WAIT (a client reusing its port within a minute of a connection the proxy closed, where the TIME_WAIT could not be ended for it): dropped or passed as onProxyDown says.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
+    const timeWaitRecycled = new Counter({ name: "intercept_rule_time_wait_recycled_total", help: "Connections per steer rule steered through a 4-tuple whose TIME_WAIT was ended for them (a subset of intercept_rule_connections_steered_total).", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
     const proxyDown = new Counter({ name: "intercept_rule_proxy_down_total", help: "SYNs per steer rule that found no proxy listening (dropped or passed as onProxyDown says).", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
     const drift = new Gauge({ name: "intercept_drift", help: "Things an interrupted run left in the kernel (half-switched links, incomplete loads, empty qdiscs); the next reconcile repairs them.", registers: [this.registry], collect: refresh });
     const unreadable = new Gauge({ name: "intercept_counters_unreadable", help: "Program versions whose counters could not be read at this scrape.", registers: [this.registry], collect: refresh });
@@ -33,7 +34,7 @@ export class AgentMetrics {
       const report = await inspect();
       links.set(report.links.length);
       drift.set(report.drift.length);
-      for (const metric of [packets, bytes, steered, proxyDown, timeWait]) metric.reset();
+      for (const metric of [packets, bytes, steered, proxyDown, timeWait, timeWaitRecycled]) metric.reset();
       unreadable.set(report.programs.filter((program) => program.countersError !== undefined).length);
       for (const { program, rules } of report.programs) {
         for (const { index, rule, counters } of rules) {
@@ -49,6 +50,7 @@ export class AgentMetrics {
             steered.inc(labels, counters.steered.packets);
             proxyDown.inc(labels, counters.proxyDown.packets);
             timeWait.inc(labels, counters.timeWait.packets);
+            timeWaitRecycled.inc(labels, counters.timeWaitRecycled.packets);
           }
         }
       }

@@ -65,7 +65,7 @@ function runningPolicy(programs: StatusReport["links"][number]["programs"]): str
 /** A rule's counters in words: what its strategy counts (all of them for a rule the policies do not name). */
 function describeCounters(counters: RuleCounters, rule: Rule | undefined): string {
   const rewrite = `in ${counters.rewrittenIngress.packets} pkts/${counters.rewrittenIngress.bytes} B  out ${counters.rewrittenEgress.packets} pkts/${counters.rewrittenEgress.bytes} B`;
-  const steer = `steered ${counters.steered.packets} connections  proxy down ${counters.proxyDown.packets}  in TIME_WAIT ${counters.timeWait.packets}`;
+  const steer = `steered ${counters.steered.packets} connections (${counters.timeWaitRecycled.packets} through a recycled TIME_WAIT)  proxy down ${counters.proxyDown.packets}  in TIME_WAIT ${counters.timeWait.packets}`;
   if (!rule) return `${rewrite}  ${steer}`;
   return rule.strategy === "steer" ? steer : rewrite;
 }

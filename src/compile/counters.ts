@@ -19,12 +19,20 @@ export const COUNTER_SLOTS = [
   /** Steer rules: SYNs that found no listener on port, then dropped or passed as onProxyDown says. */
   "proxyDown",
   /**
-   * Steer rules: SYNs whose 4-tuple the kernel still holds in TIME_WAIT (a
-   * connection the proxy closed moments ago, its client port reused): the
-   * kernel would refuse the proxy a second socket on it, so these are
-   * dropped or passed as onProxyDown says.
+   * Steer rules: SYNs whose 4-tuple the kernel still held in TIME_WAIT (a
+   * connection the proxy closed moments ago, its client port reused) and
+   * that could not be steered: the kernel would not reopen the tuple for
+   * this SYN either (its sequence number not after the old connection's),
+   * or the reset that ends the TIME_WAIT did not take (net.ipv4.tcp_rfc1337
+   * = 1). Dropped or passed as onProxyDown says.
    */
   "timeWait",
+  /**
+   * Steer rules: connections steered through a 4-tuple that was in
+   * TIME_WAIT, which the program ended for them (a reset ahead of the SYN,
+   * docs/steering.md): a subset of steered.
+   */
+  "timeWaitRecycled",
 ] as const;
 
 export type CounterSlot = (typeof COUNTER_SLOTS)[number];

@@ -2,18 +2,25 @@
  * Packet-level tests of steer rules under BPF_PROG_TEST_RUN. A steer rule
  * acts on a connection's SYN only (the assignment itself needs a real tc
  * ingress and is tested end to end); every other packet to a steer port
- * must leave exactly as it came, with TC_ACT_UNSPEC.
+ * must leave exactly as it came, with TC_ACT_UNSPEC. A SYN whose 4-tuple
+ * is in TIME_WAIT is run in a namespace that holds one, where the RST the
+ * program sends ahead of it reaches the stack for real.
  */
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { execa } from "execa";
 import type { CounterSlot } from "../../src/compile/counters.js";
 import { SWITCH_LIMIT } from "../../src/compile/render.js";
 import { LoadedProgram, testPolicy } from "../support/bpf.js";
+import { testRun } from "../../lab/bpf.js";
 import { buildPacket, type PacketSpec, type TcpFlag } from "../../lab/packets.js";
 
 const TC_ACT_UNSPEC = -1;
 const TC_ACT_SHOT = 2;
+const TC_ACT_REDIRECT = 7;
 
 const STEER_RULES = [
   { originalPort: 8000, port: 9000 },                                    // 0: steer, fails closed (default)
@@ -162,4 +169,120 @@ for (const count of [1, SWITCH_LIMIT + 1, 10_000]) {
       await program.close();
     }
   });
+}
+
+/**
+ * A SYN for a 4-tuple in TIME_WAIT, run in a namespace whose loopback holds
+ * both of lab/packets.ts's addresses and the frames' destination MAC: the
+ * program's lookups find the namespace's TIME_WAIT socket, and the RST it
+ * sends ahead of the SYN (to the skb's device, this loopback) is received
+ * by the namespace's stack. A BPF_PROG_TEST_RUN skb carries no checksum
+ * offload (CHECKSUM_NONE), so the stack verifies the RST's checksum in
+ * full: a TIME_WAIT it ends proves the RST well formed. (The SYN itself is
+ * not redirected under BPF_PROG_TEST_RUN: a second run plays its second
+ * pass.) Which of two sequence numbers 2^31 apart is after the TIME_WAIT's
+ * rcv_nxt is not known in advance: exactly one of them is.
+ */
+describe("a SYN whose 4-tuple is in TIME_WAIT", { concurrency: false }, () => {
+  const namespace = `intercept-tw-${randomBytes(4).toString("hex")}`;
+  const rule = { originalPort: 8000, port: 9000 }; // nothing listens on 9000: proxy down, dropped
+  let program: LoadedProgram;
+
+  before(async () => {
+    await execa("ip", ["netns", "add", namespace]);
+    await inNamespace("ip", "link", "set", "lo", "address", "02:00:00:00:00:01", "up");
+    await inNamespace("ip", "addr", "add", "198.18.0.1/32", "dev", "lo");
+    await inNamespace("ip", "addr", "add", "198.18.0.2/32", "dev", "lo");
+    // The RST arrives on lo from a local address: without accept_local it is a martian.
+    await inNamespace("sysctl", "-q", "-w", "net.ipv4.conf.all.accept_local=1", "net.ipv4.conf.lo.accept_local=1");
+    program = await LoadedProgram.load(testPolicy("steer_time_wait", [rule]));
+  });
+  after(async () => {
+    await program?.close();
+    await execa("ip", ["netns", "del", namespace]);
+  });
+
+  async function inNamespace(...command: string[]): Promise<string> {
+    return (await execa("ip", ["netns", "exec", namespace, ...command])).stdout;
+  }
+
+  async function leaveInTimeWait(clientPort: number): Promise<void> {
+    await inNamespace("python3", "lab/time-wait.py", "198.18.0.1", String(rule.originalPort), "198.18.0.2", String(clientPort));
+    assert.equal(await timeWaits(clientPort), 1, "the server side holds the tuple in TIME_WAIT");
+  }
+
+  async function timeWaits(clientPort: number): Promise<number> {
+    const listed = await inNamespace("ss", "-Htan", "state", "time-wait", "(", "sport", "=", `:${rule.originalPort}`, "and", "dport", "=", `:${clientPort}`, ")");
+    return listed.split("\n").filter((line) => line.trim() !== "").length;
+  }
+
+  /** Runs a SYN from @clientPort with sequence number @seq; asserts it leaves exactly as it came. */
+  async function runSyn(clientPort: number, seq: number): Promise<number> {
+    const frame = buildPacket({ family: "ipv4", protocol: "tcp", sport: clientPort, dport: rule.originalPort, tcpFlags: ["syn"], seq, payload: Buffer.alloc(0) });
+    const result = await testRun(program.programPin("ingress"), frame, 1, { name: namespace });
+    assert.deepEqual(result.output.toString("hex"), frame.toString("hex"), "the SYN is restored byte for byte");
+    return result.returnValue;
+  }
+
+  async function counted(slot: CounterSlot): Promise<number> {
+    return (await program.counters(0))[slot].packets;
+  }
+
+  /** The namespace's TcpInSegs (nstat, absolute, its history file left alone). */
+  async function tcpSegmentsIn(): Promise<number> {
+    const [, value] = (await inNamespace("nstat", "-saz", "TcpInSegs")).split("\n").find((line) => line.startsWith("TcpInSegs"))!.trim().split(/\s+/);
+    return Number(value);
+  }
+
+  async function dropResets(action: "-I" | "-D"): Promise<void> {
+    await inNamespace("iptables", action, "INPUT", "-p", "tcp", "--tcp-flags", "RST", "RST", "-j", "DROP");
+  }
+
+  test("a RST that does not take: the newer SYN is sent round once a second, the older one never", async () => {
+    await leaveInTimeWait(45_001);
+    await dropResets("-I");
+    let dropping = true;
+    try {
+      const before = await counted("timeWait");
+      const verdicts = [await runSyn(45_001, 0x10000000), await runSyn(45_001, 0x90000000)];
+      assert.deepEqual([...verdicts].sort(), [TC_ACT_SHOT, TC_ACT_REDIRECT], "one is after rcv_nxt: sent round; the other falls back");
+      const newer = verdicts[0] === TC_ACT_REDIRECT ? 0x10000000 : 0x90000000;
+      assert.equal(await runSyn(45_001, newer), TC_ACT_SHOT, "tried less than a second ago: the fallback");
+      assert.equal(await counted("timeWait"), before + 2);
+      assert.equal(await timeWaits(45_001), 1, "the RST was dropped: the TIME_WAIT stays");
+
+      await dropResets("-D");
+      dropping = false;
+      await sleep(1000);
+      assert.equal(await runSyn(45_001, newer), TC_ACT_REDIRECT, "a second later it is tried again");
+      await until("the RST ends the TIME_WAIT", async () => (await timeWaits(45_001)) === 0);
+      assert.equal(await runSyn(45_001, newer), TC_ACT_SHOT, "the tuple is free: on to the proxy, which is down");
+      assert.deepEqual([await counted("timeWait"), await counted("proxyDown"), await counted("timeWaitRecycled")], [before + 2, 1, 0]);
+    } finally {
+      if (dropping) await dropResets("-D");
+    }
+  });
+
+  test("net.ipv4.tcp_rfc1337 = 1: no RST is sent, the SYN falls back at once", async () => {
+    await leaveInTimeWait(45_002);
+    await inNamespace("sysctl", "-q", "-w", "net.ipv4.tcp_rfc1337=1");
+    try {
+      const [before, segmentsBefore] = [await counted("timeWait"), await tcpSegmentsIn()];
+      assert.deepEqual([await runSyn(45_002, 0x10000000), await runSyn(45_002, 0x90000000)], [TC_ACT_SHOT, TC_ACT_SHOT]);
+      assert.equal(await counted("timeWait"), before + 2);
+      await sleep(100);
+      assert.equal(await tcpSegmentsIn(), segmentsBefore, "no RST reached the stack");
+      assert.equal(await timeWaits(45_002), 1);
+    } finally {
+      await inNamespace("sysctl", "-q", "-w", "net.ipv4.tcp_rfc1337=0");
+    }
+  });
+});
+
+async function until(what: string, condition: () => Promise<boolean>, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await sleep(20);
+  }
 }

@@ -32,12 +32,13 @@ struct {
  * rule * COUNTER_SLOTS + slot. src/compile/counters.ts describes the same
  * layout to the readers (a unit test keeps the two in step). */
 enum counter_slot {
-	COUNTER_REWRITTEN_INGRESS = 0, /* destination port rewritten on arrival */
-	COUNTER_REWRITTEN_EGRESS  = 1, /* source port of a reply rewritten back */
-	COUNTER_STEERED           = 2, /* SYN assigned to the proxy's listener: a connection */
-	COUNTER_PROXY_DOWN        = 3, /* SYN that found no listener (dropped or passed) */
-	COUNTER_TIME_WAIT         = 4, /* SYN whose 4-tuple is still in TIME_WAIT (dropped or passed) */
-	COUNTER_SLOTS             = 5,
+	COUNTER_REWRITTEN_INGRESS  = 0, /* destination port rewritten on arrival */
+	COUNTER_REWRITTEN_EGRESS   = 1, /* source port of a reply rewritten back */
+	COUNTER_STEERED            = 2, /* SYN assigned to the proxy's listener: a connection */
+	COUNTER_PROXY_DOWN         = 3, /* SYN that found no listener (dropped or passed) */
+	COUNTER_TIME_WAIT          = 4, /* SYN whose 4-tuple stayed in TIME_WAIT (dropped or passed) */
+	COUNTER_TIME_WAIT_RECYCLED = 5, /* SYN steered after its 4-tuple's TIME_WAIT was ended for it */
+	COUNTER_SLOTS              = 6,
 };
 
 /* Packets and bytes of one rule's slot. Per-CPU, so counting needs no

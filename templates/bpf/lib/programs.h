@@ -8,8 +8,10 @@
  * has no egress program.
  *
  * Every packet is handed on (TC_ACT_UNSPEC), so a filter attached after
- * ours still runs. The one exception: a steer rule's SYN that finds no
- * proxy, when the rule fails closed (onProxyDown "drop"), is dropped.
+ * ours still runs. Two exceptions, both a steer rule's SYN: one that finds
+ * no proxy, when the rule fails closed (onProxyDown "drop"), is dropped;
+ * one whose 4-tuple is in TIME_WAIT goes round the device's ingress again
+ * (TC_ACT_REDIRECT) behind the reset that ends the TIME_WAIT (timewait.h).
  *
  * The policy block defines RULE_COUNT, POLICY_REWRITES, POLICY_STEERS,
  * match_ingress and (when it rewrites) match_egress before this header. */
