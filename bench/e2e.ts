@@ -37,9 +37,9 @@ interface Measurement extends WrkResult {
   /**
    * Steer only: SYNs whose 4-tuple the server still held in TIME_WAIT (wrk's
    * client reusing a port within a minute of a connection the server
-   * closed), dropped by the fail-closed rule (docs/steering.md).
+   * closed): reopened and steered, or (fallback) dropped (docs/steering.md).
    */
-  timeWaitSyns?: number;
+  timeWait?: { reopened: number; fallback: number };
 }
 
 let scratch: string;
@@ -70,18 +70,19 @@ async function measure(variant: Variant, mode: Mode): Promise<Measurement> {
     const result = await runWrk(lab.clientNs, `http://${SERVER_ADDRESS}:${port}/`, { seconds: SECONDS, connections: CONNECTIONS, close: mode === "close" });
     const cpu = (await busySeconds()) - busy;
     if (result.requests === 0) throw new Error(`${variant}/${mode}: no request succeeded`);
-    const timeWait = variant === "steer" ? { timeWaitSyns: await timeWaitSyns(lab) } : {};
+    const timeWait = variant === "steer" ? { timeWait: await timeWaitSyns(lab) } : {};
     return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests, ...timeWait };
   } finally {
     await lab.destroy();
   }
 }
 
-/** The steer rule's timeWait counter, from `status --json`. */
-async function timeWaitSyns(lab: Lab): Promise<number> {
+/** The steer rule's TIME_WAIT counters, from `status --json`. */
+async function timeWaitSyns(lab: Lab): Promise<{ reopened: number; fallback: number }> {
   const status = await intercept("status", "--netns", lab.serverNs, "--json");
   if (status.exitCode !== 0) throw new Error(status.stderr);
-  return JSON.parse(status.stdout).programs[0].rules[0].counters.timeWait.packets;
+  const { timeWaitRecycled, timeWait } = JSON.parse(status.stdout).programs[0].rules[0].counters;
+  return { reopened: timeWaitRecycled.packets, fallback: timeWait.packets };
 }
 
 const median = (values: number[]) => {
@@ -111,7 +112,9 @@ async function dataPlane() {
       cpuMicrosecondsPerRequest: median(runs.map((r) => r.cpuMicrosecondsPerRequest)),
       socketErrors: runs.reduce((sum, r) => sum + r.socketErrors, 0),
       non2xx: runs.reduce((sum, r) => sum + r.non2xx, 0),
-      timeWaitSyns: variant === "steer" ? runs.reduce((sum, r) => sum + (r.timeWaitSyns ?? 0), 0) : null,
+      timeWait: variant === "steer"
+        ? runs.reduce((sum, r) => ({ reopened: sum.reopened + (r.timeWait?.reopened ?? 0), fallback: sum.fallback + (r.timeWait?.fallback ?? 0) }), { reopened: 0, fallback: 0 })
+        : null,
     };
   };
   return Object.fromEntries((["keep-alive", "close"] as Mode[]).map((mode) => [mode, Object.fromEntries(VARIANTS.map((v) => [v, summary(v, mode)]))])) as
@@ -204,10 +207,10 @@ async function main() {
       const r = data[mode];
       console.log(`\n${mode === "close" ? "new connections (Connection: close)" : "keep-alive"}:`);
       console.log(table(
-        ["variant", "req/s (median)", "req/s (min–max)", "p99 ms", "CPU µs/req", "vs rewrite", "vs iptables", "vs direct", "socket errors", "non-2xx", "TIME_WAIT SYNs"],
+        ["variant", "req/s (median)", "req/s (min–max)", "p99 ms", "CPU µs/req", "vs rewrite", "vs iptables", "vs direct", "socket errors", "non-2xx", "TIME_WAIT reopened / dropped"],
         VARIANTS.map((v) => [v, f(r[v].requestsPerSecond), r[v].requestsPerSecondRange.map((n) => f(n)).join("–"), f(r[v].p99Ms, 2), f(r[v].cpuMicrosecondsPerRequest, 1),
           f(r[v].requestsPerSecond / r.rewrite.requestsPerSecond, 3), f(r[v].requestsPerSecond / r.iptables.requestsPerSecond, 3),
-          f(r[v].requestsPerSecond / r.direct.requestsPerSecond, 3), r[v].socketErrors, r[v].non2xx, r[v].timeWaitSyns ?? ""]),
+          f(r[v].requestsPerSecond / r.direct.requestsPerSecond, 3), r[v].socketErrors, r[v].non2xx, r[v].timeWait ? `${r[v].timeWait.reopened} / ${r[v].timeWait.fallback}` : ""]),
       ));
     }
     const control = await controlPlane();

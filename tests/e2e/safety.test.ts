@@ -228,10 +228,10 @@ describe("privileges", { concurrency: false }, () => {
     for (const command of ["plan", "apply", "status", "destroy"]) {
       const result = await asNobody(command, "--netns", lab.serverNs);
       assert.equal(result.exitCode, 1, `${command}: ${result.stderr}`);
-      assert.equal(String(result.stderr).trim(), `intercept: intercept ${command} needs root, or CAP_BPF and CAP_NET_ADMIN plus CAP_SYS_ADMIN for --netns (missing: CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN); validate, compile and build need none`);
+      assert.equal(String(result.stderr).trim(), `intercept: intercept ${command} needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN plus CAP_SYS_ADMIN for --netns (missing: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN); validate, compile and build need none`);
     }
     const here = await asNobody("plan");
-    assert.match(String(here.stderr), /needs root, or CAP_BPF and CAP_NET_ADMIN \(missing: CAP_BPF, CAP_NET_ADMIN\)/);
+    assert.match(String(here.stderr), /needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN \(missing: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN\)/);
     assert.equal(await kernelSnapshot(), before);
   });
 });
