@@ -30,20 +30,25 @@ import { table } from "./table.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 21);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 200_000);
-const SCALING_SIZES = [1, SWITCH_LIMIT, 100, 1000, 10_000];
+const SCALING_SIZES = [2, SWITCH_LIMIT, 100, 1000, 10_000];
 const CROSSOVER_SIZES = [4, 16, 32, 64, 128, 512];
 
 type Variant = "empty" | "reference" | "generated";
 interface Case { name: string; hit: boolean; frame: Buffer }
 
-const FLIP_RULES: Omit<Rule, "index">[] = [
-  { originalPort: 8000, port: 9000, protocol: "tcp", family: "any", strategy: "rewrite", enabled: true },
-  { originalPort: 9000, port: 8000, protocol: "tcp", family: "any", strategy: "rewrite", enabled: true },
-  { originalPort: 5000, port: 6000, protocol: "udp", family: "any", strategy: "rewrite", enabled: true },
-  { originalPort: 6000, port: 5000, protocol: "udp", family: "any", strategy: "rewrite", enabled: true },
-];
+type BenchRule = Omit<Rule, "index">;
 
-function policyOf(name: string, rules: Omit<Rule, "index">[]): ValidPolicy {
+/** A rewrite rule of one port, built directly: the benchmark needs chains validation refuses. */
+function rewriteRule(originalPort: number, port: number, protocol: Rule["protocol"] = "tcp"): BenchRule {
+  return {
+    originalPorts: [{ first: originalPort, last: originalPort }], exceptPorts: [], sources: [], exceptSources: [], destinations: [],
+    port, protocol, family: "any", strategy: "rewrite", enabled: true,
+  };
+}
+
+const FLIP_RULES: BenchRule[] = [rewriteRule(8000, 9000), rewriteRule(9000, 8000), rewriteRule(5000, 6000, "udp"), rewriteRule(6000, 5000, "udp")];
+
+function policyOf(name: string, rules: BenchRule[]): ValidPolicy {
   return { name, file: `${name}.ts`, interfaces: { include: null, exclude: [] }, rules: rules.map((rule, index) => ({ ...rule, index })) };
 }
 
@@ -81,20 +86,20 @@ class Bench {
     const hash = await contentHash(compiled!);
     const ref = { policy: policy.name, version: hash.slice(0, 16) };
     const startLoad = performance.now();
-    await loadVersion(pins, { ref, contentHash: hash, objectPath: object, hooks: compiled!.hooks, enabled: policy.rules.map(() => true) });
+    await loadVersion(pins, { ref, contentHash: hash, objectPath: object, hooks: compiled!.hooks, enabled: policy.rules.map(() => true), prefixes: compiled!.prefixes });
     const loadMs = performance.now() - startLoad;
     const pin = pins.program(ref, "ingress");
     const info = await runJson<{ bytes_xlated: number }>("bpftool", ["-j", "prog", "show", "pinned", pin]);
     return { pin, compileMs, loadMs, sourceBytes: compiled!.source.length, instructions: info.bytes_xlated / 8 };
   }
 
-  async reference(rules: Omit<Rule, "index">[]): Promise<string> {
+  async reference(rules: BenchRule[]): Promise<string> {
     const object = await this.object("bench/bpf/reference.bpf.c", "reference", [path.join(TEMPLATE_DIR, "lib")]);
     const dir = path.join(this.root, "reference");
     await mkdir(dir, { recursive: true });
     await loadAndPin(object, dir);
     for (const rule of rules) {
-      const key = [...portBytes(rule.originalPort), rule.protocol === "tcp" ? "06" : "11", "00"];
+      const key = [...portBytes(rule.originalPorts[0]!.first), rule.protocol === "tcp" ? "06" : "11", "00"];
       await updateMap(path.join(dir, "maps", "ports"), key, portBytes(rule.port));
     }
     return path.join(dir, "progs", "bench_reference");
@@ -150,16 +155,15 @@ async function sideBySide(bench: Bench) {
 }
 
 /**
- * n rules: 8000 → 8000, which takes the whole hit path (match, enabled
- * flag, port write, checksum update, counters) yet leaves the skb as it
- * was, so every repeat is a hit even with one rule; then n-1 ordinary rules
- * spread over the port space.
+ * n rules: the flip pair 8000 → 9000 and 9000 → 8000, so every repeat of
+ * the same skb takes the whole hit path (match, enabled flag, port write,
+ * checksum update, counters), then n-2 ordinary rules spread over the port
+ * space. (A rule may no longer name its own port, so the single rule
+ * 8000 → 8000 that once did this is gone: the smallest policy here has 2.)
  */
-function scalingRules(count: number): Omit<Rule, "index">[] {
-  const rules: Omit<Rule, "index">[] = [{ originalPort: 8000, port: 8000, protocol: "tcp", family: "any", strategy: "rewrite", enabled: true }];
-  for (let i = 0; rules.length < count; i++) {
-    rules.push({ originalPort: 10_000 + i, port: 30_000 + i, protocol: "tcp", family: "any", strategy: "rewrite", enabled: true });
-  }
+function scalingRules(count: number): BenchRule[] {
+  const rules: BenchRule[] = [rewriteRule(8000, 9000), rewriteRule(9000, 8000)];
+  for (let i = 0; rules.length < count; i++) rules.push(rewriteRule(10_000 + i, 30_000 + i));
   return rules;
 }
 

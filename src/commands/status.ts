@@ -6,7 +6,7 @@ import { describeNamespace } from "../kernel/namespace.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import { describeDrift } from "../reconcile/drift.js";
 import { inspect, type StatusReport } from "../reconcile/inspect.js";
-import type { Rule } from "../validate/index.js";
+import { cidrText, ruleSummary, type Rule } from "../validate/index.js";
 
 /** `intercept status`: attached links, live programs, rules with their counters. */
 export async function statusCommand(paths: string[], options: { netns: NetworkNamespace; json: boolean }): Promise<number> {
@@ -46,12 +46,19 @@ function statusJson(report: StatusReport, policiesError: string | undefined) {
       countersError: countersError ?? null,
       rules: rules.map(({ index, rule, enabled, counters }) => ({
         index,
-        ...(rule && { rule: { originalPort: rule.originalPort, port: rule.port, protocol: rule.protocol, family: rule.family, strategy: rule.strategy, ...(rule.onProxyDown && { onProxyDown: rule.onProxyDown }) } }),
+        ...(rule && { selector: ruleSummary(rule), rule: ruleJson(rule) }),
         enabled,
         counters: counters ?? null,
       })),
     })),
   };
+}
+
+/** A rule in its normal form (src/validate/model.ts), CIDRs as text. */
+function ruleJson(rule: Rule) {
+  const { originalPorts, exceptPorts, port, protocol, family, strategy, onProxyDown } = rule;
+  const [sources, exceptSources, destinations] = [rule.sources, rule.exceptSources, rule.destinations].map((list) => list.map(cidrText));
+  return { originalPorts, exceptPorts, sources, exceptSources, destinations, port, protocol, family, strategy, ...(onProxyDown && { onProxyDown }) };
 }
 
 function runningPolicy(programs: StatusReport["links"][number]["programs"]): string | null {
@@ -78,7 +85,7 @@ function renderStatus(report: StatusReport, policiesError: string | undefined): 
     lines.push(`    links: ${attached.length > 0 ? attached.join(", ") : "(none)"}`);
     if (countersError) lines.push(`    counters unreadable: ${countersError}`);
     for (const { index, rule, enabled, counters } of rules) {
-      const what = rule ? `${rule.protocol} ${rule.originalPort} -> ${rule.port} ${rule.strategy}` : "(rule not in the given policies)";
+      const what = rule ? `${ruleSummary(rule)} ${rule.strategy}` : "(rule not in the given policies)";
       lines.push(`    [${index}] ${what.padEnd(28)} ${enabled ? "enabled " : "disabled"}${counters ? `  ${describeCounters(counters, rule)}` : ""}`);
     }
   }

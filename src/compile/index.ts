@@ -3,7 +3,8 @@ import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Hook } from "../datapath/types.js";
 import type { ValidPolicy } from "../validate/index.js";
-import { renderPolicySource, type MatchStrategy } from "./render.js";
+import type { PrefixEntry } from "./match.js";
+import { renderPolicy, type MatchStrategy } from "./render.js";
 
 export const GENERATED_DIR = "generated";
 
@@ -20,18 +21,21 @@ export interface CompiledPolicy {
    * egress only when some rule rewrites (steer needs no reply rewrite).
    */
   hooks: Hook[];
+  /** What the program's prefix tries hold, filled at load (a digest of it is in the source). */
+  prefixes: PrefixEntry[];
 }
 
 /** Stage 3: renders each policy's specialised C. Pure: writes nothing. @strategy: by size unless forced. */
 export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrategy): CompiledPolicy[] {
   return policies.map((policy) => {
-    const source = renderPolicySource(policy, strategy);
+    const { source, prefixes } = renderPolicy(policy, strategy);
     return {
       policy,
       sourcePath: path.join(GENERATED_DIR, `${policy.name}.bpf.c`),
       source,
       sourceHash: createHash("sha256").update(source).digest("hex"),
       hooks: programHooks(policy),
+      prefixes,
     };
   });
 }

@@ -11,7 +11,7 @@
  * ours still runs. The one exception: a steer rule's SYN that finds no
  * proxy, when the rule fails closed (onProxyDown "drop"), is dropped.
  *
- * The policy block defines RULE_COUNT, POLICY_REWRITES, POLICY_STEERS,
+ * The policy blocks define RULE_COUNT, POLICY_REWRITES, POLICY_STEERS,
  * match_ingress and (when it rewrites) match_egress before this header. */
 #ifndef INTERCEPT_PROGRAMS_H
 #define INTERCEPT_PROGRAMS_H
@@ -56,7 +56,7 @@ int intercept_ingress(struct __sk_buff *skb)
 
 	if (parse_packet(skb, &pkt) != PARSE_OK)
 		return TC_ACT_UNSPEC;
-	switch (match_ingress(&pkt, &match)) {
+	switch (match_ingress(skb, &pkt, &match)) {
 #if POLICY_REWRITES
 	case MATCH_REWRITE:
 		rewrite(skb, &pkt, &match, PORT_DESTINATION, COUNTER_REWRITTEN_INGRESS);
@@ -80,7 +80,7 @@ int intercept_egress(struct __sk_buff *skb)
 
 	if (parse_packet(skb, &pkt) != PARSE_OK)
 		return TC_ACT_UNSPEC;
-	if (match_egress(&pkt, &match) == MATCH_REWRITE)
+	if (match_egress(skb, &pkt, &match) == MATCH_REWRITE)
 		rewrite(skb, &pkt, &match, PORT_SOURCE, COUNTER_REWRITTEN_EGRESS);
 	return TC_ACT_UNSPEC;
 }
