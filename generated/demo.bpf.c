@@ -528,10 +528,11 @@ static __always_inline int ipv6_in_prefix_list(const __be32 *addr, __u32 list)
 #endif /* INTERCEPT_PREFIXES_H */
 
 /* ================== policy "demo": matching ================== */
-/* Ports are case labels, so matching is a
- * tree of compare-and-branch instructions built by clang, with no memory
- * access: a packet to a port no rule names leaves without reading more.
- * A rule that selects addresses is asked only once its ports matched. */
+/* Ports are case labels, so
+ * matching is a tree of compare-and-branch instructions built by clang,
+ * with no memory access: a packet to a port no rule names leaves without
+ * reading more. A rule that selects addresses is asked only once its
+ * ports matched. */
 
 /* match_ingress — the rule whose ports hold @pkt's destination port (and
  * whose addresses, if it names any, are @pkt's). */
