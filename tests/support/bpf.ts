@@ -29,7 +29,12 @@ export class LoadedProgram {
     const root = path.join(PIN_ROOT, `test-${randomBytes(4).toString("hex")}`);
     const pins = new PinLayout("ns0", root);
     const ref = { policy: policy.name, version: built.contentHash.slice(0, 16) };
-    await loadVersion(pins, { ref, contentHash: built.contentHash, objectPath: built.objectPath, hooks: compiled!.hooks, enabled: policy.rules.map((rule) => rule.enabled), prefixes: compiled!.prefixes });
+    try {
+      await loadVersion(pins, { ref, contentHash: built.contentHash, objectPath: built.objectPath, hooks: compiled!.hooks, enabled: policy.rules.map((rule) => rule.enabled), prefixes: compiled!.prefixes });
+    } catch (error) {
+      await rm(root, { recursive: true, force: true }); // a program the verifier refused leaves no directory behind
+      throw error;
+    }
     return new LoadedProgram(pins, ref, root);
   }
 
