@@ -25,10 +25,14 @@ export interface CompiledPolicy {
   prefixes: PrefixEntry[];
 }
 
-/** Stage 3: renders each policy's specialised C. Pure: writes nothing. @strategy: by size unless forced. */
-export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrategy): CompiledPolicy[] {
+/**
+ * Stage 3: renders each policy's specialised C. Pure: writes nothing.
+ * @strategy and @prefixLimit (where address lists become tries) by size
+ * unless forced.
+ */
+export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrategy, prefixLimit?: number): CompiledPolicy[] {
   return policies.map((policy) => {
-    const { source, prefixes } = renderPolicy(policy, strategy);
+    const { source, prefixes } = renderPolicy(policy, strategy, prefixLimit);
     return {
       policy,
       sourcePath: path.join(GENERATED_DIR, `${policy.name}.bpf.c`),

@@ -31,11 +31,18 @@ export const SWITCH_LIMIT = 32;
 /**
  * An address list (one rule's sources with their exceptions, or its
  * destinations, of one family) of up to this many CIDRs is matched with
- * constant masked compares, and a longer one by a lookup in an LPM trie.
- * Measured with `npm run bench:datapath` (address crossover table): see
- * README, Performance.
+ * constant masked compares, a longer one by a lookup in an LPM trie.
+ * Measured side by side (`npm run bench:datapath`, constants vs trie
+ * table, lists of mixed prefix lengths): per packet the constants are
+ * cheaper up to a few hundred CIDRs (clang folds compares sharing a mask
+ * into a compare tree; a trie lookup is a helper call costing 10–70 ns),
+ * and IPv4 lists of 1,024 are cheaper in the trie (miss 96 vs 233 ns).
+ * Building is what decides first: the trie's compile and load stay at
+ * ~110–140 ms whatever its size, while the constants take 1.1–1.4× that
+ * up to 128 CIDRs, 2–3× at 256, 9–14× at 1,024, and past a few thousand
+ * tens of seconds (4,096 IPv6 prefixes no longer load at all).
  */
-export const PREFIX_CONSTANT_LIMIT = 64;
+export const PREFIX_CONSTANT_LIMIT = 128;
 
 /** An include list of at least this many CIDRs is first checked against the network they all lie in. */
 const GUARD_MINIMUM = 3;
@@ -144,8 +151,12 @@ export interface MatchPlan {
   prefixesDigest: string;
 }
 
-/** Works out how @rules are matched; @strategy is chosen by size unless forced. */
-export function planMatch(rules: Rule[], strategy?: MatchStrategy): MatchPlan {
+/**
+ * Works out how @rules are matched. @strategy is chosen by size unless
+ * forced, and @prefixLimit is PREFIX_CONSTANT_LIMIT unless forced: the
+ * benchmark builds one policy both ways to compare.
+ */
+export function planMatch(rules: Rule[], strategy?: MatchStrategy, prefixLimit = PREFIX_CONSTANT_LIMIT): MatchPlan {
   const rewriting = rules.filter((rule) => rule.strategy === "rewrite");
   const ingressPorts = rules.map((rule) => ({ rule, ports: selectedPorts(rule), direction: "request" as const }));
   const egressPorts = rewriting.map((rule) => ({ rule, ports: [{ first: rule.port, last: rule.port }], direction: "reply" as const }));
@@ -154,7 +165,7 @@ export function planMatch(rules: Rule[], strategy?: MatchStrategy): MatchPlan {
   const chosen = strategy ?? matchStrategy(portSegments);
   const lists = new PrefixLists();
   if (chosen === "switch") {
-    const addressChecks = rules.filter(selectsAddresses).map((rule) => addressCheck(rule, lists));
+    const addressChecks = rules.filter(selectsAddresses).map((rule) => addressCheck(rule, lists, prefixLimit));
     const plan = {
       ingress: portSwitch(ingressSegments, ingressPorts),
       egress: portSwitch(segments(egressPorts), egressPorts),
@@ -311,12 +322,12 @@ function trieEntries(family: Family, list: number, included: Cidr[], excluded: C
 }
 
 /** A switch program's address check of @rule: constants for short lists, a prefix list for long ones. */
-function addressCheck(rule: Rule, lists: PrefixLists): AddressCheck {
+function addressCheck(rule: Rule, lists: PrefixLists, prefixLimit: number): AddressCheck {
   const families = ruleFamilies(rule).map((family) => {
     const of = (cidrs: Cidr[]) => cidrs.filter((cidr) => cidr.family === family);
     const clauses = [
-      ...clausesFor("server", of(rule.destinations), [], family, lists),
-      ...clausesFor("client", of(rule.sources), of(rule.exceptSources), family, lists),
+      ...clausesFor("server", of(rule.destinations), [], family, lists, prefixLimit),
+      ...clausesFor("client", of(rule.sources), of(rule.exceptSources), family, lists, prefixLimit),
     ];
     // Cheap and selective first: constants by size, exclusions after inclusions, trie lookups last.
     const cost = (clause: AddressClause) => (clause.kind === "list" ? 1e9 : clause.prefixes.length + (clause.kind === "exclude" ? 1e6 : 0));
@@ -329,9 +340,9 @@ function addressCheck(rule: Rule, lists: PrefixLists): AddressCheck {
   };
 }
 
-function clausesFor(address: "client" | "server", included: Cidr[], excluded: Cidr[], family: Family, lists: PrefixLists): AddressClause[] {
+function clausesFor(address: "client" | "server", included: Cidr[], excluded: Cidr[], family: Family, lists: PrefixLists, prefixLimit: number): AddressClause[] {
   if (included.length + excluded.length === 0) return [];
-  if (included.length + excluded.length > PREFIX_CONSTANT_LIMIT) return [{ kind: "list", address, list: lists.add(family, included, excluded) }];
+  if (included.length + excluded.length > prefixLimit) return [{ kind: "list", address, list: lists.add(family, included, excluded) }];
   const clauses: AddressClause[] = [];
   const guard = commonNetwork(included, family);
   if (guard) clauses.push({ kind: "include", address, prefixes: [prefixConstant(guard)] });

@@ -92,13 +92,13 @@ const COMMENT_CIDRS = 6;
  * what changes the program is in it (selectors, protocols, families, rule
  * order, and a digest of the tries' contents): `enabled` lives in a map and
  * descriptions in the policy, so flipping or documenting a rule keeps the
- * same program. @strategy is chosen by size; benchmarks force one to
- * compare. Refuses (InterceptError "render-refused") any value the C must
+ * same program. @strategy and @prefixLimit are chosen by size; benchmarks
+ * force them to compare. Refuses (InterceptError "render-refused") any value the C must
  * not carry.
  */
-export function renderPolicy(policy: ValidPolicy, strategy?: MatchStrategy): { source: string; prefixes: PrefixEntry[] } {
+export function renderPolicy(policy: ValidPolicy, strategy?: MatchStrategy, prefixLimit = PREFIX_CONSTANT_LIMIT): { source: string; prefixes: PrefixEntry[] } {
   assertRenderable(policy);
-  const plan = planMatch(policy.rules, strategy);
+  const plan = planMatch(policy.rules, strategy, prefixLimit);
   const addresses = policy.rules.some(selectsAddresses);
   const count = (family: Family) => plan.prefixes.filter((entry) => entry.family === family).length;
   const constants = (family: Family) => (plan.switch?.addressChecks ?? []).some((check) =>
@@ -107,7 +107,7 @@ export function renderPolicy(policy: ValidPolicy, strategy?: MatchStrategy): { s
     name: policy.name,
     slots: Math.max(1, policy.rules.length),
     switchLimit: SWITCH_LIMIT,
-    prefixLimit: PREFIX_CONSTANT_LIMIT,
+    prefixLimit,
     portSegments: plan.portSegments,
     table: plan.strategy === "table",
     rewrites: policy.rules.some((rule) => rule.strategy === "rewrite"),

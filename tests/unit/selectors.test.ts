@@ -168,17 +168,17 @@ describe("compiling selectors", () => {
   });
 
   test(`a list of more than ${PREFIX_CONSTANT_LIMIT} CIDRs is a prefix list: networks selected, exceptions nested in them left out`, () => {
-    const sources = Array.from({ length: PREFIX_CONSTANT_LIMIT + 1 }, (_, i) => `198.19.${2 * i}.0/24`);
-    const plan = planMatch(rules({ originalPort: 8000, port: 9000, sources, exceptSources: ["198.19.0.128/25"] }));
+    const sources = Array.from({ length: PREFIX_CONSTANT_LIMIT + 1 }, (_, i) => `198.19.${i}.0/25`);
+    const plan = planMatch(rules({ originalPort: 8000, port: 9000, sources, exceptSources: ["198.19.0.64/26"] }));
     assert.deepEqual(plan.switch!.addressChecks[0]!.families[0]!.clauses, [{ kind: "list", address: "client", list: 1 }]);
     assert.equal(plan.prefixes.length, PREFIX_CONSTANT_LIMIT + 2);
-    assert.deepEqual(plan.prefixes.filter((entry) => !entry.selected), [{ family: "ipv4", list: 1, prefixLength: 25, address: [198, 19, 0, 128], selected: false }]);
+    assert.deepEqual(plan.prefixes.filter((entry) => !entry.selected), [{ family: "ipv4", list: 1, prefixLength: 26, address: [198, 19, 0, 64], selected: false }]);
     assert.match(plan.prefixesDigest, /^[0-9a-f]{64}$/);
   });
 
   test("an exception taking a whole network takes the network out of the trie instead", () => {
     // Validation refuses such a rule; the compiler still makes the trie mean sources less exceptions.
-    const sources = ["198.18.0.0/24", "198.18.2.0/24", ...Array.from({ length: PREFIX_CONSTANT_LIMIT }, (_, i) => `198.19.${2 * i}.0/24`)];
+    const sources = ["198.18.0.0/24", "198.18.2.0/24", ...Array.from({ length: PREFIX_CONSTANT_LIMIT }, (_, i) => `198.19.${i}.0/25`)];
     const rule = { ...first({ originalPort: 8000, port: 9000, sources }), exceptSources: first({ originalPort: 1, port: 2, sources: ["198.18.2.0/23"] }).sources };
     const plan = planMatch([rule]);
     assert.ok(!plan.prefixes.some((entry) => entry.address[1] === 18 && entry.address[2] === 2), "198.18.2.0/24 is gone");

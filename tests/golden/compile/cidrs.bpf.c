@@ -3,7 +3,7 @@
  * policy, or the templates under templates/bpf/, and compile again.
  *
  * Ports: switch (3 port segments; a switch up to 32, tables above).
- * Addresses: constant masked compares (prefix lists above 64 CIDRs a list).
+ * Addresses: constant masked compares (prefix lists above 128 CIDRs a list).
  *
  * The headers of templates/bpf/lib/ are inlined, each once, so this file is
  * self-contained and its hash identifies the program. */

@@ -3,7 +3,7 @@
  * policy, or the templates under templates/bpf/, and compile again.
  *
  * Ports: switch (2 port segments; a switch up to 32, tables above).
- * Addresses: prefix lists in LPM tries above 64 CIDRs a list, constant compares below (71 entries, filled at load; sha256 3e966c391262e5bc).
+ * Addresses: prefix lists in LPM tries above 128 CIDRs a list, constant compares below (141 entries, filled at load; sha256 0092f6091b64be9f).
  *
  * The headers of templates/bpf/lib/ are inlined, each once, so this file is
  * self-contained and its hash identifies the program. */
@@ -75,8 +75,8 @@ struct rule_match {
  * for every policy.
  *
  *   rule 0: tcp any 8000-8100 -> 15001 steer, proxy down: drop
- *           sources: 198.19.0.0/24, 198.19.2.0/24, 198.19.4.0/24, 198.19.6.0/24, 198.19.8.0/24, 198.19.10.0/24 and 69 more
- *           except sources: 198.19.0.128/25, fd00::/64
+ *           sources: 198.19.0.0/25, 198.19.1.0/25, 198.19.2.0/25, 198.19.3.0/25, 198.19.4.0/25, 198.19.5.0/25 and 139 more
+ *           except sources: 198.19.0.64/26, fd00::/64
  *   rule 1: tcp ipv4 9000 -> 15001 steer, proxy down: drop
  *           sources: 198.18.0.0/24
  */
@@ -86,7 +86,7 @@ struct rule_match {
 #define POLICY_ADDRESSES 1 /* 1: some rule selects sources or destinations */
 #define PREFIX_CONSTANTS_V4 1 /* 1: some IPv4 prefix is matched by constant compares */
 #define PREFIX_CONSTANTS_V6 1 /* the same for IPv6 */
-#define PREFIXES_V4_ENTRIES 71 /* entries of the IPv4 prefix lists' trie; 0: no trie */
+#define PREFIXES_V4_ENTRIES 141 /* entries of the IPv4 prefix lists' trie; 0: no trie */
 #define PREFIXES_V6_ENTRIES 0 /* the same for IPv6 */
 /* ==================== end of policy "crossover" sizes ==================== */
 
