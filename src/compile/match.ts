@@ -269,14 +269,16 @@ function portSwitch(segmentList: Segment[], entries: PortEntries): PortSwitch {
   return { hostOrder, cases, fallback, labels };
 }
 
+/** What the C needs of every rule it names: the enums it turns into constants. */
+export function ruleEnums(rule: Rule): Pick<Candidate, "protocol" | "family" | "strategy" | "onProxyDown"> {
+  return { protocol: rule.protocol, family: rule.family, strategy: rule.strategy, onProxyDown: rule.onProxyDown ?? null };
+}
+
 function candidate({ rule, direction }: PortEntries[number]): Candidate {
   const reply = direction === "reply";
   return {
     rule: rule.index,
-    protocol: rule.protocol,
-    family: rule.family,
-    strategy: rule.strategy,
-    onProxyDown: rule.onProxyDown ?? null,
+    ...ruleEnums(rule),
     newPort: reply ? selectedPorts(rule)[0]!.first : rule.port,
     selects: selectsAddresses(rule),
     direction,

@@ -5,7 +5,7 @@ import Handlebars, { type HelperOptions } from "handlebars";
 import { cidrText, type Rule, type ValidPolicy } from "../validate/index.js";
 import type { Family } from "../validate/addresses.js";
 import { selectedPorts } from "../validate/selectors.js";
-import { planMatch, PREFIX_CONSTANT_LIMIT, selectsAddresses, SWITCH_LIMIT, type Direction, type MatchStrategy, type PrefixEntry } from "./match.js";
+import { planMatch, PREFIX_CONSTANT_LIMIT, ruleEnums, selectsAddresses, SWITCH_LIMIT, type Direction, type MatchStrategy, type PrefixEntry } from "./match.js";
 import { assertRenderable } from "./renderable.js";
 
 export const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/bpf/", import.meta.url));
@@ -134,11 +134,6 @@ export function renderPolicy(policy: ValidPolicy, strategy?: MatchStrategy, pref
   return { source: compiledTemplate(context, { data: { inlined: new Set<string>() } }), prefixes: plan.prefixes };
 }
 
-/** The C source of one policy (renderPolicy, without the tries' contents). */
-export function renderPolicySource(policy: ValidPolicy, strategy?: MatchStrategy): string {
-  return renderPolicy(policy, strategy).source;
-}
-
 /** A rule as its comment and the tables show it. */
 function ruleContext(rule: Rule) {
   const ports = selectedPorts(rule);
@@ -149,10 +144,7 @@ function ruleContext(rule: Rule) {
   ] as const;
   return {
     index: rule.index,
-    protocol: rule.protocol,
-    family: rule.family,
-    strategy: rule.strategy,
-    onProxyDown: rule.onProxyDown ?? null,
+    ...ruleEnums(rule),
     port: rule.port,
     ports,
     replyPort: ports[0]?.first ?? 0,

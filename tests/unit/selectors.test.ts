@@ -11,7 +11,7 @@ import { describe, test } from "node:test";
 import type { Interceptor } from "../../src/api.js";
 import { planMatch, PREFIX_CONSTANT_LIMIT, SWITCH_LIMIT } from "../../src/compile/match.js";
 import { prefixBytes, prefixMap } from "../../src/compile/prefixes.js";
-import { executePlan, makePlan } from "../../src/reconcile/index.js";
+import { applyRun, executePlan, makePlan, planRun } from "../../src/reconcile/index.js";
 import { cidrsOf, readCidr } from "../../src/validate/addresses.js";
 import { normalSet, subtract } from "../../src/validate/intervals.js";
 import { findOverlaps } from "../../src/validate/overlap.js";
@@ -198,5 +198,17 @@ describe("compiling selectors", () => {
     assert.deepEqual(key, [...host(40), ...host(3), ...entry.address]);
     assert.deepEqual(value, [1]);
     assert.equal(prefixMap(entry), "prefixes_v6");
+  });
+
+  test("apply loads a version with its prefix lists: the datapath fills the tries before recording the content hash", async () => {
+    const sources = Array.from({ length: PREFIX_CONSTANT_LIMIT + 1 }, (_, i) => `198.19.${i}.0/25`);
+    const policy = desiredPolicy("lists", [{ originalPort: 8000, port: 9000, sources }]);
+    const fake = new FakeDatapath();
+    fake.addLink("eth0");
+    await applyRun(await planRun([policy], fake), fake, { objects: async () => "lists.bpf.o" });
+    const [version] = fake.history[fake.history.length - 1]!.after.versions;
+    assert.equal(version!.contentHash, policy.contentHash);
+    assert.deepEqual(version!.prefixes, policy.compiled.prefixes);
+    assert.equal(version!.prefixes.length, PREFIX_CONSTANT_LIMIT + 1);
   });
 });
