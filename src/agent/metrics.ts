@@ -4,13 +4,7 @@ import { Counter, Gauge, Registry } from "prom-client";
 import type { ListenAddress } from "../cli.js";
 import { InterceptError, messageOf } from "../errors.js";
 import type { StatusReport } from "../reconcile/inspect.js";
-import { ruleSummary, type Rule } from "../validate/index.js";
-
-/** The rule's port when it selects exactly one, as the original_port label has always shown it. */
-function singlePort(rule: Rule | undefined): string {
-  const [only] = rule?.originalPorts ?? [];
-  return rule?.originalPorts.length === 1 && rule.exceptPorts.length === 0 && only!.first === only!.last ? String(only!.first) : "";
-}
+import { ruleSummary, singleOriginalPort } from "../validate/index.js";
 
 /** Prometheus metrics (prom-client): rule counters read from the maps when scraped, and the agent's own. */
 export class AgentMetrics {
@@ -46,7 +40,7 @@ export class AgentMetrics {
       for (const { program, rules } of report.programs) {
         for (const { index, rule, counters } of rules) {
           if (!counters) continue; // unreadable: counted above, never exported as zero
-          const labels = { policy: program.ref.policy, rule: String(index), selector: rule ? ruleSummary(rule) : "", protocol: rule?.protocol ?? "", original_port: singlePort(rule), port: String(rule?.port ?? "") };
+          const labels = { policy: program.ref.policy, rule: String(index), selector: rule ? ruleSummary(rule) : "", protocol: rule?.protocol ?? "", original_port: String((rule && singleOriginalPort(rule)) ?? ""), port: String(rule?.port ?? "") };
           if (rule?.strategy !== "steer") {
             for (const [direction, slot] of [["ingress", "rewrittenIngress"], ["egress", "rewrittenEgress"]] as const) {
               packets.inc({ ...labels, direction }, counters[slot].packets);

@@ -6,7 +6,7 @@ import { describeNamespace } from "../kernel/namespace.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import { describeDrift } from "../reconcile/drift.js";
 import { inspect, type StatusReport } from "../reconcile/inspect.js";
-import { cidrText, ruleSummary, type Rule } from "../validate/index.js";
+import { cidrText, ruleSummary, singleOriginalPort, type Rule } from "../validate/index.js";
 
 /** `intercept status`: attached links, live programs, rules with their counters. */
 export async function statusCommand(paths: string[], options: { netns: NetworkNamespace; json: boolean }): Promise<number> {
@@ -54,11 +54,19 @@ function statusJson(report: StatusReport, policiesError: string | undefined) {
   };
 }
 
-/** A rule in its normal form (src/validate/model.ts), CIDRs as text. */
+/**
+ * A rule as policies write it: a rule of one port keeps the originalPort it
+ * always had, selectors appear only when the rule has them, CIDRs as text.
+ */
 function ruleJson(rule: Rule) {
-  const { originalPorts, exceptPorts, port, protocol, family, strategy, onProxyDown } = rule;
-  const [sources, exceptSources, destinations] = [rule.sources, rule.exceptSources, rule.destinations].map((list) => list.map(cidrText));
-  return { originalPorts, exceptPorts, sources, exceptSources, destinations, port, protocol, family, strategy, ...(onProxyDown && { onProxyDown }) };
+  const single = singleOriginalPort(rule);
+  const lists = { sources: rule.sources, exceptSources: rule.exceptSources, destinations: rule.destinations };
+  return {
+    ...(single !== undefined ? { originalPort: single } : { originalPorts: rule.originalPorts, exceptPorts: rule.exceptPorts }),
+    ...Object.fromEntries(Object.entries(lists).filter(([, cidrs]) => cidrs.length > 0).map(([field, cidrs]) => [field, cidrs.map(cidrText)])),
+    port: rule.port, protocol: rule.protocol, family: rule.family, strategy: rule.strategy,
+    ...(rule.onProxyDown && { onProxyDown: rule.onProxyDown }),
+  };
 }
 
 function runningPolicy(programs: StatusReport["links"][number]["programs"]): string | null {

@@ -11,6 +11,7 @@ export type { Cidr, InterfaceSelection, PortRange, Rule, ValidPolicy } from "./m
 export { toRule } from "./semantic.js";
 export { ruleSummary } from "./summary.js";
 export { cidrText } from "./addresses.js";
+export { singleOriginalPort } from "./selectors.js";
 
 /** Names end up in C identifiers and pin paths. Mirrors the schema's pattern. */
 const NAME_PATTERN = /^[a-z][a-z0-9_]{0,31}$/;

@@ -86,6 +86,12 @@ export function selectedPortSet(rule: Pick<Rule, "originalPorts" | "exceptPorts"
   return portSet(rule);
 }
 
+/** The port of a rule written (or writable) as `originalPort`: one port, no exceptions; else undefined. */
+export function singleOriginalPort(rule: Pick<Rule, "originalPorts" | "exceptPorts">): number | undefined {
+  const [only] = rule.originalPorts;
+  return rule.originalPorts.length === 1 && only!.first === only!.last && rule.exceptPorts.length === 0 ? only!.first : undefined;
+}
+
 /** The families @rule matches. */
 export function ruleFamilies(rule: Pick<Rule, "family">): Family[] {
   return rule.family === "any" ? [...FAMILIES] : [rule.family];

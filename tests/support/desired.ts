@@ -4,8 +4,7 @@ import { compilePolicies } from "../../src/compile/index.js";
 import { versionOf } from "../../src/datapath/types.js";
 import type { DesiredPolicy } from "../../src/reconcile/index.js";
 import type { Interceptor, PortItem } from "../../src/api.js";
-import type { PortRange, Rule, ValidPolicy } from "../../src/validate/index.js";
-import { cidrText } from "../../src/validate/addresses.js";
+import { cidrText, singleOriginalPort, type PortRange, type Rule, type ValidPolicy } from "../../src/validate/index.js";
 import { testPolicy } from "./bpf.js";
 
 /** @policy as reconcile carries it; the content hash is the source's (the real one adds clang's version). */
@@ -30,16 +29,14 @@ export function desiredPolicy(name: string, rules: Parameters<typeof testPolicy>
 /** A rule as a policy file would write it (what a saved plan stores, validated again when applied). */
 function interceptorOf(rule: Rule): Interceptor {
   const item = ({ first, last }: PortRange): PortItem => (first === last ? first : `${first}-${last}`);
-  const [only] = rule.originalPorts;
-  const single = rule.originalPorts.length === 1 && only!.first === only!.last;
+  const single = singleOriginalPort(rule);
   const lists = {
-    ...(rule.exceptPorts.length > 0 && { exceptPorts: rule.exceptPorts.map(item) }),
     ...(rule.sources.length > 0 && { sources: rule.sources.map(cidrText) }),
     ...(rule.exceptSources.length > 0 && { exceptSources: rule.exceptSources.map(cidrText) }),
     ...(rule.destinations.length > 0 && { destinations: rule.destinations.map(cidrText) }),
   };
   return {
-    ...(single ? { originalPort: only!.first } : { originalPorts: rule.originalPorts.map(item) }),
+    ...(single !== undefined ? { originalPort: single } : { originalPorts: rule.originalPorts.map(item), exceptPorts: rule.exceptPorts.map(item) }),
     ...lists,
     port: rule.port, protocol: rule.protocol, family: rule.family, strategy: rule.strategy,
     ...(rule.onProxyDown && { onProxyDown: rule.onProxyDown }),

@@ -11,7 +11,11 @@ import { describe, test } from "node:test";
 import type { Interceptor } from "../../src/api.js";
 import { planMatch, PREFIX_CONSTANT_LIMIT, SWITCH_LIMIT } from "../../src/compile/match.js";
 import { prefixBytes, prefixMap } from "../../src/compile/prefixes.js";
+import { AgentMetrics } from "../../src/agent/metrics.js";
+import { COUNTER_SLOTS } from "../../src/compile/counters.js";
+import type { RuleCounters } from "../../src/datapath/types.js";
 import { applyRun, executePlan, makePlan, planRun } from "../../src/reconcile/index.js";
+import type { StatusReport } from "../../src/reconcile/inspect.js";
 import { cidrsOf, readCidr } from "../../src/validate/addresses.js";
 import { normalSet, subtract } from "../../src/validate/intervals.js";
 import { findOverlaps } from "../../src/validate/overlap.js";
@@ -138,6 +142,23 @@ describe("summary", () => {
     await executePlan(makePlan([on], await fake.observe()), fake, { objectFor: () => ({ objectPath: "istio.bpf.o", prefixes: [] }) });
     const [edit] = makePlan([off], await fake.observe()).changes;
     assert.equal(edit?.reason, "tcp *:!22,15020-15021 → 15006: disable (live edit, no reload)");
+  });
+
+  test("metrics label each rule with its summary; original_port only when the rule has one port", async () => {
+    const counters = Object.fromEntries(COUNTER_SLOTS.map((slot) => [slot, { packets: 3, bytes: 180 }])) as RuleCounters;
+    const selected = rules({ originalPorts: "*", exceptPorts: [22], port: 15006 }, { originalPort: 53, port: 5353, protocol: "udp" });
+    const report = {
+      observed: { netns: { name: null }, namespaceKey: "ns1", links: [], programs: [], ownedQdiscs: [] },
+      programs: [{
+        program: { ref: { policy: "mesh", version: "0123456789abcdef" }, contentHash: "x", programIds: {}, enabled: [true, true] },
+        desired: undefined, countersError: undefined,
+        rules: selected.map((rule) => ({ index: rule.index, rule, enabled: true, counters })),
+      }],
+      links: [], drift: [],
+    } as unknown as StatusReport;
+    const text = await new AgentMetrics(async () => report).registry.metrics();
+    assert.match(text, /intercept_rule_connections_steered_total\{policy="mesh",rule="0",selector="tcp \*:!22 → 15006",protocol="tcp",original_port="",port="15006"\} 3/);
+    assert.match(text, /intercept_rule_packets_total\{policy="mesh",rule="1",selector="udp 53 → 5353",protocol="udp",original_port="53",port="5353",direction="ingress"\} 3/);
   });
 });
 
