@@ -73,17 +73,13 @@ export function readSelector(interceptor: Interceptor, index: number): { selecto
 
 /** The destination ports @rule acts on: originalPorts, less exceptPorts and the rule's own port. */
 export function selectedPorts(rule: Pick<Rule, "originalPorts" | "exceptPorts" | "port">): PortRange[] {
-  return portRanges(portSet(rule));
-}
-
-function portSet(rule: Pick<Rule, "originalPorts" | "exceptPorts" | "port">): IntervalSet {
-  const left = normalSet([...rule.exceptPorts.map(toInterval), toInterval({ first: rule.port, last: rule.port })]);
-  return subtract(rule.originalPorts.map(toInterval), left);
+  return portRanges(selectedPortSet(rule));
 }
 
 /** Same as selectedPorts, as a set. */
 export function selectedPortSet(rule: Pick<Rule, "originalPorts" | "exceptPorts" | "port">): IntervalSet {
-  return portSet(rule);
+  const left = normalSet([...rule.exceptPorts.map(toInterval), toInterval({ first: rule.port, last: rule.port })]);
+  return subtract(rule.originalPorts.map(toInterval), left);
 }
 
 /** The port of a rule written (or writable) as `originalPort`: one port, no exceptions; else undefined. */
