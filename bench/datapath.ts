@@ -3,8 +3,10 @@
  * empty tc program) and against the map-lookup approach of BPF samples,
  * side by side in one run with BPF_PROG_TEST_RUN, then how the generated
  * program scales with the number of rules, where the table strategy
- * overtakes the switch (the crossover), and what a steer program costs
- * (steerCosts). Prints tables and writes bench/results/datapath.json.
+ * overtakes the switch (the crossover), what a steer program costs
+ * (steerCosts); then selectors (a `*`-with-exceptions rule, source lists of
+ * 1, 100 and 10,000 CIDRs) and where an LPM trie overtakes constant compares
+ * for a CIDR list. Prints tables and writes bench/results/datapath.json.
  *
  * Hits are measured with flip pairs (8000→9000 and 9000→8000): BPF_PROG_TEST_RUN
  * re-runs one skb, so after a one-way rewrite every later repeat would be a
@@ -18,12 +20,14 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { compileBpf, contentHash } from "../src/build/index.js";
 import { compilePolicies } from "../src/compile/index.js";
-import { matchStrategy, SWITCH_LIMIT, TEMPLATE_DIR, type MatchStrategy } from "../src/compile/render.js";
+import { matchStrategy, PREFIX_CONSTANT_LIMIT, SWITCH_LIMIT, TEMPLATE_DIR, type MatchStrategy } from "../src/compile/render.js";
 import { loadVersion } from "../src/datapath/kernel.js";
 import { loadAndPin, updateMap } from "../src/kernel/bpftool.js";
 import { run, runJson, type NetworkNamespace } from "../src/kernel/exec.js";
 import { ensureBpffs, PIN_ROOT, PinLayout } from "../src/kernel/pins.js";
-import type { Rule, ValidPolicy } from "../src/validate/index.js";
+import type { Interceptor } from "../src/api.js";
+import { addressText, type Family } from "../src/validate/addresses.js";
+import { toRule, type Rule, type ValidPolicy } from "../src/validate/index.js";
 import { testRun } from "../lab/bpf.js";
 import { Lab } from "../lab/network.js";
 import { buildPacket, type PacketSpec, type TcpFlag } from "../lab/packets.js";
@@ -31,20 +35,25 @@ import { table } from "./table.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 21);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 200_000);
-const SCALING_SIZES = [1, SWITCH_LIMIT, 100, 1000, 10_000];
+const SCALING_SIZES = [2, SWITCH_LIMIT, 100, 1000, 10_000];
 const CROSSOVER_SIZES = [4, 16, 32, 64, 128, 512];
 
 type Variant = "empty" | "reference" | "generated";
 interface Case { name: string; hit: boolean; frame: Buffer }
 
-const FLIP_RULES: Omit<Rule, "index">[] = [
-  { originalPort: 8000, port: 9000, protocol: "tcp", family: "any", strategy: "rewrite", enabled: true },
-  { originalPort: 9000, port: 8000, protocol: "tcp", family: "any", strategy: "rewrite", enabled: true },
-  { originalPort: 5000, port: 6000, protocol: "udp", family: "any", strategy: "rewrite", enabled: true },
-  { originalPort: 6000, port: 5000, protocol: "udp", family: "any", strategy: "rewrite", enabled: true },
-];
+type BenchRule = Omit<Rule, "index">;
 
-function policyOf(name: string, rules: Omit<Rule, "index">[]): ValidPolicy {
+/** A rewrite rule of one port, built directly: the benchmark needs chains validation refuses. */
+function rewriteRule(originalPort: number, port: number, protocol: Rule["protocol"] = "tcp"): BenchRule {
+  return {
+    originalPorts: [{ first: originalPort, last: originalPort }], exceptPorts: [], sources: [], exceptSources: [], destinations: [],
+    port, protocol, family: "any", strategy: "rewrite", enabled: true,
+  };
+}
+
+const FLIP_RULES: BenchRule[] = [rewriteRule(8000, 9000), rewriteRule(9000, 8000), rewriteRule(5000, 6000, "udp"), rewriteRule(6000, 5000, "udp")];
+
+function policyOf(name: string, rules: BenchRule[]): ValidPolicy {
   return { name, file: `${name}.ts`, interfaces: { include: null, exclude: [] }, rules: rules.map((rule, index) => ({ ...rule, index })) };
 }
 
@@ -71,8 +80,8 @@ class Bench {
   }
 
   /** Compiles and loads a policy's program with all rules enabled; returns its ingress pin and timings. */
-  async generated(policy: ValidPolicy, strategy?: MatchStrategy) {
-    const [compiled] = compilePolicies([policy], strategy);
+  async generated(policy: ValidPolicy, strategy?: MatchStrategy, prefixLimit?: number) {
+    const [compiled] = compilePolicies([policy], strategy, prefixLimit);
     const source = path.join(this.scratch, `${policy.name}.bpf.c`);
     await writeFile(source, compiled!.source);
     const startCompile = performance.now();
@@ -82,20 +91,21 @@ class Bench {
     const hash = await contentHash(compiled!);
     const ref = { policy: policy.name, version: hash.slice(0, 16) };
     const startLoad = performance.now();
-    await loadVersion(pins, { ref, contentHash: hash, objectPath: object, hooks: compiled!.hooks, enabled: policy.rules.map(() => true) });
+    await loadVersion(pins, { ref, contentHash: hash, objectPath: object, hooks: compiled!.hooks, enabled: policy.rules.map(() => true), prefixes: compiled!.prefixes });
     const loadMs = performance.now() - startLoad;
     const pin = pins.program(ref, "ingress");
     const info = await runJson<{ bytes_xlated: number }>("bpftool", ["-j", "prog", "show", "pinned", pin]);
-    return { pin, compileMs, loadMs, sourceBytes: compiled!.source.length, instructions: info.bytes_xlated / 8 };
+    const addresses = compiled!.prefixes.length > 0 ? `LPM trie, ${compiled!.prefixes.length} entries` : /^ \* Addresses: constant/m.test(compiled!.source) ? "constants" : "none";
+    return { pin, compileMs, loadMs, sourceBytes: compiled!.source.length, instructions: info.bytes_xlated / 8, addresses };
   }
 
-  async reference(rules: Omit<Rule, "index">[]): Promise<string> {
+  async reference(rules: BenchRule[]): Promise<string> {
     const object = await this.object("bench/bpf/reference.bpf.c", "reference", [path.join(TEMPLATE_DIR, "lib")]);
     const dir = path.join(this.root, "reference");
     await mkdir(dir, { recursive: true });
     await loadAndPin(object, dir);
     for (const rule of rules) {
-      const key = [...portBytes(rule.originalPort), rule.protocol === "tcp" ? "06" : "11", "00"];
+      const key = [...portBytes(rule.originalPorts[0]!.first), rule.protocol === "tcp" ? "06" : "11", "00"];
       await updateMap(path.join(dir, "maps", "ports"), key, portBytes(rule.port));
     }
     return path.join(dir, "progs", "bench_reference");
@@ -151,16 +161,15 @@ async function sideBySide(bench: Bench) {
 }
 
 /**
- * n rules: 8000 → 8000, which takes the whole hit path (match, enabled
- * flag, port write, checksum update, counters) yet leaves the skb as it
- * was, so every repeat is a hit even with one rule; then n-1 ordinary rules
- * spread over the port space.
+ * n rules: the flip pair 8000 → 9000 and 9000 → 8000, so every repeat of
+ * the same skb takes the whole hit path (match, enabled flag, port write,
+ * checksum update, counters), then n-2 ordinary rules spread over the port
+ * space. (A rule may no longer name its own port, so the single rule
+ * 8000 → 8000 that once did this is gone: the smallest policy here has 2.)
  */
-function scalingRules(count: number): Omit<Rule, "index">[] {
-  const rules: Omit<Rule, "index">[] = [{ originalPort: 8000, port: 8000, protocol: "tcp", family: "any", strategy: "rewrite", enabled: true }];
-  for (let i = 0; rules.length < count; i++) {
-    rules.push({ originalPort: 10_000 + i, port: 30_000 + i, protocol: "tcp", family: "any", strategy: "rewrite", enabled: true });
-  }
+function scalingRules(count: number): BenchRule[] {
+  const rules: BenchRule[] = [rewriteRule(8000, 9000), rewriteRule(9000, 8000)];
+  for (let i = 0; rules.length < count; i++) rules.push(rewriteRule(10_000 + i, 30_000 + i));
   return rules;
 }
 
@@ -256,10 +265,10 @@ function steerCases(): SteerCase[] {
  * finds it and bpf_sk_assign is called, as on a real SYN.
  */
 async function steerCosts(bench: Bench, emptyPin: string) {
-  const rule = { originalPort: 8000, port: STEER_PROXY_PORT, protocol: "tcp", family: "any", enabled: true } as const;
+  const rewrite = rewriteRule(8000, STEER_PROXY_PORT);
   const pins = {
-    steer: (await bench.generated(policyOf("bench_steer", [{ ...rule, strategy: "steer", onProxyDown: "drop" }]))).pin,
-    rewrite: (await bench.generated(policyOf("bench_rewrite", [{ ...rule, strategy: "rewrite" }]))).pin,
+    steer: (await bench.generated(policyOf("bench_steer", [{ ...rewrite, strategy: "steer", onProxyDown: "drop" }]))).pin,
+    rewrite: (await bench.generated(policyOf("bench_rewrite", [rewrite]))).pin,
     empty: emptyPin,
   };
   const lab = await Lab.create();
@@ -300,6 +309,127 @@ async function steerCosts(bench: Bench, emptyPin: string) {
   } finally {
     await lab.destroy();
   }
+}
+
+/*
+ * Selectors. Their rules steer, and they are measured with data segments
+ * (ACK): a selected one is matched (ports, then addresses) and handed on
+ * untouched, so every repeat of the same skb takes the same path, the one
+ * all the traffic of an established connection takes.
+ */
+
+const SELECTOR_PORT = 8000;
+
+function selectorPolicy(name: string, interceptors: Interceptor[]): ValidPolicy {
+  return { name, file: `${name}.ts`, interfaces: { include: null, exclude: [] }, rules: interceptors.map((interceptor, index) => toRule(interceptor, index)) };
+}
+
+/** Prefix lengths the benchmark's lists cycle through, as real lists mix them (cloud ranges, pod and node networks). */
+const LIST_PREFIX_LENGTHS: Record<Family, number[]> = { ipv4: [32, 31, 30, 29, 28], ipv6: [128, 120, 112, 104, 96, 80, 64] };
+
+/**
+ * @count networks of @family in the benchmark's range (198.18.0.0/15,
+ * fd00::/8), of mixed prefix lengths, each followed by a gap of its own
+ * size so that no two merge; with, for the middle one, its first address
+ * (a hit) and the first of the gap after it (a miss inside the list's
+ * common network, past which constant compares must all run).
+ */
+function spacedNetworks(family: Family, count: number): { cidrs: string[]; hit: string; miss: string } {
+  const bits = family === "ipv4" ? 32n : 128n;
+  const base = family === "ipv4" ? (198n << 24n) | (18n << 16n) : 0xfdn << 120n;
+  const cidrs: string[] = [];
+  let next = 0n;
+  let hit = "";
+  let miss = "";
+  for (let i = 0; i < count; i++) {
+    const length = LIST_PREFIX_LENGTHS[family][i % LIST_PREFIX_LENGTHS[family].length]!;
+    const size = 1n << (bits - BigInt(length));
+    const start = ((next + size - 1n) / size) * size;
+    cidrs.push(`${addressText(family, base + start)}/${length}`);
+    if (i === Math.floor(count / 2)) [hit, miss] = [addressText(family, base + start), addressText(family, base + start + size)];
+    next = start + 2n * size;
+  }
+  return { cidrs, hit, miss };
+}
+
+function segment(family: Family, dport: number, source?: string): Buffer {
+  return buildPacket({ family, protocol: "tcp", sport: 40000, dport, tcpFlags: ["ack"], ...(source && { source }) });
+}
+
+interface SelectorCase { name: string; interceptors: Interceptor[]; hit: Buffer; miss: Buffer; prefixLimit?: number }
+
+/** The `*`-with-exceptions rule, and source lists of 1, 100 and 10,000 CIDRs (spacedNetworks: the miss runs every compare). */
+function selectorCases(): SelectorCase[] {
+  const istio: Interceptor = { originalPorts: "*", exceptPorts: [22, 15020, 15021], port: 15006 };
+  const cases: SelectorCase[] = [{ name: "* except 22,15020-15021", interceptors: [istio], hit: segment("ipv4", 8080), miss: segment("ipv4", 22) }];
+  for (const count of [1, 100, 10_000]) {
+    const list = spacedNetworks("ipv4", count);
+    cases.push({
+      name: `${count.toLocaleString("en")} source CIDR${count === 1 ? "" : "s"}`,
+      interceptors: [{ originalPort: SELECTOR_PORT, port: 15001, sources: list.cidrs }],
+      hit: segment("ipv4", SELECTOR_PORT, list.hit),
+      miss: segment("ipv4", SELECTOR_PORT, list.miss),
+    });
+  }
+  return cases;
+}
+
+async function selectorRows(bench: Bench, emptyPin: string) {
+  const rows = [];
+  for (const [index, selector] of selectorCases().entries()) {
+    const loaded = await bench.generated(selectorPolicy(`bench_selector_${index}`, selector.interceptors));
+    const hits: number[] = [], misses: number[] = [], floor: number[] = [];
+    for (let round = 0; round < 9; round++) {
+      hits.push(await bench.nanoseconds(loaded.pin, selector.hit));
+      misses.push(await bench.nanoseconds(loaded.pin, selector.miss));
+      floor.push(await bench.nanoseconds(emptyPin, selector.miss));
+    }
+    const [hitNs, missNs, emptyNs] = [trimmedMean(hits), trimmedMean(misses), trimmedMean(floor)];
+    rows.push({
+      selector: selector.name, structure: loaded.addresses, instructions: loaded.instructions, compileAndLoadMs: loaded.compileMs + loaded.loadMs,
+      emptyNs, missNs, hitNs, missVsEmpty: missNs / emptyNs, hitVsEmpty: hitNs / emptyNs,
+    });
+  }
+  return rows;
+}
+
+const PREFIX_CROSSOVER_SIZES = [1, 4, 16, 64, 128, 256, 1024];
+
+/**
+ * The same source lists built as constant compares and as an LPM trie,
+ * measured interleaved, and built: where the trie overtakes the constants,
+ * per packet or in what a build costs, tells where PREFIX_CONSTANT_LIMIT
+ * belongs. The miss is the worst case for constants (spacedNetworks).
+ */
+async function prefixCrossover(bench: Bench) {
+  const rows = [];
+  for (const family of ["ipv4", "ipv6"] as const) {
+    for (const count of PREFIX_CROSSOVER_SIZES) {
+      const list = spacedNetworks(family, count);
+      const policy = (name: string) => selectorPolicy(name, [{ originalPort: SELECTOR_PORT, port: 15001, sources: list.cidrs }]);
+      const built = {
+        constants: await bench.generated(policy(`bench_constants_${family}_${count}`), undefined, Number.POSITIVE_INFINITY),
+        trie: await bench.generated(policy(`bench_trie_${family}_${count}`), undefined, 0),
+      };
+      const [hit, miss] = [segment(family, SELECTOR_PORT, list.hit), segment(family, SELECTOR_PORT, list.miss)];
+      const samples = { constantsHit: [] as number[], constantsMiss: [] as number[], trieHit: [] as number[], trieMiss: [] as number[] };
+      for (let round = 0; round < 9; round++) {
+        const order = round % 2 === 0 ? (["constants", "trie"] as const) : (["trie", "constants"] as const);
+        for (const structure of order) {
+          samples[`${structure}Hit`].push(await bench.nanoseconds(built[structure].pin, hit));
+          samples[`${structure}Miss`].push(await bench.nanoseconds(built[structure].pin, miss));
+        }
+      }
+      const ns = Object.fromEntries(Object.entries(samples).map(([key, values]) => [key, trimmedMean(values)])) as Record<keyof typeof samples, number>;
+      rows.push({
+        family, cidrs: count, ...ns,
+        constantsInstructions: built.constants.instructions, trieInstructions: built.trie.instructions,
+        constantsCompileAndLoadMs: built.constants.compileMs + built.constants.loadMs, trieCompileAndLoadMs: built.trie.compileMs + built.trie.loadMs,
+        trieVsConstantsHit: ns.trieHit / ns.constantsHit, trieVsConstantsMiss: ns.trieMiss / ns.constantsMiss,
+      });
+    }
+  }
+  return rows;
 }
 
 const f = (value: number, digits = 1) => value.toFixed(digits);
@@ -357,8 +487,27 @@ async function main() {
     console.log("proxy-down (dropped, counted), after both socket lookups (the SYN's own tuple, then the listener on 9000): with nothing listening both");
     console.log("miss; with the proxy listening the listener is found and bpf_sk_assign is called. A real SYN costs about the latter.");
 
+
+    const selectors = await selectorRows(bench, path.join(bench.root, "empty", "progs", "bench_empty"));
+    console.log("\nselectors (steer rules; data segments, matched and handed on):");
+    console.log(table(
+      ["selector", "addresses", "insns (ingress, xlated)", "compile+load ms", "miss ns", "hit ns", "miss/empty", "hit/empty"],
+      selectors.map((r) => [r.selector, r.structure, r.instructions, f(r.compileAndLoadMs, 0), f(r.missNs), f(r.hitNs), f(r.missVsEmpty, 3), f(r.hitVsEmpty, 3)]),
+    ));
+
+    const prefixes = await prefixCrossover(bench);
+    console.log(`\nconstant compares vs LPM trie, same source lists (the compiler takes the trie above ${PREFIX_CONSTANT_LIMIT} CIDRs a list):`);
+    console.log(table(
+      ["family", "CIDRs", "constants insns", "trie insns", "constants hit ns", "trie hit ns", "constants miss ns", "trie miss ns", "trie/constants hit", "trie/constants miss", "constants build ms", "trie build ms"],
+      prefixes.map((r) => [r.family, r.cidrs, r.constantsInstructions, r.trieInstructions, f(r.constantsHit), f(r.trieHit), f(r.constantsMiss), f(r.trieMiss),
+        f(r.trieVsConstantsHit, 3), f(r.trieVsConstantsMiss, 3), f(r.constantsCompileAndLoadMs, 0), f(r.trieCompileAndLoadMs, 0)]),
+    ));
+
     await mkdir("bench/results", { recursive: true });
-    const result = { measuredAt: new Date().toISOString(), kernel, rounds: ROUNDS, repeat: REPEAT, sideBySide: rows, summary, scaling: scaled, crossover: crossed, steer: { rows: steered, summary: steerSummary } };
+    const result = {
+      measuredAt: new Date().toISOString(), kernel, rounds: ROUNDS, repeat: REPEAT, sideBySide: rows, summary, scaling: scaled, crossover: crossed,
+      steer: { rows: steered, summary: steerSummary }, selectors, prefixCrossover: prefixes,
+    };
     await writeFile("bench/results/datapath.json", `${JSON.stringify(result, null, 2)}\n`);
     console.log("\nwritten: bench/results/datapath.json");
   } finally {

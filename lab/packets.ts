@@ -3,11 +3,16 @@
  * checksum check: everything here is computed from scratch, never with the
  * code under test.
  */
+import ipaddr from "ipaddr.js";
+
 export interface PacketSpec {
   family: "ipv4" | "ipv6";
   protocol: "tcp" | "udp";
   sport: number;
   dport: number;
+  /** Source and destination address, of @family; default 198.18.0.2 → 198.18.0.1 (2001:db8::2 → ::1). */
+  source?: string;
+  destination?: string;
   payload?: Buffer;
   /** IPv4 options bytes (multiple of 4). */
   ipv4Options?: Buffer;
@@ -37,6 +42,21 @@ const SOURCE_V4 = Buffer.from([198, 18, 0, 2]);
 const DEST_V4 = Buffer.from([198, 18, 0, 1]);
 const SOURCE_V6 = Buffer.from("20010db8000000000000000000000002", "hex");
 const DEST_V6 = Buffer.from("20010db8000000000000000000000001", "hex");
+
+type Addressed = Pick<PacketSpec, "family" | "protocol" | "source" | "destination">;
+
+/** The source and destination of @spec, as bytes. */
+function addresses(spec: Addressed): { source: Buffer; destination: Buffer } {
+  const bytes = (text: string | undefined, fallback: Buffer) => {
+    if (text === undefined) return fallback;
+    const address = ipaddr.parse(text);
+    if (address.kind() !== spec.family) throw new Error(`${text} is not an ${spec.family} address`);
+    return Buffer.from(address.toByteArray());
+  };
+  return spec.family === "ipv4"
+    ? { source: bytes(spec.source, SOURCE_V4), destination: bytes(spec.destination, DEST_V4) }
+    : { source: bytes(spec.source, SOURCE_V6), destination: bytes(spec.destination, DEST_V6) };
+}
 
 export function buildPacket(spec: PacketSpec): Buffer {
   const l4 = buildL4(spec);
@@ -87,7 +107,7 @@ function buildL4(spec: PacketSpec): Buffer {
   }
   const segment = Buffer.concat([header, payload]);
   const checksumAt = spec.protocol === "tcp" ? 16 : 6;
-  if (!spec.zeroUdpChecksum) segment.writeUInt16BE(l4Checksum(spec.family, spec.protocol, segment), checksumAt);
+  if (!spec.zeroUdpChecksum) segment.writeUInt16BE(l4Checksum(spec, segment), checksumAt);
   return segment;
 }
 
@@ -99,8 +119,9 @@ function buildIpv4(spec: PacketSpec, l4: Buffer): Buffer {
   header.writeUInt16BE((spec.moreFragments ? 0x2000 : 0) | (spec.fragmentOffset ?? 0), 6);
   header[8] = 64;
   header[9] = PROTOCOL[spec.protocol];
-  SOURCE_V4.copy(header, 12);
-  DEST_V4.copy(header, 16);
+  const { source, destination } = addresses(spec);
+  source.copy(header, 12);
+  destination.copy(header, 16);
   options.copy(header, 20);
   header.writeUInt16BE(onesComplement(sum16(header)), 10);
   return Buffer.concat([header, l4]);
@@ -127,8 +148,9 @@ function buildIpv6(spec: PacketSpec, l4: Buffer): Buffer {
   header.writeUInt16BE(payload.length, 4);
   header[6] = chain[0]!;
   header[7] = 64;
-  SOURCE_V6.copy(header, 8);
-  DEST_V6.copy(header, 24);
+  const { source, destination } = addresses(spec);
+  source.copy(header, 8);
+  destination.copy(header, 24);
   return Buffer.concat([header, payload]);
 }
 
@@ -145,11 +167,13 @@ function onesComplement(sum: number): number {
 }
 
 /** The TCP/UDP checksum over pseudo-header and segment, with the checksum field taken as written. */
-function l4Checksum(family: "ipv4" | "ipv6", protocol: "tcp" | "udp", segment: Buffer): number {
+function l4Checksum(spec: Addressed, segment: Buffer): number {
+  const { family, protocol } = spec;
+  const { source, destination } = addresses(spec);
   const pseudo =
     family === "ipv4"
-      ? Buffer.concat([SOURCE_V4, DEST_V4, Buffer.from([0, PROTOCOL[protocol], segment.length >> 8, segment.length & 0xff])])
-      : Buffer.concat([SOURCE_V6, DEST_V6, u32(segment.length), Buffer.from([0, 0, 0, PROTOCOL[protocol]])]);
+      ? Buffer.concat([source, destination, Buffer.from([0, PROTOCOL[protocol], segment.length >> 8, segment.length & 0xff])])
+      : Buffer.concat([source, destination, u32(segment.length), Buffer.from([0, 0, 0, PROTOCOL[protocol]])]);
   const result = onesComplement(sum16(segment, sum16(pseudo)));
   return protocol === "udp" && result === 0 ? 0xffff : result;
 }
@@ -174,7 +198,7 @@ export interface ParsedPacket {
  * Reassembles the L4 segment that @frames (every fragment of one datagram,
  * in order) carry, and says whether its checksum verifies from scratch.
  */
-export function fragmentsChecksumValid(frames: Buffer[], spec: Pick<PacketSpec, "family" | "protocol">): boolean {
+export function fragmentsChecksumValid(frames: Buffer[], spec: Addressed): boolean {
   const segment = Buffer.concat(frames.map((frame) => frame.subarray(fragmentPayloadOffset(frame, spec.family))));
   return segmentChecksumValid(segment, spec);
 }
@@ -191,15 +215,15 @@ function fragmentPayloadOffset(frame: Buffer, family: PacketSpec["family"]): num
   return offset + 8;
 }
 
-function segmentChecksumValid(segment: Buffer, spec: Pick<PacketSpec, "family" | "protocol">): boolean {
+function segmentChecksumValid(segment: Buffer, spec: Addressed): boolean {
   const checksumAt = spec.protocol === "tcp" ? 16 : 6;
   const checksum = segment.readUInt16BE(checksumAt);
   const copy = Buffer.from(segment);
   copy.writeUInt16BE(0, checksumAt);
-  return (spec.protocol === "udp" && spec.family === "ipv4" && checksum === 0) || checksum === l4Checksum(spec.family, spec.protocol, copy);
+  return (spec.protocol === "udp" && spec.family === "ipv4" && checksum === 0) || checksum === l4Checksum(spec, copy);
 }
 
-export function parsePacket(frame: Buffer, spec: Pick<PacketSpec, "family" | "protocol">): ParsedPacket {
+export function parsePacket(frame: Buffer, spec: Addressed): ParsedPacket {
   let l4Offset: number;
   if (spec.family === "ipv4") {
     l4Offset = 14 + (frame[14]! & 0x0f) * 4;

@@ -8,14 +8,36 @@
 /** A TCP/UDP port, 1–65535. */
 export type Port = number;
 
+/** An inclusive range of ports, "FIRST-LAST": "9000-9100". */
+export type PortRange = `${number}-${number}`;
+
+/** A port or a range of ports. */
+export type PortItem = Port | PortRange;
+
+/** Every port ("*"), or a list of ports and ranges. */
+export type PortSelector = "*" | readonly PortItem[];
+
+/** An IPv4 or IPv6 network in CIDR notation ("10.0.0.0/8", "fd00::/8"), or one address. */
+export type Cidr = string;
+
 export interface Interceptor {
-  /** The port clients connect to. */
-  originalPort: Port;
+  /** The port clients connect to. Give this or originalPorts. */
+  originalPort?: Port;
+  /** The ports clients connect to: ports and ranges ([8000, "9000-9100"]), or "*" for every port. Give this or originalPort. */
+  originalPorts?: PortSelector;
+  /** Ports and ranges left out of originalPorts. The rule's own port is always left out. */
+  exceptPorts?: readonly PortItem[];
+  /** Only traffic from these client networks. Default: from anywhere. */
+  sources?: readonly Cidr[];
+  /** Traffic from these client networks is left alone. */
+  exceptSources?: readonly Cidr[];
+  /** Only traffic addressed to these networks (the address the client asked for). Default: any. */
+  destinations?: readonly Cidr[];
   /** The port the traffic is delivered to instead (e.g. a local proxy). */
   port: Port;
   /** Transport protocol. Default: tcp. */
   protocol?: "tcp" | "udp";
-  /** IP family. Default: any. */
+  /** IP family. Default: any, or the one family of the rule's sources and destinations. */
   family?: "ipv4" | "ipv6" | "any";
   /**
    * How traffic for originalPort reaches port. "steer": each new connection is

@@ -4,6 +4,7 @@ import { Counter, Gauge, Registry } from "prom-client";
 import type { ListenAddress } from "../cli.js";
 import { InterceptError, messageOf } from "../errors.js";
 import type { StatusReport } from "../reconcile/inspect.js";
+import { ruleSummary, singleOriginalPort } from "../validate/index.js";
 
 /** Prometheus metrics (prom-client): rule counters read from the maps when scraped, and the agent's own. */
 export class AgentMetrics {
@@ -15,7 +16,8 @@ export class AgentMetrics {
 
   /** @inspect reads the kernel at scrape time: its maps are the truth. */
   constructor(inspect: () => Promise<StatusReport>) {
-    const ruleLabels = ["policy", "rule", "protocol", "original_port", "port"] as const;
+    // selector: the rule in one line (ruleSummary); original_port only for a rule of one port.
+    const ruleLabels = ["policy", "rule", "selector", "protocol", "original_port", "port"] as const;
     const directionLabels = [...ruleLabels, "direction"] as const;
     // The registry collects metrics in parallel, so they share one read per scrape.
     let reading: Promise<void> | undefined;
@@ -39,7 +41,7 @@ export class AgentMetrics {
       for (const { program, rules } of report.programs) {
         for (const { index, rule, counters } of rules) {
           if (!counters) continue; // unreadable: counted above, never exported as zero
-          const labels = { policy: program.ref.policy, rule: String(index), protocol: rule?.protocol ?? "", original_port: String(rule?.originalPort ?? ""), port: String(rule?.port ?? "") };
+          const labels = { policy: program.ref.policy, rule: String(index), selector: rule ? ruleSummary(rule) : "", protocol: rule?.protocol ?? "", original_port: String((rule && singleOriginalPort(rule)) ?? ""), port: String(rule?.port ?? "") };
           if (rule?.strategy !== "steer") {
             for (const [direction, slot] of [["ingress", "rewrittenIngress"], ["egress", "rewrittenEgress"]] as const) {
               packets.inc({ ...labels, direction }, counters[slot].packets);

@@ -7,7 +7,7 @@ import { describeNamespace } from "../kernel/namespace.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import { describeDrift } from "../reconcile/drift.js";
 import { inspect, type StatusReport } from "../reconcile/inspect.js";
-import type { Rule } from "../validate/index.js";
+import { cidrText, ruleSummary, singleOriginalPort, type Rule } from "../validate/index.js";
 import { programBuilder } from "./objects.js";
 
 /** `intercept status`: attached links, live programs, rules with their counters. */
@@ -50,11 +50,26 @@ function statusJson(report: StatusReport, policiesError: string | undefined) {
       countersError: countersError ?? null,
       rules: rules.map(({ index, rule, enabled, counters }) => ({
         index,
-        ...(rule && { rule: { originalPort: rule.originalPort, port: rule.port, protocol: rule.protocol, family: rule.family, strategy: rule.strategy, ...(rule.onProxyDown && { onProxyDown: rule.onProxyDown }) } }),
+        ...(rule && { selector: ruleSummary(rule), rule: ruleJson(rule) }),
         enabled,
         counters: counters ?? null,
       })),
     })),
+  };
+}
+
+/**
+ * A rule as policies write it: a rule of one port keeps the originalPort it
+ * always had, selectors appear only when the rule has them, CIDRs as text.
+ */
+function ruleJson(rule: Rule) {
+  const single = singleOriginalPort(rule);
+  const lists = { sources: rule.sources, exceptSources: rule.exceptSources, destinations: rule.destinations };
+  return {
+    ...(single !== undefined ? { originalPort: single } : { originalPorts: rule.originalPorts, exceptPorts: rule.exceptPorts }),
+    ...Object.fromEntries(Object.entries(lists).filter(([, cidrs]) => cidrs.length > 0).map(([field, cidrs]) => [field, cidrs.map(cidrText)])),
+    port: rule.port, protocol: rule.protocol, family: rule.family, strategy: rule.strategy,
+    ...(rule.onProxyDown && { onProxyDown: rule.onProxyDown }),
   };
 }
 
@@ -82,7 +97,7 @@ function renderStatus(report: StatusReport, policiesError: string | undefined): 
     lines.push(`    links: ${attached.length > 0 ? attached.join(", ") : "(none)"}`);
     if (countersError) lines.push(`    counters unreadable: ${countersError}`);
     for (const { index, rule, enabled, counters } of rules) {
-      const what = rule ? `${rule.protocol} ${rule.originalPort} -> ${rule.port} ${rule.strategy}` : "(rule not in the given policies)";
+      const what = rule ? `${ruleSummary(rule)} ${rule.strategy}` : "(rule not in the given policies)";
       lines.push(`    [${index}] ${what.padEnd(28)} ${enabled ? "enabled " : "disabled"}${counters ? `  ${describeCounters(counters, rule)}` : ""}`);
     }
   }

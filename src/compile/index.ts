@@ -3,7 +3,8 @@ import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Hook } from "../datapath/types.js";
 import type { ValidPolicy } from "../validate/index.js";
-import { renderPolicySource, type MatchStrategy } from "./render.js";
+import type { PrefixEntry } from "./match.js";
+import { renderPolicy, type MatchStrategy } from "./render.js";
 
 export const GENERATED_DIR = "generated";
 
@@ -22,12 +23,18 @@ export interface CompiledPolicy {
   hooks: Hook[];
   /** The oldest kernel the program loads on: what it uses (sk_assign 5.7, kfuncs in the rewrite 6.2). */
   minimumKernel: string;
+  /** What the program's prefix tries hold, filled at load (a digest of it is in the source). */
+  prefixes: PrefixEntry[];
 }
 
-/** Stage 3: renders each policy's specialised C. Pure: writes nothing. @strategy: by size unless forced. */
-export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrategy): CompiledPolicy[] {
+/**
+ * Stage 3: renders each policy's specialised C. Pure: writes nothing.
+ * @strategy and @prefixLimit (where address lists become tries) by size
+ * unless forced.
+ */
+export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrategy, prefixLimit?: number): CompiledPolicy[] {
   return policies.map((policy) => {
-    const source = renderPolicySource(policy, strategy);
+    const { source, prefixes } = renderPolicy(policy, strategy, prefixLimit);
     return {
       policy,
       sourcePath: path.join(GENERATED_DIR, `${policy.name}.bpf.c`),
@@ -35,6 +42,7 @@ export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrateg
       sourceHash: createHash("sha256").update(source).digest("hex"),
       hooks: programHooks(policy),
       minimumKernel: minimumKernel(policy),
+      prefixes,
     };
   });
 }

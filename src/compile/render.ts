@@ -2,62 +2,32 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import Handlebars, { type HelperOptions } from "handlebars";
-import type { Rule, ValidPolicy } from "../validate/index.js";
+import { cidrText, type Rule, type ValidPolicy } from "../validate/index.js";
+import type { Family } from "../validate/addresses.js";
+import { selectedPorts } from "../validate/selectors.js";
+import { planMatch, PREFIX_CONSTANT_LIMIT, ruleEnums, selectsAddresses, SWITCH_LIMIT, type Direction, type MatchStrategy, type PrefixEntry } from "./match.js";
 import { assertRenderable } from "./renderable.js";
 
 export const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/bpf/", import.meta.url));
 
-/**
- * Policies up to this many rules match with a switch (constant compares);
- * larger ones with constant lookup tables. Measured side by side (`npm run
- * bench:datapath`, crossover table): per packet the two are within noise at
- * every size from 4 to 512 rules, but the switch grows ~8 instructions a
- * rule, so from 64 rules on it takes 1.2–1.6× (64) to 5–7× (512) as long
- * to compile and load, while tables stay at 259 instructions. At 32 and below
- * the switch costs no more and keeps small policies free of memory loads.
- * (Past a few thousand rules a switch would not load at all: its jumps
- * outgrow BPF's 16-bit offsets.)
- */
-export const SWITCH_LIMIT = 32;
-
-/** How a program matches ports: compare-and-branch on case labels, or constant lookup tables. */
-export type MatchStrategy = "switch" | "table";
-
-export function matchStrategy(ruleCount: number): MatchStrategy {
-  return ruleCount > SWITCH_LIMIT ? "table" : "switch";
-}
+export { matchStrategy, SWITCH_LIMIT, PREFIX_CONSTANT_LIMIT, type MatchStrategy } from "./match.js";
 
 /*
- * What the templates receive: numbers and the policy's own enum values,
- * never C text. The templates spell the C; the helpers below only pick the
- * name of a constant for an enum value.
+ * What the templates receive: numbers, the policy's own enum values, and
+ * CIDRs as text for comments, never C text. The templates spell the C;
+ * the helpers below only pick the name of a constant or function for an
+ * enum value, and print a number in hex.
  */
-
-/** One `case` of a match switch: a port, and the rules that own it per protocol/family. */
-interface MatchCase {
-  port: number;
-  rules: {
-    rule: number;
-    protocol: Rule["protocol"];
-    family: Rule["family"];
-    strategy: Rule["strategy"];
-    onProxyDown: Rule["onProxyDown"] | null;
-    newPort: number;
-  }[];
-}
-
-/** One initialiser of a lookup table: [protocol][port] = rule + 1. */
-interface TableEntry {
-  protocol: Rule["protocol"];
-  port: number;
-  value: number;
-}
 
 const PROTOCOL_CONSTANT: Record<Rule["protocol"], string> = { tcp: "IPPROTO_TCP", udp: "IPPROTO_UDP" };
 const FAMILY_CONSTANT: Record<Rule["family"], string> = { any: "FAMILY_ANY", ipv4: "FAMILY_IPV4", ipv6: "FAMILY_IPV6" };
 /** What match_ingress returns for a rule of each strategy. */
 const MATCH_CONSTANT: Record<Rule["strategy"], string> = { rewrite: "MATCH_REWRITE", steer: "MATCH_STEER" };
 const PROXY_DOWN_CONSTANT: Record<NonNullable<Rule["onProxyDown"]>, string> = { drop: "PROXY_DOWN_DROP", pass: "PROXY_DOWN_PASS" };
+const DIRECTION_CONSTANT: Record<Direction, string> = { request: "PACKET_REQUEST", reply: "PACKET_REPLY" };
+/** The masked compare of one prefix, and the lookup of a prefix list, per family (lib/address.h, lib/prefixes.h). */
+const PREFIX_HELPER: Record<Family, string> = { ipv4: "ipv4_in_prefix", ipv6: "ipv6_in_prefix" };
+const PREFIX_LIST_HELPER: Record<Family, string> = { ipv4: "ipv4_in_prefix_list", ipv6: "ipv6_in_prefix_list" };
 
 /** The C constant for @value of one of the policy's enums; anything else is a bug upstream. */
 function constantFor<T extends string>(table: Record<T, string>, kind: string) {
@@ -67,17 +37,27 @@ function constantFor<T extends string>(table: Record<T, string>, kind: string) {
   };
 }
 
+/** A 32-bit word as a C hex literal; anything else is a bug upstream. */
+function hex32(value: unknown): string {
+  if (!Number.isInteger(value) || (value as number) < 0 || (value as number) > 0xffffffff) throw new Error(`not a 32-bit word: ${String(value)}`);
+  return `0x${(value as number).toString(16).padStart(8, "0")}`;
+}
+
 const handlebars = Handlebars.create();
 handlebars.registerHelper("protocolConstant", constantFor(PROTOCOL_CONSTANT, "protocol"));
 handlebars.registerHelper("familyConstant", constantFor(FAMILY_CONSTANT, "family"));
 handlebars.registerHelper("matchConstant", constantFor(MATCH_CONSTANT, "strategy"));
 handlebars.registerHelper("proxyDownConstant", constantFor(PROXY_DOWN_CONSTANT, "onProxyDown"));
+handlebars.registerHelper("directionConstant", constantFor(DIRECTION_CONSTANT, "direction"));
+handlebars.registerHelper("prefixHelper", constantFor(PREFIX_HELPER, "family"));
+handlebars.registerHelper("prefixListHelper", constantFor(PREFIX_LIST_HELPER, "family"));
+handlebars.registerHelper("hex32", hex32);
 handlebars.registerHelper("eq", (a: unknown, b: unknown) => a === b);
 handlebars.registerHelper("include", (file: string, options: HelperOptions) => inlineHeader(file, options.data.inlined));
-for (const partial of ["match_cases", "match_switch", "match_table"]) {
+for (const partial of ["match_cases", "match_candidates", "match_switch", "match_table", "rule_selects"]) {
   handlebars.registerPartial(partial, readFileSync(path.join(TEMPLATE_DIR, `${partial}.hbs`), "utf8"));
 }
-const renderPolicy = handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, "policy.bpf.c.hbs"), "utf8"), {
+const compiledTemplate = handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, "policy.bpf.c.hbs"), "utf8"), {
   noEscape: true,
   strict: true,
 });
@@ -104,49 +84,74 @@ function inlineHeader(file: string, inlined: Set<string>): string {
   return `/* ---- ${file} ---- */\n${body.trimEnd()}`;
 }
 
+/** Address list entries shown in a rule's comment before the rest is counted. */
+const COMMENT_CIDRS = 6;
+
 /**
- * Renders the C source of one policy. Only what changes the program is in
- * it (ports, protocols, families, rule order): `enabled` lives in a map and
+ * Renders the C source of one policy, and what its prefix tries hold. Only
+ * what changes the program is in it (selectors, protocols, families, rule
+ * order, and a digest of the tries' contents): `enabled` lives in a map and
  * descriptions in the policy, so flipping or documenting a rule keeps the
- * same program. @strategy is chosen by size; benchmarks force one to compare.
- * Refuses (InterceptError "render-refused") any value the C must not carry.
+ * same program. @strategy and @prefixLimit are chosen by size; benchmarks
+ * force them to compare. Refuses (InterceptError "render-refused") any value the C must
+ * not carry.
  */
-export function renderPolicySource(policy: ValidPolicy, strategy?: MatchStrategy): string {
+export function renderPolicy(policy: ValidPolicy, strategy?: MatchStrategy, prefixLimit = PREFIX_CONSTANT_LIMIT): { source: string; prefixes: PrefixEntry[] } {
   assertRenderable(policy);
-  const table = (strategy ?? matchStrategy(policy.rules.length)) === "table";
-  const rewriting = policy.rules.filter((rule) => rule.strategy === "rewrite");
+  const plan = planMatch(policy.rules, strategy, prefixLimit);
+  const addresses = policy.rules.some(selectsAddresses);
+  const count = (family: Family) => plan.prefixes.filter((entry) => entry.family === family).length;
+  const constants = (family: Family) => (plan.switch?.addressChecks ?? []).some((check) =>
+    check.families.some((selection) => selection.family === family && selection.clauses.some((clause) => clause.kind !== "list")));
   const context = {
     name: policy.name,
     slots: Math.max(1, policy.rules.length),
     switchLimit: SWITCH_LIMIT,
-    table,
-    rewrites: rewriting.length > 0,
+    prefixLimit,
+    portSegments: plan.portSegments,
+    table: plan.strategy === "table",
+    rewrites: policy.rules.some((rule) => rule.strategy === "rewrite"),
     steers: policy.rules.some((rule) => rule.strategy === "steer"),
-    rules: policy.rules.map(({ index, protocol, family, strategy, onProxyDown, originalPort, port }) =>
-      ({ index, protocol, family, strategy, onProxyDown: onProxyDown ?? null, originalPort, port })),
-    // Ingress matches every rule by originalPort; egress only rewrite rules, by port (their replies).
-    ...(table
-      ? { ingressTable: tableEntries(policy.rules, (rule) => rule.originalPort), egressTable: tableEntries(rewriting, (rule) => rule.port) }
-      : { ingress: matchCases(policy.rules, (rule) => [rule.originalPort, rule.port]), egress: matchCases(rewriting, (rule) => [rule.port, rule.originalPort]) }),
+    addresses,
+    tries: plan.prefixes.length > 0,
+    prefixEntries: plan.prefixes.length,
+    constantsV4: constants("ipv4"),
+    constantsV6: constants("ipv6"),
+    prefixesV4: count("ipv4"),
+    prefixesV6: count("ipv6"),
+    prefixesDigest: plan.prefixesDigest.slice(0, 16),
+    rules: policy.rules.map(ruleContext),
+    ...(plan.switch && { ingress: plan.switch.ingress, egress: plan.switch.egress, addressChecks: plan.switch.addressChecks }),
+    ...(plan.table && {
+      ingressTable: plan.table.ingress,
+      egressTable: plan.table.egress,
+      groups: plan.table.groups,
+      groupCount: Math.max(1, plan.table.groups.length),
+      candidatesPerGroup: plan.table.candidatesPerGroup,
+      prefixLists: plan.table.prefixLists ?? [],
+    }),
   };
-  return renderPolicy(context, { data: { inlined: new Set<string>() } });
+  return { source: compiledTemplate(context, { data: { inlined: new Set<string>() } }), prefixes: plan.prefixes };
 }
 
-/** Groups rules by the port a direction matches on, sorted so output is deterministic. */
-function matchCases(rules: Rule[], ports: (rule: Rule) => [match: number, target: number]): MatchCase[] {
-  const cases = new Map<number, MatchCase>();
-  for (const rule of rules) {
-    const [match, newPort] = ports(rule);
-    const entry = cases.get(match) ?? { port: match, rules: [] };
-    entry.rules.push({ rule: rule.index, protocol: rule.protocol, family: rule.family, strategy: rule.strategy, onProxyDown: rule.onProxyDown ?? null, newPort });
-    cases.set(match, entry);
-  }
-  return [...cases.values()].sort((a, b) => a.port - b.port);
-}
-
-/** Table initialisers, TCP before UDP and by port, so output is deterministic. */
-function tableEntries(rules: Rule[], portOf: (rule: Rule) => number): TableEntry[] {
-  return rules
-    .map((rule) => ({ protocol: rule.protocol, port: portOf(rule), value: rule.index + 1 }))
-    .sort((a, b) => a.protocol.localeCompare(b.protocol) || a.port - b.port);
+/** A rule as its comment and the tables show it. */
+function ruleContext(rule: Rule) {
+  const ports = selectedPorts(rule);
+  const lines = [
+    ["destinations", rule.destinations],
+    ["sources", rule.sources],
+    ["except sources", rule.exceptSources],
+  ] as const;
+  return {
+    index: rule.index,
+    ...ruleEnums(rule),
+    port: rule.port,
+    ports,
+    replyPort: ports[0]?.first ?? 0,
+    addressLines: lines.filter(([, cidrs]) => cidrs.length > 0).map(([label, cidrs]) => ({
+      label: `${label}:`,
+      cidrs: cidrs.slice(0, COMMENT_CIDRS).map(cidrText),
+      more: Math.max(0, cidrs.length - COMMENT_CIDRS),
+    })),
+  };
 }

@@ -3,14 +3,16 @@
  * every policy read from a file, but a policy also arrives from a saved plan
  * (a file anyone could edit) and from code; whatever reaches the renderer is
  * checked again here, against what the C can take: ports are integers
- * 1–65535 (0 or 70000 would become htons(0) or wrap), enums are known
- * values (steer only on TCP), the name is a C identifier, the rule count
- * fits the tables. The templates print these values into C, so a string
+ * 1–65535 (0 or 70000 would become htons(0) or wrap) and ranges run
+ * forwards, CIDRs are networks in their canonical text (they are printed
+ * in comments), enums are known values (steer only on TCP), the name is a
+ * C identifier, the rule count fits the tables. The templates print these values into C, so a string
  * that got through could carry C of its own (a hand-edited plan once pasted
  * `#warning` into it).
  */
 import { InterceptError } from "../errors.js";
 import type { Rule, ValidPolicy } from "../validate/index.js";
+import { readCidr } from "../validate/addresses.js";
 
 /** What the C can take; tests/unit/render.test.ts checks these agree with the schema. */
 export const RENDER_LIMITS = {
@@ -42,8 +44,22 @@ export function assertRenderable(policy: unknown): asserts policy is ValidPolicy
     const at = `interceptors[${position}]`;
     if (!isRecord(rule)) return refuse(at, rule, "an object");
     if (rule.index !== position) refuse(`${at}.index`, rule.index, String(position));
-    for (const field of ["originalPort", "port"] as const) {
-      if (!isPort(rule[field])) refuse(`${at}.${field}`, rule[field], `an integer ${RENDER_LIMITS.port.minimum}–${RENDER_LIMITS.port.maximum}`);
+    if (!isPort(rule.port)) refuse(`${at}.port`, rule.port, `an integer ${RENDER_LIMITS.port.minimum}–${RENDER_LIMITS.port.maximum}`);
+    for (const field of ["originalPorts", "exceptPorts"] as const) {
+      const ranges = rule[field];
+      if (!Array.isArray(ranges)) return refuse(`${at}.${field}`, ranges, "a list of port ranges");
+      ranges.forEach((range: unknown, i) => {
+        if (!isRecord(range) || !isPort(range.first) || !isPort(range.last) || range.first > range.last) {
+          refuse(`${at}.${field}[${i}]`, range, `a range { first, last } of ports ${RENDER_LIMITS.port.minimum}–${RENDER_LIMITS.port.maximum}, first ≤ last`);
+        }
+      });
+    }
+    for (const field of ["sources", "exceptSources", "destinations"] as const) {
+      const cidrs = rule[field];
+      if (!Array.isArray(cidrs)) return refuse(`${at}.${field}`, cidrs, "a list of CIDRs");
+      cidrs.forEach((cidr: unknown, i) => {
+        if (!isCanonicalCidr(cidr)) refuse(`${at}.${field}[${i}]`, cidr, "a network { family, address, prefixLength } in canonical form");
+      });
     }
     for (const field of ["protocol", "family", "strategy"] as const) {
       const known: readonly string[] = RENDER_LIMITS[field];
@@ -60,6 +76,13 @@ export function assertRenderable(policy: unknown): asserts policy is ValidPolicy
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** A Cidr exactly as validation makes it: known family, an address of it in canonical text, no host bits. */
+function isCanonicalCidr(value: unknown): boolean {
+  if (!isRecord(value) || typeof value.address !== "string" || !Number.isInteger(value.prefixLength)) return false;
+  const reading = readCidr(`${value.address}/${String(value.prefixLength)}`);
+  return reading.ok && !reading.hostBits && reading.cidr.family === value.family && reading.cidr.address === value.address;
 }
 
 function isPort(value: unknown): value is number {

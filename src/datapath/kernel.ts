@@ -2,6 +2,8 @@ import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { COUNTER_SLOTS, counterKey } from "../compile/counters.js";
+import type { PrefixEntry } from "../compile/match.js";
+import { prefixBytes, prefixMap } from "../compile/prefixes.js";
 import { CommandError, InterceptError } from "../errors.js";
 import { batch, createHashMap, deleteMapEntry, dumpMap, formattedEntries, hostBytes, loadAndPin, mapKeys, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
 import { runJson, type NetworkNamespace } from "../kernel/exec.js";
@@ -191,6 +193,7 @@ export async function loadVersion(pins: PinLayout, load: ProgramLoad): Promise<v
     // policy_meta last: a version whose content hash is recorded is complete.
     await updateMaps([
       ...load.enabled.map((enabled, index) => ruleUpdate(pins, load.ref, index, enabled)),
+      ...load.prefixes.map((entry) => prefixUpdate(pins, load.ref, entry)),
       { pin: pins.map(load.ref, "policy_meta"), key: hostBytes(0, 4), value: [...Buffer.from(load.contentHash.padEnd(64, "\0").slice(0, 64))].map(hex) },
     ]);
   } catch (error) {
@@ -220,6 +223,11 @@ export async function writeRule(pins: PinLayout, ref: VersionRef, index: number,
 
 function ruleUpdate(pins: PinLayout, ref: VersionRef, index: number, enabled: boolean): MapUpdate {
   return { pin: pins.map(ref, "rule_state"), key: hostBytes(index, 4), value: hostBytes(enabled ? 1 : 0, 4) };
+}
+
+function prefixUpdate(pins: PinLayout, ref: VersionRef, entry: PrefixEntry): MapUpdate {
+  const { key, value } = prefixBytes(entry);
+  return { pin: pins.map(ref, prefixMap(entry)), key: key.map(hex), value: value.map(hex) };
 }
 
 function toProgram(ref: VersionRef, hooks: Hook[], outputs: unknown[]): ObservedProgram {

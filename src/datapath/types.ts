@@ -1,4 +1,5 @@
 import type { CounterSlot } from "../compile/counters.js";
+import type { PrefixEntry } from "../compile/match.js";
 import { unreachable } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 
@@ -79,7 +80,7 @@ export interface Counter {
 /** A rule's counters, by slot of the rule_counters layout (src/compile/counters.ts). */
 export type RuleCounters = Record<CounterSlot, Counter>;
 
-/** A version to load: which, from which object file, with which rule switches. */
+/** A version to load: which, from which object file, with which rule switches and prefix lists. */
 export interface ProgramLoad {
   ref: VersionRef;
   contentHash: string;
@@ -87,6 +88,8 @@ export interface ProgramLoad {
   /** The hooks the object has programs for. */
   hooks: Hook[];
   enabled: boolean[];
+  /** What the version's prefix tries hold (src/compile/prefixes.ts), written before its content hash. */
+  prefixes: PrefixEntry[];
 }
 
 /**

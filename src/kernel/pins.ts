@@ -12,13 +12,13 @@ const NAMESPACE_KEY = /^ns\d+$/;
 const POLICY_NAME = /^[a-z][a-z0-9_]{0,31}$/;
 const VERSION = /^[0-9a-f]{16}$/;
 
-export type MapName = "rule_state" | "rule_counters" | "policy_meta";
+export type MapName = "rule_state" | "rule_counters" | "policy_meta" | "prefixes_v4" | "prefixes_v6";
 
 /**
  * Where a namespace's objects are pinned:
  *   /sys/fs/bpf/intercept/<ns>/qdiscs                        clsact qdiscs intercept created
  *   /sys/fs/bpf/intercept/<ns>/<policy>/<version>/progs/…    intercept_ingress, intercept_egress
- *   /sys/fs/bpf/intercept/<ns>/<policy>/<version>/maps/…     rule_state, rule_counters, policy_meta
+ *   /sys/fs/bpf/intercept/<ns>/<policy>/<version>/maps/…     rule_state, rule_counters, policy_meta, prefixes_v4/_v6
  * A policy's version directory lets a new version load beside the old one,
  * so filters can be swapped from one to the other without a gap. Every
  * path is derived here from checked names, and must resolve below PIN_ROOT:

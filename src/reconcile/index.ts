@@ -4,6 +4,7 @@ import { InterceptError } from "../errors.js";
 import type { Plan, PlanSummary } from "../plan/model.js";
 import { executePlan, type ApplyEvent } from "./apply.js";
 import type { DesiredPolicy } from "./desired.js";
+import type { LoadSource } from "./order.js";
 import { makePlan } from "./plan.js";
 
 export { ApplyError, doneWord, executePlan, type ApplyEvent } from "./apply.js";
@@ -39,8 +40,10 @@ export interface ApplyRunOptions {
 /** build (only what the plan loads: unchanged policies never reach clang) → execute. */
 export async function applyRun(run: PlannedRun, datapath: Datapath, options: ApplyRunOptions): Promise<PlanSummary> {
   const loading = new Set(run.plan.changes.flatMap((change) => (change.type === "program.create" || change.type === "program.replace" ? [change.contentHash] : [])));
-  const objects = new Map<string, string>();
-  for (const desired of run.desired.filter((d) => loading.has(d.contentHash))) objects.set(desired.contentHash, await options.builder.object(desired.compiled, desired.contentHash));
+  const objects = new Map<string, LoadSource>();
+  for (const desired of run.desired.filter((d) => loading.has(d.contentHash))) {
+    objects.set(desired.contentHash, { objectPath: await options.builder.object(desired.compiled, desired.contentHash), prefixes: desired.compiled.prefixes });
+  }
   const objectFor = (contentHash: string) => {
     const object = objects.get(contentHash);
     if (!object) throw new InterceptError("saved-plan-stale", `the plan loads a program (${contentHash.slice(0, 12)}) that none of its policies builds`);

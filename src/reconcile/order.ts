@@ -1,3 +1,4 @@
+import type { PrefixEntry } from "../compile/match.js";
 import type { DatapathOperation, Hook, LinkRef, VersionRef } from "../datapath/types.js";
 import type { Change, ChangeType, HookPrograms } from "../plan/model.js";
 
@@ -35,8 +36,14 @@ type Operation = Omit<Step, "change" | "completes" | "undoOnFailure"> & { comple
 const ATTACH_ORDER: readonly Hook[] = ["egress", "ingress"];
 const DETACH_ORDER: readonly Hook[] = ["ingress", "egress"];
 
+/** What a version is loaded from: its object file, and what its prefix tries start with. */
+export interface LoadSource {
+  objectPath: string;
+  prefixes: PrefixEntry[];
+}
+
 /** Where the objects for versions to load are: resolved before apply starts. */
-export type ObjectFor = (contentHash: string) => string;
+export type ObjectFor = (contentHash: string) => LoadSource;
 
 /**
  * How each change type becomes operations. A mapped type: a new change type
@@ -72,7 +79,7 @@ const EXPAND: { [T in ChangeType]: (change: Extract<Change, { type: T }>, object
 function load(change: Extract<Change, { type: "program.create" | "program.replace" }>, objectFor: ObjectFor): Operation {
   return {
     phase: "load",
-    operation: { op: "loadProgram", load: { ref: change.program, contentHash: change.contentHash, objectPath: objectFor(change.contentHash), hooks: change.hooks, enabled: change.enabled } },
+    operation: { op: "loadProgram", load: { ref: change.program, contentHash: change.contentHash, ...objectFor(change.contentHash), hooks: change.hooks, enabled: change.enabled } },
     undo: [{ op: "unloadProgram", ref: change.program }],
   };
 }

@@ -3,7 +3,7 @@ import { InterceptError } from "../errors.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { FILTER_HANDLE, FILTER_PREF } from "../kernel/tc.js";
 import type { AttachmentCreate, AttachmentDelete, AttachmentUpdate, Change, HookPrograms, Plan, ProgramCreate, ProgramDelete, ProgramReplace, QdiscDelete, RuleUpdate } from "../plan/model.js";
-import type { InterfaceSelection } from "../validate/index.js";
+import { ruleSummary, type InterfaceSelection } from "../validate/index.js";
 import type { DesiredPolicy } from "./desired.js";
 
 /**
@@ -158,7 +158,7 @@ function planRules(want: DesiredPolicy, kept: ObservedProgram | undefined): Rule
     .map((rule) => ({
       type: "rule.update", address: `rule.${want.policy.name}[${rule.index}]`,
       program: kept.ref, index: rule.index, enabled: rule.enabled,
-      reason: `${rule.protocol} ${rule.originalPort} → ${rule.port}: ${rule.enabled ? "enable" : "disable"} (live edit, no reload)`,
+      reason: `${ruleSummary(rule)}: ${rule.enabled ? "enable" : "disable"} (live edit, no reload)`,
     }));
 }
 

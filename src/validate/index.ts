@@ -2,12 +2,16 @@ import path from "node:path";
 import { diagnosticAt, startOf, type Diagnostic } from "../diagnostics.js";
 import type { LoadedPolicy } from "../load/index.js";
 import { isWithin } from "../load/source-map.js";
-import type { Interceptor, Policy } from "../api.js";
+import type { Policy } from "../api.js";
 import type { Rule, ValidPolicy } from "./model.js";
 import { checkSchema, type SchemaProblem } from "./schema.js";
-import { checkInterfaces, checkPolicies, checkRules, type CheckedPolicy } from "./semantic.js";
+import { checkInterfaces, checkPolicies, checkRules, readRule, toRule, type CheckedPolicy } from "./semantic.js";
 
-export type { InterfaceSelection, Rule, ValidPolicy } from "./model.js";
+export type { Cidr, InterfaceSelection, PortRange, Rule, ValidPolicy } from "./model.js";
+export { toRule } from "./semantic.js";
+export { ruleSummary } from "./summary.js";
+export { cidrText } from "./addresses.js";
+export { singleOriginalPort } from "./selectors.js";
 
 /** Names end up in C identifiers and pin paths. Mirrors the schema's pattern. */
 const NAME_PATTERN = /^[a-z][a-z0-9_]{0,31}$/;
@@ -48,7 +52,18 @@ function checkWhatPassed(policy: LoadedPolicy, schema: SchemaProblem[]): Diagnos
     problems.push(...checkInterfaces(policy, new Map(include.flatMap((name, index) => (passed(`/interfaces/include/${index}`) ? [[index, name] as const] : [])))));
   }
   if (Array.isArray(value.interceptors) && !policy.openObjects.includes("/interceptors")) {
-    const rules = value.interceptors.flatMap((interceptor, index) => (passed(`/interceptors/${index}`) ? [toRule(interceptor, index)] : []));
+    const rules: Rule[] = [];
+    value.interceptors.forEach((interceptor, index) => {
+      // A rule with a member that could not be read is not checked further: its selector is not known.
+      if (!passed(`/interceptors/${index}`) || policy.openObjects.includes(`/interceptors/${index}`)) return;
+      const read = readRule(interceptor, index);
+      for (const problem of read.problems) {
+        const pointer = problem.field === "" ? `/interceptors/${index}` : `/interceptors/${index}/${problem.field}`;
+        problems.push(diagnosticAt(problem.code, policy.sourceMap.locate(pointer, problem.part), problem.message,
+          problem.suggestion === undefined ? {} : { suggestion: problem.suggestion }));
+      }
+      if (read.rule) rules.push(read.rule);
+    });
     problems.push(...checkRules(policy, rules));
   }
   return problems;
@@ -78,26 +93,6 @@ function normalise(loaded: LoadedPolicy): ValidPolicy {
     file: loaded.file,
     interfaces: { include: policy.interfaces?.include ?? null, exclude: policy.interfaces?.exclude ?? [] },
     rules: policy.interceptors.map(toRule),
-  };
-}
-
-/** Steer is the default where it exists (TCP); UDP rewrites. */
-const DEFAULT_STRATEGY = { tcp: "steer", udp: "rewrite" } as const;
-
-function toRule(interceptor: Interceptor, index: number): Rule {
-  const protocol = interceptor.protocol ?? "tcp";
-  const strategy = interceptor.strategy ?? DEFAULT_STRATEGY[protocol];
-  return {
-    index,
-    originalPort: interceptor.originalPort,
-    port: interceptor.port,
-    protocol,
-    family: interceptor.family ?? "any",
-    strategy,
-    // Kept on a rewrite rule when written, so checkRules can refuse it there.
-    ...((strategy === "steer" || interceptor.onProxyDown !== undefined) && { onProxyDown: interceptor.onProxyDown ?? "drop" }),
-    enabled: interceptor.enabled ?? true,
-    ...(interceptor.description !== undefined && { description: interceptor.description }),
   };
 }
 

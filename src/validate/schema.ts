@@ -85,20 +85,33 @@ function describeError(error: ErrorObject, at: Location): Diagnostic {
     }
     case "minLength":
     case "maxLength": {
-      const schema = error.parentSchema as { minLength: number; maxLength: number };
+      const schema = error.parentSchema as { minLength?: number; maxLength: number };
       const length = typeof error.data === "string" ? error.data.length : 0;
+      if (schema.minLength === undefined) return diagnosticAt("schema/range", at, `${subject} must be at most ${schema.maxLength} characters long (no address or CIDR is longer), got ${length}`);
       return diagnosticAt("schema/range", at, `${subject} must be ${schema.minLength} to ${schema.maxLength} characters long (an interface name), got ${length}`);
     }
     case "maxItems":
       return diagnosticAt("schema/range", at, `${subject} may have at most ${error.params.limit} entries`);
+    case "minItems":
+      return diagnosticAt("schema/range", at, `${subject} is an empty list, which would select nothing (leave it out to select every one)`);
     case "enum":
       return diagnosticAt("schema/enum", at, `${subject} must be one of ${(error.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}, got ${describeValue(error.data)}`);
-    case "pattern":
+    case "pattern": {
+      const meaning = PATTERN_MEANINGS[error.params.pattern as string];
+      if (meaning) return diagnosticAt("schema/pattern", at, `${subject} must be ${meaning}, got ${describeValue(error.data)}`);
       return diagnosticAt("schema/pattern", at, `${subject} must match ${error.params.pattern} (lower case letters, digits and _, starting with a letter, at most 32), got ${describeValue(error.data)}`);
+    }
     default:
       return diagnosticAt("schema/invalid", at, `${subject} ${error.message ?? "is invalid"}`);
   }
 }
+
+/** What the schema's value patterns mean, in words (the policy name's keeps its own message). */
+const PATTERN_MEANINGS: Record<string, string> = {
+  "^[0-9]{1,5}-[0-9]{1,5}$": 'a port, or a range of ports "FIRST-LAST" such as "9000-9100"',
+  "^\\*$": '"*" (every port) or a list of ports and ranges',
+  "^[0-9A-Fa-f.:]+(/[0-9]{1,3})?$": 'an IPv4 or IPv6 address or CIDR, such as "10.0.0.0/8" or "fd00::/8"',
+};
 
 /** The known property an unknown one is a misspelling of, if any. */
 function suggestionFor(error: ErrorObject): string | undefined {
@@ -117,7 +130,8 @@ function subjectOf(pointer: string): string {
     .join("");
 }
 
-function article(type: string): string {
+function article(type: string | string[]): string {
+  if (Array.isArray(type)) return type.map(article).join(" or ");
   return { integer: "an integer", object: "an object", array: "a list", string: "a string", boolean: "true or false", number: "a number" }[type] ?? type;
 }
 

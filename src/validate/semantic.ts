@@ -1,22 +1,91 @@
 import { diagnosticAt, quoted, startOf, type Diagnostic, type DiagnosticCode } from "../diagnostics.js";
+import type { Interceptor } from "../api.js";
 import type { LoadedPolicy } from "../load/index.js";
 import type { Rule, ValidPolicy } from "./model.js";
+import { findOverlaps } from "./overlap.js";
+import { portRangeText, readSelector, selectedPorts, selectedPortSet, type SelectorProblem } from "./selectors.js";
+import { overlaps } from "./intervals.js";
 
 /** Appended to a rewrite-only restriction on a TCP rule: steer has no such restriction. */
 const TRY_STEER = ` (a tcp rule may use strategy: "steer", which has no such restriction)`;
 
+/** Steer is the default where it exists (TCP); UDP rewrites. */
+const DEFAULT_STRATEGY = { tcp: "steer", udp: "rewrite" } as const;
+
+/**
+ * One rule, read: its normal form, or the problems that keep it from having
+ * one, and the problems of the rule on its own (a strategy its protocol
+ * lacks, a rewrite of many ports). Problems are at fields of the rule.
+ */
+export function readRule(interceptor: Interceptor, index: number): { rule: Rule | undefined; problems: SelectorProblem[] } {
+  const { selector, problems } = readSelector(interceptor, index);
+  const protocol = interceptor.protocol ?? "tcp";
+  const strategy = interceptor.strategy ?? DEFAULT_STRATEGY[protocol];
+  problems.push(...strategyProblems(protocol, strategy, interceptor.onProxyDown));
+  if (!selector) return { rule: undefined, problems };
+  const rule: Rule = {
+    index,
+    ...selector,
+    port: interceptor.port,
+    protocol,
+    strategy,
+    // Kept on a rewrite rule when written, so the strategy check can refuse it there.
+    ...((strategy === "steer" || interceptor.onProxyDown !== undefined) && { onProxyDown: interceptor.onProxyDown ?? "drop" }),
+    enabled: interceptor.enabled ?? true,
+    ...(interceptor.description !== undefined && { description: interceptor.description }),
+  };
+  problems.push(...rewriteProblems(rule, interceptor.originalPorts !== undefined));
+  return { rule, problems };
+}
+
+/** The normal form of an interceptor that validated (or, in tests, is known good); throws otherwise. */
+export function toRule(interceptor: Interceptor, index: number): Rule {
+  const { rule, problems } = readRule(interceptor, index);
+  if (!rule) throw new Error(`interceptors[${index}] is not a valid rule: ${problems.map((problem) => problem.message).join("; ")}`);
+  return rule;
+}
+
+/** Steer is TCP only; onProxyDown has a meaning only where a proxy is looked up (steer). */
+function strategyProblems(protocol: Rule["protocol"], strategy: Rule["strategy"], onProxyDown: Interceptor["onProxyDown"]): SelectorProblem[] {
+  const problems: SelectorProblem[] = [];
+  if (strategy === "steer" && protocol !== "tcp") {
+    problems.push({ field: "strategy", part: "key", code: "rule/steer-not-tcp", message: `strategy "steer" is for tcp rules only: a ${protocol} rule rewrites (remove strategy, or set it to "rewrite")` });
+  }
+  if (strategy === "rewrite" && onProxyDown !== undefined) {
+    problems.push({ field: "onProxyDown", part: "key", code: "rule/proxy-down-on-rewrite", message: `onProxyDown applies to steer rules only: a rewrite rule looks up no proxy that could be down${protocol === "tcp" ? ` (remove it, or set strategy: "steer")` : ""}` });
+  }
+  return problems;
+}
+
+/**
+ * A rewrite rule gives replies leaving from its port the port the client
+ * asked for; with several ports selected it could not know which.
+ */
+function rewriteProblems(rule: Rule, writtenAsList: boolean): SelectorProblem[] {
+  if (rule.strategy !== "rewrite") return [];
+  const ports = selectedPorts(rule);
+  const count = ports.reduce((sum, range) => sum + range.last - range.first + 1, 0);
+  if (count <= 1) return [];
+  const shown = ports.length > 3 ? `${ports.slice(0, 3).map(portRangeText).join(", ")}, …` : ports.map(portRangeText).join(", ");
+  return [{
+    field: writtenAsList ? "originalPorts" : "originalPort", part: "key", code: "rule/rewrite-many-ports",
+    message: `a rewrite rule must select one port, and this one selects ${count} (${shown}): replies leaving from port ${rule.port} could not be given back the port each client asked for${rule.protocol === "tcp" ? TRY_STEER : " (write one udp rule per port)"}`,
+  }];
+}
+
 type At = (code: DiagnosticCode, rule: Rule, field: string, message: string, note?: { rule: Rule; field: string; message: string }) => void;
 
 /**
- * Checks the schema cannot express, within one policy. @rules are the
- * policy's rules that passed the schema; each problem points at the later
- * rule, with a note at the earlier one.
+ * Checks between the rules of one policy. @rules are the policy's rules
+ * that were read without problems; each problem points at the later rule,
+ * with a note at the earlier one.
  *
- * Strategies: steer is TCP only, and onProxyDown belongs to steer rules.
+ * A packet may match one rule only (findOverlaps: the message names a
+ * packet both would match).
  *
  * Rewrite rules must be reversible, so the egress rewrite knows which
  * originalPort a reply belongs to: no two rewrite rules share a target
- * port, and a rewrite rule's port is no other rule's originalPort (no
+ * port, and a rewrite rule's port is none of another rule's ports (no
  * chains; with a steer rule there, the rewrite of replies leaving from
  * that port would also hit the steered connections, whose local port it
  * is).
@@ -30,25 +99,21 @@ type At = (code: DiagnosticCode, rule: Rule, field: string, message: string, not
  */
 export function checkRules(loaded: LoadedPolicy, rules: Rule[]): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
-  const place = (rule: Rule, field: string) => loaded.sourceMap.locate(`/interceptors/${rule.index}/${field}`, "key");
+  const place = (rule: Rule, field: string) => loaded.sourceMap.locate(`/interceptors/${rule.index}/${field === "ports" ? portsField(loaded, rule) : field}`, "key");
   const at: At = (code, rule, field, message, note) =>
     diagnostics.push(diagnosticAt(code, place(rule, field), message, note ? { notes: [{ ...place(note.rule, note.field), message: note.message }] } : {}));
-  const byOriginal = new Map<string, Rule>();
-  const rewriteByTarget = new Map<string, Rule>();
-  for (const rule of rules) {
-    checkStrategy(rule, at);
-    if (rule.port === rule.originalPort) {
-      at("rule/same-port", rule, "port", `port ${rule.port} is the same as originalPort: the rule would do nothing`);
-    }
-    const original = `${rule.protocol}/${rule.originalPort}`;
-    const earlier = byOriginal.get(original);
-    if (earlier) {
-      at("rule/duplicate-original-port", rule, "originalPort", `${rule.protocol} originalPort ${rule.originalPort} is already intercepted by interceptors[${earlier.index}]`,
-        { rule: earlier, field: "originalPort", message: `first intercepted here, by interceptors[${earlier.index}]` });
+  for (const overlap of findOverlaps(rules)) {
+    const { earlier, later } = overlap;
+    if (overlap.samePort !== undefined) {
+      at("rule/duplicate-original-port", later, "ports", `${later.protocol} originalPort ${overlap.samePort} is already intercepted by interceptors[${earlier.index}]`,
+        { rule: earlier, field: "ports", message: `first intercepted here, by interceptors[${earlier.index}]` });
     } else {
-      byOriginal.set(original, rule);
+      at("rule/overlap", later, "ports", `interceptors[${later.index}] overlaps interceptors[${earlier.index}]: ${overlap.packet} would match both; a packet may match one rule only (leave it out of one of them: exceptPorts, exceptSources)`,
+        { rule: earlier, field: "ports", message: `interceptors[${earlier.index}] matches it here` });
     }
-    if (rule.strategy !== "rewrite") continue;
+  }
+  const rewriteByTarget = new Map<string, Rule>();
+  for (const rule of rules.filter((r) => r.strategy === "rewrite")) {
     const target = `${rule.protocol}/${rule.port}`;
     const sharing = rewriteByTarget.get(target);
     if (sharing) {
@@ -57,26 +122,22 @@ export function checkRules(loaded: LoadedPolicy, rules: Rule[]): Diagnostic[] {
     } else {
       rewriteByTarget.set(target, rule);
     }
-  }
-  for (const rule of rules) {
-    if (rule.strategy !== "rewrite") continue;
-    const chained = byOriginal.get(`${rule.protocol}/${rule.port}`);
-    if (chained && chained !== rule) {
-      at("rule/chain", rule, "port", `${rule.protocol} port ${rule.port} is the originalPort of interceptors[${chained.index}]: a rewrite rule may not chain${rule.protocol === "tcp" ? TRY_STEER : ""}`,
-        { rule: chained, field: "originalPort", message: `interceptors[${chained.index}] intercepts it here` });
+    const port = [{ first: BigInt(rule.port), last: BigInt(rule.port) }];
+    const chained = rules.find((other) => other !== rule && other.protocol === rule.protocol && overlaps(selectedPortSet(other), port));
+    if (chained) {
+      const single = portsField(loaded, chained) === "originalPort";
+      const whose = single ? `the originalPort of interceptors[${chained.index}]` : `one of the ports of interceptors[${chained.index}]`;
+      at("rule/chain", rule, "port", `${rule.protocol} port ${rule.port} is ${whose}: a rewrite rule may not chain${rule.protocol === "tcp" ? TRY_STEER : ""}`,
+        { rule: chained, field: "ports", message: `interceptors[${chained.index}] intercepts it here` });
     }
   }
   return diagnostics;
 }
 
-/** Steer is TCP only; onProxyDown has a meaning only where a proxy is looked up (steer). */
-function checkStrategy(rule: Rule, at: At): void {
-  if (rule.strategy === "steer" && rule.protocol !== "tcp") {
-    at("rule/steer-not-tcp", rule, "strategy", `strategy "steer" is for tcp rules only: a ${rule.protocol} rule rewrites (remove strategy, or set it to "rewrite")`);
-  }
-  if (rule.strategy === "rewrite" && rule.onProxyDown !== undefined) {
-    at("rule/proxy-down-on-rewrite", rule, "onProxyDown", `onProxyDown applies to steer rules only: a rewrite rule looks up no proxy that could be down${rule.protocol === "tcp" ? ` (remove it, or set strategy: "steer")` : ""}`);
-  }
+/** Where a rule's ports are written: originalPort, or originalPorts. */
+function portsField(loaded: LoadedPolicy, rule: Rule): "originalPort" | "originalPorts" {
+  const interceptors = (loaded.value as { interceptors?: Partial<Interceptor>[] }).interceptors;
+  return interceptors?.[rule.index]?.originalPorts !== undefined ? "originalPorts" : "originalPort";
 }
 
 /**

@@ -11,7 +11,8 @@ import { compilePolicies } from "../../src/compile/index.js";
 import { loadVersion, readVersionCounters, writeRule } from "../../src/datapath/kernel.js";
 import type { Hook, RuleCounters, VersionRef } from "../../src/datapath/types.js";
 import { ensureBpffs, PIN_ROOT, PinLayout } from "../../src/kernel/pins.js";
-import type { ValidPolicy } from "../../src/validate/index.js";
+import type { Interceptor } from "../../src/api.js";
+import { toRule, type ValidPolicy } from "../../src/validate/index.js";
 import { testRun, type TestRun } from "../../lab/bpf.js";
 
 export class LoadedProgram {
@@ -28,7 +29,12 @@ export class LoadedProgram {
     const root = path.join(PIN_ROOT, `test-${randomBytes(4).toString("hex")}`);
     const pins = new PinLayout("ns0", root);
     const ref = { policy: policy.name, version: built.contentHash.slice(0, 16) };
-    await loadVersion(pins, { ref, contentHash: built.contentHash, objectPath: built.objectPath, hooks: compiled!.hooks, enabled: policy.rules.map((rule) => rule.enabled) });
+    try {
+      await loadVersion(pins, { ref, contentHash: built.contentHash, objectPath: built.objectPath, hooks: compiled!.hooks, enabled: policy.rules.map((rule) => rule.enabled), prefixes: compiled!.prefixes });
+    } catch (error) {
+      await rm(root, { recursive: true, force: true }); // a program the verifier refused leaves no directory behind
+      throw error;
+    }
     return new LoadedProgram(pins, ref, root);
   }
 
@@ -54,26 +60,12 @@ export class LoadedProgram {
   }
 }
 
-/** A ValidPolicy for tests, with the defaults validation would fill in. */
-export function testPolicy(name: string, rules: readonly Partial<ValidPolicy["rules"][number]>[]): ValidPolicy {
+/** A ValidPolicy for tests: @interceptors read as validation reads them (toRule), unchecked across rules. */
+export function testPolicy(name: string, interceptors: readonly Interceptor[]): ValidPolicy {
   return {
     name,
     file: `${name}.yaml`,
     interfaces: { include: null, exclude: [] },
-    rules: rules.map((rule, index) => {
-      const protocol = rule.protocol ?? "tcp";
-      const strategy = rule.strategy ?? (protocol === "tcp" ? "steer" : "rewrite");
-      return {
-        index,
-        originalPort: 0,
-        port: 0,
-        protocol,
-        family: "any",
-        strategy,
-        ...(strategy === "steer" && { onProxyDown: "drop" as const }),
-        enabled: true,
-        ...rule,
-      };
-    }),
+    rules: interceptors.map((interceptor, index) => toRule(interceptor, index)),
   };
 }

@@ -3,7 +3,8 @@ import { createHash } from "node:crypto";
 import { compilePolicies } from "../../src/compile/index.js";
 import { versionOf } from "../../src/datapath/types.js";
 import type { DesiredPolicy } from "../../src/reconcile/index.js";
-import type { ValidPolicy } from "../../src/validate/index.js";
+import type { Interceptor, PortItem } from "../../src/api.js";
+import { cidrText, singleOriginalPort, type PortRange, type Rule, type ValidPolicy } from "../../src/validate/index.js";
 import { testPolicy } from "./bpf.js";
 
 /** @policy as reconcile carries it; the content hash is the source's (the real one adds clang's version). */
@@ -11,7 +12,7 @@ export function desired(policy: ValidPolicy): DesiredPolicy {
   const [compiled] = compilePolicies([policy]);
   const contentHash = createHash("sha256").update(compiled!.source).digest("hex");
   return {
-    definition: { name: policy.name, interceptors: policy.rules.map(({ originalPort, port, protocol, family, enabled }) => ({ originalPort, port, protocol, family, enabled })) },
+    definition: { name: policy.name, interceptors: policy.rules.map(interceptorOf) },
     policy,
     compiled: compiled!,
     contentHash,
@@ -23,4 +24,22 @@ export function desired(policy: ValidPolicy): DesiredPolicy {
 /** A desired policy from rules, with test defaults filled in. */
 export function desiredPolicy(name: string, rules: Parameters<typeof testPolicy>[1], interfaces?: ValidPolicy["interfaces"]): DesiredPolicy {
   return desired({ ...testPolicy(name, rules), ...(interfaces && { interfaces }) });
+}
+
+/** A rule as a policy file would write it (what a saved plan stores, validated again when applied). */
+function interceptorOf(rule: Rule): Interceptor {
+  const item = ({ first, last }: PortRange): PortItem => (first === last ? first : `${first}-${last}`);
+  const single = singleOriginalPort(rule);
+  const lists = {
+    ...(rule.sources.length > 0 && { sources: rule.sources.map(cidrText) }),
+    ...(rule.exceptSources.length > 0 && { exceptSources: rule.exceptSources.map(cidrText) }),
+    ...(rule.destinations.length > 0 && { destinations: rule.destinations.map(cidrText) }),
+  };
+  return {
+    ...(single !== undefined ? { originalPort: single } : { originalPorts: rule.originalPorts.map(item), exceptPorts: rule.exceptPorts.map(item) }),
+    ...lists,
+    port: rule.port, protocol: rule.protocol, family: rule.family, strategy: rule.strategy,
+    ...(rule.onProxyDown && { onProxyDown: rule.onProxyDown }),
+    enabled: rule.enabled,
+  };
 }

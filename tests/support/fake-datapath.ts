@@ -10,6 +10,7 @@
  */
 import { describeVersion, HOOKS, sameVersion, type Counter, type Datapath, type DatapathOperation, type Hook, type LinkRef, type ObservedLink, type ObservedProgram, type ObservedState, type ProgramLoad, type RuleCounters, type VersionRef } from "../../src/datapath/types.js";
 import { COUNTER_SLOTS, type CounterSlot } from "../../src/compile/counters.js";
+import type { PrefixEntry } from "../../src/compile/match.js";
 import type { NetworkNamespace } from "../../src/kernel/exec.js";
 
 interface FakeLink {
@@ -27,6 +28,8 @@ interface FakeVersion {
   programIds: Partial<Record<Hook, number>>;
   enabled: boolean[];
   counters: RuleCounters[];
+  /** What the version's prefix tries hold, written with the rule switches. */
+  prefixes: PrefixEntry[];
 }
 
 /** The kernel's state as plain data, for exact before/after comparisons. */
@@ -118,7 +121,8 @@ export class FakeDatapath implements Datapath {
 
   /**
    * Two kernel operations, as bpftool makes them: the programs and maps are
-   * pinned, then the rule switches and (last) the content hash are written.
+   * pinned, then the rule switches, the prefix tries and (last) the content
+   * hash are written.
    * A crash between them leaves an incomplete version.
    */
   async loadProgram(load: ProgramLoad): Promise<void> {
@@ -126,13 +130,13 @@ export class FakeDatapath implements Datapath {
       this.versions = this.versions.filter((v) => !sameVersion(v.ref, load.ref)); // a half-loaded one is replaced
       const programIds: Partial<Record<Hook, number>> = {};
       for (const hook of load.hooks) programIds[hook] = this.nextProgramId++;
-      this.versions.push({ ref: load.ref, contentHash: null, programIds, enabled: load.enabled.map(() => false), counters: [] });
+      this.versions.push({ ref: load.ref, contentHash: null, programIds, enabled: load.enabled.map(() => false), counters: [], prefixes: [] });
     });
     try {
       await this.mutate({ op: "loadProgram", load }, () => {
         const version = this.version(load.ref);
         const zero = () => Object.fromEntries(COUNTER_SLOTS.map((slot) => [slot, { packets: 0, bytes: 0 }])) as RuleCounters;
-        Object.assign(version, { contentHash: load.contentHash, enabled: [...load.enabled], counters: load.enabled.map(zero) });
+        Object.assign(version, { contentHash: load.contentHash, enabled: [...load.enabled], counters: load.enabled.map(zero), prefixes: structuredClone(load.prefixes) });
       });
     } catch (error) {
       // As the real datapath does, a failed load removes what it pinned (unless the process is gone).
@@ -145,7 +149,7 @@ export class FakeDatapath implements Datapath {
   leaveIncompleteVersion(ref: VersionRef, hooks: Hook[] = [...HOOKS]): void {
     const programIds: Partial<Record<Hook, number>> = {};
     for (const hook of hooks) programIds[hook] = this.nextProgramId++;
-    this.versions.push({ ref, contentHash: null, programIds, enabled: [], counters: [] });
+    this.versions.push({ ref, contentHash: null, programIds, enabled: [], counters: [], prefixes: [] });
   }
 
   async unloadProgram(ref: VersionRef): Promise<void> {

@@ -19,7 +19,7 @@ const MARKER = "<!-- plan example: produced by tests/unit/docs.test.ts (npm run 
 async function planFrom(live: DesiredPolicy[], wanted: DesiredPolicy[], links: string[]): Promise<string> {
   const fake = new FakeDatapath({ name: "edge" });
   for (const link of links) fake.addLink(link);
-  await executePlan(makePlan(live, await fake.observe()), fake, { objectFor: (hash) => `${hash}.o` });
+  await executePlan(makePlan(live, await fake.observe()), fake, { objectFor: (hash) => ({ objectPath: `${hash}.o`, prefixes: [] }) });
   return renderPlan(makePlan(wanted, await fake.observe()), { colour: false });
 }
 

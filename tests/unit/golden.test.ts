@@ -78,11 +78,11 @@ test(`up to ${SWITCH_LIMIT} rules match with a switch, above with lookup tables`
   const rules = (count: number) => Array.from({ length: count }, (_, i) => ({ originalPort: 10_000 + i, port: 20_000 + i }));
   const strategyOf = (count: number) => {
     const [compiled] = compilePolicies([testPolicy(`rules_${count}`, rules(count))]);
-    return /Matching strategy: (switch|tables)/.exec(compiled!.source)?.[1];
+    return /^ \* Ports: (switch|lookup tables)/m.exec(compiled!.source)?.[1];
   };
   assert.equal(strategyOf(1), "switch");
   assert.equal(strategyOf(SWITCH_LIMIT), "switch");
-  assert.equal(strategyOf(SWITCH_LIMIT + 1), "tables");
+  assert.equal(strategyOf(SWITCH_LIMIT + 1), "lookup tables");
   const [forced] = compilePolicies([testPolicy("forced", rules(2))], "table");
-  assert.match(forced!.source, /static const __u16 ingress_rule_by_port\[2\]\[65536\]/, "a forced strategy is honoured");
+  assert.match(forced!.source, /static const __u16 ingress_group_by_port\[2\]\[65536\]/, "a forced strategy is honoured");
 });

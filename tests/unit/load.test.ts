@@ -85,7 +85,10 @@ test("validation fills defaults and names the policy after its file", async () =
     name: "my_proxy",
     file: path.relative(process.cwd(), file).startsWith("..") ? file : path.relative(process.cwd(), file),
     interfaces: { include: null, exclude: [] },
-    rules: [{ index: 0, originalPort: 8000, port: 9000, protocol: "tcp", family: "any", strategy: "steer", onProxyDown: "drop", enabled: true }],
+    rules: [{
+      index: 0, originalPorts: [{ first: 8000, last: 8000 }], exceptPorts: [], sources: [], exceptSources: [], destinations: [],
+      port: 9000, protocol: "tcp", family: "any", strategy: "steer", onProxyDown: "drop", enabled: true,
+    }],
   });
 });
 

@@ -7,7 +7,7 @@ import { desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
 
 const demo = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite", enabled: false }]);
-const noObjects = { objectFor: () => "demo.bpf.o" };
+const noObjects = { objectFor: () => ({ objectPath: "demo.bpf.o", prefixes: [] }) };
 
 async function kernel(...links: string[]): Promise<FakeDatapath> {
   const fake = new FakeDatapath();

@@ -12,7 +12,7 @@ import { inspect } from "../../src/reconcile/inspect.js";
 import { desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
 
-const objects = { objectFor: (hash: string) => `${hash}.bpf.o` };
+const objects = { objectFor: (hash: string) => ({ objectPath: `${hash}.bpf.o`, prefixes: [] }) };
 const demo = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }]);
 const grown = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }, { originalPort: 7000, port: 7100, strategy: "rewrite" }]);
 const disabled = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite", enabled: false }, { originalPort: 8443, port: 9443, strategy: "rewrite" }]);
@@ -253,7 +253,7 @@ describe("status", () => {
     fake.count(demo.program, 0, "steered", { packets: 5, bytes: 300 });
     const report = await inspect(fake, [demo]);
     assert.deepEqual(report.programs[0]!.rules[0]!.counters?.steered, { packets: 5, bytes: 300 });
-    assert.equal(report.programs[0]!.rules[0]!.rule?.originalPort, 8000, "named from the policy with the same content hash");
+    assert.deepEqual(report.programs[0]!.rules[0]!.rule?.originalPorts, [{ first: 8000, last: 8000 }], "named from the policy with the same content hash");
     fake.countersUnreadable = "bpftool: map dump failed";
     const unreadable = await inspect(fake, [demo]);
     assert.equal(unreadable.programs[0]!.countersError, "bpftool: map dump failed");

@@ -12,7 +12,7 @@ import { executePlan, makePlan, type DesiredPolicy } from "../../src/reconcile/i
 import { desiredPolicy } from "../support/desired.js";
 import { FakeDatapath, type FakeKernelState } from "../support/fake-datapath.js";
 
-const objects = { objectFor: (hash: string) => `${hash}.bpf.o` };
+const objects = { objectFor: (hash: string) => ({ objectPath: `${hash}.bpf.o`, prefixes: [] }) };
 
 async function apply(fake: FakeDatapath, desired: DesiredPolicy[]) {
   return executePlan(makePlan(desired, await fake.observe()), fake, objects);
@@ -80,7 +80,7 @@ test("a half-switched link is named in status and switched whole by plan", async
   const old = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }]);
   const next = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }]);
   await apply(fake, [old]);
-  await fake.loadProgram({ ref: next.program, contentHash: next.contentHash, objectPath: "x.o", hooks: next.hooks, enabled: [true, true] });
+  await fake.loadProgram({ ref: next.program, contentHash: next.contentHash, objectPath: "x.o", hooks: next.hooks, enabled: [true, true], prefixes: [] });
   await fake.attachFilters({ ifindex: 2, name: "eth0" }, next.program, ["egress"]); // then the process died
   const observed = await fake.observe();
   const [drift] = findDrift(observed);

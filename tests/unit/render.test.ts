@@ -40,8 +40,27 @@ describe("the renderer refuses values the C must not carry", () => {
     });
   }
 
-  test("an originalPort out of range", () => {
-    assertRefused(tampered("originalPort", 65536), /interceptors\[1\]\.originalPort is 65536, not an integer 1–65535$/);
+  test("port ranges out of range, backwards, or not ranges at all", () => {
+    assertRefused(tampered("originalPorts", [{ first: 8000, last: 65536 }]), /interceptors\[1\]\.originalPorts\[0\] is an object, not a range \{ first, last \} of ports 1–65535, first ≤ last$/);
+    assertRefused(tampered("originalPorts", [{ first: 9100, last: 9000 }]), /interceptors\[1\]\.originalPorts\[0\] is an object, not a range/);
+    assertRefused(tampered("exceptPorts", [{ first: "22 */ #warning", last: 22 }]), /interceptors\[1\]\.exceptPorts\[0\] is an object, not a range/);
+    assertRefused(tampered("originalPorts", "*"), /interceptors\[1\]\.originalPorts is "\*", not a list of port ranges$/);
+    assertRefused(tampered("exceptPorts", undefined), /interceptors\[1\]\.exceptPorts is missing, not a list of port ranges$/);
+  });
+
+  test("CIDRs that are not networks in canonical form: comments print them", () => {
+    const cidr = (address: unknown, prefixLength: unknown, family: unknown = "ipv4") => [{ family, address, prefixLength }];
+    for (const [field, value] of [
+      ["sources", cidr("10.1.2.3", 8)],                      // host bits set
+      ["sources", cidr("10.0.0.0", 33)],                     // prefix too long
+      ["exceptSources", cidr("FD00::", 8, "ipv6")],          // not canonical text
+      ["destinations", cidr("10.0.0.0", 8, "ipv6")],         // wrong family
+      ["destinations", cidr("10.0.0.0 */ #warning x", 8)],   // C text in a comment
+      ["sources", ["10.0.0.0/8"]],                           // text, not a network
+    ] as const) {
+      assertRefused(tampered(field, value), new RegExp(`interceptors\\[1\\]\\.${field}\\[0\\] is .*, not a network \\{ family, address, prefixLength \\} in canonical form$`));
+    }
+    assertRefused(tampered("destinations", null), /interceptors\[1\]\.destinations is null, not a list of CIDRs$/);
   });
 
   test("an unknown protocol or family", () => {
@@ -71,6 +90,9 @@ describe("the renderer refuses values the C must not carry", () => {
   test("a valid policy renders", () => {
     const [compiled] = compilePolicies([tampered("port", 9443)]);
     assert.match(compiled!.source, /__bpf_constant_htons\(9443\)/);
+    const cidrs = tampered("sources", [{ family: "ipv6", address: "fd00::", prefixLength: 8 }]);
+    cidrs.rules[1]!.family = "ipv6";
+    assert.match(compilePolicies([cidrs])[0]!.source, /\/\* fd00::\/8 \*\//);
   });
 });
 

@@ -29,17 +29,27 @@ function schemaShape(schema: { properties: Record<string, SchemaNode>; required?
   return shape;
 }
 
-interface SchemaNode { type?: string; enum?: string[]; $ref?: string; items?: SchemaNode }
+interface SchemaNode { type?: string | string[]; enum?: string[]; $ref?: string; items?: SchemaNode; pattern?: string; minimum?: number; maximum?: number }
+
+/** The type alias of src/api.ts each shared definition is written as. */
+const ALIASES: Record<string, string> = {
+  "#/$defs/port": "Port",
+  "#/$defs/portItem": "PortItem",
+  "#/$defs/portSelector": "PortSelector",
+  "#/$defs/cidr": "Cidr",
+  "#/$defs/interceptor": "Interceptor",
+};
 
 /** The TypeScript spelling of a schema node, as src/api.ts writes it. */
 function schemaType(node: SchemaNode): string {
   if (node.enum) return node.enum.map((v) => JSON.stringify(v)).join(" | ");
-  if (node.$ref === "#/$defs/port") return "Port";
-  if (node.$ref === "#/$defs/interceptor") return "Interceptor";
+  if (node.$ref === "#/$defs/portList") return "PortItem[]";
+  if (node.$ref === "#/$defs/cidrList") return "Cidr[]";
+  if (node.$ref) return ALIASES[node.$ref]!;
   if (node.type === "array") return `${schemaType(node.items!)}[]`;
   if (node.type === "object") return "InterfaceSelector";
   if (node.type === "integer") return "number";
-  return node.type!;
+  return String(node.type);
 }
 
 test("Policy matches the schema's root", () => {
@@ -65,4 +75,39 @@ test("the rule strategy fields are in both, with their values", () => {
 
 test("Port matches the schema's port", () => {
   assert.deepEqual(policySchema.$defs.port, { type: "integer", minimum: 1, maximum: 65535 });
+});
+
+/** The TypeScript spelling of a definition's own node, for the aliases of src/api.ts. */
+function aliasType(node: SchemaNode): string {
+  const types = Array.isArray(node.type) ? node.type : [node.type!];
+  return types.map((type) => {
+    if (type === "integer") {
+      assert.deepEqual([node.minimum, node.maximum], [1, 65535], "integers here are ports");
+      return "Port";
+    }
+    if (type === "array") return `readonly ${schemaType(node.items!)}[]`;
+    if (node.pattern === "^\\*$") return '"*"';
+    if (node.pattern === "^[0-9]{1,5}-[0-9]{1,5}$") return "PortRange";
+    return type!;
+  }).join(" | ");
+}
+
+function typeAlias(name: string): string {
+  const project = new Project({ skipAddingFilesFromTsConfig: true });
+  return project.addSourceFileAtPath("src/api.ts").getTypeAliasOrThrow(name).getTypeNode()!.getText();
+}
+
+test("the selector types match the schema's definitions", () => {
+  assert.equal(typeAlias("PortItem"), aliasType(policySchema.$defs.portItem));
+  assert.equal(typeAlias("PortSelector"), aliasType(policySchema.$defs.portSelector));
+  assert.equal(typeAlias("Cidr"), aliasType(policySchema.$defs.cidr));
+  assert.equal(typeAlias("PortRange"), "`${number}-${number}`", "a range is two numbers and a dash, as the schema's pattern");
+  assert.equal(policySchema.$defs.portList.items.$ref, "#/$defs/portItem");
+  assert.equal(policySchema.$defs.cidrList.items.$ref, "#/$defs/cidr");
+});
+
+test("exactly one of originalPort and originalPorts is required: the schema requires neither, validation one", () => {
+  assert.deepEqual(policySchema.$defs.interceptor.required, ["port"]);
+  const types = typeShape("Interceptor");
+  assert.equal(types.originalPort!.optional && types.originalPorts!.optional, true);
 });

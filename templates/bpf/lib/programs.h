@@ -13,7 +13,7 @@
  * one whose 4-tuple is in TIME_WAIT goes round the device's ingress again
  * (TC_ACT_REDIRECT) behind the reset that ends the TIME_WAIT (timewait.h).
  *
- * The policy block defines RULE_COUNT, POLICY_REWRITES, POLICY_STEERS,
+ * The policy blocks define RULE_COUNT, POLICY_REWRITES, POLICY_STEERS,
  * match_ingress and (when it rewrites) match_egress before this header. */
 #ifndef INTERCEPT_PROGRAMS_H
 #define INTERCEPT_PROGRAMS_H
@@ -58,7 +58,7 @@ int intercept_ingress(struct __sk_buff *skb)
 
 	if (parse_packet(skb, &pkt) != PARSE_OK)
 		return TC_ACT_UNSPEC;
-	switch (match_ingress(&pkt, &match)) {
+	switch (match_ingress(skb, &pkt, &match)) {
 #if POLICY_REWRITES
 	case MATCH_REWRITE:
 		rewrite(skb, &pkt, &match, PORT_DESTINATION, COUNTER_REWRITTEN_INGRESS);
@@ -82,7 +82,7 @@ int intercept_egress(struct __sk_buff *skb)
 
 	if (parse_packet(skb, &pkt) != PARSE_OK)
 		return TC_ACT_UNSPEC;
-	if (match_egress(&pkt, &match) == MATCH_REWRITE)
+	if (match_egress(skb, &pkt, &match) == MATCH_REWRITE)
 		rewrite(skb, &pkt, &match, PORT_SOURCE, COUNTER_REWRITTEN_EGRESS);
 	return TC_ACT_UNSPEC;
 }
