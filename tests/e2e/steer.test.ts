@@ -300,18 +300,19 @@ describe("while a steer policy is active", { concurrency: false }, () => {
       return Number(rules[0]!.trim().split(/\s+/)[0]);
     }
 
-    test("load: 5 s of wrk with Connection: close, 50 connections from a narrow port range: no error, tuples recycled", async () => {
+    test("load: 6 s of wrk with Connection: close, 50 connections from a narrow port range: no error, tuples recycled", async () => {
       // Linux hands a client successive ports towards one destination, so a port comes round
-      // again only after the whole range: with 1,000 ports it does within the first second.
-      // wrk often closes first itself, and the client's own TIME_WAITs would exhaust so few
-      // ports: tcp_tw_reuse = 1 lets it reuse them, as bench:e2e does.
+      // again only after the whole range: with 6,000 ports it does within the run at any rate
+      // above 1,000 connections a second. wrk often closes first itself, and the client's own
+      // TIME_WAITs would exhaust the range: tcp_tw_reuse = 1 lets it reuse them, once they are
+      // a second old (so the range must not come round faster than that).
       const client = lab.runInClient.bind(lab);
       const saved = await Promise.all(["net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse"].map(async (key) =>
         `${key}=${String((await client(["sysctl", "-n", key])).stdout).trim().replace(/\s+/, " ")}`));
-      await sysctl(client, "net.ipv4.ip_local_port_range=50000 50999", "net.ipv4.tcp_tw_reuse=1");
+      await sysctl(client, "net.ipv4.ip_local_port_range=50000 55999", "net.ipv4.tcp_tw_reuse=1");
       try {
         const before = await counters(rule.http);
-        const wrk = await lab.runInClient(["wrk", "-t1", "-c50", "-d5s", "-H", "Connection: close", `http://${SERVER_ADDRESS}:8006/`]);
+        const wrk = await lab.runInClient(["wrk", "-t1", "-c50", "-d6s", "-H", "Connection: close", `http://${SERVER_ADDRESS}:8006/`]);
         assert.equal(wrk.exitCode, 0, String(wrk.stderr));
         const result = parseWrk(String(wrk.stdout));
         const afterwards = await counters(rule.http);
