@@ -25,6 +25,11 @@ export const COUNTER_SLOTS = [
    * dropped or passed as onProxyDown says.
    */
   "timeWait",
+  /**
+   * Outbound rules: connect() calls sent to the local proxy — one per
+   * connection (bytes: always 0, nothing is counted per packet).
+   */
+  "redirected",
 ] as const;
 
 export type CounterSlot = (typeof COUNTER_SLOTS)[number];

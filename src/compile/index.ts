@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import type { Hook } from "../datapath/types.js";
+import { CGROUP_HOOKS, type CgroupHook, type Hook } from "../datapath/types.js";
 import type { ValidPolicy } from "../validate/index.js";
+import { attachesToLinks } from "../validate/outbound.js";
 import { renderPolicySource, type MatchStrategy } from "./render.js";
 
 export const GENERATED_DIR = "generated";
@@ -20,6 +21,8 @@ export interface CompiledPolicy {
    * egress only when some rule rewrites (steer needs no reply rewrite).
    */
   hooks: Hook[];
+  /** The cgroup programs the object holds: all of them for a policy with an outbound section, else none. */
+  cgroupHooks: CgroupHook[];
 }
 
 /** Stage 3: renders each policy's specialised C. Pure: writes nothing. @strategy: by size unless forced. */
@@ -32,12 +35,17 @@ export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrateg
       source,
       sourceHash: createHash("sha256").update(source).digest("hex"),
       hooks: programHooks(policy),
+      cgroupHooks: policy.outbound ? [...CGROUP_HOOKS] : [],
     };
   });
 }
 
-/** The hooks @policy's program has: the template compiles intercept_egress only under POLICY_REWRITES. */
+/**
+ * The hooks @policy's program has: the template compiles intercept_egress only
+ * under POLICY_REWRITES, and an outbound-only policy has no tc program at all.
+ */
 export function programHooks(policy: ValidPolicy): Hook[] {
+  if (!attachesToLinks(policy)) return [];
   return policy.rules.some((rule) => rule.strategy === "rewrite") ? ["ingress", "egress"] : ["ingress"];
 }
 

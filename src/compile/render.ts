@@ -3,6 +3,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import Handlebars, { type HelperOptions } from "handlebars";
 import type { Rule, ValidPolicy } from "../validate/index.js";
+import { attachesToLinks } from "../validate/outbound.js";
+import { outboundContext } from "./outbound.js";
 import { assertRenderable } from "./renderable.js";
 
 export const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/bpf/", import.meta.url));
@@ -73,14 +75,18 @@ handlebars.registerHelper("familyConstant", constantFor(FAMILY_CONSTANT, "family
 handlebars.registerHelper("matchConstant", constantFor(MATCH_CONSTANT, "strategy"));
 handlebars.registerHelper("proxyDownConstant", constantFor(PROXY_DOWN_CONSTANT, "onProxyDown"));
 handlebars.registerHelper("eq", (a: unknown, b: unknown) => a === b);
+handlebars.registerHelper("hex32", (value: unknown) => {
+  if (!Number.isInteger(value) || (value as number) < 0 || (value as number) > 0xffffffff) throw new Error(`not a 32-bit constant: ${JSON.stringify(value)}`);
+  return `0x${(value as number).toString(16).padStart(8, "0")}`;
+});
 handlebars.registerHelper("include", (file: string, options: HelperOptions) => inlineHeader(file, options.data.inlined));
-for (const partial of ["match_cases", "match_switch", "match_table"]) {
+for (const partial of ["match_cases", "match_switch", "match_table", "outbound_policy"]) {
   handlebars.registerPartial(partial, readFileSync(path.join(TEMPLATE_DIR, `${partial}.hbs`), "utf8"));
 }
-const renderPolicy = handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, "policy.bpf.c.hbs"), "utf8"), {
-  noEscape: true,
-  strict: true,
-});
+const compileTemplate = (file: string) => handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, file), "utf8"), { noEscape: true, strict: true });
+const renderPolicy = compileTemplate("policy.bpf.c.hbs");
+/** A policy with an outbound section and no interceptors: its cgroup programs alone, no tc program. */
+const renderOutboundOnly = compileTemplate("outbound.bpf.c.hbs");
 
 /** `#include "x.h"` of a sibling lib header: resolved by inlineHeader, never left to clang. */
 const LOCAL_INCLUDE = /^#include "([^"]+)"$/gm;
@@ -115,9 +121,12 @@ export function renderPolicySource(policy: ValidPolicy, strategy?: MatchStrategy
   assertRenderable(policy);
   const table = (strategy ?? matchStrategy(policy.rules.length)) === "table";
   const rewriting = policy.rules.filter((rule) => rule.strategy === "rewrite");
+  const outbound = policy.outbound ? outboundContext(policy.outbound) : false;
   const context = {
     name: policy.name,
-    slots: Math.max(1, policy.rules.length),
+    // rule_state and rule_counters hold the interceptors, then the outbound rules.
+    slots: Math.max(1, policy.rules.length + (policy.outbound?.rules.length ?? 0)),
+    outbound,
     switchLimit: SWITCH_LIMIT,
     table,
     rewrites: rewriting.length > 0,
@@ -129,7 +138,8 @@ export function renderPolicySource(policy: ValidPolicy, strategy?: MatchStrategy
       ? { ingressTable: tableEntries(policy.rules, (rule) => rule.originalPort), egressTable: tableEntries(rewriting, (rule) => rule.port) }
       : { ingress: matchCases(policy.rules, (rule) => [rule.originalPort, rule.port]), egress: matchCases(rewriting, (rule) => [rule.port, rule.originalPort]) }),
   };
-  return renderPolicy(context, { data: { inlined: new Set<string>() } });
+  const render = attachesToLinks(policy) ? renderPolicy : renderOutboundOnly;
+  return render(context, { data: { inlined: new Set<string>() } });
 }
 
 /** Groups rules by the port a direction matches on, sorted so output is deterministic. */

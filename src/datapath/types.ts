@@ -7,6 +7,16 @@ export type Hook = "ingress" | "egress";
 export const HOOKS: readonly Hook[] = ["ingress", "egress"];
 
 /**
+ * The cgroup attach points of a policy's outbound programs (bpftool's
+ * cgroup_inet4_connect, cgroup_inet6_connect, cgroup_sock_ops,
+ * cgroup_getsockopt), in the order they are attached: the programs that
+ * tie and answer records first, the ones that start capturing last.
+ * Detached in reverse.
+ */
+export type CgroupHook = "sock_ops" | "getsockopt" | "connect4" | "connect6";
+export const CGROUP_HOOKS: readonly CgroupHook[] = ["sock_ops", "getsockopt", "connect4", "connect6"];
+
+/**
  * One loaded version of a policy's programs, named the way its pins are:
  * the policy, and the first 16 hex digits of its content hash. Plans and
  * saved plans carry only these names; the datapath derives every path from

@@ -175,7 +175,8 @@ enum counter_slot {
 	COUNTER_STEERED           = 2, /* SYN assigned to the proxy's listener: a connection */
 	COUNTER_PROXY_DOWN        = 3, /* SYN that found no listener (dropped or passed) */
 	COUNTER_TIME_WAIT         = 4, /* SYN whose 4-tuple is still in TIME_WAIT (dropped or passed) */
-	COUNTER_SLOTS             = 5,
+	COUNTER_REDIRECTED        = 5, /* outbound connect() sent to the local proxy: a connection */
+	COUNTER_SLOTS             = 6,
 };
 
 /* Packets and bytes of one rule's slot. Per-CPU, so counting needs no
