@@ -43,7 +43,13 @@ export type ErrorCode =
   /** The user lacks a privilege the command needs (root, or the capabilities it names). */
   | "privilege"
   /** `init` would overwrite a file that exists (and --force was not given). */
-  | "file-exists";
+  | "file-exists"
+  /** A policy's outbound section names a cgroup that does not exist (or was made again since the plan). */
+  | "cgroup-not-found"
+  /** A policy has an outbound section and no cgroup2 hierarchy is mounted. */
+  | "cgroup2-unavailable"
+  /** A cgroup path that is not one intercept accepts (a tampered saved plan): never joined to the mount. */
+  | "cgroup-path-refused";
 
 export class InterceptError extends Error {
   constructor(

@@ -4,10 +4,12 @@ import type { Plan, PlanSummary } from "../plan/model.js";
 import { executePlan, type ApplyEvent } from "./apply.js";
 import type { DesiredPolicy } from "./desired.js";
 import { makePlan } from "./plan.js";
+import { namedCgroups } from "./plan-cgroups.js";
 
 export { ApplyError, doneWord, executePlan, type ApplyEvent } from "./apply.js";
 export { compiledPolicies, desiredFrom, desiredState, loadDesired, validated, validPolicies, type DesiredPolicy } from "./desired.js";
 export { makePlan, selects } from "./plan.js";
+export { namedCgroups } from "./plan-cgroups.js";
 export { orderSteps, PHASES, type Step } from "./order.js";
 
 /**
@@ -27,7 +29,7 @@ export type ObjectSource = (desired: DesiredPolicy) => Promise<string>;
 
 /** observe → plan. */
 export async function planRun(desired: DesiredPolicy[], datapath: Datapath): Promise<PlannedRun> {
-  const observed = await datapath.observe();
+  const observed = await datapath.observe({ cgroups: namedCgroups(desired) });
   return { desired, observed, plan: makePlan(desired, observed) };
 }
 

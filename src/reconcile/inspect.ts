@@ -3,6 +3,7 @@ import { messageOf } from "../errors.js";
 import type { Rule } from "../validate/index.js";
 import type { DesiredPolicy } from "./desired.js";
 import { findDrift, type Drift } from "./drift.js";
+import { namedCgroups } from "./plan-cgroups.js";
 
 /** What `status` and the agent's metrics show: each live version with its rules and counters. */
 export interface StatusReport {
@@ -43,7 +44,7 @@ export interface LinkReport {
  * holds only rule indexes.
  */
 export async function inspect(datapath: Datapath, desired: DesiredPolicy[]): Promise<StatusReport> {
-  const observed = await datapath.observe();
+  const observed = await datapath.observe({ cgroups: namedCgroups(desired) });
   const programs = await Promise.all(observed.programs.map((program) => reportProgram(datapath, program, desired)));
   const links = observed.links
     .filter((link) => Object.keys(link.filters).length > 0)
