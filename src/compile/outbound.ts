@@ -24,6 +24,8 @@ export interface OutboundContext {
   marks: number[];
   exemptCgroups: number;
   cases: OutboundCase[];
+  /** Some rule is limited by cidrs: match_outbound compares addresses (lib/networks.h). */
+  matchesNetworks: boolean;
 }
 
 export function outboundContext(outbound: OutboundPolicy): OutboundContext {
@@ -33,6 +35,7 @@ export function outboundContext(outbound: OutboundPolicy): OutboundContext {
     marks: [...new Set(outbound.exempt.marks)].sort((a, b) => a - b),
     exemptCgroups: outbound.exempt.cgroups.length,
     cases: outboundCases(outbound.rules),
+    matchesNetworks: outbound.rules.some((rule) => rule.cidrs.length > 0),
   };
 }
 

@@ -5,14 +5,14 @@ import path from "node:path";
 import { COUNTER_SLOTS, counterKey } from "../compile/counters.js";
 import { CommandError, InterceptError } from "../errors.js";
 import { batch, createHashMap, deleteMapEntry, dumpMap, formattedEntries, hostBytes, loadAndPin, mapKeys, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
-import { attachedTo, attachedTree, attachToCgroup, cgroupDirectory, cgroupRoot, detachFromCgroup, statCgroup } from "../kernel/cgroups.js";
+import { attachedTree, attachToCgroup, cgroupDirectory, cgroupRoot, detachFromCgroup, statCgroup } from "../kernel/cgroups.js";
 import { runJson, type NetworkNamespace } from "../kernel/exec.js";
 import { listLinks } from "../kernel/links.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
 import { ensureBpffs, isPolicyName, isVersionName, listEntries, OUTBOUND_RECORD_MAPS, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
 import { addClsact, deleteClsact, deleteFilter, inOurSlot, isOurs, listLinkStates, replaceFilters } from "../kernel/tc.js";
-import { CGROUP_HOOKS, HOOKS, type CgroupAttachment, type CgroupHook, type CgroupIdentity, type CgroupRef, type Counter, type Datapath, type Hook, type LinkRef, type ObservedCgroup, type ObservedLink, type ObservedProgram, type ObservedState, type ObserveInterest, type ProgramLoad, type RuleCounters, type VersionRef } from "./types.js";
+import { CGROUP_HOOKS, HOOKS, type CgroupHook, type CgroupIdentity, type CgroupRef, type Counter, type Datapath, type Hook, type LinkRef, type ObservedCgroup, type ObservedLink, type ObservedProgram, type ObservedState, type ObserveInterest, type ProgramLoad, type RuleCounters, type VersionRef } from "./types.js";
 
 /** Entries of the owned-qdisc registry: far more links than a namespace has. */
 const QDISC_REGISTRY_ENTRIES = 4096;
@@ -63,24 +63,20 @@ export class KernelDatapath implements Datapath {
   }
 
   /**
-   * The cgroups running a program of ours, and those in @asked that exist.
-   * Where ours can run is found by walking the hierarchy (`bpftool cgroup
-   * tree`), which is skipped when no pinned version has cgroup programs:
-   * then nothing of ours can be attached anywhere (we detach before we unpin).
+   * The cgroups running a program of ours, and those in @asked that exist,
+   * with everything attached to them: one walk of the hierarchy (`bpftool
+   * cgroup tree`). Skipped when nothing is asked and no pinned version has
+   * cgroup programs: then nothing of ours can be attached anywhere (we
+   * detach before we unpin), and a policy without outbound pays nothing.
    */
   private async observeCgroups(programs: ObservedProgram[], asked: readonly string[]): Promise<ObservedCgroup[]> {
     const root = this.cgroupRoot;
-    if (root === null) return [];
     const ourIds = new Set(programs.flatMap((program) => Object.values(program.cgroupProgramIds)));
+    if (root === null || (ourIds.size === 0 && asked.length === 0)) return [];
     const existing = (await Promise.all(asked.map(async (relative) => ((await statCgroup(root, relative)) ? relative : undefined)))).filter((relative) => relative !== undefined);
-    let attached: Map<string, CgroupAttachment[]>;
-    if (ourIds.size > 0) {
-      attached = await attachedTree(root);
-      for (const [relative, list] of attached) if (!list.some((entry) => ourIds.has(entry.programId)) && !existing.includes(relative)) attached.delete(relative);
-      for (const relative of existing) if (!attached.has(relative)) attached.set(relative, []);
-    } else {
-      attached = await attachedTo(root, existing);
-    }
+    const attached = await attachedTree(root);
+    for (const [relative, list] of attached) if (!list.some((entry) => ourIds.has(entry.programId)) && !existing.includes(relative)) attached.delete(relative);
+    for (const relative of existing) if (!attached.has(relative)) attached.set(relative, []);
     const cgroups: ObservedCgroup[] = [];
     for (const [relative, list] of [...attached].sort(([a], [b]) => a.localeCompare(b))) {
       const identity = await statCgroup(root, relative);

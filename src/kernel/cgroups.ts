@@ -3,7 +3,6 @@ import path from "node:path";
 import { cgroupPathProblem } from "../cgroup-path.js";
 import type { CgroupAttachment, CgroupHook } from "../datapath/types.js";
 import { InterceptError, messageOf } from "../errors.js";
-import { batch } from "./bpftool.js";
 import { run, runJson } from "./exec.js";
 
 /** bpftool's names of the attach points of each cgroup hook. */
@@ -76,21 +75,6 @@ export async function attachedTree(root: string): Promise<Map<string, CgroupAtta
     byPath.set(relative, entry.programs.map(attachment));
   }
   return byPath;
-}
-
-/** The programs attached to each of @relatives (directly, not inherited), in one bpftool process. */
-export async function attachedTo(root: string, relatives: readonly string[]): Promise<Map<string, CgroupAttachment[]>> {
-  const result = new Map<string, CgroupAttachment[]>();
-  if (relatives.length === 0) return result;
-  // A cgroup path may hold spaces, which bpftool's batch format cannot carry: those are read one by one.
-  const plain = relatives.filter((relative) => !/\s/.test(relative));
-  const spaced = relatives.filter((relative) => /\s/.test(relative));
-  const outputs = await batch(plain.map((relative) => ["cgroup", "show", cgroupDirectory(root, relative)]), true);
-  plain.forEach((relative, index) => result.set(relative, ((outputs[index] ?? []) as BpftoolAttachment[]).map(attachment)));
-  for (const relative of spaced) {
-    result.set(relative, (await runJson<BpftoolAttachment[]>("bpftool", ["-j", "cgroup", "show", cgroupDirectory(root, relative)])).map(attachment));
-  }
-  return result;
 }
 
 /** Attaches the program pinned at @programPin beside the cgroup's others (BPF_F_ALLOW_MULTI). */

@@ -61,14 +61,6 @@ static __always_inline int address_is_ipv4(const struct address *addr)
 	return addr->word[0] == 0 && addr->word[1] == 0 && addr->word[2] == bpf_htonl(0x0000ffff);
 }
 
-/* word_matches — one 32-bit word of @addr against a network's word under
- * its mask (both host-order constants, as the policy block writes them).
- * A network is the conjunction of the words its prefix covers. */
-static __always_inline int word_matches(const struct address *addr, int word, __u32 network, __u32 mask)
-{
-	return (addr->word[word] & bpf_htonl(mask)) == bpf_htonl(network);
-}
-
 /* What match_outbound (the policy's outbound block) found for a connection. */
 enum outbound_match_result {
 	OUTBOUND_NONE    = 0, /* no rule captures it: it goes where it was sent */
