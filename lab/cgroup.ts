@@ -56,8 +56,11 @@ export class LabCgroup {
     return ["sh", ["-c", 'echo $$ > "$1" && shift && exec "$@"', "sh", path.join(this.directory(child), "cgroup.procs"), ...enter]];
   }
 
-  /** Starts a long-running process; resolves once it prints @ready; every line it prints goes to @lines. */
-  async start(child: string | undefined, netns: string, command: string[], ready: RegExp, lines?: (line: string) => void): Promise<void> {
+  /**
+   * Starts a long-running process; resolves once it prints @ready, with a
+   * way to stop it; every line it prints goes to @lines.
+   */
+  async start(child: string | undefined, netns: string, command: string[], ready: RegExp, lines?: (line: string) => void): Promise<{ stop: () => Promise<void> }> {
     const [file, args] = this.wrap(child, netns, command);
     const process = execa(file, args, { reject: false, buffer: false, stdin: "ignore" });
     this.processes.push(process);
@@ -78,6 +81,12 @@ export class LabCgroup {
       });
       process.on("exit", () => reject(new Error(`${command.join(" ")} exited before it was ready`)));
     });
+    return {
+      stop: async () => {
+        process.kill("SIGTERM");
+        await process;
+      },
+    };
   }
 
   /** Runs a command to completion (in cgroup @child when given), returning its exit code and output. */
