@@ -58,7 +58,7 @@ export class LabCgroup {
 
   /**
    * Starts a long-running process; resolves once it prints @ready, with a
-   * way to stop it; every line it prints goes to @lines.
+   * way to stop it; every other line it prints goes to @lines.
    */
   async start(child: string | undefined, netns: string, command: string[], ready: RegExp, lines?: (line: string) => void): Promise<{ stop: () => Promise<void> }> {
     const [file, args] = this.wrap(child, netns, command);
@@ -75,8 +75,9 @@ export class LabCgroup {
           if (ready.test(line)) {
             clearTimeout(timer);
             resolve();
+          } else {
+            lines?.(line);
           }
-          lines?.(line);
         }
       });
       process.on("exit", () => reject(new Error(`${command.join(" ")} exited before it was ready`)));
