@@ -5,6 +5,11 @@
  * collapse under Connection: close, their ports stuck in TIME_WAIT), and
  * the variants take turns, so all share the machine's state. Prints tables
  * and writes bench/results/e2e.json.
+ *
+ * The outbound row: wrk as an application in a cgroup, connecting out to
+ * a remote server through the same local proxy (lab/outbound.py, which
+ * reads SO_ORIGINAL_DST), captured either by intercept's cgroup programs
+ * or by iptables `-t nat OUTPUT REDIRECT` (the proxy's uid exempt in both).
  */
 import { randomInt } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -15,7 +20,9 @@ import { execa } from "execa";
 import { table } from "./table.js";
 import { intercept, Lab, SERVER_ADDRESS } from "../lab/network.js";
 import { AgentProcess } from "../lab/agent-process.js";
-import { runWrk, type WrkResult } from "../lab/wrk.js";
+import { parseWrk, runWrk, type WrkResult } from "../lab/wrk.js";
+import { LabCgroup, OUTBOUND_HELPER } from "../lab/cgroup.js";
+import { CLIENT_ADDRESS } from "../lab/network.js";
 
 const SECONDS = Number(process.env.BENCH_E2E_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_E2E_ROUNDS ?? 3);
@@ -63,6 +70,78 @@ async function measure(variant: Variant, mode: Mode): Promise<Measurement> {
   } finally {
     await lab.destroy();
   }
+}
+
+/** Outbound capture: the proxy's port and the uid it runs as (exempt from capture in both variants). */
+const PROXY_PORT = 15001;
+const PROXY_UID = 1337;
+type OutboundVariant = "intercept" | "iptables";
+const OUTBOUND_VARIANTS: OutboundVariant[] = ["intercept", "iptables"];
+
+/**
+ * One outbound run: the lab's server namespace is the host (wrk in a cgroup
+ * of its own, the proxy beside it as uid PROXY_UID), its client namespace
+ * the remote network with the HTTP server on ORIGINAL_PORT.
+ */
+async function measureOutbound(variant: OutboundVariant, mode: Mode): Promise<Measurement> {
+  const lab = await Lab.create();
+  const cgroup = await LabCgroup.create(["app"], "intercept-bench");
+  try {
+    const host = lab.serverNs;
+    await lab.runInServer(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"]);
+    await cgroup.start(undefined, lab.clientNs, ["node", "dist/bench/http-server.js", String(ORIGINAL_PORT)], /ready/);
+    await cgroup.start("app", host, ["python3", OUTBOUND_HELPER, "proxy", "--port", String(PROXY_PORT), "--uid", String(PROXY_UID), "--no-tag"], /proxy ready/);
+    if (variant === "intercept") {
+      const file = path.join(scratch, `outbound-${lab.id}.yaml`);
+      await writeFile(file, `outbound:
+  cgroups: ["${cgroup.path("app")}"]
+  exempt: { uids: [${PROXY_UID}] }
+  rules:
+    - { originalPort: ${ORIGINAL_PORT}, port: ${PROXY_PORT} }
+`);
+      const applied = await intercept("apply", file, "--netns", host, "--yes");
+      if (applied.exitCode !== 0) throw new Error(applied.stderr);
+    } else {
+      await execa("ip", ["netns", "exec", host, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", CLIENT_ADDRESS, "--dport", String(ORIGINAL_PORT),
+        "-m", "owner", "!", "--uid-owner", String(PROXY_UID), "-j", "REDIRECT", "--to-ports", String(PROXY_PORT)]);
+    }
+    const busy = await busySeconds();
+    const wrk = await cgroup.run("app", host, ["wrk", "-t1", `-c${CONNECTIONS}`, `-d${SECONDS}s`, "--latency", ...(mode === "close" ? ["-H", "Connection: close"] : []), `http://${CLIENT_ADDRESS}:${ORIGINAL_PORT}/`]);
+    const cpu = (await busySeconds()) - busy;
+    const result = parseWrk(wrk.stdout);
+    if (result.requests === 0) throw new Error(`outbound ${variant}/${mode}: no request succeeded: ${wrk.stderr}`);
+    return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests };
+  } finally {
+    await lab.destroy(); // intercept destroy first: our programs leave the cgroup
+    await cgroup.destroy();
+  }
+}
+
+async function outbound() {
+  const samples = new Map<string, Measurement[]>();
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const mode of ["keep-alive", "close"] as Mode[]) {
+      for (let i = 0; i < OUTBOUND_VARIANTS.length; i++) {
+        const variant = OUTBOUND_VARIANTS[(i + round) % OUTBOUND_VARIANTS.length]!;
+        const result = await measureOutbound(variant, mode);
+        process.stderr.write(`round ${round + 1}/${ROUNDS} outbound ${mode} ${variant}: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms} ms\n`);
+        samples.set(`${variant}|${mode}`, [...(samples.get(`${variant}|${mode}`) ?? []), result]);
+      }
+    }
+  }
+  const summary = (variant: OutboundVariant, mode: Mode) => {
+    const runs = samples.get(`${variant}|${mode}`)!;
+    return {
+      requestsPerSecond: median(runs.map((r) => r.requestsPerSecond)),
+      requestsPerSecondRange: [Math.min(...runs.map((r) => r.requestsPerSecond)), Math.max(...runs.map((r) => r.requestsPerSecond))],
+      p99Ms: median(runs.map((r) => r.p99Ms)),
+      cpuMicrosecondsPerRequest: median(runs.map((r) => r.cpuMicrosecondsPerRequest)),
+      socketErrors: runs.reduce((sum, r) => sum + r.socketErrors, 0),
+      non2xx: runs.reduce((sum, r) => sum + r.non2xx, 0),
+    };
+  };
+  return Object.fromEntries((["keep-alive", "close"] as Mode[]).map((mode) => [mode, Object.fromEntries(OUTBOUND_VARIANTS.map((v) => [v, summary(v, mode)]))])) as
+    Record<Mode, Record<OutboundVariant, ReturnType<typeof summary>>>;
 }
 
 const median = (values: number[]) => {
@@ -186,6 +265,16 @@ async function main() {
           f(r[v].requestsPerSecond / r.iptables.requestsPerSecond, 3), f(r[v].requestsPerSecond / r.direct.requestsPerSecond, 3), r[v].socketErrors, r[v].non2xx]),
       ));
     }
+    const out = await outbound();
+    console.log("\noutbound, through the local proxy (lab/outbound.py), intercept's cgroup capture vs iptables -t nat OUTPUT REDIRECT:");
+    console.log(table(
+      ["mode", "capture", "req/s (median)", "req/s (min–max)", "p99 ms", "CPU µs/req", "vs iptables", "socket errors", "non-2xx"],
+      (["close", "keep-alive"] as Mode[]).flatMap((mode) => OUTBOUND_VARIANTS.map((v) => {
+        const r = out[mode][v];
+        return [mode === "close" ? "connections/s (Connection: close)" : "keep-alive requests/s", v, f(r.requestsPerSecond), r.requestsPerSecondRange.map((n) => f(n)).join("–"), f(r.p99Ms, 2),
+          f(r.cpuMicrosecondsPerRequest, 1), f(r.requestsPerSecond / out[mode].iptables.requestsPerSecond, 3), r.socketErrors, r.non2xx];
+      })),
+    ));
     const control = await controlPlane();
     console.log("\ncontrol plane:");
     console.log(table(["measure", "ms", "target"], [
@@ -197,7 +286,7 @@ async function main() {
       ["agent: link created → filters attached", f(control.agentLinkToAttachedMs), "≤ 200"],
     ]));
     await mkdir("bench/results", { recursive: true });
-    await writeFile("bench/results/e2e.json", `${JSON.stringify({ measuredAt: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, dataPlane: data, controlPlane: control }, null, 2)}\n`);
+    await writeFile("bench/results/e2e.json", `${JSON.stringify({ measuredAt: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, dataPlane: data, outbound: out, controlPlane: control }, null, 2)}\n`);
     console.log("\nwritten: bench/results/e2e.json");
   } finally {
     await rm(scratch, { recursive: true, force: true });
