@@ -117,52 +117,38 @@ async function measureOutbound(variant: OutboundVariant, mode: Mode): Promise<Me
   }
 }
 
-async function outbound() {
-  const samples = new Map<string, Measurement[]>();
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const mode of ["keep-alive", "close"] as Mode[]) {
-      for (let i = 0; i < OUTBOUND_VARIANTS.length; i++) {
-        const variant = OUTBOUND_VARIANTS[(i + round) % OUTBOUND_VARIANTS.length]!;
-        const result = await measureOutbound(variant, mode);
-        process.stderr.write(`round ${round + 1}/${ROUNDS} outbound ${mode} ${variant}: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms} ms\n`);
-        samples.set(`${variant}|${mode}`, [...(samples.get(`${variant}|${mode}`) ?? []), result]);
-      }
-    }
-  }
-  const summary = (variant: OutboundVariant, mode: Mode) => {
-    const runs = samples.get(`${variant}|${mode}`)!;
-    return {
-      requestsPerSecond: median(runs.map((r) => r.requestsPerSecond)),
-      requestsPerSecondRange: [Math.min(...runs.map((r) => r.requestsPerSecond)), Math.max(...runs.map((r) => r.requestsPerSecond))],
-      p99Ms: median(runs.map((r) => r.p99Ms)),
-      cpuMicrosecondsPerRequest: median(runs.map((r) => r.cpuMicrosecondsPerRequest)),
-      socketErrors: runs.reduce((sum, r) => sum + r.socketErrors, 0),
-      non2xx: runs.reduce((sum, r) => sum + r.non2xx, 0),
-    };
-  };
-  return Object.fromEntries((["keep-alive", "close"] as Mode[]).map((mode) => [mode, Object.fromEntries(OUTBOUND_VARIANTS.map((v) => [v, summary(v, mode)]))])) as
-    Record<Mode, Record<OutboundVariant, ReturnType<typeof summary>>>;
-}
-
 const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 };
 
-async function dataPlane() {
+interface Summary {
+  requestsPerSecond: number;
+  requestsPerSecondRange: number[];
+  p99Ms: number;
+  cpuMicrosecondsPerRequest: number;
+  socketErrors: number;
+  non2xx: number;
+}
+
+/**
+ * ROUNDS rounds of every variant in both modes, the variants taking turns
+ * (each round starts with the next one); medians per variant and mode.
+ */
+async function rounds<V extends string>(label: string, variants: readonly V[], run: (variant: V, mode: Mode) => Promise<Measurement>): Promise<Record<Mode, Record<V, Summary>>> {
   const samples = new Map<string, Measurement[]>();
   for (let round = 0; round < ROUNDS; round++) {
     for (const mode of ["keep-alive", "close"] as Mode[]) {
-      for (let i = 0; i < VARIANTS.length; i++) {
-        const variant = VARIANTS[(i + round) % VARIANTS.length]!;
-        const result = await measure(variant, mode);
-        process.stderr.write(`round ${round + 1}/${ROUNDS} ${mode} ${variant}: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms} ms\n`);
+      for (let i = 0; i < variants.length; i++) {
+        const variant = variants[(i + round) % variants.length]!;
+        const result = await run(variant, mode);
+        process.stderr.write(`round ${round + 1}/${ROUNDS} ${label}${mode} ${variant}: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms} ms\n`);
         samples.set(`${variant}|${mode}`, [...(samples.get(`${variant}|${mode}`) ?? []), result]);
       }
     }
   }
-  const summary = (variant: Variant, mode: Mode) => {
+  const summary = (variant: V, mode: Mode): Summary => {
     const runs = samples.get(`${variant}|${mode}`)!;
     return {
       requestsPerSecond: median(runs.map((r) => r.requestsPerSecond)),
@@ -173,9 +159,11 @@ async function dataPlane() {
       non2xx: runs.reduce((sum, r) => sum + r.non2xx, 0),
     };
   };
-  return Object.fromEntries((["keep-alive", "close"] as Mode[]).map((mode) => [mode, Object.fromEntries(VARIANTS.map((v) => [v, summary(v, mode)]))])) as
-    Record<Mode, Record<Variant, ReturnType<typeof summary>>>;
+  return Object.fromEntries((["keep-alive", "close"] as Mode[]).map((mode) => [mode, Object.fromEntries(variants.map((v) => [v, summary(v, mode)]))])) as Record<Mode, Record<V, Summary>>;
 }
+
+const dataPlane = () => rounds("", VARIANTS, measure);
+const outbound = () => rounds("outbound ", OUTBOUND_VARIANTS, measureOutbound);
 
 /** Wall time of one CLI run. */
 async function timed(...args: string[]): Promise<number> {
