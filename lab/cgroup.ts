@@ -25,7 +25,7 @@ export class LabCgroup {
     readonly children: readonly string[],
   ) {}
 
-  /** Makes intercept-test-<random> under the cgroup2 mount (found in /proc/mounts) with @children. */
+  /** Makes intercept-test-<random> under the cgroup2 mount (found in /proc/mounts) with @children (parents first: "app", "app/sidecar"). */
   static async create(children: readonly string[], prefix = "intercept-test"): Promise<LabCgroup> {
     const root = await cgroupRoot();
     if (!root) throw new Error("no cgroup2 hierarchy is mounted");
@@ -109,7 +109,7 @@ export class LabCgroup {
   async destroy(): Promise<void> {
     for (const process of this.processes) process.kill("SIGKILL");
     await Promise.allSettled(this.processes);
-    for (const child of [...this.children, undefined]) {
+    for (const child of [...[...this.children].reverse(), undefined]) { // nested children before their parents
       const dir = this.directory(child);
       // cgroup.kill (5.14) kills all of a cgroup's processes at once; then rmdir waits for them to be gone.
       await writeFile(path.join(dir, "cgroup.kill"), "1").catch(() => {});

@@ -33,7 +33,7 @@ const proxyLog: string[] = [];
 
 before(async () => {
   lab = await Lab.create();
-  cgroup = await LabCgroup.create(["app", "proxy", "other"]);
+  cgroup = await LabCgroup.create(["app", "proxy", "other", "app/sidecar"]);
   scratch = await mkdtemp(path.join(tmpdir(), "intercept-outbound-"));
   host = lab.serverNs;
   await addAddress6(lab.serverNs, lab.serverLink, "fd00::1/64");
@@ -103,7 +103,7 @@ async function attachedTo(child: string): Promise<string[]> {
   return (stdout.trim() ? (JSON.parse(stdout) as { name: string }[]) : []).map((program) => program.name);
 }
 
-async function status(): Promise<{ programs: { policy: string; version: string; programIds: Record<string, number>; cgroupProgramIds: Record<string, number>; rules: { index: number; enabled: boolean; counters: Record<string, { packets: number }> | null }[] }[]; cgroups: { path: string; policy: string | null; programs: string[]; foreign: string[] }[] }> {
+async function status(): Promise<{ programs: { policy: string; version: string; programIds: Record<string, number>; cgroupProgramIds: Record<string, number>; exemptCgroups: { id: number; level: number }[]; rules: { index: number; enabled: boolean; counters: Record<string, { packets: number }> | null }[] }[]; cgroups: { path: string; policy: string | null; programs: string[]; foreign: string[] }[] }> {
   const result = await intercept("status", "--netns", host, "--json");
   assert.equal(result.exitCode, 0, result.stderr);
   return JSON.parse(result.stdout);
@@ -200,6 +200,22 @@ describe("the proxy exempt by its cgroup", { concurrency: false }, () => {
     assert.equal(viaProxy(await connect("proxy", REMOTE_V4, 8080)), undefined);
     await destroy();
     assert.deepEqual([...(await attachedTo("app")), ...(await attachedTo("proxy"))], []);
+  });
+});
+
+describe("the proxy exempt by a cgroup inside the captured one", { concurrency: false }, () => {
+  before(() => startProxy("app/sidecar", []));
+  after(stopProxy);
+
+  test("the captured cgroup's programs run for the proxy too: its connections are told apart by cgroup id, and go direct", async () => {
+    await apply(await policy("outbound_sidecar", `{ cgroups: ["${cgroup.path("app/sidecar")}"] }`, rule8080()));
+    const report = await status();
+    const [exempt] = report.programs[0]!.exemptCgroups;
+    assert.equal(exempt!.level, 3, `${cgroup.path("app/sidecar")} is three levels below the root`);
+    // Without the id check the proxy's upstream connect() would be sent back to the proxy itself.
+    assert.equal(viaProxy(await connect("app", REMOTE_V4, 8080)), `${REMOTE_V4} 8080`);
+    assert.equal(viaProxy(await connect("app/sidecar", REMOTE_V4, 8080)), undefined);
+    await destroy();
   });
 });
 
