@@ -111,3 +111,16 @@ test("the renderer refuses outbound values validation would have refused (a tamp
   assert.throws(tampered((p) => p.outbound!.rules[0]!.cidrs.push({ family: "ipv4", bytes: Array(16).fill(0), prefix: 0, text: "*/ #warning" })), /cidrs\[0\]\.text/);
   assert.throws(tampered((p) => (p.outbound!.rules[0]!.index = 5)), /outbound\.rules\[0\]\.index is 5, not 0/);
 });
+
+test("two policies naming one cgroup: located at the second, with a note at the first", async () => {
+  const first = path.join(scratch, "first.yaml");
+  const second = path.join(scratch, "second.yaml");
+  await writeFile(first, ISSUE_FORM);
+  await writeFile(second, ISSUE_FORM.replace("uids: [1337]", "uids: [1338]"));
+  const loaded = await loadPolicies([first, second]);
+  const { diagnostics } = validatePolicies(loaded.policies);
+  assert.deepEqual(diagnostics.map((d) => [path.basename(d.file), d.line, d.code, d.notes?.map((n) => path.basename(n.file))]), [
+    ["second.yaml", 2, "outbound/cgroup-in-two-policies", ["first.yaml"]],
+  ]);
+  assert.match(diagnostics[0]!.message, /^cgroup "system\.slice\/app\.service" is also named by policy "first": a cgroup's programs belong to one policy$/);
+});
