@@ -7,6 +7,11 @@
  * the variants take turns, so all share the machine's state. Prints tables
  * and writes bench/results/e2e.json.
  *   BENCH_E2E_ROUNDS (3) rounds of BENCH_E2E_SECONDS (5) per variant and mode.
+ *
+ * The outbound row: wrk as an application in a cgroup, connecting out to
+ * a remote server through the same local proxy (lab/outbound.py, which
+ * reads SO_ORIGINAL_DST), captured either by intercept's cgroup programs
+ * or by iptables `-t nat OUTPUT REDIRECT` (the proxy's uid exempt in both).
  */
 import { randomInt } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -17,7 +22,9 @@ import { execa } from "execa";
 import { table } from "./table.js";
 import { intercept, Lab, SERVER_ADDRESS } from "../lab/network.js";
 import { AgentProcess } from "../lab/agent-process.js";
-import { runWrk, type WrkResult } from "../lab/wrk.js";
+import { parseWrk, runWrk, type WrkResult } from "../lab/wrk.js";
+import { LabCgroup, OUTBOUND_HELPER } from "../lab/cgroup.js";
+import { CLIENT_ADDRESS } from "../lab/network.js";
 
 const SECONDS = Number(process.env.BENCH_E2E_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_E2E_ROUNDS ?? 3);
@@ -85,25 +92,85 @@ async function timeWaitSyns(lab: Lab): Promise<{ reopened: number; fallback: num
   return { reopened: timeWaitRecycled.packets, fallback: timeWait.packets };
 }
 
+/** Outbound capture: the proxy's port and the uid it runs as (exempt from capture in both variants). */
+const PROXY_PORT = 15001;
+const PROXY_UID = 1337;
+type OutboundVariant = "intercept" | "iptables";
+const OUTBOUND_VARIANTS: OutboundVariant[] = ["intercept", "iptables"];
+
+/**
+ * One outbound run: the lab's server namespace is the host (wrk in a cgroup
+ * of its own, the proxy beside it as uid PROXY_UID), its client namespace
+ * the remote network with the HTTP server on ORIGINAL_PORT.
+ */
+async function measureOutbound(variant: OutboundVariant, mode: Mode): Promise<Measurement> {
+  const lab = await Lab.create();
+  const cgroup = await LabCgroup.create(["app"], "intercept-bench");
+  try {
+    const host = lab.serverNs;
+    await lab.runInServer(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"]);
+    await cgroup.start(undefined, lab.clientNs, ["node", "dist/bench/http-server.js", String(ORIGINAL_PORT)], /ready/);
+    await cgroup.start("app", host, ["python3", OUTBOUND_HELPER, "proxy", "--port", String(PROXY_PORT), "--uid", String(PROXY_UID), "--no-tag"], /proxy ready/);
+    if (variant === "intercept") {
+      const file = path.join(scratch, `outbound-${lab.id}.yaml`);
+      await writeFile(file, `outbound:
+  cgroups: ["${cgroup.path("app")}"]
+  exempt: { uids: [${PROXY_UID}] }
+  rules:
+    - { originalPort: ${ORIGINAL_PORT}, port: ${PROXY_PORT} }
+`);
+      const applied = await intercept("apply", file, "--netns", host, "--yes");
+      if (applied.exitCode !== 0) throw new Error(applied.stderr);
+    } else {
+      await execa("ip", ["netns", "exec", host, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", CLIENT_ADDRESS, "--dport", String(ORIGINAL_PORT),
+        "-m", "owner", "!", "--uid-owner", String(PROXY_UID), "-j", "REDIRECT", "--to-ports", String(PROXY_PORT)]);
+    }
+    const busy = await busySeconds();
+    const wrk = await cgroup.run("app", host, ["wrk", "-t1", `-c${CONNECTIONS}`, `-d${SECONDS}s`, "--latency", ...(mode === "close" ? ["-H", "Connection: close"] : []), `http://${CLIENT_ADDRESS}:${ORIGINAL_PORT}/`]);
+    const cpu = (await busySeconds()) - busy;
+    const result = parseWrk(wrk.stdout);
+    if (result.requests === 0) throw new Error(`outbound ${variant}/${mode}: no request succeeded: ${wrk.stderr}`);
+    return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests };
+  } finally {
+    await lab.destroy(); // intercept destroy first: our programs leave the cgroup
+    await cgroup.destroy();
+  }
+}
+
 const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 };
 
-async function dataPlane() {
+interface Summary {
+  requestsPerSecond: number;
+  requestsPerSecondRange: number[];
+  p99Ms: number;
+  cpuMicrosecondsPerRequest: number;
+  socketErrors: number;
+  non2xx: number;
+  /** Steer only: TIME_WAIT tuples reopened and steered, and those dropped (fallback). */
+  timeWait: { reopened: number; fallback: number } | null;
+}
+
+/**
+ * ROUNDS rounds of every variant in both modes, the variants taking turns
+ * (each round starts with the next one); medians per variant and mode.
+ */
+async function rounds<V extends string>(label: string, variants: readonly V[], run: (variant: V, mode: Mode) => Promise<Measurement>): Promise<Record<Mode, Record<V, Summary>>> {
   const samples = new Map<string, Measurement[]>();
   for (let round = 0; round < ROUNDS; round++) {
     for (const mode of ["keep-alive", "close"] as Mode[]) {
-      for (let i = 0; i < VARIANTS.length; i++) {
-        const variant = VARIANTS[(i + round) % VARIANTS.length]!;
-        const result = await measure(variant, mode);
-        process.stderr.write(`round ${round + 1}/${ROUNDS} ${mode} ${variant}: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms} ms\n`);
+      for (let i = 0; i < variants.length; i++) {
+        const variant = variants[(i + round) % variants.length]!;
+        const result = await run(variant, mode);
+        process.stderr.write(`round ${round + 1}/${ROUNDS} ${label}${mode} ${variant}: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms} ms\n`);
         samples.set(`${variant}|${mode}`, [...(samples.get(`${variant}|${mode}`) ?? []), result]);
       }
     }
   }
-  const summary = (variant: Variant, mode: Mode) => {
+  const summary = (variant: V, mode: Mode): Summary => {
     const runs = samples.get(`${variant}|${mode}`)!;
     return {
       requestsPerSecond: median(runs.map((r) => r.requestsPerSecond)),
@@ -112,14 +179,16 @@ async function dataPlane() {
       cpuMicrosecondsPerRequest: median(runs.map((r) => r.cpuMicrosecondsPerRequest)),
       socketErrors: runs.reduce((sum, r) => sum + r.socketErrors, 0),
       non2xx: runs.reduce((sum, r) => sum + r.non2xx, 0),
-      timeWait: variant === "steer"
+      timeWait: runs.some((r) => r.timeWait)
         ? runs.reduce((sum, r) => ({ reopened: sum.reopened + (r.timeWait?.reopened ?? 0), fallback: sum.fallback + (r.timeWait?.fallback ?? 0) }), { reopened: 0, fallback: 0 })
         : null,
     };
   };
-  return Object.fromEntries((["keep-alive", "close"] as Mode[]).map((mode) => [mode, Object.fromEntries(VARIANTS.map((v) => [v, summary(v, mode)]))])) as
-    Record<Mode, Record<Variant, ReturnType<typeof summary>>>;
+  return Object.fromEntries((["keep-alive", "close"] as Mode[]).map((mode) => [mode, Object.fromEntries(variants.map((v) => [v, summary(v, mode)]))])) as Record<Mode, Record<V, Summary>>;
 }
+
+const dataPlane = () => rounds("", VARIANTS, measure);
+const outbound = () => rounds("outbound ", OUTBOUND_VARIANTS, measureOutbound);
 
 /** Wall time of one CLI run. */
 async function timed(...args: string[]): Promise<number> {
@@ -213,6 +282,16 @@ async function main() {
           f(r[v].requestsPerSecond / r.direct.requestsPerSecond, 3), r[v].socketErrors, r[v].non2xx, r[v].timeWait ? `${r[v].timeWait.reopened} / ${r[v].timeWait.fallback}` : ""]),
       ));
     }
+    const out = await outbound();
+    console.log("\noutbound, through the local proxy (lab/outbound.py), intercept's cgroup capture vs iptables -t nat OUTPUT REDIRECT:");
+    console.log(table(
+      ["mode", "capture", "req/s (median)", "req/s (min–max)", "p99 ms", "CPU µs/req", "vs iptables", "socket errors", "non-2xx"],
+      (["close", "keep-alive"] as Mode[]).flatMap((mode) => OUTBOUND_VARIANTS.map((v) => {
+        const r = out[mode][v];
+        return [mode === "close" ? "connections/s (Connection: close)" : "keep-alive requests/s", v, f(r.requestsPerSecond), r.requestsPerSecondRange.map((n) => f(n)).join("–"), f(r.p99Ms, 2),
+          f(r.cpuMicrosecondsPerRequest, 1), f(r.requestsPerSecond / out[mode].iptables.requestsPerSecond, 3), r.socketErrors, r.non2xx];
+      })),
+    ));
     const control = await controlPlane();
     console.log("\ncontrol plane:");
     console.log(table(["measure", "ms", "target"], [
@@ -224,7 +303,7 @@ async function main() {
       ["agent: link created → filters attached", f(control.agentLinkToAttachedMs), "≤ 200"],
     ]));
     await mkdir("bench/results", { recursive: true });
-    await writeFile("bench/results/e2e.json", `${JSON.stringify({ measuredAt: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, dataPlane: data, controlPlane: control }, null, 2)}\n`);
+    await writeFile("bench/results/e2e.json", `${JSON.stringify({ measuredAt: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, dataPlane: data, outbound: out, controlPlane: control }, null, 2)}\n`);
     console.log("\nwritten: bench/results/e2e.json");
   } finally {
     await rm(scratch, { recursive: true, force: true });

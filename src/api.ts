@@ -72,8 +72,61 @@ export interface Policy {
   name?: string;
   /** Which interfaces get the filters. Default: every non-loopback interface. */
   interfaces?: InterfaceSelector;
-  /** The rules: traffic for originalPort goes to port. */
-  interceptors: readonly Interceptor[];
+  /** The rules: traffic for originalPort goes to port. Required unless outbound is given. */
+  interceptors?: readonly Interceptor[];
+  /**
+   * Outbound capture: connections that applications in the given cgroups make are
+   * sent to a local proxy, which reads the original destination with getsockopt
+   * SO_ORIGINAL_DST (IP6T_SO_ORIGINAL_DST for IPv6), as behind iptables REDIRECT.
+   */
+  outbound?: Outbound;
+}
+
+/** A cgroup2 path relative to the cgroup2 mount, e.g. "system.slice/app.service". */
+export type CgroupPath = string;
+
+export interface Outbound {
+  /**
+   * cgroup2 paths, relative to the cgroup2 mount (e.g. "system.slice/app.service"),
+   * whose processes' connections are captured, their descendants' included.
+   */
+  cgroups: readonly CgroupPath[];
+  exempt: OutboundExemption;
+  /** Which connections go to which local proxy port. At most 256. */
+  rules: readonly OutboundRule[];
+}
+
+/**
+ * Whose connections are never captured, so the proxy's own connections to the
+ * original destinations do not loop back into it. At least one of uids, cgroups, marks.
+ */
+export interface OutboundExemption {
+  /** The proxy's user ids: connect() calls made by processes running as these are left alone. */
+  uids?: readonly number[];
+  /**
+   * The proxy's cgroups (relative to the cgroup2 mount): connect() calls made from
+   * them (or their descendants) are left alone, and the proxy's SO_ORIGINAL_DST is
+   * answered there.
+   */
+  cgroups?: readonly CgroupPath[];
+  /** Socket marks (SO_MARK) the proxy sets on its upstream sockets: sockets carrying one are left alone. */
+  marks?: readonly number[];
+}
+
+export interface OutboundRule {
+  /** The destination port applications connect to. */
+  originalPort: Port;
+  /** The local proxy's port: the connection goes to 127.0.0.1 (IPv4) or ::1 (IPv6) on this port instead. */
+  port: Port;
+  /**
+   * Destination networks (IPv4 and IPv6 CIDRs, e.g. "10.0.0.0/8", "fd00::/8") the
+   * rule is limited to. Default: every destination.
+   */
+  cidrs?: readonly string[];
+  /** Whether the rule is active. Flipping it is a live edit (no reload). Default: true. */
+  enabled?: boolean;
+  /** Free text for reviewers. */
+  description?: string;
 }
 
 /**

@@ -29,18 +29,25 @@ export class AgentMetrics {
     const timeWait = new Counter({ name: "intercept_rule_time_wait_total", help: "SYNs per steer rule whose 4-tuple stayed in TIME_WAIT (a client reusing its port within a minute of a connection the proxy closed, where the TIME_WAIT could not be ended for it): dropped or passed as onProxyDown says.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
     const timeWaitRecycled = new Counter({ name: "intercept_rule_time_wait_recycled_total", help: "Connections per steer rule steered through a 4-tuple whose TIME_WAIT was ended for them (a subset of intercept_rule_connections_steered_total).", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
     const proxyDown = new Counter({ name: "intercept_rule_proxy_down_total", help: "SYNs per steer rule that found no proxy listening (dropped or passed as onProxyDown says).", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
+    const redirected = new Counter({ name: "intercept_outbound_connections_redirected_total", help: "Connections (connect() calls) sent to the local proxy per outbound rule.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
+    const cgroups = new Gauge({ name: "intercept_attached_cgroups", help: "Cgroups with intercept's outbound programs attached.", registers: [this.registry], collect: refresh });
     const drift = new Gauge({ name: "intercept_drift", help: "Things an interrupted run left in the kernel (half-switched links, incomplete loads, empty qdiscs); the next reconcile repairs them.", registers: [this.registry], collect: refresh });
     const unreadable = new Gauge({ name: "intercept_counters_unreadable", help: "Program versions whose counters could not be read at this scrape.", registers: [this.registry], collect: refresh });
 
     async function readKernel(): Promise<void> {
       const report = await inspect();
       links.set(report.links.length);
+      cgroups.set(report.cgroups.filter((cgroup) => cgroup.programs.length > 0).length);
       drift.set(report.drift.length);
-      for (const metric of [packets, bytes, steered, proxyDown, timeWait, timeWaitRecycled]) metric.reset();
+      for (const metric of [packets, bytes, steered, proxyDown, timeWait, timeWaitRecycled, redirected]) metric.reset();
       unreadable.set(report.programs.filter((program) => program.countersError !== undefined).length);
       for (const { program, rules } of report.programs) {
-        for (const { index, rule, counters } of rules) {
+        for (const { index, rule, outbound, counters } of rules) {
           if (!counters) continue; // unreadable: counted above, never exported as zero
+          if (outbound) {
+            redirected.inc({ policy: program.ref.policy, rule: String(index), selector: `outbound tcp ${outbound.originalPort} → ${outbound.port}`, protocol: "tcp", original_port: String(outbound.originalPort), port: String(outbound.port) }, counters.redirected.packets);
+            continue;
+          }
           const labels = { policy: program.ref.policy, rule: String(index), selector: rule ? ruleSummary(rule) : "", protocol: rule?.protocol ?? "", original_port: String((rule && singleOriginalPort(rule)) ?? ""), port: String(rule?.port ?? "") };
           if (rule?.strategy !== "steer") {
             for (const [direction, slot] of [["ingress", "rewrittenIngress"], ["egress", "rewrittenEgress"]] as const) {

@@ -7,7 +7,7 @@ import { describeNamespace } from "../kernel/namespace.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import { describeDrift } from "../reconcile/drift.js";
 import { inspect, type StatusReport } from "../reconcile/inspect.js";
-import { cidrText, ruleSummary, singleOriginalPort, type Rule } from "../validate/index.js";
+import { cidrText, ruleSummary, singleOriginalPort, type OutboundRule, type Rule } from "../validate/index.js";
 import { programBuilder } from "./objects.js";
 
 /** `intercept status`: attached links, live programs, rules with their counters. */
@@ -41,16 +41,26 @@ function statusJson(report: StatusReport, policiesError: string | undefined) {
     policiesError: policiesError ?? null,
     drift: report.drift.map((drift) => ({ ...drift, description: describeDrift(drift) })),
     links: report.links.map((link) => ({ link: link.link, ifindex: link.ifindex, policy: runningPolicy(link.programs), programIds: link.programIds })),
+    cgroups: report.cgroups.map((cgroup) => ({
+      path: cgroup.path,
+      id: cgroup.id,
+      policy: cgroup.programs[0]?.program.policy ?? null,
+      programs: cgroup.programs.map(({ hook }) => hook),
+      foreign: cgroup.foreign.map((attachment) => attachment.name),
+    })),
     programs: report.programs.map(({ program, rules, countersError }) => ({
       policy: program.ref.policy,
       version: program.ref.version,
       contentHash: program.contentHash,
       complete: program.contentHash !== null,
       programIds: program.programIds,
+      cgroupProgramIds: program.cgroupProgramIds,
+      exemptCgroups: program.exemptCgroups,
       countersError: countersError ?? null,
-      rules: rules.map(({ index, rule, enabled, counters }) => ({
+      rules: rules.map(({ index, rule, outbound, enabled, counters }) => ({
         index,
         ...(rule && { selector: ruleSummary(rule), rule: ruleJson(rule) }),
+        ...(outbound && { outbound: { originalPort: outbound.originalPort, port: outbound.port, cidrs: outbound.cidrs.map((cidr) => cidr.text) } }),
         enabled,
         counters: counters ?? null,
       })),
@@ -77,12 +87,24 @@ function runningPolicy(programs: StatusReport["links"][number]["programs"]): str
   return Object.values(programs).find((ref) => ref !== undefined)?.policy ?? null;
 }
 
-/** A rule's counters in words: what its strategy counts (all of them for a rule the policies do not name). */
-function describeCounters(counters: RuleCounters, rule: Rule | undefined): string {
+/** A rule's counters in words: what its kind counts (all of them for a rule the policies do not name). */
+function describeCounters(counters: RuleCounters, rule: Rule | undefined, outbound: OutboundRule | undefined): string {
   const rewrite = `in ${counters.rewrittenIngress.packets} pkts/${counters.rewrittenIngress.bytes} B  out ${counters.rewrittenEgress.packets} pkts/${counters.rewrittenEgress.bytes} B`;
   const steer = `steered ${counters.steered.packets} connections (${counters.timeWaitRecycled.packets} through a recycled TIME_WAIT)  proxy down ${counters.proxyDown.packets}  in TIME_WAIT ${counters.timeWait.packets}`;
-  if (!rule) return `${rewrite}  ${steer}`;
+  const redirected = `redirected ${counters.redirected.packets} connections`;
+  if (outbound) return redirected;
+  if (!rule) return `${rewrite}  ${steer}  ${redirected}`;
   return rule.strategy === "steer" ? steer : rewrite;
+}
+
+/** "app.slice (capture)", "proxy.slice (getsockopt)": where a version's cgroup programs run. */
+function describeCgroups(report: StatusReport, ref: { policy: string; version: string }): string[] {
+  return report.cgroups.flatMap((cgroup) => {
+    const hooks = cgroup.programs.filter(({ program }) => program.policy === ref.policy && program.version === ref.version).map(({ hook }) => hook);
+    if (hooks.length === 0) return [];
+    const what = hooks.length === 4 ? "capture" : hooks.join(", ");
+    return [`${cgroup.path} (${what}${cgroup.foreign.length > 0 ? `; ${cgroup.foreign.length} other program(s) left alone` : ""})`];
+  });
 }
 
 function renderStatus(report: StatusReport, policiesError: string | undefined): string {
@@ -94,11 +116,17 @@ function renderStatus(report: StatusReport, policiesError: string | undefined): 
     const attached = report.links.filter((link) => Object.values(link.programs).some((ref) => ref?.version === program.ref.version && ref.policy === program.ref.policy)).map((link) => link.link);
     const ids = (Object.entries(program.programIds) as [Hook, number][]).map(([hook, id]) => `${hook}=${id}`).join(" ");
     lines.push(`  policy ${program.ref.policy} @${(program.contentHash ?? program.ref.version).slice(0, 12)}  programs ${ids || "(none)"}${program.contentHash === null ? "  INCOMPLETE: a load never finished" : ""}`);
+    const cgroupIds = Object.entries(program.cgroupProgramIds).map(([hook, id]) => `${hook}=${id}`).join(" ");
+    if (cgroupIds) lines.push(`    cgroup programs ${cgroupIds}`);
     lines.push(`    links: ${attached.length > 0 ? attached.join(", ") : "(none)"}`);
+    const cgroups = describeCgroups(report, program.ref);
+    if (cgroups.length > 0 || cgroupIds) lines.push(`    cgroups: ${cgroups.length > 0 ? cgroups.join(", ") : "(none)"}`);
     if (countersError) lines.push(`    counters unreadable: ${countersError}`);
-    for (const { index, rule, enabled, counters } of rules) {
-      const what = rule ? `${ruleSummary(rule)} ${rule.strategy}` : "(rule not in the given policies)";
-      lines.push(`    [${index}] ${what.padEnd(28)} ${enabled ? "enabled " : "disabled"}${counters ? `  ${describeCounters(counters, rule)}` : ""}`);
+    for (const { index, rule, outbound, enabled, counters } of rules) {
+      const what = rule ? `${ruleSummary(rule)} ${rule.strategy}`
+        : outbound ? `outbound tcp ${outbound.originalPort} -> proxy ${outbound.port}${outbound.cidrs.length > 0 ? ` (${outbound.cidrs.map((cidr) => cidr.text).join(", ")})` : ""}`
+        : "(rule not in the given policies)";
+      lines.push(`    [${index}] ${what.padEnd(28)} ${enabled ? "enabled " : "disabled"}${counters ? `  ${describeCounters(counters, rule, outbound)}` : ""}`);
     }
   }
   return `${lines.join("\n")}\n`;

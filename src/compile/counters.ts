@@ -33,6 +33,11 @@ export const COUNTER_SLOTS = [
    * docs/steering.md): a subset of steered.
    */
   "timeWaitRecycled",
+  /**
+   * Outbound rules: connect() calls sent to the local proxy — one per
+   * connection (bytes: always 0, nothing is counted per packet).
+   */
+  "redirected",
 ] as const;
 
 export type CounterSlot = (typeof COUNTER_SLOTS)[number];

@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import type { Hook } from "../datapath/types.js";
+import { CGROUP_HOOKS, type CgroupHook, type Hook } from "../datapath/types.js";
 import type { ValidPolicy } from "../validate/index.js";
+import { attachesToLinks } from "../validate/outbound.js";
 import type { PrefixEntry } from "./match.js";
 import { renderPolicy, type MatchStrategy } from "./render.js";
 
@@ -25,6 +26,8 @@ export interface CompiledPolicy {
   minimumKernel: string;
   /** What the program's prefix tries hold, filled at load (a digest of it is in the source). */
   prefixes: PrefixEntry[];
+  /** The cgroup programs the object holds: all of them for a policy with an outbound section, else none. */
+  cgroupHooks: CgroupHook[];
 }
 
 /**
@@ -43,21 +46,33 @@ export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrateg
       hooks: programHooks(policy),
       minimumKernel: minimumKernel(policy),
       prefixes,
+      cgroupHooks: policy.outbound ? [...CGROUP_HOOKS] : [],
     };
   });
 }
 
 /**
- * The oldest kernel @policy's program loads on: steering needs
- * bpf_sk_assign (5.7); the rewrite reads ip_summed through the
- * bpf_cast_to_kern_ctx kfunc (6.2).
+ * The oldest kernel @policy's programs load on, from what they use: the
+ * rewrite reads ip_summed through the bpf_cast_to_kern_ctx kfunc (6.2);
+ * steering assigns with bpf_sk_assign (5.7) and reads a TIME_WAIT socket
+ * with bpf_skc_to_tcp_timewait_sock (5.9); outbound capture reads cgroup
+ * ids in connect programs (5.7).
  */
 export function minimumKernel(policy: ValidPolicy): string {
-  return policy.rules.some((rule) => rule.strategy === "rewrite") ? "6.2" : "5.7";
+  const needs = [
+    ...(policy.rules.some((rule) => rule.strategy === "rewrite") ? ["6.2"] : []),
+    ...(policy.rules.some((rule) => rule.strategy === "steer") ? ["5.9"] : []),
+    ...(policy.outbound ? ["5.7"] : []),
+  ];
+  return needs.sort((a, b) => b.localeCompare(a, undefined, { numeric: true }))[0] ?? "5.7";
 }
 
-/** The hooks @policy's program has: the template compiles intercept_egress only under POLICY_REWRITES. */
+/**
+ * The hooks @policy's program has: the template compiles intercept_egress only
+ * under POLICY_REWRITES, and an outbound-only policy has no tc program at all.
+ */
 export function programHooks(policy: ValidPolicy): Hook[] {
+  if (!attachesToLinks(policy)) return [];
   return policy.rules.some((rule) => rule.strategy === "rewrite") ? ["ingress", "egress"] : ["ingress"];
 }
 

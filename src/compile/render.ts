@@ -5,6 +5,8 @@ import Handlebars, { type HelperOptions } from "handlebars";
 import { cidrText, type Rule, type ValidPolicy } from "../validate/index.js";
 import type { Family } from "../validate/addresses.js";
 import { selectedPorts } from "../validate/selectors.js";
+import { attachesToLinks } from "../validate/outbound.js";
+import { outboundContext } from "./outbound.js";
 import { planMatch, PREFIX_CONSTANT_LIMIT, ruleEnums, selectsAddresses, SWITCH_LIMIT, type Direction, type MatchStrategy, type PrefixEntry } from "./match.js";
 import { assertRenderable } from "./renderable.js";
 
@@ -54,13 +56,13 @@ handlebars.registerHelper("prefixListHelper", constantFor(PREFIX_LIST_HELPER, "f
 handlebars.registerHelper("hex32", hex32);
 handlebars.registerHelper("eq", (a: unknown, b: unknown) => a === b);
 handlebars.registerHelper("include", (file: string, options: HelperOptions) => inlineHeader(file, options.data.inlined));
-for (const partial of ["match_cases", "match_candidates", "match_switch", "match_table", "rule_selects"]) {
+for (const partial of ["match_cases", "match_candidates", "match_switch", "match_table", "rule_selects", "outbound_policy"]) {
   handlebars.registerPartial(partial, readFileSync(path.join(TEMPLATE_DIR, `${partial}.hbs`), "utf8"));
 }
-const compiledTemplate = handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, "policy.bpf.c.hbs"), "utf8"), {
-  noEscape: true,
-  strict: true,
-});
+const compileTemplate = (file: string) => handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, file), "utf8"), { noEscape: true, strict: true });
+const policyTemplate = compileTemplate("policy.bpf.c.hbs");
+/** A policy with an outbound section and no interceptors: its cgroup programs alone, no tc program. */
+const outboundOnlyTemplate = compileTemplate("outbound.bpf.c.hbs");
 
 /** `#include "x.h"` of a sibling lib header: resolved by inlineHeader, never left to clang. */
 const LOCAL_INCLUDE = /^#include "([^"]+)"$/gm;
@@ -105,7 +107,9 @@ export function renderPolicy(policy: ValidPolicy, strategy?: MatchStrategy, pref
     check.families.some((selection) => selection.family === family && selection.clauses.some((clause) => clause.kind !== "list")));
   const context = {
     name: policy.name,
-    slots: Math.max(1, policy.rules.length),
+    // rule_state and rule_counters hold the interceptors, then the outbound rules.
+    slots: Math.max(1, policy.rules.length + (policy.outbound?.rules.length ?? 0)),
+    outbound: policy.outbound ? outboundContext(policy.outbound) : false,
     switchLimit: SWITCH_LIMIT,
     prefixLimit,
     portSegments: plan.portSegments,
@@ -131,7 +135,8 @@ export function renderPolicy(policy: ValidPolicy, strategy?: MatchStrategy, pref
       prefixLists: plan.table.prefixLists ?? [],
     }),
   };
-  return { source: compiledTemplate(context, { data: { inlined: new Set<string>() } }), prefixes: plan.prefixes };
+  const template = attachesToLinks(policy) ? policyTemplate : outboundOnlyTemplate;
+  return { source: template(context, { data: { inlined: new Set<string>() } }), prefixes: plan.prefixes };
 }
 
 /** A rule as its comment and the tables show it. */

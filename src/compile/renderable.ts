@@ -25,6 +25,11 @@ export const RENDER_LIMITS = {
   family: ["ipv4", "ipv6", "any"] as readonly Rule["family"][],
   strategy: ["steer", "rewrite"] as readonly Rule["strategy"][],
   onProxyDown: ["drop", "pass"] as readonly NonNullable<Rule["onProxyDown"]>[],
+  uid: { minimum: 0, maximum: 4294967294 },
+  mark: { minimum: 1, maximum: 4294967295 },
+  maxExemptCgroups: 16,
+  /** A CIDR's text goes into a C comment: an address and a prefix length, nothing else. */
+  cidrText: /^[0-9a-f.:]{2,39}\/\d{1,3}$/,
 } as const;
 
 /** Throws InterceptError("render-refused") unless @policy holds only values the templates may print. */
@@ -71,6 +76,45 @@ export function assertRenderable(policy: unknown): asserts policy is ValidPolicy
       refuse(`${at}.onProxyDown`, rule.onProxyDown, `one of ${RENDER_LIMITS.onProxyDown.join(", ")}`);
     }
     if (rule.strategy === "rewrite" && rule.onProxyDown !== undefined) refuse(`${at}.onProxyDown`, rule.onProxyDown, "absent on a rewrite rule");
+  });
+  if (policy.outbound !== undefined) assertOutboundRenderable(policy.outbound, rules.length, refuse);
+}
+
+/** The outbound section: numbers the C takes as case labels and constants, CIDRs as parsed bytes. */
+function assertOutboundRenderable(outbound: unknown, firstIndex: number, refuse: (what: string, value: unknown, expected: string) => never): void {
+  if (!isRecord(outbound)) return refuse("outbound", outbound, "an object");
+  const exempt = outbound.exempt;
+  if (!isRecord(exempt)) return refuse("outbound.exempt", exempt, "an object");
+  const integers = (field: string, list: unknown, minimum: number, maximum: number) => {
+    if (!Array.isArray(list)) return refuse(field, list, "a list");
+    list.forEach((value: unknown, i) => {
+      if (!Number.isInteger(value) || (value as number) < minimum || (value as number) > maximum) refuse(`${field}[${i}]`, value, `an integer ${minimum}–${maximum}`);
+    });
+  };
+  integers("outbound.exempt.uids", exempt.uids, RENDER_LIMITS.uid.minimum, RENDER_LIMITS.uid.maximum);
+  integers("outbound.exempt.marks", exempt.marks, RENDER_LIMITS.mark.minimum, RENDER_LIMITS.mark.maximum);
+  // Exempt cgroups reach the C only as a count (their ids are written by apply).
+  if (!Array.isArray(exempt.cgroups) || exempt.cgroups.length > RENDER_LIMITS.maxExemptCgroups) refuse("outbound.exempt.cgroups", exempt.cgroups, `a list of at most ${RENDER_LIMITS.maxExemptCgroups}`);
+  const rules = outbound.rules;
+  if (!Array.isArray(rules)) return refuse("outbound.rules", rules, "a list");
+  if (firstIndex + rules.length > RENDER_LIMITS.maxRules) refuse("the rule count", firstIndex + rules.length, `at most ${RENDER_LIMITS.maxRules}`);
+  rules.forEach((rule: unknown, position) => {
+    const at = `outbound.rules[${position}]`;
+    if (!isRecord(rule)) return refuse(at, rule, "an object");
+    if (rule.index !== firstIndex + position) refuse(`${at}.index`, rule.index, String(firstIndex + position));
+    for (const field of ["originalPort", "port"] as const) {
+      if (!isPort(rule[field])) refuse(`${at}.${field}`, rule[field], `an integer ${RENDER_LIMITS.port.minimum}–${RENDER_LIMITS.port.maximum}`);
+    }
+    if (!Array.isArray(rule.cidrs)) return refuse(`${at}.cidrs`, rule.cidrs, "a list");
+    rule.cidrs.forEach((cidr: unknown, i) => {
+      const where = `${at}.cidrs[${i}]`;
+      if (!isRecord(cidr)) return refuse(where, cidr, "an object");
+      if (typeof cidr.text !== "string" || !RENDER_LIMITS.cidrText.test(cidr.text)) refuse(`${where}.text`, cidr.text, "an address/prefix");
+      if (!Array.isArray(cidr.bytes) || cidr.bytes.length !== 16 || !cidr.bytes.every((byte: unknown) => Number.isInteger(byte) && (byte as number) >= 0 && (byte as number) <= 255)) {
+        refuse(`${where}.bytes`, cidr.bytes, "16 bytes");
+      }
+      if (!Number.isInteger(cidr.prefix) || (cidr.prefix as number) < 0 || (cidr.prefix as number) > 128) refuse(`${where}.prefix`, cidr.prefix, "an integer 0–128");
+    });
   });
 }
 

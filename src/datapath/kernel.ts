@@ -1,18 +1,20 @@
 import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
+import { endianness } from "node:os";
 import path from "node:path";
 import { COUNTER_SLOTS, counterKey } from "../compile/counters.js";
 import type { PrefixEntry } from "../compile/match.js";
 import { prefixBytes, prefixMap } from "../compile/prefixes.js";
 import { CommandError, InterceptError } from "../errors.js";
 import { batch, createHashMap, deleteMapEntry, dumpMap, formattedEntries, hostBytes, loadAndPin, mapKeys, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
+import { attachedTree, attachToCgroup, cgroupDirectory, cgroupRoot, detachFromCgroup, statCgroup } from "../kernel/cgroups.js";
 import { runJson, type NetworkNamespace } from "../kernel/exec.js";
 import { listLinks } from "../kernel/links.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
-import { ensureBpffs, isPolicyName, isVersionName, listEntries, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
+import { ensureBpffs, isPolicyName, isVersionName, listEntries, OUTBOUND_RECORD_MAPS, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
 import { addClsact, deleteClsact, deleteFilter, inOurSlot, isOurs, listLinkStates, replaceFilters } from "../kernel/tc.js";
-import { HOOKS, type Counter, type Datapath, type Hook, type LinkRef, type ObservedLink, type ObservedProgram, type ObservedState, type ProgramLoad, type RuleCounters, type VersionRef } from "./types.js";
+import { CGROUP_HOOKS, HOOKS, type CgroupHook, type CgroupIdentity, type CgroupRef, type Counter, type Datapath, type Hook, type LinkRef, type ObservedCgroup, type ObservedLink, type ObservedProgram, type ObservedState, type ObserveInterest, type ProgramLoad, type RuleCounters, type VersionRef } from "./types.js";
 
 /** Entries of the owned-qdisc registry: far more links than a namespace has. */
 const QDISC_REGISTRY_ENTRIES = 4096;
@@ -23,6 +25,8 @@ export class KernelDatapath implements Datapath {
     readonly netns: NetworkNamespace,
     readonly namespaceKey: string,
     private readonly pins: PinLayout,
+    /** The cgroup2 mount (null: none); cgroups are not per network namespace. */
+    private readonly cgroupRoot: string | null,
   ) {}
 
   /**
@@ -33,16 +37,17 @@ export class KernelDatapath implements Datapath {
     await requireKernelPrivileges(command, netns);
     const key = await namespaceKey(netns);
     await ensureBpffs();
-    return new KernelDatapath(netns, key, new PinLayout(key));
+    return new KernelDatapath(netns, key, new PinLayout(key), await cgroupRoot());
   }
 
-  async observe(): Promise<ObservedState> {
+  async observe(interest: ObserveInterest = {}): Promise<ObservedState> {
     const links = await listLinks(this.netns);
     const [tcStates, programs, ownedQdiscs] = await Promise.all([
       listLinkStates(this.netns, links.map((link) => link.name)),
       this.observePrograms(),
       this.ownedQdiscs(),
     ]);
+    const cgroups = await this.observeCgroups(programs, interest.cgroups ?? []);
     const observed: ObservedLink[] = [];
     for (const link of links) {
       const state = tcStates.get(link.name);
@@ -56,7 +61,30 @@ export class KernelDatapath implements Datapath {
       }
       observed.push(entry);
     }
-    return { netns: this.netns, namespaceKey: this.namespaceKey, links: observed, programs, ownedQdiscs };
+    return { netns: this.netns, namespaceKey: this.namespaceKey, links: observed, programs, ownedQdiscs, cgroupRoot: this.cgroupRoot, cgroups };
+  }
+
+  /**
+   * The cgroups running a program of ours, and those in @asked that exist,
+   * with everything attached to them: one walk of the hierarchy (`bpftool
+   * cgroup tree`). Skipped when nothing is asked and no pinned version has
+   * cgroup programs: then nothing of ours can be attached anywhere (we
+   * detach before we unpin), and a policy without outbound pays nothing.
+   */
+  private async observeCgroups(programs: ObservedProgram[], asked: readonly string[]): Promise<ObservedCgroup[]> {
+    const root = this.cgroupRoot;
+    const ourIds = new Set(programs.flatMap((program) => Object.values(program.cgroupProgramIds)));
+    if (root === null || (ourIds.size === 0 && asked.length === 0)) return [];
+    const existing = (await Promise.all(asked.map(async (relative) => ((await statCgroup(root, relative)) ? relative : undefined)))).filter((relative) => relative !== undefined);
+    const attached = await attachedTree(root);
+    for (const [relative, list] of attached) if (!list.some((entry) => ourIds.has(entry.programId)) && !existing.includes(relative)) attached.delete(relative);
+    for (const relative of existing) if (!attached.has(relative)) attached.set(relative, []);
+    const cgroups: ObservedCgroup[] = [];
+    for (const [relative, list] of [...attached].sort(([a], [b]) => a.localeCompare(b))) {
+      const identity = await statCgroup(root, relative);
+      if (identity) cgroups.push({ path: relative, ...identity, attached: list }); // gone since the walk: nothing to plan on it
+    }
+    return cgroups;
   }
 
   private async ownedQdiscs(): Promise<number[]> {
@@ -75,35 +103,38 @@ export class KernelDatapath implements Datapath {
     for (const policy of (await listEntries(this.pins.namespaceDir, "directories")).filter(isPolicyName)) {
       for (const version of (await listEntries(this.pins.policy(policy), "directories")).filter(isVersionName)) versions.push({ policy, version });
     }
-    const pinned = await Promise.all(versions.map(async (ref) => ({
+    const pinned = versions.map((ref): PinnedVersion => ({
       ref,
       hooks: HOOKS.filter((hook) => existsSync(this.pins.program(ref, hook))),
-    })));
-    const commands = pinned.map(({ ref, hooks }) => this.programCommands(ref, hooks));
+      cgroupHooks: CGROUP_HOOKS.filter((hook) => existsSync(this.pins.cgroupProgram(ref, hook))),
+    }));
+    const commands = pinned.map((version) => this.programCommands(version));
     try {
       const outputs = await batch(commands.flat(), true);
       let next = 0;
-      return pinned.map(({ ref, hooks }, index) => toProgram(ref, hooks, outputs.slice(next, (next += commands[index]!.length))));
+      return pinned.map((version, index) => toProgram(version, outputs.slice(next, (next += commands[index]!.length))));
     } catch (error) {
       if (!(error instanceof CommandError)) throw error;
-      return Promise.all(pinned.map(({ ref, hooks }, index) => this.observeProgram(ref, hooks, commands[index]!)));
+      return Promise.all(pinned.map((version, index) => this.observeProgram(version, commands[index]!)));
     }
   }
 
-  private async observeProgram(ref: VersionRef, hooks: Hook[], commands: string[][]): Promise<ObservedProgram> {
+  private async observeProgram(version: PinnedVersion, commands: string[][]): Promise<ObservedProgram> {
     try {
-      return toProgram(ref, hooks, await Promise.all(commands.map((command) => runJson("bpftool", ["-j", ...command]))));
+      return toProgram(version, await Promise.all(commands.map((command) => runJson("bpftool", ["-j", ...command]))));
     } catch (error) {
       if (!(error instanceof CommandError)) throw error;
-      return { ref, contentHash: null, programIds: {}, enabled: [] }; // unreadable: a load cut short
+      return { ref: version.ref, contentHash: null, programIds: {}, enabled: [], cgroupProgramIds: {}, exemptCgroups: [] }; // unreadable: a load cut short
     }
   }
 
-  private programCommands(ref: VersionRef, hooks: Hook[]): string[][] {
+  private programCommands({ ref, hooks, cgroupHooks }: PinnedVersion): string[][] {
     return [
       ...hooks.map((hook) => ["prog", "show", "pinned", this.pins.program(ref, hook)]),
+      ...cgroupHooks.map((hook) => ["prog", "show", "pinned", this.pins.cgroupProgram(ref, hook)]),
       ["map", "dump", "pinned", this.pins.map(ref, "policy_meta")],
       ["map", "dump", "pinned", this.pins.map(ref, "rule_state")],
+      ...(cgroupHooks.length > 0 ? [["map", "dump", "pinned", this.pins.map(ref, "exempt_cgroups")]] : []),
     ];
   }
 
@@ -166,6 +197,28 @@ export class KernelDatapath implements Datapath {
     }
   }
 
+  async attachCgroupProgram(cgroup: CgroupRef, hook: CgroupHook, program: VersionRef): Promise<void> {
+    await attachToCgroup(await this.sameCgroup(cgroup), hook, this.pins.cgroupProgram(program, hook));
+  }
+
+  async detachCgroupProgram(cgroup: CgroupRef, hook: CgroupHook, program: VersionRef): Promise<void> {
+    await detachFromCgroup(await this.sameCgroup(cgroup), hook, this.pins.cgroupProgram(program, hook));
+  }
+
+  async setExemptCgroups(program: VersionRef, cgroups: CgroupIdentity[]): Promise<void> {
+    await updateMaps(exemptUpdates(this.pins, program, cgroups));
+  }
+
+  /** @cgroup's directory, if it is still the cgroup the plan was made for (not removed, not made again). */
+  private async sameCgroup(cgroup: CgroupRef): Promise<string> {
+    if (this.cgroupRoot === null) throw new InterceptError("cgroup2-unavailable", "no cgroup2 hierarchy is mounted (none in /proc/mounts)");
+    const now = await statCgroup(this.cgroupRoot, cgroup.path);
+    if (now?.id !== cgroup.id) {
+      throw new InterceptError("cgroup-not-found", `cgroup ${cgroup.path} ${now ? "was made again" : "was removed"} since the plan was made: run \`intercept plan\` again`);
+    }
+    return cgroupDirectory(this.cgroupRoot, cgroup.path);
+  }
+
   async tidy(): Promise<void> {
     const links = new Set((await listLinks(this.netns)).map((link) => link.ifindex));
     let owned = await this.ownedQdiscs();
@@ -176,7 +229,6 @@ export class KernelDatapath implements Datapath {
     await removeIfEmpty(this.pins.namespaceDir);
     await removeIfEmpty(path.dirname(this.pins.namespaceDir));
   }
-
 }
 
 /*
@@ -184,22 +236,56 @@ export class KernelDatapath implements Datapath {
  * test's own directory (tests load programs without attaching them).
  */
 
-/** Loads and pins a version, fills its rule switches, and records its content hash last. */
+/**
+ * Loads and pins a version, fills its rule switches (and exempt cgroups),
+ * and records its content hash last. A version with outbound programs uses
+ * the original-destination maps of another version in the namespace when
+ * there is one, so records outlive the version that wrote them.
+ */
 export async function loadVersion(pins: PinLayout, load: ProgramLoad): Promise<void> {
   const dir = pins.version(load.ref);
   await removePins(dir); // a version left half-loaded by a crash
   try {
-    await loadAndPin(load.objectPath, dir);
+    await loadAndPin(load.objectPath, dir, (load.cgroupHooks ?? []).length > 0 ? await sharedRecordMaps(pins, load.ref) : {});
     // policy_meta last: a version whose content hash is recorded is complete.
     await updateMaps([
       ...load.enabled.map((enabled, index) => ruleUpdate(pins, load.ref, index, enabled)),
       ...load.prefixes.map((entry) => prefixUpdate(pins, load.ref, entry)),
+      ...((load.cgroupHooks ?? []).length > 0 ? exemptUpdates(pins, load.ref, load.exemptCgroups ?? []) : []),
       { pin: pins.map(load.ref, "policy_meta"), key: hostBytes(0, 4), value: [...Buffer.from(load.contentHash.padEnd(64, "\0").slice(0, 64))].map(hex) },
     ]);
   } catch (error) {
     await unloadVersion(pins, load.ref);
     throw error;
   }
+}
+
+/** The record maps of some other pinned version in the namespace, by map name; none when no version has them. */
+async function sharedRecordMaps(pins: PinLayout, loading: VersionRef): Promise<Record<string, string>> {
+  for (const policy of (await listEntries(pins.namespaceDir, "directories")).filter(isPolicyName)) {
+    for (const version of (await listEntries(pins.policy(policy), "directories")).filter(isVersionName)) {
+      const ref = { policy, version };
+      if (policy === loading.policy && version === loading.version) continue;
+      const maps = OUTBOUND_RECORD_MAPS.map((name) => [name, pins.map(ref, name)] as const);
+      if (maps.every(([, pin]) => existsSync(pin))) return Object.fromEntries(maps);
+    }
+  }
+  return {};
+}
+
+/** exempt_cgroups, slot by slot: a 64-bit id and a 32-bit level (struct exempt_cgroup, host order). */
+function exemptUpdates(pins: PinLayout, ref: VersionRef, cgroups: CgroupIdentity[]): MapUpdate[] {
+  return cgroups.map(({ id, level }, slot) => {
+    const value = Buffer.alloc(16);
+    if (endianness() === "LE") {
+      value.writeBigUInt64LE(BigInt(id), 0);
+      value.writeUInt32LE(level, 8);
+    } else {
+      value.writeBigUInt64BE(BigInt(id), 0);
+      value.writeUInt32BE(level, 8);
+    }
+    return { pin: pins.map(ref, "exempt_cgroups"), key: hostBytes(slot, 4), value: [...value].map(hex) };
+  });
 }
 
 export async function unloadVersion(pins: PinLayout, ref: VersionRef): Promise<void> {
@@ -230,10 +316,21 @@ function prefixUpdate(pins: PinLayout, ref: VersionRef, entry: PrefixEntry): Map
   return { pin: pins.map(ref, prefixMap(entry)), key: key.map(hex), value: value.map(hex) };
 }
 
-function toProgram(ref: VersionRef, hooks: Hook[], outputs: unknown[]): ObservedProgram {
+/** A version's pin directory: which programs it has pinned. */
+interface PinnedVersion {
+  ref: VersionRef;
+  hooks: Hook[];
+  cgroupHooks: CgroupHook[];
+}
+
+/** A version from the outputs of its programCommands, in their order. */
+function toProgram({ ref, hooks, cgroupHooks }: PinnedVersion, outputs: unknown[]): ObservedProgram {
+  const id = (output: unknown) => (output as { id?: number } | undefined)?.id;
   const programIds: Partial<Record<Hook, number>> = {};
-  hooks.forEach((hook, index) => (programIds[hook] = (outputs[index] as { id?: number } | undefined)?.id));
-  const [meta, state] = outputs.slice(hooks.length);
+  hooks.forEach((hook, index) => (programIds[hook] = id(outputs[index])));
+  const cgroupProgramIds: Partial<Record<CgroupHook, number>> = {};
+  cgroupHooks.forEach((hook, index) => (cgroupProgramIds[hook] = id(outputs[hooks.length + index])));
+  const [meta, state, exempt] = outputs.slice(hooks.length + cgroupHooks.length);
   const metaEntries = formattedEntries<{ content_hash: number[] | string }>(meta);
   const contentHash = cString(metaEntries[0]?.value?.content_hash);
   return {
@@ -241,6 +338,10 @@ function toProgram(ref: VersionRef, hooks: Hook[], outputs: unknown[]): Observed
     contentHash: contentHash === "" ? null : contentHash,
     programIds,
     enabled: formattedEntries<{ enabled: number }>(state).map((entry) => entry.value?.enabled === 1),
+    cgroupProgramIds,
+    exemptCgroups: exempt === undefined ? [] : formattedEntries<{ id: number; level: number }>(exempt)
+      .filter((entry) => entry.value && entry.value.id !== 0)
+      .map((entry) => ({ id: entry.value!.id, level: entry.value!.level })),
   };
 }
 

@@ -8,6 +8,16 @@ export type Hook = "ingress" | "egress";
 export const HOOKS: readonly Hook[] = ["ingress", "egress"];
 
 /**
+ * The cgroup attach points of a policy's outbound programs (bpftool's
+ * cgroup_inet4_connect, cgroup_inet6_connect, cgroup_sock_ops,
+ * cgroup_getsockopt), in the order they are attached: the programs that
+ * tie and answer records first, the ones that start capturing last.
+ * Detached in reverse.
+ */
+export type CgroupHook = "sock_ops" | "getsockopt" | "connect4" | "connect6";
+export const CGROUP_HOOKS: readonly CgroupHook[] = ["sock_ops", "getsockopt", "connect4", "connect6"];
+
+/**
  * One loaded version of a policy's programs, named the way its pins are:
  * the policy, and the first 16 hex digits of its content hash. Plans and
  * saved plans carry only these names; the datapath derives every path from
@@ -46,6 +56,38 @@ export interface ForeignFilter {
   inOurSlot: boolean;
 }
 
+/**
+ * A cgroup, by the path the policy names (relative to the cgroup2 mount)
+ * and the id it has now (the inode of its directory): a cgroup removed and
+ * made again under the same path is another cgroup, without our programs.
+ */
+export interface CgroupRef {
+  path: string;
+  id: number;
+}
+
+/** How the programs recognise an exempt cgroup: its id and its depth below the root (the root is 0). */
+export interface CgroupIdentity {
+  id: number;
+  level: number;
+}
+
+/** A program attached directly to a cgroup (not inherited from a parent), ours or another's. */
+export interface CgroupAttachment {
+  /** bpftool's name of the attach point (cgroup_inet4_connect, …). */
+  attachType: string;
+  /** The attach point as intercept names it, when it is one of ours. */
+  hook: CgroupHook | undefined;
+  programId: number;
+  name: string;
+}
+
+export interface ObservedCgroup extends CgroupRef {
+  level: number;
+  /** Every program attached to it, in the kernel's order for each attach point. */
+  attached: CgroupAttachment[];
+}
+
 export interface ObservedProgram {
   ref: VersionRef;
   /**
@@ -58,6 +100,10 @@ export interface ObservedProgram {
   programIds: Partial<Record<Hook, number>>;
   /** rule_state: the enabled flag of each rule. */
   enabled: boolean[];
+  /** Program id per cgroup hook the version has pinned (a policy with an outbound section). */
+  cgroupProgramIds: Partial<Record<CgroupHook, number>>;
+  /** exempt_cgroups: the cgroups its outbound programs leave alone, by id (unused slots left out). */
+  exemptCgroups: CgroupIdentity[];
 }
 
 /** What the kernel holds for intercept in one network namespace: the truth, not a state file. */
@@ -69,6 +115,20 @@ export interface ObservedState {
   programs: ObservedProgram[];
   /** Links whose clsact qdisc intercept created (by ifindex), including links gone since. */
   ownedQdiscs: number[];
+  /** Where the cgroup2 hierarchy is mounted; null when it is not. */
+  cgroupRoot: string | null;
+  /**
+   * The cgroups that matter: every one running a program of ours, and every
+   * one the caller asked about that exists (a cgroup a policy names and the
+   * kernel lacks is simply absent).
+   */
+  cgroups: ObservedCgroup[];
+}
+
+/** What observe() should look at besides what intercept already runs. */
+export interface ObserveInterest {
+  /** cgroup paths the policies name (relative to the cgroup2 mount). */
+  cgroups?: readonly string[];
 }
 
 /** Packets and bytes of one counter, summed over CPUs. */
@@ -90,6 +150,10 @@ export interface ProgramLoad {
   enabled: boolean[];
   /** What the version's prefix tries hold (src/compile/prefixes.ts), written before its content hash. */
   prefixes: PrefixEntry[];
+  /** The cgroup hooks the object has programs for (a policy with an outbound section: all of them). */
+  cgroupHooks?: CgroupHook[];
+  /** Written into exempt_cgroups, slot by slot, before the version is complete. */
+  exemptCgroups?: CgroupIdentity[];
 }
 
 /**
@@ -105,7 +169,7 @@ export interface ProgramLoad {
  */
 export interface Datapath {
   readonly netns: NetworkNamespace;
-  observe(): Promise<ObservedState>;
+  observe(interest?: ObserveInterest): Promise<ObservedState>;
   /** Each rule's counters; throws when they cannot be read (callers say so, never print zeros). */
   readCounters(program: VersionRef, rules: number): Promise<RuleCounters[]>;
   /** Loads and pins a version, fills its rule switches, and records its content hash last. */
@@ -126,6 +190,16 @@ export interface Datapath {
   detachFilter(link: LinkRef, hook: Hook): Promise<void>;
   /** A live edit: one rule's enabled flag, read by the running program at its next packet. */
   setRule(program: VersionRef, index: number, enabled: boolean): Promise<void>;
+  /**
+   * Attaches @program's program for @hook to @cgroup beside whatever runs
+   * there (BPF_F_ALLOW_MULTI): nothing attached is replaced or reordered.
+   * Refuses a cgroup that is not @cgroup.id any more.
+   */
+  attachCgroupProgram(cgroup: CgroupRef, hook: CgroupHook, program: VersionRef): Promise<void>;
+  /** Detaches @program's program for @hook from @cgroup; other programs there stay as they are. */
+  detachCgroupProgram(cgroup: CgroupRef, hook: CgroupHook, program: VersionRef): Promise<void>;
+  /** A live edit: the exempt cgroups a version's outbound programs leave alone, slot by slot. */
+  setExemptCgroups(program: VersionRef, cgroups: CgroupIdentity[]): Promise<void>;
   /** Forgets owned-qdisc records of links that are gone and removes pin directories left empty. */
   tidy(): Promise<void>;
   /** The namespace is gone (and its links with it): unpins everything intercept kept for it. */
@@ -143,6 +217,9 @@ export type DatapathOperation =
   | { op: "attachFilters"; link: LinkRef; program: VersionRef; hooks: Hook[] }
   | { op: "detachFilter"; link: LinkRef; hook: Hook }
   | { op: "setRule"; program: VersionRef; index: number; enabled: boolean }
+  | { op: "attachCgroupProgram"; cgroup: CgroupRef; hook: CgroupHook; program: VersionRef }
+  | { op: "detachCgroupProgram"; cgroup: CgroupRef; hook: CgroupHook; program: VersionRef }
+  | { op: "setExemptCgroups"; program: VersionRef; cgroups: CgroupIdentity[] }
   | { op: "tidy" };
 
 /** Performs one operation on @datapath: the only place that maps operations to methods. */
@@ -155,6 +232,9 @@ export async function perform(datapath: Datapath, operation: DatapathOperation):
     case "attachFilters": return datapath.attachFilters(operation.link, operation.program, operation.hooks);
     case "detachFilter": return datapath.detachFilter(operation.link, operation.hook);
     case "setRule": return datapath.setRule(operation.program, operation.index, operation.enabled);
+    case "attachCgroupProgram": return datapath.attachCgroupProgram(operation.cgroup, operation.hook, operation.program);
+    case "detachCgroupProgram": return datapath.detachCgroupProgram(operation.cgroup, operation.hook, operation.program);
+    case "setExemptCgroups": return datapath.setExemptCgroups(operation.program, operation.cgroups);
     case "tidy": return datapath.tidy();
     default: return unreachable(operation);
   }
@@ -167,6 +247,22 @@ export function sameVersion(a: VersionRef | undefined, b: VersionRef | undefined
 /** The pin directory name of a content hash. */
 export function versionOf(contentHash: string): string {
   return contentHash.slice(0, 16);
+}
+
+/** The version of ours whose program @programId is, and for which cgroup hook; undefined for another's program. */
+export function cgroupProgramOwner(programs: readonly ObservedProgram[], programId: number): { program: ObservedProgram; hook: CgroupHook } | undefined {
+  for (const program of programs) {
+    for (const hook of CGROUP_HOOKS) if (program.cgroupProgramIds[hook] === programId) return { program, hook };
+  }
+  return undefined;
+}
+
+/** The programs of ours on @cgroup: which version runs on which hook (one hook may run two after an interrupted switch). */
+export function ourCgroupPrograms(cgroup: ObservedCgroup, programs: readonly ObservedProgram[]): { hook: CgroupHook; program: VersionRef }[] {
+  return cgroup.attached.flatMap((attachment) => {
+    const owner = cgroupProgramOwner(programs, attachment.programId);
+    return owner && owner.hook === attachment.hook ? [{ hook: owner.hook, program: owner.program.ref }] : [];
+  });
 }
 
 export function describeVersion(ref: VersionRef): string {

@@ -3,10 +3,18 @@ import { endianness, tmpdir } from "node:os";
 import path from "node:path";
 import { run, runJson } from "./exec.js";
 
-/** Loads every program of an object and pins programs and maps under @pinDir. */
-export async function loadAndPin(objectPath: string, pinDir: string): Promise<void> {
+/**
+ * Loads every program of an object and pins programs and maps under @pinDir.
+ * No `type`: each program's section names its type (tc → sched_cls,
+ * cgroup/connect4 → cgroup_sock_addr, sockops, cgroup/getsockopt), which
+ * one object of tc and cgroup programs needs. @reuse gives maps by name
+ * that the object uses instead of making its own (they are pinned under
+ * @pinDir too).
+ */
+export async function loadAndPin(objectPath: string, pinDir: string, reuse: Record<string, string> = {}): Promise<void> {
   await mkdir(pinDir, { recursive: true }); // bpftool creates only the last level
-  await run("bpftool", ["prog", "loadall", objectPath, `${pinDir}/progs`, "type", "tc", "pinmaps", `${pinDir}/maps`]);
+  const maps = Object.entries(reuse).flatMap(([name, pin]) => ["map", "name", name, "pinned", pin]);
+  await run("bpftool", ["prog", "loadall", objectPath, `${pinDir}/progs`, ...maps, "pinmaps", `${pinDir}/maps`]);
 }
 
 /** Bytes of a host-order integer, as bpftool's `hex` arguments. */

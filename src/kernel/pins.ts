@@ -1,6 +1,6 @@
 import { readdir, readFile, rm, rmdir } from "node:fs/promises";
 import path from "node:path";
-import type { Hook, VersionRef } from "../datapath/types.js";
+import type { CgroupHook, Hook, VersionRef } from "../datapath/types.js";
 import { InterceptError } from "../errors.js";
 import { run } from "./exec.js";
 
@@ -12,13 +12,27 @@ const NAMESPACE_KEY = /^ns\d+$/;
 const POLICY_NAME = /^[a-z][a-z0-9_]{0,31}$/;
 const VERSION = /^[0-9a-f]{16}$/;
 
-export type MapName = "rule_state" | "rule_counters" | "policy_meta" | "prefixes_v4" | "prefixes_v6";
+export type MapName = "rule_state" | "rule_counters" | "policy_meta" | "prefixes_v4" | "prefixes_v6" | "exempt_cgroups" | OutboundRecordMap;
+
+/** The maps of original destinations, shared by every version in a namespace (outbound_maps.h). */
+export type OutboundRecordMap = "orig_by_cookie" | "orig_by_conn";
+export const OUTBOUND_RECORD_MAPS: readonly OutboundRecordMap[] = ["orig_by_cookie", "orig_by_conn"];
+
+/** The program names of the cgroup hooks (templates/bpf/lib/outbound.h). */
+const CGROUP_PROGRAM: Record<CgroupHook, string> = {
+  connect4: "out_connect4",
+  connect6: "out_connect6",
+  sock_ops: "out_sockops",
+  getsockopt: "out_getsockopt",
+};
 
 /**
  * Where a namespace's objects are pinned:
  *   /sys/fs/bpf/intercept/<ns>/qdiscs                        clsact qdiscs intercept created
- *   /sys/fs/bpf/intercept/<ns>/<policy>/<version>/progs/…    intercept_ingress, intercept_egress
- *   /sys/fs/bpf/intercept/<ns>/<policy>/<version>/maps/…     rule_state, rule_counters, policy_meta, prefixes_v4/_v6
+ *   /sys/fs/bpf/intercept/<ns>/<policy>/<version>/progs/…    intercept_ingress, intercept_egress,
+ *                                                            out_connect4, out_connect6, out_sockops, out_getsockopt
+ *   /sys/fs/bpf/intercept/<ns>/<policy>/<version>/maps/…      rule_state, rule_counters, policy_meta,
+ *                                                            prefixes_v4/_v6, exempt_cgroups, orig_by_cookie, orig_by_conn
  * A policy's version directory lets a new version load beside the old one,
  * so filters can be swapped from one to the other without a gap. Every
  * path is derived here from checked names, and must resolve below PIN_ROOT:
@@ -45,6 +59,10 @@ export class PinLayout {
 
   program(ref: VersionRef, hook: Hook): string {
     return path.join(this.version(ref), "progs", `intercept_${hook}`);
+  }
+
+  cgroupProgram(ref: VersionRef, hook: CgroupHook): string {
+    return path.join(this.version(ref), "progs", CGROUP_PROGRAM[hook]);
   }
 
   map(ref: VersionRef, map: MapName): string {

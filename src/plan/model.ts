@@ -1,4 +1,4 @@
-import type { Hook, LinkRef, VersionRef } from "../datapath/types.js";
+import type { CgroupHook, CgroupIdentity, CgroupRef, Hook, LinkRef, VersionRef } from "../datapath/types.js";
 import { unreachable } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 
@@ -11,7 +11,9 @@ import type { NetworkNamespace } from "../kernel/exec.js";
  * execution, rendering).
  *
  * Addresses: program.<policy>, attachment.<link>, rule.<policy>[<index>],
- * qdisc.<link>. No change holds a path: the datapath derives those.
+ * qdisc.<link>, cgroup.<path>, exemption.<policy>. No change holds a pin
+ * path: the datapath derives those (a cgroup's path is relative to the
+ * cgroup2 mount, and checked again before use).
  */
 export type Change =
   | ProgramCreate
@@ -21,7 +23,11 @@ export type Change =
   | AttachmentUpdate
   | AttachmentDelete
   | RuleUpdate
-  | QdiscDelete;
+  | QdiscDelete
+  | CgroupCreate
+  | CgroupUpdate
+  | CgroupDelete
+  | ExemptionUpdate;
 
 export type ChangeType = Change["type"];
 
@@ -39,6 +45,9 @@ export interface ProgramCreate extends ChangeBase {
   hooks: Hook[];
   /** Each rule's switch, written into the new version before any link runs it. */
   enabled: boolean[];
+  /** A policy with an outbound section: its cgroup programs, and the exempt cgroups they leave alone. */
+  cgroupHooks?: CgroupHook[];
+  exemptCgroups?: CgroupIdentity[];
 }
 
 /** Loads a new version beside @replaces; links switch to it, then @replaces is unpinned. */
@@ -48,6 +57,8 @@ export interface ProgramReplace extends ChangeBase {
   contentHash: string;
   hooks: Hook[];
   enabled: boolean[];
+  cgroupHooks?: CgroupHook[];
+  exemptCgroups?: CgroupIdentity[];
   replaces: VersionRef;
 }
 
@@ -100,6 +111,56 @@ export interface QdiscDelete extends ChangeBase {
   link: LinkRef;
 }
 
+/**
+ * A policy's cgroup programs on a cgroup that runs none of ours yet: all
+ * four on a cgroup it captures, getsockopt alone on an exempt one (where
+ * the proxy's accepted sockets are). Attached beside any other programs
+ * there, hook by hook in CGROUP_HOOKS order, so records are tied and
+ * answered before connections are captured.
+ */
+export interface CgroupCreate extends ChangeBase {
+  type: "cgroup.create";
+  cgroup: CgroupRef;
+  program: VersionRef;
+  hooks: CgroupHook[];
+}
+
+/**
+ * Switches a cgroup to @program: each of @attach gets the new program
+ * beside the old one (BPF_F_ALLOW_MULTI) before @detach are detached, so no
+ * connect() finds no program. Also what puts right a cgroup an interrupted
+ * apply left half-attached or running two versions.
+ */
+export interface CgroupUpdate extends ChangeBase {
+  type: "cgroup.update";
+  cgroup: CgroupRef;
+  program: VersionRef;
+  attach: CgroupHook[];
+  detach: CgroupProgram[];
+}
+
+/** Detaches our programs from a cgroup no policy names any more; others' stay. */
+export interface CgroupDelete extends ChangeBase {
+  type: "cgroup.delete";
+  cgroup: CgroupRef;
+  detach: CgroupProgram[];
+}
+
+/** A live edit: the ids of a version's exempt cgroups, when one was removed and made again (a new id). */
+export interface ExemptionUpdate extends ChangeBase {
+  type: "exemption.update";
+  program: VersionRef;
+  cgroups: CgroupIdentity[];
+  /** What the version holds now, to put back on rollback. */
+  from: CgroupIdentity[];
+}
+
+/** One of our programs on a cgroup: the version it belongs to and the hook it runs on. */
+export interface CgroupProgram {
+  hook: CgroupHook;
+  program: VersionRef;
+}
+
 /** The hooks of ours on a link, each with the version it runs (null: a program no version of ours pins). */
 export type HookPrograms = Partial<Record<Hook, VersionRef | null>>;
 
@@ -115,15 +176,19 @@ export function actionOf(change: Change): Action {
   switch (change.type) {
     case "program.create":
     case "attachment.create":
+    case "cgroup.create":
       return "create";
     case "attachment.update":
     case "rule.update":
+    case "cgroup.update":
+    case "exemption.update":
       return "update";
     case "program.replace":
       return "replace";
     case "program.delete":
     case "attachment.delete":
     case "qdisc.delete":
+    case "cgroup.delete":
       return "delete";
     default:
       return unreachable(change);

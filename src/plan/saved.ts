@@ -44,6 +44,8 @@ export function fingerprint(observed: ObservedState): string {
     links: observed.links.map((l) => [l.ifindex, l.name, l.linkType, l.clsact, l.filters.ingress ?? 0, l.filters.egress ?? 0, l.foreign.map((f) => [f.hook, f.pref, f.handle ?? ""])]).sort(),
     programs: observed.programs.map((p) => [p.ref.policy, p.ref.version, p.contentHash ?? "", p.programIds.ingress ?? 0, p.programIds.egress ?? 0, p.enabled]).sort(),
     ownedQdiscs: [...observed.ownedQdiscs].sort(),
+    cgroups: observed.cgroups.map((c) => [c.path, c.id, c.attached.map((a) => [a.attachType, a.programId])]).sort(),
+    outbound: observed.programs.map((p) => [p.ref.policy, p.ref.version, Object.entries(p.cgroupProgramIds).sort(), p.exemptCgroups.map((c) => [c.id, c.level])]).sort(),
   };
   return createHash("sha256").update(JSON.stringify(relevant)).digest("hex");
 }

@@ -1,6 +1,6 @@
 import type { ProgramBuilder } from "../build/index.js";
 import { compilePolicies, type CompiledPolicy } from "../compile/index.js";
-import { versionOf, type Hook, type VersionRef } from "../datapath/types.js";
+import { versionOf, type CgroupHook, type Hook, type VersionRef } from "../datapath/types.js";
 import type { Diagnostic } from "../diagnostics.js";
 import { PolicyError } from "../errors.js";
 import { loadPolicies, type LoadedPolicy } from "../load/index.js";
@@ -20,6 +20,8 @@ export interface DesiredPolicy {
   /** The pinned version this policy's program is, or will be, loaded as. */
   program: VersionRef;
   hooks: Hook[];
+  /** The cgroup hooks of its outbound programs; none without an outbound section. */
+  cgroupHooks: CgroupHook[];
 }
 
 /** load → validate: the policies with what they were read as, or a PolicyError with every problem of every file. */
@@ -62,5 +64,6 @@ export async function desiredFrom(compiled: CompiledPolicy, definition: unknown,
     contentHash: hash,
     program: { policy: compiled.policy.name, version: versionOf(hash) },
     hooks: compiled.hooks,
+    cgroupHooks: compiled.cgroupHooks,
   };
 }

@@ -1,17 +1,21 @@
-import { describeVersion, HOOKS, sameVersion, type Hook, type ObservedState, type VersionRef } from "../datapath/types.js";
+import { describeVersion, HOOKS, ourCgroupPrograms, sameVersion, type CgroupHook, type Hook, type ObservedState, type VersionRef } from "../datapath/types.js";
+import { wholeCgroupSet } from "./plan-cgroups.js";
 
 /**
  * What an interrupted run (a crash, a kill -9, a power cut) can leave in
  * the kernel, recognised from the kernel alone: every step intercept takes
  * is either atomic or leaves a mark — a version's content hash is written
- * last, a qdisc is recorded before it is created. `status` shows these;
+ * last, a qdisc is recorded before it is created, a cgroup's programs are
+ * either all four or getsockopt alone. `status` shows these;
  * `plan` repairs each of them (plan.ts).
  */
 export type Drift =
   | { kind: "incomplete-version"; program: VersionRef }
   | { kind: "half-switched"; link: string; hooks: Partial<Record<Hook, VersionRef | null>> }
   | { kind: "unknown-program"; link: string; hook: Hook; programId: number }
-  | { kind: "empty-qdisc"; link: string };
+  | { kind: "empty-qdisc"; link: string }
+  /** A cgroup running programs of two versions (a switch cut short), or part of one version's set. */
+  | { kind: "cgroup-half-switched"; cgroup: string; programs: { hook: CgroupHook; program: VersionRef }[] };
 
 export function findDrift(observed: ObservedState): Drift[] {
   const drift: Drift[] = [];
@@ -34,6 +38,12 @@ export function findDrift(observed: ObservedState): Drift[] {
     const ours = Object.keys(link.filters).length > 0;
     if (!ours && link.clsact && link.foreign.length === 0 && observed.ownedQdiscs.includes(link.ifindex)) drift.push({ kind: "empty-qdisc", link: link.name });
   }
+  for (const cgroup of observed.cgroups) {
+    const programs = ourCgroupPrograms(cgroup, observed.programs);
+    if (programs.length === 0) continue;
+    const mixed = programs.some(({ program }) => !sameVersion(program, programs[0]!.program));
+    if (mixed || !wholeCgroupSet(programs.map(({ hook }) => hook))) drift.push({ kind: "cgroup-half-switched", cgroup: cgroup.path, programs });
+  }
   return drift;
 }
 
@@ -49,5 +59,9 @@ export function describeDrift(drift: Drift): string {
       return `link ${drift.link} ${drift.hook} runs program ${drift.programId}, which no version of ours pins: plan replaces it`;
     case "empty-qdisc":
       return `link ${drift.link} has a clsact qdisc intercept created that holds nothing (an interrupted run): plan removes or uses it`;
+    case "cgroup-half-switched": {
+      const running = drift.programs.map(({ hook, program }) => `${hook} ${describeVersion(program)}`);
+      return `cgroup ${drift.cgroup} runs part of a program set (${running.join(", ")}; an interrupted apply): plan attaches it whole`;
+    }
   }
 }

@@ -6,10 +6,12 @@ import { executePlan, type ApplyEvent } from "./apply.js";
 import type { DesiredPolicy } from "./desired.js";
 import type { LoadSource } from "./order.js";
 import { makePlan } from "./plan.js";
+import { namedCgroups } from "./plan-cgroups.js";
 
 export { ApplyError, doneWord, executePlan, type ApplyEvent } from "./apply.js";
 export { compiledPolicies, desiredFrom, desiredState, loadDesired, validated, validPolicies, type DesiredPolicy } from "./desired.js";
 export { makePlan, selects } from "./plan.js";
+export { namedCgroups } from "./plan-cgroups.js";
 export { orderSteps, PHASES, type Step } from "./order.js";
 
 /**
@@ -26,7 +28,7 @@ export interface PlannedRun {
 
 /** observe → plan. */
 export async function planRun(desired: DesiredPolicy[], datapath: Datapath): Promise<PlannedRun> {
-  const observed = await datapath.observe();
+  const observed = await datapath.observe({ cgroups: namedCgroups(desired) });
   return { desired, observed, plan: makePlan(desired, observed) };
 }
 

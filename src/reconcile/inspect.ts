@@ -1,14 +1,17 @@
-import { HOOKS, sameVersion, type Datapath, type Hook, type ObservedProgram, type ObservedState, type RuleCounters, type VersionRef } from "../datapath/types.js";
+import { cgroupProgramOwner, HOOKS, sameVersion, type CgroupAttachment, type CgroupHook, type Datapath, type Hook, type ObservedProgram, type ObservedState, type RuleCounters, type VersionRef } from "../datapath/types.js";
 import { messageOf } from "../errors.js";
-import type { Rule } from "../validate/index.js";
+import type { OutboundRule, Rule } from "../validate/index.js";
 import type { DesiredPolicy } from "./desired.js";
 import { findDrift, type Drift } from "./drift.js";
+import { namedCgroups } from "./plan-cgroups.js";
 
 /** What `status` and the agent's metrics show: each live version with its rules and counters. */
 export interface StatusReport {
   observed: ObservedState;
   programs: ProgramReport[];
   links: LinkReport[];
+  /** Cgroups running programs of ours, and those the policies name. */
+  cgroups: CgroupReport[];
   /** What an interrupted run left behind (plan repairs it). */
   drift: Drift[];
 }
@@ -25,6 +28,8 @@ export interface ProgramReport {
 export interface RuleReport {
   index: number;
   rule: Rule | undefined;
+  /** The outbound rule at this index, when the policy names one there. */
+  outbound: OutboundRule | undefined;
   enabled: boolean;
   counters: RuleCounters | undefined;
 }
@@ -37,13 +42,22 @@ export interface LinkReport {
   programIds: Partial<Record<Hook, number>>;
 }
 
+export interface CgroupReport {
+  path: string;
+  id: number;
+  /** Our programs on it: which version on which hook. */
+  programs: { hook: CgroupHook; program: VersionRef }[];
+  /** Programs intercept did not attach, left alone. */
+  foreign: CgroupAttachment[];
+}
+
 /**
  * Reads the kernel's state and every version's counters; rules are named
  * from @desired by exact program identity (content hash), since the kernel
  * holds only rule indexes.
  */
 export async function inspect(datapath: Datapath, desired: DesiredPolicy[]): Promise<StatusReport> {
-  const observed = await datapath.observe();
+  const observed = await datapath.observe({ cgroups: namedCgroups(desired) });
   const programs = await Promise.all(observed.programs.map((program) => reportProgram(datapath, program, desired)));
   const links = observed.links
     .filter((link) => Object.keys(link.filters).length > 0)
@@ -55,7 +69,16 @@ export async function inspect(datapath: Datapath, desired: DesiredPolicy[]): Pro
       }
       return { link: link.name, ifindex: link.ifindex, programs: running, programIds: link.filters };
     });
-  return { observed, programs, links, drift: findDrift(observed) };
+  const cgroups = observed.cgroups.map((cgroup) => {
+    const report: CgroupReport = { path: cgroup.path, id: cgroup.id, programs: [], foreign: [] };
+    for (const attachment of cgroup.attached) {
+      const owner = cgroupProgramOwner(observed.programs, attachment.programId);
+      if (owner && owner.hook === attachment.hook) report.programs.push({ hook: owner.hook, program: owner.program.ref });
+      else report.foreign.push(attachment);
+    }
+    return report;
+  });
+  return { observed, programs, links, cgroups, drift: findDrift(observed) };
 }
 
 async function reportProgram(datapath: Datapath, program: ObservedProgram, desired: DesiredPolicy[]): Promise<ProgramReport> {
@@ -67,6 +90,7 @@ async function reportProgram(datapath: Datapath, program: ObservedProgram, desir
   } catch (error) {
     countersError = messageOf(error);
   }
-  const rules = program.enabled.map((enabled, index) => ({ index, rule: source?.policy.rules[index], enabled, counters: counters?.[index] }));
+  const outbound = (index: number) => source?.policy.outbound?.rules.find((rule) => rule.index === index);
+  const rules = program.enabled.map((enabled, index) => ({ index, rule: source?.policy.rules[index], outbound: outbound(index), enabled, counters: counters?.[index] }));
   return { program, desired: source, rules, countersError };
 }

@@ -1,6 +1,6 @@
 import type { PrefixEntry } from "../compile/match.js";
-import type { DatapathOperation, Hook, LinkRef, VersionRef } from "../datapath/types.js";
-import type { Change, ChangeType, HookPrograms } from "../plan/model.js";
+import { CGROUP_HOOKS, type CgroupHook, type CgroupRef, type DatapathOperation, type Hook, type LinkRef, type VersionRef } from "../datapath/types.js";
+import type { Change, ChangeType, CgroupProgram, HookPrograms } from "../plan/model.js";
 
 /**
  * The order apply executes a plan in, as data: one step per kernel
@@ -74,12 +74,53 @@ const EXPAND: { [T in ChangeType]: (change: Extract<Change, { type: T }>, object
     undo: [{ op: "setRule", program: change.program, index: change.index, enabled: !change.enabled }],
   }],
   "qdisc.delete": (change) => [{ phase: "qdiscs", operation: { op: "removeQdisc", link: change.link }, undo: [{ op: "addQdisc", link: change.link }] }],
+  "cgroup.create": (change) => attachToCgroup(change.cgroup, change.hooks, change.program),
+  // The new program on each hook first, beside the old (multi); the old ones leave once every new one runs.
+  "cgroup.update": (change) => [...attachToCgroup(change.cgroup, change.attach, change.program), ...detachFromCgroup(change.cgroup, change.detach)],
+  "cgroup.delete": (change) => detachFromCgroup(change.cgroup, change.detach),
+  "exemption.update": (change) => [{
+    phase: "rules",
+    operation: { op: "setExemptCgroups", program: change.program, cgroups: change.cgroups },
+    undo: [{ op: "setExemptCgroups", program: change.program, cgroups: change.from }],
+  }],
 };
+
+/**
+ * Cgroup programs are attached in CGROUP_HOOKS order (records are tied and
+ * answered before connect() is captured) and detached in reverse (capture
+ * stops first). Each is one kernel operation with an exact undo; there is
+ * no atomic replace through bpftool 7.1 (BPF_F_REPLACE is not exposed), so
+ * a switch runs both versions side by side for a moment instead of neither.
+ */
+function attachToCgroup(cgroup: CgroupRef, hooks: CgroupHook[], program: VersionRef): Operation[] {
+  return CGROUP_HOOKS.filter((hook) => hooks.includes(hook)).map((hook) => ({
+    phase: "attach",
+    operation: { op: "attachCgroupProgram", cgroup, hook, program },
+    undo: [{ op: "detachCgroupProgram", cgroup, hook, program }],
+  }));
+}
+
+function detachFromCgroup(cgroup: CgroupRef, programs: CgroupProgram[]): Operation[] {
+  const order = [...CGROUP_HOOKS].reverse();
+  return [...programs]
+    .sort((a, b) => order.indexOf(a.hook) - order.indexOf(b.hook))
+    .map(({ hook, program }) => ({
+      phase: "detach",
+      operation: { op: "detachCgroupProgram", cgroup, hook, program },
+      undo: [{ op: "attachCgroupProgram", cgroup, hook, program }],
+    }));
+}
 
 function load(change: Extract<Change, { type: "program.create" | "program.replace" }>, objectFor: ObjectFor): Operation {
   return {
     phase: "load",
-    operation: { op: "loadProgram", load: { ref: change.program, contentHash: change.contentHash, ...objectFor(change.contentHash), hooks: change.hooks, enabled: change.enabled } },
+    operation: {
+      op: "loadProgram",
+      load: {
+        ref: change.program, contentHash: change.contentHash, ...objectFor(change.contentHash), hooks: change.hooks, enabled: change.enabled,
+        ...(change.cgroupHooks && { cgroupHooks: change.cgroupHooks, exemptCgroups: change.exemptCgroups ?? [] }),
+      },
+    },
     undo: [{ op: "unloadProgram", ref: change.program }],
   };
 }

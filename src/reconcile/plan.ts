@@ -5,18 +5,20 @@ import { FILTER_HANDLE, FILTER_PREF } from "../kernel/tc.js";
 import type { AttachmentCreate, AttachmentDelete, AttachmentUpdate, Change, HookPrograms, Plan, ProgramCreate, ProgramDelete, ProgramReplace, QdiscDelete, RuleUpdate } from "../plan/model.js";
 import { ruleSummary, type InterfaceSelection } from "../validate/index.js";
 import type { DesiredPolicy } from "./desired.js";
+import { exemptIdentities, planCgroups, planExemption, wantedCgroups, type WantedCgroup } from "./plan-cgroups.js";
 
 /**
  * Stage 6: the changes that make @observed match @desired. Pure and
  * deterministic: programs (in policy order, then stale ones), links (by
- * address), rules, then qdiscs. The order changes are *executed* in is
+ * address), cgroups (by path), rules and exemptions. The order changes are *executed* in is
  * decided separately (order.ts). What an interrupted run left behind —
  * a version whose load never finished, a link half switched between two
  * versions, a qdisc of ours holding nothing — is repaired here too.
  */
 export function makePlan(desired: DesiredPolicy[], observed: ObservedState): Plan {
   const owners = assignLinks(desired, observed);
-  const programs = desired.map((want) => planProgram(want, observed));
+  const cgroups = wantedCgroups(desired, observed);
+  const programs = desired.map((want) => planProgram(want, observed, cgroups));
   const changes: Change[] = programs.flatMap((p) => p.changes);
   for (const stale of observed.programs.filter((p) => !desired.some((d) => d.policy.name === p.ref.policy))) {
     changes.push(programDelete(stale, `policy "${stale.ref.policy}" is no longer given`));
@@ -24,12 +26,13 @@ export function makePlan(desired: DesiredPolicy[], observed: ObservedState): Pla
   const byId = programsById(observed.programs);
   const links = [...owners].map(([link, owner]) => planLink(link, owner, observed, byId));
   changes.push(...links.flat().sort((a, b) => a.address.localeCompare(b.address)));
-  desired.forEach((want, index) => changes.push(...planRules(want, programs[index]!.kept)));
+  changes.push(...planCgroups(observed, cgroups, (want) => programs[desired.indexOf(want)]!.kept));
+  desired.forEach((want, index) => changes.push(...planRules(want, programs[index]!.kept), ...planExemption(want, programs[index]!.kept, cgroups)));
   return { netns: observed.netns, changes };
 }
 
 /** The live version to keep (same content hash, complete), and the changes around it. */
-function planProgram(want: DesiredPolicy, observed: ObservedState): { kept: ObservedProgram | undefined; changes: Change[] } {
+function planProgram(want: DesiredPolicy, observed: ObservedState, cgroups: Map<string, WantedCgroup>): { kept: ObservedProgram | undefined; changes: Change[] } {
   const name = want.policy.name;
   const versions = observed.programs.filter((p) => p.ref.policy === name);
   const kept = versions.find((p) => p.contentHash === want.contentHash && sameVersion(p.ref, want.program));
@@ -37,7 +40,11 @@ function planProgram(want: DesiredPolicy, observed: ObservedState): { kept: Obse
   const others = versions.filter((p) => p !== kept && !sameVersion(p.ref, want.program));
   if (kept) return { kept, changes: others.map((p) => programDelete(p, staleReason(p))) };
   const complete = others.filter((p) => p.contentHash !== null);
-  const base = { program: want.program, contentHash: want.contentHash, hooks: want.hooks, enabled: want.policy.rules.map((rule) => rule.enabled) };
+  const base = {
+    program: want.program, contentHash: want.contentHash, hooks: want.hooks,
+    enabled: [...want.policy.rules, ...(want.policy.outbound?.rules ?? [])].map((rule) => rule.enabled),
+    ...(want.cgroupHooks.length > 0 && { cgroupHooks: want.cgroupHooks, exemptCgroups: exemptIdentities(want, cgroups) }),
+  };
   if (complete.length > 0) {
     const [replaced, ...extra] = complete;
     const replace: ProgramReplace = {
@@ -49,7 +56,7 @@ function planProgram(want: DesiredPolicy, observed: ObservedState): { kept: Obse
   }
   const create: ProgramCreate = {
     type: "program.create", address: `program.${name}`, ...base,
-    reason: `new policy, ${plural(want.policy.rules.length, "rule")}${versions.length > 0 ? " (replacing an interrupted load)" : ""}`,
+    reason: `new policy, ${plural(want.policy.rules.length + (want.policy.outbound?.rules.length ?? 0), "rule")}${versions.length > 0 ? " (replacing an interrupted load)" : ""}`,
   };
   return { kept: undefined, changes: [create, ...others.map((p) => programDelete(p, staleReason(p)))] };
 }
@@ -66,7 +73,8 @@ function programDelete(program: ObservedProgram, reason: string): ProgramDelete 
 function assignLinks(desired: DesiredPolicy[], observed: ObservedState): Map<ObservedLink, DesiredPolicy | undefined> {
   const owners = new Map<ObservedLink, DesiredPolicy | undefined>();
   for (const link of observed.links) {
-    const claimants = desired.filter((want) => selects(want.policy.interfaces, link.name));
+    // An outbound-only policy has no tc program: it claims no link.
+    const claimants = desired.filter((want) => want.hooks.length > 0 && selects(want.policy.interfaces, link.name));
     if (!servable(link)) {
       const naming = claimants.find((want) => want.policy.interfaces.include?.includes(link.name));
       if (naming) {
@@ -150,15 +158,19 @@ function programsById(programs: ObservedProgram[]): Map<number, ObservedProgram>
   return byId;
 }
 
-/** Live edits: rules whose enabled flag differs in the version that stays. */
+/** Live edits: rules (interceptors, then outbound rules) whose enabled flag differs in the version that stays. */
 function planRules(want: DesiredPolicy, kept: ObservedProgram | undefined): RuleUpdate[] {
   if (!kept) return [];
-  return want.policy.rules
-    .filter((rule) => kept.enabled[rule.index] !== rule.enabled)
-    .map((rule) => ({
+  const rules = [
+    ...want.policy.rules.map((rule) => ({ rule, what: ruleSummary(rule) })),
+    ...(want.policy.outbound?.rules ?? []).map((rule) => ({ rule, what: `outbound tcp ${rule.originalPort} → proxy ${rule.port}` })),
+  ];
+  return rules
+    .filter(({ rule }) => kept.enabled[rule.index] !== rule.enabled)
+    .map(({ rule, what }) => ({
       type: "rule.update", address: `rule.${want.policy.name}[${rule.index}]`,
       program: kept.ref, index: rule.index, enabled: rule.enabled,
-      reason: `${ruleSummary(rule)}: ${rule.enabled ? "enable" : "disable"} (live edit, no reload)`,
+      reason: `${what}: ${rule.enabled ? "enable" : "disable"} (live edit, no reload)`,
     }));
 }
 

@@ -5,13 +5,15 @@ import { isWithin } from "../load/source-map.js";
 import type { Policy } from "../api.js";
 import type { Rule, ValidPolicy } from "./model.js";
 import { checkSchema, type SchemaProblem } from "./schema.js";
+import { checkOutbound, checkOutboundAcrossPolicies, normaliseOutbound } from "./outbound.js";
 import { checkInterfaces, checkPolicies, checkRules, readRule, toRule, type CheckedPolicy } from "./semantic.js";
 
-export type { Cidr, InterfaceSelection, PortRange, Rule, ValidPolicy } from "./model.js";
+export type { Cidr, InterfaceSelection, MappedCidr, OutboundExemption, OutboundPolicy, OutboundRule, PortRange, Rule, ValidPolicy } from "./model.js";
 export { toRule } from "./semantic.js";
 export { ruleSummary } from "./summary.js";
 export { cidrText } from "./addresses.js";
 export { singleOriginalPort } from "./selectors.js";
+export { attachesToLinks } from "./outbound.js";
 
 /** Names end up in C identifiers and pin paths. Mirrors the schema's pattern. */
 const NAME_PATTERN = /^[a-z][a-z0-9_]{0,31}$/;
@@ -35,7 +37,7 @@ export function validatePolicies(loaded: LoadedPolicy[]): { policies: ValidPolic
     diagnostics.push(...problems, ...typeErrors);
     if (policy.clean && problems.length === 0 && typeErrors.length === 0) accepted.push({ loaded: policy, policy: normalise(policy) });
   }
-  diagnostics.push(...checkPolicies(accepted));
+  diagnostics.push(...checkPolicies(accepted), ...checkOutboundAcrossPolicies(accepted));
   return { policies: diagnostics.length === 0 ? accepted.map((entry) => entry.policy) : [], diagnostics };
 }
 
@@ -66,6 +68,7 @@ function checkWhatPassed(policy: LoadedPolicy, schema: SchemaProblem[]): Diagnos
     });
     problems.push(...checkRules(policy, rules));
   }
+  problems.push(...checkOutbound(policy, passed));
   return problems;
 }
 
@@ -92,7 +95,8 @@ function normalise(loaded: LoadedPolicy): ValidPolicy {
     name: policy.name ?? defaultName(loaded.file),
     file: loaded.file,
     interfaces: { include: policy.interfaces?.include ?? null, exclude: policy.interfaces?.exclude ?? [] },
-    rules: policy.interceptors.map(toRule),
+    rules: (policy.interceptors ?? []).map(toRule),
+    ...(policy.outbound && { outbound: normaliseOutbound(policy.outbound, policy.interceptors?.length ?? 0) }),
   };
 }
 

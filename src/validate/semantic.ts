@@ -5,6 +5,7 @@ import type { Rule, ValidPolicy } from "./model.js";
 import { findOverlaps } from "./overlap.js";
 import { portRangeText, readSelector, selectedPorts, selectedPortSet, type SelectorProblem } from "./selectors.js";
 import { overlaps } from "./intervals.js";
+import { attachesToLinks } from "./outbound.js";
 
 /** Appended to a rewrite-only restriction on a TCP rule: steer has no such restriction. */
 const TRY_STEER = ` (a tcp rule may use strategy: "steer", which has no such restriction)`;
@@ -181,9 +182,9 @@ export function checkPolicies(checked: CheckedPolicy[]): Diagnostic[] {
     } else {
       byName.set(policy.name, entry);
     }
-    if (policy.interfaces.include === null && policy.interfaces.exclude.length === 0) selectingAll.push(policy);
+    if (attachesToLinks(policy) && policy.interfaces.include === null && policy.interfaces.exclude.length === 0) selectingAll.push(policy);
   }
-  if (selectingAll.length > 0 && checked.length > 1) {
+  if (selectingAll.length > 0 && checked.filter(({ policy }) => attachesToLinks(policy)).length > 1) {
     for (const policy of selectingAll) {
       diagnostics.push(diagnosticAt("policy/overlapping-interfaces", startOf(policy.file),
         `policy ${quoted(policy.name)} selects every interface, so it overlaps the other policies: give each policy an interfaces selector`));

@@ -3,8 +3,9 @@ import { createHash } from "node:crypto";
 import { compilePolicies } from "../../src/compile/index.js";
 import { versionOf } from "../../src/datapath/types.js";
 import type { DesiredPolicy } from "../../src/reconcile/index.js";
-import type { Interceptor, PortItem } from "../../src/api.js";
-import { cidrText, singleOriginalPort, type PortRange, type Rule, type ValidPolicy } from "../../src/validate/index.js";
+import type { Interceptor, Outbound, PortItem } from "../../src/api.js";
+import { cidrText, singleOriginalPort, type OutboundPolicy, type PortRange, type Rule, type ValidPolicy } from "../../src/validate/index.js";
+import { normaliseOutbound } from "../../src/validate/outbound.js";
 import { testPolicy } from "./bpf.js";
 
 /** @policy as reconcile carries it; the content hash is the source's (the real one adds clang's version). */
@@ -12,13 +13,34 @@ export function desired(policy: ValidPolicy): DesiredPolicy {
   const [compiled] = compilePolicies([policy]);
   const contentHash = createHash("sha256").update(compiled!.source).digest("hex");
   return {
-    definition: { name: policy.name, interceptors: policy.rules.map(interceptorOf) },
+    definition: {
+      name: policy.name,
+      interceptors: policy.rules.map(interceptorOf),
+      ...(policy.outbound && { outbound: outboundDefinition(policy.outbound) }),
+    },
     policy,
     compiled: compiled!,
     contentHash,
     program: { policy: policy.name, version: versionOf(contentHash) },
     hooks: compiled!.hooks,
+    cgroupHooks: compiled!.cgroupHooks,
   };
+}
+
+/** An outbound section as a policy file writes it. */
+function outboundDefinition(outbound: OutboundPolicy): Outbound {
+  const { uids, cgroups, marks } = outbound.exempt;
+  return {
+    cgroups: outbound.cgroups,
+    exempt: { ...(uids.length > 0 && { uids }), ...(cgroups.length > 0 && { cgroups }), ...(marks.length > 0 && { marks }) },
+    rules: outbound.rules.map(({ originalPort, port, cidrs, enabled }) => ({ originalPort, port, enabled, ...(cidrs.length > 0 && { cidrs: cidrs.map((cidr) => cidr.text) }) })),
+  };
+}
+
+/** A desired policy with an outbound section (written as in a policy file) after @rules' interceptors. */
+export function desiredOutbound(name: string, outbound: Outbound, rules: Parameters<typeof testPolicy>[1] = []): DesiredPolicy {
+  const policy = testPolicy(name, rules);
+  return desired({ ...policy, outbound: normaliseOutbound(outbound, policy.rules.length) });
 }
 
 /** A desired policy from rules, with test defaults filled in. */

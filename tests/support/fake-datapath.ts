@@ -2,13 +2,14 @@
  * An in-memory datapath for tests of plan, apply, rollback and recovery
  * without root or a kernel (Cilium's fake datapath, for intercept). It
  * models what the kernel enforces — a filter needs a clsact qdisc and a
- * pinned program, a qdisc is added once — records every operation that
+ * pinned program, a qdisc is added once, a program is attached to a cgroup
+ * at most once per hook, detaching needs it attached — records every operation that
  * changed it, with a snapshot after each, and fails on command:
  *   failAt(n)    the n-th mutation (1-based) throws, changing nothing;
  *   crashAfter(n) after n mutations every operation throws and nothing
  *                changes any more, as if the process had been killed there.
  */
-import { describeVersion, HOOKS, sameVersion, type Counter, type Datapath, type DatapathOperation, type Hook, type LinkRef, type ObservedLink, type ObservedProgram, type ObservedState, type ProgramLoad, type RuleCounters, type VersionRef } from "../../src/datapath/types.js";
+import { CGROUP_HOOKS, describeVersion, HOOKS, sameVersion, type CgroupAttachment, type CgroupHook, type CgroupIdentity, type CgroupRef, type Counter, type Datapath, type DatapathOperation, type Hook, type LinkRef, type ObservedLink, type ObservedProgram, type ObservedState, type ObserveInterest, type ProgramLoad, type RuleCounters, type VersionRef } from "../../src/datapath/types.js";
 import { COUNTER_SLOTS, type CounterSlot } from "../../src/compile/counters.js";
 import type { PrefixEntry } from "../../src/compile/match.js";
 import type { NetworkNamespace } from "../../src/kernel/exec.js";
@@ -26,18 +27,39 @@ interface FakeVersion {
   ref: VersionRef;
   contentHash: string | null;
   programIds: Partial<Record<Hook, number>>;
+  cgroupProgramIds: Partial<Record<CgroupHook, number>>;
   enabled: boolean[];
+  exemptCgroups: CgroupIdentity[];
   counters: RuleCounters[];
   /** What the version's prefix tries hold, written with the rule switches. */
   prefixes: PrefixEntry[];
 }
+
+interface FakeCgroup {
+  path: string;
+  id: number;
+  /** Attached programs, in attach order (the kernel runs a hook's programs in this order). */
+  attached: CgroupAttachment[];
+}
+
+/** bpftool's names of the attach points. */
+const ATTACH_TYPE: Record<CgroupHook, string> = {
+  connect4: "cgroup_inet4_connect",
+  connect6: "cgroup_inet6_connect",
+  sock_ops: "cgroup_sock_ops",
+  getsockopt: "cgroup_getsockopt",
+};
 
 /** The kernel's state as plain data, for exact before/after comparisons. */
 export interface FakeKernelState {
   links: FakeLink[];
   versions: FakeVersion[];
   ownedQdiscs: number[];
+  cgroups: FakeCgroup[];
 }
+
+/** Where the fake's cgroup2 hierarchy is "mounted". */
+export const FAKE_CGROUP_ROOT = "/fake/cgroup2";
 
 export class FakeDatapath implements Datapath {
   readonly netns: NetworkNamespace;
@@ -46,6 +68,8 @@ export class FakeDatapath implements Datapath {
   readonly history: { operation: DatapathOperation; after: FakeKernelState }[] = [];
   private links: FakeLink[] = [];
   private versions: FakeVersion[] = [];
+  private cgroups: FakeCgroup[] = [];
+  private nextCgroupId = 1000;
   private ownedQdiscs = new Set<number>();
   private nextProgramId = 100;
   private mutations = 0;
@@ -70,6 +94,25 @@ export class FakeDatapath implements Datapath {
     this.links = this.links.filter((link) => link.name !== name);
   }
 
+  /** Makes a cgroup (relative to the fake cgroup2 mount), with a new id. */
+  addCgroup(path: string): CgroupRef {
+    const cgroup = { path, id: this.nextCgroupId++, attached: [] };
+    this.cgroups.push(cgroup);
+    return { path, id: cgroup.id };
+  }
+
+  /** Removes a cgroup, and with it whatever was attached to it (as rmdir does). */
+  removeCgroup(path: string): void {
+    this.cgroups = this.cgroups.filter((cgroup) => cgroup.path !== path);
+  }
+
+  /** Attaches a program intercept did not make (another tool's) to a cgroup. */
+  attachForeign(path: string, hook: CgroupHook, name = "foreign"): number {
+    const programId = this.nextProgramId++;
+    this.cgroup(path).attached.push({ attachType: ATTACH_TYPE[hook], hook, programId, name });
+    return programId;
+  }
+
   failAt(mutation: number): void {
     this.failing = mutation;
   }
@@ -88,8 +131,14 @@ export class FakeDatapath implements Datapath {
     return this.mutations;
   }
 
+  /**
+   * The state, with each cgroup's programs grouped by hook: the kernel keeps
+   * one list per attach point, so only the order within a hook is real.
+   */
   snapshot(): FakeKernelState {
-    return structuredClone({ links: this.links, versions: this.versions, ownedQdiscs: [...this.ownedQdiscs].sort((a, b) => a - b) });
+    const byHook = (a: CgroupAttachment, b: CgroupAttachment) => CGROUP_HOOKS.indexOf(a.hook!) - CGROUP_HOOKS.indexOf(b.hook!);
+    const cgroups = this.cgroups.map((cgroup) => ({ ...cgroup, attached: [...cgroup.attached].sort(byHook) }));
+    return structuredClone({ links: this.links, versions: this.versions, ownedQdiscs: [...this.ownedQdiscs].sort((a, b) => a - b), cgroups });
   }
 
   /** Counts packets on a version's rule, as traffic would. */
@@ -98,9 +147,10 @@ export class FakeDatapath implements Datapath {
     version.counters[rule]![slot] = counter;
   }
 
-  async observe(): Promise<ObservedState> {
+  async observe(interest: ObserveInterest = {}): Promise<ObservedState> {
     this.refuseAfterCrash();
     if (this.deleted) throw new Error(`nsenter: cannot open /var/run/netns/${this.netns.name}: No such file or directory`);
+    const asked = new Set(interest.cgroups ?? []);
     return structuredClone({
       netns: this.netns,
       namespaceKey: this.namespaceKey,
@@ -108,8 +158,12 @@ export class FakeDatapath implements Datapath {
         { ifindex: 1, name: "lo", loopback: true, linkType: "loopback", clsact: false, filters: {}, foreign: [] },
         ...this.links.map((link) => ({ ...link, loopback: false })),
       ],
-      programs: this.versions.map(({ ref, contentHash, programIds, enabled }): ObservedProgram => ({ ref, contentHash, programIds, enabled })),
+      programs: this.versions.map(({ ref, contentHash, programIds, cgroupProgramIds, enabled, exemptCgroups }): ObservedProgram => ({ ref, contentHash, programIds, cgroupProgramIds, enabled, exemptCgroups })),
       ownedQdiscs: [...this.ownedQdiscs].sort((a, b) => a - b),
+      cgroupRoot: FAKE_CGROUP_ROOT,
+      cgroups: this.cgroups
+        .filter((cgroup) => cgroup.attached.length > 0 || asked.has(cgroup.path))
+        .map((cgroup) => ({ ...cgroup, level: cgroup.path.split("/").length })),
     });
   }
 
@@ -130,13 +184,15 @@ export class FakeDatapath implements Datapath {
       this.versions = this.versions.filter((v) => !sameVersion(v.ref, load.ref)); // a half-loaded one is replaced
       const programIds: Partial<Record<Hook, number>> = {};
       for (const hook of load.hooks) programIds[hook] = this.nextProgramId++;
-      this.versions.push({ ref: load.ref, contentHash: null, programIds, enabled: load.enabled.map(() => false), counters: [], prefixes: [] });
+      const cgroupProgramIds: Partial<Record<CgroupHook, number>> = {};
+      for (const hook of load.cgroupHooks ?? []) cgroupProgramIds[hook] = this.nextProgramId++;
+      this.versions.push({ ref: load.ref, contentHash: null, programIds, cgroupProgramIds, enabled: load.enabled.map(() => false), exemptCgroups: [], counters: [], prefixes: [] });
     });
     try {
       await this.mutate({ op: "loadProgram", load }, () => {
         const version = this.version(load.ref);
         const zero = () => Object.fromEntries(COUNTER_SLOTS.map((slot) => [slot, { packets: 0, bytes: 0 }])) as RuleCounters;
-        Object.assign(version, { contentHash: load.contentHash, enabled: [...load.enabled], counters: load.enabled.map(zero), prefixes: structuredClone(load.prefixes) });
+        Object.assign(version, { contentHash: load.contentHash, enabled: [...load.enabled], exemptCgroups: structuredClone(load.exemptCgroups ?? []), counters: load.enabled.map(zero), prefixes: structuredClone(load.prefixes) });
       });
     } catch (error) {
       // As the real datapath does, a failed load removes what it pinned (unless the process is gone).
@@ -149,7 +205,7 @@ export class FakeDatapath implements Datapath {
   leaveIncompleteVersion(ref: VersionRef, hooks: Hook[] = [...HOOKS]): void {
     const programIds: Partial<Record<Hook, number>> = {};
     for (const hook of hooks) programIds[hook] = this.nextProgramId++;
-    this.versions.push({ ref, contentHash: null, programIds, enabled: [], counters: [], prefixes: [] });
+    this.versions.push({ ref, contentHash: null, programIds, cgroupProgramIds: {}, enabled: [], exemptCgroups: [], counters: [], prefixes: [] });
   }
 
   async unloadProgram(ref: VersionRef): Promise<void> {
@@ -206,6 +262,33 @@ export class FakeDatapath implements Datapath {
     });
   }
 
+  async attachCgroupProgram(cgroup: CgroupRef, hook: CgroupHook, program: VersionRef): Promise<void> {
+    await this.mutate({ op: "attachCgroupProgram", cgroup, hook, program }, () => {
+      const found = this.cgroupById(cgroup);
+      const version = this.version(program);
+      const programId = version.cgroupProgramIds[hook];
+      if (programId === undefined) throw new Error(`${describeVersion(program)} has no ${hook} program`);
+      if (found.attached.some((a) => a.programId === programId && a.hook === hook)) throw new Error(`bpftool cgroup attach ${cgroup.path} ${ATTACH_TYPE[hook]}: File exists`);
+      found.attached.push({ attachType: ATTACH_TYPE[hook], hook, programId, name: `out_${hook.replace("_", "")}` });
+    });
+  }
+
+  async detachCgroupProgram(cgroup: CgroupRef, hook: CgroupHook, program: VersionRef): Promise<void> {
+    await this.mutate({ op: "detachCgroupProgram", cgroup, hook, program }, () => {
+      const found = this.cgroupById(cgroup);
+      const programId = this.version(program).cgroupProgramIds[hook];
+      const index = found.attached.findIndex((a) => a.programId === programId && a.hook === hook);
+      if (index === -1) throw new Error(`bpftool cgroup detach ${cgroup.path} ${ATTACH_TYPE[hook]}: No such file or directory`);
+      found.attached.splice(index, 1);
+    });
+  }
+
+  async setExemptCgroups(program: VersionRef, cgroups: CgroupIdentity[]): Promise<void> {
+    await this.mutate({ op: "setExemptCgroups", program, cgroups }, () => {
+      this.version(program).exemptCgroups = structuredClone(cgroups);
+    });
+  }
+
   async tidy(): Promise<void> {
     await this.mutate({ op: "tidy" }, () => {
       for (const ifindex of this.ownedQdiscs) if (!this.links.some((l) => l.ifindex === ifindex)) this.ownedQdiscs.delete(ifindex);
@@ -252,6 +335,19 @@ export class FakeDatapath implements Datapath {
   private link(link: LinkRef): FakeLink {
     const found = this.links.find((l) => l.ifindex === link.ifindex);
     if (!found) throw new Error(`Cannot find device "${link.name}"`);
+    return found;
+  }
+
+  private cgroup(path: string): FakeCgroup {
+    const found = this.cgroups.find((c) => c.path === path);
+    if (!found) throw new Error(`cgroup ${path}: No such file or directory`);
+    return found;
+  }
+
+  /** As the real datapath does, a cgroup made again under the same path is refused. */
+  private cgroupById(ref: CgroupRef): FakeCgroup {
+    const found = this.cgroup(ref.path);
+    if (found.id !== ref.id) throw new Error(`cgroup ${ref.path} is not the one the plan was made for (id ${found.id}, not ${ref.id})`);
     return found;
   }
 

@@ -95,6 +95,6 @@ test("what a file can make us print is bounded: quoted values, control character
 
 test("every code is family/name, and the families are the pipeline's", () => {
   for (const code of Object.keys(DIAGNOSTIC_CODES)) {
-    assert.match(code, /^(load|yaml|ts|schema|rule|policy|report)\/[a-z0-9-]+$/);
+    assert.match(code, /^(load|yaml|ts|schema|rule|outbound|policy|report)\/[a-z0-9-]+$/);
   }
 });

@@ -7,9 +7,10 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { Hook } from "../../src/datapath/types.js";
-import { ApplyError, executePlan, makePlan, orderSteps, type ApplyEvent, type DesiredPolicy } from "../../src/reconcile/index.js";
+import { ApplyError, executePlan, makePlan, namedCgroups, orderSteps, type ApplyEvent, type DesiredPolicy } from "../../src/reconcile/index.js";
+import { findDrift } from "../../src/reconcile/drift.js";
 import { inspect } from "../../src/reconcile/inspect.js";
-import { desiredPolicy } from "../support/desired.js";
+import { desiredOutbound, desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
 
 const objects = { objectFor: (hash: string) => ({ objectPath: `${hash}.bpf.o`, prefixes: [] }) };
@@ -25,12 +26,17 @@ function fakeWith(...links: string[]): FakeDatapath {
   return fake;
 }
 
+/** What plan and apply observe: the kernel, and the cgroups the policies name. */
+function observed(fake: FakeDatapath, desired: DesiredPolicy[]) {
+  return fake.observe({ cgroups: namedCgroups(desired) });
+}
+
 async function apply(fake: FakeDatapath, desired: DesiredPolicy[], onEvent?: (event: ApplyEvent) => void) {
-  return executePlan(makePlan(desired, await fake.observe()), fake, { ...objects, ...(onEvent && { onEvent }) });
+  return executePlan(makePlan(desired, await observed(fake, desired)), fake, { ...objects, ...(onEvent && { onEvent }) });
 }
 
 async function converged(fake: FakeDatapath, desired: DesiredPolicy[]): Promise<void> {
-  assert.deepEqual(makePlan(desired, await fake.observe()).changes, [], "a second plan has nothing to do");
+  assert.deepEqual(makePlan(desired, await observed(fake, desired)).changes, [], "a second plan has nothing to do");
 }
 
 describe("every change type executes and converges", () => {
@@ -79,7 +85,7 @@ describe("every change type executes and converges", () => {
     await apply(fake, [demo]);
     await apply(fake, []);
     await converged(fake, []);
-    assert.deepEqual(fake.snapshot(), { links: fake.snapshot().links.map((l) => ({ ...l, clsact: false, filters: {} })), versions: [], ownedQdiscs: [] });
+    assert.deepEqual(fake.snapshot(), { links: fake.snapshot().links.map((l) => ({ ...l, clsact: false, filters: {} })), versions: [], ownedQdiscs: [], cgroups: [] });
   });
 
   test("qdisc.delete: a qdisc of ours holding nothing (an interrupted run's) is removed", async () => {
@@ -103,6 +109,149 @@ describe("every change type executes and converges", () => {
     assert.deepEqual(plan.changes.map((c) => `${c.type} ${c.address}`), ["attachment.update attachment.eth1"]);
     await executePlan(plan, fake, objects);
     await converged(fake, [webOnly, moved]);
+  });
+});
+
+describe("outbound: cgroup programs", () => {
+  const exempt = { uids: [1337], cgroups: ["proxy.slice"] };
+  const outbound = desiredOutbound("out", { cgroups: ["app.slice"], exempt, rules: [{ originalPort: 5432, port: 15001 }, { originalPort: 80, port: 15001, cidrs: ["10.0.0.0/8"] }] });
+  const outboundGrown = desiredOutbound("out", { cgroups: ["app.slice"], exempt, rules: [{ originalPort: 5432, port: 15001 }, { originalPort: 80, port: 15001, cidrs: ["10.0.0.0/8"] }, { originalPort: 443, port: 15002 }] });
+  const outboundOff = desiredOutbound("out", { cgroups: ["app.slice"], exempt, rules: [{ originalPort: 5432, port: 15001, enabled: false }, { originalPort: 80, port: 15001, cidrs: ["10.0.0.0/8"] }] });
+
+  function fakeWithCgroups(...paths: string[]): FakeDatapath {
+    const fake = fakeWith("eth0");
+    for (const path of paths) fake.addCgroup(path);
+    return fake;
+  }
+
+  /** Our programs on @path as "hook version" strings, in attach order. */
+  function running(fake: FakeDatapath, path: string): string[] {
+    const { cgroups, versions } = fake.snapshot();
+    return (cgroups.find((c) => c.path === path)?.attached ?? []).map((a) => {
+      const version = versions.find((v) => Object.values(v.cgroupProgramIds).includes(a.programId));
+      return `${a.hook} ${version?.ref.version.slice(0, 8) ?? a.name}`;
+    });
+  }
+
+  test("program.create and cgroup.create: all four programs on the captured cgroup, getsockopt on the exempt one, no link touched", async () => {
+    const fake = fakeWithCgroups("app.slice", "proxy.slice", "other.slice");
+    assert.deepEqual(outbound.hooks, [], "an outbound-only policy has no tc program");
+    const events: string[] = [];
+    await apply(fake, [outbound], (event) => event.type === "change-done" && events.push(event.change.address));
+    assert.deepEqual(events, ["program.out", "cgroup.app.slice", "cgroup.proxy.slice"]);
+    await converged(fake, [outbound]);
+    const v = outbound.program.version.slice(0, 8);
+    assert.deepEqual(running(fake, "app.slice"), [`sock_ops ${v}`, `getsockopt ${v}`, `connect4 ${v}`, `connect6 ${v}`]);
+    assert.deepEqual(running(fake, "proxy.slice"), [`getsockopt ${v}`]);
+    assert.deepEqual(running(fake, "other.slice"), []);
+    assert.deepEqual(fake.snapshot().links[0]!.filters, {}, "no tc filter");
+    const [version] = fake.snapshot().versions;
+    assert.deepEqual(version!.exemptCgroups, [{ id: fake.snapshot().cgroups.find((c) => c.path === "proxy.slice")!.id, level: 1 }]);
+    assert.deepEqual(version!.enabled, [true, true]);
+  });
+
+  test("rule.update on an outbound rule is a live edit: same program ids, nothing attached or detached", async () => {
+    const fake = fakeWithCgroups("app.slice", "proxy.slice");
+    await apply(fake, [outbound]);
+    const before = fake.snapshot();
+    const plan = makePlan([outboundOff], await observed(fake, [outboundOff]));
+    assert.deepEqual(plan.changes.map((c) => `${c.type} ${c.address}`), ["rule.update rule.out[0]"]);
+    assert.match(plan.changes[0]!.reason, /^outbound tcp 5432 → proxy 15001: disable \(live edit, no reload\)$/);
+    await executePlan(plan, fake, objects);
+    await converged(fake, [outboundOff]);
+    assert.deepEqual(fake.snapshot().cgroups, before.cgroups);
+    assert.deepEqual(fake.snapshot().versions[0]!.enabled, [false, true]);
+  });
+
+  test("program.replace and cgroup.update: each hook gets the new program beside the old before any old one leaves", async () => {
+    const fake = fakeWithCgroups("app.slice", "proxy.slice");
+    await apply(fake, [outbound]);
+    const from = fake.history.length;
+    const plan = makePlan([outboundGrown], await observed(fake, [outboundGrown]));
+    assert.deepEqual(plan.changes.map((c) => `${c.type} ${c.address}`), ["program.replace program.out", "cgroup.update cgroup.app.slice", "cgroup.update cgroup.proxy.slice"]);
+    await executePlan(plan, fake, objects);
+    await converged(fake, [outboundGrown]);
+    const [oldV, newV] = [outbound.program.version.slice(0, 8), outboundGrown.program.version.slice(0, 8)];
+    assert.deepEqual(running(fake, "app.slice"), [`sock_ops ${newV}`, `getsockopt ${newV}`, `connect4 ${newV}`, `connect6 ${newV}`]);
+    // At no moment did a hook of the captured cgroup run nothing of ours.
+    for (const { operation, after } of fake.history.slice(from)) {
+      const attached = after.cgroups.find((c) => c.path === "app.slice")!.attached;
+      for (const hook of ["sock_ops", "getsockopt", "connect4", "connect6"]) {
+        assert.ok(attached.some((a) => a.hook === hook), `app.slice ${hook} runs a program after ${operation.op}`);
+      }
+    }
+    const ops = fake.history.slice(from).map(({ operation: o }) => o.op === "attachCgroupProgram" || o.op === "detachCgroupProgram" ? `${o.op === "attachCgroupProgram" ? "+" : "-"}${o.cgroup.path} ${o.hook} ${o.program.version.slice(0, 8)}` : o.op);
+    assert.deepEqual(ops, [
+      "loadProgram", "loadProgram",
+      `+app.slice sock_ops ${newV}`, `+app.slice getsockopt ${newV}`, `+app.slice connect4 ${newV}`, `+app.slice connect6 ${newV}`,
+      `+proxy.slice getsockopt ${newV}`,
+      `-app.slice connect6 ${oldV}`, `-app.slice connect4 ${oldV}`, `-app.slice getsockopt ${oldV}`, `-app.slice sock_ops ${oldV}`,
+      `-proxy.slice getsockopt ${oldV}`,
+      "unloadProgram", "tidy",
+    ]);
+  });
+
+  test("cgroup.delete: our programs leave, a foreign program on the same cgroup stays where it was", async () => {
+    const fake = fakeWithCgroups("app.slice", "proxy.slice");
+    const foreign = fake.attachForeign("app.slice", "connect4", "theirs");
+    await apply(fake, [outbound]);
+    const plan = makePlan([], await observed(fake, []));
+    assert.deepEqual(plan.changes.map((c) => `${c.type} ${c.address}`), ["program.delete program.out", "cgroup.delete cgroup.app.slice", "cgroup.delete cgroup.proxy.slice"]);
+    await executePlan(plan, fake, objects);
+    await converged(fake, []);
+    assert.deepEqual(fake.snapshot().cgroups.map((c) => [c.path, c.attached.map((a) => a.programId)]), [["app.slice", [foreign]], ["proxy.slice", []]]);
+    assert.deepEqual(fake.snapshot().versions, []);
+  });
+
+  test("exemption.update: an exempt cgroup made again (a new id) is a live edit of the running version", async () => {
+    const fake = fakeWithCgroups("app.slice", "proxy.slice");
+    await apply(fake, [outbound]);
+    const ids = fake.snapshot().versions[0]!.programIds;
+    fake.removeCgroup("proxy.slice"); // the proxy's service restarted: systemd made its cgroup again
+    const again = fake.addCgroup("proxy.slice");
+    const plan = makePlan([outbound], await observed(fake, [outbound]));
+    assert.deepEqual(plan.changes.map((c) => `${c.type} ${c.address}`), ["cgroup.create cgroup.proxy.slice", "exemption.update exemption.out"]);
+    await executePlan(plan, fake, objects);
+    await converged(fake, [outbound]);
+    assert.deepEqual(fake.snapshot().versions[0]!.exemptCgroups, [{ id: again.id, level: 1 }]);
+    assert.deepEqual(fake.snapshot().versions[0]!.programIds, ids);
+  });
+
+  test("a cgroup the policy names and the kernel lacks: one line naming it, nothing done", async () => {
+    const fake = fakeWithCgroups("proxy.slice");
+    await assert.rejects(observed(fake, [outbound]).then((state) => makePlan([outbound], state)), (error: Error & { code?: string }) => {
+      assert.equal(error.code, "cgroup-not-found");
+      assert.equal(error.message, `policy "out": cgroup "app.slice" does not exist under the cgroup2 mount /fake/cgroup2`);
+      return true;
+    });
+    assert.equal(fake.mutationCount, 0);
+  });
+
+  test("interceptors and outbound in one policy: one version, on links and cgroups", async () => {
+    const both = desiredOutbound("both", { cgroups: ["app.slice"], exempt: { uids: [1337] }, rules: [{ originalPort: 443, port: 15001 }] }, [{ originalPort: 8000, port: 9000 }]);
+    const fake = fakeWithCgroups("app.slice");
+    await apply(fake, [both]);
+    await converged(fake, [both]);
+    assert.deepEqual(Object.keys(fake.snapshot().links[0]!.filters), ["ingress"]);
+    assert.equal(running(fake, "app.slice").length, 4);
+    assert.deepEqual(fake.snapshot().versions[0]!.enabled, [true, true], "the interceptor's flag, then the outbound rule's");
+  });
+
+  test("a cgroup half-attached or running two versions (an interrupted apply) is drift, and plan makes it whole", async () => {
+    const fake = fakeWithCgroups("app.slice", "proxy.slice");
+    await apply(fake, [outbound]);
+    await fake.loadProgram({ ref: outboundGrown.program, contentHash: outboundGrown.contentHash, objectPath: "x.o", hooks: [], cgroupHooks: outboundGrown.cgroupHooks, enabled: [true, true, true], exemptCgroups: [], prefixes: [] });
+    await fake.attachCgroupProgram({ path: "app.slice", id: fake.snapshot().cgroups[0]!.id }, "sock_ops", outboundGrown.program); // then the process died
+    const state = await observed(fake, [outboundGrown]);
+    assert.deepEqual(findDrift(state).map((d) => d.kind), ["cgroup-half-switched"]);
+    const plan = makePlan([outboundGrown], state);
+    const update = plan.changes.find((c) => c.address === "cgroup.app.slice");
+    assert.ok(update?.type === "cgroup.update");
+    assert.deepEqual(update.attach, ["getsockopt", "connect4", "connect6"], "sock_ops already runs the new version");
+    assert.match(update.reason, /left by an interrupted apply/);
+    await executePlan(plan, fake, objects);
+    await converged(fake, [outboundGrown]);
+    assert.deepEqual(findDrift(await observed(fake, [outboundGrown])), []);
   });
 });
 
@@ -135,27 +284,40 @@ describe("strategies", () => {
 });
 
 describe("failures roll back", () => {
-  /** An apply that does everything at once: a replace, a new policy, a live edit, a removed link. */
+  /**
+   * An apply that does everything at once: a replace, a new policy, a live
+   * edit, a removed link; and on the outbound side a replace, a cgroup
+   * switched, one added, one removed, beside another tool's program.
+   */
   async function busyKernel(): Promise<{ fake: FakeDatapath; desired: DesiredPolicy[] }> {
     const fake = fakeWith("eth0", "eth1", "eth2", "eth3");
-    await apply(fake, [desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }], { include: ["eth0", "eth1", "eth3"], exclude: [] })]);
+    for (const path of ["app.slice", "old.slice", "new.slice", "proxy.slice"]) fake.addCgroup(path);
+    fake.attachForeign("app.slice", "connect4", "theirs");
+    const exempt = { cgroups: ["proxy.slice"] };
+    await apply(fake, [
+      desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }], { include: ["eth0", "eth1", "eth3"], exclude: [] }),
+      desiredOutbound("out", { cgroups: ["app.slice", "old.slice"], exempt, rules: [{ originalPort: 5432, port: 15001 }] }),
+    ]);
     const desired = [
       desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }, { originalPort: 7000, port: 7100, strategy: "rewrite" }], { include: ["eth0", "eth1"], exclude: [] }),
       edge,
+      desiredOutbound("out", { cgroups: ["app.slice", "new.slice"], exempt, rules: [{ originalPort: 5432, port: 15001 }, { originalPort: 443, port: 15002 }] }),
     ];
     return { fake, desired };
   }
 
   test("a failure injected at every step leaves the kernel exactly as it was", async () => {
     const { fake: probe, desired } = await busyKernel();
-    const plan = makePlan(desired, await probe.observe());
+    const plan = makePlan(desired, await observed(probe, desired));
     const reversible = orderSteps(plan.changes, objects.objectFor).filter((step) => step.phase !== "commit").length;
     assert.ok(reversible >= 8, `a multi-step apply (${reversible} steps)`);
+    const kinds = new Set(orderSteps(plan.changes, objects.objectFor).map((step) => step.change.type));
+    for (const kind of ["cgroup.create", "cgroup.update", "cgroup.delete"]) assert.ok(kinds.has(kind as never), `the busy apply has a ${kind}`);
     for (let failing = 1; failing <= reversible; failing++) {
       const { fake } = await busyKernel();
       const before = fake.snapshot();
       fake.failAt(fake.mutationCount + failing);
-      const failed = await executePlan(makePlan(desired, await fake.observe()), fake, objects).then(() => undefined, (error: unknown) => error);
+      const failed = await executePlan(makePlan(desired, await observed(fake, desired)), fake, objects).then(() => undefined, (error: unknown) => error);
       assert.ok(failed instanceof ApplyError, `step ${failing} failed the apply`);
       assert.equal(failed.code, "apply-failed");
       assert.equal(failed.rolledBack, true, failed.message);
@@ -168,7 +330,7 @@ describe("failures roll back", () => {
     const { fake, desired } = await busyKernel();
     const before = fake.snapshot();
     const controller = new AbortController();
-    const plan = makePlan(desired, await fake.observe());
+    const plan = makePlan(desired, await observed(fake, desired));
     let seen = 0;
     const failed = await executePlan(plan, fake, { ...objects, interrupt: controller.signal, onEvent: (event) => {
       if (event.type === "change-done" && ++seen === 2) controller.abort(new Error("interrupted by SIGINT"));
@@ -181,7 +343,7 @@ describe("failures roll back", () => {
 
   test("a rollback step that fails too is reported, not hidden", async () => {
     const { fake, desired } = await busyKernel();
-    const plan = makePlan(desired, await fake.observe());
+    const plan = makePlan(desired, await observed(fake, desired));
     fake.failAt(fake.mutationCount + 3);
     const original = fake.unloadProgram.bind(fake);
     fake.unloadProgram = async () => {
@@ -217,6 +379,25 @@ describe("ordering", () => {
       "attach:attachFilters",
       "rules:setRule",
       "detach:detachFilter", "detach:detachFilter", "detach:removeQdisc",
+      "commit:unloadProgram",
+    ]);
+  });
+
+  test("cgroup programs: attached after the load (records tied and answered before connects are captured), detached capture first, before any unpin", () => {
+    const app = { path: "app.slice", id: 7 };
+    const old = { policy: "out", version: "1".repeat(16) };
+    const next = { policy: "out", version: "2".repeat(16) };
+    const changes = [
+      { type: "program.replace" as const, address: "program.out", reason: "", program: next, replaces: old, contentHash: "2".repeat(64), hooks: [], enabled: [true], cgroupHooks: ["sock_ops" as const, "getsockopt" as const, "connect4" as const, "connect6" as const], exemptCgroups: [] },
+      { type: "cgroup.update" as const, address: "cgroup.app.slice", reason: "", cgroup: app, program: next, attach: ["connect6" as const, "sock_ops" as const, "connect4" as const, "getsockopt" as const], detach: (["sock_ops", "getsockopt", "connect4", "connect6"] as const).map((hook) => ({ hook, program: old })) },
+      { type: "exemption.update" as const, address: "exemption.out", reason: "", program: next, cgroups: [{ id: 9, level: 1 }], from: [] },
+    ];
+    const order = orderSteps(changes, objects.objectFor).map(({ phase, operation: o }) => `${phase}:${o.op}${"hook" in o ? ` ${o.hook}` : ""}${"program" in o && o.op !== "setExemptCgroups" ? ` ${o.program.version[0]}` : ""}`);
+    assert.deepEqual(order, [
+      "load:loadProgram",
+      "attach:attachCgroupProgram sock_ops 2", "attach:attachCgroupProgram getsockopt 2", "attach:attachCgroupProgram connect4 2", "attach:attachCgroupProgram connect6 2",
+      "rules:setExemptCgroups",
+      "detach:detachCgroupProgram connect6 1", "detach:detachCgroupProgram connect4 1", "detach:detachCgroupProgram getsockopt 1", "detach:detachCgroupProgram sock_ops 1",
       "commit:unloadProgram",
     ]);
   });

@@ -32,12 +32,17 @@ function schemaShape(schema: { properties: Record<string, SchemaNode>; required?
 interface SchemaNode { type?: string | string[]; enum?: string[]; $ref?: string; items?: SchemaNode; pattern?: string; minimum?: number; maximum?: number }
 
 /** The type alias of src/api.ts each shared definition is written as. */
-const ALIASES: Record<string, string> = {
+/** The TypeScript name of each shared definition. */
+const DEFINITION_TYPES: Record<string, string> = {
   "#/$defs/port": "Port",
   "#/$defs/portItem": "PortItem",
   "#/$defs/portSelector": "PortSelector",
   "#/$defs/cidr": "Cidr",
   "#/$defs/interceptor": "Interceptor",
+  "#/$defs/outbound": "Outbound",
+  "#/$defs/outboundExemption": "OutboundExemption",
+  "#/$defs/outboundRule": "OutboundRule",
+  "#/$defs/cgroupPath": "CgroupPath",
 };
 
 /** The TypeScript spelling of a schema node, as src/api.ts writes it. */
@@ -45,7 +50,7 @@ function schemaType(node: SchemaNode): string {
   if (node.enum) return node.enum.map((v) => JSON.stringify(v)).join(" | ");
   if (node.$ref === "#/$defs/portList") return "PortItem[]";
   if (node.$ref === "#/$defs/cidrList") return "Cidr[]";
-  if (node.$ref) return ALIASES[node.$ref]!;
+  if (node.$ref) return DEFINITION_TYPES[node.$ref] ?? `unknown ${node.$ref}`;
   if (node.type === "array") return `${schemaType(node.items!)}[]`;
   if (node.type === "object") return "InterfaceSelector";
   if (node.type === "integer") return "number";
@@ -62,6 +67,18 @@ test("Interceptor matches the schema's interceptor", () => {
 
 test("InterfaceSelector matches the schema's interfaces", () => {
   assert.deepEqual(typeShape("InterfaceSelector"), schemaShape(policySchema.properties.interfaces));
+});
+
+test("Outbound, its exemption and its rules match the schema's", () => {
+  assert.deepEqual(typeShape("Outbound"), schemaShape(policySchema.$defs.outbound));
+  assert.deepEqual(typeShape("OutboundExemption"), schemaShape(policySchema.$defs.outboundExemption));
+  assert.deepEqual(typeShape("OutboundRule"), schemaShape(policySchema.$defs.outboundRule));
+  assert.deepEqual(policySchema.$defs.cgroupPath.type, "string");
+});
+
+test("interceptors are required exactly when there is no outbound section", () => {
+  assert.deepEqual(policySchema.if, { properties: { outbound: true }, required: ["outbound"] });
+  assert.deepEqual(policySchema.else, { properties: { interceptors: true }, required: ["interceptors"] });
 });
 
 test("the rule strategy fields are in both, with their values", () => {

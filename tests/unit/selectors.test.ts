@@ -154,7 +154,7 @@ describe("summary", () => {
         desired: undefined, countersError: undefined,
         rules: selected.map((rule) => ({ index: rule.index, rule, enabled: true, counters })),
       }],
-      links: [], drift: [],
+      links: [], cgroups: [], drift: [],
     } as unknown as StatusReport;
     const text = await new AgentMetrics(async () => report).registry.metrics();
     assert.match(text, /intercept_rule_connections_steered_total\{policy="mesh",rule="0",selector="tcp \*:!22 → 15006",protocol="tcp",original_port="",port="15006"\} 3/);

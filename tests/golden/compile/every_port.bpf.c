@@ -127,7 +127,8 @@ enum counter_slot {
 	COUNTER_PROXY_DOWN         = 3, /* SYN that found no listener (dropped or passed) */
 	COUNTER_TIME_WAIT          = 4, /* SYN whose 4-tuple stayed in TIME_WAIT (dropped or passed) */
 	COUNTER_TIME_WAIT_RECYCLED = 5, /* SYN steered after its 4-tuple's TIME_WAIT was ended for it */
-	COUNTER_SLOTS              = 6,
+	COUNTER_REDIRECTED         = 6, /* outbound connect() sent to the local proxy: a connection */
+	COUNTER_SLOTS              = 7,
 };
 
 /* Packets and bytes of one rule's slot. Per-CPU, so counting needs no

@@ -1,0 +1,133 @@
+import { CGROUP_HOOKS, describeVersion, ourCgroupPrograms, sameVersion, type CgroupHook, type CgroupIdentity, type ObservedCgroup, type ObservedProgram, type ObservedState, type VersionRef } from "../datapath/types.js";
+import { InterceptError } from "../errors.js";
+import type { CgroupCreate, CgroupDelete, CgroupProgram, CgroupUpdate, Change, ExemptionUpdate } from "../plan/model.js";
+import type { DesiredPolicy } from "./desired.js";
+
+/**
+ * The outbound half of a plan: which of a policy's cgroup programs run on
+ * which cgroup. A cgroup the policy captures runs all four (CGROUP_HOOKS);
+ * an exempt one, where the proxy runs, runs getsockopt alone (the proxy's
+ * accepted sockets belong to the proxy's cgroup, and its getsockopt is
+ * answered there). Our programs are recognised by program id among the
+ * versions we pin; anything else attached to a cgroup is left alone.
+ */
+
+/** The cgroups @desired name, captured and exempt: what observe() must look at. */
+export function namedCgroups(desired: readonly DesiredPolicy[]): string[] {
+  return desired.flatMap(({ policy }) => (policy.outbound ? [...policy.outbound.cgroups, ...policy.outbound.exempt.cgroups] : []));
+}
+
+/** What a policy wants on one cgroup. */
+export interface WantedCgroup {
+  owner: DesiredPolicy;
+  cgroup: ObservedCgroup;
+  hooks: CgroupHook[];
+  role: "capture" | "exempt";
+}
+
+/** The hooks of each role. */
+const ROLE_HOOKS: Record<WantedCgroup["role"], CgroupHook[]> = { capture: [...CGROUP_HOOKS], exempt: ["getsockopt"] };
+
+/**
+ * Every cgroup the policies name, found in @observed: one that does not
+ * exist is an error naming it (a policy cannot capture a cgroup that is not
+ * there; the plan would otherwise quietly do nothing).
+ */
+export function wantedCgroups(desired: DesiredPolicy[], observed: ObservedState): Map<string, WantedCgroup> {
+  const wanted = new Map<string, WantedCgroup>();
+  for (const owner of desired) {
+    const outbound = owner.policy.outbound;
+    if (!outbound) continue;
+    const named = [...outbound.cgroups.map((path) => ({ path, role: "capture" as const })), ...outbound.exempt.cgroups.map((path) => ({ path, role: "exempt" as const }))];
+    for (const { path, role } of named) {
+      const cgroup = findCgroup(owner, path, observed);
+      const other = wanted.get(path);
+      if (other && other.owner !== owner) {
+        throw new InterceptError("plan-conflict", `cgroup "${path}" is named by more than one policy: ${other.owner.policy.name}, ${owner.policy.name}`);
+      }
+      wanted.set(path, { owner, cgroup, hooks: ROLE_HOOKS[role], role });
+    }
+  }
+  return wanted;
+}
+
+function findCgroup(owner: DesiredPolicy, path: string, observed: ObservedState): ObservedCgroup {
+  if (observed.cgroupRoot === null) {
+    throw new InterceptError("cgroup2-unavailable", `policy "${owner.policy.name}" has an outbound section, and no cgroup2 hierarchy is mounted (none in /proc/mounts)`);
+  }
+  const cgroup = observed.cgroups.find((c) => c.path === path);
+  if (!cgroup) throw new InterceptError("cgroup-not-found", `policy "${owner.policy.name}": cgroup "${path}" does not exist under the cgroup2 mount ${observed.cgroupRoot}`);
+  return cgroup;
+}
+
+/** The ids the programs of @owner's version must hold for its exempt cgroups, in policy order. */
+export function exemptIdentities(owner: DesiredPolicy, wanted: Map<string, WantedCgroup>): CgroupIdentity[] {
+  return (owner.policy.outbound?.exempt.cgroups ?? []).map((path) => {
+    const { cgroup } = wanted.get(path)!;
+    return { id: cgroup.id, level: cgroup.level };
+  });
+}
+
+/** Changes for every cgroup that runs or should run programs of ours, by path. */
+export function planCgroups(observed: ObservedState, wanted: Map<string, WantedCgroup>, kept: (owner: DesiredPolicy) => ObservedProgram | undefined): Change[] {
+  const changes: Change[] = [];
+  const paths = new Set([...wanted.keys(), ...observed.cgroups.map((c) => c.path)]);
+  for (const path of [...paths].sort()) {
+    const want = wanted.get(path);
+    const cgroup = want?.cgroup ?? observed.cgroups.find((c) => c.path === path)!;
+    const ours = ourCgroupPrograms(cgroup, observed.programs);
+    const ref = { path: cgroup.path, id: cgroup.id };
+    const address = `cgroup.${path}`;
+    if (!want) {
+      if (ours.length > 0) {
+        const remove: CgroupDelete = { type: "cgroup.delete", address, cgroup: ref, detach: ours, reason: "no policy names this cgroup" };
+        changes.push(remove);
+      }
+      continue;
+    }
+    const target = want.owner.program;
+    const running = kept(want.owner) !== undefined;
+    const current = (entry: CgroupProgram) => running && want.hooks.includes(entry.hook) && sameVersion(entry.program, target);
+    const attach = want.hooks.filter((hook) => !ours.some((entry) => entry.hook === hook && current(entry)));
+    const detach = ours.filter((entry) => !current(entry));
+    if (attach.length === 0 && detach.length === 0) continue;
+    const what = want.role === "capture" ? "capture" : "exempt: the proxy's getsockopt";
+    if (ours.length === 0) {
+      const create: CgroupCreate = { type: "cgroup.create", address, cgroup: ref, program: target, hooks: want.hooks, reason: `attach ${want.owner.policy.name} (${what})` };
+      changes.push(create);
+    } else {
+      const update: CgroupUpdate = { type: "cgroup.update", address, cgroup: ref, program: target, attach, detach, reason: `switch from ${describeRunning(ours)} to ${describeVersion(target)} (${what})` };
+      changes.push(update);
+    }
+  }
+  return changes;
+}
+
+/** "demo@1a2b3c4d", or each version with its hooks when they are mixed or partial (an interrupted apply). */
+function describeRunning(ours: CgroupProgram[]): string {
+  const versions = new Map<string, { ref: VersionRef; hooks: CgroupHook[] }>();
+  for (const { hook, program } of ours) {
+    const name = describeVersion(program);
+    versions.set(name, { ref: program, hooks: [...(versions.get(name)?.hooks ?? []), hook] });
+  }
+  const entries = [...versions.entries()];
+  if (entries.length === 1 && wholeCgroupSet(entries[0]![1].hooks)) return entries[0]![0];
+  return `${entries.map(([name, { hooks }]) => `${name} on ${hooks.join(", ")}`).join("; ")} (left by an interrupted apply)`;
+}
+
+/** Live edit of a kept version's exempt cgroup ids, when a cgroup was made again since the version was loaded. */
+export function planExemption(owner: DesiredPolicy, kept: ObservedProgram | undefined, wanted: Map<string, WantedCgroup>): ExemptionUpdate[] {
+  if (!kept || !owner.policy.outbound) return [];
+  const cgroups = exemptIdentities(owner, wanted);
+  const same = cgroups.length === kept.exemptCgroups.length && cgroups.every((c, i) => c.id === kept.exemptCgroups[i]!.id && c.level === kept.exemptCgroups[i]!.level);
+  if (same) return [];
+  return [{
+    type: "exemption.update", address: `exemption.${owner.policy.name}`, program: kept.ref, cgroups, from: kept.exemptCgroups,
+    reason: `exempt cgroup ids ${kept.exemptCgroups.map((c) => c.id).join(", ") || "none"} → ${cgroups.map((c) => c.id).join(", ")} (a cgroup was made again; live edit, no reload)`,
+  }];
+}
+
+/** Whether a version's cgroup programs on one cgroup form a whole set (all four, or getsockopt alone). */
+export function wholeCgroupSet(hooks: readonly CgroupHook[]): boolean {
+  return Object.values(ROLE_HOOKS).some((role) => role.length === hooks.length && role.every((hook) => hooks.includes(hook)));
+}
