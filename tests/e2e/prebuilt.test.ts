@@ -51,7 +51,7 @@ describe("prebuilt objects", { concurrency: false }, () => {
     const manifest = JSON.parse(await readFile(path.join(objects, "manifest.json"), "utf8"));
     assert.equal(manifest.format, "intercept-objects");
     assert.match(manifest.clang, /clang version/);
-    assert.deepEqual(manifest.objects.map((o: { policy: string; object: string; minimumKernel: string }) => [o.policy, o.object, o.minimumKernel]), [["demo", "demo.bpf.o", "5.7"]]);
+    assert.deepEqual(manifest.objects.map((o: { policy: string; object: string; minimumKernel: string }) => [o.policy, o.object, o.minimumKernel]), [["demo", "demo.bpf.o", "5.9"]]);
     assert.ok(existsSync(path.join(objects, "demo.bpf.o")));
   });
 
