@@ -1,6 +1,7 @@
 import { diagnosticAt, quoted, startOf, type Diagnostic, type DiagnosticCode } from "../diagnostics.js";
 import type { LoadedPolicy } from "../load/index.js";
 import type { Rule, ValidPolicy } from "./model.js";
+import { mayShareNamespace } from "./namespaces.js";
 
 /** Appended to a rewrite-only restriction on a TCP rule: steer has no such restriction. */
 const TRY_STEER = ` (a tcp rule may use strategy: "steer", which has no such restriction)`;
@@ -105,7 +106,7 @@ export interface CheckedPolicy {
   policy: ValidPolicy;
 }
 
-/** Checks across policies: names and interface selections must not collide. */
+/** Checks across policies: names and interface selections (of policies that may share a namespace) must not collide. */
 export function checkPolicies(checked: CheckedPolicy[]): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
   const byName = new Map<string, CheckedPolicy>();
@@ -122,10 +123,11 @@ export function checkPolicies(checked: CheckedPolicy[]): Diagnostic[] {
     }
     if (policy.interfaces.include === null && policy.interfaces.exclude.length === 0) selectingAll.push(policy);
   }
-  if (selectingAll.length > 0 && checked.length > 1) {
-    for (const policy of selectingAll) {
+  for (const policy of selectingAll) {
+    // Policies for namespaces no name can match both never meet on one interface.
+    if (checked.some((other) => other.policy !== policy && mayShareNamespace(policy, other.policy))) {
       diagnostics.push(diagnosticAt("policy/overlapping-interfaces", startOf(policy.file),
-        `policy ${quoted(policy.name)} selects every interface, so it overlaps the other policies: give each policy an interfaces selector`));
+        `policy ${quoted(policy.name)} selects every interface, so it overlaps the other policies: give each policy an interfaces selector (or namespaces no name matches both)`));
     }
   }
   return diagnostics;
