@@ -103,6 +103,8 @@ class Agent {
    */
   async start(): Promise<void> {
     this.policies = await readPolicySet(this.paths, this.options.objects);
+    // Followed from now on: a file changed while the namespaces start is not missed.
+    this.watcher.start();
     if (this.options.metrics) {
       const { server, address } = await this.metrics.serve(this.options.metrics, () => this.fleet.readiness());
       this.metricsServer = server;
@@ -121,7 +123,6 @@ class Agent {
       this.log("agent started", `${count} for the network namespaces matching ${namespaces.globs.join(", ")}`, { namespaces: namespaces.globs });
       await this.followDirectory((name) => namespaces.globs.some((glob) => globMatch(glob, name)), true);
     }
-    this.watcher.start();
     this.lifecycle.onReload(() => {
       this.log("reload", "SIGHUP: reading the policies again");
       this.watcher.reload();

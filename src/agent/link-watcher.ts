@@ -65,7 +65,8 @@ export class LinkWatcher {
     // Settles once the process is gone and its output read (a missing nsenter included).
     const exit = child.then((result) => {
       exited = true;
-      const why = stderr.trim().split("\n")[0] || (result.failed && result.exitCode === undefined ? result.shortMessage : "");
+      // Its own words, or why it could not run at all (a missing nsenter); a signal speaks for itself.
+      const why = stderr.trim().split("\n")[0] || (result.exitCode === undefined && result.signal === undefined ? result.shortMessage : "");
       return `link watcher exited (${result.exitCode ?? result.signal})${why ? `: ${why}` : ""}`;
     });
     void exit.then((reason) => {
