@@ -22,6 +22,7 @@ const NAMES_SHOWN = 10;
 export interface FleetOptions {
   keep: boolean;
   lockTimeoutMs: number;
+  lockHolder: string;
   /** The policies in force, and where their programs come from: shared by every namespace. */
   policies: () => { desired: DesiredPolicy[]; builder: ProgramBuilder };
   /** A managed namespace disappeared (after it is forgotten). */
@@ -204,6 +205,7 @@ export class Fleet {
     const agent = new NamespaceAgent(datapath, () => this.policiesIn(member.netns), {
       keep: this.options.keep,
       lockTimeoutMs: this.options.lockTimeoutMs,
+      lockHolder: this.options.lockHolder,
       builder: () => this.options.policies().builder,
       onGone: () => void this.forget(member),
     }, namespaceLogger(this.log, member.netns.name), this.metrics.forNamespace(member.label));

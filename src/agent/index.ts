@@ -10,6 +10,7 @@ import { Lifecycle } from "./lifecycle.js";
 import { createLogger, type LogFormat, type Logger } from "./log.js";
 import { AgentMetrics } from "./metrics.js";
 import { NamespaceDirectory } from "./netns-directory.js";
+import { collectOrphans, FLEET_LOCK_HOLDER } from "./orphans.js";
 import { logInvalid, PolicyWatcher, readPolicySet, type PolicySet } from "./policy-watcher.js";
 
 /** Which network namespaces an agent serves: one (named, or its own), or every one whose name matches. */
@@ -83,6 +84,7 @@ class Agent {
     this.fleet = new Fleet({
       keep: options.keep,
       lockTimeoutMs: options.lockTimeoutMs,
+      lockHolder: options.namespaces.kind === "matching" ? FLEET_LOCK_HOLDER : "intercept agent",
       policies: () => this.policies!,
       onGone: (netns) => {
         // The one namespace this agent serves is gone: nothing is left to do, and a supervisor should know.
@@ -121,6 +123,7 @@ class Agent {
       await requireKernelPrivileges("agent", { name: namespaces.globs[0] });
       await ensureBpffs();
       this.log("agent started", `${count} for the network namespaces matching ${namespaces.globs.join(", ")}`, { namespaces: namespaces.globs });
+      await collectOrphans(this.log);
       await this.followDirectory((name) => namespaces.globs.some((glob) => globMatch(glob, name)), true);
     }
     this.lifecycle.onReload(() => {

@@ -15,6 +15,8 @@ const RETRY_MAX_MS = 30_000;
 export interface NamespaceAgentOptions {
   keep: boolean;
   lockTimeoutMs: number;
+  /** What the agent writes into the namespace's lock: "intercept agent", with how it serves namespaces. */
+  lockHolder: string;
   /** Where programs come from, as of the policies in force (it changes with them: a ConfigMap of objects). */
   builder: () => ProgramBuilder;
   /** Called once if the namespace disappears: its links went with it; stop() then removes its pins. */
@@ -72,10 +74,10 @@ export class NamespaceAgent {
     const where = describeNamespace(this.datapath.netns);
     try {
       this.lock = await lockNamespace(this.datapath.namespaceKey, {
-        holder: "intercept agent",
+        holder: this.options.lockHolder,
         timeoutMs: this.options.lockTimeoutMs,
         onWait: (heldBy) => {
-          if (heldBy.holder === "intercept agent") throw new InterceptError("lock-held", `another agent (pid ${heldBy.pid}) already manages ${where}`);
+          if (heldBy.holder?.startsWith("intercept agent")) throw new InterceptError("lock-held", `another agent (pid ${heldBy.pid}) already manages ${where}`);
           this.log("waiting", `for the lock on ${where} held by ${heldBy.description}`);
         },
       });

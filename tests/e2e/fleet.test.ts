@@ -34,7 +34,7 @@ let policies: string;
 let agent: AgentProcess;
 let healthz: string;
 
-const DEMO = (port: number) => `interfaces: { include: [a] }\ninterceptors:\n  - { originalPort: 8000, port: ${port} }\n`;
+const DEMO = (port: number) => `interfaces: { include: ["a*"] }\ninterceptors:\n  - { originalPort: 8000, port: ${port} }\n`;
 // Only in the namespaces named <prefix>1<digit>: on link b.
 const EXTRA = `namespaces: ["${p}1?"]\ninterfaces: { include: [b] }\ninterceptors:\n  - { originalPort: 7000, port: 7100 }\n`;
 
@@ -189,5 +189,40 @@ describe("agent --netns-match", { concurrency: false }, () => {
 
     assert.equal(await agent.stop(), 0);
     assert.equal(await namespaces.attached(held.name, "a"), false, "without --keep, SIGTERM removes the datapath");
+  });
+
+  test("an upgrade: --keep leaves the datapath, the next agent adopts it unchanged and removes the pins of a namespace deleted in between", async () => {
+    const [kept, deleted] = [`${p}k0`, `${p}k1`];
+    for (const name of [kept, deleted]) {
+      await namespaces.create(name);
+      keys.add(await namespaces.key(name));
+    }
+    const deletedKey = await namespaces.key(deleted);
+    const args = [policies, "--netns-match", `${p}k*`, "--keep", "--metrics", "127.0.0.1:0"];
+    const programIds = async () => JSON.parse((await intercept("status", "--netns", kept, "--json")).stdout).links.map((link: { link: string; programIds: object }) => [link.link, link.programIds]);
+    const old = new AgentProcess(args);
+    try {
+      for (const name of [kept, deleted]) await old.waitFor(applied(name));
+      const before = await programIds();
+      assert.equal(await old.stop(), 0);
+      assert.ok(await namespaces.attached(kept, "a"), "--keep leaves the filters");
+      await namespaces.delete(deleted); // while no agent runs: nothing forgets it...
+      assert.ok(existsSync(`/sys/fs/bpf/intercept/${deletedKey}`));
+
+      agent = new AgentProcess(args); // ...until the next agent starts
+      await agent.waitFor((l) => l.event === "namespace gone" && l.key === deletedKey);
+      const started = await agent.waitFor((l) => l.event === "agent started" && typeof l.metrics === "string");
+      healthz = `http://${started.metrics}/healthz`;
+      await agent.waitFor((l) => l.event === "namespace seen" && l.namespace === kept);
+      for (let ready = await health(); ready.status !== 200; ready = await health()) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(existsSync(`/sys/fs/bpf/intercept/${deletedKey}`), false, "the orphan's pins are removed");
+      assert.deepEqual(agent.lines.filter((l) => l.event === "applied"), [], "nothing to change: adopted as it is");
+      assert.deepEqual(await programIds(), before, "the same programs run");
+      assert.deepEqual(agent.lines.filter((l) => l.event === "error"), []);
+      assert.equal(await agent.stop(), 0);
+    } finally {
+      old.kill();
+      await intercept("destroy", "--netns", kept, "--yes");
+    }
   });
 });

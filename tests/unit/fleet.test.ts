@@ -8,7 +8,7 @@
  * label of the metrics.
  */
 import assert from "node:assert/strict";
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
@@ -16,6 +16,8 @@ import { createLogger, namespaceLogger, type LogEvent } from "../../src/agent/lo
 import { AgentMetrics, type Readiness } from "../../src/agent/metrics.js";
 import { NamespaceAgent } from "../../src/agent/namespace-agent.js";
 import { NamespaceDirectory, type NamespaceFile } from "../../src/agent/netns-directory.js";
+import { collectOrphans, FLEET_LOCK_HOLDER } from "../../src/agent/orphans.js";
+import { lockNamespace } from "../../src/reconcile/lock.js";
 import { buildPolicy, type ProgramBuilder } from "../../src/build/index.js";
 import { commandOptions, parseAgentArguments } from "../../src/cli.js";
 import { compilePolicies } from "../../src/compile/index.js";
@@ -203,7 +205,7 @@ describe("a NamespaceAgent whose namespace vanishes", () => {
   function agentOn(datapath: FakeDatapath, metrics = new AgentMetrics(async () => [])) {
     const { lines, log } = recorder();
     let gone = 0;
-    const agent = new NamespaceAgent(datapath, () => [demo], { keep: false, lockTimeoutMs: 0, builder: () => builder, onGone: () => gone++ }, namespaceLogger(log, datapath.netns.name), metrics.forNamespace(datapath.netns.name ?? ""));
+    const agent = new NamespaceAgent(datapath, () => [demo], { keep: false, lockTimeoutMs: 0, lockHolder: "intercept agent", builder: () => builder, onGone: () => gone++ }, namespaceLogger(log, datapath.netns.name), metrics.forNamespace(datapath.netns.name ?? ""));
     return { agent, lines, gone: () => gone, metrics };
   }
 
@@ -240,6 +242,29 @@ describe("a NamespaceAgent whose namespace vanishes", () => {
     assert.equal(agent.ready, true, "ready once a reconcile succeeded");
     await agent.stop(true);
   });
+});
+
+test("orphaned pins (namespaces deleted while no agent ran) are removed; nothing else is", async () => {
+  const root = await mkdtemp(path.join(scratch, "orphans-"));
+  const [pinRoot, lockDir, netnsDir] = ["bpf", "locks", "netns"].map((dir) => path.join(root, dir)) as [string, string, string];
+  for (const dir of [lockDir, netnsDir]) await mkdir(dir);
+  for (const key of ["ns1", "ns2", "ns3", "ns4", "ns5", "test-x"]) await mkdir(path.join(pinRoot, key, "demo"), { recursive: true });
+  const holder = async (key: string, who: string) => (await lockNamespace(key, { holder: who, timeoutMs: 0, dir: lockDir })).release();
+  await holder("ns1", FLEET_LOCK_HOLDER); // served by a fleet, namespace gone: an orphan
+  await holder("ns2", FLEET_LOCK_HOLDER); // its namespace is still there (under another name)
+  await holder("ns3", "intercept apply"); // not known to be a named namespace's
+  await holder("ns5", FLEET_LOCK_HOLDER); // the agent's own namespace
+  const busy = await lockNamespace("ns4", { holder: FLEET_LOCK_HOLDER, timeoutMs: 0, dir: lockDir }); // someone is working there
+  await writeFile(path.join(netnsDir, "other-name"), "");
+  const { lines, log } = recorder();
+  try {
+    const removed = await collectOrphans(log, { pinRoot, lockDir, netnsDir, ownKey: "ns5", identify: async (file) => (file.endsWith("other-name") ? { kind: "namespace", key: "ns2" } : { kind: "gone" }) });
+    assert.deepEqual(removed, ["ns1"]);
+  } finally {
+    await busy.release();
+  }
+  assert.deepEqual((await readdir(pinRoot)).sort(), ["ns2", "ns3", "ns4", "ns5", "test-x"]);
+  assert.deepEqual(lines.map((l) => l.event), ["namespace gone"]);
 });
 
 test("concurrent builds of one program run clang once", async () => {
