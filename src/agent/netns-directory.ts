@@ -51,11 +51,13 @@ export interface NamespaceDirectoryEvents {
  * the second of which makes no inotify event: the file is created (an
  * event), then the namespace is bind-mounted on it (none). Removal is an
  * unmount (none) and an unlink (an event). So every event leads to a
- * rescan of the whole directory — never an update from the event's file
- * name, which a burst of events may coalesce — and a file that is there but
- * not a namespace yet is looked at again with a short back-off until it is
- * one or is gone. The directory itself is also watched through its parent:
- * the first `ip netns add` of a host creates it.
+ * rescan of the directory's listing, never to an update from the event
+ * alone; in it the files events named (every file, when an event names
+ * none: a watcher replaced, a queue that overflowed), names not seen before
+ * and files not yet namespaces are looked at, the others keep their key. A
+ * file that is there but not a namespace yet is looked at again with a
+ * short back-off until it is one or is gone. The directory itself is also
+ * watched through its parent: the first `ip netns add` of a host creates it.
  */
 export class NamespaceDirectory {
   private readonly dir: string;
@@ -68,6 +70,9 @@ export class NamespaceDirectory {
   private recheck: NodeJS.Timeout | undefined;
   /** Each pending file's next back-off, by name. */
   private readonly pending = new Map<string, number>();
+  /** Files named by events since the last scan; all of them when an event named none. */
+  private readonly dirty = new Set<string>();
+  private allDirty = true;
   private stopped = false;
 
   constructor(
@@ -82,7 +87,9 @@ export class NamespaceDirectory {
   async start(): Promise<ReadonlyMap<string, string>> {
     const name = path.basename(this.dir);
     this.parent = watch(path.dirname(this.dir), (_event, changed) => {
-      if (changed === name) this.rescan();
+      if (changed !== name) return;
+      this.allDirty = true;
+      this.rescan();
     });
     this.parent.on("error", (error) => this.events.failed(error));
     this.watchDirectory();
@@ -124,7 +131,12 @@ export class NamespaceDirectory {
     this.directory?.watcher.close();
     this.directory = undefined;
     if (!found?.isDirectory()) return;
-    const watcher = watch(this.dir, () => this.rescan());
+    this.allDirty = true; // what happened before this watcher listened is unknown
+    const watcher = watch(this.dir, (_event, file) => {
+      if (file) this.dirty.add(String(file));
+      else this.allDirty = true;
+      this.rescan();
+    });
     // A removed directory can end its watcher with an error: its parent sees it come back.
     watcher.on("error", () => {
       watcher.close();
@@ -135,11 +147,16 @@ export class NamespaceDirectory {
 
   private async scan(): Promise<void> {
     this.watchDirectory();
+    const [all, dirty] = [this.allDirty, new Set(this.dirty)];
+    this.allDirty = false;
+    this.dirty.clear();
     const names = (await this.names()).filter((name) => this.options.matches(name)).sort();
     const found = new Map<string, string>();
     const pending: string[] = [];
-    const files = await Promise.all(names.map((name) => this.identify(path.join(this.dir, name))));
-    names.forEach((name, index) => {
+    const unsure = names.filter((name) => all || dirty.has(name) || !this.current.has(name));
+    for (const name of names) if (this.current.has(name) && !unsure.includes(name)) found.set(name, this.current.get(name)!);
+    const files = await Promise.all(unsure.map((name) => this.identify(path.join(this.dir, name))));
+    unsure.forEach((name, index) => {
       const file = files[index]!;
       if (file.kind === "namespace") found.set(name, file.key);
       else if (file.kind === "pending") pending.push(name);
