@@ -12,11 +12,12 @@
 import assert from "node:assert/strict";
 import { randomInt } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readlink, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, readlink, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
+import { parseAllDocuments } from "yaml";
 import { AgentProcess } from "../../lab/agent-process.js";
 import { LINKS, NamespaceSet } from "../../lab/namespaces.js";
 import { intercept } from "../../lab/network.js";
@@ -225,4 +226,44 @@ describe("agent --netns-match", { concurrency: false }, () => {
       await intercept("destroy", "--netns", kept, "--yes");
     }
   });
+
+  test("uninstall.yaml's clean-up removes what intercept made in the served namespaces, orphans included, and nothing else", async () => {
+    // Run as on a node, but in a mount namespace of its own: a fresh bpffs, and /run/netns and the
+    // host's /run (where /run/intercept lives) on tmpfs, so nothing outside this test is seen or touched.
+    const work = await mkdtemp(path.join(scratch, "uninstall-"));
+    const bin = path.join(work, "bin");
+    await mkdir(bin);
+    await writeFile(path.join(bin, "intercept"), `#!/bin/sh\nexec node ${path.resolve("bin/intercept.js")} "$@"\n`, { mode: 0o755 });
+    const cleanup = parseAllDocuments(await readFile("deploy/kubernetes/uninstall.yaml", "utf8"))[0]!.toJS().spec.template.spec.containers[0];
+    const script = (cleanup.args[0] as string).replaceAll("/host/run", `${work}/hostrun`).replace("touch /tmp/clean", `touch ${work}/clean`).replace("exec sleep infinity", "exit 0");
+    await writeFile(path.join(work, "cleanup.sh"), script);
+    const [served, gone, other] = [`${p}u1`, `${p}u2`, `${p.slice(0, -1)}_other`];
+    const apply = (name: string) => `intercept apply ${policies} --netns ${name} --yes >/dev/null`;
+    const filters = (name: string) => `nsenter --net=/run/netns/${name} tc filter show dev a ingress | grep -c intercept_ingre || true`;
+    const node = [
+      "set -e",
+      `export PATH=${bin}:$PATH`,
+      "mount -t bpf bpf /sys/fs/bpf",
+      "mount -t tmpfs tmpfs /run/netns",
+      `mkdir -p ${work}/hostrun/intercept && mount --bind ${work}/hostrun/intercept /run/intercept`,
+      ...[served, gone, other].flatMap((name) => [`ip netns add ${name}`, `ip -n ${name} link add name a type veth peer name b`, apply(name)]),
+      `ip netns del ${gone}`,
+      `NETNS_MATCH='${p}u*' sh ${work}/cleanup.sh`,
+      `echo "served: $(${filters(served)}) other: $(${filters(other)})"`,
+      "echo pins: $(ls /sys/fs/bpf/intercept)",
+      `intercept_other=$(stat -L -c %i /run/netns/${other}); echo "other's: ns$intercept_other"`,
+      `intercept destroy --netns ${other} --yes >/dev/null`,
+      `NETNS_MATCH='${p}u*' sh ${work}/cleanup.sh`,
+      `echo "left: $(ls -A /sys/fs/bpf | grep -c intercept) $(ls -A ${work}/hostrun)"`,
+    ].join("\n");
+    const result = await execa("unshare", ["--mount", "--propagation", "private", "sh", "-c", node], { reject: false, env: { INTERCEPT_CACHE_DIR: process.env.INTERCEPT_CACHE_DIR ?? path.join(work, "cache") } });
+    assert.equal(result.exitCode, 0, `${result.stdout}\n${result.stderr}`);
+    const out = String(result.stdout);
+    assert.match(out, /^served: 0 other: 1$/m, "the served namespace is clean; the other one keeps its filter");
+    const otherKey = /^other's: (ns\d+)$/m.exec(out)![1];
+    assert.match(out, new RegExp(`^pins: ${otherKey}$`, "m"), "only the other namespace's pins are left (the orphan's went too)");
+    assert.match(out, /^intercept: \/sys\/fs\/bpf\/intercept is not empty: left in place$/m);
+    assert.match(out, /^left: 0 $/m, "with nothing else of intercept's on the node, nothing is left: no pins, no lock folder");
+  });
 });
+
