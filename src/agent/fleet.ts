@@ -1,28 +1,23 @@
+import path from "node:path";
 import type { ProgramBuilder } from "../build/index.js";
 import { KernelDatapath } from "../datapath/kernel.js";
 import { InterceptError, messageOf } from "../errors.js";
-import path from "node:path";
 import { NETNS_DIR, type NetworkNamespace } from "../kernel/exec.js";
 import type { DesiredPolicy } from "../reconcile/index.js";
 import { inspect } from "../reconcile/inspect.js";
 import { appliesIn } from "../validate/namespaces.js";
 import { namespaceLogger, type Logger } from "./log.js";
 import type { AgentMetrics, NamespaceReport, Readiness } from "./metrics.js";
-import { NamespaceAgent } from "./namespace-agent.js";
+import { NamespaceAgent, retryDelay, type NamespaceAgentOptions } from "./namespace-agent.js";
 import { identifyNamespaceFile } from "./netns-directory.js";
 
-/** A namespace whose agent could not start is tried again in 1 s, doubling up to 30 s. */
-const RETRY_MS = 1_000;
-const RETRY_MAX_MS = 30_000;
 /** How many namespaces a scrape reads at once: a scrape of fifty must not starve their reconciles. */
 const SCRAPE_CONCURRENCY = 4;
 /** Names listed in a not-ready /healthz answer, at most. */
 const NAMES_SHOWN = 10;
 
-export interface FleetOptions {
-  keep: boolean;
-  lockTimeoutMs: number;
-  lockHolder: string;
+/** What every namespace's agent is started with. */
+export interface FleetOptions extends Pick<NamespaceAgentOptions, "keep" | "lockTimeoutMs" | "lockHolder"> {
   /** The policies in force, and where their programs come from: shared by every namespace. */
   policies: () => { desired: DesiredPolicy[]; builder: ProgramBuilder };
   /** A managed namespace disappeared (after it is forgotten). */
@@ -187,7 +182,8 @@ export class Fleet {
     member.starting.catch(async (error: unknown) => {
       if (member.removing || this.stopping) return;
       if (!(await stillThere(member))) return; // gone: the directory says so too, and forget() follows
-      const delay = Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** member.failures++);
+      // Tried again as a failed reconcile is: 1 s, doubling up to 30 s.
+      const delay = retryDelay(member.failures++);
       namespaceLogger(this.log, member.netns.name)("error", `${messageOf(error).replaceAll("\n", " ")}; trying again in ${delay / 1000} s`);
       member.retry = setTimeout(() => {
         if (!member.removing && !this.stopping) this.startWithRetry(member);

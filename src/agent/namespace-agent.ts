@@ -12,6 +12,11 @@ import type { NamespaceMetrics } from "./metrics.js";
 const RETRY_MS = 1_000;
 const RETRY_MAX_MS = 30_000;
 
+/** How long to wait before trying again after @failures failures in a row. */
+export function retryDelay(failures: number): number {
+  return Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** failures);
+}
+
 export interface NamespaceAgentOptions {
   keep: boolean;
   lockTimeoutMs: number;
@@ -143,8 +148,7 @@ export class NamespaceAgent {
 
   private retryLater(): void {
     if (this.stopping) return;
-    const delay = Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** this.failures++);
-    this.retry = setTimeout(() => void this.reconcile(), delay);
+    this.retry = setTimeout(() => void this.reconcile(), retryDelay(this.failures++));
   }
 
   /** One observe → plan → apply; failures are logged and counted, and say whether it succeeded. */
