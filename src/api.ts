@@ -72,6 +72,11 @@ export interface Policy {
   name?: string;
   /** Which interfaces get the filters. Default: every non-loopback interface. */
   interfaces?: InterfaceSelector;
+  /**
+   * Glob patterns (*, ?) of the network namespaces (as `ip netns` names them)
+   * this policy applies in. Default: every namespace the agent or command manages.
+   */
+  namespaces?: readonly string[];
   /** The rules: traffic for originalPort goes to port. Required unless outbound is given. */
   interceptors?: readonly Interceptor[];
   /**

@@ -1,4 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { AgentOptions } from "./agent/index.js";
 import type { LogFormat } from "./agent/log.js";
 import { formatDiagnostics } from "./diagnostics.js";
 import { InterceptError, messageOf, PolicyError, UsageError } from "./errors.js";
@@ -22,9 +23,11 @@ Commands:
                                         remove everything intercept made in the namespace
   status   [PATH…] [--netns NAME] [--json]
                                         attached links, rules, counters
-  agent    [PATH…] [--netns NAME] [--objects DIR] [--keep] [--log-format text|json] [--metrics HOST:PORT]
-                                        keep the kernel matching the policies as links and
-                                        files change; on SIGINT/SIGTERM remove it all (--keep: leave it)
+  agent    [PATH…] [--netns NAME | --netns-match GLOB…] [--objects DIR] [--keep] [--log-format text|json]
+           [--metrics HOST:PORT]        keep the kernel matching the policies as links and
+                                        files change; on SIGINT/SIGTERM remove it all (--keep: leave it);
+                                        --netns-match (repeatable): every namespace in /var/run/netns
+                                        whose name matches, followed as they come and go
 
 Options:
   --netns NAME   act inside the network namespace NAME (as listed by \`ip netns\`)
@@ -56,10 +59,10 @@ const COMMANDS = {
   apply: { options: { ...NETNS, ...OBJECTS, ...COLOUR, ...CONFIRM, ...LOCK, plan: { type: "string" }, "allow-empty": { type: "boolean", default: false } }, paths: true },
   destroy: { options: { ...NETNS, ...COLOUR, ...CONFIRM, ...LOCK }, paths: false },
   status: { options: { ...NETNS, ...OBJECTS, ...JSON_OUTPUT }, paths: true },
-  agent: { options: { ...NETNS, ...OBJECTS, ...LOCK, keep: { type: "boolean", default: false }, "log-format": { type: "string", default: "text" }, metrics: { type: "string" } }, paths: true },
+  agent: { options: { ...NETNS, ...OBJECTS, ...LOCK, "netns-match": { type: "string", multiple: true }, keep: { type: "boolean", default: false }, "log-format": { type: "string", default: "text" }, metrics: { type: "string" } }, paths: true },
 } as const satisfies Record<string, { options: Options; paths: boolean }>;
 
-type Command = keyof typeof COMMANDS;
+export type Command = keyof typeof COMMANDS;
 
 /** Parses arguments and runs one command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -106,17 +109,39 @@ async function dispatch(argv: string[]): Promise<number> {
     });
     case "destroy": return (await import("./commands/plan.js")).destroyCommand({ netns, colour, yes: Boolean(values.yes), lockTimeoutMs: duration("--lock-timeout", values["lock-timeout"] as string) });
     case "status": return (await import("./commands/status.js")).statusCommand(positionals, { netns: netns ?? {}, json: Boolean(values.json), ...objectsOption(values) });
-    case "agent": return (await import("./agent/index.js")).runAgent(positionals, {
-      netns: netns ?? {}, keep: Boolean(values.keep), logFormat: logFormat(values["log-format"] as string), lockTimeoutMs: duration("--lock-timeout", values["lock-timeout"] as string),
-      ...(values.metrics !== undefined && { metrics: listenAddress(values.metrics as string) }),
-      ...objectsOption(values),
-    });
+    case "agent": return (await import("./agent/index.js")).runAgent(positionals, agentOptions(values));
   }
+}
+
+/**
+ * `intercept agent`'s command line, checked as the CLI checks it, without
+ * running anything: what a deployment's arguments mean (the Kubernetes
+ * manifest's test reads its DaemonSet's arguments with it).
+ */
+export function parseAgentArguments(args: string[]): { paths: string[]; options: AgentOptions } {
+  const { values, positionals } = parseCommand("agent", args, COMMANDS.agent.options);
+  return { paths: positionals, options: agentOptions(values) };
+}
+
+/** The options of every command, by name: each flag's type and whether it may be repeated. */
+export function commandOptions(command: Command): Readonly<Record<string, { type: "string" | "boolean"; multiple?: boolean }>> {
+  return COMMANDS[command].options;
+}
+
+function agentOptions(values: ParsedCommand["values"]): AgentOptions {
+  const match = values["netns-match"] as string[] | undefined;
+  if (match !== undefined && values.netns !== undefined) throw new UsageError("--netns and --netns-match cannot be used together: one namespace, or every matching one");
+  return {
+    namespaces: match === undefined ? { kind: "one", netns: values.netns === undefined ? {} : { name: namespaceName(values.netns as string) } } : { kind: "matching", globs: match.map(namespaceGlob) },
+    keep: Boolean(values.keep), logFormat: logFormat(values["log-format"] as string), lockTimeoutMs: duration("--lock-timeout", values["lock-timeout"] as string),
+    ...(values.metrics !== undefined && { metrics: listenAddress(values.metrics as string) }),
+    ...objectsOption(values),
+  };
 }
 
 /** Option values by name (each command's options are its own); positionals are paths. */
 interface ParsedCommand {
-  values: Record<string, string | boolean | undefined>;
+  values: Record<string, string | boolean | string[] | undefined>;
   positionals: string[];
 }
 
@@ -132,6 +157,14 @@ function parseCommand(command: string, args: string[], options: Options): Parsed
 function namespaceName(value: string): string {
   if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$/.test(value)) {
     throw new UsageError(`--netns: "${value.slice(0, 64)}" is not a network namespace name (letters, digits, _ . -)`);
+  }
+  return value;
+}
+
+/** A --netns-match glob: the characters of a namespace name, and * and ?. */
+function namespaceGlob(value: string): string {
+  if (!/^[A-Za-z0-9_*?][A-Za-z0-9_.*?-]{0,254}$/.test(value)) {
+    throw new UsageError(`--netns-match: "${value.slice(0, 64)}" is not a glob of network namespace names (letters, digits, _ . - and * ?)`);
   }
   return value;
 }

@@ -1,26 +1,31 @@
 import type { ListenAddress } from "../cli.js";
-import type { ProgramBuilder } from "../build/index.js";
-import { programBuilder } from "../commands/objects.js";
-import { KernelDatapath } from "../datapath/kernel.js";
 import { InterceptError, messageOf, type PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
-import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
-import { inspect } from "../reconcile/inspect.js";
+import { ensureBpffs } from "../kernel/pins.js";
+import { requireKernelPrivileges } from "../kernel/privileges.js";
+import { globMatch } from "../glob.js";
+import { Fleet } from "./fleet.js";
 import { Lifecycle } from "./lifecycle.js";
 import { createLogger, type LogFormat, type Logger } from "./log.js";
 import { AgentMetrics } from "./metrics.js";
-import { NamespaceAgent } from "./namespace-agent.js";
-import { logInvalid, PolicyWatcher } from "./policy-watcher.js";
+import { NamespaceDirectory } from "./netns-directory.js";
+import { collectOrphans, FLEET_LOCK_HOLDER } from "./orphans.js";
+import { logInvalid, PolicyWatcher, readPolicySet, type PolicySet } from "./policy-watcher.js";
+
+/** Which network namespaces an agent serves: one (named, or its own), or every one whose name matches. */
+export type AgentNamespaces =
+  | { kind: "one"; netns: NetworkNamespace }
+  | { kind: "matching"; globs: readonly string[] };
 
 export interface AgentOptions {
-  netns: NetworkNamespace;
+  namespaces: AgentNamespaces;
   /** On exit, leave the datapath in place (upgrades, restarts). */
   keep: boolean;
   logFormat: LogFormat;
-  /** Where to serve Prometheus metrics; off when undefined. */
+  /** Where to serve Prometheus metrics and /healthz; off when undefined. */
   metrics?: ListenAddress;
-  /** How long to wait for an `apply` holding the namespace's lock (another agent is refused at once). */
+  /** How long to wait for an `apply` holding a namespace's lock (another agent is refused at once). */
   lockTimeoutMs: number;
   /** Prebuilt objects (`--objects DIR`): no clang needed for the policies they cover. */
   objects?: string;
@@ -28,16 +33,18 @@ export interface AgentOptions {
 
 /**
  * `intercept agent`: keeps the kernel matching the policies as links and
- * files change. SIGTERM and SIGINT stop it (removing the datapath unless
- * --keep), SIGHUP reads the policies again. A fatal error stops it the same
- * way and exits 1, so a supervisor restarts it; an error while starting
- * exits 1 before anything is left behind.
+ * files change, in one network namespace or in every one whose name
+ * matches --netns-match (followed as they come and go). SIGTERM and SIGINT
+ * stop it (removing the datapath unless --keep), SIGHUP reads the policies
+ * again. A fatal error stops it the same way and exits 1, so a supervisor
+ * restarts it; an error while starting exits 1 before anything is left
+ * behind.
  */
 export async function runAgent(paths: string[], options: AgentOptions): Promise<number> {
   const log = createLogger(options.logFormat);
   // Listening from the start and for good: a signal during start-up stops the agent once it has started.
   const lifecycle = new Lifecycle();
-  const agent = new Agent(paths, options, log, lifecycle, await programBuilder(options.objects));
+  const agent = new Agent(paths, options, log, lifecycle);
   try {
     await agent.start();
   } catch (error) {
@@ -52,11 +59,18 @@ export async function runAgent(paths: string[], options: AgentOptions): Promise<
   return 1;
 }
 
+/**
+ * The composition: one PolicyWatcher (the policies, read and compiled once
+ * for every namespace), one Fleet (a NamespaceAgent per namespace), the
+ * namespace directory it follows (--netns-match) or the one namespace it
+ * serves, and the metrics and /healthz listener.
+ */
 class Agent {
-  private desired: DesiredPolicy[] = [];
+  private policies: PolicySet | undefined;
   private readonly metrics: AgentMetrics;
-  private readonly policies: PolicyWatcher;
-  private namespace: NamespaceAgent | undefined;
+  private readonly watcher: PolicyWatcher;
+  private readonly fleet: Fleet;
+  private directory: NamespaceDirectory | undefined;
   private metricsServer: import("node:http").Server | undefined;
   private started = false;
 
@@ -65,63 +79,85 @@ class Agent {
     private readonly options: AgentOptions,
     private readonly log: Logger,
     private readonly lifecycle: Lifecycle,
-    private readonly builder: ProgramBuilder,
   ) {
-    this.metrics = new AgentMetrics(async () => inspect(await this.datapath(), this.desired));
-    this.policies = new PolicyWatcher(paths, builder, log, {
-      valid: (desired) => this.policiesChanged(desired),
+    this.metrics = new AgentMetrics(() => this.fleet.reports());
+    this.fleet = new Fleet({
+      keep: options.keep,
+      lockTimeoutMs: options.lockTimeoutMs,
+      lockHolder: options.namespaces.kind === "matching" ? FLEET_LOCK_HOLDER : "intercept agent",
+      policies: () => this.policies!,
+      onGone: (netns) => {
+        // The one namespace this agent serves is gone: nothing is left to do, and a supervisor should know.
+        if (options.namespaces.kind === "one") lifecycle.fail(new InterceptError("netns-not-found", `${describeNamespace(netns)} no longer exists`));
+      },
+    }, log, this.metrics);
+    this.watcher = new PolicyWatcher(paths, options.objects, log, {
+      valid: (policies) => this.policiesChanged(policies),
       invalid: (error) => this.policiesInvalid(error),
       fatal: (error) => lifecycle.fail(error),
     });
   }
 
-  private datapathOpened: Promise<KernelDatapath> | undefined;
-
-  private datapath(): Promise<KernelDatapath> {
-    this.datapathOpened ??= KernelDatapath.open(this.options.netns, "agent");
-    return this.datapathOpened;
-  }
-
   /**
    * Reads the policies (invalid ones fail the start: there is no last good
-   * state), binds the metrics listener, and only then touches the kernel.
+   * state), binds the metrics listener, checks privileges, and only then
+   * touches the kernel.
    */
   async start(): Promise<void> {
-    this.desired = await loadDesired(this.paths, this.builder);
+    this.policies = await readPolicySet(this.paths, this.options.objects);
+    // Followed from now on: a file changed while the namespaces start is not missed.
+    this.watcher.start();
     if (this.options.metrics) {
-      const { server, address } = await this.metrics.serve(this.options.metrics);
+      const { server, address } = await this.metrics.serve(this.options.metrics, () => this.fleet.readiness());
       this.metricsServer = server;
-      this.log("agent started", `metrics on http://${address}/metrics`, { metrics: address });
+      this.log("agent started", `metrics on http://${address}/metrics, readiness on /healthz`, { metrics: address });
     }
-    const datapath = await this.datapath();
-    this.log("agent started", `${this.desired.length} polic${this.desired.length === 1 ? "y" : "ies"} for ${describeNamespace(this.options.netns)}`, { netns: this.options.netns.name ?? null });
-    this.namespace = new NamespaceAgent(datapath, () => this.desired, {
-      keep: this.options.keep, lockTimeoutMs: this.options.lockTimeoutMs, builder: this.builder,
-      // The one namespace this agent serves is gone: nothing is left to do, and a supervisor should know.
-      onGone: () => this.lifecycle.fail(new InterceptError("netns-not-found", `${describeNamespace(this.options.netns)} no longer exists`)),
-    }, this.log, this.metrics);
-    this.policies.start();
+    const { namespaces } = this.options;
+    const count = `${this.policies.desired.length} polic${this.policies.desired.length === 1 ? "y" : "ies"}`;
+    if (namespaces.kind === "one") {
+      this.log("agent started", `${count} for ${describeNamespace(namespaces.netns)}`, { namespace: namespaces.netns.name ?? null });
+      await this.fleet.serve(namespaces.netns);
+      // Its removal is seen even when no link event follows it (a namespace with no links left, say).
+      if (namespaces.netns.name !== undefined) await this.followDirectory((name) => name === namespaces.netns.name, false);
+    } else {
+      await requireKernelPrivileges("agent", { name: namespaces.globs[0] });
+      await ensureBpffs();
+      this.log("agent started", `${count} for the network namespaces matching ${namespaces.globs.join(", ")}`, { namespaces: namespaces.globs });
+      await collectOrphans(this.log);
+      await this.followDirectory((name) => namespaces.globs.some((glob) => globMatch(glob, name)), true);
+    }
     this.lifecycle.onReload(() => {
       this.log("reload", "SIGHUP: reading the policies again");
-      this.policies.reload();
+      this.watcher.reload();
     });
-    await this.namespace.start();
     this.started = true;
   }
 
   /** Stops following events; unless --keep, removes everything intercept made. */
   async stop(): Promise<void> {
-    this.policies.stop();
+    this.watcher.stop();
+    this.directory?.stop();
+    await this.fleet.stop();
     this.metricsServer?.close();
-    await this.namespace?.stop();
     if (this.started) this.log("agent stopped", this.options.keep ? "datapath left in place (--keep)" : "datapath removed");
   }
 
-  private policiesChanged(desired: DesiredPolicy[]): void {
+  /**
+   * Follows /var/run/netns for the names @matches. With @serve, the fleet
+   * serves what it finds; without, only removals matter: the one namespace
+   * is served already, and its removal (or replacement) ends the agent.
+   */
+  private async followDirectory(matches: (name: string) => boolean, serve: boolean): Promise<void> {
+    const changed = (found: ReadonlyMap<string, string>) => (serve ? this.fleet.follow(found) : this.fleet.forgetMissing(found));
+    this.directory = new NamespaceDirectory({ matches }, { changed, failed: (error) => this.lifecycle.fail(error) });
+    changed(await this.directory.start());
+  }
+
+  private policiesChanged(policies: PolicySet): void {
     this.metrics.policiesInvalid.set(0);
-    this.desired = desired;
-    this.log("policy change", `${desired.length} polic${desired.length === 1 ? "y" : "ies"} valid: reconciling`);
-    void this.namespace?.reconcile();
+    this.policies = policies;
+    this.log("policy change", `${policies.desired.length} polic${policies.desired.length === 1 ? "y" : "ies"} valid: reconciling`);
+    this.fleet.reconcileAll();
   }
 
   private policiesInvalid(error: PolicyError): void {

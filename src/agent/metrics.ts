@@ -6,71 +6,132 @@ import { InterceptError, messageOf } from "../errors.js";
 import type { StatusReport } from "../reconcile/inspect.js";
 import { ruleSummary, singleOriginalPort } from "../validate/index.js";
 
-/** Prometheus metrics (prom-client): rule counters read from the maps when scraped, and the agent's own. */
+/** One namespace's kernel state at a scrape; `namespace` is its label value ("" for the agent's own). */
+export interface NamespaceReport {
+  namespace: string;
+  report: StatusReport;
+}
+
+/** Whether every namespace the agent manages has been reconciled once: what /healthz answers. */
+export interface Readiness {
+  ready: boolean;
+  /** One line for a person: what is ready, or which namespaces are not yet. */
+  summary: string;
+}
+
+/** The metrics of one namespace's reconciles, by its label. */
+export interface NamespaceMetrics {
+  applied(): void;
+  failed(): void;
+  succeeded(): void;
+}
+
+/**
+ * Prometheus metrics (prom-client): rule counters read from the maps when
+ * scraped, and the agent's own. Every per-rule and per-namespace metric has
+ * a `namespace` label (the `ip netns` name; empty, which Prometheus reads as
+ * no label, for the agent's own namespace); a namespace that is forgotten
+ * takes its series with it.
+ */
 export class AgentMetrics {
   readonly registry = new Registry();
-  readonly applies = new Counter({ name: "intercept_applies_total", help: "Plans applied with changes.", registers: [this.registry] });
-  readonly applyFailures = new Counter({ name: "intercept_apply_failures_total", help: "Applies that failed (and were rolled back).", registers: [this.registry] });
+  private readonly applies = new Counter({ name: "intercept_applies_total", help: "Plans applied with changes.", labelNames: ["namespace"], registers: [this.registry] });
+  private readonly applyFailures = new Counter({ name: "intercept_apply_failures_total", help: "Reconciles that failed (an apply rolled back, or the kernel could not be read).", labelNames: ["namespace"], registers: [this.registry] });
+  private readonly lastApply = new Gauge({ name: "intercept_last_successful_apply_timestamp_seconds", help: "When the kernel last matched the policies after a reconcile.", labelNames: ["namespace"], registers: [this.registry] });
   readonly policiesInvalid = new Gauge({ name: "intercept_policies_invalid", help: "1 while the policy files are invalid and the last good policies stay in force.", registers: [this.registry] });
-  readonly lastApply = new Gauge({ name: "intercept_last_successful_apply_timestamp_seconds", help: "When the kernel last matched the policies after a reconcile.", registers: [this.registry] });
 
-  /** @inspect reads the kernel at scrape time: its maps are the truth. */
-  constructor(inspect: () => Promise<StatusReport>) {
+  /** @inspect reads the kernel of every namespace at scrape time: its maps are the truth. */
+  constructor(inspect: () => Promise<NamespaceReport[]>) {
     // selector: the rule in one line (ruleSummary); original_port only for a rule of one port.
-    const ruleLabels = ["policy", "rule", "selector", "protocol", "original_port", "port"] as const;
+    const ruleLabels = ["namespace", "policy", "rule", "selector", "protocol", "original_port", "port"] as const;
     const directionLabels = [...ruleLabels, "direction"] as const;
     // The registry collects metrics in parallel, so they share one read per scrape.
     let reading: Promise<void> | undefined;
     const refresh = () => (reading ??= readKernel().finally(() => (reading = undefined)));
-    const links = new Gauge({ name: "intercept_attached_links", help: "Links with intercept's filters attached.", registers: [this.registry], collect: refresh });
+    const perNamespace = { labelNames: ["namespace"] as const, registers: [this.registry], collect: refresh };
+    const links = new Gauge({ name: "intercept_attached_links", help: "Links with intercept's filters attached.", ...perNamespace });
+    const drift = new Gauge({ name: "intercept_drift", help: "Things an interrupted run left in the kernel (half-switched links, incomplete loads, empty qdiscs); the next reconcile repairs them.", ...perNamespace });
+    const unreadable = new Gauge({ name: "intercept_counters_unreadable", help: "Program versions whose counters could not be read at this scrape.", ...perNamespace });
+    const cgroups = new Gauge({ name: "intercept_attached_cgroups", help: "Cgroups with intercept's outbound programs attached.", ...perNamespace });
     const packets = new Counter({ name: "intercept_rule_packets_total", help: "Packets rewritten per rewrite rule and direction.", labelNames: directionLabels, registers: [this.registry], collect: refresh });
     const bytes = new Counter({ name: "intercept_rule_bytes_total", help: "Bytes rewritten per rewrite rule and direction.", labelNames: directionLabels, registers: [this.registry], collect: refresh });
     const steered = new Counter({ name: "intercept_rule_connections_steered_total", help: "Connections (SYNs) handed to the proxy's socket per steer rule.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
-    const timeWait = new Counter({ name: "intercept_rule_time_wait_total", help: "SYNs per steer rule whose 4-tuple stayed in TIME_WAIT (a client reusing its port within a minute of a connection the proxy closed, where the TIME_WAIT could not be ended for it): dropped or passed as onProxyDown says.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
-    const timeWaitRecycled = new Counter({ name: "intercept_rule_time_wait_recycled_total", help: "Connections per steer rule steered through a 4-tuple whose TIME_WAIT was ended for them (a subset of intercept_rule_connections_steered_total).", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
-    const proxyDown = new Counter({ name: "intercept_rule_proxy_down_total", help: "SYNs per steer rule that found no proxy listening (dropped or passed as onProxyDown says).", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
+    const timeWait = new Counter({ name: "intercept_rule_time_wait_total", help: "SYNs per steer rule whose 4-tuple was still in TIME_WAIT (a client reusing its port within a minute of a connection the proxy closed): dropped or passed as onProxyDown says.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
+    const timeWaitRecycled = new Counter({ name: "intercept_rule_time_wait_recycled_total", help: "Connections per steer rule steered through a 4-tuple whose TIME_WAIT the program ended for them.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
     const redirected = new Counter({ name: "intercept_outbound_connections_redirected_total", help: "Connections (connect() calls) sent to the local proxy per outbound rule.", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
-    const cgroups = new Gauge({ name: "intercept_attached_cgroups", help: "Cgroups with intercept's outbound programs attached.", registers: [this.registry], collect: refresh });
-    const drift = new Gauge({ name: "intercept_drift", help: "Things an interrupted run left in the kernel (half-switched links, incomplete loads, empty qdiscs); the next reconcile repairs them.", registers: [this.registry], collect: refresh });
-    const unreadable = new Gauge({ name: "intercept_counters_unreadable", help: "Program versions whose counters could not be read at this scrape.", registers: [this.registry], collect: refresh });
+    const proxyDown = new Counter({ name: "intercept_rule_proxy_down_total", help: "SYNs per steer rule that found no proxy listening (dropped or passed as onProxyDown says).", labelNames: ruleLabels, registers: [this.registry], collect: refresh });
 
     async function readKernel(): Promise<void> {
-      const report = await inspect();
-      links.set(report.links.length);
-      cgroups.set(report.cgroups.filter((cgroup) => cgroup.programs.length > 0).length);
-      drift.set(report.drift.length);
-      for (const metric of [packets, bytes, steered, proxyDown, timeWait, timeWaitRecycled, redirected]) metric.reset();
-      unreadable.set(report.programs.filter((program) => program.countersError !== undefined).length);
-      for (const { program, rules } of report.programs) {
-        for (const { index, rule, outbound, counters } of rules) {
-          if (!counters) continue; // unreadable: counted above, never exported as zero
-          if (outbound) {
-            redirected.inc({ policy: program.ref.policy, rule: String(index), selector: `outbound tcp ${outbound.originalPort} → ${outbound.port}`, protocol: "tcp", original_port: String(outbound.originalPort), port: String(outbound.port) }, counters.redirected.packets);
-            continue;
-          }
-          const labels = { policy: program.ref.policy, rule: String(index), selector: rule ? ruleSummary(rule) : "", protocol: rule?.protocol ?? "", original_port: String((rule && singleOriginalPort(rule)) ?? ""), port: String(rule?.port ?? "") };
-          if (rule?.strategy !== "steer") {
-            for (const [direction, slot] of [["ingress", "rewrittenIngress"], ["egress", "rewrittenEgress"]] as const) {
-              packets.inc({ ...labels, direction }, counters[slot].packets);
-              bytes.inc({ ...labels, direction }, counters[slot].bytes);
+      const reports = await inspect();
+      // Everything is set afresh from this scrape's reads: a namespace gone since the last one leaves no series.
+      for (const metric of [links, drift, unreadable, cgroups, packets, bytes, steered, proxyDown, timeWait, timeWaitRecycled, redirected]) metric.reset();
+      for (const { namespace, report } of reports) {
+        links.set({ namespace }, report.links.length);
+        drift.set({ namespace }, report.drift.length);
+        unreadable.set({ namespace }, report.programs.filter((program) => program.countersError !== undefined).length);
+        cgroups.set({ namespace }, report.cgroups.filter((cgroup) => cgroup.programs.length > 0).length);
+        for (const { program, rules } of report.programs) {
+          for (const { index, rule, outbound, counters } of rules) {
+            if (!counters) continue; // unreadable: counted above, never exported as zero
+            if (outbound) {
+              const selector = `outbound tcp ${outbound.originalPort} → ${outbound.port}`;
+              redirected.inc({ namespace, policy: program.ref.policy, rule: String(index), selector, protocol: "tcp", original_port: String(outbound.originalPort), port: String(outbound.port) }, counters.redirected.packets);
+              continue;
             }
-          }
-          if (rule?.strategy !== "rewrite") {
-            steered.inc(labels, counters.steered.packets);
-            proxyDown.inc(labels, counters.proxyDown.packets);
-            timeWait.inc(labels, counters.timeWait.packets);
-            timeWaitRecycled.inc(labels, counters.timeWaitRecycled.packets);
+            const labels = {
+              namespace, policy: program.ref.policy, rule: String(index), selector: rule ? ruleSummary(rule) : "", protocol: rule?.protocol ?? "",
+              original_port: String((rule && singleOriginalPort(rule)) ?? ""), port: String(rule?.port ?? ""),
+            };
+            if (rule?.strategy !== "steer") {
+              for (const [direction, slot] of [["ingress", "rewrittenIngress"], ["egress", "rewrittenEgress"]] as const) {
+                packets.inc({ ...labels, direction }, counters[slot].packets);
+                bytes.inc({ ...labels, direction }, counters[slot].bytes);
+              }
+            }
+            if (rule?.strategy !== "rewrite") {
+              steered.inc(labels, counters.steered.packets);
+              proxyDown.inc(labels, counters.proxyDown.packets);
+              timeWait.inc(labels, counters.timeWait.packets);
+              timeWaitRecycled.inc(labels, counters.timeWaitRecycled.packets);
+            }
           }
         }
       }
     }
   }
 
-  /** Serves /metrics on @listen; resolves with the bound address, rejects when it cannot be bound. */
-  serve(listen: ListenAddress): Promise<{ server: http.Server; address: string }> {
+  /** The reconcile metrics of the namespace labelled @namespace, shown (at zero) from now on. */
+  forNamespace(namespace: string): NamespaceMetrics {
+    const labels = { namespace };
+    this.applies.inc(labels, 0);
+    this.applyFailures.inc(labels, 0);
+    return {
+      applied: () => this.applies.inc(labels),
+      failed: () => this.applyFailures.inc(labels),
+      succeeded: () => this.lastApply.setToCurrentTime(labels),
+    };
+  }
+
+  /** Drops a forgotten namespace's series. */
+  forget(namespace: string): void {
+    for (const metric of [this.applies, this.applyFailures, this.lastApply]) metric.remove({ namespace });
+  }
+
+  /**
+   * Serves /metrics, and /healthz (200 once every namespace was reconciled
+   * once, 503 with the names still waiting before) on @listen; resolves with
+   * the bound address, rejects when it cannot be bound.
+   */
+  serve(listen: ListenAddress, readiness: () => Readiness): Promise<{ server: http.Server; address: string }> {
     const server = http.createServer(async (request, response) => {
-      if (request.url !== "/metrics") {
-        response.writeHead(404).end("not found: try /metrics\n");
+      const url = request.url?.split("?")[0];
+      if (url === "/healthz") {
+        const { ready, summary } = readiness();
+        response.writeHead(ready ? 200 : 503, { "Content-Type": "text/plain; charset=utf-8" }).end(`${summary}\n`);
+        return;
+      }
+      if (url !== "/metrics") {
+        response.writeHead(404).end("not found: try /metrics or /healthz\n");
         return;
       }
       try {

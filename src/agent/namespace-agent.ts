@@ -6,17 +6,25 @@ import { applyRun, doneWord, planRun, type ApplyEvent, type DesiredPolicy, type 
 import { lockNamespace, type NamespaceLock } from "../reconcile/lock.js";
 import { LinkWatcher } from "./link-watcher.js";
 import type { Logger } from "./log.js";
-import type { AgentMetrics } from "./metrics.js";
+import type { NamespaceMetrics } from "./metrics.js";
 
 /** After a failed reconcile, try again in 1 s, doubling while it keeps failing, up to 30 s. */
 const RETRY_MS = 1_000;
 const RETRY_MAX_MS = 30_000;
 
+/** How long to wait before trying again after @failures failures in a row. */
+export function retryDelay(failures: number): number {
+  return Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** failures);
+}
+
 export interface NamespaceAgentOptions {
   keep: boolean;
   lockTimeoutMs: number;
-  builder: ProgramBuilder;
-  /** Called once if the namespace disappears: its links went with it, its pins are removed. */
+  /** What the agent writes into the namespace's lock: "intercept agent", with how it serves namespaces. */
+  lockHolder: string;
+  /** Where programs come from, as of the policies in force (it changes with them: a ConfigMap of objects). */
+  builder: () => ProgramBuilder;
+  /** Called once if the namespace disappears: its links went with it; stop() then removes its pins. */
   onGone: () => void;
 }
 
@@ -26,16 +34,22 @@ export interface NamespaceAgentOptions {
  * the links change. Every change goes through the same plan → apply as
  * `intercept apply`; reconciles are serialised, events that arrive during
  * one are folded into the next, and a failed one is retried with back-off.
+ *
+ * A namespace can disappear at any moment, a reconcile's included. Whatever
+ * fails then is not an error of ours: the failure is held back until the
+ * namespace is known to be still there, and dropped (onGone) when it is not.
  */
 export class NamespaceAgent {
   private links = new Map<number, string>();
   private reconciling: Promise<void> | undefined;
   private again = false;
   private stopping = false;
+  private stopped: Promise<void> | undefined;
   private retry: NodeJS.Timeout | undefined;
   private failures = 0;
   private lock: NamespaceLock | undefined;
   private gone = false;
+  private reconciled = false;
   private readonly linkWatcher: LinkWatcher;
 
   constructor(
@@ -43,35 +57,69 @@ export class NamespaceAgent {
     private readonly desired: () => DesiredPolicy[],
     private readonly options: NamespaceAgentOptions,
     private readonly log: Logger,
-    private readonly metrics: AgentMetrics,
+    private readonly metrics: NamespaceMetrics,
   ) {
-    this.linkWatcher = new LinkWatcher(datapath.netns, log, () => void this.reconcile());
+    this.linkWatcher = new LinkWatcher(datapath.netns, {
+      changed: () => void this.reconcile(),
+      failed: (reason, delayMs) => void this.unlessGone(() => this.log("error", `${reason}; restarting it in ${delayMs} ms`)),
+      restarted: () => this.log("link watcher", "restarted: following link changes again"),
+    });
   }
 
-  /** Takes the lock (another agent there is refused at once), follows links, and reconciles. */
+  /** Whether a reconcile has succeeded since start: the kernel has matched the policies once. */
+  get ready(): boolean {
+    return this.reconciled;
+  }
+
+  /**
+   * Takes the lock (another agent there is refused at once), follows links,
+   * and reconciles. If it fails, whatever it took is let go again.
+   */
   async start(): Promise<void> {
     const where = describeNamespace(this.datapath.netns);
-    this.lock = await lockNamespace(this.datapath.namespaceKey, {
-      holder: "intercept agent",
-      timeoutMs: this.options.lockTimeoutMs,
-      onWait: (heldBy) => {
-        if (heldBy.holder === "intercept agent") throw new InterceptError("lock-held", `another agent (pid ${heldBy.pid}) already manages ${where}`);
-        this.log("waiting", `for the lock on ${where} held by ${heldBy.description}`);
-      },
-    });
-    await this.linkWatcher.start();
+    try {
+      this.lock = await lockNamespace(this.datapath.namespaceKey, {
+        holder: this.options.lockHolder,
+        timeoutMs: this.options.lockTimeoutMs,
+        onWait: (heldBy) => {
+          if (heldBy.holder?.startsWith("intercept agent")) throw new InterceptError("lock-held", `another agent (pid ${heldBy.pid}) already manages ${where}`);
+          this.log("waiting", `for the lock on ${where} held by ${heldBy.description}`);
+        },
+      });
+      await this.linkWatcher.start();
+    } catch (error) {
+      this.linkWatcher.stop();
+      await this.lock?.release();
+      this.lock = undefined;
+      throw error;
+    }
     await this.reconcile();
   }
 
-  /** Stops following events; unless --keep, removes everything intercept made; then lets go of the lock. */
-  async stop(): Promise<void> {
+  /**
+   * Stops following events; unless --keep (or @keep), removes everything
+   * intercept made; a namespace that is gone has its pins removed instead.
+   * Then lets go of the lock. Called again, it waits for the first call.
+   */
+  stop(keep = this.options.keep): Promise<void> {
+    this.stopped ??= this.stopOnce(keep);
+    return this.stopped;
+  }
+
+  /** The namespace is gone (its file in /var/run/netns says so): forget it, quietly. */
+  vanished(): Promise<void> {
+    this.gone = true;
+    return this.stop();
+  }
+
+  private async stopOnce(keep: boolean): Promise<void> {
     this.stopping = true;
     clearTimeout(this.retry);
     this.linkWatcher.stop();
     await this.reconciling;
     try {
+      if (!this.gone && this.lock && !keep) await this.reconcileOnce([]);
       if (this.gone) await this.datapath.forgetNamespace();
-      else if (this.lock && !this.options.keep) await this.reconcileOnce([]);
     } finally {
       await this.lock?.release();
       this.lock = undefined;
@@ -100,44 +148,62 @@ export class NamespaceAgent {
 
   private retryLater(): void {
     if (this.stopping) return;
-    const delay = Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** this.failures++);
-    this.retry = setTimeout(() => void this.reconcile(), delay);
+    this.retry = setTimeout(() => void this.reconcile(), retryDelay(this.failures++));
   }
 
   /** One observe → plan → apply; failures are logged and counted, and say whether it succeeded. */
   private async reconcileOnce(desired: DesiredPolicy[]): Promise<boolean> {
+    const heldBack: (() => void)[] = []; // this run's failure lines, logged once the namespace is known to be there
     try {
       const run = await planRun(desired, this.datapath);
       this.noteLinks(run.observed.links);
-      if (run.plan.changes.length > 0) await this.apply(run);
-      this.metrics.lastApply.setToCurrentTime();
+      if (run.plan.changes.length > 0) await this.apply(run, heldBack);
+      this.metrics.succeeded();
       this.failures = 0;
+      this.reconciled = true;
       return true;
     } catch (error) {
-      if (!(await this.datapath.exists())) {
-        this.namespaceGone();
-        return true; // nothing left to reconcile: not a failure to retry
-      }
-      this.metrics.applyFailures.inc();
-      this.log("error", messageOf(error).replaceAll("\n", " "));
-      return false;
+      const failure = () => {
+        for (const line of heldBack) line();
+        this.metrics.failed();
+        this.log("error", messageOf(error).replaceAll("\n", " "));
+      };
+      return !(await this.unlessGone(failure)); // gone: nothing left to reconcile, not a failure to retry
     }
+  }
+
+  /**
+   * Runs @failure (logging it) if the namespace still exists; otherwise
+   * marks it gone, stops following it and tells onGone. Says whether it ran.
+   * When existence cannot be told, the failure is reported as it is (the
+   * next reconcile looks again).
+   */
+  private async unlessGone(failure: () => void): Promise<boolean> {
+    const there = this.gone ? false : await this.datapath.exists().catch(() => true);
+    if (there) {
+      failure();
+      return true;
+    }
+    this.namespaceGone();
+    return false;
   }
 
   private namespaceGone(): void {
     if (this.gone) return;
     this.gone = true;
     this.stopping = true;
+    clearTimeout(this.retry);
     this.linkWatcher.stop();
     this.options.onGone();
   }
 
-  private async apply(run: PlannedRun): Promise<void> {
-    await applyRun(run, this.datapath, { builder: this.options.builder, onEvent: (event) => this.logEvent(event) });
-    this.metrics.applies.inc();
+  private async apply(run: PlannedRun, heldBack: (() => void)[]): Promise<void> {
+    await applyRun(run, this.datapath, { builder: this.options.builder(), onEvent: (event) => this.logEvent(event, heldBack) });
+    this.metrics.applied();
   }
 
-  private logEvent(event: ApplyEvent): void {
+  /** Progress is logged as it happens; a failed step and its rollback are held back with the failure. */
+  private logEvent(event: ApplyEvent, heldBack: (() => void)[]): void {
     switch (event.type) {
       case "change-done":
         this.log("applied", `${event.change.address}: ${doneWord(event.change)}`, { change: event.change.address, type: event.change.type });
@@ -148,11 +214,13 @@ export class NamespaceAgent {
         break;
       }
       case "step-failed":
-        this.log("error", `${event.change.address}: ${event.operation.op} failed: ${event.error}`, { change: event.change.address });
+        heldBack.push(() => this.log("error", `${event.change.address}: ${event.operation.op} failed: ${event.error}`, { change: event.change.address }));
         break;
       case "rolled-back":
-        if (event.complete) this.log("rolled back", "the kernel is as it was before this apply");
-        else this.log("error", `rollback incomplete: ${event.failures.join("; ")}`);
+        heldBack.push(() => {
+          if (event.complete) this.log("rolled back", "the kernel is as it was before this apply");
+          else this.log("error", `rollback incomplete: ${event.failures.join("; ")}`);
+        });
         break;
     }
   }

@@ -3,6 +3,7 @@ import path from "node:path";
 import { formatDiagnosticLine, reportableDiagnostics } from "../diagnostics.js";
 import { InterceptError, messageOf, PolicyError } from "../errors.js";
 import type { ProgramBuilder } from "../build/index.js";
+import { programBuilder } from "../commands/objects.js";
 import { DEFAULT_POLICY_DIR } from "../load/index.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import type { Logger } from "./log.js";
@@ -16,9 +17,25 @@ const FILE_DEBOUNCE_MS = 10;
  */
 const INVALID_SETTLE_MS = 500;
 
+/** The policies in force, and where their programs come from. */
+export interface PolicySet {
+  desired: DesiredPolicy[];
+  builder: ProgramBuilder;
+}
+
+/**
+ * load → validate → compile → identify, with the objects of `--objects DIR`
+ * read afresh: objects mounted from a ConfigMap beside the policies change
+ * with them, in the same `..data` swap.
+ */
+export async function readPolicySet(paths: string[], objects: string | undefined): Promise<PolicySet> {
+  const builder = await programBuilder(objects);
+  return { desired: await loadDesired(paths, builder), builder };
+}
+
 export interface PolicyWatcherEvents {
   /** A valid set of policies was read (the first at start included). */
-  valid(desired: DesiredPolicy[]): void;
+  valid(policies: PolicySet): void;
   /** The files have stayed invalid for INVALID_SETTLE_MS; the last good policies stay in force. */
   invalid(error: PolicyError): void;
   /** Reading failed for a reason that is not the files' (a bug): the agent cannot go on. */
@@ -46,7 +63,7 @@ export class PolicyWatcher {
 
   constructor(
     paths: string[],
-    private readonly builder: ProgramBuilder,
+    private readonly objects: string | undefined,
     private readonly log: Logger,
     private readonly events: PolicyWatcherEvents,
   ) {
@@ -117,10 +134,10 @@ export class PolicyWatcher {
     const read = ++this.reads;
     for (const target of this.targets) this.watchFolder(target); // a folder that came back between events
     try {
-      const desired = await loadDesired(this.targets, this.builder);
+      const policies = await readPolicySet(this.targets, this.objects);
       if (this.stopped || read !== this.reads) return; // stop decides the final state; a newer read wins
       clearTimeout(this.invalidReport);
-      this.events.valid(desired);
+      this.events.valid(policies);
     } catch (error) {
       if (this.stopped || read !== this.reads) return;
       if (error instanceof PolicyError) {

@@ -76,12 +76,27 @@ export interface BuiltPolicy {
   compiledNow: boolean;
 }
 
+/** Builds in progress in this process, by content hash. */
+const building = new Map<string, Promise<BuiltPolicy>>();
+
 /**
  * Stage 4: compiles generated C to a BPF object with clang. Objects are
- * cached by content hash, so an unchanged policy never runs clang again.
+ * cached by content hash, so an unchanged policy never runs clang again,
+ * and concurrent builds of one content hash (the agent applying one policy
+ * to many namespaces at once) share one clang run: they would otherwise
+ * all compile it, writing the same source and partial object files.
  */
 export async function buildPolicy(compiled: CompiledPolicy): Promise<BuiltPolicy> {
   const hash = await contentHash(compiled);
+  let build = building.get(hash);
+  if (!build) {
+    build = buildObject(compiled, hash).finally(() => building.delete(hash));
+    building.set(hash, build);
+  }
+  return { ...(await build), compiled };
+}
+
+async function buildObject(compiled: CompiledPolicy, hash: string): Promise<BuiltPolicy> {
   const cache = await objectCache();
   const objectPath = path.join(cache, `${hash}.bpf.o`);
   const compiledNow = !(await exists(objectPath));

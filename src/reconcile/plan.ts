@@ -3,7 +3,9 @@ import { InterceptError } from "../errors.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { FILTER_HANDLE, FILTER_PREF } from "../kernel/tc.js";
 import type { AttachmentCreate, AttachmentDelete, AttachmentUpdate, Change, HookPrograms, Plan, ProgramCreate, ProgramDelete, ProgramReplace, QdiscDelete, RuleUpdate } from "../plan/model.js";
+import { globMatch } from "../glob.js";
 import { ruleSummary, type InterfaceSelection } from "../validate/index.js";
+import { appliesIn } from "../validate/namespaces.js";
 import type { DesiredPolicy } from "./desired.js";
 import { exemptIdentities, planCgroups, planExemption, wantedCgroups, type WantedCgroup } from "./plan-cgroups.js";
 
@@ -15,7 +17,8 @@ import { exemptIdentities, planCgroups, planExemption, wantedCgroups, type Wante
  * a version whose load never finished, a link half switched between two
  * versions, a qdisc of ours holding nothing — is repaired here too.
  */
-export function makePlan(desired: DesiredPolicy[], observed: ObservedState): Plan {
+export function makePlan(given: DesiredPolicy[], observed: ObservedState): Plan {
+  const desired = given.filter((want) => appliesIn(want.policy, observed.netns.name)); // a policy's `namespaces`
   const owners = assignLinks(desired, observed);
   const cgroups = wantedCgroups(desired, observed);
   const programs = desired.map((want) => planProgram(want, observed, cgroups));
@@ -178,11 +181,6 @@ function planRules(want: DesiredPolicy, kept: ObservedProgram | undefined): Rule
 export function selects(selection: InterfaceSelection, name: string): boolean {
   const included = selection.include === null || selection.include.some((glob) => globMatch(glob, name));
   return included && !selection.exclude.some((glob) => globMatch(glob, name));
-}
-
-function globMatch(glob: string, name: string): boolean {
-  const pattern = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
-  return new RegExp(`^${pattern}$`).test(name);
 }
 
 function plural(count: number, noun: string): string {

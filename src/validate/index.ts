@@ -95,6 +95,7 @@ function normalise(loaded: LoadedPolicy): ValidPolicy {
     name: policy.name ?? defaultName(loaded.file),
     file: loaded.file,
     interfaces: { include: policy.interfaces?.include ?? null, exclude: policy.interfaces?.exclude ?? [] },
+    ...(policy.namespaces !== undefined && { namespaces: policy.namespaces }),
     rules: (policy.interceptors ?? []).map(toRule),
     ...(policy.outbound && { outbound: normaliseOutbound(policy.outbound, policy.interceptors?.length ?? 0) }),
   };

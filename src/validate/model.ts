@@ -59,6 +59,8 @@ export interface ValidPolicy {
   /** The file it was read from, as given. */
   file: string;
   interfaces: InterfaceSelection;
+  /** Glob patterns of the network namespace names the policy applies in; absent: every one. */
+  namespaces?: readonly string[];
   rules: Rule[];
   /** Outbound capture (src/validate/outbound.ts); absent when the policy has none. */
   outbound?: OutboundPolicy;

@@ -6,6 +6,7 @@ import { findOverlaps } from "./overlap.js";
 import { portRangeText, readSelector, selectedPorts, selectedPortSet, type SelectorProblem } from "./selectors.js";
 import { overlaps } from "./intervals.js";
 import { attachesToLinks } from "./outbound.js";
+import { mayShareNamespace } from "./namespaces.js";
 
 /** Appended to a rewrite-only restriction on a TCP rule: steer has no such restriction. */
 const TRY_STEER = ` (a tcp rule may use strategy: "steer", which has no such restriction)`;
@@ -167,7 +168,7 @@ export interface CheckedPolicy {
   policy: ValidPolicy;
 }
 
-/** Checks across policies: names and interface selections must not collide. */
+/** Checks across policies: names and interface selections (of policies that may share a namespace) must not collide. */
 export function checkPolicies(checked: CheckedPolicy[]): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
   const byName = new Map<string, CheckedPolicy>();
@@ -184,10 +185,11 @@ export function checkPolicies(checked: CheckedPolicy[]): Diagnostic[] {
     }
     if (attachesToLinks(policy) && policy.interfaces.include === null && policy.interfaces.exclude.length === 0) selectingAll.push(policy);
   }
-  if (selectingAll.length > 0 && checked.filter(({ policy }) => attachesToLinks(policy)).length > 1) {
-    for (const policy of selectingAll) {
+  for (const policy of selectingAll) {
+    // Only policies on links meet there; policies for namespaces no name can match both never do.
+    if (checked.some((other) => other.policy !== policy && attachesToLinks(other.policy) && mayShareNamespace(policy, other.policy))) {
       diagnostics.push(diagnosticAt("policy/overlapping-interfaces", startOf(policy.file),
-        `policy ${quoted(policy.name)} selects every interface, so it overlaps the other policies: give each policy an interfaces selector`));
+        `policy ${quoted(policy.name)} selects every interface, so it overlaps the other policies: give each policy an interfaces selector (or namespaces no name matches both)`));
     }
   }
   return diagnostics;

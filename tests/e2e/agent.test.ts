@@ -98,7 +98,7 @@ describe("agent", { concurrency: false }, () => {
 
   test("a link watcher that dies is restarted, and links are followed again", async () => {
     const from = agent.lines.length;
-    const watcher = await execa("pgrep", ["-P", String(agent.pid), "-f", "link-events"]);
+    const watcher = await execa("pgrep", ["-P", String(agent.pid), "-f", "monitor link"]);
     process.kill(Number(watcher.stdout.trim()), "SIGKILL");
     await agent.waitFor((l) => l.event === "error" && /link watcher exited \(SIGKILL\); restarting it in 100 ms/.test(String(l.message)), from);
     await agent.waitFor((l) => l.event === "link watcher", from);
@@ -164,8 +164,10 @@ describe("agent", { concurrency: false }, () => {
       const text = await scrapeMetrics();
       const line = text.split("\n").find((l) => l.startsWith("intercept_rule_connections_steered_total{") && l.includes('rule="0"'));
       assert.ok(line, text);
-      assert.match(text, /^intercept_attached_links 1$/m);
-      assert.match(text, /^intercept_applies_total \d+$/m);
+      // Per-namespace metrics carry the namespace they are about.
+      assert.match(text, new RegExp(`^intercept_attached_links\\{namespace="${lab.serverNs}"\\} 1$`, "m"));
+      assert.match(text, new RegExp(`^intercept_applies_total\\{namespace="${lab.serverNs}"\\} \\d+$`, "m"));
+      assert.ok(line.includes(`namespace="${lab.serverNs}"`), line);
       return Number(line.split(" ").pop());
     };
     const before = await scrape();

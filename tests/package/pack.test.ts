@@ -10,7 +10,6 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { createInterface } from "node:readline";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -73,7 +72,6 @@ test("the tarball holds the CLI, compiled JS, declarations, templates, schema, R
     "dist/src/api.js",
     "dist/src/api.d.ts",
     "dist/src/validate/policy-validator.js",
-    "dist/src/agent/link-events.js",
     "templates/bpf/policy.bpf.c.hbs",
     "templates/init/policies/example.ts",
     "schemas/policy.schema.json",
@@ -128,20 +126,6 @@ test("npx intercept plan --netns prints a create plan for the example policy", a
   assert.match(plan.stdout, /\+ program\.example\s+create: new policy, 1 rule/);
   assert.match(plan.stdout, new RegExp(`\\+ attachment\\.${netns}a\\s+create: attach example`));
   assert.match(plan.stdout, /Plan: 3 to add, 0 to change, 0 to destroy\./);
-});
-
-test("the agent's link watcher runs from the installed package: netlink's prebuilt addon loads without install scripts", { timeout: 10_000 }, async () => {
-  const script = path.join(project, "node_modules/intercept/dist/src/agent/link-events.js");
-  const watcher = execa("nsenter", [`--net=/var/run/netns/${netns}`, "node", script], { reject: false, buffer: false });
-  try {
-    const lines = createInterface({ input: watcher.stdout! })[Symbol.asyncIterator]();
-    assert.deepEqual(JSON.parse((await lines.next()).value ?? "null"), { ready: true });
-    await execa("ip", ["-n", netns, "link", "set", `${netns}b`, "up"]);
-    assert.match((await lines.next()).value ?? "", new RegExp(`"name":"${netns}[ab]"`));
-  } finally {
-    watcher.kill("SIGKILL");
-    await watcher;
-  }
 });
 
 /**

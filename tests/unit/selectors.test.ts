@@ -156,9 +156,9 @@ describe("summary", () => {
       }],
       links: [], cgroups: [], drift: [],
     } as unknown as StatusReport;
-    const text = await new AgentMetrics(async () => report).registry.metrics();
-    assert.match(text, /intercept_rule_connections_steered_total\{policy="mesh",rule="0",selector="tcp \*:!22 → 15006",protocol="tcp",original_port="",port="15006"\} 3/);
-    assert.match(text, /intercept_rule_packets_total\{policy="mesh",rule="1",selector="udp 53 → 5353",protocol="udp",original_port="53",port="5353",direction="ingress"\} 3/);
+    const text = await new AgentMetrics(async () => [{ namespace: "edge", report }]).registry.metrics();
+    assert.match(text, /intercept_rule_connections_steered_total\{namespace="edge",policy="mesh",rule="0",selector="tcp \*:!22 → 15006",protocol="tcp",original_port="",port="15006"\} 3/);
+    assert.match(text, /intercept_rule_packets_total\{namespace="edge",policy="mesh",rule="1",selector="udp 53 → 5353",protocol="udp",original_port="53",port="5353",direction="ingress"\} 3/);
   });
 });
 

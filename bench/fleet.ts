@@ -1,0 +1,187 @@
+/**
+ * `npm run bench:fleet`: one agent with --netns-match serving namespaces
+ * created in a burst, as pods arrive on a node, run as the Kubernetes
+ * DaemonSet runs it (prebuilt objects, no clang). Measures
+ * the time from the last namespace's creation (the namespace and its veth
+ * pair exist) to the last attach (the agent's `policies applied` line for
+ * it, checked against tc afterwards), each namespace's own creation →
+ * attach latency, the CPU the agent and the machine spent, and the agent's
+ * resident memory (VmRSS): cold, before the burst (after one namespace came
+ * and went, so the code that serves one is loaded), with all of them, and
+ * after they are removed — sampled each second for 30 s, since V8 gives
+ * its grown heap back only once the process has been idle a while (its
+ * memory reducer). Prints a table and writes bench/results/fleet.json.
+ *   BENCH_FLEET_NAMESPACES (50): how many namespaces.
+ */
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { execa } from "execa";
+import { AgentProcess } from "../lab/agent-process.js";
+import { LINKS, NamespaceSet } from "../lab/namespaces.js";
+import { intercept } from "../lab/network.js";
+import { table } from "./table.js";
+
+const COUNT = Number(process.env.BENCH_FLEET_NAMESPACES ?? 50);
+/** Targets from issue 16. */
+const TARGET_LAST_ATTACH_MS = 2_000;
+const TARGET_MEMORY_RETURN = 0.1;
+/** How long the agent is left alone before its memory is read: in-flight work and timers settle. */
+const SETTLE_MS = 2_000;
+/** How long memory is followed after the namespaces are removed, once a second. */
+const RETURN_SECONDS = 30;
+
+/** Resident memory of process @pid, in MiB (VmRSS). */
+async function rssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)![1]) / 1024;
+}
+
+/** Resident memory of @pid's children (the agent's link watchers), in MiB. */
+async function childrenRssMiB(pid: number): Promise<{ count: number; mib: number }> {
+  const listed = await execa("pgrep", ["-P", String(pid)], { reject: false });
+  const pids = String(listed.stdout).split("\n").filter(Boolean).map(Number);
+  let mib = 0;
+  for (const child of pids) mib += await rssMiB(child).catch(() => 0); // exited since listed
+  return { count: pids.length, mib };
+}
+
+/** CPU seconds of the whole machine (busy), from /proc/stat. */
+async function machineBusySeconds(): Promise<number> {
+  const fields = (await readFile("/proc/stat", "utf8")).split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = fields as number[];
+  return (user! + nice! + system! + irq! + softirq! + steal!) / 100; // USER_HZ
+}
+
+/** CPU seconds of process @pid itself, and of its children it has reaped. */
+async function processSeconds(pid: number): Promise<{ own: number; children: number }> {
+  const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]!.split(" ").map(Number);
+  return { own: (fields[11]! + fields[12]!) / 100, children: (fields[13]! + fields[14]!) / 100 };
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+const round = (value: number, digits = 1) => Number(value.toFixed(digits));
+
+async function main(): Promise<void> {
+  const scratch = await mkdtemp(path.join(tmpdir(), "intercept-bench-fleet-"));
+  const namespaces = NamespaceSet.unique("bf");
+  const keys = new Set<string>();
+  let agent: AgentProcess | undefined;
+  try {
+    const policies = path.join(scratch, "policies");
+    const objects = path.join(scratch, "objects");
+    await mkdir(policies);
+    await writeFile(path.join(policies, "demo.yaml"), "interceptors:\n  - { port: 9000, originalPort: 8000 }\n");
+    const built = await intercept("build", policies, "--out", objects);
+    if (built.exitCode !== 0) throw new Error(built.stderr);
+    agent = new AgentProcess([policies, "--netns-match", `${namespaces.prefix}*`, "--objects", objects, "--metrics", "127.0.0.1:0"]);
+    const started = await agent.waitFor((l) => l.event === "agent started" && typeof l.metrics === "string");
+    await agent.waitFor((l) => l.event === "agent started" && Array.isArray(l.namespaces));
+    const healthz = `http://${started.metrics}/healthz`;
+    await settle();
+    const cold = await rssMiB(agent.pid);
+    const warmUp = `${namespaces.prefix}warm`;
+    await namespaces.create(warmUp);
+    keys.add(await namespaces.key(warmUp));
+    await agent.waitFor((l) => l.event === "applied" && l.namespace === warmUp && /policies applied/.test(String(l.message)));
+    await namespaces.delete(warmUp);
+    await agent.waitFor((l) => l.event === "namespace gone" && l.namespace === warmUp);
+    await settle();
+    const before = await rssMiB(agent.pid);
+
+    const from = agent.lines.length;
+    const [machineAtStart, agentAtStart] = [await machineBusySeconds(), await processSeconds(agent.pid)];
+    const created = new Map<string, number>();
+    const burstStart = performance.now();
+    for (let i = 0; i < COUNT; i++) {
+      const name = namespaces.name(i);
+      created.set(name, await namespaces.create(name));
+      keys.add(await namespaces.key(name));
+    }
+    const lastCreated = Math.max(...created.values());
+    const applied = new Map<string, number>();
+    for (const name of created.keys()) {
+      const line = await agent.waitFor((l) => l.event === "applied" && l.namespace === name && /policies applied/.test(String(l.message)), from, 60_000);
+      applied.set(name, line.receivedAt as number);
+    }
+    const lastAttached = Math.max(...applied.values());
+    const [machineAtEnd, agentAtEnd] = [await machineBusySeconds(), await processSeconds(agent.pid)];
+    const unattached = (await Promise.all([...created.keys()].flatMap((name) => LINKS.map(async (link) => ((await namespaces.attached(name, link)) ? [] : [`${name}/${link}`]))))).flat();
+    if (unattached.length > 0) throw new Error(`not attached: ${unattached.join(", ")}`);
+    const ready = await (await fetch(healthz)).text();
+    if (!ready.startsWith(`ready: ${COUNT} `)) throw new Error(`/healthz: ${ready}`);
+    const errors = agent.lines.slice(from).filter((l) => l.event === "error");
+    await settle();
+    const serving = await rssMiB(agent.pid);
+    const watchers = await childrenRssMiB(agent.pid);
+
+    const removing = agent.lines.length;
+    const removeStart = performance.now();
+    for (const name of created.keys()) await namespaces.delete(name);
+    for (const name of created.keys()) await agent.waitFor((l) => l.event === "namespace gone" && l.namespace === name, removing, 30_000);
+    const removed = performance.now() - removeStart;
+    const leftPins = [...keys].filter((key) => existsPin(key));
+    if (leftPins.length > 0) throw new Error(`pins left: ${leftPins.join(", ")}`);
+    errors.push(...agent.lines.slice(removing).filter((l) => l.event === "error"));
+    const afterSamples: number[] = [];
+    for (let second = 0; second < RETURN_SECONDS; second++) {
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      afterSamples.push(round(await rssMiB(agent.pid)));
+    }
+    const after = afterSamples.at(-1)!;
+    const returnedAfter = afterSamples.findIndex((_, i) => afterSamples.slice(i).every((later) => later <= before * (1 + TARGET_MEMORY_RETURN)));
+    const watchersAfter = await childrenRssMiB(agent.pid);
+    if ((await agent.stop()) !== 0) throw new Error("the agent did not stop cleanly");
+
+    const latencies = [...created].map(([name, at]) => applied.get(name)! - at).sort((a, b) => a - b);
+    const results = {
+      measuredAt: new Date().toISOString(),
+      namespaces: COUNT,
+      burstMs: round(lastCreated - burstStart),
+      lastCreationToLastAttachMs: round(lastAttached - lastCreated),
+      targetMs: TARGET_LAST_ATTACH_MS,
+      creationToAttachMs: { p50: round(latencies[Math.floor(latencies.length / 2)]!), max: round(latencies.at(-1)!) },
+      removalMs: round(removed),
+      cpuSeconds: {
+        wall: round((lastAttached - burstStart) / 1000, 2),
+        machine: round(machineAtEnd - machineAtStart, 2),
+        agent: round(agentAtEnd.own - agentAtStart.own, 2),
+        agentChildren: round(agentAtEnd.children - agentAtStart.children, 2),
+      },
+      agentRssMiB: {
+        cold: round(cold), before: round(before), serving: round(serving), after: round(after), afterVsBefore: round(after / before - 1, 3),
+        afterEverySecond: afterSamples, withinTargetFromSecond: returnedAfter === -1 ? null : returnedAfter + 1,
+      },
+      linkWatchers: { serving: watchers.count, servingRssMiB: round(watchers.mib), after: watchersAfter.count },
+      errorLines: errors.length,
+    };
+    process.stdout.write(`${table(["measure", "value", "target"], [
+      ["namespaces created in a burst", `${COUNT} in ${results.burstMs} ms`, ""],
+      ["last creation → last attach", `${results.lastCreationToLastAttachMs} ms`, `≤ ${TARGET_LAST_ATTACH_MS} ms`],
+      ["creation → attach, per namespace", `p50 ${results.creationToAttachMs.p50} ms, max ${results.creationToAttachMs.max} ms`, ""],
+      ["all removed → all forgotten", `${results.removalMs} ms`, ""],
+      ["CPU, burst start → last attach", `${results.cpuSeconds.machine} s machine in ${results.cpuSeconds.wall} s; agent ${results.cpuSeconds.agent} s, its commands ${results.cpuSeconds.agentChildren} s`, ""],
+      ["agent RSS at start (cold)", `${results.agentRssMiB.cold} MiB`, ""],
+      ["agent RSS before (one namespace served and gone)", `${results.agentRssMiB.before} MiB`, ""],
+      [`agent RSS serving ${COUNT}`, `${results.agentRssMiB.serving} MiB`, ""],
+      [`agent RSS ${RETURN_SECONDS} s after removal`, `${results.agentRssMiB.after} MiB (${(results.agentRssMiB.afterVsBefore * 100).toFixed(1)}%; within 10% from ${results.agentRssMiB.withinTargetFromSecond ?? "—"} s on)`, `within ${TARGET_MEMORY_RETURN * 100}% of before`],
+      [`link watchers (ip monitor) serving ${COUNT}`, `${watchers.count}, ${results.linkWatchers.servingRssMiB} MiB in all`, ""],
+      ["link watchers after removal", String(watchersAfter.count), "0"],
+      ["error lines", String(errors.length), "0"],
+    ])}\n`);
+    await mkdir("bench/results", { recursive: true });
+    await writeFile("bench/results/fleet.json", `${JSON.stringify(results, null, 2)}\n`);
+  } finally {
+    agent?.kill();
+    await namespaces.remove(keys);
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+function existsPin(key: string): boolean {
+  return existsSync(`/sys/fs/bpf/intercept/${key}`);
+}
+
+await main();
