@@ -81,12 +81,7 @@ for (const build of BUILDS) {
 
     /** Every rule's proxyDown and rewrite counters, summed. */
     async function counted(): Promise<number[]> {
-      const counts: number[] = [];
-      for (let rule = 0; rule < build.rules.length; rule++) {
-        const c = await program.counters(rule);
-        counts.push(c.proxyDown.packets + c.rewrittenIngress.packets + c.rewrittenEgress.packets);
-      }
-      return counts;
+      return (await program.allCounters(build.rules.length)).map((c) => c.proxyDown.packets + c.rewrittenIngress.packets + c.rewrittenEgress.packets);
     }
 
     /** A SYN @rule steers (dropped: no listener, counted for @rule), or one no rule takes (handed on, counted nowhere). */

@@ -46,6 +46,11 @@ export class LoadedProgram {
     return this.pins.program(this.ref, hook);
   }
 
+  /** The counters of rules 0 to @rules - 1, in one map read. */
+  allCounters(rules: number): Promise<RuleCounters[]> {
+    return readVersionCounters(this.pins, this.ref, rules);
+  }
+
   async counters(rule: number): Promise<RuleCounters> {
     return (await readVersionCounters(this.pins, this.ref, rule + 1))[rule]!;
   }
