@@ -120,7 +120,7 @@ class Agent {
       // Its removal is seen even when no link event follows it (a namespace with no links left, say).
       if (namespaces.netns.name !== undefined) await this.followDirectory((name) => name === namespaces.netns.name, false);
     } else {
-      await requireKernelPrivileges("agent", { name: namespaces.globs[0] });
+      await requireKernelPrivileges("agent");
       await ensureBpffs();
       this.log("agent started", `${count} for the network namespaces matching ${namespaces.globs.join(", ")}`, { namespaces: namespaces.globs });
       await collectOrphans(this.log);

@@ -34,7 +34,7 @@ export class KernelDatapath implements Datapath {
    * exists, and that bpffs is mounted; nothing is changed in the kernel.
    */
   static async open(netns: NetworkNamespace, command: string): Promise<KernelDatapath> {
-    await requireKernelPrivileges(command, netns);
+    await requireKernelPrivileges(command);
     const key = await namespaceKey(netns);
     await ensureBpffs();
     return new KernelDatapath(netns, key, new PinLayout(key), await cgroupRoot());

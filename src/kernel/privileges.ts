@@ -1,32 +1,29 @@
 import { readFile } from "node:fs/promises";
 import { InterceptError } from "../errors.js";
-import type { NetworkNamespace } from "./exec.js";
 
 /** Capability numbers (linux/capability.h). */
-const CAPABILITIES = { CAP_NET_ADMIN: 12, CAP_SYS_ADMIN: 21, CAP_PERFMON: 38, CAP_BPF: 39 } as const;
+const CAPABILITIES = { CAP_NET_ADMIN: 12, CAP_SYS_ADMIN: 21 } as const;
 type Capability = keyof typeof CAPABILITIES;
 
 /**
  * Checks, before anything else, that this process may do what a command
- * needs from the kernel: load BPF (CAP_BPF, or CAP_SYS_ADMIN before 5.8),
- * let the programs read kernel structures (CAP_PERFMON: the rewrite reads
- * the skb's checksum state, the steer reads a TIME_WAIT socket), attach tc
- * filters (CAP_NET_ADMIN), and enter another network namespace
- * (CAP_SYS_ADMIN). Without them the tools fail half-way with bare EPERMs,
- * and bpffs, readable only by root, would look empty: a plan of an
- * unreadable kernel would claim it holds nothing.
+ * needs from the kernel: attach tc filters and cgroup programs
+ * (CAP_NET_ADMIN), and CAP_SYS_ADMIN, which the kernel asks of anyone
+ * fetching a BPF object by id: bpftool reads every map through its BTF
+ * (BPF_BTF_GET_FD_BY_ID) and lists cgroup attachments by program id, and
+ * entering another network namespace is setns. CAP_SYS_ADMIN also grants
+ * what CAP_BPF (load) and CAP_PERFMON (the rewrite reads the skb's checksum
+ * state, the steer a TIME_WAIT socket) are for. Without them the tools fail
+ * half-way with bare EPERMs, and a program whose maps cannot be read would
+ * look like a load cut short: a plan of an unreadable kernel would remove
+ * what it holds.
  */
-export async function requireKernelPrivileges(command: string, netns: NetworkNamespace): Promise<void> {
+export async function requireKernelPrivileges(command: string): Promise<void> {
   const effective = await effectiveCapabilities();
   const has = (capability: Capability) => (effective & (1n << BigInt(CAPABILITIES[capability]))) !== 0n;
-  const missing: Capability[] = [];
-  if (!has("CAP_BPF") && !has("CAP_SYS_ADMIN")) missing.push("CAP_BPF");
-  if (!has("CAP_PERFMON") && !has("CAP_SYS_ADMIN")) missing.push("CAP_PERFMON");
-  if (!has("CAP_NET_ADMIN")) missing.push("CAP_NET_ADMIN");
-  if (netns.name !== undefined && !has("CAP_SYS_ADMIN")) missing.push("CAP_SYS_ADMIN");
+  const missing = (["CAP_NET_ADMIN", "CAP_SYS_ADMIN"] as const).filter((capability) => !has(capability));
   if (missing.length === 0) return;
-  const needs = `root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN${netns.name !== undefined ? " plus CAP_SYS_ADMIN for --netns" : ""}`;
-  throw new InterceptError("privilege", `intercept ${command} needs ${needs} (missing: ${missing.join(", ")}); validate, compile and build need none`);
+  throw new InterceptError("privilege", `intercept ${command} needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (missing: ${missing.join(", ")}); validate, compile and build need none`);
 }
 
 /** The effective capability set, from /proc/self/status (CapEff, hex). */
