@@ -37,9 +37,8 @@ interface ChangeBase {
   reason: string;
 }
 
-/** Loads a policy's program version that no link runs yet. */
-export interface ProgramCreate extends ChangeBase {
-  type: "program.create";
+/** The program version a create or replace loads. */
+interface NewVersion {
   program: VersionRef;
   contentHash: string;
   hooks: Hook[];
@@ -50,15 +49,14 @@ export interface ProgramCreate extends ChangeBase {
   exemptCgroups?: CgroupIdentity[];
 }
 
+/** Loads a policy's program version that no link runs yet. */
+export interface ProgramCreate extends ChangeBase, NewVersion {
+  type: "program.create";
+}
+
 /** Loads a new version beside @replaces; links switch to it, then @replaces is unpinned. */
-export interface ProgramReplace extends ChangeBase {
+export interface ProgramReplace extends ChangeBase, NewVersion {
   type: "program.replace";
-  program: VersionRef;
-  contentHash: string;
-  hooks: Hook[];
-  enabled: boolean[];
-  cgroupHooks?: CgroupHook[];
-  exemptCgroups?: CgroupIdentity[];
   replaces: VersionRef;
 }
 
