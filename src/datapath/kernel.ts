@@ -6,7 +6,7 @@ import { COUNTER_SLOTS, counterKey } from "../compile/counters.js";
 import type { PrefixEntry } from "../compile/match.js";
 import { prefixBytes, prefixMap } from "../compile/prefixes.js";
 import { CommandError, InterceptError } from "../errors.js";
-import { batch, createHashMap, deleteMapEntry, dumpMap, formattedEntries, hostBytes, loadAndPin, mapKeys, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
+import { batch, deleteMapEntries, deleteMapEntry, dumpMap, formattedEntries, hostBytes, loadAndPin, mapKeys, updateHashMap, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
 import { attachedTree, attachToCgroup, cgroupDirectory, cgroupRoot, detachFromCgroup, statCgroup } from "../kernel/cgroups.js";
 import { runJson, type NetworkNamespace } from "../kernel/exec.js";
 import { listLinks } from "../kernel/links.js";
@@ -153,17 +153,21 @@ export class KernelDatapath implements Datapath {
   async addQdisc(link: LinkRef): Promise<void> {
     // Recorded before it is made: a crash in between leaves a record of a qdisc that
     // does not exist (forgotten by tidy), never a qdisc nobody knows is ours.
-    if (!existsSync(this.pins.qdiscs)) {
-      await mkdir(this.pins.namespaceDir, { recursive: true });
-      await createHashMap(this.pins.qdiscs, "intercept_qdisc", QDISC_REGISTRY_ENTRIES);
-    }
-    await updateMap(this.pins.qdiscs, hostBytes(link.ifindex, 4), hostBytes(1, 4));
+    await this.recordQdiscs([link]);
     try {
       await addClsact(this.netns, link.name);
     } catch (error) {
       await deleteMapEntry(this.pins.qdiscs, hostBytes(link.ifindex, 4));
       throw error;
     }
+  }
+
+  /** Records that intercept owns the clsact qdiscs of @links (the registry is made with the first): one bpftool process. */
+  private async recordQdiscs(links: LinkRef[]): Promise<void> {
+    const create = !existsSync(this.pins.qdiscs);
+    if (create) await mkdir(this.pins.namespaceDir, { recursive: true });
+    const records = links.map((link) => ({ key: hostBytes(link.ifindex, 4), value: hostBytes(1, 4) }));
+    await updateHashMap(this.pins.qdiscs, records, create ? { name: "intercept_qdisc", entries: QDISC_REGISTRY_ENTRIES } : undefined);
   }
 
   async removeQdisc(link: LinkRef): Promise<void> {
@@ -222,7 +226,8 @@ export class KernelDatapath implements Datapath {
   async tidy(): Promise<void> {
     const links = new Set((await listLinks(this.netns)).map((link) => link.ifindex));
     let owned = await this.ownedQdiscs();
-    for (const ifindex of owned.filter((index) => !links.has(index))) await deleteMapEntry(this.pins.qdiscs, hostBytes(ifindex, 4));
+    const gone = owned.filter((index) => !links.has(index));
+    if (gone.length > 0) await deleteMapEntries(this.pins.qdiscs, gone.map((ifindex) => hostBytes(ifindex, 4)));
     owned = owned.filter((index) => links.has(index));
     if (owned.length === 0) await removePins(this.pins.qdiscs);
     for (const policy of await listEntries(this.pins.namespaceDir, "directories")) await removeIfEmpty(path.join(this.pins.namespaceDir, policy));
@@ -246,9 +251,8 @@ export async function loadVersion(pins: PinLayout, load: ProgramLoad): Promise<v
   const dir = pins.version(load.ref);
   await removePins(dir); // a version left half-loaded by a crash
   try {
-    await loadAndPin(load.objectPath, dir, (load.cgroupHooks ?? []).length > 0 ? await sharedRecordMaps(pins, load.ref) : {});
-    // policy_meta last: a version whose content hash is recorded is complete.
-    await updateMaps([
+    // One bpftool process loads and fills it; policy_meta last: a version whose content hash is recorded is complete.
+    await loadAndPin(load.objectPath, dir, (load.cgroupHooks ?? []).length > 0 ? await sharedRecordMaps(pins, load.ref) : {}, [
       ...load.enabled.map((enabled, index) => ruleUpdate(pins, load.ref, index, enabled)),
       ...load.prefixes.map((entry) => prefixUpdate(pins, load.ref, entry)),
       ...((load.cgroupHooks ?? []).length > 0 ? exemptUpdates(pins, load.ref, load.exemptCgroups ?? []) : []),
