@@ -281,15 +281,20 @@ export class KernelDatapath implements Datapath {
   }
 
   async tidy(): Promise<void> {
-    const links = new Set((await listLinks(this.netns)).map((link) => link.ifindex));
-    let owned = await this.ownedQdiscs();
-    const gone = owned.filter((index) => !links.has(index));
-    if (gone.length > 0) await deleteMapEntries(this.pins.qdiscs, gone.map((ifindex) => hostBytes(ifindex, 4)));
-    owned = owned.filter((index) => links.has(index));
-    if (owned.length === 0) await removePins(this.pins.qdiscs);
+    await this.tidyRegistry();
     for (const policy of await listEntries(this.pins.namespaceDir, "directories")) await removeIfEmpty(path.join(this.pins.namespaceDir, policy));
     await removeIfEmpty(this.pins.namespaceDir);
     await removeIfEmpty(path.dirname(this.pins.namespaceDir));
+  }
+
+  /** Forgets the records of links that are gone, and the registry once it holds none; without a registry the links are not asked. */
+  private async tidyRegistry(): Promise<void> {
+    if (!existsSync(this.pins.qdiscs)) return;
+    const [links, owned] = await Promise.all([listLinks(this.netns), this.ownedQdiscs()]);
+    const present = new Set(links.map((link) => link.ifindex));
+    const gone = owned.filter((ifindex) => !present.has(ifindex));
+    if (gone.length > 0) await deleteMapEntries(this.pins.qdiscs, gone.map((ifindex) => hostBytes(ifindex, 4)));
+    if (gone.length === owned.length) await removePins(this.pins.qdiscs);
   }
 }
 

@@ -1,6 +1,6 @@
-import { perform, performAll, type Datapath, type DatapathOperation } from "../datapath/types.js";
+import { perform, performAll, type Datapath, type DatapathOperation, type ObservedState } from "../datapath/types.js";
 import { InterceptError, messageOf } from "../errors.js";
-import { actionOf, summarise, type Change, type Plan, type PlanSummary } from "../plan/model.js";
+import { actionOf, summarise, type Change, type ChangeType, type Plan, type PlanSummary } from "../plan/model.js";
 import { orderSteps, type ObjectFor, type Step } from "./order.js";
 
 /** What apply reports as it goes: the CLI prints these, the agent logs and counts them. */
@@ -16,6 +16,34 @@ export interface ApplyOptions {
   onEvent?: (event: ApplyEvent) => void;
   /** Honoured between steps (and between a phase's steps the datapath runs together): what is in flight finishes, then everything done is undone. */
   interrupt?: AbortSignal;
+  /** Whether to tidy once the plan is executed (by default; see leftToTidy). A rollback always tidies. */
+  tidy?: boolean;
+}
+
+/**
+ * Which changes can leave something for tidy: a version unpinned (its
+ * directories may be left empty), a qdisc removed (the registry may be
+ * left empty). A new change type without an entry here does not compile.
+ */
+const UNTIDY: Record<ChangeType, boolean> = {
+  "program.create": false, "program.replace": true, "program.delete": true,
+  "attachment.create": false, "attachment.update": false, "attachment.delete": true,
+  "rule.update": false, "qdisc.delete": true,
+  "cgroup.create": false, "cgroup.update": false, "cgroup.delete": false,
+  "exemption.update": false,
+};
+
+/**
+ * Whether executing @plan leaves the datapath something to tidy: a change
+ * that removes pins or records, or owned-qdisc records of links that were
+ * gone when @observed was read. An apply that only adds, to a namespace
+ * with nothing to tidy, skips it (two processes per new namespace). A link
+ * that goes while such an apply runs leaves its record, as one that goes
+ * just after any apply does, until the next apply that tidies.
+ */
+export function leftToTidy(plan: Plan, observed: ObservedState): boolean {
+  const links = new Set(observed.links.map((link) => link.ifindex));
+  return plan.changes.some((change) => UNTIDY[change.type]) || observed.ownedQdiscs.some((ifindex) => !links.has(ifindex));
 }
 
 /** An apply that stopped: every step done before was undone, unless @rolledBack says otherwise. */
@@ -67,7 +95,7 @@ export async function executePlan(plan: Plan, datapath: Datapath, options: Apply
     }
     if (step.completes) emit({ type: "change-done", change: step.change });
   }
-  await datapath.tidy();
+  if (options.tidy ?? true) await datapath.tidy();
   const summary = summarise(plan);
   emit({ type: "complete", summary });
   return summary;

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { Hook } from "../../src/datapath/types.js";
-import { ApplyError, executePlan, makePlan, namedCgroups, orderSteps, type ApplyEvent, type DesiredPolicy } from "../../src/reconcile/index.js";
+import { ApplyError, executePlan, leftToTidy, makePlan, namedCgroups, orderSteps, type ApplyEvent, type DesiredPolicy } from "../../src/reconcile/index.js";
 import { findDrift } from "../../src/reconcile/drift.js";
 import { inspect } from "../../src/reconcile/inspect.js";
 import { desiredOutbound, desiredPolicy } from "../support/desired.js";
@@ -414,6 +414,24 @@ describe("ordering", () => {
       { type: "program.create" as const, address: "program.demo", reason: "", program: demo.program, contentHash: demo.contentHash, hooks: demo.hooks, enabled: [true, true] },
     ];
   }
+});
+
+describe("tidy", () => {
+  test("an apply that only adds, to a namespace with nothing to tidy, skips it; a record of a link gone, or a removal, does not", async () => {
+    const fake = fakeWith("eth0", "eth1");
+    const applied = async (desired: DesiredPolicy[]) => {
+      const plan = makePlan(desired, await observed(fake, desired));
+      const tidy = leftToTidy(plan, await observed(fake, desired));
+      await executePlan(plan, fake, { ...objects, tidy });
+      assert.equal(fake.history.at(-1)!.operation.op === "tidy", tidy);
+      return tidy;
+    };
+    assert.equal(await applied([demo]), false, "a new namespace: nothing to tidy");
+    fake.removeLink("eth1");
+    assert.equal(await applied([demo]), true, "eth1's record is left");
+    assert.deepEqual(fake.snapshot().ownedQdiscs, [2]);
+    assert.equal(await applied([]), true, "a removal");
+  });
 });
 
 describe("adoption", () => {
