@@ -1,8 +1,7 @@
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { endianness, tmpdir } from "node:os";
-import path from "node:path";
+import { mkdir } from "node:fs/promises";
+import { endianness } from "node:os";
 import { CommandError } from "../errors.js";
-import { run, runJson } from "./exec.js";
+import { run, runJson, runWithInput } from "./exec.js";
 
 /**
  * Loads every program of an object and pins programs and maps under @pinDir.
@@ -66,15 +65,11 @@ export async function batch(commands: string[][], json: boolean): Promise<unknow
   if (commands.length === 0) return [];
   const lines = commands.map(batchLine);
   if (lines.some((line) => line === undefined)) return oneByOne(commands, json);
-  const dir = await mkdtemp(path.join(tmpdir(), "intercept-batch-"));
-  try {
-    const file = path.join(dir, "commands");
-    await writeFile(file, `${lines.join("\n")}\n`);
-    if (!json) return void (await run("bpftool", ["batch", "file", file]).catch(unlessStaleErrno));
-    return (await runJson<{ output: unknown }[]>("bpftool", ["-j", "batch", "file", file])).map((entry) => entry.output);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  // On its standard input: no file to write and remove for each of them.
+  const input = `${lines.join("\n")}\n`;
+  if (!json) return void (await runWithInput("bpftool", ["batch", "file", "-"], input).catch(unlessStaleErrno));
+  const output = await runWithInput("bpftool", ["-j", "batch", "file", "-"], input);
+  return (output.trim() ? (JSON.parse(output) as { output: unknown }[]) : []).map((entry) => entry.output);
 }
 
 /**
