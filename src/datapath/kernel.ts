@@ -6,15 +6,15 @@ import { COUNTER_SLOTS, counterKey } from "../compile/counters.js";
 import type { PrefixEntry } from "../compile/match.js";
 import { prefixBytes, prefixMap } from "../compile/prefixes.js";
 import { CommandError, InterceptError } from "../errors.js";
-import { batch, createHashMap, deleteMapEntry, dumpMap, formattedEntries, hostBytes, loadAndPin, mapKeys, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
+import { batch, deleteMapEntries, deleteMapEntry, dumpMap, formattedEntries, hostBytes, loadAndPin, mapKeys, updateHashMap, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
 import { attachedTree, attachToCgroup, cgroupDirectory, cgroupRoot, detachFromCgroup, statCgroup } from "../kernel/cgroups.js";
 import { runJson, type NetworkNamespace } from "../kernel/exec.js";
 import { listLinks } from "../kernel/links.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
 import { ensureBpffs, isPolicyName, isVersionName, listEntries, OUTBOUND_RECORD_MAPS, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
-import { addClsact, deleteClsact, deleteFilter, inOurSlot, isOurs, listLinkStates, replaceFilters } from "../kernel/tc.js";
-import { CGROUP_HOOKS, HOOKS, type CgroupHook, type CgroupIdentity, type CgroupRef, type Counter, type Datapath, type Hook, type LinkRef, type ObservedCgroup, type ObservedLink, type ObservedProgram, type ObservedState, type ObserveInterest, type ProgramLoad, type RuleCounters, type VersionRef } from "./types.js";
+import { addClsact, clsactCommand, deleteClsact, deleteFilter, describeFilters, filterCommands, inOurSlot, isOurs, listLinkStates, replaceFilters, tcBatch, TcBatchError, type FilterTarget } from "../kernel/tc.js";
+import { CGROUP_HOOKS, HOOKS, performEach, type CgroupHook, type CgroupIdentity, type CgroupRef, type Counter, type Datapath, type DatapathOperation, type Hook, type LinkRef, type ObservedCgroup, type ObservedLink, type ObservedProgram, type ObservedState, type ObserveInterest, type ProgramLoad, type RuleCounters, type RunResult, type VersionRef } from "./types.js";
 
 /** Entries of the owned-qdisc registry: far more links than a namespace has. */
 const QDISC_REGISTRY_ENTRIES = 4096;
@@ -153,11 +153,7 @@ export class KernelDatapath implements Datapath {
   async addQdisc(link: LinkRef): Promise<void> {
     // Recorded before it is made: a crash in between leaves a record of a qdisc that
     // does not exist (forgotten by tidy), never a qdisc nobody knows is ours.
-    if (!existsSync(this.pins.qdiscs)) {
-      await mkdir(this.pins.namespaceDir, { recursive: true });
-      await createHashMap(this.pins.qdiscs, "intercept_qdisc", QDISC_REGISTRY_ENTRIES);
-    }
-    await updateMap(this.pins.qdiscs, hostBytes(link.ifindex, 4), hostBytes(1, 4));
+    await this.recordQdiscs([link]);
     try {
       await addClsact(this.netns, link.name);
     } catch (error) {
@@ -166,13 +162,78 @@ export class KernelDatapath implements Datapath {
     }
   }
 
+  /** Records that intercept owns the clsact qdiscs of @links (the registry is made with the first): one bpftool process. */
+  private async recordQdiscs(links: LinkRef[]): Promise<void> {
+    const create = !existsSync(this.pins.qdiscs);
+    if (create) await mkdir(this.pins.namespaceDir, { recursive: true });
+    const records = links.map((link) => ({ key: hostBytes(link.ifindex, 4), value: hostBytes(1, 4) }));
+    await updateHashMap(this.pins.qdiscs, records, create ? { name: "intercept_qdisc", entries: QDISC_REGISTRY_ENTRIES } : undefined);
+  }
+
+  /** Forgets the records of @links' qdiscs, which were not made after all; one that cannot be forgotten is left to tidy. */
+  private async forgetQdiscs(links: LinkRef[]): Promise<void> {
+    for (const link of links) await deleteMapEntry(this.pins.qdiscs, hostBytes(link.ifindex, 4)).catch(() => undefined);
+  }
+
+  /**
+   * A run of operations, as perform() would do them one at a time. A run
+   * that only gives links their qdiscs and filters (an apply's attachments)
+   * takes two processes whatever the number of links, instead of three per
+   * link: every new qdisc is recorded in the registry (one bpftool), then
+   * the qdiscs and filters are made in order (one tc -batch). Each qdisc is
+   * still recorded before it is made; records of those the run did not make
+   * are forgotten again, as addQdisc forgets its own.
+   */
+  async performAll(operations: DatapathOperation[], interrupt?: AbortSignal): Promise<RunResult> {
+    const attaches = operations.filter((operation): operation is LinkAttach => operation.op === "addQdisc" || operation.op === "attachFilters");
+    if (operations.length < 2 || attaches.length < operations.length) return performEach(this, operations, interrupt);
+    if (interrupt?.aborted) return { done: 0, error: interrupt.reason };
+    return this.attachLinks(attaches);
+  }
+
+  private async attachLinks(operations: LinkAttach[]): Promise<RunResult> {
+    const qdiscs = operations.flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : []));
+    try {
+      await this.recordQdiscs(qdiscs);
+    } catch {
+      await this.forgetQdiscs(qdiscs);
+      return performEach(this, operations); // the one that fails says how, as it would alone
+    }
+    const lines = operations.map((operation) => (operation.op === "addQdisc" ? [clsactCommand(operation.link.name)] : filterCommands(operation.link.name, this.filterTargets(operation))));
+    try {
+      await tcBatch(this.netns, lines.flat());
+      return { done: operations.length };
+    } catch (error) {
+      if (!(error instanceof TcBatchError)) {
+        await this.forgetQdiscs(qdiscs); // tc could not be started: nothing was made
+        return { done: 0, error };
+      }
+      const failed = failedOperation(lines, error.line);
+      // Not told which (tc was killed): any of them may have been done, so all are reported done but
+      // the last, which failed; the rollback undoes them all, and says so if some were not there to undo.
+      if (failed === undefined) return { done: operations.length - 1, error: this.attachError(operations.at(-1)!, error) };
+      await this.forgetQdiscs(operations.slice(failed).flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : [])));
+      return { done: failed, error: this.attachError(operations[failed]!, error) };
+    }
+  }
+
+  private filterTargets(operation: Extract<DatapathOperation, { op: "attachFilters" }>): FilterTarget[] {
+    return operation.hooks.map((hook) => ({ hook, programPin: this.pins.program(operation.program, hook) }));
+  }
+
+  /** The error of one operation of a batch, named as the operation's own command would be. */
+  private attachError(operation: LinkAttach, error: TcBatchError): CommandError {
+    const command = operation.op === "addQdisc" ? `tc ${clsactCommand(operation.link.name)}` : describeFilters(operation.link.name, this.filterTargets(operation));
+    return new CommandError(command, error.stderr);
+  }
+
   async removeQdisc(link: LinkRef): Promise<void> {
     await deleteClsact(this.netns, link.name);
     await deleteMapEntry(this.pins.qdiscs, hostBytes(link.ifindex, 4));
   }
 
   async attachFilters(link: LinkRef, program: VersionRef, hooks: Hook[]): Promise<void> {
-    await replaceFilters(this.netns, link.name, hooks.map((hook) => ({ hook, programPin: this.pins.program(program, hook) })));
+    await replaceFilters(this.netns, link.name, this.filterTargets({ op: "attachFilters", link, program, hooks }));
   }
 
   async detachFilter(link: LinkRef, hook: Hook): Promise<void> {
@@ -220,14 +281,20 @@ export class KernelDatapath implements Datapath {
   }
 
   async tidy(): Promise<void> {
-    const links = new Set((await listLinks(this.netns)).map((link) => link.ifindex));
-    let owned = await this.ownedQdiscs();
-    for (const ifindex of owned.filter((index) => !links.has(index))) await deleteMapEntry(this.pins.qdiscs, hostBytes(ifindex, 4));
-    owned = owned.filter((index) => links.has(index));
-    if (owned.length === 0) await removePins(this.pins.qdiscs);
+    await this.tidyRegistry();
     for (const policy of await listEntries(this.pins.namespaceDir, "directories")) await removeIfEmpty(path.join(this.pins.namespaceDir, policy));
     await removeIfEmpty(this.pins.namespaceDir);
     await removeIfEmpty(path.dirname(this.pins.namespaceDir));
+  }
+
+  /** Forgets the records of links that are gone, and the registry once it holds none; without a registry the links are not asked. */
+  private async tidyRegistry(): Promise<void> {
+    if (!existsSync(this.pins.qdiscs)) return;
+    const [links, owned] = await Promise.all([listLinks(this.netns), this.ownedQdiscs()]);
+    const present = new Set(links.map((link) => link.ifindex));
+    const gone = owned.filter((ifindex) => !present.has(ifindex));
+    if (gone.length > 0) await deleteMapEntries(this.pins.qdiscs, gone.map((ifindex) => hostBytes(ifindex, 4)));
+    if (gone.length === owned.length) await removePins(this.pins.qdiscs);
   }
 }
 
@@ -246,9 +313,8 @@ export async function loadVersion(pins: PinLayout, load: ProgramLoad): Promise<v
   const dir = pins.version(load.ref);
   await removePins(dir); // a version left half-loaded by a crash
   try {
-    await loadAndPin(load.objectPath, dir, (load.cgroupHooks ?? []).length > 0 ? await sharedRecordMaps(pins, load.ref) : {});
-    // policy_meta last: a version whose content hash is recorded is complete.
-    await updateMaps([
+    // One bpftool process loads and fills it; policy_meta last: a version whose content hash is recorded is complete.
+    await loadAndPin(load.objectPath, dir, (load.cgroupHooks ?? []).length > 0 ? await sharedRecordMaps(pins, load.ref) : {}, [
       ...load.enabled.map((enabled, index) => ruleUpdate(pins, load.ref, index, enabled)),
       ...load.prefixes.map((entry) => prefixUpdate(pins, load.ref, entry)),
       ...((load.cgroupHooks ?? []).length > 0 ? exemptUpdates(pins, load.ref, load.exemptCgroups ?? []) : []),
@@ -314,6 +380,19 @@ function ruleUpdate(pins: PinLayout, ref: VersionRef, index: number, enabled: bo
 function prefixUpdate(pins: PinLayout, ref: VersionRef, entry: PrefixEntry): MapUpdate {
   const { key, value } = prefixBytes(entry);
   return { pin: pins.map(ref, prefixMap(entry)), key: key.map(hex), value: value.map(hex) };
+}
+
+type LinkAttach = Extract<DatapathOperation, { op: "addQdisc" | "attachFilters" }>;
+
+/** Which operation a batch's failed line (1-based) belongs to, given each operation's lines; undefined when unknown. */
+function failedOperation(lines: string[][], line: number | undefined): number | undefined {
+  if (line === undefined) return undefined;
+  let last = 0;
+  for (const [index, own] of lines.entries()) {
+    last += own.length;
+    if (line <= last) return index;
+  }
+  return undefined;
 }
 
 /** A version's pin directory: which programs it has pinned. */

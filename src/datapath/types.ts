@@ -206,6 +206,22 @@ export interface Datapath {
   forgetNamespace(): Promise<void>;
   /** Whether the namespace still exists. */
   exists(): Promise<boolean>;
+  /**
+   * Performs @operations in order, as perform() would one at a time, in as
+   * few processes as the tools allow (optional: performAll() falls back to
+   * one at a time). Stops at the first that fails: those before it are
+   * done, it failed as its own method would have (leaving nothing
+   * half-made but what an undo on failure covers), none after it changed
+   * anything. Once @interrupt is aborted no further process is started:
+   * the next operation "fails" with its reason.
+   */
+  performAll?(operations: DatapathOperation[], interrupt?: AbortSignal): Promise<RunResult>;
+}
+
+/** How far a run of operations got: @done of them, then the one after them failed with @error (if any did). */
+export interface RunResult {
+  done: number;
+  error?: unknown;
 }
 
 /** The datapath operations that change the kernel, as data: what the fake records, what steps hold. */
@@ -238,6 +254,24 @@ export async function perform(datapath: Datapath, operation: DatapathOperation):
     case "tidy": return datapath.tidy();
     default: return unreachable(operation);
   }
+}
+
+/** @operations on @datapath, together where it can (Datapath.performAll), else one at a time. */
+export async function performAll(datapath: Datapath, operations: DatapathOperation[], interrupt?: AbortSignal): Promise<RunResult> {
+  return datapath.performAll ? datapath.performAll(operations, interrupt) : performEach(datapath, operations, interrupt);
+}
+
+/** @operations one at a time, stopping at the first that fails, or before the next once @interrupt is aborted. */
+export async function performEach(datapath: Datapath, operations: DatapathOperation[], interrupt?: AbortSignal): Promise<RunResult> {
+  for (const [index, operation] of operations.entries()) {
+    try {
+      interrupt?.throwIfAborted();
+      await perform(datapath, operation);
+    } catch (error) {
+      return { done: index, error };
+    }
+  }
+  return { done: operations.length };
 }
 
 export function sameVersion(a: VersionRef | undefined, b: VersionRef | undefined): boolean {

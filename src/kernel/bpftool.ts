@@ -1,7 +1,7 @@
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { endianness, tmpdir } from "node:os";
-import path from "node:path";
-import { run, runJson } from "./exec.js";
+import { mkdir } from "node:fs/promises";
+import { endianness } from "node:os";
+import { CommandError } from "../errors.js";
+import { run, runJson, runWithInput } from "./exec.js";
 
 /**
  * Loads every program of an object and pins programs and maps under @pinDir.
@@ -11,10 +11,13 @@ import { run, runJson } from "./exec.js";
  * that the object uses instead of making its own (they are pinned under
  * @pinDir too).
  */
-export async function loadAndPin(objectPath: string, pinDir: string, reuse: Record<string, string> = {}): Promise<void> {
+export async function loadAndPin(objectPath: string, pinDir: string, reuse: Record<string, string> = {}, then: MapUpdate[] = []): Promise<void> {
   await mkdir(pinDir, { recursive: true }); // bpftool creates only the last level
   const maps = Object.entries(reuse).flatMap(([name, pin]) => ["map", "name", name, "pinned", pin]);
-  await run("bpftool", ["prog", "loadall", objectPath, `${pinDir}/progs`, ...maps, "pinmaps", `${pinDir}/maps`]);
+  const load = ["prog", "loadall", objectPath, `${pinDir}/progs`, ...maps, "pinmaps", `${pinDir}/maps`];
+  // With the updates after it, one process: a namespace's load is one exec, not two.
+  if (then.length === 0) await run("bpftool", load);
+  else await batch([load, ...then.map(updateArgs)], false);
 }
 
 /** Bytes of a host-order integer, as bpftool's `hex` arguments. */
@@ -39,6 +42,10 @@ export async function updateMap(pin: string, key: string[], value: string[]): Pr
   await run("bpftool", updateArgs({ pin, key, value }));
 }
 
+function deleteArgs(pin: string, key: string[]): string[] {
+  return ["map", "delete", "pinned", pin, "key", "hex", ...key];
+}
+
 /** Many updates in one bpftool process: filling 10,000 rules takes one exec, not 10,000. */
 export async function updateMaps(updates: MapUpdate[]): Promise<void> {
   await batch(updates.map(updateArgs), false);
@@ -48,21 +55,59 @@ export async function updateMaps(updates: MapUpdate[]): Promise<void> {
  * Runs commands in one bpftool process (`bpftool batch`); with @json, returns
  * each command's output in order. bpftool stops at the first failing command,
  * so callers fall back to single calls when they need to know which failed.
+ * A command with a word the batch format cannot hold (an object path with a
+ * `#` or a quote: bpftool's batch has no escapes) makes them run one by one,
+ * stopping at the first failure just the same.
  */
 export async function batch(commands: string[][], json: true): Promise<unknown[]>;
 export async function batch(commands: string[][], json: false): Promise<void>;
 export async function batch(commands: string[][], json: boolean): Promise<unknown[] | void> {
   if (commands.length === 0) return [];
-  const dir = await mkdtemp(path.join(tmpdir(), "intercept-batch-"));
-  try {
-    const file = path.join(dir, "commands");
-    // Pin paths are ours (no spaces); the batch format is one command per line.
-    await writeFile(file, `${commands.map((command) => command.join(" ")).join("\n")}\n`);
-    if (!json) return void (await run("bpftool", ["batch", "file", file]));
-    return (await runJson<{ output: unknown }[]>("bpftool", ["-j", "batch", "file", file])).map((entry) => entry.output);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+  const lines = commands.map(batchLine);
+  if (lines.some((line) => line === undefined)) return oneByOne(commands, json);
+  // On its standard input: no file to write and remove for each of them.
+  const input = `${lines.join("\n")}\n`;
+  if (!json) return void (await runWithInput("bpftool", ["batch", "file", "-"], input).catch(unlessStaleErrno));
+  const output = await runWithInput("bpftool", ["-j", "batch", "file", "-"], input);
+  return (output.trim() ? (JSON.parse(output) as { output: unknown }[]) : []).map((entry) => entry.output);
+}
+
+/**
+ * bpftool 7.1's batch checks errno once every command has run, to tell a
+ * failed read of the file from its end, and so takes the EEXIST that
+ * libbpf's mkdir of an existing pin directory leaves behind a successful
+ * `prog loadall` for a failure to read. A failed command stops the batch
+ * with its own error before that check, and reading a file never fails
+ * with EEXIST: this message means every command succeeded.
+ */
+function unlessStaleErrno(error: unknown): void {
+  if (error instanceof CommandError && error.stderr.trim().split("\n").at(-1) === "Error: reading batch file failed: File exists") return;
+  throw error;
+}
+
+async function oneByOne(commands: string[][], json: boolean): Promise<unknown[] | void> {
+  const outputs: unknown[] = [];
+  for (const command of commands) {
+    if (json) outputs.push(await runJson("bpftool", ["-j", ...command]));
+    else await run("bpftool", command);
   }
+  return json ? outputs : undefined;
+}
+
+/**
+ * One command as a line of a batch file, or undefined when a word cannot be
+ * written there. bpftool splits a line at whitespace, takes a word that
+ * starts with a quote up to the next one, cuts the line at `#`, and joins a
+ * line ending in `\\` to the next.
+ */
+function batchLine(command: string[]): string | undefined {
+  const words: string[] = [];
+  for (const word of command) {
+    if (/^[\w./:@%+=,-]+$/.test(word)) words.push(word);
+    else if (word !== "" && !/["#\\\n\r]/.test(word)) words.push(`"${word}"`);
+    else return undefined;
+  }
+  return words.join(" ");
 }
 
 export interface MapEntry<V> {
@@ -80,13 +125,26 @@ export function formattedEntries<V>(dump: unknown): MapEntry<V>[] {
   return (dump as { formatted: MapEntry<V> }[]).map((entry) => entry.formatted);
 }
 
-/** A pinned map of our own, for bookkeeping that must live in the kernel, not in a file. */
-export async function createHashMap(pin: string, name: string, entries: number): Promise<void> {
-  await run("bpftool", ["map", "create", pin, "type", "hash", "key", "4", "value", "4", "entries", String(entries), "name", name]);
+/**
+ * Sets @updates in a hash map of u32 keys and values that is pinned at @pin,
+ * creating it first when @create names it (a map of our own, for bookkeeping
+ * that must live in the kernel, not in a file): one bpftool process.
+ */
+export async function updateHashMap(pin: string, updates: Omit<MapUpdate, "pin">[], create?: { name: string; entries: number }): Promise<void> {
+  const made = create ? [["map", "create", pin, "type", "hash", "key", "4", "value", "4", "entries", String(create.entries), "name", create.name]] : [];
+  const commands = [...made, ...updates.map((update) => updateArgs({ pin, ...update }))];
+  if (commands.length === 1) await run("bpftool", commands[0]!);
+  else await batch(commands, false);
 }
 
 export async function deleteMapEntry(pin: string, key: string[]): Promise<void> {
-  await run("bpftool", ["map", "delete", "pinned", pin, "key", "hex", ...key]);
+  await run("bpftool", deleteArgs(pin, key));
+}
+
+/** Deletes each of @keys from the map pinned at @pin, in one bpftool process; stops at the first missing. */
+export async function deleteMapEntries(pin: string, keys: string[][]): Promise<void> {
+  if (keys.length === 1) await deleteMapEntry(pin, keys[0]!);
+  else await batch(keys.map((key) => deleteArgs(pin, key)), false);
 }
 
 /** Keys of a hash map of u32 keys. */

@@ -102,6 +102,11 @@ export async function addClsact(netns: NetworkNamespace, link: string): Promise<
   await run("tc", ["qdisc", "add", "dev", link, "clsact"], netns);
 }
 
+/** addClsact, as a line of a tc batch. */
+export function clsactCommand(link: string): string {
+  return `qdisc add dev ${link} clsact`;
+}
+
 /** Removes a clsact qdisc; a link that is already gone took it with it. */
 export async function deleteClsact(netns: NetworkNamespace, link: string): Promise<void> {
   try {
@@ -118,14 +123,57 @@ export async function deleteClsact(netns: NetworkNamespace, link: string): Promi
  * command. Link names cannot hold whitespace and pin paths are ours, so
  * the batch lines split as written.
  */
-export async function replaceFilters(netns: NetworkNamespace, link: string, filters: { hook: Hook; programPin: string }[]): Promise<void> {
-  const commands = filters.map(({ hook, programPin }) =>
+export async function replaceFilters(netns: NetworkNamespace, link: string, filters: FilterTarget[]): Promise<void> {
+  try {
+    await tcBatch(netns, filterCommands(link, filters));
+  } catch (error) {
+    if (!(error instanceof CommandError)) throw error;
+    throw new CommandError(describeFilters(link, filters), error.stderr);
+  }
+}
+
+export interface FilterTarget {
+  hook: Hook;
+  programPin: string;
+}
+
+/** replaceFilters, as lines of a tc batch. */
+export function filterCommands(link: string, filters: FilterTarget[]): string[] {
+  return filters.map(({ hook, programPin }) =>
     ["filter", "replace", "dev", link, hook, "pref", String(FILTER_PREF), "handle", FILTER_HANDLE, "bpf", "direct-action", "object-pinned", programPin].join(" "));
+}
+
+/** How a failed replaceFilters names itself. */
+export function describeFilters(link: string, filters: FilterTarget[]): string {
+  return `tc filter replace dev ${link} ${filters.map((f) => f.hook).join(",")}`;
+}
+
+/** A `tc -batch` that failed; @line is the failed command's (1-based), when tc got to say which. */
+export class TcBatchError extends CommandError {
+  constructor(
+    stderr: string,
+    readonly line: number | undefined,
+  ) {
+    super("tc -batch", stderr);
+  }
+}
+
+/**
+ * Runs @commands in order in one tc process (`tc -batch`), stopping at the
+ * first that fails. tc then names its line ("Command failed -:N"), which is
+ * taken out of the error's stderr and given as its line. A tc that never
+ * ran its commands (nsenter could not enter the namespace) fails on line 1
+ * having done nothing; one that did not say (killed) has no line.
+ */
+export async function tcBatch(netns: NetworkNamespace, commands: string[]): Promise<void> {
   try {
     await runWithInput("tc", ["-batch", "-"], `${commands.join("\n")}\n`, netns);
   } catch (error) {
     if (!(error instanceof CommandError)) throw error;
-    throw new CommandError(`tc filter replace dev ${link} ${filters.map((f) => f.hook).join(",")}`, error.stderr);
+    const failed = /^Command failed -:(\d+)$/m.exec(error.stderr);
+    const stderr = error.stderr.replace(/^Command failed -:\d+\n?/m, "");
+    const line = failed ? Number(failed[1]) : /^nsenter: /.test(error.stderr) ? 1 : undefined;
+    throw new TcBatchError(stderr, line);
   }
 }
 

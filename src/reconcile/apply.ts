@@ -1,6 +1,6 @@
-import { perform, type Datapath, type DatapathOperation } from "../datapath/types.js";
+import { perform, performAll, type Datapath, type DatapathOperation, type ObservedState } from "../datapath/types.js";
 import { InterceptError, messageOf } from "../errors.js";
-import { actionOf, summarise, type Change, type Plan, type PlanSummary } from "../plan/model.js";
+import { actionOf, summarise, type Change, type ChangeType, type Plan, type PlanSummary } from "../plan/model.js";
 import { orderSteps, type ObjectFor, type Step } from "./order.js";
 
 /** What apply reports as it goes: the CLI prints these, the agent logs and counts them. */
@@ -14,8 +14,36 @@ export type ApplyEvent =
 export interface ApplyOptions {
   objectFor: ObjectFor;
   onEvent?: (event: ApplyEvent) => void;
-  /** Honoured between steps: the step in flight finishes, then everything done is undone. */
+  /** Honoured between steps (and between a phase's steps the datapath runs together): what is in flight finishes, then everything done is undone. */
   interrupt?: AbortSignal;
+  /** Whether to tidy once the plan is executed (by default; see leftToTidy). A rollback always tidies. */
+  tidy?: boolean;
+}
+
+/**
+ * Which changes can leave something for tidy: a version unpinned (its
+ * directories may be left empty), a qdisc removed (the registry may be
+ * left empty). A new change type without an entry here does not compile.
+ */
+const UNTIDY: Record<ChangeType, boolean> = {
+  "program.create": false, "program.replace": true, "program.delete": true,
+  "attachment.create": false, "attachment.update": false, "attachment.delete": true,
+  "rule.update": false, "qdisc.delete": true,
+  "cgroup.create": false, "cgroup.update": false, "cgroup.delete": false,
+  "exemption.update": false,
+};
+
+/**
+ * Whether executing @plan leaves the datapath something to tidy: a change
+ * that removes pins or records, or owned-qdisc records of links that were
+ * gone when @observed was read. An apply that only adds, to a namespace
+ * with nothing to tidy, skips it (two processes per new namespace). A link
+ * that goes while such an apply runs leaves its record, as one that goes
+ * just after any apply does, until the next apply that tidies.
+ */
+export function leftToTidy(plan: Plan, observed: ObservedState): boolean {
+  const links = new Set(observed.links.map((link) => link.ifindex));
+  return plan.changes.some((change) => UNTIDY[change.type]) || observed.ownedQdiscs.some((ifindex) => !links.has(ifindex));
 }
 
 /** An apply that stopped: every step done before was undone, unless @rolledBack says otherwise. */
@@ -30,8 +58,8 @@ export class ApplyError extends InterceptError {
 }
 
 /**
- * Stage 7: executes exactly the plan's changes, step by step in the order
- * orderSteps gives (never a link without a filter). If a step fails, or
+ * Stage 7: executes exactly the plan's changes, in the order orderSteps
+ * gives (never a link without a filter). If a step fails, or
  * @interrupt fires, every step done so far is undone in reverse, so the
  * kernel is left as it was before the apply.
  */
@@ -41,20 +69,15 @@ export async function executePlan(plan: Plan, datapath: Datapath, options: Apply
   const committing = steps.findIndex((step) => step.phase === "commit");
   const reversible = committing === -1 ? steps : steps.slice(0, committing);
   const done: Step[] = [];
-  for (const step of reversible) {
-    try {
-      options.interrupt?.throwIfAborted();
-      emit({ type: "step-started", change: step.change, operation: step.operation, step: done.length + 1, steps: steps.length });
-      await perform(datapath, step.operation);
-    } catch (error) {
-      const interrupted = options.interrupt?.aborted === true && error === options.interrupt.reason;
-      if (!interrupted) emit({ type: "step-failed", change: step.change, operation: step.operation, error: messageOf(error) });
-      const why = interrupted ? `${messageOf(error)} after ${done.length} of ${steps.length} steps` : `${step.change.address}: ${messageOf(error)}`;
-      const undo = step.undoOnFailure && !interrupted ? [...done, step] : done;
-      throw await rollBack(undo, datapath, emit, interrupted ? "apply-interrupted" : "apply-failed", why);
+  // A phase's steps go to the datapath together: it may make them in fewer processes (all links' filters in one tc).
+  for (const run of phaseRuns(reversible)) {
+    run.forEach((step, index) => emit({ type: "step-started", change: step.change, operation: step.operation, step: done.length + index + 1, steps: steps.length }));
+    const result = await performAll(datapath, run.map((step) => step.operation), options.interrupt);
+    for (const step of run.slice(0, result.done)) {
+      done.push(step);
+      if (step.completes) emit({ type: "change-done", change: step.change });
     }
-    done.push(step);
-    if (step.completes) emit({ type: "change-done", change: step.change });
+    if (result.done < run.length) throw await stepFailed(run[result.done]!, result.error, done, steps.length, datapath, emit, options.interrupt);
   }
   try {
     options.interrupt?.throwIfAborted(); // the last moment to stop: nothing is committed yet
@@ -72,10 +95,30 @@ export async function executePlan(plan: Plan, datapath: Datapath, options: Apply
     }
     if (step.completes) emit({ type: "change-done", change: step.change });
   }
-  await datapath.tidy();
+  if (options.tidy ?? true) await datapath.tidy();
   const summary = summarise(plan);
   emit({ type: "complete", summary });
   return summary;
+}
+
+/** Consecutive steps of one phase, in order. */
+function phaseRuns(steps: Step[]): Step[][] {
+  const runs: Step[][] = [];
+  for (const step of steps) {
+    const last = runs.at(-1);
+    if (last && last[0]!.phase === step.phase) last.push(step);
+    else runs.push([step]);
+  }
+  return runs;
+}
+
+/** @step failed with @error (or @interrupt stopped the apply before it): everything @done is undone, and the step too when it may be half done. */
+async function stepFailed(step: Step, error: unknown, done: Step[], steps: number, datapath: Datapath, emit: (event: ApplyEvent) => void, interrupt: AbortSignal | undefined): Promise<ApplyError> {
+  const interrupted = interrupt?.aborted === true && error === interrupt.reason;
+  if (!interrupted) emit({ type: "step-failed", change: step.change, operation: step.operation, error: messageOf(error) });
+  const why = interrupted ? `${messageOf(error)} after ${done.length} of ${steps} steps` : `${step.change.address}: ${messageOf(error)}`;
+  const undo = step.undoOnFailure && !interrupted ? [...done, step] : done;
+  return rollBack(undo, datapath, emit, interrupted ? "apply-interrupted" : "apply-failed", why);
 }
 
 /** Undoes @done in reverse; every undo is tried even after one fails, and each failure is reported. */

@@ -2,13 +2,13 @@ import type { ProgramBuilder } from "../build/index.js";
 import type { Datapath, ObservedState } from "../datapath/types.js";
 import { InterceptError } from "../errors.js";
 import type { Plan, PlanSummary } from "../plan/model.js";
-import { executePlan, type ApplyEvent } from "./apply.js";
+import { executePlan, leftToTidy, type ApplyEvent } from "./apply.js";
 import type { DesiredPolicy } from "./desired.js";
 import type { LoadSource } from "./order.js";
 import { makePlan } from "./plan.js";
 import { namedCgroups } from "./plan-cgroups.js";
 
-export { ApplyError, doneWord, executePlan, type ApplyEvent } from "./apply.js";
+export { ApplyError, doneWord, executePlan, leftToTidy, type ApplyEvent } from "./apply.js";
 export { compiledPolicies, desiredFrom, desiredState, loadDesired, validated, validPolicies, type DesiredPolicy } from "./desired.js";
 export { makePlan, selects } from "./plan.js";
 export { namedCgroups } from "./plan-cgroups.js";
@@ -39,7 +39,7 @@ export interface ApplyRunOptions {
   interrupt?: AbortSignal;
 }
 
-/** build (only what the plan loads: unchanged policies never reach clang) → execute. */
+/** build (only what the plan loads: unchanged policies never reach clang) → execute (→ tidy, when something is left to). */
 export async function applyRun(run: PlannedRun, datapath: Datapath, options: ApplyRunOptions): Promise<PlanSummary> {
   const loading = new Set(run.plan.changes.flatMap((change) => (change.type === "program.create" || change.type === "program.replace" ? [change.contentHash] : [])));
   const objects = new Map<string, LoadSource>();
@@ -51,5 +51,8 @@ export async function applyRun(run: PlannedRun, datapath: Datapath, options: App
     if (!object) throw new InterceptError("saved-plan-stale", `the plan loads a program (${contentHash.slice(0, 12)}) that none of its policies builds`);
     return object;
   };
-  return executePlan(run.plan, datapath, { objectFor, ...(options.onEvent && { onEvent: options.onEvent }), ...(options.interrupt && { interrupt: options.interrupt }) });
+  return executePlan(run.plan, datapath, {
+    objectFor, tidy: leftToTidy(run.plan, run.observed),
+    ...(options.onEvent && { onEvent: options.onEvent }), ...(options.interrupt && { interrupt: options.interrupt }),
+  });
 }

@@ -39,15 +39,25 @@ async function policyFile(name: string, text: string): Promise<string> {
 }
 
 /**
- * A tc that runs @caseArm (a sh `case` arm) on the commands it is given,
- * as arguments or as a `-batch -` on its standard input, then does the real work.
+ * A tc that runs @action (sh; a failure refuses the command) before each
+ * command matching @pattern (a sh `case` pattern), then does the real work:
+ * for a command given as arguments, and for each line of a `-batch -` on
+ * its standard input, run one at a time as tc's batch runs them (stopping
+ * at the first that fails, and naming its line).
  */
-function tcShim(caseArm: string): string {
+function tcShim(pattern: string, action: string): string {
   return `#!/bin/sh
-commands="$*"
-case "$commands" in *"-batch -"*) input=$(cat); commands="$input";; esac
-case "$commands" in ${caseArm} esac
-if [ -n "\${input+set}" ]; then printf '%s\\n' "$input" | /usr/sbin/tc "$@"; exit $?; fi
+act() { case "$1" in ${pattern}) ${action};; esac; }
+case "$*" in *"-j"*) exec /usr/sbin/tc "$@";; esac
+case "$*" in *"-batch -"*)
+  n=0
+  while IFS= read -r line; do
+    n=$((n + 1))
+    act "$line " && /usr/sbin/tc $line || { echo "Command failed -:$n" >&2; exit 1; }
+  done
+  exit 0;;
+esac
+act "$* " || exit 2
 exec /usr/sbin/tc "$@"
 `;
 }
@@ -160,7 +170,7 @@ describe("failures", { concurrency: false }, () => {
     // A tc, first on PATH, that fails the attach to link y as the kernel would refuse it.
     const bin = path.join(scratch, "tc-failing");
     await mkdir(bin, { recursive: true });
-    await writeFile(path.join(bin, "tc"), tcShim(`*"filter replace dev ${y} "*) echo "RTNETLINK answers: forced failure" >&2; exit 2;;`), { mode: 0o755 });
+    await writeFile(path.join(bin, "tc"), tcShim(`*"filter replace dev ${y} "*`, `echo "RTNETLINK answers: forced failure" >&2; return 2`), { mode: 0o755 });
     const result = await execa("node", ["bin/intercept.js", "apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
       { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
     assert.equal(result.exitCode, 1);
@@ -177,7 +187,7 @@ describe("failures", { concurrency: false }, () => {
     const bin = path.join(scratch, "tc-shim");
     const holding = path.join(scratch, "tc-holding");
     await mkdir(bin, { recursive: true });
-    await writeFile(path.join(bin, "tc"), tcShim(`*"filter replace dev ${y} "*) touch ${holding}; sleep 1;;`), { mode: 0o755 });
+    await writeFile(path.join(bin, "tc"), tcShim(`*"filter replace dev ${y} "*`, `touch ${holding}; sleep 1`), { mode: 0o755 });
     const apply = execa("node", ["bin/intercept.js", "apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
       { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
     for (const deadline = Date.now() + 15_000; !existsSync(holding);) {

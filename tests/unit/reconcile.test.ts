@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { Hook } from "../../src/datapath/types.js";
-import { ApplyError, executePlan, makePlan, namedCgroups, orderSteps, type ApplyEvent, type DesiredPolicy } from "../../src/reconcile/index.js";
+import { ApplyError, executePlan, leftToTidy, makePlan, namedCgroups, orderSteps, type ApplyEvent, type DesiredPolicy } from "../../src/reconcile/index.js";
 import { findDrift } from "../../src/reconcile/drift.js";
 import { inspect } from "../../src/reconcile/inspect.js";
 import { desiredOutbound, desiredPolicy } from "../support/desired.js";
@@ -40,7 +40,7 @@ async function converged(fake: FakeDatapath, desired: DesiredPolicy[]): Promise<
 }
 
 describe("every change type executes and converges", () => {
-  test("program.create and attachment.create (with the qdisc), reported step by step and change by change", async () => {
+  test("program.create and attachment.create (with the qdisc), reported step by step and change by change, a phase's steps together", async () => {
     const fake = fakeWith("eth0", "eth1");
     const events: string[] = [];
     const summary = await apply(fake, [demo], (event) => {
@@ -49,10 +49,11 @@ describe("every change type executes and converges", () => {
       if (event.type === "complete") events.push("complete");
     });
     assert.deepEqual(summary, { add: 3, change: 0, destroy: 0 });
+    // The attach phase goes to the datapath as one run (a kernel makes every link's qdisc and filters in one tc).
     assert.deepEqual(events, [
       "1/5 loadProgram", "done program.demo",
-      "2/5 addQdisc", "3/5 attachFilters", "done attachment.eth0",
-      "4/5 addQdisc", "5/5 attachFilters", "done attachment.eth1",
+      "2/5 addQdisc", "3/5 attachFilters", "4/5 addQdisc", "5/5 attachFilters",
+      "done attachment.eth0", "done attachment.eth1",
       "complete",
     ]);
     await converged(fake, [demo]);
@@ -413,6 +414,24 @@ describe("ordering", () => {
       { type: "program.create" as const, address: "program.demo", reason: "", program: demo.program, contentHash: demo.contentHash, hooks: demo.hooks, enabled: [true, true] },
     ];
   }
+});
+
+describe("tidy", () => {
+  test("an apply that only adds, to a namespace with nothing to tidy, skips it; a record of a link gone, or a removal, does not", async () => {
+    const fake = fakeWith("eth0", "eth1");
+    const applied = async (desired: DesiredPolicy[]) => {
+      const plan = makePlan(desired, await observed(fake, desired));
+      const tidy = leftToTidy(plan, await observed(fake, desired));
+      await executePlan(plan, fake, { ...objects, tidy });
+      assert.equal(fake.history.at(-1)!.operation.op === "tidy", tidy);
+      return tidy;
+    };
+    assert.equal(await applied([demo]), false, "a new namespace: nothing to tidy");
+    fake.removeLink("eth1");
+    assert.equal(await applied([demo]), true, "eth1's record is left");
+    assert.deepEqual(fake.snapshot().ownedQdiscs, [2]);
+    assert.equal(await applied([]), true, "a removal");
+  });
 });
 
 describe("adoption", () => {
