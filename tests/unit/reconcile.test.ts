@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { Hook } from "../../src/datapath/types.js";
-import { ApplyError, executePlan, leftToTidy, makePlan, namedCgroups, orderSteps, type ApplyEvent, type DesiredPolicy } from "../../src/reconcile/index.js";
+import { ApplyError, applyRun, executePlan, leftToTidy, makePlan, namedCgroups, orderSteps, planRun, type ApplyEvent, type DesiredPolicy } from "../../src/reconcile/index.js";
 import { findDrift } from "../../src/reconcile/drift.js";
 import { inspect } from "../../src/reconcile/inspect.js";
 import { desiredOutbound, desiredPolicy } from "../support/desired.js";
@@ -417,20 +417,43 @@ describe("ordering", () => {
 });
 
 describe("tidy", () => {
-  test("an apply that only adds, to a namespace with nothing to tidy, skips it; a record of a link gone, or a removal, does not", async () => {
+  const builder = { identify: async () => "", object: async (_: unknown, contentHash: string) => `${contentHash}.bpf.o` };
+  /** applyRun as the CLI and the agent call it; whether it ended with a tidy. */
+  const appliedWithTidy = async (fake: FakeDatapath, desired: DesiredPolicy[]): Promise<boolean> => {
+    const run = await planRun(desired, fake);
+    await applyRun(run, fake, { builder });
+    const tidied = fake.history.at(-1)?.operation.op === "tidy";
+    assert.equal(tidied, leftToTidy(run.plan, run.observed), "applyRun tidies exactly when leftToTidy says");
+    return tidied;
+  };
+
+  test("an apply that only adds, to a namespace with nothing to tidy, skips it", async () => {
     const fake = fakeWith("eth0", "eth1");
-    const applied = async (desired: DesiredPolicy[]) => {
-      const plan = makePlan(desired, await observed(fake, desired));
-      const tidy = leftToTidy(plan, await observed(fake, desired));
-      await executePlan(plan, fake, { ...objects, tidy });
-      assert.equal(fake.history.at(-1)!.operation.op === "tidy", tidy);
-      return tidy;
-    };
-    assert.equal(await applied([demo]), false, "a new namespace: nothing to tidy");
+    assert.equal(await appliedWithTidy(fake, [demo]), false, "a new namespace");
+    assert.equal(await appliedWithTidy(fake, [disabled]), false, "a rule turned off in place");
+    await converged(fake, [disabled]);
+  });
+
+  test("a removal, a replaced version, or the record of a link that is gone is tidied", async () => {
+    const fake = fakeWith("eth0", "eth1");
+    await appliedWithTidy(fake, [demo]);
+    assert.equal(await appliedWithTidy(fake, [grown]), true, "the old version's pins go");
     fake.removeLink("eth1");
-    assert.equal(await applied([demo]), true, "eth1's record is left");
-    assert.deepEqual(fake.snapshot().ownedQdiscs, [2]);
-    assert.equal(await applied([]), true, "a removal");
+    assert.equal(await appliedWithTidy(fake, [grown]), true, "eth1's record is left");
+    const eth0 = fake.snapshot().links.find((link) => link.name === "eth0")!.ifindex;
+    assert.deepEqual(fake.snapshot().ownedQdiscs, [eth0], "eth1's record forgotten");
+    assert.equal(await appliedWithTidy(fake, []), true, "a removal");
+    assert.deepEqual(fake.snapshot().ownedQdiscs, []);
+  });
+
+  test("a failed apply that skips the tidy still tidies in its rollback", async () => {
+    const fake = fakeWith("eth0", "eth1");
+    const run = await planRun([demo], fake);
+    assert.equal(leftToTidy(run.plan, run.observed), false);
+    fake.failAt(3); // load, then eth0's qdisc, then eth0's filters fail
+    await assert.rejects(applyRun(run, fake, { builder }), ApplyError);
+    assert.equal(fake.history.at(-1)!.operation.op, "tidy");
+    assert.deepEqual(fake.snapshot().ownedQdiscs, []);
   });
 });
 
