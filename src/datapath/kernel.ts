@@ -170,9 +170,22 @@ export class KernelDatapath implements Datapath {
     await updateHashMap(this.pins.qdiscs, records, create ? { name: "intercept_qdisc", entries: QDISC_REGISTRY_ENTRIES } : undefined);
   }
 
-  /** Forgets the records of @links' qdiscs, which were not made after all; one that cannot be forgotten is left to tidy. */
+  /**
+   * Forgets the records of @links' qdiscs, which were not made after all.
+   * Called while a run is already failing with its own error, which is the
+   * one to report. A record that cannot be forgotten is let be: it claims
+   * only an empty clsact on that link (plan never removes one holding
+   * filters not ours), it is written again when the link gets our qdisc,
+   * and tidy forgets it once the link is gone.
+   */
   private async forgetQdiscs(links: LinkRef[]): Promise<void> {
-    for (const link of links) await deleteMapEntry(this.pins.qdiscs, hostBytes(link.ifindex, 4)).catch(() => undefined);
+    for (const link of links) {
+      try {
+        await deleteMapEntry(this.pins.qdiscs, hostBytes(link.ifindex, 4));
+      } catch {
+        // let be, as said above
+      }
+    }
   }
 
   /**
