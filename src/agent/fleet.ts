@@ -147,7 +147,7 @@ export class Fleet {
     this.stopping = true;
     await Promise.all([...this.members.values()].map(async (member) => {
       clearTimeout(member.retry);
-      await member.starting?.catch(() => undefined); // its failure was reported when it happened
+      await Promise.allSettled([member.starting]); // only its end is awaited: its failure was reported when it happened
       await member.agent?.stop();
     }));
     await Promise.all(this.leaving.values());
@@ -215,7 +215,7 @@ export class Fleet {
       clearTimeout(member.retry);
       if (this.members.get(member.label) === member) this.members.delete(member.label);
       const leaving = (async () => {
-        await member.starting?.catch(() => undefined); // a start cut short by the namespace going is no error
+        await Promise.allSettled([member.starting]); // only its end is awaited: a start cut short by the namespace going is no error
         await member.agent?.vanished();
       })();
       if (member.key !== undefined) this.leaving.set(member.key, leaving);
@@ -235,6 +235,11 @@ export class Fleet {
 /** Whether the member's namespace file is still its namespace (a failure to tell counts as yes: it is reported). */
 async function stillThere(member: Member): Promise<boolean> {
   if (member.netns.name === undefined) return true;
-  const file = await identifyNamespaceFile(path.join(NETNS_DIR, member.netns.name)).catch(() => undefined);
-  return file === undefined || (file.kind === "namespace" && (member.key === undefined || file.key === member.key));
+  let file;
+  try {
+    file = await identifyNamespaceFile(path.join(NETNS_DIR, member.netns.name));
+  } catch {
+    return true; // cannot tell: the agent goes on, and its next failure there is reported
+  }
+  return file.kind === "namespace" && (member.key === undefined || file.key === member.key);
 }
