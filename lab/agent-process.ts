@@ -8,9 +8,12 @@ export class AgentProcess {
   private waiters: (() => void)[] = [];
   private errors = "";
 
-  /** A SIGTERM gets a minute before it is made a SIGKILL: an agent removing the datapath of fifty namespaces takes seconds. */
-  constructor(args: string[]) {
-    this.child = execa("node", ["bin/intercept.js", "agent", ...args, "--log-format", "json"], { reject: false, buffer: false, forceKillAfterDelay: 60_000 });
+  /**
+   * A SIGTERM gets a minute before it is made a SIGKILL: an agent removing the datapath of fifty namespaces takes seconds.
+   * @env adds to the environment (a PATH with a tool shim first).
+   */
+  constructor(args: string[], env: Record<string, string> = {}) {
+    this.child = execa("node", ["bin/intercept.js", "agent", ...args, "--log-format", "json"], { reject: false, buffer: false, forceKillAfterDelay: 60_000, env });
     this.child.stderr?.on("data", (chunk: Buffer) => (this.errors += chunk.toString()));
     let pending = "";
     this.child.stdout?.on("data", (chunk: Buffer) => {

@@ -6,7 +6,7 @@ import { COUNTER_SLOTS, counterKey } from "../compile/counters.js";
 import type { PrefixEntry } from "../compile/match.js";
 import { prefixBytes, prefixMap } from "../compile/prefixes.js";
 import { CommandError, InterceptError } from "../errors.js";
-import { batch, deleteMapEntries, deleteMapEntry, dumpMap, formattedEntries, hostBytes, loadAndPin, mapKeys, updateHashMap, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
+import { batch, deleteMapEntries, deleteMapEntry, dumpMap, formattedEntries, hashMapCommands, hostBytes, loadCommand, mapKeys, runCommands, updateCommand, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
 import { attachedTree, attachToCgroup, cgroupDirectory, cgroupRoot, detachFromCgroup, statCgroup } from "../kernel/cgroups.js";
 import { runJson, type NetworkNamespace } from "../kernel/exec.js";
 import { listLinks } from "../kernel/links.js";
@@ -164,10 +164,16 @@ export class KernelDatapath implements Datapath {
 
   /** Records that intercept owns the clsact qdiscs of @links (the registry is made with the first): one bpftool process. */
   private async recordQdiscs(links: LinkRef[]): Promise<void> {
+    await runCommands(await this.recordCommands(links));
+  }
+
+  /** The bpftool commands of recordQdiscs; none for no links. */
+  private async recordCommands(links: LinkRef[]): Promise<string[][]> {
+    if (links.length === 0) return [];
     const create = !existsSync(this.pins.qdiscs);
     if (create) await mkdir(this.pins.namespaceDir, { recursive: true });
     const records = links.map((link) => ({ key: hostBytes(link.ifindex, 4), value: hostBytes(1, 4) }));
-    await updateHashMap(this.pins.qdiscs, records, create ? { name: "intercept_qdisc", entries: QDISC_REGISTRY_ENTRIES } : undefined);
+    return hashMapCommands(this.pins.qdiscs, records, create ? { name: "intercept_qdisc", entries: QDISC_REGISTRY_ENTRIES } : undefined);
   }
 
   /**
@@ -189,29 +195,52 @@ export class KernelDatapath implements Datapath {
   }
 
   /**
-   * A run of operations, as perform() would do them one at a time. A run
-   * that only gives links their qdiscs and filters (an apply's attachments)
-   * takes two processes whatever the number of links, instead of three per
-   * link: every new qdisc is recorded in the registry (one bpftool), then
-   * the qdiscs and filters are made in order (one tc -batch). Each qdisc is
-   * still recorded before it is made; records of those the run did not make
-   * are forgotten again, as addQdisc forgets its own.
+   * A run of operations, as perform() would do them one at a time. What an
+   * apply begins with — loading versions, then giving links their qdiscs
+   * and filters — takes two processes whatever the number of links: the
+   * versions are loaded and filled and every new qdisc is recorded in the
+   * registry (one bpftool batch), then the qdiscs and filters are made in
+   * order (one tc -batch). Each qdisc is still recorded before it is made;
+   * records of those the run did not make are forgotten again, as addQdisc
+   * forgets its own. The operations after that beginning go one at a time.
    */
   async performAll(operations: DatapathOperation[], interrupt?: AbortSignal): Promise<RunResult> {
-    const attaches = operations.filter((operation): operation is LinkAttach => operation.op === "addQdisc" || operation.op === "attachFilters");
-    if (operations.length < 2 || attaches.length < operations.length) return performEach(this, operations, interrupt);
+    const loads = leadingLoads(operations);
+    const attaches = leadingAttaches(operations.slice(loads.length));
+    const together = loads.length + attaches.length;
+    if (together < 2) return performEach(this, operations, interrupt);
     if (interrupt?.aborted) return { done: 0, error: interrupt.reason };
-    return this.attachLinks(attaches);
+    const begun = await this.loadAndAttach(loads, attaches, interrupt);
+    if (begun.done < together) return begun;
+    const rest = await performEach(this, operations.slice(together), interrupt);
+    return { ...rest, done: together + rest.done };
   }
 
-  private async attachLinks(operations: LinkAttach[]): Promise<RunResult> {
-    const qdiscs = operations.flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : []));
+  private async loadAndAttach(loads: VersionLoad[], attaches: LinkAttach[], interrupt: AbortSignal | undefined): Promise<RunResult> {
+    const qdiscs = attaches.flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : []));
     try {
-      await this.recordQdiscs(qdiscs);
+      const commands: string[][] = [];
+      for (const { load } of loads) commands.push(...(await emptyVersionCommands(this.pins, load)));
+      await runCommands([...commands, ...(await this.recordCommands(qdiscs))]);
     } catch {
+      // bpftool does not say which command failed: undo what any of them may have done, then
+      // one at a time says which fails and how, exactly as it would have alone. An undo that
+      // fails here fails again there (loadVersion clears the version's directory first).
+      await Promise.allSettled(loads.map(({ load }) => unloadVersion(this.pins, load.ref)));
       await this.forgetQdiscs(qdiscs);
-      return performEach(this, operations); // the one that fails says how, as it would alone
+      return performEach(this, [...loads, ...attaches], interrupt);
     }
+    if (interrupt?.aborted) {
+      await this.forgetQdiscs(qdiscs);
+      return { done: loads.length, error: interrupt.reason };
+    }
+    const made = await this.makeLinks(attaches, qdiscs);
+    return { ...made, done: loads.length + made.done };
+  }
+
+  /** Makes @operations' qdiscs (already recorded: @qdiscs) and filters in one tc -batch. */
+  private async makeLinks(operations: LinkAttach[], qdiscs: LinkRef[]): Promise<RunResult> {
+    if (operations.length === 0) return { done: 0 };
     const lines = operations.map((operation) => (operation.op === "addQdisc" ? [clsactCommand(operation.link.name)] : filterCommands(operation.link.name, this.filterTargets(operation))));
     try {
       await tcBatch(this.netns, lines.flat());
@@ -323,20 +352,34 @@ export class KernelDatapath implements Datapath {
  * there is one, so records outlive the version that wrote them.
  */
 export async function loadVersion(pins: PinLayout, load: ProgramLoad): Promise<void> {
-  const dir = pins.version(load.ref);
-  await removePins(dir); // a version left half-loaded by a crash
   try {
-    // One bpftool process loads and fills it; policy_meta last: a version whose content hash is recorded is complete.
-    await loadAndPin(load.objectPath, dir, (load.cgroupHooks ?? []).length > 0 ? await sharedRecordMaps(pins, load.ref) : {}, [
-      ...load.enabled.map((enabled, index) => ruleUpdate(pins, load.ref, index, enabled)),
-      ...load.prefixes.map((entry) => prefixUpdate(pins, load.ref, entry)),
-      ...((load.cgroupHooks ?? []).length > 0 ? exemptUpdates(pins, load.ref, load.exemptCgroups ?? []) : []),
-      { pin: pins.map(load.ref, "policy_meta"), key: hostBytes(0, 4), value: [...Buffer.from(load.contentHash.padEnd(64, "\0").slice(0, 64))].map(hex) },
-    ]);
+    await runCommands(await emptyVersionCommands(pins, load));
   } catch (error) {
     await unloadVersion(pins, load.ref);
     throw error;
   }
+}
+
+/**
+ * Empties the version's directory (a version left half-loaded by a crash),
+ * and gives the bpftool commands that load it there and fill it: rule
+ * switches, address lists, exempt cgroups, and policy_meta last, since a
+ * version whose content hash is recorded is complete.
+ */
+async function emptyVersionCommands(pins: PinLayout, load: ProgramLoad): Promise<string[][]> {
+  const dir = pins.version(load.ref);
+  await removePins(dir);
+  await mkdir(dir, { recursive: true }); // bpftool creates only the last level
+  const outbound = (load.cgroupHooks ?? []).length > 0;
+  return [
+    loadCommand(load.objectPath, dir, outbound ? await sharedRecordMaps(pins, load.ref) : {}),
+    ...[
+      ...load.enabled.map((enabled, index) => ruleUpdate(pins, load.ref, index, enabled)),
+      ...load.prefixes.map((entry) => prefixUpdate(pins, load.ref, entry)),
+      ...(outbound ? exemptUpdates(pins, load.ref, load.exemptCgroups ?? []) : []),
+      { pin: pins.map(load.ref, "policy_meta"), key: hostBytes(0, 4), value: [...Buffer.from(load.contentHash.padEnd(64, "\0").slice(0, 64))].map(hex) },
+    ].map(updateCommand),
+  ];
 }
 
 /** The record maps of some other pinned version in the namespace, by map name; none when no version has them. */
@@ -396,6 +439,23 @@ function prefixUpdate(pins: PinLayout, ref: VersionRef, entry: PrefixEntry): Map
 }
 
 type LinkAttach = Extract<DatapathOperation, { op: "addQdisc" | "attachFilters" }>;
+type VersionLoad = Extract<DatapathOperation, { op: "loadProgram" }>;
+
+/**
+ * The loads @operations begin with, of versions without cgroup programs:
+ * one with them shares the record maps of a version already pinned, which
+ * a load in the same batch is not yet.
+ */
+function leadingLoads(operations: DatapathOperation[]): VersionLoad[] {
+  const end = operations.findIndex((operation) => operation.op !== "loadProgram" || (operation.load.cgroupHooks ?? []).length > 0);
+  return operations.slice(0, end === -1 ? operations.length : end) as VersionLoad[];
+}
+
+/** The qdiscs and filters @operations begin with. */
+function leadingAttaches(operations: DatapathOperation[]): LinkAttach[] {
+  const end = operations.findIndex((operation) => operation.op !== "addQdisc" && operation.op !== "attachFilters");
+  return operations.slice(0, end === -1 ? operations.length : end) as LinkAttach[];
+}
 
 /** Which operation a batch's failed line (1-based) belongs to, given each operation's lines; undefined when unknown. */
 function failedOperation(lines: string[][], line: number | undefined): number | undefined {

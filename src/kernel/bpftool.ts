@@ -4,20 +4,29 @@ import { CommandError } from "../errors.js";
 import { run, runJson, runWithInput } from "./exec.js";
 
 /**
- * Loads every program of an object and pins programs and maps under @pinDir.
- * No `type`: each program's section names its type (tc → sched_cls,
- * cgroup/connect4 → cgroup_sock_addr, sockops, cgroup/getsockopt), which
- * one object of tc and cgroup programs needs. @reuse gives maps by name
- * that the object uses instead of making its own (they are pinned under
- * @pinDir too).
+ * The command that loads every program of an object and pins programs and
+ * maps under @pinDir, which must exist (bpftool creates only the last
+ * level). No `type`: each program's section names its type (tc →
+ * sched_cls, cgroup/connect4 → cgroup_sock_addr, sockops, cgroup/getsockopt),
+ * which one object of tc and cgroup programs needs. @reuse gives maps by
+ * name that the object uses instead of making its own (they are pinned
+ * under @pinDir too).
  */
-export async function loadAndPin(objectPath: string, pinDir: string, reuse: Record<string, string> = {}, then: MapUpdate[] = []): Promise<void> {
-  await mkdir(pinDir, { recursive: true }); // bpftool creates only the last level
+export function loadCommand(objectPath: string, pinDir: string, reuse: Record<string, string> = {}): string[] {
   const maps = Object.entries(reuse).flatMap(([name, pin]) => ["map", "name", name, "pinned", pin]);
-  const load = ["prog", "loadall", objectPath, `${pinDir}/progs`, ...maps, "pinmaps", `${pinDir}/maps`];
-  // With the updates after it, one process: a namespace's load is one exec, not two.
-  if (then.length === 0) await run("bpftool", load);
-  else await batch([load, ...then.map(updateArgs)], false);
+  return ["prog", "loadall", objectPath, `${pinDir}/progs`, ...maps, "pinmaps", `${pinDir}/maps`];
+}
+
+/** Loads an object's programs and pins them and its maps under @pinDir (loadCommand), which is made first. */
+export async function loadAndPin(objectPath: string, pinDir: string, reuse: Record<string, string> = {}): Promise<void> {
+  await mkdir(pinDir, { recursive: true });
+  await run("bpftool", loadCommand(objectPath, pinDir, reuse));
+}
+
+/** Runs @commands, in order, in one bpftool process: one alone as it is, more as a batch (none: no process). */
+export async function runCommands(commands: string[][]): Promise<void> {
+  if (commands.length === 1) await run("bpftool", commands[0]!);
+  else await batch(commands, false);
 }
 
 /** Bytes of a host-order integer, as bpftool's `hex` arguments. */
@@ -34,21 +43,21 @@ export interface MapUpdate {
   value: string[];
 }
 
-function updateArgs({ pin, key, value }: MapUpdate): string[] {
+export function updateCommand({ pin, key, value }: MapUpdate): string[] {
   return ["map", "update", "pinned", pin, "key", "hex", ...key, "value", "hex", ...value];
 }
 
 export async function updateMap(pin: string, key: string[], value: string[]): Promise<void> {
-  await run("bpftool", updateArgs({ pin, key, value }));
+  await run("bpftool", updateCommand({ pin, key, value }));
 }
 
-function deleteArgs(pin: string, key: string[]): string[] {
+function deleteCommand(pin: string, key: string[]): string[] {
   return ["map", "delete", "pinned", pin, "key", "hex", ...key];
 }
 
 /** Many updates in one bpftool process: filling 10,000 rules takes one exec, not 10,000. */
 export async function updateMaps(updates: MapUpdate[]): Promise<void> {
-  await batch(updates.map(updateArgs), false);
+  await batch(updates.map(updateCommand), false);
 }
 
 /**
@@ -126,25 +135,23 @@ export function formattedEntries<V>(dump: unknown): MapEntry<V>[] {
 }
 
 /**
- * Sets @updates in a hash map of u32 keys and values that is pinned at @pin,
- * creating it first when @create names it (a map of our own, for bookkeeping
- * that must live in the kernel, not in a file): one bpftool process.
+ * The commands that set @updates in a hash map of u32 keys and values
+ * pinned at @pin, creating it first when @create names it (a map of our
+ * own, for bookkeeping that must live in the kernel, not in a file).
  */
-export async function updateHashMap(pin: string, updates: Omit<MapUpdate, "pin">[], create?: { name: string; entries: number }): Promise<void> {
+export function hashMapCommands(pin: string, updates: Omit<MapUpdate, "pin">[], create?: { name: string; entries: number }): string[][] {
   const made = create ? [["map", "create", pin, "type", "hash", "key", "4", "value", "4", "entries", String(create.entries), "name", create.name]] : [];
-  const commands = [...made, ...updates.map((update) => updateArgs({ pin, ...update }))];
-  if (commands.length === 1) await run("bpftool", commands[0]!);
-  else await batch(commands, false);
+  return [...made, ...updates.map((update) => updateCommand({ pin, ...update }))];
 }
 
 export async function deleteMapEntry(pin: string, key: string[]): Promise<void> {
-  await run("bpftool", deleteArgs(pin, key));
+  await run("bpftool", deleteCommand(pin, key));
 }
 
 /** Deletes each of @keys from the map pinned at @pin, in one bpftool process; stops at the first missing. */
 export async function deleteMapEntries(pin: string, keys: string[][]): Promise<void> {
   if (keys.length === 1) await deleteMapEntry(pin, keys[0]!);
-  else await batch(keys.map((key) => deleteArgs(pin, key)), false);
+  else await batch(keys.map((key) => deleteCommand(pin, key)), false);
 }
 
 /** Keys of a hash map of u32 keys. */

@@ -14,7 +14,7 @@ export type ApplyEvent =
 export interface ApplyOptions {
   objectFor: ObjectFor;
   onEvent?: (event: ApplyEvent) => void;
-  /** Honoured between steps (and between a phase's steps the datapath runs together): what is in flight finishes, then everything done is undone. */
+  /** Honoured between steps (and between the processes of steps the datapath runs together): what is in flight finishes, then everything done is undone. */
   interrupt?: AbortSignal;
   /** Whether to tidy once the plan is executed (by default; see leftToTidy). A rollback always tidies. */
   tidy?: boolean;
@@ -69,16 +69,15 @@ export async function executePlan(plan: Plan, datapath: Datapath, options: Apply
   const committing = steps.findIndex((step) => step.phase === "commit");
   const reversible = committing === -1 ? steps : steps.slice(0, committing);
   const done: Step[] = [];
-  // A phase's steps go to the datapath together: it may make them in fewer processes (all links' filters in one tc).
-  for (const run of phaseRuns(reversible)) {
-    run.forEach((step, index) => emit({ type: "step-started", change: step.change, operation: step.operation, step: done.length + index + 1, steps: steps.length }));
-    const result = await performAll(datapath, run.map((step) => step.operation), options.interrupt);
-    for (const step of run.slice(0, result.done)) {
-      done.push(step);
-      if (step.completes) emit({ type: "change-done", change: step.change });
-    }
-    if (result.done < run.length) throw await stepFailed(run[result.done]!, result.error, done, steps.length, datapath, emit, options.interrupt);
+  // The reversible steps go to the datapath together: it may make them in fewer processes
+  // (a kernel loads a version and records its qdiscs in one bpftool, makes every link's in one tc).
+  reversible.forEach((step, index) => emit({ type: "step-started", change: step.change, operation: step.operation, step: index + 1, steps: steps.length }));
+  const result = await performAll(datapath, reversible.map((step) => step.operation), options.interrupt);
+  for (const step of reversible.slice(0, result.done)) {
+    done.push(step);
+    if (step.completes) emit({ type: "change-done", change: step.change });
   }
+  if (result.done < reversible.length) throw await stepFailed(reversible[result.done]!, result.error, done, steps.length, datapath, emit, options.interrupt);
   try {
     options.interrupt?.throwIfAborted(); // the last moment to stop: nothing is committed yet
   } catch (error) {
@@ -99,17 +98,6 @@ export async function executePlan(plan: Plan, datapath: Datapath, options: Apply
   const summary = summarise(plan);
   emit({ type: "complete", summary });
   return summary;
-}
-
-/** Consecutive steps of one phase, in order. */
-function phaseRuns(steps: Step[]): Step[][] {
-  const runs: Step[][] = [];
-  for (const step of steps) {
-    const last = runs.at(-1);
-    if (last && last[0]!.phase === step.phase) last.push(step);
-    else runs.push([step]);
-  }
-  return runs;
 }
 
 /** @step failed with @error (or @interrupt stopped the apply before it): everything @done is undone, and the step too when it may be half done. */

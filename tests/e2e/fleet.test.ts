@@ -66,12 +66,33 @@ async function health(): Promise<{ status: number; text: string }> {
 const applied = (name: string) => (l: Record<string, unknown>) => l.event === "applied" && l.namespace === name && /^policies applied/.test(String(l.message));
 const errorsAbout = (names: string[], from = 0) => agent.lines.slice(from).filter((l) => l.event === "error" && (l.namespace === undefined || names.includes(String(l.namespace))));
 
+/**
+ * An nsenter, first on the agent's PATH, that holds an apply's `tc -batch`
+ * into the namespace named in the file at @hold, before entering it, for as
+ * long as that file exists (10 s at most), and says so in `<hold>.reached`.
+ * The apply's load is done by then, its links not yet attached.
+ */
+function nsenterShim(hold: string): string {
+  return `#!/bin/sh
+case "$*" in *" tc -batch -")
+  if [ -f "${hold}" ] && [ "$1" = "--net=/var/run/netns/$(cat "${hold}")" ]; then
+    touch "${hold}.reached"
+    i=0; while [ -f "${hold}" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+  fi;;
+esac
+exec /usr/bin/nsenter "$@"
+`;
+}
+
 before(async () => {
   scratch = await mkdtemp(path.join(tmpdir(), "intercept-fleet-"));
   policies = path.join(scratch, "policies");
   await mkdir(policies);
   await kubeletWrite(policies, { "demo.yaml": DEMO(9000), "extra.yaml": EXTRA });
-  agent = new AgentProcess([policies, "--netns-match", `${p}*`, "--metrics", "127.0.0.1:0", "--lock-timeout", "30s"]);
+  const bin = path.join(scratch, "bin");
+  await mkdir(bin);
+  await writeFile(path.join(bin, "nsenter"), nsenterShim(path.join(scratch, "hold-attach")), { mode: 0o755 });
+  agent = new AgentProcess([policies, "--netns-match", `${p}*`, "--metrics", "127.0.0.1:0", "--lock-timeout", "30s"], { PATH: `${bin}:${process.env.PATH}` });
   const started = await agent.waitFor((l) => l.event === "agent started" && typeof l.metrics === "string");
   healthz = `http://${started.metrics}/healthz`;
   await agent.waitFor((l) => l.event === "agent started" && Array.isArray(l.namespaces));
@@ -150,14 +171,20 @@ describe("agent --netns-match", { concurrency: false }, () => {
 
   test("a namespace deleted in the middle of a reconcile leaves no error line and no pins", async () => {
     const from = agent.lines.length;
-    // Mid-apply: many links make the apply long; the namespace goes once its program is loaded.
+    // Mid-apply: the agent's attach is held (nsenterShim) once its program is loaded; the namespace goes then.
     const busy = `${p}busy`;
+    const hold = path.join(scratch, "hold-attach");
+    await writeFile(hold, busy);
     namespaces.made.add(busy);
     await execa("ip", ["-batch", "-"], { input: [`netns add ${busy}`, ...Array.from({ length: 12 }, (_, i) => `link add name a${i} netns ${busy} type veth peer name b${i} netns ${busy}`)].join("\n") + "\n" });
     const busyKey = await namespaces.key(busy);
     keys.add(busyKey);
-    await agent.waitFor((l) => l.event === "applied" && l.namespace === busy && l.message === "program.demo: created", from);
+    for (const deadline = Date.now() + 15_000; !existsSync(`${hold}.reached`);) {
+      assert.ok(Date.now() < deadline, "the agent's apply reached the attach");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
     await namespaces.delete(busy);
+    await rm(hold);
     // Mid-start or mid-plan: namespaces deleted a few milliseconds after they appear.
     const brief = Array.from({ length: 5 }, (_, i) => `${p}brief${i}`);
     const briefKeys: string[] = [];
@@ -170,6 +197,7 @@ describe("agent --netns-match", { concurrency: false }, () => {
     for (const key of briefKeys) keys.add(key);
     await agent.waitFor((l) => l.event === "namespace gone" && l.namespace === busy, from);
     await new Promise((resolve) => setTimeout(resolve, 1_000)); // whatever was still starting settles
+    assert.ok(agent.lines.some((l) => l.namespace === busy && l.message === "program.demo: created"), "the program was loaded");
     assert.ok(!agent.lines.some(applied(busy)), "the apply was cut short by the namespace going");
     assert.deepEqual(errorsAbout([busy, ...brief], from), []);
     for (const key of [busyKey, ...briefKeys]) assert.equal(existsSync(`/sys/fs/bpf/intercept/${key}`), false, `no pins left for ${key}`);

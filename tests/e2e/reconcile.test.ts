@@ -62,6 +62,28 @@ exec /usr/sbin/tc "$@"
 `;
 }
 
+/**
+ * A bpftool that refuses each command matching @pattern (a sh `case`
+ * pattern) with "forced failure", given as arguments or as a line of a
+ * `batch file -`. A batch runs its lines before the refused one, then fails
+ * without naming the line, as bpftool's own batch does.
+ */
+function bpftoolShim(pattern: string): string {
+  return `#!/bin/sh
+refused() { case "$1" in ${pattern}) echo "Error: forced failure" >&2; return 0;; esac; return 1; }
+case "$*" in *"batch file -"*)
+  lines=$(mktemp)
+  while IFS= read -r line; do
+    if refused "$line "; then /usr/sbin/bpftool batch file "$lines" >/dev/null 2>&1; rm -f "$lines"; exit 255; fi
+    printf '%s\n' "$line" >> "$lines"
+  done
+  /usr/sbin/bpftool "$@" < "$lines"; status=$?; rm -f "$lines"; exit $status;;
+esac
+refused "$* " && exit 255
+exec /usr/sbin/bpftool "$@"
+`;
+}
+
 const DEMO_YAML = "interceptors:\n  - { port: 9000, originalPort: 8000 }\n";
 const GROWN_YAML = `${DEMO_YAML}  - { port: 9443, originalPort: 8443 }\n`;
 
@@ -178,6 +200,21 @@ describe("failures", { concurrency: false }, () => {
     assert.match(String(result.stderr), /attachment\.\S+y: tc filter replace dev \S+y ingress: RTNETLINK answers: forced failure\nRolled back: the kernel is as it was before this apply\.$/);
     assert.equal(await snapshot(), before);
     assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins left behind");
+  });
+
+  test("a batch that fails without saying where: one at a time finds the step, and it is rolled back", async () => {
+    const before = await snapshot();
+    // A bpftool, first on PATH, that refuses to record a qdisc: the load before it in the batch is done.
+    const bin = path.join(scratch, "bpftool-failing");
+    await mkdir(bin, { recursive: true });
+    await writeFile(path.join(bin, "bpftool"), bpftoolShim(`"map update pinned "*/qdiscs" "*`), { mode: 0o755 });
+    const result = await execa("node", ["bin/intercept.js", "apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
+      { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
+    assert.equal(result.exitCode, 1, String(result.stderr));
+    assert.match(String(result.stdout), /program\.demo: created/, "the load, before the failure, was done and reported");
+    assert.match(String(result.stderr), /attachment\.\S+: bpftool map update pinned \S+\/qdiscs key hex [0-9a-f ]+ value hex 01 00 00 00: Error: forced failure\nRolled back: the kernel is as it was before this apply\.$/);
+    assert.equal(await snapshot(), before);
+    assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins left behind, the registry the batch made included");
   });
 
   test("SIGINT mid-apply: the step in flight finishes, then everything is rolled back", async () => {

@@ -40,7 +40,7 @@ async function converged(fake: FakeDatapath, desired: DesiredPolicy[]): Promise<
 }
 
 describe("every change type executes and converges", () => {
-  test("program.create and attachment.create (with the qdisc), reported step by step and change by change, a phase's steps together", async () => {
+  test("program.create and attachment.create (with the qdisc), reported step by step and change by change, the reversible steps together", async () => {
     const fake = fakeWith("eth0", "eth1");
     const events: string[] = [];
     const summary = await apply(fake, [demo], (event) => {
@@ -49,11 +49,10 @@ describe("every change type executes and converges", () => {
       if (event.type === "complete") events.push("complete");
     });
     assert.deepEqual(summary, { add: 3, change: 0, destroy: 0 });
-    // The attach phase goes to the datapath as one run (a kernel makes every link's qdisc and filters in one tc).
+    // The reversible steps go to the datapath as one run (a kernel loads and records in one bpftool, attaches in one tc).
     assert.deepEqual(events, [
-      "1/5 loadProgram", "done program.demo",
-      "2/5 addQdisc", "3/5 attachFilters", "4/5 addQdisc", "5/5 attachFilters",
-      "done attachment.eth0", "done attachment.eth1",
+      "1/5 loadProgram", "2/5 addQdisc", "3/5 attachFilters", "4/5 addQdisc", "5/5 attachFilters",
+      "done program.demo", "done attachment.eth0", "done attachment.eth1",
       "complete",
     ]);
     await converged(fake, [demo]);
