@@ -129,6 +129,19 @@ async function ip(...args: string[]): Promise<void> {
 }
 
 /** Runs the intercept CLI as a user would, returning its exit code and output. */
+/**
+ * Resolves once lab/request-loop.js, started with runInClient, has had its
+ * first answer (it says so on stderr); fails if it ends before.
+ */
+export function waitForAnswers(loop: ReturnType<Lab["runInClient"]>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    loop.stderr?.on("data", (chunk: Buffer) => {
+      if (chunk.toString().includes("answered")) resolve();
+    });
+    void loop.then((ended) => reject(new Error(`the request loop ended before an answer: ${String(ended.stderr)}`)));
+  });
+}
+
 export async function intercept(...args: string[]) {
   return interceptIn(process.cwd(), ...args);
 }

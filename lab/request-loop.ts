@@ -3,6 +3,10 @@
  * and reports how they went, as JSON on stdout. Run in the client namespace:
  *   node dist/lab/request-loop.js URL DURATION_MS HEADER_NAME [LOCAL_ADDRESS]
  *
+ * It says "answered" on stderr after its first answer, so a test can act
+ * while it runs (waitForAnswers) without guessing how long it takes to
+ * start; SIGTERM ends it after the request in flight, before DURATION_MS.
+ *
  * With LOCAL_ADDRESS, connections leave from it on sequential source ports
  * (from a random start), so no 4-tuple is reused while the server may still
  * hold the last one in TIME_WAIT: the kernel's randomised port choice
@@ -39,8 +43,11 @@ function request(): Promise<void> {
   });
 }
 
-while (Date.now() < deadline) {
+let stopped = false;
+process.on("SIGTERM", () => (stopped = true));
+while (Date.now() < deadline && !stopped) {
   result.requests++;
   await request();
+  if (result.requests === 1) process.stderr.write("answered\n");
 }
 process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -12,7 +12,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
-import { intercept, Lab, SERVER_ADDRESS } from "../../lab/network.js";
+import { intercept, Lab, SERVER_ADDRESS, waitForAnswers } from "../../lab/network.js";
 import { AgentProcess } from "../../lab/agent-process.js";
 
 let lab: Lab;
@@ -176,13 +176,14 @@ describe("agent", { concurrency: false }, () => {
   });
 
   test("a restart with --keep drops no request, and SIGTERM then leaves nothing", async () => {
-    const loop = lab.runInClient(["node", "dist/lab/request-loop.js", `http://${SERVER_ADDRESS}:8000/`, "5000", "Server", await lab.addClientAddress()]);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    const loop = lab.runInClient(["node", "dist/lab/request-loop.js", `http://${SERVER_ADDRESS}:8000/`, "60000", "Server", await lab.addClientAddress()]);
+    await waitForAnswers(loop);
     assert.equal(await agent.stop(), 0);
     assert.ok(await ourFilterOn(lab.serverLink), "--keep left the datapath in place");
     const ids = await programIds();
     const restarted = startAgent();
     await restarted.waitFor((l) => l.event === "link seen");
+    loop.kill("SIGTERM"); // the loop spanned the stop and the restart
     const result = JSON.parse(String((await loop).stdout));
     assert.ok(result.requests > 20, JSON.stringify(result));
     assert.deepEqual({ failures: result.failures, withoutHeader: result.withoutHeader }, { failures: 0, withoutHeader: 0 }, JSON.stringify(result));

@@ -13,7 +13,8 @@ import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
 import { compileBpf } from "../../src/build/index.js";
 import { dumpMap, loadAndPin } from "../../src/kernel/bpftool.js";
-import { intercept, Lab, SERVER_ADDRESS } from "../../lab/network.js";
+import { Gate } from "../../lab/gate.js";
+import { intercept, Lab, SERVER_ADDRESS, waitForAnswers } from "../../lab/network.js";
 
 let lab: Lab;
 let scratch: string;
@@ -125,9 +126,10 @@ describe("replace", { concurrency: false }, () => {
   test("adding a rule replaces the program without a single failed request on the old rule", async () => {
     assert.equal((await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs)).exitCode, 0);
     const idsBefore = (await status()).programs[0].programIds;
-    const loop = lab.runInClient(["node", "dist/lab/request-loop.js", `http://${SERVER_ADDRESS}:8000/`, "4000", "Server", await lab.addClientAddress()]);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    const loop = lab.runInClient(["node", "dist/lab/request-loop.js", `http://${SERVER_ADDRESS}:8000/`, "60000", "Server", await lab.addClientAddress()]);
+    await waitForAnswers(loop);
     const replaced = await intercept("apply", await policyFile("demo.yaml", GROWN_YAML), "--netns", lab.serverNs, "--no-color");
+    loop.kill("SIGTERM"); // the loop spanned the whole replace
     assert.equal(replaced.exitCode, 0, replaced.stderr);
     assert.match(replaced.stdout, /-\/\+ program\.demo/);
     const result = JSON.parse(String((await loop).stdout));
@@ -220,18 +222,26 @@ describe("failures", { concurrency: false }, () => {
   test("SIGINT mid-apply: the step in flight finishes, then everything is rolled back", async () => {
     const before = await snapshot();
     const [, y] = extraLinks() as [string, string];
-    // A tc, first on PATH, that holds the attach to link y for a second and says when it starts.
+    // A tc, first on PATH, that holds the attach to link y at a gate, and says when it gets there.
     const bin = path.join(scratch, "tc-shim");
-    const holding = path.join(scratch, "tc-holding");
+    const gate = await Gate.create(path.join(scratch, "tc-gate"));
     await mkdir(bin, { recursive: true });
-    await writeFile(path.join(bin, "tc"), tcShim(`*"filter replace dev ${y} "*`, `touch ${holding}; sleep 1`), { mode: 0o755 });
+    await writeFile(path.join(bin, "tc"), tcShim(`*"filter replace dev ${y} "*`, gate.shellWait), { mode: 0o755 });
     const apply = execa("node", ["bin/intercept.js", "apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
       { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
-    for (const deadline = Date.now() + 15_000; !existsSync(holding);) {
-      assert.ok(Date.now() < deadline && apply.exitCode === null, "apply reached the held step");
-      await new Promise((resolve) => setTimeout(resolve, 10));
+    try {
+      await gate.reached(() => apply.exitCode !== null);
+      apply.kill("SIGINT");
+      // The signal is seen while the step is held; the step then finishes.
+      let said = "";
+      apply.stderr?.on("data", (chunk: Buffer) => (said += chunk.toString()));
+      for (const deadline = Date.now() + 15_000; !said.includes("SIGINT received");) {
+        assert.ok(Date.now() < deadline && apply.exitCode === null, `apply saw the signal: ${said}`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    } finally {
+      await gate.release();
     }
-    apply.kill("SIGINT");
     const result = await apply;
     assert.equal(result.exitCode, 1, String(result.stderr));
     assert.match(String(result.stderr), /^SIGINT received: stopping after the current step and rolling back\.\n/);

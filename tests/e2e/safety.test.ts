@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
+import { Gate } from "../../lab/gate.js";
 import { intercept, Lab } from "../../lab/network.js";
 
 let lab: Lab;
@@ -106,12 +107,13 @@ describe("hostile saved plans: one line, exit 1, nothing changed", { concurrency
 });
 
 describe("one writer per namespace", { concurrency: false }, () => {
-  /** A tc, first on PATH, that holds every attach for @seconds (a slow apply holding the lock). */
-  async function slowTc(seconds: number): Promise<string> {
-    const bin = path.join(scratch, `tc-slow-${seconds}`);
+  /** A tc, first on PATH, that holds every attach at @gate (a slow apply holding the lock). */
+  async function gatedTc(name: string): Promise<{ bin: string; gate: Gate }> {
+    const bin = path.join(scratch, name);
+    const gate = await Gate.create(path.join(scratch, `${name}-gate`));
     await mkdir(bin, { recursive: true });
-    await writeFile(path.join(bin, "tc"), `#!/bin/sh\ncase "$*" in *"-batch -"*) case "$*" in *"-j"*) ;; *) sleep ${seconds};; esac;; esac\nexec /usr/sbin/tc "$@"\n`, { mode: 0o755 });
-    return bin;
+    await writeFile(path.join(bin, "tc"), `#!/bin/sh\ncase "$*" in *"-batch -"*) case "$*" in *"-j"*) ;; *) ${gate.shellWait};; esac;; esac\nexec /usr/sbin/tc "$@"\n`, { mode: 0o755 });
+    return { bin, gate };
   }
 
   const run = (args: string[], env: Record<string, string> = {}) =>
@@ -119,23 +121,41 @@ describe("one writer per namespace", { concurrency: false }, () => {
 
   test("a second apply waits and says for whom; with a short --lock-timeout it gives up in one line", async () => {
     assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
-    const slow = run(["apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], { PATH: `${await slowTc(2)}:${process.env.PATH}` });
-    await new Promise((resolve) => setTimeout(resolve, 1200)); // it holds the lock now
-    const impatient = await intercept("apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs, "--lock-timeout", "200ms");
-    assert.equal(impatient.exitCode, 1);
-    assert.match(impatient.stderr, new RegExp(`^waiting for the lock held by pid ${slow.pid} \\(intercept apply\\)\\nintercept: gave up after 0\\.2 s waiting for the lock held by pid ${slow.pid} \\(intercept apply\\) \\(--lock-timeout\\)$`));
-    const patient = await intercept("apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs);
-    assert.equal(patient.exitCode, 0, patient.stderr);
-    assert.match(patient.stderr, /^waiting for the lock held by pid \d+ \(intercept apply\)$/m);
-    assert.equal((await slow).exitCode, 0);
+    const { bin, gate } = await gatedTc("tc-held");
+    const slow = run(["apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], { PATH: `${bin}:${process.env.PATH}` });
+    try {
+      await gate.reached(() => slow.exitCode !== null); // it holds the lock now, until released
+      const impatient = await intercept("apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs, "--lock-timeout", "200ms");
+      assert.equal(impatient.exitCode, 1);
+      assert.match(impatient.stderr, new RegExp(`^waiting for the lock held by pid ${slow.pid} \\(intercept apply\\)\\nintercept: gave up after 0\\.2 s waiting for the lock held by pid ${slow.pid} \\(intercept apply\\) \\(--lock-timeout\\)$`));
+      const patient = run(["apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs]);
+      await new Promise<void>((resolve, reject) => {
+        // Released only once it waits: the lock is held until then, however slow this machine is.
+        patient.stderr?.on("data", (chunk: Buffer) => { if (chunk.toString().includes("waiting for the lock")) resolve(); });
+        void patient.then((ended) => reject(new Error(`the second apply ended without waiting: ${String(ended.stderr)}`)));
+      });
+      await gate.release();
+      const patiently = await patient;
+      assert.equal(patiently.exitCode, 0, String(patiently.stderr));
+      assert.match(String(patiently.stderr), new RegExp(`^waiting for the lock held by pid ${slow.pid} \\(intercept apply\\)$`, "m"));
+      assert.equal((await slow).exitCode, 0);
+    } finally {
+      await gate.release();
+      await slow;
+    }
     assert.equal((await intercept("plan", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs, "--detailed-exitcode")).exitCode, 0, "the later apply won");
   });
 
   test("a lock held by a killed process is released by the kernel", async () => {
-    const slow = run(["apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], { PATH: `${await slowTc(5)}:${process.env.PATH}` });
-    await new Promise((resolve) => setTimeout(resolve, 1200));
-    slow.kill("SIGKILL");
-    await slow;
+    const { bin, gate } = await gatedTc("tc-killed");
+    const slow = run(["apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], { PATH: `${bin}:${process.env.PATH}` });
+    try {
+      await gate.reached(() => slow.exitCode !== null);
+      slow.kill("SIGKILL");
+      await slow;
+    } finally {
+      await gate.release(); // the shim outlives its parent: let it end
+    }
     const started = Date.now();
     const next = await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--lock-timeout", "0");
     assert.equal(next.exitCode, 0, next.stderr);
