@@ -1,4 +1,4 @@
-import { definePolicy } from "intercept";
+import { definePolicy } from "intercept-bpf";
 
 // The classic scenario: new TCP connections arriving for 8000 and 8443 are
 // steered to the local proxy listening on 9000 and 9443, which sees 8000 or

@@ -1,5 +1,5 @@
 /**
- * The policy language's public types: what `import { definePolicy } from "intercept"`
+ * The policy language's public types: what `import { definePolicy } from "intercept-bpf"`
  * gives a policy file. Mirrors schemas/policy.schema.json exactly (a test compares
  * them). Policy files are read statically and never executed, so definePolicy
  * exists only to give editors the type.

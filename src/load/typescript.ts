@@ -14,11 +14,18 @@ import { diagnosticAt, excerpt, startOf, type Diagnostic, type DiagnosticCode } 
 import { MAX_NESTING_DEPTH, MAX_POLICY_VALUES } from "./limits.js";
 import { childPointer, SourceMap, type SourceText } from "./source-map.js";
 
-/** The module a policy imports definePolicy and its types from. */
-const API_MODULE = "intercept";
+/** The module a policy imports definePolicy and its types from: the package's name. */
+const API_MODULE = "intercept-bpf";
+/**
+ * The name the package had before it was published as intercept-bpf
+ * (`intercept` on the registry is someone else's): policies written then
+ * still load. A user's own tsc resolves it only if they alias it.
+ */
+const LEGACY_API_MODULE = "intercept";
+const API_MODULES: readonly string[] = [API_MODULE, LEGACY_API_MODULE];
 /**
  * The declarations generated from src/api.ts: the very file a user's own
- * tsc and editor resolve `intercept` to, here and in an installed package.
+ * tsc and editor resolve `intercept-bpf` to, here and in an installed package.
  */
 const API_DECLARATIONS = fileURLToPath(new URL("../api.d.ts", import.meta.url));
 
@@ -114,7 +121,8 @@ function createPolicyProject(text: string): SourceFile {
       types: [],
     },
   });
-  project.createSourceFile(`/node_modules/${API_MODULE}/index.d.ts`, readFileSync(API_DECLARATIONS, "utf8"));
+  const declarations = readFileSync(API_DECLARATIONS, "utf8");
+  for (const module of API_MODULES) project.createSourceFile(`/node_modules/${module}/index.d.ts`, declarations);
   return project.createSourceFile("/policy/policy.ts", text);
 }
 
@@ -201,7 +209,7 @@ class PolicyEvaluator {
     if (statement.isTypeOnly()) return;
     const from = statement.getModuleSpecifierValue();
     const named = statement.getNamedImports();
-    if (from !== API_MODULE || statement.getDefaultImport() || statement.getNamespaceImport() || named.length === 0) {
+    if (!API_MODULES.includes(from) || statement.getDefaultImport() || statement.getNamespaceImport() || named.length === 0) {
       this.report(statement, "ts/import", `only \`import { definePolicy } from "${API_MODULE}"\` and type imports are allowed`);
       return;
     }

@@ -104,7 +104,7 @@ test("npx intercept init scaffolds a repository where validate, compile --check 
 test("a type error is reported by both the installed loader and the user's tsc (both read dist/src/api.d.ts)", async () => {
   const typo = path.join(project, "policies", "typo.ts");
   // A value the schema accepts but the type does not: only a type check against the API finds it.
-  await writeFile(typo, 'import { definePolicy } from "intercept";\n\nconst protocol: string = "tcp";\nexport default definePolicy({ name: "typo", interfaces: { include: ["x"] }, interceptors: [{ originalPort: 7000, port: 7100, protocol }] });\n');
+  await writeFile(typo, 'import { definePolicy } from "intercept-bpf";\n\nconst protocol: string = "tcp";\nexport default definePolicy({ name: "typo", interfaces: { include: ["x"] }, interceptors: [{ originalPort: 7000, port: 7100, protocol }] });\n');
   try {
     const validate = await npx("intercept", "validate");
     assert.equal(validate.exitCode, 1);

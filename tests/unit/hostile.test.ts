@@ -147,7 +147,7 @@ test("symlinks in a policy folder: followed inside it, refused (and not read) ou
   await writeFile(path.join(dir, "real", "web.yaml"), "interfaces: { include: [eth0] }\ninterceptors: [{ originalPort: 8000, port: 9000 }]\n");
   await writeFile(path.join(dir, "runs.ts"), [
     'import { rmSync } from "node:fs";',
-    'import { definePolicy } from "intercept";',
+    'import { definePolicy } from "intercept-bpf";',
     `rmSync(${JSON.stringify(decoy.dir)}, { recursive: true, force: true });`,
     "export default definePolicy({ interceptors: [] });",
   ].join("\n"));
@@ -165,7 +165,7 @@ test("symlinks in a policy folder: followed inside it, refused (and not read) ou
   assert.deepEqual(summary(diagnostics), [
     `${dir}/gone.yaml:1:1: load/broken-symlink: symlink to nowhere.yaml, which does not exist`,
     `${dir}/loop.yaml:1:1: load/unreadable: cannot follow symlink: too many levels of symbolic links (ELOOP)`,
-    `${dir}/runs.ts:1:1: ts/import: only \`import { definePolicy } from "intercept"\` and type imports are allowed`,
+    `${dir}/runs.ts:1:1: ts/import: only \`import { definePolicy } from "intercept-bpf"\` and type imports are allowed`,
     `${dir}/runs.ts:3:1: ts/not-data: a statement with an effect is not allowed at the top level: policies are data`,
     `${dir}/secret.yaml:1:1: load/symlink-outside: symlink leads outside the policy folder (to ${decoy.dir}/secret.yaml): refused`,
     `${dir}/shadow.yaml:1:1: load/symlink-outside: symlink leads outside the policy folder (to ${decoy.secret}): refused`,
@@ -181,7 +181,7 @@ test("a Kubernetes ConfigMap volume: every policy read once, under its own name"
   const version = "..2026_11_25_10_00_00.123456789";
   await mkdir(path.join(dir, version), { recursive: true });
   await writeFile(path.join(dir, version, "demo.yaml"), "interfaces: { include: [eth0] }\ninterceptors: [{ originalPort: 8000, port: 9000 }]\n");
-  await writeFile(path.join(dir, version, "web.ts"), 'import { definePolicy } from "intercept";\nexport default definePolicy({ interfaces: { include: ["eth1"] }, interceptors: [{ originalPort: 8443, port: 9443 }] });\n');
+  await writeFile(path.join(dir, version, "web.ts"), 'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interfaces: { include: ["eth1"] }, interceptors: [{ originalPort: 8443, port: 9443 }] });\n');
   await symlink(version, path.join(dir, "..data"));
   await symlink("..data/demo.yaml", path.join(dir, "demo.yaml"));
   await symlink("..data/web.ts", path.join(dir, "web.ts"));

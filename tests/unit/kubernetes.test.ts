@@ -188,7 +188,7 @@ test("the image is this version's, built by the Containerfile without clang in i
   const lines = containerfile();
   const stages = Math.max(...lines.map((l) => l.stage)) + 1;
   assert.equal(stages, 2, "a build stage and a final stage");
-  assert.ok(lines.some((l) => l.instruction === "ARG" && l.rest === `INTERCEPT_PACKAGE=intercept@${VERSION}`), "the package of this version");
+  assert.ok(lines.some((l) => l.instruction === "ARG" && l.rest === `INTERCEPT_PACKAGE=./intercept-bpf-${VERSION}.tgz`), "this version's tarball, as `npm pack` names it");
   const build = lines.find((l) => l.stage === 0 && l.instruction === "RUN" && / intercept build policies --out /.test(l.rest));
   assert.ok(build, "the build stage builds the policies' objects");
   const out = / --out (\S+)/.exec(build.rest)![1]!;

@@ -29,7 +29,7 @@ test("the TS and classic YAML forms of the demo are the same policy", async () =
 
 test("TS policies: as const, satisfies, consts, shorthand, spreads, negative numbers", async () => {
   const value = await load("forms.ts", `
-    import { definePolicy, type Interceptor, type Policy } from "intercept";
+    import { definePolicy, type Interceptor, type Policy } from "intercept-bpf";
     const web = { originalPort: 8000, port: 9000 } as const satisfies Interceptor;
     const tls: Interceptor = { ...web, originalPort: 8443, port: 9443, description: 'tls' };
     const interfaces = { include: ["eth*"] };
@@ -53,20 +53,28 @@ test("TS policies: as const, satisfies, consts, shorthand, spreads, negative num
 
 test("TS policies: an aliased definePolicy and a plain object default export", async () => {
   assert.deepEqual(await load("alias.ts", `
-    import { definePolicy as policy } from "intercept";
+    import { definePolicy as policy } from "intercept-bpf";
     export default policy({ interceptors: [] });
   `), { interceptors: [] });
   assert.deepEqual(await load("plain.ts", `
-    import type { Policy } from "intercept";
+    import type { Policy } from "intercept-bpf";
     const p: Policy = { interceptors: [{ originalPort: 1, port: 2 }] };
     export default p;
   `), { interceptors: [{ originalPort: 1, port: 2 }] });
 });
 
+test("TS policies written for the package's old name (\"intercept\") still load and type-check", async () => {
+  assert.deepEqual(await load("legacy.ts", `
+    import { definePolicy, type Interceptor } from "intercept";
+    const web: Interceptor = { originalPort: 8000, port: 9000 };
+    export default definePolicy({ interceptors: [web] });
+  `), { interceptors: [{ originalPort: 8000, port: 9000 }] });
+});
+
 test("errors in spread values point where the value was written", async () => {
   const file = path.join(scratch, "spread.ts");
   await writeFile(file, [
-    'import { definePolicy } from "intercept";',
+    'import { definePolicy } from "intercept-bpf";',
     "const shared = { originalPort: 8000, port: 70000 };",
     "export default definePolicy({ interceptors: [{ ...shared }] });",
   ].join("\n"));
@@ -126,7 +134,7 @@ test("the rules that passed the schema are still checked against each other", as
 
 test("TS code where data must be: reported once, and the rest of the policy is still checked", async () => {
   const file = await write("code.ts", [
-    'import { definePolicy } from "intercept";',
+    'import { definePolicy } from "intercept-bpf";',
     "const key = \"port\";",
     "export default definePolicy({",
     "  interceptors: [",
@@ -141,7 +149,7 @@ test("TS code where data must be: reported once, and the rest of the policy is s
 });
 
 test("a TS problem the schema cannot see still keeps the policy from being valid", async () => {
-  const file = await write("let.ts", 'import { definePolicy } from "intercept";\nlet port = 9000;\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port }] });\n');
+  const file = await write("let.ts", 'import { definePolicy } from "intercept-bpf";\nlet port = 9000;\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port }] });\n');
   assert.deepEqual(await problemsOf(file), ["2:1 ts/not-const"]);
 });
 
@@ -163,7 +171,7 @@ test("in a folder, hidden entries are skipped; a file named on the command line 
 });
 
 test("an evaluated TS policy is cached in the cache directory, not in the checkout", async () => {
-  const file = await write("cached.ts", 'import { definePolicy } from "intercept";\nexport default definePolicy({ interceptors: [{ originalPort: 7000, port: 7001 }] });\n');
+  const file = await write("cached.ts", 'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interceptors: [{ originalPort: 7000, port: 7001 }] });\n');
   const entries = async (dir: string) => (existsSync(dir) ? (await readdir(dir)).length : 0);
   const [cacheBefore, checkoutBefore] = [await entries(path.join(TEST_CACHE_DIR, "policies")), await entries("build/cache/policies")];
   await loadPolicies([file]);

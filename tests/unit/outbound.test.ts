@@ -40,7 +40,7 @@ test("the issue's YAML form is valid, and its TS form is the same policy", async
   const yaml = await validate("issue.yaml", ISSUE_FORM);
   assert.deepEqual(yaml.diagnostics, []);
   const ts = await validate("issue.ts", `
-    import { definePolicy, type OutboundRule } from "intercept";
+    import { definePolicy, type OutboundRule } from "intercept-bpf";
     const database: OutboundRule = { originalPort: 5432, port: 15001 };
     export default definePolicy({
       name: "issue",

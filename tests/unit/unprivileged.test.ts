@@ -35,7 +35,7 @@ test("validate works as nobody in a read-only checkout and writes nothing into i
     await cp(part, path.join(checkout, part), { recursive: true });
   }
   await symlink(path.resolve("node_modules"), path.join(checkout, "node_modules"));
-  await writeFile(path.join(checkout, "policies", "broken.ts"), 'import { definePolicy } from "intercept";\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port: 70000 }] });\n');
+  await writeFile(path.join(checkout, "policies", "broken.ts"), 'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port: 70000 }] });\n');
   await execa("chmod", ["-R", "a-w,a+rX", checkout]);
   const temporary = path.join(scratch, "tmp");
   await mkdir(temporary);

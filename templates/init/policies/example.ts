@@ -14,7 +14,7 @@
 //     - originalPort: 8000
 //       port: 9000
 //       description: web traffic through the local proxy
-import { definePolicy } from "intercept";
+import { definePolicy } from "intercept-bpf";
 
 export default definePolicy({
   interceptors: [

@@ -1,5 +1,5 @@
 // The billion laughs with consts: each lists the previous one ten times.
-import { definePolicy } from "intercept";
+import { definePolicy } from "intercept-bpf";
 
 const l0 = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
 const l1 = [l0, l0, l0, l0, l0, l0, l0, l0, l0, l0];

@@ -1,5 +1,5 @@
 // 40 consts, each naming the one before: nesting through references.
-import { definePolicy } from "intercept";
+import { definePolicy } from "intercept-bpf";
 
 const c0 = 8000;
 const c1 = c0;

@@ -1,3 +1,3 @@
-import type { Policy } from "intercept";
+import type { Policy } from "intercept-bpf";
 
 export const policy: Policy = { interceptors: [] };

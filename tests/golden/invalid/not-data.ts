@@ -1,4 +1,4 @@
-import { definePolicy } from "intercept";
+import { definePolicy } from "intercept-bpf";
 
 const base = 8000;
 const key = "port";

@@ -1,5 +1,5 @@
 import { writeFileSync } from "node:fs";
-import { definePolicy } from "intercept";
+import { definePolicy } from "intercept-bpf";
 
 writeFileSync("/tmp/intercept-policy-ran", "a policy file was executed");
 console.log("this must never run");

@@ -1,4 +1,4 @@
-import { definePolicy, type Interceptor } from "intercept";
+import { definePolicy, type Interceptor } from "intercept-bpf";
 
 const web: Interceptor = { originalPort: 8000, port: 9000, protocol: "tcp" as string };
 

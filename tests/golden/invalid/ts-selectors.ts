@@ -1,6 +1,6 @@
 // Selector types in TypeScript: a range is a template literal type, so tsc
 // and the schema see the same mistakes (reported once), and the rest are ours.
-import { definePolicy } from "intercept";
+import { definePolicy } from "intercept-bpf";
 
 export default definePolicy({
   interceptors: [
