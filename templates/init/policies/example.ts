@@ -2,14 +2,15 @@
 // port 8000 is delivered to a local proxy on port 9000 instead, and the
 // proxy's replies leave from 8000 again, so clients never see port 9000.
 //
-// intercept reads this file as data and never runs it: `npx intercept validate`
-// checks it, `npx intercept compile` writes generated/example.bpf.c (the C that
-// runs in the kernel, reviewed with the policy), and `npx intercept plan` shows
-// what `npx intercept apply` would change.
+// intercept reads this file as data and never runs it: `intercept validate`
+// checks it, `intercept compile` writes generated/example.bpf.c (the C that
+// runs in the kernel, reviewed with the policy), and `intercept plan --netns NAME`
+// shows what `intercept apply` would change (run them as
+// `npx --no-install intercept …`: the copy this repository installed).
 //
 // The same policy as YAML (policies/example.yaml), if you prefer that form:
 //
-//   # yaml-language-server: $schema=../node_modules/intercept/schemas/policy.schema.json
+//   # yaml-language-server: $schema=../node_modules/intercept-bpf/schemas/policy.schema.json
 //   interceptors:
 //     - originalPort: 8000
 //       port: 9000
