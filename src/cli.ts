@@ -9,6 +9,8 @@ const USAGE = `Usage: intercept <command> [options] [PATH…]
 PATH is a policy file (.ts, .yaml, .yml) or a folder of them; default: policies/.
 
 Commands:
+  demo                                  see interception work in a sandbox of network namespaces
+                                        (root; removes everything when done or interrupted)
   init     [DIR] [--force]              scaffold a policy repository (--force: overwrite its files)
   validate [PATH…] [--json]             check policies; every error of every file at once
   compile  [PATH…] [--check]            write generated/<policy>.bpf.c (--check: fail on drift)
@@ -51,6 +53,7 @@ const OBJECTS = { objects: { type: "string" } } as const;
 
 /** Each command's own options: anything else on its command line is a usage error. */
 const COMMANDS = {
+  demo: { options: {}, paths: false },
   init: { options: { force: { type: "boolean", default: false } }, paths: true },
   validate: { options: { ...JSON_OUTPUT }, paths: true },
   compile: { options: { check: { type: "boolean", default: false } }, paths: true },
@@ -93,6 +96,7 @@ async function dispatch(argv: string[]): Promise<number> {
   const colour = !values["no-color"] && Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
   // Each command imports only what it uses: start-up time is most of a no-change plan.
   switch (command as Command) {
+    case "demo": return (await import("./commands/demo.js")).demoCommand();
     case "init": return (await import("./commands/init.js")).initCommand(positionals, { force: Boolean(values.force) });
     case "validate": return (await import("./commands/validate.js")).validateCommand(positionals, { json: Boolean(values.json) });
     case "compile": return (await import("./commands/compile.js")).compileCommand(positionals, { check: Boolean(values.check) });

@@ -43,7 +43,7 @@ export interface LockHolder {
  */
 export async function lockNamespace(namespaceKey: string, options: LockOptions): Promise<NamespaceLock> {
   const dir = options.dir ?? LOCK_DIR;
-  const file = path.join(dir, `${namespaceKey}.lock`);
+  const file = lockFile(namespaceKey, dir);
   let handle: FileHandle;
   try {
     await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -67,6 +67,11 @@ export async function lockNamespace(namespaceKey: string, options: LockOptions):
     throw error;
   }
   return { release: () => handle.close() };
+}
+
+/** The lock file of the namespace @namespaceKey (kept between runs: holding it is what locks). */
+export function lockFile(namespaceKey: string, dir = LOCK_DIR): string {
+  return path.join(dir, `${namespaceKey}.lock`);
 }
 
 /** flock(1) on our open file: true once locked, false when still busy after @timeoutMs. */
