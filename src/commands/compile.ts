@@ -9,7 +9,7 @@ export async function compileCommand(paths: string[], options: { check: boolean 
   const complete = paths.length === 0; // all of policies/: files without a policy are stale
   if (options.check) {
     const drifted = await findDrift(compiled, complete);
-    for (const file of drifted) process.stderr.write(`${file}: out of date: run \`npx intercept compile\`\n`);
+    for (const file of drifted) process.stderr.write(`${file}: out of date: run \`npx --no-install intercept compile\`\n`);
     if (drifted.length === 0) process.stdout.write(`generated/ is up to date (${compiled.length} policies)\n`);
     return drifted.length > 0 ? 1 : 0;
   }

@@ -71,7 +71,7 @@ test("generated/ matches what compile writes for policies/ (no drift)", async ()
   const loaded = await loadPolicies([]);
   const { policies } = validatePolicies(loaded.policies);
   assert.ok(policies.length > 0);
-  assert.deepEqual(await findDrift(compilePolicies(policies), true), [], "run `npx intercept compile` and commit generated/");
+  assert.deepEqual(await findDrift(compilePolicies(policies), true), [], "run `npx --no-install intercept compile` and commit generated/");
 });
 
 test(`up to ${SWITCH_LIMIT} rules match with a switch, above with lookup tables`, () => {
