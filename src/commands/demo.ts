@@ -61,7 +61,8 @@ export async function demoCommand(): Promise<number> {
     });
   });
   try {
-    sandbox = await Sandbox.create();
+    sandbox = Sandbox.prepare();
+    await sandbox.create();
     const policy = path.join(scratch, "demo.ts");
     await writeFile(policy, POLICY);
     say(`intercept demo: two network namespaces of its own, removed when it ends (Ctrl-C too).`);

@@ -27,6 +27,9 @@ export class Sandbox {
   private readonly started = new Set<Started>();
   private readonly made: string[] = [];
   private serverKey: string | undefined;
+  /** Set when remove() begins: from then on nothing new is started (a signal may come between two steps). */
+  private removing = false;
+  private building: Promise<void> | undefined;
 
   private constructor(readonly id: string) {}
 
@@ -48,29 +51,40 @@ export class Sandbox {
     return lockFile(this.serverKey!);
   }
 
+  /** A sandbox with a fresh unique id, not made yet: create() makes it, remove() may be called from then on. */
+  static prepare(): Sandbox {
+    // 9 characters: the link names (id + "s"/"c") stay under the kernel's 15.
+    return new Sandbox(`icd${randomBytes(3).toString("hex")}`);
+  }
+
   /**
    * Creates both namespaces and the veth pair, addressed and up. A failure
-   * half-way removes what was made before it is thrown.
+   * half-way removes what was made before it is thrown; a remove() called
+   * meanwhile (a signal) waits for the step under way, and no further step starts.
    */
-  static async create(): Promise<Sandbox> {
-    // 9 characters: the link names (id + "s"/"c") stay under the kernel's 15.
-    const sandbox = new Sandbox(`icd${randomBytes(3).toString("hex")}`);
+  async create(): Promise<void> {
+    this.building = this.build();
     try {
-      for (const ns of [sandbox.serverNs, sandbox.clientNs]) {
-        // Recorded once made: a name that exists already is someone else's, never removed here.
-        await ip("netns", "add", ns);
-        sandbox.made.push(ns);
-      }
-      sandbox.serverKey = await namespaceKey({ name: sandbox.serverNs });
-      const [serverLink, clientLink] = [`${sandbox.id}s`, `${sandbox.id}c`];
-      await ip("link", "add", serverLink, "netns", sandbox.serverNs, "type", "veth", "peer", "name", clientLink, "netns", sandbox.clientNs);
-      await configure(sandbox.serverNs, serverLink, SERVER_ADDRESS);
-      await configure(sandbox.clientNs, clientLink, CLIENT_ADDRESS);
+      await this.building;
     } catch (error) {
-      await sandbox.remove();
+      await this.remove();
       throw error;
     }
-    return sandbox;
+  }
+
+  private async build(): Promise<void> {
+    for (const ns of [this.serverNs, this.clientNs]) {
+      this.refuseIfRemoving(["ip", "netns", "add", ns]);
+      // Recorded once made: a name that exists already is someone else's, never removed here.
+      await ip("netns", "add", ns);
+      this.made.push(ns);
+    }
+    this.serverKey = await namespaceKey({ name: this.serverNs });
+    const [serverLink, clientLink] = [`${this.id}s`, `${this.id}c`];
+    this.refuseIfRemoving(["ip", "link", "add", serverLink]);
+    await ip("link", "add", serverLink, "netns", this.serverNs, "type", "veth", "peer", "name", clientLink, "netns", this.clientNs);
+    await configure(this.serverNs, serverLink, SERVER_ADDRESS);
+    await configure(this.clientNs, clientLink, CLIENT_ADDRESS);
   }
 
   /**
@@ -78,6 +92,7 @@ export class Sandbox {
    * resolves once a line of its output matches @ready.
    */
   async startIn(ns: string, command: string[], ready: RegExp): Promise<void> {
+    this.refuseIfRemoving(command);
     const child = execa("nsenter", [`--net=${path.join(NETNS_DIR, ns)}`, ...command], { reject: false, buffer: false, stdin: "ignore" });
     this.started.add({ child, graceful: false });
     await new Promise<void>((resolve, reject) => {
@@ -112,8 +127,11 @@ export class Sandbox {
   }
 
   private async run([file, ...args]: string[], graceful: boolean): Promise<{ exitCode: number; output: string }> {
-    // all: stdout and stderr interleaved as a terminal would show them.
-    const child = execa(file!, args, { reject: false, all: true, stdin: "ignore" });
+    this.refuseIfRemoving([file!, ...args]);
+    // all: stdout and stderr interleaved as a terminal would show them. An intercept command gets
+    // a process group of its own: a Ctrl-C at the terminal reaches the demo only, which asks the
+    // command to stop once (a second interrupt would make an apply exit without rolling back).
+    const child = execa(file!, args, { reject: false, all: true, stdin: "ignore", detached: graceful });
     const started = { child, graceful };
     this.started.add(started);
     const result = await child;
@@ -127,6 +145,9 @@ export class Sandbox {
    * already gone is fine, and each part is tried whatever the others did.
    */
   async remove(): Promise<void> {
+    this.removing = true;
+    // create()'s step under way finishes (or fails) first, so that what it makes is removed too.
+    await Promise.allSettled([this.building]);
     for (const { child, graceful } of this.started) child.kill(graceful ? "SIGINT" : "SIGKILL");
     await Promise.allSettled([...this.started].map(({ child }) => child));
     this.started.clear();
@@ -135,6 +156,10 @@ export class Sandbox {
       await rm(this.pins, { recursive: true, force: true });
       await rm(this.lock, { force: true });
     }
+  }
+
+  private refuseIfRemoving(command: string[]): void {
+    if (this.removing) throw new Error(`not starting ${command.join(" ")}: the sandbox is being removed`);
   }
 }
 

@@ -85,19 +85,22 @@ test("intercept demo: the header only while applied, the plan it applied, exit 0
   await assertNothingLeft(made);
 });
 
-for (const { signal, at, when, code } of [
-  // While the policy is applied: pins, filters, servers and a request all exist.
-  { signal: "SIGINT", at: /^=== 3\. /m, when: "while the policy is applied", code: 130 },
-  // In the middle of apply (clang, loading): the apply rolls back, then the sandbox goes.
-  { signal: "SIGTERM", at: /^=== 2\. intercept apply /m, when: "during apply", code: 143 },
+for (const { signal, at, when, group, code } of [
+  // Ctrl-C at a terminal, which signals the whole foreground process group (the demo and what it
+  // started), while the policy is applied: pins, filters, servers and a request all exist.
+  { signal: "SIGINT", at: /^=== 3\. /m, when: "(Ctrl-C: its process group) while the policy is applied", group: true, code: 130 },
+  // kill or a service manager, the demo alone, in the middle of apply (clang, loading).
+  { signal: "SIGTERM", at: /^=== 2\. intercept apply /m, when: "during apply", group: false, code: 143 },
 ] as const) {
   test(`intercept demo stopped by ${signal} ${when} removes everything and exits ${code}`, async () => {
-    const child = execa("node", [CLI, "demo"], { reject: false, stdin: "ignore" });
+    // detached: a process group of its own, as a shell gives a command it runs.
+    const child = execa("node", [CLI, "demo"], { reject: false, stdin: "ignore", detached: true });
     let made: Made | undefined;
     try {
       made = madeBy(await outputReaching(child, at));
       assert.ok(existsSync(`/var/run/netns/${made.server}`), "the sandbox exists while the demo runs");
-      child.kill(signal);
+      if (group) process.kill(-child.pid!, signal);
+      else child.kill(signal);
       const result = await child;
       assert.equal(result.exitCode, code, `${result.stdout}\n${result.stderr}`);
       assert.match(String(result.stderr), new RegExp(`${signal} received: removing the sandbox…\\nRemoved ${made.server}, ${made.client} and their pins\\. Demo cancelled\\.`));
