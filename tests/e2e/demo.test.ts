@@ -99,6 +99,8 @@ for (const { signal, at, when, group, code } of [
     try {
       made = madeBy(await outputReaching(child, at));
       assert.ok(existsSync(`/var/run/netns/${made.server}`), "the sandbox exists while the demo runs");
+      // Its veth pair was made inside its namespaces: no link of its id in the test's own namespace.
+      assert.doesNotMatch((await execa("ip", ["-o", "link", "show"])).stdout, new RegExp(made.id));
       if (group) process.kill(-child.pid!, signal);
       else child.kill(signal);
       const result = await child;

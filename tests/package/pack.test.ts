@@ -111,6 +111,13 @@ test("npx --no-install intercept --version prints the package's version, whateve
   assert.equal(result.stdout.trim(), version);
 });
 
+test("npx --no-install intercept demo runs from the installed package, and says it worked", async () => {
+  const demo = await npx("intercept", "demo");
+  assert.equal(demo.exitCode, 0, `${demo.stdout}${demo.stderr}`);
+  assert.match(demo.stdout, /^=== OK: port 8000 was answered through the proxy/m);
+  assert.match(demo.stdout, /^Removed icd[0-9a-f]{6}-server, icd[0-9a-f]{6}-client and their pins\.$/m);
+});
+
 test("init in an empty folder writes the scaffold and a package.json that lists intercept-bpf and typescript; validate passes there", async () => {
   const init = await npx("intercept", "init", "fresh");
   assert.equal(init.exitCode, 0, init.stderr);
