@@ -44,8 +44,6 @@ export type ErrorCode =
   | "privilege"
   /** A prebuilt object or its manifest does not match the policy it claims (changed C, tampered bytes). */
   | "prebuilt-mismatch"
-  /** `init` would overwrite a file that exists (and --force was not given). */
-  | "file-exists"
   /** A policy's outbound section names a cgroup that does not exist (or was made again since the plan). */
   | "cgroup-not-found"
   /** A policy has an outbound section and no cgroup2 hierarchy is mounted. */
