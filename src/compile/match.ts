@@ -14,6 +14,7 @@ import { ADDRESS_BITS, addressBytes, addressSet, addressText, cidrInterval, cidr
 import { covers, intersect, normalSet, subtract } from "../validate/intervals.js";
 import type { Cidr, PortRange, Rule } from "../validate/model.js";
 import { ruleFamilies, selectedPorts } from "../validate/selectors.js";
+import type { PrefixEntry } from "../model/bpf-abi.js";
 
 /**
  * Policies with up to this many port segments (case labels) match with a switch
@@ -113,16 +114,8 @@ export interface AddressCheck {
   families: { family: Family; clauses: AddressClause[] }[];
 }
 
-/** An entry of a prefix list's LPM trie. */
-export interface PrefixEntry {
-  family: Family;
-  list: number;
-  prefixLength: number;
-  /** Network order, 4 or 16 bytes. */
-  address: number[];
-  /** Selected (1), or left out by an exception (0). */
-  selected: boolean;
-}
+/** An entry of a prefix list's LPM trie: part of the BPF ABI (src/model/bpf-abi.ts). */
+export type { PrefixEntry } from "../model/bpf-abi.js";
 
 /** Per rule, in table programs: the prefix list ids its addresses must be in (0: any). */
 export interface RulePrefixLists {

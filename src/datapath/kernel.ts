@@ -1,19 +1,20 @@
 import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
-import { endianness } from "node:os";
 import path from "node:path";
-import { COUNTER_SLOTS, counterKey } from "../compile/counters.js";
-import type { PrefixEntry } from "../compile/match.js";
-import { prefixBytes, prefixMap } from "../compile/prefixes.js";
 import { CommandError, InterceptError } from "../errors.js";
-import { batch, deleteMapEntries, deleteMapEntry, dumpMap, formattedEntries, hashMapCommands, hostBytes, loadCommand, mapKeys, runCommands, updateCommand, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
+import { batch, deleteMapEntries, deleteMapEntry, dumpMap, formattedEntries, hashMapCommands, loadCommand, mapKeys, runCommands, updateCommand, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
 import { attachedTree, attachToCgroup, cgroupDirectory, cgroupRoot, detachFromCgroup, statCgroup } from "../kernel/cgroups.js";
 import { runJson, type NetworkNamespace } from "../kernel/exec.js";
 import { listLinks } from "../kernel/links.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
-import { ensureBpffs, isPolicyName, isVersionName, listEntries, OUTBOUND_RECORD_MAPS, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
+import { ensureBpffs, listEntries, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
 import { addClsact, clsactCommand, deleteClsact, deleteFilter, describeFilters, filterCommands, inOurSlot, isOurs, listLinkStates, replaceFilters, tcBatch, TcBatchError, type FilterTarget } from "../kernel/tc.js";
+import { arrayKey, exemptCgroupValue, MAPS, OUTBOUND_RECORD_MAPS, policyMetaValue, prefixBytes, prefixMap, QDISC_REGISTRY, qdiscRecord, ruleStateValue, type PrefixEntry } from "../model/bpf-abi.js";
+import { COUNTER_SLOTS, counterKey } from "../model/counters.js";
+import { hexByte } from "../model/host-order.js";
+import { isPolicyName } from "../model/policy-name.js";
+import { isVersionName } from "../model/version.js";
 import { CGROUP_HOOKS, HOOKS, performEach, type CgroupHook, type CgroupIdentity, type CgroupRef, type Counter, type Datapath, type DatapathOperation, type Hook, type LinkRef, type ObservedCgroup, type ObservedLink, type ObservedProgram, type ObservedState, type ObserveInterest, type ProgramLoad, type RuleCounters, type RunResult, type VersionRef } from "./types.js";
 
 /** Entries of the owned-qdisc registry: far more links than a namespace has. */
@@ -132,9 +133,9 @@ export class KernelDatapath implements Datapath {
     return [
       ...hooks.map((hook) => ["prog", "show", "pinned", this.pins.program(ref, hook)]),
       ...cgroupHooks.map((hook) => ["prog", "show", "pinned", this.pins.cgroupProgram(ref, hook)]),
-      ["map", "dump", "pinned", this.pins.map(ref, "policy_meta")],
-      ["map", "dump", "pinned", this.pins.map(ref, "rule_state")],
-      ...(cgroupHooks.length > 0 ? [["map", "dump", "pinned", this.pins.map(ref, "exempt_cgroups")]] : []),
+      ["map", "dump", "pinned", this.pins.map(ref, MAPS.policy_meta.name)],
+      ["map", "dump", "pinned", this.pins.map(ref, MAPS.rule_state.name)],
+      ...(cgroupHooks.length > 0 ? [["map", "dump", "pinned", this.pins.map(ref, MAPS.exempt_cgroups.name)]] : []),
     ];
   }
 
@@ -157,7 +158,7 @@ export class KernelDatapath implements Datapath {
     try {
       await addClsact(this.netns, link.name);
     } catch (error) {
-      await deleteMapEntry(this.pins.qdiscs, hostBytes(link.ifindex, 4));
+      await deleteMapEntry(this.pins.qdiscs, qdiscKey(link.ifindex));
       throw error;
     }
   }
@@ -172,8 +173,8 @@ export class KernelDatapath implements Datapath {
     if (links.length === 0) return [];
     const create = !existsSync(this.pins.qdiscs);
     if (create) await mkdir(this.pins.namespaceDir, { recursive: true });
-    const records = links.map((link) => ({ key: hostBytes(link.ifindex, 4), value: hostBytes(1, 4) }));
-    return hashMapCommands(this.pins.qdiscs, records, create ? { name: "intercept_qdisc", entries: QDISC_REGISTRY_ENTRIES } : undefined);
+    const records = links.map((link) => qdiscRecord(link.ifindex)).map(({ key, value }) => ({ key: key.map(hexByte), value: value.map(hexByte) }));
+    return hashMapCommands(this.pins.qdiscs, records, create ? { name: QDISC_REGISTRY.name, entries: QDISC_REGISTRY_ENTRIES } : undefined);
   }
 
   /**
@@ -187,7 +188,7 @@ export class KernelDatapath implements Datapath {
   private async forgetQdiscs(links: LinkRef[]): Promise<void> {
     for (const link of links) {
       try {
-        await deleteMapEntry(this.pins.qdiscs, hostBytes(link.ifindex, 4));
+        await deleteMapEntry(this.pins.qdiscs, qdiscKey(link.ifindex));
       } catch {
         // let be, as said above
       }
@@ -271,7 +272,7 @@ export class KernelDatapath implements Datapath {
 
   async removeQdisc(link: LinkRef): Promise<void> {
     await deleteClsact(this.netns, link.name);
-    await deleteMapEntry(this.pins.qdiscs, hostBytes(link.ifindex, 4));
+    await deleteMapEntry(this.pins.qdiscs, qdiscKey(link.ifindex));
   }
 
   async attachFilters(link: LinkRef, program: VersionRef, hooks: Hook[]): Promise<void> {
@@ -335,7 +336,7 @@ export class KernelDatapath implements Datapath {
     const [links, owned] = await Promise.all([listLinks(this.netns), this.ownedQdiscs()]);
     const present = new Set(links.map((link) => link.ifindex));
     const gone = owned.filter((ifindex) => !present.has(ifindex));
-    if (gone.length > 0) await deleteMapEntries(this.pins.qdiscs, gone.map((ifindex) => hostBytes(ifindex, 4)));
+    if (gone.length > 0) await deleteMapEntries(this.pins.qdiscs, gone.map((ifindex) => qdiscKey(ifindex)));
     if (gone.length === owned.length) await removePins(this.pins.qdiscs);
   }
 }
@@ -377,7 +378,7 @@ async function emptyVersionCommands(pins: PinLayout, load: ProgramLoad): Promise
       ...load.enabled.map((enabled, index) => ruleUpdate(pins, load.ref, index, enabled)),
       ...load.prefixes.map((entry) => prefixUpdate(pins, load.ref, entry)),
       ...(outbound ? exemptUpdates(pins, load.ref, load.exemptCgroups ?? []) : []),
-      { pin: pins.map(load.ref, "policy_meta"), key: hostBytes(0, 4), value: [...Buffer.from(load.contentHash.padEnd(64, "\0").slice(0, 64))].map(hex) },
+      { pin: pins.map(load.ref, MAPS.policy_meta.name), key: arrayKey(0).map(hexByte), value: policyMetaValue(load.contentHash).map(hexByte) },
     ].map(updateCommand),
   ];
 }
@@ -397,17 +398,7 @@ async function sharedRecordMaps(pins: PinLayout, loading: VersionRef): Promise<R
 
 /** exempt_cgroups, slot by slot: a 64-bit id and a 32-bit level (struct exempt_cgroup, host order). */
 function exemptUpdates(pins: PinLayout, ref: VersionRef, cgroups: CgroupIdentity[]): MapUpdate[] {
-  return cgroups.map(({ id, level }, slot) => {
-    const value = Buffer.alloc(16);
-    if (endianness() === "LE") {
-      value.writeBigUInt64LE(BigInt(id), 0);
-      value.writeUInt32LE(level, 8);
-    } else {
-      value.writeBigUInt64BE(BigInt(id), 0);
-      value.writeUInt32BE(level, 8);
-    }
-    return { pin: pins.map(ref, "exempt_cgroups"), key: hostBytes(slot, 4), value: [...value].map(hex) };
-  });
+  return cgroups.map(({ id, level }, slot) => ({ pin: pins.map(ref, MAPS.exempt_cgroups.name), key: arrayKey(slot).map(hexByte), value: exemptCgroupValue(id, level).map(hexByte) }));
 }
 
 export async function unloadVersion(pins: PinLayout, ref: VersionRef): Promise<void> {
@@ -417,7 +408,7 @@ export async function unloadVersion(pins: PinLayout, ref: VersionRef): Promise<v
 
 /** Each rule's counters, slot by slot, summed over CPUs (rule_counters is per-CPU). */
 export async function readVersionCounters(pins: PinLayout, ref: VersionRef, rules: number): Promise<RuleCounters[]> {
-  const entries = new Map((await dumpMap<Counter>(pins.map(ref, "rule_counters"))).map((entry) => [entry.key, entry.values ?? []]));
+  const entries = new Map((await dumpMap<Counter>(pins.map(ref, MAPS.rule_counters.name))).map((entry) => [entry.key, entry.values ?? []]));
   const total = (key: number): Counter =>
     (entries.get(key) ?? []).reduce((sum, { value }) => ({ packets: sum.packets + value.packets, bytes: sum.bytes + value.bytes }), { packets: 0, bytes: 0 });
   return Array.from({ length: rules }, (_, rule) =>
@@ -430,12 +421,12 @@ export async function writeRule(pins: PinLayout, ref: VersionRef, index: number,
 }
 
 function ruleUpdate(pins: PinLayout, ref: VersionRef, index: number, enabled: boolean): MapUpdate {
-  return { pin: pins.map(ref, "rule_state"), key: hostBytes(index, 4), value: hostBytes(enabled ? 1 : 0, 4) };
+  return { pin: pins.map(ref, MAPS.rule_state.name), key: arrayKey(index).map(hexByte), value: ruleStateValue(enabled).map(hexByte) };
 }
 
 function prefixUpdate(pins: PinLayout, ref: VersionRef, entry: PrefixEntry): MapUpdate {
   const { key, value } = prefixBytes(entry);
-  return { pin: pins.map(ref, prefixMap(entry)), key: key.map(hex), value: value.map(hex) };
+  return { pin: pins.map(ref, prefixMap(entry)), key: key.map(hexByte), value: value.map(hexByte) };
 }
 
 type LinkAttach = Extract<DatapathOperation, { op: "addQdisc" | "attachFilters" }>;
@@ -505,6 +496,7 @@ function cString(chars: number[] | string | undefined): string {
   return Buffer.from(end === -1 ? bytes : bytes.slice(0, end)).toString("latin1");
 }
 
-function hex(byte: number): string {
-  return byte.toString(16).padStart(2, "0");
+/** The qdisc registry's key of a link, as bpftool takes it. */
+function qdiscKey(ifindex: number): string[] {
+  return qdiscRecord(ifindex).key.map(hexByte);
 }

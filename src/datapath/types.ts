@@ -1,32 +1,15 @@
-import type { CounterSlot } from "../compile/counters.js";
-import type { PrefixEntry } from "../compile/match.js";
 import { unreachable } from "../errors.js";
-import type { NetworkNamespace } from "../kernel/exec.js";
+import type { CgroupAttachment } from "../kernel/cgroups.js";
+import type { PrefixEntry } from "../model/bpf-abi.js";
+import type { CounterSlot } from "../model/counters.js";
+import { CGROUP_HOOKS, type CgroupHook, type Hook } from "../model/hooks.js";
+import type { NetworkNamespace } from "../model/namespace.js";
+import type { VersionRef } from "../model/version.js";
 
-/** The two tc hooks of a link. */
-export type Hook = "ingress" | "egress";
-export const HOOKS: readonly Hook[] = ["ingress", "egress"];
-
-/**
- * The cgroup attach points of a policy's outbound programs (bpftool's
- * cgroup_inet4_connect, cgroup_inet6_connect, cgroup_sock_ops,
- * cgroup_getsockopt), in the order they are attached: the programs that
- * tie and answer records first, the ones that start capturing last.
- * Detached in reverse.
- */
-export type CgroupHook = "sock_ops" | "getsockopt" | "connect4" | "connect6";
-export const CGROUP_HOOKS: readonly CgroupHook[] = ["sock_ops", "getsockopt", "connect4", "connect6"];
-
-/**
- * One loaded version of a policy's programs, named the way its pins are:
- * the policy, and the first 16 hex digits of its content hash. Plans and
- * saved plans carry only these names; the datapath derives every path from
- * them and refuses names that could leave its own directory.
- */
-export interface VersionRef {
-  policy: string;
-  version: string;
-}
+// The shared vocabulary lives in src/model/; re-exported for the datapath's users.
+export { CGROUP_HOOKS, HOOKS, type CgroupHook, type Hook } from "../model/hooks.js";
+export { describeVersion, sameVersion, versionOf, type VersionRef } from "../model/version.js";
+export type { CgroupAttachment } from "../kernel/cgroups.js";
 
 /** A link, by the index the kernel uses and the name people use. */
 export interface LinkRef {
@@ -70,16 +53,6 @@ export interface CgroupRef {
 export interface CgroupIdentity {
   id: number;
   level: number;
-}
-
-/** A program attached directly to a cgroup (not inherited from a parent), ours or another's. */
-export interface CgroupAttachment {
-  /** bpftool's name of the attach point (cgroup_inet4_connect, …). */
-  attachType: string;
-  /** The attach point as intercept names it, when it is one of ours. */
-  hook: CgroupHook | undefined;
-  programId: number;
-  name: string;
 }
 
 export interface ObservedCgroup extends CgroupRef {
@@ -137,7 +110,7 @@ export interface Counter {
   bytes: number;
 }
 
-/** A rule's counters, by slot of the rule_counters layout (src/compile/counters.ts). */
+/** A rule's counters, by slot of the rule_counters layout (src/model/counters.ts). */
 export type RuleCounters = Record<CounterSlot, Counter>;
 
 /** A version to load: which, from which object file, with which rule switches and prefix lists. */
@@ -148,7 +121,7 @@ export interface ProgramLoad {
   /** The hooks the object has programs for. */
   hooks: Hook[];
   enabled: boolean[];
-  /** What the version's prefix tries hold (src/compile/prefixes.ts), written before its content hash. */
+  /** What the version's prefix tries hold (src/model/bpf-abi.ts), written before its content hash. */
   prefixes: PrefixEntry[];
   /** The cgroup hooks the object has programs for (a policy with an outbound section: all of them). */
   cgroupHooks?: CgroupHook[];
@@ -274,15 +247,6 @@ export async function performEach(datapath: Datapath, operations: DatapathOperat
   return { done: operations.length };
 }
 
-export function sameVersion(a: VersionRef | undefined, b: VersionRef | undefined): boolean {
-  return a !== undefined && b !== undefined && a.policy === b.policy && a.version === b.version;
-}
-
-/** The pin directory name of a content hash. */
-export function versionOf(contentHash: string): string {
-  return contentHash.slice(0, 16);
-}
-
 /** The version of ours whose program @programId is, and for which cgroup hook; undefined for another's program. */
 export function cgroupProgramOwner(programs: readonly ObservedProgram[], programId: number): { program: ObservedProgram; hook: CgroupHook } | undefined {
   for (const program of programs) {
@@ -297,8 +261,4 @@ export function ourCgroupPrograms(cgroup: ObservedCgroup, programs: readonly Obs
     const owner = cgroupProgramOwner(programs, attachment.programId);
     return owner && owner.hook === attachment.hook ? [{ hook: owner.hook, program: owner.program.ref }] : [];
   });
-}
-
-export function describeVersion(ref: VersionRef): string {
-  return `${ref.policy}@${ref.version.slice(0, 8)}`;
 }

@@ -1,6 +1,6 @@
 import { mkdir } from "node:fs/promises";
-import { endianness } from "node:os";
 import { CommandError } from "../errors.js";
+import { hexByte, hostOrder } from "../model/host-order.js";
 import { run, runJson, runWithInput } from "./exec.js";
 
 /**
@@ -30,11 +30,8 @@ export async function runCommands(commands: string[][]): Promise<void> {
 }
 
 /** Bytes of a host-order integer, as bpftool's `hex` arguments. */
-export function hostBytes(value: number, size: number): string[] {
-  const buffer = Buffer.alloc(size);
-  if (size === 4) (endianness() === "LE" ? buffer.writeUInt32LE(value) : buffer.writeUInt32BE(value));
-  else throw new Error(`unsupported integer size ${size}`);
-  return [...buffer].map((byte) => byte.toString(16).padStart(2, "0"));
+export function hostBytes(value: number, size: 1 | 2 | 4 | 8): string[] {
+  return hostOrder(value, size).map(hexByte);
 }
 
 export interface MapUpdate {

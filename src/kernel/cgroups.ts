@@ -1,8 +1,8 @@
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { cgroupPathProblem } from "../cgroup-path.js";
-import type { CgroupAttachment, CgroupHook } from "../datapath/types.js";
 import { InterceptError, messageOf } from "../errors.js";
+import type { CgroupHook } from "../model/hooks.js";
 import { run, runJson } from "./exec.js";
 
 /** bpftool's names of the attach points of each cgroup hook. */
@@ -50,6 +50,16 @@ export async function statCgroup(root: string, relative: string): Promise<{ id: 
     if (error instanceof InterceptError) throw error;
     throw new InterceptError("file-access", `cannot read cgroup ${relative}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`);
   }
+}
+
+/** A program attached directly to a cgroup (not inherited from a parent), ours or another's. */
+export interface CgroupAttachment {
+  /** bpftool's name of the attach point (cgroup_inet4_connect, …). */
+  attachType: string;
+  /** The attach point as intercept names it, when it is one of ours. */
+  hook: CgroupHook | undefined;
+  programId: number;
+  name: string;
 }
 
 interface BpftoolAttachment {

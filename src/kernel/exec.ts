@@ -1,13 +1,8 @@
 import { execa } from "execa";
 import { CommandError, InterceptError } from "../errors.js";
+import { NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
 
-/** Where a command runs: the current network namespace, or a named one (`ip netns`). */
-export interface NetworkNamespace {
-  /** `ip netns` name; undefined for the namespace intercept itself runs in. */
-  name?: string;
-}
-
-export const NETNS_DIR = "/var/run/netns";
+export { NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
 
 /** What each tool is for, so a missing one gets a useful message. */
 const PACKAGE_OF: Record<string, string> = {

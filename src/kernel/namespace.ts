@@ -1,7 +1,9 @@
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { InterceptError, messageOf } from "../errors.js";
-import { NETNS_DIR, type NetworkNamespace } from "./exec.js";
+import { describeNamespace, namespaceKeyOf, NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
+
+export { describeNamespace };
 
 /**
  * A stable identity for a network namespace: its inode. Pins of different
@@ -13,14 +15,10 @@ export async function namespaceKey(netns: NetworkNamespace): Promise<string> {
     throw new InterceptError("netns-not-found", `invalid network namespace name "${netns.name}"`);
   }
   try {
-    return `ns${(await stat(file)).ino}`;
+    return namespaceKeyOf((await stat(file)).ino);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== "ENOENT") throw new InterceptError("file-access", `cannot read ${file}: ${code ?? messageOf(error)}`);
     throw new InterceptError("netns-not-found", `network namespace "${netns.name}" does not exist (see \`ip netns list\`)`);
   }
-}
-
-export function describeNamespace(netns: NetworkNamespace): string {
-  return netns.name ? `network namespace "${netns.name}"` : "the current network namespace";
 }

@@ -1,30 +1,20 @@
 import { readdir, readFile, rm, rmdir } from "node:fs/promises";
 import path from "node:path";
-import type { CgroupHook, Hook, VersionRef } from "../datapath/types.js";
 import { InterceptError } from "../errors.js";
+import { CGROUP_PROGRAMS, TC_PROGRAMS, type MapName } from "../model/bpf-abi.js";
+import type { CgroupHook, Hook } from "../model/hooks.js";
+import { NAMESPACE_KEY } from "../model/namespace.js";
+import { POLICY_NAME } from "../model/policy-name.js";
+import { VERSION_NAME, type VersionRef } from "../model/version.js";
 import { run } from "./exec.js";
 
 export const BPFFS = "/sys/fs/bpf";
 export const PIN_ROOT = path.join(BPFFS, "intercept");
 
-/** The only names a pin path is ever built from; anything else is refused, never joined. */
-const NAMESPACE_KEY = /^ns\d+$/;
-const POLICY_NAME = /^[a-z][a-z0-9_]{0,31}$/;
-const VERSION = /^[0-9a-f]{16}$/;
-
-export type MapName = "rule_state" | "rule_counters" | "policy_meta" | "prefixes_v4" | "prefixes_v6" | "exempt_cgroups" | OutboundRecordMap;
-
-/** The maps of original destinations, shared by every version in a namespace (outbound_maps.h). */
-export type OutboundRecordMap = "orig_by_cookie" | "orig_by_conn";
-export const OUTBOUND_RECORD_MAPS: readonly OutboundRecordMap[] = ["orig_by_cookie", "orig_by_conn"];
-
-/** The program names of the cgroup hooks (templates/bpf/lib/outbound.h). */
-const CGROUP_PROGRAM: Record<CgroupHook, string> = {
-  connect4: "out_connect4",
-  connect6: "out_connect6",
-  sock_ops: "out_sockops",
-  getsockopt: "out_getsockopt",
-};
+// The only names a pin path is ever built from (src/model/): anything else is refused, never joined.
+export { isPolicyName } from "../model/policy-name.js";
+export { isVersionName } from "../model/version.js";
+export { OUTBOUND_RECORD_MAPS, type MapName, type OutboundRecordMap } from "../model/bpf-abi.js";
 
 /**
  * Where a namespace's objects are pinned:
@@ -54,15 +44,15 @@ export class PinLayout {
   }
 
   version(ref: VersionRef): string {
-    return inside(this.policy(ref.policy), checked(ref.version, VERSION, "program version"));
+    return inside(this.policy(ref.policy), checked(ref.version, VERSION_NAME, "program version"));
   }
 
   program(ref: VersionRef, hook: Hook): string {
-    return path.join(this.version(ref), "progs", `intercept_${hook}`);
+    return path.join(this.version(ref), "progs", TC_PROGRAMS[hook].name);
   }
 
   cgroupProgram(ref: VersionRef, hook: CgroupHook): string {
-    return path.join(this.version(ref), "progs", CGROUP_PROGRAM[hook]);
+    return path.join(this.version(ref), "progs", CGROUP_PROGRAMS[hook].name);
   }
 
   map(ref: VersionRef, map: MapName): string {
@@ -81,15 +71,6 @@ function inside(parent: string, name: string): string {
   const joined = path.resolve(parent, name);
   if (path.dirname(joined) !== parent) throw new InterceptError("pin-path-refused", `refusing pin path ${joined}: outside ${parent}`);
   return joined;
-}
-
-/** Whether @name could be a policy's or a version's pin directory (others are not ours). */
-export function isPolicyName(name: string): boolean {
-  return POLICY_NAME.test(name);
-}
-
-export function isVersionName(name: string): boolean {
-  return VERSION.test(name);
 }
 
 /** Mounts bpffs at /sys/fs/bpf when nothing is mounted there. */

@@ -1,5 +1,6 @@
 import { CommandError } from "../errors.js";
-import type { Hook } from "../datapath/types.js";
+import { TC_PROGRAM_PREFIX } from "../model/bpf-abi.js";
+import type { Hook } from "../model/hooks.js";
 import { run, runJson, runWithInput, type NetworkNamespace } from "./exec.js";
 
 /** Our filters' identity on a hook: only filters with this pref and handle are ever touched. */
@@ -95,7 +96,7 @@ export function inOurSlot(filter: TcFilter): boolean {
 
 /** Ours: in our slot and running one of our programs (tc shows names cut to 15 characters). */
 export function isOurs(filter: TcFilter): boolean {
-  return inOurSlot(filter) && filter.kind === "bpf" && (filter.programName ?? "").startsWith("intercept_");
+  return inOurSlot(filter) && filter.kind === "bpf" && (filter.programName ?? "").startsWith(TC_PROGRAM_PREFIX);
 }
 
 export async function addClsact(netns: NetworkNamespace, link: string): Promise<void> {

@@ -1,0 +1,65 @@
+/**
+ * Resource addresses, as plans name what they change (Terraform's
+ * `aws_instance.web`): program.<policy>, attachment.<link>,
+ * rule.<policy>[<index>], qdisc.<link>, cgroup.<path>, exemption.<policy>.
+ * Built only by formatAddress; parseAddress reads one back.
+ */
+import { isPolicyName } from "./policy-name.js";
+
+export type ResourceAddress =
+  /** A policy's loaded, pinned program version. */
+  | { kind: "program"; policy: string }
+  /** Our filters on a link's tc hooks. */
+  | { kind: "attachment"; link: string }
+  /** A rule's enabled flag, by its slot (src/model/rule-slots.ts). */
+  | { kind: "rule"; policy: string; index: number }
+  /** A clsact qdisc intercept made. */
+  | { kind: "qdisc"; link: string }
+  /** Our programs on a cgroup, by its path below the cgroup2 mount. */
+  | { kind: "cgroup"; path: string }
+  /** The exempt cgroups of a policy's version. */
+  | { kind: "exemption"; policy: string };
+
+export type ResourceKind = ResourceAddress["kind"];
+
+export function formatAddress(address: ResourceAddress): string {
+  switch (address.kind) {
+    case "program":
+    case "exemption":
+      return `${address.kind}.${address.policy}`;
+    case "rule":
+      return `rule.${address.policy}[${address.index}]`;
+    case "attachment":
+    case "qdisc":
+      return `${address.kind}.${address.link}`;
+    case "cgroup":
+      return `cgroup.${address.path}`;
+  }
+}
+
+const RULE = /^([^[\]]+)\[(0|[1-9][0-9]{0,9})\]$/;
+
+/** The address @text names; undefined when it is not an address formatAddress could have made. */
+export function parseAddress(text: string): ResourceAddress | undefined {
+  const dot = text.indexOf(".");
+  if (dot === -1) return undefined;
+  const kind = text.slice(0, dot);
+  const rest = text.slice(dot + 1);
+  if (rest === "") return undefined;
+  switch (kind) {
+    case "program":
+    case "exemption":
+      return isPolicyName(rest) ? { kind, policy: rest } : undefined;
+    case "rule": {
+      const match = RULE.exec(rest);
+      return match && isPolicyName(match[1]!) ? { kind, policy: match[1]!, index: Number(match[2]) } : undefined;
+    }
+    case "attachment":
+    case "qdisc":
+      return /[\s/]/.test(rest) ? undefined : { kind, link: rest };
+    case "cgroup":
+      return { kind, path: rest };
+    default:
+      return undefined;
+  }
+}

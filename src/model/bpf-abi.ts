@@ -1,0 +1,180 @@
+/**
+ * The TypeScript side of the BPF ABI: what the objects built from
+ * templates/bpf define, as userspace names and writes it — the maps (by
+ * the names bpftool pins them under), their key and value layouts with
+ * each field's byte order, and the programs with their SEC() names.
+ * tests/unit/bpf-abi.test.ts compiles the templates and checks the
+ * object's BTF and sections against this module (the counters' layout is
+ * src/model/counters.ts, checked by tests/unit/counters.test.ts).
+ */
+import type { CgroupHook, Hook } from "./hooks.js";
+import { hostU32, hostU64 } from "./host-order.js";
+
+/** How a field's bytes are ordered: as the host's integers (__u32), or as in packets (__be32). */
+export type ByteOrder = "host" | "network" | "bytes";
+
+export interface FieldLayout {
+  offset: number;
+  size: number;
+  order: ByteOrder;
+}
+
+/** A key or value type: a C struct with its fields, or a bare integer (no fields). */
+export interface TypeLayout {
+  /** The C type: "struct rule_state", "__u32", … */
+  type: string;
+  size: number;
+  fields: Record<string, FieldLayout>;
+}
+
+/** The kernel's map types the objects use (enum bpf_map_type). */
+export const MAP_TYPES = { array: 2, percpuArray: 6, lruHash: 9, lpmTrie: 11 } as const;
+
+export interface MapAbi {
+  name: string;
+  type: keyof typeof MAP_TYPES;
+  key: TypeLayout;
+  value: TypeLayout;
+}
+
+const u8: TypeLayout = { type: "__u8", size: 1, fields: {} };
+const u32: TypeLayout = { type: "__u32", size: 4, fields: {} };
+const u64: TypeLayout = { type: "__u64", size: 8, fields: {} };
+const field = (offset: number, size: number, order: ByteOrder = "host"): FieldLayout => ({ offset, size, order });
+
+/** What a captured connect() asked for (outbound_maps.h); an address is IPv6 or IPv4-mapped, in network order. */
+const originalDestination: TypeLayout = {
+  type: "struct original_destination", size: 24,
+  fields: { addr: field(0, 16, "network"), port: field(16, 2, "network"), family: field(18, 1), pad: field(19, 1), rule: field(20, 4) },
+};
+
+/** Every map a policy's object may define, by pinned name (templates/bpf/lib/maps.h, prefixes.h, outbound_maps.h). */
+export const MAPS = {
+  rule_state: { name: "rule_state", type: "array", key: u32, value: { type: "struct rule_state", size: 4, fields: { enabled: field(0, 4) } } },
+  rule_counters: {
+    name: "rule_counters", type: "percpuArray", key: u32,
+    value: { type: "struct rule_counter", size: 16, fields: { packets: field(0, 8), bytes: field(8, 8) } },
+  },
+  policy_meta: { name: "policy_meta", type: "array", key: u32, value: { type: "struct policy_meta", size: 64, fields: { content_hash: field(0, 64, "bytes") } } },
+  prefixes_v4: {
+    name: "prefixes_v4", type: "lpmTrie", value: u8,
+    key: { type: "struct prefix_key_v4", size: 12, fields: { prefixlen: field(0, 4), list: field(4, 4), addr: field(8, 4, "network") } },
+  },
+  prefixes_v6: {
+    name: "prefixes_v6", type: "lpmTrie", value: u8,
+    key: { type: "struct prefix_key_v6", size: 24, fields: { prefixlen: field(0, 4), list: field(4, 4), addr: field(8, 16, "network") } },
+  },
+  exempt_cgroups: {
+    name: "exempt_cgroups", type: "array", key: u32,
+    value: { type: "struct exempt_cgroup", size: 16, fields: { id: field(0, 8), level: field(8, 4), pad: field(12, 4) } },
+  },
+  orig_by_cookie: { name: "orig_by_cookie", type: "lruHash", key: u64, value: originalDestination },
+  orig_by_conn: {
+    name: "orig_by_conn", type: "lruHash", value: originalDestination,
+    key: {
+      type: "struct connection_key", size: 36,
+      fields: { client: field(0, 16, "network"), proxy: field(16, 16, "network"), client_port: field(32, 2, "network"), proxy_port: field(34, 2, "network") },
+    },
+  },
+} as const satisfies Record<string, MapAbi>;
+
+export type MapName = keyof typeof MAPS;
+
+/** The maps of original destinations, shared by every version in a namespace (outbound_maps.h). */
+export type OutboundRecordMap = "orig_by_cookie" | "orig_by_conn";
+export const OUTBOUND_RECORD_MAPS: readonly OutboundRecordMap[] = ["orig_by_cookie", "orig_by_conn"];
+
+/**
+ * The map intercept makes itself (not in any object), one per namespace:
+ * the clsact qdiscs it created, by ifindex (a __u32 key, a __u32 value 1).
+ */
+export const QDISC_REGISTRY = { name: "intercept_qdisc", key: u32, value: u32 } as const;
+
+export interface ProgramAbi {
+  /** The C function's name: the program's name in the kernel, and its pin's. */
+  name: string;
+  /** Its SEC(): the section bpftool reads the program type from. */
+  section: string;
+}
+
+/** The tc programs, one per hook (templates/bpf/lib/programs.h). */
+export const TC_PROGRAMS: Record<Hook, ProgramAbi> = {
+  ingress: { name: "intercept_ingress", section: "tc" },
+  egress: { name: "intercept_egress", section: "tc" },
+};
+
+/** Every tc program's name starts so: how a filter running one of ours is told apart (tc cuts names to 15 characters). */
+export const TC_PROGRAM_PREFIX = "intercept_";
+
+/** The outbound programs, one per cgroup hook (templates/bpf/lib/outbound.h). */
+export const CGROUP_PROGRAMS: Record<CgroupHook, ProgramAbi> = {
+  connect4: { name: "out_connect4", section: "cgroup/connect4" },
+  connect6: { name: "out_connect6", section: "cgroup/connect6" },
+  sock_ops: { name: "out_sockops", section: "sockops" },
+  getsockopt: { name: "out_getsockopt", section: "cgroup/getsockopt" },
+};
+
+/*
+ * Encoders: a key or value as the bytes of its layout above.
+ */
+
+/** The key of every array map (rule_state, rule_counters, policy_meta, exempt_cgroups): the slot. */
+export function arrayKey(slot: number): number[] {
+  return hostU32(slot);
+}
+
+/** struct rule_state: the rule's switch. */
+export function ruleStateValue(enabled: boolean): number[] {
+  return hostU32(enabled ? 1 : 0);
+}
+
+/** struct policy_meta: the content hash, NUL-padded to its 64 characters. */
+export function policyMetaValue(contentHash: string): number[] {
+  const size = MAPS.policy_meta.value.fields.content_hash.size;
+  return [...Buffer.from(contentHash.padEnd(size, "\0").slice(0, size))];
+}
+
+/** struct exempt_cgroup: a cgroup's id and its level (the padding zero). */
+export function exemptCgroupValue(id: number, level: number): number[] {
+  return [...hostU64(id), ...hostU32(level), ...hostU32(0)];
+}
+
+/** The qdisc registry's key (an ifindex) and value (1: ours). */
+export function qdiscRecord(ifindex: number): { key: number[]; value: number[] } {
+  return { key: hostU32(ifindex), value: hostU32(1) };
+}
+
+/*
+ * The prefix tries: the C side is struct prefix_key_v4/_v6 in
+ * templates/bpf/lib/prefixes.h. A key is the prefix length counting the
+ * list number's bits too, the list number, then the address; both numbers
+ * in host byte order, the address in network order. The value is one byte,
+ * enum prefix_verdict.
+ */
+
+/** An entry of a prefix list's LPM trie. */
+export interface PrefixEntry {
+  family: "ipv4" | "ipv6";
+  list: number;
+  prefixLength: number;
+  /** Network order, 4 or 16 bytes. */
+  address: number[];
+  /** Selected (1), or left out by an exception (0). */
+  selected: boolean;
+}
+
+/** The list number's bits at the start of every key (PREFIX_LIST_BITS). */
+export const PREFIX_LIST_BITS = 32;
+
+/** The map an entry goes into. */
+export function prefixMap(entry: PrefixEntry): "prefixes_v4" | "prefixes_v6" {
+  return entry.family === "ipv4" ? "prefixes_v4" : "prefixes_v6";
+}
+
+/** An entry's key and value, as bytes. */
+export function prefixBytes(entry: PrefixEntry): { key: number[]; value: number[] } {
+  return {
+    key: [...hostU32(PREFIX_LIST_BITS + entry.prefixLength), ...hostU32(entry.list), ...entry.address],
+    value: [entry.selected ? 1 : 0],
+  };
+}

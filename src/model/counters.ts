@@ -1,0 +1,54 @@
+/**
+ * The layout of the `rule_counters` map, in one place for every reader
+ * (status, metrics, tests). The map is a BPF_MAP_TYPE_PERCPU_ARRAY of
+ * `struct rule_counter { __u64 packets; __u64 bytes; }`, per CPU (a reader
+ * sums the CPUs), with COUNTER_SLOTS.length entries per rule:
+ *
+ *   key = rule * COUNTER_SLOTS.length + slot
+ *
+ * The C side is `enum counter_slot` in templates/bpf/lib/maps.h;
+ * tests/unit/counters.test.ts checks that the two agree (src/compile/counters.ts
+ * re-exports this module for the compiler, where the C points).
+ */
+export const COUNTER_SLOTS = [
+  /** Rewrite rules: packets arriving for originalPort whose destination port was rewritten. */
+  "rewrittenIngress",
+  /** Rewrite rules: replies whose source port was rewritten back to originalPort. */
+  "rewrittenEgress",
+  /** Steer rules: SYNs assigned to the proxy's listener — one per connection (bytes: of those SYNs). */
+  "steered",
+  /** Steer rules: SYNs that found no listener on port, then dropped or passed as onProxyDown says. */
+  "proxyDown",
+  /**
+   * Steer rules: SYNs whose 4-tuple the kernel still held in TIME_WAIT (a
+   * connection the proxy closed moments ago, its client port reused) and
+   * that could not be steered: the kernel would not reopen the tuple for
+   * this SYN either (its sequence number not after the old connection's),
+   * or the reset that ends the TIME_WAIT did not take (net.ipv4.tcp_rfc1337
+   * = 1). Dropped or passed as onProxyDown says.
+   */
+  "timeWait",
+  /**
+   * Steer rules: connections steered through a 4-tuple that was in
+   * TIME_WAIT, which the program ended for them (a reset ahead of the SYN,
+   * docs/steering.md): a subset of steered.
+   */
+  "timeWaitRecycled",
+  /**
+   * Outbound rules: connect() calls sent to the local proxy — one per
+   * connection (bytes: always 0, nothing is counted per packet).
+   */
+  "redirected",
+] as const;
+
+export type CounterSlot = (typeof COUNTER_SLOTS)[number];
+
+/** The C enumerator of each slot (COUNTER_REWRITTEN_INGRESS, …). */
+export function counterSlotConstant(slot: CounterSlot): string {
+  return `COUNTER_${slot.replace(/[A-Z]/g, (letter) => `_${letter}`).toUpperCase()}`;
+}
+
+/** The rule_counters key of @rule's @slot. */
+export function counterKey(rule: number, slot: CounterSlot): number {
+  return rule * COUNTER_SLOTS.length + COUNTER_SLOTS.indexOf(slot);
+}

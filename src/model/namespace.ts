@@ -1,0 +1,41 @@
+/**
+ * Network namespaces: how intercept names one (its `ip netns` name) and
+ * how it keys what it keeps for one (its inode: pins, locks, saved plans).
+ * The key is built and read only here.
+ */
+
+/** Where a command runs: the current network namespace, or a named one (`ip netns`). */
+export interface NetworkNamespace {
+  /** `ip netns` name; undefined for the namespace intercept itself runs in. */
+  name?: string;
+}
+
+/** Where `ip netns` keeps the files that name namespaces. */
+export const NETNS_DIR = "/var/run/netns";
+
+/**
+ * A namespace's key: "ns" and the inode of its namespace file, stable
+ * whatever the namespace is called. An inode is a 64-bit number: at most
+ * 20 digits (schemas/saved-plan.schema.json says the same; a unit test
+ * keeps them in step).
+ */
+export const NAMESPACE_KEY = /^ns[0-9]{1,20}$/;
+
+/** The key of the namespace whose file has inode @inode. */
+export function namespaceKeyOf(inode: number | bigint): string {
+  return `ns${inode}`;
+}
+
+/** Whether @name is a namespace key (a pin directory or lock of ours is named by one). */
+export function isNamespaceKey(name: string): boolean {
+  return NAMESPACE_KEY.test(name);
+}
+
+/** The inode a namespace key names; undefined for anything that is not a key. */
+export function inodeOfKey(key: string): bigint | undefined {
+  return isNamespaceKey(key) ? BigInt(key.slice(2)) : undefined;
+}
+
+export function describeNamespace(netns: NetworkNamespace): string {
+  return netns.name ? `network namespace "${netns.name}"` : "the current network namespace";
+}

@@ -1,0 +1,38 @@
+/**
+ * A policy's rules share one numbering: the slots of its rule_state and
+ * rule_counters maps hold its interceptors first, then its outbound rules.
+ * A rule's slot is its `index`; this is the one place that orders them.
+ */
+
+/** What a policy must have to be numbered: its interceptors and, optionally, outbound rules. */
+export interface SlottedPolicy<Interceptor, Outbound> {
+  rules: readonly Interceptor[];
+  outbound?: { rules: readonly Outbound[] } | undefined;
+}
+
+export type RuleSlot<Interceptor, Outbound> =
+  | { slot: number; kind: "interceptor"; rule: Interceptor }
+  | { slot: number; kind: "outbound"; rule: Outbound };
+
+/** Every rule of @policy in slot order. */
+export function ruleSlots<I, O>(policy: SlottedPolicy<I, O>): RuleSlot<I, O>[] {
+  return [
+    ...policy.rules.map((rule, slot) => ({ slot, kind: "interceptor" as const, rule })),
+    ...(policy.outbound?.rules ?? []).map((rule, position) => ({ slot: outboundSlot(policy.rules.length, position), kind: "outbound" as const, rule })),
+  ];
+}
+
+/** The rules of @policy in slot order, without their kinds. */
+export function slottedRules<I, O>(policy: SlottedPolicy<I, O>): (I | O)[] {
+  return ruleSlots(policy).map((entry) => entry.rule);
+}
+
+/** How many slots @policy's rules take. */
+export function slotCount(policy: SlottedPolicy<unknown, unknown>): number {
+  return policy.rules.length + (policy.outbound?.rules.length ?? 0);
+}
+
+/** The slot of the outbound rule at @position, after @interceptors interceptors. */
+export function outboundSlot(interceptors: number, position: number): number {
+  return interceptors + position;
+}
