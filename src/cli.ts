@@ -3,6 +3,7 @@ import type { AgentOptions } from "./agent/index.js";
 import type { LogFormat } from "./agent/log.js";
 import { formatDiagnostics } from "./diagnostics.js";
 import { InterceptError, messageOf, PolicyError, UsageError } from "./errors.js";
+import type { ListenAddress } from "./model/listen-address.js";
 
 const USAGE = `Usage: intercept <command> [options] [PATH…]
 
@@ -194,11 +195,8 @@ function logFormat(value: string): LogFormat {
   return value;
 }
 
-/** An address the agent can listen on for metrics. */
-export interface ListenAddress {
-  host: string;
-  port: number;
-}
+/** An address the agent can listen on for metrics: src/model/listen-address.ts. */
+export type { ListenAddress };
 
 /**
  * "HOST:PORT", "[V6]:PORT", ":PORT" or "PORT" (host then 127.0.0.1: metrics

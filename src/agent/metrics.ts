@@ -1,7 +1,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Registry } from "prom-client";
-import type { ListenAddress } from "../cli.js";
+import type { ListenAddress } from "../model/listen-address.js";
 import { InterceptError, messageOf } from "../errors.js";
 import type { StatusReport } from "../reconcile/inspect.js";
 import { ruleSummary, singleOriginalPort } from "../validate/index.js";

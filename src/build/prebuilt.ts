@@ -3,6 +3,7 @@ import { copyFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { CompiledPolicy } from "../compile/index.js";
 import { InterceptError, messageOf } from "../errors.js";
+import { isObjectFileName, isPolicyName, objectFileName } from "../model/policy-name.js";
 import { clangBuilder, compilerVersion, findOnPath, type BuiltPolicy } from "./clang.js";
 import type { ProgramBuilder } from "./types.js";
 
@@ -38,7 +39,7 @@ export async function writeObjects(dir: string, built: BuiltPolicy[]): Promise<O
   await mkdir(dir, { recursive: true });
   const objects: ManifestEntry[] = [];
   for (const { compiled, contentHash, objectPath } of built) {
-    const object = `${compiled.policy.name}.bpf.o`;
+    const object = objectFileName(compiled.policy.name);
     await copyFile(objectPath, path.join(dir, object));
     objects.push({
       policy: compiled.policy.name,
@@ -94,6 +95,11 @@ export async function prebuiltObjects(dir: string): Promise<ProgramBuilder> {
   };
 }
 
+/** `--objects DIR`: programs from objects built in CI; otherwise clang here. */
+export async function programBuilder(objects: string | undefined): Promise<ProgramBuilder> {
+  return objects === undefined ? clangBuilder : prebuiltObjects(objects);
+}
+
 async function requireClang(compiled: CompiledPolicy, dir: string): Promise<void> {
   if (await findOnPath("clang")) return;
   throw new InterceptError("tool-missing", `policy ${compiled.policy.name} has no prebuilt object in ${dir} and clang is not installed: build the objects in CI (\`intercept build --out DIR\`) or install clang`);
@@ -125,8 +131,8 @@ function manifestProblem(value: unknown): string | undefined {
     const e = entry as Partial<ManifestEntry> | null;
     const at = `objects[${index}]`;
     if (typeof e !== "object" || e === null) return `${at} is not an object`;
-    if (typeof e.policy !== "string" || !/^[a-z][a-z0-9_]{0,31}$/.test(e.policy)) return `${at}.policy is not a policy name`;
-    if (typeof e.object !== "string" || !/^[a-z][a-z0-9_]{0,31}\.bpf\.o$/.test(e.object)) return `${at}.object is not a file name of ours`;
+    if (typeof e.policy !== "string" || !isPolicyName(e.policy)) return `${at}.policy is not a policy name`;
+    if (typeof e.object !== "string" || !isObjectFileName(e.object)) return `${at}.object is not a file name of ours`;
     for (const field of ["sourceHash", "contentHash", "sha256"] as const) {
       if (typeof e[field] !== "string" || !HEX64.test(e[field])) return `${at}.${field} is not a sha256`;
     }

@@ -1,6 +1,2 @@
-import { clangBuilder, prebuiltObjects, type ProgramBuilder } from "../build/index.js";
-
-/** `--objects DIR`: programs from objects built in CI; otherwise clang here. */
-export async function programBuilder(objects: string | undefined): Promise<ProgramBuilder> {
-  return objects === undefined ? clangBuilder : prebuiltObjects(objects);
-}
+/** `--objects DIR`: chosen in src/build/ (the agent chooses the same way); re-exported for the commands. */
+export { programBuilder } from "../build/index.js";

@@ -11,13 +11,15 @@
  * `#warning` into it).
  */
 import { InterceptError } from "../errors.js";
+import { POLICY_NAME } from "../model/policy-name.js";
+import { outboundSlot } from "../model/rule-slots.js";
 import type { Rule, ValidPolicy } from "../validate/index.js";
 import { readCidr } from "../validate/addresses.js";
 
 /** What the C can take; tests/unit/render.test.ts checks these agree with the schema. */
 export const RENDER_LIMITS = {
   /** Used in C identifiers and pin paths. */
-  name: /^[a-z][a-z0-9_]{0,31}$/,
+  name: POLICY_NAME,
   port: { minimum: 1, maximum: 65535 },
   /** The lookup tables store rule + 1 in a __u16. */
   maxRules: 65535,
@@ -101,7 +103,7 @@ function assertOutboundRenderable(outbound: unknown, firstIndex: number, refuse:
   rules.forEach((rule: unknown, position) => {
     const at = `outbound.rules[${position}]`;
     if (!isRecord(rule)) return refuse(at, rule, "an object");
-    if (rule.index !== firstIndex + position) refuse(`${at}.index`, rule.index, String(firstIndex + position));
+    if (rule.index !== outboundSlot(firstIndex, position)) refuse(`${at}.index`, rule.index, String(outboundSlot(firstIndex, position)));
     for (const field of ["originalPort", "port"] as const) {
       if (!isPort(rule[field])) refuse(`${at}.${field}`, rule[field], `an integer ${RENDER_LIMITS.port.minimum}–${RENDER_LIMITS.port.maximum}`);
     }

@@ -1,6 +1,8 @@
-import type { CgroupHook, CgroupIdentity, CgroupRef, Hook, LinkRef, VersionRef } from "../datapath/types.js";
+import type { CgroupIdentity, CgroupRef, LinkRef } from "../datapath/types.js";
 import { unreachable } from "../errors.js";
-import type { NetworkNamespace } from "../kernel/exec.js";
+import type { CgroupHook, Hook } from "../model/hooks.js";
+import type { NetworkNamespace } from "../model/namespace.js";
+import type { VersionRef } from "../model/version.js";
 
 /**
  * A plan is data: the changes that take the kernel to the policies, one
@@ -11,7 +13,8 @@ import type { NetworkNamespace } from "../kernel/exec.js";
  * execution, rendering).
  *
  * Addresses: program.<policy>, attachment.<link>, rule.<policy>[<index>],
- * qdisc.<link>, cgroup.<path>, exemption.<policy>. No change holds a pin
+ * qdisc.<link>, cgroup.<path>, exemption.<policy> (src/model/addresses.ts
+ * formats and parses them). No change holds a pin
  * path: the datapath derives those (a cgroup's path is relative to the
  * cgroup2 mount, and checked again before use).
  */

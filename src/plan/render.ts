@@ -1,5 +1,5 @@
 import { styleText } from "node:util";
-import { describeNamespace } from "../kernel/namespace.js";
+import { describeNamespace } from "../model/namespace.js";
 import { actionOf, summarise, type Action, type Plan } from "./model.js";
 
 type Colour = "green" | "yellow" | "red" | "magenta";

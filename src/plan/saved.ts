@@ -4,7 +4,7 @@ import { open, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import type { ObservedState } from "../datapath/types.js";
 import { InterceptError, messageOf } from "../errors.js";
-import type { NetworkNamespace } from "../kernel/exec.js";
+import type { NetworkNamespace } from "../model/namespace.js";
 import type { Change, Plan } from "./model.js";
 
 const SCHEMA_PATH = fileURLToPath(new URL("../../../schemas/saved-plan.schema.json", import.meta.url));

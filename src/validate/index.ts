@@ -3,6 +3,7 @@ import { diagnosticAt, startOf, type Diagnostic } from "../diagnostics.js";
 import type { LoadedPolicy } from "../load/index.js";
 import { isWithin } from "../load/source-map.js";
 import type { Policy } from "../api.js";
+import { isPolicyName } from "../model/policy-name.js";
 import type { Rule, ValidPolicy } from "./model.js";
 import { checkSchema, type SchemaProblem } from "./schema.js";
 import { checkOutbound, checkOutboundAcrossPolicies, normaliseOutbound } from "./outbound.js";
@@ -15,8 +16,6 @@ export { cidrText } from "./addresses.js";
 export { singleOriginalPort } from "./selectors.js";
 export { attachesToLinks } from "./outbound.js";
 
-/** Names end up in C identifiers and pin paths. Mirrors the schema's pattern. */
-const NAME_PATTERN = /^[a-z][a-z0-9_]{0,31}$/;
 
 /**
  * Stage 2: checks loaded policies against the schema, then the rules
@@ -110,7 +109,7 @@ function defaultName(file: string): string {
 function checkName(loaded: LoadedPolicy): Diagnostic[] {
   if ((loaded.value as Partial<Policy>).name !== undefined) return [];
   const name = defaultName(loaded.file);
-  if (NAME_PATTERN.test(name)) return [];
+  if (isPolicyName(name)) return [];
   return [diagnosticAt("policy/name-unusable", startOf(loaded.file),
     `the file name gives the policy name "${name}", which is not usable in C identifiers and pin paths: set "name" (lower case letters, digits and _, starting with a letter)`)];
 }
