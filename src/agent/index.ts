@@ -1,4 +1,4 @@
-import type { ListenAddress } from "../cli.js";
+import type { ListenAddress } from "../model/listen-address.js";
 import { InterceptError, messageOf, type PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
@@ -10,7 +10,8 @@ import { Lifecycle } from "./lifecycle.js";
 import { createLogger, type LogFormat, type Logger } from "./log.js";
 import { AgentMetrics } from "./metrics.js";
 import { NamespaceDirectory } from "./netns-directory.js";
-import { collectOrphans, FLEET_LOCK_HOLDER } from "./orphans.js";
+import { AGENT_LOCK_HOLDER, FLEET_LOCK_HOLDER } from "../model/lock-holder.js";
+import { collectOrphans } from "./orphans.js";
 import { logInvalid, PolicyWatcher, readPolicySet, type PolicySet } from "./policy-watcher.js";
 
 /** Which network namespaces an agent serves: one (named, or its own), or every one whose name matches. */
@@ -84,7 +85,7 @@ class Agent {
     this.fleet = new Fleet({
       keep: options.keep,
       lockTimeoutMs: options.lockTimeoutMs,
-      lockHolder: options.namespaces.kind === "matching" ? FLEET_LOCK_HOLDER : "intercept agent",
+      lockHolder: options.namespaces.kind === "matching" ? FLEET_LOCK_HOLDER : AGENT_LOCK_HOLDER,
       policies: () => this.policies!,
       onGone: (netns) => {
         // The one namespace this agent serves is gone: nothing is left to do, and a supervisor should know.

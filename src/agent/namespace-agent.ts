@@ -3,6 +3,7 @@ import { InterceptError, messageOf } from "../errors.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import type { ProgramBuilder } from "../build/index.js";
 import { applyRun, doneWord, planRun, type ApplyEvent, type DesiredPolicy, type PlannedRun } from "../reconcile/index.js";
+import { isAgentHolder } from "../model/lock-holder.js";
 import { lockNamespace, type NamespaceLock } from "../reconcile/lock.js";
 import { LinkWatcher } from "./link-watcher.js";
 import type { Logger } from "./log.js";
@@ -82,7 +83,7 @@ export class NamespaceAgent {
         holder: this.options.lockHolder,
         timeoutMs: this.options.lockTimeoutMs,
         onWait: (heldBy) => {
-          if (heldBy.holder?.startsWith("intercept agent")) throw new InterceptError("lock-held", `another agent (pid ${heldBy.pid}) already manages ${where}`);
+          if (isAgentHolder(heldBy.holder)) throw new InterceptError("lock-held", `another agent (pid ${heldBy.pid}) already manages ${where}`);
           this.log("waiting", `for the lock on ${where} held by ${heldBy.description}`);
         },
       });

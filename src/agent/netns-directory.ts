@@ -2,7 +2,7 @@ import { statSync, watch, type FSWatcher } from "node:fs";
 import { readdir, stat, statfs } from "node:fs/promises";
 import path from "node:path";
 import { InterceptError, messageOf } from "../errors.js";
-import { NETNS_DIR } from "../kernel/exec.js";
+import { namespaceKeyOf, NETNS_DIR } from "../model/namespace.js";
 
 /** statfs(2)'s f_type of a namespace file (linux/magic.h NSFS_MAGIC). */
 const NSFS_MAGIC = 0x6e736673;
@@ -22,7 +22,7 @@ export type NamespaceFile =
 export async function identifyNamespaceFile(file: string): Promise<NamespaceFile> {
   try {
     if ((await statfs(file)).type !== NSFS_MAGIC) return { kind: "pending" };
-    return { kind: "namespace", key: `ns${(await stat(file)).ino}` };
+    return { kind: "namespace", key: namespaceKeyOf((await stat(file)).ino) };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return { kind: "gone" };
     throw error;

@@ -1,15 +1,15 @@
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { InterceptError } from "../errors.js";
-import { NETNS_DIR } from "../kernel/exec.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { listEntries, PIN_ROOT, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
-import { LOCK_DIR, lockNamespace } from "../reconcile/lock.js";
+import { FLEET_LOCK_HOLDER, readLockRecord } from "../model/lock-holder.js";
+import { isNamespaceKey, NETNS_DIR } from "../model/namespace.js";
+import { LOCK_DIR, lockFile, lockNamespace } from "../reconcile/lock.js";
 import type { Logger } from "./log.js";
 import { identifyNamespaceFile, type NamespaceFile } from "./netns-directory.js";
 
-/** What an agent serving namespaces by --netns-match writes into the locks it holds. */
-export const FLEET_LOCK_HOLDER = "intercept agent --netns-match";
+export { FLEET_LOCK_HOLDER } from "../model/lock-holder.js";
 
 export interface OrphanSearch {
   pinRoot?: string;
@@ -37,8 +37,8 @@ export async function collectOrphans(log: Logger, search: OrphanSearch = {}): Pr
   const live = await liveKeys(search.netnsDir ?? NETNS_DIR, search.identify ?? identifyNamespaceFile);
   live.add(search.ownKey ?? (await namespaceKey({})));
   const removed: string[] = [];
-  for (const key of (await listEntries(pinRoot, "directories")).filter((name) => /^ns\d+$/.test(name) && !live.has(name))) {
-    if ((await lastHolder(path.join(lockDir, `${key}.lock`))) !== FLEET_LOCK_HOLDER) continue;
+  for (const key of (await listEntries(pinRoot, "directories")).filter((name) => isNamespaceKey(name) && !live.has(name))) {
+    if ((await lastHolder(lockFile(key, lockDir))) !== FLEET_LOCK_HOLDER) continue;
     let lock;
     try {
       lock = await lockNamespace(key, { holder: FLEET_LOCK_HOLDER, timeoutMs: 0, dir: lockDir });
@@ -73,10 +73,11 @@ async function liveKeys(dir: string, identify: (file: string) => Promise<Namespa
 
 /** Who last held a lock, as it wrote itself into the file; undefined when there is none or it cannot be read. */
 async function lastHolder(file: string): Promise<string | undefined> {
+  let text: string;
   try {
-    const written = JSON.parse(await readFile(file, "utf8")) as { holder?: unknown };
-    return typeof written.holder === "string" ? written.holder : undefined;
+    text = await readFile(file, "utf8");
   } catch {
-    return undefined; // no lock file, or not one a holder finished writing: not known to be an agent's
+    return undefined; // no lock file (or none we may read): not known to be an agent's
   }
+  return readLockRecord(text)?.holder; // none when a holder never finished writing it
 }

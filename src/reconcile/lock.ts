@@ -3,6 +3,7 @@ import { mkdir, open, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
 import { InterceptError, messageOf } from "../errors.js";
+import { lockRecordText, readLockRecord } from "../model/lock-holder.js";
 
 /** Where the per-namespace lock files live: tmpfs, gone at reboot like the pins they guard. */
 export const LOCK_DIR = "/run/intercept/locks";
@@ -61,7 +62,7 @@ export async function lockNamespace(namespaceKey: string, options: LockOptions):
       }
     }
     await handle.truncate(0);
-    await handle.write(JSON.stringify({ pid: process.pid, holder: options.holder, since: new Date().toISOString() }), 0);
+    await handle.write(lockRecordText(options.holder), 0);
   } catch (error) {
     await handle.close();
     throw error;
@@ -91,14 +92,9 @@ async function flock(handle: FileHandle, timeoutMs: number): Promise<boolean> {
 /** Who holds the lock, from what the holder wrote into the lock file. */
 async function readHolder(handle: FileHandle): Promise<LockHolder> {
   const { buffer, bytesRead } = await handle.read(Buffer.alloc(512), 0, 512, 0);
-  let written: { pid?: unknown; holder?: unknown };
-  try {
-    written = JSON.parse(buffer.subarray(0, bytesRead).toString("utf8"));
-  } catch {
-    return { pid: undefined, holder: undefined, description: "another process" }; // it has the lock, and has not written its name yet
-  }
-  const pid = Number.isInteger(written.pid) ? (written.pid as number) : undefined;
-  const holder = typeof written.holder === "string" ? written.holder.slice(0, 64) : undefined;
+  const written = readLockRecord(buffer.subarray(0, bytesRead).toString("utf8"));
+  if (!written) return { pid: undefined, holder: undefined, description: "another process" }; // it has the lock, and has not written its name yet
+  const { pid, holder } = written;
   return { pid, holder, description: `pid ${pid ?? "?"} (${holder ?? "unknown"})` };
 }
 
