@@ -9,6 +9,7 @@ import { attachesToLinks } from "../validate/outbound.js";
 import { outboundContext } from "./outbound.js";
 import { planMatch, PREFIX_CONSTANT_LIMIT, ruleEnums, selectsAddresses, SWITCH_LIMIT, type Direction, type MatchStrategy, type PrefixEntry } from "./match.js";
 import { assertRenderable } from "./renderable.js";
+import { slotCount } from "../model/rule-slots.js";
 
 export const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/bpf/", import.meta.url));
 
@@ -108,7 +109,7 @@ export function renderPolicy(policy: ValidPolicy, strategy?: MatchStrategy, pref
   const context = {
     name: policy.name,
     // rule_state and rule_counters hold the interceptors, then the outbound rules.
-    slots: Math.max(1, policy.rules.length + (policy.outbound?.rules.length ?? 0)),
+    slots: Math.max(1, slotCount(policy)),
     outbound: policy.outbound ? outboundContext(policy.outbound) : false,
     switchLimit: SWITCH_LIMIT,
     prefixLimit,

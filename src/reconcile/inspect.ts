@@ -1,5 +1,6 @@
 import { cgroupProgramOwner, HOOKS, sameVersion, type CgroupAttachment, type CgroupHook, type Datapath, type Hook, type ObservedProgram, type ObservedState, type RuleCounters, type VersionRef } from "../datapath/types.js";
 import { messageOf } from "../errors.js";
+import { ruleSlots } from "../model/rule-slots.js";
 import type { OutboundRule, Rule } from "../validate/index.js";
 import type { DesiredPolicy } from "./desired.js";
 import { findDrift, type Drift } from "./drift.js";
@@ -90,7 +91,10 @@ async function reportProgram(datapath: Datapath, program: ObservedProgram, desir
   } catch (error) {
     countersError = messageOf(error);
   }
-  const outbound = (index: number) => source?.policy.outbound?.rules.find((rule) => rule.index === index);
-  const rules = program.enabled.map((enabled, index) => ({ index, rule: source?.policy.rules[index], outbound: outbound(index), enabled, counters: counters?.[index] }));
+  const slots = source ? ruleSlots(source.policy) : [];
+  const rules = program.enabled.map((enabled, index) => {
+    const slot = slots[index];
+    return { index, rule: slot?.kind === "interceptor" ? slot.rule : undefined, outbound: slot?.kind === "outbound" ? slot.rule : undefined, enabled, counters: counters?.[index] };
+  });
   return { program, desired: source, rules, countersError };
 }

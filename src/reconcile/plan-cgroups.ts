@@ -1,5 +1,6 @@
 import { CGROUP_HOOKS, describeVersion, ourCgroupPrograms, sameVersion, type CgroupHook, type CgroupIdentity, type ObservedCgroup, type ObservedProgram, type ObservedState, type VersionRef } from "../datapath/types.js";
 import { InterceptError } from "../errors.js";
+import { formatAddress } from "../model/addresses.js";
 import type { CgroupCreate, CgroupDelete, CgroupProgram, CgroupUpdate, Change, ExemptionUpdate } from "../plan/model.js";
 import type { DesiredPolicy } from "./desired.js";
 
@@ -77,7 +78,7 @@ export function planCgroups(observed: ObservedState, wanted: Map<string, WantedC
     const cgroup = want?.cgroup ?? observed.cgroups.find((c) => c.path === path)!;
     const ours = ourCgroupPrograms(cgroup, observed.programs);
     const ref = { path: cgroup.path, id: cgroup.id };
-    const address = `cgroup.${path}`;
+    const address = formatAddress({ kind: "cgroup", path });
     if (!want) {
       if (ours.length > 0) {
         const remove: CgroupDelete = { type: "cgroup.delete", address, cgroup: ref, detach: ours, reason: "no policy names this cgroup" };
@@ -122,7 +123,7 @@ export function planExemption(owner: DesiredPolicy, kept: ObservedProgram | unde
   const same = cgroups.length === kept.exemptCgroups.length && cgroups.every((c, i) => c.id === kept.exemptCgroups[i]!.id && c.level === kept.exemptCgroups[i]!.level);
   if (same) return [];
   return [{
-    type: "exemption.update", address: `exemption.${owner.policy.name}`, program: kept.ref, cgroups, from: kept.exemptCgroups,
+    type: "exemption.update", address: formatAddress({ kind: "exemption", policy: owner.policy.name }), program: kept.ref, cgroups, from: kept.exemptCgroups,
     reason: `exempt cgroup ids ${kept.exemptCgroups.map((c) => c.id).join(", ") || "none"} → ${cgroups.map((c) => c.id).join(", ")} (a cgroup was made again; live edit, no reload)`,
   }];
 }

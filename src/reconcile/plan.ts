@@ -1,7 +1,8 @@
 import { describeVersion, HOOKS, sameVersion, type Hook, type ObservedLink, type ObservedProgram, type ObservedState, type VersionRef } from "../datapath/types.js";
 import { InterceptError } from "../errors.js";
-import { describeNamespace } from "../kernel/namespace.js";
-import { FILTER_HANDLE, FILTER_PREF } from "../kernel/tc.js";
+import { formatAddress } from "../model/addresses.js";
+import { describeNamespace } from "../model/namespace.js";
+import { ruleSlots, slotCount, slottedRules } from "../model/rule-slots.js";
 import type { AttachmentCreate, AttachmentDelete, AttachmentUpdate, Change, HookPrograms, Plan, ProgramCreate, ProgramDelete, ProgramReplace, QdiscDelete, RuleUpdate } from "../plan/model.js";
 import { globMatch } from "../glob.js";
 import { ruleSummary, type InterfaceSelection } from "../validate/index.js";
@@ -45,21 +46,21 @@ function planProgram(want: DesiredPolicy, observed: ObservedState, cgroups: Map<
   const complete = others.filter((p) => p.contentHash !== null);
   const base = {
     program: want.program, contentHash: want.contentHash, hooks: want.hooks,
-    enabled: [...want.policy.rules, ...(want.policy.outbound?.rules ?? [])].map((rule) => rule.enabled),
+    enabled: slottedRules(want.policy).map((rule) => rule.enabled),
     ...(want.cgroupHooks.length > 0 && { cgroupHooks: want.cgroupHooks, exemptCgroups: exemptIdentities(want, cgroups) }),
   };
   if (complete.length > 0) {
     const [replaced, ...extra] = complete;
     const replace: ProgramReplace = {
-      type: "program.replace", address: `program.${name}`, ...base, replaces: replaced!.ref,
+      type: "program.replace", address: formatAddress({ kind: "program", policy: name }), ...base, replaces: replaced!.ref,
       reason: `program changed (${replaced!.ref.version.slice(0, 8)} → ${want.program.version.slice(0, 8)})`,
     };
     const incomplete = others.filter((p) => p.contentHash === null);
     return { kept: undefined, changes: [replace, ...[...extra, ...incomplete].map((p) => programDelete(p, staleReason(p)))] };
   }
   const create: ProgramCreate = {
-    type: "program.create", address: `program.${name}`, ...base,
-    reason: `new policy, ${plural(want.policy.rules.length + (want.policy.outbound?.rules.length ?? 0), "rule")}${versions.length > 0 ? " (replacing an interrupted load)" : ""}`,
+    type: "program.create", address: formatAddress({ kind: "program", policy: name }), ...base,
+    reason: `new policy, ${plural(slotCount(want.policy), "rule")}${versions.length > 0 ? " (replacing an interrupted load)" : ""}`,
   };
   return { kept: undefined, changes: [create, ...others.map((p) => programDelete(p, staleReason(p)))] };
 }
@@ -69,7 +70,7 @@ function staleReason(program: ObservedProgram): string {
 }
 
 function programDelete(program: ObservedProgram, reason: string): ProgramDelete {
-  return { type: "program.delete", address: `program.${program.ref.policy}`, program: program.ref, reason };
+  return { type: "program.delete", address: formatAddress({ kind: "program", policy: program.ref.policy }), program: program.ref, reason };
 }
 
 /** Which desired policy each link intercept can serve belongs to; two claiming one link is an error. */
@@ -99,7 +100,7 @@ function servable(link: ObservedLink): boolean {
 }
 
 function planLink(link: ObservedLink, owner: DesiredPolicy | undefined, observed: ObservedState, byId: Map<number, ObservedProgram>): Change[] {
-  const address = `attachment.${link.name}`;
+  const address = formatAddress({ kind: "attachment", link: link.name });
   const ref = { ifindex: link.ifindex, name: link.name };
   const from = runningOn(link, byId);
   const ours = Object.keys(from) as Hook[];
@@ -111,14 +112,14 @@ function planLink(link: ObservedLink, owner: DesiredPolicy | undefined, observed
       return [remove];
     }
     if (emptyAfter) {
-      const qdisc: QdiscDelete = { type: "qdisc.delete", address: `qdisc.${link.name}`, link: ref, reason: "clsact qdisc intercept created, holding nothing (left by an interrupted run)" };
+      const qdisc: QdiscDelete = { type: "qdisc.delete", address: formatAddress({ kind: "qdisc", link: link.name }), link: ref, reason: "clsact qdisc intercept created, holding nothing (left by an interrupted run)" };
       return [qdisc];
     }
     return [];
   }
   const taken = link.foreign.find((filter) => filter.inOurSlot);
   if (taken) {
-    throw new InterceptError("plan-conflict", `interface ${link.name}: tc pref ${FILTER_PREF} handle ${FILTER_HANDLE}, where intercept attaches, is held by a filter intercept did not create (${taken.kind} ${taken.programName ?? ""}); remove it or exclude the interface`);
+    throw new InterceptError("plan-conflict", `interface ${link.name}: tc pref ${taken.pref} handle ${taken.handle}, where intercept attaches, is held by a filter intercept did not create (${taken.kind} ${taken.programName ?? ""}); remove it or exclude the interface`);
   }
   const target = { link: ref, program: owner.program, hooks: owner.hooks };
   if (ours.length === 0) {
@@ -164,14 +165,12 @@ function programsById(programs: ObservedProgram[]): Map<number, ObservedProgram>
 /** Live edits: rules (interceptors, then outbound rules) whose enabled flag differs in the version that stays. */
 function planRules(want: DesiredPolicy, kept: ObservedProgram | undefined): RuleUpdate[] {
   if (!kept) return [];
-  const rules = [
-    ...want.policy.rules.map((rule) => ({ rule, what: ruleSummary(rule) })),
-    ...(want.policy.outbound?.rules ?? []).map((rule) => ({ rule, what: `outbound tcp ${rule.originalPort} → proxy ${rule.port}` })),
-  ];
+  const rules = ruleSlots(want.policy).map((slot) =>
+    slot.kind === "interceptor" ? { rule: slot.rule, what: ruleSummary(slot.rule) } : { rule: slot.rule, what: `outbound tcp ${slot.rule.originalPort} → proxy ${slot.rule.port}` });
   return rules
     .filter(({ rule }) => kept.enabled[rule.index] !== rule.enabled)
     .map(({ rule, what }) => ({
-      type: "rule.update", address: `rule.${want.policy.name}[${rule.index}]`,
+      type: "rule.update", address: formatAddress({ kind: "rule", policy: want.policy.name, index: rule.index }),
       program: kept.ref, index: rule.index, enabled: rule.enabled,
       reason: `${what}: ${rule.enabled ? "enable" : "disable"} (live edit, no reload)`,
     }));

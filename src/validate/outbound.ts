@@ -8,6 +8,7 @@ import type { Outbound, OutboundRule as OutboundRuleInput } from "../api.js";
 import { cgroupPathProblem, cgroupWithin } from "../cgroup-path.js";
 import { diagnosticAt, quoted, type Diagnostic, type DiagnosticCode, type DiagnosticNote } from "../diagnostics.js";
 import type { LoadedPolicy } from "../load/index.js";
+import { outboundSlot } from "../model/rule-slots.js";
 import type { MappedCidr, OutboundPolicy, OutboundRule, ValidPolicy } from "./model.js";
 
 /** IPv4 in the 16-byte form: ::ffff:0:0/96. */
@@ -19,7 +20,7 @@ export function normaliseOutbound(outbound: Outbound, firstIndex: number): Outbo
   return {
     cgroups: [...outbound.cgroups],
     exempt: { uids: [...(outbound.exempt.uids ?? [])], cgroups: [...(outbound.exempt.cgroups ?? [])], marks: [...(outbound.exempt.marks ?? [])] },
-    rules: outbound.rules.map((rule, position) => outboundRule(rule, position, firstIndex + position)),
+    rules: outbound.rules.map((rule, position) => outboundRule(rule, position, outboundSlot(firstIndex, position))),
   };
 }
 
