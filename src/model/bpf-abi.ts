@@ -80,6 +80,9 @@ export const MAPS = {
 
 export type MapName = keyof typeof MAPS;
 
+/** Maps only the programs use (timewait.h's time_wait_tries): userspace never names, reads or writes them. */
+export const PROGRAM_PRIVATE_MAPS: readonly string[] = ["time_wait_tries"];
+
 /** The maps of original destinations, shared by every version in a namespace (outbound_maps.h). */
 export type OutboundRecordMap = "orig_by_cookie" | "orig_by_conn";
 export const OUTBOUND_RECORD_MAPS: readonly OutboundRecordMap[] = ["orig_by_cookie", "orig_by_conn"];
