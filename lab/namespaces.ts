@@ -7,8 +7,10 @@
  */
 import { randomBytes } from "node:crypto";
 import { rm, stat } from "node:fs/promises";
+import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { execa } from "execa";
+import { namespaceKeyOf, NETNS_DIR } from "../src/model/namespace.js";
 
 export const LINKS = ["a", "b"] as const;
 
@@ -48,7 +50,7 @@ export class NamespaceSet {
 
   /** The pin directory name (`ns<inode>`) of namespace @name, while it exists. */
   async key(name: string): Promise<string> {
-    return `ns${(await stat(`/var/run/netns/${name}`)).ino}`;
+    return namespaceKeyOf((await stat(path.join(NETNS_DIR, name))).ino);
   }
 
   /** Whether intercept's ingress filter is on @link in namespace @name (nsenter: the pins stay visible). */

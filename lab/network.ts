@@ -6,8 +6,10 @@
  */
 import { randomBytes } from "node:crypto";
 import { rm, stat } from "node:fs/promises";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa, type ResultPromise } from "execa";
+import { namespaceKeyOf, NETNS_DIR } from "../src/model/namespace.js";
 
 export const SERVER_ADDRESS = "198.18.0.1";
 export const CLIENT_ADDRESS = "198.18.0.2";
@@ -34,7 +36,7 @@ export class Lab {
     try {
       await ip("netns", "add", lab.serverNs);
       await ip("netns", "add", lab.clientNs);
-      lab.namespaceKey = `ns${(await stat(`/var/run/netns/${lab.serverNs}`)).ino}`;
+      lab.namespaceKey = namespaceKeyOf((await stat(path.join(NETNS_DIR, lab.serverNs))).ino);
       await ip("link", "add", lab.serverLink, "netns", lab.serverNs, "type", "veth", "peer", "name", lab.clientLink, "netns", lab.clientNs);
       await lab.configure(lab.serverNs, lab.serverLink, SERVER_ADDRESS);
       await lab.configure(lab.clientNs, lab.clientLink, CLIENT_ADDRESS);

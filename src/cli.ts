@@ -4,6 +4,7 @@ import type { LogFormat } from "./agent/log.js";
 import { formatDiagnostics } from "./diagnostics.js";
 import { InterceptError, messageOf, PolicyError, UsageError } from "./errors.js";
 import type { ListenAddress } from "./model/listen-address.js";
+import { NETNS_GLOB, NETNS_NAME } from "./model/namespace.js";
 
 const USAGE = `Usage: intercept <command> [options] [PATH…]
 
@@ -160,7 +161,7 @@ function parseCommand(command: string, args: string[], options: Options): Parsed
 
 /** `ip netns` names are file names under /var/run/netns: no slashes, no leading dot. */
 function namespaceName(value: string): string {
-  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$/.test(value)) {
+  if (!NETNS_NAME.test(value)) {
     throw new UsageError(`--netns: "${value.slice(0, 64)}" is not a network namespace name (letters, digits, _ . -)`);
   }
   return value;
@@ -168,7 +169,7 @@ function namespaceName(value: string): string {
 
 /** A --netns-match glob: the characters of a namespace name, and * and ?. */
 function namespaceGlob(value: string): string {
-  if (!/^[A-Za-z0-9_*?][A-Za-z0-9_.*?-]{0,254}$/.test(value)) {
+  if (!NETNS_GLOB.test(value)) {
     throw new UsageError(`--netns-match: "${value.slice(0, 64)}" is not a glob of network namespace names (letters, digits, _ . - and * ?)`);
   }
   return value;

@@ -14,6 +14,15 @@ export interface NetworkNamespace {
 export const NETNS_DIR = "/var/run/netns";
 
 /**
+ * An `ip netns` name as intercept accepts one: a file name under NETNS_DIR,
+ * no slashes, no leading dot (the saved-plan schema's `namespace` pattern).
+ */
+export const NETNS_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$/;
+
+/** A glob of namespace names: their characters, and * and ? (--netns-match, a policy's `namespaces`). */
+export const NETNS_GLOB = /^[A-Za-z0-9_*?][A-Za-z0-9_.*?-]{0,254}$/;
+
+/**
  * A namespace's key: "ns" and the inode of its namespace file, stable
  * whatever the namespace is called. An inode is a 64-bit number: at most
  * 20 digits (schemas/saved-plan.schema.json says the same; a unit test

@@ -7,7 +7,7 @@ import { formatAddress, parseAddress, type ResourceAddress } from "../../src/mod
 import { arrayKey, exemptCgroupValue, MAPS, policyMetaValue, prefixBytes, qdiscRecord, ruleStateValue } from "../../src/model/bpf-abi.js";
 import { hostOrder, hostU32, hostU64 } from "../../src/model/host-order.js";
 import { AGENT_LOCK_HOLDER, FLEET_LOCK_HOLDER, isAgentHolder, lockRecordText, readLockRecord } from "../../src/model/lock-holder.js";
-import { inodeOfKey, isNamespaceKey, NAMESPACE_KEY, namespaceKeyOf } from "../../src/model/namespace.js";
+import { inodeOfKey, isNamespaceKey, NAMESPACE_KEY, namespaceKeyOf, NETNS_GLOB, NETNS_NAME } from "../../src/model/namespace.js";
 import { isObjectFileName, isPolicyName, objectFileName, POLICY_NAME } from "../../src/model/policy-name.js";
 import { outboundSlot, ruleSlots, slotCount, slottedRules } from "../../src/model/rule-slots.js";
 import type { Change } from "../../src/plan/model.js";
@@ -23,6 +23,15 @@ test("the policy schema's name pattern is the model's", () => {
 
 test("the saved-plan schema's namespace key pattern is the model's", () => {
   assert.equal(schema("saved-plan.schema.json").properties.namespaceKey.pattern, NAMESPACE_KEY.source);
+});
+
+test("the schemas' namespace names and globs are the model's", () => {
+  assert.equal(schema("saved-plan.schema.json").properties.namespace.pattern, NETNS_NAME.source);
+  const globs = schema("policy.schema.json").properties.namespaces.items;
+  const inSchema = (glob: string) => new RegExp(globs.pattern).test(glob) && glob.length >= globs.minLength && glob.length <= globs.maxLength;
+  for (const glob of ["cni-*", "a", "?x", "web.1_2-3", "*", "-x", ".x", "a/b", "a b", "", "x".repeat(255), "x".repeat(256)]) {
+    assert.equal(NETNS_GLOB.test(glob), inSchema(glob), glob);
+  }
 });
 
 test("policy names: a C identifier of lower case, digits and _, up to 32 characters", () => {
