@@ -174,7 +174,8 @@ export class KernelDatapath implements Datapath {
     const create = !existsSync(this.pins.qdiscs);
     if (create) await mkdir(this.pins.namespaceDir, { recursive: true });
     const records = links.map((link) => qdiscRecord(link.ifindex)).map(({ key, value }) => ({ key: key.map(hexByte), value: value.map(hexByte) }));
-    return hashMapCommands(this.pins.qdiscs, records, create ? { name: QDISC_REGISTRY.name, entries: QDISC_REGISTRY_ENTRIES } : undefined);
+    const registry = { name: QDISC_REGISTRY.name, entries: QDISC_REGISTRY_ENTRIES };
+    return hashMapCommands(this.pins.qdiscs, records, create ? registry : undefined);
   }
 
   /**
@@ -378,7 +379,7 @@ async function emptyVersionCommands(pins: PinLayout, load: ProgramLoad): Promise
       ...load.enabled.map((enabled, index) => ruleUpdate(pins, load.ref, index, enabled)),
       ...load.prefixes.map((entry) => prefixUpdate(pins, load.ref, entry)),
       ...(outbound ? exemptUpdates(pins, load.ref, load.exemptCgroups ?? []) : []),
-      { pin: pins.map(load.ref, MAPS.policy_meta.name), key: arrayKey(0).map(hexByte), value: policyMetaValue(load.contentHash).map(hexByte) },
+      mapUpdate(pins.map(load.ref, MAPS.policy_meta.name), arrayKey(0), policyMetaValue(load.contentHash)),
     ].map(updateCommand),
   ];
 }
@@ -398,7 +399,8 @@ async function sharedRecordMaps(pins: PinLayout, loading: VersionRef): Promise<R
 
 /** exempt_cgroups, slot by slot: a 64-bit id and a 32-bit level (struct exempt_cgroup, host order). */
 function exemptUpdates(pins: PinLayout, ref: VersionRef, cgroups: CgroupIdentity[]): MapUpdate[] {
-  return cgroups.map(({ id, level }, slot) => ({ pin: pins.map(ref, MAPS.exempt_cgroups.name), key: arrayKey(slot).map(hexByte), value: exemptCgroupValue(id, level).map(hexByte) }));
+  const pin = pins.map(ref, MAPS.exempt_cgroups.name);
+  return cgroups.map(({ id, level }, slot) => mapUpdate(pin, arrayKey(slot), exemptCgroupValue(id, level)));
 }
 
 export async function unloadVersion(pins: PinLayout, ref: VersionRef): Promise<void> {
@@ -421,12 +423,12 @@ export async function writeRule(pins: PinLayout, ref: VersionRef, index: number,
 }
 
 function ruleUpdate(pins: PinLayout, ref: VersionRef, index: number, enabled: boolean): MapUpdate {
-  return { pin: pins.map(ref, MAPS.rule_state.name), key: arrayKey(index).map(hexByte), value: ruleStateValue(enabled).map(hexByte) };
+  return mapUpdate(pins.map(ref, MAPS.rule_state.name), arrayKey(index), ruleStateValue(enabled));
 }
 
 function prefixUpdate(pins: PinLayout, ref: VersionRef, entry: PrefixEntry): MapUpdate {
   const { key, value } = prefixBytes(entry);
-  return { pin: pins.map(ref, prefixMap(entry)), key: key.map(hexByte), value: value.map(hexByte) };
+  return mapUpdate(pins.map(ref, prefixMap(entry)), key, value);
 }
 
 type LinkAttach = Extract<DatapathOperation, { op: "addQdisc" | "attachFilters" }>;
@@ -494,6 +496,11 @@ function cString(chars: number[] | string | undefined): string {
   const bytes = chars ?? [];
   const end = bytes.indexOf(0);
   return Buffer.from(end === -1 ? bytes : bytes.slice(0, end)).toString("latin1");
+}
+
+/** An update of the map pinned at @pin, its key and value as bpftool takes bytes. */
+function mapUpdate(pin: string, key: number[], value: number[]): MapUpdate {
+  return { pin, key: key.map(hexByte), value: value.map(hexByte) };
 }
 
 /** The qdisc registry's key of a link, as bpftool takes it. */

@@ -41,40 +41,53 @@ const u8: TypeLayout = { type: "__u8", size: 1, fields: {} };
 const u32: TypeLayout = { type: "__u32", size: 4, fields: {} };
 const u64: TypeLayout = { type: "__u64", size: 8, fields: {} };
 const field = (offset: number, size: number, order: ByteOrder = "host"): FieldLayout => ({ offset, size, order });
+const struct = (name: string, size: number, fields: Record<string, FieldLayout>): TypeLayout =>
+  ({ type: `struct ${name}`, size, fields });
 
 /** What a captured connect() asked for (outbound_maps.h); an address is IPv6 or IPv4-mapped, in network order. */
-const originalDestination: TypeLayout = {
-  type: "struct original_destination", size: 24,
-  fields: { addr: field(0, 16, "network"), port: field(16, 2, "network"), family: field(18, 1), pad: field(19, 1), rule: field(20, 4) },
-};
+const originalDestination = struct("original_destination", 24, {
+  addr: field(0, 16, "network"),
+  port: field(16, 2, "network"),
+  family: field(18, 1),
+  pad: field(19, 1),
+  rule: field(20, 4),
+});
 
 /** Every map a policy's object may define, by pinned name (templates/bpf/lib/maps.h, prefixes.h, outbound_maps.h). */
 export const MAPS = {
-  rule_state: { name: "rule_state", type: "array", key: u32, value: { type: "struct rule_state", size: 4, fields: { enabled: field(0, 4) } } },
+  rule_state: {
+    name: "rule_state", type: "array", key: u32,
+    value: struct("rule_state", 4, { enabled: field(0, 4) }),
+  },
   rule_counters: {
     name: "rule_counters", type: "percpuArray", key: u32,
-    value: { type: "struct rule_counter", size: 16, fields: { packets: field(0, 8), bytes: field(8, 8) } },
+    value: struct("rule_counter", 16, { packets: field(0, 8), bytes: field(8, 8) }),
   },
-  policy_meta: { name: "policy_meta", type: "array", key: u32, value: { type: "struct policy_meta", size: 64, fields: { content_hash: field(0, 64, "bytes") } } },
+  policy_meta: {
+    name: "policy_meta", type: "array", key: u32,
+    value: struct("policy_meta", 64, { content_hash: field(0, 64, "bytes") }),
+  },
   prefixes_v4: {
     name: "prefixes_v4", type: "lpmTrie", value: u8,
-    key: { type: "struct prefix_key_v4", size: 12, fields: { prefixlen: field(0, 4), list: field(4, 4), addr: field(8, 4, "network") } },
+    key: struct("prefix_key_v4", 12, { prefixlen: field(0, 4), list: field(4, 4), addr: field(8, 4, "network") }),
   },
   prefixes_v6: {
     name: "prefixes_v6", type: "lpmTrie", value: u8,
-    key: { type: "struct prefix_key_v6", size: 24, fields: { prefixlen: field(0, 4), list: field(4, 4), addr: field(8, 16, "network") } },
+    key: struct("prefix_key_v6", 24, { prefixlen: field(0, 4), list: field(4, 4), addr: field(8, 16, "network") }),
   },
   exempt_cgroups: {
     name: "exempt_cgroups", type: "array", key: u32,
-    value: { type: "struct exempt_cgroup", size: 16, fields: { id: field(0, 8), level: field(8, 4), pad: field(12, 4) } },
+    value: struct("exempt_cgroup", 16, { id: field(0, 8), level: field(8, 4), pad: field(12, 4) }),
   },
   orig_by_cookie: { name: "orig_by_cookie", type: "lruHash", key: u64, value: originalDestination },
   orig_by_conn: {
     name: "orig_by_conn", type: "lruHash", value: originalDestination,
-    key: {
-      type: "struct connection_key", size: 36,
-      fields: { client: field(0, 16, "network"), proxy: field(16, 16, "network"), client_port: field(32, 2, "network"), proxy_port: field(34, 2, "network") },
-    },
+    key: struct("connection_key", 36, {
+      client: field(0, 16, "network"),
+      proxy: field(16, 16, "network"),
+      client_port: field(32, 2, "network"),
+      proxy_port: field(34, 2, "network"),
+    }),
   },
 } as const satisfies Record<string, MapAbi>;
 
@@ -106,7 +119,10 @@ export const TC_PROGRAMS: Record<Hook, ProgramAbi> = {
   egress: { name: "intercept_egress", section: "tc" },
 };
 
-/** Every tc program's name starts so: how a filter running one of ours is told apart (tc cuts names to 15 characters). */
+/**
+ * Every tc program's name starts so: how a filter running one of ours is
+ * told apart (tc shows names cut to 15 characters).
+ */
 export const TC_PROGRAM_PREFIX = "intercept_";
 
 /** The outbound programs, one per cgroup hook (templates/bpf/lib/outbound.h). */
