@@ -174,7 +174,7 @@ export class KernelDatapath implements Datapath {
     const create = !existsSync(this.pins.qdiscs);
     if (create) await mkdir(this.pins.namespaceDir, { recursive: true });
     const records = links.map((link) => qdiscRecord(link.ifindex)).map(({ key, value }) => ({ key: key.map(hexByte), value: value.map(hexByte) }));
-    const registry = { name: QDISC_REGISTRY.name, entries: QDISC_REGISTRY_ENTRIES };
+    const registry = { name: QDISC_REGISTRY.name, keySize: QDISC_REGISTRY.key.size, valueSize: QDISC_REGISTRY.value.size, entries: QDISC_REGISTRY_ENTRIES };
     return hashMapCommands(this.pins.qdiscs, records, create ? registry : undefined);
   }
 

@@ -131,13 +131,22 @@ export function formattedEntries<V>(dump: unknown): MapEntry<V>[] {
   return (dump as { formatted: MapEntry<V> }[]).map((entry) => entry.formatted);
 }
 
+/** A hash map to create: its name, its key and value sizes in bytes, and how many entries it holds. */
+export interface HashMapShape {
+  name: string;
+  keySize: number;
+  valueSize: number;
+  entries: number;
+}
+
 /**
- * The commands that set @updates in a hash map of u32 keys and values
- * pinned at @pin, creating it first when @create names it (a map of our
- * own, for bookkeeping that must live in the kernel, not in a file).
+ * The commands that set @updates in a hash map pinned at @pin, creating it
+ * first when @create describes it (a map of our own, for bookkeeping that
+ * must live in the kernel, not in a file).
  */
-export function hashMapCommands(pin: string, updates: Omit<MapUpdate, "pin">[], create?: { name: string; entries: number }): string[][] {
-  const made = create ? [["map", "create", pin, "type", "hash", "key", "4", "value", "4", "entries", String(create.entries), "name", create.name]] : [];
+export function hashMapCommands(pin: string, updates: Omit<MapUpdate, "pin">[], create?: HashMapShape): string[][] {
+  const made = create ? [["map", "create", pin, "type", "hash", "key", String(create.keySize), "value", String(create.valueSize),
+    "entries", String(create.entries), "name", create.name]] : [];
   return [...made, ...updates.map((update) => updateCommand({ pin, ...update }))];
 }
 

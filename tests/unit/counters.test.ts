@@ -1,6 +1,6 @@
 /**
  * The rule_counters layout is described twice — enum counter_slot in the C
- * (templates/bpf/lib/maps.h) and COUNTER_SLOTS in src/compile/counters.ts,
+ * (templates/bpf/lib/maps.h) and COUNTER_SLOTS in src/model/counters.ts,
  * which the readers import — and the two must say the same.
  */
 import assert from "node:assert/strict";
@@ -8,7 +8,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { compilePolicies } from "../../src/compile/index.js";
-import { COUNTER_SLOTS, counterKey, counterSlotConstant } from "../../src/compile/counters.js";
+import { COUNTER_SLOTS, counterKey, counterSlotConstant } from "../../src/model/counters.js";
 import { TEMPLATE_DIR } from "../../src/compile/render.js";
 import { testPolicy } from "../support/bpf.js";
 
