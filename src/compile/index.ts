@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { CGROUP_HOOKS, type CgroupHook, type Hook } from "../datapath/types.js";
+import { CGROUP_HOOKS, type CgroupHook, type Hook } from "../model/hooks.js";
 import type { ValidPolicy } from "../validate/index.js";
 import { attachesToLinks } from "../validate/outbound.js";
 import type { PrefixEntry } from "./match.js";
