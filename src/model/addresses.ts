@@ -20,8 +20,6 @@ export type ResourceAddress =
   /** The exempt cgroups of a policy's version. */
   | { kind: "exemption"; policy: string };
 
-export type ResourceKind = ResourceAddress["kind"];
-
 export function formatAddress(address: ResourceAddress): string {
   switch (address.kind) {
     case "program":

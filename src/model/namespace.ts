@@ -40,11 +40,6 @@ export function isNamespaceKey(name: string): boolean {
   return NAMESPACE_KEY.test(name);
 }
 
-/** The inode a namespace key names; undefined for anything that is not a key. */
-export function inodeOfKey(key: string): bigint | undefined {
-  return isNamespaceKey(key) ? BigInt(key.slice(2)) : undefined;
-}
-
 export function describeNamespace(netns: NetworkNamespace): string {
   return netns.name ? `network namespace "${netns.name}"` : "the current network namespace";
 }
