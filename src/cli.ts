@@ -1,122 +1,106 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { AgentOptions } from "./agent/index.js";
 import type { LogFormat } from "./agent/log.js";
+import { closestMatch, renderCommandHelp, renderOverview } from "./commands/help.js";
+import { errorDocument, printJson } from "./commands/output.js";
+import { COMMAND_NAMES, COMMANDS, isCommand, longNames, optionsOf, type Command, type OptionSpec } from "./commands/table.js";
 import { formatDiagnostics } from "./diagnostics.js";
 import { InterceptError, messageOf, PolicyError, UsageError } from "./errors.js";
 import type { ListenAddress } from "./model/listen-address.js";
 import { NETNS_GLOB, NETNS_NAME } from "./model/namespace.js";
 
-const USAGE = `Usage: intercept <command> [options] [PATH…]
+export type { Command } from "./commands/table.js";
 
-PATH is a policy file (.ts, .yaml, .yml) or a folder of them; default: policies/.
+/** Option values by name (aliases folded into their option's name); positionals are paths. */
+interface ParsedCommand {
+  values: Record<string, string | boolean | string[] | undefined>;
+  positionals: string[];
+}
 
-Commands:
-  demo                                  see interception work in a sandbox of network namespaces
-                                        (root; removes everything when done or interrupted)
-  init     [DIR] [--force]              scaffold a policy repository (--force: overwrite its files)
-  validate [PATH…] [--json]             check policies; every error of every file at once
-  compile  [PATH…] [--check]            write generated/<policy>.bpf.c (--check: fail on drift)
-  build    [PATH…] [--out DIR]          compile, then clang into BPF objects (--out: objects and a
-                                        manifest for nodes without clang: --objects DIR)
-  plan     [PATH…] [--netns NAME] [--objects DIR] [--json] [--detailed-exitcode] [--out FILE] [--no-color]
-                                        what apply would change in the kernel (--out: save it)
-  apply    [PATH…] [--netns NAME] [--objects DIR] [--yes] [--allow-empty] [--lock-timeout 10s] [--no-color]
-                                        make the kernel match the policies
-  apply    --plan FILE [--yes]          apply a saved plan exactly; refused if anything moved
-  destroy  [--netns NAME] [--yes] [--lock-timeout 10s] [--no-color]
-                                        remove everything intercept made in the namespace
-  status   [PATH…] [--netns NAME] [--json]
-                                        attached links, rules, counters
-  agent    [PATH…] [--netns NAME | --netns-match GLOB…] [--objects DIR] [--keep] [--log-format text|json]
-           [--metrics HOST:PORT]        keep the kernel matching the policies as links and
-                                        files change; on SIGINT/SIGTERM remove it all (--keep: leave it);
-                                        --netns-match (repeatable): every namespace in /var/run/netns
-                                        whose name matches, followed as they come and go
+/** A parsed command line, its values checked: what each command's runner gets. */
+interface Invocation extends ParsedCommand {
+  colour: boolean;
+}
 
-Options:
-  --netns NAME   act inside the network namespace NAME (as listed by \`ip netns\`)
-  --yes          do not ask for confirmation (never asked when stdin is not a terminal)
-  --lock-timeout how long apply and destroy wait while another intercept process changes the
-                 namespace (default 10s; 0: fail at once)
-  -h, --help     show this help
-  --version      print intercept's version
+type Runner = (invocation: Invocation) => Promise<number>;
 
-Exit codes: 0 success (plan --detailed-exitcode: 0 no changes, 2 changes), 1 error, 2 bad usage.
-`;
+/**
+ * What each command runs. Each imports only what it uses: start-up time is
+ * most of a no-change plan. A command in the table without a runner here
+ * does not compile.
+ */
+const RUNNERS: Record<Command, Runner> = {
+  demo: async () => (await import("./commands/demo.js")).demoCommand(),
+  init: async ({ values, positionals }) => (await import("./commands/init.js")).initCommand(positionals, { force: Boolean(values.force) }),
+  validate: async ({ values, positionals, colour }) => (await import("./commands/validate.js")).validateCommand(positionals, { json: Boolean(values.json), colour: colour && Boolean(process.stderr.isTTY) }),
+  compile: async ({ values, positionals }) => (await import("./commands/compile.js")).compileCommand(positionals, { check: Boolean(values.check) }),
+  build: async ({ values, positionals }) => (await import("./commands/compile.js")).buildCommand(positionals, {
+    ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }),
+  }),
+  plan: async ({ values, positionals, colour }) => (await import("./commands/plan.js")).planCommand(positionals, {
+    netns: namespaceOption(values) ?? {}, json: Boolean(values.json), colour, detailedExitcode: Boolean(values["detailed-exitcode"]),
+    ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }),
+    ...objectsOption(values),
+  }),
+  apply: async ({ values, positionals, colour }) => (await import("./commands/plan.js")).applyCommand(positionals, {
+    netns: namespaceOption(values), colour, yes: Boolean(values.yes), allowEmpty: Boolean(values["allow-empty"]), lockTimeoutMs: lockTimeout(values),
+    ...(values.plan !== undefined && { plan: nonEmpty("--plan", values.plan as string) }),
+    ...objectsOption(values),
+  }),
+  destroy: async ({ values, colour }) => (await import("./commands/plan.js")).destroyCommand({
+    netns: namespaceOption(values), colour, yes: Boolean(values.yes), lockTimeoutMs: lockTimeout(values),
+  }),
+  status: async ({ values, positionals }) => (await import("./commands/status.js")).statusCommand(positionals, {
+    netns: namespaceOption(values) ?? {}, json: Boolean(values.json), ...objectsOption(values),
+  }),
+  agent: async ({ values, positionals }) => (await import("./agent/index.js")).runAgent(positionals, agentOptions(values)),
+  completion: async ({ positionals }) => (await import("./commands/completion.js")).completionCommand(positionals),
+  version: async () => (await import("./commands/version.js")).versionCommand(),
+  help: async ({ positionals }) => {
+    if (positionals.length > 1) throw new UsageError(`help takes one command, got ${positionals.length}`);
+    const topic = positionals[0];
+    process.stdout.write(topic === undefined ? renderOverview() : renderCommandHelp(knownCommand(topic)));
+    return 0;
+  },
+};
 
-type Options = NonNullable<ParseArgsConfig["options"]>;
-
-const NETNS = { netns: { type: "string" } } as const;
-const COLOUR = { "no-color": { type: "boolean", default: false } } as const;
-const JSON_OUTPUT = { json: { type: "boolean", default: false } } as const;
-const CONFIRM = { yes: { type: "boolean", short: "y", default: false } } as const;
-const LOCK = { "lock-timeout": { type: "string", default: "10s" } } as const;
-const OBJECTS = { objects: { type: "string" } } as const;
-
-/** Each command's own options: anything else on its command line is a usage error. */
-const COMMANDS = {
-  demo: { options: {}, paths: false },
-  init: { options: { force: { type: "boolean", default: false } }, paths: true },
-  validate: { options: { ...JSON_OUTPUT }, paths: true },
-  compile: { options: { check: { type: "boolean", default: false } }, paths: true },
-  build: { options: { out: { type: "string" } }, paths: true },
-  plan: { options: { ...NETNS, ...OBJECTS, ...JSON_OUTPUT, ...COLOUR, "detailed-exitcode": { type: "boolean", default: false }, out: { type: "string" } }, paths: true },
-  apply: { options: { ...NETNS, ...OBJECTS, ...COLOUR, ...CONFIRM, ...LOCK, plan: { type: "string" }, "allow-empty": { type: "boolean", default: false } }, paths: true },
-  destroy: { options: { ...NETNS, ...COLOUR, ...CONFIRM, ...LOCK }, paths: false },
-  status: { options: { ...NETNS, ...OBJECTS, ...JSON_OUTPUT }, paths: true },
-  agent: { options: { ...NETNS, ...OBJECTS, ...LOCK, "netns-match": { type: "string", multiple: true }, keep: { type: "boolean", default: false }, "log-format": { type: "string", default: "text" }, metrics: { type: "string" } }, paths: true },
-} as const satisfies Record<string, { options: Options; paths: boolean }>;
-
-export type Command = keyof typeof COMMANDS;
-
-/** Parses arguments and runs one command; returns the exit code. */
+/** Parses arguments and runs one command; returns the exit code (0 success, 1 error, 2 only plan --detailed-exitcode's changes). */
 export async function main(argv: string[]): Promise<number> {
   try {
     return await dispatch(argv);
   } catch (error) {
-    return reportError(error);
+    const command = argv[0] !== undefined && isCommand(argv[0]) ? argv[0] : undefined;
+    return reportError(error, { command, json: wantsJson(argv), colour: !argv.includes("--no-color") });
   }
 }
 
 async function dispatch(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  if (command === "--version") return (await import("./commands/version.js")).versionCommand();
-  if (command === undefined || command === "-h" || command === "--help" || command === "help") {
-    process.stdout.write(USAGE);
-    return command === undefined ? 2 : 0;
+  const [first, ...rest] = argv;
+  if (first === undefined) {
+    process.stderr.write(renderOverview());
+    return 1;
   }
-  if (!(command in COMMANDS)) throw new UsageError(`unknown command "${command}" (see intercept --help)`);
-  const spec = COMMANDS[command as Command];
-  const { values, positionals } = parseCommand(command, rest, spec.options);
-  if (values.help) {
-    process.stdout.write(USAGE);
+  if (first === "-h" || first === "--help") return RUNNERS.help({ values: {}, positionals: [], colour: false });
+  if (first === "-v" || first === "--version") return RUNNERS.version({ values: {}, positionals: [], colour: false });
+  const command = knownCommand(first);
+  const parsed = parseCommand(command, rest);
+  if (parsed.values.help) {
+    process.stdout.write(renderCommandHelp(command));
     return 0;
   }
-  if (!spec.paths && positionals.length > 0) throw new UsageError(`${command} takes no PATH (got "${positionals[0]}")`);
-  // Every value is checked here, before any command touches the kernel.
-  const netns = values.netns === undefined ? undefined : { name: namespaceName(values.netns as string) };
-  const colour = !values["no-color"] && Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
-  // Each command imports only what it uses: start-up time is most of a no-change plan.
-  switch (command as Command) {
-    case "demo": return (await import("./commands/demo.js")).demoCommand();
-    case "init": return (await import("./commands/init.js")).initCommand(positionals, { force: Boolean(values.force) });
-    case "validate": return (await import("./commands/validate.js")).validateCommand(positionals, { json: Boolean(values.json) });
-    case "compile": return (await import("./commands/compile.js")).compileCommand(positionals, { check: Boolean(values.check) });
-    case "build": return (await import("./commands/compile.js")).buildCommand(positionals, { ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }) });
-    case "plan": return (await import("./commands/plan.js")).planCommand(positionals, {
-      netns: netns ?? {}, json: Boolean(values.json), colour, detailedExitcode: Boolean(values["detailed-exitcode"]),
-      ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }),
-      ...objectsOption(values),
-    });
-    case "apply": return (await import("./commands/plan.js")).applyCommand(positionals, {
-      netns, colour, yes: Boolean(values.yes), allowEmpty: Boolean(values["allow-empty"]), lockTimeoutMs: duration("--lock-timeout", values["lock-timeout"] as string),
-      ...(values.plan !== undefined && { plan: nonEmpty("--plan", values.plan as string) }),
-      ...objectsOption(values),
-    });
-    case "destroy": return (await import("./commands/plan.js")).destroyCommand({ netns, colour, yes: Boolean(values.yes), lockTimeoutMs: duration("--lock-timeout", values["lock-timeout"] as string) });
-    case "status": return (await import("./commands/status.js")).statusCommand(positionals, { netns: netns ?? {}, json: Boolean(values.json), ...objectsOption(values) });
-    case "agent": return (await import("./agent/index.js")).runAgent(positionals, agentOptions(values));
+  if (COMMANDS[command].positionals === "none" && parsed.positionals.length > 0) {
+    throw new UsageError(`${command} takes no PATH (got "${parsed.positionals[0]}")`);
   }
+  const colour = !parsed.values["no-color"] && Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
+  return RUNNERS[command]({ ...parsed, colour });
+}
+
+/** @name as a command, or a usage error that suggests the closest one. */
+function knownCommand(name: string): Command {
+  if (isCommand(name)) return name;
+  if (name.startsWith("-")) throw new UsageError(`a command comes first, then its options (got "${name}")`);
+  const hint = closestMatch(name, COMMAND_NAMES);
+  throw new UsageError(`unknown command "${name.slice(0, 64)}"${hint ? `: did you mean "${hint}"?` : ""}`);
 }
 
 /**
@@ -125,38 +109,63 @@ async function dispatch(argv: string[]): Promise<number> {
  * manifest's test reads its DaemonSet's arguments with it).
  */
 export function parseAgentArguments(args: string[]): { paths: string[]; options: AgentOptions } {
-  const { values, positionals } = parseCommand("agent", args, COMMANDS.agent.options);
+  const { values, positionals } = parseCommand("agent", args);
   return { paths: positionals, options: agentOptions(values) };
 }
 
-/** The options of every command, by name: each flag's type and whether it may be repeated. */
-export function commandOptions(command: Command): Readonly<Record<string, { type: "string" | "boolean"; multiple?: boolean }>> {
-  return COMMANDS[command].options;
+/** The options a command accepts, by name (global ones included): each flag's type and whether it may be repeated. */
+export function commandOptions(command: Command): Readonly<Record<string, OptionSpec>> {
+  return optionsOf(command);
 }
 
 function agentOptions(values: ParsedCommand["values"]): AgentOptions {
   const match = values["netns-match"] as string[] | undefined;
   if (match !== undefined && values.netns !== undefined) throw new UsageError("--netns and --netns-match cannot be used together: one namespace, or every matching one");
   return {
-    namespaces: match === undefined ? { kind: "one", netns: values.netns === undefined ? {} : { name: namespaceName(values.netns as string) } } : { kind: "matching", globs: match.map(namespaceGlob) },
-    keep: Boolean(values.keep), logFormat: logFormat(values["log-format"] as string), lockTimeoutMs: duration("--lock-timeout", values["lock-timeout"] as string),
+    namespaces: match === undefined ? { kind: "one", netns: namespaceOption(values) ?? {} } : { kind: "matching", globs: match.map(namespaceGlob) },
+    keep: Boolean(values.keep), logFormat: logFormat((values["log-format"] as string | undefined) ?? "text"), lockTimeoutMs: lockTimeout(values),
     ...(values.metrics !== undefined && { metrics: listenAddress(values.metrics as string) }),
     ...objectsOption(values),
   };
 }
 
-/** Option values by name (each command's options are its own); positionals are paths. */
-interface ParsedCommand {
-  values: Record<string, string | boolean | string[] | undefined>;
-  positionals: string[];
+/** The table's options as parseArgs takes them: each alias an option of its own, folded back after parsing. */
+function parserOptions(command: Command): NonNullable<ParseArgsConfig["options"]> {
+  return Object.fromEntries(Object.entries(optionsOf(command)).flatMap(([name, spec]) => [
+    [name, { type: spec.type, ...(spec.short && { short: spec.short }), ...(spec.multiple && { multiple: true }) }],
+    ...(spec.aliases ?? []).map((alias) => [alias, { type: spec.type, ...(spec.multiple && { multiple: true }) }]),
+  ]));
 }
 
-function parseCommand(command: string, args: string[], options: Options): ParsedCommand {
+function parseCommand(command: Command, args: string[]): ParsedCommand {
+  let parsed: ParsedCommand;
   try {
-    return parseArgs({ args, options: { ...options, help: { type: "boolean", short: "h", default: false } }, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options: parserOptions(command), allowPositionals: true, strict: true }) as ParsedCommand;
   } catch (error) {
-    throw new UsageError(`${command}: ${messageOf(error).replace(/\. To specify a positional argument.*$/, "")}`);
+    throw new UsageError(`${command}: ${parseErrorMessage(command, error)}`);
   }
+  const values: ParsedCommand["values"] = { ...parsed.values };
+  for (const [name, spec] of Object.entries(optionsOf(command))) {
+    for (const alias of spec.aliases ?? []) {
+      if (values[alias] !== undefined) values[name] ??= values[alias];
+      delete values[alias];
+    }
+  }
+  return { values, positionals: parsed.positionals };
+}
+
+/** parseArgs's message in our words, with the closest option for a mistyped one. */
+function parseErrorMessage(command: Command, error: unknown): string {
+  const message = messageOf(error).replace(/\. To specify a positional argument.*$/s, "");
+  const unknown = /^Unknown option '(-{1,2})([^']*)'/.exec(message);
+  if ((error as { code?: string }).code !== "ERR_PARSE_ARGS_UNKNOWN_OPTION" || !unknown) return message;
+  const typed = unknown[2]!.split("=")[0]!;
+  const hint = unknown[1] === "--" ? closestMatch(typed, longNames(command)) : undefined;
+  return `unknown option ${unknown[1]}${typed}${hint ? `: did you mean --${hint}?` : ""}`;
+}
+
+function namespaceOption(values: ParsedCommand["values"]): { name: string } | undefined {
+  return values.netns === undefined ? undefined : { name: namespaceName(values.netns as string) };
 }
 
 /** `ip netns` names are file names under /var/run/netns: no slashes, no leading dot. */
@@ -182,6 +191,10 @@ function objectsOption(values: ParsedCommand["values"]): { objects?: string } {
 function nonEmpty(flag: string, value: string): string {
   if (value === "") throw new UsageError(`${flag} needs a file name`);
   return value;
+}
+
+function lockTimeout(values: ParsedCommand["values"]): number {
+  return duration("--lock-timeout", (values["lock-timeout"] as string | undefined) ?? "10s");
 }
 
 /** "10s", "500ms", "2m" or a number of seconds, as Terraform's -lock-timeout takes them; in ms. */
@@ -212,15 +225,27 @@ export function listenAddress(value: string): ListenAddress {
   return { host, port };
 }
 
-/** One line per error, never a stack: codes decide the exit status, not names or messages. */
-function reportError(error: unknown): number {
+/** Whether the command line asks for JSON: then errors are JSON on stdout too (a command with a --json option only). */
+function wantsJson(argv: string[]): boolean {
+  const [command, ...rest] = argv;
+  return command !== undefined && isCommand(command) && "json" in COMMANDS[command].options && rest.includes("--json");
+}
+
+/**
+ * One line per error, never a stack: codes decide the exit status, not
+ * names or messages. Under --json the error is also a JSON document on
+ * stdout, with its code (and the diagnostics of invalid policies).
+ */
+function reportError(error: unknown, output: { command: Command | undefined; json: boolean; colour: boolean }): number {
+  if (output.json) printJson(errorDocument(error));
   if (error instanceof PolicyError) {
-    const colour = Boolean(process.stderr.isTTY) && !process.env.NO_COLOR;
-    process.stderr.write(`${formatDiagnostics(error.diagnostics, { colour })}\nintercept: ${error.message}\n`);
+    const colour = output.colour && Boolean(process.stderr.isTTY) && !process.env.NO_COLOR;
+    process.stderr.write(`${output.json ? "" : `${formatDiagnostics(error.diagnostics, { colour })}\n`}intercept: ${error.message}\n`);
     return error.exitCode;
   }
   if (error instanceof InterceptError) {
-    process.stderr.write(`intercept: ${error.message}\n${error.code === "usage" ? "Run `intercept --help` for usage.\n" : ""}`);
+    const help = output.command === undefined || output.command === "help" ? "intercept --help" : `intercept ${output.command} --help`;
+    process.stderr.write(`intercept: ${error.message}\n${error.code === "usage" ? `Run \`${help}\` for usage.\n` : ""}`);
     return error.exitCode;
   }
   // Not one of ours: a bug. Still one line; the stack only when asked for.

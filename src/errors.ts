@@ -4,12 +4,14 @@ import type { Diagnostic } from "./diagnostics.js";
  * Every error intercept reports on purpose carries a stable code: scripts,
  * the agent and the tests branch on it, never on a message or a class name.
  * The message is one line a user can act on; the CLI prints it after
- * `intercept: ` and exits with @exitCode (2 for a bad command line, as
- * getopt tools do; 1 for everything else).
+ * `intercept: ` and exits 1 (a bad command line too, as Terraform does:
+ * exit 2 means only "changes present" under `plan --detailed-exitcode`).
  */
 export type ErrorCode =
   /** The command line itself is wrong: unknown command or flag, a flag value out of range. */
   | "usage"
+  /** apply or destroy had no terminal to ask for approval on, and no --yes. */
+  | "approval-required"
   /** Policy files are invalid; the located problems are in `diagnostics`. */
   | "policy-invalid"
   /** `apply` was given no policy at all: removing everything is `destroy`'s job, or `--allow-empty`'s. */
@@ -62,12 +64,12 @@ export class InterceptError extends Error {
   }
 
   /** What the CLI exits with when this error ends a command. */
-  get exitCode(): 1 | 2 {
-    return this.code === "usage" ? 2 : 1;
+  get exitCode(): 1 {
+    return 1;
   }
 }
 
-/** A bad command line: printed with a pointer to --help, exit 2. */
+/** A bad command line: printed with a pointer to --help, exit 1. */
 export class UsageError extends InterceptError {
   constructor(message: string) {
     super("usage", message);

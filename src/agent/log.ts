@@ -16,6 +16,30 @@ export type LogEvent =
   | "reload"
   | "error";
 
+/** How much a line matters, for log pipelines that filter or alert on it (JSON lines' `level`). */
+export type LogLevel = "info" | "warn" | "error";
+
+/** Every event's level: an error failed something; a rollback or a wait is worth a look; the rest is routine. */
+const LEVEL: Record<LogEvent, LogLevel> = {
+  "agent started": "info",
+  "agent stopped": "info",
+  "namespace seen": "info",
+  "namespace gone": "info",
+  "link seen": "info",
+  "link gone": "info",
+  "link watcher": "warn",
+  "policy change": "info",
+  applied: "info",
+  "rolled back": "warn",
+  waiting: "warn",
+  reload: "info",
+  error: "error",
+};
+
+export function levelOf(event: LogEvent): LogLevel {
+  return LEVEL[event];
+}
+
 export interface Logger {
   (event: LogEvent, message: string, fields?: Record<string, unknown>): void;
 }
@@ -29,7 +53,7 @@ export function createLogger(format: LogFormat, write: (line: string) => void = 
   return (event, message, fields = {}) => {
     const time = new Date().toISOString();
     const where = typeof fields.namespace === "string" ? ` [${fields.namespace}]` : "";
-    write(format === "json" ? `${JSON.stringify({ time, event, message, ...fields })}\n` : `${time} ${event}${where}: ${message}\n`);
+    write(format === "json" ? `${JSON.stringify({ time, level: LEVEL[event], event, message, ...fields })}\n` : `${time} ${event}${where}: ${message}\n`);
   };
 }
 

@@ -4,18 +4,33 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { cacheDir } from "../cache-dir.js";
 import type { CompiledPolicy } from "../compile/index.js";
+import { InterceptError } from "../errors.js";
 import { run } from "../kernel/exec.js";
 import type { ProgramBuilder } from "./types.js";
 
 /** `clang -O2 -g -target bpf`; the multiarch include dir holds asm/types.h on Debian. */
 export async function compileBpf(source: string, output: string, includeDirs: string[] = []): Promise<void> {
   const includes = [`/usr/include/${await multiarch()}`, ...includeDirs].map((dir) => `-I${dir}`);
-  await run("clang", ["-O2", "-g", "-target", "bpf", "-Wall", "-Werror", ...includes, "-c", source, "-o", output]);
+  await clang(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror", ...includes, "-c", source, "-o", output]);
+}
+
+/**
+ * Runs clang. Without it, the one line says what a user can do on either
+ * side of the GitOps split: install it where policies are built, or apply
+ * objects built elsewhere (`build --out DIR`, then `--objects DIR`).
+ */
+async function clang(args: string[]): Promise<string> {
+  try {
+    return await run("clang", args);
+  } catch (error) {
+    if (!(error instanceof InterceptError && error.code === "tool-missing")) throw error;
+    throw new InterceptError("tool-missing", "clang not found: install clang and libbpf-dev (Debian: apt-get install clang llvm libbpf-dev), or build the objects where clang is with `intercept build --out DIR` and pass `--objects DIR` here", { cause: error });
+  }
 }
 
 let multiarchTriple: Promise<string> | undefined;
 function multiarch(): Promise<string> {
-  multiarchTriple ??= run("clang", ["-print-multiarch"]).then((out) => out.trim() || "x86_64-linux-gnu");
+  multiarchTriple ??= clang(["-print-multiarch"]).then((out) => out.trim() || "x86_64-linux-gnu");
   return multiarchTriple;
 }
 
@@ -48,7 +63,7 @@ async function cachedCompilerVersion(): Promise<string> {
   const file = path.join(await objectCache(), "clang-version.json");
   const cached = identity && (await readJson<{ identity: string; version: string }>(file));
   if (cached && cached.identity === identity) return cached.version;
-  const version = (await run("clang", ["--version"])).split("\n")[0]!.trim();
+  const version = (await clang(["--version"])).split("\n")[0]!.trim();
   if (identity) await writeAtomically(file, JSON.stringify({ identity, version }));
   return version;
 }

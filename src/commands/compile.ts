@@ -2,6 +2,7 @@ import path from "node:path";
 import { buildPolicy, writeObjects, type BuiltPolicy } from "../build/index.js";
 import { findDrift, writeGenerated } from "../compile/index.js";
 import { compiledPolicies } from "../reconcile/desired.js";
+import { counted } from "./words.js";
 
 /** `intercept compile [PATH…] [--check]`: writes generated/, or reports drift. */
 export async function compileCommand(paths: string[], options: { check: boolean }): Promise<number> {
@@ -10,7 +11,7 @@ export async function compileCommand(paths: string[], options: { check: boolean 
   if (options.check) {
     const drifted = await findDrift(compiled, complete);
     for (const file of drifted) process.stderr.write(`${file}: out of date: run \`npx --no-install intercept compile\`\n`);
-    if (drifted.length === 0) process.stdout.write(`generated/ is up to date (${compiled.length} policies)\n`);
+    if (drifted.length === 0) process.stdout.write(`generated/ is up to date (${counted(compiled.length, "policy", "policies")})\n`);
     return drifted.length > 0 ? 1 : 0;
   }
   const changed = await writeGenerated(compiled, complete);

@@ -1,2 +1,19 @@
-/** `--objects DIR`: chosen in src/build/ (the agent chooses the same way); re-exported for the commands. */
-export { programBuilder } from "../build/index.js";
+import { programBuilder as chosenBuilder, type ProgramBuilder } from "../build/index.js";
+import { withProgress } from "./progress.js";
+
+/**
+ * `--objects DIR`: chosen in src/build/ (the agent chooses the same way);
+ * for the commands, each object it makes is announced on a terminal while
+ * it takes (a cold clang build takes seconds).
+ */
+export async function programBuilder(objects: string | undefined): Promise<ProgramBuilder> {
+  return withBuildProgress(await chosenBuilder(objects));
+}
+
+/** @builder, each object it makes announced while it takes. */
+export function withBuildProgress(builder: ProgramBuilder): ProgramBuilder {
+  return {
+    identify: (compiled) => builder.identify(compiled),
+    object: (compiled, contentHash) => withProgress(`building ${compiled.policy.name}`, () => builder.object(compiled, contentHash)),
+  };
+}

@@ -1,5 +1,6 @@
-import { createInterface } from "node:readline/promises";
-import { clangBuilder, type ProgramBuilder } from "../build/index.js";
+import { createInterface } from "node:readline";
+import type { ProgramBuilder } from "../build/index.js";
+import type { ObservedState } from "../datapath/types.js";
 import { KernelDatapath } from "../datapath/kernel.js";
 import { InterceptError } from "../errors.js";
 import { onTerminationSignals, type NetworkNamespace } from "../kernel/exec.js";
@@ -9,6 +10,9 @@ import { applyRun, doneWord, loadDesired, planRun, type ApplyEvent, type Planned
 import { lockNamespace } from "../reconcile/lock.js";
 import { savedPlanNamespace, savedPlanRun, saveRun } from "../reconcile/saved.js";
 import { programBuilder } from "./objects.js";
+import { printJson } from "./output.js";
+import { startProgress } from "./progress.js";
+import { counted } from "./words.js";
 
 export interface PlanOptions {
   netns: NetworkNamespace;
@@ -25,7 +29,9 @@ export interface PlanOptions {
 export async function planCommand(paths: string[], options: PlanOptions): Promise<number> {
   const desired = await loadDesired(paths, await programBuilder(options.objects));
   const run = await planRun(desired, await KernelDatapath.open(options.netns, "plan"));
-  process.stdout.write(options.json ? `${JSON.stringify(planJson(run.plan), null, 2)}\n` : renderPlan(run.plan, options));
+  sayWhenHost(run.observed);
+  if (options.json) printJson(planJson(run.plan));
+  else process.stdout.write(renderPlan(run.plan, options));
   if (options.out) {
     await saveRun(options.out, run);
     if (!options.json) process.stdout.write(`Saved the plan to ${options.out}: apply exactly it with \`intercept apply --plan ${options.out}\`.\n`);
@@ -59,20 +65,22 @@ export async function applyCommand(paths: string[], options: ApplyOptions): Prom
   if (planFile !== undefined) {
     if (options.plan !== undefined && paths.length > 0) throw new InterceptError("usage", "apply takes policies or --plan FILE, not both");
     const datapath = await KernelDatapath.open(await savedPlanNamespace(planFile, options.netns), "apply");
-    return locked(datapath, "intercept apply", options, async () => executeRun(await savedPlanRun(planFile, datapath, builder), datapath, builder, options));
+    // A saved plan was reviewed when it was made: applied without a question, as Terraform applies one.
+    return locked(datapath, "intercept apply", options, async () => executeRun(await savedPlanRun(planFile, datapath, builder), datapath, builder, { ...options, yes: true }));
   }
   const desired = await loadDesired(paths, builder);
   if (desired.length === 0 && !options.allowEmpty) {
     throw new InterceptError("no-policies", "no policies given: applying none would remove everything (use `intercept destroy`, or --allow-empty)");
   }
   const datapath = await KernelDatapath.open(options.netns ?? {}, "apply");
-  return locked(datapath, "intercept apply", options, async () => executeRun(await planRun(desired, datapath), datapath, builder, options));
+  return locked(datapath, "intercept apply", options, async () => executeRun(await planRun(desired, datapath), datapath, builder, { ...options, verb: "apply" }));
 }
 
 /** `intercept destroy`: the plan that removes everything intercept made in the namespace. */
 export async function destroyCommand(options: ApplyOptions): Promise<number> {
   const datapath = await KernelDatapath.open(options.netns ?? {}, "destroy");
-  return locked(datapath, "intercept destroy", options, async () => executeRun(await planRun([], datapath), datapath, clangBuilder, options));
+  const builder = await programBuilder(undefined); // never used: destroying loads nothing
+  return locked(datapath, "intercept destroy", options, async () => executeRun(await planRun([], datapath), datapath, builder, { ...options, verb: "destroy" }));
 }
 
 /**
@@ -93,27 +101,63 @@ async function locked<T>(datapath: KernelDatapath, holder: string, options: { lo
   }
 }
 
-async function executeRun(run: PlannedRun, datapath: KernelDatapath, builder: ProgramBuilder, options: ApplyOptions): Promise<number> {
+/** Which command runs a plan: its words in the question, the refusal and the last line. */
+type Verb = "apply" | "destroy";
+
+async function executeRun(run: PlannedRun, datapath: KernelDatapath, builder: ProgramBuilder, options: { colour: boolean; yes: boolean; verb?: Verb }): Promise<number> {
+  const verb = options.verb ?? "apply";
+  sayWhenHost(run.observed);
   process.stdout.write(renderPlan(run.plan, options));
   if (run.plan.changes.length === 0) return 0;
-  if (!(await confirmed(options.yes))) {
-    process.stderr.write("Apply cancelled.\n");
+  if (!options.yes && !(await approved(verb))) {
+    process.stderr.write(`${verb === "apply" ? "Apply" : "Destroy"} cancelled.\n`);
     return 1;
   }
   const interrupt = interruptOnSignal();
+  const steps = stepProgress();
   try {
-    await applyRun(run, datapath, { builder, onEvent: printEvent, interrupt: interrupt.signal });
+    await applyRun(run, datapath, { builder, onEvent: (event) => { steps.onEvent(event); printEvent(event, verb); }, interrupt: interrupt.signal });
   } finally {
+    steps.stop();
     interrupt.release();
   }
   return 0;
 }
 
-function printEvent(event: ApplyEvent): void {
+/**
+ * Without --netns, intercept acts on the namespace it runs in: on a node,
+ * the host's own links. Said before the plan, with the links, so that no
+ * one changes the host by accident (stderr: stdout stays the plan).
+ */
+function sayWhenHost(observed: ObservedState): void {
+  if (observed.netns.name !== undefined) return;
+  const links = observed.links.map((link) => link.name);
+  process.stderr.write(`No --netns: acting on the host's own network namespace, ${links.length === 0 ? "which has no links" : `${counted(links.length, "link")}: ${links.join(", ")}`}.\n`);
+}
+
+/** Announces an apply step that takes more than a second (a load, a big batch), on a terminal only. */
+function stepProgress(): { onEvent(event: ApplyEvent): void; stop(): void } {
+  let current: { done(): void } | undefined;
+  const stop = () => {
+    current?.done();
+    current = undefined;
+  };
+  return {
+    onEvent(event) {
+      stop();
+      if (event.type === "step-started") current = startProgress(`${event.change.address}: ${event.operation.op} (step ${event.step} of ${event.steps})`);
+    },
+    stop,
+  };
+}
+
+function printEvent(event: ApplyEvent, verb: Verb): void {
   if (event.type === "change-done") process.stdout.write(`${event.change.address}: ${doneWord(event.change)}\n`);
   if (event.type === "complete") {
     const { add, change, destroy } = event.summary;
-    process.stdout.write(`Apply complete! Resources: ${add} added, ${change} changed, ${destroy} destroyed.\n`);
+    process.stdout.write(verb === "destroy"
+      ? `Destroy complete! Resources: ${destroy} destroyed.\n`
+      : `Apply complete! Resources: ${add} added, ${change} changed, ${destroy} destroyed.\n`);
   }
 }
 
@@ -135,11 +179,33 @@ function interruptOnSignal(): { signal: AbortSignal; release: () => void } {
   return { signal: controller.signal, release };
 }
 
-/** Asks only on a terminal; --yes or a pipe means yes (Terraform's -auto-approve). */
-async function confirmed(yes: boolean): Promise<boolean> {
-  if (yes || !process.stdin.isTTY) return true;
-  const prompt = createInterface({ input: process.stdin, output: process.stdout });
-  const answer = await prompt.question("Do you want to perform these actions? Only 'yes' will be accepted: ");
-  prompt.close();
-  return answer.trim() === "yes";
+/**
+ * Terraform's approval: only "yes" approves. Without a terminal to ask on
+ * (CI, a pipe, </dev/null) the command refuses instead of guessing, unless
+ * --yes was given. Ctrl-C or Ctrl-D at the question is a "no".
+ */
+async function approved(verb: Verb): Promise<boolean> {
+  if (!process.stdin.isTTY) {
+    throw new InterceptError("approval-required", `${verb}: no terminal to ask for approval on: pass --yes (or --auto-approve) to ${verb} without a question`);
+  }
+  const question = verb === "destroy"
+    ? "Do you really want to destroy everything intercept made here? Only 'yes' will be accepted: "
+    : "Do you want to perform these actions? Only 'yes' will be accepted: ";
+  const answer = await ask(question);
+  if (answer === undefined) process.stderr.write("\n"); // after the ^C or ^D the terminal echoed
+  return answer?.trim() === "yes";
+}
+
+/** The answer to @question on the terminal; undefined for Ctrl-C (readline's SIGINT) or Ctrl-D (end of input). */
+async function ask(question: string): Promise<string | undefined> {
+  const prompt = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  try {
+    return await new Promise<string | undefined>((resolve) => {
+      prompt.on("SIGINT", () => resolve(undefined));
+      prompt.on("close", () => resolve(undefined));
+      prompt.question(question, resolve);
+    });
+  } finally {
+    prompt.close();
+  }
 }

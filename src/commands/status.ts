@@ -8,13 +8,17 @@ import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import { describeDrift } from "../reconcile/drift.js";
 import { inspect, type StatusReport } from "../reconcile/inspect.js";
 import { cidrText, ruleSummary, singleOriginalPort, type OutboundRule, type Rule } from "../validate/index.js";
+import { outputHeader } from "../output-format.js";
 import { programBuilder } from "./objects.js";
+import { printJson } from "./output.js";
+import { counted } from "./words.js";
 
 /** `intercept status`: attached links, live programs, rules with their counters. */
 export async function statusCommand(paths: string[], options: { netns: NetworkNamespace; json: boolean; objects?: string }): Promise<number> {
   const { desired, policiesError } = await policiesForLabels(paths, await programBuilder(options.objects));
   const report = await inspect(await KernelDatapath.open(options.netns, "status"), desired);
-  process.stdout.write(options.json ? `${JSON.stringify(statusJson(report, policiesError), null, 2)}\n` : renderStatus(report, policiesError));
+  if (options.json) printJson(statusJson(report, policiesError));
+  else process.stdout.write(renderStatus(report, policiesError));
   return 0;
 }
 
@@ -33,10 +37,10 @@ async function policiesForLabels(paths: string[], builder: ProgramBuilder): Prom
   }
 }
 
-/** The documented JSON form of status (README, "Status"). */
-function statusJson(report: StatusReport, policiesError: string | undefined) {
+/** `status --json`: schemas/status-output.schema.json. */
+export function statusJson(report: StatusReport, policiesError: string | undefined) {
   return {
-    formatVersion: 1,
+    ...outputHeader("status"),
     namespace: report.observed.netns.name ?? null,
     policiesError: policiesError ?? null,
     drift: report.drift.map((drift) => ({ ...drift, description: describeDrift(drift) })),
@@ -90,8 +94,8 @@ function runningPolicy(programs: StatusReport["links"][number]["programs"]): str
 /** A rule's counters in words: what its kind counts (all of them for a rule the policies do not name). */
 function describeCounters(counters: RuleCounters, rule: Rule | undefined, outbound: OutboundRule | undefined): string {
   const rewrite = `in ${counters.rewrittenIngress.packets} pkts/${counters.rewrittenIngress.bytes} B  out ${counters.rewrittenEgress.packets} pkts/${counters.rewrittenEgress.bytes} B`;
-  const steer = `steered ${counters.steered.packets} connections (${counters.timeWaitRecycled.packets} through a recycled TIME_WAIT)  proxy down ${counters.proxyDown.packets}  in TIME_WAIT ${counters.timeWait.packets}`;
-  const redirected = `redirected ${counters.redirected.packets} connections`;
+  const steer = `steered ${counted(counters.steered.packets, "connection")} (${counters.timeWaitRecycled.packets} through a recycled TIME_WAIT)  proxy down ${counters.proxyDown.packets}  in TIME_WAIT ${counters.timeWait.packets}`;
+  const redirected = `redirected ${counted(counters.redirected.packets, "connection")}`;
   if (outbound) return redirected;
   if (!rule) return `${rewrite}  ${steer}  ${redirected}`;
   return rule.strategy === "steer" ? steer : rewrite;
@@ -103,7 +107,7 @@ function describeCgroups(report: StatusReport, ref: { policy: string; version: s
     const hooks = cgroup.programs.filter(({ program }) => program.policy === ref.policy && program.version === ref.version).map(({ hook }) => hook);
     if (hooks.length === 0) return [];
     const what = hooks.length === 4 ? "capture" : hooks.join(", ");
-    return [`${cgroup.path} (${what}${cgroup.foreign.length > 0 ? `; ${cgroup.foreign.length} other program(s) left alone` : ""})`];
+    return [`${cgroup.path} (${what}${cgroup.foreign.length > 0 ? `; ${counted(cgroup.foreign.length, "other program")} left alone` : ""})`];
   });
 }
 

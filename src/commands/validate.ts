@@ -1,11 +1,15 @@
 import { formatDiagnostics, reportableDiagnostics } from "../diagnostics.js";
 import { DEFAULT_POLICY_DIR, loadPolicies, POLICY_EXTENSIONS } from "../load/index.js";
+import { outputHeader } from "../output-format.js";
 import { validatePolicies } from "../validate/index.js";
+import { printJson } from "./output.js";
+import { counted } from "./words.js";
 
 /**
  * `intercept validate [PATH…] [--json]`: every problem of every file,
- * sorted, exit 1 if any. `--json` prints them as an array of diagnostic
- * objects (src/diagnostics.ts), `[]` when all is well. Paths holding no
+ * sorted, exit 1 if any. `--json` prints a document of kind "validate"
+ * (schemas/validate-output.schema.json): whether all is valid, the policy
+ * files read, and the diagnostics (src/diagnostics.ts). Paths holding no
  * policy file at all are not an error (an empty folder is a valid, empty
  * set of policies; `apply` decides what to do with one), but are said so.
  */
@@ -14,20 +18,17 @@ export async function validateCommand(paths: string[], options: { json: boolean;
   const { policies, diagnostics } = validatePolicies(loaded.policies);
   const all = [...loaded.diagnostics, ...diagnostics];
   if (options.json) {
-    process.stdout.write(`${JSON.stringify(reportableDiagnostics(all), null, 2)}\n`);
+    const files = [...new Set([...loaded.policies.map((policy) => policy.file), ...all.map((diagnostic) => diagnostic.file)])].sort();
+    printJson({ ...outputHeader("validate"), valid: all.length === 0, files, diagnostics: reportableDiagnostics(all) });
   } else if (all.length > 0) {
     const colour = options.colour ?? (Boolean(process.stderr.isTTY) && !process.env.NO_COLOR);
     const files = new Set(all.map((diagnostic) => diagnostic.file)).size;
-    process.stderr.write(`${formatDiagnostics(all, { colour })}\n${plural(all.length, "error")} in ${plural(files, "file")}\n`);
+    process.stderr.write(`${formatDiagnostics(all, { colour })}\n${counted(all.length, "error")} in ${counted(files, "file")}\n`);
   } else if (policies.length === 0) {
     const where = (paths.length > 0 ? paths : [DEFAULT_POLICY_DIR]).join(", ");
     process.stdout.write(`no policy files (${POLICY_EXTENSIONS.join(", ")}) in ${where}: nothing to validate\n`);
   } else {
-    process.stdout.write(`${plural(policies.length, "policy", "policies")} valid: ${policies.map((p) => p.file).join(", ")}\n`);
+    process.stdout.write(`${counted(policies.length, "policy", "policies")} valid: ${policies.map((p) => p.file).join(", ")}\n`);
   }
   return all.length > 0 ? 1 : 0;
-}
-
-function plural(count: number, one: string, many = `${one}s`): string {
-  return `${count} ${count === 1 ? one : many}`;
 }

@@ -38,7 +38,7 @@ export async function runWithInput(tool: string, args: string[], input: string |
   const result = await execa(file, fileArgs, { reject: false, extendEnv: false, ...(input === undefined ? { stdin: "ignore" as const } : { input }) });
   if (result.failed) {
     if ((result as { code?: string }).code === "ENOENT") {
-      throw new InterceptError("tool-missing", `${file} not found: install ${PACKAGE_OF[file] ?? file} (npm run setup installs everything)`);
+      throw new InterceptError("tool-missing", `${file} not found: install ${PACKAGE_OF[file] ?? file}`);
     }
     throw new CommandError(`${tool} ${args.join(" ")}`, String(result.stderr || result.message));
   }

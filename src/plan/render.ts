@@ -1,5 +1,6 @@
 import { styleText } from "node:util";
 import { describeNamespace } from "../model/namespace.js";
+import { outputHeader } from "../output-format.js";
 import { actionOf, summarise, type Action, type Plan } from "./model.js";
 
 type Colour = "green" | "yellow" | "red" | "magenta";
@@ -33,10 +34,10 @@ export function renderPlan(plan: Plan, options: { colour: boolean }): string {
   ].join("\n");
 }
 
-/** The documented JSON form of a plan (README, "Plans"). */
+/** `plan --json`: schemas/plan-output.schema.json. */
 export function planJson(plan: Plan) {
   return {
-    formatVersion: 2,
+    ...outputHeader("plan"),
     namespace: plan.netns.name ?? null,
     changes: plan.changes.map((change) => ({ action: actionOf(change), ...change })),
     summary: summarise(plan),

@@ -157,7 +157,7 @@ describe("bad input: one-line error, non-zero exit, kernel unchanged", { concurr
     const result = await execa("node", ["bin/intercept.js", "apply", "policies/demo.ts", "--netns", lab.serverNs],
       { reject: false, env: { PATH: bin }, extendEnv: false });
     assert.equal(result.exitCode, 1);
-    assert.equal(result.stderr.trim(), "intercept: clang not found: install clang (npm run setup installs everything)");
+    assert.equal(result.stderr.trim(), "intercept: clang not found: install clang and libbpf-dev (Debian: apt-get install clang llvm libbpf-dev), or build the objects where clang is with `intercept build --out DIR` and pass `--objects DIR` here");
     assert.equal(await ourFilters(), "");
   });
 });
