@@ -113,6 +113,11 @@ export function parseAgentArguments(args: string[]): { paths: string[]; options:
   return { paths: positionals, options: agentOptions(values) };
 }
 
+/** A command's line parsed as the CLI parses it (aliases folded), its values not yet checked: a usage error if it is not one. */
+export function parseCommandLine(command: Command, args: string[]): ParsedCommand {
+  return parseCommand(command, args);
+}
+
 /** The options a command accepts, by name (global ones included): each flag's type and whether it may be repeated. */
 export function commandOptions(command: Command): Readonly<Record<string, OptionSpec>> {
   return optionsOf(command);

@@ -8,7 +8,7 @@ import path from "node:path";
 import { test } from "node:test";
 import { intercept, interceptIn } from "../../lab/network.js";
 
-test("validate: all errors of all files, sorted, exit 1; --json prints them as data", async () => {
+test("validate: all errors of all files, sorted, exit 1; --json prints them as a document", async () => {
   const files = ["tests/golden/invalid/bad-ports.yaml", "tests/golden/invalid/missing-interceptors.yaml"];
   const text = await intercept("validate", ...files);
   assert.equal(text.exitCode, 1);
@@ -20,7 +20,12 @@ test("validate: all errors of all files, sorted, exit 1; --json prints them as d
   assert.match(text.stderr, /\n6 errors in 2 files$/);
   const json = await intercept("validate", ...files, "--json");
   assert.equal(json.exitCode, 1);
-  const diagnostics = JSON.parse(json.stdout) as { file: string; line: number; column: number; message: string }[];
+  const document = JSON.parse(json.stdout) as { formatVersion: string; kind: string; valid: boolean; files: string[]; diagnostics: object[] };
+  assert.equal(document.formatVersion, "1.0");
+  assert.equal(document.kind, "validate");
+  assert.equal(document.valid, false);
+  assert.deepEqual(document.files, files);
+  const { diagnostics } = document;
   assert.equal(diagnostics.length, 6);
   assert.deepEqual(diagnostics[0], {
     code: "schema/range",
@@ -37,10 +42,12 @@ test("validate: all errors of all files, sorted, exit 1; --json prints them as d
 test("validate: good policies in both forms pass with exit 0", async () => {
   const result = await intercept("validate", "policies/demo.ts");
   assert.equal(result.exitCode, 0, result.stderr);
-  assert.equal((await intercept("validate", "examples/config.yaml", "--json")).stdout.trim(), "[]");
+  assert.deepEqual(JSON.parse((await intercept("validate", "examples/config.yaml", "--json")).stdout), {
+    formatVersion: "1.0", kind: "validate", valid: true, files: ["examples/config.yaml"], diagnostics: [],
+  });
 });
 
-test("compile --check exits 0 on a clean tree, 1 for a stale file; unknown commands and options exit 2 (usage)", async () => {
+test("compile --check exits 0 on a clean tree, 1 for a stale file; unknown commands and options exit 1 (usage)", async () => {
   // A copy of the repository's policies and generated C: the test writes only there.
   const repository = await mkdtemp(path.join(tmpdir(), "intercept-compile-"));
   try {
@@ -58,7 +65,7 @@ test("compile --check exits 0 on a clean tree, 1 for a stale file; unknown comma
     await rm(repository, { recursive: true, force: true });
   }
   const unknown = await intercept("frobnicate");
-  assert.equal(unknown.exitCode, 2);
+  assert.equal(unknown.exitCode, 1);
   assert.match(unknown.stderr, /unknown command "frobnicate"/);
-  assert.equal((await intercept("plan", "--bogus")).exitCode, 2);
+  assert.equal((await intercept("plan", "--bogus")).exitCode, 1);
 });

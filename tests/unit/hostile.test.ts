@@ -200,7 +200,9 @@ test("a folder without policy files validates, and says there was nothing to val
   const cli = await execa("node", ["bin/intercept.js", "validate", dir], { reject: false });
   assert.equal(cli.exitCode, 0);
   assert.equal(cli.stdout, `no policy files (.ts, .yaml, .yml) in ${dir}: nothing to validate`);
-  assert.equal((await execa("node", ["bin/intercept.js", "validate", dir, "--json"])).stdout, "[]");
+  assert.deepEqual(JSON.parse((await execa("node", ["bin/intercept.js", "validate", dir, "--json"])).stdout), {
+    formatVersion: "1.0", kind: "validate", valid: true, files: [], diagnostics: [],
+  });
 });
 
 test("a huge file is refused before it is read, whatever its content", async () => {

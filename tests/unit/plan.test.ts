@@ -1,6 +1,7 @@
 /** The plan as a pure function of desired and observed state. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { FORMAT_VERSION } from "../../src/output-format.js";
 import { planJson, renderPlan, summarise, type Plan } from "../../src/plan/index.js";
 import { executePlan, makePlan, selects } from "../../src/reconcile/index.js";
 import { desiredPolicy } from "../support/desired.js";
@@ -108,7 +109,8 @@ test("a foreign filter in intercept's slot stops the plan", async () => {
 
 test("plan --json: camelCase, a format version, the action of every change", async () => {
   const json = planJson(makePlan([demo], await (await kernel("eth0")).observe()));
-  assert.equal(json.formatVersion, 2);
+  assert.equal(json.formatVersion, FORMAT_VERSION);
+  assert.equal(json.kind, "plan");
   assert.deepEqual(json.changes.map((c) => c.action), ["create", "create"]);
   assert.deepEqual(Object.keys(json.changes[1]!).sort(), ["action", "addQdisc", "address", "hooks", "link", "program", "reason", "type"]);
   const snake = JSON.stringify(json).match(/"[a-z]+_[a-z_]+":/g);
