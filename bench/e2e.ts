@@ -202,20 +202,20 @@ async function controlPlane() {
   const lab = await Lab.create();
   try {
     // plan with nothing to change: cold (no policy cache) and warm.
-    await timed("apply", "policies/demo.ts", "--netns", lab.serverNs);
+    await timed("apply", "--yes", "policies/demo.ts", "--netns", lab.serverNs);
     await rm("build/cache/policies", { recursive: true, force: true });
     const planCold = await timed("plan", "policies/demo.ts", "--netns", lab.serverNs);
     const planWarm = median(await sequence(5, () => timed("plan", "policies/demo.ts", "--netns", lab.serverNs)));
-    await timed("destroy", "--netns", lab.serverNs);
+    await timed("destroy", "--yes", "--netns", lab.serverNs);
 
     // apply with a compile-cache miss (ports never seen before) and a hit (the same again).
     const fresh = path.join(scratch, "fresh.yaml");
     const port = randomInt(20_000, 29_000);
     await writeFile(fresh, `interceptors:\n  - { port: ${port + 10_000}, originalPort: ${port} }\n`);
-    const applyMiss = await timed("apply", fresh, "--netns", lab.serverNs);
-    await timed("destroy", "--netns", lab.serverNs);
-    const applyHit = await timed("apply", fresh, "--netns", lab.serverNs);
-    await timed("destroy", "--netns", lab.serverNs);
+    const applyMiss = await timed("apply", "--yes", fresh, "--netns", lab.serverNs);
+    await timed("destroy", "--yes", "--netns", lab.serverNs);
+    const applyHit = await timed("apply", "--yes", fresh, "--netns", lab.serverNs);
+    await timed("destroy", "--yes", "--netns", lab.serverNs);
     return { planColdMs: planCold, planWarmMs: planWarm, applyCompileMissMs: applyMiss, applyCompileHitMs: applyHit, ...(await agentLatencies(lab)) };
   } finally {
     await lab.destroy();

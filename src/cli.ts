@@ -3,7 +3,7 @@ import type { AgentOptions } from "./agent/index.js";
 import type { LogFormat } from "./agent/log.js";
 import { closestMatch, renderCommandHelp, renderOverview } from "./commands/help.js";
 import { errorDocument, printJson } from "./commands/output.js";
-import { COMMAND_NAMES, COMMANDS, isCommand, longNames, optionsOf, type Command, type OptionSpec } from "./commands/table.js";
+import { COMMAND_NAMES, COMMANDS, isCommand, longNames, optionsOf, type Command } from "./commands/table.js";
 import { formatDiagnostics } from "./diagnostics.js";
 import { InterceptError, messageOf, PolicyError, UsageError } from "./errors.js";
 import type { ListenAddress } from "./model/listen-address.js";
@@ -118,9 +118,9 @@ export function parseCommandLine(command: Command, args: string[]): ParsedComman
   return parseCommand(command, args);
 }
 
-/** The options a command accepts, by name (global ones included): each flag's type and whether it may be repeated. */
-export function commandOptions(command: Command): Readonly<Record<string, OptionSpec>> {
-  return optionsOf(command);
+/** The options a command accepts, by name (aliases and global ones included): each flag's type and whether it may be repeated. */
+export function commandOptions(command: Command): Readonly<Record<string, { type: "string" | "boolean"; multiple?: boolean }>> {
+  return Object.fromEntries(Object.entries(parserOptions(command)).map(([name, option]) => [name, { type: option.type, ...(option.multiple && { multiple: true }) }]));
 }
 
 function agentOptions(values: ParsedCommand["values"]): AgentOptions {

@@ -107,7 +107,7 @@ export function closestMatch(typed: string, candidates: readonly string[]): stri
   return best?.candidate;
 }
 
-/** docs/cli.md: generated from the table (tests/unit/cli-docs.test.ts keeps it up to date). */
+/** docs/cli.md: generated from the table (tests/unit/cli-help.test.ts keeps it up to date). */
 export function renderMarkdown(): string {
   const sections = COMMAND_NAMES.map((command) => {
     const spec = COMMANDS[command];
@@ -132,7 +132,7 @@ export function renderMarkdown(): string {
   return [
     "# intercept command line",
     "",
-    "<!-- Generated from src/commands/table.ts by tests/unit/cli-docs.test.ts: edit the table, then run `npm run test:update-golden`. -->",
+    "<!-- Generated from src/commands/table.ts by tests/unit/cli-help.test.ts: edit the table, then run `npm run test:update-golden`. -->",
     "",
     "Every command also answers `--help` (`intercept plan --help`, or `intercept help plan`) with the",
     "same options as here. A mistyped command or option is refused with a suggestion",

@@ -107,7 +107,7 @@ export const COMMANDS = {
     examples: [["intercept validate", "every policy under policies/"], ["intercept validate --json policies/web.ts", "the diagnostics as data"]],
   },
   compile: {
-    summary: "write generated/<policy>.bpf.c",
+    summary: "write the generated C of each policy (generated/POLICY.bpf.c)",
     operands: "[PATH…]",
     positionals: "paths",
     description: [PATHS_NOTE, "For all of policies/, also removes generated files no policy produces. Commit generated/."],

@@ -50,12 +50,12 @@ function startAgent(...args: string[]): AgentProcess {
 const attached = async () => String((await lab.runInServer(["tc", "filter", "show", "dev", lab.serverLink, "ingress"])).stdout).includes("intercept_ingre");
 
 describe("agent lifecycle", { concurrency: false }, () => {
-  test("a --metrics value that is not HOST:PORT: usage error, exit 2, at once, nothing attached", async () => {
+  test("a --metrics value that is not HOST:PORT: usage error, exit 1, at once, nothing attached", async () => {
     const started = Date.now();
     const agent = startAgent(folder, "--netns", lab.serverNs, "--metrics", "nonsense:xx");
     const { exitCode, stderr } = await agent.exited();
-    assert.equal(exitCode, 2);
-    assert.equal(stderr, 'intercept: --metrics: "nonsense:xx" is not HOST:PORT (e.g. 127.0.0.1:9464)\nRun `intercept --help` for usage.\n');
+    assert.equal(exitCode, 1);
+    assert.equal(stderr, 'intercept: --metrics: "nonsense:xx" is not HOST:PORT (e.g. 127.0.0.1:9464)\nRun `intercept agent --help` for usage.\n');
     assert.ok(Date.now() - started < 1000, `${Date.now() - started} ms`);
     assert.equal(await attached(), false);
   });
@@ -77,10 +77,10 @@ describe("agent lifecycle", { concurrency: false }, () => {
     }
   });
 
-  test("every other bad flag value: one line, no stack trace, exit 2", async () => {
+  test("every other bad flag value: one line, no stack trace, exit 1", async () => {
     for (const args of [["--log-format", "xml"], ["--lock-timeout", "soon"], ["--netns", "../etc"], ["--objects", ""], ["--frobnicate"]]) {
       const result = await intercept("agent", folder, ...args);
-      assert.equal(result.exitCode, 2, `${args.join(" ")}: ${result.stderr}`);
+      assert.equal(result.exitCode, 1, `${args.join(" ")}: ${result.stderr}`);
       assert.equal(result.stderr.trim().split("\n").length, 2, `${args.join(" ")}: ${result.stderr}`);
       assert.doesNotMatch(result.stderr, /\n\s+at /, "no stack trace");
     }

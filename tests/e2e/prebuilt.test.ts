@@ -59,11 +59,11 @@ describe("prebuilt objects", { concurrency: false }, () => {
     const plan = await withoutClang("plan", "policies/demo.ts", "--netns", lab.serverNs, "--objects", objects, "--no-color");
     assert.equal(plan.exitCode, 0, plan.stderr);
     assert.match(plan.stdout, /\+ program\.demo/);
-    const applied = await withoutClang("apply", "policies/demo.ts", "--netns", lab.serverNs, "--objects", objects);
+    const applied = await withoutClang("apply", "--yes", "policies/demo.ts", "--netns", lab.serverNs, "--objects", objects);
     assert.equal(applied.exitCode, 0, applied.stderr);
     assert.match((await lab.curl(8000)).response, /\r\nServer: intercept\r\n/i);
     assert.equal((await withoutClang("plan", "policies/demo.ts", "--netns", lab.serverNs, "--objects", objects, "--detailed-exitcode")).exitCode, 0, "the kernel matches");
-    assert.equal((await withoutClang("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await withoutClang("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
   });
 
   test("a tampered object is refused, naming the policy; nothing changes", async () => {
@@ -73,7 +73,7 @@ describe("prebuilt objects", { concurrency: false }, () => {
     const bytes = await readFile(object);
     bytes[bytes.length - 1] ^= 0xff;
     await writeFile(object, bytes);
-    const result = await withoutClang("apply", "policies/demo.ts", "--netns", lab.serverNs, "--objects", tampered);
+    const result = await withoutClang("apply", "--yes", "policies/demo.ts", "--netns", lab.serverNs, "--objects", tampered);
     assert.equal(result.exitCode, 1);
     assert.equal(result.stderr.trim(), `intercept: policy demo: ${object} is not the object its manifest names (sha256 differs): build the objects again`);
     assert.equal(await ourFilters(), "");
@@ -82,7 +82,7 @@ describe("prebuilt objects", { concurrency: false }, () => {
   test("a changed policy is refused, not run with the old program; nothing changes", async () => {
     const changed = path.join(scratch, "demo.yaml");
     await writeFile(changed, "name: demo\ninterceptors:\n  - { originalPort: 8000, port: 9001 }\n");
-    const result = await withoutClang("apply", changed, "--netns", lab.serverNs, "--objects", objects);
+    const result = await withoutClang("apply", "--yes", changed, "--netns", lab.serverNs, "--objects", objects);
     assert.equal(result.exitCode, 1);
     assert.equal(result.stderr.trim(), `intercept: policy demo: its C is not the C ${path.join(objects, "demo.bpf.o")} was built from (the policy or intercept changed since): build the objects again`);
     assert.equal(await ourFilters(), "");
@@ -91,7 +91,7 @@ describe("prebuilt objects", { concurrency: false }, () => {
   test("a policy with no object, on a node without clang: one line that says what to do", async () => {
     const other = path.join(scratch, "other.yaml");
     await writeFile(other, "interceptors:\n  - { originalPort: 7000, port: 7100 }\n");
-    const result = await withoutClang("apply", other, "--netns", lab.serverNs, "--objects", objects);
+    const result = await withoutClang("apply", "--yes", other, "--netns", lab.serverNs, "--objects", objects);
     assert.equal(result.exitCode, 1);
     assert.equal(result.stderr.trim(), `intercept: policy other has no prebuilt object in ${objects} and clang is not installed: build the objects in CI (\`intercept build --out DIR\`) or install clang`);
     assert.equal(await ourFilters(), "");

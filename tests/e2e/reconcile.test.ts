@@ -113,7 +113,7 @@ describe("saved plans", { concurrency: false }, () => {
     const saved = path.join(scratch, "grown.plan");
     assert.equal((await intercept("plan", await policyFile("demo.yaml", GROWN_YAML), "--netns", lab.serverNs, "--out", saved)).exitCode, 0);
     // Someone else changes the kernel in between: a live edit by hand.
-    assert.equal((await intercept("apply", await policyFile("demo.yaml", DEMO_YAML.replace("8000 }", "8000, enabled: false }")), "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("apply", "--yes", await policyFile("demo.yaml", DEMO_YAML.replace("8000 }", "8000, enabled: false }")), "--netns", lab.serverNs)).exitCode, 0);
     const idsBefore = (await status()).programs[0].programIds;
     const refused = await intercept("apply", saved);
     assert.equal(refused.exitCode, 1);
@@ -124,11 +124,11 @@ describe("saved plans", { concurrency: false }, () => {
 
 describe("replace", { concurrency: false }, () => {
   test("adding a rule replaces the program without a single failed request on the old rule", async () => {
-    assert.equal((await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs)).exitCode, 0);
     const idsBefore = (await status()).programs[0].programIds;
     const loop = lab.runInClient(["node", "dist/lab/request-loop.js", `http://${SERVER_ADDRESS}:8000/`, "60000", "Server", await lab.addClientAddress()]);
     await waitForAnswers(loop);
-    const replaced = await intercept("apply", await policyFile("demo.yaml", GROWN_YAML), "--netns", lab.serverNs, "--no-color");
+    const replaced = await intercept("apply", "--yes", await policyFile("demo.yaml", GROWN_YAML), "--netns", lab.serverNs, "--no-color");
     loop.kill("SIGTERM"); // the loop spanned the whole replace
     assert.equal(replaced.exitCode, 0, replaced.stderr);
     assert.match(replaced.stdout, /-\/\+ program\.demo/);
@@ -153,11 +153,11 @@ describe("foreign filters", { concurrency: false }, () => {
   const seen = async (name: string) => (await dumpMap<number>(`${foreignPins}/${name}/maps/seen`))[0]!.value!;
 
   test("filters before and after ours survive apply and destroy, and keep seeing packets", async () => {
-    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
     assert.equal((await lab.runInServer(["tc", "qdisc", "add", "dev", lab.serverLink, "clsact"])).exitCode, 0);
     await addForeign("before", 1);
     await addForeign("after", 60000);
-    assert.equal((await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs)).exitCode, 0);
     const [beforeCount, afterCount] = [await seen("before"), await seen("after")];
     const { response } = await lab.curl(8000);
     assert.match(response, /\r\nServer: intercept\r\n/i, "ours still runs after the earlier filter");
@@ -165,7 +165,7 @@ describe("foreign filters", { concurrency: false }, () => {
     assert.ok((await seen("after")) > afterCount, "the filter after ours saw the request: ours hands packets on");
     assert.deepEqual((await tcShow(lab.serverLink, "ingress")).map((f) => f.pref), [1, 18755, 60000]);
 
-    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
     assert.deepEqual((await tcShow(lab.serverLink, "ingress")).map((f) => f.pref), [1, 60000], "only ours is gone");
     const qdiscs = String((await lab.runInServer(["tc", "qdisc", "show", "dev", lab.serverLink])).stdout);
     assert.match(qdiscs, /clsact/, "the clsact qdisc intercept did not create stays");
@@ -176,7 +176,7 @@ describe("failures", { concurrency: false }, () => {
   const extraLinks = () => [`${lab.id}x`, `${lab.id}y`];
 
   before(async () => {
-    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
     const [x, y] = extraLinks() as [string, string];
     assert.equal((await lab.runInServer(["ip", "link", "add", x, "type", "veth", "peer", "name", y])).exitCode, 0);
     for (const link of [x, y]) await lab.runInServer(["ip", "link", "set", link, "up"]);
@@ -195,7 +195,7 @@ describe("failures", { concurrency: false }, () => {
     const bin = path.join(scratch, "tc-failing");
     await mkdir(bin, { recursive: true });
     await writeFile(path.join(bin, "tc"), tcShim(`*"filter replace dev ${y} "*`, `echo "RTNETLINK answers: forced failure" >&2; return 2`), { mode: 0o755 });
-    const result = await execa("node", ["bin/intercept.js", "apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
+    const result = await execa("node", ["bin/intercept.js", "apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
       { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
     assert.equal(result.exitCode, 1);
     assert.match(String(result.stdout), /attachment\.\S+: created/, "steps had succeeded before the failure");
@@ -210,7 +210,7 @@ describe("failures", { concurrency: false }, () => {
     const bin = path.join(scratch, "bpftool-failing");
     await mkdir(bin, { recursive: true });
     await writeFile(path.join(bin, "bpftool"), bpftoolShim(`"map update pinned "*/qdiscs" "*`), { mode: 0o755 });
-    const result = await execa("node", ["bin/intercept.js", "apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
+    const result = await execa("node", ["bin/intercept.js", "apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
       { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
     assert.equal(result.exitCode, 1, String(result.stderr));
     assert.match(String(result.stdout), /program\.demo: created/, "the load, before the failure, was done and reported");
@@ -227,7 +227,7 @@ describe("failures", { concurrency: false }, () => {
     const gate = await Gate.create(path.join(scratch, "tc-gate"));
     await mkdir(bin, { recursive: true });
     await writeFile(path.join(bin, "tc"), tcShim(`*"filter replace dev ${y} "*`, gate.shellWait), { mode: 0o755 });
-    const apply = execa("node", ["bin/intercept.js", "apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
+    const apply = execa("node", ["bin/intercept.js", "apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
       { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
     try {
       await gate.reached(() => apply.exitCode !== null);
@@ -258,7 +258,7 @@ describe("failures", { concurrency: false }, () => {
       "bpf", "direct-action", "object-pinned", `${foreignPins}/before/progs/foreign_counter`]);
     assert.equal(blocker.exitCode, 0, String(blocker.stderr));
     const before = await snapshot();
-    const result = await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs);
+    const result = await intercept("apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs);
     assert.equal(result.exitCode, 1);
     assert.equal(result.stderr.trim(), `intercept: interface ${y}: tc pref 18755 handle 0x1, where intercept attaches, is held by a filter intercept did not create (bpf foreign_counter); remove it or exclude the interface`);
     assert.equal(await snapshot(), before);
@@ -267,7 +267,7 @@ describe("failures", { concurrency: false }, () => {
 
 describe("compile cache", { concurrency: false }, () => {
   test("applying an unchanged policy never runs clang", async () => {
-    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
     // A clang that records every call, first on PATH.
     const bin = path.join(scratch, "clang-shim");
     const calls = path.join(scratch, "clang-calls");
@@ -275,13 +275,13 @@ describe("compile cache", { concurrency: false }, () => {
     await writeFile(path.join(bin, "clang"), `#!/bin/sh\necho "$*" >> ${calls}\nexec /usr/bin/clang "$@"\n`, { mode: 0o755 });
     const run = (...args: string[]) => execa("node", ["bin/intercept.js", ...args], { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
     const policy = await policyFile("cached.yaml", "interceptors:\n  - { port: 9321, originalPort: 8321 }\n");
-    assert.equal((await run("apply", policy, "--netns", lab.serverNs)).exitCode, 0); // may compile: first time
-    assert.equal((await run("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await run("apply", "--yes", policy, "--netns", lab.serverNs)).exitCode, 0); // may compile: first time
+    assert.equal((await run("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
     await rm(calls, { force: true });
-    const again = await run("apply", policy, "--netns", lab.serverNs);
+    const again = await run("apply", "--yes", policy, "--netns", lab.serverNs);
     assert.equal(again.exitCode, 0, String(again.stderr));
     assert.match(String(again.stdout), /program\.cached: created/);
     assert.equal(existsSync(calls), false, "clang was not run");
-    assert.equal((await run("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await run("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
   });
 });

@@ -60,7 +60,7 @@ describe("hostile saved plans: one line, exit 1, nothing changed", { concurrency
   let planned: Record<string, unknown>;
 
   before(async () => {
-    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
     const saved = path.join(scratch, "good.plan");
     const made = await intercept("plan", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--out", saved);
     assert.equal(made.exitCode, 0, made.stderr);
@@ -90,7 +90,7 @@ describe("hostile saved plans: one line, exit 1, nothing changed", { concurrency
     const result = await intercept("apply", "--plan", file);
     assert.equal(result.exitCode, 0, result.stderr);
     assert.ok(await intercepted());
-    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
   });
 
   /** @plan with @edits applied; "@DECOY@" in a value becomes the decoy directory's path. */
@@ -120,15 +120,15 @@ describe("one writer per namespace", { concurrency: false }, () => {
     execa("node", ["bin/intercept.js", ...args], { reject: false, env, stdin: "ignore" });
 
   test("a second apply waits and says for whom; with a short --lock-timeout it gives up in one line", async () => {
-    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
     const { bin, gate } = await gatedTc("tc-held");
-    const slow = run(["apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], { PATH: `${bin}:${process.env.PATH}` });
+    const slow = run(["apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], { PATH: `${bin}:${process.env.PATH}` });
     try {
       await gate.reached(() => slow.exitCode !== null); // it holds the lock now, until released
-      const impatient = await intercept("apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs, "--lock-timeout", "200ms");
+      const impatient = await intercept("apply", "--yes", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs, "--lock-timeout", "200ms");
       assert.equal(impatient.exitCode, 1);
       assert.match(impatient.stderr, new RegExp(`^waiting for the lock held by pid ${slow.pid} \\(intercept apply\\)\\nintercept: gave up after 0\\.2 s waiting for the lock held by pid ${slow.pid} \\(intercept apply\\) \\(--lock-timeout\\)$`));
-      const patient = run(["apply", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs]);
+      const patient = run(["apply", "--yes", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs]);
       await new Promise<void>((resolve, reject) => {
         // Released only once it waits: the lock is held until then, however slow this machine is.
         patient.stderr?.on("data", (chunk: Buffer) => { if (chunk.toString().includes("waiting for the lock")) resolve(); });
@@ -148,7 +148,7 @@ describe("one writer per namespace", { concurrency: false }, () => {
 
   test("a lock held by a killed process is released by the kernel", async () => {
     const { bin, gate } = await gatedTc("tc-killed");
-    const slow = run(["apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], { PATH: `${bin}:${process.env.PATH}` });
+    const slow = run(["apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], { PATH: `${bin}:${process.env.PATH}` });
     try {
       await gate.reached(() => slow.exitCode !== null);
       slow.kill("SIGKILL");
@@ -157,7 +157,7 @@ describe("one writer per namespace", { concurrency: false }, () => {
       await gate.release(); // the shim outlives its parent: let it end
     }
     const started = Date.now();
-    const next = await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--lock-timeout", "0");
+    const next = await intercept("apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--lock-timeout", "0");
     assert.equal(next.exitCode, 0, next.stderr);
     assert.ok(Date.now() - started < 5000, "no waiting for a dead holder");
   });
@@ -167,20 +167,20 @@ describe("one writer per namespace", { concurrency: false }, () => {
     const other = await policyFile("other.yaml", OTHER_YAML);
     for (let round = 0; round < 20; round++) {
       const kind = ["same policy", "different policies", "destroy against apply"][round % 3]!;
-      const [a, b] = kind === "same policy" ? [["apply", demo], ["apply", demo]]
-        : kind === "different policies" ? [["apply", demo], ["apply", other]]
-        : [["destroy"], ["apply", other]];
+      const [a, b] = kind === "same policy" ? [["apply", "--yes", demo], ["apply", "--yes", demo]]
+        : kind === "different policies" ? [["apply", "--yes", demo], ["apply", "--yes", other]]
+        : [["destroy", "--yes"], ["apply", "--yes", other]];
       const results = await Promise.all([a, b].map((args) => intercept(...args, "--netns", lab.serverNs)));
       for (const result of results) assert.equal(result.exitCode, 0, `${kind}, round ${round}: ${result.stderr}`);
       const ends = await Promise.all([a, b].map(async (args) => args[0] === "destroy"
         ? (await intercept("status", "--netns", lab.serverNs, "--json")).stdout.includes('"programs": []')
-        : (await intercept("plan", args[1]!, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode === 0));
+        : (await intercept("plan", args.at(-1)!, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode === 0));
       assert.ok(ends.some(Boolean), `${kind}, round ${round}: the kernel is what one of the runs made`);
       const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
       assert.ok(status.programs.length <= 1, `${kind}, round ${round}: no leaked versions`);
       assert.deepEqual(status.drift, []);
     }
-    assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
     assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins");
     const qdiscs = String((await lab.runInServer(["tc", "qdisc", "show", "dev", lab.serverLink])).stdout);
     assert.ok(!qdiscs.includes("clsact"), "no qdisc left");
@@ -192,11 +192,11 @@ describe("killed at any moment, repaired by the next run", { concurrency: false 
     const policies = [await policyFile("demo.yaml", DEMO_YAML), await policyFile("other.yaml", OTHER_YAML)];
     for (let round = 0; round < 20; round++) {
       const policy = policies[round % 2]!;
-      const apply = execa("node", ["bin/intercept.js", "apply", policy, "--netns", lab.serverNs], { reject: false, stdin: "ignore" });
+      const apply = execa("node", ["bin/intercept.js", "apply", "--yes", policy, "--netns", lab.serverNs], { reject: false, stdin: "ignore" });
       await new Promise((resolve) => setTimeout(resolve, 150 + Math.random() * 500));
       apply.kill("SIGKILL");
       await apply;
-      const repaired = await intercept("apply", policy, "--netns", lab.serverNs);
+      const repaired = await intercept("apply", "--yes", policy, "--netns", lab.serverNs);
       assert.equal(repaired.exitCode, 0, `round ${round}: ${repaired.stderr}`);
       assert.equal((await intercept("plan", policy, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode, 0, `round ${round}: converged`);
       assert.ok(await intercepted(), `round ${round}: traffic goes through the proxy`);
@@ -205,7 +205,7 @@ describe("killed at any moment, repaired by the next run", { concurrency: false 
 
   test("killed between a link's ingress and egress swaps: status names it, plan switches it whole, traffic flows", async () => {
     const demo = await policyFile("demo.yaml", DEMO_YAML);
-    assert.equal((await intercept("apply", demo, "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("apply", "--yes", demo, "--netns", lab.serverNs)).exitCode, 0);
     // A tc that performs the first command of a filter batch (egress), says so, then hangs.
     const bin = path.join(scratch, "tc-half");
     const half = path.join(scratch, "half-switched");
@@ -219,7 +219,7 @@ exec /usr/sbin/tc "$@"
 `, { mode: 0o755 });
     // The same policy, grown: a new version of it to switch to.
     const grown = await policyFile("grown/demo.yaml", OTHER_YAML);
-    const apply = execa("node", ["bin/intercept.js", "apply", grown, "--netns", lab.serverNs], { reject: false, stdin: "ignore", env: { PATH: `${bin}:${process.env.PATH}` } });
+    const apply = execa("node", ["bin/intercept.js", "apply", "--yes", grown, "--netns", lab.serverNs], { reject: false, stdin: "ignore", env: { PATH: `${bin}:${process.env.PATH}` } });
     for (const deadline = Date.now() + 15_000; !existsSync(half);) {
       assert.ok(Date.now() < deadline && apply.exitCode === null, "apply reached the held swap");
       await new Promise((resolve) => setTimeout(resolve, 10));
@@ -231,7 +231,7 @@ exec /usr/sbin/tc "$@"
     assert.deepEqual(status.drift.map((d: { kind: string; link: string }) => `${d.kind} ${d.link}`), [`half-switched ${lab.serverLink}`]);
     const plan = await intercept("plan", grown, "--netns", lab.serverNs, "--no-color");
     assert.match(plan.stdout, new RegExp(`attachment\\.${lab.serverLink} +update in place: switch from ingress demo@\\w+, egress demo@\\w+ \\(half-switched by an interrupted apply\\) to demo@\\w+`));
-    assert.equal((await intercept("apply", grown, "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("apply", "--yes", grown, "--netns", lab.serverNs)).exitCode, 0);
     assert.deepEqual(JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout).drift, []);
     assert.ok(await intercepted());
   });
@@ -269,7 +269,7 @@ describe("privileges", { concurrency: false }, () => {
 
   test("CAP_NET_ADMIN and CAP_SYS_ADMIN are enough: apply, status and destroy see and remove everything", async () => {
     const policy = await policyFile("least/demo.yaml", DEMO_YAML);
-    const applied = await withOnly(["net_admin", "sys_admin"], "apply", policy, "--netns", lab.serverNs);
+    const applied = await withOnly(["net_admin", "sys_admin"], "apply", "--yes", policy, "--netns", lab.serverNs);
     assert.equal(applied.exitCode, 0, applied.stderr);
     assert.ok(await intercepted());
     const status = JSON.parse((await withOnly(["net_admin", "sys_admin"], "status", policy, "--netns", lab.serverNs, "--json")).stdout);
@@ -277,7 +277,7 @@ describe("privileges", { concurrency: false }, () => {
     assert.deepEqual(status.links.map((link: { link: string }) => link.link), [lab.serverLink]);
     const again = await withOnly(["net_admin", "sys_admin"], "plan", policy, "--netns", lab.serverNs, "--detailed-exitcode");
     assert.equal(again.exitCode, 0, `nothing to change: ${again.stdout}`);
-    assert.equal((await withOnly(["net_admin", "sys_admin"], "destroy", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await withOnly(["net_admin", "sys_admin"], "destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
     const filters = await lab.runInServer(["tc", "filter", "show", "dev", lab.serverLink, "ingress"]);
     assert.equal(filters.stdout.trim(), "", "no filter left behind");
     assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`) ? (await readdir(`/sys/fs/bpf/intercept/${lab.pinKey}`)).filter((e) => e !== "qdiscs").length : 0, 0);

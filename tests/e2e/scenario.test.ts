@@ -86,10 +86,10 @@ describe("classic scenario", { concurrency: false }, () => {
     assert.equal(plan.exitCode, 2);
     assert.match(plan.stdout, /~ rule\.demo\[0\] .*live edit/);
     assert.match(plan.stdout, /Plan: 0 to add, 1 to change, 0 to destroy\./);
-    assert.equal((await intercept("apply", disabled, "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("apply", "--yes", disabled, "--netns", lab.serverNs)).exitCode, 0);
     assert.deepEqual(await programIds(), idsBefore);
     assert.ok(!hasHeader((await lab.curl(8000)).response, "Server: intercept"));
-    assert.equal((await intercept("apply", "policies/demo.ts", "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("apply", "--yes", "policies/demo.ts", "--netns", lab.serverNs)).exitCode, 0);
     assert.deepEqual(await programIds(), idsBefore);
     assert.ok(hasHeader((await lab.curl(8000)).response, "Server: intercept"));
   });
@@ -113,12 +113,12 @@ describe("any port pair from a YAML policy, any header-injecting proxy", { concu
     await lab.startInServer(["node", "dist/demo/test-server.js", "--backend-port", "7000", "--proxy-port", "7100", "--header", "X-Intercepted: yes"], /ready/);
     const policy = await policyFile("other.yaml", "interceptors:\n  - port: 7100\n    originalPort: 7000\n");
     assert.ok(!hasHeader((await lab.curl(7000)).response, "X-Intercepted: yes"));
-    assert.equal((await intercept("apply", policy, "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal((await intercept("apply", "--yes", policy, "--netns", lab.serverNs)).exitCode, 0);
     try {
       assert.ok(hasHeader((await lab.curl(7000)).response, "X-Intercepted: yes"));
       assert.ok(!hasHeader((await lab.curl(8000)).response, "Server: intercept"), "8000 is not in this policy");
     } finally {
-      assert.equal((await intercept("destroy", "--netns", lab.serverNs)).exitCode, 0);
+      assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
     }
     assert.equal(await ourFilters(), "");
   });
@@ -126,13 +126,13 @@ describe("any port pair from a YAML policy, any header-injecting proxy", { concu
 
 describe("bad input: one-line error, non-zero exit, kernel unchanged", { concurrency: false }, () => {
   test("a namespace that does not exist", async () => {
-    const result = await intercept("apply", "policies/demo.ts", "--netns", `${lab.id}-missing`);
+    const result = await intercept("apply", "--yes", "policies/demo.ts", "--netns", `${lab.id}-missing`);
     assert.equal(result.exitCode, 1);
     assert.equal(result.stderr.trim(), `intercept: network namespace "${lab.id}-missing" does not exist (see \`ip netns list\`)`);
   });
 
   test("a missing policy file", async () => {
-    const result = await intercept("apply", path.join(scratch, "absent.yaml"), "--netns", lab.serverNs);
+    const result = await intercept("apply", "--yes", path.join(scratch, "absent.yaml"), "--netns", lab.serverNs);
     assert.equal(result.exitCode, 1);
     assert.match(result.stderr, /absent\.yaml:1:1: error\[load\/not-found\]: no such policy file or folder/);
     assert.equal(await ourFilters(), "");
@@ -140,7 +140,7 @@ describe("bad input: one-line error, non-zero exit, kernel unchanged", { concurr
 
   test("an invalid policy", async () => {
     const bad = await policyFile("bad.yaml", "interceptors:\n  - { port: 0, originalPort: 8000 }\n");
-    const result = await intercept("apply", bad, "--netns", lab.serverNs);
+    const result = await intercept("apply", "--yes", bad, "--netns", lab.serverNs);
     assert.equal(result.exitCode, 1);
     assert.match(result.stderr, /bad\.yaml:2:13: error\[schema\/range\]: interceptors\[0\]\.port must be between 1 and 65535, got 0/);
     assert.equal(await ourFilters(), "");
