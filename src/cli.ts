@@ -17,9 +17,15 @@ interface ParsedCommand {
   positionals: string[];
 }
 
-/** A parsed command line, its values checked: what each command's runner gets. */
+/** A parsed command line: what each command's runner gets. */
 interface Invocation extends ParsedCommand {
+  /** Colour on stdout: a terminal, and neither --no-color nor NO_COLOR. */
   colour: boolean;
+}
+
+/** Whether @stream may be coloured: a terminal, and neither --no-color nor NO_COLOR. */
+function colourFor(stream: NodeJS.WriteStream, values: ParsedCommand["values"]): boolean {
+  return !values["no-color"] && Boolean(stream.isTTY) && !process.env.NO_COLOR;
 }
 
 type Runner = (invocation: Invocation) => Promise<number>;
@@ -32,7 +38,7 @@ type Runner = (invocation: Invocation) => Promise<number>;
 const RUNNERS: Record<Command, Runner> = {
   demo: async () => (await import("./commands/demo.js")).demoCommand(),
   init: async ({ values, positionals }) => (await import("./commands/init.js")).initCommand(positionals, { force: Boolean(values.force) }),
-  validate: async ({ values, positionals, colour }) => (await import("./commands/validate.js")).validateCommand(positionals, { json: Boolean(values.json), colour: colour && Boolean(process.stderr.isTTY) }),
+  validate: async ({ values, positionals }) => (await import("./commands/validate.js")).validateCommand(positionals, { json: Boolean(values.json), colour: colourFor(process.stderr, values) }),
   compile: async ({ values, positionals }) => (await import("./commands/compile.js")).compileCommand(positionals, { check: Boolean(values.check) }),
   build: async ({ values, positionals }) => (await import("./commands/compile.js")).buildCommand(positionals, {
     ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }),
@@ -91,8 +97,7 @@ async function dispatch(argv: string[]): Promise<number> {
   if (COMMANDS[command].positionals === "none" && parsed.positionals.length > 0) {
     throw new UsageError(`${command} takes no PATH (got "${parsed.positionals[0]}")`);
   }
-  const colour = !parsed.values["no-color"] && Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
-  return RUNNERS[command]({ ...parsed, colour });
+  return RUNNERS[command]({ ...parsed, colour: colourFor(process.stdout, parsed.values) });
 }
 
 /** @name as a command, or a usage error that suggests the closest one. */

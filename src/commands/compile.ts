@@ -2,6 +2,7 @@ import path from "node:path";
 import { buildPolicy, writeObjects, type BuiltPolicy } from "../build/index.js";
 import { findDrift, writeGenerated } from "../compile/index.js";
 import { compiledPolicies } from "../reconcile/desired.js";
+import { withProgress } from "./progress.js";
 import { counted } from "./words.js";
 
 /** `intercept compile [PATH…] [--check]`: writes generated/, or reports drift. */
@@ -30,7 +31,7 @@ export async function compileCommand(paths: string[], options: { check: boolean 
 export async function buildCommand(paths: string[], options: { out?: string }): Promise<number> {
   const built: BuiltPolicy[] = [];
   for (const entry of await compiledPolicies(paths)) {
-    const policy = await buildPolicy(entry);
+    const policy = await withProgress(`building ${entry.policy.name} with clang`, () => buildPolicy(entry));
     built.push(policy);
     if (!options.out) process.stdout.write(`${policy.objectPath} (${entry.policy.name}: ${policy.compiledNow ? "compiled" : "cached"} ${policy.contentHash.slice(0, 12)})\n`);
   }

@@ -10,6 +10,7 @@ import { readFile } from "node:fs/promises";
 import { test } from "node:test";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import { intercept } from "../../lab/network.js";
+import { createLogger } from "../../src/agent/log.js";
 import { statusJson } from "../../src/commands/status.js";
 import { FORMAT_VERSION } from "../../src/output-format.js";
 import { planJson } from "../../src/plan/index.js";
@@ -112,4 +113,17 @@ test("status --json (as status builds it from the kernel) matches schemas/status
   assert.ok(document.drift.length > 0, "the incomplete version is drift");
   assert.equal(document.programs[0]!.rules[0]!.counters?.steered.packets, 1);
   check("status-output", statusJson(await inspect(fake, []), "2 errors in the policies: rules are shown by index"));
+});
+
+test("the agent's JSON log lines carry a level: error for failures, warn for rollbacks and waits, info otherwise", () => {
+  const lines: Record<string, unknown>[] = [];
+  const log = createLogger("json", (line) => lines.push(JSON.parse(line)));
+  log("applied", "policies applied: 1 added, 0 changed, 0 destroyed", { add: 1 });
+  log("rolled back", "program.demo: load failed");
+  log("error", "reading the policies: EACCES");
+  assert.deepEqual(lines.map((line) => [line.level, line.event]), [["info", "applied"], ["warn", "rolled back"], ["error", "error"]]);
+  assert.deepEqual(Object.keys(lines[0]!), ["time", "level", "event", "message", "add"]);
+  const text: string[] = [];
+  createLogger("text", (line) => text.push(line))("error", "boom");
+  assert.match(text[0]!, /^\S+ error: boom\n$/, "text lines stay as they were");
 });
