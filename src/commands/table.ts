@@ -44,7 +44,7 @@ export interface CommandSpec {
 const NETNS = {
   netns: {
     type: "string", value: "NAME", kind: "netns",
-    description: "act inside the network namespace NAME (as `ip netns list` shows it); without it, the host's own namespace, whose links are listed first",
+    description: "act inside the network namespace NAME (as `ip netns list` shows it); without it, in the host's own",
   },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -69,7 +69,7 @@ const CONFIRM = {
 const LOCK = {
   "lock-timeout": {
     type: "string", value: "DURATION", kind: "duration", defaultText: "10s",
-    description: "how long to wait while another intercept process changes the namespace (10s, 500ms, 2m; 0: fail at once)",
+    description: "how long to wait while another intercept process changes the namespace: 10s, 500ms, 2m, or 0 to fail at once",
   },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -130,7 +130,10 @@ export const COMMANDS = {
     summary: "show the changes apply would make",
     operands: "[PATH…]",
     positionals: "paths",
-    description: [PATHS_NOTE, "Reads the kernel and changes nothing. Terraform style: one line per change with its reason, then a summary."],
+    description: [
+      PATHS_NOTE,
+      "Reads the kernel and changes nothing. Terraform style: one line per change with its reason, then a summary. Without --netns it says first that it acts on the host's own namespace, and lists its links (on stderr).",
+    ],
     options: {
       ...NETNS, ...OBJECTS, ...JSON_OUTPUT,
       "detailed-exitcode": { type: "boolean", description: "exit 0 when there are no changes, 2 when there are, 1 on an error" },
@@ -147,7 +150,7 @@ export const COMMANDS = {
     positionals: "paths",
     description: [
       PATHS_NOTE,
-      "Plans, asks for approval on a terminal, and executes exactly that plan. Without a terminal it refuses unless --yes is given. A saved plan (`--plan FILE`, or a FILE that is one) is applied exactly, without a question (it was reviewed), or refused if anything moved since.",
+      "Plans, asks for approval on a terminal, and executes exactly that plan. Without a terminal it refuses unless --yes is given. Without --netns it says first that it acts on the host's own namespace, and lists its links. A saved plan (`--plan FILE`, or a FILE that is one) is applied exactly, without a question (it was reviewed), or refused if anything moved since.",
     ],
     options: {
       ...NETNS, ...OBJECTS, ...CONFIRM, ...LOCK,
@@ -163,7 +166,7 @@ export const COMMANDS = {
     summary: "remove everything intercept made in the namespace",
     operands: "",
     positionals: "none",
-    description: ["Removes intercept's programs, filters, qdiscs and pins, and nothing else. Asks for approval like apply."],
+    description: ["Removes intercept's programs, filters, qdiscs and pins, and nothing else. Asks for approval like apply, and like it says when it acts on the host's own namespace."],
     options: { ...NETNS, ...CONFIRM, ...LOCK },
   },
   status: {
