@@ -103,7 +103,10 @@ async function dispatch(argv: string[]): Promise<number> {
 /** @name as a command, or a usage error that suggests the closest one. */
 function knownCommand(name: string): Command {
   if (isCommand(name)) return name;
-  if (name.startsWith("-")) throw new UsageError(`a command comes first, then its options (got "${name}")`);
+  if (name.startsWith("-")) {
+    const hint = closestMatch(name, ["--help", "--version"]);
+    throw new UsageError(`a command comes first, then its options (got "${name.slice(0, 64)}"${hint ? `: did you mean ${hint}?` : ""})`);
+  }
   const hint = closestMatch(name, COMMAND_NAMES);
   throw new UsageError(`unknown command "${name.slice(0, 64)}"${hint ? `: did you mean "${hint}"?` : ""}`);
 }

@@ -11,6 +11,7 @@ const NETNS_LIST = "ls /var/run/netns 2>/dev/null";
 /** `intercept completion bash|zsh|fish`: the script, generated from the command table. */
 export function completionCommand(positionals: string[]): number {
   const shell = positionals[0];
+  if (positionals.length > 1) throw new UsageError(`completion takes one shell, got ${positionals.length}: ${positionals.join(" ")}`);
   if (shell === undefined || !(SHELLS as readonly string[]).includes(shell)) {
     const hint = shell === undefined ? undefined : closestMatch(shell, SHELLS);
     throw new UsageError(`completion needs a shell: ${SHELLS.join(", ")}${shell === undefined ? "" : ` (got "${shell}"${hint ? `: did you mean "${hint}"?` : ""})`}`);

@@ -69,6 +69,7 @@ test("did you mean: commands and options, by edit distance or a unique prefix", 
   assert.match((await intercept("plan", "--nets", "edge")).stderr, /^intercept: plan: unknown option --nets: did you mean --netns\?$/m);
   assert.match((await intercept("apply", "--auto-aprove")).stderr, /did you mean --auto-approve\?/);
   assert.match((await intercept("stat")).stderr, /did you mean "status"\?/);
+  assert.match((await intercept("--verison")).stderr, /did you mean --version\?/);
   assert.match((await intercept("frobnicate")).stderr, /^intercept: unknown command "frobnicate"$/m, "no suggestion when nothing is close");
   assert.equal(closestMatch("valdiate", COMMAND_NAMES), "validate");
   assert.equal(closestMatch("x", COMMAND_NAMES), undefined);
@@ -106,6 +107,7 @@ test("completion: bash completes commands, options and their values; zsh and fis
   assert.deepEqual(await complete("intercept", "completion", "z"), ["zsh"]);
   assert.ok((await complete("intercept", "status", "--")).includes("--objects"));
   assert.equal((await intercept("completion", "tcsh")).exitCode, 1);
+  assert.equal((await intercept("completion", "bash", "zsh")).exitCode, 1);
   for (const shell of ["zsh", "fish"] as const) {
     const text = completionScript(shell);
     assert.equal((await intercept("completion", shell)).stdout, text.trimEnd());
