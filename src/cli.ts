@@ -31,35 +31,48 @@ function colourFor(stream: NodeJS.WriteStream, values: ParsedCommand["values"]):
 type Runner = (invocation: Invocation) => Promise<number>;
 
 /**
- * What each command runs. Each imports only what it uses: start-up time is
- * most of a no-change plan. A command in the table without a runner here
- * does not compile.
+ * What each command runs: its option values checked first (a bad one is
+ * refused before anything heavy is loaded), then it imports only what it
+ * uses (start-up time is most of a no-change plan). A command in the table
+ * without a runner here does not compile.
  */
 const RUNNERS: Record<Command, Runner> = {
   demo: async () => (await import("./commands/demo.js")).demoCommand(),
   init: async ({ values, positionals }) => (await import("./commands/init.js")).initCommand(positionals, { force: Boolean(values.force) }),
   validate: async ({ values, positionals }) => (await import("./commands/validate.js")).validateCommand(positionals, { json: Boolean(values.json), colour: colourFor(process.stderr, values) }),
   compile: async ({ values, positionals }) => (await import("./commands/compile.js")).compileCommand(positionals, { check: Boolean(values.check) }),
-  build: async ({ values, positionals }) => (await import("./commands/compile.js")).buildCommand(positionals, {
-    ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }),
-  }),
-  plan: async ({ values, positionals, colour }) => (await import("./commands/plan.js")).planCommand(positionals, {
-    netns: namespaceOption(values) ?? {}, json: Boolean(values.json), colour, detailedExitcode: Boolean(values["detailed-exitcode"]),
-    ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }),
-    ...objectsOption(values),
-  }),
-  apply: async ({ values, positionals, colour }) => (await import("./commands/plan.js")).applyCommand(positionals, {
-    netns: namespaceOption(values), colour, yes: Boolean(values.yes), allowEmpty: Boolean(values["allow-empty"]), lockTimeoutMs: lockTimeout(values),
-    ...(values.plan !== undefined && { plan: nonEmpty("--plan", values.plan as string) }),
-    ...objectsOption(values),
-  }),
-  destroy: async ({ values, colour }) => (await import("./commands/plan.js")).destroyCommand({
-    netns: namespaceOption(values), colour, yes: Boolean(values.yes), lockTimeoutMs: lockTimeout(values),
-  }),
-  status: async ({ values, positionals }) => (await import("./commands/status.js")).statusCommand(positionals, {
-    netns: namespaceOption(values) ?? {}, json: Boolean(values.json), ...objectsOption(values),
-  }),
-  agent: async ({ values, positionals }) => (await import("./agent/index.js")).runAgent(positionals, agentOptions(values)),
+  build: async ({ values, positionals }) => {
+    const options = { ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }) };
+    return (await import("./commands/compile.js")).buildCommand(positionals, options);
+  },
+  plan: async ({ values, positionals, colour }) => {
+    const options = {
+      netns: namespaceOption(values) ?? {}, json: Boolean(values.json), colour, detailedExitcode: Boolean(values["detailed-exitcode"]),
+      ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }),
+      ...objectsOption(values),
+    };
+    return (await import("./commands/plan.js")).planCommand(positionals, options);
+  },
+  apply: async ({ values, positionals, colour }) => {
+    const options = {
+      netns: namespaceOption(values), colour, yes: Boolean(values.yes), allowEmpty: Boolean(values["allow-empty"]), lockTimeoutMs: lockTimeout(values),
+      ...(values.plan !== undefined && { plan: nonEmpty("--plan", values.plan as string) }),
+      ...objectsOption(values),
+    };
+    return (await import("./commands/plan.js")).applyCommand(positionals, options);
+  },
+  destroy: async ({ values, colour }) => {
+    const options = { netns: namespaceOption(values), colour, yes: Boolean(values.yes), lockTimeoutMs: lockTimeout(values) };
+    return (await import("./commands/plan.js")).destroyCommand(options);
+  },
+  status: async ({ values, positionals }) => {
+    const options = { netns: namespaceOption(values) ?? {}, json: Boolean(values.json), ...objectsOption(values) };
+    return (await import("./commands/status.js")).statusCommand(positionals, options);
+  },
+  agent: async ({ values, positionals }) => {
+    const options = agentOptions(values);
+    return (await import("./agent/index.js")).runAgent(positionals, options);
+  },
   completion: async ({ positionals }) => (await import("./commands/completion.js")).completionCommand(positionals),
   version: async () => (await import("./commands/version.js")).versionCommand(),
   help: async ({ positionals }) => {
