@@ -1,6 +1,6 @@
 import { reportableDiagnostics } from "../diagnostics.js";
 import { InterceptError, messageOf, PolicyError } from "../errors.js";
-import { outputHeader } from "../output-format.js";
+import { outputHeader } from "../model/output-format.js";
 
 /** One JSON document on stdout, indented as every --json output is. */
 export function printJson(document: object): void {

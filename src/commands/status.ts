@@ -8,7 +8,7 @@ import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import { describeDrift } from "../reconcile/drift.js";
 import { inspect, type StatusReport } from "../reconcile/inspect.js";
 import { cidrText, ruleSummary, singleOriginalPort, type OutboundRule, type Rule } from "../validate/index.js";
-import { outputHeader } from "../output-format.js";
+import { outputHeader } from "../model/output-format.js";
 import { programBuilder } from "./objects.js";
 import { printJson } from "./output.js";
 import { counted } from "./words.js";

@@ -1,6 +1,6 @@
 import { formatDiagnostics, reportableDiagnostics } from "../diagnostics.js";
 import { DEFAULT_POLICY_DIR, loadPolicies, POLICY_EXTENSIONS } from "../load/index.js";
-import { outputHeader } from "../output-format.js";
+import { outputHeader } from "../model/output-format.js";
 import { validatePolicies } from "../validate/index.js";
 import { printJson } from "./output.js";
 import { counted } from "./words.js";

@@ -1,6 +1,6 @@
 import { styleText } from "node:util";
 import { describeNamespace } from "../model/namespace.js";
-import { outputHeader } from "../output-format.js";
+import { outputHeader } from "../model/output-format.js";
 import { actionOf, summarise, type Action, type Plan } from "./model.js";
 
 type Colour = "green" | "yellow" | "red" | "magenta";

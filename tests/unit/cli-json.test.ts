@@ -12,7 +12,7 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import { intercept } from "../../lab/network.js";
 import { createLogger } from "../../src/agent/log.js";
 import { statusJson } from "../../src/commands/status.js";
-import { FORMAT_VERSION } from "../../src/output-format.js";
+import { FORMAT_VERSION } from "../../src/model/output-format.js";
 import { planJson } from "../../src/plan/index.js";
 import { executePlan, makePlan } from "../../src/reconcile/index.js";
 import { inspect } from "../../src/reconcile/inspect.js";

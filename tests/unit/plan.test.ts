@@ -1,7 +1,7 @@
 /** The plan as a pure function of desired and observed state. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { FORMAT_VERSION } from "../../src/output-format.js";
+import { FORMAT_VERSION } from "../../src/model/output-format.js";
 import { planJson, renderPlan, summarise, type Plan } from "../../src/plan/index.js";
 import { executePlan, makePlan, selects } from "../../src/reconcile/index.js";
 import { desiredPolicy } from "../support/desired.js";
