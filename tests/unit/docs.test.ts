@@ -13,6 +13,7 @@ import path from "node:path";
 import { test } from "node:test";
 import { pathToFileURL } from "node:url";
 import { minimumKernel } from "../../src/compile/index.js";
+import { DIAGNOSTIC_CODES } from "../../src/diagnostics.js";
 import { policyFromData } from "../../src/load/index.js";
 import { renderPlan } from "../../src/plan/index.js";
 import { validatePolicies } from "../../src/validate/index.js";
@@ -69,6 +70,24 @@ test("docs/policy.md: the field tables are the ones generated from schemas/polic
     return;
   }
   assert.equal(page, expected, "docs/policy.md's field tables differ from the schema (intended? run `npm run test:update-golden`)");
+});
+
+const CODES_BEGIN = "<!-- BEGIN diagnostic codes: generated from DIAGNOSTIC_CODES in src/diagnostics.ts by tests/unit/docs.test.ts; do not edit -->";
+const CODES_END = "<!-- END diagnostic codes -->";
+
+test("docs/policy.md: the diagnostic codes table lists every code of src/diagnostics.ts, with its meaning", async () => {
+  const page = await readFile("docs/policy.md", "utf8");
+  const start = page.indexOf(CODES_BEGIN);
+  const end = page.indexOf(CODES_END);
+  assert.ok(start >= 0 && end > start, "docs/policy.md has the diagnostic codes block");
+  const rows = Object.entries(DIAGNOSTIC_CODES).map(([code, meaning]) => `| \`${code}\` | ${meaning.replace(/\|/g, "\\|")} |`);
+  const block = ["| code | what it reports |", "| --- | --- |", ...rows].join("\n");
+  const expected = `${page.slice(0, start + CODES_BEGIN.length)}\n\n${block}\n\n${page.slice(end)}`;
+  if (UPDATE_GOLDEN) {
+    await writeFile("docs/policy.md", expected);
+    return;
+  }
+  assert.equal(page, expected, "docs/policy.md's diagnostic codes differ from src/diagnostics.ts (intended? run `npm run test:update-golden`)");
 });
 
 const KERNEL_MARKER = "<!-- kernel minimum: checked by tests/unit/docs.test.ts against minimumKernel() in src/compile/index.ts -->";
