@@ -14,7 +14,7 @@ import { test } from "node:test";
 import { pathToFileURL } from "node:url";
 import { minimumKernel } from "../../src/compile/index.js";
 import { DIAGNOSTIC_CODES } from "../../src/diagnostics.js";
-import { policyFromData } from "../../src/load/index.js";
+import { loadPolicySource, policyFromData } from "../../src/load/index.js";
 import { renderPlan } from "../../src/plan/index.js";
 import { validatePolicies } from "../../src/validate/index.js";
 import { executePlan, makePlan, type DesiredPolicy } from "../../src/reconcile/index.js";
@@ -174,4 +174,28 @@ test("README and docs: every relative link resolves inside the repository, ancho
 test("docs/benchmarks.md links nowhere outside the repository", async () => {
   const outside = linksOf(await readFile("docs/benchmarks.md", "utf8")).filter((link) => /^[a-z]+:/i.test(link));
   assert.deepEqual(outside, []);
+});
+
+/** The policies shown in @text: fenced YAML and TS blocks that hold interceptors, outbound or definePolicy. */
+function policyExamples(text: string): { language: "yaml" | "ts"; body: string; line: number }[] {
+  return [...text.matchAll(/^```(yaml|ts)\n([\s\S]*?)^```/gm)]
+    .filter(([, , body]) => /^(interceptors|outbound):|definePolicy\(/m.test(body!))
+    .map((match) => ({ language: match[1] as "yaml" | "ts", body: match[2]!, line: text.slice(0, match.index).split("\n").length }));
+}
+
+test("README and docs: every policy example is valid", async () => {
+  const problems: string[] = [];
+  let examples = 0;
+  for (const file of markdownFiles()) {
+    for (const { language, body, line } of policyExamples(await readFile(file, "utf8"))) {
+      examples++;
+      // A TS fragment without its import is the body of a policy file: give it the file's first line.
+      const source = language === "ts" && !body.includes("import ") ? `import { definePolicy } from "intercept-bpf";\n${body}` : body;
+      const loaded = await loadPolicySource(`example.${language}`, source);
+      const { diagnostics } = validatePolicies(loaded.policies);
+      for (const diagnostic of [...loaded.diagnostics, ...diagnostics]) problems.push(`${file}:${line}: ${diagnostic.code}: ${diagnostic.message}`);
+    }
+  }
+  assert.ok(examples >= 8, `found the examples (${examples})`);
+  assert.deepEqual(problems, []);
 });
