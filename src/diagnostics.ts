@@ -28,7 +28,7 @@ export const DIAGNOSTIC_CODES = {
   "ts/syntax": "TypeScript the parser cannot read (tsc's number in tsCode)",
   "ts/type-error": "the TypeScript type checker's error (tsc's number in tsCode)",
   "ts/not-data": "code where a policy must have data: calls, expressions, functions, statements",
-  "ts/import": "an import other than definePolicy and types from \"intercept\"",
+  "ts/import": "an import other than definePolicy and types from \"intercept-bpf\"",
   "ts/no-default-export": "no `export default definePolicy({ … })`",
   "ts/not-const": "a `let` or `var`: a policy's values are consts",
   "ts/unknown-name": "a name that is not a const declared in the same file",
