@@ -5,6 +5,7 @@ import { describeNamespace } from "../kernel/namespace.js";
 import { ensureBpffs } from "../kernel/pins.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
 import { globMatch } from "../glob.js";
+import { closePolicyWorker } from "../load/index.js";
 import { Fleet } from "./fleet.js";
 import { Lifecycle } from "./lifecycle.js";
 import { createLogger, type LogFormat, type Logger } from "./log.js";
@@ -137,6 +138,8 @@ class Agent {
   /** Stops following events; unless --keep, removes everything intercept made. */
   async stop(): Promise<void> {
     this.watcher.stop();
+    // A policy read in flight (a hostile file runs to its deadline) must not hold the process after clean-up.
+    await closePolicyWorker();
     this.directory?.stop();
     await this.fleet.stop();
     this.metricsServer?.close();

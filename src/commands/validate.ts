@@ -1,7 +1,6 @@
 import { formatDiagnostics, reportableDiagnostics } from "../diagnostics.js";
-import { DEFAULT_POLICY_DIR, loadPolicies, POLICY_EXTENSIONS } from "../load/index.js";
+import { DEFAULT_POLICY_DIR, loadAndValidate, POLICY_EXTENSIONS } from "../load/index.js";
 import { outputHeader } from "../model/output-format.js";
-import { validatePolicies } from "../validate/index.js";
 import { printJson } from "./output.js";
 import { counted } from "./words.js";
 
@@ -14,8 +13,8 @@ import { counted } from "./words.js";
  * set of policies; `apply` decides what to do with one), but are said so.
  */
 export async function validateCommand(paths: string[], options: { json: boolean; colour?: boolean }): Promise<number> {
-  const loaded = await loadPolicies(paths);
-  const { policies, diagnostics } = validatePolicies(loaded.policies);
+  const loaded = await loadAndValidate(paths);
+  const { policies, diagnostics } = loaded.validation;
   const all = [...loaded.diagnostics, ...diagnostics];
   if (options.json) {
     const files = [...new Set([...loaded.policies.map((policy) => policy.file), ...all.map((diagnostic) => diagnostic.file)])].sort();

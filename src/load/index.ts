@@ -1,10 +1,12 @@
-import { diagnosticAt, startOf, type Diagnostic } from "../diagnostics.js";
-import { cacheKey, readCached, writeCached } from "./cache.js";
-import { findPolicyFiles } from "./files.js";
+import type { Diagnostic } from "../diagnostics.js";
+import { readInWorker, type ReadOptions } from "./evaluation.js";
 import { SourceMap, SourceText } from "./source-map.js";
-import { readPolicyText } from "./text.js";
+import { loadResultFrom, type Validation } from "./worker-protocol.js";
 
 export type { Span, SourceMap } from "./source-map.js";
+export type { ReadOptions } from "./evaluation.js";
+export type { Validation } from "./worker-protocol.js";
+export { closePolicyWorker } from "./evaluation.js";
 export { POLICY_EXTENSIONS } from "./files.js";
 
 export const DEFAULT_POLICY_DIR = "policies";
@@ -36,30 +38,37 @@ export interface LoadResult {
 /**
  * Stage 1: reads every policy named by @paths (files, or folders searched
  * for policy files), never running any of them. Problems in one file do not
- * stop the others from being read, so every error is reported at once.
+ * stop the others from being read, so every error is reported at once. The
+ * reading happens in the policy worker (evaluation.ts), bounded in time and
+ * memory: a file that crosses a bound ends the read with one located
+ * `policy/too-slow` or `policy/too-large` diagnostic.
  */
-export async function loadPolicies(paths: string[]): Promise<LoadResult> {
-  const { files, diagnostics } = await findPolicyFiles(paths.length > 0 ? paths : [DEFAULT_POLICY_DIR]);
-  const policies: LoadedPolicy[] = [];
-  for (const { file, openPath } of files) {
-    const read = await readPolicyText(file, openPath);
-    if ("error" in read) {
-      diagnostics.push(read.error);
-      continue;
-    }
-    const one = await loadSource(read.source, { cache: true });
-    diagnostics.push(...one.diagnostics);
-    policies.push(...one.policies);
-  }
-  return { policies, diagnostics };
+export async function loadPolicies(paths: string[], options: ReadOptions = {}): Promise<LoadResult> {
+  return loadResultFrom(await readInWorker({ kind: "paths", paths: orDefault(paths) }, false, options));
 }
 
 /**
  * Loads one policy given as text, exactly as a file of that name would be
  * read, without the cache (init's scaffold, which may be written anywhere).
  */
-export async function loadPolicySource(file: string, text: string): Promise<LoadResult> {
-  return loadSource(new SourceText(file, text), { cache: false });
+export async function loadPolicySource(file: string, text: string, options: ReadOptions = {}): Promise<LoadResult> {
+  return loadResultFrom(await readInWorker({ kind: "source", file, text }, false, options));
+}
+
+/** What loadAndValidate returns: the policies as loaded, with the loader's diagnostics, and validation's verdict on them. */
+export interface CheckedLoad extends LoadResult {
+  validation: Validation;
+}
+
+/**
+ * Stages 1 and 2 together, both in the policy worker: loadPolicies, then
+ * validatePolicies (src/validate) on what was loaded, so that no policy can
+ * keep the calling thread busy, however its rules compare.
+ */
+export async function loadAndValidate(paths: string[], options: ReadOptions = {}): Promise<CheckedLoad> {
+  const result = await readInWorker({ kind: "paths", paths: orDefault(paths) }, true, options);
+  if (!result.validation) throw new Error("the policy worker returned no validation for a request to validate");
+  return { ...loadResultFrom(result), validation: result.validation };
 }
 
 /** A policy that arrives as data, not as a file (a saved plan's): validated like one, located at its label. */
@@ -67,35 +76,6 @@ export function policyFromData(file: string, value: unknown): LoadedPolicy {
   return { file, value, sourceMap: new SourceMap(new SourceText(file, "")), clean: true, holes: [], openObjects: [], typeErrors: [] };
 }
 
-async function loadSource(source: SourceText, options: { cache: boolean }): Promise<LoadResult> {
-  const file = source.file;
-  const loaded = file.endsWith(".ts") ? await loadTypeScript(source, options) : await loadYaml(source);
-  if (loaded.value === undefined || loaded.value === null) {
-    const empty = loaded.diagnostics.length === 0 ? [diagnosticAt("load/empty", startOf(file), "policy file is empty")] : [];
-    return { policies: [], diagnostics: [...loaded.diagnostics, ...empty] };
-  }
-  const { value, sourceMap, holes, openObjects, typeErrors } = loaded;
-  return { policies: [{ file, value, sourceMap, clean: loaded.diagnostics.length === 0, holes, openObjects, typeErrors }], diagnostics: loaded.diagnostics };
-}
-
-type Loaded = Pick<LoadedPolicy, "value" | "sourceMap" | "holes" | "openObjects" | "typeErrors"> & { diagnostics: Diagnostic[] };
-
-/** yaml is imported only when a YAML file is read, ts-morph only for a TS file not in the cache: both are slow to load. */
-async function loadYaml(source: SourceText): Promise<Loaded> {
-  const { loadYamlPolicy } = await import("./yaml.js");
-  return { ...loadYamlPolicy(source), holes: [], openObjects: [], typeErrors: [] };
-}
-
-async function loadTypeScript(source: SourceText, options: { cache: boolean }): Promise<Loaded> {
-  const key = await cacheKey(source.text);
-  const cached = options.cache ? await readCached(key) : undefined;
-  if (cached) {
-    return { value: cached.value, sourceMap: new SourceMap(source, cached.locations), diagnostics: [], holes: [], openObjects: [], typeErrors: [] };
-  }
-  const { loadTypeScriptPolicy } = await import("./typescript.js");
-  const loaded = loadTypeScriptPolicy(source);
-  if (options.cache && loaded.diagnostics.length === 0 && loaded.typeErrors.length === 0 && loaded.value !== undefined) {
-    await writeCached(key, { value: loaded.value, locations: loaded.sourceMap.toEntries() });
-  }
-  return loaded;
+function orDefault(paths: string[]): string[] {
+  return paths.length > 0 ? paths : [DEFAULT_POLICY_DIR];
 }

@@ -20,3 +20,21 @@ export const MAX_YAML_ALIASES = 100;
  * has about 130,000; an alias bomb has billions.
  */
 export const MAX_POLICY_VALUES = 200_000;
+
+/**
+ * How long reading one policy file (evaluating it, type-checking a TS one)
+ * may take, and validating them all, before it is abandoned as
+ * `policy/too-slow`. A TS policy takes about a second cold (most of it
+ * starting the TypeScript compiler), a YAML one milliseconds; a recursive
+ * type can keep the type checker busy for minutes.
+ */
+export const POLICY_DEADLINE_MS = 5_000;
+
+/**
+ * The heap (V8's old generation) the policy worker may use before it is
+ * stopped and the file it was reading reported as `policy/too-large`. The
+ * TypeScript compiler checking a policy against its API and lib.es2022
+ * needs well under 100 MB; a file at every other bound (1 MiB, 200,000
+ * values) a few hundred. A recursive type grows by tens of MB a second.
+ */
+export const POLICY_HEAP_MB = 512;

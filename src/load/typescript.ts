@@ -47,9 +47,12 @@ export interface TypeScriptLoad {
  * `as const`, `satisfies`, same-file consts, shorthands, spreads and the
  * definePolicy call). Anything else is a located error, and the file is
  * type-checked against the Policy type. A file with syntax errors is not
- * evaluated: what the parser made of it is a guess.
+ * evaluated: what the parser made of it is a guess. @progress is told as
+ * evaluation and then type-checking begin, so that a deadline can say which
+ * one it stopped.
  */
-export function loadTypeScriptPolicy(source: SourceText): TypeScriptLoad {
+export function loadTypeScriptPolicy(source: SourceText, progress: (phase: "evaluating" | "type-checking") => void): TypeScriptLoad {
+  progress("evaluating");
   const sourceMap = new SourceMap(source);
   const failed = (diagnostics: Diagnostic[]): TypeScriptLoad => ({ value: undefined, sourceMap, diagnostics, holes: [], openObjects: [], typeErrors: [] });
   const tooDeep = checkBracketNesting(source);
@@ -60,6 +63,7 @@ export function loadTypeScriptPolicy(source: SourceText): TypeScriptLoad {
     if (syntax.length > 0) return failed(syntax.map((diagnostic) => fromTsc(source, diagnostic, "ts/syntax")));
     const evaluator = new PolicyEvaluator(source, sourceFile, sourceMap);
     const value = evaluator.evaluateFile();
+    progress("type-checking");
     const typeErrors = sourceFile.getPreEmitDiagnostics()
       .filter((diagnostic) => !evaluator.isRejected(diagnostic.getStart()))
       .map((diagnostic) => fromTsc(source, diagnostic, "ts/type-error"));
@@ -155,6 +159,9 @@ class PolicyEvaluator {
   private depth = 0;
   private values = 0;
   private stopped = false;
+  /** What each node expands to, counted without building it (expandedSize); the nodes being counted. */
+  private readonly sizes = new Map<Node, number>();
+  private readonly sizing = new Set<Node>();
 
   constructor(
     private readonly source: SourceText,
@@ -234,7 +241,7 @@ class PolicyEvaluator {
     if (++this.values > MAX_POLICY_VALUES) {
       this.stopped = true;
       // Named at the outermost const reference on the way here: the one that expands.
-      this.report(this.references[0] ?? node, "ts/too-many-values", `consts expand this policy to more than ${MAX_POLICY_VALUES} values`);
+      this.report(this.references[0] ?? node, "policy/too-large", `consts expand this policy to more than ${MAX_POLICY_VALUES} values`);
       return this.hole(pointer);
     }
     this.depth += 1;
@@ -271,6 +278,7 @@ class PolicyEvaluator {
 
   private evaluateObject(node: import("ts-morph").ObjectLiteralExpression, pointer: string, into: Record<string, unknown> = {}) {
     for (const property of node.getProperties()) {
+      if (this.stopped) return this.unfinished(pointer, into);
       if (Node.isPropertyAssignment(property)) {
         const nameNode = property.getNameNode();
         if (Node.isComputedPropertyName(nameNode)) {
@@ -284,6 +292,7 @@ class PolicyEvaluator {
         const name = property.getName();
         define(into, name, this.evaluate(property.getNameNode(), childPointer(pointer, name), property.getNameNode()));
       } else if (Node.isSpreadAssignment(property)) {
+        if (!this.mayExpand(property)) return this.unfinished(pointer, into);
         const spread = this.resolveLiteral(property.getExpression());
         if (Node.isObjectLiteralExpression(spread)) this.evaluateObject(spread, pointer, into);
         else {
@@ -300,7 +309,9 @@ class PolicyEvaluator {
 
   private evaluateArray(node: import("ts-morph").ArrayLiteralExpression, pointer: string, into: unknown[] = []) {
     for (const element of node.getElements()) {
+      if (this.stopped) return this.unfinished(pointer, into);
       if (Node.isSpreadElement(element)) {
+        if (!this.mayExpand(element)) return this.unfinished(pointer, into);
         const spread = this.resolveLiteral(element.getExpression());
         if (Node.isArrayLiteralExpression(spread)) this.evaluateArray(spread, pointer, into);
         else {
@@ -335,6 +346,7 @@ class PolicyEvaluator {
       return this.report(node, "ts/unknown-name", `\`${excerpt(name)}\` ${why}`);
     }
     if (key) this.record(node, pointer, key);
+    if (!this.mayExpand(node)) return this.hole(pointer);
     this.references.push(node);
     try {
       return this.evaluateConst(declaration, pointer);
@@ -373,6 +385,58 @@ class PolicyEvaluator {
     const specifier = callee.getSourceFile().getImportDeclarations().flatMap((d) => d.getNamedImports())
       .find((s) => (s.getAliasNode()?.getText() ?? s.getName()) === callee.getText());
     return specifier?.getName() === "definePolicy";
+  }
+
+  /**
+   * Whether expanding @node (a const reference or a spread) keeps the policy
+   * within MAX_POLICY_VALUES, checked before anything is built: consts that
+   * each spread or list the previous one twice double at every step, and 40
+   * steps are a trillion values. Each expansion counts as a value itself, so
+   * even spreads of empty objects are bounded. Reported once, at @node.
+   */
+  private mayExpand(node: Node): boolean {
+    const size = this.expandedSize(Node.isSpreadAssignment(node) || Node.isSpreadElement(node) ? node.getExpression() : node);
+    if (this.values + size <= MAX_POLICY_VALUES) {
+      this.values += 1;
+      return true;
+    }
+    this.stopped = true;
+    const what = Node.isIdentifier(node) ? `\`${excerpt(node.getText())}\`` : "this spread";
+    this.report(node, "policy/too-large", `${what} expands to ${size} values; a policy may have at most ${MAX_POLICY_VALUES}`);
+    return false;
+  }
+
+  /**
+   * How many values @node evaluates to, counted on the source without
+   * building any: linear in the file, as each node is counted once. A walk
+   * with its own stack, not recursion: a chain of consts may be long. A
+   * const inside its own definition counts one (evaluating it reports it).
+   */
+  private expandedSize(root: Node): number {
+    const stack: { node: Node; parts?: Node[] }[] = [{ node: unwrap(root) }];
+    while (stack.length > 0) {
+      const top = stack.at(-1)!;
+      if (this.sizes.has(top.node)) {
+        stack.pop();
+      } else if (!top.parts) {
+        top.parts = expandedParts(top.node, this.constants).map(unwrap);
+        this.sizing.add(top.node);
+        for (const part of top.parts) if (!this.sizes.has(part) && !this.sizing.has(part)) stack.push({ node: part });
+      } else {
+        // An identifier is its const's value, not one more.
+        const own = Node.isIdentifier(top.node) && top.parts.length > 0 ? 0 : 1;
+        this.sizes.set(top.node, top.parts.reduce((sum, part) => sum + (this.sizes.get(part) ?? 1), own));
+        this.sizing.delete(top.node);
+        stack.pop();
+      }
+    }
+    return this.sizes.get(unwrap(root))!;
+  }
+
+  /** What is left of an object or list when a bound stopped its evaluation: open, so nothing is reported missing from it. */
+  private unfinished<T>(pointer: string, value: T): T {
+    this.openObjects.add(pointer);
+    return value;
   }
 
   /** Follows consts and type wrappers to the literal a spread refers to, as far as nesting is bounded. */
@@ -418,6 +482,27 @@ class PolicyEvaluator {
 /** Sets a property even when it is named __proto__, which `into[name] =` would take as the prototype. */
 function define(into: Record<string, unknown>, name: string, value: unknown): void {
   Object.defineProperty(into, name, { value, enumerable: true, writable: true, configurable: true });
+}
+
+/** The nodes whose values @node's value is made of: members, elements, spreads, a const's value, call arguments. */
+function expandedParts(node: Node, constants: ReadonlyMap<string, VariableDeclaration>): Node[] {
+  if (Node.isObjectLiteralExpression(node)) {
+    return node.getProperties().flatMap((property) => {
+      if (Node.isPropertyAssignment(property)) return [property.getInitializerOrThrow()];
+      if (Node.isShorthandPropertyAssignment(property)) return [property.getNameNode()];
+      if (Node.isSpreadAssignment(property)) return [property.getExpression()];
+      return [];
+    });
+  }
+  if (Node.isArrayLiteralExpression(node)) {
+    return node.getElements().map((element) => (Node.isSpreadElement(element) ? element.getExpression() : element));
+  }
+  if (Node.isIdentifier(node)) {
+    const initializer = constants.get(node.getText())?.getInitializer();
+    return initializer ? [initializer] : [];
+  }
+  if (Node.isCallExpression(node)) return node.getArguments();
+  return [];
 }
 
 /** Strips what only matters to the type checker: `as const`, `satisfies`, parentheses (a loop: chains can be long). */

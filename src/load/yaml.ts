@@ -131,7 +131,7 @@ function checkStructure(source: SourceText, document: Document.Parsed): Diagnost
       if (size === undefined) return fail("yaml/unknown-alias", node, `alias *${excerpt(node.source)} is inside its own anchor`);
       expanded += size;
       if (expanded > MAX_POLICY_VALUES) {
-        return fail("yaml/alias-expansion", node, `aliases expand this file to more than ${MAX_POLICY_VALUES} values (an alias bomb?)`);
+        return fail("policy/too-large", node, `aliases expand this file to more than ${MAX_POLICY_VALUES} values (an alias bomb?)`);
       }
       return size;
     }

@@ -3,7 +3,7 @@ import { compilePolicies, type CompiledPolicy } from "../compile/index.js";
 import { versionOf, type CgroupHook, type Hook, type VersionRef } from "../datapath/types.js";
 import type { Diagnostic } from "../diagnostics.js";
 import { PolicyError } from "../errors.js";
-import { loadPolicies, type LoadedPolicy } from "../load/index.js";
+import { loadAndValidate, type LoadedPolicy, type ReadOptions } from "../load/index.js";
 import { validatePolicies, type ValidPolicy } from "../validate/index.js";
 
 /**
@@ -24,13 +24,23 @@ export interface DesiredPolicy {
   cgroupHooks: CgroupHook[];
 }
 
-/** load → validate: the policies with what they were read as, or a PolicyError with every problem of every file. */
-export async function validPolicies(paths: string[]): Promise<{ loaded: LoadedPolicy[]; policies: ValidPolicy[] }> {
-  const loaded = await loadPolicies(paths);
-  return { loaded: loaded.policies, policies: validated(loaded.policies, loaded.diagnostics) };
+/**
+ * load → validate, both in the policy worker (src/load/evaluation.ts): the
+ * policies with what they were read as, or a PolicyError with every
+ * problem of every file (or the one bound a file crossed: too slow, too large).
+ */
+export async function validPolicies(paths: string[], options: ReadOptions = {}): Promise<{ loaded: LoadedPolicy[]; policies: ValidPolicy[] }> {
+  const { policies, diagnostics, validation } = await loadAndValidate(paths, options);
+  const all = [...diagnostics, ...validation.diagnostics];
+  if (all.length > 0) throw new PolicyError(all);
+  return { loaded: policies, policies: validation.policies };
 }
 
-/** validate, after a load that found @loadProblems (reported together with validation's own). */
+/**
+ * validate, in this thread, after a load that found @loadProblems (reported
+ * together with validation's own): for policies that are not read from
+ * files, a saved plan's and init's scaffold.
+ */
 export function validated(loaded: LoadedPolicy[], loadProblems: Diagnostic[] = []): ValidPolicy[] {
   const { policies, diagnostics } = validatePolicies(loaded);
   const all = [...loadProblems, ...diagnostics];
@@ -39,13 +49,13 @@ export function validated(loaded: LoadedPolicy[], loadProblems: Diagnostic[] = [
 }
 
 /** load → validate → compile. */
-export async function compiledPolicies(paths: string[]): Promise<CompiledPolicy[]> {
-  return compilePolicies((await validPolicies(paths)).policies);
+export async function compiledPolicies(paths: string[], options: ReadOptions = {}): Promise<CompiledPolicy[]> {
+  return compilePolicies((await validPolicies(paths, options)).policies);
 }
 
 /** load → validate → compile → identify: what the kernel should run for the policies at @paths. */
-export async function loadDesired(paths: string[], builder: ProgramBuilder): Promise<DesiredPolicy[]> {
-  const { loaded, policies } = await validPolicies(paths);
+export async function loadDesired(paths: string[], builder: ProgramBuilder, options: ReadOptions = {}): Promise<DesiredPolicy[]> {
+  const { loaded, policies } = await validPolicies(paths, options);
   return desiredState(loaded, policies, builder);
 }
 

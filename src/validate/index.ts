@@ -24,12 +24,15 @@ export { attachesToLinks } from "./outbound.js";
  * others did not, and a TS policy's type errors are reported beside the
  * schema's, except where both say the same thing at the same place (then
  * ours, which carries a suggestion, is kept). Only a policy without any
- * problem, its loader's included, is returned as valid.
+ * problem, its loader's included, is returned as valid. @checking is told
+ * each policy's file as its checks begin (the checks across policies count
+ * as the last one's), so that a deadline can name where it stopped.
  */
-export function validatePolicies(loaded: LoadedPolicy[]): { policies: ValidPolicy[]; diagnostics: Diagnostic[] } {
+export function validatePolicies(loaded: LoadedPolicy[], checking?: (file: string) => void): { policies: ValidPolicy[]; diagnostics: Diagnostic[] } {
   const diagnostics: Diagnostic[] = [];
   const accepted: CheckedPolicy[] = [];
   for (const policy of loaded) {
+    checking?.(policy.file);
     const schema = checkSchema(policy);
     const problems = [...schema.map((problem) => problem.diagnostic), ...checkWhatPassed(policy, schema)];
     const typeErrors = distinctTypeErrors(policy, schema, problems);

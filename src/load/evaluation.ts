@@ -1,0 +1,163 @@
+import { Worker } from "node:worker_threads";
+import { diagnosticAt, startOf, type Diagnostic } from "../diagnostics.js";
+import { POLICY_DEADLINE_MS, POLICY_HEAP_MB } from "./limits.js";
+import type { ReadPhase } from "./read.js";
+import type { ReadTarget, WorkerMessage, WorkerRequest, WorkerResult } from "./worker-protocol.js";
+
+/** How reading policies is bounded; callers may tighten (or loosen) the deadline. */
+export interface ReadOptions {
+  /**
+   * How long each file may take to be read and evaluated, and each policy
+   * to be validated, in milliseconds (default POLICY_DEADLINE_MS). Starting
+   * the TypeScript compiler, intercept's own code, is not counted.
+   */
+  deadlineMs?: number;
+}
+
+/**
+ * Policies are read, evaluated and validated in a worker thread, never on
+ * the main one: a file that would take minutes or gigabytes (a recursive
+ * type, an expansion a bound missed) is stopped there, and the read's
+ * result is one located `policy/too-slow` or `policy/too-large`
+ * diagnostic at the file it was on (the other files' results are lost with
+ * the worker), while the
+ * main thread (the agent's event loop, its /healthz, link events and
+ * signals) carries on. One worker per process, started at the first read
+ * and reused (the TypeScript compiler stays loaded in it, and only in it);
+ * a stopped worker is replaced at the next read. Reads run one at a time.
+ */
+class PolicyWorker {
+  private worker: Worker | undefined;
+  private nextId = 0;
+  private queue: Promise<unknown> = Promise.resolve();
+  /** Ends the read in flight, if any, with an error (close). */
+  private abandon: ((error: Error) => void) | undefined;
+
+  read(target: ReadTarget, validate: boolean, options: ReadOptions): Promise<WorkerResult> {
+    const run = this.queue.then(() => this.readNow(target, validate, options.deadlineMs ?? POLICY_DEADLINE_MS));
+    // The next read waits for this one to end, however it ends; its caller sees how.
+    this.queue = run.then(settled, settled);
+    return run;
+  }
+
+  /** Stops the worker (a read in flight fails): the process is ending, and must not wait for it. */
+  async close(): Promise<void> {
+    const worker = this.worker;
+    this.worker = undefined;
+    this.abandon?.(new Error("policy reading stopped: the process is ending"));
+    await worker?.terminate();
+  }
+
+  private readNow(target: ReadTarget, validate: boolean, deadlineMs: number): Promise<WorkerResult> {
+    const worker = (this.worker ??= this.startWorker());
+    const id = ++this.nextId;
+    let at: Place = { file: target.kind === "source" ? target.file : target.paths[0] ?? ".", phase: "reading" };
+    let timer: NodeJS.Timeout | undefined;
+    return new Promise<WorkerResult>((resolve, reject) => {
+      const finish = () => {
+        clearTimeout(timer);
+        worker.off("message", onMessage).off("error", onError).off("exit", onExit);
+        this.abandon = undefined;
+        // Idle, the worker does not keep the process alive; a read in flight does.
+        worker.unref();
+      };
+      const stopWorker = () => {
+        finish();
+        if (this.worker === worker) this.worker = undefined;
+        // terminate() resolves (with the exit code) once the thread has stopped; it does not reject.
+        void worker.terminate();
+      };
+      const fail = (error: Error) => {
+        stopWorker();
+        reject(error);
+      };
+      // A bound crossed is the files' problem: one located diagnostic, as the loader's own are.
+      const bounded = (diagnostic: Diagnostic) => {
+        stopWorker();
+        resolve({ policies: [], diagnostics: [diagnostic], ...(validate && { validation: { policies: [], diagnostics: [] } }) });
+      };
+      const arm = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => bounded(tooSlow(at, deadlineMs)), deadlineMs);
+      };
+      const onMessage = (message: WorkerMessage) => {
+        if (message.id !== id) return;
+        if (message.type === "progress") {
+          at = { file: message.file, phase: message.phase };
+          // Loading our own compiler is not the file's doing, and on a busy machine can take seconds.
+          if (message.phase === "starting the TypeScript compiler") clearTimeout(timer);
+          else arm();
+          return;
+        }
+        finish();
+        if (message.type === "done") resolve(message.result);
+        else reject(Object.assign(new Error(message.error.message), message.error.stack === undefined ? {} : { stack: message.error.stack }));
+      };
+      const onError = (error: Error & { code?: string }) => (error.code === "ERR_WORKER_OUT_OF_MEMORY" ? bounded(tooLarge(at)) : fail(error));
+      const onExit = (code: number) => fail(new Error(`the policy worker exited (code ${code}) while ${at.phase} ${at.file ?? "the policies"}`));
+      worker.on("message", onMessage).on("error", onError).on("exit", onExit);
+      this.abandon = fail;
+      worker.ref();
+      arm();
+      worker.postMessage({ id, target, validate } satisfies WorkerRequest);
+    });
+  }
+
+  private startWorker(): Worker {
+    const worker = new Worker(new URL("./worker.js", import.meta.url), {
+      resourceLimits: { maxOldGenerationSizeMb: POLICY_HEAP_MB },
+      // Not the parent's flags (a test runner's, a profiler's): the worker is part of intercept, not of its caller.
+      execArgv: [],
+    });
+    // A read in flight handles its worker's end itself; an idle worker that fails is replaced at the next read.
+    const forget = () => {
+      if (this.worker === worker) this.worker = undefined;
+    };
+    worker.on("error", forget).on("exit", forget);
+    worker.unref();
+    return worker;
+  }
+}
+
+/** Where the worker is: the file (a path given, before the first file is found) and what it is doing. */
+interface Place {
+  file: string;
+  phase: ReadPhase;
+}
+
+function settled(): void {
+  // The queue only orders reads; each read's own caller handles how it ended.
+}
+
+function tooSlow(at: Place, deadlineMs: number): Diagnostic {
+  const hint = at.phase === "type-checking" ? " (a recursive type?)" : "";
+  return diagnosticAt("policy/too-slow", startOf(at.file), `${doing(at)} took longer than ${seconds(deadlineMs)}: a policy needs a fraction of that${hint}`);
+}
+
+function tooLarge(at: Place): Diagnostic {
+  return diagnosticAt("policy/too-large", startOf(at.file), `${doing(at)} needed more than ${POLICY_HEAP_MB} MB of memory: a policy needs a fraction of that`);
+}
+
+function doing(at: Place): string {
+  return at.phase === "starting the TypeScript compiler" ? "starting the TypeScript compiler for this policy" : `${at.phase} this policy`;
+}
+
+function seconds(ms: number): string {
+  return ms >= 1000 ? `${ms / 1000} s` : `${ms} ms`;
+}
+
+const shared = new PolicyWorker();
+
+/** Reads (and with @validate, validates) @target in this process's policy worker. */
+export function readInWorker(target: ReadTarget, validate: boolean, options: ReadOptions = {}): Promise<WorkerResult> {
+  return shared.read(target, validate, options);
+}
+
+/**
+ * Stops this process's policy worker, failing a read in flight: for a
+ * process that is ending (the agent on SIGTERM) and must not wait out a
+ * deadline. A later read starts a new worker.
+ */
+export function closePolicyWorker(): Promise<void> {
+  return shared.close();
+}

@@ -1,0 +1,74 @@
+import { diagnosticAt, startOf, type Diagnostic } from "../diagnostics.js";
+import { cacheKey, readCached, writeCached } from "./cache.js";
+import { findPolicyFiles } from "./files.js";
+import type { LoadedPolicy, LoadResult } from "./index.js";
+import { SourceMap, type SourceText } from "./source-map.js";
+import { readPolicyText } from "./text.js";
+
+/**
+ * What the reader is doing, reported before each step so that a step that
+ * never ends can be named: the file, and "reading" (opening, decoding),
+ * "starting the TypeScript compiler" (loading intercept's own code: not
+ * under the deadline), "evaluating", "type-checking" or "validating".
+ */
+export type ReadPhase = "reading" | "starting the TypeScript compiler" | "evaluating" | "type-checking" | "validating";
+export type Progress = (file: string, phase: ReadPhase) => void;
+
+/**
+ * Stage 1 in the calling thread (the policy worker's): reads every policy
+ * named by @paths (files, or folders searched for policy files), never
+ * running any of them. Problems in one file do not stop the others from
+ * being read, so every error is reported at once.
+ */
+export async function readPolicies(paths: string[], progress: Progress): Promise<LoadResult> {
+  const { files, diagnostics } = await findPolicyFiles(paths);
+  const policies: LoadedPolicy[] = [];
+  for (const { file, openPath } of files) {
+    progress(file, "reading");
+    const read = await readPolicyText(file, openPath);
+    if ("error" in read) {
+      diagnostics.push(read.error);
+      continue;
+    }
+    const one = await readSource(read.source, { cache: true }, progress);
+    diagnostics.push(...one.diagnostics);
+    policies.push(...one.policies);
+  }
+  return { policies, diagnostics };
+}
+
+/** One policy's text, read as a file of its name would be; @options.cache: whether TS evaluations are cached. */
+export async function readSource(source: SourceText, options: { cache: boolean }, progress: Progress): Promise<LoadResult> {
+  const file = source.file;
+  const loaded = file.endsWith(".ts") ? await loadTypeScript(source, options, progress) : await loadYaml(source, progress);
+  if (loaded.value === undefined || loaded.value === null) {
+    const empty = loaded.diagnostics.length === 0 ? [diagnosticAt("load/empty", startOf(file), "policy file is empty")] : [];
+    return { policies: [], diagnostics: [...loaded.diagnostics, ...empty] };
+  }
+  const { value, sourceMap, holes, openObjects, typeErrors } = loaded;
+  return { policies: [{ file, value, sourceMap, clean: loaded.diagnostics.length === 0, holes, openObjects, typeErrors }], diagnostics: loaded.diagnostics };
+}
+
+type Loaded = Pick<LoadedPolicy, "value" | "sourceMap" | "holes" | "openObjects" | "typeErrors"> & { diagnostics: Diagnostic[] };
+
+/** yaml is imported only when a YAML file is read, ts-morph only for a TS file not in the cache: both are slow to load. */
+async function loadYaml(source: SourceText, progress: Progress): Promise<Loaded> {
+  const { loadYamlPolicy } = await import("./yaml.js");
+  progress(source.file, "evaluating");
+  return { ...loadYamlPolicy(source), holes: [], openObjects: [], typeErrors: [] };
+}
+
+async function loadTypeScript(source: SourceText, options: { cache: boolean }, progress: Progress): Promise<Loaded> {
+  const key = await cacheKey(source.text);
+  const cached = options.cache ? await readCached(key) : undefined;
+  if (cached) {
+    return { value: cached.value, sourceMap: new SourceMap(source, cached.locations), diagnostics: [], holes: [], openObjects: [], typeErrors: [] };
+  }
+  progress(source.file, "starting the TypeScript compiler");
+  const { loadTypeScriptPolicy } = await import("./typescript.js");
+  const loaded = loadTypeScriptPolicy(source, (phase) => progress(source.file, phase));
+  if (options.cache && loaded.diagnostics.length === 0 && loaded.typeErrors.length === 0 && loaded.value !== undefined) {
+    await writeCached(key, { value: loaded.value, locations: loaded.sourceMap.toEntries() });
+  }
+  return loaded;
+}

@@ -1,0 +1,56 @@
+import type { Diagnostic } from "../diagnostics.js";
+import type { ValidPolicy } from "../validate/model.js";
+import type { LoadedPolicy, LoadResult } from "./index.js";
+import type { ReadPhase } from "./read.js";
+import { SourceMap, SourceText, type Located } from "./source-map.js";
+
+/**
+ * The messages between a process and its policy worker (src/load/worker.ts).
+ * Everything crosses as structured-cloneable data: a SourceMap travels as
+ * its file's text and its entries, and is built again on arrival.
+ */
+
+/** What to read: files and folders, or one text read as if it were the file @file. */
+export type ReadTarget = { kind: "paths"; paths: string[] } | { kind: "source"; file: string; text: string };
+
+export interface WorkerRequest {
+  id: number;
+  target: ReadTarget;
+  /** Whether to validate what was read, there (validate → the verdict in `validation`). */
+  validate: boolean;
+}
+
+export interface Validation {
+  /** The valid policies: none unless every file read and validated without a problem. */
+  policies: ValidPolicy[];
+  /** Validation's own diagnostics (the loader's are in the LoadResult). */
+  diagnostics: Diagnostic[];
+}
+
+export interface WorkerResult {
+  policies: LoadedPolicyData[];
+  diagnostics: Diagnostic[];
+  validation?: Validation;
+}
+
+export type WorkerMessage =
+  | { id: number; type: "progress"; file: string; phase: ReadPhase }
+  | { id: number; type: "done"; result: WorkerResult }
+  /** A failure that is not the files' (a bug): passed on as an internal error. */
+  | { id: number; type: "failed"; error: { message: string; stack?: string } };
+
+export type LoadedPolicyData = Omit<LoadedPolicy, "sourceMap"> & { source: { file: string; text: string }; locations: [string, Located][] };
+
+export function toData(policy: LoadedPolicy): LoadedPolicyData {
+  const { sourceMap, ...rest } = policy;
+  return { ...rest, source: { file: sourceMap.source.file, text: sourceMap.source.text }, locations: sourceMap.toEntries() };
+}
+
+export function fromData(data: LoadedPolicyData): LoadedPolicy {
+  const { source, locations, ...rest } = data;
+  return { ...rest, sourceMap: new SourceMap(new SourceText(source.file, source.text), locations) };
+}
+
+export function loadResultFrom(result: WorkerResult): LoadResult {
+  return { policies: result.policies.map(fromData), diagnostics: result.diagnostics };
+}

@@ -1,0 +1,46 @@
+// Exponential spreads: each const spreads the previous one twice, 2^40 expansions in 1.5 KB.
+import { definePolicy } from "intercept";
+
+const o0 = { originalPort: 8000, port: 9000 };
+const o1 = { ...o0, ...o0 };
+const o2 = { ...o1, ...o1 };
+const o3 = { ...o2, ...o2 };
+const o4 = { ...o3, ...o3 };
+const o5 = { ...o4, ...o4 };
+const o6 = { ...o5, ...o5 };
+const o7 = { ...o6, ...o6 };
+const o8 = { ...o7, ...o7 };
+const o9 = { ...o8, ...o8 };
+const o10 = { ...o9, ...o9 };
+const o11 = { ...o10, ...o10 };
+const o12 = { ...o11, ...o11 };
+const o13 = { ...o12, ...o12 };
+const o14 = { ...o13, ...o13 };
+const o15 = { ...o14, ...o14 };
+const o16 = { ...o15, ...o15 };
+const o17 = { ...o16, ...o16 };
+const o18 = { ...o17, ...o17 };
+const o19 = { ...o18, ...o18 };
+const o20 = { ...o19, ...o19 };
+const o21 = { ...o20, ...o20 };
+const o22 = { ...o21, ...o21 };
+const o23 = { ...o22, ...o22 };
+const o24 = { ...o23, ...o23 };
+const o25 = { ...o24, ...o24 };
+const o26 = { ...o25, ...o25 };
+const o27 = { ...o26, ...o26 };
+const o28 = { ...o27, ...o27 };
+const o29 = { ...o28, ...o28 };
+const o30 = { ...o29, ...o29 };
+const o31 = { ...o30, ...o30 };
+const o32 = { ...o31, ...o31 };
+const o33 = { ...o32, ...o32 };
+const o34 = { ...o33, ...o33 };
+const o35 = { ...o34, ...o34 };
+const o36 = { ...o35, ...o35 };
+const o37 = { ...o36, ...o36 };
+const o38 = { ...o37, ...o37 };
+const o39 = { ...o38, ...o38 };
+const o40 = { ...o39, ...o39 };
+
+export default definePolicy({ interceptors: [o40] });
