@@ -1,8 +1,8 @@
+import { performance } from "node:perf_hooks";
 import { Worker } from "node:worker_threads";
 import { diagnosticAt, startOf, type Diagnostic } from "../diagnostics.js";
 import { POLICY_DEADLINE_MS, POLICY_HEAP_MB } from "./limits.js";
-import type { ReadPhase } from "./read.js";
-import type { ReadTarget, WorkerMessage, WorkerRequest, WorkerResult } from "./worker-protocol.js";
+import { LOADING_PHASES, type ReadPhase, type ReadTarget, type WorkerMessage, type WorkerRequest, type WorkerResult } from "./worker-protocol.js";
 
 /** How reading policies is bounded; callers may tighten (or loosen) the deadline. */
 export interface ReadOptions {
@@ -51,11 +51,11 @@ class PolicyWorker {
   private readNow(target: ReadTarget, validate: boolean, deadlineMs: number): Promise<WorkerResult> {
     const worker = (this.worker ??= this.startWorker());
     const id = ++this.nextId;
-    let at: Place = { file: target.kind === "source" ? target.file : target.paths[0] ?? ".", phase: "reading" };
-    let timer: NodeJS.Timeout | undefined;
+    let at: Place = { file: target.kind === "source" ? target.file : target.paths[0] ?? ".", phase: "finding" };
+    const clock = new Deadline(deadlineMs);
     return new Promise<WorkerResult>((resolve, reject) => {
       const finish = () => {
-        clearTimeout(timer);
+        clock.stop();
         worker.off("message", onMessage).off("error", onError).off("exit", onExit);
         this.abandon = undefined;
         // Idle, the worker does not keep the process alive; a read in flight does.
@@ -76,17 +76,16 @@ class PolicyWorker {
         stopWorker();
         resolve({ policies: [], diagnostics: [diagnostic], ...(validate && { validation: { policies: [], diagnostics: [] } }) });
       };
-      const arm = () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => bounded(tooSlow(at, deadlineMs)), deadlineMs);
-      };
+      const expired = () => bounded(tooSlow(at, deadlineMs));
       const onMessage = (message: WorkerMessage) => {
         if (message.id !== id) return;
         if (message.type === "progress") {
+          // Each file has its own time (and so has each policy's validation), from its first step on.
+          if (message.file !== at.file || (message.phase === "validating") !== (at.phase === "validating")) clock.reset();
           at = { file: message.file, phase: message.phase };
-          // Loading our own compiler is not the file's doing, and on a busy machine can take seconds.
-          if (message.phase === "starting the TypeScript compiler") clearTimeout(timer);
-          else arm();
+          // Loading our own parser or compiler is not the file's doing, and on a busy machine can take seconds.
+          if (LOADING_PHASES.includes(message.phase)) clock.pause();
+          else clock.run(expired);
           return;
         }
         finish();
@@ -97,8 +96,8 @@ class PolicyWorker {
       const onExit = (code: number) => fail(new Error(`the policy worker exited (code ${code}) while ${at.phase} ${at.file ?? "the policies"}`));
       worker.on("message", onMessage).on("error", onError).on("exit", onExit);
       this.abandon = fail;
+      // The clock starts with the worker's first step: starting a worker is not the files' doing either.
       worker.ref();
-      arm();
       worker.postMessage({ id, target, validate } satisfies WorkerRequest);
     });
   }
@@ -116,6 +115,41 @@ class PolicyWorker {
     worker.on("error", forget).on("exit", forget);
     worker.unref();
     return worker;
+  }
+}
+
+/** A time allowance that can be paused: what is left of it runs on when it is resumed. */
+class Deadline {
+  private left: number;
+  private since: number | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly allowanceMs: number) {
+    this.left = allowanceMs;
+  }
+
+  /** Runs the clock (if it is not running), calling @expired when the allowance is used up. */
+  run(expired: () => void): void {
+    if (this.since !== undefined) return;
+    this.since = performance.now();
+    this.timer = setTimeout(expired, this.left);
+  }
+
+  pause(): void {
+    if (this.since === undefined) return;
+    this.left = Math.max(0, this.left - (performance.now() - this.since));
+    this.stop();
+  }
+
+  /** A new allowance, stopped. */
+  reset(): void {
+    this.stop();
+    this.left = this.allowanceMs;
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.since = undefined;
   }
 }
 
@@ -139,7 +173,7 @@ function tooLarge(at: Place): Diagnostic {
 }
 
 function doing(at: Place): string {
-  return at.phase === "starting the TypeScript compiler" ? "starting the TypeScript compiler for this policy" : `${at.phase} this policy`;
+  return at.phase === "finding" ? `finding the policy files in ${at.file}` : `${at.phase} this policy`;
 }
 
 function seconds(ms: number): string {

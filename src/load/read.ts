@@ -4,14 +4,10 @@ import { findPolicyFiles } from "./files.js";
 import type { LoadedPolicy, LoadResult } from "./index.js";
 import { SourceMap, type SourceText } from "./source-map.js";
 import { readPolicyText } from "./text.js";
+import type { ReadPhase } from "./worker-protocol.js";
 
-/**
- * What the reader is doing, reported before each step so that a step that
- * never ends can be named: the file, and "reading" (opening, decoding),
- * "starting the TypeScript compiler" (loading intercept's own code: not
- * under the deadline), "evaluating", "type-checking" or "validating".
- */
-export type ReadPhase = "reading" | "starting the TypeScript compiler" | "evaluating" | "type-checking" | "validating";
+export type { ReadPhase } from "./worker-protocol.js";
+
 export type Progress = (file: string, phase: ReadPhase) => void;
 
 /**
@@ -21,6 +17,7 @@ export type Progress = (file: string, phase: ReadPhase) => void;
  * being read, so every error is reported at once.
  */
 export async function readPolicies(paths: string[], progress: Progress): Promise<LoadResult> {
+  progress(paths[0] ?? ".", "finding");
   const { files, diagnostics } = await findPolicyFiles(paths);
   const policies: LoadedPolicy[] = [];
   for (const { file, openPath } of files) {
@@ -53,6 +50,7 @@ type Loaded = Pick<LoadedPolicy, "value" | "sourceMap" | "holes" | "openObjects"
 
 /** yaml is imported only when a YAML file is read, ts-morph only for a TS file not in the cache: both are slow to load. */
 async function loadYaml(source: SourceText, progress: Progress): Promise<Loaded> {
+  progress(source.file, "loading the YAML parser for");
   const { loadYamlPolicy } = await import("./yaml.js");
   progress(source.file, "evaluating");
   return { ...loadYamlPolicy(source), holes: [], openObjects: [], typeErrors: [] };
@@ -64,7 +62,7 @@ async function loadTypeScript(source: SourceText, options: { cache: boolean }, p
   if (cached) {
     return { value: cached.value, sourceMap: new SourceMap(source, cached.locations), diagnostics: [], holes: [], openObjects: [], typeErrors: [] };
   }
-  progress(source.file, "starting the TypeScript compiler");
+  progress(source.file, "loading the TypeScript compiler for");
   const { loadTypeScriptPolicy } = await import("./typescript.js");
   const loaded = loadTypeScriptPolicy(source, (phase) => progress(source.file, phase));
   if (options.cache && loaded.diagnostics.length === 0 && loaded.typeErrors.length === 0 && loaded.value !== undefined) {

@@ -1,7 +1,6 @@
 import type { Diagnostic } from "../diagnostics.js";
 import type { ValidPolicy } from "../validate/model.js";
 import type { LoadedPolicy, LoadResult } from "./index.js";
-import type { ReadPhase } from "./read.js";
 import { SourceMap, SourceText, type Located } from "./source-map.js";
 
 /**
@@ -9,6 +8,17 @@ import { SourceMap, SourceText, type Located } from "./source-map.js";
  * Everything crosses as structured-cloneable data: a SourceMap travels as
  * its file's text and its entries, and is built again on arrival.
  */
+
+/**
+ * What the reader is doing, reported before each step so that a step that
+ * never ends can be named: the file (or the path being searched), and
+ * "finding" the files, "reading" one (opening, decoding), "evaluating",
+ * "type-checking" or "validating" it. Loading a parser or the compiler is
+ * intercept's own code, not the file's doing: not under the deadline.
+ */
+export type ReadPhase = "finding" | "reading" | LoadingPhase | "evaluating" | "type-checking" | "validating";
+export type LoadingPhase = "loading the YAML parser for" | "loading the TypeScript compiler for";
+export const LOADING_PHASES: readonly ReadPhase[] = ["loading the YAML parser for", "loading the TypeScript compiler for"] satisfies LoadingPhase[];
 
 /** What to read: files and folders, or one text read as if it were the file @file. */
 export type ReadTarget = { kind: "paths"; paths: string[] } | { kind: "source"; file: string; text: string };

@@ -11,12 +11,14 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { performance } from "node:perf_hooks";
 import { after, test } from "node:test";
 import { execa } from "execa";
 import { formatDiagnostics, MAX_LINE_TEXT, reportableDiagnostics, type Diagnostic } from "../../src/diagnostics.js";
 import { loadPolicies } from "../../src/load/index.js";
-import { MAX_NESTING_DEPTH, MAX_POLICY_BYTES, MAX_YAML_ALIASES } from "../../src/load/limits.js";
+import { MAX_NESTING_DEPTH, MAX_POLICY_BYTES, MAX_YAML_ALIASES, POLICY_DEADLINE_MS, POLICY_HEAP_MB } from "../../src/load/limits.js";
 import { validatePolicies } from "../../src/validate/index.js";
+import { hugeStringPolicy, RECURSIVE_TYPE } from "../support/hostile-policies.js";
 
 const HOSTILE = "tests/golden/hostile";
 const scratch = await mkdtemp(path.join(tmpdir(), "intercept-hostile-"));
@@ -62,6 +64,8 @@ test("hostile: a bound is one error, where it was crossed", async () => {
   // The policy's own mapping is the first level, so the 32nd bracket opens the 33rd.
   assert.deepEqual(await codes("deep-flow.yaml"), [`2:${"interceptors: ".length + MAX_NESTING_DEPTH} yaml/too-deep`]);
   assert.deepEqual(await codes("deep-brackets.ts"), [`4:${"export default definePolicy({ interceptors: ".length + MAX_NESTING_DEPTH - 1} ts/too-deep`]);
+  assert.deepEqual(await codes("spread-object.ts"), ["46:46 policy/too-large"]);
+  assert.deepEqual(await codes("spread-array.ts"), ["46:45 policy/too-large"]);
   assert.deepEqual(await codes("many-errors.yaml"), [...Array.from({ length: 20 }, (_, i) => `${i + 3}:1 schema/unknown-property`), "23:1 report/truncated"]);
 });
 
@@ -210,4 +214,61 @@ test("a huge file is refused before it is read, whatever its content", async () 
   await writeFile(file, `// ${"x".repeat(3 * 1024 * 1024)}\n`);
   const { diagnostics } = await diagnosticsOf([file]);
   assert.deepEqual(summary(diagnostics), [`${file}:1:1: load/too-large: file is ${3 * 1024 * 1024 + 4} bytes; a policy may be at most ${MAX_POLICY_BYTES} bytes`]);
+});
+
+/**
+ * `intercept validate FILE` in a child process that reports its own peak
+ * RSS (the policy worker's included: it is a thread of the same process).
+ */
+async function validateMeasured(file: string): Promise<{ stderr: string; exitCode: number | undefined; seconds: number; peakMb: number }> {
+  const script = [
+    'const { main } = await import("./dist/src/cli.js");',
+    "const code = await main(process.argv.slice(1));",
+    'process.stderr.write(`\\npeak-rss-kb ${process.resourceUsage().maxRSS}\\n`);',
+    "process.exitCode = code;",
+  ].join("\n");
+  const started = performance.now();
+  const result = await execa("node", ["--input-type=module", "-e", script, "validate", file], { reject: false, env: { NO_COLOR: "1" } });
+  const seconds = (performance.now() - started) / 1000;
+  const peak = /\npeak-rss-kb (\d+)$/.exec(result.stderr);
+  assert.ok(peak, result.stderr);
+  return { stderr: result.stderr.slice(0, peak.index), exitCode: result.exitCode, seconds, peakMb: Number(peak[1]) / 1024 };
+}
+
+/**
+ * The memory any validate may use, whatever the file: the worker's heap
+ * limit, and room for the main thread, the worker's young generation and
+ * code (about 150 MB each way for a plain TS policy).
+ */
+const MEMORY_BOUND_MB = POLICY_HEAP_MB + 384;
+
+test("exponential spreads, a 50 MB string and a recursive type: validate ends in a located error, in bounded time and memory", { timeout: 120_000 }, async (t) => {
+  const huge = path.join(scratch, "huge-string.ts");
+  await writeFile(huge, hugeStringPolicy(50));
+  const recursive = path.join(scratch, "recursive.ts");
+  await writeFile(recursive, RECURSIVE_TYPE);
+  // What starting node and the TypeScript compiler costs on this machine now, with a policy that is not cached.
+  const baseline = path.join(scratch, "baseline.ts");
+  await writeFile(baseline, `import { definePolicy } from "intercept";\nexport default definePolicy({ interceptors: [] }); // ${scratch}\n`);
+  const startup = await validateMeasured(baseline);
+  assert.equal(startup.exitCode, 0, startup.stderr);
+  t.diagnostic(`a plain TS policy, not cached: ${startup.seconds.toFixed(1)} s, ${Math.round(startup.peakMb)} MB peak RSS`);
+  // The issue's bound is 6 s, on an idle machine, where a plain policy takes about 1.5 s; this one is shared: the time is relative.
+  const quick = Math.max(6, startup.seconds + 1.5);
+  const cases = [
+    { file: path.join(HOSTILE, "spread-object.ts"), expected: /^tests\/golden\/hostile\/spread-object\.ts:46:46: error\[policy\/too-large\]: `o40` expands to/, seconds: quick },
+    { file: path.join(HOSTILE, "spread-array.ts"), expected: /^tests\/golden\/hostile\/spread-array\.ts:46:45: error\[policy\/too-large\]: `a40` expands to/, seconds: quick },
+    { file: huge, expected: new RegExp(`^${huge}:1:1: error\\[load/too-large\\]: file is ${50 * 1024 * 1024 + 103} bytes`), seconds: quick },
+    // Stopped by the deadline, which does not count starting the compiler (or by the heap limit, whichever comes first).
+    { file: recursive, expected: new RegExp(`^${recursive}:1:1: error\\[policy/too-(slow|large)\\]`), seconds: 1.5 + POLICY_DEADLINE_MS / 1000 + startup.seconds },
+  ];
+  for (const { file, expected, seconds } of cases) {
+    const run = await validateMeasured(file);
+    assert.equal(run.exitCode, 1, file);
+    assert.match(run.stderr, expected);
+    assert.match(run.stderr, /\n1 error in 1 file\n$/);
+    assert.ok(run.seconds <= seconds, `${file}: ${run.seconds.toFixed(1)} s (at most ${seconds.toFixed(1)})`);
+    assert.ok(run.peakMb <= MEMORY_BOUND_MB, `${file}: ${Math.round(run.peakMb)} MB (at most ${MEMORY_BOUND_MB})`);
+    t.diagnostic(`${path.basename(file)}: ${run.seconds.toFixed(1)} s, ${Math.round(run.peakMb)} MB peak RSS`);
+  }
 });

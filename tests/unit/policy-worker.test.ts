@@ -1,0 +1,97 @@
+/**
+ * The policy worker (src/load/evaluation.ts): policies are read, evaluated
+ * and validated off the main thread, a deadline or the heap limit ends a
+ * read with one located diagnostic at the file it was on, the main thread's
+ * event loop keeps turning meanwhile, and the worker is reused, or replaced
+ * once stopped.
+ */
+import "../support/temporary-cache.js";
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { monitorEventLoopDelay, performance } from "node:perf_hooks";
+import { after, test } from "node:test";
+import { closePolicyWorker, loadAndValidate, loadPolicies, loadPolicySource } from "../../src/load/index.js";
+import { POLICY_DEADLINE_MS } from "../../src/load/limits.js";
+import { validPolicies } from "../../src/reconcile/index.js";
+import { PolicyError } from "../../src/errors.js";
+import { RECURSIVE_TYPE, largeYamlPolicy } from "../support/hostile-policies.js";
+
+const scratch = await mkdtemp(path.join(tmpdir(), "intercept-worker-"));
+after(async () => {
+  await closePolicyWorker();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+async function write(name: string, text: string): Promise<string> {
+  const file = path.join(scratch, name);
+  await writeFile(file, text);
+  return file;
+}
+
+const VALID_TS = 'import { definePolicy } from "intercept";\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port: 9000 }] });\n';
+
+test("a load and validation in the worker come back as plain data, with working source maps", async () => {
+  const file = await write("web.yaml", "name: web\ninterceptors:\n  - { originalPort: 8000, port: 9000 }\n");
+  const checked = await loadAndValidate([file]);
+  assert.deepEqual(checked.diagnostics, []);
+  assert.deepEqual(checked.validation.diagnostics, []);
+  assert.deepEqual(checked.validation.policies.map((policy) => policy.name), ["web"]);
+  const [loaded] = checked.policies;
+  assert.deepEqual(loaded!.sourceMap.locate("/interceptors/0/port"), { file, line: 3, column: 33, length: 4, lineText: "  - { originalPort: 8000, port: 9000 }" });
+  const source = await loadPolicySource("scaffold.ts", VALID_TS);
+  assert.deepEqual(source.policies.map((policy) => policy.value), [{ interceptors: [{ originalPort: 8000, port: 9000 }] }]);
+});
+
+test("a deadline crossed is one located policy/too-slow at the file being read; the next read gets a new worker", async () => {
+  const slow = await write("large.yaml", largeYamlPolicy());
+  const started = performance.now();
+  const loaded = await loadPolicies([slow], { deadlineMs: 50 });
+  assert.ok(performance.now() - started < 2_000, "stopped at the deadline, not at the end of the file");
+  assert.deepEqual(loaded.policies, []);
+  assert.deepEqual(loaded.diagnostics.map((d) => `${d.file}:${d.line}:${d.column}: ${d.code}: ${d.message}`), [
+    `${slow}:1:1: policy/too-slow: evaluating this policy took longer than 50 ms: a policy needs a fraction of that`,
+  ]);
+  const valid = await write("valid.ts", VALID_TS);
+  assert.deepEqual((await validPolicies([valid])).policies.map((policy) => policy.name), ["valid"]);
+});
+
+test("through validPolicies (plan, apply, status, the agent) a crossed bound is a PolicyError", async () => {
+  const slow = await write("large-too.yaml", largeYamlPolicy());
+  await assert.rejects(validPolicies([slow], { deadlineMs: 50 }), (error: unknown) => {
+    assert.ok(error instanceof PolicyError);
+    assert.deepEqual(error.diagnostics.map((d) => d.code), ["policy/too-slow"]);
+    return true;
+  });
+});
+
+test(`a recursive type is stopped at the default deadline (${POLICY_DEADLINE_MS} ms), while the main thread's event loop keeps turning`, { timeout: 60_000 }, async () => {
+  // The compiler is started by a valid policy first (one not in the cache): here only the file's own time counts.
+  await loadPolicies([await write("warm.ts", `${VALID_TS}// not cached: ${scratch}\n`)]);
+  const file = await write("recursive.ts", RECURSIVE_TYPE);
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  delay.enable();
+  const started = performance.now();
+  const loaded = await loadPolicies([file]);
+  const elapsed = performance.now() - started;
+  delay.disable();
+  assert.ok(elapsed < POLICY_DEADLINE_MS + 1_000, `${Math.round(elapsed)} ms`);
+  assert.equal(loaded.diagnostics.length, 1);
+  const [diagnostic] = loaded.diagnostics;
+  assert.match(`${diagnostic!.file}:${diagnostic!.line}:${diagnostic!.column}: ${diagnostic!.code}`, new RegExp(`^${file}:1:1: policy/too-(slow|large)$`));
+  // The main thread never ran the type checker: its longest stall is far below the worker's seconds.
+  assert.ok(delay.max / 1e6 < 500, `longest event-loop stall ${Math.round(delay.max / 1e6)} ms`);
+});
+
+test("closing the worker ends a read in flight at once", { timeout: 30_000 }, async () => {
+  const file = await write("recursive-closed.ts", RECURSIVE_TYPE);
+  const reading = assert.rejects(loadPolicies([file]), /policy reading stopped: the process is ending/);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const started = performance.now();
+  await closePolicyWorker();
+  await reading;
+  assert.ok(performance.now() - started < 1_000);
+  const valid = await write("after-close.yaml", "interceptors: []\n");
+  assert.deepEqual((await loadPolicies([valid])).diagnostics, []);
+});
