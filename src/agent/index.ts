@@ -139,9 +139,10 @@ class Agent {
   async stop(): Promise<void> {
     this.watcher.stop();
     // A policy read in flight (a hostile file runs to its deadline) must not hold the process after clean-up.
-    await closePolicyWorker();
+    const closing = closePolicyWorker();
     this.directory?.stop();
     await this.fleet.stop();
+    await closing;
     this.metricsServer?.close();
     if (this.started) this.log("agent stopped", this.options.keep ? "datapath left in place (--keep)" : "datapath removed");
   }

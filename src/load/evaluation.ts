@@ -30,21 +30,29 @@ class PolicyWorker {
   private worker: Worker | undefined;
   private nextId = 0;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Counts closes: reads queued before one are dropped. */
+  private closes = 0;
   /** Ends the read in flight, if any, with an error (close). */
   private abandon: ((error: Error) => void) | undefined;
 
   read(target: ReadTarget, validate: boolean, options: ReadOptions): Promise<WorkerResult> {
-    const run = this.queue.then(() => this.readNow(target, validate, options.deadlineMs ?? POLICY_DEADLINE_MS));
+    const closes = this.closes;
+    const run = this.queue.then(() => {
+      // Queued before a close: the process is ending, and this read must not start a worker again.
+      if (this.closes !== closes) throw stopped();
+      return this.readNow(target, validate, options.deadlineMs ?? POLICY_DEADLINE_MS);
+    });
     // The next read waits for this one to end, however it ends; its caller sees how.
     this.queue = run.then(settled, settled);
     return run;
   }
 
-  /** Stops the worker (a read in flight fails): the process is ending, and must not wait for it. */
+  /** Stops the worker (the read in flight and those queued fail): the process is ending, and must not wait for them. */
   async close(): Promise<void> {
     const worker = this.worker;
     this.worker = undefined;
-    this.abandon?.(new Error("policy reading stopped: the process is ending"));
+    this.closes += 1;
+    this.abandon?.(stopped());
     await worker?.terminate();
   }
 
@@ -157,6 +165,10 @@ class Deadline {
 interface Place {
   file: string;
   phase: ReadPhase;
+}
+
+function stopped(): Error {
+  return new Error("policy reading stopped: the process is ending");
 }
 
 function settled(): void {

@@ -84,13 +84,15 @@ test(`a recursive type is stopped at the default deadline (${POLICY_DEADLINE_MS}
   assert.ok(delay.max / 1e6 < 500, `longest event-loop stall ${Math.round(delay.max / 1e6)} ms`);
 });
 
-test("closing the worker ends a read in flight at once", { timeout: 30_000 }, async () => {
+test("closing the worker ends the read in flight at once, and drops those queued", { timeout: 30_000 }, async () => {
   const file = await write("recursive-closed.ts", RECURSIVE_TYPE);
   const reading = assert.rejects(loadPolicies([file]), /policy reading stopped: the process is ending/);
+  const queued = assert.rejects(loadPolicies([file]), /policy reading stopped: the process is ending/);
   await new Promise((resolve) => setTimeout(resolve, 200));
   const started = performance.now();
   await closePolicyWorker();
   await reading;
+  await queued;
   assert.ok(performance.now() - started < 1_000);
   const valid = await write("after-close.yaml", "interceptors: []\n");
   assert.deepEqual((await loadPolicies([valid])).diagnostics, []);
