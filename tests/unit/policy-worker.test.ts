@@ -50,9 +50,11 @@ test("a deadline crossed is one located policy/too-slow at the file being read; 
   const loaded = await loadPolicies([slow], { deadlineMs: 50 });
   assert.ok(performance.now() - started < 2_000, "stopped at the deadline, not at the end of the file");
   assert.deepEqual(loaded.policies, []);
-  assert.deepEqual(loaded.diagnostics.map((d) => `${d.file}:${d.line}:${d.column}: ${d.code}: ${d.message}`), [
-    `${slow}:1:1: policy/too-slow: evaluating this policy took longer than 50 ms: a policy needs a fraction of that`,
-  ]);
+  // Parsing a megabyte of YAML takes far longer than 50 ms; on a busy machine, even reading it from disk may.
+  assert.equal(loaded.diagnostics.length, 1);
+  const [diagnostic] = loaded.diagnostics;
+  assert.match(`${diagnostic!.file}:${diagnostic!.line}:${diagnostic!.column}: ${diagnostic!.code}: ${diagnostic!.message}`,
+    new RegExp(`^${slow}:1:1: policy/too-slow: (reading|evaluating) this policy took longer than 50 ms: a policy needs a fraction of that$`));
   const valid = await write("valid.ts", VALID_TS);
   assert.deepEqual((await validPolicies([valid])).policies.map((policy) => policy.name), ["valid"]);
 });
