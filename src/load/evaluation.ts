@@ -2,7 +2,18 @@ import { performance } from "node:perf_hooks";
 import { Worker } from "node:worker_threads";
 import { diagnosticAt, startOf, type Diagnostic } from "../diagnostics.js";
 import { POLICY_DEADLINE_MS, POLICY_HEAP_MB } from "./limits.js";
-import { LOADING_PHASES, type ReadPhase, type ReadTarget, type WorkerMessage, type WorkerRequest, type WorkerResult } from "./worker-protocol.js";
+import { unreachable } from "../errors.js";
+import type { PolicyFile } from "./files.js";
+import {
+  LOADING_PHASES,
+  type LoadedPolicyData,
+  type ReadPhase,
+  type ReadTarget,
+  type Validation,
+  type WorkerMessage,
+  type WorkerRequest,
+  type WorkerResult,
+} from "./worker-protocol.js";
 
 /** How reading policies is bounded; callers may tighten (or loosen) the deadline. */
 export interface ReadOptions {
@@ -17,11 +28,9 @@ export interface ReadOptions {
 /**
  * Policies are read, evaluated and validated in a worker thread, never on
  * the main one: a file that would take minutes or gigabytes (a recursive
- * type, an expansion a bound missed) is stopped there, and the read's
- * result is one located `policy/too-slow` or `policy/too-large`
- * diagnostic at the file it was on (the other files' results are lost with
- * the worker), while the
- * main thread (the agent's event loop, its /healthz, link events and
+ * type, an expansion a bound missed) is stopped there, with one located
+ * `policy/too-slow` or `policy/too-large` diagnostic at the file it was
+ * on, and the files after it are read in a new worker; meanwhile the main thread (the agent's event loop, its /healthz, link events and
  * signals) carries on. One worker per process, started at the first read
  * and reused (the TypeScript compiler stays loaded in it, and only in it);
  * a stopped worker is replaced at the next read. Reads run one at a time.
@@ -61,12 +70,38 @@ class PolicyWorker {
     await worker?.terminate();
   }
 
-  private readNow(target: ReadTarget, validate: boolean, deadlineMs: number): Promise<WorkerResult> {
+  /**
+   * One read, in as many workers as it takes: when a file crosses a bound,
+   * its worker is stopped and the files after it are read in a new one, with
+   * what was read before (for validation). A bound crossed while finding the
+   * files or validating ends the read.
+   */
+  private async readNow(target: ReadTarget, validate: boolean, deadlineMs: number): Promise<WorkerResult> {
+    const gathered: Gathered = { files: [], done: new Set(), policies: [], diagnostics: [] };
+    const result = (validation?: Validation): WorkerResult => ({
+      policies: gathered.policies,
+      diagnostics: gathered.diagnostics,
+      ...(validate && { validation: validation ?? { policies: [], diagnostics: [] } }),
+    });
+    for (let next: ReadTarget | undefined = target; ;) {
+      const outcome = await this.attempt(next, validate, deadlineMs, gathered);
+      if (outcome.kind === "done") return result(outcome.validation);
+      gathered.diagnostics.push(outcome.diagnostic);
+      next = rest(outcome.at, gathered, validate);
+      if (!next) return result();
+    }
+  }
+
+  /** One worker's part of a read: until it is done, or a bound stops it (at `at`). */
+  private attempt(target: ReadTarget, validate: boolean, deadlineMs: number, gathered: Gathered): Promise<Outcome> {
     const worker = (this.worker ??= this.startWorker());
     const id = ++this.nextId;
-    let at: Place = { file: target.kind === "source" ? target.file : target.paths[0] ?? ".", phase: "finding" };
+    let at: Place = {
+      file: target.kind === "source" ? target.file : target.kind === "paths" ? target.paths[0] ?? "." : target.files[0]?.file ?? ".",
+      phase: target.kind === "paths" ? "finding" : "reading",
+    };
     const clock = new Deadline(deadlineMs);
-    return new Promise<WorkerResult>((resolve, reject) => {
+    return new Promise<Outcome>((resolve, reject) => {
       const finish = () => {
         clock.stop();
         worker.off("message", onMessage).off("error", onError).off("exit", onExit);
@@ -87,26 +122,43 @@ class PolicyWorker {
       // A bound crossed is the files' problem: one located diagnostic, as the loader's own are.
       const bounded = (diagnostic: Diagnostic) => {
         stopWorker();
-        resolve({ policies: [], diagnostics: [diagnostic], ...(validate && { validation: { policies: [], diagnostics: [] } }) });
+        resolve({ kind: "bounded", diagnostic, at });
       };
       const expired = () => bounded(tooSlow(at, deadlineMs));
       const onMessage = (message: WorkerMessage) => {
         if (message.id !== id) return;
-        if (message.type === "progress") {
-          // Each file has its own time (and so has each policy's validation), from its first step on.
-          if (message.file !== at.file || (message.phase === "validating") !== (at.phase === "validating")) clock.reset();
-          at = { file: message.file, phase: message.phase };
-          // Loading our own parser or compiler is not the file's doing, and on a busy machine can take seconds.
-          if (LOADING_PHASES.includes(message.phase)) clock.pause();
-          else clock.run(expired);
-          return;
+        switch (message.type) {
+          case "progress":
+            // Each file has its own time (and so has each policy's validation), from its first step on.
+            if (message.file !== at.file || (message.phase === "validating") !== (at.phase === "validating")) clock.reset();
+            at = { file: message.file, phase: message.phase };
+            // Loading our own parser or compiler is not the file's doing, and on a busy machine can take seconds.
+            if (LOADING_PHASES.includes(message.phase)) clock.pause();
+            else clock.run(expired);
+            return;
+          case "found":
+            gathered.files = message.files;
+            gathered.diagnostics.push(...message.diagnostics);
+            return;
+          case "read":
+            gathered.done.add(message.file);
+            gathered.policies.push(...message.policies);
+            gathered.diagnostics.push(...message.diagnostics);
+            return;
+          case "done":
+            finish();
+            resolve({ kind: "done", ...(message.validation && { validation: message.validation }) });
+            return;
+          case "failed":
+            finish();
+            reject(Object.assign(new Error(message.error.message), message.error.stack === undefined ? {} : { stack: message.error.stack }));
+            return;
+          default:
+            unreachable(message);
         }
-        finish();
-        if (message.type === "done") resolve(message.result);
-        else reject(Object.assign(new Error(message.error.message), message.error.stack === undefined ? {} : { stack: message.error.stack }));
       };
       const onError = (error: Error & { code?: string }) => (error.code === "ERR_WORKER_OUT_OF_MEMORY" ? bounded(tooLarge(at)) : fail(error));
-      const onExit = (code: number) => fail(new Error(`the policy worker exited (code ${code}) while ${at.phase} ${at.file ?? "the policies"}`));
+      const onExit = (code: number) => fail(new Error(`the policy worker exited (code ${code}) while ${at.phase} ${at.file}`));
       worker.on("message", onMessage).on("error", onError).on("exit", onExit);
       this.abandon = fail;
       // The clock starts with the worker's first step: starting a worker is not the files' doing either.
@@ -164,6 +216,32 @@ class Deadline {
     clearTimeout(this.timer);
     this.since = undefined;
   }
+}
+
+/** What a read has gathered so far, over the workers it took. */
+interface Gathered {
+  /** The policy files found (empty for a text read as a file). */
+  files: PolicyFile[];
+  /** Those read to the end. */
+  done: Set<string>;
+  policies: LoadedPolicyData[];
+  diagnostics: Diagnostic[];
+}
+
+type Outcome = { kind: "done"; validation?: Validation } | { kind: "bounded"; diagnostic: Diagnostic; at: Place };
+
+/**
+ * What is left to read after a bound stopped a worker at @at: the files
+ * after the one it was reading, with the policies read before (which are
+ * validated with theirs). Nothing, when it stopped while finding the files
+ * or validating, or when there is neither a file nor validation left.
+ */
+function rest(at: Place, gathered: Gathered, validate: boolean): ReadTarget | undefined {
+  if (at.phase === "finding" || at.phase === "validating") return undefined;
+  gathered.done.add(at.file);
+  const files = gathered.files.filter((file) => !gathered.done.has(file.file));
+  if (files.length === 0 && !validate) return undefined;
+  return { kind: "rest", files, carried: validate ? gathered.policies : [] };
 }
 
 /** Where the worker is: the file (a path given, before the first file is found) and what it is doing. */

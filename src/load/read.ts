@@ -1,6 +1,6 @@
 import { diagnosticAt, startOf, type Diagnostic } from "../diagnostics.js";
 import { cacheKey, readCached, writeCached } from "./cache.js";
-import { findPolicyFiles } from "./files.js";
+import type { PolicyFile } from "./files.js";
 import type { LoadedPolicy, LoadResult } from "./index.js";
 import { SourceMap, type SourceText } from "./source-map.js";
 import { readPolicyText } from "./text.js";
@@ -11,27 +11,15 @@ export type { ReadPhase } from "./worker-protocol.js";
 export type Progress = (file: string, phase: ReadPhase) => void;
 
 /**
- * Stage 1 in the calling thread (the policy worker's): reads every policy
- * named by @paths (files, or folders searched for policy files), never
- * running any of them. Problems in one file do not stop the others from
- * being read, so every error is reported at once.
+ * Stage 1 for one file found by findPolicyFiles, in the calling thread (the
+ * policy worker's): its text read, then evaluated, never run. A problem is
+ * a diagnostic, never an exception.
  */
-export async function readPolicies(paths: string[], progress: Progress): Promise<LoadResult> {
-  progress(paths[0] ?? ".", "finding");
-  const { files, diagnostics } = await findPolicyFiles(paths);
-  const policies: LoadedPolicy[] = [];
-  for (const { file, openPath } of files) {
-    progress(file, "reading");
-    const read = await readPolicyText(file, openPath);
-    if ("error" in read) {
-      diagnostics.push(read.error);
-      continue;
-    }
-    const one = await readSource(read.source, { cache: true }, progress);
-    diagnostics.push(...one.diagnostics);
-    policies.push(...one.policies);
-  }
-  return { policies, diagnostics };
+export async function readPolicyFile({ file, openPath }: PolicyFile, progress: Progress): Promise<LoadResult> {
+  progress(file, "reading");
+  const read = await readPolicyText(file, openPath);
+  if ("error" in read) return { policies: [], diagnostics: [read.error] };
+  return readSource(read.source, { cache: true }, progress);
 }
 
 /** One policy's text, read as a file of its name would be; @options.cache: whether TS evaluations are cached. */

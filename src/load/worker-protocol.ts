@@ -1,5 +1,6 @@
 import type { Diagnostic } from "../diagnostics.js";
 import type { ValidPolicy } from "../validate/model.js";
+import type { PolicyFile } from "./files.js";
 import type { LoadedPolicy, LoadResult } from "./index.js";
 import { SourceMap, SourceText, type Located } from "./source-map.js";
 
@@ -20,8 +21,15 @@ export type ReadPhase = "finding" | "reading" | LoadingPhase | "evaluating" | "t
 export type LoadingPhase = "loading the YAML parser for" | "loading the TypeScript compiler for";
 export const LOADING_PHASES: readonly ReadPhase[] = ["loading the YAML parser for", "loading the TypeScript compiler for"] satisfies LoadingPhase[];
 
-/** What to read: files and folders, or one text read as if it were the file @file. */
-export type ReadTarget = { kind: "paths"; paths: string[] } | { kind: "source"; file: string; text: string };
+/**
+ * What to read: files and folders; one text read as if it were the file
+ * @file; or the rest of a read whose worker was stopped at a file (`files`
+ * still to read, and the policies read before, to be validated with them).
+ */
+export type ReadTarget =
+  | { kind: "paths"; paths: string[] }
+  | { kind: "source"; file: string; text: string }
+  | { kind: "rest"; files: PolicyFile[]; carried: LoadedPolicyData[] };
 
 export interface WorkerRequest {
   id: number;
@@ -43,9 +51,16 @@ export interface WorkerResult {
   validation?: Validation;
 }
 
+/**
+ * Results are sent as they are reached, so that those before a file that
+ * crosses a bound are kept: the files found (and the problems finding
+ * them), each file's policies and problems, then validation's verdict.
+ */
 export type WorkerMessage =
   | { id: number; type: "progress"; file: string; phase: ReadPhase }
-  | { id: number; type: "done"; result: WorkerResult }
+  | { id: number; type: "found"; files: PolicyFile[]; diagnostics: Diagnostic[] }
+  | { id: number; type: "read"; file: string; policies: LoadedPolicyData[]; diagnostics: Diagnostic[] }
+  | { id: number; type: "done"; validation?: Validation }
   /** A failure that is not the files' (a bug): passed on as an internal error. */
   | { id: number; type: "failed"; error: { message: string; stack?: string } };
 

@@ -7,7 +7,7 @@
  */
 import "../support/temporary-cache.js";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
@@ -98,4 +98,18 @@ test("closing the worker ends the read in flight at once, and drops those queued
   assert.ok(performance.now() - started < 1_000);
   const valid = await write("after-close.yaml", "interceptors: []\n");
   assert.deepEqual((await loadPolicies([valid])).diagnostics, []);
+});
+
+test("the files after one that crosses a bound are still read and validated, in a new worker", { timeout: 30_000 }, async () => {
+  const dir = path.join(scratch, "folder");
+  await mkdir(dir);
+  await writeFile(path.join(dir, "a-good.yaml"), "interfaces: { include: [eth0] }\ninterceptors:\n  - { originalPort: 8000, port: 9000 }\n");
+  await writeFile(path.join(dir, "b-slow.yaml"), largeYamlPolicy());
+  await writeFile(path.join(dir, "c-bad.yaml"), "interfaces: { include: [eth1] }\ninterceptors:\n  - { originalPort: 8001, port: 0 }\n");
+  await writeFile(path.join(dir, "d-same.yaml"), "interfaces: { include: [eth2] }\ninterceptors:\n  - { originalPort: 8002, port: 8002 }\n");
+  // Far below what a megabyte of YAML takes, far above what a few lines do.
+  const checked = await loadAndValidate([dir], { deadlineMs: 500 });
+  assert.deepEqual(checked.policies.map((policy) => path.basename(policy.file)), ["a-good.yaml", "c-bad.yaml", "d-same.yaml"]);
+  const codes = [...checked.diagnostics, ...checked.validation.diagnostics].map((d) => `${path.basename(d.file)} ${d.code}`);
+  assert.deepEqual(codes, ["b-slow.yaml policy/too-slow", "c-bad.yaml schema/range", "d-same.yaml rule/same-port"]);
 });
