@@ -10,7 +10,7 @@
  * before minutes and gigabytes; the worker's deadline (or heap) stops it.
  */
 export const RECURSIVE_TYPE = [
-  'import { definePolicy } from "intercept";',
+  'import { definePolicy } from "intercept-bpf";',
   'type Tree<N extends unknown[]> = N["length"] extends 24 ? { leaf: N } : { left: Tree<[...N, 0]>; right: Tree<[...N, 1]> };',
   "type Leaves<T> = T extends { leaf: infer L } ? L : T extends { left: infer A; right: infer B } ? Leaves<A> | Leaves<B> : never;",
   "const leaves: Leaves<Tree<[]>> = [];",
@@ -20,7 +20,7 @@ export const RECURSIVE_TYPE = [
 
 /** A string literal of @megabytes MB in a TS policy: far past the file size bound. */
 export function hugeStringPolicy(megabytes: number): string {
-  return `import { definePolicy } from "intercept";\nexport default definePolicy({ name: "${"x".repeat(megabytes * 1024 * 1024)}", interceptors: [] });\n`;
+  return `import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ name: "${"x".repeat(megabytes * 1024 * 1024)}", interceptors: [] });\n`;
 }
 
 /** A valid YAML policy just under the file size bound (about 14,000 rules): slow to read, though not hostile. */

@@ -30,7 +30,7 @@ async function write(name: string, text: string): Promise<string> {
   return file;
 }
 
-const VALID_TS = 'import { definePolicy } from "intercept";\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port: 9000 }] });\n';
+const VALID_TS = 'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port: 9000 }] });\n';
 
 test("a load and validation in the worker come back as plain data, with working source maps", async () => {
   const file = await write("web.yaml", "name: web\ninterceptors:\n  - { originalPort: 8000, port: 9000 }\n");

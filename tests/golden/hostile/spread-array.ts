@@ -1,5 +1,5 @@
 // Exponential array spreads: each list holds the previous one twice, 2^40 elements.
-import { definePolicy } from "intercept";
+import { definePolicy } from "intercept-bpf";
 
 const a0 = [{ originalPort: 8000, port: 9000 }];
 const a1 = [...a0, ...a0];

@@ -1,5 +1,5 @@
 // Exponential spreads: each const spreads the previous one twice, 2^40 expansions in 1.5 KB.
-import { definePolicy } from "intercept";
+import { definePolicy } from "intercept-bpf";
 
 const o0 = { originalPort: 8000, port: 9000 };
 const o1 = { ...o0, ...o0 };
