@@ -27,7 +27,7 @@ export interface DesiredPolicy {
 /**
  * load → validate, both in the policy worker (src/load/evaluation.ts): the
  * policies with what they were read as, or a PolicyError with every
- * problem of every file (or the one bound a file crossed: too slow, too large).
+ * problem of every file (a file too slow or too large to read among them).
  */
 export async function validPolicies(paths: string[], options: ReadOptions = {}): Promise<{ loaded: LoadedPolicy[]; policies: ValidPolicy[] }> {
   const { policies, diagnostics, validation } = await loadAndValidate(paths, options);
