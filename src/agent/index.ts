@@ -5,7 +5,7 @@ import { describeNamespace } from "../kernel/namespace.js";
 import { ensureBpffs } from "../kernel/pins.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
 import { globMatch } from "../glob.js";
-import { closePolicyWorker } from "../load/index.js";
+import { closePolicyWorker } from "../reconcile/policy-worker/client.js";
 import { Fleet } from "./fleet.js";
 import { Lifecycle } from "./lifecycle.js";
 import { createLogger, type LogFormat, type Logger } from "./log.js";

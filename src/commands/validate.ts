@@ -1,6 +1,7 @@
 import { formatDiagnostics, reportableDiagnostics } from "../diagnostics.js";
-import { DEFAULT_POLICY_DIR, loadAndValidate, POLICY_EXTENSIONS } from "../load/index.js";
+import { DEFAULT_POLICY_DIR, POLICY_EXTENSIONS } from "../load/index.js";
 import { outputHeader } from "../model/output-format.js";
+import { loadAndValidate } from "../reconcile/desired.js";
 import { printJson } from "./output.js";
 import { counted } from "./words.js";
 

@@ -1,12 +1,9 @@
 import type { Diagnostic } from "../diagnostics.js";
-import { readInWorker, type ReadOptions } from "./evaluation.js";
+import { findPolicyFiles } from "./files.js";
+import { readPolicyFile, readSource } from "./read.js";
 import { SourceMap, SourceText } from "./source-map.js";
-import { loadResultFrom, type Validation } from "./worker-protocol.js";
 
 export type { Span, SourceMap } from "./source-map.js";
-export type { ReadOptions } from "./evaluation.js";
-export type { Validation } from "./worker-protocol.js";
-export { closePolicyWorker } from "./evaluation.js";
 export { POLICY_EXTENSIONS } from "./files.js";
 
 export const DEFAULT_POLICY_DIR = "policies";
@@ -36,39 +33,30 @@ export interface LoadResult {
 }
 
 /**
- * Stage 1: reads every policy named by @paths (files, or folders searched
- * for policy files), never running any of them. Problems in one file do not
- * stop the others from being read, so every error is reported at once. The
- * reading happens in the policy worker (evaluation.ts), bounded in time and
- * memory: a file that crosses a bound ends the read with one located
- * `policy/too-slow` or `policy/too-large` diagnostic.
+ * Stage 1, in the calling thread: reads every policy named by @paths
+ * (files, or folders searched for policy files), never running any of
+ * them. Problems in one file do not stop the others from being read, so
+ * every error is reported at once. Nothing bounds its time or memory but
+ * the limits in limits.ts: intercept's commands and agent read policies in
+ * the policy worker (src/reconcile/policy-worker), which does.
  */
-export async function loadPolicies(paths: string[], options: ReadOptions = {}): Promise<LoadResult> {
-  return loadResultFrom(await readInWorker({ kind: "paths", paths: orDefault(paths) }, false, options));
+export async function loadPolicies(paths: string[]): Promise<LoadResult> {
+  const { files, diagnostics } = await findPolicyFiles(paths.length > 0 ? paths : [DEFAULT_POLICY_DIR]);
+  const policies: LoadedPolicy[] = [];
+  for (const file of files) {
+    const one = await readPolicyFile(file, ignoreProgress);
+    diagnostics.push(...one.diagnostics);
+    policies.push(...one.policies);
+  }
+  return { policies, diagnostics };
 }
 
 /**
  * Loads one policy given as text, exactly as a file of that name would be
  * read, without the cache (init's scaffold, which may be written anywhere).
  */
-export async function loadPolicySource(file: string, text: string, options: ReadOptions = {}): Promise<LoadResult> {
-  return loadResultFrom(await readInWorker({ kind: "source", file, text }, false, options));
-}
-
-/** What loadAndValidate returns: the policies as loaded, with the loader's diagnostics, and validation's verdict on them. */
-export interface CheckedLoad extends LoadResult {
-  validation: Validation;
-}
-
-/**
- * Stages 1 and 2 together, both in the policy worker: loadPolicies, then
- * validatePolicies (src/validate) on what was loaded, so that no policy can
- * keep the calling thread busy, however its rules compare.
- */
-export async function loadAndValidate(paths: string[], options: ReadOptions = {}): Promise<CheckedLoad> {
-  const result = await readInWorker({ kind: "paths", paths: orDefault(paths) }, true, options);
-  if (!result.validation) throw new Error("the policy worker returned no validation for a request to validate");
-  return { ...loadResultFrom(result), validation: result.validation };
+export async function loadPolicySource(file: string, text: string): Promise<LoadResult> {
+  return readSource(new SourceText(file, text), { cache: false }, ignoreProgress);
 }
 
 /** A policy that arrives as data, not as a file (a saved plan's): validated like one, located at its label. */
@@ -76,6 +64,7 @@ export function policyFromData(file: string, value: unknown): LoadedPolicy {
   return { file, value, sourceMap: new SourceMap(new SourceText(file, "")), clean: true, holes: [], openObjects: [], typeErrors: [] };
 }
 
-function orDefault(paths: string[]): string[] {
-  return paths.length > 0 ? paths : [DEFAULT_POLICY_DIR];
+/** In this thread nothing watches the time each step takes. */
+function ignoreProgress(): void {
+  // Progress is for the policy worker's deadline (src/reconcile/policy-worker).
 }

@@ -4,9 +4,16 @@ import type { PolicyFile } from "./files.js";
 import type { LoadedPolicy, LoadResult } from "./index.js";
 import { SourceMap, type SourceText } from "./source-map.js";
 import { readPolicyText } from "./text.js";
-import type { ReadPhase } from "./worker-protocol.js";
-
-export type { ReadPhase } from "./worker-protocol.js";
+/**
+ * What the reader is doing, reported before each step so that a step that
+ * never ends can be named: the file (or the path being searched), and
+ * "finding" the files, "reading" one (opening, decoding), "evaluating",
+ * "type-checking" or "validating" it. Loading a parser or the compiler is
+ * intercept's own code, not the file's doing: not under the deadline.
+ */
+export type ReadPhase = "finding" | "reading" | LoadingPhase | "evaluating" | "type-checking" | "validating";
+export type LoadingPhase = "loading the YAML parser for" | "loading the TypeScript compiler for";
+export const LOADING_PHASES: readonly ReadPhase[] = ["loading the YAML parser for", "loading the TypeScript compiler for"] satisfies LoadingPhase[];
 
 export type Progress = (file: string, phase: ReadPhase) => void;
 

@@ -3,8 +3,11 @@ import { compilePolicies, type CompiledPolicy } from "../compile/index.js";
 import { versionOf, type CgroupHook, type Hook, type VersionRef } from "../datapath/types.js";
 import type { Diagnostic } from "../diagnostics.js";
 import { PolicyError } from "../errors.js";
-import { loadAndValidate, type LoadedPolicy, type ReadOptions } from "../load/index.js";
+import type { LoadedPolicy } from "../load/index.js";
 import { validatePolicies, type ValidPolicy } from "../validate/index.js";
+import { loadAndValidateInWorker, type CheckedLoad, type ReadOptions } from "./policy-worker/client.js";
+
+export type { CheckedLoad, ReadOptions } from "./policy-worker/client.js";
 
 /**
  * One policy as it should be live, carried as one record through plan and
@@ -25,7 +28,17 @@ export interface DesiredPolicy {
 }
 
 /**
- * load → validate, both in the policy worker (src/load/evaluation.ts): the
+ * load → validate, both in the policy worker (policy-worker/client.ts),
+ * bounded in time and memory: what was loaded, every problem the loader
+ * found (a file too slow or too large to read among them), and
+ * validation's verdict. What `validate` prints.
+ */
+export function loadAndValidate(paths: string[], options: ReadOptions = {}): Promise<CheckedLoad> {
+  return loadAndValidateInWorker(paths, options);
+}
+
+/**
+ * load → validate, both in the policy worker (policy-worker/client.ts): the
  * policies with what they were read as, or a PolicyError with every
  * problem of every file (a file too slow or too large to read among them).
  */

@@ -1,5 +1,5 @@
 /**
- * The policy worker (src/load/evaluation.ts): policies are read, evaluated
+ * The policy worker (src/reconcile/policy-worker): policies are read, evaluated
  * and validated off the main thread, a deadline or the heap limit ends a
  * read with one located diagnostic at the file it was on, the main thread's
  * event loop keeps turning meanwhile, and the worker is reused, or replaced
@@ -12,9 +12,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { after, test } from "node:test";
-import { closePolicyWorker, loadAndValidate, loadPolicies, loadPolicySource } from "../../src/load/index.js";
 import { POLICY_DEADLINE_MS } from "../../src/load/limits.js";
-import { validPolicies } from "../../src/reconcile/index.js";
+import { loadAndValidate, validPolicies } from "../../src/reconcile/desired.js";
+import { closePolicyWorker } from "../../src/reconcile/policy-worker/client.js";
 import { PolicyError } from "../../src/errors.js";
 import { RECURSIVE_TYPE, largeYamlPolicy } from "../support/hostile-policies.js";
 
@@ -40,14 +40,12 @@ test("a load and validation in the worker come back as plain data, with working 
   assert.deepEqual(checked.validation.policies.map((policy) => policy.name), ["web"]);
   const [loaded] = checked.policies;
   assert.deepEqual(loaded!.sourceMap.locate("/interceptors/0/port"), { file, line: 3, column: 33, length: 4, lineText: "  - { originalPort: 8000, port: 9000 }" });
-  const source = await loadPolicySource("scaffold.ts", VALID_TS);
-  assert.deepEqual(source.policies.map((policy) => policy.value), [{ interceptors: [{ originalPort: 8000, port: 9000 }] }]);
 });
 
 test("a deadline crossed is one located policy/too-slow at the file being read; the next read gets a new worker", async () => {
   const slow = await write("large.yaml", largeYamlPolicy());
   const started = performance.now();
-  const loaded = await loadPolicies([slow], { deadlineMs: 50 });
+  const loaded = await loadAndValidate([slow], { deadlineMs: 50 });
   assert.ok(performance.now() - started < 2_000, "stopped at the deadline, not at the end of the file");
   assert.deepEqual(loaded.policies, []);
   // Parsing a megabyte of YAML takes far longer than 50 ms; on a busy machine, even reading it from disk may.
@@ -70,12 +68,12 @@ test("through validPolicies (plan, apply, status, the agent) a crossed bound is 
 
 test(`a recursive type is stopped at the default deadline (${POLICY_DEADLINE_MS} ms), while the main thread's event loop keeps turning`, { timeout: 60_000 }, async () => {
   // The compiler is started by a valid policy first (one not in the cache): here only the file's own time counts.
-  await loadPolicies([await write("warm.ts", `${VALID_TS}// not cached: ${scratch}\n`)]);
+  await loadAndValidate([await write("warm.ts", `${VALID_TS}// not cached: ${scratch}\n`)]);
   const file = await write("recursive.ts", RECURSIVE_TYPE);
   const delay = monitorEventLoopDelay({ resolution: 10 });
   delay.enable();
   const started = performance.now();
-  const loaded = await loadPolicies([file]);
+  const loaded = await loadAndValidate([file]);
   const elapsed = performance.now() - started;
   delay.disable();
   assert.ok(elapsed < POLICY_DEADLINE_MS + 1_000, `${Math.round(elapsed)} ms`);
@@ -88,8 +86,8 @@ test(`a recursive type is stopped at the default deadline (${POLICY_DEADLINE_MS}
 
 test("closing the worker ends the read in flight at once, and drops those queued", { timeout: 30_000 }, async () => {
   const file = await write("recursive-closed.ts", RECURSIVE_TYPE);
-  const reading = assert.rejects(loadPolicies([file]), /policy reading stopped: the process is ending/);
-  const queued = assert.rejects(loadPolicies([file]), /policy reading stopped: the process is ending/);
+  const reading = assert.rejects(loadAndValidate([file]), /policy reading stopped: the process is ending/);
+  const queued = assert.rejects(loadAndValidate([file]), /policy reading stopped: the process is ending/);
   await new Promise((resolve) => setTimeout(resolve, 200));
   const started = performance.now();
   await closePolicyWorker();
@@ -97,7 +95,7 @@ test("closing the worker ends the read in flight at once, and drops those queued
   await queued;
   assert.ok(performance.now() - started < 1_000);
   const valid = await write("after-close.yaml", "interceptors: []\n");
-  assert.deepEqual((await loadPolicies([valid])).diagnostics, []);
+  assert.deepEqual((await loadAndValidate([valid])).diagnostics, []);
 });
 
 test("the files after one that crosses a bound are still read and validated, in a new worker", { timeout: 30_000 }, async () => {

@@ -1,19 +1,12 @@
 import { performance } from "node:perf_hooks";
 import { Worker } from "node:worker_threads";
-import { diagnosticAt, startOf, type Diagnostic } from "../diagnostics.js";
-import { POLICY_DEADLINE_MS, POLICY_HEAP_MB } from "./limits.js";
-import { unreachable } from "../errors.js";
-import type { PolicyFile } from "./files.js";
-import {
-  LOADING_PHASES,
-  type LoadedPolicyData,
-  type ReadPhase,
-  type ReadTarget,
-  type Validation,
-  type WorkerMessage,
-  type WorkerRequest,
-  type WorkerResult,
-} from "./worker-protocol.js";
+import { diagnosticAt, startOf, type Diagnostic } from "../../diagnostics.js";
+import { unreachable } from "../../errors.js";
+import type { PolicyFile } from "../../load/files.js";
+import { POLICY_DEADLINE_MS, POLICY_HEAP_MB } from "../../load/limits.js";
+import { LOADING_PHASES, type ReadPhase } from "../../load/read.js";
+import type { LoadResult } from "../../load/index.js";
+import { fromData, type LoadedPolicyData, type ReadTarget, type Validation, type WorkerMessage, type WorkerRequest, type WorkerResult } from "./protocol.js";
 
 /** How reading policies is bounded; callers may tighten (or loosen) the deadline. */
 export interface ReadOptions {
@@ -49,12 +42,12 @@ class PolicyWorker {
     this.worker ??= this.startWorker();
   }
 
-  read(target: ReadTarget, validate: boolean, options: ReadOptions): Promise<WorkerResult> {
+  read(paths: string[], options: ReadOptions): Promise<WorkerResult> {
     const closes = this.closes;
     const run = this.queue.then(() => {
       // Queued before a close: the process is ending, and this read must not start a worker again.
       if (this.closes !== closes) throw stopped();
-      return this.readNow(target, validate, options.deadlineMs ?? POLICY_DEADLINE_MS);
+      return this.readNow({ kind: "paths", paths }, options.deadlineMs ?? POLICY_DEADLINE_MS);
     });
     // The next read waits for this one to end, however it ends; its caller sees how.
     this.queue = run.then(settled, settled);
@@ -76,30 +69,25 @@ class PolicyWorker {
    * what was read before (for validation). A bound crossed while finding the
    * files or validating ends the read.
    */
-  private async readNow(target: ReadTarget, validate: boolean, deadlineMs: number): Promise<WorkerResult> {
+  private async readNow(target: ReadTarget, deadlineMs: number): Promise<WorkerResult> {
     const gathered: Gathered = { files: [], done: new Set(), policies: [], diagnostics: [] };
-    const result = (validation?: Validation): WorkerResult => ({
-      policies: gathered.policies,
-      diagnostics: gathered.diagnostics,
-      ...(validate && { validation: validation ?? { policies: [], diagnostics: [] } }),
-    });
+    const result = (validation: Validation): WorkerResult => ({ policies: gathered.policies, diagnostics: gathered.diagnostics, validation });
     for (let next: ReadTarget | undefined = target; ;) {
-      const outcome = await this.attempt(next, validate, deadlineMs, gathered);
+      const outcome = await this.attempt(next, deadlineMs, gathered);
       if (outcome.kind === "done") return result(outcome.validation);
       gathered.diagnostics.push(outcome.diagnostic);
-      next = rest(outcome.at, gathered, validate);
-      if (!next) return result();
+      next = rest(outcome.at, gathered);
+      if (!next) return result({ policies: [], diagnostics: [] });
     }
   }
 
   /** One worker's part of a read: until it is done, or a bound stops it (at `at`). */
-  private attempt(target: ReadTarget, validate: boolean, deadlineMs: number, gathered: Gathered): Promise<Outcome> {
+  private attempt(target: ReadTarget, deadlineMs: number, gathered: Gathered): Promise<Outcome> {
     const worker = (this.worker ??= this.startWorker());
     const id = ++this.nextId;
-    let at: Place = {
-      file: target.kind === "source" ? target.file : target.kind === "paths" ? target.paths[0] ?? "." : target.files[0]?.file ?? ".",
-      phase: target.kind === "paths" ? "finding" : "reading",
-    };
+    let at: Place = target.kind === "paths"
+      ? { file: target.paths[0] ?? ".", phase: "finding" }
+      : { file: target.files[0]?.file ?? ".", phase: "reading" };
     const clock = new Deadline(deadlineMs);
     return new Promise<Outcome>((resolve, reject) => {
       const finish = () => {
@@ -147,7 +135,7 @@ class PolicyWorker {
             return;
           case "done":
             finish();
-            resolve({ kind: "done", ...(message.validation && { validation: message.validation }) });
+            resolve({ kind: "done", validation: message.validation });
             return;
           case "failed":
             finish();
@@ -163,7 +151,7 @@ class PolicyWorker {
       this.abandon = fail;
       // The clock starts with the worker's first step: starting a worker is not the files' doing either.
       worker.ref();
-      worker.postMessage({ id, target, validate } satisfies WorkerRequest);
+      worker.postMessage({ id, target } satisfies WorkerRequest);
     });
   }
 
@@ -220,7 +208,7 @@ class Deadline {
 
 /** What a read has gathered so far, over the workers it took. */
 interface Gathered {
-  /** The policy files found (empty for a text read as a file). */
+  /** The policy files found. */
   files: PolicyFile[];
   /** Those read to the end. */
   done: Set<string>;
@@ -228,20 +216,18 @@ interface Gathered {
   diagnostics: Diagnostic[];
 }
 
-type Outcome = { kind: "done"; validation?: Validation } | { kind: "bounded"; diagnostic: Diagnostic; at: Place };
+type Outcome = { kind: "done"; validation: Validation } | { kind: "bounded"; diagnostic: Diagnostic; at: Place };
 
 /**
  * What is left to read after a bound stopped a worker at @at: the files
  * after the one it was reading, with the policies read before (which are
  * validated with theirs). Nothing, when it stopped while finding the files
- * or validating, or when there is neither a file nor validation left.
+ * or validating.
  */
-function rest(at: Place, gathered: Gathered, validate: boolean): ReadTarget | undefined {
+function rest(at: Place, gathered: Gathered): ReadTarget | undefined {
   if (at.phase === "finding" || at.phase === "validating") return undefined;
   gathered.done.add(at.file);
-  const files = gathered.files.filter((file) => !gathered.done.has(file.file));
-  if (files.length === 0 && !validate) return undefined;
-  return { kind: "rest", files, carried: validate ? gathered.policies : [] };
+  return { kind: "rest", files: gathered.files.filter((file) => !gathered.done.has(file.file)), carried: gathered.policies };
 }
 
 /** Where the worker is: the file (a path given, before the first file is found) and what it is doing. */
@@ -284,15 +270,26 @@ const shared = new PolicyWorker();
  */
 shared.prestart();
 
-/** Reads (and with @validate, validates) @target in this process's policy worker. */
-export function readInWorker(target: ReadTarget, validate: boolean, options: ReadOptions = {}): Promise<WorkerResult> {
-  return shared.read(target, validate, options);
+/**
+ * load → validate for the policy files at @paths (files, or folders
+ * searched), in this process's policy worker: what was loaded, the loader's
+ * diagnostics (a file too slow or too large among them), and validation's
+ * verdict. LoadedPolicy's source maps are built again here.
+ */
+export async function loadAndValidateInWorker(paths: string[], options: ReadOptions = {}): Promise<CheckedLoad> {
+  const result = await shared.read(paths, options);
+  return { policies: result.policies.map(fromData), diagnostics: result.diagnostics, validation: result.validation };
+}
+
+/** What loadAndValidateInWorker returns: the policies as loaded, with the loader's diagnostics, and validation's verdict on them. */
+export interface CheckedLoad extends LoadResult {
+  validation: Validation;
 }
 
 /**
- * Stops this process's policy worker, failing a read in flight: for a
- * process that is ending (the agent on SIGTERM) and must not wait out a
- * deadline. A later read starts a new worker.
+ * Stops this process's policy worker, failing a read in flight and those
+ * queued: for a process that is ending (the agent on SIGTERM) and must not
+ * wait out a deadline. A later read starts a new worker.
  */
 export function closePolicyWorker(): Promise<void> {
   return shared.close();
