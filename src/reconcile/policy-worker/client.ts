@@ -5,7 +5,7 @@ import { unreachable } from "../../errors.js";
 import type { PolicyFile } from "../../load/files.js";
 import { POLICY_DEADLINE_MS, POLICY_HEAP_MB } from "../../load/limits.js";
 import { LOADING_PHASES, type ReadPhase } from "../../load/read.js";
-import type { LoadResult } from "../../load/index.js";
+import { DEFAULT_POLICY_DIR, type LoadResult } from "../../load/index.js";
 import { fromData, type LoadedPolicyData, type ReadTarget, type Validation, type WorkerMessage, type WorkerRequest, type WorkerResult } from "./protocol.js";
 
 /** How reading policies is bounded; callers may tighten (or loosen) the deadline. */
@@ -13,7 +13,8 @@ export interface ReadOptions {
   /**
    * How long each file may take to be read and evaluated, and each policy
    * to be validated, in milliseconds (default POLICY_DEADLINE_MS). Starting
-   * the TypeScript compiler, intercept's own code, is not counted.
+   * the worker, the YAML parser or the TypeScript compiler (intercept's own
+   * code) is not counted.
    */
   deadlineMs?: number;
 }
@@ -23,8 +24,9 @@ export interface ReadOptions {
  * the main one: a file that would take minutes or gigabytes (a recursive
  * type, an expansion a bound missed) is stopped there, with one located
  * `policy/too-slow` or `policy/too-large` diagnostic at the file it was
- * on, and the files after it are read in a new worker; meanwhile the main thread (the agent's event loop, its /healthz, link events and
- * signals) carries on. One worker per process, started at the first read
+ * on, and the files after it are read in a new worker; meanwhile the main
+ * thread (the agent's event loop, its /healthz, link events and signals)
+ * carries on. One worker per process, started when this module is imported
  * and reused (the TypeScript compiler stays loaded in it, and only in it);
  * a stopped worker is replaced at the next read. Reads run one at a time.
  */
@@ -264,20 +266,22 @@ function seconds(ms: number): string {
 const shared = new PolicyWorker();
 /**
  * Started when this module is first imported, so that the worker's start
- * and its own imports (the validator, the YAML parser: a few hundred ms)
+ * and its own imports (the validator and the loader: a few hundred ms)
  * run on another core while the command loads the rest of its code, rather
- * than after it. A process that imports this module reads policies.
+ * than after it. Most commands that import it read policies; one that
+ * does not (destroy, init) pays for a thread started on another core, off
+ * its own path, and ended with the process.
  */
 shared.prestart();
 
 /**
  * load → validate for the policy files at @paths (files, or folders
- * searched), in this process's policy worker: what was loaded, the loader's
+ * searched; none: policies/), in this process's policy worker: what was loaded, the loader's
  * diagnostics (a file too slow or too large among them), and validation's
  * verdict. LoadedPolicy's source maps are built again here.
  */
 export async function loadAndValidateInWorker(paths: string[], options: ReadOptions = {}): Promise<CheckedLoad> {
-  const result = await shared.read(paths, options);
+  const result = await shared.read(paths.length > 0 ? paths : [DEFAULT_POLICY_DIR], options);
   return { policies: result.policies.map(fromData), diagnostics: result.diagnostics, validation: result.validation };
 }
 
