@@ -5,9 +5,7 @@ import type { Diagnostic } from "../diagnostics.js";
 import { PolicyError } from "../errors.js";
 import type { LoadedPolicy } from "../load/index.js";
 import { validatePolicies, type ValidPolicy } from "../validate/index.js";
-import { loadAndValidateInWorker, type CheckedLoad, type ReadOptions } from "./policy-worker/client.js";
-
-export type { CheckedLoad, ReadOptions } from "./policy-worker/client.js";
+import { loadAndValidate, type ReadOptions } from "./policy-worker/client.js";
 
 /**
  * One policy as it should be live, carried as one record through plan and
@@ -25,16 +23,6 @@ export interface DesiredPolicy {
   hooks: Hook[];
   /** The cgroup hooks of its outbound programs; none without an outbound section. */
   cgroupHooks: CgroupHook[];
-}
-
-/**
- * load → validate, both in the policy worker (policy-worker/client.ts),
- * bounded in time and memory: what was loaded, every problem the loader
- * found (a file too slow or too large to read among them), and
- * validation's verdict. What `validate` prints.
- */
-export function loadAndValidate(paths: string[], options: ReadOptions = {}): Promise<CheckedLoad> {
-  return loadAndValidateInWorker(paths, options);
 }
 
 /**

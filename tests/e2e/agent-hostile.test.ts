@@ -158,8 +158,9 @@ describe("agent with hostile policy files", { concurrency: false }, () => {
     assert.ok(!agent.lines.slice(from).some(keeping), "the read is still in flight");
     const seconds = await stopSeconds();
     t.diagnostic(`SIGTERM to exit: ${seconds.toFixed(2)} s (${baselineStopSeconds.toFixed(2)} s with nothing to interrupt)`);
-    // 2 s, or on a machine too busy for that, no slower than an agent with nothing to interrupt.
-    assert.ok(seconds <= Math.max(2, baselineStopSeconds + 0.5), `${seconds.toFixed(2)} s`);
+    // 2 s, or on a machine too busy for that, at most a second more than an agent with nothing to interrupt
+    // (stopping the worker while it type-checks is a few hundred ms; waiting for its deadline would be seconds).
+    assert.ok(seconds <= Math.max(2, baselineStopSeconds + 1), `${seconds.toFixed(2)} s`);
     assert.ok(agent.lines.some((l) => l.event === "agent stopped" && l.message === "datapath removed"));
     assert.equal(await ourFilterOn(lab.serverLink), false);
     assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false);

@@ -13,8 +13,8 @@ import path from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { after, test } from "node:test";
 import { POLICY_DEADLINE_MS } from "../../src/load/limits.js";
-import { loadAndValidate, validPolicies } from "../../src/reconcile/desired.js";
-import { closePolicyWorker } from "../../src/reconcile/policy-worker/client.js";
+import { validPolicies } from "../../src/reconcile/desired.js";
+import { closePolicyWorker, loadAndValidate } from "../../src/reconcile/policy-worker/client.js";
 import { PolicyError } from "../../src/errors.js";
 import { RECURSIVE_TYPE, largeYamlPolicy } from "../support/hostile-policies.js";
 

@@ -280,12 +280,12 @@ shared.prestart();
  * diagnostics (a file too slow or too large among them), and validation's
  * verdict. LoadedPolicy's source maps are built again here.
  */
-export async function loadAndValidateInWorker(paths: string[], options: ReadOptions = {}): Promise<CheckedLoad> {
+export async function loadAndValidate(paths: string[], options: ReadOptions = {}): Promise<CheckedLoad> {
   const result = await shared.read(paths.length > 0 ? paths : [DEFAULT_POLICY_DIR], options);
   return { policies: result.policies.map(fromData), diagnostics: result.diagnostics, validation: result.validation };
 }
 
-/** What loadAndValidateInWorker returns: the policies as loaded, with the loader's diagnostics, and validation's verdict on them. */
+/** What loadAndValidate returns: the policies as loaded, with the loader's diagnostics, and validation's verdict on them. */
 export interface CheckedLoad extends LoadResult {
   validation: Validation;
 }
