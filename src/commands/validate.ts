@@ -1,6 +1,5 @@
 import { formatDiagnostics, reportableDiagnostics } from "../diagnostics.js";
 import { DEFAULT_POLICY_DIR, POLICY_EXTENSIONS } from "../load/index.js";
-import { DEFAULT_POLICY_DIR, POLICY_EXTENSIONS } from "../load/index.js";
 import { outputHeader } from "../model/output-format.js";
 // Not through reconcile/desired.ts: validate needs neither the compiler's templates nor clang.
 import { loadAndValidate } from "../reconcile/policy-worker/client.js";
