@@ -76,7 +76,8 @@ test(`a recursive type is stopped at the default deadline (${POLICY_DEADLINE_MS}
   const loaded = await loadAndValidate([file]);
   const elapsed = performance.now() - started;
   delay.disable();
-  assert.ok(elapsed < POLICY_DEADLINE_MS + 1_000, `${Math.round(elapsed)} ms`);
+  // The deadline, and what it does not count (messages, loading the parser), which a busy machine stretches.
+  assert.ok(elapsed < POLICY_DEADLINE_MS + 3_000, `${Math.round(elapsed)} ms`);
   assert.equal(loaded.diagnostics.length, 1);
   const [diagnostic] = loaded.diagnostics;
   assert.match(`${diagnostic!.file}:${diagnostic!.line}:${diagnostic!.column}: ${diagnostic!.code}`, new RegExp(`^${file}:1:1: policy/too-(slow|large)$`));
