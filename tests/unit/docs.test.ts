@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, statSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { pathToFileURL } from "node:url";
@@ -198,4 +198,14 @@ test("README and docs: every policy example is valid", async () => {
   }
   assert.ok(examples >= 8, `found the examples (${examples})`);
   assert.deepEqual(problems, []);
+});
+
+test("docs/internals.md: the folder map names every folder and file of src/", async () => {
+  const internals = await readFile(new URL("../../../docs/internals.md", import.meta.url), "utf8");
+  const map = internals.slice(internals.indexOf("## The folder map"));
+  const entries = await readdir(new URL("../../../src/", import.meta.url), { withFileTypes: true });
+  const missing = entries
+    .map((entry) => (entry.isDirectory() ? `\`src/${entry.name}/\`` : `\`src/${entry.name}\``))
+    .filter((name) => !map.includes(name));
+  assert.deepEqual(missing, [], "add them to the folder map in docs/internals.md");
 });
