@@ -55,14 +55,14 @@ const RUNNERS: Record<Command, Runner> = {
   },
   apply: async ({ values, positionals, colour }) => {
     const options = {
-      netns: namespaceOption(values), colour, yes: Boolean(values.yes), allowEmpty: Boolean(values["allow-empty"]), lockTimeoutMs: lockTimeout(values),
+      netns: namespaceOption(values), colour, yes: Boolean(values.yes), allowEmpty: Boolean(values["allow-empty"]), ...lockOptions(values),
       ...(values.plan !== undefined && { plan: nonEmpty("--plan", values.plan as string) }),
       ...objectsOption(values),
     };
     return (await import("./commands/plan.js")).applyCommand(positionals, options);
   },
   destroy: async ({ values, colour }) => {
-    const options = { netns: namespaceOption(values), colour, yes: Boolean(values.yes), lockTimeoutMs: lockTimeout(values) };
+    const options = { netns: namespaceOption(values), colour, yes: Boolean(values.yes), ...lockOptions(values) };
     return (await import("./commands/plan.js")).destroyCommand(options);
   },
   status: async ({ values, positionals }) => {
@@ -219,8 +219,20 @@ function nonEmpty(flag: string, value: string): string {
   return value;
 }
 
+/** How long to wait for the namespace's lock, and whether also for an agent's (apply, destroy). */
+function lockOptions(values: ParsedCommand["values"]): { lockTimeoutMs: number; waitForAgent: boolean } {
+  return { lockTimeoutMs: lockTimeout(values), waitForAgent: Boolean(values["wait-for-agent"]) };
+}
+
+/** The longest --lock-timeout accepted: an hour, longer than any CI job should wait for a namespace. */
+const MAX_LOCK_TIMEOUT_MS = 60 * 60 * 1000;
+
+/** --lock-timeout, at most MAX_LOCK_TIMEOUT_MS: a longer wait is a mistake, not a plan. */
 function lockTimeout(values: ParsedCommand["values"]): number {
-  return duration("--lock-timeout", (values["lock-timeout"] as string | undefined) ?? "10s");
+  const text = (values["lock-timeout"] as string | undefined) ?? "10s";
+  const ms = duration("--lock-timeout", text);
+  if (ms > MAX_LOCK_TIMEOUT_MS) throw new UsageError(`--lock-timeout: at most ${MAX_LOCK_TIMEOUT_MS / 60_000}m (1 hour), not "${text.slice(0, 32)}"`);
+  return ms;
 }
 
 /** "10s", "500ms", "2m" or a number of seconds, as Terraform's -lock-timeout takes them; in ms. */

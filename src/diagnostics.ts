@@ -125,9 +125,14 @@ const MAX_MESSAGE_CHARS = 300;
 // eslint-disable-next-line no-control-regex
 const UNPRINTABLE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
 
-/** A value from a file, JSON-quoted (so escapes show) and cut to MAX_QUOTED_CHARS. */
+/**
+ * A value from a file, JSON-quoted (so escapes show) and cut to
+ * MAX_QUOTED_CHARS. JSON leaves C1 controls (U+009B is a CSI) and bidi
+ * overrides as they are: they are escaped too.
+ */
 export function quoted(value: string, max = MAX_QUOTED_CHARS): string {
-  return JSON.stringify(value.length > max ? `${value.slice(0, max)}…` : value);
+  const json = JSON.stringify(value.length > max ? `${value.slice(0, max)}…` : value);
+  return json.replace(UNPRINTABLE, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 /** Source text for a message between backticks, on one line and cut to MAX_QUOTED_CHARS. */

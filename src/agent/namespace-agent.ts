@@ -122,7 +122,8 @@ export class NamespaceAgent {
       if (!this.gone && this.lock && !keep) await this.reconcileOnce([]);
       if (this.gone) await this.datapath.forgetNamespace();
     } finally {
-      await this.lock?.release();
+      // Its record stays while pins stay (--keep): orphan collection reads who last held it.
+      await this.lock?.release({ keepRecord: keep && !this.gone });
       this.lock = undefined;
     }
   }

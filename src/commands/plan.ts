@@ -7,7 +7,8 @@ import { onTerminationSignals, type NetworkNamespace } from "../kernel/exec.js";
 import { planJson, renderPlan } from "../plan/render.js";
 import { isSavedPlan } from "../plan/saved.js";
 import { applyRun, doneWord, loadDesired, planRun, type ApplyEvent, type PlannedRun } from "../reconcile/index.js";
-import { lockNamespace } from "../reconcile/lock.js";
+import { describeNamespace } from "../kernel/namespace.js";
+import { lockNamespace, type LockHolder } from "../reconcile/lock.js";
 import { savedPlanNamespace, savedPlanRun, saveRun } from "../reconcile/saved.js";
 import { programBuilder } from "./objects.js";
 import { printJson } from "./output.js";
@@ -28,7 +29,7 @@ export interface PlanOptions {
 /** `intercept plan`: what apply would do. With --detailed-exitcode: 0 none, 2 changes. */
 export async function planCommand(paths: string[], options: PlanOptions): Promise<number> {
   const desired = await loadDesired(paths, await programBuilder(options.objects));
-  const run = await planRun(desired, await KernelDatapath.open(options.netns, "plan"));
+  const run = await planRun(desired, await KernelDatapath.open(options.netns, "plan"), { warnings: true });
   sayWhenHost(run.observed);
   if (options.json) printJson(planJson(run.plan));
   else process.stdout.write(renderPlan(run.plan, options));
@@ -50,6 +51,8 @@ export interface ApplyOptions {
   allowEmpty?: boolean;
   /** How long to wait for another intercept process's lock on the namespace. */
   lockTimeoutMs: number;
+  /** Wait for an agent's lock too, rather than refusing at once (--wait-for-agent). */
+  waitForAgent?: boolean;
   /** Prebuilt objects (`--objects DIR`). */
   objects?: string;
 }
@@ -73,7 +76,7 @@ export async function applyCommand(paths: string[], options: ApplyOptions): Prom
     throw new InterceptError("no-policies", "no policies given: applying none would remove everything (use `intercept destroy`, or --allow-empty)");
   }
   const datapath = await KernelDatapath.open(options.netns ?? {}, "apply");
-  return locked(datapath, "intercept apply", options, async () => executeRun(await planRun(desired, datapath), datapath, builder, { ...options, verb: "apply" }));
+  return locked(datapath, "intercept apply", options, async () => executeRun(await planRun(desired, datapath, { warnings: true }), datapath, builder, { ...options, verb: "apply" }));
 }
 
 /** `intercept destroy`: the plan that removes everything intercept made in the namespace. */
@@ -88,17 +91,26 @@ export async function destroyCommand(options: ApplyOptions): Promise<number> {
  * no other intercept process is changing, and executed before anyone else
  * plans (Terraform's state lock).
  */
-async function locked<T>(datapath: KernelDatapath, holder: string, options: { lockTimeoutMs: number }, work: () => Promise<T>): Promise<T> {
+async function locked<T>(datapath: KernelDatapath, holder: string, options: { lockTimeoutMs: number; waitForAgent?: boolean }, work: () => Promise<T>): Promise<T> {
   const lock = await lockNamespace(datapath.namespaceKey, {
     holder,
     timeoutMs: options.lockTimeoutMs,
-    onWait: (heldBy) => process.stderr.write(`waiting for the lock held by ${heldBy.description}\n`),
+    onWait: (heldBy) => {
+      if (heldBy.agent && !options.waitForAgent) throw agentManages(heldBy, datapath.netns);
+      if (options.lockTimeoutMs > 0) process.stderr.write(`waiting for the lock held by ${heldBy.description}\n`);
+    },
   });
   try {
     return await work();
   } finally {
-    await lock.release();
+    // The lock file stays while the namespace holds pins (its record says who last changed them).
+    await lock.release({ keepRecord: datapath.holdsPins() });
   }
+}
+
+/** An agent holds the namespace for as long as it runs: waiting for it is almost never what was meant. */
+function agentManages(heldBy: LockHolder, netns: NetworkNamespace): InterceptError {
+  return new InterceptError("lock-held", `an agent (pid ${heldBy.pid ?? "?"}) manages ${describeNamespace(netns)}: change the policies it reads and it applies them, or stop it first (--wait-for-agent waits up to --lock-timeout for it to exit)`);
 }
 
 /** Which command runs a plan: its words in the question, the refusal and the last line. */

@@ -1,10 +1,12 @@
 import type { Hook, RuleCounters } from "../datapath/types.js";
 import type { ProgramBuilder } from "../build/index.js";
 import { KernelDatapath } from "../datapath/kernel.js";
+import { quoted } from "../diagnostics.js";
 import { InterceptError, PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
+import { describeWarning } from "../plan/render.js";
 import { describeDrift } from "../reconcile/drift.js";
 import { inspect, type StatusReport } from "../reconcile/inspect.js";
 import { cidrText, ruleSummary, singleOriginalPort, type OutboundRule, type Rule } from "../validate/index.js";
@@ -30,11 +32,19 @@ async function policiesForLabels(paths: string[], builder: ProgramBuilder): Prom
   try {
     return { desired: await loadDesired(paths, builder), policiesError: undefined };
   } catch (error) {
-    if (error instanceof PolicyError) return { desired: [], policiesError: `${error.message}: rules are shown by index (run \`intercept validate\`)` };
+    if (error instanceof PolicyError) return { desired: [], policiesError: policiesNote(error) };
     // A node without clang cannot tell which program its policies build into; the kernel is still shown.
     if (error instanceof InterceptError && error.code === "tool-missing") return { desired: [], policiesError: `${error.message}: rules are shown by index (pass --objects DIR)` };
     throw error;
   }
+}
+
+/** Why the policies cannot name the rules: what is missing, or how many errors they have. */
+export function policiesNote(error: PolicyError): string {
+  const missing = error.diagnostics.filter((diagnostic) => diagnostic.code === "load/not-found");
+  if (missing.length === 0 || missing.length < error.diagnostics.length) return `${error.message}: rules are shown by index (run \`intercept validate\`)`;
+  const paths = missing.map((diagnostic) => quoted(diagnostic.file, 80)).join(", ");
+  return `no policies to name the rules: ${paths} ${missing.length === 1 ? "does" : "do"} not exist; rules are shown by index (give the policies' paths)`;
 }
 
 /** `status --json`: schemas/status-output.schema.json. */
@@ -44,6 +54,7 @@ export function statusJson(report: StatusReport, policiesError: string | undefin
     namespace: report.observed.netns.name ?? null,
     policiesError: policiesError ?? null,
     drift: report.drift.map((drift) => ({ ...drift, description: describeDrift(drift) })),
+    warnings: report.warnings.map((warning) => ({ ...warning, message: describeWarning(warning, report.observed.netns) })),
     links: report.links.map((link) => ({ link: link.link, ifindex: link.ifindex, policy: runningPolicy(link.programs), programIds: link.programIds })),
     cgroups: report.cgroups.map((cgroup) => ({
       path: cgroup.path,
@@ -115,6 +126,7 @@ function renderStatus(report: StatusReport, policiesError: string | undefined): 
   const lines = [`intercept in ${describeNamespace(report.observed.netns)}:`];
   if (policiesError) lines.push(`  note: ${policiesError}`);
   for (const drift of report.drift) lines.push(`  DRIFT: ${describeDrift(drift)}`);
+  for (const warning of report.warnings) lines.push(`  WARNING: ${describeWarning(warning, report.observed.netns)}`);
   if (report.programs.length === 0) lines.push("  nothing is loaded");
   for (const { program, rules, countersError } of report.programs) {
     const attached = report.links.filter((link) => Object.values(link.programs).some((ref) => ref?.version === program.ref.version && ref.policy === program.ref.policy)).map((link) => link.link);

@@ -69,7 +69,14 @@ const CONFIRM = {
 const LOCK = {
   "lock-timeout": {
     type: "string", value: "DURATION", kind: "duration", defaultText: "10s",
-    description: "how long to wait while another intercept process changes the namespace: 10s, 500ms, 2m, or 0 to fail at once",
+    description: "how long to wait while another intercept process changes the namespace: 10s, 500ms, 2m, or 0 to fail at once; at most 1h",
+  },
+} as const satisfies Record<string, OptionSpec>;
+
+const WAIT_FOR_AGENT = {
+  "wait-for-agent": {
+    type: "boolean",
+    description: "when an agent manages the namespace, wait up to --lock-timeout for it to exit instead of refusing at once",
   },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -153,7 +160,7 @@ export const COMMANDS = {
       "Plans, asks for approval on a terminal, and executes exactly that plan. Without a terminal it refuses unless --yes is given. Without --netns it says first that it acts on the host's own namespace, and lists its links. A saved plan (`--plan FILE`, or a FILE that is one) is applied exactly, without a question (it was reviewed), or refused if anything moved since.",
     ],
     options: {
-      ...NETNS, ...OBJECTS, ...CONFIRM, ...LOCK,
+      ...NETNS, ...OBJECTS, ...CONFIRM, ...LOCK, ...WAIT_FOR_AGENT,
       plan: { type: "string", value: "FILE", kind: "file", description: "apply this saved plan (from `intercept plan --out FILE`) exactly" },
       "allow-empty": { type: "boolean", description: "apply even when no policy is given, removing everything" },
     },
@@ -167,7 +174,7 @@ export const COMMANDS = {
     operands: "",
     positionals: "none",
     description: ["Removes intercept's programs, filters, qdiscs and pins, and nothing else. Asks for approval like apply, and like it says when it acts on the host's own namespace."],
-    options: { ...NETNS, ...CONFIRM, ...LOCK },
+    options: { ...NETNS, ...CONFIRM, ...LOCK, ...WAIT_FOR_AGENT },
   },
   status: {
     summary: "show attached links, programs, rules and counters",

@@ -7,6 +7,7 @@ import { attachedTree, attachToCgroup, cgroupDirectory, cgroupRoot, detachFromCg
 import { runJson, type NetworkNamespace } from "../kernel/exec.js";
 import { listLinks } from "../kernel/links.js";
 import { namespaceKey } from "../kernel/namespace.js";
+import { listListeners } from "../kernel/sockets.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
 import { ensureBpffs, listEntries, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
 import { addClsact, clsactCommand, deleteClsact, deleteFilter, describeFilters, filterCommands, inOurSlot, isOurs, listLinkStates, replaceFilters, tcBatch, TcBatchError, type FilterTarget } from "../kernel/tc.js";
@@ -15,7 +16,7 @@ import { COUNTER_SLOTS, counterKey } from "../model/counters.js";
 import { hexByte } from "../model/host-order.js";
 import { isPolicyName } from "../model/policy-name.js";
 import { isVersionName } from "../model/version.js";
-import { CGROUP_HOOKS, HOOKS, performEach, type CgroupHook, type CgroupIdentity, type CgroupRef, type Counter, type Datapath, type DatapathOperation, type Hook, type LinkRef, type ObservedCgroup, type ObservedLink, type ObservedProgram, type ObservedState, type ObserveInterest, type ProgramLoad, type RuleCounters, type RunResult, type VersionRef } from "./types.js";
+import { CGROUP_HOOKS, HOOKS, performEach, type CgroupHook, type CgroupIdentity, type CgroupRef, type Counter, type Datapath, type DatapathOperation, type EmptyPin, type Hook, type LinkRef, type ObservedCgroup, type ObservedLink, type ObservedProgram, type ObservedState, type ObserveInterest, type ProgramLoad, type RuleCounters, type RunResult, type VersionRef } from "./types.js";
 
 /** Entries of the owned-qdisc registry: far more links than a namespace has. */
 const QDISC_REGISTRY_ENTRIES = 4096;
@@ -41,13 +42,21 @@ export class KernelDatapath implements Datapath {
     return new KernelDatapath(netns, key, new PinLayout(key), await cgroupRoot());
   }
 
+  /** Whether anything of intercept's is pinned for the namespace (its pin directory exists). */
+  holdsPins(): boolean {
+    return existsSync(this.pins.namespaceDir);
+  }
+
   async observe(interest: ObserveInterest = {}): Promise<ObservedState> {
     const links = await listLinks(this.netns);
-    const [tcStates, programs, ownedQdiscs] = await Promise.all([
+    const [tcStates, programs, ownedQdiscs, emptyDirectories, listeners] = await Promise.all([
       listLinkStates(this.netns, links.map((link) => link.name)),
       this.observePrograms(),
       this.ownedQdiscs(),
+      this.emptyDirectories(),
+      interest.listeners ? listListeners(this.netns) : undefined,
     ]);
+    const emptyPins: EmptyPin[] = [...(existsSync(this.pins.qdiscs) && ownedQdiscs.length === 0 ? [{ kind: "registry" as const }] : []), ...emptyDirectories];
     const cgroups = await this.observeCgroups(programs, interest.cgroups ?? []);
     const observed: ObservedLink[] = [];
     for (const link of links) {
@@ -62,7 +71,7 @@ export class KernelDatapath implements Datapath {
       }
       observed.push(entry);
     }
-    return { netns: this.netns, namespaceKey: this.namespaceKey, links: observed, programs, ownedQdiscs, cgroupRoot: this.cgroupRoot, cgroups };
+    return { netns: this.netns, namespaceKey: this.namespaceKey, links: observed, programs, ownedQdiscs, emptyPins, cgroupRoot: this.cgroupRoot, cgroups, ...(listeners && { listeners }) };
   }
 
   /**
@@ -86,6 +95,22 @@ export class KernelDatapath implements Datapath {
       if (identity) cgroups.push({ path: relative, ...identity, attached: list }); // gone since the walk: nothing to plan on it
     }
     return cgroups;
+  }
+
+  /**
+   * Pin directories of ours with nothing in them: a policy's with no
+   * version (an unload killed before its rmdir), the namespace's with no
+   * entry at all (a tidy killed before its last rmdir).
+   */
+  private async emptyDirectories(): Promise<EmptyPin[]> {
+    if (!existsSync(this.pins.namespaceDir)) return [];
+    const entries = await listEntries(this.pins.namespaceDir, "all");
+    if (entries.length === 0) return [{ kind: "namespace" }];
+    const empty: EmptyPin[] = [];
+    for (const policy of (await listEntries(this.pins.namespaceDir, "directories")).filter(isPolicyName)) {
+      if ((await listEntries(this.pins.policy(policy), "all")).length === 0) empty.push({ kind: "policy", policy });
+    }
+    return empty;
   }
 
   private async ownedQdiscs(): Promise<number[]> {
@@ -186,7 +211,7 @@ export class KernelDatapath implements Datapath {
    * filters not ours), it is written again when the link gets our qdisc,
    * and tidy forgets it once the link is gone.
    */
-  private async forgetQdiscs(links: LinkRef[]): Promise<void> {
+  private async unrecordQdiscs(links: LinkRef[]): Promise<void> {
     for (const link of links) {
       try {
         await deleteMapEntry(this.pins.qdiscs, qdiscKey(link.ifindex));
@@ -229,11 +254,11 @@ export class KernelDatapath implements Datapath {
       // one at a time says which fails and how, exactly as it would have alone. An undo that
       // fails here fails again there (loadVersion clears the version's directory first).
       await Promise.allSettled(loads.map(({ load }) => unloadVersion(this.pins, load.ref)));
-      await this.forgetQdiscs(qdiscs);
+      await this.unrecordQdiscs(qdiscs);
       return performEach(this, [...loads, ...attaches], interrupt);
     }
     if (interrupt?.aborted) {
-      await this.forgetQdiscs(qdiscs);
+      await this.unrecordQdiscs(qdiscs);
       return { done: loads.length, error: interrupt.reason };
     }
     const made = await this.makeLinks(attaches, qdiscs);
@@ -249,14 +274,14 @@ export class KernelDatapath implements Datapath {
       return { done: operations.length };
     } catch (error) {
       if (!(error instanceof TcBatchError)) {
-        await this.forgetQdiscs(qdiscs); // tc could not be started: nothing was made
+        await this.unrecordQdiscs(qdiscs); // tc could not be started: nothing was made
         return { done: 0, error };
       }
       const failed = failedOperation(lines, error.line);
       // Not told which (tc was killed): any of them may have been done, so all are reported done but
       // the last, which failed; the rollback undoes them all, and says so if some were not there to undo.
       if (failed === undefined) return { done: operations.length - 1, error: this.attachError(operations.at(-1)!, error) };
-      await this.forgetQdiscs(operations.slice(failed).flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : [])));
+      await this.unrecordQdiscs(operations.slice(failed).flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : [])));
       return { done: failed, error: this.attachError(operations[failed]!, error) };
     }
   }
@@ -274,6 +299,12 @@ export class KernelDatapath implements Datapath {
   async removeQdisc(link: LinkRef): Promise<void> {
     await deleteClsact(this.netns, link.name);
     await deleteMapEntry(this.pins.qdiscs, qdiscKey(link.ifindex));
+  }
+
+  async forgetQdiscs(ifindexes: number[]): Promise<void> {
+    const recorded = new Set(await this.ownedQdiscs());
+    const forget = ifindexes.filter((ifindex) => recorded.has(ifindex));
+    if (forget.length > 0) await deleteMapEntries(this.pins.qdiscs, forget.map(qdiscKey));
   }
 
   async attachFilters(link: LinkRef, program: VersionRef, hooks: Hook[]): Promise<void> {

@@ -88,6 +88,8 @@ export interface ObservedState {
   programs: ObservedProgram[];
   /** Links whose clsact qdisc intercept created (by ifindex), including links gone since. */
   ownedQdiscs: number[];
+  /** Pins of ours that hold nothing (an interrupted destroy or unload leaves them): tidy removes them. */
+  emptyPins: EmptyPin[];
   /** Where the cgroup2 hierarchy is mounted; null when it is not. */
   cgroupRoot: string | null;
   /**
@@ -96,12 +98,46 @@ export interface ObservedState {
    * kernel lacks is simply absent).
    */
   cgroups: ObservedCgroup[];
+  /** The sockets listening in the namespace, when asked for (ObserveInterest.listeners). */
+  listeners?: Listener[];
+}
+
+/**
+ * A pin of ours that holds nothing: the owned-qdisc registry with no
+ * record, a policy's directory with no version, the namespace's directory
+ * with nothing in it. Named by kind, never by path: the datapath derives
+ * the paths.
+ */
+export type EmptyPin =
+  | { kind: "registry" }
+  | { kind: "policy"; policy: string }
+  | { kind: "namespace" };
+
+export function describeEmptyPin(pin: EmptyPin): string {
+  switch (pin.kind) {
+    case "registry": return "the qdisc registry";
+    case "policy": return `policy ${pin.policy}'s directory`;
+    case "namespace": return "the namespace's pin directory";
+    default: return unreachable(pin);
+  }
 }
 
 /** What observe() should look at besides what intercept already runs. */
 export interface ObserveInterest {
   /** cgroup paths the policies name (relative to the cgroup2 mount). */
   cgroups?: readonly string[];
+  /** Whether to list the sockets listening in the namespace (plan's warnings about proxies). */
+  listeners?: boolean;
+}
+
+/** A socket listening in the namespace: where a proxy would be. */
+export interface Listener {
+  protocol: "tcp";
+  /** As the kernel reports it: "0.0.0.0", "[::]", "127.0.0.1%lo", "*". */
+  address: string;
+  port: number;
+  /** Its cgroup, relative to the cgroup2 mount ("" for the root); undefined when not known. */
+  cgroup: string | undefined;
 }
 
 /** Packets and bytes of one counter, summed over CPUs. */
@@ -153,6 +189,8 @@ export interface Datapath {
   addQdisc(link: LinkRef): Promise<void>;
   /** Removes a clsact qdisc intercept created, then forgets it. */
   removeQdisc(link: LinkRef): Promise<void>;
+  /** Forgets the registry's records of these links' qdiscs, which are gone (records already gone are let be). */
+  forgetQdiscs(ifindexes: number[]): Promise<void>;
   /**
    * Points our filter on each of @hooks, in that order, at @program's program
    * for the hook: attached, or swapped atomically where one is. All hooks in
@@ -203,6 +241,7 @@ export type DatapathOperation =
   | { op: "unloadProgram"; ref: VersionRef }
   | { op: "addQdisc"; link: LinkRef }
   | { op: "removeQdisc"; link: LinkRef }
+  | { op: "forgetQdiscs"; ifindexes: number[] }
   | { op: "attachFilters"; link: LinkRef; program: VersionRef; hooks: Hook[] }
   | { op: "detachFilter"; link: LinkRef; hook: Hook }
   | { op: "setRule"; program: VersionRef; index: number; enabled: boolean }
@@ -218,6 +257,7 @@ export async function perform(datapath: Datapath, operation: DatapathOperation):
     case "unloadProgram": return datapath.unloadProgram(operation.ref);
     case "addQdisc": return datapath.addQdisc(operation.link);
     case "removeQdisc": return datapath.removeQdisc(operation.link);
+    case "forgetQdiscs": return datapath.forgetQdiscs(operation.ifindexes);
     case "attachFilters": return datapath.attachFilters(operation.link, operation.program, operation.hooks);
     case "detachFilter": return datapath.detachFilter(operation.link, operation.hook);
     case "setRule": return datapath.setRule(operation.program, operation.index, operation.enabled);

@@ -11,6 +11,7 @@ const PACKAGE_OF: Record<string, string> = {
   tc: "iproute2",
   ip: "iproute2",
   nsenter: "util-linux",
+  ss: "iproute2",
   flock: "util-linux",
   mount: "mount",
 };

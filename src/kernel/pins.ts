@@ -84,11 +84,12 @@ export async function ensureBpffs(): Promise<void> {
   }
 }
 
-/** Entries of a pin directory of one kind; none when the directory does not exist (nothing pinned yet). */
-export async function listEntries(dir: string, kind: "directories" | "files"): Promise<string[]> {
+/** Entries of a pin directory of one kind (or all); none when the directory does not exist (nothing pinned yet). */
+export async function listEntries(dir: string, kind: "directories" | "files" | "all"): Promise<string[]> {
   try {
     const entries = await readdir(dir, { withFileTypes: true });
-    return entries.filter((entry) => (kind === "directories" ? entry.isDirectory() : !entry.isDirectory())).map((entry) => entry.name).sort();
+    const wanted = (entry: { isDirectory(): boolean }) => kind === "all" || (kind === "directories" ? entry.isDirectory() : !entry.isDirectory());
+    return entries.filter(wanted).map((entry) => entry.name).sort();
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return [];
     throw error;

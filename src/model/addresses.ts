@@ -1,7 +1,8 @@
 /**
  * Resource addresses, as plans name what they change (Terraform's
  * `aws_instance.web`): program.<policy>, attachment.<link>,
- * rule.<policy>[<index>], qdisc.<link>, cgroup.<path>, exemption.<policy>.
+ * rule.<policy>[<index>], qdisc.<link>, cgroup.<path>, exemption.<policy>,
+ * registry.qdiscs (the owned-qdisc registry), pins.empty (pins left empty).
  * Built only by formatAddress; parseAddress reads one back.
  */
 import { isPolicyName } from "./policy-name.js";
@@ -18,7 +19,11 @@ export type ResourceAddress =
   /** Our programs on a cgroup, by its path below the cgroup2 mount. */
   | { kind: "cgroup"; path: string }
   /** The exempt cgroups of a policy's version. */
-  | { kind: "exemption"; policy: string };
+  | { kind: "exemption"; policy: string }
+  /** The registry of the clsact qdiscs intercept made, by ifindex. */
+  | { kind: "registry" }
+  /** Pins of ours left empty by an interrupted run. */
+  | { kind: "pins" };
 
 export function formatAddress(address: ResourceAddress): string {
   switch (address.kind) {
@@ -32,6 +37,10 @@ export function formatAddress(address: ResourceAddress): string {
       return `${address.kind}.${address.link}`;
     case "cgroup":
       return `cgroup.${address.path}`;
+    case "registry":
+      return "registry.qdiscs";
+    case "pins":
+      return "pins.empty";
   }
 }
 
@@ -57,6 +66,10 @@ export function parseAddress(text: string): ResourceAddress | undefined {
       return /[\s/]/.test(rest) ? undefined : { kind, link: rest };
     case "cgroup":
       return { kind, path: rest };
+    case "registry":
+      return rest === "qdiscs" ? { kind } : undefined;
+    case "pins":
+      return rest === "empty" ? { kind } : undefined;
     default:
       return undefined;
   }

@@ -1,2 +1,2 @@
 export * from "./model.js";
-export { planJson, renderPlan } from "./render.js";
+export { describeWarning, planJson, renderPlan } from "./render.js";

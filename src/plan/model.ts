@@ -1,4 +1,4 @@
-import type { CgroupIdentity, CgroupRef, LinkRef } from "../datapath/types.js";
+import type { CgroupIdentity, CgroupRef, EmptyPin, LinkRef } from "../datapath/types.js";
 import { unreachable } from "../errors.js";
 import type { CgroupHook, Hook } from "../model/hooks.js";
 import type { NetworkNamespace } from "../model/namespace.js";
@@ -13,7 +13,8 @@ import type { VersionRef } from "../model/version.js";
  * execution, rendering).
  *
  * Addresses: program.<policy>, attachment.<link>, rule.<policy>[<index>],
- * qdisc.<link>, cgroup.<path>, exemption.<policy> (src/model/addresses.ts
+ * qdisc.<link>, cgroup.<path>, exemption.<policy>, registry (the
+ * owned-qdisc registry), pins (pins left empty) (src/model/addresses.ts
  * formats and parses them). No change holds a pin
  * path: the datapath derives those (a cgroup's path is relative to the
  * cgroup2 mount, and checked again before use).
@@ -27,6 +28,8 @@ export type Change =
   | AttachmentDelete
   | RuleUpdate
   | QdiscDelete
+  | RegistryUpdate
+  | PinsDelete
   | CgroupCreate
   | CgroupUpdate
   | CgroupDelete
@@ -113,6 +116,23 @@ export interface QdiscDelete extends ChangeBase {
 }
 
 /**
+ * Forgets the registry's records of qdiscs that are gone: their link was
+ * deleted, or a run was killed between removing a qdisc and forgetting it.
+ * Collected by the next reconcile, whatever else it changes.
+ */
+export interface RegistryUpdate extends ChangeBase {
+  type: "registry.update";
+  /** The links (by ifindex) whose records go. */
+  forget: number[];
+}
+
+/** Removes pins of ours that hold nothing (left by an interrupted destroy or unload). */
+export interface PinsDelete extends ChangeBase {
+  type: "pins.delete";
+  pins: EmptyPin[];
+}
+
+/**
  * A policy's cgroup programs on a cgroup that runs none of ours yet: all
  * four on a cgroup it captures, getsockopt alone on an exempt one (where
  * the proxy's accepted sockets are). Attached beside any other programs
@@ -169,7 +189,26 @@ export interface Plan {
   /** The namespace the plan is for. */
   netns: NetworkNamespace;
   changes: Change[];
+  /**
+   * What applying would do that the policies probably did not mean, found
+   * in the namespace as it is now (a proxy not listening yet): told, never
+   * decided on. Empty unless the plan was made with the namespace's
+   * listeners observed. Not saved with a plan.
+   */
+  warnings: PlanWarning[];
 }
+
+/** A warning about the namespace as the plan finds it; each names the rule it is about. */
+export type PlanWarning =
+  /** A steer rule with onProxyDown: drop, and nothing listening on its port: new connections to it would be dropped. */
+  | { kind: "proxy-not-listening"; policy: string; rule: number; port: number; originalPorts: string; links: string[] }
+  /** An outbound rule whose proxy port nothing listens on: the connections it captures would be refused. */
+  | { kind: "outbound-proxy-not-listening"; policy: string; rule: number; port: number; originalPort: number; cgroups: string[] }
+  /**
+   * An outbound rule's proxy port has a listener in a cgroup outside every
+   * captured and exempt cgroup: no getsockopt program of ours runs there.
+   */
+  | { kind: "outbound-proxy-uncaptured"; policy: string; rule: number; port: number; listenerCgroups: string[] };
 
 export type Action = "create" | "update" | "replace" | "delete";
 
@@ -183,6 +222,7 @@ export function actionOf(change: Change): Action {
     case "rule.update":
     case "cgroup.update":
     case "exemption.update":
+    case "registry.update":
       return "update";
     case "program.replace":
       return "replace";
@@ -190,6 +230,7 @@ export function actionOf(change: Change): Action {
     case "attachment.delete":
     case "qdisc.delete":
     case "cgroup.delete":
+    case "pins.delete":
       return "delete";
     default:
       return unreachable(change);

@@ -1,7 +1,8 @@
 import { styleText } from "node:util";
 import { describeNamespace } from "../model/namespace.js";
 import { outputHeader } from "../model/output-format.js";
-import { actionOf, summarise, type Action, type Plan } from "./model.js";
+import type { NetworkNamespace } from "../model/namespace.js";
+import { actionOf, summarise, type Action, type Plan, type PlanWarning } from "./model.js";
 
 type Colour = "green" | "yellow" | "red" | "magenta";
 
@@ -15,8 +16,9 @@ const SYMBOL: Record<Action, { symbol: string; colour: Colour; verb: string }> =
 /** Terraform-style text: one line per change with its reason, then the summary. */
 export function renderPlan(plan: Plan, options: { colour: boolean }): string {
   const paint = (colour: Colour | "bold", text: string) => (options.colour ? styleText(colour, text) : text);
+  const warnings = plan.warnings.map((warning) => `${paint("yellow", "Warning:")} ${describeWarning(warning, plan.netns)}\n`).join("");
   if (plan.changes.length === 0) {
-    return `${paint("bold", "No changes.")} The kernel in ${describeNamespace(plan.netns)} matches the policies.\n`;
+    return `${paint("bold", "No changes.")} The kernel in ${describeNamespace(plan.netns)} matches the policies.\n${warnings && `\n${warnings}`}`;
   }
   const width = Math.max(...plan.changes.map((change) => change.address.length));
   const lines = plan.changes.map((change) => {
@@ -31,7 +33,20 @@ export function renderPlan(plan: Plan, options: { colour: boolean }): string {
     "",
     `${paint("bold", "Plan:")} ${add} to add, ${change} to change, ${destroy} to destroy.`,
     "",
-  ].join("\n");
+  ].join("\n") + (warnings && `\n${warnings}`);
+}
+
+/** A warning in words: what is wrong now, what applying would do, what to do about it. */
+export function describeWarning(warning: PlanWarning, netns: NetworkNamespace): string {
+  const where = describeNamespace(netns);
+  switch (warning.kind) {
+    case "proxy-not-listening":
+      return `policy ${warning.policy} rule ${warning.rule} steers port ${warning.originalPorts} to tcp port ${warning.port}, where nothing listens in ${where}: applying now would drop new connections to port ${warning.originalPorts} on ${warning.links.join(", ")} (onProxyDown: drop); start the proxy first, or set onProxyDown: pass`;
+    case "outbound-proxy-not-listening":
+      return `policy ${warning.policy} outbound rule ${warning.rule} sends connections to port ${warning.originalPort} to tcp port ${warning.port}, where nothing listens in ${where}: applying now would refuse new connections to port ${warning.originalPort} from ${warning.cgroups.join(", ")}; start the proxy first`;
+    case "outbound-proxy-uncaptured":
+      return `policy ${warning.policy} outbound rule ${warning.rule}: tcp port ${warning.port} is listened on in cgroup ${warning.listenerCgroups.map((cgroup) => cgroup || "/").join(", ")}, outside every captured and exempt cgroup: its SO_ORIGINAL_DST queries will fail with ENOENT; run the proxy in a cgroup of exempt.cgroups`;
+  }
 }
 
 /** `plan --json`: schemas/plan-output.schema.json. */
@@ -41,5 +56,6 @@ export function planJson(plan: Plan) {
     namespace: plan.netns.name ?? null,
     changes: plan.changes.map((change) => ({ action: actionOf(change), ...change })),
     summary: summarise(plan),
+    warnings: plan.warnings.map((warning) => ({ ...warning, message: describeWarning(warning, plan.netns) })),
   };
 }

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { open, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import type { ObservedState } from "../datapath/types.js";
+import { displayLine } from "../diagnostics.js";
 import { InterceptError, messageOf } from "../errors.js";
 import type { NetworkNamespace } from "../model/namespace.js";
 import type { Change, Plan } from "./model.js";
@@ -44,6 +45,7 @@ export function fingerprint(observed: ObservedState): string {
     links: observed.links.map((l) => [l.ifindex, l.name, l.linkType, l.clsact, l.filters.ingress ?? 0, l.filters.egress ?? 0, l.foreign.map((f) => [f.hook, f.pref, f.handle ?? ""])]).sort(),
     programs: observed.programs.map((p) => [p.ref.policy, p.ref.version, p.contentHash ?? "", p.programIds.ingress ?? 0, p.programIds.egress ?? 0, p.enabled]).sort(),
     ownedQdiscs: [...observed.ownedQdiscs].sort(),
+    emptyPins: observed.emptyPins.map((pin) => JSON.stringify(pin)).sort(),
     cgroups: observed.cgroups.map((c) => [c.path, c.id, c.attached.map((a) => [a.attachType, a.programId])]).sort(),
     outbound: observed.programs.map((p) => [p.ref.policy, p.ref.version, Object.entries(p.cgroupProgramIds).sort(), p.exemptCgroups.map((c) => [c.id, c.level])]).sort(),
   };
@@ -116,7 +118,7 @@ export async function readSavedPlan(file: string): Promise<SavedPlan> {
   try {
     value = JSON.parse(text);
   } catch (error) {
-    throw invalid(`not JSON (${messageOf(error).slice(0, 80)})`);
+    throw invalid(`not JSON (${displayLine(messageOf(error).slice(0, 80))})`); // JSON.parse quotes the text
   }
   const problem = await schemaProblem(value);
   if (problem) throw invalid(problem);
@@ -130,7 +132,8 @@ async function schemaProblem(value: unknown): Promise<string | undefined> {
   const validate = new Ajv2020({ allErrors: false, strict: true }).compile(JSON.parse(readFileSync(SCHEMA_PATH, "utf8")));
   if (validate(value)) return undefined;
   const [error] = validate.errors ?? [];
-  return `${error?.instancePath || "the file"} ${error?.message ?? "is invalid"}`.slice(0, 200);
+  // The path is made of the file's own keys: printable, like any text from a file.
+  return displayLine(`${error?.instancePath || "the file"} ${error?.message ?? "is invalid"}`.slice(0, 200));
 }
 
 /** Where a saved plan applies. */

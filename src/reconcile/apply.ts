@@ -1,4 +1,4 @@
-import { perform, performAll, type Datapath, type DatapathOperation, type ObservedState } from "../datapath/types.js";
+import { perform, performAll, type Datapath, type DatapathOperation } from "../datapath/types.js";
 import { InterceptError, messageOf } from "../errors.js";
 import { actionOf, summarise, type Change, type ChangeType, type Plan, type PlanSummary } from "../plan/model.js";
 import { orderSteps, type ObjectFor, type Step } from "./order.js";
@@ -31,19 +31,21 @@ const UNTIDY: Record<ChangeType, boolean> = {
   "rule.update": false, "qdisc.delete": true,
   "cgroup.create": false, "cgroup.update": false, "cgroup.delete": false,
   "exemption.update": false,
+  // Forgetting records may leave the registry empty; removing empty pins is itself the tidy.
+  "registry.update": true, "pins.delete": false,
 };
 
 /**
  * Whether executing @plan leaves the datapath something to tidy: a change
- * that removes pins or records, or owned-qdisc records of links that were
- * gone when @observed was read. An apply that only adds, to a namespace
- * with nothing to tidy, skips it (two processes per new namespace). A link
- * that goes while such an apply runs leaves its record, as one that goes
- * just after any apply does, until the next apply that tidies.
+ * that removes pins or records. An apply that only adds, to a namespace
+ * with nothing to tidy, skips it (two processes per new namespace). Records
+ * of links that are gone, and pins left empty, are changes of the plan
+ * (registry.update, pins.delete), so the next reconcile collects them
+ * whatever else it does; a plan ending with pins.delete tidies as its last
+ * step.
  */
-export function leftToTidy(plan: Plan, observed: ObservedState): boolean {
-  const links = new Set(observed.links.map((link) => link.ifindex));
-  return plan.changes.some((change) => UNTIDY[change.type]) || observed.ownedQdiscs.some((ifindex) => !links.has(ifindex));
+export function leftToTidy(plan: Plan): boolean {
+  return plan.changes.some((change) => UNTIDY[change.type]) && plan.changes.at(-1)?.type !== "pins.delete";
 }
 
 /** An apply that stopped: every step done before was undone, unless @rolledBack says otherwise. */

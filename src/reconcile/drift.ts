@@ -1,4 +1,4 @@
-import { describeVersion, HOOKS, ourCgroupPrograms, sameVersion, type CgroupHook, type Hook, type ObservedState, type VersionRef } from "../datapath/types.js";
+import { describeEmptyPin, describeVersion, HOOKS, ourCgroupPrograms, sameVersion, type CgroupHook, type EmptyPin, type Hook, type ObservedState, type VersionRef } from "../datapath/types.js";
 import { wholeCgroupSet } from "./plan-cgroups.js";
 
 /**
@@ -14,6 +14,10 @@ export type Drift =
   | { kind: "half-switched"; link: string; hooks: Partial<Record<Hook, VersionRef | null>> }
   | { kind: "unknown-program"; link: string; hook: Hook; programId: number }
   | { kind: "empty-qdisc"; link: string }
+  /** The registry records a qdisc of ours on a link that has none (a removal killed before it forgot it). */
+  | { kind: "stale-qdisc-record"; link: string }
+  /** Pins of ours that hold nothing (an interrupted destroy or unload). */
+  | { kind: "empty-pins"; pins: EmptyPin[] }
   /** A cgroup running programs of two versions (a switch cut short), or part of one version's set. */
   | { kind: "cgroup-half-switched"; cgroup: string; programs: { hook: CgroupHook; program: VersionRef }[] };
 
@@ -37,7 +41,9 @@ export function findDrift(observed: ObservedState): Drift[] {
     if (mixed || partial) drift.push({ kind: "half-switched", link: link.name, hooks });
     const ours = Object.keys(link.filters).length > 0;
     if (!ours && link.clsact && link.foreign.length === 0 && observed.ownedQdiscs.includes(link.ifindex)) drift.push({ kind: "empty-qdisc", link: link.name });
+    if (!link.clsact && observed.ownedQdiscs.includes(link.ifindex)) drift.push({ kind: "stale-qdisc-record", link: link.name });
   }
+  if (observed.emptyPins.length > 0) drift.push({ kind: "empty-pins", pins: observed.emptyPins });
   for (const cgroup of observed.cgroups) {
     const programs = ourCgroupPrograms(cgroup, observed.programs);
     if (programs.length === 0) continue;
@@ -59,6 +65,10 @@ export function describeDrift(drift: Drift): string {
       return `link ${drift.link} ${drift.hook} runs program ${drift.programId}, which no version of ours pins: plan replaces it`;
     case "empty-qdisc":
       return `link ${drift.link} has a clsact qdisc intercept created that holds nothing (an interrupted run): plan removes or uses it`;
+    case "stale-qdisc-record":
+      return `link ${drift.link} has no clsact qdisc, but intercept's registry still records one there (an interrupted run): plan forgets it`;
+    case "empty-pins":
+      return `${drift.pins.map(describeEmptyPin).join(", ")} ${drift.pins.length === 1 ? "is" : "are"} left empty (an interrupted run): plan removes or reuses ${drift.pins.length === 1 ? "it" : "them"}`;
     case "cgroup-half-switched": {
       const running = drift.programs.map(({ hook, program }) => `${hook} ${describeVersion(program)}`);
       return `cgroup ${drift.cgroup} runs part of a program set (${running.join(", ")}; an interrupted apply): plan attaches it whole`;

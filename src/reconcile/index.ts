@@ -7,6 +7,7 @@ import type { DesiredPolicy } from "./desired.js";
 import type { LoadSource } from "./order.js";
 import { makePlan } from "./plan.js";
 import { namedCgroups } from "./plan-cgroups.js";
+import { needsListeners } from "./warnings.js";
 
 export { ApplyError, doneWord, executePlan, leftToTidy, type ApplyEvent } from "./apply.js";
 export { compiledPolicies, desiredFrom, desiredState, loadDesired, validated, validPolicies, type DesiredPolicy } from "./desired.js";
@@ -26,9 +27,16 @@ export interface PlannedRun {
   plan: Plan;
 }
 
-/** observe → plan. */
-export async function planRun(desired: DesiredPolicy[], datapath: Datapath): Promise<PlannedRun> {
-  const observed = await datapath.observe({ cgroups: namedCgroups(desired) });
+/**
+ * observe → plan. With @options.warnings, the namespace's listeners are
+ * observed too (one more process, when a policy has a steer rule that
+ * drops or an outbound rule), and the plan warns about proxies that are
+ * not listening or not served; the agent, which nobody reads a plan of,
+ * does without.
+ */
+export async function planRun(desired: DesiredPolicy[], datapath: Datapath, options: { warnings?: boolean } = {}): Promise<PlannedRun> {
+  const listeners = options.warnings === true && needsListeners(desired.map((want) => want.policy));
+  const observed = await datapath.observe({ cgroups: namedCgroups(desired), ...(listeners && { listeners }) });
   return { desired, observed, plan: makePlan(desired, observed) };
 }
 
@@ -52,7 +60,7 @@ export async function applyRun(run: PlannedRun, datapath: Datapath, options: App
     return object;
   };
   return executePlan(run.plan, datapath, {
-    objectFor, tidy: leftToTidy(run.plan, run.observed),
+    objectFor, tidy: leftToTidy(run.plan),
     ...(options.onEvent && { onEvent: options.onEvent }), ...(options.interrupt && { interrupt: options.interrupt }),
   });
 }

@@ -5,6 +5,8 @@ import type { OutboundRule, Rule } from "../validate/index.js";
 import type { DesiredPolicy } from "./desired.js";
 import { findDrift, type Drift } from "./drift.js";
 import { namedCgroups } from "./plan-cgroups.js";
+import { outboundWarnings } from "./warnings.js";
+import type { PlanWarning } from "../plan/model.js";
 
 /** What `status` and the agent's metrics show: each live version with its rules and counters. */
 export interface StatusReport {
@@ -15,6 +17,8 @@ export interface StatusReport {
   cgroups: CgroupReport[];
   /** What an interrupted run left behind (plan repairs it). */
   drift: Drift[];
+  /** Outbound proxies listening where no program of ours answers their SO_ORIGINAL_DST. */
+  warnings: PlanWarning[];
 }
 
 export interface ProgramReport {
@@ -58,7 +62,9 @@ export interface CgroupReport {
  * holds only rule indexes.
  */
 export async function inspect(datapath: Datapath, desired: DesiredPolicy[]): Promise<StatusReport> {
-  const observed = await datapath.observe({ cgroups: namedCgroups(desired) });
+  const outbound = desired.some((want) => want.policy.outbound !== undefined);
+  const observed = await datapath.observe({ cgroups: namedCgroups(desired), ...(outbound && { listeners: true }) });
+  const warnings = desired.flatMap((want) => outboundWarnings(want.policy, observed.listeners ?? [], false));
   const programs = await Promise.all(observed.programs.map((program) => reportProgram(datapath, program, desired)));
   const links = observed.links
     .filter((link) => Object.keys(link.filters).length > 0)
@@ -79,7 +85,7 @@ export async function inspect(datapath: Datapath, desired: DesiredPolicy[]): Pro
     }
     return report;
   });
-  return { observed, programs, links, cgroups, drift: findDrift(observed) };
+  return { observed, programs, links, cgroups, drift: findDrift(observed), warnings };
 }
 
 async function reportProgram(datapath: Datapath, program: ObservedProgram, desired: DesiredPolicy[]): Promise<ProgramReport> {

@@ -78,6 +78,9 @@ const EXPAND: { [T in ChangeType]: (change: Extract<Change, { type: T }>, object
   // The new program on each hook first, beside the old (multi); the old ones leave once every new one runs.
   "cgroup.update": (change) => [...attachToCgroup(change.cgroup, change.attach, change.program), ...detachFromCgroup(change.cgroup, change.detach)],
   "cgroup.delete": (change) => detachFromCgroup(change.cgroup, change.detach),
+  // Records and empty pins go last, once nothing of the plan needs them.
+  "registry.update": (change) => [{ phase: "commit", operation: { op: "forgetQdiscs", ifindexes: change.forget }, undo: null }],
+  "pins.delete": () => [{ phase: "commit", operation: { op: "tidy" }, undo: null }],
   "exemption.update": (change) => [{
     phase: "rules",
     operation: { op: "setExemptCgroups", program: change.program, cgroups: change.cgroups },

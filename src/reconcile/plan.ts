@@ -1,13 +1,14 @@
-import { describeVersion, HOOKS, sameVersion, type Hook, type ObservedLink, type ObservedProgram, type ObservedState, type VersionRef } from "../datapath/types.js";
-import { InterceptError } from "../errors.js";
+import { describeEmptyPin, describeVersion, HOOKS, sameVersion, type Hook, type ObservedLink, type ObservedProgram, type ObservedState, type VersionRef } from "../datapath/types.js";
+import { InterceptError, unreachable } from "../errors.js";
 import { formatAddress } from "../model/addresses.js";
 import { describeNamespace } from "../model/namespace.js";
 import { ruleSlots, slotCount, slottedRules } from "../model/rule-slots.js";
-import type { AttachmentCreate, AttachmentDelete, AttachmentUpdate, Change, HookPrograms, Plan, ProgramCreate, ProgramDelete, ProgramReplace, QdiscDelete, RuleUpdate } from "../plan/model.js";
+import type { AttachmentCreate, AttachmentDelete, AttachmentUpdate, Change, HookPrograms, PinsDelete, Plan, ProgramCreate, ProgramDelete, ProgramReplace, QdiscDelete, RegistryUpdate, RuleUpdate } from "../plan/model.js";
 import { globMatch } from "../glob.js";
-import { ruleSummary, type InterfaceSelection } from "../validate/index.js";
+import { ruleSummary, type InterfaceSelection, type ValidPolicy } from "../validate/index.js";
 import { appliesIn } from "../validate/namespaces.js";
 import type { DesiredPolicy } from "./desired.js";
+import { planWarnings } from "./warnings.js";
 import { exemptIdentities, planCgroups, planExemption, wantedCgroups, type WantedCgroup } from "./plan-cgroups.js";
 
 /**
@@ -32,7 +33,40 @@ export function makePlan(given: DesiredPolicy[], observed: ObservedState): Plan 
   changes.push(...links.flat().sort((a, b) => a.address.localeCompare(b.address)));
   changes.push(...planCgroups(observed, cgroups, (want) => programs[desired.indexOf(want)]!.kept));
   desired.forEach((want, index) => changes.push(...planRules(want, programs[index]!.kept), ...planExemption(want, programs[index]!.kept, cgroups)));
-  return { netns: observed.netns, changes };
+  changes.push(...planRegistry(observed, changes), ...planEmptyPins(observed, changes));
+  const linksOf = (policy: ValidPolicy) => [...owners].filter(([, owner]) => owner?.policy === policy).map(([link]) => link.name);
+  return { netns: observed.netns, changes, warnings: planWarnings(desired.map((want) => want.policy), observed, linksOf) };
+}
+
+/**
+ * Records of qdiscs that are gone — their link was deleted, or a run was
+ * killed between removing the qdisc and forgetting it — except those the
+ * plan records again (a link that gets a new qdisc of ours).
+ */
+function planRegistry(observed: ObservedState, changes: Change[]): RegistryUpdate[] {
+  const withQdisc = new Map(observed.links.filter((link) => link.clsact).map((link) => [link.ifindex, link.name]));
+  const present = new Map(observed.links.map((link) => [link.ifindex, link.name]));
+  const adding = new Set(changes.flatMap((change) => (change.type === "attachment.create" && change.addQdisc ? [change.link.ifindex] : [])));
+  const forget = observed.ownedQdiscs.filter((ifindex) => !withQdisc.has(ifindex) && !adding.has(ifindex));
+  if (forget.length === 0) return [];
+  const what = forget.map((ifindex) => (present.has(ifindex) ? `${present.get(ifindex)} (its qdisc is gone)` : `ifindex ${ifindex} (the link is gone)`));
+  return [{ type: "registry.update", address: formatAddress({ kind: "registry" }), forget, reason: `forget the records of qdiscs that are gone: ${what.join(", ")}` }];
+}
+
+/** Pins of ours left empty by an interrupted run, but those the plan fills again (a load, a new qdisc). */
+function planEmptyPins(observed: ObservedState, changes: Change[]): PinsDelete[] {
+  const loading = new Set(changes.flatMap((change) => (change.type === "program.create" || change.type === "program.replace" ? [change.program.policy] : [])));
+  const addsQdisc = changes.some((change) => change.type === "attachment.create" && change.addQdisc);
+  const pins = observed.emptyPins.filter((pin) => {
+    switch (pin.kind) {
+      case "registry": return !addsQdisc;
+      case "policy": return !loading.has(pin.policy);
+      case "namespace": return !addsQdisc && loading.size === 0;
+      default: return unreachable(pin);
+    }
+  });
+  if (pins.length === 0) return [];
+  return [{ type: "pins.delete", address: formatAddress({ kind: "pins" }), pins, reason: `left empty by an interrupted run: ${pins.map(describeEmptyPin).join(", ")}` }];
 }
 
 /** The live version to keep (same content hash, complete), and the changes around it. */
@@ -130,9 +164,12 @@ function planLink(link: ObservedLink, owner: DesiredPolicy | undefined, observed
   const detach = ours.filter((hook) => !owner.hooks.includes(hook));
   const current = kept !== undefined && detach.length === 0 && owner.hooks.every((hook) => link.filters[hook] === kept.programIds[hook]);
   if (current) return [];
+  const half = halfSwitched(from, observed.programs);
+  const added = half ? [] : owner.hooks.filter((hook) => !(hook in from));
+  const hooksChange = [...(added.length > 0 ? [`adding ${hookList(added)}`] : []), ...(detach.length > 0 ? [`removing ${hookList(detach)}`] : [])];
   const update: AttachmentUpdate = {
     type: "attachment.update", address, ...target, from, detach,
-    reason: `switch from ${describeRunning(from, owner.hooks)} to ${describeVersion(owner.program)}`,
+    reason: `switch from ${describeRunning(from, owner.hooks, half)} to ${describeVersion(owner.program)}${hooksChange.map((what) => `, ${what}`).join("")}`,
   };
   return [update];
 }
@@ -147,13 +184,31 @@ function runningOn(link: ObservedLink, byId: Map<number, ObservedProgram>): Hook
   return running;
 }
 
-/** "demo@1a2b3c4d", or per hook when they differ or one is missing (a half-switched link). */
-function describeRunning(from: HookPrograms, wanted: Hook[]): string {
+/**
+ * Whether a link is half-switched by an interrupted apply: its hooks run
+ * different programs, or one runs nothing although the version running on
+ * the other has a program for it. A hook the running version has no
+ * program for (a steer-only policy's egress) is not half of anything: a
+ * new version adds it.
+ */
+function halfSwitched(from: HookPrograms, programs: readonly ObservedProgram[]): boolean {
+  const running = HOOKS.filter((hook) => hook in from).map((hook) => from[hook]);
+  const first = running[0];
+  if (running.some((ref) => (ref && first ? !sameVersion(ref, first) : ref !== first))) return true;
+  const version = first ? programs.find((p) => sameVersion(p.ref, first)) : undefined;
+  return HOOKS.some((hook) => !(hook in from) && version?.programIds[hook] !== undefined);
+}
+
+/** "demo@1a2b3c4d", or per hook on a half-switched link. */
+function describeRunning(from: HookPrograms, wanted: Hook[], half: boolean): string {
   const name = (ref: VersionRef | null | undefined) => (ref ? describeVersion(ref) : ref === null ? "an unknown program" : "nothing");
+  if (!half) return name(from[HOOKS.find((hook) => hook in from)!]);
   const hooks = HOOKS.filter((hook) => hook in from || wanted.includes(hook));
-  const names = hooks.map((hook) => name(from[hook]));
-  if (names.every((n) => n === names[0])) return names[0]!;
-  return `${hooks.map((hook, i) => `${hook} ${names[i]}`).join(", ")} (half-switched by an interrupted apply)`;
+  return `${hooks.map((hook) => `${hook} ${name(from[hook])}`).join(", ")} (half-switched by an interrupted apply)`;
+}
+
+function hookList(hooks: Hook[]): string {
+  return `the ${hooks.join(" and ")} hook${hooks.length === 1 ? "" : "s"}`;
 }
 
 function programsById(programs: ObservedProgram[]): Map<number, ObservedProgram> {

@@ -1,7 +1,7 @@
 import { isDeepStrictEqual } from "node:util";
 import type { Datapath } from "../datapath/types.js";
 import type { ProgramBuilder } from "../build/index.js";
-import { sortDiagnostics } from "../diagnostics.js";
+import { quoted, reportableDiagnostics } from "../diagnostics.js";
 import { InterceptError, PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
@@ -11,15 +11,21 @@ import { fingerprint, readSavedPlan, savedNamespace, savePlan, type SavedPolicy 
 import { desiredState, validated } from "./desired.js";
 import { planRun, type PlannedRun } from "./index.js";
 
-/** The saved policies, validated exactly like policy files; a problem is one line naming the plan. */
+/**
+ * The saved policies, validated exactly like policy files; a problem is one
+ * line naming the plan. Every text the file holds (a policy's source, what
+ * a message quotes from its definition) is printed quoted or made
+ * printable, like text from a policy file: a saved plan cannot write to
+ * the terminal.
+ */
 function validatedPolicies(file: string, loaded: LoadedPolicy[]): ValidPolicy[] {
   try {
     return validated(loaded);
   } catch (error) {
     if (!(error instanceof PolicyError)) throw error;
-    const [first] = sortDiagnostics(error.diagnostics);
+    const [first] = reportableDiagnostics(error.diagnostics);
     const more = error.diagnostics.length > 1 ? ` (and ${error.diagnostics.length - 1} more)` : "";
-    throw new InterceptError("saved-plan-invalid", `${file}: policy ${first!.file}: ${first!.message}${more}`);
+    throw new InterceptError("saved-plan-invalid", `${file}: policy ${quoted(first!.file, 80)}: ${first!.message}${more}`);
   }
 }
 
@@ -57,8 +63,12 @@ export async function savedPlanRun(file: string, datapath: Datapath & { namespac
     throw new InterceptError("saved-plan-stale", `${describeNamespace(datapath.netns)} is not the namespace ${file} was made for (it was recreated since): run \`intercept plan\` again`);
   }
   const run = await planRun(desired, datapath);
+  if (saved.changes.length === 0 && run.plan.changes.length > 0) {
+    const count = `${run.plan.changes.length} change${run.plan.changes.length === 1 ? "" : "s"}`;
+    throw new InterceptError("saved-plan-stale", `${file} holds no changes, but its policies give ${count} here: run \`intercept plan\` again`);
+  }
   if (fingerprint(run.observed) !== saved.observed) {
-    throw new InterceptError("saved-plan-stale", `the kernel changed since ${file} was made (${saved.createdAt.slice(0, 40)}): run \`intercept plan\` again`);
+    throw new InterceptError("saved-plan-stale", `the kernel changed since ${file} was made (${quoted(saved.createdAt)}): run \`intercept plan\` again`);
   }
   if (!isDeepStrictEqual(run.plan.changes, saved.changes)) {
     throw new InterceptError("saved-plan-stale", `${file}: its changes are not what its policies give here (the file was edited, or templates or clang differ): run \`intercept plan\` again`);

@@ -13,6 +13,8 @@ import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
 import { Gate } from "../../lab/gate.js";
 import { intercept, Lab } from "../../lab/network.js";
+import { AGENT_LOCK_HOLDER } from "../../src/model/lock-holder.js";
+import { LOCK_DIR, lockNamespace } from "../../src/reconcile/lock.js";
 
 let lab: Lab;
 let scratch: string;
@@ -162,6 +164,52 @@ describe("one writer per namespace", { concurrency: false }, () => {
     assert.ok(Date.now() - started < 5000, "no waiting for a dead holder");
   });
 
+  test("a held lock with --lock-timeout 0: refused in one line, no \"waiting\" first; the lock file stays only while pins do", async () => {
+    const held = await lockNamespace(lab.pinKey, { holder: "intercept apply", timeoutMs: 0 });
+    try {
+      const refused = await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--lock-timeout", "0", "--yes");
+      assert.equal(refused.exitCode, 1);
+      assert.equal(refused.stderr, `intercept: the network namespace is locked by pid ${process.pid} (intercept apply)`);
+    } finally {
+      await held.release();
+    }
+    assert.equal((await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--yes")).exitCode, 0);
+    const record = JSON.parse(await readFile(path.join(LOCK_DIR, `${lab.pinKey}.lock`), "utf8"));
+    assert.equal(record.holder, "intercept apply", "while pins stay, the lock file stays with who last changed them");
+    assert.equal((await intercept("destroy", "--netns", lab.serverNs, "--yes")).exitCode, 0);
+    assert.equal(existsSync(path.join(LOCK_DIR, `${lab.pinKey}.lock`)), false, "destroy, which leaves no pins, removed the lock file");
+  });
+
+  test("a namespace an agent holds: apply and destroy are refused at once, naming its pid; --wait-for-agent waits", async () => {
+    const before = await kernelSnapshot();
+    const agent = await lockNamespace(lab.pinKey, { holder: AGENT_LOCK_HOLDER, timeoutMs: 0 }); // as `intercept agent --netns` holds it
+    try {
+      const refusal = `intercept: an agent (pid ${process.pid}) manages network namespace "${lab.serverNs}": change the policies it reads and it applies them, or stop it first (--wait-for-agent waits up to --lock-timeout for it to exit)`;
+      for (const args of [["apply", await policyFile("other.yaml", OTHER_YAML)], ["destroy"]]) {
+        const started = Date.now();
+        const refused = await intercept(...args, "--netns", lab.serverNs, "--yes");
+        assert.equal(refused.exitCode, 1, args[0]);
+        assert.equal(refused.stderr, refusal, args[0]);
+        assert.ok(Date.now() - started < 5000, `${args[0]}: at once, not after --lock-timeout`);
+      }
+      const waited = await intercept("destroy", "--netns", lab.serverNs, "--yes", "--wait-for-agent", "--lock-timeout", "300ms");
+      assert.equal(waited.exitCode, 1);
+      assert.equal(waited.stderr, `waiting for the lock held by pid ${process.pid} (intercept agent)\nintercept: gave up after 0.3 s waiting for the lock held by pid ${process.pid} (intercept agent) (--lock-timeout)`);
+    } finally {
+      await agent.release();
+    }
+    assert.equal(await kernelSnapshot(), before, "the kernel is unchanged");
+  });
+
+  test("plan warns, from the namespace's listeners (ss in the namespace), when a steer rule's proxy is not listening", async () => {
+    const steer = (port: number) => `interceptors:\n  - { port: ${port}, originalPort: 8000, strategy: steer }\n`;
+    const down = await intercept("plan", await policyFile("steer-down.yaml", steer(9100)), "--netns", lab.serverNs, "--no-color", "--detailed-exitcode");
+    assert.match(down.stdout, new RegExp(`\nWarning: policy steer_down rule 0 steers port 8000 to tcp port 9100, where nothing listens in network namespace "${lab.serverNs}": applying now would drop new connections to port 8000 on ${lab.serverLink} \\(onProxyDown: drop\\)`));
+    assert.equal(down.exitCode, 2, "--detailed-exitcode still reports the changes alone");
+    const up = await intercept("plan", await policyFile("steer-up.yaml", steer(9000)), "--netns", lab.serverNs, "--json");
+    assert.deepEqual(JSON.parse(up.stdout).warnings, [], "the test server's proxy listens on 9000");
+  });
+
   test("20 rounds of concurrent runs: the end state is one of the two runs', nothing leaks, destroy leaves nothing", async () => {
     const demo = await policyFile("demo.yaml", DEMO_YAML);
     const other = await policyFile("other.yaml", OTHER_YAML);
@@ -201,6 +249,31 @@ describe("killed at any moment, repaired by the next run", { concurrency: false 
       assert.equal((await intercept("plan", policy, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode, 0, `round ${round}: converged`);
       assert.ok(await intercepted(), `round ${round}: traffic goes through the proxy`);
     }
+  });
+
+  test("20 kill -9 at random moments of a destroy: the next status shows whatever is left, and destroy removes it", async () => {
+    const demo = await policyFile("demo.yaml", DEMO_YAML);
+    const pins = `/sys/fs/bpf/intercept/${lab.pinKey}`;
+    const qdiscs = async () => String((await lab.runInServer(["tc", "qdisc", "show", "dev", lab.serverLink])).stdout);
+    let leftSomething = 0;
+    for (let round = 0; round < 20; round++) {
+      assert.equal((await intercept("apply", demo, "--netns", lab.serverNs, "--yes")).exitCode, 0, `round ${round}: apply`);
+      const destroy = execa("node", ["bin/intercept.js", "destroy", "--netns", lab.serverNs, "--yes"], { reject: false, stdin: "ignore" });
+      await new Promise((resolve) => setTimeout(resolve, 250 + Math.random() * 350));
+      destroy.kill("SIGKILL");
+      await destroy;
+      if (existsSync(pins) || (await qdiscs()).includes("clsact")) {
+        leftSomething++;
+        const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
+        const shown = status.programs.length + status.links.length + status.drift.length;
+        assert.ok(shown > 0, `round ${round}: status shows what is left (${JSON.stringify(existsSync(pins) ? await readdir(pins, { recursive: true }) : [])})`);
+      }
+      const again = await intercept("destroy", "--netns", lab.serverNs, "--yes");
+      assert.equal(again.exitCode, 0, `round ${round}: ${again.stderr}`);
+      assert.equal(existsSync(pins), false, `round ${round}: no pins left`);
+      assert.ok(!(await qdiscs()).includes("clsact"), `round ${round}: no qdisc left`);
+    }
+    assert.ok(leftSomething > 0, "some kills left something behind");
   });
 
   test("killed between a link's ingress and egress swaps: status names it, plan switches it whole, traffic flows", async () => {

@@ -9,7 +9,7 @@
  *   crashAfter(n) after n mutations every operation throws and nothing
  *                changes any more, as if the process had been killed there.
  */
-import { CGROUP_HOOKS, describeVersion, HOOKS, sameVersion, type CgroupAttachment, type CgroupHook, type CgroupIdentity, type CgroupRef, type Counter, type Datapath, type DatapathOperation, type Hook, type LinkRef, type ObservedLink, type ObservedProgram, type ObservedState, type ObserveInterest, type ProgramLoad, type RuleCounters, type VersionRef } from "../../src/datapath/types.js";
+import { CGROUP_HOOKS, describeVersion, HOOKS, sameVersion, type CgroupAttachment, type CgroupHook, type CgroupIdentity, type CgroupRef, type Counter, type Datapath, type DatapathOperation, type EmptyPin, type Hook, type LinkRef, type Listener, type ObservedLink, type ObservedProgram, type ObservedState, type ObserveInterest, type ProgramLoad, type RuleCounters, type VersionRef } from "../../src/datapath/types.js";
 import { COUNTER_SLOTS, type CounterSlot } from "../../src/compile/counters.js";
 import type { PrefixEntry } from "../../src/compile/match.js";
 import type { NetworkNamespace } from "../../src/kernel/exec.js";
@@ -50,12 +50,20 @@ const ATTACH_TYPE: Record<CgroupHook, string> = {
   getsockopt: "cgroup_getsockopt",
 };
 
+/** The pin directories and the registry pin, whether or not they hold anything. */
+export interface FakePins {
+  namespaceDir: boolean;
+  registry: boolean;
+  policyDirs: string[];
+}
+
 /** The kernel's state as plain data, for exact before/after comparisons. */
 export interface FakeKernelState {
   links: FakeLink[];
   versions: FakeVersion[];
   ownedQdiscs: number[];
   cgroups: FakeCgroup[];
+  pins: FakePins;
 }
 
 /** Where the fake's cgroup2 hierarchy is "mounted". */
@@ -71,16 +79,27 @@ export class FakeDatapath implements Datapath {
   private cgroups: FakeCgroup[] = [];
   private nextCgroupId = 1000;
   private ownedQdiscs = new Set<number>();
+  /** As bpffs holds them: a registry or a directory stays, empty, until tidy removes it. */
+  private registry = false;
+  private namespaceDir = false;
+  private policyDirs = new Set<string>();
   private nextProgramId = 100;
   private mutations = 0;
   private deleted = false;
   private failing: number | undefined;
   private crashingAfter: number | undefined;
+  /** Sockets listening in the namespace (what `ss -ltn` would list). */
+  readonly listeners: Listener[] = [];
   /** Counter reads fail with this message when set. */
   countersUnreadable: string | undefined;
 
   constructor(netns: NetworkNamespace = { name: "fake" }) {
     this.netns = netns;
+  }
+
+  /** A TCP socket listening on @port, in @cgroup (relative to the cgroup2 mount; "" is the root; undefined: not known). */
+  listen(port: number, cgroup: string | undefined): void {
+    this.listeners.push({ protocol: "tcp", address: "0.0.0.0", port, cgroup });
   }
 
   /** Adds an Ethernet link (or another kind, to test what cannot be served). */
@@ -138,7 +157,32 @@ export class FakeDatapath implements Datapath {
   snapshot(): FakeKernelState {
     const byHook = (a: CgroupAttachment, b: CgroupAttachment) => CGROUP_HOOKS.indexOf(a.hook!) - CGROUP_HOOKS.indexOf(b.hook!);
     const cgroups = this.cgroups.map((cgroup) => ({ ...cgroup, attached: [...cgroup.attached].sort(byHook) }));
-    return structuredClone({ links: this.links, versions: this.versions, ownedQdiscs: [...this.ownedQdiscs].sort((a, b) => a - b), cgroups });
+    const pins = { namespaceDir: this.namespaceDir, registry: this.registry, policyDirs: [...this.policyDirs].sort() };
+    return structuredClone({ links: this.links, versions: this.versions, ownedQdiscs: [...this.ownedQdiscs].sort((a, b) => a - b), cgroups, pins });
+  }
+
+  /** What an unload killed between removing a version and its policy's directory leaves. */
+  leaveEmptyPolicyDirectory(policy: string): void {
+    this.namespaceDir = true;
+    this.policyDirs.add(policy);
+  }
+
+  /** What a qdisc removal killed between `tc qdisc del` and forgetting its record leaves: the record alone. */
+  leaveQdiscRecord(link: LinkRef): void {
+    this.ownedQdiscs.add(link.ifindex);
+    this.registry = true;
+    this.namespaceDir = true;
+  }
+
+  /** Pins left empty, as observe reports them. */
+  private emptyPins(): EmptyPin[] {
+    const policies = [...this.policyDirs].sort().filter((policy) => !this.versions.some((v) => v.ref.policy === policy));
+    const anything = this.registry || this.policyDirs.size > 0;
+    return [
+      ...(this.registry && this.ownedQdiscs.size === 0 ? [{ kind: "registry" as const }] : []),
+      ...policies.map((policy) => ({ kind: "policy" as const, policy })),
+      ...(this.namespaceDir && !anything ? [{ kind: "namespace" as const }] : []),
+    ];
   }
 
   /** Counts packets on a version's rule, as traffic would. */
@@ -160,6 +204,8 @@ export class FakeDatapath implements Datapath {
       ],
       programs: this.versions.map(({ ref, contentHash, programIds, cgroupProgramIds, enabled, exemptCgroups }): ObservedProgram => ({ ref, contentHash, programIds, cgroupProgramIds, enabled, exemptCgroups })),
       ownedQdiscs: [...this.ownedQdiscs].sort((a, b) => a - b),
+      emptyPins: this.emptyPins(),
+      ...(interest.listeners && { listeners: this.listeners }),
       cgroupRoot: FAKE_CGROUP_ROOT,
       cgroups: this.cgroups
         .filter((cgroup) => cgroup.attached.length > 0 || asked.has(cgroup.path))
@@ -182,6 +228,8 @@ export class FakeDatapath implements Datapath {
   async loadProgram(load: ProgramLoad): Promise<void> {
     await this.mutate({ op: "loadProgram", load }, () => {
       this.versions = this.versions.filter((v) => !sameVersion(v.ref, load.ref)); // a half-loaded one is replaced
+      this.namespaceDir = true;
+      this.policyDirs.add(load.ref.policy);
       const programIds: Partial<Record<Hook, number>> = {};
       for (const hook of load.hooks) programIds[hook] = this.nextProgramId++;
       const cgroupProgramIds: Partial<Record<CgroupHook, number>> = {};
@@ -196,7 +244,7 @@ export class FakeDatapath implements Datapath {
       });
     } catch (error) {
       // As the real datapath does, a failed load removes what it pinned (unless the process is gone).
-      if (!this.crashed) this.versions = this.versions.filter((v) => !sameVersion(v.ref, load.ref));
+      if (!this.crashed) this.dropVersion(load.ref);
       throw error;
     }
   }
@@ -206,12 +254,18 @@ export class FakeDatapath implements Datapath {
     const programIds: Partial<Record<Hook, number>> = {};
     for (const hook of hooks) programIds[hook] = this.nextProgramId++;
     this.versions.push({ ref, contentHash: null, programIds, cgroupProgramIds: {}, enabled: [], exemptCgroups: [], counters: [], prefixes: [] });
+    this.namespaceDir = true;
+    this.policyDirs.add(ref.policy);
   }
 
   async unloadProgram(ref: VersionRef): Promise<void> {
-    await this.mutate({ op: "unloadProgram", ref }, () => {
-      this.versions = this.versions.filter((v) => !sameVersion(v.ref, ref));
-    });
+    await this.mutate({ op: "unloadProgram", ref }, () => this.dropVersion(ref));
+  }
+
+  /** A version's pins go, then its policy's directory if that was the last (as unloadVersion does). */
+  private dropVersion(ref: VersionRef): void {
+    this.versions = this.versions.filter((v) => !sameVersion(v.ref, ref));
+    if (!this.versions.some((v) => v.ref.policy === ref.policy)) this.policyDirs.delete(ref.policy);
   }
 
   async addQdisc(link: LinkRef): Promise<void> {
@@ -220,6 +274,14 @@ export class FakeDatapath implements Datapath {
       if (found.clsact) throw new Error(`tc qdisc add dev ${link.name} clsact: Exclusivity flag on, cannot modify`);
       found.clsact = true;
       this.ownedQdiscs.add(link.ifindex);
+      this.registry = true;
+      this.namespaceDir = true;
+    });
+  }
+
+  async forgetQdiscs(ifindexes: number[]): Promise<void> {
+    await this.mutate({ op: "forgetQdiscs", ifindexes }, () => {
+      for (const ifindex of ifindexes) this.ownedQdiscs.delete(ifindex);
     });
   }
 
@@ -289,9 +351,13 @@ export class FakeDatapath implements Datapath {
     });
   }
 
+  /** As the kernel's: records of links that are gone, then the registry once empty, then empty directories. */
   async tidy(): Promise<void> {
     await this.mutate({ op: "tidy" }, () => {
       for (const ifindex of this.ownedQdiscs) if (!this.links.some((l) => l.ifindex === ifindex)) this.ownedQdiscs.delete(ifindex);
+      if (this.ownedQdiscs.size === 0) this.registry = false;
+      for (const policy of this.policyDirs) if (!this.versions.some((v) => v.ref.policy === policy)) this.policyDirs.delete(policy);
+      if (!this.registry && this.policyDirs.size === 0) this.namespaceDir = false;
     });
   }
 
@@ -309,6 +375,9 @@ export class FakeDatapath implements Datapath {
     await this.mutate({ op: "tidy" }, () => {
       this.versions = [];
       this.ownedQdiscs.clear();
+      this.registry = false;
+      this.namespaceDir = false;
+      this.policyDirs.clear();
     });
   }
 

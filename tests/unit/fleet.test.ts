@@ -249,7 +249,7 @@ test("orphaned pins (namespaces deleted while no agent ran) are removed; nothing
   const [pinRoot, lockDir, netnsDir] = ["bpf", "locks", "netns"].map((dir) => path.join(root, dir)) as [string, string, string];
   for (const dir of [lockDir, netnsDir]) await mkdir(dir);
   for (const key of ["ns1", "ns2", "ns3", "ns4", "ns5", "test-x"]) await mkdir(path.join(pinRoot, key, "demo"), { recursive: true });
-  const holder = async (key: string, who: string) => (await lockNamespace(key, { holder: who, timeoutMs: 0, dir: lockDir })).release();
+  const holder = async (key: string, who: string) => (await lockNamespace(key, { holder: who, timeoutMs: 0, dir: lockDir })).release({ keepRecord: true }); // as an agent leaving pins (--keep)
   await holder("ns1", FLEET_LOCK_HOLDER); // served by a fleet, namespace gone: an orphan
   await holder("ns2", FLEET_LOCK_HOLDER); // its namespace is still there (under another name)
   await holder("ns3", "intercept apply"); // not known to be a named namespace's

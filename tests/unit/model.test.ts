@@ -85,6 +85,10 @@ function addressOf(change: Change): ResourceAddress {
       return { kind: "attachment", link: change.link.name };
     case "qdisc.delete":
       return { kind: "qdisc", link: change.link.name };
+    case "registry.update":
+      return { kind: "registry" };
+    case "pins.delete":
+      return { kind: "pins" };
     case "rule.update":
       return { kind: "rule", policy: change.program.policy, index: change.index };
     case "cgroup.create":

@@ -85,7 +85,7 @@ describe("every change type executes and converges", () => {
     await apply(fake, [demo]);
     await apply(fake, []);
     await converged(fake, []);
-    assert.deepEqual(fake.snapshot(), { links: fake.snapshot().links.map((l) => ({ ...l, clsact: false, filters: {} })), versions: [], ownedQdiscs: [], cgroups: [] });
+    assert.deepEqual(fake.snapshot(), { links: fake.snapshot().links.map((l) => ({ ...l, clsact: false, filters: {} })), versions: [], ownedQdiscs: [], cgroups: [], pins: { namespaceDir: false, registry: false, policyDirs: [] } });
   });
 
   test("qdisc.delete: a qdisc of ours holding nothing (an interrupted run's) is removed", async () => {
@@ -372,7 +372,7 @@ describe("ordering", () => {
   });
 
   test("new programs load before links point at them; nothing is unpinned before every link left it", () => {
-    const plan = { netns: {}, changes: makePlanChanges() };
+    const plan = { netns: {}, changes: makePlanChanges(), warnings: [] };
     const order = orderSteps(plan.changes, objects.objectFor).map((step) => `${step.phase}:${step.operation.op}`);
     assert.deepEqual(order, [
       "load:loadProgram",
@@ -422,7 +422,7 @@ describe("tidy", () => {
     const run = await planRun(desired, fake);
     await applyRun(run, fake, { builder });
     const tidied = fake.history.at(-1)?.operation.op === "tidy";
-    assert.equal(tidied, leftToTidy(run.plan, run.observed), "applyRun tidies exactly when leftToTidy says");
+    assert.equal(tidied, leftToTidy(run.plan), "applyRun tidies exactly when leftToTidy says");
     return tidied;
   };
 
@@ -448,7 +448,7 @@ describe("tidy", () => {
   test("a failed apply that skips the tidy still tidies in its rollback", async () => {
     const fake = fakeWith("eth0", "eth1");
     const run = await planRun([demo], fake);
-    assert.equal(leftToTidy(run.plan, run.observed), false);
+    assert.equal(leftToTidy(run.plan), false);
     fake.failAt(3); // load, then eth0's qdisc, then eth0's filters fail
     await assert.rejects(applyRun(run, fake, { builder }), ApplyError);
     assert.equal(fake.history.at(-1)!.operation.op, "tidy");

@@ -1,0 +1,103 @@
+/**
+ * The namespace lock, through its API on a directory of the test's own: one
+ * holder at a time, lock files removed on release (the unlink-race
+ * protocol keeps that safe), agents recognised from the holder record, and
+ * the CLI's bounds on --lock-timeout.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, test } from "node:test";
+import { intercept } from "../../lab/network.js";
+import { AGENT_LOCK_HOLDER, FLEET_LOCK_HOLDER, isAgentHolder } from "../../src/model/lock-holder.js";
+import { lockNamespace, type LockHolder } from "../../src/reconcile/lock.js";
+
+const scratch = await mkdtemp(path.join(tmpdir(), "intercept-lock-"));
+after(() => rm(scratch, { recursive: true, force: true }));
+
+test("1,000 applies across 100 namespaces, some racing for one: one holder at a time; lock files only for namespaces that keep pins", async () => {
+  const dir = path.join(scratch, "many");
+  /** Half the namespaces keep pins (their lock file stays, reused), the other half end with none. */
+  const keepsPins = (key: string) => Number(key.slice(2)) % 2 === 0;
+  const holding = new Map<string, number>();
+  let most = 0;
+  let taken = 0;
+  /** One apply: take the lock (racing another taker of the same namespace), hold it a moment, release. */
+  const applyOnce = async (key: string) => {
+    const lock = await lockNamespace(key, { holder: "intercept apply", timeoutMs: 30_000, dir });
+    const now = (holding.get(key) ?? 0) + 1;
+    holding.set(key, now);
+    assert.equal(now, 1, `${key}: one holder at a time`);
+    await new Promise((resolve) => setImmediate(resolve));
+    holding.set(key, now - 1);
+    taken++;
+    await lock.release({ keepRecord: keepsPins(key) });
+  };
+  // Ten workers at a time, each applying to its ten namespaces ten times over; in the first round two applies race for each.
+  const keys = Array.from({ length: 100 }, (_, index) => `ns${1000 + index}`);
+  const worker = async (slice: string[]) => {
+    for (let round = 0; round < 9; round++) {
+      for (const key of slice) {
+        await (round === 0 ? Promise.all([applyOnce(key), applyOnce(key)]) : applyOnce(key));
+        most = Math.max(most, (await readdir(dir)).length);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 10 }, (_, index) => worker(keys.slice(index * 10, index * 10 + 10))));
+  assert.equal(taken, 1000);
+  assert.deepEqual((await readdir(dir)).sort(), keys.filter(keepsPins).map((key) => `${key}.lock`).sort(), "one file per namespace that keeps pins, none for the others");
+  assert.ok(most <= 50 + 10, `never more files than namespaces with pins and those being worked on (at most ${most})`);
+  for (const key of keys.filter(keepsPins)) await (await lockNamespace(key, { holder: "intercept destroy", timeoutMs: 0, dir })).release();
+  assert.deepEqual(await readdir(dir), [], "a destroy of each leaves none");
+});
+
+test("a lock file left by a killed holder is taken over and removed on release; --keep's record stays", async () => {
+  const dir = path.join(scratch, "left");
+  const lock = await lockNamespace("ns7", { holder: "intercept apply", timeoutMs: 0, dir });
+  await lock.release({ keepRecord: true });
+  assert.equal(JSON.parse(await readFile(path.join(dir, "ns7.lock"), "utf8")).holder, "intercept apply", "kept with its holder's record");
+  await writeFile(path.join(dir, "ns8.lock"), JSON.stringify({ pid: 1, holder: "intercept apply" })); // its holder was killed
+  await (await lockNamespace("ns8", { holder: "intercept apply", timeoutMs: 0, dir })).release();
+  await (await lockNamespace("ns7", { holder: "intercept apply", timeoutMs: 0, dir })).release();
+  assert.deepEqual(await readdir(dir), []);
+});
+
+test("a taker waiting while the holder releases gets the lock on the file at the path, not on the removed one", async () => {
+  const dir = path.join(scratch, "race");
+  const first = await lockNamespace("ns9", { holder: "intercept apply", timeoutMs: 0, dir });
+  const waits: string[] = [];
+  const second = lockNamespace("ns9", { holder: "intercept destroy", timeoutMs: 10_000, dir, onWait: (heldBy) => waits.push(heldBy.description) });
+  // The second has opened the file and waits in flock; the first releases, removing the file.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await first.release();
+  const held = await second;
+  const third: LockHolder[] = [];
+  await assert.rejects(lockNamespace("ns9", { holder: "intercept apply", timeoutMs: 0, dir, onWait: (heldBy) => third.push(heldBy) }), { code: "lock-held" });
+  assert.equal(third[0]?.holder, "intercept destroy", "a third taker finds the second holding the file at the path");
+  assert.deepEqual(waits, [`pid ${process.pid} (intercept apply)`]);
+  await held.release();
+  assert.deepEqual(await readdir(dir), []);
+});
+
+test("agents are recognised from the lock's holder record, in one place", async () => {
+  assert.equal(isAgentHolder(AGENT_LOCK_HOLDER), true);
+  assert.equal(isAgentHolder(FLEET_LOCK_HOLDER), true);
+  for (const other of ["intercept apply", "intercept destroy", undefined]) assert.equal(isAgentHolder(other), false, String(other));
+  const dir = path.join(scratch, "agent");
+  const agent = await lockNamespace("ns10", { holder: AGENT_LOCK_HOLDER, timeoutMs: 0, dir });
+  const seen: LockHolder[] = [];
+  await assert.rejects(lockNamespace("ns10", { holder: "intercept apply", timeoutMs: 0, dir, onWait: (heldBy) => seen.push(heldBy) }), { code: "lock-held" });
+  assert.deepEqual(seen, [{ pid: process.pid, holder: AGENT_LOCK_HOLDER, agent: true, description: `pid ${process.pid} (intercept agent)` }]);
+  await agent.release();
+});
+
+test("--lock-timeout: at most an hour, refused above it as a usage error before anything runs", async () => {
+  for (const command of ["apply", "destroy", "agent"]) {
+    const refused = await intercept(command, "--lock-timeout", "99999999999s", "--netns", "intercept-no-such-namespace");
+    assert.notEqual(refused.exitCode, 0);
+    assert.equal(refused.stderr.split("\n")[0], 'intercept: --lock-timeout: at most 60m (1 hour), not "99999999999s"', command);
+  }
+  const hour = await intercept("destroy", "--lock-timeout", "60m", "--wait-for-agent", "--netns", "intercept-no-such-namespace", "--yes");
+  assert.doesNotMatch(hour.stderr, /--lock-timeout/, "an hour is accepted");
+});
