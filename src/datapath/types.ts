@@ -1,5 +1,6 @@
 import { unreachable } from "../errors.js";
 import type { CgroupAttachment } from "../kernel/cgroups.js";
+import type { Listener } from "../kernel/sockets.js";
 import type { PrefixEntry } from "../model/bpf-abi.js";
 import type { CounterSlot } from "../model/counters.js";
 import { CGROUP_HOOKS, type CgroupHook, type Hook } from "../model/hooks.js";
@@ -130,15 +131,7 @@ export interface ObserveInterest {
   listeners?: boolean;
 }
 
-/** A socket listening in the namespace: where a proxy would be. */
-export interface Listener {
-  protocol: "tcp";
-  /** As the kernel reports it: "0.0.0.0", "[::]", "127.0.0.1%lo", "*". */
-  address: string;
-  port: number;
-  /** Its cgroup, relative to the cgroup2 mount ("" for the root); undefined when not known. */
-  cgroup: string | undefined;
-}
+export type { Listener } from "../kernel/sockets.js";
 
 /** Packets and bytes of one counter, summed over CPUs. */
 export interface Counter {

@@ -1,5 +1,14 @@
-import type { Listener } from "../datapath/types.js";
 import { run, type NetworkNamespace } from "./exec.js";
+
+/** A socket listening in a namespace: where a proxy would be. */
+export interface Listener {
+  protocol: "tcp";
+  /** As the kernel reports it: "0.0.0.0", "[::]", "127.0.0.1%lo", "*". */
+  address: string;
+  port: number;
+  /** Its cgroup, relative to the cgroup2 mount ("" for the root); undefined when not known. */
+  cgroup: string | undefined;
+}
 
 /**
  * The TCP sockets listening in @netns, with the cgroup of each: one `ss`
