@@ -8,7 +8,7 @@ import { inspect } from "../reconcile/inspect.js";
 import { appliesIn } from "../validate/namespaces.js";
 import { namespaceLogger, type Logger } from "./log.js";
 import type { AgentMetrics, NamespaceReport, Readiness } from "./metrics.js";
-import { NamespaceAgent, retryDelay, type NamespaceAgentOptions } from "./namespace-agent.js";
+import { NamespaceAgent, retryDelay, type NamespaceAgentOptions, type ReconcileResult } from "./namespace-agent.js";
 import { identifyNamespaceFile } from "./netns-directory.js";
 
 /** How many namespaces a scrape reads at once: a scrape of fifty must not starve their reconciles. */
@@ -16,10 +16,26 @@ const SCRAPE_CONCURRENCY = 4;
 /** Names listed in a not-ready /healthz answer, at most. */
 const NAMES_SHOWN = 10;
 
+/** One served namespace's state, for /healthz and the metrics. */
+export interface NamespaceState {
+  /** The `ip netns` name, or "" for the agent's own namespace. */
+  namespace: string;
+  /** Reconciled once since it was joined. */
+  ready: boolean;
+  /** Its last reconcile succeeded, with the policies in force now. */
+  kernelMatches: boolean;
+  lastReconcile: ReconcileResult | undefined;
+}
+
+/** What stopping the fleet did: how many namespaces it held, and so cleaned up (or left, with --keep). */
+export interface FleetStopped {
+  held: number;
+}
+
 /** What every namespace's agent is started with. */
 export interface FleetOptions extends Pick<NamespaceAgentOptions, "keep" | "lockTimeoutMs" | "lockHolder"> {
-  /** The policies in force, and where their programs come from: shared by every namespace. */
-  policies: () => { desired: DesiredPolicy[]; builder: ProgramBuilder };
+  /** The policies in force, where their programs come from, and their content hash: shared by every namespace. */
+  policies: () => { desired: DesiredPolicy[]; builder: ProgramBuilder; fingerprint?: string | undefined };
   /** A managed namespace disappeared (after it is forgotten). */
   onGone: (netns: NetworkNamespace) => void;
 }
@@ -142,15 +158,35 @@ export class Fleet {
     return reports.sort((a, b) => a.namespace.localeCompare(b.namespace));
   }
 
-  /** Stops every namespace's agent at once (each removes its datapath unless --keep). */
-  async stop(): Promise<void> {
+  /**
+   * Each served namespace's state: whether its kernel matches the policies
+   * in force (its last reconcile succeeded, with them), and that reconcile.
+   */
+  states(): NamespaceState[] {
+    const fingerprint = this.options.policies().fingerprint;
+    return [...this.members.values()].filter((member) => !member.removing).map((member) => {
+      const lastReconcile = member.agent?.lastReconcile;
+      const kernelMatches = lastReconcile?.ok === true && lastReconcile.version === fingerprint;
+      return { namespace: member.label, ready: member.agent?.ready ?? false, kernelMatches, lastReconcile };
+    }).sort((a, b) => a.namespace.localeCompare(b.namespace));
+  }
+
+  /**
+   * Stops every namespace's agent at once (each removes its datapath unless
+   * --keep); says how many namespaces were held, so nothing claims to have
+   * removed a datapath it never held.
+   */
+  async stop(): Promise<FleetStopped> {
     this.stopping = true;
+    let held = 0;
     await Promise.all([...this.members.values()].map(async (member) => {
       clearTimeout(member.retry);
-      await Promise.allSettled([member.starting]); // only its end is awaited: its failure was reported when it happened
-      await member.agent?.stop();
+      // A start waiting for a lock gives up at once (stop asks it to); a failed one's failure was reported when it happened.
+      if (await member.agent?.stop()) held++;
+      await Promise.allSettled([member.starting]);
     }));
     await Promise.all(this.leaving.values());
+    return { held };
   }
 
   private policiesIn(netns: NetworkNamespace): DesiredPolicy[] {
@@ -198,11 +234,13 @@ export class Fleet {
     }
     member.key = datapath.namespaceKey;
     member.datapath = datapath;
+    if (this.stopping) throw new InterceptError("apply-interrupted", "the agent is stopping"); // opened as it stopped: nothing taken yet
     const agent = new NamespaceAgent(datapath, () => this.policiesIn(member.netns), {
       keep: this.options.keep,
       lockTimeoutMs: this.options.lockTimeoutMs,
       lockHolder: this.options.lockHolder,
       builder: () => this.options.policies().builder,
+      version: () => this.options.policies().fingerprint,
       onGone: () => void this.forget(member),
     }, namespaceLogger(this.log, member.netns.name), this.metrics.forNamespace(member.label));
     member.agent = agent;

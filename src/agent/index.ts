@@ -9,11 +9,11 @@ import { closePolicyWorker } from "../reconcile/policy-worker/client.js";
 import { Fleet } from "./fleet.js";
 import { Lifecycle } from "./lifecycle.js";
 import { createLogger, type LogFormat, type Logger } from "./log.js";
-import { AgentMetrics } from "./metrics.js";
+import { AgentMetrics, shortHash, type PolicyHealth } from "./metrics.js";
 import { NamespaceDirectory } from "./netns-directory.js";
 import { AGENT_LOCK_HOLDER, FLEET_LOCK_HOLDER } from "../model/lock-holder.js";
 import { collectOrphans } from "./orphans.js";
-import { logInvalid, PolicyWatcher, readPolicySet, type PolicySet } from "./policy-watcher.js";
+import { logInvalid, PolicyWatcher, readPolicySet, type PolicyRead, type PolicySet } from "./policy-watcher.js";
 
 /** Which network namespaces an agent serves: one (named, or its own), or every one whose name matches. */
 export type AgentNamespaces =
@@ -31,6 +31,8 @@ export interface AgentOptions {
   lockTimeoutMs: number;
   /** Prebuilt objects (`--objects DIR`): no clang needed for the policies they cover. */
   objects?: string;
+  /** How often the policies are read (and the namespaces reconciled) whatever the file events say; 0: never. Default 30 s. */
+  resyncMs?: number;
 }
 
 /**
@@ -44,17 +46,22 @@ export interface AgentOptions {
  */
 export async function runAgent(paths: string[], options: AgentOptions): Promise<number> {
   const log = createLogger(options.logFormat);
-  // Listening from the start and for good: a signal during start-up stops the agent once it has started.
+  // Listening from the start and for good: a signal during start-up stops the agent at once, cutting the start short.
   const lifecycle = new Lifecycle();
   const agent = new Agent(paths, options, log, lifecycle);
-  try {
-    await agent.start();
-  } catch (error) {
+  const starting = agent.start();
+  const startedFirst = await Promise.race([starting.then(() => true), lifecycle.ended.then(() => false)]).catch(async (error: unknown) => {
     await agent.stop();
     throw error;
+  });
+  if (!startedFirst) {
+    const stopped = agent.stop();
+    // The start, cut short by the stop, fails for that reason: the ending says what happened.
+    await Promise.allSettled([starting]);
+    await stopped;
   }
   const ending = await lifecycle.ended;
-  await agent.stop();
+  if (startedFirst) await agent.stop();
   lifecycle.release();
   if (ending.fatal === undefined) return 0;
   log("error", `fatal: ${messageOf(ending.fatal).replaceAll("\n", " ")}`);
@@ -69,33 +76,43 @@ export async function runAgent(paths: string[], options: AgentOptions): Promise<
  */
 class Agent {
   private policies: PolicySet | undefined;
+  /** The content hash of the policies in force. */
+  private inForce: string | undefined;
+  /** The last read of the files: when, what they held, and what was found. */
+  private lastRead: PolicyRead | undefined;
   private readonly metrics: AgentMetrics;
-  private readonly watcher: PolicyWatcher;
+  private readonly watcher: PolicyWatcher<PolicySet>;
   private readonly fleet: Fleet;
   private directory: NamespaceDirectory | undefined;
   private metricsServer: import("node:http").Server | undefined;
   private started = false;
+  private stopping: Promise<void> | undefined;
 
   constructor(
-    private readonly paths: string[],
+    paths: string[],
     private readonly options: AgentOptions,
     private readonly log: Logger,
     private readonly lifecycle: Lifecycle,
   ) {
-    this.metrics = new AgentMetrics(() => this.fleet.reports());
+    this.metrics = new AgentMetrics(() => this.fleet.reports(), () => this.health());
     this.fleet = new Fleet({
       keep: options.keep,
       lockTimeoutMs: options.lockTimeoutMs,
       lockHolder: options.namespaces.kind === "matching" ? FLEET_LOCK_HOLDER : AGENT_LOCK_HOLDER,
-      policies: () => this.policies!,
+      policies: () => ({ ...this.policies!, fingerprint: this.inForce }),
       onGone: (netns) => {
         // The one namespace this agent serves is gone: nothing is left to do, and a supervisor should know.
         if (options.namespaces.kind === "one") lifecycle.fail(new InterceptError("netns-not-found", `${describeNamespace(netns)} no longer exists`));
       },
     }, log, this.metrics);
-    this.watcher = new PolicyWatcher(paths, options.objects, log, {
-      valid: (policies) => this.policiesChanged(policies),
+    this.watcher = new PolicyWatcher<PolicySet>({
+      paths, objects: options.objects, read: readPolicySet, log,
+      ...(options.resyncMs !== undefined && { resyncMs: options.resyncMs }),
+    }, {
+      valid: (policies, fingerprint) => this.policiesChanged(policies, fingerprint),
       invalid: (error) => this.policiesInvalid(error),
+      read: (read) => (this.lastRead = read),
+      resynced: () => this.fleet.reconcileAll(), // the kernel is checked against the files too: a plan with no changes does nothing
       fatal: (error) => lifecycle.fail(error),
     });
   }
@@ -103,48 +120,80 @@ class Agent {
   /**
    * Reads the policies (invalid ones fail the start: there is no last good
    * state), binds the metrics listener, checks privileges, and only then
-   * touches the kernel.
+   * touches the kernel. "agent started" is said once it serves: a second
+   * agent refused for a namespace never says it.
    */
   async start(): Promise<void> {
-    this.policies = await readPolicySet(this.paths, this.options.objects);
-    // Followed from now on: a file changed while the namespaces start is not missed.
-    this.watcher.start();
+    // Watched from before the first read: a file changed while the namespaces start is not missed.
+    this.policies = await this.watcher.start();
+    this.inForce = this.watcher.fingerprint;
+    let metrics: string | undefined;
     if (this.options.metrics) {
-      const { server, address } = await this.metrics.serve(this.options.metrics, () => this.fleet.readiness());
+      const { server, address } = await this.metrics.serve(this.options.metrics, () => this.fleet.readiness(), () => this.health());
       this.metricsServer = server;
-      this.log("agent started", `metrics on http://${address}/metrics, readiness on /healthz`, { metrics: address });
+      metrics = address;
     }
+    const served = metrics === undefined ? "" : `; metrics on http://${metrics}/metrics, readiness on /healthz`;
+    const fields = { ...(metrics !== undefined && { metrics }), policiesHash: shortHash(this.inForce) };
     const { namespaces } = this.options;
     const count = `${this.policies.desired.length} polic${this.policies.desired.length === 1 ? "y" : "ies"}`;
     if (namespaces.kind === "one") {
-      this.log("agent started", `${count} for ${describeNamespace(namespaces.netns)}`, { namespace: namespaces.netns.name ?? null });
       await this.fleet.serve(namespaces.netns);
+      if (this.stopping) return;
+      this.started = true;
+      this.log("agent started", `${count} for ${describeNamespace(namespaces.netns)}${served}`, { namespace: namespaces.netns.name ?? null, ...fields });
       // Its removal is seen even when no link event follows it (a namespace with no links left, say).
       if (namespaces.netns.name !== undefined) await this.followDirectory((name) => name === namespaces.netns.name, false);
     } else {
       await requireKernelPrivileges("agent");
       await ensureBpffs();
-      this.log("agent started", `${count} for the network namespaces matching ${namespaces.globs.join(", ")}`, { namespaces: namespaces.globs });
+      if (this.stopping) return;
+      this.started = true;
+      this.log("agent started", `${count} for the network namespaces matching ${namespaces.globs.join(", ")}${served}`, { namespaces: namespaces.globs, ...fields });
       await collectOrphans(this.log);
+      if (this.stopping) return;
       await this.followDirectory((name) => namespaces.globs.some((glob) => globMatch(glob, name)), true);
     }
     this.lifecycle.onReload(() => {
       this.log("reload", "SIGHUP: reading the policies again");
       this.watcher.reload();
     });
-    this.started = true;
   }
 
-  /** Stops following events; unless --keep, removes everything intercept made. */
-  async stop(): Promise<void> {
+  /** Stops following events; unless --keep, removes everything intercept made. Once, however often asked. */
+  stop(): Promise<void> {
+    this.stopping ??= this.stopOnce();
+    return this.stopping;
+  }
+
+  private async stopOnce(): Promise<void> {
     this.watcher.stop();
     // A policy read in flight (a hostile file runs to its deadline) must not hold the process after clean-up.
     const closing = closePolicyWorker();
     this.directory?.stop();
-    await this.fleet.stop();
+    const { held } = await this.fleet.stop();
     await closing;
     this.metricsServer?.close();
-    if (this.started) this.log("agent stopped", this.options.keep ? "datapath left in place (--keep)" : "datapath removed");
+    if (!this.started) return;
+    this.log("agent stopped", this.stoppedMessage(held), { held });
+  }
+
+  /** What stopping did, as it was: an agent that held no namespace removed nothing. */
+  private stoppedMessage(held: number): string {
+    if (held === 0) return "no network namespace was held: nothing to remove";
+    const where = this.options.namespaces.kind === "one" ? "" : ` in ${held} network namespace${held === 1 ? "" : "s"}`;
+    return this.options.keep ? `datapath left in place${where} (--keep)` : `datapath removed${where}`;
+  }
+
+  /** What the agent read, has in force, and reconciled: for /healthz and the metrics. */
+  private health(): PolicyHealth {
+    return {
+      lastReadAt: this.lastRead?.at,
+      readFingerprint: this.lastRead?.fingerprint,
+      readOutcome: this.lastRead?.outcome,
+      inForceFingerprint: this.inForce,
+      namespaces: this.fleet.states(),
+    };
   }
 
   /**
@@ -154,19 +203,22 @@ class Agent {
    */
   private async followDirectory(matches: (name: string) => boolean, serve: boolean): Promise<void> {
     const changed = (found: ReadonlyMap<string, string>) => (serve ? this.fleet.follow(found) : this.fleet.forgetMissing(found));
-    this.directory = new NamespaceDirectory({ matches }, { changed, failed: (error) => this.lifecycle.fail(error) });
-    changed(await this.directory.start());
+    const directory = new NamespaceDirectory({ matches }, { changed, failed: (error) => this.lifecycle.fail(error) });
+    this.directory = directory;
+    const found = await directory.start();
+    if (this.stopping) directory.stop(); // stopped while it listed: stop() may have run before it was there
+    else changed(found);
   }
 
-  private policiesChanged(policies: PolicySet): void {
-    this.metrics.policiesInvalid.set(0);
+  private policiesChanged(policies: PolicySet, fingerprint: string): void {
     this.policies = policies;
-    this.log("policy change", `${policies.desired.length} polic${policies.desired.length === 1 ? "y" : "ies"} valid: reconciling`);
+    this.inForce = fingerprint;
+    const count = `${policies.desired.length} polic${policies.desired.length === 1 ? "y" : "ies"}`;
+    this.log("policy change", `${count} valid (content ${shortHash(fingerprint)}): reconciling`, { policiesHash: shortHash(fingerprint) });
     this.fleet.reconcileAll();
   }
 
   private policiesInvalid(error: PolicyError): void {
-    this.metrics.policiesInvalid.set(1);
     logInvalid(this.log, error);
   }
 }

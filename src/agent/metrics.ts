@@ -5,6 +5,8 @@ import type { ListenAddress } from "../model/listen-address.js";
 import { InterceptError, messageOf } from "../errors.js";
 import type { StatusReport } from "../reconcile/inspect.js";
 import { ruleSummary, singleOriginalPort } from "../validate/index.js";
+import type { NamespaceState } from "./fleet.js";
+import { FINGERPRINT_SHOWN } from "./policy-fingerprint.js";
 
 /** One namespace's kernel state at a scrape; `namespace` is its label value ("" for the agent's own). */
 export interface NamespaceReport {
@@ -17,6 +19,58 @@ export interface Readiness {
   ready: boolean;
   /** One line for a person: what is ready, or which namespaces are not yet. */
   summary: string;
+}
+
+/**
+ * Whether the kernel matches the files, as the agent knows it: when the
+ * files were last read and what they held, the policies in force, and each
+ * namespace's last reconcile. /healthz and the metrics both say this.
+ */
+export interface PolicyHealth {
+  /** When the files were last read (ms since the epoch), by an event, the resync or SIGHUP. */
+  lastReadAt: number | undefined;
+  /** The content hash of the files as last read. */
+  readFingerprint: string | undefined;
+  /** What that read found: valid, invalid (settled and reported), settling (being written), error. */
+  readOutcome: "valid" | "invalid" | "settling" | "error" | undefined;
+  /** The content hash of the policies in force (the last valid files). */
+  inForceFingerprint: string | undefined;
+  namespaces: NamespaceState[];
+}
+
+/** The files read are in force, and every namespace's kernel matches them. */
+export function upToDate(health: PolicyHealth): boolean {
+  return health.readFingerprint !== undefined && health.readFingerprint === health.inForceFingerprint && health.namespaces.every((state) => state.kernelMatches);
+}
+
+/** /healthz's JSON body (`Accept: application/json`, or `/healthz?format=json`). */
+export function healthJson(readiness: Readiness, health: PolicyHealth): object {
+  const seconds = (ms: number | undefined) => (ms === undefined ? null : ms / 1000);
+  return {
+    ready: readiness.ready,
+    summary: readiness.summary,
+    policies: {
+      lastReadAt: seconds(health.lastReadAt),
+      readHash: shortHash(health.readFingerprint),
+      readOutcome: health.readOutcome ?? null,
+      inForceHash: shortHash(health.inForceFingerprint),
+      invalid: health.readOutcome === "invalid",
+      behind: !upToDate(health),
+    },
+    namespaces: health.namespaces.map((state) => ({
+      namespace: state.namespace,
+      ready: state.ready,
+      kernelMatches: state.kernelMatches,
+      lastReconcile: state.lastReconcile
+        ? { result: state.lastReconcile.ok ? "ok" : "error", at: seconds(state.lastReconcile.at), policiesHash: shortHash(state.lastReconcile.version), ...(state.lastReconcile.error !== undefined && { error: state.lastReconcile.error }) }
+        : null,
+    })),
+  };
+}
+
+/** A fingerprint as logs, metrics and /healthz show it. */
+export function shortHash(fingerprint: string | undefined): string | null {
+  return fingerprint === undefined ? null : fingerprint.slice(0, FINGERPRINT_SHOWN);
 }
 
 /** The metrics of one namespace's reconciles, by its label. */
@@ -38,10 +92,14 @@ export class AgentMetrics {
   private readonly applies = new Counter({ name: "intercept_applies_total", help: "Plans applied with changes.", labelNames: ["namespace"], registers: [this.registry] });
   private readonly applyFailures = new Counter({ name: "intercept_apply_failures_total", help: "Reconciles that failed (an apply rolled back, or the kernel could not be read).", labelNames: ["namespace"], registers: [this.registry] });
   private readonly lastApply = new Gauge({ name: "intercept_last_successful_apply_timestamp_seconds", help: "When the kernel last matched the policies after a reconcile.", labelNames: ["namespace"], registers: [this.registry] });
-  readonly policiesInvalid = new Gauge({ name: "intercept_policies_invalid", help: "1 while the policy files are invalid and the last good policies stay in force.", registers: [this.registry] });
 
-  /** @inspect reads the kernel of every namespace at scrape time: its maps are the truth. */
-  constructor(inspect: () => Promise<NamespaceReport[]>) {
+  /**
+   * @inspect reads the kernel of every namespace at scrape time: its maps are
+   * the truth. @health says what the agent read and reconciled (none: the
+   * policy metrics are not exported).
+   */
+  constructor(inspect: () => Promise<NamespaceReport[]>, health?: () => PolicyHealth) {
+    if (health) this.policyMetrics(health);
     // selector: the rule in one line (ruleSummary); original_port only for a rule of one port.
     const ruleLabels = ["namespace", "policy", "rule", "selector", "protocol", "original_port", "port"] as const;
     const directionLabels = [...ruleLabels, "direction"] as const;
@@ -100,6 +158,37 @@ export class AgentMetrics {
     }
   }
 
+  /** Whether the files, the policies in force and the kernel agree: set from @health at every scrape. */
+  private policyMetrics(health: () => PolicyHealth): void {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, set: (gauge: Gauge, now: PolicyHealth) => void, labelNames: string[] = []) => {
+      const metric: Gauge = new Gauge({ name, help, labelNames, registers, collect: () => {
+        metric.reset();
+        set(metric, health());
+      } });
+    };
+    gauge("intercept_policies_invalid", "1 while the policy files are invalid (unchanged for the settle time) and the last good policies stay in force.", (g, now) => g.set(now.readOutcome === "invalid" ? 1 : 0));
+    gauge("intercept_policies_behind", "1 while the files last read are not what every namespace's kernel was last reconciled to: invalid or still being written, a reconcile pending or failing.", (g, now) => g.set(upToDate(now) ? 0 : 1));
+    gauge("intercept_policies_last_read_timestamp_seconds", "When the policy files were last read (an event, the periodic resync, or SIGHUP).", (g, now) => {
+      if (now.lastReadAt !== undefined) g.set(now.lastReadAt / 1000);
+    });
+    gauge("intercept_policies_read_info", "The content hash of the policy files as last read (and of --objects), as the hash label.", (g, now) => {
+      if (now.readFingerprint !== undefined) g.set({ hash: shortHash(now.readFingerprint)! }, 1);
+    }, ["hash"]);
+    gauge("intercept_policies_in_force_info", "The content hash of the policies in force (the last valid files), as the hash label.", (g, now) => {
+      if (now.inForceFingerprint !== undefined) g.set({ hash: shortHash(now.inForceFingerprint)! }, 1);
+    }, ["hash"]);
+    gauge("intercept_kernel_matches", "1 when the namespace's last reconcile succeeded with the policies in force.", (g, now) => {
+      for (const state of now.namespaces) g.set({ namespace: state.namespace }, state.kernelMatches ? 1 : 0);
+    }, ["namespace"]);
+    gauge("intercept_last_reconcile_success", "1 when the namespace's last reconcile succeeded, 0 when it failed.", (g, now) => {
+      for (const state of now.namespaces) if (state.lastReconcile) g.set({ namespace: state.namespace }, state.lastReconcile.ok ? 1 : 0);
+    }, ["namespace"]);
+    gauge("intercept_last_reconcile_timestamp_seconds", "When the namespace's last reconcile ended, successful or not.", (g, now) => {
+      for (const state of now.namespaces) if (state.lastReconcile) g.set({ namespace: state.namespace }, state.lastReconcile.at / 1000);
+    }, ["namespace"]);
+  }
+
   /** The reconcile metrics of the namespace labelled @namespace, shown (at zero) from now on. */
   forNamespace(namespace: string): NamespaceMetrics {
     const labels = { namespace };
@@ -120,14 +209,18 @@ export class AgentMetrics {
   /**
    * Serves /metrics, and /healthz (200 once every namespace was reconciled
    * once, 503 with the names still waiting before) on @listen; resolves with
-   * the bound address, rejects when it cannot be bound.
+   * the bound address, rejects when it cannot be bound. /healthz answers in
+   * one line of text, or as JSON with what @health says (whether the files
+   * read are in force and the kernel matches them) when asked for JSON.
    */
-  serve(listen: ListenAddress, readiness: () => Readiness): Promise<{ server: http.Server; address: string }> {
+  serve(listen: ListenAddress, readiness: () => Readiness, health?: () => PolicyHealth): Promise<{ server: http.Server; address: string }> {
     const server = http.createServer(async (request, response) => {
-      const url = request.url?.split("?")[0];
+      const [url, query] = (request.url ?? "").split("?");
       if (url === "/healthz") {
-        const { ready, summary } = readiness();
-        response.writeHead(ready ? 200 : 503, { "Content-Type": "text/plain; charset=utf-8" }).end(`${summary}\n`);
+        const now = readiness();
+        const json = health && (new URLSearchParams(query).get("format") === "json" || /\bapplication\/json\b/.test(request.headers.accept ?? ""));
+        if (json) response.writeHead(now.ready ? 200 : 503, { "Content-Type": "application/json" }).end(`${JSON.stringify(healthJson(now, health()))}\n`);
+        else response.writeHead(now.ready ? 200 : 503, { "Content-Type": "text/plain; charset=utf-8" }).end(`${now.summary}\n`);
         return;
       }
       if (url !== "/metrics") {

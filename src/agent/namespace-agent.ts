@@ -27,6 +27,19 @@ export interface NamespaceAgentOptions {
   builder: () => ProgramBuilder;
   /** Called once if the namespace disappears: its links went with it; stop() then removes its pins. */
   onGone: () => void;
+  /** The content hash of the policies desired() returns now: what a reconcile is recorded as having applied. */
+  version?: () => string | undefined;
+}
+
+/** How the last reconcile in a namespace ended. */
+export interface ReconcileResult {
+  ok: boolean;
+  /** When it ended (ms since the epoch). */
+  at: number;
+  /** The content hash of the policies it reconciled to (NamespaceAgentOptions.version). */
+  version: string | undefined;
+  /** Why it failed, in one line. */
+  error?: string;
 }
 
 /**
@@ -42,15 +55,22 @@ export interface NamespaceAgentOptions {
  */
 export class NamespaceAgent {
   private links = new Map<number, string>();
+  private starting: Promise<void> | undefined;
   private reconciling: Promise<void> | undefined;
   private again = false;
   private stopping = false;
-  private stopped: Promise<void> | undefined;
+  private stopped: Promise<boolean> | undefined;
   private retry: NodeJS.Timeout | undefined;
   private failures = 0;
   private lock: NamespaceLock | undefined;
   private gone = false;
   private reconciled = false;
+  private result: ReconcileResult | undefined;
+  /** Aborted by stop(): an apply in flight stops at its next step and rolls back. */
+  private readonly interrupt = new AbortController();
+  /** Resolves when stop() is called: a start still waiting for the lock gives up. */
+  private readonly stopRequested: Promise<void>;
+  private requestStop!: () => void;
   private readonly linkWatcher: LinkWatcher;
 
   constructor(
@@ -60,6 +80,7 @@ export class NamespaceAgent {
     private readonly log: Logger,
     private readonly metrics: NamespaceMetrics,
   ) {
+    this.stopRequested = new Promise((resolve) => (this.requestStop = resolve));
     this.linkWatcher = new LinkWatcher(datapath.netns, {
       changed: () => void this.reconcile(),
       failed: (reason, delayMs) => void this.unlessGone(() => this.log("error", `${reason}; restarting it in ${delayMs} ms`)),
@@ -72,14 +93,24 @@ export class NamespaceAgent {
     return this.reconciled;
   }
 
+  /** How the last reconcile ended; undefined before the first. */
+  get lastReconcile(): ReconcileResult | undefined {
+    return this.result;
+  }
+
   /**
    * Takes the lock (another agent there is refused at once), follows links,
    * and reconciles. If it fails, whatever it took is let go again.
    */
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    this.starting ??= this.startOnce();
+    return this.starting;
+  }
+
+  private async startOnce(): Promise<void> {
     const where = describeNamespace(this.datapath.netns);
     try {
-      this.lock = await lockNamespace(this.datapath.namespaceKey, {
+      const locking = lockNamespace(this.datapath.namespaceKey, {
         holder: this.options.lockHolder,
         timeoutMs: this.options.lockTimeoutMs,
         onWait: (heldBy) => {
@@ -87,6 +118,14 @@ export class NamespaceAgent {
           this.log("waiting", `for the lock on ${where} held by ${heldBy.description}`);
         },
       });
+      // A stop while waiting for the lock does not wait for it: the lock, if it comes, is let go at once.
+      const lock = await Promise.race([locking, this.stopRequested.then(() => undefined)]);
+      if (!lock) {
+        locking.then((late) => late.release(), () => undefined); // refused or timed out after the stop: nothing to let go
+        throw new InterceptError("apply-interrupted", `stopped while waiting for the lock on ${where}`);
+      }
+      this.lock = lock;
+      if (this.stopping) return; // stop() lets the lock go, after removing what is there unless --keep
       await this.linkWatcher.start();
     } catch (error) {
       this.linkWatcher.stop();
@@ -101,23 +140,30 @@ export class NamespaceAgent {
    * Stops following events; unless --keep (or @keep), removes everything
    * intercept made; a namespace that is gone has its pins removed instead.
    * Then lets go of the lock. Called again, it waits for the first call.
+   * Resolves with whether it held the namespace (its lock) at all: an agent
+   * refused by another never removed anything.
    */
-  stop(keep = this.options.keep): Promise<void> {
+  stop(keep = this.options.keep): Promise<boolean> {
     this.stopped ??= this.stopOnce(keep);
     return this.stopped;
   }
 
   /** The namespace is gone (its file in /var/run/netns says so): forget it, quietly. */
-  vanished(): Promise<void> {
+  vanished(): Promise<boolean> {
     this.gone = true;
     return this.stop();
   }
 
-  private async stopOnce(keep: boolean): Promise<void> {
+  private async stopOnce(keep: boolean): Promise<boolean> {
     this.stopping = true;
+    this.requestStop();
+    // An apply in flight stops at its next step and rolls back (apply's interrupt): the stop need not wait for it to finish.
+    this.interrupt.abort(new InterceptError("apply-interrupted", "the agent is stopping"));
     clearTimeout(this.retry);
+    await Promise.allSettled([this.starting]); // its failure was the caller's to report
     this.linkWatcher.stop();
     await this.reconciling;
+    const held = this.lock !== undefined;
     try {
       if (!this.gone && this.lock && !keep) await this.reconcileOnce([]);
       if (this.gone) await this.datapath.forgetNamespace();
@@ -126,6 +172,7 @@ export class NamespaceAgent {
       await this.lock?.release({ keepRecord: keep && !this.gone });
       this.lock = undefined;
     }
+    return held;
   }
 
   /** Runs a reconcile now, or right after the one in progress; none once stopping. */
@@ -156,20 +203,25 @@ export class NamespaceAgent {
   /** One observe → plan → apply; failures are logged and counted, and say whether it succeeded. */
   private async reconcileOnce(desired: DesiredPolicy[]): Promise<boolean> {
     const heldBack: (() => void)[] = []; // this run's failure lines, logged once the namespace is known to be there
+    const version = this.options.version?.();
+    const removing = this.stopping; // stop()'s own run, which no interrupt may cut short
     try {
       const run = await planRun(desired, this.datapath);
       this.noteLinks(run.observed.links);
-      if (run.plan.changes.length > 0) await this.apply(run, heldBack);
+      if (run.plan.changes.length > 0) await this.apply(run, heldBack, removing ? undefined : this.interrupt.signal);
       this.metrics.succeeded();
       this.failures = 0;
       this.reconciled = true;
+      this.result = { ok: true, at: Date.now(), version };
       return true;
     } catch (error) {
       const failure = () => {
         for (const line of heldBack) line();
         this.metrics.failed();
+        this.result = { ok: false, at: Date.now(), version, error: messageOf(error).split("\n")[0]! };
         this.log("error", messageOf(error).replaceAll("\n", " "));
       };
+      if (!removing && this.interrupt.signal.aborted) return false; // cut short by stop(), which says what it leaves
       return !(await this.unlessGone(failure)); // gone: nothing left to reconcile, not a failure to retry
     }
   }
@@ -199,8 +251,8 @@ export class NamespaceAgent {
     this.options.onGone();
   }
 
-  private async apply(run: PlannedRun, heldBack: (() => void)[]): Promise<void> {
-    await applyRun(run, this.datapath, { builder: this.options.builder(), onEvent: (event) => this.logEvent(event, heldBack) });
+  private async apply(run: PlannedRun, heldBack: (() => void)[], interrupt: AbortSignal | undefined): Promise<void> {
+    await applyRun(run, this.datapath, { builder: this.options.builder(), onEvent: (event) => this.logEvent(event, heldBack), ...(interrupt && { interrupt }) });
     this.metrics.applied();
   }
 

@@ -1,20 +1,24 @@
-import { statSync, watch, type FSWatcher, type Stats } from "node:fs";
-import path from "node:path";
 import { formatDiagnosticLine, reportableDiagnostics } from "../diagnostics.js";
 import { InterceptError, messageOf, PolicyError } from "../errors.js";
 import { programBuilder, type ProgramBuilder } from "../build/index.js";
 import { DEFAULT_POLICY_DIR } from "../load/index.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import type { Logger } from "./log.js";
+import { fingerprintPolicies } from "./policy-fingerprint.js";
+import { watchPoints, WatchSet } from "./watch-points.js";
 
-/** How long file events settle before a reload: editors write in bursts. */
-const FILE_DEBOUNCE_MS = 10;
+/** How long file events settle before a read: editors and kubelet write in bursts. */
+const DEBOUNCE_MS = 50;
+/** The longest a stream of events holds a read back: an agent follows a long burst as it goes. */
+const MAX_DELAY_MS = 500;
 /**
- * How long policy files must stay invalid before the errors are logged: a
- * writer that truncates in place (shell redirect, writeFile) leaves an empty
- * file for a moment, which is not the user's mistake. Valid reads apply at once.
+ * How long a policy set must stay invalid, unchanged, before it is reported:
+ * a file caught half-written (a shell redirect, writeFile, an editor that
+ * truncates first) is read again after this, not reported as the new state.
  */
-const INVALID_SETTLE_MS = 500;
+const SETTLE_MS = 500;
+/** The periodic resync: the files are read (and the namespaces reconciled) this often, whatever the events said. */
+export const DEFAULT_RESYNC_MS = 30_000;
 
 /** The policies in force, and where their programs come from. */
 export interface PolicySet {
@@ -32,129 +36,272 @@ export async function readPolicySet(paths: string[], objects: string | undefined
   return { desired: await loadDesired(paths, builder), builder };
 }
 
-export interface PolicyWatcherEvents {
-  /** A valid set of policies was read (the first at start included). */
-  valid(policies: PolicySet): void;
-  /** The files have stayed invalid for INVALID_SETTLE_MS; the last good policies stay in force. */
-  invalid(error: PolicyError): void;
+/** What one read of the files found. */
+export interface PolicyRead {
+  /** The content hash of the files as read (fingerprintPolicies). */
+  fingerprint: string;
+  /** When (ms since the epoch) the read ended. */
+  at: number;
+  /**
+   * valid: the files are valid; invalid: invalid, and unchanged for the
+   * settle time (reported); settling: invalid or moving, read again shortly;
+   * error: unreadable for a reason that is not in the files.
+   */
+  outcome: "valid" | "invalid" | "settling" | "error";
+}
+
+export interface PolicyWatcherEvents<T> {
+  /** The files hold a valid policy set other than the one in force (or SIGHUP asked): it is now in force. */
+  valid(policies: T, fingerprint: string): void;
+  /** The files have stayed invalid, unchanged, for the settle time; the policies in force stay. */
+  invalid(error: PolicyError, fingerprint: string): void;
+  /** Every read, whatever it found (metrics: when the files were last read, and what they hold). */
+  read?(read: PolicyRead): void;
+  /** A periodic resync found the files unchanged: the kernel is to be checked against them anyway. */
+  resynced?(): void;
   /** Reading failed for a reason that is not the files' (a bug): the agent cannot go on. */
   fatal(error: unknown): void;
 }
 
+export interface PolicyWatcherOptions<T> {
+  /** The policy files and folders (none: ./policies). */
+  paths: string[];
+  /** `--objects DIR`: part of the policy set (its content is hashed and watched with it). */
+  objects?: string | undefined;
+  /** Reads the policy set; throws a PolicyError when the files are invalid. */
+  read: (paths: string[], objects: string | undefined) => Promise<T>;
+  log: Logger;
+  /** Milliseconds; 0 turns the periodic resync off. */
+  resyncMs?: number;
+  debounceMs?: number;
+  settleMs?: number;
+  /** The clock of PolicyRead.at. */
+  now?: () => number;
+}
+
 /**
- * Follows the policy files and folders with Node's fs.watch (inotify). Not
- * chokidar: it drops a change that follows another on the same path within
- * 50 ms, losing the final state of quick successive saves. Each target is
- * watched through its parent folder as well, so a file saved by rename, a
- * folder removed and created again, and a Kubernetes ConfigMap's `..data`
- * symlink swap are all seen.
+ * Keeps the policies in force equal to what the files hold, driven by
+ * content, not by events. An event under any watched path (watch-points.ts:
+ * the folder, its parents up to the mount, `..data`, the targets of the
+ * files' symlinks, a symlinked folder itself) only wakes the watcher: a
+ * debounced read of the whole policy set follows, whose content hash is
+ * compared with the last read's. An unchanged hash does nothing; a changed
+ * one is read, validated, compiled and put in force. A periodic resync
+ * reads anyway, as kubelet's and Prometheus's config loaders do, so an
+ * edit whose event was lost is still applied within one interval.
+ *
+ * fs.watch (plain inotify, one watch per folder) is enough because it only
+ * has to wake us: correctness comes from the hash and the resync, and its
+ * watches are re-armed after every read, by comparing the inodes of the
+ * folders, since a watch on a folder that was replaced (a rename-save of a
+ * folder, `mv -T ..data_tmp ..data`, rm -rf and mkdir, a symlink swap of the
+ * folder) hears nothing more. (chokidar 4 is fs.watch underneath with its own
+ * throttling of quick successive changes; @parcel/watcher is a native addon
+ * whose recursive watch of a root that is replaced is no better. Neither
+ * removes the need to compare content, which is the part that matters.)
+ *
+ * A set read as invalid is not reported at once: it is read again after the
+ * settle time, and reported only if it is still the same content then (a
+ * file caught half-written is not the new state). Reads never overlap, and
+ * a read whose files changed while it ran is not used: it is read again.
  */
-export class PolicyWatcher {
+export class PolicyWatcher<T = PolicySet> {
   private readonly targets: string[];
-  /** The recursive watcher of each folder target, and the folder (inode) it watches, while it exists. */
-  private readonly folders = new Map<string, { watcher: FSWatcher; inode: number }>();
-  private readonly parents: FSWatcher[] = [];
+  private readonly watches: WatchSet;
+  private readonly now: () => number;
   private debounce: NodeJS.Timeout | undefined;
-  private invalidReport: NodeJS.Timeout | undefined;
-  /** Counts reads, so a slow read never overrides a newer one. */
-  private reads = 0;
+  private firstPending: number | undefined;
+  private settle: NodeJS.Timeout | undefined;
+  private resync: NodeJS.Timeout | undefined;
+  private reading: Promise<void> | undefined;
+  /** What the next read must do beyond comparing hashes. */
+  private wanted: { again: boolean; forced: boolean; resync: boolean } = { again: false, forced: false, resync: false };
+  /** The fingerprint of the policy set in force. */
+  private inForce: string | undefined;
+  /** The last read's fingerprint and what it found. */
+  private last: { fingerprint: string; outcome: "valid" | "invalid" | "error"; error?: PolicyError; since: number; reported: boolean; message?: string } | undefined;
   private stopped = false;
 
   constructor(
-    paths: string[],
-    private readonly objects: string | undefined,
-    private readonly log: Logger,
-    private readonly events: PolicyWatcherEvents,
+    private readonly options: PolicyWatcherOptions<T>,
+    private readonly events: PolicyWatcherEvents<T>,
   ) {
-    this.targets = paths.length > 0 ? paths : [DEFAULT_POLICY_DIR];
+    this.targets = [...(options.paths.length > 0 ? options.paths : [DEFAULT_POLICY_DIR]), ...(options.objects === undefined ? [] : [options.objects])];
+    this.now = options.now ?? Date.now;
+    this.watches = new WatchSet(() => this.changed(), (folder, error) => {
+      options.log("error", `watching ${folder}: ${error.code ?? messageOf(error)}; the periodic resync still reads the policies`);
+    });
   }
 
-  start(): void {
-    for (const target of this.targets) {
-      const name = path.basename(path.resolve(target));
-      const parent = watch(path.dirname(path.resolve(target)), (_event, changed) => {
-        if (changed !== name) return;
-        this.watchFolder(target); // the folder may be new: follow what is inside it again
-        this.changed();
-      });
-      parent.on("error", (error) => this.log("error", `watching ${path.dirname(target)}: ${messageOf(error)}`));
-      this.parents.push(parent);
-      this.watchFolder(target);
+  /** The fingerprint of the policy set in force. */
+  get fingerprint(): string | undefined {
+    return this.inForce;
+  }
+
+  /**
+   * Watches, then reads the policies for the first time and puts them in
+   * force; rejects (a PolicyError when they are invalid) with the watches
+   * let go. Watching first: an edit during this read is not missed.
+   */
+  async start(): Promise<T> {
+    try {
+      await this.rearm();
+      const fingerprint = await fingerprintPolicies(this.options.paths, this.options.objects);
+      const policies = await this.options.read(this.options.paths, this.options.objects);
+      // A change during this read was seen by the watches: it is read again, and differs from this fingerprint.
+      this.inForce = fingerprint;
+      this.last = { fingerprint, outcome: "valid", since: this.now(), reported: true };
+      this.events.read?.({ fingerprint, at: this.now(), outcome: "valid" });
+      this.scheduleResync();
+      return policies;
+    } catch (error) {
+      this.stop();
+      throw error;
     }
   }
 
-  /** Reads the policies again now (SIGHUP), as a file change would. */
+  /** Reads the policies again now (SIGHUP), and puts them in force even when unchanged. */
   reload(): void {
-    this.changed();
+    this.wanted.forced = true;
+    this.readSoon(0);
   }
 
   stop(): void {
     this.stopped = true;
-    clearTimeout(this.debounce);
-    clearTimeout(this.invalidReport);
-    for (const watcher of [...this.parents, ...[...this.folders.values()].map((f) => f.watcher)]) watcher.close();
-    this.folders.clear();
+    for (const timer of [this.debounce, this.settle, this.resync]) clearTimeout(timer);
+    this.watches.close();
   }
 
-  /**
-   * Watches what is inside a folder target, once it exists; a file target
-   * is seen through its parent. A folder removed and made again is another
-   * inode, which the old watcher does not see (and may not say so): it is
-   * replaced.
-   */
-  private watchFolder(target: string): void {
-    const folder = this.stopped ? undefined : statIfFolder(target);
-    const current = this.folders.get(target);
-    if (current && current.inode === folder?.ino) return;
-    current?.watcher.close();
-    this.folders.delete(target);
-    if (!folder) return;
-    const watcher = watch(target, { recursive: true }, () => this.changed());
-    // A removed folder can end its watcher with an error: forget it; its parent sees the folder return.
-    watcher.on("error", () => {
-      watcher.close();
-      if (this.folders.get(target)?.watcher === watcher) this.folders.delete(target);
-    });
-    this.folders.set(target, { watcher, inode: folder.ino });
+  /** Settles once any read in progress ended (tests, and a clean stop). */
+  async idle(): Promise<void> {
+    while (this.reading) await this.reading;
   }
 
+  /** An event: a read follows once events pause for the debounce, and at most MAX_DELAY_MS after the first. */
   private changed(): void {
     if (this.stopped) return;
-    clearTimeout(this.invalidReport); // the files are still moving
+    const now = this.now();
+    this.firstPending ??= now;
+    const debounceMs = this.options.debounceMs ?? DEBOUNCE_MS;
+    this.readSoon(Math.max(0, Math.min(debounceMs, this.firstPending + Math.max(MAX_DELAY_MS, debounceMs) - now)));
+  }
+
+  private readSoon(delayMs: number): void {
+    if (this.stopped) return;
     clearTimeout(this.debounce);
-    this.debounce = setTimeout(() => void this.read(), FILE_DEBOUNCE_MS);
+    this.debounce = setTimeout(() => this.startRead(), delayMs);
+  }
+
+  private scheduleResync(): void {
+    const resyncMs = this.options.resyncMs ?? DEFAULT_RESYNC_MS;
+    if (this.stopped || resyncMs <= 0) return;
+    clearTimeout(this.resync);
+    this.resync = setTimeout(() => {
+      this.wanted.resync = true;
+      this.startRead();
+      this.scheduleResync();
+    }, resyncMs);
+  }
+
+  /** One read at a time: a read asked for during another runs right after it. */
+  private startRead(): void {
+    if (this.stopped) return;
+    this.firstPending = undefined;
+    if (this.reading) {
+      this.wanted.again = true;
+      return;
+    }
+    this.reading = (async () => {
+      do {
+        const wanted = this.wanted;
+        this.wanted = { again: false, forced: false, resync: false };
+        try {
+          await this.readOnce(wanted.forced, wanted.resync);
+        } catch (error) {
+          if (!this.stopped) this.events.fatal(error);
+          return;
+        } finally {
+          if (!this.stopped) await this.rearm();
+        }
+      } while (this.wanted.again && !this.stopped);
+    })().finally(() => (this.reading = undefined));
+  }
+
+  private async readOnce(forced: boolean, resync: boolean): Promise<void> {
+    const fingerprint = await fingerprintPolicies(this.options.paths, this.options.objects);
+    if (this.stopped) return;
+    const last = this.last;
+    if (!forced && last?.fingerprint === fingerprint && last.outcome !== "error") {
+      // Unchanged since the last read: no parse, no reconcile; an invalid set is reported once it has settled.
+      const settling = last.outcome === "invalid" && !last.reported && !this.reportIfSettled(last);
+      this.noteRead(fingerprint, settling ? "settling" : last.outcome);
+      if (resync && last.outcome === "valid") this.events.resynced?.();
+      return;
+    }
+    let policies: T | undefined;
+    let failure: unknown;
+    try {
+      policies = await this.options.read(this.options.paths, this.options.objects);
+    } catch (error) {
+      failure = error;
+    }
+    if (this.stopped) return;
+    if ((await fingerprintPolicies(this.options.paths, this.options.objects)) !== fingerprint) {
+      // The files moved while they were read: what was read may be half of each; read them again once they settle.
+      this.noteRead(fingerprint, "settling");
+      this.changed();
+      return;
+    }
+    if (failure === undefined) {
+      this.last = { fingerprint, outcome: "valid", since: this.now(), reported: true };
+      this.noteRead(fingerprint, "valid");
+      if (forced || fingerprint !== this.inForce) {
+        this.inForce = fingerprint;
+        this.events.valid(policies as T, fingerprint);
+      } else if (resync) {
+        this.events.resynced?.();
+      }
+    } else if (failure instanceof PolicyError) {
+      this.last = { fingerprint, outcome: "invalid", error: failure, since: this.now(), reported: false };
+      this.noteRead(fingerprint, this.reportIfSettled(this.last) ? "invalid" : "settling");
+    } else if (failure instanceof InterceptError) {
+      // Not the files' fault (objects that do not match, a tool that failed): said once per content, tried again at each read.
+      const message = messageOf(failure);
+      if (last?.fingerprint !== fingerprint || last.message !== message) {
+        this.options.log("error", `reading the policies: ${message.replaceAll("\n", " ")}; keeping the last good policies`);
+      }
+      this.last = { fingerprint, outcome: "error", since: this.now(), reported: true, message };
+      this.noteRead(fingerprint, "error");
+    } else {
+      throw failure;
+    }
   }
 
   /**
-   * A valid read is passed on at once. An invalid one is reported once the
-   * files have settled (INVALID_SETTLE_MS); the last good policies stay.
+   * An invalid set unchanged for the settle time is reported (once), and
+   * true is returned; before that, a read is scheduled for when it will have.
    */
-  private async read(): Promise<void> {
-    const read = ++this.reads;
-    for (const target of this.targets) this.watchFolder(target); // a folder that came back between events
-    try {
-      const policies = await readPolicySet(this.targets, this.objects);
-      if (this.stopped || read !== this.reads) return; // stop decides the final state; a newer read wins
-      clearTimeout(this.invalidReport);
-      this.events.valid(policies);
-    } catch (error) {
-      if (this.stopped || read !== this.reads) return;
-      if (error instanceof PolicyError) {
-        clearTimeout(this.invalidReport);
-        this.invalidReport = setTimeout(() => this.events.invalid(error), INVALID_SETTLE_MS);
-      } else if (error instanceof InterceptError) {
-        this.log("error", `reading the policies: ${messageOf(error)}; keeping the last good policies`);
-      } else {
-        this.events.fatal(error);
-      }
+  private reportIfSettled(invalid: NonNullable<PolicyWatcher<T>["last"]>): boolean {
+    const settleMs = this.options.settleMs ?? SETTLE_MS;
+    const waited = this.now() - invalid.since;
+    if (waited >= settleMs) {
+      invalid.reported = true;
+      this.events.invalid(invalid.error!, invalid.fingerprint);
+      return true;
     }
+    clearTimeout(this.settle);
+    this.settle = setTimeout(() => this.startRead(), settleMs - waited);
+    return false;
   }
-}
 
-/** @target's stat when it is a folder; undefined when it is a file or is not there (yet). */
-function statIfFolder(target: string): Stats | undefined {
-  const stats = statSync(target, { throwIfNoEntry: false });
-  return stats?.isDirectory() ? stats : undefined;
+  private noteRead(fingerprint: string, outcome: PolicyRead["outcome"]): void {
+    this.events.read?.({ fingerprint, at: this.now(), outcome });
+  }
+
+  private async rearm(): Promise<void> {
+    const points = await watchPoints(this.targets);
+    if (!this.stopped) this.watches.arm(points);
+  }
 }
 
 /** The agent's log lines for invalid policies: each located problem, then what it means. */
