@@ -221,7 +221,8 @@ export class PolicyWatcher<T = PolicySet> {
           if (!this.stopped) this.events.fatal(error);
           return;
         } finally {
-          if (!this.stopped) await this.rearm();
+          // A folder watched anew missed what happened before its watch: its hash is looked at once more.
+          if (!this.stopped && (await this.rearm()) > 0) this.wanted.again = true;
         }
       } while (this.wanted.again && !this.stopped);
     })().finally(() => (this.reading = undefined));
@@ -298,9 +299,10 @@ export class PolicyWatcher<T = PolicySet> {
     this.events.read?.({ fingerprint, at: this.now(), outcome });
   }
 
-  private async rearm(): Promise<void> {
+  /** Watches what the paths resolve to now; says how many watches were opened. */
+  private async rearm(): Promise<number> {
     const points = await watchPoints(this.targets);
-    if (!this.stopped) this.watches.arm(points);
+    return this.stopped ? 0 : this.watches.arm(points);
   }
 }
 

@@ -88,9 +88,13 @@ async function isFolder(file: string): Promise<boolean> {
   return (await stat(file).catch(() => undefined))?.isDirectory() ?? false;
 }
 
+/**
+ * A folder's identity: device, inode, and birth time, since a folder
+ * removed and made again at once often gets the freed inode back.
+ */
 async function identityOf(folder: string): Promise<string | undefined> {
   const info = await stat(folder).catch(() => undefined);
-  return info?.isDirectory() ? `${info.dev}:${info.ino}` : undefined;
+  return info?.isDirectory() ? `${info.dev}:${info.ino}:${info.birthtimeMs}` : undefined;
 }
 
 /**
@@ -102,7 +106,7 @@ async function identityOf(folder: string): Promise<string | undefined> {
  * the policies again and re-arms.
  */
 export class WatchSet {
-  private readonly watches = new Map<string, { watcher: FSWatcher; identity: string; filter: { only: Set<string> | undefined } }>();
+  private readonly watches = new Map<string, { watcher: FSWatcher; identity: string; filter: { only: Set<string> | undefined; dead: boolean } }>();
 
   constructor(
     private readonly woken: () => void,
@@ -114,20 +118,30 @@ export class WatchSet {
     return this.watches.size;
   }
 
-  arm(points: WatchPoint[]): void {
+  /**
+   * Watches @points, and only them. Returns how many watches were opened:
+   * a watch opened now did not hear what happened before it, so whoever
+   * arms reads once more after opening any.
+   */
+  arm(points: WatchPoint[]): number {
     const wanted = new Map(points.map((point) => [point.folder, point]));
     for (const [folder, watch] of this.watches) {
       const point = wanted.get(folder);
-      if (point?.identity === watch.identity) {
+      if (point?.identity === watch.identity && !watch.filter.dead) {
         watch.filter.only = point.only;
         continue;
       }
       watch.watcher.close();
       this.watches.delete(folder);
     }
+    let opened = 0;
     for (const point of points) {
-      if (!this.watches.has(point.folder)) this.open(point);
+      if (!this.watches.has(point.folder)) {
+        this.open(point);
+        opened++;
+      }
     }
+    return opened;
   }
 
   close(): void {
@@ -141,11 +155,14 @@ export class WatchSet {
    * watch once more, rather than keeping a watch on a folder that is gone.
    */
   private open(point: WatchPoint): void {
-    const filter = { only: point.only };
+    const filter = { only: point.only, dead: false };
+    const own = path.basename(point.folder);
     let watcher: FSWatcher;
     try {
       watcher = watch(point.folder, (_event, name) => {
-        if (filter.only === undefined || name === null || filter.only.has(String(name))) this.woken();
+        // The folder itself removed or moved (inotify's DELETE_SELF, MOVE_SELF, reported under its own name): this watch hears nothing more.
+        if (name === own) filter.dead = true;
+        if (filter.dead || filter.only === undefined || name === null || filter.only.has(String(name))) this.woken();
       });
     } catch (error) {
       // Gone since it was listed (ENOENT), or out of inotify watches (ENOSPC): said, and read again.
