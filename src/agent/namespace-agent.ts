@@ -221,7 +221,10 @@ export class NamespaceAgent {
         this.result = { ok: false, at: Date.now(), version, error: messageOf(error).split("\n")[0]! };
         this.log("error", messageOf(error).replaceAll("\n", " "));
       };
-      if (!removing && this.interrupt.signal.aborted) return false; // cut short by stop(), which says what it leaves
+      if (!removing && this.interrupt.signal.aborted) {
+        for (const line of heldBack) line(); // the rollback: cut short by stop(), which is no failure
+        return false;
+      }
       return !(await this.unlessGone(failure)); // gone: nothing left to reconcile, not a failure to retry
     }
   }
