@@ -106,7 +106,7 @@ class Agent {
       },
     }, log, this.metrics);
     this.watcher = new PolicyWatcher<PolicySet>({
-      paths, objects: options.objects, read: readPolicySet, log,
+      paths, objects: options.objects, read: readPolicySet, log, isEmpty: (policies) => policies.desired.length === 0,
       ...(options.resyncMs !== undefined && { resyncMs: options.resyncMs }),
     }, {
       valid: (policies, fingerprint) => this.policiesChanged(policies, fingerprint),

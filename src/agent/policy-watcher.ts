@@ -77,6 +77,13 @@ export interface PolicyWatcherOptions<T> {
   settleMs?: number;
   /** The clock of PolicyRead.at. */
   now?: () => number;
+  /**
+   * Whether a set holds no policy at all. A set that becomes empty while
+   * policies are in force settles first, like an invalid one: a folder
+   * being made again (rm -rf, mkdir, then its files) is empty for a moment,
+   * and putting that in force would remove every program and put it back.
+   */
+  isEmpty?: (policies: T) => boolean;
 }
 
 /**
@@ -119,7 +126,9 @@ export class PolicyWatcher<T = PolicySet> {
   /** The fingerprint of the policy set in force. */
   private inForce: string | undefined;
   /** The last read's fingerprint and what it found. */
-  private last: { fingerprint: string; outcome: "valid" | "invalid" | "error"; error?: PolicyError; since: number; reported: boolean; message?: string } | undefined;
+  private last: { fingerprint: string; outcome: "valid" | "invalid" | "emptied" | "error"; error?: PolicyError; policies?: T; since: number; reported: boolean; message?: string } | undefined;
+  /** Whether the policies in force hold any policy (an emptied set settles before it is put in force). */
+  private inForceEmpty = false;
   private stopped = false;
 
   constructor(
@@ -150,6 +159,7 @@ export class PolicyWatcher<T = PolicySet> {
       const policies = await this.options.read(this.options.paths, this.options.objects);
       // A change during this read was seen by the watches: it is read again, and differs from this fingerprint.
       this.inForce = fingerprint;
+      this.inForceEmpty = this.options.isEmpty?.(policies) ?? false;
       this.last = { fingerprint, outcome: "valid", since: this.now(), reported: true };
       this.events.read?.({ fingerprint, at: this.now(), outcome: "valid" });
       this.scheduleResync();
@@ -233,9 +243,9 @@ export class PolicyWatcher<T = PolicySet> {
     if (this.stopped) return;
     const last = this.last;
     if (!forced && last?.fingerprint === fingerprint && last.outcome !== "error") {
-      // Unchanged since the last read: no parse, no reconcile; an invalid set is reported once it has settled.
-      const settling = last.outcome === "invalid" && !last.reported && !this.reportIfSettled(last);
-      this.noteRead(fingerprint, settling ? "settling" : last.outcome);
+      // Unchanged since the last read: no parse, no reconcile; an invalid or emptied set is reported once it has settled.
+      const settling = !last.reported && !this.reportIfSettled(last);
+      this.noteRead(fingerprint, settling ? "settling" : last.outcome === "emptied" ? "valid" : last.outcome);
       if (resync && last.outcome === "valid") this.events.resynced?.();
       return;
     }
@@ -253,15 +263,14 @@ export class PolicyWatcher<T = PolicySet> {
       this.changed();
       return;
     }
-    if (failure === undefined) {
+    if (failure === undefined && !forced && !this.inForceEmpty && (this.options.isEmpty?.(policies as T) ?? false)) {
+      this.last = { fingerprint, outcome: "emptied", policies: policies as T, since: this.now(), reported: false };
+      this.noteRead(fingerprint, this.reportIfSettled(this.last) ? "valid" : "settling");
+    } else if (failure === undefined) {
       this.last = { fingerprint, outcome: "valid", since: this.now(), reported: true };
       this.noteRead(fingerprint, "valid");
-      if (forced || fingerprint !== this.inForce) {
-        this.inForce = fingerprint;
-        this.events.valid(policies as T, fingerprint);
-      } else if (resync) {
-        this.events.resynced?.();
-      }
+      if (forced || fingerprint !== this.inForce) this.putInForce(policies as T, fingerprint);
+      else if (resync) this.events.resynced?.();
     } else if (failure instanceof PolicyError) {
       this.last = { fingerprint, outcome: "invalid", error: failure, since: this.now(), reported: false };
       this.noteRead(fingerprint, this.reportIfSettled(this.last) ? "invalid" : "settling");
@@ -278,16 +287,24 @@ export class PolicyWatcher<T = PolicySet> {
     }
   }
 
+  private putInForce(policies: T, fingerprint: string): void {
+    this.inForce = fingerprint;
+    this.inForceEmpty = this.options.isEmpty?.(policies) ?? false;
+    this.events.valid(policies, fingerprint);
+  }
+
   /**
-   * An invalid set unchanged for the settle time is reported (once), and
-   * true is returned; before that, a read is scheduled for when it will have.
+   * An invalid set unchanged for the settle time is reported (once), an
+   * emptied one put in force, and true is returned; before that, a read is
+   * scheduled for when it will have settled.
    */
   private reportIfSettled(invalid: NonNullable<PolicyWatcher<T>["last"]>): boolean {
     const settleMs = this.options.settleMs ?? SETTLE_MS;
     const waited = this.now() - invalid.since;
     if (waited >= settleMs) {
       invalid.reported = true;
-      this.events.invalid(invalid.error!, invalid.fingerprint);
+      if (invalid.outcome === "emptied") this.putInForce(invalid.policies!, invalid.fingerprint);
+      else this.events.invalid(invalid.error!, invalid.fingerprint);
       return true;
     }
     clearTimeout(this.settle);

@@ -62,7 +62,7 @@ async function watch(paths: string[], options: { resyncMs?: number; settleMs?: n
   };
   watched.watcher = new PolicyWatcher<ValidPolicy[]>({
     paths, read: async (given) => (await validPolicies(given)).policies, log: createLogger("text", (line) => logged.push(line.trim())),
-    debounceMs: 20, settleMs: options.settleMs ?? 300, resyncMs: options.resyncMs ?? 0,
+    debounceMs: 20, settleMs: options.settleMs ?? 300, resyncMs: options.resyncMs ?? 0, isEmpty: (policies) => policies.length === 0,
   }, {
     valid: (policies, fingerprint) => {
       inForce = policies;
@@ -175,6 +175,25 @@ describe("the policy watcher follows content", () => {
       await writeFile(path.join(dir, "a.yaml"), POLICY(port + 10));
       await w.until({ a: port + 10 });
     }
+  });
+
+  test("a folder emptied for a moment is not put in force; emptied for good, it is, once settled", async () => {
+    const parent = await folder("emptied");
+    const dir = path.join(parent, "policies");
+    await mkdir(dir);
+    await writeFile(path.join(dir, "a.yaml"), POLICY(9000));
+    const w = await watch([dir], { settleMs: 300 });
+    await rm(dir, { recursive: true });
+    await mkdir(dir);
+    await until(() => w.reads.some((read) => read.outcome === "settling"), () => `the empty folder was read: ${JSON.stringify(w.reads)}`);
+    await writeFile(path.join(dir, "a.yaml"), POLICY(9001));
+    await w.until({ a: 9001 });
+    assert.equal(w.delivered.length, 1, "the empty set was never in force");
+    await rm(path.join(dir, "a.yaml"));
+    await w.until({});
+    const emptiedAt = w.reads.find((read) => read.outcome === "settling" && read.fingerprint === w.delivered.at(-1));
+    assert.ok(emptiedAt, "it settled first");
+    assert.equal(w.invalid.length, 0);
   });
 
   test("the policy folder is a symlink, swapped for another folder: edits in the new one are applied", async () => {
