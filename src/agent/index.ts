@@ -111,7 +111,7 @@ class Agent {
     }, {
       valid: (policies, fingerprint) => this.policiesChanged(policies, fingerprint),
       invalid: (error) => this.policiesInvalid(error),
-      read: (read) => (this.lastRead = read),
+      read: (read) => this.policiesRead(read),
       resynced: () => this.fleet.reconcileAll(), // the kernel is checked against the files too: a plan with no changes does nothing
       fatal: (error) => lifecycle.fail(error),
     });
@@ -216,6 +216,15 @@ class Agent {
     const count = `${policies.desired.length} polic${policies.desired.length === 1 ? "y" : "ies"}`;
     this.log("policy change", `${count} valid (content ${shortHash(fingerprint)}): reconciling`, { policiesHash: shortHash(fingerprint) });
     this.fleet.reconcileAll();
+  }
+
+  /** Every read; files that were reported invalid and now hold the policies in force again say so. */
+  private policiesRead(read: PolicyRead): void {
+    const was = this.lastRead?.outcome;
+    this.lastRead = read;
+    if (was === "invalid" && read.outcome === "valid" && read.fingerprint === this.inForce) {
+      this.log("policy change", `the policies are valid again, the same as those in force (content ${shortHash(read.fingerprint)}): nothing to reconcile`, { policiesHash: shortHash(read.fingerprint) });
+    }
   }
 
   private policiesInvalid(error: PolicyError): void {

@@ -66,11 +66,8 @@ export class NamespaceAgent {
   private gone = false;
   private reconciled = false;
   private result: ReconcileResult | undefined;
-  /** Aborted by stop(): an apply in flight stops at its next step and rolls back. */
+  /** Aborted by stop(): an apply in flight stops at its next step and rolls back; a wait for the lock ends. */
   private readonly interrupt = new AbortController();
-  /** Resolves when stop() is called: a start still waiting for the lock gives up. */
-  private readonly stopRequested: Promise<void>;
-  private requestStop!: () => void;
   private readonly linkWatcher: LinkWatcher;
 
   constructor(
@@ -80,7 +77,6 @@ export class NamespaceAgent {
     private readonly log: Logger,
     private readonly metrics: NamespaceMetrics,
   ) {
-    this.stopRequested = new Promise((resolve) => (this.requestStop = resolve));
     this.linkWatcher = new LinkWatcher(datapath.netns, {
       changed: () => void this.reconcile(),
       failed: (reason, delayMs) => void this.unlessGone(() => this.log("error", `${reason}; restarting it in ${delayMs} ms`)),
@@ -110,21 +106,19 @@ export class NamespaceAgent {
   private async startOnce(): Promise<void> {
     const where = describeNamespace(this.datapath.netns);
     try {
-      const locking = lockNamespace(this.datapath.namespaceKey, {
+      // A stop while waiting for the lock does not wait for it (the interrupt).
+      this.lock = await lockNamespace(this.datapath.namespaceKey, {
         holder: this.options.lockHolder,
         timeoutMs: this.options.lockTimeoutMs,
+        signal: this.interrupt.signal,
         onWait: (heldBy) => {
           if (isAgentHolder(heldBy.holder)) throw new InterceptError("lock-held", `another agent (pid ${heldBy.pid}) already manages ${where}`);
           this.log("waiting", `for the lock on ${where} held by ${heldBy.description}`);
         },
+      }).catch((error: unknown) => {
+        if (this.interrupt.signal.aborted) throw new InterceptError("apply-interrupted", `stopped while waiting for the lock on ${where}`);
+        throw error;
       });
-      // A stop while waiting for the lock does not wait for it: the lock, if it comes, is let go at once.
-      const lock = await Promise.race([locking, this.stopRequested.then(() => undefined)]);
-      if (!lock) {
-        locking.then((late) => late.release(), () => undefined); // refused or timed out after the stop: nothing to let go
-        throw new InterceptError("apply-interrupted", `stopped while waiting for the lock on ${where}`);
-      }
-      this.lock = lock;
       if (this.stopping) return; // stop() lets the lock go, after removing what is there unless --keep
       await this.linkWatcher.start();
     } catch (error) {
@@ -156,7 +150,6 @@ export class NamespaceAgent {
 
   private async stopOnce(keep: boolean): Promise<boolean> {
     this.stopping = true;
-    this.requestStop();
     // An apply in flight stops at its next step and rolls back (apply's interrupt): the stop need not wait for it to finish.
     this.interrupt.abort(new InterceptError("apply-interrupted", "the agent is stopping"));
     clearTimeout(this.retry);

@@ -17,6 +17,8 @@ const MAX_DELAY_MS = 500;
  * truncates first) is read again after this, not reported as the new state.
  */
 const SETTLE_MS = 500;
+/** Reads in a row that may meet files vanishing under them before it is said (the files keep moving, or a bug). */
+const MAX_RACES = 20;
 /** The periodic resync: the files are read (and the namespaces reconciled) this often, whatever the events said. */
 export const DEFAULT_RESYNC_MS = 30_000;
 
@@ -130,6 +132,8 @@ export class PolicyWatcher<T = PolicySet> {
   /** Whether the policies in force hold any policy (an emptied set settles before it is put in force). */
   private inForceEmpty = false;
   private stopped = false;
+  /** Reads in a row that met a file vanishing under them. */
+  private races = 0;
 
   constructor(
     private readonly options: PolicyWatcherOptions<T>,
@@ -238,7 +242,33 @@ export class PolicyWatcher<T = PolicySet> {
     })().finally(() => (this.reading = undefined));
   }
 
+  /**
+   * One read. A file or folder that vanishes between two steps of a read
+   * (a folder swapped while it is listed) is the files moving, not a bug:
+   * they are read again once they settle.
+   */
   private async readOnce(forced: boolean, resync: boolean): Promise<void> {
+    try {
+      await this.compareAndRead(forced, resync);
+      this.races = 0;
+    } catch (error) {
+      if (!isFileRace(error)) throw error;
+      this.raced(error);
+    }
+  }
+
+  /** Read again after the settle time; said once when it keeps happening (the events and the resync still read). */
+  private raced(error: NodeJS.ErrnoException): void {
+    this.noteRead(this.last?.fingerprint ?? "", "settling");
+    if (++this.races <= MAX_RACES) {
+      clearTimeout(this.settle);
+      this.settle = setTimeout(() => this.startRead(), this.options.settleMs ?? SETTLE_MS);
+    } else if (this.races === MAX_RACES + 1) {
+      this.options.log("error", `reading the policies: ${messageOf(error)}, ${MAX_RACES} times in a row; keeping the last good policies`);
+    }
+  }
+
+  private async compareAndRead(forced: boolean, resync: boolean): Promise<void> {
     const fingerprint = await fingerprintPolicies(this.options.paths, this.options.objects);
     if (this.stopped) return;
     const last = this.last;
@@ -254,6 +284,7 @@ export class PolicyWatcher<T = PolicySet> {
     try {
       policies = await this.options.read(this.options.paths, this.options.objects);
     } catch (error) {
+      if (isFileRace(error)) throw error;
       failure = error;
     }
     if (this.stopped) return;
@@ -321,6 +352,12 @@ export class PolicyWatcher<T = PolicySet> {
     const points = await watchPoints(this.targets);
     return this.stopped ? 0 : this.watches.arm(points);
   }
+}
+
+/** An error of the file system that a read of files changing under it can meet (not an InterceptError: nothing reported it). */
+function isFileRace(error: unknown): error is NodeJS.ErrnoException {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return !(error instanceof InterceptError) && ["ENOENT", "ENOTDIR", "ELOOP", "ESTALE"].includes(String(code));
 }
 
 /** The agent's log lines for invalid policies: each located problem, then what it means. */

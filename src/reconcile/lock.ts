@@ -31,6 +31,8 @@ export interface LockOptions {
    * (with a timeout of 0) refusing; throwing refuses at once.
    */
   onWait?: (heldBy: LockHolder) => void;
+  /** Gives up waiting when aborted (an agent told to stop): rejects with its reason. */
+  signal?: AbortSignal;
   dir?: string;
 }
 
@@ -77,7 +79,7 @@ export async function lockNamespace(namespaceKey: string, options: LockOptions):
         told = true;
         if (options.timeoutMs <= 0) throw new InterceptError("lock-held", `the network namespace is locked by ${heldBy.description}`);
         const left = deadline - Date.now();
-        if (left <= 0 || !(await flock(handle, left))) {
+        if (left <= 0 || !(await flock(handle, left, options.signal))) {
           throw new InterceptError("lock-timeout", `gave up after ${formatSeconds(options.timeoutMs)} waiting for the lock held by ${(await readHolder(handle)).description} (--lock-timeout)`);
         }
       }
@@ -152,13 +154,14 @@ async function releaseLock(handle: FileHandle, file: string, keepRecord: boolean
 }
 
 /** flock(1) on our open file: true once locked, false when still busy after @timeoutMs. */
-async function flock(handle: FileHandle, timeoutMs: number): Promise<boolean> {
+async function flock(handle: FileHandle, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
   const wait = timeoutMs > 0 ? ["--wait", String(timeoutMs / 1000)] : ["--nonblock"];
   // execa's types name fds 3–9 only; at run time any fd of ours is passed on to spawn as it is.
   const ourFile = handle.fd as 3;
   const result = await execa("flock", ["--exclusive", ...wait, "--conflict-exit-code", "75", "3"], {
-    reject: false, stdio: ["ignore", "ignore", "pipe", ourFile],
+    reject: false, stdio: ["ignore", "ignore", "pipe", ourFile], ...(signal && { cancelSignal: signal }),
   });
+  signal?.throwIfAborted();
   if (result.exitCode === 0) return true;
   if (result.exitCode === 75) return false; // busy (--nonblock), or still busy when --wait ran out
   if ((result as { code?: string }).code === "ENOENT") throw new InterceptError("tool-missing", "flock not found: install util-linux");

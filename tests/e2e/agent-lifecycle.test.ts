@@ -1,7 +1,9 @@
 /**
  * The agent as a daemon, against the real kernel in namespaces this test
  * creates: arguments and listeners are checked before the kernel is
- * touched, SIGHUP reloads, SIGTERM always ends it, one agent per namespace,
+ * touched, SIGHUP reloads, SIGTERM always ends it (within 2 s, while it
+ * waits for a lock too), one agent per namespace (a refused one never says
+ * it started or removed anything),
  * a policy folder that is removed and recreated is followed again, and a
  * namespace that disappears ends the agent with a non-zero exit.
  */
@@ -14,6 +16,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { compileBpf } from "../../src/build/index.js";
 import { loadAndPin } from "../../src/kernel/bpftool.js";
+import { lockNamespace } from "../../src/reconcile/lock.js";
 import { AgentProcess } from "../../lab/agent-process.js";
 import { intercept, Lab } from "../../lab/network.js";
 
@@ -89,10 +92,21 @@ describe("agent lifecycle", { concurrency: false }, () => {
     await agent.waitFor((l) => l.event === "applied" && /policies applied/.test(String(l.message)));
     assert.ok(await attached());
 
-    const second = startAgent(folder, "--netns", lab.serverNs);
+    const second = startAgent(folder, "--netns", lab.serverNs, "--metrics", "127.0.0.1:0");
     const refused = await second.exited();
     assert.equal(refused.exitCode, 1);
     assert.equal(refused.stderr, `intercept: another agent (pid ${agent.pid}) already manages network namespace "${lab.serverNs}"\n`);
+    assert.deepEqual(second.lines.map((l) => l.event), [], "a refused agent never says it started, nor that it removed anything");
+
+    // One that serves namespaces by --netns-match runs on, refused this one; on SIGTERM it says it removed nothing.
+    const matching = startAgent(folder, "--netns-match", lab.serverNs);
+    await matching.waitFor((l) => l.event === "error" && l.message === `another agent (pid ${agent.pid}) already manages network namespace "${lab.serverNs}"; trying again in 1 s`);
+    const stopping = Date.now();
+    assert.equal(await matching.stop("SIGTERM"), 0);
+    assert.ok(Date.now() - stopping < 2_000, `SIGTERM ended it in ${Date.now() - stopping} ms`);
+    const last = matching.lines.at(-1)!;
+    assert.deepEqual([last.event, last.message], ["agent stopped", "no network namespace was held: nothing to remove"]);
+    assert.ok(await attached(), "the first agent's datapath is untouched");
 
     let from = agent.lines.length;
     process.kill(agent.pid, "SIGHUP");
@@ -117,6 +131,21 @@ describe("agent lifecycle", { concurrency: false }, () => {
     } finally {
       await lab.runInServer(["tc", "filter", "del", ...slot]);
       await rm(foreignPins, { recursive: true, force: true });
+    }
+  });
+
+  test("SIGTERM while waiting for the lock `apply` holds: gone within 2 s, never started, nothing touched", async () => {
+    const lock = await lockNamespace(lab.pinKey, { holder: "intercept apply", timeoutMs: 0 });
+    try {
+      const agent = startAgent(folder, "--netns", lab.serverNs, "--lock-timeout", "60s");
+      await agent.waitFor((l) => l.event === "waiting");
+      const stopping = Date.now();
+      assert.equal(await agent.stop("SIGTERM"), 0);
+      assert.ok(Date.now() - stopping < 2_000, `SIGTERM ended it in ${Date.now() - stopping} ms`);
+      assert.deepEqual(agent.lines.map((l) => l.event), ["waiting"]);
+      assert.equal(await attached(), false);
+    } finally {
+      await lock.release();
     }
   });
 
