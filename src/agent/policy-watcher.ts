@@ -356,8 +356,10 @@ export class PolicyWatcher<T = PolicySet> {
 
 /** An error of the file system that a read of files changing under it can meet (not an InterceptError: nothing reported it). */
 function isFileRace(error: unknown): error is NodeJS.ErrnoException {
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  return !(error instanceof InterceptError) && ["ENOENT", "ENOTDIR", "ELOOP", "ESTALE"].includes(String(code));
+  if (error instanceof InterceptError || !(error instanceof Error)) return false;
+  const { code, syscall } = error as NodeJS.ErrnoException;
+  // EINVAL from readlink: a symlink found by one call was a plain file by the next.
+  return ["ENOENT", "ENOTDIR", "ELOOP", "ESTALE"].includes(String(code)) || (code === "EINVAL" && syscall === "readlink");
 }
 
 /** The agent's log lines for invalid policies: each located problem, then what it means. */
