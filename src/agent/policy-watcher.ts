@@ -59,7 +59,7 @@ export interface PolicyWatcherEvents<T> {
   invalid(error: PolicyError, fingerprint: string): void;
   /** Every read, whatever it found (metrics: when the files were last read, and what they hold). */
   read?(read: PolicyRead): void;
-  /** A periodic resync found the files unchanged: the kernel is to be checked against them anyway. */
+  /** A periodic resync put nothing new in force: the kernel is to be checked against the policies in force anyway. */
   resynced?(): void;
   /** Reading failed for a reason that is not the files' (a bug): the agent cannot go on. */
   fatal(error: unknown): void;
@@ -101,10 +101,11 @@ export interface PolicyWatcherOptions<T> {
  *
  * fs.watch (plain inotify, one watch per folder) is enough because it only
  * has to wake us: correctness comes from the hash and the resync, and its
- * watches are re-armed after every read, by comparing the inodes of the
- * folders, since a watch on a folder that was replaced (a rename-save of a
- * folder, `mv -T ..data_tmp ..data`, rm -rf and mkdir, a symlink swap of the
- * folder) hears nothing more. (chokidar 4 is fs.watch underneath with its own
+ * watches are re-armed after every read, by comparing the folders'
+ * identities (device, inode, birth time), since a watch on a folder that was
+ * replaced (a rename-save of a folder, `mv -T ..data_tmp ..data`, rm -rf and
+ * mkdir, a symlink swap of the folder) hears nothing more; a folder watched
+ * anew is read once more, as its watch missed what came before it. (chokidar 4 is fs.watch underneath with its own
  * throttling of quick successive changes; @parcel/watcher is a native addon
  * whose recursive watch of a root that is replaced is no better. Neither
  * removes the need to compare content, which is the part that matters.)
@@ -134,6 +135,8 @@ export class PolicyWatcher<T = PolicySet> {
   private stopped = false;
   /** Reads in a row that met a file vanishing under them. */
   private races = 0;
+  /** How many times policies were put in force. */
+  private puts = 0;
 
   constructor(
     private readonly options: PolicyWatcherOptions<T>,
@@ -230,7 +233,10 @@ export class PolicyWatcher<T = PolicySet> {
         const wanted = this.wanted;
         this.wanted = { again: false, forced: false, resync: false };
         try {
-          await this.readOnce(wanted.forced, wanted.resync);
+          const puts = this.puts;
+          await this.readOnce(wanted.forced);
+          // A resync checks the kernel against the policies in force, unless this read put new ones in force (which does).
+          if (wanted.resync && this.puts === puts && !this.stopped) this.events.resynced?.();
         } catch (error) {
           if (!this.stopped) this.events.fatal(error);
           return;
@@ -247,9 +253,9 @@ export class PolicyWatcher<T = PolicySet> {
    * (a folder swapped while it is listed) is the files moving, not a bug:
    * they are read again once they settle.
    */
-  private async readOnce(forced: boolean, resync: boolean): Promise<void> {
+  private async readOnce(forced: boolean): Promise<void> {
     try {
-      await this.compareAndRead(forced, resync);
+      await this.compareAndRead(forced);
       this.races = 0;
     } catch (error) {
       if (!isFileRace(error)) throw error;
@@ -268,7 +274,7 @@ export class PolicyWatcher<T = PolicySet> {
     }
   }
 
-  private async compareAndRead(forced: boolean, resync: boolean): Promise<void> {
+  private async compareAndRead(forced: boolean): Promise<void> {
     const fingerprint = await fingerprintPolicies(this.options.paths, this.options.objects);
     if (this.stopped) return;
     const last = this.last;
@@ -276,7 +282,6 @@ export class PolicyWatcher<T = PolicySet> {
       // Unchanged since the last read: no parse, no reconcile; an invalid or emptied set is reported once it has settled.
       const settling = !last.reported && !this.reportIfSettled(last);
       this.noteRead(fingerprint, settling ? "settling" : last.outcome === "emptied" ? "valid" : last.outcome);
-      if (resync && last.outcome === "valid") this.events.resynced?.();
       return;
     }
     let policies: T | undefined;
@@ -301,7 +306,6 @@ export class PolicyWatcher<T = PolicySet> {
       this.last = { fingerprint, outcome: "valid", since: this.now(), reported: true };
       this.noteRead(fingerprint, "valid");
       if (forced || fingerprint !== this.inForce) this.putInForce(policies as T, fingerprint);
-      else if (resync) this.events.resynced?.();
     } else if (failure instanceof PolicyError) {
       this.last = { fingerprint, outcome: "invalid", error: failure, since: this.now(), reported: false };
       this.noteRead(fingerprint, this.reportIfSettled(this.last) ? "invalid" : "settling");
@@ -319,6 +323,7 @@ export class PolicyWatcher<T = PolicySet> {
   }
 
   private putInForce(policies: T, fingerprint: string): void {
+    this.puts++;
     this.inForce = fingerprint;
     this.inForceEmpty = this.options.isEmpty?.(policies) ?? false;
     this.events.valid(policies, fingerprint);
