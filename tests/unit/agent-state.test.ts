@@ -15,6 +15,8 @@ import { AgentMetrics, healthJson, upToDate, type PolicyHealth } from "../../src
 import { NamespaceAgent } from "../../src/agent/namespace-agent.js";
 import type { ProgramBuilder } from "../../src/build/index.js";
 import type { Hook, LinkRef, VersionRef } from "../../src/datapath/types.js";
+import { parseAgentArguments } from "../../src/cli.js";
+import { UsageError } from "../../src/errors.js";
 import { LOCK_DIR, lockNamespace } from "../../src/reconcile/lock.js";
 import { desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
@@ -177,4 +179,12 @@ describe("metrics and /healthz say whether the kernel matches the files", () => 
       server.close();
     }
   });
+});
+
+test("--resync-interval: 30 s by default, a duration, 0 for never, at least a second", () => {
+  assert.equal(parseAgentArguments(["p"]).options.resyncMs, 30_000);
+  assert.equal(parseAgentArguments(["p", "--resync-interval", "2m"]).options.resyncMs, 120_000);
+  assert.equal(parseAgentArguments(["p", "--resync-interval", "0"]).options.resyncMs, 0);
+  assert.throws(() => parseAgentArguments(["p", "--resync-interval", "10ms"]), (error) => error instanceof UsageError && /too short/.test(error.message));
+  assert.throws(() => parseAgentArguments(["p", "--resync-interval", "soon"]), UsageError);
 });
