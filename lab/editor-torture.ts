@@ -205,9 +205,12 @@ export async function tortureAgent(lab: Lab, edits: number, durationMs: number):
     assert.ok(metricValue(text, "intercept_policies_last_read_timestamp_seconds")! * 1000 >= lastEditWall, "the files were read after the last edit");
 
     // The kernel agrees: nothing left to plan, and the live switches are the final ones.
-    const plan = await intercept("plan", folder.link, "--netns", lab.serverNs, "--detailed-exitcode");
+    const [plan, shown] = await Promise.all([
+      intercept("plan", folder.link, "--netns", lab.serverNs, "--detailed-exitcode"),
+      intercept("status", "--netns", lab.serverNs, "--json"),
+    ]);
     assert.equal(plan.exitCode, 0, `plan after the torture:\n${plan.stdout}${plan.stderr}`);
-    const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
+    const status = JSON.parse(shown.stdout);
     assert.deepEqual(status.programs.map((program: { rules: { enabled: boolean }[] }) => program.rules.map((rule) => rule.enabled)), [enabled]);
     assert.deepEqual(agent.lines.filter((l) => l.event === "error").map((l) => l.message), [], "a file caught half-written is never reported");
 
