@@ -14,6 +14,7 @@ import { after, describe, test } from "node:test";
 import { createLogger } from "../../src/agent/log.js";
 import { fingerprintPolicies } from "../../src/agent/policy-fingerprint.js";
 import { PolicyWatcher, type PolicyRead } from "../../src/agent/policy-watcher.js";
+import { watchPoints } from "../../src/agent/watch-points.js";
 import { PolicyError } from "../../src/errors.js";
 import { validPolicies } from "../../src/reconcile/desired.js";
 import type { ValidPolicy } from "../../src/validate/model.js";
@@ -101,6 +102,27 @@ async function swapData(dir: string, version: string): Promise<void> {
   await symlink(version, path.join(dir, "..data_tmp"));
   await rename(path.join(dir, "..data_tmp"), path.join(dir, "..data"));
 }
+
+describe("what is watched", () => {
+  test("a ConfigMap folder behind a symlink: the link's parents (for the way down), the folder, and the folder `..data` leads to", async () => {
+    const parent = await folder("points");
+    const real = path.join(parent, "configmap");
+    await mkdir(real);
+    await configMap(real, { "..v1": 9001, "..v2": 9002 }, "..v1");
+    await mkdir(path.join(real, "nested"));
+    const link = path.join(parent, "policies");
+    await symlink("configmap", link);
+    const points = new Map((await watchPoints([link])).map((point) => [point.folder, point.only && [...point.only]]));
+    assert.deepEqual(points.get(parent), ["policies"], "the parent hears only of the entry on the way down");
+    assert.deepEqual(points.get(path.dirname(parent)), [path.basename(parent)]);
+    assert.equal(points.get(real), undefined, "the folder hears everything");
+    assert.ok(points.has(real) && points.has(path.join(real, "..v1")) && points.has(path.join(real, "nested")), JSON.stringify([...points.keys()]));
+    assert.ok(!points.has(path.join(real, "..v2")), "the version ..data does not lead to is not watched");
+    await swapData(real, "..v2");
+    const after = (await watchPoints([link])).map((point) => point.folder);
+    assert.ok(after.includes(path.join(real, "..v2")) && !after.includes(path.join(real, "..v1")), JSON.stringify(after));
+  });
+});
 
 describe("the policy watcher follows content", () => {
   test("a rename-save, then an in-place write: both applied", async () => {
