@@ -1,5 +1,5 @@
 import { watch, type Dirent, type FSWatcher } from "node:fs";
-import { readdir, realpath, stat } from "node:fs/promises";
+import { readdir, readlink, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 
 /**
@@ -17,9 +17,9 @@ export interface WatchPoint {
 /**
  * The folders whose events can mean the policies changed, for the policy
  * paths (and `--objects DIR`) as they are on disk right now:
- * - every parent of a path up to its mount point, for the entry on the way
- *   down (a folder removed and created again, a folder that is a symlink
- *   swapped for another, a parent renamed);
+ * - every parent of a path (and of what it resolves to) up to its mount
+ *   point, for the entry on the way down (a folder removed and created
+ *   again, a folder that is a symlink swapped for another, a parent renamed);
  * - the folder itself, its subfolders, and the folder of each file a
  *   symlink in it leads to (a ConfigMap's `..data` swapped, a file edited
  *   in place behind `..data`);
@@ -38,7 +38,13 @@ export async function watchPoints(targets: string[]): Promise<WatchPoint[]> {
   for (const target of targets.map((given) => path.resolve(given))) {
     await addParents(target, add);
     const real = await realpath(target).catch(() => undefined); // not there (yet): its parent sees it come
-    if (real === undefined) continue;
+    if (real === undefined) {
+      // A symlink to what is not there (yet): the folder it names sees it come.
+      const named = await readlink(target).then((link) => path.resolve(path.dirname(target), link), () => undefined);
+      if (named !== undefined) await addParents(named, add);
+      continue;
+    }
+    if (real !== target) await addParents(real, add); // what a symlink leads to can be removed and made again too
     if (await isFolder(real)) {
       await addFolder(real, add);
     } else {

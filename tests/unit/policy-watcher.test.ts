@@ -113,7 +113,7 @@ describe("what is watched", () => {
     const link = path.join(parent, "policies");
     await symlink("configmap", link);
     const points = new Map((await watchPoints([link])).map((point) => [point.folder, point.only && [...point.only]]));
-    assert.deepEqual(points.get(parent), ["policies"], "the parent hears only of the entry on the way down");
+    assert.deepEqual(points.get(parent)?.sort(), ["configmap", "policies"], "the parent hears only of the entries on the way down (the link's and its target's)");
     assert.deepEqual(points.get(path.dirname(parent)), [path.basename(parent)]);
     assert.equal(points.get(real), undefined, "the folder hears everything");
     assert.ok(points.has(real) && points.has(path.join(real, "..v1")) && points.has(path.join(real, "nested")), JSON.stringify([...points.keys()]));
@@ -239,6 +239,24 @@ describe("the policy watcher follows content", () => {
     await w.until({ a: 9001 });
     await writeFile(path.join(parent, "one", "a.yaml"), POLICY(9011));
     await w.until({ a: 9011 });
+  });
+
+  test("the folder a symlink leads to, elsewhere, removed and made again while empty for a while", async () => {
+    const parent = await folder("elsewhere-link");
+    const elsewhere = await folder("elsewhere-tree");
+    const tree = path.join(elsewhere, "tree");
+    await mkdir(tree);
+    await writeFile(path.join(tree, "a.yaml"), POLICY(9000));
+    const dir = path.join(parent, "policies");
+    await symlink(tree, dir);
+    const w = await watch([dir], { settleMs: 200 });
+    await rm(tree, { recursive: true });
+    await until(() => w.invalid.length === 1, () => "the missing folder is reported once settled");
+    await mkdir(tree);
+    await writeFile(path.join(tree, "a.yaml"), POLICY(9001));
+    await w.until({ a: 9001 });
+    await writeFile(path.join(tree, "a.yaml"), POLICY(9002));
+    await w.until({ a: 9002 });
   });
 
   test("a file caught half-written is read again, not reported; an error that stays is reported once", async () => {
