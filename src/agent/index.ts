@@ -118,21 +118,22 @@ class Agent {
   }
 
   /**
-   * Reads the policies (invalid ones fail the start: there is no last good
-   * state), binds the metrics listener, checks privileges, and only then
+   * Binds the metrics listener, reads the policies (invalid ones fail the
+   * start: there is no last good state), checks privileges, and only then
    * touches the kernel. "agent started" is said once it serves: a second
    * agent refused for a namespace never says it.
    */
   async start(): Promise<void> {
-    // Watched from before the first read: a file changed while the namespaces start is not missed.
-    this.policies = await this.watcher.start();
-    this.inForce = this.watcher.fingerprint;
     let metrics: string | undefined;
     if (this.options.metrics) {
+      // First: a busy address is said at once. /healthz answers "not ready" until the namespaces are served.
       const { server, address } = await this.metrics.serve(this.options.metrics, () => this.fleet.readiness(), () => this.health());
       this.metricsServer = server;
       metrics = address;
     }
+    // Watched from before the first read: a file changed while the namespaces start is not missed.
+    this.policies = await this.watcher.start();
+    this.inForce = this.watcher.fingerprint;
     const served = metrics === undefined ? "" : `; metrics on http://${metrics}/metrics, readiness on /healthz`;
     const fields = { ...(metrics !== undefined && { metrics }), policiesHash: shortHash(this.inForce) };
     const { namespaces } = this.options;
