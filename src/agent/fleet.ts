@@ -13,6 +13,8 @@ import { identifyNamespaceFile } from "./netns-directory.js";
 
 /** How many namespaces a scrape reads at once: a scrape of fifty must not starve their reconciles. */
 const SCRAPE_CONCURRENCY = 4;
+/** How many namespaces a periodic resync checks at once: fifty plans at once would starve everything else. */
+const RESYNC_CONCURRENCY = 2;
 /** Names listed in a not-ready /healthz answer, at most. */
 const NAMES_SHOWN = 10;
 
@@ -123,6 +125,19 @@ export class Fleet {
   /** Asks every namespace for a reconcile (the policies changed). */
   reconcileAll(): void {
     for (const member of this.members.values()) void member.agent?.reconcile();
+  }
+
+  /**
+   * The periodic resync: every namespace reconciled once has its kernel
+   * checked against the policies again (a plan; an apply only if something
+   * differs), a few at a time. The others are retrying already.
+   */
+  async resync(): Promise<void> {
+    const members = [...this.members.values()].filter((member) => member.agent?.ready && !member.removing);
+    const next = async (): Promise<void> => {
+      for (let member = members.shift(); member && !this.stopping; member = members.shift()) await member.agent?.reconcile();
+    };
+    await Promise.all(Array.from({ length: RESYNC_CONCURRENCY }, next));
   }
 
   /** Ready once the namespaces were listed and each was reconciled once; before, which are not. */

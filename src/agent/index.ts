@@ -112,7 +112,7 @@ class Agent {
       valid: (policies, fingerprint) => this.policiesChanged(policies, fingerprint),
       invalid: (error) => this.policiesInvalid(error),
       read: (read) => this.policiesRead(read),
-      resynced: () => this.fleet.reconcileAll(), // the kernel is checked against the files too: a plan with no changes does nothing
+      resynced: () => void this.fleet.resync(), // the kernel is checked against the policies too: a plan with no changes does nothing
       fatal: (error) => lifecycle.fail(error),
     });
   }
