@@ -149,6 +149,17 @@ describe("agent lifecycle", { concurrency: false }, () => {
     }
   });
 
+  test("--resync-interval: a filter removed behind the agent's back is put back at the next resync", async () => {
+    const agent = startAgent(folder, "--netns", lab.serverNs, "--resync-interval", "1s");
+    await agent.waitFor((l) => l.event === "applied" && /policies applied/.test(String(l.message)));
+    const from = agent.lines.length;
+    assert.equal((await lab.runInServer(["tc", "filter", "del", "dev", lab.serverLink, "ingress", "pref", "18755", "handle", "1", "bpf"])).exitCode, 0);
+    assert.equal(await attached(), false);
+    await agent.waitFor((l) => l.event === "applied" && /policies applied/.test(String(l.message)), from, 10_000);
+    assert.ok(await attached(), "the resync planned, found the filter missing, and attached it again");
+    assert.equal(await agent.stop(), 0);
+  });
+
   test("the policy folder removed and created again: the last good policies stay, then an edit is applied", async () => {
     const agent = startAgent(folder, "--netns", lab.serverNs);
     await agent.waitFor((l) => l.event === "applied" && /policies applied/.test(String(l.message)));
