@@ -13,8 +13,12 @@ import { identifyNamespaceFile } from "./netns-directory.js";
 
 /** How many namespaces a scrape reads at once: a scrape of fifty must not starve their reconciles. */
 const SCRAPE_CONCURRENCY = 4;
-/** How many namespaces a periodic resync checks at once: fifty plans at once would starve everything else. */
-const RESYNC_CONCURRENCY = 2;
+/**
+ * How many namespaces one periodic resync checks, one at a time, taking
+ * turns: the cost of a resync stays that of a few plans, however many
+ * namespaces are served (fifty every 30 s would be a plan every 0.6 s).
+ */
+const RESYNC_BATCH = 4;
 /** Names listed in a not-ready /healthz answer, at most. */
 const NAMES_SHOWN = 10;
 
@@ -75,6 +79,8 @@ export class Fleet {
   private readonly leaving = new Map<string, Promise<void>>();
   private scanned = false;
   private stopping = false;
+  /** Where the next periodic resync starts among the namespaces. */
+  private resyncTurn = 0;
 
   constructor(
     private readonly options: FleetOptions,
@@ -128,16 +134,20 @@ export class Fleet {
   }
 
   /**
-   * The periodic resync: every namespace reconciled once has its kernel
-   * checked against the policies again (a plan; an apply only if something
-   * differs), a few at a time. The others are retrying already.
+   * The periodic resync: the next few namespaces (RESYNC_BATCH, in turn)
+   * that were reconciled once have their kernel checked against the
+   * policies again (a plan; an apply only if something differs), one at a
+   * time. Those not reconciled yet are retrying already.
    */
   async resync(): Promise<void> {
     const members = [...this.members.values()].filter((member) => member.agent?.ready && !member.removing);
-    const next = async (): Promise<void> => {
-      for (let member = members.shift(); member && !this.stopping; member = members.shift()) await member.agent?.reconcile();
-    };
-    await Promise.all(Array.from({ length: RESYNC_CONCURRENCY }, next));
+    const start = this.resyncTurn % Math.max(1, members.length);
+    const batch = [...members.slice(start), ...members.slice(0, start)].slice(0, RESYNC_BATCH);
+    this.resyncTurn = start + batch.length;
+    for (const member of batch) {
+      if (this.stopping) return;
+      await member.agent?.reconcile();
+    }
   }
 
   /** Ready once the namespaces were listed and each was reconciled once; before, which are not. */
