@@ -150,6 +150,7 @@ function agentOptions(values: ParsedCommand["values"]): AgentOptions {
   return {
     namespaces: match === undefined ? { kind: "one", netns: namespaceOption(values) ?? {} } : { kind: "matching", globs: match.map(namespaceGlob) },
     keep: Boolean(values.keep), logFormat: logFormat((values["log-format"] as string | undefined) ?? "text"), lockTimeoutMs: lockTimeout(values),
+    resyncMs: resyncInterval((values["resync-interval"] as string | undefined) ?? "30s"),
     ...(values.metrics !== undefined && { metrics: listenAddress(values.metrics as string) }),
     ...objectsOption(values),
   };
@@ -240,6 +241,13 @@ function duration(flag: string, value: string): number {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value);
   if (!match) throw new UsageError(`${flag}: "${value.slice(0, 32)}" is not a duration (e.g. 10s, 500ms, 2m, 0)`);
   return Number(match[1]) * { ms: 1, s: 1000, m: 60_000 }[match[2] as "ms" | "s" | "m" ?? "s"];
+}
+
+/** --resync-interval: 0 (off), or at least a second: each resync reads every policy and plans a few namespaces. */
+function resyncInterval(value: string): number {
+  const ms = duration("--resync-interval", value);
+  if (ms !== 0 && ms < 1000) throw new UsageError(`--resync-interval: "${value.slice(0, 32)}" is too short (at least 1s, or 0 for never)`);
+  return ms;
 }
 
 function logFormat(value: string): LogFormat {

@@ -197,6 +197,10 @@ export const COMMANDS = {
       keep: { type: "boolean", description: "on exit, leave the datapath as it is (rolling upgrades)" },
       "log-format": { type: "string", value: "FORMAT", kind: "choice", choices: ["text", "json"], defaultText: "text", description: "one line per event: text, or JSON with time, level, event and message" },
       metrics: { type: "string", value: "HOST:PORT", kind: "address", description: "serve /metrics (Prometheus) and /healthz there; HOST defaults to 127.0.0.1" },
+      "resync-interval": {
+        type: "string", value: "DURATION", kind: "duration", defaultText: "30s",
+        description: "how often the policies are read (and the kernel checked) whatever the file events say: at least 1s, or 0 for never",
+      },
     },
   },
   completion: {
