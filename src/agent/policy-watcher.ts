@@ -289,16 +289,17 @@ export class PolicyWatcher<T = PolicySet> {
     try {
       policies = await this.options.read(this.options.paths, this.options.objects);
     } catch (error) {
-      if (isFileRace(error)) throw error;
       failure = error;
     }
     if (this.stopped) return;
     if ((await fingerprintPolicies(this.options.paths, this.options.objects)) !== fingerprint) {
-      // The files moved while they were read: what was read may be half of each; read them again once they settle.
+      // The files moved while they were read: what was read may be half of each, and a failure may be the
+      // move's (a file gone between two steps of the loader, in its worker where the error's code is lost).
       this.noteRead(fingerprint, "settling");
       this.changed();
       return;
     }
+    if (isFileRace(failure)) throw failure;
     if (failure === undefined && !forced && !this.inForceEmpty && (this.options.isEmpty?.(policies as T) ?? false)) {
       this.last = { fingerprint, outcome: "emptied", policies: policies as T, since: this.now(), reported: false };
       this.noteRead(fingerprint, this.reportIfSettled(this.last) ? "valid" : "settling");
