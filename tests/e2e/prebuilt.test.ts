@@ -28,7 +28,7 @@ before(async () => {
   // Every tool intercept runs on a node, and no clang.
   noClang = path.join(scratch, "bin");
   await mkdir(noClang);
-  for (const tool of ["node", "ip", "tc", "bpftool", "nsenter", "mount", "flock"]) {
+  for (const tool of ["node", "ip", "tc", "bpftool", "nsenter", "mount", "flock", "ss"]) {
     await symlink((await execa("which", [tool])).stdout.trim(), path.join(noClang, tool));
   }
 });
