@@ -20,7 +20,13 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { compileBpf, contentHash } from "../src/build/index.js";
 import { compilePolicies } from "../src/compile/index.js";
-import { matchStrategy, PREFIX_CONSTANT_LIMIT, SWITCH_LIMIT, TEMPLATE_DIR, type MatchStrategy } from "../src/compile/render.js";
+import {
+  matchStrategy,
+  PREFIX_CONSTANT_LIMIT,
+  SWITCH_LIMIT,
+  TEMPLATE_DIR,
+  type MatchStrategy,
+} from "../src/compile/render.js";
 import { loadVersion } from "../src/datapath/kernel.js";
 import { loadAndPin, updateMap } from "../src/kernel/bpftool.js";
 import { run, runJson, type NetworkNamespace } from "../src/kernel/exec.js";
@@ -39,22 +45,44 @@ const SCALING_SIZES = [2, SWITCH_LIMIT, 100, 1000, 10_000];
 const CROSSOVER_SIZES = [4, 16, 32, 64, 128, 512];
 
 type Variant = "empty" | "reference" | "generated";
-interface Case { name: string; hit: boolean; frame: Buffer }
+interface Case {
+  name: string;
+  hit: boolean;
+  frame: Buffer;
+}
 
 type BenchRule = Omit<Rule, "index">;
 
 /** A rewrite rule of one port, built directly: the benchmark needs chains validation refuses. */
 function rewriteRule(originalPort: number, port: number, protocol: Rule["protocol"] = "tcp"): BenchRule {
   return {
-    originalPorts: [{ first: originalPort, last: originalPort }], exceptPorts: [], sources: [], exceptSources: [], destinations: [],
-    port, protocol, family: "any", strategy: "rewrite", enabled: true,
+    originalPorts: [{ first: originalPort, last: originalPort }],
+    exceptPorts: [],
+    sources: [],
+    exceptSources: [],
+    destinations: [],
+    port,
+    protocol,
+    family: "any",
+    strategy: "rewrite",
+    enabled: true,
   };
 }
 
-const FLIP_RULES: BenchRule[] = [rewriteRule(8000, 9000), rewriteRule(9000, 8000), rewriteRule(5000, 6000, "udp"), rewriteRule(6000, 5000, "udp")];
+const FLIP_RULES: BenchRule[] = [
+  rewriteRule(8000, 9000),
+  rewriteRule(9000, 8000),
+  rewriteRule(5000, 6000, "udp"),
+  rewriteRule(6000, 5000, "udp"),
+];
 
 function policyOf(name: string, rules: BenchRule[]): ValidPolicy {
-  return { name, file: `${name}.ts`, interfaces: { include: null, exclude: [] }, rules: rules.map((rule, index) => ({ ...rule, index })) };
+  return {
+    name,
+    file: `${name}.ts`,
+    interfaces: { include: null, exclude: [] },
+    rules: rules.map((rule, index) => ({ ...rule, index })),
+  };
 }
 
 function cases(): Case[] {
@@ -71,7 +99,10 @@ function cases(): Case[] {
 }
 
 class Bench {
-  constructor(readonly root: string, readonly scratch: string) {}
+  constructor(
+    readonly root: string,
+    readonly scratch: string,
+  ) {}
 
   async object(source: string, name: string, includeDirs: string[] = []): Promise<string> {
     const output = path.join(this.scratch, `${name}.o`);
@@ -91,12 +122,31 @@ class Bench {
     const hash = await contentHash(compiled!);
     const ref = { policy: policy.name, version: hash.slice(0, 16) };
     const startLoad = performance.now();
-    await loadVersion(pins, { ref, contentHash: hash, objectPath: object, hooks: compiled!.hooks, enabled: policy.rules.map(() => true), prefixes: compiled!.prefixes });
+    await loadVersion(pins, {
+      ref,
+      contentHash: hash,
+      objectPath: object,
+      hooks: compiled!.hooks,
+      enabled: policy.rules.map(() => true),
+      prefixes: compiled!.prefixes,
+    });
     const loadMs = performance.now() - startLoad;
     const pin = pins.program(ref, "ingress");
     const info = await runJson<{ bytes_xlated: number }>("bpftool", ["-j", "prog", "show", "pinned", pin]);
-    const addresses = compiled!.prefixes.length > 0 ? `LPM trie, ${compiled!.prefixes.length} entries` : /^ \* Addresses: constant/m.test(compiled!.source) ? "constants" : "none";
-    return { pin, compileMs, loadMs, sourceBytes: compiled!.source.length, instructions: info.bytes_xlated / 8, addresses };
+    const addresses =
+      compiled!.prefixes.length > 0
+        ? `LPM trie, ${compiled!.prefixes.length} entries`
+        : /^ \* Addresses: constant/m.test(compiled!.source)
+          ? "constants"
+          : "none";
+    return {
+      pin,
+      compileMs,
+      loadMs,
+      sourceBytes: compiled!.source.length,
+      instructions: info.bytes_xlated / 8,
+      addresses,
+    };
   }
 
   async reference(rules: BenchRule[]): Promise<string> {
@@ -155,8 +205,17 @@ async function sideBySide(bench: Bench) {
     }
   }
   return cases().map((packet) => {
-    const ns = Object.fromEntries(variants.map((v) => [v, trimmedMean(samples.get(`${v}|${packet.name}`)!)])) as Record<Variant, number>;
-    return { packet: packet.name, hit: packet.hit, ns, generatedVsEmpty: ns.generated / ns.empty, generatedVsReference: ns.generated / ns.reference };
+    const ns = Object.fromEntries(variants.map((v) => [v, trimmedMean(samples.get(`${v}|${packet.name}`)!)])) as Record<
+      Variant,
+      number
+    >;
+    return {
+      packet: packet.name,
+      hit: packet.hit,
+      ns,
+      generatedVsEmpty: ns.generated / ns.empty,
+      generatedVsReference: ns.generated / ns.reference,
+    };
   });
 }
 
@@ -181,7 +240,9 @@ async function scaling(bench: Bench, emptyPin: string) {
   const rows = [];
   for (const count of SCALING_SIZES) {
     const loaded = await bench.generated(policyOf(`bench_rules_${count}`, scalingRules(count)));
-    const hits: number[] = [], misses: number[] = [], floor: number[] = [];
+    const hits: number[] = [],
+      misses: number[] = [],
+      floor: number[] = [];
     for (let round = 0; round < 9; round++) {
       hits.push(await bench.nanoseconds(loaded.pin, hit));
       misses.push(await bench.nanoseconds(loaded.pin, miss));
@@ -189,9 +250,18 @@ async function scaling(bench: Bench, emptyPin: string) {
     }
     const [hitNs, missNs, emptyNs] = [trimmedMean(hits), trimmedMean(misses), trimmedMean(floor)];
     rows.push({
-      rules: count, strategy: matchStrategy(count), sourceBytes: loaded.sourceBytes, instructions: loaded.instructions,
-      compileMs: loaded.compileMs, loadMs: loaded.loadMs, compileAndLoadMs: loaded.compileMs + loaded.loadMs,
-      emptyNs, missNs, hitNs, missVsEmpty: missNs / emptyNs, hitVsEmpty: hitNs / emptyNs,
+      rules: count,
+      strategy: matchStrategy(count),
+      sourceBytes: loaded.sourceBytes,
+      instructions: loaded.instructions,
+      compileMs: loaded.compileMs,
+      loadMs: loaded.loadMs,
+      compileAndLoadMs: loaded.compileMs + loaded.loadMs,
+      emptyNs,
+      missNs,
+      hitNs,
+      missVsEmpty: missNs / emptyNs,
+      hitVsEmpty: hitNs / emptyNs,
     });
   }
   return rows;
@@ -210,7 +280,12 @@ async function crossover(bench: Bench) {
       switch: await bench.generated(policyOf(`bench_switch_${count}`, scalingRules(count)), "switch"),
       table: await bench.generated(policyOf(`bench_table_${count}`, scalingRules(count)), "table"),
     };
-    const samples = { switchHit: [] as number[], switchMiss: [] as number[], tableHit: [] as number[], tableMiss: [] as number[] };
+    const samples = {
+      switchHit: [] as number[],
+      switchMiss: [] as number[],
+      tableHit: [] as number[],
+      tableMiss: [] as number[],
+    };
     for (let round = 0; round < 9; round++) {
       const order: MatchStrategy[] = round % 2 === 0 ? ["switch", "table"] : ["table", "switch"];
       for (const strategy of order) {
@@ -218,12 +293,19 @@ async function crossover(bench: Bench) {
         samples[`${strategy}Miss`].push(await bench.nanoseconds(built[strategy].pin, SCALING_MISS));
       }
     }
-    const ns = Object.fromEntries(Object.entries(samples).map(([key, values]) => [key, trimmedMean(values)])) as Record<keyof typeof samples, number>;
+    const ns = Object.fromEntries(Object.entries(samples).map(([key, values]) => [key, trimmedMean(values)])) as Record<
+      keyof typeof samples,
+      number
+    >;
     rows.push({
-      rules: count, ...ns,
-      switchInstructions: built.switch.instructions, tableInstructions: built.table.instructions,
-      switchCompileAndLoadMs: built.switch.compileMs + built.switch.loadMs, tableCompileAndLoadMs: built.table.compileMs + built.table.loadMs,
-      tableVsSwitchHit: ns.tableHit / ns.switchHit, tableVsSwitchMiss: ns.tableMiss / ns.switchMiss,
+      rules: count,
+      ...ns,
+      switchInstructions: built.switch.instructions,
+      tableInstructions: built.table.instructions,
+      switchCompileAndLoadMs: built.switch.compileMs + built.switch.loadMs,
+      tableCompileAndLoadMs: built.table.compileMs + built.table.loadMs,
+      tableVsSwitchHit: ns.tableHit / ns.switchHit,
+      tableVsSwitchMiss: ns.tableMiss / ns.switchMiss,
     });
   }
   return rows;
@@ -267,7 +349,8 @@ function steerCases(): SteerCase[] {
 async function steerCosts(bench: Bench, emptyPin: string) {
   const rewrite = rewriteRule(8000, STEER_PROXY_PORT);
   const pins = {
-    steer: (await bench.generated(policyOf("bench_steer", [{ ...rewrite, strategy: "steer", onProxyDown: "drop" }]))).pin,
+    steer: (await bench.generated(policyOf("bench_steer", [{ ...rewrite, strategy: "steer", onProxyDown: "drop" }])))
+      .pin,
     rewrite: (await bench.generated(policyOf("bench_rewrite", [rewrite]))).pin,
     empty: emptyPin,
   };
@@ -275,17 +358,25 @@ async function steerCosts(bench: Bench, emptyPin: string) {
   try {
     await lab.startInServer(["node", "dist/lab/echo.js", "serve", "--tag", "proxy", String(STEER_PROXY_PORT)], /ready/);
     // Nothing listens in the lab's client namespace.
-    const namespaces: Record<SteerCase["netns"], NetworkNamespace> = { empty: { name: lab.clientNs }, proxy: { name: lab.serverNs } };
+    const namespaces: Record<SteerCase["netns"], NetworkNamespace> = {
+      empty: { name: lab.clientNs },
+      proxy: { name: lab.serverNs },
+    };
     const verdicts = new Map<string, number>();
     for (const packet of steerCases()) {
       verdicts.set(packet.name, (await testRun(pins.steer, packet.frame, 1, namespaces[packet.netns])).returnValue);
     }
     // The rewrite program is measured on its miss path only: a one-way rewrite would make every repeat after the first a miss anyway.
-    const missFrames = new Map(steerCases().filter((c) => c.name.endsWith("another port")).map((c) => [c.family, c.frame]));
+    const missFrames = new Map(
+      steerCases()
+        .filter((c) => c.name.endsWith("another port"))
+        .map((c) => [c.family, c.frame]),
+    );
     const measurements = (packet: SteerCase) => ({
       empty: () => bench.nanoseconds(pins.empty, packet.frame, REPEAT, namespaces[packet.netns]),
       steer: () => bench.nanoseconds(pins.steer, packet.frame, REPEAT, namespaces[packet.netns]),
-      rewriteMiss: () => bench.nanoseconds(pins.rewrite, missFrames.get(packet.family)!, REPEAT, namespaces[packet.netns]),
+      rewriteMiss: () =>
+        bench.nanoseconds(pins.rewrite, missFrames.get(packet.family)!, REPEAT, namespaces[packet.netns]),
     });
     const samples = new Map<string, number[]>();
     for (let round = 0; round < ROUNDS; round++) {
@@ -299,11 +390,16 @@ async function steerCosts(bench: Bench, emptyPin: string) {
       }
     }
     return steerCases().map((packet) => {
-      const ns = Object.fromEntries(Object.keys(measurements(packet)).map((v) => [v, trimmedMean(samples.get(`${v}|${packet.name}`)!)])) as Record<keyof ReturnType<typeof measurements>, number>;
+      const ns = Object.fromEntries(
+        Object.keys(measurements(packet)).map((v) => [v, trimmedMean(samples.get(`${v}|${packet.name}`)!)]),
+      ) as Record<keyof ReturnType<typeof measurements>, number>;
       const verdict = verdicts.get(packet.name)!;
       return {
-        packet: packet.name, steerVerdict: verdict === TC_ACT_UNSPEC ? "unspec" : verdict === TC_ACT_SHOT ? "shot" : String(verdict),
-        ns, steerVsEmpty: ns.steer / ns.empty, steerVsRewriteMiss: ns.steer / ns.rewriteMiss,
+        packet: packet.name,
+        steerVerdict: verdict === TC_ACT_UNSPEC ? "unspec" : verdict === TC_ACT_SHOT ? "shot" : String(verdict),
+        ns,
+        steerVsEmpty: ns.steer / ns.empty,
+        steerVsRewriteMiss: ns.steer / ns.rewriteMiss,
       };
     });
   } finally {
@@ -321,11 +417,19 @@ async function steerCosts(bench: Bench, emptyPin: string) {
 const SELECTOR_PORT = 8000;
 
 function selectorPolicy(name: string, interceptors: Interceptor[]): ValidPolicy {
-  return { name, file: `${name}.ts`, interfaces: { include: null, exclude: [] }, rules: interceptors.map((interceptor, index) => toRule(interceptor, index)) };
+  return {
+    name,
+    file: `${name}.ts`,
+    interfaces: { include: null, exclude: [] },
+    rules: interceptors.map((interceptor, index) => toRule(interceptor, index)),
+  };
 }
 
 /** Prefix lengths the benchmark's lists cycle through, as real lists mix them (cloud ranges, pod and node networks). */
-const LIST_PREFIX_LENGTHS: Record<Family, number[]> = { ipv4: [32, 31, 30, 29, 28], ipv6: [128, 120, 112, 104, 96, 80, 64] };
+const LIST_PREFIX_LENGTHS: Record<Family, number[]> = {
+  ipv4: [32, 31, 30, 29, 28],
+  ipv6: [128, 120, 112, 104, 96, 80, 64],
+};
 
 /**
  * @count networks of @family in the benchmark's range (198.18.0.0/15,
@@ -346,7 +450,8 @@ function spacedNetworks(family: Family, count: number): { cidrs: string[]; hit: 
     const size = 1n << (bits - BigInt(length));
     const start = ((next + size - 1n) / size) * size;
     cidrs.push(`${addressText(family, base + start)}/${length}`);
-    if (i === Math.floor(count / 2)) [hit, miss] = [addressText(family, base + start), addressText(family, base + start + size)];
+    if (i === Math.floor(count / 2))
+      [hit, miss] = [addressText(family, base + start), addressText(family, base + start + size)];
     next = start + 2n * size;
   }
   return { cidrs, hit, miss };
@@ -356,12 +461,20 @@ function segment(family: Family, dport: number, source?: string): Buffer {
   return buildPacket({ family, protocol: "tcp", sport: 40000, dport, tcpFlags: ["ack"], ...(source && { source }) });
 }
 
-interface SelectorCase { name: string; interceptors: Interceptor[]; hit: Buffer; miss: Buffer; prefixLimit?: number }
+interface SelectorCase {
+  name: string;
+  interceptors: Interceptor[];
+  hit: Buffer;
+  miss: Buffer;
+  prefixLimit?: number;
+}
 
 /** The `*`-with-exceptions rule, and source lists of 1, 100 and 10,000 CIDRs (spacedNetworks: the miss runs every compare). */
 function selectorCases(): SelectorCase[] {
   const istio: Interceptor = { originalPorts: "*", exceptPorts: [22, 15020, 15021], port: 15006 };
-  const cases: SelectorCase[] = [{ name: "* except 22,15020-15021", interceptors: [istio], hit: segment("ipv4", 8080), miss: segment("ipv4", 22) }];
+  const cases: SelectorCase[] = [
+    { name: "* except 22,15020-15021", interceptors: [istio], hit: segment("ipv4", 8080), miss: segment("ipv4", 22) },
+  ];
   for (const count of [1, 100, 10_000]) {
     const list = spacedNetworks("ipv4", count);
     cases.push({
@@ -378,7 +491,9 @@ async function selectorRows(bench: Bench, emptyPin: string) {
   const rows = [];
   for (const [index, selector] of selectorCases().entries()) {
     const loaded = await bench.generated(selectorPolicy(`bench_selector_${index}`, selector.interceptors));
-    const hits: number[] = [], misses: number[] = [], floor: number[] = [];
+    const hits: number[] = [],
+      misses: number[] = [],
+      floor: number[] = [];
     for (let round = 0; round < 9; round++) {
       hits.push(await bench.nanoseconds(loaded.pin, selector.hit));
       misses.push(await bench.nanoseconds(loaded.pin, selector.miss));
@@ -386,8 +501,15 @@ async function selectorRows(bench: Bench, emptyPin: string) {
     }
     const [hitNs, missNs, emptyNs] = [trimmedMean(hits), trimmedMean(misses), trimmedMean(floor)];
     rows.push({
-      selector: selector.name, structure: loaded.addresses, instructions: loaded.instructions, compileAndLoadMs: loaded.compileMs + loaded.loadMs,
-      emptyNs, missNs, hitNs, missVsEmpty: missNs / emptyNs, hitVsEmpty: hitNs / emptyNs,
+      selector: selector.name,
+      structure: loaded.addresses,
+      instructions: loaded.instructions,
+      compileAndLoadMs: loaded.compileMs + loaded.loadMs,
+      emptyNs,
+      missNs,
+      hitNs,
+      missVsEmpty: missNs / emptyNs,
+      hitVsEmpty: hitNs / emptyNs,
     });
   }
   return rows;
@@ -406,13 +528,23 @@ async function prefixCrossover(bench: Bench) {
   for (const family of ["ipv4", "ipv6"] as const) {
     for (const count of PREFIX_CROSSOVER_SIZES) {
       const list = spacedNetworks(family, count);
-      const policy = (name: string) => selectorPolicy(name, [{ originalPort: SELECTOR_PORT, port: 15001, sources: list.cidrs }]);
+      const policy = (name: string) =>
+        selectorPolicy(name, [{ originalPort: SELECTOR_PORT, port: 15001, sources: list.cidrs }]);
       const built = {
-        constants: await bench.generated(policy(`bench_constants_${family}_${count}`), undefined, Number.POSITIVE_INFINITY),
+        constants: await bench.generated(
+          policy(`bench_constants_${family}_${count}`),
+          undefined,
+          Number.POSITIVE_INFINITY,
+        ),
         trie: await bench.generated(policy(`bench_trie_${family}_${count}`), undefined, 0),
       };
       const [hit, miss] = [segment(family, SELECTOR_PORT, list.hit), segment(family, SELECTOR_PORT, list.miss)];
-      const samples = { constantsHit: [] as number[], constantsMiss: [] as number[], trieHit: [] as number[], trieMiss: [] as number[] };
+      const samples = {
+        constantsHit: [] as number[],
+        constantsMiss: [] as number[],
+        trieHit: [] as number[],
+        trieMiss: [] as number[],
+      };
       for (let round = 0; round < 9; round++) {
         const order = round % 2 === 0 ? (["constants", "trie"] as const) : (["trie", "constants"] as const);
         for (const structure of order) {
@@ -420,12 +552,19 @@ async function prefixCrossover(bench: Bench) {
           samples[`${structure}Miss`].push(await bench.nanoseconds(built[structure].pin, miss));
         }
       }
-      const ns = Object.fromEntries(Object.entries(samples).map(([key, values]) => [key, trimmedMean(values)])) as Record<keyof typeof samples, number>;
+      const ns = Object.fromEntries(
+        Object.entries(samples).map(([key, values]) => [key, trimmedMean(values)]),
+      ) as Record<keyof typeof samples, number>;
       rows.push({
-        family, cidrs: count, ...ns,
-        constantsInstructions: built.constants.instructions, trieInstructions: built.trie.instructions,
-        constantsCompileAndLoadMs: built.constants.compileMs + built.constants.loadMs, trieCompileAndLoadMs: built.trie.compileMs + built.trie.loadMs,
-        trieVsConstantsHit: ns.trieHit / ns.constantsHit, trieVsConstantsMiss: ns.trieMiss / ns.constantsMiss,
+        family,
+        cidrs: count,
+        ...ns,
+        constantsInstructions: built.constants.instructions,
+        trieInstructions: built.trie.instructions,
+        constantsCompileAndLoadMs: built.constants.compileMs + built.constants.loadMs,
+        trieCompileAndLoadMs: built.trie.compileMs + built.trie.loadMs,
+        trieVsConstantsHit: ns.trieHit / ns.constantsHit,
+        trieVsConstantsMiss: ns.trieMiss / ns.constantsMiss,
       });
     }
   }
@@ -436,15 +575,29 @@ const f = (value: number, digits = 1) => value.toFixed(digits);
 
 async function main() {
   await ensureBpffs();
-  const bench = new Bench(path.join(PIN_ROOT, `bench-${randomBytes(4).toString("hex")}`), await mkdtemp(path.join(tmpdir(), "intercept-bench-")));
+  const bench = new Bench(
+    path.join(PIN_ROOT, `bench-${randomBytes(4).toString("hex")}`),
+    await mkdtemp(path.join(tmpdir(), "intercept-bench-")),
+  );
   try {
     const kernel = (await run("uname", ["-r"])).trim();
-    console.log(`datapath benchmark: ${ROUNDS} interleaved rounds × ${REPEAT} runs per measurement, kernel ${kernel}\n`);
+    console.log(
+      `datapath benchmark: ${ROUNDS} interleaved rounds × ${REPEAT} runs per measurement, kernel ${kernel}\n`,
+    );
     const rows = await sideBySide(bench);
-    console.log(table(
-      ["packet (ingress)", "empty ns", "reference ns", "generated ns", "generated/empty", "generated/reference"],
-      rows.map((r) => [r.packet, f(r.ns.empty), f(r.ns.reference), f(r.ns.generated), f(r.generatedVsEmpty, 3), f(r.generatedVsReference, 3)]),
-    ));
+    console.log(
+      table(
+        ["packet (ingress)", "empty ns", "reference ns", "generated ns", "generated/empty", "generated/reference"],
+        rows.map((r) => [
+          r.packet,
+          f(r.ns.empty),
+          f(r.ns.reference),
+          f(r.ns.generated),
+          f(r.generatedVsEmpty, 3),
+          f(r.generatedVsReference, 3),
+        ]),
+      ),
+    );
     const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
     const summary = {
       missVsEmpty: mean(rows.filter((r) => !r.hit).map((r) => r.generatedVsEmpty)),
@@ -452,61 +605,201 @@ async function main() {
       hitVsReference: mean(rows.filter((r) => r.hit).map((r) => r.generatedVsReference)),
       missVsReference: mean(rows.filter((r) => !r.hit).map((r) => r.generatedVsReference)),
     };
-    console.log(`\nmiss: generated/empty ${f(summary.missVsEmpty, 3)} (target ≤ 1.05)   generated/reference ${f(summary.missVsReference, 3)}`);
-    console.log(`hit:  generated/empty ${f(summary.hitVsEmpty, 3)} (target ≤ 1.15)   generated/reference ${f(summary.hitVsReference, 3)} (target ≤ 0.85)\n`);
+    console.log(
+      `\nmiss: generated/empty ${f(summary.missVsEmpty, 3)} (target ≤ 1.05)   generated/reference ${f(summary.missVsReference, 3)}`,
+    );
+    console.log(
+      `hit:  generated/empty ${f(summary.hitVsEmpty, 3)} (target ≤ 1.15)   generated/reference ${f(summary.hitVsReference, 3)} (target ≤ 0.85)\n`,
+    );
 
     const scaled = await scaling(bench, path.join(bench.root, "empty", "progs", "bench_empty"));
-    console.log(table(
-      ["rules", "strategy", "C bytes", "insns (ingress, xlated)", "compile ms", "load ms", "miss ns", "hit ns", "miss/empty", "hit/empty"],
-      scaled.map((r) => [r.rules, r.strategy, r.sourceBytes, r.instructions, f(r.compileMs, 0), f(r.loadMs, 0), f(r.missNs), f(r.hitNs), f(r.missVsEmpty, 3), f(r.hitVsEmpty, 3)]),
-    ));
+    console.log(
+      table(
+        [
+          "rules",
+          "strategy",
+          "C bytes",
+          "insns (ingress, xlated)",
+          "compile ms",
+          "load ms",
+          "miss ns",
+          "hit ns",
+          "miss/empty",
+          "hit/empty",
+        ],
+        scaled.map((r) => [
+          r.rules,
+          r.strategy,
+          r.sourceBytes,
+          r.instructions,
+          f(r.compileMs, 0),
+          f(r.loadMs, 0),
+          f(r.missNs),
+          f(r.hitNs),
+          f(r.missVsEmpty, 3),
+          f(r.hitVsEmpty, 3),
+        ]),
+      ),
+    );
     const largest = scaled[scaled.length - 1]!;
-    console.log(`\n${largest.rules} rules: hit/empty ${f(largest.hitVsEmpty, 3)} (target ≤ 1.3), compile+load ${f(largest.compileAndLoadMs / 1000, 2)} s (target ≤ 5 s)`);
+    console.log(
+      `\n${largest.rules} rules: hit/empty ${f(largest.hitVsEmpty, 3)} (target ≤ 1.3), compile+load ${f(largest.compileAndLoadMs / 1000, 2)} s (target ≤ 5 s)`,
+    );
 
     const crossed = await crossover(bench);
     console.log(`\nswitch vs tables, same policies (the compiler switches to tables above ${SWITCH_LIMIT} rules):`);
-    console.log(table(
-      ["rules", "switch insns", "table insns", "switch hit ns", "table hit ns", "switch miss ns", "table miss ns", "table/switch hit", "table/switch miss", "switch build ms", "table build ms"],
-      crossed.map((r) => [r.rules, r.switchInstructions, r.tableInstructions, f(r.switchHit), f(r.tableHit), f(r.switchMiss), f(r.tableMiss),
-        f(r.tableVsSwitchHit, 3), f(r.tableVsSwitchMiss, 3), f(r.switchCompileAndLoadMs, 0), f(r.tableCompileAndLoadMs, 0)]),
-    ));
+    console.log(
+      table(
+        [
+          "rules",
+          "switch insns",
+          "table insns",
+          "switch hit ns",
+          "table hit ns",
+          "switch miss ns",
+          "table miss ns",
+          "table/switch hit",
+          "table/switch miss",
+          "switch build ms",
+          "table build ms",
+        ],
+        crossed.map((r) => [
+          r.rules,
+          r.switchInstructions,
+          r.tableInstructions,
+          f(r.switchHit),
+          f(r.tableHit),
+          f(r.switchMiss),
+          f(r.tableMiss),
+          f(r.tableVsSwitchHit, 3),
+          f(r.tableVsSwitchMiss, 3),
+          f(r.switchCompileAndLoadMs, 0),
+          f(r.tableCompileAndLoadMs, 0),
+        ]),
+      ),
+    );
 
     const steered = await steerCosts(bench, path.join(bench.root, "empty", "progs", "bench_empty"));
-    console.log("\nsteer program (8000 → 9000, onProxyDown drop) against the floor and the rewrite program of the same rule:");
-    console.log(table(
-      ["packet (ingress)", "steer verdict", "empty ns", "steer ns", "rewrite miss ns", "steer/empty", "steer/rewrite miss"],
-      steered.map((r) => [r.packet, r.steerVerdict, f(r.ns.empty), f(r.ns.steer), f(r.ns.rewriteMiss), f(r.steerVsEmpty, 3), f(r.steerVsRewriteMiss, 3)]),
-    ));
+    console.log(
+      "\nsteer program (8000 → 9000, onProxyDown drop) against the floor and the rewrite program of the same rule:",
+    );
+    console.log(
+      table(
+        [
+          "packet (ingress)",
+          "steer verdict",
+          "empty ns",
+          "steer ns",
+          "rewrite miss ns",
+          "steer/empty",
+          "steer/rewrite miss",
+        ],
+        steered.map((r) => [
+          r.packet,
+          r.steerVerdict,
+          f(r.ns.empty),
+          f(r.ns.steer),
+          f(r.ns.rewriteMiss),
+          f(r.steerVsEmpty, 3),
+          f(r.steerVsRewriteMiss, 3),
+        ]),
+      ),
+    );
     const nonSyn = steered.filter((r) => r.packet.includes("data to a steer port"));
     const steerSummary = {
       nonSynVsEmpty: mean(nonSyn.map((r) => r.steerVsEmpty)),
       nonSynVsRewriteMiss: mean(nonSyn.map((r) => r.steerVsRewriteMiss)),
     };
-    console.log(`\nnon-SYN to a steer port: steer/empty ${f(steerSummary.nonSynVsEmpty, 3)} (target ≤ 1.10)   steer/rewrite miss path ${f(steerSummary.nonSynVsRewriteMiss, 3)}`);
-    console.log("SYN rows: BPF_PROG_TEST_RUN cannot complete a steer (its skb is not at tc ingress, so bpf_sk_assign refuses), so every SYN ends in");
-    console.log("proxy-down (dropped, counted), after both socket lookups (the SYN's own tuple, then the listener on 9000): with nothing listening both");
-    console.log("miss; with the proxy listening the listener is found and bpf_sk_assign is called. A real SYN costs about the latter.");
-
+    console.log(
+      `\nnon-SYN to a steer port: steer/empty ${f(steerSummary.nonSynVsEmpty, 3)} (target ≤ 1.10)   steer/rewrite miss path ${f(steerSummary.nonSynVsRewriteMiss, 3)}`,
+    );
+    console.log(
+      "SYN rows: BPF_PROG_TEST_RUN cannot complete a steer (its skb is not at tc ingress, so bpf_sk_assign refuses), so every SYN ends in",
+    );
+    console.log(
+      "proxy-down (dropped, counted), after both socket lookups (the SYN's own tuple, then the listener on 9000): with nothing listening both",
+    );
+    console.log(
+      "miss; with the proxy listening the listener is found and bpf_sk_assign is called. A real SYN costs about the latter.",
+    );
 
     const selectors = await selectorRows(bench, path.join(bench.root, "empty", "progs", "bench_empty"));
     console.log("\nselectors (steer rules; data segments, matched and handed on):");
-    console.log(table(
-      ["selector", "addresses", "insns (ingress, xlated)", "compile+load ms", "miss ns", "hit ns", "miss/empty", "hit/empty"],
-      selectors.map((r) => [r.selector, r.structure, r.instructions, f(r.compileAndLoadMs, 0), f(r.missNs), f(r.hitNs), f(r.missVsEmpty, 3), f(r.hitVsEmpty, 3)]),
-    ));
+    console.log(
+      table(
+        [
+          "selector",
+          "addresses",
+          "insns (ingress, xlated)",
+          "compile+load ms",
+          "miss ns",
+          "hit ns",
+          "miss/empty",
+          "hit/empty",
+        ],
+        selectors.map((r) => [
+          r.selector,
+          r.structure,
+          r.instructions,
+          f(r.compileAndLoadMs, 0),
+          f(r.missNs),
+          f(r.hitNs),
+          f(r.missVsEmpty, 3),
+          f(r.hitVsEmpty, 3),
+        ]),
+      ),
+    );
 
     const prefixes = await prefixCrossover(bench);
-    console.log(`\nconstant compares vs LPM trie, same source lists (the compiler takes the trie above ${PREFIX_CONSTANT_LIMIT} CIDRs a list):`);
-    console.log(table(
-      ["family", "CIDRs", "constants insns", "trie insns", "constants hit ns", "trie hit ns", "constants miss ns", "trie miss ns", "trie/constants hit", "trie/constants miss", "constants build ms", "trie build ms"],
-      prefixes.map((r) => [r.family, r.cidrs, r.constantsInstructions, r.trieInstructions, f(r.constantsHit), f(r.trieHit), f(r.constantsMiss), f(r.trieMiss),
-        f(r.trieVsConstantsHit, 3), f(r.trieVsConstantsMiss, 3), f(r.constantsCompileAndLoadMs, 0), f(r.trieCompileAndLoadMs, 0)]),
-    ));
+    console.log(
+      `\nconstant compares vs LPM trie, same source lists (the compiler takes the trie above ${PREFIX_CONSTANT_LIMIT} CIDRs a list):`,
+    );
+    console.log(
+      table(
+        [
+          "family",
+          "CIDRs",
+          "constants insns",
+          "trie insns",
+          "constants hit ns",
+          "trie hit ns",
+          "constants miss ns",
+          "trie miss ns",
+          "trie/constants hit",
+          "trie/constants miss",
+          "constants build ms",
+          "trie build ms",
+        ],
+        prefixes.map((r) => [
+          r.family,
+          r.cidrs,
+          r.constantsInstructions,
+          r.trieInstructions,
+          f(r.constantsHit),
+          f(r.trieHit),
+          f(r.constantsMiss),
+          f(r.trieMiss),
+          f(r.trieVsConstantsHit, 3),
+          f(r.trieVsConstantsMiss, 3),
+          f(r.constantsCompileAndLoadMs, 0),
+          f(r.trieCompileAndLoadMs, 0),
+        ]),
+      ),
+    );
 
     await mkdir("bench/results", { recursive: true });
     const result = {
-      measuredAt: new Date().toISOString(), kernel, rounds: ROUNDS, repeat: REPEAT, sideBySide: rows, summary, scaling: scaled, crossover: crossed,
-      steer: { rows: steered, summary: steerSummary }, selectors, prefixCrossover: prefixes,
+      measuredAt: new Date().toISOString(),
+      kernel,
+      rounds: ROUNDS,
+      repeat: REPEAT,
+      sideBySide: rows,
+      summary,
+      scaling: scaled,
+      crossover: crossed,
+      steer: { rows: steered, summary: steerSummary },
+      selectors,
+      prefixCrossover: prefixes,
     };
     await writeFile("bench/results/datapath.json", `${JSON.stringify(result, null, 2)}\n`);
     console.log("\nwritten: bench/results/datapath.json");

@@ -69,12 +69,32 @@ async function measure(variant: Variant, mode: Mode): Promise<Measurement> {
       const applied = await intercept("apply", policies[variant], "--netns", lab.serverNs, "--yes");
       if (applied.exitCode !== 0) throw new Error(applied.stderr);
     } else if (variant === "iptables") {
-      await execa("ip", ["netns", "exec", lab.serverNs, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp",
-        "--dport", String(ORIGINAL_PORT), "-j", "REDIRECT", "--to-ports", String(TARGET_PORT)]);
+      await execa("ip", [
+        "netns",
+        "exec",
+        lab.serverNs,
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-p",
+        "tcp",
+        "--dport",
+        String(ORIGINAL_PORT),
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        String(TARGET_PORT),
+      ]);
     }
     const port = variant === "direct" ? TARGET_PORT : ORIGINAL_PORT;
     const busy = await busySeconds();
-    const result = await runWrk(lab.clientNs, `http://${SERVER_ADDRESS}:${port}/`, { seconds: SECONDS, connections: CONNECTIONS, close: mode === "close" });
+    const result = await runWrk(lab.clientNs, `http://${SERVER_ADDRESS}:${port}/`, {
+      seconds: SECONDS,
+      connections: CONNECTIONS,
+      close: mode === "close",
+    });
     const cpu = (await busySeconds()) - busy;
     if (result.requests === 0) throw new Error(`${variant}/${mode}: no request succeeded`);
     const timeWait = variant === "steer" ? { timeWait: await timeWaitSyns(lab) } : {};
@@ -110,23 +130,62 @@ async function measureOutbound(variant: OutboundVariant, mode: Mode): Promise<Me
     const host = lab.serverNs;
     await lab.runInServer(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"]);
     await cgroup.start(undefined, lab.clientNs, ["node", "dist/bench/http-server.js", String(ORIGINAL_PORT)], /ready/);
-    await cgroup.start("app", host, ["python3", OUTBOUND_HELPER, "proxy", "--port", String(PROXY_PORT), "--uid", String(PROXY_UID), "--no-tag"], /proxy ready/);
+    await cgroup.start(
+      "app",
+      host,
+      ["python3", OUTBOUND_HELPER, "proxy", "--port", String(PROXY_PORT), "--uid", String(PROXY_UID), "--no-tag"],
+      /proxy ready/,
+    );
     if (variant === "intercept") {
       const file = path.join(scratch, `outbound-${lab.id}.yaml`);
-      await writeFile(file, `outbound:
+      await writeFile(
+        file,
+        `outbound:
   cgroups: ["${cgroup.path("app")}"]
   exempt: { uids: [${PROXY_UID}] }
   rules:
     - { originalPort: ${ORIGINAL_PORT}, port: ${PROXY_PORT} }
-`);
+`,
+      );
       const applied = await intercept("apply", file, "--netns", host, "--yes");
       if (applied.exitCode !== 0) throw new Error(applied.stderr);
     } else {
-      await execa("ip", ["netns", "exec", host, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", CLIENT_ADDRESS, "--dport", String(ORIGINAL_PORT),
-        "-m", "owner", "!", "--uid-owner", String(PROXY_UID), "-j", "REDIRECT", "--to-ports", String(PROXY_PORT)]);
+      await execa("ip", [
+        "netns",
+        "exec",
+        host,
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-d",
+        CLIENT_ADDRESS,
+        "--dport",
+        String(ORIGINAL_PORT),
+        "-m",
+        "owner",
+        "!",
+        "--uid-owner",
+        String(PROXY_UID),
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        String(PROXY_PORT),
+      ]);
     }
     const busy = await busySeconds();
-    const wrk = await cgroup.run("app", host, ["wrk", "-t1", `-c${CONNECTIONS}`, `-d${SECONDS}s`, "--latency", ...(mode === "close" ? ["-H", "Connection: close"] : []), `http://${CLIENT_ADDRESS}:${ORIGINAL_PORT}/`]);
+    const wrk = await cgroup.run("app", host, [
+      "wrk",
+      "-t1",
+      `-c${CONNECTIONS}`,
+      `-d${SECONDS}s`,
+      "--latency",
+      ...(mode === "close" ? ["-H", "Connection: close"] : []),
+      `http://${CLIENT_ADDRESS}:${ORIGINAL_PORT}/`,
+    ]);
     const cpu = (await busySeconds()) - busy;
     const result = parseWrk(wrk.stdout);
     if (result.requests === 0) throw new Error(`outbound ${variant}/${mode}: no request succeeded: ${wrk.stderr}`);
@@ -158,14 +217,20 @@ interface Summary {
  * ROUNDS rounds of every variant in both modes, the variants taking turns
  * (each round starts with the next one); medians per variant and mode.
  */
-async function rounds<V extends string>(label: string, variants: readonly V[], run: (variant: V, mode: Mode) => Promise<Measurement>): Promise<Record<Mode, Record<V, Summary>>> {
+async function rounds<V extends string>(
+  label: string,
+  variants: readonly V[],
+  run: (variant: V, mode: Mode) => Promise<Measurement>,
+): Promise<Record<Mode, Record<V, Summary>>> {
   const samples = new Map<string, Measurement[]>();
   for (let round = 0; round < ROUNDS; round++) {
     for (const mode of ["keep-alive", "close"] as Mode[]) {
       for (let i = 0; i < variants.length; i++) {
         const variant = variants[(i + round) % variants.length]!;
         const result = await run(variant, mode);
-        process.stderr.write(`round ${round + 1}/${ROUNDS} ${label}${mode} ${variant}: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms} ms\n`);
+        process.stderr.write(
+          `round ${round + 1}/${ROUNDS} ${label}${mode} ${variant}: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms} ms\n`,
+        );
         samples.set(`${variant}|${mode}`, [...(samples.get(`${variant}|${mode}`) ?? []), result]);
       }
     }
@@ -174,17 +239,31 @@ async function rounds<V extends string>(label: string, variants: readonly V[], r
     const runs = samples.get(`${variant}|${mode}`)!;
     return {
       requestsPerSecond: median(runs.map((r) => r.requestsPerSecond)),
-      requestsPerSecondRange: [Math.min(...runs.map((r) => r.requestsPerSecond)), Math.max(...runs.map((r) => r.requestsPerSecond))],
+      requestsPerSecondRange: [
+        Math.min(...runs.map((r) => r.requestsPerSecond)),
+        Math.max(...runs.map((r) => r.requestsPerSecond)),
+      ],
       p99Ms: median(runs.map((r) => r.p99Ms)),
       cpuMicrosecondsPerRequest: median(runs.map((r) => r.cpuMicrosecondsPerRequest)),
       socketErrors: runs.reduce((sum, r) => sum + r.socketErrors, 0),
       non2xx: runs.reduce((sum, r) => sum + r.non2xx, 0),
       timeWait: runs.some((r) => r.timeWait)
-        ? runs.reduce((sum, r) => ({ reopened: sum.reopened + (r.timeWait?.reopened ?? 0), fallback: sum.fallback + (r.timeWait?.fallback ?? 0) }), { reopened: 0, fallback: 0 })
+        ? runs.reduce(
+            (sum, r) => ({
+              reopened: sum.reopened + (r.timeWait?.reopened ?? 0),
+              fallback: sum.fallback + (r.timeWait?.fallback ?? 0),
+            }),
+            { reopened: 0, fallback: 0 },
+          )
         : null,
     };
   };
-  return Object.fromEntries((["keep-alive", "close"] as Mode[]).map((mode) => [mode, Object.fromEntries(variants.map((v) => [v, summary(v, mode)]))])) as Record<Mode, Record<V, Summary>>;
+  return Object.fromEntries(
+    (["keep-alive", "close"] as Mode[]).map((mode) => [
+      mode,
+      Object.fromEntries(variants.map((v) => [v, summary(v, mode)])),
+    ]),
+  ) as Record<Mode, Record<V, Summary>>;
 }
 
 const dataPlane = () => rounds("", VARIANTS, measure);
@@ -216,7 +295,13 @@ async function controlPlane() {
     await timed("destroy", "--yes", "--netns", lab.serverNs);
     const applyHit = await timed("apply", "--yes", fresh, "--netns", lab.serverNs);
     await timed("destroy", "--yes", "--netns", lab.serverNs);
-    return { planColdMs: planCold, planWarmMs: planWarm, applyCompileMissMs: applyMiss, applyCompileHitMs: applyHit, ...(await agentLatencies(lab)) };
+    return {
+      planColdMs: planCold,
+      planWarmMs: planWarm,
+      applyCompileMissMs: applyMiss,
+      applyCompileHitMs: applyHit,
+      ...(await agentLatencies(lab)),
+    };
   } finally {
     await lab.destroy();
   }
@@ -225,7 +310,8 @@ async function controlPlane() {
 /** The agent's reaction times, from the moment of the change to its log line saying it is done. */
 async function agentLatencies(lab: Lab) {
   const file = path.join(scratch, "agent.yaml");
-  const rules = (enabled: boolean) => `interceptors:\n  - { port: ${TARGET_PORT}, originalPort: ${ORIGINAL_PORT} }\n  - { port: 9443, originalPort: 8443, enabled: ${enabled} }\n`;
+  const rules = (enabled: boolean) =>
+    `interceptors:\n  - { port: ${TARGET_PORT}, originalPort: ${ORIGINAL_PORT} }\n  - { port: 9443, originalPort: 8443, enabled: ${enabled} }\n`;
   await writeFile(file, rules(true));
   const agent = new AgentProcess([file, "--netns", lab.serverNs]);
   try {
@@ -248,7 +334,12 @@ async function agentLatencies(lab: Lab) {
       const line = await agent.waitFor((l) => l.message === `attachment.${link}: created`, from);
       links.push((line.receivedAt as number) - start);
     }
-    return { agentEditToDatapathMs: median(edits), agentEditSamplesMs: edits, agentLinkToAttachedMs: median(links), agentLinkSamplesMs: links };
+    return {
+      agentEditToDatapathMs: median(edits),
+      agentEditSamplesMs: edits,
+      agentLinkToAttachedMs: median(links),
+      agentLinkSamplesMs: links,
+    };
   } finally {
     await agent.stop();
   }
@@ -265,45 +356,109 @@ async function main() {
   try {
     for (const strategy of STRATEGIES) {
       policies[strategy] = path.join(scratch, `bench_${strategy}.yaml`);
-      await writeFile(policies[strategy], `interceptors:\n  - { port: ${TARGET_PORT}, originalPort: ${ORIGINAL_PORT}, strategy: ${strategy} }\n`);
+      await writeFile(
+        policies[strategy],
+        `interceptors:\n  - { port: ${TARGET_PORT}, originalPort: ${ORIGINAL_PORT}, strategy: ${strategy} }\n`,
+      );
       await execa("node", ["bin/intercept.js", "build", policies[strategy]]); // so applies in the loop never compile
     }
-    console.log(`end-to-end benchmark: ${ROUNDS} rounds × ${SECONDS} s per variant and mode, wrk -t1 -c${CONNECTIONS}, single-threaded Node server`);
-    console.log(`variants: direct (wrk to ${TARGET_PORT}), rewrite and steer (intercept, ${ORIGINAL_PORT} → ${TARGET_PORT}), iptables (nat PREROUTING REDIRECT)\n`);
+    console.log(
+      `end-to-end benchmark: ${ROUNDS} rounds × ${SECONDS} s per variant and mode, wrk -t1 -c${CONNECTIONS}, single-threaded Node server`,
+    );
+    console.log(
+      `variants: direct (wrk to ${TARGET_PORT}), rewrite and steer (intercept, ${ORIGINAL_PORT} → ${TARGET_PORT}), iptables (nat PREROUTING REDIRECT)\n`,
+    );
     const data = await dataPlane();
     const f = (n: number, d = 0) => n.toFixed(d);
     for (const mode of ["keep-alive", "close"] as Mode[]) {
       const r = data[mode];
       console.log(`\n${mode === "close" ? "new connections (Connection: close)" : "keep-alive"}:`);
-      console.log(table(
-        ["variant", "req/s (median)", "req/s (min–max)", "p99 ms", "CPU µs/req", "vs rewrite", "vs iptables", "vs direct", "socket errors", "non-2xx", "TIME_WAIT reopened / dropped"],
-        VARIANTS.map((v) => [v, f(r[v].requestsPerSecond), r[v].requestsPerSecondRange.map((n) => f(n)).join("–"), f(r[v].p99Ms, 2), f(r[v].cpuMicrosecondsPerRequest, 1),
-          f(r[v].requestsPerSecond / r.rewrite.requestsPerSecond, 3), f(r[v].requestsPerSecond / r.iptables.requestsPerSecond, 3),
-          f(r[v].requestsPerSecond / r.direct.requestsPerSecond, 3), r[v].socketErrors, r[v].non2xx, r[v].timeWait ? `${r[v].timeWait.reopened} / ${r[v].timeWait.fallback}` : ""]),
-      ));
+      console.log(
+        table(
+          [
+            "variant",
+            "req/s (median)",
+            "req/s (min–max)",
+            "p99 ms",
+            "CPU µs/req",
+            "vs rewrite",
+            "vs iptables",
+            "vs direct",
+            "socket errors",
+            "non-2xx",
+            "TIME_WAIT reopened / dropped",
+          ],
+          VARIANTS.map((v) => [
+            v,
+            f(r[v].requestsPerSecond),
+            r[v].requestsPerSecondRange.map((n) => f(n)).join("–"),
+            f(r[v].p99Ms, 2),
+            f(r[v].cpuMicrosecondsPerRequest, 1),
+            f(r[v].requestsPerSecond / r.rewrite.requestsPerSecond, 3),
+            f(r[v].requestsPerSecond / r.iptables.requestsPerSecond, 3),
+            f(r[v].requestsPerSecond / r.direct.requestsPerSecond, 3),
+            r[v].socketErrors,
+            r[v].non2xx,
+            r[v].timeWait ? `${r[v].timeWait.reopened} / ${r[v].timeWait.fallback}` : "",
+          ]),
+        ),
+      );
     }
     const out = await outbound();
-    console.log("\noutbound, through the local proxy (lab/outbound.py), intercept's cgroup capture vs iptables -t nat OUTPUT REDIRECT:");
-    console.log(table(
-      ["mode", "capture", "req/s (median)", "req/s (min–max)", "p99 ms", "CPU µs/req", "vs iptables", "socket errors", "non-2xx"],
-      (["close", "keep-alive"] as Mode[]).flatMap((mode) => OUTBOUND_VARIANTS.map((v) => {
-        const r = out[mode][v];
-        return [mode === "close" ? "connections/s (Connection: close)" : "keep-alive requests/s", v, f(r.requestsPerSecond), r.requestsPerSecondRange.map((n) => f(n)).join("–"), f(r.p99Ms, 2),
-          f(r.cpuMicrosecondsPerRequest, 1), f(r.requestsPerSecond / out[mode].iptables.requestsPerSecond, 3), r.socketErrors, r.non2xx];
-      })),
-    ));
+    console.log(
+      "\noutbound, through the local proxy (lab/outbound.py), intercept's cgroup capture vs iptables -t nat OUTPUT REDIRECT:",
+    );
+    console.log(
+      table(
+        [
+          "mode",
+          "capture",
+          "req/s (median)",
+          "req/s (min–max)",
+          "p99 ms",
+          "CPU µs/req",
+          "vs iptables",
+          "socket errors",
+          "non-2xx",
+        ],
+        (["close", "keep-alive"] as Mode[]).flatMap((mode) =>
+          OUTBOUND_VARIANTS.map((v) => {
+            const r = out[mode][v];
+            return [
+              mode === "close" ? "connections/s (Connection: close)" : "keep-alive requests/s",
+              v,
+              f(r.requestsPerSecond),
+              r.requestsPerSecondRange.map((n) => f(n)).join("–"),
+              f(r.p99Ms, 2),
+              f(r.cpuMicrosecondsPerRequest, 1),
+              f(r.requestsPerSecond / out[mode].iptables.requestsPerSecond, 3),
+              r.socketErrors,
+              r.non2xx,
+            ];
+          }),
+        ),
+      ),
+    );
     const control = await controlPlane();
     console.log("\ncontrol plane:");
-    console.log(table(["measure", "ms", "target"], [
-      ["plan, nothing to change, cold (no policy cache)", f(control.planColdMs), ""],
-      ["plan, nothing to change, warm (policy cache)", f(control.planWarmMs), "≤ 500"],
-      ["apply, compile cache miss", f(control.applyCompileMissMs), ""],
-      ["apply, compile cache hit", f(control.applyCompileHitMs), ""],
-      ["agent: policy edit → datapath (live edit)", f(control.agentEditToDatapathMs), "≤ 50"],
-      ["agent: link created → filters attached", f(control.agentLinkToAttachedMs), "≤ 200"],
-    ]));
+    console.log(
+      table(
+        ["measure", "ms", "target"],
+        [
+          ["plan, nothing to change, cold (no policy cache)", f(control.planColdMs), ""],
+          ["plan, nothing to change, warm (policy cache)", f(control.planWarmMs), "≤ 500"],
+          ["apply, compile cache miss", f(control.applyCompileMissMs), ""],
+          ["apply, compile cache hit", f(control.applyCompileHitMs), ""],
+          ["agent: policy edit → datapath (live edit)", f(control.agentEditToDatapathMs), "≤ 50"],
+          ["agent: link created → filters attached", f(control.agentLinkToAttachedMs), "≤ 200"],
+        ],
+      ),
+    );
     await mkdir("bench/results", { recursive: true });
-    await writeFile("bench/results/e2e.json", `${JSON.stringify({ measuredAt: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, dataPlane: data, outbound: out, controlPlane: control }, null, 2)}\n`);
+    await writeFile(
+      "bench/results/e2e.json",
+      `${JSON.stringify({ measuredAt: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, dataPlane: data, outbound: out, controlPlane: control }, null, 2)}\n`,
+    );
     console.log("\nwritten: bench/results/e2e.json");
   } finally {
     await rm(scratch, { recursive: true, force: true });

@@ -76,7 +76,15 @@ async function main(): Promise<void> {
     await writeFile(path.join(policies, "demo.yaml"), "interceptors:\n  - { port: 9000, originalPort: 8000 }\n");
     const built = await intercept("build", policies, "--out", objects);
     if (built.exitCode !== 0) throw new Error(built.stderr);
-    agent = new AgentProcess([policies, "--netns-match", `${namespaces.prefix}*`, "--objects", objects, "--metrics", "127.0.0.1:0"]);
+    agent = new AgentProcess([
+      policies,
+      "--netns-match",
+      `${namespaces.prefix}*`,
+      "--objects",
+      objects,
+      "--metrics",
+      "127.0.0.1:0",
+    ]);
     const started = await agent.waitFor((l) => l.event === "agent started" && typeof l.metrics === "string");
     await agent.waitFor((l) => l.event === "agent started" && Array.isArray(l.namespaces));
     const healthz = `http://${started.metrics}/healthz`;
@@ -85,7 +93,9 @@ async function main(): Promise<void> {
     const warmUp = `${namespaces.prefix}warm`;
     await namespaces.create(warmUp);
     keys.add(await namespaces.key(warmUp));
-    await agent.waitFor((l) => l.event === "applied" && l.namespace === warmUp && /policies applied/.test(String(l.message)));
+    await agent.waitFor(
+      (l) => l.event === "applied" && l.namespace === warmUp && /policies applied/.test(String(l.message)),
+    );
     await namespaces.delete(warmUp);
     await agent.waitFor((l) => l.event === "namespace gone" && l.namespace === warmUp);
     await settle();
@@ -103,12 +113,22 @@ async function main(): Promise<void> {
     const lastCreated = Math.max(...created.values());
     const applied = new Map<string, number>();
     for (const name of created.keys()) {
-      const line = await agent.waitFor((l) => l.event === "applied" && l.namespace === name && /policies applied/.test(String(l.message)), from, 60_000);
+      const line = await agent.waitFor(
+        (l) => l.event === "applied" && l.namespace === name && /policies applied/.test(String(l.message)),
+        from,
+        60_000,
+      );
       applied.set(name, line.receivedAt as number);
     }
     const lastAttached = Math.max(...applied.values());
     const [machineAtEnd, agentAtEnd] = [await machineBusySeconds(), await processSeconds(agent.pid)];
-    const unattached = (await Promise.all([...created.keys()].flatMap((name) => LINKS.map(async (link) => ((await namespaces.attached(name, link)) ? [] : [`${name}/${link}`]))))).flat();
+    const unattached = (
+      await Promise.all(
+        [...created.keys()].flatMap((name) =>
+          LINKS.map(async (link) => ((await namespaces.attached(name, link)) ? [] : [`${name}/${link}`])),
+        ),
+      )
+    ).flat();
     if (unattached.length > 0) throw new Error(`not attached: ${unattached.join(", ")}`);
     const ready = await (await fetch(healthz)).text();
     if (!ready.startsWith(`ready: ${COUNT} `)) throw new Error(`/healthz: ${ready}`);
@@ -120,7 +140,8 @@ async function main(): Promise<void> {
     const removing = agent.lines.length;
     const removeStart = performance.now();
     for (const name of created.keys()) await namespaces.delete(name);
-    for (const name of created.keys()) await agent.waitFor((l) => l.event === "namespace gone" && l.namespace === name, removing, 30_000);
+    for (const name of created.keys())
+      await agent.waitFor((l) => l.event === "namespace gone" && l.namespace === name, removing, 30_000);
     const removed = performance.now() - removeStart;
     const leftPins = [...keys].filter((key) => existsPin(key));
     if (leftPins.length > 0) throw new Error(`pins left: ${leftPins.join(", ")}`);
@@ -131,7 +152,9 @@ async function main(): Promise<void> {
       afterSamples.push(round(await rssMiB(agent.pid)));
     }
     const after = afterSamples.at(-1)!;
-    const returnedAfter = afterSamples.findIndex((_, i) => afterSamples.slice(i).every((later) => later <= before * (1 + TARGET_MEMORY_RETURN)));
+    const returnedAfter = afterSamples.findIndex((_, i) =>
+      afterSamples.slice(i).every((later) => later <= before * (1 + TARGET_MEMORY_RETURN)),
+    );
     const watchersAfter = await childrenRssMiB(agent.pid);
     if ((await agent.stop()) !== 0) throw new Error("the agent did not stop cleanly");
 
@@ -151,26 +174,52 @@ async function main(): Promise<void> {
         agentChildren: round(agentAtEnd.children - agentAtStart.children, 2),
       },
       agentRssMiB: {
-        cold: round(cold), before: round(before), serving: round(serving), after: round(after), afterVsBefore: round(after / before - 1, 3),
-        afterEverySecond: afterSamples, withinTargetFromSecond: returnedAfter === -1 ? null : returnedAfter + 1,
+        cold: round(cold),
+        before: round(before),
+        serving: round(serving),
+        after: round(after),
+        afterVsBefore: round(after / before - 1, 3),
+        afterEverySecond: afterSamples,
+        withinTargetFromSecond: returnedAfter === -1 ? null : returnedAfter + 1,
       },
       linkWatchers: { serving: watchers.count, servingRssMiB: round(watchers.mib), after: watchersAfter.count },
       errorLines: errors.length,
     };
-    process.stdout.write(`${table(["measure", "value", "target"], [
-      ["namespaces created in a burst", `${COUNT} in ${results.burstMs} ms`, ""],
-      ["last creation → last attach", `${results.lastCreationToLastAttachMs} ms`, `≤ ${TARGET_LAST_ATTACH_MS} ms`],
-      ["creation → attach, per namespace", `p50 ${results.creationToAttachMs.p50} ms, max ${results.creationToAttachMs.max} ms`, ""],
-      ["all removed → all forgotten", `${results.removalMs} ms`, ""],
-      ["CPU, burst start → last attach", `${results.cpuSeconds.machine} s machine in ${results.cpuSeconds.wall} s; agent ${results.cpuSeconds.agent} s, its commands ${results.cpuSeconds.agentChildren} s`, ""],
-      ["agent RSS at start (cold)", `${results.agentRssMiB.cold} MiB`, ""],
-      ["agent RSS before (one namespace served and gone)", `${results.agentRssMiB.before} MiB`, ""],
-      [`agent RSS serving ${COUNT}`, `${results.agentRssMiB.serving} MiB`, ""],
-      [`agent RSS ${RETURN_SECONDS} s after removal`, `${results.agentRssMiB.after} MiB (${(results.agentRssMiB.afterVsBefore * 100).toFixed(1)}%; within 10% from ${results.agentRssMiB.withinTargetFromSecond ?? "—"} s on)`, `within ${TARGET_MEMORY_RETURN * 100}% of before`],
-      [`link watchers (ip monitor) serving ${COUNT}`, `${watchers.count}, ${results.linkWatchers.servingRssMiB} MiB in all`, ""],
-      ["link watchers after removal", String(watchersAfter.count), "0"],
-      ["error lines", String(errors.length), "0"],
-    ])}\n`);
+    process.stdout.write(
+      `${table(
+        ["measure", "value", "target"],
+        [
+          ["namespaces created in a burst", `${COUNT} in ${results.burstMs} ms`, ""],
+          ["last creation → last attach", `${results.lastCreationToLastAttachMs} ms`, `≤ ${TARGET_LAST_ATTACH_MS} ms`],
+          [
+            "creation → attach, per namespace",
+            `p50 ${results.creationToAttachMs.p50} ms, max ${results.creationToAttachMs.max} ms`,
+            "",
+          ],
+          ["all removed → all forgotten", `${results.removalMs} ms`, ""],
+          [
+            "CPU, burst start → last attach",
+            `${results.cpuSeconds.machine} s machine in ${results.cpuSeconds.wall} s; agent ${results.cpuSeconds.agent} s, its commands ${results.cpuSeconds.agentChildren} s`,
+            "",
+          ],
+          ["agent RSS at start (cold)", `${results.agentRssMiB.cold} MiB`, ""],
+          ["agent RSS before (one namespace served and gone)", `${results.agentRssMiB.before} MiB`, ""],
+          [`agent RSS serving ${COUNT}`, `${results.agentRssMiB.serving} MiB`, ""],
+          [
+            `agent RSS ${RETURN_SECONDS} s after removal`,
+            `${results.agentRssMiB.after} MiB (${(results.agentRssMiB.afterVsBefore * 100).toFixed(1)}%; within 10% from ${results.agentRssMiB.withinTargetFromSecond ?? "—"} s on)`,
+            `within ${TARGET_MEMORY_RETURN * 100}% of before`,
+          ],
+          [
+            `link watchers (ip monitor) serving ${COUNT}`,
+            `${watchers.count}, ${results.linkWatchers.servingRssMiB} MiB in all`,
+            "",
+          ],
+          ["link watchers after removal", String(watchersAfter.count), "0"],
+          ["error lines", String(errors.length), "0"],
+        ],
+      )}\n`,
+    );
     await mkdir("bench/results", { recursive: true });
     await writeFile("bench/results/fleet.json", `${JSON.stringify(results, null, 2)}\n`);
   } finally {

@@ -15,7 +15,9 @@ import { parseArgs } from "node:util";
 import { LabCgroup, OUTBOUND_HELPER } from "../lab/cgroup.js";
 import { CLIENT_ADDRESS, intercept, Lab } from "../lab/network.js";
 
-const { values } = parseArgs({ options: { port: { type: "string", default: "8080" }, "proxy-port": { type: "string", default: "15001" } } });
+const { values } = parseArgs({
+  options: { port: { type: "string", default: "8080" }, "proxy-port": { type: "string", default: "15001" } },
+});
 const port = values.port;
 const proxyPort = values["proxy-port"];
 const remote = CLIENT_ADDRESS;
@@ -32,7 +34,8 @@ const cleanUp = async () => {
   await cgroup.destroy();
   await rm(scratch, { recursive: true, force: true });
 };
-for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => void cleanUp().then(() => process.exit(130)));
+for (const signal of ["SIGINT", "SIGTERM"] as const)
+  process.on(signal, () => void cleanUp().then(() => process.exit(130)));
 
 /** The application: one connection from the app cgroup in the host namespace; what came back. */
 async function application(): Promise<string> {
@@ -45,28 +48,40 @@ async function application(): Promise<string> {
 let success = false;
 try {
   const host = lab.serverNs;
-  say(`host namespace ${host} (the application and the proxy), "remote" namespace ${lab.clientNs} (${remote}); cgroups ${cgroup.path("app")} and ${cgroup.path("proxy")} under ${cgroup.root}`);
+  say(
+    `host namespace ${host} (the application and the proxy), "remote" namespace ${lab.clientNs} (${remote}); cgroups ${cgroup.path("app")} and ${cgroup.path("proxy")} under ${cgroup.root}`,
+  );
   await cgroup.start(undefined, lab.clientNs, ["python3", OUTBOUND_HELPER, "server", "--port", port], /server ready/);
-  await cgroup.start("proxy", host, ["python3", OUTBOUND_HELPER, "proxy", "--port", proxyPort, "--log"], /proxy ready/, (line) => {
-    const entry = JSON.parse(line) as { original?: [string, number]; error?: string };
-    if (entry.original) console.log(`[proxy] SO_ORIGINAL_DST says this connection was for ${entry.original[0]}:${entry.original[1]}`);
-    if (entry.error) console.log(`[proxy] ${entry.error}`);
-  });
+  await cgroup.start(
+    "proxy",
+    host,
+    ["python3", OUTBOUND_HELPER, "proxy", "--port", proxyPort, "--log"],
+    /proxy ready/,
+    (line) => {
+      const entry = JSON.parse(line) as { original?: [string, number]; error?: string };
+      if (entry.original)
+        console.log(`[proxy] SO_ORIGINAL_DST says this connection was for ${entry.original[0]}:${entry.original[1]}`);
+      if (entry.error) console.log(`[proxy] ${entry.error}`);
+    },
+  );
 
   say(`before apply: the application in ${cgroup.path("app")} connects to ${remote}:${port}`);
   const before = await application();
 
   const policy = path.join(scratch, "outbound.yaml");
-  await writeFile(policy, [
-    "name: demo_outbound",
-    "outbound:",
-    `  cgroups: ["${cgroup.path("app")}"]`,
-    `  exempt: { cgroups: ["${cgroup.path("proxy")}"] }   # the proxy's own connections go direct`,
-    "  rules:",
-    `    - originalPort: ${port}`,
-    `      port: ${proxyPort}`,
-    "",
-  ].join("\n"));
+  await writeFile(
+    policy,
+    [
+      "name: demo_outbound",
+      "outbound:",
+      `  cgroups: ["${cgroup.path("app")}"]`,
+      `  exempt: { cgroups: ["${cgroup.path("proxy")}"] }   # the proxy's own connections go direct`,
+      "  rules:",
+      `    - originalPort: ${port}`,
+      `      port: ${proxyPort}`,
+      "",
+    ].join("\n"),
+  );
   say(`intercept apply ${policy} --netns ${host}`);
   const applied = await intercept("apply", policy, "--netns", host, "--yes", "--no-color");
   console.log(applied.stdout + applied.stderr);
@@ -85,9 +100,11 @@ try {
 
   const direct = (response: string) => response.startsWith("server ");
   success = direct(before) && during.startsWith(`proxy ${remote} ${port}\nserver `) && direct(after);
-  say(success
-    ? `OK: the connection to ${remote}:${port} went through the proxy on ${proxyPort} only while intercept was applied, and the proxy read its original destination`
-    : "FAILED: expected the proxy only while intercept was applied");
+  say(
+    success
+      ? `OK: the connection to ${remote}:${port} went through the proxy on ${proxyPort} only while intercept was applied, and the proxy read its original destination`
+      : "FAILED: expected the proxy only while intercept was applied",
+  );
 } catch (error) {
   console.error(`demo failed: ${(error as Error).message}`);
 } finally {

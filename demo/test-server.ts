@@ -14,6 +14,10 @@ const { values } = parseArgs({
     header: { type: "string", default: "Server: intercept" },
   },
 });
-const servers = await startDemoServers({ backendPort: Number(values["backend-port"]), proxyPort: Number(values["proxy-port"]), header: values.header });
+const servers = await startDemoServers({
+  backendPort: Number(values["backend-port"]),
+  proxyPort: Number(values["proxy-port"]),
+  header: values.header,
+});
 console.log(`ready: backend on ${servers.backendPort}, proxy on ${servers.proxyPort} adding "${values.header}"`);
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => process.exit(0));

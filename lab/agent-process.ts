@@ -13,7 +13,12 @@ export class AgentProcess {
    * @env adds to the environment (a PATH with a tool shim first).
    */
   constructor(args: string[], env: Record<string, string> = {}) {
-    this.child = execa("node", ["bin/intercept.js", "agent", ...args, "--log-format", "json"], { reject: false, buffer: false, forceKillAfterDelay: 60_000, env });
+    this.child = execa("node", ["bin/intercept.js", "agent", ...args, "--log-format", "json"], {
+      reject: false,
+      buffer: false,
+      forceKillAfterDelay: 60_000,
+      env,
+    });
     this.child.stderr?.on("data", (chunk: Buffer) => (this.errors += chunk.toString()));
     let pending = "";
     this.child.stdout?.on("data", (chunk: Buffer) => {
@@ -27,12 +32,17 @@ export class AgentProcess {
   }
 
   /** Resolves with the first log line (from @from on) that @matches; fails after @ms. Wakes on every line. */
-  async waitFor(matches: (line: Record<string, unknown>) => boolean, from = 0, ms = 15_000): Promise<Record<string, unknown>> {
+  async waitFor(
+    matches: (line: Record<string, unknown>) => boolean,
+    from = 0,
+    ms = 15_000,
+  ): Promise<Record<string, unknown>> {
     const deadline = Date.now() + ms;
     for (;;) {
       const found = this.lines.slice(from).find(matches);
       if (found) return found;
-      if (Date.now() > deadline) throw new Error(`no such log line; saw:\n${this.lines.map((l) => JSON.stringify(l)).join("\n")}`);
+      if (Date.now() > deadline)
+        throw new Error(`no such log line; saw:\n${this.lines.map((l) => JSON.stringify(l)).join("\n")}`);
       await new Promise<void>((resolve) => {
         this.waiters.push(resolve);
         setTimeout(resolve, 100);
@@ -59,4 +69,3 @@ export class AgentProcess {
     this.child.kill("SIGKILL");
   }
 }
-

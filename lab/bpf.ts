@@ -24,7 +24,11 @@ export async function testRun(pin: string, frame: Buffer, repeat = 1, netns: Net
   try {
     const [input, output] = [path.join(dir, "in.bin"), path.join(dir, "out.bin")];
     await writeFile(input, frame);
-    const printed = await run("bpftool", ["prog", "run", "pinned", pin, "data_in", input, "data_out", output, "repeat", String(repeat)], netns);
+    const printed = await run(
+      "bpftool",
+      ["prog", "run", "pinned", pin, "data_in", input, "data_out", output, "repeat", String(repeat)],
+      netns,
+    );
     return {
       returnValue: Number(/Return value: (\d+)/.exec(printed)?.[1]) | 0,
       output: await readFile(output),
@@ -34,4 +38,3 @@ export async function testRun(pin: string, frame: Buffer, repeat = 1, netns: Net
     await rm(dir, { recursive: true, force: true });
   }
 }
-

@@ -53,14 +53,23 @@ export class LabCgroup {
   private wrap(child: string | undefined, netns: string, command: string[]): [string, string[]] {
     const enter = ["nsenter", `--net=/var/run/netns/${netns}`, ...command];
     if (child === undefined) return [enter[0]!, enter.slice(1)];
-    return ["sh", ["-c", 'echo $$ > "$1" && shift && exec "$@"', "sh", path.join(this.directory(child), "cgroup.procs"), ...enter]];
+    return [
+      "sh",
+      ["-c", 'echo $$ > "$1" && shift && exec "$@"', "sh", path.join(this.directory(child), "cgroup.procs"), ...enter],
+    ];
   }
 
   /**
    * Starts a long-running process; resolves once it prints @ready, with a
    * way to stop it; every other line it prints goes to @lines.
    */
-  async start(child: string | undefined, netns: string, command: string[], ready: RegExp, lines?: (line: string) => void): Promise<{ stop: () => Promise<void> }> {
+  async start(
+    child: string | undefined,
+    netns: string,
+    command: string[],
+    ready: RegExp,
+    lines?: (line: string) => void,
+  ): Promise<{ stop: () => Promise<void> }> {
     const [file, args] = this.wrap(child, netns, command);
     const process = execa(file, args, { reject: false, buffer: false, stdin: "ignore" });
     this.processes.push(process);
@@ -93,7 +102,10 @@ export class LabCgroup {
   /** Runs a command to completion (in cgroup @child when given), returning its exit code and output. */
   async run(child: string | undefined, netns: string, command: string[], input?: string) {
     const [file, args] = this.wrap(child, netns, command);
-    const result = await execa(file, args, { reject: false, ...(input === undefined ? { stdin: "ignore" as const } : { input }) });
+    const result = await execa(file, args, {
+      reject: false,
+      ...(input === undefined ? { stdin: "ignore" as const } : { input }),
+    });
     return { exitCode: result.exitCode ?? 1, stdout: String(result.stdout), stderr: String(result.stderr) };
   }
 
@@ -109,7 +121,8 @@ export class LabCgroup {
   async destroy(): Promise<void> {
     for (const process of this.processes) process.kill("SIGKILL");
     await Promise.allSettled(this.processes);
-    for (const child of [...[...this.children].reverse(), undefined]) { // nested children before their parents
+    for (const child of [...[...this.children].reverse(), undefined]) {
+      // nested children before their parents
       const dir = this.directory(child);
       // cgroup.kill (5.14) kills all of a cgroup's processes at once; then rmdir waits for them to be gone.
       await writeFile(path.join(dir, "cgroup.kill"), "1").catch(() => {});

@@ -23,7 +23,11 @@ interface ConnectOptions {
   timeoutMs?: number;
 }
 
-type Line = EchoReply | { event: "connected"; localPort: number } | { event: "error"; message: string } | { event: "closed" };
+type Line =
+  | EchoReply
+  | { event: "connected"; localPort: number }
+  | { event: "error"; message: string }
+  | { event: "closed" };
 
 /** One connection from the client namespace, open until closed, exchanging a line at a time. */
 export class EchoConnection {
@@ -47,7 +51,11 @@ export class EchoConnection {
   static async open(lab: Lab, host: string, port: number, options: ConnectOptions = {}): Promise<EchoConnection> {
     const args = ["connect", host, String(port), "--timeout", String(options.timeoutMs ?? 3000)];
     if (options.localPort !== undefined) args.push("--local-port", String(options.localPort));
-    const child = execa("ip", ["netns", "exec", lab.clientNs, "node", "dist/lab/echo.js", ...args], { reject: false, buffer: false, stdin: "pipe" });
+    const child = execa("ip", ["netns", "exec", lab.clientNs, "node", "dist/lab/echo.js", ...args], {
+      reject: false,
+      buffer: false,
+      stdin: "pipe",
+    });
     const connection = new EchoConnection(child);
     const first = await connection.next();
     if ("event" in first && first.event === "connected") {
@@ -55,7 +63,9 @@ export class EchoConnection {
       return connection;
     }
     child.kill("SIGKILL");
-    throw new Error("event" in first && first.event === "error" ? first.message : `unexpected first line ${JSON.stringify(first)}`);
+    throw new Error(
+      "event" in first && first.event === "error" ? first.message : `unexpected first line ${JSON.stringify(first)}`,
+    );
   }
 
   /** Sends @line and resolves with the server's reply; rejects if the connection fails or closes instead. */
@@ -70,7 +80,8 @@ export class EchoConnection {
   async closeFromServer(): Promise<void> {
     this.child.stdin!.write("close\n");
     const answer = await this.next(5000);
-    if (!("event" in answer) || answer.event !== "closed") throw new Error(`expected the server to close, got ${JSON.stringify(answer)}`);
+    if (!("event" in answer) || answer.event !== "closed")
+      throw new Error(`expected the server to close, got ${JSON.stringify(answer)}`);
     await this.child;
   }
 
@@ -100,7 +111,16 @@ export class EchoConnection {
 
 /** @count connections to @host:@port one after another from the lab's client, each answered or failed. */
 export async function probe(lab: Lab, host: string, port: number, count = 1, timeoutMs = 3000): Promise<ProbeResult[]> {
-  const run = await lab.runInClient(["node", "dist/lab/echo.js", "probe", host, String(port), String(count), "--timeout", String(timeoutMs)]);
+  const run = await lab.runInClient([
+    "node",
+    "dist/lab/echo.js",
+    "probe",
+    host,
+    String(port),
+    String(count),
+    "--timeout",
+    String(timeoutMs),
+  ]);
   if (run.exitCode !== 0) throw new Error(`echo probe failed: ${String(run.stderr)}`);
   return JSON.parse(String(run.stdout)) as ProbeResult[];
 }

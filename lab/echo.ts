@@ -47,7 +47,12 @@ function serve(ports: number[]): void {
           socket.end();
           return;
         }
-        const reply: EchoReply = { tag: values.tag, localAddress: socket.localAddress!, localPort: socket.localPort!, line };
+        const reply: EchoReply = {
+          tag: values.tag,
+          localAddress: socket.localAddress!,
+          localPort: socket.localPort!,
+          line,
+        };
         socket.write(`${JSON.stringify(reply)}\n`);
       });
       socket.on("error", () => socket.destroy()); // a client that vanished: nothing to answer
@@ -124,6 +129,8 @@ if (mode === "serve") serve(rest.map(Number));
 else if (mode === "connect") await connect(host!, Number(port));
 else if (mode === "probe") await probe(host!, Number(port), Number(count));
 else {
-  console.error("usage: echo.js serve --tag NAME [--host ADDRESS] PORT… | connect HOST PORT [--local-port N] | probe HOST PORT COUNT");
+  console.error(
+    "usage: echo.js serve --tag NAME [--host ADDRESS] PORT… | connect HOST PORT [--local-port N] | probe HOST PORT COUNT",
+  );
   process.exit(2);
 }

@@ -17,7 +17,13 @@ import { AgentProcess } from "./agent-process.js";
 import { intercept, type Lab } from "./network.js";
 
 /** The ways a policy file is changed. */
-export const EDIT_KINDS = ["in-place write", "rename-save", "..data swap", "folder recreated", "folder symlink swapped"] as const;
+export const EDIT_KINDS = [
+  "in-place write",
+  "rename-save",
+  "..data swap",
+  "folder recreated",
+  "folder symlink swapped",
+] as const;
 export type EditKind = (typeof EDIT_KINDS)[number];
 
 const FILE = "p.yaml";
@@ -120,8 +126,16 @@ async function fetchText(url: string, agent: AgentProcess): Promise<string> {
   try {
     return await (await fetch(url)).text();
   } catch (error) {
-    const ended = await Promise.race([agent.exited(), new Promise((resolve) => setTimeout(() => resolve("still running"), 1_000))]);
-    throw new Error(`GET ${url}: ${String(error)}; agent: ${JSON.stringify(ended)}\n${agent.lines.slice(-10).map((l) => JSON.stringify(l)).join("\n")}`);
+    const ended = await Promise.race([
+      agent.exited(),
+      new Promise((resolve) => setTimeout(() => resolve("still running"), 1_000)),
+    ]);
+    throw new Error(
+      `GET ${url}: ${String(error)}; agent: ${JSON.stringify(ended)}\n${agent.lines
+        .slice(-10)
+        .map((l) => JSON.stringify(l))
+        .join("\n")}`,
+    );
   }
 }
 
@@ -190,8 +204,21 @@ export async function tortureAgent(lab: Lab, edits: number, durationMs: number):
       health = await fetchJson<Health>(healthUrl, agent);
       settledMs = asked - lastEdit;
       const { policies, namespaces } = health;
-      if (policies.readHash === expected && policies.inForceHash === expected && !policies.behind && !policies.invalid && namespaces.every((n) => n.kernelMatches)) break;
-      assert.ok(settledMs < 2_000, `the agent did not have the final content (${expected}) in force within 2 s of the last edit (${lastEditAt}): ${JSON.stringify(health)}\nlast log lines:\n${agent.lines.slice(-8).map((l) => JSON.stringify(l)).join("\n")}`);
+      if (
+        policies.readHash === expected &&
+        policies.inForceHash === expected &&
+        !policies.behind &&
+        !policies.invalid &&
+        namespaces.every((n) => n.kernelMatches)
+      )
+        break;
+      assert.ok(
+        settledMs < 2_000,
+        `the agent did not have the final content (${expected}) in force within 2 s of the last edit (${lastEditAt}): ${JSON.stringify(health)}\nlast log lines:\n${agent.lines
+          .slice(-8)
+          .map((l) => JSON.stringify(l))
+          .join("\n")}`,
+      );
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     assert.ok(settledMs < 2_000, `in force ${settledMs.toFixed(0)} ms after the last edit`);
@@ -202,7 +229,10 @@ export async function tortureAgent(lab: Lab, edits: number, durationMs: number):
     assert.equal(metricValue(text, "intercept_policies_behind"), 0, text);
     assert.equal(metricValue(text, "intercept_policies_invalid"), 0, text);
     assert.equal(metricValue(text, `intercept_kernel_matches{namespace="${lab.serverNs}"}`), 1, text);
-    assert.ok(metricValue(text, "intercept_policies_last_read_timestamp_seconds")! * 1000 >= lastEditWall, "the files were read after the last edit");
+    assert.ok(
+      metricValue(text, "intercept_policies_last_read_timestamp_seconds")! * 1000 >= lastEditWall,
+      "the files were read after the last edit",
+    );
 
     // The kernel agrees: nothing left to plan, and the live switches are the final ones.
     const [plan, shown] = await Promise.all([
@@ -211,8 +241,15 @@ export async function tortureAgent(lab: Lab, edits: number, durationMs: number):
     ]);
     assert.equal(plan.exitCode, 0, `plan after the torture:\n${plan.stdout}${plan.stderr}`);
     const status = JSON.parse(shown.stdout);
-    assert.deepEqual(status.programs.map((program: { rules: { enabled: boolean }[] }) => program.rules.map((rule) => rule.enabled)), [enabled]);
-    assert.deepEqual(agent.lines.filter((l) => l.event === "error").map((l) => l.message), [], "a file caught half-written is never reported");
+    assert.deepEqual(
+      status.programs.map((program: { rules: { enabled: boolean }[] }) => program.rules.map((rule) => rule.enabled)),
+      [enabled],
+    );
+    assert.deepEqual(
+      agent.lines.filter((l) => l.event === "error").map((l) => l.message),
+      [],
+      "a file caught half-written is never reported",
+    );
 
     const stopping = performance.now();
     assert.equal(await agent.stop("SIGTERM"), 0);

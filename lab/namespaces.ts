@@ -36,7 +36,9 @@ export class NamespaceSet {
    */
   async create(name: string): Promise<number> {
     this.made.add(name);
-    await execa("ip", ["-batch", "-"], { input: `netns add ${name}\nlink add name ${LINKS[0]} netns ${name} type veth peer name ${LINKS[1]} netns ${name}\n` });
+    await execa("ip", ["-batch", "-"], {
+      input: `netns add ${name}\nlink add name ${LINKS[0]} netns ${name} type veth peer name ${LINKS[1]} netns ${name}\n`,
+    });
     return performance.now();
   }
 
@@ -55,7 +57,11 @@ export class NamespaceSet {
 
   /** Whether intercept's ingress filter is on @link in namespace @name (nsenter: the pins stay visible). */
   async attached(name: string, link: string): Promise<boolean> {
-    const shown = await execa("nsenter", [`--net=/var/run/netns/${name}`, "tc", "filter", "show", "dev", link, "ingress"], { reject: false });
+    const shown = await execa(
+      "nsenter",
+      [`--net=/var/run/netns/${name}`, "tc", "filter", "show", "dev", link, "ingress"],
+      { reject: false },
+    );
     return String(shown.stdout).includes("intercept_ingre");
   }
 
@@ -67,7 +73,10 @@ export class NamespaceSet {
   /** Deletes every namespace this set made that still exists, and removes @keys' pins. Never throws. */
   async remove(keys: Iterable<string> = []): Promise<void> {
     const names = [...this.made];
-    await execa("ip", ["-force", "-batch", "-"], { input: names.map((name) => `netns del ${name}\n`).join(""), reject: false });
+    await execa("ip", ["-force", "-batch", "-"], {
+      input: names.map((name) => `netns del ${name}\n`).join(""),
+      reject: false,
+    });
     for (const key of keys) await rm(`/sys/fs/bpf/intercept/${key}`, { recursive: true, force: true });
   }
 }

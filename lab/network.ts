@@ -37,7 +37,20 @@ export class Lab {
       await ip("netns", "add", lab.serverNs);
       await ip("netns", "add", lab.clientNs);
       lab.namespaceKey = namespaceKeyOf((await stat(path.join(NETNS_DIR, lab.serverNs))).ino);
-      await ip("link", "add", lab.serverLink, "netns", lab.serverNs, "type", "veth", "peer", "name", lab.clientLink, "netns", lab.clientNs);
+      await ip(
+        "link",
+        "add",
+        lab.serverLink,
+        "netns",
+        lab.serverNs,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        lab.clientLink,
+        "netns",
+        lab.clientNs,
+      );
       await lab.configure(lab.serverNs, lab.serverLink, SERVER_ADDRESS);
       await lab.configure(lab.clientNs, lab.clientLink, CLIENT_ADDRESS);
     } catch (error) {

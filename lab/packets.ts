@@ -77,9 +77,10 @@ export function buildFragments(spec: PacketSpec, pieceBytes: number): Buffer[] {
   for (let offset = 0; offset < segment.length; offset += pieceBytes) {
     const piece = segment.subarray(offset, offset + pieceBytes);
     const fragment = { ...spec, fragmentOffset: offset / 8, moreFragments: offset + pieceBytes < segment.length };
-    const network = spec.family === "ipv4"
-      ? buildIpv4(fragment, piece)
-      : buildIpv6({ ...fragment, ipv6Extensions: [...(spec.ipv6Extensions ?? []), 44] }, piece);
+    const network =
+      spec.family === "ipv4"
+        ? buildIpv4(fragment, piece)
+        : buildIpv6({ ...fragment, ipv6Extensions: [...(spec.ipv6Extensions ?? []), 44] }, piece);
     frames.push(ethernetFrame(spec.family, network));
   }
   return frames;
@@ -134,7 +135,7 @@ function buildIpv6(spec: PacketSpec, l4: Buffer): Buffer {
     const extension = Buffer.alloc(8);
     extension[0] = chain[index + 1]!;
     if (type === 44) {
-      extension.writeUInt16BE(((spec.fragmentOffset ?? 0) << 3) | (spec.moreFragments ?? true ? 1 : 0), 2);
+      extension.writeUInt16BE(((spec.fragmentOffset ?? 0) << 3) | ((spec.moreFragments ?? true) ? 1 : 0), 2);
       extension.writeUInt32BE(0x1234abcd, 4); // identification
     } else if (type !== 43) {
       extension[2] = 1; // hop-by-hop / destination options: one PadN option
@@ -172,7 +173,11 @@ function l4Checksum(spec: Addressed, segment: Buffer): number {
   const { source, destination } = addresses(spec);
   const pseudo =
     family === "ipv4"
-      ? Buffer.concat([source, destination, Buffer.from([0, PROTOCOL[protocol], segment.length >> 8, segment.length & 0xff])])
+      ? Buffer.concat([
+          source,
+          destination,
+          Buffer.from([0, PROTOCOL[protocol], segment.length >> 8, segment.length & 0xff]),
+        ])
       : Buffer.concat([source, destination, u32(segment.length), Buffer.from([0, 0, 0, PROTOCOL[protocol]])]);
   const result = onesComplement(sum16(segment, sum16(pseudo)));
   return protocol === "udp" && result === 0 ? 0xffff : result;

@@ -16,7 +16,12 @@
  */
 import http from "node:http";
 
-const [url, durationMs, headerName, localAddress] = process.argv.slice(2) as [string, string, string, string | undefined];
+const [url, durationMs, headerName, localAddress] = process.argv.slice(2) as [
+  string,
+  string,
+  string,
+  string | undefined,
+];
 const result = { requests: 0, failures: 0, withoutHeader: 0, errors: [] as string[] };
 const deadline = Date.now() + Number(durationMs);
 const FIRST_PORT = 20_000;

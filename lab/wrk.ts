@@ -9,8 +9,19 @@ export interface WrkResult {
   non2xx: number;
 }
 
-export async function runWrk(clientNs: string, url: string, options: { seconds: number; connections: number; close: boolean }): Promise<WrkResult> {
-  const args = ["-t1", `-c${options.connections}`, `-d${options.seconds}s`, "--latency", ...(options.close ? ["-H", "Connection: close"] : []), url];
+export async function runWrk(
+  clientNs: string,
+  url: string,
+  options: { seconds: number; connections: number; close: boolean },
+): Promise<WrkResult> {
+  const args = [
+    "-t1",
+    `-c${options.connections}`,
+    `-d${options.seconds}s`,
+    "--latency",
+    ...(options.close ? ["-H", "Connection: close"] : []),
+    url,
+  ];
   const { stdout } = await execa("ip", ["netns", "exec", clientNs, "wrk", ...args]);
   return parseWrk(stdout);
 }

@@ -26,7 +26,9 @@ export function renderFields(schema) {
   lines.push("### Value types", "", "| type | values | meaning |", "| --- | --- | --- |");
   for (const [name, def] of Object.entries(defs)) {
     if (isObject(def, defs)) continue;
-    lines.push(`| ${cell(`<a id="${anchor(name)}"></a>\`${name}\``)} | ${cell(valuesOf(def, defs))} | ${cell(def.description || "—")} |`);
+    lines.push(
+      `| ${cell(`<a id="${anchor(name)}"></a>\`${name}\``)} | ${cell(valuesOf(def, defs))} | ${cell(def.description || "—")} |`,
+    );
   }
   return `${lines.join("\n").trimEnd()}\n`;
 }
@@ -44,7 +46,13 @@ function collectTables(node, title, path, defs, tables) {
     const items = resolved.type === "array" ? resolve(resolved.items ?? {}, defs) : undefined;
     if (isObject(resolved, defs)) nested.push([resolved, `\`${field}\``, `${field}.`]);
     if (items && isObject(items, defs)) nested.push([items, `\`${field}[]\``, `${field}[].`]);
-    rows.push([`\`${field}\``, typeOf(property, defs), required.has(name) ? "yes" : conditional(object, name), fallback, text]);
+    rows.push([
+      `\`${field}\``,
+      typeOf(property, defs),
+      required.has(name) ? "yes" : conditional(object, name),
+      fallback,
+      text,
+    ]);
   }
   const note = path !== "" && object.description ? splitDefault(object.description).text : undefined;
   tables.push({ title, rows, note });
@@ -54,7 +62,9 @@ function collectTables(node, title, path, defs, tables) {
 /** "unless outbound": a property that the object's if/else requires only when the `if` fails. */
 function conditional(object, name) {
   const whenNot = object.if?.required ?? [];
-  return (object.else?.required ?? []).includes(name) && whenNot.length > 0 ? `unless ${whenNot.map((n) => `\`${n}\``).join(", ")}` : "no";
+  return (object.else?.required ?? []).includes(name) && whenNot.length > 0
+    ? `unless ${whenNot.map((n) => `\`${n}\``).join(", ")}`
+    : "no";
 }
 
 /** The type column: a named value type links to its row; lists say their bounds. */
@@ -65,7 +75,8 @@ function typeOf(property, defs) {
     if (!isObject(def, defs)) return `[\`${name}\`](#${anchor(name)})${bounds(property)}`;
     return "object (below)";
   }
-  if (property.type === "array") return `list of ${typeOf(property.items ?? {}, defs).replace(/^object \(below\)$/, "objects (below)")}${bounds(property)}`;
+  if (property.type === "array")
+    return `list of ${typeOf(property.items ?? {}, defs).replace(/^object \(below\)$/, "objects (below)")}${bounds(property)}`;
   return valuesOf(property, defs);
 }
 
@@ -87,14 +98,27 @@ function valuesOf(node, defs) {
 function stringOf(node) {
   const constraints = [
     ...(node.pattern ? [`matching \`${node.pattern}\``] : []),
-    ...(node.minLength !== undefined || node.maxLength !== undefined ? [`of ${lengths(node.minLength, node.maxLength)} characters`] : []),
+    ...(node.minLength !== undefined || node.maxLength !== undefined
+      ? [`of ${lengths(node.minLength, node.maxLength)} characters`]
+      : []),
   ];
   return constraints.length > 0 ? `string ${constraints.join(", ")}` : "string";
 }
 
-const range = (min, max) => (min !== undefined && max !== undefined ? ` ${min}–${max}` : min !== undefined ? ` ≥ ${min}` : max !== undefined ? ` ≤ ${max}` : "");
-const lengths = (min, max) => (min !== undefined && max !== undefined ? `${min}–${max}` : min !== undefined ? `at least ${min}` : `at most ${max}`);
-const bounds = (node) => (node.minItems !== undefined || node.maxItems !== undefined ? ` (${lengths(node.minItems, node.maxItems)} ${node.maxItems === 1 || (node.maxItems === undefined && node.minItems === 1) ? "item" : "items"})` : "");
+const range = (min, max) =>
+  min !== undefined && max !== undefined
+    ? ` ${min}–${max}`
+    : min !== undefined
+      ? ` ≥ ${min}`
+      : max !== undefined
+        ? ` ≤ ${max}`
+        : "";
+const lengths = (min, max) =>
+  min !== undefined && max !== undefined ? `${min}–${max}` : min !== undefined ? `at least ${min}` : `at most ${max}`;
+const bounds = (node) =>
+  node.minItems !== undefined || node.maxItems !== undefined
+    ? ` (${lengths(node.minItems, node.maxItems)} ${node.maxItems === 1 || (node.maxItems === undefined && node.minItems === 1) ? "item" : "items"})`
+    : "";
 
 /** "Default: X." at the end of a description becomes the default column. */
 function splitDefault(description) {
@@ -113,7 +137,10 @@ const isObject = (node, defs) => resolve(node ?? {}, defs).type === "object";
 const refName = (ref) => ref.replace("#/$defs/", "");
 const anchor = (name) => `type-${name.toLowerCase()}`;
 /** Table cells: no line breaks, pipes escaped. */
-const cell = (text) => String(text).replace(/\n/g, " ").replace(/(?<!\\)\|/g, "\\|");
+const cell = (text) =>
+  String(text)
+    .replace(/\n/g, " ")
+    .replace(/(?<!\\)\|/g, "\\|");
 
 /** @page with its block replaced by @block. */
 export function withFields(page, block) {
@@ -132,7 +159,9 @@ function main() {
     return;
   }
   if (updated !== page) {
-    process.stderr.write(`${PAGE} is stale against ${SCHEMA}: run \`node scripts/generate-policy-docs.mjs\` (or \`npm run test:update-golden\`) and review the diff\n`);
+    process.stderr.write(
+      `${PAGE} is stale against ${SCHEMA}: run \`node scripts/generate-policy-docs.mjs\` (or \`npm run test:update-golden\`) and review the diff\n`,
+    );
     process.exitCode = 1;
   }
 }

@@ -14,7 +14,8 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** Why @path is not a cgroup path intercept accepts, in words; undefined when it is one. */
 export function cgroupPathProblem(path: string): string | undefined {
-  if (path === "" || path === "/") return "is the root cgroup: intercept never attaches to the root, name the cgroup of the applications";
+  if (path === "" || path === "/")
+    return "is the root cgroup: intercept never attaches to the root, name the cgroup of the applications";
   if (path.startsWith("/")) return "starts with /: cgroup paths are relative to the cgroup2 mount";
   if (path.endsWith("/")) return "ends with /";
   if (path.length > MAX_PATH) return `is longer than ${MAX_PATH} characters`;

@@ -38,16 +38,25 @@ type Runner = (invocation: Invocation) => Promise<number>;
  */
 const RUNNERS: Record<Command, Runner> = {
   demo: async () => (await import("./commands/demo.js")).demoCommand(),
-  init: async ({ values, positionals }) => (await import("./commands/init.js")).initCommand(positionals, { force: Boolean(values.force) }),
-  validate: async ({ values, positionals }) => (await import("./commands/validate.js")).validateCommand(positionals, { json: Boolean(values.json), colour: colourFor(process.stderr, values) }),
-  compile: async ({ values, positionals }) => (await import("./commands/compile.js")).compileCommand(positionals, { check: Boolean(values.check) }),
+  init: async ({ values, positionals }) =>
+    (await import("./commands/init.js")).initCommand(positionals, { force: Boolean(values.force) }),
+  validate: async ({ values, positionals }) =>
+    (await import("./commands/validate.js")).validateCommand(positionals, {
+      json: Boolean(values.json),
+      colour: colourFor(process.stderr, values),
+    }),
+  compile: async ({ values, positionals }) =>
+    (await import("./commands/compile.js")).compileCommand(positionals, { check: Boolean(values.check) }),
   build: async ({ values, positionals }) => {
     const options = { ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }) };
     return (await import("./commands/compile.js")).buildCommand(positionals, options);
   },
   plan: async ({ values, positionals, colour }) => {
     const options = {
-      netns: namespaceOption(values) ?? {}, json: Boolean(values.json), colour, detailedExitcode: Boolean(values["detailed-exitcode"]),
+      netns: namespaceOption(values) ?? {},
+      json: Boolean(values.json),
+      colour,
+      detailedExitcode: Boolean(values["detailed-exitcode"]),
       ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }),
       ...objectsOption(values),
     };
@@ -55,7 +64,11 @@ const RUNNERS: Record<Command, Runner> = {
   },
   apply: async ({ values, positionals, colour }) => {
     const options = {
-      netns: namespaceOption(values), colour, yes: Boolean(values.yes), allowEmpty: Boolean(values["allow-empty"]), ...lockOptions(values),
+      netns: namespaceOption(values),
+      colour,
+      yes: Boolean(values.yes),
+      allowEmpty: Boolean(values["allow-empty"]),
+      ...lockOptions(values),
       ...(values.plan !== undefined && { plan: nonEmpty("--plan", values.plan as string) }),
       ...objectsOption(values),
     };
@@ -118,7 +131,9 @@ function knownCommand(name: string): Command {
   if (isCommand(name)) return name;
   if (name.startsWith("-")) {
     const hint = closestMatch(name, ["--help", "--version"]);
-    throw new UsageError(`a command comes first, then its options (got "${name.slice(0, 64)}"${hint ? `: did you mean ${hint}?` : ""})`);
+    throw new UsageError(
+      `a command comes first, then its options (got "${name.slice(0, 64)}"${hint ? `: did you mean ${hint}?` : ""})`,
+    );
   }
   const hint = closestMatch(name, COMMAND_NAMES);
   throw new UsageError(`unknown command "${name.slice(0, 64)}"${hint ? `: did you mean "${hint}"?` : ""}`);
@@ -140,16 +155,29 @@ export function parseCommandLine(command: Command, args: string[]): ParsedComman
 }
 
 /** The options a command accepts, by name (aliases and global ones included): each flag's type and whether it may be repeated. */
-export function commandOptions(command: Command): Readonly<Record<string, { type: "string" | "boolean"; multiple?: boolean }>> {
-  return Object.fromEntries(Object.entries(parserOptions(command)).map(([name, option]) => [name, { type: option.type, ...(option.multiple && { multiple: true }) }]));
+export function commandOptions(
+  command: Command,
+): Readonly<Record<string, { type: "string" | "boolean"; multiple?: boolean }>> {
+  return Object.fromEntries(
+    Object.entries(parserOptions(command)).map(([name, option]) => [
+      name,
+      { type: option.type, ...(option.multiple && { multiple: true }) },
+    ]),
+  );
 }
 
 function agentOptions(values: ParsedCommand["values"]): AgentOptions {
   const match = values["netns-match"] as string[] | undefined;
-  if (match !== undefined && values.netns !== undefined) throw new UsageError("--netns and --netns-match cannot be used together: one namespace, or every matching one");
+  if (match !== undefined && values.netns !== undefined)
+    throw new UsageError("--netns and --netns-match cannot be used together: one namespace, or every matching one");
   return {
-    namespaces: match === undefined ? { kind: "one", netns: namespaceOption(values) ?? {} } : { kind: "matching", globs: match.map(namespaceGlob) },
-    keep: Boolean(values.keep), logFormat: logFormat((values["log-format"] as string | undefined) ?? "text"), lockTimeoutMs: lockTimeout(values),
+    namespaces:
+      match === undefined
+        ? { kind: "one", netns: namespaceOption(values) ?? {} }
+        : { kind: "matching", globs: match.map(namespaceGlob) },
+    keep: Boolean(values.keep),
+    logFormat: logFormat((values["log-format"] as string | undefined) ?? "text"),
+    lockTimeoutMs: lockTimeout(values),
     resyncMs: resyncInterval((values["resync-interval"] as string | undefined) ?? "30s"),
     ...(values.metrics !== undefined && { metrics: listenAddress(values.metrics as string) }),
     ...objectsOption(values),
@@ -158,16 +186,23 @@ function agentOptions(values: ParsedCommand["values"]): AgentOptions {
 
 /** The table's options as parseArgs takes them: each alias an option of its own, folded back after parsing. */
 function parserOptions(command: Command): NonNullable<ParseArgsConfig["options"]> {
-  return Object.fromEntries(Object.entries(optionsOf(command)).flatMap(([name, spec]) => [
-    [name, { type: spec.type, ...(spec.short && { short: spec.short }), ...(spec.multiple && { multiple: true }) }],
-    ...(spec.aliases ?? []).map((alias) => [alias, { type: spec.type, ...(spec.multiple && { multiple: true }) }]),
-  ]));
+  return Object.fromEntries(
+    Object.entries(optionsOf(command)).flatMap(([name, spec]) => [
+      [name, { type: spec.type, ...(spec.short && { short: spec.short }), ...(spec.multiple && { multiple: true }) }],
+      ...(spec.aliases ?? []).map((alias) => [alias, { type: spec.type, ...(spec.multiple && { multiple: true }) }]),
+    ]),
+  );
 }
 
 function parseCommand(command: Command, args: string[]): ParsedCommand {
   let parsed: ParsedCommand;
   try {
-    parsed = parseArgs({ args, options: parserOptions(command), allowPositionals: true, strict: true }) as ParsedCommand;
+    parsed = parseArgs({
+      args,
+      options: parserOptions(command),
+      allowPositionals: true,
+      strict: true,
+    }) as ParsedCommand;
   } catch (error) {
     throw new UsageError(`${command}: ${parseErrorMessage(command, error)}`);
   }
@@ -206,7 +241,9 @@ function namespaceName(value: string): string {
 /** A --netns-match glob: the characters of a namespace name, and * and ?. */
 function namespaceGlob(value: string): string {
   if (!NETNS_GLOB.test(value)) {
-    throw new UsageError(`--netns-match: "${value.slice(0, 64)}" is not a glob of network namespace names (letters, digits, _ . - and * ?)`);
+    throw new UsageError(
+      `--netns-match: "${value.slice(0, 64)}" is not a glob of network namespace names (letters, digits, _ . - and * ?)`,
+    );
   }
   return value;
 }
@@ -232,7 +269,10 @@ const MAX_LOCK_TIMEOUT_MS = 60 * 60 * 1000;
 function lockTimeout(values: ParsedCommand["values"]): number {
   const text = (values["lock-timeout"] as string | undefined) ?? "10s";
   const ms = duration("--lock-timeout", text);
-  if (ms > MAX_LOCK_TIMEOUT_MS) throw new UsageError(`--lock-timeout: at most ${MAX_LOCK_TIMEOUT_MS / 60_000}m (1 hour), not "${text.slice(0, 32)}"`);
+  if (ms > MAX_LOCK_TIMEOUT_MS)
+    throw new UsageError(
+      `--lock-timeout: at most ${MAX_LOCK_TIMEOUT_MS / 60_000}m (1 hour), not "${text.slice(0, 32)}"`,
+    );
   return ms;
 }
 
@@ -240,18 +280,20 @@ function lockTimeout(values: ParsedCommand["values"]): number {
 function duration(flag: string, value: string): number {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value);
   if (!match) throw new UsageError(`${flag}: "${value.slice(0, 32)}" is not a duration (e.g. 10s, 500ms, 2m, 0)`);
-  return Number(match[1]) * { ms: 1, s: 1000, m: 60_000 }[match[2] as "ms" | "s" | "m" ?? "s"];
+  return Number(match[1]) * { ms: 1, s: 1000, m: 60_000 }[(match[2] as "ms" | "s" | "m") ?? "s"];
 }
 
 /** --resync-interval: 0 (off), or at least a second: each resync reads every policy and plans a few namespaces. */
 function resyncInterval(value: string): number {
   const ms = duration("--resync-interval", value);
-  if (ms !== 0 && ms < 1000) throw new UsageError(`--resync-interval: "${value.slice(0, 32)}" is too short (at least 1s, or 0 for never)`);
+  if (ms !== 0 && ms < 1000)
+    throw new UsageError(`--resync-interval: "${value.slice(0, 32)}" is too short (at least 1s, or 0 for never)`);
   return ms;
 }
 
 function logFormat(value: string): LogFormat {
-  if (value !== "text" && value !== "json") throw new UsageError(`--log-format must be text or json, not "${value.slice(0, 32)}"`);
+  if (value !== "text" && value !== "json")
+    throw new UsageError(`--log-format must be text or json, not "${value.slice(0, 32)}"`);
   return value;
 }
 
@@ -266,7 +308,8 @@ export type { ListenAddress };
 export function listenAddress(value: string): ListenAddress {
   const match = /^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):)?(\d{1,5})$/.exec(value);
   const port = Number(match?.[2]);
-  if (!match || port > 65535) throw new UsageError(`--metrics: "${value.slice(0, 64)}" is not HOST:PORT (e.g. 127.0.0.1:9464)`);
+  if (!match || port > 65535)
+    throw new UsageError(`--metrics: "${value.slice(0, 64)}" is not HOST:PORT (e.g. 127.0.0.1:9464)`);
   const host = (match[1] ?? "").replace(/^\[|\]$/g, "") || "127.0.0.1";
   return { host, port };
 }
@@ -286,16 +329,25 @@ function reportError(error: unknown, output: { command: Command | undefined; jso
   if (output.json) printJson(errorDocument(error));
   if (error instanceof PolicyError) {
     const colour = output.colour && Boolean(process.stderr.isTTY) && !process.env.NO_COLOR;
-    process.stderr.write(`${output.json ? "" : `${formatDiagnostics(error.diagnostics, { colour })}\n`}intercept: ${error.message}\n`);
+    process.stderr.write(
+      `${output.json ? "" : `${formatDiagnostics(error.diagnostics, { colour })}\n`}intercept: ${error.message}\n`,
+    );
     return error.exitCode;
   }
   if (error instanceof InterceptError) {
-    const help = output.command === undefined || output.command === "help" ? "intercept --help" : `intercept ${output.command} --help`;
-    process.stderr.write(`intercept: ${error.message}\n${error.code === "usage" ? `Run \`${help}\` for usage.\n` : ""}`);
+    const help =
+      output.command === undefined || output.command === "help"
+        ? "intercept --help"
+        : `intercept ${output.command} --help`;
+    process.stderr.write(
+      `intercept: ${error.message}\n${error.code === "usage" ? `Run \`${help}\` for usage.\n` : ""}`,
+    );
     return error.exitCode;
   }
   // Not one of ours: a bug. Still one line; the stack only when asked for.
-  process.stderr.write(`intercept: internal error: ${messageOf(error).split("\n")[0]} (set INTERCEPT_DEBUG=1 for the stack)\n`);
+  process.stderr.write(
+    `intercept: internal error: ${messageOf(error).split("\n")[0]} (set INTERCEPT_DEBUG=1 for the stack)\n`,
+  );
   if (process.env.INTERCEPT_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);
   return 1;
 }

@@ -13,7 +13,8 @@ export const DIAGNOSTIC_CODES = {
   "load/not-found": "no file or folder at a path given on the command line",
   "load/unreadable": "the file exists but cannot be read (permissions, I/O)",
   "load/not-a-file": "the path is not a regular file (a device, a FIFO, a socket)",
-  "load/not-a-policy": "a file named on the command line, or what its symlink resolves to, is not a .ts, .yaml or .yml file",
+  "load/not-a-policy":
+    "a file named on the command line, or what its symlink resolves to, is not a .ts, .yaml or .yml file",
   "load/symlink-outside": "a symlink in a policy folder leads outside that folder: refused",
   "load/broken-symlink": "a symlink in a policy folder leads to nothing",
   "load/too-large": "the file is larger than a policy can be",
@@ -27,7 +28,7 @@ export const DIAGNOSTIC_CODES = {
   "ts/syntax": "TypeScript the parser cannot read (tsc's number in tsCode)",
   "ts/type-error": "the TypeScript type checker's error (tsc's number in tsCode)",
   "ts/not-data": "code where a policy must have data: calls, expressions, functions, statements",
-  "ts/import": "an import other than definePolicy and types from \"intercept-bpf\"",
+  "ts/import": 'an import other than definePolicy and types from "intercept-bpf"',
   "ts/no-default-export": "no `export default definePolicy({ … })`",
   "ts/not-const": "a `let` or `var`: a policy's values are consts",
   "ts/unknown-name": "a name that is not a const declared in the same file",
@@ -51,7 +52,8 @@ export const DIAGNOSTIC_CODES = {
   "rule/except-swallows": "exceptions that leave out a whole entry, or everything, of what the rule selects",
   "rule/duplicate-original-port": "two rules of one protocol that select the same single port (and no addresses)",
   "rule/overlap": "two rules that can match the same packet (the message names one)",
-  "rule/rewrite-many-ports": "a rewrite rule that selects more than one port: its replies could not be rewritten back unambiguously",
+  "rule/rewrite-many-ports":
+    "a rewrite rule that selects more than one port: its replies could not be rewritten back unambiguously",
   "rule/duplicate-target-port": "two rewrite rules send to the same port: replies could not be told apart",
   "rule/chain": "a rewrite rule's port is among the ports of another rule",
   "rule/steer-not-tcp": "strategy steer on a rule that is not tcp",
@@ -59,17 +61,22 @@ export const DIAGNOSTIC_CODES = {
   "outbound/cgroup-path": "an outbound cgroup path that is not relative to the cgroup2 mount, or names its root",
   "outbound/duplicate-cgroup": "a cgroup named twice, or inside another captured cgroup",
   "outbound/exempt-captured": "a cgroup both captured and exempt, or captured inside an exempt one",
-  "outbound/no-exemption": "an outbound exempt that names no uid, cgroup or mark: the proxy's own connections would loop",
+  "outbound/no-exemption":
+    "an outbound exempt that names no uid, cgroup or mark: the proxy's own connections would loop",
   "outbound/bad-cidr": "a destination CIDR that does not parse, or has host bits set",
-  "outbound/captures-proxy": "an outbound rule whose originalPort is a proxy port on loopback: it would capture the proxy itself",
+  "outbound/captures-proxy":
+    "an outbound rule whose originalPort is a proxy port on loopback: it would capture the proxy itself",
   "outbound/overlapping-rules": "two outbound rules capturing the same port and destinations",
   "outbound/cgroup-in-two-policies": "a cgroup named by two policies' outbound sections",
   "policy/name-unusable": "the name taken from the file name cannot be used in C identifiers and pin paths",
   "policy/duplicate-name": "two policies with one name",
   "policy/overlapping-interfaces": "a policy selecting every interface beside other policies",
-  "policy/too-large": "a policy that expands (YAML aliases, TS consts and spreads) to more than 200,000 values, or whose reading needs more memory than any policy does",
-  "policy/too-slow": "a policy whose reading (evaluating, type-checking) or validation takes longer than the deadline (5 s)",
-  "policy/loopback-interface": "interfaces.include names lo: loopback is never intercepted (the proxy's own upstream connection would loop back into it)",
+  "policy/too-large":
+    "a policy that expands (YAML aliases, TS consts and spreads) to more than 200,000 values, or whose reading needs more memory than any policy does",
+  "policy/too-slow":
+    "a policy whose reading (evaluating, type-checking) or validation takes longer than the deadline (5 s)",
+  "policy/loopback-interface":
+    "interfaces.include names lo: loopback is never intercepted (the proxy's own upstream connection would loop back into it)",
   "report/truncated": "more errors in one file than are shown: the rest are counted",
 } as const satisfies Record<string, string>;
 
@@ -168,7 +175,13 @@ export function reportableDiagnostics(diagnostics: readonly Diagnostic[]): Diagn
   const seen = new Set<string>();
   const byFile = new Map<string, Diagnostic[]>();
   for (const diagnostic of sortDiagnostics(diagnostics)) {
-    const key = JSON.stringify([diagnostic.file, diagnostic.line, diagnostic.column, diagnostic.code, diagnostic.message]);
+    const key = JSON.stringify([
+      diagnostic.file,
+      diagnostic.line,
+      diagnostic.column,
+      diagnostic.code,
+      diagnostic.message,
+    ]);
     if (seen.has(key)) continue;
     seen.add(key);
     byFile.set(diagnostic.file, [...(byFile.get(diagnostic.file) ?? []), diagnostic]);
@@ -179,7 +192,10 @@ export function reportableDiagnostics(diagnostics: readonly Diagnostic[]): Diagn
     if (hidden === 0) return shown;
     const { file, line, column } = inFile[MAX_DIAGNOSTICS_PER_FILE]!;
     const message = `…and ${hidden} more error${hidden === 1 ? "" : "s"} in this file`;
-    return [...shown, { code: "report/truncated", severity: "error", file, line, column, length: 0, message } satisfies Diagnostic];
+    return [
+      ...shown,
+      { code: "report/truncated", severity: "error", file, line, column, length: 0, message } satisfies Diagnostic,
+    ];
   });
 }
 
@@ -216,7 +232,8 @@ type Style = "red" | "cyan" | "green" | "bold" | "dim";
  */
 export function formatDiagnostics(diagnostics: readonly Diagnostic[], options: { colour: boolean }): string {
   // The caller decided (a terminal on stderr, no NO_COLOR): styleText is not to second-guess it from stdout.
-  const paint = (style: Style, text: string) => (options.colour ? styleText(style, text, { validateStream: false }) : text);
+  const paint = (style: Style, text: string) =>
+    options.colour ? styleText(style, text, { validateStream: false }) : text;
   return reportableDiagnostics(diagnostics)
     .map((diagnostic) => {
       const header = `${paint("bold", place(diagnostic))}: ${paint("red", `error[${diagnostic.code}]`)}: ${paint("bold", `${diagnostic.message}${tsNumber(diagnostic)}`)}`;
@@ -225,7 +242,8 @@ export function formatDiagnostics(diagnostics: readonly Diagnostic[], options: {
         lines.push(`  ${paint("bold", place(note))}: ${paint("cyan", "note")}: ${note.message}`);
         lines.push(...sourceExcerpt(note, "  ", paint("cyan", "^"), (tail) => paint("cyan", tail)));
       }
-      if (diagnostic.suggestion !== undefined) lines.push(`  ${paint("green", "help")}: did you mean \`${diagnostic.suggestion}\`?`);
+      if (diagnostic.suggestion !== undefined)
+        lines.push(`  ${paint("green", "help")}: did you mean \`${diagnostic.suggestion}\`?`);
       return `${lines.join("\n")}\n`;
     })
     .join("\n");
@@ -245,7 +263,10 @@ function tsNumber(diagnostic: Diagnostic): string {
  */
 function sourceExcerpt(location: Location, indent: string, caret: string, tilde: (tail: string) => string): string[] {
   if (location.lineText === undefined) return [];
-  const visible = location.lineText.endsWith("…") && location.lineText.length > MAX_LINE_TEXT ? MAX_LINE_TEXT : location.lineText.length;
+  const visible =
+    location.lineText.endsWith("…") && location.lineText.length > MAX_LINE_TEXT
+      ? MAX_LINE_TEXT
+      : location.lineText.length;
   const start = location.column - 1;
   if (start > visible) return [];
   const underline = Math.max(0, Math.min(location.length, visible - start) - 1);

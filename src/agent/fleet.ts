@@ -9,7 +9,7 @@ import { appliesIn } from "../validate/namespaces.js";
 import { namespaceLogger, type Logger } from "./log.js";
 import type { AgentMetrics, NamespaceReport, Readiness } from "./metrics.js";
 import { NamespaceAgent, retryDelay, type NamespaceAgentOptions, type ReconcileResult } from "./namespace-agent.js";
-import { identifyNamespaceFile } from "./netns-directory.js";
+import { identifyNamespaceFile, type NamespaceFile } from "./netns-directory.js";
 
 /** How many namespaces a scrape reads at once: a scrape of fifty must not starve their reconciles. */
 const SCRAPE_CONCURRENCY = 4;
@@ -155,9 +155,18 @@ export class Fleet {
     const members = [...this.members.values()].filter((member) => !member.removing);
     if (!this.scanned) return { ready: false, summary: "not ready: the network namespaces have not been listed yet" };
     const waiting = members.filter((member) => !member.agent?.ready).map((member) => member.label || "(own namespace)");
-    if (waiting.length === 0) return { ready: true, summary: `ready: ${members.length} network namespace${members.length === 1 ? "" : "s"} reconciled` };
-    const shown = waiting.slice(0, NAMES_SHOWN).join(", ") + (waiting.length > NAMES_SHOWN ? `, and ${waiting.length - NAMES_SHOWN} more` : "");
-    return { ready: false, summary: `not ready: ${waiting.length} of ${members.length} network namespaces not reconciled yet: ${shown}` };
+    if (waiting.length === 0)
+      return {
+        ready: true,
+        summary: `ready: ${members.length} network namespace${members.length === 1 ? "" : "s"} reconciled`,
+      };
+    const shown =
+      waiting.slice(0, NAMES_SHOWN).join(", ") +
+      (waiting.length > NAMES_SHOWN ? `, and ${waiting.length - NAMES_SHOWN} more` : "");
+    return {
+      ready: false,
+      summary: `not ready: ${waiting.length} of ${members.length} network namespaces not reconciled yet: ${shown}`,
+    };
   }
 
   /**
@@ -189,11 +198,14 @@ export class Fleet {
    */
   states(): NamespaceState[] {
     const fingerprint = this.options.policies().fingerprint;
-    return [...this.members.values()].filter((member) => !member.removing).map((member) => {
-      const lastReconcile = member.agent?.lastReconcile;
-      const kernelMatches = lastReconcile?.ok === true && lastReconcile.version === fingerprint;
-      return { namespace: member.label, ready: member.agent?.ready ?? false, kernelMatches, lastReconcile };
-    }).sort((a, b) => a.namespace.localeCompare(b.namespace));
+    return [...this.members.values()]
+      .filter((member) => !member.removing)
+      .map((member) => {
+        const lastReconcile = member.agent?.lastReconcile;
+        const kernelMatches = lastReconcile?.ok === true && lastReconcile.version === fingerprint;
+        return { namespace: member.label, ready: member.agent?.ready ?? false, kernelMatches, lastReconcile };
+      })
+      .sort((a, b) => a.namespace.localeCompare(b.namespace));
   }
 
   /**
@@ -204,12 +216,14 @@ export class Fleet {
   async stop(): Promise<FleetStopped> {
     this.stopping = true;
     let held = 0;
-    await Promise.all([...this.members.values()].map(async (member) => {
-      clearTimeout(member.retry);
-      // A start waiting for a lock gives up at once (stop asks it to); a failed one's failure was reported when it happened.
-      if (await member.agent?.stop()) held++;
-      await Promise.allSettled([member.starting]);
-    }));
+    await Promise.all(
+      [...this.members.values()].map(async (member) => {
+        clearTimeout(member.retry);
+        // A start waiting for a lock gives up at once (stop asks it to); a failed one's failure was reported when it happened.
+        if (await member.agent?.stop()) held++;
+        await Promise.allSettled([member.starting]);
+      }),
+    );
     await Promise.all(this.leaving.values());
     return { held };
   }
@@ -219,7 +233,17 @@ export class Fleet {
   }
 
   private join(netns: NetworkNamespace, key: string | undefined): Member {
-    const member: Member = { netns, key, label: netns.name ?? "", datapath: undefined, agent: undefined, starting: undefined, retry: undefined, failures: 0, removing: undefined };
+    const member: Member = {
+      netns,
+      key,
+      label: netns.name ?? "",
+      datapath: undefined,
+      agent: undefined,
+      starting: undefined,
+      retry: undefined,
+      failures: 0,
+      removing: undefined,
+    };
     this.members.set(member.label, member);
     return member;
   }
@@ -245,7 +269,10 @@ export class Fleet {
       if (!(await stillThere(member))) return; // gone: the directory says so too, and forget() follows
       // Tried again as a failed reconcile is: 1 s, doubling up to 30 s.
       const delay = retryDelay(member.failures++);
-      namespaceLogger(this.log, member.netns.name)("error", `${messageOf(error).replaceAll("\n", " ")}; trying again in ${delay / 1000} s`);
+      namespaceLogger(this.log, member.netns.name)(
+        "error",
+        `${messageOf(error).replaceAll("\n", " ")}; trying again in ${delay / 1000} s`,
+      );
       member.retry = setTimeout(() => {
         if (!member.removing && !this.stopping) this.startWithRetry(member);
       }, delay);
@@ -255,19 +282,28 @@ export class Fleet {
   private async startMember(member: Member): Promise<void> {
     const datapath = await KernelDatapath.open(member.netns, "agent");
     if (member.key !== undefined && datapath.namespaceKey !== member.key) {
-      throw new InterceptError("netns-not-found", `network namespace "${member.netns.name}" was replaced while it was opened`);
+      throw new InterceptError(
+        "netns-not-found",
+        `network namespace "${member.netns.name}" was replaced while it was opened`,
+      );
     }
     member.key = datapath.namespaceKey;
     member.datapath = datapath;
     if (this.stopping) throw new InterceptError("apply-interrupted", "the agent is stopping"); // opened as it stopped: nothing taken yet
-    const agent = new NamespaceAgent(datapath, () => this.policiesIn(member.netns), {
-      keep: this.options.keep,
-      lockTimeoutMs: this.options.lockTimeoutMs,
-      lockHolder: this.options.lockHolder,
-      builder: () => this.options.policies().builder,
-      version: () => this.options.policies().fingerprint,
-      onGone: () => void this.forget(member),
-    }, namespaceLogger(this.log, member.netns.name), this.metrics.forNamespace(member.label));
+    const agent = new NamespaceAgent(
+      datapath,
+      () => this.policiesIn(member.netns),
+      {
+        keep: this.options.keep,
+        lockTimeoutMs: this.options.lockTimeoutMs,
+        lockHolder: this.options.lockHolder,
+        builder: () => this.options.policies().builder,
+        version: () => this.options.policies().fingerprint,
+        onGone: () => void this.forget(member),
+      },
+      namespaceLogger(this.log, member.netns.name),
+      this.metrics.forNamespace(member.label),
+    );
     member.agent = agent;
     await agent.start();
   }
@@ -288,7 +324,10 @@ export class Fleet {
         if (member.key !== undefined && this.leaving.get(member.key) === leaving) this.leaving.delete(member.key);
       }
       this.metrics.forget(member.label);
-      namespaceLogger(this.log, member.netns.name)("namespace gone", `${member.netns.name ? `network namespace "${member.netns.name}"` : "the namespace"} is gone: its pins are removed`);
+      namespaceLogger(this.log, member.netns.name)(
+        "namespace gone",
+        `${member.netns.name ? `network namespace "${member.netns.name}"` : "the namespace"} is gone: its pins are removed`,
+      );
       this.options.onGone(member.netns);
     })();
     return member.removing;
@@ -298,7 +337,7 @@ export class Fleet {
 /** Whether the member's namespace file is still its namespace (a failure to tell counts as yes: it is reported). */
 async function stillThere(member: Member): Promise<boolean> {
   if (member.netns.name === undefined) return true;
-  let file;
+  let file: NamespaceFile;
   try {
     file = await identifyNamespaceFile(path.join(NETNS_DIR, member.netns.name));
   } catch {

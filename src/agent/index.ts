@@ -16,9 +16,7 @@ import { collectOrphans } from "./orphans.js";
 import { logInvalid, PolicyWatcher, readPolicySet, type PolicyRead, type PolicySet } from "./policy-watcher.js";
 
 /** Which network namespaces an agent serves: one (named, or its own), or every one whose name matches. */
-export type AgentNamespaces =
-  | { kind: "one"; netns: NetworkNamespace }
-  | { kind: "matching"; globs: readonly string[] };
+export type AgentNamespaces = { kind: "one"; netns: NetworkNamespace } | { kind: "matching"; globs: readonly string[] };
 
 export interface AgentOptions {
   namespaces: AgentNamespaces;
@@ -50,10 +48,12 @@ export async function runAgent(paths: string[], options: AgentOptions): Promise<
   const lifecycle = new Lifecycle();
   const agent = new Agent(paths, options, log, lifecycle);
   const starting = agent.start();
-  const startedFirst = await Promise.race([starting.then(() => true), lifecycle.ended.then(() => false)]).catch(async (error: unknown) => {
-    await agent.stop();
-    throw error;
-  });
+  const startedFirst = await Promise.race([starting.then(() => true), lifecycle.ended.then(() => false)]).catch(
+    async (error: unknown) => {
+      await agent.stop();
+      throw error;
+    },
+  );
   if (!startedFirst) {
     const stopped = agent.stop();
     // The start, cut short by the stop, fails for that reason: the ending says what happened.
@@ -94,27 +94,42 @@ class Agent {
     private readonly log: Logger,
     private readonly lifecycle: Lifecycle,
   ) {
-    this.metrics = new AgentMetrics(() => this.fleet.reports(), () => this.health());
-    this.fleet = new Fleet({
-      keep: options.keep,
-      lockTimeoutMs: options.lockTimeoutMs,
-      lockHolder: options.namespaces.kind === "matching" ? FLEET_LOCK_HOLDER : AGENT_LOCK_HOLDER,
-      policies: () => ({ ...this.policies!, fingerprint: this.inForce }),
-      onGone: (netns) => {
-        // The one namespace this agent serves is gone: nothing is left to do, and a supervisor should know.
-        if (options.namespaces.kind === "one") lifecycle.fail(new InterceptError("netns-not-found", `${describeNamespace(netns)} no longer exists`));
+    this.metrics = new AgentMetrics(
+      () => this.fleet.reports(),
+      () => this.health(),
+    );
+    this.fleet = new Fleet(
+      {
+        keep: options.keep,
+        lockTimeoutMs: options.lockTimeoutMs,
+        lockHolder: options.namespaces.kind === "matching" ? FLEET_LOCK_HOLDER : AGENT_LOCK_HOLDER,
+        policies: () => ({ ...this.policies!, fingerprint: this.inForce }),
+        onGone: (netns) => {
+          // The one namespace this agent serves is gone: nothing is left to do, and a supervisor should know.
+          if (options.namespaces.kind === "one")
+            lifecycle.fail(new InterceptError("netns-not-found", `${describeNamespace(netns)} no longer exists`));
+        },
       },
-    }, log, this.metrics);
-    this.watcher = new PolicyWatcher<PolicySet>({
-      paths, objects: options.objects, read: readPolicySet, log, isEmpty: (policies) => policies.desired.length === 0,
-      ...(options.resyncMs !== undefined && { resyncMs: options.resyncMs }),
-    }, {
-      valid: (policies, fingerprint) => this.policiesChanged(policies, fingerprint),
-      invalid: (error) => this.policiesInvalid(error),
-      read: (read) => this.policiesRead(read),
-      resynced: () => void this.fleet.resync(), // the kernel is checked against the policies too: a plan with no changes does nothing
-      fatal: (error) => lifecycle.fail(error),
-    });
+      log,
+      this.metrics,
+    );
+    this.watcher = new PolicyWatcher<PolicySet>(
+      {
+        paths,
+        objects: options.objects,
+        read: readPolicySet,
+        log,
+        isEmpty: (policies) => policies.desired.length === 0,
+        ...(options.resyncMs !== undefined && { resyncMs: options.resyncMs }),
+      },
+      {
+        valid: (policies, fingerprint) => this.policiesChanged(policies, fingerprint),
+        invalid: (error) => this.policiesInvalid(error),
+        read: (read) => this.policiesRead(read),
+        resynced: () => void this.fleet.resync(), // the kernel is checked against the policies too: a plan with no changes does nothing
+        fatal: (error) => lifecycle.fail(error),
+      },
+    );
   }
 
   /**
@@ -127,7 +142,11 @@ class Agent {
     let metrics: string | undefined;
     if (this.options.metrics) {
       // First: a busy address is said at once. /healthz answers "not ready" until the namespaces are served.
-      const { server, address } = await this.metrics.serve(this.options.metrics, () => this.fleet.readiness(), () => this.health());
+      const { server, address } = await this.metrics.serve(
+        this.options.metrics,
+        () => this.fleet.readiness(),
+        () => this.health(),
+      );
       this.metricsServer = server;
       metrics = address;
     }
@@ -142,15 +161,23 @@ class Agent {
       await this.fleet.serve(namespaces.netns);
       if (this.stopping) return;
       this.started = true;
-      this.log("agent started", `${count} for ${describeNamespace(namespaces.netns)}${served}`, { namespace: namespaces.netns.name ?? null, ...fields });
+      this.log("agent started", `${count} for ${describeNamespace(namespaces.netns)}${served}`, {
+        namespace: namespaces.netns.name ?? null,
+        ...fields,
+      });
       // Its removal is seen even when no link event follows it (a namespace with no links left, say).
-      if (namespaces.netns.name !== undefined) await this.followDirectory((name) => name === namespaces.netns.name, false);
+      if (namespaces.netns.name !== undefined)
+        await this.followDirectory((name) => name === namespaces.netns.name, false);
     } else {
       await requireKernelPrivileges("agent");
       await ensureBpffs();
       if (this.stopping) return;
       this.started = true;
-      this.log("agent started", `${count} for the network namespaces matching ${namespaces.globs.join(", ")}${served}`, { namespaces: namespaces.globs, ...fields });
+      this.log(
+        "agent started",
+        `${count} for the network namespaces matching ${namespaces.globs.join(", ")}${served}`,
+        { namespaces: namespaces.globs, ...fields },
+      );
       await collectOrphans(this.log);
       if (this.stopping) return;
       await this.followDirectory((name) => namespaces.globs.some((glob) => globMatch(glob, name)), true);
@@ -203,11 +230,13 @@ class Agent {
    * is served already, and its removal (or replacement) ends the agent.
    */
   private async followDirectory(matches: (name: string) => boolean, serve: boolean): Promise<void> {
-    const changed = (found: ReadonlyMap<string, string>) => (serve ? this.fleet.follow(found) : this.fleet.forgetMissing(found));
+    const changed = (found: ReadonlyMap<string, string>) =>
+      serve ? this.fleet.follow(found) : this.fleet.forgetMissing(found);
     const directory = new NamespaceDirectory({ matches }, { changed, failed: (error) => this.lifecycle.fail(error) });
     this.directory = directory;
     const found = await directory.start();
-    if (this.stopping) directory.stop(); // stopped while it listed: stop() may have run before it was there
+    if (this.stopping)
+      directory.stop(); // stopped while it listed: stop() may have run before it was there
     else changed(found);
   }
 
@@ -215,7 +244,9 @@ class Agent {
     this.policies = policies;
     this.inForce = fingerprint;
     const count = `${policies.desired.length} polic${policies.desired.length === 1 ? "y" : "ies"}`;
-    this.log("policy change", `${count} valid (content ${shortHash(fingerprint)}): reconciling`, { policiesHash: shortHash(fingerprint) });
+    this.log("policy change", `${count} valid (content ${shortHash(fingerprint)}): reconciling`, {
+      policiesHash: shortHash(fingerprint),
+    });
     this.fleet.reconcileAll();
   }
 
@@ -224,7 +255,11 @@ class Agent {
     const was = this.lastRead?.outcome;
     this.lastRead = read;
     if (was === "invalid" && read.outcome === "valid" && read.fingerprint === this.inForce) {
-      this.log("policy change", `the policies are valid again, the same as those in force (content ${shortHash(read.fingerprint)}): nothing to reconcile`, { policiesHash: shortHash(read.fingerprint) });
+      this.log(
+        "policy change",
+        `the policies are valid again, the same as those in force (content ${shortHash(read.fingerprint)}): nothing to reconcile`,
+        { policiesHash: shortHash(read.fingerprint) },
+      );
     }
   }
 

@@ -66,7 +66,9 @@ export class LinkWatcher {
     const exit = child.then((result) => {
       exited = true;
       // Its own words, or why it could not run at all (a missing nsenter); a signal speaks for itself.
-      const why = stderr.trim().split("\n")[0] || (result.exitCode === undefined && result.signal === undefined ? result.shortMessage : "");
+      const why =
+        stderr.trim().split("\n")[0] ||
+        (result.exitCode === undefined && result.signal === undefined ? result.shortMessage : "");
       return `link watcher exited (${result.exitCode ?? result.signal})${why ? `: ${why}` : ""}`;
     });
     void exit.then((reason) => {
@@ -79,7 +81,10 @@ export class LinkWatcher {
       if (exited) throw new InterceptError("command-failed", `${await exit} before listening`);
       if (performance.now() > deadline) {
         child.kill();
-        throw new InterceptError("command-failed", `link watcher (ip monitor) did not listen within ${SUBSCRIBE_TIMEOUT_MS / 1000} s`);
+        throw new InterceptError(
+          "command-failed",
+          `link watcher (ip monitor) did not listen within ${SUBSCRIBE_TIMEOUT_MS / 1000} s`,
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, poll));
     }
@@ -129,10 +134,15 @@ function subscribed(pid: number | undefined): boolean {
     const rows = readFileSync(`/proc/${pid}/net/netlink`, "utf8").split("\n").slice(1);
     return rows.some((row) => {
       const [, protocol, , groups, , , , , , inode] = row.trim().split(/\s+/);
-      return protocol === NETLINK_ROUTE && (Number.parseInt(groups ?? "0", 16) & RTMGRP_LINK) !== 0 && sockets.has(inode ?? "");
+      return (
+        protocol === NETLINK_ROUTE &&
+        (Number.parseInt(groups ?? "0", 16) & RTMGRP_LINK) !== 0 &&
+        sockets.has(inode ?? "")
+      );
     });
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT" || (error as NodeJS.ErrnoException).code === "ESRCH") return false; // exited
+    if ((error as NodeJS.ErrnoException).code === "ENOENT" || (error as NodeJS.ErrnoException).code === "ESRCH")
+      return false; // exited
     throw error;
   }
 }

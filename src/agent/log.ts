@@ -49,11 +49,18 @@ export interface Logger {
  * event belongs to (`applied [cni-1234]: …`), the one field a reader of a
  * many-namespace agent's log cannot do without.
  */
-export function createLogger(format: LogFormat, write: (line: string) => void = (line) => process.stdout.write(line)): Logger {
+export function createLogger(
+  format: LogFormat,
+  write: (line: string) => void = (line) => process.stdout.write(line),
+): Logger {
   return (event, message, fields = {}) => {
     const time = new Date().toISOString();
     const where = typeof fields.namespace === "string" ? ` [${fields.namespace}]` : "";
-    write(format === "json" ? `${JSON.stringify({ time, level: LEVEL[event], event, message, ...fields })}\n` : `${time} ${event}${where}: ${message}\n`);
+    write(
+      format === "json"
+        ? `${JSON.stringify({ time, level: LEVEL[event], event, message, ...fields })}\n`
+        : `${time} ${event}${where}: ${message}\n`,
+    );
   };
 }
 

@@ -2,7 +2,14 @@ import type { Datapath, ObservedLink } from "../datapath/types.js";
 import { InterceptError, messageOf } from "../errors.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import type { ProgramBuilder } from "../build/index.js";
-import { applyRun, doneWord, planRun, type ApplyEvent, type DesiredPolicy, type PlannedRun } from "../reconcile/index.js";
+import {
+  applyRun,
+  doneWord,
+  planRun,
+  type ApplyEvent,
+  type DesiredPolicy,
+  type PlannedRun,
+} from "../reconcile/index.js";
 import { isAgentHolder } from "../model/lock-holder.js";
 import { lockNamespace, type NamespaceLock } from "../reconcile/lock.js";
 import { LinkWatcher } from "./link-watcher.js";
@@ -79,7 +86,8 @@ export class NamespaceAgent {
   ) {
     this.linkWatcher = new LinkWatcher(datapath.netns, {
       changed: () => void this.reconcile(),
-      failed: (reason, delayMs) => void this.unlessGone(() => this.log("error", `${reason}; restarting it in ${delayMs} ms`)),
+      failed: (reason, delayMs) =>
+        void this.unlessGone(() => this.log("error", `${reason}; restarting it in ${delayMs} ms`)),
       restarted: () => this.log("link watcher", "restarted: following link changes again"),
     });
   }
@@ -112,11 +120,13 @@ export class NamespaceAgent {
         timeoutMs: this.options.lockTimeoutMs,
         signal: this.interrupt.signal,
         onWait: (heldBy) => {
-          if (isAgentHolder(heldBy.holder)) throw new InterceptError("lock-held", `another agent (pid ${heldBy.pid}) already manages ${where}`);
+          if (isAgentHolder(heldBy.holder))
+            throw new InterceptError("lock-held", `another agent (pid ${heldBy.pid}) already manages ${where}`);
           this.log("waiting", `for the lock on ${where} held by ${heldBy.description}`);
         },
       }).catch((error: unknown) => {
-        if (this.interrupt.signal.aborted) throw new InterceptError("apply-interrupted", `stopped while waiting for the lock on ${where}`);
+        if (this.interrupt.signal.aborted)
+          throw new InterceptError("apply-interrupted", `stopped while waiting for the lock on ${where}`);
         throw error;
       });
       if (this.stopping) return; // stop() lets the lock go, after removing what is there unless --keep
@@ -248,7 +258,11 @@ export class NamespaceAgent {
   }
 
   private async apply(run: PlannedRun, heldBack: (() => void)[], interrupt: AbortSignal | undefined): Promise<void> {
-    await applyRun(run, this.datapath, { builder: this.options.builder(), onEvent: (event) => this.logEvent(event, heldBack), ...(interrupt && { interrupt }) });
+    await applyRun(run, this.datapath, {
+      builder: this.options.builder(),
+      onEvent: (event) => this.logEvent(event, heldBack),
+      ...(interrupt && { interrupt }),
+    });
     this.metrics.applied();
   }
 
@@ -256,15 +270,26 @@ export class NamespaceAgent {
   private logEvent(event: ApplyEvent, heldBack: (() => void)[]): void {
     switch (event.type) {
       case "change-done":
-        this.log("applied", `${event.change.address}: ${doneWord(event.change)}`, { change: event.change.address, type: event.change.type });
+        this.log("applied", `${event.change.address}: ${doneWord(event.change)}`, {
+          change: event.change.address,
+          type: event.change.type,
+        });
         break;
       case "complete": {
         const { add, change, destroy } = event.summary;
-        this.log("applied", `policies applied: ${add} added, ${change} changed, ${destroy} destroyed`, { add, change, destroy });
+        this.log("applied", `policies applied: ${add} added, ${change} changed, ${destroy} destroyed`, {
+          add,
+          change,
+          destroy,
+        });
         break;
       }
       case "step-failed":
-        heldBack.push(() => this.log("error", `${event.change.address}: ${event.operation.op} failed: ${event.error}`, { change: event.change.address }));
+        heldBack.push(() =>
+          this.log("error", `${event.change.address}: ${event.operation.op} failed: ${event.error}`, {
+            change: event.change.address,
+          }),
+        );
         break;
       case "rolled-back":
         heldBack.push(() => {
@@ -279,7 +304,8 @@ export class NamespaceAgent {
   private noteLinks(links: ObservedLink[]): void {
     const current = new Map(links.filter((l) => !l.loopback).map((l) => [l.ifindex, l.name]));
     for (const [ifindex, name] of current) {
-      if (this.links.get(ifindex) !== name) this.log("link seen", `${name} (ifindex ${ifindex})`, { link: name, ifindex });
+      if (this.links.get(ifindex) !== name)
+        this.log("link seen", `${name} (ifindex ${ifindex})`, { link: name, ifindex });
     }
     for (const [ifindex, name] of this.links) {
       if (!current.has(ifindex)) this.log("link gone", `${name} (ifindex ${ifindex})`, { link: name, ifindex });

@@ -154,7 +154,8 @@ export class NamespaceDirectory {
     const found = new Map<string, string>();
     const pending: string[] = [];
     const unsure = names.filter((name) => all || dirty.has(name) || !this.current.has(name));
-    for (const name of names) if (this.current.has(name) && !unsure.includes(name)) found.set(name, this.current.get(name)!);
+    for (const name of names)
+      if (this.current.has(name) && !unsure.includes(name)) found.set(name, this.current.get(name)!);
     const files = await Promise.all(unsure.map((name) => this.identify(path.join(this.dir, name))));
     unsure.forEach((name, index) => {
       const file = files[index]!;
@@ -174,7 +175,10 @@ export class NamespaceDirectory {
       return await readdir(this.dir);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return []; // not made yet: no namespaces
-      throw new InterceptError("file-access", `cannot read ${this.dir}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`);
+      throw new InterceptError(
+        "file-access",
+        `cannot read ${this.dir}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`,
+      );
     }
   }
 

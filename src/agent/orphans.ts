@@ -5,7 +5,7 @@ import { namespaceKey } from "../kernel/namespace.js";
 import { listEntries, PIN_ROOT, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
 import { FLEET_LOCK_HOLDER, readLockRecord } from "../model/lock-holder.js";
 import { isNamespaceKey, NETNS_DIR } from "../model/namespace.js";
-import { LOCK_DIR, lockFile, lockNamespace } from "../reconcile/lock.js";
+import { LOCK_DIR, lockFile, lockNamespace, type NamespaceLock } from "../reconcile/lock.js";
 import type { Logger } from "./log.js";
 import { identifyNamespaceFile, type NamespaceFile } from "./netns-directory.js";
 
@@ -37,9 +37,11 @@ export async function collectOrphans(log: Logger, search: OrphanSearch = {}): Pr
   const live = await liveKeys(search.netnsDir ?? NETNS_DIR, search.identify ?? identifyNamespaceFile);
   live.add(search.ownKey ?? (await namespaceKey({})));
   const removed: string[] = [];
-  for (const key of (await listEntries(pinRoot, "directories")).filter((name) => isNamespaceKey(name) && !live.has(name))) {
+  for (const key of (await listEntries(pinRoot, "directories")).filter(
+    (name) => isNamespaceKey(name) && !live.has(name),
+  )) {
     if ((await lastHolder(lockFile(key, lockDir))) !== FLEET_LOCK_HOLDER) continue;
-    let lock;
+    let lock: NamespaceLock;
     try {
       lock = await lockNamespace(key, { holder: FLEET_LOCK_HOLDER, timeoutMs: 0, dir: lockDir });
     } catch (error) {

@@ -27,7 +27,8 @@ export async function fingerprintPolicies(paths: string[], objects: string | und
     if ("error" in read) field(hash, "unreadable", `${read.error.code} ${read.error.message}`);
     else field(hash, "text", read.source.text);
   }
-  for (const diagnostic of diagnostics) field(hash, "problem", `${diagnostic.file} ${diagnostic.code} ${diagnostic.message}`);
+  for (const diagnostic of diagnostics)
+    field(hash, "problem", `${diagnostic.file} ${diagnostic.code} ${diagnostic.message}`);
   if (objects !== undefined) await fingerprintObjects(hash, objects);
   return hash.digest("hex");
 }
@@ -61,7 +62,10 @@ async function fingerprintObjects(hash: Hash, dir: string): Promise<void> {
 
 /** Each field is tagged and length-prefixed, so no two different sets hash the same bytes. */
 function field(hash: Hash, tag: string, value: string): void {
-  hash.update(`${tag}:${Buffer.byteLength(value)}:`).update(value).update("\n");
+  hash
+    .update(`${tag}:${Buffer.byteLength(value)}:`)
+    .update(value)
+    .update("\n");
 }
 
 function codeOf(error: unknown): string {

@@ -129,7 +129,17 @@ export class PolicyWatcher<T = PolicySet> {
   /** The fingerprint of the policy set in force. */
   private inForce: string | undefined;
   /** The last read's fingerprint and what it found. */
-  private last: { fingerprint: string; outcome: "valid" | "invalid" | "emptied" | "error"; error?: PolicyError; policies?: T; since: number; reported: boolean; message?: string } | undefined;
+  private last:
+    | {
+        fingerprint: string;
+        outcome: "valid" | "invalid" | "emptied" | "error";
+        error?: PolicyError;
+        policies?: T;
+        since: number;
+        reported: boolean;
+        message?: string;
+      }
+    | undefined;
   /** Whether the policies in force hold any policy (an emptied set settles before it is put in force). */
   private inForceEmpty = false;
   private stopped = false;
@@ -142,11 +152,20 @@ export class PolicyWatcher<T = PolicySet> {
     private readonly options: PolicyWatcherOptions<T>,
     private readonly events: PolicyWatcherEvents<T>,
   ) {
-    this.targets = [...(options.paths.length > 0 ? options.paths : [DEFAULT_POLICY_DIR]), ...(options.objects === undefined ? [] : [options.objects])];
+    this.targets = [
+      ...(options.paths.length > 0 ? options.paths : [DEFAULT_POLICY_DIR]),
+      ...(options.objects === undefined ? [] : [options.objects]),
+    ];
     this.now = options.now ?? Date.now;
-    this.watches = new WatchSet(() => this.changed(), (folder, error) => {
-      options.log("error", `watching ${folder}: ${error.code ?? messageOf(error)}; the periodic resync still reads the policies`);
-    });
+    this.watches = new WatchSet(
+      () => this.changed(),
+      (folder, error) => {
+        options.log(
+          "error",
+          `watching ${folder}: ${error.code ?? messageOf(error)}; the periodic resync still reads the policies`,
+        );
+      },
+    );
   }
 
   /** The fingerprint of the policy set in force. */
@@ -270,7 +289,10 @@ export class PolicyWatcher<T = PolicySet> {
       clearTimeout(this.settle);
       this.settle = setTimeout(() => this.startRead(), this.options.settleMs ?? SETTLE_MS);
     } else if (this.races === MAX_RACES + 1) {
-      this.options.log("error", `reading the policies: ${messageOf(error)}, ${MAX_RACES} times in a row; keeping the last good policies`);
+      this.options.log(
+        "error",
+        `reading the policies: ${messageOf(error)}, ${MAX_RACES} times in a row; keeping the last good policies`,
+      );
     }
   }
 
@@ -314,7 +336,10 @@ export class PolicyWatcher<T = PolicySet> {
       // Not the files' fault (objects that do not match, a tool that failed): said once per content, tried again at each read.
       const message = messageOf(failure);
       if (last?.fingerprint !== fingerprint || last.message !== message) {
-        this.options.log("error", `reading the policies: ${message.replaceAll("\n", " ")}; keeping the last good policies`);
+        this.options.log(
+          "error",
+          `reading the policies: ${message.replaceAll("\n", " ")}; keeping the last good policies`,
+        );
       }
       this.last = { fingerprint, outcome: "error", since: this.now(), reported: true, message };
       this.noteRead(fingerprint, "error");
@@ -365,13 +390,20 @@ function isFileRace(error: unknown): error is NodeJS.ErrnoException {
   if (error instanceof InterceptError || !(error instanceof Error)) return false;
   const { code, syscall } = error as NodeJS.ErrnoException;
   // EINVAL from readlink: a symlink found by one call was a plain file by the next.
-  return ["ENOENT", "ENOTDIR", "ELOOP", "ESTALE"].includes(String(code)) || (code === "EINVAL" && syscall === "readlink");
+  return (
+    ["ENOENT", "ENOTDIR", "ELOOP", "ESTALE"].includes(String(code)) || (code === "EINVAL" && syscall === "readlink")
+  );
 }
 
 /** The agent's log lines for invalid policies: each located problem, then what it means. */
 export function logInvalid(log: Logger, error: PolicyError): void {
   for (const diagnostic of reportableDiagnostics(error.diagnostics)) {
-    log("error", formatDiagnosticLine(diagnostic), { file: diagnostic.file, line: diagnostic.line, column: diagnostic.column, code: diagnostic.code });
+    log("error", formatDiagnosticLine(diagnostic), {
+      file: diagnostic.file,
+      line: diagnostic.line,
+      column: diagnostic.column,
+      code: diagnostic.code,
+    });
   }
   log("error", `${error.message}: keeping the last good policies`);
 }

@@ -40,7 +40,10 @@ export async function watchPoints(targets: string[]): Promise<WatchPoint[]> {
     const real = await realpath(target).catch(() => undefined); // not there (yet): its parent sees it come
     if (real === undefined) {
       // A symlink to what is not there (yet): the folder it names sees it come.
-      const named = await readlink(target).then((link) => path.resolve(path.dirname(target), link), () => undefined);
+      const named = await readlink(target).then(
+        (link) => path.resolve(path.dirname(target), link),
+        () => undefined,
+      );
       if (named !== undefined) await addParents(named, add);
       continue;
     }
@@ -52,10 +55,12 @@ export async function watchPoints(targets: string[]): Promise<WatchPoint[]> {
       add(path.dirname(real));
     }
   }
-  const identified = await Promise.all([...points].map(async ([folder, { only }]) => {
-    const identity = await identityOf(folder);
-    return identity === undefined ? undefined : { folder, identity, only };
-  }));
+  const identified = await Promise.all(
+    [...points].map(async ([folder, { only }]) => {
+      const identity = await identityOf(folder);
+      return identity === undefined ? undefined : { folder, identity, only };
+    }),
+  );
   return identified.filter((point) => point !== undefined);
 }
 
@@ -65,7 +70,10 @@ async function addParents(target: string, add: (folder: string, only?: string) =
   for (let folder = path.dirname(target); ; child = folder, folder = path.dirname(folder)) {
     add(folder, path.basename(child));
     if (folder === path.dirname(folder)) return; // the root
-    const [here, above] = await Promise.all([stat(folder).catch(() => undefined), stat(path.dirname(folder)).catch(() => undefined)]);
+    const [here, above] = await Promise.all([
+      stat(folder).catch(() => undefined),
+      stat(path.dirname(folder)).catch(() => undefined),
+    ]);
     if (here && above && here.dev !== above.dev) return; // a mount point: what is above it is another file system
   }
 }
@@ -112,7 +120,10 @@ async function identityOf(folder: string): Promise<string | undefined> {
  * the policies again and re-arms.
  */
 export class WatchSet {
-  private readonly watches = new Map<string, { watcher: FSWatcher; identity: string; filter: { only: Set<string> | undefined; dead: boolean } }>();
+  private readonly watches = new Map<
+    string,
+    { watcher: FSWatcher; identity: string; filter: { only: Set<string> | undefined; dead: boolean } }
+  >();
 
   constructor(
     private readonly woken: () => void,

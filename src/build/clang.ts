@@ -24,7 +24,11 @@ async function clang(args: string[]): Promise<string> {
     return await run("clang", args);
   } catch (error) {
     if (!(error instanceof InterceptError && error.code === "tool-missing")) throw error;
-    throw new InterceptError("tool-missing", "clang not found: install clang and libbpf-dev (Debian: apt-get install clang llvm libbpf-dev), or build the objects where clang is with `intercept build --out DIR` and pass `--objects DIR` here", { cause: error });
+    throw new InterceptError(
+      "tool-missing",
+      "clang not found: install clang and libbpf-dev (Debian: apt-get install clang llvm libbpf-dev), or build the objects where clang is with `intercept build --out DIR` and pass `--objects DIR` here",
+      { cause: error },
+    );
   }
 }
 
@@ -59,7 +63,12 @@ function objectCache(): Promise<string> {
  */
 async function cachedCompilerVersion(): Promise<string> {
   const binary = await findOnPath("clang");
-  const identity = binary && (await stat(binary).then((s) => `${binary}:${s.size}:${s.mtimeMs}`, () => undefined));
+  const identity =
+    binary &&
+    (await stat(binary).then(
+      (s) => `${binary}:${s.size}:${s.mtimeMs}`,
+      () => undefined,
+    ));
   const file = path.join(await objectCache(), "clang-version.json");
   const cached = identity && (await readJson<{ identity: string; version: string }>(file));
   if (cached && cached.identity === identity) return cached.version;
@@ -72,14 +81,24 @@ async function cachedCompilerVersion(): Promise<string> {
 export async function findOnPath(tool: string): Promise<string | undefined> {
   for (const dir of (process.env.PATH ?? "").split(path.delimiter).filter(Boolean)) {
     const candidate = path.join(dir, tool);
-    if (await stat(candidate).then((s) => s.isFile(), () => false)) return candidate;
+    if (
+      await stat(candidate).then(
+        (s) => s.isFile(),
+        () => false,
+      )
+    )
+      return candidate;
   }
   return undefined;
 }
 
 /** A policy's program identity: its C source and the compiler that builds it. */
 export async function contentHash(compiled: CompiledPolicy): Promise<string> {
-  return createHash("sha256").update(compiled.source).update("\0").update(await compilerVersion()).digest("hex");
+  return createHash("sha256")
+    .update(compiled.source)
+    .update("\0")
+    .update(await compilerVersion())
+    .digest("hex");
 }
 
 export interface BuiltPolicy {
@@ -133,7 +152,10 @@ export const clangBuilder: ProgramBuilder = {
 };
 
 async function exists(file: string): Promise<boolean> {
-  return stat(file).then(() => true, () => false);
+  return stat(file).then(
+    () => true,
+    () => false,
+  );
 }
 
 async function readJson<T>(file: string): Promise<T | undefined> {

@@ -50,7 +50,12 @@ export async function writeObjects(dir: string, built: BuiltPolicy[]): Promise<O
       minimumKernel: compiled.minimumKernel,
     });
   }
-  const manifest: ObjectManifest = { format: "intercept-objects", formatVersion: 1, clang: await compilerVersion(), objects };
+  const manifest: ObjectManifest = {
+    format: "intercept-objects",
+    formatVersion: 1,
+    clang: await compilerVersion(),
+    objects,
+  };
   const partial = path.join(dir, `${MANIFEST}.${process.pid}.tmp`);
   await writeFile(partial, `${JSON.stringify(manifest, null, 2)}\n`);
   await rename(partial, path.join(dir, MANIFEST));
@@ -69,7 +74,10 @@ export async function prebuiltObjects(dir: string): Promise<ProgramBuilder> {
   const entryFor = (compiled: CompiledPolicy): ManifestEntry | undefined => {
     const entry = byPolicy.get(compiled.policy.name);
     if (entry && entry.sourceHash !== compiled.sourceHash) {
-      throw new InterceptError("prebuilt-mismatch", `policy ${compiled.policy.name}: its C is not the C ${path.join(dir, entry.object)} was built from (the policy or intercept changed since): build the objects again`);
+      throw new InterceptError(
+        "prebuilt-mismatch",
+        `policy ${compiled.policy.name}: its C is not the C ${path.join(dir, entry.object)} was built from (the policy or intercept changed since): build the objects again`,
+      );
     }
     return entry;
   };
@@ -85,10 +93,16 @@ export async function prebuiltObjects(dir: string): Promise<ProgramBuilder> {
       if (!entry || entry.contentHash !== contentHash) return clangBuilder.object(compiled, contentHash);
       const file = path.join(dir, entry.object);
       const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => {
-        throw new InterceptError("file-access", `policy ${compiled.policy.name}: cannot read ${file}: ${error.code ?? messageOf(error)}`);
+        throw new InterceptError(
+          "file-access",
+          `policy ${compiled.policy.name}: cannot read ${file}: ${error.code ?? messageOf(error)}`,
+        );
       });
       if (sha256(bytes) !== entry.sha256) {
-        throw new InterceptError("prebuilt-mismatch", `policy ${compiled.policy.name}: ${file} is not the object its manifest names (sha256 differs): build the objects again`);
+        throw new InterceptError(
+          "prebuilt-mismatch",
+          `policy ${compiled.policy.name}: ${file} is not the object its manifest names (sha256 differs): build the objects again`,
+        );
       }
       return file;
     },
@@ -102,7 +116,10 @@ export async function programBuilder(objects: string | undefined): Promise<Progr
 
 async function requireClang(compiled: CompiledPolicy, dir: string): Promise<void> {
   if (await findOnPath("clang")) return;
-  throw new InterceptError("tool-missing", `policy ${compiled.policy.name} has no prebuilt object in ${dir} and clang is not installed: build the objects in CI (\`intercept build --out DIR\`) or install clang`);
+  throw new InterceptError(
+    "tool-missing",
+    `policy ${compiled.policy.name} has no prebuilt object in ${dir} and clang is not installed: build the objects in CI (\`intercept build --out DIR\`) or install clang`,
+  );
 }
 
 async function readManifest(dir: string): Promise<ObjectManifest> {
@@ -112,10 +129,17 @@ async function readManifest(dir: string): Promise<ObjectManifest> {
     value = JSON.parse(await readFile(file, "utf8"));
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new InterceptError("file-access", `--objects: cannot read ${file}: ${code ?? messageOf(error).slice(0, 80)} (make it with \`intercept build --out ${dir}\`)`);
+    throw new InterceptError(
+      "file-access",
+      `--objects: cannot read ${file}: ${code ?? messageOf(error).slice(0, 80)} (make it with \`intercept build --out ${dir}\`)`,
+    );
   }
   const problem = manifestProblem(value);
-  if (problem) throw new InterceptError("prebuilt-mismatch", `--objects: ${file} is not an object manifest of this intercept: ${problem}`);
+  if (problem)
+    throw new InterceptError(
+      "prebuilt-mismatch",
+      `--objects: ${file} is not an object manifest of this intercept: ${problem}`,
+    );
   return value as ObjectManifest;
 }
 
@@ -125,7 +149,8 @@ const HEX64 = /^[0-9a-f]{64}$/;
 function manifestProblem(value: unknown): string | undefined {
   const manifest = value as Partial<ObjectManifest> | null;
   if (typeof manifest !== "object" || manifest === null) return "not a JSON object";
-  if (manifest.format !== "intercept-objects" || manifest.formatVersion !== 1) return "format is not intercept-objects version 1";
+  if (manifest.format !== "intercept-objects" || manifest.formatVersion !== 1)
+    return "format is not intercept-objects version 1";
   if (!Array.isArray(manifest.objects)) return "objects is not a list";
   for (const [index, entry] of manifest.objects.entries()) {
     const e = entry as Partial<ManifestEntry> | null;

@@ -11,15 +11,18 @@ export async function compileCommand(paths: string[], options: { check: boolean 
   const complete = paths.length === 0; // all of policies/: files without a policy are stale
   if (options.check) {
     const drifted = await findDrift(compiled, complete);
-    for (const file of drifted) process.stderr.write(`${file}: out of date: run \`npx --no-install intercept compile\`\n`);
-    if (drifted.length === 0) process.stdout.write(`generated/ is up to date (${counted(compiled.length, "policy", "policies")})\n`);
+    for (const file of drifted)
+      process.stderr.write(`${file}: out of date: run \`npx --no-install intercept compile\`\n`);
+    if (drifted.length === 0)
+      process.stdout.write(`generated/ is up to date (${counted(compiled.length, "policy", "policies")})\n`);
     return drifted.length > 0 ? 1 : 0;
   }
   const changed = await writeGenerated(compiled, complete);
   for (const entry of compiled) {
     process.stdout.write(`${entry.sourcePath}${changed.includes(entry.sourcePath) ? " (written)" : " (unchanged)"}\n`);
   }
-  for (const file of changed.filter((f) => !compiled.some((c) => c.sourcePath === f))) process.stdout.write(`${file} (removed: no policy)\n`);
+  for (const file of changed.filter((f) => !compiled.some((c) => c.sourcePath === f)))
+    process.stdout.write(`${file} (removed: no policy)\n`);
   return 0;
 }
 
@@ -33,12 +36,20 @@ export async function buildCommand(paths: string[], options: { out?: string }): 
   for (const entry of await compiledPolicies(paths)) {
     const policy = await withProgress(`building ${entry.policy.name} with clang`, () => buildPolicy(entry));
     built.push(policy);
-    if (!options.out) process.stdout.write(`${policy.objectPath} (${entry.policy.name}: ${policy.compiledNow ? "compiled" : "cached"} ${policy.contentHash.slice(0, 12)})\n`);
+    if (!options.out)
+      process.stdout.write(
+        `${policy.objectPath} (${entry.policy.name}: ${policy.compiledNow ? "compiled" : "cached"} ${policy.contentHash.slice(0, 12)})\n`,
+      );
   }
   if (options.out) {
     const manifest = await writeObjects(options.out, built);
-    for (const object of manifest.objects) process.stdout.write(`${path.join(options.out, object.object)} (${object.policy}: ${object.contentHash.slice(0, 12)}, kernel ${object.minimumKernel}+)\n`);
-    process.stdout.write(`${path.join(options.out, "manifest.json")}: apply on nodes without clang with \`intercept apply --objects ${options.out}\`\n`);
+    for (const object of manifest.objects)
+      process.stdout.write(
+        `${path.join(options.out, object.object)} (${object.policy}: ${object.contentHash.slice(0, 12)}, kernel ${object.minimumKernel}+)\n`,
+      );
+    process.stdout.write(
+      `${path.join(options.out, "manifest.json")}: apply on nodes without clang with \`intercept apply --objects ${options.out}\`\n`,
+    );
   }
   return 0;
 }

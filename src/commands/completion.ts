@@ -11,10 +11,13 @@ const NETNS_LIST = "ls /var/run/netns 2>/dev/null";
 /** `intercept completion bash|zsh|fish`: the script, generated from the command table. */
 export function completionCommand(positionals: string[]): number {
   const shell = positionals[0];
-  if (positionals.length > 1) throw new UsageError(`completion takes one shell, got ${positionals.length}: ${positionals.join(" ")}`);
+  if (positionals.length > 1)
+    throw new UsageError(`completion takes one shell, got ${positionals.length}: ${positionals.join(" ")}`);
   if (shell === undefined || !(SHELLS as readonly string[]).includes(shell)) {
     const hint = shell === undefined ? undefined : closestMatch(shell, SHELLS);
-    throw new UsageError(`completion needs a shell: ${SHELLS.join(", ")}${shell === undefined ? "" : ` (got "${shell}"${hint ? `: did you mean "${hint}"?` : ""})`}`);
+    throw new UsageError(
+      `completion needs a shell: ${SHELLS.join(", ")}${shell === undefined ? "" : ` (got "${shell}"${hint ? `: did you mean "${hint}"?` : ""})`}`,
+    );
   }
   process.stdout.write(completionScript(shell as Shell));
   return 0;
@@ -35,11 +38,16 @@ function commandOptions(command: Command): [string, OptionSpec][] {
 
 function bashValue(spec: OptionSpec): string {
   switch (spec.kind) {
-    case "file": return 'COMPREPLY=($(compgen -f -- "$cur"))';
-    case "dir": return 'COMPREPLY=($(compgen -d -- "$cur"))';
-    case "netns": return `COMPREPLY=($(compgen -W "$(${NETNS_LIST})" -- "$cur"))`;
-    case "choice": return `COMPREPLY=($(compgen -W "${(spec.choices ?? []).join(" ")}" -- "$cur"))`;
-    default: return "COMPREPLY=()";
+    case "file":
+      return 'COMPREPLY=($(compgen -f -- "$cur"))';
+    case "dir":
+      return 'COMPREPLY=($(compgen -d -- "$cur"))';
+    case "netns":
+      return `COMPREPLY=($(compgen -W "$(${NETNS_LIST})" -- "$cur"))`;
+    case "choice":
+      return `COMPREPLY=($(compgen -W "${(spec.choices ?? []).join(" ")}" -- "$cur"))`;
+    default:
+      return "COMPREPLY=()";
   }
 }
 
@@ -51,11 +59,18 @@ function bashPositional(command: Command): string {
 }
 
 function bashScript(): string {
-  const valueCases = COMMAND_NAMES.flatMap((command) => commandOptions(command)
-    .filter(([, spec]) => spec.type === "string")
-    .map(([name, spec]) => `    "${command} ${flagsOf(name, spec).join(`"|"${command} `)}") ${bashValue(spec)}; return ;;`));
+  const valueCases = COMMAND_NAMES.flatMap((command) =>
+    commandOptions(command)
+      .filter(([, spec]) => spec.type === "string")
+      .map(
+        ([name, spec]) =>
+          `    "${command} ${flagsOf(name, spec).join(`"|"${command} `)}") ${bashValue(spec)}; return ;;`,
+      ),
+  );
   const commandCases = COMMAND_NAMES.map((command) => {
-    const flags = commandOptions(command).flatMap(([name, spec]) => flagsOf(name, spec)).join(" ");
+    const flags = commandOptions(command)
+      .flatMap(([name, spec]) => flagsOf(name, spec))
+      .join(" ");
     return `    ${command}) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "${flags}" -- "$cur")); else ${bashPositional(command)}; fi ;;`;
   });
   return [
@@ -88,11 +103,16 @@ function zshText(text: string): string {
 
 function zshAction(spec: OptionSpec): string {
   switch (spec.kind) {
-    case "file": return "_files";
-    case "dir": return "_files -/";
-    case "netns": return "_intercept_netns";
-    case "choice": return `(${(spec.choices ?? []).join(" ")})`;
-    default: return " ";
+    case "file":
+      return "_files";
+    case "dir":
+      return "_files -/";
+    case "netns":
+      return "_intercept_netns";
+    case "choice":
+      return `(${(spec.choices ?? []).join(" ")})`;
+    default:
+      return " ";
   }
 }
 
@@ -105,15 +125,22 @@ function zshPositional(command: Command): string[] {
 
 function zshScript(): string {
   const cases = COMMAND_NAMES.map((command) => {
-    const specs = commandOptions(command).flatMap(([name, spec]) => flagsOf(name, spec).map((flag) => {
-      const head = `${spec.multiple ? "*" : ""}${flag}[${zshText(spec.description)}]`;
-      return spec.type === "string" ? `'${head}:${zshText(spec.value ?? "VALUE")}:${zshText(zshAction(spec))}'` : `'${head}'`;
-    }));
-    return [`    ${command})`, `      _arguments -s ${[...specs, ...zshPositional(command)].join(" \\\n        ")} ;;`].join("\n");
+    const specs = commandOptions(command).flatMap(([name, spec]) =>
+      flagsOf(name, spec).map((flag) => {
+        const head = `${spec.multiple ? "*" : ""}${flag}[${zshText(spec.description)}]`;
+        return spec.type === "string"
+          ? `'${head}:${zshText(spec.value ?? "VALUE")}:${zshText(zshAction(spec))}'`
+          : `'${head}'`;
+      }),
+    );
+    return [
+      `    ${command})`,
+      `      _arguments -s ${[...specs, ...zshPositional(command)].join(" \\\n        ")} ;;`,
+    ].join("\n");
   });
   return [
     "#compdef intercept",
-    "# intercept completion for zsh: intercept completion zsh > \"${fpath[1]}/_intercept\"",
+    '# intercept completion for zsh: intercept completion zsh > "${fpath[1]}/_intercept"',
     "_intercept_netns() {",
     "  local -a names",
     `  names=(\${(f)"$(${NETNS_LIST})"})`,
@@ -144,10 +171,15 @@ function fishText(text: string): string {
 
 function fishValue(spec: OptionSpec): string {
   switch (spec.kind) {
-    case "file": case "dir": return "-r -F";
-    case "netns": return `-x -a '(${NETNS_LIST})'`;
-    case "choice": return `-x -a ${fishText((spec.choices ?? []).join(" "))}`;
-    default: return "-x";
+    case "file":
+    case "dir":
+      return "-r -F";
+    case "netns":
+      return `-x -a '(${NETNS_LIST})'`;
+    case "choice":
+      return `-x -a ${fishText((spec.choices ?? []).join(" "))}`;
+    default:
+      return "-x";
   }
 }
 
@@ -155,13 +187,22 @@ function fishScript(): string {
   const lines = [
     "# intercept completion for fish: intercept completion fish > ~/.config/fish/completions/intercept.fish",
     "complete -c intercept -f",
-    ...COMMAND_NAMES.map((command) => `complete -c intercept -n __fish_use_subcommand -a ${command} -d ${fishText(COMMANDS[command].summary)}`),
+    ...COMMAND_NAMES.map(
+      (command) =>
+        `complete -c intercept -n __fish_use_subcommand -a ${command} -d ${fishText(COMMANDS[command].summary)}`,
+    ),
   ];
   for (const command of COMMAND_NAMES) {
     const when = `-n '__fish_seen_subcommand_from ${command}'`;
     for (const [name, spec] of commandOptions(command)) {
-      const names = [`-l ${name}`, ...(spec.aliases ?? []).map((alias) => `-l ${alias}`), ...(spec.short ? [`-s ${spec.short}`] : [])].join(" ");
-      lines.push(`complete -c intercept ${when} ${names}${spec.type === "string" ? ` ${fishValue(spec)}` : ""} -d ${fishText(spec.description)}`);
+      const names = [
+        `-l ${name}`,
+        ...(spec.aliases ?? []).map((alias) => `-l ${alias}`),
+        ...(spec.short ? [`-s ${spec.short}`] : []),
+      ].join(" ");
+      lines.push(
+        `complete -c intercept ${when} ${names}${spec.type === "string" ? ` ${fishValue(spec)}` : ""} -d ${fishText(spec.description)}`,
+      );
     }
     if (command === "completion") lines.push(`complete -c intercept ${when} -a ${fishText(SHELLS.join(" "))}`);
     else if (command === "help") lines.push(`complete -c intercept ${when} -a ${fishText(COMMAND_NAMES.join(" "))}`);

@@ -25,7 +25,14 @@ export default definePolicy({
 `;
 
 /** What the demo needs of the machine, and the package that brings each tool. */
-const TOOLS: Record<string, string> = { ip: "iproute2", tc: "iproute2", bpftool: "bpftool", clang: "clang", nsenter: "util-linux", flock: "util-linux" };
+const TOOLS: Record<string, string> = {
+  ip: "iproute2",
+  tc: "iproute2",
+  bpftool: "bpftool",
+  clang: "clang",
+  nsenter: "util-linux",
+  flock: "util-linux",
+};
 
 /**
  * `intercept demo`: interception seen working, in a sandbox of its own. It
@@ -46,17 +53,20 @@ export async function demoCommand(): Promise<number> {
   let sandbox: Sandbox | undefined;
   let interrupted: NodeJS.Signals | undefined;
   let cleanUp: Promise<void> | undefined;
-  const removeAll = () => (cleanUp ??= (async () => {
-    await sandbox?.remove();
-    await rm(scratch, { recursive: true, force: true });
-  })());
+  const removeAll = () =>
+    (cleanUp ??= (async () => {
+      await sandbox?.remove();
+      await rm(scratch, { recursive: true, force: true });
+    })());
   // Registered before the first namespace exists: a signal at any point finds everything to remove.
   const release = onTerminationSignals((signal) => {
     if (interrupted !== undefined) return; // Removal is under way; a second Ctrl-C must not stop it half-way.
     interrupted = signal;
     process.stderr.write(`\n${signal} received: removing the sandbox…\n`);
     void removeAll().then(() => {
-      process.stderr.write(`Removed ${sandbox ? `${sandbox.serverNs}, ${sandbox.clientNs} and their pins` : "the sandbox"}. Demo cancelled.\n`);
+      process.stderr.write(
+        `Removed ${sandbox ? `${sandbox.serverNs}, ${sandbox.clientNs} and their pins` : "the sandbox"}. Demo cancelled.\n`,
+      );
       process.exit(signal === "SIGINT" ? 130 : 143);
     });
   });
@@ -66,22 +76,42 @@ export async function demoCommand(): Promise<number> {
     const policy = path.join(scratch, "demo.ts");
     await writeFile(policy, POLICY);
     say(`intercept demo: two network namespaces of its own, removed when it ends (Ctrl-C too).`);
-    say(`  ${sandbox.serverNs}  ${SERVER_ADDRESS}  a backend on :${ORIGINAL_PORT} answering "Hi", a proxy on :${PROXY_PORT} adding "${HEADER}"`);
+    say(
+      `  ${sandbox.serverNs}  ${SERVER_ADDRESS}  a backend on :${ORIGINAL_PORT} answering "Hi", a proxy on :${PROXY_PORT} adding "${HEADER}"`,
+    );
     say(`  ${sandbox.clientNs}  ${CLIENT_ADDRESS}  asks http://${SERVER_ADDRESS}:${ORIGINAL_PORT}/`);
     say(`  pins under ${sandbox.pins}`);
     say(`\nThe policy (${policy}):\n\n${POLICY.trimEnd().replace(/^/gm, "  ")}`);
-    await sandbox.startIn(sandbox.serverNs, [process.execPath, SERVERS, String(ORIGINAL_PORT), String(PROXY_PORT), HEADER, sandbox.id], /^ready/m);
+    await sandbox.startIn(
+      sandbox.serverNs,
+      [process.execPath, SERVERS, String(ORIGINAL_PORT), String(PROXY_PORT), HEADER, sandbox.id],
+      /^ready/m,
+    );
     const ask = async (when: string) => {
       stage(`${when}: GET http://${SERVER_ADDRESS}:${ORIGINAL_PORT}/ from ${sandbox!.clientNs}`);
-      const response = await sandbox!.runIn(sandbox!.clientNs, [process.execPath, REQUEST, SERVER_ADDRESS, String(ORIGINAL_PORT), sandbox!.id]);
+      const response = await sandbox!.runIn(sandbox!.clientNs, [
+        process.execPath,
+        REQUEST,
+        SERVER_ADDRESS,
+        String(ORIGINAL_PORT),
+        sandbox!.id,
+      ]);
       say(response.output.trimEnd());
-      return { ok: response.exitCode === 0, proxied: headerValue(response.output, "Server") === "intercept", originalPort: headerValue(response.output, "X-Original-Port") };
+      return {
+        ok: response.exitCode === 0,
+        proxied: headerValue(response.output, "Server") === "intercept",
+        originalPort: headerValue(response.output, "X-Original-Port"),
+      };
     };
     const intercept = async (step: number, ...args: string[]) => {
       stage(`${step}. intercept ${args.join(" ")}`);
       const result = await sandbox!.runIntercept([process.execPath, CLI, ...args]);
       say(result.output.trimEnd());
-      if (result.exitCode !== 0) throw new InterceptError("command-failed", `intercept ${args[0]} failed in the sandbox (exit ${result.exitCode}): see its output above`);
+      if (result.exitCode !== 0)
+        throw new InterceptError(
+          "command-failed",
+          `intercept ${args[0]} failed in the sandbox (exit ${result.exitCode}): see its output above`,
+        );
     };
 
     const before = await ask("1. before");
@@ -90,10 +120,19 @@ export async function demoCommand(): Promise<number> {
     await intercept(4, "destroy", "--netns", sandbox.serverNs, "--yes", "--no-color");
     const after = await ask("5. after destroy");
 
-    const worked = before.ok && !before.proxied && during.ok && during.proxied && during.originalPort === String(ORIGINAL_PORT) && after.ok && !after.proxied;
-    stage(worked
-      ? `OK: port ${ORIGINAL_PORT} was answered through the proxy ("${HEADER}") only while intercept was applied; the proxy saw X-Original-Port ${ORIGINAL_PORT}.`
-      : `FAILED: expected "${HEADER}" and X-Original-Port ${ORIGINAL_PORT} only while intercept was applied (see the responses above).`);
+    const worked =
+      before.ok &&
+      !before.proxied &&
+      during.ok &&
+      during.proxied &&
+      during.originalPort === String(ORIGINAL_PORT) &&
+      after.ok &&
+      !after.proxied;
+    stage(
+      worked
+        ? `OK: port ${ORIGINAL_PORT} was answered through the proxy ("${HEADER}") only while intercept was applied; the proxy saw X-Original-Port ${ORIGINAL_PORT}.`
+        : `FAILED: expected "${HEADER}" and X-Original-Port ${ORIGINAL_PORT} only while intercept was applied (see the responses above).`,
+    );
     return worked ? 0 : 1;
   } finally {
     // Interrupted: the signal handler is removing the sandbox, and exits once it is done (130 or
@@ -101,7 +140,9 @@ export async function demoCommand(): Promise<number> {
     if (interrupted === undefined) {
       await removeAll();
       release();
-      process.stdout.write(`\nRemoved ${sandbox ? `${sandbox.serverNs}, ${sandbox.clientNs} and their pins` : "the sandbox"}.\n`);
+      process.stdout.write(
+        `\nRemoved ${sandbox ? `${sandbox.serverNs}, ${sandbox.clientNs} and their pins` : "the sandbox"}.\n`,
+      );
     } else {
       await new Promise<never>(() => {});
     }
@@ -110,7 +151,10 @@ export async function demoCommand(): Promise<number> {
 
 /** A response header's value (the request process prints the response as it came). */
 function headerValue(response: string, name: string): string | undefined {
-  const line = response.split("\n\n")[0]!.split("\n").find((header) => header.toLowerCase().startsWith(`${name.toLowerCase()}:`));
+  const line = response
+    .split("\n\n")[0]!
+    .split("\n")
+    .find((header) => header.toLowerCase().startsWith(`${name.toLowerCase()}:`));
   return line?.slice(name.length + 1).trim();
 }
 
@@ -123,8 +167,14 @@ async function checkPrerequisites(): Promise<void> {
   const notRoot = process.getuid?.() !== 0;
   if (!notRoot && missing.length === 0) return;
   const list = new Intl.ListFormat("en", { type: "conjunction" });
-  const needs = [...(notRoot ? ["root (sudo npx --no-install intercept demo)"] : []), ...(missing.length > 0 ? [`${list.format(missing)} installed`] : [])];
-  throw new InterceptError(notRoot ? "privilege" : "tool-missing", `intercept demo needs ${needs.join(", and ")}: it builds network namespaces and loads BPF programs into them`);
+  const needs = [
+    ...(notRoot ? ["root (sudo npx --no-install intercept demo)"] : []),
+    ...(missing.length > 0 ? [`${list.format(missing)} installed`] : []),
+  ];
+  throw new InterceptError(
+    notRoot ? "privilege" : "tool-missing",
+    `intercept demo needs ${needs.join(", and ")}: it builds network namespaces and loads BPF programs into them`,
+  );
 }
 
 async function onPath(tool: string): Promise<boolean> {

@@ -1,5 +1,14 @@
 import { distance } from "fastest-levenshtein";
-import { COMMAND_NAMES, COMMANDS, EXIT_CODES, GLOBAL_OPTIONS, optionLabel, optionsOf, type Command, type OptionSpec } from "./table.js";
+import {
+  COMMAND_NAMES,
+  COMMANDS,
+  EXIT_CODES,
+  GLOBAL_OPTIONS,
+  optionLabel,
+  optionsOf,
+  type Command,
+  type OptionSpec,
+} from "./table.js";
 
 const WIDTH = 100;
 
@@ -15,7 +24,10 @@ export function renderOverview(): string {
     ...COMMAND_NAMES.map((name) => `  ${name.padEnd(width)}${COMMANDS[name].summary}`),
     "",
     "Global options:",
-    ...optionLines({ ...GLOBAL_OPTIONS, version: { type: "boolean", short: "v", description: "print intercept's version (also: `intercept version`)" } }),
+    ...optionLines({
+      ...GLOBAL_OPTIONS,
+      version: { type: "boolean", short: "v", description: "print intercept's version (also: `intercept version`)" },
+    }),
     "",
     "Run `intercept help COMMAND` (or `intercept COMMAND --help`) for a command's options.",
     exitCodeLine(),
@@ -67,7 +79,10 @@ function optionLines(options: Readonly<Record<string, OptionSpec>>): string[] {
     const label = optionLabel(name, spec);
     const text = `${spec.description}${spec.defaultText ? ` (default: ${spec.defaultText})` : ""}`;
     const lines = wrap(text, WIDTH - width - 2);
-    const first = label.length < width ? [`  ${label.padEnd(width)}${lines[0]}`] : [`  ${label}`, `  ${" ".repeat(width)}${lines[0]}`];
+    const first =
+      label.length < width
+        ? [`  ${label.padEnd(width)}${lines[0]}`]
+        : [`  ${label}`, `  ${" ".repeat(width)}${lines[0]}`];
     return [...first, ...lines.slice(1).map((line) => `  ${" ".repeat(width)}${line}`)];
   });
 }
@@ -136,7 +151,7 @@ export function renderMarkdown(): string {
     "",
     "Every command also answers `--help` (`intercept plan --help`, or `intercept help plan`) with the",
     "same options as here. A mistyped command or option is refused with a suggestion",
-    "(`unknown command \"aplly\": did you mean \"apply\"?`).",
+    '(`unknown command "aplly": did you mean "apply"?`).',
     "",
     "| command | what it does |",
     "| --- | --- |",
@@ -164,7 +179,7 @@ export function renderMarkdown(): string {
     "## Machine-readable output",
     "",
     "`plan --json`, `status --json` and `validate --json` print one JSON document on stdout. Every",
-    "document starts with `formatVersion` (`\"MAJOR.MINOR\"`, one version for all of them: a new minor",
+    'document starts with `formatVersion` (`"MAJOR.MINOR"`, one version for all of them: a new minor',
     "version only adds fields) and `kind`. Under `--json`, an error is a document too, of kind",
     "`error`, with its stable `code` (src/errors.ts) and, for invalid policies, the diagnostics; the",
     "exit code is the same as without `--json`.",
@@ -183,7 +198,7 @@ export function renderMarkdown(): string {
     "",
     "```sh",
     "source <(intercept completion bash)                                  # bash: in ~/.bashrc",
-    "intercept completion zsh > \"${fpath[1]}/_intercept\"                  # zsh: then restart it",
+    'intercept completion zsh > "${fpath[1]}/_intercept"                  # zsh: then restart it',
     "intercept completion fish > ~/.config/fish/completions/intercept.fish # fish",
     "```",
     "",

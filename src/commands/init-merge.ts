@@ -61,27 +61,43 @@ export function newPackageJson(name: string, needed: NeededPackages): string {
  * everything else as it was: key order, indentation and final newline.
  * `added` names what was added (empty: @text is returned unchanged).
  */
-export function mergePackageJson(text: string, file: string, needed: NeededPackages): { text: string; added: string[] } {
+export function mergePackageJson(
+  text: string,
+  file: string,
+  needed: NeededPackages,
+): { text: string; added: string[] } {
   let manifest: Record<string, unknown>;
   try {
     manifest = JSON.parse(text) as Record<string, unknown>;
   } catch (error) {
-    throw new InterceptError("file-access", `${file}: not valid JSON (${messageOf(error)}): fix it, then run init again`, { cause: error });
+    throw new InterceptError(
+      "file-access",
+      `${file}: not valid JSON (${messageOf(error)}): fix it, then run init again`,
+      { cause: error },
+    );
   }
   if (manifest === null || typeof manifest !== "object" || Array.isArray(manifest)) {
     throw new InterceptError("file-access", `${file}: not a JSON object: fix it, then run init again`);
   }
   const listed = (field: string) => (manifest[field] ?? {}) as Record<string, unknown>;
-  const missing = Object.entries(needed).filter(([name]) => !(name in listed("dependencies")) && !(name in listed("devDependencies")));
+  const missing = Object.entries(needed).filter(
+    ([name]) => !(name in listed("dependencies")) && !(name in listed("devDependencies")),
+  );
   if (missing.length === 0) return { text, added: [] };
   manifest.devDependencies = { ...listed("devDependencies"), ...Object.fromEntries(missing) };
   const indent = /^[ \t]+(?=")/m.exec(text)?.[0] ?? "  ";
   const newline = text.endsWith("\n") ? "\n" : "";
-  return { text: `${JSON.stringify(manifest, null, indent)}${newline}`, added: missing.map(([name, range]) => `${name}@${range}`) };
+  return {
+    text: `${JSON.stringify(manifest, null, indent)}${newline}`,
+    added: missing.map(([name, range]) => `${name}@${range}`),
+  };
 }
 
 /** npm's rules for a name, from a folder name: lower case, no spaces or leading dot. */
 function packageName(folder: string): string {
-  const name = folder.toLowerCase().replace(/[^a-z0-9._-]+/g, "-").replace(/^[._-]+/, "");
+  const name = folder
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, "-")
+    .replace(/^[._-]+/, "");
   return name === "" ? "policies" : name;
 }

@@ -6,7 +6,15 @@ import { compilePolicies } from "../compile/index.js";
 import { InterceptError, messageOf, UsageError } from "../errors.js";
 import { loadPolicySource } from "../load/index.js";
 import { validated } from "../reconcile/desired.js";
-import { appendGitignore, mergePackageJson, missingGitignoreEntries, newGitignore, newPackageJson, PACKAGE_NAME, type NeededPackages } from "./init-merge.js";
+import {
+  appendGitignore,
+  mergePackageJson,
+  missingGitignoreEntries,
+  newGitignore,
+  newPackageJson,
+  PACKAGE_NAME,
+  type NeededPackages,
+} from "./init-merge.js";
 
 const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/init/", import.meta.url));
 /** The package.json of the package this CLI runs from: its version, and the TypeScript it is built with. */
@@ -54,7 +62,8 @@ export async function initCommand(args: string[], options: { force: boolean }): 
   const outcomes = await decide(dir, options.force);
   for (const outcome of outcomes) {
     if (outcome.diff !== undefined) process.stdout.write(outcome.diff);
-    if (outcome.content !== undefined) await write(path.join(dir, outcome.file), outcome.content, outcome.action === "wrote" ? "wx" : "w");
+    if (outcome.content !== undefined)
+      await write(path.join(dir, outcome.file), outcome.content, outcome.action === "wrote" ? "wx" : "w");
   }
   process.stdout.write(outcomes.map((outcome) => `${describe(dir, outcome)}\n`).join(""));
   process.stdout.write(nextSteps(dir, outcomes));
@@ -69,7 +78,11 @@ async function decide(dir: string, force: boolean): Promise<Outcome[]> {
   // The example's C belongs to the example: with the user's own example.ts, `compile` writes theirs.
   const exampleLeft = outcomes.some((outcome) => outcome.file === EXAMPLE_POLICY && outcome.action === "left");
   for (const file of scaffold.generated) {
-    outcomes.push(exampleLeft ? { action: "left", file: file.path, why: `${EXAMPLE_POLICY} is yours: \`intercept compile\` writes its C` } : await placeFile(dir, file, force));
+    outcomes.push(
+      exampleLeft
+        ? { action: "left", file: file.path, why: `${EXAMPLE_POLICY} is yours: \`intercept compile\` writes its C` }
+        : await placeFile(dir, file, force),
+    );
   }
   outcomes.push(await addToGitignore(dir), await addToPackageJson(dir));
   return outcomes;
@@ -77,7 +90,12 @@ async function decide(dir: string, force: boolean): Promise<Outcome[]> {
 
 /** The templates, and generated/ compiled from the example policy, so `compile --check` passes at once. */
 async function scaffoldFiles(): Promise<{ whole: ScaffoldFile[]; generated: ScaffoldFile[] }> {
-  const whole = await Promise.all(TEMPLATES.map(async ({ template, target }) => ({ path: target, content: await readFile(path.join(TEMPLATE_DIR, template), "utf8") })));
+  const whole = await Promise.all(
+    TEMPLATES.map(async ({ template, target }) => ({
+      path: target,
+      content: await readFile(path.join(TEMPLATE_DIR, template), "utf8"),
+    })),
+  );
   const example = whole.find((file) => file.path === EXAMPLE_POLICY)!;
   return { whole, generated: await compileExample(example) };
 }
@@ -89,7 +107,10 @@ async function scaffoldFiles(): Promise<{ whole: ScaffoldFile[]; generated: Scaf
  */
 async function compileExample(example: ScaffoldFile): Promise<ScaffoldFile[]> {
   const loaded = await loadPolicySource(example.path, example.content);
-  return compilePolicies(validated(loaded.policies, loaded.diagnostics)).map((compiled) => ({ path: compiled.sourcePath, content: compiled.source }));
+  return compilePolicies(validated(loaded.policies, loaded.diagnostics)).map((compiled) => ({
+    path: compiled.sourcePath,
+    content: compiled.source,
+  }));
 }
 
 /** @file is written if it is missing; a different file of the user's is left, or with @force replaced after its diff is shown. */
@@ -99,7 +120,14 @@ async function placeFile(dir: string, file: ScaffoldFile, force: boolean): Promi
   if (existing === undefined) return { action: "wrote", file: file.path, content: file.content };
   if (existing === file.content) return { action: "unchanged", file: file.path };
   if (!force) return { action: "left", file: file.path, why: "yours: --force replaces it, showing the diff first" };
-  const diff = createTwoFilesPatch(`a/${file.path}`, `b/${file.path}`, existing, file.content, "yours", "intercept init");
+  const diff = createTwoFilesPatch(
+    `a/${file.path}`,
+    `b/${file.path}`,
+    existing,
+    file.content,
+    "yours",
+    "intercept init",
+  );
   return { action: "replaced", file: file.path, content: file.content, diff };
 }
 
@@ -120,15 +148,24 @@ async function addToPackageJson(dir: string): Promise<Outcome> {
   const target = path.join(dir, file);
   const needed = await neededPackages();
   const existing = await readIfExists(target);
-  if (existing === undefined) return { action: "wrote", file, content: newPackageJson(path.basename(path.resolve(dir)), needed) };
+  if (existing === undefined)
+    return { action: "wrote", file, content: newPackageJson(path.basename(path.resolve(dir)), needed) };
   const merged = mergePackageJson(existing, target, needed);
   if (merged.added.length === 0) return { action: "unchanged", file };
-  return { action: "merged", file, what: merged.added.map((added) => `devDependencies ${added}`), content: merged.text };
+  return {
+    action: "merged",
+    file,
+    what: merged.added.map((added) => `devDependencies ${added}`),
+    content: merged.text,
+  };
 }
 
 /** This package at a range that includes the running version; TypeScript at the range this package is built with. */
 async function neededPackages(): Promise<NeededPackages> {
-  const own = JSON.parse(await readFile(OWN_PACKAGE_JSON, "utf8")) as { version: string; devDependencies?: Record<string, string> };
+  const own = JSON.parse(await readFile(OWN_PACKAGE_JSON, "utf8")) as {
+    version: string;
+    devDependencies?: Record<string, string>;
+  };
   return { [PACKAGE_NAME]: `^${own.version}`, typescript: own.devDependencies?.typescript ?? "*" };
 }
 
@@ -155,12 +192,18 @@ async function write(target: string, content: string, flag: "w" | "wx"): Promise
 function describe(dir: string, outcome: Outcome): string {
   const shown = path.join(dir, outcome.file);
   switch (outcome.action) {
-    case "wrote": return `wrote      ${shown}`;
-    case "replaced": return `replaced   ${shown}`;
-    case "unchanged": return `unchanged  ${shown} (already as init writes it)`;
-    case "left": return `left       ${shown} (${outcome.why})`;
-    case "appended": return `appended   ${shown}: ${outcome.what.join(" ")}`;
-    case "merged": return `merged     ${shown}: ${outcome.what.join(", ")}`;
+    case "wrote":
+      return `wrote      ${shown}`;
+    case "replaced":
+      return `replaced   ${shown}`;
+    case "unchanged":
+      return `unchanged  ${shown} (already as init writes it)`;
+    case "left":
+      return `left       ${shown} (${outcome.why})`;
+    case "appended":
+      return `appended   ${shown}: ${outcome.what.join(" ")}`;
+    case "merged":
+      return `merged     ${shown}: ${outcome.what.join(", ")}`;
   }
 }
 
@@ -168,7 +211,9 @@ function nextSteps(dir: string, outcomes: Outcome[]): string {
   const packages = outcomes.find((outcome) => outcome.file === "package.json");
   const steps = [
     ...(dir === "." ? [] : [`cd ${dir}`]),
-    ...(packages?.action === "unchanged" ? [] : ["npm install                          # the packages package.json now lists"]),
+    ...(packages?.action === "unchanged"
+      ? []
+      : ["npm install                          # the packages package.json now lists"]),
     "npx --no-install intercept validate",
     "npx --no-install tsc --noEmit",
     "sudo npx --no-install intercept demo   # see interception work in a sandbox of its own",

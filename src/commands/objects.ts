@@ -14,6 +14,7 @@ export async function programBuilder(objects: string | undefined): Promise<Progr
 export function withBuildProgress(builder: ProgramBuilder): ProgramBuilder {
   return {
     identify: (compiled) => builder.identify(compiled),
-    object: (compiled, contentHash) => withProgress(`building ${compiled.policy.name}`, () => builder.object(compiled, contentHash)),
+    object: (compiled, contentHash) =>
+      withProgress(`building ${compiled.policy.name}`, () => builder.object(compiled, contentHash)),
   };
 }

@@ -35,7 +35,10 @@ export async function planCommand(paths: string[], options: PlanOptions): Promis
   else process.stdout.write(renderPlan(run.plan, options));
   if (options.out) {
     await saveRun(options.out, run);
-    if (!options.json) process.stdout.write(`Saved the plan to ${options.out}: apply exactly it with \`intercept apply --plan ${options.out}\`.\n`);
+    if (!options.json)
+      process.stdout.write(
+        `Saved the plan to ${options.out}: apply exactly it with \`intercept apply --plan ${options.out}\`.\n`,
+      );
   }
   return options.detailedExitcode && run.plan.changes.length > 0 ? 2 : 0;
 }
@@ -66,24 +69,34 @@ export async function applyCommand(paths: string[], options: ApplyOptions): Prom
   const builder = await programBuilder(options.objects);
   const planFile = options.plan ?? (paths.length === 1 && (await isSavedPlan(paths[0]!)) ? paths[0] : undefined);
   if (planFile !== undefined) {
-    if (options.plan !== undefined && paths.length > 0) throw new InterceptError("usage", "apply takes policies or --plan FILE, not both");
+    if (options.plan !== undefined && paths.length > 0)
+      throw new InterceptError("usage", "apply takes policies or --plan FILE, not both");
     const datapath = await KernelDatapath.open(await savedPlanNamespace(planFile, options.netns), "apply");
     // A saved plan was reviewed when it was made: applied without a question, as Terraform applies one.
-    return locked(datapath, "intercept apply", options, async () => executeRun(await savedPlanRun(planFile, datapath, builder), datapath, builder, { ...options, yes: true }));
+    return locked(datapath, "intercept apply", options, async () =>
+      executeRun(await savedPlanRun(planFile, datapath, builder), datapath, builder, { ...options, yes: true }),
+    );
   }
   const desired = await loadDesired(paths, builder);
   if (desired.length === 0 && !options.allowEmpty) {
-    throw new InterceptError("no-policies", "no policies given: applying none would remove everything (use `intercept destroy`, or --allow-empty)");
+    throw new InterceptError(
+      "no-policies",
+      "no policies given: applying none would remove everything (use `intercept destroy`, or --allow-empty)",
+    );
   }
   const datapath = await KernelDatapath.open(options.netns ?? {}, "apply");
-  return locked(datapath, "intercept apply", options, async () => executeRun(await planRun(desired, datapath, { warnings: true }), datapath, builder, { ...options, verb: "apply" }));
+  return locked(datapath, "intercept apply", options, async () =>
+    executeRun(await planRun(desired, datapath, { warnings: true }), datapath, builder, { ...options, verb: "apply" }),
+  );
 }
 
 /** `intercept destroy`: the plan that removes everything intercept made in the namespace. */
 export async function destroyCommand(options: ApplyOptions): Promise<number> {
   const datapath = await KernelDatapath.open(options.netns ?? {}, "destroy");
   const builder = await programBuilder(undefined); // never used: destroying loads nothing
-  return locked(datapath, "intercept destroy", options, async () => executeRun(await planRun([], datapath), datapath, builder, { ...options, verb: "destroy" }));
+  return locked(datapath, "intercept destroy", options, async () =>
+    executeRun(await planRun([], datapath), datapath, builder, { ...options, verb: "destroy" }),
+  );
 }
 
 /**
@@ -91,7 +104,12 @@ export async function destroyCommand(options: ApplyOptions): Promise<number> {
  * no other intercept process is changing, and executed before anyone else
  * plans (Terraform's state lock).
  */
-async function locked<T>(datapath: KernelDatapath, holder: string, options: { lockTimeoutMs: number; waitForAgent?: boolean }, work: () => Promise<T>): Promise<T> {
+async function locked<T>(
+  datapath: KernelDatapath,
+  holder: string,
+  options: { lockTimeoutMs: number; waitForAgent?: boolean },
+  work: () => Promise<T>,
+): Promise<T> {
   const lock = await lockNamespace(datapath.namespaceKey, {
     holder,
     timeoutMs: options.lockTimeoutMs,
@@ -110,13 +128,21 @@ async function locked<T>(datapath: KernelDatapath, holder: string, options: { lo
 
 /** An agent holds the namespace for as long as it runs: waiting for it is almost never what was meant. */
 function agentManages(heldBy: LockHolder, netns: NetworkNamespace): InterceptError {
-  return new InterceptError("lock-held", `an agent (pid ${heldBy.pid ?? "?"}) manages ${describeNamespace(netns)}: change the policies it reads and it applies them, or stop it first (--wait-for-agent waits up to --lock-timeout for it to exit)`);
+  return new InterceptError(
+    "lock-held",
+    `an agent (pid ${heldBy.pid ?? "?"}) manages ${describeNamespace(netns)}: change the policies it reads and it applies them, or stop it first (--wait-for-agent waits up to --lock-timeout for it to exit)`,
+  );
 }
 
 /** Which command runs a plan: its words in the question, the refusal and the last line. */
 type Verb = "apply" | "destroy";
 
-async function executeRun(run: PlannedRun, datapath: KernelDatapath, builder: ProgramBuilder, options: { colour: boolean; yes: boolean; verb?: Verb }): Promise<number> {
+async function executeRun(
+  run: PlannedRun,
+  datapath: KernelDatapath,
+  builder: ProgramBuilder,
+  options: { colour: boolean; yes: boolean; verb?: Verb },
+): Promise<number> {
   const verb = options.verb ?? "apply";
   sayWhenHost(run.observed);
   process.stdout.write(renderPlan(run.plan, options));
@@ -128,7 +154,14 @@ async function executeRun(run: PlannedRun, datapath: KernelDatapath, builder: Pr
   const interrupt = interruptOnSignal();
   const steps = stepProgress();
   try {
-    await applyRun(run, datapath, { builder, onEvent: (event) => { steps.onEvent(event); printEvent(event, verb); }, interrupt: interrupt.signal });
+    await applyRun(run, datapath, {
+      builder,
+      onEvent: (event) => {
+        steps.onEvent(event);
+        printEvent(event, verb);
+      },
+      interrupt: interrupt.signal,
+    });
   } finally {
     steps.stop();
     interrupt.release();
@@ -144,7 +177,9 @@ async function executeRun(run: PlannedRun, datapath: KernelDatapath, builder: Pr
 function sayWhenHost(observed: ObservedState): void {
   if (observed.netns.name !== undefined) return;
   const links = observed.links.map((link) => link.name);
-  process.stderr.write(`No --netns: acting on the host's own network namespace, ${links.length === 0 ? "which has no links" : `${counted(links.length, "link")}: ${links.join(", ")}`}.\n`);
+  process.stderr.write(
+    `No --netns: acting on the host's own network namespace, ${links.length === 0 ? "which has no links" : `${counted(links.length, "link")}: ${links.join(", ")}`}.\n`,
+  );
 }
 
 /** Announces an apply step that takes more than a second (a load, a big batch), on a terminal only. */
@@ -157,7 +192,10 @@ function stepProgress(): { onEvent(event: ApplyEvent): void; stop(): void } {
   return {
     onEvent(event) {
       stop();
-      if (event.type === "step-started") current = startProgress(`${event.change.address}: ${event.operation.op} (step ${event.step} of ${event.steps})`);
+      if (event.type === "step-started")
+        current = startProgress(
+          `${event.change.address}: ${event.operation.op} (step ${event.step} of ${event.steps})`,
+        );
     },
     stop,
   };
@@ -167,9 +205,11 @@ function printEvent(event: ApplyEvent, verb: Verb): void {
   if (event.type === "change-done") process.stdout.write(`${event.change.address}: ${doneWord(event.change)}\n`);
   if (event.type === "complete") {
     const { add, change, destroy } = event.summary;
-    process.stdout.write(verb === "destroy"
-      ? `Destroy complete! Resources: ${destroy} destroyed.\n`
-      : `Apply complete! Resources: ${add} added, ${change} changed, ${destroy} destroyed.\n`);
+    process.stdout.write(
+      verb === "destroy"
+        ? `Destroy complete! Resources: ${destroy} destroyed.\n`
+        : `Apply complete! Resources: ${add} added, ${change} changed, ${destroy} destroyed.\n`,
+    );
   }
 }
 
@@ -182,7 +222,9 @@ function interruptOnSignal(): { signal: AbortSignal; release: () => void } {
   const controller = new AbortController();
   const release = onTerminationSignals((name) => {
     if (controller.signal.aborted) {
-      process.stderr.write(`${name} received again: exiting without rolling back; run \`intercept plan\` to see the state.\n`);
+      process.stderr.write(
+        `${name} received again: exiting without rolling back; run \`intercept plan\` to see the state.\n`,
+      );
       process.exit(1);
     }
     process.stderr.write(`${name} received: stopping after the current step and rolling back.\n`);
@@ -198,11 +240,15 @@ function interruptOnSignal(): { signal: AbortSignal; release: () => void } {
  */
 async function approved(verb: Verb): Promise<boolean> {
   if (!process.stdin.isTTY) {
-    throw new InterceptError("approval-required", `${verb}: no terminal to ask for approval on: pass --yes (or --auto-approve) to ${verb} without a question`);
+    throw new InterceptError(
+      "approval-required",
+      `${verb}: no terminal to ask for approval on: pass --yes (or --auto-approve) to ${verb} without a question`,
+    );
   }
-  const question = verb === "destroy"
-    ? "Do you really want to destroy everything intercept made here? Only 'yes' will be accepted: "
-    : "Do you want to perform these actions? Only 'yes' will be accepted: ";
+  const question =
+    verb === "destroy"
+      ? "Do you really want to destroy everything intercept made here? Only 'yes' will be accepted: "
+      : "Do you want to perform these actions? Only 'yes' will be accepted: ";
   const answer = await ask(question);
   if (answer === undefined) process.stderr.write("\n"); // after the ^C or ^D the terminal echoed
   return answer?.trim() === "yes";

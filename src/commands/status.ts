@@ -16,7 +16,10 @@ import { printJson } from "./output.js";
 import { counted } from "./words.js";
 
 /** `intercept status`: attached links, live programs, rules with their counters. */
-export async function statusCommand(paths: string[], options: { netns: NetworkNamespace; json: boolean; objects?: string }): Promise<number> {
+export async function statusCommand(
+  paths: string[],
+  options: { netns: NetworkNamespace; json: boolean; objects?: string },
+): Promise<number> {
   const { desired, policiesError } = await policiesForLabels(paths, await programBuilder(options.objects));
   const report = await inspect(await KernelDatapath.open(options.netns, "status"), desired);
   if (options.json) printJson(statusJson(report, policiesError));
@@ -28,13 +31,17 @@ export async function statusCommand(paths: string[], options: { netns: NetworkNa
  * The policies on disk name the live rules; status still shows the kernel
  * when they are invalid, and says why rules are unnamed.
  */
-async function policiesForLabels(paths: string[], builder: ProgramBuilder): Promise<{ desired: DesiredPolicy[]; policiesError: string | undefined }> {
+async function policiesForLabels(
+  paths: string[],
+  builder: ProgramBuilder,
+): Promise<{ desired: DesiredPolicy[]; policiesError: string | undefined }> {
   try {
     return { desired: await loadDesired(paths, builder), policiesError: undefined };
   } catch (error) {
     if (error instanceof PolicyError) return { desired: [], policiesError: policiesNote(error) };
     // A node without clang cannot tell which program its policies build into; the kernel is still shown.
-    if (error instanceof InterceptError && error.code === "tool-missing") return { desired: [], policiesError: `${error.message}: rules are shown by index (pass --objects DIR)` };
+    if (error instanceof InterceptError && error.code === "tool-missing")
+      return { desired: [], policiesError: `${error.message}: rules are shown by index (pass --objects DIR)` };
     throw error;
   }
 }
@@ -42,7 +49,8 @@ async function policiesForLabels(paths: string[], builder: ProgramBuilder): Prom
 /** Why the policies cannot name the rules: what is missing, or how many errors they have. */
 export function policiesNote(error: PolicyError): string {
   const missing = error.diagnostics.filter((diagnostic) => diagnostic.code === "load/not-found");
-  if (missing.length === 0 || missing.length < error.diagnostics.length) return `${error.message}: rules are shown by index (run \`intercept validate\`)`;
+  if (missing.length === 0 || missing.length < error.diagnostics.length)
+    return `${error.message}: rules are shown by index (run \`intercept validate\`)`;
   const paths = missing.map((diagnostic) => quoted(diagnostic.file, 80)).join(", ");
   return `no policies to name the rules: ${paths} ${missing.length === 1 ? "does" : "do"} not exist; rules are shown by index (give the policies' paths)`;
 }
@@ -54,8 +62,16 @@ export function statusJson(report: StatusReport, policiesError: string | undefin
     namespace: report.observed.netns.name ?? null,
     policiesError: policiesError ?? null,
     drift: report.drift.map((drift) => ({ ...drift, description: describeDrift(drift) })),
-    warnings: report.warnings.map((warning) => ({ ...warning, message: describeWarning(warning, report.observed.netns) })),
-    links: report.links.map((link) => ({ link: link.link, ifindex: link.ifindex, policy: runningPolicy(link.programs), programIds: link.programIds })),
+    warnings: report.warnings.map((warning) => ({
+      ...warning,
+      message: describeWarning(warning, report.observed.netns),
+    })),
+    links: report.links.map((link) => ({
+      link: link.link,
+      ifindex: link.ifindex,
+      policy: runningPolicy(link.programs),
+      programIds: link.programIds,
+    })),
     cgroups: report.cgroups.map((cgroup) => ({
       path: cgroup.path,
       id: cgroup.id,
@@ -75,7 +91,13 @@ export function statusJson(report: StatusReport, policiesError: string | undefin
       rules: rules.map(({ index, rule, outbound, enabled, counters }) => ({
         index,
         ...(rule && { selector: ruleSummary(rule), rule: ruleJson(rule) }),
-        ...(outbound && { outbound: { originalPort: outbound.originalPort, port: outbound.port, cidrs: outbound.cidrs.map((cidr) => cidr.text) } }),
+        ...(outbound && {
+          outbound: {
+            originalPort: outbound.originalPort,
+            port: outbound.port,
+            cidrs: outbound.cidrs.map((cidr) => cidr.text),
+          },
+        }),
         enabled,
         counters: counters ?? null,
       })),
@@ -91,9 +113,18 @@ function ruleJson(rule: Rule) {
   const single = singleOriginalPort(rule);
   const lists = { sources: rule.sources, exceptSources: rule.exceptSources, destinations: rule.destinations };
   return {
-    ...(single !== undefined ? { originalPort: single } : { originalPorts: rule.originalPorts, exceptPorts: rule.exceptPorts }),
-    ...Object.fromEntries(Object.entries(lists).filter(([, cidrs]) => cidrs.length > 0).map(([field, cidrs]) => [field, cidrs.map(cidrText)])),
-    port: rule.port, protocol: rule.protocol, family: rule.family, strategy: rule.strategy,
+    ...(single !== undefined
+      ? { originalPort: single }
+      : { originalPorts: rule.originalPorts, exceptPorts: rule.exceptPorts }),
+    ...Object.fromEntries(
+      Object.entries(lists)
+        .filter(([, cidrs]) => cidrs.length > 0)
+        .map(([field, cidrs]) => [field, cidrs.map(cidrText)]),
+    ),
+    port: rule.port,
+    protocol: rule.protocol,
+    family: rule.family,
+    strategy: rule.strategy,
     ...(rule.onProxyDown && { onProxyDown: rule.onProxyDown }),
   };
 }
@@ -115,10 +146,14 @@ function describeCounters(counters: RuleCounters, rule: Rule | undefined, outbou
 /** "app.slice (capture)", "proxy.slice (getsockopt)": where a version's cgroup programs run. */
 function describeCgroups(report: StatusReport, ref: { policy: string; version: string }): string[] {
   return report.cgroups.flatMap((cgroup) => {
-    const hooks = cgroup.programs.filter(({ program }) => program.policy === ref.policy && program.version === ref.version).map(({ hook }) => hook);
+    const hooks = cgroup.programs
+      .filter(({ program }) => program.policy === ref.policy && program.version === ref.version)
+      .map(({ hook }) => hook);
     if (hooks.length === 0) return [];
     const what = hooks.length === 4 ? "capture" : hooks.join(", ");
-    return [`${cgroup.path} (${what}${cgroup.foreign.length > 0 ? `; ${counted(cgroup.foreign.length, "other program")} left alone` : ""})`];
+    return [
+      `${cgroup.path} (${what}${cgroup.foreign.length > 0 ? `; ${counted(cgroup.foreign.length, "other program")} left alone` : ""})`,
+    ];
   });
 }
 
@@ -129,20 +164,35 @@ function renderStatus(report: StatusReport, policiesError: string | undefined): 
   for (const warning of report.warnings) lines.push(`  WARNING: ${describeWarning(warning, report.observed.netns)}`);
   if (report.programs.length === 0) lines.push("  nothing is loaded");
   for (const { program, rules, countersError } of report.programs) {
-    const attached = report.links.filter((link) => Object.values(link.programs).some((ref) => ref?.version === program.ref.version && ref.policy === program.ref.policy)).map((link) => link.link);
+    const attached = report.links
+      .filter((link) =>
+        Object.values(link.programs).some(
+          (ref) => ref?.version === program.ref.version && ref.policy === program.ref.policy,
+        ),
+      )
+      .map((link) => link.link);
     const ids = (Object.entries(program.programIds) as [Hook, number][]).map(([hook, id]) => `${hook}=${id}`).join(" ");
-    lines.push(`  policy ${program.ref.policy} @${(program.contentHash ?? program.ref.version).slice(0, 12)}  programs ${ids || "(none)"}${program.contentHash === null ? "  INCOMPLETE: a load never finished" : ""}`);
-    const cgroupIds = Object.entries(program.cgroupProgramIds).map(([hook, id]) => `${hook}=${id}`).join(" ");
+    lines.push(
+      `  policy ${program.ref.policy} @${(program.contentHash ?? program.ref.version).slice(0, 12)}  programs ${ids || "(none)"}${program.contentHash === null ? "  INCOMPLETE: a load never finished" : ""}`,
+    );
+    const cgroupIds = Object.entries(program.cgroupProgramIds)
+      .map(([hook, id]) => `${hook}=${id}`)
+      .join(" ");
     if (cgroupIds) lines.push(`    cgroup programs ${cgroupIds}`);
     lines.push(`    links: ${attached.length > 0 ? attached.join(", ") : "(none)"}`);
     const cgroups = describeCgroups(report, program.ref);
-    if (cgroups.length > 0 || cgroupIds) lines.push(`    cgroups: ${cgroups.length > 0 ? cgroups.join(", ") : "(none)"}`);
+    if (cgroups.length > 0 || cgroupIds)
+      lines.push(`    cgroups: ${cgroups.length > 0 ? cgroups.join(", ") : "(none)"}`);
     if (countersError) lines.push(`    counters unreadable: ${countersError}`);
     for (const { index, rule, outbound, enabled, counters } of rules) {
-      const what = rule ? `${ruleSummary(rule)} ${rule.strategy}`
-        : outbound ? `outbound tcp ${outbound.originalPort} -> proxy ${outbound.port}${outbound.cidrs.length > 0 ? ` (${outbound.cidrs.map((cidr) => cidr.text).join(", ")})` : ""}`
-        : "(rule not in the given policies)";
-      lines.push(`    [${index}] ${what.padEnd(28)} ${enabled ? "enabled " : "disabled"}${counters ? `  ${describeCounters(counters, rule, outbound)}` : ""}`);
+      const what = rule
+        ? `${ruleSummary(rule)} ${rule.strategy}`
+        : outbound
+          ? `outbound tcp ${outbound.originalPort} -> proxy ${outbound.port}${outbound.cidrs.length > 0 ? ` (${outbound.cidrs.map((cidr) => cidr.text).join(", ")})` : ""}`
+          : "(rule not in the given policies)";
+      lines.push(
+        `    [${index}] ${what.padEnd(28)} ${enabled ? "enabled " : "disabled"}${counters ? `  ${describeCounters(counters, rule, outbound)}` : ""}`,
+      );
     }
   }
   return `${lines.join("\n")}\n`;

@@ -43,15 +43,20 @@ export interface CommandSpec {
 
 const NETNS = {
   netns: {
-    type: "string", value: "NAME", kind: "netns",
+    type: "string",
+    value: "NAME",
+    kind: "netns",
     description: "act inside the network namespace NAME (as `ip netns list` shows it); without it, in the host's own",
   },
 } as const satisfies Record<string, OptionSpec>;
 
 const OBJECTS = {
   objects: {
-    type: "string", value: "DIR", kind: "dir",
-    description: "load programs from objects made by `intercept build --out DIR` (a node without clang); a policy whose C changed since is refused",
+    type: "string",
+    value: "DIR",
+    kind: "dir",
+    description:
+      "load programs from objects made by `intercept build --out DIR` (a node without clang); a policy whose C changed since is refused",
   },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -61,29 +66,39 @@ const JSON_OUTPUT = {
 
 const CONFIRM = {
   yes: {
-    type: "boolean", short: "y", aliases: ["auto-approve"],
+    type: "boolean",
+    short: "y",
+    aliases: ["auto-approve"],
     description: "do not ask for approval; without a terminal to ask on, apply and destroy refuse unless given",
   },
 } as const satisfies Record<string, OptionSpec>;
 
 const LOCK = {
   "lock-timeout": {
-    type: "string", value: "DURATION", kind: "duration", defaultText: "10s",
-    description: "how long to wait while another intercept process changes the namespace: 10s, 500ms, 2m, or 0 to fail at once; at most 1h",
+    type: "string",
+    value: "DURATION",
+    kind: "duration",
+    defaultText: "10s",
+    description:
+      "how long to wait while another intercept process changes the namespace: 10s, 500ms, 2m, or 0 to fail at once; at most 1h",
   },
 } as const satisfies Record<string, OptionSpec>;
 
 const WAIT_FOR_AGENT = {
   "wait-for-agent": {
     type: "boolean",
-    description: "when an agent manages the namespace, wait up to --lock-timeout for it to exit instead of refusing at once",
+    description:
+      "when an agent manages the namespace, wait up to --lock-timeout for it to exit instead of refusing at once",
   },
 } as const satisfies Record<string, OptionSpec>;
 
 /** Options every command takes. */
 export const GLOBAL_OPTIONS = {
   help: { type: "boolean", short: "h", description: "show this command's help" },
-  "no-color": { type: "boolean", description: "no colour (there is colour only on a terminal, and never with NO_COLOR set)" },
+  "no-color": {
+    type: "boolean",
+    description: "no colour (there is colour only on a terminal, and never with NO_COLOR set)",
+  },
 } as const satisfies Record<string, OptionSpec>;
 
 const PATHS_NOTE = "PATH is a policy file (.ts, .yaml, .yml) or a folder of them; the default is policies/.";
@@ -102,23 +117,39 @@ export const COMMANDS = {
     summary: "scaffold a policy repository",
     operands: "[DIR]",
     positionals: "one",
-    description: ["Writes an example policy, tsconfig.json, .gitignore, a CI workflow, a README and generated/ into DIR (default: the current folder)."],
+    description: [
+      "Writes an example policy, tsconfig.json, .gitignore, a CI workflow, a README and generated/ into DIR (default: the current folder).",
+    ],
     options: { force: { type: "boolean", description: "replace files that exist" } },
   },
   validate: {
     summary: "check policies: every error of every file at once",
     operands: "[PATH…]",
     positionals: "paths",
-    description: [PATHS_NOTE, "Prints each problem tsc-style with its source line (FILE:LINE:COL), and exits 1 if there is any. A folder without policy files is valid, and said so."],
+    description: [
+      PATHS_NOTE,
+      "Prints each problem tsc-style with its source line (FILE:LINE:COL), and exits 1 if there is any. A folder without policy files is valid, and said so.",
+    ],
     options: { ...JSON_OUTPUT },
-    examples: [["intercept validate", "every policy under policies/"], ["intercept validate --json policies/web.ts", "the diagnostics as data"]],
+    examples: [
+      ["intercept validate", "every policy under policies/"],
+      ["intercept validate --json policies/web.ts", "the diagnostics as data"],
+    ],
   },
   compile: {
     summary: "write the generated C of each policy (generated/POLICY.bpf.c)",
     operands: "[PATH…]",
     positionals: "paths",
-    description: [PATHS_NOTE, "For all of policies/, also removes generated files no policy produces. Commit generated/."],
-    options: { check: { type: "boolean", description: "write nothing; exit 1 when generated/ differs from what the policies produce (for CI)" } },
+    description: [
+      PATHS_NOTE,
+      "For all of policies/, also removes generated files no policy produces. Commit generated/.",
+    ],
+    options: {
+      check: {
+        type: "boolean",
+        description: "write nothing; exit 1 when generated/ differs from what the policies produce (for CI)",
+      },
+    },
   },
   build: {
     summary: "compile, then build BPF objects with clang",
@@ -127,8 +158,11 @@ export const COMMANDS = {
     description: [PATHS_NOTE, "Objects are cached by content hash: an unchanged policy never runs clang again."],
     options: {
       out: {
-        type: "string", value: "DIR", kind: "dir",
-        description: "also write each policy's object and manifest.json to DIR, for nodes without clang (`--objects DIR`)",
+        type: "string",
+        value: "DIR",
+        kind: "dir",
+        description:
+          "also write each policy's object and manifest.json to DIR, for nodes without clang (`--objects DIR`)",
       },
     },
     examples: [["intercept build --out objects", "in CI: objects for the nodes"]],
@@ -142,9 +176,19 @@ export const COMMANDS = {
       "Reads the kernel and changes nothing. Terraform style: one line per change with its reason, then a summary. Without --netns it says first that it acts on the host's own namespace, and lists its links (on stderr).",
     ],
     options: {
-      ...NETNS, ...OBJECTS, ...JSON_OUTPUT,
-      "detailed-exitcode": { type: "boolean", description: "exit 0 when there are no changes, 2 when there are, 1 on an error" },
-      out: { type: "string", value: "FILE", kind: "file", description: "save the plan for `intercept apply --plan FILE`" },
+      ...NETNS,
+      ...OBJECTS,
+      ...JSON_OUTPUT,
+      "detailed-exitcode": {
+        type: "boolean",
+        description: "exit 0 when there are no changes, 2 when there are, 1 on an error",
+      },
+      out: {
+        type: "string",
+        value: "FILE",
+        kind: "file",
+        description: "save the plan for `intercept apply --plan FILE`",
+      },
     },
     examples: [
       ["intercept plan --netns edge", "what apply would change in namespace edge"],
@@ -160,8 +204,17 @@ export const COMMANDS = {
       "Plans, asks for approval on a terminal, and executes exactly that plan. Without a terminal it refuses unless --yes is given. Without --netns it says first that it acts on the host's own namespace, and lists its links. A saved plan (`--plan FILE`, or a FILE that is one) is applied exactly, without a question (it was reviewed), or refused if anything moved since.",
     ],
     options: {
-      ...NETNS, ...OBJECTS, ...CONFIRM, ...LOCK, ...WAIT_FOR_AGENT,
-      plan: { type: "string", value: "FILE", kind: "file", description: "apply this saved plan (from `intercept plan --out FILE`) exactly" },
+      ...NETNS,
+      ...OBJECTS,
+      ...CONFIRM,
+      ...LOCK,
+      ...WAIT_FOR_AGENT,
+      plan: {
+        type: "string",
+        value: "FILE",
+        kind: "file",
+        description: "apply this saved plan (from `intercept plan --out FILE`) exactly",
+      },
       "allow-empty": { type: "boolean", description: "apply even when no policy is given, removing everything" },
     },
     examples: [
@@ -173,33 +226,63 @@ export const COMMANDS = {
     summary: "remove everything intercept made in the namespace",
     operands: "",
     positionals: "none",
-    description: ["Removes intercept's programs, filters, qdiscs and pins, and nothing else. Asks for approval like apply, and like it says when it acts on the host's own namespace."],
+    description: [
+      "Removes intercept's programs, filters, qdiscs and pins, and nothing else. Asks for approval like apply, and like it says when it acts on the host's own namespace.",
+    ],
     options: { ...NETNS, ...CONFIRM, ...LOCK, ...WAIT_FOR_AGENT },
   },
   status: {
     summary: "show attached links, programs, rules and counters",
     operands: "[PATH…]",
     positionals: "paths",
-    description: [PATHS_NOTE, "The policies only name the live rules: the kernel is shown even when they are invalid. Also shows any drift an interrupted run left."],
+    description: [
+      PATHS_NOTE,
+      "The policies only name the live rules: the kernel is shown even when they are invalid. Also shows any drift an interrupted run left.",
+    ],
     options: { ...NETNS, ...OBJECTS, ...JSON_OUTPUT },
   },
   agent: {
     summary: "keep the kernel matching the policies, as links and files change",
     operands: "[PATH…]",
     positionals: "paths",
-    description: [PATHS_NOTE, "Runs until SIGINT or SIGTERM, then removes what it made (unless --keep). SIGHUP reloads the policies."],
+    description: [
+      PATHS_NOTE,
+      "Runs until SIGINT or SIGTERM, then removes what it made (unless --keep). SIGHUP reloads the policies.",
+    ],
     options: {
-      ...NETNS, ...OBJECTS, ...LOCK,
+      ...NETNS,
+      ...OBJECTS,
+      ...LOCK,
       "netns-match": {
-        type: "string", multiple: true, value: "GLOB", kind: "glob",
-        description: "every namespace under /var/run/netns whose name matches GLOB, followed as they come and go (repeatable; not with --netns)",
+        type: "string",
+        multiple: true,
+        value: "GLOB",
+        kind: "glob",
+        description:
+          "every namespace under /var/run/netns whose name matches GLOB, followed as they come and go (repeatable; not with --netns)",
       },
       keep: { type: "boolean", description: "on exit, leave the datapath as it is (rolling upgrades)" },
-      "log-format": { type: "string", value: "FORMAT", kind: "choice", choices: ["text", "json"], defaultText: "text", description: "one line per event: text, or JSON with time, level, event and message" },
-      metrics: { type: "string", value: "HOST:PORT", kind: "address", description: "serve /metrics (Prometheus) and /healthz there; HOST defaults to 127.0.0.1" },
+      "log-format": {
+        type: "string",
+        value: "FORMAT",
+        kind: "choice",
+        choices: ["text", "json"],
+        defaultText: "text",
+        description: "one line per event: text, or JSON with time, level, event and message",
+      },
+      metrics: {
+        type: "string",
+        value: "HOST:PORT",
+        kind: "address",
+        description: "serve /metrics (Prometheus) and /healthz there; HOST defaults to 127.0.0.1",
+      },
       "resync-interval": {
-        type: "string", value: "DURATION", kind: "duration", defaultText: "30s",
-        description: "how often the policies are read (and the kernel checked) whatever the file events say: at least 1s, or 0 for never",
+        type: "string",
+        value: "DURATION",
+        kind: "duration",
+        defaultText: "30s",
+        description:
+          "how often the policies are read (and the kernel checked) whatever the file events say: at least 1s, or 0 for never",
       },
     },
   },
@@ -247,7 +330,11 @@ export function longNames(command: Command): string[] {
 
 /** "-y, --yes, --auto-approve DURATION": an option as help and docs show it. */
 export function optionLabel(name: string, spec: OptionSpec): string {
-  const names = [...(spec.short ? [`-${spec.short}`] : []), `--${name}`, ...(spec.aliases ?? []).map((alias) => `--${alias}`)];
+  const names = [
+    ...(spec.short ? [`-${spec.short}`] : []),
+    `--${name}`,
+    ...(spec.aliases ?? []).map((alias) => `--${alias}`),
+  ];
   return `${names.join(", ")}${spec.value ? ` ${spec.value}` : ""}`;
 }
 

@@ -19,17 +19,23 @@ export async function validateCommand(paths: string[], options: { json: boolean;
   const { policies, diagnostics } = loaded.validation;
   const all = [...loaded.diagnostics, ...diagnostics];
   if (options.json) {
-    const files = [...new Set([...loaded.policies.map((policy) => policy.file), ...all.map((diagnostic) => diagnostic.file)])].sort();
+    const files = [
+      ...new Set([...loaded.policies.map((policy) => policy.file), ...all.map((diagnostic) => diagnostic.file)]),
+    ].sort();
     printJson({ ...outputHeader("validate"), valid: all.length === 0, files, diagnostics: reportableDiagnostics(all) });
   } else if (all.length > 0) {
     const colour = options.colour ?? (Boolean(process.stderr.isTTY) && !process.env.NO_COLOR);
     const files = new Set(all.map((diagnostic) => diagnostic.file)).size;
-    process.stderr.write(`${formatDiagnostics(all, { colour })}\n${counted(all.length, "error")} in ${counted(files, "file")}\n`);
+    process.stderr.write(
+      `${formatDiagnostics(all, { colour })}\n${counted(all.length, "error")} in ${counted(files, "file")}\n`,
+    );
   } else if (policies.length === 0) {
     const where = (paths.length > 0 ? paths : [DEFAULT_POLICY_DIR]).join(", ");
     process.stdout.write(`no policy files (${POLICY_EXTENSIONS.join(", ")}) in ${where}: nothing to validate\n`);
   } else {
-    process.stdout.write(`${counted(policies.length, "policy", "policies")} valid: ${policies.map((p) => p.file).join(", ")}\n`);
+    process.stdout.write(
+      `${counted(policies.length, "policy", "policies")} valid: ${policies.map((p) => p.file).join(", ")}\n`,
+    );
   }
   return all.length > 0 ? 1 : 0;
 }

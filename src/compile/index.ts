@@ -35,7 +35,11 @@ export interface CompiledPolicy {
  * @strategy and @prefixLimit (where address lists become tries) by size
  * unless forced.
  */
-export function compilePolicies(policies: ValidPolicy[], strategy?: MatchStrategy, prefixLimit?: number): CompiledPolicy[] {
+export function compilePolicies(
+  policies: ValidPolicy[],
+  strategy?: MatchStrategy,
+  prefixLimit?: number,
+): CompiledPolicy[] {
   return policies.map((policy) => {
     const { source, prefixes } = renderPolicy(policy, strategy, prefixLimit);
     return {
@@ -104,7 +108,9 @@ export async function findDrift(compiled: CompiledPolicy[], complete = false): P
   }
   if (complete) {
     const present = (await ifExists(() => readdir(GENERATED_DIR))) ?? [];
-    const stale = present.filter((name) => name.endsWith(".bpf.c")).map((name) => path.join(GENERATED_DIR, name))
+    const stale = present
+      .filter((name) => name.endsWith(".bpf.c"))
+      .map((name) => path.join(GENERATED_DIR, name))
       .filter((file) => !compiled.some((c) => c.sourcePath === file));
     drifted.push(...stale);
   }

@@ -10,7 +10,18 @@
  * for short lists, a lookup in an LPM trie filled at load for long ones.
  */
 import { createHash } from "node:crypto";
-import { ADDRESS_BITS, addressBytes, addressSet, addressText, cidrInterval, cidrsOf, cidrText, everyAddress, prefixMask, type Family } from "../validate/addresses.js";
+import {
+  ADDRESS_BITS,
+  addressBytes,
+  addressSet,
+  addressText,
+  cidrInterval,
+  cidrsOf,
+  cidrText,
+  everyAddress,
+  prefixMask,
+  type Family,
+} from "../validate/addresses.js";
 import { covers, intersect, normalSet, subtract } from "../validate/intervals.js";
 import type { Cidr, PortRange, Rule } from "../validate/model.js";
 import { ruleFamilies, selectedPorts } from "../validate/selectors.js";
@@ -152,7 +163,11 @@ export interface MatchPlan {
 export function planMatch(rules: Rule[], strategy?: MatchStrategy, prefixLimit = PREFIX_CONSTANT_LIMIT): MatchPlan {
   const rewriting = rules.filter((rule) => rule.strategy === "rewrite");
   const ingressPorts = rules.map((rule) => ({ rule, ports: selectedPorts(rule), direction: "request" as const }));
-  const egressPorts = rewriting.map((rule) => ({ rule, ports: [{ first: rule.port, last: rule.port }], direction: "reply" as const }));
+  const egressPorts = rewriting.map((rule) => ({
+    rule,
+    ports: [{ first: rule.port, last: rule.port }],
+    direction: "reply" as const,
+  }));
   const ingressSegments = segments(ingressPorts);
   const portSegments = ingressSegments.length;
   const chosen = strategy ?? matchStrategy(portSegments);
@@ -175,7 +190,8 @@ export function planMatch(rules: Rule[], strategy?: MatchStrategy, prefixLimit =
         const group = groups.get(key) ?? { value: groups.size + 1, rules: segment.rules.map((rule) => rule + 1) };
         groups.set(key, group);
         return { protocol, first: segment.range.first, last: segment.range.last, value: group.value };
-      }));
+      }),
+    );
   const ingress = tableEntries(ingressPorts);
   const egress = tableEntries(egressPorts);
   const groupList = [...groups.values()].map((group) => group.rules);
@@ -183,7 +199,13 @@ export function planMatch(rules: Rule[], strategy?: MatchStrategy, prefixLimit =
   return {
     strategy: chosen,
     portSegments,
-    table: { ingress, egress, groups: groupList, candidatesPerGroup: groupList.reduce((most, group) => Math.max(most, group.length), 1), prefixLists },
+    table: {
+      ingress,
+      egress,
+      groups: groupList,
+      candidatesPerGroup: groupList.reduce((most, group) => Math.max(most, group.length), 1),
+      prefixLists,
+    },
     ...lists.contents(),
   };
 }
@@ -225,7 +247,8 @@ function segments(entries: PortEntries): Segment[] {
     if (active.size === 0 || next === undefined) return;
     const rules = [...active].sort((a, b) => a - b);
     const previous = result[result.length - 1];
-    if (previous && previous.range.last === point - 1 && previous.rules.join() === rules.join()) previous.range.last = next - 1;
+    if (previous && previous.range.last === point - 1 && previous.rules.join() === rules.join())
+      previous.range.last = next - 1;
     else result.push({ range: { first: point, last: next - 1 }, rules });
   });
   return result;
@@ -246,8 +269,10 @@ function portSwitch(segmentList: Segment[], entries: PortEntries): PortSwitch {
     group.ranges.push(segment.range);
     groups.set(key, group);
   }
-  const gaps = subtract([{ first: 1n, last: 65535n }], normalSet(segmentList.map(({ range }) => ({ first: BigInt(range.first), last: BigInt(range.last) }))))
-    .map(({ first, last }) => ({ first: Number(first), last: Number(last) }));
+  const gaps = subtract(
+    [{ first: 1n, last: 65535n }],
+    normalSet(segmentList.map(({ range }) => ({ first: BigInt(range.first), last: BigInt(range.last) }))),
+  ).map(({ first, last }) => ({ first: Number(first), last: Number(last) }));
   const largest = [...groups.values()].sort((a, b) => b.ranges.length - a.ranges.length)[0];
   let cases = [...groups.values()];
   let fallback: Candidate[] = [];
@@ -264,7 +289,12 @@ function portSwitch(segmentList: Segment[], entries: PortEntries): PortSwitch {
 
 /** What the C needs of every rule it names: the enums it turns into constants. */
 export function ruleEnums(rule: Rule): Pick<Candidate, "protocol" | "family" | "strategy" | "onProxyDown"> {
-  return { protocol: rule.protocol, family: rule.family, strategy: rule.strategy, onProxyDown: rule.onProxyDown ?? null };
+  return {
+    protocol: rule.protocol,
+    family: rule.family,
+    strategy: rule.strategy,
+    onProxyDown: rule.onProxyDown ?? null,
+  };
 }
 
 function candidate({ rule, direction }: PortEntries[number]): Candidate {
@@ -312,7 +342,13 @@ function trieEntries(family: Family, list: number, included: Cidr[], excluded: C
   const kept = cidrsOf(includedSet, family).filter((cidr) => !covers(excludedSet, [cidrInterval(cidr)]));
   const keptSet = normalSet(kept.map(cidrInterval));
   const holes = cidrsOf(intersect(excludedSet, keptSet), family);
-  const entry = (cidr: Cidr, selected: boolean): PrefixEntry => ({ family, list, prefixLength: cidr.prefixLength, address: addressBytes(cidr), selected });
+  const entry = (cidr: Cidr, selected: boolean): PrefixEntry => ({
+    family,
+    list,
+    prefixLength: cidr.prefixLength,
+    address: addressBytes(cidr),
+    selected,
+  });
   return [...kept.map((cidr) => entry(cidr, true)), ...holes.map((cidr) => entry(cidr, false))];
 }
 
@@ -325,7 +361,8 @@ function addressCheck(rule: Rule, lists: PrefixLists, prefixLimit: number): Addr
       ...clausesFor("client", of(rule.sources), of(rule.exceptSources), family, lists, prefixLimit),
     ];
     // Cheap and selective first: constants by size, exclusions after inclusions, trie lookups last.
-    const cost = (clause: AddressClause) => (clause.kind === "list" ? 1e9 : clause.prefixes.length + (clause.kind === "exclude" ? 1e6 : 0));
+    const cost = (clause: AddressClause) =>
+      clause.kind === "list" ? 1e9 : clause.prefixes.length + (clause.kind === "exclude" ? 1e6 : 0);
     return { family, clauses: clauses.sort((a, b) => cost(a) - cost(b)) };
   });
   return {
@@ -335,9 +372,17 @@ function addressCheck(rule: Rule, lists: PrefixLists, prefixLimit: number): Addr
   };
 }
 
-function clausesFor(address: "client" | "server", included: Cidr[], excluded: Cidr[], family: Family, lists: PrefixLists, prefixLimit: number): AddressClause[] {
+function clausesFor(
+  address: "client" | "server",
+  included: Cidr[],
+  excluded: Cidr[],
+  family: Family,
+  lists: PrefixLists,
+  prefixLimit: number,
+): AddressClause[] {
   if (included.length + excluded.length === 0) return [];
-  if (included.length + excluded.length > prefixLimit) return [{ kind: "list", address, list: lists.add(family, included, excluded) }];
+  if (included.length + excluded.length > prefixLimit)
+    return [{ kind: "list", address, list: lists.add(family, included, excluded) }];
   const clauses: AddressClause[] = [];
   const guard = commonNetwork(included, family);
   if (guard) clauses.push({ kind: "include", address, prefixes: [prefixConstant(guard)] });
@@ -379,8 +424,14 @@ function rulePrefixLists(rule: Rule, lists: PrefixLists): RulePrefixLists {
   const listFor = (address: "client" | "server", family: Family) => {
     if (!ruleFamilies(rule).includes(family)) return 0;
     const of = (cidrs: Cidr[]) => cidrs.filter((cidr) => cidr.family === family);
-    const [included, excluded] = address === "client" ? [of(rule.sources), of(rule.exceptSources)] : [of(rule.destinations), []];
+    const [included, excluded] =
+      address === "client" ? [of(rule.sources), of(rule.exceptSources)] : [of(rule.destinations), []];
     return included.length + excluded.length === 0 ? 0 : lists.add(family, included, excluded);
   };
-  return { clientV4: listFor("client", "ipv4"), serverV4: listFor("server", "ipv4"), clientV6: listFor("client", "ipv6"), serverV6: listFor("server", "ipv6") };
+  return {
+    clientV4: listFor("client", "ipv4"),
+    serverV4: listFor("server", "ipv4"),
+    clientV6: listFor("client", "ipv6"),
+    serverV6: listFor("server", "ipv6"),
+  };
 }

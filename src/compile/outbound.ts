@@ -30,7 +30,12 @@ export interface OutboundContext {
 
 export function outboundContext(outbound: OutboundPolicy): OutboundContext {
   return {
-    rules: outbound.rules.map(({ index, originalPort, port, cidrs }) => ({ index, originalPort, port, cidrs: cidrs.map((cidr) => cidr.text) })),
+    rules: outbound.rules.map(({ index, originalPort, port, cidrs }) => ({
+      index,
+      originalPort,
+      port,
+      cidrs: cidrs.map((cidr) => cidr.text),
+    })),
     uids: [...new Set(outbound.exempt.uids)].sort((a, b) => a - b),
     marks: [...new Set(outbound.exempt.marks)].sort((a, b) => a - b),
     exemptCgroups: outbound.exempt.cgroups.length,

@@ -7,7 +7,16 @@ import type { Family } from "../validate/addresses.js";
 import { selectedPorts } from "../validate/selectors.js";
 import { attachesToLinks } from "../validate/outbound.js";
 import { outboundContext } from "./outbound.js";
-import { planMatch, PREFIX_CONSTANT_LIMIT, ruleEnums, selectsAddresses, SWITCH_LIMIT, type Direction, type MatchStrategy, type PrefixEntry } from "./match.js";
+import {
+  planMatch,
+  PREFIX_CONSTANT_LIMIT,
+  ruleEnums,
+  selectsAddresses,
+  SWITCH_LIMIT,
+  type Direction,
+  type MatchStrategy,
+  type PrefixEntry,
+} from "./match.js";
 import { assertRenderable } from "./renderable.js";
 import { slotCount } from "../model/rule-slots.js";
 
@@ -26,7 +35,10 @@ const PROTOCOL_CONSTANT: Record<Rule["protocol"], string> = { tcp: "IPPROTO_TCP"
 const FAMILY_CONSTANT: Record<Rule["family"], string> = { any: "FAMILY_ANY", ipv4: "FAMILY_IPV4", ipv6: "FAMILY_IPV6" };
 /** What match_ingress returns for a rule of each strategy. */
 const MATCH_CONSTANT: Record<Rule["strategy"], string> = { rewrite: "MATCH_REWRITE", steer: "MATCH_STEER" };
-const PROXY_DOWN_CONSTANT: Record<NonNullable<Rule["onProxyDown"]>, string> = { drop: "PROXY_DOWN_DROP", pass: "PROXY_DOWN_PASS" };
+const PROXY_DOWN_CONSTANT: Record<NonNullable<Rule["onProxyDown"]>, string> = {
+  drop: "PROXY_DOWN_DROP",
+  pass: "PROXY_DOWN_PASS",
+};
 const DIRECTION_CONSTANT: Record<Direction, string> = { request: "PACKET_REQUEST", reply: "PACKET_REPLY" };
 /** The masked compare of one prefix, and the lookup of a prefix list, per family (lib/address.h, lib/prefixes.h). */
 const PREFIX_HELPER: Record<Family, string> = { ipv4: "ipv4_in_prefix", ipv6: "ipv6_in_prefix" };
@@ -42,7 +54,8 @@ function constantFor<T extends string>(table: Record<T, string>, kind: string) {
 
 /** A 32-bit word as a C hex literal; anything else is a bug upstream. */
 function hex32(value: unknown): string {
-  if (!Number.isInteger(value) || (value as number) < 0 || (value as number) > 0xffffffff) throw new Error(`not a 32-bit word: ${String(value)}`);
+  if (!Number.isInteger(value) || (value as number) < 0 || (value as number) > 0xffffffff)
+    throw new Error(`not a 32-bit word: ${String(value)}`);
   return `0x${(value as number).toString(16).padStart(8, "0")}`;
 }
 
@@ -56,11 +69,21 @@ handlebars.registerHelper("prefixHelper", constantFor(PREFIX_HELPER, "family"));
 handlebars.registerHelper("prefixListHelper", constantFor(PREFIX_LIST_HELPER, "family"));
 handlebars.registerHelper("hex32", hex32);
 handlebars.registerHelper("eq", (a: unknown, b: unknown) => a === b);
-handlebars.registerHelper("include", (file: string, options: HelperOptions) => inlineHeader(file, options.data.inlined));
-for (const partial of ["match_cases", "match_candidates", "match_switch", "match_table", "rule_selects", "outbound_policy"]) {
+handlebars.registerHelper("include", (file: string, options: HelperOptions) =>
+  inlineHeader(file, options.data.inlined),
+);
+for (const partial of [
+  "match_cases",
+  "match_candidates",
+  "match_switch",
+  "match_table",
+  "rule_selects",
+  "outbound_policy",
+]) {
   handlebars.registerPartial(partial, readFileSync(path.join(TEMPLATE_DIR, `${partial}.hbs`), "utf8"));
 }
-const compileTemplate = (file: string) => handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, file), "utf8"), { noEscape: true, strict: true });
+const compileTemplate = (file: string) =>
+  handlebars.compile(readFileSync(path.join(TEMPLATE_DIR, file), "utf8"), { noEscape: true, strict: true });
 const policyTemplate = compileTemplate("policy.bpf.c.hbs");
 /** A policy with an outbound section and no interceptors: its cgroup programs alone, no tc program. */
 const outboundOnlyTemplate = compileTemplate("outbound.bpf.c.hbs");
@@ -83,7 +106,9 @@ function inlineHeader(file: string, inlined: Set<string>): string {
     text = readFileSync(path.join(TEMPLATE_DIR, file), "utf8");
     headers.set(file, text);
   }
-  const body = text.replace(LOCAL_INCLUDE, (_, name: string) => inlineHeader(path.posix.join(path.posix.dirname(file), name), inlined));
+  const body = text.replace(LOCAL_INCLUDE, (_, name: string) =>
+    inlineHeader(path.posix.join(path.posix.dirname(file), name), inlined),
+  );
   return `/* ---- ${file} ---- */\n${body.trimEnd()}`;
 }
 
@@ -99,13 +124,21 @@ const COMMENT_CIDRS = 6;
  * force them to compare. Refuses (InterceptError "render-refused") any value the C must
  * not carry.
  */
-export function renderPolicy(policy: ValidPolicy, strategy?: MatchStrategy, prefixLimit = PREFIX_CONSTANT_LIMIT): { source: string; prefixes: PrefixEntry[] } {
+export function renderPolicy(
+  policy: ValidPolicy,
+  strategy?: MatchStrategy,
+  prefixLimit = PREFIX_CONSTANT_LIMIT,
+): { source: string; prefixes: PrefixEntry[] } {
   assertRenderable(policy);
   const plan = planMatch(policy.rules, strategy, prefixLimit);
   const addresses = policy.rules.some(selectsAddresses);
   const count = (family: Family) => plan.prefixes.filter((entry) => entry.family === family).length;
-  const constants = (family: Family) => (plan.switch?.addressChecks ?? []).some((check) =>
-    check.families.some((selection) => selection.family === family && selection.clauses.some((clause) => clause.kind !== "list")));
+  const constants = (family: Family) =>
+    (plan.switch?.addressChecks ?? []).some((check) =>
+      check.families.some(
+        (selection) => selection.family === family && selection.clauses.some((clause) => clause.kind !== "list"),
+      ),
+    );
   const context = {
     name: policy.name,
     // rule_state and rule_counters hold the interceptors, then the outbound rules.
@@ -126,7 +159,11 @@ export function renderPolicy(policy: ValidPolicy, strategy?: MatchStrategy, pref
     prefixesV6: count("ipv6"),
     prefixesDigest: plan.prefixesDigest.slice(0, 16),
     rules: policy.rules.map(ruleContext),
-    ...(plan.switch && { ingress: plan.switch.ingress, egress: plan.switch.egress, addressChecks: plan.switch.addressChecks }),
+    ...(plan.switch && {
+      ingress: plan.switch.ingress,
+      egress: plan.switch.egress,
+      addressChecks: plan.switch.addressChecks,
+    }),
     ...(plan.table && {
       ingressTable: plan.table.ingress,
       egressTable: plan.table.egress,
@@ -154,10 +191,12 @@ function ruleContext(rule: Rule) {
     port: rule.port,
     ports,
     replyPort: ports[0]?.first ?? 0,
-    addressLines: lines.filter(([, cidrs]) => cidrs.length > 0).map(([label, cidrs]) => ({
-      label: `${label}:`,
-      cidrs: cidrs.slice(0, COMMENT_CIDRS).map(cidrText),
-      more: Math.max(0, cidrs.length - COMMENT_CIDRS),
-    })),
+    addressLines: lines
+      .filter(([, cidrs]) => cidrs.length > 0)
+      .map(([label, cidrs]) => ({
+        label: `${label}:`,
+        cidrs: cidrs.slice(0, COMMENT_CIDRS).map(cidrText),
+        more: Math.max(0, cidrs.length - COMMENT_CIDRS),
+      })),
   };
 }

@@ -37,8 +37,14 @@ export const RENDER_LIMITS = {
 /** Throws InterceptError("render-refused") unless @policy holds only values the templates may print. */
 export function assertRenderable(policy: unknown): asserts policy is ValidPolicy {
   const refuse = (what: string, value: unknown, expected: string): never => {
-    const name = isRecord(policy) && typeof policy.name === "string" && RENDER_LIMITS.name.test(policy.name) ? ` "${policy.name}"` : "";
-    throw new InterceptError("render-refused", `refusing to render policy${name}: ${what} is ${excerpt(value)}, not ${expected}`);
+    const name =
+      isRecord(policy) && typeof policy.name === "string" && RENDER_LIMITS.name.test(policy.name)
+        ? ` "${policy.name}"`
+        : "";
+    throw new InterceptError(
+      "render-refused",
+      `refusing to render policy${name}: ${what} is ${excerpt(value)}, not ${expected}`,
+    );
   };
   if (!isRecord(policy)) return refuse("the policy", policy, "an object");
   if (typeof policy.name !== "string" || !RENDER_LIMITS.name.test(policy.name)) {
@@ -46,18 +52,24 @@ export function assertRenderable(policy: unknown): asserts policy is ValidPolicy
   }
   const rules = policy.rules;
   if (!Array.isArray(rules)) return refuse("rules", rules, "a list");
-  if (rules.length > RENDER_LIMITS.maxRules) refuse("the rule count", rules.length, `at most ${RENDER_LIMITS.maxRules}`);
+  if (rules.length > RENDER_LIMITS.maxRules)
+    refuse("the rule count", rules.length, `at most ${RENDER_LIMITS.maxRules}`);
   rules.forEach((rule: unknown, position) => {
     const at = `interceptors[${position}]`;
     if (!isRecord(rule)) return refuse(at, rule, "an object");
     if (rule.index !== position) refuse(`${at}.index`, rule.index, String(position));
-    if (!isPort(rule.port)) refuse(`${at}.port`, rule.port, `an integer ${RENDER_LIMITS.port.minimum}–${RENDER_LIMITS.port.maximum}`);
+    if (!isPort(rule.port))
+      refuse(`${at}.port`, rule.port, `an integer ${RENDER_LIMITS.port.minimum}–${RENDER_LIMITS.port.maximum}`);
     for (const field of ["originalPorts", "exceptPorts"] as const) {
       const ranges = rule[field];
       if (!Array.isArray(ranges)) return refuse(`${at}.${field}`, ranges, "a list of port ranges");
       ranges.forEach((range: unknown, i) => {
         if (!isRecord(range) || !isPort(range.first) || !isPort(range.last) || range.first > range.last) {
-          refuse(`${at}.${field}[${i}]`, range, `a range { first, last } of ports ${RENDER_LIMITS.port.minimum}–${RENDER_LIMITS.port.maximum}, first ≤ last`);
+          refuse(
+            `${at}.${field}[${i}]`,
+            range,
+            `a range { first, last } of ports ${RENDER_LIMITS.port.minimum}–${RENDER_LIMITS.port.maximum}, first ≤ last`,
+          );
         }
       });
     }
@@ -65,7 +77,8 @@ export function assertRenderable(policy: unknown): asserts policy is ValidPolicy
       const cidrs = rule[field];
       if (!Array.isArray(cidrs)) return refuse(`${at}.${field}`, cidrs, "a list of CIDRs");
       cidrs.forEach((cidr: unknown, i) => {
-        if (!isCanonicalCidr(cidr)) refuse(`${at}.${field}[${i}]`, cidr, "a network { family, address, prefixLength } in canonical form");
+        if (!isCanonicalCidr(cidr))
+          refuse(`${at}.${field}[${i}]`, cidr, "a network { family, address, prefixLength } in canonical form");
       });
     }
     for (const field of ["protocol", "family", "strategy"] as const) {
@@ -73,49 +86,66 @@ export function assertRenderable(policy: unknown): asserts policy is ValidPolicy
       if (!known.includes(rule[field] as string)) refuse(`${at}.${field}`, rule[field], `one of ${known.join(", ")}`);
     }
     // The C has a steer path for TCP only, and reads onProxyDown on steer rules only.
-    if (rule.strategy === "steer" && rule.protocol !== "tcp") refuse(`${at}.strategy`, rule.strategy, `"rewrite" for a ${String(rule.protocol)} rule`);
+    if (rule.strategy === "steer" && rule.protocol !== "tcp")
+      refuse(`${at}.strategy`, rule.strategy, `"rewrite" for a ${String(rule.protocol)} rule`);
     if (rule.strategy === "steer" && !RENDER_LIMITS.onProxyDown.includes(rule.onProxyDown as "drop")) {
       refuse(`${at}.onProxyDown`, rule.onProxyDown, `one of ${RENDER_LIMITS.onProxyDown.join(", ")}`);
     }
-    if (rule.strategy === "rewrite" && rule.onProxyDown !== undefined) refuse(`${at}.onProxyDown`, rule.onProxyDown, "absent on a rewrite rule");
+    if (rule.strategy === "rewrite" && rule.onProxyDown !== undefined)
+      refuse(`${at}.onProxyDown`, rule.onProxyDown, "absent on a rewrite rule");
   });
   if (policy.outbound !== undefined) assertOutboundRenderable(policy.outbound, rules.length, refuse);
 }
 
 /** The outbound section: numbers the C takes as case labels and constants, CIDRs as parsed bytes. */
-function assertOutboundRenderable(outbound: unknown, firstIndex: number, refuse: (what: string, value: unknown, expected: string) => never): void {
+function assertOutboundRenderable(
+  outbound: unknown,
+  firstIndex: number,
+  refuse: (what: string, value: unknown, expected: string) => never,
+): void {
   if (!isRecord(outbound)) return refuse("outbound", outbound, "an object");
   const exempt = outbound.exempt;
   if (!isRecord(exempt)) return refuse("outbound.exempt", exempt, "an object");
   const integers = (field: string, list: unknown, minimum: number, maximum: number) => {
     if (!Array.isArray(list)) return refuse(field, list, "a list");
     list.forEach((value: unknown, i) => {
-      if (!Number.isInteger(value) || (value as number) < minimum || (value as number) > maximum) refuse(`${field}[${i}]`, value, `an integer ${minimum}–${maximum}`);
+      if (!Number.isInteger(value) || (value as number) < minimum || (value as number) > maximum)
+        refuse(`${field}[${i}]`, value, `an integer ${minimum}–${maximum}`);
     });
   };
   integers("outbound.exempt.uids", exempt.uids, RENDER_LIMITS.uid.minimum, RENDER_LIMITS.uid.maximum);
   integers("outbound.exempt.marks", exempt.marks, RENDER_LIMITS.mark.minimum, RENDER_LIMITS.mark.maximum);
   // Exempt cgroups reach the C only as a count (their ids are written by apply).
-  if (!Array.isArray(exempt.cgroups) || exempt.cgroups.length > RENDER_LIMITS.maxExemptCgroups) refuse("outbound.exempt.cgroups", exempt.cgroups, `a list of at most ${RENDER_LIMITS.maxExemptCgroups}`);
+  if (!Array.isArray(exempt.cgroups) || exempt.cgroups.length > RENDER_LIMITS.maxExemptCgroups)
+    refuse("outbound.exempt.cgroups", exempt.cgroups, `a list of at most ${RENDER_LIMITS.maxExemptCgroups}`);
   const rules = outbound.rules;
   if (!Array.isArray(rules)) return refuse("outbound.rules", rules, "a list");
-  if (firstIndex + rules.length > RENDER_LIMITS.maxRules) refuse("the rule count", firstIndex + rules.length, `at most ${RENDER_LIMITS.maxRules}`);
+  if (firstIndex + rules.length > RENDER_LIMITS.maxRules)
+    refuse("the rule count", firstIndex + rules.length, `at most ${RENDER_LIMITS.maxRules}`);
   rules.forEach((rule: unknown, position) => {
     const at = `outbound.rules[${position}]`;
     if (!isRecord(rule)) return refuse(at, rule, "an object");
-    if (rule.index !== outboundSlot(firstIndex, position)) refuse(`${at}.index`, rule.index, String(outboundSlot(firstIndex, position)));
+    if (rule.index !== outboundSlot(firstIndex, position))
+      refuse(`${at}.index`, rule.index, String(outboundSlot(firstIndex, position)));
     for (const field of ["originalPort", "port"] as const) {
-      if (!isPort(rule[field])) refuse(`${at}.${field}`, rule[field], `an integer ${RENDER_LIMITS.port.minimum}–${RENDER_LIMITS.port.maximum}`);
+      if (!isPort(rule[field]))
+        refuse(`${at}.${field}`, rule[field], `an integer ${RENDER_LIMITS.port.minimum}–${RENDER_LIMITS.port.maximum}`);
     }
     if (!Array.isArray(rule.cidrs)) return refuse(`${at}.cidrs`, rule.cidrs, "a list");
     rule.cidrs.forEach((cidr: unknown, i) => {
       const where = `${at}.cidrs[${i}]`;
       if (!isRecord(cidr)) return refuse(where, cidr, "an object");
-      if (typeof cidr.text !== "string" || !RENDER_LIMITS.cidrText.test(cidr.text)) refuse(`${where}.text`, cidr.text, "an address/prefix");
-      if (!Array.isArray(cidr.bytes) || cidr.bytes.length !== 16 || !cidr.bytes.every((byte: unknown) => Number.isInteger(byte) && (byte as number) >= 0 && (byte as number) <= 255)) {
+      if (typeof cidr.text !== "string" || !RENDER_LIMITS.cidrText.test(cidr.text))
+        refuse(`${where}.text`, cidr.text, "an address/prefix");
+      if (
+        !Array.isArray(cidr.bytes) ||
+        cidr.bytes.length !== 16 ||
+        !cidr.bytes.every((byte: unknown) => Number.isInteger(byte) && (byte as number) >= 0 && (byte as number) <= 255)
+      ) {
         refuse(`${where}.bytes`, cidr.bytes, "16 bytes");
       }
-      if (!Number.isInteger(cidr.prefix) || (cidr.prefix as number) < 0 || (cidr.prefix as number) > 128) refuse(`${where}.prefix`, cidr.prefix, "an integer 0–128");
+      if (!Number.isInteger(cidr.prefix) || (cidr.prefix as number) < 0 || (cidr.prefix as number) > 128)
+        refuse(`${where}.prefix`, cidr.prefix, "an integer 0–128");
     });
   });
 }
@@ -128,11 +158,17 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 function isCanonicalCidr(value: unknown): boolean {
   if (!isRecord(value) || typeof value.address !== "string" || !Number.isInteger(value.prefixLength)) return false;
   const reading = readCidr(`${value.address}/${String(value.prefixLength)}`);
-  return reading.ok && !reading.hostBits && reading.cidr.family === value.family && reading.cidr.address === value.address;
+  return (
+    reading.ok && !reading.hostBits && reading.cidr.family === value.family && reading.cidr.address === value.address
+  );
 }
 
 function isPort(value: unknown): value is number {
-  return Number.isInteger(value) && (value as number) >= RENDER_LIMITS.port.minimum && (value as number) <= RENDER_LIMITS.port.maximum;
+  return (
+    Number.isInteger(value) &&
+    (value as number) >= RENDER_LIMITS.port.minimum &&
+    (value as number) <= RENDER_LIMITS.port.maximum
+  );
 }
 
 /** A value for a one-line message: a string short, quoted and with control characters escaped. */

@@ -2,21 +2,90 @@ import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { CommandError, InterceptError } from "../errors.js";
-import { batch, deleteMapEntries, deleteMapEntry, dumpMap, formattedEntries, hashMapCommands, loadCommand, mapKeys, runCommands, updateCommand, updateMap, updateMaps, type MapUpdate } from "../kernel/bpftool.js";
-import { attachedTree, attachToCgroup, cgroupDirectory, cgroupRoot, detachFromCgroup, statCgroup } from "../kernel/cgroups.js";
+import {
+  batch,
+  deleteMapEntries,
+  deleteMapEntry,
+  dumpMap,
+  formattedEntries,
+  hashMapCommands,
+  loadCommand,
+  mapKeys,
+  runCommands,
+  updateCommand,
+  updateMap,
+  updateMaps,
+  type MapUpdate,
+} from "../kernel/bpftool.js";
+import {
+  attachedTree,
+  attachToCgroup,
+  cgroupDirectory,
+  cgroupRoot,
+  detachFromCgroup,
+  statCgroup,
+} from "../kernel/cgroups.js";
 import { runJson, type NetworkNamespace } from "../kernel/exec.js";
 import { listLinks } from "../kernel/links.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { listListeners } from "../kernel/sockets.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
 import { ensureBpffs, listEntries, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
-import { addClsact, clsactCommand, deleteClsact, deleteFilter, describeFilters, filterCommands, inOurSlot, isOurs, listLinkStates, replaceFilters, tcBatch, TcBatchError, type FilterTarget } from "../kernel/tc.js";
-import { arrayKey, exemptCgroupValue, MAPS, OUTBOUND_RECORD_MAPS, policyMetaValue, prefixBytes, prefixMap, QDISC_REGISTRY, qdiscRecord, ruleStateValue, type PrefixEntry } from "../model/bpf-abi.js";
+import {
+  addClsact,
+  clsactCommand,
+  deleteClsact,
+  deleteFilter,
+  describeFilters,
+  filterCommands,
+  inOurSlot,
+  isOurs,
+  listLinkStates,
+  replaceFilters,
+  tcBatch,
+  TcBatchError,
+  type FilterTarget,
+} from "../kernel/tc.js";
+import {
+  arrayKey,
+  exemptCgroupValue,
+  MAPS,
+  OUTBOUND_RECORD_MAPS,
+  policyMetaValue,
+  prefixBytes,
+  prefixMap,
+  QDISC_REGISTRY,
+  qdiscRecord,
+  ruleStateValue,
+  type PrefixEntry,
+} from "../model/bpf-abi.js";
 import { COUNTER_SLOTS, counterKey } from "../model/counters.js";
 import { hexByte } from "../model/host-order.js";
 import { isPolicyName } from "../model/policy-name.js";
 import { isVersionName } from "../model/version.js";
-import { CGROUP_HOOKS, HOOKS, performEach, type CgroupHook, type CgroupIdentity, type CgroupRef, type Counter, type Datapath, type DatapathOperation, type EmptyPin, type Hook, type LinkRef, type ObservedCgroup, type ObservedLink, type ObservedProgram, type ObservedState, type ObserveInterest, type ProgramLoad, type RuleCounters, type RunResult, type VersionRef } from "./types.js";
+import {
+  CGROUP_HOOKS,
+  HOOKS,
+  performEach,
+  type CgroupHook,
+  type CgroupIdentity,
+  type CgroupRef,
+  type Counter,
+  type Datapath,
+  type DatapathOperation,
+  type EmptyPin,
+  type Hook,
+  type LinkRef,
+  type ObservedCgroup,
+  type ObservedLink,
+  type ObservedProgram,
+  type ObservedState,
+  type ObserveInterest,
+  type ProgramLoad,
+  type RuleCounters,
+  type RunResult,
+  type VersionRef,
+} from "./types.js";
 
 /** Entries of the owned-qdisc registry: far more links than a namespace has. */
 const QDISC_REGISTRY_ENTRIES = 4096;
@@ -50,13 +119,19 @@ export class KernelDatapath implements Datapath {
   async observe(interest: ObserveInterest = {}): Promise<ObservedState> {
     const links = await listLinks(this.netns);
     const [tcStates, programs, ownedQdiscs, emptyDirectories, listeners] = await Promise.all([
-      listLinkStates(this.netns, links.map((link) => link.name)),
+      listLinkStates(
+        this.netns,
+        links.map((link) => link.name),
+      ),
       this.observePrograms(),
       this.ownedQdiscs(),
       this.emptyDirectories(),
       interest.listeners ? listListeners(this.netns) : undefined,
     ]);
-    const emptyPins: EmptyPin[] = [...(existsSync(this.pins.qdiscs) && ownedQdiscs.length === 0 ? [{ kind: "registry" as const }] : []), ...emptyDirectories];
+    const emptyPins: EmptyPin[] = [
+      ...(existsSync(this.pins.qdiscs) && ownedQdiscs.length === 0 ? [{ kind: "registry" as const }] : []),
+      ...emptyDirectories,
+    ];
     const cgroups = await this.observeCgroups(programs, interest.cgroups ?? []);
     const observed: ObservedLink[] = [];
     for (const link of links) {
@@ -66,12 +141,30 @@ export class KernelDatapath implements Datapath {
       for (const hook of HOOKS) {
         for (const filter of state.filters[hook]) {
           if (isOurs(filter) && filter.programId) entry.filters[hook] = filter.programId;
-          else entry.foreign.push({ hook, pref: filter.pref, handle: filter.handle, kind: filter.kind, programName: filter.programName, inOurSlot: inOurSlot(filter) });
+          else
+            entry.foreign.push({
+              hook,
+              pref: filter.pref,
+              handle: filter.handle,
+              kind: filter.kind,
+              programName: filter.programName,
+              inOurSlot: inOurSlot(filter),
+            });
         }
       }
       observed.push(entry);
     }
-    return { netns: this.netns, namespaceKey: this.namespaceKey, links: observed, programs, ownedQdiscs, emptyPins, cgroupRoot: this.cgroupRoot, cgroups, ...(listeners && { listeners }) };
+    return {
+      netns: this.netns,
+      namespaceKey: this.namespaceKey,
+      links: observed,
+      programs,
+      ownedQdiscs,
+      emptyPins,
+      cgroupRoot: this.cgroupRoot,
+      cgroups,
+      ...(listeners && { listeners }),
+    };
   }
 
   /**
@@ -85,9 +178,12 @@ export class KernelDatapath implements Datapath {
     const root = this.cgroupRoot;
     const ourIds = new Set(programs.flatMap((program) => Object.values(program.cgroupProgramIds)));
     if (root === null || (ourIds.size === 0 && asked.length === 0)) return [];
-    const existing = (await Promise.all(asked.map(async (relative) => ((await statCgroup(root, relative)) ? relative : undefined)))).filter((relative) => relative !== undefined);
+    const existing = (
+      await Promise.all(asked.map(async (relative) => ((await statCgroup(root, relative)) ? relative : undefined)))
+    ).filter((relative) => relative !== undefined);
     const attached = await attachedTree(root);
-    for (const [relative, list] of attached) if (!list.some((entry) => ourIds.has(entry.programId)) && !existing.includes(relative)) attached.delete(relative);
+    for (const [relative, list] of attached)
+      if (!list.some((entry) => ourIds.has(entry.programId)) && !existing.includes(relative)) attached.delete(relative);
     for (const relative of existing) if (!attached.has(relative)) attached.set(relative, []);
     const cgroups: ObservedCgroup[] = [];
     for (const [relative, list] of [...attached].sort(([a], [b]) => a.localeCompare(b))) {
@@ -127,13 +223,16 @@ export class KernelDatapath implements Datapath {
   private async observePrograms(): Promise<ObservedProgram[]> {
     const versions: VersionRef[] = [];
     for (const policy of (await listEntries(this.pins.namespaceDir, "directories")).filter(isPolicyName)) {
-      for (const version of (await listEntries(this.pins.policy(policy), "directories")).filter(isVersionName)) versions.push({ policy, version });
+      for (const version of (await listEntries(this.pins.policy(policy), "directories")).filter(isVersionName))
+        versions.push({ policy, version });
     }
-    const pinned = versions.map((ref): PinnedVersion => ({
-      ref,
-      hooks: HOOKS.filter((hook) => existsSync(this.pins.program(ref, hook))),
-      cgroupHooks: CGROUP_HOOKS.filter((hook) => existsSync(this.pins.cgroupProgram(ref, hook))),
-    }));
+    const pinned = versions.map(
+      (ref): PinnedVersion => ({
+        ref,
+        hooks: HOOKS.filter((hook) => existsSync(this.pins.program(ref, hook))),
+        cgroupHooks: CGROUP_HOOKS.filter((hook) => existsSync(this.pins.cgroupProgram(ref, hook))),
+      }),
+    );
     const commands = pinned.map((version) => this.programCommands(version));
     try {
       const outputs = await batch(commands.flat(), true);
@@ -150,7 +249,14 @@ export class KernelDatapath implements Datapath {
       return toProgram(version, await Promise.all(commands.map((command) => runJson("bpftool", ["-j", ...command]))));
     } catch (error) {
       if (!(error instanceof CommandError)) throw error;
-      return { ref: version.ref, contentHash: null, programIds: {}, enabled: [], cgroupProgramIds: {}, exemptCgroups: [] }; // unreadable: a load cut short
+      return {
+        ref: version.ref,
+        contentHash: null,
+        programIds: {},
+        enabled: [],
+        cgroupProgramIds: {},
+        exemptCgroups: [],
+      }; // unreadable: a load cut short
     }
   }
 
@@ -198,8 +304,15 @@ export class KernelDatapath implements Datapath {
     if (links.length === 0) return [];
     const create = !existsSync(this.pins.qdiscs);
     if (create) await mkdir(this.pins.namespaceDir, { recursive: true });
-    const records = links.map((link) => qdiscRecord(link.ifindex)).map(({ key, value }) => ({ key: key.map(hexByte), value: value.map(hexByte) }));
-    const registry = { name: QDISC_REGISTRY.name, keySize: QDISC_REGISTRY.key.size, valueSize: QDISC_REGISTRY.value.size, entries: QDISC_REGISTRY_ENTRIES };
+    const records = links
+      .map((link) => qdiscRecord(link.ifindex))
+      .map(({ key, value }) => ({ key: key.map(hexByte), value: value.map(hexByte) }));
+    const registry = {
+      name: QDISC_REGISTRY.name,
+      keySize: QDISC_REGISTRY.key.size,
+      valueSize: QDISC_REGISTRY.value.size,
+      entries: QDISC_REGISTRY_ENTRIES,
+    };
     return hashMapCommands(this.pins.qdiscs, records, create ? registry : undefined);
   }
 
@@ -243,7 +356,11 @@ export class KernelDatapath implements Datapath {
     return { ...rest, done: together + rest.done };
   }
 
-  private async loadAndAttach(loads: VersionLoad[], attaches: LinkAttach[], interrupt: AbortSignal | undefined): Promise<RunResult> {
+  private async loadAndAttach(
+    loads: VersionLoad[],
+    attaches: LinkAttach[],
+    interrupt: AbortSignal | undefined,
+  ): Promise<RunResult> {
     const qdiscs = attaches.flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : []));
     try {
       const commands: string[][] = [];
@@ -268,7 +385,11 @@ export class KernelDatapath implements Datapath {
   /** Makes @operations' qdiscs (already recorded: @qdiscs) and filters in one tc -batch. */
   private async makeLinks(operations: LinkAttach[], qdiscs: LinkRef[]): Promise<RunResult> {
     if (operations.length === 0) return { done: 0 };
-    const lines = operations.map((operation) => (operation.op === "addQdisc" ? [clsactCommand(operation.link.name)] : filterCommands(operation.link.name, this.filterTargets(operation))));
+    const lines = operations.map((operation) =>
+      operation.op === "addQdisc"
+        ? [clsactCommand(operation.link.name)]
+        : filterCommands(operation.link.name, this.filterTargets(operation)),
+    );
     try {
       await tcBatch(this.netns, lines.flat());
       return { done: operations.length };
@@ -280,8 +401,11 @@ export class KernelDatapath implements Datapath {
       const failed = failedOperation(lines, error.line);
       // Not told which (tc was killed): any of them may have been done, so all are reported done but
       // the last, which failed; the rollback undoes them all, and says so if some were not there to undo.
-      if (failed === undefined) return { done: operations.length - 1, error: this.attachError(operations.at(-1)!, error) };
-      await this.unrecordQdiscs(operations.slice(failed).flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : [])));
+      if (failed === undefined)
+        return { done: operations.length - 1, error: this.attachError(operations.at(-1)!, error) };
+      await this.unrecordQdiscs(
+        operations.slice(failed).flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : [])),
+      );
       return { done: failed, error: this.attachError(operations[failed]!, error) };
     }
   }
@@ -292,7 +416,10 @@ export class KernelDatapath implements Datapath {
 
   /** The error of one operation of a batch, named as the operation's own command would be. */
   private attachError(operation: LinkAttach, error: TcBatchError): CommandError {
-    const command = operation.op === "addQdisc" ? `tc ${clsactCommand(operation.link.name)}` : describeFilters(operation.link.name, this.filterTargets(operation));
+    const command =
+      operation.op === "addQdisc"
+        ? `tc ${clsactCommand(operation.link.name)}`
+        : describeFilters(operation.link.name, this.filterTargets(operation));
     return new CommandError(command, error.stderr);
   }
 
@@ -347,17 +474,22 @@ export class KernelDatapath implements Datapath {
 
   /** @cgroup's directory, if it is still the cgroup the plan was made for (not removed, not made again). */
   private async sameCgroup(cgroup: CgroupRef): Promise<string> {
-    if (this.cgroupRoot === null) throw new InterceptError("cgroup2-unavailable", "no cgroup2 hierarchy is mounted (none in /proc/mounts)");
+    if (this.cgroupRoot === null)
+      throw new InterceptError("cgroup2-unavailable", "no cgroup2 hierarchy is mounted (none in /proc/mounts)");
     const now = await statCgroup(this.cgroupRoot, cgroup.path);
     if (now?.id !== cgroup.id) {
-      throw new InterceptError("cgroup-not-found", `cgroup ${cgroup.path} ${now ? "was made again" : "was removed"} since the plan was made: run \`intercept plan\` again`);
+      throw new InterceptError(
+        "cgroup-not-found",
+        `cgroup ${cgroup.path} ${now ? "was made again" : "was removed"} since the plan was made: run \`intercept plan\` again`,
+      );
     }
     return cgroupDirectory(this.cgroupRoot, cgroup.path);
   }
 
   async tidy(): Promise<void> {
     await this.tidyRegistry();
-    for (const policy of await listEntries(this.pins.namespaceDir, "directories")) await removeIfEmpty(path.join(this.pins.namespaceDir, policy));
+    for (const policy of await listEntries(this.pins.namespaceDir, "directories"))
+      await removeIfEmpty(path.join(this.pins.namespaceDir, policy));
     await removeIfEmpty(this.pins.namespaceDir);
     await removeIfEmpty(path.dirname(this.pins.namespaceDir));
   }
@@ -368,7 +500,11 @@ export class KernelDatapath implements Datapath {
     const [links, owned] = await Promise.all([listLinks(this.netns), this.ownedQdiscs()]);
     const present = new Set(links.map((link) => link.ifindex));
     const gone = owned.filter((ifindex) => !present.has(ifindex));
-    if (gone.length > 0) await deleteMapEntries(this.pins.qdiscs, gone.map((ifindex) => qdiscKey(ifindex)));
+    if (gone.length > 0)
+      await deleteMapEntries(
+        this.pins.qdiscs,
+        gone.map((ifindex) => qdiscKey(ifindex)),
+      );
     if (gone.length === owned.length) await removePins(this.pins.qdiscs);
   }
 }
@@ -441,11 +577,18 @@ export async function unloadVersion(pins: PinLayout, ref: VersionRef): Promise<v
 
 /** Each rule's counters, slot by slot, summed over CPUs (rule_counters is per-CPU). */
 export async function readVersionCounters(pins: PinLayout, ref: VersionRef, rules: number): Promise<RuleCounters[]> {
-  const entries = new Map((await dumpMap<Counter>(pins.map(ref, MAPS.rule_counters.name))).map((entry) => [entry.key, entry.values ?? []]));
+  const entries = new Map(
+    (await dumpMap<Counter>(pins.map(ref, MAPS.rule_counters.name))).map((entry) => [entry.key, entry.values ?? []]),
+  );
   const total = (key: number): Counter =>
-    (entries.get(key) ?? []).reduce((sum, { value }) => ({ packets: sum.packets + value.packets, bytes: sum.bytes + value.bytes }), { packets: 0, bytes: 0 });
-  return Array.from({ length: rules }, (_, rule) =>
-    Object.fromEntries(COUNTER_SLOTS.map((slot) => [slot, total(counterKey(rule, slot))])) as RuleCounters);
+    (entries.get(key) ?? []).reduce(
+      (sum, { value }) => ({ packets: sum.packets + value.packets, bytes: sum.bytes + value.bytes }),
+      { packets: 0, bytes: 0 },
+    );
+  return Array.from(
+    { length: rules },
+    (_, rule) => Object.fromEntries(COUNTER_SLOTS.map((slot) => [slot, total(counterKey(rule, slot))])) as RuleCounters,
+  );
 }
 
 export async function writeRule(pins: PinLayout, ref: VersionRef, index: number, enabled: boolean): Promise<void> {
@@ -471,7 +614,9 @@ type VersionLoad = Extract<DatapathOperation, { op: "loadProgram" }>;
  * a load in the same batch is not yet.
  */
 function leadingLoads(operations: DatapathOperation[]): VersionLoad[] {
-  const end = operations.findIndex((operation) => operation.op !== "loadProgram" || (operation.load.cgroupHooks ?? []).length > 0);
+  const end = operations.findIndex(
+    (operation) => operation.op !== "loadProgram" || (operation.load.cgroupHooks ?? []).length > 0,
+  );
   return operations.slice(0, end === -1 ? operations.length : end) as VersionLoad[];
 }
 
@@ -515,9 +660,12 @@ function toProgram({ ref, hooks, cgroupHooks }: PinnedVersion, outputs: unknown[
     programIds,
     enabled: formattedEntries<{ enabled: number }>(state).map((entry) => entry.value?.enabled === 1),
     cgroupProgramIds,
-    exemptCgroups: exempt === undefined ? [] : formattedEntries<{ id: number; level: number }>(exempt)
-      .filter((entry) => entry.value && entry.value.id !== 0)
-      .map((entry) => ({ id: entry.value!.id, level: entry.value!.level })),
+    exemptCgroups:
+      exempt === undefined
+        ? []
+        : formattedEntries<{ id: number; level: number }>(exempt)
+            .filter((entry) => entry.value && entry.value.id !== 0)
+            .map((entry) => ({ id: entry.value!.id, level: entry.value!.level })),
   };
 }
 

@@ -109,17 +109,18 @@ export interface ObservedState {
  * with nothing in it. Named by kind, never by path: the datapath derives
  * the paths.
  */
-export type EmptyPin =
-  | { kind: "registry" }
-  | { kind: "policy"; policy: string }
-  | { kind: "namespace" };
+export type EmptyPin = { kind: "registry" } | { kind: "policy"; policy: string } | { kind: "namespace" };
 
 export function describeEmptyPin(pin: EmptyPin): string {
   switch (pin.kind) {
-    case "registry": return "the qdisc registry";
-    case "policy": return `policy ${pin.policy}'s directory`;
-    case "namespace": return "the namespace's pin directory";
-    default: return unreachable(pin);
+    case "registry":
+      return "the qdisc registry";
+    case "policy":
+      return `policy ${pin.policy}'s directory`;
+    case "namespace":
+      return "the namespace's pin directory";
+    default:
+      return unreachable(pin);
   }
 }
 
@@ -246,29 +247,52 @@ export type DatapathOperation =
 /** Performs one operation on @datapath: the only place that maps operations to methods. */
 export async function perform(datapath: Datapath, operation: DatapathOperation): Promise<void> {
   switch (operation.op) {
-    case "loadProgram": return datapath.loadProgram(operation.load);
-    case "unloadProgram": return datapath.unloadProgram(operation.ref);
-    case "addQdisc": return datapath.addQdisc(operation.link);
-    case "removeQdisc": return datapath.removeQdisc(operation.link);
-    case "forgetQdiscs": return datapath.forgetQdiscs(operation.ifindexes);
-    case "attachFilters": return datapath.attachFilters(operation.link, operation.program, operation.hooks);
-    case "detachFilter": return datapath.detachFilter(operation.link, operation.hook);
-    case "setRule": return datapath.setRule(operation.program, operation.index, operation.enabled);
-    case "attachCgroupProgram": return datapath.attachCgroupProgram(operation.cgroup, operation.hook, operation.program);
-    case "detachCgroupProgram": return datapath.detachCgroupProgram(operation.cgroup, operation.hook, operation.program);
-    case "setExemptCgroups": return datapath.setExemptCgroups(operation.program, operation.cgroups);
-    case "tidy": return datapath.tidy();
-    default: return unreachable(operation);
+    case "loadProgram":
+      return datapath.loadProgram(operation.load);
+    case "unloadProgram":
+      return datapath.unloadProgram(operation.ref);
+    case "addQdisc":
+      return datapath.addQdisc(operation.link);
+    case "removeQdisc":
+      return datapath.removeQdisc(operation.link);
+    case "forgetQdiscs":
+      return datapath.forgetQdiscs(operation.ifindexes);
+    case "attachFilters":
+      return datapath.attachFilters(operation.link, operation.program, operation.hooks);
+    case "detachFilter":
+      return datapath.detachFilter(operation.link, operation.hook);
+    case "setRule":
+      return datapath.setRule(operation.program, operation.index, operation.enabled);
+    case "attachCgroupProgram":
+      return datapath.attachCgroupProgram(operation.cgroup, operation.hook, operation.program);
+    case "detachCgroupProgram":
+      return datapath.detachCgroupProgram(operation.cgroup, operation.hook, operation.program);
+    case "setExemptCgroups":
+      return datapath.setExemptCgroups(operation.program, operation.cgroups);
+    case "tidy":
+      return datapath.tidy();
+    default:
+      return unreachable(operation);
   }
 }
 
 /** @operations on @datapath, together where it can (Datapath.performAll), else one at a time. */
-export async function performAll(datapath: Datapath, operations: DatapathOperation[], interrupt?: AbortSignal): Promise<RunResult> {
-  return datapath.performAll ? datapath.performAll(operations, interrupt) : performEach(datapath, operations, interrupt);
+export async function performAll(
+  datapath: Datapath,
+  operations: DatapathOperation[],
+  interrupt?: AbortSignal,
+): Promise<RunResult> {
+  return datapath.performAll
+    ? datapath.performAll(operations, interrupt)
+    : performEach(datapath, operations, interrupt);
 }
 
 /** @operations one at a time, stopping at the first that fails, or before the next once @interrupt is aborted. */
-export async function performEach(datapath: Datapath, operations: DatapathOperation[], interrupt?: AbortSignal): Promise<RunResult> {
+export async function performEach(
+  datapath: Datapath,
+  operations: DatapathOperation[],
+  interrupt?: AbortSignal,
+): Promise<RunResult> {
   for (const [index, operation] of operations.entries()) {
     try {
       interrupt?.throwIfAborted();
@@ -281,7 +305,10 @@ export async function performEach(datapath: Datapath, operations: DatapathOperat
 }
 
 /** The version of ours whose program @programId is, and for which cgroup hook; undefined for another's program. */
-export function cgroupProgramOwner(programs: readonly ObservedProgram[], programId: number): { program: ObservedProgram; hook: CgroupHook } | undefined {
+export function cgroupProgramOwner(
+  programs: readonly ObservedProgram[],
+  programId: number,
+): { program: ObservedProgram; hook: CgroupHook } | undefined {
   for (const program of programs) {
     for (const hook of CGROUP_HOOKS) if (program.cgroupProgramIds[hook] === programId) return { program, hook };
   }
@@ -289,7 +316,10 @@ export function cgroupProgramOwner(programs: readonly ObservedProgram[], program
 }
 
 /** The programs of ours on @cgroup: which version runs on which hook (one hook may run two after an interrupted switch). */
-export function ourCgroupPrograms(cgroup: ObservedCgroup, programs: readonly ObservedProgram[]): { hook: CgroupHook; program: VersionRef }[] {
+export function ourCgroupPrograms(
+  cgroup: ObservedCgroup,
+  programs: readonly ObservedProgram[],
+): { hook: CgroupHook; program: VersionRef }[] {
   return cgroup.attached.flatMap((attachment) => {
     const owner = cgroupProgramOwner(programs, attachment.programId);
     return owner && owner.hook === attachment.hook ? [{ hook: owner.hook, program: owner.program.ref }] : [];

@@ -82,7 +82,20 @@ export class Sandbox {
     this.serverKey = await namespaceKey({ name: this.serverNs });
     const [serverLink, clientLink] = [`${this.id}s`, `${this.id}c`];
     this.refuseIfRemoving(["ip", "link", "add", serverLink]);
-    await ip("link", "add", serverLink, "netns", this.serverNs, "type", "veth", "peer", "name", clientLink, "netns", this.clientNs);
+    await ip(
+      "link",
+      "add",
+      serverLink,
+      "netns",
+      this.serverNs,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      clientLink,
+      "netns",
+      this.clientNs,
+    );
     await configure(this.serverNs, serverLink, SERVER_ADDRESS);
     await configure(this.clientNs, clientLink, CLIENT_ADDRESS);
   }
@@ -93,7 +106,11 @@ export class Sandbox {
    */
   async startIn(ns: string, command: string[], ready: RegExp): Promise<void> {
     this.refuseIfRemoving(command);
-    const child = execa("nsenter", [`--net=${path.join(NETNS_DIR, ns)}`, ...command], { reject: false, buffer: false, stdin: "ignore" });
+    const child = execa("nsenter", [`--net=${path.join(NETNS_DIR, ns)}`, ...command], {
+      reject: false,
+      buffer: false,
+      stdin: "ignore",
+    });
     this.started.add({ child, graceful: false });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`${command.join(" ")} did not start within 10 s`)), 10_000);
@@ -107,7 +124,11 @@ export class Sandbox {
       });
       void child.then((result) => {
         clearTimeout(timer);
-        reject(new Error(`${command.join(" ")} exited before it was ready: ${String(result.stderr ?? "").trim() || `exit ${result.exitCode}`}`));
+        reject(
+          new Error(
+            `${command.join(" ")} exited before it was ready: ${String(result.stderr ?? "").trim() || `exit ${result.exitCode}`}`,
+          ),
+        );
       });
     });
   }

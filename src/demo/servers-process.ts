@@ -9,6 +9,10 @@
 import { startDemoServers } from "./servers.js";
 
 const [backendPort, proxyPort, header] = process.argv.slice(2);
-const servers = await startDemoServers({ backendPort: Number(backendPort), proxyPort: Number(proxyPort), header: header ?? "Server: intercept" });
+const servers = await startDemoServers({
+  backendPort: Number(backendPort),
+  proxyPort: Number(proxyPort),
+  header: header ?? "Server: intercept",
+});
 process.stdout.write(`ready: backend on ${servers.backendPort}, proxy on ${servers.proxyPort}\n`);
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => process.exit(0));

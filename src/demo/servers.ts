@@ -29,7 +29,13 @@ export async function startDemoServers(options: DemoServerOptions): Promise<Demo
   });
   const proxy = http.createServer((request, response) => {
     const upstream = http.request(
-      { host: "127.0.0.1", port: options.backendPort, method: request.method, path: request.url, headers: request.headers },
+      {
+        host: "127.0.0.1",
+        port: options.backendPort,
+        method: request.method,
+        path: request.url,
+        headers: request.headers,
+      },
       (reply) => {
         response.writeHead(reply.statusCode ?? 502, {
           ...reply.headers,
@@ -46,12 +52,17 @@ export async function startDemoServers(options: DemoServerOptions): Promise<Demo
     });
     request.pipe(upstream);
   });
-  const [backendPort, proxyPort] = await Promise.all([listen(backend, options.backendPort), listen(proxy, options.proxyPort)]);
+  const [backendPort, proxyPort] = await Promise.all([
+    listen(backend, options.backendPort),
+    listen(proxy, options.proxyPort),
+  ]);
   return {
     backendPort,
     proxyPort,
     close: async () => {
-      await Promise.all([backend, proxy].map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+      await Promise.all(
+        [backend, proxy].map((server) => new Promise<void>((resolve) => server.close(() => resolve()))),
+      );
     },
   };
 }

@@ -18,7 +18,11 @@ export function loadCommand(objectPath: string, pinDir: string, reuse: Record<st
 }
 
 /** Loads an object's programs and pins them and its maps under @pinDir (loadCommand), which is made first. */
-export async function loadAndPin(objectPath: string, pinDir: string, reuse: Record<string, string> = {}): Promise<void> {
+export async function loadAndPin(
+  objectPath: string,
+  pinDir: string,
+  reuse: Record<string, string> = {},
+): Promise<void> {
   await mkdir(pinDir, { recursive: true });
   await run("bpftool", loadCommand(objectPath, pinDir, reuse));
 }
@@ -87,7 +91,11 @@ export async function batch(commands: string[][], json: boolean): Promise<unknow
  * with EEXIST: this message means every command succeeded.
  */
 function unlessStaleErrno(error: unknown): void {
-  if (error instanceof CommandError && error.stderr.trim().split("\n").at(-1) === "Error: reading batch file failed: File exists") return;
+  if (
+    error instanceof CommandError &&
+    error.stderr.trim().split("\n").at(-1) === "Error: reading batch file failed: File exists"
+  )
+    return;
   throw error;
 }
 
@@ -145,8 +153,25 @@ export interface HashMapShape {
  * must live in the kernel, not in a file).
  */
 export function hashMapCommands(pin: string, updates: Omit<MapUpdate, "pin">[], create?: HashMapShape): string[][] {
-  const made = create ? [["map", "create", pin, "type", "hash", "key", String(create.keySize), "value", String(create.valueSize),
-    "entries", String(create.entries), "name", create.name]] : [];
+  const made = create
+    ? [
+        [
+          "map",
+          "create",
+          pin,
+          "type",
+          "hash",
+          "key",
+          String(create.keySize),
+          "value",
+          String(create.valueSize),
+          "entries",
+          String(create.entries),
+          "name",
+          create.name,
+        ],
+      ]
+    : [];
   return [...made, ...updates.map((update) => updateCommand({ pin, ...update }))];
 }
 
@@ -157,7 +182,11 @@ export async function deleteMapEntry(pin: string, key: string[]): Promise<void> 
 /** Deletes each of @keys from the map pinned at @pin, in one bpftool process; stops at the first missing. */
 export async function deleteMapEntries(pin: string, keys: string[][]): Promise<void> {
   if (keys.length === 1) await deleteMapEntry(pin, keys[0]!);
-  else await batch(keys.map((key) => deleteCommand(pin, key)), false);
+  else
+    await batch(
+      keys.map((key) => deleteCommand(pin, key)),
+      false,
+    );
 }
 
 /** Keys of a hash map of u32 keys. */

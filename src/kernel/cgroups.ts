@@ -22,7 +22,10 @@ const HOOK_OF = new Map(Object.entries(ATTACH_TYPES).map(([hook, type]) => [type
  */
 export async function cgroupRoot(): Promise<string | null> {
   const mounts = await readFile("/proc/self/mounts", "utf8");
-  const line = mounts.split("\n").map((entry) => entry.split(" ")).find((fields) => fields[2] === "cgroup2");
+  const line = mounts
+    .split("\n")
+    .map((entry) => entry.split(" "))
+    .find((fields) => fields[2] === "cgroup2");
   return line ? unescapeMountPath(line[1]!) : null;
 }
 
@@ -34,9 +37,14 @@ function unescapeMountPath(field: string): string {
 /** The directory of cgroup @relative under @root, refusing anything that is not a cgroup path a policy may name. */
 export function cgroupDirectory(root: string, relative: string): string {
   const problem = cgroupPathProblem(relative);
-  if (problem) throw new InterceptError("cgroup-path-refused", `refusing cgroup ${JSON.stringify(relative).slice(0, 80)}: it ${problem}`);
+  if (problem)
+    throw new InterceptError(
+      "cgroup-path-refused",
+      `refusing cgroup ${JSON.stringify(relative).slice(0, 80)}: it ${problem}`,
+    );
   const joined = path.resolve(root, relative);
-  if (!joined.startsWith(`${root}/`)) throw new InterceptError("cgroup-path-refused", `refusing cgroup ${relative}: outside ${root}`);
+  if (!joined.startsWith(`${root}/`))
+    throw new InterceptError("cgroup-path-refused", `refusing cgroup ${relative}: outside ${root}`);
   return joined;
 }
 
@@ -46,9 +54,13 @@ export async function statCgroup(root: string, relative: string): Promise<{ id: 
     const info = await stat(cgroupDirectory(root, relative));
     return info.isDirectory() ? { id: info.ino, level: relative.split("/").length } : undefined;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT" || (error as NodeJS.ErrnoException).code === "ENOTDIR") return undefined;
+    if ((error as NodeJS.ErrnoException).code === "ENOENT" || (error as NodeJS.ErrnoException).code === "ENOTDIR")
+      return undefined;
     if (error instanceof InterceptError) throw error;
-    throw new InterceptError("file-access", `cannot read cgroup ${relative}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`);
+    throw new InterceptError(
+      "file-access",
+      `cannot read cgroup ${relative}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`,
+    );
   }
 }
 
@@ -69,7 +81,12 @@ interface BpftoolAttachment {
 }
 
 function attachment(entry: BpftoolAttachment): CgroupAttachment {
-  return { attachType: entry.attach_type, hook: HOOK_OF.get(entry.attach_type), programId: entry.id, name: entry.name ?? "" };
+  return {
+    attachType: entry.attach_type,
+    hook: HOOK_OF.get(entry.attach_type),
+    programId: entry.id,
+    name: entry.name ?? "",
+  };
 }
 
 /**
@@ -77,7 +94,12 @@ function attachment(entry: BpftoolAttachment): CgroupAttachment {
  * one process walks the hierarchy), by path relative to @root.
  */
 export async function attachedTree(root: string): Promise<Map<string, CgroupAttachment[]>> {
-  const tree = await runJson<{ cgroup: string; programs: BpftoolAttachment[] }[]>("bpftool", ["-j", "cgroup", "tree", root]);
+  const tree = await runJson<{ cgroup: string; programs: BpftoolAttachment[] }[]>("bpftool", [
+    "-j",
+    "cgroup",
+    "tree",
+    root,
+  ]);
   const byPath = new Map<string, CgroupAttachment[]>();
   for (const entry of tree) {
     const relative = path.relative(root, entry.cgroup);

@@ -32,11 +32,20 @@ export async function run(tool: string, args: string[], netns: NetworkNamespace 
 }
 
 /** run(), with @input as the tool's standard input (batch modes). */
-export async function runWithInput(tool: string, args: string[], input: string | undefined, netns: NetworkNamespace = {}): Promise<string> {
+export async function runWithInput(
+  tool: string,
+  args: string[],
+  input: string | undefined,
+  netns: NetworkNamespace = {},
+): Promise<string> {
   const [file, fileArgs] = inNamespace(netns, tool, args);
   // extendEnv: false, and no env: the child inherits ours as it is, where execa would first copy
   // process.env (a slow read of every variable) for each of the hundreds of commands of a fleet.
-  const result = await execa(file, fileArgs, { reject: false, extendEnv: false, ...(input === undefined ? { stdin: "ignore" as const } : { input }) });
+  const result = await execa(file, fileArgs, {
+    reject: false,
+    extendEnv: false,
+    ...(input === undefined ? { stdin: "ignore" as const } : { input }),
+  });
   if (result.failed) {
     if ((result as { code?: string }).code === "ENOENT") {
       throw new InterceptError("tool-missing", `${file} not found: install ${PACKAGE_OF[file] ?? file}`);

@@ -19,6 +19,9 @@ export async function namespaceKey(netns: NetworkNamespace): Promise<string> {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== "ENOENT") throw new InterceptError("file-access", `cannot read ${file}: ${code ?? messageOf(error)}`);
-    throw new InterceptError("netns-not-found", `network namespace "${netns.name}" does not exist (see \`ip netns list\`)`);
+    throw new InterceptError(
+      "netns-not-found",
+      `network namespace "${netns.name}" does not exist (see \`ip netns list\`)`,
+    );
   }
 }

@@ -62,14 +62,18 @@ export class PinLayout {
 
 function checked(name: string, pattern: RegExp, what: string): string {
   if (typeof name !== "string" || !pattern.test(name)) {
-    throw new InterceptError("pin-path-refused", `refusing ${what} ${JSON.stringify(String(name)).slice(0, 60)}: not a name intercept makes`);
+    throw new InterceptError(
+      "pin-path-refused",
+      `refusing ${what} ${JSON.stringify(String(name)).slice(0, 60)}: not a name intercept makes`,
+    );
   }
   return name;
 }
 
 function inside(parent: string, name: string): string {
   const joined = path.resolve(parent, name);
-  if (path.dirname(joined) !== parent) throw new InterceptError("pin-path-refused", `refusing pin path ${joined}: outside ${parent}`);
+  if (path.dirname(joined) !== parent)
+    throw new InterceptError("pin-path-refused", `refusing pin path ${joined}: outside ${parent}`);
   return joined;
 }
 
@@ -88,8 +92,12 @@ export async function ensureBpffs(): Promise<void> {
 export async function listEntries(dir: string, kind: "directories" | "files" | "all"): Promise<string[]> {
   try {
     const entries = await readdir(dir, { withFileTypes: true });
-    const wanted = (entry: { isDirectory(): boolean }) => kind === "all" || (kind === "directories" ? entry.isDirectory() : !entry.isDirectory());
-    return entries.filter(wanted).map((entry) => entry.name).sort();
+    const wanted = (entry: { isDirectory(): boolean }) =>
+      kind === "all" || (kind === "directories" ? entry.isDirectory() : !entry.isDirectory());
+    return entries
+      .filter(wanted)
+      .map((entry) => entry.name)
+      .sort();
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return [];
     throw error;

@@ -23,7 +23,10 @@ export async function requireKernelPrivileges(command: string): Promise<void> {
   const has = (capability: Capability) => (effective & (1n << BigInt(CAPABILITIES[capability]))) !== 0n;
   const missing = (["CAP_NET_ADMIN", "CAP_SYS_ADMIN"] as const).filter((capability) => !has(capability));
   if (missing.length === 0) return;
-  throw new InterceptError("privilege", `intercept ${command} needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (missing: ${missing.join(", ")}); validate, compile and build need none`);
+  throw new InterceptError(
+    "privilege",
+    `intercept ${command} needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (missing: ${missing.join(", ")}); validate, compile and build need none`,
+  );
 }
 
 /** The effective capability set, from /proc/self/status (CapEff, hex). */

@@ -35,7 +35,12 @@ export function parseListeners(output: string): Listener[] {
     const port = Number(local.slice(local.lastIndexOf(":") + 1));
     if (!Number.isInteger(port) || port < 1 || port > 65535) continue;
     const cgroup = fields.find((field) => field.startsWith("cgroup:"))?.slice("cgroup:".length);
-    listeners.push({ protocol: "tcp", address: local.slice(0, local.lastIndexOf(":")), port, cgroup: cgroup === undefined ? undefined : cgroup.replace(/^\/+/, "") });
+    listeners.push({
+      protocol: "tcp",
+      address: local.slice(0, local.lastIndexOf(":")),
+      port,
+      cgroup: cgroup === undefined ? undefined : cgroup.replace(/^\/+/, ""),
+    });
   }
   return listeners;
 }

@@ -35,7 +35,11 @@ interface TcFilterJson {
  * ours left to plan for).
  */
 export async function listLinkStates(netns: NetworkNamespace, links: string[]): Promise<Map<string, TcLinkState>> {
-  const commands = links.flatMap((link) => [`qdisc show dev ${link}`, `filter show dev ${link} ingress`, `filter show dev ${link} egress`]);
+  const commands = links.flatMap((link) => [
+    `qdisc show dev ${link}`,
+    `filter show dev ${link} ingress`,
+    `filter show dev ${link} egress`,
+  ]);
   const states = new Map<string, TcLinkState>();
   if (links.length === 0) return states;
   let lines: string[] = [];
@@ -47,7 +51,9 @@ export async function listLinkStates(netns: NetworkNamespace, links: string[]): 
     if (!(error instanceof CommandError)) throw error;
   }
   if (lines.length === commands.length) {
-    links.forEach((link, index) => states.set(link, toLinkState(lines.slice(index * 3, index * 3 + 3).map((line) => JSON.parse(line)))));
+    links.forEach((link, index) =>
+      states.set(link, toLinkState(lines.slice(index * 3, index * 3 + 3).map((line) => JSON.parse(line)))),
+    );
     return states;
   }
   for (const link of links) {
@@ -59,11 +65,13 @@ export async function listLinkStates(netns: NetworkNamespace, links: string[]): 
 
 async function linkState(netns: NetworkNamespace, link: string): Promise<TcLinkState | undefined> {
   try {
-    return toLinkState(await Promise.all([
-      runJson<unknown[]>("tc", ["-j", "qdisc", "show", "dev", link], netns),
-      runJson<unknown[]>("tc", ["-j", "filter", "show", "dev", link, "ingress"], netns),
-      runJson<unknown[]>("tc", ["-j", "filter", "show", "dev", link, "egress"], netns),
-    ]));
+    return toLinkState(
+      await Promise.all([
+        runJson<unknown[]>("tc", ["-j", "qdisc", "show", "dev", link], netns),
+        runJson<unknown[]>("tc", ["-j", "filter", "show", "dev", link, "ingress"], netns),
+        runJson<unknown[]>("tc", ["-j", "filter", "show", "dev", link, "egress"], netns),
+      ]),
+    );
   } catch (error) {
     if (isMissingLink(error)) return undefined;
     throw error;
@@ -141,7 +149,22 @@ export interface FilterTarget {
 /** replaceFilters, as lines of a tc batch. */
 export function filterCommands(link: string, filters: FilterTarget[]): string[] {
   return filters.map(({ hook, programPin }) =>
-    ["filter", "replace", "dev", link, hook, "pref", String(FILTER_PREF), "handle", FILTER_HANDLE, "bpf", "direct-action", "object-pinned", programPin].join(" "));
+    [
+      "filter",
+      "replace",
+      "dev",
+      link,
+      hook,
+      "pref",
+      String(FILTER_PREF),
+      "handle",
+      FILTER_HANDLE,
+      "bpf",
+      "direct-action",
+      "object-pinned",
+      programPin,
+    ].join(" "),
+  );
 }
 
 /** How a failed replaceFilters names itself. */
@@ -181,7 +204,11 @@ export async function tcBatch(netns: NetworkNamespace, commands: string[]): Prom
 /** Removes our filter; a link that is already gone has nothing left to remove. */
 export async function deleteFilter(netns: NetworkNamespace, link: string, hook: Hook): Promise<void> {
   try {
-    await run("tc", ["filter", "del", "dev", link, hook, "pref", String(FILTER_PREF), "handle", FILTER_HANDLE, "bpf"], netns);
+    await run(
+      "tc",
+      ["filter", "del", "dev", link, hook, "pref", String(FILTER_PREF), "handle", FILTER_HANDLE, "bpf"],
+      netns,
+    );
   } catch (error) {
     if (!isMissingLink(error)) throw error;
   }

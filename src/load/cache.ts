@@ -16,7 +16,9 @@ import type { Located } from "./source-map.js";
  * checkout, and is optional: when there is none, or an entry cannot be read
  * or written, the file is simply read again.
  */
-const LOADER_FILES = ["./typescript.js", "./source-map.js", "./limits.js", "../api.d.ts"].map((file) => fileURLToPath(new URL(file, import.meta.url)));
+const LOADER_FILES = ["./typescript.js", "./source-map.js", "./limits.js", "../api.d.ts"].map((file) =>
+  fileURLToPath(new URL(file, import.meta.url)),
+);
 
 let directory: Promise<string | undefined> | undefined;
 const policyCache = () => (directory ??= cacheDir("policies"));

@@ -51,8 +51,13 @@ async function expandPath(given: string): Promise<{ files: PolicyFile[]; diagnos
       return fail(diagnosticAt("load/unreadable", startOf(file), `cannot read: ${reason(error)}`));
     }
     const link = await symlinkTarget(given);
-    return fail(diagnosticAt(link === undefined ? "load/not-found" : "load/broken-symlink", startOf(file),
-      link === undefined ? "no such policy file or folder" : `symlink to ${link}, which does not exist`));
+    return fail(
+      diagnosticAt(
+        link === undefined ? "load/not-found" : "load/broken-symlink",
+        startOf(file),
+        link === undefined ? "no such policy file or folder" : `symlink to ${link}, which does not exist`,
+      ),
+    );
   }
   const kind = await kindOf(target);
   if (kind === "gone") return fail(diagnosticAt("load/not-found", startOf(file), "no such policy file or folder"));
@@ -62,10 +67,22 @@ async function expandPath(given: string): Promise<{ files: PolicyFile[]; diagnos
     return walk;
   }
   if (!isPolicyName(given)) {
-    return fail(diagnosticAt("load/not-a-policy", startOf(file), `not a policy: only ${POLICY_EXTENSIONS.join(", ")} files are read`));
+    return fail(
+      diagnosticAt(
+        "load/not-a-policy",
+        startOf(file),
+        `not a policy: only ${POLICY_EXTENSIONS.join(", ")} files are read`,
+      ),
+    );
   }
   if (!isPolicyName(target)) {
-    return fail(diagnosticAt("load/not-a-policy", startOf(file), `not a policy: it resolves to ${target}, which is not a ${POLICY_EXTENSIONS.join(", ")} file`));
+    return fail(
+      diagnosticAt(
+        "load/not-a-policy",
+        startOf(file),
+        `not a policy: it resolves to ${target}, which is not a ${POLICY_EXTENSIONS.join(", ")} file`,
+      ),
+    );
   }
   return { files: [{ file, openPath: target }], diagnostics: [] };
 }
@@ -104,9 +121,15 @@ class FolderWalk {
       // A dangling link without a policy's name is not ours to judge (like any other file that is not a policy).
       if (!isPolicyName(link)) return;
       const broken = (error as NodeJS.ErrnoException).code === "ENOENT";
-      this.diagnostics.push(broken
-        ? diagnosticAt("load/broken-symlink", startOf(file), `symlink to ${await readlink(link)}, which does not exist`)
-        : diagnosticAt("load/unreadable", startOf(file), `cannot follow symlink: ${reason(error)}`));
+      this.diagnostics.push(
+        broken
+          ? diagnosticAt(
+              "load/broken-symlink",
+              startOf(file),
+              `symlink to ${await readlink(link)}, which does not exist`,
+            )
+          : diagnosticAt("load/unreadable", startOf(file), `cannot follow symlink: ${reason(error)}`),
+      );
       return;
     }
     const kind = await kindOf(target);
@@ -114,7 +137,13 @@ class FolderWalk {
     const isFolder = kind === "folder";
     if (!isInside(target, this.root)) {
       if (isFolder || isPolicyName(link)) {
-        this.diagnostics.push(diagnosticAt("load/symlink-outside", startOf(file), `symlink leads outside the policy folder (to ${target}): refused`));
+        this.diagnostics.push(
+          diagnosticAt(
+            "load/symlink-outside",
+            startOf(file),
+            `symlink leads outside the policy folder (to ${target}): refused`,
+          ),
+        );
       }
       return;
     }

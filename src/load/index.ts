@@ -61,7 +61,15 @@ export async function loadPolicySource(file: string, text: string): Promise<Load
 
 /** A policy that arrives as data, not as a file (a saved plan's): validated like one, located at its label. */
 export function policyFromData(file: string, value: unknown): LoadedPolicy {
-  return { file, value, sourceMap: new SourceMap(new SourceText(file, "")), clean: true, holes: [], openObjects: [], typeErrors: [] };
+  return {
+    file,
+    value,
+    sourceMap: new SourceMap(new SourceText(file, "")),
+    clean: true,
+    holes: [],
+    openObjects: [],
+    typeErrors: [],
+  };
 }
 
 /** In this thread nothing watches the time each step takes. */

@@ -13,7 +13,10 @@ import { readPolicyText } from "./text.js";
  */
 export type ReadPhase = "finding" | "reading" | LoadingPhase | "evaluating" | "type-checking" | "validating";
 export type LoadingPhase = "loading the YAML parser for" | "loading the TypeScript compiler for";
-export const LOADING_PHASES: readonly ReadPhase[] = ["loading the YAML parser for", "loading the TypeScript compiler for"] satisfies LoadingPhase[];
+export const LOADING_PHASES: readonly ReadPhase[] = [
+  "loading the YAML parser for",
+  "loading the TypeScript compiler for",
+] satisfies LoadingPhase[];
 
 export type Progress = (file: string, phase: ReadPhase) => void;
 
@@ -30,18 +33,30 @@ export async function readPolicyFile({ file, openPath }: PolicyFile, progress: P
 }
 
 /** One policy's text, read as a file of its name would be; @options.cache: whether TS evaluations are cached. */
-export async function readSource(source: SourceText, options: { cache: boolean }, progress: Progress): Promise<LoadResult> {
+export async function readSource(
+  source: SourceText,
+  options: { cache: boolean },
+  progress: Progress,
+): Promise<LoadResult> {
   const file = source.file;
-  const loaded = file.endsWith(".ts") ? await loadTypeScript(source, options, progress) : await loadYaml(source, progress);
+  const loaded = file.endsWith(".ts")
+    ? await loadTypeScript(source, options, progress)
+    : await loadYaml(source, progress);
   if (loaded.value === undefined || loaded.value === null) {
-    const empty = loaded.diagnostics.length === 0 ? [diagnosticAt("load/empty", startOf(file), "policy file is empty")] : [];
+    const empty =
+      loaded.diagnostics.length === 0 ? [diagnosticAt("load/empty", startOf(file), "policy file is empty")] : [];
     return { policies: [], diagnostics: [...loaded.diagnostics, ...empty] };
   }
   const { value, sourceMap, holes, openObjects, typeErrors } = loaded;
-  return { policies: [{ file, value, sourceMap, clean: loaded.diagnostics.length === 0, holes, openObjects, typeErrors }], diagnostics: loaded.diagnostics };
+  return {
+    policies: [{ file, value, sourceMap, clean: loaded.diagnostics.length === 0, holes, openObjects, typeErrors }],
+    diagnostics: loaded.diagnostics,
+  };
 }
 
-type Loaded = Pick<LoadedPolicy, "value" | "sourceMap" | "holes" | "openObjects" | "typeErrors"> & { diagnostics: Diagnostic[] };
+type Loaded = Pick<LoadedPolicy, "value" | "sourceMap" | "holes" | "openObjects" | "typeErrors"> & {
+  diagnostics: Diagnostic[];
+};
 
 /** yaml is imported only when a YAML file is read, ts-morph only for a TS file not in the cache: both are slow to load. */
 async function loadYaml(source: SourceText, progress: Progress): Promise<Loaded> {
@@ -55,12 +70,24 @@ async function loadTypeScript(source: SourceText, options: { cache: boolean }, p
   const key = await cacheKey(source.text);
   const cached = options.cache ? await readCached(key) : undefined;
   if (cached) {
-    return { value: cached.value, sourceMap: new SourceMap(source, cached.locations), diagnostics: [], holes: [], openObjects: [], typeErrors: [] };
+    return {
+      value: cached.value,
+      sourceMap: new SourceMap(source, cached.locations),
+      diagnostics: [],
+      holes: [],
+      openObjects: [],
+      typeErrors: [],
+    };
   }
   progress(source.file, "loading the TypeScript compiler for");
   const { loadTypeScriptPolicy } = await import("./typescript.js");
   const loaded = loadTypeScriptPolicy(source, (phase) => progress(source.file, phase));
-  if (options.cache && loaded.diagnostics.length === 0 && loaded.typeErrors.length === 0 && loaded.value !== undefined) {
+  if (
+    options.cache &&
+    loaded.diagnostics.length === 0 &&
+    loaded.typeErrors.length === 0 &&
+    loaded.value !== undefined
+  ) {
     await writeCached(key, { value: loaded.value, locations: loaded.sourceMap.toEntries() });
   }
   return loaded;

@@ -11,7 +11,10 @@ import { SourceText } from "./source-map.js";
  * device swapped in cannot hang the read, and never more than
  * MAX_POLICY_BYTES + 1 bytes are read, whatever the file claims its size is.
  */
-export async function readPolicyText(file: string, openPath = file): Promise<{ source: SourceText } | { error: Diagnostic }> {
+export async function readPolicyText(
+  file: string,
+  openPath = file,
+): Promise<{ source: SourceText } | { error: Diagnostic }> {
   let handle: FileHandle;
   try {
     handle = await open(openPath, constants.O_RDONLY | constants.O_NONBLOCK);
@@ -54,7 +57,11 @@ function decode(file: string, bytes: Buffer): { source: SourceText } | { error: 
 
 function tooLarge(file: string, size?: number): Diagnostic {
   const actual = size === undefined ? "larger than that" : `${size} bytes`;
-  return diagnosticAt("load/too-large", startOf(file), `file is ${actual}; a policy may be at most ${MAX_POLICY_BYTES} bytes`);
+  return diagnosticAt(
+    "load/too-large",
+    startOf(file),
+    `file is ${actual}; a policy may be at most ${MAX_POLICY_BYTES} bytes`,
+  );
 }
 
 function openError(file: string, error: unknown): Diagnostic {

@@ -51,10 +51,20 @@ export interface TypeScriptLoad {
  * evaluation and then type-checking begin, so that a deadline can say which
  * one it stopped.
  */
-export function loadTypeScriptPolicy(source: SourceText, progress: (phase: "evaluating" | "type-checking") => void): TypeScriptLoad {
+export function loadTypeScriptPolicy(
+  source: SourceText,
+  progress: (phase: "evaluating" | "type-checking") => void,
+): TypeScriptLoad {
   progress("evaluating");
   const sourceMap = new SourceMap(source);
-  const failed = (diagnostics: Diagnostic[]): TypeScriptLoad => ({ value: undefined, sourceMap, diagnostics, holes: [], openObjects: [], typeErrors: [] });
+  const failed = (diagnostics: Diagnostic[]): TypeScriptLoad => ({
+    value: undefined,
+    sourceMap,
+    diagnostics,
+    holes: [],
+    openObjects: [],
+    typeErrors: [],
+  });
   const tooDeep = checkBracketNesting(source);
   if (tooDeep) return failed([tooDeep]);
   try {
@@ -64,7 +74,8 @@ export function loadTypeScriptPolicy(source: SourceText, progress: (phase: "eval
     const evaluator = new PolicyEvaluator(source, sourceFile, sourceMap);
     const value = evaluator.evaluateFile();
     progress("type-checking");
-    const typeErrors = sourceFile.getPreEmitDiagnostics()
+    const typeErrors = sourceFile
+      .getPreEmitDiagnostics()
       .filter((diagnostic) => !evaluator.isRejected(diagnostic.getStart()))
       .map((diagnostic) => fromTsc(source, diagnostic, "ts/type-error"));
     const inPolicy = (pointer: string) => !pointer.startsWith(UNUSED);
@@ -81,7 +92,13 @@ export function loadTypeScriptPolicy(source: SourceText, progress: (phase: "eval
     // are bounded above, but a chain of ternaries or arrows has none; the
     // compiler then runs out of stack, which says no more than where it gave up.
     if (!(error instanceof RangeError && /call stack/.test(error.message))) throw error;
-    return failed([diagnosticAt("ts/too-deep", startOf(source.file), "expressions nested too deeply for the TypeScript compiler: a policy needs a few levels")]);
+    return failed([
+      diagnosticAt(
+        "ts/too-deep",
+        startOf(source.file),
+        "expressions nested too deeply for the TypeScript compiler: a policy needs a few levels",
+      ),
+    ]);
   }
 }
 
@@ -99,13 +116,26 @@ function checkBracketNesting(source: SourceText): Diagnostic | undefined {
       if (token === SyntaxKind.TemplateTail) open.pop();
       continue;
     }
-    if (token === SyntaxKind.OpenParenToken || token === SyntaxKind.OpenBracketToken || token === SyntaxKind.OpenBraceToken || token === SyntaxKind.TemplateHead) {
+    if (
+      token === SyntaxKind.OpenParenToken ||
+      token === SyntaxKind.OpenBracketToken ||
+      token === SyntaxKind.OpenBraceToken ||
+      token === SyntaxKind.TemplateHead
+    ) {
       open.push(token);
       if (open.length > MAX_NESTING_DEPTH) {
         const at = source.locationOf(scanner.getTokenStart(), scanner.getTokenEnd());
-        return diagnosticAt("ts/too-deep", at, `brackets nested more than ${MAX_NESTING_DEPTH} levels deep: a policy needs a few`);
+        return diagnosticAt(
+          "ts/too-deep",
+          at,
+          `brackets nested more than ${MAX_NESTING_DEPTH} levels deep: a policy needs a few`,
+        );
       }
-    } else if (token === SyntaxKind.CloseParenToken || token === SyntaxKind.CloseBracketToken || token === SyntaxKind.CloseBraceToken) {
+    } else if (
+      token === SyntaxKind.CloseParenToken ||
+      token === SyntaxKind.CloseBracketToken ||
+      token === SyntaxKind.CloseBraceToken
+    ) {
       open.pop();
     }
   }
@@ -133,8 +163,10 @@ function createPolicyProject(text: string): SourceFile {
 /** A tsc diagnostic as ours: its number kept, its quoted source text cut short. */
 function fromTsc(source: SourceText, diagnostic: TsDiagnostic, code: DiagnosticCode): Diagnostic {
   const start = diagnostic.getStart();
-  const location = start === undefined ? startOf(source.file) : source.locationOf(start, start + (diagnostic.getLength() ?? 0));
-  const message = ts.flattenDiagnosticMessageText(diagnostic.compilerObject.messageText, " ")
+  const location =
+    start === undefined ? startOf(source.file) : source.locationOf(start, start + (diagnostic.getLength() ?? 0));
+  const message = ts
+    .flattenDiagnosticMessageText(diagnostic.compilerObject.messageText, " ")
     .replace(/\s+/g, " ")
     .replace(/'([^']*)'/g, (_, quotedText: string) => `'${excerpt(quotedText)}'`);
   return diagnosticAt(code, location, message, { tsCode: diagnostic.getCode() });
@@ -183,7 +215,8 @@ class PolicyEvaluator {
     for (const declaration of this.constants.values()) {
       if (!this.evaluated.has(declaration)) this.evaluateConst(declaration, UNUSED);
     }
-    if (!exported) this.report(this.sourceFile, "ts/no-default-export", "a policy file needs `export default definePolicy({ … })`");
+    if (!exported)
+      this.report(this.sourceFile, "ts/no-default-export", "a policy file needs `export default definePolicy({ … })`");
     return value;
   }
 
@@ -208,7 +241,11 @@ class PolicyEvaluator {
       !Node.isTypeAliasDeclaration(statement) &&
       !Node.isEmptyStatement(statement)
     ) {
-      this.report(statement, "ts/not-data", `${describe(statement)} is not allowed at the top level: policies are data`);
+      this.report(
+        statement,
+        "ts/not-data",
+        `${describe(statement)} is not allowed at the top level: policies are data`,
+      );
     }
   }
 
@@ -216,8 +253,17 @@ class PolicyEvaluator {
     if (statement.isTypeOnly()) return;
     const from = statement.getModuleSpecifierValue();
     const named = statement.getNamedImports();
-    if (!API_MODULES.includes(from) || statement.getDefaultImport() || statement.getNamespaceImport() || named.length === 0) {
-      this.report(statement, "ts/import", `only \`import { definePolicy } from "${API_MODULE}"\` and type imports are allowed`);
+    if (
+      !API_MODULES.includes(from) ||
+      statement.getDefaultImport() ||
+      statement.getNamespaceImport() ||
+      named.length === 0
+    ) {
+      this.report(
+        statement,
+        "ts/import",
+        `only \`import { definePolicy } from "${API_MODULE}"\` and type imports are allowed`,
+      );
       return;
     }
     for (const specifier of named) {
@@ -235,13 +281,21 @@ class PolicyEvaluator {
     if (this.stopped) return this.hole(pointer);
     if (this.depth >= MAX_NESTING_DEPTH) {
       this.stopped = true;
-      this.report(node, "ts/too-deep", `values nested more than ${MAX_NESTING_DEPTH} levels deep (counting const references): a policy needs a few`);
+      this.report(
+        node,
+        "ts/too-deep",
+        `values nested more than ${MAX_NESTING_DEPTH} levels deep (counting const references): a policy needs a few`,
+      );
       return this.hole(pointer);
     }
     if (++this.values > MAX_POLICY_VALUES) {
       this.stopped = true;
       // Named at the outermost const reference on the way here: the one that expands.
-      this.report(this.references[0] ?? node, "policy/too-large", `consts expand this policy to more than ${MAX_POLICY_VALUES} values`);
+      this.report(
+        this.references[0] ?? node,
+        "policy/too-large",
+        `consts expand this policy to more than ${MAX_POLICY_VALUES} values`,
+      );
       return this.hole(pointer);
     }
     this.depth += 1;
@@ -276,17 +330,28 @@ class PolicyEvaluator {
     return this.report(inner, "ts/not-data", `${describe(inner)} is not allowed in a policy: policies are data`);
   }
 
-  private evaluateObject(node: import("ts-morph").ObjectLiteralExpression, pointer: string, into: Record<string, unknown> = {}) {
+  private evaluateObject(
+    node: import("ts-morph").ObjectLiteralExpression,
+    pointer: string,
+    into: Record<string, unknown> = {},
+  ) {
     for (const property of node.getProperties()) {
       if (this.stopped) return this.unfinished(pointer, into);
       if (Node.isPropertyAssignment(property)) {
         const nameNode = property.getNameNode();
         if (Node.isComputedPropertyName(nameNode)) {
           this.openObjects.add(pointer);
-          this.report(nameNode, "ts/not-data", "computed property names are not allowed in a policy: policies are data");
+          this.report(
+            nameNode,
+            "ts/not-data",
+            "computed property names are not allowed in a policy: policies are data",
+          );
           continue;
         }
-        const name = Node.isStringLiteral(nameNode) || Node.isNumericLiteral(nameNode) ? String(nameNode.getLiteralValue()) : nameNode.getText();
+        const name =
+          Node.isStringLiteral(nameNode) || Node.isNumericLiteral(nameNode)
+            ? String(nameNode.getLiteralValue())
+            : nameNode.getText();
         define(into, name, this.evaluate(property.getInitializerOrThrow(), childPointer(pointer, name), nameNode));
       } else if (Node.isShorthandPropertyAssignment(property)) {
         const name = property.getName();
@@ -335,7 +400,11 @@ class PolicyEvaluator {
       const magnitude = operand.getLiteralValue();
       return operator === SyntaxKind.MinusToken ? -magnitude : magnitude;
     }
-    return this.report(node, "ts/not-data", `the expression \`${excerpt(node.getText())}\` is not allowed in a policy: write the value`);
+    return this.report(
+      node,
+      "ts/not-data",
+      `the expression \`${excerpt(node.getText())}\` is not allowed in a policy: write the value`,
+    );
   }
 
   private evaluateIdentifier(node: import("ts-morph").Identifier, pointer: string, key?: Node): unknown {
@@ -360,7 +429,8 @@ class PolicyEvaluator {
     const name = excerpt(declaration.getName());
     const initializer = declaration.getInitializer();
     if (!initializer) return this.report(declaration, "ts/not-data", `const \`${name}\` has no value`);
-    if (this.resolving.has(declaration.getName())) return this.report(declaration, "ts/not-data", `const \`${name}\` refers to itself`);
+    if (this.resolving.has(declaration.getName()))
+      return this.report(declaration, "ts/not-data", `const \`${name}\` refers to itself`);
     this.resolving.add(declaration.getName());
     try {
       return this.evaluate(initializer, pointer);
@@ -376,13 +446,20 @@ class PolicyEvaluator {
       if (args.length !== 1) return this.report(node, "ts/not-data", "definePolicy takes exactly one object");
       return this.evaluate(args[0]!, pointer);
     }
-    return this.report(node, "ts/not-data", `calling \`${excerpt(callee.getText())}\` is not allowed in a policy: only definePolicy, and policies are data`);
+    return this.report(
+      node,
+      "ts/not-data",
+      `calling \`${excerpt(callee.getText())}\` is not allowed in a policy: only definePolicy, and policies are data`,
+    );
   }
 
   /** definePolicy as imported from the API, under its own name or an alias. */
   private isDefinePolicy(callee: Node): boolean {
     if (!Node.isIdentifier(callee) || !this.apiImports.has(callee.getText())) return false;
-    const specifier = callee.getSourceFile().getImportDeclarations().flatMap((d) => d.getNamedImports())
+    const specifier = callee
+      .getSourceFile()
+      .getImportDeclarations()
+      .flatMap((d) => d.getNamedImports())
       .find((s) => (s.getAliasNode()?.getText() ?? s.getName()) === callee.getText());
     return specifier?.getName() === "definePolicy";
   }
@@ -395,14 +472,20 @@ class PolicyEvaluator {
    * even spreads of empty objects are bounded. Reported once, at @node.
    */
   private mayExpand(node: Node): boolean {
-    const size = this.expandedSize(Node.isSpreadAssignment(node) || Node.isSpreadElement(node) ? node.getExpression() : node);
+    const size = this.expandedSize(
+      Node.isSpreadAssignment(node) || Node.isSpreadElement(node) ? node.getExpression() : node,
+    );
     if (this.values + size <= MAX_POLICY_VALUES) {
       this.values += 1;
       return true;
     }
     this.stopped = true;
     const what = Node.isIdentifier(node) ? `\`${excerpt(node.getText())}\`` : "this spread";
-    this.report(node, "policy/too-large", `${what} expands to ${size} values; a policy may have at most ${MAX_POLICY_VALUES}`);
+    this.report(
+      node,
+      "policy/too-large",
+      `${what} expands to ${size} values; a policy may have at most ${MAX_POLICY_VALUES}`,
+    );
     return false;
   }
 
@@ -425,7 +508,10 @@ class PolicyEvaluator {
       } else {
         // An identifier is its const's value, not one more.
         const own = Node.isIdentifier(top.node) && top.parts.length > 0 ? 0 : 1;
-        this.sizes.set(top.node, top.parts.reduce((sum, part) => sum + (this.sizes.get(part) ?? 1), own));
+        this.sizes.set(
+          top.node,
+          top.parts.reduce((sum, part) => sum + (this.sizes.get(part) ?? 1), own),
+        );
         this.sizing.delete(top.node);
         stack.pop();
       }
@@ -451,7 +537,11 @@ class PolicyEvaluator {
     }
     this.evaluated.add(declaration!);
     if (followed >= MAX_NESTING_DEPTH) {
-      this.report(inner, "ts/too-deep", `more than ${MAX_NESTING_DEPTH} consts refer to each other here: a policy needs a few`);
+      this.report(
+        inner,
+        "ts/too-deep",
+        `more than ${MAX_NESTING_DEPTH} consts refer to each other here: a policy needs a few`,
+      );
       return undefined;
     }
     return this.resolveLiteral(initializer, followed + 1);

@@ -18,12 +18,18 @@ import { MAX_NESTING_DEPTH, MAX_POLICY_VALUES, MAX_YAML_ALIASES } from "./limits
 import { childPointer, SourceMap, type SourceText } from "./source-map.js";
 
 /** Parses a YAML policy, keeping where every node was written. */
-export function loadYamlPolicy(source: SourceText): { value: unknown; sourceMap: SourceMap; diagnostics: Diagnostic[] } {
+export function loadYamlPolicy(source: SourceText): {
+  value: unknown;
+  sourceMap: SourceMap;
+  diagnostics: Diagnostic[];
+} {
   const sourceMap = new SourceMap(source);
   const parsed = parseBounded(source);
   if ("error" in parsed) return { value: undefined, sourceMap, diagnostics: [parsed.error] };
   const { document } = parsed;
-  const diagnostics = [...document.errors, ...document.warnings].map((problem) => yamlProblem(source, document, problem));
+  const diagnostics = [...document.errors, ...document.warnings].map((problem) =>
+    yamlProblem(source, document, problem),
+  );
   if (diagnostics.length > 0) return { value: undefined, sourceMap, diagnostics };
   if (document.contents) recordPositions(document.contents as Node, "", sourceMap);
   const structureProblem = checkStructure(source, document);
@@ -46,7 +52,13 @@ function parseBounded(source: SourceText): { document: Document.Parsed } | { err
     tokens.push(...parser.next(lexeme));
     if (collectionDepth(parser.stack) > MAX_NESTING_DEPTH) {
       const at = source.locationOf(parser.offset - lexeme.length, parser.offset);
-      return { error: diagnosticAt("yaml/too-deep", at, `collections nested more than ${MAX_NESTING_DEPTH} levels deep: a policy needs a few`) };
+      return {
+        error: diagnosticAt(
+          "yaml/too-deep",
+          at,
+          `collections nested more than ${MAX_NESTING_DEPTH} levels deep: a policy needs a few`,
+        ),
+      };
     }
   }
   tokens.push(...parser.end());
@@ -61,7 +73,9 @@ function parseBounded(source: SourceText): { document: Document.Parsed } | { err
 }
 
 function collectionDepth(stack: readonly CST.Token[]): number {
-  return stack.filter((token) => token.type === "block-map" || token.type === "block-seq" || token.type === "flow-collection").length;
+  return stack.filter(
+    (token) => token.type === "block-map" || token.type === "block-seq" || token.type === "flow-collection",
+  ).length;
 }
 
 function yamlProblem(source: SourceText, document: Document.Parsed, problem: YAMLError): Diagnostic {
@@ -70,7 +84,8 @@ function yamlProblem(source: SourceText, document: Document.Parsed, problem: YAM
     return diagnosticAt("yaml/syntax", source.locationOf(problem.pos[0], problem.pos[1]), message);
   }
   const [duplicate, first] = duplicateKeyAt(document, problem.pos[0]) ?? [];
-  if (!duplicate || !first) return diagnosticAt("yaml/duplicate-key", source.locationOf(problem.pos[0], problem.pos[1]), message);
+  if (!duplicate || !first)
+    return diagnosticAt("yaml/duplicate-key", source.locationOf(problem.pos[0], problem.pos[1]), message);
   const name = quoted(String(duplicate.value));
   return diagnosticAt("yaml/duplicate-key", spanOf(source, duplicate), `key ${name} is written twice in this mapping`, {
     notes: [{ ...spanOf(source, first), message: `first written here` }],
@@ -124,21 +139,32 @@ function checkStructure(source: SourceText, document: Document.Parsed): Diagnost
     if (problem || !node) return 0;
     if (isAlias(node)) {
       aliases += 1;
-      if (aliases > MAX_YAML_ALIASES) return fail("yaml/too-many-aliases", node, `more than ${MAX_YAML_ALIASES} aliases: a policy needs a few`);
+      if (aliases > MAX_YAML_ALIASES)
+        return fail("yaml/too-many-aliases", node, `more than ${MAX_YAML_ALIASES} aliases: a policy needs a few`);
       const target = anchors.get(node.source);
-      if (!target) return fail("yaml/unknown-alias", node, `alias *${excerpt(node.source)} names no anchor written before it`);
+      if (!target)
+        return fail("yaml/unknown-alias", node, `alias *${excerpt(node.source)} names no anchor written before it`);
       const size = sizes.get(target);
-      if (size === undefined) return fail("yaml/unknown-alias", node, `alias *${excerpt(node.source)} is inside its own anchor`);
+      if (size === undefined)
+        return fail("yaml/unknown-alias", node, `alias *${excerpt(node.source)} is inside its own anchor`);
       expanded += size;
       if (expanded > MAX_POLICY_VALUES) {
-        return fail("policy/too-large", node, `aliases expand this file to more than ${MAX_POLICY_VALUES} values (an alias bomb?)`);
+        return fail(
+          "policy/too-large",
+          node,
+          `aliases expand this file to more than ${MAX_POLICY_VALUES} values (an alias bomb?)`,
+        );
       }
       return size;
     }
     if (isPair(node)) {
       // A list or mapping as a key cannot be a JS object's key: yaml would stringify it, with a process warning echoing it whole.
       if (node.key !== null && !isScalar(node.key)) {
-        return fail("yaml/syntax", node.key as Node, "a key must be written out as a plain value, not a list, a mapping or an alias");
+        return fail(
+          "yaml/syntax",
+          node.key as Node,
+          "a key must be written out as a plain value, not a list, a mapping or an alias",
+        );
       }
       return sizeOf(node.key) + sizeOf(node.value);
     }

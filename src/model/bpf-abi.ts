@@ -41,8 +41,11 @@ const u8: TypeLayout = { type: "__u8", size: 1, fields: {} };
 const u32: TypeLayout = { type: "__u32", size: 4, fields: {} };
 const u64: TypeLayout = { type: "__u64", size: 8, fields: {} };
 const field = (offset: number, size: number, order: ByteOrder = "host"): FieldLayout => ({ offset, size, order });
-const struct = (name: string, size: number, fields: Record<string, FieldLayout>): TypeLayout =>
-  ({ type: `struct ${name}`, size, fields });
+const struct = (name: string, size: number, fields: Record<string, FieldLayout>): TypeLayout => ({
+  type: `struct ${name}`,
+  size,
+  fields,
+});
 
 /** What a captured connect() asked for (outbound_maps.h); an address is IPv6 or IPv4-mapped, in network order. */
 const originalDestination = struct("original_destination", 24, {
@@ -56,32 +59,46 @@ const originalDestination = struct("original_destination", 24, {
 /** Every map a policy's object may define, by pinned name (templates/bpf/lib/maps.h, prefixes.h, outbound_maps.h). */
 export const MAPS = {
   rule_state: {
-    name: "rule_state", type: "array", key: u32,
+    name: "rule_state",
+    type: "array",
+    key: u32,
     value: struct("rule_state", 4, { enabled: field(0, 4) }),
   },
   rule_counters: {
-    name: "rule_counters", type: "percpuArray", key: u32,
+    name: "rule_counters",
+    type: "percpuArray",
+    key: u32,
     value: struct("rule_counter", 16, { packets: field(0, 8), bytes: field(8, 8) }),
   },
   policy_meta: {
-    name: "policy_meta", type: "array", key: u32,
+    name: "policy_meta",
+    type: "array",
+    key: u32,
     value: struct("policy_meta", 64, { content_hash: field(0, 64, "bytes") }),
   },
   prefixes_v4: {
-    name: "prefixes_v4", type: "lpmTrie", value: u8,
+    name: "prefixes_v4",
+    type: "lpmTrie",
+    value: u8,
     key: struct("prefix_key_v4", 12, { prefixlen: field(0, 4), list: field(4, 4), addr: field(8, 4, "network") }),
   },
   prefixes_v6: {
-    name: "prefixes_v6", type: "lpmTrie", value: u8,
+    name: "prefixes_v6",
+    type: "lpmTrie",
+    value: u8,
     key: struct("prefix_key_v6", 24, { prefixlen: field(0, 4), list: field(4, 4), addr: field(8, 16, "network") }),
   },
   exempt_cgroups: {
-    name: "exempt_cgroups", type: "array", key: u32,
+    name: "exempt_cgroups",
+    type: "array",
+    key: u32,
     value: struct("exempt_cgroup", 16, { id: field(0, 8), level: field(8, 4), pad: field(12, 4) }),
   },
   orig_by_cookie: { name: "orig_by_cookie", type: "lruHash", key: u64, value: originalDestination },
   orig_by_conn: {
-    name: "orig_by_conn", type: "lruHash", value: originalDestination,
+    name: "orig_by_conn",
+    type: "lruHash",
+    value: originalDestination,
     key: struct("connection_key", 36, {
       client: field(0, 16, "network"),
       proxy: field(16, 16, "network"),

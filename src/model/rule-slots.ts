@@ -18,7 +18,11 @@ export type RuleSlot<Interceptor, Outbound> =
 export function ruleSlots<I, O>(policy: SlottedPolicy<I, O>): RuleSlot<I, O>[] {
   return [
     ...policy.rules.map((rule, slot) => ({ slot, kind: "interceptor" as const, rule })),
-    ...(policy.outbound?.rules ?? []).map((rule, position) => ({ slot: outboundSlot(policy.rules.length, position), kind: "outbound" as const, rule })),
+    ...(policy.outbound?.rules ?? []).map((rule, position) => ({
+      slot: outboundSlot(policy.rules.length, position),
+      kind: "outbound" as const,
+      rule,
+    })),
   ];
 }
 

@@ -203,7 +203,14 @@ export type PlanWarning =
   /** A steer rule with onProxyDown: drop, and nothing listening on its port: new connections to it would be dropped. */
   | { kind: "proxy-not-listening"; policy: string; rule: number; port: number; originalPorts: string; links: string[] }
   /** An outbound rule whose proxy port nothing listens on: the connections it captures would be refused. */
-  | { kind: "outbound-proxy-not-listening"; policy: string; rule: number; port: number; originalPort: number; cgroups: string[] }
+  | {
+      kind: "outbound-proxy-not-listening";
+      policy: string;
+      rule: number;
+      port: number;
+      originalPort: number;
+      cgroups: string[];
+    }
   /**
    * An outbound rule's proxy port has a listener in a cgroup outside every
    * captured and exempt cgroup: no getsockopt program of ours runs there.

@@ -16,7 +16,9 @@ const SYMBOL: Record<Action, { symbol: string; colour: Colour; verb: string }> =
 /** Terraform-style text: one line per change with its reason, then the summary. */
 export function renderPlan(plan: Plan, options: { colour: boolean }): string {
   const paint = (colour: Colour | "bold", text: string) => (options.colour ? styleText(colour, text) : text);
-  const warnings = plan.warnings.map((warning) => `${paint("yellow", "Warning:")} ${describeWarning(warning, plan.netns)}\n`).join("");
+  const warnings = plan.warnings
+    .map((warning) => `${paint("yellow", "Warning:")} ${describeWarning(warning, plan.netns)}\n`)
+    .join("");
   if (plan.changes.length === 0) {
     return `${paint("bold", "No changes.")} The kernel in ${describeNamespace(plan.netns)} matches the policies.\n${warnings && `\n${warnings}`}`;
   }
@@ -26,14 +28,16 @@ export function renderPlan(plan: Plan, options: { colour: boolean }): string {
     return `  ${paint(colour, symbol.padStart(3))} ${change.address.padEnd(width)}  ${verb}: ${change.reason}`;
   });
   const { add, change, destroy } = summarise(plan);
-  return [
-    `intercept will perform the following actions in ${describeNamespace(plan.netns)}:`,
-    "",
-    ...lines,
-    "",
-    `${paint("bold", "Plan:")} ${add} to add, ${change} to change, ${destroy} to destroy.`,
-    "",
-  ].join("\n") + (warnings && `\n${warnings}`);
+  return (
+    [
+      `intercept will perform the following actions in ${describeNamespace(plan.netns)}:`,
+      "",
+      ...lines,
+      "",
+      `${paint("bold", "Plan:")} ${add} to add, ${change} to change, ${destroy} to destroy.`,
+      "",
+    ].join("\n") + (warnings && `\n${warnings}`)
+  );
 }
 
 /** A warning in words: what is wrong now, what applying would do, what to do about it. */

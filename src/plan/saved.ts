@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { open, writeFile } from "node:fs/promises";
+import { type FileHandle, open, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import type { ObservedState } from "../datapath/types.js";
 import { displayLine } from "../diagnostics.js";
@@ -42,17 +42,48 @@ export interface SavedPolicy {
 export function fingerprint(observed: ObservedState): string {
   const relevant = {
     namespaceKey: observed.namespaceKey,
-    links: observed.links.map((l) => [l.ifindex, l.name, l.linkType, l.clsact, l.filters.ingress ?? 0, l.filters.egress ?? 0, l.foreign.map((f) => [f.hook, f.pref, f.handle ?? ""])]).sort(),
-    programs: observed.programs.map((p) => [p.ref.policy, p.ref.version, p.contentHash ?? "", p.programIds.ingress ?? 0, p.programIds.egress ?? 0, p.enabled]).sort(),
+    links: observed.links
+      .map((l) => [
+        l.ifindex,
+        l.name,
+        l.linkType,
+        l.clsact,
+        l.filters.ingress ?? 0,
+        l.filters.egress ?? 0,
+        l.foreign.map((f) => [f.hook, f.pref, f.handle ?? ""]),
+      ])
+      .sort(),
+    programs: observed.programs
+      .map((p) => [
+        p.ref.policy,
+        p.ref.version,
+        p.contentHash ?? "",
+        p.programIds.ingress ?? 0,
+        p.programIds.egress ?? 0,
+        p.enabled,
+      ])
+      .sort(),
     ownedQdiscs: [...observed.ownedQdiscs].sort(),
     emptyPins: observed.emptyPins.map((pin) => JSON.stringify(pin)).sort(),
     cgroups: observed.cgroups.map((c) => [c.path, c.id, c.attached.map((a) => [a.attachType, a.programId])]).sort(),
-    outbound: observed.programs.map((p) => [p.ref.policy, p.ref.version, Object.entries(p.cgroupProgramIds).sort(), p.exemptCgroups.map((c) => [c.id, c.level])]).sort(),
+    outbound: observed.programs
+      .map((p) => [
+        p.ref.policy,
+        p.ref.version,
+        Object.entries(p.cgroupProgramIds).sort(),
+        p.exemptCgroups.map((c) => [c.id, c.level]),
+      ])
+      .sort(),
   };
   return createHash("sha256").update(JSON.stringify(relevant)).digest("hex");
 }
 
-export async function savePlan(file: string, plan: Plan, observed: ObservedState, policies: SavedPolicy[]): Promise<void> {
+export async function savePlan(
+  file: string,
+  plan: Plan,
+  observed: ObservedState,
+  policies: SavedPolicy[],
+): Promise<void> {
   const saved: SavedPlan = {
     format: "intercept-plan",
     formatVersion: 2,
@@ -66,7 +97,10 @@ export async function savePlan(file: string, plan: Plan, observed: ObservedState
   try {
     await writeFile(file, `${JSON.stringify(saved, null, 2)}\n`);
   } catch (error) {
-    throw new InterceptError("file-access", `cannot write the plan to ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`);
+    throw new InterceptError(
+      "file-access",
+      `cannot write the plan to ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`,
+    );
   }
 }
 
@@ -81,7 +115,7 @@ export async function isSavedPlan(file: string): Promise<boolean> {
 }
 
 async function readHead(file: string, bytes: number): Promise<string | undefined> {
-  let handle;
+  let handle: FileHandle | undefined;
   try {
     handle = await open(file, "r");
     if (!(await handle.stat()).isFile()) return undefined;
@@ -112,7 +146,10 @@ export async function readSavedPlan(file: string): Promise<SavedPlan> {
     }
   } catch (error) {
     if (error instanceof InterceptError) throw error;
-    throw new InterceptError("file-access", `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`);
+    throw new InterceptError(
+      "file-access",
+      `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`,
+    );
   }
   let value: unknown;
   try {
@@ -129,7 +166,9 @@ export async function readSavedPlan(file: string): Promise<SavedPlan> {
 async function schemaProblem(value: unknown): Promise<string | undefined> {
   // ajv only on this path: compiling the schema costs ~100 ms that plan and apply from policies never pay.
   const { Ajv2020 } = await import("ajv/dist/2020.js");
-  const validate = new Ajv2020({ allErrors: false, strict: true }).compile(JSON.parse(readFileSync(SCHEMA_PATH, "utf8")));
+  const validate = new Ajv2020({ allErrors: false, strict: true }).compile(
+    JSON.parse(readFileSync(SCHEMA_PATH, "utf8")),
+  );
   if (validate(value)) return undefined;
   const [error] = validate.errors ?? [];
   // The path is made of the file's own keys: printable, like any text from a file.

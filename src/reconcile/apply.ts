@@ -26,13 +26,21 @@ export interface ApplyOptions {
  * left empty). A new change type without an entry here does not compile.
  */
 const UNTIDY: Record<ChangeType, boolean> = {
-  "program.create": false, "program.replace": true, "program.delete": true,
-  "attachment.create": false, "attachment.update": false, "attachment.delete": true,
-  "rule.update": false, "qdisc.delete": true,
-  "cgroup.create": false, "cgroup.update": false, "cgroup.delete": false,
+  "program.create": false,
+  "program.replace": true,
+  "program.delete": true,
+  "attachment.create": false,
+  "attachment.update": false,
+  "attachment.delete": true,
+  "rule.update": false,
+  "qdisc.delete": true,
+  "cgroup.create": false,
+  "cgroup.update": false,
+  "cgroup.delete": false,
   "exemption.update": false,
   // Forgetting records may leave the registry empty; removing empty pins is itself the tidy.
-  "registry.update": true, "pins.delete": false,
+  "registry.update": true,
+  "pins.delete": false,
 };
 
 /**
@@ -73,26 +81,63 @@ export async function executePlan(plan: Plan, datapath: Datapath, options: Apply
   const done: Step[] = [];
   // The reversible steps go to the datapath together: it may make them in fewer processes
   // (a kernel loads a version and records its qdiscs in one bpftool, makes every link's in one tc).
-  reversible.forEach((step, index) => emit({ type: "step-started", change: step.change, operation: step.operation, step: index + 1, steps: steps.length }));
-  const result = await performAll(datapath, reversible.map((step) => step.operation), options.interrupt);
+  reversible.forEach((step, index) =>
+    emit({
+      type: "step-started",
+      change: step.change,
+      operation: step.operation,
+      step: index + 1,
+      steps: steps.length,
+    }),
+  );
+  const result = await performAll(
+    datapath,
+    reversible.map((step) => step.operation),
+    options.interrupt,
+  );
   for (const step of reversible.slice(0, result.done)) {
     done.push(step);
     if (step.completes) emit({ type: "change-done", change: step.change });
   }
-  if (result.done < reversible.length) throw await stepFailed(reversible[result.done]!, result.error, done, steps.length, datapath, emit, options.interrupt);
+  if (result.done < reversible.length)
+    throw await stepFailed(
+      reversible[result.done]!,
+      result.error,
+      done,
+      steps.length,
+      datapath,
+      emit,
+      options.interrupt,
+    );
   try {
     options.interrupt?.throwIfAborted(); // the last moment to stop: nothing is committed yet
   } catch (error) {
-    throw await rollBack(done, datapath, emit, "apply-interrupted", `${messageOf(error)} after ${done.length} of ${steps.length} steps`);
+    throw await rollBack(
+      done,
+      datapath,
+      emit,
+      "apply-interrupted",
+      `${messageOf(error)} after ${done.length} of ${steps.length} steps`,
+    );
   }
   // Past this point no link runs the versions being unpinned: the kernel matches the plan.
   for (const [index, step] of steps.slice(reversible.length).entries()) {
     try {
-      emit({ type: "step-started", change: step.change, operation: step.operation, step: reversible.length + index + 1, steps: steps.length });
+      emit({
+        type: "step-started",
+        change: step.change,
+        operation: step.operation,
+        step: reversible.length + index + 1,
+        steps: steps.length,
+      });
       await perform(datapath, step.operation);
     } catch (error) {
       emit({ type: "step-failed", change: step.change, operation: step.operation, error: messageOf(error) });
-      throw new ApplyError("apply-failed", `${step.change.address}: ${messageOf(error)}\nThe links run the new programs; an old version is still pinned: \`intercept apply\` again removes it.`, false);
+      throw new ApplyError(
+        "apply-failed",
+        `${step.change.address}: ${messageOf(error)}\nThe links run the new programs; an old version is still pinned: \`intercept apply\` again removes it.`,
+        false,
+      );
     }
     if (step.completes) emit({ type: "change-done", change: step.change });
   }
@@ -103,16 +148,33 @@ export async function executePlan(plan: Plan, datapath: Datapath, options: Apply
 }
 
 /** @step failed with @error (or @interrupt stopped the apply before it): everything @done is undone, and the step too when it may be half done. */
-async function stepFailed(step: Step, error: unknown, done: Step[], steps: number, datapath: Datapath, emit: (event: ApplyEvent) => void, interrupt: AbortSignal | undefined): Promise<ApplyError> {
+async function stepFailed(
+  step: Step,
+  error: unknown,
+  done: Step[],
+  steps: number,
+  datapath: Datapath,
+  emit: (event: ApplyEvent) => void,
+  interrupt: AbortSignal | undefined,
+): Promise<ApplyError> {
   const interrupted = interrupt?.aborted === true && error === interrupt.reason;
-  if (!interrupted) emit({ type: "step-failed", change: step.change, operation: step.operation, error: messageOf(error) });
-  const why = interrupted ? `${messageOf(error)} after ${done.length} of ${steps} steps` : `${step.change.address}: ${messageOf(error)}`;
+  if (!interrupted)
+    emit({ type: "step-failed", change: step.change, operation: step.operation, error: messageOf(error) });
+  const why = interrupted
+    ? `${messageOf(error)} after ${done.length} of ${steps} steps`
+    : `${step.change.address}: ${messageOf(error)}`;
   const undo = step.undoOnFailure && !interrupted ? [...done, step] : done;
   return rollBack(undo, datapath, emit, interrupted ? "apply-interrupted" : "apply-failed", why);
 }
 
 /** Undoes @done in reverse; every undo is tried even after one fails, and each failure is reported. */
-async function rollBack(done: Step[], datapath: Datapath, emit: (event: ApplyEvent) => void, code: "apply-failed" | "apply-interrupted", why: string): Promise<ApplyError> {
+async function rollBack(
+  done: Step[],
+  datapath: Datapath,
+  emit: (event: ApplyEvent) => void,
+  code: "apply-failed" | "apply-interrupted",
+  why: string,
+): Promise<ApplyError> {
   const failures: string[] = [];
   for (const step of [...done].reverse()) {
     if (!step.undo) {

@@ -30,7 +30,10 @@ export interface DesiredPolicy {
  * policies with what they were read as, or a PolicyError with every
  * problem of every file (a file too slow or too large to read among them).
  */
-export async function validPolicies(paths: string[], options: ReadOptions = {}): Promise<{ loaded: LoadedPolicy[]; policies: ValidPolicy[] }> {
+export async function validPolicies(
+  paths: string[],
+  options: ReadOptions = {},
+): Promise<{ loaded: LoadedPolicy[]; policies: ValidPolicy[] }> {
   const { policies, diagnostics, validation } = await loadAndValidate(paths, options);
   const all = [...diagnostics, ...validation.diagnostics];
   if (all.length > 0) throw new PolicyError(all);
@@ -55,18 +58,32 @@ export async function compiledPolicies(paths: string[], options: ReadOptions = {
 }
 
 /** load → validate → compile → identify: what the kernel should run for the policies at @paths. */
-export async function loadDesired(paths: string[], builder: ProgramBuilder, options: ReadOptions = {}): Promise<DesiredPolicy[]> {
+export async function loadDesired(
+  paths: string[],
+  builder: ProgramBuilder,
+  options: ReadOptions = {},
+): Promise<DesiredPolicy[]> {
   const { loaded, policies } = await validPolicies(paths, options);
   return desiredState(loaded, policies, builder);
 }
 
 /** compile → identify, for validated @policies; each is paired with its loaded form by file. */
-export async function desiredState(loaded: LoadedPolicy[], policies: ValidPolicy[], builder: ProgramBuilder): Promise<DesiredPolicy[]> {
+export async function desiredState(
+  loaded: LoadedPolicy[],
+  policies: ValidPolicy[],
+  builder: ProgramBuilder,
+): Promise<DesiredPolicy[]> {
   const definitions = new Map(loaded.map((entry) => [entry.file, entry.value]));
-  return Promise.all(compilePolicies(policies).map((compiled) => desiredFrom(compiled, definitions.get(compiled.policy.file), builder)));
+  return Promise.all(
+    compilePolicies(policies).map((compiled) => desiredFrom(compiled, definitions.get(compiled.policy.file), builder)),
+  );
 }
 
-export async function desiredFrom(compiled: CompiledPolicy, definition: unknown, builder: ProgramBuilder): Promise<DesiredPolicy> {
+export async function desiredFrom(
+  compiled: CompiledPolicy,
+  definition: unknown,
+  builder: ProgramBuilder,
+): Promise<DesiredPolicy> {
   const hash = await builder.identify(compiled);
   return {
     definition,

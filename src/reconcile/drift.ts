@@ -1,4 +1,15 @@
-import { describeEmptyPin, describeVersion, HOOKS, ourCgroupPrograms, sameVersion, type CgroupHook, type EmptyPin, type Hook, type ObservedState, type VersionRef } from "../datapath/types.js";
+import {
+  describeEmptyPin,
+  describeVersion,
+  HOOKS,
+  ourCgroupPrograms,
+  sameVersion,
+  type CgroupHook,
+  type EmptyPin,
+  type Hook,
+  type ObservedState,
+  type VersionRef,
+} from "../datapath/types.js";
 import { wholeCgroupSet } from "./plan-cgroups.js";
 
 /**
@@ -23,7 +34,8 @@ export type Drift =
 
 export function findDrift(observed: ObservedState): Drift[] {
   const drift: Drift[] = [];
-  for (const program of observed.programs.filter((p) => p.contentHash === null)) drift.push({ kind: "incomplete-version", program: program.ref });
+  for (const program of observed.programs.filter((p) => p.contentHash === null))
+    drift.push({ kind: "incomplete-version", program: program.ref });
   const versionOf = (id: number) => observed.programs.find((p) => Object.values(p.programIds).includes(id));
   for (const link of observed.links) {
     const hooks: Partial<Record<Hook, VersionRef | null>> = {};
@@ -37,18 +49,27 @@ export function findDrift(observed: ObservedState): Drift[] {
     const running = Object.values(hooks).filter((ref): ref is VersionRef => ref !== null);
     const mixed = running.some((ref) => !sameVersion(ref, running[0]));
     // A version that has a program for a hook must run on both of a link's hooks it has.
-    const partial = running.length > 0 && HOOKS.some((hook) => hooks[hook] === undefined && observed.programs.some((p) => sameVersion(p.ref, running[0]) && p.programIds[hook] !== undefined));
+    const partial =
+      running.length > 0 &&
+      HOOKS.some(
+        (hook) =>
+          hooks[hook] === undefined &&
+          observed.programs.some((p) => sameVersion(p.ref, running[0]) && p.programIds[hook] !== undefined),
+      );
     if (mixed || partial) drift.push({ kind: "half-switched", link: link.name, hooks });
     const ours = Object.keys(link.filters).length > 0;
-    if (!ours && link.clsact && link.foreign.length === 0 && observed.ownedQdiscs.includes(link.ifindex)) drift.push({ kind: "empty-qdisc", link: link.name });
-    if (!link.clsact && observed.ownedQdiscs.includes(link.ifindex)) drift.push({ kind: "stale-qdisc-record", link: link.name });
+    if (!ours && link.clsact && link.foreign.length === 0 && observed.ownedQdiscs.includes(link.ifindex))
+      drift.push({ kind: "empty-qdisc", link: link.name });
+    if (!link.clsact && observed.ownedQdiscs.includes(link.ifindex))
+      drift.push({ kind: "stale-qdisc-record", link: link.name });
   }
   if (observed.emptyPins.length > 0) drift.push({ kind: "empty-pins", pins: observed.emptyPins });
   for (const cgroup of observed.cgroups) {
     const programs = ourCgroupPrograms(cgroup, observed.programs);
     if (programs.length === 0) continue;
     const mixed = programs.some(({ program }) => !sameVersion(program, programs[0]!.program));
-    if (mixed || !wholeCgroupSet(programs.map(({ hook }) => hook))) drift.push({ kind: "cgroup-half-switched", cgroup: cgroup.path, programs });
+    if (mixed || !wholeCgroupSet(programs.map(({ hook }) => hook)))
+      drift.push({ kind: "cgroup-half-switched", cgroup: cgroup.path, programs });
   }
   return drift;
 }
@@ -58,7 +79,10 @@ export function describeDrift(drift: Drift): string {
     case "incomplete-version":
       return `program version ${describeVersion(drift.program)} never finished loading (an interrupted apply): plan removes it`;
     case "half-switched": {
-      const running = HOOKS.map((hook) => `${hook} ${drift.hooks[hook] ? describeVersion(drift.hooks[hook]!) : drift.hooks[hook] === null ? "an unknown program" : "nothing"}`);
+      const running = HOOKS.map(
+        (hook) =>
+          `${hook} ${drift.hooks[hook] ? describeVersion(drift.hooks[hook]!) : drift.hooks[hook] === null ? "an unknown program" : "nothing"}`,
+      );
       return `link ${drift.link} is half-switched (${running.join(", ")}): plan switches it whole`;
     }
     case "unknown-program":

@@ -10,7 +10,15 @@ import { namedCgroups } from "./plan-cgroups.js";
 import { needsListeners } from "./warnings.js";
 
 export { ApplyError, doneWord, executePlan, leftToTidy, type ApplyEvent } from "./apply.js";
-export { compiledPolicies, desiredFrom, desiredState, loadDesired, validated, validPolicies, type DesiredPolicy } from "./desired.js";
+export {
+  compiledPolicies,
+  desiredFrom,
+  desiredState,
+  loadDesired,
+  validated,
+  validPolicies,
+  type DesiredPolicy,
+} from "./desired.js";
 export { makePlan, selects } from "./plan.js";
 export { namedCgroups } from "./plan-cgroups.js";
 export { orderSteps, PHASES, type Step } from "./order.js";
@@ -34,7 +42,11 @@ export interface PlannedRun {
  * not listening or not served; the agent, which nobody reads a plan of,
  * does without.
  */
-export async function planRun(desired: DesiredPolicy[], datapath: Datapath, options: { warnings?: boolean } = {}): Promise<PlannedRun> {
+export async function planRun(
+  desired: DesiredPolicy[],
+  datapath: Datapath,
+  options: { warnings?: boolean } = {},
+): Promise<PlannedRun> {
   const listeners = options.warnings === true && needsListeners(desired.map((want) => want.policy));
   const observed = await datapath.observe({ cgroups: namedCgroups(desired), ...(listeners && { listeners }) });
   return { desired, observed, plan: makePlan(desired, observed) };
@@ -49,18 +61,31 @@ export interface ApplyRunOptions {
 
 /** build (only what the plan loads: unchanged policies never reach clang) → execute (→ tidy, when something is left to). */
 export async function applyRun(run: PlannedRun, datapath: Datapath, options: ApplyRunOptions): Promise<PlanSummary> {
-  const loading = new Set(run.plan.changes.flatMap((change) => (change.type === "program.create" || change.type === "program.replace" ? [change.contentHash] : [])));
+  const loading = new Set(
+    run.plan.changes.flatMap((change) =>
+      change.type === "program.create" || change.type === "program.replace" ? [change.contentHash] : [],
+    ),
+  );
   const objects = new Map<string, LoadSource>();
   for (const desired of run.desired.filter((d) => loading.has(d.contentHash))) {
-    objects.set(desired.contentHash, { objectPath: await options.builder.object(desired.compiled, desired.contentHash), prefixes: desired.compiled.prefixes });
+    objects.set(desired.contentHash, {
+      objectPath: await options.builder.object(desired.compiled, desired.contentHash),
+      prefixes: desired.compiled.prefixes,
+    });
   }
   const objectFor = (contentHash: string) => {
     const object = objects.get(contentHash);
-    if (!object) throw new InterceptError("saved-plan-stale", `the plan loads a program (${contentHash.slice(0, 12)}) that none of its policies builds`);
+    if (!object)
+      throw new InterceptError(
+        "saved-plan-stale",
+        `the plan loads a program (${contentHash.slice(0, 12)}) that none of its policies builds`,
+      );
     return object;
   };
   return executePlan(run.plan, datapath, {
-    objectFor, tidy: leftToTidy(run.plan),
-    ...(options.onEvent && { onEvent: options.onEvent }), ...(options.interrupt && { interrupt: options.interrupt }),
+    objectFor,
+    tidy: leftToTidy(run.plan),
+    ...(options.onEvent && { onEvent: options.onEvent }),
+    ...(options.interrupt && { interrupt: options.interrupt }),
   });
 }

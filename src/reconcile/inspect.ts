@@ -1,4 +1,16 @@
-import { cgroupProgramOwner, HOOKS, sameVersion, type CgroupAttachment, type CgroupHook, type Datapath, type Hook, type ObservedProgram, type ObservedState, type RuleCounters, type VersionRef } from "../datapath/types.js";
+import {
+  cgroupProgramOwner,
+  HOOKS,
+  sameVersion,
+  type CgroupAttachment,
+  type CgroupHook,
+  type Datapath,
+  type Hook,
+  type ObservedProgram,
+  type ObservedState,
+  type RuleCounters,
+  type VersionRef,
+} from "../datapath/types.js";
 import { messageOf } from "../errors.js";
 import { ruleSlots } from "../model/rule-slots.js";
 import type { OutboundRule, Rule } from "../validate/index.js";
@@ -80,7 +92,8 @@ export async function inspect(datapath: Datapath, desired: DesiredPolicy[]): Pro
     const report: CgroupReport = { path: cgroup.path, id: cgroup.id, programs: [], foreign: [] };
     for (const attachment of cgroup.attached) {
       const owner = cgroupProgramOwner(observed.programs, attachment.programId);
-      if (owner && owner.hook === attachment.hook) report.programs.push({ hook: owner.hook, program: owner.program.ref });
+      if (owner && owner.hook === attachment.hook)
+        report.programs.push({ hook: owner.hook, program: owner.program.ref });
       else report.foreign.push(attachment);
     }
     return report;
@@ -88,7 +101,11 @@ export async function inspect(datapath: Datapath, desired: DesiredPolicy[]): Pro
   return { observed, programs, links, cgroups, drift: findDrift(observed), warnings };
 }
 
-async function reportProgram(datapath: Datapath, program: ObservedProgram, desired: DesiredPolicy[]): Promise<ProgramReport> {
+async function reportProgram(
+  datapath: Datapath,
+  program: ObservedProgram,
+  desired: DesiredPolicy[],
+): Promise<ProgramReport> {
   const source = desired.find((d) => sameVersion(d.program, program.ref) && d.contentHash === program.contentHash);
   let counters: RuleCounters[] | undefined;
   let countersError: string | undefined;
@@ -100,7 +117,13 @@ async function reportProgram(datapath: Datapath, program: ObservedProgram, desir
   const slots = source ? ruleSlots(source.policy) : [];
   const rules = program.enabled.map((enabled, index) => {
     const slot = slots[index];
-    return { index, rule: slot?.kind === "interceptor" ? slot.rule : undefined, outbound: slot?.kind === "outbound" ? slot.rule : undefined, enabled, counters: counters?.[index] };
+    return {
+      index,
+      rule: slot?.kind === "interceptor" ? slot.rule : undefined,
+      outbound: slot?.kind === "outbound" ? slot.rule : undefined,
+      enabled,
+      counters: counters?.[index],
+    };
   });
   return { program, desired: source, rules, countersError };
 }

@@ -77,10 +77,14 @@ export async function lockNamespace(namespaceKey: string, options: LockOptions):
         const heldBy = await readHolder(handle);
         if (!told) options.onWait?.(heldBy);
         told = true;
-        if (options.timeoutMs <= 0) throw new InterceptError("lock-held", `the network namespace is locked by ${heldBy.description}`);
+        if (options.timeoutMs <= 0)
+          throw new InterceptError("lock-held", `the network namespace is locked by ${heldBy.description}`);
         const left = deadline - Date.now();
         if (left <= 0 || !(await flock(handle, left, options.signal))) {
-          throw new InterceptError("lock-timeout", `gave up after ${formatSeconds(options.timeoutMs)} waiting for the lock held by ${(await readHolder(handle)).description} (--lock-timeout)`);
+          throw new InterceptError(
+            "lock-timeout",
+            `gave up after ${formatSeconds(options.timeoutMs)} waiting for the lock held by ${(await readHolder(handle)).description} (--lock-timeout)`,
+          );
         }
       }
       if (!(await stillAtPath(handle, file))) {
@@ -107,7 +111,10 @@ async function openLockFile(dir: string, file: string): Promise<FileHandle> {
     await makeLockDirectory(dir);
     return await open(file, constants.O_RDWR | constants.O_CREAT, 0o600);
   } catch (error) {
-    throw new InterceptError("file-access", `cannot open the lock file ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`);
+    throw new InterceptError(
+      "file-access",
+      `cannot open the lock file ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`,
+    );
   }
 }
 
@@ -131,10 +138,13 @@ async function makeLockDirectory(dir: string): Promise<void> {
 
 /** Whether the file at @file is the one @handle has open (not removed, nor made again, since it was opened). */
 async function stillAtPath(handle: FileHandle, file: string): Promise<boolean> {
-  const [ours, there] = await Promise.all([handle.stat(), stat(file).catch((error: NodeJS.ErrnoException) => {
-    if (error.code === "ENOENT") return undefined; // removed by the holder we waited for
-    throw error;
-  })]);
+  const [ours, there] = await Promise.all([
+    handle.stat(),
+    stat(file).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT") return undefined; // removed by the holder we waited for
+      throw error;
+    }),
+  ]);
   return there !== undefined && there.ino === ours.ino && there.dev === ours.dev;
 }
 
@@ -147,7 +157,10 @@ async function releaseLock(handle: FileHandle, file: string, keepRecord: boolean
     // so someone removed it by hand; closing still unlocks. Anything else is reported once closed.
     if ((error as NodeJS.ErrnoException).code !== "ENOENT") {
       await handle.close();
-      throw new InterceptError("file-access", `cannot remove the lock file ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`);
+      throw new InterceptError(
+        "file-access",
+        `cannot remove the lock file ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`,
+      );
     }
   }
   await handle.close();
@@ -159,13 +172,19 @@ async function flock(handle: FileHandle, timeoutMs: number, signal?: AbortSignal
   // execa's types name fds 3–9 only; at run time any fd of ours is passed on to spawn as it is.
   const ourFile = handle.fd as 3;
   const result = await execa("flock", ["--exclusive", ...wait, "--conflict-exit-code", "75", "3"], {
-    reject: false, stdio: ["ignore", "ignore", "pipe", ourFile], ...(signal && { cancelSignal: signal }),
+    reject: false,
+    stdio: ["ignore", "ignore", "pipe", ourFile],
+    ...(signal && { cancelSignal: signal }),
   });
   signal?.throwIfAborted();
   if (result.exitCode === 0) return true;
   if (result.exitCode === 75) return false; // busy (--nonblock), or still busy when --wait ran out
-  if ((result as { code?: string }).code === "ENOENT") throw new InterceptError("tool-missing", "flock not found: install util-linux");
-  throw new InterceptError("command-failed", `flock: ${String(result.stderr).split("\n")[0] || `exit ${result.exitCode}`}`);
+  if ((result as { code?: string }).code === "ENOENT")
+    throw new InterceptError("tool-missing", "flock not found: install util-linux");
+  throw new InterceptError(
+    "command-failed",
+    `flock: ${String(result.stderr).split("\n")[0] || `exit ${result.exitCode}`}`,
+  );
 }
 
 /** Who holds the lock, from what the holder wrote into the lock file. */

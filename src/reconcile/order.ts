@@ -1,5 +1,13 @@
 import type { PrefixEntry } from "../compile/match.js";
-import { CGROUP_HOOKS, type CgroupHook, type CgroupRef, type DatapathOperation, type Hook, type LinkRef, type VersionRef } from "../datapath/types.js";
+import {
+  CGROUP_HOOKS,
+  type CgroupHook,
+  type CgroupRef,
+  type DatapathOperation,
+  type Hook,
+  type LinkRef,
+  type VersionRef,
+} from "../datapath/types.js";
 import type { Change, ChangeType, CgroupProgram, HookPrograms } from "../plan/model.js";
 
 /**
@@ -25,7 +33,10 @@ export interface Step {
   completes: boolean;
 }
 
-type Operation = Omit<Step, "change" | "completes" | "undoOnFailure"> & { completes?: boolean; undoOnFailure?: boolean };
+type Operation = Omit<Step, "change" | "completes" | "undoOnFailure"> & {
+  completes?: boolean;
+  undoOnFailure?: boolean;
+};
 
 /**
  * Hooks are switched egress first and removed ingress first: a rewrite
@@ -55,9 +66,19 @@ const EXPAND: { [T in ChangeType]: (change: Extract<Change, { type: T }>, object
     { ...load(change, objectFor), completes: true },
     { phase: "commit", operation: { op: "unloadProgram", ref: change.replaces }, undo: null, completes: false },
   ],
-  "program.delete": (change) => [{ phase: "commit", operation: { op: "unloadProgram", ref: change.program }, undo: null }],
+  "program.delete": (change) => [
+    { phase: "commit", operation: { op: "unloadProgram", ref: change.program }, undo: null },
+  ],
   "attachment.create": (change) => [
-    ...(change.addQdisc ? [{ phase: "attach" as const, operation: { op: "addQdisc" as const, link: change.link }, undo: [{ op: "removeQdisc" as const, link: change.link }] }] : []),
+    ...(change.addQdisc
+      ? [
+          {
+            phase: "attach" as const,
+            operation: { op: "addQdisc" as const, link: change.link },
+            undo: [{ op: "removeQdisc" as const, link: change.link }],
+          },
+        ]
+      : []),
     attach(change.link, change.hooks, change.program, {}),
   ],
   "attachment.update": (change) => [
@@ -65,27 +86,55 @@ const EXPAND: { [T in ChangeType]: (change: Extract<Change, { type: T }>, object
     ...detach(change.link, change.detach, change.from, "attach"),
   ],
   "attachment.delete": (change) => [
-    ...detach(change.link, DETACH_ORDER.filter((hook) => hook in change.from), change.from, "detach"),
-    ...(change.removeQdisc ? [{ phase: "detach" as const, operation: { op: "removeQdisc" as const, link: change.link }, undo: [{ op: "addQdisc" as const, link: change.link }] }] : []),
+    ...detach(
+      change.link,
+      DETACH_ORDER.filter((hook) => hook in change.from),
+      change.from,
+      "detach",
+    ),
+    ...(change.removeQdisc
+      ? [
+          {
+            phase: "detach" as const,
+            operation: { op: "removeQdisc" as const, link: change.link },
+            undo: [{ op: "addQdisc" as const, link: change.link }],
+          },
+        ]
+      : []),
   ],
-  "rule.update": (change) => [{
-    phase: "rules",
-    operation: { op: "setRule", program: change.program, index: change.index, enabled: change.enabled },
-    undo: [{ op: "setRule", program: change.program, index: change.index, enabled: !change.enabled }],
-  }],
-  "qdisc.delete": (change) => [{ phase: "qdiscs", operation: { op: "removeQdisc", link: change.link }, undo: [{ op: "addQdisc", link: change.link }] }],
+  "rule.update": (change) => [
+    {
+      phase: "rules",
+      operation: { op: "setRule", program: change.program, index: change.index, enabled: change.enabled },
+      undo: [{ op: "setRule", program: change.program, index: change.index, enabled: !change.enabled }],
+    },
+  ],
+  "qdisc.delete": (change) => [
+    {
+      phase: "qdiscs",
+      operation: { op: "removeQdisc", link: change.link },
+      undo: [{ op: "addQdisc", link: change.link }],
+    },
+  ],
   "cgroup.create": (change) => attachToCgroup(change.cgroup, change.hooks, change.program),
   // The new program on each hook first, beside the old (multi); the old ones leave once every new one runs.
-  "cgroup.update": (change) => [...attachToCgroup(change.cgroup, change.attach, change.program), ...detachFromCgroup(change.cgroup, change.detach)],
+  "cgroup.update": (change) => [
+    ...attachToCgroup(change.cgroup, change.attach, change.program),
+    ...detachFromCgroup(change.cgroup, change.detach),
+  ],
   "cgroup.delete": (change) => detachFromCgroup(change.cgroup, change.detach),
   // Records and empty pins go last, once nothing of the plan needs them.
-  "registry.update": (change) => [{ phase: "commit", operation: { op: "forgetQdiscs", ifindexes: change.forget }, undo: null }],
+  "registry.update": (change) => [
+    { phase: "commit", operation: { op: "forgetQdiscs", ifindexes: change.forget }, undo: null },
+  ],
   "pins.delete": () => [{ phase: "commit", operation: { op: "tidy" }, undo: null }],
-  "exemption.update": (change) => [{
-    phase: "rules",
-    operation: { op: "setExemptCgroups", program: change.program, cgroups: change.cgroups },
-    undo: [{ op: "setExemptCgroups", program: change.program, cgroups: change.from }],
-  }],
+  "exemption.update": (change) => [
+    {
+      phase: "rules",
+      operation: { op: "setExemptCgroups", program: change.program, cgroups: change.cgroups },
+      undo: [{ op: "setExemptCgroups", program: change.program, cgroups: change.from }],
+    },
+  ],
 };
 
 /**
@@ -114,13 +163,20 @@ function detachFromCgroup(cgroup: CgroupRef, programs: CgroupProgram[]): Operati
     }));
 }
 
-function load(change: Extract<Change, { type: "program.create" | "program.replace" }>, objectFor: ObjectFor): Operation {
+function load(
+  change: Extract<Change, { type: "program.create" | "program.replace" }>,
+  objectFor: ObjectFor,
+): Operation {
   return {
     phase: "load",
     operation: {
       op: "loadProgram",
       load: {
-        ref: change.program, contentHash: change.contentHash, ...objectFor(change.contentHash), hooks: change.hooks, enabled: change.enabled,
+        ref: change.program,
+        contentHash: change.contentHash,
+        ...objectFor(change.contentHash),
+        hooks: change.hooks,
+        enabled: change.enabled,
         ...(change.cgroupHooks && { cgroupHooks: change.cgroupHooks, exemptCgroups: change.exemptCgroups ?? [] }),
       },
     },
@@ -131,7 +187,12 @@ function load(change: Extract<Change, { type: "program.create" | "program.replac
 /** All of a link's hooks in one operation: the window between them is as short as tc allows. */
 function attach(link: LinkRef, hooks: Hook[], program: VersionRef, from: HookPrograms): Operation {
   const ordered = ATTACH_ORDER.filter((hook) => hooks.includes(hook));
-  return { phase: "attach", operation: { op: "attachFilters", link, program, hooks: ordered }, undo: restore(link, ordered, from), undoOnFailure: true };
+  return {
+    phase: "attach",
+    operation: { op: "attachFilters", link, program, hooks: ordered },
+    undo: restore(link, ordered, from),
+    undoOnFailure: true,
+  };
 }
 
 function detach(link: LinkRef, hooks: Hook[], from: HookPrograms, phase: Phase): Operation[] {
@@ -151,7 +212,11 @@ function restore(link: LinkRef, hooks: Hook[], from: HookPrograms): DatapathOper
   for (const hook of DETACH_ORDER.filter((h) => hooks.includes(h))) {
     const previous = from[hook];
     if (previous === null) return null; // a program no version of ours pins cannot be put back
-    undo.push(previous === undefined ? { op: "detachFilter", link, hook } : { op: "attachFilters", link, program: previous, hooks: [hook] });
+    undo.push(
+      previous === undefined
+        ? { op: "detachFilter", link, hook }
+        : { op: "attachFilters", link, program: previous, hooks: [hook] },
+    );
   }
   return undo;
 }
@@ -159,9 +224,17 @@ function restore(link: LinkRef, hooks: Hook[], from: HookPrograms): DatapathOper
 /** The plan's changes as steps in execution order: by phase, then in plan order. */
 export function orderSteps(changes: Change[], objectFor: ObjectFor): Step[] {
   const steps = changes.flatMap((change) => {
-    const operations = (EXPAND[change.type] as (change: Change, objectFor: ObjectFor) => Operation[])(change, objectFor);
+    const operations = (EXPAND[change.type] as (change: Change, objectFor: ObjectFor) => Operation[])(
+      change,
+      objectFor,
+    );
     const last = operations.length - 1;
-    return operations.map(({ completes, undoOnFailure, ...operation }, index) => ({ ...operation, change, undoOnFailure: undoOnFailure ?? false, completes: completes ?? index === last }));
+    return operations.map(({ completes, undoOnFailure, ...operation }, index) => ({
+      ...operation,
+      change,
+      undoOnFailure: undoOnFailure ?? false,
+      completes: completes ?? index === last,
+    }));
   });
   return steps
     .map((step, position) => ({ step, position }))

@@ -1,7 +1,25 @@
-import { CGROUP_HOOKS, describeVersion, ourCgroupPrograms, sameVersion, type CgroupHook, type CgroupIdentity, type ObservedCgroup, type ObservedProgram, type ObservedState, type VersionRef } from "../datapath/types.js";
+import {
+  CGROUP_HOOKS,
+  describeVersion,
+  ourCgroupPrograms,
+  sameVersion,
+  type CgroupHook,
+  type CgroupIdentity,
+  type ObservedCgroup,
+  type ObservedProgram,
+  type ObservedState,
+  type VersionRef,
+} from "../datapath/types.js";
 import { InterceptError } from "../errors.js";
 import { formatAddress } from "../model/addresses.js";
-import type { CgroupCreate, CgroupDelete, CgroupProgram, CgroupUpdate, Change, ExemptionUpdate } from "../plan/model.js";
+import type {
+  CgroupCreate,
+  CgroupDelete,
+  CgroupProgram,
+  CgroupUpdate,
+  Change,
+  ExemptionUpdate,
+} from "../plan/model.js";
 import type { DesiredPolicy } from "./desired.js";
 
 /**
@@ -15,7 +33,9 @@ import type { DesiredPolicy } from "./desired.js";
 
 /** The cgroups @desired name, captured and exempt: what observe() must look at. */
 export function namedCgroups(desired: readonly DesiredPolicy[]): string[] {
-  return desired.flatMap(({ policy }) => (policy.outbound ? [...policy.outbound.cgroups, ...policy.outbound.exempt.cgroups] : []));
+  return desired.flatMap(({ policy }) =>
+    policy.outbound ? [...policy.outbound.cgroups, ...policy.outbound.exempt.cgroups] : [],
+  );
 }
 
 /** What a policy wants on one cgroup. */
@@ -39,12 +59,18 @@ export function wantedCgroups(desired: DesiredPolicy[], observed: ObservedState)
   for (const owner of desired) {
     const outbound = owner.policy.outbound;
     if (!outbound) continue;
-    const named = [...outbound.cgroups.map((path) => ({ path, role: "capture" as const })), ...outbound.exempt.cgroups.map((path) => ({ path, role: "exempt" as const }))];
+    const named = [
+      ...outbound.cgroups.map((path) => ({ path, role: "capture" as const })),
+      ...outbound.exempt.cgroups.map((path) => ({ path, role: "exempt" as const })),
+    ];
     for (const { path, role } of named) {
       const cgroup = findCgroup(owner, path, observed);
       const other = wanted.get(path);
       if (other && other.owner !== owner) {
-        throw new InterceptError("plan-conflict", `cgroup "${path}" is named by more than one policy: ${other.owner.policy.name}, ${owner.policy.name}`);
+        throw new InterceptError(
+          "plan-conflict",
+          `cgroup "${path}" is named by more than one policy: ${other.owner.policy.name}, ${owner.policy.name}`,
+        );
       }
       wanted.set(path, { owner, cgroup, hooks: ROLE_HOOKS[role], role });
     }
@@ -54,10 +80,17 @@ export function wantedCgroups(desired: DesiredPolicy[], observed: ObservedState)
 
 function findCgroup(owner: DesiredPolicy, path: string, observed: ObservedState): ObservedCgroup {
   if (observed.cgroupRoot === null) {
-    throw new InterceptError("cgroup2-unavailable", `policy "${owner.policy.name}" has an outbound section, and no cgroup2 hierarchy is mounted (none in /proc/mounts)`);
+    throw new InterceptError(
+      "cgroup2-unavailable",
+      `policy "${owner.policy.name}" has an outbound section, and no cgroup2 hierarchy is mounted (none in /proc/mounts)`,
+    );
   }
   const cgroup = observed.cgroups.find((c) => c.path === path);
-  if (!cgroup) throw new InterceptError("cgroup-not-found", `policy "${owner.policy.name}": cgroup "${path}" does not exist under the cgroup2 mount ${observed.cgroupRoot}`);
+  if (!cgroup)
+    throw new InterceptError(
+      "cgroup-not-found",
+      `policy "${owner.policy.name}": cgroup "${path}" does not exist under the cgroup2 mount ${observed.cgroupRoot}`,
+    );
   return cgroup;
 }
 
@@ -70,7 +103,11 @@ export function exemptIdentities(owner: DesiredPolicy, wanted: Map<string, Wante
 }
 
 /** Changes for every cgroup that runs or should run programs of ours, by path. */
-export function planCgroups(observed: ObservedState, wanted: Map<string, WantedCgroup>, kept: (owner: DesiredPolicy) => ObservedProgram | undefined): Change[] {
+export function planCgroups(
+  observed: ObservedState,
+  wanted: Map<string, WantedCgroup>,
+  kept: (owner: DesiredPolicy) => ObservedProgram | undefined,
+): Change[] {
   const changes: Change[] = [];
   const paths = new Set([...wanted.keys(), ...observed.cgroups.map((c) => c.path)]);
   for (const path of [...paths].sort()) {
@@ -81,23 +118,45 @@ export function planCgroups(observed: ObservedState, wanted: Map<string, WantedC
     const address = formatAddress({ kind: "cgroup", path });
     if (!want) {
       if (ours.length > 0) {
-        const remove: CgroupDelete = { type: "cgroup.delete", address, cgroup: ref, detach: ours, reason: "no policy names this cgroup" };
+        const remove: CgroupDelete = {
+          type: "cgroup.delete",
+          address,
+          cgroup: ref,
+          detach: ours,
+          reason: "no policy names this cgroup",
+        };
         changes.push(remove);
       }
       continue;
     }
     const target = want.owner.program;
     const running = kept(want.owner) !== undefined;
-    const current = (entry: CgroupProgram) => running && want.hooks.includes(entry.hook) && sameVersion(entry.program, target);
+    const current = (entry: CgroupProgram) =>
+      running && want.hooks.includes(entry.hook) && sameVersion(entry.program, target);
     const attach = want.hooks.filter((hook) => !ours.some((entry) => entry.hook === hook && current(entry)));
     const detach = ours.filter((entry) => !current(entry));
     if (attach.length === 0 && detach.length === 0) continue;
     const what = want.role === "capture" ? "capture" : "exempt: the proxy's getsockopt";
     if (ours.length === 0) {
-      const create: CgroupCreate = { type: "cgroup.create", address, cgroup: ref, program: target, hooks: want.hooks, reason: `attach ${want.owner.policy.name} (${what})` };
+      const create: CgroupCreate = {
+        type: "cgroup.create",
+        address,
+        cgroup: ref,
+        program: target,
+        hooks: want.hooks,
+        reason: `attach ${want.owner.policy.name} (${what})`,
+      };
       changes.push(create);
     } else {
-      const update: CgroupUpdate = { type: "cgroup.update", address, cgroup: ref, program: target, attach, detach, reason: `switch from ${describeRunning(ours)} to ${describeVersion(target)} (${what})` };
+      const update: CgroupUpdate = {
+        type: "cgroup.update",
+        address,
+        cgroup: ref,
+        program: target,
+        attach,
+        detach,
+        reason: `switch from ${describeRunning(ours)} to ${describeVersion(target)} (${what})`,
+      };
       changes.push(update);
     }
   }
@@ -117,18 +176,32 @@ function describeRunning(ours: CgroupProgram[]): string {
 }
 
 /** Live edit of a kept version's exempt cgroup ids, when a cgroup was made again since the version was loaded. */
-export function planExemption(owner: DesiredPolicy, kept: ObservedProgram | undefined, wanted: Map<string, WantedCgroup>): ExemptionUpdate[] {
+export function planExemption(
+  owner: DesiredPolicy,
+  kept: ObservedProgram | undefined,
+  wanted: Map<string, WantedCgroup>,
+): ExemptionUpdate[] {
   if (!kept || !owner.policy.outbound) return [];
   const cgroups = exemptIdentities(owner, wanted);
-  const same = cgroups.length === kept.exemptCgroups.length && cgroups.every((c, i) => c.id === kept.exemptCgroups[i]!.id && c.level === kept.exemptCgroups[i]!.level);
+  const same =
+    cgroups.length === kept.exemptCgroups.length &&
+    cgroups.every((c, i) => c.id === kept.exemptCgroups[i]!.id && c.level === kept.exemptCgroups[i]!.level);
   if (same) return [];
-  return [{
-    type: "exemption.update", address: formatAddress({ kind: "exemption", policy: owner.policy.name }), program: kept.ref, cgroups, from: kept.exemptCgroups,
-    reason: `exempt cgroup ids ${kept.exemptCgroups.map((c) => c.id).join(", ") || "none"} → ${cgroups.map((c) => c.id).join(", ")} (a cgroup was made again; live edit, no reload)`,
-  }];
+  return [
+    {
+      type: "exemption.update",
+      address: formatAddress({ kind: "exemption", policy: owner.policy.name }),
+      program: kept.ref,
+      cgroups,
+      from: kept.exemptCgroups,
+      reason: `exempt cgroup ids ${kept.exemptCgroups.map((c) => c.id).join(", ") || "none"} → ${cgroups.map((c) => c.id).join(", ")} (a cgroup was made again; live edit, no reload)`,
+    },
+  ];
 }
 
 /** Whether a version's cgroup programs on one cgroup form a whole set (all four, or getsockopt alone). */
 export function wholeCgroupSet(hooks: readonly CgroupHook[]): boolean {
-  return Object.values(ROLE_HOOKS).some((role) => role.length === hooks.length && role.every((hook) => hooks.includes(hook)));
+  return Object.values(ROLE_HOOKS).some(
+    (role) => role.length === hooks.length && role.every((hook) => hooks.includes(hook)),
+  );
 }

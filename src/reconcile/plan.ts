@@ -1,9 +1,33 @@
-import { describeEmptyPin, describeVersion, HOOKS, sameVersion, type Hook, type ObservedLink, type ObservedProgram, type ObservedState, type VersionRef } from "../datapath/types.js";
+import {
+  describeEmptyPin,
+  describeVersion,
+  HOOKS,
+  sameVersion,
+  type Hook,
+  type ObservedLink,
+  type ObservedProgram,
+  type ObservedState,
+  type VersionRef,
+} from "../datapath/types.js";
 import { InterceptError, unreachable } from "../errors.js";
 import { formatAddress } from "../model/addresses.js";
 import { describeNamespace } from "../model/namespace.js";
 import { ruleSlots, slotCount, slottedRules } from "../model/rule-slots.js";
-import type { AttachmentCreate, AttachmentDelete, AttachmentUpdate, Change, HookPrograms, PinsDelete, Plan, ProgramCreate, ProgramDelete, ProgramReplace, QdiscDelete, RegistryUpdate, RuleUpdate } from "../plan/model.js";
+import type {
+  AttachmentCreate,
+  AttachmentDelete,
+  AttachmentUpdate,
+  Change,
+  HookPrograms,
+  PinsDelete,
+  Plan,
+  ProgramCreate,
+  ProgramDelete,
+  ProgramReplace,
+  QdiscDelete,
+  RegistryUpdate,
+  RuleUpdate,
+} from "../plan/model.js";
 import { globMatch } from "../glob.js";
 import { ruleSummary, type InterfaceSelection, type ValidPolicy } from "../validate/index.js";
 import { appliesIn } from "../validate/namespaces.js";
@@ -32,10 +56,21 @@ export function makePlan(given: DesiredPolicy[], observed: ObservedState): Plan 
   const links = [...owners].map(([link, owner]) => planLink(link, owner, observed, byId));
   changes.push(...links.flat().sort((a, b) => a.address.localeCompare(b.address)));
   changes.push(...planCgroups(observed, cgroups, (want) => programs[desired.indexOf(want)]!.kept));
-  desired.forEach((want, index) => changes.push(...planRules(want, programs[index]!.kept), ...planExemption(want, programs[index]!.kept, cgroups)));
+  desired.forEach((want, index) =>
+    changes.push(...planRules(want, programs[index]!.kept), ...planExemption(want, programs[index]!.kept, cgroups)),
+  );
   changes.push(...planRegistry(observed, changes), ...planEmptyPins(observed, changes));
-  const linksOf = (policy: ValidPolicy) => [...owners].filter(([, owner]) => owner?.policy === policy).map(([link]) => link.name);
-  return { netns: observed.netns, changes, warnings: planWarnings(desired.map((want) => want.policy), observed, linksOf) };
+  const linksOf = (policy: ValidPolicy) =>
+    [...owners].filter(([, owner]) => owner?.policy === policy).map(([link]) => link.name);
+  return {
+    netns: observed.netns,
+    changes,
+    warnings: planWarnings(
+      desired.map((want) => want.policy),
+      observed,
+      linksOf,
+    ),
+  };
 }
 
 /**
@@ -46,31 +81,61 @@ export function makePlan(given: DesiredPolicy[], observed: ObservedState): Plan 
 function planRegistry(observed: ObservedState, changes: Change[]): RegistryUpdate[] {
   const withQdisc = new Map(observed.links.filter((link) => link.clsact).map((link) => [link.ifindex, link.name]));
   const present = new Map(observed.links.map((link) => [link.ifindex, link.name]));
-  const adding = new Set(changes.flatMap((change) => (change.type === "attachment.create" && change.addQdisc ? [change.link.ifindex] : [])));
+  const adding = new Set(
+    changes.flatMap((change) => (change.type === "attachment.create" && change.addQdisc ? [change.link.ifindex] : [])),
+  );
   const forget = observed.ownedQdiscs.filter((ifindex) => !withQdisc.has(ifindex) && !adding.has(ifindex));
   if (forget.length === 0) return [];
-  const what = forget.map((ifindex) => (present.has(ifindex) ? `${present.get(ifindex)} (its qdisc is gone)` : `ifindex ${ifindex} (the link is gone)`));
-  return [{ type: "registry.update", address: formatAddress({ kind: "registry" }), forget, reason: `forget the records of qdiscs that are gone: ${what.join(", ")}` }];
+  const what = forget.map((ifindex) =>
+    present.has(ifindex) ? `${present.get(ifindex)} (its qdisc is gone)` : `ifindex ${ifindex} (the link is gone)`,
+  );
+  return [
+    {
+      type: "registry.update",
+      address: formatAddress({ kind: "registry" }),
+      forget,
+      reason: `forget the records of qdiscs that are gone: ${what.join(", ")}`,
+    },
+  ];
 }
 
 /** Pins of ours left empty by an interrupted run, but those the plan fills again (a load, a new qdisc). */
 function planEmptyPins(observed: ObservedState, changes: Change[]): PinsDelete[] {
-  const loading = new Set(changes.flatMap((change) => (change.type === "program.create" || change.type === "program.replace" ? [change.program.policy] : [])));
+  const loading = new Set(
+    changes.flatMap((change) =>
+      change.type === "program.create" || change.type === "program.replace" ? [change.program.policy] : [],
+    ),
+  );
   const addsQdisc = changes.some((change) => change.type === "attachment.create" && change.addQdisc);
   const pins = observed.emptyPins.filter((pin) => {
     switch (pin.kind) {
-      case "registry": return !addsQdisc;
-      case "policy": return !loading.has(pin.policy);
-      case "namespace": return !addsQdisc && loading.size === 0;
-      default: return unreachable(pin);
+      case "registry":
+        return !addsQdisc;
+      case "policy":
+        return !loading.has(pin.policy);
+      case "namespace":
+        return !addsQdisc && loading.size === 0;
+      default:
+        return unreachable(pin);
     }
   });
   if (pins.length === 0) return [];
-  return [{ type: "pins.delete", address: formatAddress({ kind: "pins" }), pins, reason: `left empty by an interrupted run: ${pins.map(describeEmptyPin).join(", ")}` }];
+  return [
+    {
+      type: "pins.delete",
+      address: formatAddress({ kind: "pins" }),
+      pins,
+      reason: `left empty by an interrupted run: ${pins.map(describeEmptyPin).join(", ")}`,
+    },
+  ];
 }
 
 /** The live version to keep (same content hash, complete), and the changes around it. */
-function planProgram(want: DesiredPolicy, observed: ObservedState, cgroups: Map<string, WantedCgroup>): { kept: ObservedProgram | undefined; changes: Change[] } {
+function planProgram(
+  want: DesiredPolicy,
+  observed: ObservedState,
+  cgroups: Map<string, WantedCgroup>,
+): { kept: ObservedProgram | undefined; changes: Change[] } {
   const name = want.policy.name;
   const versions = observed.programs.filter((p) => p.ref.policy === name);
   const kept = versions.find((p) => p.contentHash === want.contentHash && sameVersion(p.ref, want.program));
@@ -79,32 +144,52 @@ function planProgram(want: DesiredPolicy, observed: ObservedState, cgroups: Map<
   if (kept) return { kept, changes: others.map((p) => programDelete(p, staleReason(p))) };
   const complete = others.filter((p) => p.contentHash !== null);
   const base = {
-    program: want.program, contentHash: want.contentHash, hooks: want.hooks,
+    program: want.program,
+    contentHash: want.contentHash,
+    hooks: want.hooks,
     enabled: slottedRules(want.policy).map((rule) => rule.enabled),
-    ...(want.cgroupHooks.length > 0 && { cgroupHooks: want.cgroupHooks, exemptCgroups: exemptIdentities(want, cgroups) }),
+    ...(want.cgroupHooks.length > 0 && {
+      cgroupHooks: want.cgroupHooks,
+      exemptCgroups: exemptIdentities(want, cgroups),
+    }),
   };
   if (complete.length > 0) {
     const [replaced, ...extra] = complete;
     const replace: ProgramReplace = {
-      type: "program.replace", address: formatAddress({ kind: "program", policy: name }), ...base, replaces: replaced!.ref,
+      type: "program.replace",
+      address: formatAddress({ kind: "program", policy: name }),
+      ...base,
+      replaces: replaced!.ref,
       reason: `program changed (${replaced!.ref.version.slice(0, 8)} → ${want.program.version.slice(0, 8)})`,
     };
     const incomplete = others.filter((p) => p.contentHash === null);
-    return { kept: undefined, changes: [replace, ...[...extra, ...incomplete].map((p) => programDelete(p, staleReason(p)))] };
+    return {
+      kept: undefined,
+      changes: [replace, ...[...extra, ...incomplete].map((p) => programDelete(p, staleReason(p)))],
+    };
   }
   const create: ProgramCreate = {
-    type: "program.create", address: formatAddress({ kind: "program", policy: name }), ...base,
+    type: "program.create",
+    address: formatAddress({ kind: "program", policy: name }),
+    ...base,
     reason: `new policy, ${plural(slotCount(want.policy), "rule")}${versions.length > 0 ? " (replacing an interrupted load)" : ""}`,
   };
   return { kept: undefined, changes: [create, ...others.map((p) => programDelete(p, staleReason(p)))] };
 }
 
 function staleReason(program: ObservedProgram): string {
-  return program.contentHash === null ? `version ${program.ref.version.slice(0, 8)} never finished loading (an interrupted apply)` : "stale version";
+  return program.contentHash === null
+    ? `version ${program.ref.version.slice(0, 8)} never finished loading (an interrupted apply)`
+    : "stale version";
 }
 
 function programDelete(program: ObservedProgram, reason: string): ProgramDelete {
-  return { type: "program.delete", address: formatAddress({ kind: "program", policy: program.ref.policy }), program: program.ref, reason };
+  return {
+    type: "program.delete",
+    address: formatAddress({ kind: "program", policy: program.ref.policy }),
+    program: program.ref,
+    reason,
+  };
 }
 
 /** Which desired policy each link intercept can serve belongs to; two claiming one link is an error. */
@@ -116,12 +201,18 @@ function assignLinks(desired: DesiredPolicy[], observed: ObservedState): Map<Obs
     if (!servable(link)) {
       const naming = claimants.find((want) => want.policy.interfaces.include?.includes(link.name));
       if (naming) {
-        throw new InterceptError("plan-conflict", `policy "${naming.policy.name}" names interface ${link.name}, a ${link.linkType} link: intercept's programs serve Ethernet links only`);
+        throw new InterceptError(
+          "plan-conflict",
+          `policy "${naming.policy.name}" names interface ${link.name}, a ${link.linkType} link: intercept's programs serve Ethernet links only`,
+        );
       }
       continue;
     }
     if (claimants.length > 1) {
-      throw new InterceptError("plan-conflict", `interface ${link.name} in ${describeNamespace(observed.netns)} is selected by more than one policy: ${claimants.map((c) => c.policy.name).join(", ")}`);
+      throw new InterceptError(
+        "plan-conflict",
+        `interface ${link.name} in ${describeNamespace(observed.netns)} is selected by more than one policy: ${claimants.map((c) => c.policy.name).join(", ")}`,
+      );
     }
     owners.set(link, claimants[0]);
   }
@@ -133,7 +224,12 @@ function servable(link: ObservedLink): boolean {
   return !link.loopback && link.linkType === "ether";
 }
 
-function planLink(link: ObservedLink, owner: DesiredPolicy | undefined, observed: ObservedState, byId: Map<number, ObservedProgram>): Change[] {
+function planLink(
+  link: ObservedLink,
+  owner: DesiredPolicy | undefined,
+  observed: ObservedState,
+  byId: Map<number, ObservedProgram>,
+): Change[] {
   const address = formatAddress({ kind: "attachment", link: link.name });
   const ref = { ifindex: link.ifindex, name: link.name };
   const from = runningOn(link, byId);
@@ -142,33 +238,64 @@ function planLink(link: ObservedLink, owner: DesiredPolicy | undefined, observed
   if (!owner) {
     const emptyAfter = owned && link.clsact && link.foreign.length === 0;
     if (ours.length > 0) {
-      const remove: AttachmentDelete = { type: "attachment.delete", address, link: ref, from, removeQdisc: emptyAfter, reason: "no policy selects this link" };
+      const remove: AttachmentDelete = {
+        type: "attachment.delete",
+        address,
+        link: ref,
+        from,
+        removeQdisc: emptyAfter,
+        reason: "no policy selects this link",
+      };
       return [remove];
     }
     if (emptyAfter) {
-      const qdisc: QdiscDelete = { type: "qdisc.delete", address: formatAddress({ kind: "qdisc", link: link.name }), link: ref, reason: "clsact qdisc intercept created, holding nothing (left by an interrupted run)" };
+      const qdisc: QdiscDelete = {
+        type: "qdisc.delete",
+        address: formatAddress({ kind: "qdisc", link: link.name }),
+        link: ref,
+        reason: "clsact qdisc intercept created, holding nothing (left by an interrupted run)",
+      };
       return [qdisc];
     }
     return [];
   }
   const taken = link.foreign.find((filter) => filter.inOurSlot);
   if (taken) {
-    throw new InterceptError("plan-conflict", `interface ${link.name}: tc pref ${taken.pref} handle ${taken.handle}, where intercept attaches, is held by a filter intercept did not create (${taken.kind} ${taken.programName ?? ""}); remove it or exclude the interface`);
+    throw new InterceptError(
+      "plan-conflict",
+      `interface ${link.name}: tc pref ${taken.pref} handle ${taken.handle}, where intercept attaches, is held by a filter intercept did not create (${taken.kind} ${taken.programName ?? ""}); remove it or exclude the interface`,
+    );
   }
   const target = { link: ref, program: owner.program, hooks: owner.hooks };
   if (ours.length === 0) {
-    const create: AttachmentCreate = { type: "attachment.create", address, ...target, addQdisc: !link.clsact, reason: `attach ${owner.policy.name}` };
+    const create: AttachmentCreate = {
+      type: "attachment.create",
+      address,
+      ...target,
+      addQdisc: !link.clsact,
+      reason: `attach ${owner.policy.name}`,
+    };
     return [create];
   }
   const kept = observed.programs.find((p) => sameVersion(p.ref, owner.program) && p.contentHash === owner.contentHash);
   const detach = ours.filter((hook) => !owner.hooks.includes(hook));
-  const current = kept !== undefined && detach.length === 0 && owner.hooks.every((hook) => link.filters[hook] === kept.programIds[hook]);
+  const current =
+    kept !== undefined &&
+    detach.length === 0 &&
+    owner.hooks.every((hook) => link.filters[hook] === kept.programIds[hook]);
   if (current) return [];
   const half = halfSwitched(from, observed.programs);
   const added = half ? [] : owner.hooks.filter((hook) => !(hook in from));
-  const hooksChange = [...(added.length > 0 ? [`adding ${hookList(added)}`] : []), ...(detach.length > 0 ? [`removing ${hookList(detach)}`] : [])];
+  const hooksChange = [
+    ...(added.length > 0 ? [`adding ${hookList(added)}`] : []),
+    ...(detach.length > 0 ? [`removing ${hookList(detach)}`] : []),
+  ];
   const update: AttachmentUpdate = {
-    type: "attachment.update", address, ...target, from, detach,
+    type: "attachment.update",
+    address,
+    ...target,
+    from,
+    detach,
     reason: `switch from ${describeRunning(from, owner.hooks, half)} to ${describeVersion(owner.program)}${hooksChange.map((what) => `, ${what}`).join("")}`,
   };
   return [update];
@@ -201,7 +328,8 @@ function halfSwitched(from: HookPrograms, programs: readonly ObservedProgram[]):
 
 /** "demo@1a2b3c4d", or per hook on a half-switched link. */
 function describeRunning(from: HookPrograms, wanted: Hook[], half: boolean): string {
-  const name = (ref: VersionRef | null | undefined) => (ref ? describeVersion(ref) : ref === null ? "an unknown program" : "nothing");
+  const name = (ref: VersionRef | null | undefined) =>
+    ref ? describeVersion(ref) : ref === null ? "an unknown program" : "nothing";
   if (!half) return name(from[HOOKS.find((hook) => hook in from)!]);
   const hooks = HOOKS.filter((hook) => hook in from || wanted.includes(hook));
   return `${hooks.map((hook) => `${hook} ${name(from[hook])}`).join(", ")} (half-switched by an interrupted apply)`;
@@ -213,7 +341,8 @@ function hookList(hooks: Hook[]): string {
 
 function programsById(programs: ObservedProgram[]): Map<number, ObservedProgram> {
   const byId = new Map<number, ObservedProgram>();
-  for (const program of programs) for (const id of Object.values(program.programIds)) if (id !== undefined) byId.set(id, program);
+  for (const program of programs)
+    for (const id of Object.values(program.programIds)) if (id !== undefined) byId.set(id, program);
   return byId;
 }
 
@@ -221,12 +350,18 @@ function programsById(programs: ObservedProgram[]): Map<number, ObservedProgram>
 function planRules(want: DesiredPolicy, kept: ObservedProgram | undefined): RuleUpdate[] {
   if (!kept) return [];
   const rules = ruleSlots(want.policy).map((slot) =>
-    slot.kind === "interceptor" ? { rule: slot.rule, what: ruleSummary(slot.rule) } : { rule: slot.rule, what: `outbound tcp ${slot.rule.originalPort} → proxy ${slot.rule.port}` });
+    slot.kind === "interceptor"
+      ? { rule: slot.rule, what: ruleSummary(slot.rule) }
+      : { rule: slot.rule, what: `outbound tcp ${slot.rule.originalPort} → proxy ${slot.rule.port}` },
+  );
   return rules
     .filter(({ rule }) => kept.enabled[rule.index] !== rule.enabled)
     .map(({ rule, what }) => ({
-      type: "rule.update", address: formatAddress({ kind: "rule", policy: want.policy.name, index: rule.index }),
-      program: kept.ref, index: rule.index, enabled: rule.enabled,
+      type: "rule.update",
+      address: formatAddress({ kind: "rule", policy: want.policy.name, index: rule.index }),
+      program: kept.ref,
+      index: rule.index,
+      enabled: rule.enabled,
       reason: `${what}: ${rule.enabled ? "enable" : "disable"} (live edit, no reload)`,
     }));
 }

@@ -25,7 +25,10 @@ function validatedPolicies(file: string, loaded: LoadedPolicy[]): ValidPolicy[] 
     if (!(error instanceof PolicyError)) throw error;
     const [first] = reportableDiagnostics(error.diagnostics);
     const more = error.diagnostics.length > 1 ? ` (and ${error.diagnostics.length - 1} more)` : "";
-    throw new InterceptError("saved-plan-invalid", `${file}: policy ${quoted(first!.file, 80)}: ${first!.message}${more}`);
+    throw new InterceptError(
+      "saved-plan-invalid",
+      `${file}: policy ${quoted(first!.file, 80)}: ${first!.message}${more}`,
+    );
   }
 }
 
@@ -39,10 +42,16 @@ export async function saveRun(file: string, run: PlannedRun): Promise<void> {
 }
 
 /** The namespace a saved plan is for, checked against --netns when one was given. */
-export async function savedPlanNamespace(file: string, requested: NetworkNamespace | undefined): Promise<NetworkNamespace> {
+export async function savedPlanNamespace(
+  file: string,
+  requested: NetworkNamespace | undefined,
+): Promise<NetworkNamespace> {
   const netns = savedNamespace(await readSavedPlan(file));
   if (requested && requested.name !== netns.name) {
-    throw new InterceptError("saved-plan-stale", `${file} was made for ${describeNamespace(netns)}, not ${describeNamespace(requested)}`);
+    throw new InterceptError(
+      "saved-plan-stale",
+      `${file} was made for ${describeNamespace(netns)}, not ${describeNamespace(requested)}`,
+    );
   }
   return netns;
 }
@@ -55,23 +64,39 @@ export async function savedPlanNamespace(file: string, requested: NetworkNamespa
  * when the recomputed changes differ from the saved ones (the file was
  * edited, or this machine builds other programs: other templates or clang).
  */
-export async function savedPlanRun(file: string, datapath: Datapath & { namespaceKey: string }, builder: ProgramBuilder): Promise<PlannedRun> {
+export async function savedPlanRun(
+  file: string,
+  datapath: Datapath & { namespaceKey: string },
+  builder: ProgramBuilder,
+): Promise<PlannedRun> {
   const saved = await readSavedPlan(file);
   const loaded = saved.policies.map((entry) => policyFromData(entry.source, entry.definition));
   const desired = await desiredState(loaded, validatedPolicies(file, loaded), builder);
   if (datapath.namespaceKey !== saved.namespaceKey) {
-    throw new InterceptError("saved-plan-stale", `${describeNamespace(datapath.netns)} is not the namespace ${file} was made for (it was recreated since): run \`intercept plan\` again`);
+    throw new InterceptError(
+      "saved-plan-stale",
+      `${describeNamespace(datapath.netns)} is not the namespace ${file} was made for (it was recreated since): run \`intercept plan\` again`,
+    );
   }
   const run = await planRun(desired, datapath);
   if (saved.changes.length === 0 && run.plan.changes.length > 0) {
     const count = `${run.plan.changes.length} change${run.plan.changes.length === 1 ? "" : "s"}`;
-    throw new InterceptError("saved-plan-stale", `${file} holds no changes, but its policies give ${count} here: run \`intercept plan\` again`);
+    throw new InterceptError(
+      "saved-plan-stale",
+      `${file} holds no changes, but its policies give ${count} here: run \`intercept plan\` again`,
+    );
   }
   if (fingerprint(run.observed) !== saved.observed) {
-    throw new InterceptError("saved-plan-stale", `the kernel changed since ${file} was made (${quoted(saved.createdAt)}): run \`intercept plan\` again`);
+    throw new InterceptError(
+      "saved-plan-stale",
+      `the kernel changed since ${file} was made (${quoted(saved.createdAt)}): run \`intercept plan\` again`,
+    );
   }
   if (!isDeepStrictEqual(run.plan.changes, saved.changes)) {
-    throw new InterceptError("saved-plan-stale", `${file}: its changes are not what its policies give here (the file was edited, or templates or clang differ): run \`intercept plan\` again`);
+    throw new InterceptError(
+      "saved-plan-stale",
+      `${file}: its changes are not what its policies give here (the file was edited, or templates or clang differ): run \`intercept plan\` again`,
+    );
   }
   return run;
 }

@@ -9,10 +9,17 @@ import { portRangeText } from "../validate/selectors.js";
  * the sockets listening in the namespace now: none when the listeners were
  * not observed. @linksOf gives the links a policy runs on once applied.
  */
-export function planWarnings(policies: ValidPolicy[], observed: ObservedState, linksOf: (policy: ValidPolicy) => string[]): PlanWarning[] {
+export function planWarnings(
+  policies: ValidPolicy[],
+  observed: ObservedState,
+  linksOf: (policy: ValidPolicy) => string[],
+): PlanWarning[] {
   const listeners = observed.listeners;
   if (!listeners) return [];
-  return policies.flatMap((policy) => [...steerWarnings(policy, listeners, linksOf(policy)), ...outboundWarnings(policy, listeners, true)]);
+  return policies.flatMap((policy) => [
+    ...steerWarnings(policy, listeners, linksOf(policy)),
+    ...outboundWarnings(policy, listeners, true),
+  ]);
 }
 
 /** Whether plan must observe the listeners for @policies' warnings: a steer rule that drops, or an outbound rule. */
@@ -29,7 +36,14 @@ function steerWarnings(policy: ValidPolicy, listeners: Listener[], links: string
   if (links.length === 0) return [];
   return policy.rules
     .filter((rule) => dropsWithoutProxy(rule) && !listeners.some((listener) => listener.port === rule.port))
-    .map((rule) => ({ kind: "proxy-not-listening", policy: policy.name, rule: rule.index, port: rule.port, originalPorts: rule.originalPorts.map(portRangeText).join(","), links }));
+    .map((rule) => ({
+      kind: "proxy-not-listening",
+      policy: policy.name,
+      rule: rule.index,
+      port: rule.port,
+      originalPorts: rule.originalPorts.map(portRangeText).join(","),
+      links,
+    }));
 }
 
 /**
@@ -41,12 +55,43 @@ export function outboundWarnings(policy: ValidPolicy, listeners: Listener[], mis
   const outbound = policy.outbound;
   if (!outbound) return [];
   const served = [...outbound.cgroups, ...outbound.exempt.cgroups];
-  return outbound.rules.filter((rule) => rule.enabled).flatMap((rule): PlanWarning[] => {
-    const on = listeners.filter((listener) => listener.port === rule.port);
-    if (on.length === 0) {
-      return missing ? [{ kind: "outbound-proxy-not-listening", policy: policy.name, rule: rule.index, port: rule.port, originalPort: rule.originalPort, cgroups: outbound.cgroups }] : [];
-    }
-    const outside = [...new Set(on.flatMap((listener) => (listener.cgroup !== undefined && !served.some((cgroup) => cgroupWithin(listener.cgroup!, cgroup)) ? [listener.cgroup] : [])))].sort();
-    return outside.length > 0 ? [{ kind: "outbound-proxy-uncaptured", policy: policy.name, rule: rule.index, port: rule.port, listenerCgroups: outside }] : [];
-  });
+  return outbound.rules
+    .filter((rule) => rule.enabled)
+    .flatMap((rule): PlanWarning[] => {
+      const on = listeners.filter((listener) => listener.port === rule.port);
+      if (on.length === 0) {
+        return missing
+          ? [
+              {
+                kind: "outbound-proxy-not-listening",
+                policy: policy.name,
+                rule: rule.index,
+                port: rule.port,
+                originalPort: rule.originalPort,
+                cgroups: outbound.cgroups,
+              },
+            ]
+          : [];
+      }
+      const outside = [
+        ...new Set(
+          on.flatMap((listener) =>
+            listener.cgroup !== undefined && !served.some((cgroup) => cgroupWithin(listener.cgroup!, cgroup))
+              ? [listener.cgroup]
+              : [],
+          ),
+        ),
+      ].sort();
+      return outside.length > 0
+        ? [
+            {
+              kind: "outbound-proxy-uncaptured",
+              policy: policy.name,
+              rule: rule.index,
+              port: rule.port,
+              listenerCgroups: outside,
+            },
+          ]
+        : [];
+    });
 }

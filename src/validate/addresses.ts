@@ -17,7 +17,7 @@ export const ADDRESS_BITS: Record<Family, number> = { ipv4: 32, ipv6: 128 };
 
 /** What reading a written CIDR gave: a network, or why not. */
 export type CidrReading =
-  | { ok: true; cidr: Cidr; /** host bits were set: @cidr is the network form */ hostBits: boolean }
+  | { ok: true; cidr: Cidr /** host bits were set: @cidr is the network form */; hostBits: boolean }
   | { ok: false; reason: string };
 
 /**
@@ -30,12 +30,15 @@ export function readCidr(text: string): CidrReading {
   const addressText = slash === -1 ? text : text.slice(0, slash);
   const lengthText = slash === -1 ? undefined : text.slice(slash + 1);
   const version = isIP(addressText);
-  if (version === 0 || addressText.includes("%")) return { ok: false, reason: `${addressText === "" ? "no address" : "not an IPv4 or IPv6 address"}` };
+  if (version === 0 || addressText.includes("%"))
+    return { ok: false, reason: `${addressText === "" ? "no address" : "not an IPv4 or IPv6 address"}` };
   const family: Family = version === 4 ? "ipv4" : "ipv6";
   const bits = ADDRESS_BITS[family];
-  if (lengthText !== undefined && !/^(0|[1-9][0-9]{0,2})$/.test(lengthText)) return { ok: false, reason: `the prefix length must be a number 0–${bits}` };
+  if (lengthText !== undefined && !/^(0|[1-9][0-9]{0,2})$/.test(lengthText))
+    return { ok: false, reason: `the prefix length must be a number 0–${bits}` };
   const prefixLength = lengthText === undefined ? bits : Number(lengthText);
-  if (prefixLength > bits) return { ok: false, reason: `an ${family === "ipv4" ? "IPv4" : "IPv6"} prefix length is at most ${bits}` };
+  if (prefixLength > bits)
+    return { ok: false, reason: `an ${family === "ipv4" ? "IPv4" : "IPv6"} prefix length is at most ${bits}` };
   const value = toNumber(ipaddr.parse(addressText).toByteArray());
   const network = value & prefixMask(family, prefixLength);
   return { ok: true, cidr: cidrOf(family, network, prefixLength), hostBits: network !== value };

@@ -9,13 +9,22 @@ import { checkSchema, type SchemaProblem } from "./schema.js";
 import { checkOutbound, checkOutboundAcrossPolicies, normaliseOutbound } from "./outbound.js";
 import { checkInterfaces, checkPolicies, checkRules, readRule, toRule, type CheckedPolicy } from "./semantic.js";
 
-export type { Cidr, InterfaceSelection, MappedCidr, OutboundExemption, OutboundPolicy, OutboundRule, PortRange, Rule, ValidPolicy } from "./model.js";
+export type {
+  Cidr,
+  InterfaceSelection,
+  MappedCidr,
+  OutboundExemption,
+  OutboundPolicy,
+  OutboundRule,
+  PortRange,
+  Rule,
+  ValidPolicy,
+} from "./model.js";
 export { toRule } from "./semantic.js";
 export { ruleSummary } from "./summary.js";
 export { cidrText } from "./addresses.js";
 export { singleOriginalPort } from "./selectors.js";
 export { attachesToLinks } from "./outbound.js";
-
 
 /**
  * Stage 2: checks loaded policies against the schema, then the rules
@@ -28,7 +37,10 @@ export { attachesToLinks } from "./outbound.js";
  * each policy's file as its checks begin (the checks across policies count
  * as the last one's), so that a deadline can name where it stopped.
  */
-export function validatePolicies(loaded: LoadedPolicy[], checking?: (file: string) => void): { policies: ValidPolicy[]; diagnostics: Diagnostic[] } {
+export function validatePolicies(
+  loaded: LoadedPolicy[],
+  checking?: (file: string) => void,
+): { policies: ValidPolicy[]; diagnostics: Diagnostic[] } {
   const diagnostics: Diagnostic[] = [];
   const accepted: CheckedPolicy[] = [];
   for (const policy of loaded) {
@@ -37,7 +49,8 @@ export function validatePolicies(loaded: LoadedPolicy[], checking?: (file: strin
     const problems = [...schema.map((problem) => problem.diagnostic), ...checkWhatPassed(policy, schema)];
     const typeErrors = distinctTypeErrors(policy, schema, problems);
     diagnostics.push(...problems, ...typeErrors);
-    if (policy.clean && problems.length === 0 && typeErrors.length === 0) accepted.push({ loaded: policy, policy: normalise(policy) });
+    if (policy.clean && problems.length === 0 && typeErrors.length === 0)
+      accepted.push({ loaded: policy, policy: normalise(policy) });
   }
   diagnostics.push(...checkPolicies(accepted), ...checkOutboundAcrossPolicies(accepted));
   return { policies: diagnostics.length === 0 ? accepted.map((entry) => entry.policy) : [], diagnostics };
@@ -53,7 +66,14 @@ function checkWhatPassed(policy: LoadedPolicy, schema: SchemaProblem[]): Diagnos
   const problems = passed("/name") ? checkName(policy) : [];
   const include = value.interfaces?.include;
   if (Array.isArray(include)) {
-    problems.push(...checkInterfaces(policy, new Map(include.flatMap((name, index) => (passed(`/interfaces/include/${index}`) ? [[index, name] as const] : [])))));
+    problems.push(
+      ...checkInterfaces(
+        policy,
+        new Map(
+          include.flatMap((name, index) => (passed(`/interfaces/include/${index}`) ? [[index, name] as const] : [])),
+        ),
+      ),
+    );
   }
   if (Array.isArray(value.interceptors) && !policy.openObjects.includes("/interceptors")) {
     const rules: Rule[] = [];
@@ -63,8 +83,14 @@ function checkWhatPassed(policy: LoadedPolicy, schema: SchemaProblem[]): Diagnos
       const read = readRule(interceptor, index);
       for (const problem of read.problems) {
         const pointer = problem.field === "" ? `/interceptors/${index}` : `/interceptors/${index}/${problem.field}`;
-        problems.push(diagnosticAt(problem.code, policy.sourceMap.locate(pointer, problem.part), problem.message,
-          problem.suggestion === undefined ? {} : { suggestion: problem.suggestion }));
+        problems.push(
+          diagnosticAt(
+            problem.code,
+            policy.sourceMap.locate(pointer, problem.part),
+            problem.message,
+            problem.suggestion === undefined ? {} : { suggestion: problem.suggestion },
+          ),
+        );
       }
       if (read.rule) rules.push(read.rule);
     });
@@ -105,7 +131,10 @@ function normalise(loaded: LoadedPolicy): ValidPolicy {
 
 /** The file's base name, made into an identifier: "my-policy.yaml" → "my_policy". */
 function defaultName(file: string): string {
-  return path.basename(file, path.extname(file)).toLowerCase().replace(/[^a-z0-9_]/g, "_");
+  return path
+    .basename(file, path.extname(file))
+    .toLowerCase()
+    .replace(/[^a-z0-9_]/g, "_");
 }
 
 /** A name from the file name must be usable too (an explicit one is the schema's to check). */
@@ -113,6 +142,11 @@ function checkName(loaded: LoadedPolicy): Diagnostic[] {
   if ((loaded.value as Partial<Policy>).name !== undefined) return [];
   const name = defaultName(loaded.file);
   if (isPolicyName(name)) return [];
-  return [diagnosticAt("policy/name-unusable", startOf(loaded.file),
-    `the file name gives the policy name "${name}", which is not usable in C identifiers and pin paths: set "name" (lower case letters, digits and _, starting with a letter)`)];
+  return [
+    diagnosticAt(
+      "policy/name-unusable",
+      startOf(loaded.file),
+      `the file name gives the policy name "${name}", which is not usable in C identifiers and pin paths: set "name" (lower case letters, digits and _, starting with a letter)`,
+    ),
+  ];
 }

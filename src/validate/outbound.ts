@@ -19,7 +19,11 @@ const LOOPBACK = { ipv4: [...V4_MAPPED_PREFIX, 127, 0, 0, 1], ipv6: [...Array(15
 export function normaliseOutbound(outbound: Outbound, firstIndex: number): OutboundPolicy {
   return {
     cgroups: [...outbound.cgroups],
-    exempt: { uids: [...(outbound.exempt.uids ?? [])], cgroups: [...(outbound.exempt.cgroups ?? [])], marks: [...(outbound.exempt.marks ?? [])] },
+    exempt: {
+      uids: [...(outbound.exempt.uids ?? [])],
+      cgroups: [...(outbound.exempt.cgroups ?? [])],
+      marks: [...(outbound.exempt.marks ?? [])],
+    },
     rules: outbound.rules.map((rule, position) => outboundRule(rule, position, outboundSlot(firstIndex, position))),
   };
 }
@@ -59,7 +63,10 @@ export function parseCidr(text: string): ParsedCidr {
     return { kind: "invalid", why: `has host bits set: the network is ${canonical}`, suggestion: canonical };
   }
   const mapped = family === "ipv4" ? [...V4_MAPPED_PREFIX, ...network] : network;
-  return { kind: "valid", cidr: { family, bytes: mapped, prefix: family === "ipv4" ? prefix + 96 : prefix, text: canonical } };
+  return {
+    kind: "valid",
+    cidr: { family, bytes: mapped, prefix: family === "ipv4" ? prefix + 96 : prefix, text: canonical },
+  };
 }
 
 function masked(bytes: number[], prefix: number): number[] {
@@ -84,7 +91,9 @@ function rulesOverlap(a: OutboundRule, b: OutboundRule): boolean {
 }
 
 function reachesLoopback(rule: OutboundRule): boolean {
-  return rule.cidrs.length === 0 || rule.cidrs.some((cidr) => contains(cidr, LOOPBACK.ipv4) || contains(cidr, LOOPBACK.ipv6));
+  return (
+    rule.cidrs.length === 0 || rule.cidrs.some((cidr) => contains(cidr, LOOPBACK.ipv4) || contains(cidr, LOOPBACK.ipv6))
+  );
 }
 
 /**
@@ -96,9 +105,17 @@ export function checkOutbound(loaded: LoadedPolicy, passed: (pointer: string) =>
   const outbound = (loaded.value as { outbound?: Partial<Outbound> }).outbound;
   if (typeof outbound !== "object" || outbound === null || Array.isArray(outbound)) return [];
   const diagnostics: Diagnostic[] = [];
-  const at = (code: DiagnosticCode, pointer: string, message: string, extra: { notes?: DiagnosticNote[]; suggestion?: string } = {}, part: "key" | "value" = "value") =>
-    diagnostics.push(diagnosticAt(code, loaded.sourceMap.locate(pointer, part), message, extra));
-  const note = (pointer: string, message: string, part: "key" | "value" = "value"): DiagnosticNote => ({ ...loaded.sourceMap.locate(pointer, part), message });
+  const at = (
+    code: DiagnosticCode,
+    pointer: string,
+    message: string,
+    extra: { notes?: DiagnosticNote[]; suggestion?: string } = {},
+    part: "key" | "value" = "value",
+  ) => diagnostics.push(diagnosticAt(code, loaded.sourceMap.locate(pointer, part), message, extra));
+  const note = (pointer: string, message: string, part: "key" | "value" = "value"): DiagnosticNote => ({
+    ...loaded.sourceMap.locate(pointer, part),
+    message,
+  });
 
   // cgroups: each a usable path, none twice, none inside another, none both captured and exempt.
   const cgroups: { path: string; pointer: string; exempt: boolean }[] = [];
@@ -120,36 +137,71 @@ export function checkOutbound(loaded: LoadedPolicy, passed: (pointer: string) =>
     for (const earlier of cgroups.slice(0, i)) {
       const what = (c: typeof cgroup) => (c.exempt ? "exempt" : "captured");
       if (cgroup.path === earlier.path) {
-        at(cgroup.exempt === earlier.exempt ? "outbound/duplicate-cgroup" : "outbound/exempt-captured", cgroup.pointer,
-          cgroup.exempt === earlier.exempt ? `cgroup ${quoted(cgroup.path)} is named twice` : `cgroup ${quoted(cgroup.path)} is both captured and exempt`,
-          { notes: [note(earlier.pointer, `${what(earlier)} here`)] });
+        at(
+          cgroup.exempt === earlier.exempt ? "outbound/duplicate-cgroup" : "outbound/exempt-captured",
+          cgroup.pointer,
+          cgroup.exempt === earlier.exempt
+            ? `cgroup ${quoted(cgroup.path)} is named twice`
+            : `cgroup ${quoted(cgroup.path)} is both captured and exempt`,
+          { notes: [note(earlier.pointer, `${what(earlier)} here`)] },
+        );
         return;
       }
-      const [inner, outer] = cgroupWithin(cgroup.path, earlier.path) ? [cgroup, earlier] : cgroupWithin(earlier.path, cgroup.path) ? [earlier, cgroup] : [];
+      const [inner, outer] = cgroupWithin(cgroup.path, earlier.path)
+        ? [cgroup, earlier]
+        : cgroupWithin(earlier.path, cgroup.path)
+          ? [earlier, cgroup]
+          : [];
       if (!inner || !outer) continue;
       if (outer.exempt && !inner.exempt) {
-        at("outbound/exempt-captured", cgroup.pointer, `captured cgroup ${quoted(inner.path)} lies inside exempt cgroup ${quoted(outer.path)}: its connections would never be captured`,
-          { notes: [note(earlier.pointer, `${what(earlier)} here`)] });
+        at(
+          "outbound/exempt-captured",
+          cgroup.pointer,
+          `captured cgroup ${quoted(inner.path)} lies inside exempt cgroup ${quoted(outer.path)}: its connections would never be captured`,
+          { notes: [note(earlier.pointer, `${what(earlier)} here`)] },
+        );
         return;
       }
       if (!outer.exempt && !inner.exempt) {
-        at("outbound/duplicate-cgroup", cgroup.pointer, `cgroup ${quoted(inner.path)} lies inside captured cgroup ${quoted(outer.path)}, which captures its connections already`,
-          { notes: [note(earlier.pointer, "captured here")] });
+        at(
+          "outbound/duplicate-cgroup",
+          cgroup.pointer,
+          `cgroup ${quoted(inner.path)} lies inside captured cgroup ${quoted(outer.path)}, which captures its connections already`,
+          { notes: [note(earlier.pointer, "captured here")] },
+        );
         return;
       }
     }
   });
 
   const exempt = outbound.exempt;
-  if (typeof exempt === "object" && exempt !== null && !Array.isArray(exempt) && passed("/outbound/exempt") && !exempt.uids && !exempt.cgroups && !exempt.marks) {
-    at("outbound/no-exemption", "/outbound/exempt", "outbound.exempt names nobody: give the proxy's uids, cgroups or marks, or its own connections to the original destinations would be sent back to it");
+  if (
+    typeof exempt === "object" &&
+    exempt !== null &&
+    !Array.isArray(exempt) &&
+    passed("/outbound/exempt") &&
+    !exempt.uids &&
+    !exempt.cgroups &&
+    !exempt.marks
+  ) {
+    at(
+      "outbound/no-exemption",
+      "/outbound/exempt",
+      "outbound.exempt names nobody: give the proxy's uids, cgroups or marks, or its own connections to the original destinations would be sent back to it",
+    );
   }
 
   if (Array.isArray(outbound.rules)) checkRules(outbound.rules, passed, at, note);
   return diagnostics;
 }
 
-type At = (code: DiagnosticCode, pointer: string, message: string, extra?: { notes?: DiagnosticNote[]; suggestion?: string }, part?: "key" | "value") => void;
+type At = (
+  code: DiagnosticCode,
+  pointer: string,
+  message: string,
+  extra?: { notes?: DiagnosticNote[]; suggestion?: string },
+  part?: "key" | "value",
+) => void;
 type Note = (pointer: string, message: string, part?: "key" | "value") => DiagnosticNote;
 
 /** CIDRs, then rules against each other: none captures a proxy's port on loopback, no two capture one destination. */
@@ -163,7 +215,12 @@ function checkRules(inputs: OutboundRuleInput[], passed: (pointer: string) => bo
       const parsed = parseCidr(text);
       if (parsed.kind === "invalid") {
         valid = false;
-        at("outbound/bad-cidr", `${pointer}/cidrs/${i}`, `${quoted(text)} ${parsed.why}`, parsed.suggestion ? { suggestion: JSON.stringify(parsed.suggestion) } : {});
+        at(
+          "outbound/bad-cidr",
+          `${pointer}/cidrs/${i}`,
+          `${quoted(text)} ${parsed.why}`,
+          parsed.suggestion ? { suggestion: JSON.stringify(parsed.suggestion) } : {},
+        );
       }
     });
     if (valid) rules.push(outboundRule(input, position, position));
@@ -172,15 +229,30 @@ function checkRules(inputs: OutboundRuleInput[], passed: (pointer: string) => bo
   for (const rule of rules) {
     const proxy = rules.find((other) => other.port === rule.originalPort);
     if (proxy && reachesLoopback(rule)) {
-      at("outbound/captures-proxy", place(rule, "originalPort"),
+      at(
+        "outbound/captures-proxy",
+        place(rule, "originalPort"),
         `originalPort ${rule.originalPort} is the proxy port of outbound.rules[${proxy.position}]: this rule would capture connections to the proxy itself${rule.cidrs.length === 0 ? " (limit it with cidrs that leave out 127.0.0.1 and ::1)" : ""}`,
-        { notes: [note(place(proxy, "port"), `the proxy listens on ${proxy.port} here`, "key")] }, "key");
+        { notes: [note(place(proxy, "port"), `the proxy listens on ${proxy.port} here`, "key")] },
+        "key",
+      );
     }
-    const earlier = rules.find((other) => other.position < rule.position && other.originalPort === rule.originalPort && rulesOverlap(other, rule));
+    const earlier = rules.find(
+      (other) =>
+        other.position < rule.position && other.originalPort === rule.originalPort && rulesOverlap(other, rule),
+    );
     if (earlier) {
-      at("outbound/overlapping-rules", place(rule, "originalPort"),
+      at(
+        "outbound/overlapping-rules",
+        place(rule, "originalPort"),
         `outbound.rules[${rule.position}] captures connections to port ${rule.originalPort} that outbound.rules[${earlier.position}] captures already${earlier.cidrs.length > 0 && rule.cidrs.length > 0 ? " (their cidrs overlap)" : ""}`,
-        { notes: [note(place(earlier, "originalPort"), `outbound.rules[${earlier.position}] captures them here`, "key")] }, "key");
+        {
+          notes: [
+            note(place(earlier, "originalPort"), `outbound.rules[${earlier.position}] captures them here`, "key"),
+          ],
+        },
+        "key",
+      );
     }
   }
 }
@@ -213,9 +285,14 @@ export function checkOutboundAcrossPolicies(checked: readonly NamedPolicy[]): Di
     for (const { path, pointer } of named) {
       const owner = owners.get(path);
       if (owner && owner.entry !== entry) {
-        diagnostics.push(diagnosticAt("outbound/cgroup-in-two-policies", entry.loaded.sourceMap.locate(pointer),
-          `cgroup ${quoted(path)} is also named by policy ${quoted(owner.entry.policy.name)}: a cgroup's programs belong to one policy`,
-          { notes: [{ ...owner.entry.loaded.sourceMap.locate(owner.pointer), message: "named here" }] }));
+        diagnostics.push(
+          diagnosticAt(
+            "outbound/cgroup-in-two-policies",
+            entry.loaded.sourceMap.locate(pointer),
+            `cgroup ${quoted(path)} is also named by policy ${quoted(owner.entry.policy.name)}: a cgroup's programs belong to one policy`,
+            { notes: [{ ...owner.entry.loaded.sourceMap.locate(owner.pointer), message: "named here" }] },
+          ),
+        );
       } else if (!owner) {
         owners.set(path, { entry, pointer });
       }

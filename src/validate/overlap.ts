@@ -50,7 +50,12 @@ export function findOverlaps(rules: readonly Rule[]): Overlap[] {
   return [...found.values()].sort((a, b) => a.later.index - b.later.index);
 }
 
-function describeOverlap(earlier: Rule, earlierPorts: IntervalSet, later: Rule, laterPorts: IntervalSet): Overlap | undefined {
+function describeOverlap(
+  earlier: Rule,
+  earlierPorts: IntervalSet,
+  later: Rule,
+  laterPorts: IntervalSet,
+): Overlap | undefined {
   const ports = intersect(earlierPorts, laterPorts);
   if (ports.length === 0) return undefined;
   const port = Number(ports[0]!.first);
@@ -62,7 +67,11 @@ function describeOverlap(earlier: Rule, earlierPorts: IntervalSet, later: Rule, 
     const bySource = [earlier, later].some((rule) => rule.sources.length + rule.exceptSources.length > 0);
     const byDestination = [earlier, later].some((rule) => rule.destinations.length > 0);
     const byFamily = [earlier, later].some((rule) => rule.family !== "any");
-    const parts = [!bySource && !byDestination && byFamily ? `an ${FAMILY_NAME[family]} ${later.protocol} packet` : `a ${later.protocol} packet`];
+    const parts = [
+      !bySource && !byDestination && byFamily
+        ? `an ${FAMILY_NAME[family]} ${later.protocol} packet`
+        : `a ${later.protocol} packet`,
+    ];
     if (bySource) parts.push(`from ${addressText(family, sources[0]!.first)}`);
     parts.push(byDestination ? `to ${addressText(family, destinations[0]!.first)} port ${port}` : `to port ${port}`);
     const single = (set: IntervalSet) => set.length === 1 && set[0]!.first === set[0]!.last;

@@ -27,16 +27,19 @@ export interface SchemaProblem {
 export function checkSchema(policy: LoadedPolicy): SchemaProblem[] {
   if (validatePolicy(policy.value)) return [];
   const errors = (validatePolicy.errors ?? []).filter(isUseful);
-  const misspelt = new Set(errors.flatMap((error) => {
-    const suggestion = error.keyword === "additionalProperties" ? suggestionFor(error) : undefined;
-    return suggestion ? [childPointer(error.instancePath, suggestion)] : [];
-  }));
+  const misspelt = new Set(
+    errors.flatMap((error) => {
+      const suggestion = error.keyword === "additionalProperties" ? suggestionFor(error) : undefined;
+      return suggestion ? [childPointer(error.instancePath, suggestion)] : [];
+    }),
+  );
   const problems: SchemaProblem[] = [];
   const seen = new Set<string>();
   for (const error of errors) {
     const { about, at, part } = errorPointer(error);
     if (policy.holes.some((hole) => isWithin(about, hole))) continue;
-    if (error.keyword === "required" && (policy.openObjects.includes(error.instancePath) || misspelt.has(about))) continue;
+    if (error.keyword === "required" && (policy.openObjects.includes(error.instancePath) || misspelt.has(about)))
+      continue;
     const diagnostic = describeError(error, policy.sourceMap.locate(at, part));
     const key = `${diagnostic.line}:${diagnostic.column}:${diagnostic.message}`;
     if (seen.has(key)) continue;
@@ -62,7 +65,11 @@ function errorPointer(error: ErrorObject): { about: string; at: string; part: "k
     return { about, at: about, part: "key" };
   }
   if (error.keyword === "required") {
-    return { about: childPointer(error.instancePath, error.params.missingProperty), at: error.instancePath, part: "value" };
+    return {
+      about: childPointer(error.instancePath, error.params.missingProperty),
+      at: error.instancePath,
+      part: "value",
+    };
   }
   return { about: error.instancePath, at: error.instancePath, part: "value" };
 }
@@ -71,35 +78,74 @@ function describeError(error: ErrorObject, at: Location): Diagnostic {
   const subject = subjectOf(error.instancePath);
   switch (error.keyword) {
     case "required":
-      return diagnosticAt("schema/required", at, `${subject} is missing required property ${quoted(error.params.missingProperty)}`);
+      return diagnosticAt(
+        "schema/required",
+        at,
+        `${subject} is missing required property ${quoted(error.params.missingProperty)}`,
+      );
     case "additionalProperties": {
       const hint = suggestionFor(error);
-      return diagnosticAt("schema/unknown-property", at, `unknown property ${quoted(error.params.additionalProperty)} in ${subject}`, hint ? { suggestion: hint } : {});
+      return diagnosticAt(
+        "schema/unknown-property",
+        at,
+        `unknown property ${quoted(error.params.additionalProperty)} in ${subject}`,
+        hint ? { suggestion: hint } : {},
+      );
     }
     case "type":
-      return diagnosticAt("schema/type", at, `${subject} must be ${article(error.params.type)}, got ${describeValue(error.data)}`);
+      return diagnosticAt(
+        "schema/type",
+        at,
+        `${subject} must be ${article(error.params.type)}, got ${describeValue(error.data)}`,
+      );
     case "minimum":
     case "maximum": {
       const schema = error.parentSchema as { minimum: number; maximum: number };
-      return diagnosticAt("schema/range", at, `${subject} must be between ${schema.minimum} and ${schema.maximum}, got ${describeValue(error.data)}`);
+      return diagnosticAt(
+        "schema/range",
+        at,
+        `${subject} must be between ${schema.minimum} and ${schema.maximum}, got ${describeValue(error.data)}`,
+      );
     }
     case "minLength":
     case "maxLength": {
       const schema = error.parentSchema as { minLength?: number; maxLength: number };
       const length = typeof error.data === "string" ? error.data.length : 0;
-      if (schema.minLength === undefined) return diagnosticAt("schema/range", at, `${subject} must be at most ${schema.maxLength} characters long (no address or CIDR is longer), got ${length}`);
-      return diagnosticAt("schema/range", at, `${subject} must be ${schema.minLength} to ${schema.maxLength} characters long (an interface name), got ${length}`);
+      if (schema.minLength === undefined)
+        return diagnosticAt(
+          "schema/range",
+          at,
+          `${subject} must be at most ${schema.maxLength} characters long (no address or CIDR is longer), got ${length}`,
+        );
+      return diagnosticAt(
+        "schema/range",
+        at,
+        `${subject} must be ${schema.minLength} to ${schema.maxLength} characters long (an interface name), got ${length}`,
+      );
     }
     case "maxItems":
       return diagnosticAt("schema/range", at, `${subject} may have at most ${error.params.limit} entries`);
     case "minItems":
-      return diagnosticAt("schema/range", at, `${subject} is an empty list, which would select nothing (leave it out to select every one)`);
+      return diagnosticAt(
+        "schema/range",
+        at,
+        `${subject} is an empty list, which would select nothing (leave it out to select every one)`,
+      );
     case "enum":
-      return diagnosticAt("schema/enum", at, `${subject} must be one of ${(error.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}, got ${describeValue(error.data)}`);
+      return diagnosticAt(
+        "schema/enum",
+        at,
+        `${subject} must be one of ${(error.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}, got ${describeValue(error.data)}`,
+      );
     case "pattern": {
       const meaning = PATTERN_MEANINGS[error.params.pattern as string];
-      if (meaning) return diagnosticAt("schema/pattern", at, `${subject} must be ${meaning}, got ${describeValue(error.data)}`);
-      return diagnosticAt("schema/pattern", at, `${subject} must match ${error.params.pattern} (lower case letters, digits and _, starting with a letter, at most 32), got ${describeValue(error.data)}`);
+      if (meaning)
+        return diagnosticAt("schema/pattern", at, `${subject} must be ${meaning}, got ${describeValue(error.data)}`);
+      return diagnosticAt(
+        "schema/pattern",
+        at,
+        `${subject} must match ${error.params.pattern} (lower case letters, digits and _, starting with a letter, at most 32), got ${describeValue(error.data)}`,
+      );
     }
     default:
       return diagnosticAt("schema/invalid", at, `${subject} ${error.message ?? "is invalid"}`);
@@ -132,7 +178,16 @@ function subjectOf(pointer: string): string {
 
 function article(type: string | string[]): string {
   if (Array.isArray(type)) return type.map(article).join(" or ");
-  return { integer: "an integer", object: "an object", array: "a list", string: "a string", boolean: "true or false", number: "a number" }[type] ?? type;
+  return (
+    {
+      integer: "an integer",
+      object: "an object",
+      array: "a list",
+      string: "a string",
+      boolean: "true or false",
+      number: "a number",
+    }[type] ?? type
+  );
 }
 
 function describeValue(value: unknown): string {

@@ -8,7 +8,16 @@
  */
 import type { DiagnosticCode } from "../diagnostics.js";
 import type { Interceptor, PortItem } from "../api.js";
-import { addressSet, cidrText, everyAddress, FAMILIES, familiesOf, normalCidrs, readCidr, type Family } from "./addresses.js";
+import {
+  addressSet,
+  cidrText,
+  everyAddress,
+  FAMILIES,
+  familiesOf,
+  normalCidrs,
+  readCidr,
+  type Family,
+} from "./addresses.js";
 import { covers, normalSet, overlaps, subtract, type IntervalSet } from "./intervals.js";
 import type { Cidr, PortRange, Rule } from "./model.js";
 
@@ -16,7 +25,10 @@ import type { Cidr, PortRange, Rule } from "./model.js";
 export const EVERY_PORT: PortRange = { first: 1, last: 65535 };
 
 /** The part of a Rule its selector fields give. */
-export type RuleSelector = Pick<Rule, "originalPorts" | "exceptPorts" | "sources" | "exceptSources" | "destinations" | "family">;
+export type RuleSelector = Pick<
+  Rule,
+  "originalPorts" | "exceptPorts" | "sources" | "exceptSources" | "destinations" | "family"
+>;
 
 /** A problem with a selector, at a field of the rule (a JSON pointer below it: "originalPorts/1"). */
 export interface SelectorProblem {
@@ -34,7 +46,10 @@ const FAMILY_NAME: Record<Family, string> = { ipv4: "IPv4", ipv6: "IPv6" };
  * form, or the problems that keep it from having one; @index names the
  * rule in messages.
  */
-export function readSelector(interceptor: Interceptor, index: number): { selector: RuleSelector | undefined; problems: SelectorProblem[] } {
+export function readSelector(
+  interceptor: Interceptor,
+  index: number,
+): { selector: RuleSelector | undefined; problems: SelectorProblem[] } {
   const problems: SelectorProblem[] = [];
   const rule = `interceptors[${index}]`;
   const problem = (field: string, part: "key" | "value", code: DiagnosticCode, message: string, suggestion?: string) =>
@@ -50,8 +65,11 @@ export function readSelector(interceptor: Interceptor, index: number): { selecto
   const portsRead = portProblems === 0;
   const addressesRead = problems.length === portProblems;
 
-  if (written && portsRead && !checkOwnPort(interceptor, written, rule, problem)) checkPortExceptions(interceptor, written, exceptPorts, rule, problem);
-  const family = addressesRead ? checkFamilies(interceptor, { sources, exceptSources, destinations }, rule, problem) : undefined;
+  if (written && portsRead && !checkOwnPort(interceptor, written, rule, problem))
+    checkPortExceptions(interceptor, written, exceptPorts, rule, problem);
+  const family = addressesRead
+    ? checkFamilies(interceptor, { sources, exceptSources, destinations }, rule, problem)
+    : undefined;
   if (family) checkSourceExceptions(sources, exceptSources, family, rule, problem);
   if (problems.length > 0 || !written || !family) return { selector: undefined, problems };
   return {
@@ -85,7 +103,9 @@ export function selectedPortSet(rule: Pick<Rule, "originalPorts" | "exceptPorts"
 /** The port of a rule written (or writable) as `originalPort`: one port, no exceptions; else undefined. */
 export function singleOriginalPort(rule: Pick<Rule, "originalPorts" | "exceptPorts">): number | undefined {
   const [only] = rule.originalPorts;
-  return rule.originalPorts.length === 1 && only!.first === only!.last && rule.exceptPorts.length === 0 ? only!.first : undefined;
+  return rule.originalPorts.length === 1 && only!.first === only!.last && rule.exceptPorts.length === 0
+    ? only!.first
+    : undefined;
 }
 
 /** The families @rule matches. */
@@ -121,22 +141,51 @@ export function portRangeText(range: PortRange): string {
  * Reading, item by item.
  */
 
-type Problem = (field: string, part: "key" | "value", code: DiagnosticCode, message: string, suggestion?: string) => void;
+type Problem = (
+  field: string,
+  part: "key" | "value",
+  code: DiagnosticCode,
+  message: string,
+  suggestion?: string,
+) => void;
 
-interface PortEntry { field: string; range: PortRange }
-interface CidrEntry { field: string; cidr: Cidr }
+interface PortEntry {
+  field: string;
+  range: PortRange;
+}
+interface CidrEntry {
+  field: string;
+  cidr: Cidr;
+}
 
 /** originalPort or originalPorts, exactly one of them, as entries. */
-function writtenPorts(interceptor: Interceptor, rule: string, problem: Problem): { field: string; items: PortEntry[] } | undefined {
+function writtenPorts(
+  interceptor: Interceptor,
+  rule: string,
+  problem: Problem,
+): { field: string; items: PortEntry[] } | undefined {
   const { originalPort, originalPorts } = interceptor;
   if (originalPort !== undefined && originalPorts !== undefined) {
-    problem("originalPorts", "key", "rule/original-port-twice",
-      `${rule} gives both originalPort and originalPorts: give one (originalPorts: [${originalPort}, …] for several)`);
+    problem(
+      "originalPorts",
+      "key",
+      "rule/original-port-twice",
+      `${rule} gives both originalPort and originalPorts: give one (originalPorts: [${originalPort}, …] for several)`,
+    );
     return undefined;
   }
-  if (originalPort !== undefined) return { field: "originalPort", items: [{ field: "originalPort", range: { first: originalPort, last: originalPort } }] };
+  if (originalPort !== undefined)
+    return {
+      field: "originalPort",
+      items: [{ field: "originalPort", range: { first: originalPort, last: originalPort } }],
+    };
   if (originalPorts === undefined) {
-    problem("", "value", "rule/no-original-port", `${rule} selects no port: give originalPort (one port) or originalPorts (ports, ranges "FIRST-LAST", or "*" for every port)`);
+    problem(
+      "",
+      "value",
+      "rule/no-original-port",
+      `${rule} selects no port: give originalPort (one port) or originalPorts (ports, ranges "FIRST-LAST", or "*" for every port)`,
+    );
     return undefined;
   }
   if (originalPorts === "*") return { field: "originalPorts", items: [{ field: "originalPorts", range: EVERY_PORT }] };
@@ -156,9 +205,20 @@ function readPortItems(items: readonly PortItem[], field: string, rule: string, 
     const [first, last] = item.split("-").map(Number) as [number, number];
     const itemSubject = subject(rule, at);
     if (first < EVERY_PORT.first || last > EVERY_PORT.last || first > EVERY_PORT.last || last < EVERY_PORT.first) {
-      problem(at, "value", "schema/range", `${itemSubject} must be a range of ports between 1 and 65535, got "${item}"`);
+      problem(
+        at,
+        "value",
+        "schema/range",
+        `${itemSubject} must be a range of ports between 1 and 65535, got "${item}"`,
+      );
     } else if (first > last) {
-      problem(at, "value", "rule/backwards-range", `${itemSubject} "${item}" runs backwards: a range is "FIRST-LAST"`, `"${last}-${first}"`);
+      problem(
+        at,
+        "value",
+        "rule/backwards-range",
+        `${itemSubject} "${item}" runs backwards: a range is "FIRST-LAST"`,
+        `"${last}-${first}"`,
+      );
     } else {
       entries.push({ field: at, range: { first, last } });
     }
@@ -174,10 +234,20 @@ function readCidrs(items: readonly string[], field: string, rule: string, proble
     const itemSubject = subject(rule, at);
     const reading = readCidr(item);
     if (!reading.ok) {
-      problem(at, "value", "rule/invalid-cidr", `${itemSubject} is not an address or CIDR ("10.0.0.0/8", "fd00::/8"): ${reading.reason}`);
+      problem(
+        at,
+        "value",
+        "rule/invalid-cidr",
+        `${itemSubject} is not an address or CIDR ("10.0.0.0/8", "fd00::/8"): ${reading.reason}`,
+      );
     } else if (reading.hostBits) {
-      problem(at, "value", "rule/cidr-host-bits",
-        `${itemSubject} "${item}" has host bits set: the network of a /${reading.cidr.prefixLength} is ${cidrText(reading.cidr)}`, `"${cidrText(reading.cidr)}"`);
+      problem(
+        at,
+        "value",
+        "rule/cidr-host-bits",
+        `${itemSubject} "${item}" has host bits set: the network of a /${reading.cidr.prefixLength} is ${cidrText(reading.cidr)}`,
+        `"${cidrText(reading.cidr)}"`,
+      );
     } else {
       entries.push({ field: at, cidr: reading.cidr });
     }
@@ -194,14 +264,28 @@ function subject(rule: string, field: string): string {
  * Naming the rule's own port among originalPorts captures nothing: traffic
  * for it already goes there. Returns whether it was named.
  */
-function checkOwnPort(interceptor: Interceptor, written: { items: PortEntry[] }, rule: string, problem: Problem): boolean {
+function checkOwnPort(
+  interceptor: Interceptor,
+  written: { items: PortEntry[] },
+  rule: string,
+  problem: Problem,
+): boolean {
   const own = written.items.filter(({ range }) => range.first === interceptor.port && range.last === interceptor.port);
   for (const { field } of own) {
     if (field === "originalPort") {
-      problem("port", "key", "rule/same-port", `port ${interceptor.port} is the same as originalPort: the rule would do nothing`);
+      problem(
+        "port",
+        "key",
+        "rule/same-port",
+        `port ${interceptor.port} is the same as originalPort: the rule would do nothing`,
+      );
     } else {
-      problem(field, "value", "rule/captures-own-port",
-        `${subject(rule, field)} is ${interceptor.port}, the rule's own port: its traffic is already there (remove it; a range or "*" leaves the rule's own port out by itself)`);
+      problem(
+        field,
+        "value",
+        "rule/captures-own-port",
+        `${subject(rule, field)} is ${interceptor.port}, the rule's own port: its traffic is already there (remove it; a range or "*" leaves the rule's own port out by itself)`,
+      );
     }
   }
   return own.length > 0;
@@ -213,24 +297,47 @@ function checkOwnPort(interceptor: Interceptor, written: { items: PortEntry[] },
  * wholly outside, or exceptions that take a whole item or everything, are
  * mistakes.
  */
-function checkPortExceptions(interceptor: Interceptor, written: { field: string; items: PortEntry[] }, excepts: PortEntry[], rule: string, problem: Problem): void {
+function checkPortExceptions(
+  interceptor: Interceptor,
+  written: { field: string; items: PortEntry[] },
+  excepts: PortEntry[],
+  rule: string,
+  problem: Problem,
+): void {
   const included = normalSet(written.items.map((item) => toInterval(item.range)));
   for (const { field, range } of excepts) {
     if (!overlaps([toInterval(range)], included)) {
-      problem(field, "value", "rule/except-outside", `${subject(rule, field)} (${portRangeText(range)}) is not among the ports ${written.field} selects: it leaves out nothing`);
+      problem(
+        field,
+        "value",
+        "rule/except-outside",
+        `${subject(rule, field)} (${portRangeText(range)}) is not among the ports ${written.field} selects: it leaves out nothing`,
+      );
     }
   }
   if (excepts.length === 0) return;
   const exceptions = normalSet(excepts.map((item) => toInterval(item.range)));
   const left = normalSet([...exceptions, toInterval({ first: interceptor.port, last: interceptor.port })]);
-  const withOwnPort = (set: IntervalSet) => (covers(exceptions, set) ? "" : ` (with the rule's own port ${interceptor.port})`);
+  const withOwnPort = (set: IntervalSet) =>
+    covers(exceptions, set) ? "" : ` (with the rule's own port ${interceptor.port})`;
   if (covers(left, included)) {
-    problem("exceptPorts", "key", "rule/except-swallows", `${rule}.exceptPorts leaves out every port ${written.field} selects${withOwnPort(included)}: the rule would match nothing`);
+    problem(
+      "exceptPorts",
+      "key",
+      "rule/except-swallows",
+      `${rule}.exceptPorts leaves out every port ${written.field} selects${withOwnPort(included)}: the rule would match nothing`,
+    );
     return;
   }
   for (const { field, range } of written.items) {
     const set = [toInterval(range)];
-    if (covers(left, set)) problem(field, "value", "rule/except-swallows", `${subject(rule, field)} (${portRangeText(range)}) is left out entirely by exceptPorts${withOwnPort(set)}: it selects nothing`);
+    if (covers(left, set))
+      problem(
+        field,
+        "value",
+        "rule/except-swallows",
+        `${subject(rule, field)} (${portRangeText(range)}) is left out entirely by exceptPorts${withOwnPort(set)}: it selects nothing`,
+      );
   }
 }
 
@@ -239,7 +346,12 @@ function checkPortExceptions(interceptor: Interceptor, written: { field: string;
  * given (sources of IPv4 networks only make an IPv4 rule). An entry of a
  * family the rule cannot match, or lists that leave no family, are problems.
  */
-function checkFamilies(interceptor: Interceptor, lists: Record<"sources" | "exceptSources" | "destinations", CidrEntry[]>, rule: string, problem: Problem): Family[] | undefined {
+function checkFamilies(
+  interceptor: Interceptor,
+  lists: Record<"sources" | "exceptSources" | "destinations", CidrEntry[]>,
+  rule: string,
+  problem: Problem,
+): Family[] | undefined {
   const chosen = interceptor.family === undefined || interceptor.family === "any" ? undefined : interceptor.family;
   let families: Family[] = chosen ? [chosen] : [...FAMILIES];
   let narrowedBy = chosen ? `its family is ${chosen}` : "";
@@ -248,7 +360,12 @@ function checkFamilies(interceptor: Interceptor, lists: Record<"sources" | "exce
     const listFamilies = familiesOf(lists[field].map((entry) => entry.cidr));
     const left = families.filter((family) => listFamilies.includes(family));
     if (left.length === 0) {
-      problem(field, "key", "rule/family-conflict", `${rule}.${field} holds only ${listFamilies.map((f) => FAMILY_NAME[f]).join(" and ")} networks, but ${narrowedBy}: the rule could never match`);
+      problem(
+        field,
+        "key",
+        "rule/family-conflict",
+        `${rule}.${field} holds only ${listFamilies.map((f) => FAMILY_NAME[f]).join(" and ")} networks, but ${narrowedBy}: the rule could never match`,
+      );
       return undefined;
     }
     if (left.length < families.length) narrowedBy = `its ${field} are ${FAMILY_NAME[left[0]!]}`;
@@ -258,30 +375,65 @@ function checkFamilies(interceptor: Interceptor, lists: Record<"sources" | "exce
     for (const { field: at, cidr } of lists[field]) {
       if (families.includes(cidr.family)) continue;
       const excepting = field === "exceptSources";
-      problem(at, "value", excepting ? "rule/except-outside" : "rule/family-conflict",
-        `${subject(rule, at)} (${cidrText(cidr)}) is ${FAMILY_NAME[cidr.family]}, but the rule matches ${FAMILY_NAME[families[0]!]} only (${narrowedBy}): it ${excepting ? "leaves out" : "selects"} nothing`);
+      problem(
+        at,
+        "value",
+        excepting ? "rule/except-outside" : "rule/family-conflict",
+        `${subject(rule, at)} (${cidrText(cidr)}) is ${FAMILY_NAME[cidr.family]}, but the rule matches ${FAMILY_NAME[families[0]!]} only (${narrowedBy}): it ${excepting ? "leaves out" : "selects"} nothing`,
+      );
     }
   }
   return families;
 }
 
 /** exceptSources items must lie within sources (of the rule's families), and leave some of them. */
-function checkSourceExceptions(sources: CidrEntry[], excepts: CidrEntry[], families: Family[], rule: string, problem: Problem): void {
+function checkSourceExceptions(
+  sources: CidrEntry[],
+  excepts: CidrEntry[],
+  families: Family[],
+  rule: string,
+  problem: Problem,
+): void {
   if (excepts.length === 0) return;
-  const included = (family: Family) => (sources.length === 0 ? everyAddress(family) : addressSet(sources.map((entry) => entry.cidr), family));
-  const left = (family: Family) => addressSet(excepts.map((entry) => entry.cidr), family);
+  const included = (family: Family) =>
+    sources.length === 0
+      ? everyAddress(family)
+      : addressSet(
+          sources.map((entry) => entry.cidr),
+          family,
+        );
+  const left = (family: Family) =>
+    addressSet(
+      excepts.map((entry) => entry.cidr),
+      family,
+    );
   for (const { field, cidr } of excepts) {
     if (families.includes(cidr.family) && !overlaps(addressSet([cidr], cidr.family), included(cidr.family))) {
-      problem(field, "value", "rule/except-outside", `${subject(rule, field)} (${cidrText(cidr)}) is not among the addresses sources selects: it leaves out nothing`);
+      problem(
+        field,
+        "value",
+        "rule/except-outside",
+        `${subject(rule, field)} (${cidrText(cidr)}) is not among the addresses sources selects: it leaves out nothing`,
+      );
     }
   }
   if (families.every((family) => covers(left(family), included(family)))) {
-    problem("exceptSources", "key", "rule/except-swallows", `${rule}.exceptSources leaves out every ${sources.length === 0 ? "source address" : "address sources selects"}: the rule would match nothing`);
+    problem(
+      "exceptSources",
+      "key",
+      "rule/except-swallows",
+      `${rule}.exceptSources leaves out every ${sources.length === 0 ? "source address" : "address sources selects"}: the rule would match nothing`,
+    );
     return;
   }
   for (const { field, cidr } of sources) {
     if (families.includes(cidr.family) && covers(left(cidr.family), addressSet([cidr], cidr.family))) {
-      problem(field, "value", "rule/except-swallows", `${subject(rule, field)} (${cidrText(cidr)}) is left out entirely by exceptSources: it selects nothing`);
+      problem(
+        field,
+        "value",
+        "rule/except-swallows",
+        `${subject(rule, field)} (${cidrText(cidr)}) is left out entirely by exceptSources: it selects nothing`,
+      );
     }
   }
 }

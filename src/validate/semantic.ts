@@ -19,7 +19,10 @@ const DEFAULT_STRATEGY = { tcp: "steer", udp: "rewrite" } as const;
  * one, and the problems of the rule on its own (a strategy its protocol
  * lacks, a rewrite of many ports). Problems are at fields of the rule.
  */
-export function readRule(interceptor: Interceptor, index: number): { rule: Rule | undefined; problems: SelectorProblem[] } {
+export function readRule(
+  interceptor: Interceptor,
+  index: number,
+): { rule: Rule | undefined; problems: SelectorProblem[] } {
   const { selector, problems } = readSelector(interceptor, index);
   const protocol = interceptor.protocol ?? "tcp";
   const strategy = interceptor.strategy ?? DEFAULT_STRATEGY[protocol];
@@ -32,7 +35,9 @@ export function readRule(interceptor: Interceptor, index: number): { rule: Rule 
     protocol,
     strategy,
     // Kept on a rewrite rule when written, so the strategy check can refuse it there.
-    ...((strategy === "steer" || interceptor.onProxyDown !== undefined) && { onProxyDown: interceptor.onProxyDown ?? "drop" }),
+    ...((strategy === "steer" || interceptor.onProxyDown !== undefined) && {
+      onProxyDown: interceptor.onProxyDown ?? "drop",
+    }),
     enabled: interceptor.enabled ?? true,
     ...(interceptor.description !== undefined && { description: interceptor.description }),
   };
@@ -43,18 +48,35 @@ export function readRule(interceptor: Interceptor, index: number): { rule: Rule 
 /** The normal form of an interceptor that validated (or, in tests, is known good); throws otherwise. */
 export function toRule(interceptor: Interceptor, index: number): Rule {
   const { rule, problems } = readRule(interceptor, index);
-  if (!rule) throw new Error(`interceptors[${index}] is not a valid rule: ${problems.map((problem) => problem.message).join("; ")}`);
+  if (!rule)
+    throw new Error(
+      `interceptors[${index}] is not a valid rule: ${problems.map((problem) => problem.message).join("; ")}`,
+    );
   return rule;
 }
 
 /** Steer is TCP only; onProxyDown has a meaning only where a proxy is looked up (steer). */
-function strategyProblems(protocol: Rule["protocol"], strategy: Rule["strategy"], onProxyDown: Interceptor["onProxyDown"]): SelectorProblem[] {
+function strategyProblems(
+  protocol: Rule["protocol"],
+  strategy: Rule["strategy"],
+  onProxyDown: Interceptor["onProxyDown"],
+): SelectorProblem[] {
   const problems: SelectorProblem[] = [];
   if (strategy === "steer" && protocol !== "tcp") {
-    problems.push({ field: "strategy", part: "key", code: "rule/steer-not-tcp", message: `strategy "steer" is for tcp rules only: a ${protocol} rule rewrites (remove strategy, or set it to "rewrite")` });
+    problems.push({
+      field: "strategy",
+      part: "key",
+      code: "rule/steer-not-tcp",
+      message: `strategy "steer" is for tcp rules only: a ${protocol} rule rewrites (remove strategy, or set it to "rewrite")`,
+    });
   }
   if (strategy === "rewrite" && onProxyDown !== undefined) {
-    problems.push({ field: "onProxyDown", part: "key", code: "rule/proxy-down-on-rewrite", message: `onProxyDown applies to steer rules only: a rewrite rule looks up no proxy that could be down${protocol === "tcp" ? ` (remove it, or set strategy: "steer")` : ""}` });
+    problems.push({
+      field: "onProxyDown",
+      part: "key",
+      code: "rule/proxy-down-on-rewrite",
+      message: `onProxyDown applies to steer rules only: a rewrite rule looks up no proxy that could be down${protocol === "tcp" ? ` (remove it, or set strategy: "steer")` : ""}`,
+    });
   }
   return problems;
 }
@@ -68,14 +90,25 @@ function rewriteProblems(rule: Rule, writtenAsList: boolean): SelectorProblem[] 
   const ports = selectedPorts(rule);
   const count = ports.reduce((sum, range) => sum + range.last - range.first + 1, 0);
   if (count <= 1) return [];
-  const shown = ports.length > 3 ? `${ports.slice(0, 3).map(portRangeText).join(", ")}, …` : ports.map(portRangeText).join(", ");
-  return [{
-    field: writtenAsList ? "originalPorts" : "originalPort", part: "key", code: "rule/rewrite-many-ports",
-    message: `a rewrite rule must select one port, and this one selects ${count} (${shown}): replies leaving from port ${rule.port} could not be given back the port each client asked for${rule.protocol === "tcp" ? TRY_STEER : " (write one udp rule per port)"}`,
-  }];
+  const shown =
+    ports.length > 3 ? `${ports.slice(0, 3).map(portRangeText).join(", ")}, …` : ports.map(portRangeText).join(", ");
+  return [
+    {
+      field: writtenAsList ? "originalPorts" : "originalPort",
+      part: "key",
+      code: "rule/rewrite-many-ports",
+      message: `a rewrite rule must select one port, and this one selects ${count} (${shown}): replies leaving from port ${rule.port} could not be given back the port each client asked for${rule.protocol === "tcp" ? TRY_STEER : " (write one udp rule per port)"}`,
+    },
+  ];
 }
 
-type At = (code: DiagnosticCode, rule: Rule, field: string, message: string, note?: { rule: Rule; field: string; message: string }) => void;
+type At = (
+  code: DiagnosticCode,
+  rule: Rule,
+  field: string,
+  message: string,
+  note?: { rule: Rule; field: string; message: string },
+) => void;
 
 /**
  * Checks between the rules of one policy. @rules are the policy's rules
@@ -101,17 +134,38 @@ type At = (code: DiagnosticCode, rule: Rule, field: string, message: string, not
  */
 export function checkRules(loaded: LoadedPolicy, rules: Rule[]): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
-  const place = (rule: Rule, field: string) => loaded.sourceMap.locate(`/interceptors/${rule.index}/${field === "ports" ? portsField(loaded, rule) : field}`, "key");
+  const place = (rule: Rule, field: string) =>
+    loaded.sourceMap.locate(
+      `/interceptors/${rule.index}/${field === "ports" ? portsField(loaded, rule) : field}`,
+      "key",
+    );
   const at: At = (code, rule, field, message, note) =>
-    diagnostics.push(diagnosticAt(code, place(rule, field), message, note ? { notes: [{ ...place(note.rule, note.field), message: note.message }] } : {}));
+    diagnostics.push(
+      diagnosticAt(
+        code,
+        place(rule, field),
+        message,
+        note ? { notes: [{ ...place(note.rule, note.field), message: note.message }] } : {},
+      ),
+    );
   for (const overlap of findOverlaps(rules)) {
     const { earlier, later } = overlap;
     if (overlap.samePort !== undefined) {
-      at("rule/duplicate-original-port", later, "ports", `${later.protocol} originalPort ${overlap.samePort} is already intercepted by interceptors[${earlier.index}]`,
-        { rule: earlier, field: "ports", message: `first intercepted here, by interceptors[${earlier.index}]` });
+      at(
+        "rule/duplicate-original-port",
+        later,
+        "ports",
+        `${later.protocol} originalPort ${overlap.samePort} is already intercepted by interceptors[${earlier.index}]`,
+        { rule: earlier, field: "ports", message: `first intercepted here, by interceptors[${earlier.index}]` },
+      );
     } else {
-      at("rule/overlap", later, "ports", `interceptors[${later.index}] overlaps interceptors[${earlier.index}]: ${overlap.packet} would match both; a packet may match one rule only (leave it out of one of them: exceptPorts, exceptSources)`,
-        { rule: earlier, field: "ports", message: `interceptors[${earlier.index}] matches it here` });
+      at(
+        "rule/overlap",
+        later,
+        "ports",
+        `interceptors[${later.index}] overlaps interceptors[${earlier.index}]: ${overlap.packet} would match both; a packet may match one rule only (leave it out of one of them: exceptPorts, exceptSources)`,
+        { rule: earlier, field: "ports", message: `interceptors[${earlier.index}] matches it here` },
+      );
     }
   }
   const rewriteByTarget = new Map<string, Rule>();
@@ -119,18 +173,32 @@ export function checkRules(loaded: LoadedPolicy, rules: Rule[]): Diagnostic[] {
     const target = `${rule.protocol}/${rule.port}`;
     const sharing = rewriteByTarget.get(target);
     if (sharing) {
-      at("rule/duplicate-target-port", rule, "port", `${rule.protocol} port ${rule.port} is already the target of rewrite rule interceptors[${sharing.index}]: their replies could not be told apart${rule.protocol === "tcp" ? TRY_STEER : ""}`,
-        { rule: sharing, field: "port", message: `interceptors[${sharing.index}] sends to it here` });
+      at(
+        "rule/duplicate-target-port",
+        rule,
+        "port",
+        `${rule.protocol} port ${rule.port} is already the target of rewrite rule interceptors[${sharing.index}]: their replies could not be told apart${rule.protocol === "tcp" ? TRY_STEER : ""}`,
+        { rule: sharing, field: "port", message: `interceptors[${sharing.index}] sends to it here` },
+      );
     } else {
       rewriteByTarget.set(target, rule);
     }
     const port = [{ first: BigInt(rule.port), last: BigInt(rule.port) }];
-    const chained = rules.find((other) => other !== rule && other.protocol === rule.protocol && overlaps(selectedPortSet(other), port));
+    const chained = rules.find(
+      (other) => other !== rule && other.protocol === rule.protocol && overlaps(selectedPortSet(other), port),
+    );
     if (chained) {
       const single = portsField(loaded, chained) === "originalPort";
-      const whose = single ? `the originalPort of interceptors[${chained.index}]` : `one of the ports of interceptors[${chained.index}]`;
-      at("rule/chain", rule, "port", `${rule.protocol} port ${rule.port} is ${whose}: a rewrite rule may not chain${rule.protocol === "tcp" ? TRY_STEER : ""}`,
-        { rule: chained, field: "ports", message: `interceptors[${chained.index}] intercepts it here` });
+      const whose = single
+        ? `the originalPort of interceptors[${chained.index}]`
+        : `one of the ports of interceptors[${chained.index}]`;
+      at(
+        "rule/chain",
+        rule,
+        "port",
+        `${rule.protocol} port ${rule.port} is ${whose}: a rewrite rule may not chain${rule.protocol === "tcp" ? TRY_STEER : ""}`,
+        { rule: chained, field: "ports", message: `interceptors[${chained.index}] intercepts it here` },
+      );
     }
   }
   return diagnostics;
@@ -158,9 +226,15 @@ const LOOPBACK = "lo";
  * @include are the entries that passed the schema, by index.
  */
 export function checkInterfaces(loaded: LoadedPolicy, include: Map<number, string>): Diagnostic[] {
-  return [...include].filter(([, name]) => name === LOOPBACK).map(([index]) =>
-    diagnosticAt("policy/loopback-interface", loaded.sourceMap.locate(`/interfaces/include/${index}`),
-      `interface "${LOOPBACK}" is loopback, which intercept never attaches to: the proxy's own connection to 127.0.0.1:originalPort crosses it and would be sent back into the proxy (a loop); local clients are captured where they connect, by outbound rules`));
+  return [...include]
+    .filter(([, name]) => name === LOOPBACK)
+    .map(([index]) =>
+      diagnosticAt(
+        "policy/loopback-interface",
+        loaded.sourceMap.locate(`/interfaces/include/${index}`),
+        `interface "${LOOPBACK}" is loopback, which intercept never attaches to: the proxy's own connection to 127.0.0.1:originalPort crosses it and would be sent back into the proxy (a loop); local clients are captured where they connect, by outbound rules`,
+      ),
+    );
 }
 
 export interface CheckedPolicy {
@@ -177,19 +251,36 @@ export function checkPolicies(checked: CheckedPolicy[]): Diagnostic[] {
     const { policy } = entry;
     const other = byName.get(policy.name);
     if (other) {
-      diagnostics.push(diagnosticAt("policy/duplicate-name", nameLocation(entry), `policy name ${quoted(policy.name)} is also used by ${other.policy.file}`, {
-        notes: [{ ...nameLocation(other), message: "the other policy of that name" }],
-      }));
+      diagnostics.push(
+        diagnosticAt(
+          "policy/duplicate-name",
+          nameLocation(entry),
+          `policy name ${quoted(policy.name)} is also used by ${other.policy.file}`,
+          {
+            notes: [{ ...nameLocation(other), message: "the other policy of that name" }],
+          },
+        ),
+      );
     } else {
       byName.set(policy.name, entry);
     }
-    if (attachesToLinks(policy) && policy.interfaces.include === null && policy.interfaces.exclude.length === 0) selectingAll.push(policy);
+    if (attachesToLinks(policy) && policy.interfaces.include === null && policy.interfaces.exclude.length === 0)
+      selectingAll.push(policy);
   }
   for (const policy of selectingAll) {
     // Only policies on links meet there; policies for namespaces no name can match both never do.
-    if (checked.some((other) => other.policy !== policy && attachesToLinks(other.policy) && mayShareNamespace(policy, other.policy))) {
-      diagnostics.push(diagnosticAt("policy/overlapping-interfaces", startOf(policy.file),
-        `policy ${quoted(policy.name)} selects every interface, so it overlaps the other policies: give each policy an interfaces selector (or namespaces no name matches both)`));
+    if (
+      checked.some(
+        (other) => other.policy !== policy && attachesToLinks(other.policy) && mayShareNamespace(policy, other.policy),
+      )
+    ) {
+      diagnostics.push(
+        diagnosticAt(
+          "policy/overlapping-interfaces",
+          startOf(policy.file),
+          `policy ${quoted(policy.name)} selects every interface, so it overlaps the other policies: give each policy an interfaces selector (or namespaces no name matches both)`,
+        ),
+      );
     }
   }
   return diagnostics;

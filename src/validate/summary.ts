@@ -25,7 +25,10 @@ export function ruleSummary(rule: Rule): string {
   parts.push(portsText(rule.originalPorts, rule.exceptPorts));
   if (rule.destinations.length > 0) parts.push("to", listText(rule.destinations.map(cidrText)));
   if (rule.sources.length + rule.exceptSources.length > 0) {
-    parts.push("from", listText([...rule.sources.map(cidrText), ...rule.exceptSources.map((cidr: Cidr) => `!${cidrText(cidr)}`)]));
+    parts.push(
+      "from",
+      listText([...rule.sources.map(cidrText), ...rule.exceptSources.map((cidr: Cidr) => `!${cidrText(cidr)}`)]),
+    );
   }
   parts.push("→", String(rule.port));
   return parts.join(" ");

@@ -24,7 +24,9 @@ describe("agent under an editor", { concurrency: false }, () => {
   for (const run of [1, 2, 3]) {
     test(`run ${run}: 500 edits in 10 s of every kind; the kernel and the metrics match the last one within 2 s`, async (t) => {
       const result = await tortureAgent(lab, 500, 10_000);
-      t.diagnostic(`edits ${JSON.stringify(result.edits)}; settled ${result.settledMs.toFixed(0)} ms after the last edit; SIGTERM → exit ${result.stopMs.toFixed(0)} ms`);
+      t.diagnostic(
+        `edits ${JSON.stringify(result.edits)}; settled ${result.settledMs.toFixed(0)} ms after the last edit; SIGTERM → exit ${result.stopMs.toFixed(0)} ms`,
+      );
     });
   }
 });

@@ -60,10 +60,14 @@ async function healthzMeanwhile<T>(until: Promise<T>): Promise<{ result: T; slow
 
 /** The located errors the agent logged, from line @from on, as FILE:LINE:COL CODE. */
 function loggedErrors(from: number): string[] {
-  return agent.lines.slice(from).filter((l) => l.event === "error" && l.code).map((l) => `${path.basename(String(l.file))}:${l.line}:${l.column} ${l.code}`);
+  return agent.lines
+    .slice(from)
+    .filter((l) => l.event === "error" && l.code)
+    .map((l) => `${path.basename(String(l.file))}:${l.line}:${l.column} ${l.code}`);
 }
 
-const keeping = (l: Record<string, unknown>) => l.event === "error" && /keeping the last good policies/.test(String(l.message));
+const keeping = (l: Record<string, unknown>) =>
+  l.event === "error" && /keeping the last good policies/.test(String(l.message));
 
 before(async () => {
   lab = await Lab.create();
@@ -110,7 +114,11 @@ describe("agent with hostile policy files", { concurrency: false }, () => {
   });
 
   test("exponential spreads and a 50 MB string: located errors at once, the last good policies stay", async () => {
-    for (const [name, expected] of [["spread-object.ts", "spread-object.ts:46:46 policy/too-large"], ["spread-array.ts", "spread-array.ts:46:45 policy/too-large"], ["huge.ts", "huge.ts:1:1 load/too-large"]] as const) {
+    for (const [name, expected] of [
+      ["spread-object.ts", "spread-object.ts:46:46 policy/too-large"],
+      ["spread-array.ts", "spread-array.ts:46:45 policy/too-large"],
+      ["huge.ts", "huge.ts:1:1 load/too-large"],
+    ] as const) {
       const from = agent.lines.length;
       const file = path.join(folder, name);
       if (name === "huge.ts") await writeFile(file, hugeStringPolicy(50));
@@ -139,8 +147,12 @@ describe("agent with hostile policy files", { concurrency: false }, () => {
       }
       return performance.now() - added;
     })();
-    const { result: attachedMs, slowestMs } = await healthzMeanwhile(Promise.all([attached, agent.waitFor(keeping, from, 60_000)]).then(([ms]) => ms));
-    t.diagnostic(`link attached in ${attachedMs.toFixed(0)} ms; slowest /healthz ${slowestMs.toFixed(0)} ms, while the worker was busy`);
+    const { result: attachedMs, slowestMs } = await healthzMeanwhile(
+      Promise.all([attached, agent.waitFor(keeping, from, 60_000)]).then(([ms]) => ms),
+    );
+    t.diagnostic(
+      `link attached in ${attachedMs.toFixed(0)} ms; slowest /healthz ${slowestMs.toFixed(0)} ms, while the worker was busy`,
+    );
     // Had the main thread evaluated the file, /healthz would have waited the whole deadline (seconds) at least once.
     assert.ok(slowestMs < POLICY_DEADLINE_MS / 2, `slowest /healthz ${slowestMs.toFixed(0)} ms`);
     assert.match(loggedErrors(from).join("\n"), /^recursive\.ts:1:1 policy\/too-(slow|large)$/);
@@ -157,7 +169,9 @@ describe("agent with hostile policy files", { concurrency: false }, () => {
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     assert.ok(!agent.lines.slice(from).some(keeping), "the read is still in flight");
     const seconds = await stopSeconds();
-    t.diagnostic(`SIGTERM to exit: ${seconds.toFixed(2)} s (${baselineStopSeconds.toFixed(2)} s with nothing to interrupt)`);
+    t.diagnostic(
+      `SIGTERM to exit: ${seconds.toFixed(2)} s (${baselineStopSeconds.toFixed(2)} s with nothing to interrupt)`,
+    );
     // 2 s, or on a machine too busy for that, at most a second more than an agent with nothing to interrupt
     // (stopping the worker while it type-checks is a few hundred ms; waiting for its deadline would be seconds).
     assert.ok(seconds <= Math.max(2, baselineStopSeconds + 1), `${seconds.toFixed(2)} s`);

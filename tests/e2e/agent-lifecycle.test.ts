@@ -50,14 +50,20 @@ function startAgent(...args: string[]): AgentProcess {
   return agent;
 }
 
-const attached = async () => String((await lab.runInServer(["tc", "filter", "show", "dev", lab.serverLink, "ingress"])).stdout).includes("intercept_ingre");
+const attached = async () =>
+  String((await lab.runInServer(["tc", "filter", "show", "dev", lab.serverLink, "ingress"])).stdout).includes(
+    "intercept_ingre",
+  );
 
 describe("agent lifecycle", { concurrency: false }, () => {
   test("a --metrics value that is not HOST:PORT: usage error, exit 1, before it starts, nothing attached", async () => {
     const agent = startAgent(folder, "--netns", lab.serverNs, "--metrics", "nonsense:xx");
     const { exitCode, stderr } = await agent.exited();
     assert.equal(exitCode, 1);
-    assert.equal(stderr, 'intercept: --metrics: "nonsense:xx" is not HOST:PORT (e.g. 127.0.0.1:9464)\nRun `intercept agent --help` for usage.\n');
+    assert.equal(
+      stderr,
+      'intercept: --metrics: "nonsense:xx" is not HOST:PORT (e.g. 127.0.0.1:9464)\nRun `intercept agent --help` for usage.\n',
+    );
     assert.deepEqual(agent.lines, [], "refused before it logged anything: it never started");
     assert.equal(await attached(), false);
   });
@@ -79,7 +85,13 @@ describe("agent lifecycle", { concurrency: false }, () => {
   });
 
   test("every other bad flag value: one line, no stack trace, exit 1", async () => {
-    for (const args of [["--log-format", "xml"], ["--lock-timeout", "soon"], ["--netns", "../etc"], ["--objects", ""], ["--frobnicate"]]) {
+    for (const args of [
+      ["--log-format", "xml"],
+      ["--lock-timeout", "soon"],
+      ["--netns", "../etc"],
+      ["--objects", ""],
+      ["--frobnicate"],
+    ]) {
       const result = await intercept("agent", folder, ...args);
       assert.equal(result.exitCode, 1, `${args.join(" ")}: ${result.stderr}`);
       assert.equal(result.stderr.trim().split("\n").length, 2, `${args.join(" ")}: ${result.stderr}`);
@@ -95,12 +107,24 @@ describe("agent lifecycle", { concurrency: false }, () => {
     const second = startAgent(folder, "--netns", lab.serverNs, "--metrics", "127.0.0.1:0");
     const refused = await second.exited();
     assert.equal(refused.exitCode, 1);
-    assert.equal(refused.stderr, `intercept: another agent (pid ${agent.pid}) already manages network namespace "${lab.serverNs}"\n`);
-    assert.deepEqual(second.lines.map((l) => l.event), [], "a refused agent never says it started, nor that it removed anything");
+    assert.equal(
+      refused.stderr,
+      `intercept: another agent (pid ${agent.pid}) already manages network namespace "${lab.serverNs}"\n`,
+    );
+    assert.deepEqual(
+      second.lines.map((l) => l.event),
+      [],
+      "a refused agent never says it started, nor that it removed anything",
+    );
 
     // One that serves namespaces by --netns-match runs on, refused this one; on SIGTERM it says it removed nothing.
     const matching = startAgent(folder, "--netns-match", lab.serverNs);
-    await matching.waitFor((l) => l.event === "error" && l.message === `another agent (pid ${agent.pid}) already manages network namespace "${lab.serverNs}"; trying again in 1 s`);
+    await matching.waitFor(
+      (l) =>
+        l.event === "error" &&
+        l.message ===
+          `another agent (pid ${agent.pid}) already manages network namespace "${lab.serverNs}"; trying again in 1 s`,
+    );
     const stopping = Date.now();
     assert.equal(await matching.stop("SIGTERM"), 0);
     assert.ok(Date.now() - stopping < 2_000, `SIGTERM ended it in ${Date.now() - stopping} ms`);
@@ -119,15 +143,35 @@ describe("agent lifecycle", { concurrency: false }, () => {
     await loadAndPin(foreign, foreignPins);
     const slot = ["dev", lab.serverLink, "ingress", "pref", "18755", "handle", "1", "bpf"];
     assert.equal((await lab.runInServer(["tc", "filter", "del", ...slot])).exitCode, 0);
-    assert.equal((await lab.runInServer(["tc", "filter", "add", ...slot, "direct-action", "object-pinned", `${foreignPins}/progs/foreign_counter`])).exitCode, 0);
+    assert.equal(
+      (
+        await lab.runInServer([
+          "tc",
+          "filter",
+          "add",
+          ...slot,
+          "direct-action",
+          "object-pinned",
+          `${foreignPins}/progs/foreign_counter`,
+        ])
+      ).exitCode,
+      0,
+    );
     try {
       from = agent.lines.length;
       process.kill(agent.pid, "SIGHUP");
-      await agent.waitFor((l) => l.event === "error" && /held by a filter intercept did not create/.test(String(l.message)), from);
+      await agent.waitFor(
+        (l) => l.event === "error" && /held by a filter intercept did not create/.test(String(l.message)),
+        from,
+      );
       assert.equal(await agent.stop("SIGTERM"), 0);
       assert.equal(await attached(), false, "nothing of intercept's is attached");
       // The clsact qdisc intercept made still holds the foreign filter, so it (and its record) stays.
-      assert.deepEqual(JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout).programs, [], "SIGTERM unpinned the programs");
+      assert.deepEqual(
+        JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout).programs,
+        [],
+        "SIGTERM unpinned the programs",
+      );
     } finally {
       await lab.runInServer(["tc", "filter", "del", ...slot]);
       await rm(foreignPins, { recursive: true, force: true });
@@ -142,7 +186,10 @@ describe("agent lifecycle", { concurrency: false }, () => {
       const stopping = Date.now();
       assert.equal(await agent.stop("SIGTERM"), 0);
       assert.ok(Date.now() - stopping < 2_000, `SIGTERM ended it in ${Date.now() - stopping} ms`);
-      assert.deepEqual(agent.lines.map((l) => l.event), ["waiting"]);
+      assert.deepEqual(
+        agent.lines.map((l) => l.event),
+        ["waiting"],
+      );
       assert.equal(await attached(), false);
     } finally {
       await lock.release();
@@ -153,7 +200,24 @@ describe("agent lifecycle", { concurrency: false }, () => {
     const agent = startAgent(folder, "--netns", lab.serverNs, "--resync-interval", "1s");
     await agent.waitFor((l) => l.event === "applied" && /policies applied/.test(String(l.message)));
     const from = agent.lines.length;
-    assert.equal((await lab.runInServer(["tc", "filter", "del", "dev", lab.serverLink, "ingress", "pref", "18755", "handle", "1", "bpf"])).exitCode, 0);
+    assert.equal(
+      (
+        await lab.runInServer([
+          "tc",
+          "filter",
+          "del",
+          "dev",
+          lab.serverLink,
+          "ingress",
+          "pref",
+          "18755",
+          "handle",
+          "1",
+          "bpf",
+        ])
+      ).exitCode,
+      0,
+    );
     assert.equal(await attached(), false);
     await agent.waitFor((l) => l.event === "applied" && /policies applied/.test(String(l.message)), from, 10_000);
     assert.ok(await attached(), "the resync planned, found the filter missing, and attached it again");
@@ -187,7 +251,12 @@ describe("agent lifecycle", { concurrency: false }, () => {
       await doomed.deleteNamespaces();
       const { exitCode } = await agent.exited();
       assert.equal(exitCode, 1);
-      assert.ok(agent.lines.some((l) => l.event === "error" && l.message === `fatal: network namespace "${doomed.serverNs}" no longer exists`), JSON.stringify(agent.lines.slice(-3)));
+      assert.ok(
+        agent.lines.some(
+          (l) => l.event === "error" && l.message === `fatal: network namespace "${doomed.serverNs}" no longer exists`,
+        ),
+        JSON.stringify(agent.lines.slice(-3)),
+      );
       assert.equal(existsSync(`/sys/fs/bpf/intercept/${doomed.pinKey}`), false, "its pins are removed");
     } finally {
       await doomed.destroy();

@@ -21,11 +21,14 @@ let policy: string;
 let agent: AgentProcess;
 const agents: AgentProcess[] = [];
 
-const POLICY = (enabled: boolean) => `interceptors:\n  - { port: 9000, originalPort: 8000, enabled: ${enabled} }\n  - { port: 9443, originalPort: 8443 }\n`;
+const POLICY = (enabled: boolean) =>
+  `interceptors:\n  - { port: 9000, originalPort: 8000, enabled: ${enabled} }\n  - { port: 9443, originalPort: 8443 }\n`;
 const intercepted = async () => /\r\nServer: intercept\r\n/i.test((await lab.curl(8000)).response);
 
 async function programIds() {
-  return JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout).programs.map((p: { programIds: object }) => p.programIds);
+  return JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout).programs.map(
+    (p: { programIds: object }) => p.programIds,
+  );
 }
 
 async function ourFilterOn(link: string): Promise<boolean> {
@@ -88,7 +91,11 @@ describe("agent", { concurrency: false }, () => {
     await agent.waitFor((l) => l.event === "link seen" && l.link === renamed);
     for (const state of ["down", "up"]) await lab.runInServer(["ip", "link", "set", renamed, state]);
     const settled = agent.lines.length;
-    assert.equal((await intercept("plan", policy, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode, 0, "nothing left to do");
+    assert.equal(
+      (await intercept("plan", policy, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode,
+      0,
+      "nothing left to do",
+    );
     assert.ok(await ourFilterOn(renamed));
     assert.ok(!agent.lines.slice(settled).some((l) => l.event === "error"));
 
@@ -100,7 +107,10 @@ describe("agent", { concurrency: false }, () => {
     const from = agent.lines.length;
     const watcher = await execa("pgrep", ["-P", String(agent.pid), "-f", "monitor link"]);
     process.kill(Number(watcher.stdout.trim()), "SIGKILL");
-    await agent.waitFor((l) => l.event === "error" && /link watcher exited \(SIGKILL\); restarting it in 100 ms/.test(String(l.message)), from);
+    await agent.waitFor(
+      (l) => l.event === "error" && /link watcher exited \(SIGKILL\); restarting it in 100 ms/.test(String(l.message)),
+      from,
+    );
     await agent.waitFor((l) => l.event === "link watcher", from);
     const link = `${lab.id}w`;
     await lab.runInServer(["ip", "link", "add", link, "type", "veth", "peer", "name", `${lab.id}v`]);
@@ -143,14 +153,20 @@ describe("agent", { concurrency: false }, () => {
     await agent.waitFor((l) => l.message === "rule.demo[0]: disabled", from);
     await writeFile(policy, POLICY(true));
     await agent.waitFor((l) => l.message === "rule.demo[0]: enabled", from);
-    assert.deepEqual(agent.lines.slice(from).filter((l) => l.event === "error"), []);
+    assert.deepEqual(
+      agent.lines.slice(from).filter((l) => l.event === "error"),
+      [],
+    );
   });
 
   test("an invalid edit is logged with its location and the old behaviour continues", async () => {
     const from = agent.lines.length;
     await writeFile(policy, "interceptors:\n  - { port: 0, originalPort: 8000 }\n");
     const error = await agent.waitFor((l) => l.event === "error" && l.line === 2, from);
-    assert.match(String(error.message), /demo\.yaml:2:13: error\[schema\/range\]: interceptors\[0\]\.port must be between 1 and 65535, got 0/);
+    assert.match(
+      String(error.message),
+      /demo\.yaml:2:13: error\[schema\/range\]: interceptors\[0\]\.port must be between 1 and 65535, got 0/,
+    );
     await agent.waitFor((l) => l.event === "error" && /keeping the last good policies/.test(String(l.message)), from);
     assert.equal(await intercepted(), true);
     assert.match(await scrapeMetrics(), /^intercept_policies_invalid 1$/m);
@@ -162,7 +178,9 @@ describe("agent", { concurrency: false }, () => {
   test("metrics count the connections steered", async () => {
     const scrape = async () => {
       const text = await scrapeMetrics();
-      const line = text.split("\n").find((l) => l.startsWith("intercept_rule_connections_steered_total{") && l.includes('rule="0"'));
+      const line = text
+        .split("\n")
+        .find((l) => l.startsWith("intercept_rule_connections_steered_total{") && l.includes('rule="0"'));
       assert.ok(line, text);
       // Per-namespace metrics carry the namespace they are about.
       assert.match(text, new RegExp(`^intercept_attached_links\\{namespace="${lab.serverNs}"\\} 1$`, "m"));
@@ -176,7 +194,14 @@ describe("agent", { concurrency: false }, () => {
   });
 
   test("a restart with --keep drops no request, and SIGTERM then leaves nothing", async () => {
-    const loop = lab.runInClient(["node", "dist/lab/request-loop.js", `http://${SERVER_ADDRESS}:8000/`, "60000", "Server", await lab.addClientAddress()]);
+    const loop = lab.runInClient([
+      "node",
+      "dist/lab/request-loop.js",
+      `http://${SERVER_ADDRESS}:8000/`,
+      "60000",
+      "Server",
+      await lab.addClientAddress(),
+    ]);
     await waitForAnswers(loop);
     assert.equal(await agent.stop(), 0);
     assert.ok(await ourFilterOn(lab.serverLink), "--keep left the datapath in place");
@@ -186,7 +211,11 @@ describe("agent", { concurrency: false }, () => {
     loop.kill("SIGTERM"); // the loop spanned the stop and the restart
     const result = JSON.parse(String((await loop).stdout));
     assert.ok(result.requests > 20, JSON.stringify(result));
-    assert.deepEqual({ failures: result.failures, withoutHeader: result.withoutHeader }, { failures: 0, withoutHeader: 0 }, JSON.stringify(result));
+    assert.deepEqual(
+      { failures: result.failures, withoutHeader: result.withoutHeader },
+      { failures: 0, withoutHeader: 0 },
+      JSON.stringify(result),
+    );
     assert.deepEqual(await programIds(), ids, "the restarted agent adopted the live programs");
     assert.ok(!restarted.lines.some((l) => l.event === "applied"), "and changed nothing");
 

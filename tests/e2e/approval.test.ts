@@ -12,7 +12,8 @@ import { execa } from "execa";
 import { intercept, Lab } from "../../lab/network.js";
 
 const POLICY = "policies/demo.ts";
-const REFUSAL = (verb: string) => `intercept: ${verb}: no terminal to ask for approval on: pass --yes (or --auto-approve) to ${verb} without a question`;
+const REFUSAL = (verb: string) =>
+  `intercept: ${verb}: no terminal to ask for approval on: pass --yes (or --auto-approve) to ${verb} without a question`;
 
 /**
  * Runs intercept on a pseudo-terminal, waits for the approval question,
@@ -44,7 +45,10 @@ _, status = os.waitpid(pid, 0)
 print(json.dumps({"exitCode": os.waitstatus_to_exitcode(status), "output": output.decode(errors="replace"), "asked": typed}))
 `;
 
-async function onTerminal(keys: string, ...args: string[]): Promise<{ exitCode: number; output: string; asked: boolean }> {
+async function onTerminal(
+  keys: string,
+  ...args: string[]
+): Promise<{ exitCode: number; output: string; asked: boolean }> {
   const result = await execa("/usr/bin/python3", ["-c", DRIVER, keys, "node", "bin/intercept.js", ...args]);
   return JSON.parse(result.stdout);
 }
@@ -95,8 +99,12 @@ describe("approval", { concurrency: false }, () => {
     assert.equal(await loaded(), 0);
   });
 
-  test("Ctrl-C, Ctrl-D or anything but yes at the question: \"Apply cancelled.\", exit 1, nothing changed", async () => {
-    for (const [keys, what] of [["\\x03", "Ctrl-C"], ["\\x04", "Ctrl-D"], ["no\\r", "no"]] as const) {
+  test('Ctrl-C, Ctrl-D or anything but yes at the question: "Apply cancelled.", exit 1, nothing changed', async () => {
+    for (const [keys, what] of [
+      ["\\x03", "Ctrl-C"],
+      ["\\x04", "Ctrl-D"],
+      ["no\\r", "no"],
+    ] as const) {
       const result = await onTerminal(keys, "apply", POLICY, "--netns", lab.serverNs);
       assert.ok(result.asked, `${what}: the question was asked: ${result.output}`);
       assert.equal(result.exitCode, 1, `${what}: ${result.output}`);
@@ -122,9 +130,16 @@ describe("approval", { concurrency: false }, () => {
 
   test("without --netns, the namespace intercept runs in is said, with its links, before the plan", async () => {
     // Run inside the lab's namespace, so that "no --netns" means it and never this machine's own.
-    const inside = await execa("nsenter", [`--net=/var/run/netns/${lab.serverNs}`, "node", "bin/intercept.js", "plan", POLICY, "--json"], { reject: false });
+    const inside = await execa(
+      "nsenter",
+      [`--net=/var/run/netns/${lab.serverNs}`, "node", "bin/intercept.js", "plan", POLICY, "--json"],
+      { reject: false },
+    );
     assert.equal(inside.exitCode, 0, inside.stderr);
-    assert.equal(inside.stderr, `No --netns: acting on the host's own network namespace, 2 links: lo, ${lab.serverLink}.`);
+    assert.equal(
+      inside.stderr,
+      `No --netns: acting on the host's own network namespace, 2 links: lo, ${lab.serverLink}.`,
+    );
     assert.equal(JSON.parse(inside.stdout).kind, "plan", "stdout stays the plan");
     const named = await intercept("plan", POLICY, "--netns", lab.serverNs);
     assert.equal(named.stderr, "", "with --netns, nothing to say");

@@ -36,9 +36,17 @@ function madeBy(output: string): Made {
 /** Nothing of @made is left: namespaces, pins, the lock file, or a process carrying its id. */
 async function assertNothingLeft(made: Made): Promise<void> {
   const namespaces = (await execa("ip", ["netns", "list"])).stdout.split("\n").map((line) => line.split(" ")[0]);
-  assert.deepEqual(namespaces.filter((name) => name === made.server || name === made.client), [], "both namespaces removed");
+  assert.deepEqual(
+    namespaces.filter((name) => name === made.server || name === made.client),
+    [],
+    "both namespaces removed",
+  );
   assert.equal(existsSync(made.pins), false, `${made.pins} removed`);
-  assert.equal(existsSync(path.join(LOCK_DIR, `${path.basename(made.pins)}.lock`)), false, "the namespace's lock file removed");
+  assert.equal(
+    existsSync(path.join(LOCK_DIR, `${path.basename(made.pins)}.lock`)),
+    false,
+    "the namespace's lock file removed",
+  );
   assert.deepEqual(await processesMentioning(made.id), [], "no process of the sandbox left");
 }
 
@@ -61,7 +69,11 @@ function outputReaching(child: ResultPromise, pattern: RegExp): Promise<string> 
       seen += chunk.toString();
       if (pattern.test(seen)) resolve(seen);
     });
-    void child.then((result) => reject(new Error(`the demo ended (exit ${result.exitCode}) before ${pattern}:\n${seen}\n${String(result.stderr)}`)));
+    void child.then((result) =>
+      reject(
+        new Error(`the demo ended (exit ${result.exitCode}) before ${pattern}:\n${seen}\n${String(result.stderr)}`),
+      ),
+    );
   });
 }
 
@@ -70,7 +82,8 @@ test("intercept demo: the header only while applied, the plan it applied, exit 0
   assert.equal(demo.exitCode, 0, `${demo.stdout}\n${demo.stderr}`);
   const made = madeBy(demo.stdout);
   const stages = demo.stdout.split(/^=== /m);
-  const stage = (prefix: string) => stages.find((text) => text.startsWith(prefix)) ?? assert.fail(`no stage ${prefix}:\n${demo.stdout}`);
+  const stage = (prefix: string) =>
+    stages.find((text) => text.startsWith(prefix)) ?? assert.fail(`no stage ${prefix}:\n${demo.stdout}`);
   assert.match(stage("1. before"), /^HTTP\/1\.1 200 OK$/m);
   assert.doesNotMatch(stage("1. before"), /^Server: intercept$/m);
   assert.match(stage("2. intercept apply"), /\+ program\.demo +create: new policy, 1 rule/);
@@ -80,7 +93,10 @@ test("intercept demo: the header only while applied, the plan it applied, exit 0
   assert.match(stage("3. with intercept applied"), /^Hi$/m);
   assert.match(stage("5. after destroy"), /^HTTP\/1\.1 200 OK$/m);
   assert.doesNotMatch(stage("5. after destroy"), /^Server: intercept$/m);
-  assert.match(demo.stdout, /^=== OK: port 8000 was answered through the proxy \("Server: intercept"\) only while intercept was applied/m);
+  assert.match(
+    demo.stdout,
+    /^=== OK: port 8000 was answered through the proxy \("Server: intercept"\) only while intercept was applied/m,
+  );
   assert.match(demo.stdout, new RegExp(`^Removed ${made.server}, ${made.client} and their pins\\.$`, "m"));
   await assertNothingLeft(made);
 });
@@ -88,7 +104,13 @@ test("intercept demo: the header only while applied, the plan it applied, exit 0
 for (const { signal, at, when, group, code } of [
   // Ctrl-C at a terminal, which signals the whole foreground process group (the demo and what it
   // started), while the policy is applied: pins, filters, servers and a request all exist.
-  { signal: "SIGINT", at: /^=== 3\. /m, when: "(Ctrl-C: its process group) while the policy is applied", group: true, code: 130 },
+  {
+    signal: "SIGINT",
+    at: /^=== 3\. /m,
+    when: "(Ctrl-C: its process group) while the policy is applied",
+    group: true,
+    code: 130,
+  },
   // kill or a service manager, the demo alone, in the middle of apply (clang, loading).
   { signal: "SIGTERM", at: /^=== 2\. intercept apply /m, when: "during apply", group: false, code: 143 },
 ] as const) {
@@ -105,7 +127,12 @@ for (const { signal, at, when, group, code } of [
       else child.kill(signal);
       const result = await child;
       assert.equal(result.exitCode, code, `${result.stdout}\n${result.stderr}`);
-      assert.match(String(result.stderr), new RegExp(`${signal} received: removing the sandbox…\\nRemoved ${made.server}, ${made.client} and their pins\\. Demo cancelled\\.`));
+      assert.match(
+        String(result.stderr),
+        new RegExp(
+          `${signal} received: removing the sandbox…\\nRemoved ${made.server}, ${made.client} and their pins\\. Demo cancelled\\.`,
+        ),
+      );
       await assertNothingLeft(made);
     } finally {
       child.kill("SIGKILL");
@@ -120,9 +147,16 @@ for (const { signal, at, when, group, code } of [
 }
 
 test("without root, or without a tool, the demo says what it needs in one line and makes nothing", async () => {
-  const asNobody = await execa("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", process.execPath, CLI, "demo"], { reject: false, stdin: "ignore" });
+  const asNobody = await execa(
+    "setpriv",
+    ["--reuid=nobody", "--regid=nogroup", "--clear-groups", process.execPath, CLI, "demo"],
+    { reject: false, stdin: "ignore" },
+  );
   assert.equal(asNobody.exitCode, 1);
-  assert.equal(String(asNobody.stderr), "intercept: intercept demo needs root (sudo npx --no-install intercept demo): it builds network namespaces and loads BPF programs into them");
+  assert.equal(
+    String(asNobody.stderr),
+    "intercept: intercept demo needs root (sudo npx --no-install intercept demo): it builds network namespaces and loads BPF programs into them",
+  );
   // A PATH with iproute2's and util-linux's tools but neither bpftool nor clang.
   const bin = await mkdtemp(path.join(tmpdir(), "intercept-demo-path-"));
   try {
@@ -130,9 +164,16 @@ test("without root, or without a tool, the demo says what it needs in one line a
       const { stdout } = await execa("sh", ["-c", `command -v ${tool}`]);
       await symlink(stdout.trim(), path.join(bin, tool));
     }
-    const withoutTools = await execa(process.execPath, [CLI, "demo"], { reject: false, stdin: "ignore", env: { PATH: bin } });
+    const withoutTools = await execa(process.execPath, [CLI, "demo"], {
+      reject: false,
+      stdin: "ignore",
+      env: { PATH: bin },
+    });
     assert.equal(withoutTools.exitCode, 1);
-    assert.equal(String(withoutTools.stderr), "intercept: intercept demo needs bpftool and clang installed: it builds network namespaces and loads BPF programs into them");
+    assert.equal(
+      String(withoutTools.stderr),
+      "intercept: intercept demo needs bpftool and clang installed: it builds network namespaces and loads BPF programs into them",
+    );
   } finally {
     await rm(bin, { recursive: true, force: true });
   }

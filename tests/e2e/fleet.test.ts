@@ -35,7 +35,8 @@ let policies: string;
 let agent: AgentProcess;
 let healthz: string;
 
-const DEMO = (port: number) => `interfaces: { include: ["a*"] }\ninterceptors:\n  - { originalPort: 8000, port: ${port} }\n`;
+const DEMO = (port: number) =>
+  `interfaces: { include: ["a*"] }\ninterceptors:\n  - { originalPort: 8000, port: ${port} }\n`;
 // Only in the namespaces named <prefix>1<digit>: on link b.
 const EXTRA = `namespaces: ["${p}1?"]\ninterfaces: { include: [b] }\ninterceptors:\n  - { originalPort: 7000, port: 7100 }\n`;
 
@@ -63,8 +64,12 @@ async function health(): Promise<{ status: number; text: string }> {
   return { status: response.status, text: await response.text() };
 }
 
-const applied = (name: string) => (l: Record<string, unknown>) => l.event === "applied" && l.namespace === name && /^policies applied/.test(String(l.message));
-const errorsAbout = (names: string[], from = 0) => agent.lines.slice(from).filter((l) => l.event === "error" && (l.namespace === undefined || names.includes(String(l.namespace))));
+const applied = (name: string) => (l: Record<string, unknown>) =>
+  l.event === "applied" && l.namespace === name && /^policies applied/.test(String(l.message));
+const errorsAbout = (names: string[], from = 0) =>
+  agent.lines
+    .slice(from)
+    .filter((l) => l.event === "error" && (l.namespace === undefined || names.includes(String(l.namespace))));
 
 /**
  * An nsenter, first on the agent's PATH, that holds an apply's `tc -batch`
@@ -92,7 +97,9 @@ before(async () => {
   const bin = path.join(scratch, "bin");
   await mkdir(bin);
   await writeFile(path.join(bin, "nsenter"), nsenterShim(path.join(scratch, "hold-attach")), { mode: 0o755 });
-  agent = new AgentProcess([policies, "--netns-match", `${p}*`, "--metrics", "127.0.0.1:0", "--lock-timeout", "30s"], { PATH: `${bin}:${process.env.PATH}` });
+  agent = new AgentProcess([policies, "--netns-match", `${p}*`, "--metrics", "127.0.0.1:0", "--lock-timeout", "30s"], {
+    PATH: `${bin}:${process.env.PATH}`,
+  });
   const started = await agent.waitFor((l) => l.event === "agent started" && typeof l.metrics === "string");
   healthz = `http://${started.metrics}/healthz`;
   await agent.waitFor((l) => l.event === "agent started" && Array.isArray(l.namespaces));
@@ -111,7 +118,9 @@ describe("agent --netns-match", { concurrency: false }, () => {
   test("/healthz is not ready until the first reconcile of every namespace succeeded", async () => {
     assert.deepEqual(await health(), { status: 200, text: "ready: 0 network namespaces reconciled\n" });
     // A namespace whose lock this test holds: the agent waits for it, and is not ready meanwhile.
-    await execa("ip", ["-batch", "-"], { input: `netns add ${held.scratchName}\nlink add name a netns ${held.scratchName} type veth peer name b netns ${held.scratchName}\n` });
+    await execa("ip", ["-batch", "-"], {
+      input: `netns add ${held.scratchName}\nlink add name a netns ${held.scratchName} type veth peer name b netns ${held.scratchName}\n`,
+    });
     const key = await namespaces.key(held.scratchName);
     keys.add(key);
     const lock = await lockNamespace(key, { holder: "fleet test", timeoutMs: 0 });
@@ -131,16 +140,25 @@ describe("agent --netns-match", { concurrency: false }, () => {
   });
 
   test("a ConfigMap update (kubelet's ..data swap) is applied; a bad one is rejected and the last good policies stay", async () => {
-    const version = async () => JSON.parse((await intercept("status", "--netns", held.name, "--json")).stdout).programs.map((program: { policy: string; version: string }) => `${program.policy}@${program.version}`);
+    const version = async () =>
+      JSON.parse((await intercept("status", "--netns", held.name, "--json")).stdout).programs.map(
+        (program: { policy: string; version: string }) => `${program.policy}@${program.version}`,
+      );
     const before = await version();
     let from = agent.lines.length;
     await kubeletWrite(policies, { "demo.yaml": DEMO(9100), "extra.yaml": EXTRA });
-    await agent.waitFor((l) => l.event === "applied" && l.namespace === held.name && l.message === "program.demo: replaced", from);
+    await agent.waitFor(
+      (l) => l.event === "applied" && l.namespace === held.name && l.message === "program.demo: replaced",
+      from,
+    );
     const swapped = await version();
     assert.notDeepEqual(swapped, before);
 
     from = agent.lines.length;
-    await kubeletWrite(policies, { "demo.yaml": "interceptors:\n  - { originalPort: 8000, port: eighty }\n", "extra.yaml": EXTRA });
+    await kubeletWrite(policies, {
+      "demo.yaml": "interceptors:\n  - { originalPort: 8000, port: eighty }\n",
+      "extra.yaml": EXTRA,
+    });
     await agent.waitFor((l) => l.event === "error" && /keeping the last good policies/.test(String(l.message)), from);
     assert.ok(!agent.lines.slice(from).some((l) => l.event === "applied"), "nothing applied");
     assert.deepEqual(await version(), swapped, "the last good policies stay in force");
@@ -154,10 +172,13 @@ describe("agent --netns-match", { concurrency: false }, () => {
     for (const name of names) keys.add(await namespaces.key(name));
     for (const name of names) await agent.waitFor(applied(name), from, 60_000);
     const wrong: string[] = [];
-    await Promise.all(names.map(async (name) => {
-      const wanted = { a: true, b: /1\d$/.test(name) }; // demo everywhere on a; extra only in <prefix>1?
-      for (const link of LINKS) if ((await namespaces.attached(name, link)) !== wanted[link]) wrong.push(`${name}/${link}`);
-    }));
+    await Promise.all(
+      names.map(async (name) => {
+        const wanted = { a: true, b: /1\d$/.test(name) }; // demo everywhere on a; extra only in <prefix>1?
+        for (const link of LINKS)
+          if ((await namespaces.attached(name, link)) !== wanted[link]) wrong.push(`${name}/${link}`);
+      }),
+    );
     assert.deepEqual(wrong, []);
     const status = JSON.parse((await intercept("status", "--netns", namespaces.name(15), "--json")).stdout);
     assert.equal(status.namespace, namespaces.name(15));
@@ -176,10 +197,19 @@ describe("agent --netns-match", { concurrency: false }, () => {
     const hold = path.join(scratch, "hold-attach");
     await writeFile(hold, busy);
     namespaces.made.add(busy);
-    await execa("ip", ["-batch", "-"], { input: [`netns add ${busy}`, ...Array.from({ length: 12 }, (_, i) => `link add name a${i} netns ${busy} type veth peer name b${i} netns ${busy}`)].join("\n") + "\n" });
+    await execa("ip", ["-batch", "-"], {
+      input:
+        [
+          `netns add ${busy}`,
+          ...Array.from(
+            { length: 12 },
+            (_, i) => `link add name a${i} netns ${busy} type veth peer name b${i} netns ${busy}`,
+          ),
+        ].join("\n") + "\n",
+    });
     const busyKey = await namespaces.key(busy);
     keys.add(busyKey);
-    for (const deadline = Date.now() + 15_000; !existsSync(`${hold}.reached`);) {
+    for (const deadline = Date.now() + 15_000; !existsSync(`${hold}.reached`); ) {
       assert.ok(Date.now() < deadline, "the agent's apply reached the attach");
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
@@ -197,10 +227,14 @@ describe("agent --netns-match", { concurrency: false }, () => {
     for (const key of briefKeys) keys.add(key);
     await agent.waitFor((l) => l.event === "namespace gone" && l.namespace === busy, from);
     await new Promise((resolve) => setTimeout(resolve, 1_000)); // whatever was still starting settles
-    assert.ok(agent.lines.some((l) => l.namespace === busy && l.message === "program.demo: created"), "the program was loaded");
+    assert.ok(
+      agent.lines.some((l) => l.namespace === busy && l.message === "program.demo: created"),
+      "the program was loaded",
+    );
     assert.ok(!agent.lines.some(applied(busy)), "the apply was cut short by the namespace going");
     assert.deepEqual(errorsAbout([busy, ...brief], from), []);
-    for (const key of [busyKey, ...briefKeys]) assert.equal(existsSync(`/sys/fs/bpf/intercept/${key}`), false, `no pins left for ${key}`);
+    for (const key of [busyKey, ...briefKeys])
+      assert.equal(existsSync(`/sys/fs/bpf/intercept/${key}`), false, `no pins left for ${key}`);
     assert.deepEqual(await health(), { status: 200, text: `ready: ${BURST + 1} network namespaces reconciled\n` });
   });
 
@@ -209,8 +243,12 @@ describe("agent --netns-match", { concurrency: false }, () => {
     const names = Array.from({ length: BURST }, (_, i) => namespaces.name(i));
     const burstKeys = await Promise.all(names.map((name) => namespaces.key(name)));
     for (const name of names) await namespaces.delete(name);
-    for (const name of names) await agent.waitFor((l) => l.event === "namespace gone" && l.namespace === name, from, 30_000);
-    assert.deepEqual(burstKeys.filter((key) => existsSync(`/sys/fs/bpf/intercept/${key}`)), []);
+    for (const name of names)
+      await agent.waitFor((l) => l.event === "namespace gone" && l.namespace === name, from, 30_000);
+    assert.deepEqual(
+      burstKeys.filter((key) => existsSync(`/sys/fs/bpf/intercept/${key}`)),
+      [],
+    );
     const metrics = await (await fetch(healthz.replace(/healthz$/, "metrics"))).text();
     assert.doesNotMatch(metrics, new RegExp(`namespace="${p}\\d\\d"`));
     assert.deepEqual(await health(), { status: 200, text: "ready: 1 network namespace reconciled\n" });
@@ -228,7 +266,10 @@ describe("agent --netns-match", { concurrency: false }, () => {
     }
     const deletedKey = await namespaces.key(deleted);
     const args = [policies, "--netns-match", `${p}k*`, "--keep", "--metrics", "127.0.0.1:0"];
-    const programIds = async () => JSON.parse((await intercept("status", "--netns", kept, "--json")).stdout).links.map((link: { link: string; programIds: object }) => [link.link, link.programIds]);
+    const programIds = async () =>
+      JSON.parse((await intercept("status", "--netns", kept, "--json")).stdout).links.map(
+        (link: { link: string; programIds: object }) => [link.link, link.programIds],
+      );
     const old = new AgentProcess(args);
     try {
       for (const name of [kept, deleted]) await old.waitFor(applied(name));
@@ -243,11 +284,19 @@ describe("agent --netns-match", { concurrency: false }, () => {
       const started = await agent.waitFor((l) => l.event === "agent started" && typeof l.metrics === "string");
       healthz = `http://${started.metrics}/healthz`;
       await agent.waitFor((l) => l.event === "namespace seen" && l.namespace === kept);
-      for (let ready = await health(); ready.status !== 200; ready = await health()) await new Promise((resolve) => setTimeout(resolve, 20));
+      for (let ready = await health(); ready.status !== 200; ready = await health())
+        await new Promise((resolve) => setTimeout(resolve, 20));
       assert.equal(existsSync(`/sys/fs/bpf/intercept/${deletedKey}`), false, "the orphan's pins are removed");
-      assert.deepEqual(agent.lines.filter((l) => l.event === "applied"), [], "nothing to change: adopted as it is");
+      assert.deepEqual(
+        agent.lines.filter((l) => l.event === "applied"),
+        [],
+        "nothing to change: adopted as it is",
+      );
       assert.deepEqual(await programIds(), before, "the same programs run");
-      assert.deepEqual(agent.lines.filter((l) => l.event === "error"), []);
+      assert.deepEqual(
+        agent.lines.filter((l) => l.event === "error"),
+        [],
+      );
       assert.equal(await agent.stop(), 0);
     } finally {
       old.kill();
@@ -261,20 +310,31 @@ describe("agent --netns-match", { concurrency: false }, () => {
     const work = await mkdtemp(path.join(scratch, "uninstall-"));
     const bin = path.join(work, "bin");
     await mkdir(bin);
-    await writeFile(path.join(bin, "intercept"), `#!/bin/sh\nexec node ${path.resolve("bin/intercept.js")} "$@"\n`, { mode: 0o755 });
-    const cleanup = parseAllDocuments(await readFile("deploy/kubernetes/uninstall.yaml", "utf8"))[0]!.toJS().spec.template.spec.containers[0];
-    const script = (cleanup.args[0] as string).replaceAll("/host/run", `${work}/hostrun`).replace("touch /tmp/clean", `touch ${work}/clean`).replace("exec sleep infinity", "exit 0");
+    await writeFile(path.join(bin, "intercept"), `#!/bin/sh\nexec node ${path.resolve("bin/intercept.js")} "$@"\n`, {
+      mode: 0o755,
+    });
+    const cleanup = parseAllDocuments(await readFile("deploy/kubernetes/uninstall.yaml", "utf8"))[0]!.toJS().spec
+      .template.spec.containers[0];
+    const script = (cleanup.args[0] as string)
+      .replaceAll("/host/run", `${work}/hostrun`)
+      .replace("touch /tmp/clean", `touch ${work}/clean`)
+      .replace("exec sleep infinity", "exit 0");
     await writeFile(path.join(work, "cleanup.sh"), script);
     const [served, gone, other] = [`${p}u1`, `${p}u2`, `${p.slice(0, -1)}_other`];
     const apply = (name: string) => `intercept apply ${policies} --netns ${name} --yes >/dev/null`;
-    const filters = (name: string) => `nsenter --net=/run/netns/${name} tc filter show dev a ingress | grep -c intercept_ingre || true`;
+    const filters = (name: string) =>
+      `nsenter --net=/run/netns/${name} tc filter show dev a ingress | grep -c intercept_ingre || true`;
     const node = [
       "set -e",
       `export PATH=${bin}:$PATH`,
       "mount -t bpf bpf /sys/fs/bpf",
       "mount -t tmpfs tmpfs /run/netns",
       `mkdir -p ${work}/hostrun/intercept && mount --bind ${work}/hostrun/intercept /run/intercept`,
-      ...[served, gone, other].flatMap((name) => [`ip netns add ${name}`, `ip -n ${name} link add name a type veth peer name b`, apply(name)]),
+      ...[served, gone, other].flatMap((name) => [
+        `ip netns add ${name}`,
+        `ip -n ${name} link add name a type veth peer name b`,
+        apply(name),
+      ]),
       `ip netns del ${gone}`,
       `NETNS_MATCH='${p}u*' sh ${work}/cleanup.sh`,
       `echo "served: $(${filters(served)}) other: $(${filters(other)})"`,
@@ -284,14 +344,24 @@ describe("agent --netns-match", { concurrency: false }, () => {
       `NETNS_MATCH='${p}u*' sh ${work}/cleanup.sh`,
       `echo "left: $(ls -A /sys/fs/bpf | grep -c intercept) $(ls -A ${work}/hostrun)"`,
     ].join("\n");
-    const result = await execa("unshare", ["--mount", "--propagation", "private", "sh", "-c", node], { reject: false, env: { INTERCEPT_CACHE_DIR: process.env.INTERCEPT_CACHE_DIR ?? path.join(work, "cache") } });
+    const result = await execa("unshare", ["--mount", "--propagation", "private", "sh", "-c", node], {
+      reject: false,
+      env: { INTERCEPT_CACHE_DIR: process.env.INTERCEPT_CACHE_DIR ?? path.join(work, "cache") },
+    });
     assert.equal(result.exitCode, 0, `${result.stdout}\n${result.stderr}`);
     const out = String(result.stdout);
     assert.match(out, /^served: 0 other: 1$/m, "the served namespace is clean; the other one keeps its filter");
     const otherKey = /^other's: (ns\d+)$/m.exec(out)![1];
-    assert.match(out, new RegExp(`^pins: ${otherKey}$`, "m"), "only the other namespace's pins are left (the orphan's went too)");
+    assert.match(
+      out,
+      new RegExp(`^pins: ${otherKey}$`, "m"),
+      "only the other namespace's pins are left (the orphan's went too)",
+    );
     assert.match(out, /^intercept: \/sys\/fs\/bpf\/intercept is not empty: left in place$/m);
-    assert.match(out, /^left: 0 $/m, "with nothing else of intercept's on the node, nothing is left: no pins, no lock folder");
+    assert.match(
+      out,
+      /^left: 0 $/m,
+      "with nothing else of intercept's on the node, nothing is left: no pins, no lock folder",
+    );
   });
 });
-

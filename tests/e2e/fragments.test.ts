@@ -71,7 +71,16 @@ after(async () => {
 });
 
 async function exchange(host: string, count: number): Promise<{ intact: number; ports: number[] }> {
-  const run = await lab.runInClient(["node", "--input-type=module", "-e", CLIENT, host, String(ORIGINAL_PORT), String(DATAGRAM_BYTES), String(count)]);
+  const run = await lab.runInClient([
+    "node",
+    "--input-type=module",
+    "-e",
+    CLIENT,
+    host,
+    String(ORIGINAL_PORT),
+    String(DATAGRAM_BYTES),
+    String(count),
+  ]);
   assert.equal(run.exitCode, 0, String(run.stderr));
   return JSON.parse(String(run.stdout));
 }
@@ -82,11 +91,16 @@ async function fragmentsCreated(family: "ipv4" | "ipv6"): Promise<number> {
     const snmp6 = String((await lab.runInClient(["cat", "/proc/net/snmp6"])).stdout);
     return Number(/^Ip6FragCreates\s+(\d+)$/m.exec(snmp6)![1]);
   }
-  const [names, values] = String((await lab.runInClient(["cat", "/proc/net/snmp"])).stdout).split("\n").filter((line) => line.startsWith("Ip:"));
+  const [names, values] = String((await lab.runInClient(["cat", "/proc/net/snmp"])).stdout)
+    .split("\n")
+    .filter((line) => line.startsWith("Ip:"));
   return Number(values!.split(/\s+/)[names!.split(/\s+/).indexOf("FragCreates")]);
 }
 
-const FAMILIES = [["ipv4", SERVER_ADDRESS], ["ipv6", SERVER_ADDRESS_V6]] as const;
+const FAMILIES = [
+  ["ipv4", SERVER_ADDRESS],
+  ["ipv6", SERVER_ADDRESS_V6],
+] as const;
 
 describe("fragmented UDP through a rewrite rule", { concurrency: false }, () => {
   for (const [family, host] of FAMILIES) {
@@ -97,7 +111,10 @@ describe("fragmented UDP through a rewrite rule", { concurrency: false }, () => 
 
   test("apply a udp rewrite rule", async () => {
     const policy = path.join(scratch, "fragments.yaml");
-    await writeFile(policy, `interceptors:\n  - { originalPort: ${ORIGINAL_PORT}, port: ${ECHO_PORT}, protocol: udp }\n`);
+    await writeFile(
+      policy,
+      `interceptors:\n  - { originalPort: ${ORIGINAL_PORT}, port: ${ECHO_PORT}, protocol: udp }\n`,
+    );
     const applied = await intercept("apply", policy, "--netns", lab.serverNs, "--yes", "--no-color");
     assert.equal(applied.exitCode, 0, applied.stdout + applied.stderr);
   });

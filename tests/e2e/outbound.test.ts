@@ -38,7 +38,12 @@ before(async () => {
   host = lab.serverNs;
   await addAddress6(lab.serverNs, lab.serverLink, "fd00::1/64");
   await addAddress6(lab.clientNs, lab.clientLink, `${REMOTE_V6}/64`);
-  await cgroup.start(undefined, lab.clientNs, ["python3", OUTBOUND_HELPER, "server", "--port", "8080", "--port", "8081"], /server ready/);
+  await cgroup.start(
+    undefined,
+    lab.clientNs,
+    ["python3", OUTBOUND_HELPER, "server", "--port", "8080", "--port", "8081"],
+    /server ready/,
+  );
 });
 
 after(async () => {
@@ -51,7 +56,10 @@ after(async () => {
 
 async function policy(name: string, exempt: string, rules: string, fileName = name): Promise<string> {
   const file = path.join(scratch, `${fileName}.yaml`);
-  await writeFile(file, `name: ${name}\noutbound:\n  cgroups: ["${cgroup.path("app")}"]\n  exempt: ${exempt}\n  rules:\n${rules}`);
+  await writeFile(
+    file,
+    `name: ${name}\noutbound:\n  cgroups: ["${cgroup.path("app")}"]\n  exempt: ${exempt}\n  rules:\n${rules}`,
+  );
   return file;
 }
 
@@ -76,20 +84,37 @@ interface Exchange {
 
 /** Connects from @child of the test cgroup (undefined: from outside it) to @address:@port, @count times. */
 async function connect(child: string | undefined, address: string, port: number, count = 1): Promise<Exchange> {
-  const result = await cgroup.run(child, host, ["python3", OUTBOUND_HELPER, "client", address, String(port), "--count", String(count)]);
+  const result = await cgroup.run(child, host, [
+    "python3",
+    OUTBOUND_HELPER,
+    "client",
+    address,
+    String(port),
+    "--count",
+    String(count),
+  ]);
   assert.equal(result.exitCode, 0, result.stderr);
   return JSON.parse(result.stdout) as Exchange;
 }
 
 /** The proxy's first line names the original destination it read with SO_ORIGINAL_DST. */
 function viaProxy(exchange: Exchange): string | undefined {
-  return /^proxy (\S+) (\d+)\n/.exec(exchange.response ?? "")?.slice(1).join(" ");
+  return /^proxy (\S+) (\d+)\n/
+    .exec(exchange.response ?? "")
+    ?.slice(1)
+    .join(" ");
 }
 
 let proxy: { stop: () => Promise<void> } | undefined;
 
 async function startProxy(child: string, options: string[]): Promise<void> {
-  proxy = await cgroup.start(child, host, ["python3", OUTBOUND_HELPER, "proxy", "--port", String(PROXY_PORT), "--log", ...options], /proxy ready/, (line) => proxyLog.push(line));
+  proxy = await cgroup.start(
+    child,
+    host,
+    ["python3", OUTBOUND_HELPER, "proxy", "--port", String(PROXY_PORT), "--log", ...options],
+    /proxy ready/,
+    (line) => proxyLog.push(line),
+  );
 }
 
 async function stopProxy(): Promise<void> {
@@ -103,7 +128,17 @@ async function attachedTo(child: string): Promise<string[]> {
   return (stdout.trim() ? (JSON.parse(stdout) as { name: string }[]) : []).map((program) => program.name);
 }
 
-async function status(): Promise<{ programs: { policy: string; version: string; programIds: Record<string, number>; cgroupProgramIds: Record<string, number>; exemptCgroups: { id: number; level: number }[]; rules: { index: number; enabled: boolean; counters: Record<string, { packets: number }> | null }[] }[]; cgroups: { path: string; policy: string | null; programs: string[]; foreign: string[] }[] }> {
+async function status(): Promise<{
+  programs: {
+    policy: string;
+    version: string;
+    programIds: Record<string, number>;
+    cgroupProgramIds: Record<string, number>;
+    exemptCgroups: { id: number; level: number }[];
+    rules: { index: number; enabled: boolean; counters: Record<string, { packets: number }> | null }[];
+  }[];
+  cgroups: { path: string; policy: string | null; programs: string[]; foreign: string[] }[];
+}> {
   const result = await intercept("status", "--netns", host, "--json");
   assert.equal(result.exitCode, 0, result.stderr);
   return JSON.parse(result.stdout);
@@ -119,7 +154,15 @@ async function records(policyName: string, map: "orig_by_cookie" | "orig_by_conn
 
 /** TCP sockets open in the host namespace, listeners and TIME_WAIT left out (neither holds a record). */
 async function openSockets(): Promise<number> {
-  const { stdout } = await execa("nsenter", [`--net=/var/run/netns/${host}`, "ss", "-Htan", "exclude", "listening", "exclude", "time-wait"]);
+  const { stdout } = await execa("nsenter", [
+    `--net=/var/run/netns/${host}`,
+    "ss",
+    "-Htan",
+    "exclude",
+    "listening",
+    "exclude",
+    "time-wait",
+  ]);
   return stdout.split("\n").filter((line) => line.trim()).length;
 }
 
@@ -139,20 +182,42 @@ describe("outbound capture, the proxy exempt by uid", { concurrency: false }, ()
 
   test("apply: connections to the selected port land on the proxy, which reads the exact original destination (IPv4 and IPv6) and goes there itself", async () => {
     await apply(file);
-    assert.deepEqual((await attachedTo("app")).sort(), ["out_connect4", "out_connect6", "out_getsockopt", "out_sockops"]);
+    assert.deepEqual((await attachedTo("app")).sort(), [
+      "out_connect4",
+      "out_connect6",
+      "out_getsockopt",
+      "out_sockops",
+    ]);
     proxyLog.length = 0;
     const v4 = await connect("app", REMOTE_V4, 8080);
     assert.equal(viaProxy(v4), `${REMOTE_V4} 8080`, JSON.stringify(v4));
-    assert.match(v4.response!, new RegExp(`\\nserver \\S*${REMOTE_V4.replaceAll(".", "\\.")} 8080 peer \\S*${HOST_V4.replaceAll(".", "\\.")}\\n$`), "the proxy's own connection reached the server (no loop)");
+    assert.match(
+      v4.response!,
+      new RegExp(
+        `\\nserver \\S*${REMOTE_V4.replaceAll(".", "\\.")} 8080 peer \\S*${HOST_V4.replaceAll(".", "\\.")}\\n$`,
+      ),
+      "the proxy's own connection reached the server (no loop)",
+    );
     const v6 = await connect("app", REMOTE_V6, 8080);
     assert.equal(viaProxy(v6), `${REMOTE_V6} 8080`, JSON.stringify(v6));
     assert.match(v6.response!, /\nserver fd00::2 8080 peer fd00::1\n$/);
     const seen = proxyLog.map((line) => JSON.parse(line) as { original?: [string, number]; error?: string });
-    assert.deepEqual(seen.map((entry) => entry.original ?? entry.error), [[REMOTE_V4, 8080], [REMOTE_V6, 8080]], "SO_ORIGINAL_DST and IP6T_SO_ORIGINAL_DST, as the proxy read them");
+    assert.deepEqual(
+      seen.map((entry) => entry.original ?? entry.error),
+      [
+        [REMOTE_V4, 8080],
+        [REMOTE_V6, 8080],
+      ],
+      "SO_ORIGINAL_DST and IP6T_SO_ORIGINAL_DST, as the proxy read them",
+    );
   });
 
   test("a port no rule names, a process outside the cgroup, and a process in a sibling cgroup go direct", async () => {
-    for (const [child, port] of [["app", 8081], [undefined, 8080], ["other", 8080]] as const) {
+    for (const [child, port] of [
+      ["app", 8081],
+      [undefined, 8080],
+      ["other", 8080],
+    ] as const) {
       const exchange = await connect(child, REMOTE_V4, port);
       assert.equal(exchange.answered, 1, JSON.stringify(exchange));
       assert.equal(viaProxy(exchange), undefined, `${child ?? "outside"} → ${port} is not captured`);
@@ -195,7 +260,8 @@ describe("the proxy exempt by its cgroup", { concurrency: false }, () => {
   test("the proxy runs as root in its own cgroup: its getsockopt is answered there, and its connections go direct", async () => {
     await apply(await policy("outbound_cgroup", `{ cgroups: ["${cgroup.path("proxy")}"] }`, rule8080()));
     assert.deepEqual(await attachedTo("proxy"), ["out_getsockopt"]);
-    for (const address of [REMOTE_V4, REMOTE_V6]) assert.equal(viaProxy(await connect("app", address, 8080)), `${address} 8080`);
+    for (const address of [REMOTE_V4, REMOTE_V6])
+      assert.equal(viaProxy(await connect("app", address, 8080)), `${address} 8080`);
     // A connection from the exempt cgroup itself is never captured.
     assert.equal(viaProxy(await connect("proxy", REMOTE_V4, 8080)), undefined);
     await destroy();
@@ -254,7 +320,15 @@ describe("what intercept leaves alone", { concurrency: false }, () => {
     await compileBpf("tests/support/foreign-cgroup.bpf.c", object);
     await execa("bpftool", ["prog", "load", object, pin, "type", "cgroup/connect4"]);
     try {
-      await execa("bpftool", ["cgroup", "attach", cgroup.directory("app"), "cgroup_inet4_connect", "pinned", pin, "multi"]);
+      await execa("bpftool", [
+        "cgroup",
+        "attach",
+        cgroup.directory("app"),
+        "cgroup_inet4_connect",
+        "pinned",
+        pin,
+        "multi",
+      ]);
       await apply(await policy("outbound_foreign", `{ uids: [${PROXY_UID}] }`, rule8080()));
       const report = await status();
       const app = report.cgroups.find((entry) => entry.path === cgroup.path("app"))!;
@@ -263,17 +337,27 @@ describe("what intercept leaves alone", { concurrency: false }, () => {
       await destroy();
       assert.deepEqual(await attachedTo("app"), ["foreign_connect"], "still attached after destroy");
     } finally {
-      await execa("bpftool", ["cgroup", "detach", cgroup.directory("app"), "cgroup_inet4_connect", "pinned", pin], { reject: false });
+      await execa("bpftool", ["cgroup", "detach", cgroup.directory("app"), "cgroup_inet4_connect", "pinned", pin], {
+        reject: false,
+      });
       await rm(pin, { force: true });
     }
   });
 
   test("a cgroup the policy names and the kernel lacks is a one-line error naming it, and nothing changes", async () => {
     const file = path.join(scratch, "missing.yaml");
-    await writeFile(file, `outbound:\n  cgroups: ["${cgroup.path("missing")}"]\n  exempt: { uids: [${PROXY_UID}] }\n  rules:\n${rule8080()}`);
+    await writeFile(
+      file,
+      `outbound:\n  cgroups: ["${cgroup.path("missing")}"]\n  exempt: { uids: [${PROXY_UID}] }\n  rules:\n${rule8080()}`,
+    );
     const planned = await intercept("plan", file, "--netns", host, "--no-color");
     assert.equal(planned.exitCode, 1);
-    assert.match(planned.stderr, new RegExp(`^intercept: policy "missing": cgroup "${cgroup.path("missing")}" does not exist under the cgroup2 mount ${cgroup.root}$`));
+    assert.match(
+      planned.stderr,
+      new RegExp(
+        `^intercept: policy "missing": cgroup "${cgroup.path("missing")}" does not exist under the cgroup2 mount ${cgroup.root}$`,
+      ),
+    );
     assert.ok(!existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`));
   });
 });

@@ -40,29 +40,72 @@ after(async () => {
 
 /** The CLI with a PATH that has no clang. */
 const withoutClang = async (...args: string[]) => {
-  const result = await execa("node", ["bin/intercept.js", ...args], { reject: false, stdin: "ignore", env: { PATH: noClang }, extendEnv: false });
+  const result = await execa("node", ["bin/intercept.js", ...args], {
+    reject: false,
+    stdin: "ignore",
+    env: { PATH: noClang },
+    extendEnv: false,
+  });
   return { exitCode: result.exitCode ?? 1, stdout: String(result.stdout), stderr: String(result.stderr) };
 };
 
-const ourFilters = async () => String((await lab.runInServer(["tc", "filter", "show", "dev", lab.serverLink, "ingress"])).stdout);
+const ourFilters = async () =>
+  String((await lab.runInServer(["tc", "filter", "show", "dev", lab.serverLink, "ingress"])).stdout);
 
 describe("prebuilt objects", { concurrency: false }, () => {
   test("build --out writes each object and a manifest naming its C, content hash, clang and sha256", async () => {
     const manifest = JSON.parse(await readFile(path.join(objects, "manifest.json"), "utf8"));
     assert.equal(manifest.format, "intercept-objects");
     assert.match(manifest.clang, /clang version/);
-    assert.deepEqual(manifest.objects.map((o: { policy: string; object: string; minimumKernel: string }) => [o.policy, o.object, o.minimumKernel]), [["demo", "demo.bpf.o", "5.9"]]);
+    assert.deepEqual(
+      manifest.objects.map((o: { policy: string; object: string; minimumKernel: string }) => [
+        o.policy,
+        o.object,
+        o.minimumKernel,
+      ]),
+      [["demo", "demo.bpf.o", "5.9"]],
+    );
     assert.ok(existsSync(path.join(objects, "demo.bpf.o")));
   });
 
   test("without clang, --objects plans and applies, and traffic is intercepted", async () => {
-    const plan = await withoutClang("plan", "policies/demo.ts", "--netns", lab.serverNs, "--objects", objects, "--no-color");
+    const plan = await withoutClang(
+      "plan",
+      "policies/demo.ts",
+      "--netns",
+      lab.serverNs,
+      "--objects",
+      objects,
+      "--no-color",
+    );
     assert.equal(plan.exitCode, 0, plan.stderr);
     assert.match(plan.stdout, /\+ program\.demo/);
-    const applied = await withoutClang("apply", "--yes", "policies/demo.ts", "--netns", lab.serverNs, "--objects", objects);
+    const applied = await withoutClang(
+      "apply",
+      "--yes",
+      "policies/demo.ts",
+      "--netns",
+      lab.serverNs,
+      "--objects",
+      objects,
+    );
     assert.equal(applied.exitCode, 0, applied.stderr);
     assert.match((await lab.curl(8000)).response, /\r\nServer: intercept\r\n/i);
-    assert.equal((await withoutClang("plan", "policies/demo.ts", "--netns", lab.serverNs, "--objects", objects, "--detailed-exitcode")).exitCode, 0, "the kernel matches");
+    assert.equal(
+      (
+        await withoutClang(
+          "plan",
+          "policies/demo.ts",
+          "--netns",
+          lab.serverNs,
+          "--objects",
+          objects,
+          "--detailed-exitcode",
+        )
+      ).exitCode,
+      0,
+      "the kernel matches",
+    );
     assert.equal((await withoutClang("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
   });
 
@@ -73,9 +116,20 @@ describe("prebuilt objects", { concurrency: false }, () => {
     const bytes = await readFile(object);
     bytes[bytes.length - 1] ^= 0xff;
     await writeFile(object, bytes);
-    const result = await withoutClang("apply", "--yes", "policies/demo.ts", "--netns", lab.serverNs, "--objects", tampered);
+    const result = await withoutClang(
+      "apply",
+      "--yes",
+      "policies/demo.ts",
+      "--netns",
+      lab.serverNs,
+      "--objects",
+      tampered,
+    );
     assert.equal(result.exitCode, 1);
-    assert.equal(result.stderr.trim(), `intercept: policy demo: ${object} is not the object its manifest names (sha256 differs): build the objects again`);
+    assert.equal(
+      result.stderr.trim(),
+      `intercept: policy demo: ${object} is not the object its manifest names (sha256 differs): build the objects again`,
+    );
     assert.equal(await ourFilters(), "");
   });
 
@@ -84,7 +138,10 @@ describe("prebuilt objects", { concurrency: false }, () => {
     await writeFile(changed, "name: demo\ninterceptors:\n  - { originalPort: 8000, port: 9001 }\n");
     const result = await withoutClang("apply", "--yes", changed, "--netns", lab.serverNs, "--objects", objects);
     assert.equal(result.exitCode, 1);
-    assert.equal(result.stderr.trim(), `intercept: policy demo: its C is not the C ${path.join(objects, "demo.bpf.o")} was built from (the policy or intercept changed since): build the objects again`);
+    assert.equal(
+      result.stderr.trim(),
+      `intercept: policy demo: its C is not the C ${path.join(objects, "demo.bpf.o")} was built from (the policy or intercept changed since): build the objects again`,
+    );
     assert.equal(await ourFilters(), "");
   });
 
@@ -93,7 +150,10 @@ describe("prebuilt objects", { concurrency: false }, () => {
     await writeFile(other, "interceptors:\n  - { originalPort: 7000, port: 7100 }\n");
     const result = await withoutClang("apply", "--yes", other, "--netns", lab.serverNs, "--objects", objects);
     assert.equal(result.exitCode, 1);
-    assert.equal(result.stderr.trim(), `intercept: policy other has no prebuilt object in ${objects} and clang is not installed: build the objects in CI (\`intercept build --out DIR\`) or install clang`);
+    assert.equal(
+      result.stderr.trim(),
+      `intercept: policy other has no prebuilt object in ${objects} and clang is not installed: build the objects in CI (\`intercept build --out DIR\`) or install clang`,
+    );
     assert.equal(await ourFilters(), "");
   });
 });

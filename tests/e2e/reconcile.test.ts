@@ -94,7 +94,9 @@ async function status() {
 
 async function tcShow(link: string, hook: "ingress" | "egress") {
   const shown = await lab.runInServer(["tc", "-j", "filter", "show", "dev", link, hook]);
-  return (JSON.parse(String(shown.stdout) || "[]") as { pref: number; options?: { prog?: { id: number } } }[]).filter((f) => f.options);
+  return (JSON.parse(String(shown.stdout) || "[]") as { pref: number; options?: { prog?: { id: number } } }[]).filter(
+    (f) => f.options,
+  );
 }
 
 describe("saved plans", { concurrency: false }, () => {
@@ -111,30 +113,69 @@ describe("saved plans", { concurrency: false }, () => {
 
   test("apply FILE refuses when the kernel changed since the plan", async () => {
     const saved = path.join(scratch, "grown.plan");
-    assert.equal((await intercept("plan", await policyFile("demo.yaml", GROWN_YAML), "--netns", lab.serverNs, "--out", saved)).exitCode, 0);
+    assert.equal(
+      (await intercept("plan", await policyFile("demo.yaml", GROWN_YAML), "--netns", lab.serverNs, "--out", saved))
+        .exitCode,
+      0,
+    );
     // Someone else changes the kernel in between: a live edit by hand.
-    assert.equal((await intercept("apply", "--yes", await policyFile("demo.yaml", DEMO_YAML.replace("8000 }", "8000, enabled: false }")), "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal(
+      (
+        await intercept(
+          "apply",
+          "--yes",
+          await policyFile("demo.yaml", DEMO_YAML.replace("8000 }", "8000, enabled: false }")),
+          "--netns",
+          lab.serverNs,
+        )
+      ).exitCode,
+      0,
+    );
     const idsBefore = (await status()).programs[0].programIds;
     const refused = await intercept("apply", saved);
     assert.equal(refused.exitCode, 1);
-    assert.match(refused.stderr, /^intercept: the kernel changed since .*grown\.plan was made .*: run `intercept plan` again$/);
+    assert.match(
+      refused.stderr,
+      /^intercept: the kernel changed since .*grown\.plan was made .*: run `intercept plan` again$/,
+    );
     assert.deepEqual((await status()).programs[0].programIds, idsBefore, "nothing was applied");
   });
 });
 
 describe("replace", { concurrency: false }, () => {
   test("adding a rule replaces the program without a single failed request on the old rule", async () => {
-    assert.equal((await intercept("apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal(
+      (await intercept("apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs)).exitCode,
+      0,
+    );
     const idsBefore = (await status()).programs[0].programIds;
-    const loop = lab.runInClient(["node", "dist/lab/request-loop.js", `http://${SERVER_ADDRESS}:8000/`, "60000", "Server", await lab.addClientAddress()]);
+    const loop = lab.runInClient([
+      "node",
+      "dist/lab/request-loop.js",
+      `http://${SERVER_ADDRESS}:8000/`,
+      "60000",
+      "Server",
+      await lab.addClientAddress(),
+    ]);
     await waitForAnswers(loop);
-    const replaced = await intercept("apply", "--yes", await policyFile("demo.yaml", GROWN_YAML), "--netns", lab.serverNs, "--no-color");
+    const replaced = await intercept(
+      "apply",
+      "--yes",
+      await policyFile("demo.yaml", GROWN_YAML),
+      "--netns",
+      lab.serverNs,
+      "--no-color",
+    );
     loop.kill("SIGTERM"); // the loop spanned the whole replace
     assert.equal(replaced.exitCode, 0, replaced.stderr);
     assert.match(replaced.stdout, /-\/\+ program\.demo/);
     const result = JSON.parse(String((await loop).stdout));
     assert.ok(result.requests > 20, `the loop ran (${result.requests} requests)`);
-    assert.deepEqual({ failures: result.failures, withoutHeader: result.withoutHeader }, { failures: 0, withoutHeader: 0 }, JSON.stringify(result));
+    assert.deepEqual(
+      { failures: result.failures, withoutHeader: result.withoutHeader },
+      { failures: 0, withoutHeader: 0 },
+      JSON.stringify(result),
+    );
     const idsAfter = (await status()).programs[0].programIds;
     assert.notEqual(idsAfter.ingress, idsBefore.ingress, "a new program");
     assert.equal((await status()).programs.length, 1, "the old version is unpinned");
@@ -146,8 +187,20 @@ describe("foreign filters", { concurrency: false }, () => {
     const object = path.join(scratch, "foreign.o");
     if (!existsSync(object)) await compileBpf("tests/support/foreign.bpf.c", object);
     await loadAndPin(object, `${foreignPins}/${name}`);
-    const added = await lab.runInServer(["tc", "filter", "add", "dev", lab.serverLink, "ingress", "pref", String(pref),
-      "bpf", "direct-action", "object-pinned", `${foreignPins}/${name}/progs/foreign_counter`]);
+    const added = await lab.runInServer([
+      "tc",
+      "filter",
+      "add",
+      "dev",
+      lab.serverLink,
+      "ingress",
+      "pref",
+      String(pref),
+      "bpf",
+      "direct-action",
+      "object-pinned",
+      `${foreignPins}/${name}/progs/foreign_counter`,
+    ]);
     assert.equal(added.exitCode, 0, String(added.stderr));
   }
   const seen = async (name: string) => (await dumpMap<number>(`${foreignPins}/${name}/maps/seen`))[0]!.value!;
@@ -157,16 +210,26 @@ describe("foreign filters", { concurrency: false }, () => {
     assert.equal((await lab.runInServer(["tc", "qdisc", "add", "dev", lab.serverLink, "clsact"])).exitCode, 0);
     await addForeign("before", 1);
     await addForeign("after", 60000);
-    assert.equal((await intercept("apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs)).exitCode, 0);
+    assert.equal(
+      (await intercept("apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs)).exitCode,
+      0,
+    );
     const [beforeCount, afterCount] = [await seen("before"), await seen("after")];
     const { response } = await lab.curl(8000);
     assert.match(response, /\r\nServer: intercept\r\n/i, "ours still runs after the earlier filter");
     assert.ok((await seen("before")) > beforeCount, "the filter before ours saw the request");
     assert.ok((await seen("after")) > afterCount, "the filter after ours saw the request: ours hands packets on");
-    assert.deepEqual((await tcShow(lab.serverLink, "ingress")).map((f) => f.pref), [1, 18755, 60000]);
+    assert.deepEqual(
+      (await tcShow(lab.serverLink, "ingress")).map((f) => f.pref),
+      [1, 18755, 60000],
+    );
 
     assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
-    assert.deepEqual((await tcShow(lab.serverLink, "ingress")).map((f) => f.pref), [1, 60000], "only ours is gone");
+    assert.deepEqual(
+      (await tcShow(lab.serverLink, "ingress")).map((f) => f.pref),
+      [1, 60000],
+      "only ours is gone",
+    );
     const qdiscs = String((await lab.runInServer(["tc", "qdisc", "show", "dev", lab.serverLink])).stdout);
     assert.match(qdiscs, /clsact/, "the clsact qdisc intercept did not create stays");
   });
@@ -186,7 +249,11 @@ describe("failures", { concurrency: false }, () => {
     await lab.runInServer(["ip", "link", "del", extraLinks()[0]!]); // its peer goes with it
   });
 
-  const snapshot = async () => JSON.stringify([await status(), ...(await Promise.all([lab.serverLink, ...extraLinks()].map((link) => tcShow(link, "ingress"))))]);
+  const snapshot = async () =>
+    JSON.stringify([
+      await status(),
+      ...(await Promise.all([lab.serverLink, ...extraLinks()].map((link) => tcShow(link, "ingress")))),
+    ]);
 
   test("a step that fails midway is rolled back: the kernel is exactly as it was", async () => {
     const before = await snapshot();
@@ -194,12 +261,30 @@ describe("failures", { concurrency: false }, () => {
     // A tc, first on PATH, that fails the attach to link y as the kernel would refuse it.
     const bin = path.join(scratch, "tc-failing");
     await mkdir(bin, { recursive: true });
-    await writeFile(path.join(bin, "tc"), tcShim(`*"filter replace dev ${y} "*`, `echo "RTNETLINK answers: forced failure" >&2; return 2`), { mode: 0o755 });
-    const result = await execa("node", ["bin/intercept.js", "apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
-      { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
+    await writeFile(
+      path.join(bin, "tc"),
+      tcShim(`*"filter replace dev ${y} "*`, `echo "RTNETLINK answers: forced failure" >&2; return 2`),
+      { mode: 0o755 },
+    );
+    const result = await execa(
+      "node",
+      [
+        "bin/intercept.js",
+        "apply",
+        "--yes",
+        await policyFile("demo.yaml", DEMO_YAML),
+        "--netns",
+        lab.serverNs,
+        "--no-color",
+      ],
+      { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } },
+    );
     assert.equal(result.exitCode, 1);
     assert.match(String(result.stdout), /attachment\.\S+: created/, "steps had succeeded before the failure");
-    assert.match(String(result.stderr), /attachment\.\S+y: tc filter replace dev \S+y ingress: RTNETLINK answers: forced failure\nRolled back: the kernel is as it was before this apply\.$/);
+    assert.match(
+      String(result.stderr),
+      /attachment\.\S+y: tc filter replace dev \S+y ingress: RTNETLINK answers: forced failure\nRolled back: the kernel is as it was before this apply\.$/,
+    );
     assert.equal(await snapshot(), before);
     assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins left behind");
   });
@@ -210,13 +295,35 @@ describe("failures", { concurrency: false }, () => {
     const bin = path.join(scratch, "bpftool-failing");
     await mkdir(bin, { recursive: true });
     await writeFile(path.join(bin, "bpftool"), bpftoolShim(`"map update pinned "*/qdiscs" "*`), { mode: 0o755 });
-    const result = await execa("node", ["bin/intercept.js", "apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
-      { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
+    const result = await execa(
+      "node",
+      [
+        "bin/intercept.js",
+        "apply",
+        "--yes",
+        await policyFile("demo.yaml", DEMO_YAML),
+        "--netns",
+        lab.serverNs,
+        "--no-color",
+      ],
+      { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } },
+    );
     assert.equal(result.exitCode, 1, String(result.stderr));
-    assert.match(String(result.stdout), /program\.demo: created/, "the load, before the failure, was done and reported");
-    assert.match(String(result.stderr), /attachment\.\S+: bpftool map update pinned \S+\/qdiscs key hex [0-9a-f ]+ value hex 01 00 00 00: Error: forced failure\nRolled back: the kernel is as it was before this apply\.$/);
+    assert.match(
+      String(result.stdout),
+      /program\.demo: created/,
+      "the load, before the failure, was done and reported",
+    );
+    assert.match(
+      String(result.stderr),
+      /attachment\.\S+: bpftool map update pinned \S+\/qdiscs key hex [0-9a-f ]+ value hex 01 00 00 00: Error: forced failure\nRolled back: the kernel is as it was before this apply\.$/,
+    );
     assert.equal(await snapshot(), before);
-    assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins left behind, the registry the batch made included");
+    assert.equal(
+      existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`),
+      false,
+      "no pins left behind, the registry the batch made included",
+    );
   });
 
   test("SIGINT mid-apply: the step in flight finishes, then everything is rolled back", async () => {
@@ -227,15 +334,26 @@ describe("failures", { concurrency: false }, () => {
     const gate = await Gate.create(path.join(scratch, "tc-gate"));
     await mkdir(bin, { recursive: true });
     await writeFile(path.join(bin, "tc"), tcShim(`*"filter replace dev ${y} "*`, gate.shellWait), { mode: 0o755 });
-    const apply = execa("node", ["bin/intercept.js", "apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--no-color"],
-      { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
+    const apply = execa(
+      "node",
+      [
+        "bin/intercept.js",
+        "apply",
+        "--yes",
+        await policyFile("demo.yaml", DEMO_YAML),
+        "--netns",
+        lab.serverNs,
+        "--no-color",
+      ],
+      { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } },
+    );
     try {
       await gate.reached(() => apply.exitCode !== null);
       apply.kill("SIGINT");
       // The signal is seen while the step is held; the step then finishes.
       let said = "";
       apply.stderr?.on("data", (chunk: Buffer) => (said += chunk.toString()));
-      for (const deadline = Date.now() + 15_000; !said.includes("SIGINT received");) {
+      for (const deadline = Date.now() + 15_000; !said.includes("SIGINT received"); ) {
         assert.ok(Date.now() < deadline && apply.exitCode === null, `apply saw the signal: ${said}`);
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
@@ -246,7 +364,10 @@ describe("failures", { concurrency: false }, () => {
     assert.equal(result.exitCode, 1, String(result.stderr));
     assert.match(String(result.stderr), /^SIGINT received: stopping after the current step and rolling back\.\n/);
     assert.match(String(result.stdout), new RegExp(`attachment\\.${y}: created`), "the step in flight finished");
-    assert.match(String(result.stderr), /\nintercept: interrupted by SIGINT after \d+ of \d+ steps\nRolled back: the kernel is as it was before this apply\.$/);
+    assert.match(
+      String(result.stderr),
+      /\nintercept: interrupted by SIGINT after \d+ of \d+ steps\nRolled back: the kernel is as it was before this apply\.$/,
+    );
     assert.equal(await snapshot(), before);
     assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins left behind");
   });
@@ -254,13 +375,30 @@ describe("failures", { concurrency: false }, () => {
   test("a foreign filter in intercept's slot stops the plan before anything changes", async () => {
     const [, y] = extraLinks() as [string, string];
     await lab.runInServer(["tc", "qdisc", "add", "dev", y, "clsact"]);
-    const blocker = await lab.runInServer(["tc", "filter", "add", "dev", y, "ingress", "pref", "18755", "handle", "1",
-      "bpf", "direct-action", "object-pinned", `${foreignPins}/before/progs/foreign_counter`]);
+    const blocker = await lab.runInServer([
+      "tc",
+      "filter",
+      "add",
+      "dev",
+      y,
+      "ingress",
+      "pref",
+      "18755",
+      "handle",
+      "1",
+      "bpf",
+      "direct-action",
+      "object-pinned",
+      `${foreignPins}/before/progs/foreign_counter`,
+    ]);
     assert.equal(blocker.exitCode, 0, String(blocker.stderr));
     const before = await snapshot();
     const result = await intercept("apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs);
     assert.equal(result.exitCode, 1);
-    assert.equal(result.stderr.trim(), `intercept: interface ${y}: tc pref 18755 handle 0x1, where intercept attaches, is held by a filter intercept did not create (bpf foreign_counter); remove it or exclude the interface`);
+    assert.equal(
+      result.stderr.trim(),
+      `intercept: interface ${y}: tc pref 18755 handle 0x1, where intercept attaches, is held by a filter intercept did not create (bpf foreign_counter); remove it or exclude the interface`,
+    );
     assert.equal(await snapshot(), before);
   });
 });
@@ -272,8 +410,11 @@ describe("compile cache", { concurrency: false }, () => {
     const bin = path.join(scratch, "clang-shim");
     const calls = path.join(scratch, "clang-calls");
     await execa("mkdir", ["-p", bin]);
-    await writeFile(path.join(bin, "clang"), `#!/bin/sh\necho "$*" >> ${calls}\nexec /usr/bin/clang "$@"\n`, { mode: 0o755 });
-    const run = (...args: string[]) => execa("node", ["bin/intercept.js", ...args], { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
+    await writeFile(path.join(bin, "clang"), `#!/bin/sh\necho "$*" >> ${calls}\nexec /usr/bin/clang "$@"\n`, {
+      mode: 0o755,
+    });
+    const run = (...args: string[]) =>
+      execa("node", ["bin/intercept.js", ...args], { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } });
     const policy = await policyFile("cached.yaml", "interceptors:\n  - { port: 9321, originalPort: 8321 }\n");
     assert.equal((await run("apply", "--yes", policy, "--netns", lab.serverNs)).exitCode, 0); // may compile: first time
     assert.equal((await run("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);

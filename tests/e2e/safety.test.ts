@@ -21,7 +21,8 @@ let scratch: string;
 let decoy: string;
 
 const DEMO_YAML = "interceptors:\n  - { port: 9000, originalPort: 8000, strategy: rewrite }\n";
-const OTHER_YAML = "interceptors:\n  - { port: 9000, originalPort: 8000, strategy: rewrite }\n  - { port: 9443, originalPort: 8443, strategy: rewrite }\n";
+const OTHER_YAML =
+  "interceptors:\n  - { port: 9000, originalPort: 8000, strategy: rewrite }\n  - { port: 9443, originalPort: 8443, strategy: rewrite }\n";
 
 before(async () => {
   lab = await Lab.create();
@@ -47,10 +48,20 @@ async function policyFile(name: string, text: string): Promise<string> {
 /** Everything intercept could have changed: its view of the kernel, the filters, the pins. */
 async function kernelSnapshot(): Promise<string> {
   const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
-  const filters = await Promise.all(["ingress", "egress"].map((hook) => lab.runInServer(["tc", "filter", "show", "dev", lab.serverLink, hook])));
+  const filters = await Promise.all(
+    ["ingress", "egress"].map((hook) => lab.runInServer(["tc", "filter", "show", "dev", lab.serverLink, hook])),
+  );
   const qdiscs = await lab.runInServer(["tc", "qdisc", "show", "dev", lab.serverLink]);
-  const pins = existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`) ? await readdir(`/sys/fs/bpf/intercept/${lab.pinKey}`, { recursive: true }) : [];
-  return JSON.stringify({ programs: status.programs, links: status.links, filters: filters.map((f) => f.stdout), qdiscs: qdiscs.stdout, pins: pins.sort() });
+  const pins = existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`)
+    ? await readdir(`/sys/fs/bpf/intercept/${lab.pinKey}`, { recursive: true })
+    : [];
+  return JSON.stringify({
+    programs: status.programs,
+    links: status.links,
+    filters: filters.map((f) => f.stdout),
+    qdiscs: qdiscs.stdout,
+    pins: pins.sort(),
+  });
 }
 
 const HOSTILE_PLANS = (await readdir("tests/hostile/plans")).filter((f) => f.endsWith(".json")).sort();
@@ -64,7 +75,14 @@ describe("hostile saved plans: one line, exit 1, nothing changed", { concurrency
   before(async () => {
     assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
     const saved = path.join(scratch, "good.plan");
-    const made = await intercept("plan", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--out", saved);
+    const made = await intercept(
+      "plan",
+      await policyFile("demo.yaml", DEMO_YAML),
+      "--netns",
+      lab.serverNs,
+      "--out",
+      saved,
+    );
     assert.equal(made.exitCode, 0, made.stderr);
     planned = JSON.parse(await readFile(saved, "utf8"));
   });
@@ -72,7 +90,9 @@ describe("hostile saved plans: one line, exit 1, nothing changed", { concurrency
   for (const name of HOSTILE_PLANS) {
     test(name, async () => {
       const hostile = JSON.parse(await readFile(path.join(corpus, name), "utf8")) as {
-        edits?: { path: (string | number)[]; value?: unknown; delete?: boolean }[]; raw?: string; error: string;
+        edits?: { path: (string | number)[]; value?: unknown; delete?: boolean }[];
+        raw?: string;
+        error: string;
       };
       const file = path.join(scratch, name.replace(/\.json$/, ".plan"));
       await writeFile(file, hostile.raw ?? `${JSON.stringify(tampered(planned, hostile.edits ?? []), null, 2)}\n`);
@@ -96,10 +116,15 @@ describe("hostile saved plans: one line, exit 1, nothing changed", { concurrency
   });
 
   /** @plan with @edits applied; "@DECOY@" in a value becomes the decoy directory's path. */
-  function tampered(plan: Record<string, unknown>, edits: { path: (string | number)[]; value?: unknown; delete?: boolean }[]) {
+  function tampered(
+    plan: Record<string, unknown>,
+    edits: { path: (string | number)[]; value?: unknown; delete?: boolean }[],
+  ) {
     const copy = structuredClone(plan);
     for (const edit of edits) {
-      const parent = edit.path.slice(0, -1).reduce<Record<string | number, unknown>>((node, key) => node[key] as Record<string | number, unknown>, copy);
+      const parent = edit.path
+        .slice(0, -1)
+        .reduce<Record<string | number, unknown>>((node, key) => node[key] as Record<string | number, unknown>, copy);
       const key = edit.path.at(-1)!;
       if (edit.delete) delete parent[key];
       else parent[key] = JSON.parse(JSON.stringify(edit.value).replaceAll("@DECOY@", decoy));
@@ -114,7 +139,11 @@ describe("one writer per namespace", { concurrency: false }, () => {
     const bin = path.join(scratch, name);
     const gate = await Gate.create(path.join(scratch, `${name}-gate`));
     await mkdir(bin, { recursive: true });
-    await writeFile(path.join(bin, "tc"), `#!/bin/sh\ncase "$*" in *"-batch -"*) case "$*" in *"-j"*) ;; *) ${gate.shellWait};; esac;; esac\nexec /usr/sbin/tc "$@"\n`, { mode: 0o755 });
+    await writeFile(
+      path.join(bin, "tc"),
+      `#!/bin/sh\ncase "$*" in *"-batch -"*) case "$*" in *"-j"*) ;; *) ${gate.shellWait};; esac;; esac\nexec /usr/sbin/tc "$@"\n`,
+      { mode: 0o755 },
+    );
     return { bin, gate };
   }
 
@@ -124,33 +153,69 @@ describe("one writer per namespace", { concurrency: false }, () => {
   test("a second apply waits and says for whom; with a short --lock-timeout it gives up in one line", async () => {
     assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
     const { bin, gate } = await gatedTc("tc-held");
-    const slow = run(["apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], { PATH: `${bin}:${process.env.PATH}` });
+    const slow = run(["apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], {
+      PATH: `${bin}:${process.env.PATH}`,
+    });
     try {
       await gate.reached(() => slow.exitCode !== null); // it holds the lock now, until released
-      const impatient = await intercept("apply", "--yes", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs, "--lock-timeout", "200ms");
+      const impatient = await intercept(
+        "apply",
+        "--yes",
+        await policyFile("other.yaml", OTHER_YAML),
+        "--netns",
+        lab.serverNs,
+        "--lock-timeout",
+        "200ms",
+      );
       assert.equal(impatient.exitCode, 1);
-      assert.match(impatient.stderr, new RegExp(`^waiting for the lock held by pid ${slow.pid} \\(intercept apply\\)\\nintercept: gave up after 0\\.2 s waiting for the lock held by pid ${slow.pid} \\(intercept apply\\) \\(--lock-timeout\\)$`));
+      assert.match(
+        impatient.stderr,
+        new RegExp(
+          `^waiting for the lock held by pid ${slow.pid} \\(intercept apply\\)\\nintercept: gave up after 0\\.2 s waiting for the lock held by pid ${slow.pid} \\(intercept apply\\) \\(--lock-timeout\\)$`,
+        ),
+      );
       const patient = run(["apply", "--yes", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs]);
       await new Promise<void>((resolve, reject) => {
         // Released only once it waits: the lock is held until then, however slow this machine is.
-        patient.stderr?.on("data", (chunk: Buffer) => { if (chunk.toString().includes("waiting for the lock")) resolve(); });
-        void patient.then((ended) => reject(new Error(`the second apply ended without waiting: ${String(ended.stderr)}`)));
+        patient.stderr?.on("data", (chunk: Buffer) => {
+          if (chunk.toString().includes("waiting for the lock")) resolve();
+        });
+        void patient.then((ended) =>
+          reject(new Error(`the second apply ended without waiting: ${String(ended.stderr)}`)),
+        );
       });
       await gate.release();
       const patiently = await patient;
       assert.equal(patiently.exitCode, 0, String(patiently.stderr));
-      assert.match(String(patiently.stderr), new RegExp(`^waiting for the lock held by pid ${slow.pid} \\(intercept apply\\)$`, "m"));
+      assert.match(
+        String(patiently.stderr),
+        new RegExp(`^waiting for the lock held by pid ${slow.pid} \\(intercept apply\\)$`, "m"),
+      );
       assert.equal((await slow).exitCode, 0);
     } finally {
       await gate.release();
       await slow;
     }
-    assert.equal((await intercept("plan", await policyFile("other.yaml", OTHER_YAML), "--netns", lab.serverNs, "--detailed-exitcode")).exitCode, 0, "the later apply won");
+    assert.equal(
+      (
+        await intercept(
+          "plan",
+          await policyFile("other.yaml", OTHER_YAML),
+          "--netns",
+          lab.serverNs,
+          "--detailed-exitcode",
+        )
+      ).exitCode,
+      0,
+      "the later apply won",
+    );
   });
 
   test("a lock held by a killed process is released by the kernel", async () => {
     const { bin, gate } = await gatedTc("tc-killed");
-    const slow = run(["apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], { PATH: `${bin}:${process.env.PATH}` });
+    const slow = run(["apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], {
+      PATH: `${bin}:${process.env.PATH}`,
+    });
     try {
       await gate.reached(() => slow.exitCode !== null);
       slow.kill("SIGKILL");
@@ -159,25 +224,51 @@ describe("one writer per namespace", { concurrency: false }, () => {
       await gate.release(); // the shim outlives its parent: let it end
     }
     const started = Date.now();
-    const next = await intercept("apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--lock-timeout", "0");
+    const next = await intercept(
+      "apply",
+      "--yes",
+      await policyFile("demo.yaml", DEMO_YAML),
+      "--netns",
+      lab.serverNs,
+      "--lock-timeout",
+      "0",
+    );
     assert.equal(next.exitCode, 0, next.stderr);
     assert.ok(Date.now() - started < 5000, "no waiting for a dead holder");
   });
 
-  test("a held lock with --lock-timeout 0: refused in one line, no \"waiting\" first; the lock file stays only while pins do", async () => {
+  test('a held lock with --lock-timeout 0: refused in one line, no "waiting" first; the lock file stays only while pins do', async () => {
     const held = await lockNamespace(lab.pinKey, { holder: "intercept apply", timeoutMs: 0 });
     try {
-      const refused = await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--lock-timeout", "0", "--yes");
+      const refused = await intercept(
+        "apply",
+        await policyFile("demo.yaml", DEMO_YAML),
+        "--netns",
+        lab.serverNs,
+        "--lock-timeout",
+        "0",
+        "--yes",
+      );
       assert.equal(refused.exitCode, 1);
-      assert.equal(refused.stderr, `intercept: the network namespace is locked by pid ${process.pid} (intercept apply)`);
+      assert.equal(
+        refused.stderr,
+        `intercept: the network namespace is locked by pid ${process.pid} (intercept apply)`,
+      );
     } finally {
       await held.release();
     }
-    assert.equal((await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--yes")).exitCode, 0);
+    assert.equal(
+      (await intercept("apply", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs, "--yes")).exitCode,
+      0,
+    );
     const record = JSON.parse(await readFile(path.join(LOCK_DIR, `${lab.pinKey}.lock`), "utf8"));
     assert.equal(record.holder, "intercept apply", "while pins stay, the lock file stays with who last changed them");
     assert.equal((await intercept("destroy", "--netns", lab.serverNs, "--yes")).exitCode, 0);
-    assert.equal(existsSync(path.join(LOCK_DIR, `${lab.pinKey}.lock`)), false, "destroy, which leaves no pins, removed the lock file");
+    assert.equal(
+      existsSync(path.join(LOCK_DIR, `${lab.pinKey}.lock`)),
+      false,
+      "destroy, which leaves no pins, removed the lock file",
+    );
   });
 
   test("a namespace an agent holds: apply and destroy are refused at once, naming its pid; --wait-for-agent waits", async () => {
@@ -192,9 +283,20 @@ describe("one writer per namespace", { concurrency: false }, () => {
         assert.equal(refused.stderr, refusal, args[0]);
         assert.ok(Date.now() - started < 5000, `${args[0]}: at once, not after --lock-timeout`);
       }
-      const waited = await intercept("destroy", "--netns", lab.serverNs, "--yes", "--wait-for-agent", "--lock-timeout", "300ms");
+      const waited = await intercept(
+        "destroy",
+        "--netns",
+        lab.serverNs,
+        "--yes",
+        "--wait-for-agent",
+        "--lock-timeout",
+        "300ms",
+      );
       assert.equal(waited.exitCode, 1);
-      assert.equal(waited.stderr, `waiting for the lock held by pid ${process.pid} (intercept agent)\nintercept: gave up after 0.3 s waiting for the lock held by pid ${process.pid} (intercept agent) (--lock-timeout)`);
+      assert.equal(
+        waited.stderr,
+        `waiting for the lock held by pid ${process.pid} (intercept agent)\nintercept: gave up after 0.3 s waiting for the lock held by pid ${process.pid} (intercept agent) (--lock-timeout)`,
+      );
     } finally {
       await agent.release();
     }
@@ -203,10 +305,28 @@ describe("one writer per namespace", { concurrency: false }, () => {
 
   test("plan warns, from the namespace's listeners (ss in the namespace), when a steer rule's proxy is not listening", async () => {
     const steer = (port: number) => `interceptors:\n  - { port: ${port}, originalPort: 8000, strategy: steer }\n`;
-    const down = await intercept("plan", await policyFile("steer-down.yaml", steer(9100)), "--netns", lab.serverNs, "--no-color", "--detailed-exitcode");
-    assert.match(down.stdout, new RegExp(`\nWarning: policy steer_down rule 0 steers port 8000 to tcp port 9100, where nothing listens in network namespace "${lab.serverNs}": applying now would drop new connections to port 8000 on ${lab.serverLink} \\(onProxyDown: drop\\)`));
+    const down = await intercept(
+      "plan",
+      await policyFile("steer-down.yaml", steer(9100)),
+      "--netns",
+      lab.serverNs,
+      "--no-color",
+      "--detailed-exitcode",
+    );
+    assert.match(
+      down.stdout,
+      new RegExp(
+        `\nWarning: policy steer_down rule 0 steers port 8000 to tcp port 9100, where nothing listens in network namespace "${lab.serverNs}": applying now would drop new connections to port 8000 on ${lab.serverLink} \\(onProxyDown: drop\\)`,
+      ),
+    );
     assert.equal(down.exitCode, 2, "--detailed-exitcode still reports the changes alone");
-    const up = await intercept("plan", await policyFile("steer-up.yaml", steer(9000)), "--netns", lab.serverNs, "--json");
+    const up = await intercept(
+      "plan",
+      await policyFile("steer-up.yaml", steer(9000)),
+      "--netns",
+      lab.serverNs,
+      "--json",
+    );
     assert.deepEqual(JSON.parse(up.stdout).warnings, [], "the test server's proxy listens on 9000");
   });
 
@@ -215,14 +335,30 @@ describe("one writer per namespace", { concurrency: false }, () => {
     const other = await policyFile("other.yaml", OTHER_YAML);
     for (let round = 0; round < 20; round++) {
       const kind = ["same policy", "different policies", "destroy against apply"][round % 3]!;
-      const [a, b] = kind === "same policy" ? [["apply", "--yes", demo], ["apply", "--yes", demo]]
-        : kind === "different policies" ? [["apply", "--yes", demo], ["apply", "--yes", other]]
-        : [["destroy", "--yes"], ["apply", "--yes", other]];
+      const [a, b] =
+        kind === "same policy"
+          ? [
+              ["apply", "--yes", demo],
+              ["apply", "--yes", demo],
+            ]
+          : kind === "different policies"
+            ? [
+                ["apply", "--yes", demo],
+                ["apply", "--yes", other],
+              ]
+            : [
+                ["destroy", "--yes"],
+                ["apply", "--yes", other],
+              ];
       const results = await Promise.all([a, b].map((args) => intercept(...args, "--netns", lab.serverNs)));
       for (const result of results) assert.equal(result.exitCode, 0, `${kind}, round ${round}: ${result.stderr}`);
-      const ends = await Promise.all([a, b].map(async (args) => args[0] === "destroy"
-        ? (await intercept("status", "--netns", lab.serverNs, "--json")).stdout.includes('"programs": []')
-        : (await intercept("plan", args.at(-1)!, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode === 0));
+      const ends = await Promise.all(
+        [a, b].map(async (args) =>
+          args[0] === "destroy"
+            ? (await intercept("status", "--netns", lab.serverNs, "--json")).stdout.includes('"programs": []')
+            : (await intercept("plan", args.at(-1)!, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode === 0,
+        ),
+      );
       assert.ok(ends.some(Boolean), `${kind}, round ${round}: the kernel is what one of the runs made`);
       const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
       assert.ok(status.programs.length <= 1, `${kind}, round ${round}: no leaked versions`);
@@ -240,13 +376,20 @@ describe("killed at any moment, repaired by the next run", { concurrency: false 
     const policies = [await policyFile("demo.yaml", DEMO_YAML), await policyFile("other.yaml", OTHER_YAML)];
     for (let round = 0; round < 20; round++) {
       const policy = policies[round % 2]!;
-      const apply = execa("node", ["bin/intercept.js", "apply", "--yes", policy, "--netns", lab.serverNs], { reject: false, stdin: "ignore" });
+      const apply = execa("node", ["bin/intercept.js", "apply", "--yes", policy, "--netns", lab.serverNs], {
+        reject: false,
+        stdin: "ignore",
+      });
       await new Promise((resolve) => setTimeout(resolve, 150 + Math.random() * 500));
       apply.kill("SIGKILL");
       await apply;
       const repaired = await intercept("apply", "--yes", policy, "--netns", lab.serverNs);
       assert.equal(repaired.exitCode, 0, `round ${round}: ${repaired.stderr}`);
-      assert.equal((await intercept("plan", policy, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode, 0, `round ${round}: converged`);
+      assert.equal(
+        (await intercept("plan", policy, "--netns", lab.serverNs, "--detailed-exitcode")).exitCode,
+        0,
+        `round ${round}: converged`,
+      );
       assert.ok(await intercepted(), `round ${round}: traffic goes through the proxy`);
     }
   });
@@ -257,8 +400,15 @@ describe("killed at any moment, repaired by the next run", { concurrency: false 
     const qdiscs = async () => String((await lab.runInServer(["tc", "qdisc", "show", "dev", lab.serverLink])).stdout);
     let leftSomething = 0;
     for (let round = 0; round < 20; round++) {
-      assert.equal((await intercept("apply", demo, "--netns", lab.serverNs, "--yes")).exitCode, 0, `round ${round}: apply`);
-      const destroy = execa("node", ["bin/intercept.js", "destroy", "--netns", lab.serverNs, "--yes"], { reject: false, stdin: "ignore" });
+      assert.equal(
+        (await intercept("apply", demo, "--netns", lab.serverNs, "--yes")).exitCode,
+        0,
+        `round ${round}: apply`,
+      );
+      const destroy = execa("node", ["bin/intercept.js", "destroy", "--netns", lab.serverNs, "--yes"], {
+        reject: false,
+        stdin: "ignore",
+      });
       await new Promise((resolve) => setTimeout(resolve, 250 + Math.random() * 350));
       destroy.kill("SIGKILL");
       await destroy;
@@ -266,7 +416,10 @@ describe("killed at any moment, repaired by the next run", { concurrency: false 
         leftSomething++;
         const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
         const shown = status.programs.length + status.links.length + status.drift.length;
-        assert.ok(shown > 0, `round ${round}: status shows what is left (${JSON.stringify(existsSync(pins) ? await readdir(pins, { recursive: true }) : [])})`);
+        assert.ok(
+          shown > 0,
+          `round ${round}: status shows what is left (${JSON.stringify(existsSync(pins) ? await readdir(pins, { recursive: true }) : [])})`,
+        );
       }
       const again = await intercept("destroy", "--netns", lab.serverNs, "--yes");
       assert.equal(again.exitCode, 0, `round ${round}: ${again.stderr}`);
@@ -283,17 +436,25 @@ describe("killed at any moment, repaired by the next run", { concurrency: false 
     const bin = path.join(scratch, "tc-half");
     const half = path.join(scratch, "half-switched");
     await mkdir(bin, { recursive: true });
-    await writeFile(path.join(bin, "tc"), `#!/bin/sh
+    await writeFile(
+      path.join(bin, "tc"),
+      `#!/bin/sh
 case "$*" in *"-batch -"*) case "$*" in *"-j"*) ;; *)
   first=$(head -n 1)
   /usr/sbin/tc $first && touch ${half}
   sleep 30; exit 1;; esac;; esac
 exec /usr/sbin/tc "$@"
-`, { mode: 0o755 });
+`,
+      { mode: 0o755 },
+    );
     // The same policy, grown: a new version of it to switch to.
     const grown = await policyFile("grown/demo.yaml", OTHER_YAML);
-    const apply = execa("node", ["bin/intercept.js", "apply", "--yes", grown, "--netns", lab.serverNs], { reject: false, stdin: "ignore", env: { PATH: `${bin}:${process.env.PATH}` } });
-    for (const deadline = Date.now() + 15_000; !existsSync(half);) {
+    const apply = execa("node", ["bin/intercept.js", "apply", "--yes", grown, "--netns", lab.serverNs], {
+      reject: false,
+      stdin: "ignore",
+      env: { PATH: `${bin}:${process.env.PATH}` },
+    });
+    for (const deadline = Date.now() + 15_000; !existsSync(half); ) {
       assert.ok(Date.now() < deadline && apply.exitCode === null, "apply reached the held swap");
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
@@ -301,9 +462,17 @@ exec /usr/sbin/tc "$@"
     await apply;
     await execa("pkill", ["-KILL", "-f", `${bin}/tc`], { reject: false }); // the shim outlives its parent
     const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
-    assert.deepEqual(status.drift.map((d: { kind: string; link: string }) => `${d.kind} ${d.link}`), [`half-switched ${lab.serverLink}`]);
+    assert.deepEqual(
+      status.drift.map((d: { kind: string; link: string }) => `${d.kind} ${d.link}`),
+      [`half-switched ${lab.serverLink}`],
+    );
     const plan = await intercept("plan", grown, "--netns", lab.serverNs, "--no-color");
-    assert.match(plan.stdout, new RegExp(`attachment\\.${lab.serverLink} +update in place: switch from ingress demo@\\w+, egress demo@\\w+ \\(half-switched by an interrupted apply\\) to demo@\\w+`));
+    assert.match(
+      plan.stdout,
+      new RegExp(
+        `attachment\\.${lab.serverLink} +update in place: switch from ingress demo@\\w+, egress demo@\\w+ \\(half-switched by an interrupted apply\\) to demo@\\w+`,
+      ),
+    );
     assert.equal((await intercept("apply", "--yes", grown, "--netns", lab.serverNs)).exitCode, 0);
     assert.deepEqual(JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout).drift, []);
     assert.ok(await intercepted());
@@ -313,15 +482,21 @@ exec /usr/sbin/tc "$@"
 describe("privileges", { concurrency: false }, () => {
   /** Runs the CLI as nobody, with no capabilities. */
   const asNobody = (...args: string[]) =>
-    execa("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "node", "bin/intercept.js", ...args],
-      { reject: false, stdin: "ignore", env: { INTERCEPT_CACHE_DIR: path.join(scratch, "nobody-cache") } });
+    execa(
+      "setpriv",
+      ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "node", "bin/intercept.js", ...args],
+      { reject: false, stdin: "ignore", env: { INTERCEPT_CACHE_DIR: path.join(scratch, "nobody-cache") } },
+    );
 
   test("plan, apply, status and destroy say which privilege is missing, and change nothing", async () => {
     const before = await kernelSnapshot();
     for (const command of ["plan", "apply", "status", "destroy"]) {
       const result = await asNobody(command, "--netns", lab.serverNs);
       assert.equal(result.exitCode, 1, `${command}: ${result.stderr}`);
-      assert.equal(String(result.stderr).trim(), `intercept: intercept ${command} needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (missing: CAP_NET_ADMIN, CAP_SYS_ADMIN); validate, compile and build need none`);
+      assert.equal(
+        String(result.stderr).trim(),
+        `intercept: intercept ${command} needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (missing: CAP_NET_ADMIN, CAP_SYS_ADMIN); validate, compile and build need none`,
+      );
     }
     assert.equal(await kernelSnapshot(), before);
   });
@@ -329,7 +504,19 @@ describe("privileges", { concurrency: false }, () => {
   /** Runs the CLI as root holding only @capabilities (setpriv's names: net_admin, …). */
   const withOnly = (capabilities: string[], ...args: string[]) => {
     const set = `-all,${capabilities.map((c) => `+${c}`).join(",")}`;
-    return execa("setpriv", [`--inh-caps=${set}`, `--ambient-caps=${set}`, `--bounding-set=${set}`, "--", "node", "bin/intercept.js", ...args], { reject: false, stdin: "ignore" });
+    return execa(
+      "setpriv",
+      [
+        `--inh-caps=${set}`,
+        `--ambient-caps=${set}`,
+        `--bounding-set=${set}`,
+        "--",
+        "node",
+        "bin/intercept.js",
+        ...args,
+      ],
+      { reject: false, stdin: "ignore" },
+    );
   };
 
   test("CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN alone are refused: the maps' BTF is fetched by id, which asks CAP_SYS_ADMIN", async () => {
@@ -345,14 +532,31 @@ describe("privileges", { concurrency: false }, () => {
     const applied = await withOnly(["net_admin", "sys_admin"], "apply", "--yes", policy, "--netns", lab.serverNs);
     assert.equal(applied.exitCode, 0, applied.stderr);
     assert.ok(await intercepted());
-    const status = JSON.parse((await withOnly(["net_admin", "sys_admin"], "status", policy, "--netns", lab.serverNs, "--json")).stdout);
+    const status = JSON.parse(
+      (await withOnly(["net_admin", "sys_admin"], "status", policy, "--netns", lab.serverNs, "--json")).stdout,
+    );
     assert.deepEqual(status.drift, []);
-    assert.deepEqual(status.links.map((link: { link: string }) => link.link), [lab.serverLink]);
-    const again = await withOnly(["net_admin", "sys_admin"], "plan", policy, "--netns", lab.serverNs, "--detailed-exitcode");
+    assert.deepEqual(
+      status.links.map((link: { link: string }) => link.link),
+      [lab.serverLink],
+    );
+    const again = await withOnly(
+      ["net_admin", "sys_admin"],
+      "plan",
+      policy,
+      "--netns",
+      lab.serverNs,
+      "--detailed-exitcode",
+    );
     assert.equal(again.exitCode, 0, `nothing to change: ${again.stdout}`);
     assert.equal((await withOnly(["net_admin", "sys_admin"], "destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
     const filters = await lab.runInServer(["tc", "filter", "show", "dev", lab.serverLink, "ingress"]);
     assert.equal(filters.stdout.trim(), "", "no filter left behind");
-    assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`) ? (await readdir(`/sys/fs/bpf/intercept/${lab.pinKey}`)).filter((e) => e !== "qdiscs").length : 0, 0);
+    assert.equal(
+      existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`)
+        ? (await readdir(`/sys/fs/bpf/intercept/${lab.pinKey}`)).filter((e) => e !== "qdiscs").length
+        : 0,
+      0,
+    );
   });
 });

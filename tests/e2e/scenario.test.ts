@@ -11,7 +11,8 @@ import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
 import { intercept, Lab } from "../../lab/network.js";
 
-const hasHeader = (response: string, header: string) => response.toLowerCase().split("\r\n").includes(header.toLowerCase());
+const hasHeader = (response: string, header: string) =>
+  response.toLowerCase().split("\r\n").includes(header.toLowerCase());
 
 let lab: Lab;
 let scratch: string;
@@ -30,14 +31,20 @@ after(async () => {
 });
 
 async function ourFilters(): Promise<string> {
-  const shows = await Promise.all(["ingress", "egress"].map((hook) =>
-    execa("nsenter", [`--net=/var/run/netns/${lab.serverNs}`, "tc", "filter", "show", "dev", lab.serverLink, hook])));
+  const shows = await Promise.all(
+    ["ingress", "egress"].map((hook) =>
+      execa("nsenter", [`--net=/var/run/netns/${lab.serverNs}`, "tc", "filter", "show", "dev", lab.serverLink, hook]),
+    ),
+  );
   return shows.map((show) => show.stdout).join("");
 }
 
 async function programIds(): Promise<number[]> {
   const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
-  return status.programs.flatMap((p: { programIds: { ingress: number; egress: number } }) => [p.programIds.ingress, p.programIds.egress]);
+  return status.programs.flatMap((p: { programIds: { ingress: number; egress: number } }) => [
+    p.programIds.ingress,
+    p.programIds.egress,
+  ]);
 }
 
 async function policyFile(name: string, text: string): Promise<string> {
@@ -65,23 +72,49 @@ describe("classic scenario", { concurrency: false }, () => {
   });
 
   test("a second plan has nothing to do (detailed exit code 0)", async () => {
-    const plan = await intercept("plan", "policies/demo.ts", "--netns", lab.serverNs, "--detailed-exitcode", "--no-color");
+    const plan = await intercept(
+      "plan",
+      "policies/demo.ts",
+      "--netns",
+      lab.serverNs,
+      "--detailed-exitcode",
+      "--no-color",
+    );
     assert.equal(plan.exitCode, 0, plan.stdout + plan.stderr);
     assert.match(plan.stdout, /^No changes\./);
   });
 
   test("status counts the steered connections, and shows the strategy", async () => {
-    const status = JSON.parse((await intercept("status", "policies/demo.ts", "--netns", lab.serverNs, "--json")).stdout);
+    const status = JSON.parse(
+      (await intercept("status", "policies/demo.ts", "--netns", lab.serverNs, "--json")).stdout,
+    );
     const [rule] = status.programs[0].rules;
-    assert.deepEqual(rule.rule, { originalPort: 8000, port: 9000, protocol: "tcp", family: "any", strategy: "steer", onProxyDown: "drop" });
+    assert.deepEqual(rule.rule, {
+      originalPort: 8000,
+      port: 9000,
+      protocol: "tcp",
+      family: "any",
+      strategy: "steer",
+      onProxyDown: "drop",
+    });
     assert.equal(rule.counters.steered.packets, 1, JSON.stringify(rule));
-    assert.equal(rule.counters.rewrittenIngress.packets + rule.counters.rewrittenEgress.packets, 0, "steering rewrites nothing");
-    assert.deepEqual(status.links.map((l: { link: string }) => l.link), [lab.serverLink]);
+    assert.equal(
+      rule.counters.rewrittenIngress.packets + rule.counters.rewrittenEgress.packets,
+      0,
+      "steering rewrites nothing",
+    );
+    assert.deepEqual(
+      status.links.map((l: { link: string }) => l.link),
+      [lab.serverLink],
+    );
   });
 
   test("disabling a rule is a live edit: same program, interception stops", async () => {
     const idsBefore = await programIds();
-    const disabled = await policyFile("demo.yaml", "interceptors:\n  - { port: 9000, originalPort: 8000, enabled: false }\n  - { port: 9443, originalPort: 8443 }\n");
+    const disabled = await policyFile(
+      "demo.yaml",
+      "interceptors:\n  - { port: 9000, originalPort: 8000, enabled: false }\n  - { port: 9443, originalPort: 8443 }\n",
+    );
     const plan = await intercept("plan", disabled, "--netns", lab.serverNs, "--detailed-exitcode", "--no-color");
     assert.equal(plan.exitCode, 2);
     assert.match(plan.stdout, /~ rule\.demo\[0\] .*live edit/);
@@ -100,7 +133,9 @@ describe("classic scenario", { concurrency: false }, () => {
     const { ok, response } = await lab.curl(8000);
     assert.ok(ok && !hasHeader(response, "Server: intercept"), response);
     assert.equal(await ourFilters(), "");
-    const qdiscs = (await execa("nsenter", [`--net=/var/run/netns/${lab.serverNs}`, "tc", "qdisc", "show", "dev", lab.serverLink])).stdout;
+    const qdiscs = (
+      await execa("nsenter", [`--net=/var/run/netns/${lab.serverNs}`, "tc", "qdisc", "show", "dev", lab.serverLink])
+    ).stdout;
     assert.ok(!qdiscs.includes("clsact"), qdiscs);
     const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
     assert.deepEqual(status.programs, []);
@@ -110,7 +145,19 @@ describe("classic scenario", { concurrency: false }, () => {
 
 describe("any port pair from a YAML policy, any header-injecting proxy", { concurrency: false }, () => {
   test("7000 → 7100 with X-Intercepted", async () => {
-    await lab.startInServer(["node", "dist/demo/test-server.js", "--backend-port", "7000", "--proxy-port", "7100", "--header", "X-Intercepted: yes"], /ready/);
+    await lab.startInServer(
+      [
+        "node",
+        "dist/demo/test-server.js",
+        "--backend-port",
+        "7000",
+        "--proxy-port",
+        "7100",
+        "--header",
+        "X-Intercepted: yes",
+      ],
+      /ready/,
+    );
     const policy = await policyFile("other.yaml", "interceptors:\n  - port: 7100\n    originalPort: 7000\n");
     assert.ok(!hasHeader((await lab.curl(7000)).response, "X-Intercepted: yes"));
     assert.equal((await intercept("apply", "--yes", policy, "--netns", lab.serverNs)).exitCode, 0);
@@ -128,7 +175,10 @@ describe("bad input: one-line error, non-zero exit, kernel unchanged", { concurr
   test("a namespace that does not exist", async () => {
     const result = await intercept("apply", "--yes", "policies/demo.ts", "--netns", `${lab.id}-missing`);
     assert.equal(result.exitCode, 1);
-    assert.equal(result.stderr.trim(), `intercept: network namespace "${lab.id}-missing" does not exist (see \`ip netns list\`)`);
+    assert.equal(
+      result.stderr.trim(),
+      `intercept: network namespace "${lab.id}-missing" does not exist (see \`ip netns list\`)`,
+    );
   });
 
   test("a missing policy file", async () => {
@@ -142,7 +192,10 @@ describe("bad input: one-line error, non-zero exit, kernel unchanged", { concurr
     const bad = await policyFile("bad.yaml", "interceptors:\n  - { port: 0, originalPort: 8000 }\n");
     const result = await intercept("apply", "--yes", bad, "--netns", lab.serverNs);
     assert.equal(result.exitCode, 1);
-    assert.match(result.stderr, /bad\.yaml:2:13: error\[schema\/range\]: interceptors\[0\]\.port must be between 1 and 65535, got 0/);
+    assert.match(
+      result.stderr,
+      /bad\.yaml:2:13: error\[schema\/range\]: interceptors\[0\]\.port must be between 1 and 65535, got 0/,
+    );
     assert.equal(await ourFilters(), "");
   });
 
@@ -154,10 +207,16 @@ describe("bad input: one-line error, non-zero exit, kernel unchanged", { concurr
       const found = (await execa("which", [tool])).stdout.trim();
       await symlink(found, path.join(bin, tool));
     }
-    const result = await execa("node", ["bin/intercept.js", "apply", "policies/demo.ts", "--netns", lab.serverNs],
-      { reject: false, env: { PATH: bin }, extendEnv: false });
+    const result = await execa("node", ["bin/intercept.js", "apply", "policies/demo.ts", "--netns", lab.serverNs], {
+      reject: false,
+      env: { PATH: bin },
+      extendEnv: false,
+    });
     assert.equal(result.exitCode, 1);
-    assert.equal(result.stderr.trim(), "intercept: clang not found: install clang and libbpf-dev (Debian: apt-get install clang llvm libbpf-dev), or build the objects where clang is with `intercept build --out DIR` and pass `--objects DIR` here");
+    assert.equal(
+      result.stderr.trim(),
+      "intercept: clang not found: install clang and libbpf-dev (Debian: apt-get install clang llvm libbpf-dev), or build the objects where clang is with `intercept build --out DIR` and pass `--objects DIR` here",
+    );
     assert.equal(await ourFilters(), "");
   });
 });

@@ -72,11 +72,14 @@ describe("Istio's inbound rule, with one client left out", { concurrency: false 
 
   test("apply: every port but 22, 15020 and 15021 to the proxy on 15006, except from one address", async () => {
     const policy = path.join(scratch, "istio.yaml");
-    await writeFile(policy, [
-      "interceptors:",
-      `  - { originalPorts: "*", exceptPorts: [22, 15020, 15021], port: ${PROXY_PORT}, exceptSources: ["${excluded}"] }`,
-      "",
-    ].join("\n"));
+    await writeFile(
+      policy,
+      [
+        "interceptors:",
+        `  - { originalPorts: "*", exceptPorts: [22, 15020, 15021], port: ${PROXY_PORT}, exceptSources: ["${excluded}"] }`,
+        "",
+      ].join("\n"),
+    );
     const applied = await intercept("apply", policy, "--netns", lab.serverNs, "--yes", "--no-color");
     assert.equal(applied.exitCode, 0, applied.stdout + applied.stderr);
     const status = await intercept("status", policy, "--netns", lab.serverNs, "--json");

@@ -41,9 +41,15 @@ before(async () => {
   lab = await Lab.create();
   scratch = await mkdtemp(path.join(tmpdir(), "intercept-steer-"));
   await lab.addIpv6();
-  await lab.startInServer(["node", "dist/lab/echo.js", "serve", "--tag", "backend", ...BACKEND_PORTS.map(String)], /ready/);
+  await lab.startInServer(
+    ["node", "dist/lab/echo.js", "serve", "--tag", "backend", ...BACKEND_PORTS.map(String)],
+    /ready/,
+  );
   await lab.startInServer(["node", "dist/lab/echo.js", "serve", "--tag", "proxy", String(PROXY_PORT)], /ready/);
-  await lab.startInServer(["node", "dist/lab/echo.js", "serve", "--tag", "other-proxy", "--host", "0.0.0.0", String(OTHER_PROXY_PORT)], /ready/);
+  await lab.startInServer(
+    ["node", "dist/lab/echo.js", "serve", "--tag", "other-proxy", "--host", "0.0.0.0", String(OTHER_PROXY_PORT)],
+    /ready/,
+  );
   await lab.startInServer(["python3", "lab/reuseport-echo.py", String(REUSEPORT_PORT)], /ready/);
   await lab.startInServer(["node", "dist/bench/http-server.js", String(HTTP_PORT)], /ready/);
 });
@@ -56,7 +62,11 @@ after(async () => {
   assert.ok(!namespaces.includes(lab.id), "the lab's namespaces are gone");
 });
 
-async function open(host: string, port: number, options: { localPort?: number; timeoutMs?: number } = {}): Promise<EchoConnection> {
+async function open(
+  host: string,
+  port: number,
+  options: { localPort?: number; timeoutMs?: number } = {},
+): Promise<EchoConnection> {
   const connection = await EchoConnection.open(lab, host, port, options);
   connections.push(connection);
   return connection;
@@ -75,7 +85,12 @@ async function destroy(): Promise<void> {
   assert.equal(destroyed.exitCode, 0, destroyed.stdout + destroyed.stderr);
 }
 
-interface SteerCounters { steered: number; proxyDown: number; timeWait: number; timeWaitRecycled: number }
+interface SteerCounters {
+  steered: number;
+  proxyDown: number;
+  timeWait: number;
+  timeWaitRecycled: number;
+}
 
 /** A rule's steer counters, as `status --json` reports them. */
 async function counters(index: number): Promise<SteerCounters> {
@@ -83,7 +98,12 @@ async function counters(index: number): Promise<SteerCounters> {
   assert.equal(status.programs.length, 1, JSON.stringify(status.programs));
   const rule = status.programs[0].rules.find((r: { index: number }) => r.index === index);
   const { steered, proxyDown, timeWait, timeWaitRecycled } = rule.counters;
-  return { steered: steered.packets, proxyDown: proxyDown.packets, timeWait: timeWait.packets, timeWaitRecycled: timeWaitRecycled.packets };
+  return {
+    steered: steered.packets,
+    proxyDown: proxyDown.packets,
+    timeWait: timeWait.packets,
+    timeWaitRecycled: timeWaitRecycled.packets,
+  };
 }
 
 /** Who answered a probe, and on which local port. */
@@ -136,17 +156,20 @@ describe("while a steer policy is active", { concurrency: false }, () => {
   const rule = { toProxy: 0, manyToOne: 1, downDrop: 2, downPass: 3, toProxyPass: 4, reuseport: 5, http: 6 };
 
   before(async () => {
-    await apply("active", [
-      "interceptors:",
-      `  - { originalPort: 8000, port: ${PROXY_PORT} }`,
-      `  - { originalPort: 8001, port: ${PROXY_PORT} }`,
-      `  - { originalPort: 8002, port: ${DOWN_PORT} }`,
-      `  - { originalPort: 8003, port: ${DOWN_PORT}, onProxyDown: pass }`,
-      `  - { originalPort: 8004, port: ${PROXY_PORT}, onProxyDown: pass }`,
-      `  - { originalPort: 8005, port: ${REUSEPORT_PORT} }`,
-      `  - { originalPort: 8006, port: ${HTTP_PORT} }`,
-      "",
-    ].join("\n"));
+    await apply(
+      "active",
+      [
+        "interceptors:",
+        `  - { originalPort: 8000, port: ${PROXY_PORT} }`,
+        `  - { originalPort: 8001, port: ${PROXY_PORT} }`,
+        `  - { originalPort: 8002, port: ${DOWN_PORT} }`,
+        `  - { originalPort: 8003, port: ${DOWN_PORT}, onProxyDown: pass }`,
+        `  - { originalPort: 8004, port: ${PROXY_PORT}, onProxyDown: pass }`,
+        `  - { originalPort: 8005, port: ${REUSEPORT_PORT} }`,
+        `  - { originalPort: 8006, port: ${HTTP_PORT} }`,
+        "",
+      ].join("\n"),
+    );
   });
 
   after(destroy);
@@ -160,7 +183,11 @@ describe("while a steer policy is active", { concurrency: false }, () => {
     assert.deepEqual(served(await probe(lab, SERVER_ADDRESS, 8000)), ["proxy@8000"]);
     assert.deepEqual(served(await probe(lab, SERVER_ADDRESS, 8001)), ["proxy@8001"]);
     const afterwards = await Promise.all([counters(rule.toProxy), counters(rule.manyToOne)]);
-    assert.deepEqual(afterwards.map((c, i) => c.steered - before[i]!.steered), [1, 1], "one connection steered per rule");
+    assert.deepEqual(
+      afterwards.map((c, i) => c.steered - before[i]!.steered),
+      [1, 1],
+      "one connection steered per rule",
+    );
   });
 
   test("proxy down, drop: the connection attempt fails and proxyDown counts it", async () => {
@@ -217,14 +244,21 @@ describe("while a steer policy is active", { concurrency: false }, () => {
       const connection = await open(host, originalPort, { localPort });
       assert.equal(answeredBy(await connection.send("first")), `proxy@${originalPort}`);
       await connection.closeFromServer();
-      await until(`the server holds :${originalPort} ↔ :${localPort} in TIME_WAIT`, async () =>
-        (await timeWaits(originalPort, localPort)) === 1);
-      await until(`the client's port ${localPort} is free`, async () =>
-        (await socketsOf(lab.runInClient.bind(lab), `( sport = :${localPort} )`)) === 0);
+      await until(
+        `the server holds :${originalPort} ↔ :${localPort} in TIME_WAIT`,
+        async () => (await timeWaits(originalPort, localPort)) === 1,
+      );
+      await until(
+        `the client's port ${localPort} is free`,
+        async () => (await socketsOf(lab.runInClient.bind(lab), `( sport = :${localPort} )`)) === 0,
+      );
     }
 
     function timeWaits(originalPort: number, localPort: number): Promise<number> {
-      return socketsOf(lab.runInServer.bind(lab), `state time-wait ( sport = :${originalPort} and dport = :${localPort} )`);
+      return socketsOf(
+        lab.runInServer.bind(lab),
+        `state time-wait ( sport = :${originalPort} and dport = :${localPort} )`,
+      );
     }
 
     /** Sets sysctls (`key=value`) in a namespace. */
@@ -233,18 +267,27 @@ describe("while a steer policy is active", { concurrency: false }, () => {
       assert.equal(set.exitCode, 0, String(set.stderr));
     }
 
-    for (const [family, host, localPort] of [["IPv4", SERVER_ADDRESS, 40_001], ["IPv6", SERVER_ADDRESS_V6, 40_002]] as const) {
+    for (const [family, host, localPort] of [
+      ["IPv4", SERVER_ADDRESS, 40_001],
+      ["IPv6", SERVER_ADDRESS_V6, 40_002],
+    ] as const) {
       test(`${family}: the TIME_WAIT is ended and the SYN steered to the proxy, counted in timeWaitRecycled`, async () => {
         await leaveInTimeWait(host, 8000, localPort);
         const before = await counters(rule.toProxy);
         const connection = await open(host, 8000, { localPort });
         assert.equal(answeredBy(await connection.send("again")), "proxy@8000");
         await connection.close();
-        assert.deepEqual(await counters(rule.toProxy), { ...before, steered: before.steered + 1, timeWaitRecycled: before.timeWaitRecycled + 1 });
+        assert.deepEqual(await counters(rule.toProxy), {
+          ...before,
+          steered: before.steered + 1,
+          timeWaitRecycled: before.timeWaitRecycled + 1,
+        });
       });
     }
 
-    describe("net.ipv4.tcp_rfc1337 = 1: a RST does not end a TIME_WAIT, so onProxyDown applies", { concurrency: false }, () => {
+    describe("net.ipv4.tcp_rfc1337 = 1: a RST does not end a TIME_WAIT, so onProxyDown applies", {
+      concurrency: false,
+    }, () => {
       before(() => sysctl(lab.runInServer.bind(lab), "net.ipv4.tcp_rfc1337=1"));
       after(() => sysctl(lab.runInServer.bind(lab), "net.ipv4.tcp_rfc1337=0"));
 
@@ -254,7 +297,11 @@ describe("while a steer policy is active", { concurrency: false }, () => {
         await assert.rejects(open(SERVER_ADDRESS, 8000, { localPort: 40_003, timeoutMs: 2500 }), /timed out/);
         const afterwards = await counters(rule.toProxy);
         assert.ok(afterwards.timeWait > before.timeWait, `timeWait ${before.timeWait} → ${afterwards.timeWait}`);
-        assert.deepEqual({ ...afterwards, timeWait: before.timeWait }, before, "nothing steered, recycled or proxy-down");
+        assert.deepEqual(
+          { ...afterwards, timeWait: before.timeWait },
+          before,
+          "nothing steered, recycled or proxy-down",
+        );
         assert.equal(await timeWaits(8000, 40_003), 1);
       });
 
@@ -270,7 +317,20 @@ describe("while a steer policy is active", { concurrency: false }, () => {
 
     test("a RST that does not take (netfilter drops it): each SYN goes round once, then onProxyDown applies", async () => {
       await leaveInTimeWait(SERVER_ADDRESS, 8000, 40_005);
-      const dropResets = ["INPUT", "-p", "tcp", "--tcp-flags", "RST", "RST", "--dport", "8000", "--sport", "40005", "-j", "DROP"];
+      const dropResets = [
+        "INPUT",
+        "-p",
+        "tcp",
+        "--tcp-flags",
+        "RST",
+        "RST",
+        "--dport",
+        "8000",
+        "--sport",
+        "40005",
+        "-j",
+        "DROP",
+      ];
       const inserted = await lab.runInServer(["iptables", "-I", ...dropResets]);
       assert.equal(inserted.exitCode, 0, String(inserted.stderr));
       try {
@@ -283,7 +343,11 @@ describe("while a steer policy is active", { concurrency: false }, () => {
         // SYN's second pass, one fallback; a SYN within a second of the last try falls back at once.
         assert.ok(fallbacks >= 1 && fallbacks <= 3, `timeWait ${before.timeWait} → ${afterwards.timeWait}`);
         assert.ok(resets >= 1 && resets <= fallbacks, `${resets} RSTs dropped for ${fallbacks} fallbacks`);
-        assert.deepEqual({ ...afterwards, timeWait: before.timeWait }, before, "nothing steered, recycled or proxy-down");
+        assert.deepEqual(
+          { ...afterwards, timeWait: before.timeWait },
+          before,
+          "nothing steered, recycled or proxy-down",
+        );
         assert.equal(await timeWaits(8000, 40_005), 1);
       } finally {
         const deleted = await lab.runInServer(["iptables", "-D", ...dropResets]);
@@ -295,7 +359,9 @@ describe("while a steer policy is active", { concurrency: false }, () => {
     async function droppedPackets(chain: string): Promise<number> {
       const listed = await lab.runInServer(["iptables", "-L", chain, "-v", "-x", "-n"]);
       assert.equal(listed.exitCode, 0, String(listed.stderr));
-      const rules = String(listed.stdout).split("\n").filter((line) => /\bDROP\b/.test(line));
+      const rules = String(listed.stdout)
+        .split("\n")
+        .filter((line) => /\bDROP\b/.test(line));
       assert.equal(rules.length, 1, String(listed.stdout));
       return Number(rules[0]!.trim().split(/\s+/)[0]);
     }
@@ -307,18 +373,35 @@ describe("while a steer policy is active", { concurrency: false }, () => {
       // TIME_WAITs would exhaust the range: tcp_tw_reuse = 1 lets it reuse them, once they are
       // a second old (so the range must not come round faster than that).
       const client = lab.runInClient.bind(lab);
-      const saved = await Promise.all(["net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse"].map(async (key) =>
-        `${key}=${String((await client(["sysctl", "-n", key])).stdout).trim().replace(/\s+/, " ")}`));
+      const saved = await Promise.all(
+        ["net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse"].map(
+          async (key) =>
+            `${key}=${String((await client(["sysctl", "-n", key])).stdout)
+              .trim()
+              .replace(/\s+/, " ")}`,
+        ),
+      );
       await sysctl(client, "net.ipv4.ip_local_port_range=50000 55999", "net.ipv4.tcp_tw_reuse=1");
       try {
         const before = await counters(rule.http);
-        const wrk = await lab.runInClient(["wrk", "-t1", "-c50", "-d6s", "-H", "Connection: close", `http://${SERVER_ADDRESS}:8006/`]);
+        const wrk = await lab.runInClient([
+          "wrk",
+          "-t1",
+          "-c50",
+          "-d6s",
+          "-H",
+          "Connection: close",
+          `http://${SERVER_ADDRESS}:8006/`,
+        ]);
         assert.equal(wrk.exitCode, 0, String(wrk.stderr));
         const result = parseWrk(String(wrk.stdout));
         const afterwards = await counters(rule.http);
         assert.ok(result.requests > 0, String(wrk.stdout));
         assert.deepEqual([result.socketErrors, result.non2xx], [0, 0], String(wrk.stdout));
-        assert.ok(afterwards.timeWaitRecycled > before.timeWaitRecycled, `timeWaitRecycled ${before.timeWaitRecycled} → ${afterwards.timeWaitRecycled}`);
+        assert.ok(
+          afterwards.timeWaitRecycled > before.timeWaitRecycled,
+          `timeWaitRecycled ${before.timeWaitRecycled} → ${afterwards.timeWaitRecycled}`,
+        );
         assert.deepEqual([afterwards.timeWait, afterwards.proxyDown], [before.timeWait, before.proxyDown]);
       } finally {
         await sysctl(client, ...saved);
@@ -331,7 +414,9 @@ describe("while a steer policy is active", { concurrency: false }, () => {
 async function socketsOf(runIn: Lab["runInServer"], filter: string): Promise<number> {
   const listed = await runIn(["ss", "-Htan", ...filter.split(" ")]);
   assert.equal(listed.exitCode, 0, String(listed.stderr));
-  return String(listed.stdout).split("\n").filter((line) => line.trim() !== "").length;
+  return String(listed.stdout)
+    .split("\n")
+    .filter((line) => line.trim() !== "").length;
 }
 
 async function until(what: string, condition: () => Promise<boolean>, ms = 5000): Promise<void> {

@@ -21,7 +21,9 @@ describe("agent under a fast editor", { concurrency: false }, () => {
   for (const run of [1, 2, 3]) {
     test(`run ${run}: 2,000 edits in 20 s; matched within 2 s of the last`, async (t) => {
       const result = await tortureAgent(lab, 2_000, 20_000);
-      t.diagnostic(`edits ${JSON.stringify(result.edits)}; settled ${result.settledMs.toFixed(0)} ms after the last edit; SIGTERM → exit ${result.stopMs.toFixed(0)} ms`);
+      t.diagnostic(
+        `edits ${JSON.stringify(result.edits)}; settled ${result.settledMs.toFixed(0)} ms after the last edit; SIGTERM → exit ${result.stopMs.toFixed(0)} ms`,
+      );
     });
   }
 });

@@ -49,7 +49,11 @@ test(`${LIVE_EDITS} live edits and ${REPLACES} replaces under load: zero errors`
   agent = new AgentProcess([file, "--netns", lab.serverNs]);
   await agent.waitFor((l) => /policies applied/.test(String(l.message)));
 
-  const wrk = execa("ip", ["netns", "exec", lab.clientNs, "wrk", "-t1", "-c20", "-d120s", `http://${SERVER_ADDRESS}:8000/`], { reject: false });
+  const wrk = execa(
+    "ip",
+    ["netns", "exec", lab.clientNs, "wrk", "-t1", "-c20", "-d120s", `http://${SERVER_ADDRESS}:8000/`],
+    { reject: false },
+  );
   await new Promise((resolve) => setTimeout(resolve, 500));
   try {
     for (let i = 1; i <= LIVE_EDITS; i++) {
@@ -67,7 +71,9 @@ test(`${LIVE_EDITS} live edits and ${REPLACES} replaces under load: zero errors`
     wrk.kill("SIGINT"); // wrk reports what it measured when interrupted
   }
   const report = parseWrk(String((await wrk).stdout));
-  t.diagnostic(`${report.requests} requests (${report.requestsPerSecond.toFixed(0)} req/s) across ${LIVE_EDITS} live edits and ${REPLACES} replaces; socket errors ${report.socketErrors}, non-2xx ${report.non2xx}`);
+  t.diagnostic(
+    `${report.requests} requests (${report.requestsPerSecond.toFixed(0)} req/s) across ${LIVE_EDITS} live edits and ${REPLACES} replaces; socket errors ${report.socketErrors}, non-2xx ${report.non2xx}`,
+  );
   assert.ok(report.requests > 1000, String((await wrk).stdout));
   assert.equal(report.socketErrors, 0);
   assert.equal(report.non2xx, 0);

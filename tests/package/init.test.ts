@@ -16,8 +16,19 @@ import { parse } from "yaml";
 
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const BIN = path.join(REPO, "bin/intercept.js");
-const OWN = JSON.parse(readFileSync(path.join(REPO, "package.json"), "utf8")) as { version: string; devDependencies: { typescript: string } };
-const SCAFFOLD = [".github/workflows/intercept.yml", ".gitignore", "README.md", "generated/example.bpf.c", "package.json", "policies/example.ts", "tsconfig.json"];
+const OWN = JSON.parse(readFileSync(path.join(REPO, "package.json"), "utf8")) as {
+  version: string;
+  devDependencies: { typescript: string };
+};
+const SCAFFOLD = [
+  ".github/workflows/intercept.yml",
+  ".gitignore",
+  "README.md",
+  "generated/example.bpf.c",
+  "package.json",
+  "policies/example.ts",
+  "tsconfig.json",
+];
 const WORKFLOW = path.join(REPO, "templates/init/github/workflows/intercept.yml");
 const IGNORED = ["node_modules/", "build/", "objects/", "*.plan", "plan.json", "plan.txt"];
 const HEADER = "# intercept: build outputs, saved plans and caches (generated/ is committed)";
@@ -37,7 +48,8 @@ test("init DIR in an empty folder writes the scaffold, a package.json and a .git
   const init = await intercept(work, "init", "new-repo");
   assert.equal(init.exitCode, 0, init.stderr);
   assert.deepEqual(await filesIn(repo), SCAFFOLD);
-  for (const file of SCAFFOLD) assert.match(init.stdout, new RegExp(`^wrote +new-repo/${file.replace(/[.*]/g, "\\$&")}$`, "m"));
+  for (const file of SCAFFOLD)
+    assert.match(init.stdout, new RegExp(`^wrote +new-repo/${file.replace(/[.*]/g, "\\$&")}$`, "m"));
   assert.match(init.stdout, /^ {2}npm install +#/m, "package.json is new: the next steps install it");
   assert.doesNotMatch(init.stdout, /npx (?!--no-install)/, "every npx in the next steps runs the installed copy");
 
@@ -47,12 +59,21 @@ test("init DIR in an empty folder writes the scaffold, a package.json and a .git
     private: true,
     devDependencies: { "intercept-bpf": `^${OWN.version}`, typescript: OWN.devDependencies.typescript },
   });
-  assert.equal(await readFile(path.join(repo, ".gitignore"), "utf8"), `${HEADER}\n${IGNORED.map((line) => `${line}\n`).join("")}`);
+  assert.equal(
+    await readFile(path.join(repo, ".gitignore"), "utf8"),
+    `${HEADER}\n${IGNORED.map((line) => `${line}\n`).join("")}`,
+  );
   const tsconfig = JSON.parse(await readFile(path.join(repo, "tsconfig.json"), "utf8"));
   assert.deepEqual(tsconfig.include, ["policies"]);
   assert.equal(tsconfig.compilerOptions.noEmit, true);
-  assert.match(await readFile(path.join(repo, "policies/example.ts"), "utf8"), /^import \{ definePolicy \} from "intercept-bpf";$/m);
-  assert.equal(await readFile(path.join(repo, ".github/workflows/intercept.yml"), "utf8"), await readFile(WORKFLOW, "utf8"));
+  assert.match(
+    await readFile(path.join(repo, "policies/example.ts"), "utf8"),
+    /^import \{ definePolicy \} from "intercept-bpf";$/m,
+  );
+  assert.equal(
+    await readFile(path.join(repo, ".github/workflows/intercept.yml"), "utf8"),
+    await readFile(WORKFLOW, "utf8"),
+  );
 
   for (const args of [["validate"], ["compile", "--check"]]) {
     const result = await intercept(repo, ...args);
@@ -64,7 +85,11 @@ test("the YAML form in the example's comment is the same policy: it compiles to 
   const repo = path.join(work, "yaml-check");
   assert.equal((await intercept(work, "init", "yaml-check")).exitCode, 0);
   const example = await readFile(path.join(repo, "policies/example.ts"), "utf8");
-  const yaml = example.split("\n").filter((line) => line.startsWith("//   ")).map((line) => line.slice("//   ".length)).join("\n");
+  const yaml = example
+    .split("\n")
+    .filter((line) => line.startsWith("//   "))
+    .map((line) => line.slice("//   ".length))
+    .join("\n");
   assert.match(yaml, /interceptors:/);
   assert.match(yaml, /node_modules\/intercept-bpf\/schemas\/policy\.schema\.json/);
   // Named example.yaml, so it compiles to generated/example.bpf.c, which init wrote from the TS form.
@@ -83,7 +108,16 @@ async function userRepository(name: string) {
     "README.md": "# Our edge hosts\n",
     "tsconfig.json": '{ "compilerOptions": { "strict": false } }\n',
     ".gitignore": "/node_modules\n.env\nobjects/",
-    "package.json": JSON.stringify({ name: "edge", version: "2.1.0", scripts: { lint: "eslint ." }, dependencies: { "intercept-bpf": "^0.1.0", express: "^4.0.0" } }, null, 4),
+    "package.json": JSON.stringify(
+      {
+        name: "edge",
+        version: "2.1.0",
+        scripts: { lint: "eslint ." },
+        dependencies: { "intercept-bpf": "^0.1.0", express: "^4.0.0" },
+      },
+      null,
+      4,
+    ),
   };
   for (const [file, content] of Object.entries(files)) await writeFile(path.join(repo, file), content);
   return { repo, files };
@@ -98,7 +132,10 @@ test("init in a repository with files of its own: writes what is missing, append
   assert.equal(await readFile(path.join(repo, "README.md"), "utf8"), files["README.md"]);
   assert.equal(await readFile(path.join(repo, "tsconfig.json"), "utf8"), files["tsconfig.json"]);
   // /node_modules and objects/ are there already (a leading slash counts): the other four are appended.
-  assert.equal(await readFile(path.join(repo, ".gitignore"), "utf8"), `${files[".gitignore"]}\n\n${HEADER}\nbuild/\n*.plan\nplan.json\nplan.txt\n`);
+  assert.equal(
+    await readFile(path.join(repo, ".gitignore"), "utf8"),
+    `${files[".gitignore"]}\n\n${HEADER}\nbuild/\n*.plan\nplan.json\nplan.txt\n`,
+  );
   // Exactly one key added, in the user's indentation, nothing else moved; intercept-bpf is listed already.
   const expected = JSON.parse(files["package.json"]) as Record<string, unknown>;
   expected.devDependencies = { typescript: OWN.devDependencies.typescript };
@@ -107,8 +144,15 @@ test("init in a repository with files of its own: writes what is missing, append
   assert.match(init.stdout, /^left +README\.md \(yours: --force replaces it, showing the diff first\)$/m);
   assert.match(init.stdout, /^left +tsconfig\.json \(yours: --force replaces it, showing the diff first\)$/m);
   assert.match(init.stdout, /^appended +\.gitignore: build\/ \*\.plan plan\.json plan\.txt$/m);
-  assert.match(init.stdout, new RegExp(`^merged +package\\.json: devDependencies typescript@${OWN.devDependencies.typescript.replace(/[.^]/g, "\\$&")}$`, "m"));
-  for (const file of ["policies/example.ts", "generated/example.bpf.c", ".github/workflows/intercept.yml"]) assert.match(init.stdout, new RegExp(`^wrote +${file.replace(/\./g, "\\.")}$`, "m"));
+  assert.match(
+    init.stdout,
+    new RegExp(
+      `^merged +package\\.json: devDependencies typescript@${OWN.devDependencies.typescript.replace(/[.^]/g, "\\$&")}$`,
+      "m",
+    ),
+  );
+  for (const file of ["policies/example.ts", "generated/example.bpf.c", ".github/workflows/intercept.yml"])
+    assert.match(init.stdout, new RegExp(`^wrote +${file.replace(/\./g, "\\.")}$`, "m"));
 
   // A second run changes nothing and says so.
   const before = await snapshot(repo);
@@ -127,9 +171,15 @@ test("init --force replaces the user's scaffold files after printing each diff, 
   assert.equal(init.exitCode, 0, init.stderr);
   const readme = await readFile(path.join(REPO, "templates/init/README.md"), "utf8");
   assert.equal(await readFile(path.join(repo, "README.md"), "utf8"), readme);
-  assert.match(init.stdout, /^--- a\/README\.md\tyours\n\+\+\+ b\/README\.md\tintercept init\n@@ -1,1 \+1,\d+ @@\n-# Our edge hosts\n\+# Policies\n/m);
+  assert.match(
+    init.stdout,
+    /^--- a\/README\.md\tyours\n\+\+\+ b\/README\.md\tintercept init\n@@ -1,1 \+1,\d+ @@\n-# Our edge hosts\n\+# Policies\n/m,
+  );
   assert.match(init.stdout, /^--- a\/tsconfig\.json\tyours$/m);
-  assert.ok(init.stdout.indexOf("--- a/README.md") < init.stdout.indexOf("replaced   README.md"), "the diff comes before the list");
+  assert.ok(
+    init.stdout.indexOf("--- a/README.md") < init.stdout.indexOf("replaced   README.md"),
+    "the diff comes before the list",
+  );
   assert.match(init.stdout, /^replaced +README\.md$/m);
   assert.match(init.stdout, /^replaced +tsconfig\.json$/m);
   assert.ok((await readFile(path.join(repo, ".gitignore"), "utf8")).startsWith(files[".gitignore"]));
@@ -140,12 +190,16 @@ test("init --force replaces the user's scaffold files after printing each diff, 
 test("a user's own policies/example.ts is left, and so is the example's C: compile writes theirs", async () => {
   const repo = path.join(work, "own-example");
   await mkdir(path.join(repo, "policies"), { recursive: true });
-  const mine = 'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interceptors: [{ originalPort: 7000, port: 7001 }] });\n';
+  const mine =
+    'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interceptors: [{ originalPort: 7000, port: 7001 }] });\n';
   await writeFile(path.join(repo, "policies/example.ts"), mine);
   const init = await intercept(repo, "init");
   assert.equal(init.exitCode, 0, init.stderr);
   assert.equal(await readFile(path.join(repo, "policies/example.ts"), "utf8"), mine);
-  assert.match(init.stdout, /^left +generated\/example\.bpf\.c \(policies\/example\.ts is yours: `intercept compile` writes its C\)$/m);
+  assert.match(
+    init.stdout,
+    /^left +generated\/example\.bpf\.c \(policies\/example\.ts is yours: `intercept compile` writes its C\)$/m,
+  );
   assert.ok(!(await filesIn(repo)).includes("generated/example.bpf.c"));
 });
 
@@ -163,7 +217,10 @@ test("init takes one folder at most (a usage error, nothing written)", async () 
   const init = await intercept(work, "init", "one", "two");
   assert.notEqual(init.exitCode, 0);
   assert.match(init.stderr, /^intercept: init takes one folder at most, got 2: one two$/m);
-  assert.deepEqual((await readdir(work)).filter((name) => name === "one" || name === "two"), []);
+  assert.deepEqual(
+    (await readdir(work)).filter((name) => name === "one" || name === "two"),
+    [],
+  );
 });
 
 /** The ```yaml block after @marker in docs/gitops.md. */
@@ -191,22 +248,32 @@ interface Job {
 }
 
 test("the workflow: pull requests check on a hosted runner; only main plans on the node, saves the plan, and apply applies that file after an approval", () => {
-  const workflow = parse(readFileSync(WORKFLOW, "utf8")) as { on: Record<string, unknown>; permissions: Record<string, string>; jobs: Record<string, Job> };
+  const workflow = parse(readFileSync(WORKFLOW, "utf8")) as {
+    on: Record<string, unknown>;
+    permissions: Record<string, string>;
+    jobs: Record<string, Job>;
+  };
   assert.deepEqual(workflow.permissions, { contents: "read" });
   const { check, plan, apply } = workflow.jobs;
   assert.ok(check && plan && apply);
   assert.equal(check["runs-on"], "ubuntu-latest");
   assert.equal(check.if, undefined, "check runs for pull requests");
   const runs = (job: Job) => job.steps.flatMap((step) => (step.run === undefined ? [] : [step.run]));
-  assert.deepEqual(runs(check).filter((run) => /intercept|tsc/.test(run)), [
-    "npx --no-install intercept validate",
-    "npx --no-install intercept compile --check",
-    "npx --no-install tsc --noEmit",
-    "npx --no-install intercept build --out objects",
-  ]);
+  assert.deepEqual(
+    runs(check).filter((run) => /intercept|tsc/.test(run)),
+    [
+      "npx --no-install intercept validate",
+      "npx --no-install intercept compile --check",
+      "npx --no-install tsc --noEmit",
+      "npx --no-install intercept build --out objects",
+    ],
+  );
   for (const job of [plan, apply]) assert.deepEqual(job["runs-on"], ["self-hosted", "intercept"]);
   assert.equal(plan.if, "github.ref == 'refs/heads/main' && github.event_name != 'pull_request'");
-  assert.match(runs(plan).join("\n"), /intercept plan --objects objects \\\n\s+--detailed-exitcode --no-color --out intercept\.plan > plan\.txt/);
+  assert.match(
+    runs(plan).join("\n"),
+    /intercept plan --objects objects \\\n\s+--detailed-exitcode --no-color --out intercept\.plan > plan\.txt/,
+  );
   assert.match(runs(plan).join("\n"), />> "\$GITHUB_STEP_SUMMARY"/, "the plan is shown in the run's summary");
   assert.ok(plan.steps.some((step) => step.uses?.startsWith("actions/upload-artifact@")));
   assert.equal(apply.needs, "plan", "apply runs after that plan (and so only on main)");
@@ -216,7 +283,8 @@ test("the workflow: pull requests check on a hosted runner; only main plans on t
   assert.doesNotMatch(applied, /intercept plan/, "apply never plans again on its own");
   assert.match(applied, /exit 1/);
   for (const run of Object.values(workflow.jobs).flatMap(runs)) {
-    for (const npx of run.match(/npx \S+/g) ?? []) assert.equal(npx, "npx --no-install", `${run}: npx must not fetch from the registry`);
+    for (const npx of run.match(/npx \S+/g) ?? [])
+      assert.equal(npx, "npx --no-install", `${run}: npx must not fetch from the registry`);
   }
 });
 
@@ -237,5 +305,7 @@ async function filesIn(dir: string): Promise<string[]> {
 
 async function snapshot(dir: string): Promise<Record<string, string>> {
   const files = await filesIn(dir);
-  return Object.fromEntries(await Promise.all(files.map(async (file) => [file, await readFile(path.join(dir, file), "utf8")] as const)));
+  return Object.fromEntries(
+    await Promise.all(files.map(async (file) => [file, await readFile(path.join(dir, file), "utf8")] as const)),
+  );
 }

@@ -29,8 +29,15 @@ interface PackResult {
 }
 
 /** Where a packed file may come from; anything else (tests, benchmarks, demo, CI, maps) must stay out. */
-const ALLOWED = [/^bin\/[^/]+\.js$/, /^dist\/src\/.+\.(js|d\.ts)$/, /^templates\//, /^schemas\//, /^(README\.md|LICENSE|package\.json)$/];
-const FORBIDDEN = /^(tests|bench|demo|lab|docs|deploy|examples|policies|generated|scripts|src|\.ci|\.github)\/|\.map$|\.test\.|^tsconfig/;
+const ALLOWED = [
+  /^bin\/[^/]+\.js$/,
+  /^dist\/src\/.+\.(js|d\.ts)$/,
+  /^templates\//,
+  /^schemas\//,
+  /^(README\.md|LICENSE|package\.json)$/,
+];
+const FORBIDDEN =
+  /^(tests|bench|demo|lab|docs|deploy|examples|policies|generated|scripts|src|\.ci|\.github)\/|\.map$|\.test\.|^tsconfig/;
 
 /**
  * The environment a user's shell gives npm: without the npm_* variables
@@ -41,7 +48,10 @@ const FORBIDDEN = /^(tests|bench|demo|lab|docs|deploy|examples|policies|generate
  */
 const USER_ENV = {
   ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("npm_"))),
-  PATH: (process.env.PATH ?? "").split(path.delimiter).filter((dir) => !dir.endsWith(path.join("node_modules", ".bin"))).join(path.delimiter),
+  PATH: (process.env.PATH ?? "")
+    .split(path.delimiter)
+    .filter((dir) => !dir.endsWith(path.join("node_modules", ".bin")))
+    .join(path.delimiter),
 };
 
 let work = "";
@@ -55,20 +65,30 @@ const USER_README = "# Edge policies\n\nOurs.\n";
 const USER_GITIGNORE = "node_modules/\n.env\n";
 let userManifest = "";
 
-before(async () => {
-  work = await mkdtemp(path.join(tmpdir(), "intercept-package-"));
-  const pack = await execa("npm", ["pack", "--json", "--pack-destination", work], { cwd: REPO, env: USER_ENV, extendEnv: false });
-  [packed] = JSON.parse(pack.stdout) as PackResult[]; // npm's warnings and prepack's output go to stderr
-  assert.equal(packed!.filename, `intercept-bpf-${(JSON.parse(await readFile(path.join(REPO, "package.json"), "utf8")) as { version: string }).version}.tgz`);
-  project = path.join(work, "project");
-  await mkdir(project);
-  userManifest = `${JSON.stringify({ name: "edge-policies", version: "1.0.0", private: true, scripts: { lint: "echo ok" }, dependencies: { "intercept-bpf": `file:../${packed!.filename}` } }, null, 2)}\n`;
-  await writeFile(path.join(project, "package.json"), userManifest);
-  await writeLock(project, packed!);
-  await npm("ci", "--offline", "--no-audit", "--no-fund");
-  await writeFile(path.join(project, "README.md"), USER_README);
-  await writeFile(path.join(project, ".gitignore"), USER_GITIGNORE);
-}, { timeout: 180_000 });
+before(
+  async () => {
+    work = await mkdtemp(path.join(tmpdir(), "intercept-package-"));
+    const pack = await execa("npm", ["pack", "--json", "--pack-destination", work], {
+      cwd: REPO,
+      env: USER_ENV,
+      extendEnv: false,
+    });
+    [packed] = JSON.parse(pack.stdout) as PackResult[]; // npm's warnings and prepack's output go to stderr
+    assert.equal(
+      packed!.filename,
+      `intercept-bpf-${(JSON.parse(await readFile(path.join(REPO, "package.json"), "utf8")) as { version: string }).version}.tgz`,
+    );
+    project = path.join(work, "project");
+    await mkdir(project);
+    userManifest = `${JSON.stringify({ name: "edge-policies", version: "1.0.0", private: true, scripts: { lint: "echo ok" }, dependencies: { "intercept-bpf": `file:../${packed!.filename}` } }, null, 2)}\n`;
+    await writeFile(path.join(project, "package.json"), userManifest);
+    await writeLock(project, packed!);
+    await npm("ci", "--offline", "--no-audit", "--no-fund");
+    await writeFile(path.join(project, "README.md"), USER_README);
+    await writeFile(path.join(project, ".gitignore"), USER_GITIGNORE);
+  },
+  { timeout: 180_000 },
+);
 
 after(async () => {
   // Removed even when a step failed; a namespace that was never made is not an error here.
@@ -82,8 +102,14 @@ after(async () => {
 
 test("the tarball holds the CLI, compiled JS, declarations, templates, schema, README and LICENSE, and no tests, benchmarks, lab or CI files", () => {
   const files = packed.files.map((file) => file.path);
-  assert.deepEqual(files.filter((file) => FORBIDDEN.test(file)), []);
-  assert.deepEqual(files.filter((file) => !ALLOWED.some((pattern) => pattern.test(file))), []);
+  assert.deepEqual(
+    files.filter((file) => FORBIDDEN.test(file)),
+    [],
+  );
+  assert.deepEqual(
+    files.filter((file) => !ALLOWED.some((pattern) => pattern.test(file))),
+    [],
+  );
   for (const needed of [
     "bin/intercept.js",
     "dist/src/cli.js",
@@ -122,11 +148,26 @@ test("init in an empty folder writes the scaffold and a package.json that lists 
   const init = await npx("intercept", "init", "fresh");
   assert.equal(init.exitCode, 0, init.stderr);
   const fresh = path.join(project, "fresh");
-  assert.deepEqual(await filesIn(fresh), [".github/workflows/intercept.yml", ".gitignore", "README.md", "generated/example.bpf.c", "package.json", "policies/example.ts", "tsconfig.json"]);
-  const manifest = JSON.parse(await readFile(path.join(fresh, "package.json"), "utf8")) as { devDependencies: Record<string, string> };
+  assert.deepEqual(await filesIn(fresh), [
+    ".github/workflows/intercept.yml",
+    ".gitignore",
+    "README.md",
+    "generated/example.bpf.c",
+    "package.json",
+    "policies/example.ts",
+    "tsconfig.json",
+  ]);
+  const manifest = JSON.parse(await readFile(path.join(fresh, "package.json"), "utf8")) as {
+    devDependencies: Record<string, string>;
+  };
   assert.deepEqual(Object.keys(manifest.devDependencies), ["intercept-bpf", "typescript"]);
   // fresh/ has a package.json of its own now, and nothing installed: the installed CLI, by its path.
-  const validate = await execa(path.join(project, "node_modules/.bin/intercept"), ["validate"], { cwd: fresh, env: USER_ENV, extendEnv: false, reject: false });
+  const validate = await execa(path.join(project, "node_modules/.bin/intercept"), ["validate"], {
+    cwd: fresh,
+    env: USER_ENV,
+    extendEnv: false,
+    reject: false,
+  });
   assert.equal(validate.exitCode, 0, String(validate.stderr));
 });
 
@@ -136,13 +177,23 @@ test("init in the user's repository changes nothing of theirs but the appended .
   assert.equal(init.exitCode, 0, init.stderr);
   assert.equal(await readFile(path.join(project, "README.md"), "utf8"), USER_README);
   assert.equal(await readFile(path.join(project, "package-lock.json"), "utf8"), lock);
-  assert.equal(await readFile(path.join(project, ".gitignore"), "utf8"), `${USER_GITIGNORE}\n# intercept: build outputs, saved plans and caches (generated/ is committed)\nbuild/\nobjects/\n*.plan\nplan.json\nplan.txt\n`);
-  const { devDependencies } = JSON.parse(await readFile(path.join(REPO, "package.json"), "utf8")) as { devDependencies: { typescript: string } };
+  assert.equal(
+    await readFile(path.join(project, ".gitignore"), "utf8"),
+    `${USER_GITIGNORE}\n# intercept: build outputs, saved plans and caches (generated/ is committed)\nbuild/\nobjects/\n*.plan\nplan.json\nplan.txt\n`,
+  );
+  const { devDependencies } = JSON.parse(await readFile(path.join(REPO, "package.json"), "utf8")) as {
+    devDependencies: { typescript: string };
+  };
   const merged = JSON.parse(userManifest) as Record<string, unknown>;
   merged.devDependencies = { typescript: devDependencies.typescript };
   assert.equal(await readFile(path.join(project, "package.json"), "utf8"), `${JSON.stringify(merged, null, 2)}\n`);
   assert.match(init.stdout, /^left +README\.md \(yours/m);
-  for (const file of ["policies/example.ts", "generated/example.bpf.c", ".github/workflows/intercept.yml", "tsconfig.json"]) {
+  for (const file of [
+    "policies/example.ts",
+    "generated/example.bpf.c",
+    ".github/workflows/intercept.yml",
+    "tsconfig.json",
+  ]) {
     assert.ok(existsSync(path.join(project, file)), `init did not write ${file}`);
   }
   // `npm install`, as the next steps say: the lock npm would write (offline here), then install it.
@@ -152,27 +203,58 @@ test("init in the user's repository changes nothing of theirs but the appended .
 });
 
 test("the workflow's pull-request job, step by step as written: validate, compile --check, tsc, build --out objects", async () => {
-  const workflow = parse(await readFile(path.join(project, ".github/workflows/intercept.yml"), "utf8")) as { jobs: { check: { steps: { name?: string; run?: string }[] } } };
+  const workflow = parse(await readFile(path.join(project, ".github/workflows/intercept.yml"), "utf8")) as {
+    jobs: { check: { steps: { name?: string; run?: string }[] } };
+  };
   // The runner's own setup (apt-get install clang) is this machine's already.
-  const steps = workflow.jobs.check.steps.filter((step) => step.run !== undefined && !step.name?.startsWith("Runner setup"));
-  assert.deepEqual(steps.map(({ run }) => run!.split(" ").slice(0, 4).join(" ")), ["npm ci --ignore-scripts", "npx --no-install intercept validate", "npx --no-install intercept compile", "npx --no-install tsc --noEmit", "npx --no-install intercept build"]);
+  const steps = workflow.jobs.check.steps.filter(
+    (step) => step.run !== undefined && !step.name?.startsWith("Runner setup"),
+  );
+  assert.deepEqual(
+    steps.map(({ run }) => run!.split(" ").slice(0, 4).join(" ")),
+    [
+      "npm ci --ignore-scripts",
+      "npx --no-install intercept validate",
+      "npx --no-install intercept compile",
+      "npx --no-install tsc --noEmit",
+      "npx --no-install intercept build",
+    ],
+  );
   for (const { run } of steps) {
     // GitHub runs a step as `bash -e {0}`; offline here, where npm has the lock's tarballs cached.
-    const result = await execa("bash", ["-e", "-c", run!], { cwd: project, env: { ...USER_ENV, npm_config_offline: "true" }, extendEnv: false, reject: false, stdin: "ignore" });
+    const result = await execa("bash", ["-e", "-c", run!], {
+      cwd: project,
+      env: { ...USER_ENV, npm_config_offline: "true" },
+      extendEnv: false,
+      reject: false,
+      stdin: "ignore",
+    });
     assert.equal(result.exitCode, 0, `${run}:\n${String(result.stdout)}${String(result.stderr)}`);
   }
-  const manifest = JSON.parse(await readFile(path.join(project, "objects/manifest.json"), "utf8")) as Record<string, unknown>;
-  assert.ok(JSON.stringify(manifest).includes("example"), "build wrote the example's object into objects/manifest.json");
+  const manifest = JSON.parse(await readFile(path.join(project, "objects/manifest.json"), "utf8")) as Record<
+    string,
+    unknown
+  >;
+  assert.ok(
+    JSON.stringify(manifest).includes("example"),
+    "build wrote the example's object into objects/manifest.json",
+  );
 });
 
 test("a type error is reported by both the installed loader and the user's tsc (both read dist/src/api.d.ts)", async () => {
   const typo = path.join(project, "policies", "typo.ts");
   // A value the schema accepts but the type does not: only a type check against the API finds it.
-  await writeFile(typo, 'import { definePolicy } from "intercept-bpf";\n\nconst protocol: string = "tcp";\nexport default definePolicy({ name: "typo", interfaces: { include: ["x"] }, interceptors: [{ originalPort: 7000, port: 7100, protocol }] });\n');
+  await writeFile(
+    typo,
+    'import { definePolicy } from "intercept-bpf";\n\nconst protocol: string = "tcp";\nexport default definePolicy({ name: "typo", interfaces: { include: ["x"] }, interceptors: [{ originalPort: 7000, port: 7100, protocol }] });\n',
+  );
   try {
     const validate = await npx("intercept", "validate");
     assert.equal(validate.exitCode, 1);
-    assert.match(validate.stderr, /policies\/typo\.ts:4:\d+: error\[ts\/type-error\]: Type 'string' is not assignable to type '"tcp" \| "udp" \| undefined'/);
+    assert.match(
+      validate.stderr,
+      /policies\/typo\.ts:4:\d+: error\[ts\/type-error\]: Type 'string' is not assignable to type '"tcp" \| "udp" \| undefined'/,
+    );
     const tsc = await npx("tsc", "--noEmit", "-p", ".");
     assert.notEqual(tsc.exitCode, 0);
     assert.match(tsc.stdout, /policies\/typo\.ts\(4,\d+\): error TS2322: Type 'string' is not assignable/);
@@ -185,13 +267,32 @@ test("plan --netns with the built objects, saved, then apply --plan applies exac
   await execa("ip", ["netns", "add", netns]);
   netnsKey = `ns${(await stat(`/var/run/netns/${netns}`)).ino}`;
   await execa("ip", ["-n", netns, "link", "add", `${netns}a`, "type", "veth", "peer", "name", `${netns}b`]);
-  const plan = await npx("intercept", "plan", "--netns", netns, "--objects", "objects", "--out", "intercept.plan", "--no-color");
+  const plan = await npx(
+    "intercept",
+    "plan",
+    "--netns",
+    netns,
+    "--objects",
+    "objects",
+    "--out",
+    "intercept.plan",
+    "--no-color",
+  );
   assert.equal(plan.exitCode, 0, plan.stderr);
   assert.match(plan.stdout, /in network namespace "icpkg[0-9a-f]+"/);
   assert.match(plan.stdout, /\+ program\.example\s+create: new policy, 1 rule/);
   assert.match(plan.stdout, new RegExp(`\\+ attachment\\.${netns}a\\s+create: attach example`));
   assert.match(plan.stdout, /Plan: 3 to add, 0 to change, 0 to destroy\./);
-  const apply = await npx("intercept", "apply", "--plan", "intercept.plan", "--objects", "objects", "--yes", "--no-color");
+  const apply = await npx(
+    "intercept",
+    "apply",
+    "--plan",
+    "intercept.plan",
+    "--objects",
+    "objects",
+    "--yes",
+    "--no-color",
+  );
   assert.equal(apply.exitCode, 0, `${apply.stdout}${apply.stderr}`);
   assert.match(apply.stdout, /Apply complete! Resources: 3 added, 0 changed, 0 destroyed\./);
   const destroy = await npx("intercept", "destroy", "--netns", netns, "--yes", "--no-color");
@@ -207,12 +308,24 @@ test("plan --netns with the built objects, saved, then apply --plan applies exac
  * the lock `npm install` would write.
  */
 async function writeLock(dir: string, tarball: PackResult, { typescript = false } = {}): Promise<void> {
-  const lock = JSON.parse(await readFile(path.join(REPO, "package-lock.json"), "utf8")) as { packages: Record<string, Record<string, unknown>> };
+  const lock = JSON.parse(await readFile(path.join(REPO, "package-lock.json"), "utf8")) as {
+    packages: Record<string, Record<string, unknown>>;
+  };
   const manifest = JSON.parse(await readFile(path.join(REPO, "package.json"), "utf8")) as Record<string, unknown>;
-  const user = JSON.parse(await readFile(path.join(dir, "package.json"), "utf8")) as { name: string; version: string; dependencies?: Record<string, string>; devDependencies?: Record<string, string> };
+  const user = JSON.parse(await readFile(path.join(dir, "package.json"), "utf8")) as {
+    name: string;
+    version: string;
+    dependencies?: Record<string, string>;
+    devDependencies?: Record<string, string>;
+  };
   const resolved = `file:../${tarball.filename}`;
   const packages: Record<string, Record<string, unknown>> = {
-    "": { name: user.name, version: user.version, dependencies: user.dependencies, ...(user.devDependencies && { devDependencies: user.devDependencies }) },
+    "": {
+      name: user.name,
+      version: user.version,
+      dependencies: user.dependencies,
+      ...(user.devDependencies && { devDependencies: user.devDependencies }),
+    },
     "node_modules/intercept-bpf": {
       version: manifest.version,
       resolved,
@@ -223,7 +336,9 @@ async function writeLock(dir: string, tarball: PackResult, { typescript = false 
       engines: manifest.engines,
     },
   };
-  const registry = (await execa("npm", ["config", "get", "registry"], { env: USER_ENV, extendEnv: false })).stdout.trim().replace(/\/$/, "");
+  const registry = (await execa("npm", ["config", "get", "registry"], { env: USER_ENV, extendEnv: false })).stdout
+    .trim()
+    .replace(/\/$/, "");
   for (const [location, entry] of Object.entries(lock.packages)) {
     if (location === "") continue;
     const isTypescript = location === "node_modules/typescript";
@@ -235,7 +350,10 @@ async function writeLock(dir: string, tarball: PackResult, { typescript = false 
     const resolved = rest.resolved ?? `${registry}/${name}/-/${name.split("/").pop()}-${String(rest.version)}.tgz`;
     packages[location] = { ...rest, resolved, ...(isTypescript && { dev: true }) };
   }
-  await writeFile(path.join(dir, "package-lock.json"), JSON.stringify({ name: user.name, version: user.version, lockfileVersion: 3, requires: true, packages }, null, 2));
+  await writeFile(
+    path.join(dir, "package-lock.json"),
+    JSON.stringify({ name: user.name, version: user.version, lockfileVersion: 3, requires: true, packages }, null, 2),
+  );
 }
 
 /** Every file under @dir, relative and sorted; build/ (the policy cache) is not init's. */
@@ -254,6 +372,12 @@ async function npm(...args: string[]) {
 
 /** A command in the project as its user types it (`npx --no-install`: never the registry's); stdout only is parsed (npm warns on stderr). */
 async function npx(...args: string[]) {
-  const result = await execa("npx", ["--no-install", ...args], { cwd: project, env: USER_ENV, extendEnv: false, reject: false, stdin: "ignore" });
+  const result = await execa("npx", ["--no-install", ...args], {
+    cwd: project,
+    env: USER_ENV,
+    extendEnv: false,
+    reject: false,
+    stdin: "ignore",
+  });
   return { exitCode: result.exitCode ?? 1, stdout: String(result.stdout), stderr: String(result.stderr) };
 }

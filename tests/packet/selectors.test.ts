@@ -51,22 +51,51 @@ const EVERY_PORT: Interceptor[] = [{ originalPorts: "*", exceptPorts: [22, 15020
 function padded(rules: Interceptor[]): Interceptor[] {
   const v4 = Array.from({ length: PREFIX_CONSTANT_LIMIT }, (_, i) => `198.19.${2 * i}.0/24`);
   const v6 = Array.from({ length: PREFIX_CONSTANT_LIMIT }, (_, i) => `fd00:ffff:${(2 * i).toString(16)}::/48`);
-  const pad = (list: readonly string[] | undefined) => (list?.[0]?.includes(":") ? [...list, ...v6] : list && [...list, ...v4]);
-  return rules.map((rule) => ({ ...rule, ...(rule.sources && { sources: pad(rule.sources) }), ...(rule.destinations && { destinations: pad(rule.destinations) }) }));
+  const pad = (list: readonly string[] | undefined) =>
+    list?.[0]?.includes(":") ? [...list, ...v6] : list && [...list, ...v4];
+  return rules.map((rule) => ({
+    ...rule,
+    ...(rule.sources && { sources: pad(rule.sources) }),
+    ...(rule.destinations && { destinations: pad(rule.destinations) }),
+  }));
 }
 
 /** Rules on ports above every tested one: enough port segments for lookup tables. */
-const FILLER: Interceptor[] = Array.from({ length: SWITCH_LIMIT }, (_, i) => ({ originalPort: 40_000 + 2 * i, port: 60_000 }));
+const FILLER: Interceptor[] = Array.from({ length: SWITCH_LIMIT }, (_, i) => ({
+  originalPort: 40_000 + 2 * i,
+  port: 60_000,
+}));
 
 const BUILDS = [
-  { name: "switch, constant compares", rules: RULES, structure: /Ports: switch.*\n \* Addresses: constant masked compares/ },
-  { name: "switch, LPM tries", rules: padded(RULES), structure: /Ports: switch.*\n \* Addresses: prefix lists in LPM tries above/ },
-  { name: "lookup tables, LPM tries", rules: [...RULES, ...FILLER], structure: /Ports: lookup tables.*\n \* Addresses: prefix lists in LPM tries \(/ },
+  {
+    name: "switch, constant compares",
+    rules: RULES,
+    structure: /Ports: switch.*\n \* Addresses: constant masked compares/,
+  },
+  {
+    name: "switch, LPM tries",
+    rules: padded(RULES),
+    structure: /Ports: switch.*\n \* Addresses: prefix lists in LPM tries above/,
+  },
+  {
+    name: "lookup tables, LPM tries",
+    rules: [...RULES, ...FILLER],
+    structure: /Ports: lookup tables.*\n \* Addresses: prefix lists in LPM tries \(/,
+  },
 ];
 
 /** A SYN to @dport from @source to @destination. */
 function syn(dport: number, family: PacketSpec["family"] = "ipv4", source?: string, destination?: string): PacketSpec {
-  return { family, protocol: "tcp", sport: 40000, dport, tcpFlags: ["syn"], payload: Buffer.alloc(0), ...(source && { source }), ...(destination && { destination }) };
+  return {
+    family,
+    protocol: "tcp",
+    sport: 40000,
+    dport,
+    tcpFlags: ["syn"],
+    payload: Buffer.alloc(0),
+    ...(source && { source }),
+    ...(destination && { destination }),
+  };
 }
 
 for (const build of BUILDS) {
@@ -81,7 +110,9 @@ for (const build of BUILDS) {
 
     /** Every rule's proxyDown and rewrite counters, summed. */
     async function counted(): Promise<number[]> {
-      return (await program.allCounters(build.rules.length)).map((c) => c.proxyDown.packets + c.rewrittenIngress.packets + c.rewrittenEgress.packets);
+      return (await program.allCounters(build.rules.length)).map(
+        (c) => c.proxyDown.packets + c.rewrittenIngress.packets + c.rewrittenEgress.packets,
+      );
     }
 
     /** A SYN @rule steers (dropped: no listener, counted for @rule), or one no rule takes (handed on, counted nowhere). */
@@ -94,14 +125,22 @@ for (const build of BUILDS) {
       assert.deepEqual(result.output, frame, "a SYN is never rewritten");
       const expected = [...before];
       if (rule !== null) expected[rule]! += 1;
-      assert.deepEqual(await counted(), expected, `${where}: counted ${rule === null ? "nowhere" : `for rule ${rule}`}`);
+      assert.deepEqual(
+        await counted(),
+        expected,
+        `${where}: counted ${rule === null ? "nowhere" : `for rule ${rule}`}`,
+      );
     }
 
     /** A packet through @hook: rewritten to @changes by a rewrite rule, or untouched (@changes null). */
     async function expectRewrite(hook: "ingress" | "egress", spec: PacketSpec, changes: Partial<PacketSpec> | null) {
       const result = await program.run(hook, buildPacket(spec));
       assert.equal(result.returnValue, TC_ACT_UNSPEC);
-      assert.deepEqual(result.output.toString("hex"), buildPacket({ ...spec, ...changes }).toString("hex"), `${hook} ${JSON.stringify(spec)}`);
+      assert.deepEqual(
+        result.output.toString("hex"),
+        buildPacket({ ...spec, ...changes }).toString("hex"),
+        `${hook} ${JSON.stringify(spec)}`,
+      );
       if (changes) assert.ok(parsePacket(result.output, spec).checksumValid);
     }
 
@@ -122,33 +161,54 @@ for (const build of BUILDS) {
     });
 
     test("IPv4 sources with an exception: first and last address of each network, and the ones just outside", async () => {
-      for (const source of ["198.18.0.0", "198.18.0.127", "198.18.0.144", "198.18.0.255"]) await expectSteered(syn(7000, "ipv4", source), 2);
-      for (const source of ["198.17.255.255", "198.18.0.128", "198.18.0.143", "198.18.1.0"]) await expectSteered(syn(7000, "ipv4", source), null);
+      for (const source of ["198.18.0.0", "198.18.0.127", "198.18.0.144", "198.18.0.255"])
+        await expectSteered(syn(7000, "ipv4", source), 2);
+      for (const source of ["198.17.255.255", "198.18.0.128", "198.18.0.143", "198.18.1.0"])
+        await expectSteered(syn(7000, "ipv4", source), null);
       await expectSteered(syn(7000, "ipv6"), null);
     });
 
     test("IPv4 destinations: the address, the network's ends, and their neighbours", async () => {
-      for (const destination of ["198.18.0.1", "198.18.4.0", "198.18.7.255"]) await expectSteered(syn(7001, "ipv4", undefined, destination), 3);
-      for (const destination of ["198.18.0.0", "198.18.0.2", "198.18.3.255", "198.18.8.0"]) await expectSteered(syn(7001, "ipv4", undefined, destination), null);
+      for (const destination of ["198.18.0.1", "198.18.4.0", "198.18.7.255"])
+        await expectSteered(syn(7001, "ipv4", undefined, destination), 3);
+      for (const destination of ["198.18.0.0", "198.18.0.2", "198.18.3.255", "198.18.8.0"])
+        await expectSteered(syn(7001, "ipv4", undefined, destination), null);
     });
 
     test("IPv6 sources with an exception: first and last address of each network, and the ones just outside", async () => {
-      for (const source of ["fd00:1::", "fd00:1::7fff:ffff:ffff:ffff"]) await expectSteered(syn(7002, "ipv6", source), 4);
-      for (const source of ["fd00:0:ffff:ffff:ffff:ffff:ffff:ffff", "fd00:1::8000:0:0:0", "fd00:1::ffff:ffff:ffff:ffff", "fd00:1:0:1::"]) {
+      for (const source of ["fd00:1::", "fd00:1::7fff:ffff:ffff:ffff"])
+        await expectSteered(syn(7002, "ipv6", source), 4);
+      for (const source of [
+        "fd00:0:ffff:ffff:ffff:ffff:ffff:ffff",
+        "fd00:1::8000:0:0:0",
+        "fd00:1::ffff:ffff:ffff:ffff",
+        "fd00:1:0:1::",
+      ]) {
         await expectSteered(syn(7002, "ipv6", source), null);
       }
       await expectSteered(syn(7002, "ipv4"), null);
     });
 
     test("IPv6 destinations: the address, the network's ends, and their neighbours", async () => {
-      for (const destination of ["fd00::1", "fd00:2::", "fd00:2:0:ffff:ffff:ffff:ffff:ffff"]) await expectSteered(syn(7003, "ipv6", undefined, destination), 5);
-      for (const destination of ["fd00::", "fd00::2", "fd00:1:ffff:ffff:ffff:ffff:ffff:ffff", "fd00:2:1::"]) await expectSteered(syn(7003, "ipv6", undefined, destination), null);
+      for (const destination of ["fd00::1", "fd00:2::", "fd00:2:0:ffff:ffff:ffff:ffff:ffff"])
+        await expectSteered(syn(7003, "ipv6", undefined, destination), 5);
+      for (const destination of ["fd00::", "fd00::2", "fd00:1:ffff:ffff:ffff:ffff:ffff:ffff", "fd00:2:1::"])
+        await expectSteered(syn(7003, "ipv6", undefined, destination), null);
     });
 
     test("a rewrite rule with sources: requests from them rewritten, from the exception or outside not; replies mirror it", async () => {
-      const udp = (sport: number, dport: number, source?: string, destination?: string): PacketSpec => ({ family: "ipv4", protocol: "udp", sport, dport, ...(source && { source }), ...(destination && { destination }) });
-      for (const source of ["198.18.0.0", "198.18.0.99", "198.18.0.101", "198.18.0.255"]) await expectRewrite("ingress", udp(40000, 5000, source), { dport: 5001 });
-      for (const source of ["198.18.0.100", "198.17.255.255", "198.18.1.0"]) await expectRewrite("ingress", udp(40000, 5000, source), null);
+      const udp = (sport: number, dport: number, source?: string, destination?: string): PacketSpec => ({
+        family: "ipv4",
+        protocol: "udp",
+        sport,
+        dport,
+        ...(source && { source }),
+        ...(destination && { destination }),
+      });
+      for (const source of ["198.18.0.0", "198.18.0.99", "198.18.0.101", "198.18.0.255"])
+        await expectRewrite("ingress", udp(40000, 5000, source), { dport: 5001 });
+      for (const source of ["198.18.0.100", "198.17.255.255", "198.18.1.0"])
+        await expectRewrite("ingress", udp(40000, 5000, source), null);
       await expectRewrite("egress", udp(5001, 40000, "198.18.0.1", "198.18.0.99"), { sport: 5000 });
       await expectRewrite("egress", udp(5001, 40000, "198.18.0.1", "198.18.0.100"), null);
       await expectRewrite("egress", udp(5001, 40000, "198.18.0.1", "198.18.1.0"), null);
@@ -163,7 +223,7 @@ for (const build of BUILDS) {
   });
 }
 
-describe("selectors: every port but a few (\"*\")", () => {
+describe('selectors: every port but a few ("*")', () => {
   let program: LoadedProgram;
   before(async () => {
     program = await LoadedProgram.load(testPolicy("every_port", EVERY_PORT));
@@ -173,19 +233,38 @@ describe("selectors: every port but a few (\"*\")", () => {
   });
 
   test("the first and last port, each exception and its neighbours, the rule's own port", async () => {
-    for (const [port, steered] of [[1, true], [21, true], [22, false], [23, true], [15005, true], [15006, false], [15007, true],
-      [15019, true], [15020, false], [15021, false], [15022, true], [65535, true]] as const) {
+    for (const [port, steered] of [
+      [1, true],
+      [21, true],
+      [22, false],
+      [23, true],
+      [15005, true],
+      [15006, false],
+      [15007, true],
+      [15019, true],
+      [15020, false],
+      [15021, false],
+      [15022, true],
+      [65535, true],
+    ] as const) {
       for (const family of ["ipv4", "ipv6"] as const) {
         const before = (await program.counters(0)).proxyDown.packets;
         const result = await program.run("ingress", buildPacket(syn(port, family)));
         assert.equal(result.returnValue, steered ? TC_ACT_SHOT : TC_ACT_UNSPEC, `${family} port ${port}`);
-        assert.equal((await program.counters(0)).proxyDown.packets, before + (steered ? 1 : 0), `${family} port ${port} counted`);
+        assert.equal(
+          (await program.counters(0)).proxyDown.packets,
+          before + (steered ? 1 : 0),
+          `${family} port ${port} counted`,
+        );
       }
     }
   });
 
   test("UDP, and TCP segments other than a SYN, are never touched", async () => {
-    for (const spec of [{ ...syn(8000), protocol: "udp" as const, tcpFlags: undefined }, { ...syn(8000), tcpFlags: ["ack" as const] }]) {
+    for (const spec of [
+      { ...syn(8000), protocol: "udp" as const, tcpFlags: undefined },
+      { ...syn(8000), tcpFlags: ["ack" as const] },
+    ]) {
       const frame = buildPacket(spec);
       const result = await program.run("ingress", frame);
       assert.equal(result.returnValue, TC_ACT_UNSPEC);

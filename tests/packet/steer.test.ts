@@ -23,24 +23,35 @@ const TC_ACT_SHOT = 2;
 const TC_ACT_REDIRECT = 7;
 
 const STEER_RULES = [
-  { originalPort: 8000, port: 9000 },                                    // 0: steer, fails closed (default)
-  { originalPort: 8001, port: 9000, onProxyDown: "pass" as const },      // 1: many-to-one, passes
-  { originalPort: 7000, port: 7100, family: "ipv4" as const },           // 2: IPv4 only
-  { originalPort: 8443, port: 9443, enabled: false },                    // 3: disabled
+  { originalPort: 8000, port: 9000 }, // 0: steer, fails closed (default)
+  { originalPort: 8001, port: 9000, onProxyDown: "pass" as const }, // 1: many-to-one, passes
+  { originalPort: 7000, port: 7100, family: "ipv4" as const }, // 2: IPv4 only
+  { originalPort: 8443, port: 9443, enabled: false }, // 3: disabled
 ];
 
 /** Padded past the switch limit, so the compiler picks lookup tables. */
 const FILLER = Array.from({ length: SWITCH_LIMIT }, (_, i) => ({ originalPort: 30_000 + i, port: 50_000 }));
 
 /** Every TCP segment that is not a new connection's first. */
-const NOT_A_NEW_CONNECTION: TcpFlag[][] = [["ack"], ["psh", "ack"], ["fin", "ack"], ["rst"], ["rst", "ack"], ["syn", "ack"], ["fin"]];
+const NOT_A_NEW_CONNECTION: TcpFlag[][] = [
+  ["ack"],
+  ["psh", "ack"],
+  ["fin", "ack"],
+  ["rst"],
+  ["rst", "ack"],
+  ["syn", "ack"],
+  ["fin"],
+];
 
 /** The sum over CPUs of one counter slot's packets. */
 async function counted(program: LoadedProgram, rule: number, slot: CounterSlot): Promise<number> {
   return (await program.counters(rule))[slot].packets;
 }
 
-for (const [strategy, rules] of [["switch", STEER_RULES], ["table", [...STEER_RULES, ...FILLER]]] as const) {
+for (const [strategy, rules] of [
+  ["switch", STEER_RULES],
+  ["table", [...STEER_RULES, ...FILLER]],
+] as const) {
   describe(`steer rules, ${strategy} strategy`, () => {
     let program: LoadedProgram;
     before(async () => {
@@ -66,7 +77,8 @@ for (const [strategy, rules] of [["switch", STEER_RULES], ["table", [...STEER_RU
     for (const family of ["ipv4", "ipv6"] as const) {
       test(`${family}: ACK, data, FIN, RST and SYN+ACK to a steer port leave unchanged`, async () => {
         for (const dport of [8000, 8001]) {
-          for (const tcpFlags of NOT_A_NEW_CONNECTION) await expectUntouched({ family, protocol: "tcp", sport: 40000, dport, tcpFlags });
+          for (const tcpFlags of NOT_A_NEW_CONNECTION)
+            await expectUntouched({ family, protocol: "tcp", sport: 40000, dport, tcpFlags });
         }
       });
 
@@ -85,12 +97,22 @@ for (const [strategy, rules] of [["switch", STEER_RULES], ["table", [...STEER_RU
     // listener the lookup finds: a SYN always takes the proxy-down path here, which makes
     // that path's verdicts and counters testable. Steering itself is tested end to end.
     test("proxy down: drop fails closed (TC_ACT_SHOT), pass hands the SYN on; both are counted", async () => {
-      const syn = (dport: number, family: PacketSpec["family"] = "ipv4"): PacketSpec => ({ family, protocol: "tcp", sport: 40000, dport, tcpFlags: ["syn"], payload: Buffer.alloc(0) });
+      const syn = (dport: number, family: PacketSpec["family"] = "ipv4"): PacketSpec => ({
+        family,
+        protocol: "tcp",
+        sport: 40000,
+        dport,
+        tcpFlags: ["syn"],
+        payload: Buffer.alloc(0),
+      });
       const before = [await counted(program, 0, "proxyDown"), await counted(program, 1, "proxyDown")];
       await expectUntouched(syn(8000), TC_ACT_SHOT);
       await expectUntouched(syn(8000, "ipv6"), TC_ACT_SHOT);
       await expectUntouched(syn(8001), TC_ACT_UNSPEC);
-      assert.deepEqual([await counted(program, 0, "proxyDown"), await counted(program, 1, "proxyDown")], [before[0]! + 2, before[1]! + 1]);
+      assert.deepEqual(
+        [await counted(program, 0, "proxyDown"), await counted(program, 1, "proxyDown")],
+        [before[0]! + 2, before[1]! + 1],
+      );
       assert.equal(await counted(program, 0, "steered"), 0);
     });
 
@@ -121,11 +143,13 @@ for (const [strategy, rules] of [["switch", STEER_RULES], ["table", [...STEER_RU
 describe("steer and rewrite rules in one program", () => {
   let program: LoadedProgram;
   before(async () => {
-    program = await LoadedProgram.load(testPolicy("steer_and_rewrite", [
-      { originalPort: 8000, port: 9000 },                                       // 0: steer
-      { originalPort: 7000, port: 9000, strategy: "rewrite" },                  // 1: rewrite to the same target
-      { originalPort: 8000, port: 9053, protocol: "udp" },                      // 2: udp on the steer port, rewrite
-    ]));
+    program = await LoadedProgram.load(
+      testPolicy("steer_and_rewrite", [
+        { originalPort: 8000, port: 9000 }, // 0: steer
+        { originalPort: 7000, port: 9000, strategy: "rewrite" }, // 1: rewrite to the same target
+        { originalPort: 8000, port: 9053, protocol: "udp" }, // 2: udp on the steer port, rewrite
+      ]),
+    );
   });
   after(async () => {
     await program?.close();
@@ -137,11 +161,19 @@ describe("steer and rewrite rules in one program", () => {
   });
 
   test("a steer port's data is untouched, a rewrite port's is rewritten, udp on the steer port follows its own rule", async () => {
-    const data = (dport: number, protocol: "tcp" | "udp" = "tcp"): PacketSpec => ({ family: "ipv4", protocol, sport: 40000, dport });
+    const data = (dport: number, protocol: "tcp" | "udp" = "tcp"): PacketSpec => ({
+      family: "ipv4",
+      protocol,
+      sport: 40000,
+      dport,
+    });
     const steered = buildPacket(data(8000));
     assert.deepEqual((await program.run("ingress", steered)).output, steered);
     assert.deepEqual((await program.run("ingress", buildPacket(data(7000)))).output, buildPacket(data(9000)));
-    assert.deepEqual((await program.run("ingress", buildPacket(data(8000, "udp")))).output, buildPacket(data(9053, "udp")));
+    assert.deepEqual(
+      (await program.run("ingress", buildPacket(data(8000, "udp")))).output,
+      buildPacket(data(9053, "udp")),
+    );
   });
 
   test("egress rewrites the rewrite rule's replies only: a steered connection's replies leave from its own port", async () => {
@@ -162,8 +194,18 @@ for (const count of [1, SWITCH_LIMIT + 1, 10_000]) {
         const result = await program.run("ingress", frame);
         assert.equal(result.returnValue, TC_ACT_UNSPEC);
         assert.deepEqual(result.output, frame);
-        const syn = buildPacket({ family: "ipv4", protocol: "tcp", sport: 5, dport: 10_000 + index, tcpFlags: ["syn"] });
-        assert.equal((await program.run("ingress", syn)).returnValue, TC_ACT_SHOT, "the SYN path runs: proxy down, dropped");
+        const syn = buildPacket({
+          family: "ipv4",
+          protocol: "tcp",
+          sport: 5,
+          dport: 10_000 + index,
+          tcpFlags: ["syn"],
+        });
+        assert.equal(
+          (await program.run("ingress", syn)).returnValue,
+          TC_ACT_SHOT,
+          "the SYN path runs: proxy down, dropped",
+        );
       }
     } finally {
       await program.close();
@@ -207,18 +249,47 @@ describe("a SYN whose 4-tuple is in TIME_WAIT", { concurrency: false }, () => {
   }
 
   async function leaveInTimeWait(clientPort: number): Promise<void> {
-    await inNamespace("python3", "lab/time-wait.py", "198.18.0.1", String(rule.originalPort), "198.18.0.2", String(clientPort));
+    await inNamespace(
+      "python3",
+      "lab/time-wait.py",
+      "198.18.0.1",
+      String(rule.originalPort),
+      "198.18.0.2",
+      String(clientPort),
+    );
     assert.equal(await timeWaits(clientPort), 1, "the server side holds the tuple in TIME_WAIT");
   }
 
   async function timeWaits(clientPort: number): Promise<number> {
-    const listed = await inNamespace("ss", "-Htan", "state", "time-wait", "(", "sport", "=", `:${rule.originalPort}`, "and", "dport", "=", `:${clientPort}`, ")");
+    const listed = await inNamespace(
+      "ss",
+      "-Htan",
+      "state",
+      "time-wait",
+      "(",
+      "sport",
+      "=",
+      `:${rule.originalPort}`,
+      "and",
+      "dport",
+      "=",
+      `:${clientPort}`,
+      ")",
+    );
     return listed.split("\n").filter((line) => line.trim() !== "").length;
   }
 
   /** Runs a SYN from @clientPort with sequence number @seq; asserts it leaves exactly as it came. */
   async function runSyn(clientPort: number, seq: number): Promise<number> {
-    const frame = buildPacket({ family: "ipv4", protocol: "tcp", sport: clientPort, dport: rule.originalPort, tcpFlags: ["syn"], seq, payload: Buffer.alloc(0) });
+    const frame = buildPacket({
+      family: "ipv4",
+      protocol: "tcp",
+      sport: clientPort,
+      dport: rule.originalPort,
+      tcpFlags: ["syn"],
+      seq,
+      payload: Buffer.alloc(0),
+    });
     const result = await testRun(program.programPin("ingress"), frame, 1, { name: namespace });
     assert.deepEqual(result.output.toString("hex"), frame.toString("hex"), "the SYN is restored byte for byte");
     return result.returnValue;
@@ -230,7 +301,11 @@ describe("a SYN whose 4-tuple is in TIME_WAIT", { concurrency: false }, () => {
 
   /** The namespace's TcpInSegs (nstat, absolute, its history file left alone). */
   async function tcpSegmentsIn(): Promise<number> {
-    const [, value] = (await inNamespace("nstat", "-saz", "TcpInSegs")).split("\n").find((line) => line.startsWith("TcpInSegs"))!.trim().split(/\s+/);
+    const [, value] = (await inNamespace("nstat", "-saz", "TcpInSegs"))
+      .split("\n")
+      .find((line) => line.startsWith("TcpInSegs"))!
+      .trim()
+      .split(/\s+/);
     return Number(value);
   }
 
@@ -245,7 +320,11 @@ describe("a SYN whose 4-tuple is in TIME_WAIT", { concurrency: false }, () => {
     try {
       const before = await counted("timeWait");
       const verdicts = [await runSyn(45_001, 0x10000000), await runSyn(45_001, 0x90000000)];
-      assert.deepEqual([...verdicts].sort(), [TC_ACT_SHOT, TC_ACT_REDIRECT], "one is after rcv_nxt: sent round; the other falls back");
+      assert.deepEqual(
+        [...verdicts].sort(),
+        [TC_ACT_SHOT, TC_ACT_REDIRECT],
+        "one is after rcv_nxt: sent round; the other falls back",
+      );
       const newer = verdicts[0] === TC_ACT_REDIRECT ? 0x10000000 : 0x90000000;
       assert.equal(await runSyn(45_001, newer), TC_ACT_SHOT, "tried less than a second ago: the fallback");
       assert.equal(await counted("timeWait"), before + 2);
@@ -257,7 +336,10 @@ describe("a SYN whose 4-tuple is in TIME_WAIT", { concurrency: false }, () => {
       assert.equal(await runSyn(45_001, newer), TC_ACT_REDIRECT, "a second later it is tried again");
       await until("the RST ends the TIME_WAIT", async () => (await timeWaits(45_001)) === 0);
       assert.equal(await runSyn(45_001, newer), TC_ACT_SHOT, "the tuple is free: on to the proxy, which is down");
-      assert.deepEqual([await counted("timeWait"), await counted("proxyDown"), await counted("timeWaitRecycled")], [before + 2, 1, 0]);
+      assert.deepEqual(
+        [await counted("timeWait"), await counted("proxyDown"), await counted("timeWaitRecycled")],
+        [before + 2, 1, 0],
+      );
     } finally {
       if (dropping) await dropResets("-D");
     }
@@ -268,7 +350,10 @@ describe("a SYN whose 4-tuple is in TIME_WAIT", { concurrency: false }, () => {
     await inNamespace("sysctl", "-q", "-w", "net.ipv4.tcp_rfc1337=1");
     try {
       const [before, segmentsBefore] = [await counted("timeWait"), await tcpSegmentsIn()];
-      assert.deepEqual([await runSyn(45_002, 0x10000000), await runSyn(45_002, 0x90000000)], [TC_ACT_SHOT, TC_ACT_SHOT]);
+      assert.deepEqual(
+        [await runSyn(45_002, 0x10000000), await runSyn(45_002, 0x90000000)],
+        [TC_ACT_SHOT, TC_ACT_SHOT],
+      );
       assert.equal(await counted("timeWait"), before + 2);
       await sleep(100);
       assert.equal(await tcpSegmentsIn(), segmentsBefore, "no RST reached the stack");

@@ -30,7 +30,14 @@ export class LoadedProgram {
     const pins = new PinLayout("ns0", root);
     const ref = { policy: policy.name, version: built.contentHash.slice(0, 16) };
     try {
-      await loadVersion(pins, { ref, contentHash: built.contentHash, objectPath: built.objectPath, hooks: compiled!.hooks, enabled: policy.rules.map((rule) => rule.enabled), prefixes: compiled!.prefixes });
+      await loadVersion(pins, {
+        ref,
+        contentHash: built.contentHash,
+        objectPath: built.objectPath,
+        hooks: compiled!.hooks,
+        enabled: policy.rules.map((rule) => rule.enabled),
+        prefixes: compiled!.prefixes,
+      });
     } catch (error) {
       await rm(root, { recursive: true, force: true }); // a program the verifier refused leaves no directory behind
       throw error;

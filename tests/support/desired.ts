@@ -4,7 +4,14 @@ import { compilePolicies } from "../../src/compile/index.js";
 import { versionOf } from "../../src/datapath/types.js";
 import type { DesiredPolicy } from "../../src/reconcile/index.js";
 import type { Interceptor, Outbound, PortItem } from "../../src/api.js";
-import { cidrText, singleOriginalPort, type OutboundPolicy, type PortRange, type Rule, type ValidPolicy } from "../../src/validate/index.js";
+import {
+  cidrText,
+  singleOriginalPort,
+  type OutboundPolicy,
+  type PortRange,
+  type Rule,
+  type ValidPolicy,
+} from "../../src/validate/index.js";
 import { normaliseOutbound } from "../../src/validate/outbound.js";
 import { testPolicy } from "./bpf.js";
 
@@ -32,19 +39,36 @@ function outboundDefinition(outbound: OutboundPolicy): Outbound {
   const { uids, cgroups, marks } = outbound.exempt;
   return {
     cgroups: outbound.cgroups,
-    exempt: { ...(uids.length > 0 && { uids }), ...(cgroups.length > 0 && { cgroups }), ...(marks.length > 0 && { marks }) },
-    rules: outbound.rules.map(({ originalPort, port, cidrs, enabled }) => ({ originalPort, port, enabled, ...(cidrs.length > 0 && { cidrs: cidrs.map((cidr) => cidr.text) }) })),
+    exempt: {
+      ...(uids.length > 0 && { uids }),
+      ...(cgroups.length > 0 && { cgroups }),
+      ...(marks.length > 0 && { marks }),
+    },
+    rules: outbound.rules.map(({ originalPort, port, cidrs, enabled }) => ({
+      originalPort,
+      port,
+      enabled,
+      ...(cidrs.length > 0 && { cidrs: cidrs.map((cidr) => cidr.text) }),
+    })),
   };
 }
 
 /** A desired policy with an outbound section (written as in a policy file) after @rules' interceptors. */
-export function desiredOutbound(name: string, outbound: Outbound, rules: Parameters<typeof testPolicy>[1] = []): DesiredPolicy {
+export function desiredOutbound(
+  name: string,
+  outbound: Outbound,
+  rules: Parameters<typeof testPolicy>[1] = [],
+): DesiredPolicy {
   const policy = testPolicy(name, rules);
   return desired({ ...policy, outbound: normaliseOutbound(outbound, policy.rules.length) });
 }
 
 /** A desired policy from rules, with test defaults filled in. */
-export function desiredPolicy(name: string, rules: Parameters<typeof testPolicy>[1], interfaces?: ValidPolicy["interfaces"]): DesiredPolicy {
+export function desiredPolicy(
+  name: string,
+  rules: Parameters<typeof testPolicy>[1],
+  interfaces?: ValidPolicy["interfaces"],
+): DesiredPolicy {
   return desired({ ...testPolicy(name, rules), ...(interfaces && { interfaces }) });
 }
 
@@ -58,9 +82,14 @@ function interceptorOf(rule: Rule): Interceptor {
     ...(rule.destinations.length > 0 && { destinations: rule.destinations.map(cidrText) }),
   };
   return {
-    ...(single !== undefined ? { originalPort: single } : { originalPorts: rule.originalPorts.map(item), exceptPorts: rule.exceptPorts.map(item) }),
+    ...(single !== undefined
+      ? { originalPort: single }
+      : { originalPorts: rule.originalPorts.map(item), exceptPorts: rule.exceptPorts.map(item) }),
     ...lists,
-    port: rule.port, protocol: rule.protocol, family: rule.family, strategy: rule.strategy,
+    port: rule.port,
+    protocol: rule.protocol,
+    family: rule.family,
+    strategy: rule.strategy,
     ...(rule.onProxyDown && { onProxyDown: rule.onProxyDown }),
     enabled: rule.enabled,
   };

@@ -9,7 +9,30 @@
  *   crashAfter(n) after n mutations every operation throws and nothing
  *                changes any more, as if the process had been killed there.
  */
-import { CGROUP_HOOKS, describeVersion, HOOKS, sameVersion, type CgroupAttachment, type CgroupHook, type CgroupIdentity, type CgroupRef, type Counter, type Datapath, type DatapathOperation, type EmptyPin, type Hook, type LinkRef, type Listener, type ObservedLink, type ObservedProgram, type ObservedState, type ObserveInterest, type ProgramLoad, type RuleCounters, type VersionRef } from "../../src/datapath/types.js";
+import {
+  CGROUP_HOOKS,
+  describeVersion,
+  HOOKS,
+  sameVersion,
+  type CgroupAttachment,
+  type CgroupHook,
+  type CgroupIdentity,
+  type CgroupRef,
+  type Counter,
+  type Datapath,
+  type DatapathOperation,
+  type EmptyPin,
+  type Hook,
+  type LinkRef,
+  type Listener,
+  type ObservedLink,
+  type ObservedProgram,
+  type ObservedState,
+  type ObserveInterest,
+  type ProgramLoad,
+  type RuleCounters,
+  type VersionRef,
+} from "../../src/datapath/types.js";
 import { COUNTER_SLOTS, type CounterSlot } from "../../src/compile/counters.js";
 import type { PrefixEntry } from "../../src/compile/match.js";
 import type { NetworkNamespace } from "../../src/kernel/exec.js";
@@ -103,9 +126,19 @@ export class FakeDatapath implements Datapath {
   }
 
   /** Adds an Ethernet link (or another kind, to test what cannot be served). */
-  addLink(name: string, options: { linkType?: string; clsact?: boolean; foreign?: ObservedLink["foreign"] } = {}): LinkRef {
+  addLink(
+    name: string,
+    options: { linkType?: string; clsact?: boolean; foreign?: ObservedLink["foreign"] } = {},
+  ): LinkRef {
     const ifindex = this.links.reduce((max, link) => Math.max(max, link.ifindex), 1) + 1;
-    this.links.push({ ifindex, name, linkType: options.linkType ?? "ether", clsact: options.clsact ?? false, filters: {}, foreign: options.foreign ?? [] });
+    this.links.push({
+      ifindex,
+      name,
+      linkType: options.linkType ?? "ether",
+      clsact: options.clsact ?? false,
+      filters: {},
+      foreign: options.foreign ?? [],
+    });
     return { ifindex, name };
   }
 
@@ -155,10 +188,17 @@ export class FakeDatapath implements Datapath {
    * one list per attach point, so only the order within a hook is real.
    */
   snapshot(): FakeKernelState {
-    const byHook = (a: CgroupAttachment, b: CgroupAttachment) => CGROUP_HOOKS.indexOf(a.hook!) - CGROUP_HOOKS.indexOf(b.hook!);
+    const byHook = (a: CgroupAttachment, b: CgroupAttachment) =>
+      CGROUP_HOOKS.indexOf(a.hook!) - CGROUP_HOOKS.indexOf(b.hook!);
     const cgroups = this.cgroups.map((cgroup) => ({ ...cgroup, attached: [...cgroup.attached].sort(byHook) }));
     const pins = { namespaceDir: this.namespaceDir, registry: this.registry, policyDirs: [...this.policyDirs].sort() };
-    return structuredClone({ links: this.links, versions: this.versions, ownedQdiscs: [...this.ownedQdiscs].sort((a, b) => a - b), cgroups, pins });
+    return structuredClone({
+      links: this.links,
+      versions: this.versions,
+      ownedQdiscs: [...this.ownedQdiscs].sort((a, b) => a - b),
+      cgroups,
+      pins,
+    });
   }
 
   /** What an unload killed between removing a version and its policy's directory leaves. */
@@ -176,7 +216,9 @@ export class FakeDatapath implements Datapath {
 
   /** Pins left empty, as observe reports them. */
   private emptyPins(): EmptyPin[] {
-    const policies = [...this.policyDirs].sort().filter((policy) => !this.versions.some((v) => v.ref.policy === policy));
+    const policies = [...this.policyDirs]
+      .sort()
+      .filter((policy) => !this.versions.some((v) => v.ref.policy === policy));
     const anything = this.registry || this.policyDirs.size > 0;
     return [
       ...(this.registry && this.ownedQdiscs.size === 0 ? [{ kind: "registry" as const }] : []),
@@ -193,7 +235,8 @@ export class FakeDatapath implements Datapath {
 
   async observe(interest: ObserveInterest = {}): Promise<ObservedState> {
     this.refuseAfterCrash();
-    if (this.deleted) throw new Error(`nsenter: cannot open /var/run/netns/${this.netns.name}: No such file or directory`);
+    if (this.deleted)
+      throw new Error(`nsenter: cannot open /var/run/netns/${this.netns.name}: No such file or directory`);
     const asked = new Set(interest.cgroups ?? []);
     return structuredClone({
       netns: this.netns,
@@ -202,7 +245,16 @@ export class FakeDatapath implements Datapath {
         { ifindex: 1, name: "lo", loopback: true, linkType: "loopback", clsact: false, filters: {}, foreign: [] },
         ...this.links.map((link) => ({ ...link, loopback: false })),
       ],
-      programs: this.versions.map(({ ref, contentHash, programIds, cgroupProgramIds, enabled, exemptCgroups }): ObservedProgram => ({ ref, contentHash, programIds, cgroupProgramIds, enabled, exemptCgroups })),
+      programs: this.versions.map(
+        ({ ref, contentHash, programIds, cgroupProgramIds, enabled, exemptCgroups }): ObservedProgram => ({
+          ref,
+          contentHash,
+          programIds,
+          cgroupProgramIds,
+          enabled,
+          exemptCgroups,
+        }),
+      ),
       ownedQdiscs: [...this.ownedQdiscs].sort((a, b) => a - b),
       emptyPins: this.emptyPins(),
       ...(interest.listeners && { listeners: this.listeners }),
@@ -234,13 +286,29 @@ export class FakeDatapath implements Datapath {
       for (const hook of load.hooks) programIds[hook] = this.nextProgramId++;
       const cgroupProgramIds: Partial<Record<CgroupHook, number>> = {};
       for (const hook of load.cgroupHooks ?? []) cgroupProgramIds[hook] = this.nextProgramId++;
-      this.versions.push({ ref: load.ref, contentHash: null, programIds, cgroupProgramIds, enabled: load.enabled.map(() => false), exemptCgroups: [], counters: [], prefixes: [] });
+      this.versions.push({
+        ref: load.ref,
+        contentHash: null,
+        programIds,
+        cgroupProgramIds,
+        enabled: load.enabled.map(() => false),
+        exemptCgroups: [],
+        counters: [],
+        prefixes: [],
+      });
     });
     try {
       await this.mutate({ op: "loadProgram", load }, () => {
         const version = this.version(load.ref);
-        const zero = () => Object.fromEntries(COUNTER_SLOTS.map((slot) => [slot, { packets: 0, bytes: 0 }])) as RuleCounters;
-        Object.assign(version, { contentHash: load.contentHash, enabled: [...load.enabled], exemptCgroups: structuredClone(load.exemptCgroups ?? []), counters: load.enabled.map(zero), prefixes: structuredClone(load.prefixes) });
+        const zero = () =>
+          Object.fromEntries(COUNTER_SLOTS.map((slot) => [slot, { packets: 0, bytes: 0 }])) as RuleCounters;
+        Object.assign(version, {
+          contentHash: load.contentHash,
+          enabled: [...load.enabled],
+          exemptCgroups: structuredClone(load.exemptCgroups ?? []),
+          counters: load.enabled.map(zero),
+          prefixes: structuredClone(load.prefixes),
+        });
       });
     } catch (error) {
       // As the real datapath does, a failed load removes what it pinned (unless the process is gone).
@@ -253,7 +321,16 @@ export class FakeDatapath implements Datapath {
   leaveIncompleteVersion(ref: VersionRef, hooks: Hook[] = [...HOOKS]): void {
     const programIds: Partial<Record<Hook, number>> = {};
     for (const hook of hooks) programIds[hook] = this.nextProgramId++;
-    this.versions.push({ ref, contentHash: null, programIds, cgroupProgramIds: {}, enabled: [], exemptCgroups: [], counters: [], prefixes: [] });
+    this.versions.push({
+      ref,
+      contentHash: null,
+      programIds,
+      cgroupProgramIds: {},
+      enabled: [],
+      exemptCgroups: [],
+      counters: [],
+      prefixes: [],
+    });
     this.namespaceDir = true;
     this.policyDirs.add(ref.policy);
   }
@@ -330,7 +407,8 @@ export class FakeDatapath implements Datapath {
       const version = this.version(program);
       const programId = version.cgroupProgramIds[hook];
       if (programId === undefined) throw new Error(`${describeVersion(program)} has no ${hook} program`);
-      if (found.attached.some((a) => a.programId === programId && a.hook === hook)) throw new Error(`bpftool cgroup attach ${cgroup.path} ${ATTACH_TYPE[hook]}: File exists`);
+      if (found.attached.some((a) => a.programId === programId && a.hook === hook))
+        throw new Error(`bpftool cgroup attach ${cgroup.path} ${ATTACH_TYPE[hook]}: File exists`);
       found.attached.push({ attachType: ATTACH_TYPE[hook], hook, programId, name: `out_${hook.replace("_", "")}` });
     });
   }
@@ -340,7 +418,8 @@ export class FakeDatapath implements Datapath {
       const found = this.cgroupById(cgroup);
       const programId = this.version(program).cgroupProgramIds[hook];
       const index = found.attached.findIndex((a) => a.programId === programId && a.hook === hook);
-      if (index === -1) throw new Error(`bpftool cgroup detach ${cgroup.path} ${ATTACH_TYPE[hook]}: No such file or directory`);
+      if (index === -1)
+        throw new Error(`bpftool cgroup detach ${cgroup.path} ${ATTACH_TYPE[hook]}: No such file or directory`);
       found.attached.splice(index, 1);
     });
   }
@@ -354,9 +433,11 @@ export class FakeDatapath implements Datapath {
   /** As the kernel's: records of links that are gone, then the registry once empty, then empty directories. */
   async tidy(): Promise<void> {
     await this.mutate({ op: "tidy" }, () => {
-      for (const ifindex of this.ownedQdiscs) if (!this.links.some((l) => l.ifindex === ifindex)) this.ownedQdiscs.delete(ifindex);
+      for (const ifindex of this.ownedQdiscs)
+        if (!this.links.some((l) => l.ifindex === ifindex)) this.ownedQdiscs.delete(ifindex);
       if (this.ownedQdiscs.size === 0) this.registry = false;
-      for (const policy of this.policyDirs) if (!this.versions.some((v) => v.ref.policy === policy)) this.policyDirs.delete(policy);
+      for (const policy of this.policyDirs)
+        if (!this.versions.some((v) => v.ref.policy === policy)) this.policyDirs.delete(policy);
       if (!this.registry && this.policyDirs.size === 0) this.namespaceDir = false;
     });
   }
@@ -416,7 +497,8 @@ export class FakeDatapath implements Datapath {
   /** As the real datapath does, a cgroup made again under the same path is refused. */
   private cgroupById(ref: CgroupRef): FakeCgroup {
     const found = this.cgroup(ref.path);
-    if (found.id !== ref.id) throw new Error(`cgroup ${ref.path} is not the one the plan was made for (id ${found.id}, not ${ref.id})`);
+    if (found.id !== ref.id)
+      throw new Error(`cgroup ${ref.path} is not the one the plan was made for (id ${found.id}, not ${ref.id})`);
     return found;
   }
 

@@ -27,7 +27,9 @@ export function hugeStringPolicy(megabytes: number): string {
 export function largeYamlPolicy(): string {
   const lines = ["interceptors:"];
   for (let index = 0; lines.length < 14_000; index += 1) {
-    lines.push(`  - { originalPort: ${1000 + index}, port: ${30_000 + index}, sources: [198.18.${index >> 8}.${index & 255}/32] }`);
+    lines.push(
+      `  - { originalPort: ${1000 + index}, port: ${30_000 + index}, sources: [198.18.${index >> 8}.${index & 255}/32] }`,
+    );
   }
   return `${lines.join("\n")}\n`;
 }

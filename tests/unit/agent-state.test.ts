@@ -59,9 +59,20 @@ function agentOn(datapath: FakeDatapath, version: () => string | undefined = () 
   const lines: { event: LogEvent; message: string }[] = [];
   const log = createLogger("json", (line) => lines.push(JSON.parse(line)));
   const metrics = new AgentMetrics(async () => []);
-  const agent = new NamespaceAgent(datapath, () => [demo], {
-    keep: false, lockTimeoutMs: 10_000, lockHolder: "intercept agent (unit test)", builder: () => builder, onGone: () => {}, version,
-  }, namespaceLogger(log, datapath.netns.name), metrics.forNamespace(datapath.netns.name ?? ""));
+  const agent = new NamespaceAgent(
+    datapath,
+    () => [demo],
+    {
+      keep: false,
+      lockTimeoutMs: 10_000,
+      lockHolder: "intercept agent (unit test)",
+      builder: () => builder,
+      onGone: () => {},
+      version,
+    },
+    namespaceLogger(log, datapath.netns.name),
+    metrics.forNamespace(datapath.netns.name ?? ""),
+  );
   return { agent, lines };
 }
 
@@ -77,7 +88,10 @@ describe("a namespace's last reconcile", () => {
     version = "v2";
     datapath.failAt(datapath.mutationCount + 1);
     await agent.reconcile(); // nothing to change: succeeds, now recorded as v2
-    assert.deepEqual({ ok: agent.lastReconcile?.ok, version: agent.lastReconcile?.version }, { ok: true, version: "v2" });
+    assert.deepEqual(
+      { ok: agent.lastReconcile?.ok, version: agent.lastReconcile?.version },
+      { ok: true, version: "v2" },
+    );
     datapath.addLink("eth1"); // a new link: the next reconcile attaches, and the injected failure hits it
     await agent.reconcile();
     assert.equal(agent.lastReconcile?.ok, false);
@@ -101,9 +115,18 @@ describe("stopping", () => {
     await reconciling;
     await stopping;
     assert.deepEqual(datapath.snapshot().versions, [], "nothing left");
-    assert.deepEqual(lines.filter((line) => line.event === "error"), []);
-    assert.ok(lines.some((line) => line.event === "rolled back"), JSON.stringify(lines));
-    assert.ok(!lines.some((line) => line.event === "applied" && /policies applied/.test(line.message)), "the interrupted apply did not complete");
+    assert.deepEqual(
+      lines.filter((line) => line.event === "error"),
+      [],
+    );
+    assert.ok(
+      lines.some((line) => line.event === "rolled back"),
+      JSON.stringify(lines),
+    );
+    assert.ok(
+      !lines.some((line) => line.event === "applied" && /policies applied/.test(line.message)),
+      "the interrupted apply did not complete",
+    );
   });
 
   test("a start waiting for the lock gives up at once, and never held anything", async () => {
@@ -113,7 +136,8 @@ describe("stopping", () => {
       const { agent, lines } = agentOn(datapath);
       const starting = agent.start();
       const waiting = () => lines.some((line) => line.event === "waiting");
-      for (const deadline = Date.now() + 5_000; !waiting(); await new Promise((resolve) => setTimeout(resolve, 5))) assert.ok(Date.now() < deadline, "it waits");
+      for (const deadline = Date.now() + 5_000; !waiting(); await new Promise((resolve) => setTimeout(resolve, 5)))
+        assert.ok(Date.now() < deadline, "it waits");
       const began = Date.now();
       assert.equal(await agent.stop(), false, "it held nothing");
       await assert.rejects(starting, /stopped while waiting for the lock/);
@@ -128,30 +152,70 @@ describe("stopping", () => {
 describe("metrics and /healthz say whether the kernel matches the files", () => {
   const at = Date.UTC(2026, 11, 6, 12);
   const health = (changes: Partial<PolicyHealth> = {}): PolicyHealth => ({
-    lastReadAt: at, readFingerprint: "a".repeat(64), readOutcome: "valid", inForceFingerprint: "a".repeat(64),
-    namespaces: [{ namespace: "cni-1", ready: true, kernelMatches: true, lastReconcile: { ok: true, at, version: "a".repeat(64) } }],
+    lastReadAt: at,
+    readFingerprint: "a".repeat(64),
+    readOutcome: "valid",
+    inForceFingerprint: "a".repeat(64),
+    namespaces: [
+      {
+        namespace: "cni-1",
+        ready: true,
+        kernelMatches: true,
+        lastReconcile: { ok: true, at, version: "a".repeat(64) },
+      },
+    ],
     ...changes,
   });
 
   test("up to date: the files read are in force and every kernel matches them", () => {
     assert.equal(upToDate(health()), true);
     assert.equal(upToDate(health({ readFingerprint: "b".repeat(64), readOutcome: "invalid" })), false);
-    assert.equal(upToDate(health({ namespaces: [{ namespace: "cni-1", ready: true, kernelMatches: false, lastReconcile: undefined }] })), false);
+    assert.equal(
+      upToDate(
+        health({ namespaces: [{ namespace: "cni-1", ready: true, kernelMatches: false, lastReconcile: undefined }] }),
+      ),
+      false,
+    );
   });
 
   test("the series", async () => {
     let now = health();
-    const metrics = new AgentMetrics(async () => [], () => now);
+    const metrics = new AgentMetrics(
+      async () => [],
+      () => now,
+    );
     let text = await metrics.registry.metrics();
     for (const line of [
-      "intercept_policies_invalid 0", "intercept_policies_behind 0", `intercept_policies_last_read_timestamp_seconds ${at / 1000}`,
-      `intercept_policies_read_info{hash="${"a".repeat(16)}"} 1`, `intercept_policies_in_force_info{hash="${"a".repeat(16)}"} 1`,
-      'intercept_kernel_matches{namespace="cni-1"} 1', 'intercept_last_reconcile_success{namespace="cni-1"} 1',
+      "intercept_policies_invalid 0",
+      "intercept_policies_behind 0",
+      `intercept_policies_last_read_timestamp_seconds ${at / 1000}`,
+      `intercept_policies_read_info{hash="${"a".repeat(16)}"} 1`,
+      `intercept_policies_in_force_info{hash="${"a".repeat(16)}"} 1`,
+      'intercept_kernel_matches{namespace="cni-1"} 1',
+      'intercept_last_reconcile_success{namespace="cni-1"} 1',
       `intercept_last_reconcile_timestamp_seconds{namespace="cni-1"} ${at / 1000}`,
-    ]) assert.ok(text.split("\n").includes(line), `${line} in:\n${text}`);
-    now = health({ readFingerprint: "b".repeat(64), readOutcome: "invalid", namespaces: [{ namespace: "cni-1", ready: true, kernelMatches: false, lastReconcile: { ok: false, at, version: "a".repeat(64), error: "boom" } }] });
+    ])
+      assert.ok(text.split("\n").includes(line), `${line} in:\n${text}`);
+    now = health({
+      readFingerprint: "b".repeat(64),
+      readOutcome: "invalid",
+      namespaces: [
+        {
+          namespace: "cni-1",
+          ready: true,
+          kernelMatches: false,
+          lastReconcile: { ok: false, at, version: "a".repeat(64), error: "boom" },
+        },
+      ],
+    });
     text = await metrics.registry.metrics();
-    for (const line of ["intercept_policies_invalid 1", "intercept_policies_behind 1", `intercept_policies_read_info{hash="${"b".repeat(16)}"} 1`, 'intercept_kernel_matches{namespace="cni-1"} 0', 'intercept_last_reconcile_success{namespace="cni-1"} 0']) {
+    for (const line of [
+      "intercept_policies_invalid 1",
+      "intercept_policies_behind 1",
+      `intercept_policies_read_info{hash="${"b".repeat(16)}"} 1`,
+      'intercept_kernel_matches{namespace="cni-1"} 0',
+      'intercept_last_reconcile_success{namespace="cni-1"} 0',
+    ]) {
       assert.ok(text.split("\n").includes(line), `${line} in:\n${text}`);
     }
     assert.ok(!text.includes(`intercept_policies_read_info{hash="${"a".repeat(16)}"}`), "the old read hash is gone");
@@ -159,9 +223,16 @@ describe("metrics and /healthz say whether the kernel matches the files", () => 
 
   test("/healthz: text by default, JSON when asked", async () => {
     const now = health({ readFingerprint: "b".repeat(64), readOutcome: "settling" });
-    const metrics = new AgentMetrics(async () => [], () => now);
+    const metrics = new AgentMetrics(
+      async () => [],
+      () => now,
+    );
     const readiness = { ready: true, summary: "ready: 1 network namespace reconciled" };
-    const { server, address } = await metrics.serve({ host: "127.0.0.1", port: 0 }, () => readiness, () => now);
+    const { server, address } = await metrics.serve(
+      { host: "127.0.0.1", port: 0 },
+      () => readiness,
+      () => now,
+    );
     try {
       assert.equal(await (await fetch(`http://${address}/healthz`)).text(), "ready: 1 network namespace reconciled\n");
       const byQuery = await fetch(`http://${address}/healthz?format=json`);
@@ -171,9 +242,24 @@ describe("metrics and /healthz say whether the kernel matches the files", () => 
       assert.deepEqual(await byHeader.json(), body);
       assert.deepEqual(body, healthJson(readiness, now));
       assert.deepEqual(body, {
-        ready: true, summary: "ready: 1 network namespace reconciled",
-        policies: { lastReadAt: at / 1000, readHash: "b".repeat(16), readOutcome: "settling", inForceHash: "a".repeat(16), invalid: false, behind: true },
-        namespaces: [{ namespace: "cni-1", ready: true, kernelMatches: true, lastReconcile: { result: "ok", at: at / 1000, policiesHash: "a".repeat(16) } }],
+        ready: true,
+        summary: "ready: 1 network namespace reconciled",
+        policies: {
+          lastReadAt: at / 1000,
+          readHash: "b".repeat(16),
+          readOutcome: "settling",
+          inForceHash: "a".repeat(16),
+          invalid: false,
+          behind: true,
+        },
+        namespaces: [
+          {
+            namespace: "cni-1",
+            ready: true,
+            kernelMatches: true,
+            lastReconcile: { result: "ok", at: at / 1000, policiesHash: "a".repeat(16) },
+          },
+        ],
       });
     } finally {
       server.close();
@@ -185,6 +271,9 @@ test("--resync-interval: 30 s by default, a duration, 0 for never, at least a se
   assert.equal(parseAgentArguments(["p"]).options.resyncMs, 30_000);
   assert.equal(parseAgentArguments(["p", "--resync-interval", "2m"]).options.resyncMs, 120_000);
   assert.equal(parseAgentArguments(["p", "--resync-interval", "0"]).options.resyncMs, 0);
-  assert.throws(() => parseAgentArguments(["p", "--resync-interval", "10ms"]), (error) => error instanceof UsageError && /too short/.test(error.message));
+  assert.throws(
+    () => parseAgentArguments(["p", "--resync-interval", "10ms"]),
+    (error) => error instanceof UsageError && /too short/.test(error.message),
+  );
   assert.throws(() => parseAgentArguments(["p", "--resync-interval", "soon"]), UsageError);
 });

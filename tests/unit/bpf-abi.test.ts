@@ -14,7 +14,16 @@ import { buildPolicy } from "../../src/build/index.js";
 import { compilePolicies } from "../../src/compile/index.js";
 import { run, runJson } from "../../src/kernel/exec.js";
 import { loadPolicies } from "../../src/load/index.js";
-import { CGROUP_PROGRAMS, MAP_TYPES, MAPS, PROGRAM_PRIVATE_MAPS, TC_PROGRAM_PREFIX, TC_PROGRAMS, type ByteOrder, type TypeLayout } from "../../src/model/bpf-abi.js";
+import {
+  CGROUP_PROGRAMS,
+  MAP_TYPES,
+  MAPS,
+  PROGRAM_PRIVATE_MAPS,
+  TC_PROGRAM_PREFIX,
+  TC_PROGRAMS,
+  type ByteOrder,
+  type TypeLayout,
+} from "../../src/model/bpf-abi.js";
 import { validatePolicies } from "../../src/validate/index.js";
 
 interface BtfType {
@@ -68,7 +77,8 @@ class Btf {
   orderOf(id: number): ByteOrder {
     const type = this.type(id);
     if (type.kind === "TYPEDEF") return type.name.startsWith("__be") ? "network" : this.orderOf(type.type_id!);
-    if (type.kind === "ARRAY") return this.resolved(type.type_id!).name === "char" ? "bytes" : this.orderOf(type.type_id!);
+    if (type.kind === "ARRAY")
+      return this.resolved(type.type_id!).name === "char" ? "bytes" : this.orderOf(type.type_id!);
     if (type.kind === "STRUCT") {
       const orders = new Set(type.members!.map((member) => this.orderOf(member.type_id)));
       return orders.size === 1 ? [...orders][0]! : "host";
@@ -79,15 +89,27 @@ class Btf {
   /** A key or value type as the mirror describes one. */
   layout(id: number): TypeLayout {
     const type = this.resolved(id);
-    const fields = type.kind !== "STRUCT" ? {} : Object.fromEntries(type.members!.map((member) => [
-      member.name, { offset: member.bits_offset / 8, size: this.sizeOf(member.type_id), order: this.orderOf(member.type_id) },
-    ]));
+    const fields =
+      type.kind !== "STRUCT"
+        ? {}
+        : Object.fromEntries(
+            type.members!.map((member) => [
+              member.name,
+              {
+                offset: member.bits_offset / 8,
+                size: this.sizeOf(member.type_id),
+                order: this.orderOf(member.type_id),
+              },
+            ]),
+          );
     return { type: this.nameOf(id), size: this.sizeOf(id), fields };
   }
 
   /** A map definition (the anonymous struct of `__uint(type, …)`, `__type(key, …)`, …), member by member. */
   mapDefinition(variable: BtfType): { type: number; key: TypeLayout; value: TypeLayout } {
-    const members = new Map(this.type(variable.type_id!).members!.map((member) => [member.name, this.type(member.type_id)]));
+    const members = new Map(
+      this.type(variable.type_id!).members!.map((member) => [member.name, this.type(member.type_id)]),
+    );
     return {
       type: this.type(members.get("type")!.type_id!).nr_elems!, // __uint(type, N): int (*type)[N]
       key: this.layout(members.get("key")!.type_id!),
@@ -98,13 +120,17 @@ class Btf {
 
 /** The policies whose objects between them hold every map and program: steer, rewrite, outbound, both prefix tries. */
 async function objects(): Promise<string[]> {
-  const files = ["steer_outbound.yaml", "mixed.yaml", "cidrs.yaml", "cidrs_ipv6.yaml"].map((name) => `tests/golden/compile/${name}`);
-  return Promise.all(files.map(async (file) => {
-    const { policies, diagnostics } = validatePolicies((await loadPolicies([file])).policies);
-    assert.deepEqual(diagnostics, []);
-    const [compiled] = compilePolicies(policies, undefined, 0); // every address list in a trie
-    return (await buildPolicy(compiled!)).objectPath;
-  }));
+  const files = ["steer_outbound.yaml", "mixed.yaml", "cidrs.yaml", "cidrs_ipv6.yaml"].map(
+    (name) => `tests/golden/compile/${name}`,
+  );
+  return Promise.all(
+    files.map(async (file) => {
+      const { policies, diagnostics } = validatePolicies((await loadPolicies([file])).policies);
+      assert.deepEqual(diagnostics, []);
+      const [compiled] = compilePolicies(policies, undefined, 0); // every address list in a trie
+      return (await buildPolicy(compiled!)).objectPath;
+    }),
+  );
 }
 
 const built = objects();
@@ -119,10 +145,18 @@ test("every map the objects define is the mirror's, with its type, key and value
       const mirror = (MAPS as Record<string, (typeof MAPS)[keyof typeof MAPS]>)[variable.name];
       assert.ok(mirror, `map ${variable.name} is not in src/model/bpf-abi.ts`);
       assert.equal(mirror.name, variable.name);
-      assert.deepEqual(btf.mapDefinition(variable), { type: MAP_TYPES[mirror.type], key: mirror.key, value: mirror.value }, variable.name);
+      assert.deepEqual(
+        btf.mapDefinition(variable),
+        { type: MAP_TYPES[mirror.type], key: mirror.key, value: mirror.value },
+        variable.name,
+      );
     }
   }
-  assert.deepEqual([...seen].sort(), [...Object.keys(MAPS), ...PROGRAM_PRIVATE_MAPS].sort(), "the objects between them define every map of the mirror");
+  assert.deepEqual(
+    [...seen].sort(),
+    [...Object.keys(MAPS), ...PROGRAM_PRIVATE_MAPS].sort(),
+    "the objects between them define every map of the mirror",
+  );
 });
 
 test("every program the objects hold is the mirror's, in the mirror's section", async () => {
@@ -135,7 +169,11 @@ test("every program the objects hold is the mirror's, in the mirror's section", 
     }
   }
   const mirror = [...Object.values(TC_PROGRAMS), ...Object.values(CGROUP_PROGRAMS)];
-  assert.deepEqual(Object.fromEntries([...programs].sort()), Object.fromEntries(mirror.map((p) => [p.name, p.section]).sort()));
+  assert.deepEqual(
+    Object.fromEntries([...programs].sort()),
+    Object.fromEntries(mirror.map((p) => [p.name, p.section]).sort()),
+  );
   for (const program of Object.values(TC_PROGRAMS)) assert.ok(program.name.startsWith(TC_PROGRAM_PREFIX), program.name);
-  for (const program of Object.values(CGROUP_PROGRAMS)) assert.ok(!program.name.startsWith(TC_PROGRAM_PREFIX), program.name);
+  for (const program of Object.values(CGROUP_PROGRAMS))
+    assert.ok(!program.name.startsWith(TC_PROGRAM_PREFIX), program.name);
 });

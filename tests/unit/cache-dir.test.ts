@@ -57,7 +57,9 @@ test("a place that cannot be a directory, or that others can write to, gives way
   assert.equal(await cacheDir("policies"), fallback("policies"));
 });
 
-test("a fallback made first by someone else is not used: no cache at all rather than a planted one", { skip: process.getuid?.() !== 0 && "needs root to make a directory owned by another user" }, async () => {
+test("a fallback made first by someone else is not used: no cache at all rather than a planted one", {
+  skip: process.getuid?.() !== 0 && "needs root to make a directory owned by another user",
+}, async () => {
   process.env.INTERCEPT_CACHE_DIR = path.join(scratch, `foreign-${round}`);
   await mkdir(process.env.INTERCEPT_CACHE_DIR);
   await chown(process.env.INTERCEPT_CACHE_DIR, 65534, 65534);

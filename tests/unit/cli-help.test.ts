@@ -20,7 +20,10 @@ import { UPDATE_GOLDEN } from "../support/golden.js";
 /** The long options a help text lists in its Options section (aliases included). */
 function listedOptions(help: string): string[] {
   const section = help.split("\nOptions:\n")[1]!.split("\n\n")[0]!;
-  return section.split("\n").filter((line) => /^ {2}-/.test(line)).flatMap((line) => [...line.split(/ {2,}/)[1]!.matchAll(/--([\w-]+)/g)].map((m) => m[1]!));
+  return section
+    .split("\n")
+    .filter((line) => /^ {2}-/.test(line))
+    .flatMap((line) => [...line.split(/ {2,}/)[1]!.matchAll(/--([\w-]+)/g)].map((m) => m[1]!));
 }
 
 /** A value the parser takes for @name (checked only after --help would have answered). */
@@ -29,28 +32,44 @@ function sample(command: Command, name: string): string[] {
 }
 
 test("every command's --help, and `intercept help COMMAND`, list exactly the options its parser accepts", async () => {
-  await Promise.all(COMMAND_NAMES.map(async (command) => {
-    const help = await intercept(command, "--help");
-    assert.equal(help.exitCode, 0, `${command} --help: ${help.stderr}`);
-    assert.match(help.stdout, new RegExp(`^Usage: intercept ${command} `));
-    assert.equal((await intercept("help", command)).stdout, help.stdout, `help ${command}`);
-    const listed = listedOptions(help.stdout).sort();
-    assert.deepEqual(listed, longNames(command).sort(), `${command}: help lists the table's options`);
-    assert.deepEqual(listed, Object.keys(commandOptions(command)).sort(), `${command}: help lists the parser's options`);
-    for (const name of listed) assert.doesNotThrow(() => parseCommandLine(command, sample(command, name)), `${command} accepts --${name}`);
-    assert.throws(() => parseCommandLine(command, ["--not-an-option"]), UsageError, `${command} refuses an option it does not list`);
-  }));
-  assert.ok(listedOptions((await intercept("status", "--help")).stdout).includes("objects"), "status --help lists --objects");
+  await Promise.all(
+    COMMAND_NAMES.map(async (command) => {
+      const help = await intercept(command, "--help");
+      assert.equal(help.exitCode, 0, `${command} --help: ${help.stderr}`);
+      assert.match(help.stdout, new RegExp(`^Usage: intercept ${command} `));
+      assert.equal((await intercept("help", command)).stdout, help.stdout, `help ${command}`);
+      const listed = listedOptions(help.stdout).sort();
+      assert.deepEqual(listed, longNames(command).sort(), `${command}: help lists the table's options`);
+      assert.deepEqual(
+        listed,
+        Object.keys(commandOptions(command)).sort(),
+        `${command}: help lists the parser's options`,
+      );
+      for (const name of listed)
+        assert.doesNotThrow(() => parseCommandLine(command, sample(command, name)), `${command} accepts --${name}`);
+      assert.throws(
+        () => parseCommandLine(command, ["--not-an-option"]),
+        UsageError,
+        `${command} refuses an option it does not list`,
+      );
+    }),
+  );
+  assert.ok(
+    listedOptions((await intercept("status", "--help")).stdout).includes("objects"),
+    "status --help lists --objects",
+  );
 });
 
 test("exit codes: a bad command line is 1 for every command, as Terraform's; 2 is never a usage error", async () => {
-  await Promise.all(COMMAND_NAMES.map(async (command) => {
-    const bad = await intercept(command, "--objcts", "x");
-    assert.equal(bad.exitCode, 1, `${command} --objcts: ${bad.stderr}`);
-    const help = command === "help" ? "intercept --help" : `intercept ${command} --help`;
-    assert.equal(bad.stderr.split("\n")[1], `Run \`${help}\` for usage.`, "one line, and where to find the usage");
-    assert.match(bad.stderr, new RegExp(`^intercept: ${command}: unknown option --objcts`));
-  }));
+  await Promise.all(
+    COMMAND_NAMES.map(async (command) => {
+      const bad = await intercept(command, "--objcts", "x");
+      assert.equal(bad.exitCode, 1, `${command} --objcts: ${bad.stderr}`);
+      const help = command === "help" ? "intercept --help" : `intercept ${command} --help`;
+      assert.equal(bad.stderr.split("\n")[1], `Run \`${help}\` for usage.`, "one line, and where to find the usage");
+      assert.match(bad.stderr, new RegExp(`^intercept: ${command}: unknown option --objcts`));
+    }),
+  );
   const detailed = await intercept("plan", "--detailed-exitcode", "--objcts", "objects");
   assert.equal(detailed.exitCode, 1, "the scaffolded workflow must not read a typo as changes");
   assert.match(detailed.stderr, /unknown option --objcts: did you mean --objects\?/);
@@ -65,12 +84,22 @@ test("exit codes: a bad command line is 1 for every command, as Terraform's; 2 i
 
 test("did you mean: commands and options, by edit distance or a unique prefix", async () => {
   const command = await intercept("aplly", "--netns", "edge");
-  assert.equal(command.stderr, 'intercept: unknown command "aplly": did you mean "apply"?\nRun `intercept --help` for usage.');
-  assert.match((await intercept("plan", "--nets", "edge")).stderr, /^intercept: plan: unknown option --nets: did you mean --netns\?$/m);
+  assert.equal(
+    command.stderr,
+    'intercept: unknown command "aplly": did you mean "apply"?\nRun `intercept --help` for usage.',
+  );
+  assert.match(
+    (await intercept("plan", "--nets", "edge")).stderr,
+    /^intercept: plan: unknown option --nets: did you mean --netns\?$/m,
+  );
   assert.match((await intercept("apply", "--auto-aprove")).stderr, /did you mean --auto-approve\?/);
   assert.match((await intercept("stat")).stderr, /did you mean "status"\?/);
   assert.match((await intercept("--verison")).stderr, /did you mean --version\?/);
-  assert.match((await intercept("frobnicate")).stderr, /^intercept: unknown command "frobnicate"$/m, "no suggestion when nothing is close");
+  assert.match(
+    (await intercept("frobnicate")).stderr,
+    /^intercept: unknown command "frobnicate"$/m,
+    "no suggestion when nothing is close",
+  );
   assert.equal(closestMatch("valdiate", COMMAND_NAMES), "validate");
   assert.equal(closestMatch("x", COMMAND_NAMES), undefined);
   assert.equal(closestMatch("lock-timout", longNames("apply")), "lock-timeout");
@@ -114,8 +143,16 @@ test("completion: bash completes commands, options and their values; zsh and fis
     for (const command of COMMAND_NAMES) {
       assert.match(text, new RegExp(`\\b${command}\\b`), `${shell} knows ${command}`);
       for (const name of longNames(command)) {
-        assert.ok(text.includes(shell === "fish" ? `__fish_seen_subcommand_from ${command}'` : `--${name}[`), `${shell}: ${command} --${name}`);
-        if (shell === "fish") assert.match(text, new RegExp(`seen_subcommand_from ${command}' [^\\n]*-l ${name}\\b`), `fish: ${command} --${name}`);
+        assert.ok(
+          text.includes(shell === "fish" ? `__fish_seen_subcommand_from ${command}'` : `--${name}[`),
+          `${shell}: ${command} --${name}`,
+        );
+        if (shell === "fish")
+          assert.match(
+            text,
+            new RegExp(`seen_subcommand_from ${command}' [^\\n]*-l ${name}\\b`),
+            `fish: ${command} --${name}`,
+          );
       }
     }
   }
@@ -148,9 +185,14 @@ test("progress: said on a terminal once a step takes a second, never on a pipe, 
 test("docs/cli.md is generated from the command table (npm run test:update-golden rewrites it)", async () => {
   const rendered = renderMarkdown();
   if (UPDATE_GOLDEN) await writeFile("docs/cli.md", rendered);
-  assert.equal(await readFile("docs/cli.md", "utf8"), rendered, "docs/cli.md differs from the table: run `npm run test:update-golden`");
+  assert.equal(
+    await readFile("docs/cli.md", "utf8"),
+    rendered,
+    "docs/cli.md differs from the table: run `npm run test:update-golden`",
+  );
   for (const command of COMMAND_NAMES) {
     assert.ok(rendered.includes(`## intercept ${command}\n`), command);
-    for (const name of Object.keys(COMMANDS[command].options)) assert.ok(rendered.includes(`--${name}`), `${command} --${name}`);
+    for (const name of Object.keys(COMMANDS[command].options))
+      assert.ok(rendered.includes(`--${name}`), `${command} --${name}`);
   }
 });

@@ -26,7 +26,10 @@ async function validators() {
   for (const name of SCHEMAS) ajv.addSchema(JSON.parse(await readFile(`schemas/${name}.schema.json`, "utf8")));
   return (name: (typeof SCHEMAS)[number], document: unknown) => {
     const validate = ajv.getSchema(`urn:intercept:${name}`)!;
-    assert.ok(validate(document), `${name}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(document, null, 2).slice(0, 2000)}`);
+    assert.ok(
+      validate(document),
+      `${name}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(document, null, 2).slice(0, 2000)}`,
+    );
   };
 }
 
@@ -45,7 +48,10 @@ test("validate --json: valid and invalid policies match schemas/validate-output.
   assert.equal(document.diagnostics.length, 6);
   // A schema that accepted anything would pass the above: a wrong document must fail it.
   assert.throws(() => check("validate-output", { ...document, formatVersion: 2 }), /formatVersion/);
-  assert.throws(() => check("validate-output", { ...document, diagnostics: [{ ...document.diagnostics[0], line: 0 }] }), /line/);
+  assert.throws(
+    () => check("validate-output", { ...document, diagnostics: [{ ...document.diagnostics[0], line: 0 }] }),
+    /line/,
+  );
 });
 
 test("plan --json with invalid policies: the error document with every diagnostic on stdout, exit 1", async () => {
@@ -58,7 +64,11 @@ test("plan --json with invalid policies: the error document with every diagnosti
   assert.equal(document.error.code, "policy-invalid");
   const validate = JSON.parse((await intercept("validate", ...INVALID, "--json")).stdout);
   assert.deepEqual(document.diagnostics, validate.diagnostics, "the same diagnostics validate --json prints");
-  assert.equal(plan.stderr, "intercept: 6 errors in the policies", "stderr keeps its one line; the diagnostics are in the JSON");
+  assert.equal(
+    plan.stderr,
+    "intercept: 6 errors in the policies",
+    "stderr keeps its one line; the diagnostics are in the JSON",
+  );
 });
 
 test("--json errors of every kind carry their code: a bad flag, a bad value, status too", async () => {
@@ -86,23 +96,36 @@ test("plan --json (as plan builds it from the kernel) matches schemas/plan-outpu
   const fake = new FakeDatapath({ name: "edge" });
   fake.addLink("eth0");
   fake.addLink("eth1");
-  const web = desiredPolicy("web", [{ originalPort: 8080, port: 15006 }, { originalPort: 53, port: 5353, protocol: "udp" }]);
+  const web = desiredPolicy("web", [
+    { originalPort: 8080, port: 15006 },
+    { originalPort: 53, port: 5353, protocol: "udp" },
+  ]);
   const created = planJson(makePlan([web], await fake.observe()));
   check("plan-output", created);
   assert.deepEqual([created.formatVersion, created.kind, created.namespace], [FORMAT_VERSION, "plan", "edge"]);
   await executePlan(makePlan([web], await fake.observe()), fake, objects);
-  const grown = desiredPolicy("web", [{ originalPort: 8080, port: 15006, enabled: false }, { originalPort: 53, port: 5353, protocol: "udp" }, { originalPort: 9090, port: 15006 }]);
+  const grown = desiredPolicy("web", [
+    { originalPort: 8080, port: 15006, enabled: false },
+    { originalPort: 53, port: 5353, protocol: "udp" },
+    { originalPort: 9090, port: 15006 },
+  ]);
   const replaced = planJson(makePlan([grown], await fake.observe()));
   check("plan-output", replaced);
   check("plan-output", planJson(makePlan([], await fake.observe())));
-  assert.throws(() => check("plan-output", { ...replaced, changes: [{ ...replaced.changes[0], type: "program.explode" }] }), /type/);
+  assert.throws(
+    () => check("plan-output", { ...replaced, changes: [{ ...replaced.changes[0], type: "program.explode" }] }),
+    /type/,
+  );
 });
 
 test("status --json (as status builds it from the kernel) matches schemas/status-output.schema.json", async () => {
   const check = await validators();
   const fake = new FakeDatapath();
   fake.addLink("eth0");
-  const demo = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }, { originalPort: 53, port: 5353, protocol: "udp" }]);
+  const demo = desiredPolicy("demo", [
+    { originalPort: 8000, port: 9000 },
+    { originalPort: 53, port: 5353, protocol: "udp" },
+  ]);
   await executePlan(makePlan([demo], await fake.observe()), fake, objects);
   fake.count(demo.program, 0, "steered", { packets: 1, bytes: 60 });
   fake.leaveIncompleteVersion({ policy: "demo", version: "0123456789abcdef" });
@@ -121,7 +144,14 @@ test("the agent's JSON log lines carry a level: error for failures, warn for rol
   log("applied", "policies applied: 1 added, 0 changed, 0 destroyed", { add: 1 });
   log("rolled back", "program.demo: load failed");
   log("error", "reading the policies: EACCES");
-  assert.deepEqual(lines.map((line) => [line.level, line.event]), [["info", "applied"], ["warn", "rolled back"], ["error", "error"]]);
+  assert.deepEqual(
+    lines.map((line) => [line.level, line.event]),
+    [
+      ["info", "applied"],
+      ["warn", "rolled back"],
+      ["error", "error"],
+    ],
+  );
   assert.deepEqual(Object.keys(lines[0]!), ["time", "level", "event", "message", "add"]);
   const text: string[] = [];
   createLogger("text", (line) => text.push(line))("error", "boom");

@@ -14,13 +14,25 @@ test("validate: all errors of all files, sorted, exit 1; --json prints them as a
   assert.equal(text.exitCode, 1);
   const headers = text.stderr.split("\n").filter((line) => /^\S+:\d+:\d+: error\[/.test(line));
   assert.equal(headers.length, 6);
-  assert.deepEqual(headers, [...headers].sort((a, b) => a.localeCompare(b, undefined, { numeric: true })));
-  assert.equal(headers[0], "tests/golden/invalid/bad-ports.yaml:2:11: error[schema/range]: interceptors[0].port must be between 1 and 65535, got 0");
+  assert.deepEqual(
+    headers,
+    [...headers].sort((a, b) => a.localeCompare(b, undefined, { numeric: true })),
+  );
+  assert.equal(
+    headers[0],
+    "tests/golden/invalid/bad-ports.yaml:2:11: error[schema/range]: interceptors[0].port must be between 1 and 65535, got 0",
+  );
   assert.match(text.stderr, /\n {2}2 \| {3}- port: 0\n {4}\| {11}\^\n/, "the source line with a caret under the value");
   assert.match(text.stderr, /\n6 errors in 2 files$/);
   const json = await intercept("validate", ...files, "--json");
   assert.equal(json.exitCode, 1);
-  const document = JSON.parse(json.stdout) as { formatVersion: string; kind: string; valid: boolean; files: string[]; diagnostics: object[] };
+  const document = JSON.parse(json.stdout) as {
+    formatVersion: string;
+    kind: string;
+    valid: boolean;
+    files: string[];
+    diagnostics: object[];
+  };
   assert.equal(document.formatVersion, "1.0");
   assert.equal(document.kind, "validate");
   assert.equal(document.valid, false);
@@ -43,7 +55,11 @@ test("validate: good policies in both forms pass with exit 0", async () => {
   const result = await intercept("validate", "policies/demo.ts");
   assert.equal(result.exitCode, 0, result.stderr);
   assert.deepEqual(JSON.parse((await intercept("validate", "examples/config.yaml", "--json")).stdout), {
-    formatVersion: "1.0", kind: "validate", valid: true, files: ["examples/config.yaml"], diagnostics: [],
+    formatVersion: "1.0",
+    kind: "validate",
+    valid: true,
+    files: ["examples/config.yaml"],
+    diagnostics: [],
   });
 });
 
@@ -59,7 +75,10 @@ test("compile --check exits 0 on a clean tree, 1 for a stale file; unknown comma
     const check = await interceptIn(repository, "compile", "--check");
     assert.equal(check.exitCode, 1);
     assert.match(check.stderr, /generated\/deleted_policy\.bpf\.c: out of date/);
-    assert.match((await interceptIn(repository, "compile")).stdout, /generated\/deleted_policy\.bpf\.c \(removed: no policy\)/);
+    assert.match(
+      (await interceptIn(repository, "compile")).stdout,
+      /generated\/deleted_policy\.bpf\.c \(removed: no policy\)/,
+    );
     assert.equal(existsSync(stale), false);
   } finally {
     await rm(repository, { recursive: true, force: true });

@@ -16,7 +16,9 @@ import { testPolicy } from "../support/bpf.js";
 function counterSlotsInC(source: string): Map<string, number> {
   const body = /enum counter_slot \{([^}]*)\}/.exec(source)?.[1];
   assert.ok(body, "enum counter_slot is defined");
-  return new Map([...body.matchAll(/^\s*(COUNTER_\w+)\s*=\s*(\d+),/gm)].map(([, name, value]) => [name!, Number(value)]));
+  return new Map(
+    [...body.matchAll(/^\s*(COUNTER_\w+)\s*=\s*(\d+),/gm)].map(([, name, value]) => [name!, Number(value)]),
+  );
 }
 
 test("the C's counter slots are the TypeScript's, in the same order", async () => {

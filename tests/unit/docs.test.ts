@@ -28,7 +28,9 @@ const MARKER = "<!-- plan example: produced by tests/unit/docs.test.ts (npm run 
 async function planFrom(live: DesiredPolicy[], wanted: DesiredPolicy[], links: string[]): Promise<string> {
   const fake = new FakeDatapath({ name: "edge" });
   for (const link of links) fake.addLink(link);
-  await executePlan(makePlan(live, await fake.observe()), fake, { objectFor: (hash) => ({ objectPath: `${hash}.o`, prefixes: [] }) });
+  await executePlan(makePlan(live, await fake.observe()), fake, {
+    objectFor: (hash) => ({ objectPath: `${hash}.o`, prefixes: [] }),
+  });
   return renderPlan(makePlan(wanted, await fake.observe()), { colour: false });
 }
 
@@ -44,18 +46,41 @@ async function assertExample(file: string, rendered: string): Promise<void> {
     await writeFile(file, text.slice(0, open) + expected + text.slice(close));
     return;
   }
-  assert.equal(text.slice(open, close), expected, `${file}'s plan example differs (intended? run \`npm run test:update-golden\`)`);
+  assert.equal(
+    text.slice(open, close),
+    expected,
+    `${file}'s plan example differs (intended? run \`npm run test:update-golden\`)`,
+  );
 }
 
-const web = (enabled: boolean) => desiredPolicy("web", [{ originalPort: 8080, port: 15006 }, { originalPort: 8443, port: 15006, enabled }], { include: ["eth0", "eth1"], exclude: [] });
+const web = (enabled: boolean) =>
+  desiredPolicy(
+    "web",
+    [
+      { originalPort: 8080, port: 15006 },
+      { originalPort: 8443, port: 15006, enabled },
+    ],
+    { include: ["eth0", "eth1"], exclude: [] },
+  );
 
 test("README: a policy that grows a rule is replaced, and each link switched to the new version", async () => {
-  const grown = desiredPolicy("web", [{ originalPort: 8080, port: 15006 }, { originalPort: 8443, port: 15006 }, { originalPort: 9090, port: 15006 }], { include: ["eth0", "eth1"], exclude: [] });
+  const grown = desiredPolicy(
+    "web",
+    [
+      { originalPort: 8080, port: 15006 },
+      { originalPort: 8443, port: 15006 },
+      { originalPort: 9090, port: 15006 },
+    ],
+    { include: ["eth0", "eth1"], exclude: [] },
+  );
   await assertExample("README.md", await planFrom([web(true)], [grown], ["eth0", "eth1"]));
 });
 
 test("docs/gitops.md: a live edit and a new policy on another link", async () => {
-  const dns = desiredPolicy("dns", [{ originalPort: 53, port: 5353, protocol: "udp" }], { include: ["eth2"], exclude: [] });
+  const dns = desiredPolicy("dns", [{ originalPort: 53, port: 5353, protocol: "udp" }], {
+    include: ["eth2"],
+    exclude: [],
+  });
   await assertExample("docs/gitops.md", await planFrom([web(true)], [web(false), dns], ["eth0", "eth1", "eth2"]));
 });
 
@@ -69,10 +94,15 @@ test("docs/policy.md: the field tables are the ones generated from schemas/polic
     await writeFile("docs/policy.md", expected);
     return;
   }
-  assert.equal(page, expected, "docs/policy.md's field tables differ from the schema (intended? run `npm run test:update-golden`)");
+  assert.equal(
+    page,
+    expected,
+    "docs/policy.md's field tables differ from the schema (intended? run `npm run test:update-golden`)",
+  );
 });
 
-const CODES_BEGIN = "<!-- BEGIN diagnostic codes: generated from DIAGNOSTIC_CODES in src/diagnostics.ts by tests/unit/docs.test.ts; do not edit -->";
+const CODES_BEGIN =
+  "<!-- BEGIN diagnostic codes: generated from DIAGNOSTIC_CODES in src/diagnostics.ts by tests/unit/docs.test.ts; do not edit -->";
 const CODES_END = "<!-- END diagnostic codes -->";
 
 test("docs/policy.md: the diagnostic codes table lists every code of src/diagnostics.ts, with its meaning", async () => {
@@ -80,24 +110,38 @@ test("docs/policy.md: the diagnostic codes table lists every code of src/diagnos
   const start = page.indexOf(CODES_BEGIN);
   const end = page.indexOf(CODES_END);
   assert.ok(start >= 0 && end > start, "docs/policy.md has the diagnostic codes block");
-  const rows = Object.entries(DIAGNOSTIC_CODES).map(([code, meaning]) => `| \`${code}\` | ${meaning.replace(/\|/g, "\\|")} |`);
+  const rows = Object.entries(DIAGNOSTIC_CODES).map(
+    ([code, meaning]) => `| \`${code}\` | ${meaning.replace(/\|/g, "\\|")} |`,
+  );
   const block = ["| code | what it reports |", "| --- | --- |", ...rows].join("\n");
   const expected = `${page.slice(0, start + CODES_BEGIN.length)}\n\n${block}\n\n${page.slice(end)}`;
   if (UPDATE_GOLDEN) {
     await writeFile("docs/policy.md", expected);
     return;
   }
-  assert.equal(page, expected, "docs/policy.md's diagnostic codes differ from src/diagnostics.ts (intended? run `npm run test:update-golden`)");
+  assert.equal(
+    page,
+    expected,
+    "docs/policy.md's diagnostic codes differ from src/diagnostics.ts (intended? run `npm run test:update-golden`)",
+  );
 });
 
-const KERNEL_MARKER = "<!-- kernel minimum: checked by tests/unit/docs.test.ts against minimumKernel() in src/compile/index.ts -->";
+const KERNEL_MARKER =
+  "<!-- kernel minimum: checked by tests/unit/docs.test.ts against minimumKernel() in src/compile/index.ts -->";
 
 /** One policy for each row of the kernel-minimum table, by the row's first cell. */
 const KERNEL_ROWS: Record<string, object> = {
   "steer rules": { interceptors: [{ originalPort: 8000, port: 9000 }] },
   "rewrite rules": { interceptors: [{ originalPort: 53, port: 5353, protocol: "udp" }] },
-  "steer and rewrite rules": { interceptors: [{ originalPort: 8000, port: 9000 }, { originalPort: 53, port: 5353, protocol: "udp" }] },
-  "outbound capture only": { outbound: { cgroups: ["app.slice"], exempt: { uids: [1337] }, rules: [{ originalPort: 5432, port: 15001 }] } },
+  "steer and rewrite rules": {
+    interceptors: [
+      { originalPort: 8000, port: 9000 },
+      { originalPort: 53, port: 5353, protocol: "udp" },
+    ],
+  },
+  "outbound capture only": {
+    outbound: { cgroups: ["app.slice"], exempt: { uids: [1337] }, rules: [{ originalPort: 5432, port: 15001 }] },
+  },
   "steer rules and outbound capture": {
     interceptors: [{ originalPort: 8000, port: 9000 }],
     outbound: { cgroups: ["app.slice"], exempt: { uids: [1337] }, rules: [{ originalPort: 5432, port: 15001 }] },
@@ -108,16 +152,33 @@ const KERNEL_ROWS: Record<string, object> = {
 function tableAfter(text: string, marker: string): string[][] {
   const start = text.indexOf(marker);
   assert.ok(start >= 0, `the marker ${marker} is there`);
-  const lines = text.slice(start + marker.length).trimStart().split("\n");
-  const table = lines.slice(0, lines.findIndex((line) => !line.startsWith("|")));
-  return table.slice(2).map((line) => line.split("|").slice(1, -1).map((cell) => cell.trim()));
+  const lines = text
+    .slice(start + marker.length)
+    .trimStart()
+    .split("\n");
+  const table = lines.slice(
+    0,
+    lines.findIndex((line) => !line.startsWith("|")),
+  );
+  return table.slice(2).map((line) =>
+    line
+      .split("|")
+      .slice(1, -1)
+      .map((cell) => cell.trim()),
+  );
 }
 
 test("README: the kernel-minimum table says what minimumKernel() computes for each kind of policy", async () => {
   const rows = tableAfter(await readFile("README.md", "utf8"), KERNEL_MARKER);
-  assert.deepEqual(rows.map(([label]) => label).sort(), Object.keys(KERNEL_ROWS).sort(), "one row for each kind of policy the test knows");
+  assert.deepEqual(
+    rows.map(([label]) => label).sort(),
+    Object.keys(KERNEL_ROWS).sort(),
+    "one row for each kind of policy the test knows",
+  );
   for (const [label, kernel] of rows) {
-    const { policies, diagnostics } = validatePolicies([policyFromData(`kernel-table.yaml`, { name: "row", ...KERNEL_ROWS[label!] })]);
+    const { policies, diagnostics } = validatePolicies([
+      policyFromData(`kernel-table.yaml`, { name: "row", ...KERNEL_ROWS[label!] }),
+    ]);
     assert.deepEqual(diagnostics, [], label);
     assert.equal(kernel, minimumKernel(policies[0]!), `README's kernel minimum for "${label}"`);
   }
@@ -125,10 +186,11 @@ test("README: the kernel-minimum table says what minimumKernel() computes for ea
 
 /** README.md and every Markdown page under docs/. */
 function markdownFiles(): string[] {
-  const walk = (dir: string): string[] => readdirSync(dir).flatMap((name) => {
-    const file = path.join(dir, name);
-    return statSync(file).isDirectory() ? walk(file) : name.endsWith(".md") ? [file] : [];
-  });
+  const walk = (dir: string): string[] =>
+    readdirSync(dir).flatMap((name) => {
+      const file = path.join(dir, name);
+      return statSync(file).isDirectory() ? walk(file) : name.endsWith(".md") ? [file] : [];
+    });
   return ["README.md", ...walk("docs")];
 }
 
@@ -163,7 +225,11 @@ test("README and docs: every relative link resolves inside the repository, ancho
       const resolved = target === "" ? path.resolve(file) : path.resolve(path.dirname(file), target);
       if (path.relative(root, resolved).startsWith("..")) broken.push(`${file}: ${link} leads outside the repository`);
       else if (!existsSync(resolved)) broken.push(`${file}: ${link} does not exist`);
-      else if (anchor !== undefined && resolved.endsWith(".md") && !anchorsOf(await readFile(resolved, "utf8")).has(anchor)) {
+      else if (
+        anchor !== undefined &&
+        resolved.endsWith(".md") &&
+        !anchorsOf(await readFile(resolved, "utf8")).has(anchor)
+      ) {
         broken.push(`${file}: ${link} names no heading of ${path.relative(root, resolved)}`);
       }
     }
@@ -180,7 +246,11 @@ test("docs/benchmarks.md links nowhere outside the repository", async () => {
 function policyExamples(text: string): { language: "yaml" | "ts"; body: string; line: number }[] {
   return [...text.matchAll(/^```(yaml|ts)\n([\s\S]*?)^```/gm)]
     .filter(([, , body]) => /^(interceptors|outbound):|definePolicy\(/m.test(body!))
-    .map((match) => ({ language: match[1] as "yaml" | "ts", body: match[2]!, line: text.slice(0, match.index).split("\n").length }));
+    .map((match) => ({
+      language: match[1] as "yaml" | "ts",
+      body: match[2]!,
+      line: text.slice(0, match.index).split("\n").length,
+    }));
 }
 
 test("README and docs: every policy example is valid", async () => {
@@ -190,10 +260,14 @@ test("README and docs: every policy example is valid", async () => {
     for (const { language, body, line } of policyExamples(await readFile(file, "utf8"))) {
       examples++;
       // A TS fragment without its import is the body of a policy file: give it the file's first line.
-      const source = language === "ts" && !body.includes("import ") ? `import { definePolicy } from "intercept-bpf";\n${body}` : body;
+      const source =
+        language === "ts" && !body.includes("import ")
+          ? `import { definePolicy } from "intercept-bpf";\n${body}`
+          : body;
       const loaded = await loadPolicySource(`example.${language}`, source);
       const { diagnostics } = validatePolicies(loaded.policies);
-      for (const diagnostic of [...loaded.diagnostics, ...diagnostics]) problems.push(`${file}:${line}: ${diagnostic.code}: ${diagnostic.message}`);
+      for (const diagnostic of [...loaded.diagnostics, ...diagnostics])
+        problems.push(`${file}:${line}: ${diagnostic.code}: ${diagnostic.message}`);
     }
   }
   assert.ok(examples >= 8, `found the examples (${examples})`);

@@ -71,8 +71,22 @@ describe("globs", () => {
   });
 
   test("two globs overlap exactly when some name matches both", () => {
-    for (const [a, b] of [["cni-*", "cni-a*"], ["*", "x"], ["a?c", "?b?"], ["*-web", "prod-*"], ["a*b*c", "*bc"]]) assert.ok(globsOverlap(a!, b!), `${a} and ${b}`);
-    for (const [a, b] of [["cni-a*", "cni-b*"], ["a?", "a"], ["web-*", "db-*"], ["*x", "*y"], ["a*", "b"]]) assert.ok(!globsOverlap(a!, b!), `${a} and ${b}`);
+    for (const [a, b] of [
+      ["cni-*", "cni-a*"],
+      ["*", "x"],
+      ["a?c", "?b?"],
+      ["*-web", "prod-*"],
+      ["a*b*c", "*bc"],
+    ])
+      assert.ok(globsOverlap(a!, b!), `${a} and ${b}`);
+    for (const [a, b] of [
+      ["cni-a*", "cni-b*"],
+      ["a?", "a"],
+      ["web-*", "db-*"],
+      ["*x", "*y"],
+      ["a*", "b"],
+    ])
+      assert.ok(!globsOverlap(a!, b!), `${a} and ${b}`);
   });
 });
 
@@ -86,20 +100,37 @@ describe("a policy's namespaces", () => {
   });
 
   test("validated: globs of namespace names, at least one; kept on the valid policy", async () => {
-    const good = await policiesFrom({ "web.yaml": "namespaces: [cni-*, web-?]\ninterceptors: [{ originalPort: 8000, port: 9000 }]\n" });
+    const good = await policiesFrom({
+      "web.yaml": "namespaces: [cni-*, web-?]\ninterceptors: [{ originalPort: 8000, port: 9000 }]\n",
+    });
     assert.deepEqual(good.diagnostics, []);
     assert.deepEqual(good.policies[0]!.namespaces, ["cni-*", "web-?"]);
-    const bad = await policiesFrom({ "web.yaml": "namespaces: []\ninterceptors: [{ originalPort: 8000, port: 9000 }]\n", "db.yaml": "namespaces: [a/b]\ninterceptors: [{ originalPort: 5432, port: 6432 }]\n" });
+    const bad = await policiesFrom({
+      "web.yaml": "namespaces: []\ninterceptors: [{ originalPort: 8000, port: 9000 }]\n",
+      "db.yaml": "namespaces: [a/b]\ninterceptors: [{ originalPort: 5432, port: 6432 }]\n",
+    });
     assert.equal(bad.diagnostics.length, 2, JSON.stringify(bad.diagnostics.map((d) => d.message)));
-    assert.ok(bad.diagnostics.every((d) => d.code.startsWith("schema/")), JSON.stringify(bad.diagnostics.map((d) => d.code)));
+    assert.ok(
+      bad.diagnostics.every((d) => d.code.startsWith("schema/")),
+      JSON.stringify(bad.diagnostics.map((d) => d.code)),
+    );
   });
 
   test("policies selecting every interface overlap only where their namespaces may meet", async () => {
     const rule = "interceptors: [{ originalPort: 8000, port: 9000 }]\n";
-    const apart = await policiesFrom({ "a.yaml": `namespaces: [cni-a*]\n${rule}`, "b.yaml": `namespaces: [cni-b*]\n${rule}` });
+    const apart = await policiesFrom({
+      "a.yaml": `namespaces: [cni-a*]\n${rule}`,
+      "b.yaml": `namespaces: [cni-b*]\n${rule}`,
+    });
     assert.deepEqual(apart.diagnostics, []);
-    const meeting = await policiesFrom({ "a.yaml": `namespaces: [cni-*]\n${rule}`, "b.yaml": `namespaces: [cni-b*]\n${rule}` });
-    assert.deepEqual(meeting.diagnostics.map((d) => d.code), ["policy/overlapping-interfaces", "policy/overlapping-interfaces"]);
+    const meeting = await policiesFrom({
+      "a.yaml": `namespaces: [cni-*]\n${rule}`,
+      "b.yaml": `namespaces: [cni-b*]\n${rule}`,
+    });
+    assert.deepEqual(
+      meeting.diagnostics.map((d) => d.code),
+      ["policy/overlapping-interfaces", "policy/overlapping-interfaces"],
+    );
     const everywhere = await policiesFrom({ "a.yaml": rule, "b.yaml": `namespaces: [cni-b*]\n${rule}` });
     assert.equal(everywhere.diagnostics.length, 2);
   });
@@ -110,7 +141,10 @@ describe("a policy's namespaces", () => {
     web.addLink("eth0");
     const db = new FakeDatapath({ name: "db-1" });
     db.addLink("eth0");
-    assert.deepEqual(makePlan([only], await web.observe()).changes.map((c) => c.address), ["program.only", "attachment.eth0"]);
+    assert.deepEqual(
+      makePlan([only], await web.observe()).changes.map((c) => c.address),
+      ["program.only", "attachment.eth0"],
+    );
     assert.deepEqual(makePlan([only], await db.observe()).changes, []);
   });
 });
@@ -122,11 +156,17 @@ describe("the namespace directory", () => {
     const identities = new Map<string, NamespaceFile>();
     const seen: Map<string, string>[] = [];
     const identify = async (file: string): Promise<NamespaceFile> => {
-      const exists = await readFile(file).then(() => true, () => false);
+      const exists = await readFile(file).then(
+        () => true,
+        () => false,
+      );
       if (!exists) return { kind: "gone" };
       return identities.get(path.basename(file)) ?? { kind: "pending" };
     };
-    const watcher = new NamespaceDirectory({ dir, matches, identify }, { changed: (found) => seen.push(new Map(found)), failed: (error) => assert.fail(String(error)) });
+    const watcher = new NamespaceDirectory(
+      { dir, matches, identify },
+      { changed: (found) => seen.push(new Map(found)), failed: (error) => assert.fail(String(error)) },
+    );
     return { dir, identities, seen, watcher, last: () => seen.at(-1) ?? new Map<string, string>() };
   }
 
@@ -173,7 +213,10 @@ describe("the namespace directory", () => {
     const parent = await mkdtemp(path.join(scratch, "run-"));
     const dir = path.join(parent, "netns");
     const seen: Map<string, string>[] = [];
-    const watcher = new NamespaceDirectory({ dir, matches: () => true, identify: async () => ({ kind: "namespace", key: "ns5" }) }, { changed: (found) => seen.push(new Map(found)), failed: (error) => assert.fail(String(error)) });
+    const watcher = new NamespaceDirectory(
+      { dir, matches: () => true, identify: async () => ({ kind: "namespace", key: "ns5" }) },
+      { changed: (found) => seen.push(new Map(found)), failed: (error) => assert.fail(String(error)) },
+    );
     assert.equal((await watcher.start()).size, 0);
     try {
       await mkdir(dir);
@@ -205,7 +248,13 @@ describe("a NamespaceAgent whose namespace vanishes", () => {
   function agentOn(datapath: FakeDatapath, metrics = new AgentMetrics(async () => [])) {
     const { lines, log } = recorder();
     let gone = 0;
-    const agent = new NamespaceAgent(datapath, () => [demo], { keep: false, lockTimeoutMs: 0, lockHolder: "intercept agent", builder: () => builder, onGone: () => gone++ }, namespaceLogger(log, datapath.netns.name), metrics.forNamespace(datapath.netns.name ?? ""));
+    const agent = new NamespaceAgent(
+      datapath,
+      () => [demo],
+      { keep: false, lockTimeoutMs: 0, lockHolder: "intercept agent", builder: () => builder, onGone: () => gone++ },
+      namespaceLogger(log, datapath.netns.name),
+      metrics.forNamespace(datapath.netns.name ?? ""),
+    );
     return { agent, lines, gone: () => gone, metrics };
   }
 
@@ -215,14 +264,21 @@ describe("a NamespaceAgent whose namespace vanishes", () => {
     datapath.addLink("eth1");
     const { agent, lines, gone, metrics } = agentOn(datapath);
     await agent.reconcile();
-    assert.deepEqual(lines.filter((l) => l.event === "error" || l.event === "rolled back"), []);
+    assert.deepEqual(
+      lines.filter((l) => l.event === "error" || l.event === "rolled back"),
+      [],
+    );
     assert.equal(gone(), 1);
     assert.equal(agent.ready, false);
     await agent.reconcile(); // a late event: nothing more happens
     await agent.stop();
     assert.equal(gone(), 1);
     assert.deepEqual(datapath.snapshot().versions, [], "its pins are removed");
-    assert.match(await metrics.registry.metrics(), /^intercept_apply_failures_total\{namespace="cni-doomed"\} 0$/m, "not counted as a failure");
+    assert.match(
+      await metrics.registry.metrics(),
+      /^intercept_apply_failures_total\{namespace="cni-doomed"\} 0$/m,
+      "not counted as a failure",
+    );
   });
 
   test("a failure in a namespace that is still there: the failed step, the rollback and the error, in that order", async () => {
@@ -233,7 +289,10 @@ describe("a NamespaceAgent whose namespace vanishes", () => {
     await agent.reconcile();
     const failure = lines.filter((l) => l.event === "error" || l.event === "rolled back").map((l) => l.event);
     assert.deepEqual(failure, ["error", "rolled back", "error"]);
-    assert.ok(lines.every((l) => l.namespace === "cni-alive"), "every line names its namespace");
+    assert.ok(
+      lines.every((l) => l.namespace === "cni-alive"),
+      "every line names its namespace",
+    );
     assert.equal(gone(), 0);
     assert.equal(agent.ready, false);
     assert.match(await metrics.registry.metrics(), /^intercept_apply_failures_total\{namespace="cni-alive"\} 1$/m);
@@ -246,10 +305,16 @@ describe("a NamespaceAgent whose namespace vanishes", () => {
 
 test("orphaned pins (namespaces deleted while no agent ran) are removed; nothing else is", async () => {
   const root = await mkdtemp(path.join(scratch, "orphans-"));
-  const [pinRoot, lockDir, netnsDir] = ["bpf", "locks", "netns"].map((dir) => path.join(root, dir)) as [string, string, string];
+  const [pinRoot, lockDir, netnsDir] = ["bpf", "locks", "netns"].map((dir) => path.join(root, dir)) as [
+    string,
+    string,
+    string,
+  ];
   for (const dir of [lockDir, netnsDir]) await mkdir(dir);
-  for (const key of ["ns1", "ns2", "ns3", "ns4", "ns5", "test-x"]) await mkdir(path.join(pinRoot, key, "demo"), { recursive: true });
-  const holder = async (key: string, who: string) => (await lockNamespace(key, { holder: who, timeoutMs: 0, dir: lockDir })).release({ keepRecord: true }); // as an agent leaving pins (--keep)
+  for (const key of ["ns1", "ns2", "ns3", "ns4", "ns5", "test-x"])
+    await mkdir(path.join(pinRoot, key, "demo"), { recursive: true });
+  const holder = async (key: string, who: string) =>
+    (await lockNamespace(key, { holder: who, timeoutMs: 0, dir: lockDir })).release({ keepRecord: true }); // as an agent leaving pins (--keep)
   await holder("ns1", FLEET_LOCK_HOLDER); // served by a fleet, namespace gone: an orphan
   await holder("ns2", FLEET_LOCK_HOLDER); // its namespace is still there (under another name)
   await holder("ns3", "intercept apply"); // not known to be a named namespace's
@@ -258,13 +323,22 @@ test("orphaned pins (namespaces deleted while no agent ran) are removed; nothing
   await writeFile(path.join(netnsDir, "other-name"), "");
   const { lines, log } = recorder();
   try {
-    const removed = await collectOrphans(log, { pinRoot, lockDir, netnsDir, ownKey: "ns5", identify: async (file) => (file.endsWith("other-name") ? { kind: "namespace", key: "ns2" } : { kind: "gone" }) });
+    const removed = await collectOrphans(log, {
+      pinRoot,
+      lockDir,
+      netnsDir,
+      ownKey: "ns5",
+      identify: async (file) => (file.endsWith("other-name") ? { kind: "namespace", key: "ns2" } : { kind: "gone" }),
+    });
     assert.deepEqual(removed, ["ns1"]);
   } finally {
     await busy.release();
   }
   assert.deepEqual((await readdir(pinRoot)).sort(), ["ns2", "ns3", "ns4", "ns5", "test-x"]);
-  assert.deepEqual(lines.map((l) => l.event), ["namespace gone"]);
+  assert.deepEqual(
+    lines.map((l) => l.event),
+    ["namespace gone"],
+  );
 });
 
 test("concurrent builds of one program run clang once", async () => {
@@ -272,8 +346,14 @@ test("concurrent builds of one program run clang once", async () => {
   const bin = path.join(scratch, "bin");
   const calls = path.join(scratch, "clang-calls");
   await mkdir(bin);
-  const real = (process.env.PATH ?? "").split(path.delimiter).map((dir) => path.join(dir, "clang")).find((file) => file !== path.join(bin, "clang"));
-  await writeFile(path.join(bin, "clang"), `#!/bin/sh\ncase " $* " in *" -c "*) echo compile >> ${calls} ;; esac\nPATH="${process.env.PATH}" exec clang "$@"\n`);
+  const real = (process.env.PATH ?? "")
+    .split(path.delimiter)
+    .map((dir) => path.join(dir, "clang"))
+    .find((file) => file !== path.join(bin, "clang"));
+  await writeFile(
+    path.join(bin, "clang"),
+    `#!/bin/sh\ncase " $* " in *" -c "*) echo compile >> ${calls} ;; esac\nPATH="${process.env.PATH}" exec clang "$@"\n`,
+  );
   await chmod(path.join(bin, "clang"), 0o755);
   const saved = { PATH: process.env.PATH, INTERCEPT_CACHE_DIR: process.env.INTERCEPT_CACHE_DIR };
   process.env.PATH = `${bin}${path.delimiter}${process.env.PATH}`;
@@ -292,10 +372,19 @@ test("concurrent builds of one program run clang once", async () => {
 
 describe("the agent's command line", () => {
   test("--netns-match is repeatable, takes globs of namespace names, and excludes --netns", () => {
-    assert.deepEqual(parseAgentArguments(["p", "--netns-match", "cni-*", "--netns-match", "web-?"]).options.namespaces, { kind: "matching", globs: ["cni-*", "web-?"] });
-    assert.deepEqual(parseAgentArguments(["p", "--netns", "edge"]).options.namespaces, { kind: "one", netns: { name: "edge" } });
+    assert.deepEqual(
+      parseAgentArguments(["p", "--netns-match", "cni-*", "--netns-match", "web-?"]).options.namespaces,
+      { kind: "matching", globs: ["cni-*", "web-?"] },
+    );
+    assert.deepEqual(parseAgentArguments(["p", "--netns", "edge"]).options.namespaces, {
+      kind: "one",
+      netns: { name: "edge" },
+    });
     assert.deepEqual(parseAgentArguments(["p"]).options.namespaces, { kind: "one", netns: {} });
-    assert.throws(() => parseAgentArguments(["--netns", "a", "--netns-match", "b*"]), (error) => error instanceof UsageError && /cannot be used together/.test(error.message));
+    assert.throws(
+      () => parseAgentArguments(["--netns", "a", "--netns-match", "b*"]),
+      (error) => error instanceof UsageError && /cannot be used together/.test(error.message),
+    );
     assert.throws(() => parseAgentArguments(["--netns-match", "../x"]), UsageError);
     assert.throws(() => parseAgentArguments(["--netns-match", ""]), UsageError);
     assert.deepEqual(commandOptions("agent")["netns-match"], { type: "string", multiple: true });
@@ -304,7 +393,10 @@ describe("the agent's command line", () => {
 
 describe("health and metrics", () => {
   test("/healthz: 503 naming the namespaces not reconciled yet, then 200", async () => {
-    let readiness: Readiness = { ready: false, summary: "not ready: 1 of 2 network namespaces not reconciled yet: cni-b" };
+    let readiness: Readiness = {
+      ready: false,
+      summary: "not ready: 1 of 2 network namespaces not reconciled yet: cni-b",
+    };
     const metrics = new AgentMetrics(async () => []);
     const { server, address } = await metrics.serve({ host: "127.0.0.1", port: 0 }, () => readiness);
     try {
@@ -331,15 +423,27 @@ describe("health and metrics", () => {
       await executePlan(plan, fake, { objectFor: (hash) => ({ objectPath: `${hash}.bpf.o`, prefixes: [] }) });
     }
     let served = fakes;
-    const metrics = new AgentMetrics(async () => Promise.all(served.map(async (fake) => ({ namespace: fake.netns.name!, report: await inspect(fake, [demo]) }))));
+    const metrics = new AgentMetrics(async () =>
+      Promise.all(served.map(async (fake) => ({ namespace: fake.netns.name!, report: await inspect(fake, [demo]) }))),
+    );
     const [a, b] = ["cni-a", "cni-b"].map((name) => metrics.forNamespace(name));
     a!.applied();
     b!.failed();
     const text = await metrics.registry.metrics();
-    for (const name of ["intercept_attached_links", "intercept_drift", "intercept_counters_unreadable", "intercept_applies_total", "intercept_apply_failures_total", "intercept_rule_connections_steered_total"]) {
+    for (const name of [
+      "intercept_attached_links",
+      "intercept_drift",
+      "intercept_counters_unreadable",
+      "intercept_applies_total",
+      "intercept_apply_failures_total",
+      "intercept_rule_connections_steered_total",
+    ]) {
       const series = text.split("\n").filter((line) => line.startsWith(`${name}{`) || line.startsWith(`${name} `));
       assert.ok(series.length >= 2, `${name}: ${series.join(" | ")}`);
-      assert.ok(series.every((line) => /namespace="cni-[ab]"/.test(line)), `${name} carries the namespace: ${series.join(" | ")}`);
+      assert.ok(
+        series.every((line) => /namespace="cni-[ab]"/.test(line)),
+        `${name} carries the namespace: ${series.join(" | ")}`,
+      );
     }
     served = [fakes[0]!];
     metrics.forget("cni-b");
@@ -348,7 +452,10 @@ describe("health and metrics", () => {
 
   test("text log lines name the namespace they are about", () => {
     const lines: string[] = [];
-    namespaceLogger(createLogger("text", (line) => lines.push(line)), "cni-1")("applied", "program.demo: created");
+    namespaceLogger(
+      createLogger("text", (line) => lines.push(line)),
+      "cni-1",
+    )("applied", "program.demo: created");
     assert.match(lines[0]!, /^\S+ applied \[cni-1\]: program\.demo: created\n$/);
   });
 });

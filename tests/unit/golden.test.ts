@@ -27,7 +27,10 @@ async function diagnosticsOf(files: string[]): Promise<Diagnostic[]> {
 }
 
 async function policyFiles(dir: string): Promise<string[]> {
-  return (await readdir(dir)).filter((name) => /\.(ts|ya?ml)$/.test(name)).sort().map((name) => path.join(dir, name));
+  return (await readdir(dir))
+    .filter((name) => /\.(ts|ya?ml)$/.test(name))
+    .sort()
+    .map((name) => path.join(dir, name));
 }
 
 for (const file of [...(await policyFiles(INVALID)), ...(await policyFiles(HOSTILE))]) {
@@ -37,7 +40,8 @@ for (const file of [...(await policyFiles(INVALID)), ...(await policyFiles(HOSTI
     const rendered = formatDiagnostics(diagnostics, { colour: false });
     const headers = rendered.split("\n").filter((line) => /^\S/.test(line));
     assert.equal(headers.length, diagnostics.length, "one header line per diagnostic");
-    for (const header of headers) assert.match(header, /^tests\/golden\/(invalid|hostile)\/[^:]+:\d+:\d+: error\[[a-z]+\/[a-z0-9-]+\]: \S/);
+    for (const header of headers)
+      assert.match(header, /^tests\/golden\/(invalid|hostile)\/[^:]+:\d+:\d+: error\[[a-z]+\/[a-z0-9-]+\]: \S/);
     await assertGolden(`${file}.expected`, rendered);
   });
 }
@@ -71,11 +75,16 @@ test("generated/ matches what compile writes for policies/ (no drift)", async ()
   const loaded = await loadPolicies([]);
   const { policies } = validatePolicies(loaded.policies);
   assert.ok(policies.length > 0);
-  assert.deepEqual(await findDrift(compilePolicies(policies), true), [], "run `npx --no-install intercept compile` and commit generated/");
+  assert.deepEqual(
+    await findDrift(compilePolicies(policies), true),
+    [],
+    "run `npx --no-install intercept compile` and commit generated/",
+  );
 });
 
 test(`up to ${SWITCH_LIMIT} rules match with a switch, above with lookup tables`, () => {
-  const rules = (count: number) => Array.from({ length: count }, (_, i) => ({ originalPort: 10_000 + i, port: 20_000 + i }));
+  const rules = (count: number) =>
+    Array.from({ length: count }, (_, i) => ({ originalPort: 10_000 + i, port: 20_000 + i }));
   const strategyOf = (count: number) => {
     const [compiled] = compilePolicies([testPolicy(`rules_${count}`, rules(count))]);
     return /^ \* Ports: (switch|lookup tables)/m.exec(compiled!.source)?.[1];
@@ -84,5 +93,9 @@ test(`up to ${SWITCH_LIMIT} rules match with a switch, above with lookup tables`
   assert.equal(strategyOf(SWITCH_LIMIT), "switch");
   assert.equal(strategyOf(SWITCH_LIMIT + 1), "lookup tables");
   const [forced] = compilePolicies([testPolicy("forced", rules(2))], "table");
-  assert.match(forced!.source, /static const __u16 ingress_group_by_port\[2\]\[65536\]/, "a forced strategy is honoured");
+  assert.match(
+    forced!.source,
+    /static const __u16 ingress_group_by_port\[2\]\[65536\]/,
+    "a forced strategy is honoured",
+  );
 });

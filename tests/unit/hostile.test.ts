@@ -16,7 +16,13 @@ import { after, test } from "node:test";
 import { execa } from "execa";
 import { formatDiagnostics, MAX_LINE_TEXT, reportableDiagnostics, type Diagnostic } from "../../src/diagnostics.js";
 import { loadPolicies } from "../../src/load/index.js";
-import { MAX_NESTING_DEPTH, MAX_POLICY_BYTES, MAX_YAML_ALIASES, POLICY_DEADLINE_MS, POLICY_HEAP_MB } from "../../src/load/limits.js";
+import {
+  MAX_NESTING_DEPTH,
+  MAX_POLICY_BYTES,
+  MAX_YAML_ALIASES,
+  POLICY_DEADLINE_MS,
+  POLICY_HEAP_MB,
+} from "../../src/load/limits.js";
 import { validatePolicies } from "../../src/validate/index.js";
 import { hugeStringPolicy, RECURSIVE_TYPE } from "../support/hostile-policies.js";
 
@@ -27,7 +33,10 @@ after(() => rm(scratch, { recursive: true, force: true }));
 async function diagnosticsOf(paths: string[]): Promise<{ diagnostics: Diagnostic[]; valid: string[] }> {
   const loaded = await loadPolicies(paths);
   const validated = validatePolicies(loaded.policies);
-  return { diagnostics: reportableDiagnostics([...loaded.diagnostics, ...validated.diagnostics]), valid: validated.policies.map((p) => p.file) };
+  return {
+    diagnostics: reportableDiagnostics([...loaded.diagnostics, ...validated.diagnostics]),
+    valid: validated.policies.map((p) => p.file),
+  };
 }
 
 /** Code, place and message of each diagnostic, for exact comparison. */
@@ -38,7 +47,11 @@ function summary(diagnostics: Diagnostic[]): string[] {
 /** Every diagnostic a user may see is bounded and printable. */
 function assertHarmless(rendered: string, diagnostics: Diagnostic[]): void {
   // eslint-disable-next-line no-control-regex
-  assert.doesNotMatch(rendered, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/, "no control or bidi characters reach a terminal");
+  assert.doesNotMatch(
+    rendered,
+    /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/,
+    "no control or bidi characters reach a terminal",
+  );
   for (const diagnostic of diagnostics) {
     assert.ok((diagnostic.lineText ?? "").length <= MAX_LINE_TEXT + 1, "source lines are cut");
     assert.ok(diagnostic.message.length <= 301, "messages are cut");
@@ -58,15 +71,23 @@ for (const name of corpus) {
 }
 
 test("hostile: a bound is one error, where it was crossed", async () => {
-  const codes = async (name: string) => (await diagnosticsOf([path.join(HOSTILE, name)])).diagnostics.map((d) => `${d.line}:${d.column} ${d.code}`);
+  const codes = async (name: string) =>
+    (await diagnosticsOf([path.join(HOSTILE, name)])).diagnostics.map((d) => `${d.line}:${d.column} ${d.code}`);
   assert.deepEqual(await codes("alias-bomb.yaml"), ["7:12 policy/too-large"]);
-  assert.deepEqual(await codes("alias-count.yaml"), [`3:${"interceptors: [".length + 1 + MAX_YAML_ALIASES * "*p, ".length} yaml/too-many-aliases`]);
+  assert.deepEqual(await codes("alias-count.yaml"), [
+    `3:${"interceptors: [".length + 1 + MAX_YAML_ALIASES * "*p, ".length} yaml/too-many-aliases`,
+  ]);
   // The policy's own mapping is the first level, so the 32nd bracket opens the 33rd.
   assert.deepEqual(await codes("deep-flow.yaml"), [`2:${"interceptors: ".length + MAX_NESTING_DEPTH} yaml/too-deep`]);
-  assert.deepEqual(await codes("deep-brackets.ts"), [`4:${"export default definePolicy({ interceptors: ".length + MAX_NESTING_DEPTH - 1} ts/too-deep`]);
+  assert.deepEqual(await codes("deep-brackets.ts"), [
+    `4:${"export default definePolicy({ interceptors: ".length + MAX_NESTING_DEPTH - 1} ts/too-deep`,
+  ]);
   assert.deepEqual(await codes("spread-object.ts"), ["46:46 policy/too-large"]);
   assert.deepEqual(await codes("spread-array.ts"), ["46:45 policy/too-large"]);
-  assert.deepEqual(await codes("many-errors.yaml"), [...Array.from({ length: 20 }, (_, i) => `${i + 3}:1 schema/unknown-property`), "23:1 report/truncated"]);
+  assert.deepEqual(await codes("many-errors.yaml"), [
+    ...Array.from({ length: 20 }, (_, i) => `${i + 3}:1 schema/unknown-property`),
+    "23:1 report/truncated",
+  ]);
 });
 
 test("the CLI reports the whole corpus at once: exit 1, no stack trace, a bounded report", async () => {
@@ -81,9 +102,21 @@ test("the CLI reports the whole corpus at once: exit 1, no stack trace, a bounde
 test("megabyte-scale nesting ends in one located error, not a RangeError", { timeout: 60_000 }, async () => {
   const depth = 200_000;
   const cases = [
-    { name: "deep.yaml", text: `interceptors: ${"[".repeat(depth)}${"]".repeat(depth)}\n`, expected: `1:${"interceptors: ".length + MAX_NESTING_DEPTH}: yaml/too-deep` },
-    { name: "deep-block.yaml", text: `interceptors:\n  ${"- ".repeat(depth)}x\n`, expected: `2:${3 + 2 * (MAX_NESTING_DEPTH - 1)}: yaml/too-deep` },
-    { name: "deep.ts", text: `export default ${"(".repeat(depth)}1${")".repeat(depth)};\n`, expected: `1:${"export default ".length + MAX_NESTING_DEPTH + 1}: ts/too-deep` },
+    {
+      name: "deep.yaml",
+      text: `interceptors: ${"[".repeat(depth)}${"]".repeat(depth)}\n`,
+      expected: `1:${"interceptors: ".length + MAX_NESTING_DEPTH}: yaml/too-deep`,
+    },
+    {
+      name: "deep-block.yaml",
+      text: `interceptors:\n  ${"- ".repeat(depth)}x\n`,
+      expected: `2:${3 + 2 * (MAX_NESTING_DEPTH - 1)}: yaml/too-deep`,
+    },
+    {
+      name: "deep.ts",
+      text: `export default ${"(".repeat(depth)}1${")".repeat(depth)};\n`,
+      expected: `1:${"export default ".length + MAX_NESTING_DEPTH + 1}: ts/too-deep`,
+    },
     { name: "ternary.ts", text: `export default ${"1 ? 1 : ".repeat(depth / 4)}1;\n`, expected: "1:1: ts/too-deep" },
     { name: "arrows.ts", text: `export default ${"a => ".repeat(depth / 4)}1;\n`, expected: "1:1: ts/too-deep" },
   ];
@@ -91,7 +124,11 @@ test("megabyte-scale nesting ends in one located error, not a RangeError", { tim
     const file = path.join(scratch, name);
     await writeFile(file, text);
     const { diagnostics } = await diagnosticsOf([file]);
-    assert.deepEqual(diagnostics.map((d) => `${d.line}:${d.column}: ${d.code}`), [expected], name);
+    assert.deepEqual(
+      diagnostics.map((d) => `${d.line}:${d.column}: ${d.code}`),
+      [expected],
+      name,
+    );
     await rm(file);
   }
 });
@@ -118,10 +155,12 @@ async function makeDecoy(): Promise<{ dir: string; secret: string; snapshot: () 
   await writeFile(path.join(dir, "tree", "keep"), "keep me\n");
   const snapshot = async () => {
     const entries = await readdir(dir, { recursive: true });
-    const described = await Promise.all(entries.sort().map(async (entry) => {
-      const info = await stat(path.join(dir, entry));
-      return `${entry} ${info.size} ${info.mtimeMs} ${info.mode}`;
-    }));
+    const described = await Promise.all(
+      entries.sort().map(async (entry) => {
+        const info = await stat(path.join(dir, entry));
+        return `${entry} ${info.size} ${info.mtimeMs} ${info.mode}`;
+      }),
+    );
     return described.join("\n");
   };
   return { dir, secret, snapshot };
@@ -137,7 +176,9 @@ test("a symlink to a secret named on the command line: a short error, never its 
     `${scratch}/shadow:1:1: load/not-a-policy: not a policy: only .ts, .yaml, .yml files are read`,
     `${scratch}/shadow.yaml:1:1: load/not-a-policy: not a policy: it resolves to ${decoy.secret}, which is not a .ts, .yaml, .yml file`,
   ]);
-  const cli = await execa("node", ["bin/intercept.js", "validate", path.join(scratch, "shadow.yaml"), "--json"], { reject: false });
+  const cli = await execa("node", ["bin/intercept.js", "validate", path.join(scratch, "shadow.yaml"), "--json"], {
+    reject: false,
+  });
   assert.equal(cli.exitCode, 1);
   assert.doesNotMatch(`${cli.stdout}${cli.stderr}`, /SECRETHASH|root:/);
   assert.equal(await decoy.snapshot(), before);
@@ -148,13 +189,19 @@ test("symlinks in a policy folder: followed inside it, refused (and not read) ou
   const before = await decoy.snapshot();
   const dir = path.join(scratch, "links");
   await mkdir(path.join(dir, "real"), { recursive: true });
-  await writeFile(path.join(dir, "real", "web.yaml"), "interfaces: { include: [eth0] }\ninterceptors: [{ originalPort: 8000, port: 9000 }]\n");
-  await writeFile(path.join(dir, "runs.ts"), [
-    'import { rmSync } from "node:fs";',
-    'import { definePolicy } from "intercept-bpf";',
-    `rmSync(${JSON.stringify(decoy.dir)}, { recursive: true, force: true });`,
-    "export default definePolicy({ interceptors: [] });",
-  ].join("\n"));
+  await writeFile(
+    path.join(dir, "real", "web.yaml"),
+    "interfaces: { include: [eth0] }\ninterceptors: [{ originalPort: 8000, port: 9000 }]\n",
+  );
+  await writeFile(
+    path.join(dir, "runs.ts"),
+    [
+      'import { rmSync } from "node:fs";',
+      'import { definePolicy } from "intercept-bpf";',
+      `rmSync(${JSON.stringify(decoy.dir)}, { recursive: true, force: true });`,
+      "export default definePolicy({ interceptors: [] });",
+    ].join("\n"),
+  );
   await symlink("real/web.yaml", path.join(dir, "web-link.yaml"));
   await symlink("real", path.join(dir, "real-link"));
   await symlink(decoy.secret, path.join(dir, "shadow.yaml"));
@@ -184,8 +231,14 @@ test("a Kubernetes ConfigMap volume: every policy read once, under its own name"
   const dir = path.join(scratch, "configmap");
   const version = "..2026_11_25_10_00_00.123456789";
   await mkdir(path.join(dir, version), { recursive: true });
-  await writeFile(path.join(dir, version, "demo.yaml"), "interfaces: { include: [eth0] }\ninterceptors: [{ originalPort: 8000, port: 9000 }]\n");
-  await writeFile(path.join(dir, version, "web.ts"), 'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interfaces: { include: ["eth1"] }, interceptors: [{ originalPort: 8443, port: 9443 }] });\n');
+  await writeFile(
+    path.join(dir, version, "demo.yaml"),
+    "interfaces: { include: [eth0] }\ninterceptors: [{ originalPort: 8000, port: 9000 }]\n",
+  );
+  await writeFile(
+    path.join(dir, version, "web.ts"),
+    'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interfaces: { include: ["eth1"] }, interceptors: [{ originalPort: 8443, port: 9443 }] });\n',
+  );
   await symlink(version, path.join(dir, "..data"));
   await symlink("..data/demo.yaml", path.join(dir, "demo.yaml"));
   await symlink("..data/web.ts", path.join(dir, "web.ts"));
@@ -205,7 +258,11 @@ test("a folder without policy files validates, and says there was nothing to val
   assert.equal(cli.exitCode, 0);
   assert.equal(cli.stdout, `no policy files (.ts, .yaml, .yml) in ${dir}: nothing to validate`);
   assert.deepEqual(JSON.parse((await execa("node", ["bin/intercept.js", "validate", dir, "--json"])).stdout), {
-    formatVersion: "1.0", kind: "validate", valid: true, files: [], diagnostics: [],
+    formatVersion: "1.0",
+    kind: "validate",
+    valid: true,
+    files: [],
+    diagnostics: [],
   });
 });
 
@@ -213,26 +270,38 @@ test("a huge file is refused before it is read, whatever its content", async () 
   const file = path.join(scratch, "huge.ts");
   await writeFile(file, `// ${"x".repeat(3 * 1024 * 1024)}\n`);
   const { diagnostics } = await diagnosticsOf([file]);
-  assert.deepEqual(summary(diagnostics), [`${file}:1:1: load/too-large: file is ${3 * 1024 * 1024 + 4} bytes; a policy may be at most ${MAX_POLICY_BYTES} bytes`]);
+  assert.deepEqual(summary(diagnostics), [
+    `${file}:1:1: load/too-large: file is ${3 * 1024 * 1024 + 4} bytes; a policy may be at most ${MAX_POLICY_BYTES} bytes`,
+  ]);
 });
 
 /**
  * `intercept validate FILE` in a child process that reports its own peak
  * RSS (the policy worker's included: it is a thread of the same process).
  */
-async function validateMeasured(file: string): Promise<{ stderr: string; exitCode: number | undefined; seconds: number; peakMb: number }> {
+async function validateMeasured(
+  file: string,
+): Promise<{ stderr: string; exitCode: number | undefined; seconds: number; peakMb: number }> {
   const script = [
     'const { main } = await import("./dist/src/cli.js");',
     "const code = await main(process.argv.slice(1));",
-    'process.stderr.write(`\\npeak-rss-kb ${process.resourceUsage().maxRSS}\\n`);',
+    "process.stderr.write(`\\npeak-rss-kb ${process.resourceUsage().maxRSS}\\n`);",
     "process.exitCode = code;",
   ].join("\n");
   const started = performance.now();
-  const result = await execa("node", ["--input-type=module", "-e", script, "validate", file], { reject: false, env: { NO_COLOR: "1" } });
+  const result = await execa("node", ["--input-type=module", "-e", script, "validate", file], {
+    reject: false,
+    env: { NO_COLOR: "1" },
+  });
   const seconds = (performance.now() - started) / 1000;
   const peak = /\npeak-rss-kb (\d+)$/.exec(result.stderr);
   assert.ok(peak, result.stderr);
-  return { stderr: result.stderr.slice(0, peak.index), exitCode: result.exitCode, seconds, peakMb: Number(peak[1]) / 1024 };
+  return {
+    stderr: result.stderr.slice(0, peak.index),
+    exitCode: result.exitCode,
+    seconds,
+    peakMb: Number(peak[1]) / 1024,
+  };
 }
 
 /**
@@ -242,7 +311,9 @@ async function validateMeasured(file: string): Promise<{ stderr: string; exitCod
  */
 const MEMORY_BOUND_MB = POLICY_HEAP_MB + 384;
 
-test("exponential spreads, a 50 MB string and a recursive type: validate ends in a located error, in bounded time and memory", { timeout: 120_000 }, async (t) => {
+test("exponential spreads, a 50 MB string and a recursive type: validate ends in a located error, in bounded time and memory", {
+  timeout: 120_000,
+}, async (t) => {
   const huge = path.join(scratch, "huge-string.ts");
   const hugeText = hugeStringPolicy(50);
   await writeFile(huge, hugeText);
@@ -250,18 +321,39 @@ test("exponential spreads, a 50 MB string and a recursive type: validate ends in
   await writeFile(recursive, RECURSIVE_TYPE);
   // What starting node and the TypeScript compiler costs on this machine now, with a policy that is not cached.
   const baseline = path.join(scratch, "baseline.ts");
-  await writeFile(baseline, `import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interceptors: [] }); // ${scratch}\n`);
+  await writeFile(
+    baseline,
+    `import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interceptors: [] }); // ${scratch}\n`,
+  );
   const startup = await validateMeasured(baseline);
   assert.equal(startup.exitCode, 0, startup.stderr);
-  t.diagnostic(`a plain TS policy, not cached: ${startup.seconds.toFixed(1)} s, ${Math.round(startup.peakMb)} MB peak RSS`);
+  t.diagnostic(
+    `a plain TS policy, not cached: ${startup.seconds.toFixed(1)} s, ${Math.round(startup.peakMb)} MB peak RSS`,
+  );
   // The bound is 6 s on an idle machine, where a plain policy takes about 1.5 s; on a busy one, twice what a plain policy took.
   const quick = Math.max(6, 2 * startup.seconds);
   const cases = [
-    { file: path.join(HOSTILE, "spread-object.ts"), expected: /^tests\/golden\/hostile\/spread-object\.ts:46:46: error\[policy\/too-large\]: `o40` expands to/, seconds: quick },
-    { file: path.join(HOSTILE, "spread-array.ts"), expected: /^tests\/golden\/hostile\/spread-array\.ts:46:45: error\[policy\/too-large\]: `a40` expands to/, seconds: quick },
-    { file: huge, expected: new RegExp(`^${huge}:1:1: error\\[load/too-large\\]: file is ${Buffer.byteLength(hugeText)} bytes`), seconds: quick },
+    {
+      file: path.join(HOSTILE, "spread-object.ts"),
+      expected: /^tests\/golden\/hostile\/spread-object\.ts:46:46: error\[policy\/too-large\]: `o40` expands to/,
+      seconds: quick,
+    },
+    {
+      file: path.join(HOSTILE, "spread-array.ts"),
+      expected: /^tests\/golden\/hostile\/spread-array\.ts:46:45: error\[policy\/too-large\]: `a40` expands to/,
+      seconds: quick,
+    },
+    {
+      file: huge,
+      expected: new RegExp(`^${huge}:1:1: error\\[load/too-large\\]: file is ${Buffer.byteLength(hugeText)} bytes`),
+      seconds: quick,
+    },
     // Stopped by the deadline, which does not count starting the compiler (or by the heap limit, whichever comes first).
-    { file: recursive, expected: new RegExp(`^${recursive}:1:1: error\\[policy/too-(slow|large)\\]`), seconds: POLICY_DEADLINE_MS / 1000 + quick },
+    {
+      file: recursive,
+      expected: new RegExp(`^${recursive}:1:1: error\\[policy/too-(slow|large)\\]`),
+      seconds: POLICY_DEADLINE_MS / 1000 + quick,
+    },
   ];
   for (const { file, expected, seconds } of cases) {
     const run = await validateMeasured(file);

@@ -99,11 +99,14 @@ function agentArguments(args: string[]) {
 function containerfile(): { instruction: string; rest: string; stage: number }[] {
   const joined = readFileSync(path.join(DIR, "Containerfile"), "utf8").replace(/\\\n/g, " ");
   let stage = -1;
-  return joined.split("\n").filter((line) => line.trim() && !line.trimStart().startsWith("#")).map((line) => {
-    const [instruction, ...rest] = line.trim().split(/\s+/);
-    if (instruction === "FROM") stage++;
-    return { instruction: instruction!, rest: rest.join(" "), stage };
-  });
+  return joined
+    .split("\n")
+    .filter((line) => line.trim() && !line.trimStart().startsWith("#"))
+    .map((line) => {
+      const [instruction, ...rest] = line.trim().split(/\s+/);
+      if (instruction === "FROM") stage++;
+      return { instruction: instruction!, rest: rest.join(" "), stage };
+    });
 }
 
 test("the agent runs in the host's network namespace, as root with no token for the API it never calls", () => {
@@ -122,9 +125,17 @@ test("host mounts: bpffs, the namespace folder with HostToContainer propagation,
   const netnsPath = NETNS_DIR.replace(/^\/var\/run\//, "/run/");
   const netns = mount(agent, pod, netnsPath);
   assert.equal(netns.volume.hostPath?.path, netnsPath);
-  assert.equal(netns.mount.mountPropagation, "HostToContainer", "namespaces bind-mounted after the agent started must appear in it");
+  assert.equal(
+    netns.mount.mountPropagation,
+    "HostToContainer",
+    "namespaces bind-mounted after the agent started must appear in it",
+  );
   const locks = mount(agent, pod, path.dirname(LOCK_DIR));
-  assert.equal(locks.volume.hostPath?.path, path.dirname(LOCK_DIR), "locks are shared with the host and the next agent");
+  assert.equal(
+    locks.volume.hostPath?.path,
+    path.dirname(LOCK_DIR),
+    "locks are shared with the host and the next agent",
+  );
   const cgroup = mount(agent, pod, "/sys/fs/cgroup");
   assert.equal(cgroup.volume.hostPath?.path, "/sys/fs/cgroup");
   const { paths } = agentArguments(agent.args!);
@@ -133,7 +144,10 @@ test("host mounts: bpffs, the namespace folder with HostToContainer propagation,
   assert.equal(policies.volume.configMap?.name, "intercept-policies");
   assert.equal(policies.mount.readOnly, true);
   for (const needed of [BPFFS, netnsPath, path.dirname(LOCK_DIR)]) {
-    assert.ok(cleanup.volumeMounts.some((m) => m.mountPath === needed), `the cleanup mounts ${needed} as well`);
+    assert.ok(
+      cleanup.volumeMounts.some((m) => m.mountPath === needed),
+      `the cleanup mounts ${needed} as well`,
+    );
   }
   assert.equal(cleanup.volumeMounts.find((m) => m.mountPath === netnsPath)?.mountPropagation, "HostToContainer");
 });
@@ -149,7 +163,10 @@ test("least privilege: not privileged, all capabilities dropped, only BPF, NET_A
     assert.deepEqual([...context.capabilities.add].sort(), ["BPF", "NET_ADMIN", "SYS_ADMIN"]);
     assert.equal(context.seccompProfile?.type, "RuntimeDefault");
   }
-  const capabilities = docs[1]!.getIn(["spec", "template", "spec", "containers", 0, "securityContext", "capabilities"], true) as { range: [number, number, number] };
+  const capabilities = docs[1]!.getIn(
+    ["spec", "template", "spec", "containers", 0, "securityContext", "capabilities"],
+    true,
+  ) as { range: [number, number, number] };
   const explained = source.slice(capabilities.range[0], capabilities.range[2]);
   for (const capability of agent.securityContext.capabilities.add) {
     assert.match(explained, new RegExp(`# CAP_${capability}: \\S`), `CAP_${capability} is explained where it is added`);
@@ -188,15 +205,26 @@ test("the image is this version's, built by the Containerfile without clang in i
   const lines = containerfile();
   const stages = Math.max(...lines.map((l) => l.stage)) + 1;
   assert.equal(stages, 2, "a build stage and a final stage");
-  assert.ok(lines.some((l) => l.instruction === "ARG" && l.rest === `INTERCEPT_PACKAGE=./intercept-bpf-${VERSION}.tgz`), "this version's tarball, as `npm pack` names it");
-  const build = lines.find((l) => l.stage === 0 && l.instruction === "RUN" && / intercept build policies --out /.test(l.rest));
+  assert.ok(
+    lines.some((l) => l.instruction === "ARG" && l.rest === `INTERCEPT_PACKAGE=./intercept-bpf-${VERSION}.tgz`),
+    "this version's tarball, as `npm pack` names it",
+  );
+  const build = lines.find(
+    (l) => l.stage === 0 && l.instruction === "RUN" && / intercept build policies --out /.test(l.rest),
+  );
   assert.ok(build, "the build stage builds the policies' objects");
   const out = / --out (\S+)/.exec(build.rest)![1]!;
   const final = lines.filter((l) => l.stage === 1);
-  const installs = final.filter((l) => l.instruction === "RUN").map((l) => l.rest).join(" ");
+  const installs = final
+    .filter((l) => l.instruction === "RUN")
+    .map((l) => l.rest)
+    .join(" ");
   for (const tool of ["iproute2", "bpftool", "util-linux"]) assert.match(installs, new RegExp(`\\b${tool}\\b`));
   assert.doesNotMatch(final.map((l) => l.rest).join(" "), /clang|llvm/, "no compiler on the nodes");
-  assert.ok(final.some((l) => l.instruction === "COPY" && l.rest === `--from=build ${out} ${out}`), "the objects are copied into the final stage");
+  assert.ok(
+    final.some((l) => l.instruction === "COPY" && l.rest === `--from=build ${out} ${out}`),
+    "the objects are copied into the final stage",
+  );
   assert.equal(agentArguments(agent.args!).options.objects, out, "the agent loads the image's objects");
   const entrypoint = JSON.parse(final.find((l) => l.instruction === "ENTRYPOINT")!.rest) as string[];
   const cmd = JSON.parse(final.find((l) => l.instruction === "CMD")!.rest) as string[];
@@ -205,11 +233,26 @@ test("the image is this version's, built by the Containerfile without clang in i
 });
 
 test("the ConfigMap is generated from the policies the image is built from, under a fixed name, and they are valid", async () => {
-  const [kustomization] = manifests("kustomization.yaml") as unknown as [{ resources: string[]; configMapGenerator: { name: string; files: string[] }[]; generatorOptions: { disableNameSuffixHash: boolean } }];
+  const [kustomization] = manifests("kustomization.yaml") as unknown as [
+    {
+      resources: string[];
+      configMapGenerator: { name: string; files: string[] }[];
+      generatorOptions: { disableNameSuffixHash: boolean };
+    },
+  ];
   assert.deepEqual(kustomization.resources.sort(), ["agent.yaml", "namespace.yaml"]);
   const generator = kustomization.configMapGenerator.find((g) => g.name === "intercept-policies")!;
-  assert.deepEqual(generator.files.sort(), readdirSync(path.join(DIR, "policies")).map((file) => `policies/${file}`).sort());
-  assert.equal(kustomization.generatorOptions.disableNameSuffixHash, true, "updated in place (..data swap), not rolled out under a new name");
+  assert.deepEqual(
+    generator.files.sort(),
+    readdirSync(path.join(DIR, "policies"))
+      .map((file) => `policies/${file}`)
+      .sort(),
+  );
+  assert.equal(
+    kustomization.generatorOptions.disableNameSuffixHash,
+    true,
+    "updated in place (..data swap), not rolled out under a new name",
+  );
   const { policies } = await validPolicies([path.join(DIR, "policies")]);
   assert.equal(policies.length, generator.files.length);
 });

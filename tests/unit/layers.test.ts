@@ -86,22 +86,30 @@ test("the import reader sees the imports it must judge", () => {
 });
 
 test("every unit of src/ has a layer", () => {
-  assert.deepEqual(readdirSync(SRC).filter((unit) => !LAYER_OF.has(unit)), []);
+  assert.deepEqual(
+    readdirSync(SRC).filter((unit) => !LAYER_OF.has(unit)),
+    [],
+  );
 });
 
 test("no import points up a layer", () => {
-  const upward = ALL.filter(({ from, to }) => LAYER_OF.get(unitOf(to))! > LAYER_OF.get(unitOf(from))!)
-    .map(({ from, to }) => `${from} → ${to}`);
+  const upward = ALL.filter(({ from, to }) => LAYER_OF.get(unitOf(to))! > LAYER_OF.get(unitOf(from))!).map(
+    ({ from, to }) => `${from} → ${to}`,
+  );
   assert.deepEqual(upward, []);
 });
 
 test("src/model imports nothing of ours", () => {
-  const outside = ALL.filter(({ from, to }) => unitOf(from) === "model" && unitOf(to) !== "model").map(({ from, to }) => `${from} → ${to}`);
+  const outside = ALL.filter(({ from, to }) => unitOf(from) === "model" && unitOf(to) !== "model").map(
+    ({ from, to }) => `${from} → ${to}`,
+  );
   assert.deepEqual(outside, []);
 });
 
 test("commands and agent import nothing of each other", () => {
-  const across = ALL.filter(({ from, to }) => [unitOf(from), unitOf(to)].sort().join() === "agent,commands").map(({ from, to }) => `${from} → ${to}`);
+  const across = ALL.filter(({ from, to }) => [unitOf(from), unitOf(to)].sort().join() === "agent,commands").map(
+    ({ from, to }) => `${from} → ${to}`,
+  );
   assert.deepEqual(across, []);
 });
 
@@ -133,7 +141,12 @@ function cycles(edges: Map<string, Set<string>>): string[] {
 }
 
 test("the circle finder finds circles", () => {
-  const edges = new Map([["a", new Set(["b"])], ["b", new Set(["c"])], ["c", new Set(["a"])], ["d", new Set(["a"])]]);
+  const edges = new Map([
+    ["a", new Set(["b"])],
+    ["b", new Set(["c"])],
+    ["c", new Set(["a"])],
+    ["d", new Set(["a"])],
+  ]);
   assert.deepEqual(cycles(edges), ["a → b → c → a"]);
   assert.deepEqual(cycles(new Map([["a", new Set(["b"])]])), []);
 });

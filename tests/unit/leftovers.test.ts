@@ -9,7 +9,14 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { renderPlan } from "../../src/plan/index.js";
 import { describeDrift, findDrift } from "../../src/reconcile/drift.js";
-import { applyRun, executePlan, makePlan, namedCgroups, planRun, type DesiredPolicy } from "../../src/reconcile/index.js";
+import {
+  applyRun,
+  executePlan,
+  makePlan,
+  namedCgroups,
+  planRun,
+  type DesiredPolicy,
+} from "../../src/reconcile/index.js";
 import { inspect } from "../../src/reconcile/inspect.js";
 import { desiredOutbound, desiredPolicy } from "../support/desired.js";
 import { FakeDatapath, type FakeKernelState } from "../support/fake-datapath.js";
@@ -30,10 +37,15 @@ async function destroy(fake: FakeDatapath) {
 /** Nothing of intercept's anywhere: no version, qdisc, record, pin, filter, or cgroup program of ours. */
 function clean(state: FakeKernelState): boolean {
   const ours = (name: string) => name !== "theirs";
-  return state.versions.length === 0 && state.ownedQdiscs.length === 0
-    && !state.pins.namespaceDir && !state.pins.registry && state.pins.policyDirs.length === 0
-    && state.links.every((link) => !link.clsact && Object.keys(link.filters).length === 0)
-    && state.cgroups.every((cgroup) => !cgroup.attached.some((a) => ours(a.name)));
+  return (
+    state.versions.length === 0 &&
+    state.ownedQdiscs.length === 0 &&
+    !state.pins.namespaceDir &&
+    !state.pins.registry &&
+    state.pins.policyDirs.length === 0 &&
+    state.links.every((link) => !link.clsact && Object.keys(link.filters).length === 0) &&
+    state.cgroups.every((cgroup) => !cgroup.attached.some((a) => ours(a.name)))
+  );
 }
 
 describe("leftovers of an interrupted run", () => {
@@ -48,16 +60,21 @@ describe("leftovers of an interrupted run", () => {
     assert.deepEqual(fake.snapshot().pins, { namespaceDir: true, registry: true, policyDirs: [] });
     const report = await inspect(fake, []);
     assert.deepEqual(report.programs, []);
-    assert.deepEqual(report.drift.map(describeDrift), ["the qdisc registry is left empty (an interrupted run): plan removes or reuses it"]);
+    assert.deepEqual(report.drift.map(describeDrift), [
+      "the qdisc registry is left empty (an interrupted run): plan removes or reuses it",
+    ]);
     const plan = (await planRun([], fake)).plan;
-    assert.equal(renderPlan(plan, { colour: false }), [
-      `intercept will perform the following actions in network namespace "fake":`,
-      "",
-      "    - pins.empty  destroy: left empty by an interrupted run: the qdisc registry",
-      "",
-      "Plan: 0 to add, 0 to change, 1 to destroy.",
-      "",
-    ].join("\n"));
+    assert.equal(
+      renderPlan(plan, { colour: false }),
+      [
+        `intercept will perform the following actions in network namespace "fake":`,
+        "",
+        "    - pins.empty  destroy: left empty by an interrupted run: the qdisc registry",
+        "",
+        "Plan: 0 to add, 0 to change, 1 to destroy.",
+        "",
+      ].join("\n"),
+    );
     await destroy(fake);
     assert.ok(clean(fake.snapshot()), JSON.stringify(fake.snapshot().pins));
     assert.deepEqual((await planRun([], fake)).plan.changes, [], "then: No changes");
@@ -68,9 +85,20 @@ describe("leftovers of an interrupted run", () => {
     fake.addLink("eth0");
     fake.leaveEmptyPolicyDirectory("demo");
     fake.leaveEmptyPolicyDirectory("old");
-    assert.deepEqual(findDrift(await fake.observe()).map(describeDrift), ["policy demo's directory, policy old's directory are left empty (an interrupted run): plan removes or reuses them"]);
+    assert.deepEqual(findDrift(await fake.observe()).map(describeDrift), [
+      "policy demo's directory, policy old's directory are left empty (an interrupted run): plan removes or reuses them",
+    ]);
     const plan = makePlan([demo], await fake.observe());
-    assert.deepEqual(plan.changes.at(-1), { type: "pins.delete", address: "pins.empty", pins: [{ kind: "policy", policy: "old" }], reason: "left empty by an interrupted run: policy old's directory" }, "demo's is reused by the load");
+    assert.deepEqual(
+      plan.changes.at(-1),
+      {
+        type: "pins.delete",
+        address: "pins.empty",
+        pins: [{ kind: "policy", policy: "old" }],
+        reason: "left empty by an interrupted run: policy old's directory",
+      },
+      "demo's is reused by the load",
+    );
     await executePlan(plan, fake, objects);
     assert.deepEqual(fake.snapshot().pins, { namespaceDir: true, registry: true, policyDirs: ["demo"] });
     assert.deepEqual(findDrift(await fake.observe()), []);
@@ -86,8 +114,19 @@ describe("leftovers of an interrupted run", () => {
     fake.removeLink("eth2");
     assert.deepEqual(findDrift(await fake.observe()), [], "a link that goes is no drift");
     const plan = makePlan([demo], await fake.observe());
-    assert.deepEqual(plan.changes, [{ type: "registry.update", address: "registry.qdiscs", forget: [3, 4], reason: "forget the records of qdiscs that are gone: ifindex 3 (the link is gone), ifindex 4 (the link is gone)" }]);
-    assert.match(renderPlan(plan, { colour: false }), /\n {4}~ registry.qdiscs {2}update in place: forget the records of qdiscs that are gone: ifindex 3 \(the link is gone\), ifindex 4 \(the link is gone\)\n\nPlan: 0 to add, 1 to change, 0 to destroy\.\n/);
+    assert.deepEqual(plan.changes, [
+      {
+        type: "registry.update",
+        address: "registry.qdiscs",
+        forget: [3, 4],
+        reason:
+          "forget the records of qdiscs that are gone: ifindex 3 (the link is gone), ifindex 4 (the link is gone)",
+      },
+    ]);
+    assert.match(
+      renderPlan(plan, { colour: false }),
+      /\n {4}~ registry.qdiscs {2}update in place: forget the records of qdiscs that are gone: ifindex 3 \(the link is gone\), ifindex 4 \(the link is gone\)\n\nPlan: 0 to add, 1 to change, 0 to destroy\.\n/,
+    );
     await executePlan(plan, fake, objects);
     assert.deepEqual(fake.snapshot().ownedQdiscs, [2]);
     assert.deepEqual(makePlan([demo], await fake.observe()).changes, []);
@@ -97,9 +136,18 @@ describe("leftovers of an interrupted run", () => {
     const fake = new FakeDatapath();
     const eth0 = fake.addLink("eth0");
     fake.leaveQdiscRecord(eth0);
-    assert.deepEqual(findDrift(await fake.observe()).map(describeDrift), ["link eth0 has no clsact qdisc, but intercept's registry still records one there (an interrupted run): plan forgets it"]);
+    assert.deepEqual(findDrift(await fake.observe()).map(describeDrift), [
+      "link eth0 has no clsact qdisc, but intercept's registry still records one there (an interrupted run): plan forgets it",
+    ]);
     const plan = makePlan([], await fake.observe());
-    assert.deepEqual(plan.changes, [{ type: "registry.update", address: "registry.qdiscs", forget: [eth0.ifindex], reason: "forget the records of qdiscs that are gone: eth0 (its qdisc is gone)" }]);
+    assert.deepEqual(plan.changes, [
+      {
+        type: "registry.update",
+        address: "registry.qdiscs",
+        forget: [eth0.ifindex],
+        reason: "forget the records of qdiscs that are gone: eth0 (its qdisc is gone)",
+      },
+    ]);
     await destroy(fake);
     assert.ok(clean(fake.snapshot()), "the record, then the registry left empty, are gone");
   });
@@ -109,7 +157,10 @@ describe("leftovers of an interrupted run", () => {
     fake.addLink("eth0");
     fake.leaveQdiscRecord({ ifindex: 2, name: "eth0" });
     const plan = makePlan([demo], await fake.observe());
-    assert.deepEqual(plan.changes.map((change) => change.type), ["program.create", "attachment.create"]);
+    assert.deepEqual(
+      plan.changes.map((change) => change.type),
+      ["program.create", "attachment.create"],
+    );
   });
 });
 
@@ -120,7 +171,14 @@ describe("destroy killed after each of its kernel operations", () => {
     for (const link of ["eth0", "eth1"]) fake.addLink(link);
     for (const path of ["app.slice", "proxy.slice"]) fake.addCgroup(path);
     fake.attachForeign("app.slice", "connect4", "theirs");
-    await apply(fake, [demo, desiredOutbound("out", { cgroups: ["app.slice"], exempt: { cgroups: ["proxy.slice"] }, rules: [{ originalPort: 5432, port: 15001 }] })]);
+    await apply(fake, [
+      demo,
+      desiredOutbound("out", {
+        cgroups: ["app.slice"],
+        exempt: { cgroups: ["proxy.slice"] },
+        rules: [{ originalPort: 5432, port: 15001 }],
+      }),
+    ]);
     return fake;
   }
 
@@ -141,11 +199,24 @@ describe("destroy killed after each of its kernel operations", () => {
       assert.ok(!clean(left), `killed after operation ${killedAfter}: something is left`);
       const report = await inspect(fake, []);
       for (const drift of report.drift) kinds.add(drift.kind);
-      const shown = report.programs.length + report.links.length + report.cgroups.filter((c) => c.programs.length > 0).length + report.drift.length;
-      assert.ok(shown > 0, `killed after operation ${killedAfter}: status shows what is left (${JSON.stringify(left.pins)})`);
-      assert.ok((await planRun([], fake)).plan.changes.length > 0, `killed after operation ${killedAfter}: destroy has something to do`);
+      const shown =
+        report.programs.length +
+        report.links.length +
+        report.cgroups.filter((c) => c.programs.length > 0).length +
+        report.drift.length;
+      assert.ok(
+        shown > 0,
+        `killed after operation ${killedAfter}: status shows what is left (${JSON.stringify(left.pins)})`,
+      );
+      assert.ok(
+        (await planRun([], fake)).plan.changes.length > 0,
+        `killed after operation ${killedAfter}: destroy has something to do`,
+      );
       await destroy(fake);
-      assert.ok(clean(fake.snapshot()), `killed after operation ${killedAfter}: destroy removed it all: ${JSON.stringify(fake.snapshot())}`);
+      assert.ok(
+        clean(fake.snapshot()),
+        `killed after operation ${killedAfter}: destroy removed it all: ${JSON.stringify(fake.snapshot())}`,
+      );
       assert.deepEqual((await inspect(fake, [])).drift, []);
     }
     assert.ok(kinds.has("empty-pins"), "some kill points left empty pins");

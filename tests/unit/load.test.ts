@@ -28,7 +28,9 @@ test("the TS and classic YAML forms of the demo are the same policy", async () =
 });
 
 test("TS policies: as const, satisfies, consts, shorthand, spreads, negative numbers", async () => {
-  const value = await load("forms.ts", `
+  const value = await load(
+    "forms.ts",
+    `
     import { definePolicy, type Interceptor, type Policy } from "intercept-bpf";
     const web = { originalPort: 8000, port: 9000 } as const satisfies Interceptor;
     const tls: Interceptor = { ...web, originalPort: 8443, port: 9443, description: 'tls' };
@@ -39,7 +41,8 @@ test("TS policies: as const, satisfies, consts, shorthand, spreads, negative num
       interfaces,
       interceptors: [...base, { originalPort: 53, port: 5353, protocol: "udp", enabled: false }],
     } satisfies Policy);
-  `);
+  `,
+  );
   assert.deepEqual(value, {
     name: "forms",
     interfaces: { include: ["eth*"] },
@@ -52,32 +55,53 @@ test("TS policies: as const, satisfies, consts, shorthand, spreads, negative num
 });
 
 test("TS policies: an aliased definePolicy and a plain object default export", async () => {
-  assert.deepEqual(await load("alias.ts", `
+  assert.deepEqual(
+    await load(
+      "alias.ts",
+      `
     import { definePolicy as policy } from "intercept-bpf";
     export default policy({ interceptors: [] });
-  `), { interceptors: [] });
-  assert.deepEqual(await load("plain.ts", `
+  `,
+    ),
+    { interceptors: [] },
+  );
+  assert.deepEqual(
+    await load(
+      "plain.ts",
+      `
     import type { Policy } from "intercept-bpf";
     const p: Policy = { interceptors: [{ originalPort: 1, port: 2 }] };
     export default p;
-  `), { interceptors: [{ originalPort: 1, port: 2 }] });
+  `,
+    ),
+    { interceptors: [{ originalPort: 1, port: 2 }] },
+  );
 });
 
-test("TS policies written for the package's old name (\"intercept\") still load and type-check", async () => {
-  assert.deepEqual(await load("legacy.ts", `
+test('TS policies written for the package\'s old name ("intercept") still load and type-check', async () => {
+  assert.deepEqual(
+    await load(
+      "legacy.ts",
+      `
     import { definePolicy, type Interceptor } from "intercept";
     const web: Interceptor = { originalPort: 8000, port: 9000 };
     export default definePolicy({ interceptors: [web] });
-  `), { interceptors: [{ originalPort: 8000, port: 9000 }] });
+  `,
+    ),
+    { interceptors: [{ originalPort: 8000, port: 9000 }] },
+  );
 });
 
 test("errors in spread values point where the value was written", async () => {
   const file = path.join(scratch, "spread.ts");
-  await writeFile(file, [
-    'import { definePolicy } from "intercept-bpf";',
-    "const shared = { originalPort: 8000, port: 70000 };",
-    "export default definePolicy({ interceptors: [{ ...shared }] });",
-  ].join("\n"));
+  await writeFile(
+    file,
+    [
+      'import { definePolicy } from "intercept-bpf";',
+      "const shared = { originalPort: 8000, port: 70000 };",
+      "export default definePolicy({ interceptors: [{ ...shared }] });",
+    ].join("\n"),
+  );
   const loaded = await loadPolicies([file]);
   const { diagnostics } = validatePolicies(loaded.policies);
   assert.equal(diagnostics.length, 1);
@@ -93,10 +117,22 @@ test("validation fills defaults and names the policy after its file", async () =
     name: "my_proxy",
     file: path.relative(process.cwd(), file).startsWith("..") ? file : path.relative(process.cwd(), file),
     interfaces: { include: null, exclude: [] },
-    rules: [{
-      index: 0, originalPorts: [{ first: 8000, last: 8000 }], exceptPorts: [], sources: [], exceptSources: [], destinations: [],
-      port: 9000, protocol: "tcp", family: "any", strategy: "steer", onProxyDown: "drop", enabled: true,
-    }],
+    rules: [
+      {
+        index: 0,
+        originalPorts: [{ first: 8000, last: 8000 }],
+        exceptPorts: [],
+        sources: [],
+        exceptSources: [],
+        destinations: [],
+        port: 9000,
+        protocol: "tcp",
+        family: "any",
+        strategy: "steer",
+        onProxyDown: "drop",
+        enabled: true,
+      },
+    ],
   });
 });
 
@@ -113,7 +149,9 @@ async function problemsOf(...files: string[]): Promise<string[]> {
   const loaded = await loadPolicies(files);
   const validated = validatePolicies(loaded.policies);
   assert.deepEqual(validated.policies, [], "a policy with a problem is never valid");
-  return reportableDiagnostics([...loaded.diagnostics, ...validated.diagnostics]).map((d) => `${d.line}:${d.column} ${d.code}`);
+  return reportableDiagnostics([...loaded.diagnostics, ...validated.diagnostics]).map(
+    (d) => `${d.line}:${d.column} ${d.code}`,
+  );
 }
 
 async function write(name: string, text: string): Promise<string> {
@@ -123,33 +161,42 @@ async function write(name: string, text: string): Promise<string> {
 }
 
 test("the rules that passed the schema are still checked against each other", async () => {
-  const file = await write("partly.yaml", [
-    "interceptors:",
-    "  - { originalPort: 8000, port: 0 }",
-    "  - { originalPort: 8001, port: 9001 }",
-    "  - { originalPort: 8001, port: 9002 }",
-  ].join("\n"));
+  const file = await write(
+    "partly.yaml",
+    [
+      "interceptors:",
+      "  - { originalPort: 8000, port: 0 }",
+      "  - { originalPort: 8001, port: 9001 }",
+      "  - { originalPort: 8001, port: 9002 }",
+    ].join("\n"),
+  );
   assert.deepEqual(await problemsOf(file), ["2:33 schema/range", "4:7 rule/duplicate-original-port"]);
 });
 
 test("TS code where data must be: reported once, and the rest of the policy is still checked", async () => {
-  const file = await write("code.ts", [
-    'import { definePolicy } from "intercept-bpf";',
-    "const key = \"port\";",
-    "export default definePolicy({",
-    "  interceptors: [",
-    "    { originalPort: 8000, port: Number(\"9000\") },",
-    "    { originalPort: 8001, [key]: 9001 },",
-    "    { originalPort: 8002, port: 70000 },",
-    "  ],",
-    "});",
-  ].join("\n"));
+  const file = await write(
+    "code.ts",
+    [
+      'import { definePolicy } from "intercept-bpf";',
+      'const key = "port";',
+      "export default definePolicy({",
+      "  interceptors: [",
+      '    { originalPort: 8000, port: Number("9000") },',
+      "    { originalPort: 8001, [key]: 9001 },",
+      "    { originalPort: 8002, port: 70000 },",
+      "  ],",
+      "});",
+    ].join("\n"),
+  );
   // No "missing port" for the first two (their port was written, just not as data), and tsc's view of Number is not repeated.
   assert.deepEqual(await problemsOf(file), ["5:33 ts/not-data", "6:27 ts/not-data", "7:33 schema/range"]);
 });
 
 test("a TS problem the schema cannot see still keeps the policy from being valid", async () => {
-  const file = await write("let.ts", 'import { definePolicy } from "intercept-bpf";\nlet port = 9000;\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port }] });\n');
+  const file = await write(
+    "let.ts",
+    'import { definePolicy } from "intercept-bpf";\nlet port = 9000;\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port }] });\n',
+  );
   assert.deepEqual(await problemsOf(file), ["2:1 ts/not-const"]);
 });
 
@@ -166,14 +213,26 @@ test("in a folder, hidden entries are skipped; a file named on the command line 
   await writeFile(path.join(dir, "web.yaml"), "interceptors: []\n");
   const loaded = await loadPolicies([dir]);
   assert.deepEqual(loaded.diagnostics, []);
-  assert.deepEqual(loaded.policies.map((policy) => path.basename(policy.file)), ["web.yaml"]);
-  assert.deepEqual((await problemsOf(path.join(dir, ".draft.yaml"))).map((problem) => problem.split(" ")[1]), ["yaml/syntax"]);
+  assert.deepEqual(
+    loaded.policies.map((policy) => path.basename(policy.file)),
+    ["web.yaml"],
+  );
+  assert.deepEqual(
+    (await problemsOf(path.join(dir, ".draft.yaml"))).map((problem) => problem.split(" ")[1]),
+    ["yaml/syntax"],
+  );
 });
 
 test("an evaluated TS policy is cached in the cache directory, not in the checkout", async () => {
-  const file = await write("cached.ts", 'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interceptors: [{ originalPort: 7000, port: 7001 }] });\n');
+  const file = await write(
+    "cached.ts",
+    'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interceptors: [{ originalPort: 7000, port: 7001 }] });\n',
+  );
   const entries = async (dir: string) => (existsSync(dir) ? (await readdir(dir)).length : 0);
-  const [cacheBefore, checkoutBefore] = [await entries(path.join(TEST_CACHE_DIR, "policies")), await entries("build/cache/policies")];
+  const [cacheBefore, checkoutBefore] = [
+    await entries(path.join(TEST_CACHE_DIR, "policies")),
+    await entries("build/cache/policies"),
+  ];
   await loadPolicies([file]);
   assert.equal(await entries(path.join(TEST_CACHE_DIR, "policies")), cacheBefore + 1);
   assert.equal(await entries("build/cache/policies"), checkoutBefore, "where the cache used to be");

@@ -46,9 +46,17 @@ test("1,000 applies across 100 namespaces, some racing for one: one holder at a 
   };
   await Promise.all(Array.from({ length: 10 }, (_, index) => worker(keys.slice(index * 10, index * 10 + 10))));
   assert.equal(taken, 1000);
-  assert.deepEqual((await readdir(dir)).sort(), keys.filter(keepsPins).map((key) => `${key}.lock`).sort(), "one file per namespace that keeps pins, none for the others");
+  assert.deepEqual(
+    (await readdir(dir)).sort(),
+    keys
+      .filter(keepsPins)
+      .map((key) => `${key}.lock`)
+      .sort(),
+    "one file per namespace that keeps pins, none for the others",
+  );
   assert.ok(most <= 50 + 10, `never more files than namespaces with pins and those being worked on (at most ${most})`);
-  for (const key of keys.filter(keepsPins)) await (await lockNamespace(key, { holder: "intercept destroy", timeoutMs: 0, dir })).release();
+  for (const key of keys.filter(keepsPins))
+    await (await lockNamespace(key, { holder: "intercept destroy", timeoutMs: 0, dir })).release();
   assert.deepEqual(await readdir(dir), [], "a destroy of each leaves none");
 });
 
@@ -56,7 +64,11 @@ test("a lock file left by a killed holder is taken over and removed on release; 
   const dir = path.join(scratch, "left");
   const lock = await lockNamespace("ns7", { holder: "intercept apply", timeoutMs: 0, dir });
   await lock.release({ keepRecord: true });
-  assert.equal(JSON.parse(await readFile(path.join(dir, "ns7.lock"), "utf8")).holder, "intercept apply", "kept with its holder's record");
+  assert.equal(
+    JSON.parse(await readFile(path.join(dir, "ns7.lock"), "utf8")).holder,
+    "intercept apply",
+    "kept with its holder's record",
+  );
   await writeFile(path.join(dir, "ns8.lock"), JSON.stringify({ pid: 1, holder: "intercept apply" })); // its holder was killed
   await (await lockNamespace("ns8", { holder: "intercept apply", timeoutMs: 0, dir })).release();
   await (await lockNamespace("ns7", { holder: "intercept apply", timeoutMs: 0, dir })).release();
@@ -67,13 +79,21 @@ test("a taker waiting while the holder releases gets the lock on the file at the
   const dir = path.join(scratch, "race");
   const first = await lockNamespace("ns9", { holder: "intercept apply", timeoutMs: 0, dir });
   const waits: string[] = [];
-  const second = lockNamespace("ns9", { holder: "intercept destroy", timeoutMs: 10_000, dir, onWait: (heldBy) => waits.push(heldBy.description) });
+  const second = lockNamespace("ns9", {
+    holder: "intercept destroy",
+    timeoutMs: 10_000,
+    dir,
+    onWait: (heldBy) => waits.push(heldBy.description),
+  });
   // The second has opened the file and waits in flock; the first releases, removing the file.
   await new Promise((resolve) => setTimeout(resolve, 300));
   await first.release();
   const held = await second;
   const third: LockHolder[] = [];
-  await assert.rejects(lockNamespace("ns9", { holder: "intercept apply", timeoutMs: 0, dir, onWait: (heldBy) => third.push(heldBy) }), { code: "lock-held" });
+  await assert.rejects(
+    lockNamespace("ns9", { holder: "intercept apply", timeoutMs: 0, dir, onWait: (heldBy) => third.push(heldBy) }),
+    { code: "lock-held" },
+  );
   assert.equal(third[0]?.holder, "intercept destroy", "a third taker finds the second holding the file at the path");
   assert.deepEqual(waits, [`pid ${process.pid} (intercept apply)`]);
   await held.release();
@@ -83,21 +103,45 @@ test("a taker waiting while the holder releases gets the lock on the file at the
 test("agents are recognised from the lock's holder record, in one place", async () => {
   assert.equal(isAgentHolder(AGENT_LOCK_HOLDER), true);
   assert.equal(isAgentHolder(FLEET_LOCK_HOLDER), true);
-  for (const other of ["intercept apply", "intercept destroy", undefined]) assert.equal(isAgentHolder(other), false, String(other));
+  for (const other of ["intercept apply", "intercept destroy", undefined])
+    assert.equal(isAgentHolder(other), false, String(other));
   const dir = path.join(scratch, "agent");
   const agent = await lockNamespace("ns10", { holder: AGENT_LOCK_HOLDER, timeoutMs: 0, dir });
   const seen: LockHolder[] = [];
-  await assert.rejects(lockNamespace("ns10", { holder: "intercept apply", timeoutMs: 0, dir, onWait: (heldBy) => seen.push(heldBy) }), { code: "lock-held" });
-  assert.deepEqual(seen, [{ pid: process.pid, holder: AGENT_LOCK_HOLDER, agent: true, description: `pid ${process.pid} (intercept agent)` }]);
+  await assert.rejects(
+    lockNamespace("ns10", { holder: "intercept apply", timeoutMs: 0, dir, onWait: (heldBy) => seen.push(heldBy) }),
+    { code: "lock-held" },
+  );
+  assert.deepEqual(seen, [
+    { pid: process.pid, holder: AGENT_LOCK_HOLDER, agent: true, description: `pid ${process.pid} (intercept agent)` },
+  ]);
   await agent.release();
 });
 
 test("--lock-timeout: at most an hour, refused above it as a usage error before anything runs", async () => {
   for (const command of ["apply", "destroy", "agent"]) {
-    const refused = await intercept(command, "--lock-timeout", "99999999999s", "--netns", "intercept-no-such-namespace");
+    const refused = await intercept(
+      command,
+      "--lock-timeout",
+      "99999999999s",
+      "--netns",
+      "intercept-no-such-namespace",
+    );
     assert.notEqual(refused.exitCode, 0);
-    assert.equal(refused.stderr.split("\n")[0], 'intercept: --lock-timeout: at most 60m (1 hour), not "99999999999s"', command);
+    assert.equal(
+      refused.stderr.split("\n")[0],
+      'intercept: --lock-timeout: at most 60m (1 hour), not "99999999999s"',
+      command,
+    );
   }
-  const hour = await intercept("destroy", "--lock-timeout", "60m", "--wait-for-agent", "--netns", "intercept-no-such-namespace", "--yes");
+  const hour = await intercept(
+    "destroy",
+    "--lock-timeout",
+    "60m",
+    "--wait-for-agent",
+    "--netns",
+    "intercept-no-such-namespace",
+    "--yes",
+  );
   assert.doesNotMatch(hour.stderr, /--lock-timeout/, "an hour is accepted");
 });

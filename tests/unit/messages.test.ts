@@ -42,16 +42,28 @@ test("steer-only to rewrite: egress is a new hook, not half of an interrupted sw
   assert.equal(back?.reason, `switch from ${to} to ${from}, removing the egress hook`);
 });
 
-test("status with no policies folder says what is missing, not \"1 error in the policies\"", async () => {
+test('status with no policies folder says what is missing, not "1 error in the policies"', async () => {
   const missing = path.join(scratch, "no-such-folder");
-  const error = await loadDesired([missing], builder).then(() => undefined, (thrown: unknown) => thrown);
+  const error = await loadDesired([missing], builder).then(
+    () => undefined,
+    (thrown: unknown) => thrown,
+  );
   assert.ok(error instanceof PolicyError);
-  assert.equal(policiesNote(error), `no policies to name the rules: ${JSON.stringify(missing)} does not exist; rules are shown by index (give the policies' paths)`);
+  assert.equal(
+    policiesNote(error),
+    `no policies to name the rules: ${JSON.stringify(missing)} does not exist; rules are shown by index (give the policies' paths)`,
+  );
   const invalid = path.join(scratch, "invalid.yaml");
   await writeFile(invalid, "interceptors:\n  - { port: 0, originalPort: 8000 }\n");
-  const invalidError = await loadDesired([invalid], builder).then(() => undefined, (thrown: unknown) => thrown);
+  const invalidError = await loadDesired([invalid], builder).then(
+    () => undefined,
+    (thrown: unknown) => thrown,
+  );
   assert.ok(invalidError instanceof PolicyError);
-  assert.equal(policiesNote(invalidError), "1 error in the policies: rules are shown by index (run `intercept validate`)");
+  assert.equal(
+    policiesNote(invalidError),
+    "1 error in the policies: rules are shown by index (run `intercept validate`)",
+  );
 });
 
 describe("saved plans", () => {
@@ -75,12 +87,15 @@ describe("saved plans", () => {
     assert.fail(`${file} was not refused: ${await readFile(file, "utf8").then((t) => t.slice(0, 300))}`);
   }
 
-  test("a plan emptied of its changes is refused as such, not as \"the kernel changed\"", async () => {
+  test('a plan emptied of its changes is refused as such, not as "the kernel changed"', async () => {
     const fake = new FakeDatapath();
     fake.addLink("eth0");
     const { file, plan } = await savedFor(fake, "emptied");
     await writeFile(file, JSON.stringify({ ...plan, changes: [] }));
-    assert.equal(await applyRefusal(file, fake), `${file} holds no changes, but its policies give 2 changes here: run \`intercept plan\` again`);
+    assert.equal(
+      await applyRefusal(file, fake),
+      `${file} holds no changes, but its policies give 2 changes here: run \`intercept plan\` again`,
+    );
   });
 
   test("control characters in every string field are printed escaped, never raw", async () => {
@@ -95,9 +110,18 @@ describe("saved plans", () => {
       namespace: { ...plan, namespace: hostile },
       namespaceKey: { ...plan, namespaceKey: hostile },
       observed: { ...plan, observed: hostile },
-      "policies[0].source": { ...plan, policies: [{ ...policy, source: hostile, definition: { ...policy.definition, name: "Bad Name" } }] },
-      "policies[0].definition.name": { ...plan, policies: [{ ...policy, definition: { ...policy.definition, name: hostile } }] },
-      "policies[0].definition key": { ...plan, policies: [{ ...policy, definition: { ...policy.definition, [hostile]: 1 } }] },
+      "policies[0].source": {
+        ...plan,
+        policies: [{ ...policy, source: hostile, definition: { ...policy.definition, name: "Bad Name" } }],
+      },
+      "policies[0].definition.name": {
+        ...plan,
+        policies: [{ ...policy, definition: { ...policy.definition, name: hostile } }],
+      },
+      "policies[0].definition key": {
+        ...plan,
+        policies: [{ ...policy, definition: { ...policy.definition, [hostile]: 1 } }],
+      },
       "changes[0].type": { ...plan, changes: [{ ...change, type: hostile }] },
       "changes[0].address": { ...plan, changes: [{ ...change, address: hostile }] },
       "changes[0].reason": { ...plan, changes: [{ ...change, reason: hostile }] },
@@ -113,8 +137,17 @@ describe("saved plans", () => {
     // createdAt is printed only when the kernel moved; where a field is quoted, its escapes show.
     await fake.addQdisc(fake.addLink("eth1")); // the kernel moves: the refusal quotes createdAt
     await writeFile(file, JSON.stringify({ ...plan, createdAt: hostile }));
-    assert.equal(await applyRefusal(file, fake), `the kernel changed since ${file} was made ("\\u001b[2J\\u0007\\u009b31m"): run \`intercept plan\` again`);
-    await writeFile(file, JSON.stringify({ ...plan, policies: [{ ...policy, source: hostile, definition: { ...policy.definition, name: "Bad Name" } }] }));
+    assert.equal(
+      await applyRefusal(file, fake),
+      `the kernel changed since ${file} was made ("\\u001b[2J\\u0007\\u009b31m"): run \`intercept plan\` again`,
+    );
+    await writeFile(
+      file,
+      JSON.stringify({
+        ...plan,
+        policies: [{ ...policy, source: hostile, definition: { ...policy.definition, name: "Bad Name" } }],
+      }),
+    );
     assert.match(await applyRefusal(file, fake), /^\S+: policy "\\u001b\[2J\\u0007\\u009b31m": /);
   });
 });

@@ -39,14 +39,17 @@ const ISSUE_FORM = `outbound:
 test("the issue's YAML form is valid, and its TS form is the same policy", async () => {
   const yaml = await validate("issue.yaml", ISSUE_FORM);
   assert.deepEqual(yaml.diagnostics, []);
-  const ts = await validate("issue.ts", `
+  const ts = await validate(
+    "issue.ts",
+    `
     import { definePolicy, type OutboundRule } from "intercept-bpf";
     const database: OutboundRule = { originalPort: 5432, port: 15001 };
     export default definePolicy({
       name: "issue",
       outbound: { cgroups: ["system.slice/app.service"], exempt: { uids: [1337] }, rules: [database] },
     });
-  `);
+  `,
+  );
   assert.deepEqual(ts.diagnostics, []);
   assert.deepEqual(ts.policies[0], { ...yaml.policies[0], file: ts.policies[0]!.file });
   assert.deepEqual(yaml.policies[0]!.outbound, {
@@ -58,7 +61,10 @@ test("the issue's YAML form is valid, and its TS form is the same policy", async
 });
 
 test("outbound rules take the map keys after the interceptors", async () => {
-  const { policies, diagnostics } = await validate("both.yaml", `interceptors:\n  - { originalPort: 8000, port: 9000 }\n  - { originalPort: 8443, port: 9443 }\n${ISSUE_FORM}`);
+  const { policies, diagnostics } = await validate(
+    "both.yaml",
+    `interceptors:\n  - { originalPort: 8000, port: 9000 }\n  - { originalPort: 8443, port: 9443 }\n${ISSUE_FORM}`,
+  );
   assert.deepEqual(diagnostics, []);
   assert.equal(policies[0]!.outbound!.rules[0]!.index, 2);
   assert.match(compilePolicies(policies)[0]!.source, /#define RULE_COUNT 3\n/);
@@ -66,29 +72,51 @@ test("outbound rules take the map keys after the interceptors", async () => {
 
 test("without outbound, interceptors are still required (the classic message)", async () => {
   const { diagnostics } = await validate("lonely.yaml", "name: lonely\n");
-  assert.deepEqual(diagnostics.map((d) => d.message), ['the policy is missing required property "interceptors"']);
+  assert.deepEqual(
+    diagnostics.map((d) => d.message),
+    ['the policy is missing required property "interceptors"'],
+  );
 });
 
 test("CIDRs: both families in one 16-byte form, host bits refused with the network as the suggestion", () => {
-  assert.deepEqual(parseCidr("10.0.0.0/8"), { kind: "valid", cidr: { family: "ipv4", bytes: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 10, 0, 0, 0], prefix: 104, text: "10.0.0.0/8" } });
-  assert.deepEqual(parseCidr("fd00::/8"), { kind: "valid", cidr: { family: "ipv6", bytes: [253, ...Array(15).fill(0)], prefix: 8, text: "fd00::/8" } });
-  assert.deepEqual(parseCidr("10.1.2.3/16"), { kind: "invalid", why: "has host bits set: the network is 10.1.0.0/16", suggestion: "10.1.0.0/16" });
+  assert.deepEqual(parseCidr("10.0.0.0/8"), {
+    kind: "valid",
+    cidr: {
+      family: "ipv4",
+      bytes: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 10, 0, 0, 0],
+      prefix: 104,
+      text: "10.0.0.0/8",
+    },
+  });
+  assert.deepEqual(parseCidr("fd00::/8"), {
+    kind: "valid",
+    cidr: { family: "ipv6", bytes: [253, ...Array(15).fill(0)], prefix: 8, text: "fd00::/8" },
+  });
+  assert.deepEqual(parseCidr("10.1.2.3/16"), {
+    kind: "invalid",
+    why: "has host bits set: the network is 10.1.0.0/16",
+    suggestion: "10.1.0.0/16",
+  });
   assert.equal(parseCidr("10.0.0.0/33").kind, "invalid");
   assert.equal(parseCidr("*/ #warning").kind, "invalid");
 });
 
 test("cgroup paths: relative to the mount, never its root, never out of it", () => {
   assert.equal(cgroupPathProblem("system.slice/app.service"), undefined);
-  for (const bad of ["", "/", "/sys/fs/cgroup/x", "a/../b", "./a", "a//b", "a/", "a\u0007b"]) assert.ok(cgroupPathProblem(bad), `${JSON.stringify(bad)} is refused`);
+  for (const bad of ["", "/", "/sys/fs/cgroup/x", "a/../b", "./a", "a//b", "a/", "a\u0007b"])
+    assert.ok(cgroupPathProblem(bad), `${JSON.stringify(bad)} is refused`);
 });
 
 test("an outbound-only policy compiles to cgroup programs alone; the block holds only numbers", async () => {
-  const { policies } = await validate("only.yaml", `outbound:
+  const { policies } = await validate(
+    "only.yaml",
+    `outbound:
   cgroups: ["app"]
   exempt: { uids: [1337, 0], marks: [7] }
   rules:
     - { originalPort: 5432, port: 15001, cidrs: ["10.0.0.0/8"] }
-`);
+`,
+  );
   const [compiled] = compilePolicies(policies);
   assert.deepEqual(compiled!.hooks, []);
   assert.deepEqual(compiled!.cgroupHooks, ["sock_ops", "getsockopt", "connect4", "connect6"]);
@@ -106,10 +134,24 @@ test("the renderer refuses outbound values validation would have refused (a tamp
     change(copy);
     return () => renderPolicy(copy);
   };
-  assert.throws(tampered((p) => (p.outbound!.rules[0]!.port = 70000)), /outbound\.rules\[0\]\.port is 70000/);
-  assert.throws(tampered((p) => (p.outbound!.exempt.uids = ["1337 */ #warning" as unknown as number])), /outbound\.exempt\.uids\[0\]/);
-  assert.throws(tampered((p) => p.outbound!.rules[0]!.cidrs.push({ family: "ipv4", bytes: Array(16).fill(0), prefix: 0, text: "*/ #warning" })), /cidrs\[0\]\.text/);
-  assert.throws(tampered((p) => (p.outbound!.rules[0]!.index = 5)), /outbound\.rules\[0\]\.index is 5, not 0/);
+  assert.throws(
+    tampered((p) => (p.outbound!.rules[0]!.port = 70000)),
+    /outbound\.rules\[0\]\.port is 70000/,
+  );
+  assert.throws(
+    tampered((p) => (p.outbound!.exempt.uids = ["1337 */ #warning" as unknown as number])),
+    /outbound\.exempt\.uids\[0\]/,
+  );
+  assert.throws(
+    tampered((p) =>
+      p.outbound!.rules[0]!.cidrs.push({ family: "ipv4", bytes: Array(16).fill(0), prefix: 0, text: "*/ #warning" }),
+    ),
+    /cidrs\[0\]\.text/,
+  );
+  assert.throws(
+    tampered((p) => (p.outbound!.rules[0]!.index = 5)),
+    /outbound\.rules\[0\]\.index is 5, not 0/,
+  );
 });
 
 test("two policies naming one cgroup: located at the second, with a note at the first", async () => {
@@ -119,8 +161,12 @@ test("two policies naming one cgroup: located at the second, with a note at the 
   await writeFile(second, ISSUE_FORM.replace("uids: [1337]", "uids: [1338]"));
   const loaded = await loadPolicies([first, second]);
   const { diagnostics } = validatePolicies(loaded.policies);
-  assert.deepEqual(diagnostics.map((d) => [path.basename(d.file), d.line, d.code, d.notes?.map((n) => path.basename(n.file))]), [
-    ["second.yaml", 2, "outbound/cgroup-in-two-policies", ["first.yaml"]],
-  ]);
-  assert.match(diagnostics[0]!.message, /^cgroup "system\.slice\/app\.service" is also named by policy "first": a cgroup's programs belong to one policy$/);
+  assert.deepEqual(
+    diagnostics.map((d) => [path.basename(d.file), d.line, d.code, d.notes?.map((n) => path.basename(n.file))]),
+    [["second.yaml", 2, "outbound/cgroup-in-two-policies", ["first.yaml"]]],
+  );
+  assert.match(
+    diagnostics[0]!.message,
+    /^cgroup "system\.slice\/app\.service" is also named by policy "first": a cgroup's programs belong to one policy$/,
+  );
 });

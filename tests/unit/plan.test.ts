@@ -7,7 +7,10 @@ import { executePlan, makePlan, selects } from "../../src/reconcile/index.js";
 import { desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
 
-const demo = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite", enabled: false }]);
+const demo = desiredPolicy("demo", [
+  { originalPort: 8000, port: 9000, strategy: "rewrite" },
+  { originalPort: 8443, port: 9443, strategy: "rewrite", enabled: false },
+]);
 const noObjects = { objectFor: () => ({ objectPath: "demo.bpf.o", prefixes: [] }) };
 
 async function kernel(...links: string[]): Promise<FakeDatapath> {
@@ -26,7 +29,11 @@ const addresses = (plan: Plan) => plan.changes.map((c) => `${c.type} ${c.address
 
 test("from nothing: create the program, attach every Ethernet link, never loopback", async () => {
   const plan = makePlan([demo], await (await kernel("eth0", "eth1")).observe());
-  assert.deepEqual(addresses(plan), ["program.create program.demo", "attachment.create attachment.eth0", "attachment.create attachment.eth1"]);
+  assert.deepEqual(addresses(plan), [
+    "program.create program.demo",
+    "attachment.create attachment.eth0",
+    "attachment.create attachment.eth1",
+  ]);
   assert.deepEqual(summarise(plan), { add: 3, change: 0, destroy: 0 });
 });
 
@@ -39,7 +46,10 @@ test("when the kernel matches, the plan is empty", async () => {
 
 test("flipping enabled is an in-place rule update, nothing else", async () => {
   const fake = await applied(await kernel("eth0", "eth1"), demo);
-  const flipped = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite", enabled: true }]);
+  const flipped = desiredPolicy("demo", [
+    { originalPort: 8000, port: 9000, strategy: "rewrite" },
+    { originalPort: 8443, port: 9443, strategy: "rewrite", enabled: true },
+  ]);
   assert.equal(flipped.contentHash, demo.contentHash, "enabled is not part of the program");
   assert.deepEqual(addresses(makePlan([flipped], await fake.observe())), ["rule.update rule.demo[1]"]);
 });
@@ -48,11 +58,18 @@ test("new content replaces the program and switches each link to it", async () =
   const fake = await applied(await kernel("eth0", "eth1"), demo);
   const changed = desiredPolicy("demo", [{ originalPort: 8000, port: 9001, strategy: "rewrite" }]);
   const plan = makePlan([changed], await fake.observe());
-  assert.deepEqual(addresses(plan), ["program.replace program.demo", "attachment.update attachment.eth0", "attachment.update attachment.eth1"]);
+  assert.deepEqual(addresses(plan), [
+    "program.replace program.demo",
+    "attachment.update attachment.eth0",
+    "attachment.update attachment.eth1",
+  ]);
   assert.deepEqual(summarise(plan), { add: 1, change: 2, destroy: 1 });
   const replace = plan.changes[0]!;
   assert.ok(replace.type === "program.replace" && replace.replaces.version === demo.program.version);
-  assert.match(renderPlan(plan, { colour: false }), /attachment\.eth0 {2}update in place: switch from demo@\w{8} to demo@\w{8}/);
+  assert.match(
+    renderPlan(plan, { colour: false }),
+    /attachment\.eth0 {2}update in place: switch from demo@\w{8} to demo@\w{8}/,
+  );
 });
 
 test("destroy (no desired policies) removes attachments, the qdiscs intercept made, and programs", async () => {
@@ -82,37 +99,76 @@ test("a link with only one of our hooks is repaired", async () => {
 });
 
 test("interface selectors: include and exclude globs", async () => {
-  const selected = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }], { include: ["eth*"], exclude: ["eth1"] });
-  assert.deepEqual(addresses(makePlan([selected], await (await kernel("eth0", "eth1")).observe())), ["program.create program.demo", "attachment.create attachment.eth0"]);
+  const selected = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }], {
+    include: ["eth*"],
+    exclude: ["eth1"],
+  });
+  assert.deepEqual(addresses(makePlan([selected], await (await kernel("eth0", "eth1")).observe())), [
+    "program.create program.demo",
+    "attachment.create attachment.eth0",
+  ]);
   assert.equal(selects({ include: ["veth?"], exclude: [] }, "veth1"), true);
   assert.equal(selects({ include: ["veth?"], exclude: [] }, "veth12"), false);
 });
 
 test("two policies selecting one link is an error naming both", async () => {
-  const other = desiredPolicy("other", [{ originalPort: 7000, port: 7100, strategy: "rewrite" }], { include: ["eth0"], exclude: [] });
-  await assert.rejects(async () => makePlan([demo, other], await (await kernel("eth0")).observe()), { code: "plan-conflict", message: /interface eth0 .* more than one policy: demo, other/ });
+  const other = desiredPolicy("other", [{ originalPort: 7000, port: 7100, strategy: "rewrite" }], {
+    include: ["eth0"],
+    exclude: [],
+  });
+  await assert.rejects(async () => makePlan([demo, other], await (await kernel("eth0")).observe()), {
+    code: "plan-conflict",
+    message: /interface eth0 .* more than one policy: demo, other/,
+  });
 });
 
 test("a link that is not Ethernet: skipped by globs, an error when named", async () => {
   const fake = await kernel("eth0");
   fake.addLink("wg0", { linkType: "none" });
-  assert.deepEqual(addresses(makePlan([demo], await fake.observe())), ["program.create program.demo", "attachment.create attachment.eth0"]);
-  const named = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }], { include: ["wg0"], exclude: [] });
-  await assert.rejects(async () => makePlan([named], await fake.observe()), { code: "plan-conflict", message: /names interface wg0, a none link/ });
+  assert.deepEqual(addresses(makePlan([demo], await fake.observe())), [
+    "program.create program.demo",
+    "attachment.create attachment.eth0",
+  ]);
+  const named = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }], {
+    include: ["wg0"],
+    exclude: [],
+  });
+  await assert.rejects(async () => makePlan([named], await fake.observe()), {
+    code: "plan-conflict",
+    message: /names interface wg0, a none link/,
+  });
 });
 
 test("a foreign filter in intercept's slot stops the plan", async () => {
   const fake = await kernel();
-  fake.addLink("eth0", { clsact: true, foreign: [{ hook: "ingress", pref: 18755, handle: "0x1", kind: "bpf", programName: "theirs", inOurSlot: true }] });
-  await assert.rejects(async () => makePlan([demo], await fake.observe()), { code: "plan-conflict", message: /held by a filter intercept did not create \(bpf theirs\)/ });
+  fake.addLink("eth0", {
+    clsact: true,
+    foreign: [{ hook: "ingress", pref: 18755, handle: "0x1", kind: "bpf", programName: "theirs", inOurSlot: true }],
+  });
+  await assert.rejects(async () => makePlan([demo], await fake.observe()), {
+    code: "plan-conflict",
+    message: /held by a filter intercept did not create \(bpf theirs\)/,
+  });
 });
 
 test("plan --json: camelCase, a format version, the action of every change", async () => {
   const json = planJson(makePlan([demo], await (await kernel("eth0")).observe()));
   assert.equal(json.formatVersion, FORMAT_VERSION);
   assert.equal(json.kind, "plan");
-  assert.deepEqual(json.changes.map((c) => c.action), ["create", "create"]);
-  assert.deepEqual(Object.keys(json.changes[1]!).sort(), ["action", "addQdisc", "address", "hooks", "link", "program", "reason", "type"]);
+  assert.deepEqual(
+    json.changes.map((c) => c.action),
+    ["create", "create"],
+  );
+  assert.deepEqual(Object.keys(json.changes[1]!).sort(), [
+    "action",
+    "addQdisc",
+    "address",
+    "hooks",
+    "link",
+    "program",
+    "reason",
+    "type",
+  ]);
   const snake = JSON.stringify(json).match(/"[a-z]+_[a-z_]+":/g);
   assert.equal(snake, null, "no snake_case keys");
 });

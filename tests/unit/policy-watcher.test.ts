@@ -58,22 +58,40 @@ async function watch(paths: string[], options: { resyncMs?: number; settleMs?: n
   const watched: Watched = {
     watcher: undefined!,
     ports: () => Object.fromEntries(inForce.map((policy) => [policy.name, (policy.rules[0] as { port: number }).port])),
-    delivered: [], invalid: [], reads: [], resyncs: 0, logged,
-    until: (ports, ms) => until(() => JSON.stringify(watched.ports()) === JSON.stringify(ports), () => `in force ${JSON.stringify(watched.ports())}, wanted ${JSON.stringify(ports)}; log: ${logged.join(" | ")}`, ms),
+    delivered: [],
+    invalid: [],
+    reads: [],
+    resyncs: 0,
+    logged,
+    until: (ports, ms) =>
+      until(
+        () => JSON.stringify(watched.ports()) === JSON.stringify(ports),
+        () =>
+          `in force ${JSON.stringify(watched.ports())}, wanted ${JSON.stringify(ports)}; log: ${logged.join(" | ")}`,
+        ms,
+      ),
   };
-  watched.watcher = new PolicyWatcher<ValidPolicy[]>({
-    paths, read: async (given) => (await validPolicies(given)).policies, log: createLogger("text", (line) => logged.push(line.trim())),
-    debounceMs: 20, settleMs: options.settleMs ?? 300, resyncMs: options.resyncMs ?? 0, isEmpty: (policies) => policies.length === 0,
-  }, {
-    valid: (policies, fingerprint) => {
-      inForce = policies;
-      watched.delivered.push(fingerprint);
+  watched.watcher = new PolicyWatcher<ValidPolicy[]>(
+    {
+      paths,
+      read: async (given) => (await validPolicies(given)).policies,
+      log: createLogger("text", (line) => logged.push(line.trim())),
+      debounceMs: 20,
+      settleMs: options.settleMs ?? 300,
+      resyncMs: options.resyncMs ?? 0,
+      isEmpty: (policies) => policies.length === 0,
     },
-    invalid: (error) => watched.invalid.push(error),
-    read: (read) => watched.reads.push(read),
-    resynced: () => watched.resyncs++,
-    fatal: (error) => logged.push(`fatal: ${String(error)}`),
-  });
+    {
+      valid: (policies, fingerprint) => {
+        inForce = policies;
+        watched.delivered.push(fingerprint);
+      },
+      invalid: (error) => watched.invalid.push(error),
+      read: (read) => watched.reads.push(read),
+      resynced: () => watched.resyncs++,
+      fatal: (error) => logged.push(`fatal: ${String(error)}`),
+    },
+  );
   watchers.push(watched.watcher);
   inForce = await watched.watcher.start();
   return watched;
@@ -113,14 +131,24 @@ describe("what is watched", () => {
     const link = path.join(parent, "policies");
     await symlink("configmap", link);
     const points = new Map((await watchPoints([link])).map((point) => [point.folder, point.only && [...point.only]]));
-    assert.deepEqual(points.get(parent)?.sort(), ["configmap", "policies"], "the parent hears only of the entries on the way down (the link's and its target's)");
+    assert.deepEqual(
+      points.get(parent)?.sort(),
+      ["configmap", "policies"],
+      "the parent hears only of the entries on the way down (the link's and its target's)",
+    );
     assert.deepEqual(points.get(path.dirname(parent)), [path.basename(parent)]);
     assert.equal(points.get(real), undefined, "the folder hears everything");
-    assert.ok(points.has(real) && points.has(path.join(real, "..v1")) && points.has(path.join(real, "nested")), JSON.stringify([...points.keys()]));
+    assert.ok(
+      points.has(real) && points.has(path.join(real, "..v1")) && points.has(path.join(real, "nested")),
+      JSON.stringify([...points.keys()]),
+    );
     assert.ok(!points.has(path.join(real, "..v2")), "the version ..data does not lead to is not watched");
     await swapData(real, "..v2");
     const after = (await watchPoints([link])).map((point) => point.folder);
-    assert.ok(after.includes(path.join(real, "..v2")) && !after.includes(path.join(real, "..v1")), JSON.stringify(after));
+    assert.ok(
+      after.includes(path.join(real, "..v2")) && !after.includes(path.join(real, "..v1")),
+      JSON.stringify(after),
+    );
   });
 });
 
@@ -207,7 +235,10 @@ describe("the policy watcher follows content", () => {
     const w = await watch([dir], { settleMs: 300 });
     await rm(dir, { recursive: true });
     await mkdir(dir);
-    await until(() => w.reads.some((read) => read.outcome === "settling"), () => `the empty folder was read: ${JSON.stringify(w.reads)}`);
+    await until(
+      () => w.reads.some((read) => read.outcome === "settling"),
+      () => `the empty folder was read: ${JSON.stringify(w.reads)}`,
+    );
     await writeFile(path.join(dir, "a.yaml"), POLICY(9001));
     await w.until({ a: 9001 });
     assert.equal(w.delivered.length, 1, "the empty set was never in force");
@@ -220,7 +251,10 @@ describe("the policy watcher follows content", () => {
 
   test("the policy folder is a symlink, swapped for another folder: edits in the new one are applied", async () => {
     const parent = await folder("swapped");
-    for (const [name, port] of [["one", 9001], ["two", 9002]] as const) {
+    for (const [name, port] of [
+      ["one", 9001],
+      ["two", 9002],
+    ] as const) {
       await mkdir(path.join(parent, name));
       await writeFile(path.join(parent, name, "a.yaml"), POLICY(port));
     }
@@ -251,7 +285,10 @@ describe("the policy watcher follows content", () => {
     await symlink(tree, dir);
     const w = await watch([dir], { settleMs: 200 });
     await rm(tree, { recursive: true });
-    await until(() => w.invalid.length === 1, () => "the missing folder is reported once settled");
+    await until(
+      () => w.invalid.length === 1,
+      () => "the missing folder is reported once settled",
+    );
     await mkdir(tree);
     await writeFile(path.join(tree, "a.yaml"), POLICY(9001));
     await w.until({ a: 9001 });
@@ -266,23 +303,35 @@ describe("the policy watcher follows content", () => {
     const w = await watch([dir], { settleMs: 300 });
     // Truncated, the rest written 100 ms later: read in between, it is empty (an error), yet nothing is reported.
     const handle = await open(file, "w");
-    await until(() => w.reads.some((read) => read.outcome === "settling"), () => `reads: ${JSON.stringify(w.reads)}`);
+    await until(
+      () => w.reads.some((read) => read.outcome === "settling"),
+      () => `reads: ${JSON.stringify(w.reads)}`,
+    );
     await handle.writeFile(POLICY(9001));
     await handle.close();
     await w.until({ a: 9001 });
     // Half a line, then the rest.
     await writeFile(file, "interceptors:\n  - { port: 9002, orig");
-    await until(() => w.reads.some((read) => read.outcome === "settling" && read.at > Date.now() - 100), () => "the half-written file was read");
+    await until(
+      () => w.reads.some((read) => read.outcome === "settling" && read.at > Date.now() - 100),
+      () => "the half-written file was read",
+    );
     await writeFile(file, POLICY(9002));
     await w.until({ a: 9002 });
     assert.equal(w.invalid.length, 0, "a file being written is not an error");
 
     const reads = w.reads.length;
     await writeFile(file, "interceptors:\n  - { port: 0, originalPort: 8000 }\n");
-    await until(() => w.invalid.length === 1, () => "the invalid file is reported once it has settled");
+    await until(
+      () => w.invalid.length === 1,
+      () => "the invalid file is reported once it has settled",
+    );
     assert.match(w.invalid[0]!.diagnostics[0]!.message, /port must be between 1 and 65535/);
     assert.equal(w.reads.at(-1)!.outcome, "invalid");
-    assert.ok(w.reads.slice(reads).some((read) => read.outcome === "settling"), "settling before it was reported");
+    assert.ok(
+      w.reads.slice(reads).some((read) => read.outcome === "settling"),
+      "settling before it was reported",
+    );
     assert.deepEqual(w.ports(), { a: 9002 }, "the last good policies stay");
     await writeFile(file, "interceptors:\n  - { port: 0, originalPort: 8000 }\n"); // the same content again: not reported twice
     await new Promise((resolve) => setTimeout(resolve, 400));
@@ -301,13 +350,19 @@ describe("the policy watcher follows content", () => {
     await writeFile(file, POLICY(9000));
     await renameSave(file, POLICY(9000));
     await writeFile(path.join(dir, "notes.txt"), "not a policy");
-    await until(() => w.reads.length > reads, () => "the events were followed by a read");
+    await until(
+      () => w.reads.length > reads,
+      () => "the events were followed by a read",
+    );
     await w.watcher.idle();
     assert.deepEqual(w.delivered, [], "nothing new was put in force");
     assert.equal(w.reads.at(-1)!.fingerprint, await fingerprintPolicies([dir], undefined));
     // SIGHUP's reload puts the same policies in force again, on purpose.
     w.watcher.reload();
-    await until(() => w.delivered.length === 1, () => "reload delivers");
+    await until(
+      () => w.delivered.length === 1,
+      () => "reload delivers",
+    );
   });
 
   test("the periodic resync applies an edit that no event told of", async () => {
@@ -326,7 +381,10 @@ describe("the policy watcher follows content", () => {
     assert.deepEqual(unsynced.ports(), { a: 9000 }, "no event told the watcher without a resync");
     assert.ok(resynced.reads.length >= 2);
     // With nothing changed, a resync asks for the kernel to be checked anyway.
-    await until(() => resynced.resyncs > 0, () => "a resync of unchanged files is reported");
+    await until(
+      () => resynced.resyncs > 0,
+      () => "a resync of unchanged files is reported",
+    );
   });
 
   test("policies read from --objects: the objects folder is part of the hash", async () => {

@@ -30,16 +30,26 @@ async function write(name: string, text: string): Promise<string> {
   return file;
 }
 
-const VALID_TS = 'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port: 9000 }] });\n';
+const VALID_TS =
+  'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port: 9000 }] });\n';
 
 test("a load and validation in the worker come back as plain data, with working source maps", async () => {
   const file = await write("web.yaml", "name: web\ninterceptors:\n  - { originalPort: 8000, port: 9000 }\n");
   const checked = await loadAndValidate([file]);
   assert.deepEqual(checked.diagnostics, []);
   assert.deepEqual(checked.validation.diagnostics, []);
-  assert.deepEqual(checked.validation.policies.map((policy) => policy.name), ["web"]);
+  assert.deepEqual(
+    checked.validation.policies.map((policy) => policy.name),
+    ["web"],
+  );
   const [loaded] = checked.policies;
-  assert.deepEqual(loaded!.sourceMap.locate("/interceptors/0/port"), { file, line: 3, column: 33, length: 4, lineText: "  - { originalPort: 8000, port: 9000 }" });
+  assert.deepEqual(loaded!.sourceMap.locate("/interceptors/0/port"), {
+    file,
+    line: 3,
+    column: 33,
+    length: 4,
+    lineText: "  - { originalPort: 8000, port: 9000 }",
+  });
 });
 
 test("a deadline crossed is one located policy/too-slow at the file being read; the next read gets a new worker", async () => {
@@ -51,22 +61,34 @@ test("a deadline crossed is one located policy/too-slow at the file being read; 
   // Parsing a megabyte of YAML takes far longer than 50 ms; on a busy machine, even reading it from disk may.
   assert.equal(loaded.diagnostics.length, 1);
   const [diagnostic] = loaded.diagnostics;
-  assert.match(`${diagnostic!.file}:${diagnostic!.line}:${diagnostic!.column}: ${diagnostic!.code}: ${diagnostic!.message}`,
-    new RegExp(`^${slow}:1:1: policy/too-slow: (reading|evaluating) this policy took longer than 50 ms: a policy needs a fraction of that$`));
+  assert.match(
+    `${diagnostic!.file}:${diagnostic!.line}:${diagnostic!.column}: ${diagnostic!.code}: ${diagnostic!.message}`,
+    new RegExp(
+      `^${slow}:1:1: policy/too-slow: (reading|evaluating) this policy took longer than 50 ms: a policy needs a fraction of that$`,
+    ),
+  );
   const valid = await write("valid.ts", VALID_TS);
-  assert.deepEqual((await validPolicies([valid])).policies.map((policy) => policy.name), ["valid"]);
+  assert.deepEqual(
+    (await validPolicies([valid])).policies.map((policy) => policy.name),
+    ["valid"],
+  );
 });
 
 test("through validPolicies (plan, apply, status, the agent) a crossed bound is a PolicyError", async () => {
   const slow = await write("large-too.yaml", largeYamlPolicy());
   await assert.rejects(validPolicies([slow], { deadlineMs: 50 }), (error: unknown) => {
     assert.ok(error instanceof PolicyError);
-    assert.deepEqual(error.diagnostics.map((d) => d.code), ["policy/too-slow"]);
+    assert.deepEqual(
+      error.diagnostics.map((d) => d.code),
+      ["policy/too-slow"],
+    );
     return true;
   });
 });
 
-test(`a recursive type is stopped at the default deadline (${POLICY_DEADLINE_MS} ms), while the main thread's event loop keeps turning`, { timeout: 60_000 }, async () => {
+test(`a recursive type is stopped at the default deadline (${POLICY_DEADLINE_MS} ms), while the main thread's event loop keeps turning`, {
+  timeout: 60_000,
+}, async () => {
   // The compiler is started by a valid policy first (one not in the cache): here only the file's own time counts.
   await loadAndValidate([await write("warm.ts", `${VALID_TS}// not cached: ${scratch}\n`)]);
   const file = await write("recursive.ts", RECURSIVE_TYPE);
@@ -80,7 +102,10 @@ test(`a recursive type is stopped at the default deadline (${POLICY_DEADLINE_MS}
   assert.ok(elapsed < POLICY_DEADLINE_MS + 3_000, `${Math.round(elapsed)} ms`);
   assert.equal(loaded.diagnostics.length, 1);
   const [diagnostic] = loaded.diagnostics;
-  assert.match(`${diagnostic!.file}:${diagnostic!.line}:${diagnostic!.column}: ${diagnostic!.code}`, new RegExp(`^${file}:1:1: policy/too-(slow|large)$`));
+  assert.match(
+    `${diagnostic!.file}:${diagnostic!.line}:${diagnostic!.column}: ${diagnostic!.code}`,
+    new RegExp(`^${file}:1:1: policy/too-(slow|large)$`),
+  );
   // The main thread never ran the type checker: its longest stall is far below the worker's seconds.
   assert.ok(delay.max / 1e6 < 500, `longest event-loop stall ${Math.round(delay.max / 1e6)} ms`);
 });
@@ -99,16 +124,32 @@ test("closing the worker ends the read in flight at once, and drops those queued
   assert.deepEqual((await loadAndValidate([valid])).diagnostics, []);
 });
 
-test("the files after one that crosses a bound are still read and validated, in a new worker", { timeout: 30_000 }, async () => {
+test("the files after one that crosses a bound are still read and validated, in a new worker", {
+  timeout: 30_000,
+}, async () => {
   const dir = path.join(scratch, "folder");
   await mkdir(dir);
-  await writeFile(path.join(dir, "a-good.yaml"), "interfaces: { include: [eth0] }\ninterceptors:\n  - { originalPort: 8000, port: 9000 }\n");
+  await writeFile(
+    path.join(dir, "a-good.yaml"),
+    "interfaces: { include: [eth0] }\ninterceptors:\n  - { originalPort: 8000, port: 9000 }\n",
+  );
   await writeFile(path.join(dir, "b-slow.yaml"), largeYamlPolicy());
-  await writeFile(path.join(dir, "c-bad.yaml"), "interfaces: { include: [eth1] }\ninterceptors:\n  - { originalPort: 8001, port: 0 }\n");
-  await writeFile(path.join(dir, "d-same.yaml"), "interfaces: { include: [eth2] }\ninterceptors:\n  - { originalPort: 8002, port: 8002 }\n");
+  await writeFile(
+    path.join(dir, "c-bad.yaml"),
+    "interfaces: { include: [eth1] }\ninterceptors:\n  - { originalPort: 8001, port: 0 }\n",
+  );
+  await writeFile(
+    path.join(dir, "d-same.yaml"),
+    "interfaces: { include: [eth2] }\ninterceptors:\n  - { originalPort: 8002, port: 8002 }\n",
+  );
   // Far below what a megabyte of YAML takes, far above what a few lines do.
   const checked = await loadAndValidate([dir], { deadlineMs: 500 });
-  assert.deepEqual(checked.policies.map((policy) => path.basename(policy.file)), ["a-good.yaml", "c-bad.yaml", "d-same.yaml"]);
-  const codes = [...checked.diagnostics, ...checked.validation.diagnostics].map((d) => `${path.basename(d.file)} ${d.code}`);
+  assert.deepEqual(
+    checked.policies.map((policy) => path.basename(policy.file)),
+    ["a-good.yaml", "c-bad.yaml", "d-same.yaml"],
+  );
+  const codes = [...checked.diagnostics, ...checked.validation.diagnostics].map(
+    (d) => `${path.basename(d.file)} ${d.code}`,
+  );
   assert.deepEqual(codes, ["b-slow.yaml policy/too-slow", "c-bad.yaml schema/range", "d-same.yaml rule/same-port"]);
 });

@@ -7,18 +7,45 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { Hook } from "../../src/datapath/types.js";
-import { ApplyError, applyRun, executePlan, leftToTidy, makePlan, namedCgroups, orderSteps, planRun, type ApplyEvent, type DesiredPolicy } from "../../src/reconcile/index.js";
+import {
+  ApplyError,
+  applyRun,
+  executePlan,
+  leftToTidy,
+  makePlan,
+  namedCgroups,
+  orderSteps,
+  planRun,
+  type ApplyEvent,
+  type DesiredPolicy,
+} from "../../src/reconcile/index.js";
 import { findDrift } from "../../src/reconcile/drift.js";
 import { inspect } from "../../src/reconcile/inspect.js";
 import { desiredOutbound, desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
 
 const objects = { objectFor: (hash: string) => ({ objectPath: `${hash}.bpf.o`, prefixes: [] }) };
-const demo = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }]);
-const grown = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }, { originalPort: 7000, port: 7100, strategy: "rewrite" }]);
-const disabled = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite", enabled: false }, { originalPort: 8443, port: 9443, strategy: "rewrite" }]);
-const edge = desiredPolicy("edge", [{ originalPort: 53, port: 5353, protocol: "udp" }], { include: ["eth2"], exclude: [] });
-const web = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }], { include: ["eth0", "eth1"], exclude: [] });
+const demo = desiredPolicy("demo", [
+  { originalPort: 8000, port: 9000, strategy: "rewrite" },
+  { originalPort: 8443, port: 9443, strategy: "rewrite" },
+]);
+const grown = desiredPolicy("demo", [
+  { originalPort: 8000, port: 9000, strategy: "rewrite" },
+  { originalPort: 8443, port: 9443, strategy: "rewrite" },
+  { originalPort: 7000, port: 7100, strategy: "rewrite" },
+]);
+const disabled = desiredPolicy("demo", [
+  { originalPort: 8000, port: 9000, strategy: "rewrite", enabled: false },
+  { originalPort: 8443, port: 9443, strategy: "rewrite" },
+]);
+const edge = desiredPolicy("edge", [{ originalPort: 53, port: 5353, protocol: "udp" }], {
+  include: ["eth2"],
+  exclude: [],
+});
+const web = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }], {
+  include: ["eth0", "eth1"],
+  exclude: [],
+});
 
 function fakeWith(...links: string[]): FakeDatapath {
   const fake = new FakeDatapath();
@@ -32,7 +59,10 @@ function observed(fake: FakeDatapath, desired: DesiredPolicy[]) {
 }
 
 async function apply(fake: FakeDatapath, desired: DesiredPolicy[], onEvent?: (event: ApplyEvent) => void) {
-  return executePlan(makePlan(desired, await observed(fake, desired)), fake, { ...objects, ...(onEvent && { onEvent }) });
+  return executePlan(makePlan(desired, await observed(fake, desired)), fake, {
+    ...objects,
+    ...(onEvent && { onEvent }),
+  });
 }
 
 async function converged(fake: FakeDatapath, desired: DesiredPolicy[]): Promise<void> {
@@ -51,8 +81,14 @@ describe("every change type executes and converges", () => {
     assert.deepEqual(summary, { add: 3, change: 0, destroy: 0 });
     // The reversible steps go to the datapath as one run (a kernel loads and records in one bpftool, attaches in one tc).
     assert.deepEqual(events, [
-      "1/5 loadProgram", "2/5 addQdisc", "3/5 attachFilters", "4/5 addQdisc", "5/5 attachFilters",
-      "done program.demo", "done attachment.eth0", "done attachment.eth1",
+      "1/5 loadProgram",
+      "2/5 addQdisc",
+      "3/5 attachFilters",
+      "4/5 addQdisc",
+      "5/5 attachFilters",
+      "done program.demo",
+      "done attachment.eth0",
+      "done attachment.eth1",
       "complete",
     ]);
     await converged(fake, [demo]);
@@ -65,7 +101,10 @@ describe("every change type executes and converges", () => {
     const ids = fake.snapshot().versions[0]!.programIds;
     await apply(fake, [disabled]);
     await converged(fake, [disabled]);
-    assert.deepEqual(fake.snapshot().versions.map((v) => v.programIds), [ids]);
+    assert.deepEqual(
+      fake.snapshot().versions.map((v) => v.programIds),
+      [ids],
+    );
     assert.deepEqual(fake.snapshot().versions[0]!.enabled, [false, true]);
   });
 
@@ -75,7 +114,10 @@ describe("every change type executes and converges", () => {
     await apply(fake, [grown]);
     await converged(fake, [grown]);
     const { versions } = fake.snapshot();
-    assert.deepEqual(versions.map((v) => v.ref.version), [grown.program.version]);
+    assert.deepEqual(
+      versions.map((v) => v.ref.version),
+      [grown.program.version],
+    );
     const last = fake.history.at(-2)!.operation; // before tidy
     assert.deepEqual(last, { op: "unloadProgram", ref: demo.program });
   });
@@ -85,14 +127,23 @@ describe("every change type executes and converges", () => {
     await apply(fake, [demo]);
     await apply(fake, []);
     await converged(fake, []);
-    assert.deepEqual(fake.snapshot(), { links: fake.snapshot().links.map((l) => ({ ...l, clsact: false, filters: {} })), versions: [], ownedQdiscs: [], cgroups: [], pins: { namespaceDir: false, registry: false, policyDirs: [] } });
+    assert.deepEqual(fake.snapshot(), {
+      links: fake.snapshot().links.map((l) => ({ ...l, clsact: false, filters: {} })),
+      versions: [],
+      ownedQdiscs: [],
+      cgroups: [],
+      pins: { namespaceDir: false, registry: false, policyDirs: [] },
+    });
   });
 
   test("qdisc.delete: a qdisc of ours holding nothing (an interrupted run's) is removed", async () => {
     const fake = fakeWith("eth0");
     await fake.addQdisc({ ifindex: 2, name: "eth0" });
     const plan = makePlan([], await fake.observe());
-    assert.deepEqual(plan.changes.map((c) => c.type), ["qdisc.delete"]);
+    assert.deepEqual(
+      plan.changes.map((c) => c.type),
+      ["qdisc.delete"],
+    );
     await executePlan(plan, fake, objects);
     await converged(fake, []);
     assert.equal(fake.snapshot().links[0]!.clsact, false);
@@ -102,11 +153,20 @@ describe("every change type executes and converges", () => {
     const fake = fakeWith("eth0", "eth1", "eth2");
     await apply(fake, [web, edge]);
     await converged(fake, [web, edge]);
-    const moved = desiredPolicy("edge", [{ originalPort: 53, port: 5353, protocol: "udp" }], { include: ["eth1", "eth2"], exclude: [] });
-    const webOnly = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }], { include: ["eth0"], exclude: [] });
+    const moved = desiredPolicy("edge", [{ originalPort: 53, port: 5353, protocol: "udp" }], {
+      include: ["eth1", "eth2"],
+      exclude: [],
+    });
+    const webOnly = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }], {
+      include: ["eth0"],
+      exclude: [],
+    });
     const plan = makePlan([webOnly, moved], await fake.observe());
     // Interfaces are not part of a program: the link simply switches programs.
-    assert.deepEqual(plan.changes.map((c) => `${c.type} ${c.address}`), ["attachment.update attachment.eth1"]);
+    assert.deepEqual(
+      plan.changes.map((c) => `${c.type} ${c.address}`),
+      ["attachment.update attachment.eth1"],
+    );
     await executePlan(plan, fake, objects);
     await converged(fake, [webOnly, moved]);
   });
@@ -114,9 +174,31 @@ describe("every change type executes and converges", () => {
 
 describe("outbound: cgroup programs", () => {
   const exempt = { uids: [1337], cgroups: ["proxy.slice"] };
-  const outbound = desiredOutbound("out", { cgroups: ["app.slice"], exempt, rules: [{ originalPort: 5432, port: 15001 }, { originalPort: 80, port: 15001, cidrs: ["10.0.0.0/8"] }] });
-  const outboundGrown = desiredOutbound("out", { cgroups: ["app.slice"], exempt, rules: [{ originalPort: 5432, port: 15001 }, { originalPort: 80, port: 15001, cidrs: ["10.0.0.0/8"] }, { originalPort: 443, port: 15002 }] });
-  const outboundOff = desiredOutbound("out", { cgroups: ["app.slice"], exempt, rules: [{ originalPort: 5432, port: 15001, enabled: false }, { originalPort: 80, port: 15001, cidrs: ["10.0.0.0/8"] }] });
+  const outbound = desiredOutbound("out", {
+    cgroups: ["app.slice"],
+    exempt,
+    rules: [
+      { originalPort: 5432, port: 15001 },
+      { originalPort: 80, port: 15001, cidrs: ["10.0.0.0/8"] },
+    ],
+  });
+  const outboundGrown = desiredOutbound("out", {
+    cgroups: ["app.slice"],
+    exempt,
+    rules: [
+      { originalPort: 5432, port: 15001 },
+      { originalPort: 80, port: 15001, cidrs: ["10.0.0.0/8"] },
+      { originalPort: 443, port: 15002 },
+    ],
+  });
+  const outboundOff = desiredOutbound("out", {
+    cgroups: ["app.slice"],
+    exempt,
+    rules: [
+      { originalPort: 5432, port: 15001, enabled: false },
+      { originalPort: 80, port: 15001, cidrs: ["10.0.0.0/8"] },
+    ],
+  });
 
   function fakeWithCgroups(...paths: string[]): FakeDatapath {
     const fake = fakeWith("eth0");
@@ -141,12 +223,19 @@ describe("outbound: cgroup programs", () => {
     assert.deepEqual(events, ["program.out", "cgroup.app.slice", "cgroup.proxy.slice"]);
     await converged(fake, [outbound]);
     const v = outbound.program.version.slice(0, 8);
-    assert.deepEqual(running(fake, "app.slice"), [`sock_ops ${v}`, `getsockopt ${v}`, `connect4 ${v}`, `connect6 ${v}`]);
+    assert.deepEqual(running(fake, "app.slice"), [
+      `sock_ops ${v}`,
+      `getsockopt ${v}`,
+      `connect4 ${v}`,
+      `connect6 ${v}`,
+    ]);
     assert.deepEqual(running(fake, "proxy.slice"), [`getsockopt ${v}`]);
     assert.deepEqual(running(fake, "other.slice"), []);
     assert.deepEqual(fake.snapshot().links[0]!.filters, {}, "no tc filter");
     const [version] = fake.snapshot().versions;
-    assert.deepEqual(version!.exemptCgroups, [{ id: fake.snapshot().cgroups.find((c) => c.path === "proxy.slice")!.id, level: 1 }]);
+    assert.deepEqual(version!.exemptCgroups, [
+      { id: fake.snapshot().cgroups.find((c) => c.path === "proxy.slice")!.id, level: 1 },
+    ]);
     assert.deepEqual(version!.enabled, [true, true]);
   });
 
@@ -155,7 +244,10 @@ describe("outbound: cgroup programs", () => {
     await apply(fake, [outbound]);
     const before = fake.snapshot();
     const plan = makePlan([outboundOff], await observed(fake, [outboundOff]));
-    assert.deepEqual(plan.changes.map((c) => `${c.type} ${c.address}`), ["rule.update rule.out[0]"]);
+    assert.deepEqual(
+      plan.changes.map((c) => `${c.type} ${c.address}`),
+      ["rule.update rule.out[0]"],
+    );
     assert.match(plan.changes[0]!.reason, /^outbound tcp 5432 → proxy 15001: disable \(live edit, no reload\)$/);
     await executePlan(plan, fake, objects);
     await converged(fake, [outboundOff]);
@@ -168,26 +260,51 @@ describe("outbound: cgroup programs", () => {
     await apply(fake, [outbound]);
     const from = fake.history.length;
     const plan = makePlan([outboundGrown], await observed(fake, [outboundGrown]));
-    assert.deepEqual(plan.changes.map((c) => `${c.type} ${c.address}`), ["program.replace program.out", "cgroup.update cgroup.app.slice", "cgroup.update cgroup.proxy.slice"]);
+    assert.deepEqual(
+      plan.changes.map((c) => `${c.type} ${c.address}`),
+      ["program.replace program.out", "cgroup.update cgroup.app.slice", "cgroup.update cgroup.proxy.slice"],
+    );
     await executePlan(plan, fake, objects);
     await converged(fake, [outboundGrown]);
     const [oldV, newV] = [outbound.program.version.slice(0, 8), outboundGrown.program.version.slice(0, 8)];
-    assert.deepEqual(running(fake, "app.slice"), [`sock_ops ${newV}`, `getsockopt ${newV}`, `connect4 ${newV}`, `connect6 ${newV}`]);
+    assert.deepEqual(running(fake, "app.slice"), [
+      `sock_ops ${newV}`,
+      `getsockopt ${newV}`,
+      `connect4 ${newV}`,
+      `connect6 ${newV}`,
+    ]);
     // At no moment did a hook of the captured cgroup run nothing of ours.
     for (const { operation, after } of fake.history.slice(from)) {
       const attached = after.cgroups.find((c) => c.path === "app.slice")!.attached;
       for (const hook of ["sock_ops", "getsockopt", "connect4", "connect6"]) {
-        assert.ok(attached.some((a) => a.hook === hook), `app.slice ${hook} runs a program after ${operation.op}`);
+        assert.ok(
+          attached.some((a) => a.hook === hook),
+          `app.slice ${hook} runs a program after ${operation.op}`,
+        );
       }
     }
-    const ops = fake.history.slice(from).map(({ operation: o }) => o.op === "attachCgroupProgram" || o.op === "detachCgroupProgram" ? `${o.op === "attachCgroupProgram" ? "+" : "-"}${o.cgroup.path} ${o.hook} ${o.program.version.slice(0, 8)}` : o.op);
+    const ops = fake.history
+      .slice(from)
+      .map(({ operation: o }) =>
+        o.op === "attachCgroupProgram" || o.op === "detachCgroupProgram"
+          ? `${o.op === "attachCgroupProgram" ? "+" : "-"}${o.cgroup.path} ${o.hook} ${o.program.version.slice(0, 8)}`
+          : o.op,
+      );
     assert.deepEqual(ops, [
-      "loadProgram", "loadProgram",
-      `+app.slice sock_ops ${newV}`, `+app.slice getsockopt ${newV}`, `+app.slice connect4 ${newV}`, `+app.slice connect6 ${newV}`,
+      "loadProgram",
+      "loadProgram",
+      `+app.slice sock_ops ${newV}`,
+      `+app.slice getsockopt ${newV}`,
+      `+app.slice connect4 ${newV}`,
+      `+app.slice connect6 ${newV}`,
       `+proxy.slice getsockopt ${newV}`,
-      `-app.slice connect6 ${oldV}`, `-app.slice connect4 ${oldV}`, `-app.slice getsockopt ${oldV}`, `-app.slice sock_ops ${oldV}`,
+      `-app.slice connect6 ${oldV}`,
+      `-app.slice connect4 ${oldV}`,
+      `-app.slice getsockopt ${oldV}`,
+      `-app.slice sock_ops ${oldV}`,
       `-proxy.slice getsockopt ${oldV}`,
-      "unloadProgram", "tidy",
+      "unloadProgram",
+      "tidy",
     ]);
   });
 
@@ -196,10 +313,19 @@ describe("outbound: cgroup programs", () => {
     const foreign = fake.attachForeign("app.slice", "connect4", "theirs");
     await apply(fake, [outbound]);
     const plan = makePlan([], await observed(fake, []));
-    assert.deepEqual(plan.changes.map((c) => `${c.type} ${c.address}`), ["program.delete program.out", "cgroup.delete cgroup.app.slice", "cgroup.delete cgroup.proxy.slice"]);
+    assert.deepEqual(
+      plan.changes.map((c) => `${c.type} ${c.address}`),
+      ["program.delete program.out", "cgroup.delete cgroup.app.slice", "cgroup.delete cgroup.proxy.slice"],
+    );
     await executePlan(plan, fake, objects);
     await converged(fake, []);
-    assert.deepEqual(fake.snapshot().cgroups.map((c) => [c.path, c.attached.map((a) => a.programId)]), [["app.slice", [foreign]], ["proxy.slice", []]]);
+    assert.deepEqual(
+      fake.snapshot().cgroups.map((c) => [c.path, c.attached.map((a) => a.programId)]),
+      [
+        ["app.slice", [foreign]],
+        ["proxy.slice", []],
+      ],
+    );
     assert.deepEqual(fake.snapshot().versions, []);
   });
 
@@ -210,7 +336,10 @@ describe("outbound: cgroup programs", () => {
     fake.removeCgroup("proxy.slice"); // the proxy's service restarted: systemd made its cgroup again
     const again = fake.addCgroup("proxy.slice");
     const plan = makePlan([outbound], await observed(fake, [outbound]));
-    assert.deepEqual(plan.changes.map((c) => `${c.type} ${c.address}`), ["cgroup.create cgroup.proxy.slice", "exemption.update exemption.out"]);
+    assert.deepEqual(
+      plan.changes.map((c) => `${c.type} ${c.address}`),
+      ["cgroup.create cgroup.proxy.slice", "exemption.update exemption.out"],
+    );
     await executePlan(plan, fake, objects);
     await converged(fake, [outbound]);
     assert.deepEqual(fake.snapshot().versions[0]!.exemptCgroups, [{ id: again.id, level: 1 }]);
@@ -219,31 +348,61 @@ describe("outbound: cgroup programs", () => {
 
   test("a cgroup the policy names and the kernel lacks: one line naming it, nothing done", async () => {
     const fake = fakeWithCgroups("proxy.slice");
-    await assert.rejects(observed(fake, [outbound]).then((state) => makePlan([outbound], state)), (error: Error & { code?: string }) => {
-      assert.equal(error.code, "cgroup-not-found");
-      assert.equal(error.message, `policy "out": cgroup "app.slice" does not exist under the cgroup2 mount /fake/cgroup2`);
-      return true;
-    });
+    await assert.rejects(
+      observed(fake, [outbound]).then((state) => makePlan([outbound], state)),
+      (error: Error & { code?: string }) => {
+        assert.equal(error.code, "cgroup-not-found");
+        assert.equal(
+          error.message,
+          `policy "out": cgroup "app.slice" does not exist under the cgroup2 mount /fake/cgroup2`,
+        );
+        return true;
+      },
+    );
     assert.equal(fake.mutationCount, 0);
   });
 
   test("interceptors and outbound in one policy: one version, on links and cgroups", async () => {
-    const both = desiredOutbound("both", { cgroups: ["app.slice"], exempt: { uids: [1337] }, rules: [{ originalPort: 443, port: 15001 }] }, [{ originalPort: 8000, port: 9000 }]);
+    const both = desiredOutbound(
+      "both",
+      { cgroups: ["app.slice"], exempt: { uids: [1337] }, rules: [{ originalPort: 443, port: 15001 }] },
+      [{ originalPort: 8000, port: 9000 }],
+    );
     const fake = fakeWithCgroups("app.slice");
     await apply(fake, [both]);
     await converged(fake, [both]);
     assert.deepEqual(Object.keys(fake.snapshot().links[0]!.filters), ["ingress"]);
     assert.equal(running(fake, "app.slice").length, 4);
-    assert.deepEqual(fake.snapshot().versions[0]!.enabled, [true, true], "the interceptor's flag, then the outbound rule's");
+    assert.deepEqual(
+      fake.snapshot().versions[0]!.enabled,
+      [true, true],
+      "the interceptor's flag, then the outbound rule's",
+    );
   });
 
   test("a cgroup half-attached or running two versions (an interrupted apply) is drift, and plan makes it whole", async () => {
     const fake = fakeWithCgroups("app.slice", "proxy.slice");
     await apply(fake, [outbound]);
-    await fake.loadProgram({ ref: outboundGrown.program, contentHash: outboundGrown.contentHash, objectPath: "x.o", hooks: [], cgroupHooks: outboundGrown.cgroupHooks, enabled: [true, true, true], exemptCgroups: [], prefixes: [] });
-    await fake.attachCgroupProgram({ path: "app.slice", id: fake.snapshot().cgroups[0]!.id }, "sock_ops", outboundGrown.program); // then the process died
+    await fake.loadProgram({
+      ref: outboundGrown.program,
+      contentHash: outboundGrown.contentHash,
+      objectPath: "x.o",
+      hooks: [],
+      cgroupHooks: outboundGrown.cgroupHooks,
+      enabled: [true, true, true],
+      exemptCgroups: [],
+      prefixes: [],
+    });
+    await fake.attachCgroupProgram(
+      { path: "app.slice", id: fake.snapshot().cgroups[0]!.id },
+      "sock_ops",
+      outboundGrown.program,
+    ); // then the process died
     const state = await observed(fake, [outboundGrown]);
-    assert.deepEqual(findDrift(state).map((d) => d.kind), ["cgroup-half-switched"]);
+    assert.deepEqual(
+      findDrift(state).map((d) => d.kind),
+      ["cgroup-half-switched"],
+    );
     const plan = makePlan([outboundGrown], state);
     const update = plan.changes.find((c) => c.address === "cgroup.app.slice");
     assert.ok(update?.type === "cgroup.update");
@@ -256,7 +415,10 @@ describe("outbound: cgroup programs", () => {
 });
 
 describe("strategies", () => {
-  const steer = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }, { originalPort: 8443, port: 9443 }]);
+  const steer = desiredPolicy("demo", [
+    { originalPort: 8000, port: 9000 },
+    { originalPort: 8443, port: 9443 },
+  ]);
 
   test("a steer-only policy has an ingress program only, and only ingress is attached", async () => {
     assert.deepEqual(steer.hooks, ["ingress"]);
@@ -275,11 +437,22 @@ describe("strategies", () => {
     assert.ok(update?.type === "attachment.update" && update.detach.join() === "egress");
     await executePlan(plan, fake, objects);
     await converged(fake, [steer]);
-    assert.deepEqual(fake.history.slice(from).map((h) => h.operation.op === "attachFilters" ? `attach ${h.operation.hooks}` : h.operation.op), ["loadProgram", "loadProgram", "attach ingress", "detachFilter", "unloadProgram", "tidy"]);
+    assert.deepEqual(
+      fake.history
+        .slice(from)
+        .map((h) => (h.operation.op === "attachFilters" ? `attach ${h.operation.hooks}` : h.operation.op)),
+      ["loadProgram", "loadProgram", "attach ingress", "detachFilter", "unloadProgram", "tidy"],
+    );
     from = fake.history.length;
     await apply(fake, [demo]);
     await converged(fake, [demo]);
-    assert.deepEqual(fake.history.slice(from).filter((h) => h.operation.op === "attachFilters").map((h) => h.operation.op === "attachFilters" && h.operation.hooks.join()), ["egress", "ingress"]);
+    assert.deepEqual(
+      fake.history
+        .slice(from)
+        .filter((h) => h.operation.op === "attachFilters")
+        .map((h) => h.operation.op === "attachFilters" && h.operation.hooks.join()),
+      ["egress", "ingress"],
+    );
   });
 });
 
@@ -295,13 +468,39 @@ describe("failures roll back", () => {
     fake.attachForeign("app.slice", "connect4", "theirs");
     const exempt = { cgroups: ["proxy.slice"] };
     await apply(fake, [
-      desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }], { include: ["eth0", "eth1", "eth3"], exclude: [] }),
-      desiredOutbound("out", { cgroups: ["app.slice", "old.slice"], exempt, rules: [{ originalPort: 5432, port: 15001 }] }),
+      desiredPolicy(
+        "demo",
+        [
+          { originalPort: 8000, port: 9000, strategy: "rewrite" },
+          { originalPort: 8443, port: 9443, strategy: "rewrite" },
+        ],
+        { include: ["eth0", "eth1", "eth3"], exclude: [] },
+      ),
+      desiredOutbound("out", {
+        cgroups: ["app.slice", "old.slice"],
+        exempt,
+        rules: [{ originalPort: 5432, port: 15001 }],
+      }),
     ]);
     const desired = [
-      desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "rewrite" }, { originalPort: 8443, port: 9443, strategy: "rewrite" }, { originalPort: 7000, port: 7100, strategy: "rewrite" }], { include: ["eth0", "eth1"], exclude: [] }),
+      desiredPolicy(
+        "demo",
+        [
+          { originalPort: 8000, port: 9000, strategy: "rewrite" },
+          { originalPort: 8443, port: 9443, strategy: "rewrite" },
+          { originalPort: 7000, port: 7100, strategy: "rewrite" },
+        ],
+        { include: ["eth0", "eth1"], exclude: [] },
+      ),
       edge,
-      desiredOutbound("out", { cgroups: ["app.slice", "new.slice"], exempt, rules: [{ originalPort: 5432, port: 15001 }, { originalPort: 443, port: 15002 }] }),
+      desiredOutbound("out", {
+        cgroups: ["app.slice", "new.slice"],
+        exempt,
+        rules: [
+          { originalPort: 5432, port: 15001 },
+          { originalPort: 443, port: 15002 },
+        ],
+      }),
     ];
     return { fake, desired };
   }
@@ -312,16 +511,23 @@ describe("failures roll back", () => {
     const reversible = orderSteps(plan.changes, objects.objectFor).filter((step) => step.phase !== "commit").length;
     assert.ok(reversible >= 8, `a multi-step apply (${reversible} steps)`);
     const kinds = new Set(orderSteps(plan.changes, objects.objectFor).map((step) => step.change.type));
-    for (const kind of ["cgroup.create", "cgroup.update", "cgroup.delete"]) assert.ok(kinds.has(kind as never), `the busy apply has a ${kind}`);
+    for (const kind of ["cgroup.create", "cgroup.update", "cgroup.delete"])
+      assert.ok(kinds.has(kind as never), `the busy apply has a ${kind}`);
     for (let failing = 1; failing <= reversible; failing++) {
       const { fake } = await busyKernel();
       const before = fake.snapshot();
       fake.failAt(fake.mutationCount + failing);
-      const failed = await executePlan(makePlan(desired, await observed(fake, desired)), fake, objects).then(() => undefined, (error: unknown) => error);
+      const failed = await executePlan(makePlan(desired, await observed(fake, desired)), fake, objects).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
       assert.ok(failed instanceof ApplyError, `step ${failing} failed the apply`);
       assert.equal(failed.code, "apply-failed");
       assert.equal(failed.rolledBack, true, failed.message);
-      assert.match(failed.message, /injected failure at operation \d+ \(\w+\)\nRolled back: the kernel is as it was before this apply\.$/);
+      assert.match(
+        failed.message,
+        /injected failure at operation \d+ \(\w+\)\nRolled back: the kernel is as it was before this apply\.$/,
+      );
       assert.deepEqual(fake.snapshot(), before, `after a failure at step ${failing}`);
     }
   });
@@ -332,9 +538,16 @@ describe("failures roll back", () => {
     const controller = new AbortController();
     const plan = makePlan(desired, await observed(fake, desired));
     let seen = 0;
-    const failed = await executePlan(plan, fake, { ...objects, interrupt: controller.signal, onEvent: (event) => {
-      if (event.type === "change-done" && ++seen === 2) controller.abort(new Error("interrupted by SIGINT"));
-    } }).then(() => undefined, (error: unknown) => error);
+    const failed = await executePlan(plan, fake, {
+      ...objects,
+      interrupt: controller.signal,
+      onEvent: (event) => {
+        if (event.type === "change-done" && ++seen === 2) controller.abort(new Error("interrupted by SIGINT"));
+      },
+    }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
     assert.ok(failed instanceof ApplyError);
     assert.equal(failed.code, "apply-interrupted");
     assert.match(failed.message, /^interrupted by SIGINT after \d+ of \d+ steps\nRolled back/);
@@ -349,11 +562,17 @@ describe("failures roll back", () => {
     fake.unloadProgram = async () => {
       throw new Error("bpffs went away");
     };
-    const failed = await executePlan(plan, fake, objects).then(() => undefined, (error: unknown) => error);
+    const failed = await executePlan(plan, fake, objects).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
     fake.unloadProgram = original;
     assert.ok(failed instanceof ApplyError);
     assert.equal(failed.rolledBack, false);
-    assert.match(failed.message, /Rollback failed \(program\.\w+: bpffs went away.*\): run `intercept plan` to see the state\.$/);
+    assert.match(
+      failed.message,
+      /Rollback failed \(program\.\w+: bpffs went away.*\): run `intercept plan` to see the state\.$/,
+    );
   });
 });
 
@@ -366,7 +585,8 @@ describe("ordering", () => {
     const hooks: Hook[] = ["ingress", "egress"];
     for (const { operation, after } of fake.history.slice(from)) {
       for (const link of after.links) {
-        for (const hook of hooks) assert.ok(link.filters[hook] !== undefined, `${link.name} ${hook} has a filter after ${operation.op}`);
+        for (const hook of hooks)
+          assert.ok(link.filters[hook] !== undefined, `${link.name} ${hook} has a filter after ${operation.op}`);
       }
     }
   });
@@ -378,7 +598,9 @@ describe("ordering", () => {
       "load:loadProgram",
       "attach:attachFilters",
       "rules:setRule",
-      "detach:detachFilter", "detach:detachFilter", "detach:removeQdisc",
+      "detach:detachFilter",
+      "detach:detachFilter",
+      "detach:removeQdisc",
       "commit:unloadProgram",
     ]);
   });
@@ -388,16 +610,51 @@ describe("ordering", () => {
     const old = { policy: "out", version: "1".repeat(16) };
     const next = { policy: "out", version: "2".repeat(16) };
     const changes = [
-      { type: "program.replace" as const, address: "program.out", reason: "", program: next, replaces: old, contentHash: "2".repeat(64), hooks: [], enabled: [true], cgroupHooks: ["sock_ops" as const, "getsockopt" as const, "connect4" as const, "connect6" as const], exemptCgroups: [] },
-      { type: "cgroup.update" as const, address: "cgroup.app.slice", reason: "", cgroup: app, program: next, attach: ["connect6" as const, "sock_ops" as const, "connect4" as const, "getsockopt" as const], detach: (["sock_ops", "getsockopt", "connect4", "connect6"] as const).map((hook) => ({ hook, program: old })) },
-      { type: "exemption.update" as const, address: "exemption.out", reason: "", program: next, cgroups: [{ id: 9, level: 1 }], from: [] },
+      {
+        type: "program.replace" as const,
+        address: "program.out",
+        reason: "",
+        program: next,
+        replaces: old,
+        contentHash: "2".repeat(64),
+        hooks: [],
+        enabled: [true],
+        cgroupHooks: ["sock_ops" as const, "getsockopt" as const, "connect4" as const, "connect6" as const],
+        exemptCgroups: [],
+      },
+      {
+        type: "cgroup.update" as const,
+        address: "cgroup.app.slice",
+        reason: "",
+        cgroup: app,
+        program: next,
+        attach: ["connect6" as const, "sock_ops" as const, "connect4" as const, "getsockopt" as const],
+        detach: (["sock_ops", "getsockopt", "connect4", "connect6"] as const).map((hook) => ({ hook, program: old })),
+      },
+      {
+        type: "exemption.update" as const,
+        address: "exemption.out",
+        reason: "",
+        program: next,
+        cgroups: [{ id: 9, level: 1 }],
+        from: [],
+      },
     ];
-    const order = orderSteps(changes, objects.objectFor).map(({ phase, operation: o }) => `${phase}:${o.op}${"hook" in o ? ` ${o.hook}` : ""}${"program" in o && o.op !== "setExemptCgroups" ? ` ${o.program.version[0]}` : ""}`);
+    const order = orderSteps(changes, objects.objectFor).map(
+      ({ phase, operation: o }) =>
+        `${phase}:${o.op}${"hook" in o ? ` ${o.hook}` : ""}${"program" in o && o.op !== "setExemptCgroups" ? ` ${o.program.version[0]}` : ""}`,
+    );
     assert.deepEqual(order, [
       "load:loadProgram",
-      "attach:attachCgroupProgram sock_ops 2", "attach:attachCgroupProgram getsockopt 2", "attach:attachCgroupProgram connect4 2", "attach:attachCgroupProgram connect6 2",
+      "attach:attachCgroupProgram sock_ops 2",
+      "attach:attachCgroupProgram getsockopt 2",
+      "attach:attachCgroupProgram connect4 2",
+      "attach:attachCgroupProgram connect6 2",
       "rules:setExemptCgroups",
-      "detach:detachCgroupProgram connect6 1", "detach:detachCgroupProgram connect4 1", "detach:detachCgroupProgram getsockopt 1", "detach:detachCgroupProgram sock_ops 1",
+      "detach:detachCgroupProgram connect6 1",
+      "detach:detachCgroupProgram connect4 1",
+      "detach:detachCgroupProgram getsockopt 1",
+      "detach:detachCgroupProgram sock_ops 1",
       "commit:unloadProgram",
     ]);
   });
@@ -406,17 +663,55 @@ describe("ordering", () => {
     const eth0 = { ifindex: 2, name: "eth0" };
     const eth1 = { ifindex: 3, name: "eth1" };
     return [
-      { type: "program.delete" as const, address: "program.old", reason: "", program: { policy: "old", version: "0".repeat(16) } },
-      { type: "attachment.delete" as const, address: "attachment.eth1", reason: "", link: eth1, from: { ingress: null, egress: null }, removeQdisc: true },
-      { type: "rule.update" as const, address: "rule.demo[0]", reason: "", program: demo.program, index: 0, enabled: false },
-      { type: "attachment.create" as const, address: "attachment.eth0", reason: "", link: eth0, program: demo.program, hooks: demo.hooks, addQdisc: false },
-      { type: "program.create" as const, address: "program.demo", reason: "", program: demo.program, contentHash: demo.contentHash, hooks: demo.hooks, enabled: [true, true] },
+      {
+        type: "program.delete" as const,
+        address: "program.old",
+        reason: "",
+        program: { policy: "old", version: "0".repeat(16) },
+      },
+      {
+        type: "attachment.delete" as const,
+        address: "attachment.eth1",
+        reason: "",
+        link: eth1,
+        from: { ingress: null, egress: null },
+        removeQdisc: true,
+      },
+      {
+        type: "rule.update" as const,
+        address: "rule.demo[0]",
+        reason: "",
+        program: demo.program,
+        index: 0,
+        enabled: false,
+      },
+      {
+        type: "attachment.create" as const,
+        address: "attachment.eth0",
+        reason: "",
+        link: eth0,
+        program: demo.program,
+        hooks: demo.hooks,
+        addQdisc: false,
+      },
+      {
+        type: "program.create" as const,
+        address: "program.demo",
+        reason: "",
+        program: demo.program,
+        contentHash: demo.contentHash,
+        hooks: demo.hooks,
+        enabled: [true, true],
+      },
     ];
   }
 });
 
 describe("tidy", () => {
-  const builder = { identify: async () => "", object: async (_: unknown, contentHash: string) => `${contentHash}.bpf.o` };
+  const builder = {
+    identify: async () => "",
+    object: async (_: unknown, contentHash: string) => `${contentHash}.bpf.o`,
+  };
   /** applyRun as the CLI and the agent call it; whether it ended with a tidy. */
   const appliedWithTidy = async (fake: FakeDatapath, desired: DesiredPolicy[]): Promise<boolean> => {
     const run = await planRun(desired, fake);
@@ -475,7 +770,11 @@ describe("status", () => {
     fake.count(demo.program, 0, "steered", { packets: 5, bytes: 300 });
     const report = await inspect(fake, [demo]);
     assert.deepEqual(report.programs[0]!.rules[0]!.counters?.steered, { packets: 5, bytes: 300 });
-    assert.deepEqual(report.programs[0]!.rules[0]!.rule?.originalPorts, [{ first: 8000, last: 8000 }], "named from the policy with the same content hash");
+    assert.deepEqual(
+      report.programs[0]!.rules[0]!.rule?.originalPorts,
+      [{ first: 8000, last: 8000 }],
+      "named from the policy with the same content hash",
+    );
     fake.countersUnreadable = "bpftool: map dump failed";
     const unreadable = await inspect(fake, [demo]);
     assert.equal(unreadable.programs[0]!.countersError, "bpftool: map dump failed");

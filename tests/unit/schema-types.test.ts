@@ -15,7 +15,10 @@ function typeShape(interfaceName: string): Shape {
   const source = project.addSourceFileAtPath("src/api.ts");
   const shape: Shape = {};
   for (const property of source.getInterfaceOrThrow(interfaceName).getProperties()) {
-    const type = property.getTypeNode()!.getText().replace(/^readonly /, "");
+    const type = property
+      .getTypeNode()!
+      .getText()
+      .replace(/^readonly /, "");
     shape[property.getName()] = { optional: property.hasQuestionToken(), type };
   }
   return shape;
@@ -29,7 +32,15 @@ function schemaShape(schema: { properties: Record<string, SchemaNode>; required?
   return shape;
 }
 
-interface SchemaNode { type?: string | string[]; enum?: string[]; $ref?: string; items?: SchemaNode; pattern?: string; minimum?: number; maximum?: number }
+interface SchemaNode {
+  type?: string | string[];
+  enum?: string[];
+  $ref?: string;
+  items?: SchemaNode;
+  pattern?: string;
+  minimum?: number;
+  maximum?: number;
+}
 
 /** The type alias of src/api.ts each shared definition is written as. */
 /** The TypeScript name of each shared definition. */
@@ -97,16 +108,18 @@ test("Port matches the schema's port", () => {
 /** The TypeScript spelling of a definition's own node, for the aliases of src/api.ts. */
 function aliasType(node: SchemaNode): string {
   const types = Array.isArray(node.type) ? node.type : [node.type!];
-  return types.map((type) => {
-    if (type === "integer") {
-      assert.deepEqual([node.minimum, node.maximum], [1, 65535], "integers here are ports");
-      return "Port";
-    }
-    if (type === "array") return `readonly ${schemaType(node.items!)}[]`;
-    if (node.pattern === "^\\*$") return '"*"';
-    if (node.pattern === "^[0-9]{1,5}-[0-9]{1,5}$") return "PortRange";
-    return type!;
-  }).join(" | ");
+  return types
+    .map((type) => {
+      if (type === "integer") {
+        assert.deepEqual([node.minimum, node.maximum], [1, 65535], "integers here are ports");
+        return "Port";
+      }
+      if (type === "array") return `readonly ${schemaType(node.items!)}[]`;
+      if (node.pattern === "^\\*$") return '"*"';
+      if (node.pattern === "^[0-9]{1,5}-[0-9]{1,5}$") return "PortRange";
+      return type!;
+    })
+    .join(" | ");
 }
 
 function typeAlias(name: string): string {
@@ -118,7 +131,11 @@ test("the selector types match the schema's definitions", () => {
   assert.equal(typeAlias("PortItem"), aliasType(policySchema.$defs.portItem));
   assert.equal(typeAlias("PortSelector"), aliasType(policySchema.$defs.portSelector));
   assert.equal(typeAlias("Cidr"), aliasType(policySchema.$defs.cidr));
-  assert.equal(typeAlias("PortRange"), "`${number}-${number}`", "a range is two numbers and a dash, as the schema's pattern");
+  assert.equal(
+    typeAlias("PortRange"),
+    "`${number}-${number}`",
+    "a range is two numbers and a dash, as the schema's pattern",
+  );
   assert.equal(policySchema.$defs.portList.items.$ref, "#/$defs/portItem");
   assert.equal(policySchema.$defs.cidrList.items.$ref, "#/$defs/cidr");
 });

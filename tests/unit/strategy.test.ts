@@ -29,12 +29,15 @@ test("defaults: tcp steers and drops when the proxy is down, udp rewrites", asyn
   - { originalPort: 8080, port: 9080, onProxyDown: pass }
 `);
   assert.deepEqual(messages, []);
-  assert.deepEqual(rules.map(({ strategy, onProxyDown }) => ({ strategy, onProxyDown })), [
-    { strategy: "steer", onProxyDown: "drop" },
-    { strategy: "rewrite", onProxyDown: undefined },
-    { strategy: "rewrite", onProxyDown: undefined },
-    { strategy: "steer", onProxyDown: "pass" },
-  ]);
+  assert.deepEqual(
+    rules.map(({ strategy, onProxyDown }) => ({ strategy, onProxyDown })),
+    [
+      { strategy: "steer", onProxyDown: "drop" },
+      { strategy: "rewrite", onProxyDown: undefined },
+      { strategy: "rewrite", onProxyDown: undefined },
+      { strategy: "steer", onProxyDown: "pass" },
+    ],
+  );
   assert.ok(!("onProxyDown" in rules[1]!), "a rewrite rule carries no onProxyDown at all");
 });
 

@@ -13,7 +13,12 @@ import { after, test } from "node:test";
 import { execa } from "execa";
 
 const NOBODY = 65534;
-const skip = process.getuid?.() !== 0 ? "needs root to switch to another user" : !existsSync("/usr/bin/setpriv") ? "needs setpriv (util-linux)" : false;
+const skip =
+  process.getuid?.() !== 0
+    ? "needs root to switch to another user"
+    : !existsSync("/usr/bin/setpriv")
+      ? "needs setpriv (util-linux)"
+      : false;
 
 const scratch = await mkdtemp(path.join(tmpdir(), "intercept-unprivileged-"));
 after(() => rm(scratch, { recursive: true, force: true }));
@@ -21,21 +26,29 @@ after(() => rm(scratch, { recursive: true, force: true }));
 /** Every path under @dir with its size, mode and modification time. */
 async function snapshot(dir: string): Promise<string> {
   const entries = (await readdir(dir, { recursive: true })).filter((entry) => !entry.startsWith("node_modules"));
-  const described = await Promise.all(entries.sort().map(async (entry) => {
-    const info = await stat(path.join(dir, entry));
-    return `${entry} ${info.size} ${info.mode} ${info.mtimeMs}`;
-  }));
+  const described = await Promise.all(
+    entries.sort().map(async (entry) => {
+      const info = await stat(path.join(dir, entry));
+      return `${entry} ${info.size} ${info.mode} ${info.mtimeMs}`;
+    }),
+  );
   return described.join("\n");
 }
 
-test("validate works as nobody in a read-only checkout and writes nothing into it", { skip, timeout: 60_000 }, async () => {
+test("validate works as nobody in a read-only checkout and writes nothing into it", {
+  skip,
+  timeout: 60_000,
+}, async () => {
   await chmod(scratch, 0o755);
   const checkout = path.join(scratch, "checkout");
   for (const part of ["bin", "dist/src", "src/api.ts", "schemas", "package.json", "policies", "examples"]) {
     await cp(part, path.join(checkout, part), { recursive: true });
   }
   await symlink(path.resolve("node_modules"), path.join(checkout, "node_modules"));
-  await writeFile(path.join(checkout, "policies", "broken.ts"), 'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port: 70000 }] });\n');
+  await writeFile(
+    path.join(checkout, "policies", "broken.ts"),
+    'import { definePolicy } from "intercept-bpf";\nexport default definePolicy({ interceptors: [{ originalPort: 8000, port: 70000 }] });\n',
+  );
   await execa("chmod", ["-R", "a-w,a+rX", checkout]);
   const temporary = path.join(scratch, "tmp");
   await mkdir(temporary);
@@ -43,12 +56,16 @@ test("validate works as nobody in a read-only checkout and writes nothing into i
   const before = await snapshot(checkout);
 
   const asNobody = (...args: string[]) =>
-    execa("setpriv", [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "node", "bin/intercept.js", ...args], {
-      cwd: checkout,
-      env: { PATH: process.env.PATH, HOME: checkout, TMPDIR: temporary },
-      extendEnv: false,
-      reject: false,
-    });
+    execa(
+      "setpriv",
+      [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "node", "bin/intercept.js", ...args],
+      {
+        cwd: checkout,
+        env: { PATH: process.env.PATH, HOME: checkout, TMPDIR: temporary },
+        extendEnv: false,
+        reject: false,
+      },
+    );
 
   for (const round of ["cache miss", "cache hit"]) {
     const valid = await asNobody("validate", "policies/demo.ts");
@@ -57,7 +74,10 @@ test("validate works as nobody in a read-only checkout and writes nothing into i
   }
   const invalid = await asNobody("validate", "policies");
   assert.equal(invalid.exitCode, 1);
-  assert.match(invalid.stderr, /^policies\/broken\.ts:2:74: error\[schema\/range\]: interceptors\[0\]\.port must be between 1 and 65535, got 70000$/m);
+  assert.match(
+    invalid.stderr,
+    /^policies\/broken\.ts:2:74: error\[schema\/range\]: interceptors\[0\]\.port must be between 1 and 65535, got 70000$/m,
+  );
   assert.doesNotMatch(invalid.stderr, /EACCES|^\s+at /m);
 
   assert.equal(await snapshot(checkout), before, "the checkout is unchanged");

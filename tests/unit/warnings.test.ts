@@ -14,8 +14,15 @@ import { desiredOutbound, desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
 
 const objects = { objectFor: (hash: string) => ({ objectPath: `${hash}.bpf.o`, prefixes: [] }) };
-const steer = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "steer" }, { originalPorts: [8443, "9443-9444"], port: 9001, strategy: "steer", onProxyDown: "pass" }]);
-const out = desiredOutbound("out", { cgroups: ["app.slice"], exempt: { cgroups: ["proxy.slice"] }, rules: [{ originalPort: 5432, port: 15001 }] });
+const steer = desiredPolicy("demo", [
+  { originalPort: 8000, port: 9000, strategy: "steer" },
+  { originalPorts: [8443, "9443-9444"], port: 9001, strategy: "steer", onProxyDown: "pass" },
+]);
+const out = desiredOutbound("out", {
+  cgroups: ["app.slice"],
+  exempt: { cgroups: ["proxy.slice"] },
+  rules: [{ originalPort: 5432, port: 15001 }],
+});
 
 function namespace(): FakeDatapath {
   const fake = new FakeDatapath({ name: "blue" });
@@ -29,12 +36,28 @@ describe("a steer rule that drops, with nothing listening on its port", () => {
   test("plan warns, in text and JSON, on the links it would run on; the changes are the same", async () => {
     const fake = namespace();
     const { plan } = await planRun([steer], fake, { warnings: true });
-    const text = 'policy demo rule 0 steers port 8000 to tcp port 9000, where nothing listens in network namespace "blue": applying now would drop new connections to port 8000 on eth0, eth1 (onProxyDown: drop); start the proxy first, or set onProxyDown: pass';
-    assert.deepEqual(plan.warnings, [{ kind: "proxy-not-listening", policy: "demo", rule: 0, port: 9000, originalPorts: "8000", links: ["eth0", "eth1"] }]);
-    assert.ok(renderPlan(plan, { colour: false }).endsWith(`Plan: 3 to add, 0 to change, 0 to destroy.\n\nWarning: ${text}\n`));
+    const text =
+      'policy demo rule 0 steers port 8000 to tcp port 9000, where nothing listens in network namespace "blue": applying now would drop new connections to port 8000 on eth0, eth1 (onProxyDown: drop); start the proxy first, or set onProxyDown: pass';
+    assert.deepEqual(plan.warnings, [
+      {
+        kind: "proxy-not-listening",
+        policy: "demo",
+        rule: 0,
+        port: 9000,
+        originalPorts: "8000",
+        links: ["eth0", "eth1"],
+      },
+    ]);
+    assert.ok(
+      renderPlan(plan, { colour: false }).endsWith(`Plan: 3 to add, 0 to change, 0 to destroy.\n\nWarning: ${text}\n`),
+    );
     assert.deepEqual(planJson(plan).warnings, [{ ...plan.warnings[0]!, message: text }]);
     assert.deepEqual(plan.changes, (await planRun([steer], fake)).plan.changes, "warnings decide nothing");
-    assert.deepEqual((await planRun([steer], fake)).plan.warnings, [], "without asking (the agent), no listeners are read");
+    assert.deepEqual(
+      (await planRun([steer], fake)).plan.warnings,
+      [],
+      "without asking (the agent), no listeners are read",
+    );
   });
 
   test("once the proxy listens, or with no change left to make, it says so only while true", async () => {
@@ -43,7 +66,10 @@ describe("a steer rule that drops, with nothing listening on its port", () => {
     const applied = (await planRun([steer], fake, { warnings: true })).plan;
     assert.deepEqual(applied.changes, [], "no changes: --detailed-exitcode still says 0");
     assert.equal(applied.warnings.length, 1, "the proxy is still down");
-    assert.match(renderPlan(applied, { colour: false }), /^No changes\. The kernel in network namespace "blue" matches the policies\.\n\nWarning: policy demo rule 0 steers/);
+    assert.match(
+      renderPlan(applied, { colour: false }),
+      /^No changes\. The kernel in network namespace "blue" matches the policies\.\n\nWarning: policy demo rule 0 steers/,
+    );
     fake.listen(9000, "proxy.slice");
     assert.deepEqual((await planRun([steer], fake, { warnings: true })).plan.warnings, []);
   });
@@ -52,8 +78,14 @@ describe("a steer rule that drops, with nothing listening on its port", () => {
     const fake = namespace();
     const quiet = [
       desiredPolicy("off", [{ originalPort: 8000, port: 9000, strategy: "steer", enabled: false }]),
-      desiredPolicy("passing", [{ originalPort: 8001, port: 9001, strategy: "steer", onProxyDown: "pass" }], { include: ["eth0"], exclude: [] }),
-      desiredPolicy("nowhere", [{ originalPort: 8002, port: 9002, strategy: "steer" }], { include: ["eth9"], exclude: [] }),
+      desiredPolicy("passing", [{ originalPort: 8001, port: 9001, strategy: "steer", onProxyDown: "pass" }], {
+        include: ["eth0"],
+        exclude: [],
+      }),
+      desiredPolicy("nowhere", [{ originalPort: 8002, port: 9002, strategy: "steer" }], {
+        include: ["eth9"],
+        exclude: [],
+      }),
     ];
     assert.deepEqual((await planRun(quiet.slice(0, 1), fake, { warnings: true })).plan.warnings, []);
     assert.deepEqual((await planRun(quiet.slice(1), fake, { warnings: true })).plan.warnings, []);
@@ -63,21 +95,30 @@ describe("a steer rule that drops, with nothing listening on its port", () => {
 describe("outbound rules", () => {
   test("no proxy listening: plan warns that connections would be refused", async () => {
     const { plan } = await planRun([out], namespace(), { warnings: true });
-    assert.deepEqual(plan.warnings.map((warning) => planJson({ ...plan, warnings: [warning] }).warnings[0]!.message), [
-      'policy out outbound rule 0 sends connections to port 5432 to tcp port 15001, where nothing listens in network namespace "blue": applying now would refuse new connections to port 5432 from app.slice; start the proxy first',
-    ]);
+    assert.deepEqual(
+      plan.warnings.map((warning) => planJson({ ...plan, warnings: [warning] }).warnings[0]!.message),
+      [
+        'policy out outbound rule 0 sends connections to port 5432 to tcp port 15001, where nothing listens in network namespace "blue": applying now would refuse new connections to port 5432 from app.slice; start the proxy first',
+      ],
+    );
   });
 
   test("a proxy outside every captured and exempt cgroup: plan and status warn of ENOENT; inside one (or below it), nothing", async () => {
     const fake = namespace();
     fake.listen(15001, "other.slice");
     fake.listen(15001, "");
-    const text = "policy out outbound rule 0: tcp port 15001 is listened on in cgroup /, other.slice, outside every captured and exempt cgroup: its SO_ORIGINAL_DST queries will fail with ENOENT; run the proxy in a cgroup of exempt.cgroups";
+    const text =
+      "policy out outbound rule 0: tcp port 15001 is listened on in cgroup /, other.slice, outside every captured and exempt cgroup: its SO_ORIGINAL_DST queries will fail with ENOENT; run the proxy in a cgroup of exempt.cgroups";
     const { plan } = await planRun([out], fake, { warnings: true });
-    assert.deepEqual(planJson(plan).warnings.map((warning) => warning.message), [text]);
+    assert.deepEqual(
+      planJson(plan).warnings.map((warning) => warning.message),
+      [text],
+    );
     await executePlan(plan, fake, objects);
     const status = await inspect(fake, [out]);
-    assert.deepEqual(status.warnings, [{ kind: "outbound-proxy-uncaptured", policy: "out", rule: 0, port: 15001, listenerCgroups: ["", "other.slice"] }]);
+    assert.deepEqual(status.warnings, [
+      { kind: "outbound-proxy-uncaptured", policy: "out", rule: 0, port: 15001, listenerCgroups: ["", "other.slice"] },
+    ]);
     for (const served of ["proxy.slice/envoy", "app.slice"]) {
       const inside = namespace();
       inside.listen(15001, served);

@@ -6,7 +6,15 @@ import type { PolicyFile } from "../../load/files.js";
 import { POLICY_DEADLINE_MS, POLICY_HEAP_MB } from "../../load/limits.js";
 import { LOADING_PHASES, type ReadPhase } from "../../load/read.js";
 import { DEFAULT_POLICY_DIR, type LoadResult } from "../../load/index.js";
-import { fromData, type LoadedPolicyData, type ReadTarget, type Validation, type WorkerMessage, type WorkerRequest, type WorkerResult } from "./protocol.js";
+import {
+  fromData,
+  type LoadedPolicyData,
+  type ReadTarget,
+  type Validation,
+  type WorkerMessage,
+  type WorkerRequest,
+  type WorkerResult,
+} from "./protocol.js";
 
 /** How reading policies is bounded; callers may tighten (or loosen) the deadline. */
 export interface ReadOptions {
@@ -73,8 +81,12 @@ class PolicyWorker {
    */
   private async readNow(target: ReadTarget, deadlineMs: number): Promise<WorkerResult> {
     const gathered: Gathered = { files: [], done: new Set(), policies: [], diagnostics: [] };
-    const result = (validation: Validation): WorkerResult => ({ policies: gathered.policies, diagnostics: gathered.diagnostics, validation });
-    for (let next: ReadTarget | undefined = target; ;) {
+    const result = (validation: Validation): WorkerResult => ({
+      policies: gathered.policies,
+      diagnostics: gathered.diagnostics,
+      validation,
+    });
+    for (let next: ReadTarget | undefined = target; ; ) {
       const outcome = await this.attempt(next, deadlineMs, gathered);
       if (outcome.kind === "done") return result(outcome.validation);
       gathered.diagnostics.push(outcome.diagnostic);
@@ -87,9 +99,10 @@ class PolicyWorker {
   private attempt(target: ReadTarget, deadlineMs: number, gathered: Gathered): Promise<Outcome> {
     const worker = (this.worker ??= this.startWorker());
     const id = ++this.nextId;
-    let at: Place = target.kind === "paths"
-      ? { file: target.paths[0] ?? ".", phase: "finding" }
-      : { file: target.files[0]?.file ?? ".", phase: "reading" };
+    let at: Place =
+      target.kind === "paths"
+        ? { file: target.paths[0] ?? ".", phase: "finding" }
+        : { file: target.files[0]?.file ?? ".", phase: "reading" };
     const clock = new Deadline(deadlineMs);
     return new Promise<Outcome>((resolve, reject) => {
       const finish = () => {
@@ -120,7 +133,8 @@ class PolicyWorker {
         switch (message.type) {
           case "progress":
             // Each file has its own time (and so has each policy's validation), from its first step on.
-            if (message.file !== at.file || (message.phase === "validating") !== (at.phase === "validating")) clock.reset();
+            if (message.file !== at.file || (message.phase === "validating") !== (at.phase === "validating"))
+              clock.reset();
             at = { file: message.file, phase: message.phase };
             // Loading our own parser or compiler is not the file's doing, and on a busy machine can take seconds.
             if (LOADING_PHASES.includes(message.phase)) clock.pause();
@@ -141,14 +155,21 @@ class PolicyWorker {
             return;
           case "failed":
             finish();
-            reject(Object.assign(new Error(message.error.message), message.error.stack === undefined ? {} : { stack: message.error.stack }));
+            reject(
+              Object.assign(
+                new Error(message.error.message),
+                message.error.stack === undefined ? {} : { stack: message.error.stack },
+              ),
+            );
             return;
           default:
             unreachable(message);
         }
       };
-      const onError = (error: Error & { code?: string }) => (error.code === "ERR_WORKER_OUT_OF_MEMORY" ? bounded(tooLarge(at)) : fail(error));
-      const onExit = (code: number) => fail(new Error(`the policy worker exited (code ${code}) while ${at.phase} ${at.file}`));
+      const onError = (error: Error & { code?: string }) =>
+        error.code === "ERR_WORKER_OUT_OF_MEMORY" ? bounded(tooLarge(at)) : fail(error);
+      const onExit = (code: number) =>
+        fail(new Error(`the policy worker exited (code ${code}) while ${at.phase} ${at.file}`));
       worker.on("message", onMessage).on("error", onError).on("exit", onExit);
       this.abandon = fail;
       // The clock starts with the worker's first step: starting a worker is not the files' doing either.
@@ -229,7 +250,11 @@ type Outcome = { kind: "done"; validation: Validation } | { kind: "bounded"; dia
 function rest(at: Place, gathered: Gathered): ReadTarget | undefined {
   if (at.phase === "finding" || at.phase === "validating") return undefined;
   gathered.done.add(at.file);
-  return { kind: "rest", files: gathered.files.filter((file) => !gathered.done.has(file.file)), carried: gathered.policies };
+  return {
+    kind: "rest",
+    files: gathered.files.filter((file) => !gathered.done.has(file.file)),
+    carried: gathered.policies,
+  };
 }
 
 /** Where the worker is: the file (a path given, before the first file is found) and what it is doing. */
@@ -248,11 +273,19 @@ function settled(): void {
 
 function tooSlow(at: Place, deadlineMs: number): Diagnostic {
   const hint = at.phase === "type-checking" ? " (a recursive type?)" : "";
-  return diagnosticAt("policy/too-slow", startOf(at.file), `${doing(at)} took longer than ${seconds(deadlineMs)}: a policy needs a fraction of that${hint}`);
+  return diagnosticAt(
+    "policy/too-slow",
+    startOf(at.file),
+    `${doing(at)} took longer than ${seconds(deadlineMs)}: a policy needs a fraction of that${hint}`,
+  );
 }
 
 function tooLarge(at: Place): Diagnostic {
-  return diagnosticAt("policy/too-large", startOf(at.file), `${doing(at)} needed more than ${POLICY_HEAP_MB} MB of memory: a policy needs a fraction of that`);
+  return diagnosticAt(
+    "policy/too-large",
+    startOf(at.file),
+    `${doing(at)} needed more than ${POLICY_HEAP_MB} MB of memory: a policy needs a fraction of that`,
+  );
 }
 
 function doing(at: Place): string {

@@ -16,7 +16,9 @@ import type { ValidPolicy } from "../../validate/model.js";
  * stopped at a file (`files` still to read, and the policies read before,
  * to be validated with them).
  */
-export type ReadTarget = { kind: "paths"; paths: string[] } | { kind: "rest"; files: PolicyFile[]; carried: LoadedPolicyData[] };
+export type ReadTarget =
+  | { kind: "paths"; paths: string[] }
+  | { kind: "rest"; files: PolicyFile[]; carried: LoadedPolicyData[] };
 
 export interface WorkerRequest {
   id: number;
@@ -49,11 +51,18 @@ export type WorkerMessage =
   /** A failure that is not the files' (a bug): passed on as an internal error. */
   | { id: number; type: "failed"; error: { message: string; stack?: string } };
 
-export type LoadedPolicyData = Omit<LoadedPolicy, "sourceMap"> & { source: { file: string; text: string }; locations: [string, Located][] };
+export type LoadedPolicyData = Omit<LoadedPolicy, "sourceMap"> & {
+  source: { file: string; text: string };
+  locations: [string, Located][];
+};
 
 export function toData(policy: LoadedPolicy): LoadedPolicyData {
   const { sourceMap, ...rest } = policy;
-  return { ...rest, source: { file: sourceMap.source.file, text: sourceMap.source.text }, locations: sourceMap.toEntries() };
+  return {
+    ...rest,
+    source: { file: sourceMap.source.file, text: sourceMap.source.text },
+    locations: sourceMap.toEntries(),
+  };
 }
 
 export function fromData(data: LoadedPolicyData): LoadedPolicy {

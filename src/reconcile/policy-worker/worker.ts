@@ -33,13 +33,22 @@ async function answer({ id, target }: WorkerRequest): Promise<void> {
     }
     for (const file of files) {
       const result = await readPolicyFile(file, progress);
-      send({ id, type: "read", file: file.file, policies: result.policies.map(toData), diagnostics: result.diagnostics });
+      send({
+        id,
+        type: "read",
+        file: file.file,
+        policies: result.policies.map(toData),
+        diagnostics: result.diagnostics,
+      });
       policies.push(...result.policies);
     }
     send({ id, type: "done", validation: validatePolicies(policies, (file) => progress(file, "validating")) });
   } catch (error) {
     // Not the files' fault (they end in diagnostics): the main thread reports it as an internal error.
-    const failure = error instanceof Error ? { message: error.message, ...(error.stack !== undefined && { stack: error.stack }) } : { message: String(error) };
+    const failure =
+      error instanceof Error
+        ? { message: error.message, ...(error.stack !== undefined && { stack: error.stack }) }
+        : { message: String(error) };
     send({ id, type: "failed", error: failure });
   }
 }
