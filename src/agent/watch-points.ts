@@ -1,4 +1,4 @@
-import { watch, type Dirent, type FSWatcher } from "node:fs";
+import { watch, type Dirent, type FSWatcher, type Stats } from "node:fs";
 import { readdir, readlink, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 
@@ -37,7 +37,7 @@ export async function watchPoints(targets: string[]): Promise<WatchPoint[]> {
   };
   for (const target of targets.map((given) => path.resolve(given))) {
     await addParents(target, add);
-    const real = await realpath(target).catch(() => undefined); // not there (yet): its parent sees it come
+    const real = await realpathOrNone(target); // not there (yet): its parent sees it come
     if (real === undefined) {
       // A symlink to what is not there (yet): the folder it names sees it come.
       const named = await readlink(target).then(
@@ -70,10 +70,7 @@ async function addParents(target: string, add: (folder: string, only?: string) =
   for (let folder = path.dirname(target); ; child = folder, folder = path.dirname(folder)) {
     add(folder, path.basename(child));
     if (folder === path.dirname(folder)) return; // the root
-    const [here, above] = await Promise.all([
-      stat(folder).catch(() => undefined),
-      stat(path.dirname(folder)).catch(() => undefined),
-    ]);
+    const [here, above] = await Promise.all([statOrNone(folder), statOrNone(path.dirname(folder))]);
     if (here && above && here.dev !== above.dev) return; // a mount point: what is above it is another file system
   }
 }
@@ -92,14 +89,35 @@ async function addFolder(folder: string, add: (folder: string, only?: string) =>
     const entryPath = path.join(folder, entry.name);
     if (entry.isDirectory()) await addFolder(entryPath, add);
     else if (entry.isSymbolicLink()) {
-      const real = await realpath(entryPath).catch(() => undefined); // dangling: the loader reports it
+      const real = await realpathOrNone(entryPath); // dangling: the loader reports it
       if (real !== undefined && !(await isFolder(real))) add(path.dirname(real));
     }
   }
 }
 
 async function isFolder(file: string): Promise<boolean> {
-  return (await stat(file).catch(() => undefined))?.isDirectory() ?? false;
+  return (await statOrNone(file))?.isDirectory() ?? false;
+}
+
+/*
+ * Watch points follow what can be seen now. Whatever cannot be (gone,
+ * dangling, unreadable) is not watched: the policy read that follows
+ * reports it, located, and a parent's watch wakes the agent when it returns.
+ */
+async function statOrNone(file: string): Promise<Stats | undefined> {
+  try {
+    return await stat(file);
+  } catch {
+    return undefined;
+  }
+}
+
+async function realpathOrNone(file: string): Promise<string | undefined> {
+  try {
+    return await realpath(file);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -107,7 +125,7 @@ async function isFolder(file: string): Promise<boolean> {
  * removed and made again at once often gets the freed inode back.
  */
 async function identityOf(folder: string): Promise<string | undefined> {
-  const info = await stat(folder).catch(() => undefined);
+  const info = await statOrNone(folder);
   return info?.isDirectory() ? `${info.dev}:${info.ino}:${info.birthtimeMs}` : undefined;
 }
 
