@@ -6,44 +6,34 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
 import { Gate } from "../../lab/gate.js";
-import { intercept, Lab } from "../../lab/network.js";
+import { intercept, type Lab } from "../../lab/network.js";
+import { DEMO_YAML, OTHER_YAML, SafetyLab } from "../support/safety-lab.js";
 import { AGENT_LOCK_HOLDER } from "../../src/model/lock-holder.js";
 import { LOCK_DIR, lockNamespace } from "../../src/reconcile/lock.js";
 
+let safety: SafetyLab;
 let lab: Lab;
 let scratch: string;
 let decoy: string;
 
-const DEMO_YAML = "interceptors:\n  - { port: 9000, originalPort: 8000, strategy: rewrite }\n";
-const OTHER_YAML =
-  "interceptors:\n  - { port: 9000, originalPort: 8000, strategy: rewrite }\n  - { port: 9443, originalPort: 8443, strategy: rewrite }\n";
-
 before(async () => {
-  lab = await Lab.create();
-  scratch = await mkdtemp(path.join(tmpdir(), "intercept-safety-"));
+  safety = await SafetyLab.create("intercept-safety-");
+  ({ lab, scratch } = safety);
   decoy = path.join(scratch, "decoy");
   await mkdir(decoy);
   await writeFile(path.join(decoy, "keep-me"), "a file no intercept run may touch\n");
-  await lab.startInServer(["node", "dist/demo/test-server.js"], /ready/);
 });
 
 after(async () => {
-  await lab?.destroy();
-  await rm(scratch, { recursive: true, force: true });
+  await safety?.destroy();
 });
 
-async function policyFile(name: string, text: string): Promise<string> {
-  const file = path.join(scratch, name);
-  await mkdir(path.dirname(file), { recursive: true });
-  await writeFile(file, text);
-  return file;
-}
+const policyFile = (name: string, text: string) => safety.policyFile(name, text);
 
 /** Everything intercept could have changed: its view of the kernel, the filters, the pins. */
 async function kernelSnapshot(): Promise<string> {
@@ -66,7 +56,7 @@ async function kernelSnapshot(): Promise<string> {
 
 const HOSTILE_PLANS = (await readdir("tests/hostile/plans")).filter((f) => f.endsWith(".json")).sort();
 
-const intercepted = async (port = 8000) => /\r\nServer: intercept\r\n/i.test((await lab.curl(port)).response);
+const intercepted = () => safety.intercepted();
 
 describe("hostile saved plans: one line, exit 1, nothing changed", { concurrency: false }, () => {
   const corpus = "tests/hostile/plans";

@@ -7,39 +7,26 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
+import { readdir } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
-import { intercept, Lab } from "../../lab/network.js";
+import { intercept, type Lab } from "../../lab/network.js";
+import { DEMO_YAML, OTHER_YAML, SafetyLab } from "../support/safety-lab.js";
 
+let safety: SafetyLab;
 let lab: Lab;
-let scratch: string;
-
-const DEMO_YAML = "interceptors:\n  - { port: 9000, originalPort: 8000, strategy: rewrite }\n";
-const OTHER_YAML =
-  "interceptors:\n  - { port: 9000, originalPort: 8000, strategy: rewrite }\n  - { port: 9443, originalPort: 8443, strategy: rewrite }\n";
 
 before(async () => {
-  lab = await Lab.create();
-  scratch = await mkdtemp(path.join(tmpdir(), "intercept-rounds-"));
-  await lab.startInServer(["node", "dist/demo/test-server.js"], /ready/);
+  safety = await SafetyLab.create("intercept-rounds-");
+  lab = safety.lab;
 });
 
 after(async () => {
-  await lab?.destroy();
-  await rm(scratch, { recursive: true, force: true });
+  await safety?.destroy();
 });
 
-async function policyFile(name: string, text: string): Promise<string> {
-  const file = path.join(scratch, name);
-  await mkdir(path.dirname(file), { recursive: true });
-  await writeFile(file, text);
-  return file;
-}
-
-const intercepted = async (port = 8000) => /\r\nServer: intercept\r\n/i.test((await lab.curl(port)).response);
+const policyFile = (name: string, text: string) => safety.policyFile(name, text);
+const intercepted = () => safety.intercepted();
 
 describe("one writer per namespace, in rounds", { concurrency: false }, () => {
   test("20 rounds of concurrent runs: the end state is one of the two runs', nothing leaks, destroy leaves nothing", async () => {
