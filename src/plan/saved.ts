@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { type FileHandle, open, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
@@ -7,6 +6,7 @@ import { displayLine } from "../diagnostics.js";
 import { InterceptError, messageOf } from "../errors.js";
 import type { NetworkNamespace } from "../model/namespace.js";
 import type { Change, Plan } from "./model.js";
+import { observedSnapshot, type ObservedSnapshot } from "./snapshot.js";
 
 const SCHEMA_PATH = fileURLToPath(new URL("../../../schemas/saved-plan.schema.json", import.meta.url));
 /** A plan of 10,000 rules is a few MB; anything far larger is not one of ours. */
@@ -21,12 +21,12 @@ const MAX_SAVED_PLAN_BYTES = 64 * 1024 * 1024;
  */
 export interface SavedPlan {
   format: "intercept-plan";
-  formatVersion: 2;
+  formatVersion: 3;
   createdAt: string;
   namespace: string | null;
   namespaceKey: string;
-  /** sha256 of the observed state the plan was computed from. */
-  observed: string;
+  /** What the kernel held when the plan was made: apply refuses, naming what moved, if it differs. */
+  observed: ObservedSnapshot;
   policies: SavedPolicy[];
   changes: Change[];
 }
@@ -38,46 +38,6 @@ export interface SavedPolicy {
   definition: Record<string, unknown>;
 }
 
-/** What the plan depends on in the kernel, as a hash: any change to it makes a saved plan stale. */
-export function fingerprint(observed: ObservedState): string {
-  const relevant = {
-    namespaceKey: observed.namespaceKey,
-    links: observed.links
-      .map((l) => [
-        l.ifindex,
-        l.name,
-        l.linkType,
-        l.clsact,
-        l.filters.ingress ?? 0,
-        l.filters.egress ?? 0,
-        l.foreign.map((f) => [f.hook, f.pref, f.handle ?? ""]),
-      ])
-      .sort(),
-    programs: observed.programs
-      .map((p) => [
-        p.ref.policy,
-        p.ref.version,
-        p.contentHash ?? "",
-        p.programIds.ingress ?? 0,
-        p.programIds.egress ?? 0,
-        p.enabled,
-      ])
-      .sort(),
-    ownedQdiscs: [...observed.ownedQdiscs].sort(),
-    emptyPins: observed.emptyPins.map((pin) => JSON.stringify(pin)).sort(),
-    cgroups: observed.cgroups.map((c) => [c.path, c.id, c.attached.map((a) => [a.attachType, a.programId])]).sort(),
-    outbound: observed.programs
-      .map((p) => [
-        p.ref.policy,
-        p.ref.version,
-        Object.entries(p.cgroupProgramIds).sort(),
-        p.exemptCgroups.map((c) => [c.id, c.level]),
-      ])
-      .sort(),
-  };
-  return createHash("sha256").update(JSON.stringify(relevant)).digest("hex");
-}
-
 export async function savePlan(
   file: string,
   plan: Plan,
@@ -86,11 +46,11 @@ export async function savePlan(
 ): Promise<void> {
   const saved: SavedPlan = {
     format: "intercept-plan",
-    formatVersion: 2,
+    formatVersion: 3,
     createdAt: new Date().toISOString(),
     namespace: plan.netns.name ?? null,
     namespaceKey: observed.namespaceKey,
-    observed: fingerprint(observed),
+    observed: observedSnapshot(observed),
     policies,
     changes: plan.changes,
   };

@@ -7,7 +7,9 @@ import type { NetworkNamespace } from "../kernel/exec.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { policyFromData, type LoadedPolicy } from "../load/index.js";
 import type { ValidPolicy } from "../validate/index.js";
-import { fingerprint, readSavedPlan, savedNamespace, savePlan, type SavedPolicy } from "../plan/saved.js";
+import type { Change } from "../plan/model.js";
+import { readSavedPlan, savedNamespace, savePlan, type SavedPolicy } from "../plan/saved.js";
+import { observedSnapshot, snapshotDifferences } from "../plan/snapshot.js";
 import { desiredState, validated } from "./desired.js";
 import { planRun, type PlannedRun } from "./index.js";
 
@@ -86,17 +88,27 @@ export async function savedPlanRun(
       `${file} holds no changes, but its policies give ${count} here: run \`intercept plan\` again`,
     );
   }
-  if (fingerprint(run.observed) !== saved.observed) {
+  const moved = snapshotDifferences(saved.observed, observedSnapshot(run.observed));
+  if (moved.length > 0) {
     throw new InterceptError(
       "saved-plan-stale",
-      `the kernel changed since ${file} was made (${quoted(saved.createdAt)}): run \`intercept plan\` again`,
+      `the kernel changed since ${file} was made (${quoted(saved.createdAt)}): ${moved.join("; ")}: run \`intercept plan\` again`,
     );
   }
-  if (!isDeepStrictEqual(run.plan.changes, saved.changes)) {
+  if (!isDeepStrictEqual(run.plan.changes.map(decision), saved.changes.map(decision))) {
     throw new InterceptError(
       "saved-plan-stale",
       `${file}: its changes are not what its policies give here (the file was edited, or templates or clang differ): run \`intercept plan\` again`,
     );
   }
   return run;
+}
+
+/**
+ * A change as a decision: everything but its reason, which is text for
+ * display. Rewording a reason does not make saved plans stale.
+ */
+function decision(change: Change): Omit<Change, "reason"> {
+  const { reason: _reason, ...rest } = change;
+  return rest;
 }

@@ -98,6 +98,33 @@ describe("saved plans", () => {
     );
   });
 
+  test("a refusal names what moved: the version a link runs, by name", async () => {
+    const fake = new FakeDatapath();
+    fake.addLink("v0");
+    const steer = desiredPolicy("demo", [{ originalPort: 8000, port: 9000, strategy: "steer" }]);
+    const other = desiredPolicy("demo", [{ originalPort: 8000, port: 9001, strategy: "steer" }]);
+    await executePlan(makePlan([steer], await fake.observe()), fake, objects);
+    const { file } = await savedFor(fake, "moved");
+    await executePlan(makePlan([other], await fake.observe()), fake, objects); // someone else applies
+    const [was, now] = [steer, other].map((d) => `version ${d.program.version} of demo`);
+    assert.equal(
+      await applyRefusal(file, fake),
+      `the kernel changed since ${file} was made (${JSON.stringify(JSON.parse(await readFile(file, "utf8")).createdAt)}): ` +
+        `link v0: ingress now runs ${now}, the plan expected ${was}; ${now} appeared; ${was} is gone: ` +
+        "run `intercept plan` again",
+    );
+  });
+
+  test("rewording a change's reason does not make a saved plan stale: reasons are for display", async () => {
+    const fake = new FakeDatapath();
+    fake.addLink("eth0");
+    const { file, plan } = await savedFor(fake, "reworded");
+    const changes = (plan.changes as { reason: string }[]).map((change) => ({ ...change, reason: "worded otherwise" }));
+    await writeFile(file, JSON.stringify({ ...plan, changes }));
+    const run = await savedPlanRun(file, fake, builder);
+    assert.equal(run.plan.changes.length, changes.length);
+  });
+
   test("control characters in every string field are printed escaped, never raw", async () => {
     const fake = new FakeDatapath();
     fake.addLink("eth0");
@@ -105,11 +132,22 @@ describe("saved plans", () => {
     const hostile = "\u001b[2J\u0007\u009b31m";
     const policy = (plan.policies as { source: string; definition: Record<string, unknown> }[])[0]!;
     const change = (plan.changes as Record<string, unknown>[])[0]!;
+    const observed = plan.observed as { links: Record<string, unknown>[] };
     const edits: Record<string, Record<string, unknown>> = {
       format: { ...plan, format: hostile },
       namespace: { ...plan, namespace: hostile },
       namespaceKey: { ...plan, namespaceKey: hostile },
       observed: { ...plan, observed: hostile },
+      "observed.links[0].name": { ...plan, observed: { ...observed, links: [{ ...observed.links[0], name: hostile }] } },
+      "observed.links[0].filters": {
+        ...plan,
+        observed: { ...observed, links: [{ ...observed.links[0], filters: { [hostile]: 7 } }] },
+      },
+      "observed.programs": {
+        ...plan,
+        observed: { ...observed, programs: [{ ref: { policy: hostile, version: hostile }, programIds: {} }] },
+      },
+      "observed key": { ...plan, observed: { ...observed, [hostile]: hostile } },
       "policies[0].source": {
         ...plan,
         policies: [{ ...policy, source: hostile, definition: { ...policy.definition, name: "Bad Name" } }],
@@ -139,7 +177,8 @@ describe("saved plans", () => {
     await writeFile(file, JSON.stringify({ ...plan, createdAt: hostile }));
     assert.equal(
       await applyRefusal(file, fake),
-      `the kernel changed since ${file} was made ("\\u001b[2J\\u0007\\u009b31m"): run \`intercept plan\` again`,
+      `the kernel changed since ${file} was made ("\\u001b[2J\\u0007\\u009b31m"): link eth1 appeared; ` +
+        "the qdiscs intercept made (by ifindex) now [3], the plan expected []: run `intercept plan` again",
     );
     await writeFile(
       file,
