@@ -138,7 +138,10 @@ describe("saved plans", () => {
       namespace: { ...plan, namespace: hostile },
       namespaceKey: { ...plan, namespaceKey: hostile },
       observed: { ...plan, observed: hostile },
-      "observed.links[0].name": { ...plan, observed: { ...observed, links: [{ ...observed.links[0], name: hostile }] } },
+      "observed.links[0].name": {
+        ...plan,
+        observed: { ...observed, links: [{ ...observed.links[0], name: hostile }] },
+      },
       "observed.links[0].filters": {
         ...plan,
         observed: { ...observed, links: [{ ...observed.links[0], filters: { [hostile]: 7 } }] },
