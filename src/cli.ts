@@ -268,7 +268,8 @@ function namespaceGlob(value: string): string {
 
 function portOption(flag: string, value: string): number {
   const port = Number(value);
-  if (!/^\d+$/.test(value) || port < 1 || port > 65535) throw new UsageError(`${flag}: "${value.slice(0, 16)}" is not a port (1-65535)`);
+  if (!/^\d+$/.test(value) || port < 1 || port > 65535)
+    throw new UsageError(`${flag}: "${value.slice(0, 16)}" is not a port (1-65535)`);
   return port;
 }
 

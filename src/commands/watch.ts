@@ -35,7 +35,9 @@ export async function watchCommand(paths: string[], options: WatchCommandOptions
     for (const netns of namespaces) watches.push(await watchNamespace(netns, { ...naming, enable: options.enable }));
     const printing = Promise.all(watches.map((watch) => print(watch, options)));
     await Promise.all(watches.map((watch) => watch.ready));
-    process.stderr.write(`watching ${namespaces.map(describeNamespace).join(", ")}${options.enable ? " (records on)" : ""}\n`);
+    process.stderr.write(
+      `watching ${namespaces.map(describeNamespace).join(", ")}${options.enable ? " (records on)" : ""}\n`,
+    );
     await printing;
   } finally {
     forget();
@@ -47,12 +49,17 @@ export async function watchCommand(paths: string[], options: WatchCommandOptions
 async function print(watch: FlowWatch, options: WatchCommandOptions): Promise<void> {
   for await (const view of watch.views) {
     if (!selected(view, options)) continue;
-    process.stdout.write(options.json ? `${JSON.stringify({ ...outputHeader("flow"), ...view })}\n` : `${flowLine(view)}\n`);
+    process.stdout.write(
+      options.json ? `${JSON.stringify({ ...outputHeader("flow"), ...view })}\n` : `${flowLine(view)}\n`,
+    );
   }
 }
 
 /** Whether @view passes the filters: policy, port (asked for or targeted), verdict. */
-export function selected(view: FlowView, options: Pick<WatchCommandOptions, "policies" | "port" | "verdicts">): boolean {
+export function selected(
+  view: FlowView,
+  options: Pick<WatchCommandOptions, "policies" | "port" | "verdicts">,
+): boolean {
   if (options.policies.length > 0 && !options.policies.includes(view.policy ?? "")) return false;
   if (options.verdicts.length > 0 && !options.verdicts.includes(view.verdict)) return false;
   if (options.port !== undefined && view.destination?.port !== options.port && view.target?.port !== options.port)

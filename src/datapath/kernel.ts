@@ -368,8 +368,7 @@ export class KernelDatapath implements Datapath {
       const commands: string[][] = [];
       // The batch's first version makes the event maps when no pinned version has them: the
       // later loads of the batch run after its pins exist, and share them (sharedMaps).
-      for (const { load } of loads)
-        commands.push(...(await emptyVersionCommands(this.pins, load, loads[0]!.load.ref)));
+      for (const { load } of loads) commands.push(...(await emptyVersionCommands(this.pins, load, loads[0]!.load.ref)));
       await runCommands([...commands, ...(await this.recordCommands(qdiscs))]);
     } catch {
       // bpftool does not say which command failed: undo what any of them may have done, then

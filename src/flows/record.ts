@@ -38,8 +38,11 @@ const PROTOCOLS: Record<number, FlowRecord["protocol"]> = { 6: "tcp", 17: "udp" 
 /** Decodes one record; throws on a record of another size (a reader of another ABI). */
 export function decodeRecord(bytes: Buffer): FlowRecord {
   if (bytes.length !== FLOW_EVENT.size)
-    throw new Error(`a flow record of ${bytes.length} bytes, not ${FLOW_EVENT.size}: intercept and its programs differ`);
-  const at = (name: Field) => bytes.subarray(FLOW_EVENT.fields[name].offset, FLOW_EVENT.fields[name].offset + FLOW_EVENT.fields[name].size);
+    throw new Error(
+      `a flow record of ${bytes.length} bytes, not ${FLOW_EVENT.size}: intercept and its programs differ`,
+    );
+  const at = (name: Field) =>
+    bytes.subarray(FLOW_EVENT.fields[name].offset, FLOW_EVENT.fields[name].offset + FLOW_EVENT.fields[name].size);
   const host = (name: Field) => hostNumber(at(name));
   const family = host("family") === 6 ? "ipv6" : "ipv4";
   const version = text(at("version"));

@@ -38,7 +38,11 @@ export class RuleDirectory {
   private constructor(private readonly versions: Map<string, KnownVersion>) {}
 
   /** The versions pinned under @pins, named from @desired where a version is one of them. */
-  static async read(pins: PinLayout, desired: DesiredPolicy[] = [], loaded: LoadedPolicy[] = []): Promise<RuleDirectory> {
+  static async read(
+    pins: PinLayout,
+    desired: DesiredPolicy[] = [],
+    loaded: LoadedPolicy[] = [],
+  ): Promise<RuleDirectory> {
     const byVersion = new Map(desired.map((want) => [want.program.version, want]));
     const byFile = new Map(loaded.map((policy) => [policy.file, policy]));
     const versions = new Map<string, KnownVersion>();
@@ -78,7 +82,8 @@ export class RuleDirectory {
       slot,
       label: `${name}[${slot}]`,
       location: span ? `${source.desired.policy.file}:${span.line}` : null,
-      summary: entry.kind === "interceptor" ? ruleSummary(entry.rule as Rule) : outboundSummary(entry.rule as OutboundRule),
+      summary:
+        entry.kind === "interceptor" ? ruleSummary(entry.rule as Rule) : outboundSummary(entry.rule as OutboundRule),
     };
   }
 

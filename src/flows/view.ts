@@ -84,5 +84,7 @@ export function flowLine(view: FlowView): string {
 
 function endpointText(endpoint: Endpoint | null): string {
   if (!endpoint) return "*";
-  return endpoint.address.includes(":") ? `[${endpoint.address}]:${endpoint.port}` : `${endpoint.address}:${endpoint.port}`;
+  return endpoint.address.includes(":")
+    ? `[${endpoint.address}]:${endpoint.port}`
+    : `${endpoint.address}:${endpoint.port}`;
 }
