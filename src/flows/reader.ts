@@ -60,13 +60,16 @@ export interface FlowStream {
 /** Starts reading the ring buffer pinned at @pin. */
 export async function readFlows(pin: string): Promise<FlowStream> {
   const child = execa(await flowReader(), [pin], { reject: false, stdin: "ignore", extendEnv: false });
-  const lines = createInterface({ input: child.stdout! });
   let markReady: () => void = () => undefined;
   let failReady: (error: Error) => void = () => undefined;
   const ready = new Promise<void>((resolve, reject) => {
     markReady = resolve;
     failReady = reject;
   });
+  const lines = createInterface({ input: child.stdout! });
+  // Made now, so that it buffers every line from the start, whenever the caller begins to iterate.
+  const buffered = lines[Symbol.asyncIterator]();
+  lines.on("line", (line) => line === "ready" && markReady());
   const finished = child.then((result) => {
     if (result.exitCode !== 0 && !result.isTerminated)
       failReady(new CommandError(`flow_reader ${pin}`, String(result.stderr)));
@@ -74,9 +77,8 @@ export async function readFlows(pin: string): Promise<FlowStream> {
     return result;
   });
   async function* records(): AsyncGenerator<Buffer> {
-    for await (const line of lines) {
-      if (line === "ready") markReady();
-      else if (line.length > 0) yield Buffer.from(line, "hex");
+    for await (const line of { [Symbol.asyncIterator]: () => buffered }) {
+      if (line !== "ready" && line.length > 0) yield Buffer.from(line, "hex");
     }
     const result = await finished;
     if (result.exitCode !== 0 && !result.isTerminated)

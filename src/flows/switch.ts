@@ -7,6 +7,7 @@
  */
 import { existsSync } from "node:fs";
 import { dumpMap, runCommands, updateCommand } from "../kernel/bpftool.js";
+import { runJson } from "../kernel/exec.js";
 import { listEntries, type PinLayout } from "../kernel/pins.js";
 import { arrayKey, MAPS, ruleEventsValue } from "../model/bpf-abi.js";
 import { hexByte } from "../model/host-order.js";
@@ -50,10 +51,30 @@ export async function switchOn(pins: PinLayout, versions: VersionRef[]): Promise
   };
 }
 
-/** Records dropped because the namespace's ring buffer was full, summed over CPUs; 0 when no version has one. */
+/**
+ * Records dropped because the namespace's ring buffer was full, summed over
+ * CPUs; 0 when no version has one. Read from the raw bytes, which every
+ * dump has (a map made without BTF has no formatted values).
+ */
 export async function droppedRecords(pins: PinLayout, versions: VersionRef[]): Promise<number> {
   const ref = versions.find((candidate) => existsSync(pins.map(candidate, MAPS.flow_event_drops.name)));
   if (!ref) return 0;
-  const entries = await dumpMap<number>(pins.map(ref, MAPS.flow_event_drops.name));
-  return entries.reduce((sum, entry) => sum + (entry.values ?? []).reduce((all, cpu) => all + Number(cpu.value), 0), 0);
+  const dump = await runJson<RawEntry[]>("bpftool", [
+    "-j",
+    "map",
+    "dump",
+    "pinned",
+    pins.map(ref, MAPS.flow_event_drops.name),
+  ]);
+  const cpus = dump.flatMap((entry) => entry.values ?? []);
+  return cpus.reduce((sum, cpu) => sum + hostNumber(cpu.value), 0);
+}
+
+/** An entry of a per-CPU map as bpftool dumps it: each CPU's value as hex bytes. */
+interface RawEntry {
+  values?: { cpu: number; value: string[] }[];
+}
+
+function hostNumber(bytes: string[]): number {
+  return Number(Buffer.from(bytes.map((byte) => Number.parseInt(byte, 16))).readBigUInt64LE(0));
 }
