@@ -194,6 +194,7 @@ function agentOptions(values: ParsedCommand["values"]): AgentOptions {
         ? { kind: "one", netns: namespaceOption(values) ?? {} }
         : { kind: "matching", globs: match.map(namespaceGlob) },
     keep: Boolean(values.keep),
+    flows: Boolean(values.flows),
     logFormat: logFormat((values["log-format"] as string | undefined) ?? "text"),
     lockTimeoutMs: lockTimeout(values),
     resyncMs: resyncInterval((values["resync-interval"] as string | undefined) ?? "30s"),

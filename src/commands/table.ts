@@ -301,6 +301,11 @@ export const COMMANDS = {
           "every namespace under /var/run/netns whose name matches GLOB, followed as they come and go (repeatable; not with --netns)",
       },
       keep: { type: "boolean", description: "on exit, leave the datapath as it is (rolling upgrades)" },
+      flows: {
+        type: "boolean",
+        description:
+          'switch every rule\'s flow records on, log each one (event "flow") and count them in intercept_flows_total by verdict and reason',
+      },
       "log-format": {
         type: "string",
         value: "FORMAT",

@@ -15,6 +15,7 @@ import { createInterface } from "node:readline";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { execa, type ResultPromise } from "execa";
+import { AgentProcess } from "../../lab/agent-process.js";
 import { LabCgroup, OUTBOUND_HELPER } from "../../lab/cgroup.js";
 import { probe } from "../../lab/echo-client.js";
 import { CLIENT_ADDRESS, intercept, Lab, SERVER_ADDRESS } from "../../lab/network.js";
@@ -245,3 +246,28 @@ async function switches(): Promise<boolean[]> {
   const dump = JSON.parse((await execa("bpftool", ["-j", "map", "dump", "pinned", pin])).stdout);
   return (dump as { formatted: { value: number } }[]).map((entry) => entry.formatted.value !== 0);
 }
+
+test("agent --flows: switches records on, logs each one and counts them by verdict and reason", async () => {
+  const destroyed = await intercept("destroy", "--netns", lab.serverNs, "--yes", "--no-color");
+  assert.equal(destroyed.exitCode, 0, destroyed.stderr);
+  const agent = new AgentProcess([policyFile, "--netns", lab.serverNs, "--flows", "--metrics", "127.0.0.1:0"]);
+  try {
+    const started = await agent.waitFor((line) => line.event === "agent started");
+    await agent.waitFor((line) => line.event === "flows on");
+    await probe(lab, SERVER_ADDRESS, 8002);
+    const flow = await agent.waitFor((line) => line.event === "flow" && line.verdict === "proxy-down");
+    assert.ok(flow, "a flow line");
+    assert.equal(flow.reason, "passed");
+    assert.equal(flow.rule, "flows[2]");
+    assert.equal(flow.policy, "flows");
+    const metrics = await (await fetch(`http://${String(started.metrics)}/metrics`)).text();
+    assert.match(
+      metrics,
+      new RegExp(
+        `intercept_flows_total\\{namespace="${lab.serverNs}",policy="flows",verdict="proxy-down",reason="passed"\\} [1-9]`,
+      ),
+    );
+  } finally {
+    await agent.stop();
+  }
+});
