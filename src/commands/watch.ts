@@ -9,6 +9,7 @@ import { describeNamespace } from "../kernel/namespace.js";
 import { outputHeader } from "../model/output-format.js";
 import { desiredState, validPolicies } from "../reconcile/index.js";
 import { programBuilder } from "./objects.js";
+import { policiesNote } from "./status.js";
 
 export interface WatchCommandOptions {
   /** One namespace (undefined: the current one), or the globs of --netns-match. */
@@ -76,9 +77,15 @@ async function namingPolicies(paths: string[], objects: string | undefined) {
     const { loaded, policies } = await validPolicies(paths);
     return { loaded, desired: await desiredState(loaded, policies, await programBuilder(objects)) };
   } catch (error) {
-    if (error instanceof PolicyError) return {};
-    if (error instanceof InterceptError && error.code === "tool-missing") return {};
-    throw error;
+    const why =
+      error instanceof PolicyError
+        ? policiesNote(error)
+        : error instanceof InterceptError && error.code === "tool-missing"
+          ? `${error.message}: rules are shown by slot (pass --objects DIR)`
+          : undefined;
+    if (why === undefined) throw error;
+    process.stderr.write(`${why.replace("shown by index", "shown by slot")}\n`);
+    return {};
   }
 }
 
