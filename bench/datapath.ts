@@ -18,6 +18,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
+import { execa } from "execa";
 import { compileBpf, contentHash } from "../src/build/index.js";
 import { compilePolicies } from "../src/compile/index.js";
 import {
@@ -28,6 +29,9 @@ import {
   type MatchStrategy,
 } from "../src/compile/render.js";
 import { loadVersion } from "../src/datapath/kernel.js";
+import { flowReader } from "../src/flows/reader.js";
+import { droppedRecords, writeSwitches } from "../src/flows/switch.js";
+import { FLOW_EVENTS } from "../src/model/bpf-abi.js";
 import { loadAndPin, updateMap } from "../src/kernel/bpftool.js";
 import { run, runJson, type NetworkNamespace } from "../src/kernel/exec.js";
 import { ensureBpffs, PIN_ROOT, PinLayout } from "../src/kernel/pins.js";
@@ -141,6 +145,8 @@ class Bench {
           : "none";
     return {
       pin,
+      pins,
+      ref,
       compileMs,
       loadMs,
       sourceBytes: compiled!.source.length,
@@ -348,12 +354,17 @@ function steerCases(): SteerCase[] {
  */
 async function steerCosts(bench: Bench, emptyPin: string) {
   const rewrite = rewriteRule(8000, STEER_PROXY_PORT);
+  const steerRule: BenchRule = { ...rewrite, strategy: "steer", onProxyDown: "drop" };
+  // The same rule, loaded twice: records off (as by default), and on with a reader draining them.
+  const withEvents = await bench.generated(policyOf("bench_steer_events", [steerRule]));
+  await writeSwitches(withEvents.pins, withEvents.ref, true);
   const pins = {
-    steer: (await bench.generated(policyOf("bench_steer", [{ ...rewrite, strategy: "steer", onProxyDown: "drop" }])))
-      .pin,
+    steer: (await bench.generated(policyOf("bench_steer", [steerRule]))).pin,
     rewrite: (await bench.generated(policyOf("bench_rewrite", [rewrite]))).pin,
     empty: emptyPin,
+    steerEvents: withEvents.pin,
   };
+  const reader = await drainRecords(withEvents.pins.map(withEvents.ref, FLOW_EVENTS.name));
   const lab = await Lab.create();
   try {
     await lab.startInServer(["node", "dist/lab/echo.js", "serve", "--tag", "proxy", String(STEER_PROXY_PORT)], /ready/);
@@ -377,6 +388,7 @@ async function steerCosts(bench: Bench, emptyPin: string) {
       steer: () => bench.nanoseconds(pins.steer, packet.frame, REPEAT, namespaces[packet.netns]),
       rewriteMiss: () =>
         bench.nanoseconds(pins.rewrite, missFrames.get(packet.family)!, REPEAT, namespaces[packet.netns]),
+      steerEvents: () => bench.nanoseconds(pins.steerEvents, packet.frame, REPEAT, namespaces[packet.netns]),
     });
     const samples = new Map<string, number[]>();
     for (let round = 0; round < ROUNDS; round++) {
@@ -400,11 +412,37 @@ async function steerCosts(bench: Bench, emptyPin: string) {
         ns,
         steerVsEmpty: ns.steer / ns.empty,
         steerVsRewriteMiss: ns.steer / ns.rewriteMiss,
+        eventsVsSteer: ns.steerEvents / ns.steer,
       };
     });
   } finally {
+    const drained = await reader.stop();
+    eventsRead.records = drained;
+    eventsRead.dropped = await droppedRecords(withEvents.pins, [withEvents.ref]);
     await lab.destroy();
   }
+}
+
+/** What the events-on variant's reader saw: records read, and those the full buffer dropped. */
+const eventsRead = { records: 0, dropped: 0 };
+
+/**
+ * The flow reader on @pin, its output counted and thrown away in C (no
+ * Node on the path), so records flow as they would with a consumer.
+ */
+async function drainRecords(pin: string): Promise<{ stop(): Promise<number> }> {
+  const child = execa(await flowReader(), [pin], { reject: false, stdin: "ignore", stdout: "pipe" });
+  let lines = 0;
+  child.stdout!.on("data", (chunk: Buffer) => {
+    for (const byte of chunk) if (byte === 10) lines++;
+  });
+  return {
+    async stop() {
+      child.kill("SIGTERM");
+      await child;
+      return Math.max(0, lines - 1); // the "ready" line
+    },
+  };
 }
 
 /*
@@ -693,6 +731,7 @@ async function main() {
           "rewrite miss ns",
           "steer/empty",
           "steer/rewrite miss",
+          "records on/off",
         ],
         steered.map((r) => [
           r.packet,
@@ -702,6 +741,7 @@ async function main() {
           f(r.ns.rewriteMiss),
           f(r.steerVsEmpty, 3),
           f(r.steerVsRewriteMiss, 3),
+          f(r.eventsVsSteer, 3),
         ]),
       ),
     );
@@ -721,6 +761,16 @@ async function main() {
     );
     console.log(
       "miss; with the proxy listening the listener is found and bpf_sk_assign is called. A real SYN costs about the latter.",
+    );
+    const syns = steered.filter((r) => r.packet.includes("SYN"));
+    const eventsSummary = {
+      synEventsVsSteer: mean(syns.map((r) => r.eventsVsSteer)),
+      synEventsNs: mean(syns.map((r) => r.ns.steerEvents - r.ns.steer)),
+      nonSynEventsVsSteer: mean(nonSyn.map((r) => r.eventsVsSteer)),
+      ...eventsRead,
+    };
+    console.log(
+      `records on (the reader draining them): SYN ${f(eventsSummary.synEventsVsSteer, 3)}× records off (+${f(eventsSummary.synEventsNs)} ns a SYN); non-SYN ${f(eventsSummary.nonSynEventsVsSteer, 3)}×; ${eventsRead.records} records read, ${eventsRead.dropped} dropped on a full buffer`,
     );
 
     const selectors = await selectorRows(bench, path.join(bench.root, "empty", "progs", "bench_empty"));
@@ -797,7 +847,7 @@ async function main() {
       summary,
       scaling: scaled,
       crossover: crossed,
-      steer: { rows: steered, summary: steerSummary },
+      steer: { rows: steered, summary: steerSummary, events: eventsSummary },
       selectors,
       prefixCrossover: prefixes,
     };

@@ -6,7 +6,8 @@
  * collapse under Connection: close, their ports stuck in TIME_WAIT), and
  * the variants take turns, so all share the machine's state. Prints tables
  * and writes bench/results/e2e.json.
- *   BENCH_E2E_ROUNDS (3) rounds of BENCH_E2E_SECONDS (5) per variant and mode.
+ *   BENCH_E2E_ROUNDS (3) rounds of BENCH_E2E_SECONDS (5) per variant and mode;
+ *   BENCH_E2E_ONLY=events measures only the flow records' cost.
  *
  * The outbound row: wrk as an application in a cgroup, connecting out to
  * a remote server through the same local proxy (lab/outbound.py, which
@@ -60,14 +61,16 @@ async function busySeconds(): Promise<number> {
   return (user! + nice! + system! + irq! + softirq! + steal!) / 100; // USER_HZ
 }
 
-async function measure(variant: Variant, mode: Mode): Promise<Measurement> {
+async function measure(variant: Variant, mode: Mode, events = false): Promise<Measurement> {
   const lab = await Lab.create();
+  let watch: Watch | undefined;
   try {
     await lab.runInClient(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"]);
     await lab.startInServer(["node", "dist/bench/http-server.js", String(TARGET_PORT)], /ready/);
     if (variant === "steer" || variant === "rewrite") {
       const applied = await intercept("apply", policies[variant], "--netns", lab.serverNs, "--yes");
       if (applied.exitCode !== 0) throw new Error(applied.stderr);
+      if (events) watch = await startWatch(lab.serverNs);
     } else if (variant === "iptables") {
       await execa("ip", [
         "netns",
@@ -100,8 +103,32 @@ async function measure(variant: Variant, mode: Mode): Promise<Measurement> {
     const timeWait = variant === "steer" ? { timeWait: await timeWaitSyns(lab) } : {};
     return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests, ...timeWait };
   } finally {
+    await watch?.stop();
     await lab.destroy();
   }
+}
+
+/** A running `intercept watch --enable --json`, its records counted and thrown away: the consumer the agent's --flows is. */
+interface Watch {
+  stop(): Promise<void>;
+}
+
+async function startWatch(netns: string): Promise<Watch> {
+  const child = execa("node", ["bin/intercept.js", "watch", "--netns", netns, "--enable", "--json"], {
+    reject: false,
+    stdin: "ignore",
+    stdout: "ignore",
+  });
+  await new Promise<void>((resolve, reject) => {
+    child.stderr!.on("data", (chunk: Buffer) => chunk.toString().includes("watching") && resolve());
+    void child.then((ended) => reject(new Error(`watch ended: ${String(ended.stderr)}`)));
+  });
+  return {
+    async stop() {
+      child.kill("SIGTERM");
+      await child;
+    },
+  };
 }
 
 /** The steer rule's TIME_WAIT counters, from `status --json`. */
@@ -123,9 +150,10 @@ const OUTBOUND_VARIANTS: OutboundVariant[] = ["intercept", "iptables"];
  * of its own, the proxy beside it as uid PROXY_UID), its client namespace
  * the remote network with the HTTP server on ORIGINAL_PORT.
  */
-async function measureOutbound(variant: OutboundVariant, mode: Mode): Promise<Measurement> {
+async function measureOutbound(variant: OutboundVariant, mode: Mode, events = false): Promise<Measurement> {
   const lab = await Lab.create();
   const cgroup = await LabCgroup.create(["app"], "intercept-bench");
+  let watch: Watch | undefined;
   try {
     const host = lab.serverNs;
     await lab.runInServer(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"]);
@@ -149,6 +177,7 @@ async function measureOutbound(variant: OutboundVariant, mode: Mode): Promise<Me
       );
       const applied = await intercept("apply", file, "--netns", host, "--yes");
       if (applied.exitCode !== 0) throw new Error(applied.stderr);
+      if (events) watch = await startWatch(host);
     } else {
       await execa("ip", [
         "netns",
@@ -191,6 +220,7 @@ async function measureOutbound(variant: OutboundVariant, mode: Mode): Promise<Me
     if (result.requests === 0) throw new Error(`outbound ${variant}/${mode}: no request succeeded: ${wrk.stderr}`);
     return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests };
   } finally {
+    await watch?.stop();
     await lab.destroy(); // intercept destroy first: our programs leave the cgroup
     await cgroup.destroy();
   }
@@ -266,7 +296,68 @@ async function rounds<V extends string>(
   ) as Record<Mode, Record<V, Summary>>;
 }
 
-const dataPlane = () => rounds("", VARIANTS, measure);
+const dataPlane = () => rounds("", VARIANTS, (variant, mode) => measure(variant, mode));
+
+type EventsKind = "steer" | "outbound";
+
+interface EventsSummary {
+  /** New connections per second, median over rounds, records off and on. */
+  offPerSecond: number;
+  onPerSecond: number;
+  /** Median of the per-round ratios on/off, and their spread. */
+  ratio: number;
+  ratioRange: number[];
+}
+
+/**
+ * Flow records on against off, new connections (Connection: close), for
+ * steer and for outbound: both in every round, in an order shuffled each
+ * round; the ratio is taken within a round, so both share its machine.
+ * "On" has every rule's records on and `intercept watch --json` reading them.
+ */
+async function eventsCost(): Promise<Record<EventsKind, EventsSummary>> {
+  const run = (kind: EventsKind, on: boolean) =>
+    kind === "steer" ? measure("steer", "close", on) : measureOutbound("intercept", "close", on);
+  const result = {} as Record<EventsKind, EventsSummary>;
+  for (const kind of ["steer", "outbound"] as EventsKind[]) {
+    const off: number[] = [];
+    const on: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = randomInt(2) === 0 ? [false, true] : [true, false];
+      for (const events of order) {
+        const measured = await run(kind, events);
+        (events ? on : off).push(measured.requestsPerSecond);
+        process.stderr.write(
+          `round ${round + 1}/${ROUNDS} events ${kind} ${events ? "on" : "off"}: ${measured.requestsPerSecond.toFixed(0)} conn/s\n`,
+        );
+      }
+    }
+    const ratios = on.map((value, i) => value / off[i]!);
+    result[kind] = {
+      offPerSecond: median(off),
+      onPerSecond: median(on),
+      ratio: median(ratios),
+      ratioRange: [Math.min(...ratios), Math.max(...ratios)],
+    };
+  }
+  return result;
+}
+
+function printEvents(events: Record<EventsKind, EventsSummary>): void {
+  console.log("\nflow records on vs off, new connections (Connection: close), per-round ratios (target ≥ 0.97):");
+  console.log(
+    table(
+      ["rule", "conn/s off (median)", "conn/s on (median)", "on/off (median of rounds)", "on/off (min–max)"],
+      (["steer", "outbound"] as EventsKind[]).map((kind) => [
+        kind,
+        events[kind].offPerSecond.toFixed(0),
+        events[kind].onPerSecond.toFixed(0),
+        events[kind].ratio.toFixed(3),
+        events[kind].ratioRange.map((n) => n.toFixed(3)).join("–"),
+      ]),
+    ),
+  );
+}
 const outbound = () => rounds("outbound ", OUTBOUND_VARIANTS, measureOutbound);
 
 /** Wall time of one CLI run. */
@@ -368,6 +459,18 @@ async function main() {
     console.log(
       `variants: direct (wrk to ${TARGET_PORT}), rewrite and steer (intercept, ${ORIGINAL_PORT} → ${TARGET_PORT}), iptables (nat PREROUTING REDIRECT)\n`,
     );
+    if (process.env.BENCH_E2E_ONLY === "events") {
+      // The flow records' cost alone: the other sections take a quarter of an hour.
+      const events = await eventsCost();
+      printEvents(events);
+      await mkdir("bench/results", { recursive: true });
+      await writeFile(
+        "bench/results/e2e-events.json",
+        `${JSON.stringify({ measuredAt: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS, events }, null, 2)}\n`,
+      );
+      console.log("\nwritten: bench/results/e2e-events.json");
+      return;
+    }
     const data = await dataPlane();
     const f = (n: number, d = 0) => n.toFixed(d);
     for (const mode of ["keep-alive", "close"] as Mode[]) {
@@ -439,6 +542,8 @@ async function main() {
         ),
       ),
     );
+    const events = await eventsCost();
+    printEvents(events);
     const control = await controlPlane();
     console.log("\ncontrol plane:");
     console.log(
@@ -457,7 +562,7 @@ async function main() {
     await mkdir("bench/results", { recursive: true });
     await writeFile(
       "bench/results/e2e.json",
-      `${JSON.stringify({ measuredAt: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, dataPlane: data, outbound: out, controlPlane: control }, null, 2)}\n`,
+      `${JSON.stringify({ measuredAt: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, dataPlane: data, outbound: out, events, controlPlane: control }, null, 2)}\n`,
     );
     console.log("\nwritten: bench/results/e2e.json");
   } finally {

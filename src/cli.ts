@@ -7,6 +7,7 @@ import { COMMAND_NAMES, COMMANDS, isCommand, longNames, optionsOf, type Command 
 import { formatDiagnostics } from "./diagnostics.js";
 import { InterceptError, messageOf, PolicyError, UsageError } from "./errors.js";
 import type { ListenAddress } from "./model/listen-address.js";
+import { FLOW_VERDICTS, type FlowVerdict } from "./model/bpf-abi.js";
 import { NETNS_GLOB, NETNS_NAME } from "./model/namespace.js";
 
 export type { Command } from "./commands/table.js";
@@ -81,6 +82,23 @@ const RUNNERS: Record<Command, Runner> = {
   status: async ({ values, positionals }) => {
     const options = { netns: namespaceOption(values) ?? {}, json: Boolean(values.json), ...objectsOption(values) };
     return (await import("./commands/status.js")).statusCommand(positionals, options);
+  },
+  watch: async ({ values, positionals }) => {
+    const match = values["netns-match"] as string[] | undefined;
+    if (match !== undefined && values.netns !== undefined)
+      throw new UsageError("--netns and --netns-match cannot be used together: one namespace, or every matching one");
+    const netns = namespaceOption(values);
+    const options = {
+      ...(netns && { netns }),
+      ...(match && { netnsMatch: match.map(namespaceGlob) }),
+      policies: (values.policy as string[] | undefined) ?? [],
+      ...(values.port !== undefined && { port: portOption("--port", values.port as string) }),
+      verdicts: ((values.verdict as string[] | undefined) ?? []).map(verdictOption),
+      json: Boolean(values.json),
+      enable: Boolean(values.enable),
+      ...objectsOption(values),
+    };
+    return (await import("./commands/watch.js")).watchCommand(positionals, options);
   },
   agent: async ({ values, positionals }) => {
     const options = agentOptions(values);
@@ -176,6 +194,7 @@ function agentOptions(values: ParsedCommand["values"]): AgentOptions {
         ? { kind: "one", netns: namespaceOption(values) ?? {} }
         : { kind: "matching", globs: match.map(namespaceGlob) },
     keep: Boolean(values.keep),
+    flows: Boolean(values.flows),
     logFormat: logFormat((values["log-format"] as string | undefined) ?? "text"),
     lockTimeoutMs: lockTimeout(values),
     resyncMs: resyncInterval((values["resync-interval"] as string | undefined) ?? "30s"),
@@ -246,6 +265,20 @@ function namespaceGlob(value: string): string {
     );
   }
   return value;
+}
+
+function portOption(flag: string, value: string): number {
+  const port = Number(value);
+  if (!/^\d+$/.test(value) || port < 1 || port > 65535)
+    throw new UsageError(`${flag}: "${value.slice(0, 16)}" is not a port (1-65535)`);
+  return port;
+}
+
+function verdictOption(value: string): FlowVerdict {
+  const verdicts: readonly string[] = Object.values(FLOW_VERDICTS);
+  if (!verdicts.includes(value))
+    throw new UsageError(`--verdict: "${value.slice(0, 32)}" is not one of ${verdicts.join(", ")}`);
+  return value as FlowVerdict;
 }
 
 function objectsOption(values: ParsedCommand["values"]): { objects?: string } {

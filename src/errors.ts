@@ -51,7 +51,9 @@ export type ErrorCode =
   /** A policy has an outbound section and no cgroup2 hierarchy is mounted. */
   | "cgroup2-unavailable"
   /** A cgroup path that is not one intercept accepts (a tampered saved plan): never joined to the mount. */
-  | "cgroup-path-refused";
+  | "cgroup-path-refused"
+  /** `watch`: no program of ours in the namespace has a ring buffer of flow records, or its reader stopped. */
+  | "flows-unavailable";
 
 export class InterceptError extends Error {
   constructor(

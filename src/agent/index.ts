@@ -10,6 +10,7 @@ import { Fleet } from "./fleet.js";
 import { Lifecycle } from "./lifecycle.js";
 import { createLogger, type LogFormat, type Logger } from "./log.js";
 import { AgentMetrics, shortHash, type PolicyHealth } from "./metrics.js";
+import { FlowExport } from "./flows.js";
 import { NamespaceDirectory } from "./netns-directory.js";
 import { AGENT_LOCK_HOLDER, FLEET_LOCK_HOLDER } from "../model/lock-holder.js";
 import { collectOrphans } from "./orphans.js";
@@ -31,6 +32,8 @@ export interface AgentOptions {
   objects?: string;
   /** How often the policies are read (and the namespaces reconciled) whatever the file events say; 0: never. Default 30 s. */
   resyncMs?: number;
+  /** `--flows`: every rule's flow records on, logged and counted (src/agent/flows.ts). */
+  flows?: boolean;
 }
 
 /**
@@ -87,17 +90,23 @@ class Agent {
   private metricsServer: import("node:http").Server | undefined;
   private started = false;
   private stopping: Promise<void> | undefined;
+  private readonly flows: FlowExport | undefined;
 
   constructor(
     paths: string[],
     private readonly options: AgentOptions,
-    private readonly log: Logger,
+    private log: Logger,
     private readonly lifecycle: Lifecycle,
   ) {
     this.metrics = new AgentMetrics(
       () => this.fleet.reports(),
       () => this.health(),
     );
+    // --flows follows the log: a namespace served or changed gets its records switched on and read.
+    this.flows = options.flows
+      ? new FlowExport(log, this.metrics.registry, () => this.policies?.desired ?? [])
+      : undefined;
+    if (this.flows) this.log = this.flows.following(log);
     this.fleet = new Fleet(
       {
         keep: options.keep,
@@ -110,7 +119,7 @@ class Agent {
             lifecycle.fail(new InterceptError("netns-not-found", `${describeNamespace(netns)} no longer exists`));
         },
       },
-      log,
+      this.log,
       this.metrics,
     );
     this.watcher = new PolicyWatcher<PolicySet>(
@@ -199,6 +208,7 @@ class Agent {
     // A policy read in flight (a hostile file runs to its deadline) must not hold the process after clean-up.
     const closing = closePolicyWorker();
     this.directory?.stop();
+    await this.flows?.stop(); // before the fleet removes the programs its readers read
     const { held } = await this.fleet.stop();
     await closing;
     this.metricsServer?.close();

@@ -14,6 +14,8 @@ export type LogEvent =
   | "rolled back"
   | "waiting"
   | "reload"
+  | "flow"
+  | "flows on"
   | "error";
 
 /** How much a line matters, for log pipelines that filter or alert on it (JSON lines' `level`). */
@@ -33,6 +35,8 @@ const LEVEL: Record<LogEvent, LogLevel> = {
   "rolled back": "warn",
   waiting: "warn",
   reload: "info",
+  flow: "info",
+  "flows on": "info",
   error: "error",
 };
 

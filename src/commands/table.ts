@@ -241,6 +241,45 @@ export const COMMANDS = {
     ],
     options: { ...NETNS, ...OBJECTS, ...JSON_OUTPUT },
   },
+  watch: {
+    summary: "stream what the datapath does with each connection",
+    operands: "[PATH…]",
+    positionals: "paths",
+    description: [
+      PATHS_NOTE,
+      "One line per connection a rule decided about: steered, proxy down, TIME_WAIT, rewritten, redirected or exempt (outbound, with the task), and each SO_ORIGINAL_DST a proxy asked. Records are off by default: --enable turns every rule's on while watching, the agent's --flows keeps them on. Runs until SIGINT or SIGTERM.",
+    ],
+    options: {
+      ...NETNS,
+      "netns-match": {
+        type: "string",
+        multiple: true,
+        value: "GLOB",
+        kind: "glob",
+        description: "every namespace under /var/run/netns whose name matches GLOB now (repeatable; not with --netns)",
+      },
+      policy: { type: "string", multiple: true, value: "NAME", description: "only this policy's records (repeatable)" },
+      port: { type: "string", value: "PORT", description: "only connections to PORT, asked for or steered to" },
+      verdict: {
+        type: "string",
+        multiple: true,
+        value: "VERDICT",
+        kind: "choice",
+        choices: ["steered", "proxy-down", "time-wait", "rewritten", "redirected", "exempt", "original-dst"],
+        description: "only records of this verdict (repeatable)",
+      },
+      enable: {
+        type: "boolean",
+        description: "turn every rule's records on while watching, and back as they were on exit",
+      },
+      ...OBJECTS,
+      json: { type: "boolean", description: "one JSON object per record and line (schemas/flow-output.schema.json)" },
+    },
+    examples: [
+      ["intercept watch --netns edge --enable", "every connection the rules in edge decide about"],
+      ["intercept watch --netns-match 'pod-*' --verdict proxy-down --json", "SYNs that found no proxy, as JSON lines"],
+    ],
+  },
   agent: {
     summary: "keep the kernel matching the policies, as links and files change",
     operands: "[PATH…]",
@@ -262,6 +301,11 @@ export const COMMANDS = {
           "every namespace under /var/run/netns whose name matches GLOB, followed as they come and go (repeatable; not with --netns)",
       },
       keep: { type: "boolean", description: "on exit, leave the datapath as it is (rolling upgrades)" },
+      flows: {
+        type: "boolean",
+        description:
+          'switch every rule\'s flow records on, log each one (event "flow") and count them in intercept_flows_total by verdict and reason',
+      },
       "log-format": {
         type: "string",
         value: "FORMAT",

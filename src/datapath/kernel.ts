@@ -49,6 +49,7 @@ import {
 import {
   arrayKey,
   exemptCgroupValue,
+  FLOW_EVENT_MAPS,
   MAPS,
   OUTBOUND_RECORD_MAPS,
   policyMetaValue,
@@ -57,6 +58,7 @@ import {
   QDISC_REGISTRY,
   qdiscRecord,
   ruleStateValue,
+  type MapName,
   type PrefixEntry,
 } from "../model/bpf-abi.js";
 import { COUNTER_SLOTS, counterKey } from "../model/counters.js";
@@ -364,7 +366,9 @@ export class KernelDatapath implements Datapath {
     const qdiscs = attaches.flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : []));
     try {
       const commands: string[][] = [];
-      for (const { load } of loads) commands.push(...(await emptyVersionCommands(this.pins, load)));
+      // The batch's first version makes the event maps when no pinned version has them: the
+      // later loads of the batch run after its pins exist, and share them (sharedMaps).
+      for (const { load } of loads) commands.push(...(await emptyVersionCommands(this.pins, load, loads[0]!.load.ref)));
       await runCommands([...commands, ...(await this.recordCommands(qdiscs))]);
     } catch {
       // bpftool does not say which command failed: undo what any of them may have done, then
@@ -535,13 +539,13 @@ export async function loadVersion(pins: PinLayout, load: ProgramLoad): Promise<v
  * switches, address lists, exempt cgroups, and policy_meta last, since a
  * version whose content hash is recorded is complete.
  */
-async function emptyVersionCommands(pins: PinLayout, load: ProgramLoad): Promise<string[][]> {
+async function emptyVersionCommands(pins: PinLayout, load: ProgramLoad, batchFirst?: VersionRef): Promise<string[][]> {
   const dir = pins.version(load.ref);
   await removePins(dir);
   await mkdir(dir, { recursive: true }); // bpftool creates only the last level
   const outbound = (load.cgroupHooks ?? []).length > 0;
   return [
-    loadCommand(load.objectPath, dir, outbound ? await sharedRecordMaps(pins, load.ref) : {}),
+    loadCommand(load.objectPath, dir, await sharedMaps(pins, load.ref, outbound, batchFirst)),
     ...[
       ...load.enabled.map((enabled, index) => ruleUpdate(pins, load.ref, index, enabled)),
       ...load.prefixes.map((entry) => prefixUpdate(pins, load.ref, entry)),
@@ -551,17 +555,46 @@ async function emptyVersionCommands(pins: PinLayout, load: ProgramLoad): Promise
   ];
 }
 
-/** The record maps of some other pinned version in the namespace, by map name; none when no version has them. */
-async function sharedRecordMaps(pins: PinLayout, loading: VersionRef): Promise<Record<string, string>> {
+/**
+ * The maps @loading shares with the other versions of the namespace, by
+ * name: the event maps (one ring buffer per namespace) of a pinned version
+ * that has them, else of @batchFirst, the first load of the same batch,
+ * pinned by the time this one runs; and for outbound programs the record
+ * maps. None when @loading is the first: it makes its own.
+ */
+async function sharedMaps(
+  pins: PinLayout,
+  loading: VersionRef,
+  outbound: boolean,
+  batchFirst?: VersionRef,
+): Promise<Record<string, string>> {
+  const pinned = (ref: VersionRef | undefined, names: readonly MapName[]) =>
+    ref ? Object.fromEntries(names.map((name) => [name, pins.map(ref, name)])) : {};
+  const first = batchFirst && !sameVersion(batchFirst, loading) ? batchFirst : undefined;
+  return {
+    ...pinned((await pinnedVersionWith(pins, loading, FLOW_EVENT_MAPS)) ?? first, FLOW_EVENT_MAPS),
+    ...(outbound ? pinned(await pinnedVersionWith(pins, loading, OUTBOUND_RECORD_MAPS), OUTBOUND_RECORD_MAPS) : {}),
+  };
+}
+
+function sameVersion(a: VersionRef, b: VersionRef): boolean {
+  return a.policy === b.policy && a.version === b.version;
+}
+
+/** Some other pinned version of the namespace that has every map of @names; undefined when none has. */
+async function pinnedVersionWith(
+  pins: PinLayout,
+  loading: VersionRef,
+  names: readonly MapName[],
+): Promise<VersionRef | undefined> {
   for (const policy of (await listEntries(pins.namespaceDir, "directories")).filter(isPolicyName)) {
     for (const version of (await listEntries(pins.policy(policy), "directories")).filter(isVersionName)) {
       const ref = { policy, version };
-      if (policy === loading.policy && version === loading.version) continue;
-      const maps = OUTBOUND_RECORD_MAPS.map((name) => [name, pins.map(ref, name)] as const);
-      if (maps.every(([, pin]) => existsSync(pin))) return Object.fromEntries(maps);
+      if (sameVersion(ref, loading)) continue;
+      if (names.every((name) => existsSync(pins.map(ref, name)))) return ref;
     }
   }
-  return {};
+  return undefined;
 }
 
 /** exempt_cgroups, slot by slot: a 64-bit id and a 32-bit level (struct exempt_cgroup, host order). */

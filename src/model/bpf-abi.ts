@@ -28,7 +28,7 @@ export interface TypeLayout {
 }
 
 /** The kernel's map types the objects use (enum bpf_map_type). */
-export const MAP_TYPES = { array: 2, percpuArray: 6, lruHash: 9, lpmTrie: 11 } as const;
+export const MAP_TYPES = { array: 2, percpuArray: 6, lruHash: 9, lpmTrie: 11, ringbuf: 27 } as const;
 
 export interface MapAbi {
   name: string;
@@ -106,9 +106,109 @@ export const MAPS = {
       proxy_port: field(34, 2, "network"),
     }),
   },
+  rule_events: { name: "rule_events", type: "array", key: u32, value: u32 },
+  flow_event_drops: { name: "flow_event_drops", type: "percpuArray", key: u32, value: u64 },
 } as const satisfies Record<string, MapAbi>;
 
-export type MapName = keyof typeof MAPS;
+export type MapName = keyof typeof MAPS | typeof FLOW_EVENTS.name;
+
+/*
+ * Events (templates/bpf/lib/events.h): one ring buffer per namespace,
+ * shared by every version there like the outbound records; each rule's
+ * switch in rule_events, whose last slot switches the records of no rule;
+ * drops counted in flow_event_drops.
+ */
+
+/** The ring buffer of records, with its size in bytes (FLOW_EVENT_BUFFER). */
+export const FLOW_EVENTS = { name: "flow_events", type: "ringbuf", bytes: 256 * 1024 } as const;
+
+/** The maps every version of a namespace shares, by name: the first version loaded makes them. */
+export const FLOW_EVENT_MAPS = [FLOW_EVENTS.name, MAPS.flow_event_drops.name] as const;
+
+/** struct flow_event: one record. Addresses are IPv6 or IPv4-mapped; `rule` is the slot. */
+export const FLOW_EVENT = struct("flow_event", 128, {
+  time_ns: field(0, 8),
+  cgroup_id: field(8, 8),
+  version: field(16, 16, "bytes"),
+  source: field(32, 16, "network"),
+  destination: field(48, 16, "network"),
+  target: field(64, 16, "network"),
+  source_port: field(80, 2, "network"),
+  destination_port: field(82, 2, "network"),
+  target_port: field(84, 2, "network"),
+  family: field(86, 1),
+  protocol: field(87, 1),
+  verdict: field(88, 1),
+  reason: field(89, 1),
+  pad: field(90, 2),
+  rule: field(92, 4),
+  ifindex: field(96, 4),
+  pid: field(100, 4),
+  uid: field(104, 4),
+  comm: field(108, 16, "bytes"),
+  pad2: field(124, 4),
+});
+
+/** enum flow_verdict, by value: what the datapath did with a connection. */
+export const FLOW_VERDICTS = {
+  1: "steered",
+  2: "proxy-down",
+  3: "time-wait",
+  4: "redirected",
+  5: "exempt",
+  6: "original-dst",
+  7: "rewritten",
+} as const;
+
+/** enum flow_reason, by value. */
+export const FLOW_REASONS = {
+  0: "none",
+  1: "dropped",
+  2: "passed",
+  3: "time-wait-recycled",
+  4: "exempt-uid",
+  5: "exempt-mark",
+  6: "exempt-cgroup",
+  7: "answered",
+  8: "not-found",
+} as const;
+
+export type FlowVerdict = (typeof FLOW_VERDICTS)[keyof typeof FLOW_VERDICTS];
+export type FlowReason = (typeof FLOW_REASONS)[keyof typeof FLOW_REASONS];
+
+/** The C enumerators of FLOW_VERDICTS and FLOW_REASONS, as the agreement test finds them in BTF. */
+export const FLOW_ENUMS = {
+  flow_verdict: {
+    VERDICT_STEERED: 1,
+    VERDICT_PROXY_DOWN: 2,
+    VERDICT_TIME_WAIT: 3,
+    VERDICT_REDIRECTED: 4,
+    VERDICT_EXEMPT: 5,
+    VERDICT_ORIGINAL_DST: 6,
+    VERDICT_REWRITTEN: 7,
+  },
+  flow_reason: {
+    REASON_NONE: 0,
+    REASON_DROPPED: 1,
+    REASON_PASSED: 2,
+    REASON_TIME_WAIT_RECYCLED: 3,
+    REASON_EXEMPT_UID: 4,
+    REASON_EXEMPT_MARK: 5,
+    REASON_EXEMPT_CGROUP: 6,
+    REASON_ANSWERED: 7,
+    REASON_NOT_FOUND: 8,
+  },
+} as const;
+
+/** The rule_events slot of records that belong to no rule, after a program's @slots rule slots. */
+export function noRuleEventSlot(slots: number): number {
+  return slots;
+}
+
+/** A rule_events value: the switch. */
+export function ruleEventsValue(enabled: boolean): number[] {
+  return hostU32(enabled ? 1 : 0);
+}
 
 /** Maps only the programs use (timewait.h's time_wait_tries): userspace never names, reads or writes them. */
 export const PROGRAM_PRIVATE_MAPS: readonly string[] = ["time_wait_tries"];

@@ -16,6 +16,11 @@ import { run, runJson } from "../../src/kernel/exec.js";
 import { loadPolicies } from "../../src/load/index.js";
 import {
   CGROUP_PROGRAMS,
+  FLOW_ENUMS,
+  FLOW_EVENT,
+  FLOW_EVENTS,
+  FLOW_REASONS,
+  FLOW_VERDICTS,
   MAP_TYPES,
   MAPS,
   PROGRAM_PRIVATE_MAPS,
@@ -107,14 +112,23 @@ class Btf {
 
   /** A map definition (the anonymous struct of `__uint(type, …)`, `__type(key, …)`, …), member by member. */
   mapDefinition(variable: BtfType): { type: number; key: TypeLayout; value: TypeLayout } {
-    const members = new Map(
-      this.type(variable.type_id!).members!.map((member) => [member.name, this.type(member.type_id)]),
-    );
+    const members = this.members(variable);
     return {
       type: this.type(members.get("type")!.type_id!).nr_elems!, // __uint(type, N): int (*type)[N]
       key: this.layout(members.get("key")!.type_id!),
       value: this.layout(members.get("value")!.type_id!),
     };
+  }
+
+  /** A ring buffer's definition: its type and size in bytes (it has no key or value). */
+  ringDefinition(variable: BtfType): { type: number; bytes: number } {
+    const members = this.members(variable);
+    const number = (name: string) => this.type(members.get(name)!.type_id!).nr_elems!;
+    return { type: number("type"), bytes: number("max_entries") };
+  }
+
+  private members(variable: BtfType): Map<string, BtfType> {
+    return new Map(this.type(variable.type_id!).members!.map((member) => [member.name, this.type(member.type_id)]));
   }
 }
 
@@ -142,6 +156,10 @@ test("every map the objects define is the mirror's, with its type, key and value
     for (const variable of btf.variables(".maps")) {
       seen.add(variable.name);
       if (PROGRAM_PRIVATE_MAPS.includes(variable.name)) continue;
+      if (variable.name === FLOW_EVENTS.name) {
+        assert.deepEqual(btf.ringDefinition(variable), { type: MAP_TYPES.ringbuf, bytes: FLOW_EVENTS.bytes });
+        continue;
+      }
       const mirror = (MAPS as Record<string, (typeof MAPS)[keyof typeof MAPS]>)[variable.name];
       assert.ok(mirror, `map ${variable.name} is not in src/model/bpf-abi.ts`);
       assert.equal(mirror.name, variable.name);
@@ -154,7 +172,7 @@ test("every map the objects define is the mirror's, with its type, key and value
   }
   assert.deepEqual(
     [...seen].sort(),
-    [...Object.keys(MAPS), ...PROGRAM_PRIVATE_MAPS].sort(),
+    [...Object.keys(MAPS), FLOW_EVENTS.name, ...PROGRAM_PRIVATE_MAPS].sort(),
     "the objects between them define every map of the mirror",
   );
 });
@@ -176,4 +194,69 @@ test("every program the objects hold is the mirror's, in the mirror's section", 
   for (const program of Object.values(TC_PROGRAMS)) assert.ok(program.name.startsWith(TC_PROGRAM_PREFIX), program.name);
   for (const program of Object.values(CGROUP_PROGRAMS))
     assert.ok(!program.name.startsWith(TC_PROGRAM_PREFIX), program.name);
+});
+
+/*
+ * The event record travels through a ring buffer, so no map's BTF names
+ * it: its layout and enums are read from the objects' DWARF instead.
+ */
+
+interface DwarfEntry {
+  tag: string;
+  attributes: Map<string, string>;
+}
+
+/** The entries llvm-dwarfdump prints for @name and its children, in order. */
+async function dwarf(object: string, name: string): Promise<DwarfEntry[]> {
+  const out = await run("llvm-dwarfdump", ["-n", name, "-c", object]);
+  const entries: DwarfEntry[] = [];
+  for (const line of out.split("\n")) {
+    const tag = /^0x[0-9a-f]+:\s+(DW_TAG_\w+)/.exec(line);
+    if (tag) entries.push({ tag: tag[1]!, attributes: new Map() });
+    const attribute = /^\s+(DW_AT_\w+)\s+\((.*)\)$/.exec(line);
+    if (attribute && entries.length > 0) entries.at(-1)!.attributes.set(attribute[1]!, attribute[2]!);
+  }
+  return entries;
+}
+
+/** How a member's C type orders its bytes, as the mirror says it. */
+function dwarfOrder(type: string): ByteOrder {
+  if (type.includes('"__be') || type.includes('"flow_address"')) return "network";
+  return type.includes('"char[') ? "bytes" : "host";
+}
+
+test("struct flow_event is the mirror's FLOW_EVENT, field by field", async () => {
+  for (const object of await built) {
+    const [struct, ...members] = await dwarf(object, "flow_event");
+    assert.equal(struct?.tag, "DW_TAG_structure_type");
+    const size = Number(struct.attributes.get("DW_AT_byte_size"));
+    const offsets = members.map((member) => Number(member.attributes.get("DW_AT_data_member_location")));
+    const fields = Object.fromEntries(
+      members.map((member, i) => [
+        member.attributes.get("DW_AT_name")!.replaceAll('"', ""),
+        {
+          offset: offsets[i]!,
+          size: (offsets[i + 1] ?? size) - offsets[i]!,
+          order: dwarfOrder(member.attributes.get("DW_AT_type")!),
+        },
+      ]),
+    );
+    assert.deepEqual({ type: "struct flow_event", size, fields }, FLOW_EVENT, object);
+  }
+});
+
+test("the verdicts and reasons are the C enums, value by value", async () => {
+  const [object] = await built;
+  for (const [name, mirror] of Object.entries(FLOW_ENUMS)) {
+    const [, ...enumerators] = await dwarf(object!, name);
+    const values = Object.fromEntries(
+      enumerators.map((e) => [
+        e.attributes.get("DW_AT_name")!.replaceAll('"', ""),
+        Number(e.attributes.get("DW_AT_const_value")),
+      ]),
+    );
+    assert.deepEqual(values, mirror, name);
+  }
+  assert.deepEqual(Object.keys(FLOW_VERDICTS).map(Number), Object.values(FLOW_ENUMS.flow_verdict));
+  assert.deepEqual(Object.keys(FLOW_REASONS).map(Number), Object.values(FLOW_ENUMS.flow_reason));
 });

@@ -37,7 +37,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ["kernel"],
   ["datapath"],
   ["load", "validate", "compile", "build"],
-  ["reconcile", "plan"],
+  ["reconcile", "plan", "flows"],
   ["commands", "agent", "demo"],
   ["cli.ts"],
 ];

@@ -36,6 +36,7 @@
 #include "maps.h"
 #include "outbound_types.h"
 #include "outbound_maps.h"
+#include "events.h"
 
 /* What capture did with a connect(). */
 enum capture_result {
@@ -61,17 +62,55 @@ static __always_inline int in_exempt_cgroup(void)
 	return 0;
 }
 
-/* is_exempt — true for the proxy's own connect(): by the task's uid, the
- * socket's mark, or the task's cgroup, as the policy exempts it. */
-static __always_inline int is_exempt(struct bpf_sock_addr *ctx)
+/* event_task — the calling task: pid, uid, command and cgroup. */
+static __always_inline void event_task(struct flow_event *event)
+{
+	event->pid = bpf_get_current_pid_tgid() >> 32;
+	event->uid = (__u32)bpf_get_current_uid_gid();
+	event->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(event->comm, sizeof(event->comm));
+}
+
+/* exempt_reason — why the proxy's own connect() is never captured: the
+ * task's uid, the socket's mark, or the task's cgroup, as the policy
+ * exempts it; REASON_NONE when it is not exempt. */
+static __always_inline enum flow_reason exempt_reason(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
 
 	if (exempt_uid((__u32)bpf_get_current_uid_gid()))
-		return 1;
+		return REASON_EXEMPT_UID;
 	if (sk && exempt_mark(sk->mark))
-		return 1;
-	return in_exempt_cgroup();
+		return REASON_EXEMPT_MARK;
+	if (in_exempt_cgroup())
+		return REASON_EXEMPT_CGROUP;
+	return REASON_NONE;
+}
+
+/* connect_event — records a connect() to @dst a rule (@match) named, sent
+ * to the proxy or left alone (@verdict, @reason), with the task that made
+ * it, when the rule's records are on. */
+static __always_inline void connect_event(struct bpf_sock_addr *ctx, const struct address *dst, __u8 family,
+					  const struct outbound_match *match,
+					  enum flow_verdict verdict, enum flow_reason reason)
+{
+	struct flow_event *event = event_start(match->rule, verdict, reason);
+
+	if (!event)
+		return;
+	event_task(event);
+	event->protocol = IPPROTO_TCP;
+	event->family = family;
+	__builtin_memcpy(event->destination.word, dst->word, sizeof(event->destination.word));
+	event->destination_port = (__be16)ctx->user_port;
+	if (verdict == VERDICT_REDIRECTED) {
+		if (family == FAMILY_IPV4)
+			event_ipv4(&event->target, bpf_htonl(INADDR_LOOPBACK));
+		else
+			event->target.word[3] = bpf_htonl(1);
+		event->target_port = match->proxy_port;
+	}
+	event_send(event);
 }
 
 /* capture — decides whether the connect() in @ctx to @dst goes to a proxy;
@@ -82,6 +121,7 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, const struct addre
 {
 	struct original_destination original = {};
 	__be16 port = (__be16)ctx->user_port;
+	enum flow_reason exempt;
 	__u64 cookie;
 
 	if (ctx->type != SOCKET_TYPE_STREAM || ctx->protocol != IPPROTO_TCP)
@@ -90,8 +130,11 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, const struct addre
 		return CAPTURE_NO_RULE;
 	if (!rule_enabled(match->rule))
 		return CAPTURE_DISABLED;
-	if (is_exempt(ctx))
+	exempt = exempt_reason(ctx);
+	if (exempt != REASON_NONE) {
+		connect_event(ctx, dst, family, match, VERDICT_EXEMPT, exempt);
 		return CAPTURE_EXEMPT;
+	}
 	original.addr = *dst;
 	original.port = port;
 	original.family = family;
@@ -100,6 +143,7 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, const struct addre
 	if (bpf_map_update_elem(&orig_by_cookie, &cookie, &original, BPF_ANY) != 0)
 		return CAPTURE_UNRECORDED;
 	count_packet(match->rule, COUNTER_REDIRECTED, 0);
+	connect_event(ctx, dst, family, match, VERDICT_REDIRECTED, REASON_NONE);
 	return CAPTURE_REDIRECT;
 }
 
@@ -281,6 +325,32 @@ static __always_inline void answer_ipv6(struct bpf_sockopt *ctx, const struct or
 	ctx->retval = 0;
 }
 
+/* sockopt_event — records a proxy's query for the original destination of
+ * its connection @key: answered from @original, or not found (NULL, a
+ * record of no rule), when the records are on. */
+static __always_inline void sockopt_event(const struct connection_key *key, const struct original_destination *original,
+					  __u8 family)
+{
+	__u32 rule = original ? original->rule : EVENTS_NO_RULE;
+	struct flow_event *event;
+
+	event = event_start(rule, VERDICT_ORIGINAL_DST, original ? REASON_ANSWERED : REASON_NOT_FOUND);
+	if (!event)
+		return;
+	event_task(event);
+	event->protocol = IPPROTO_TCP;
+	event->family = family;
+	__builtin_memcpy(event->source.word, key->client.word, sizeof(event->source.word));
+	__builtin_memcpy(event->target.word, key->proxy.word, sizeof(event->target.word));
+	event->source_port = key->client_port;
+	event->target_port = key->proxy_port;
+	if (original) {
+		__builtin_memcpy(event->destination.word, original->addr.word, sizeof(event->destination.word));
+		event->destination_port = original->port;
+	}
+	event_send(event);
+}
+
 /* Every getsockopt of a task in the cgroup passes here; only the original
  * destination query of a connection we recorded is answered, and its
  * answer replaces the kernel's (ENOENT or ENOPROTOOPT without conntrack,
@@ -292,16 +362,19 @@ int out_getsockopt(struct bpf_sockopt *ctx)
 	struct original_destination *original;
 	struct connection_key key = {};
 	struct bpf_sock *sk = ctx->sk;
+	__u8 family;
 
 	if (ctx->optname != SOCKOPT_ORIGINAL_DESTINATION || !sk)
 		return CGROUP_PROCEED;
 	if (ctx->level != SOCKOPT_LEVEL_IP && ctx->level != SOCKOPT_LEVEL_IPV6)
 		return CGROUP_PROCEED;
 	proxy_connection(sk, &key);
+	family = ctx->level == SOCKOPT_LEVEL_IP ? FAMILY_IPV4 : FAMILY_IPV6;
 	original = bpf_map_lookup_elem(&orig_by_conn, &key);
+	sockopt_event(&key, original, family);
 	if (!original)
 		return CGROUP_PROCEED;
-	if (ctx->level == SOCKOPT_LEVEL_IP)
+	if (family == FAMILY_IPV4)
 		answer_ipv4(ctx, original);
 	else
 		answer_ipv6(ctx, original);

@@ -28,6 +28,7 @@
 
 #include "types.h"
 #include "maps.h"
+#include "events.h"
 #include "parse.h"
 
 /* Only what the policy uses is compiled: an unused static function is an
@@ -35,14 +36,19 @@
  * socket helpers steering needs (kernel 5.7). */
 #if POLICY_REWRITES
 #include "rewrite.h"
+#include "rewrite_events.h"
 
 /* rewrite — sets @which port of a packet a rewrite rule (@match) named,
- * and counts it in @slot, if the rule is enabled. */
+ * and counts it in @slot, if the rule is enabled. A new connection's SYN
+ * arriving is recorded too (events.h). */
 static __always_inline void rewrite(struct __sk_buff *skb, const struct l4_packet *pkt,
 				    const struct rule_match *match, enum l4_port which, enum counter_slot slot)
 {
-	if (rule_enabled(match->rule) && rewrite_port(skb, pkt, which, match->port) == REWRITE_OK)
-		count_packet(match->rule, slot, skb->len);
+	if (!rule_enabled(match->rule) || rewrite_port(skb, pkt, which, match->port) != REWRITE_OK)
+		return;
+	count_packet(match->rule, slot, skb->len);
+	if (which == PORT_DESTINATION)
+		rewrite_event(skb, pkt, match);
 }
 #endif
 

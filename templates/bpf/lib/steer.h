@@ -26,6 +26,7 @@
 
 #include "types.h"
 #include "maps.h"
+#include "events.h"
 #include "timewait.h"
 
 /* What packet_tuple and assign_listener made of a SYN. */
@@ -177,13 +178,51 @@ static __always_inline int assign_listener(struct __sk_buff *skb, const struct b
 	return err ? STEER_REFUSED : STEER_ASSIGNED;
 }
 
-/* proxy_unavailable — the verdict for a SYN the proxy cannot take, counted
- * in @slot: dropped when the rule fails closed, else handed on to whatever
- * listens on originalPort. */
-static __always_inline int proxy_unavailable(struct __sk_buff *skb, const struct rule_match *match, enum counter_slot slot)
+/* steer_event — records what became of a SYN (@tuple, @size bytes: its
+ * own 4-tuple) that a steer rule (@match) matched, when the rule's records
+ * are on. The target is the proxy's port on the address the client asked
+ * for, where the listener was, or was not, found. */
+static __always_inline void steer_event(struct __sk_buff *skb, const struct rule_match *match,
+					const struct bpf_sock_tuple *tuple, int size,
+					enum flow_verdict verdict, enum flow_reason reason)
 {
+	struct flow_event *event = event_start(match->rule, verdict, reason);
+
+	if (!event)
+		return;
+	event->protocol = IPPROTO_TCP;
+	event->ifindex = skb->ifindex;
+	if (size == sizeof(tuple->ipv4)) {
+		event->family = FAMILY_IPV4;
+		event_ipv4(&event->source, tuple->ipv4.saddr);
+		event_ipv4(&event->destination, tuple->ipv4.daddr);
+		event->source_port = tuple->ipv4.sport;
+		event->destination_port = tuple->ipv4.dport;
+	} else {
+		event->family = FAMILY_IPV6;
+		__builtin_memcpy(event->source.word, tuple->ipv6.saddr, sizeof(event->source.word));
+		__builtin_memcpy(event->destination.word, tuple->ipv6.daddr, sizeof(event->destination.word));
+		event->source_port = tuple->ipv6.sport;
+		event->destination_port = tuple->ipv6.dport;
+	}
+	event->target = event->destination;
+	event->target_port = match->port;
+	event_send(event);
+}
+
+/* proxy_unavailable — the verdict for a SYN (@tuple, @size bytes) the
+ * proxy cannot take, counted in @slot and recorded as @verdict: dropped
+ * when the rule fails closed, else handed on to whatever listens on
+ * originalPort. */
+static __always_inline int proxy_unavailable(struct __sk_buff *skb, const struct rule_match *match,
+					     const struct bpf_sock_tuple *tuple, int size,
+					     enum counter_slot slot, enum flow_verdict verdict)
+{
+	int pass = match->on_proxy_down == PROXY_DOWN_PASS;
+
 	count_packet(match->rule, slot, skb->len);
-	return match->on_proxy_down == PROXY_DOWN_PASS ? TC_ACT_UNSPEC : TC_ACT_SHOT;
+	steer_event(skb, match, tuple, size, verdict, pass ? REASON_PASSED : REASON_DROPPED);
+	return pass ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 }
 
 /* time_wait_syn — the verdict for a SYN whose tuple the server holds in
@@ -193,16 +232,17 @@ static __always_inline int proxy_unavailable(struct __sk_buff *skb, const struct
  * it either, or this tuple's RST was sent less than a second ago and did
  * not take — the rule's onProxyDown applies, counted in timeWait. */
 static __always_inline int time_wait_syn(struct __sk_buff *skb, const struct l4_packet *pkt, const struct rule_match *match,
-					 const struct bpf_sock_tuple *tuple, const struct time_wait *time_wait)
+					 const struct bpf_sock_tuple *tuple, int size, const struct time_wait *time_wait)
 {
 	switch (reopen_time_wait(skb, pkt, tuple, time_wait)) {
 	case REOPEN_SENT:
 		return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
 	case REOPEN_CORRUPTED: /* never hand on a frame that may still be the RST */
 		count_packet(match->rule, COUNTER_TIME_WAIT, skb->len);
+		steer_event(skb, match, tuple, size, VERDICT_TIME_WAIT, REASON_DROPPED);
 		return TC_ACT_SHOT;
 	default:
-		return proxy_unavailable(skb, match, COUNTER_TIME_WAIT);
+		return proxy_unavailable(skb, match, tuple, size, COUNTER_TIME_WAIT, VERDICT_TIME_WAIT);
 	}
 }
 
@@ -215,6 +255,7 @@ static __always_inline int steer_syn(struct __sk_buff *skb, const struct l4_pack
 {
 	struct bpf_sock_tuple tuple = {}; /* zero-padded: a time_wait_tries key */
 	struct time_wait time_wait = {};
+	enum flow_reason reason;
 	int size;
 
 	size = packet_tuple(skb, pkt, &tuple);
@@ -224,18 +265,22 @@ static __always_inline int steer_syn(struct __sk_buff *skb, const struct l4_pack
 	case TUPLE_FREE:
 		break;
 	case TUPLE_TIME_WAIT:
-		return time_wait_syn(skb, pkt, match, &tuple, &time_wait);
+		return time_wait_syn(skb, pkt, match, &tuple, size, &time_wait);
 	default: /* a retransmission: the stack's own */
 		return TC_ACT_UNSPEC;
 	}
 	switch (assign_listener(skb, &tuple, size, match->port)) {
 	case STEER_ASSIGNED:
 		count_packet(match->rule, COUNTER_STEERED, skb->len);
-		if (time_wait_reopened(&tuple))
+		reason = REASON_NONE;
+		if (time_wait_reopened(&tuple)) {
 			count_packet(match->rule, COUNTER_TIME_WAIT_RECYCLED, skb->len);
+			reason = REASON_TIME_WAIT_RECYCLED;
+		}
+		steer_event(skb, match, &tuple, size, VERDICT_STEERED, reason);
 		return TC_ACT_UNSPEC;
 	default:
-		return proxy_unavailable(skb, match, COUNTER_PROXY_DOWN);
+		return proxy_unavailable(skb, match, &tuple, size, COUNTER_PROXY_DOWN, VERDICT_PROXY_DOWN);
 	}
 }
 

@@ -455,6 +455,175 @@ struct {
 } exempt_cgroups SEC(".maps");
 
 #endif /* INTERCEPT_OUTBOUND_MAPS_H */
+/* ---- lib/events.h ---- */
+/* events.h — what the datapath tells `intercept watch`: one record per
+ * connection it decided about (a SYN steered or refused, a connect()
+ * captured or exempted, an original destination asked for), never one
+ * per packet.
+ *
+ * Records go into flow_events, a ring buffer every program of a namespace
+ * shares: apply loads each version with the ring buffer of a version
+ * already pinned there (bpftool's `map name … pinned …`), as it does the
+ * outbound records. A reader consumes it (`intercept watch`, the agent's
+ * `--flows`); when it is full, the record is dropped and counted in
+ * flow_event_drops, and the packet goes on as if events were off.
+ *
+ * Off by default: a rule emits only while its slot in rule_events is 1,
+ * a live map update like rule_state. The slot after the last rule
+ * (EVENTS_NO_RULE) switches records that belong to no rule: a proxy's
+ * SO_ORIGINAL_DST query for a connection nobody captured. A packet no
+ * rule names never gets here, so a miss costs nothing more. */
+#ifndef INTERCEPT_EVENTS_H
+#define INTERCEPT_EVENTS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+/* lib/types.h: inlined above */
+/* lib/maps.h: inlined above */
+
+#define FLOW_EVENT_BUFFER (256 * 1024) /* bytes: about 1,900 records between two reads */
+#define EVENTS_NO_RULE RULE_COUNT      /* rule_events slot of records without a rule */
+#define VERSION_CHARS 16               /* a version's name: the content hash's first 16 hex digits */
+#define COMM_CHARS 16                  /* TASK_COMM_LEN */
+
+/* What the datapath did with a connection. */
+enum flow_verdict {
+	VERDICT_STEERED      = 1, /* the SYN was assigned to the proxy's listener */
+	VERDICT_PROXY_DOWN   = 2, /* nothing listened on the proxy port */
+	VERDICT_TIME_WAIT    = 3, /* the SYN's 4-tuple stayed in TIME_WAIT */
+	VERDICT_REDIRECTED   = 4, /* an outbound connect() was sent to the proxy */
+	VERDICT_EXEMPT       = 5, /* an outbound connect() a rule names was left alone */
+	VERDICT_ORIGINAL_DST = 6, /* a proxy asked for a connection's original destination */
+	VERDICT_REWRITTEN    = 7, /* a new TCP connection's SYN had its port rewritten */
+};
+
+/* Why, when a verdict has more than one way to happen. */
+enum flow_reason {
+	REASON_NONE              = 0,
+	REASON_DROPPED           = 1, /* onProxyDown "drop": the SYN was dropped */
+	REASON_PASSED            = 2, /* onProxyDown "pass": handed on to originalPort */
+	REASON_TIME_WAIT_RECYCLED = 3, /* steered through a 4-tuple whose TIME_WAIT was ended first */
+	REASON_EXEMPT_UID        = 4, /* the task's uid is exempt */
+	REASON_EXEMPT_MARK       = 5, /* the socket's mark is exempt */
+	REASON_EXEMPT_CGROUP     = 6, /* the task's cgroup is, or is below, an exempt one */
+	REASON_ANSWERED          = 7, /* SO_ORIGINAL_DST answered from the record */
+	REASON_NOT_FOUND         = 8, /* SO_ORIGINAL_DST for a connection with no record */
+};
+
+/* A connection's end: IPv6, or IPv4-mapped (::ffff:a.b.c.d), network order. */
+struct flow_address {
+	__be32 word[4];
+};
+
+/* One record. src/model/bpf-abi.ts mirrors this layout (FLOW_EVENT), and
+ * tests/unit/bpf-abi.test.ts checks the two agree. */
+struct flow_event {
+	__u64 time_ns;                /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
+	__u64 cgroup_id;              /* the task's cgroup (outbound), else 0 */
+	char version[VERSION_CHARS];  /* the program's version: its policy's pin directory */
+	struct flow_address source;
+	struct flow_address destination; /* as the client asked for it */
+	struct flow_address target;      /* where it went instead: the proxy */
+	__be16 source_port;
+	__be16 destination_port;
+	__be16 target_port;
+	__u8 family;                  /* FAMILY_IPV4 or FAMILY_IPV6 */
+	__u8 protocol;                /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 verdict;                 /* enum flow_verdict */
+	__u8 reason;                  /* enum flow_reason */
+	__u16 pad;
+	__u32 rule;                   /* the rule's slot, or EVENTS_NO_RULE */
+	__u32 ifindex;                /* the link (tc), else 0 */
+	__u32 pid;                    /* the task (outbound), else 0 */
+	__u32 uid;
+	char comm[COMM_CHARS];
+	__u32 pad2;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, FLOW_EVENT_BUFFER);
+} flow_events SEC(".maps");
+
+/* Records dropped because flow_events was full: per-CPU, summed by readers. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} flow_event_drops SEC(".maps");
+
+/* Each rule's switch (value 1: on), and EVENTS_NO_RULE's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RULE_COUNT + 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} rule_events SEC(".maps");
+
+/* events_enabled — true when @rule's records are switched on. */
+static __always_inline int events_enabled(__u32 rule)
+{
+	__u32 *enabled = bpf_map_lookup_elem(&rule_events, &rule);
+
+	return enabled && *enabled;
+}
+
+/* count_event_drop — a record flow_events had no room for. */
+static __always_inline void count_event_drop(void)
+{
+	__u32 key = 0;
+	__u64 *drops = bpf_map_lookup_elem(&flow_event_drops, &key);
+
+	if (drops)
+		(*drops)++;
+}
+
+/* event_start — a zeroed record for @rule with its time and the program's
+ * version, reserved in flow_events; NULL when the rule's records are off,
+ * or when the buffer is full (counted). Submit it with event_send. */
+static __always_inline struct flow_event *event_start(__u32 rule, enum flow_verdict verdict, enum flow_reason reason)
+{
+	struct flow_event *event;
+	struct policy_meta *meta;
+	__u32 key = 0;
+
+	if (!events_enabled(rule))
+		return NULL;
+	event = bpf_ringbuf_reserve(&flow_events, sizeof(*event), 0);
+	if (!event) {
+		count_event_drop();
+		return NULL;
+	}
+	__builtin_memset(event, 0, sizeof(*event));
+	event->time_ns = bpf_ktime_get_ns();
+	event->rule = rule;
+	event->verdict = verdict;
+	event->reason = reason;
+	meta = bpf_map_lookup_elem(&policy_meta, &key);
+	if (meta)
+		__builtin_memcpy(event->version, meta->content_hash, VERSION_CHARS);
+	return event;
+}
+
+/* event_ipv4 — @addr as an IPv4-mapped flow_address. */
+static __always_inline void event_ipv4(struct flow_address *out, __be32 addr)
+{
+	out->word[0] = 0;
+	out->word[1] = 0;
+	out->word[2] = bpf_htonl(0x0000ffff);
+	out->word[3] = addr;
+}
+
+/* event_send — hands a record from event_start to the readers. */
+static __always_inline void event_send(struct flow_event *event)
+{
+	bpf_ringbuf_submit(event, 0);
+}
+
+#endif /* INTERCEPT_EVENTS_H */
 
 /* What capture did with a connect(). */
 enum capture_result {
@@ -480,17 +649,55 @@ static __always_inline int in_exempt_cgroup(void)
 	return 0;
 }
 
-/* is_exempt — true for the proxy's own connect(): by the task's uid, the
- * socket's mark, or the task's cgroup, as the policy exempts it. */
-static __always_inline int is_exempt(struct bpf_sock_addr *ctx)
+/* event_task — the calling task: pid, uid, command and cgroup. */
+static __always_inline void event_task(struct flow_event *event)
+{
+	event->pid = bpf_get_current_pid_tgid() >> 32;
+	event->uid = (__u32)bpf_get_current_uid_gid();
+	event->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(event->comm, sizeof(event->comm));
+}
+
+/* exempt_reason — why the proxy's own connect() is never captured: the
+ * task's uid, the socket's mark, or the task's cgroup, as the policy
+ * exempts it; REASON_NONE when it is not exempt. */
+static __always_inline enum flow_reason exempt_reason(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
 
 	if (exempt_uid((__u32)bpf_get_current_uid_gid()))
-		return 1;
+		return REASON_EXEMPT_UID;
 	if (sk && exempt_mark(sk->mark))
-		return 1;
-	return in_exempt_cgroup();
+		return REASON_EXEMPT_MARK;
+	if (in_exempt_cgroup())
+		return REASON_EXEMPT_CGROUP;
+	return REASON_NONE;
+}
+
+/* connect_event — records a connect() to @dst a rule (@match) named, sent
+ * to the proxy or left alone (@verdict, @reason), with the task that made
+ * it, when the rule's records are on. */
+static __always_inline void connect_event(struct bpf_sock_addr *ctx, const struct address *dst, __u8 family,
+					  const struct outbound_match *match,
+					  enum flow_verdict verdict, enum flow_reason reason)
+{
+	struct flow_event *event = event_start(match->rule, verdict, reason);
+
+	if (!event)
+		return;
+	event_task(event);
+	event->protocol = IPPROTO_TCP;
+	event->family = family;
+	__builtin_memcpy(event->destination.word, dst->word, sizeof(event->destination.word));
+	event->destination_port = (__be16)ctx->user_port;
+	if (verdict == VERDICT_REDIRECTED) {
+		if (family == FAMILY_IPV4)
+			event_ipv4(&event->target, bpf_htonl(INADDR_LOOPBACK));
+		else
+			event->target.word[3] = bpf_htonl(1);
+		event->target_port = match->proxy_port;
+	}
+	event_send(event);
 }
 
 /* capture — decides whether the connect() in @ctx to @dst goes to a proxy;
@@ -501,6 +708,7 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, const struct addre
 {
 	struct original_destination original = {};
 	__be16 port = (__be16)ctx->user_port;
+	enum flow_reason exempt;
 	__u64 cookie;
 
 	if (ctx->type != SOCKET_TYPE_STREAM || ctx->protocol != IPPROTO_TCP)
@@ -509,8 +717,11 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, const struct addre
 		return CAPTURE_NO_RULE;
 	if (!rule_enabled(match->rule))
 		return CAPTURE_DISABLED;
-	if (is_exempt(ctx))
+	exempt = exempt_reason(ctx);
+	if (exempt != REASON_NONE) {
+		connect_event(ctx, dst, family, match, VERDICT_EXEMPT, exempt);
 		return CAPTURE_EXEMPT;
+	}
 	original.addr = *dst;
 	original.port = port;
 	original.family = family;
@@ -519,6 +730,7 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, const struct addre
 	if (bpf_map_update_elem(&orig_by_cookie, &cookie, &original, BPF_ANY) != 0)
 		return CAPTURE_UNRECORDED;
 	count_packet(match->rule, COUNTER_REDIRECTED, 0);
+	connect_event(ctx, dst, family, match, VERDICT_REDIRECTED, REASON_NONE);
 	return CAPTURE_REDIRECT;
 }
 
@@ -700,6 +912,32 @@ static __always_inline void answer_ipv6(struct bpf_sockopt *ctx, const struct or
 	ctx->retval = 0;
 }
 
+/* sockopt_event — records a proxy's query for the original destination of
+ * its connection @key: answered from @original, or not found (NULL, a
+ * record of no rule), when the records are on. */
+static __always_inline void sockopt_event(const struct connection_key *key, const struct original_destination *original,
+					  __u8 family)
+{
+	__u32 rule = original ? original->rule : EVENTS_NO_RULE;
+	struct flow_event *event;
+
+	event = event_start(rule, VERDICT_ORIGINAL_DST, original ? REASON_ANSWERED : REASON_NOT_FOUND);
+	if (!event)
+		return;
+	event_task(event);
+	event->protocol = IPPROTO_TCP;
+	event->family = family;
+	__builtin_memcpy(event->source.word, key->client.word, sizeof(event->source.word));
+	__builtin_memcpy(event->target.word, key->proxy.word, sizeof(event->target.word));
+	event->source_port = key->client_port;
+	event->target_port = key->proxy_port;
+	if (original) {
+		__builtin_memcpy(event->destination.word, original->addr.word, sizeof(event->destination.word));
+		event->destination_port = original->port;
+	}
+	event_send(event);
+}
+
 /* Every getsockopt of a task in the cgroup passes here; only the original
  * destination query of a connection we recorded is answered, and its
  * answer replaces the kernel's (ENOENT or ENOPROTOOPT without conntrack,
@@ -711,16 +949,19 @@ int out_getsockopt(struct bpf_sockopt *ctx)
 	struct original_destination *original;
 	struct connection_key key = {};
 	struct bpf_sock *sk = ctx->sk;
+	__u8 family;
 
 	if (ctx->optname != SOCKOPT_ORIGINAL_DESTINATION || !sk)
 		return CGROUP_PROCEED;
 	if (ctx->level != SOCKOPT_LEVEL_IP && ctx->level != SOCKOPT_LEVEL_IPV6)
 		return CGROUP_PROCEED;
 	proxy_connection(sk, &key);
+	family = ctx->level == SOCKOPT_LEVEL_IP ? FAMILY_IPV4 : FAMILY_IPV6;
 	original = bpf_map_lookup_elem(&orig_by_conn, &key);
+	sockopt_event(&key, original, family);
 	if (!original)
 		return CGROUP_PROCEED;
-	if (ctx->level == SOCKOPT_LEVEL_IP)
+	if (family == FAMILY_IPV4)
 		answer_ipv4(ctx, original);
 	else
 		answer_ipv6(ctx, original);

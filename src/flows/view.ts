@@ -1,0 +1,90 @@
+/**
+ * A flow record as watch prints it and the agent logs it: its rule named,
+ * its link named, its time on the wall clock. One aligned line on a
+ * terminal; one JSON object per line under --json.
+ */
+import type { FlowReason, FlowVerdict } from "../model/bpf-abi.js";
+import type { Endpoint, FlowRecord } from "./record.js";
+import type { RuleDirectory } from "./rules.js";
+
+export interface FlowView {
+  time: string;
+  /** The `ip netns` name, or null for the current namespace. */
+  namespace: string | null;
+  link: string | null;
+  policy: string | null;
+  rule: string;
+  /** The rule's slot (its `rule.<policy>[slot]` address), or null for a record of no rule. */
+  slot: number | null;
+  location: string | null;
+  verdict: FlowVerdict;
+  reason: FlowReason;
+  protocol: "tcp" | "udp";
+  family: "ipv4" | "ipv6";
+  source: Endpoint | null;
+  /** Where the client meant to go. */
+  destination: Endpoint | null;
+  /** Where it went instead (the proxy), or where the proxy was looked for. */
+  target: Endpoint | null;
+  task: FlowRecord["task"];
+}
+
+/** What a namespace's records are read against: its name, its links by ifindex, its rules. */
+export interface FlowContext {
+  namespace: string | null;
+  links: Map<number, string>;
+  rules: RuleDirectory;
+}
+
+/** @record as watch shows it; @nowNs and @nowMs (one instant, two clocks) date it. */
+export function viewRecord(
+  record: FlowRecord,
+  context: FlowContext,
+  clock: { monotonicNs: bigint; epochMs: number } = clockNow(),
+): FlowView {
+  const slots = context.rules.slots(record.version);
+  const rule =
+    slots !== undefined && record.slot >= slots
+      ? { ...context.rules.resolve(record.version, record.slot), slot: null }
+      : context.rules.resolve(record.version, record.slot);
+  const ageMs = Number(clock.monotonicNs - record.monotonicNs) / 1e6;
+  return {
+    time: new Date(clock.epochMs - ageMs).toISOString(),
+    namespace: context.namespace,
+    link: record.ifindex === null ? null : (context.links.get(record.ifindex) ?? `ifindex ${record.ifindex}`),
+    policy: rule.policy,
+    rule: rule.slot === null ? (rule.policy ?? "") : rule.label,
+    slot: rule.slot,
+    location: rule.location,
+    verdict: record.verdict,
+    reason: record.reason,
+    protocol: record.protocol,
+    family: record.family,
+    source: record.source,
+    destination: record.destination,
+    target: record.target,
+    task: record.task,
+  };
+}
+
+function clockNow(): { monotonicNs: bigint; epochMs: number } {
+  // process.hrtime is CLOCK_MONOTONIC on Linux, the clock of bpf_ktime_get_ns.
+  return { monotonicNs: process.hrtime.bigint(), epochMs: Date.now() };
+}
+
+/** One aligned line: time, namespace, link, verdict (reason), rule, addresses, task. */
+export function flowLine(view: FlowView): string {
+  const verdict = view.reason === "none" ? view.verdict : `${view.verdict} (${view.reason})`;
+  const where = [view.namespace, view.link].filter(Boolean).join("/") || "-";
+  const path = `${endpointText(view.source)} -> ${endpointText(view.destination)}${view.target ? ` => ${endpointText(view.target)}` : ""}`;
+  const task = view.task ? `  pid ${view.task.pid} (${view.task.command}) uid ${view.task.uid}` : "";
+  const location = view.location ? ` ${view.location}` : "";
+  return `${view.time.slice(11, 23)}  ${where.padEnd(16)} ${verdict.padEnd(30)} ${view.rule.padEnd(12)} ${view.protocol} ${path}${task}${location}`;
+}
+
+function endpointText(endpoint: Endpoint | null): string {
+  if (!endpoint) return "*";
+  return endpoint.address.includes(":")
+    ? `[${endpoint.address}]:${endpoint.port}`
+    : `${endpoint.address}:${endpoint.port}`;
+}
