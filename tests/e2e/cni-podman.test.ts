@@ -13,7 +13,7 @@
  * Everything (containers, networks, bridges, pins, files) is removed in `after`.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -22,7 +22,9 @@ import { firstAnswer, PodmanLab, type PodmanNetwork } from "../../lab/podman.js"
 import { CniMode } from "../../src/agent/cni.js";
 import type { Logger } from "../../src/agent/log.js";
 import { readPolicySet } from "../../src/agent/policy-watcher.js";
+import { PIN_ROOT } from "../../src/kernel/pins.js";
 import type { NodeTable } from "../../src/model/cni.js";
+import { namespaceKeyOf } from "../../src/model/namespace.js";
 
 const POD_ADDRESS_HOST = 5;
 /** The pod: a proxy on 9000, then the app on 8000, each answering its own name. */
@@ -33,6 +35,8 @@ let scratch: string;
 let cni: CniMode;
 let captured: PodmanNetwork;
 const logged: string[] = [];
+/** The pin folders of captured pods' namespaces: the plugin records its qdisc there, and no agent serves them. */
+const podPins: string[] = [];
 const log: Logger = (event, message) => logged.push(`${event}: ${message}`);
 
 before(async () => {
@@ -56,6 +60,8 @@ before(async () => {
 });
 
 after(async () => {
+  // While the pods still hold their namespaces: an inode freed later may be another namespace's.
+  for (const dir of podPins) await rm(dir, { recursive: true, force: true });
   await lab?.destroy();
   await cni?.stop(false);
   if (scratch) await rm(scratch, { recursive: true, force: true });
@@ -67,6 +73,7 @@ async function podFirstAnswer(network: PodmanNetwork) {
   const answer = firstAnswer(address, 8000, AbortSignal.timeout(30_000));
   const run = await lab.run(network, address, POD);
   assert.equal(run.exitCode, 0, `podman run failed: ${run.stderr}`);
+  podPins.push(path.join(PIN_ROOT, namespaceKeyOf((await stat(await lab.sandbox(run.name))).ino)));
   return { answer: await answer, run };
 }
 
