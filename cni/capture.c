@@ -52,12 +52,30 @@ int capture_enter_netns(const char *path, __u64 *inode, struct cni_error *err)
 	return 1;
 }
 
-static struct bpf_tc_hook tc_hook(int ifindex, enum tc_hook hook)
+/*
+ * libbpf rejects options whose bytes past the fields it knows are not zero,
+ * padding included. LIBBPF_OPTS() assigns a compound literal, whose padding
+ * the compiler may leave as it likes (clang -O2 does): hence memset here.
+ */
+static void tc_hook_init(struct bpf_tc_hook *tc, int ifindex, enum bpf_tc_attach_point point)
 {
-	struct bpf_tc_hook tc = { .sz = sizeof(tc), .ifindex = ifindex };
+	memset(tc, 0, sizeof(*tc));
+	tc->sz = sizeof(*tc);
+	tc->ifindex = ifindex;
+	tc->attach_point = point;
+}
 
-	tc.attach_point = hook == HOOK_INGRESS ? BPF_TC_INGRESS : BPF_TC_EGRESS;
-	return tc;
+static void tc_slot_init(struct bpf_tc_opts *opts, const struct node_table *table)
+{
+	memset(opts, 0, sizeof(*opts));
+	opts->sz = sizeof(*opts);
+	opts->handle = table->handle;
+	opts->priority = table->priority;
+}
+
+static enum bpf_tc_attach_point attach_point(enum tc_hook hook)
+{
+	return hook == HOOK_INGRESS ? BPF_TC_INGRESS : BPF_TC_EGRESS;
 }
 
 /* Whether the program with @id is one of ours: its name begins with the table's prefix. */
@@ -78,9 +96,11 @@ static int program_is_ours(const struct node_table *table, __u32 id)
 
 static enum slot_state slot_state(const struct node_table *table, int ifindex, enum tc_hook hook)
 {
-	struct bpf_tc_hook tc = tc_hook(ifindex, hook);
-	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = table->handle, .priority = table->priority);
+	struct bpf_tc_hook tc;
+	struct bpf_tc_opts opts;
 
+	tc_hook_init(&tc, ifindex, attach_point(hook));
+	tc_slot_init(&opts, table);
 	if (bpf_tc_query(&tc, &opts))
 		return SLOT_EMPTY;
 	return program_is_ours(table, opts.prog_id) ? SLOT_OURS : SLOT_FOREIGN;
@@ -113,7 +133,7 @@ static int registry_path(const struct node_table *table, __u64 inode, char *path
 /* Opens the namespace's qdisc registry, making it (and its folder) when the agent has not yet. */
 static int open_registry(const struct node_table *table, __u64 inode, struct cni_error *err)
 {
-	LIBBPF_OPTS(bpf_map_create_opts, opts);
+	struct bpf_map_create_opts opts;
 	char path[CNI_PATH_MAX], *slash;
 	int fd;
 
@@ -129,6 +149,8 @@ static int open_registry(const struct node_table *table, __u64 inode, struct cni
 		return cni_error_set(err, CNI_ERR_CAPTURE_FAILED, "cannot make the pin folder", "%s: %s", path,
 				     strerror(errno));
 	*slash = '/';
+	memset(&opts, 0, sizeof(opts));
+	opts.sz = sizeof(opts);
 	fd = bpf_map_create(BPF_MAP_TYPE_HASH, table->registry_name, table->registry_key_size,
 			    table->registry_value_size, table->registry_entries, &opts);
 	if (fd >= 0 && bpf_obj_pin(fd, path)) {
@@ -150,11 +172,11 @@ opened:
  */
 static int ensure_clsact(const struct node_table *table, int ifindex, __u64 inode, struct cni_error *err)
 {
-	struct bpf_tc_hook tc = { .sz = sizeof(tc), .ifindex = ifindex,
-				  .attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS };
 	__u32 key = ifindex, value = 1, recorded;
+	struct bpf_tc_hook tc;
 	int registry, ret;
 
+	tc_hook_init(&tc, ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS);
 	registry = open_registry(table, inode, err);
 	if (registry < 0)
 		return -1;
@@ -183,11 +205,13 @@ out:
 static int attach_hook(const struct node_table *table, int ifindex, enum tc_hook hook, const char *pin,
 		       struct cni_error *err)
 {
-	struct bpf_tc_hook tc = tc_hook(ifindex, hook);
-	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = table->handle, .priority = table->priority,
-		    .flags = BPF_TC_F_REPLACE);
+	struct bpf_tc_hook tc;
+	struct bpf_tc_opts opts;
 	int fd, ret;
 
+	tc_hook_init(&tc, ifindex, attach_point(hook));
+	tc_slot_init(&opts, table);
+	opts.flags = BPF_TC_F_REPLACE;
 	if (slot_state(table, ifindex, hook) == SLOT_FOREIGN)
 		return cni_error_set(err, CNI_ERR_CAPTURE_FAILED, "tc slot taken",
 				     "%s: pref %u handle %u, where intercept attaches, holds a filter intercept did not make",
@@ -244,11 +268,13 @@ int capture_detach(const struct node_table *table, const char *ifname, struct cn
 	if (!ifindex)
 		return 0;
 	for (hook = 0; hook < HOOK_COUNT; hook++) {
-		struct bpf_tc_hook tc = tc_hook(ifindex, hook);
-		LIBBPF_OPTS(bpf_tc_opts, opts, .handle = table->handle, .priority = table->priority);
+		struct bpf_tc_hook tc;
+		struct bpf_tc_opts opts;
 
 		if (slot_state(table, ifindex, hook) != SLOT_OURS)
 			continue;
+		tc_hook_init(&tc, ifindex, attach_point(hook));
+		tc_slot_init(&opts, table);
 		ret = bpf_tc_detach(&tc, &opts);
 		if (ret && ret != -ENOENT)
 			return cni_error_set(err, CNI_ERR_IO, "cannot detach", "%s %s: %s", ifname,
