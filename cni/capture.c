@@ -130,37 +130,50 @@ static int registry_path(const struct node_table *table, __u64 inode, char *path
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
+/*
+ * What one ADD made, so that a failed ADD takes it back and a successful
+ * one leaves nothing it did not need: all or nothing, as the agent's steps.
+ */
+struct made {
+	char registry[CNI_PATH_MAX];	/* the namespace's registry pin */
+	int registry_made;		/* pinned by this ADD */
+	int qdisc_made;			/* the clsact qdisc is this ADD's (recorded in the registry) */
+	int hooks_attached[HOOK_COUNT];	/* attached into an empty slot by this ADD */
+};
+
 /* Opens the namespace's qdisc registry, making it (and its folder) when the agent has not yet. */
-static int open_registry(const struct node_table *table, __u64 inode, struct cni_error *err)
+static int open_registry(const struct node_table *table, __u64 inode, struct made *made, struct cni_error *err)
 {
 	struct bpf_map_create_opts opts;
-	char path[CNI_PATH_MAX], *slash;
+	char *slash;
 	int fd;
 
-	if (registry_path(table, inode, path, sizeof(path)))
+	if (registry_path(table, inode, made->registry, sizeof(made->registry)))
 		return cni_error_set(err, CNI_ERR_CAPTURE_FAILED, "malformed node table",
 				     "qdiscRegistry.pinTemplate lacks {inode}");
-	fd = bpf_obj_get(path);
+	fd = bpf_obj_get(made->registry);
 	if (fd >= 0 || errno != ENOENT)
 		goto opened;
-	slash = strrchr(path, '/');
+	slash = strrchr(made->registry, '/');
 	*slash = '\0';
-	if (mkdir(path, 0700) && errno != EEXIST)
-		return cni_error_set(err, CNI_ERR_CAPTURE_FAILED, "cannot make the pin folder", "%s: %s", path,
-				     strerror(errno));
+	if (mkdir(made->registry, 0700) && errno != EEXIST)
+		return cni_error_set(err, CNI_ERR_CAPTURE_FAILED, "cannot make the pin folder", "%s: %s",
+				     made->registry, strerror(errno));
 	*slash = '/';
 	memset(&opts, 0, sizeof(opts));
 	opts.sz = sizeof(opts);
 	fd = bpf_map_create(BPF_MAP_TYPE_HASH, table->registry_name, table->registry_key_size,
 			    table->registry_value_size, table->registry_entries, &opts);
-	if (fd >= 0 && bpf_obj_pin(fd, path)) {
+	if (fd >= 0 && bpf_obj_pin(fd, made->registry) == 0) {
+		made->registry_made = 1;
+	} else if (fd >= 0) {
 		close(fd); /* the agent pinned one meanwhile: use it */
-		fd = bpf_obj_get(path);
+		fd = bpf_obj_get(made->registry);
 	}
 opened:
 	if (fd < 0)
-		return cni_error_set(err, CNI_ERR_CAPTURE_FAILED, "cannot open the qdisc registry", "%s: %s", path,
-				     strerror(errno));
+		return cni_error_set(err, CNI_ERR_CAPTURE_FAILED, "cannot open the qdisc registry", "%s: %s",
+				     made->registry, strerror(errno));
 	return fd;
 }
 
@@ -170,14 +183,15 @@ opened:
  * nobody knows is ours); a qdisc that was there already is not ours, and
  * its record goes again, unless it was recorded before (ours from earlier).
  */
-static int ensure_clsact(const struct node_table *table, int ifindex, __u64 inode, struct cni_error *err)
+static int ensure_clsact(const struct node_table *table, int ifindex, __u64 inode, struct made *made,
+			 struct cni_error *err)
 {
 	__u32 key = ifindex, value = 1, recorded;
 	struct bpf_tc_hook tc;
 	int registry, ret;
 
 	tc_hook_init(&tc, ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS);
-	registry = open_registry(table, inode, err);
+	registry = open_registry(table, inode, made, err);
 	if (registry < 0)
 		return -1;
 	if (bpf_map_lookup_elem(registry, &key, &recorded) == 0) {
@@ -191,6 +205,7 @@ static int ensure_clsact(const struct node_table *table, int ifindex, __u64 inod
 		goto out;
 	}
 	ret = bpf_tc_hook_create(&tc);
+	made->qdisc_made = ret == 0;
 	if (ret) /* not made (EEXIST: someone else's): not ours to record */
 		bpf_map_delete_elem(registry, &key);
 	ret = ret == -EEXIST ? 0 : ret;
@@ -203,16 +218,18 @@ out:
 }
 
 static int attach_hook(const struct node_table *table, int ifindex, enum tc_hook hook, const char *pin,
-		       struct cni_error *err)
+		       struct made *made, struct cni_error *err)
 {
 	struct bpf_tc_hook tc;
 	struct bpf_tc_opts opts;
+	enum slot_state state;
 	int fd, ret;
 
 	tc_hook_init(&tc, ifindex, attach_point(hook));
 	tc_slot_init(&opts, table);
 	opts.flags = BPF_TC_F_REPLACE;
-	if (slot_state(table, ifindex, hook) == SLOT_FOREIGN)
+	state = slot_state(table, ifindex, hook);
+	if (state == SLOT_FOREIGN)
 		return cni_error_set(err, CNI_ERR_CAPTURE_FAILED, "tc slot taken",
 				     "%s: pref %u handle %u, where intercept attaches, holds a filter intercept did not make",
 				     hook_names[hook], table->priority, table->handle);
@@ -226,21 +243,78 @@ static int attach_hook(const struct node_table *table, int ifindex, enum tc_hook
 	if (ret)
 		return cni_error_set(err, CNI_ERR_CAPTURE_FAILED, "cannot attach the program",
 				     "%s %s: %s", hook_names[hook], pin, strerror(-ret));
+	made->hooks_attached[hook] = state == SLOT_EMPTY;
 	return 0;
+}
+
+/* A registry this ADD pinned and left empty goes again, with its folder if that is empty too. */
+static void drop_empty_registry(struct made *made)
+{
+	__u32 key;
+	char *slash;
+	int fd;
+
+	if (!made->registry_made)
+		return;
+	fd = bpf_obj_get(made->registry);
+	if (fd >= 0 && bpf_map_get_next_key(fd, NULL, &key) && errno == ENOENT) {
+		unlink(made->registry);
+		slash = strrchr(made->registry, '/');
+		*slash = '\0';
+		rmdir(made->registry); /* fails, as it should, when the agent keeps pins there */
+		*slash = '/';
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Takes back what a failed ADD made: its filters, its qdisc and record, a registry it pinned. */
+static void undo(const struct node_table *table, int ifindex, struct made *made)
+{
+	struct bpf_tc_hook tc;
+	struct bpf_tc_opts opts;
+	__u32 key = ifindex;
+	int hook, registry;
+
+	if (made->qdisc_made) {
+		tc_hook_init(&tc, ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS);
+		bpf_tc_hook_destroy(&tc); /* with the filters this ADD put on it */
+		registry = bpf_obj_get(made->registry);
+		if (registry >= 0) {
+			bpf_map_delete_elem(registry, &key);
+			close(registry);
+		}
+	} else {
+		for (hook = 0; hook < HOOK_COUNT; hook++) {
+			if (!made->hooks_attached[hook])
+				continue;
+			tc_hook_init(&tc, ifindex, attach_point(hook));
+			tc_slot_init(&opts, table);
+			bpf_tc_detach(&tc, &opts);
+		}
+	}
+	drop_empty_registry(made);
 }
 
 int capture_attach(const struct node_table *table, const struct capture_plan *plan, const char *ifname,
 		   __u64 inode, struct cni_error *err)
 {
+	struct made made = {};
 	int ifindex, hook;
 
 	ifindex = interface_index(ifname, err);
-	if (ifindex < 0 || ensure_clsact(table, ifindex, inode, err))
+	if (ifindex < 0)
 		return -1;
+	if (ensure_clsact(table, ifindex, inode, &made, err))
+		goto failed;
 	for (hook = 0; hook < HOOK_COUNT; hook++)
-		if (plan->programs[hook] && attach_hook(table, ifindex, hook, plan->programs[hook], err))
-			return -1;
+		if (plan->programs[hook] && attach_hook(table, ifindex, hook, plan->programs[hook], &made, err))
+			goto failed;
+	drop_empty_registry(&made); /* the link had a qdisc of someone else's: nothing to record */
 	return 0;
+failed:
+	undo(table, ifindex, &made);
+	return -1;
 }
 
 int capture_check(const struct node_table *table, const struct capture_plan *plan, const char *ifname,

@@ -102,6 +102,14 @@ async function slotPrograms(name: string, hook = "ingress"): Promise<number[]> {
     .map((f) => f.options!.prog!.id);
 }
 
+/** Destroys what intercept has in namespace @name, removes its pin folder while the inode is still its own, then deletes it. */
+async function removeNamespace(name: string): Promise<void> {
+  if (!existsSync(netnsPath(name))) return;
+  await intercept("destroy", "--netns", name, "--yes");
+  await rm(path.join(PIN_ROOT, await namespaces.key(name)), { recursive: true, force: true });
+  await execa("ip", ["netns", "del", name]);
+}
+
 async function nodeTable(): Promise<NodeTable> {
   return JSON.parse(await readFile(NODE_TABLE_PATH, "utf8")) as NodeTable;
 }
@@ -129,10 +137,7 @@ after(async () => {
   if (agent) await agent.stop(); // a stop without --keep removes what CNI mode made
   // After a failure before that stop: what CNI mode made goes as the uninstall DaemonSet removes it.
   await intercept("cni", "uninstall", "--cni-bin-dir", binDir, "--cni-conf-dir", confDir);
-  for (const name of namespaces.made) {
-    await intercept("destroy", "--netns", name, "--yes"); // a namespace already deleted fails here: nothing to do
-    await execa("ip", ["netns", "del", name], { reject: false });
-  }
+  for (const name of namespaces.made) await removeNamespace(name);
   await rm(scratch, { recursive: true, force: true });
 });
 
@@ -195,7 +200,7 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
       assert.equal(run.exitCode, 0, `DEL #${round}: ${run.stdout}`);
       assert.deepEqual(await slotPrograms(name), []);
     }
-    await execa("ip", ["netns", "del", name]);
+    await removeNamespace(name);
     const gone = await plugin("DEL", netnsPath(name));
     assert.equal(gone.exitCode, 0, gone.stdout);
     assert.equal((await plugin("DEL", "")).exitCode, 0, "DEL without CNI_NETNS (the runtime lost it)");
@@ -242,7 +247,8 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
     assert.equal(run.exitCode, 1);
     assert.equal(run.json?.code, 100);
     assert.match(String(run.json?.msg), /slot taken/);
-    await execa("ip", ["netns", "del", name]);
+    assert.equal(existsSync(path.join(PIN_ROOT, await namespaces.key(name))), false, "a failed ADD leaves no pins");
+    await removeNamespace(name);
   });
 
   test("the plugin's filter is not drift; a new agent replaces it in place, and a live edit reaches the node's maps", async () => {
