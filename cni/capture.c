@@ -162,6 +162,8 @@ static int open_registry(const struct node_table *table, __u64 inode, struct mad
 	*slash = '/';
 	memset(&opts, 0, sizeof(opts));
 	opts.sz = sizeof(opts);
+	/* A registry holds a record or two: preallocating all its entries costs milliseconds on a pod's path. */
+	opts.map_flags = BPF_F_NO_PREALLOC;
 	fd = bpf_map_create(BPF_MAP_TYPE_HASH, table->registry_name, table->registry_key_size,
 			    table->registry_value_size, table->registry_entries, &opts);
 	if (fd >= 0 && bpf_obj_pin(fd, made->registry) == 0) {
