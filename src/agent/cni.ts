@@ -48,21 +48,32 @@ export class CniMode {
   async start(policies: PolicySet): Promise<void> {
     this.datapath = await KernelDatapath.node("agent");
     await this.sync(policies);
-    const conflist = await installPlugin(
-      this.options,
-      {
-        nodeTable: this.table,
-        failurePolicy: this.options.failurePolicy,
-      },
-      this.options.plugin,
-    );
+    await this.install();
+  }
+
+  private async install(): Promise<void> {
+    const settings = { nodeTable: this.table, failurePolicy: this.options.failurePolicy };
+    const { conflist, changed } = await installPlugin(this.options, settings, this.options.plugin);
+    if (!changed) return;
     this.log(
       "cni",
       `plugin installed in ${this.options.binDir}, chained in ${conflist} (fail ${this.options.failurePolicy})`,
-      {
-        conflist,
-      },
+      { conflist },
     );
+  }
+  /**
+   * The resync: the plugin put back where it is missing — the node's network
+   * plugin may rewrite its configuration (on its own restart, say) without
+   * our entry, as istio-cni's installer also watches for. Unchanged files are
+   * not touched.
+   */
+  reinstall(): Promise<void> {
+    this.queue = this.queue.then(() =>
+      this.install().catch((error: unknown) =>
+        this.log("error", `cni: the plugin could not be put back in the chain: ${messageOf(error)}`),
+      ),
+    );
+    return this.queue;
   }
 
   /** A policy change: synced after any sync in flight; a failure is logged and the last table stays. */

@@ -143,7 +143,10 @@ class Agent {
         valid: (policies, fingerprint) => this.policiesChanged(policies, fingerprint),
         invalid: (error) => this.policiesInvalid(error),
         read: (read) => this.policiesRead(read),
-        resynced: () => void this.fleet.resync(), // the kernel is checked against the policies too: a plan with no changes does nothing
+        resynced: () => {
+          void this.fleet.resync(); // the kernel is checked against the policies too: a plan with no changes does nothing
+          void this.cni?.reinstall(); // logs its own failure
+        },
         fatal: (error) => lifecycle.fail(error),
       },
     );

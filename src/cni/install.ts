@@ -1,6 +1,7 @@
 import { copyFile, chmod, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { isDeepStrictEqual } from "node:util";
 import { InterceptError } from "../errors.js";
 import { CNI_PLUGIN_TYPE, type FailurePolicy } from "../model/cni.js";
 
@@ -41,14 +42,16 @@ interface Conflist {
  * copy), then an entry of ours appended to the chain of the configuration
  * in use (the first file in name order), replacing an entry of ours that
  * is already there. A single-plugin `.conf` becomes a `.conflist` with
- * that plugin first. Returns the configuration file it changed.
+ * that plugin first. Returns the configuration it is chained in, and
+ * whether anything was written (a binary or configuration that was
+ * already as wanted is not touched: runtimes watch these folders).
  */
 export async function installPlugin(
   paths: CniPaths,
   settings: PluginSettings,
   binary = builtPlugin(),
-): Promise<string> {
-  await installBinary(binary, paths.binDir);
+): Promise<{ conflist: string; changed: boolean }> {
+  const binaryChanged = await installBinary(binary, paths.binDir);
   const file = await primaryConfig(paths.confDir);
   if (!file)
     throw new InterceptError(
@@ -58,12 +61,15 @@ export async function installPlugin(
   const conflist = await readConflist(file);
   const entry = { type: CNI_PLUGIN_TYPE, ...settings };
   const index = conflist.plugins.findIndex((plugin) => plugin.type === CNI_PLUGIN_TYPE);
+  // Already chained as wanted: the file is not touched (runtimes watch it).
+  if (file.endsWith(".conflist") && index !== -1 && isDeepStrictEqual(conflist.plugins[index], entry))
+    return { conflist: file, changed: binaryChanged };
   if (index === -1) conflist.plugins.push(entry);
   else conflist.plugins[index] = entry;
   const target = file.endsWith(".conflist") ? file : `${file.slice(0, -path.extname(file).length)}.conflist`;
   await writeAtomically(target, `${JSON.stringify(conflist, null, 2)}\n`);
   if (target !== file) await rm(file, { force: true });
-  return target;
+  return { conflist: target, changed: true };
 }
 
 /** Removes our entry from every configuration that has one, and the binary. Returns the files it changed. */
@@ -87,14 +93,17 @@ export async function uninstallPlugin(paths: CniPaths): Promise<string[]> {
   return changed;
 }
 
-async function installBinary(binary: string, binDir: string): Promise<void> {
+/** Copies @binary into @binDir (renamed into place); false when the same bytes were there already. */
+async function installBinary(binary: string, binDir: string): Promise<boolean> {
   const target = path.join(binDir, CNI_PLUGIN_TYPE);
+  if (await sameContent(binary, target)) return false;
   const temporary = path.join(binDir, `.${CNI_PLUGIN_TYPE}.${process.pid}.tmp`);
   try {
     await mkdir(binDir, { recursive: true });
     await copyFile(binary, temporary);
     await chmod(temporary, 0o755);
     await rename(temporary, target);
+    return true;
   } catch (error) {
     await rm(temporary, { force: true });
     const code = (error as NodeJS.ErrnoException).code;
@@ -106,6 +115,13 @@ async function installBinary(binary: string, binDir: string): Promise<void> {
       { cause: error },
     );
   }
+}
+
+/** Whether both files exist and hold the same bytes. */
+async function sameContent(a: string, b: string): Promise<boolean> {
+  const read = (file: string) => readFile(file).catch(() => undefined); // missing: not the same
+  const [left, right] = await Promise.all([read(a), read(b)]);
+  return left !== undefined && right !== undefined && left.equals(right);
 }
 
 async function exists(file: string): Promise<boolean> {

@@ -18,7 +18,10 @@ export interface CniCommandOptions {
  */
 export async function cniCommand(action: "install" | "uninstall", options: CniCommandOptions): Promise<number> {
   if (action === "install") {
-    const conflist = await installPlugin(options, { nodeTable: NODE_TABLE_PATH, failurePolicy: options.failurePolicy });
+    const { conflist } = await installPlugin(options, {
+      nodeTable: NODE_TABLE_PATH,
+      failurePolicy: options.failurePolicy,
+    });
     process.stdout.write(`intercept-cni installed in ${options.binDir}, chained in ${conflist}\n`);
     return 0;
   }

@@ -45,6 +45,17 @@ const SETTINGS = { nodeTable: NODE_TABLE_PATH, failurePolicy: "closed" as const 
 const BRIDGE = { type: "bridge", bridge: "cni0", ipam: { type: "host-local", subnet: "198.18.9.0/24" } };
 
 describe("installing the plugin, as istio-cni does", () => {
+  test("put back by the next install after the network plugin rewrote its configuration without it", async () => {
+    const dirs = await folders("rewritten");
+    const primary = path.join(dirs.confDir, "10-pods.conflist");
+    const original = JSON.stringify({ cniVersion: "1.0.0", name: "pods", plugins: [BRIDGE] });
+    await writeFile(primary, original);
+    await installPlugin(dirs, SETTINGS, dirs.binary);
+    await writeFile(primary, original); // the node's network plugin restarted and wrote its own
+    assert.deepEqual(await installPlugin(dirs, SETTINGS, dirs.binary), { conflist: primary, changed: true });
+    assert.equal(JSON.parse(await readFile(primary, "utf8")).plugins.length, 2);
+  });
+
   test("appended to the chain of the first configuration in name order, once however often installed", async () => {
     const dirs = await folders("append");
     const primary = path.join(dirs.confDir, "10-pods.conflist");
@@ -53,7 +64,17 @@ describe("installing the plugin, as istio-cni does", () => {
     const otherText = JSON.stringify({ cniVersion: "1.0.0", name: "other", plugins: [BRIDGE] });
     await writeFile(other, otherText);
     for (const failurePolicy of ["closed", "open"] as const)
-      assert.equal(await installPlugin(dirs, { ...SETTINGS, failurePolicy }, dirs.binary), primary);
+      assert.deepEqual(await installPlugin(dirs, { ...SETTINGS, failurePolicy }, dirs.binary), {
+        conflist: primary,
+        changed: true,
+      });
+    const before = await readFile(primary, "utf8");
+    assert.deepEqual(
+      await installPlugin(dirs, { ...SETTINGS, failurePolicy: "open" }, dirs.binary),
+      { conflist: primary, changed: false },
+      "installed as wanted already: nothing is written",
+    );
+    assert.equal(await readFile(primary, "utf8"), before);
     const conflist = JSON.parse(await readFile(primary, "utf8"));
     assert.deepEqual(conflist.plugins, [
       BRIDGE,
@@ -74,7 +95,7 @@ describe("installing the plugin, as istio-cni does", () => {
       path.join(dirs.confDir, "10-pods.conf"),
       JSON.stringify({ cniVersion: "0.4.0", name: "pods", ...BRIDGE }),
     );
-    const written = await installPlugin(dirs, SETTINGS, dirs.binary);
+    const { conflist: written } = await installPlugin(dirs, SETTINGS, dirs.binary);
     assert.equal(written, path.join(dirs.confDir, "10-pods.conflist"));
     assert.equal(existsSync(path.join(dirs.confDir, "10-pods.conf")), false);
     const conflist = JSON.parse(await readFile(written, "utf8"));
