@@ -10,12 +10,14 @@
  * plugin: a static binary that does nothing (busybox true), whose time is
  * fork, exec and the scheduler under whatever load the machine has. Timed
  * by bash around each exec
- * ($EPOCHREALTIME), as a runtime's fork and exec would. Prints a table and
+ * ($EPOCHREALTIME), as a runtime's fork and exec would. The load average
+ * is written with the results: on a busy machine every row grows with the
+ * exec floor. Prints a table and
  * writes bench/results/cni.json.
  *   BENCH_CNI_ADDS (200): how many ADDs, each into a namespace of its own.
  */
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import { LINKS, NamespaceSet } from "../lab/namespaces.js";
@@ -106,6 +108,8 @@ async function main(): Promise<void> {
       nodePluginFloorMs: nodeFloor,
       interceptCliStartMs: cliStart,
       targetP99Ms: TARGET_P99_MS,
+      // The machine's load when the run ended (1, 5, 15 min): every figure here is fork, exec and the scheduler first.
+      loadAverage: loadavg().map((load) => Math.round(load * 100) / 100),
       withinTarget: plugin.p99 <= TARGET_P99_MS,
     };
     const row = (what: string, p: { p50: number; p99: number; max: number }, target: string) => [
