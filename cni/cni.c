@@ -96,10 +96,10 @@ static int read_config(struct cni_request *req, struct cni_error *err)
 		return cni_error_set(err, CNI_ERR_DECODING, "cannot decode the network configuration",
 				     "the configuration is not a JSON object");
 	version = json_object_get(req->config, "cniVersion");
-	req->cni_version = json_string_value(version);
-	if (!req->cni_version)
+	if (!json_string_value(version)) /* the error is then said in the latest version's terms */
 		return cni_error_set(err, CNI_ERR_INVALID_CONFIG, "invalid network configuration",
 				     "cniVersion must be a string");
+	req->cni_version = json_string_value(version);
 	req->prev_result = json_object_get(req->config, "prevResult");
 	if (req->prev_result && !json_is_object(req->prev_result))
 		return cni_error_set(err, CNI_ERR_INVALID_CONFIG, "invalid network configuration",

@@ -206,7 +206,7 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
     assert.equal((await plugin("DEL", "")).exitCode, 0, "DEL without CNI_NETNS (the runtime lost it)");
   });
 
-  test("errors are JSON on stdout with CNI codes: no prevResult, bad JSON, a bad command, an old version", async () => {
+  test("errors are JSON on stdout with CNI codes: no prevResult, bad JSON, a bad command, an old or no version, no node table", async () => {
     const name = namespaces.name(0);
     const missing = await plugin("ADD", netnsPath(name), { cniVersion: "1.0.0", name: "t", type: "intercept-cni" });
     assert.equal(missing.exitCode, 1);
@@ -218,7 +218,18 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
     assert.equal(command.json?.code, 4);
     const old = await plugin("ADD", netnsPath(name), { cniVersion: "0.2.0", name: "t", type: "intercept-cni" });
     assert.equal(old.json?.code, 1);
-    for (const run of [missing, bad, command, old]) assert.equal(typeof run.json?.msg, "string");
+    const unversioned = await plugin("ADD", netnsPath(name), { name: "t", type: "intercept-cni" });
+    assert.equal(unversioned.json?.code, 7);
+    const noTable = await plugin("ADD", netnsPath(name), {
+      cniVersion: "1.0.0",
+      name: "t",
+      type: "intercept-cni",
+      nodeTable: path.join(scratch, "no-such-table.json"),
+      prevResult: PREV_RESULT,
+    });
+    assert.equal(noTable.exitCode, 1, "fail closed: no table, no pod");
+    assert.equal(noTable.json?.code, 11, "try again later: the agent has not written the table yet");
+    for (const run of [missing, bad, command, old, unversioned, noTable]) assert.equal(typeof run.json?.msg, "string");
   });
 
   test("a namespace the agent does not serve is passed through untouched", async () => {
