@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(clang llvm bpftool libbpf-dev iproute2 curl util-linux wrk iptables)
+# libjansson-dev and libbpf-dev build the CNI plugin (cni/, linked statically: the binary is copied onto nodes);
+# podman, runc, containernetworking-plugins and busybox-static run the CNI tests with a real container runtime.
+packages=(clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev libjansson-dev iproute2 curl util-linux wrk iptables
+  podman runc containernetworking-plugins busybox-static)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -21,6 +24,7 @@ fi
 # npm ci installs exactly the lock file; build:ts compiles src/ (and the tests) to dist/.
 npm ci --no-audit --no-fund
 npm run build:ts
+npm run build:cni
 
 if ! grep -qs " /sys/fs/bpf bpf " /proc/mounts; then
   ${sudo:-} mount -t bpf bpf /sys/fs/bpf

@@ -1,5 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { AgentOptions } from "./agent/index.js";
+import type { CniOptions } from "./agent/cni.js";
 import type { LogFormat } from "./agent/log.js";
 import { closestMatch, renderCommandHelp, renderOverview } from "./commands/help.js";
 import { errorDocument, printJson } from "./commands/output.js";
@@ -8,6 +9,7 @@ import { formatDiagnostics } from "./diagnostics.js";
 import { InterceptError, messageOf, PolicyError, UsageError } from "./errors.js";
 import type { ListenAddress } from "./model/listen-address.js";
 import { FLOW_VERDICTS, type FlowVerdict } from "./model/bpf-abi.js";
+import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR } from "./model/cni.js";
 import { NETNS_GLOB, NETNS_NAME } from "./model/namespace.js";
 
 export type { Command } from "./commands/table.js";
@@ -104,6 +106,12 @@ const RUNNERS: Record<Command, Runner> = {
     const options = agentOptions(values);
     return (await import("./agent/index.js")).runAgent(positionals, options);
   },
+  cni: async ({ values, positionals }) => {
+    const action = positionals[0];
+    if (positionals.length !== 1 || (action !== "install" && action !== "uninstall"))
+      throw new UsageError("cni takes one action: install or uninstall");
+    return (await import("./commands/cni.js")).cniCommand(action, cniOptions(values));
+  },
   completion: async ({ positionals }) => (await import("./commands/completion.js")).completionCommand(positionals),
   version: async () => (await import("./commands/version.js")).versionCommand(),
   help: async ({ positionals }) => {
@@ -188,6 +196,8 @@ function agentOptions(values: ParsedCommand["values"]): AgentOptions {
   const match = values["netns-match"] as string[] | undefined;
   if (match !== undefined && values.netns !== undefined)
     throw new UsageError("--netns and --netns-match cannot be used together: one namespace, or every matching one");
+  if (values.cni === true && match === undefined)
+    throw new UsageError("--cni needs --netns-match: the plugin captures the pods' namespaces the agent serves");
   return {
     namespaces:
       match === undefined
@@ -200,6 +210,19 @@ function agentOptions(values: ParsedCommand["values"]): AgentOptions {
     resyncMs: resyncInterval((values["resync-interval"] as string | undefined) ?? "30s"),
     ...(values.metrics !== undefined && { metrics: listenAddress(values.metrics as string) }),
     ...objectsOption(values),
+    ...(values.cni === true && { cni: cniOptions(values) }),
+  };
+}
+
+/** --cni-bin-dir, --cni-conf-dir and --cni-failure, with their defaults. */
+function cniOptions(values: ParsedCommand["values"]): CniOptions {
+  const failure = (values["cni-failure"] as string | undefined) ?? "closed";
+  if (failure !== "closed" && failure !== "open")
+    throw new UsageError(`--cni-failure must be closed or open (got "${failure.slice(0, 32)}")`);
+  return {
+    binDir: (values["cni-bin-dir"] as string | undefined) ?? DEFAULT_CNI_BIN_DIR,
+    confDir: (values["cni-conf-dir"] as string | undefined) ?? DEFAULT_CNI_CONF_DIR,
+    failurePolicy: failure,
   };
 }
 

@@ -53,7 +53,9 @@ export type ErrorCode =
   /** A cgroup path that is not one intercept accepts (a tampered saved plan): never joined to the mount. */
   | "cgroup-path-refused"
   /** `watch`: no program of ours in the namespace has a ring buffer of flow records, or its reader stopped. */
-  | "flows-unavailable";
+  | "flows-unavailable"
+  /** The CNI plugin could not be installed or removed (no network configuration to join, an unreadable one). */
+  | "cni-install";
 
 export class InterceptError extends Error {
   constructor(

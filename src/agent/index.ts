@@ -6,6 +6,7 @@ import { ensureBpffs } from "../kernel/pins.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
 import { globMatch } from "../glob.js";
 import { closePolicyWorker } from "../reconcile/policy-worker/client.js";
+import { CniMode, type CniOptions } from "./cni.js";
 import { Fleet } from "./fleet.js";
 import { Lifecycle } from "./lifecycle.js";
 import { createLogger, type LogFormat, type Logger } from "./log.js";
@@ -34,6 +35,8 @@ export interface AgentOptions {
   resyncMs?: number;
   /** `--flows`: every rule's flow records on, logged and counted (src/agent/flows.ts). */
   flows?: boolean;
+  /** CNI mode (`--cni`, with --netns-match): node programs, the node table and the chained plugin. */
+  cni?: CniOptions;
 }
 
 /**
@@ -86,6 +89,7 @@ class Agent {
   private readonly metrics: AgentMetrics;
   private readonly watcher: PolicyWatcher<PolicySet>;
   private readonly fleet: Fleet;
+  private readonly cni: CniMode | undefined;
   private directory: NamespaceDirectory | undefined;
   private metricsServer: import("node:http").Server | undefined;
   private started = false;
@@ -122,6 +126,10 @@ class Agent {
       this.log,
       this.metrics,
     );
+    this.cni =
+      options.cni && options.namespaces.kind === "matching"
+        ? new CniMode(options.cni, options.namespaces.globs, log)
+        : undefined;
     this.watcher = new PolicyWatcher<PolicySet>(
       {
         paths,
@@ -135,7 +143,10 @@ class Agent {
         valid: (policies, fingerprint) => this.policiesChanged(policies, fingerprint),
         invalid: (error) => this.policiesInvalid(error),
         read: (read) => this.policiesRead(read),
-        resynced: () => void this.fleet.resync(), // the kernel is checked against the policies too: a plan with no changes does nothing
+        resynced: () => {
+          void this.fleet.resync(); // the kernel is checked against the policies too: a plan with no changes does nothing
+          void this.cni?.reinstall(); // logs its own failure
+        },
         fatal: (error) => lifecycle.fail(error),
       },
     );
@@ -189,6 +200,8 @@ class Agent {
       );
       await collectOrphans(this.log);
       if (this.stopping) return;
+      await this.cni?.start(this.policies); // before the namespaces: the plugin is chained once the table is written
+      if (this.stopping) return;
       await this.followDirectory((name) => namespaces.globs.some((glob) => globMatch(glob, name)), true);
     }
     this.lifecycle.onReload(() => {
@@ -209,6 +222,7 @@ class Agent {
     const closing = closePolicyWorker();
     this.directory?.stop();
     await this.flows?.stop(); // before the fleet removes the programs its readers read
+    await this.cni?.stop(this.options.keep); // out of the chain first: no pod gets a node program after the clean-up
     const { held } = await this.fleet.stop();
     await closing;
     this.metricsServer?.close();
@@ -257,6 +271,7 @@ class Agent {
     this.log("policy change", `${count} valid (content ${shortHash(fingerprint)}): reconciling`, {
       policiesHash: shortHash(fingerprint),
     });
+    void this.cni?.update(policies); // logs its own failure; the table stays as it was
     this.fleet.reconcileAll();
   }
 

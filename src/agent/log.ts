@@ -16,6 +16,7 @@ export type LogEvent =
   | "reload"
   | "flow"
   | "flows on"
+  | "cni"
   | "error";
 
 /** How much a line matters, for log pipelines that filter or alert on it (JSON lines' `level`). */
@@ -37,6 +38,7 @@ const LEVEL: Record<LogEvent, LogLevel> = {
   reload: "info",
   flow: "info",
   "flows on": "info",
+  cni: "info",
   error: "error",
 };
 

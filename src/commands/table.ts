@@ -60,6 +60,23 @@ const OBJECTS = {
   },
 } as const satisfies Record<string, OptionSpec>;
 
+const CNI_DIRS = {
+  "cni-bin-dir": {
+    type: "string",
+    value: "DIR",
+    kind: "dir",
+    defaultText: "/opt/cni/bin",
+    description: "where the container runtime finds CNI plugins",
+  },
+  "cni-conf-dir": {
+    type: "string",
+    value: "DIR",
+    kind: "dir",
+    defaultText: "/etc/cni/net.d",
+    description: "where the container runtime reads CNI network configurations",
+  },
+} as const satisfies Record<string, OptionSpec>;
+
 const JSON_OUTPUT = {
   json: { type: "boolean", description: "print JSON on stdout (schemas/); errors too, as an object with their code" },
 } as const satisfies Record<string, OptionSpec>;
@@ -328,7 +345,42 @@ export const COMMANDS = {
         description:
           "how often the policies are read (and the kernel checked) whatever the file events say: at least 1s, or 0 for never",
       },
+      cni: {
+        type: "boolean",
+        description:
+          "CNI mode (with --netns-match): load the programs once at node level, write the node table and install the chained CNI plugin, which captures a pod before its first packet",
+      },
+      ...CNI_DIRS,
+      "cni-failure": {
+        type: "string",
+        value: "POLICY",
+        kind: "choice",
+        choices: ["closed", "open"],
+        defaultText: "closed",
+        description:
+          "what the plugin does with a pod it cannot capture: closed fails the pod's creation with the CNI error, open lets it start uncaptured and says so",
+      },
     },
+  },
+  cni: {
+    summary: "install or remove the chained CNI plugin (the agent's --cni does both itself)",
+    operands: "install|uninstall",
+    positionals: "one",
+    description: [
+      "install copies the plugin binary into --cni-bin-dir and appends its entry to the chain of the network configuration in use in --cni-conf-dir (the first in name order). uninstall removes the entry from every configuration, the binary, the node table and the node's programs; filters already attached stay until their pods go or the agent replaces them.",
+    ],
+    options: {
+      ...CNI_DIRS,
+      "cni-failure": {
+        type: "string",
+        value: "POLICY",
+        kind: "choice",
+        choices: ["closed", "open"],
+        defaultText: "closed",
+        description: "install: what the plugin does with a pod it cannot capture (closed or open)",
+      },
+    },
+    examples: [["intercept cni uninstall", "on a node, after the agent is gone"]],
   },
   completion: {
     summary: "print a shell completion script",

@@ -30,7 +30,7 @@ import { listLinks } from "../kernel/links.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { listListeners } from "../kernel/sockets.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
-import { ensureBpffs, listEntries, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
+import { ensureBpffs, listEntries, NODE_PINS, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
 import {
   addClsact,
   clsactCommand,
@@ -61,6 +61,7 @@ import {
   type MapName,
   type PrefixEntry,
 } from "../model/bpf-abi.js";
+import { readNodePrograms } from "../kernel/node-table.js";
 import { COUNTER_SLOTS, counterKey } from "../model/counters.js";
 import { hexByte } from "../model/host-order.js";
 import { isPolicyName } from "../model/policy-name.js";
@@ -90,7 +91,7 @@ import {
 } from "./types.js";
 
 /** Entries of the owned-qdisc registry: far more links than a namespace has. */
-const QDISC_REGISTRY_ENTRIES = 4096;
+export const QDISC_REGISTRY_ENTRIES = 4096;
 
 /** The real datapath: bpftool, tc and ip, for one network namespace. */
 export class KernelDatapath implements Datapath {
@@ -113,6 +114,27 @@ export class KernelDatapath implements Datapath {
     return new KernelDatapath(netns, key, new PinLayout(key), await cgroupRoot());
   }
 
+  /**
+   * The node's own pin folder (`agent --cni`): programs loaded once, in the
+   * agent's namespace, for the CNI plugin to attach in pods' namespaces.
+   * Only its versions are used (observeVersions, load, unload, setRule).
+   */
+  static async node(command: string): Promise<KernelDatapath> {
+    await requireKernelPrivileges(command);
+    await ensureBpffs();
+    return new KernelDatapath({}, NODE_PINS, PinLayout.node(), null);
+  }
+
+  /** Every version pinned in this datapath's folder, as observe() reads them (without links or cgroups). */
+  observeVersions(): Promise<ObservedProgram[]> {
+    return this.observePrograms();
+  }
+
+  /** Where @ref's program for @hook is pinned. */
+  programPin(ref: VersionRef, hook: Hook): string {
+    return this.pins.program(ref, hook);
+  }
+
   /** Whether anything of intercept's is pinned for the namespace (its pin directory exists). */
   holdsPins(): boolean {
     return existsSync(this.pins.namespaceDir);
@@ -120,7 +142,7 @@ export class KernelDatapath implements Datapath {
 
   async observe(interest: ObserveInterest = {}): Promise<ObservedState> {
     const links = await listLinks(this.netns);
-    const [tcStates, programs, ownedQdiscs, emptyDirectories, listeners] = await Promise.all([
+    const [tcStates, programs, ownedQdiscs, emptyDirectories, listeners, nodePrograms] = await Promise.all([
       listLinkStates(
         this.netns,
         links.map((link) => link.name),
@@ -129,6 +151,7 @@ export class KernelDatapath implements Datapath {
       this.ownedQdiscs(),
       this.emptyDirectories(),
       interest.listeners ? listListeners(this.netns) : undefined,
+      readNodePrograms(),
     ]);
     const emptyPins: EmptyPin[] = [
       ...(existsSync(this.pins.qdiscs) && ownedQdiscs.length === 0 ? [{ kind: "registry" as const }] : []),
@@ -166,6 +189,7 @@ export class KernelDatapath implements Datapath {
       cgroupRoot: this.cgroupRoot,
       cgroups,
       ...(listeners && { listeners }),
+      ...(nodePrograms.size > 0 && { nodePrograms }),
     };
   }
 

@@ -101,6 +101,12 @@ export interface ObservedState {
   cgroups: ObservedCgroup[];
   /** The sockets listening in the namespace, when asked for (ObserveInterest.listeners). */
   listeners?: Listener[];
+  /**
+   * The node's programs by id (`agent --cni`'s node table), which the CNI
+   * plugin attaches before the agent serves a namespace: a filter running
+   * one is ours, replaced in place by the namespace's own version.
+   */
+  nodePrograms?: ReadonlyMap<number, VersionRef>;
 }
 
 /**

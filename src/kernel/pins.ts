@@ -10,6 +10,8 @@ import { run } from "./exec.js";
 
 export const BPFFS = "/sys/fs/bpf";
 export const PIN_ROOT = path.join(BPFFS, "intercept");
+/** The node's own programs (`agent --cni`), beside the namespaces' folders: no namespace key looks like it. */
+export const NODE_PINS = "node";
 
 // The only names a pin path is ever built from (src/model/): anything else is refused, never joined.
 export { isPolicyName } from "../model/policy-name.js";
@@ -32,7 +34,15 @@ export class PinLayout {
   readonly namespaceDir: string;
 
   constructor(namespaceKey: string, root = PIN_ROOT) {
-    this.namespaceDir = inside(root, checked(namespaceKey, NAMESPACE_KEY, "namespace key"));
+    this.namespaceDir = inside(
+      root,
+      namespaceKey === NODE_PINS ? NODE_PINS : checked(namespaceKey, NAMESPACE_KEY, "namespace key"),
+    );
+  }
+
+  /** The node's programs, loaded once for the CNI plugin to attach: /sys/fs/bpf/intercept/node/<policy>/<version>/… */
+  static node(root = PIN_ROOT): PinLayout {
+    return new PinLayout(NODE_PINS, root);
   }
 
   get qdiscs(): string {

@@ -44,7 +44,9 @@ export function findDrift(observed: ObservedState): Drift[] {
       if (id === undefined) continue;
       const version = versionOf(id);
       hooks[hook] = version?.ref ?? null;
-      if (!version) drift.push({ kind: "unknown-program", link: link.name, hook, programId: id });
+      // A node program the CNI plugin attached is no drift: the plan replaces it with the namespace's own.
+      if (!version && !observed.nodePrograms?.has(id))
+        drift.push({ kind: "unknown-program", link: link.name, hook, programId: id });
     }
     const running = Object.values(hooks).filter((ref): ref is VersionRef => ref !== null);
     const mixed = running.some((ref) => !sameVersion(ref, running[0]));

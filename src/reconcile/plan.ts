@@ -296,9 +296,17 @@ function planLink(
     ...target,
     from,
     detach,
-    reason: `switch from ${describeRunning(from, owner.hooks, half)} to ${describeVersion(owner.program)}${hooksChange.map((what) => `, ${what}`).join("")}`,
+    reason: `switch from ${attachedByPlugin(link, from, observed) ? "the node's program (attached by the CNI plugin)" : describeRunning(from, owner.hooks, half)} to ${describeVersion(owner.program)}${hooksChange.map((what) => `, ${what}`).join("")}`,
   };
   return [update];
+}
+
+/** Whether @link's hooks run only node programs (`agent --cni`'s, attached by the CNI plugin). */
+function attachedByPlugin(link: ObservedLink, from: HookPrograms, observed: ObservedState): boolean {
+  const hooks = HOOKS.filter((hook) => hook in from);
+  return (
+    hooks.length > 0 && hooks.every((hook) => from[hook] === null && observed.nodePrograms?.has(link.filters[hook]!))
+  );
 }
 
 /** The version each of our hooks on @link runs; null for a program no pinned version of ours has. */

@@ -35,6 +35,9 @@ const ALLOWED = [
   /^templates\//,
   /^schemas\//,
   /^(README\.md|LICENSE|package\.json)$/,
+  // The CNI plugin: its C (to build it for another architecture) and the static binary `npm pack` built.
+  /^cni\/[a-z_]+\.[ch]$/,
+  /^dist\/cni\/intercept-cni$/,
 ];
 const FORBIDDEN =
   /^(tests|bench|demo|lab|docs|deploy|examples|policies|generated|scripts|src|\.ci|\.github)\/|\.map$|\.test\.|^tsconfig/;
@@ -112,6 +115,7 @@ test("the tarball holds the CLI, compiled JS, declarations, templates, schema, R
   );
   for (const needed of [
     "bin/intercept.js",
+    "dist/cni/intercept-cni",
     "dist/src/cli.js",
     "dist/src/api.js",
     "dist/src/api.d.ts",

@@ -11,7 +11,8 @@
  * datapath:  src/datapath/ — the Datapath port and its kernel implementation
  * stages:    src/load/, src/validate/, src/compile/, src/build/ — the pipeline's
  *            stages
- * reconcile: src/reconcile/, src/plan/ — plans and their execution
+ * reconcile: src/reconcile/, src/plan/ — plans and their execution; src/cni/, the
+ *            CNI plugin's node side (node programs, node table, install)
  * front:     src/commands/, src/agent/ — what the CLI runs; src/demo/, the demo's
  *            sandbox, which commands/demo.ts runs
  * cli:       src/cli.ts
@@ -37,7 +38,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ["kernel"],
   ["datapath"],
   ["load", "validate", "compile", "build"],
-  ["reconcile", "plan", "flows"],
+  ["reconcile", "plan", "flows", "cni"],
   ["commands", "agent", "demo"],
   ["cli.ts"],
 ];

@@ -1,0 +1,309 @@
+/**
+ * intercept-cni against the CNI spec's conventions, run as a runtime runs
+ * it (CNI_* environment, configuration on stdin) in namespaces this test
+ * creates, and its interplay with the agent that feeds it:
+ * - `agent --cni` loads the node's programs, writes the node table and
+ *   chains the plugin into the configuration in use; then it is killed
+ *   (kill -9), its programs left loaded, as in an upgrade gone wrong;
+ * - ADD (prevResult passed through unchanged, the node's program in the
+ *   agent's tc slot, its qdisc recorded as intercept's), CHECK, DEL twice,
+ *   VERSION, a missing prevResult, a bad configuration, a netns gone on
+ *   DEL, a namespace the agent does not serve, a foreign filter in the slot;
+ * - the plugin-attached filter is not drift, and an agent started again
+ *   replaces it in place with the namespace's own version; a live edit
+ *   reaches the node's rule switches; a stop without --keep takes the
+ *   plugin out of the chain and removes the table, the node's programs and
+ *   the qdisc the plugin made.
+ * Everything is removed in `after`, even on failure.
+ */
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { execa } from "execa";
+import { AgentProcess } from "../../lab/agent-process.js";
+import { NamespaceSet } from "../../lab/namespaces.js";
+import { intercept } from "../../lab/network.js";
+import { compileBpf } from "../../src/build/clang.js";
+import { PIN_ROOT } from "../../src/kernel/pins.js";
+import { NODE_TABLE_PATH, type NodeTable } from "../../src/model/cni.js";
+
+const namespaces = NamespaceSet.unique("cn");
+const p = namespaces.prefix;
+const LINK = "a";
+const PREV_RESULT = {
+  cniVersion: "1.0.0",
+  interfaces: [{ name: LINK, sandbox: "/var/run/netns/x" }],
+  ips: [{ address: "198.18.200.2/24", interface: 0 }],
+  dns: {},
+};
+let scratch: string;
+let policies: string;
+let binDir: string;
+let confDir: string;
+let agent: AgentProcess | undefined;
+
+const agentArgs = () => [
+  policies,
+  "--netns-match",
+  `${p}*`,
+  "--cni",
+  "--cni-bin-dir",
+  binDir,
+  "--cni-conf-dir",
+  confDir,
+];
+
+interface PluginRun {
+  exitCode: number | undefined;
+  stdout: string;
+  json: Record<string, unknown> | undefined;
+}
+
+/** Runs the installed plugin as a runtime would. */
+async function plugin(
+  command: string,
+  netns: string,
+  config: unknown = { cniVersion: "1.0.0", name: "test", type: "intercept-cni", prevResult: PREV_RESULT },
+): Promise<PluginRun> {
+  const result = await execa(path.join(binDir, "intercept-cni"), [], {
+    reject: false,
+    input: typeof config === "string" ? config : JSON.stringify(config),
+    env: {
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: `${p}container`,
+      CNI_NETNS: netns,
+      CNI_IFNAME: LINK,
+      CNI_PATH: binDir,
+    },
+  });
+  const stdout = String(result.stdout);
+  return { exitCode: result.exitCode, stdout, json: stdout.trim() ? JSON.parse(stdout) : undefined };
+}
+
+const netnsPath = (name: string) => `/var/run/netns/${name}`;
+
+/** The program ids of our slot's filters on @hook of the test link in @name. */
+async function slotPrograms(name: string, hook = "ingress"): Promise<number[]> {
+  const { stdout } = await execa("nsenter", [
+    `--net=${netnsPath(name)}`,
+    "tc",
+    "-j",
+    "filter",
+    "show",
+    "dev",
+    LINK,
+    hook,
+  ]);
+  return (JSON.parse(stdout) as { pref: number; options?: { handle?: string; prog?: { id: number } } }[])
+    .filter((f) => f.pref === 18755 && f.options?.handle === "0x1" && f.options.prog)
+    .map((f) => f.options!.prog!.id);
+}
+
+/** Destroys what intercept has in namespace @name, removes its pin folder while the inode is still its own, then deletes it. */
+async function removeNamespace(name: string): Promise<void> {
+  if (!existsSync(netnsPath(name))) return;
+  await intercept("destroy", "--netns", name, "--yes");
+  await rm(path.join(PIN_ROOT, await namespaces.key(name)), { recursive: true, force: true });
+  await execa("ip", ["netns", "del", name]);
+}
+
+async function nodeTable(): Promise<NodeTable> {
+  return JSON.parse(await readFile(NODE_TABLE_PATH, "utf8")) as NodeTable;
+}
+
+before(async () => {
+  scratch = await mkdtemp(path.join(tmpdir(), `${p}cni-`));
+  policies = path.join(scratch, "policies");
+  binDir = path.join(scratch, "bin");
+  confDir = path.join(scratch, "net.d");
+  await mkdir(policies);
+  await mkdir(confDir);
+  await writeFile(path.join(policies, "proxy.yaml"), "interceptors:\n  - { originalPort: 8000, port: 9000 }\n");
+  await writeFile(
+    path.join(confDir, "10-pods.conflist"),
+    JSON.stringify({ cniVersion: "1.0.0", name: "pods", plugins: [{ type: "ptp", ipam: { type: "static" } }] }),
+  );
+  agent = new AgentProcess(agentArgs());
+  await agent.waitFor((l) => l.event === "cni" && /plugin installed/.test(String(l.message)));
+  agent.kill(); // kill -9: the node's programs, the table and the plugin stay
+  await agent.exited();
+  agent = undefined;
+});
+
+after(async () => {
+  if (agent) await agent.stop(); // a stop without --keep removes what CNI mode made
+  // After a failure before that stop: what CNI mode made goes as the uninstall DaemonSet removes it.
+  await intercept("cni", "uninstall", "--cni-bin-dir", binDir, "--cni-conf-dir", confDir);
+  for (const name of namespaces.made) await removeNamespace(name);
+  await rm(scratch, { recursive: true, force: true });
+});
+
+describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
+  test("the agent chained the plugin after the configuration's plugins", async () => {
+    const conflist = JSON.parse(await readFile(path.join(confDir, "10-pods.conflist"), "utf8"));
+    assert.deepEqual(conflist.plugins[1], {
+      type: "intercept-cni",
+      nodeTable: NODE_TABLE_PATH,
+      failurePolicy: "closed",
+    });
+  });
+
+  test("VERSION lists the spec versions it speaks", async () => {
+    const run = await plugin("VERSION", "");
+    assert.equal(run.exitCode, 0);
+    assert.deepEqual(run.json, { cniVersion: "1.0.0", supportedVersions: ["0.3.0", "0.3.1", "0.4.0", "1.0.0"] });
+  });
+
+  test("ADD attaches the node's program in the agent's slot, records its qdisc, and passes prevResult through", async () => {
+    const name = namespaces.name(0);
+    await namespaces.create(name);
+    const run = await plugin("ADD", netnsPath(name));
+    assert.equal(run.exitCode, 0, run.stdout);
+    assert.deepEqual(run.json, PREV_RESULT);
+    const table = await nodeTable();
+    assert.deepEqual(await slotPrograms(name), [table.attachments[0]!.programIds.ingress]);
+    const registry = path.join(PIN_ROOT, await namespaces.key(name), "qdiscs");
+    const { stdout } = await execa("bpftool", ["-j", "map", "dump", "pinned", registry]);
+    assert.equal((JSON.parse(stdout) as unknown[]).length, 1, "the clsact qdisc the plugin made is recorded");
+  });
+
+  test("CHECK passes while the capture is in place, and fails with a code once it is not", async () => {
+    const name = namespaces.name(0);
+    assert.equal((await plugin("CHECK", netnsPath(name))).exitCode, 0);
+    await execa("nsenter", [
+      `--net=${netnsPath(name)}`,
+      "tc",
+      "filter",
+      "del",
+      "dev",
+      LINK,
+      "ingress",
+      "pref",
+      "18755",
+    ]);
+    const run = await plugin("CHECK", netnsPath(name));
+    assert.equal(run.exitCode, 1);
+    assert.equal(run.json?.code, 102);
+    assert.equal((await plugin("ADD", netnsPath(name))).exitCode, 0, "ADD again puts it back");
+    assert.equal((await slotPrograms(name)).length, 1);
+  });
+
+  test("DEL removes the filter and is idempotent; DEL of a namespace already gone succeeds", async () => {
+    const name = namespaces.name(1);
+    await namespaces.create(name);
+    assert.equal((await plugin("ADD", netnsPath(name))).exitCode, 0);
+    for (const round of [1, 2]) {
+      const run = await plugin("DEL", netnsPath(name));
+      assert.equal(run.exitCode, 0, `DEL #${round}: ${run.stdout}`);
+      assert.deepEqual(await slotPrograms(name), []);
+    }
+    await removeNamespace(name);
+    const gone = await plugin("DEL", netnsPath(name));
+    assert.equal(gone.exitCode, 0, gone.stdout);
+    assert.equal((await plugin("DEL", "")).exitCode, 0, "DEL without CNI_NETNS (the runtime lost it)");
+  });
+
+  test("errors are JSON on stdout with CNI codes: no prevResult, bad JSON, a bad command, an old or no version, no node table", async () => {
+    const name = namespaces.name(0);
+    const missing = await plugin("ADD", netnsPath(name), { cniVersion: "1.0.0", name: "t", type: "intercept-cni" });
+    assert.equal(missing.exitCode, 1);
+    assert.equal(missing.json?.code, 7);
+    const bad = await plugin("ADD", netnsPath(name), '{"cniVersion": "1.0.0",');
+    assert.equal(bad.exitCode, 1);
+    assert.equal(bad.json?.code, 6);
+    const command = await plugin("FROB", netnsPath(name));
+    assert.equal(command.json?.code, 4);
+    const old = await plugin("ADD", netnsPath(name), { cniVersion: "0.2.0", name: "t", type: "intercept-cni" });
+    assert.equal(old.json?.code, 1);
+    const unversioned = await plugin("ADD", netnsPath(name), { name: "t", type: "intercept-cni" });
+    assert.equal(unversioned.json?.code, 7);
+    const noTable = await plugin("ADD", netnsPath(name), {
+      cniVersion: "1.0.0",
+      name: "t",
+      type: "intercept-cni",
+      nodeTable: path.join(scratch, "no-such-table.json"),
+      prevResult: PREV_RESULT,
+    });
+    assert.equal(noTable.exitCode, 1, "fail closed: no table, no pod");
+    assert.equal(noTable.json?.code, 11, "try again later: the agent has not written the table yet");
+    for (const run of [missing, bad, command, old, unversioned, noTable]) assert.equal(typeof run.json?.msg, "string");
+  });
+
+  test("a namespace the agent does not serve is passed through untouched", async () => {
+    const name = `${p.slice(0, -1)}_other`;
+    namespaces.made.add(name);
+    await namespaces.create(name);
+    const run = await plugin("ADD", netnsPath(name));
+    assert.equal(run.exitCode, 0);
+    assert.deepEqual(run.json, PREV_RESULT);
+    assert.deepEqual(await slotPrograms(name), []);
+  });
+
+  test("a filter intercept did not make in its slot fails the ADD (fail closed)", async () => {
+    const name = namespaces.name(2);
+    await namespaces.create(name);
+    const ns = `--net=${netnsPath(name)}`;
+    const foreign = path.join(scratch, "foreign.o");
+    await compileBpf("tests/support/foreign.bpf.c", foreign);
+    await execa("nsenter", [ns, "tc", "qdisc", "add", "dev", LINK, "clsact"]);
+    await execa("nsenter", [
+      ns,
+      ...["tc", "filter", "add", "dev", LINK, "ingress", "pref", "18755", "handle", "1", "bpf", "direct-action"],
+      ...["object-file", foreign, "section", "tc"],
+    ]);
+    const run = await plugin("ADD", netnsPath(name));
+    assert.equal(run.exitCode, 1);
+    assert.equal(run.json?.code, 100);
+    assert.match(String(run.json?.msg), /slot taken/);
+    assert.equal(existsSync(path.join(PIN_ROOT, await namespaces.key(name))), false, "a failed ADD leaves no pins");
+    await removeNamespace(name);
+  });
+
+  test("the plugin's filter is not drift; a new agent replaces it in place, and a live edit reaches the node's maps", async () => {
+    const name = namespaces.name(0);
+    const before = await intercept("status", "--netns", name, policies, "--json");
+    assert.deepEqual(JSON.parse(before.stdout).drift, [], before.stdout);
+    const nodeProgram = (await nodeTable()).attachments[0]!.programIds.ingress!;
+    agent = new AgentProcess(agentArgs());
+    const update = await agent.waitFor(
+      (l) => l.event === "applied" && l.namespace === name && l.type === "attachment.update",
+    );
+    assert.match(String(update.message), /attachment\.a: updated/);
+    const [own] = await slotPrograms(name);
+    assert.ok(own !== undefined && own !== nodeProgram, "the namespace runs its own version now");
+    assert.equal(agent.lines.filter((l) => l.event === "error").length, 0);
+
+    const from = agent.lines.length;
+    await writeFile(
+      path.join(policies, "proxy.yaml"),
+      "interceptors:\n  - { originalPort: 8000, port: 9000, enabled: false }\n",
+    );
+    await agent.waitFor((l) => l.event === "cni" && /1 rule switches written/.test(String(l.message)), from);
+    const entry = (await nodeTable()).attachments[0]!;
+    const rules = path.join(path.dirname(path.dirname(entry.programs.ingress!)), "maps", "rule_state");
+    const { stdout } = await execa("bpftool", ["-j", "map", "dump", "pinned", rules]);
+    assert.equal(
+      (JSON.parse(stdout) as { formatted: { value: { enabled: number } } }[])[0]!.formatted.value.enabled,
+      0,
+    );
+  });
+
+  test("a stop without --keep takes the plugin out of the chain and removes its table, programs and qdisc", async () => {
+    const name = namespaces.name(0);
+    assert.equal(await agent!.stop(), 0);
+    agent = undefined;
+    const conflist = JSON.parse(await readFile(path.join(confDir, "10-pods.conflist"), "utf8"));
+    assert.deepEqual(
+      conflist.plugins.map((plugin: { type: string }) => plugin.type),
+      ["ptp"],
+    );
+    assert.equal(existsSync(path.join(binDir, "intercept-cni")), false);
+    assert.equal(existsSync(NODE_TABLE_PATH), false);
+    assert.equal(existsSync(path.join(PIN_ROOT, "node")), false);
+    const { stdout } = await execa("nsenter", [`--net=${netnsPath(name)}`, "tc", "qdisc", "show", "dev", LINK]);
+    assert.doesNotMatch(stdout, /clsact/);
+  });
+});
