@@ -1,3 +1,5 @@
+import { execa } from "execa";
+import { CommandError, InterceptError } from "../errors.js";
 import { runJson, type NetworkNamespace } from "./exec.js";
 
 export interface Link {
@@ -24,4 +26,33 @@ export async function listLinks(netns: NetworkNamespace): Promise<Link[]> {
     loopback: link.link_type === "loopback" || (link.flags ?? []).includes("LOOPBACK"),
     linkType: link.link_type ?? "unknown",
   }));
+}
+
+/** What `ip netns set` says of a namespace that has an id already: no failure for us. */
+const ALREADY_NUMBERED = "Peer netns already has a nsid assigned";
+
+/**
+ * Gives each namespace of @names an id in this namespace (`ip netns set
+ * NAME auto`), so a netlink socket here that listens to all ids receives
+ * their link events; then returns every named namespace's id (id → name).
+ * One `ip -batch` process for all of them. A name whose namespace is gone
+ * is simply absent from the answer.
+ */
+export async function numberNamespaces(names: readonly string[]): Promise<Map<number, string>> {
+  const input = [...names.map((name) => `netns set ${name} auto`), "netns list-id", ""].join("\n");
+  const result = await execa("ip", ["-force", "-batch", "-"], { input, reject: false, extendEnv: false });
+  if ((result as { code?: string }).code === "ENOENT")
+    throw new InterceptError("tool-missing", "ip not found: install iproute2");
+  const ids = new Map<number, string>();
+  for (const line of String(result.stdout).split("\n")) {
+    const found = /^nsid (\d+) \(iproute2 netns name: (.+)\)$/.exec(line.trim());
+    if (found) ids.set(Number(found[1]), found[2]!);
+  }
+  const unexpected = String(result.stderr)
+    .split("\n")
+    .filter((line) => line.trim() && !line.includes(ALREADY_NUMBERED) && !/^Command failed/.test(line));
+  // A namespace removed meanwhile cannot be opened: absent from the answer, which the caller checks.
+  if (ids.size === 0 && unexpected.length > 0 && !unexpected.every((l) => /Cannot open network namespace/.test(l)))
+    throw new CommandError("ip netns set … auto", unexpected.join("\n"));
+  return ids;
 }
