@@ -57,6 +57,7 @@ export async function runAgent(
   const startedFirst = await Promise.race([starting.then(() => true), lifecycle.ended.then(() => false)]).catch(
     async (error: unknown) => {
       await agent.stop();
+      lifecycle.release(); // a start that failed lets go of the signals too: the caller decides what follows
       throw error;
     },
   );
@@ -169,6 +170,11 @@ class Agent {
     // Watched from before the first read: a file changed while the namespaces start is not missed.
     this.policies = await this.watcher.start();
     this.inForce = this.watcher.fingerprint;
+    // From here on, not once the start is done: a SIGHUP while the namespaces start is not lost.
+    this.lifecycle.onReload(() => {
+      this.log("reload", "SIGHUP: reading the policies again");
+      this.watcher.reload();
+    });
     await this.followCgroups();
     const served = metrics === undefined ? "" : `; metrics on http://${metrics}/metrics, readiness on /healthz`;
     const fields = { ...(metrics !== undefined && { metrics }), policiesHash: shortHash(this.inForce) };
@@ -198,10 +204,6 @@ class Agent {
       if (this.stopping) return;
       await this.followDirectory((name) => namespaces.globs.some((glob) => globMatch(glob, name)), true);
     }
-    this.lifecycle.onReload(() => {
-      this.log("reload", "SIGHUP: reading the policies again");
-      this.watcher.reload();
-    });
   }
 
   /** Stops following events; unless --keep, removes everything intercept made. Once, however often asked. */
