@@ -156,7 +156,13 @@ describe("the namespace directory", () => {
     const dir = await mkdtemp(path.join(scratch, "netns-"));
     const identities = new Map<string, NamespaceFile>();
     const seen: Map<string, string>[] = [];
+    /** Each name's identify calls, as a barrier: a test waits until a file was looked at. */
+    const looked = new Map<string, { left: number; resolve: () => void }>();
+    const lookedAt = (name: string, times: number) =>
+      new Promise<void>((resolve) => looked.set(name, { left: times, resolve }));
     const identify = async (file: string): Promise<NamespaceFile> => {
+      const waiter = looked.get(path.basename(file));
+      if (waiter && --waiter.left === 0) waiter.resolve();
       const exists = await readFile(file).then(
         () => true,
         () => false,
@@ -168,19 +174,21 @@ describe("the namespace directory", () => {
       { dir, matches, identify },
       { changed: (found) => seen.push(new Map(found)), failed: (error) => assert.fail(String(error)) },
     );
-    return { dir, identities, seen, watcher, last: () => seen.at(-1) ?? new Map<string, string>() };
+    return { dir, identities, seen, watcher, lookedAt, last: () => seen.at(-1) ?? new Map<string, string>() };
   }
 
   test("a namespace appears when its file is bound (no event), goes when its file goes; other names are ignored", async () => {
-    const { dir, identities, watcher, last } = await directory();
+    const { dir, identities, watcher, last, lookedAt } = await directory();
     identities.set("cni-old", { kind: "namespace", key: "ns1" });
     await writeFile(path.join(dir, "cni-old"), "");
     await writeFile(path.join(dir, "other"), "");
     identities.set("other", { kind: "namespace", key: "ns9" });
     assert.deepEqual([...(await watcher.start())], [["cni-old", "ns1"]]);
     try {
+      // A barrier: looked at twice, so the scan that found a plain file has ended (it scheduled the second look).
+      const looked = lookedAt("cni-new", 2);
       await writeFile(path.join(dir, "cni-new"), ""); // created: an event, but not a namespace yet
-      await new Promise((resolve) => setTimeout(resolve, 30));
+      await looked;
       assert.deepEqual([...last()], [["cni-old", "ns1"]]);
       identities.set("cni-new", { kind: "namespace", key: "ns2" }); // bound: no event at all
       await until(() => last().get("cni-new") === "ns2", "the bound file is found by the pending rescan");

@@ -1,0 +1,140 @@
+/**
+ * The Host port's contract, checked on both hosts where it can be without
+ * root: the namespace lock (KernelHost's flock(2) in a folder of the
+ * test's own, and the fake's in memory) refuses, waits, times out, stops
+ * waiting when aborted and keeps a record alike, in the same words, so
+ * the agent's tests over the fake say what the kernel would. KernelHost's
+ * pins, lock records and namespace directory in folders of the test's own.
+ */
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import { InterceptError } from "../../src/errors.js";
+import { KernelHost } from "../../src/host/kernel.js";
+import type { Host, LockHolder } from "../../src/host/types.js";
+import { FakeHost } from "../support/fake-host.js";
+
+const scratch = await mkdtemp(path.join(tmpdir(), "intercept-host-unit-"));
+after(() => rm(scratch, { recursive: true, force: true }));
+
+async function kernelHost(): Promise<KernelHost> {
+  const root = await mkdtemp(path.join(scratch, "machine-"));
+  return new KernelHost({
+    pinRoot: path.join(root, "bpf"),
+    lockDir: path.join(root, "locks"),
+    netnsDir: path.join(root, "netns"),
+  });
+}
+
+const hosts: [string, () => Promise<Host>][] = [
+  ["kernel", kernelHost],
+  ["fake", async () => new FakeHost()],
+];
+
+for (const [label, make] of hosts) {
+  describe(`the namespace lock (${label} host)`, () => {
+    const holder = `pid ${process.pid} (intercept apply)`;
+
+    test("a second taker with no wait is refused at once, told who holds it", async () => {
+      const host = await make();
+      const first = await host.lockNamespace("ns10", { holder: "intercept apply", timeoutMs: 0 });
+      const told: LockHolder[] = [];
+      await assert.rejects(
+        host.lockNamespace("ns10", { holder: "intercept agent", timeoutMs: 0, onWait: (by) => told.push(by) }),
+        (error) =>
+          error instanceof InterceptError &&
+          error.code === "lock-held" &&
+          error.message === `the network namespace is locked by ${holder}`,
+      );
+      assert.deepEqual(told, [{ pid: process.pid, holder: "intercept apply", agent: false, description: holder }]);
+      await first.release();
+      await (await host.lockNamespace("ns10", { holder: "intercept agent", timeoutMs: 0 })).release();
+    });
+
+    test("a second taker waits, told once who holds it, and has it once it is let go", async () => {
+      const host = await make();
+      const first = await host.lockNamespace("ns11", { holder: "intercept apply", timeoutMs: 0 });
+      let told!: (by: LockHolder) => void;
+      const waiting = new Promise<LockHolder>((resolve) => (told = resolve));
+      const second = host.lockNamespace("ns11", { holder: "intercept destroy", timeoutMs: 10_000, onWait: told });
+      assert.equal((await waiting).description, holder); // a barrier: it waits
+      await first.release();
+      const held = await second;
+      await assert.rejects(host.lockNamespace("ns11", { holder: "x", timeoutMs: 0 }), {
+        message: `the network namespace is locked by pid ${process.pid} (intercept destroy)`,
+      });
+      await held.release();
+    });
+
+    test("a wait that runs out says for whom it waited", async () => {
+      const host = await make();
+      const first = await host.lockNamespace("ns12", { holder: "intercept apply", timeoutMs: 0 });
+      await assert.rejects(host.lockNamespace("ns12", { holder: "intercept destroy", timeoutMs: 50 }), {
+        code: "lock-timeout",
+        message: `gave up after 0.1 s waiting for the lock held by ${holder} (--lock-timeout)`,
+      });
+      await first.release();
+    });
+
+    test("a wait ends at once when its signal is aborted, with the signal's reason", async () => {
+      const host = await make();
+      const first = await host.lockNamespace("ns13", { holder: "intercept apply", timeoutMs: 0 });
+      const stop = new AbortController();
+      const reason = new Error("the agent is stopping");
+      const second = host.lockNamespace("ns13", {
+        holder: "intercept agent",
+        timeoutMs: 60_000,
+        signal: stop.signal,
+        onWait: () => stop.abort(reason),
+      });
+      await assert.rejects(second, (error) => error === reason);
+      await first.release();
+    });
+
+    test("a release that keeps its record leaves the last holder readable; one that does not, nothing", async () => {
+      const host = await make();
+      await (await host.lockNamespace("ns14", { holder: "intercept agent --netns-match", timeoutMs: 0 })).release({
+        keepRecord: true,
+      });
+      assert.equal(await host.lastLockHolder("ns14"), "intercept agent --netns-match");
+      await (await host.lockNamespace("ns14", { holder: "intercept apply", timeoutMs: 0 })).release();
+      assert.equal(await host.lastLockHolder("ns14"), undefined);
+    });
+  });
+}
+
+describe("KernelHost, in folders of the test's own", () => {
+  test("pins: only namespace keys are ours; removing one removes the root once it is empty", async () => {
+    const root = await mkdtemp(path.join(scratch, "pins-"));
+    const pinRoot = path.join(root, "bpf");
+    const host = new KernelHost({ pinRoot, lockDir: path.join(root, "locks"), netnsDir: path.join(root, "netns") });
+    assert.deepEqual(await host.pinnedNamespaces(), [], "no pin root yet: nothing pinned");
+    for (const key of ["ns5", "ns6", "not-a-key"]) await mkdir(path.join(pinRoot, key, "demo"), { recursive: true });
+    assert.deepEqual(await host.pinnedNamespaces(), ["ns5", "ns6"]);
+    await host.removeNamespacePins("ns5");
+    assert.deepEqual((await readdir(pinRoot)).sort(), ["not-a-key", "ns6"]);
+    await rm(path.join(pinRoot, "not-a-key"), { recursive: true });
+    await host.removeNamespacePins("ns6");
+    assert.deepEqual(await readdir(root), [], "the pin root went with its last namespace");
+  });
+
+  test("the namespace directory: a plain file is not a namespace yet, a missing one is gone", async () => {
+    const root = await mkdtemp(path.join(scratch, "netns-"));
+    const netnsDir = path.join(root, "netns");
+    const host = new KernelHost({ pinRoot: path.join(root, "bpf"), lockDir: path.join(root, "locks"), netnsDir });
+    assert.deepEqual([...(await host.listNamespaces())], [], "no directory yet: no namespaces");
+    await mkdir(netnsDir);
+    await writeFile(path.join(netnsDir, "cni-1"), "");
+    assert.deepEqual(await host.identifyNamespace("cni-1"), { kind: "pending" });
+    assert.deepEqual(await host.identifyNamespace("cni-2"), { kind: "gone" });
+    assert.deepEqual([...(await host.listNamespaces())], []);
+  });
+
+  test("nothing to follow in the cgroup tree: a watch that holds nothing", async () => {
+    const host = await kernelHost();
+    const watch = await host.watchCgroups([], { changed: () => assert.fail("no event"), failed: assert.fail });
+    watch.stop();
+  });
+});
