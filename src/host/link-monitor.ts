@@ -43,6 +43,12 @@ export class LinkMonitor {
   private readonly followers = new Map<string, Set<LinkEvents>>();
   /** Namespace id → name, as `ip netns list-id` last said. */
   private ids = new Map<number, string>();
+  /**
+   * Ids that named no namespace when the ids were last learnt (a container
+   * runtime's unnamed namespaces have ids too): their events are dropped
+   * without asking again, until a namespace joins and the ids are learnt anew.
+   */
+  private readonly unnamed = new Set<number>();
   private child: ResultPromise | undefined;
   /** Settles once the current monitor listens (rejects if it cannot start). */
   private listening: Promise<void> | undefined;
@@ -169,11 +175,13 @@ export class LinkMonitor {
     if (id === "current") return this.tell("");
     const name = this.ids.get(Number(id));
     if (name !== undefined) return this.tell(name);
+    if (this.unnamed.has(Number(id))) return;
     // An id not seen yet (given by someone else, or reused): learn the ids again, then route it.
     void this.number().then(
       () => {
         const named = this.ids.get(Number(id));
         if (named !== undefined) this.tell(named);
+        else this.unnamed.add(Number(id));
       },
       () => {
         // cannot tell whose: every follower looks again
@@ -204,6 +212,7 @@ export class LinkMonitor {
       const names = [...this.toNumber];
       this.toNumber.clear();
       this.ids = await numberNamespaces(names);
+      if (names.length > 0) this.unnamed.clear(); // a namespace joined: an id unnamed before may be its own now
     })();
     await this.nextNumbering;
     if (name !== undefined && ![...this.ids.values()].includes(name))
