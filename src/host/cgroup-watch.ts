@@ -8,7 +8,8 @@ import type { CgroupEvents, Watch } from "./types.js";
  * made and removed in its parent, so each path is followed by watching
  * every one of its ancestors that exists (the mount included): an event
  * naming the next segment of a followed path means it, or a parent of it,
- * was made or removed. After every event the watches are armed again, by
+ * was made or removed; a followed cgroup found with a new inode then was
+ * made (again). After every event the watches are armed again, by
  * inode, so an ancestor made again is followed anew and one made late is
  * followed once it exists. Not chokidar or @parcel/watcher: a handful of
  * directories, each event only a wake-up for a reconcile that reads the
@@ -19,6 +20,8 @@ export class CgroupWatch implements Watch {
   private readonly watching = new Map<string, { watcher: FSWatcher; inode: number }>();
   /** Watched directory → the child names that lie on a followed path. */
   private readonly interesting = new Map<string, Set<string>>();
+  /** Each followed cgroup's directory → its inode when last looked at (undefined: not there). */
+  private readonly followed = new Map<string, number | undefined>();
   private stopped = false;
 
   constructor(
@@ -26,6 +29,7 @@ export class CgroupWatch implements Watch {
     paths: readonly string[],
     private readonly events: CgroupEvents,
   ) {
+    for (const relative of paths) this.followed.set(path.join(root, relative), inodeOf(path.join(root, relative)));
     for (const relative of paths) {
       const segments = relative.split("/");
       for (let depth = 0; depth < segments.length; depth++) {
@@ -68,14 +72,33 @@ export class CgroupWatch implements Watch {
     }
   }
 
+  /**
+   * Something moved on a followed path: tells only when a followed cgroup
+   * was made (again), a new inode. A removal alone has nothing to repair:
+   * the programs went with the cgroup, and a reconcile now would only
+   * find it missing; a removal and a remake (a restarted service, a pod)
+   * is then one reconcile, not two.
+   */
   private changed(): void {
     if (this.stopped) return;
+    let made = false;
     try {
       this.arm();
+      for (const [dir, inode] of this.followed) {
+        const now = inodeOf(dir);
+        if (now !== undefined && now !== inode) made = true;
+        this.followed.set(dir, now);
+      }
     } catch (error) {
       this.events.failed(error);
       return;
     }
-    this.events.changed();
+    if (made) this.events.changed();
   }
+}
+
+/** The inode of directory @dir; undefined when it is not there. */
+function inodeOf(dir: string): number | undefined {
+  const found = statSync(dir, { throwIfNoEntry: false });
+  return found?.isDirectory() ? found.ino : undefined;
 }

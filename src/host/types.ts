@@ -44,7 +44,7 @@ export interface NamespaceWatch extends Watch {
 }
 
 export interface CgroupEvents {
-  /** A followed cgroup path was made (again) or removed, or may have been: look again. */
+  /** A followed cgroup was made (again): look again. */
   changed(): void;
   /** The cgroup tree cannot be followed any more. */
   failed(error: unknown): void;
@@ -84,9 +84,9 @@ export interface Host {
    */
   watchLinks(netns: NetworkNamespace, events: LinkEvents): Promise<Watch>;
   /**
-   * Follows the cgroup2 paths @paths (relative to its mount): each one made,
-   * removed or made again, and its parents', so a path that does not exist
-   * yet is seen when it is made. Resolves once listening.
+   * Follows the cgroup2 paths @paths (relative to its mount): each one made
+   * or made again (after its parents, so a path that does not exist yet is
+   * seen when it is made). Resolves once listening.
    */
   watchCgroups(paths: readonly string[], events: CgroupEvents): Promise<Watch>;
   /** Takes the exclusive lock of the namespace @key: one writer per namespace. */

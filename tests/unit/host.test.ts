@@ -7,11 +7,12 @@
  * pins, lock records and namespace directory in folders of the test's own.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, rmdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { InterceptError } from "../../src/errors.js";
+import { CgroupWatch } from "../../src/host/cgroup-watch.js";
 import { KernelHost } from "../../src/host/kernel.js";
 import type { Host, LockHolder } from "../../src/host/types.js";
 import { FakeHost } from "../support/fake-host.js";
@@ -136,5 +137,62 @@ describe("KernelHost, in folders of the test's own", () => {
     const host = await kernelHost();
     const watch = await host.watchCgroups([], { changed: () => assert.fail("no event"), failed: assert.fail });
     watch.stop();
+  });
+});
+
+describe("the cgroup watch (inotify, here on a folder of the test's own)", () => {
+  /** A watch of @paths under a fresh root, and a barrier per "made" event. */
+  async function watching(paths: string[]) {
+    const root = await mkdtemp(path.join(scratch, "cgroup2-"));
+    let made = 0;
+    let wake: (() => void) | undefined;
+    const watch = new CgroupWatch(root, paths, {
+      changed: () => {
+        made++;
+        wake?.();
+      },
+      failed: (error) => assert.fail(String(error)),
+    });
+    /** Resolves once @count "made" events were told in all (a bound turns a lost event into a failure). */
+    const told = async (count: number) => {
+      const deadline = Date.now() + 10_000;
+      while (made < count) {
+        assert.ok(Date.now() < deadline, `event ${count} was not told`);
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, 500).unref();
+        });
+      }
+    };
+    return { root, watch, told, made: () => made };
+  }
+
+  test("a cgroup made below parents that did not exist yet, made again, and made again with its parent", async () => {
+    const { root, watch, told } = await watching(["app.slice/app"]);
+    try {
+      await mkdir(path.join(root, "app.slice"));
+      await mkdir(path.join(root, "app.slice", "app"));
+      await told(1);
+      await rmdir(path.join(root, "app.slice", "app"));
+      await mkdir(path.join(root, "app.slice", "app"));
+      await told(2);
+      await rm(path.join(root, "app.slice"), { recursive: true });
+      await mkdir(path.join(root, "app.slice", "app"), { recursive: true });
+      await told(3);
+    } finally {
+      watch.stop();
+    }
+  });
+
+  test("other cgroups beside a followed one are not told", async () => {
+    const { root, watch, told, made } = await watching(["a", "b"]);
+    try {
+      await mkdir(path.join(root, "other"));
+      await mkdir(path.join(root, "b"));
+      await told(1); // a barrier: "b" was told; "other", made before it, was not
+      assert.equal(made(), 1);
+    } finally {
+      watch.stop();
+    }
   });
 });
