@@ -120,6 +120,7 @@ export class LinkMonitor {
     if (child.stdout) createInterface({ input: child.stdout }).on("line", (line) => this.route(line));
     const exit = child.then((result) => {
       exited = true;
+      if ((result as { code?: string }).code === "ENOENT") return "link watcher: setpriv not found: install util-linux";
       const why =
         stderr.trim().split("\n")[0] ||
         (result.exitCode === undefined && result.signal === undefined ? result.shortMessage : "");
@@ -135,7 +136,13 @@ export class LinkMonitor {
     });
     const deadline = performance.now() + SUBSCRIBE_TIMEOUT_MS;
     for (let poll = SUBSCRIBE_POLL_MS; !subscribed(child.pid); poll = Math.min(SUBSCRIBE_POLL_MAX_MS, poll * 2)) {
-      if (exited) throw new InterceptError("command-failed", `${await exit} before listening`);
+      if (exited) {
+        const reason = await exit;
+        throw new InterceptError(
+          /not found/.test(reason) ? "tool-missing" : "command-failed",
+          `${reason} before listening`,
+        );
+      }
       if (performance.now() > deadline) {
         child.kill();
         throw new InterceptError(
