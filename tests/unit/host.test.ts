@@ -15,6 +15,8 @@ import { InterceptError } from "../../src/errors.js";
 import { CgroupWatch } from "../../src/host/cgroup-watch.js";
 import { KernelHost } from "../../src/host/kernel.js";
 import type { Host, LockHolder } from "../../src/host/types.js";
+import type { DatapathOperation } from "../../src/datapath/types.js";
+import { FakeDatapath } from "../support/fake-datapath.js";
 import { FakeHost } from "../support/fake-host.js";
 
 const scratch = await mkdtemp(path.join(tmpdir(), "intercept-host-unit-"));
@@ -194,5 +196,48 @@ describe("the cgroup watch (inotify, here on a folder of the test's own)", () =>
     } finally {
       watch.stop();
     }
+  });
+});
+
+describe("the fake datapath's performAll, as KernelDatapath's", () => {
+  function run() {
+    const datapath = new FakeDatapath({ name: "batch" });
+    const link = datapath.addLink("eth0");
+    const ref = { policy: "demo", version: "v1" };
+    const operations: DatapathOperation[] = [
+      {
+        op: "loadProgram",
+        load: { ref, contentHash: "h", objectPath: "o", hooks: ["ingress"], enabled: [true], prefixes: [] },
+      },
+      { op: "addQdisc", link },
+      { op: "attachFilters", link, program: ref, hooks: ["ingress"] },
+      { op: "setRule", program: ref, index: 0, enabled: false },
+    ];
+    return { datapath, operations };
+  }
+
+  test("the loads together, then the qdiscs and filters together, then one at a time", async () => {
+    const { datapath, operations } = run();
+    assert.deepEqual(await datapath.performAll(operations), { done: 4 });
+    assert.deepEqual(datapath.batches, [["loadProgram"], ["addQdisc", "attachFilters"]]);
+  });
+
+  test("a failure inside a batch stops there: those before it done, none after", async () => {
+    const { datapath, operations } = run();
+    datapath.failAt(3); // the load is two mutations; the third is the qdisc
+    const result = await datapath.performAll(operations);
+    assert.equal(result.done, 1);
+    assert.match(String(result.error), /injected failure at operation 3 \(addQdisc\)/);
+    assert.equal(datapath.snapshot().links[0]!.clsact, false);
+  });
+
+  test("the interrupt is looked at between the batches, not inside one", async () => {
+    const { datapath, operations } = run();
+    const stop = new AbortController();
+    datapath.beforeMutation = () => stop.abort(new Error("stopping")); // during the load
+    const result = await datapath.performAll(operations, stop.signal);
+    assert.equal(result.done, 1, "the load batch finished; the tc batch never started");
+    assert.equal(String(result.error), "Error: stopping");
+    assert.equal(datapath.snapshot().versions[0]!.contentHash, "h");
   });
 });
