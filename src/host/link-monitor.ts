@@ -41,8 +41,8 @@ const EVENT_NAMESPACE = /^\[nsid (\d+|current)\]/;
  */
 export class LinkMonitor {
   private readonly followers = new Map<string, Set<LinkEvents>>();
-  /** Namespace id → name, as `ip netns list-id` last said. */
-  private ids = new Map<number, string>();
+  /** Namespace id → its names, as `ip netns list` last said (two names of one namespace share an id). */
+  private ids = new Map<number, string[]>();
   /**
    * Ids that named no namespace when the ids were last learnt (a container
    * runtime's unnamed namespaces have ids too): their events are dropped
@@ -179,9 +179,9 @@ export class LinkMonitor {
       for (const events of this.everyone()) events.changed();
       return;
     }
-    if (id === "current") return this.tell("");
-    const name = this.ids.get(Number(id));
-    if (name !== undefined) return this.tell(name);
+    if (id === "current") return this.tell([""]);
+    const names = this.ids.get(Number(id));
+    if (names !== undefined) return this.tell(names);
     if (this.unnamed.has(Number(id))) return;
     // An id not seen yet (given by someone else, or reused): learn the ids again, then route it.
     void this.number().then(
@@ -197,8 +197,8 @@ export class LinkMonitor {
     );
   }
 
-  private tell(label: string): void {
-    for (const events of this.followers.get(label) ?? []) events.changed();
+  private tell(labels: string[]): void {
+    for (const label of labels) for (const events of this.followers.get(label) ?? []) events.changed();
   }
 
   private everyone(): LinkEvents[] {
@@ -218,11 +218,13 @@ export class LinkMonitor {
       this.nextNumbering = undefined;
       const names = [...this.toNumber];
       this.toNumber.clear();
-      this.ids = await numberNamespaces(names);
+      const ids = new Map<number, string[]>();
+      for (const [named, id] of await numberNamespaces(names)) ids.set(id, [...(ids.get(id) ?? []), named]);
+      this.ids = ids;
       if (names.length > 0) this.unnamed.clear(); // a namespace joined: an id unnamed before may be its own now
     })();
     await this.nextNumbering;
-    if (name !== undefined && ![...this.ids.values()].includes(name))
+    if (name !== undefined && ![...this.ids.values()].some((names) => names.includes(name)))
       throw new InterceptError("netns-not-found", `network namespace "${name}" has no id: it is gone`);
   }
 }
