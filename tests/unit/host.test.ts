@@ -7,13 +7,15 @@
  * pins, lock records and namespace directory in folders of the test's own.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, readdir, rm, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { InterceptError } from "../../src/errors.js";
+import { execa } from "execa";
 import { CgroupWatch } from "../../src/host/cgroup-watch.js";
 import { KernelHost } from "../../src/host/kernel.js";
+import { LinkMonitor } from "../../src/host/link-monitor.js";
 import type { Host, LockHolder } from "../../src/host/types.js";
 import type { DatapathOperation } from "../../src/datapath/types.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
@@ -239,5 +241,113 @@ describe("the fake datapath's performAll, as KernelDatapath's", () => {
     assert.equal(result.done, 1, "the load batch finished; the tc batch never started");
     assert.equal(String(result.error), "Error: stopping");
     assert.equal(datapath.snapshot().versions[0]!.contentHash, "h");
+  });
+});
+
+describe("the link monitor's routing, with stand-ins for setpriv and ip on PATH", () => {
+  /**
+   * A `setpriv` that subscribes a netlink socket to the link group (as `ip
+   * monitor` does, so the monitor sees it listening) and then prints what
+   * the test writes into a FIFO, until the test closes it; an `ip` that
+   * answers every batch with the ids in a file of the test's, counting calls.
+   */
+  async function standIns() {
+    const dir = await mkdtemp(path.join(scratch, "monitor-"));
+    const fifo = path.join(dir, "events");
+    const [ids, calls] = [path.join(dir, "ids.json"), path.join(dir, "calls")];
+    await execa("mkfifo", [fifo]);
+    await writeFile(calls, "");
+    await writeFile(
+      path.join(dir, "setpriv"),
+      `#!/usr/bin/python3
+import socket, sys
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+s.bind((0, 1))
+with open(${JSON.stringify(fifo)}) as events:
+    for line in events:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+`,
+      { mode: 0o755 },
+    );
+    await writeFile(path.join(dir, "ip"), `#!/bin/sh\ncat > /dev/null\necho call >> ${calls}\ncat ${ids}\n`, {
+      mode: 0o755,
+    });
+    const setIds = (list: { name: string; id: number }[]) => writeFile(ids, JSON.stringify(list));
+    const ipCalls = async () => (await readFile(calls, "utf8")).split("\n").filter(Boolean).length;
+    return { dir, fifo, setIds, ipCalls };
+  }
+
+  /** Events that count, with a barrier per kind. */
+  function follower() {
+    const counts = { changed: 0, failed: 0, restarted: 0 };
+    const waiters: (() => void)[] = [];
+    const bump = (kind: keyof typeof counts) => () => {
+      counts[kind]++;
+      for (const wake of waiters.splice(0)) wake();
+    };
+    const reached = async (kind: keyof typeof counts, count: number) => {
+      const deadline = Date.now() + 10_000; // a bound that turns a lost event into a failure
+      while (counts[kind] < count) {
+        assert.ok(Date.now() < deadline, `${kind} ${count} was not told`);
+        await new Promise<void>((resolve) => {
+          waiters.push(resolve);
+          setTimeout(resolve, 500).unref();
+        });
+      }
+    };
+    return {
+      events: { changed: bump("changed"), failed: bump("failed"), restarted: bump("restarted") },
+      counts,
+      reached,
+    };
+  }
+
+  test("events go to the namespace their id names (any of its names), the own namespace's to it; an unknown id is learnt; a restart tells everyone", async () => {
+    const { dir, fifo, setIds, ipCalls } = await standIns();
+    const path0 = process.env.PATH;
+    process.env.PATH = `${dir}:${path0}`;
+    const monitor = new LinkMonitor();
+    try {
+      await setIds([
+        { name: "cni-a", id: 3 },
+        { name: "cni-a2", id: 3 },
+        { name: "cni-b", id: 4 },
+      ]);
+      const [a, b, own] = [follower(), follower(), follower()];
+      await monitor.watch({ name: "cni-a2" }, a.events); // served by its second name
+      await monitor.watch({ name: "cni-b" }, b.events);
+      await monitor.watch({}, own.events);
+      assert.equal(await ipCalls(), 2, "one batch per namespace that joined on its own");
+      let writer = await open(fifo, "w");
+      await writer.write("[nsid 3]5: v0@if4: <BROADCAST> mtu 1500\n");
+      await a.reached("changed", 1);
+      await writer.write("[nsid current]7: eth9: <BROADCAST> mtu 1500\n");
+      await own.reached("changed", 1);
+      await setIds([
+        { name: "cni-a2", id: 3 },
+        { name: "cni-b", id: 9 }, // given another id meanwhile
+      ]);
+      await writer.write("[nsid 9]2: w0@if3: <BROADCAST> mtu 1500\n");
+      await b.reached("changed", 1);
+      const learnt = await ipCalls();
+      assert.equal(learnt, 3, "an unknown id: the ids are learnt again");
+      await writer.write("[nsid 3]5: v0@if4: <BROADCAST>\n");
+      await a.reached("changed", 2);
+      assert.deepEqual([b.counts.changed, own.counts.changed], [1, 1], "nobody else was told");
+
+      await writer.close(); // the monitor dies: restarted, everyone told
+      for (const f of [a, b, own]) {
+        await f.reached("failed", 1);
+        await f.reached("restarted", 1);
+      }
+      writer = await open(fifo, "w");
+      await writer.write("[nsid 3]5: v0@if4: <BROADCAST>\n");
+      await a.reached("changed", 4); // one with the restart, one for the line
+      await writer.close();
+    } finally {
+      monitor.close();
+      process.env.PATH = path0;
+    }
   });
 });
