@@ -10,8 +10,12 @@
  * and went, so the code that serves one is loaded), with all of them, and
  * after they are removed — sampled each second for 30 s, since V8 gives
  * its grown heap back only once the process has been idle a while (its
- * memory reducer). Prints a table and writes bench/results/fleet.json.
- *   BENCH_FLEET_NAMESPACES (50): how many namespaces.
+ * memory reducer). It also counts the agent's long-lived helper processes
+ * (every descendant still running once the burst is served) and the memory
+ * of the agent and its helpers together, as RSS and as PSS (shared pages
+ * divided among their sharers). One fresh agent per count; prints a table
+ * per count and writes bench/results/fleet.json.
+ *   BENCH_FLEET_NAMESPACES (50,110): how many namespaces, one run per count.
  */
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -24,7 +28,7 @@ import { LINKS, NamespaceSet } from "../lab/namespaces.js";
 import { intercept } from "../lab/network.js";
 import { table } from "./table.js";
 
-const COUNT = Number(process.env.BENCH_FLEET_NAMESPACES ?? 50);
+const COUNTS = (process.env.BENCH_FLEET_NAMESPACES ?? "50,110").split(",").map(Number);
 /** Targets from issue 16. */
 const TARGET_LAST_ATTACH_MS = 2_000;
 const TARGET_MEMORY_RETURN = 0.1;
@@ -39,13 +43,51 @@ async function rssMiB(pid: number): Promise<number> {
   return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)![1]) / 1024;
 }
 
-/** Resident memory of @pid's children (the agent's link watchers), in MiB. */
-async function childrenRssMiB(pid: number): Promise<{ count: number; mib: number }> {
+/** Proportional memory of process @pid, in MiB (Pss of smaps_rollup: shared pages divided among their sharers). */
+async function pssMiB(pid: number): Promise<number> {
+  const rollup = await readFile(`/proc/${pid}/smaps_rollup`, "utf8");
+  return Number(/^Pss:\s+(\d+) kB$/m.exec(rollup)![1]) / 1024;
+}
+
+/** Every descendant of @pid (children, their children, …). */
+async function descendants(pid: number): Promise<number[]> {
   const listed = await execa("pgrep", ["-P", String(pid)], { reject: false });
-  const pids = String(listed.stdout).split("\n").filter(Boolean).map(Number);
-  let mib = 0;
-  for (const child of pids) mib += await rssMiB(child).catch(() => 0); // exited since listed
-  return { count: pids.length, mib };
+  const children = String(listed.stdout).split("\n").filter(Boolean).map(Number);
+  return [...children, ...(await Promise.all(children.map(descendants))).flat()];
+}
+
+interface Helpers {
+  /** Descendants of the agent, and what they run (`ip -o monitor link`, …). */
+  count: number;
+  commands: string[];
+  rssMiB: number;
+  /** The agent and its helpers together. */
+  totalRssMiB: number;
+  totalPssMiB: number;
+}
+
+/** The agent's helper processes and the memory of the agent with them. */
+async function helpers(pid: number): Promise<Helpers> {
+  const pids = await descendants(pid);
+  const commands: string[] = [];
+  let [rss, pss] = [0, 0];
+  for (const child of pids) {
+    try {
+      const command = (await readFile(`/proc/${child}/cmdline`, "utf8")).split("\0").filter(Boolean).join(" ");
+      [rss, pss] = [rss + (await rssMiB(child)), pss + (await pssMiB(child))];
+      commands.push(command);
+    } catch {
+      // exited since it was listed: not long-lived
+    }
+  }
+  const distinct = [...new Set(commands)].map((c) => `${commands.filter((d) => d === c).length}× ${c}`);
+  return {
+    count: commands.length,
+    commands: distinct,
+    rssMiB: round(rss),
+    totalRssMiB: round(rss + (await rssMiB(pid))),
+    totalPssMiB: round(pss + (await pssMiB(pid))),
+  };
 }
 
 /** CPU seconds of the whole machine (busy), from /proc/stat. */
@@ -64,7 +106,7 @@ async function processSeconds(pid: number): Promise<{ own: number; children: num
 const settle = () => new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
 const round = (value: number, digits = 1) => Number(value.toFixed(digits));
 
-async function main(): Promise<void> {
+async function run(count: number): Promise<Record<string, unknown>> {
   const scratch = await mkdtemp(path.join(tmpdir(), "intercept-bench-fleet-"));
   const namespaces = NamespaceSet.unique("bf");
   const keys = new Set<string>();
@@ -105,7 +147,7 @@ async function main(): Promise<void> {
     const [machineAtStart, agentAtStart] = [await machineBusySeconds(), await processSeconds(agent.pid)];
     const created = new Map<string, number>();
     const burstStart = performance.now();
-    for (let i = 0; i < COUNT; i++) {
+    for (let i = 0; i < count; i++) {
       const name = namespaces.name(i);
       created.set(name, await namespaces.create(name));
       keys.add(await namespaces.key(name));
@@ -131,11 +173,11 @@ async function main(): Promise<void> {
     ).flat();
     if (unattached.length > 0) throw new Error(`not attached: ${unattached.join(", ")}`);
     const ready = await (await fetch(healthz)).text();
-    if (!ready.startsWith(`ready: ${COUNT} `)) throw new Error(`/healthz: ${ready}`);
+    if (!ready.startsWith(`ready: ${count} `)) throw new Error(`/healthz: ${ready}`);
     const errors = agent.lines.slice(from).filter((l) => l.event === "error");
     await settle();
     const serving = await rssMiB(agent.pid);
-    const watchers = await childrenRssMiB(agent.pid);
+    const watchers = await helpers(agent.pid);
 
     const removing = agent.lines.length;
     const removeStart = performance.now();
@@ -155,13 +197,13 @@ async function main(): Promise<void> {
     const returnedAfter = afterSamples.findIndex((_, i) =>
       afterSamples.slice(i).every((later) => later <= before * (1 + TARGET_MEMORY_RETURN)),
     );
-    const watchersAfter = await childrenRssMiB(agent.pid);
+    const watchersAfter = await helpers(agent.pid);
     if ((await agent.stop()) !== 0) throw new Error("the agent did not stop cleanly");
 
     const latencies = [...created].map(([name, at]) => applied.get(name)! - at).sort((a, b) => a - b);
     const results = {
       measuredAt: new Date().toISOString(),
-      namespaces: COUNT,
+      namespaces: count,
       burstMs: round(lastCreated - burstStart),
       lastCreationToLastAttachMs: round(lastAttached - lastCreated),
       targetMs: TARGET_LAST_ATTACH_MS,
@@ -182,14 +224,15 @@ async function main(): Promise<void> {
         afterEverySecond: afterSamples,
         withinTargetFromSecond: returnedAfter === -1 ? null : returnedAfter + 1,
       },
-      linkWatchers: { serving: watchers.count, servingRssMiB: round(watchers.mib), after: watchersAfter.count },
+      helpers: { serving: watchers, after: watchersAfter },
+      cpuMsPerNamespace: round(((agentAtEnd.own - agentAtStart.own) * 1000) / count),
       errorLines: errors.length,
     };
     process.stdout.write(
       `${table(
         ["measure", "value", "target"],
         [
-          ["namespaces created in a burst", `${COUNT} in ${results.burstMs} ms`, ""],
+          ["namespaces created in a burst", `${count} in ${results.burstMs} ms`, ""],
           ["last creation → last attach", `${results.lastCreationToLastAttachMs} ms`, `≤ ${TARGET_LAST_ATTACH_MS} ms`],
           [
             "creation → attach, per namespace",
@@ -204,24 +247,29 @@ async function main(): Promise<void> {
           ],
           ["agent RSS at start (cold)", `${results.agentRssMiB.cold} MiB`, ""],
           ["agent RSS before (one namespace served and gone)", `${results.agentRssMiB.before} MiB`, ""],
-          [`agent RSS serving ${COUNT}`, `${results.agentRssMiB.serving} MiB`, ""],
+          [`agent RSS serving ${count}`, `${results.agentRssMiB.serving} MiB`, ""],
           [
             `agent RSS ${RETURN_SECONDS} s after removal`,
             `${results.agentRssMiB.after} MiB (${(results.agentRssMiB.afterVsBefore * 100).toFixed(1)}%; within 10% from ${results.agentRssMiB.withinTargetFromSecond ?? "—"} s on)`,
             `within ${TARGET_MEMORY_RETURN * 100}% of before`,
           ],
+          ["agent CPU per namespace", `${results.cpuMsPerNamespace} ms`, ""],
           [
-            `link watchers (ip monitor) serving ${COUNT}`,
-            `${watchers.count}, ${results.linkWatchers.servingRssMiB} MiB in all`,
-            "",
+            `long-lived helper processes serving ${count}`,
+            `${watchers.count} (${watchers.commands.join("; ") || "none"}), ${watchers.rssMiB} MiB RSS`,
+            "a constant",
           ],
-          ["link watchers after removal", String(watchersAfter.count), "0"],
+          [
+            `agent and helpers serving ${count}`,
+            `${watchers.totalRssMiB} MiB RSS, ${watchers.totalPssMiB} MiB PSS`,
+            "≤ 150 MiB at 110",
+          ],
+          ["helper processes after removal", String(watchersAfter.count), ""],
           ["error lines", String(errors.length), "0"],
         ],
       )}\n`,
     );
-    await mkdir("bench/results", { recursive: true });
-    await writeFile("bench/results/fleet.json", `${JSON.stringify(results, null, 2)}\n`);
+    return results;
   } finally {
     agent?.kill();
     await namespaces.remove(keys);
@@ -233,4 +281,7 @@ function existsPin(key: string): boolean {
   return existsSync(`/sys/fs/bpf/intercept/${key}`);
 }
 
-await main();
+const runs: Record<string, unknown>[] = [];
+for (const count of COUNTS) runs.push(await run(count));
+await mkdir("bench/results", { recursive: true });
+await writeFile("bench/results/fleet.json", `${JSON.stringify(runs.length === 1 ? runs[0] : { runs }, null, 2)}\n`);

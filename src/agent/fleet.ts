@@ -1,15 +1,13 @@
-import path from "node:path";
 import type { ProgramBuilder } from "../build/index.js";
-import { KernelDatapath } from "../datapath/kernel.js";
 import { InterceptError, messageOf } from "../errors.js";
-import { NETNS_DIR, type NetworkNamespace } from "../kernel/exec.js";
+import type { Host, NamespaceDatapath, NamespaceFile } from "../host/types.js";
+import type { NetworkNamespace } from "../model/namespace.js";
 import type { DesiredPolicy } from "../reconcile/index.js";
 import { inspect } from "../reconcile/inspect.js";
 import { appliesIn } from "../validate/namespaces.js";
 import { namespaceLogger, type Logger } from "./log.js";
 import type { AgentMetrics, NamespaceReport, Readiness } from "./metrics.js";
 import { NamespaceAgent, retryDelay, type NamespaceAgentOptions, type ReconcileResult } from "./namespace-agent.js";
-import { identifyNamespaceFile, type NamespaceFile } from "./netns-directory.js";
 
 /** How many namespaces a scrape reads at once: a scrape of fifty must not starve their reconciles. */
 const SCRAPE_CONCURRENCY = 4;
@@ -40,6 +38,8 @@ export interface FleetStopped {
 
 /** What every namespace's agent is started with. */
 export interface FleetOptions extends Pick<NamespaceAgentOptions, "keep" | "lockTimeoutMs" | "lockHolder"> {
+  /** Where every namespace's datapath, lock and link events come from. */
+  host: Host;
   /** The policies in force, where their programs come from, and their content hash: shared by every namespace. */
   policies: () => { desired: DesiredPolicy[]; builder: ProgramBuilder; fingerprint?: string | undefined };
   /** A managed namespace disappeared (after it is forgotten). */
@@ -51,7 +51,7 @@ interface Member {
   key: string | undefined;
   /** Label and log field: the `ip netns` name, or "" for the agent's own namespace. */
   label: string;
-  datapath: KernelDatapath | undefined;
+  datapath: NamespaceDatapath | undefined;
   agent: NamespaceAgent | undefined;
   /** The start in progress or done; a failed one is retried while the member stays. */
   starting: Promise<void> | undefined;
@@ -266,7 +266,7 @@ export class Fleet {
     member.starting = this.startMember(member);
     member.starting.catch(async (error: unknown) => {
       if (member.removing || this.stopping) return;
-      if (!(await stillThere(member))) return; // gone: the directory says so too, and forget() follows
+      if (!(await this.stillThere(member))) return; // gone: the directory says so too, and forget() follows
       // Tried again as a failed reconcile is: 1 s, doubling up to 30 s.
       const delay = retryDelay(member.failures++);
       namespaceLogger(this.log, member.netns.name)(
@@ -280,7 +280,7 @@ export class Fleet {
   }
 
   private async startMember(member: Member): Promise<void> {
-    const datapath = await KernelDatapath.open(member.netns, "agent");
+    const datapath = await this.options.host.openDatapath(member.netns, "agent");
     if (member.key !== undefined && datapath.namespaceKey !== member.key) {
       throw new InterceptError(
         "netns-not-found",
@@ -294,6 +294,7 @@ export class Fleet {
       datapath,
       () => this.policiesIn(member.netns),
       {
+        host: this.options.host,
         keep: this.options.keep,
         lockTimeoutMs: this.options.lockTimeoutMs,
         lockHolder: this.options.lockHolder,
@@ -332,16 +333,16 @@ export class Fleet {
     })();
     return member.removing;
   }
-}
 
-/** Whether the member's namespace file is still its namespace (a failure to tell counts as yes: it is reported). */
-async function stillThere(member: Member): Promise<boolean> {
-  if (member.netns.name === undefined) return true;
-  let file: NamespaceFile;
-  try {
-    file = await identifyNamespaceFile(path.join(NETNS_DIR, member.netns.name));
-  } catch {
-    return true; // cannot tell: the agent goes on, and its next failure there is reported
+  /** Whether the member's namespace file is still its namespace (a failure to tell counts as yes: it is reported). */
+  private async stillThere(member: Member): Promise<boolean> {
+    if (member.netns.name === undefined) return true;
+    let file: NamespaceFile;
+    try {
+      file = await this.options.host.identifyNamespace(member.netns.name);
+    } catch {
+      return true; // cannot tell: the agent goes on, and its next failure there is reported
+    }
+    return file.kind === "namespace" && (member.key === undefined || file.key === member.key);
   }
-  return file.kind === "namespace" && (member.key === undefined || file.key === member.key);
 }

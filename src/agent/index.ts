@@ -1,10 +1,9 @@
 import type { ListenAddress } from "../model/listen-address.js";
 import { InterceptError, messageOf, type PolicyError } from "../errors.js";
-import type { NetworkNamespace } from "../kernel/exec.js";
-import { describeNamespace } from "../kernel/namespace.js";
-import { ensureBpffs } from "../kernel/pins.js";
-import { requireKernelPrivileges } from "../kernel/privileges.js";
 import { globMatch } from "../glob.js";
+import type { Host, NamespaceWatch, Watch } from "../host/types.js";
+import { describeNamespace, type NetworkNamespace } from "../model/namespace.js";
+import { namedCgroups } from "../reconcile/plan-cgroups.js";
 import { closePolicyWorker } from "../reconcile/policy-worker/client.js";
 import { CniMode, type CniOptions } from "./cni.js";
 import { Fleet } from "./fleet.js";
@@ -12,7 +11,6 @@ import { Lifecycle } from "./lifecycle.js";
 import { createLogger, type LogFormat, type Logger } from "./log.js";
 import { AgentMetrics, shortHash, type PolicyHealth } from "./metrics.js";
 import { FlowExport } from "./flows.js";
-import { NamespaceDirectory } from "./netns-directory.js";
 import { AGENT_LOCK_HOLDER, FLEET_LOCK_HOLDER } from "../model/lock-holder.js";
 import { collectOrphans } from "./orphans.js";
 import { logInvalid, PolicyWatcher, readPolicySet, type PolicyRead, type PolicySet } from "./policy-watcher.js";
@@ -46,17 +44,23 @@ export interface AgentOptions {
  * stop it (removing the datapath unless --keep), SIGHUP reads the policies
  * again. A fatal error stops it the same way and exits 1, so a supervisor
  * restarts it; an error while starting exits 1 before anything is left
- * behind.
+ * behind. Everything it takes from the machine comes from @host: the
+ * command line passes the kernel's (src/cli.ts), tests a fake.
  */
-export async function runAgent(paths: string[], options: AgentOptions): Promise<number> {
-  const log = createLogger(options.logFormat);
+export async function runAgent(
+  paths: string[],
+  options: AgentOptions,
+  host: Host,
+  log: Logger = createLogger(options.logFormat),
+): Promise<number> {
   // Listening from the start and for good: a signal during start-up stops the agent at once, cutting the start short.
-  const lifecycle = new Lifecycle();
-  const agent = new Agent(paths, options, log, lifecycle);
+  const lifecycle = new Lifecycle(host);
+  const agent = new Agent(paths, options, log, lifecycle, host);
   const starting = agent.start();
   const startedFirst = await Promise.race([starting.then(() => true), lifecycle.ended.then(() => false)]).catch(
     async (error: unknown) => {
       await agent.stop();
+      lifecycle.release(); // a start that failed lets go of the signals too: the caller decides what follows
       throw error;
     },
   );
@@ -90,7 +94,9 @@ class Agent {
   private readonly watcher: PolicyWatcher<PolicySet>;
   private readonly fleet: Fleet;
   private readonly cni: CniMode | undefined;
-  private directory: NamespaceDirectory | undefined;
+  private directory: NamespaceWatch | undefined;
+  /** The cgroups the policies in force name, followed: a cgroup made again gets its programs back at once. */
+  private cgroups: { paths: string; watch: Watch | undefined } | undefined;
   private metricsServer: import("node:http").Server | undefined;
   private started = false;
   private stopping: Promise<void> | undefined;
@@ -101,6 +107,7 @@ class Agent {
     private readonly options: AgentOptions,
     private log: Logger,
     private readonly lifecycle: Lifecycle,
+    private readonly host: Host,
   ) {
     this.metrics = new AgentMetrics(
       () => this.fleet.reports(),
@@ -113,6 +120,7 @@ class Agent {
     if (this.flows) this.log = this.flows.following(log);
     this.fleet = new Fleet(
       {
+        host,
         keep: options.keep,
         lockTimeoutMs: options.lockTimeoutMs,
         lockHolder: options.namespaces.kind === "matching" ? FLEET_LOCK_HOLDER : AGENT_LOCK_HOLDER,
@@ -173,6 +181,12 @@ class Agent {
     // Watched from before the first read: a file changed while the namespaces start is not missed.
     this.policies = await this.watcher.start();
     this.inForce = this.watcher.fingerprint;
+    // From here on, not once the start is done: a SIGHUP while the namespaces start is not lost.
+    this.lifecycle.onReload(() => {
+      this.log("reload", "SIGHUP: reading the policies again");
+      this.watcher.reload();
+    });
+    await this.followCgroups();
     const served = metrics === undefined ? "" : `; metrics on http://${metrics}/metrics, readiness on /healthz`;
     const fields = { ...(metrics !== undefined && { metrics }), policiesHash: shortHash(this.inForce) };
     const { namespaces } = this.options;
@@ -189,8 +203,7 @@ class Agent {
       if (namespaces.netns.name !== undefined)
         await this.followDirectory((name) => name === namespaces.netns.name, false);
     } else {
-      await requireKernelPrivileges("agent");
-      await ensureBpffs();
+      await this.host.requireKernelAccess("agent");
       if (this.stopping) return;
       this.started = true;
       this.log(
@@ -198,16 +211,12 @@ class Agent {
         `${count} for the network namespaces matching ${namespaces.globs.join(", ")}${served}`,
         { namespaces: namespaces.globs, ...fields },
       );
-      await collectOrphans(this.log);
+      await collectOrphans(this.host, this.log);
       if (this.stopping) return;
       await this.cni?.start(this.policies); // before the namespaces: the plugin is chained once the table is written
       if (this.stopping) return;
       await this.followDirectory((name) => namespaces.globs.some((glob) => globMatch(glob, name)), true);
     }
-    this.lifecycle.onReload(() => {
-      this.log("reload", "SIGHUP: reading the policies again");
-      this.watcher.reload();
-    });
   }
 
   /** Stops following events; unless --keep, removes everything intercept made. Once, however often asked. */
@@ -223,7 +232,9 @@ class Agent {
     this.directory?.stop();
     await this.flows?.stop(); // before the fleet removes the programs its readers read
     await this.cni?.stop(this.options.keep); // out of the chain first: no pod gets a node program after the clean-up
+    this.cgroups?.watch?.stop();
     const { held } = await this.fleet.stop();
+    this.host.close();
     await closing;
     this.metricsServer?.close();
     if (!this.started) return;
@@ -256,7 +267,7 @@ class Agent {
   private async followDirectory(matches: (name: string) => boolean, serve: boolean): Promise<void> {
     const changed = (found: ReadonlyMap<string, string>) =>
       serve ? this.fleet.follow(found) : this.fleet.forgetMissing(found);
-    const directory = new NamespaceDirectory({ matches }, { changed, failed: (error) => this.lifecycle.fail(error) });
+    const directory = this.host.watchNamespaces(matches, { changed, failed: (error) => this.lifecycle.fail(error) });
     this.directory = directory;
     const found = await directory.start();
     if (this.stopping)
@@ -273,6 +284,35 @@ class Agent {
     });
     void this.cni?.update(policies); // logs its own failure; the table stays as it was
     this.fleet.reconcileAll();
+    void this.followCgroups();
+  }
+
+  /**
+   * Follows the cgroups the policies in force name, captured and exempt
+   * (again when they change): one made again, or removed, wakes a reconcile
+   * of every namespace at once, instead of at the next link event or
+   * resync. A pod's cgroup under a captured one needs nothing: the kernel
+   * gives a new cgroup its parent's programs as it is made.
+   */
+  private async followCgroups(): Promise<void> {
+    const paths = [...new Set(namedCgroups(this.policies?.desired ?? []))].sort();
+    const key = paths.join("\n");
+    if (this.stopping || this.cgroups?.paths === key) return;
+    this.cgroups?.watch?.stop();
+    const following: { paths: string; watch: Watch | undefined } = { paths: key, watch: undefined };
+    this.cgroups = following;
+    if (paths.length === 0) return;
+    try {
+      const watch = await this.host.watchCgroups(paths, {
+        changed: () => this.fleet.reconcileAll(),
+        failed: (error) =>
+          this.log("error", `cannot follow the cgroups: ${messageOf(error)}; the resync still checks them`),
+      });
+      if (this.cgroups === following && !this.stopping) following.watch = watch;
+      else watch.stop();
+    } catch (error) {
+      this.log("error", `cannot follow the cgroups: ${messageOf(error)}; the resync still checks them`);
+    }
   }
 
   /** Every read; files that were reported invalid and now hold the policies in force again say so. */

@@ -1,4 +1,4 @@
-import { onTerminationSignals } from "../kernel/exec.js";
+import type { Host } from "../host/types.js";
 
 /** How the agent's run ended: asked to stop, or a fatal error. */
 export interface Ending {
@@ -9,7 +9,7 @@ export interface Ending {
  * The agent's process lifecycle, in one place: SIGTERM and SIGINT end it,
  * SIGHUP asks for a reload (the convention of nginx and Prometheus), and a
  * fatal error — including one nobody caught — ends it as a failure. The
- * listeners are installed at once and kept: execa's child clean-up
+ * host's listeners are installed at once and kept: execa's child clean-up
  * (signal-exit) re-raises a signal no other listener holds, which would
  * kill the agent before it cleans up.
  */
@@ -17,16 +17,15 @@ export class Lifecycle {
   readonly ended: Promise<Ending>;
   private end!: (ending: Ending) => void;
   private reload: () => void = () => {};
-  private readonly releaseSignals: () => void;
-  private readonly onHangup = () => this.reload();
-  private readonly onUncaught = (error: unknown) => this.fail(error);
+  private readonly releaseEvents: () => void;
 
-  constructor() {
+  constructor(host: Pick<Host, "onProcessEvents">) {
     this.ended = new Promise((resolve) => (this.end = resolve));
-    this.releaseSignals = onTerminationSignals(() => this.end({ fatal: undefined }));
-    process.on("SIGHUP", this.onHangup);
-    process.on("uncaughtException", this.onUncaught);
-    process.on("unhandledRejection", this.onUncaught);
+    this.releaseEvents = host.onProcessEvents({
+      terminate: () => this.end({ fatal: undefined }),
+      reload: () => this.reload(),
+      fatal: (error) => this.fail(error),
+    });
   }
 
   onReload(reload: () => void): void {
@@ -38,9 +37,6 @@ export class Lifecycle {
   }
 
   release(): void {
-    this.releaseSignals();
-    process.off("SIGHUP", this.onHangup);
-    process.off("uncaughtException", this.onUncaught);
-    process.off("unhandledRejection", this.onUncaught);
+    this.releaseEvents();
   }
 }

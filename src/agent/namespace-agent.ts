@@ -1,6 +1,7 @@
-import type { Datapath, ObservedLink } from "../datapath/types.js";
+import type { ObservedLink } from "../datapath/types.js";
 import { InterceptError, messageOf } from "../errors.js";
-import { describeNamespace } from "../kernel/namespace.js";
+import type { Host, NamespaceDatapath, NamespaceLock, Watch } from "../host/types.js";
+import { describeNamespace } from "../model/namespace.js";
 import type { ProgramBuilder } from "../build/index.js";
 import {
   applyRun,
@@ -11,8 +12,6 @@ import {
   type PlannedRun,
 } from "../reconcile/index.js";
 import { isAgentHolder } from "../model/lock-holder.js";
-import { lockNamespace, type NamespaceLock } from "../reconcile/lock.js";
-import { LinkWatcher } from "./link-watcher.js";
 import type { Logger } from "./log.js";
 import type { NamespaceMetrics } from "./metrics.js";
 
@@ -26,6 +25,8 @@ export function retryDelay(failures: number): number {
 }
 
 export interface NamespaceAgentOptions {
+  /** The namespace's lock and link events. */
+  host: Pick<Host, "lockNamespace" | "watchLinks">;
   keep: boolean;
   lockTimeoutMs: number;
   /** What the agent writes into the namespace's lock: "intercept agent", with how it serves namespaces. */
@@ -75,22 +76,16 @@ export class NamespaceAgent {
   private result: ReconcileResult | undefined;
   /** Aborted by stop(): an apply in flight stops at its next step and rolls back; a wait for the lock ends. */
   private readonly interrupt = new AbortController();
-  private readonly linkWatcher: LinkWatcher;
+  /** Its links, followed from after the lock is taken until the agent stops. */
+  private linkWatch: Watch | undefined;
 
   constructor(
-    private readonly datapath: Datapath & { namespaceKey: string },
+    private readonly datapath: NamespaceDatapath,
     private readonly desired: () => DesiredPolicy[],
     private readonly options: NamespaceAgentOptions,
     private readonly log: Logger,
     private readonly metrics: NamespaceMetrics,
-  ) {
-    this.linkWatcher = new LinkWatcher(datapath.netns, {
-      changed: () => void this.reconcile(),
-      failed: (reason, delayMs) =>
-        void this.unlessGone(() => this.log("error", `${reason}; restarting it in ${delayMs} ms`)),
-      restarted: () => this.log("link watcher", "restarted: following link changes again"),
-    });
-  }
+  ) {}
 
   /** Whether a reconcile has succeeded since start: the kernel has matched the policies once. */
   get ready(): boolean {
@@ -115,24 +110,33 @@ export class NamespaceAgent {
     const where = describeNamespace(this.datapath.netns);
     try {
       // A stop while waiting for the lock does not wait for it (the interrupt).
-      this.lock = await lockNamespace(this.datapath.namespaceKey, {
-        holder: this.options.lockHolder,
-        timeoutMs: this.options.lockTimeoutMs,
-        signal: this.interrupt.signal,
-        onWait: (heldBy) => {
-          if (isAgentHolder(heldBy.holder))
-            throw new InterceptError("lock-held", `another agent (pid ${heldBy.pid}) already manages ${where}`);
-          this.log("waiting", `for the lock on ${where} held by ${heldBy.description}`);
-        },
-      }).catch((error: unknown) => {
-        if (this.interrupt.signal.aborted)
-          throw new InterceptError("apply-interrupted", `stopped while waiting for the lock on ${where}`);
-        throw error;
-      });
+      this.lock = await this.options.host
+        .lockNamespace(this.datapath.namespaceKey, {
+          holder: this.options.lockHolder,
+          timeoutMs: this.options.lockTimeoutMs,
+          signal: this.interrupt.signal,
+          onWait: (heldBy) => {
+            if (isAgentHolder(heldBy.holder))
+              throw new InterceptError("lock-held", `another agent (pid ${heldBy.pid}) already manages ${where}`);
+            this.log("waiting", `for the lock on ${where} held by ${heldBy.description}`);
+          },
+        })
+        .catch((error: unknown) => {
+          if (this.interrupt.signal.aborted)
+            throw new InterceptError("apply-interrupted", `stopped while waiting for the lock on ${where}`);
+          throw error;
+        });
       if (this.stopping) return; // stop() lets the lock go, after removing what is there unless --keep
-      await this.linkWatcher.start();
+      const links = await this.options.host.watchLinks(this.datapath.netns, {
+        changed: () => void this.reconcile(),
+        failed: (reason, delayMs) =>
+          void this.unlessGone(() => this.log("error", `${reason}; restarting it in ${delayMs} ms`)),
+        restarted: () => this.log("link watcher", "restarted: following link changes again"),
+      });
+      if (this.stopping) links.stop();
+      else this.linkWatch = links;
     } catch (error) {
-      this.linkWatcher.stop();
+      this.linkWatch?.stop();
       await this.lock?.release();
       this.lock = undefined;
       throw error;
@@ -164,7 +168,7 @@ export class NamespaceAgent {
     this.interrupt.abort(new InterceptError("apply-interrupted", "the agent is stopping"));
     clearTimeout(this.retry);
     await Promise.allSettled([this.starting]); // its failure was the caller's to report
-    this.linkWatcher.stop();
+    this.linkWatch?.stop();
     await this.reconciling;
     const held = this.lock !== undefined;
     try {
@@ -253,7 +257,7 @@ export class NamespaceAgent {
     this.gone = true;
     this.stopping = true;
     clearTimeout(this.retry);
-    this.linkWatcher.stop();
+    this.linkWatch?.stop();
     this.options.onGone();
   }
 

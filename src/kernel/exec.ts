@@ -13,6 +13,7 @@ const PACKAGE_OF: Record<string, string> = {
   nsenter: "util-linux",
   ss: "iproute2",
   flock: "util-linux",
+  setpriv: "util-linux",
   mount: "mount",
 };
 

@@ -226,7 +226,20 @@ describe("agent --netns-match", { concurrency: false }, () => {
     }
     for (const key of briefKeys) keys.add(key);
     await agent.waitFor((l) => l.event === "namespace gone" && l.namespace === busy, from);
-    await new Promise((resolve) => setTimeout(resolve, 1_000)); // whatever was still starting settles
+    // A barrier, not a sleep: every brief namespace the agent saw is gone again, and /healthz counts none of them.
+    const settled = async () => {
+      const said = (event: string, name: string) =>
+        agent.lines.slice(from).some((l) => l.event === event && l.namespace === name);
+      const ready = await health();
+      return (
+        brief.every((name) => !said("namespace seen", name) || said("namespace gone", name)) &&
+        ready.text === `ready: ${BURST + 1} network namespaces reconciled\n`
+      );
+    };
+    for (const deadline = Date.now() + 15_000; !(await settled()); ) {
+      assert.ok(Date.now() < deadline, "the brief namespaces are forgotten");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     assert.ok(
       agent.lines.some((l) => l.namespace === busy && l.message === "program.demo: created"),
       "the program was loaded",

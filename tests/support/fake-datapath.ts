@@ -31,7 +31,10 @@ import {
   type ObserveInterest,
   type ProgramLoad,
   type RuleCounters,
+  type RunResult,
   type VersionRef,
+  perform,
+  performEach,
 } from "../../src/datapath/types.js";
 import { COUNTER_SLOTS, type CounterSlot } from "../../src/compile/counters.js";
 import type { PrefixEntry } from "../../src/compile/match.js";
@@ -462,9 +465,57 @@ export class FakeDatapath implements Datapath {
     });
   }
 
+  /**
+   * The runs performAll made together, as KernelDatapath's processes would
+   * (a bpftool batch of loads, a tc batch of qdiscs and filters): each with
+   * its operations' names.
+   */
+  readonly batches: DatapathOperation["op"][][] = [];
+
+  /** Called before each mutation (1-based number): a test deletes the namespace, or waits, right there. */
+  beforeMutation: ((operation: DatapathOperation, number: number) => void | Promise<void>) | undefined;
+
+  /**
+   * As KernelDatapath's: a run's leading loads go together, then its leading
+   * qdiscs and filters (two processes there, whatever their number; the
+   * interrupt is looked at only before each), and the rest one at a time.
+   * What it leaves is what one at a time would: those before the first
+   * failure done, it failed as its own method would, none after it run.
+   */
+  async performAll(operations: DatapathOperation[], interrupt?: AbortSignal): Promise<RunResult> {
+    const leading = (from: number, ops: DatapathOperation["op"][]) => {
+      const end = operations.findIndex((operation, index) => index >= from && !ops.includes(operation.op));
+      return (end === -1 ? operations.length : end) - from;
+    };
+    const loads = leading(0, ["loadProgram"]);
+    const attaches = leading(loads, ["addQdisc", "attachFilters"]);
+    if (loads + attaches < 2) return performEach(this, operations, interrupt);
+    for (const [start, count] of [
+      [0, loads],
+      [loads, attaches],
+    ] as const) {
+      if (count === 0) continue;
+      if (interrupt?.aborted) return { done: start, error: interrupt.reason };
+      this.batches.push(operations.slice(start, start + count).map((operation) => operation.op));
+      for (let index = start; index < start + count; index++) {
+        try {
+          await perform(this, operations[index]!);
+        } catch (error) {
+          return { done: index, error };
+        }
+      }
+    }
+    const rest = await performEach(this, operations.slice(loads + attaches), interrupt);
+    return { ...rest, done: loads + attaches + rest.done };
+  }
+
   private async mutate(operation: DatapathOperation, change: () => void): Promise<void> {
     this.refuseAfterCrash();
     const number = this.mutations + 1;
+    if (this.beforeMutation) {
+      await this.beforeMutation(operation, number);
+      this.refuseAfterCrash();
+    }
     if (this.failing === number) {
       this.mutations = number;
       throw new Error(`injected failure at operation ${number} (${operation.op})`);

@@ -6,10 +6,7 @@
  * start still waiting for a lock.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
-import { rm } from "node:fs/promises";
-import path from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { createLogger, namespaceLogger, type LogEvent } from "../../src/agent/log.js";
 import { AgentMetrics, healthJson, upToDate, type PolicyHealth } from "../../src/agent/metrics.js";
 import { NamespaceAgent } from "../../src/agent/namespace-agent.js";
@@ -17,16 +14,12 @@ import type { ProgramBuilder } from "../../src/build/index.js";
 import type { Hook, LinkRef, VersionRef } from "../../src/datapath/types.js";
 import { parseAgentArguments } from "../../src/cli.js";
 import { UsageError } from "../../src/errors.js";
-import { LOCK_DIR, lockNamespace } from "../../src/reconcile/lock.js";
 import { desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
+import { FakeHost } from "../support/fake-host.js";
 
 const builder: ProgramBuilder = { identify: async () => "", object: async (_compiled, hash) => `${hash}.bpf.o` };
 const demo = desiredPolicy("demo", [{ originalPort: 8000, port: 9000 }]);
-
-/** Lock keys of this test's own, so that no other test's (or the host's) namespace lock is touched. */
-const keys: string[] = [];
-after(() => Promise.all(keys.map((key) => rm(path.join(LOCK_DIR, `${key}.lock`), { force: true }))));
 
 /** A fake whose filter attaches wait until released: an apply that stays in flight as long as the test wants. */
 class HeldDatapath extends FakeDatapath {
@@ -37,9 +30,7 @@ class HeldDatapath extends FakeDatapath {
 
   constructor(name: string) {
     super({ name });
-    const key = `test-${randomBytes(6).toString("hex")}`;
-    keys.push(key);
-    Object.defineProperty(this, "namespaceKey", { value: key });
+    Object.defineProperty(this, "namespaceKey", { value: `ns${name.length}` });
     this.reached = new Promise((resolve) => (this.reach = resolve));
   }
 
@@ -55,14 +46,23 @@ class HeldDatapath extends FakeDatapath {
   }
 }
 
-function agentOn(datapath: FakeDatapath, version: () => string | undefined = () => "v1") {
+function agentOn(datapath: FakeDatapath, version: () => string | undefined = () => "v1", host = new FakeHost()) {
   const lines: { event: LogEvent; message: string }[] = [];
-  const log = createLogger("json", (line) => lines.push(JSON.parse(line)));
+  const waiters: (() => void)[] = [];
+  const log = createLogger("json", (line) => {
+    lines.push(JSON.parse(line));
+    for (const wake of waiters.splice(0)) wake();
+  });
+  /** A barrier: resolves once a line of @event was logged. */
+  const logged = async (event: LogEvent) => {
+    while (!lines.some((line) => line.event === event)) await new Promise<void>((resolve) => waiters.push(resolve));
+  };
   const metrics = new AgentMetrics(async () => []);
   const agent = new NamespaceAgent(
     datapath,
     () => [demo],
     {
+      host,
       keep: false,
       lockTimeoutMs: 10_000,
       lockHolder: "intercept agent (unit test)",
@@ -73,7 +73,7 @@ function agentOn(datapath: FakeDatapath, version: () => string | undefined = () 
     namespaceLogger(log, datapath.netns.name),
     metrics.forNamespace(datapath.netns.name ?? ""),
   );
-  return { agent, lines };
+  return { agent, lines, logged };
 }
 
 describe("a namespace's last reconcile", () => {
@@ -131,20 +131,19 @@ describe("stopping", () => {
 
   test("a start waiting for the lock gives up at once, and never held anything", async () => {
     const datapath = new HeldDatapath("cni-waiting");
-    const lock = await lockNamespace(datapath.namespaceKey, { holder: "intercept apply", timeoutMs: 0 });
+    const host = new FakeHost();
+    const release = await host.holdLock(datapath.namespaceKey, "intercept apply");
     try {
-      const { agent, lines } = agentOn(datapath);
+      const { agent, logged } = agentOn(datapath, () => "v1", host);
       const starting = agent.start();
-      const waiting = () => lines.some((line) => line.event === "waiting");
-      for (const deadline = Date.now() + 5_000; !waiting(); await new Promise((resolve) => setTimeout(resolve, 5)))
-        assert.ok(Date.now() < deadline, "it waits");
+      await logged("waiting"); // a barrier: it waits for the lock
       const began = Date.now();
       assert.equal(await agent.stop(), false, "it held nothing");
       await assert.rejects(starting, /stopped while waiting for the lock/);
       assert.ok(Date.now() - began < 1_000, `stopped in ${Date.now() - began} ms`);
       assert.equal(datapath.mutationCount, 0);
     } finally {
-      await lock.release();
+      release();
     }
   });
 });

@@ -8,16 +8,16 @@
  * label of the metrics.
  */
 import assert from "node:assert/strict";
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { createLogger, namespaceLogger, type LogEvent } from "../../src/agent/log.js";
 import { AgentMetrics, type Readiness } from "../../src/agent/metrics.js";
 import { NamespaceAgent } from "../../src/agent/namespace-agent.js";
-import { NamespaceDirectory, type NamespaceFile } from "../../src/agent/netns-directory.js";
 import { collectOrphans, FLEET_LOCK_HOLDER } from "../../src/agent/orphans.js";
-import { lockNamespace } from "../../src/reconcile/lock.js";
+import { NamespaceDirectory } from "../../src/host/netns-directory.js";
+import type { NamespaceFile } from "../../src/host/types.js";
 import { buildPolicy, type ProgramBuilder } from "../../src/build/index.js";
 import { commandOptions, parseAgentArguments } from "../../src/cli.js";
 import { compilePolicies } from "../../src/compile/index.js";
@@ -32,6 +32,7 @@ import { appliesIn } from "../../src/validate/namespaces.js";
 import { desired, desiredPolicy } from "../support/desired.js";
 import { testPolicy } from "../support/bpf.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
+import { FakeHost, OWN_KEY } from "../support/fake-host.js";
 
 const scratch = await mkdtemp(path.join(tmpdir(), "intercept-fleet-unit-"));
 after(() => rm(scratch, { recursive: true, force: true }));
@@ -155,7 +156,13 @@ describe("the namespace directory", () => {
     const dir = await mkdtemp(path.join(scratch, "netns-"));
     const identities = new Map<string, NamespaceFile>();
     const seen: Map<string, string>[] = [];
+    /** Each name's identify calls, as a barrier: a test waits until a file was looked at. */
+    const looked = new Map<string, { left: number; resolve: () => void }>();
+    const lookedAt = (name: string, times: number) =>
+      new Promise<void>((resolve) => looked.set(name, { left: times, resolve }));
     const identify = async (file: string): Promise<NamespaceFile> => {
+      const waiter = looked.get(path.basename(file));
+      if (waiter && --waiter.left === 0) waiter.resolve();
       const exists = await readFile(file).then(
         () => true,
         () => false,
@@ -167,19 +174,21 @@ describe("the namespace directory", () => {
       { dir, matches, identify },
       { changed: (found) => seen.push(new Map(found)), failed: (error) => assert.fail(String(error)) },
     );
-    return { dir, identities, seen, watcher, last: () => seen.at(-1) ?? new Map<string, string>() };
+    return { dir, identities, seen, watcher, lookedAt, last: () => seen.at(-1) ?? new Map<string, string>() };
   }
 
   test("a namespace appears when its file is bound (no event), goes when its file goes; other names are ignored", async () => {
-    const { dir, identities, watcher, last } = await directory();
+    const { dir, identities, watcher, last, lookedAt } = await directory();
     identities.set("cni-old", { kind: "namespace", key: "ns1" });
     await writeFile(path.join(dir, "cni-old"), "");
     await writeFile(path.join(dir, "other"), "");
     identities.set("other", { kind: "namespace", key: "ns9" });
     assert.deepEqual([...(await watcher.start())], [["cni-old", "ns1"]]);
     try {
+      // A barrier: looked at twice, so the scan that found a plain file has ended (it scheduled the second look).
+      const looked = lookedAt("cni-new", 2);
       await writeFile(path.join(dir, "cni-new"), ""); // created: an event, but not a namespace yet
-      await new Promise((resolve) => setTimeout(resolve, 30));
+      await looked;
       assert.deepEqual([...last()], [["cni-old", "ns1"]]);
       identities.set("cni-new", { kind: "namespace", key: "ns2" }); // bound: no event at all
       await until(() => last().get("cni-new") === "ns2", "the bound file is found by the pending rescan");
@@ -251,7 +260,14 @@ describe("a NamespaceAgent whose namespace vanishes", () => {
     const agent = new NamespaceAgent(
       datapath,
       () => [demo],
-      { keep: false, lockTimeoutMs: 0, lockHolder: "intercept agent", builder: () => builder, onGone: () => gone++ },
+      {
+        host: new FakeHost(),
+        keep: false,
+        lockTimeoutMs: 0,
+        lockHolder: "intercept agent",
+        builder: () => builder,
+        onGone: () => gone++,
+      },
       namespaceLogger(log, datapath.netns.name),
       metrics.forNamespace(datapath.netns.name ?? ""),
     );
@@ -303,42 +319,56 @@ describe("a NamespaceAgent whose namespace vanishes", () => {
   });
 });
 
-test("orphaned pins (namespaces deleted while no agent ran) are removed; nothing else is", async () => {
-  const root = await mkdtemp(path.join(scratch, "orphans-"));
-  const [pinRoot, lockDir, netnsDir] = ["bpf", "locks", "netns"].map((dir) => path.join(root, dir)) as [
-    string,
-    string,
-    string,
-  ];
-  for (const dir of [lockDir, netnsDir]) await mkdir(dir);
-  for (const key of ["ns1", "ns2", "ns3", "ns4", "ns5", "test-x"])
-    await mkdir(path.join(pinRoot, key, "demo"), { recursive: true });
-  const holder = async (key: string, who: string) =>
-    (await lockNamespace(key, { holder: who, timeoutMs: 0, dir: lockDir })).release({ keepRecord: true }); // as an agent leaving pins (--keep)
-  await holder("ns1", FLEET_LOCK_HOLDER); // served by a fleet, namespace gone: an orphan
-  await holder("ns2", FLEET_LOCK_HOLDER); // its namespace is still there (under another name)
-  await holder("ns3", "intercept apply"); // not known to be a named namespace's
-  await holder("ns5", FLEET_LOCK_HOLDER); // the agent's own namespace
-  const busy = await lockNamespace("ns4", { holder: FLEET_LOCK_HOLDER, timeoutMs: 0, dir: lockDir }); // someone is working there
-  await writeFile(path.join(netnsDir, "other-name"), "");
-  const { lines, log } = recorder();
-  try {
-    const removed = await collectOrphans(log, {
-      pinRoot,
-      lockDir,
-      netnsDir,
-      ownKey: "ns5",
-      identify: async (file) => (file.endsWith("other-name") ? { kind: "namespace", key: "ns2" } : { kind: "gone" }),
-    });
-    assert.deepEqual(removed, ["ns1"]);
-  } finally {
-    await busy.release();
+describe("orphaned pins (namespaces deleted while no agent ran)", () => {
+  /** A host with one orphan among pins that are not orphans, each for its own reason. */
+  async function machine() {
+    const host = new FakeHost();
+    const alive = host.addNamespace("other-name");
+    host.leavePins("ns7001", FLEET_LOCK_HOLDER); // served by a fleet, namespace gone: an orphan
+    host.leavePins(alive.namespaceKey, FLEET_LOCK_HOLDER); // its namespace is still there (under another name)
+    host.leavePins("ns7003", "intercept apply"); // not known to be a named namespace's
+    host.leavePins("ns7004", FLEET_LOCK_HOLDER);
+    const busy = await host.holdLock("ns7004", FLEET_LOCK_HOLDER); // someone is working there
+    host.leavePins(OWN_KEY, FLEET_LOCK_HOLDER); // the agent's own namespace
+    return { host, busy, all: ["ns7001", alive.namespaceKey, "ns7003", "ns7004", OWN_KEY].sort() };
   }
-  assert.deepEqual((await readdir(pinRoot)).sort(), ["ns2", "ns3", "ns4", "ns5", "test-x"]);
-  assert.deepEqual(
-    lines.map((l) => l.event),
-    ["namespace gone"],
-  );
+
+  test("are removed, under their lock; nothing else is", async () => {
+    const { host, busy, all } = await machine();
+    const { lines, log } = recorder();
+    assert.deepEqual(await collectOrphans(host, log), ["ns7001"]);
+    busy();
+    assert.deepEqual(
+      await host.pinnedNamespaces(),
+      all.filter((key) => key !== "ns7001"),
+    );
+    assert.equal(host.lockHolder("ns7001"), undefined, "its lock was let go");
+    assert.deepEqual(
+      lines.map((l) => l.event),
+      ["namespace gone"],
+    );
+  });
+
+  for (const step of [
+    "listNamespaces",
+    "ownNamespaceKey",
+    "pinnedNamespaces",
+    "lastLockHolder",
+    "lockNamespace",
+    "removeNamespacePins",
+  ] as const) {
+    test(`a failure of ${step} fails the collection, removes nothing, and holds no lock`, async () => {
+      const { host, busy, all } = await machine();
+      const { lines, log } = recorder();
+      const injected = new Error(`${step} broke`);
+      host.failNext(step, injected);
+      await assert.rejects(collectOrphans(host, log), (error) => error === injected);
+      busy();
+      assert.deepEqual(await host.pinnedNamespaces(), all);
+      assert.equal(host.lockHolder("ns7001"), undefined);
+      assert.deepEqual(lines, []);
+    });
+  }
 });
 
 test("concurrent builds of one program run clang once", async () => {

@@ -1,7 +1,7 @@
 /**
  * The folders of src/ are layers, each importing only from those below it:
  *
- *   model ← base ← kernel ← datapath ← stages ← reconcile ← front ← cli
+ *   model ← base ← kernel ← datapath ← host ← stages ← reconcile ← front ← cli
  *
  * model:     src/model/ — the shared vocabulary; imports nothing of ours
  * base:      the top-level files everything may use: errors.ts, diagnostics.ts
@@ -9,6 +9,9 @@
  *            and api.ts (the policy language's types, which validate reads)
  * kernel:    src/kernel/ — the tools (bpftool, tc, ip), pins, namespaces
  * datapath:  src/datapath/ — the Datapath port and its kernel implementation
+ * host:      src/host/ — the Host port (a datapath per namespace, namespace,
+ *            link and cgroup events, the namespace lock, pins, privileges,
+ *            signals) and its kernel implementation
  * stages:    src/load/, src/validate/, src/compile/, src/build/ — the pipeline's
  *            stages
  * reconcile: src/reconcile/, src/plan/ — plans and their execution; src/cni/, the
@@ -37,6 +40,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ["errors.ts", "diagnostics.ts", "glob.ts", "cgroup-path.ts", "cache-dir.ts", "api.ts"],
   ["kernel"],
   ["datapath"],
+  ["host"],
   ["load", "validate", "compile", "build"],
   ["reconcile", "plan", "flows", "cni"],
   ["commands", "agent", "demo"],

@@ -5,6 +5,7 @@
  * the CLI's bounds on --lock-timeout.
  */
 import assert from "node:assert/strict";
+import { execa } from "execa";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -75,18 +76,37 @@ test("a lock file left by a killed holder is taken over and removed on release; 
   assert.deepEqual(await readdir(dir), []);
 });
 
+/** Resolves once a child of ours runs `flock --exclusive --wait` (a bound, not a guess: it fails after 10 s). */
+async function waitingFlock(): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const listed = await execa("pgrep", ["-P", String(process.pid), "-f", "^flock --exclusive --wait"], {
+      reject: false,
+    });
+    if (String(listed.stdout).trim()) return;
+    assert.ok(Date.now() < deadline, "a flock(1) waiting for the lock");
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 test("a taker waiting while the holder releases gets the lock on the file at the path, not on the removed one", async () => {
   const dir = path.join(scratch, "race");
   const first = await lockNamespace("ns9", { holder: "intercept apply", timeoutMs: 0, dir });
   const waits: string[] = [];
+  let told!: () => void;
+  const waiting = new Promise<void>((resolve) => (told = resolve));
   const second = lockNamespace("ns9", {
     holder: "intercept destroy",
     timeoutMs: 10_000,
     dir,
-    onWait: (heldBy) => waits.push(heldBy.description),
+    onWait: (heldBy) => {
+      waits.push(heldBy.description);
+      told();
+    },
   });
-  // The second has opened the file and waits in flock; the first releases, removing the file.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // Barriers, not a sleep: the second has opened the file and was told it is busy, and its flock(1) waits.
+  await waiting;
+  await waitingFlock();
   await first.release();
   const held = await second;
   const third: LockHolder[] = [];

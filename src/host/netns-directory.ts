@@ -3,20 +3,13 @@ import { readdir, stat, statfs } from "node:fs/promises";
 import path from "node:path";
 import { InterceptError, messageOf } from "../errors.js";
 import { namespaceKeyOf, NETNS_DIR } from "../model/namespace.js";
+import type { NamespaceEvents, NamespaceFile, NamespaceWatch } from "./types.js";
 
 /** statfs(2)'s f_type of a namespace file (linux/magic.h NSFS_MAGIC). */
 const NSFS_MAGIC = 0x6e736673;
 /** A file not yet bind-mounted is looked at again after 2 ms, doubling up to 1 s while it stays so. */
 const PENDING_FIRST_MS = 2;
 const PENDING_MAX_MS = 1_000;
-
-/** What a file in the namespace directory is right now. */
-export type NamespaceFile =
-  /** A network namespace, by its key (`ns<inode>`, as pins and locks name it). */
-  | { kind: "namespace"; key: string }
-  /** An ordinary file: `ip netns add` and CNI plugins create the file, then bind-mount the namespace on it. */
-  | { kind: "pending" }
-  | { kind: "gone" };
 
 /** A namespace file by statfs (nsfs, or not yet) and stat (its inode: the namespace's identity). */
 export async function identifyNamespaceFile(file: string): Promise<NamespaceFile> {
@@ -38,12 +31,7 @@ export interface NamespaceDirectoryOptions {
   identify?(file: string): Promise<NamespaceFile>;
 }
 
-export interface NamespaceDirectoryEvents {
-  /** The matching namespaces (name → key) changed; called with every one of them. */
-  changed(namespaces: ReadonlyMap<string, string>): void;
-  /** The directory cannot be read (not that it is missing: then there are no namespaces yet). */
-  failed(error: unknown): void;
-}
+export type NamespaceDirectoryEvents = NamespaceEvents;
 
 /**
  * Follows the network namespaces named in /var/run/netns with Node's
@@ -59,7 +47,7 @@ export interface NamespaceDirectoryEvents {
  * short back-off until it is one or is gone. The directory itself is also
  * watched through its parent: the first `ip netns add` of a host creates it.
  */
-export class NamespaceDirectory {
+export class NamespaceDirectory implements NamespaceWatch {
   private readonly dir: string;
   private readonly identify: (file: string) => Promise<NamespaceFile>;
   private directory: { watcher: FSWatcher; inode: number } | undefined;
