@@ -116,6 +116,9 @@ export class NamespaceAgent {
           timeoutMs: this.options.lockTimeoutMs,
           signal: this.interrupt.signal,
           onWait: (heldBy) => {
+            // Held by this very agent: the member of a namespace that is gone, whose inode (our key) the kernel
+            // gave to this one; it lets go as it leaves, so this waits, quietly, instead of refusing itself.
+            if (heldBy.pid === process.pid) return;
             if (isAgentHolder(heldBy.holder))
               throw new InterceptError("lock-held", `another agent (pid ${heldBy.pid}) already manages ${where}`);
             this.log("waiting", `for the lock on ${where} held by ${heldBy.description}`);
