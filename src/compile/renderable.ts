@@ -39,9 +39,7 @@ export const RENDER_LIMITS = {
 export function assertRenderable(policy: unknown): asserts policy is ValidPolicy {
   const refuse = (what: string, value: unknown, expected: string): never => {
     const name =
-      isRecord(policy) && typeof policy.name === "string" && isProgramName(policy.name)
-        ? ` "${policy.name}"`
-        : "";
+      isRecord(policy) && typeof policy.name === "string" && isProgramName(policy.name) ? ` "${policy.name}"` : "";
     throw new InterceptError(
       "render-refused",
       `refusing to render policy${name}: ${what} is ${excerpt(value)}, not ${expected}`,

@@ -57,7 +57,10 @@ export class PinLayout {
   }
 
   version(ref: VersionRef): string {
-    return inside(this.policy(ref.policy), checked(ref.version, (name) => VERSION_NAME.test(name), "program version"));
+    return inside(
+      this.policy(ref.policy),
+      checked(ref.version, (name) => VERSION_NAME.test(name), "program version"),
+    );
   }
 
   program(ref: VersionRef, hook: Hook): string {

@@ -192,8 +192,9 @@ export interface Plan {
   /**
    * What applying would do that the policies probably did not mean, found
    * in the namespace as it is now (a proxy not listening yet): told, never
-   * decided on. Empty unless the plan was made with the namespace's
-   * listeners observed. Not saved with a plan.
+   * decided on: selectors that match nothing here, and, when the plan was
+   * made with the namespace's listeners observed, proxies not listening.
+   * Not saved with a plan.
    */
   warnings: PlanWarning[];
 }
@@ -215,7 +216,27 @@ export type PlanWarning =
    * An outbound rule's proxy port has a listener in a cgroup outside every
    * captured and exempt cgroup: no getsockopt program of ours runs there.
    */
-  | { kind: "outbound-proxy-uncaptured"; policy: string; rule: number; port: number; listenerCgroups: string[] };
+  | { kind: "outbound-proxy-uncaptured"; policy: string; rule: number; port: number; listenerCgroups: string[] }
+  /** A policy's `namespaces` match no name of the namespace planned: it is left out here. */
+  | {
+      kind: "namespaces-match-nothing";
+      policy: string;
+      file: string;
+      namespaces: string[];
+      /** The namespace's name; undefined for the host's own namespace, which has none. */
+      namespace: string | undefined;
+      suggestion: string | undefined;
+    }
+  /** One of a policy's `interfaces.include` entries matches no link here. */
+  | {
+      kind: "interfaces-match-nothing";
+      policy: string;
+      file: string;
+      include: string;
+      /** The links intercept can serve here. */
+      links: string[];
+      suggestion: string | undefined;
+    };
 
 export type Action = "create" | "update" | "replace" | "delete";
 

@@ -33,7 +33,7 @@ import { appliesIn, selects } from "../validate/namespaces.js";
 
 export { selects } from "../validate/namespaces.js";
 import { ownProgram, type DesiredPolicy, type DesiredProgram } from "./desired.js";
-import { planWarnings } from "./warnings.js";
+import { namespaceWarning, planWarnings } from "./warnings.js";
 import { exemptIdentities, planCgroups, planExemption, wantedCgroups, type WantedCgroup } from "./plan-cgroups.js";
 
 /**
@@ -61,21 +61,27 @@ export function makePlan(given: DesiredPolicy[], observed: ObservedState, compos
   changes.push(...planCgroups(observed, cgroups, (want) => keptOf(want.policy.name)));
   for (const want of desired) {
     changes.push(
-      ...wanted.filter((program) => holds(program, want.policy)).flatMap((program) => planRules(want.policy, program, keptOf(program.name))),
+      ...wanted
+        .filter((program) => holds(program, want.policy))
+        .flatMap((program) => planRules(want.policy, program, keptOf(program.name))),
       ...planExemption(want, keptOf(want.policy.name), cgroups),
     );
   }
   changes.push(...planRegistry(observed, changes), ...planEmptyPins(observed, changes));
   const linksOf = (policy: ValidPolicy) =>
     [...owners].filter(([, owner]) => owner !== undefined && holds(owner, policy)).map(([link]) => link.name);
+  const leftOut = given.filter((want) => !desired.includes(want));
   return {
     netns: observed.netns,
     changes,
-    warnings: planWarnings(
-      desired.map((want) => want.policy),
-      observed,
-      linksOf,
-    ),
+    warnings: [
+      ...leftOut.map((want) => namespaceWarning(want.policy, observed.netns.name)),
+      ...planWarnings(
+        desired.map((want) => want.policy),
+        observed,
+        linksOf,
+      ),
+    ],
   };
 }
 
@@ -106,7 +112,10 @@ function claimants(desired: DesiredPolicy[], link: ObservedLink): DesiredPolicy[
  * whose links are yet to come), and of every policy with an outbound
  * section (its cgroups run its own program).
  */
-function wantedPrograms(desired: DesiredPolicy[], owners: Map<ObservedLink, DesiredProgram | undefined>): DesiredProgram[] {
+function wantedPrograms(
+  desired: DesiredPolicy[],
+  owners: Map<ObservedLink, DesiredProgram | undefined>,
+): DesiredProgram[] {
   const onLinks = new Map<string, DesiredProgram>();
   for (const owner of owners.values()) if (owner) onLinks.set(owner.name, owner);
   const composed = [...onLinks.values()].filter((program) => program.members.length > 1);
@@ -454,7 +463,11 @@ function planRules(policy: ValidPolicy, program: DesiredProgram, kept: ObservedP
   const rules = ruleSlots(policy).map((slot) =>
     slot.kind === "interceptor"
       ? { rule: slot.rule, slot: slots[slot.slot]!, what: ruleSummary(slot.rule) }
-      : { rule: slot.rule, slot: slots[slot.slot]!, what: `outbound tcp ${slot.rule.originalPort} → proxy ${slot.rule.port}` },
+      : {
+          rule: slot.rule,
+          slot: slots[slot.slot]!,
+          what: `outbound tcp ${slot.rule.originalPort} → proxy ${slot.rule.port}`,
+        },
   );
   return rules
     .filter(({ rule, slot }) => kept.enabled[slot] !== rule.enabled)

@@ -303,7 +303,13 @@ function checkRulesAcross(earlier: CheckedPolicy, later: CheckedPolicy, link: st
   const where = `policies ${quoted(earlier.policy.name)} (${earlier.policy.file}) and ${quoted(later.policy.name)} (${later.policy.file}) both select ${link}, where their rules run in one program`;
   const fix = `narrow one of them (exceptPorts, exceptSources), or give the policies interfaces or namespaces no link matches both`;
   const diagnostics: Diagnostic[] = [];
-  const at = (code: DiagnosticCode, rule: Rule, field: string, message: string, note: { rule: Rule; field: string; message: string }) =>
+  const at = (
+    code: DiagnosticCode,
+    rule: Rule,
+    field: string,
+    message: string,
+    note: { rule: Rule; field: string; message: string },
+  ) =>
     diagnostics.push(
       diagnosticAt(code, place(rule, field), message, {
         notes: [{ ...place(note.rule, note.field), message: note.message }],
@@ -340,7 +346,9 @@ function checkRulesAcross(earlier: CheckedPolicy, later: CheckedPolicy, link: st
   ] as const) {
     for (const rule of rewrites.filter((r) => r.strategy === "rewrite")) {
       const port = [{ first: BigInt(rule.port), last: BigInt(rule.port) }];
-      const chained = others.find((other) => other.protocol === rule.protocol && overlaps(selectedPortSet(other), port));
+      const chained = others.find(
+        (other) => other.protocol === rule.protocol && overlaps(selectedPortSet(other), port),
+      );
       if (chained) {
         at(
           "rule/chain",

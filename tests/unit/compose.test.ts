@@ -9,10 +9,10 @@ import { loadPolicies } from "../../src/load/index.js";
 import { compositionName, isCompositionName, isProgramName, membersOf } from "../../src/model/composition.js";
 import { isPolicyName } from "../../src/model/policy-name.js";
 import { PinLayout } from "../../src/kernel/pins.js";
-import type { Plan } from "../../src/plan/index.js";
+import { describeWarning, summarise, type Plan } from "../../src/plan/index.js";
 import { executePlan, planRun, type DesiredPolicy } from "../../src/reconcile/index.js";
 import { validatePolicies } from "../../src/validate/index.js";
-import { desiredPolicy } from "../support/desired.js";
+import { desired, desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
 import { testPolicy } from "../support/bpf.js";
 import { assertGolden } from "../support/golden.js";
@@ -23,7 +23,14 @@ const both = { include: ["eth0", "eth1"], exclude: [] };
 const eth1 = { include: ["eth1"], exclude: [] };
 
 const web = (port = 9000, enabled = true) =>
-  desiredPolicy("web", [{ originalPort: 8000, port }, { originalPort: 8443, port: 9443, enabled }], both);
+  desiredPolicy(
+    "web",
+    [
+      { originalPort: 8000, port },
+      { originalPort: 8443, port: 9443, enabled },
+    ],
+    both,
+  );
 const db = (enabled = true) => desiredPolicy("db", [{ originalPort: 5432, port: 15432, enabled }], eth1);
 
 async function kernel(): Promise<FakeDatapath> {
@@ -95,7 +102,10 @@ test("disabling one rule is a live edit at its slot in every program holding it"
   assert.deepEqual(addresses(plan), ["rule.update rule.web[1]", "rule.update rule.web[1]"]);
   const slots = plan.changes.map((c) => (c.type === "rule.update" ? `${c.program.policy}:${c.index}` : ""));
   assert.deepEqual(slots.sort(), ["db+web:2", "web:1"]);
-  assert.match(plan.changes.find((c) => c.type === "rule.update" && c.program.policy === "db+web")!.reason, / in db\+web /);
+  assert.match(
+    plan.changes.find((c) => c.type === "rule.update" && c.program.policy === "db+web")!.reason,
+    / in db\+web /,
+  );
   const dbOff = await apply(fake, web(9000, false), db(false));
   assert.deepEqual(addresses(dbOff), ["rule.update rule.db[0]"], "db's rule lives in one program only");
 });
@@ -139,7 +149,8 @@ async function validateFiles(files: Record<string, string>) {
 test("conflicts across files are located in both files, with the packet and a fix", async () => {
   const { dir, diagnostics } = await validateFiles({
     "db.yaml": "interfaces: { include: [eth1] }\ninterceptors:\n  - { originalPort: 5432, port: 15432 }\n",
-    "web.yaml": "interceptors:\n  - { originalPort: 8000, port: 9000 }\n  - { originalPorts: [5000-6000], port: 9001 }\n",
+    "web.yaml":
+      "interceptors:\n  - { originalPort: 8000, port: 9000 }\n  - { originalPorts: [5000-6000], port: 9001 }\n",
   });
   assert.equal(diagnostics.length, 1, JSON.stringify(diagnostics));
   const [problem] = diagnostics;
@@ -207,4 +218,33 @@ test("golden: a composed pair's matching code is that of one policy holding the 
   }
   // A composition of one is the policy's own program: same name, same C.
   assert.equal(compileComposition([a]).source, compilePolicies([a])[0]!.source);
+});
+
+test("selectors that match nothing here are warned about, exactly, with what exists and a did-you-mean", async () => {
+  const fake = new FakeDatapath({ name: "edge" });
+  fake.addLink("eth0");
+  fake.addLink("v1");
+  const typo = desiredPolicy("web", [{ originalPort: 8000, port: 9000 }], { include: ["eht0", "v1"], exclude: [] });
+  const prod = desired({ ...testPolicy("prod", [{ originalPort: 7000, port: 7100 }]), namespaces: ["edgy"] });
+  const plan = (await planRun([typo, prod], fake)).plan;
+  assert.deepEqual(
+    plan.warnings.map((warning) => describeWarning(warning, plan.netns)),
+    [
+      `policy prod (prod.yaml): namespaces ["edgy"] match no name of the namespace planned ("edge"): the policy is left out here; did you mean "edge"?`,
+      `policy web (web.yaml): interfaces.include "eht0" matches no link in network namespace "edge" (links here: eth0, v1): nothing is attached for it; did you mean "eth0"?`,
+    ],
+  );
+  const far = desiredPolicy("far", [{ originalPort: 8000, port: 9000 }], { include: ["wlan*"], exclude: [] });
+  const host = new FakeDatapath({});
+  host.addLink("eth0");
+  const elsewhere = desired({ ...testPolicy("prod", [{ originalPort: 7000, port: 7100 }]), namespaces: ["prod-*"] });
+  const hostPlan = (await planRun([far, elsewhere], host)).plan;
+  assert.deepEqual(
+    hostPlan.warnings.map((warning) => describeWarning(warning, hostPlan.netns)),
+    [
+      `policy prod (prod.yaml): namespaces ["prod-*"] match no name of the namespace planned (the host's namespace, which has no name): the policy is left out here`,
+      `policy far (far.yaml): interfaces.include "wlan*" matches no link in the current network namespace (links here: eth0): nothing is attached for it`,
+    ],
+  );
+  assert.equal(summarise(hostPlan).add, 2, "warnings are not changes: --detailed-exitcode counts changes only");
 });
