@@ -176,6 +176,26 @@ export interface ExemptionUpdate extends ChangeBase {
   from: CgroupIdentity[];
 }
 
+/**
+ * What an interrupted run (a crash, a kill -9, a power cut) can leave in
+ * the kernel, recognised from the kernel alone: every step intercept takes
+ * is either atomic or leaves a mark — a version's content hash is written
+ * last, a qdisc is recorded before it is created, a cgroup's programs are
+ * either all four or getsockopt alone. `status` shows these;
+ * `plan` repairs each of them (plan.ts).
+ */
+export type Drift =
+  | { kind: "incomplete-version"; program: VersionRef }
+  | { kind: "half-switched"; link: string; hooks: Partial<Record<Hook, VersionRef | null>> }
+  | { kind: "unknown-program"; link: string; hook: Hook; programId: number }
+  | { kind: "empty-qdisc"; link: string }
+  /** The registry records a qdisc of ours on a link that has none (a removal killed before it forgot it). */
+  | { kind: "stale-qdisc-record"; link: string }
+  /** Pins of ours that hold nothing (an interrupted destroy or unload). */
+  | { kind: "empty-pins"; pins: EmptyPin[] }
+  /** A cgroup running programs of two versions (a switch cut short), or part of one version's set. */
+  | { kind: "cgroup-half-switched"; cgroup: string; programs: { hook: CgroupHook; program: VersionRef }[] };
+
 /** One of our programs on a cgroup: the version it belongs to and the hook it runs on. */
 export interface CgroupProgram {
   hook: CgroupHook;
@@ -189,6 +209,12 @@ export interface Plan {
   /** The namespace the plan is for. */
   netns: NetworkNamespace;
   changes: Change[];
+  /**
+   * What an interrupted run left in the kernel, as the plan found it: the
+   * changes repair each of these. `status` shows the same list. Not saved
+   * with a plan.
+   */
+  drift: Drift[];
   /**
    * What applying would do that the policies probably did not mean, found
    * in the namespace as it is now (a proxy not listening yet): told, never

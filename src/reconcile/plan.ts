@@ -33,6 +33,8 @@ import { appliesIn, selects } from "../validate/namespaces.js";
 
 export { selects } from "../validate/namespaces.js";
 import { ownProgram, type DesiredPolicy, type DesiredProgram } from "./desired.js";
+import { findDrift } from "./drift.js";
+import { viewOf, type LinkView } from "./observed-view.js";
 import { namespaceWarning, planWarnings } from "./warnings.js";
 import { exemptIdentities, planCgroups, planExemption, wantedCgroups, type WantedCgroup } from "./plan-cgroups.js";
 
@@ -54,8 +56,10 @@ export function makePlan(given: DesiredPolicy[], observed: ObservedState, compos
   for (const stale of observed.programs.filter((p) => !programs.has(p.ref.policy))) {
     changes.push(programDelete(stale, staleProgramReason(stale.ref.policy, desired)));
   }
-  const byId = programsById(observed.programs);
-  const links = [...owners].map(([link, owner]) => planLink(link, owner, observed, byId));
+  const view = viewOf(observed);
+  const links = view.links
+    .filter((entry) => owners.has(entry.link))
+    .map((entry) => planLink(entry, owners.get(entry.link), observed));
   changes.push(...links.flat().sort((a, b) => a.address.localeCompare(b.address)));
   const keptOf = (name: string) => programs.get(name)?.kept;
   changes.push(...planCgroups(observed, cgroups, (want) => keptOf(want.policy.name)));
@@ -74,6 +78,7 @@ export function makePlan(given: DesiredPolicy[], observed: ObservedState, compos
   return {
     netns: observed.netns,
     changes,
+    drift: findDrift(observed, view),
     warnings: [
       ...leftOut.map((want) => namespaceWarning(want.policy, observed.netns.name)),
       ...planWarnings(
@@ -319,19 +324,15 @@ function servable(link: ObservedLink): boolean {
   return !link.loopback && link.linkType === "ether";
 }
 
-function planLink(
-  link: ObservedLink,
-  owner: DesiredProgram | undefined,
-  observed: ObservedState,
-  byId: Map<number, ObservedProgram>,
-): Change[] {
+function planLink(view: LinkView, owner: DesiredProgram | undefined, observed: ObservedState): Change[] {
+  const { link } = view;
   const address = formatAddress({ kind: "attachment", link: link.name });
   const ref = { ifindex: link.ifindex, name: link.name };
-  const from = runningOn(link, byId);
+  const from = view.running;
   const ours = Object.keys(from) as Hook[];
-  const owned = observed.ownedQdiscs.includes(link.ifindex);
   if (!owner) {
-    const emptyAfter = owned && link.clsact && link.foreign.length === 0;
+    // Our filters gone, the qdisc we made would be empty: it goes with them.
+    const emptyAfter = observed.ownedQdiscs.includes(link.ifindex) && link.clsact && link.foreign.length === 0;
     if (ours.length > 0) {
       const remove: AttachmentDelete = {
         type: "attachment.delete",
@@ -379,7 +380,7 @@ function planLink(
     detach.length === 0 &&
     owner.hooks.every((hook) => link.filters[hook] === kept.programIds[hook]);
   if (current) return [];
-  const half = halfSwitched(from, observed.programs);
+  const half = view.halfSwitched;
   const added = half ? [] : owner.hooks.filter((hook) => !(hook in from));
   const hooksChange = [
     ...(added.length > 0 ? [`adding ${hookList(added)}`] : []),
@@ -404,31 +405,6 @@ function attachedByPlugin(link: ObservedLink, from: HookPrograms, observed: Obse
   );
 }
 
-/** The version each of our hooks on @link runs; null for a program no pinned version of ours has. */
-function runningOn(link: ObservedLink, byId: Map<number, ObservedProgram>): HookPrograms {
-  const running: HookPrograms = {};
-  for (const hook of HOOKS) {
-    const id = link.filters[hook];
-    if (id !== undefined) running[hook] = byId.get(id)?.ref ?? null;
-  }
-  return running;
-}
-
-/**
- * Whether a link is half-switched by an interrupted apply: its hooks run
- * different programs, or one runs nothing although the version running on
- * the other has a program for it. A hook the running version has no
- * program for (a steer-only policy's egress) is not half of anything: a
- * new version adds it.
- */
-function halfSwitched(from: HookPrograms, programs: readonly ObservedProgram[]): boolean {
-  const running = HOOKS.filter((hook) => hook in from).map((hook) => from[hook]);
-  const first = running[0];
-  if (running.some((ref) => (ref && first ? !sameVersion(ref, first) : ref !== first))) return true;
-  const version = first ? programs.find((p) => sameVersion(p.ref, first)) : undefined;
-  return HOOKS.some((hook) => !(hook in from) && version?.programIds[hook] !== undefined);
-}
-
 /** "demo@1a2b3c4d", or per hook on a half-switched link. */
 function describeRunning(from: HookPrograms, wanted: Hook[], half: boolean): string {
   const name = (ref: VersionRef | null | undefined) =>
@@ -440,13 +416,6 @@ function describeRunning(from: HookPrograms, wanted: Hook[], half: boolean): str
 
 function hookList(hooks: Hook[]): string {
   return `the ${hooks.join(" and ")} hook${hooks.length === 1 ? "" : "s"}`;
-}
-
-function programsById(programs: ObservedProgram[]): Map<number, ObservedProgram> {
-  const byId = new Map<number, ObservedProgram>();
-  for (const program of programs)
-    for (const id of Object.values(program.programIds)) if (id !== undefined) byId.set(id, program);
-  return byId;
 }
 
 /**

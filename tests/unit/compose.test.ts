@@ -12,6 +12,8 @@ import { PinLayout } from "../../src/kernel/pins.js";
 import { describeWarning, summarise, type Plan } from "../../src/plan/index.js";
 import { executePlan, planRun, type DesiredPolicy } from "../../src/reconcile/index.js";
 import { validatePolicies } from "../../src/validate/index.js";
+import { inspect } from "../../src/reconcile/inspect.js";
+import { statusJson } from "../../src/commands/status.js";
 import { desired, desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
 import { testPolicy } from "../support/bpf.js";
@@ -249,4 +251,29 @@ test("selectors that match nothing here are warned about, exactly, with what exi
   // Warnings are not changes: --detailed-exitcode counts changes only.
   assert.deepEqual(addresses(hostPlan), ["program.create program.far"]);
   assert.equal(summarise(hostPlan).add, 1);
+});
+
+test("status names each rule of a composed program by its policy, index and file, and groups by link", async () => {
+  const fake = await kernel();
+  await apply(fake, web(), db());
+  fake.leaveEmptyPolicyDirectory("gone"); // drift, as an interrupted unload leaves it
+  const report = await inspect(fake, [web(), db()]);
+  const composed = report.programs.find((p) => p.program.ref.policy === "db+web")!;
+  assert.deepEqual(
+    composed.rules.map(
+      (rule) => rule.owner && `${rule.index}:${rule.owner.policy}[${rule.owner.index}] ${rule.owner.file}`,
+    ),
+    ["0:db[0] db.yaml", "1:web[0] web.yaml", "2:web[1] web.yaml"],
+  );
+  const json = statusJson(report, undefined);
+  assert.deepEqual(
+    json.programs.find((p) => p.policy === "db+web")!.rules.map((rule) => rule.address),
+    ["rule.db[0]", "rule.web[0]", "rule.web[1]"],
+  );
+  assert.deepEqual(
+    json.links.map((link) => `${link.link} ${link.policy}`),
+    ["eth0 web", "eth1 db+web"],
+  );
+  assert.deepEqual(report.drift.map((d) => d.kind), ["empty-pins"]);
+  assert.deepEqual(report.drift, (await planRun([web(), db()], fake)).plan.drift, "status shows the plan's drift");
 });
