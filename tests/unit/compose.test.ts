@@ -274,6 +274,9 @@ test("status names each rule of a composed program by its policy, index and file
     json.links.map((link) => `${link.link} ${link.policy}`),
     ["eth0 web", "eth1 db+web"],
   );
-  assert.deepEqual(report.drift.map((d) => d.kind), ["empty-pins"]);
+  assert.deepEqual(
+    report.drift.map((d) => d.kind),
+    ["empty-pins"],
+  );
   assert.deepEqual(report.drift, (await planRun([web(), db()], fake)).plan.drift, "status shows the plan's drift");
 });
