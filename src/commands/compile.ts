@@ -1,6 +1,6 @@
 import path from "node:path";
 import { buildPolicy, writeObjects, type BuiltPolicy } from "../build/index.js";
-import { findDrift, writeGenerated } from "../compile/index.js";
+import { compileComposition, findDrift, likelyCompositions, writeGenerated } from "../compile/index.js";
 import { compiledPolicies } from "../reconcile/desired.js";
 import { withProgress } from "./progress.js";
 import { counted } from "./words.js";
@@ -28,12 +28,16 @@ export async function compileCommand(paths: string[], options: { check: boolean 
 
 /**
  * `intercept build [PATH…] [--out DIR]`: compile, then clang into objects
- * (cached by content hash). With --out, DIR gets each policy's object and a
- * manifest, for nodes that apply with `--objects DIR` and have no clang.
+ * (cached by content hash). With --out, DIR gets each policy's object, one
+ * for each composition links are likely to make (policies selecting the
+ * same links), and a manifest, for nodes that apply with `--objects DIR`
+ * and have no clang.
  */
 export async function buildCommand(paths: string[], options: { out?: string }): Promise<number> {
   const built: BuiltPolicy[] = [];
-  for (const entry of await compiledPolicies(paths)) {
+  const own = await compiledPolicies(paths);
+  const composed = likelyCompositions(own.map((entry) => entry.policy)).map((members) => compileComposition(members));
+  for (const entry of [...own, ...composed]) {
     const policy = await withProgress(`building ${entry.policy.name} with clang`, () => buildPolicy(entry));
     built.push(policy);
     if (!options.out)

@@ -6,6 +6,8 @@
  * policy is that policy, unchanged.
  */
 import { compositionMembers, compositionName } from "../model/composition.js";
+import { attachesToLinks } from "../validate/outbound.js";
+import { appliesIn, selects } from "../validate/namespaces.js";
 import { composedSlots } from "../model/rule-slots.js";
 import type { OutboundPolicy, ValidPolicy } from "../validate/index.js";
 
@@ -46,4 +48,38 @@ function composedOutbound(members: ValidPolicy[], slots: number[][]): OutboundPo
       outbound.rules.map((rule, i) => ({ ...rule, index: own[i]!, position: position++ })),
     ),
   };
+}
+
+/** At most this many compositions are prebuilt: a node builds any other with clang, if it has clang. */
+export const PREBUILT_COMPOSITIONS_LIMIT = 256;
+
+/**
+ * The compositions of two or more of @policies that links are likely to
+ * make, for prebuilt objects (`build --out`), where no link is known: the
+ * policies that select each name a policy writes (a glob stands for a name
+ * it matches), in each namespace a policy names (or the host's). Sorted by
+ * name; a node builds a composition missing here with clang.
+ */
+export function likelyCompositions(policies: readonly ValidPolicy[]): ValidPolicy[][] {
+  const onLinks = policies.filter((policy) => attachesToLinks(policy) && policy.rules.length > 0);
+  const sample = (glob: string) => glob.replace(/[*?]/g, "x");
+  const links = new Set(["eth0", ...onLinks.flatMap((policy) => (policy.interfaces.include ?? []).map(sample))]);
+  const namespaces = new Set<string | undefined>([
+    undefined,
+    ...onLinks.flatMap((policy) => (policy.namespaces ?? []).map(sample)),
+  ]);
+  const sets = new Map<string, ValidPolicy[]>();
+  for (const namespace of namespaces) {
+    const here = onLinks.filter((policy) => appliesIn(policy, namespace));
+    for (const link of links) {
+      const members = here
+        .filter((policy) => selects(policy.interfaces, link))
+        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      if (members.length > 1) sets.set(compositionName(members.map((member) => member.name)), members);
+    }
+  }
+  return [...sets.keys()]
+    .sort()
+    .slice(0, PREBUILT_COMPOSITIONS_LIMIT)
+    .map((name) => sets.get(name)!);
 }

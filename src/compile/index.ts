@@ -8,7 +8,7 @@ import type { PrefixEntry } from "./match.js";
 import { composePolicies } from "./compose.js";
 import { renderPolicy, type MatchStrategy } from "./render.js";
 
-export { composePolicies } from "./compose.js";
+export { composePolicies, likelyCompositions } from "./compose.js";
 
 export const GENERATED_DIR = "generated";
 

@@ -58,3 +58,8 @@ export function membersOf(name: string): string[] | undefined {
   if (!isCompositionName(name) || TRUNCATED.test(name)) return undefined;
   return name.split(COMPOSITION_JOINER);
 }
+
+/** Whether @name is the prebuilt object file name (`build --out DIR`) of a policy's program or a composition's. */
+export function isProgramObjectFileName(name: string): boolean {
+  return name.endsWith(".bpf.o") && isProgramName(name.slice(0, -".bpf.o".length));
+}

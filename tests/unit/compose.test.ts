@@ -4,7 +4,7 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { test } from "node:test";
-import { compileComposition, compilePolicies } from "../../src/compile/index.js";
+import { compileComposition, compilePolicies, likelyCompositions } from "../../src/compile/index.js";
 import { loadPolicies } from "../../src/load/index.js";
 import { compositionName, isCompositionName, isProgramName, membersOf } from "../../src/model/composition.js";
 import { isPolicyName } from "../../src/model/policy-name.js";
@@ -279,4 +279,22 @@ test("status names each rule of a composed program by its policy, index and file
     ["empty-pins"],
   );
   assert.deepEqual(report.drift, (await planRun([web(), db()], fake)).plan.drift, "status shows the plan's drift");
+});
+
+test("prebuilt objects: the compositions links are likely to make, one object each", () => {
+  const on = (name: string, include: string[] | null, exclude: string[] = [], namespaces?: string[]) => ({
+    ...testPolicy(name, [{ originalPort: 1000 + name.length, port: 2000 }]),
+    interfaces: { include, exclude },
+    ...(namespaces && { namespaces }),
+  });
+  const sets = likelyCompositions([
+    on("web", ["eth0", "eth1"]),
+    on("db", ["eth1"]),
+    on("mesh", null, ["eth0", "eth1"]),
+    on("edge", ["veth*"], [], ["edge-*"]),
+  ]);
+  assert.deepEqual(
+    sets.map((members) => members.map((member) => member.name).join("+")),
+    ["db+web", "edge+mesh"],
+  );
 });
