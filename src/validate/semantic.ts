@@ -271,14 +271,49 @@ export function checkPolicies(checked: CheckedPolicy[]): Diagnostic[] {
     }
   }
   const onLinks = checked.filter((entry) => attachesToLinks(entry.policy) && entry.policy.rules.length > 0);
+  const suspects = suspectPolicies(onLinks);
   onLinks.forEach((earlier, i) => {
     for (const later of onLinks.slice(i + 1)) {
+      if (!suspects.has(earlier) && !suspects.has(later)) continue;
       if (!mayShareNamespace(earlier.policy, later.policy)) continue;
       const link = sharedLink(earlier.policy.interfaces, later.policy.interfaces);
       if (link !== undefined) diagnostics.push(...checkRulesAcross(earlier, later, link));
     }
   });
   return diagnostics;
+}
+
+/**
+ * The policies whose rules may meet another policy's, found in one pass
+ * over every rule rather than pair by pair (a repository of many files
+ * mostly has none): a rule that overlaps an earlier one, wherever that
+ * is (findOverlaps reports only the first, so its policy is checked
+ * against every other), and every policy with a rewrite rule whose port
+ * another policy's rule shares. Only pairs with one of them are checked
+ * in full (checkRulesAcross).
+ */
+function suspectPolicies(onLinks: CheckedPolicy[]): Set<CheckedPolicy> {
+  if (onLinks.length < 2) return new Set();
+  const owners: CheckedPolicy[] = [];
+  const all = onLinks.flatMap((entry) =>
+    entry.policy.rules.map((rule) => {
+      owners.push(entry);
+      return { ...rule, index: owners.length - 1 };
+    }),
+  );
+  const suspects = new Set(findOverlaps(all).map((overlap) => owners[overlap.later.index]!));
+  const rewrites = all.filter((rule) => rule.strategy === "rewrite");
+  for (const rule of rewrites) {
+    const port = [{ first: BigInt(rule.port), last: BigInt(rule.port) }];
+    const meeting = all.filter(
+      (other) =>
+        owners[other.index] !== owners[rule.index] &&
+        other.protocol === rule.protocol &&
+        ((other.strategy === "rewrite" && other.port === rule.port) || overlaps(selectedPortSet(other), port)),
+    );
+    if (meeting.length > 0) suspects.add(owners[rule.index]!);
+  }
+  return suspects;
 }
 
 /**
