@@ -335,8 +335,9 @@ function checkRulesAcross(earlier: CheckedPolicy, later: CheckedPolicy, link: st
       "key",
     );
   };
-  const where = `policies ${quoted(earlier.policy.name)} (${earlier.policy.file}) and ${quoted(later.policy.name)} (${later.policy.file}) both select ${link}, where their rules run in one program`;
-  const fix = `narrow one of them (exceptPorts, exceptSources), or give the policies interfaces or namespaces no link matches both`;
+  // The files are the diagnostic's location and its note's (esbuild's related location); messages stay short.
+  const where = `both policies select ${link}, where their rules run in one program`;
+  const fix = "narrow one rule (exceptPorts, exceptSources), or the policies' interfaces or namespaces";
   const diagnostics: Diagnostic[] = [];
   const at = (
     code: DiagnosticCode,

@@ -161,7 +161,7 @@ test("conflicts across files are located in both files, with the packet and a fi
   assert.deepEqual([problem!.line, problem!.column], [3, 7]);
   assert.equal(
     problem!.message,
-    `web: interceptors[1] overlaps db: interceptors[0]: a tcp packet to port 5432 would match both; policies "db" (${path.join(dir, "db.yaml")}) and "web" (${path.join(dir, "web.yaml")}) both select eth1, where their rules run in one program: narrow one of them (exceptPorts, exceptSources), or give the policies interfaces or namespaces no link matches both`,
+    "web: interceptors[1] overlaps db: interceptors[0]: a tcp packet to port 5432 would match both; both policies select eth1, where their rules run in one program: narrow one rule (exceptPorts, exceptSources), or the policies' interfaces or namespaces",
   );
   assert.deepEqual(
     problem!.notes?.map((note) => [note.file, note.line, note.column, note.message]),
@@ -297,4 +297,21 @@ test("prebuilt objects: the compositions links are likely to make, one object ea
     sets.map((members) => members.map((member) => member.name).join("+")),
     ["db+web", "edge+mesh"],
   );
+});
+
+test("across files: a shared rewrite target and a rewrite chain are conflicts too, each in both files", async () => {
+  const { dir, diagnostics } = await validateFiles({
+    "a.yaml": "interceptors:\n  - { originalPort: 5000, port: 6000, protocol: udp }\n",
+    "b.yaml":
+      "interceptors:\n  - { originalPort: 5001, port: 6000, protocol: udp }\n  - { originalPort: 7000, port: 5000, protocol: udp }\n",
+  });
+  assert.deepEqual(
+    diagnostics.map(
+      (d) =>
+        `${path.basename(d.file)}:${d.line} ${d.code} → ${d.notes?.map((n) => `${path.basename(n.file)}:${n.line}`)}`,
+    ),
+    ["b.yaml:2 rule/duplicate-target-port → a.yaml:2", "b.yaml:3 rule/chain → a.yaml:2"],
+  );
+  assert.match(diagnostics[0]!.message, /udp port 6000 is already the target of rewrite rule a: interceptors\[0\]/);
+  assert.ok(dir);
 });
