@@ -64,3 +64,13 @@ export function composedSlots<I, O>(members: readonly SlottedPolicy<I, O>[]): nu
     return slots;
   });
 }
+
+/** The rules of @members' composed program in slot order (composedSlots); for one policy, slottedRules. */
+export function composedRules<I, O>(members: readonly SlottedPolicy<I, O>[]): (I | O)[] {
+  const slots = composedSlots(members);
+  const rules: (I | O)[] = [];
+  members.forEach((policy, m) => {
+    for (const [i, rule] of slottedRules(policy).entries()) rules[slots[m]![i]!] = rule;
+  });
+  return rules;
+}

@@ -11,7 +11,7 @@ import {
 } from "../datapath/types.js";
 import { InterceptError, unreachable } from "../errors.js";
 import { formatAddress } from "../model/addresses.js";
-import { composedSlots, ruleSlots, slotCount, slottedRules } from "../model/rule-slots.js";
+import { composedRules, composedSlots, ruleSlots, slotCount } from "../model/rule-slots.js";
 import { compositionMembers, compositionName, membersOf } from "../model/composition.js";
 import type {
   AttachmentCreate,
@@ -222,7 +222,7 @@ function planProgram(
     program: want.program,
     contentHash: want.contentHash,
     hooks: want.hooks,
-    enabled: want.members.flatMap((member) => slottedRules(member)).map((rule) => rule.enabled),
+    enabled: composedRules(want.members).map((rule) => rule.enabled),
     ...(want.cgroupHooks.length > 0 && {
       cgroupHooks: want.cgroupHooks,
       exemptCgroups: exemptIdentities(want.compiled.policy, cgroups),

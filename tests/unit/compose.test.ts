@@ -8,6 +8,7 @@ import { compileComposition, compilePolicies, likelyCompositions } from "../../s
 import { loadPolicies } from "../../src/load/index.js";
 import { compositionName, isCompositionName, isProgramName, membersOf } from "../../src/model/composition.js";
 import { isPolicyName } from "../../src/model/policy-name.js";
+import { composedRules, composedSlots } from "../../src/model/rule-slots.js";
 import { PinLayout } from "../../src/kernel/pins.js";
 import { describeWarning, summarise, type Plan } from "../../src/plan/index.js";
 import { executePlan, planRun, type DesiredPolicy } from "../../src/reconcile/index.js";
@@ -314,4 +315,15 @@ test("across files: a shared rewrite target and a rewrite chain are conflicts to
   );
   assert.match(diagnostics[0]!.message, /udp port 6000 is already the target of rewrite rule a: interceptors\[0\]/);
   assert.ok(dir);
+});
+
+test("slots of a composed program: every interceptor first, policy by policy, then every outbound rule", () => {
+  const a = { rules: ["a0"], outbound: { rules: ["a-out0"] } };
+  const b = { rules: ["b0", "b1"], outbound: { rules: ["b-out0"] } };
+  assert.deepEqual(composedSlots([a, b]), [
+    [0, 3],
+    [1, 2, 4],
+  ]);
+  assert.deepEqual(composedRules([a, b]), ["a0", "b0", "b1", "a-out0", "b-out0"]);
+  assert.deepEqual(composedRules([b]), ["b0", "b1", "b-out0"], "one policy: its own numbering");
 });
