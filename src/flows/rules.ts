@@ -7,7 +7,7 @@
  * by content hash), which name the rule and its file:line.
  */
 import { listEntries, type PinLayout } from "../kernel/pins.js";
-import { isPolicyName } from "../model/policy-name.js";
+import { isProgramName } from "../model/composition.js";
 import { ruleSlots, slotCount } from "../model/rule-slots.js";
 import { isVersionName } from "../model/version.js";
 import type { LoadedPolicy } from "../load/index.js";
@@ -46,7 +46,8 @@ export class RuleDirectory {
     const byVersion = new Map(desired.map((want) => [want.program.version, want]));
     const byFile = new Map(loaded.map((policy) => [policy.file, policy]));
     const versions = new Map<string, KnownVersion>();
-    for (const policy of (await listEntries(pins.namespaceDir, "directories")).filter(isPolicyName)) {
+    // A composition's version (src/model/composition.ts) is listed under its name; its slots are not named yet.
+    for (const policy of (await listEntries(pins.namespaceDir, "directories")).filter(isProgramName)) {
       for (const version of (await listEntries(pins.policy(policy), "directories")).filter(isVersionName)) {
         const want = byVersion.get(version);
         versions.set(version, {

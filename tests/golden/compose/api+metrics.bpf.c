@@ -636,6 +636,175 @@ static __always_inline int match_egress(struct __sk_buff *skb, const struct l4_p
 
 /* lib/types.h: inlined above */
 /* lib/maps.h: inlined above */
+/* ---- lib/events.h ---- */
+/* events.h — what the datapath tells `intercept watch`: one record per
+ * connection it decided about (a SYN steered or refused, a connect()
+ * captured or exempted, an original destination asked for), never one
+ * per packet.
+ *
+ * Records go into flow_events, a ring buffer every program of a namespace
+ * shares: apply loads each version with the ring buffer of a version
+ * already pinned there (bpftool's `map name … pinned …`), as it does the
+ * outbound records. A reader consumes it (`intercept watch`, the agent's
+ * `--flows`); when it is full, the record is dropped and counted in
+ * flow_event_drops, and the packet goes on as if events were off.
+ *
+ * Off by default: a rule emits only while its slot in rule_events is 1,
+ * a live map update like rule_state. The slot after the last rule
+ * (EVENTS_NO_RULE) switches records that belong to no rule: a proxy's
+ * SO_ORIGINAL_DST query for a connection nobody captured. A packet no
+ * rule names never gets here, so a miss costs nothing more. */
+#ifndef INTERCEPT_EVENTS_H
+#define INTERCEPT_EVENTS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+/* lib/types.h: inlined above */
+/* lib/maps.h: inlined above */
+
+#define FLOW_EVENT_BUFFER (256 * 1024) /* bytes: about 1,900 records between two reads */
+#define EVENTS_NO_RULE RULE_COUNT      /* rule_events slot of records without a rule */
+#define VERSION_CHARS 16               /* a version's name: the content hash's first 16 hex digits */
+#define COMM_CHARS 16                  /* TASK_COMM_LEN */
+
+/* What the datapath did with a connection. */
+enum flow_verdict {
+	VERDICT_STEERED      = 1, /* the SYN was assigned to the proxy's listener */
+	VERDICT_PROXY_DOWN   = 2, /* nothing listened on the proxy port */
+	VERDICT_TIME_WAIT    = 3, /* the SYN's 4-tuple stayed in TIME_WAIT */
+	VERDICT_REDIRECTED   = 4, /* an outbound connect() was sent to the proxy */
+	VERDICT_EXEMPT       = 5, /* an outbound connect() a rule names was left alone */
+	VERDICT_ORIGINAL_DST = 6, /* a proxy asked for a connection's original destination */
+	VERDICT_REWRITTEN    = 7, /* a new TCP connection's SYN had its port rewritten */
+};
+
+/* Why, when a verdict has more than one way to happen. */
+enum flow_reason {
+	REASON_NONE              = 0,
+	REASON_DROPPED           = 1, /* onProxyDown "drop": the SYN was dropped */
+	REASON_PASSED            = 2, /* onProxyDown "pass": handed on to originalPort */
+	REASON_TIME_WAIT_RECYCLED = 3, /* steered through a 4-tuple whose TIME_WAIT was ended first */
+	REASON_EXEMPT_UID        = 4, /* the task's uid is exempt */
+	REASON_EXEMPT_MARK       = 5, /* the socket's mark is exempt */
+	REASON_EXEMPT_CGROUP     = 6, /* the task's cgroup is, or is below, an exempt one */
+	REASON_ANSWERED          = 7, /* SO_ORIGINAL_DST answered from the record */
+	REASON_NOT_FOUND         = 8, /* SO_ORIGINAL_DST for a connection with no record */
+};
+
+/* A connection's end: IPv6, or IPv4-mapped (::ffff:a.b.c.d), network order. */
+struct flow_address {
+	__be32 word[4];
+};
+
+/* One record. src/model/bpf-abi.ts mirrors this layout (FLOW_EVENT), and
+ * tests/unit/bpf-abi.test.ts checks the two agree. */
+struct flow_event {
+	__u64 time_ns;                /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
+	__u64 cgroup_id;              /* the task's cgroup (outbound), else 0 */
+	char version[VERSION_CHARS];  /* the program's version: its policy's pin directory */
+	struct flow_address source;
+	struct flow_address destination; /* as the client asked for it */
+	struct flow_address target;      /* where it went instead: the proxy */
+	__be16 source_port;
+	__be16 destination_port;
+	__be16 target_port;
+	__u8 family;                  /* FAMILY_IPV4 or FAMILY_IPV6 */
+	__u8 protocol;                /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 verdict;                 /* enum flow_verdict */
+	__u8 reason;                  /* enum flow_reason */
+	__u16 pad;
+	__u32 rule;                   /* the rule's slot, or EVENTS_NO_RULE */
+	__u32 ifindex;                /* the link (tc), else 0 */
+	__u32 pid;                    /* the task (outbound), else 0 */
+	__u32 uid;
+	char comm[COMM_CHARS];
+	__u32 pad2;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, FLOW_EVENT_BUFFER);
+} flow_events SEC(".maps");
+
+/* Records dropped because flow_events was full: per-CPU, summed by readers. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} flow_event_drops SEC(".maps");
+
+/* Each rule's switch (value 1: on), and EVENTS_NO_RULE's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RULE_COUNT + 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} rule_events SEC(".maps");
+
+/* events_enabled — true when @rule's records are switched on. */
+static __always_inline int events_enabled(__u32 rule)
+{
+	__u32 *enabled = bpf_map_lookup_elem(&rule_events, &rule);
+
+	return enabled && *enabled;
+}
+
+/* count_event_drop — a record flow_events had no room for. */
+static __always_inline void count_event_drop(void)
+{
+	__u32 key = 0;
+	__u64 *drops = bpf_map_lookup_elem(&flow_event_drops, &key);
+
+	if (drops)
+		(*drops)++;
+}
+
+/* event_start — a zeroed record for @rule with its time and the program's
+ * version, reserved in flow_events; NULL when the rule's records are off,
+ * or when the buffer is full (counted). Submit it with event_send. */
+static __always_inline struct flow_event *event_start(__u32 rule, enum flow_verdict verdict, enum flow_reason reason)
+{
+	struct flow_event *event;
+	struct policy_meta *meta;
+	__u32 key = 0;
+
+	if (!events_enabled(rule))
+		return NULL;
+	event = bpf_ringbuf_reserve(&flow_events, sizeof(*event), 0);
+	if (!event) {
+		count_event_drop();
+		return NULL;
+	}
+	__builtin_memset(event, 0, sizeof(*event));
+	event->time_ns = bpf_ktime_get_ns();
+	event->rule = rule;
+	event->verdict = verdict;
+	event->reason = reason;
+	meta = bpf_map_lookup_elem(&policy_meta, &key);
+	if (meta)
+		__builtin_memcpy(event->version, meta->content_hash, VERSION_CHARS);
+	return event;
+}
+
+/* event_ipv4 — @addr as an IPv4-mapped flow_address. */
+static __always_inline void event_ipv4(struct flow_address *out, __be32 addr)
+{
+	out->word[0] = 0;
+	out->word[1] = 0;
+	out->word[2] = bpf_htonl(0x0000ffff);
+	out->word[3] = addr;
+}
+
+/* event_send — hands a record from event_start to the readers. */
+static __always_inline void event_send(struct flow_event *event)
+{
+	bpf_ringbuf_submit(event, 0);
+}
+
+#endif /* INTERCEPT_EVENTS_H */
 /* lib/parse.h: inlined above */
 
 /* Only what the policy uses is compiled: an unused static function is an
@@ -757,14 +926,104 @@ static __always_inline int rewrite_port(struct __sk_buff *skb, const struct l4_p
 }
 
 #endif /* INTERCEPT_REWRITE_H */
+/* ---- lib/rewrite_events.h ---- */
+/* rewrite_events.h — the record of a rewrite rule: one per new TCP
+ * connection, at its SYN, never per packet. A UDP flow has no first
+ * packet the program could tell without keeping state per flow, so
+ * rewritten datagrams are counted, never recorded. */
+#ifndef INTERCEPT_REWRITE_EVENTS_H
+#define INTERCEPT_REWRITE_EVENTS_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+
+/* lib/types.h: inlined above */
+/* lib/events.h: inlined above */
+
+/* event_is_syn — true for the SYN of a new TCP connection: the first
+ * packet of a flow, the one a rewrite rule records (a UDP datagram has no
+ * first packet the program could tell, and is never recorded). */
+static __always_inline int event_is_syn(struct __sk_buff *skb, const struct l4_packet *pkt)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 off = pkt->l4_off;
+	struct tcphdr *tcp;
+
+	if (pkt->protocol != IPPROTO_TCP || off > 0xffff) /* the bound tells the verifier */
+		return 0;
+	tcp = data + off;
+	if ((void *)(tcp + 1) > data_end)
+		return 0;
+	return tcp->syn && !tcp->ack;
+}
+
+/* event_addresses — @pkt's addresses and ports into @event, read from
+ * its IP header (parse_packet keeps only the offsets). */
+static __always_inline void event_addresses(struct __sk_buff *skb, const struct l4_packet *pkt,
+					    struct flow_event *event)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	event->family = pkt->family;
+	event->protocol = pkt->protocol;
+	event->source_port = pkt->sport;
+	event->destination_port = pkt->dport;
+	if (pkt->family == FAMILY_IPV4) {
+		struct iphdr *ip = data + ETH_HLEN;
+
+		if ((void *)(ip + 1) > data_end)
+			return;
+		event_ipv4(&event->source, ip->saddr);
+		event_ipv4(&event->destination, ip->daddr);
+	} else {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return;
+		__builtin_memcpy(event->source.word, &ip6->saddr, sizeof(event->source.word));
+		__builtin_memcpy(event->destination.word, &ip6->daddr, sizeof(event->destination.word));
+	}
+}
+
+/* rewrite_event — records a new TCP connection whose SYN (@pkt, read
+ * before the rewrite) a rewrite rule (@match) sent to its port. */
+static __always_inline void rewrite_event(struct __sk_buff *skb, const struct l4_packet *pkt,
+					  const struct rule_match *match)
+{
+	struct flow_event *event;
+
+	if (!event_is_syn(skb, pkt))
+		return;
+	event = event_start(match->rule, VERDICT_REWRITTEN, REASON_NONE);
+	if (!event)
+		return;
+	event->ifindex = skb->ifindex;
+	event_addresses(skb, pkt, event);
+	event->target = event->destination;
+	event->target_port = match->port;
+	event_send(event);
+}
+
+#endif /* INTERCEPT_REWRITE_EVENTS_H */
 
 /* rewrite — sets @which port of a packet a rewrite rule (@match) named,
- * and counts it in @slot, if the rule is enabled. */
+ * and counts it in @slot, if the rule is enabled. A new connection's SYN
+ * arriving is recorded too (events.h). */
 static __always_inline void rewrite(struct __sk_buff *skb, const struct l4_packet *pkt,
 				    const struct rule_match *match, enum l4_port which, enum counter_slot slot)
 {
-	if (rule_enabled(match->rule) && rewrite_port(skb, pkt, which, match->port) == REWRITE_OK)
-		count_packet(match->rule, slot, skb->len);
+	if (!rule_enabled(match->rule) || rewrite_port(skb, pkt, which, match->port) != REWRITE_OK)
+		return;
+	count_packet(match->rule, slot, skb->len);
+	if (which == PORT_DESTINATION)
+		rewrite_event(skb, pkt, match);
 }
 #endif
 
@@ -798,6 +1057,7 @@ static __always_inline void rewrite(struct __sk_buff *skb, const struct l4_packe
 
 /* lib/types.h: inlined above */
 /* lib/maps.h: inlined above */
+/* lib/events.h: inlined above */
 /* ---- lib/timewait.h ---- */
 /* timewait.h — lets a steered SYN reopen a 4-tuple the server still holds
  * in TIME_WAIT, as the kernel lets a SYN it handles itself.
@@ -1182,13 +1442,51 @@ static __always_inline int assign_listener(struct __sk_buff *skb, const struct b
 	return err ? STEER_REFUSED : STEER_ASSIGNED;
 }
 
-/* proxy_unavailable — the verdict for a SYN the proxy cannot take, counted
- * in @slot: dropped when the rule fails closed, else handed on to whatever
- * listens on originalPort. */
-static __always_inline int proxy_unavailable(struct __sk_buff *skb, const struct rule_match *match, enum counter_slot slot)
+/* steer_event — records what became of a SYN (@tuple, @size bytes: its
+ * own 4-tuple) that a steer rule (@match) matched, when the rule's records
+ * are on. The target is the proxy's port on the address the client asked
+ * for, where the listener was, or was not, found. */
+static __always_inline void steer_event(struct __sk_buff *skb, const struct rule_match *match,
+					const struct bpf_sock_tuple *tuple, int size,
+					enum flow_verdict verdict, enum flow_reason reason)
 {
+	struct flow_event *event = event_start(match->rule, verdict, reason);
+
+	if (!event)
+		return;
+	event->protocol = IPPROTO_TCP;
+	event->ifindex = skb->ifindex;
+	if (size == sizeof(tuple->ipv4)) {
+		event->family = FAMILY_IPV4;
+		event_ipv4(&event->source, tuple->ipv4.saddr);
+		event_ipv4(&event->destination, tuple->ipv4.daddr);
+		event->source_port = tuple->ipv4.sport;
+		event->destination_port = tuple->ipv4.dport;
+	} else {
+		event->family = FAMILY_IPV6;
+		__builtin_memcpy(event->source.word, tuple->ipv6.saddr, sizeof(event->source.word));
+		__builtin_memcpy(event->destination.word, tuple->ipv6.daddr, sizeof(event->destination.word));
+		event->source_port = tuple->ipv6.sport;
+		event->destination_port = tuple->ipv6.dport;
+	}
+	event->target = event->destination;
+	event->target_port = match->port;
+	event_send(event);
+}
+
+/* proxy_unavailable — the verdict for a SYN (@tuple, @size bytes) the
+ * proxy cannot take, counted in @slot and recorded as @verdict: dropped
+ * when the rule fails closed, else handed on to whatever listens on
+ * originalPort. */
+static __always_inline int proxy_unavailable(struct __sk_buff *skb, const struct rule_match *match,
+					     const struct bpf_sock_tuple *tuple, int size,
+					     enum counter_slot slot, enum flow_verdict verdict)
+{
+	int pass = match->on_proxy_down == PROXY_DOWN_PASS;
+
 	count_packet(match->rule, slot, skb->len);
-	return match->on_proxy_down == PROXY_DOWN_PASS ? TC_ACT_UNSPEC : TC_ACT_SHOT;
+	steer_event(skb, match, tuple, size, verdict, pass ? REASON_PASSED : REASON_DROPPED);
+	return pass ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 }
 
 /* time_wait_syn — the verdict for a SYN whose tuple the server holds in
@@ -1198,16 +1496,17 @@ static __always_inline int proxy_unavailable(struct __sk_buff *skb, const struct
  * it either, or this tuple's RST was sent less than a second ago and did
  * not take — the rule's onProxyDown applies, counted in timeWait. */
 static __always_inline int time_wait_syn(struct __sk_buff *skb, const struct l4_packet *pkt, const struct rule_match *match,
-					 const struct bpf_sock_tuple *tuple, const struct time_wait *time_wait)
+					 const struct bpf_sock_tuple *tuple, int size, const struct time_wait *time_wait)
 {
 	switch (reopen_time_wait(skb, pkt, tuple, time_wait)) {
 	case REOPEN_SENT:
 		return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
 	case REOPEN_CORRUPTED: /* never hand on a frame that may still be the RST */
 		count_packet(match->rule, COUNTER_TIME_WAIT, skb->len);
+		steer_event(skb, match, tuple, size, VERDICT_TIME_WAIT, REASON_DROPPED);
 		return TC_ACT_SHOT;
 	default:
-		return proxy_unavailable(skb, match, COUNTER_TIME_WAIT);
+		return proxy_unavailable(skb, match, tuple, size, COUNTER_TIME_WAIT, VERDICT_TIME_WAIT);
 	}
 }
 
@@ -1220,6 +1519,7 @@ static __always_inline int steer_syn(struct __sk_buff *skb, const struct l4_pack
 {
 	struct bpf_sock_tuple tuple = {}; /* zero-padded: a time_wait_tries key */
 	struct time_wait time_wait = {};
+	enum flow_reason reason;
 	int size;
 
 	size = packet_tuple(skb, pkt, &tuple);
@@ -1229,18 +1529,22 @@ static __always_inline int steer_syn(struct __sk_buff *skb, const struct l4_pack
 	case TUPLE_FREE:
 		break;
 	case TUPLE_TIME_WAIT:
-		return time_wait_syn(skb, pkt, match, &tuple, &time_wait);
+		return time_wait_syn(skb, pkt, match, &tuple, size, &time_wait);
 	default: /* a retransmission: the stack's own */
 		return TC_ACT_UNSPEC;
 	}
 	switch (assign_listener(skb, &tuple, size, match->port)) {
 	case STEER_ASSIGNED:
 		count_packet(match->rule, COUNTER_STEERED, skb->len);
-		if (time_wait_reopened(&tuple))
+		reason = REASON_NONE;
+		if (time_wait_reopened(&tuple)) {
 			count_packet(match->rule, COUNTER_TIME_WAIT_RECYCLED, skb->len);
+			reason = REASON_TIME_WAIT_RECYCLED;
+		}
+		steer_event(skb, match, &tuple, size, VERDICT_STEERED, reason);
 		return TC_ACT_UNSPEC;
 	default:
-		return proxy_unavailable(skb, match, COUNTER_PROXY_DOWN);
+		return proxy_unavailable(skb, match, &tuple, size, COUNTER_PROXY_DOWN, VERDICT_PROXY_DOWN);
 	}
 }
 
