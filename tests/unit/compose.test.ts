@@ -1,6 +1,6 @@
 /** Policies that select the same links compose into one program per link (issue 20), over the fake datapath. */
 import assert from "node:assert/strict";
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { test } from "node:test";
@@ -11,7 +11,8 @@ import { isPolicyName } from "../../src/model/policy-name.js";
 import { composedRules, composedSlots } from "../../src/model/rule-slots.js";
 import { PinLayout } from "../../src/kernel/pins.js";
 import { describeWarning, summarise, type Plan } from "../../src/plan/index.js";
-import { executePlan, planRun, type DesiredPolicy } from "../../src/reconcile/index.js";
+import { composeDesired, executePlan, planRun, type DesiredPolicy } from "../../src/reconcile/index.js";
+import { RuleDirectory } from "../../src/flows/rules.js";
 import { validatePolicies } from "../../src/validate/index.js";
 import { inspect } from "../../src/reconcile/inspect.js";
 import { statusJson } from "../../src/commands/status.js";
@@ -326,4 +327,23 @@ test("slots of a composed program: every interceptor first, policy by policy, th
   ]);
   assert.deepEqual(composedRules([a, b]), ["a0", "b0", "b1", "a-out0", "b-out0"]);
   assert.deepEqual(composedRules([b]), ["b0", "b1", "b-out0"], "one policy: its own numbering");
+});
+
+test("flow records of a composed program name each rule by its policy and index", async () => {
+  const scratch = await mkdtemp(path.join(tmpdir(), "intercept-compose-flows-"));
+  try {
+    const pins = new PinLayout("ns1", path.join(scratch, "bpf"));
+    const [program] = await composeDesired([web(), db()], [["db", "web"]]);
+    await mkdir(pins.version(program!.program), { recursive: true });
+    const rules = await RuleDirectory.read(pins, [web(), db()]);
+    const version = program!.program.version;
+    assert.deepEqual(
+      [0, 1, 2].map((slot) => rules.resolve(version, slot).label),
+      ["db[0]", "web[0]", "web[1]"],
+    );
+    assert.equal(rules.resolve(version, 2).policy, "web");
+    assert.equal(rules.slots(version), 3);
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
 });
