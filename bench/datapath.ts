@@ -20,7 +20,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { execa } from "execa";
 import { compileBpf, contentHash } from "../src/build/index.js";
-import { compilePolicies } from "../src/compile/index.js";
+import { compileComposition, compilePolicies, type CompiledPolicy } from "../src/compile/index.js";
 import {
   matchStrategy,
   PREFIX_CONSTANT_LIMIT,
@@ -114,9 +114,12 @@ class Bench {
     return output;
   }
 
-  /** Compiles and loads a policy's program with all rules enabled; returns its ingress pin and timings. */
-  async generated(policy: ValidPolicy, strategy?: MatchStrategy, prefixLimit?: number) {
-    const [compiled] = compilePolicies([policy], strategy, prefixLimit);
+  /**
+   * Compiles and loads a policy's program (or @given, a composition's) with
+   * all rules enabled; returns its ingress pin and timings.
+   */
+  async generated(policy: ValidPolicy, strategy?: MatchStrategy, prefixLimit?: number, given?: CompiledPolicy) {
+    const compiled = given ?? compilePolicies([policy], strategy, prefixLimit)[0];
     const source = path.join(this.scratch, `${policy.name}.bpf.c`);
     await writeFile(source, compiled!.source);
     const startCompile = performance.now();
@@ -611,6 +614,119 @@ async function prefixCrossover(bench: Bench) {
 
 const f = (value: number, digits = 1) => value.toFixed(digits);
 
+const COMPOSED_POLICIES = 10;
+const COMPOSED_RULES = 10;
+
+/**
+ * Ten policies of ten rules each, by name in composition order; the first
+ * and the last hold a flip pair (so a hit repeats on one skb), the others
+ * ordinary rules spread over the port space.
+ */
+function composedPolicies(): ValidPolicy[] {
+  return Array.from({ length: COMPOSED_POLICIES }, (_, p) => {
+    const rules: BenchRule[] = [];
+    if (p === 0) rules.push(rewriteRule(8000, 9000), rewriteRule(9000, 8000));
+    if (p === COMPOSED_POLICIES - 1) rules.push(rewriteRule(7000, 7100), rewriteRule(7100, 7000));
+    for (let i = 0; rules.length < COMPOSED_RULES; i++)
+      rules.push(rewriteRule(10_000 + p * 100 + i, 30_000 + p * 100 + i));
+    return policyOf(`bench_part_${String(p).padStart(2, "0")}`, rules);
+  });
+}
+
+const COMPOSED_CASES = [
+  { name: "hit, first policy's rule (tcp 8000)", hit: true, frame: SCALING_HIT },
+  {
+    name: "hit, last policy's rule (tcp 7000)",
+    hit: true,
+    frame: buildPacket({ family: "ipv4", protocol: "tcp", sport: 40000, dport: 7000 }),
+  },
+  { name: "miss (tcp 7)", hit: false, frame: SCALING_MISS },
+];
+
+/** In place: a Fisher–Yates shuffle, so no variant or packet always runs first. */
+function shuffle<T>(items: T[]): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+  return items;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+/**
+ * Issue 20: ten policies of ten rules composed on one link, against one
+ * policy holding the same hundred rules, per packet, side by side: each
+ * round runs every (variant, packet) pair in a shuffled order, the ratio
+ * is taken per round, and the median of the rounds' ratios is reported
+ * with their spread (min–max).
+ */
+async function composition(bench: Bench) {
+  const parts = composedPolicies();
+  const composed = compileComposition(parts);
+  const single = policyOf(
+    "bench_one_policy",
+    parts.flatMap((policy) => policy.rules),
+  );
+  const pins = {
+    composed: (await bench.generated(composed.policy, undefined, undefined, composed)).pin,
+    single: (await bench.generated(single)).pin,
+  };
+  const ratios = new Map<string, number[]>(COMPOSED_CASES.map((c) => [c.name, []]));
+  const ns = new Map<string, number[]>();
+  for (let round = 0; round < ROUNDS; round++) {
+    const runs = shuffle(
+      COMPOSED_CASES.flatMap((packet) => (["composed", "single"] as const).map((variant) => ({ packet, variant }))),
+    );
+    const measured = new Map<string, number>();
+    for (const { packet, variant } of runs) {
+      const value = await bench.nanoseconds(pins[variant], packet.frame);
+      measured.set(`${variant}|${packet.name}`, value);
+      ns.set(`${variant}|${packet.name}`, [...(ns.get(`${variant}|${packet.name}`) ?? []), value]);
+    }
+    for (const packet of COMPOSED_CASES)
+      ratios.get(packet.name)!.push(measured.get(`composed|${packet.name}`)! / measured.get(`single|${packet.name}`)!);
+  }
+  return COMPOSED_CASES.map((packet) => {
+    const perRound = ratios.get(packet.name)!;
+    return {
+      packet: packet.name,
+      hit: packet.hit,
+      composedNs: median(ns.get(`composed|${packet.name}`)!),
+      singleNs: median(ns.get(`single|${packet.name}`)!),
+      ratio: median(perRound),
+      spread: { min: Math.min(...perRound), max: Math.max(...perRound) },
+    };
+  });
+}
+
+async function printComposition(bench: Bench) {
+  const rows = await composition(bench);
+  console.log(
+    `
+${COMPOSED_POLICIES} policies × ${COMPOSED_RULES} rules composed on one link vs one policy of the same ${COMPOSED_POLICIES * COMPOSED_RULES} rules (median of ${ROUNDS} per-round ratios, shuffled order):`,
+  );
+  console.log(
+    table(
+      ["packet (ingress)", "composed ns", "one policy ns", "composed/one", "spread (min–max)"],
+      rows.map((r) => [
+        r.packet,
+        f(r.composedNs),
+        f(r.singleNs),
+        f(r.ratio, 3),
+        `${f(r.spread.min, 3)}–${f(r.spread.max, 3)}`,
+      ]),
+    ),
+  );
+  const worst = Math.max(...rows.map((r) => r.ratio));
+  console.log(`composed/one, worst packet: ${f(worst, 3)} (target ≤ 1.02)`);
+  return rows;
+}
+
 async function main() {
   await ensureBpffs();
   const bench = new Bench(
@@ -622,6 +738,11 @@ async function main() {
     console.log(
       `datapath benchmark: ${ROUNDS} interleaved rounds × ${REPEAT} runs per measurement, kernel ${kernel}\n`,
     );
+    if (process.env.BENCH_ONLY === "composition") {
+      // `BENCH_ONLY=composition npm run bench:datapath`: the composition rows alone, results not written.
+      await printComposition(bench);
+      return;
+    }
     const rows = await sideBySide(bench);
     console.log(
       table(
@@ -800,6 +921,8 @@ async function main() {
       ),
     );
 
+    const composed = await printComposition(bench);
+
     const prefixes = await prefixCrossover(bench);
     console.log(
       `\nconstant compares vs LPM trie, same source lists (the compiler takes the trie above ${PREFIX_CONSTANT_LIMIT} CIDRs a list):`,
@@ -850,6 +973,7 @@ async function main() {
       steer: { rows: steered, summary: steerSummary, events: eventsSummary },
       selectors,
       prefixCrossover: prefixes,
+      composition: composed,
     };
     await writeFile("bench/results/datapath.json", `${JSON.stringify(result, null, 2)}\n`);
     console.log("\nwritten: bench/results/datapath.json");

@@ -224,15 +224,16 @@ export class AgentMetrics {
         unreadable.set({ namespace }, report.programs.filter((program) => program.countersError !== undefined).length);
         cgroups.set({ namespace }, report.cgroups.filter((cgroup) => cgroup.programs.length > 0).length);
         for (const { program, rules } of report.programs) {
-          for (const { index, rule, outbound, counters } of rules) {
+          for (const { index, owner, rule, outbound, counters } of rules) {
             if (!counters) continue; // unreadable: counted above, never exported as zero
             if (outbound) {
               const selector = `outbound tcp ${outbound.originalPort} → ${outbound.port}`;
               redirected.inc(
                 {
                   namespace,
-                  policy: program.ref.policy,
-                  rule: String(index),
+                  // A rule keeps its policy's address in a composed program; its programs' counts add up.
+                  policy: owner?.policy ?? program.ref.policy,
+                  rule: String(owner?.index ?? index),
                   selector,
                   protocol: "tcp",
                   original_port: String(outbound.originalPort),
@@ -244,8 +245,8 @@ export class AgentMetrics {
             }
             const labels = {
               namespace,
-              policy: program.ref.policy,
-              rule: String(index),
+              policy: owner?.policy ?? program.ref.policy,
+              rule: String(owner?.index ?? index),
               selector: rule ? ruleSummary(rule) : "",
               protocol: rule?.protocol ?? "",
               original_port: String((rule && singleOriginalPort(rule)) ?? ""),

@@ -3,7 +3,8 @@ import { copyFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { CompiledPolicy } from "../compile/index.js";
 import { InterceptError, messageOf } from "../errors.js";
-import { isObjectFileName, isPolicyName, objectFileName } from "../model/policy-name.js";
+import { compositionName, isProgramName, isProgramObjectFileName } from "../model/composition.js";
+import { isPolicyName, objectFileName } from "../model/policy-name.js";
 import { clangBuilder, compilerVersion, findOnPath, type BuiltPolicy } from "./clang.js";
 import type { ProgramBuilder } from "./types.js";
 
@@ -11,7 +12,10 @@ const MANIFEST = "manifest.json";
 
 /**
  * What `intercept build --out DIR` writes beside the objects, and what
- * `--objects DIR` trusts nothing of without checking: each policy's object,
+ * `--objects DIR` trusts nothing of without checking: an object for each
+ * policy's own program and each composition links are likely to make
+ * (likelyCompositions), with the policies it holds; a node picks the one
+ * for the composition a link needs, by its name;
  * the sha256 of the C it was built from (so a changed policy is refused,
  * not run with an old program), its content hash (the identity plans use,
  * clang's version included), and the object's own sha256 (so a tampered
@@ -25,7 +29,10 @@ export interface ObjectManifest {
 }
 
 export interface ManifestEntry {
+  /** The program's name: a policy's, or a composition's (src/model/composition.ts). */
   policy: string;
+  /** The policies the program holds, in composition order: [policy] for a policy's own (absent in older manifests). */
+  policies?: string[];
   sourceHash: string;
   contentHash: string;
   /** A file name in the manifest's directory: never a path. */
@@ -34,7 +41,7 @@ export interface ManifestEntry {
   minimumKernel: string;
 }
 
-/** Copies each built object into @dir as <policy>.bpf.o and writes the manifest; returns the manifest. */
+/** Copies each built object into @dir as <program>.bpf.o and writes the manifest; returns the manifest. */
 export async function writeObjects(dir: string, built: BuiltPolicy[]): Promise<ObjectManifest> {
   await mkdir(dir, { recursive: true });
   const objects: ManifestEntry[] = [];
@@ -43,6 +50,7 @@ export async function writeObjects(dir: string, built: BuiltPolicy[]): Promise<O
     await copyFile(objectPath, path.join(dir, object));
     objects.push({
       policy: compiled.policy.name,
+      policies: compiled.members.map((member) => member.name),
       sourceHash: compiled.sourceHash,
       contentHash,
       object,
@@ -118,7 +126,7 @@ async function requireClang(compiled: CompiledPolicy, dir: string): Promise<void
   if (await findOnPath("clang")) return;
   throw new InterceptError(
     "tool-missing",
-    `policy ${compiled.policy.name} has no prebuilt object in ${dir} and clang is not installed: build the objects in CI (\`intercept build --out DIR\`) or install clang`,
+    `${compiled.members.length > 1 ? "the composition of" : "policy"} ${compiled.members.map((m) => m.name).join(", ")} has no prebuilt object in ${dir} and clang is not installed: build the objects in CI (\`intercept build --out DIR\`) or install clang`,
   );
 }
 
@@ -156,8 +164,19 @@ function manifestProblem(value: unknown): string | undefined {
     const e = entry as Partial<ManifestEntry> | null;
     const at = `objects[${index}]`;
     if (typeof e !== "object" || e === null) return `${at} is not an object`;
-    if (typeof e.policy !== "string" || !isPolicyName(e.policy)) return `${at}.policy is not a policy name`;
-    if (typeof e.object !== "string" || !isObjectFileName(e.object)) return `${at}.object is not a file name of ours`;
+    if (typeof e.policy !== "string" || !isProgramName(e.policy)) return `${at}.policy is not a program name`;
+    // A manifest written before compositions lists no policies: its programs are policies' own.
+    const own = e.policies === undefined && isPolicyName(e.policy);
+    if (
+      !own &&
+      (!Array.isArray(e.policies) ||
+        e.policies.length === 0 ||
+        !e.policies.every((name) => typeof name === "string" && isPolicyName(name)) ||
+        compositionName(e.policies) !== e.policy)
+    )
+      return `${at}.policies are not the policies of ${e.policy}`;
+    if (typeof e.object !== "string" || !isProgramObjectFileName(e.object))
+      return `${at}.object is not a file name of ours`;
     for (const field of ["sourceHash", "contentHash", "sha256"] as const) {
       if (typeof e[field] !== "string" || !HEX64.test(e[field])) return `${at}.${field} is not a sha256`;
     }

@@ -1,20 +1,26 @@
 import path from "node:path";
 import { buildPolicy, writeObjects, type BuiltPolicy } from "../build/index.js";
-import { findDrift, writeGenerated } from "../compile/index.js";
+import {
+  compileComposition,
+  findDrift,
+  likelyCompositions,
+  writeGenerated,
+  type CompiledPolicy,
+} from "../compile/index.js";
 import { compiledPolicies } from "../reconcile/desired.js";
 import { withProgress } from "./progress.js";
 import { counted } from "./words.js";
 
 /** `intercept compile [PATH…] [--check]`: writes generated/, or reports drift. */
 export async function compileCommand(paths: string[], options: { check: boolean }): Promise<number> {
-  const compiled = await compiledPolicies(paths);
+  const compiled = withCompositions(await compiledPolicies(paths));
   const complete = paths.length === 0; // all of policies/: files without a policy are stale
   if (options.check) {
     const drifted = await findDrift(compiled, complete);
     for (const file of drifted)
       process.stderr.write(`${file}: out of date: run \`npx --no-install intercept compile\`\n`);
     if (drifted.length === 0)
-      process.stdout.write(`generated/ is up to date (${counted(compiled.length, "policy", "policies")})\n`);
+      process.stdout.write(`generated/ is up to date (${counted(compiled.length, "program")})\n`);
     return drifted.length > 0 ? 1 : 0;
   }
   const changed = await writeGenerated(compiled, complete);
@@ -27,13 +33,27 @@ export async function compileCommand(paths: string[], options: { check: boolean 
 }
 
 /**
+ * Each policy's own program, then the program of each composition links are
+ * likely to make (policies selecting the same links): generated/ holds the C
+ * of both, so a pull request shows the program a shared link will run.
+ */
+function withCompositions(own: CompiledPolicy[]): CompiledPolicy[] {
+  return [
+    ...own,
+    ...likelyCompositions(own.map((entry) => entry.policy)).map((members) => compileComposition(members)),
+  ];
+}
+
+/**
  * `intercept build [PATH…] [--out DIR]`: compile, then clang into objects
- * (cached by content hash). With --out, DIR gets each policy's object and a
- * manifest, for nodes that apply with `--objects DIR` and have no clang.
+ * (cached by content hash). With --out, DIR gets each policy's object, one
+ * for each composition links are likely to make (policies selecting the
+ * same links), and a manifest, for nodes that apply with `--objects DIR`
+ * and have no clang.
  */
 export async function buildCommand(paths: string[], options: { out?: string }): Promise<number> {
   const built: BuiltPolicy[] = [];
-  for (const entry of await compiledPolicies(paths)) {
+  for (const entry of withCompositions(await compiledPolicies(paths))) {
     const policy = await withProgress(`building ${entry.policy.name} with clang`, () => buildPolicy(entry));
     built.push(policy);
     if (!options.out)

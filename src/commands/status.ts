@@ -8,7 +8,10 @@ import { describeNamespace } from "../kernel/namespace.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import { describeWarning } from "../plan/render.js";
 import { describeDrift } from "../reconcile/drift.js";
-import { inspect, type StatusReport } from "../reconcile/inspect.js";
+import { inspect, type ProgramReport, type StatusReport } from "../reconcile/inspect.js";
+import { formatAddress } from "../model/addresses.js";
+import { membersOf } from "../model/composition.js";
+import { sameVersion } from "../model/version.js";
 import { cidrText, ruleSummary, singleOriginalPort, type OutboundRule, type Rule } from "../validate/index.js";
 import { outputHeader } from "../model/output-format.js";
 import { programBuilder } from "./objects.js";
@@ -88,8 +91,12 @@ export function statusJson(report: StatusReport, policiesError: string | undefin
       cgroupProgramIds: program.cgroupProgramIds,
       exemptCgroups: program.exemptCgroups,
       countersError: countersError ?? null,
-      rules: rules.map(({ index, rule, outbound, enabled, counters }) => ({
+      rules: rules.map(({ index, owner, rule, outbound, enabled, counters }) => ({
         index,
+        ...(owner && {
+          address: formatAddress({ kind: "rule", policy: owner.policy, index: owner.index }),
+          file: owner.file,
+        }),
         ...(rule && { selector: ruleSummary(rule), rule: ruleJson(rule) }),
         ...(outbound && {
           outbound: {
@@ -157,43 +164,68 @@ function describeCgroups(report: StatusReport, ref: { policy: string; version: s
   });
 }
 
+/**
+ * The text form: each link with the program it runs and, for each rule,
+ * the policy and file it came from; then programs no link runs (a policy's
+ * own program whose links are yet to come, or one that captures cgroups).
+ */
 function renderStatus(report: StatusReport, policiesError: string | undefined): string {
   const lines = [`intercept in ${describeNamespace(report.observed.netns)}:`];
   if (policiesError) lines.push(`  note: ${policiesError}`);
   for (const drift of report.drift) lines.push(`  DRIFT: ${describeDrift(drift)}`);
   for (const warning of report.warnings) lines.push(`  WARNING: ${describeWarning(warning, report.observed.netns)}`);
   if (report.programs.length === 0) lines.push("  nothing is loaded");
-  for (const { program, rules, countersError } of report.programs) {
-    const attached = report.links
-      .filter((link) =>
-        Object.values(link.programs).some(
-          (ref) => ref?.version === program.ref.version && ref.policy === program.ref.policy,
-        ),
-      )
-      .map((link) => link.link);
-    const ids = (Object.entries(program.programIds) as [Hook, number][]).map(([hook, id]) => `${hook}=${id}`).join(" ");
+  const runs = (link: StatusReport["links"][number], program: ProgramReport) =>
+    Object.values(link.programs).some((ref) => ref !== undefined && sameVersion(ref, program.program.ref));
+  for (const link of report.links) {
+    const program = report.programs.find((candidate) => runs(link, candidate));
+    const ids = (Object.entries(link.programIds) as [Hook, number][]).map(([hook, id]) => `${hook}=${id}`).join(" ");
     lines.push(
-      `  policy ${program.ref.policy} @${(program.contentHash ?? program.ref.version).slice(0, 12)}  programs ${ids || "(none)"}${program.contentHash === null ? "  INCOMPLETE: a load never finished" : ""}`,
+      `  link ${link.link}: ${program ? describeProgram(program) : "a program intercept did not pin"}  ${ids}`,
     );
-    const cgroupIds = Object.entries(program.cgroupProgramIds)
+    if (program) lines.push(...describeRules(program, "    "));
+  }
+  const unattached = report.programs.filter((program) => !report.links.some((link) => runs(link, program)));
+  for (const program of unattached) {
+    const ids = (Object.entries(program.program.programIds) as [Hook, number][])
+      .map(([hook, id]) => `${hook}=${id}`)
+      .join(" ");
+    lines.push(`  ${describeProgram(program)}  programs ${ids || "(none)"}  links: (none)`);
+    const cgroupIds = Object.entries(program.program.cgroupProgramIds)
       .map(([hook, id]) => `${hook}=${id}`)
       .join(" ");
     if (cgroupIds) lines.push(`    cgroup programs ${cgroupIds}`);
-    lines.push(`    links: ${attached.length > 0 ? attached.join(", ") : "(none)"}`);
-    const cgroups = describeCgroups(report, program.ref);
+    const cgroups = describeCgroups(report, program.program.ref);
     if (cgroups.length > 0 || cgroupIds)
       lines.push(`    cgroups: ${cgroups.length > 0 ? cgroups.join(", ") : "(none)"}`);
-    if (countersError) lines.push(`    counters unreadable: ${countersError}`);
-    for (const { index, rule, outbound, enabled, counters } of rules) {
-      const what = rule
-        ? `${ruleSummary(rule)} ${rule.strategy}`
-        : outbound
-          ? `outbound tcp ${outbound.originalPort} -> proxy ${outbound.port}${outbound.cidrs.length > 0 ? ` (${outbound.cidrs.map((cidr) => cidr.text).join(", ")})` : ""}`
-          : "(rule not in the given policies)";
-      lines.push(
-        `    [${index}] ${what.padEnd(28)} ${enabled ? "enabled " : "disabled"}${counters ? `  ${describeCounters(counters, rule, outbound)}` : ""}`,
-      );
-    }
+    lines.push(...describeRules(program, "    "));
   }
   return `${lines.join("\n")}\n`;
+}
+
+/** "program db+web @1a2b3c4d5e6f (policies db, web)": a version, and whose rules it holds. */
+function describeProgram({ program, desired }: ProgramReport): string {
+  const policies = desired ? desired.members.map((member) => member.name) : (membersOf(program.ref.policy) ?? []);
+  const holds = policies.length > 1 ? ` (policies ${policies.join(", ")})` : "";
+  const incomplete = program.contentHash === null ? "  INCOMPLETE: a load never finished" : "";
+  return `program ${program.ref.policy} @${(program.contentHash ?? program.ref.version).slice(0, 12)}${holds}${incomplete}`;
+}
+
+/** Each rule of @program: its address, file, what it matches, its switch and its counters. */
+function describeRules({ rules, countersError }: ProgramReport, indent: string): string[] {
+  const lines = countersError ? [`${indent}counters unreadable: ${countersError}`] : [];
+  for (const { index, owner, rule, outbound, enabled, counters } of rules) {
+    const what = rule
+      ? `${ruleSummary(rule)} ${rule.strategy}`
+      : outbound
+        ? `outbound tcp ${outbound.originalPort} -> proxy ${outbound.port}${outbound.cidrs.length > 0 ? ` (${outbound.cidrs.map((cidr) => cidr.text).join(", ")})` : ""}`
+        : "(rule not in the given policies)";
+    const address = owner
+      ? `${formatAddress({ kind: "rule", policy: owner.policy, index: owner.index })} (${owner.file})`
+      : `[${index}]`;
+    lines.push(
+      `${indent}${address} ${what.padEnd(28)} ${enabled ? "enabled " : "disabled"}${counters ? `  ${describeCounters(counters, rule, outbound)}` : ""}`,
+    );
+  }
+  return lines;
 }

@@ -5,13 +5,19 @@ import { CGROUP_HOOKS, type CgroupHook, type Hook } from "../model/hooks.js";
 import type { ValidPolicy } from "../validate/index.js";
 import { attachesToLinks } from "../validate/outbound.js";
 import type { PrefixEntry } from "./match.js";
+import { composePolicies } from "./compose.js";
 import { renderPolicy, type MatchStrategy } from "./render.js";
+
+export { composePolicies, likelyCompositions } from "./compose.js";
 
 export const GENERATED_DIR = "generated";
 
 /** A policy rendered to C: what build compiles and what the golden tests pin. */
 export interface CompiledPolicy {
+  /** What was rendered: a policy, or the policies of a composition as one (compose.ts). */
   policy: ValidPolicy;
+  /** The policies the program holds, in composition order: [policy] for a policy's own program. */
+  members: ValidPolicy[];
   /** generated/<name>.bpf.c */
   sourcePath: string;
   source: string;
@@ -40,19 +46,37 @@ export function compilePolicies(
   strategy?: MatchStrategy,
   prefixLimit?: number,
 ): CompiledPolicy[] {
-  return policies.map((policy) => {
-    const { source, prefixes } = renderPolicy(policy, strategy, prefixLimit);
-    return {
-      policy,
-      sourcePath: path.join(GENERATED_DIR, `${policy.name}.bpf.c`),
-      source,
-      sourceHash: createHash("sha256").update(source).digest("hex"),
-      hooks: programHooks(policy),
-      minimumKernel: minimumKernel(policy),
-      prefixes,
-      cgroupHooks: policy.outbound ? [...CGROUP_HOOKS] : [],
-    };
-  });
+  return policies.map((policy) => compiledProgram(policy, [policy], strategy, prefixLimit));
+}
+
+/** The program of the composition of @members (src/model/composition.ts): one program for their rules together. */
+export function compileComposition(
+  members: readonly ValidPolicy[],
+  strategy?: MatchStrategy,
+  prefixLimit?: number,
+): CompiledPolicy {
+  const composed = composePolicies(members);
+  return compiledProgram(composed.policy, composed.members, strategy, prefixLimit);
+}
+
+function compiledProgram(
+  policy: ValidPolicy,
+  members: ValidPolicy[],
+  strategy: MatchStrategy | undefined,
+  prefixLimit: number | undefined,
+): CompiledPolicy {
+  const { source, prefixes } = renderPolicy(policy, strategy, prefixLimit);
+  return {
+    policy,
+    members,
+    sourcePath: path.join(GENERATED_DIR, `${policy.name}.bpf.c`),
+    source,
+    sourceHash: createHash("sha256").update(source).digest("hex"),
+    hooks: programHooks(policy),
+    minimumKernel: minimumKernel(policy),
+    prefixes,
+    cgroupHooks: policy.outbound ? [...CGROUP_HOOKS] : [],
+  };
 }
 
 /**

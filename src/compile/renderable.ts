@@ -11,6 +11,7 @@
  * `#warning` into it).
  */
 import { InterceptError } from "../errors.js";
+import { isProgramName } from "../model/composition.js";
 import { POLICY_NAME } from "../model/policy-name.js";
 import { outboundSlot } from "../model/rule-slots.js";
 import type { Rule, ValidPolicy } from "../validate/index.js";
@@ -38,16 +39,15 @@ export const RENDER_LIMITS = {
 export function assertRenderable(policy: unknown): asserts policy is ValidPolicy {
   const refuse = (what: string, value: unknown, expected: string): never => {
     const name =
-      isRecord(policy) && typeof policy.name === "string" && RENDER_LIMITS.name.test(policy.name)
-        ? ` "${policy.name}"`
-        : "";
+      isRecord(policy) && typeof policy.name === "string" && isProgramName(policy.name) ? ` "${policy.name}"` : "";
     throw new InterceptError(
       "render-refused",
       `refusing to render policy${name}: ${what} is ${excerpt(value)}, not ${expected}`,
     );
   };
   if (!isRecord(policy)) return refuse("the policy", policy, "an object");
-  if (typeof policy.name !== "string" || !RENDER_LIMITS.name.test(policy.name)) {
+  // A composed program (src/model/composition.ts) is named by its policies; the name reaches C comments only.
+  if (typeof policy.name !== "string" || !isProgramName(policy.name)) {
     refuse("name", policy.name, `a name matching ${RENDER_LIMITS.name.source}`);
   }
   const rules = policy.rules;

@@ -64,7 +64,7 @@ import {
 import { readNodePrograms } from "../kernel/node-table.js";
 import { COUNTER_SLOTS, counterKey } from "../model/counters.js";
 import { hexByte } from "../model/host-order.js";
-import { isPolicyName } from "../model/policy-name.js";
+import { isProgramName } from "../model/composition.js";
 import { isVersionName } from "../model/version.js";
 import {
   CGROUP_HOOKS,
@@ -229,7 +229,7 @@ export class KernelDatapath implements Datapath {
     const entries = await listEntries(this.pins.namespaceDir, "all");
     if (entries.length === 0) return [{ kind: "namespace" }];
     const empty: EmptyPin[] = [];
-    for (const policy of (await listEntries(this.pins.namespaceDir, "directories")).filter(isPolicyName)) {
+    for (const policy of (await listEntries(this.pins.namespaceDir, "directories")).filter(isProgramName)) {
       if ((await listEntries(this.pins.policy(policy), "all")).length === 0) empty.push({ kind: "policy", policy });
     }
     return empty;
@@ -248,7 +248,7 @@ export class KernelDatapath implements Datapath {
    */
   private async observePrograms(): Promise<ObservedProgram[]> {
     const versions: VersionRef[] = [];
-    for (const policy of (await listEntries(this.pins.namespaceDir, "directories")).filter(isPolicyName)) {
+    for (const policy of (await listEntries(this.pins.namespaceDir, "directories")).filter(isProgramName)) {
       for (const version of (await listEntries(this.pins.policy(policy), "directories")).filter(isVersionName))
         versions.push({ policy, version });
     }
@@ -611,7 +611,7 @@ async function pinnedVersionWith(
   loading: VersionRef,
   names: readonly MapName[],
 ): Promise<VersionRef | undefined> {
-  for (const policy of (await listEntries(pins.namespaceDir, "directories")).filter(isPolicyName)) {
+  for (const policy of (await listEntries(pins.namespaceDir, "directories")).filter(isProgramName)) {
     for (const version of (await listEntries(pins.policy(policy), "directories")).filter(isVersionName)) {
       const ref = { policy, version };
       if (sameVersion(ref, loading)) continue;

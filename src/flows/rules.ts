@@ -7,12 +7,12 @@
  * by content hash), which name the rule and its file:line.
  */
 import { listEntries, type PinLayout } from "../kernel/pins.js";
-import { isPolicyName } from "../model/policy-name.js";
-import { ruleSlots, slotCount } from "../model/rule-slots.js";
+import { isProgramName, membersOf } from "../model/composition.js";
+import { composedSlots, ruleSlots, type RuleSlot } from "../model/rule-slots.js";
 import { isVersionName } from "../model/version.js";
 import type { LoadedPolicy } from "../load/index.js";
-import type { DesiredPolicy } from "../reconcile/desired.js";
-import { ruleSummary, type OutboundRule, type Rule } from "../validate/index.js";
+import { composeDesired, type DesiredPolicy } from "../reconcile/desired.js";
+import { ruleSummary, type OutboundRule, type Rule, type ValidPolicy } from "../validate/index.js";
 
 /** A record's rule, as far as what is known names it. */
 export interface ResolvedRule {
@@ -30,8 +30,17 @@ export interface ResolvedRule {
 
 interface KnownVersion {
   policy: string;
-  /** The policy on disk it was built from, with where each rule is written. */
-  source?: { desired: DesiredPolicy; loaded: LoadedPolicy | undefined };
+  /**
+   * What each slot holds, from the policies on disk it was built from (one,
+   * or a composition's, src/model/composition.ts), with where each rule is written.
+   */
+  source?: SlotOwner[];
+}
+
+interface SlotOwner {
+  policy: ValidPolicy;
+  loaded: LoadedPolicy | undefined;
+  entry: RuleSlot<Rule, OutboundRule>;
 }
 
 export class RuleDirectory {
@@ -43,15 +52,25 @@ export class RuleDirectory {
     desired: DesiredPolicy[] = [],
     loaded: LoadedPolicy[] = [],
   ): Promise<RuleDirectory> {
-    const byVersion = new Map(desired.map((want) => [want.program.version, want]));
+    const byVersion = new Map(
+      desired.map((want) => [want.program.version, { name: want.program.policy, members: [want.policy] }]),
+    );
     const byFile = new Map(loaded.map((policy) => [policy.file, policy]));
+    const names = (await listEntries(pins.namespaceDir, "directories")).filter(isProgramName);
+    // Compositions are named by their policies: composed as plan composes them, to name their slots.
+    const given = new Set(desired.map((want) => want.policy.name));
+    const sets = names
+      .map(membersOf)
+      .filter((set): set is string[] => set !== undefined && set.length > 1 && set.every((name) => given.has(name)));
+    for (const program of await composeDesired(desired, sets))
+      byVersion.set(program.program.version, { name: program.name, members: program.members });
     const versions = new Map<string, KnownVersion>();
-    for (const policy of (await listEntries(pins.namespaceDir, "directories")).filter(isPolicyName)) {
+    for (const policy of names) {
       for (const version of (await listEntries(pins.policy(policy), "directories")).filter(isVersionName)) {
         const want = byVersion.get(version);
         versions.set(version, {
           policy,
-          ...(want?.program.policy === policy && { source: { desired: want, loaded: byFile.get(want.policy.file) } }),
+          ...(want?.name === policy && { source: slotOwners(want.members, byFile) }),
         });
       }
     }
@@ -66,22 +85,24 @@ export class RuleDirectory {
   /** What @slot of the program @version is. The one place a slot becomes a rule. */
   resolve(version: string, slot: number): ResolvedRule {
     const known = this.versions.get(version);
-    const policy = known?.policy ?? null;
-    const name = policy ?? `version ${version}`;
+    const program = known?.policy ?? null;
+    const name = program ?? `version ${version}`;
     const source = known?.source;
-    if (!source) return { policy, slot, label: `${name}[${slot}]`, location: null, summary: null };
-    const entry = ruleSlots(source.desired.policy).find((candidate) => candidate.slot === slot);
-    if (!entry) return { policy, slot: null, label: name, location: null, summary: null };
+    if (!source) return { policy: program, slot, label: `${name}[${slot}]`, location: null, summary: null };
+    const owner = source[slot];
+    if (!owner) return { policy: program, slot: null, label: name, location: null, summary: null };
+    // A rule keeps its own policy's address in a composed program: rule.<policy>[index].
+    const { policy, loaded, entry } = owner;
     const pointer =
       entry.kind === "interceptor"
-        ? `/interceptors/${slot}`
-        : `/outbound/rules/${slot - source.desired.policy.rules.length}`;
-    const span = source.loaded?.sourceMap.span(pointer);
+        ? `/interceptors/${entry.slot}`
+        : `/outbound/rules/${entry.slot - policy.rules.length}`;
+    const span = loaded?.sourceMap.span(pointer);
     return {
-      policy,
-      slot,
-      label: `${name}[${slot}]`,
-      location: span ? `${source.desired.policy.file}:${span.line}` : null,
+      policy: policy.name,
+      slot: entry.slot,
+      label: `${policy.name}[${entry.slot}]`,
+      location: span ? `${policy.file}:${span.line}` : null,
       summary:
         entry.kind === "interceptor" ? ruleSummary(entry.rule as Rule) : outboundSummary(entry.rule as OutboundRule),
     };
@@ -89,9 +110,19 @@ export class RuleDirectory {
 
   /** How many rule slots @version has, when its policy is known: the slot after them is "no rule". */
   slots(version: string): number | undefined {
-    const source = this.versions.get(version)?.source;
-    return source ? slotCount(source.desired.policy) : undefined;
+    return this.versions.get(version)?.source?.length;
   }
+}
+
+/** For each slot of the program of @members (composedSlots), the policy and rule it holds. */
+function slotOwners(members: ValidPolicy[], byFile: Map<string, LoadedPolicy>): SlotOwner[] {
+  const owners: SlotOwner[] = [];
+  const slots = composedSlots(members);
+  members.forEach((policy, m) => {
+    for (const entry of ruleSlots(policy))
+      owners[slots[m]![entry.slot]!] = { policy, loaded: byFile.get(policy.file), entry };
+  });
+  return owners;
 }
 
 function outboundSummary(rule: OutboundRule): string {

@@ -4,7 +4,7 @@ import { InterceptError } from "../errors.js";
 import { CGROUP_PROGRAMS, TC_PROGRAMS, type MapName } from "../model/bpf-abi.js";
 import type { CgroupHook, Hook } from "../model/hooks.js";
 import { NAMESPACE_KEY } from "../model/namespace.js";
-import { POLICY_NAME } from "../model/policy-name.js";
+import { isProgramName } from "../model/composition.js";
 import { VERSION_NAME, type VersionRef } from "../model/version.js";
 import { run } from "./exec.js";
 
@@ -15,17 +15,19 @@ export const NODE_PINS = "node";
 
 // The only names a pin path is ever built from (src/model/): anything else is refused, never joined.
 export { isPolicyName } from "../model/policy-name.js";
+export { isProgramName } from "../model/composition.js";
 export { isVersionName } from "../model/version.js";
 export { OUTBOUND_RECORD_MAPS, type MapName, type OutboundRecordMap } from "../model/bpf-abi.js";
 
 /**
  * Where a namespace's objects are pinned:
  *   /sys/fs/bpf/intercept/<ns>/qdiscs                        clsact qdiscs intercept created
- *   /sys/fs/bpf/intercept/<ns>/<policy>/<version>/progs/…    intercept_ingress, intercept_egress,
+ *   /sys/fs/bpf/intercept/<ns>/<program>/<version>/progs/…    intercept_ingress, intercept_egress,
  *                                                            out_connect4, out_connect6, out_sockops, out_getsockopt
  *   /sys/fs/bpf/intercept/<ns>/<policy>/<version>/maps/…      rule_state, rule_counters, policy_meta,
  *                                                            prefixes_v4/_v6, exempt_cgroups, orig_by_cookie, orig_by_conn
- * A policy's version directory lets a new version load beside the old one,
+ * <program> is a policy's name, or a composition's (src/model/composition.ts).
+ * A program's version directory lets a new version load beside the old one,
  * so filters can be swapped from one to the other without a gap. Every
  * path is derived here from checked names, and must resolve below PIN_ROOT:
  * nothing read from a file (a saved plan, say) can point it elsewhere.
@@ -36,7 +38,7 @@ export class PinLayout {
   constructor(namespaceKey: string, root = PIN_ROOT) {
     this.namespaceDir = inside(
       root,
-      namespaceKey === NODE_PINS ? NODE_PINS : checked(namespaceKey, NAMESPACE_KEY, "namespace key"),
+      namespaceKey === NODE_PINS ? NODE_PINS : checked(namespaceKey, (key) => NAMESPACE_KEY.test(key), "namespace key"),
     );
   }
 
@@ -50,11 +52,15 @@ export class PinLayout {
   }
 
   policy(policy: string): string {
-    return inside(this.namespaceDir, checked(policy, POLICY_NAME, "policy name"));
+    // A policy's own program, or a composition's (src/model/composition.ts): names that module makes.
+    return inside(this.namespaceDir, checked(policy, isProgramName, "program name"));
   }
 
   version(ref: VersionRef): string {
-    return inside(this.policy(ref.policy), checked(ref.version, VERSION_NAME, "program version"));
+    return inside(
+      this.policy(ref.policy),
+      checked(ref.version, (name) => VERSION_NAME.test(name), "program version"),
+    );
   }
 
   program(ref: VersionRef, hook: Hook): string {
@@ -70,8 +76,8 @@ export class PinLayout {
   }
 }
 
-function checked(name: string, pattern: RegExp, what: string): string {
-  if (typeof name !== "string" || !pattern.test(name)) {
+function checked(name: string, valid: (name: string) => boolean, what: string): string {
+  if (typeof name !== "string" || !valid(name)) {
     throw new InterceptError(
       "pin-path-refused",
       `refusing ${what} ${JSON.stringify(String(name)).slice(0, 60)}: not a name intercept makes`,

@@ -27,9 +27,17 @@ export async function readPolicyText(
       return { error: diagnosticAt("load/not-a-file", startOf(file), "not a policy: not a regular file") };
     }
     if (info.size > MAX_POLICY_BYTES) return { error: tooLarge(file, info.size) };
-    const buffer = Buffer.alloc(MAX_POLICY_BYTES + 1);
+    // Sized by what the file claims, grown (up to the limit) if it holds more: a repository of
+    // many small files does not allocate a megabyte for each.
+    let buffer = Buffer.alloc(Math.min(MAX_POLICY_BYTES + 1, Math.max(info.size + 1, 4096)));
     let length = 0;
-    while (length < buffer.length) {
+    for (;;) {
+      if (length === buffer.length) {
+        if (buffer.length > MAX_POLICY_BYTES) break;
+        const grown = Buffer.alloc(Math.min(MAX_POLICY_BYTES + 1, buffer.length * 2));
+        buffer.copy(grown, 0, 0, length);
+        buffer = grown;
+      }
       const { bytesRead } = await handle.read(buffer, length, buffer.length - length);
       if (bytesRead === 0) break;
       length += bytesRead;

@@ -5,10 +5,11 @@
  * registry.qdiscs (the owned-qdisc registry), pins.empty (pins left empty).
  * Built only by formatAddress; parseAddress reads one back.
  */
+import { isProgramName } from "./composition.js";
 import { isPolicyName } from "./policy-name.js";
 
 export type ResourceAddress =
-  /** A policy's loaded, pinned program version. */
+  /** A loaded, pinned program version: a policy's own, or a composition's (src/model/composition.ts). */
   | { kind: "program"; policy: string }
   /** Our filters on a link's tc hooks. */
   | { kind: "attachment"; link: string }
@@ -55,6 +56,7 @@ export function parseAddress(text: string): ResourceAddress | undefined {
   if (rest === "") return undefined;
   switch (kind) {
     case "program":
+      return isProgramName(rest) ? { kind, policy: rest } : undefined;
     case "exemption":
       return isPolicyName(rest) ? { kind, policy: rest } : undefined;
     case "rule": {

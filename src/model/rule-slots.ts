@@ -40,3 +40,37 @@ export function slotCount(policy: SlottedPolicy<unknown, unknown>): number {
 export function outboundSlot(interceptors: number, position: number): number {
   return interceptors + position;
 }
+
+/**
+ * A composed program (src/model/composition.ts) numbers the rules of its
+ * policies, @members in composition order, in one sequence: every policy's
+ * interceptors first, policy by policy, then every policy's outbound rules,
+ * policy by policy. The interceptors are then numbered as one policy
+ * holding all of them would number them, so a composed program's matching
+ * code is that policy's; a composition of one policy numbers its rules as
+ * ruleSlots does. Returns each member's slot for each of its rule indexes.
+ */
+export function composedSlots<I, O>(members: readonly SlottedPolicy<I, O>[]): number[][] {
+  const interceptors = members.reduce((sum, policy) => sum + policy.rules.length, 0);
+  let interceptorBase = 0;
+  let outboundBase = interceptors;
+  return members.map((policy) => {
+    const slots = [
+      ...policy.rules.map((_, i) => interceptorBase + i),
+      ...(policy.outbound?.rules ?? []).map((_, position) => outboundBase + position),
+    ];
+    interceptorBase += policy.rules.length;
+    outboundBase += policy.outbound?.rules.length ?? 0;
+    return slots;
+  });
+}
+
+/** The rules of @members' composed program in slot order (composedSlots); for one policy, slottedRules. */
+export function composedRules<I, O>(members: readonly SlottedPolicy<I, O>[]): (I | O)[] {
+  const slots = composedSlots(members);
+  const rules: (I | O)[] = [];
+  members.forEach((policy, m) => {
+    for (const [i, rule] of slottedRules(policy).entries()) rules[slots[m]![i]!] = rule;
+  });
+  return rules;
+}

@@ -176,6 +176,26 @@ export interface ExemptionUpdate extends ChangeBase {
   from: CgroupIdentity[];
 }
 
+/**
+ * What an interrupted run (a crash, a kill -9, a power cut) can leave in
+ * the kernel, recognised from the kernel alone: every step intercept takes
+ * is either atomic or leaves a mark — a version's content hash is written
+ * last, a qdisc is recorded before it is created, a cgroup's programs are
+ * either all four or getsockopt alone. `status` shows these;
+ * `plan` repairs each of them (plan.ts).
+ */
+export type Drift =
+  | { kind: "incomplete-version"; program: VersionRef }
+  | { kind: "half-switched"; link: string; hooks: Partial<Record<Hook, VersionRef | null>> }
+  | { kind: "unknown-program"; link: string; hook: Hook; programId: number }
+  | { kind: "empty-qdisc"; link: string }
+  /** The registry records a qdisc of ours on a link that has none (a removal killed before it forgot it). */
+  | { kind: "stale-qdisc-record"; link: string }
+  /** Pins of ours that hold nothing (an interrupted destroy or unload). */
+  | { kind: "empty-pins"; pins: EmptyPin[] }
+  /** A cgroup running programs of two versions (a switch cut short), or part of one version's set. */
+  | { kind: "cgroup-half-switched"; cgroup: string; programs: { hook: CgroupHook; program: VersionRef }[] };
+
 /** One of our programs on a cgroup: the version it belongs to and the hook it runs on. */
 export interface CgroupProgram {
   hook: CgroupHook;
@@ -190,10 +210,17 @@ export interface Plan {
   netns: NetworkNamespace;
   changes: Change[];
   /**
+   * What an interrupted run left in the kernel, as the plan found it: the
+   * changes repair each of these. `status` shows the same list. Not saved
+   * with a plan.
+   */
+  drift: Drift[];
+  /**
    * What applying would do that the policies probably did not mean, found
    * in the namespace as it is now (a proxy not listening yet): told, never
-   * decided on. Empty unless the plan was made with the namespace's
-   * listeners observed. Not saved with a plan.
+   * decided on: selectors that match nothing here, and, when the plan was
+   * made with the namespace's listeners observed, proxies not listening.
+   * Not saved with a plan.
    */
   warnings: PlanWarning[];
 }
@@ -215,7 +242,27 @@ export type PlanWarning =
    * An outbound rule's proxy port has a listener in a cgroup outside every
    * captured and exempt cgroup: no getsockopt program of ours runs there.
    */
-  | { kind: "outbound-proxy-uncaptured"; policy: string; rule: number; port: number; listenerCgroups: string[] };
+  | { kind: "outbound-proxy-uncaptured"; policy: string; rule: number; port: number; listenerCgroups: string[] }
+  /** A policy's `namespaces` match no name of the namespace planned: it is left out here. */
+  | {
+      kind: "namespaces-match-nothing";
+      policy: string;
+      file: string;
+      namespaces: string[];
+      /** The namespace's name; undefined for the host's own namespace, which has none. */
+      namespace: string | undefined;
+      suggestion: string | undefined;
+    }
+  /** One of a policy's `interfaces.include` entries matches no link here. */
+  | {
+      kind: "interfaces-match-nothing";
+      policy: string;
+      file: string;
+      include: string;
+      /** The links intercept can serve here. */
+      links: string[];
+      suggestion: string | undefined;
+    };
 
 export type Action = "create" | "update" | "replace" | "delete";
 

@@ -50,7 +50,18 @@ export function describeWarning(warning: PlanWarning, netns: NetworkNamespace): 
       return `policy ${warning.policy} outbound rule ${warning.rule} sends connections to port ${warning.originalPort} to tcp port ${warning.port}, where nothing listens in ${where}: applying now would refuse new connections to port ${warning.originalPort} from ${warning.cgroups.join(", ")}; start the proxy first`;
     case "outbound-proxy-uncaptured":
       return `policy ${warning.policy} outbound rule ${warning.rule}: tcp port ${warning.port} is listened on in cgroup ${warning.listenerCgroups.map((cgroup) => cgroup || "/").join(", ")}, outside every captured and exempt cgroup: its SO_ORIGINAL_DST queries will fail with ENOENT; run the proxy in a cgroup of exempt.cgroups`;
+    case "namespaces-match-nothing": {
+      const here =
+        warning.namespace === undefined ? "the host's namespace, which has no name" : `"${warning.namespace}"`;
+      return `policy ${warning.policy} (${warning.file}): namespaces ${JSON.stringify(warning.namespaces)} match no name of the namespace planned (${here}): the policy is left out here${didYouMean(warning.suggestion)}`;
+    }
+    case "interfaces-match-nothing":
+      return `policy ${warning.policy} (${warning.file}): interfaces.include "${warning.include}" matches no link in ${where} (links here: ${warning.links.join(", ") || "none"}): nothing is attached for it${didYouMean(warning.suggestion)}`;
   }
+}
+
+function didYouMean(suggestion: string | undefined): string {
+  return suggestion === undefined ? "" : `; did you mean "${suggestion}"?`;
 }
 
 /** `plan --json`: schemas/plan-output.schema.json. */

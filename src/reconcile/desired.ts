@@ -1,7 +1,8 @@
 import type { ProgramBuilder } from "../build/index.js";
-import { compilePolicies, type CompiledPolicy } from "../compile/index.js";
+import { compileComposition, compilePolicies, type CompiledPolicy } from "../compile/index.js";
 import { versionOf, type CgroupHook, type Hook, type VersionRef } from "../datapath/types.js";
 import type { Diagnostic } from "../diagnostics.js";
+import { compositionMembers } from "../model/composition.js";
 import { PolicyError } from "../errors.js";
 import type { LoadedPolicy } from "../load/index.js";
 import { validatePolicies, type ValidPolicy } from "../validate/index.js";
@@ -9,8 +10,11 @@ import { loadAndValidate, type ReadOptions } from "./policy-worker/client.js";
 
 /**
  * One policy as it should be live, carried as one record through plan and
- * apply: the policy as loaded and as validated, its C, and the identity of
- * the program that C builds into (content hash of the source and compiler).
+ * apply: the policy as loaded and as validated, the C of its own program
+ * (the composition of it alone, src/model/composition.ts), and the identity
+ * of the program that C builds into (content hash of the source and
+ * compiler). Where policies share a link, plan composes their programs
+ * (composeDesired) with @identify.
  */
 export interface DesiredPolicy {
   /** The policy as read from its file, plain data: what a saved plan stores. */
@@ -23,6 +27,92 @@ export interface DesiredPolicy {
   hooks: Hook[];
   /** The cgroup hooks of its outbound programs; none without an outbound section. */
   cgroupHooks: CgroupHook[];
+  /** How a program holding this policy is identified: the builder's identify (clang's, or prebuilt objects'). */
+  identify: (compiled: CompiledPolicy) => Promise<string>;
+}
+
+/**
+ * One program as it should be live: a composition's (the policies that
+ * select one link, src/model/composition.ts), or one policy's own.
+ */
+export interface DesiredProgram {
+  /** The composition's name: program.policy. */
+  name: string;
+  /** Its policies, in composition order. */
+  members: ValidPolicy[];
+  compiled: CompiledPolicy;
+  contentHash: string;
+  program: VersionRef;
+  hooks: Hook[];
+  cgroupHooks: CgroupHook[];
+}
+
+/** A policy's own program: the composition of it alone. */
+export function ownProgram(want: DesiredPolicy): DesiredProgram {
+  return {
+    name: want.policy.name,
+    members: [want.policy],
+    compiled: want.compiled,
+    contentHash: want.contentHash,
+    program: want.program,
+    hooks: want.hooks,
+    cgroupHooks: want.cgroupHooks,
+  };
+}
+
+/**
+ * Composed programs already compiled and identified, by their policies'
+ * identities: the agent plans the same sets again and again. What the
+ * program is depends on the rules' selectors only, never on `enabled`.
+ */
+const composedCache = new Map<string, Promise<{ compiled: CompiledPolicy; contentHash: string }>>();
+const COMPOSED_CACHE_LIMIT = 256;
+
+/**
+ * The programs of @sets (each two or more policy names of @desired):
+ * compiled and identified, holding @desired's policies as they are now.
+ */
+export async function composeDesired(
+  desired: readonly DesiredPolicy[],
+  sets: readonly string[][],
+): Promise<DesiredProgram[]> {
+  const byName = new Map(desired.map((want) => [want.policy.name, want]));
+  return Promise.all(
+    sets.map(async (set) => {
+      const members = compositionMembers(set).map((name) => {
+        const want = byName.get(name);
+        if (!want) throw new Error(`composition of ${set.join(", ")}: no desired policy ${name}`);
+        return want;
+      });
+      const key = members.map((want) => `${want.policy.name}@${want.contentHash}`).join(",");
+      let built = composedCache.get(key);
+      if (!built) {
+        built = composeProgram(members);
+        if (composedCache.size >= COMPOSED_CACHE_LIMIT) composedCache.delete(composedCache.keys().next().value!);
+        composedCache.set(key, built);
+      }
+      try {
+        const { compiled, contentHash } = await built;
+        return {
+          name: compiled.policy.name,
+          members: members.map((want) => want.policy),
+          compiled,
+          contentHash,
+          program: { policy: compiled.policy.name, version: versionOf(contentHash) },
+          hooks: compiled.hooks,
+          cgroupHooks: compiled.cgroupHooks,
+        };
+      } catch (error) {
+        composedCache.delete(key); // not kept: the next plan tries again
+        throw error;
+      }
+    }),
+  );
+}
+
+async function composeProgram(members: DesiredPolicy[]): Promise<{ compiled: CompiledPolicy; contentHash: string }> {
+  const compiled = compileComposition(members.map((want) => want.policy));
+  return { compiled, contentHash: await members[0]!.identify(compiled) };
 }
 
 /**
@@ -93,5 +183,6 @@ export async function desiredFrom(
     program: { policy: compiled.policy.name, version: versionOf(hash) },
     hooks: compiled.hooks,
     cgroupHooks: compiled.cgroupHooks,
+    identify: (program) => builder.identify(program),
   };
 }

@@ -1,78 +1,25 @@
-import {
-  describeEmptyPin,
-  describeVersion,
-  HOOKS,
-  ourCgroupPrograms,
-  sameVersion,
-  type CgroupHook,
-  type EmptyPin,
-  type Hook,
-  type ObservedState,
-  type VersionRef,
-} from "../datapath/types.js";
-import { wholeCgroupSet } from "./plan-cgroups.js";
+import { describeEmptyPin, describeVersion, HOOKS, type ObservedState } from "../datapath/types.js";
+import type { Drift } from "../plan/model.js";
+import { viewOf, type ObservedView } from "./observed-view.js";
 
-/**
- * What an interrupted run (a crash, a kill -9, a power cut) can leave in
- * the kernel, recognised from the kernel alone: every step intercept takes
- * is either atomic or leaves a mark — a version's content hash is written
- * last, a qdisc is recorded before it is created, a cgroup's programs are
- * either all four or getsockopt alone. `status` shows these;
- * `plan` repairs each of them (plan.ts).
- */
-export type Drift =
-  | { kind: "incomplete-version"; program: VersionRef }
-  | { kind: "half-switched"; link: string; hooks: Partial<Record<Hook, VersionRef | null>> }
-  | { kind: "unknown-program"; link: string; hook: Hook; programId: number }
-  | { kind: "empty-qdisc"; link: string }
-  /** The registry records a qdisc of ours on a link that has none (a removal killed before it forgot it). */
-  | { kind: "stale-qdisc-record"; link: string }
-  /** Pins of ours that hold nothing (an interrupted destroy or unload). */
-  | { kind: "empty-pins"; pins: EmptyPin[] }
-  /** A cgroup running programs of two versions (a switch cut short), or part of one version's set. */
-  | { kind: "cgroup-half-switched"; cgroup: string; programs: { hook: CgroupHook; program: VersionRef }[] };
+// What an interrupted run leaves: a type of the plan (it travels with the changes that repair it).
+export type { Drift } from "../plan/model.js";
 
-export function findDrift(observed: ObservedState): Drift[] {
+/** The drift in @observed, read through its one view (observed-view.ts): what plan repairs, as status shows it. */
+export function findDrift(observed: ObservedState, view: ObservedView = viewOf(observed)): Drift[] {
   const drift: Drift[] = [];
-  for (const program of observed.programs.filter((p) => p.contentHash === null))
-    drift.push({ kind: "incomplete-version", program: program.ref });
-  const versionOf = (id: number) => observed.programs.find((p) => Object.values(p.programIds).includes(id));
-  for (const link of observed.links) {
-    const hooks: Partial<Record<Hook, VersionRef | null>> = {};
-    for (const hook of HOOKS) {
-      const id = link.filters[hook];
-      if (id === undefined) continue;
-      const version = versionOf(id);
-      hooks[hook] = version?.ref ?? null;
-      // A node program the CNI plugin attached is no drift: the plan replaces it with the namespace's own.
-      if (!version && !observed.nodePrograms?.has(id))
-        drift.push({ kind: "unknown-program", link: link.name, hook, programId: id });
-    }
-    const running = Object.values(hooks).filter((ref): ref is VersionRef => ref !== null);
-    const mixed = running.some((ref) => !sameVersion(ref, running[0]));
-    // A version that has a program for a hook must run on both of a link's hooks it has.
-    const partial =
-      running.length > 0 &&
-      HOOKS.some(
-        (hook) =>
-          hooks[hook] === undefined &&
-          observed.programs.some((p) => sameVersion(p.ref, running[0]) && p.programIds[hook] !== undefined),
-      );
-    if (mixed || partial) drift.push({ kind: "half-switched", link: link.name, hooks });
-    const ours = Object.keys(link.filters).length > 0;
-    if (!ours && link.clsact && link.foreign.length === 0 && observed.ownedQdiscs.includes(link.ifindex))
-      drift.push({ kind: "empty-qdisc", link: link.name });
-    if (!link.clsact && observed.ownedQdiscs.includes(link.ifindex))
-      drift.push({ kind: "stale-qdisc-record", link: link.name });
+  for (const program of view.incomplete) drift.push({ kind: "incomplete-version", program: program.ref });
+  for (const link of view.links) {
+    const name = link.link.name;
+    for (const { hook, programId } of link.unknown)
+      drift.push({ kind: "unknown-program", link: name, hook, programId });
+    if (link.halfSwitched) drift.push({ kind: "half-switched", link: name, hooks: link.running });
+    if (link.emptyOwnedQdisc) drift.push({ kind: "empty-qdisc", link: name });
+    if (link.staleQdiscRecord) drift.push({ kind: "stale-qdisc-record", link: name });
   }
-  if (observed.emptyPins.length > 0) drift.push({ kind: "empty-pins", pins: observed.emptyPins });
-  for (const cgroup of observed.cgroups) {
-    const programs = ourCgroupPrograms(cgroup, observed.programs);
-    if (programs.length === 0) continue;
-    const mixed = programs.some(({ program }) => !sameVersion(program, programs[0]!.program));
-    if (mixed || !wholeCgroupSet(programs.map(({ hook }) => hook)))
-      drift.push({ kind: "cgroup-half-switched", cgroup: cgroup.path, programs });
-  }
+  if (view.observed.emptyPins.length > 0) drift.push({ kind: "empty-pins", pins: view.observed.emptyPins });
+  for (const cgroup of view.cgroups.filter((entry) => entry.halfSwitched))
+    drift.push({ kind: "cgroup-half-switched", cgroup: cgroup.cgroup.path, programs: cgroup.ours });
   return drift;
 }
 

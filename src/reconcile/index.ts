@@ -3,9 +3,9 @@ import type { Datapath, ObservedState } from "../datapath/types.js";
 import { InterceptError } from "../errors.js";
 import type { Plan, PlanSummary } from "../plan/model.js";
 import { executePlan, leftToTidy, type ApplyEvent } from "./apply.js";
-import type { DesiredPolicy } from "./desired.js";
+import { composeDesired, ownProgram, type DesiredPolicy, type DesiredProgram } from "./desired.js";
 import type { LoadSource } from "./order.js";
-import { makePlan } from "./plan.js";
+import { compositionsNeeded, makePlan } from "./plan.js";
 import { namedCgroups } from "./plan-cgroups.js";
 import { needsListeners } from "./warnings.js";
 
@@ -17,9 +17,12 @@ export {
   loadDesired,
   validated,
   validPolicies,
+  composeDesired,
+  ownProgram,
   type DesiredPolicy,
+  type DesiredProgram,
 } from "./desired.js";
-export { makePlan, selects } from "./plan.js";
+export { compositionsNeeded, makePlan, selects } from "./plan.js";
 export { namedCgroups } from "./plan-cgroups.js";
 export { orderSteps, PHASES, type Step } from "./order.js";
 
@@ -32,11 +35,13 @@ export { orderSteps, PHASES, type Step } from "./order.js";
 export interface PlannedRun {
   desired: DesiredPolicy[];
   observed: ObservedState;
+  /** The programs of policies that share links (compositions of two or more), compiled for this plan. */
+  composed: DesiredProgram[];
   plan: Plan;
 }
 
 /**
- * observe → plan. With @options.warnings, the namespace's listeners are
+ * observe → compose (the programs of policies that share a link) → plan. With @options.warnings, the namespace's listeners are
  * observed too (one more process, when a policy has a steer rule that
  * drops or an outbound rule), and the plan warns about proxies that are
  * not listening or not served; the agent, which nobody reads a plan of,
@@ -49,7 +54,8 @@ export async function planRun(
 ): Promise<PlannedRun> {
   const listeners = options.warnings === true && needsListeners(desired.map((want) => want.policy));
   const observed = await datapath.observe({ cgroups: namedCgroups(desired), ...(listeners && { listeners }) });
-  return { desired, observed, plan: makePlan(desired, observed) };
+  const composed = await composeDesired(desired, compositionsNeeded(desired, observed));
+  return { desired, observed, composed, plan: makePlan(desired, observed, composed) };
 }
 
 export interface ApplyRunOptions {
@@ -67,7 +73,8 @@ export async function applyRun(run: PlannedRun, datapath: Datapath, options: App
     ),
   );
   const objects = new Map<string, LoadSource>();
-  for (const desired of run.desired.filter((d) => loading.has(d.contentHash))) {
+  const programs = [...run.desired.map(ownProgram), ...run.composed];
+  for (const desired of programs.filter((d) => loading.has(d.contentHash) && !objects.has(d.contentHash))) {
     objects.set(desired.contentHash, {
       objectPath: await options.builder.object(desired.compiled, desired.contentHash),
       prefixes: desired.compiled.prefixes,

@@ -1,5 +1,4 @@
 import {
-  cgroupProgramOwner,
   HOOKS,
   sameVersion,
   type CgroupAttachment,
@@ -11,11 +10,13 @@ import {
   type RuleCounters,
   type VersionRef,
 } from "../datapath/types.js";
-import { messageOf } from "../errors.js";
-import { ruleSlots } from "../model/rule-slots.js";
-import type { OutboundRule, Rule } from "../validate/index.js";
-import type { DesiredPolicy } from "./desired.js";
+import { InterceptError, messageOf } from "../errors.js";
+import { composedSlots, ruleSlots } from "../model/rule-slots.js";
+import type { OutboundRule, Rule, ValidPolicy } from "../validate/index.js";
+import { composeDesired, ownProgram, type DesiredPolicy, type DesiredProgram } from "./desired.js";
 import { findDrift, type Drift } from "./drift.js";
+import { viewOf } from "./observed-view.js";
+import { compositionsNeeded } from "./plan.js";
 import { namedCgroups } from "./plan-cgroups.js";
 import { outboundWarnings } from "./warnings.js";
 import type { PlanWarning } from "../plan/model.js";
@@ -35,15 +36,18 @@ export interface StatusReport {
 
 export interface ProgramReport {
   program: ObservedProgram;
-  /** The policy on disk this version was built from, when the caller knows it (matched by content hash). */
-  desired: DesiredPolicy | undefined;
+  /** The program on disk this version was built from, when the caller knows it (matched by content hash). */
+  desired: DesiredProgram | undefined;
   rules: RuleReport[];
   /** Why the counters could not be read; they are then absent, never shown as zeros. */
   countersError: string | undefined;
 }
 
 export interface RuleReport {
+  /** Its slot in the program's maps. */
   index: number;
+  /** The policy the rule belongs to, its file and its index there (rule.<policy>[index]), when the policies name it. */
+  owner: { policy: string; file: string; index: number } | undefined;
   rule: Rule | undefined;
   /** The outbound rule at this index, when the policy names one there. */
   outbound: OutboundRule | undefined;
@@ -76,37 +80,37 @@ export interface CgroupReport {
 export async function inspect(datapath: Datapath, desired: DesiredPolicy[]): Promise<StatusReport> {
   const outbound = desired.some((want) => want.policy.outbound !== undefined);
   const observed = await datapath.observe({ cgroups: namedCgroups(desired), ...(outbound && { listeners: true }) });
+  const view = viewOf(observed);
   const warnings = desired.flatMap((want) => outboundWarnings(want.policy, observed.listeners ?? [], false));
-  const programs = await Promise.all(observed.programs.map((program) => reportProgram(datapath, program, desired)));
-  const links = observed.links
-    .filter((link) => Object.keys(link.filters).length > 0)
-    .map((link) => {
-      const running: LinkReport["programs"] = {};
-      for (const hook of HOOKS) {
-        const id = link.filters[hook];
-        if (id !== undefined) running[hook] = observed.programs.find((p) => p.programIds[hook] === id)?.ref;
-      }
-      return { link: link.name, ifindex: link.ifindex, programs: running, programIds: link.filters };
-    });
-  const cgroups = observed.cgroups.map((cgroup) => {
-    const report: CgroupReport = { path: cgroup.path, id: cgroup.id, programs: [], foreign: [] };
-    for (const attachment of cgroup.attached) {
-      const owner = cgroupProgramOwner(observed.programs, attachment.programId);
-      if (owner && owner.hook === attachment.hook)
-        report.programs.push({ hook: owner.hook, program: owner.program.ref });
-      else report.foreign.push(attachment);
-    }
-    return report;
+  // Composed programs are named from the policies that compose them, as plan composes them.
+  const composed = await composeDesired(desired, compositionsNeeded(desired, observed)).catch((error: unknown) => {
+    if (error instanceof InterceptError) return []; // a program that cannot be identified: its rules shown by index
+    throw error;
   });
-  return { observed, programs, links, cgroups, drift: findDrift(observed), warnings };
+  const sources = [...desired.map(ownProgram), ...composed];
+  const programs = await Promise.all(observed.programs.map((program) => reportProgram(datapath, program, sources)));
+  const links = view.links
+    .filter((entry) => Object.keys(entry.link.filters).length > 0)
+    .map(({ link, running }) => {
+      const programs: LinkReport["programs"] = {};
+      for (const hook of HOOKS) if (hook in running) programs[hook] = running[hook] ?? undefined;
+      return { link: link.name, ifindex: link.ifindex, programs, programIds: link.filters };
+    });
+  const cgroups = view.cgroups.map(({ cgroup, ours, foreign }) => ({
+    path: cgroup.path,
+    id: cgroup.id,
+    programs: ours,
+    foreign,
+  }));
+  return { observed, programs, links, cgroups, drift: findDrift(observed, view), warnings };
 }
 
 async function reportProgram(
   datapath: Datapath,
   program: ObservedProgram,
-  desired: DesiredPolicy[],
+  sources: DesiredProgram[],
 ): Promise<ProgramReport> {
-  const source = desired.find((d) => sameVersion(d.program, program.ref) && d.contentHash === program.contentHash);
+  const source = sources.find((d) => sameVersion(d.program, program.ref) && d.contentHash === program.contentHash);
   let counters: RuleCounters[] | undefined;
   let countersError: string | undefined;
   try {
@@ -114,16 +118,27 @@ async function reportProgram(
   } catch (error) {
     countersError = messageOf(error);
   }
-  const slots = source ? ruleSlots(source.policy) : [];
+  const slots = source ? slotOwners(source) : [];
   const rules = program.enabled.map((enabled, index) => {
     const slot = slots[index];
     return {
       index,
-      rule: slot?.kind === "interceptor" ? slot.rule : undefined,
-      outbound: slot?.kind === "outbound" ? slot.rule : undefined,
+      owner: slot && { policy: slot.policy.name, file: slot.policy.file, index: slot.slot.rule.index },
+      rule: slot?.slot.kind === "interceptor" ? slot.slot.rule : undefined,
+      outbound: slot?.slot.kind === "outbound" ? slot.slot.rule : undefined,
       enabled,
       counters: counters?.[index],
     };
   });
   return { program, desired: source, rules, countersError };
+}
+
+/** For each slot of @program's maps, the policy and rule it holds (composedSlots). */
+function slotOwners(program: DesiredProgram) {
+  const owners: { policy: ValidPolicy; slot: ReturnType<typeof ruleSlots<Rule, OutboundRule>>[number] }[] = [];
+  const slots = composedSlots(program.members);
+  program.members.forEach((policy, m) => {
+    for (const slot of ruleSlots(policy)) owners[slots[m]![slot.slot]!] = { policy, slot };
+  });
+  return owners;
 }

@@ -20,6 +20,7 @@ import type {
   Change,
   ExemptionUpdate,
 } from "../plan/model.js";
+import type { ValidPolicy } from "../validate/index.js";
 import type { DesiredPolicy } from "./desired.js";
 
 /**
@@ -94,9 +95,9 @@ function findCgroup(owner: DesiredPolicy, path: string, observed: ObservedState)
   return cgroup;
 }
 
-/** The ids the programs of @owner's version must hold for its exempt cgroups, in policy order. */
-export function exemptIdentities(owner: DesiredPolicy, wanted: Map<string, WantedCgroup>): CgroupIdentity[] {
-  return (owner.policy.outbound?.exempt.cgroups ?? []).map((path) => {
+/** The ids the programs of @policy's version (its own, or a composition's) must hold for its exempt cgroups, in order. */
+export function exemptIdentities(policy: ValidPolicy, wanted: Map<string, WantedCgroup>): CgroupIdentity[] {
+  return (policy.outbound?.exempt.cgroups ?? []).map((path) => {
     const { cgroup } = wanted.get(path)!;
     return { id: cgroup.id, level: cgroup.level };
   });
@@ -182,7 +183,7 @@ export function planExemption(
   wanted: Map<string, WantedCgroup>,
 ): ExemptionUpdate[] {
   if (!kept || !owner.policy.outbound) return [];
-  const cgroups = exemptIdentities(owner, wanted);
+  const cgroups = exemptIdentities(owner.policy, wanted);
   const same =
     cgroups.length === kept.exemptCgroups.length &&
     cgroups.every((c, i) => c.id === kept.exemptCgroups[i]!.id && c.level === kept.exemptCgroups[i]!.level);

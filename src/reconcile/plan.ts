@@ -11,8 +11,8 @@ import {
 } from "../datapath/types.js";
 import { InterceptError, unreachable } from "../errors.js";
 import { formatAddress } from "../model/addresses.js";
-import { describeNamespace } from "../model/namespace.js";
-import { ruleSlots, slotCount, slottedRules } from "../model/rule-slots.js";
+import { composedRules, composedSlots, ruleSlots, slotCount } from "../model/rule-slots.js";
+import { compositionMembers, compositionName, membersOf } from "../model/composition.js";
 import type {
   AttachmentCreate,
   AttachmentDelete,
@@ -28,11 +28,14 @@ import type {
   RegistryUpdate,
   RuleUpdate,
 } from "../plan/model.js";
-import { globMatch } from "../glob.js";
-import { ruleSummary, type InterfaceSelection, type ValidPolicy } from "../validate/index.js";
-import { appliesIn } from "../validate/namespaces.js";
-import type { DesiredPolicy } from "./desired.js";
-import { planWarnings } from "./warnings.js";
+import { ruleSummary, type ValidPolicy } from "../validate/index.js";
+import { appliesIn, selects } from "../validate/namespaces.js";
+
+export { selects } from "../validate/namespaces.js";
+import { ownProgram, type DesiredPolicy, type DesiredProgram } from "./desired.js";
+import { findDrift } from "./drift.js";
+import { viewOf, type LinkView } from "./observed-view.js";
+import { namespaceWarning, planWarnings } from "./warnings.js";
 import { exemptIdentities, planCgroups, planExemption, wantedCgroups, type WantedCgroup } from "./plan-cgroups.js";
 
 /**
@@ -43,34 +46,105 @@ import { exemptIdentities, planCgroups, planExemption, wantedCgroups, type Wante
  * a version whose load never finished, a link half switched between two
  * versions, a qdisc of ours holding nothing — is repaired here too.
  */
-export function makePlan(given: DesiredPolicy[], observed: ObservedState): Plan {
+export function makePlan(given: DesiredPolicy[], observed: ObservedState, composed: DesiredProgram[] = []): Plan {
   const desired = given.filter((want) => appliesIn(want.policy, observed.netns.name)); // a policy's `namespaces`
-  const owners = assignLinks(desired, observed);
+  const owners = assignLinks(desired, observed, composed);
   const cgroups = wantedCgroups(desired, observed);
-  const programs = desired.map((want) => planProgram(want, observed, cgroups));
-  const changes: Change[] = programs.flatMap((p) => p.changes);
-  for (const stale of observed.programs.filter((p) => !desired.some((d) => d.policy.name === p.ref.policy))) {
-    changes.push(programDelete(stale, `policy "${stale.ref.policy}" is no longer given`));
+  const wanted = wantedPrograms(desired, owners);
+  const programs = new Map(wanted.map((want) => [want.name, planProgram(want, observed, cgroups, owners)]));
+  const changes: Change[] = [...programs.values()].flatMap((p) => p.changes);
+  for (const stale of observed.programs.filter((p) => !programs.has(p.ref.policy))) {
+    changes.push(programDelete(stale, staleProgramReason(stale.ref.policy, desired)));
   }
-  const byId = programsById(observed.programs);
-  const links = [...owners].map(([link, owner]) => planLink(link, owner, observed, byId));
+  const view = viewOf(observed);
+  const links = view.links
+    .filter((entry) => owners.has(entry.link))
+    .map((entry) => planLink(entry, owners.get(entry.link), observed));
   changes.push(...links.flat().sort((a, b) => a.address.localeCompare(b.address)));
-  changes.push(...planCgroups(observed, cgroups, (want) => programs[desired.indexOf(want)]!.kept));
-  desired.forEach((want, index) =>
-    changes.push(...planRules(want, programs[index]!.kept), ...planExemption(want, programs[index]!.kept, cgroups)),
-  );
+  const keptOf = (name: string) => programs.get(name)?.kept;
+  changes.push(...planCgroups(observed, cgroups, (want) => keptOf(want.policy.name)));
+  for (const want of desired) {
+    changes.push(
+      ...wanted
+        .filter((program) => holds(program, want.policy))
+        .flatMap((program) => planRules(want.policy, program, keptOf(program.name))),
+      ...planExemption(want, keptOf(want.policy.name), cgroups),
+    );
+  }
   changes.push(...planRegistry(observed, changes), ...planEmptyPins(observed, changes));
   const linksOf = (policy: ValidPolicy) =>
-    [...owners].filter(([, owner]) => owner?.policy === policy).map(([link]) => link.name);
+    [...owners].filter(([, owner]) => owner !== undefined && holds(owner, policy)).map(([link]) => link.name);
+  const leftOut = given.filter((want) => !desired.includes(want));
   return {
     netns: observed.netns,
     changes,
-    warnings: planWarnings(
-      desired.map((want) => want.policy),
-      observed,
-      linksOf,
-    ),
+    drift: findDrift(observed, view),
+    warnings: [
+      ...leftOut.map((want) => namespaceWarning(want.policy, observed.netns.name)),
+      ...planWarnings(
+        desired.map((want) => want.policy),
+        observed,
+        linksOf,
+      ),
+    ],
   };
+}
+
+/**
+ * The compositions of two or more policies that @desired make on the links
+ * of @observed: what must be compiled and identified (composeDesired) before
+ * makePlan. Each is a sorted list of policy names.
+ */
+export function compositionsNeeded(given: DesiredPolicy[], observed: ObservedState): string[][] {
+  const desired = given.filter((want) => appliesIn(want.policy, observed.netns.name));
+  const sets = new Map<string, string[]>();
+  for (const link of observed.links.filter(servable)) {
+    const members = compositionMembers(claimants(desired, link).map((want) => want.policy.name));
+    if (members.length > 1) sets.set(members.join(" "), members);
+  }
+  return [...sets.values()];
+}
+
+/** The policies whose programs belong on @link: those with tc rules whose interfaces select it. */
+function claimants(desired: DesiredPolicy[], link: ObservedLink): DesiredPolicy[] {
+  // An outbound-only policy has no tc program: it claims no link.
+  return desired.filter((want) => want.hooks.length > 0 && selects(want.policy.interfaces, link.name));
+}
+
+/**
+ * The programs to keep loaded: each composition a link runs, then the own
+ * program of every policy no link runs (loaded all the same, as one
+ * whose links are yet to come), and of every policy with an outbound
+ * section (its cgroups run its own program).
+ */
+function wantedPrograms(
+  desired: DesiredPolicy[],
+  owners: Map<ObservedLink, DesiredProgram | undefined>,
+): DesiredProgram[] {
+  const onLinks = new Map<string, DesiredProgram>();
+  for (const owner of owners.values()) if (owner) onLinks.set(owner.name, owner);
+  const composed = [...onLinks.values()].filter((program) => program.members.length > 1);
+  const own = desired.filter(
+    (want) =>
+      onLinks.has(want.policy.name) ||
+      want.policy.outbound !== undefined ||
+      !composed.some((program) => holds(program, want.policy)),
+  );
+  return [...own.map(ownProgram), ...composed.sort((a, b) => a.name.localeCompare(b.name))];
+}
+
+function holds(program: DesiredProgram, policy: ValidPolicy): boolean {
+  return program.members.some((member) => member.name === policy.name);
+}
+
+function staleProgramReason(name: string, desired: DesiredPolicy[]): string {
+  const members = membersOf(name);
+  if (members === undefined || members.length > 1) {
+    return `no link runs ${members ? members.join(" and ") : name} together any more`;
+  }
+  return desired.some((want) => want.policy.name === name)
+    ? `policy "${name}" now runs composed with others on every link it selects`
+    : `policy "${name}" is no longer given`;
 }
 
 /**
@@ -132,11 +206,12 @@ function planEmptyPins(observed: ObservedState, changes: Change[]): PinsDelete[]
 
 /** The live version to keep (same content hash, complete), and the changes around it. */
 function planProgram(
-  want: DesiredPolicy,
+  want: DesiredProgram,
   observed: ObservedState,
   cgroups: Map<string, WantedCgroup>,
+  owners: Map<ObservedLink, DesiredProgram | undefined>,
 ): { kept: ObservedProgram | undefined; changes: Change[] } {
-  const name = want.policy.name;
+  const name = want.name;
   const versions = observed.programs.filter((p) => p.ref.policy === name);
   const kept = versions.find((p) => p.contentHash === want.contentHash && sameVersion(p.ref, want.program));
   // A version with the wanted name but no complete load is replaced by the load itself.
@@ -147,10 +222,10 @@ function planProgram(
     program: want.program,
     contentHash: want.contentHash,
     hooks: want.hooks,
-    enabled: slottedRules(want.policy).map((rule) => rule.enabled),
+    enabled: composedRules(want.members).map((rule) => rule.enabled),
     ...(want.cgroupHooks.length > 0 && {
       cgroupHooks: want.cgroupHooks,
-      exemptCgroups: exemptIdentities(want, cgroups),
+      exemptCgroups: exemptIdentities(want.compiled.policy, cgroups),
     }),
   };
   if (complete.length > 0) {
@@ -160,7 +235,7 @@ function planProgram(
       address: formatAddress({ kind: "program", policy: name }),
       ...base,
       replaces: replaced!.ref,
-      reason: `program changed (${replaced!.ref.version.slice(0, 8)} → ${want.program.version.slice(0, 8)})`,
+      reason: `program changed (${replaced!.ref.version.slice(0, 8)} → ${want.program.version.slice(0, 8)})${sharedBy(want, owners)}`,
     };
     const incomplete = others.filter((p) => p.contentHash === null);
     return {
@@ -172,9 +247,20 @@ function planProgram(
     type: "program.create",
     address: formatAddress({ kind: "program", policy: name }),
     ...base,
-    reason: `new policy, ${plural(slotCount(want.policy), "rule")}${versions.length > 0 ? " (replacing an interrupted load)" : ""}`,
+    reason: `${want.members.length > 1 ? `composition of ${want.members.map((m) => m.name).join(", ")}` : "new policy"}, ${plural(slotCount(want.compiled.policy), "rule")}${sharedBy(want, owners)}${versions.length > 0 ? " (replacing an interrupted load)" : ""}`,
   };
   return { kept: undefined, changes: [create, ...others.map((p) => programDelete(p, staleReason(p)))] };
+}
+
+/**
+ * For a composed program: which policies share it and why (they select the
+ * same links), so a reviewer sees that a change to one reloads the others.
+ */
+function sharedBy(want: DesiredProgram, owners: Map<ObservedLink, DesiredProgram | undefined>): string {
+  if (want.members.length < 2) return "";
+  const links = [...owners].filter(([, owner]) => owner === want).map(([link]) => link.name);
+  const names = want.members.map((member) => member.name);
+  return `; shared by ${names.join(" and ")}, which all select ${links.join(", ") || "the same links"}: each one's rules reload with it, their connections kept`;
 }
 
 function staleReason(program: ObservedProgram): string {
@@ -192,14 +278,22 @@ function programDelete(program: ObservedProgram, reason: string): ProgramDelete 
   };
 }
 
-/** Which desired policy each link intercept can serve belongs to; two claiming one link is an error. */
-function assignLinks(desired: DesiredPolicy[], observed: ObservedState): Map<ObservedLink, DesiredPolicy | undefined> {
-  const owners = new Map<ObservedLink, DesiredPolicy | undefined>();
+/**
+ * The program each link intercept can serve runs: the composition of the
+ * policies that select it (undefined: none does). @composed holds the
+ * compositions of two or more (compositionsNeeded, composeDesired).
+ */
+function assignLinks(
+  desired: DesiredPolicy[],
+  observed: ObservedState,
+  composed: DesiredProgram[],
+): Map<ObservedLink, DesiredProgram | undefined> {
+  const owners = new Map<ObservedLink, DesiredProgram | undefined>();
+  const programs = new Map<string, DesiredProgram>();
   for (const link of observed.links) {
-    // An outbound-only policy has no tc program: it claims no link.
-    const claimants = desired.filter((want) => want.hooks.length > 0 && selects(want.policy.interfaces, link.name));
+    const selecting = claimants(desired, link);
     if (!servable(link)) {
-      const naming = claimants.find((want) => want.policy.interfaces.include?.includes(link.name));
+      const naming = selecting.find((want) => want.policy.interfaces.include?.includes(link.name));
       if (naming) {
         throw new InterceptError(
           "plan-conflict",
@@ -208,13 +302,19 @@ function assignLinks(desired: DesiredPolicy[], observed: ObservedState): Map<Obs
       }
       continue;
     }
-    if (claimants.length > 1) {
-      throw new InterceptError(
-        "plan-conflict",
-        `interface ${link.name} in ${describeNamespace(observed.netns)} is selected by more than one policy: ${claimants.map((c) => c.policy.name).join(", ")}`,
-      );
+    if (selecting.length === 0) {
+      owners.set(link, undefined);
+      continue;
     }
-    owners.set(link, claimants[0]);
+    const name = compositionName(selecting.map((want) => want.policy.name));
+    let program = programs.get(name);
+    if (!program) {
+      program =
+        selecting.length === 1 ? ownProgram(selecting[0]!) : composed.find((candidate) => candidate.name === name);
+      if (!program) throw new Error(`composition ${name} was not compiled before the plan (compositionsNeeded)`);
+      programs.set(name, program);
+    }
+    owners.set(link, program);
   }
   return owners;
 }
@@ -224,19 +324,15 @@ function servable(link: ObservedLink): boolean {
   return !link.loopback && link.linkType === "ether";
 }
 
-function planLink(
-  link: ObservedLink,
-  owner: DesiredPolicy | undefined,
-  observed: ObservedState,
-  byId: Map<number, ObservedProgram>,
-): Change[] {
+function planLink(view: LinkView, owner: DesiredProgram | undefined, observed: ObservedState): Change[] {
+  const { link } = view;
   const address = formatAddress({ kind: "attachment", link: link.name });
   const ref = { ifindex: link.ifindex, name: link.name };
-  const from = runningOn(link, byId);
+  const from = view.running;
   const ours = Object.keys(from) as Hook[];
-  const owned = observed.ownedQdiscs.includes(link.ifindex);
   if (!owner) {
-    const emptyAfter = owned && link.clsact && link.foreign.length === 0;
+    // Our filters gone, the qdisc we made would be empty: it goes with them.
+    const emptyAfter = observed.ownedQdiscs.includes(link.ifindex) && link.clsact && link.foreign.length === 0;
     if (ours.length > 0) {
       const remove: AttachmentDelete = {
         type: "attachment.delete",
@@ -273,7 +369,7 @@ function planLink(
       address,
       ...target,
       addQdisc: !link.clsact,
-      reason: `attach ${owner.policy.name}`,
+      reason: `attach ${owner.name}`,
     };
     return [create];
   }
@@ -284,7 +380,7 @@ function planLink(
     detach.length === 0 &&
     owner.hooks.every((hook) => link.filters[hook] === kept.programIds[hook]);
   if (current) return [];
-  const half = halfSwitched(from, observed.programs);
+  const half = view.halfSwitched;
   const added = half ? [] : owner.hooks.filter((hook) => !(hook in from));
   const hooksChange = [
     ...(added.length > 0 ? [`adding ${hookList(added)}`] : []),
@@ -309,31 +405,6 @@ function attachedByPlugin(link: ObservedLink, from: HookPrograms, observed: Obse
   );
 }
 
-/** The version each of our hooks on @link runs; null for a program no pinned version of ours has. */
-function runningOn(link: ObservedLink, byId: Map<number, ObservedProgram>): HookPrograms {
-  const running: HookPrograms = {};
-  for (const hook of HOOKS) {
-    const id = link.filters[hook];
-    if (id !== undefined) running[hook] = byId.get(id)?.ref ?? null;
-  }
-  return running;
-}
-
-/**
- * Whether a link is half-switched by an interrupted apply: its hooks run
- * different programs, or one runs nothing although the version running on
- * the other has a program for it. A hook the running version has no
- * program for (a steer-only policy's egress) is not half of anything: a
- * new version adds it.
- */
-function halfSwitched(from: HookPrograms, programs: readonly ObservedProgram[]): boolean {
-  const running = HOOKS.filter((hook) => hook in from).map((hook) => from[hook]);
-  const first = running[0];
-  if (running.some((ref) => (ref && first ? !sameVersion(ref, first) : ref !== first))) return true;
-  const version = first ? programs.find((p) => sameVersion(p.ref, first)) : undefined;
-  return HOOKS.some((hook) => !(hook in from) && version?.programIds[hook] !== undefined);
-}
-
 /** "demo@1a2b3c4d", or per hook on a half-switched link. */
 function describeRunning(from: HookPrograms, wanted: Hook[], half: boolean): string {
   const name = (ref: VersionRef | null | undefined) =>
@@ -347,37 +418,36 @@ function hookList(hooks: Hook[]): string {
   return `the ${hooks.join(" and ")} hook${hooks.length === 1 ? "" : "s"}`;
 }
 
-function programsById(programs: ObservedProgram[]): Map<number, ObservedProgram> {
-  const byId = new Map<number, ObservedProgram>();
-  for (const program of programs)
-    for (const id of Object.values(program.programIds)) if (id !== undefined) byId.set(id, program);
-  return byId;
-}
-
-/** Live edits: rules (interceptors, then outbound rules) whose enabled flag differs in the version that stays. */
-function planRules(want: DesiredPolicy, kept: ObservedProgram | undefined): RuleUpdate[] {
+/**
+ * Live edits: @policy's rules (interceptors, then outbound rules) whose
+ * enabled flag differs in @program's version that stays. In a composed
+ * program the rule keeps its address (rule.<policy>[i]) and is written at
+ * its slot there (composedSlots).
+ */
+function planRules(policy: ValidPolicy, program: DesiredProgram, kept: ObservedProgram | undefined): RuleUpdate[] {
   if (!kept) return [];
-  const rules = ruleSlots(want.policy).map((slot) =>
+  const member = program.members.findIndex((candidate) => candidate.name === policy.name);
+  const slots = composedSlots(program.members)[member]!;
+  const where = program.members.length > 1 ? ` in ${program.name}` : "";
+  const rules = ruleSlots(policy).map((slot) =>
     slot.kind === "interceptor"
-      ? { rule: slot.rule, what: ruleSummary(slot.rule) }
-      : { rule: slot.rule, what: `outbound tcp ${slot.rule.originalPort} → proxy ${slot.rule.port}` },
+      ? { rule: slot.rule, slot: slots[slot.slot]!, what: ruleSummary(slot.rule) }
+      : {
+          rule: slot.rule,
+          slot: slots[slot.slot]!,
+          what: `outbound tcp ${slot.rule.originalPort} → proxy ${slot.rule.port}`,
+        },
   );
   return rules
-    .filter(({ rule }) => kept.enabled[rule.index] !== rule.enabled)
-    .map(({ rule, what }) => ({
+    .filter(({ rule, slot }) => kept.enabled[slot] !== rule.enabled)
+    .map(({ rule, slot, what }) => ({
       type: "rule.update",
-      address: formatAddress({ kind: "rule", policy: want.policy.name, index: rule.index }),
+      address: formatAddress({ kind: "rule", policy: policy.name, index: rule.index }),
       program: kept.ref,
-      index: rule.index,
+      index: slot,
       enabled: rule.enabled,
-      reason: `${what}: ${rule.enabled ? "enable" : "disable"} (live edit, no reload)`,
+      reason: `${what}: ${rule.enabled ? "enable" : "disable"}${where} (live edit, no reload)`,
     }));
-}
-
-/** Interface selection by glob (* and ?). */
-export function selects(selection: InterfaceSelection, name: string): boolean {
-  const included = selection.include === null || selection.include.some((glob) => globMatch(glob, name));
-  return included && !selection.exclude.some((glob) => globMatch(glob, name));
 }
 
 function plural(count: number, noun: string): string {

@@ -1,7 +1,9 @@
 import type { Listener, ObservedState } from "../datapath/types.js";
 import { cgroupWithin } from "../cgroup-path.js";
 import type { PlanWarning } from "../plan/model.js";
-import type { ValidPolicy } from "../validate/index.js";
+import { distance } from "fastest-levenshtein";
+import { globMatch } from "../glob.js";
+import { attachesToLinks, type ValidPolicy } from "../validate/index.js";
 import { portRangeText } from "../validate/selectors.js";
 
 /**
@@ -15,11 +17,59 @@ export function planWarnings(
   linksOf: (policy: ValidPolicy) => string[],
 ): PlanWarning[] {
   const listeners = observed.listeners;
-  if (!listeners) return [];
-  return policies.flatMap((policy) => [
-    ...steerWarnings(policy, listeners, linksOf(policy)),
-    ...outboundWarnings(policy, listeners, true),
-  ]);
+  const selectors = policies.flatMap((policy) => interfaceWarnings(policy, observed));
+  if (!listeners) return selectors;
+  return [
+    ...selectors,
+    ...policies.flatMap((policy) => [
+      ...steerWarnings(policy, listeners, linksOf(policy)),
+      ...outboundWarnings(policy, listeners, true),
+    ]),
+  ];
+}
+
+/**
+ * A policy left out of the namespace planned by its `namespaces`: told, so
+ * a typo in a glob is not silent. @namespace is the namespace's name
+ * (undefined: the host's own).
+ */
+export function namespaceWarning(policy: ValidPolicy, namespace: string | undefined): PlanWarning {
+  return {
+    kind: "namespaces-match-nothing",
+    policy: policy.name,
+    file: policy.file,
+    namespaces: [...(policy.namespaces ?? [])],
+    namespace,
+    suggestion: namespace === undefined ? undefined : closest(policy.namespaces ?? [], [namespace]),
+  };
+}
+
+/** Each `interfaces.include` entry of a policy with tc rules that matches no link intercept can serve here. */
+function interfaceWarnings(policy: ValidPolicy, observed: ObservedState): PlanWarning[] {
+  if (!attachesToLinks(policy) || policy.interfaces.include === null) return [];
+  const links = observed.links.filter((link) => !link.loopback && link.linkType === "ether").map((link) => link.name);
+  return policy.interfaces.include
+    .filter((glob) => !links.some((link) => globMatch(glob, link)))
+    .map((glob) => ({
+      kind: "interfaces-match-nothing",
+      policy: policy.name,
+      file: policy.file,
+      include: glob,
+      links,
+      suggestion: closest([glob], links),
+    }));
+}
+
+/** The candidate nearest to one of @written, when near enough to be a typo of it (fastest-levenshtein). */
+function closest(written: readonly string[], candidates: readonly string[]): string | undefined {
+  let best: { name: string; cost: number } | undefined;
+  for (const glob of written) {
+    for (const name of candidates) {
+      const cost = distance(glob.replace(/[*?]/g, ""), name);
+      if (cost <= Math.max(2, Math.floor(name.length / 3)) && (!best || cost < best.cost)) best = { name, cost };
+    }
+  }
+  return best?.name;
 }
 
 /** Whether plan must observe the listeners for @policies' warnings: a steer rule that drops, or an outbound rule. */

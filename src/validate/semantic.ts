@@ -6,7 +6,7 @@ import { findOverlaps } from "./overlap.js";
 import { portRangeText, readSelector, selectedPorts, selectedPortSet, type SelectorProblem } from "./selectors.js";
 import { overlaps } from "./intervals.js";
 import { attachesToLinks } from "./outbound.js";
-import { mayShareNamespace } from "./namespaces.js";
+import { mayShareNamespace, sharedLink } from "./namespaces.js";
 
 /** Appended to a rewrite-only restriction on a TCP rule: steer has no such restriction. */
 const TRY_STEER = ` (a tcp rule may use strategy: "steer", which has no such restriction)`;
@@ -242,11 +242,16 @@ export interface CheckedPolicy {
   policy: ValidPolicy;
 }
 
-/** Checks across policies: names and interface selections (of policies that may share a namespace) must not collide. */
+/**
+ * Checks across policies: names must not collide, and the rules of two
+ * policies that may select the same link (namespaces that may meet,
+ * interface selections that may meet) are checked against each other as
+ * the rules of one policy are (checkRules): their programs compose into one
+ * on such a link. Policies on provably different links reuse ports freely.
+ */
 export function checkPolicies(checked: CheckedPolicy[]): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
   const byName = new Map<string, CheckedPolicy>();
-  const selectingAll: ValidPolicy[] = [];
   for (const entry of checked) {
     const { policy } = entry;
     const other = byName.get(policy.name);
@@ -264,23 +269,131 @@ export function checkPolicies(checked: CheckedPolicy[]): Diagnostic[] {
     } else {
       byName.set(policy.name, entry);
     }
-    if (attachesToLinks(policy) && policy.interfaces.include === null && policy.interfaces.exclude.length === 0)
-      selectingAll.push(policy);
   }
-  for (const policy of selectingAll) {
-    // Only policies on links meet there; policies for namespaces no name can match both never do.
-    if (
-      checked.some(
-        (other) => other.policy !== policy && attachesToLinks(other.policy) && mayShareNamespace(policy, other.policy),
-      )
-    ) {
-      diagnostics.push(
-        diagnosticAt(
-          "policy/overlapping-interfaces",
-          startOf(policy.file),
-          `policy ${quoted(policy.name)} selects every interface, so it overlaps the other policies: give each policy an interfaces selector (or namespaces no name matches both)`,
-        ),
+  const onLinks = checked.filter((entry) => attachesToLinks(entry.policy) && entry.policy.rules.length > 0);
+  const suspects = suspectPolicies(onLinks);
+  onLinks.forEach((earlier, i) => {
+    for (const later of onLinks.slice(i + 1)) {
+      if (!suspects.has(earlier) && !suspects.has(later)) continue;
+      if (!mayShareNamespace(earlier.policy, later.policy)) continue;
+      const link = sharedLink(earlier.policy.interfaces, later.policy.interfaces);
+      if (link !== undefined) diagnostics.push(...checkRulesAcross(earlier, later, link));
+    }
+  });
+  return diagnostics;
+}
+
+/**
+ * The policies whose rules may meet another policy's, found in one pass
+ * over every rule rather than pair by pair (a repository of many files
+ * mostly has none): a rule that overlaps an earlier one, wherever that
+ * is (findOverlaps reports only the first, so its policy is checked
+ * against every other), and every policy with a rewrite rule whose port
+ * another policy's rule shares. Only pairs with one of them are checked
+ * in full (checkRulesAcross).
+ */
+function suspectPolicies(onLinks: CheckedPolicy[]): Set<CheckedPolicy> {
+  if (onLinks.length < 2) return new Set();
+  const owners: CheckedPolicy[] = [];
+  const all = onLinks.flatMap((entry) =>
+    entry.policy.rules.map((rule) => {
+      owners.push(entry);
+      return { ...rule, index: owners.length - 1 };
+    }),
+  );
+  const suspects = new Set(findOverlaps(all).map((overlap) => owners[overlap.later.index]!));
+  const rewrites = all.filter((rule) => rule.strategy === "rewrite");
+  for (const rule of rewrites) {
+    const port = [{ first: BigInt(rule.port), last: BigInt(rule.port) }];
+    const meeting = all.filter(
+      (other) =>
+        owners[other.index] !== owners[rule.index] &&
+        other.protocol === rule.protocol &&
+        ((other.strategy === "rewrite" && other.port === rule.port) || overlaps(selectedPortSet(other), port)),
+    );
+    if (meeting.length > 0) suspects.add(owners[rule.index]!);
+  }
+  return suspects;
+}
+
+/**
+ * The rules of @later against those of @earlier, which may run in one
+ * composed program on @link (a name, or a glob both select): each problem
+ * at @later's rule, with a note at @earlier's, in its own file.
+ */
+function checkRulesAcross(earlier: CheckedPolicy, later: CheckedPolicy, link: string): Diagnostic[] {
+  const offset = earlier.policy.rules.length;
+  const shifted = later.policy.rules.map((rule) => ({ ...rule, index: rule.index + offset }));
+  const owner = (rule: Rule) => (rule.index < offset ? earlier : later);
+  const original = (rule: Rule) => (rule.index < offset ? rule : later.policy.rules[rule.index - offset]!);
+  const name = (rule: Rule) => `${owner(rule).policy.name}: interceptors[${original(rule).index}]`;
+  const place = (rule: Rule, field: string) => {
+    const { loaded } = owner(rule);
+    const own = original(rule);
+    return loaded.sourceMap.locate(
+      `/interceptors/${own.index}/${field === "ports" ? portsField(loaded, own) : field}`,
+      "key",
+    );
+  };
+  // The files are the diagnostic's location and its note's (esbuild's related location); messages stay short.
+  const where = `both policies select ${link}, where their rules run in one program`;
+  const fix = "narrow one rule (exceptPorts, exceptSources), or the policies' interfaces or namespaces";
+  const diagnostics: Diagnostic[] = [];
+  const at = (
+    code: DiagnosticCode,
+    rule: Rule,
+    field: string,
+    message: string,
+    note: { rule: Rule; field: string; message: string },
+  ) =>
+    diagnostics.push(
+      diagnosticAt(code, place(rule, field), message, {
+        notes: [{ ...place(note.rule, note.field), message: note.message }],
+      }),
+    );
+  for (const overlap of findOverlaps([...earlier.policy.rules, ...shifted])) {
+    if (owner(overlap.earlier) === owner(overlap.later)) continue; // each policy's own checks report it
+    at(
+      overlap.samePort !== undefined ? "rule/duplicate-original-port" : "rule/overlap",
+      overlap.later,
+      "ports",
+      `${name(overlap.later)} overlaps ${name(overlap.earlier)}: ${overlap.packet} would match both; ${where}: ${fix}`,
+      { rule: overlap.earlier, field: "ports", message: `${name(overlap.earlier)} matches it here` },
+    );
+  }
+  for (const rule of shifted.filter((r) => r.strategy === "rewrite")) {
+    const sharing = earlier.policy.rules.find(
+      (other) => other.strategy === "rewrite" && other.protocol === rule.protocol && other.port === rule.port,
+    );
+    if (sharing) {
+      at(
+        "rule/duplicate-target-port",
+        rule,
+        "port",
+        `${rule.protocol} port ${rule.port} is already the target of rewrite rule ${name(sharing)}: their replies could not be told apart; ${where}: send one of them to another port`,
+        { rule: sharing, field: "port", message: `${name(sharing)} sends to it here` },
       );
+    }
+  }
+  // A chain either way: a rewrite rule of one policy whose port the other's rule intercepts.
+  for (const [rewrites, others] of [
+    [earlier.policy.rules, shifted],
+    [shifted, earlier.policy.rules],
+  ] as const) {
+    for (const rule of rewrites.filter((r) => r.strategy === "rewrite")) {
+      const port = [{ first: BigInt(rule.port), last: BigInt(rule.port) }];
+      const chained = others.find(
+        (other) => other.protocol === rule.protocol && overlaps(selectedPortSet(other), port),
+      );
+      if (chained) {
+        at(
+          "rule/chain",
+          rule,
+          "port",
+          `${rule.protocol} port ${rule.port} is one of the ports of ${name(chained)}: a rewrite rule may not chain; ${where}: send it to another port`,
+          { rule: chained, field: "ports", message: `${name(chained)} intercepts it here` },
+        );
+      }
     }
   }
   return diagnostics;

@@ -31,6 +31,7 @@ export function desired(policy: ValidPolicy): DesiredPolicy {
     program: { policy: policy.name, version: versionOf(contentHash) },
     hooks: compiled!.hooks,
     cgroupHooks: compiled!.cgroupHooks,
+    identify: async (program) => createHash("sha256").update(program.source).digest("hex"),
   };
 }
 

@@ -95,6 +95,7 @@ before(async () => {
     program: { policy: "web", version: VERSION },
     hooks: compiled!.hooks,
     cgroupHooks: compiled!.cgroupHooks,
+    identify: async () => `${VERSION}${"0".repeat(48)}`,
   };
   pins = new PinLayout("ns4026531840", path.join(scratch, "bpf"));
   await mkdir(pins.version({ policy: "web", version: VERSION }), { recursive: true });

@@ -221,6 +221,8 @@ test("symlinks in a policy folder: followed inside it, refused (and not read) ou
     `${dir}/secret.yaml:1:1: load/symlink-outside: symlink leads outside the policy folder (to ${decoy.dir}/secret.yaml): refused`,
     `${dir}/shadow.yaml:1:1: load/symlink-outside: symlink leads outside the policy folder (to ${decoy.secret}): refused`,
     `${dir}/team:1:1: load/symlink-outside: symlink leads outside the policy folder (to ${decoy.dir}/tree): refused`,
+    // The link inside the folder is followed: a second policy on eth0 with the same rule, which conflicts.
+    `${dir}/web-link.yaml:2:18: rule/duplicate-original-port: web_link: interceptors[0] overlaps web: interceptors[0]: a tcp packet to port 8000 would match both; both policies select eth0, where their rules run in one program: narrow one rule (exceptPorts, exceptSources), or the policies' interfaces or namespaces`,
   ]);
   assert.doesNotMatch(formatDiagnostics(diagnostics, { colour: false }), /SECRETHASH/);
   assert.equal(existsSync(decoy.dir), true, "the decoy folder still exists");

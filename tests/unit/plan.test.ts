@@ -111,17 +111,6 @@ test("interface selectors: include and exclude globs", async () => {
   assert.equal(selects({ include: ["veth?"], exclude: [] }, "veth12"), false);
 });
 
-test("two policies selecting one link is an error naming both", async () => {
-  const other = desiredPolicy("other", [{ originalPort: 7000, port: 7100, strategy: "rewrite" }], {
-    include: ["eth0"],
-    exclude: [],
-  });
-  await assert.rejects(async () => makePlan([demo, other], await (await kernel("eth0")).observe()), {
-    code: "plan-conflict",
-    message: /interface eth0 .* more than one policy: demo, other/,
-  });
-});
-
 test("a link that is not Ethernet: skipped by globs, an error when named", async () => {
   const fake = await kernel("eth0");
   fake.addLink("wg0", { linkType: "none" });

@@ -1,0 +1,136 @@
+/**
+ * `npm run bench:plan`: the control plane with many policy files (issue
+ * 20). Twenty policy files of ten rules each, all selecting one link (so
+ * they compose into one program), against one file holding the same two
+ * hundred rules: `plan` (load → validate → compile → identify → observe →
+ * compose → plan) and `apply` (the same, then executing the plan) over the
+ * fake datapath, so what is measured is intercept's own work, not the
+ * kernel's or clang's (identification hashes the C with clang's version,
+ * as on a node). Each round runs the four (variant, command) pairs in a
+ * shuffled order; the ratio is taken per round, and the median of the
+ * rounds' ratios is reported with their spread (min–max). Prints a table
+ * and writes bench/results/plan.json.
+ *   BENCH_PLAN_ROUNDS (21): rounds.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { clangBuilder } from "../src/build/index.js";
+import { executePlan, loadDesired, planRun } from "../src/reconcile/index.js";
+import { FakeDatapath } from "../tests/support/fake-datapath.js";
+import { table } from "./table.js";
+
+const ROUNDS = Number(process.env.BENCH_PLAN_ROUNDS ?? 21);
+const FILES = 20;
+const RULES = 10;
+const TARGET = 1.2;
+
+type Variant = "files" | "one";
+type Command = "plan" | "apply";
+
+function rule(file: number, index: number): string {
+  return `  - { originalPort: ${10_000 + file * 100 + index}, port: ${30_000 + file * 100 + index} }\n`;
+}
+
+async function writePolicies(root: string): Promise<Record<Variant, string>> {
+  const files = path.join(root, "files");
+  const one = path.join(root, "one");
+  await mkdir(files);
+  await mkdir(one);
+  let all = "interfaces: { include: [eth0] }\ninterceptors:\n";
+  for (let file = 0; file < FILES; file++) {
+    let text = "interfaces: { include: [eth0] }\ninterceptors:\n";
+    for (let index = 0; index < RULES; index++) text += rule(file, index);
+    all += text.slice(text.indexOf("\n", text.indexOf("interceptors:")) + 1);
+    await writeFile(path.join(files, `team_${String(file).padStart(2, "0")}.yaml`), text);
+  }
+  await writeFile(path.join(one, "all.yaml"), all);
+  return { files, one };
+}
+
+const noObjects = { objectFor: () => ({ objectPath: "unused.bpf.o", prefixes: [] }) };
+
+/** One `plan` or `apply` of the policies in @dir against a namespace with one link, fresh each time; in ms. */
+async function measure(dir: string, command: Command): Promise<number> {
+  const fake = new FakeDatapath({ name: "bench" });
+  fake.addLink("eth0");
+  const start = performance.now();
+  const run = await planRun(await loadDesired([dir], clangBuilder), fake, { warnings: true });
+  if (command === "apply") await executePlan(run.plan, fake, noObjects);
+  const elapsed = performance.now() - start;
+  const expected = command === "plan" ? 2 : 0;
+  const left = command === "plan" ? run.plan.changes.length : (await planRun(run.desired, fake)).plan.changes.length;
+  if (left !== expected) throw new Error(`${command} of ${dir}: ${left} changes, expected ${expected}`);
+  return elapsed;
+}
+
+function shuffle<T>(items: T[]): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+  return items;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+async function main() {
+  const root = await mkdtemp(path.join(tmpdir(), "intercept-bench-plan-"));
+  try {
+    const dirs = await writePolicies(root);
+    const commands: Command[] = ["plan", "apply"];
+    for (const command of commands)
+      for (const variant of ["files", "one"] as const) await measure(dirs[variant], command); // warm-up
+    const ratios: Record<Command, number[]> = { plan: [], apply: [] };
+    const ms = new Map<string, number[]>();
+    for (let round = 0; round < ROUNDS; round++) {
+      const measured = new Map<string, number>();
+      const pairs = shuffle(
+        commands.flatMap((command) => (["files", "one"] as const).map((variant) => ({ command, variant }))),
+      );
+      for (const { command, variant } of pairs) {
+        const value = await measure(dirs[variant], command);
+        measured.set(`${command}|${variant}`, value);
+        ms.set(`${command}|${variant}`, [...(ms.get(`${command}|${variant}`) ?? []), value]);
+      }
+      for (const command of commands)
+        ratios[command].push(measured.get(`${command}|files`)! / measured.get(`${command}|one`)!);
+    }
+    const rows = commands.map((command) => ({
+      command,
+      filesMs: median(ms.get(`${command}|files`)!),
+      oneMs: median(ms.get(`${command}|one`)!),
+      ratio: median(ratios[command]),
+      spread: { min: Math.min(...ratios[command]), max: Math.max(...ratios[command]) },
+    }));
+    console.log(
+      `control plane: ${FILES} policy files × ${RULES} rules on one link vs one file of the same ${FILES * RULES} rules, over the fake datapath (median of ${ROUNDS} per-round ratios, shuffled order):`,
+    );
+    console.log(
+      table(
+        ["command", `${FILES} files ms`, "one file ms", "files/one", "spread (min–max)", "target"],
+        rows.map((r) => [
+          r.command,
+          r.filesMs.toFixed(1),
+          r.oneMs.toFixed(1),
+          r.ratio.toFixed(3),
+          `${r.spread.min.toFixed(3)}–${r.spread.max.toFixed(3)}`,
+          `≤ ${TARGET}`,
+        ]),
+      ),
+    );
+    await mkdir("bench/results", { recursive: true });
+    const result = { measuredAt: new Date().toISOString(), rounds: ROUNDS, files: FILES, rules: RULES, rows };
+    await writeFile("bench/results/plan.json", `${JSON.stringify(result, null, 2)}\n`);
+    console.log("\nwritten: bench/results/plan.json");
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+await main();
