@@ -19,7 +19,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { execa } from "execa";
-import { compileBpf, contentHash } from "../src/build/index.js";
+import { compileBpf, contentHash } from "../src/toolchain/index.js";
 import { compileComposition, compilePolicies, type CompiledPolicy } from "../src/compile/index.js";
 import {
   matchStrategy,

@@ -16,7 +16,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { clangBuilder } from "../src/build/index.js";
+import { clangBuilder } from "../src/toolchain/index.js";
 import { executePlan, loadDesired, planRun } from "../src/reconcile/index.js";
 import { FakeDatapath } from "../tests/support/fake-datapath.js";
 import { table } from "./table.js";

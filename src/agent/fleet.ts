@@ -1,4 +1,4 @@
-import type { ProgramBuilder } from "../build/index.js";
+import type { ProgramBuilder } from "../toolchain/index.js";
 import { InterceptError, messageOf } from "../errors.js";
 import type { Host, NamespaceDatapath, NamespaceFile } from "../host/types.js";
 import type { NetworkNamespace } from "../model/namespace.js";

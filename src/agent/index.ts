@@ -3,7 +3,7 @@ import { InterceptError, messageOf, type PolicyError } from "../errors.js";
 import { globMatch } from "../glob.js";
 import type { Host, NamespaceWatch, Watch } from "../host/types.js";
 import { describeNamespace, type NetworkNamespace } from "../model/namespace.js";
-import { namedCgroups } from "../reconcile/plan-cgroups.js";
+import { namedCgroups } from "../reconcile/make-plan-cgroups.js";
 import { closePolicyWorker } from "../reconcile/policy-worker/client.js";
 import { CniMode, type CniOptions } from "./cni.js";
 import { Fleet } from "./fleet.js";

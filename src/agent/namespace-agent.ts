@@ -2,7 +2,7 @@ import type { ObservedLink } from "../datapath/types.js";
 import { InterceptError, messageOf } from "../errors.js";
 import type { Host, NamespaceDatapath, NamespaceLock, Watch } from "../host/types.js";
 import { describeNamespace } from "../model/namespace.js";
-import type { ProgramBuilder } from "../build/index.js";
+import type { ProgramBuilder } from "../toolchain/index.js";
 import {
   applyRun,
   doneWord,

@@ -1,6 +1,6 @@
 import { formatDiagnosticLine, reportableDiagnostics } from "../diagnostics.js";
 import { InterceptError, messageOf, PolicyError } from "../errors.js";
-import { programBuilder, type ProgramBuilder } from "../build/index.js";
+import { programBuilder, type ProgramBuilder } from "../toolchain/index.js";
 import { DEFAULT_POLICY_DIR } from "../load/index.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import type { Logger } from "./log.js";

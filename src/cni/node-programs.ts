@@ -1,4 +1,4 @@
-import type { ProgramBuilder } from "../build/index.js";
+import type { ProgramBuilder } from "../toolchain/index.js";
 import {
   HOOKS,
   sameVersion,

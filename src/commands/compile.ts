@@ -1,5 +1,5 @@
 import path from "node:path";
-import { buildPolicy, writeObjects, type BuiltPolicy } from "../build/index.js";
+import { buildPolicy, writeObjects, type BuiltPolicy } from "../toolchain/index.js";
 import {
   compileComposition,
   findDrift,

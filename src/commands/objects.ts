@@ -1,8 +1,8 @@
-import { programBuilder as chosenBuilder, type ProgramBuilder } from "../build/index.js";
+import { programBuilder as chosenBuilder, type ProgramBuilder } from "../toolchain/index.js";
 import { withProgress } from "./progress.js";
 
 /**
- * `--objects DIR`: chosen in src/build/ (the agent chooses the same way);
+ * `--objects DIR`: chosen in src/toolchain/ (the agent chooses the same way);
  * for the commands, each object it makes is announced on a terminal while
  * it takes (a cold clang build takes seconds).
  */

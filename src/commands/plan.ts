@@ -1,15 +1,15 @@
 import { createInterface } from "node:readline";
-import type { ProgramBuilder } from "../build/index.js";
+import type { ProgramBuilder } from "../toolchain/index.js";
 import type { ObservedState } from "../datapath/types.js";
 import { KernelDatapath } from "../datapath/kernel.js";
 import { InterceptError } from "../errors.js";
 import { onTerminationSignals, type NetworkNamespace } from "../kernel/exec.js";
 import { planJson, renderPlan } from "../plan/render.js";
-import { isSavedPlan } from "../plan/saved.js";
+import { isSavedPlan } from "../plan/saved-plan-file.js";
 import { applyRun, doneWord, loadDesired, planRun, type ApplyEvent, type PlannedRun } from "../reconcile/index.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { lockNamespace, type LockHolder } from "../reconcile/lock.js";
-import { savedPlanNamespace, savedPlanRun, saveRun } from "../reconcile/saved.js";
+import { savedPlanNamespace, savedPlanRun, saveRun } from "../reconcile/saved-plan-run.js";
 import { programBuilder } from "./objects.js";
 import { printJson } from "./output.js";
 import { startProgress } from "./progress.js";

@@ -1,5 +1,5 @@
 import type { Hook, RuleCounters } from "../datapath/types.js";
-import type { ProgramBuilder } from "../build/index.js";
+import type { ProgramBuilder } from "../toolchain/index.js";
 import { KernelDatapath } from "../datapath/kernel.js";
 import { quoted } from "../diagnostics.js";
 import { InterceptError, PolicyError } from "../errors.js";

@@ -136,7 +136,7 @@ export interface RulePrefixLists {
   serverV6: number;
 }
 
-export interface MatchPlan {
+export interface MatchLayout {
   strategy: MatchStrategy;
   /** Runs of ports with the same candidate rules (ingress): what the strategy is chosen by. */
   portSegments: number;
@@ -160,7 +160,11 @@ export interface MatchPlan {
  * forced, and @prefixLimit is PREFIX_CONSTANT_LIMIT unless forced: the
  * benchmark builds one policy both ways to compare.
  */
-export function planMatch(rules: Rule[], strategy?: MatchStrategy, prefixLimit = PREFIX_CONSTANT_LIMIT): MatchPlan {
+export function chooseMatchLayout(
+  rules: Rule[],
+  strategy?: MatchStrategy,
+  prefixLimit = PREFIX_CONSTANT_LIMIT,
+): MatchLayout {
   const rewriting = rules.filter((rule) => rule.strategy === "rewrite");
   const ingressPorts = rules.map((rule) => ({ rule, ports: selectedPorts(rule), direction: "request" as const }));
   const egressPorts = rewriting.map((rule) => ({

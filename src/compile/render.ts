@@ -8,7 +8,7 @@ import { selectedPorts } from "../validate/selectors.js";
 import { attachesToLinks } from "../validate/outbound.js";
 import { outboundContext } from "./outbound.js";
 import {
-  planMatch,
+  chooseMatchLayout,
   PREFIX_CONSTANT_LIMIT,
   ruleEnums,
   selectsAddresses,
@@ -130,11 +130,11 @@ export function renderPolicy(
   prefixLimit = PREFIX_CONSTANT_LIMIT,
 ): { source: string; prefixes: PrefixEntry[] } {
   assertRenderable(policy);
-  const plan = planMatch(policy.rules, strategy, prefixLimit);
+  const layout = chooseMatchLayout(policy.rules, strategy, prefixLimit);
   const addresses = policy.rules.some(selectsAddresses);
-  const count = (family: Family) => plan.prefixes.filter((entry) => entry.family === family).length;
+  const count = (family: Family) => layout.prefixes.filter((entry) => entry.family === family).length;
   const constants = (family: Family) =>
-    (plan.switch?.addressChecks ?? []).some((check) =>
+    (layout.switch?.addressChecks ?? []).some((check) =>
       check.families.some(
         (selection) => selection.family === family && selection.clauses.some((clause) => clause.kind !== "list"),
       ),
@@ -146,35 +146,35 @@ export function renderPolicy(
     outbound: policy.outbound ? outboundContext(policy.outbound) : false,
     switchLimit: SWITCH_LIMIT,
     prefixLimit,
-    portSegments: plan.portSegments,
-    table: plan.strategy === "table",
+    portSegments: layout.portSegments,
+    table: layout.strategy === "table",
     rewrites: policy.rules.some((rule) => rule.strategy === "rewrite"),
     steers: policy.rules.some((rule) => rule.strategy === "steer"),
     addresses,
-    tries: plan.prefixes.length > 0,
-    prefixEntries: plan.prefixes.length,
+    tries: layout.prefixes.length > 0,
+    prefixEntries: layout.prefixes.length,
     constantsV4: constants("ipv4"),
     constantsV6: constants("ipv6"),
     prefixesV4: count("ipv4"),
     prefixesV6: count("ipv6"),
-    prefixesDigest: plan.prefixesDigest.slice(0, 16),
+    prefixesDigest: layout.prefixesDigest.slice(0, 16),
     rules: policy.rules.map(ruleContext),
-    ...(plan.switch && {
-      ingress: plan.switch.ingress,
-      egress: plan.switch.egress,
-      addressChecks: plan.switch.addressChecks,
+    ...(layout.switch && {
+      ingress: layout.switch.ingress,
+      egress: layout.switch.egress,
+      addressChecks: layout.switch.addressChecks,
     }),
-    ...(plan.table && {
-      ingressTable: plan.table.ingress,
-      egressTable: plan.table.egress,
-      groups: plan.table.groups,
-      groupCount: Math.max(1, plan.table.groups.length),
-      candidatesPerGroup: plan.table.candidatesPerGroup,
-      prefixLists: plan.table.prefixLists ?? [],
+    ...(layout.table && {
+      ingressTable: layout.table.ingress,
+      egressTable: layout.table.egress,
+      groups: layout.table.groups,
+      groupCount: Math.max(1, layout.table.groups.length),
+      candidatesPerGroup: layout.table.candidatesPerGroup,
+      prefixLists: layout.table.prefixLists ?? [],
     }),
   };
   const template = attachesToLinks(policy) ? policyTemplate : outboundOnlyTemplate;
-  return { source: template(context, { data: { inlined: new Set<string>() } }), prefixes: plan.prefixes };
+  return { source: template(context, { data: { inlined: new Set<string>() } }), prefixes: layout.prefixes };
 }
 
 /** A rule as its comment and the tables show it. */

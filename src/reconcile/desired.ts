@@ -1,4 +1,4 @@
-import type { ProgramBuilder } from "../build/index.js";
+import type { ProgramBuilder } from "../toolchain/index.js";
 import { compileComposition, compilePolicies, type CompiledPolicy } from "../compile/index.js";
 import { versionOf, type CgroupHook, type Hook, type VersionRef } from "../datapath/types.js";
 import type { Diagnostic } from "../diagnostics.js";

@@ -1,12 +1,12 @@
-import type { ProgramBuilder } from "../build/index.js";
+import type { ProgramBuilder } from "../toolchain/index.js";
 import type { Datapath, ObservedState } from "../datapath/types.js";
 import { InterceptError } from "../errors.js";
 import type { Plan, PlanSummary } from "../plan/model.js";
 import { executePlan, leftToTidy, type ApplyEvent } from "./apply.js";
 import { composeDesired, ownProgram, type DesiredPolicy, type DesiredProgram } from "./desired.js";
 import type { LoadSource } from "./order.js";
-import { compositionsNeeded, makePlan } from "./plan.js";
-import { namedCgroups } from "./plan-cgroups.js";
+import { compositionsNeeded, makePlan } from "./make-plan.js";
+import { namedCgroups } from "./make-plan-cgroups.js";
 import { needsListeners } from "./warnings.js";
 
 export { ApplyError, doneWord, executePlan, leftToTidy, type ApplyEvent } from "./apply.js";
@@ -22,8 +22,8 @@ export {
   type DesiredPolicy,
   type DesiredProgram,
 } from "./desired.js";
-export { compositionsNeeded, makePlan, selects } from "./plan.js";
-export { namedCgroups } from "./plan-cgroups.js";
+export { compositionsNeeded, makePlan, selects } from "./make-plan.js";
+export { namedCgroups } from "./make-plan-cgroups.js";
 export { orderSteps, PHASES, type Step } from "./order.js";
 
 /**

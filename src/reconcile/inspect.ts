@@ -16,8 +16,8 @@ import type { OutboundRule, Rule, ValidPolicy } from "../validate/index.js";
 import { composeDesired, ownProgram, type DesiredPolicy, type DesiredProgram } from "./desired.js";
 import { findDrift, type Drift } from "./drift.js";
 import { viewOf } from "./observed-view.js";
-import { compositionsNeeded } from "./plan.js";
-import { namedCgroups } from "./plan-cgroups.js";
+import { compositionsNeeded } from "./make-plan.js";
+import { namedCgroups } from "./make-plan-cgroups.js";
 import { outboundWarnings } from "./warnings.js";
 import type { PlanWarning } from "../plan/model.js";
 

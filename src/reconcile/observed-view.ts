@@ -10,7 +10,7 @@ import {
   type ObservedState,
 } from "../datapath/types.js";
 import type { CgroupProgram, HookPrograms } from "../plan/model.js";
-import { wholeCgroupSet } from "./plan-cgroups.js";
+import { wholeCgroupSet } from "./make-plan-cgroups.js";
 
 /**
  * What runs where, read once from what the kernel reported: the version

@@ -14,7 +14,7 @@ import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { compileBpf } from "../../src/build/index.js";
+import { compileBpf } from "../../src/toolchain/index.js";
 import { loadAndPin } from "../../src/kernel/bpftool.js";
 import { lockNamespace } from "../../src/reconcile/lock.js";
 import { AgentProcess } from "../../lab/agent-process.js";

@@ -26,7 +26,7 @@ import { execa } from "execa";
 import { AgentProcess } from "../../lab/agent-process.js";
 import { NamespaceSet } from "../../lab/namespaces.js";
 import { intercept } from "../../lab/network.js";
-import { compileBpf } from "../../src/build/clang.js";
+import { compileBpf } from "../../src/toolchain/clang.js";
 import { PIN_ROOT } from "../../src/kernel/pins.js";
 import { NODE_TABLE_PATH, type NodeTable } from "../../src/model/cni.js";
 

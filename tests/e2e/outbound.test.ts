@@ -15,7 +15,7 @@ import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
 import { addAddress6, LabCgroup, OUTBOUND_HELPER } from "../../lab/cgroup.js";
 import { CLIENT_ADDRESS, intercept, Lab, SERVER_ADDRESS } from "../../lab/network.js";
-import { compileBpf } from "../../src/build/index.js";
+import { compileBpf } from "../../src/toolchain/index.js";
 
 /** The "remote" servers: 8080 is captured, 8081 never is. */
 const REMOTE_V4 = CLIENT_ADDRESS;

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
-import { compileBpf } from "../../src/build/index.js";
+import { compileBpf } from "../../src/toolchain/index.js";
 import { dumpMap, loadAndPin } from "../../src/kernel/bpftool.js";
 import { Gate } from "../../lab/gate.js";
 import { intercept, Lab, SERVER_ADDRESS, waitForAnswers } from "../../lab/network.js";

@@ -12,7 +12,7 @@ import { mkdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { execa } from "execa";
-import { buildPolicy } from "../../src/build/index.js";
+import { buildPolicy } from "../../src/toolchain/index.js";
 import { compilePolicies } from "../../src/compile/index.js";
 import { loadVersion, readVersionCounters } from "../../src/datapath/kernel.js";
 import { readFlows } from "../../src/flows/reader.js";

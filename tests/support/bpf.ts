@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { rm } from "node:fs/promises";
 import path from "node:path";
-import { buildPolicy } from "../../src/build/index.js";
+import { buildPolicy } from "../../src/toolchain/index.js";
 import { compilePolicies } from "../../src/compile/index.js";
 import { loadVersion, readVersionCounters, writeRule } from "../../src/datapath/kernel.js";
 import type { Hook, RuleCounters, VersionRef } from "../../src/datapath/types.js";

@@ -10,7 +10,7 @@ import { describe, test } from "node:test";
 import { createLogger, namespaceLogger, type LogEvent } from "../../src/agent/log.js";
 import { AgentMetrics, healthJson, upToDate, type PolicyHealth } from "../../src/agent/metrics.js";
 import { NamespaceAgent } from "../../src/agent/namespace-agent.js";
-import type { ProgramBuilder } from "../../src/build/index.js";
+import type { ProgramBuilder } from "../../src/toolchain/index.js";
 import type { Hook, LinkRef, VersionRef } from "../../src/datapath/types.js";
 import { parseAgentArguments } from "../../src/cli.js";
 import { UsageError } from "../../src/errors.js";

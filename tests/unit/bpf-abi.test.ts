@@ -10,7 +10,7 @@
 import "../support/temporary-cache.js";
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { buildPolicy } from "../../src/build/index.js";
+import { buildPolicy } from "../../src/toolchain/index.js";
 import { compilePolicies } from "../../src/compile/index.js";
 import { run, runJson } from "../../src/kernel/exec.js";
 import { loadPolicies } from "../../src/load/index.js";

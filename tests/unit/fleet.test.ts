@@ -18,7 +18,7 @@ import { NamespaceAgent } from "../../src/agent/namespace-agent.js";
 import { collectOrphans, FLEET_LOCK_HOLDER } from "../../src/agent/orphans.js";
 import { NamespaceDirectory } from "../../src/host/netns-directory.js";
 import type { NamespaceFile } from "../../src/host/types.js";
-import { buildPolicy, type ProgramBuilder } from "../../src/build/index.js";
+import { buildPolicy, type ProgramBuilder } from "../../src/toolchain/index.js";
 import { commandOptions, parseAgentArguments } from "../../src/cli.js";
 import { compilePolicies } from "../../src/compile/index.js";
 import type { Hook, LinkRef, VersionRef } from "../../src/datapath/types.js";

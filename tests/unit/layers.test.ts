@@ -12,7 +12,7 @@
  * host:      src/host/ — the Host port (a datapath per namespace, namespace,
  *            link and cgroup events, the namespace lock, pins, privileges,
  *            signals) and its kernel implementation
- * stages:    src/load/, src/validate/, src/compile/, src/build/ — the pipeline's
+ * stages:    src/load/, src/validate/, src/compile/, src/toolchain/ — the pipeline's
  *            stages
  * reconcile: src/reconcile/, src/plan/ — plans and their execution; src/cni/, the
  *            CNI plugin's node side (node programs, node table, install)
@@ -41,7 +41,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ["kernel"],
   ["datapath"],
   ["host"],
-  ["load", "validate", "compile", "build"],
+  ["load", "validate", "compile", "toolchain"],
   ["reconcile", "plan", "flows", "cni"],
   ["commands", "agent", "demo"],
   ["cli.ts"],

@@ -13,7 +13,7 @@ import { after, describe, test } from "node:test";
 import { policiesNote } from "../../src/commands/status.js";
 import { PolicyError } from "../../src/errors.js";
 import { executePlan, loadDesired, makePlan, planRun } from "../../src/reconcile/index.js";
-import { savedPlanNamespace, savedPlanRun, saveRun } from "../../src/reconcile/saved.js";
+import { savedPlanNamespace, savedPlanRun, saveRun } from "../../src/reconcile/saved-plan-run.js";
 import { desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
 

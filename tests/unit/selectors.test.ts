@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { endianness } from "node:os";
 import { describe, test } from "node:test";
 import type { Interceptor } from "../../src/api.js";
-import { planMatch, PREFIX_CONSTANT_LIMIT, SWITCH_LIMIT } from "../../src/compile/match.js";
+import { chooseMatchLayout, PREFIX_CONSTANT_LIMIT, SWITCH_LIMIT } from "../../src/compile/match.js";
 import { prefixBytes, prefixMap } from "../../src/compile/prefixes.js";
 import { AgentMetrics } from "../../src/agent/metrics.js";
 import { COUNTER_SLOTS } from "../../src/compile/counters.js";
@@ -290,7 +290,7 @@ describe("summary", () => {
 
 describe("compiling selectors", () => {
   test("port segments: runs with the same rules, what the strategy is chosen by", () => {
-    const plan = planMatch(
+    const plan = chooseMatchLayout(
       rules(
         { originalPorts: "*", exceptPorts: [22, 15020, 15021], port: 15006 },
         { originalPort: 53, port: 5353, protocol: "udp" },
@@ -316,7 +316,7 @@ describe("compiling selectors", () => {
       { length: SWITCH_LIMIT + 1 },
       (_, i): Interceptor => ({ originalPorts: [`${1000 + 10 * i}-${1005 + 10 * i}`], port: 9000 }),
     );
-    assert.equal(planMatch(rules(...ranges)).strategy, "table");
+    assert.equal(chooseMatchLayout(rules(...ranges)).strategy, "table");
   });
 
   test("a prefix as constants: net and mask words, zero words where the prefix does not reach", () => {
@@ -326,7 +326,7 @@ describe("compiling selectors", () => {
       sources: ["fd00:1::/33", "198.18.0.0/15"],
       destinations: ["10.0.0.0/8", "fd00::/64"],
     });
-    const check = planMatch([rule]).switch!.addressChecks[0]!;
+    const check = chooseMatchLayout([rule]).switch!.addressChecks[0]!;
     assert.deepEqual(check.anyAddress, []);
     const clauses = Object.fromEntries(check.families.map(({ family, clauses }) => [family, clauses]));
     assert.deepEqual(clauses.ipv4, [
@@ -349,7 +349,9 @@ describe("compiling selectors", () => {
 
   test(`a list of more than ${PREFIX_CONSTANT_LIMIT} CIDRs is a prefix list: networks selected, exceptions nested in them left out`, () => {
     const sources = Array.from({ length: PREFIX_CONSTANT_LIMIT + 1 }, (_, i) => `198.19.${i}.0/25`);
-    const plan = planMatch(rules({ originalPort: 8000, port: 9000, sources, exceptSources: ["198.19.0.64/26"] }));
+    const plan = chooseMatchLayout(
+      rules({ originalPort: 8000, port: 9000, sources, exceptSources: ["198.19.0.64/26"] }),
+    );
     assert.deepEqual(plan.switch!.addressChecks[0]!.families[0]!.clauses, [
       { kind: "list", address: "client", list: 1 },
     ]);
@@ -372,7 +374,7 @@ describe("compiling selectors", () => {
       ...first({ originalPort: 8000, port: 9000, sources }),
       exceptSources: first({ originalPort: 1, port: 2, sources: ["198.18.2.0/23"] }).sources,
     };
-    const plan = planMatch([rule]);
+    const plan = chooseMatchLayout([rule]);
     assert.ok(
       !plan.prefixes.some((entry) => entry.address[1] === 18 && entry.address[2] === 2),
       "198.18.2.0/24 is gone",
@@ -384,7 +386,7 @@ describe("compiling selectors", () => {
   });
 
   test("lookup tables put every address list in a trie, any-address as /0", () => {
-    const plan = planMatch(rules({ originalPort: 8000, port: 9000, exceptSources: ["fd00::/8"] }), "table");
+    const plan = chooseMatchLayout(rules({ originalPort: 8000, port: 9000, exceptSources: ["fd00::/8"] }), "table");
     assert.deepEqual(plan.table!.prefixLists, [{ clientV4: 0, serverV4: 0, clientV6: 1, serverV6: 0 }]);
     assert.deepEqual(
       plan.prefixes.map(({ prefixLength, selected }) => [prefixLength, selected]),

@@ -1,6 +1,6 @@
 import { isDeepStrictEqual } from "node:util";
 import type { Datapath } from "../datapath/types.js";
-import type { ProgramBuilder } from "../build/index.js";
+import type { ProgramBuilder } from "../toolchain/index.js";
 import { quoted, reportableDiagnostics } from "../diagnostics.js";
 import { InterceptError, PolicyError } from "../errors.js";
 import type { NetworkNamespace } from "../kernel/exec.js";
@@ -8,7 +8,7 @@ import { describeNamespace } from "../kernel/namespace.js";
 import { policyFromData, type LoadedPolicy } from "../load/index.js";
 import type { ValidPolicy } from "../validate/index.js";
 import type { Change } from "../plan/model.js";
-import { readSavedPlan, savedNamespace, savePlan, type SavedPolicy } from "../plan/saved.js";
+import { readSavedPlan, savedNamespace, savePlan, type SavedPolicy } from "../plan/saved-plan-file.js";
 import { observedSnapshot, snapshotDifferences } from "../plan/snapshot.js";
 import { desiredState, validated } from "./desired.js";
 import { planRun, type PlannedRun } from "./index.js";

@@ -36,7 +36,7 @@ import { ownProgram, type DesiredPolicy, type DesiredProgram } from "./desired.j
 import { findDrift } from "./drift.js";
 import { viewOf, type LinkView } from "./observed-view.js";
 import { namespaceWarning, planWarnings } from "./warnings.js";
-import { exemptIdentities, planCgroups, planExemption, wantedCgroups, type WantedCgroup } from "./plan-cgroups.js";
+import { exemptIdentities, planCgroups, planExemption, wantedCgroups, type WantedCgroup } from "./make-plan-cgroups.js";
 
 /**
  * Stage 6: the changes that make @observed match @desired. Pure and
