@@ -40,7 +40,7 @@ function tcpSyn(sport: number, dport: number): Buffer {
   header.writeUInt32BE(0x1000, 4); // sequence number
   header[12] = 5 << 4; // data offset: 5 words
   header[13] = TCP_SYN;
-  header.writeUInt16BE(64240, 14); // window
+  header.writeUInt16BE(65535, 14); // window
   return header;
 }
 
