@@ -172,12 +172,11 @@ async function explainLink(
     return { label, location, summary };
   };
   return withSideCopy(pins, version, objectPath, async (copy) => {
-    const explained: LinkExplanation[] = [];
-    for (const connection of connections) {
-      const ran = await copy.run(context.netns, firstPacket(connection), slots);
-      explained.push({ ...base, ...verdictOf(desired.policy.rules, connection, ran, enabled, name, listeners) });
-    }
-    return explained;
+    const ran = await copy.runMany(context.netns, connections.map(firstPacket), slots);
+    return connections.map((connection, index) => ({
+      ...base,
+      ...verdictOf(desired.policy.rules, connection, ran[index]!, enabled, name, listeners),
+    }));
   });
 }
 

@@ -17,8 +17,8 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { dumpMap, loadAndPin } from "../kernel/bpftool.js";
-import { run, type NetworkNamespace } from "../kernel/exec.js";
+import { formattedEntries, loadAndPin, type MapEntry } from "../kernel/bpftool.js";
+import { runWithInput, type NetworkNamespace } from "../kernel/exec.js";
 import { BPFFS, removePins, type PinLayout } from "../kernel/pins.js";
 import { MAPS, TC_PROGRAMS } from "../model/bpf-abi.js";
 import { COUNTER_SLOTS, counterKey, type CounterSlot } from "../model/counters.js";
@@ -69,32 +69,41 @@ export class SideCopy {
     private readonly files: string,
   ) {}
 
-  /** Runs @frame through the copy's ingress program, in @netns (whose sockets its lookups see). */
-  async run(netns: NetworkNamespace, frame: Buffer, slots: number): Promise<TestRunResult> {
-    const [input, output] = [path.join(this.files, "in.bin"), path.join(this.files, "out.bin")];
-    await writeFile(input, frame);
+  /**
+   * Runs each of @frames through the copy's ingress program, in @netns
+   * (whose sockets its lookups see), each followed by a read of the copy's
+   * counters: one bpftool batch, in one process, for them all.
+   */
+  async runMany(netns: NetworkNamespace, frames: Buffer[], slots: number): Promise<TestRunResult[]> {
     const program = path.join(this.dir, "progs", TC_PROGRAMS.ingress.name);
-    const printed = await run(
-      "bpftool",
-      ["prog", "run", "pinned", program, "data_in", input, "data_out", output, "repeat", "1"],
-      netns,
-    );
-    const returnValue = Number(/Return value: (\d+)/.exec(printed)?.[1]) | 0;
-    return {
-      returnValue,
-      matched: await this.movedCounter(slots),
-      unchanged: (await readFile(output)).equals(frame),
-    };
+    const counters = path.join(this.dir, "maps", MAPS.rule_counters.name);
+    const lines: string[] = [];
+    for (const [index, frame] of frames.entries()) {
+      const [input, output] = [path.join(this.files, `in${index}.bin`), path.join(this.files, `out${index}.bin`)];
+      await writeFile(input, frame);
+      lines.push(
+        `prog run pinned ${program} data_in ${input} data_out ${output} repeat 1`,
+        `map dump pinned ${counters}`,
+      );
+    }
+    const printed = await runWithInput("bpftool", ["-j", "batch", "file", "-"], `${lines.join("\n")}\n`, netns);
+    const outputs = (JSON.parse(printed) as { output: unknown }[]).map((entry) => entry.output);
+    const results: TestRunResult[] = [];
+    for (const [index, frame] of frames.entries()) {
+      const ran = outputs[2 * index] as { retval: number };
+      results.push({
+        returnValue: ran.retval | 0,
+        matched: this.moved(formattedEntries<{ packets: number }>(outputs[2 * index + 1]), slots),
+        unchanged: (await readFile(path.join(this.files, `out${index}.bin`))).equals(frame),
+      });
+    }
+    return results;
   }
 
-  /** The first slot and counter of the copy's rule_counters that moved since the last run. */
-  private async movedCounter(slots: number): Promise<TestRunResult["matched"]> {
-    const pin = path.join(this.dir, "maps", MAPS.rule_counters.name);
+  /** The first slot and counter of @entries (the copy's rule_counters) that moved since the last run. */
+  private moved(entries: MapEntry<{ packets: number }>[], slots: number): TestRunResult["matched"] {
     const totals = new Map(
-      (await dumpMap<{ packets: number }>(pin)).map((entry) => [
-        entry.key,
-        (entry.values ?? []).reduce((sum, { value }) => sum + value.packets, 0),
-      ]),
+      entries.map((entry) => [entry.key, (entry.values ?? []).reduce((sum, { value }) => sum + value.packets, 0)]),
     );
     let moved: TestRunResult["matched"];
     for (let slot = 0; slot < slots && !moved; slot++)
