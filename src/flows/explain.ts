@@ -189,7 +189,7 @@ function verdictOf(
   name: (rule: Rule) => NamedRule,
   listeners: Listener[],
 ): Omit<LinkExplanation, "link" | "policy" | "version"> {
-  const { selected, nearMisses } = inboundMatches(rules, connection, enabled);
+  const { selected, selectedEnabled, nearMisses } = inboundMatches(rules, connection, enabled);
   const testRun = {
     returnValue: ran.returnValue,
     slot: ran.matched?.slot ?? null,
@@ -198,11 +198,14 @@ function verdictOf(
   const near = nearMisses.map((miss) => ({ rule: name(miss.rule), reason: miss.misses[0]! }));
   const acted = ran.matched ? rules[ran.matched.slot] : undefined;
   if (!acted) {
-    const why = selected
-      ? `rule ${name(selected).label} selects it but is disabled: the packet is handed on untouched`
-      : "no rule selects it: the packet is handed on untouched";
+    // The program is the policy's by content hash, so the two agree; if they ever do not, the program's word stands.
+    const why = !selected
+      ? "no rule selects it: the packet is handed on untouched"
+      : selectedEnabled
+        ? `rule ${name(selected).label} selects it, yet the program handed it on untouched`
+        : `rule ${name(selected).label} selects it but is disabled: the packet is handed on untouched`;
     return {
-      verdict: selected ? "rule-disabled" : "no-rule",
+      verdict: selected && !selectedEnabled ? "rule-disabled" : "no-rule",
       reason: why,
       rule: selected ? name(selected) : null,
       target: null,

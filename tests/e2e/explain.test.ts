@@ -18,6 +18,7 @@ import { KernelDatapath } from "../../src/datapath/kernel.js";
 import { explainMany, type InboundExplanation } from "../../src/flows/explain.js";
 import type { InboundConnection } from "../../src/flows/explain-rules.js";
 import { desiredState, validPolicies } from "../../src/reconcile/index.js";
+import { LabCgroup } from "../../lab/cgroup.js";
 import { CLIENT_ADDRESS, intercept, Lab, SERVER_ADDRESS } from "../../lab/network.js";
 
 const SECOND_SERVER_ADDRESS = "198.18.0.3";
@@ -62,6 +63,8 @@ let lab: Lab;
 let scratch: string;
 let policyFile: string;
 let clients: string[];
+let cgroup: LabCgroup;
+let outboundFile: string;
 
 before(async () => {
   lab = await Lab.create();
@@ -83,12 +86,26 @@ before(async () => {
       "",
     ].join("\n"),
   );
-  const applied = await intercept("apply", policyFile, "--netns", lab.serverNs, "--yes", "--no-color");
+  cgroup = await LabCgroup.create(["app", "app/sidecar", "other"]);
+  outboundFile = path.join(scratch, "out.yaml");
+  await writeFile(
+    outboundFile,
+    [
+      "outbound:",
+      `  cgroups: ["${cgroup.path("app")}"]`,
+      `  exempt: { uids: [4242], cgroups: ["${cgroup.path("app/sidecar")}"] }`,
+      "  rules:",
+      '    - { originalPort: 443, port: 15001, cidrs: ["198.18.0.0/24"] }',
+      "",
+    ].join("\n"),
+  );
+  const applied = await intercept("apply", policyFile, outboundFile, "--netns", lab.serverNs, "--yes", "--no-color");
   assert.equal(applied.exitCode, 0, applied.stdout + applied.stderr);
 });
 
 after(async () => {
   await lab?.destroy();
+  await cgroup?.destroy();
   await rm(scratch, { recursive: true, force: true });
   const left = (await readdir("/sys/fs/bpf")).filter((name) => name.startsWith(`intercept-explain-${process.pid}-`));
   assert.deepEqual(left, [], "no side copy is left pinned");
@@ -145,7 +162,7 @@ test(`explain agrees with ${CASES} real connections`, async () => {
     };
   });
   const builder = await programBuilder(undefined);
-  const { loaded, policies } = await validPolicies([policyFile]);
+  const { loaded, policies } = await validPolicies([policyFile, outboundFile]);
   const netns = { name: lab.serverNs };
   const explained = await explainMany(
     {
@@ -277,4 +294,45 @@ test("a tuple the server holds in TIME_WAIT is refused, and nothing is loaded", 
     refused.stderr.trim(),
     `intercept: ${CLIENT_ADDRESS}:12345 → ${SERVER_ADDRESS}:8005 is in TIME_WAIT: a SYN for it would end that TIME_WAIT for real; give another --from port`,
   );
+});
+
+test("outbound: the live rule set for a cgroup and uid, against the loaded version", async () => {
+  const cases = [
+    ["app", "1000", "198.18.0.9:443", "redirected", "to the local proxy on port 15001"],
+    ["app", "4242", "198.18.0.9:443", "exempt", "uid 4242 is in exempt.uids"],
+    [
+      "app/sidecar",
+      "0",
+      "198.18.0.9:443",
+      "exempt",
+      `cgroup /${cgroup.path("app/sidecar")} is exempt cgroup /${cgroup.path("app/sidecar")}`,
+    ],
+    [
+      "other",
+      "0",
+      "198.18.0.9:443",
+      "not-captured",
+      `cgroup /${cgroup.path("other")} is not in or below a captured cgroup (/${cgroup.path("app")})`,
+    ],
+    ["app", "0", "203.0.113.1:443", "no-rule", "no outbound rule selects 203.0.113.1:443"],
+  ] as const;
+  for (const [child, uid, to, verdict, reason] of cases) {
+    const explained = await intercept(
+      "explain",
+      policyFile,
+      outboundFile,
+      "--netns",
+      lab.serverNs,
+      "--to",
+      to,
+      "--cgroup",
+      cgroup.path(child),
+      "--uid",
+      uid,
+      "--json",
+    );
+    assert.equal(explained.exitCode, 0, explained.stderr);
+    const [policy] = JSON.parse(explained.stdout).policies;
+    assert.deepEqual([policy.policy, policy.verdict, policy.reason], ["out", verdict, reason], `${child} ${uid} ${to}`);
+  }
 });
