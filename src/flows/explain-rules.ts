@@ -43,7 +43,12 @@ export function inboundMatches(
 ): { selected: Rule | undefined; selectedEnabled: boolean; nearMisses: RuleMatch[] } {
   const matches = rules.map((rule) => ({ rule, misses: inboundMisses(rule, connection) }));
   const selected = matches.find((match) => match.misses.length === 0)?.rule;
-  const nearMisses = matches.filter((match) => match.misses.length === 1);
+  // A rule that does not list the port at all did not come close, whatever else it selects.
+  const listed = (rule: Rule) =>
+    rule.originalPorts.some(
+      (range) => range.first <= connection.destination.port && connection.destination.port <= range.last,
+    );
+  const nearMisses = matches.filter((match) => match.misses.length === 1 && listed(match.rule));
   return { selected, selectedEnabled: selected !== undefined && enabled(selected.index), nearMisses };
 }
 

@@ -129,10 +129,7 @@ export async function explainMany(
     .filter((link) => link.filters.ingress === undefined)
     .map((link) => ({
       link: link.name,
-      reasons:
-        context.desired.length === 0
-          ? ["no policies were given to say why (give the policies' paths)"]
-          : [...new Set(context.desired.map((want) => noProgramReason(want.policy, link, context.netns.name)))],
+      reasons: noProgramReasons(context.desired, link, context.netns.name),
     }));
   return connections.map((connection, index) => ({
     direction: "inbound",
@@ -140,6 +137,18 @@ export async function explainMany(
     links: perLink[index]!,
     unattached,
   }));
+}
+
+/** Why @link runs no program of the policies given: one line per policy with interceptors, said once each. */
+export function noProgramReasons(
+  desired: Pick<DesiredPolicy, "policy">[],
+  link: { name: string; loopback: boolean; linkType: string },
+  namespace: string | undefined,
+): string[] {
+  if (desired.length === 0) return ["no policies were given to say why (give the policies' paths)"];
+  const linked = desired.filter((want) => want.policy.rules.length > 0);
+  if (linked.length === 0) return ["no policy given has interceptors: they capture outbound only"];
+  return [...new Set(linked.map((want) => noProgramReason(want.policy, link, namespace)))];
 }
 
 async function explainLink(

@@ -22,7 +22,7 @@ import {
   type Endpoint,
   type InboundConnection,
 } from "../../src/flows/explain-rules.js";
-import type { InboundExplanation } from "../../src/flows/explain.js";
+import { noProgramReasons, type InboundExplanation } from "../../src/flows/explain.js";
 import { firstPacket } from "../../src/flows/test-packet.js";
 import { outputHeader } from "../../src/model/output-format.js";
 import { validPolicies } from "../../src/reconcile/index.js";
@@ -127,6 +127,18 @@ test("a connection no rule selects: the near misses are the rules one check away
   );
 });
 
+test("a rule that does not list the port is no near miss: only the port's rules, one check away", () => {
+  const { nearMisses } = inboundMatches(web.rules, tcp("10.1.2.3:40000", "198.18.0.1:7005"));
+  assert.deepEqual(
+    nearMisses.map((miss) => [miss.rule.index, miss.misses[0]]),
+    [[1, "destination 198.18.0.1 is not in destinations (198.18.0.3)"]],
+  );
+  assert.deepEqual(inboundMisses(web.rules[0]!, tcp("10.2.0.1:1", "198.18.0.1:7005")), [
+    "it selects 8000-8080, not 7005",
+  ]);
+  assert.deepEqual(inboundMatches(web.rules, tcp("10.2.0.1:1", "198.18.0.1:9999")).nearMisses, []);
+});
+
 test("a disabled rule still selects: explain says it is switched off", () => {
   const { selected, selectedEnabled } = inboundMatches(web.rules, tcp("10.2.0.1:1", "198.18.0.1:8000"), () => false);
   assert.equal(selected?.index, 0);
@@ -158,6 +170,22 @@ test("links without a program: each reason, word for word", () => {
     "wg0 is a none link: programs attach to Ethernet links only",
   );
   assert.equal(noProgramReason(out, ether("eth0"), "pod-1"), "policy out has no interceptors, only outbound capture");
+  const reasons = (policies: ValidPolicy[], link = ether("veth3")) =>
+    noProgramReasons(
+      policies.map((policy) => ({ policy })),
+      link,
+      "pod-1",
+    );
+  assert.deepEqual(
+    reasons([edge, out]),
+    [`policy edge's interfaces "eth*" do not match veth3`],
+    "outbound-only policies are not named",
+  );
+  assert.deepEqual(reasons([out]), ["no policy given has interceptors: they capture outbound only"]);
+  assert.deepEqual(reasons([]), ["no policies were given to say why (give the policies' paths)"]);
+  assert.deepEqual(reasons([web, edge], { name: "lo", loopback: true, linkType: "loopback" }), [
+    "lo is a loopback link: programs attach to Ethernet links only",
+  ]);
 });
 
 test("outbound: redirected, exempt by uid or cgroup, no rule, not captured, disabled", () => {
