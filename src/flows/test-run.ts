@@ -14,7 +14,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { formattedEntries, loadAndPin, type MapEntry } from "../kernel/bpftool.js";
@@ -26,6 +26,9 @@ import type { VersionRef } from "../model/version.js";
 
 /** The live maps a side copy reads: only ever read by the programs. */
 const SHARED_READ_ONLY = [MAPS.rule_state.name, MAPS.policy_meta.name, MAPS.prefixes_v4.name, MAPS.prefixes_v6.name];
+
+/** Side copies are pinned as /sys/fs/bpf/intercept-explain-<pid>-<random>. */
+const SIDE_COPY_PREFIX = "intercept-explain-";
 
 export interface TestRunResult {
   /** The program's return value, signed: -1 TC_ACT_UNSPEC (handed on), 2 TC_ACT_SHOT (dropped). */
@@ -46,7 +49,8 @@ export async function withSideCopy<T>(
   objectPath: string,
   use: (copy: SideCopy) => Promise<T>,
 ): Promise<T> {
-  const side = path.join(BPFFS, `intercept-explain-${process.pid}-${randomBytes(4).toString("hex")}`);
+  await removeOrphanedCopies();
+  const side = path.join(BPFFS, `${SIDE_COPY_PREFIX}${process.pid}-${randomBytes(4).toString("hex")}`);
   const files = await mkdtemp(path.join(tmpdir(), "intercept-explain-"));
   try {
     const reuse = Object.fromEntries(
@@ -57,6 +61,14 @@ export async function withSideCopy<T>(
   } finally {
     await removePins(side);
     await rm(files, { recursive: true, force: true });
+  }
+}
+
+/** Removes the side copies of explain processes that are gone (killed before they could remove theirs). */
+async function removeOrphanedCopies(): Promise<void> {
+  for (const name of await readdir(BPFFS)) {
+    const pid = Number(/^intercept-explain-(\d+)-[0-9a-f]{8}$/.exec(name)?.[1]);
+    if (Number.isInteger(pid) && pid > 0 && !existsSync(`/proc/${pid}`)) await removePins(path.join(BPFFS, name));
   }
 }
 
