@@ -39,7 +39,7 @@ export interface RuleMatch {
 export function inboundMatches(
   rules: readonly Rule[],
   connection: InboundConnection,
-  enabled: (index: number) => boolean = (index) => rules[index]?.enabled ?? false,
+  enabled: (rule: Rule) => boolean = (rule) => rule.enabled,
 ): { selected: Rule | undefined; selectedEnabled: boolean; nearMisses: RuleMatch[] } {
   const matches = rules.map((rule) => ({ rule, misses: inboundMisses(rule, connection) }));
   const selected = matches.find((match) => match.misses.length === 0)?.rule;
@@ -49,7 +49,7 @@ export function inboundMatches(
       (range) => range.first <= connection.destination.port && connection.destination.port <= range.last,
     );
   const nearMisses = matches.filter((match) => match.misses.length === 1 && listed(match.rule));
-  return { selected, selectedEnabled: selected !== undefined && enabled(selected.index), nearMisses };
+  return { selected, selectedEnabled: selected !== undefined && enabled(selected), nearMisses };
 }
 
 /** Every reason @rule does not select @connection, in the datapath's order of checks. */
@@ -165,8 +165,7 @@ export type OutboundVerdict =
 export function outboundVerdict(
   outbound: OutboundPolicy,
   connection: OutboundConnection,
-  enabled: (index: number) => boolean = (index) =>
-    outbound.rules.find((rule) => rule.index === index)?.enabled ?? false,
+  enabled: (rule: OutboundRule) => boolean = (rule) => rule.enabled,
 ): OutboundVerdict {
   const captured = outbound.cgroups.find((cgroup) => within(connection.cgroup, cgroup));
   if (captured === undefined)
@@ -185,7 +184,7 @@ export function outboundVerdict(
       nearMisses: misses.filter((entry) => entry.miss !== undefined) as { rule: OutboundRule; miss: string }[],
     };
   }
-  if (!enabled(selected.index))
+  if (!enabled(selected))
     return { verdict: "disabled", rule: selected, reason: `the rule is disabled: the connection goes out as asked` };
   if (outbound.exempt.uids.includes(connection.uid))
     return { verdict: "exempt", rule: selected, reason: `uid ${connection.uid} is in exempt.uids` };

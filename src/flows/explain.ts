@@ -14,12 +14,12 @@ import { namespaceKey } from "../kernel/namespace.js";
 import { PinLayout } from "../kernel/pins.js";
 import { listListeners, type Listener } from "../kernel/sockets.js";
 import type { LoadedPolicy } from "../load/index.js";
-import { slotCount } from "../model/rule-slots.js";
+import { composedSlots, slotCount, slottedRules } from "../model/rule-slots.js";
 import type { VersionRef } from "../model/version.js";
 import type { DesiredPolicy } from "../reconcile/desired.js";
 import { inspect, type ProgramReport, type StatusReport } from "../reconcile/inspect.js";
 import { appliesIn } from "../validate/namespaces.js";
-import type { Rule } from "../validate/model.js";
+import type { OutboundRule, Rule, ValidPolicy } from "../validate/model.js";
 import {
   inboundMatches,
   noProgramReason,
@@ -174,17 +174,21 @@ async function explainLink(
       nearMisses: [],
     }));
   const objectPath = await context.builder.object(desired.compiled, desired.contentHash);
-  const slots = slotCount(desired.policy);
-  const enabled = (index: number) => program.rules.find((rule) => rule.index === index)?.enabled ?? false;
+  // A composed program numbers its members' rules in one sequence (src/model/rule-slots.ts).
+  const slotOf = programSlots(desired.members);
+  const rules = desired.members.flatMap((member) => member.rules);
+  const slots = desired.members.reduce((sum, member) => sum + slotCount(member), 0);
+  const enabled = (rule: Rule | OutboundRule) =>
+    program.rules.find((entry) => entry.index === slotOf.get(rule))?.enabled ?? false;
   const name = (rule: Rule): NamedRule => {
-    const { label, location, summary } = directory.resolve(version.version, rule.index);
+    const { label, location, summary } = directory.resolve(version.version, slotOf.get(rule)!);
     return { label, location, summary };
   };
   return withSideCopy(pins, version, objectPath, async (copy) => {
     const ran = await copy.runMany(context.netns, connections.map(firstPacket), slots);
     return connections.map((connection, index) => ({
       ...base,
-      ...verdictOf(desired.policy.rules, connection, ran[index]!, enabled, name, listeners),
+      ...verdictOf(rules, slotOf, connection, ran[index]!, enabled, name, listeners),
     }));
   });
 }
@@ -192,9 +196,10 @@ async function explainLink(
 /** The verdict, from what the side copy did and who listens, named from the policy's rules. */
 function verdictOf(
   rules: readonly Rule[],
+  slotOf: Map<Rule | OutboundRule, number>,
   connection: InboundConnection,
   ran: TestRunResult,
-  enabled: (index: number) => boolean,
+  enabled: (rule: Rule) => boolean,
   name: (rule: Rule) => NamedRule,
   listeners: Listener[],
 ): Omit<LinkExplanation, "link" | "policy" | "version"> {
@@ -205,7 +210,7 @@ function verdictOf(
     counter: ran.matched?.counter ?? null,
   };
   const near = nearMisses.map((miss) => ({ rule: name(miss.rule), reason: miss.misses[0]! }));
-  const acted = ran.matched ? rules[ran.matched.slot] : undefined;
+  const acted = ran.matched ? rules.find((rule) => slotOf.get(rule) === ran.matched!.slot) : undefined;
   if (!acted) {
     // The program is the policy's by content hash, so the two agree; if they ever do not, the program's word stands.
     const why = !selected
@@ -287,9 +292,14 @@ export function explainOutbound(
   for (const want of desired) {
     const outbound = want.policy.outbound;
     if (!outbound || !appliesIn(want.policy, netns.name)) continue;
-    const program = report.programs.find((candidate) => sameRef(candidate.program.ref, want.program));
-    const name = (index: number): NamedRule => {
-      const { label, location, summary } = directory.resolve(want.program.version, index);
+    // The program holding this policy's outbound rules: its own, or a composition it is a member of.
+    const program = report.programs.find((candidate) =>
+      candidate.desired?.members.some((member) => member.name === want.policy.name && member.file === want.policy.file),
+    );
+    const slotOf = programSlots(program?.desired?.members ?? []);
+    const version = program?.program.ref.version ?? want.program.version;
+    const name = (rule: OutboundRule): NamedRule => {
+      const { label, location, summary } = directory.resolve(version, slotOf.get(rule) ?? rule.index);
       return { label, location, summary };
     };
     if (!program) {
@@ -302,16 +312,17 @@ export function explainOutbound(
       });
       continue;
     }
-    const enabled = (index: number) => program.rules.find((rule) => rule.index === index)?.enabled ?? false;
+    const enabled = (rule: OutboundRule) =>
+      program.rules.find((entry) => entry.index === slotOf.get(rule))?.enabled ?? false;
     const result = outboundVerdict(outbound, connection, enabled);
     policies.push({
       policy: want.policy.name,
       verdict: result.verdict,
       reason: result.reason,
-      rule: "rule" in result ? name(result.rule.index) : null,
+      rule: "rule" in result ? name(result.rule) : null,
       nearMisses:
         result.verdict === "no-rule"
-          ? result.nearMisses.map((miss) => ({ rule: name(miss.rule.index), reason: miss.miss }))
+          ? result.nearMisses.map((miss) => ({ rule: name(miss.rule), reason: miss.miss }))
           : [],
     });
   }
@@ -322,6 +333,16 @@ export async function outboundContext(context: ExplainContext) {
   const report = await inspect(context.datapath, context.desired);
   const pins = new PinLayout(await namespaceKey(context.netns));
   return { report, directory: await RuleDirectory.read(pins, context.desired, context.loaded) };
+}
+
+/** Each rule of @members' program, interceptor or outbound, with its slot in that program. */
+function programSlots(members: readonly ValidPolicy[]): Map<Rule | OutboundRule, number> {
+  const slots = composedSlots(members);
+  const slotOf = new Map<Rule | OutboundRule, number>();
+  members.forEach((member, m) => {
+    for (const [i, rule] of slottedRules<Rule, OutboundRule>(member).entries()) slotOf.set(rule, slots[m]![i]!);
+  });
+  return slotOf;
 }
 
 function sameRef(a: VersionRef, b: VersionRef): boolean {

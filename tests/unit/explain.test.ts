@@ -191,7 +191,7 @@ test("links without a program: each reason, word for word", () => {
 test("outbound: redirected, exempt by uid or cgroup, no rule, not captured, disabled", () => {
   const outbound = out.outbound!;
   const to = endpoint("198.18.0.9:443");
-  const verdict = (cgroup: string, uid: number, destination = to, enabled?: (index: number) => boolean) =>
+  const verdict = (cgroup: string, uid: number, destination = to, enabled?: () => boolean) =>
     outboundVerdict(outbound, { cgroup, uid, destination }, enabled);
   assert.deepEqual(pick(verdict("app.slice/web", 1000)), [
     "redirected",
