@@ -336,3 +336,38 @@ test("outbound: the live rule set for a cgroup and uid, against the loaded versi
     assert.deepEqual([policy.policy, policy.verdict, policy.reason], ["out", verdict, reason], `${child} ${uid} ${to}`);
   }
 });
+
+test("a composed program (two policies on one link): each rule by its own policy, slot and file:line", async () => {
+  const dbFile = path.join(scratch, "db.yaml");
+  await writeFile(
+    dbFile,
+    `interfaces: { include: [${lab.serverLink}] }\ninterceptors:\n  - { originalPort: 5432, port: 15432 }\n`,
+  );
+  const files = [policyFile, outboundFile, dbFile];
+  const applied = await intercept("apply", ...files, "--netns", lab.serverNs, "--yes", "--no-color");
+  assert.equal(applied.exitCode, 0, applied.stdout + applied.stderr);
+  const explain = async (to: string) => {
+    const explained = await intercept(
+      "explain",
+      ...files,
+      "--netns",
+      lab.serverNs,
+      "--to",
+      to,
+      "--from",
+      CLIENT_ADDRESS,
+      "--json",
+    );
+    assert.equal(explained.exitCode, 0, explained.stderr);
+    const [link] = JSON.parse(explained.stdout).links;
+    return [
+      link.policy.includes("db") && link.policy.includes("web"),
+      link.verdict,
+      link.rule?.label,
+      link.rule?.location,
+    ];
+  };
+  assert.deepEqual(await explain(`${SERVER_ADDRESS}:5432`), [true, "proxy-down-dropped", "db[0]", `${dbFile}:3`]);
+  assert.deepEqual(await explain(`${SERVER_ADDRESS}:8005`), [true, "steered", "web[0]", `${policyFile}:2`]);
+  assert.deepEqual(await explain(`${SERVER_ADDRESS}:5000`), [true, "proxy-down-dropped", "web[3]", `${policyFile}:5`]);
+});
