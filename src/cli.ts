@@ -102,6 +102,19 @@ const RUNNERS: Record<Command, Runner> = {
     };
     return (await import("./commands/watch.js")).watchCommand(positionals, options);
   },
+  explain: async ({ values, positionals }) => {
+    const options = {
+      netns: namespaceOption(values) ?? {},
+      to: values.to as string | undefined,
+      from: values.from as string | undefined,
+      udp: Boolean(values.udp),
+      cgroup: values.cgroup as string | undefined,
+      uid: values.uid as string | undefined,
+      json: Boolean(values.json),
+      ...objectsOption(values),
+    };
+    return (await import("./commands/explain.js")).explainCommand(positionals, options);
+  },
   agent: async ({ values, positionals }) => {
     const options = agentOptions(values);
     // The one place the agent is given the machine: tests give it a fake Host instead.

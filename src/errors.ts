@@ -55,7 +55,9 @@ export type ErrorCode =
   /** `watch`: no program of ours in the namespace has a ring buffer of flow records, or its reader stopped. */
   | "flows-unavailable"
   /** The CNI plugin could not be installed or removed (no network configuration to join, an unreadable one). */
-  | "cni-install";
+  | "cni-install"
+  /** `explain` would have to change live state to answer: a tuple in TIME_WAIT. */
+  | "explain-refused";
 
 export class InterceptError extends Error {
   constructor(

@@ -189,6 +189,7 @@ export function renderMarkdown(): string {
     "| `plan` | `plan --json` | [schemas/plan-output.schema.json](../schemas/plan-output.schema.json) |",
     "| `status` | `status --json` | [schemas/status-output.schema.json](../schemas/status-output.schema.json) |",
     "| `validate` | `validate --json` | [schemas/validate-output.schema.json](../schemas/validate-output.schema.json) |",
+    "| `explain` | `explain --json` | [schemas/explain-output.schema.json](../schemas/explain-output.schema.json) |",
     "| `error` | any `--json` command that fails | [schemas/error-output.schema.json](../schemas/error-output.schema.json) |",
     "",
     "The agent's `--log-format json` lines carry `time`, `level` (`info`, `warn` or `error`), `event`",

@@ -297,6 +297,47 @@ export const COMMANDS = {
       ["intercept watch --netns-match 'pod-*' --verdict proxy-down --json", "SYNs that found no proxy, as JSON lines"],
     ],
   },
+  explain: {
+    summary: "say what would happen to a connection now, and why",
+    operands: "[PATH…]",
+    positionals: "paths",
+    description: [
+      PATHS_NOTE,
+      "Inbound (--to, with --from): the connection's first packet (a SYN, or with --udp a datagram) runs through a side copy of the program attached to each link, with BPF_PROG_TEST_RUN: live counters, TIME_WAIT tries and records are left as they are. Says the verdict, the policy, the rule and its file:line, the target and whether something listens there; the rules that came close and why they did not match; and why a link has no program. A tuple in TIME_WAIT is refused: its SYN would end the TIME_WAIT for real.",
+      "Outbound (--cgroup and --uid): what the policies' outbound capture does with a connect() to --to from a task in that cgroup, as that uid: redirected, exempt, or no rule, and why.",
+    ],
+    options: {
+      ...NETNS,
+      to: {
+        type: "string",
+        value: "ADDR:PORT",
+        kind: "address",
+        description: "the connection's destination ([fd00::1]:8000 for IPv6)",
+      },
+      from: {
+        type: "string",
+        value: "ADDR[:PORT]",
+        kind: "address",
+        description: "the client's address and port (default: 198.18.255.254, or fd00::fffe, port 40000)",
+      },
+      udp: { type: "boolean", description: "a UDP datagram, not a TCP connection" },
+      cgroup: {
+        type: "string",
+        value: "PATH",
+        description: "outbound: the connecting task's cgroup, below the cgroup2 mount",
+      },
+      uid: { type: "string", value: "N", description: "outbound: the connecting task's uid" },
+      ...OBJECTS,
+      json: { type: "boolean", description: "print a JSON document (schemas/explain-output.schema.json)" },
+    },
+    examples: [
+      ["intercept explain --netns edge --to 198.18.0.1:8000 --from 198.18.0.2", "what happens to a connection to 8000"],
+      [
+        "intercept explain --netns edge --to 198.18.0.9:443 --cgroup app.slice --uid 1000",
+        "whether an app's connect() is captured",
+      ],
+    ],
+  },
   agent: {
     summary: "keep the kernel matching the policies, as links and files change",
     operands: "[PATH…]",

@@ -7,7 +7,7 @@
  */
 export const FORMAT_VERSION = "1.0";
 
-export type OutputKind = "plan" | "status" | "validate" | "error" | "flow";
+export type OutputKind = "plan" | "status" | "validate" | "error" | "flow" | "explain";
 
 export function outputHeader<K extends OutputKind>(kind: K): { formatVersion: typeof FORMAT_VERSION; kind: K } {
   return { formatVersion: FORMAT_VERSION, kind };
