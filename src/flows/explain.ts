@@ -7,7 +7,7 @@
  * Outbound, the policies' compiled rule sets decide for a cgroup and uid.
  */
 import { InterceptError } from "../errors.js";
-import type { ProgramBuilder } from "../build/index.js";
+import type { ProgramBuilder } from "../toolchain/index.js";
 import type { Datapath } from "../datapath/types.js";
 import { run, type NetworkNamespace } from "../kernel/exec.js";
 import { namespaceKey } from "../kernel/namespace.js";
