@@ -610,7 +610,9 @@ async function sharedMaps(
     batchFirstOutbound && !sameVersion(batchFirstOutbound, loading) ? batchFirstOutbound : undefined;
   return {
     ...pinned((await pinnedVersionWith(pins, loading, FLOW_EVENT_MAPS)) ?? first, FLOW_EVENT_MAPS),
-    ...(outbound ? pinned(await pinnedVersionWith(pins, loading, OUTBOUND_RECORD_MAPS) ?? firstOutbound, OUTBOUND_RECORD_MAPS) : {}),
+    ...(outbound
+      ? pinned((await pinnedVersionWith(pins, loading, OUTBOUND_RECORD_MAPS)) ?? firstOutbound, OUTBOUND_RECORD_MAPS)
+      : {}),
   };
 }
 

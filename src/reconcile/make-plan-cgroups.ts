@@ -87,8 +87,8 @@ export function wantedCgroups(
     const cgroup = findCgroup(byName.get(members[0]!)!, path, observed);
     wanted.set(path, { owner: programOf(members), cgroup, hooks: ROLE_HOOKS.capture, role: "capture" });
   }
-  const capturing = [...new Map([...wanted.values()].map(({ owner }) => [owner.name, owner])).values()].sort(
-    (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
+  const capturing = [...new Map([...wanted.values()].map(({ owner }) => [owner.name, owner])).values()].sort((a, b) =>
+    a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
   );
   for (const want of desired) {
     for (const path of want.policy.outbound?.exempt.cgroups ?? []) {

@@ -174,7 +174,12 @@ test("two policies capturing one cgroup compose: rules for other ports are no co
 test("two policies capturing one port on one cgroup: located in both files", async () => {
   const diagnostics = await validateTwo(ISSUE_FORM, ISSUE_FORM.replace("uids: [1337]", "uids: [1338]"));
   assert.deepEqual(
-    diagnostics.map((d) => [path.basename(d.file), d.line, d.code, d.notes?.map((n) => [path.basename(n.file), n.line])]),
+    diagnostics.map((d) => [
+      path.basename(d.file),
+      d.line,
+      d.code,
+      d.notes?.map((n) => [path.basename(n.file), n.line]),
+    ]),
     [["second.yaml", 5, "outbound/overlapping-rules", [["first.yaml", 5]]]],
   );
   assert.equal(
@@ -197,7 +202,12 @@ test("a cgroup one policy captures and another exempts: located at the exemption
     ),
   );
   assert.deepEqual(
-    diagnostics.map((d) => [path.basename(d.file), d.line, d.code, d.notes?.map((n) => [path.basename(n.file), n.line])]),
+    diagnostics.map((d) => [
+      path.basename(d.file),
+      d.line,
+      d.code,
+      d.notes?.map((n) => [path.basename(n.file), n.line]),
+    ]),
     [["second.yaml", 3, "outbound/exempt-captured", [["first.yaml", 2]]]],
   );
 });
