@@ -67,10 +67,8 @@ export const DIAGNOSTIC_CODES = {
   "outbound/captures-proxy":
     "an outbound rule whose originalPort is a proxy port on loopback: it would capture the proxy itself",
   "outbound/overlapping-rules": "two outbound rules capturing the same port and destinations",
-  "outbound/cgroup-in-two-policies": "a cgroup named by two policies' outbound sections",
   "policy/name-unusable": "the name taken from the file name cannot be used in C identifiers and pin paths",
   "policy/duplicate-name": "two policies with one name",
-  "policy/overlapping-interfaces": "a policy selecting every interface beside other policies",
   "policy/too-large":
     "a policy that expands (YAML aliases, TS consts and spreads) to more than 200,000 values, or whose reading needs more memory than any policy does",
   "policy/too-slow":

@@ -392,7 +392,10 @@ export class KernelDatapath implements Datapath {
       const commands: string[][] = [];
       // The batch's first version makes the event maps when no pinned version has them: the
       // later loads of the batch run after its pins exist, and share them (sharedMaps).
-      for (const { load } of loads) commands.push(...(await emptyVersionCommands(this.pins, load, loads[0]!.load.ref)));
+      // Likewise the first outbound version makes the record maps every other one shares.
+      const firstOutbound = loads.find(({ load }) => (load.cgroupHooks ?? []).length > 0)?.load.ref;
+      for (const { load } of loads)
+        commands.push(...(await emptyVersionCommands(this.pins, load, loads[0]!.load.ref, firstOutbound)));
       await runCommands([...commands, ...(await this.recordCommands(qdiscs))]);
     } catch {
       // bpftool does not say which command failed: undo what any of them may have done, then
@@ -563,13 +566,18 @@ export async function loadVersion(pins: PinLayout, load: ProgramLoad): Promise<v
  * switches, address lists, exempt cgroups, and policy_meta last, since a
  * version whose content hash is recorded is complete.
  */
-async function emptyVersionCommands(pins: PinLayout, load: ProgramLoad, batchFirst?: VersionRef): Promise<string[][]> {
+async function emptyVersionCommands(
+  pins: PinLayout,
+  load: ProgramLoad,
+  batchFirst?: VersionRef,
+  batchFirstOutbound?: VersionRef,
+): Promise<string[][]> {
   const dir = pins.version(load.ref);
   await removePins(dir);
   await mkdir(dir, { recursive: true }); // bpftool creates only the last level
   const outbound = (load.cgroupHooks ?? []).length > 0;
   return [
-    loadCommand(load.objectPath, dir, await sharedMaps(pins, load.ref, outbound, batchFirst)),
+    loadCommand(load.objectPath, dir, await sharedMaps(pins, load.ref, outbound, batchFirst, batchFirstOutbound)),
     ...[
       ...load.enabled.map((enabled, index) => ruleUpdate(pins, load.ref, index, enabled)),
       ...load.prefixes.map((entry) => prefixUpdate(pins, load.ref, entry)),
@@ -584,20 +592,27 @@ async function emptyVersionCommands(pins: PinLayout, load: ProgramLoad, batchFir
  * name: the event maps (one ring buffer per namespace) of a pinned version
  * that has them, else of @batchFirst, the first load of the same batch,
  * pinned by the time this one runs; and for outbound programs the record
- * maps. None when @loading is the first: it makes its own.
+ * maps, of a pinned version or else of @batchFirstOutbound, so that a
+ * proxy's getsockopt finds the records of every capturing version. None
+ * when @loading is the first: it makes its own.
  */
 async function sharedMaps(
   pins: PinLayout,
   loading: VersionRef,
   outbound: boolean,
   batchFirst?: VersionRef,
+  batchFirstOutbound?: VersionRef,
 ): Promise<Record<string, string>> {
   const pinned = (ref: VersionRef | undefined, names: readonly MapName[]) =>
     ref ? Object.fromEntries(names.map((name) => [name, pins.map(ref, name)])) : {};
   const first = batchFirst && !sameVersion(batchFirst, loading) ? batchFirst : undefined;
+  const firstOutbound =
+    batchFirstOutbound && !sameVersion(batchFirstOutbound, loading) ? batchFirstOutbound : undefined;
   return {
     ...pinned((await pinnedVersionWith(pins, loading, FLOW_EVENT_MAPS)) ?? first, FLOW_EVENT_MAPS),
-    ...(outbound ? pinned(await pinnedVersionWith(pins, loading, OUTBOUND_RECORD_MAPS), OUTBOUND_RECORD_MAPS) : {}),
+    ...(outbound
+      ? pinned((await pinnedVersionWith(pins, loading, OUTBOUND_RECORD_MAPS)) ?? firstOutbound, OUTBOUND_RECORD_MAPS)
+      : {}),
   };
 }
 

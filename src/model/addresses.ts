@@ -19,7 +19,7 @@ export type ResourceAddress =
   | { kind: "qdisc"; link: string }
   /** Our programs on a cgroup, by its path below the cgroup2 mount. */
   | { kind: "cgroup"; path: string }
-  /** The exempt cgroups of a policy's version. */
+  /** The exempt cgroups of a program's version: a policy's own, or a composition's. */
   | { kind: "exemption"; policy: string }
   /** The registry of the clsact qdiscs intercept made, by ifindex. */
   | { kind: "registry" }
@@ -58,7 +58,7 @@ export function parseAddress(text: string): ResourceAddress | undefined {
     case "program":
       return isProgramName(rest) ? { kind, policy: rest } : undefined;
     case "exemption":
-      return isPolicyName(rest) ? { kind, policy: rest } : undefined;
+      return isProgramName(rest) ? { kind, policy: rest } : undefined;
     case "rule": {
       const match = RULE.exec(rest);
       return match && isPolicyName(match[1]!) ? { kind, policy: match[1]!, index: Number(match[2]) } : undefined;

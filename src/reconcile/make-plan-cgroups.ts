@@ -21,7 +21,8 @@ import type {
   ExemptionUpdate,
 } from "../plan/model.js";
 import type { ValidPolicy } from "../validate/index.js";
-import type { DesiredPolicy } from "./desired.js";
+import { compositionMembers } from "../model/composition.js";
+import type { DesiredPolicy, DesiredProgram } from "./desired.js";
 
 /**
  * The outbound half of a plan: which of a policy's cgroup programs run on
@@ -39,9 +40,9 @@ export function namedCgroups(desired: readonly DesiredPolicy[]): string[] {
   );
 }
 
-/** What a policy wants on one cgroup. */
+/** What one cgroup should run: a program's (a composition's) cgroup programs, all four or getsockopt alone. */
 export interface WantedCgroup {
-  owner: DesiredPolicy;
+  owner: DesiredProgram;
   cgroup: ObservedCgroup;
   hooks: CgroupHook[];
   role: "capture" | "exempt";
@@ -51,29 +52,58 @@ export interface WantedCgroup {
 const ROLE_HOOKS: Record<WantedCgroup["role"], CgroupHook[]> = { capture: [...CGROUP_HOOKS], exempt: ["getsockopt"] };
 
 /**
- * Every cgroup the policies name, found in @observed: one that does not
- * exist is an error naming it (a policy cannot capture a cgroup that is not
- * there; the plan would otherwise quietly do nothing).
+ * The policies that capture each cgroup of @desired, by path, in
+ * composition order: each set composes into one program whose cgroup
+ * programs run there (src/model/composition.ts), as the policies that
+ * select one link do.
  */
-export function wantedCgroups(desired: DesiredPolicy[], observed: ObservedState): Map<string, WantedCgroup> {
+export function captureSets(desired: readonly DesiredPolicy[]): Map<string, string[]> {
+  const sets = new Map<string, string[]>();
+  for (const { policy } of desired)
+    for (const path of policy.outbound?.cgroups ?? []) sets.set(path, [...(sets.get(path) ?? []), policy.name]);
+  return new Map([...sets].map(([path, names]) => [path, compositionMembers(names)]));
+}
+
+/**
+ * Every cgroup the policies name, found in @observed, with the program
+ * that runs there: a captured cgroup runs the composition of the policies
+ * that capture it (@programOf). An exempt cgroup, where a proxy runs its
+ * getsockopt, runs the getsockopt of the first capture composition (by
+ * name) whose exemptions hold it: every outbound version of a namespace
+ * shares the record maps (src/datapath/kernel.ts), so it answers for the
+ * records any of them wrote. A cgroup that does not exist is an error
+ * naming it (a policy cannot capture a cgroup that is not there; the plan
+ * would otherwise quietly do nothing).
+ */
+export function wantedCgroups(
+  desired: DesiredPolicy[],
+  observed: ObservedState,
+  programOf: (members: string[]) => DesiredProgram,
+): Map<string, WantedCgroup> {
+  const byName = new Map(desired.map((want) => [want.policy.name, want]));
   const wanted = new Map<string, WantedCgroup>();
-  for (const owner of desired) {
-    const outbound = owner.policy.outbound;
-    if (!outbound) continue;
-    const named = [
-      ...outbound.cgroups.map((path) => ({ path, role: "capture" as const })),
-      ...outbound.exempt.cgroups.map((path) => ({ path, role: "exempt" as const })),
-    ];
-    for (const { path, role } of named) {
-      const cgroup = findCgroup(owner, path, observed);
-      const other = wanted.get(path);
-      if (other && other.owner !== owner) {
+  const captures = captureSets(desired);
+  for (const [path, members] of captures) {
+    const cgroup = findCgroup(byName.get(members[0]!)!, path, observed);
+    wanted.set(path, { owner: programOf(members), cgroup, hooks: ROLE_HOOKS.capture, role: "capture" });
+  }
+  const capturing = [...new Map([...wanted.values()].map(({ owner }) => [owner.name, owner])).values()].sort((a, b) =>
+    a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+  );
+  for (const want of desired) {
+    for (const path of want.policy.outbound?.exempt.cgroups ?? []) {
+      const captors = captures.get(path);
+      if (captors) {
         throw new InterceptError(
           "plan-conflict",
-          `cgroup "${path}" is named by more than one policy: ${other.owner.policy.name}, ${owner.policy.name}`,
+          `cgroup "${path}" is exempt in policy ${want.policy.name} and captured by ${captors.join(", ")}`,
         );
       }
-      wanted.set(path, { owner, cgroup, hooks: ROLE_HOOKS[role], role });
+      if (wanted.has(path)) continue;
+      const owner =
+        capturing.find((program) => program.compiled.policy.outbound?.exempt.cgroups.includes(path)) ??
+        programOf([want.policy.name]);
+      wanted.set(path, { owner, cgroup: findCgroup(want, path, observed), hooks: ROLE_HOOKS.exempt, role: "exempt" });
     }
   }
   return wanted;
@@ -107,7 +137,7 @@ export function exemptIdentities(policy: ValidPolicy, wanted: Map<string, Wanted
 export function planCgroups(
   observed: ObservedState,
   wanted: Map<string, WantedCgroup>,
-  kept: (owner: DesiredPolicy) => ObservedProgram | undefined,
+  kept: (owner: DesiredProgram) => ObservedProgram | undefined,
 ): Change[] {
   const changes: Change[] = [];
   const paths = new Set([...wanted.keys(), ...observed.cgroups.map((c) => c.path)]);
@@ -145,7 +175,7 @@ export function planCgroups(
         cgroup: ref,
         program: target,
         hooks: want.hooks,
-        reason: `attach ${want.owner.policy.name} (${what})`,
+        reason: `attach ${want.owner.name} (${what})`,
       };
       changes.push(create);
     } else {
@@ -178,12 +208,12 @@ function describeRunning(ours: CgroupProgram[]): string {
 
 /** Live edit of a kept version's exempt cgroup ids, when a cgroup was made again since the version was loaded. */
 export function planExemption(
-  owner: DesiredPolicy,
+  owner: DesiredProgram,
   kept: ObservedProgram | undefined,
   wanted: Map<string, WantedCgroup>,
 ): ExemptionUpdate[] {
-  if (!kept || !owner.policy.outbound) return [];
-  const cgroups = exemptIdentities(owner.policy, wanted);
+  if (!kept || !owner.compiled.policy.outbound) return [];
+  const cgroups = exemptIdentities(owner.compiled.policy, wanted);
   const same =
     cgroups.length === kept.exemptCgroups.length &&
     cgroups.every((c, i) => c.id === kept.exemptCgroups[i]!.id && c.level === kept.exemptCgroups[i]!.level);
@@ -191,7 +221,7 @@ export function planExemption(
   return [
     {
       type: "exemption.update",
-      address: formatAddress({ kind: "exemption", policy: owner.policy.name }),
+      address: formatAddress({ kind: "exemption", policy: owner.name }),
       program: kept.ref,
       cgroups,
       from: kept.exemptCgroups,

@@ -36,7 +36,14 @@ import { ownProgram, type DesiredPolicy, type DesiredProgram } from "./desired.j
 import { findDrift } from "./drift.js";
 import { viewOf, type LinkView } from "./observed-view.js";
 import { namespaceWarning, planWarnings } from "./warnings.js";
-import { exemptIdentities, planCgroups, planExemption, wantedCgroups, type WantedCgroup } from "./make-plan-cgroups.js";
+import {
+  captureSets,
+  exemptIdentities,
+  planCgroups,
+  planExemption,
+  wantedCgroups,
+  type WantedCgroup,
+} from "./make-plan-cgroups.js";
 
 /**
  * Stage 6: the changes that make @observed match @desired. Pure and
@@ -49,8 +56,8 @@ import { exemptIdentities, planCgroups, planExemption, wantedCgroups, type Wante
 export function makePlan(given: DesiredPolicy[], observed: ObservedState, composed: DesiredProgram[] = []): Plan {
   const desired = given.filter((want) => appliesIn(want.policy, observed.netns.name)); // a policy's `namespaces`
   const owners = assignLinks(desired, observed, composed);
-  const cgroups = wantedCgroups(desired, observed);
-  const wanted = wantedPrograms(desired, owners);
+  const cgroups = wantedCgroups(desired, observed, programOf(desired, composed));
+  const wanted = wantedPrograms(desired, owners, cgroups);
   const programs = new Map(wanted.map((want) => [want.name, planProgram(want, observed, cgroups, owners)]));
   const changes: Change[] = [...programs.values()].flatMap((p) => p.changes);
   for (const stale of observed.programs.filter((p) => !programs.has(p.ref.policy))) {
@@ -62,15 +69,17 @@ export function makePlan(given: DesiredPolicy[], observed: ObservedState, compos
     .map((entry) => planLink(entry, owners.get(entry.link), observed));
   changes.push(...links.flat().sort((a, b) => a.address.localeCompare(b.address)));
   const keptOf = (name: string) => programs.get(name)?.kept;
-  changes.push(...planCgroups(observed, cgroups, (want) => keptOf(want.policy.name)));
+  changes.push(...planCgroups(observed, cgroups, (owner) => keptOf(owner.name)));
+  const exemptions = (program: DesiredProgram) => planExemption(program, keptOf(program.name), cgroups);
   for (const want of desired) {
     changes.push(
       ...wanted
         .filter((program) => holds(program, want.policy))
         .flatMap((program) => planRules(want.policy, program, keptOf(program.name))),
-      ...planExemption(want, keptOf(want.policy.name), cgroups),
+      ...wanted.filter((program) => program.name === want.policy.name).flatMap(exemptions),
     );
   }
+  changes.push(...wanted.filter((program) => program.members.length > 1).flatMap(exemptions));
   changes.push(...planRegistry(observed, changes), ...planEmptyPins(observed, changes));
   const linksOf = (policy: ValidPolicy) =>
     [...owners].filter(([, owner]) => owner !== undefined && holds(owner, policy)).map(([link]) => link.name);
@@ -92,8 +101,9 @@ export function makePlan(given: DesiredPolicy[], observed: ObservedState, compos
 
 /**
  * The compositions of two or more policies that @desired make on the links
- * of @observed: what must be compiled and identified (composeDesired) before
- * makePlan. Each is a sorted list of policy names.
+ * of @observed and on the cgroups they capture: what must be compiled and
+ * identified (composeDesired) before makePlan. Each is a sorted list of
+ * policy names.
  */
 export function compositionsNeeded(given: DesiredPolicy[], observed: ObservedState): string[][] {
   const desired = given.filter((want) => appliesIn(want.policy, observed.netns.name));
@@ -102,6 +112,7 @@ export function compositionsNeeded(given: DesiredPolicy[], observed: ObservedSta
     const members = compositionMembers(claimants(desired, link).map((want) => want.policy.name));
     if (members.length > 1) sets.set(members.join(" "), members);
   }
+  for (const members of captureSets(desired).values()) if (members.length > 1) sets.set(members.join(" "), members);
   return [...sets.values()];
 }
 
@@ -112,25 +123,34 @@ function claimants(desired: DesiredPolicy[], link: ObservedLink): DesiredPolicy[
 }
 
 /**
- * The programs to keep loaded: each composition a link runs, then the own
- * program of every policy no link runs (loaded all the same, as one
- * whose links are yet to come), and of every policy with an outbound
- * section (its cgroups run its own program).
+ * The programs to keep loaded: each composition a link or a cgroup runs,
+ * then the own program of every policy that runs alone somewhere, or
+ * nowhere (loaded all the same, as one whose links are yet to come).
  */
 function wantedPrograms(
   desired: DesiredPolicy[],
   owners: Map<ObservedLink, DesiredProgram | undefined>,
+  cgroups: Map<string, WantedCgroup>,
 ): DesiredProgram[] {
-  const onLinks = new Map<string, DesiredProgram>();
-  for (const owner of owners.values()) if (owner) onLinks.set(owner.name, owner);
-  const composed = [...onLinks.values()].filter((program) => program.members.length > 1);
+  const running = new Map<string, DesiredProgram>();
+  for (const owner of owners.values()) if (owner) running.set(owner.name, owner);
+  for (const { owner } of cgroups.values()) running.set(owner.name, owner);
+  const composed = [...running.values()].filter((program) => program.members.length > 1);
   const own = desired.filter(
-    (want) =>
-      onLinks.has(want.policy.name) ||
-      want.policy.outbound !== undefined ||
-      !composed.some((program) => holds(program, want.policy)),
+    (want) => running.has(want.policy.name) || !composed.some((program) => holds(program, want.policy)),
   );
   return [...own.map(ownProgram), ...composed.sort((a, b) => a.name.localeCompare(b.name))];
+}
+
+/** The program of the composition of @members (policy names, in composition order): compiled before the plan. */
+function programOf(desired: DesiredPolicy[], composed: DesiredProgram[]): (members: string[]) => DesiredProgram {
+  return (members) => {
+    if (members.length === 1) return ownProgram(desired.find((want) => want.policy.name === members[0])!);
+    const name = compositionName(members);
+    const program = composed.find((candidate) => candidate.name === name);
+    if (!program) throw new Error(`composition ${name} was not compiled before the plan (compositionsNeeded)`);
+    return program;
+  };
 }
 
 function holds(program: DesiredProgram, policy: ValidPolicy): boolean {
@@ -142,7 +162,9 @@ function staleProgramReason(name: string, desired: DesiredPolicy[]): string {
   if (members === undefined || members.length > 1) {
     return `no link runs ${members ? members.join(" and ") : name} together any more`;
   }
-  return desired.some((want) => want.policy.name === name)
+  const policy = desired.find((want) => want.policy.name === name)?.policy;
+  if (policy?.outbound) return `policy "${name}" now runs composed with others on every link and cgroup it names`;
+  return policy
     ? `policy "${name}" now runs composed with others on every link it selects`
     : `policy "${name}" is no longer given`;
 }
@@ -235,7 +257,7 @@ function planProgram(
       address: formatAddress({ kind: "program", policy: name }),
       ...base,
       replaces: replaced!.ref,
-      reason: `program changed (${replaced!.ref.version.slice(0, 8)} → ${want.program.version.slice(0, 8)})${sharedBy(want, owners)}`,
+      reason: `program changed (${replaced!.ref.version.slice(0, 8)} → ${want.program.version.slice(0, 8)})${sharedBy(want, owners, cgroups)}`,
     };
     const incomplete = others.filter((p) => p.contentHash === null);
     return {
@@ -247,7 +269,7 @@ function planProgram(
     type: "program.create",
     address: formatAddress({ kind: "program", policy: name }),
     ...base,
-    reason: `${want.members.length > 1 ? `composition of ${want.members.map((m) => m.name).join(", ")}` : "new policy"}, ${plural(slotCount(want.compiled.policy), "rule")}${sharedBy(want, owners)}${versions.length > 0 ? " (replacing an interrupted load)" : ""}`,
+    reason: `${want.members.length > 1 ? `composition of ${want.members.map((m) => m.name).join(", ")}` : "new policy"}, ${plural(slotCount(want.compiled.policy), "rule")}${sharedBy(want, owners, cgroups)}${versions.length > 0 ? " (replacing an interrupted load)" : ""}`,
   };
   return { kept: undefined, changes: [create, ...others.map((p) => programDelete(p, staleReason(p)))] };
 }
@@ -256,11 +278,22 @@ function planProgram(
  * For a composed program: which policies share it and why (they select the
  * same links), so a reviewer sees that a change to one reloads the others.
  */
-function sharedBy(want: DesiredProgram, owners: Map<ObservedLink, DesiredProgram | undefined>): string {
+function sharedBy(
+  want: DesiredProgram,
+  owners: Map<ObservedLink, DesiredProgram | undefined>,
+  cgroups: Map<string, WantedCgroup>,
+): string {
   if (want.members.length < 2) return "";
-  const links = [...owners].filter(([, owner]) => owner === want).map(([link]) => link.name);
+  const links = [...owners].filter(([, owner]) => owner?.name === want.name).map(([link]) => link.name);
+  const captured = [...cgroups]
+    .filter(([, wanted]) => wanted.role === "capture" && wanted.owner.name === want.name)
+    .map(([path]) => path);
   const names = want.members.map((member) => member.name);
-  return `; shared by ${names.join(" and ")}, which all select ${links.join(", ") || "the same links"}: each one's rules reload with it, their connections kept`;
+  const what =
+    captured.length > 0 && links.length === 0
+      ? `capture cgroup ${captured.join(", ")}`
+      : `select ${links.join(", ") || "the same links"}${captured.length > 0 ? ` and capture cgroup ${captured.join(", ")}` : ""}`;
+  return `; shared by ${names.join(" and ")}, which all ${what}: each one's rules reload with it, their connections kept`;
 }
 
 function staleReason(program: ObservedProgram): string {

@@ -10,6 +10,7 @@ import { diagnosticAt, quoted, type Diagnostic, type DiagnosticCode, type Diagno
 import type { LoadedPolicy } from "../load/index.js";
 import { outboundSlot } from "../model/rule-slots.js";
 import type { MappedCidr, OutboundPolicy, OutboundRule, ValidPolicy } from "./model.js";
+import { mayShareNamespace } from "./namespaces.js";
 
 /** IPv4 in the 16-byte form: ::ffff:0:0/96. */
 const V4_MAPPED_PREFIX = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
@@ -271,32 +272,67 @@ interface NamedPolicy {
   policy: ValidPolicy;
 }
 
-/** Across policies: a cgroup (captured or exempt) belongs to one policy only, as a link does. */
+/**
+ * Across policies: policies that capture one cgroup compose into one
+ * program there, so their outbound rules are checked against each other as
+ * one policy's are (at the later policy's rule, with a note at the
+ * earlier's, in its own file); a cgroup one policy captures may not be
+ * another's exemption. Policies that can never share a namespace are apart.
+ */
 export function checkOutboundAcrossPolicies(checked: readonly NamedPolicy[]): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
-  const owners = new Map<string, { entry: NamedPolicy; pointer: string }>();
-  for (const entry of checked) {
-    const outbound = entry.policy.outbound;
-    if (!outbound) continue;
-    const named = [
-      ...outbound.cgroups.map((path, i) => ({ path, pointer: `/outbound/cgroups/${i}` })),
-      ...outbound.exempt.cgroups.map((path, i) => ({ path, pointer: `/outbound/exempt/cgroups/${i}` })),
-    ];
-    for (const { path, pointer } of named) {
-      const owner = owners.get(path);
-      if (owner && owner.entry !== entry) {
-        diagnostics.push(
-          diagnosticAt(
-            "outbound/cgroup-in-two-policies",
-            entry.loaded.sourceMap.locate(pointer),
-            `cgroup ${quoted(path)} is also named by policy ${quoted(owner.entry.policy.name)}: a cgroup's programs belong to one policy`,
-            { notes: [{ ...owner.entry.loaded.sourceMap.locate(owner.pointer), message: "named here" }] },
-          ),
-        );
-      } else if (!owner) {
-        owners.set(path, { entry, pointer });
-      }
+  const withOutbound = checked.filter((entry) => entry.policy.outbound !== undefined);
+  withOutbound.forEach((earlier, i) => {
+    for (const later of withOutbound.slice(i + 1)) {
+      if (!mayShareNamespace(earlier.policy, later.policy)) continue;
+      diagnostics.push(...exemptCapturedAcross(earlier, later), ...exemptCapturedAcross(later, earlier));
+      const shared = later.policy.outbound!.cgroups.find((path) => earlier.policy.outbound!.cgroups.includes(path));
+      if (shared !== undefined) diagnostics.push(...overlappingRulesAcross(earlier, later, shared));
     }
-  }
+  });
   return diagnostics;
+}
+
+/** @exempting's exempt cgroups that @capturing captures: located at the exemption, a note at the capture. */
+function exemptCapturedAcross(capturing: NamedPolicy, exempting: NamedPolicy): Diagnostic[] {
+  const captured = capturing.policy.outbound!.cgroups;
+  return exempting.policy.outbound!.exempt.cgroups.flatMap((path, i) => {
+    const at = captured.indexOf(path);
+    if (at === -1) return [];
+    return [
+      diagnosticAt(
+        "outbound/exempt-captured",
+        exempting.loaded.sourceMap.locate(`/outbound/exempt/cgroups/${i}`),
+        `cgroup ${quoted(path)} is exempt here and captured by policy ${quoted(capturing.policy.name)}: the proxy's own connections would be captured`,
+        { notes: [{ ...capturing.loaded.sourceMap.locate(`/outbound/cgroups/${at}`), message: "captured here" }] },
+      ),
+    ];
+  });
+}
+
+/** @later's outbound rules that capture what one of @earlier's captures on cgroup @shared, which both capture. */
+function overlappingRulesAcross(earlier: NamedPolicy, later: NamedPolicy, shared: string): Diagnostic[] {
+  const place = (rule: OutboundRule, field: string) => `/outbound/rules/${rule.position}/${field}`;
+  return later.policy.outbound!.rules.flatMap((rule) => {
+    const other = earlier.policy.outbound!.rules.find(
+      (candidate) => candidate.originalPort === rule.originalPort && rulesOverlap(candidate, rule),
+    );
+    if (!other) return [];
+    const name = `${earlier.policy.name}: outbound.rules[${other.position}]`;
+    return [
+      diagnosticAt(
+        "outbound/overlapping-rules",
+        later.loaded.sourceMap.locate(place(rule, "originalPort"), "key"),
+        `outbound.rules[${rule.position}] captures connections to port ${rule.originalPort} that ${name} captures already on cgroup ${quoted(shared)}${other.cidrs.length > 0 && rule.cidrs.length > 0 ? " (their cidrs overlap)" : ""}: give each a cidrs list of its own, or one rule to both`,
+        {
+          notes: [
+            {
+              ...earlier.loaded.sourceMap.locate(place(other, "originalPort"), "key"),
+              message: `${name} captures them here`,
+            },
+          ],
+        },
+      ),
+    ];
+  });
 }

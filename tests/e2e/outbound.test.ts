@@ -8,7 +8,7 @@
 import "../support/temporary-cache.js";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -266,6 +266,61 @@ describe("the proxy exempt by its cgroup", { concurrency: false }, () => {
     assert.equal(viaProxy(await connect("proxy", REMOTE_V4, 8080)), undefined);
     await destroy();
     assert.deepEqual([...(await attachedTo("app")), ...(await attachedTo("proxy"))], []);
+  });
+});
+
+describe("two policy files capturing one cgroup compose", { concurrency: false }, () => {
+  before(() => startProxy("proxy", []));
+  after(stopProxy);
+
+  test("both files' rules redirect through one composition's programs, the proxy reads the original of each, destroy leaves nothing", async () => {
+    const folder = path.join(scratch, "teams");
+    await mkdir(folder);
+    const team = (name: string, port: number) =>
+      writeFile(
+        path.join(folder, `${name}.yaml`),
+        `outbound:\n  cgroups: ["${cgroup.path("app")}"]\n  exempt: { cgroups: ["${cgroup.path("proxy")}"] }\n  rules:\n    - { originalPort: ${port}, port: ${PROXY_PORT} }\n`,
+      );
+    await team("team_a", 8080);
+    await team("team_b", 8081);
+    const applied = await intercept("apply", folder, "--netns", host, "--yes", "--no-color");
+    assert.equal(applied.exitCode, 0, applied.stderr + applied.stdout);
+    const { programs, cgroups } = await status();
+    assert.deepEqual(
+      programs.map((program) => program.policy),
+      ["team_a+team_b"],
+      "one composition; neither file's own program is loaded",
+    );
+    assert.deepEqual(cgroups.map((entry) => [entry.path, entry.policy]).sort(), [
+      [cgroup.path("app"), "team_a+team_b"],
+      [cgroup.path("proxy"), "team_a+team_b"],
+    ]);
+    assert.deepEqual((await attachedTo("app")).sort(), [
+      "out_connect4",
+      "out_connect6",
+      "out_getsockopt",
+      "out_sockops",
+    ]);
+    assert.deepEqual(await attachedTo("proxy"), ["out_getsockopt"]);
+    proxyLog.length = 0;
+    for (const port of [8080, 8081]) {
+      const exchange = await connect("app", REMOTE_V4, port);
+      assert.equal(viaProxy(exchange), `${REMOTE_V4} ${port}`, JSON.stringify(exchange));
+      assert.match(exchange.response!, new RegExp(`\\nserver \\S*${REMOTE_V4.replaceAll(".", "\\.")} ${port} `));
+    }
+    const seen = proxyLog.map((line) => JSON.parse(line) as { original?: [string, number]; error?: string });
+    assert.deepEqual(
+      seen.map((entry) => entry.original ?? entry.error),
+      [
+        [REMOTE_V4, 8080],
+        [REMOTE_V4, 8081],
+      ],
+      "SO_ORIGINAL_DST for each file's rule, as the proxy read it",
+    );
+    await destroy();
+    assert.deepEqual([...(await attachedTo("app")), ...(await attachedTo("proxy"))], []);
+    assert.ok(!existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), "no pins");
+    assert.equal(viaProxy(await connect("app", REMOTE_V4, 8081)), undefined);
   });
 });
 

@@ -154,19 +154,60 @@ test("the renderer refuses outbound values validation would have refused (a tamp
   );
 });
 
-test("two policies naming one cgroup: located at the second, with a note at the first", async () => {
+async function validateTwo(firstText: string, secondText: string) {
   const first = path.join(scratch, "first.yaml");
   const second = path.join(scratch, "second.yaml");
-  await writeFile(first, ISSUE_FORM);
-  await writeFile(second, ISSUE_FORM.replace("uids: [1337]", "uids: [1338]"));
+  await writeFile(first, firstText);
+  await writeFile(second, secondText);
   const loaded = await loadPolicies([first, second]);
-  const { diagnostics } = validatePolicies(loaded.policies);
-  assert.deepEqual(
-    diagnostics.map((d) => [path.basename(d.file), d.line, d.code, d.notes?.map((n) => path.basename(n.file))]),
-    [["second.yaml", 2, "outbound/cgroup-in-two-policies", ["first.yaml"]]],
+  return validatePolicies(loaded.policies).diagnostics;
+}
+
+test("two policies capturing one cgroup compose: rules for other ports are no conflict", async () => {
+  const diagnostics = await validateTwo(
+    ISSUE_FORM,
+    ISSUE_FORM.replace("uids: [1337]", "uids: [1338]").replace("originalPort: 5432", "originalPort: 6379"),
   );
-  assert.match(
+  assert.deepEqual(diagnostics, []);
+});
+
+test("two policies capturing one port on one cgroup: located in both files", async () => {
+  const diagnostics = await validateTwo(ISSUE_FORM, ISSUE_FORM.replace("uids: [1337]", "uids: [1338]"));
+  assert.deepEqual(
+    diagnostics.map((d) => [
+      path.basename(d.file),
+      d.line,
+      d.code,
+      d.notes?.map((n) => [path.basename(n.file), n.line]),
+    ]),
+    [["second.yaml", 5, "outbound/overlapping-rules", [["first.yaml", 5]]]],
+  );
+  assert.equal(
     diagnostics[0]!.message,
-    /^cgroup "system\.slice\/app\.service" is also named by policy "first": a cgroup's programs belong to one policy$/,
+    'outbound.rules[0] captures connections to port 5432 that first: outbound.rules[0] captures already on cgroup "system.slice/app.service": give each a cidrs list of its own, or one rule to both',
+  );
+  const apart = await validateTwo(
+    ISSUE_FORM.replace("port: 15001", 'port: 15001\n      cidrs: ["10.0.0.0/8"]'),
+    ISSUE_FORM.replace("port: 15001", 'port: 15001\n      cidrs: ["192.168.0.0/16"]'),
+  );
+  assert.deepEqual(apart, []);
+});
+
+test("a cgroup one policy captures and another exempts: located at the exemption, a note at the capture", async () => {
+  const diagnostics = await validateTwo(
+    ISSUE_FORM,
+    ISSUE_FORM.replace('cgroups: ["system.slice/app.service"]', 'cgroups: ["system.slice/other.service"]').replace(
+      "exempt: { uids: [1337] }",
+      'exempt: { cgroups: ["system.slice/app.service"] }',
+    ),
+  );
+  assert.deepEqual(
+    diagnostics.map((d) => [
+      path.basename(d.file),
+      d.line,
+      d.code,
+      d.notes?.map((n) => [path.basename(n.file), n.line]),
+    ]),
+    [["second.yaml", 3, "outbound/exempt-captured", [["first.yaml", 2]]]],
   );
 });
