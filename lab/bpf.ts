@@ -2,7 +2,8 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { run, type NetworkNamespace } from "../src/kernel/exec.js";
+import { run } from "../src/kernel/exec.js";
+import { type NetworkNamespace } from "../src/model/namespace.js";
 
 export interface TestRun {
   /** The program's return value, as a signed int (TC_ACT_UNSPEC is -1). */

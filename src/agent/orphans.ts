@@ -3,8 +3,6 @@ import type { Host, NamespaceLock } from "../host/types.js";
 import { FLEET_LOCK_HOLDER } from "../model/lock-holder.js";
 import type { Logger } from "./log.js";
 
-export { FLEET_LOCK_HOLDER } from "../model/lock-holder.js";
-
 /**
  * Removes the pins of namespaces that were deleted while no agent ran
  * (between an agent's --keep exit and its successor's start, an upgrade):

@@ -1,12 +1,7 @@
 import type { ProgramBuilder } from "../toolchain/index.js";
-import {
-  HOOKS,
-  sameVersion,
-  type Hook,
-  type ObservedProgram,
-  type ProgramLoad,
-  type VersionRef,
-} from "../datapath/types.js";
+import { type ObservedProgram, type ProgramLoad } from "../datapath/types.js";
+import { HOOKS, type Hook } from "../model/hooks.js";
+import { sameVersion, type VersionRef } from "../model/version.js";
 import { InterceptError } from "../errors.js";
 import type { NodeAttachment } from "../model/cni.js";
 import { ruleSlots } from "../model/rule-slots.js";

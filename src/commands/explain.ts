@@ -10,7 +10,7 @@ import {
   type OutboundExplanation,
 } from "../flows/explain.js";
 import { parseEndpoint, type Endpoint } from "../flows/explain-rules.js";
-import type { NetworkNamespace } from "../kernel/exec.js";
+import type { NetworkNamespace } from "../model/namespace.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { outputHeader } from "../model/output-format.js";
 import { desiredState, validPolicies } from "../reconcile/index.js";

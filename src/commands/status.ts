@@ -1,9 +1,10 @@
-import type { Hook, RuleCounters } from "../datapath/types.js";
+import type { RuleCounters } from "../datapath/types.js";
+import type { Hook } from "../model/hooks.js";
 import type { ProgramBuilder } from "../toolchain/index.js";
 import { KernelDatapath } from "../datapath/kernel.js";
 import { quoted } from "../diagnostics.js";
 import { InterceptError, PolicyError } from "../errors.js";
-import type { NetworkNamespace } from "../kernel/exec.js";
+import type { NetworkNamespace } from "../model/namespace.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import { describeWarning } from "../plan/render.js";

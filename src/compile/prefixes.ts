@@ -3,4 +3,3 @@
  * the rest of the BPF ABI in src/model/bpf-abi.ts; re-exported here, where
  * templates/bpf/lib/prefixes.h points.
  */
-export { prefixBytes, prefixMap, PREFIX_LIST_BITS } from "../model/bpf-abi.js";

@@ -25,7 +25,8 @@ import {
   detachFromCgroup,
   statCgroup,
 } from "../kernel/cgroups.js";
-import { runJson, type NetworkNamespace } from "../kernel/exec.js";
+import { runJson } from "../kernel/exec.js";
+import { type NetworkNamespace } from "../model/namespace.js";
 import { listLinks } from "../kernel/links.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { listListeners } from "../kernel/sockets.js";
@@ -67,17 +68,13 @@ import { hexByte } from "../model/host-order.js";
 import { isProgramName } from "../model/composition.js";
 import { isVersionName } from "../model/version.js";
 import {
-  CGROUP_HOOKS,
-  HOOKS,
   performEach,
-  type CgroupHook,
   type CgroupIdentity,
   type CgroupRef,
   type Counter,
   type Datapath,
   type DatapathOperation,
   type EmptyPin,
-  type Hook,
   type LinkRef,
   type ObservedCgroup,
   type ObservedLink,
@@ -87,8 +84,9 @@ import {
   type ProgramLoad,
   type RuleCounters,
   type RunResult,
-  type VersionRef,
 } from "./types.js";
+import { CGROUP_HOOKS, HOOKS, type CgroupHook, type Hook } from "../model/hooks.js";
+import { type VersionRef } from "../model/version.js";
 
 /** Entries of the owned-qdisc registry: far more links than a namespace has. */
 export const QDISC_REGISTRY_ENTRIES = 4096;

@@ -8,9 +8,6 @@ import type { NetworkNamespace } from "../model/namespace.js";
 import type { VersionRef } from "../model/version.js";
 
 // The shared vocabulary lives in src/model/; re-exported for the datapath's users.
-export { CGROUP_HOOKS, HOOKS, type CgroupHook, type Hook } from "../model/hooks.js";
-export { describeVersion, sameVersion, versionOf, type VersionRef } from "../model/version.js";
-export type { CgroupAttachment } from "../kernel/cgroups.js";
 
 /** A link, by the index the kernel uses and the name people use. */
 export interface LinkRef {
@@ -137,8 +134,6 @@ export interface ObserveInterest {
   /** Whether to list the sockets listening in the namespace (plan's warnings about proxies). */
   listeners?: boolean;
 }
-
-export type { Listener } from "../kernel/sockets.js";
 
 /** Packets and bytes of one counter, summed over CPUs. */
 export interface Counter {

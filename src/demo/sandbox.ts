@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import { rm } from "node:fs/promises";
 import path from "node:path";
 import { execa, type ResultPromise } from "execa";
-import { NETNS_DIR } from "../kernel/exec.js";
+import { NETNS_DIR } from "../model/namespace.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { PinLayout } from "../kernel/pins.js";
 import { lockFile } from "../reconcile/lock.js";

@@ -9,7 +9,8 @@
 import { InterceptError } from "../errors.js";
 import type { ProgramBuilder } from "../toolchain/index.js";
 import type { Datapath } from "../datapath/types.js";
-import { run, type NetworkNamespace } from "../kernel/exec.js";
+import { run } from "../kernel/exec.js";
+import { type NetworkNamespace } from "../model/namespace.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { PinLayout } from "../kernel/pins.js";
 import { listListeners, type Listener } from "../kernel/sockets.js";

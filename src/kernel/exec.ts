@@ -2,8 +2,6 @@ import { execa } from "execa";
 import { CommandError, InterceptError } from "../errors.js";
 import { NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
 
-export { NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
-
 /** What each tool is for, so a missing one gets a useful message. */
 const PACKAGE_OF: Record<string, string> = {
   clang: "clang",

@@ -1,6 +1,7 @@
 import { execa } from "execa";
 import { CommandError, InterceptError } from "../errors.js";
-import { runJson, type NetworkNamespace } from "./exec.js";
+import { runJson } from "./exec.js";
+import { type NetworkNamespace } from "../model/namespace.js";
 
 export interface Link {
   ifindex: number;

@@ -14,10 +14,6 @@ export const PIN_ROOT = path.join(BPFFS, "intercept");
 export const NODE_PINS = "node";
 
 // The only names a pin path is ever built from (src/model/): anything else is refused, never joined.
-export { isPolicyName } from "../model/policy-name.js";
-export { isProgramName } from "../model/composition.js";
-export { isVersionName } from "../model/version.js";
-export { OUTBOUND_RECORD_MAPS, type MapName, type OutboundRecordMap } from "../model/bpf-abi.js";
 
 /**
  * Where a namespace's objects are pinned:

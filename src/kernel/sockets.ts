@@ -1,4 +1,5 @@
-import { run, type NetworkNamespace } from "./exec.js";
+import { run } from "./exec.js";
+import { type NetworkNamespace } from "../model/namespace.js";
 
 /** A socket listening in a namespace: where a proxy would be. */
 export interface Listener {

@@ -1,7 +1,8 @@
 import { CommandError } from "../errors.js";
 import { TC_PROGRAM_PREFIX } from "../model/bpf-abi.js";
 import type { Hook } from "../model/hooks.js";
-import { run, runJson, runWithInput, type NetworkNamespace } from "./exec.js";
+import { run, runJson, runWithInput } from "./exec.js";
+import { type NetworkNamespace } from "../model/namespace.js";
 
 /** Our filters' identity on a hook: only filters with this pref and handle are ever touched. */
 export const FILTER_PREF = 18755;

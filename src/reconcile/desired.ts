@@ -1,6 +1,7 @@
 import type { ProgramBuilder } from "../toolchain/index.js";
 import { compileComposition, compilePolicies, type CompiledPolicy } from "../compile/index.js";
-import { versionOf, type CgroupHook, type Hook, type VersionRef } from "../datapath/types.js";
+import { versionOf, type VersionRef } from "../model/version.js";
+import { type CgroupHook, type Hook } from "../model/hooks.js";
 import type { Diagnostic } from "../diagnostics.js";
 import { compositionMembers } from "../model/composition.js";
 import { PolicyError } from "../errors.js";

@@ -1,9 +1,10 @@
-import { describeEmptyPin, describeVersion, HOOKS, type ObservedState } from "../datapath/types.js";
+import { describeEmptyPin, type ObservedState } from "../datapath/types.js";
+import { describeVersion } from "../model/version.js";
+import { HOOKS } from "../model/hooks.js";
 import type { Drift } from "../plan/model.js";
 import { viewOf, type ObservedView } from "./observed-view.js";
 
 // What an interrupted run leaves: a type of the plan (it travels with the changes that repair it).
-export type { Drift } from "../plan/model.js";
 
 /** The drift in @observed, read through its one view (observed-view.ts): what plan repairs, as status shows it. */
 export function findDrift(observed: ObservedState, view: ObservedView = viewOf(observed)): Drift[] {

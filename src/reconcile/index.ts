@@ -22,7 +22,8 @@ export {
   type DesiredPolicy,
   type DesiredProgram,
 } from "./desired.js";
-export { compositionsNeeded, makePlan, selects } from "./make-plan.js";
+export { compositionsNeeded, makePlan } from "./make-plan.js";
+export { selects } from "../validate/namespaces.js";
 export { namedCgroups } from "./make-plan-cgroups.js";
 export { orderSteps, PHASES, type Step } from "./order.js";
 

@@ -1,20 +1,13 @@
-import {
-  HOOKS,
-  sameVersion,
-  type CgroupAttachment,
-  type CgroupHook,
-  type Datapath,
-  type Hook,
-  type ObservedProgram,
-  type ObservedState,
-  type RuleCounters,
-  type VersionRef,
-} from "../datapath/types.js";
+import { type Datapath, type ObservedProgram, type ObservedState, type RuleCounters } from "../datapath/types.js";
+import { HOOKS, type CgroupHook, type Hook } from "../model/hooks.js";
+import { sameVersion, type VersionRef } from "../model/version.js";
+import { type CgroupAttachment } from "../kernel/cgroups.js";
 import { InterceptError, messageOf } from "../errors.js";
 import { composedSlots, ruleSlots } from "../model/rule-slots.js";
 import type { OutboundRule, Rule, ValidPolicy } from "../validate/index.js";
 import { composeDesired, ownProgram, type DesiredPolicy, type DesiredProgram } from "./desired.js";
-import { findDrift, type Drift } from "./drift.js";
+import { findDrift } from "./drift.js";
+import { type Drift } from "../plan/model.js";
 import { viewOf } from "./observed-view.js";
 import { compositionsNeeded } from "./make-plan.js";
 import { namedCgroups } from "./make-plan-cgroups.js";

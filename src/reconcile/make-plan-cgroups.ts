@@ -1,15 +1,12 @@
 import {
-  CGROUP_HOOKS,
-  describeVersion,
   ourCgroupPrograms,
-  sameVersion,
-  type CgroupHook,
   type CgroupIdentity,
   type ObservedCgroup,
   type ObservedProgram,
   type ObservedState,
-  type VersionRef,
 } from "../datapath/types.js";
+import { CGROUP_HOOKS, type CgroupHook } from "../model/hooks.js";
+import { describeVersion, sameVersion, type VersionRef } from "../model/version.js";
 import { InterceptError } from "../errors.js";
 import { formatAddress } from "../model/addresses.js";
 import type {

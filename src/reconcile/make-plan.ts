@@ -1,14 +1,6 @@
-import {
-  describeEmptyPin,
-  describeVersion,
-  HOOKS,
-  sameVersion,
-  type Hook,
-  type ObservedLink,
-  type ObservedProgram,
-  type ObservedState,
-  type VersionRef,
-} from "../datapath/types.js";
+import { describeEmptyPin, type ObservedLink, type ObservedProgram, type ObservedState } from "../datapath/types.js";
+import { describeVersion, sameVersion, type VersionRef } from "../model/version.js";
+import { HOOKS, type Hook } from "../model/hooks.js";
 import { InterceptError, unreachable } from "../errors.js";
 import { formatAddress } from "../model/addresses.js";
 import { composedRules, composedSlots, ruleSlots, slotCount } from "../model/rule-slots.js";
@@ -31,7 +23,6 @@ import type {
 import { ruleSummary, type ValidPolicy } from "../validate/index.js";
 import { appliesIn, selects } from "../validate/namespaces.js";
 
-export { selects } from "../validate/namespaces.js";
 import { ownProgram, type DesiredPolicy, type DesiredProgram } from "./desired.js";
 import { findDrift } from "./drift.js";
 import { viewOf, type LinkView } from "./observed-view.js";

@@ -1,14 +1,13 @@
 import {
   cgroupProgramOwner,
-  HOOKS,
-  sameVersion,
-  type CgroupAttachment,
-  type Hook,
   type ObservedCgroup,
   type ObservedLink,
   type ObservedProgram,
   type ObservedState,
 } from "../datapath/types.js";
+import { HOOKS, type Hook } from "../model/hooks.js";
+import { sameVersion } from "../model/version.js";
+import { type CgroupAttachment } from "../kernel/cgroups.js";
 import type { CgroupProgram, HookPrograms } from "../plan/model.js";
 import { wholeCgroupSet } from "./make-plan-cgroups.js";
 

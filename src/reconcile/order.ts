@@ -1,13 +1,7 @@
 import type { PrefixEntry } from "../compile/match.js";
-import {
-  CGROUP_HOOKS,
-  type CgroupHook,
-  type CgroupRef,
-  type DatapathOperation,
-  type Hook,
-  type LinkRef,
-  type VersionRef,
-} from "../datapath/types.js";
+import { type CgroupRef, type DatapathOperation, type LinkRef } from "../datapath/types.js";
+import { CGROUP_HOOKS, type CgroupHook, type Hook } from "../model/hooks.js";
+import { type VersionRef } from "../model/version.js";
 import type { Change, ChangeType, CgroupProgram, HookPrograms } from "../plan/model.js";
 
 /**

@@ -3,7 +3,7 @@ import type { Datapath } from "../datapath/types.js";
 import type { ProgramBuilder } from "../toolchain/index.js";
 import { quoted, reportableDiagnostics } from "../diagnostics.js";
 import { InterceptError, PolicyError } from "../errors.js";
-import type { NetworkNamespace } from "../kernel/exec.js";
+import type { NetworkNamespace } from "../model/namespace.js";
 import { describeNamespace } from "../kernel/namespace.js";
 import { policyFromData, type LoadedPolicy } from "../load/index.js";
 import type { ValidPolicy } from "../validate/index.js";

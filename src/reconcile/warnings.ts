@@ -1,4 +1,5 @@
-import type { Listener, ObservedState } from "../datapath/types.js";
+import type { ObservedState } from "../datapath/types.js";
+import type { Listener } from "../kernel/sockets.js";
 import { cgroupWithin } from "../cgroup-path.js";
 import type { PlanWarning } from "../plan/model.js";
 import { distance } from "fastest-levenshtein";

@@ -1,7 +1,7 @@
 /** Desired policies for unit tests: compiled for real, identified without clang. */
 import { createHash } from "node:crypto";
 import { compilePolicies } from "../../src/compile/index.js";
-import { versionOf } from "../../src/datapath/types.js";
+import { versionOf } from "../../src/model/version.js";
 import type { DesiredPolicy } from "../../src/reconcile/index.js";
 import type { Interceptor, Outbound, PortItem } from "../../src/api.js";
 import {

@@ -10,21 +10,13 @@
  *                changes any more, as if the process had been killed there.
  */
 import {
-  CGROUP_HOOKS,
-  describeVersion,
-  HOOKS,
-  sameVersion,
-  type CgroupAttachment,
-  type CgroupHook,
   type CgroupIdentity,
   type CgroupRef,
   type Counter,
   type Datapath,
   type DatapathOperation,
   type EmptyPin,
-  type Hook,
   type LinkRef,
-  type Listener,
   type ObservedLink,
   type ObservedProgram,
   type ObservedState,
@@ -32,13 +24,16 @@ import {
   type ProgramLoad,
   type RuleCounters,
   type RunResult,
-  type VersionRef,
   perform,
   performEach,
 } from "../../src/datapath/types.js";
+import { CGROUP_HOOKS, HOOKS, type CgroupHook, type Hook } from "../../src/model/hooks.js";
+import { describeVersion, sameVersion, type VersionRef } from "../../src/model/version.js";
+import { type CgroupAttachment } from "../../src/kernel/cgroups.js";
+import { type Listener } from "../../src/kernel/sockets.js";
 import { COUNTER_SLOTS, type CounterSlot } from "../../src/compile/counters.js";
 import type { PrefixEntry } from "../../src/compile/match.js";
-import type { NetworkNamespace } from "../../src/kernel/exec.js";
+import type { NetworkNamespace } from "../../src/model/namespace.js";
 
 interface FakeLink {
   ifindex: number;

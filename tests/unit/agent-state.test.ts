@@ -11,7 +11,9 @@ import { createLogger, namespaceLogger, type LogEvent } from "../../src/agent/lo
 import { AgentMetrics, healthJson, upToDate, type PolicyHealth } from "../../src/agent/metrics.js";
 import { NamespaceAgent } from "../../src/agent/namespace-agent.js";
 import type { ProgramBuilder } from "../../src/toolchain/index.js";
-import type { Hook, LinkRef, VersionRef } from "../../src/datapath/types.js";
+import type { LinkRef } from "../../src/datapath/types.js";
+import type { Hook } from "../../src/model/hooks.js";
+import type { VersionRef } from "../../src/model/version.js";
 import { parseAgentArguments } from "../../src/cli.js";
 import { UsageError } from "../../src/errors.js";
 import { desiredPolicy } from "../support/desired.js";

@@ -15,7 +15,7 @@ import path from "node:path";
 import { test } from "node:test";
 import { parseAllDocuments, type Document } from "yaml";
 import { commandOptions, parseAgentArguments } from "../../src/cli.js";
-import { NETNS_DIR } from "../../src/kernel/exec.js";
+import { NETNS_DIR } from "../../src/model/namespace.js";
 import { BPFFS } from "../../src/kernel/pins.js";
 import { LOCK_DIR } from "../../src/reconcile/lock.js";
 import { validPolicies } from "../../src/reconcile/index.js";

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { Hook } from "../../src/datapath/types.js";
+import type { Hook } from "../../src/model/hooks.js";
 import {
   ApplyError,
   applyRun,

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { HOOKS, type Hook } from "../../src/datapath/types.js";
+import { HOOKS, type Hook } from "../../src/model/hooks.js";
 import { describeDrift, findDrift } from "../../src/reconcile/drift.js";
 import { executePlan, makePlan, namedCgroups, type DesiredPolicy } from "../../src/reconcile/index.js";
 import { desiredOutbound, desiredPolicy } from "../support/desired.js";

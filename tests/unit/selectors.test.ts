@@ -10,7 +10,7 @@ import { endianness } from "node:os";
 import { describe, test } from "node:test";
 import type { Interceptor } from "../../src/api.js";
 import { chooseMatchLayout, PREFIX_CONSTANT_LIMIT, SWITCH_LIMIT } from "../../src/compile/match.js";
-import { prefixBytes, prefixMap } from "../../src/compile/prefixes.js";
+import { prefixBytes, prefixMap } from "../../src/model/bpf-abi.js";
 import { AgentMetrics } from "../../src/agent/metrics.js";
 import { COUNTER_SLOTS } from "../../src/compile/counters.js";
 import type { RuleCounters } from "../../src/datapath/types.js";
