@@ -5,7 +5,7 @@
  * a major one changes or removes some. `kind` says which document it is;
  * each has its JSON Schema in schemas/ (docs/cli.md lists them).
  */
-export const FORMAT_VERSION = "1.0";
+export const FORMAT_VERSION = "1.1";
 
 export type OutputKind = "plan" | "status" | "validate" | "error" | "flow" | "explain";
 

@@ -2,6 +2,7 @@ import type { CgroupIdentity, CgroupRef, EmptyPin, LinkRef } from "../datapath/t
 import { unreachable } from "../errors.js";
 import type { CgroupHook, Hook } from "../model/hooks.js";
 import type { NetworkNamespace } from "../model/namespace.js";
+import type { ReasonCode } from "../model/reasons.js";
 import type { VersionRef } from "../model/version.js";
 
 /**
@@ -39,7 +40,9 @@ export type ChangeType = Change["type"];
 
 interface ChangeBase {
   address: string;
-  /** Why, in words, for the rendered plan. */
+  /** Why, as a stable code: what saved plans compare and `plan --json` prints. */
+  reasonCode: ReasonCode;
+  /** Why, in words, for the rendered plan: display only, never decided on. */
   reason: string;
 }
 

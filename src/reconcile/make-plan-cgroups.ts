@@ -151,6 +151,7 @@ export function planCgroups(
           address,
           cgroup: ref,
           detach: ours,
+          reasonCode: "cgroup-unnamed",
           reason: "no policy names this cgroup",
         };
         changes.push(remove);
@@ -172,6 +173,7 @@ export function planCgroups(
         cgroup: ref,
         program: target,
         hooks: want.hooks,
+        reasonCode: "cgroup-named",
         reason: `attach ${want.owner.name} (${what})`,
       };
       changes.push(create);
@@ -183,6 +185,7 @@ export function planCgroups(
         program: target,
         attach,
         detach,
+        reasonCode: interrupted(ours) ? "half-switched" : "program-switched",
         reason: `switch from ${describeRunning(ours)} to ${describeVersion(target)} (${what})`,
       };
       changes.push(update);
@@ -191,15 +194,26 @@ export function planCgroups(
   return changes;
 }
 
-/** "demo@1a2b3c4d", or each version with its hooks when they are mixed or partial (an interrupted apply). */
-function describeRunning(ours: CgroupProgram[]): string {
+/** Each version running on a cgroup, by its name ("demo@1a2b3c4d"), with its hooks. */
+function runningVersions(ours: CgroupProgram[]): [string, { ref: VersionRef; hooks: CgroupHook[] }][] {
   const versions = new Map<string, { ref: VersionRef; hooks: CgroupHook[] }>();
   for (const { hook, program } of ours) {
     const name = describeVersion(program);
     versions.set(name, { ref: program, hooks: [...(versions.get(name)?.hooks ?? []), hook] });
   }
-  const entries = [...versions.entries()];
-  if (entries.length === 1 && wholeCgroupSet(entries[0]![1].hooks)) return entries[0]![0];
+  return [...versions.entries()];
+}
+
+/** Whether a cgroup runs mixed versions or part of a set (left by an interrupted apply). */
+function interrupted(ours: CgroupProgram[]): boolean {
+  const entries = runningVersions(ours);
+  return !(entries.length === 1 && wholeCgroupSet(entries[0]![1].hooks));
+}
+
+/** "demo@1a2b3c4d", or each version with its hooks when they are mixed or partial (an interrupted apply). */
+function describeRunning(ours: CgroupProgram[]): string {
+  const entries = runningVersions(ours);
+  if (!interrupted(ours)) return entries[0]![0];
   return `${entries.map(([name, { hooks }]) => `${name} on ${hooks.join(", ")}`).join("; ")} (left by an interrupted apply)`;
 }
 
@@ -222,6 +236,7 @@ export function planExemption(
       program: kept.ref,
       cgroups,
       from: kept.exemptCgroups,
+      reasonCode: "cgroup-recreated",
       reason: `exempt cgroup ids ${kept.exemptCgroups.map((c) => c.id).join(", ") || "none"} → ${cgroups.map((c) => c.id).join(", ")} (a cgroup was made again; live edit, no reload)`,
     },
   ];

@@ -3,6 +3,7 @@ import { describeVersion, sameVersion, type VersionRef } from "../model/version.
 import { HOOKS, type Hook } from "../model/hooks.js";
 import { InterceptError, unreachable } from "../errors.js";
 import { formatAddress } from "../model/addresses.js";
+import type { ReasonCode } from "../model/reasons.js";
 import { composedRules, composedSlots, ruleSlots, slotCount } from "../model/rule-slots.js";
 import { compositionMembers, compositionName, membersOf } from "../model/composition.js";
 import type {
@@ -52,7 +53,7 @@ export function makePlan(given: DesiredPolicy[], observed: ObservedState, compos
   const programs = new Map(wanted.map((want) => [want.name, planProgram(want, observed, cgroups, owners)]));
   const changes: Change[] = [...programs.values()].flatMap((p) => p.changes);
   for (const stale of observed.programs.filter((p) => !programs.has(p.ref.policy))) {
-    changes.push(programDelete(stale, staleProgramReason(stale.ref.policy, desired)));
+    changes.push(programDelete(stale, ...staleProgramReason(stale.ref.policy, desired)));
   }
   const view = viewOf(observed);
   const links = view.links
@@ -148,16 +149,17 @@ function holds(program: DesiredProgram, policy: ValidPolicy): boolean {
   return program.members.some((member) => member.name === policy.name);
 }
 
-function staleProgramReason(name: string, desired: DesiredPolicy[]): string {
+function staleProgramReason(name: string, desired: DesiredPolicy[]): Reason {
   const members = membersOf(name);
   if (members === undefined || members.length > 1) {
-    return `no link runs ${members ? members.join(" and ") : name} together any more`;
+    return ["composition-removed", `no link runs ${members ? members.join(" and ") : name} together any more`];
   }
   const policy = desired.find((want) => want.policy.name === name)?.policy;
-  if (policy?.outbound) return `policy "${name}" now runs composed with others on every link and cgroup it names`;
+  if (policy?.outbound)
+    return ["policy-composed", `policy "${name}" now runs composed with others on every link and cgroup it names`];
   return policy
-    ? `policy "${name}" now runs composed with others on every link it selects`
-    : `policy "${name}" is no longer given`;
+    ? ["policy-composed", `policy "${name}" now runs composed with others on every link it selects`]
+    : ["policy-removed", `policy "${name}" is no longer given`];
 }
 
 /**
@@ -181,6 +183,7 @@ function planRegistry(observed: ObservedState, changes: Change[]): RegistryUpdat
       type: "registry.update",
       address: formatAddress({ kind: "registry" }),
       forget,
+      reasonCode: "qdisc-gone",
       reason: `forget the records of qdiscs that are gone: ${what.join(", ")}`,
     },
   ];
@@ -212,6 +215,7 @@ function planEmptyPins(observed: ObservedState, changes: Change[]): PinsDelete[]
       type: "pins.delete",
       address: formatAddress({ kind: "pins" }),
       pins,
+      reasonCode: "empty-pins",
       reason: `left empty by an interrupted run: ${pins.map(describeEmptyPin).join(", ")}`,
     },
   ];
@@ -229,7 +233,7 @@ function planProgram(
   const kept = versions.find((p) => p.contentHash === want.contentHash && sameVersion(p.ref, want.program));
   // A version with the wanted name but no complete load is replaced by the load itself.
   const others = versions.filter((p) => p !== kept && !sameVersion(p.ref, want.program));
-  if (kept) return { kept, changes: others.map((p) => programDelete(p, staleReason(p))) };
+  if (kept) return { kept, changes: others.map((p) => programDelete(p, ...staleReason(p))) };
   const complete = others.filter((p) => p.contentHash !== null);
   const base = {
     program: want.program,
@@ -248,21 +252,24 @@ function planProgram(
       address: formatAddress({ kind: "program", policy: name }),
       ...base,
       replaces: replaced!.ref,
+      reasonCode: want.members.length > 1 ? "shared-program-changed" : "policy-changed",
       reason: `program changed (${replaced!.ref.version.slice(0, 8)} → ${want.program.version.slice(0, 8)})${sharedBy(want, owners, cgroups)}`,
     };
     const incomplete = others.filter((p) => p.contentHash === null);
     return {
       kept: undefined,
-      changes: [replace, ...[...extra, ...incomplete].map((p) => programDelete(p, staleReason(p)))],
+      changes: [replace, ...[...extra, ...incomplete].map((p) => programDelete(p, ...staleReason(p)))],
     };
   }
   const create: ProgramCreate = {
     type: "program.create",
     address: formatAddress({ kind: "program", policy: name }),
     ...base,
+    reasonCode:
+      versions.length > 0 ? "interrupted-load" : want.members.length > 1 ? "composition-added" : "policy-added",
     reason: `${want.members.length > 1 ? `composition of ${want.members.map((m) => m.name).join(", ")}` : "new policy"}, ${plural(slotCount(want.compiled.policy), "rule")}${sharedBy(want, owners, cgroups)}${versions.length > 0 ? " (replacing an interrupted load)" : ""}`,
   };
-  return { kept: undefined, changes: [create, ...others.map((p) => programDelete(p, staleReason(p)))] };
+  return { kept: undefined, changes: [create, ...others.map((p) => programDelete(p, ...staleReason(p)))] };
 }
 
 /**
@@ -287,17 +294,21 @@ function sharedBy(
   return `; shared by ${names.join(" and ")}, which all ${what}: each one's rules reload with it, their connections kept`;
 }
 
-function staleReason(program: ObservedProgram): string {
+/** A change's reason: its code, then its text. */
+type Reason = [code: ReasonCode, text: string];
+
+function staleReason(program: ObservedProgram): Reason {
   return program.contentHash === null
-    ? `version ${program.ref.version.slice(0, 8)} never finished loading (an interrupted apply)`
-    : "stale version";
+    ? ["interrupted-load", `version ${program.ref.version.slice(0, 8)} never finished loading (an interrupted apply)`]
+    : ["stale-version", "stale version"];
 }
 
-function programDelete(program: ObservedProgram, reason: string): ProgramDelete {
+function programDelete(program: ObservedProgram, reasonCode: ReasonCode, reason: string): ProgramDelete {
   return {
     type: "program.delete",
     address: formatAddress({ kind: "program", policy: program.ref.policy }),
     program: program.ref,
+    reasonCode,
     reason,
   };
 }
@@ -364,6 +375,7 @@ function planLink(view: LinkView, owner: DesiredProgram | undefined, observed: O
         link: ref,
         from,
         removeQdisc: emptyAfter,
+        reasonCode: "link-unselected",
         reason: "no policy selects this link",
       };
       return [remove];
@@ -373,6 +385,7 @@ function planLink(view: LinkView, owner: DesiredProgram | undefined, observed: O
         type: "qdisc.delete",
         address: formatAddress({ kind: "qdisc", link: link.name }),
         link: ref,
+        reasonCode: "empty-qdisc",
         reason: "clsact qdisc intercept created, holding nothing (left by an interrupted run)",
       };
       return [qdisc];
@@ -393,6 +406,7 @@ function planLink(view: LinkView, owner: DesiredProgram | undefined, observed: O
       address,
       ...target,
       addQdisc: !link.clsact,
+      reasonCode: "link-selected",
       reason: `attach ${owner.name}`,
     };
     return [create];
@@ -410,13 +424,15 @@ function planLink(view: LinkView, owner: DesiredProgram | undefined, observed: O
     ...(added.length > 0 ? [`adding ${hookList(added)}`] : []),
     ...(detach.length > 0 ? [`removing ${hookList(detach)}`] : []),
   ];
+  const byPlugin = attachedByPlugin(link, from, observed);
   const update: AttachmentUpdate = {
     type: "attachment.update",
     address,
     ...target,
     from,
     detach,
-    reason: `switch from ${attachedByPlugin(link, from, observed) ? "the node's program (attached by the CNI plugin)" : describeRunning(from, owner.hooks, half)} to ${describeVersion(owner.program)}${hooksChange.map((what) => `, ${what}`).join("")}`,
+    reasonCode: byPlugin ? "node-program" : half ? "half-switched" : "program-switched",
+    reason: `switch from ${byPlugin ? "the node's program (attached by the CNI plugin)" : describeRunning(from, owner.hooks, half)} to ${describeVersion(owner.program)}${hooksChange.map((what) => `, ${what}`).join("")}`,
   };
   return [update];
 }
@@ -470,6 +486,7 @@ function planRules(policy: ValidPolicy, program: DesiredProgram, kept: ObservedP
       program: kept.ref,
       index: slot,
       enabled: rule.enabled,
+      reasonCode: "rule-toggled" as const,
       reason: `${what}: ${rule.enabled ? "enable" : "disable"}${where} (live edit, no reload)`,
     }));
 }

@@ -105,8 +105,9 @@ export async function savedPlanRun(
 }
 
 /**
- * A change as a decision: everything but its reason, which is text for
- * display. Rewording a reason does not make saved plans stale.
+ * A change as a decision: everything but its reason text, which is for
+ * display. Its reasonCode is compared: rewording a reason does not make
+ * saved plans stale, a different cause does.
  */
 function decision(change: Change): Omit<Change, "reason"> {
   const { reason: _reason, ...rest } = change;

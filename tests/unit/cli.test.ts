@@ -33,7 +33,7 @@ test("validate: all errors of all files, sorted, exit 1; --json prints them as a
     files: string[];
     diagnostics: object[];
   };
-  assert.equal(document.formatVersion, "1.0");
+  assert.equal(document.formatVersion, "1.1");
   assert.equal(document.kind, "validate");
   assert.equal(document.valid, false);
   assert.deepEqual(document.files, files);
@@ -55,7 +55,7 @@ test("validate: good policies in both forms pass with exit 0", async () => {
   const result = await intercept("validate", "policies/demo.ts");
   assert.equal(result.exitCode, 0, result.stderr);
   assert.deepEqual(JSON.parse((await intercept("validate", "examples/config.yaml", "--json")).stdout), {
-    formatVersion: "1.0",
+    formatVersion: "1.1",
     kind: "validate",
     valid: true,
     files: ["examples/config.yaml"],

@@ -260,7 +260,7 @@ test("a folder without policy files validates, and says there was nothing to val
   assert.equal(cli.exitCode, 0);
   assert.equal(cli.stdout, `no policy files (.ts, .yaml, .yml) in ${dir}: nothing to validate`);
   assert.deepEqual(JSON.parse((await execa("node", ["bin/intercept.js", "validate", dir, "--json"])).stdout), {
-    formatVersion: "1.0",
+    formatVersion: "1.1",
     kind: "validate",
     valid: true,
     files: [],

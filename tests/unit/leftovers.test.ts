@@ -95,6 +95,7 @@ describe("leftovers of an interrupted run", () => {
         type: "pins.delete",
         address: "pins.empty",
         pins: [{ kind: "policy", policy: "old" }],
+        reasonCode: "empty-pins",
         reason: "left empty by an interrupted run: policy old's directory",
       },
       "demo's is reused by the load",
@@ -119,6 +120,7 @@ describe("leftovers of an interrupted run", () => {
         type: "registry.update",
         address: "registry.qdiscs",
         forget: [3, 4],
+        reasonCode: "qdisc-gone",
         reason:
           "forget the records of qdiscs that are gone: ifindex 3 (the link is gone), ifindex 4 (the link is gone)",
       },
@@ -145,6 +147,7 @@ describe("leftovers of an interrupted run", () => {
         type: "registry.update",
         address: "registry.qdiscs",
         forget: [eth0.ifindex],
+        reasonCode: "qdisc-gone",
         reason: "forget the records of qdiscs that are gone: eth0 (its qdisc is gone)",
       },
     ]);

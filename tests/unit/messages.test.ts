@@ -125,6 +125,24 @@ describe("saved plans", () => {
     assert.equal(run.plan.changes.length, changes.length);
   });
 
+  test("changing a change's reasonCode makes a saved plan stale: codes are decisions", async () => {
+    const fake = new FakeDatapath();
+    fake.addLink("eth0");
+    const { file, plan } = await savedFor(fake, "recoded");
+    const changes = plan.changes as { type: string; reasonCode: string }[];
+    assert.deepEqual(
+      changes.map((change) => `${change.type} ${change.reasonCode}`),
+      ["program.create policy-added", "attachment.create link-selected"],
+    );
+    const recoded = changes.map((change, i) => (i === 0 ? { ...change, reasonCode: "interrupted-load" } : change));
+    await writeFile(file, JSON.stringify({ ...plan, changes: recoded }));
+    assert.equal(
+      await applyRefusal(file, fake),
+      `${file}: its changes are not what its policies give here (the file was edited, or templates or clang differ): ` +
+        "run `intercept plan` again",
+    );
+  });
+
   test("control characters in every string field are printed escaped, never raw", async () => {
     const fake = new FakeDatapath();
     fake.addLink("eth0");

@@ -156,6 +156,7 @@ test("plan --json: camelCase, a format version, the action of every change", asy
     "link",
     "program",
     "reason",
+    "reasonCode",
     "type",
   ]);
   const snake = JSON.stringify(json).match(/"[a-z]+_[a-z_]+":/g);

@@ -613,6 +613,7 @@ describe("ordering", () => {
       {
         type: "program.replace" as const,
         address: "program.out",
+        reasonCode: "policy-changed" as const,
         reason: "",
         program: next,
         replaces: old,
@@ -625,6 +626,7 @@ describe("ordering", () => {
       {
         type: "cgroup.update" as const,
         address: "cgroup.app.slice",
+        reasonCode: "program-switched" as const,
         reason: "",
         cgroup: app,
         program: next,
@@ -634,6 +636,7 @@ describe("ordering", () => {
       {
         type: "exemption.update" as const,
         address: "exemption.out",
+        reasonCode: "cgroup-recreated" as const,
         reason: "",
         program: next,
         cgroups: [{ id: 9, level: 1 }],
@@ -666,12 +669,14 @@ describe("ordering", () => {
       {
         type: "program.delete" as const,
         address: "program.old",
+        reasonCode: "policy-removed" as const,
         reason: "",
         program: { policy: "old", version: "0".repeat(16) },
       },
       {
         type: "attachment.delete" as const,
         address: "attachment.eth1",
+        reasonCode: "link-unselected" as const,
         reason: "",
         link: eth1,
         from: { ingress: null, egress: null },
@@ -680,6 +685,7 @@ describe("ordering", () => {
       {
         type: "rule.update" as const,
         address: "rule.demo[0]",
+        reasonCode: "rule-toggled" as const,
         reason: "",
         program: demo.program,
         index: 0,
@@ -688,6 +694,7 @@ describe("ordering", () => {
       {
         type: "attachment.create" as const,
         address: "attachment.eth0",
+        reasonCode: "link-selected" as const,
         reason: "",
         link: eth0,
         program: demo.program,
@@ -697,6 +704,7 @@ describe("ordering", () => {
       {
         type: "program.create" as const,
         address: "program.demo",
+        reasonCode: "policy-added" as const,
         reason: "",
         program: demo.program,
         contentHash: demo.contentHash,
