@@ -119,9 +119,21 @@ async function installBinary(binary: string, binDir: string): Promise<boolean> {
 
 /** Whether both files exist and hold the same bytes. */
 async function sameContent(a: string, b: string): Promise<boolean> {
-  const read = (file: string) => readFile(file).catch(() => undefined); // missing: not the same
-  const [left, right] = await Promise.all([read(a), read(b)]);
+  const [left, right] = await Promise.all([bytesOrNothing(a), bytesOrNothing(b)]);
   return left !== undefined && right !== undefined && left.equals(right);
+}
+
+/**
+ * @file's bytes; nothing when it cannot be read (it is missing, most
+ * often): then it is not the same, and the copy that follows is made,
+ * and reports its own error if there is one.
+ */
+async function bytesOrNothing(file: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(file);
+  } catch {
+    return undefined;
+  }
 }
 
 async function exists(file: string): Promise<boolean> {
