@@ -11,54 +11,16 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
 import { intercept } from "../../lab/network.js";
+import { raceApplies } from "../support/lock-stress.js";
 import { AGENT_LOCK_HOLDER, FLEET_LOCK_HOLDER, isAgentHolder } from "../../src/model/lock-holder.js";
 import { lockNamespace, type LockHolder } from "../../src/reconcile/lock.js";
 
 const scratch = await mkdtemp(path.join(tmpdir(), "intercept-lock-"));
 after(() => rm(scratch, { recursive: true, force: true }));
 
-test("1,000 applies across 100 namespaces, some racing for one: one holder at a time; lock files only for namespaces that keep pins", async () => {
-  const dir = path.join(scratch, "many");
-  /** Half the namespaces keep pins (their lock file stays, reused), the other half end with none. */
-  const keepsPins = (key: string) => Number(key.slice(2)) % 2 === 0;
-  const holding = new Map<string, number>();
-  let most = 0;
-  let taken = 0;
-  /** One apply: take the lock (racing another taker of the same namespace), hold it a moment, release. */
-  const applyOnce = async (key: string) => {
-    const lock = await lockNamespace(key, { holder: "intercept apply", timeoutMs: 30_000, dir });
-    const now = (holding.get(key) ?? 0) + 1;
-    holding.set(key, now);
-    assert.equal(now, 1, `${key}: one holder at a time`);
-    await new Promise((resolve) => setImmediate(resolve));
-    holding.set(key, now - 1);
-    taken++;
-    await lock.release({ keepRecord: keepsPins(key) });
-  };
-  // Ten workers at a time, each applying to its ten namespaces ten times over; in the first round two applies race for each.
-  const keys = Array.from({ length: 100 }, (_, index) => `ns${1000 + index}`);
-  const worker = async (slice: string[]) => {
-    for (let round = 0; round < 9; round++) {
-      for (const key of slice) {
-        await (round === 0 ? Promise.all([applyOnce(key), applyOnce(key)]) : applyOnce(key));
-        most = Math.max(most, (await readdir(dir)).length);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: 10 }, (_, index) => worker(keys.slice(index * 10, index * 10 + 10))));
-  assert.equal(taken, 1000);
-  assert.deepEqual(
-    (await readdir(dir)).sort(),
-    keys
-      .filter(keepsPins)
-      .map((key) => `${key}.lock`)
-      .sort(),
-    "one file per namespace that keeps pins, none for the others",
-  );
-  assert.ok(most <= 50 + 10, `never more files than namespaces with pins and those being worked on (at most ${most})`);
-  for (const key of keys.filter(keepsPins))
-    await (await lockNamespace(key, { holder: "intercept destroy", timeoutMs: 0, dir })).release();
-  assert.deepEqual(await readdir(dir), [], "a destroy of each leaves none");
+test("100 applies across 20 namespaces, some racing for one: one holder at a time; lock files only for namespaces that keep pins", async () => {
+  // The load suite runs the same a thousand times over (tests/load/locks.test.ts).
+  await raceApplies({ dir: path.join(scratch, "many"), namespaces: 20, workers: 4, rounds: 4 });
 });
 
 test("a lock file left by a killed holder is taken over and removed on release; --keep's record stays", async () => {
