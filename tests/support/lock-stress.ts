@@ -58,6 +58,7 @@ export async function raceApplies({ dir, namespaces, workers, rounds }: LockStre
     most <= kept.length + workers,
     `never more files than namespaces with pins and those being worked on (at most ${most})`,
   );
-  for (const key of kept) await (await lockNamespace(key, { holder: "intercept destroy", timeoutMs: 0, dir })).release();
+  for (const key of kept)
+    await (await lockNamespace(key, { holder: "intercept destroy", timeoutMs: 0, dir })).release();
   assert.deepEqual(await readdir(dir), [], "a destroy of each leaves none");
 }
