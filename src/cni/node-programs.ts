@@ -3,9 +3,10 @@ import { type ObservedProgram, type ProgramLoad } from "../datapath/types.js";
 import { HOOKS, type Hook } from "../model/hooks.js";
 import { sameVersion, type VersionRef } from "../model/version.js";
 import { InterceptError } from "../errors.js";
-import type { NodeAttachment } from "../model/cni.js";
-import { ruleSlots } from "../model/rule-slots.js";
-import type { DesiredPolicy } from "../reconcile/desired.js";
+import type { NodeAttachment, NodeComposition } from "../model/cni.js";
+import { composedRules } from "../model/rule-slots.js";
+import { likelyCompositions } from "../compile/index.js";
+import { composeDesired, ownProgram, type DesiredPolicy, type DesiredProgram } from "../reconcile/desired.js";
 
 /**
  * What CNI mode needs of the node's pin folder (KernelDatapath.node(); a
@@ -20,9 +21,10 @@ export interface NodeDatapath {
   setRule(program: VersionRef, index: number, enabled: boolean): Promise<void>;
 }
 
-/** What a sync left: the attachments the node table lists, and the versions nothing lists any more. */
+/** What a sync left: the attachments and compositions the node table lists, and the versions nothing lists any more. */
 export interface NodeSync {
   attachments: NodeAttachment[];
+  compositions: NodeComposition[];
   stale: VersionRef[];
   /** Versions loaded, and rule switches written, by this sync. */
   loaded: VersionRef[];
@@ -30,12 +32,15 @@ export interface NodeSync {
 }
 
 /**
- * Makes the node's pin folder hold one complete version of every policy
- * with tc programs: a version already loaded (same content hash) is kept,
- * its rule switches brought in line with the policy (a live edit reaches
- * the pods the plugin attached it to), and any other is loaded. Versions
- * of policies no longer given are returned as stale, for the caller to
- * unpin once the node table no longer names them.
+ * Makes the node's pin folder hold one complete version of every program
+ * a pod's interface may need: each policy's own with tc programs, and each
+ * composition that policies are likely to form on one interface
+ * (likelyCompositions: the sets `build --out` prebuilds), so that an
+ * interface two policies select is captured by the plugin too. A version
+ * already loaded (same content hash) is kept, its rule switches brought in
+ * line with the policies (a live edit reaches the pods the plugin attached
+ * it to), and any other is loaded. Versions no longer wanted are returned
+ * as stale, for the caller to unpin once the node table no longer names them.
  */
 export async function syncNodePrograms(
   datapath: NodeDatapath,
@@ -43,10 +48,13 @@ export async function syncNodePrograms(
   builder: ProgramBuilder,
 ): Promise<NodeSync> {
   const attached = desired.filter((want) => want.hooks.length > 0);
+  const sets = likelyCompositions(attached.map((want) => want.policy)).map((members) => members.map((m) => m.name));
+  const composed = await composeDesired(attached, sets);
+  const programs = [...attached.map(ownProgram), ...composed];
   let observed = await datapath.observeVersions();
   const loaded: VersionRef[] = [];
   let ruleWrites = 0;
-  for (const want of attached) {
+  for (const want of programs) {
     const kept = complete(observed, want);
     if (kept) {
       ruleWrites += await alignRules(datapath, want, kept);
@@ -57,19 +65,31 @@ export async function syncNodePrograms(
       contentHash: want.contentHash,
       objectPath: await builder.object(want.compiled, want.contentHash),
       hooks: want.hooks,
-      enabled: ruleSlots(want.policy).map((slot) => slot.rule.enabled),
+      enabled: enabledOf(want),
       prefixes: want.compiled.prefixes,
     });
     loaded.push(want.program);
   }
   if (loaded.length > 0) observed = await datapath.observeVersions();
-  const attachments = attached.map((want) => attachment(datapath, want, complete(observed, want)));
-  const stale = observed.map((p) => p.ref).filter((ref) => !attached.some((want) => sameVersion(want.program, ref)));
-  return { attachments, stale, loaded, ruleWrites };
+  const loadedVersion = (want: DesiredProgram) => {
+    const version = complete(observed, want);
+    if (!version)
+      throw new InterceptError("apply-failed", `node program ${want.name}: not complete right after its load`);
+    return version;
+  };
+  const attachments = attached.map((want) => attachment(datapath, want, loadedVersion(ownProgram(want))));
+  const compositions = composed.map((want) => composition(datapath, want, loadedVersion(want)));
+  const stale = observed.map((p) => p.ref).filter((ref) => !programs.some((want) => sameVersion(want.program, ref)));
+  return { attachments, compositions, stale, loaded, ruleWrites };
+}
+
+/** Each rule's switch as @want's policies have it, in the program's slot order. */
+function enabledOf(want: DesiredProgram): boolean[] {
+  return composedRules(want.members).map((rule) => rule.enabled);
 }
 
 /** The version of @want that is loaded whole (its content hash recorded, a program for each of its hooks). */
-function complete(observed: ObservedProgram[], want: DesiredPolicy): ObservedProgram | undefined {
+function complete(observed: ObservedProgram[], want: DesiredProgram): ObservedProgram | undefined {
   return observed.find(
     (p) =>
       sameVersion(p.ref, want.program) &&
@@ -78,17 +98,24 @@ function complete(observed: ObservedProgram[], want: DesiredPolicy): ObservedPro
   );
 }
 
-/** Live edits: writes the rule switches of @kept that differ from the policy's; how many it wrote. */
-async function alignRules(datapath: NodeDatapath, want: DesiredPolicy, kept: ObservedProgram): Promise<number> {
-  const differing = ruleSlots(want.policy).filter(({ slot, rule }) => kept.enabled[slot] !== rule.enabled);
-  for (const { slot, rule } of differing) await datapath.setRule(kept.ref, slot, rule.enabled);
+/** Live edits: writes the rule switches of @kept that differ from the policies'; how many it wrote. */
+async function alignRules(datapath: NodeDatapath, want: DesiredProgram, kept: ObservedProgram): Promise<number> {
+  const enabled = enabledOf(want);
+  const differing = enabled.flatMap((on, slot) => (kept.enabled[slot] === on ? [] : [slot]));
+  for (const slot of differing) await datapath.setRule(kept.ref, slot, enabled[slot]!);
   return differing.length;
 }
 
-function attachment(datapath: NodeDatapath, want: DesiredPolicy, version: ObservedProgram | undefined): NodeAttachment {
-  if (!version)
-    throw new InterceptError("apply-failed", `node program ${want.program.policy}: not complete right after its load`);
-  const hooks = HOOKS.filter((hook) => want.hooks.includes(hook));
+/** The pinned program and kernel id of each of @version's hooks, in hook order. */
+function pinned(datapath: NodeDatapath, hooks: readonly Hook[], version: ObservedProgram) {
+  const used = HOOKS.filter((hook) => hooks.includes(hook));
+  return {
+    programs: Object.fromEntries(used.map((hook) => [hook, datapath.programPin(version.ref, hook)])),
+    programIds: Object.fromEntries(used.map((hook) => [hook, version.programIds[hook]!])),
+  };
+}
+
+function attachment(datapath: NodeDatapath, want: DesiredPolicy, version: ObservedProgram): NodeAttachment {
   return {
     policy: want.policy.name,
     version: want.program.version,
@@ -96,7 +123,16 @@ function attachment(datapath: NodeDatapath, want: DesiredPolicy, version: Observ
     namespaces: want.policy.namespaces ? [...want.policy.namespaces] : null,
     include: want.policy.interfaces.include ? [...want.policy.interfaces.include] : null,
     exclude: [...want.policy.interfaces.exclude],
-    programs: Object.fromEntries(hooks.map((hook) => [hook, datapath.programPin(version.ref, hook)])),
-    programIds: Object.fromEntries(hooks.map((hook) => [hook, version.programIds[hook]!])),
+    ...pinned(datapath, want.hooks, version),
+  };
+}
+
+function composition(datapath: NodeDatapath, want: DesiredProgram, version: ObservedProgram): NodeComposition {
+  return {
+    name: want.name,
+    policies: want.members.map((member) => member.name),
+    version: want.program.version,
+    contentHash: want.contentHash,
+    ...pinned(datapath, want.hooks, version),
   };
 }

@@ -9,6 +9,8 @@
  *   agent's tc slot, its qdisc recorded as intercept's), CHECK, DEL twice,
  *   VERSION, a missing prevResult, a bad configuration, a netns gone on
  *   DEL, a namespace the agent does not serve, a foreign filter in the slot;
+ * - an interface two policies select runs the node's program of their
+ *   composition, and a table that lists none fails the ADD with code 101;
  * - the plugin-attached filter is not drift, and an agent started again
  *   replaces it in place with the namespace's own version; a live edit
  *   reaches the node's rule switches; a stop without --keep takes the
@@ -67,6 +69,7 @@ async function plugin(
   command: string,
   netns: string,
   config: unknown = { cniVersion: "1.0.0", name: "test", type: "intercept-cni", prevResult: PREV_RESULT },
+  ifname = LINK,
 ): Promise<PluginRun> {
   const result = await execa(path.join(binDir, "intercept-cni"), [], {
     reject: false,
@@ -75,7 +78,7 @@ async function plugin(
       CNI_COMMAND: command,
       CNI_CONTAINERID: `${p}container`,
       CNI_NETNS: netns,
-      CNI_IFNAME: LINK,
+      CNI_IFNAME: ifname,
       CNI_PATH: binDir,
     },
   });
@@ -86,7 +89,7 @@ async function plugin(
 const netnsPath = (name: string) => `/var/run/netns/${name}`;
 
 /** The program ids of our slot's filters on @hook of the test link in @name. */
-async function slotPrograms(name: string, hook = "ingress"): Promise<number[]> {
+async function slotPrograms(name: string, hook = "ingress", link = LINK): Promise<number[]> {
   const { stdout } = await execa("nsenter", [
     `--net=${netnsPath(name)}`,
     "tc",
@@ -94,7 +97,7 @@ async function slotPrograms(name: string, hook = "ingress"): Promise<number[]> {
     "filter",
     "show",
     "dev",
-    LINK,
+    link,
     hook,
   ]);
   return (JSON.parse(stdout) as { pref: number; options?: { handle?: string; prog?: { id: number } } }[])
@@ -114,6 +117,13 @@ async function nodeTable(): Promise<NodeTable> {
   return JSON.parse(await readFile(NODE_TABLE_PATH, "utf8")) as NodeTable;
 }
 
+/** The node table's entry of policy @policy. */
+async function attachmentOf(policy = "proxy") {
+  const entry = (await nodeTable()).attachments.find((attachment) => attachment.policy === policy);
+  assert.ok(entry, `the node table lists ${policy}`);
+  return entry;
+}
+
 before(async () => {
   scratch = await mkdtemp(path.join(tmpdir(), `${p}cni-`));
   policies = path.join(scratch, "policies");
@@ -122,6 +132,11 @@ before(async () => {
   await mkdir(policies);
   await mkdir(confDir);
   await writeFile(path.join(policies, "proxy.yaml"), "interceptors:\n  - { originalPort: 8000, port: 9000 }\n");
+  // Selects the veth's other end, `b`, which proxy (every interface) selects too: a composition.
+  await writeFile(
+    path.join(policies, "other.yaml"),
+    "interfaces: { include: [b] }\ninterceptors:\n  - { originalPort: 5432, port: 6432 }\n",
+  );
   await writeFile(
     path.join(confDir, "10-pods.conflist"),
     JSON.stringify({ cniVersion: "1.0.0", name: "pods", plugins: [{ type: "ptp", ipam: { type: "static" } }] }),
@@ -163,8 +178,7 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
     const run = await plugin("ADD", netnsPath(name));
     assert.equal(run.exitCode, 0, run.stdout);
     assert.deepEqual(run.json, PREV_RESULT);
-    const table = await nodeTable();
-    assert.deepEqual(await slotPrograms(name), [table.attachments[0]!.programIds.ingress]);
+    assert.deepEqual(await slotPrograms(name), [(await attachmentOf()).programIds.ingress]);
     const registry = path.join(PIN_ROOT, await namespaces.key(name), "qdiscs");
     const { stdout } = await execa("bpftool", ["-j", "map", "dump", "pinned", registry]);
     assert.equal((JSON.parse(stdout) as unknown[]).length, 1, "the clsact qdisc the plugin made is recorded");
@@ -262,11 +276,37 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
     await removeNamespace(name);
   });
 
+  test("an interface two policies select runs their composition's node program; a table without it fails with 101", async () => {
+    const name = namespaces.name(3);
+    await namespaces.create(name);
+    const table = await nodeTable();
+    const composition = table.compositions.find((entry) => entry.name === "other+proxy");
+    assert.ok(composition, JSON.stringify(table.compositions));
+    assert.deepEqual(composition.policies, ["other", "proxy"]);
+    const run = await plugin("ADD", netnsPath(name), undefined, "b");
+    assert.equal(run.exitCode, 0, run.stdout);
+    assert.deepEqual(await slotPrograms(name, "ingress", "b"), [composition.programIds.ingress]);
+    assert.equal((await plugin("CHECK", netnsPath(name), undefined, "b")).exitCode, 0);
+    const status = await intercept("status", "--netns", name, policies, "--json");
+    assert.deepEqual(JSON.parse(status.stdout).drift, [], "the composition's node program is ours too");
+
+    const older = path.join(scratch, "table-without-compositions.json");
+    await writeFile(older, JSON.stringify({ ...table, compositions: undefined }));
+    const config = { cniVersion: "1.0.0", name: "t", type: "intercept-cni", nodeTable: older, prevResult: PREV_RESULT };
+    const conflict = await plugin("ADD", netnsPath(name), config, "b");
+    assert.equal(conflict.exitCode, 1, "fail closed");
+    assert.equal(conflict.json?.code, 101);
+    assert.match(String(conflict.json?.details), /selected by policies other, proxy/);
+    assert.equal((await plugin("ADD", netnsPath(name), config, LINK)).exitCode, 0, "a only proxy selects");
+    assert.equal((await plugin("DEL", netnsPath(name), undefined, "b")).exitCode, 0);
+    assert.deepEqual(await slotPrograms(name, "ingress", "b"), []);
+  });
+
   test("the plugin's filter is not drift; a new agent replaces it in place, and a live edit reaches the node's maps", async () => {
     const name = namespaces.name(0);
     const before = await intercept("status", "--netns", name, policies, "--json");
     assert.deepEqual(JSON.parse(before.stdout).drift, [], before.stdout);
-    const nodeProgram = (await nodeTable()).attachments[0]!.programIds.ingress!;
+    const nodeProgram = (await attachmentOf()).programIds.ingress!;
     agent = new AgentProcess(agentArgs());
     const update = await agent.waitFor(
       (l) => l.event === "applied" && l.namespace === name && l.type === "attachment.update",
@@ -281,8 +321,9 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
       path.join(policies, "proxy.yaml"),
       "interceptors:\n  - { originalPort: 8000, port: 9000, enabled: false }\n",
     );
-    await agent.waitFor((l) => l.event === "cni" && /1 rule switches written/.test(String(l.message)), from);
-    const entry = (await nodeTable()).attachments[0]!;
+    // proxy's own switch, and its slot in the composition other+proxy.
+    await agent.waitFor((l) => l.event === "cni" && /2 rule switches written/.test(String(l.message)), from);
+    const entry = await attachmentOf();
     const rules = path.join(path.dirname(path.dirname(entry.programs.ingress!)), "maps", "rule_state");
     const { stdout } = await execa("bpftool", ["-j", "map", "dump", "pinned", rules]);
     assert.equal(
