@@ -11,6 +11,7 @@
  *   DEL, a namespace the agent does not serve, a foreign filter in the slot;
  * - an interface two policies select runs the node's program of their
  *   composition, and a table that lists none fails the ADD with code 101;
+ * - pods of several namespaces run the very same program (`bpftool net`);
  * - the plugin-attached filter is not drift, and an agent started again
  *   replaces it in place with the namespace's own version; a live edit
  *   reaches the node's rule switches; a stop without --keep takes the
@@ -111,6 +112,12 @@ async function removeNamespace(name: string): Promise<void> {
   await intercept("destroy", "--netns", name, "--yes");
   await rm(path.join(PIN_ROOT, await namespaces.key(name)), { recursive: true, force: true });
   await execa("ip", ["netns", "del", name]);
+}
+
+/** The programs on each tc hook of namespace @name's links, as `bpftool net` lists them there. */
+async function netPrograms(name: string): Promise<{ devname: string; kind: string; id: number }[]> {
+  const { stdout } = await execa("nsenter", [`--net=${netnsPath(name)}`, "bpftool", "-j", "net", "show"]);
+  return (JSON.parse(stdout) as { tc: { devname: string; kind: string; id: number }[] }[])[0]!.tc;
 }
 
 async function nodeTable(): Promise<NodeTable> {
@@ -300,6 +307,22 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
     assert.equal((await plugin("ADD", netnsPath(name), config, LINK)).exitCode, 0, "a only proxy selects");
     assert.equal((await plugin("DEL", netnsPath(name), undefined, "b")).exitCode, 0);
     assert.deepEqual(await slotPrograms(name, "ingress", "b"), []);
+  });
+
+  test("pods the plugin captured run one program, loaded once for the node: one id in every namespace", async () => {
+    const pods = [namespaces.name(4), namespaces.name(5)];
+    for (const name of pods) {
+      await namespaces.create(name);
+      assert.equal((await plugin("ADD", netnsPath(name))).exitCode, 0);
+    }
+    const expected = (await attachmentOf()).programIds.ingress;
+    for (const name of [namespaces.name(0), ...pods])
+      assert.deepEqual(
+        (await netPrograms(name)).map((entry) => [entry.devname, entry.kind, entry.id]),
+        [[LINK, "clsact/ingress", expected]],
+        `bpftool net in ${name}`,
+      );
+    for (const name of pods) await removeNamespace(name);
   });
 
   test("the plugin's filter is not drift; a new agent replaces it in place, and a live edit reaches the node's maps", async () => {
