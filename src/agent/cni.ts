@@ -112,6 +112,11 @@ export class CniMode {
         this.queue = this.queue.then(() => this.unpinStale());
       }, STALE_GRACE_MS);
     }
+    for (const { name, reason } of synced.skipped)
+      this.log(
+        "error",
+        `cni: no node program for the composition ${name} (the plugin fails an ADD that needs it; the agent captures such pods): ${reason}`,
+      );
     if (synced.loaded.length + synced.ruleWrites > 0)
       this.log(
         "cni",

@@ -3,6 +3,7 @@ import { type ObservedProgram, type ProgramLoad } from "../datapath/types.js";
 import { HOOKS, type Hook } from "../model/hooks.js";
 import { sameVersion, type VersionRef } from "../model/version.js";
 import { InterceptError } from "../errors.js";
+import { compositionName } from "../model/composition.js";
 import type { NodeAttachment, NodeComposition } from "../model/cni.js";
 import { composedRules } from "../model/rule-slots.js";
 import { likelyCompositions } from "../compile/index.js";
@@ -21,10 +22,18 @@ export interface NodeDatapath {
   setRule(program: VersionRef, index: number, enabled: boolean): Promise<void>;
 }
 
+/** A composition the node could not build or load: the plugin fails an ADD it is needed for (101). */
+export interface SkippedComposition {
+  name: string;
+  reason: string;
+}
+
 /** What a sync left: the attachments and compositions the node table lists, and the versions nothing lists any more. */
 export interface NodeSync {
   attachments: NodeAttachment[];
   compositions: NodeComposition[];
+  /** Compositions left out of the table, and why (no prebuilt object and no clang, a verifier refusal, …). */
+  skipped: SkippedComposition[];
   stale: VersionRef[];
   /** Versions loaded, and rule switches written, by this sync. */
   loaded: VersionRef[];
@@ -36,7 +45,10 @@ export interface NodeSync {
  * a pod's interface may need: each policy's own with tc programs, and each
  * composition that policies are likely to form on one interface
  * (likelyCompositions: the sets `build --out` prebuilds), so that an
- * interface two policies select is captured by the plugin too. A version
+ * interface two policies select is captured by the plugin too. A policy's
+ * own program that cannot be loaded fails the sync; a composition that
+ * cannot is left out (skipped, with why): the agent still captures such an
+ * interface with the namespace's own program, as it did before. A version
  * already loaded (same content hash) is kept, its rule switches brought in
  * line with the policies (a live edit reaches the pods the plugin attached
  * it to), and any other is loaded. Versions no longer wanted are returned
@@ -48,28 +60,30 @@ export async function syncNodePrograms(
   builder: ProgramBuilder,
 ): Promise<NodeSync> {
   const attached = desired.filter((want) => want.hooks.length > 0);
-  const sets = likelyCompositions(attached.map((want) => want.policy)).map((members) => members.map((m) => m.name));
-  const composed = await composeDesired(attached, sets);
-  const programs = [...attached.map(ownProgram), ...composed];
+  const skipped: SkippedComposition[] = [];
+  const composed = await composeEach(attached, skipped);
   let observed = await datapath.observeVersions();
   const loaded: VersionRef[] = [];
   let ruleWrites = 0;
-  for (const want of programs) {
-    const kept = complete(observed, want);
-    if (kept) {
-      ruleWrites += await alignRules(datapath, want, kept);
-      continue;
-    }
-    await datapath.loadProgram({
-      ref: want.program,
-      contentHash: want.contentHash,
-      objectPath: await builder.object(want.compiled, want.contentHash),
-      hooks: want.hooks,
-      enabled: enabledOf(want),
-      prefixes: want.compiled.prefixes,
-    });
-    loaded.push(want.program);
+  for (const want of attached.map(ownProgram)) {
+    const load = await ensureLoaded(datapath, builder, observed, want);
+    if (load === "loaded") loaded.push(want.program);
+    else ruleWrites += load;
   }
+  const composedLoaded: DesiredProgram[] = [];
+  for (const want of composed) {
+    try {
+      const load = await ensureLoaded(datapath, builder, observed, want);
+      if (load === "loaded") loaded.push(want.program);
+      else ruleWrites += load;
+      composedLoaded.push(want);
+    } catch (error) {
+      // Not fatal: the agent captures such an interface itself; the plugin fails its ADD with 101.
+      if (!(error instanceof InterceptError)) throw error;
+      skipped.push({ name: want.name, reason: error.message });
+    }
+  }
+  const programs = [...attached.map(ownProgram), ...composedLoaded];
   if (loaded.length > 0) observed = await datapath.observeVersions();
   const loadedVersion = (want: DesiredProgram) => {
     const version = complete(observed, want);
@@ -78,9 +92,51 @@ export async function syncNodePrograms(
     return version;
   };
   const attachments = attached.map((want) => attachment(datapath, want, loadedVersion(ownProgram(want))));
-  const compositions = composed.map((want) => composition(datapath, want, loadedVersion(want)));
+  const compositions = composedLoaded.map((want) => composition(datapath, want, loadedVersion(want)));
   const stale = observed.map((p) => p.ref).filter((ref) => !programs.some((want) => sameVersion(want.program, ref)));
-  return { attachments, compositions, stale, loaded, ruleWrites };
+  return { attachments, compositions, skipped, stale, loaded, ruleWrites };
+}
+
+/**
+ * The programs of the compositions @attached's policies are likely to form;
+ * one that cannot be composed is added to @skipped instead, with why.
+ */
+async function composeEach(attached: DesiredPolicy[], skipped: SkippedComposition[]): Promise<DesiredProgram[]> {
+  const sets = likelyCompositions(attached.map((want) => want.policy)).map((members) => members.map((m) => m.name));
+  const composed: DesiredProgram[] = [];
+  for (const set of sets) {
+    try {
+      composed.push(...(await composeDesired(attached, [set])));
+    } catch (error) {
+      if (!(error instanceof InterceptError)) throw error;
+      skipped.push({ name: compositionName(set), reason: error.message });
+    }
+  }
+  return composed;
+}
+
+/**
+ * Loads @want unless a complete version of it is in @observed; a kept one
+ * has its rule switches brought in line. "loaded", or how many switches
+ * were written.
+ */
+async function ensureLoaded(
+  datapath: NodeDatapath,
+  builder: ProgramBuilder,
+  observed: ObservedProgram[],
+  want: DesiredProgram,
+): Promise<"loaded" | number> {
+  const kept = complete(observed, want);
+  if (kept) return alignRules(datapath, want, kept);
+  await datapath.loadProgram({
+    ref: want.program,
+    contentHash: want.contentHash,
+    objectPath: await builder.object(want.compiled, want.contentHash),
+    hooks: want.hooks,
+    enabled: enabledOf(want),
+    prefixes: want.compiled.prefixes,
+  });
+  return "loaded";
 }
 
 /** Each rule's switch as @want's policies have it, in the program's slot order. */

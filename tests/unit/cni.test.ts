@@ -224,6 +224,27 @@ describe("the node's programs", () => {
     assert.deepEqual(alone.compositions, []);
     assert.deepEqual(alone.stale.map((ref) => ref.policy).sort(), ["db", "db+web"]);
   });
+
+  test("a composition that cannot be built is left out, with why; the policies' own programs are not", async () => {
+    const fake = new FakeDatapath();
+    const web = desired(testPolicy("web", [{ originalPort: 8000, port: 9000 }]));
+    const db = desired(testPolicy("db", [{ originalPort: 5432, port: 6432 }]));
+    const noClang: ProgramBuilder = {
+      ...builder,
+      object: async (compiled: { policy: { name: string } }) => {
+        if (compiled.policy.name.includes("+")) throw new InterceptError("tool-missing", "clang not found");
+        return `/objects/${compiled.policy.name}.o`;
+      },
+    } as unknown as ProgramBuilder;
+    const synced = await syncNodePrograms(node(fake), [web, db], noClang);
+    assert.deepEqual(
+      synced.attachments.map((entry) => entry.policy),
+      ["web", "db"],
+    );
+    assert.deepEqual(synced.compositions, []);
+    assert.deepEqual(synced.skipped, [{ name: "db+web", reason: "clang not found" }]);
+    assert.deepEqual((await fake.observe()).programs.map((p) => p.ref.policy).sort(), ["db", "web"]);
+  });
 });
 
 describe("a filter the plugin attached", () => {
