@@ -307,6 +307,7 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
     assert.equal((await plugin("ADD", netnsPath(name), config, LINK)).exitCode, 0, "a only proxy selects");
     assert.equal((await plugin("DEL", netnsPath(name), undefined, "b")).exitCode, 0);
     assert.deepEqual(await slotPrograms(name, "ingress", "b"), []);
+    assert.equal((await plugin("ADD", netnsPath(name), undefined, "b")).exitCode, 0, "left for the agent, below");
   });
 
   test("pods the plugin captured run one program, loaded once for the node: one id in every namespace", async () => {
@@ -337,6 +338,20 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
     assert.match(String(update.message), /attachment\.a: updated/);
     const [own] = await slotPrograms(name);
     assert.ok(own !== undefined && own !== nodeProgram, "the namespace runs its own version now");
+    const composed = namespaces.name(3);
+    const composedNode = (await nodeTable()).compositions.find((entry) => entry.name === "other+proxy")!;
+    await agent.waitFor(
+      (l) =>
+        l.event === "applied" &&
+        l.namespace === composed &&
+        l.type === "attachment.update" &&
+        /attachment\.b: updated/.test(String(l.message)),
+    );
+    const [composedOwn] = await slotPrograms(composed, "ingress", "b");
+    assert.ok(
+      composedOwn !== undefined && composedOwn !== composedNode.programIds.ingress,
+      "the composition's node program is replaced in place by the namespace's own",
+    );
     assert.equal(agent.lines.filter((l) => l.event === "error").length, 0);
 
     const from = agent.lines.length;
