@@ -2,6 +2,7 @@
 /* Reading the node table and finding what it asks for one interface. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "glob.h"
@@ -58,6 +59,10 @@ static int read_fields(struct node_table *table, const char *path, struct cni_er
 	table->attachments = json_object_get(root, "attachments");
 	if (!json_is_array(table->namespaces) || !json_is_array(table->attachments))
 		return malformed(err, path, "namespaces and attachments must be arrays");
+	/* Added within format version 1: a table without it lists no composition. */
+	table->compositions = json_object_get(root, "compositions");
+	if (table->compositions && !json_is_array(table->compositions))
+		return malformed(err, path, "compositions must be an array");
 	return 0;
 }
 
@@ -118,12 +123,13 @@ static int selects(json_t *attachment, const char *netns_name, const char *ifnam
 	return in_namespace && included && !excluded;
 }
 
-static int fill_plan(json_t *attachment, struct capture_plan *plan)
+/* Fills @plan from a table entry: @entry[@name_key] and its pinned programs; -1: malformed. */
+static int fill_plan(json_t *entry, const char *name_key, struct capture_plan *plan)
 {
-	json_t *programs = json_object_get(attachment, "programs");
+	json_t *programs = json_object_get(entry, "programs");
 	int hook, found = 0;
 
-	plan->policy = json_string_value(json_object_get(attachment, "policy"));
+	plan->policy = json_string_value(json_object_get(entry, name_key));
 	if (!plan->policy || !json_is_object(programs))
 		return -1;
 	for (hook = 0; hook < HOOK_COUNT; hook++) {
@@ -133,12 +139,70 @@ static int fill_plan(json_t *attachment, struct capture_plan *plan)
 	return found ? 0 : -1;
 }
 
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Whether @composition's "policies" are exactly @names (sorted, @count of them); -1: malformed. */
+static int same_policies(json_t *composition, const char **names, size_t count)
+{
+	json_t *policies = json_object_get(composition, "policies");
+	json_t *name;
+	size_t i;
+
+	if (!json_is_array(policies))
+		return -1;
+	if (json_array_size(policies) != count)
+		return 0;
+	json_array_foreach(policies, i, name) {
+		if (!json_is_string(name))
+			return -1;
+		if (strcmp(json_string_value(name), names[i]))
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * Fills @plan with the node's program for the composition of @names
+ * (@count policies that select @ifname): 1, or -1 with @err set when the
+ * table lists none (the agent loads the compositions policies are likely
+ * to form; another is a conflict the plugin cannot capture).
+ */
+static int find_composition(const struct node_table *table, const char **names, size_t count,
+			    const char *netns_name, const char *ifname, struct capture_plan *plan,
+			    struct cni_error *err)
+{
+	json_t *composition;
+	size_t i;
+
+	qsort(names, count, sizeof(*names), compare_names);
+	if (table->compositions) {
+		json_array_foreach(table->compositions, i, composition) {
+			int same = same_policies(composition, names, count);
+
+			if (same < 0)
+				return malformed(err, "the node table", "a composition's policies must be names");
+			if (!same)
+				continue;
+			if (fill_plan(composition, "name", plan))
+				return malformed(err, "the node table", "a composition needs a name and a program");
+			return 1;
+		}
+	}
+	return cni_error_set(err, CNI_ERR_POLICY_CONFLICT, "no node program for the policies selecting the interface",
+			     "interface %s in %s is selected by policies %s, %s%s, whose composition the node has not loaded",
+			     ifname, netns_name, names[0], names[1], count > 2 ? " and more" : "");
+}
+
 int node_table_lookup(const struct node_table *table, const char *netns_name, const char *ifname,
 		      struct capture_plan *plan, struct cni_error *err)
 {
-	json_t *attachment;
-	int served, selected = 0;
-	size_t i;
+	const char *names[MAX_SELECTING];
+	json_t *attachment, *first = NULL;
+	size_t i, selected = 0;
+	int served;
 
 	memset(plan, 0, sizeof(*plan));
 	served = any_glob(table->namespaces, netns_name, 0);
@@ -153,14 +217,21 @@ int node_table_lookup(const struct node_table *table, const char *netns_name, co
 			return malformed(err, "the node table", "an attachment's selectors must be arrays of strings");
 		if (!match)
 			continue;
-		if (selected)
-			return cni_error_set(err, CNI_ERR_POLICY_CONFLICT, "interface selected by two policies",
-					     "interface %s in %s is selected by policies %s and %s",
-					     ifname, netns_name, plan->policy,
-					     json_string_value(json_object_get(attachment, "policy")) ?: "?");
-		if (fill_plan(attachment, plan))
+		if (selected == MAX_SELECTING)
+			return cni_error_set(err, CNI_ERR_POLICY_CONFLICT, "interface selected by too many policies",
+					     "interface %s in %s is selected by more than %d policies",
+					     ifname, netns_name, MAX_SELECTING);
+		names[selected] = json_string_value(json_object_get(attachment, "policy"));
+		if (!names[selected])
 			return malformed(err, "the node table", "an attachment needs a policy and a program");
-		selected = 1;
+		first = first ?: attachment;
+		selected++;
 	}
-	return selected;
+	if (selected == 0)
+		return 0;
+	if (selected > 1)
+		return find_composition(table, names, selected, netns_name, ifname, plan, err);
+	if (fill_plan(first, "policy", plan))
+		return malformed(err, "the node table", "an attachment needs a policy and a program");
+	return 1;
 }

@@ -38,11 +38,23 @@ struct node_table {
 	__u32 registry_entries;
 	json_t *namespaces;	/* globs of namespace names the agent serves */
 	json_t *attachments;
+	json_t *compositions;	/* the node's programs for sets of policies; may be absent (NULL) */
 };
 
-/* What the table asks for one interface: a policy's pinned program per hook (NULL: none). */
+/*
+ * The most policies one interface may be selected by: a composition of
+ * more is not one the agent loads for the plugin (its names would not fit
+ * a pin path component anyway).
+ */
+#define MAX_SELECTING 16
+
+/*
+ * What the table asks for one interface: the pinned program per hook
+ * (NULL: none) of the one policy that selects it, or of the composition of
+ * the policies that do.
+ */
 struct capture_plan {
-	const char *policy;
+	const char *policy;	/* the policy's name, or the composition's */
 	const char *programs[HOOK_COUNT];
 };
 
@@ -51,8 +63,9 @@ void node_table_free(struct node_table *table);
 
 /*
  * Fills @plan for interface @ifname in the namespace named @netns_name.
- * Returns 1 when a policy selects it, 0 when none does, -1 with @err set
- * when the table is malformed or two policies select it.
+ * Returns 1 when policies select it, 0 when none does, -1 with @err set
+ * when the table is malformed, or when two or more policies select it and
+ * the table lists no composition of exactly those.
  */
 int node_table_lookup(const struct node_table *table, const char *netns_name, const char *ifname,
 		      struct capture_plan *plan, struct cni_error *err);

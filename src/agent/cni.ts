@@ -21,7 +21,8 @@ export interface CniOptions extends CniPaths {
 
 /**
  * `agent --cni`: the node's side of the CNI plugin. Every policy's tc
- * programs are loaded once at node level; the node table says which go on
+ * programs, and those of the compositions policies are likely to form on
+ * one interface, are loaded once at node level; the node table says which go on
  * which pod interfaces; the plugin binary and its conflist entry are
  * installed once the table is written (a pod never meets a plugin without
  * a table). Each policy change syncs the node programs again, so a live
@@ -100,14 +101,22 @@ export class CniMode {
   private async sync(policies: PolicySet): Promise<void> {
     const datapath = this.datapath!;
     const synced = await syncNodePrograms(datapath, policies.desired, policies.builder);
-    await writeNodeTable(this.table, nodeTable(synced.attachments, this.namespaces));
-    this.named = new Set(synced.attachments.map((entry) => `${entry.policy}@${entry.version}`));
+    await writeNodeTable(this.table, nodeTable(synced.attachments, synced.compositions, this.namespaces));
+    this.named = new Set([
+      ...synced.attachments.map((entry) => `${entry.policy}@${entry.version}`),
+      ...synced.compositions.map((entry) => `${entry.name}@${entry.version}`),
+    ]);
     if (synced.stale.length > 0) {
       clearTimeout(this.staleTimer);
       this.staleTimer = setTimeout(() => {
         this.queue = this.queue.then(() => this.unpinStale());
       }, STALE_GRACE_MS);
     }
+    for (const { name, reason } of synced.skipped)
+      this.log(
+        "error",
+        `cni: no node program for the composition ${name} (the plugin fails an ADD that needs it; the agent captures such pods): ${reason}`,
+      );
     if (synced.loaded.length + synced.ruleWrites > 0)
       this.log(
         "cni",

@@ -9,16 +9,21 @@ import {
   NODE_TABLE_FORMAT,
   NODE_TABLE_FORMAT_VERSION,
   type NodeAttachment,
+  type NodeComposition,
   type NodeTable,
 } from "../model/cni.js";
 import { namespaceKeyOf } from "../model/namespace.js";
 
 /**
- * The node table for @attachments: every value the plugin uses comes from
+ * The node table for @attachments and @compositions: every value the plugin uses comes from
  * the modules the agent itself attaches with (the tc slot, the program
  * prefix, the registry's name, shape and pin), never from a copy.
  */
-export function nodeTable(attachments: NodeAttachment[], namespaces: readonly string[]): NodeTable {
+export function nodeTable(
+  attachments: NodeAttachment[],
+  compositions: NodeComposition[],
+  namespaces: readonly string[],
+): NodeTable {
   return {
     format: NODE_TABLE_FORMAT,
     formatVersion: NODE_TABLE_FORMAT_VERSION,
@@ -33,6 +38,7 @@ export function nodeTable(attachments: NodeAttachment[], namespaces: readonly st
     },
     namespaces: [...namespaces],
     attachments,
+    compositions,
   };
 }
 

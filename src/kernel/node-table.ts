@@ -4,7 +4,7 @@ import type { VersionRef } from "../model/version.js";
 
 /**
  * The node's programs by kernel id, as the node table of `agent --cni`
- * lists them: a filter the CNI plugin attached runs one of these, and is
+ * lists them (policies' own and compositions'): a filter the CNI plugin attached runs one of these, and is
  * ours although no version pinned in the namespace has its id. Empty when
  * there is no table (not in CNI mode) or it is not one of ours.
  */
@@ -21,5 +21,8 @@ export async function readNodePrograms(file = NODE_TABLE_PATH): Promise<Map<numb
   if (table.format !== NODE_TABLE_FORMAT || !Array.isArray(table.attachments)) return programs;
   for (const { policy, version, programIds } of table.attachments)
     for (const id of Object.values(programIds ?? {})) programs.set(id, { policy, version });
+  // A table written before compositions were added has none.
+  for (const { name, version, programIds } of table.compositions ?? [])
+    for (const id of Object.values(programIds ?? {})) programs.set(id, { policy: name, version });
   return programs;
 }

@@ -49,6 +49,23 @@ export interface NodeAttachment {
   programIds: Partial<Record<Hook, number>>;
 }
 
+/**
+ * The node's program for a composition: the policies that select one
+ * interface together (src/model/composition.ts). The plugin looks one up
+ * when two or more attachments select an interface; a set the table does
+ * not list fails the ADD (CNI code 101) as before.
+ */
+export interface NodeComposition {
+  /** The composition's name (`db+web`): its program's pin folder. */
+  name: string;
+  /** Its policies, sorted: the set the plugin compares with the attachments that select an interface. */
+  policies: string[];
+  version: string;
+  contentHash: string;
+  programs: Partial<Record<Hook, string>>;
+  programIds: Partial<Record<Hook, number>>;
+}
+
 /** The node table, as written to NODE_TABLE_PATH (atomically: a rename). */
 export interface NodeTable {
   format: typeof NODE_TABLE_FORMAT;
@@ -62,4 +79,10 @@ export interface NodeTable {
   /** Globs of the namespace names the agent serves (--netns-match): the plugin leaves others alone. */
   namespaces: string[];
   attachments: NodeAttachment[];
+  /**
+   * The compositions the node loaded. Added within format version 1: a
+   * plugin that predates it ignores the field (and fails such an interface
+   * with code 101, as it did), so an upgrade's table suits either binary.
+   */
+  compositions: NodeComposition[];
 }

@@ -9,6 +9,9 @@
  *   agent's tc slot, its qdisc recorded as intercept's), CHECK, DEL twice,
  *   VERSION, a missing prevResult, a bad configuration, a netns gone on
  *   DEL, a namespace the agent does not serve, a foreign filter in the slot;
+ * - an interface two policies select runs the node's program of their
+ *   composition, and a table that lists none fails the ADD with code 101;
+ * - pods of several namespaces run the very same program (`bpftool net`);
  * - the plugin-attached filter is not drift, and an agent started again
  *   replaces it in place with the namespace's own version; a live edit
  *   reaches the node's rule switches; a stop without --keep takes the
@@ -67,6 +70,7 @@ async function plugin(
   command: string,
   netns: string,
   config: unknown = { cniVersion: "1.0.0", name: "test", type: "intercept-cni", prevResult: PREV_RESULT },
+  ifname = LINK,
 ): Promise<PluginRun> {
   const result = await execa(path.join(binDir, "intercept-cni"), [], {
     reject: false,
@@ -75,7 +79,7 @@ async function plugin(
       CNI_COMMAND: command,
       CNI_CONTAINERID: `${p}container`,
       CNI_NETNS: netns,
-      CNI_IFNAME: LINK,
+      CNI_IFNAME: ifname,
       CNI_PATH: binDir,
     },
   });
@@ -86,7 +90,7 @@ async function plugin(
 const netnsPath = (name: string) => `/var/run/netns/${name}`;
 
 /** The program ids of our slot's filters on @hook of the test link in @name. */
-async function slotPrograms(name: string, hook = "ingress"): Promise<number[]> {
+async function slotPrograms(name: string, hook = "ingress", link = LINK): Promise<number[]> {
   const { stdout } = await execa("nsenter", [
     `--net=${netnsPath(name)}`,
     "tc",
@@ -94,7 +98,7 @@ async function slotPrograms(name: string, hook = "ingress"): Promise<number[]> {
     "filter",
     "show",
     "dev",
-    LINK,
+    link,
     hook,
   ]);
   return (JSON.parse(stdout) as { pref: number; options?: { handle?: string; prog?: { id: number } } }[])
@@ -110,8 +114,21 @@ async function removeNamespace(name: string): Promise<void> {
   await execa("ip", ["netns", "del", name]);
 }
 
+/** The programs on each tc hook of namespace @name's links, as `bpftool net` lists them there. */
+async function netPrograms(name: string): Promise<{ devname: string; kind: string; id: number }[]> {
+  const { stdout } = await execa("nsenter", [`--net=${netnsPath(name)}`, "bpftool", "-j", "net", "show"]);
+  return (JSON.parse(stdout) as { tc: { devname: string; kind: string; id: number }[] }[])[0]!.tc;
+}
+
 async function nodeTable(): Promise<NodeTable> {
   return JSON.parse(await readFile(NODE_TABLE_PATH, "utf8")) as NodeTable;
+}
+
+/** The node table's entry of policy @policy. */
+async function attachmentOf(policy = "proxy") {
+  const entry = (await nodeTable()).attachments.find((attachment) => attachment.policy === policy);
+  assert.ok(entry, `the node table lists ${policy}`);
+  return entry;
 }
 
 before(async () => {
@@ -122,6 +139,11 @@ before(async () => {
   await mkdir(policies);
   await mkdir(confDir);
   await writeFile(path.join(policies, "proxy.yaml"), "interceptors:\n  - { originalPort: 8000, port: 9000 }\n");
+  // Selects the veth's other end, `b`, which proxy (every interface) selects too: a composition.
+  await writeFile(
+    path.join(policies, "other.yaml"),
+    "interfaces: { include: [b] }\ninterceptors:\n  - { originalPort: 5432, port: 6432 }\n",
+  );
   await writeFile(
     path.join(confDir, "10-pods.conflist"),
     JSON.stringify({ cniVersion: "1.0.0", name: "pods", plugins: [{ type: "ptp", ipam: { type: "static" } }] }),
@@ -163,8 +185,7 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
     const run = await plugin("ADD", netnsPath(name));
     assert.equal(run.exitCode, 0, run.stdout);
     assert.deepEqual(run.json, PREV_RESULT);
-    const table = await nodeTable();
-    assert.deepEqual(await slotPrograms(name), [table.attachments[0]!.programIds.ingress]);
+    assert.deepEqual(await slotPrograms(name), [(await attachmentOf()).programIds.ingress]);
     const registry = path.join(PIN_ROOT, await namespaces.key(name), "qdiscs");
     const { stdout } = await execa("bpftool", ["-j", "map", "dump", "pinned", registry]);
     assert.equal((JSON.parse(stdout) as unknown[]).length, 1, "the clsact qdisc the plugin made is recorded");
@@ -262,11 +283,54 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
     await removeNamespace(name);
   });
 
+  test("an interface two policies select runs their composition's node program; a table without it fails with 101", async () => {
+    const name = namespaces.name(3);
+    await namespaces.create(name);
+    const table = await nodeTable();
+    const composition = table.compositions.find((entry) => entry.name === "other+proxy");
+    assert.ok(composition, JSON.stringify(table.compositions));
+    assert.deepEqual(composition.policies, ["other", "proxy"]);
+    const run = await plugin("ADD", netnsPath(name), undefined, "b");
+    assert.equal(run.exitCode, 0, run.stdout);
+    assert.deepEqual(await slotPrograms(name, "ingress", "b"), [composition.programIds.ingress]);
+    assert.equal((await plugin("CHECK", netnsPath(name), undefined, "b")).exitCode, 0);
+    const status = await intercept("status", "--netns", name, policies, "--json");
+    assert.deepEqual(JSON.parse(status.stdout).drift, [], "the composition's node program is ours too");
+
+    const older = path.join(scratch, "table-without-compositions.json");
+    await writeFile(older, JSON.stringify({ ...table, compositions: undefined }));
+    const config = { cniVersion: "1.0.0", name: "t", type: "intercept-cni", nodeTable: older, prevResult: PREV_RESULT };
+    const conflict = await plugin("ADD", netnsPath(name), config, "b");
+    assert.equal(conflict.exitCode, 1, "fail closed");
+    assert.equal(conflict.json?.code, 101);
+    assert.match(String(conflict.json?.details), /selected by policies other, proxy/);
+    assert.equal((await plugin("ADD", netnsPath(name), config, LINK)).exitCode, 0, "a only proxy selects");
+    assert.equal((await plugin("DEL", netnsPath(name), undefined, "b")).exitCode, 0);
+    assert.deepEqual(await slotPrograms(name, "ingress", "b"), []);
+    assert.equal((await plugin("ADD", netnsPath(name), undefined, "b")).exitCode, 0, "left for the agent, below");
+  });
+
+  test("pods the plugin captured run one program, loaded once for the node: one id in every namespace", async () => {
+    const pods = [namespaces.name(4), namespaces.name(5)];
+    for (const name of pods) {
+      await namespaces.create(name);
+      assert.equal((await plugin("ADD", netnsPath(name))).exitCode, 0);
+    }
+    const expected = (await attachmentOf()).programIds.ingress;
+    for (const name of [namespaces.name(0), ...pods])
+      assert.deepEqual(
+        (await netPrograms(name)).map((entry) => [entry.devname, entry.kind, entry.id]),
+        [[LINK, "clsact/ingress", expected]],
+        `bpftool net in ${name}`,
+      );
+    for (const name of pods) await removeNamespace(name);
+  });
+
   test("the plugin's filter is not drift; a new agent replaces it in place, and a live edit reaches the node's maps", async () => {
     const name = namespaces.name(0);
     const before = await intercept("status", "--netns", name, policies, "--json");
     assert.deepEqual(JSON.parse(before.stdout).drift, [], before.stdout);
-    const nodeProgram = (await nodeTable()).attachments[0]!.programIds.ingress!;
+    const nodeProgram = (await attachmentOf()).programIds.ingress!;
     agent = new AgentProcess(agentArgs());
     const update = await agent.waitFor(
       (l) => l.event === "applied" && l.namespace === name && l.type === "attachment.update",
@@ -274,6 +338,20 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
     assert.match(String(update.message), /attachment\.a: updated/);
     const [own] = await slotPrograms(name);
     assert.ok(own !== undefined && own !== nodeProgram, "the namespace runs its own version now");
+    const composed = namespaces.name(3);
+    const composedNode = (await nodeTable()).compositions.find((entry) => entry.name === "other+proxy")!;
+    await agent.waitFor(
+      (l) =>
+        l.event === "applied" &&
+        l.namespace === composed &&
+        l.type === "attachment.update" &&
+        /attachment\.b: updated/.test(String(l.message)),
+    );
+    const [composedOwn] = await slotPrograms(composed, "ingress", "b");
+    assert.ok(
+      composedOwn !== undefined && composedOwn !== composedNode.programIds.ingress,
+      "the composition's node program is replaced in place by the namespace's own",
+    );
     assert.equal(agent.lines.filter((l) => l.event === "error").length, 0);
 
     const from = agent.lines.length;
@@ -281,8 +359,9 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
       path.join(policies, "proxy.yaml"),
       "interceptors:\n  - { originalPort: 8000, port: 9000, enabled: false }\n",
     );
-    await agent.waitFor((l) => l.event === "cni" && /1 rule switches written/.test(String(l.message)), from);
-    const entry = (await nodeTable()).attachments[0]!;
+    // proxy's own switch, and its slot in the composition other+proxy.
+    await agent.waitFor((l) => l.event === "cni" && /2 rule switches written/.test(String(l.message)), from);
+    const entry = await attachmentOf();
     const rules = path.join(path.dirname(path.dirname(entry.programs.ingress!)), "maps", "rule_state");
     const { stdout } = await execa("bpftool", ["-j", "map", "dump", "pinned", rules]);
     assert.equal(

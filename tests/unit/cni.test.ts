@@ -130,7 +130,7 @@ describe("installing the plugin, as istio-cni does", () => {
 
 describe("the node table", () => {
   test("its tc slot, program prefix and registry come from the modules the agent attaches with", () => {
-    const table = nodeTable([], ["cni-*"]);
+    const table = nodeTable([], [], ["cni-*"]);
     assert.equal(table.format, NODE_TABLE_FORMAT);
     assert.equal(table.formatVersion, NODE_TABLE_FORMAT_VERSION);
     assert.deepEqual(table.filter, { priority: FILTER_PREF, handle: Number(FILTER_HANDLE) });
@@ -195,6 +195,55 @@ describe("the node's programs", () => {
     const gone = await syncNodePrograms(node(fake), [], builder);
     assert.deepEqual(gone.attachments, []);
     assert.deepEqual(gone.stale, [web.program]);
+  });
+
+  test("policies that select one interface together get their composition's program, live-edited with them", async () => {
+    const fake = new FakeDatapath();
+    const web = desired(testPolicy("web", [{ originalPort: 8000, port: 9000 }]));
+    const db = desired(testPolicy("db", [{ originalPort: 5432, port: 6432 }]));
+    const first = await syncNodePrograms(node(fake), [web, db], builder);
+    assert.deepEqual(
+      first.loaded.map((ref) => ref.policy),
+      ["web", "db", "db+web"],
+    );
+    assert.equal(first.compositions.length, 1);
+    const [both] = first.compositions;
+    assert.deepEqual([both!.name, both!.policies], ["db+web", ["db", "web"]]);
+    assert.deepEqual(Object.keys(both!.programs), ["ingress"]);
+    assert.match(both!.programs.ingress!, /^\/pins\/node\/db\+web\//);
+    const ids = [...first.attachments, ...first.compositions].map((entry) => entry.programIds.ingress);
+    assert.equal(new Set(ids).size, 3, "three programs, each its own id");
+
+    const off = desired(testPolicy("web", [{ originalPort: 8000, port: 9000, enabled: false }]));
+    const edit = await syncNodePrograms(node(fake), [off, db], builder);
+    assert.deepEqual([edit.loaded, edit.ruleWrites], [[], 2], "web's own switch and its slot in db+web");
+    const composed = (await fake.observe()).programs.find((p) => p.ref.policy === "db+web")!;
+    assert.deepEqual(composed.enabled, [true, false], "db's interceptor first (composition order), then web's");
+
+    const alone = await syncNodePrograms(node(fake), [off], builder);
+    assert.deepEqual(alone.compositions, []);
+    assert.deepEqual(alone.stale.map((ref) => ref.policy).sort(), ["db", "db+web"]);
+  });
+
+  test("a composition that cannot be built is left out, with why; the policies' own programs are not", async () => {
+    const fake = new FakeDatapath();
+    const web = desired(testPolicy("web", [{ originalPort: 8000, port: 9000 }]));
+    const db = desired(testPolicy("db", [{ originalPort: 5432, port: 6432 }]));
+    const noClang: ProgramBuilder = {
+      ...builder,
+      object: async (compiled: { policy: { name: string } }) => {
+        if (compiled.policy.name.includes("+")) throw new InterceptError("tool-missing", "clang not found");
+        return `/objects/${compiled.policy.name}.o`;
+      },
+    } as unknown as ProgramBuilder;
+    const synced = await syncNodePrograms(node(fake), [web, db], noClang);
+    assert.deepEqual(
+      synced.attachments.map((entry) => entry.policy),
+      ["web", "db"],
+    );
+    assert.deepEqual(synced.compositions, []);
+    assert.deepEqual(synced.skipped, [{ name: "db+web", reason: "clang not found" }]);
+    assert.deepEqual((await fake.observe()).programs.map((p) => p.ref.policy).sort(), ["db", "web"]);
   });
 });
 
