@@ -1,5 +1,5 @@
 /**
- * `node dist/bench/load-once.js` (as root): the measurements behind issue
+ * `npm run bench:load-once` (as root): the measurements behind issue
  * 22's "load once, attach everywhere", taken before building it, side by
  * side in one run:
  * 1. The kernel work a new namespace costs: loading its own copy of a
