@@ -1,12 +1,14 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { AgentOptions } from "./agent/index.js";
 import type { CniOptions } from "./agent/cni.js";
+import type { CommandContext } from "./commands/context.js";
 import type { LogFormat } from "./agent/log.js";
 import { closestMatch, renderCommandHelp, renderOverview } from "./commands/help.js";
 import { errorDocument, printJson } from "./commands/output.js";
 import { COMMAND_NAMES, COMMANDS, isCommand, longNames, optionsOf, type Command } from "./commands/table.js";
 import { formatDiagnostics } from "./diagnostics.js";
 import { InterceptError, messageOf, PolicyError, UsageError } from "./errors.js";
+import type { Host } from "./host/types.js";
 import type { ListenAddress } from "./model/listen-address.js";
 import { FLOW_VERDICTS, type FlowVerdict } from "./model/bpf-abi.js";
 import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR } from "./model/cni.js";
@@ -40,7 +42,7 @@ type Runner = (invocation: Invocation) => Promise<number>;
  * without a runner here does not compile.
  */
 const RUNNERS: Record<Command, Runner> = {
-  demo: async () => (await import("./commands/demo.js")).demoCommand(),
+  demo: async () => (await import("./commands/demo.js")).demoCommand(await commandContext()),
   init: async ({ values, positionals }) =>
     (await import("./commands/init.js")).initCommand(positionals, { force: Boolean(values.force) }),
   validate: async ({ values, positionals }) =>
@@ -63,7 +65,7 @@ const RUNNERS: Record<Command, Runner> = {
       ...(values.out !== undefined && { out: nonEmpty("--out", values.out as string) }),
       ...objectsOption(values),
     };
-    return (await import("./commands/plan.js")).planCommand(positionals, options);
+    return (await import("./commands/plan.js")).planCommand(await commandContext(), positionals, options);
   },
   apply: async ({ values, positionals, colour }) => {
     const options = {
@@ -75,15 +77,15 @@ const RUNNERS: Record<Command, Runner> = {
       ...(values.plan !== undefined && { plan: nonEmpty("--plan", values.plan as string) }),
       ...objectsOption(values),
     };
-    return (await import("./commands/plan.js")).applyCommand(positionals, options);
+    return (await import("./commands/apply.js")).applyCommand(await commandContext(), positionals, options);
   },
   destroy: async ({ values, colour }) => {
     const options = { netns: namespaceOption(values), colour, yes: Boolean(values.yes), ...lockOptions(values) };
-    return (await import("./commands/plan.js")).destroyCommand(options);
+    return (await import("./commands/destroy.js")).destroyCommand(await commandContext(), options);
   },
   status: async ({ values, positionals }) => {
     const options = { netns: namespaceOption(values) ?? {}, json: Boolean(values.json), ...objectsOption(values) };
-    return (await import("./commands/status.js")).statusCommand(positionals, options);
+    return (await import("./commands/status.js")).statusCommand(await commandContext(), positionals, options);
   },
   watch: async ({ values, positionals }) => {
     const match = values["netns-match"] as string[] | undefined;
@@ -113,13 +115,12 @@ const RUNNERS: Record<Command, Runner> = {
       json: Boolean(values.json),
       ...objectsOption(values),
     };
-    return (await import("./commands/explain.js")).explainCommand(positionals, options);
+    return (await import("./commands/explain.js")).explainCommand(await commandContext(), positionals, options);
   },
   agent: async ({ values, positionals }) => {
     const options = agentOptions(values);
-    // The one place the agent is given the machine: tests give it a fake Host instead.
-    const [{ runAgent }, { KernelHost }] = await Promise.all([import("./agent/index.js"), import("./host/kernel.js")]);
-    return runAgent(positionals, options, new KernelHost());
+    const [{ runAgent }, host] = await Promise.all([import("./agent/index.js"), kernelHost()]);
+    return runAgent(positionals, options, host);
   },
   cni: async ({ values, positionals }) => {
     const action = positionals[0];
@@ -136,6 +137,22 @@ const RUNNERS: Record<Command, Runner> = {
     return 0;
   },
 };
+
+/**
+ * The one place the machine is chosen: the agent and every command that
+ * looks at or changes the kernel run on this KernelHost (tests give them a
+ * FakeHost instead).
+ */
+async function kernelHost(): Promise<Host> {
+  const { KernelHost } = await import("./host/kernel.js");
+  return new KernelHost();
+}
+
+/** What a command runs on: the machine, clang or --objects (announced on a terminal), the process's streams. */
+async function commandContext(): Promise<CommandContext> {
+  const [host, { programBuilder }] = await Promise.all([kernelHost(), import("./commands/objects.js")]);
+  return { host, programBuilder, stdout: process.stdout, stderr: process.stderr };
+}
 
 /** Parses arguments and runs one command; returns the exit code (0 success, 1 error, 2 only plan --detailed-exitcode's changes). */
 export async function main(argv: string[]): Promise<number> {

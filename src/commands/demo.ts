@@ -5,7 +5,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { CLIENT_ADDRESS, Sandbox, SERVER_ADDRESS } from "../demo/sandbox.js";
 import { InterceptError } from "../errors.js";
-import { onTerminationSignals } from "../kernel/exec.js";
+import type { CommandContext } from "./context.js";
 
 const CLI = fileURLToPath(new URL("../../../bin/intercept.js", import.meta.url));
 const SERVERS = fileURLToPath(new URL("../demo/servers-process.js", import.meta.url));
@@ -45,9 +45,9 @@ const TOOLS: Record<string, string> = {
  * Exit 0 only if the proxy's header came back while, and only while, the
  * policy was applied.
  */
-export async function demoCommand(): Promise<number> {
+export async function demoCommand({ host, stdout, stderr }: CommandContext): Promise<number> {
   await checkPrerequisites();
-  const say = (line: string) => process.stdout.write(`${line}\n`);
+  const say = (line: string) => stdout.write(`${line}\n`);
   const stage = (line: string) => say(`\n=== ${line}`);
   const scratch = await mkdtemp(path.join(tmpdir(), "intercept-demo-"));
   let sandbox: Sandbox | undefined;
@@ -59,12 +59,12 @@ export async function demoCommand(): Promise<number> {
       await rm(scratch, { recursive: true, force: true });
     })());
   // Registered before the first namespace exists: a signal at any point finds everything to remove.
-  const release = onTerminationSignals((signal) => {
+  const release = host.onTerminationSignals((signal) => {
     if (interrupted !== undefined) return; // Removal is under way; a second Ctrl-C must not stop it half-way.
     interrupted = signal;
-    process.stderr.write(`\n${signal} received: removing the sandbox…\n`);
+    stderr.write(`\n${signal} received: removing the sandbox…\n`);
     void removeAll().then(() => {
-      process.stderr.write(
+      stderr.write(
         `Removed ${sandbox ? `${sandbox.serverNs}, ${sandbox.clientNs} and their pins` : "the sandbox"}. Demo cancelled.\n`,
       );
       process.exit(signal === "SIGINT" ? 130 : 143);
@@ -140,7 +140,7 @@ export async function demoCommand(): Promise<number> {
     if (interrupted === undefined) {
       await removeAll();
       release();
-      process.stdout.write(
+      stdout.write(
         `\nRemoved ${sandbox ? `${sandbox.serverNs}, ${sandbox.clientNs} and their pins` : "the sandbox"}.\n`,
       );
     } else {

@@ -1,5 +1,4 @@
 import { UsageError } from "../errors.js";
-import { KernelDatapath } from "../datapath/kernel.js";
 import {
   explainInbound,
   explainOutbound,
@@ -10,11 +9,10 @@ import {
   type OutboundExplanation,
 } from "../flows/explain.js";
 import { parseEndpoint, type Endpoint } from "../flows/explain-rules.js";
-import type { NetworkNamespace } from "../model/namespace.js";
-import { describeNamespace } from "../kernel/namespace.js";
+import { describeNamespace, type NetworkNamespace } from "../model/namespace.js";
 import { outputHeader } from "../model/output-format.js";
 import { desiredState, validPolicies } from "../reconcile/index.js";
-import { programBuilder } from "./objects.js";
+import type { CommandContext } from "./context.js";
 import { printJson } from "./output.js";
 
 export interface ExplainCommandOptions {
@@ -33,23 +31,30 @@ const DEFAULT_SOURCE = { ipv4: "198.18.255.254", ipv6: "fd00::fffe" } as const;
 const DEFAULT_SOURCE_PORT = 40000;
 
 /** `intercept explain`: what would happen to a connection now, and why. */
-export async function explainCommand(paths: string[], options: ExplainCommandOptions): Promise<number> {
+export async function explainCommand(
+  context: CommandContext,
+  paths: string[],
+  options: ExplainCommandOptions,
+): Promise<number> {
+  const { stdout } = context;
   const query = readQuery(options);
-  const builder = await programBuilder(options.objects);
+  const builder = await context.programBuilder(options.objects);
   const { loaded, policies } = await validPolicies(paths);
   const desired = await desiredState(loaded, policies, builder);
-  const datapath = await KernelDatapath.open(options.netns, "explain");
-  const context: ExplainContext = { netns: options.netns, datapath, desired, loaded, builder };
+  const datapath = await context.host.openDatapath(options.netns, "explain");
+  const explaining: ExplainContext = { netns: options.netns, datapath, desired, loaded, builder };
   if (query.direction === "outbound") {
-    const { report, directory } = await outboundContext(context);
+    const { report, directory } = await outboundContext(explaining);
     const explanation = explainOutbound(report, directory, desired, options.netns, query.connection);
-    if (options.json) printJson({ ...outputHeader("explain"), namespace: options.netns.name ?? null, ...explanation });
-    else process.stdout.write(renderOutbound(explanation, options.netns));
+    if (options.json)
+      printJson({ ...outputHeader("explain"), namespace: options.netns.name ?? null, ...explanation }, stdout);
+    else stdout.write(renderOutbound(explanation, options.netns));
     return 0;
   }
-  const explanation = await explainInbound(context, query.connection);
-  if (options.json) printJson({ ...outputHeader("explain"), namespace: options.netns.name ?? null, ...explanation });
-  else process.stdout.write(renderInbound(explanation, options.netns));
+  const explanation = await explainInbound(explaining, query.connection);
+  if (options.json)
+    printJson({ ...outputHeader("explain"), namespace: options.netns.name ?? null, ...explanation }, stdout);
+  else stdout.write(renderInbound(explanation, options.netns));
   return 0;
 }
 

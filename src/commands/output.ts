@@ -2,9 +2,9 @@ import { reportableDiagnostics } from "../diagnostics.js";
 import { InterceptError, messageOf, PolicyError } from "../errors.js";
 import { outputHeader } from "../model/output-format.js";
 
-/** One JSON document on stdout, indented as every --json output is. */
-export function printJson(document: object): void {
-  process.stdout.write(`${JSON.stringify(document, null, 2)}\n`);
+/** One JSON document on stdout (or @out), indented as every --json output is. */
+export function printJson(document: object, out: { write(text: string): unknown } = process.stdout): void {
+  out.write(`${JSON.stringify(document, null, 2)}\n`);
 }
 
 /**

@@ -1,11 +1,9 @@
 import type { RuleCounters } from "../datapath/types.js";
 import type { Hook } from "../model/hooks.js";
 import type { ProgramBuilder } from "../toolchain/index.js";
-import { KernelDatapath } from "../datapath/kernel.js";
 import { quoted } from "../diagnostics.js";
 import { InterceptError, PolicyError } from "../errors.js";
-import type { NetworkNamespace } from "../model/namespace.js";
-import { describeNamespace } from "../kernel/namespace.js";
+import { describeNamespace, type NetworkNamespace } from "../model/namespace.js";
 import { loadDesired, type DesiredPolicy } from "../reconcile/index.js";
 import { describeWarning } from "../plan/render.js";
 import { describeDrift } from "../reconcile/drift.js";
@@ -15,19 +13,20 @@ import { membersOf } from "../model/composition.js";
 import { sameVersion } from "../model/version.js";
 import { cidrText, ruleSummary, singleOriginalPort, type OutboundRule, type Rule } from "../validate/index.js";
 import { outputHeader } from "../model/output-format.js";
-import { programBuilder } from "./objects.js";
+import type { CommandContext } from "./context.js";
 import { printJson } from "./output.js";
 import { counted } from "./words.js";
 
 /** `intercept status`: attached links, live programs, rules with their counters. */
 export async function statusCommand(
+  context: CommandContext,
   paths: string[],
   options: { netns: NetworkNamespace; json: boolean; objects?: string },
 ): Promise<number> {
-  const { desired, policiesError } = await policiesForLabels(paths, await programBuilder(options.objects));
-  const report = await inspect(await KernelDatapath.open(options.netns, "status"), desired);
-  if (options.json) printJson(statusJson(report, policiesError));
-  else process.stdout.write(renderStatus(report, policiesError));
+  const { desired, policiesError } = await policiesForLabels(paths, await context.programBuilder(options.objects));
+  const report = await inspect(await context.host.openDatapath(options.netns, "status"), desired);
+  if (options.json) printJson(statusJson(report, policiesError), context.stdout);
+  else context.stdout.write(renderStatus(report, policiesError));
   return 0;
 }
 

@@ -12,7 +12,7 @@ import { execa, type ResultPromise } from "execa";
 import { NETNS_DIR } from "../model/namespace.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { PinLayout } from "../kernel/pins.js";
-import { lockFile } from "../reconcile/lock.js";
+import { lockFile } from "../host/lock.js";
 
 export const SERVER_ADDRESS = "198.18.0.1";
 export const CLIENT_ADDRESS = "198.18.0.2";

@@ -22,6 +22,7 @@ import type {
   NamespaceFile,
   NamespaceWatch,
   ProcessEvents,
+  TerminationSignal,
   Watch,
 } from "./types.js";
 
@@ -139,6 +140,11 @@ export class KernelHost implements Host {
       process.off("uncaughtException", fatal);
       process.off("unhandledRejection", fatal);
     };
+  }
+
+  onTerminationSignals(handler: (signal: TerminationSignal) => void): () => void {
+    // It listens to SIGINT and SIGTERM, nothing else: every signal it passes on is one of those.
+    return onTerminationSignals((signal) => handler(signal as TerminationSignal));
   }
 
   close(): void {

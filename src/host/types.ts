@@ -7,6 +7,8 @@ export type { LockHolder, LockOptions, NamespaceLock } from "./lock.js";
 /** A namespace's datapath, with the key (`ns<inode>`) its pins and lock are named by. */
 export interface NamespaceDatapath extends Datapath {
   readonly namespaceKey: string;
+  /** Whether anything of intercept's is pinned for the namespace: its lock record then stays on release. */
+  holdsPins(): boolean;
 }
 
 /** What a file in the namespace directory (/var/run/netns) is right now. */
@@ -50,6 +52,9 @@ export interface CgroupEvents {
   failed(error: unknown): void;
 }
 
+/** The signals that ask a command to stop. */
+export type TerminationSignal = "SIGINT" | "SIGTERM";
+
 /** What the process is told from outside: SIGTERM and SIGINT, SIGHUP, and errors nobody caught. */
 export interface ProcessEvents {
   terminate(): void;
@@ -58,12 +63,13 @@ export interface ProcessEvents {
 }
 
 /**
- * Everything the agent (and in time the commands) takes from the machine,
+ * Everything the agent and the commands take from the machine,
  * in one port: privileges and bpffs, a datapath per network namespace, the
  * namespace directory and link events, the cgroup tree's events, the
  * per-namespace lock, the pins of namespaces no longer there, and the
- * process's signals. KernelHost (./kernel.ts) is the machine; tests run the
- * agent on tests/support/fake-host.ts, which fails on command at every step.
+ * process's signals. KernelHost (./kernel.ts) is the machine, made once in
+ * src/cli.ts; tests run the agent and the commands on
+ * tests/support/fake-host.ts, which fails on command at every step.
  */
 export interface Host {
   /** Root, or CAP_NET_ADMIN and CAP_SYS_ADMIN, and bpffs mounted; @command names who needs them. */
@@ -99,6 +105,12 @@ export interface Host {
   removeNamespacePins(key: string): Promise<void>;
   /** Listens to the process's signals and uncaught errors until the returned function is called. */
   onProcessEvents(events: ProcessEvents): () => void;
+  /**
+   * Listens to SIGINT and SIGTERM only, until the returned function is
+   * called: what a command that must not stop half-way (apply, the demo)
+   * hears; SIGHUP and uncaught errors keep Node's default meaning there.
+   */
+  onTerminationSignals(handler: (signal: TerminationSignal) => void): () => void;
   /** Stops what the host runs for all its users (the one link watcher). */
   close(): void;
 }

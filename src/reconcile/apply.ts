@@ -141,10 +141,27 @@ export async function executePlan(plan: Plan, datapath: Datapath, options: Apply
     }
     if (step.completes) emit({ type: "change-done", change: step.change });
   }
-  if (options.tidy ?? true) await datapath.tidy();
+  if (options.tidy ?? true) await tidyApplied(datapath);
   const summary = summarise(plan);
   emit({ type: "complete", summary });
   return summary;
+}
+
+/**
+ * The tidy after every change is made: a failure there has nothing to undo
+ * (the kernel matches the plan, only empty pins or records of links gone
+ * are left), so it is said as such, with apply's code, whatever it was.
+ */
+async function tidyApplied(datapath: Datapath): Promise<void> {
+  try {
+    await datapath.tidy();
+  } catch (error) {
+    throw new ApplyError(
+      "apply-failed",
+      `tidy: ${messageOf(error)}\nThe kernel matches the plan; empty pins are left: \`intercept apply\` again removes them.`,
+      false,
+    );
+  }
 }
 
 /** @step failed with @error (or @interrupt stopped the apply before it): everything @done is undone, and the step too when it may be half done. */

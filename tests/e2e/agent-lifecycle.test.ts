@@ -16,7 +16,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { compileBpf } from "../../src/toolchain/index.js";
 import { loadAndPin } from "../../src/kernel/bpftool.js";
-import { lockNamespace } from "../../src/reconcile/lock.js";
+import { lockNamespace } from "../../src/host/lock.js";
 import { AgentProcess } from "../../lab/agent-process.js";
 import { intercept, Lab } from "../../lab/network.js";
 

@@ -21,7 +21,7 @@ import { parseAllDocuments } from "yaml";
 import { AgentProcess } from "../../lab/agent-process.js";
 import { LINKS, NamespaceSet } from "../../lab/namespaces.js";
 import { intercept } from "../../lab/network.js";
-import { lockNamespace } from "../../src/reconcile/lock.js";
+import { lockNamespace } from "../../src/host/lock.js";
 
 const BURST = 50;
 const namespaces = NamespaceSet.unique("fl");

@@ -14,7 +14,7 @@ import { Gate } from "../../lab/gate.js";
 import { intercept, type Lab } from "../../lab/network.js";
 import { DEMO_YAML, OTHER_YAML, SafetyLab } from "../support/safety-lab.js";
 import { AGENT_LOCK_HOLDER } from "../../src/model/lock-holder.js";
-import { LOCK_DIR, lockNamespace } from "../../src/reconcile/lock.js";
+import { LOCK_DIR, lockNamespace } from "../../src/host/lock.js";
 
 let safety: SafetyLab;
 let lab: Lab;

@@ -181,6 +181,11 @@ export class FakeDatapath implements Datapath {
     return this.mutations;
   }
 
+  /** Whether the namespace's pin directory is there (KernelDatapath's holdsPins). */
+  holdsPins(): boolean {
+    return this.namespaceDir;
+  }
+
   /**
    * The state, with each cgroup's programs grouped by hook: the kernel keeps
    * one list per attach point, so only the order within a hook is real.

@@ -1,11 +1,12 @@
 /**
- * An in-memory Host for running the whole agent without root or a kernel:
- * named network namespaces (each with its FakeDatapath), the agent's own
- * namespace, link and namespace and cgroup events the test sends, locks
- * with their holders' records (contention included: a second taker waits,
- * or is refused, and is told who holds it), pins of namespaces no longer
- * there, privileges and bpffs, and the process's signals. Every step can
- * be made to fail once, on command:
+ * An in-memory Host for running the whole agent, and the commands, without
+ * root or a kernel: named network namespaces (each with its FakeDatapath),
+ * the agent's own namespace, link and namespace and cgroup events the test
+ * sends, locks with their holders' records (contention included: a second
+ * taker waits, or is refused, and is told who holds it), pins of namespaces
+ * no longer there, privileges and bpffs, and the process's signals (the
+ * agent's, and the SIGINT/SIGTERM a command listens to). Every step can be
+ * made to fail once, on command:
  *   failNext(step, error)  the next call of @step (a Host method) throws @error.
  * Barriers instead of sleeps: settled() resolves once every event sent so
  * far has been handled as far as the agent's own promises go.
@@ -24,13 +25,14 @@ import type {
   NamespaceLock,
   NamespaceWatch,
   ProcessEvents,
+  TerminationSignal,
   Watch,
 } from "../../src/host/types.js";
 import { describeNamespace, type NetworkNamespace } from "../../src/model/namespace.js";
 import { FakeDatapath } from "./fake-datapath.js";
 
 /** A Host method that can be made to fail. */
-export type HostStep = Exclude<keyof Host, "close" | "onProcessEvents">;
+export type HostStep = Exclude<keyof Host, "close" | "onProcessEvents" | "onTerminationSignals">;
 
 /** A FakeDatapath with a key of its own, as every namespace has. */
 export class HostedDatapath extends FakeDatapath implements NamespaceDatapath {
@@ -74,6 +76,8 @@ export class FakeHost implements Host {
   private readonly linkWatchers = new Map<string, Set<LinkEvents>>();
   private readonly cgroupWatchers = new Set<{ paths: readonly string[]; events: CgroupEvents }>();
   private processEvents: ProcessEvents | undefined;
+  /** Commands' listeners for SIGINT and SIGTERM (onTerminationSignals). */
+  private readonly terminationHandlers = new Set<(signal: TerminationSignal) => void>();
   privileged = true;
   bpffs = true;
   closed = 0;
@@ -156,10 +160,12 @@ export class FakeHost implements Host {
   }
 
   /** What the process is told: SIGTERM, SIGINT, SIGHUP, or an error nobody caught. */
-  signal(signal: "SIGTERM" | "SIGINT" | "SIGHUP"): void {
-    if (!this.processEvents) throw new Error("nobody listens to the process's signals");
-    if (signal === "SIGHUP") this.processEvents.reload();
-    else this.processEvents.terminate();
+  signal(signal: TerminationSignal | "SIGHUP"): void {
+    const commands = signal === "SIGHUP" ? [] : [...this.terminationHandlers];
+    if (!this.processEvents && commands.length === 0) throw new Error(`nobody listens to ${signal}`);
+    for (const handler of commands) handler(signal as TerminationSignal);
+    if (signal === "SIGHUP") this.processEvents?.reload();
+    else this.processEvents?.terminate();
   }
 
   uncaught(error: unknown): void {
@@ -190,6 +196,11 @@ export class FakeHost implements Host {
 
   get listening(): boolean {
     return this.processEvents !== undefined;
+  }
+
+  /** How many commands' SIGINT/SIGTERM listeners are registered now. */
+  get terminationListeners(): number {
+    return this.terminationHandlers.size;
   }
 
   // ── the port ──
@@ -299,6 +310,11 @@ export class FakeHost implements Host {
     return () => {
       if (this.processEvents === events) this.processEvents = undefined;
     };
+  }
+
+  onTerminationSignals(handler: (signal: TerminationSignal) => void): () => void {
+    this.terminationHandlers.add(handler);
+    return () => void this.terminationHandlers.delete(handler);
   }
 
   close(): void {

@@ -17,7 +17,7 @@ import { parseAllDocuments, type Document } from "yaml";
 import { commandOptions, parseAgentArguments } from "../../src/cli.js";
 import { NETNS_DIR } from "../../src/model/namespace.js";
 import { BPFFS } from "../../src/kernel/pins.js";
-import { LOCK_DIR } from "../../src/reconcile/lock.js";
+import { LOCK_DIR } from "../../src/host/lock.js";
 import { validPolicies } from "../../src/reconcile/index.js";
 
 const DIR = "deploy/kubernetes";

@@ -13,7 +13,7 @@ import { after, test } from "node:test";
 import { intercept } from "../../lab/network.js";
 import { raceApplies } from "../support/lock-stress.js";
 import { AGENT_LOCK_HOLDER, FLEET_LOCK_HOLDER, isAgentHolder } from "../../src/model/lock-holder.js";
-import { lockNamespace, type LockHolder } from "../../src/reconcile/lock.js";
+import { lockNamespace, type LockHolder } from "../../src/host/lock.js";
 
 const scratch = await mkdtemp(path.join(tmpdir(), "intercept-lock-"));
 after(() => rm(scratch, { recursive: true, force: true }));
