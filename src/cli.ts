@@ -126,7 +126,7 @@ const RUNNERS: Record<Command, Runner> = {
     const action = positionals[0];
     if (positionals.length !== 1 || (action !== "install" && action !== "uninstall"))
       throw new UsageError("cni takes one action: install or uninstall");
-    return (await import("./commands/cni.js")).cniCommand(action, cniOptions(values));
+    return (await import("./commands/cni.js")).cniCommand(await commandContext(), action, cniOptions(values));
   },
   completion: async ({ positionals }) => (await import("./commands/completion.js")).completionCommand(positionals),
   version: async () => (await import("./commands/version.js")).versionCommand(),

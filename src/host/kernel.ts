@@ -127,6 +127,11 @@ export class KernelHost implements Host {
     await removeIfEmpty(this.pinRoot);
   }
 
+  async removeNodePins(): Promise<void> {
+    await removePins(PinLayout.node(this.pinRoot).namespaceDir);
+    await removeIfEmpty(this.pinRoot);
+  }
+
   onProcessEvents(events: ProcessEvents): () => void {
     const releaseSignals = onTerminationSignals(() => events.terminate());
     const reload = () => events.reload();

@@ -103,6 +103,8 @@ export interface Host {
   pinnedNamespaces(): Promise<string[]>;
   /** Unpins everything kept for the namespace @key (one that is gone). */
   removeNamespacePins(key: string): Promise<void>;
+  /** Unpins the node's programs (`agent --cni`'s, which the CNI plugin attaches in new pods). */
+  removeNodePins(): Promise<void>;
   /** Listens to the process's signals and uncaught errors until the returned function is called. */
   onProcessEvents(events: ProcessEvents): () => void;
   /**

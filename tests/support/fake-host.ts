@@ -304,6 +304,14 @@ export class FakeHost implements Host {
     await this.byKey.get(key)?.forgetNamespace();
   }
 
+  /** Whether the node's programs are pinned: until removeNodePins. */
+  nodePinned = true;
+
+  async removeNodePins(): Promise<void> {
+    this.step("removeNodePins");
+    this.nodePinned = false;
+  }
+
   onProcessEvents(events: ProcessEvents): () => void {
     if (this.processEvents) throw new Error("the process's events are listened to twice");
     this.processEvents = events;

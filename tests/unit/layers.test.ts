@@ -138,8 +138,6 @@ function reachesTheMachine(to: string): boolean {
  * only shrinks (a file here that no longer needs to be fails the test).
  */
 const NOT_YET_ON_THE_HOST: Record<string, string> = {
-  // cni uninstall removes the node's program pins and checks privileges itself (the node-wide programs' side).
-  [path.join("commands", "cni.ts")]: "the node's pins",
   // watch follows flow records (src/flows/ reads the kernel) and stops on SIGINT through kernel/exec.
   [path.join("commands", "watch.ts")]: "flow records",
 };
