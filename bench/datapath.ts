@@ -43,6 +43,7 @@ import { testRun } from "../lab/bpf.js";
 import { Lab } from "../lab/network.js";
 import { buildPacket, type PacketSpec, type TcpFlag } from "../lab/packets.js";
 import { table } from "./table.js";
+import { median, shuffle, spread } from "./stats.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 21);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 200_000);
@@ -644,21 +645,6 @@ const COMPOSED_CASES = [
   { name: "miss (tcp 7)", hit: false, frame: SCALING_MISS },
 ];
 
-/** In place: a Fisher–Yates shuffle, so no variant or packet always runs first. */
-function shuffle<T>(items: T[]): T[] {
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [items[i], items[j]] = [items[j]!, items[i]!];
-  }
-  return items;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-}
-
 /**
  * Issue 20: ten policies of ten rules composed on one link, against one
  * policy holding the same hundred rules, per packet, side by side: each
@@ -700,7 +686,7 @@ async function composition(bench: Bench) {
       composedNs: median(ns.get(`composed|${packet.name}`)!),
       singleNs: median(ns.get(`single|${packet.name}`)!),
       ratio: median(perRound),
-      spread: { min: Math.min(...perRound), max: Math.max(...perRound) },
+      spread: spread(perRound),
     };
   });
 }

@@ -6,10 +6,15 @@
  * compose → plan) and `apply` (the same, then executing the plan) over the
  * fake datapath, so what is measured is intercept's own work, not the
  * kernel's or clang's (identification hashes the C with clang's version,
- * as on a node). Each round runs the four (variant, command) pairs in a
- * shuffled order; the ratio is taken per round, and the median of the
- * rounds' ratios is reported with their spread (min–max). Prints a table
- * and writes bench/results/plan.json.
+ * as on a node). Every measurement reads policies no earlier one read
+ * (their ports shifted), so nothing is served from what this process
+ * rendered before: each is what a `plan` of changed policies costs, the
+ * agent's cache of composed programs left out. Each round runs the four
+ * (variant, command) pairs in a shuffled order; the ratio is taken per
+ * round, and the median of the rounds' ratios is reported with their
+ * spread (min–max), and the load averages at the start and the end (other
+ * work on the machine widens the spread). Prints a table and writes
+ * bench/results/plan.json.
  *   BENCH_PLAN_ROUNDS (21): rounds.
  */
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -19,6 +24,7 @@ import { performance } from "node:perf_hooks";
 import { clangBuilder } from "../src/toolchain/index.js";
 import { executePlan, loadDesired, planRun } from "../src/reconcile/index.js";
 import { FakeDatapath } from "../tests/support/fake-datapath.js";
+import { loadAverage, median, shuffle, spread } from "./stats.js";
 import { table } from "./table.js";
 
 const ROUNDS = Number(process.env.BENCH_PLAN_ROUNDS ?? 21);
@@ -29,19 +35,22 @@ const TARGET = 1.2;
 type Variant = "files" | "one";
 type Command = "plan" | "apply";
 
-function rule(file: number, index: number): string {
-  return `  - { originalPort: ${10_000 + file * 100 + index}, port: ${30_000 + file * 100 + index} }\n`;
+/** A rule's ports, shifted by @shift (each measurement's own policies). */
+function rule(file: number, index: number, shift: number): string {
+  const offset = shift + file * RULES + index;
+  return `  - { originalPort: ${10_000 + offset}, port: ${30_000 + offset} }\n`;
 }
 
-async function writePolicies(root: string): Promise<Record<Variant, string>> {
-  const files = path.join(root, "files");
-  const one = path.join(root, "one");
+/** The two variants of the same rules, in a new folder under @root for measurement number @shift. */
+async function writePolicies(root: string, shift: number): Promise<Record<Variant, string>> {
+  const files = path.join(root, `files-${shift}`);
+  const one = path.join(root, `one-${shift}`);
   await mkdir(files);
   await mkdir(one);
   let all = "interfaces: { include: [eth0] }\ninterceptors:\n";
   for (let file = 0; file < FILES; file++) {
     let text = "interfaces: { include: [eth0] }\ninterceptors:\n";
-    for (let index = 0; index < RULES; index++) text += rule(file, index);
+    for (let index = 0; index < RULES; index++) text += rule(file, index, shift);
     all += text.slice(text.indexOf("\n", text.indexOf("interceptors:")) + 1);
     await writeFile(path.join(files, `team_${String(file).padStart(2, "0")}.yaml`), text);
   }
@@ -65,27 +74,22 @@ async function measure(dir: string, command: Command): Promise<number> {
   return elapsed;
 }
 
-function shuffle<T>(items: T[]): T[] {
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [items[i], items[j]] = [items[j]!, items[i]!];
-  }
-  return items;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-}
-
 async function main() {
   const root = await mkdtemp(path.join(tmpdir(), "intercept-bench-plan-"));
+  const loadAtStart = loadAverage();
+  console.log(`load average at start: ${loadAtStart.join(" ")}`);
   try {
-    const dirs = await writePolicies(root);
+    let written = 0;
+    /** One measurement of @command on @variant, on policies written for it alone. */
+    const measureFresh = async (variant: Variant, command: Command) => {
+      const dirs = await writePolicies(root, written++);
+      const value = await measure(dirs[variant], command);
+      await Promise.all(Object.values(dirs).map((dir) => rm(dir, { recursive: true, force: true })));
+      return value;
+    };
     const commands: Command[] = ["plan", "apply"];
     for (const command of commands)
-      for (const variant of ["files", "one"] as const) await measure(dirs[variant], command); // warm-up
+      for (const variant of ["files", "one"] as const) await measureFresh(variant, command); // warm-up
     const ratios: Record<Command, number[]> = { plan: [], apply: [] };
     const ms = new Map<string, number[]>();
     for (let round = 0; round < ROUNDS; round++) {
@@ -94,19 +98,21 @@ async function main() {
         commands.flatMap((command) => (["files", "one"] as const).map((variant) => ({ command, variant }))),
       );
       for (const { command, variant } of pairs) {
-        const value = await measure(dirs[variant], command);
+        const value = await measureFresh(variant, command);
         measured.set(`${command}|${variant}`, value);
         ms.set(`${command}|${variant}`, [...(ms.get(`${command}|${variant}`) ?? []), value]);
       }
       for (const command of commands)
         ratios[command].push(measured.get(`${command}|files`)! / measured.get(`${command}|one`)!);
     }
+    const loadAtEnd = loadAverage();
+    console.log(`load average at end: ${loadAtEnd.join(" ")}`);
     const rows = commands.map((command) => ({
       command,
       filesMs: median(ms.get(`${command}|files`)!),
       oneMs: median(ms.get(`${command}|one`)!),
       ratio: median(ratios[command]),
-      spread: { min: Math.min(...ratios[command]), max: Math.max(...ratios[command]) },
+      spread: spread(ratios[command]),
     }));
     console.log(
       `control plane: ${FILES} policy files × ${RULES} rules on one link vs one file of the same ${FILES * RULES} rules, over the fake datapath (median of ${ROUNDS} per-round ratios, shuffled order):`,
@@ -125,7 +131,14 @@ async function main() {
       ),
     );
     await mkdir("bench/results", { recursive: true });
-    const result = { measuredAt: new Date().toISOString(), rounds: ROUNDS, files: FILES, rules: RULES, rows };
+    const result = {
+      measuredAt: new Date().toISOString(),
+      rounds: ROUNDS,
+      files: FILES,
+      rules: RULES,
+      loadAverage: { start: loadAtStart, end: loadAtEnd },
+      rows,
+    };
     await writeFile("bench/results/plan.json", `${JSON.stringify(result, null, 2)}\n`);
     console.log("\nwritten: bench/results/plan.json");
   } finally {

@@ -14,6 +14,8 @@ export async function programBuilder(objects: string | undefined): Promise<Progr
 export function withBuildProgress(builder: ProgramBuilder): ProgramBuilder {
   return {
     identify: (compiled) => builder.identify(compiled),
+    // Kept, so that a policy's own program is rendered only where it runs alone (reconcile/desired.ts).
+    ...(builder.identifier && { identifier: () => builder.identifier!() }),
     object: (compiled, contentHash) =>
       withProgress(`building ${compiled.policy.name}`, () => builder.object(compiled, contentHash)),
   };

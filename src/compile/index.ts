@@ -75,7 +75,7 @@ function compiledProgram(
     hooks: programHooks(policy),
     minimumKernel: minimumKernel(policy),
     prefixes,
-    cgroupHooks: policy.outbound ? [...CGROUP_HOOKS] : [],
+    cgroupHooks: programCgroupHooks(policy),
   };
 }
 
@@ -102,6 +102,11 @@ export function minimumKernel(policy: ValidPolicy): string {
 export function programHooks(policy: ValidPolicy): Hook[] {
   if (!attachesToLinks(policy)) return [];
   return policy.rules.some((rule) => rule.strategy === "rewrite") ? ["ingress", "egress"] : ["ingress"];
+}
+
+/** The cgroup programs @policy's object holds: all of them for a policy with an outbound section, else none. */
+export function programCgroupHooks(policy: ValidPolicy): CgroupHook[] {
+  return policy.outbound ? [...CGROUP_HOOKS] : [];
 }
 
 /**

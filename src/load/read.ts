@@ -3,7 +3,7 @@ import { cacheKey, readCached, writeCached } from "./cache.js";
 import type { PolicyFile } from "./files.js";
 import type { LoadedPolicy, LoadResult } from "./index.js";
 import { SourceMap, type SourceText } from "./source-map.js";
-import { readPolicyText } from "./text.js";
+import { readPolicyTextSync } from "./text.js";
 /**
  * What the reader is doing, reported before each step so that a step that
  * never ends can be named: the file (or the path being searched), and
@@ -22,12 +22,13 @@ export type Progress = (file: string, phase: ReadPhase) => void;
 
 /**
  * Stage 1 for one file found by findPolicyFiles, in the calling thread (the
- * policy worker's): its text read, then evaluated, never run. A problem is
- * a diagnostic, never an exception.
+ * policy worker's: the file is read with blocking calls, readPolicyTextSync):
+ * its text read, then evaluated, never run. A problem is a diagnostic,
+ * never an exception.
  */
 export async function readPolicyFile({ file, openPath }: PolicyFile, progress: Progress): Promise<LoadResult> {
   progress(file, "reading");
-  const read = await readPolicyText(file, openPath);
+  const read = readPolicyTextSync(file, openPath);
   if ("error" in read) return { policies: [], diagnostics: [read.error] };
   return readSource(read.source, { cache: true }, progress);
 }
@@ -58,12 +59,17 @@ type Loaded = Pick<LoadedPolicy, "value" | "sourceMap" | "holes" | "openObjects"
   diagnostics: Diagnostic[];
 };
 
+/** The YAML loader, once imported: each file after the first is evaluated without a round of progress and import. */
+let yamlLoader: typeof import("./yaml.js") | undefined;
+
 /** yaml is imported only when a YAML file is read, ts-morph only for a TS file not in the cache: both are slow to load. */
 async function loadYaml(source: SourceText, progress: Progress): Promise<Loaded> {
-  progress(source.file, "loading the YAML parser for");
-  const { loadYamlPolicy } = await import("./yaml.js");
+  if (!yamlLoader) {
+    progress(source.file, "loading the YAML parser for");
+    yamlLoader = await import("./yaml.js");
+  }
   progress(source.file, "evaluating");
-  return { ...loadYamlPolicy(source), holes: [], openObjects: [], typeErrors: [] };
+  return { ...yamlLoader.loadYamlPolicy(source), holes: [], openObjects: [], typeErrors: [] };
 }
 
 async function loadTypeScript(source: SourceText, options: { cache: boolean }, progress: Progress): Promise<Loaded> {

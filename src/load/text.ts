@@ -1,4 +1,4 @@
-import { constants } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { diagnosticAt, startOf, type Diagnostic } from "../diagnostics.js";
 import { MAX_POLICY_BYTES } from "./limits.js";
@@ -11,47 +11,113 @@ import { SourceText } from "./source-map.js";
  * device swapped in cannot hang the read, and never more than
  * MAX_POLICY_BYTES + 1 bytes are read, whatever the file claims its size is.
  */
-export async function readPolicyText(
-  file: string,
-  openPath = file,
-): Promise<{ source: SourceText } | { error: Diagnostic }> {
+export async function readPolicyText(file: string, openPath = file): Promise<TextRead> {
   let handle: FileHandle;
   try {
-    handle = await open(openPath, constants.O_RDONLY | constants.O_NONBLOCK);
+    handle = await open(openPath, OPEN_FLAGS);
   } catch (error) {
     return { error: openError(file, error) };
   }
   try {
     const info = await handle.stat();
-    if (!info.isFile()) {
-      return { error: diagnosticAt("load/not-a-file", startOf(file), "not a policy: not a regular file") };
+    const refused = refusal(file, info);
+    if (refused) return { error: refused };
+    const bytes = new Bytes(info.size);
+    while (bytes.room()) {
+      const { bytesRead } = await handle.read(bytes.buffer, bytes.length, bytes.buffer.length - bytes.length);
+      if (!bytes.add(bytesRead)) break;
     }
-    if (info.size > MAX_POLICY_BYTES) return { error: tooLarge(file, info.size) };
-    // Sized by what the file claims, grown (up to the limit) if it holds more: a repository of
-    // many small files does not allocate a megabyte for each.
-    let buffer = Buffer.alloc(Math.min(MAX_POLICY_BYTES + 1, Math.max(info.size + 1, 4096)));
-    let length = 0;
-    for (;;) {
-      if (length === buffer.length) {
-        if (buffer.length > MAX_POLICY_BYTES) break;
-        const grown = Buffer.alloc(Math.min(MAX_POLICY_BYTES + 1, buffer.length * 2));
-        buffer.copy(grown, 0, 0, length);
-        buffer = grown;
-      }
-      const { bytesRead } = await handle.read(buffer, length, buffer.length - length);
-      if (bytesRead === 0) break;
-      length += bytesRead;
-    }
-    if (length > MAX_POLICY_BYTES) return { error: tooLarge(file) };
-    return decode(file, buffer.subarray(0, length));
+    return bytes.text(file);
   } catch (error) {
-    return { error: diagnosticAt("load/unreadable", startOf(file), `cannot read policy file: ${reason(error)}`) };
+    return { error: unreadable(file, error) };
   } finally {
     await handle.close();
   }
 }
 
-function decode(file: string, bytes: Buffer): { source: SourceText } | { error: Diagnostic } {
+/**
+ * readPolicyText with blocking calls, for the policy worker's thread (which
+ * nothing else waits on, and which a deadline stops): a file read takes a
+ * few system calls, where each await of readPolicyText is a round trip to
+ * libuv's thread pool.
+ */
+export function readPolicyTextSync(file: string, openPath = file): TextRead {
+  let fd: number;
+  try {
+    fd = openSync(openPath, OPEN_FLAGS);
+  } catch (error) {
+    return { error: openError(file, error) };
+  }
+  try {
+    const info = fstatSync(fd);
+    const refused = refusal(file, info);
+    if (refused) return { error: refused };
+    const bytes = new Bytes(info.size);
+    while (bytes.room()) {
+      if (!bytes.add(readSync(fd, bytes.buffer, bytes.length, bytes.buffer.length - bytes.length, null))) break;
+    }
+    return bytes.text(file);
+  } catch (error) {
+    return { error: unreadable(file, error) };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export type TextRead = { source: SourceText } | { error: Diagnostic };
+
+const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
+
+/** Why a file with @info is not read at all: not a regular file, or larger than a policy may be. */
+function refusal(file: string, info: Stats): Diagnostic | undefined {
+  if (!info.isFile()) return diagnosticAt("load/not-a-file", startOf(file), "not a policy: not a regular file");
+  if (info.size > MAX_POLICY_BYTES) return tooLarge(file, info.size);
+  return undefined;
+}
+
+function unreadable(file: string, error: unknown): Diagnostic {
+  return diagnosticAt("load/unreadable", startOf(file), `cannot read policy file: ${reason(error)}`);
+}
+
+/** A file's bytes as they are read, never more than MAX_POLICY_BYTES + 1 of them. */
+class Bytes {
+  buffer: Buffer;
+  length = 0;
+  private ended = false;
+
+  /**
+   * Sized by what the file claims, grown (up to the limit) if it holds more:
+   * a repository of many small files does not allocate a megabyte for each.
+   */
+  constructor(claimed: number) {
+    this.buffer = Buffer.alloc(Math.min(MAX_POLICY_BYTES + 1, Math.max(claimed + 1, 4096)));
+  }
+
+  /** Whether there is room for more (grown if needed): false once the end is reached or the limit crossed. */
+  room(): boolean {
+    if (this.ended) return false;
+    if (this.length < this.buffer.length) return true;
+    if (this.buffer.length > MAX_POLICY_BYTES) return false;
+    const grown = Buffer.alloc(Math.min(MAX_POLICY_BYTES + 1, this.buffer.length * 2));
+    this.buffer.copy(grown, 0, 0, this.length);
+    this.buffer = grown;
+    return true;
+  }
+
+  /** Counts @read bytes more; false at the end of the file. */
+  add(read: number): boolean {
+    if (read === 0) this.ended = true;
+    this.length += read;
+    return read > 0;
+  }
+
+  text(file: string): TextRead {
+    if (this.length > MAX_POLICY_BYTES) return { error: tooLarge(file) };
+    return decode(file, this.buffer.subarray(0, this.length));
+  }
+}
+
+function decode(file: string, bytes: Buffer): TextRead {
   try {
     return { source: new SourceText(file, new TextDecoder("utf-8", { fatal: true }).decode(bytes)) };
   } catch {

@@ -1,5 +1,12 @@
 import type { ProgramBuilder } from "../toolchain/index.js";
-import { compileComposition, compilePolicies, type CompiledPolicy } from "../compile/index.js";
+import { createHash } from "node:crypto";
+import {
+  compileComposition,
+  compilePolicies,
+  programCgroupHooks,
+  programHooks,
+  type CompiledPolicy,
+} from "../compile/index.js";
 import { versionOf, type VersionRef } from "../model/version.js";
 import { type CgroupHook, type Hook } from "../model/hooks.js";
 import type { Diagnostic } from "../diagnostics.js";
@@ -48,26 +55,49 @@ export interface DesiredProgram {
   cgroupHooks: CgroupHook[];
 }
 
-/** A policy's own program: the composition of it alone. */
+/**
+ * A policy's own program: the composition of it alone. What it reads of
+ * @want is read when asked for, so that a policy running only composed
+ * with others is never rendered on its own (desiredState).
+ */
 export function ownProgram(want: DesiredPolicy): DesiredProgram {
   return {
     name: want.policy.name,
     members: [want.policy],
-    compiled: want.compiled,
-    contentHash: want.contentHash,
-    program: want.program,
+    get compiled() {
+      return want.compiled;
+    },
+    get contentHash() {
+      return want.contentHash;
+    },
+    get program() {
+      return want.program;
+    },
     hooks: want.hooks,
     cgroupHooks: want.cgroupHooks,
   };
 }
 
 /**
- * Composed programs already compiled and identified, by their policies'
- * identities: the agent plans the same sets again and again. What the
- * program is depends on the rules' selectors only, never on `enabled`.
+ * Composed programs already rendered, by what their policies hold but
+ * `enabled` (a map entry, never part of the program; render.ts): the agent
+ * plans the same sets again and again. Identified on every use, as the
+ * builder may differ.
  */
-const composedCache = new Map<string, Promise<{ compiled: CompiledPolicy; contentHash: string }>>();
+const composedCache = new Map<string, CompiledPolicy>();
 const COMPOSED_CACHE_LIMIT = 256;
+
+/** What the program of @members depends on, as a short key: their policies without `enabled`. */
+function compositionKey(members: readonly DesiredPolicy[]): string {
+  // Copies without `enabled` rather than a JSON replacer, which takes JSON.stringify off its fast path.
+  const withoutEnabled = <R extends { enabled: boolean }>({ enabled: _enabled, ...rest }: R) => rest;
+  const programs = members.map(({ policy }) => ({
+    ...policy,
+    rules: policy.rules.map(withoutEnabled),
+    ...(policy.outbound && { outbound: { ...policy.outbound, rules: policy.outbound.rules.map(withoutEnabled) } }),
+  }));
+  return createHash("sha256").update(JSON.stringify(programs)).digest("hex");
+}
 
 /**
  * The programs of @sets (each two or more policy names of @desired):
@@ -85,35 +115,31 @@ export async function composeDesired(
         if (!want) throw new Error(`composition of ${set.join(", ")}: no desired policy ${name}`);
         return want;
       });
-      const key = members.map((want) => `${want.policy.name}@${want.contentHash}`).join(",");
-      let built = composedCache.get(key);
-      if (!built) {
-        built = composeProgram(members);
-        if (composedCache.size >= COMPOSED_CACHE_LIMIT) composedCache.delete(composedCache.keys().next().value!);
-        composedCache.set(key, built);
-      }
-      try {
-        const { compiled, contentHash } = await built;
-        return {
-          name: compiled.policy.name,
-          members: members.map((want) => want.policy),
-          compiled,
-          contentHash,
-          program: { policy: compiled.policy.name, version: versionOf(contentHash) },
-          hooks: compiled.hooks,
-          cgroupHooks: compiled.cgroupHooks,
-        };
-      } catch (error) {
-        composedCache.delete(key); // not kept: the next plan tries again
-        throw error;
-      }
+      const compiled = composedProgram(members);
+      const contentHash = await members[0]!.identify(compiled);
+      return {
+        name: compiled.policy.name,
+        members: members.map((want) => want.policy),
+        compiled,
+        contentHash,
+        program: { policy: compiled.policy.name, version: versionOf(contentHash) },
+        hooks: compiled.hooks,
+        cgroupHooks: compiled.cgroupHooks,
+      };
     }),
   );
 }
 
-async function composeProgram(members: DesiredPolicy[]): Promise<{ compiled: CompiledPolicy; contentHash: string }> {
-  const compiled = compileComposition(members.map((want) => want.policy));
-  return { compiled, contentHash: await members[0]!.identify(compiled) };
+/** The composition of @members (in composition order), rendered or from the cache. */
+function composedProgram(members: DesiredPolicy[]): CompiledPolicy {
+  const key = compositionKey(members);
+  let compiled = composedCache.get(key);
+  if (!compiled) {
+    compiled = compileComposition(members.map((want) => want.policy));
+    if (composedCache.size >= COMPOSED_CACHE_LIMIT) composedCache.delete(composedCache.keys().next().value!);
+    composedCache.set(key, compiled);
+  }
+  return compiled;
 }
 
 /**
@@ -158,16 +184,55 @@ export async function loadDesired(
   return desiredState(loaded, policies, builder);
 }
 
-/** compile → identify, for validated @policies; each is paired with its loaded form by file. */
+/**
+ * compile → identify, for validated @policies; each is paired with its
+ * loaded form by file. With a builder that identifies as a plain function
+ * (clang's), each policy's own program is rendered and identified when
+ * first read: plan reads it only where the policy runs alone (or nowhere),
+ * and a policy that only runs composed with others costs no render of its
+ * own. Otherwise, all up front.
+ */
 export async function desiredState(
   loaded: LoadedPolicy[],
   policies: ValidPolicy[],
   builder: ProgramBuilder,
 ): Promise<DesiredPolicy[]> {
   const definitions = new Map(loaded.map((entry) => [entry.file, entry.value]));
+  const identifier = await builder.identifier?.();
+  if (identifier) {
+    return policies.map((policy) => lazyDesired(policy, definitions.get(policy.file), builder, identifier));
+  }
   return Promise.all(
     compilePolicies(policies).map((compiled) => desiredFrom(compiled, definitions.get(compiled.policy.file), builder)),
   );
+}
+
+/** @policy as desired, its own program rendered and identified (with @identifier) when first read. */
+function lazyDesired(
+  policy: ValidPolicy,
+  definition: unknown,
+  builder: ProgramBuilder,
+  identifier: (compiled: CompiledPolicy) => string,
+): DesiredPolicy {
+  let compiled: CompiledPolicy | undefined;
+  let contentHash: string | undefined;
+  let program: VersionRef | undefined;
+  return {
+    definition,
+    policy,
+    get compiled() {
+      return (compiled ??= compilePolicies([policy])[0]!);
+    },
+    get contentHash() {
+      return (contentHash ??= identifier(this.compiled));
+    },
+    get program() {
+      return (program ??= { policy: policy.name, version: versionOf(this.contentHash) });
+    },
+    hooks: programHooks(policy),
+    cgroupHooks: programCgroupHooks(policy),
+    identify: (program) => builder.identify(program),
+  };
 }
 
 export async function desiredFrom(

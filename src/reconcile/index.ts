@@ -66,17 +66,27 @@ export interface ApplyRunOptions {
   interrupt?: AbortSignal;
 }
 
+/**
+ * The program of @run that builds into @contentHash: the one named @name
+ * first (a policy's own program is rendered only when read: desired.ts),
+ * then any.
+ */
+function programLoadedBy(run: PlannedRun, name: string, contentHash: string): DesiredProgram | undefined {
+  const own = run.desired.filter((want) => want.policy.name === name).map(ownProgram);
+  const named = [...run.composed.filter((program) => program.name === name), ...own];
+  const builds = (program: DesiredProgram) => program.contentHash === contentHash;
+  return named.find(builds) ?? [...run.desired.map(ownProgram), ...run.composed].find(builds);
+}
+
 /** build (only what the plan loads: unchanged policies never reach clang) → execute (→ tidy, when something is left to). */
 export async function applyRun(run: PlannedRun, datapath: Datapath, options: ApplyRunOptions): Promise<PlanSummary> {
-  const loading = new Set(
-    run.plan.changes.flatMap((change) =>
-      change.type === "program.create" || change.type === "program.replace" ? [change.contentHash] : [],
-    ),
-  );
   const objects = new Map<string, LoadSource>();
-  const programs = [...run.desired.map(ownProgram), ...run.composed];
-  for (const desired of programs.filter((d) => loading.has(d.contentHash) && !objects.has(d.contentHash))) {
-    objects.set(desired.contentHash, {
+  for (const change of run.plan.changes) {
+    if (change.type !== "program.create" && change.type !== "program.replace") continue;
+    if (objects.has(change.contentHash)) continue;
+    const desired = programLoadedBy(run, change.program.policy, change.contentHash);
+    if (!desired) continue; // objectFor says so, when the load asks for it
+    objects.set(change.contentHash, {
       objectPath: await options.builder.object(desired.compiled, desired.contentHash),
       prefixes: desired.compiled.prefixes,
     });

@@ -94,11 +94,11 @@ export async function findOnPath(tool: string): Promise<string | undefined> {
 
 /** A policy's program identity: its C source and the compiler that builds it. */
 export async function contentHash(compiled: CompiledPolicy): Promise<string> {
-  return createHash("sha256")
-    .update(compiled.source)
-    .update("\0")
-    .update(await compilerVersion())
-    .digest("hex");
+  return contentHashWith(compiled, await compilerVersion());
+}
+
+function contentHashWith(compiled: CompiledPolicy, version: string): string {
+  return createHash("sha256").update(compiled.source).update("\0").update(version).digest("hex");
 }
 
 export interface BuiltPolicy {
@@ -148,6 +148,10 @@ async function buildObject(compiled: CompiledPolicy, hash: string): Promise<Buil
 /** Builds with the clang on PATH: a program's identity includes clang's version. */
 export const clangBuilder: ProgramBuilder = {
   identify: contentHash,
+  identifier: async () => {
+    const version = await compilerVersion();
+    return (compiled) => contentHashWith(compiled, version);
+  },
   object: async (compiled) => (await buildPolicy(compiled)).objectPath,
 };
 
