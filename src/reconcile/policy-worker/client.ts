@@ -100,7 +100,8 @@ class PolicyWorker {
    * One worker's part of a read: until it is done, or a bound stops it (at
    * `at`). The worker's steps and results wait on a port of their own,
    * taken only when the read ends or the deadline may be due, so the main
-   * thread wakes once per read rather than several times per file.
+   * thread's JavaScript runs once per read (and per deadline allowance)
+   * rather than about four times per file.
    */
   private attempt(target: ReadTarget, deadlineMs: number, gathered: Gathered): Promise<Outcome> {
     const worker = (this.worker ??= this.startWorker());

@@ -26,9 +26,9 @@ export interface WorkerRequest {
   target: ReadTarget;
   /**
    * Where the worker posts its steps and results (Step): a port the main
-   * thread does not listen on, so that they do not wake it; it takes them
-   * (receiveMessageOnPort) when it needs them, at the end of a read or when
-   * a deadline is due.
+   * thread never starts, so that no JavaScript runs there for each of them;
+   * it takes them (receiveMessageOnPort) when it needs them, at the end of
+   * a read or when a deadline may be due.
    */
   steps: MessagePort;
 }
@@ -58,7 +58,7 @@ export type Step =
   | { type: "found"; files: PolicyFile[]; diagnostics: Diagnostic[] }
   | { type: "read"; file: string; policies: LoadedPolicyData[]; diagnostics: Diagnostic[] };
 
-/** What the worker posts to the main thread, waking it: the read's end (after its last Step). */
+/** What the worker posts to the main thread's listener: the read's end (after its last Step). */
 export type WorkerMessage =
   | { id: number; type: "done"; validation: Validation }
   /** A failure that is not the files' (a bug): passed on as an internal error. */

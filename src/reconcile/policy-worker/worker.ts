@@ -2,7 +2,7 @@
  * The policy worker's entry (a worker_threads worker; see client.ts):
  * loads and validates policies off the main thread, under a heap limit,
  * posting which file and phase it is on, and each result as it is reached,
- * on the request's steps port (which does not wake the main thread), so
+ * on the request's steps port (which the main thread reads lazily), so
  * that a deadline or the limit can be reported at the file it stopped, and
  * what came before it kept. One request at a time.
  */
