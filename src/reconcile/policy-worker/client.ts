@@ -1,5 +1,4 @@
-import { performance } from "node:perf_hooks";
-import { Worker } from "node:worker_threads";
+import { MessageChannel, receiveMessageOnPort, Worker } from "node:worker_threads";
 import { diagnosticAt, startOf, type Diagnostic } from "../../diagnostics.js";
 import { unreachable } from "../../errors.js";
 import type { PolicyFile } from "../../load/files.js";
@@ -8,8 +7,10 @@ import { LOADING_PHASES, type ReadPhase } from "../../load/read.js";
 import { DEFAULT_POLICY_DIR, type LoadResult } from "../../load/index.js";
 import {
   fromData,
+  monotonicMs,
   type LoadedPolicyData,
   type ReadTarget,
+  type Step,
   type Validation,
   type WorkerMessage,
   type WorkerRequest,
@@ -95,18 +96,51 @@ class PolicyWorker {
     }
   }
 
-  /** One worker's part of a read: until it is done, or a bound stops it (at `at`). */
+  /**
+   * One worker's part of a read: until it is done, or a bound stops it (at
+   * `at`). The worker's steps and results wait on a port of their own,
+   * taken only when the read ends or the deadline may be due, so the main
+   * thread's JavaScript runs once per read (and per deadline allowance)
+   * rather than about four times per file.
+   */
   private attempt(target: ReadTarget, deadlineMs: number, gathered: Gathered): Promise<Outcome> {
     const worker = (this.worker ??= this.startWorker());
     const id = ++this.nextId;
-    let at: Place =
+    const steps = new MessageChannel();
+    const clock = new StepClock(
+      deadlineMs,
       target.kind === "paths"
         ? { file: target.paths[0] ?? ".", phase: "finding" }
-        : { file: target.files[0]?.file ?? ".", phase: "reading" };
-    const clock = new Deadline(deadlineMs);
+        : { file: target.files[0]?.file ?? ".", phase: "reading" },
+    );
+    let timer: NodeJS.Timeout | undefined;
     return new Promise<Outcome>((resolve, reject) => {
+      const take = (step: Step) => {
+        switch (step.type) {
+          case "progress":
+            clock.step({ file: step.file, phase: step.phase }, step.at);
+            return;
+          case "found":
+            gathered.files = step.files;
+            gathered.diagnostics.push(...step.diagnostics);
+            return;
+          case "read":
+            gathered.done.add(step.file);
+            gathered.policies.push(...step.policies);
+            gathered.diagnostics.push(...step.diagnostics);
+            return;
+          default:
+            unreachable(step);
+        }
+      };
+      /** Takes what the worker has posted since the last look: the results gathered, the clock brought up to date. */
+      const catchUp = () => {
+        for (let received = receiveMessageOnPort(steps.port1); received; received = receiveMessageOnPort(steps.port1))
+          take(received.message as Step);
+      };
       const finish = () => {
-        clock.stop();
+        clearTimeout(timer);
+        steps.port1.close();
         worker.off("message", onMessage).off("error", onError).off("exit", onExit);
         this.abandon = undefined;
         // Idle, the worker does not keep the process alive; a read in flight does.
@@ -125,31 +159,20 @@ class PolicyWorker {
       // A bound crossed is the files' problem: one located diagnostic, as the loader's own are.
       const bounded = (diagnostic: Diagnostic) => {
         stopWorker();
-        resolve({ kind: "bounded", diagnostic, at });
+        resolve({ kind: "bounded", diagnostic, at: clock.place });
       };
-      const expired = () => bounded(tooSlow(at, deadlineMs));
+      /** Looks at the worker's steps when the current one's allowance may be used up (no sooner: it has not). */
+      const check = () => {
+        catchUp();
+        const now = monotonicMs();
+        if (clock.expired(now)) bounded(tooSlow(clock.place, deadlineMs));
+        else timer = setTimeout(check, clock.wait(now));
+      };
       const onMessage = (message: WorkerMessage) => {
         if (message.id !== id) return;
         switch (message.type) {
-          case "progress":
-            // Each file has its own time (and so has each policy's validation), from its first step on.
-            if (message.file !== at.file || (message.phase === "validating") !== (at.phase === "validating"))
-              clock.reset();
-            at = { file: message.file, phase: message.phase };
-            // Loading our own parser or compiler is not the file's doing, and on a busy machine can take seconds.
-            if (LOADING_PHASES.includes(message.phase)) clock.pause();
-            else clock.run(expired);
-            return;
-          case "found":
-            gathered.files = message.files;
-            gathered.diagnostics.push(...message.diagnostics);
-            return;
-          case "read":
-            gathered.done.add(message.file);
-            gathered.policies.push(...message.policies);
-            gathered.diagnostics.push(...message.diagnostics);
-            return;
           case "done":
+            catchUp();
             finish();
             resolve({ kind: "done", validation: message.validation });
             return;
@@ -166,15 +189,22 @@ class PolicyWorker {
             unreachable(message);
         }
       };
-      const onError = (error: Error & { code?: string }) =>
-        error.code === "ERR_WORKER_OUT_OF_MEMORY" ? bounded(tooLarge(at)) : fail(error);
-      const onExit = (code: number) =>
+      const onError = (error: Error & { code?: string }) => {
+        catchUp();
+        if (error.code === "ERR_WORKER_OUT_OF_MEMORY") bounded(tooLarge(clock.place));
+        else fail(error);
+      };
+      const onExit = (code: number) => {
+        catchUp();
+        const at = clock.place;
         fail(new Error(`the policy worker exited (code ${code}) while ${at.phase} ${at.file}`));
+      };
       worker.on("message", onMessage).on("error", onError).on("exit", onExit);
       this.abandon = fail;
       // The clock starts with the worker's first step: starting a worker is not the files' doing either.
+      timer = setTimeout(check, clock.wait(monotonicMs()));
       worker.ref();
-      worker.postMessage({ id, target } satisfies WorkerRequest);
+      worker.postMessage({ id, target, steps: steps.port2 } satisfies WorkerRequest, [steps.port2]);
     });
   }
 
@@ -194,40 +224,56 @@ class PolicyWorker {
   }
 }
 
-/** A time allowance that can be paused: what is left of it runs on when it is resumed. */
-class Deadline {
+/**
+ * Each step's time allowance, replayed from the worker's steps and when
+ * each began: each file has its own (and so has each policy's validation),
+ * from its first step on, paused while intercept loads its own parser or
+ * compiler (not the file's doing, and on a busy machine it can take seconds).
+ */
+class StepClock {
   private left: number;
+  /** Since when the allowance has been running (undefined: not started, or paused). */
   private since: number | undefined;
-  private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly allowanceMs: number) {
+  constructor(
+    private readonly allowanceMs: number,
+    /** Where the worker is: its last step. */
+    public place: Place,
+  ) {
     this.left = allowanceMs;
   }
 
-  /** Runs the clock (if it is not running), calling @expired when the allowance is used up. */
-  run(expired: () => void): void {
-    if (this.since !== undefined) return;
-    this.since = performance.now();
-    this.timer = setTimeout(expired, this.left);
+  /** The worker began @place at @at (ms, monotonicMs). */
+  step(place: Place, at: number): void {
+    if (place.file !== this.place.file || (place.phase === "validating") !== (this.place.phase === "validating")) {
+      this.left = this.allowanceMs;
+      this.since = undefined;
+    }
+    this.place = place;
+    if (!LOADING_PHASES.includes(place.phase)) this.since ??= at;
+    else if (this.since !== undefined) {
+      this.left = Math.max(0, this.left - (at - this.since));
+      this.since = undefined;
+    }
   }
 
-  pause(): void {
-    if (this.since === undefined) return;
-    this.left = Math.max(0, this.left - (performance.now() - this.since));
-    this.stop();
+  expired(now: number): boolean {
+    return this.since !== undefined && this.left - (now - this.since) <= 0;
   }
 
-  /** A new allowance, stopped. */
-  reset(): void {
-    this.stop();
-    this.left = this.allowanceMs;
-  }
-
-  stop(): void {
-    clearTimeout(this.timer);
-    this.since = undefined;
+  /**
+   * How long the allowance cannot run out in, from @now: what is left of it
+   * (a paused one cannot resume before now; at least a few ms, so that a
+   * pause that used it up is looked at again, not spun on).
+   */
+  wait(now: number): number {
+    const left = this.since === undefined ? this.left : this.left - (now - this.since);
+    return Math.max(left, this.since === undefined ? MIN_PAUSED_WAIT_MS : 0);
   }
 }
+
+/** How often a paused allowance that is used up is looked at again (it runs out as soon as it resumes). */
+const MIN_PAUSED_WAIT_MS = 10;
 
 /** What a read has gathered so far, over the workers it took. */
 interface Gathered {

@@ -3,6 +3,7 @@ import type { PolicyFile } from "../../load/files.js";
 import type { LoadedPolicy } from "../../load/index.js";
 import type { ReadPhase } from "../../load/read.js";
 import { SourceMap, SourceText, type Located } from "../../load/source-map.js";
+import type { MessagePort } from "node:worker_threads";
 import type { ValidPolicy } from "../../validate/model.js";
 
 /**
@@ -23,6 +24,13 @@ export type ReadTarget =
 export interface WorkerRequest {
   id: number;
   target: ReadTarget;
+  /**
+   * Where the worker posts its steps and results (Step): a port the main
+   * thread never starts, so that no JavaScript runs there for each of them;
+   * it takes them (receiveMessageOnPort) when it needs them, at the end of
+   * a read or when a deadline may be due.
+   */
+  steps: MessagePort;
 }
 
 export interface Validation {
@@ -39,14 +47,19 @@ export interface WorkerResult {
 }
 
 /**
- * Results are sent as they are reached, so that those before a file that
- * crosses a bound are kept: the files found (and the problems finding
- * them), each file's policies and problems, then validation's verdict.
+ * What the worker posts on the request's steps port, as it is reached, so
+ * that what comes before a file that crosses a bound is kept: each step
+ * (file and phase, with when it began, `at`, in ms of the monotonic clock,
+ * monotonicMs), the files found (and the problems finding them), and each
+ * file's policies and problems.
  */
+export type Step =
+  | { type: "progress"; file: string; phase: ReadPhase; at: number }
+  | { type: "found"; files: PolicyFile[]; diagnostics: Diagnostic[] }
+  | { type: "read"; file: string; policies: LoadedPolicyData[]; diagnostics: Diagnostic[] };
+
+/** What the worker posts to the main thread's listener: the read's end (after its last Step). */
 export type WorkerMessage =
-  | { id: number; type: "progress"; file: string; phase: ReadPhase }
-  | { id: number; type: "found"; files: PolicyFile[]; diagnostics: Diagnostic[] }
-  | { id: number; type: "read"; file: string; policies: LoadedPolicyData[]; diagnostics: Diagnostic[] }
   | { id: number; type: "done"; validation: Validation }
   /** A failure that is not the files' (a bug): passed on as an internal error. */
   | { id: number; type: "failed"; error: { message: string; stack?: string } };
@@ -68,4 +81,9 @@ export function toData(policy: LoadedPolicy): LoadedPolicyData {
 export function fromData(data: LoadedPolicyData): LoadedPolicy {
   const { source, locations, ...rest } = data;
   return { ...rest, sourceMap: new SourceMap(new SourceText(source.file, source.text), locations) };
+}
+
+/** Milliseconds on the monotonic clock, the same in every thread of the process (unlike performance.now()). */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
 }

@@ -1,16 +1,17 @@
 /**
  * The policy worker's entry (a worker_threads worker; see client.ts):
  * loads and validates policies off the main thread, under a heap limit,
- * telling the main thread which file and phase it is on, and sending each
- * result as it is reached, so that a deadline or the limit can be reported
- * at the file it stopped, and what came before it kept. One request at a time.
+ * posting which file and phase it is on, and each result as it is reached,
+ * on the request's steps port (which the main thread reads lazily), so
+ * that a deadline or the limit can be reported at the file it stopped, and
+ * what came before it kept. One request at a time.
  */
 import { parentPort } from "node:worker_threads";
 import { findPolicyFiles } from "../../load/files.js";
 import type { LoadedPolicy } from "../../load/index.js";
 import { readPolicyFile, type ReadPhase } from "../../load/read.js";
 import { validatePolicies } from "../../validate/index.js";
-import { fromData, toData, type WorkerMessage, type WorkerRequest } from "./protocol.js";
+import { fromData, monotonicMs, toData, type Step, type WorkerMessage, type WorkerRequest } from "./protocol.js";
 
 const port = parentPort;
 if (!port) throw new Error("policy-worker/worker.ts runs only as a worker thread");
@@ -19,22 +20,22 @@ port.on("message", (request: WorkerRequest) => {
   void answer(request);
 });
 
-async function answer({ id, target }: WorkerRequest): Promise<void> {
+async function answer({ id, target, steps }: WorkerRequest): Promise<void> {
   const send = (message: WorkerMessage) => port!.postMessage(message);
-  const progress = (file: string, phase: ReadPhase) => send({ id, type: "progress", file, phase });
+  const step = (message: Step) => steps.postMessage(message);
+  const progress = (file: string, phase: ReadPhase) => step({ type: "progress", file, phase, at: monotonicMs() });
   try {
     const policies: LoadedPolicy[] = target.kind === "rest" ? target.carried.map(fromData) : [];
     let files = target.kind === "rest" ? target.files : [];
     if (target.kind === "paths") {
       progress(target.paths[0] ?? ".", "finding");
       const found = await findPolicyFiles(target.paths);
-      send({ id, type: "found", ...found });
+      step({ type: "found", ...found });
       files = found.files;
     }
     for (const file of files) {
       const result = await readPolicyFile(file, progress);
-      send({
-        id,
+      step({
         type: "read",
         file: file.file,
         policies: result.policies.map(toData),
