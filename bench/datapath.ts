@@ -37,7 +37,7 @@ import { droppedRecords, writeSwitches } from "../src/flows/switch.js";
 import { FLOW_EVENTS } from "../src/model/bpf-abi.js";
 import { loadAndPin, updateMap } from "../src/kernel/bpftool.js";
 import { run, runJson } from "../src/kernel/exec.js";
-import type { NetworkNamespace } from "../src/model/namespace.js";
+import { type NetworkNamespace } from "../src/model/namespace.js";
 import { ensureBpffs, PIN_ROOT, PinLayout } from "../src/kernel/pins.js";
 import type { Interceptor } from "../src/api.js";
 import { addressText, type Family } from "../src/validate/addresses.js";
