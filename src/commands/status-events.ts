@@ -4,9 +4,8 @@
  * read the ring buffer beside it (one reader). Where none are kept, status
  * says why: records off, or no agent with --flows reading them.
  */
-import { versionsWithEvents, readSwitches } from "../flows/switch.js";
+import { recordsOn } from "../flows/switch.js";
 import type { Host } from "../host/types.js";
-import { PinLayout } from "../kernel/pins.js";
 import type { RecentEndpoint, RecentFlow, RecentFlowsDocument } from "../model/recent-flows.js";
 import { messageOf } from "../errors.js";
 
@@ -43,21 +42,14 @@ export async function statusFlows(
   const gone = document ? ` (the agent that kept them, pid ${document.pid}, is gone)` : "";
   const agentPid = document?.pid ?? null;
   const none = new Map<string, RecentFlow[]>();
-  const pins = new PinLayout(key);
-  const versions = await versionsWithEvents(pins);
-  if (versions.length === 0)
-    return { state: "unavailable", agentPid, note: "no program here records flows", rules: none };
-  let on: boolean;
+  let on: boolean | undefined;
   try {
-    on = (await Promise.all(versions.map((ref) => readSwitches(pins, ref)))).some((slots) => slots.some(Boolean));
+    on = await recordsOn(key);
   } catch (error) {
-    return {
-      state: "not-kept",
-      agentPid,
-      note: `no agent run with --flows keeps them${gone}; their switches are unreadable: ${messageOf(error)}`,
-      rules: none,
-    };
+    const why = `their switches are unreadable: ${messageOf(error)}`;
+    return { state: "not-kept", agentPid, note: `no agent run with --flows keeps them${gone}; ${why}`, rules: none };
   }
+  if (on === undefined) return { state: "unavailable", agentPid, note: "no program here records flows", rules: none };
   return on
     ? {
         state: "not-kept",
