@@ -12,10 +12,13 @@
  * re-runs one skb, so after a one-way rewrite every later repeat would be a
  * miss. Validation rejects such chains; the benchmark builds its policies
  * directly, since every repeat must take the hit path.
+ *
+ *   BENCH_ONLY=composition: the composition rows alone; BENCH_ONLY=events: the
+ *   flow records' per-SYN cost alone (eventsCost). Neither writes results.
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { execa } from "execa";
@@ -714,6 +717,91 @@ ${COMPOSED_POLICIES} policies × ${COMPOSED_RULES} rules composed on one link vs
   return rows;
 }
 
+/**
+ * Issue 24: the per-SYN cost of flow records, side by side. One steer rule
+ * loaded twice, records off and on (a reader draining the ring buffer in
+ * C); each round runs every (variant, packet) pair in a shuffled order, the
+ * ratio on/off is taken per round, and the median of the rounds' ratios
+ * is reported with its spread. A SYN writes one record (proxy-down here:
+ * BPF_PROG_TEST_RUN cannot complete a steer, see steerCosts); a data
+ * segment writes none, so its ratio is the noise floor. Most of the
+ * records of a run of REPEAT SYNs find the buffer full: they take the
+ * drop path (a failed reserve, a per-CPU counter), which the table counts.
+ */
+async function eventsCost(bench: Bench) {
+  const rewrite = rewriteRule(8000, STEER_PROXY_PORT);
+  const steerRule: BenchRule = { ...rewrite, strategy: "steer", onProxyDown: "drop" };
+  const withEvents = await bench.generated(policyOf("bench_events_on", [steerRule]));
+  await writeSwitches(withEvents.pins, withEvents.ref, true);
+  const pins = { off: (await bench.generated(policyOf("bench_events_off", [steerRule]))).pin, on: withEvents.pin };
+  const reader = await drainRecords(withEvents.pins.map(withEvents.ref, FLOW_EVENTS.name));
+  const lab = await Lab.create();
+  const cases = steerCases().filter((packet) => packet.name.includes("SYN") || packet.name.includes("steer port"));
+  const ratios = new Map<string, number[]>(cases.map((packet) => [packet.name, []]));
+  const ns = new Map<string, number[]>();
+  try {
+    await lab.startInServer(["node", "dist/lab/echo.js", "serve", "--tag", "proxy", String(STEER_PROXY_PORT)], /ready/);
+    const namespaces: Record<SteerCase["netns"], NetworkNamespace> = {
+      empty: { name: lab.clientNs },
+      proxy: { name: lab.serverNs },
+    };
+    for (let round = 0; round < ROUNDS; round++) {
+      const runs = shuffle(cases.flatMap((packet) => (["off", "on"] as const).map((variant) => ({ packet, variant }))));
+      const measured = new Map<string, number>();
+      for (const { packet, variant } of runs) {
+        const value = await bench.nanoseconds(pins[variant], packet.frame, REPEAT, namespaces[packet.netns]);
+        const key = `${variant}|${packet.name}`;
+        measured.set(key, value);
+        ns.set(key, [...(ns.get(key) ?? []), value]);
+      }
+      for (const packet of cases)
+        ratios.get(packet.name)!.push(measured.get(`on|${packet.name}`)! / measured.get(`off|${packet.name}`)!);
+    }
+  } finally {
+    eventsRead.records = await reader.stop();
+    eventsRead.dropped = await droppedRecords(withEvents.pins, [withEvents.ref]);
+    await lab.destroy();
+  }
+  return cases.map((packet) => {
+    const perRound = ratios.get(packet.name)!;
+    const off = median(ns.get(`off|${packet.name}`)!);
+    const on = median(ns.get(`on|${packet.name}`)!);
+    return {
+      packet: packet.name,
+      offNs: off,
+      onNs: on,
+      ratio: median(perRound),
+      spread: { min: Math.min(...perRound), max: Math.max(...perRound) },
+    };
+  });
+}
+
+async function printEventsCost(bench: Bench) {
+  const before = loadavg();
+  const rows = await eventsCost(bench);
+  const after = loadavg();
+  console.log(
+    `flow records on vs off, one steer rule (median of ${ROUNDS} per-round ratios, shuffled order, ${REPEAT} runs per measurement):`,
+  );
+  console.log(
+    table(
+      ["packet (ingress)", "records off ns", "records on ns", "on − off ns", "on/off", "spread (min–max)"],
+      rows.map((r) => [
+        r.packet,
+        f(r.offNs),
+        f(r.onNs),
+        f(r.onNs - r.offNs),
+        f(r.ratio, 3),
+        `${f(r.spread.min, 3)}–${f(r.spread.max, 3)}`,
+      ]),
+    ),
+  );
+  console.log(
+    `records read ${eventsRead.records}, dropped on a full buffer ${eventsRead.dropped}; load average ${before.map((n) => f(n, 2)).join(" ")} before, ${after.map((n) => f(n, 2)).join(" ")} after (a shared machine: compare ratios, not ns)`,
+  );
+  return rows;
+}
+
 async function main() {
   await ensureBpffs();
   const bench = new Bench(
@@ -725,6 +813,11 @@ async function main() {
     console.log(
       `datapath benchmark: ${ROUNDS} interleaved rounds × ${REPEAT} runs per measurement, kernel ${kernel}\n`,
     );
+    if (process.env.BENCH_ONLY === "events") {
+      // `BENCH_ONLY=events npm run bench:datapath`: the flow records' per-SYN cost alone, results not written.
+      await printEventsCost(bench);
+      return;
+    }
     if (process.env.BENCH_ONLY === "composition") {
       // `BENCH_ONLY=composition npm run bench:datapath`: the composition rows alone, results not written.
       await printComposition(bench);

@@ -16,7 +16,7 @@
  */
 import { randomInt } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { execa } from "execa";
@@ -461,8 +461,13 @@ async function main() {
     );
     if (process.env.BENCH_E2E_ONLY === "events") {
       // The flow records' cost alone: the other sections take a quarter of an hour.
+      const before = loadavg();
       const events = await eventsCost();
       printEvents(events);
+      const after = loadavg();
+      console.log(
+        `load average ${before.map((n) => n.toFixed(2)).join(" ")} before, ${after.map((n) => n.toFixed(2)).join(" ")} after (a shared machine: compare the per-round ratios)`,
+      );
       await mkdir("bench/results", { recursive: true });
       await writeFile(
         "bench/results/e2e-events.json",

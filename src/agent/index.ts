@@ -115,7 +115,7 @@ class Agent {
     );
     // --flows follows the log: a namespace served or changed gets its records switched on and read.
     this.flows = options.flows
-      ? new FlowExport(log, this.metrics.registry, () => this.policies?.desired ?? [])
+      ? new FlowExport(log, this.metrics.registry, () => this.policies?.desired ?? [], host)
       : undefined;
     if (this.flows) this.log = this.flows.following(log);
     this.fleet = new Fleet(

@@ -16,6 +16,7 @@ import { outputHeader } from "../model/output-format.js";
 import type { CommandContext } from "./context.js";
 import { printJson } from "./output.js";
 import { counted } from "./words.js";
+import { describeLastEvents, lastEvents, statusFlows, type StatusFlows } from "./status-events.js";
 
 /** `intercept status`: attached links, live programs, rules with their counters. */
 export async function statusCommand(
@@ -24,10 +25,24 @@ export async function statusCommand(
   options: { netns: NetworkNamespace; json: boolean; objects?: string },
 ): Promise<number> {
   const { desired, policiesError } = await policiesForLabels(paths, await context.programBuilder(options.objects));
-  const report = await inspect(await context.host.openDatapath(options.netns, "status"), desired);
-  if (options.json) printJson(statusJson(report, policiesError), context.stdout);
-  else context.stdout.write(renderStatus(report, policiesError));
+  const datapath = await context.host.openDatapath(options.netns, "status");
+  const report = await inspect(datapath, desired);
+  const flows = await statusFlows(datapath.namespaceKey, context.host);
+  if (options.json) printJson(withFlowsJson(statusJson(report, policiesError), flows), context.stdout);
+  else context.stdout.write(renderStatus(report, policiesError, flows));
   return 0;
+}
+
+/** `status --json` with the flow records: `flows { state, agentPid, note }`, and each rule's `lastEvents` (null when not kept). */
+export function withFlowsJson(document: ReturnType<typeof statusJson>, flows: StatusFlows) {
+  return {
+    ...document,
+    flows: { state: flows.state, agentPid: flows.agentPid, note: flows.note },
+    programs: document.programs.map((program) => ({
+      ...program,
+      rules: program.rules.map((rule) => ({ ...rule, lastEvents: lastEvents(flows, program.version, rule.index) })),
+    })),
+  };
 }
 
 /**
@@ -169,9 +184,10 @@ function describeCgroups(report: StatusReport, ref: { policy: string; version: s
  * the policy and file it came from; then programs no link runs (a policy's
  * own program whose links are yet to come, or one that captures cgroups).
  */
-function renderStatus(report: StatusReport, policiesError: string | undefined): string {
+export function renderStatus(report: StatusReport, policiesError: string | undefined, flows?: StatusFlows): string {
   const lines = [`intercept in ${describeNamespace(report.observed.netns)}:`];
   if (policiesError) lines.push(`  note: ${policiesError}`);
+  if (flows && report.programs.length > 0) lines.push(`  flow records: ${flows.note}`);
   for (const drift of report.drift) lines.push(`  DRIFT: ${describeDrift(drift)}`);
   for (const warning of report.warnings) lines.push(`  WARNING: ${describeWarning(warning, report.observed.netns)}`);
   if (report.programs.length === 0) lines.push("  nothing is loaded");
@@ -183,7 +199,7 @@ function renderStatus(report: StatusReport, policiesError: string | undefined): 
     lines.push(
       `  link ${link.link}: ${program ? describeProgram(program) : "a program intercept did not pin"}  ${ids}`,
     );
-    if (program) lines.push(...describeRules(program, "    "));
+    if (program) lines.push(...describeRules(program, "    ", flows));
   }
   const unattached = report.programs.filter((program) => !report.links.some((link) => runs(link, program)));
   for (const program of unattached) {
@@ -198,7 +214,7 @@ function renderStatus(report: StatusReport, policiesError: string | undefined): 
     const cgroups = describeCgroups(report, program.program.ref);
     if (cgroups.length > 0 || cgroupIds)
       lines.push(`    cgroups: ${cgroups.length > 0 ? cgroups.join(", ") : "(none)"}`);
-    lines.push(...describeRules(program, "    "));
+    lines.push(...describeRules(program, "    ", flows));
   }
   return `${lines.join("\n")}\n`;
 }
@@ -212,7 +228,11 @@ function describeProgram({ program, desired }: ProgramReport): string {
 }
 
 /** Each rule of @program: its address, file, what it matches, its switch and its counters. */
-function describeRules({ rules, countersError }: ProgramReport, indent: string): string[] {
+function describeRules(
+  { program, rules, countersError }: ProgramReport,
+  indent: string,
+  flows?: StatusFlows,
+): string[] {
   const lines = countersError ? [`${indent}counters unreadable: ${countersError}`] : [];
   for (const { index, owner, rule, outbound, enabled, counters } of rules) {
     const what = rule
@@ -226,6 +246,7 @@ function describeRules({ rules, countersError }: ProgramReport, indent: string):
     lines.push(
       `${indent}${address} ${what.padEnd(28)} ${enabled ? "enabled " : "disabled"}${counters ? `  ${describeCounters(counters, rule, outbound)}` : ""}`,
     );
+    if (flows) lines.push(...describeLastEvents(flows, program.ref.version, index, `${indent}  `));
   }
   return lines;
 }

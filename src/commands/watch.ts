@@ -2,6 +2,7 @@ import { readdir } from "node:fs/promises";
 import { InterceptError, PolicyError } from "../errors.js";
 import { watchNamespace, type FlowWatch } from "../flows/session.js";
 import { flowLine, type FlowView } from "../flows/view.js";
+import { KernelHost } from "../host/kernel.js";
 import { onTerminationSignals } from "../kernel/exec.js";
 import { NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
 import type { FlowVerdict } from "../model/bpf-abi.js";
@@ -33,23 +34,36 @@ export async function watchCommand(paths: string[], options: WatchCommandOptions
   const watches: FlowWatch[] = [];
   const stopAll = () => Promise.all(watches.map((watch) => watch.stop()));
   const forget = onTerminationSignals(() => void stopAll());
+  const host = new KernelHost();
+  // Beside an agent run with --flows, its relay; else the ring buffer itself, under its one-reader lock.
+  const sources = {
+    relay: true,
+    lockReader: (key: string) => host.lockFlowReader(key, "intercept watch"),
+  };
   try {
-    for (const netns of namespaces) watches.push(await watchNamespace(netns, { ...naming, enable: options.enable }));
+    for (const netns of namespaces)
+      watches.push(await watchNamespace(netns, { ...naming, ...sources, enable: options.enable }));
     const printing = Promise.all(watches.map((watch) => print(watch, options)));
     await Promise.all(watches.map((watch) => watch.ready));
-    process.stderr.write(
-      `watching ${namespaces.map(describeNamespace).join(", ")}${options.enable ? " (records on)" : ""}\n`,
-    );
+    const described = namespaces.map((netns, i) => `${describeNamespace(netns)}${sourceNote(watches[i]!, options)}`);
+    process.stderr.write(`watching ${described.join(", ")}\n`);
     await printing;
   } finally {
     forget();
     await stopAll();
+    host.close();
   }
   return 0;
 }
 
+/** Where the records come from: the agent's relay, or the ring buffer (its records on with --enable). */
+function sourceNote(watch: FlowWatch, options: WatchCommandOptions): string {
+  if (watch.source === "agent") return " (from the agent run with --flows, which keeps the records on)";
+  return options.enable ? " (records on)" : "";
+}
+
 async function print(watch: FlowWatch, options: WatchCommandOptions): Promise<void> {
-  for await (const view of watch.views) {
+  for await (const { view } of watch.entries) {
     if (!selected(view, options)) continue;
     process.stdout.write(
       options.json ? `${JSON.stringify({ ...outputHeader("flow"), ...view })}\n` : `${flowLine(view)}\n`,

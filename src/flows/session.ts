@@ -1,7 +1,10 @@
 /**
  * Watching one namespace: its ring buffer read, each record decoded and
  * named (rule, link, time). The ring buffer is any pinned version's
- * flow_events: every version of the namespace shares the one map.
+ * flow_events: every version of the namespace shares the one map. It has
+ * one reader at a time (a lock says who): beside an agent run with
+ * `--flows`, `watch` reads the agent's relay of every record instead
+ * (./relay.ts).
  */
 import type { LoadedPolicy } from "../load/index.js";
 import { InterceptError } from "../errors.js";
@@ -10,9 +13,12 @@ import { describeNamespace, namespaceKey } from "../kernel/namespace.js";
 import { PinLayout } from "../kernel/pins.js";
 import { FLOW_EVENTS } from "../model/bpf-abi.js";
 import type { NetworkNamespace } from "../model/namespace.js";
+import { flowsFiles } from "../model/recent-flows.js";
+import type { NamespaceLock } from "../host/types.js";
 import type { DesiredPolicy } from "../reconcile/desired.js";
-import { readFlows, type FlowStream } from "./reader.js";
-import { decodeRecord } from "./record.js";
+import { readFlows } from "./reader.js";
+import { decodeRecord, type FlowRecord } from "./record.js";
+import { connectRelay } from "./relay.js";
 import { RuleDirectory } from "./rules.js";
 import { switchOn, versionsWithEvents } from "./switch.js";
 import { viewRecord, type FlowContext, type FlowView } from "./view.js";
@@ -21,19 +27,36 @@ export interface WatchOptions {
   /** The policies that name the rules, as validated and loaded (for file:line). */
   desired?: DesiredPolicy[];
   loaded?: LoadedPolicy[];
-  /** Turn every record on while watching, and put the switches back after. */
+  /** Turn every record on while watching, and put the switches back after (not when the agent relays them: it keeps them on). */
   enable?: boolean;
+  /** Read the agent's relay when one serves the namespace (watch), rather than the ring buffer. */
+  relay?: boolean;
+  /** Takes the ring buffer's reader lock of the namespace @key (refused, saying who reads it, when held). */
+  lockReader?: (key: string) => Promise<NamespaceLock>;
 }
 
-/** A namespace being watched: its views as they come, until stop(). */
+/** A record, and how it reads. */
+export interface FlowEntry {
+  record: FlowRecord;
+  view: FlowView;
+  /** The bytes as the datapath wrote them (what the agent relays). */
+  bytes: Buffer;
+}
+
+/** A namespace being watched: its records as they come, until stop(). */
 export interface FlowWatch {
+  /** The namespace's key (`ns<inode>`). */
+  key: string;
+  /** Where the records come from: the ring buffer itself, or the agent's relay. */
+  source: "ring buffer" | "agent";
   ready: Promise<void>;
-  views: AsyncIterable<FlowView>;
+  entries: AsyncIterable<FlowEntry>;
   stop(): Promise<void>;
 }
 
 export async function watchNamespace(netns: NetworkNamespace, options: WatchOptions = {}): Promise<FlowWatch> {
-  const pins = new PinLayout(await namespaceKey(netns));
+  const key = await namespaceKey(netns);
+  const pins = new PinLayout(key);
   const versions = await versionsWithEvents(pins);
   if (versions.length === 0)
     throw new InterceptError(
@@ -45,32 +68,56 @@ export async function watchNamespace(netns: NetworkNamespace, options: WatchOpti
     links: await linkNames(netns),
     rules: await RuleDirectory.read(pins, options.desired, options.loaded),
   };
-  const restore = options.enable ? await switchOn(pins, versions) : undefined;
-  let stream: FlowStream;
-  try {
-    stream = await readFlows(pins.map(versions[0]!, FLOW_EVENTS.name));
-  } catch (error) {
-    await restore?.();
-    throw error;
+  const relayPath = flowsFiles(key).socket;
+  let stream = options.relay ? await connectRelay(relayPath) : undefined;
+  const source = stream ? "agent" : "ring buffer";
+  let lock: NamespaceLock | undefined;
+  let restore: (() => Promise<void>) | undefined;
+  if (!stream) {
+    try {
+      lock = await options.lockReader?.(key);
+    } catch (error) {
+      // An agent that took the ring buffer since we looked: its relay is up once it reads.
+      stream = options.relay && isLockHeld(error) ? await connectRelay(relayPath) : undefined;
+      if (!stream) throw error;
+    }
   }
-  async function* views(): AsyncGenerator<FlowView> {
-    for await (const bytes of stream.records) {
+  if (!stream) {
+    try {
+      restore = options.enable ? await switchOn(pins, versions) : undefined;
+      stream = await readFlows(pins.map(versions[0]!, FLOW_EVENTS.name));
+    } catch (error) {
+      await restore?.();
+      await lock?.release();
+      throw error;
+    }
+  }
+  const records = stream;
+  async function* entries(): AsyncGenerator<FlowEntry> {
+    for await (const bytes of records.records) {
       const record = decodeRecord(bytes);
       // A version loaded since the start (the agent replaced a program), or a link made since.
       if (!context.rules.policies.has(record.version))
         context.rules = await RuleDirectory.read(pins, options.desired, options.loaded);
       if (record.ifindex !== null && !context.links.has(record.ifindex)) context.links = await linkNames(netns);
-      yield viewRecord(record, context);
+      yield { record, view: viewRecord(record, context), bytes };
     }
   }
   return {
-    ready: stream.ready,
-    views: views(),
+    key,
+    source,
+    ready: records.ready,
+    entries: entries(),
     async stop() {
-      await stream.stop();
+      await records.stop();
       await restore?.();
+      await lock?.release();
     },
   };
+}
+
+function isLockHeld(error: unknown): boolean {
+  return error instanceof InterceptError && error.code === "lock-held";
 }
 
 async function linkNames(netns: NetworkNamespace): Promise<Map<number, string>> {

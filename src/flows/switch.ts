@@ -8,7 +8,7 @@
 import { existsSync } from "node:fs";
 import { dumpMap, runCommands, updateCommand } from "../kernel/bpftool.js";
 import { runJson } from "../kernel/exec.js";
-import { listEntries, type PinLayout } from "../kernel/pins.js";
+import { listEntries, PinLayout } from "../kernel/pins.js";
 import { arrayKey, MAPS, ruleEventsValue } from "../model/bpf-abi.js";
 import { hexByte } from "../model/host-order.js";
 import { isPolicyName } from "../model/policy-name.js";
@@ -77,4 +77,16 @@ interface RawEntry {
 
 function hostNumber(bytes: string[]): number {
   return Number(Buffer.from(bytes.map((byte) => Number.parseInt(byte, 16))).readBigUInt64LE(0));
+}
+
+/**
+ * Whether any rule of the namespace @key records flows now: true or false,
+ * or undefined when no program there has record switches.
+ */
+export async function recordsOn(key: string): Promise<boolean | undefined> {
+  const pins = new PinLayout(key);
+  const versions = await versionsWithEvents(pins);
+  if (versions.length === 0) return undefined;
+  const switches = await Promise.all(versions.map((ref) => readSwitches(pins, ref)));
+  return switches.some((slots) => slots.some(Boolean));
 }

@@ -9,7 +9,9 @@ import { ensureBpffs, listEntries, PIN_ROOT, PinLayout, removeIfEmpty, removePin
 import { requireKernelPrivileges } from "../kernel/privileges.js";
 import { readLockRecord } from "../model/lock-holder.js";
 import { isNamespaceKey, NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
+import { FLOWS_RUN_DIR, type RecentFlowsDocument } from "../model/recent-flows.js";
 import { CgroupWatch } from "./cgroup-watch.js";
+import { lockFlowReader, publishRecentFlows, readRecentFlows, removeRecentFlows } from "./recent-flows.js";
 import { LinkMonitor } from "./link-monitor.js";
 import { LOCK_DIR, lockFile, lockNamespace, type LockOptions, type NamespaceLock } from "./lock.js";
 import { identifyNamespaceFile, NamespaceDirectory } from "./netns-directory.js";
@@ -34,6 +36,8 @@ export interface KernelHostPlaces {
   lockDir?: string;
   /** Where `ip netns` names namespaces (default /var/run/netns). */
   netnsDir?: string;
+  /** Where the agent's flow files are (default /run/intercept/flows). */
+  flowsDir?: string;
 }
 
 /**
@@ -47,11 +51,13 @@ export class KernelHost implements Host {
   private readonly pinRoot: string;
   private readonly lockDir: string;
   private readonly netnsDir: string;
+  private readonly flowsDir: string;
 
   constructor(places: KernelHostPlaces = {}) {
     this.pinRoot = places.pinRoot ?? PIN_ROOT;
     this.lockDir = places.lockDir ?? LOCK_DIR;
     this.netnsDir = places.netnsDir ?? NETNS_DIR;
+    this.flowsDir = places.flowsDir ?? FLOWS_RUN_DIR;
   }
 
   async requireKernelAccess(command: string): Promise<void> {
@@ -130,6 +136,22 @@ export class KernelHost implements Host {
   async removeNodePins(): Promise<void> {
     await removePins(PinLayout.node(this.pinRoot).namespaceDir);
     await removeIfEmpty(this.pinRoot);
+  }
+
+  publishRecentFlows(key: string, document: RecentFlowsDocument): Promise<void> {
+    return publishRecentFlows(this.flowsDir, key, document);
+  }
+
+  removeRecentFlows(key: string): Promise<void> {
+    return removeRecentFlows(this.flowsDir, key);
+  }
+
+  readRecentFlows(key: string): Promise<RecentFlowsDocument | undefined> {
+    return readRecentFlows(this.flowsDir, key);
+  }
+
+  lockFlowReader(key: string, holder: string): Promise<NamespaceLock> {
+    return lockFlowReader(this.flowsDir, key, holder);
   }
 
   onProcessEvents(events: ProcessEvents): () => void {

@@ -1,5 +1,6 @@
 import type { Datapath } from "../datapath/types.js";
 import type { NetworkNamespace } from "../model/namespace.js";
+import type { RecentFlowsDocument } from "../model/recent-flows.js";
 import type { LockOptions, NamespaceLock } from "./lock.js";
 
 export type { LockHolder, LockOptions, NamespaceLock } from "./lock.js";
@@ -105,6 +106,14 @@ export interface Host {
   removeNamespacePins(key: string): Promise<void>;
   /** Unpins the node's programs (`agent --cni`'s, which the CNI plugin attaches in new pods). */
   removeNodePins(): Promise<void>;
+  /** Publishes the last flow records of namespace @key's rules (for `status`), whole or not at all. */
+  publishRecentFlows(key: string, document: RecentFlowsDocument): Promise<void>;
+  /** Removes what publishRecentFlows wrote for @key; nothing there is fine. */
+  removeRecentFlows(key: string): Promise<void>;
+  /** What was last published for @key; undefined when nothing (readable as ours) is. */
+  readRecentFlows(key: string): Promise<RecentFlowsDocument | undefined>;
+  /** Takes the lock of @key's ring buffer of flow records at once, or is refused (lock-held) saying who reads it. */
+  lockFlowReader(key: string, holder: string): Promise<NamespaceLock>;
   /** Listens to the process's signals and uncaught errors until the returned function is called. */
   onProcessEvents(events: ProcessEvents): () => void;
   /**

@@ -225,6 +225,13 @@ test("--verdict and --port filter; on SIGTERM watch exits 0 and puts the switche
     filtered.stderr!.on("data", (chunk: Buffer) => chunk.toString().includes("watching") && resolve()),
   );
   assert.deepEqual(await switches(), [true, true, true, true, true, true]);
+  // A second reader would take part of the records: it is refused, told who reads them.
+  const second = await intercept("watch", "--netns", lab.serverNs, "--json");
+  assert.equal(second.exitCode, 1, second.stderr);
+  assert.match(
+    second.stderr,
+    new RegExp(`read by pid ${filtered.pid} \\(intercept watch\\): a ring buffer has one reader`),
+  );
   await probe(lab, SERVER_ADDRESS, 8000);
   await probe(lab, SERVER_ADDRESS, 8002);
   await seen;
@@ -271,3 +278,89 @@ test("agent --flows: switches records on, logs each one and counts them by verdi
     await agent.stop();
   }
 });
+
+test("beside agent --flows: watch reads every record through the agent, and status shows each rule's last ones", async () => {
+  const agent = new AgentProcess([policyFile, "--netns", lab.serverNs, "--flows"]);
+  let beside: ResultPromise | undefined;
+  try {
+    await agent.waitFor((line) => line.event === "flows on");
+    beside = execa("node", [CLI, "watch", policyFile, "--netns", lab.serverNs, "--json"], {
+      reject: false,
+      stdin: "ignore",
+    });
+    const seen: Flow[] = [];
+    let wake: () => void = () => undefined;
+    createInterface({ input: beside.stdout! }).on("line", (line) => {
+      // One record a line; the error document that ends it (--json) spans lines.
+      if (!line.startsWith('{"')) return;
+      seen.push(JSON.parse(line) as Flow);
+      wake();
+    });
+    const watching = await new Promise<string>((resolve, reject) => {
+      beside!.stderr!.on("data", (chunk: Buffer) => chunk.toString().includes("watching") && resolve(chunk.toString()));
+      void beside!.then((ended) => reject(new Error(`watch ended: ${String(ended.stderr)}`)));
+    });
+    assert.match(watching, /from the agent run with --flows/);
+    const from = agent.lines.length;
+    await probe(lab, SERVER_ADDRESS, 8002);
+    await probe(lab, SERVER_ADDRESS, 8000);
+    // Both readers get both records: the agent reads the ring buffer, watch its relay.
+    await agent.waitFor((line) => line.event === "flow" && line.verdict === "proxy-down", from);
+    await agent.waitFor((line) => line.event === "flow" && line.verdict === "steered", from);
+    const deadline = Date.now() + 15_000;
+    while (!(seen.some(to(8002)) && seen.some(to(8000)))) {
+      if (Date.now() > deadline) throw new Error(`watch beside the agent printed ${JSON.stringify(seen)}`);
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, 1000).unref();
+      });
+    }
+    assert.equal(seen.find(to(8002))?.location, `${policyFile}:5`, "watch names the rule from its own policies");
+
+    // status: the agent publishes within 250 ms of a record; waited for, by what status says.
+    let status = await statusJson();
+    for (const until = Date.now() + 15_000; !lastEvents(status, 2).some(to(8002)); status = await statusJson()) {
+      if (Date.now() > until) throw new Error(`status never listed the record: ${JSON.stringify(status)}`);
+    }
+    assert.deepEqual(status.flows, { state: "kept", agentPid: agent.pid, note: status.flows.note });
+    const passed = lastEvents(status, 2).find(to(8002))!;
+    assert.equal(passed.verdict, "proxy-down");
+    assert.equal(passed.reason, "passed");
+    assert.equal(passed.source?.address, CLIENT_ADDRESS);
+    assert.ok(lastEvents(status, 0).some((flow) => flow.verdict === "steered" && flow.target?.port === 9000));
+    assert.ok(!lastEvents(status, 0).some(to(8002)), "under its own rule only");
+    assert.deepEqual(lastEvents(status, 3), []);
+    const text = await intercept("status", policyFile, "--netns", lab.serverNs);
+    assert.match(
+      text.stdout,
+      /last events:\n\s+\d\d:\d\d:\d\d proxy-down \(passed\) tcp 198\.18\.\S+ → 198\.18\.0\.\d+:8002/,
+    );
+  } finally {
+    await agent.stop();
+    // Its relay closed with the agent: watch ends by itself (killed only if it hangs on).
+    setTimeout(() => beside?.kill("SIGTERM"), 15_000).unref();
+  }
+  const ended = await beside!;
+  assert.equal(ended.exitCode, 1);
+  assert.match(String(ended.stderr), /the agent that relayed the flow records stopped/);
+  assert.match(String(ended.stdout), /"code": "flows-unavailable"/);
+  const afterwards = await statusJson();
+  assert.notEqual(afterwards.flows.state, "kept", "the agent's file went with it");
+  assert.equal(afterwards.programs[0]?.rules[0]?.lastEvents ?? null, null);
+  assert.ok(!existsSync(path.join("/run/intercept/flows", `${lab.pinKey}.json`)));
+});
+
+interface StatusDocument {
+  flows: { state: string; agentPid: number | null; note: string };
+  programs: { rules: { lastEvents: Flow[] | null }[] }[];
+}
+
+async function statusJson(): Promise<StatusDocument> {
+  const status = await intercept("status", "--netns", lab.serverNs, "--json");
+  assert.equal(status.exitCode, 0, status.stderr);
+  return JSON.parse(status.stdout) as StatusDocument;
+}
+
+function lastEvents(status: StatusDocument, slot: number): Flow[] {
+  return status.programs[0]?.rules[slot]?.lastEvents ?? [];
+}

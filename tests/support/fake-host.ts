@@ -29,6 +29,7 @@ import type {
   Watch,
 } from "../../src/host/types.js";
 import { describeNamespace, type NetworkNamespace } from "../../src/model/namespace.js";
+import type { RecentFlowsDocument } from "../../src/model/recent-flows.js";
 import { FakeDatapath } from "./fake-datapath.js";
 
 /** A Host method that can be made to fail. */
@@ -81,6 +82,10 @@ export class FakeHost implements Host {
   privileged = true;
   bpffs = true;
   closed = 0;
+  /** The recent flow files, by namespace key, as the last publish left them (a copy: what a reader would parse). */
+  readonly recentFlows = new Map<string, RecentFlowsDocument>();
+  /** How many times each key's recent flows were written. */
+  readonly recentWrites = new Map<string, number>();
   /** Every call, in order, by step (for asserting what was asked of the machine). */
   readonly calls: string[] = [];
 
@@ -310,6 +315,32 @@ export class FakeHost implements Host {
   async removeNodePins(): Promise<void> {
     this.step("removeNodePins");
     this.nodePinned = false;
+  }
+
+  async publishRecentFlows(key: string, document: RecentFlowsDocument): Promise<void> {
+    this.step("publishRecentFlows");
+    this.recentFlows.set(key, JSON.parse(JSON.stringify(document)) as RecentFlowsDocument);
+    this.recentWrites.set(key, (this.recentWrites.get(key) ?? 0) + 1);
+  }
+
+  async removeRecentFlows(key: string): Promise<void> {
+    this.step("removeRecentFlows");
+    this.recentFlows.delete(key);
+  }
+
+  async readRecentFlows(key: string): Promise<RecentFlowsDocument | undefined> {
+    this.step("readRecentFlows");
+    return this.recentFlows.get(key);
+  }
+
+  /** The flow reader's locks: the lock protocol above, on a key of its own. */
+  lockFlowReader(key: string, holder: string): Promise<NamespaceLock> {
+    try {
+      this.step("lockFlowReader");
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.take(`flows:${key}`, { holder, timeoutMs: 0 }, process.pid);
   }
 
   onProcessEvents(events: ProcessEvents): () => void {
