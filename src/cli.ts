@@ -102,7 +102,7 @@ const RUNNERS: Record<Command, Runner> = {
       enable: Boolean(values.enable),
       ...objectsOption(values),
     };
-    return (await import("./commands/watch.js")).watchCommand(positionals, options);
+    return (await import("./commands/watch.js")).watchCommand(await commandContext(), positionals, options);
   },
   explain: async ({ values, positionals }) => {
     const options = {

@@ -1,16 +1,13 @@
-import { readdir } from "node:fs/promises";
 import { InterceptError, PolicyError } from "../errors.js";
 import { watchNamespace, type FlowWatch } from "../flows/session.js";
 import { flowLine, type FlowView } from "../flows/view.js";
-import { KernelHost } from "../host/kernel.js";
-import { onTerminationSignals } from "../kernel/exec.js";
-import { NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
+import type { Host } from "../host/types.js";
+import { describeNamespace, type NetworkNamespace } from "../model/namespace.js";
 import type { FlowVerdict } from "../model/bpf-abi.js";
 import { globMatch } from "../glob.js";
-import { describeNamespace } from "../kernel/namespace.js";
 import { outputHeader } from "../model/output-format.js";
 import { desiredState, validPolicies } from "../reconcile/index.js";
-import { programBuilder } from "./objects.js";
+import type { CommandContext, Output } from "./context.js";
 import { policiesNote } from "./status.js";
 
 export interface WatchCommandOptions {
@@ -26,15 +23,19 @@ export interface WatchCommandOptions {
 }
 
 /** `intercept watch`: the datapath's records, as they come, until SIGINT or SIGTERM. */
-export async function watchCommand(paths: string[], options: WatchCommandOptions): Promise<number> {
-  const naming = await namingPolicies(paths, options.objects);
-  const namespaces = options.netnsMatch ? await matchingNamespaces(options.netnsMatch) : [options.netns ?? {}];
+export async function watchCommand(
+  context: CommandContext,
+  paths: string[],
+  options: WatchCommandOptions,
+): Promise<number> {
+  const { host } = context;
+  const naming = await namingPolicies(context, paths, options.objects);
+  const namespaces = options.netnsMatch ? await matchingNamespaces(host, options.netnsMatch) : [options.netns ?? {}];
   if (namespaces.length === 0)
     throw new InterceptError("netns-not-found", `no network namespace matches ${options.netnsMatch!.join(", ")}`);
   const watches: FlowWatch[] = [];
   const stopAll = () => Promise.all(watches.map((watch) => watch.stop()));
-  const forget = onTerminationSignals(() => void stopAll());
-  const host = new KernelHost();
+  const forget = host.onTerminationSignals(() => void stopAll());
   // Beside an agent run with --flows, its relay; else the ring buffer itself, under its one-reader lock.
   const sources = {
     relay: true,
@@ -43,15 +44,14 @@ export async function watchCommand(paths: string[], options: WatchCommandOptions
   try {
     for (const netns of namespaces)
       watches.push(await watchNamespace(netns, { ...naming, ...sources, enable: options.enable }));
-    const printing = Promise.all(watches.map((watch) => print(watch, options)));
+    const printing = Promise.all(watches.map((watch) => print(watch, options, context.stdout)));
     await Promise.all(watches.map((watch) => watch.ready));
     const described = namespaces.map((netns, i) => `${describeNamespace(netns)}${sourceNote(watches[i]!, options)}`);
-    process.stderr.write(`watching ${described.join(", ")}\n`);
+    context.stderr.write(`watching ${described.join(", ")}\n`);
     await printing;
   } finally {
     forget();
     await stopAll();
-    host.close();
   }
   return 0;
 }
@@ -62,12 +62,10 @@ function sourceNote(watch: FlowWatch, options: WatchCommandOptions): string {
   return options.enable ? " (records on)" : "";
 }
 
-async function print(watch: FlowWatch, options: WatchCommandOptions): Promise<void> {
+async function print(watch: FlowWatch, options: WatchCommandOptions, stdout: Output): Promise<void> {
   for await (const { view } of watch.entries) {
     if (!selected(view, options)) continue;
-    process.stdout.write(
-      options.json ? `${JSON.stringify({ ...outputHeader("flow"), ...view })}\n` : `${flowLine(view)}\n`,
-    );
+    stdout.write(options.json ? `${JSON.stringify({ ...outputHeader("flow"), ...view })}\n` : `${flowLine(view)}\n`);
   }
 }
 
@@ -87,10 +85,10 @@ export function selected(
  * The policies that name rules and give their file:line; the records are
  * still shown, by slot, when there are none or they are invalid.
  */
-async function namingPolicies(paths: string[], objects: string | undefined) {
+async function namingPolicies(context: CommandContext, paths: string[], objects: string | undefined) {
   try {
     const { loaded, policies } = await validPolicies(paths);
-    return { loaded, desired: await desiredState(loaded, policies, await programBuilder(objects)) };
+    return { loaded, desired: await desiredState(loaded, policies, await context.programBuilder(objects)) };
   } catch (error) {
     const why =
       error instanceof PolicyError
@@ -99,17 +97,13 @@ async function namingPolicies(paths: string[], objects: string | undefined) {
           ? `${error.message}: rules are shown by slot (pass --objects DIR)`
           : undefined;
     if (why === undefined) throw error;
-    process.stderr.write(`${why.replace("shown by index", "shown by slot")}\n`);
+    context.stderr.write(`${why.replace("shown by index", "shown by slot")}\n`);
     return {};
   }
 }
 
-async function matchingNamespaces(globs: string[]): Promise<NetworkNamespace[]> {
-  const names = await readdir(NETNS_DIR).catch((error: NodeJS.ErrnoException) => {
-    if (error.code === "ENOENT") return [] as string[]; // no namespace was ever named on this host
-    throw error;
-  });
-  return names
+async function matchingNamespaces(host: Host, globs: string[]): Promise<NetworkNamespace[]> {
+  return [...(await host.listNamespaces()).keys()]
     .filter((name) => globs.some((glob) => globMatch(glob, name)))
     .sort()
     .map((name) => ({ name }));

@@ -9,10 +9,10 @@
 import type { LoadedPolicy } from "../load/index.js";
 import { InterceptError } from "../errors.js";
 import { listLinks } from "../kernel/links.js";
-import { describeNamespace, namespaceKey } from "../kernel/namespace.js";
+import { namespaceKey } from "../kernel/namespace.js";
 import { PinLayout } from "../kernel/pins.js";
 import { FLOW_EVENTS } from "../model/bpf-abi.js";
-import type { NetworkNamespace } from "../model/namespace.js";
+import { describeNamespace, type NetworkNamespace } from "../model/namespace.js";
 import { flowsFiles } from "../model/recent-flows.js";
 import type { NamespaceLock } from "../host/types.js";
 import type { DesiredPolicy } from "../reconcile/desired.js";

@@ -1,9 +1,7 @@
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { InterceptError, messageOf } from "../errors.js";
-import { describeNamespace, namespaceKeyOf, NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
-
-export { describeNamespace };
+import { namespaceKeyOf, NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
 
 /**
  * A stable identity for a network namespace: its inode. Pins of different

@@ -133,23 +133,12 @@ function reachesTheMachine(to: string): boolean {
   );
 }
 
-/**
- * Commands that still reach the kernel themselves, each with why: the list
- * only shrinks (a file here that no longer needs to be fails the test).
- */
-const NOT_YET_ON_THE_HOST: Record<string, string> = {
-  // watch follows flow records (src/flows/ reads the kernel) and stops on SIGINT through kernel/exec.
-  [path.join("commands", "watch.ts")]: "flow records",
-};
-
 test("commands take the machine from the Host port only", () => {
   const direct = ALL.filter(({ from, to }) => unitOf(from) === "commands" && reachesTheMachine(to));
   assert.deepEqual(
-    direct.filter(({ from }) => !(from in NOT_YET_ON_THE_HOST)).map(({ from, to }) => `${from} → ${to}`),
+    direct.map(({ from, to }) => `${from} → ${to}`),
     [],
   );
-  const needless = Object.keys(NOT_YET_ON_THE_HOST).filter((file) => !direct.some(({ from }) => from === file));
-  assert.deepEqual(needless, [], "these commands no longer reach the kernel: take them off the list");
   // The check sees what it judges: the one place that assembles the machine does import it.
   assert.ok(ALL.some(({ from, to }) => from === "cli.ts" && to === path.join("host", "kernel.ts")));
 });
