@@ -2,7 +2,7 @@
  * Many network namespaces at once, as a node's CNI plugin makes them for
  * pods: each named `<prefix><NN>`, with a veth pair (`a`, `b`) inside it,
  * for the agent's --netns-match tests and benchmark. Nothing is touched in
- * the root namespace; remove() deletes what create() made, pins included,
+ * the root namespace; remove() deletes what create() made, pins and lock records included,
  * even after a failure.
  */
 import { randomBytes } from "node:crypto";
@@ -10,6 +10,7 @@ import { rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { execa } from "execa";
+import { lockFile } from "../src/host/lock.js";
 import { namespaceKeyOf, NETNS_DIR } from "../src/model/namespace.js";
 
 export const LINKS = ["a", "b"] as const;
@@ -77,6 +78,10 @@ export class NamespaceSet {
       input: names.map((name) => `netns del ${name}\n`).join(""),
       reject: false,
     });
-    for (const key of keys) await rm(`/sys/fs/bpf/intercept/${key}`, { recursive: true, force: true });
+    for (const key of keys) {
+      await rm(`/sys/fs/bpf/intercept/${key}`, { recursive: true, force: true });
+      // A lock record an agent killed, or stopped with --keep, left for its pins: the namespace is gone.
+      await rm(lockFile(key), { force: true });
+    }
   }
 }

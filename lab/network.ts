@@ -9,6 +9,7 @@ import { rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa, type ResultPromise } from "execa";
+import { lockFile } from "../src/host/lock.js";
 import { namespaceKeyOf, NETNS_DIR } from "../src/model/namespace.js";
 
 export const SERVER_ADDRESS = "198.18.0.1";
@@ -124,6 +125,7 @@ export class Lab {
     if (this.namespaceKey) {
       await execa("node", ["bin/intercept.js", "destroy", "--netns", this.serverNs, "--yes"], { reject: false });
       await rm(`/sys/fs/bpf/intercept/${this.namespaceKey}`, { recursive: true, force: true });
+      await rm(lockFile(this.namespaceKey), { force: true }); // a record left by a killed or --keep holder
     }
     await this.deleteNamespaces();
   }
