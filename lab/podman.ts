@@ -108,7 +108,7 @@ export class PodmanLab {
    */
   async network(chain: Record<string, unknown>[] = []): Promise<PodmanNetwork> {
     const index = this.networks.length;
-    const octet = randomInt(0, 256);
+    const octet = await this.freeOctet();
     const network: PodmanNetwork = {
       name: `${this.prefix}n${index}`,
       bridge: `${this.prefix}b${index}`,
@@ -141,6 +141,24 @@ export class PodmanLab {
     };
     await writeFile(network.file, `${JSON.stringify(conflist, null, 2)}\n`);
     return network;
+  }
+
+  /**
+   * A third octet of 198.19.0.0/16 that no network of this lab and no route
+   * of the host uses: two bridges with one subnet would send the pod's
+   * answers to the wrong one (a random pick alone collided about once in
+   * forty labs).
+   */
+  private async freeOctet(): Promise<number> {
+    const { stdout } = await execa("ip", ["-4", "-j", "route", "show", "table", "all"]);
+    const routed = (JSON.parse(stdout) as { dst?: string }[]).map((route) => route.dst ?? "");
+    const taken = new Set(this.networks.map((network) => network.subnet));
+    const free = Array.from({ length: 256 }, (_, octet) => octet).filter((octet) => {
+      const subnet = `198.19.${octet}.0/24`;
+      return !taken.has(subnet) && !routed.includes(subnet) && !routed.includes(`198.19.${octet}.1`);
+    });
+    if (free.length === 0) throw new Error("no free /24 left in 198.19.0.0/16 for a podman network");
+    return free[randomInt(0, free.length)]!;
   }
 
   /** The address @host (2–254) of @network. */
