@@ -30,6 +30,7 @@ import { execa } from "execa";
 import { NamespaceSet } from "../lab/namespaces.js";
 import { compileBpf } from "../src/toolchain/clang.js";
 import { table } from "./table.js";
+import { median } from "./stats.js";
 
 const NAMESPACES = Number(process.env.BENCH_LOAD_ONCE_NAMESPACES ?? 20);
 const SPAWNS = 50;
@@ -42,7 +43,6 @@ const HOST_SLOT = 3;
 const COOKIE_SCRIPT =
   "import socket, struct; s = socket.socket(); print(struct.unpack('<Q', s.getsockopt(socket.SOL_SOCKET, 71, 8))[0])";
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 const round = (value: number, digits = 1) => Number(value.toFixed(digits));
 
 /** CPU of this process's waited-for children so far, in ms (cutime + cstime of /proc/self/stat, 10 ms ticks). */
