@@ -29,10 +29,10 @@ const port = parentPort;
 if (!port) throw new Error("policy-worker/worker.ts runs only as a worker thread");
 
 /**
- * How long files read may wait to be posted (ms). Posting each file as it
- * is read would cost a message per file (a repository of many small files
- * pays it many times); what is not posted when a bound stops the worker is
- * read again by the next one, which this keeps to a fraction of a second.
+ * How much reading (ms) may go unposted. Posting each file as it is read
+ * would cost a message per file (a repository of many small files pays it
+ * many times); what is not posted when a bound stops the worker is read
+ * again by the next one, which this keeps to a fraction of a second.
  */
 const POST_READS_AFTER_MS = 100;
 
@@ -60,9 +60,9 @@ class Reader {
   private readonly clock: StepClock;
   /** The files places are numbered by (placeFiles), by name. */
   private numbers = new Map<string, number>();
-  /** Files read and not yet posted, and since when the oldest of them has waited. */
+  /** Files read and not yet posted, and since when the reading they took began (the last post). */
   private unposted: FileRead[] = [];
-  private unpostedSince = 0;
+  private lastPost = monotonicMs();
 
   constructor(
     private readonly target: WorkerRequest["target"],
@@ -106,13 +106,14 @@ class Reader {
     return number;
   }
 
+  /** Keeps @read to post, and posts what is kept once it took long enough to read that reading it again would show. */
   private keep(read: FileRead): void {
-    if (this.unposted.length === 0) this.unpostedSince = monotonicMs();
     this.unposted.push(read);
-    if (monotonicMs() - this.unpostedSince >= POST_READS_AFTER_MS) this.postReads();
+    if (monotonicMs() - this.lastPost >= POST_READS_AFTER_MS) this.postReads();
   }
 
   private postReads(): void {
+    this.lastPost = monotonicMs();
     if (this.unposted.length === 0) return;
     this.post({ type: "read", reads: this.unposted });
     this.unposted = [];
