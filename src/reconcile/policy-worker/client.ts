@@ -143,16 +143,12 @@ class PolicyWorker {
         for (let received = receiveMessageOnPort(steps.port1); received; received = receiveMessageOnPort(steps.port1))
           take(received.message as Step);
       };
-      /** Where the worker is now (or was when it stopped), by name. */
-      const placeOf = (state: PlaceState): Place => ({
-        phase: state.phase,
-        file:
-          state.phase === "finding"
-            ? target.kind === "paths"
-              ? (target.paths[0] ?? ".")
-              : "."
-            : (placeFiles(target, gathered.files)[state.index] ?? "."),
-      });
+      /** Where the worker is now (or was when it stopped), by name: while finding, the first path given. */
+      const placeOf = (state: PlaceState): Place => {
+        const firstPath = target.kind === "paths" ? target.paths[0] : undefined;
+        const file = state.phase === "finding" ? firstPath : placeFiles(target, gathered.files)[state.index];
+        return { phase: state.phase, file: file ?? "." };
+      };
       const finish = () => {
         clearTimeout(timer);
         steps.port1.close();
