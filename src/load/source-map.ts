@@ -19,16 +19,21 @@ export interface Located {
 
 /** A policy file's text, for turning offsets into spans and spans into located excerpts. */
 export class SourceText {
-  /** Offset at which each line starts. */
-  private readonly lineStarts: number[] = [0];
+  /** Offset at which each line starts: found when first needed (a policy read without a problem may never be). */
+  private starts: number[] | undefined;
 
   constructor(
     readonly file: string,
     readonly text: string,
-  ) {
-    for (let offset = text.indexOf("\n"); offset !== -1; offset = text.indexOf("\n", offset + 1)) {
-      this.lineStarts.push(offset + 1);
+  ) {}
+
+  private get lineStarts(): number[] {
+    if (this.starts) return this.starts;
+    const starts = [0];
+    for (let offset = this.text.indexOf("\n"); offset !== -1; offset = this.text.indexOf("\n", offset + 1)) {
+      starts.push(offset + 1);
     }
+    return (this.starts = starts);
   }
 
   /** The span of the text between two offsets. */

@@ -39,7 +39,8 @@ export async function readPolicyText(file: string, openPath = file): Promise<Tex
  * readPolicyText with blocking calls, for the policy worker's thread (which
  * nothing else waits on, and which a deadline stops): a file read takes a
  * few system calls, where each await of readPolicyText is a round trip to
- * libuv's thread pool.
+ * libuv's thread pool. Its buffer is kept for the next file (each is decoded
+ * before it returns): allocating one costs more than reading a small file.
  */
 export function readPolicyTextSync(file: string, openPath = file): TextRead {
   let fd: number;
@@ -52,10 +53,11 @@ export function readPolicyTextSync(file: string, openPath = file): TextRead {
     const info = fstatSync(fd);
     const refused = refusal(file, info);
     if (refused) return { error: refused };
-    const bytes = new Bytes(info.size);
+    const bytes = new Bytes(info.size, syncBuffer);
     while (bytes.room()) {
       if (!bytes.add(readSync(fd, bytes.buffer, bytes.length, bytes.buffer.length - bytes.length, null))) break;
     }
+    syncBuffer = bytes.buffer;
     return bytes.text(file);
   } catch (error) {
     return { error: unreadable(file, error) };
@@ -67,6 +69,12 @@ export function readPolicyTextSync(file: string, openPath = file): TextRead {
 export type TextRead = { source: SourceText } | { error: Diagnostic };
 
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
+
+/** readPolicyTextSync's buffer, as large as the largest file it has read (at most MAX_POLICY_BYTES + 1). */
+let syncBuffer: Buffer | undefined;
+
+/** Decodes whole files (no stream state is kept between calls), so one serves them all. */
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Why a file with @info is not read at all: not a regular file, or larger than a policy may be. */
 function refusal(file: string, info: Stats): Diagnostic | undefined {
@@ -88,9 +96,12 @@ class Bytes {
   /**
    * Sized by what the file claims, grown (up to the limit) if it holds more:
    * a repository of many small files does not allocate a megabyte for each.
+   * @reusable: a buffer from an earlier read, used when it is large enough
+   * (only the bytes read into it are decoded).
    */
-  constructor(claimed: number) {
-    this.buffer = Buffer.alloc(Math.min(MAX_POLICY_BYTES + 1, Math.max(claimed + 1, 4096)));
+  constructor(claimed: number, reusable?: Buffer) {
+    const size = Math.min(MAX_POLICY_BYTES + 1, Math.max(claimed + 1, 4096));
+    this.buffer = reusable && reusable.length >= size ? reusable : Buffer.allocUnsafe(size);
   }
 
   /** Whether there is room for more (grown if needed): false once the end is reached or the limit crossed. */
@@ -98,7 +109,7 @@ class Bytes {
     if (this.ended) return false;
     if (this.length < this.buffer.length) return true;
     if (this.buffer.length > MAX_POLICY_BYTES) return false;
-    const grown = Buffer.alloc(Math.min(MAX_POLICY_BYTES + 1, this.buffer.length * 2));
+    const grown = Buffer.allocUnsafe(Math.min(MAX_POLICY_BYTES + 1, this.buffer.length * 2));
     this.buffer.copy(grown, 0, 0, this.length);
     this.buffer = grown;
     return true;
@@ -119,7 +130,7 @@ class Bytes {
 
 function decode(file: string, bytes: Buffer): TextRead {
   try {
-    return { source: new SourceText(file, new TextDecoder("utf-8", { fatal: true }).decode(bytes)) };
+    return { source: new SourceText(file, utf8.decode(bytes)) };
   } catch {
     // TextDecoder's only failure with fatal: true is invalid UTF-8; where it is, it does not say.
     const lossy = new TextDecoder("utf-8").decode(bytes);

@@ -301,7 +301,7 @@ function suspectPolicies(onLinks: CheckedPolicy[]): Set<CheckedPolicy> {
       return { ...rule, index: owners.length - 1 };
     }),
   );
-  const suspects = new Set(findOverlaps(all).map((overlap) => owners[overlap.later.index]!));
+  const suspects = new Set(findOverlaps(mayOverlap(all)).map((overlap) => owners[overlap.later.index]!));
   const rewrites = all.filter((rule) => rule.strategy === "rewrite");
   for (const rule of rewrites) {
     const port = [{ first: BigInt(rule.port), last: BigInt(rule.port) }];
@@ -314,6 +314,27 @@ function suspectPolicies(onLinks: CheckedPolicy[]): Set<CheckedPolicy> {
     if (meeting.length > 0) suspects.add(owners[rule.index]!);
   }
   return suspects;
+}
+
+/**
+ * The rules among @rules that may overlap another: those whose ports as
+ * written (from the first of originalPorts to the last, before exceptions)
+ * meet another rule's. findOverlaps then works out their exact sets, which
+ * costs far more than this sweep; a rule it leaves out overlaps nothing, and
+ * every rule a kept one may overlap is kept, so what it finds is the same.
+ */
+function mayOverlap(rules: Rule[]): Rule[] {
+  const spans = rules
+    .map((rule) => ({ rule, first: rule.originalPorts[0]!.first, last: rule.originalPorts.at(-1)!.last }))
+    .sort((a, b) => a.first - b.first);
+  const meeting = new Set<Rule>();
+  // Of the spans before, the one reaching furthest: a span starting before its end meets it.
+  let furthest: (typeof spans)[number] | undefined;
+  for (const span of spans) {
+    if (furthest && furthest.last >= span.first) meeting.add(furthest.rule).add(span.rule);
+    if (!furthest || span.last > furthest.last) furthest = span;
+  }
+  return rules.filter((rule) => meeting.has(rule));
 }
 
 /**

@@ -347,3 +347,17 @@ test("flow records of a composed program name each rule by its policy and index"
     await rm(scratch, { recursive: true, force: true });
   }
 });
+
+test("across files, rules whose written ports meet are compared exactly: an excepted port is free, one inside a wide range is not", async () => {
+  const { diagnostics } = await validateFiles({
+    "a.yaml": "interceptors:\n  - { originalPorts: [1000-2000], exceptPorts: [1800], port: 9000 }\n",
+    "b.yaml": "interceptors:\n  - { originalPort: 1800, port: 9002 }\n  - { originalPort: 1100, port: 9001 }\n",
+    "c.yaml": "interceptors:\n  - { originalPort: 2500, port: 9003 }\n  - { originalPort: 1500, port: 9004 }\n",
+  });
+  assert.deepEqual(
+    diagnostics.map(
+      (d) => `${path.basename(d.file)}:${d.line} ${d.code} ${d.message.split(":").slice(0, 2).join(":")}`,
+    ),
+    ["b.yaml:3 rule/overlap b: interceptors[1] overlaps a", "c.yaml:3 rule/overlap c: interceptors[1] overlaps a"],
+  );
+});

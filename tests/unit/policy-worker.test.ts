@@ -153,3 +153,24 @@ test("the files after one that crosses a bound are still read and validated, in 
   );
   assert.deepEqual(codes, ["b-slow.yaml policy/too-slow", "c-bad.yaml schema/range", "d-same.yaml rule/same-port"]);
 });
+
+test("files read before one that crosses a bound keep their problems and their place, whichever worker read them", {
+  timeout: 30_000,
+}, async () => {
+  const dir = path.join(scratch, "ordered");
+  await mkdir(dir);
+  // Read just before the slow one: its result may not have been posted when the worker is stopped (then it is read again).
+  await writeFile(path.join(dir, "a-broken.yaml"), "interceptors: [\n");
+  await writeFile(path.join(dir, "b-good.yaml"), "interfaces: { include: [eth0] }\ninterceptors: []\n");
+  await writeFile(path.join(dir, "c-slow.yaml"), largeYamlPolicy());
+  await writeFile(path.join(dir, "d-broken.yaml"), "interceptors: {\n");
+  const checked = await loadAndValidate([dir], { deadlineMs: 500 });
+  assert.deepEqual(
+    checked.policies.map((policy) => path.basename(policy.file)),
+    ["b-good.yaml"],
+  );
+  assert.deepEqual(
+    checked.diagnostics.map((d) => `${path.basename(d.file)} ${d.code}`),
+    ["a-broken.yaml yaml/syntax", "c-slow.yaml policy/too-slow", "d-broken.yaml yaml/syntax"],
+  );
+});

@@ -3,12 +3,15 @@ import { diagnosticAt, startOf, type Diagnostic } from "../../diagnostics.js";
 import { unreachable } from "../../errors.js";
 import type { PolicyFile } from "../../load/files.js";
 import { POLICY_DEADLINE_MS, POLICY_HEAP_MB } from "../../load/limits.js";
-import { LOADING_PHASES, type ReadPhase } from "../../load/read.js";
+import type { ReadPhase } from "../../load/read.js";
 import { DEFAULT_POLICY_DIR, type LoadResult } from "../../load/index.js";
 import {
   fromData,
   monotonicMs,
+  PlaceRegister,
+  placeFiles,
   type LoadedPolicyData,
+  type PlaceState,
   type ReadTarget,
   type Step,
   type Validation,
@@ -81,62 +84,70 @@ class PolicyWorker {
    * files or validating ends the read.
    */
   private async readNow(target: ReadTarget, deadlineMs: number): Promise<WorkerResult> {
-    const gathered: Gathered = { files: [], done: new Set(), policies: [], diagnostics: [] };
+    const gathered: Gathered = { files: [], found: [], reads: new Map(), policies: [], stopped: [] };
     const result = (validation: Validation): WorkerResult => ({
       policies: gathered.policies,
-      diagnostics: gathered.diagnostics,
+      // In the order of the files, whichever worker read each: as if one had read them all.
+      diagnostics: [
+        ...gathered.found,
+        ...gathered.files.flatMap((file) => gathered.reads.get(file.file) ?? []),
+        ...gathered.stopped,
+      ],
       validation,
     });
     for (let next: ReadTarget | undefined = target; ; ) {
       const outcome = await this.attempt(next, deadlineMs, gathered);
       if (outcome.kind === "done") return result(outcome.validation);
-      gathered.diagnostics.push(outcome.diagnostic);
-      next = rest(outcome.at, gathered);
+      next = rest(outcome.at, outcome.diagnostic, gathered);
       if (!next) return result({ policies: [], diagnostics: [] });
     }
   }
 
   /**
    * One worker's part of a read: until it is done, or a bound stops it (at
-   * `at`). The worker's steps and results wait on a port of their own,
-   * taken only when the read ends or the deadline may be due, so the main
-   * thread's JavaScript runs once per read (and per deadline allowance)
-   * rather than about four times per file.
+   * `at`). Where the worker is, it writes to a PlaceRegister; what it has
+   * read waits on a port of its own; both are looked at only when the read
+   * ends or the deadline may be due, so the main thread's JavaScript runs
+   * once per read (and per deadline allowance), not for each file.
    */
   private attempt(target: ReadTarget, deadlineMs: number, gathered: Gathered): Promise<Outcome> {
     const worker = (this.worker ??= this.startWorker());
     const id = ++this.nextId;
     const steps = new MessageChannel();
-    const clock = new StepClock(
-      deadlineMs,
-      target.kind === "paths"
-        ? { file: target.paths[0] ?? ".", phase: "finding" }
-        : { file: target.files[0]?.file ?? ".", phase: "reading" },
-    );
+    const register = PlaceRegister.create({
+      phase: target.kind === "paths" ? "finding" : "reading",
+      index: target.kind === "paths" ? -1 : target.carried.length,
+      // The clock starts with the worker's first step: starting a worker is not the files' doing.
+      allowance: { running: false, leftMs: deadlineMs },
+    });
     let timer: NodeJS.Timeout | undefined;
     return new Promise<Outcome>((resolve, reject) => {
       const take = (step: Step) => {
         switch (step.type) {
-          case "progress":
-            clock.step({ file: step.file, phase: step.phase }, step.at);
-            return;
           case "found":
             gathered.files = step.files;
-            gathered.diagnostics.push(...step.diagnostics);
+            gathered.found.push(...step.diagnostics);
             return;
           case "read":
-            gathered.done.add(step.file);
-            gathered.policies.push(...step.policies);
-            gathered.diagnostics.push(...step.diagnostics);
+            for (const read of step.reads) {
+              gathered.reads.set(read.file, read.diagnostics);
+              gathered.policies.push(...read.policies);
+            }
             return;
           default:
             unreachable(step);
         }
       };
-      /** Takes what the worker has posted since the last look: the results gathered, the clock brought up to date. */
+      /** Takes what the worker has posted since the last look. */
       const catchUp = () => {
         for (let received = receiveMessageOnPort(steps.port1); received; received = receiveMessageOnPort(steps.port1))
           take(received.message as Step);
+      };
+      /** Where the worker is now (or was when it stopped), by name: while finding, the first path given. */
+      const placeOf = (state: PlaceState): Place => {
+        const firstPath = target.kind === "paths" ? target.paths[0] : undefined;
+        const file = state.phase === "finding" ? firstPath : placeFiles(target, gathered.files)[state.index];
+        return { phase: state.phase, file: file ?? "." };
       };
       const finish = () => {
         clearTimeout(timer);
@@ -157,16 +168,26 @@ class PolicyWorker {
         reject(error);
       };
       // A bound crossed is the files' problem: one located diagnostic, as the loader's own are.
-      const bounded = (diagnostic: Diagnostic) => {
+      const bounded = (at: Place, diagnostic: Diagnostic) => {
         stopWorker();
-        resolve({ kind: "bounded", diagnostic, at: clock.place });
+        resolve({ kind: "bounded", diagnostic, at });
       };
-      /** Looks at the worker's steps when the current one's allowance may be used up (no sooner: it has not). */
+      /** Looks at where the worker is when its step's allowance may be used up (no sooner: it has not). */
       const check = () => {
         catchUp();
+        const state = register.read();
         const now = monotonicMs();
-        if (clock.expired(now)) bounded(tooSlow(clock.place, deadlineMs));
-        else timer = setTimeout(check, clock.wait(now));
+        const { allowance } = state;
+        if (allowance.running && now >= allowance.until) {
+          const at = placeOf(state);
+          bounded(at, tooSlow(at, deadlineMs));
+        } else {
+          // A paused allowance cannot resume before now; one used up is looked at again soon, not spun on.
+          timer = setTimeout(
+            check,
+            allowance.running ? allowance.until - now : Math.max(allowance.leftMs, MIN_PAUSED_WAIT_MS),
+          );
+        }
       };
       const onMessage = (message: WorkerMessage) => {
         if (message.id !== id) return;
@@ -191,20 +212,23 @@ class PolicyWorker {
       };
       const onError = (error: Error & { code?: string }) => {
         catchUp();
-        if (error.code === "ERR_WORKER_OUT_OF_MEMORY") bounded(tooLarge(clock.place));
+        const at = placeOf(register.read());
+        if (error.code === "ERR_WORKER_OUT_OF_MEMORY") bounded(at, tooLarge(at));
         else fail(error);
       };
       const onExit = (code: number) => {
         catchUp();
-        const at = clock.place;
+        const at = placeOf(register.read());
         fail(new Error(`the policy worker exited (code ${code}) while ${at.phase} ${at.file}`));
       };
       worker.on("message", onMessage).on("error", onError).on("exit", onExit);
       this.abandon = fail;
-      // The clock starts with the worker's first step: starting a worker is not the files' doing either.
-      timer = setTimeout(check, clock.wait(monotonicMs()));
+      timer = setTimeout(check, deadlineMs);
       worker.ref();
-      worker.postMessage({ id, target, steps: steps.port2 } satisfies WorkerRequest, [steps.port2]);
+      worker.postMessage(
+        { id, target, deadlineMs, place: register.buffer, steps: steps.port2 } satisfies WorkerRequest,
+        [steps.port2],
+      );
     });
   }
 
@@ -224,81 +248,40 @@ class PolicyWorker {
   }
 }
 
-/**
- * Each step's time allowance, replayed from the worker's steps and when
- * each began: each file has its own (and so has each policy's validation),
- * from its first step on, paused while intercept loads its own parser or
- * compiler (not the file's doing, and on a busy machine it can take seconds).
- */
-class StepClock {
-  private left: number;
-  /** Since when the allowance has been running (undefined: not started, or paused). */
-  private since: number | undefined;
-
-  constructor(
-    private readonly allowanceMs: number,
-    /** Where the worker is: its last step. */
-    public place: Place,
-  ) {
-    this.left = allowanceMs;
-  }
-
-  /** The worker began @place at @at (ms, monotonicMs). */
-  step(place: Place, at: number): void {
-    if (place.file !== this.place.file || (place.phase === "validating") !== (this.place.phase === "validating")) {
-      this.left = this.allowanceMs;
-      this.since = undefined;
-    }
-    this.place = place;
-    if (!LOADING_PHASES.includes(place.phase)) this.since ??= at;
-    else if (this.since !== undefined) {
-      this.left = Math.max(0, this.left - (at - this.since));
-      this.since = undefined;
-    }
-  }
-
-  expired(now: number): boolean {
-    return this.since !== undefined && this.left - (now - this.since) <= 0;
-  }
-
-  /**
-   * How long the allowance cannot run out in, from @now: what is left of it
-   * (a paused one cannot resume before now; at least a few ms, so that a
-   * pause that used it up is looked at again, not spun on).
-   */
-  wait(now: number): number {
-    const left = this.since === undefined ? this.left : this.left - (now - this.since);
-    return Math.max(left, this.since === undefined ? MIN_PAUSED_WAIT_MS : 0);
-  }
-}
-
 /** How often a paused allowance that is used up is looked at again (it runs out as soon as it resumes). */
 const MIN_PAUSED_WAIT_MS = 10;
 
 /** What a read has gathered so far, over the workers it took. */
 interface Gathered {
-  /** The policy files found. */
+  /** The policy files found, and the problems finding them. */
   files: PolicyFile[];
-  /** Those read to the end. */
-  done: Set<string>;
+  found: Diagnostic[];
+  /** The problems of each file done with: read, or stopped at by a bound. */
+  reads: Map<string, Diagnostic[]>;
+  /** The policies read, in the order of their files. */
   policies: LoadedPolicyData[];
-  diagnostics: Diagnostic[];
+  /** A bound crossed while finding the files or validating (which ends the read). */
+  stopped: Diagnostic[];
 }
 
 type Outcome = { kind: "done"; validation: Validation } | { kind: "bounded"; diagnostic: Diagnostic; at: Place };
 
 /**
- * What is left to read after a bound stopped a worker at @at: the files
- * after the one it was reading, with the policies read before (which are
- * validated with theirs). Nothing, when it stopped while finding the files
- * or validating.
+ * What is left to read after a bound stopped a worker at @at (with
+ * @diagnostic, kept as that file's): the files other than those read and
+ * posted, and that one, with the policies read before (which are validated
+ * with theirs). Nothing, when it stopped while finding the files or
+ * validating.
  */
-function rest(at: Place, gathered: Gathered): ReadTarget | undefined {
-  if (at.phase === "finding" || at.phase === "validating") return undefined;
-  gathered.done.add(at.file);
+function rest(at: Place, diagnostic: Diagnostic, gathered: Gathered): ReadTarget | undefined {
+  if (at.phase === "finding" || at.phase === "validating") {
+    gathered.stopped.push(diagnostic);
+    return undefined;
+  }
+  gathered.reads.set(at.file, [diagnostic]);
   return {
     kind: "rest",
-    files: gathered.files.filter((file) => !gathered.done.has(file.file)),
+    files: gathered.files.filter((file) => !gathered.reads.has(file.file)),
     carried: gathered.policies,
   };
 }
