@@ -66,12 +66,17 @@ function compiledProgram(
   prefixLimit: number | undefined,
 ): CompiledPolicy {
   const { source, prefixes } = renderPolicy(policy, strategy, prefixLimit);
+  let sourceHash: string | undefined;
   return {
     policy,
     members,
     sourcePath: path.join(GENERATED_DIR, `${policy.name}.bpf.c`),
     source,
-    sourceHash: createHash("sha256").update(source).digest("hex"),
+    // Hashed when first read (build and prebuilt objects read it; plan does not):
+    // identification hashes the source again with the compiler's version.
+    get sourceHash() {
+      return (sourceHash ??= createHash("sha256").update(source).digest("hex"));
+    },
     hooks: programHooks(policy),
     minimumKernel: minimumKernel(policy),
     prefixes,

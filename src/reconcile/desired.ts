@@ -89,14 +89,32 @@ const COMPOSED_CACHE_LIMIT = 256;
 
 /** What the program of @members depends on, as a short key: their policies without `enabled`. */
 function compositionKey(members: readonly DesiredPolicy[]): string {
-  // Copies without `enabled` rather than a JSON replacer, which takes JSON.stringify off its fast path.
-  const withoutEnabled = <R extends { enabled: boolean }>({ enabled: _enabled, ...rest }: R) => rest;
-  const programs = members.map(({ policy }) => ({
-    ...policy,
-    rules: policy.rules.map(withoutEnabled),
-    ...(policy.outbound && { outbound: { ...policy.outbound, rules: policy.outbound.rules.map(withoutEnabled) } }),
-  }));
-  return createHash("sha256").update(JSON.stringify(programs)).digest("hex");
+  return createHash("sha256")
+    .update(`[${members.map(({ policy }) => programJson(policy)).join(",")}]`)
+    .digest("hex");
+}
+
+/**
+ * @policy as JSON without `enabled`, by policy: the agent composes the
+ * same policies again and again. A ValidPolicy is never changed once
+ * validated (a changed file is validated into a new one).
+ */
+const programJsons = new WeakMap<ValidPolicy, string>();
+
+function programJson(policy: ValidPolicy): string {
+  let json = programJsons.get(policy);
+  if (json === undefined) {
+    // JSON leaves out a property whose value is undefined: copies keep their shape and
+    // JSON.stringify its fast path (a rest copy or a replacer would leave both).
+    const withoutEnabled = <R extends { enabled: boolean }>(rule: R) => ({ ...rule, enabled: undefined });
+    json = JSON.stringify({
+      ...policy,
+      rules: policy.rules.map(withoutEnabled),
+      ...(policy.outbound && { outbound: { ...policy.outbound, rules: policy.outbound.rules.map(withoutEnabled) } }),
+    });
+    programJsons.set(policy, json);
+  }
+  return json;
 }
 
 /**

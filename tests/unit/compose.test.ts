@@ -1,5 +1,6 @@
 /** Policies that select the same links compose into one program per link (issue 20), over the fake datapath. */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -16,7 +17,7 @@ import { RuleDirectory } from "../../src/flows/rules.js";
 import { validatePolicies } from "../../src/validate/index.js";
 import { inspect } from "../../src/reconcile/inspect.js";
 import { statusJson } from "../../src/commands/status.js";
-import { desired, desiredPolicy } from "../support/desired.js";
+import { desired, desiredOutbound, desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
 import { testPolicy } from "../support/bpf.js";
 import { assertGolden } from "../support/golden.js";
@@ -360,4 +361,36 @@ test("across files, rules whose written ports meet are compared exactly: an exce
     ),
     ["b.yaml:3 rule/overlap b: interceptors[1] overlaps a", "c.yaml:3 rule/overlap c: interceptors[1] overlaps a"],
   );
+});
+
+test("composed programs are rendered once per content but `enabled`: a flip reuses the program, any other change renders anew", async () => {
+  // Ports no other test composes, so the module's cache holds none of these yet.
+  const team = (port: number, enabled = true) => desiredPolicy("team", [{ originalPort: 7100, port, enabled }], eth1);
+  const ops = (enabled = true) =>
+    desiredOutbound(
+      "ops",
+      {
+        cgroups: ["ops.slice"],
+        exempt: { cgroups: ["ops_proxy.slice"] },
+        rules: [{ originalPort: 7300, port: 17300, enabled }],
+      },
+      [{ originalPort: 7200, port: 17200, enabled }],
+    );
+  const compose = async (...members: DesiredPolicy[]) =>
+    (await composeDesired(members, [members.map((want) => want.policy.name)]))[0]!;
+  const first = await compose(team(17100), ops());
+  assert.equal(first.compiled.sourceHash, createHash("sha256").update(first.compiled.source).digest("hex"));
+  const again = await compose(team(17100), ops());
+  assert.equal(again.compiled, first.compiled, "same content, new objects: from the cache");
+  const flipped = await compose(team(17100, false), ops(false));
+  assert.equal(
+    flipped.compiled,
+    first.compiled,
+    "enabled (interceptors and outbound rules) is not part of the program",
+  );
+  assert.equal(flipped.contentHash, first.contentHash);
+  const moved = await compose(team(17101), ops());
+  assert.notEqual(moved.compiled, first.compiled);
+  assert.notEqual(moved.contentHash, first.contentHash);
+  assert.notEqual(moved.compiled.sourceHash, first.compiled.sourceHash);
 });
