@@ -12,6 +12,7 @@ import {
   loadCommand,
   mapKeys,
   runCommands,
+  runCommandsTogether,
   updateCommand,
   updateMap,
   updateMaps,
@@ -394,9 +395,10 @@ export class KernelDatapath implements Datapath {
       const firstOutbound = loads.find(({ load }) => (load.cgroupHooks ?? []).length > 0)?.load.ref;
       for (const { load } of loads)
         commands.push(...(await emptyVersionCommands(this.pins, load, loads[0]!.load.ref, firstOutbound)));
-      await runCommands([...commands, ...(await this.recordCommands(qdiscs))]);
+      // Shared with the other namespaces loading meanwhile (a fleet's burst): one bpftool for many.
+      await runCommandsTogether([...commands, ...(await this.recordCommands(qdiscs))]);
     } catch {
-      // bpftool does not say which command failed: undo what any of them may have done, then
+      // bpftool does not say which command failed (nor, shared, whose): undo what any of them may have done, then
       // one at a time says which fails and how, exactly as it would have alone. An undo that
       // fails here fails again there (loadVersion clears the version's directory first).
       await Promise.allSettled(loads.map(({ load }) => unloadVersion(this.pins, load.ref)));
