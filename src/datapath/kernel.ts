@@ -28,7 +28,8 @@ import {
 } from "../kernel/cgroups.js";
 import { runJson } from "../kernel/exec.js";
 import { type NetworkNamespace } from "../model/namespace.js";
-import { listLinks } from "../kernel/links.js";
+import { listLinks, type Link } from "../kernel/links.js";
+import { surveyLinks, type LinkSurvey } from "../kernel/survey.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { listListeners } from "../kernel/sockets.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
@@ -47,6 +48,7 @@ import {
   tcBatch,
   TcBatchError,
   type FilterTarget,
+  type TcLinkState,
 } from "../kernel/tc.js";
 import {
   arrayKey,
@@ -140,12 +142,10 @@ export class KernelDatapath implements Datapath {
   }
 
   async observe(interest: ObserveInterest = {}): Promise<ObservedState> {
-    const links = await listLinks(this.netns);
+    const survey = await surveyLinks(this.netns);
+    const links = survey?.links ?? (await listLinks(this.netns));
     const [tcStates, programs, ownedQdiscs, emptyDirectories, listeners, nodePrograms] = await Promise.all([
-      listLinkStates(
-        this.netns,
-        links.map((link) => link.name),
-      ),
+      this.linkStates(links, survey),
       this.observePrograms(),
       this.ownedQdiscs(),
       this.emptyDirectories(),
@@ -190,6 +190,23 @@ export class KernelDatapath implements Datapath {
       ...(listeners && { listeners }),
       ...(nodePrograms.size > 0 && { nodePrograms }),
     };
+  }
+
+  /**
+   * What tc shows of @links. With a survey, only the links with a filter
+   * qdisc are asked (none, in a namespace nobody attached anything to yet):
+   * a link without clsact or ingress holds no filter on either hook.
+   */
+  private async linkStates(links: Link[], survey: LinkSurvey | undefined): Promise<Map<string, TcLinkState>> {
+    const asked = survey ? links.filter((link) => survey.filterHolders.has(link.name)) : links;
+    const states = await listLinkStates(
+      this.netns,
+      asked.map((link) => link.name),
+    );
+    for (const link of links)
+      if (survey && !survey.filterHolders.has(link.name))
+        states.set(link.name, { clsact: false, filters: { ingress: [], egress: [] } });
+    return states;
   }
 
   /**
