@@ -60,13 +60,27 @@ async function surveyAll(names: string[]): Promise<(LinkSurvey | undefined)[]> {
   });
   if ((result as { code?: string }).code === "ENOENT")
     throw new InterceptError("tool-missing", "ip not found: install iproute2");
-  const lines = String(result.stdout)
-    .split("\n")
-    .filter((line) => line.trim());
-  if (lines.length !== input.length || !lines.every((line) => line.startsWith("["))) return names.map(() => undefined);
-  return names.map((_, index) =>
-    toSurvey(JSON.parse(lines[index * 2]!) as IpLink[], JSON.parse(lines[index * 2 + 1]!) as TcQdisc[]),
-  );
+  return readSurveys(names.length, String(result.stdout));
+}
+
+/**
+ * The surveys of @count namespaces from what surveyAll's batch printed:
+ * two JSON lines each, links then qdiscs. Any line missing (a namespace
+ * that could not be entered prints none) or not JSON, and none can be
+ * told apart: all are undefined.
+ */
+export function readSurveys(count: number, stdout: string): (LinkSurvey | undefined)[] {
+  const lines = stdout.split("\n").filter((line) => line.trim());
+  const unknown = () => Array.from({ length: count }, () => undefined);
+  if (lines.length !== count * 2) return unknown();
+  try {
+    return Array.from({ length: count }, (_, index) =>
+      toSurvey(JSON.parse(lines[index * 2]!) as IpLink[], JSON.parse(lines[index * 2 + 1]!) as TcQdisc[]),
+    );
+  } catch (error) {
+    if (error instanceof SyntaxError) return unknown(); // not what ip and tc print: each namespace is asked alone
+    throw error;
+  }
 }
 
 function toSurvey(links: IpLink[], qdiscs: TcQdisc[]): LinkSurvey {
