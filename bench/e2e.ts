@@ -15,7 +15,7 @@
  * or by iptables `-t nat OUTPUT REDIRECT` (the proxy's uid exempt in both).
  */
 import { randomInt } from "node:crypto";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -42,6 +42,8 @@ const STRATEGIES: Strategy[] = ["steer", "rewrite"];
 interface Measurement extends WrkResult {
   /** CPU time of the whole machine per request (µs): server, client and kernel alike. */
   cpuMicrosecondsPerRequest: number;
+  /** Events on: CPU seconds of the records' consumer (watch and its flow_reader) while wrk ran. */
+  consumerCpuSeconds?: number;
   /**
    * Steer only: SYNs whose 4-tuple the server still held in TIME_WAIT (wrk's
    * client reusing a port within a minute of a connection the server
@@ -93,15 +95,18 @@ async function measure(variant: Variant, mode: Mode, events = false): Promise<Me
     }
     const port = variant === "direct" ? TARGET_PORT : ORIGINAL_PORT;
     const busy = await busySeconds();
+    const consumer = await watch?.cpuSeconds();
     const result = await runWrk(lab.clientNs, `http://${SERVER_ADDRESS}:${port}/`, {
       seconds: SECONDS,
       connections: CONNECTIONS,
       close: mode === "close",
     });
+    const consumerCpuSeconds =
+      consumer === undefined ? {} : { consumerCpuSeconds: (await watch!.cpuSeconds()) - consumer };
     const cpu = (await busySeconds()) - busy;
     if (result.requests === 0) throw new Error(`${variant}/${mode}: no request succeeded`);
     const timeWait = variant === "steer" ? { timeWait: await timeWaitSyns(lab) } : {};
-    return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests, ...timeWait };
+    return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests, ...consumerCpuSeconds, ...timeWait };
   } finally {
     await watch?.stop();
     await lab.destroy();
@@ -110,7 +115,31 @@ async function measure(variant: Variant, mode: Mode, events = false): Promise<Me
 
 /** A running `intercept watch --enable --json`, its records counted and thrown away: the consumer the agent's --flows is. */
 interface Watch {
+  /** CPU seconds (user and system) the watch and its children have used so far. */
+  cpuSeconds(): Promise<number>;
   stop(): Promise<void>;
+}
+
+/** CPU seconds of @root and every process below it, from /proc (USER_HZ ticks). */
+async function treeCpuSeconds(root: number): Promise<number> {
+  const stats = new Map<number, { parent: number; ticks: number }>();
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => ""); // a process gone meanwhile
+    // After the command's closing parenthesis: state, ppid, … utime (14th field), stime (15th).
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (fields.length < 13) continue;
+    stats.set(Number(entry), { parent: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+  }
+  let ticks = 0;
+  for (const [pid, stat] of stats) {
+    for (let at: number | undefined = pid; at !== undefined && at > 1; at = stats.get(at)?.parent) {
+      if (at !== root) continue;
+      ticks += stat.ticks;
+      break;
+    }
+  }
+  return ticks / 100;
 }
 
 async function startWatch(netns: string): Promise<Watch> {
@@ -124,6 +153,7 @@ async function startWatch(netns: string): Promise<Watch> {
     void child.then((ended) => reject(new Error(`watch ended: ${String(ended.stderr)}`)));
   });
   return {
+    cpuSeconds: () => treeCpuSeconds(child.pid!),
     async stop() {
       child.kill("SIGTERM");
       await child;
@@ -206,6 +236,7 @@ async function measureOutbound(variant: OutboundVariant, mode: Mode, events = fa
       ]);
     }
     const busy = await busySeconds();
+    const consumer = await watch?.cpuSeconds();
     const wrk = await cgroup.run("app", host, [
       "wrk",
       "-t1",
@@ -215,10 +246,12 @@ async function measureOutbound(variant: OutboundVariant, mode: Mode, events = fa
       ...(mode === "close" ? ["-H", "Connection: close"] : []),
       `http://${CLIENT_ADDRESS}:${ORIGINAL_PORT}/`,
     ]);
+    const consumerCpuSeconds =
+      consumer === undefined ? {} : { consumerCpuSeconds: (await watch!.cpuSeconds()) - consumer };
     const cpu = (await busySeconds()) - busy;
     const result = parseWrk(wrk.stdout);
     if (result.requests === 0) throw new Error(`outbound ${variant}/${mode}: no request succeeded: ${wrk.stderr}`);
-    return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests };
+    return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests, ...consumerCpuSeconds };
   } finally {
     await watch?.stop();
     await lab.destroy(); // intercept destroy first: our programs leave the cgroup
@@ -307,6 +340,8 @@ interface EventsSummary {
   /** Median of the per-round ratios on/off, and their spread. */
   ratio: number;
   ratioRange: number[];
+  /** The consumer's CPU (watch and flow_reader) per connection, in µs, median over the "on" runs. */
+  consumerMicrosecondsPerConnection: number;
 }
 
 /**
@@ -322,13 +357,16 @@ async function eventsCost(): Promise<Record<EventsKind, EventsSummary>> {
   for (const kind of ["steer", "outbound"] as EventsKind[]) {
     const off: number[] = [];
     const on: number[] = [];
+    const consumer: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       const order = randomInt(2) === 0 ? [false, true] : [true, false];
       for (const events of order) {
         const measured = await run(kind, events);
         (events ? on : off).push(measured.requestsPerSecond);
+        const perConnection = ((measured.consumerCpuSeconds ?? 0) * 1e6) / measured.requests;
+        if (events) consumer.push(perConnection);
         process.stderr.write(
-          `round ${round + 1}/${ROUNDS} events ${kind} ${events ? "on" : "off"}: ${measured.requestsPerSecond.toFixed(0)} conn/s\n`,
+          `round ${round + 1}/${ROUNDS} events ${kind} ${events ? "on" : "off"}: ${measured.requestsPerSecond.toFixed(0)} conn/s${events ? `, consumer ${perConnection.toFixed(1)} µs CPU/conn` : ""}\n`,
         );
       }
     }
@@ -338,6 +376,7 @@ async function eventsCost(): Promise<Record<EventsKind, EventsSummary>> {
       onPerSecond: median(on),
       ratio: median(ratios),
       ratioRange: [Math.min(...ratios), Math.max(...ratios)],
+      consumerMicrosecondsPerConnection: median(consumer),
     };
   }
   return result;
@@ -347,13 +386,21 @@ function printEvents(events: Record<EventsKind, EventsSummary>): void {
   console.log("\nflow records on vs off, new connections (Connection: close), per-round ratios (target ≥ 0.97):");
   console.log(
     table(
-      ["rule", "conn/s off (median)", "conn/s on (median)", "on/off (median of rounds)", "on/off (min–max)"],
+      [
+        "rule",
+        "conn/s off (median)",
+        "conn/s on (median)",
+        "on/off (median of rounds)",
+        "on/off (min–max)",
+        "watch CPU µs/conn",
+      ],
       (["steer", "outbound"] as EventsKind[]).map((kind) => [
         kind,
         events[kind].offPerSecond.toFixed(0),
         events[kind].onPerSecond.toFixed(0),
         events[kind].ratio.toFixed(3),
         events[kind].ratioRange.map((n) => n.toFixed(3)).join("–"),
+        events[kind].consumerMicrosecondsPerConnection.toFixed(1),
       ]),
     ),
   );

@@ -77,6 +77,11 @@ export class RuleDirectory {
     return new RuleDirectory(versions);
   }
 
+  /** Whether @version is known (one loaded since this was read is not). */
+  has(version: string): boolean {
+    return this.versions.has(version);
+  }
+
   /** The versions known, with their policy. */
   get policies(): Map<string, string> {
     return new Map([...this.versions].map(([version, known]) => [version, known.policy]));

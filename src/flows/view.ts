@@ -4,6 +4,7 @@
  * terminal; one JSON object per line under --json.
  */
 import type { FlowReason, FlowVerdict } from "../model/bpf-abi.js";
+import { outputHeader } from "../model/output-format.js";
 import type { Endpoint, FlowRecord } from "./record.js";
 import type { RuleDirectory } from "./rules.js";
 
@@ -67,9 +68,19 @@ export function viewRecord(
   };
 }
 
-function clockNow(): { monotonicNs: bigint; epochMs: number } {
+/** The two clocks at one instant, which date a record (viewRecord): read once for a batch of records. */
+export function clockNow(): { monotonicNs: bigint; epochMs: number } {
   // process.hrtime is CLOCK_MONOTONIC on Linux, the clock of bpf_ktime_get_ns.
   return { monotonicNs: process.hrtime.bigint(), epochMs: Date.now() };
+}
+
+/**
+ * The JSON line of --json (without its newline): the output header, then
+ * @view's fields. Object.assign, not a spread: V8 builds `{ ...header,
+ * ...view }` some twenty times slower, about 20 µs a record.
+ */
+export function flowJson(view: FlowView): string {
+  return JSON.stringify(Object.assign(outputHeader("flow"), view));
 }
 
 /** One aligned line: time, namespace, link, verdict (reason), rule, addresses, task. */
