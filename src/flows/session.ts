@@ -96,14 +96,14 @@ export async function watchNamespace(netns: NetworkNamespace, options: WatchOpti
   const records = stream;
   async function* entries(): AsyncGenerator<FlowEntry[]> {
     for await (const batch of records.batches) {
-      const decoded = batch.map((bytes) => ({ bytes, record: decodeRecord(bytes) }));
+      const decoded = batch.map(decodeRecord);
       // A version loaded since the start (the agent replaced a program), or a link made since.
-      if (decoded.some(({ record }) => !context.rules.has(record.version)))
+      if (decoded.some((record) => !context.rules.has(record.version)))
         context.rules = await RuleDirectory.read(pins, options.desired, options.loaded);
-      if (decoded.some(({ record }) => record.ifindex !== null && !context.links.has(record.ifindex)))
+      if (decoded.some((record) => record.ifindex !== null && !context.links.has(record.ifindex)))
         context.links = await linkNames(netns);
       const clock = clockNow();
-      yield decoded.map(({ bytes, record }) => ({ record, view: viewRecord(record, context, clock), bytes }));
+      yield decoded.map((record, i) => ({ record, view: viewRecord(record, context, clock), bytes: batch[i]! }));
     }
   }
   return {
