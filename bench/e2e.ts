@@ -7,7 +7,9 @@
  * the variants take turns, so all share the machine's state. Prints tables
  * and writes bench/results/e2e.json.
  *   BENCH_E2E_ROUNDS (3) rounds of BENCH_E2E_SECONDS (5) per variant and mode;
- *   BENCH_E2E_ONLY=events measures only the flow records' cost.
+ *   BENCH_E2E_ONLY=events measures only the flow records' cost;
+ *   BENCH_E2E_EVENTS_FLOOR=1 adds its parts: the bare reader, and the switches alone;
+ *   BENCH_E2E_EVENTS_WARMUP (1) seconds of load precede each of its runs.
  *
  * The outbound row: wrk as an application in a cgroup, connecting out to
  * a remote server through the same local proxy (lab/outbound.py, which
@@ -15,7 +17,7 @@
  * or by iptables `-t nat OUTPUT REDIRECT` (the proxy's uid exempt in both).
  */
 import { randomInt } from "node:crypto";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -26,6 +28,11 @@ import { AgentProcess } from "../lab/agent-process.js";
 import { parseWrk, runWrk, type WrkResult } from "../lab/wrk.js";
 import { LabCgroup, OUTBOUND_HELPER } from "../lab/cgroup.js";
 import { CLIENT_ADDRESS } from "../lab/network.js";
+import { flowReader } from "../src/flows/reader.js";
+import { droppedRecords, switchOn, versionsWithEvents } from "../src/flows/switch.js";
+import { namespaceKey } from "../src/kernel/namespace.js";
+import { PinLayout } from "../src/kernel/pins.js";
+import { FLOW_EVENTS } from "../src/model/bpf-abi.js";
 
 const SECONDS = Number(process.env.BENCH_E2E_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_E2E_ROUNDS ?? 3);
@@ -42,6 +49,10 @@ const STRATEGIES: Strategy[] = ["steer", "rewrite"];
 interface Measurement extends WrkResult {
   /** CPU time of the whole machine per request (µs): server, client and kernel alike. */
   cpuMicrosecondsPerRequest: number;
+  /** Events on: CPU seconds of the records' consumer (watch and its flow_reader) while wrk ran. */
+  consumerCpuSeconds?: number;
+  /** Events on: records the full ring buffer dropped (flow_event_drops). */
+  droppedRecords?: number;
   /**
    * Steer only: SYNs whose 4-tuple the server still held in TIME_WAIT (wrk's
    * client reusing a port within a minute of a connection the server
@@ -61,16 +72,16 @@ async function busySeconds(): Promise<number> {
   return (user! + nice! + system! + irq! + softirq! + steal!) / 100; // USER_HZ
 }
 
-async function measure(variant: Variant, mode: Mode, events = false): Promise<Measurement> {
+async function measure(variant: Variant, mode: Mode, events?: Consumer, warmupSeconds = 0): Promise<Measurement> {
   const lab = await Lab.create();
-  let watch: Watch | undefined;
+  let watch: RecordsConsumer | undefined;
   try {
     await lab.runInClient(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"]);
     await lab.startInServer(["node", "dist/bench/http-server.js", String(TARGET_PORT)], /ready/);
     if (variant === "steer" || variant === "rewrite") {
       const applied = await intercept("apply", policies[variant], "--netns", lab.serverNs, "--yes");
       if (applied.exitCode !== 0) throw new Error(applied.stderr);
-      if (events) watch = await startWatch(lab.serverNs);
+      if (events) watch = await startConsumer(events, lab.serverNs);
     } else if (variant === "iptables") {
       await execa("ip", [
         "netns",
@@ -92,28 +103,95 @@ async function measure(variant: Variant, mode: Mode, events = false): Promise<Me
       ]);
     }
     const port = variant === "direct" ? TARGET_PORT : ORIGINAL_PORT;
+    const url = `http://${SERVER_ADDRESS}:${port}/`;
+    const run = (seconds: number) =>
+      runWrk(lab.clientNs, url, { seconds, connections: CONNECTIONS, close: mode === "close" });
+    if (warmupSeconds > 0) await run(warmupSeconds);
     const busy = await busySeconds();
-    const result = await runWrk(lab.clientNs, `http://${SERVER_ADDRESS}:${port}/`, {
-      seconds: SECONDS,
-      connections: CONNECTIONS,
-      close: mode === "close",
-    });
+    const consumer = await watch?.cpuSeconds();
+    const result = await run(SECONDS);
+    const consumerCpuSeconds =
+      consumer === undefined
+        ? {}
+        : { consumerCpuSeconds: (await watch!.cpuSeconds()) - consumer, droppedRecords: await watch!.dropped() };
     const cpu = (await busySeconds()) - busy;
     if (result.requests === 0) throw new Error(`${variant}/${mode}: no request succeeded`);
-    const timeWait = variant === "steer" ? { timeWait: await timeWaitSyns(lab) } : {};
-    return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests, ...timeWait };
+    // Not for the flow records' runs, which compare rates only.
+    const timeWait = variant === "steer" && !events ? { timeWait: await timeWaitSyns(lab) } : {};
+    return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests, ...consumerCpuSeconds, ...timeWait };
   } finally {
     await watch?.stop();
     await lab.destroy();
   }
 }
 
-/** A running `intercept watch --enable --json`, its records counted and thrown away: the consumer the agent's --flows is. */
-interface Watch {
+/**
+ * Who reads the records in an events-on run: `intercept watch --enable
+ * --json`, its output thrown away (what a user runs; the agent's --flows
+ * does the same work); with BENCH_E2E_EVENTS_FLOOR also the bare
+ * flow_reader, its output thrown away (the reader's part), and nobody, the
+ * switches on (the datapath's part: the ring fills, then each record is
+ * dropped and counted).
+ */
+type Consumer = "watch" | "reader" | "switch";
+const CONSUMERS: Consumer[] = process.env.BENCH_E2E_EVENTS_FLOOR ? ["watch", "reader", "switch"] : ["watch"];
+/** Seconds of load before each flow records run is measured (BENCH_E2E_EVENTS_WARMUP; 0: none). */
+const EVENTS_WARMUP = Number(process.env.BENCH_E2E_EVENTS_WARMUP ?? 1);
+
+/** A running consumer of a namespace's records, with the switches on. */
+interface RecordsConsumer {
+  /** CPU seconds (user and system) the consumer and its children have used so far. */
+  cpuSeconds(): Promise<number>;
+  /** Records dropped so far because the ring buffer was full. */
+  dropped(): Promise<number>;
   stop(): Promise<void>;
 }
 
-async function startWatch(netns: string): Promise<Watch> {
+/** CPU seconds of @root and every process below it, from /proc (USER_HZ ticks). */
+async function treeCpuSeconds(root: number): Promise<number> {
+  const stats = new Map<number, { parent: number; ticks: number }>();
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => ""); // a process gone meanwhile
+    // After the command's closing parenthesis: state, ppid, … utime (14th field), stime (15th).
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (fields.length < 13) continue;
+    stats.set(Number(entry), { parent: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+  }
+  let ticks = 0;
+  for (const [pid, stat] of stats) {
+    for (let at: number | undefined = pid; at !== undefined && at > 1; at = stats.get(at)?.parent) {
+      if (at !== root) continue;
+      ticks += stat.ticks;
+      break;
+    }
+  }
+  return ticks / 100;
+}
+
+async function startConsumer(consumer: Consumer, netns: string): Promise<RecordsConsumer> {
+  const pins = new PinLayout(await namespaceKey({ name: netns }));
+  const versions = await versionsWithEvents(pins);
+  const dropped = () => droppedRecords(pins, versions);
+  if (consumer === "watch") return { ...(await startWatch(netns)), dropped };
+  await switchOn(pins, versions); // left on: the lab goes with them
+  if (consumer === "switch") return { cpuSeconds: async () => 0, dropped, stop: async () => undefined };
+  const child = execa(await flowReader(), [pins.map(versions[0]!, FLOW_EVENTS.name)], {
+    reject: false,
+    stdin: "ignore",
+    stdout: "ignore", // what it reads is printed to /dev/null; the ring keeps what comes before it reads
+  });
+  return {
+    cpuSeconds: () => treeCpuSeconds(child.pid!),
+    dropped,
+    async stop() {
+      child.kill("SIGTERM");
+      await child;
+    },
+  };
+}
+
+async function startWatch(netns: string): Promise<Omit<RecordsConsumer, "dropped">> {
   const child = execa("node", ["bin/intercept.js", "watch", "--netns", netns, "--enable", "--json"], {
     reject: false,
     stdin: "ignore",
@@ -124,6 +202,7 @@ async function startWatch(netns: string): Promise<Watch> {
     void child.then((ended) => reject(new Error(`watch ended: ${String(ended.stderr)}`)));
   });
   return {
+    cpuSeconds: () => treeCpuSeconds(child.pid!),
     async stop() {
       child.kill("SIGTERM");
       await child;
@@ -135,7 +214,9 @@ async function startWatch(netns: string): Promise<Watch> {
 async function timeWaitSyns(lab: Lab): Promise<{ reopened: number; fallback: number }> {
   const status = await intercept("status", "--netns", lab.serverNs, "--json");
   if (status.exitCode !== 0) throw new Error(status.stderr);
-  const { timeWaitRecycled, timeWait } = JSON.parse(status.stdout).programs[0].rules[0].counters;
+  const program = JSON.parse(status.stdout).programs[0];
+  if (!program) throw new Error(`status shows no program in ${lab.serverNs}: ${status.stdout}`);
+  const { timeWaitRecycled, timeWait } = program.rules[0].counters;
   return { reopened: timeWaitRecycled.packets, fallback: timeWait.packets };
 }
 
@@ -150,10 +231,15 @@ const OUTBOUND_VARIANTS: OutboundVariant[] = ["intercept", "iptables"];
  * of its own, the proxy beside it as uid PROXY_UID), its client namespace
  * the remote network with the HTTP server on ORIGINAL_PORT.
  */
-async function measureOutbound(variant: OutboundVariant, mode: Mode, events = false): Promise<Measurement> {
+async function measureOutbound(
+  variant: OutboundVariant,
+  mode: Mode,
+  events?: Consumer,
+  warmupSeconds = 0,
+): Promise<Measurement> {
   const lab = await Lab.create();
   const cgroup = await LabCgroup.create(["app"], "intercept-bench");
-  let watch: Watch | undefined;
+  let watch: RecordsConsumer | undefined;
   try {
     const host = lab.serverNs;
     await lab.runInServer(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"]);
@@ -177,7 +263,7 @@ async function measureOutbound(variant: OutboundVariant, mode: Mode, events = fa
       );
       const applied = await intercept("apply", file, "--netns", host, "--yes");
       if (applied.exitCode !== 0) throw new Error(applied.stderr);
-      if (events) watch = await startWatch(host);
+      if (events) watch = await startConsumer(events, host);
     } else {
       await execa("ip", [
         "netns",
@@ -205,20 +291,28 @@ async function measureOutbound(variant: OutboundVariant, mode: Mode, events = fa
         String(PROXY_PORT),
       ]);
     }
+    const run = (seconds: number) =>
+      cgroup.run("app", host, [
+        "wrk",
+        "-t1",
+        `-c${CONNECTIONS}`,
+        `-d${seconds}s`,
+        "--latency",
+        ...(mode === "close" ? ["-H", "Connection: close"] : []),
+        `http://${CLIENT_ADDRESS}:${ORIGINAL_PORT}/`,
+      ]);
+    if (warmupSeconds > 0) await run(warmupSeconds);
     const busy = await busySeconds();
-    const wrk = await cgroup.run("app", host, [
-      "wrk",
-      "-t1",
-      `-c${CONNECTIONS}`,
-      `-d${SECONDS}s`,
-      "--latency",
-      ...(mode === "close" ? ["-H", "Connection: close"] : []),
-      `http://${CLIENT_ADDRESS}:${ORIGINAL_PORT}/`,
-    ]);
+    const consumer = await watch?.cpuSeconds();
+    const wrk = await run(SECONDS);
+    const consumerCpuSeconds =
+      consumer === undefined
+        ? {}
+        : { consumerCpuSeconds: (await watch!.cpuSeconds()) - consumer, droppedRecords: await watch!.dropped() };
     const cpu = (await busySeconds()) - busy;
     const result = parseWrk(wrk.stdout);
     if (result.requests === 0) throw new Error(`outbound ${variant}/${mode}: no request succeeded: ${wrk.stderr}`);
-    return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests };
+    return { ...result, cpuMicrosecondsPerRequest: (cpu * 1e6) / result.requests, ...consumerCpuSeconds };
   } finally {
     await watch?.stop();
     await lab.destroy(); // intercept destroy first: our programs leave the cgroup
@@ -300,61 +394,140 @@ const dataPlane = () => rounds("", VARIANTS, (variant, mode) => measure(variant,
 
 type EventsKind = "steer" | "outbound";
 
+/** One consumer's runs against the runs with records off. */
+interface ConsumerSummary {
+  /** New connections per second, median over rounds. */
+  perSecond: number;
+  /** Median of the per-round ratios to records off, and their spread. */
+  ratio: number;
+  ratioRange: number[];
+  /** The consumer's CPU (watch and flow_reader) per connection, in µs, median over rounds. */
+  consumerMicrosecondsPerConnection: number;
+  /** Records the full ring buffer dropped, over all rounds. */
+  droppedRecords: number;
+}
+
 interface EventsSummary {
-  /** New connections per second, median over rounds, records off and on. */
+  /** New connections per second, median over rounds, records off and on (watch). */
   offPerSecond: number;
   onPerSecond: number;
   /** Median of the per-round ratios on/off, and their spread. */
   ratio: number;
   ratioRange: number[];
+  consumerMicrosecondsPerConnection: number;
+  droppedRecords: number;
+  /** Every consumer measured (BENCH_E2E_EVENTS_FLOOR: the bare reader and the switch alone too). */
+  consumers: Partial<Record<Consumer, ConsumerSummary>>;
 }
 
 /**
  * Flow records on against off, new connections (Connection: close), for
- * steer and for outbound: both in every round, in an order shuffled each
- * round; the ratio is taken within a round, so both share its machine.
+ * steer and for outbound: every arm in every round, in an order shuffled
+ * each round; the ratio is taken within a round, so all share its machine.
  * "On" has every rule's records on and `intercept watch --json` reading them.
+ * Each run is measured after EVENTS_WARMUP seconds of the same load, in
+ * every arm: records on is a lasting state (the agent's --flows, a watch
+ * left running), so its cost is the steady one, not the ~0.2 s of CPU a
+ * new watch spends while V8 compiles its code (nor the server's own).
  */
 async function eventsCost(): Promise<Record<EventsKind, EventsSummary>> {
-  const run = (kind: EventsKind, on: boolean) =>
-    kind === "steer" ? measure("steer", "close", on) : measureOutbound("intercept", "close", on);
+  const run = (kind: EventsKind, consumer: Consumer | undefined) =>
+    kind === "steer"
+      ? measure("steer", "close", consumer, EVENTS_WARMUP)
+      : measureOutbound("intercept", "close", consumer, EVENTS_WARMUP);
   const result = {} as Record<EventsKind, EventsSummary>;
   for (const kind of ["steer", "outbound"] as EventsKind[]) {
-    const off: number[] = [];
-    const on: number[] = [];
+    const arms: (Consumer | undefined)[] = [undefined, ...CONSUMERS];
+    const runs = new Map<Consumer | undefined, Measurement[]>(arms.map((arm) => [arm, []]));
     for (let round = 0; round < ROUNDS; round++) {
-      const order = randomInt(2) === 0 ? [false, true] : [true, false];
-      for (const events of order) {
-        const measured = await run(kind, events);
-        (events ? on : off).push(measured.requestsPerSecond);
+      for (const arm of shuffled(arms)) {
+        const measured = await run(kind, arm);
+        runs.get(arm)!.push(measured);
+        const perConnection = ((measured.consumerCpuSeconds ?? 0) * 1e6) / measured.requests;
+        const consumed = arm
+          ? `, consumer ${perConnection.toFixed(1)} µs CPU/conn, ${measured.droppedRecords} dropped`
+          : "";
         process.stderr.write(
-          `round ${round + 1}/${ROUNDS} events ${kind} ${events ? "on" : "off"}: ${measured.requestsPerSecond.toFixed(0)} conn/s\n`,
+          `round ${round + 1}/${ROUNDS} events ${kind} ${arm ?? "off"}: ${measured.requestsPerSecond.toFixed(0)} conn/s${consumed}\n`,
         );
       }
     }
-    const ratios = on.map((value, i) => value / off[i]!);
+    const off = runs.get(undefined)!;
+    const consumers: Partial<Record<Consumer, ConsumerSummary>> = {};
+    for (const consumer of CONSUMERS) {
+      const on = runs.get(consumer)!;
+      const ratios = on.map((measured, i) => measured.requestsPerSecond / off[i]!.requestsPerSecond);
+      consumers[consumer] = {
+        perSecond: median(on.map((measured) => measured.requestsPerSecond)),
+        ratio: median(ratios),
+        ratioRange: [Math.min(...ratios), Math.max(...ratios)],
+        consumerMicrosecondsPerConnection: median(
+          on.map((measured) => ((measured.consumerCpuSeconds ?? 0) * 1e6) / measured.requests),
+        ),
+        droppedRecords: on.reduce((sum, measured) => sum + (measured.droppedRecords ?? 0), 0),
+      };
+    }
+    const watch = consumers.watch!;
     result[kind] = {
-      offPerSecond: median(off),
-      onPerSecond: median(on),
-      ratio: median(ratios),
-      ratioRange: [Math.min(...ratios), Math.max(...ratios)],
+      offPerSecond: median(off.map((measured) => measured.requestsPerSecond)),
+      onPerSecond: watch.perSecond,
+      ratio: watch.ratio,
+      ratioRange: watch.ratioRange,
+      consumerMicrosecondsPerConnection: watch.consumerMicrosecondsPerConnection,
+      droppedRecords: watch.droppedRecords,
+      consumers,
     };
   }
   return result;
 }
 
+/** @items in a random order (Fisher–Yates). */
+function shuffled<T>(items: readonly T[]): T[] {
+  const order = [...items];
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = randomInt(i + 1);
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
+}
+
+const CONSUMER_LABELS: Record<Consumer, string> = {
+  watch: "on: watch --json",
+  reader: "on: flow_reader alone",
+  switch: "on: nobody reads",
+};
+
 function printEvents(events: Record<EventsKind, EventsSummary>): void {
-  console.log("\nflow records on vs off, new connections (Connection: close), per-round ratios (target ≥ 0.97):");
+  console.log(
+    `\nflow records on vs off, new connections (Connection: close), after ${EVENTS_WARMUP} s of warm-up, per-round ratios (target ≥ 0.97):`,
+  );
   console.log(
     table(
-      ["rule", "conn/s off (median)", "conn/s on (median)", "on/off (median of rounds)", "on/off (min–max)"],
-      (["steer", "outbound"] as EventsKind[]).map((kind) => [
-        kind,
-        events[kind].offPerSecond.toFixed(0),
-        events[kind].onPerSecond.toFixed(0),
-        events[kind].ratio.toFixed(3),
-        events[kind].ratioRange.map((n) => n.toFixed(3)).join("–"),
-      ]),
+      [
+        "rule",
+        "records",
+        "conn/s off (median)",
+        "conn/s on (median)",
+        "on/off (median of rounds)",
+        "on/off (min–max)",
+        "consumer CPU µs/conn",
+        "records dropped",
+      ],
+      (["steer", "outbound"] as EventsKind[]).flatMap((kind) =>
+        CONSUMERS.map((consumer) => {
+          const arm = events[kind].consumers[consumer]!;
+          return [
+            kind,
+            CONSUMER_LABELS[consumer],
+            events[kind].offPerSecond.toFixed(0),
+            arm.perSecond.toFixed(0),
+            arm.ratio.toFixed(3),
+            arm.ratioRange.map((n) => n.toFixed(3)).join("–"),
+            arm.consumerMicrosecondsPerConnection.toFixed(1),
+            arm.droppedRecords,
+          ];
+        }),
+      ),
     ),
   );
 }
@@ -471,7 +644,7 @@ async function main() {
       await mkdir("bench/results", { recursive: true });
       await writeFile(
         "bench/results/e2e-events.json",
-        `${JSON.stringify({ measuredAt: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS, events }, null, 2)}\n`,
+        `${JSON.stringify({ measuredAt: new Date().toISOString(), seconds: SECONDS, warmupSeconds: EVENTS_WARMUP, rounds: ROUNDS, events }, null, 2)}\n`,
       );
       console.log("\nwritten: bench/results/e2e-events.json");
       return;

@@ -147,7 +147,10 @@ export class FlowExport {
 
   private async export(label: string, reader: Reader): Promise<void> {
     try {
-      for await (const entry of reader.watch.entries) this.record(entry, reader);
+      for await (const batch of reader.watch.entries) {
+        reader.relay.send(batch.map((entry) => entry.bytes)); // one write a watcher
+        for (const entry of batch) this.record(entry, reader);
+      }
     } catch (error) {
       this.log("error", `flow records: ${messageOf(error)}`, { ...(label && { namespace: label }) });
     } finally {
@@ -156,8 +159,7 @@ export class FlowExport {
     }
   }
 
-  private record({ record, view, bytes }: FlowEntry, reader: Reader): void {
-    reader.relay.send(bytes);
+  private record({ record, view }: FlowEntry, reader: Reader): void {
     reader.recent.add(record, view);
     this.flows.inc({
       namespace: view.namespace ?? "",

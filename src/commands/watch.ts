@@ -1,11 +1,10 @@
 import { InterceptError, PolicyError } from "../errors.js";
 import { watchNamespace, type FlowWatch } from "../flows/session.js";
-import { flowLine, type FlowView } from "../flows/view.js";
+import { flowJson, flowLine, type FlowView } from "../flows/view.js";
 import type { Host } from "../host/types.js";
 import { describeNamespace, type NetworkNamespace } from "../model/namespace.js";
 import type { FlowVerdict } from "../model/bpf-abi.js";
 import { globMatch } from "../glob.js";
-import { outputHeader } from "../model/output-format.js";
 import { desiredState, validPolicies } from "../reconcile/index.js";
 import type { CommandContext, Output } from "./context.js";
 import { policiesNote } from "./status.js";
@@ -62,10 +61,13 @@ function sourceNote(watch: FlowWatch, options: WatchCommandOptions): string {
   return options.enable ? " (records on)" : "";
 }
 
+/** Prints @watch's records as they come: one write a batch (a write a record cost a busy machine dearly). */
 async function print(watch: FlowWatch, options: WatchCommandOptions, stdout: Output): Promise<void> {
-  for await (const { view } of watch.entries) {
-    if (!selected(view, options)) continue;
-    stdout.write(options.json ? `${JSON.stringify({ ...outputHeader("flow"), ...view })}\n` : `${flowLine(view)}\n`);
+  const format = options.json ? flowJson : flowLine;
+  for await (const batch of watch.entries) {
+    let text = "";
+    for (const { view } of batch) if (selected(view, options)) text += `${format(view)}\n`;
+    if (text.length > 0) stdout.write(text);
   }
 }
 

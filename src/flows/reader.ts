@@ -3,19 +3,20 @@
  * buffer reader and Node cannot mmap one, so a small C program does it
  * (templates/observe/flow_reader.c, on libbpf): built on first use with
  * clang, the compiler every policy is built with, and cached by its
- * source's hash. It prints one record per line, in hex.
+ * source's hash. It prints one record per line, in hex (./lines.ts), a
+ * batch at a time.
  */
 import { createHash } from "node:crypto";
 import { readFile, rename } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { cacheDir } from "../cache-dir.js";
 import { CommandError, InterceptError } from "../errors.js";
 import { run } from "../kernel/exec.js";
+import { type ControlWord, READY, RecordBatches } from "./lines.js";
 
 const READER_SOURCE = fileURLToPath(new URL("../../../templates/observe/flow_reader.c", import.meta.url));
 
@@ -52,41 +53,45 @@ async function buildReader(): Promise<string> {
 export interface FlowStream {
   /** Resolves once the reader holds the ring buffer: a record sent after this is seen. */
   ready: Promise<void>;
-  records: AsyncIterable<Buffer>;
-  /** Stops the reader; the records iteration then ends. */
+  /** The records, in order, as they come: a batch at a time (what one read brought). */
+  batches: AsyncIterable<Buffer[]>;
+  /** Stops the reader; the iteration then ends. */
   stop(): Promise<void>;
 }
 
 /** Starts reading the ring buffer pinned at @pin. */
 export async function readFlows(pin: string): Promise<FlowStream> {
-  const child = execa(await flowReader(), [pin], { reject: false, stdin: "ignore", extendEnv: false });
+  // stdout is not buffered by execa: the records go to the caller, for as long as it watches.
+  const child = execa(await flowReader(), [pin], {
+    reject: false,
+    stdin: "ignore",
+    extendEnv: false,
+    buffer: { stdout: false, stderr: true },
+  });
   let markReady: () => void = () => undefined;
   let failReady: (error: Error) => void = () => undefined;
   const ready = new Promise<void>((resolve, reject) => {
     markReady = resolve;
     failReady = reject;
   });
-  const lines = createInterface({ input: child.stdout! });
-  // Made now, so that it buffers every line from the start, whenever the caller begins to iterate.
-  const buffered = lines[Symbol.asyncIterator]();
-  lines.on("line", (line) => line === "ready" && markReady());
+  // Piped now, so that it reads "ready" from the start, whenever the caller begins to iterate.
+  const lines = child.stdout!.pipe(new RecordBatches());
+  lines.on("control", (word: ControlWord) => word === READY && markReady());
   const finished = child.then((result) => {
     if (result.exitCode !== 0 && !result.isTerminated)
       failReady(new CommandError(`flow_reader ${pin}`, String(result.stderr)));
     else failReady(new InterceptError("flows-unavailable", `the flow reader of ${pin} stopped before it was ready`));
     return result;
   });
-  async function* records(): AsyncGenerator<Buffer> {
-    for await (const line of { [Symbol.asyncIterator]: () => buffered }) {
-      if (line !== "ready" && line.length > 0) yield Buffer.from(line, "hex");
-    }
+  async function* batches(): AsyncGenerator<Buffer[]> {
+    for await (const batch of lines) yield batch as Buffer[];
     const result = await finished;
     if (result.exitCode !== 0 && !result.isTerminated)
       throw new CommandError(`flow_reader ${pin}`, String(result.stderr));
   }
   return {
     ready,
-    records: records(),
+    batches: batches(),
     async stop() {
       child.kill("SIGTERM");
       await finished;

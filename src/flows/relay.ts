@@ -4,14 +4,14 @@
  * run with `--flows` reads the namespace's ring buffer and sends every
  * record to each `watch` connected to its unix socket
  * (src/model/recent-flows.ts names it), in the flow reader's own line
- * protocol: "ready" once the watcher is counted in, then one record per
- * line in hex. A watcher that falls too far behind is dropped (and told
+ * protocol (./lines.ts): "ready" once the watcher is counted in, then one
+ * record per line in hex, a batch per write. A watcher that falls too far behind is dropped (and told
  * so when it reads the end), never waited for.
  */
 import { rm } from "node:fs/promises";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
-import { createInterface } from "node:readline";
 import { InterceptError } from "../errors.js";
+import { type ControlWord, OVERRUN, READY, RecordBatches, recordLines } from "./lines.js";
 import type { FlowStream } from "./reader.js";
 
 /** Bytes a watcher may have unread before it is dropped (some thousands of records). */
@@ -50,16 +50,17 @@ export class FlowRelay {
     return this.clients.size;
   }
 
-  send(record: Buffer): void {
-    if (this.clients.size === 0) return;
-    const line = `${record.toString("hex")}\n`;
+  /** Sends @records to every watcher: one write each. */
+  send(records: readonly Buffer[]): void {
+    if (this.clients.size === 0 || records.length === 0) return;
+    const lines = recordLines(records);
     for (const socket of this.clients) {
       if (socket.writableLength > MAX_BACKLOG) {
-        socket.end("overrun\n");
+        socket.end(`${OVERRUN}\n`);
         this.clients.delete(socket);
         continue;
       }
-      socket.write(line);
+      socket.write(lines);
     }
   }
 
@@ -75,7 +76,7 @@ export class FlowRelay {
     socket.on("close", () => this.clients.delete(socket));
     socket.resume(); // a watcher sends nothing; what it sends is not read
     this.clients.add(socket);
-    socket.write("ready\n");
+    socket.write(`${READY}\n`);
   }
 }
 
@@ -103,21 +104,20 @@ export async function connectRelay(path: string): Promise<FlowStream | undefined
     markReady = resolve;
     failReady = reject;
   });
-  const lines = createInterface({ input: socket });
-  const buffered = lines[Symbol.asyncIterator]();
+  const lines = socket.pipe(new RecordBatches());
   let overrun = false;
-  lines.on("line", (line) => {
-    if (line === "ready") markReady();
-    if (line === "overrun") overrun = true;
+  lines.on("control", (word: ControlWord) => {
+    if (word === READY) markReady();
+    if (word === OVERRUN) overrun = true;
   });
-  socket.on("close", () =>
-    failReady(new InterceptError("flows-unavailable", "the agent closed its flow records before they were ready")),
-  );
-  socket.on("error", () => undefined); // ends the lines; what ended them is said below
-  async function* records(): AsyncGenerator<Buffer> {
-    for await (const line of { [Symbol.asyncIterator]: () => buffered }) {
-      if (line !== "ready" && line !== "overrun" && line.length > 0) yield Buffer.from(line, "hex");
-    }
+  socket.on("close", () => {
+    failReady(new InterceptError("flows-unavailable", "the agent closed its flow records before they were ready"));
+    // A socket that ended has ended its lines (pipe); one destroyed or failed has not.
+    if (!lines.writableEnded) lines.end();
+  });
+  socket.on("error", () => undefined); // closes the socket, which ends the lines; what ended them is said below
+  async function* batches(): AsyncGenerator<Buffer[]> {
+    for await (const batch of lines) yield batch as Buffer[];
     if (stopped) return;
     throw new InterceptError(
       "flows-unavailable",
@@ -128,11 +128,10 @@ export async function connectRelay(path: string): Promise<FlowStream | undefined
   }
   return {
     ready,
-    records: records(),
+    batches: batches(),
     async stop() {
       stopped = true;
-      lines.close(); // ends the records: a destroyed socket does not end its readline
-      socket.destroy();
+      socket.destroy(); // its close ends the batches
     },
   };
 }

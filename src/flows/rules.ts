@@ -44,6 +44,8 @@ interface SlotOwner {
 }
 
 export class RuleDirectory {
+  private readonly resolved = new Map<string, ResolvedRule>();
+
   private constructor(private readonly versions: Map<string, KnownVersion>) {}
 
   /** The versions pinned under @pins, named from @desired where a version is one of them. */
@@ -77,13 +79,32 @@ export class RuleDirectory {
     return new RuleDirectory(versions);
   }
 
+  /** Whether @version is known (one loaded since this was read is not). */
+  has(version: string): boolean {
+    return this.versions.has(version);
+  }
+
   /** The versions known, with their policy. */
   get policies(): Map<string, string> {
     return new Map([...this.versions].map(([version, known]) => [version, known.policy]));
   }
 
-  /** What @slot of the program @version is. The one place a slot becomes a rule. */
-  resolve(version: string, slot: number): ResolvedRule {
+  /**
+   * What @slot of the program @version is. The one place a slot becomes a
+   * rule. Kept once worked out (a directory does not change): watch asks
+   * for every record, and a rule's location and summary take some work.
+   */
+  resolve(version: string, slot: number): Readonly<ResolvedRule> {
+    const id = `${version}/${slot}`;
+    let resolved = this.resolved.get(id);
+    if (!resolved) {
+      resolved = this.work(version, slot);
+      this.resolved.set(id, resolved);
+    }
+    return resolved;
+  }
+
+  private work(version: string, slot: number): ResolvedRule {
     const known = this.versions.get(version);
     const program = known?.policy ?? null;
     const name = program ?? `version ${version}`;

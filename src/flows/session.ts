@@ -21,7 +21,7 @@ import { decodeRecord, type FlowRecord } from "./record.js";
 import { connectRelay } from "./relay.js";
 import { RuleDirectory } from "./rules.js";
 import { switchOn, versionsWithEvents } from "./switch.js";
-import { viewRecord, type FlowContext, type FlowView } from "./view.js";
+import { clockNow, viewRecord, type FlowContext, type FlowView } from "./view.js";
 
 export interface WatchOptions {
   /** The policies that name the rules, as validated and loaded (for file:line). */
@@ -50,7 +50,8 @@ export interface FlowWatch {
   /** Where the records come from: the ring buffer itself, or the agent's relay. */
   source: "ring buffer" | "agent";
   ready: Promise<void>;
-  entries: AsyncIterable<FlowEntry>;
+  /** The records as they come, a batch at a time (what one read of the ring buffer brought). */
+  entries: AsyncIterable<FlowEntry[]>;
   stop(): Promise<void>;
 }
 
@@ -93,14 +94,16 @@ export async function watchNamespace(netns: NetworkNamespace, options: WatchOpti
     }
   }
   const records = stream;
-  async function* entries(): AsyncGenerator<FlowEntry> {
-    for await (const bytes of records.records) {
-      const record = decodeRecord(bytes);
+  async function* entries(): AsyncGenerator<FlowEntry[]> {
+    for await (const batch of records.batches) {
+      const decoded = batch.map(decodeRecord);
       // A version loaded since the start (the agent replaced a program), or a link made since.
-      if (!context.rules.policies.has(record.version))
+      if (decoded.some((record) => !context.rules.has(record.version)))
         context.rules = await RuleDirectory.read(pins, options.desired, options.loaded);
-      if (record.ifindex !== null && !context.links.has(record.ifindex)) context.links = await linkNames(netns);
-      yield { record, view: viewRecord(record, context), bytes };
+      if (decoded.some((record) => record.ifindex !== null && !context.links.has(record.ifindex)))
+        context.links = await linkNames(netns);
+      const clock = clockNow();
+      yield decoded.map((record, i) => ({ record, view: viewRecord(record, context, clock), bytes: batch[i]! }));
     }
   }
   return {

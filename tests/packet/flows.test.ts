@@ -109,8 +109,8 @@ test("a full ring buffer drops and counts; the datapath decides as before; recor
   const read: FlowRecord[] = [];
   try {
     await stream.ready;
-    for await (const bytes of stream.records) {
-      read.push(decodeRecord(bytes));
+    for await (const batch of stream.batches) {
+      read.push(...batch.map(decodeRecord));
       if (read.length === kept) await testRun(pins.program(ref, "ingress"), syn, 1);
       if (read.length === kept + 1) break;
     }

@@ -301,10 +301,11 @@ test("the relay: a watcher gets every record in order; the agent's end is said; 
   await stream.ready;
   assert.equal(relay.watchers, 1);
   const sent = Array.from({ length: 200 }, (_, i) => Buffer.alloc(128, i));
-  for (const record of sent) relay.send(record);
+  // Batches of 1, 2, 3, … records: each one write, read back in order whatever the chunks.
+  for (let from = 0, size = 1; from < sent.length; from += size, size++) relay.send(sent.slice(from, from + size));
   const received: Buffer[] = [];
   const reading = (async () => {
-    for await (const record of stream.records) received.push(record);
+    for await (const batch of stream.batches) received.push(...batch);
   })();
   const ended = assert.rejects(reading, /the agent that relayed the flow records stopped/);
   await relay.close();
@@ -314,10 +315,10 @@ test("the relay: a watcher gets every record in order; the agent's end is said; 
   const again = await FlowRelay.listen(socket);
   const watcher = (await connectRelay(socket))!;
   await watcher.ready;
-  again.send(Buffer.alloc(128, 7));
+  again.send([Buffer.alloc(128, 7)]);
   const got: Buffer[] = [];
-  for await (const record of watcher.records) {
-    got.push(record);
+  for await (const batch of watcher.batches) {
+    got.push(...batch);
     await watcher.stop(); // a watch stopped by SIGTERM ends quietly
   }
   assert.equal(got.length, 1);

@@ -15,7 +15,8 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import { selected } from "../../src/commands/watch.js";
 import { decodeRecord, type FlowRecord } from "../../src/flows/record.js";
 import { RuleDirectory } from "../../src/flows/rules.js";
-import { flowLine, viewRecord, type FlowContext } from "../../src/flows/view.js";
+import { flowJson, flowLine, viewRecord, type FlowContext } from "../../src/flows/view.js";
+import { RecordBatches, recordLines } from "../../src/flows/lines.js";
 import { PinLayout } from "../../src/kernel/pins.js";
 import { outputHeader } from "../../src/model/output-format.js";
 import { compilePolicies } from "../../src/compile/index.js";
@@ -206,8 +207,10 @@ test("watch --json lines match schemas/flow-output.schema.json", async () => {
     recordBytes({ verdict: 5, reason: 6, rule: 2, pid: 9, comm: "proxy", ifindex: 0 }),
     recordBytes({ verdict: 6, reason: 8, rule: 3 }),
   ]) {
-    const document = { ...outputHeader("flow"), ...viewRecord(decodeRecord(bytes), context(), clock) };
-    assert.ok(validate(JSON.parse(JSON.stringify(document))), ajv.errorsText(validate.errors));
+    const view = viewRecord(decodeRecord(bytes), context(), clock);
+    const line = flowJson(view);
+    assert.equal(line, JSON.stringify({ ...outputHeader("flow"), ...view }), "the header, then the view's fields");
+    assert.ok(validate(JSON.parse(line)), ajv.errorsText(validate.errors));
   }
   assert.ok(!validate({ ...outputHeader("flow"), verdict: "maybe" }), "a wrong document fails");
 });
@@ -223,4 +226,35 @@ test("watch's filters: policy, verdict, and a port asked for or steered to", () 
   assert.ok(selected(view, { ...none, port: 8000 }));
   assert.ok(selected(view, { ...none, port: 9000 }));
   assert.ok(!selected(view, { ...none, port: 8001 }));
+});
+
+test("the reader's line protocol: records in order, a batch per chunk, whatever the chunks cut; control words said", async () => {
+  const records = Array.from({ length: 50 }, (_, i) => recordBytes({ verdict: 1, reason: 0, rule: i }));
+  const text = Buffer.from(`ready\n${recordLines(records.slice(0, 20))}${recordLines(records.slice(20))}overrun\n`);
+  for (const cut of [1, 7, 257, 1000, text.length]) {
+    const lines = new RecordBatches();
+    const said: string[] = [];
+    const batches: number[] = [];
+    lines.on("control", (word: string) => said.push(`${word}@${batches.reduce((sum, n) => sum + n, 0)}`));
+    const read: Buffer[] = [];
+    const reading = (async () => {
+      for await (const batch of lines) {
+        batches.push((batch as Buffer[]).length);
+        read.push(...(batch as Buffer[]));
+      }
+    })();
+    for (let at = 0; at < text.length; at += cut) lines.write(text.subarray(at, at + cut));
+    lines.end();
+    await reading;
+    assert.deepEqual(read, records, `chunks of ${cut} bytes`);
+    assert.equal(said[0], "ready@0", "ready before any record");
+    assert.equal(said[1]?.startsWith("overrun"), true);
+    if (cut === text.length) assert.deepEqual(batches, [50], "one chunk, one batch");
+  }
+  const unended = new RecordBatches();
+  const tail: Buffer[][] = [];
+  unended.on("data", (batch: Buffer[]) => tail.push(batch));
+  unended.end(Buffer.from(records[0]!.toString("hex"))); // a last line without its newline still counts
+  await new Promise((resolve) => unended.on("end", resolve));
+  assert.deepEqual(tail, [[records[0]]]);
 });
