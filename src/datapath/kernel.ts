@@ -12,7 +12,6 @@ import {
   loadCommand,
   mapKeys,
   runCommands,
-  runCommandsTogether,
   updateCommand,
   updateMap,
   updateMaps,
@@ -28,8 +27,7 @@ import {
 } from "../kernel/cgroups.js";
 import { runJson } from "../kernel/exec.js";
 import { type NetworkNamespace } from "../model/namespace.js";
-import { listLinks, type Link } from "../kernel/links.js";
-import { surveyLinks, type LinkSurvey } from "../kernel/survey.js";
+import { listLinks } from "../kernel/links.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { listListeners } from "../kernel/sockets.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
@@ -48,7 +46,6 @@ import {
   tcBatch,
   TcBatchError,
   type FilterTarget,
-  type TcLinkState,
 } from "../kernel/tc.js";
 import {
   arrayKey,
@@ -142,10 +139,12 @@ export class KernelDatapath implements Datapath {
   }
 
   async observe(interest: ObserveInterest = {}): Promise<ObservedState> {
-    const survey = await surveyLinks(this.netns);
-    const links = survey?.links ?? (await listLinks(this.netns));
+    const links = await listLinks(this.netns);
     const [tcStates, programs, ownedQdiscs, emptyDirectories, listeners, nodePrograms] = await Promise.all([
-      this.linkStates(links, survey),
+      listLinkStates(
+        this.netns,
+        links.map((link) => link.name),
+      ),
       this.observePrograms(),
       this.ownedQdiscs(),
       this.emptyDirectories(),
@@ -190,23 +189,6 @@ export class KernelDatapath implements Datapath {
       ...(listeners && { listeners }),
       ...(nodePrograms.size > 0 && { nodePrograms }),
     };
-  }
-
-  /**
-   * What tc shows of @links. With a survey, only the links with a filter
-   * qdisc are asked (none, in a namespace nobody attached anything to yet):
-   * a link without clsact or ingress holds no filter on either hook.
-   */
-  private async linkStates(links: Link[], survey: LinkSurvey | undefined): Promise<Map<string, TcLinkState>> {
-    const asked = survey ? links.filter((link) => survey.filterHolders.has(link.name)) : links;
-    const states = await listLinkStates(
-      this.netns,
-      asked.map((link) => link.name),
-    );
-    for (const link of links)
-      if (survey && !survey.filterHolders.has(link.name))
-        states.set(link.name, { clsact: false, filters: { ingress: [], egress: [] } });
-    return states;
   }
 
   /**
@@ -412,10 +394,9 @@ export class KernelDatapath implements Datapath {
       const firstOutbound = loads.find(({ load }) => (load.cgroupHooks ?? []).length > 0)?.load.ref;
       for (const { load } of loads)
         commands.push(...(await emptyVersionCommands(this.pins, load, loads[0]!.load.ref, firstOutbound)));
-      // Shared with the other namespaces loading meanwhile (a fleet's burst): one bpftool for many.
-      await runCommandsTogether([...commands, ...(await this.recordCommands(qdiscs))]);
+      await runCommands([...commands, ...(await this.recordCommands(qdiscs))]);
     } catch {
-      // bpftool does not say which command failed (nor, shared, whose): undo what any of them may have done, then
+      // bpftool does not say which command failed: undo what any of them may have done, then
       // one at a time says which fails and how, exactly as it would have alone. An undo that
       // fails here fails again there (loadVersion clears the version's directory first).
       await Promise.allSettled(loads.map(({ load }) => unloadVersion(this.pins, load.ref)));

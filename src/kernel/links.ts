@@ -11,8 +11,7 @@ export interface Link {
   linkType: string;
 }
 
-/** One link as `ip -j link show` prints it. */
-export interface IpLink {
+interface IpLink {
   ifindex: number;
   ifname: string;
   flags?: string[];
@@ -21,11 +20,7 @@ export interface IpLink {
 
 /** Every link of the namespace, as `ip -j link show` reports it. */
 export async function listLinks(netns: NetworkNamespace): Promise<Link[]> {
-  return toLinks(await runJson<IpLink[]>("ip", ["-j", "link", "show"], netns));
-}
-
-/** Links as `ip -j link show` printed them. */
-export function toLinks(links: IpLink[]): Link[] {
+  const links = await runJson<IpLink[]>("ip", ["-j", "link", "show"], netns);
   return links.map((link) => ({
     ifindex: link.ifindex,
     name: link.ifname,
