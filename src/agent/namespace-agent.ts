@@ -232,7 +232,9 @@ export class NamespaceAgent {
         this.log("error", messageOf(error).replaceAll("\n", " "));
       };
       if (!removing && this.interrupt.signal.aborted) {
-        for (const line of heldBack) line(); // the rollback: cut short by stop(), which is no failure
+        // The rollback: cut short by stop(), which is no failure. Cut short because the namespace
+        // vanished, it is not even reported: what failed (tidy, say) failed for want of a namespace.
+        if (!this.gone) for (const line of heldBack) line();
         return false;
       }
       return !(await this.unlessGone(failure)); // gone: nothing left to reconcile, not a failure to retry
