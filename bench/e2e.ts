@@ -23,6 +23,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { execa } from "execa";
 import { table } from "./table.js";
+import { median, shuffle } from "./stats.js";
 import { intercept, Lab, SERVER_ADDRESS } from "../lab/network.js";
 import { AgentProcess } from "../lab/agent-process.js";
 import { parseWrk, runWrk, type WrkResult } from "../lab/wrk.js";
@@ -320,12 +321,6 @@ async function measureOutbound(
   }
 }
 
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-};
-
 interface Summary {
   requestsPerSecond: number;
   requestsPerSecondRange: number[];
@@ -440,7 +435,7 @@ async function eventsCost(): Promise<Record<EventsKind, EventsSummary>> {
     const arms: (Consumer | undefined)[] = [undefined, ...CONSUMERS];
     const runs = new Map<Consumer | undefined, Measurement[]>(arms.map((arm) => [arm, []]));
     for (let round = 0; round < ROUNDS; round++) {
-      for (const arm of shuffled(arms)) {
+      for (const arm of shuffle([...arms])) {
         const measured = await run(kind, arm);
         runs.get(arm)!.push(measured);
         const perConnection = ((measured.consumerCpuSeconds ?? 0) * 1e6) / measured.requests;
@@ -479,16 +474,6 @@ async function eventsCost(): Promise<Record<EventsKind, EventsSummary>> {
     };
   }
   return result;
-}
-
-/** @items in a random order (Fisher–Yates). */
-function shuffled<T>(items: readonly T[]): T[] {
-  const order = [...items];
-  for (let i = order.length - 1; i > 0; i--) {
-    const j = randomInt(i + 1);
-    [order[i], order[j]] = [order[j]!, order[i]!];
-  }
-  return order;
 }
 
 const CONSUMER_LABELS: Record<Consumer, string> = {
