@@ -15,11 +15,23 @@
  * of the agent and its helpers together, as RSS and as PSS (shared pages
  * divided among their sharers). One fresh agent per count; prints a table
  * per count and writes bench/results/fleet.json.
+ *
+ * Then the floor: what the work left per namespace costs, each piece
+ * measured alone in this process — a Node spawn (execa) of `true` from a
+ * process as large as the agent serving them (the fork copies its page
+ * tables: the agent's CPU per process), a `bpftool prog loadall` of the
+ * policy's object (libbpf reads the kernel's BTF for the object's CO-RE
+ * relocations, then the verifier runs), and a `tc -batch` that gives a
+ * namespace's two links clsact and the filters. With the processes the
+ * agent ran per namespace, that bounds its CPU and the burst's time on
+ * this machine's cores.
  *   BENCH_FLEET_NAMESPACES (50,110): how many namespaces, one run per count.
+ *   BENCH_FLEET_FLOOR_ROUNDS (20): how often each floor piece is measured.
  */
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
+import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { execa } from "execa";
@@ -36,6 +48,8 @@ const TARGET_CPU_MS_PER_NAMESPACE = 20;
 const TARGET_MEMORY_RETURN = 0.1;
 /** How long the agent is left alone before its memory is read: in-flight work and timers settle. */
 const SETTLE_MS = 2_000;
+/** How often each piece of the floor is measured. */
+const FLOOR_ROUNDS = Number(process.env.BENCH_FLEET_FLOOR_ROUNDS ?? 20);
 /** How long memory is followed after the namespaces are removed, once a second. */
 const RETURN_SECONDS = 30;
 
@@ -291,11 +305,126 @@ async function run(count: number): Promise<Record<string, unknown>> {
   }
 }
 
+/** CPU seconds of this process (user + system), and of its children it has reaped. */
+async function ownSeconds(): Promise<{ own: number; children: number }> {
+  return processSeconds(process.pid);
+}
+
+/** Per round: ms of this process's CPU, of its children's, and of the wall, for @rounds calls of @work. */
+async function perRound(rounds: number, work: () => Promise<void>, between: () => Promise<void> = async () => {}) {
+  let [own, children, wall] = [0, 0, 0];
+  for (let round = 0; round < rounds; round++) {
+    const [atStart, startedAt] = [await ownSeconds(), performance.now()];
+    await work();
+    const [atEnd, endedAt] = [await ownSeconds(), performance.now()];
+    [own, children, wall] = [
+      own + atEnd.own - atStart.own,
+      children + atEnd.children - atStart.children,
+      wall + endedAt - startedAt,
+    ];
+    await between();
+  }
+  return {
+    ownMs: round((own * 1000) / rounds),
+    childrenMs: round((children * 1000) / rounds),
+    wallMs: round(wall / rounds),
+  };
+}
+
+/**
+ * The floor: each piece of a namespace's remaining work, measured alone.
+ * This process is first grown to @agentRssMiB (the agent's size serving
+ * the namespaces), so a fork costs what the agent's does.
+ */
+async function floor(agentRssMiB: number): Promise<Record<string, unknown>> {
+  const scratch = await mkdtemp(path.join(tmpdir(), "intercept-bench-floor-"));
+  const namespaces = NamespaceSet.unique("bfl");
+  const pins = path.join("/sys/fs/bpf", `intercept-bench-floor-${randomBytes(3).toString("hex")}`);
+  const grown = Buffer.alloc(Math.max(0, Math.round((agentRssMiB - (await rssMiB(process.pid))) * 1024 * 1024)), 1);
+  try {
+    const policies = path.join(scratch, "policies");
+    const objects = path.join(scratch, "objects");
+    await mkdir(policies);
+    await writeFile(path.join(policies, "demo.yaml"), "interceptors:\n  - { port: 9000, originalPort: 8000 }\n");
+    const built = await intercept("build", policies, "--out", objects);
+    if (built.exitCode !== 0) throw new Error(built.stderr);
+    const object = path.join(objects, "demo.bpf.o");
+    const rss = await rssMiB(process.pid);
+    const spawn = await perRound(FLOOR_ROUNDS, async () => void (await execa("true", [], { extendEnv: false })));
+    const version = path.join(pins, "v");
+    await mkdir(version, { recursive: true }); // bpftool makes only the last level
+    const load = await perRound(
+      FLOOR_ROUNDS,
+      async () =>
+        void (await execa("bpftool", ["prog", "loadall", object, `${version}/progs`, "pinmaps", `${version}/maps`])),
+      async () => {
+        await rm(version, { recursive: true, force: true });
+        await mkdir(version, { recursive: true });
+      },
+    );
+    await mkdir(version, { recursive: true });
+    await execa("bpftool", ["prog", "loadall", object, `${version}/progs`, "pinmaps", `${version}/maps`]);
+    const name = namespaces.name(0);
+    await namespaces.create(name);
+    const programs = ["intercept_ingress", "intercept_egress"].filter((program) =>
+      existsSync(path.join(version, "progs", program)),
+    );
+    const lines = LINKS.flatMap((link) => [
+      `qdisc add dev ${link} clsact`,
+      ...programs.map(
+        (program) =>
+          `filter replace dev ${link} ${program.replace("intercept_", "")} pref 18755 handle 0x1 bpf direct-action object-pinned ${path.join(version, "progs", program)}`,
+      ),
+    ]);
+    const inNamespace = (tc: string[], input?: string) =>
+      execa("nsenter", [`--net=/var/run/netns/${name}`, "tc", ...tc], input === undefined ? {} : { input });
+    const attach = await perRound(
+      FLOOR_ROUNDS,
+      async () => void (await inNamespace(["-batch", "-"], `${lines.join("\n")}\n`)),
+      async () => {
+        for (const link of LINKS) await inNamespace(["qdisc", "del", "dev", link, "clsact"]);
+      },
+    );
+    const results = { rssMiB: round(rss), rounds: FLOOR_ROUNDS, cores: availableParallelism(), spawn, load, attach };
+    process.stdout.write(
+      `${table(
+        ["floor piece (mean of rounds)", "this process's CPU", "children's CPU", "wall"],
+        [
+          [
+            `Node spawn of true, from ${results.rssMiB} MiB RSS`,
+            `${spawn.ownMs} ms`,
+            `${spawn.childrenMs} ms`,
+            `${spawn.wallMs} ms`,
+          ],
+          ["bpftool prog loadall of the object", `${load.ownMs} ms`, `${load.childrenMs} ms`, `${load.wallMs} ms`],
+          [
+            `tc -batch: clsact and ${programs.length} filter(s) on 2 links`,
+            `${attach.ownMs} ms`,
+            `${attach.childrenMs} ms`,
+            `${attach.wallMs} ms`,
+          ],
+        ],
+      )}\n`,
+    );
+    return results;
+  } finally {
+    grown.fill(0); // kept alive until here: the measured forks copied its pages' tables
+    await namespaces.remove();
+    await rm(pins, { recursive: true, force: true });
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
 function existsPin(key: string): boolean {
   return existsSync(`/sys/fs/bpf/intercept/${key}`);
 }
 
 const runs: Record<string, unknown>[] = [];
 for (const count of COUNTS) runs.push(await run(count));
+const largest = runs.at(-1)!.agentRssMiB as { serving: number };
+const floorResults = FLOOR_ROUNDS > 0 ? await floor(largest.serving) : undefined;
 await mkdir("bench/results", { recursive: true });
-await writeFile("bench/results/fleet.json", `${JSON.stringify(runs.length === 1 ? runs[0] : { runs }, null, 2)}\n`);
+await writeFile(
+  "bench/results/fleet.json",
+  `${JSON.stringify({ ...(runs.length === 1 ? runs[0] : { runs }), ...(floorResults && { floor: floorResults }) }, null, 2)}\n`,
+);

@@ -12,6 +12,7 @@ import {
   loadCommand,
   mapKeys,
   runCommands,
+  runCommandsTogether,
   updateCommand,
   updateMap,
   updateMaps,
@@ -27,7 +28,8 @@ import {
 } from "../kernel/cgroups.js";
 import { runJson } from "../kernel/exec.js";
 import { type NetworkNamespace } from "../model/namespace.js";
-import { listLinks } from "../kernel/links.js";
+import { listLinks, type Link } from "../kernel/links.js";
+import { surveyLinks, type LinkSurvey } from "../kernel/survey.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { listListeners } from "../kernel/sockets.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
@@ -46,6 +48,7 @@ import {
   tcBatch,
   TcBatchError,
   type FilterTarget,
+  type TcLinkState,
 } from "../kernel/tc.js";
 import {
   arrayKey,
@@ -139,12 +142,10 @@ export class KernelDatapath implements Datapath {
   }
 
   async observe(interest: ObserveInterest = {}): Promise<ObservedState> {
-    const links = await listLinks(this.netns);
+    const survey = await surveyLinks(this.netns);
+    const links = survey?.links ?? (await listLinks(this.netns));
     const [tcStates, programs, ownedQdiscs, emptyDirectories, listeners, nodePrograms] = await Promise.all([
-      listLinkStates(
-        this.netns,
-        links.map((link) => link.name),
-      ),
+      this.linkStates(links, survey),
       this.observePrograms(),
       this.ownedQdiscs(),
       this.emptyDirectories(),
@@ -189,6 +190,23 @@ export class KernelDatapath implements Datapath {
       ...(listeners && { listeners }),
       ...(nodePrograms.size > 0 && { nodePrograms }),
     };
+  }
+
+  /**
+   * What tc shows of @links. With a survey, only the links with a filter
+   * qdisc are asked (none, in a namespace nobody attached anything to yet):
+   * a link without clsact or ingress holds no filter on either hook.
+   */
+  private async linkStates(links: Link[], survey: LinkSurvey | undefined): Promise<Map<string, TcLinkState>> {
+    const asked = survey ? links.filter((link) => survey.filterHolders.has(link.name)) : links;
+    const states = await listLinkStates(
+      this.netns,
+      asked.map((link) => link.name),
+    );
+    for (const link of links)
+      if (survey && !survey.filterHolders.has(link.name))
+        states.set(link.name, { clsact: false, filters: { ingress: [], egress: [] } });
+    return states;
   }
 
   /**
@@ -394,9 +412,10 @@ export class KernelDatapath implements Datapath {
       const firstOutbound = loads.find(({ load }) => (load.cgroupHooks ?? []).length > 0)?.load.ref;
       for (const { load } of loads)
         commands.push(...(await emptyVersionCommands(this.pins, load, loads[0]!.load.ref, firstOutbound)));
-      await runCommands([...commands, ...(await this.recordCommands(qdiscs))]);
+      // Shared with the other namespaces loading meanwhile (a fleet's burst): one bpftool for many.
+      await runCommandsTogether([...commands, ...(await this.recordCommands(qdiscs))]);
     } catch {
-      // bpftool does not say which command failed: undo what any of them may have done, then
+      // bpftool does not say which command failed (nor, shared, whose): undo what any of them may have done, then
       // one at a time says which fails and how, exactly as it would have alone. An undo that
       // fails here fails again there (loadVersion clears the version's directory first).
       await Promise.allSettled(loads.map(({ load }) => unloadVersion(this.pins, load.ref)));

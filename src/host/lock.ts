@@ -3,6 +3,7 @@ import { mkdir, open, stat, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
 import { InterceptError, messageOf } from "../errors.js";
+import { tryExclusiveLock } from "../kernel/flock.js";
 import { isAgentHolder, lockRecordText, readLockRecord } from "../model/lock-holder.js";
 
 /** Where the per-namespace lock files live: tmpfs, gone at reboot like the pins they guard. */
@@ -50,12 +51,15 @@ export interface LockHolder {
  * Takes the exclusive lock of a namespace (by its key, so two names of one
  * namespace share it). The lock is flock(2) on a file we keep open: the
  * kernel releases it when the holder exits, however it exits. Node has no
- * flock, so util-linux's flock(1) takes it on our open file description,
- * passed to it as fd 3: the lock belongs to that description, which
- * outlives flock(1) for as long as we keep the file open. (Considered:
- * proper-lockfile — a directory and mtime staleness, not released by the
- * kernel; fs-ext — a native addon, and npm here does not run install
- * scripts.)
+ * flock: a free lock is taken at once by libc's flock(2) through koffi
+ * (src/kernel/flock.ts), with no process, as every take of a fleet's burst
+ * is; a busy one is waited for by util-linux's flock(1) on our open file
+ * description, passed to it as fd 3 (the kernel wakes it at the release,
+ * and a stop cancels it). Either way the lock belongs to our description,
+ * which outlives flock(1) for as long as we keep the file open.
+ * (Considered: proper-lockfile — a directory and mtime staleness, not
+ * released by the kernel; fs-ext — a native addon built at install, and
+ * npm here does not run install scripts; koffi carries its binaries.)
  *
  * A holder that leaves no pins removes the file on release, while locked
  * (the classic unlink-race protocol): a taker that opened it before the
@@ -73,13 +77,13 @@ export async function lockNamespace(namespaceKey: string, options: LockOptions):
   for (;;) {
     const handle = await openLockFile(dir, file);
     try {
-      if (!(await flock(handle, 0))) {
+      if (!tryExclusiveLock(handle.fd)) {
         const heldBy = await readHolder(handle);
         if (!told) options.onWait?.(heldBy);
         told = true;
         if (options.timeoutMs <= 0) throw lockHeld(heldBy);
         const left = deadline - Date.now();
-        if (left <= 0 || !(await flock(handle, left, options.signal))) {
+        if (left <= 0 || !(await waitForLock(handle, left, options.signal))) {
           throw lockTimedOut(options.timeoutMs, await readHolder(handle));
         }
       }
@@ -162,9 +166,9 @@ async function releaseLock(handle: FileHandle, file: string, keepRecord: boolean
   await handle.close();
 }
 
-/** flock(1) on our open file: true once locked, false when still busy after @timeoutMs. */
-async function flock(handle: FileHandle, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
-  const wait = timeoutMs > 0 ? ["--wait", String(timeoutMs / 1000)] : ["--nonblock"];
+/** flock(1) on our open file, waiting: true once locked, false when still busy after @timeoutMs. */
+async function waitForLock(handle: FileHandle, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+  const wait = ["--wait", String(timeoutMs / 1000)];
   // execa's types name fds 3–9 only; at run time any fd of ours is passed on to spawn as it is.
   const ourFile = handle.fd as 3;
   const result = await execa("flock", ["--exclusive", ...wait, "--conflict-exit-code", "75", "3"], {
@@ -174,7 +178,7 @@ async function flock(handle: FileHandle, timeoutMs: number, signal?: AbortSignal
   });
   signal?.throwIfAborted();
   if (result.exitCode === 0) return true;
-  if (result.exitCode === 75) return false; // busy (--nonblock), or still busy when --wait ran out
+  if (result.exitCode === 75) return false; // still busy when --wait ran out
   if ((result as { code?: string }).code === "ENOENT")
     throw new InterceptError("tool-missing", "flock not found: install util-linux");
   throw new InterceptError(

@@ -2,6 +2,7 @@ import { mkdir } from "node:fs/promises";
 import { CommandError } from "../errors.js";
 import { hexByte, hostOrder } from "../model/host-order.js";
 import { run, runJson, runWithInput } from "./exec.js";
+import { Together } from "./together.js";
 
 /**
  * The command that loads every program of an object and pins programs and
@@ -31,6 +32,30 @@ export async function loadAndPin(
 export async function runCommands(commands: string[][]): Promise<void> {
   if (commands.length === 1) await run("bpftool", commands[0]!);
   else await batch(commands, false);
+}
+
+/** Batches of callers' commands, one bpftool process at a time (runCommandsTogether). */
+const together = new Together<string[], void>(async (callers) => {
+  await runWithInput("bpftool", ["batch", "file", "-"], `${callers.flat().join("\n")}\n`).catch(unlessStaleErrno);
+  return callers.map(() => undefined);
+});
+
+/**
+ * Runs @commands, in order, in a bpftool process shared with the commands
+ * other callers ask for meanwhile (Together): each caller's commands in
+ * order and whole. For a burst of namespaces loading their versions at
+ * once, that is a few processes instead of one per namespace. Callers'
+ * commands must not depend on each other (each namespace has its own
+ * pins). bpftool stops at the first failing command without saying which
+ * it was: when a shared batch fails, every caller in it is told so, and
+ * undoes what its commands may have done and tries again alone, as after a
+ * failed batch of its own.
+ */
+export function runCommandsTogether(commands: string[][]): Promise<void> {
+  if (commands.length === 0) return Promise.resolve();
+  const lines = commands.map(batchLine);
+  if (lines.some((line) => line === undefined)) return runCommands(commands); // a word a batch cannot hold: alone
+  return together.run(lines as string[]);
 }
 
 /** Bytes of a host-order integer, as bpftool's `hex` arguments. */

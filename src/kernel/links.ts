@@ -11,7 +11,8 @@ export interface Link {
   linkType: string;
 }
 
-interface IpLink {
+/** One link as `ip -j link show` prints it. */
+export interface IpLink {
   ifindex: number;
   ifname: string;
   flags?: string[];
@@ -20,7 +21,11 @@ interface IpLink {
 
 /** Every link of the namespace, as `ip -j link show` reports it. */
 export async function listLinks(netns: NetworkNamespace): Promise<Link[]> {
-  const links = await runJson<IpLink[]>("ip", ["-j", "link", "show"], netns);
+  return toLinks(await runJson<IpLink[]>("ip", ["-j", "link", "show"], netns));
+}
+
+/** Links as `ip -j link show` printed them. */
+export function toLinks(links: IpLink[]): Link[] {
   return links.map((link) => ({
     ifindex: link.ifindex,
     name: link.ifname,

@@ -1,0 +1,47 @@
+import { createRequire } from "node:module";
+import { constants } from "node:os";
+import { InterceptError } from "../errors.js";
+
+/** flock(2)'s operations (<sys/file.h>). */
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+
+type Flock = (fd: number, operation: number) => number;
+
+let flockCall: { flock: Flock; errno: () => number } | undefined;
+
+/**
+ * libc's flock(2), bound once through koffi (a C FFI whose npm package
+ * carries its prebuilt binaries: nothing is compiled at install). Node has
+ * no flock; this is what lets a lock that is free be taken without a
+ * process (flock(1) costs a fork of the agent, ~10 ms of its CPU, per take).
+ */
+function libcFlock(): { flock: Flock; errno: () => number } {
+  if (flockCall) return flockCall;
+  try {
+    // koffi is CommonJS with a native addon: required, not imported, so commands that never lock never load it.
+    const koffi = createRequire(import.meta.url)("koffi") as typeof import("koffi");
+    const flock = koffi.load("libc.so.6").func("int flock(int fd, int operation)") as Flock;
+    flockCall = { flock, errno: () => koffi.errno() };
+  } catch (error) {
+    throw new InterceptError("tool-missing", `cannot bind flock(2) from libc: ${(error as Error).message}`);
+  }
+  return flockCall;
+}
+
+/**
+ * Takes flock(2)'s exclusive lock on @fd's open file description if it is
+ * free, without waiting: true once held, false when someone else holds it.
+ * The lock belongs to the description, so it lasts as long as the file
+ * stays open, and the kernel lets it go when the process dies.
+ */
+export function tryExclusiveLock(fd: number): boolean {
+  const { flock, errno } = libcFlock();
+  for (;;) {
+    if (flock(fd, LOCK_EX | LOCK_NB) === 0) return true;
+    const code = errno();
+    if (code === constants.errno.EWOULDBLOCK) return false;
+    if (code === constants.errno.EINTR) continue; // a signal arrived first: ask again
+    throw new InterceptError("file-access", `flock(2) failed: errno ${code}`);
+  }
+}
