@@ -127,6 +127,17 @@ async function loadAverage(): Promise<string> {
   return (await readFile("/proc/loadavg", "utf8")).split(" ").slice(0, 3).join(" ");
 }
 
+/** The bench's policy (8000 → 9000) in @scratch/policies, and its prebuilt objects in @scratch/objects. */
+async function buildDemoObjects(scratch: string): Promise<{ policies: string; objects: string }> {
+  const policies = path.join(scratch, "policies");
+  const objects = path.join(scratch, "objects");
+  await mkdir(policies);
+  await writeFile(path.join(policies, "demo.yaml"), "interceptors:\n  - { port: 9000, originalPort: 8000 }\n");
+  const built = await intercept("build", policies, "--out", objects);
+  if (built.exitCode !== 0) throw new Error(built.stderr);
+  return { policies, objects };
+}
+
 async function run(count: number): Promise<Record<string, unknown>> {
   const loadAtStart = await loadAverage();
   const scratch = await mkdtemp(path.join(tmpdir(), "intercept-bench-fleet-"));
@@ -134,12 +145,7 @@ async function run(count: number): Promise<Record<string, unknown>> {
   const keys = new Set<string>();
   let agent: AgentProcess | undefined;
   try {
-    const policies = path.join(scratch, "policies");
-    const objects = path.join(scratch, "objects");
-    await mkdir(policies);
-    await writeFile(path.join(policies, "demo.yaml"), "interceptors:\n  - { port: 9000, originalPort: 8000 }\n");
-    const built = await intercept("build", policies, "--out", objects);
-    if (built.exitCode !== 0) throw new Error(built.stderr);
+    const { policies, objects } = await buildDemoObjects(scratch);
     agent = new AgentProcess([
       policies,
       "--netns-match",
@@ -342,12 +348,7 @@ async function floor(agentRssMiB: number): Promise<Record<string, unknown>> {
   const pins = path.join("/sys/fs/bpf", `intercept-bench-floor-${randomBytes(3).toString("hex")}`);
   const grown = Buffer.alloc(Math.max(0, Math.round((agentRssMiB - (await rssMiB(process.pid))) * 1024 * 1024)), 1);
   try {
-    const policies = path.join(scratch, "policies");
-    const objects = path.join(scratch, "objects");
-    await mkdir(policies);
-    await writeFile(path.join(policies, "demo.yaml"), "interceptors:\n  - { port: 9000, originalPort: 8000 }\n");
-    const built = await intercept("build", policies, "--out", objects);
-    if (built.exitCode !== 0) throw new Error(built.stderr);
+    const { objects } = await buildDemoObjects(scratch);
     const object = path.join(objects, "demo.bpf.o");
     const rss = await rssMiB(process.pid);
     const spawn = await perRound(FLOOR_ROUNDS, async () => void (await execa("true", [], { extendEnv: false })));
