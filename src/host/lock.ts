@@ -1,5 +1,5 @@
 import { constants } from "node:fs";
-import { mkdir, open, stat, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readFile, stat, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
 import { InterceptError, messageOf } from "../errors.js";
@@ -207,10 +207,75 @@ export function lockHolderOf(written: { pid: number | undefined; holder: string 
   return { pid, holder, agent: isAgentHolder(holder), description: `pid ${pid ?? "?"} (${holder ?? "unknown"})` };
 }
 
-/** Who holds the lock, from what the holder wrote into the lock file. */
+/**
+ * Who holds the lock. The record in the file says who wrote it last, which
+ * is not always who holds the lock now: a taker writes its record only once
+ * it has the lock, so until then the file names the one before it, which
+ * may have exited or moved on. The kernel knows who took a lock
+ * (/proc/locks), so a live taker it names wins over the record; it names a
+ * process gone when flock(1) took the lock for us (then the record is ours).
+ */
 async function readHolder(handle: FileHandle): Promise<LockHolder> {
   const { buffer, bytesRead } = await handle.read(Buffer.alloc(512), 0, 512, 0);
-  return lockHolderOf(readLockRecord(buffer.subarray(0, bytesRead).toString("utf8")));
+  const written = readLockRecord(buffer.subarray(0, bytesRead).toString("utf8"));
+  const taker = await kernelLockTaker(handle);
+  if (taker !== undefined && taker !== written?.pid && processExists(taker)) {
+    const command = await commandOf(taker);
+    return { pid: taker, holder: undefined, agent: false, description: `pid ${taker} (${command})` };
+  }
+  if (written?.pid !== undefined && !processExists(written.pid)) return lockHolderOf(undefined); // a stale record
+  return lockHolderOf(written);
+}
+
+/** The process that took the flock(2) lock on @handle's file, as /proc/locks names it; undefined if none. */
+async function kernelLockTaker(handle: FileHandle): Promise<number | undefined> {
+  const [{ dev, ino }, locks] = await Promise.all([
+    handle.stat(),
+    readFile("/proc/locks", "utf8").catch(() => ""), // no procfs: the record alone says who holds it
+  ]);
+  return flockTaker(locks, { major: deviceMajor(dev), minor: deviceMinor(dev), inode: ino });
+}
+
+/**
+ * In /proc/locks' text, the pid that holds a FLOCK on the file at
+ * @major:@minor:@inode ("1: FLOCK  ADVISORY  WRITE 4242 00:1a:1337 0 EOF";
+ * lines with "->" are takers still waiting, not holders).
+ */
+export function flockTaker(locks: string, file: { major: number; minor: number; inode: number }): number | undefined {
+  for (const line of locks.split("\n")) {
+    const fields = line.trim().split(/\s+/);
+    if (fields[1] !== "FLOCK") continue;
+    const [major, minor, inode] = (fields[5] ?? "").split(":");
+    if (Number.parseInt(major ?? "", 16) !== file.major || Number.parseInt(minor ?? "", 16) !== file.minor) continue;
+    if (Number(inode) === file.inode) return Number(fields[4]);
+  }
+  return undefined;
+}
+
+/** glibc's encoding of st_dev (gnu_dev_major and gnu_dev_minor), within the numbers Node's stat gives exactly. */
+function deviceMajor(dev: number): number {
+  return Math.floor(dev / 256) & 0xfff;
+}
+
+function deviceMinor(dev: number): number {
+  return (dev & 0xff) | (Math.floor(dev / 4096) & 0xfff00);
+}
+
+/** Whether a process with @pid exists (signal 0 checks without sending; EPERM: it exists, not ours to signal). */
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** What @pid runs, for messages: its command line, cut to 64 characters (its name if that is unreadable). */
+async function commandOf(pid: number): Promise<string> {
+  const line = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+  const command = line.replaceAll("\0", " ").trim();
+  return command ? command.slice(0, 64) : "a process that has exited";
 }
 
 function formatSeconds(ms: number): string {

@@ -13,7 +13,7 @@ import { after, test } from "node:test";
 import { intercept } from "../../lab/network.js";
 import { raceApplies } from "../support/lock-stress.js";
 import { AGENT_LOCK_HOLDER, FLEET_LOCK_HOLDER, isAgentHolder } from "../../src/model/lock-holder.js";
-import { lockNamespace, type LockHolder } from "../../src/host/lock.js";
+import { flockTaker, lockNamespace, type LockHolder } from "../../src/host/lock.js";
 
 const scratch = await mkdtemp(path.join(tmpdir(), "intercept-lock-"));
 after(() => rm(scratch, { recursive: true, force: true }));
@@ -98,6 +98,36 @@ test("agents are recognised from the lock's holder record, in one place", async 
     { pid: process.pid, holder: AGENT_LOCK_HOLDER, agent: true, description: `pid ${process.pid} (intercept agent)` },
   ]);
   await agent.release();
+});
+
+test("the holder named is the kernel's taker when the file's record is another's: a taker not yet written is never called the agent before it", async () => {
+  const dir = path.join(scratch, "taker");
+  const held = await lockNamespace("ns11", { holder: "intercept apply", timeoutMs: 0, dir });
+  // As between a taker's lock and its record: the file still names the last writer, an agent since exited.
+  const child = execa("true");
+  await child;
+  const exited = child.pid;
+  await writeFile(path.join(dir, "ns11.lock"), JSON.stringify({ pid: exited, holder: AGENT_LOCK_HOLDER }));
+  const seen: LockHolder[] = [];
+  await assert.rejects(
+    lockNamespace("ns11", { holder: "intercept apply", timeoutMs: 0, dir, onWait: (heldBy) => seen.push(heldBy) }),
+    { code: "lock-held", message: new RegExp(`locked by pid ${process.pid} \\(`) },
+  );
+  assert.equal(seen[0]?.pid, process.pid, "the kernel's taker: this process");
+  assert.equal(seen[0]?.agent, false, "not the agent the stale record names");
+  await held.release();
+});
+
+test("/proc/locks: the taker of a FLOCK on one file (device and inode), not a waiter's, not another file's", () => {
+  const locks = [
+    "1: POSIX  ADVISORY  WRITE 700 00:1a:42 0 EOF",
+    "2: FLOCK  ADVISORY  WRITE 701 fe:00:42 0 EOF",
+    "3: FLOCK  ADVISORY  WRITE 702 00:1a:42 0 EOF",
+    "3: -> FLOCK  ADVISORY  WRITE 703 00:1a:42 0 EOF",
+  ].join("\n");
+  assert.equal(flockTaker(locks, { major: 0, minor: 0x1a, inode: 42 }), 702);
+  assert.equal(flockTaker(locks, { major: 0xfe, minor: 0, inode: 42 }), 701);
+  assert.equal(flockTaker(locks, { major: 0, minor: 0x1a, inode: 43 }), undefined);
 });
 
 test("--lock-timeout: at most an hour, refused above it as a usage error before anything runs", async () => {
