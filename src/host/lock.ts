@@ -1,5 +1,5 @@
 import { constants } from "node:fs";
-import { mkdir, open, readFile, stat, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readFile, readlink, stat, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
 import { InterceptError, messageOf } from "../errors.js";
@@ -92,7 +92,7 @@ export async function lockNamespace(namespaceKey: string, options: LockOptions):
         continue;
       }
       await handle.truncate(0);
-      await handle.write(lockRecordText(options.holder), 0);
+      await handle.write(lockRecordText(options.holder, process.pid, new Date(), await ownPidNamespace()), 0);
     } catch (error) {
       await handle.close();
       throw error;
@@ -211,20 +211,29 @@ export function lockHolderOf(written: { pid: number | undefined; holder: string 
  * Who holds the lock. The record in the file says who wrote it last, which
  * is not always who holds the lock now: a taker writes its record only once
  * it has the lock, so until then the file names the one before it, which
- * may have exited or moved on. The kernel knows who took a lock
- * (/proc/locks), so a live taker it names wins over the record; it names a
- * process gone when flock(1) took the lock for us (then the record is ours).
+ * may have exited or moved on. Where the record's pid means what it means
+ * here (written in this pid namespace), the kernel settles it: a live
+ * taker that /proc/locks names wins over the record, and a record whose
+ * writer has exited names no one. (/proc/locks names a process gone when
+ * flock(1) took the lock for its caller: then the record is the holder's.)
  */
 async function readHolder(handle: FileHandle): Promise<LockHolder> {
   const { buffer, bytesRead } = await handle.read(Buffer.alloc(512), 0, 512, 0);
   const written = readLockRecord(buffer.subarray(0, bytesRead).toString("utf8"));
+  if (written?.pid === undefined || written.pidNamespace !== (await ownPidNamespace())) return lockHolderOf(written);
   const taker = await kernelLockTaker(handle);
-  if (taker !== undefined && taker !== written?.pid && processExists(taker)) {
-    const command = await commandOf(taker);
-    return { pid: taker, holder: undefined, agent: false, description: `pid ${taker} (${command})` };
+  if (taker !== undefined && taker !== written.pid && processExists(taker)) {
+    return { pid: taker, holder: undefined, agent: false, description: `pid ${taker} (${await commandOf(taker)})` };
   }
-  if (written?.pid !== undefined && !processExists(written.pid)) return lockHolderOf(undefined); // a stale record
-  return lockHolderOf(written);
+  return processExists(written.pid) ? lockHolderOf(written) : lockHolderOf(undefined);
+}
+
+let pidNamespace: Promise<string | undefined> | undefined;
+
+/** This process's pid namespace, as /proc/self/ns/pid names it; undefined without procfs. */
+function ownPidNamespace(): Promise<string | undefined> {
+  pidNamespace ??= readlink("/proc/self/ns/pid").catch(() => undefined);
+  return pidNamespace;
 }
 
 /** The process that took the flock(2) lock on @handle's file, as /proc/locks names it; undefined if none. */

@@ -9,6 +9,12 @@ export interface LockRecord {
   pid: number;
   holder: string;
   since: string;
+  /**
+   * The writer's pid namespace ("pid:[4026531836]"): its pid means the
+   * same to a reader only in the same one (an agent in a pod without
+   * hostPID has other pids than the host's `intercept apply`).
+   */
+  pidNamespace?: string;
 }
 
 /** What the agent writes when it serves one namespace. */
@@ -23,16 +29,18 @@ export function isAgentHolder(holder: string | undefined): boolean {
 }
 
 /** The text @holder (this process) writes into a lock it took. */
-export function lockRecordText(holder: string, pid = process.pid, since = new Date()): string {
-  return JSON.stringify({ pid, holder, since: since.toISOString() } satisfies LockRecord);
+export function lockRecordText(holder: string, pid = process.pid, since = new Date(), pidNamespace?: string): string {
+  return JSON.stringify({ pid, holder, since: since.toISOString(), pidNamespace } satisfies LockRecord);
 }
 
 /**
  * Who wrote @text, as far as it says: undefined when it is no record (not
  * written yet, or cut short). A holder is cut to 64 characters for messages.
  */
-export function readLockRecord(text: string): { pid: number | undefined; holder: string | undefined } | undefined {
-  let written: { pid?: unknown; holder?: unknown };
+export function readLockRecord(
+  text: string,
+): { pid: number | undefined; holder: string | undefined; pidNamespace?: string } | undefined {
+  let written: { pid?: unknown; holder?: unknown; pidNamespace?: unknown };
   try {
     written = JSON.parse(text);
   } catch {
@@ -42,5 +50,6 @@ export function readLockRecord(text: string): { pid: number | undefined; holder:
   return {
     pid: Number.isInteger(written.pid) ? (written.pid as number) : undefined,
     holder: typeof written.holder === "string" ? written.holder.slice(0, 64) : undefined,
+    ...(typeof written.pidNamespace === "string" && { pidNamespace: written.pidNamespace }),
   };
 }

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { execa } from "execa";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
@@ -107,14 +107,23 @@ test("the holder named is the kernel's taker when the file's record is another's
   const child = execa("true");
   await child;
   const exited = child.pid;
-  await writeFile(path.join(dir, "ns11.lock"), JSON.stringify({ pid: exited, holder: AGENT_LOCK_HOLDER }));
+  const record = (pidNamespace: string) => JSON.stringify({ pid: exited, holder: AGENT_LOCK_HOLDER, pidNamespace });
   const seen: LockHolder[] = [];
-  await assert.rejects(
-    lockNamespace("ns11", { holder: "intercept apply", timeoutMs: 0, dir, onWait: (heldBy) => seen.push(heldBy) }),
-    { code: "lock-held", message: new RegExp(`locked by pid ${process.pid} \\(`) },
-  );
+  const take = () =>
+    lockNamespace("ns11", { holder: "intercept apply", timeoutMs: 0, dir, onWait: (heldBy) => seen.push(heldBy) });
+  await writeFile(path.join(dir, "ns11.lock"), record(await readlink("/proc/self/ns/pid")));
+  await assert.rejects(take(), { code: "lock-held", message: new RegExp(`locked by pid ${process.pid} \\(`) });
   assert.equal(seen[0]?.pid, process.pid, "the kernel's taker: this process");
   assert.equal(seen[0]?.agent, false, "not the agent the stale record names");
+  // Written in another pid namespace (an agent in a pod), its pid is not one of ours to check: the record stands.
+  await writeFile(path.join(dir, "ns11.lock"), record("pid:[1]"));
+  await assert.rejects(take(), { code: "lock-held" });
+  assert.deepEqual(seen[1], {
+    pid: exited,
+    holder: AGENT_LOCK_HOLDER,
+    agent: true,
+    description: `pid ${exited} (${AGENT_LOCK_HOLDER})`,
+  });
   await held.release();
 });
 

@@ -230,6 +230,8 @@ test("lock records: written, read back, and an agent recognised however it serve
   const text = lockRecordText("intercept apply", 4242, new Date("2026-01-02T03:04:05Z"));
   assert.deepEqual(JSON.parse(text), { pid: 4242, holder: "intercept apply", since: "2026-01-02T03:04:05.000Z" });
   assert.deepEqual(readLockRecord(text), { pid: 4242, holder: "intercept apply" });
+  const withNamespace = lockRecordText("intercept apply", 4242, new Date(), "pid:[4026531836]");
+  assert.equal(readLockRecord(withNamespace)?.pidNamespace, "pid:[4026531836]", "whose pids the record's pid is");
   assert.deepEqual(readLockRecord(JSON.stringify({ pid: "x", holder: "h".repeat(100) })), {
     pid: undefined,
     holder: "h".repeat(64),
