@@ -9,7 +9,7 @@ import {
 import { versionOf, type VersionRef } from "../model/version.js";
 import { type CgroupHook, type Hook } from "../model/hooks.js";
 import type { Diagnostic } from "../diagnostics.js";
-import { compositionMembers, compositionName } from "../model/composition.js";
+import { compositionMembers } from "../model/composition.js";
 import { PolicyError } from "../errors.js";
 import type { LoadedPolicy } from "../load/index.js";
 import { validatePolicies, type ValidPolicy } from "../validate/index.js";
@@ -78,7 +78,7 @@ export function ownProgram(want: DesiredPolicy): DesiredProgram {
 }
 
 /**
- * Composed programs already rendered, by composition name: the agent plans
+ * Composed programs already rendered, by their policies' names: the agent plans
  * the same sets again and again. An entry serves a plan whose policies hold
  * what its members held, but for `enabled` (a map entry, never part of the
  * program; render.ts). Looked up by name and compared member by member
@@ -160,7 +160,9 @@ export async function composeDesired(
 /** The composition of @members (in composition order), rendered or from the cache. */
 function composedProgram(members: DesiredPolicy[]): CompiledPolicy {
   const policies = members.map((want) => want.policy);
-  const name = compositionName(policies.map((policy) => policy.name));
+  // Its members' names in composition order (no policy name holds a space):
+  // its composition's name, without hashing a long one.
+  const name = policies.map((policy) => policy.name).join(" ");
   const cached = composedCache.get(name);
   const same = (held: ValidPolicy[]) =>
     held.length === policies.length && held.every((member, i) => sameProgram(member, policies[i]!));
