@@ -55,7 +55,9 @@ export function readPolicyTextSync(file: string, openPath = file): TextRead {
     if (refused) return { error: refused };
     const bytes = new Bytes(info.size, syncBuffer);
     while (bytes.room()) {
-      if (!bytes.add(readSync(fd, bytes.buffer, bytes.length, bytes.buffer.length - bytes.length, null))) break;
+      const offered = bytes.buffer.length - bytes.length;
+      const read = readSync(fd, bytes.buffer, bytes.length, offered, null);
+      if (!bytes.add(read) || bytes.isWhole(read, offered)) break;
     }
     syncBuffer = bytes.buffer;
     return bytes.text(file);
@@ -99,7 +101,10 @@ class Bytes {
    * @reusable: a buffer from an earlier read, used when it is large enough
    * (only the bytes read into it are decoded).
    */
-  constructor(claimed: number, reusable?: Buffer) {
+  constructor(
+    private readonly claimed: number,
+    reusable?: Buffer,
+  ) {
     const size = Math.min(MAX_POLICY_BYTES + 1, Math.max(claimed + 1, 4096));
     this.buffer = reusable && reusable.length >= size ? reusable : Buffer.allocUnsafe(size);
   }
@@ -120,6 +125,18 @@ class Bytes {
     if (read === 0) this.ended = true;
     this.length += read;
     return read > 0;
+  }
+
+  /**
+   * Whether the file is read whole after a read of @read bytes of the
+   * @offered: it came short, and what has been read is the size the file
+   * claimed. A regular file's read comes short only at its end, so the read
+   * that would return nothing (a system call per file, and a repository may
+   * hold many) is left out. A file whose size says nothing (procfs claims
+   * 0), or that grew, is read on until a read returns nothing.
+   */
+  isWhole(read: number, offered: number): boolean {
+    return read < offered && this.claimed > 0 && this.length === this.claimed;
   }
 
   text(file: string): TextRead {

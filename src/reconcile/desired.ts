@@ -1,5 +1,4 @@
 import type { ProgramBuilder } from "../toolchain/index.js";
-import { createHash } from "node:crypto";
 import {
   compileComposition,
   compilePolicies,
@@ -79,42 +78,52 @@ export function ownProgram(want: DesiredPolicy): DesiredProgram {
 }
 
 /**
- * Composed programs already rendered, by what their policies hold but
- * `enabled` (a map entry, never part of the program; render.ts): the agent
- * plans the same sets again and again. Identified on every use, as the
- * builder may differ.
+ * Composed programs already rendered, by their policies' names: the agent plans
+ * the same sets again and again. An entry serves a plan whose policies hold
+ * what its members held, but for `enabled` (a map entry, never part of the
+ * program; render.ts). Looked up by name and compared member by member
+ * rather than keyed by a digest of every rule: a changed policy (what a
+ * `plan` of edited files meets) differs within its first rules, so a miss
+ * costs next to nothing instead of a serialisation of every rule. One entry
+ * per name (the last rendered), the oldest names dropped past the limit.
+ * Identified on every use, as the builder may differ.
  */
 const composedCache = new Map<string, CompiledPolicy>();
 const COMPOSED_CACHE_LIMIT = 256;
 
-/** What the program of @members depends on, as a short key: their policies without `enabled`. */
-function compositionKey(members: readonly DesiredPolicy[]): string {
-  return createHash("sha256")
-    .update(`[${members.map(({ policy }) => programJson(policy)).join(",")}]`)
-    .digest("hex");
+/** Whether @a and @b build the same program: equal but for their rules' `enabled`. */
+function sameProgram(a: ValidPolicy, b: ValidPolicy): boolean {
+  if (a === b) return true;
+  const sameRules = (left: readonly object[], right: readonly object[]) =>
+    left.length === right.length && left.every((rule, i) => sameData(rule, right[i], "enabled"));
+  return (
+    sameData(a, b, "rules", "outbound") &&
+    sameRules(a.rules, b.rules) &&
+    sameData(a.outbound, b.outbound, "rules") &&
+    sameRules(a.outbound?.rules ?? [], b.outbound?.rules ?? [])
+  );
 }
 
 /**
- * @policy as JSON without `enabled`, by policy: the agent composes the
- * same policies again and again. A ValidPolicy is never changed once
- * validated (a changed file is validated into a new one).
+ * Whether plain data @a and @b are equal as JSON would write them (an
+ * undefined property is as good as none), but for the properties named
+ * @skipped of the two values themselves (not of what they hold).
  */
-const programJsons = new WeakMap<ValidPolicy, string>();
-
-function programJson(policy: ValidPolicy): string {
-  let json = programJsons.get(policy);
-  if (json === undefined) {
-    // JSON leaves out a property whose value is undefined: copies keep their shape and
-    // JSON.stringify its fast path (a rest copy or a replacer would leave both).
-    const withoutEnabled = <R extends { enabled: boolean }>(rule: R) => ({ ...rule, enabled: undefined });
-    json = JSON.stringify({
-      ...policy,
-      rules: policy.rules.map(withoutEnabled),
-      ...(policy.outbound && { outbound: { ...policy.outbound, rules: policy.outbound.rules.map(withoutEnabled) } }),
-    });
-    programJsons.set(policy, json);
+function sameData(a: unknown, b: unknown, ...skipped: string[]): boolean {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((item, i) => sameData(item, b[i]));
   }
-  return json;
+  const left = a as Record<string, unknown>;
+  const right = b as Record<string, unknown>;
+  const keys = (value: Record<string, unknown>) =>
+    Object.keys(value).filter((key) => value[key] !== undefined && !skipped.includes(key));
+  const leftKeys = keys(left);
+  return (
+    leftKeys.length === keys(right).length &&
+    leftKeys.every((key) => Object.hasOwn(right, key) && sameData(left[key], right[key]))
+  );
 }
 
 /**
@@ -150,13 +159,19 @@ export async function composeDesired(
 
 /** The composition of @members (in composition order), rendered or from the cache. */
 function composedProgram(members: DesiredPolicy[]): CompiledPolicy {
-  const key = compositionKey(members);
-  let compiled = composedCache.get(key);
-  if (!compiled) {
-    compiled = compileComposition(members.map((want) => want.policy));
-    if (composedCache.size >= COMPOSED_CACHE_LIMIT) composedCache.delete(composedCache.keys().next().value!);
-    composedCache.set(key, compiled);
-  }
+  const policies = members.map((want) => want.policy);
+  // Its members' names in composition order (no policy name holds a space):
+  // its composition's name, without hashing a long one.
+  const name = policies.map((policy) => policy.name).join(" ");
+  const cached = composedCache.get(name);
+  const same = (held: ValidPolicy[]) =>
+    held.length === policies.length && held.every((member, i) => sameProgram(member, policies[i]!));
+  if (cached && same(cached.members)) return cached;
+  const compiled = compileComposition(policies);
+  // Deleted first, so that the name counts as the newest (a Map keeps insertion order).
+  composedCache.delete(name);
+  if (composedCache.size >= COMPOSED_CACHE_LIMIT) composedCache.delete(composedCache.keys().next().value!);
+  composedCache.set(name, compiled);
   return compiled;
 }
 

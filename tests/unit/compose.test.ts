@@ -12,7 +12,13 @@ import { isPolicyName } from "../../src/model/policy-name.js";
 import { composedRules, composedSlots } from "../../src/model/rule-slots.js";
 import { PinLayout } from "../../src/kernel/pins.js";
 import { describeWarning, summarise, type Plan } from "../../src/plan/index.js";
-import { composeDesired, executePlan, planRun, type DesiredPolicy } from "../../src/reconcile/index.js";
+import {
+  composeDesired,
+  executePlan,
+  planRun,
+  type DesiredPolicy,
+  type DesiredProgram,
+} from "../../src/reconcile/index.js";
 import { RuleDirectory } from "../../src/flows/rules.js";
 import { validatePolicies } from "../../src/validate/index.js";
 import { inspect } from "../../src/reconcile/inspect.js";
@@ -393,4 +399,32 @@ test("composed programs are rendered once per content but `enabled`: a flip reus
   assert.notEqual(moved.compiled, first.compiled);
   assert.notEqual(moved.contentHash, first.contentHash);
   assert.notEqual(moved.compiled.sourceHash, first.compiled.sourceHash);
+});
+
+test("a composition whose policies changed anything but `enabled` is rendered anew, by the same name", async () => {
+  // Ports no other test composes, so the module's cache holds none of these yet.
+  const web = (port = 17500, exclude: string[] = []) =>
+    desiredPolicy("web", [{ originalPort: 7500, port }], { include: ["eth1"], exclude });
+  const ops = (port = 17700) =>
+    desiredOutbound(
+      "ops",
+      { cgroups: ["ops.slice"], exempt: { cgroups: ["ops_proxy.slice"] }, rules: [{ originalPort: 7700, port }] },
+      [{ originalPort: 7600, port: 17600 }],
+    );
+  const compose = async (...members: DesiredPolicy[]) =>
+    (await composeDesired(members, [members.map((want) => want.policy.name)]))[0]!;
+  const changes: Record<string, () => Promise<DesiredProgram>> = {
+    "an interceptor's port": () => compose(web(17501), ops()),
+    "an outbound rule's port": () => compose(web(), ops(17701)),
+    "the interfaces a policy excludes": () => compose(web(17500, ["eth9"]), ops()),
+  };
+  for (const [what, changed] of Object.entries(changes)) {
+    const before = await compose(web(), ops());
+    assert.equal((await compose(web(), ops())).compiled, before.compiled, `before ${what}: from the cache`);
+    const composed = await changed();
+    assert.equal(composed.name, before.name);
+    assert.notEqual(composed.compiled, before.compiled, what);
+    assert.equal(composed.compiled.members[0], composed.members[0], `${what}: rendered from the policies given`);
+    assert.equal((await changed()).compiled, composed.compiled, `${what}: the last rendered is served again`);
+  }
 });

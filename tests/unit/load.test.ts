@@ -1,12 +1,13 @@
 import { TEST_CACHE_DIR } from "../support/temporary-cache.js";
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
 import { reportableDiagnostics } from "../../src/diagnostics.js";
 import { loadPolicies } from "../../src/load/index.js";
+import { readPolicyTextSync } from "../../src/load/text.js";
 import { validatePolicies } from "../../src/validate/index.js";
 
 const scratch = await mkdtemp(path.join(tmpdir(), "intercept-load-"));
@@ -236,4 +237,23 @@ test("an evaluated TS policy is cached in the cache directory, not in the checko
   await loadPolicies([file]);
   assert.equal(await entries(path.join(TEST_CACHE_DIR, "policies")), cacheBefore + 1);
   assert.equal(await entries("build/cache/policies"), checkoutBefore, "where the cache used to be");
+});
+
+test("the policy worker's reader reads a file whole, whatever its size and whatever size it claims", async () => {
+  const textOf = (read: ReturnType<typeof readPolicyTextSync>) => {
+    assert.ok("source" in read, "error" in read ? read.error.message : "");
+    return read.source.text;
+  };
+  // Around the first buffer's size (4096) and past it; each file is read after a larger one, into its buffer.
+  for (const size of [70_000, 4097, 4096, 4095, 1]) {
+    const file = path.join(scratch, `size-${size}.yaml`);
+    const text = `${"#".repeat(size - 1)}\n`;
+    await writeFile(file, text);
+    assert.equal(textOf(readPolicyTextSync(file)), text, `${size} bytes`);
+  }
+  // procfs claims 0 bytes and may return fewer than asked before its end: read on until a read returns nothing.
+  assert.equal(
+    textOf(readPolicyTextSync("limits.yaml", "/proc/self/limits")),
+    readFileSync("/proc/self/limits", "utf8"),
+  );
 });
