@@ -15,7 +15,7 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import { selected } from "../../src/commands/watch.js";
 import { decodeRecord, type FlowRecord } from "../../src/flows/record.js";
 import { RuleDirectory } from "../../src/flows/rules.js";
-import { flowJson, flowLine, viewRecord, type FlowContext } from "../../src/flows/view.js";
+import { flowJson, flowLine, isoTime, viewRecord, type FlowContext } from "../../src/flows/view.js";
 import { RecordBatches, recordLines } from "../../src/flows/lines.js";
 import { PinLayout } from "../../src/kernel/pins.js";
 import { outputHeader } from "../../src/model/output-format.js";
@@ -213,6 +213,27 @@ test("watch --json lines match schemas/flow-output.schema.json", async () => {
     assert.ok(validate(JSON.parse(line)), ajv.errorsText(validate.errors));
   }
   assert.ok(!validate({ ...outputHeader("flow"), verdict: "maybe" }), "a wrong document fails");
+});
+
+test("watch --json escapes what a user named: a namespace, a link and a command with quotes and backslashes", () => {
+  const named: FlowContext = { ...context(), namespace: 'edge "a"\\b', links: new Map([[2, "eth\u0001"]]) };
+  const bytes = recordBytes({ verdict: 4, reason: 0, rule: 2, pid: 9, comm: 'pro"xy\\' });
+  const view = viewRecord(decodeRecord(bytes), named, clock);
+  assert.equal(view.task?.command, 'pro"xy\\');
+  const line = flowJson(view);
+  assert.equal(line, JSON.stringify({ ...outputHeader("flow"), ...view }));
+  assert.deepEqual(JSON.parse(line), { ...outputHeader("flow"), ...view });
+});
+
+test("a record's wall-clock time reads as Date's toISOString, across seconds, milliseconds and fractions", () => {
+  const base = Date.parse("2026-12-07T10:15:41.000Z");
+  const times = [0, 0.4, 1, 9, 10, 99, 100, 999, 999.9, 1000, 1000.5, 61_001, -1, -999.5, 86_400_000];
+  for (const offset of times) {
+    const epochMs = base + offset;
+    assert.equal(isoTime(epochMs), new Date(epochMs).toISOString(), `${offset} ms after`);
+  }
+  assert.equal(isoTime(-1), new Date(-1).toISOString(), "before 1970");
+  assert.equal(isoTime(Date.parse("+010000-01-01T00:00:00Z")), "+010000-01-01T00:00:00.000Z");
 });
 
 test("watch's filters: policy, verdict, and a port asked for or steered to", () => {
