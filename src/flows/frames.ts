@@ -22,9 +22,9 @@ export const OVERRUN = "overrun";
 
 export type ControlWord = typeof READY | typeof OVERRUN;
 
-/** enum frame_kind of flow_reader.c. */
-const FRAME_RECORD = 1;
-const FRAME_CONTROL = 2;
+/** enum frame_kind of flow_reader.c (a unit test holds the two equal). */
+export const FRAME_KINDS = { FRAME_RECORD: 1, FRAME_CONTROL: 2 } as const;
+const { FRAME_RECORD, FRAME_CONTROL } = FRAME_KINDS;
 /** struct frame_header: kind, then size. */
 const HEADER_BYTES = 4;
 /** The largest frame's bytes: its size is 16 bits. */

@@ -12,9 +12,9 @@
  * its records between them. */
 #define _GNU_SOURCE /* F_SETPIPE_SZ */
 #include <errno.h>
-#include <stdint.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -83,10 +83,11 @@ static void request_stop(int signo)
  * -E2BIG for more than a frame holds. */
 static int write_frame(enum frame_kind kind, const void *data, size_t size)
 {
-	struct frame_header header = { .kind = kind, .size = size };
+	struct frame_header header = { .kind = kind };
 
 	if (size > UINT16_MAX)
 		return -E2BIG;
+	header.size = size;
 	fwrite_unlocked(&header, sizeof(header), 1, stdout);
 	fwrite_unlocked(data, size, 1, stdout);
 	return 0;

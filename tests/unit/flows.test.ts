@@ -16,7 +16,7 @@ import { selected } from "../../src/commands/watch.js";
 import { decodeRecord, type FlowRecord } from "../../src/flows/record.js";
 import { RuleDirectory } from "../../src/flows/rules.js";
 import { flowJson, flowLine, isoTime, viewRecord, type FlowContext } from "../../src/flows/view.js";
-import { controlFrame, RecordBatches, recordFrames } from "../../src/flows/frames.js";
+import { controlFrame, FRAME_KINDS, READY, RecordBatches, recordFrames } from "../../src/flows/frames.js";
 import { PinLayout } from "../../src/kernel/pins.js";
 import { outputHeader } from "../../src/model/output-format.js";
 import { compilePolicies } from "../../src/compile/index.js";
@@ -247,6 +247,14 @@ test("watch's filters: policy, verdict, and a port asked for or steered to", () 
   assert.ok(selected(view, { ...none, port: 8000 }));
   assert.ok(selected(view, { ...none, port: 9000 }));
   assert.ok(!selected(view, { ...none, port: 8001 }));
+});
+
+test("flow_reader.c and frames.ts agree on the frames: kinds, header, the ready word", async () => {
+  const source = await readFile("templates/observe/flow_reader.c", "utf8");
+  for (const [name, value] of Object.entries(FRAME_KINDS))
+    assert.match(source, new RegExp(`\\b${name}\\s*=\\s*${value},`), name);
+  assert.match(source, /struct frame_header \{\s*uint16_t kind;[^}]*uint16_t size;\s*\}/);
+  assert.match(source, new RegExp(`#define READY_WORD "${READY}"`));
 });
 
 test("the reader's frame protocol: records in order, a batch per chunk, whatever the chunks cut; control words said", async () => {
