@@ -149,7 +149,12 @@ export class FlowExport {
     try {
       for await (const batch of reader.watch.entries) {
         reader.relay.send(batch.map((entry) => entry.bytes)); // one write a watcher
-        for (const entry of batch) this.record(entry, reader);
+        const logBatch = () => {
+          for (const entry of batch) this.record(entry, reader);
+        };
+        if (this.log.batch)
+          this.log.batch(logBatch); // the batch's lines in one write
+        else logBatch();
       }
     } catch (error) {
       this.log("error", `flow records: ${messageOf(error)}`, { ...(label && { namespace: label }) });

@@ -61,12 +61,25 @@ function sourceNote(watch: FlowWatch, options: WatchCommandOptions): string {
   return options.enable ? " (records on)" : "";
 }
 
-/** Prints @watch's records as they come: one write a batch (a write a record cost a busy machine dearly). */
+/**
+ * Text written at once, at most (about): a write a record cost a busy
+ * machine dearly, and a string past V8's largest ordinary object (128 KiB)
+ * is given pages of its own, a page fault each time they are touched.
+ */
+const PRINT_CHUNK = 64 * 1024;
+
+/** Prints @watch's records as they come: a few writes a batch. */
 async function print(watch: FlowWatch, options: WatchCommandOptions, stdout: Output): Promise<void> {
   const format = options.json ? flowJson : flowLine;
   for await (const batch of watch.entries) {
     let text = "";
-    for (const { view } of batch) if (selected(view, options)) text += `${format(view)}\n`;
+    for (const { view } of batch) {
+      if (!selected(view, options)) continue;
+      text += `${format(view)}\n`;
+      if (text.length < PRINT_CHUNK) continue;
+      stdout.write(text);
+      text = "";
+    }
     if (text.length > 0) stdout.write(text);
   }
 }

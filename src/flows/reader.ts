@@ -3,8 +3,8 @@
  * buffer reader and Node cannot mmap one, so a small C program does it
  * (templates/observe/flow_reader.c, on libbpf): built on first use with
  * clang, the compiler every policy is built with, and cached by its
- * source's hash. It prints one record per line, in hex (./lines.ts), a
- * batch at a time.
+ * source's hash. It writes each record as it found it, framed
+ * (./frames.ts), a batch at a time.
  */
 import { createHash } from "node:crypto";
 import { readFile, rename } from "node:fs/promises";
@@ -16,7 +16,7 @@ import { execa } from "execa";
 import { cacheDir } from "../cache-dir.js";
 import { CommandError, InterceptError } from "../errors.js";
 import { run } from "../kernel/exec.js";
-import { type ControlWord, READY, RecordBatches } from "./lines.js";
+import { type ControlWord, READY, RecordBatches } from "./frames.js";
 
 const READER_SOURCE = fileURLToPath(new URL("../../../templates/observe/flow_reader.c", import.meta.url));
 
@@ -75,8 +75,8 @@ export async function readFlows(pin: string): Promise<FlowStream> {
     failReady = reject;
   });
   // Piped now, so that it reads "ready" from the start, whenever the caller begins to iterate.
-  const lines = child.stdout!.pipe(new RecordBatches());
-  lines.on("control", (word: ControlWord) => word === READY && markReady());
+  const frames = child.stdout!.pipe(new RecordBatches());
+  frames.on("control", (word: ControlWord) => word === READY && markReady());
   const finished = child.then((result) => {
     if (result.exitCode !== 0 && !result.isTerminated)
       failReady(new CommandError(`flow_reader ${pin}`, String(result.stderr)));
@@ -84,7 +84,7 @@ export async function readFlows(pin: string): Promise<FlowStream> {
     return result;
   });
   async function* batches(): AsyncGenerator<Buffer[]> {
-    for await (const batch of lines) yield batch as Buffer[];
+    for await (const batch of frames) yield batch as Buffer[];
     const result = await finished;
     if (result.exitCode !== 0 && !result.isTerminated)
       throw new CommandError(`flow_reader ${pin}`, String(result.stderr));

@@ -3,15 +3,15 @@
  * position, so two readers would each get part of the records. The agent
  * run with `--flows` reads the namespace's ring buffer and sends every
  * record to each `watch` connected to its unix socket
- * (src/model/recent-flows.ts names it), in the flow reader's own line
- * protocol (./lines.ts): "ready" once the watcher is counted in, then one
- * record per line in hex, a batch per write. A watcher that falls too far behind is dropped (and told
- * so when it reads the end), never waited for.
+ * (src/model/recent-flows.ts names it), in the flow reader's own frame
+ * protocol (./frames.ts): "ready" once the watcher is counted in, then
+ * every record as read, a batch per write. A watcher that falls too far
+ * behind is dropped (and told so when it reads the end), never waited for.
  */
 import { rm } from "node:fs/promises";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { InterceptError } from "../errors.js";
-import { type ControlWord, OVERRUN, READY, RecordBatches, recordLines } from "./lines.js";
+import { type ControlWord, controlFrame, OVERRUN, READY, RecordBatches, recordFrames } from "./frames.js";
 import type { FlowStream } from "./reader.js";
 
 /** Bytes a watcher may have unread before it is dropped (some thousands of records). */
@@ -53,14 +53,14 @@ export class FlowRelay {
   /** Sends @records to every watcher: one write each. */
   send(records: readonly Buffer[]): void {
     if (this.clients.size === 0 || records.length === 0) return;
-    const lines = recordLines(records);
+    const frames = recordFrames(records);
     for (const socket of this.clients) {
       if (socket.writableLength > MAX_BACKLOG) {
-        socket.end(`${OVERRUN}\n`);
+        socket.end(controlFrame(OVERRUN));
         this.clients.delete(socket);
         continue;
       }
-      socket.write(lines);
+      socket.write(frames);
     }
   }
 
@@ -76,7 +76,7 @@ export class FlowRelay {
     socket.on("close", () => this.clients.delete(socket));
     socket.resume(); // a watcher sends nothing; what it sends is not read
     this.clients.add(socket);
-    socket.write(`${READY}\n`);
+    socket.write(controlFrame(READY));
   }
 }
 
@@ -104,20 +104,20 @@ export async function connectRelay(path: string): Promise<FlowStream | undefined
     markReady = resolve;
     failReady = reject;
   });
-  const lines = socket.pipe(new RecordBatches());
+  const frames = socket.pipe(new RecordBatches());
   let overrun = false;
-  lines.on("control", (word: ControlWord) => {
+  frames.on("control", (word: ControlWord) => {
     if (word === READY) markReady();
     if (word === OVERRUN) overrun = true;
   });
   socket.on("close", () => {
     failReady(new InterceptError("flows-unavailable", "the agent closed its flow records before they were ready"));
-    // A socket that ended has ended its lines (pipe); one destroyed or failed has not.
-    if (!lines.writableEnded) lines.end();
+    // A socket that ended has ended its frames (pipe); one destroyed or failed has not.
+    if (!frames.writableEnded) frames.end();
   });
-  socket.on("error", () => undefined); // closes the socket, which ends the lines; what ended them is said below
+  socket.on("error", () => undefined); // closes the socket, which ends the frames; what ended them is said below
   async function* batches(): AsyncGenerator<Buffer[]> {
-    for await (const batch of lines) yield batch as Buffer[];
+    for await (const batch of frames) yield batch as Buffer[];
     if (stopped) return;
     throw new InterceptError(
       "flows-unavailable",

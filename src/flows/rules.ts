@@ -44,7 +44,10 @@ interface SlotOwner {
 }
 
 export class RuleDirectory {
-  private readonly resolved = new Map<string, ResolvedRule>();
+  /** What resolve worked out, by version, then slot. */
+  private readonly resolved = new Map<string, Map<number, ResolvedRule>>();
+  /** What recordRule worked out, by version, then slot. */
+  private readonly recorded = new Map<string, Map<number, ResolvedRule>>();
 
   private constructor(private readonly versions: Map<string, KnownVersion>) {}
 
@@ -95,13 +98,20 @@ export class RuleDirectory {
    * for every record, and a rule's location and summary take some work.
    */
   resolve(version: string, slot: number): Readonly<ResolvedRule> {
-    const id = `${version}/${slot}`;
-    let resolved = this.resolved.get(id);
-    if (!resolved) {
-      resolved = this.work(version, slot);
-      this.resolved.set(id, resolved);
-    }
-    return resolved;
+    return remembered(this.resolved, version, slot, () => this.work(version, slot));
+  }
+
+  /**
+   * The rule of a flow record written by @version for @slot: resolve's,
+   * but a slot past the policy's rules (known when the policies were
+   * given) is the record of no rule, with slot null. Kept, as resolve's.
+   */
+  recordRule(version: string, slot: number): Readonly<ResolvedRule> {
+    return remembered(this.recorded, version, slot, () => {
+      const rule = this.resolve(version, slot);
+      const slots = this.slots(version);
+      return slots !== undefined && slot >= slots ? { ...rule, slot: null } : rule;
+    });
   }
 
   private work(version: string, slot: number): ResolvedRule {
@@ -133,6 +143,20 @@ export class RuleDirectory {
   slots(version: string): number | undefined {
     return this.versions.get(version)?.source?.length;
   }
+}
+
+/** @cache's entry for @version and @slot, worked out by @work when missing. */
+function remembered(
+  cache: Map<string, Map<number, ResolvedRule>>,
+  version: string,
+  slot: number,
+  work: () => ResolvedRule,
+): ResolvedRule {
+  let slots = cache.get(version);
+  if (!slots) cache.set(version, (slots = new Map()));
+  let rule = slots.get(slot);
+  if (!rule) slots.set(slot, (rule = work()));
+  return rule;
 }
 
 /** For each slot of the program of @members (composedSlots), the policy and rule it holds. */

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* flow_reader.c — prints the records of a pinned BPF ring buffer, one line
- * of lowercase hex per record, for `intercept watch` and the agent's
- * `--flows` to decode (src/flows/). bpftool reads perf buffers but not
- * ring buffers, and Node cannot mmap one: this is the smallest reader
- * libbpf allows, built on first use with the compiler that builds the
- * policies.
+/* flow_reader.c — writes the records of a pinned BPF ring buffer to
+ * stdout, each as it found it in a frame (a header, then the bytes), for
+ * `intercept watch` and the agent's `--flows` to decode (src/flows/,
+ * frames.ts reads the frames). bpftool reads perf buffers but not ring
+ * buffers, and Node cannot mmap one: this is the smallest reader libbpf
+ * allows, built on first use with the compiler that builds the policies.
  *
  * Usage: flow_reader PIN
  * It runs until SIGINT or SIGTERM, or until its stdout is closed. A ring
@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -34,16 +35,30 @@
  * unread: a burst finds room (1,900 records a slice: 75,000 a second). */
 #define REST_SLICE_MS 25
 /* stdout's buffer, and the pipe's size asked for: a batch of up to a ring
- * buffer's worth (257 bytes a line) leaves in a few writes, without
- * waiting for the caller to read the first. */
+ * buffer's worth (132 bytes a framed record) leaves in a few writes,
+ * without waiting for the caller to read the first. */
 #define OUTPUT_BUFFER (64 * 1024)
 #define PIPE_SIZE (1024 * 1024)
+#define READY_WORD "ready" /* frames.ts's READY */
 
 enum reader_exit {
 	READER_OK    = 0,
 	READER_USAGE = 2, /* no pin path given */
 	READER_OPEN  = 3, /* the pin is missing, or is not a ring buffer */
 	READER_POLL  = 4, /* the kernel refused a read or a wait */
+};
+
+/* What a frame carries. */
+enum frame_kind {
+	FRAME_RECORD  = 1, /* a record, as the ring buffer held it */
+	FRAME_CONTROL = 2, /* a word: "ready" */
+};
+
+/* Before each frame's bytes: what it carries and how many bytes follow,
+ * in the host's byte order. src/flows/frames.ts reads it. */
+struct frame_header {
+	uint16_t kind; /* enum frame_kind */
+	uint16_t size;
 };
 
 /* A ring buffer being read, and where its positions are seen. */
@@ -63,22 +78,28 @@ static void request_stop(int signo)
 	stopping = 1;
 }
 
-/* print_record — one record as a line of hex into stdout's buffer (a
- * batch leaves in one write, after the read); 0 keeps the reader going.
- * Digit by digit: printf("%02x") a byte cost more than the rest. */
+/* write_frame — a frame of @kind holding @size bytes at @data into
+ * stdout's buffer (a batch leaves in one write, after the read); 0, or
+ * -E2BIG for more than a frame holds. */
+static int write_frame(enum frame_kind kind, const void *data, size_t size)
+{
+	struct frame_header header = { .kind = kind };
+
+	if (size > UINT16_MAX)
+		return -E2BIG;
+	header.size = size;
+	fwrite_unlocked(&header, sizeof(header), 1, stdout);
+	fwrite_unlocked(data, size, 1, stdout);
+	return 0;
+}
+
+/* print_record — one record as a frame; 0 keeps the reader going. As
+ * bytes, not hex: twice the bytes through the pipe, and a line of hex to
+ * decode a record, cost the caller more than the rest of its work. */
 static int print_record(void *ctx, void *data, size_t size)
 {
-	static const char digits[] = "0123456789abcdef";
-	const unsigned char *bytes = data;
-	size_t i;
-
 	(void)ctx;
-	for (i = 0; i < size; i++) {
-		putchar_unlocked(digits[bytes[i] >> 4]);
-		putchar_unlocked(digits[bytes[i] & 0xf]);
-	}
-	putchar_unlocked('\n');
-	return 0;
+	return write_frame(FRAME_RECORD, data, size);
 }
 
 /* filling — true once half the ring is unread. */
@@ -174,8 +195,8 @@ int main(int argc, char **argv)
 		return READER_OPEN;
 	signal(SIGINT, request_stop);
 	signal(SIGTERM, request_stop);
-	/* Ready: the caller may start traffic once it reads this line. */
-	printf("ready\n");
+	/* Ready: the caller may start traffic once it reads this word. */
+	write_frame(FRAME_CONTROL, READY_WORD, strlen(READY_WORD));
 	fflush(stdout);
 	while (!stopping) {
 		count = read_batch(&reader);

@@ -157,3 +157,41 @@ test("the agent's JSON log lines carry a level: error for failures, warn for rol
   createLogger("text", (line) => text.push(line))("error", "boom");
   assert.match(text[0]!, /^\S+ error: boom\n$/, "text lines stay as they were");
 });
+
+test("a logger's batch writes the lines logged meanwhile together, in order, in writes of about 64 KiB", () => {
+  const writes: string[] = [];
+  const log = createLogger("json", (text) => writes.push(text));
+  log("applied", "before");
+  log.batch!(() => {
+    for (let i = 0; i < 3; i++) log("flow", `flow ${i}`, { slot: i });
+    log.batch!(() => log("flow", "nested")); // goes with the outer batch
+    assert.equal(writes.length, 1, "nothing of the batch written before its end");
+  });
+  log("applied", "after");
+  assert.equal(writes.length, 3);
+  const batch = writes[1]!
+    .split("\n")
+    .slice(0, -1)
+    .map((line) => JSON.parse(line));
+  assert.deepEqual(
+    batch.map((line) => line.message),
+    ["flow 0", "flow 1", "flow 2", "nested"],
+  );
+  assert.equal(batch[2].slot, 2);
+  writes.length = 0;
+  log.batch!(() => {
+    for (let i = 0; i < 1000; i++) log("flow", "x".repeat(200));
+  });
+  assert.ok(writes.length > 1 && writes.length < 10, `${writes.length} writes`);
+  assert.ok(writes.every((text) => text.length < 80 * 1024 && text.endsWith("\n")));
+  assert.equal(writes.join("").split("\n").length - 1, 1000);
+  assert.throws(
+    () =>
+      log.batch!(() => {
+        log("flow", "kept");
+        throw new Error("boom");
+      }),
+    /boom/,
+  );
+  assert.match(writes.at(-1)!, /"message":"kept"/, "a batch that throws still writes what it logged");
+});

@@ -15,8 +15,8 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import { selected } from "../../src/commands/watch.js";
 import { decodeRecord, type FlowRecord } from "../../src/flows/record.js";
 import { RuleDirectory } from "../../src/flows/rules.js";
-import { flowJson, flowLine, viewRecord, type FlowContext } from "../../src/flows/view.js";
-import { RecordBatches, recordLines } from "../../src/flows/lines.js";
+import { flowJson, flowLine, isoTime, viewRecord, type FlowContext } from "../../src/flows/view.js";
+import { controlFrame, FRAME_KINDS, READY, RecordBatches, recordFrames } from "../../src/flows/frames.js";
 import { PinLayout } from "../../src/kernel/pins.js";
 import { outputHeader } from "../../src/model/output-format.js";
 import { compilePolicies } from "../../src/compile/index.js";
@@ -215,6 +215,27 @@ test("watch --json lines match schemas/flow-output.schema.json", async () => {
   assert.ok(!validate({ ...outputHeader("flow"), verdict: "maybe" }), "a wrong document fails");
 });
 
+test("watch --json escapes what a user named: a namespace, a link and a command with quotes and backslashes", () => {
+  const named: FlowContext = { ...context(), namespace: 'edge "a"\\b', links: new Map([[2, "eth\u0001"]]) };
+  const bytes = recordBytes({ verdict: 4, reason: 0, rule: 2, pid: 9, comm: 'pro"xy\\' });
+  const view = viewRecord(decodeRecord(bytes), named, clock);
+  assert.equal(view.task?.command, 'pro"xy\\');
+  const line = flowJson(view);
+  assert.equal(line, JSON.stringify({ ...outputHeader("flow"), ...view }));
+  assert.deepEqual(JSON.parse(line), { ...outputHeader("flow"), ...view });
+});
+
+test("a record's wall-clock time reads as Date's toISOString, across seconds, milliseconds and fractions", () => {
+  const base = Date.parse("2026-12-07T10:15:41.000Z");
+  const times = [0, 0.4, 1, 9, 10, 99, 100, 999, 999.9, 1000, 1000.5, 61_001, -1, -999.5, 86_400_000];
+  for (const offset of times) {
+    const epochMs = base + offset;
+    assert.equal(isoTime(epochMs), new Date(epochMs).toISOString(), `${offset} ms after`);
+  }
+  assert.equal(isoTime(-1), new Date(-1).toISOString(), "before 1970");
+  assert.equal(isoTime(Date.parse("+010000-01-01T00:00:00Z")), "+010000-01-01T00:00:00.000Z");
+});
+
 test("watch's filters: policy, verdict, and a port asked for or steered to", () => {
   const view = viewRecord(decodeRecord(recordBytes({ verdict: 1, reason: 0, rule: 0 })), context(), clock);
   const none = { policies: [], verdicts: [] };
@@ -228,33 +249,52 @@ test("watch's filters: policy, verdict, and a port asked for or steered to", () 
   assert.ok(!selected(view, { ...none, port: 8001 }));
 });
 
-test("the reader's line protocol: records in order, a batch per chunk, whatever the chunks cut; control words said", async () => {
+test("flow_reader.c and frames.ts agree on the frames: kinds, header, the ready word", async () => {
+  const source = await readFile("templates/observe/flow_reader.c", "utf8");
+  for (const [name, value] of Object.entries(FRAME_KINDS))
+    assert.match(source, new RegExp(`\\b${name}\\s*=\\s*${value},`), name);
+  assert.match(source, /struct frame_header \{\s*uint16_t kind;[^}]*uint16_t size;\s*\}/);
+  assert.match(source, new RegExp(`#define READY_WORD "${READY}"`));
+});
+
+test("the reader's frame protocol: records in order, a batch per chunk, whatever the chunks cut; control words said", async () => {
   const records = Array.from({ length: 50 }, (_, i) => recordBytes({ verdict: 1, reason: 0, rule: i }));
-  const text = Buffer.from(`ready\n${recordLines(records.slice(0, 20))}${recordLines(records.slice(20))}overrun\n`);
-  for (const cut of [1, 7, 257, 1000, text.length]) {
-    const lines = new RecordBatches();
+  const bytes = Buffer.concat([
+    controlFrame("ready"),
+    recordFrames(records.slice(0, 20)),
+    recordFrames(records.slice(20)),
+    controlFrame("overrun"),
+  ]);
+  assert.equal(bytes.length, 4 + 5 + 50 * (4 + 128) + 4 + 7, "a 4-byte header a frame");
+  for (const cut of [1, 3, 7, 132, 1000, bytes.length]) {
+    const frames = new RecordBatches();
     const said: string[] = [];
     const batches: number[] = [];
-    lines.on("control", (word: string) => said.push(`${word}@${batches.reduce((sum, n) => sum + n, 0)}`));
+    frames.on("control", (word: string) => said.push(`${word}@${batches.reduce((sum, n) => sum + n, 0)}`));
     const read: Buffer[] = [];
     const reading = (async () => {
-      for await (const batch of lines) {
+      for await (const batch of frames) {
         batches.push((batch as Buffer[]).length);
         read.push(...(batch as Buffer[]));
       }
     })();
-    for (let at = 0; at < text.length; at += cut) lines.write(text.subarray(at, at + cut));
-    lines.end();
+    for (let at = 0; at < bytes.length; at += cut) frames.write(bytes.subarray(at, at + cut));
+    frames.end();
     await reading;
     assert.deepEqual(read, records, `chunks of ${cut} bytes`);
     assert.equal(said[0], "ready@0", "ready before any record");
     assert.equal(said[1]?.startsWith("overrun"), true);
-    if (cut === text.length) assert.deepEqual(batches, [50], "one chunk, one batch");
+    if (cut === bytes.length) assert.deepEqual(batches, [50], "one chunk, one batch");
   }
-  const unended = new RecordBatches();
+  const cutShort = new RecordBatches();
   const tail: Buffer[][] = [];
-  unended.on("data", (batch: Buffer[]) => tail.push(batch));
-  unended.end(Buffer.from(records[0]!.toString("hex"))); // a last line without its newline still counts
-  await new Promise((resolve) => unended.on("end", resolve));
-  assert.deepEqual(tail, [[records[0]]]);
+  cutShort.on("data", (batch: Buffer[]) => tail.push(batch));
+  cutShort.end(recordFrames(records.slice(0, 2)).subarray(0, 4 + 128 + 50)); // a writer that died mid-frame
+  await new Promise((resolve) => cutShort.on("end", resolve));
+  assert.deepEqual(tail, [[records[0]]], "the whole frame read, the part dropped");
+  const stranger = new RecordBatches();
+  stranger.resume();
+  const failed = new Promise<Error>((resolve) => stranger.on("error", resolve));
+  stranger.end(Buffer.from("ready\n"));
+  assert.match((await failed).message, /kind 25970: the reader speaks another protocol/);
 });
