@@ -232,6 +232,7 @@ let pidNamespace: Promise<string | undefined> | undefined;
 
 /** This process's pid namespace, as /proc/self/ns/pid names it; undefined without procfs. */
 function ownPidNamespace(): Promise<string | undefined> {
+  // Without procfs no pid can be checked anyway: records then carry no namespace and are taken as written.
   pidNamespace ??= readlink("/proc/self/ns/pid").catch(() => undefined);
   return pidNamespace;
 }
@@ -280,8 +281,9 @@ function processExists(pid: number): boolean {
   }
 }
 
-/** What @pid runs, for messages: its command line, cut to 64 characters (its name if that is unreadable). */
+/** What @pid runs, for messages: its command line, cut to 64 characters. */
 async function commandOf(pid: number): Promise<string> {
+  // Unreadable once the process has exited (since /proc/locks named it): the message says so, the lock goes on.
   const line = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
   const command = line.replaceAll("\0", " ").trim();
   return command ? command.slice(0, 64) : "a process that has exited";
