@@ -5,6 +5,7 @@
  * says why: records off, or no agent with --flows reading them.
  */
 import { recordsOn } from "../flows/switch.js";
+import { processExists } from "../host/processes.js";
 import type { Host } from "../host/types.js";
 import type { RecentEndpoint, RecentFlow, RecentFlowsDocument } from "../model/recent-flows.js";
 import { messageOf } from "../errors.js";
@@ -35,7 +36,7 @@ export type StatusFlowsPort = Pick<Host, "readRecentFlows">;
 export async function statusFlows(
   key: string,
   host: StatusFlowsPort,
-  alive: (pid: number) => boolean = processAlive,
+  alive: (pid: number) => boolean = processExists,
 ): Promise<StatusFlows> {
   const document = await host.readRecentFlows(key);
   if (document && alive(document.pid)) return kept(document);
@@ -76,16 +77,6 @@ function kept(document: RecentFlowsDocument): StatusFlows {
 
 export function ruleId(version: string, slot: number): string {
   return `${version}/${slot}`;
-}
-
-/** Whether @pid runs (EPERM: it does, as another user). */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /** The last records of rule @slot of @version, when kept; null when nobody keeps them. */

@@ -4,6 +4,7 @@ import path from "node:path";
 import { execa } from "execa";
 import { InterceptError, messageOf } from "../errors.js";
 import { tryExclusiveLock } from "../kernel/flock.js";
+import { processExists } from "./processes.js";
 import { isAgentHolder, lockRecordText, readLockRecord } from "../model/lock-holder.js";
 
 /** Where the per-namespace lock files live: tmpfs, gone at reboot like the pins they guard. */
@@ -233,7 +234,7 @@ let pidNamespace: Promise<string | undefined> | undefined;
 /** This process's pid namespace, as /proc/self/ns/pid names it; undefined without procfs. */
 function ownPidNamespace(): Promise<string | undefined> {
   // Without procfs no pid can be checked anyway: records then carry no namespace and are taken as written.
-  pidNamespace ??= readlink("/proc/self/ns/pid").catch(() => undefined);
+  pidNamespace ??= readlink("/proc/self/ns/pid").catch(whenAbsent(undefined));
   return pidNamespace;
 }
 
@@ -241,7 +242,7 @@ function ownPidNamespace(): Promise<string | undefined> {
 async function kernelLockTaker(handle: FileHandle): Promise<number | undefined> {
   const [{ dev, ino }, locks] = await Promise.all([
     handle.stat(),
-    readFile("/proc/locks", "utf8").catch(() => ""), // no procfs: the record alone says who holds it
+    readFile("/proc/locks", "utf8").catch(whenAbsent("")), // no procfs: the record alone says who holds it
   ]);
   return flockTaker(locks, { major: deviceMajor(dev), minor: deviceMinor(dev), inode: ino });
 }
@@ -271,22 +272,23 @@ function deviceMinor(dev: number): number {
   return (dev & 0xff) | (Math.floor(dev / 4096) & 0xfff00);
 }
 
-/** Whether a process with @pid exists (signal 0 checks without sending; EPERM: it exists, not ours to signal). */
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /** What @pid runs, for messages: its command line, cut to 64 characters. */
 async function commandOf(pid: number): Promise<string> {
-  // Unreadable once the process has exited (since /proc/locks named it): the message says so, the lock goes on.
-  const line = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+  // Gone once the process has exited (since /proc/locks named it): the message says so, the lock goes on.
+  const line = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(whenAbsent(""));
   const command = line.replaceAll("\0", " ").trim();
   return command ? command.slice(0, 64) : "a process that has exited";
+}
+
+/**
+ * A catch that answers @value when the file read is not there (no procfs,
+ * or a process that exited: ENOENT, ESRCH) and lets anything else surface.
+ */
+function whenAbsent<T>(value: T): (error: NodeJS.ErrnoException) => T {
+  return (error) => {
+    if (error.code === "ENOENT" || error.code === "ESRCH") return value;
+    throw error;
+  };
 }
 
 function formatSeconds(ms: number): string {
