@@ -21,6 +21,7 @@ import { executePlan, makePlan, type DesiredPolicy } from "../../src/reconcile/i
 import { desiredPolicy } from "../support/desired.js";
 import { FakeDatapath } from "../support/fake-datapath.js";
 import { UPDATE_GOLDEN } from "../support/golden.js";
+import { LAYERS } from "../support/layers.js";
 
 const MARKER = "<!-- plan example: produced by tests/unit/docs.test.ts (npm run test:update-golden) -->";
 
@@ -282,4 +283,21 @@ test("docs/internals.md: the folder map names every folder and file of src/", as
     .map((entry) => (entry.isDirectory() ? `\`src/${entry.name}/\`` : `\`src/${entry.name}\``))
     .filter((name) => !map.includes(name));
   assert.deepEqual(missing, [], "add them to the folder map in docs/internals.md");
+});
+
+test("README.md: the folder map draws every unit of src/ in its layer, top to bottom", async () => {
+  const readme = await readFile(new URL("../../../README.md", import.meta.url), "utf8");
+  const section = readme.slice(readme.indexOf("## How it works"));
+  const diagram = section.slice(section.indexOf("```mermaid"), section.indexOf("```\n\n"));
+  // One box a line (`id["…"]`), topmost (cli) first; each box names its units as `src/NAME/` or `src/NAME.ts`.
+  const boxes = diagram
+    .split("\n")
+    .filter((line) => /^\s+\w+\["/.test(line))
+    .map((line) => [...line.matchAll(/src\/([\w-]+(?:\.ts)?)\/?/g)].map((match) => match[1]).sort());
+  const layersTopDown = [...LAYERS].reverse().map((units) => [...units].sort());
+  assert.deepEqual(boxes, layersTopDown, "README.md's folder map and tests/support/layers.ts disagree");
+  const entries = await readdir(new URL("../../../src/", import.meta.url), { withFileTypes: true });
+  const drawn = new Set(boxes.flat());
+  const missing = entries.map((entry) => entry.name).filter((name) => !drawn.has(name));
+  assert.deepEqual(missing, [], "every folder and top-level file of src/ is in a layer");
 });

@@ -33,21 +33,9 @@ import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { ts } from "ts-morph";
+import { LAYERS } from "../support/layers.js";
 
 const SRC = path.resolve(fileURLToPath(new URL("../../../src", import.meta.url)));
-
-/** Each layer, lowest first, with its units: a folder of src/, or a top-level file. */
-const LAYERS: readonly (readonly string[])[] = [
-  ["model"],
-  ["errors.ts", "diagnostics.ts", "glob.ts", "cgroup-path.ts", "cache-dir.ts", "api.ts"],
-  ["kernel"],
-  ["datapath"],
-  ["host"],
-  ["load", "validate", "compile", "toolchain"],
-  ["reconcile", "plan", "flows", "cni"],
-  ["commands", "agent", "demo"],
-  ["cli.ts"],
-];
 
 const LAYER_OF = new Map(LAYERS.flatMap((units, layer) => units.map((unit) => [unit, layer] as const)));
 
