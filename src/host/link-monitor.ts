@@ -27,9 +27,9 @@ const EVENT_NAMESPACE = /^\[nsid (\d+|current)\]/;
  * all namespace ids (NETLINK_LISTEN_ALL_NSID), so it receives the link
  * events of every namespace that has an id here, each line prefixed with
  * that id (`[nsid 3]`, or `[nsid current]` for this namespace). A
- * namespace followed by name is given an id first (`ip netns set NAME
- * auto`, batched for namespaces that join together), and its events are
- * routed by id. Where one `ip monitor` per namespace held 2.5 MiB each
+ * namespace followed by name is given an id first (what `ip netns set NAME
+ * auto` does, by an rtnetlink request of this process: no process per
+ * namespace), and its events are routed by id. Where one `ip monitor` per namespace held 2.5 MiB each
  * (123 MiB for fifty), this is one process of about as much, however many.
  *
  * The monitor runs under `setpriv --pdeathsig KILL`: the kernel kills it
@@ -41,7 +41,7 @@ const EVENT_NAMESPACE = /^\[nsid (\d+|current)\]/;
  */
 export class LinkMonitor {
   private readonly followers = new Map<string, Set<LinkEvents>>();
-  /** Namespace id → its names, as `ip netns list` last said (two names of one namespace share an id). */
+  /** Namespace id → its names, as the namespace directory last said (two names of one namespace share an id). */
   private ids = new Map<number, string[]>();
   /**
    * Ids that named no namespace when the ids were last learnt (a container
@@ -208,7 +208,8 @@ export class LinkMonitor {
   /**
    * Gives @name an id (if it has none) and learns every namespace's id; a
    * run in progress is followed by one more for everyone who asked during
-   * it, so a burst of namespaces costs a few processes, not one each.
+   * it, so a burst of namespaces costs a few listings of the namespace
+   * directory, not one each.
    */
   private async number(name?: string): Promise<void> {
     if (name !== undefined) this.toNumber.add(name);
