@@ -13,7 +13,9 @@
  * memory reducer). It also counts the agent's long-lived helper processes
  * (every descendant still running once the burst is served) and the memory
  * of the agent and its helpers together, as RSS and as PSS (shared pages
- * divided among their sharers). One fresh agent per count; prints a table
+ * divided among their sharers), and the processes the agent started per
+ * namespace during the burst (perf's sched_process_fork tracepoint, where
+ * perf is installed). One fresh agent per count; prints a table
  * per count and writes bench/results/fleet.json.
  *
  * Then the floor: what the work left per namespace costs, each piece
@@ -119,6 +121,31 @@ async function processSeconds(pid: number): Promise<{ own: number; children: num
   return { own: (fields[11]! + fields[12]!) / 100, children: (fields[13]! + fields[14]!) / 100 };
 }
 
+/**
+ * Counts the processes (and threads) that @pid and its descendants start,
+ * by perf's sched:sched_process_fork tracepoint, from now until stop();
+ * stop() resolves with the count, or undefined where perf is missing or
+ * may not trace. perf prints nothing once attached: it is given a moment.
+ */
+async function forkCounter(pid: number): Promise<{ stop(): Promise<number | undefined> }> {
+  const perf = execa("perf", ["stat", "-x,", "-e", "sched:sched_process_fork", "-p", String(pid)], {
+    reject: false,
+    extendEnv: false,
+  });
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  return {
+    async stop() {
+      perf.kill("SIGINT");
+      const result = await perf;
+      const line = String(result.stderr)
+        .split("\n")
+        .find((row) => row.includes("sched:sched_process_fork"));
+      const count = Number(line?.split(",")[0]);
+      return line !== undefined && Number.isFinite(count) ? count : undefined;
+    },
+  };
+}
+
 const settle = () => new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
 const round = (value: number, digits = 1) => Number(value.toFixed(digits));
 
@@ -172,6 +199,7 @@ async function run(count: number): Promise<Record<string, unknown>> {
     const before = await rssMiB(agent.pid);
 
     const from = agent.lines.length;
+    const forks = await forkCounter(agent.pid);
     const [machineAtStart, agentAtStart] = [await machineBusySeconds(), await processSeconds(agent.pid)];
     const created = new Map<string, number>();
     const burstStart = performance.now();
@@ -192,6 +220,7 @@ async function run(count: number): Promise<Record<string, unknown>> {
     }
     const lastAttached = Math.max(...applied.values());
     const [machineAtEnd, agentAtEnd] = [await machineBusySeconds(), await processSeconds(agent.pid)];
+    const forked = await forks.stop();
     const unattached = (
       await Promise.all(
         [...created.keys()].flatMap((name) =>
@@ -255,6 +284,8 @@ async function run(count: number): Promise<Record<string, unknown>> {
       },
       helpers: { serving: watchers, after: watchersAfter },
       cpuMsPerNamespace: round(((agentAtEnd.own - agentAtStart.own) * 1000) / count),
+      /** Processes (and threads) the agent and its commands started, burst start → last attach (perf; null without it). */
+      processesPerNamespace: forked === undefined ? null : round(forked / count, 2),
       errorLines: errors.length,
     };
     process.stdout.write(
@@ -287,6 +318,7 @@ async function run(count: number): Promise<Record<string, unknown>> {
             `within ${TARGET_MEMORY_RETURN * 100}% of before`,
           ],
           ["agent CPU per namespace", `${results.cpuMsPerNamespace} ms`, `≤ ${TARGET_CPU_MS_PER_NAMESPACE} ms`],
+          ["processes the agent started per namespace", `${results.processesPerNamespace ?? "— (no perf)"}`, ""],
           [
             `long-lived helper processes serving ${count}`,
             `${watchers.count} (${watchers.commands.join("; ") || "none"}), ${watchers.rssMiB} MiB RSS`,
