@@ -122,13 +122,14 @@ async function processSeconds(pid: number): Promise<{ own: number; children: num
 }
 
 /**
- * Counts the processes (and threads) that @pid and its descendants start,
- * by perf's sched:sched_process_fork tracepoint, from now until stop();
- * stop() resolves with the count, or undefined where perf is missing or
- * may not trace. perf prints nothing once attached: it is given a moment.
+ * Counts the processes (and threads) that @pid itself starts, by perf's
+ * sched:sched_process_fork tracepoint on its threads (--no-inherit: not
+ * what its commands start in turn), from now until stop(); stop() resolves
+ * with the count, or undefined where perf is missing or may not trace. perf
+ * prints nothing once attached: it is given a moment.
  */
 async function forkCounter(pid: number): Promise<{ stop(): Promise<number | undefined> }> {
-  const perf = execa("perf", ["stat", "-x,", "-e", "sched:sched_process_fork", "-p", String(pid)], {
+  const perf = execa("perf", ["stat", "--no-inherit", "-x,", "-e", "sched:sched_process_fork", "-p", String(pid)], {
     reject: false,
     extendEnv: false,
   });
@@ -284,7 +285,7 @@ async function run(count: number): Promise<Record<string, unknown>> {
       },
       helpers: { serving: watchers, after: watchersAfter },
       cpuMsPerNamespace: round(((agentAtEnd.own - agentAtStart.own) * 1000) / count),
-      /** Processes (and threads) the agent and its commands started, burst start → last attach (perf; null without it). */
+      /** Processes (and threads) the agent started, burst start → last attach (perf; null without it). */
       processesPerNamespace: forked === undefined ? null : round(forked / count, 2),
       errorLines: errors.length,
     };
