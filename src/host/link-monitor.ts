@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { execa, type ResultPromise } from "execa";
 import { InterceptError } from "../errors.js";
-import { numberNamespaces } from "../kernel/links.js";
+import { numberNamespaces as number } from "../kernel/links.js";
 import type { NetworkNamespace } from "../model/namespace.js";
 import type { LinkEvents, Watch } from "./types.js";
 
@@ -40,6 +40,12 @@ const EVENT_NAMESPACE = /^\[nsid (\d+|current)\]/;
  * follower is told (failed, then restarted and changed once it listens).
  */
 export class LinkMonitor {
+  /**
+   * @numberNamespaces gives the named namespaces ids and answers every
+   * named namespace's id (kernel/links.ts's, by default; a test's stand-in).
+   */
+  constructor(private readonly numberNamespaces: (names: readonly string[]) => Promise<Map<string, number>> = number) {}
+
   private readonly followers = new Map<string, Set<LinkEvents>>();
   /** Namespace id → its names, as the namespace directory last said (two names of one namespace share an id). */
   private ids = new Map<number, string[]>();
@@ -220,7 +226,7 @@ export class LinkMonitor {
       const names = [...this.toNumber];
       this.toNumber.clear();
       const ids = new Map<number, string[]>();
-      for (const [named, id] of await numberNamespaces(names)) ids.set(id, [...(ids.get(id) ?? []), named]);
+      for (const [named, id] of await this.numberNamespaces(names)) ids.set(id, [...(ids.get(id) ?? []), named]);
       this.ids = ids;
       if (names.length > 0) this.unnamed.clear(); // a namespace joined: an id unnamed before may be its own now
     })();
