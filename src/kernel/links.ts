@@ -4,7 +4,7 @@ import path from "node:path";
 import { InterceptError } from "../errors.js";
 import { runJson } from "./exec.js";
 import { NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
-import { failure, NETNSA_NSID_NOT_ASSIGNED, RouteSocket } from "./netlink.js";
+import { failure, RouteSocket } from "./netlink.js";
 
 export interface Link {
   ifindex: number;
@@ -58,14 +58,18 @@ export async function numberNamespaces(names: readonly string[], dir = NETNS_DIR
           throw failure(`ip netns set ${name} auto (rtnetlink RTM_NEWNSID)`, errno);
       });
     const ids = new Map<string, number>();
+    // As `ip netns list`: a file that cannot be opened, or that the kernel refuses (-EINVAL: no
+    // namespace mounted on it, as a runtime's file before its mount), or a namespace with no id
+    // here (NETNSA_NSID_NOT_ASSIGNED) is listed without an id, so absent from the answer.
     for (const name of namespaceFiles(dir))
-      withNamespaceFile(path.join(dir, name), (fd) => {
-        const id = socket.nsid(fd);
-        if (id >= 0) ids.set(name, id);
-        // -EINVAL: not a namespace (a runtime's file before its mount); NETNSA_NSID_NOT_ASSIGNED: no id here.
-        else if (id !== NETNSA_NSID_NOT_ASSIGNED && id !== -constants.errno.EINVAL)
-          throw failure(`ip netns list (rtnetlink RTM_GETNSID of ${name})`, -id);
-      });
+      withNamespaceFile(
+        path.join(dir, name),
+        (fd) => {
+          const id = socket.nsid(fd);
+          if (id >= 0) ids.set(name, id);
+        },
+        { skipUnopenable: true },
+      );
     return ids;
   } finally {
     socket.close();
@@ -85,14 +89,15 @@ function namespaceFiles(dir: string): string[] {
 /**
  * Runs @use with a descriptor of the namespace file @file (read-only,
  * close-on-exec, non-blocking: a stray FIFO never blocks the agent), then
- * closes it. A file that is gone is skipped, as `ip` skips it.
+ * closes it. A file that is gone is skipped, as `ip` skips it; so is any
+ * that cannot be opened, with @skipUnopenable.
  */
-function withNamespaceFile(file: string, use: (fd: number) => void): void {
+function withNamespaceFile(file: string, use: (fd: number) => void, { skipUnopenable = false } = {}): void {
   let fd: number;
   try {
     fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+    if (skipUnopenable || (error as NodeJS.ErrnoException).code === "ENOENT") return;
     throw new InterceptError("file-access", `cannot open ${file}: ${(error as Error).message}`);
   }
   try {
