@@ -24,14 +24,15 @@
  * tables: the agent's CPU per process), a `bpftool prog loadall` of the
  * policy's object (libbpf reads the kernel's BTF for the object's CO-RE
  * relocations, then the verifier runs), and a `tc -batch` that gives a
- * namespace's two links clsact and the filters. With the processes the
+ * namespace's two links clsact and the filters, and the in-process nsid
+ * numbering that replaced an `ip` process. With the processes the
  * agent ran per namespace, that bounds its CPU and the burst's time on
  * this machine's cores.
  *   BENCH_FLEET_NAMESPACES (50,110): how many namespaces, one run per count.
  *   BENCH_FLEET_FLOOR_ROUNDS (20): how often each floor piece is measured.
  */
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
@@ -40,6 +41,8 @@ import { execa } from "execa";
 import { AgentProcess } from "../lab/agent-process.js";
 import { LINKS, NamespaceSet } from "../lab/namespaces.js";
 import { intercept } from "../lab/network.js";
+import { numberNamespaces } from "../src/kernel/links.js";
+import { NETNS_DIR } from "../src/model/namespace.js";
 import { table } from "./table.js";
 
 const COUNTS = (process.env.BENCH_FLEET_NAMESPACES ?? "50,110").split(",").map(Number);
@@ -419,7 +422,18 @@ async function floor(agentRssMiB: number): Promise<Record<string, unknown>> {
         for (const link of LINKS) await inNamespace(["qdisc", "del", "dev", link, "clsact"]);
       },
     );
-    const results = { rssMiB: round(rss), rounds: FLOOR_ROUNDS, cores: availableParallelism(), spawn, load, attach };
+    // What replaced an `ip netns set … auto; ip netns list` process: rtnetlink requests in this process.
+    const netnsFiles = (await readdir(NETNS_DIR)).length;
+    const numbering = await perRound(FLOOR_ROUNDS, async () => void (await numberNamespaces([name])));
+    const results = {
+      rssMiB: round(rss),
+      rounds: FLOOR_ROUNDS,
+      cores: availableParallelism(),
+      spawn,
+      load,
+      attach,
+      numbering: { ...numbering, netnsFiles },
+    };
     process.stdout.write(
       `${table(
         ["floor piece (mean of rounds)", "this process's CPU", "children's CPU", "wall"],
@@ -436,6 +450,12 @@ async function floor(agentRssMiB: number): Promise<Record<string, unknown>> {
             `${attach.ownMs} ms`,
             `${attach.childrenMs} ms`,
             `${attach.wallMs} ms`,
+          ],
+          [
+            `nsid numbering in process (rtnetlink; ${netnsFiles} files in ${NETNS_DIR})`,
+            `${numbering.ownMs} ms`,
+            `${numbering.childrenMs} ms`,
+            `${numbering.wallMs} ms`,
           ],
         ],
       )}\n`,
