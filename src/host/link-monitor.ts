@@ -27,10 +27,11 @@ const EVENT_NAMESPACE = /^\[nsid (\d+|current)\]/;
  * all namespace ids (NETLINK_LISTEN_ALL_NSID), so it receives the link
  * events of every namespace that has an id here, each line prefixed with
  * that id (`[nsid 3]`, or `[nsid current]` for this namespace). A
- * namespace followed by name is given an id first (what `ip netns set NAME
- * auto` does, by an rtnetlink request of this process: no process per
- * namespace), and its events are routed by id. Where one `ip monitor` per namespace held 2.5 MiB each
- * (123 MiB for fifty), this is one process of about as much, however many.
+ * namespace followed by name is given an id first (what `ip netns set
+ * NAME auto` does, by an rtnetlink request of this process: no process per
+ * namespace), and its events are routed by id. Where one `ip monitor` per
+ * namespace held 2.5 MiB each (123 MiB for fifty), this is one process of
+ * about as much, however many.
  *
  * The monitor runs under `setpriv --pdeathsig KILL`: the kernel kills it
  * when the agent dies, `kill -9` included, so it is never left behind.
