@@ -13,7 +13,9 @@
  * memory reducer). It also counts the agent's long-lived helper processes
  * (every descendant still running once the burst is served) and the memory
  * of the agent and its helpers together, as RSS and as PSS (shared pages
- * divided among their sharers). One fresh agent per count; prints a table
+ * divided among their sharers), and the processes the agent started per
+ * namespace during the burst (perf's sched_process_fork tracepoint, where
+ * perf is installed). One fresh agent per count; prints a table
  * per count and writes bench/results/fleet.json.
  *
  * Then the floor: what the work left per namespace costs, each piece
@@ -22,14 +24,15 @@
  * tables: the agent's CPU per process), a `bpftool prog loadall` of the
  * policy's object (libbpf reads the kernel's BTF for the object's CO-RE
  * relocations, then the verifier runs), and a `tc -batch` that gives a
- * namespace's two links clsact and the filters. With the processes the
+ * namespace's two links clsact and the filters, and the in-process nsid
+ * numbering that replaced an `ip` process. With the processes the
  * agent ran per namespace, that bounds its CPU and the burst's time on
  * this machine's cores.
  *   BENCH_FLEET_NAMESPACES (50,110): how many namespaces, one run per count.
  *   BENCH_FLEET_FLOOR_ROUNDS (20): how often each floor piece is measured.
  */
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
@@ -38,6 +41,8 @@ import { execa } from "execa";
 import { AgentProcess } from "../lab/agent-process.js";
 import { LINKS, NamespaceSet } from "../lab/namespaces.js";
 import { intercept } from "../lab/network.js";
+import { numberNamespaces } from "../src/kernel/links.js";
+import { NETNS_DIR } from "../src/model/namespace.js";
 import { table } from "./table.js";
 
 const COUNTS = (process.env.BENCH_FLEET_NAMESPACES ?? "50,110").split(",").map(Number);
@@ -119,6 +124,32 @@ async function processSeconds(pid: number): Promise<{ own: number; children: num
   return { own: (fields[11]! + fields[12]!) / 100, children: (fields[13]! + fields[14]!) / 100 };
 }
 
+/**
+ * Counts the processes (and threads) that @pid itself starts, by perf's
+ * sched:sched_process_fork tracepoint on its threads (--no-inherit: not
+ * what its commands start in turn), from now until stop(); stop() resolves
+ * with the count, or undefined where perf is missing or may not trace. perf
+ * prints nothing once attached: it is given a moment.
+ */
+async function forkCounter(pid: number): Promise<{ stop(): Promise<number | undefined> }> {
+  const perf = execa("perf", ["stat", "--no-inherit", "-x,", "-e", "sched:sched_process_fork", "-p", String(pid)], {
+    reject: false,
+    extendEnv: false,
+  });
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  return {
+    async stop() {
+      perf.kill("SIGINT");
+      const result = await perf;
+      const line = String(result.stderr)
+        .split("\n")
+        .find((row) => row.includes("sched:sched_process_fork"));
+      const count = Number(line?.split(",")[0]);
+      return line !== undefined && Number.isFinite(count) ? count : undefined;
+    },
+  };
+}
+
 const settle = () => new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
 const round = (value: number, digits = 1) => Number(value.toFixed(digits));
 
@@ -172,6 +203,7 @@ async function run(count: number): Promise<Record<string, unknown>> {
     const before = await rssMiB(agent.pid);
 
     const from = agent.lines.length;
+    const forks = await forkCounter(agent.pid);
     const [machineAtStart, agentAtStart] = [await machineBusySeconds(), await processSeconds(agent.pid)];
     const created = new Map<string, number>();
     const burstStart = performance.now();
@@ -192,6 +224,7 @@ async function run(count: number): Promise<Record<string, unknown>> {
     }
     const lastAttached = Math.max(...applied.values());
     const [machineAtEnd, agentAtEnd] = [await machineBusySeconds(), await processSeconds(agent.pid)];
+    const forked = await forks.stop();
     const unattached = (
       await Promise.all(
         [...created.keys()].flatMap((name) =>
@@ -255,6 +288,8 @@ async function run(count: number): Promise<Record<string, unknown>> {
       },
       helpers: { serving: watchers, after: watchersAfter },
       cpuMsPerNamespace: round(((agentAtEnd.own - agentAtStart.own) * 1000) / count),
+      /** Processes (and threads) the agent started, burst start → last attach (perf; null without it). */
+      processesPerNamespace: forked === undefined ? null : round(forked / count, 2),
       errorLines: errors.length,
     };
     process.stdout.write(
@@ -287,6 +322,7 @@ async function run(count: number): Promise<Record<string, unknown>> {
             `within ${TARGET_MEMORY_RETURN * 100}% of before`,
           ],
           ["agent CPU per namespace", `${results.cpuMsPerNamespace} ms`, `≤ ${TARGET_CPU_MS_PER_NAMESPACE} ms`],
+          ["processes the agent started per namespace", `${results.processesPerNamespace ?? "— (no perf)"}`, ""],
           [
             `long-lived helper processes serving ${count}`,
             `${watchers.count} (${watchers.commands.join("; ") || "none"}), ${watchers.rssMiB} MiB RSS`,
@@ -386,7 +422,19 @@ async function floor(agentRssMiB: number): Promise<Record<string, unknown>> {
         for (const link of LINKS) await inNamespace(["qdisc", "del", "dev", link, "clsact"]);
       },
     );
-    const results = { rssMiB: round(rss), rounds: FLOOR_ROUNDS, cores: availableParallelism(), spawn, load, attach };
+    // What replaced an `ip netns set … auto; ip netns list` process: rtnetlink requests in this process.
+    const netnsFiles = (await readdir(NETNS_DIR)).length;
+    await numberNamespaces([name]); // once unmeasured: koffi and libc are loaded at the first use, as the agent's warm-up namespace does
+    const numbering = await perRound(FLOOR_ROUNDS, async () => void (await numberNamespaces([name])));
+    const results = {
+      rssMiB: round(rss),
+      rounds: FLOOR_ROUNDS,
+      cores: availableParallelism(),
+      spawn,
+      load,
+      attach,
+      numbering: { ...numbering, netnsFiles },
+    };
     process.stdout.write(
       `${table(
         ["floor piece (mean of rounds)", "this process's CPU", "children's CPU", "wall"],
@@ -403,6 +451,12 @@ async function floor(agentRssMiB: number): Promise<Record<string, unknown>> {
             `${attach.ownMs} ms`,
             `${attach.childrenMs} ms`,
             `${attach.wallMs} ms`,
+          ],
+          [
+            `nsid numbering in process (rtnetlink; ${netnsFiles} files in ${NETNS_DIR})`,
+            `${numbering.ownMs} ms`,
+            `${numbering.childrenMs} ms`,
+            `${numbering.wallMs} ms`,
           ],
         ],
       )}\n`,

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { execa, type ResultPromise } from "execa";
 import { InterceptError } from "../errors.js";
-import { numberNamespaces } from "../kernel/links.js";
+import { numberNamespaces as number } from "../kernel/links.js";
 import type { NetworkNamespace } from "../model/namespace.js";
 import type { LinkEvents, Watch } from "./types.js";
 
@@ -27,10 +27,11 @@ const EVENT_NAMESPACE = /^\[nsid (\d+|current)\]/;
  * all namespace ids (NETLINK_LISTEN_ALL_NSID), so it receives the link
  * events of every namespace that has an id here, each line prefixed with
  * that id (`[nsid 3]`, or `[nsid current]` for this namespace). A
- * namespace followed by name is given an id first (`ip netns set NAME
- * auto`, batched for namespaces that join together), and its events are
- * routed by id. Where one `ip monitor` per namespace held 2.5 MiB each
- * (123 MiB for fifty), this is one process of about as much, however many.
+ * namespace followed by name is given an id first (what `ip netns set
+ * NAME auto` does, by an rtnetlink request of this process: no process per
+ * namespace), and its events are routed by id. Where one `ip monitor` per
+ * namespace held 2.5 MiB each (123 MiB for fifty), this is one process of
+ * about as much, however many.
  *
  * The monitor runs under `setpriv --pdeathsig KILL`: the kernel kills it
  * when the agent dies, `kill -9` included, so it is never left behind.
@@ -40,8 +41,14 @@ const EVENT_NAMESPACE = /^\[nsid (\d+|current)\]/;
  * follower is told (failed, then restarted and changed once it listens).
  */
 export class LinkMonitor {
+  /**
+   * @numberNamespaces gives the named namespaces ids and answers every
+   * named namespace's id (kernel/links.ts's, by default; a test's stand-in).
+   */
+  constructor(private readonly numberNamespaces: (names: readonly string[]) => Promise<Map<string, number>> = number) {}
+
   private readonly followers = new Map<string, Set<LinkEvents>>();
-  /** Namespace id → its names, as `ip netns list` last said (two names of one namespace share an id). */
+  /** Namespace id → its names, as the namespace directory last said (two names of one namespace share an id). */
   private ids = new Map<number, string[]>();
   /**
    * Ids that named no namespace when the ids were last learnt (a container
@@ -208,7 +215,8 @@ export class LinkMonitor {
   /**
    * Gives @name an id (if it has none) and learns every namespace's id; a
    * run in progress is followed by one more for everyone who asked during
-   * it, so a burst of namespaces costs a few processes, not one each.
+   * it, so a burst of namespaces costs a few listings of the namespace
+   * directory, not one each.
    */
   private async number(name?: string): Promise<void> {
     if (name !== undefined) this.toNumber.add(name);
@@ -219,7 +227,7 @@ export class LinkMonitor {
       const names = [...this.toNumber];
       this.toNumber.clear();
       const ids = new Map<number, string[]>();
-      for (const [named, id] of await numberNamespaces(names)) ids.set(id, [...(ids.get(id) ?? []), named]);
+      for (const [named, id] of await this.numberNamespaces(names)) ids.set(id, [...(ids.get(id) ?? []), named]);
       this.ids = ids;
       if (names.length > 0) this.unnamed.clear(); // a namespace joined: an id unnamed before may be its own now
     })();

@@ -6,6 +6,8 @@
  * leaves no watcher behind; a captured cgroup removed and made again gets
  * its programs back from the cgroup's own event (no resync, no link
  * event), and a pod's cgroup under a captured one has them as it is made.
+ * Namespace ids, given by the agent's own rtnetlink requests, are the ones
+ * `ip netns list` shows.
  * Everything is removed in `after`, on failure too.
  */
 import "../support/temporary-cache.js";
@@ -19,6 +21,7 @@ import { execa } from "execa";
 import { AgentProcess } from "../../lab/agent-process.js";
 import { LabCgroup } from "../../lab/cgroup.js";
 import { NamespaceSet } from "../../lab/namespaces.js";
+import { numberNamespaces } from "../../src/kernel/links.js";
 
 const namespaces = NamespaceSet.unique("wa");
 const p = namespaces.prefix;
@@ -115,6 +118,23 @@ describe("one link watcher for every namespace", { concurrency: false }, () => {
     agent.kill();
     await agent.exited();
     await gone(watcher.pid); // the kernel's parent-death signal
+  });
+});
+
+describe("namespace ids given in the agent's own process (rtnetlink, no `ip`)", { concurrency: false }, () => {
+  test("an id as `ip netns list` shows it; asked again, the same; a namespace deleted is absent", async () => {
+    const name = `${p}id`;
+    await namespaces.create(name);
+    const first = await numberNamespaces([name]);
+    const id = first.get(name);
+    assert.ok(id !== undefined && id >= 0, "it was given an id");
+    const listed = JSON.parse((await execa("ip", ["-j", "netns", "list"])).stdout) as { name: string; id?: number }[];
+    assert.equal(listed.find((entry) => entry.name === name)?.id, id, "the id ip sees");
+    for (const entry of listed) if (entry.id !== undefined) assert.equal(first.get(entry.name), entry.id, entry.name);
+    assert.equal((await numberNamespaces([name])).get(name), id, "already numbered: no failure, the same id");
+    await namespaces.delete(name);
+    const later = await numberNamespaces([name]);
+    assert.equal(later.has(name), false, "gone: absent, not an error");
   });
 });
 

@@ -7,7 +7,7 @@
  * pins, lock records and namespace directory in folders of the test's own.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, open, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, rm, rmdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
@@ -244,19 +244,18 @@ describe("the fake datapath's performAll, as KernelDatapath's", () => {
   });
 });
 
-describe("the link monitor's routing, with stand-ins for setpriv and ip on PATH", () => {
+describe("the link monitor's routing, with a stand-in for setpriv on PATH and for the numbering", () => {
   /**
    * A `setpriv` that subscribes a netlink socket to the link group (as `ip
    * monitor` does, so the monitor sees it listening) and then prints what
-   * the test writes into a FIFO, until the test closes it; an `ip` that
-   * answers every batch with the ids in a file of the test's, counting calls.
+   * the test writes into a FIFO, until the test closes it; a numbering (the
+   * kernel's is rtnetlink in the agent's process) that answers every call
+   * with the ids the test set, counting calls.
    */
   async function standIns() {
     const dir = await mkdtemp(path.join(scratch, "monitor-"));
     const fifo = path.join(dir, "events");
-    const [ids, calls] = [path.join(dir, "ids.json"), path.join(dir, "calls")];
     await execa("mkfifo", [fifo]);
-    await writeFile(calls, "");
     await writeFile(
       path.join(dir, "setpriv"),
       `#!/usr/bin/python3
@@ -270,12 +269,14 @@ with open(${JSON.stringify(fifo)}) as events:
 `,
       { mode: 0o755 },
     );
-    await writeFile(path.join(dir, "ip"), `#!/bin/sh\ncat > /dev/null\necho call >> ${calls}\ncat ${ids}\n`, {
-      mode: 0o755,
-    });
-    const setIds = (list: { name: string; id: number }[]) => writeFile(ids, JSON.stringify(list));
-    const ipCalls = async () => (await readFile(calls, "utf8")).split("\n").filter(Boolean).length;
-    return { dir, fifo, setIds, ipCalls };
+    let [ids, calls] = [[] as { name: string; id: number }[], 0];
+    const numbering = async () => {
+      calls++;
+      return new Map(ids.map(({ name, id }) => [name, id]));
+    };
+    const setIds = async (list: { name: string; id: number }[]) => void (ids = list);
+    const ipCalls = async () => calls;
+    return { dir, fifo, setIds, ipCalls, numbering };
   }
 
   /** Events that count, with a barrier per kind. */
@@ -304,10 +305,10 @@ with open(${JSON.stringify(fifo)}) as events:
   }
 
   test("events go to the namespace their id names (any of its names), the own namespace's to it; an unknown id is learnt; a restart tells everyone", async () => {
-    const { dir, fifo, setIds, ipCalls } = await standIns();
+    const { dir, fifo, setIds, ipCalls, numbering } = await standIns();
     const path0 = process.env.PATH;
     process.env.PATH = `${dir}:${path0}`;
-    const monitor = new LinkMonitor();
+    const monitor = new LinkMonitor(numbering);
     try {
       await setIds([
         { name: "cni-a", id: 3 },
@@ -318,7 +319,7 @@ with open(${JSON.stringify(fifo)}) as events:
       await monitor.watch({ name: "cni-a2" }, a.events); // served by its second name
       await monitor.watch({ name: "cni-b" }, b.events);
       await monitor.watch({}, own.events);
-      assert.equal(await ipCalls(), 2, "one batch per namespace that joined on its own");
+      assert.equal(await ipCalls(), 2, "one numbering per namespace that joined on its own");
       let writer = await open(fifo, "w");
       await writer.write("[nsid 3]5: v0@if4: <BROADCAST> mtu 1500\n");
       await a.reached("changed", 1);
