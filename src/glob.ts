@@ -6,12 +6,25 @@
 
 /** Whether @glob matches all of @name. */
 export function globMatch(glob: string, name: string): boolean {
-  const pattern = glob
-    .replace(/[.+^${}()|[\]\\]/g, "\\$&")
-    .replace(/\*/g, ".*")
-    .replace(/\?/g, ".");
-  return new RegExp(`^${pattern}$`).test(name);
+  // A plain name (most interface selectors) matches itself only: no expression to build.
+  if (!glob.includes("*") && !glob.includes("?")) return glob === name;
+  let expression = globExpressions.get(glob);
+  if (!expression) {
+    const pattern = glob
+      .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+      .replace(/\*/g, ".*")
+      .replace(/\?/g, ".");
+    expression = new RegExp(`^${pattern}$`);
+    // Globs come from policies and the agent's flags: a few, matched against every link, on every plan.
+    if (globExpressions.size >= GLOB_EXPRESSIONS_LIMIT) globExpressions.clear();
+    globExpressions.set(glob, expression);
+  }
+  return expression.test(name);
 }
+
+/** Each glob's expression, made once (without the g or y flag, test keeps no state between calls). */
+const globExpressions = new Map<string, RegExp>();
+const GLOB_EXPRESSIONS_LIMIT = 1024;
 
 /**
  * Whether some name matches both @a and @b: a walk over pairs of positions

@@ -79,24 +79,78 @@ export class SourceText {
   }
 }
 
+/**
+ * A SourceMap's entries as another thread receives them (structured
+ * clone): the pointers, and their spans as numbers, PACKED_FIELDS an entry
+ * (the value's line, column and length, then whether a key is recorded,
+ * and its line, column and length). A policy has a place for every value
+ * it holds; as objects, each is several for the clone to walk on both
+ * sides, as numbers one array for a file.
+ */
+export interface PackedLocations {
+  pointers: string[];
+  spans: number[];
+}
+
+const PACKED_FIELDS = 7;
+
 /** Where each value of a loaded policy was written, keyed by JSON pointer. */
 export class SourceMap {
-  private readonly entries: Map<string, Located>;
+  private map: Map<string, Located> | undefined;
+  /** Entries received packed (SourceMap.unpack), made into the map when first looked at: most never are. */
+  private packed: PackedLocations | undefined;
 
   constructor(
     readonly source: SourceText,
     entries: Iterable<[string, Located]> = [],
   ) {
-    this.entries = new Map(entries);
+    this.map = new Map(entries);
+  }
+
+  /** A source map of @source holding @packed (from pack(), in another thread). */
+  static unpack(source: SourceText, packed: PackedLocations): SourceMap {
+    const sourceMap = new SourceMap(source);
+    sourceMap.map = undefined;
+    sourceMap.packed = packed;
+    return sourceMap;
   }
 
   get file(): string {
     return this.source.file;
   }
 
+  private get entries(): Map<string, Located> {
+    if (this.map) return this.map;
+    const { pointers, spans } = this.packed!;
+    const map = new Map<string, Located>();
+    pointers.forEach((pointer, i) => {
+      const at = i * PACKED_FIELDS;
+      const value = { line: spans[at]!, column: spans[at + 1]!, length: spans[at + 2]! };
+      const key =
+        spans[at + 3] === 1 ? { line: spans[at + 4]!, column: spans[at + 5]!, length: spans[at + 6]! } : undefined;
+      map.set(pointer, { value, ...(key && { key }) });
+    });
+    this.packed = undefined;
+    return (this.map = map);
+  }
+
   /** Every recorded place, for caching. */
   toEntries(): [string, Located][] {
     return [...this.entries];
+  }
+
+  /** Every recorded place, packed for another thread (unpack). */
+  pack(): PackedLocations {
+    if (this.packed) return this.packed;
+    const pointers: string[] = [];
+    const spans: number[] = [];
+    for (const [pointer, { value, key }] of this.entries) {
+      pointers.push(pointer);
+      spans.push(value.line, value.column, value.length);
+      if (key) spans.push(1, key.line, key.column, key.length);
+      else spans.push(0, 0, 0, 0);
+    }
+    return { pointers, spans };
   }
 
   get(pointer: string): Located | undefined {
@@ -109,8 +163,9 @@ export class SourceMap {
 
   /** The nearest recorded span at or above @pointer; the file's start when nothing is. */
   span(pointer: string, part: "key" | "value" = "value"): Span {
+    const entries = this.entries;
     for (let current = pointer; ; current = parentPointer(current)) {
-      const found = this.entries.get(current);
+      const found = entries.get(current);
       if (found) return (part === "key" && found.key) || found.value;
       if (current === "") return { line: 1, column: 1, length: 0 };
     }

@@ -7,6 +7,7 @@ import {
   isSeq,
   Lexer,
   Parser,
+  Schema,
   type CST,
   type Document,
   type Node,
@@ -62,7 +63,7 @@ function parseBounded(source: SourceText): { document: Document.Parsed } | { err
     }
   }
   tokens.push(...parser.end());
-  const documents = [...new Composer({ uniqueKeys: true }).compose(tokens, true, source.text.length)];
+  const documents = [...composerFor(source.text).compose(tokens, true, source.text.length)];
   const [document, second] = documents;
   if (!document) throw new Error("yaml composed no document from a whole source");
   if (second) {
@@ -70,6 +71,20 @@ function parseBounded(source: SourceText): { document: Document.Parsed } | { err
     return { error: diagnosticAt("yaml/syntax", at, "a policy file holds one YAML document; this is a second one") };
   }
   return { document };
+}
+
+/**
+ * The YAML 1.2 core schema, made once for the documents it can serve:
+ * yaml makes one for each document otherwise, a cost a repository of many
+ * small files pays many times. A document that may hold a directive (`%`:
+ * `%YAML 1.1` picks another schema) or a tag (`!`: resolving a known tag
+ * adds it to the document's schema) gets a schema of its own, as before.
+ */
+const CORE_SCHEMA = new Schema({ schema: "core", resolveKnownTags: true });
+
+function composerFor(text: string): Composer {
+  const ownSchema = text.includes("%") || text.includes("!");
+  return new Composer({ uniqueKeys: true, ...(!ownSchema && { schema: CORE_SCHEMA }) });
 }
 
 function collectionDepth(stack: readonly CST.Token[]): number {

@@ -294,24 +294,24 @@ export function checkPolicies(checked: CheckedPolicy[]): Diagnostic[] {
  */
 function suspectPolicies(onLinks: CheckedPolicy[]): Set<CheckedPolicy> {
   if (onLinks.length < 2) return new Set();
-  const owners: CheckedPolicy[] = [];
-  const all = onLinks.flatMap((entry) =>
-    entry.policy.rules.map((rule) => {
-      owners.push(entry);
-      return { ...rule, index: owners.length - 1 };
-    }),
-  );
-  const suspects = new Set(findOverlaps(mayOverlap(all)).map((overlap) => owners[overlap.later.index]!));
+  const all = onLinks.flatMap((entry) => entry.policy.rules);
+  const candidates = mayOverlap(all);
   const rewrites = all.filter((rule) => rule.strategy === "rewrite");
+  // The common case, rules on ports of their own: no rule is copied, no owner looked up.
+  if (candidates.length === 0 && rewrites.length === 0) return new Set();
+  const owners = new Map(onLinks.flatMap((entry) => entry.policy.rules.map((rule) => [rule, entry] as const)));
+  // findOverlaps tells rules apart (and earlier from later) by index: numbered anew, in the order of `all`.
+  const numbered = candidates.map((rule, index) => ({ ...rule, index }));
+  const suspects = new Set(findOverlaps(numbered).map((overlap) => owners.get(candidates[overlap.later.index]!)!));
   for (const rule of rewrites) {
     const port = [{ first: BigInt(rule.port), last: BigInt(rule.port) }];
     const meeting = all.filter(
       (other) =>
-        owners[other.index] !== owners[rule.index] &&
+        owners.get(other) !== owners.get(rule) &&
         other.protocol === rule.protocol &&
         ((other.strategy === "rewrite" && other.port === rule.port) || overlaps(selectedPortSet(other), port)),
     );
-    if (meeting.length > 0) suspects.add(owners[rule.index]!);
+    if (meeting.length > 0) suspects.add(owners.get(rule)!);
   }
   return suspects;
 }

@@ -2,7 +2,7 @@ import type { Diagnostic } from "../../diagnostics.js";
 import type { PolicyFile } from "../../load/files.js";
 import type { LoadedPolicy } from "../../load/index.js";
 import type { ReadPhase } from "../../load/read.js";
-import { SourceMap, SourceText, type Located } from "../../load/source-map.js";
+import { SourceMap, SourceText, type PackedLocations } from "../../load/source-map.js";
 import type { MessagePort } from "node:worker_threads";
 import type { ValidPolicy } from "../../validate/model.js";
 
@@ -78,7 +78,7 @@ export type WorkerMessage =
 
 export type LoadedPolicyData = Omit<LoadedPolicy, "sourceMap"> & {
   source: { file: string; text: string };
-  locations: [string, Located][];
+  locations: PackedLocations;
 };
 
 export function toData(policy: LoadedPolicy): LoadedPolicyData {
@@ -86,13 +86,13 @@ export function toData(policy: LoadedPolicy): LoadedPolicyData {
   return {
     ...rest,
     source: { file: sourceMap.source.file, text: sourceMap.source.text },
-    locations: sourceMap.toEntries(),
+    locations: sourceMap.pack(),
   };
 }
 
 export function fromData(data: LoadedPolicyData): LoadedPolicy {
   const { source, locations, ...rest } = data;
-  return { ...rest, sourceMap: new SourceMap(new SourceText(source.file, source.text), locations) };
+  return { ...rest, sourceMap: SourceMap.unpack(new SourceText(source.file, source.text), locations) };
 }
 
 /** Milliseconds on the monotonic clock, the same in every thread of the process (unlike performance.now()). */
