@@ -9,21 +9,36 @@
  * as on a node). Every measurement reads policies no earlier one read
  * (their ports shifted), so nothing is served from what this process
  * rendered before: each is what a `plan` of changed policies costs, the
- * agent's cache of composed programs left out. Each round runs the four
- * (variant, command) pairs in a shuffled order; the ratio is taken per
- * round, and the median of the rounds' ratios is reported with their
- * spread (min–max), and the load averages at the start and the end (other
- * work on the machine widens the spread). Beside the wall-clock ratio (the
- * target's), the ratio of the CPU time the process spent (all its threads:
- * the main one and the policy worker), which waiting for a core on a busy
- * machine does not stretch. Prints a table and writes
- * bench/results/plan.json.
- *   BENCH_PLAN_ROUNDS (21): rounds.
+ * agent's cache of composed programs left out.
+ *
+ * Code that runs once a file runs twenty times a plan on one side, so the
+ * ratio depends on how far V8 has optimised the process; three regimes are
+ * measured, each side by side:
+ *   - cold: a new process for each measurement, as `intercept plan` and
+ *     `apply` run from the command line (timed from the pipeline's start;
+ *     Node's own start and module loading are left out, the same on both
+ *     sides);
+ *   - first plans: the first rounds of one process (one warm-up each);
+ *   - warm: the same process after BENCH_PLAN_WARM_ROUNDS more rounds, as
+ *     the agent plans after every policy change it has seen.
+ * Each round runs the four (variant, command) pairs in a shuffled order;
+ * the ratio is taken per round, and the median of the rounds' ratios is
+ * reported with their spread (min–max), and the load averages at the start
+ * and the end (other work on the machine widens the spread). Beside the
+ * wall-clock ratio (the target's), the ratio of the CPU time the process
+ * spent (all its threads: the main one and the policy worker), which
+ * waiting for a core on a busy machine does not stretch. Prints a table and
+ * writes bench/results/plan.json.
+ *   BENCH_PLAN_ROUNDS (21): measured rounds of each regime.
+ *   BENCH_PLAN_WARM_ROUNDS (100): rounds run, unmeasured, between the first
+ *   plans and the warm ones.
  */
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { execa } from "execa";
 import { clangBuilder } from "../src/toolchain/index.js";
 import { executePlan, loadDesired, planRun } from "../src/reconcile/index.js";
 import { FakeDatapath } from "../tests/support/fake-datapath.js";
@@ -31,12 +46,17 @@ import { loadAverage, median, shuffle, spread } from "./stats.js";
 import { table } from "./table.js";
 
 const ROUNDS = Number(process.env.BENCH_PLAN_ROUNDS ?? 21);
+const WARM_ROUNDS = Number(process.env.BENCH_PLAN_WARM_ROUNDS ?? 100);
 const FILES = 20;
 const RULES = 10;
 const TARGET = 1.2;
 
 type Variant = "files" | "one";
 type Command = "plan" | "apply";
+type Regime = "cold" | "first plans" | "warm";
+
+/** The argument that makes this file measure one (command, folder) and print it: a cold measurement. */
+const ONE_MEASUREMENT = "--one-measurement";
 
 /** A rule's ports, shifted by @shift (each measurement's own policies). */
 function rule(file: number, index: number, shift: number): string {
@@ -85,59 +105,87 @@ async function measure(dir: string, command: Command): Promise<Took> {
   return elapsed;
 }
 
+/** @command on @dir in a new process (this file with ONE_MEASUREMENT): what the command line pays. */
+async function measureCold(dir: string, command: Command): Promise<Took> {
+  const { stdout } = await execa(process.execPath, [fileURLToPath(import.meta.url), ONE_MEASUREMENT, dir, command]);
+  return JSON.parse(stdout) as Took;
+}
+
+interface Row {
+  regime: Regime;
+  command: Command;
+  filesMs: number;
+  oneMs: number;
+  ratio: number;
+  spread: { min: number; max: number };
+  cpuRatio: number;
+  cpuSpread: { min: number; max: number };
+}
+
+/**
+ * Runs @rounds rounds of the four (variant, command) pairs in a shuffled
+ * order, each on policies written for it alone, measured by @measureOne;
+ * the rows of @regime when it is measured, nothing for a warm-up.
+ */
+async function runRounds(
+  root: string,
+  regime: Regime,
+  rounds: number,
+  measureOne: (dir: string, command: Command) => Promise<Took>,
+): Promise<Row[]> {
+  const commands: Command[] = ["plan", "apply"];
+  const took = new Map<string, Took[]>();
+  for (let round = 0; round < rounds; round++) {
+    const pairs = shuffle(commands.flatMap((command) => VARIANTS.map((variant) => ({ command, variant }))));
+    for (const { command, variant } of pairs) {
+      const dirs = await writePolicies(root, written++);
+      const key = `${command}|${variant}`;
+      took.set(key, [...(took.get(key) ?? []), await measureOne(dirs[variant], command)]);
+      await Promise.all(Object.values(dirs).map((dir) => rm(dir, { recursive: true, force: true })));
+    }
+  }
+  return commands.map((command) => {
+    const files = took.get(`${command}|files`) ?? [];
+    const one = took.get(`${command}|one`) ?? [];
+    const ratios = files.map((each, round) => each.ms / one[round]!.ms);
+    const cpuRatios = files.map((each, round) => each.cpuMs / one[round]!.cpuMs);
+    return {
+      regime,
+      command,
+      filesMs: median(files.map((each) => each.ms)),
+      oneMs: median(one.map((each) => each.ms)),
+      ratio: median(ratios),
+      spread: spread(ratios),
+      cpuRatio: median(cpuRatios),
+      cpuSpread: spread(cpuRatios),
+    };
+  });
+}
+
+const VARIANTS = ["files", "one"] as const;
+/** Measurements so far in this process: each writes its policies under its own number. */
+let written = 0;
+
 async function main() {
   const root = await mkdtemp(path.join(tmpdir(), "intercept-bench-plan-"));
   const loadAtStart = loadAverage();
   console.log(`load average at start: ${loadAtStart.join(" ")}`);
   try {
-    let written = 0;
-    /** One measurement of @command on @variant, on policies written for it alone. */
-    const measureFresh = async (variant: Variant, command: Command) => {
-      const dirs = await writePolicies(root, written++);
-      const value = await measure(dirs[variant], command);
-      await Promise.all(Object.values(dirs).map((dir) => rm(dir, { recursive: true, force: true })));
-      return value;
-    };
-    const commands: Command[] = ["plan", "apply"];
-    for (const command of commands)
-      for (const variant of ["files", "one"] as const) await measureFresh(variant, command); // warm-up
-    const ratios: Record<Command, number[]> = { plan: [], apply: [] };
-    const cpuRatios: Record<Command, number[]> = { plan: [], apply: [] };
-    const ms = new Map<string, number[]>();
-    for (let round = 0; round < ROUNDS; round++) {
-      const measured = new Map<string, Took>();
-      const pairs = shuffle(
-        commands.flatMap((command) => (["files", "one"] as const).map((variant) => ({ command, variant }))),
-      );
-      for (const { command, variant } of pairs) {
-        const took = await measureFresh(variant, command);
-        measured.set(`${command}|${variant}`, took);
-        ms.set(`${command}|${variant}`, [...(ms.get(`${command}|${variant}`) ?? []), took.ms]);
-      }
-      for (const command of commands) {
-        const files = measured.get(`${command}|files`)!;
-        const one = measured.get(`${command}|one`)!;
-        ratios[command].push(files.ms / one.ms);
-        cpuRatios[command].push(files.cpuMs / one.cpuMs);
-      }
-    }
+    const cold = await runRounds(root, "cold", ROUNDS, measureCold);
+    await runRounds(root, "first plans", 1, measure); // warm-up: each pair once
+    const first = await runRounds(root, "first plans", ROUNDS, measure);
+    await runRounds(root, "warm", WARM_ROUNDS, measure);
+    const warm = await runRounds(root, "warm", ROUNDS, measure);
+    const rows = [...cold, ...first, ...warm];
     const loadAtEnd = loadAverage();
     console.log(`load average at end: ${loadAtEnd.join(" ")}`);
-    const rows = commands.map((command) => ({
-      command,
-      filesMs: median(ms.get(`${command}|files`)!),
-      oneMs: median(ms.get(`${command}|one`)!),
-      ratio: median(ratios[command]),
-      spread: spread(ratios[command]),
-      cpuRatio: median(cpuRatios[command]),
-      cpuSpread: spread(cpuRatios[command]),
-    }));
     console.log(
-      `control plane: ${FILES} policy files × ${RULES} rules on one link vs one file of the same ${FILES * RULES} rules, over the fake datapath (median of ${ROUNDS} per-round ratios, shuffled order; CPU: the process's CPU time, all threads):`,
+      `control plane: ${FILES} policy files × ${RULES} rules on one link vs one file of the same ${FILES * RULES} rules, over the fake datapath (median of ${ROUNDS} per-round ratios, shuffled order; CPU: the process's CPU time, all threads; warm: after ${WARM_ROUNDS} more rounds):`,
     );
     console.log(
       table(
         [
+          "regime",
           "command",
           `${FILES} files ms`,
           "one file ms",
@@ -148,6 +196,7 @@ async function main() {
           "target",
         ],
         rows.map((r) => [
+          r.regime,
           r.command,
           r.filesMs.toFixed(1),
           r.oneMs.toFixed(1),
@@ -163,6 +212,7 @@ async function main() {
     const result = {
       measuredAt: new Date().toISOString(),
       rounds: ROUNDS,
+      warmRounds: WARM_ROUNDS,
       files: FILES,
       rules: RULES,
       loadAverage: { start: loadAtStart, end: loadAtEnd },
@@ -175,4 +225,9 @@ async function main() {
   }
 }
 
-await main();
+if (process.argv[2] === ONE_MEASUREMENT) {
+  const [dir, command] = process.argv.slice(3) as [string, Command];
+  console.log(JSON.stringify(await measure(dir, command)));
+} else {
+  await main();
+}
