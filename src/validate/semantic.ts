@@ -299,6 +299,8 @@ function suspectPolicies(onLinks: CheckedPolicy[]): Set<CheckedPolicy> {
   const rewrites = all.filter((rule) => rule.strategy === "rewrite");
   // The common case, rules on ports of their own: no rule is copied, no owner looked up.
   if (candidates.length === 0 && rewrites.length === 0) return new Set();
+  // Keyed by the rule object: no two policies share one (a policy a file, read on its own; a TS policy imports nothing
+  // but definePolicy), so a rule's owner is unambiguous.
   const owners = new Map(onLinks.flatMap((entry) => entry.policy.rules.map((rule) => [rule, entry] as const)));
   // findOverlaps tells rules apart (and earlier from later) by index: numbered anew, in the order of `all`.
   const numbered = candidates.map((rule, index) => ({ ...rule, index }));
