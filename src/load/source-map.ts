@@ -94,24 +94,46 @@ export interface PackedLocations {
 
 const PACKED_FIELDS = 7;
 
+function packLocations(entries: Map<string, Located>): PackedLocations {
+  const pointers: string[] = [];
+  const spans: number[] = [];
+  for (const [pointer, { value, key }] of entries) {
+    pointers.push(pointer);
+    spans.push(value.line, value.column, value.length);
+    if (key) spans.push(1, key.line, key.column, key.length);
+    else spans.push(0, 0, 0, 0);
+  }
+  return { pointers, spans };
+}
+
+function unpackLocations({ pointers, spans }: PackedLocations): Map<string, Located> {
+  const entries = new Map<string, Located>();
+  pointers.forEach((pointer, i) => {
+    const at = i * PACKED_FIELDS;
+    const value = { line: spans[at]!, column: spans[at + 1]!, length: spans[at + 2]! };
+    const key =
+      spans[at + 3] === 1 ? { line: spans[at + 4]!, column: spans[at + 5]!, length: spans[at + 6]! } : undefined;
+    entries.set(pointer, { value, ...(key && { key }) });
+  });
+  return entries;
+}
+
 /** Where each value of a loaded policy was written, keyed by JSON pointer. */
 export class SourceMap {
-  private map: Map<string, Located> | undefined;
-  /** Entries received packed (SourceMap.unpack), made into the map when first looked at: most never are. */
-  private packed: PackedLocations | undefined;
+  /** The entries; as received packed (SourceMap.unpack) until first looked at, which most never are. */
+  private stored: Map<string, Located> | PackedLocations;
 
   constructor(
     readonly source: SourceText,
     entries: Iterable<[string, Located]> = [],
   ) {
-    this.map = new Map(entries);
+    this.stored = new Map(entries);
   }
 
   /** A source map of @source holding @packed (from pack(), in another thread). */
   static unpack(source: SourceText, packed: PackedLocations): SourceMap {
     const sourceMap = new SourceMap(source);
-    sourceMap.map = undefined;
-    sourceMap.packed = packed;
+    sourceMap.stored = packed;
     return sourceMap;
   }
 
@@ -120,18 +142,8 @@ export class SourceMap {
   }
 
   private get entries(): Map<string, Located> {
-    if (this.map) return this.map;
-    const { pointers, spans } = this.packed!;
-    const map = new Map<string, Located>();
-    pointers.forEach((pointer, i) => {
-      const at = i * PACKED_FIELDS;
-      const value = { line: spans[at]!, column: spans[at + 1]!, length: spans[at + 2]! };
-      const key =
-        spans[at + 3] === 1 ? { line: spans[at + 4]!, column: spans[at + 5]!, length: spans[at + 6]! } : undefined;
-      map.set(pointer, { value, ...(key && { key }) });
-    });
-    this.packed = undefined;
-    return (this.map = map);
+    if (!(this.stored instanceof Map)) this.stored = unpackLocations(this.stored);
+    return this.stored;
   }
 
   /** Every recorded place, for caching. */
@@ -141,16 +153,7 @@ export class SourceMap {
 
   /** Every recorded place, packed for another thread (unpack). */
   pack(): PackedLocations {
-    if (this.packed) return this.packed;
-    const pointers: string[] = [];
-    const spans: number[] = [];
-    for (const [pointer, { value, key }] of this.entries) {
-      pointers.push(pointer);
-      spans.push(value.line, value.column, value.length);
-      if (key) spans.push(1, key.line, key.column, key.length);
-      else spans.push(0, 0, 0, 0);
-    }
-    return { pointers, spans };
+    return this.stored instanceof Map ? packLocations(this.stored) : this.stored;
   }
 
   get(pointer: string): Located | undefined {
