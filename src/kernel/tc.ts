@@ -274,10 +274,19 @@ export async function deleteClsact(netns: NetworkNamespace, link: string): Promi
   removeFromLink(netns, link, `tc qdisc del dev ${link} clsact`, encodeDeleteClsact);
 }
 
-/** Removes our filter; a link that is already gone has nothing left to remove. */
+/**
+ * Removes our filter; a link that is already gone has nothing left to
+ * remove, nor has a priority held by a filter of another kind (the kernel
+ * keeps one kind per priority and protocol, and refuses ours beside
+ * another protocol's: ours cannot be there).
+ */
 export async function deleteFilter(netns: NetworkNamespace, link: string, hook: Hook): Promise<void> {
   const command = `tc filter del dev ${link} ${hook} pref ${FILTER_PREF} handle ${FILTER_HANDLE} bpf`;
-  removeFromLink(netns, link, command, (seq, ifindex) => encodeDeleteFilter(seq, ifindex, hook));
+  try {
+    removeFromLink(netns, link, command, (seq, ifindex) => encodeDeleteFilter(seq, ifindex, hook));
+  } catch (error) {
+    if (!(error instanceof CommandError && /filter kind does not match/.test(error.stderr))) throw error;
+  }
 }
 
 function removeFromLink(
