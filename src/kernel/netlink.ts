@@ -4,13 +4,15 @@ import { constants } from "node:os";
 import { CommandError, InterceptError } from "../errors.js";
 
 /*
- * rtnetlink in this process, for the one exchange the agent makes per
- * namespace in its own namespace: give a namespace an id here (what
- * `ip netns set NAME auto` does) and read it back (what `ip netns list`
- * shows). Each was an `ip` process, and a spawn costs the agent ~13 ms
- * of its CPU; a request here costs microseconds. The messages are built
- * and read by the pure functions below (unit-tested against known
- * bytes); the socket is libc's, bound through koffi as flock(2) is.
+ * rtnetlink in this process, for the exchanges the agent makes per
+ * namespace: give a namespace an id here (what `ip netns set NAME auto`
+ * does) and read it back (what `ip netns list` shows), and, on a socket
+ * made inside a namespace (RouteSocket.openIn), tc's qdisc and filter
+ * requests (./tc.ts). Each was an `ip` or `tc` process, and a spawn costs
+ * the agent ~13 ms of its CPU; a request here costs microseconds. The
+ * messages are built and read by the pure functions below (unit-tested
+ * against known bytes); the socket is libc's, bound through koffi as
+ * flock(2) is.
  */
 
 /** <sys/socket.h>, <linux/netlink.h>: a NETLINK_ROUTE socket. */

@@ -191,7 +191,12 @@ const bpfKind = { type: TCA_KIND, value: stringValue("bpf") };
  * the program open at @programFd; named as tc names a pinned program.
  */
 export function encodeReplaceFilter(seq: number, ifindex: number, hook: Hook, programFd: number, pin: string): Buffer {
-  const tcmsg = encodeTcmsg({ ifindex, handle: 1, parent: HOOK_PARENT[hook], info: filterInfo(ETH_P_ALL) });
+  const tcmsg = encodeTcmsg({
+    ifindex,
+    handle: Number(FILTER_HANDLE),
+    parent: HOOK_PARENT[hook],
+    info: filterInfo(ETH_P_ALL),
+  });
   const options = [
     { type: TCA_BPF_FD, value: u32Value(programFd) },
     { type: TCA_BPF_NAME, value: stringValue(`${path.basename(pin)}:[*fsobj]`) },
@@ -203,7 +208,7 @@ export function encodeReplaceFilter(seq: number, ifindex: number, hook: Hook, pr
 
 /** `tc filter del dev LINK HOOK pref FILTER_PREF handle FILTER_HANDLE bpf`: RTM_DELTFILTER, of any protocol. */
 export function encodeDeleteFilter(seq: number, ifindex: number, hook: Hook): Buffer {
-  const tcmsg = encodeTcmsg({ ifindex, handle: 1, parent: HOOK_PARENT[hook], info: filterInfo(0) });
+  const tcmsg = encodeTcmsg({ ifindex, handle: Number(FILTER_HANDLE), parent: HOOK_PARENT[hook], info: filterInfo(0) });
   return encodeRequest(RTM_DELTFILTER, NLM_F_REQUEST | NLM_F_ACK, seq, tcmsg, [bpfKind]);
 }
 
