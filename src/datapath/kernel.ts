@@ -379,9 +379,10 @@ export class KernelDatapath implements Datapath {
    * and filters — takes one process whatever the number of links: the
    * versions are loaded and filled and every new qdisc is recorded in the
    * registry (one bpftool batch), then the qdiscs and filters are made in
-   * order, by rtnetlink in this process (no process). Each qdisc is still recorded before it is made;
-   * records of those the run did not make are forgotten again, as addQdisc
-   * forgets its own. The operations after that beginning go one at a time.
+   * order by rtnetlink from this process. Each qdisc is still recorded
+   * before it is made; records of those the run did not make are forgotten
+   * again, as addQdisc forgets its own. The operations after that beginning
+   * go one at a time.
    */
   async performAll(operations: DatapathOperation[], interrupt?: AbortSignal): Promise<RunResult> {
     const loads = leadingLoads(operations);
@@ -428,9 +429,9 @@ export class KernelDatapath implements Datapath {
   }
 
   /**
-   * Makes @operations' qdiscs (already recorded) and filters in
-   * order, in this process (attachSteps), stopping at the first that fails;
-   * the records of the qdiscs not made are forgotten again.
+   * Makes @operations' qdiscs (already recorded) and filters in order, in
+   * this process (attachSteps), stopping at the first that fails; the
+   * records of the qdiscs it did not make are forgotten again.
    */
   private async makeLinks(operations: LinkAttach[]): Promise<RunResult> {
     if (operations.length === 0) return { done: 0 };
