@@ -36,19 +36,16 @@ import { requireKernelPrivileges } from "../kernel/privileges.js";
 import { ensureBpffs, listEntries, NODE_PINS, PinLayout, removeIfEmpty, removePins } from "../kernel/pins.js";
 import {
   addClsact,
-  clsactCommand,
+  attachSteps,
   deleteClsact,
   deleteFilter,
-  describeFilters,
-  filterCommands,
   inOurSlot,
   isOurs,
   listLinkStates,
   replaceFilters,
-  tcBatch,
-  TcBatchError,
   type FilterTarget,
   type TcLinkState,
+  type TcStep,
 } from "../kernel/tc.js";
 import {
   arrayKey,
@@ -379,12 +376,13 @@ export class KernelDatapath implements Datapath {
   /**
    * A run of operations, as perform() would do them one at a time. What an
    * apply begins with — loading versions, then giving links their qdiscs
-   * and filters — takes two processes whatever the number of links: the
+   * and filters — takes one process whatever the number of links: the
    * versions are loaded and filled and every new qdisc is recorded in the
    * registry (one bpftool batch), then the qdiscs and filters are made in
-   * order (one tc -batch). Each qdisc is still recorded before it is made;
-   * records of those the run did not make are forgotten again, as addQdisc
-   * forgets its own. The operations after that beginning go one at a time.
+   * order by rtnetlink from this process. Each qdisc is still recorded
+   * before it is made; records of those the run did not make are forgotten
+   * again, as addQdisc forgets its own. The operations after that beginning
+   * go one at a time.
    */
   async performAll(operations: DatapathOperation[], interrupt?: AbortSignal): Promise<RunResult> {
     const loads = leadingLoads(operations);
@@ -426,49 +424,35 @@ export class KernelDatapath implements Datapath {
       await this.unrecordQdiscs(qdiscs);
       return { done: loads.length, error: interrupt.reason };
     }
-    const made = await this.makeLinks(attaches, qdiscs);
+    const made = await this.makeLinks(attaches);
     return { ...made, done: loads.length + made.done };
   }
 
-  /** Makes @operations' qdiscs (already recorded: @qdiscs) and filters in one tc -batch. */
-  private async makeLinks(operations: LinkAttach[], qdiscs: LinkRef[]): Promise<RunResult> {
+  /**
+   * Makes @operations' qdiscs (already recorded) and filters in order, in
+   * this process (attachSteps), stopping at the first that fails; the
+   * records of the qdiscs it did not make are forgotten again.
+   */
+  private async makeLinks(operations: LinkAttach[]): Promise<RunResult> {
     if (operations.length === 0) return { done: 0 };
-    const lines = operations.map((operation) =>
-      operation.op === "addQdisc"
-        ? [clsactCommand(operation.link.name)]
-        : filterCommands(operation.link.name, this.filterTargets(operation)),
+    const made = attachSteps(
+      this.netns,
+      operations.map(
+        (operation): TcStep =>
+          operation.op === "addQdisc"
+            ? { op: "clsact", link: operation.link.name }
+            : { op: "filters", link: operation.link.name, filters: this.filterTargets(operation) },
+      ),
     );
-    try {
-      await tcBatch(this.netns, lines.flat());
-      return { done: operations.length };
-    } catch (error) {
-      if (!(error instanceof TcBatchError)) {
-        await this.unrecordQdiscs(qdiscs); // tc could not be started: nothing was made
-        return { done: 0, error };
-      }
-      const failed = failedOperation(lines, error.line);
-      // Not told which (tc was killed): any of them may have been done, so all are reported done but
-      // the last, which failed; the rollback undoes them all, and says so if some were not there to undo.
-      if (failed === undefined)
-        return { done: operations.length - 1, error: this.attachError(operations.at(-1)!, error) };
-      await this.unrecordQdiscs(
-        operations.slice(failed).flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : [])),
-      );
-      return { done: failed, error: this.attachError(operations[failed]!, error) };
-    }
+    if (made.error === undefined) return { done: operations.length };
+    await this.unrecordQdiscs(
+      operations.slice(made.done).flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : [])),
+    );
+    return { done: made.done, error: made.error };
   }
 
   private filterTargets(operation: Extract<DatapathOperation, { op: "attachFilters" }>): FilterTarget[] {
     return operation.hooks.map((hook) => ({ hook, programPin: this.pins.program(operation.program, hook) }));
-  }
-
-  /** The error of one operation of a batch, named as the operation's own command would be. */
-  private attachError(operation: LinkAttach, error: TcBatchError): CommandError {
-    const command =
-      operation.op === "addQdisc"
-        ? `tc ${clsactCommand(operation.link.name)}`
-        : describeFilters(operation.link.name, this.filterTargets(operation));
-    return new CommandError(command, error.stderr);
   }
 
   async removeQdisc(link: LinkRef): Promise<void> {
@@ -713,17 +697,6 @@ function leadingLoads(operations: DatapathOperation[]): VersionLoad[] {
 function leadingAttaches(operations: DatapathOperation[]): LinkAttach[] {
   const end = operations.findIndex((operation) => operation.op !== "addQdisc" && operation.op !== "attachFilters");
   return operations.slice(0, end === -1 ? operations.length : end) as LinkAttach[];
-}
-
-/** Which operation a batch's failed line (1-based) belongs to, given each operation's lines; undefined when unknown. */
-function failedOperation(lines: string[][], line: number | undefined): number | undefined {
-  if (line === undefined) return undefined;
-  let last = 0;
-  for (const [index, own] of lines.entries()) {
-    last += own.length;
-    if (line <= last) return index;
-  }
-  return undefined;
 }
 
 /** A version's pin directory: which programs it has pinned. */

@@ -1,15 +1,18 @@
+import { closeSync, openSync } from "node:fs";
 import { createRequire } from "node:module";
 import { constants } from "node:os";
 import { CommandError, InterceptError } from "../errors.js";
 
 /*
- * rtnetlink in this process, for the one exchange the agent makes per
- * namespace in its own namespace: give a namespace an id here (what
- * `ip netns set NAME auto` does) and read it back (what `ip netns list`
- * shows). Each was an `ip` process, and a spawn costs the agent ~13 ms
- * of its CPU; a request here costs microseconds. The messages are built
- * and read by the pure functions below (unit-tested against known
- * bytes); the socket is libc's, bound through koffi as flock(2) is.
+ * rtnetlink in this process, for the exchanges the agent makes per
+ * namespace: give a namespace an id here (what `ip netns set NAME auto`
+ * does) and read it back (what `ip netns list` shows), and, on a socket
+ * made inside a namespace (RouteSocket.openIn), tc's qdisc and filter
+ * requests (./tc.ts). Each was an `ip` or `tc` process, and a spawn costs
+ * the agent ~13 ms of its CPU; a request here costs microseconds. The
+ * messages are built and read by the pure functions below (unit-tested
+ * against known bytes); the socket is libc's, bound through koffi as
+ * flock(2) is.
  */
 
 /** <sys/socket.h>, <linux/netlink.h>: a NETLINK_ROUTE socket. */
@@ -27,6 +30,18 @@ const NLMSG_ALIGNTO = 4;
 export const NLMSG_ERROR = 2;
 export const NLM_F_REQUEST = 0x1;
 export const NLM_F_ACK = 0x4;
+export const NLM_F_EXCL = 0x200;
+export const NLM_F_CREATE = 0x400;
+/** In an NLMSG_ERROR: the request's header only (NETLINK_CAP_ACK), then attributes (NETLINK_EXT_ACK). */
+const NLM_F_CAPPED = 0x100;
+const NLM_F_ACK_TLVS = 0x200;
+/** <linux/netlink.h>: socket options (level SOL_NETLINK) and the extended ack's message attribute. */
+const SOL_NETLINK = 270;
+const NETLINK_CAP_ACK = 10;
+const NETLINK_EXT_ACK = 11;
+const NLMSGERR_ATTR_MSG = 1;
+/** <sched.h>: setns(2)'s namespace type. */
+const CLONE_NEWNET = 0x40000000;
 
 /** <linux/rtnetlink.h>: namespace ids. */
 export const RTM_NEWNSID = 88;
@@ -41,6 +56,70 @@ export const NETNSA_FD = 3;
 const RTA_HDRLEN = 4;
 /** NETNSA_NSID's value for "none": asked of RTM_NEWNSID, the kernel picks the id (`auto`); answered, there is none. */
 export const NETNSA_NSID_NOT_ASSIGNED = -1;
+
+/** A route attribute: a value's bytes, or nested attributes (written without NLA_F_NESTED, as tc does). */
+export interface Attribute {
+  type: number;
+  value: Buffer | readonly Attribute[];
+}
+
+/** An attribute's bytes: rta_len, rta_type, the value, padded to NLMSG_ALIGNTO. */
+export function encodeAttribute({ type, value }: Attribute): Buffer {
+  const body = Buffer.isBuffer(value) ? value : Buffer.concat(value.map(encodeAttribute));
+  const attribute = Buffer.alloc(align(RTA_HDRLEN + body.length));
+  attribute.writeUInt16LE(RTA_HDRLEN + body.length, 0);
+  attribute.writeUInt16LE(type, 2);
+  body.copy(attribute, RTA_HDRLEN);
+  return attribute;
+}
+
+/** A 32-bit unsigned attribute value. */
+export function u32Value(value: number): Buffer {
+  const bytes = Buffer.alloc(4);
+  bytes.writeUInt32LE(value >>> 0);
+  return bytes;
+}
+
+/** A string attribute value: its bytes and a NUL. */
+export function stringValue(value: string): Buffer {
+  return Buffer.from(`${value}\0`);
+}
+
+/**
+ * A request: the header, the message type's fixed part (@fixed: a tcmsg,
+ * an ifinfomsg, …) and @attributes. nlmsg_pid 0: the kernel fills in our port.
+ */
+export function encodeRequest(
+  type: number,
+  flags: number,
+  seq: number,
+  fixed: Buffer,
+  attributes: readonly Attribute[],
+): Buffer {
+  const message = Buffer.concat([Buffer.alloc(NLMSG_HDRLEN), fixed, ...attributes.map(encodeAttribute)]);
+  message.writeUInt32LE(message.length, 0);
+  message.writeUInt16LE(type, 4);
+  message.writeUInt16LE(flags, 6);
+  message.writeUInt32LE(seq, 8);
+  return message;
+}
+
+/** <linux/rtnetlink.h>, <linux/if_link.h>: one link by name. */
+export const RTM_NEWLINK = 16;
+export const RTM_GETLINK = 18;
+const IFLA_IFNAME = 3;
+const IFLA_EXT_MASK = 29;
+const RTEXT_FILTER_SKIP_STATS = 1 << 3;
+/** struct ifinfomsg: ifi_family (u8), pad, ifi_type (u16), ifi_index (i32), ifi_flags, ifi_change (u32). */
+const IFINFOMSG_SIZE = 16;
+
+/** RTM_GETLINK of the link called @name, its statistics left out of the answer. */
+export function encodeLinkRequest(seq: number, name: string): Buffer {
+  return encodeRequest(RTM_GETLINK, NLM_F_REQUEST, seq, Buffer.alloc(IFINFOMSG_SIZE), [
+    { type: IFLA_IFNAME, value: stringValue(name) },
+    { type: IFLA_EXT_MASK, value: u32Value(RTEXT_FILTER_SKIP_STATS) },
+  ]);
+}
 
 /** One netlink message as read: its header's fields and its payload (after the header, before the padding). */
 export interface NetlinkMessage {
@@ -104,6 +183,36 @@ export function decodeError(message: NetlinkMessage): number {
   return 0 - message.payload.readInt32LE(0); // 0, not -0, for an ack
 }
 
+/** What an NLMSG_ERROR says: its errno (0: an ack) and the kernel's extended ack message, if it gave one. */
+export interface Acknowledgement {
+  errno: number;
+  extack?: string;
+}
+
+/**
+ * An NLMSG_ERROR read whole: struct nlmsgerr (int error, then the
+ * request's header, and the request's payload unless NLM_F_CAPPED), then,
+ * with NLM_F_ACK_TLVS, attributes of which NLMSGERR_ATTR_MSG is the
+ * kernel's message (a C string).
+ */
+export function decodeAcknowledgement(message: NetlinkMessage): Acknowledgement {
+  const errno = decodeError(message);
+  if (!(message.flags & NLM_F_ACK_TLVS) || message.payload.length < 4 + NLMSG_HDRLEN) return { errno };
+  const payload = message.payload;
+  const request = message.flags & NLM_F_CAPPED ? NLMSG_HDRLEN : payload.readUInt32LE(4);
+  for (let offset = 4 + align(request); offset + RTA_HDRLEN <= payload.length; ) {
+    const length = payload.readUInt16LE(offset);
+    if (length < RTA_HDRLEN || offset + length > payload.length) break;
+    if (payload.readUInt16LE(offset + 2) === NLMSGERR_ATTR_MSG) {
+      const text = payload.subarray(offset + RTA_HDRLEN, offset + length);
+      const end = text.indexOf(0);
+      return { errno, extack: text.subarray(0, end === -1 ? text.length : end).toString("utf8") };
+    }
+    offset += align(length);
+  }
+  return { errno };
+}
+
 /** An nsid answer's NETNSA_NSID (NETNSA_NSID_NOT_ASSIGNED: the namespace has none here); undefined if absent. */
 export function decodeNsid(message: NetlinkMessage): number | undefined {
   const attributes = message.payload;
@@ -127,8 +236,17 @@ interface Libc {
   sendto: (fd: number, buf: Buffer, len: number, flags: number, addr: Buffer, addrlen: number) => number | bigint;
   recv: (fd: number, buf: Buffer, len: number, flags: number) => number | bigint;
   close: (fd: number) => number;
+  setns: (fd: number, type: number) => number;
+  setsockopt: (fd: number, level: number, name: number, value: Buffer, length: number) => number;
+  strerror: (errno: number) => string;
+  /** bpf(BPF_OBJ_GET): a descriptor of the object pinned at @pin, or -1 (then errno). */
+  objectGet: (pin: string) => number;
   errno: () => number;
 }
+
+/** <linux/bpf.h>: bpf(2)'s number on x86_64 and aarch64, and its command that opens a pinned object. */
+const BPF_SYSCALL: Partial<Record<string, number>> = { x64: 321, arm64: 280 };
+const BPF_OBJ_GET = 7;
 
 let libcCalls: Libc | undefined;
 
@@ -146,6 +264,12 @@ function libc(): Libc {
       ) as Libc["sendto"],
       recv: lib.func("long recv(int fd, void *buf, size_t len, int flags)") as Libc["recv"],
       close: lib.func("int close(int fd)") as Libc["close"],
+      setns: lib.func("int setns(int fd, int nstype)") as Libc["setns"],
+      setsockopt: lib.func(
+        "int setsockopt(int fd, int level, int name, const void *value, uint32_t length)",
+      ) as Libc["setsockopt"],
+      strerror: lib.func("const char *strerror(int errnum)") as Libc["strerror"],
+      objectGet: objectGetCall(koffi, lib),
       errno: () => koffi.errno(),
     };
   } catch (error) {
@@ -154,8 +278,45 @@ function libc(): Libc {
   return libcCalls;
 }
 
-/** The biggest answer we take: an nsid answer or an error is under 100 bytes. */
-const RECEIVE_BUFFER = 8192;
+/** bpf(BPF_OBJ_GET) through libc's syscall(2): union bpf_attr's pathname, bpf_fd, file_flags, path_fd. */
+function objectGetCall(koffi: typeof import("koffi"), lib: import("koffi").IKoffiLib): Libc["objectGet"] {
+  const number = BPF_SYSCALL[process.arch];
+  if (number === undefined) throw new Error(`no bpf(2) syscall number known for ${process.arch}`);
+  const attr = koffi.struct("bpf_obj_get_attr", {
+    pathname: "const char *",
+    bpf_fd: "uint32",
+    file_flags: "uint32",
+    path_fd: "int32",
+    pad: "uint32",
+  });
+  const syscall = lib.func("long syscall(long number, ...)");
+  return (pin) => {
+    const value = { pathname: pin, bpf_fd: 0, file_flags: 0, path_fd: 0, pad: 0 };
+    return Number(syscall(number, "int", BPF_OBJ_GET, koffi.pointer(attr), value, "uint32", koffi.sizeof(attr)));
+  };
+}
+
+/** strerror(3) of @errno, as tc and ip print it ("No such device"). */
+export function errnoText(errno: number): string {
+  return libc().strerror(errno);
+}
+
+/** A descriptor of the BPF object pinned at @pin (BPF_OBJ_GET), or -errno; close it with closeDescriptor. */
+export function openPinnedObject(pin: string): number {
+  const calls = libc();
+  const fd = calls.objectGet(pin);
+  return fd < 0 ? -calls.errno() : fd;
+}
+
+export function closeDescriptor(fd: number): void {
+  libc().close(fd);
+}
+
+/**
+ * The biggest answer we take: an nsid answer or an error is under 100
+ * bytes, a link's (RTEXT_FILTER_SKIP_STATS) a few KiB.
+ */
+const RECEIVE_BUFFER = 32768;
 
 /**
  * A NETLINK_ROUTE socket in this process's network namespace (close-on-exec).
@@ -179,7 +340,35 @@ export class RouteSocket {
     const calls = libc();
     const fd = calls.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
     if (fd < 0) throw failure("socket(AF_NETLINK, NETLINK_ROUTE)", calls.errno());
+    // The kernel's own words on a refusal, and acks without a copy of the request (best effort: an
+    // older kernel without them still answers, with an errno only).
+    const one = u32Value(1);
+    calls.setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, one, one.length);
+    calls.setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, one, one.length);
     return new RouteSocket(calls, fd);
+  }
+
+  /**
+   * A NETLINK_ROUTE socket of the network namespace open at @nsFd: made
+   * there and bound to it for its life. This thread joins that namespace
+   * for the socket(2) call alone (setns(2) moves only the calling thread;
+   * nothing else runs on the JavaScript thread meanwhile) and returns to
+   * its own at once. One that could not return would act in the wrong
+   * namespace from then on: the process aborts rather than go on.
+   */
+  static openIn(nsFd: number): RouteSocket {
+    const calls = libc();
+    const own = openSync("/proc/thread-self/ns/net", "r"); // close-on-exec, as Node opens every file;
+    try {
+      if (calls.setns(nsFd, CLONE_NEWNET) !== 0) throw failure("setns(CLONE_NEWNET)", calls.errno());
+      try {
+        return RouteSocket.open();
+      } finally {
+        if (calls.setns(own, CLONE_NEWNET) !== 0) process.abort();
+      }
+    } finally {
+      closeSync(own);
+    }
   }
 
   close(): void {
@@ -222,6 +411,31 @@ export class RouteSocket {
     );
     if (answer.type === NLMSG_ERROR) return 0 - decodeError(answer);
     return decodeNsid(answer) ?? NETNSA_NSID_NOT_ASSIGNED;
+  }
+
+  /** Sends the request @encode makes with the next sequence number (NLM_F_ACK set) and reads its acknowledgement. */
+  acknowledged(encode: (seq: number) => Buffer): Acknowledgement {
+    const seq = this.nextSeq();
+    const request = encode(seq);
+    const type = request.readUInt16LE(4);
+    const [answer] = this.exchange(request, seq, `message type ${type}`);
+    if (answer.type !== NLMSG_ERROR)
+      throw new InterceptError("command-failed", `rtnetlink ${type}: answered by message type ${answer.type}`);
+    return decodeAcknowledgement(answer);
+  }
+
+  /**
+   * The index of the link called @name in the socket's namespace
+   * (RTM_GETLINK by IFLA_IFNAME, as tc resolves a `dev`), or -errno
+   * (-ENODEV: no such link).
+   */
+  linkIndex(name: string): number {
+    const seq = this.nextSeq();
+    const [answer] = this.exchange(encodeLinkRequest(seq, name), seq, "RTM_GETLINK");
+    if (answer.type === NLMSG_ERROR) return -decodeError(answer) || -constants.errno.EPROTO;
+    if (answer.type !== RTM_NEWLINK || answer.payload.length < IFINFOMSG_SIZE)
+      throw new InterceptError("command-failed", `rtnetlink RTM_GETLINK: answered by message type ${answer.type}`);
+    return answer.payload.readInt32LE(4);
   }
 
   private nextSeq(): number {

@@ -1,8 +1,26 @@
-import { CommandError } from "../errors.js";
+import { closeSync, constants as fsConstants, openSync } from "node:fs";
+import { constants } from "node:os";
+import path from "node:path";
+import { CommandError, InterceptError, messageOf } from "../errors.js";
 import { TC_PROGRAM_PREFIX } from "../model/bpf-abi.js";
 import type { Hook } from "../model/hooks.js";
-import { run, runJson, runWithInput } from "./exec.js";
-import { type NetworkNamespace } from "../model/namespace.js";
+import { runJson, runWithInput } from "./exec.js";
+import { describeNamespace, NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
+import {
+  type Acknowledgement,
+  closeDescriptor,
+  encodeRequest,
+  errnoText,
+  failure,
+  NLM_F_ACK,
+  NLM_F_CREATE,
+  NLM_F_EXCL,
+  NLM_F_REQUEST,
+  openPinnedObject,
+  RouteSocket,
+  stringValue,
+  u32Value,
+} from "./netlink.js";
 
 /** Our filters' identity on a hook: only filters with this pref and handle are ever touched. */
 export const FILTER_PREF = 18755;
@@ -108,38 +126,90 @@ export function isOurs(filter: TcFilter): boolean {
   return inOurSlot(filter) && filter.kind === "bpf" && (filter.programName ?? "").startsWith(TC_PROGRAM_PREFIX);
 }
 
-export async function addClsact(netns: NetworkNamespace, link: string): Promise<void> {
-  await run("tc", ["qdisc", "add", "dev", link, "clsact"], netns);
+/** <linux/pkt_sched.h>, <linux/rtnetlink.h>: the clsact qdisc and its hooks, as tc sends them. */
+export const RTM_NEWQDISC = 36;
+export const RTM_DELQDISC = 37;
+export const RTM_NEWTFILTER = 44;
+export const RTM_DELTFILTER = 45;
+const TC_H_CLSACT = 0xfffffff1;
+const CLSACT_HANDLE = 0xffff0000;
+const HOOK_PARENT: Record<Hook, number> = { ingress: 0xfffffff2, egress: 0xfffffff3 };
+const TCA_KIND = 1;
+const TCA_OPTIONS = 2;
+/** <linux/pkt_cls.h>: cls_bpf's options. */
+const TCA_BPF_FD = 6;
+const TCA_BPF_NAME = 7;
+const TCA_BPF_FLAGS = 8;
+const TCA_BPF_FLAG_ACT_DIRECT = 1;
+/** <linux/if_ether.h>: every protocol, as tc's `replace` defaults it (in network order in tcm_info). */
+const ETH_P_ALL = 0x0003;
+/** struct tcmsg: tcm_family (u8) and padding, tcm_ifindex (i32), tcm_handle, tcm_parent, tcm_info (u32). */
+const TCMSG_SIZE = 20;
+
+interface Tcmsg {
+  ifindex: number;
+  handle: number;
+  parent: number;
+  /** A filter's priority (high 16 bits) and protocol (low 16, network order); 0 for a qdisc. */
+  info: number;
 }
 
-/** addClsact, as a line of a tc batch. */
-export function clsactCommand(link: string): string {
-  return `qdisc add dev ${link} clsact`;
+export function encodeTcmsg({ ifindex, handle, parent, info }: Tcmsg): Buffer {
+  const tcmsg = Buffer.alloc(TCMSG_SIZE); // tcm_family AF_UNSPEC and padding: zeros
+  tcmsg.writeInt32LE(ifindex, 4);
+  tcmsg.writeUInt32LE(handle >>> 0, 8);
+  tcmsg.writeUInt32LE(parent >>> 0, 12);
+  tcmsg.writeUInt32LE(info >>> 0, 16);
+  return tcmsg;
 }
 
-/** Removes a clsact qdisc; a link that is already gone took it with it. */
-export async function deleteClsact(netns: NetworkNamespace, link: string): Promise<void> {
-  try {
-    await run("tc", ["qdisc", "del", "dev", link, "clsact"], netns);
-  } catch (error) {
-    if (!isMissingLink(error)) throw error;
-  }
+/** A filter's tcm_info: its priority and protocol (network order). */
+function filterInfo(protocol: number): number {
+  return ((FILTER_PREF << 16) | (((protocol & 0xff) << 8) | (protocol >> 8))) >>> 0;
 }
+
+const clsactTcmsg = (ifindex: number) => encodeTcmsg({ ifindex, handle: CLSACT_HANDLE, parent: TC_H_CLSACT, info: 0 });
+
+/** `tc qdisc add dev LINK clsact`: RTM_NEWQDISC, exclusive. */
+export function encodeAddClsact(seq: number, ifindex: number): Buffer {
+  const flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE;
+  return encodeRequest(RTM_NEWQDISC, flags, seq, clsactTcmsg(ifindex), [clsactKind]);
+}
+
+/** `tc qdisc del dev LINK clsact`: RTM_DELQDISC. */
+export function encodeDeleteClsact(seq: number, ifindex: number): Buffer {
+  return encodeRequest(RTM_DELQDISC, NLM_F_REQUEST | NLM_F_ACK, seq, clsactTcmsg(ifindex), [clsactKind]);
+}
+
+const clsactKind = { type: TCA_KIND, value: stringValue("clsact") };
+const bpfKind = { type: TCA_KIND, value: stringValue("bpf") };
 
 /**
- * Attaches, or atomically swaps, our direct-action filter on each hook, in
- * order, in one tc process (`tc -batch`): the hooks switch microseconds
- * apart instead of a process start apart. tc stops at the first failing
- * command. Link names cannot hold whitespace and pin paths are ours, so
- * the batch lines split as written.
+ * `tc filter replace dev LINK HOOK pref FILTER_PREF handle FILTER_HANDLE
+ * bpf direct-action object-pinned PIN`: RTM_NEWTFILTER, created or
+ * replaced (NLM_F_CREATE without NLM_F_EXCL), on every protocol, running
+ * the program open at @programFd; named as tc names a pinned program.
  */
-export async function replaceFilters(netns: NetworkNamespace, link: string, filters: FilterTarget[]): Promise<void> {
-  try {
-    await tcBatch(netns, filterCommands(link, filters));
-  } catch (error) {
-    if (!(error instanceof CommandError)) throw error;
-    throw new CommandError(describeFilters(link, filters), error.stderr);
-  }
+export function encodeReplaceFilter(seq: number, ifindex: number, hook: Hook, programFd: number, pin: string): Buffer {
+  const tcmsg = encodeTcmsg({
+    ifindex,
+    handle: Number(FILTER_HANDLE),
+    parent: HOOK_PARENT[hook],
+    info: filterInfo(ETH_P_ALL),
+  });
+  const options = [
+    { type: TCA_BPF_FD, value: u32Value(programFd) },
+    { type: TCA_BPF_NAME, value: stringValue(`${path.basename(pin)}:[*fsobj]`) },
+    { type: TCA_BPF_FLAGS, value: u32Value(TCA_BPF_FLAG_ACT_DIRECT) },
+  ];
+  const flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
+  return encodeRequest(RTM_NEWTFILTER, flags, seq, tcmsg, [bpfKind, { type: TCA_OPTIONS, value: options }]);
+}
+
+/** `tc filter del dev LINK HOOK pref FILTER_PREF handle FILTER_HANDLE bpf`: RTM_DELTFILTER, of any protocol. */
+export function encodeDeleteFilter(seq: number, ifindex: number, hook: Hook): Buffer {
+  const tcmsg = encodeTcmsg({ ifindex, handle: Number(FILTER_HANDLE), parent: HOOK_PARENT[hook], info: filterInfo(0) });
+  return encodeRequest(RTM_DELTFILTER, NLM_F_REQUEST | NLM_F_ACK, seq, tcmsg, [bpfKind]);
 }
 
 export interface FilterTarget {
@@ -147,75 +217,173 @@ export interface FilterTarget {
   programPin: string;
 }
 
-/** replaceFilters, as lines of a tc batch. */
-export function filterCommands(link: string, filters: FilterTarget[]): string[] {
-  return filters.map(({ hook, programPin }) =>
-    [
-      "filter",
-      "replace",
-      "dev",
-      link,
-      hook,
-      "pref",
-      String(FILTER_PREF),
-      "handle",
-      FILTER_HANDLE,
-      "bpf",
-      "direct-action",
-      "object-pinned",
-      programPin,
-    ].join(" "),
-  );
+/** One step of an attach: a link's clsact qdisc, or our filter on some of its hooks, in order. */
+export type TcStep = { op: "clsact"; link: string } | { op: "filters"; link: string; filters: FilterTarget[] };
+
+/** How far a run of steps got: @done steps made, and why the next failed. */
+export interface StepsResult {
+  done: number;
+  error?: unknown;
 }
 
-/** How a failed replaceFilters names itself. */
+/**
+ * Makes @steps in order in @netns, stopping at the first that fails, by
+ * rtnetlink from this process: no tc process (a spawn cost the agent
+ * ~15 ms of CPU; a request costs microseconds, and a link's hooks switch
+ * microseconds apart). The requests are those tc sends for the same
+ * commands, and a failure reads as tc's would, named by the step's tc
+ * command (describeStep).
+ */
+export function attachSteps(netns: NetworkNamespace, steps: readonly TcStep[]): StepsResult {
+  let done = 0;
+  try {
+    withRouteSocket(netns, (socket) => {
+      const indexes = new Map<string, number>();
+      for (const step of steps) {
+        const ifindex = indexes.get(step.link) ?? linkIndex(socket, step.link, describeStep(step));
+        indexes.set(step.link, ifindex);
+        if (step.op === "clsact") expectAck(socket, encodeAddClsact, [ifindex], describeStep(step));
+        else for (const filter of step.filters) replaceFilter(socket, ifindex, filter, describeStep(step));
+        done += 1;
+      }
+    });
+    return { done };
+  } catch (error) {
+    return { done, error };
+  }
+}
+
+/** The tc command a step is, for its errors. */
+export function describeStep(step: TcStep): string {
+  return step.op === "clsact" ? `tc qdisc add dev ${step.link} clsact` : describeFilters(step.link, step.filters);
+}
+
+/** How a failed filter replacement names itself. */
 export function describeFilters(link: string, filters: FilterTarget[]): string {
   return `tc filter replace dev ${link} ${filters.map((f) => f.hook).join(",")}`;
 }
 
-/** A `tc -batch` that failed; @line is the failed command's (1-based), when tc got to say which. */
-export class TcBatchError extends CommandError {
-  constructor(
-    stderr: string,
-    readonly line: number | undefined,
-  ) {
-    super("tc -batch", stderr);
-  }
+export async function addClsact(netns: NetworkNamespace, link: string): Promise<void> {
+  const { error } = attachSteps(netns, [{ op: "clsact", link }]);
+  if (error !== undefined) throw error;
+}
+
+/** Attaches, or atomically swaps, our direct-action filter on each hook, in order. */
+export async function replaceFilters(netns: NetworkNamespace, link: string, filters: FilterTarget[]): Promise<void> {
+  const { error } = attachSteps(netns, [{ op: "filters", link, filters }]);
+  if (error !== undefined) throw error;
+}
+
+/** Removes a clsact qdisc; a link that is already gone took it with it. */
+export async function deleteClsact(netns: NetworkNamespace, link: string): Promise<void> {
+  removeFromLink(netns, link, `tc qdisc del dev ${link} clsact`, encodeDeleteClsact);
 }
 
 /**
- * Runs @commands in order in one tc process (`tc -batch`), stopping at the
- * first that fails. tc then names its line ("Command failed -:N"), which is
- * taken out of the error's stderr and given as its line. A tc that never
- * ran its commands (nsenter could not enter the namespace) fails on line 1
- * having done nothing; one that did not say (killed) has no line.
+ * Removes our filter; a link that is already gone has nothing left to
+ * remove, nor has a priority held by a filter of another kind (the kernel
+ * keeps one kind per priority and protocol, and refuses ours beside
+ * another protocol's: ours cannot be there).
  */
-export async function tcBatch(netns: NetworkNamespace, commands: string[]): Promise<void> {
+export async function deleteFilter(netns: NetworkNamespace, link: string, hook: Hook): Promise<void> {
+  const command = `tc filter del dev ${link} ${hook} pref ${FILTER_PREF} handle ${FILTER_HANDLE} bpf`;
   try {
-    await runWithInput("tc", ["-batch", "-"], `${commands.join("\n")}\n`, netns);
+    removeFromLink(netns, link, command, (seq, ifindex) => encodeDeleteFilter(seq, ifindex, hook));
   } catch (error) {
-    if (!(error instanceof CommandError)) throw error;
-    const failed = /^Command failed -:(\d+)$/m.exec(error.stderr);
-    const stderr = error.stderr.replace(/^Command failed -:\d+\n?/m, "");
-    const line = failed ? Number(failed[1]) : /^nsenter: /.test(error.stderr) ? 1 : undefined;
-    throw new TcBatchError(stderr, line);
+    if (!(error instanceof CommandError && /filter kind does not match/.test(error.stderr))) throw error;
   }
 }
 
-/** Removes our filter; a link that is already gone has nothing left to remove. */
-export async function deleteFilter(netns: NetworkNamespace, link: string, hook: Hook): Promise<void> {
+function removeFromLink(
+  netns: NetworkNamespace,
+  link: string,
+  command: string,
+  encode: (seq: number, ifindex: number) => Buffer,
+): void {
   try {
-    await run(
-      "tc",
-      ["filter", "del", "dev", link, hook, "pref", String(FILTER_PREF), "handle", FILTER_HANDLE, "bpf"],
-      netns,
-    );
+    withRouteSocket(netns, (socket) => expectAck(socket, encode, [linkIndex(socket, link, command)], command));
   } catch (error) {
     if (!isMissingLink(error)) throw error;
   }
 }
 
-/** tc's ways of saying the link (or its qdisc) does not exist. */
+/**
+ * Runs @use with a NETLINK_ROUTE socket of @netns, closed after it. A
+ * namespace whose file is gone is reported as `nsenter` would have been.
+ */
+function withRouteSocket(netns: NetworkNamespace, use: (socket: RouteSocket) => void): void {
+  let socket: RouteSocket;
+  if (netns.name === undefined) socket = RouteSocket.open();
+  else {
+    const file = path.join(NETNS_DIR, netns.name);
+    let nsFd: number;
+    try {
+      nsFd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") throw new InterceptError("netns-not-found", `${describeNamespace(netns)} does not exist`);
+      throw new InterceptError("file-access", `cannot open ${file}: ${code ?? messageOf(error)}`);
+    }
+    try {
+      socket = RouteSocket.openIn(nsFd);
+    } finally {
+      closeSync(nsFd);
+    }
+  }
+  try {
+    use(socket);
+  } finally {
+    socket.close();
+  }
+}
+
+/** The namespace's index of @link, or tc's error for a missing one. */
+function linkIndex(socket: RouteSocket, link: string, command: string): number {
+  const index = socket.linkIndex(link);
+  if (index === -constants.errno.ENODEV) throw new CommandError(command, `Cannot find device "${link}"`);
+  if (index < 0) throw refusal(command, { errno: -index });
+  return index;
+}
+
+function replaceFilter(socket: RouteSocket, ifindex: number, filter: FilterTarget, command: string): void {
+  const programFd = openPinnedObject(filter.programPin);
+  if (programFd < 0)
+    throw new CommandError(
+      command,
+      `Couldn't retrieve pinned program '${filter.programPin}': ${errnoText(-programFd)}`,
+    );
+  try {
+    const encode = (seq: number) => encodeReplaceFilter(seq, ifindex, filter.hook, programFd, filter.programPin);
+    expectAck(socket, encode, [], command);
+  } finally {
+    closeDescriptor(programFd);
+  }
+}
+
+/** Sends the request @encode makes (its sequence number first, then @args) and throws the kernel's refusal. */
+function expectAck<A extends unknown[]>(
+  socket: RouteSocket,
+  encode: (seq: number, ...args: A) => Buffer,
+  args: A,
+  command: string,
+): void {
+  const answer = socket.acknowledged((seq) => encode(seq, ...args));
+  if (answer.errno !== 0) throw refusal(command, answer);
+}
+
+/**
+ * A refusal as tc prints it: the kernel's message ("Error: … .") when it
+ * gave one, else "RTNETLINK answers: " and the errno's text; EPERM is a
+ * privilege error.
+ */
+function refusal(command: string, { errno, extack }: Acknowledgement): InterceptError {
+  if (errno === constants.errno.EPERM) return failure(command, errno);
+  if (extack) return new CommandError(command, `Error: ${extack}${extack.endsWith(".") ? "" : "."}`);
+  return new CommandError(command, `RTNETLINK answers: ${errnoText(errno)}`);
+}
+
+/** tc's ways of saying the link (or its qdisc) does not exist; or its namespace is gone, and took it along. */
 function isMissingLink(error: unknown): boolean {
+  if (error instanceof InterceptError && error.code === "netns-not-found") return true;
   return error instanceof CommandError && /Cannot find device|No such file|not find/i.test(error.stderr);
 }

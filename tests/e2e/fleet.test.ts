@@ -72,20 +72,26 @@ const errorsAbout = (names: string[], from = 0) =>
     .filter((l) => l.event === "error" && (l.namespace === undefined || names.includes(String(l.namespace))));
 
 /**
- * An nsenter, first on the agent's PATH, that holds an apply's `tc -batch`
- * into the namespace named in the file at @hold, before entering it, for as
- * long as that file exists (10 s at most), and says so in `<hold>.reached`.
- * The apply's load is done by then, its links not yet attached.
+ * A bpftool, first on the agent's PATH, that holds an apply's load batch
+ * for the namespace named in the file at @hold (the batch names its pins,
+ * under the namespace's key) for as long as that file exists (10 s at
+ * most), and says so in `<hold>.reached`; then loads. The links are
+ * attached after it, in the agent's own process.
  */
-function nsenterShim(hold: string): string {
+function bpftoolShim(hold: string): string {
   return `#!/bin/sh
-case "$*" in *" tc -batch -")
-  if [ -f "${hold}" ] && [ "$1" = "--net=/var/run/netns/$(cat "${hold}")" ]; then
-    touch "${hold}.reached"
-    i=0; while [ -f "${hold}" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+case "$*" in "batch file -")
+  if [ -f "${hold}" ]; then
+    input=$(mktemp); cat > "$input"
+    key="ns$(stat -L -c %i "/var/run/netns/$(cat "${hold}")" 2>/dev/null)"
+    if grep -q "/$key/" "$input"; then
+      touch "${hold}.reached"
+      i=0; while [ -f "${hold}" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+    fi
+    /usr/sbin/bpftool "$@" < "$input"; status=$?; rm -f "$input"; exit $status
   fi;;
 esac
-exec /usr/bin/nsenter "$@"
+exec /usr/sbin/bpftool "$@"
 `;
 }
 
@@ -96,7 +102,7 @@ before(async () => {
   await kubeletWrite(policies, { "demo.yaml": DEMO(9000), "extra.yaml": EXTRA });
   const bin = path.join(scratch, "bin");
   await mkdir(bin);
-  await writeFile(path.join(bin, "nsenter"), nsenterShim(path.join(scratch, "hold-attach")), { mode: 0o755 });
+  await writeFile(path.join(bin, "bpftool"), bpftoolShim(path.join(scratch, "hold-attach")), { mode: 0o755 });
   agent = new AgentProcess([policies, "--netns-match", `${p}*`, "--metrics", "127.0.0.1:0", "--lock-timeout", "30s"], {
     PATH: `${bin}:${process.env.PATH}`,
   });
@@ -192,7 +198,7 @@ describe("agent --netns-match", { concurrency: false }, () => {
 
   test("a namespace deleted in the middle of a reconcile leaves no error line and no pins", async () => {
     const from = agent.lines.length;
-    // Mid-apply: the agent's attach is held (nsenterShim) once its program is loaded; the namespace goes then.
+    // Mid-apply: the agent's load is held (bpftoolShim) before its attach; the namespace goes then.
     const busy = `${p}busy`;
     const hold = path.join(scratch, "hold-attach");
     await writeFile(hold, busy);
@@ -210,7 +216,7 @@ describe("agent --netns-match", { concurrency: false }, () => {
     const busyKey = await namespaces.key(busy);
     keys.add(busyKey);
     for (const deadline = Date.now() + 15_000; !existsSync(`${hold}.reached`); ) {
-      assert.ok(Date.now() < deadline, "the agent's apply reached the attach");
+      assert.ok(Date.now() < deadline, "the agent's apply reached the load");
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     await namespaces.delete(busy);

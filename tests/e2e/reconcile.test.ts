@@ -40,30 +40,6 @@ async function policyFile(name: string, text: string): Promise<string> {
 }
 
 /**
- * A tc that runs @action (sh; a failure refuses the command) before each
- * command matching @pattern (a sh `case` pattern), then does the real work:
- * for a command given as arguments, and for each line of a `-batch -` on
- * its standard input, run one at a time as tc's batch runs them (stopping
- * at the first that fails, and naming its line).
- */
-function tcShim(pattern: string, action: string): string {
-  return `#!/bin/sh
-act() { case "$1" in ${pattern}) ${action};; esac; }
-case "$*" in *"-j"*) exec /usr/sbin/tc "$@";; esac
-case "$*" in *"-batch -"*)
-  n=0
-  while IFS= read -r line; do
-    n=$((n + 1))
-    act "$line " && /usr/sbin/tc $line || { echo "Command failed -:$n" >&2; exit 1; }
-  done
-  exit 0;;
-esac
-act "$* " || exit 2
-exec /usr/sbin/tc "$@"
-`;
-}
-
-/**
  * A bpftool that refuses each command matching @pattern (a sh `case`
  * pattern) with "forced failure", given as arguments or as a line of a
  * `batch file -`. A batch runs its lines before the refused one, then fails
@@ -256,37 +232,35 @@ describe("failures", { concurrency: false }, () => {
     ]);
 
   test("a step that fails midway is rolled back: the kernel is exactly as it was", async () => {
-    const before = await snapshot();
-    const [, y] = extraLinks();
-    // A tc, first on PATH, that fails the attach to link y as the kernel would refuse it.
-    const bin = path.join(scratch, "tc-failing");
-    await mkdir(bin, { recursive: true });
-    await writeFile(
-      path.join(bin, "tc"),
-      tcShim(`*"filter replace dev ${y} "*`, `echo "RTNETLINK answers: forced failure" >&2; return 2`),
-      { mode: 0o755 },
-    );
-    const result = await execa(
-      "node",
-      [
-        "bin/intercept.js",
+    const [, y] = extraLinks() as [string, string];
+    // A foreign filter of another kind at intercept's priority, beside its slot (a u32 table, not handle 1):
+    // the plan lets it be, and the kernel refuses intercept's bpf filter at that priority when the attach
+    // gets there.
+    await lab.runInServer(["tc", "qdisc", "add", "dev", y, "clsact"]);
+    try {
+      const u32 = ["ingress", "pref", "18755", "protocol", "all", "u32", "match", "u32", "0", "0"];
+      const added = await lab.runInServer(["tc", "filter", "add", "dev", y, ...u32]);
+      assert.equal(added.exitCode, 0, String(added.stderr));
+      const before = await snapshot();
+      const result = await intercept(
         "apply",
         "--yes",
         await policyFile("demo.yaml", DEMO_YAML),
         "--netns",
         lab.serverNs,
         "--no-color",
-      ],
-      { reject: false, env: { PATH: `${bin}:${process.env.PATH}` } },
-    );
-    assert.equal(result.exitCode, 1);
-    assert.match(String(result.stdout), /attachment\.\S+: created/, "steps had succeeded before the failure");
-    assert.match(
-      String(result.stderr),
-      /attachment\.\S+y: tc filter replace dev \S+y ingress: RTNETLINK answers: forced failure\nRolled back: the kernel is as it was before this apply\.$/,
-    );
-    assert.equal(await snapshot(), before);
-    assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins left behind");
+      );
+      assert.equal(result.exitCode, 1, result.stderr);
+      assert.match(result.stdout, /attachment\.\S+: created/, "steps had succeeded before the failure");
+      assert.match(
+        result.stderr,
+        /attachment\.\S+y: tc filter replace dev \S+y ingress: Error: Specified filter kind does not match existing one\.\nRolled back: the kernel is as it was before this apply\.$/,
+      );
+      assert.equal(await snapshot(), before);
+      assert.equal(existsSync(`/sys/fs/bpf/intercept/${lab.pinKey}`), false, "no pins left behind");
+    } finally {
+      await lab.runInServer(["tc", "qdisc", "del", "dev", y, "clsact"]);
+    }
   });
 
   test("a batch that fails without saying where: one at a time finds the step, and it is rolled back", async () => {
@@ -328,12 +302,13 @@ describe("failures", { concurrency: false }, () => {
 
   test("SIGINT mid-apply: the step in flight finishes, then everything is rolled back", async () => {
     const before = await snapshot();
-    const [, y] = extraLinks() as [string, string];
-    // A tc, first on PATH, that holds the attach to link y at a gate, and says when it gets there.
-    const bin = path.join(scratch, "tc-shim");
-    const gate = await Gate.create(path.join(scratch, "tc-gate"));
+    // A bpftool, first on PATH, that holds the batch loading the program and recording the qdiscs (the
+    // step before the attaches) at a gate, and says when it gets there.
+    const bin = path.join(scratch, "bpftool-shim");
+    const gate = await Gate.create(path.join(scratch, "bpftool-gate"));
     await mkdir(bin, { recursive: true });
-    await writeFile(path.join(bin, "tc"), tcShim(`*"filter replace dev ${y} "*`, gate.shellWait), { mode: 0o755 });
+    const shim = `#!/bin/sh\ncase "$*" in "batch file -") ${gate.shellWait};; esac\nexec /usr/sbin/bpftool "$@"\n`;
+    await writeFile(path.join(bin, "bpftool"), shim, { mode: 0o755 });
     const apply = execa(
       "node",
       [
@@ -363,7 +338,8 @@ describe("failures", { concurrency: false }, () => {
     const result = await apply;
     assert.equal(result.exitCode, 1, String(result.stderr));
     assert.match(String(result.stderr), /^SIGINT received: stopping after the current step and rolling back\.\n/);
-    assert.match(String(result.stdout), new RegExp(`attachment\\.${y}: created`), "the step in flight finished");
+    assert.match(String(result.stdout), /program\.demo: created/, "the step in flight finished");
+    assert.doesNotMatch(String(result.stdout), /attachment\.\S+: created/, "nothing after it began");
     assert.match(
       String(result.stderr),
       /\nintercept: interrupted by SIGINT after \d+ of \d+ steps\nRolled back: the kernel is as it was before this apply\.$/,

@@ -124,14 +124,14 @@ describe("hostile saved plans: one line, exit 1, nothing changed", { concurrency
 });
 
 describe("one writer per namespace", { concurrency: false }, () => {
-  /** A tc, first on PATH, that holds every attach at @gate (a slow apply holding the lock). */
-  async function gatedTc(name: string): Promise<{ bin: string; gate: Gate }> {
+  /** A bpftool, first on PATH, that holds every load batch at @gate (a slow apply holding the lock). */
+  async function gatedBpftool(name: string): Promise<{ bin: string; gate: Gate }> {
     const bin = path.join(scratch, name);
     const gate = await Gate.create(path.join(scratch, `${name}-gate`));
     await mkdir(bin, { recursive: true });
     await writeFile(
-      path.join(bin, "tc"),
-      `#!/bin/sh\ncase "$*" in *"-batch -"*) case "$*" in *"-j"*) ;; *) ${gate.shellWait};; esac;; esac\nexec /usr/sbin/tc "$@"\n`,
+      path.join(bin, "bpftool"),
+      `#!/bin/sh\ncase "$*" in "batch file -") ${gate.shellWait};; esac\nexec /usr/sbin/bpftool "$@"\n`,
       { mode: 0o755 },
     );
     return { bin, gate };
@@ -142,7 +142,7 @@ describe("one writer per namespace", { concurrency: false }, () => {
 
   test("a second apply waits and says for whom; with a short --lock-timeout it gives up in one line", async () => {
     assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);
-    const { bin, gate } = await gatedTc("tc-held");
+    const { bin, gate } = await gatedBpftool("bpftool-held");
     const slow = run(["apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], {
       PATH: `${bin}:${process.env.PATH}`,
     });
@@ -202,7 +202,7 @@ describe("one writer per namespace", { concurrency: false }, () => {
   });
 
   test("a lock held by a killed process is released by the kernel", async () => {
-    const { bin, gate } = await gatedTc("tc-killed");
+    const { bin, gate } = await gatedBpftool("bpftool-killed");
     const slow = run(["apply", "--yes", await policyFile("demo.yaml", DEMO_YAML), "--netns", lab.serverNs], {
       PATH: `${bin}:${process.env.PATH}`,
     });
@@ -325,21 +325,23 @@ describe("killed at any moment, repaired by the next run", { concurrency: false 
   test("killed between a link's ingress and egress swaps: status names it, plan switches it whole, traffic flows", async () => {
     const demo = await policyFile("demo.yaml", DEMO_YAML);
     assert.equal((await intercept("apply", "--yes", demo, "--netns", lab.serverNs)).exitCode, 0);
-    // A tc that performs the first command of a filter batch (egress), says so, then hangs.
-    const bin = path.join(scratch, "tc-half");
-    const half = path.join(scratch, "half-switched");
+    // The attach swaps a link's hooks microseconds apart, in the apply's own process: a kill lands between
+    // them by chance only. So the apply is killed once it has loaded the new version (a bpftool that runs
+    // the load batch, says so, then hangs; its status is not read: bpftool 7.1's batch may exit 1 having
+    // done it all, see unlessStaleErrno), and the egress swap it would have made first is made here.
+    const bin = path.join(scratch, "bpftool-loaded");
+    const loaded = path.join(scratch, "new-version-loaded");
     await mkdir(bin, { recursive: true });
     await writeFile(
-      path.join(bin, "tc"),
+      path.join(bin, "bpftool"),
       `#!/bin/sh
-case "$*" in *"-batch -"*) case "$*" in *"-j"*) ;; *)
-  first=$(head -n 1)
-  /usr/sbin/tc $first && touch ${half}
-  sleep 30; exit 1;; esac;; esac
-exec /usr/sbin/tc "$@"
+case "$*" in "batch file -") /usr/sbin/bpftool "$@"; touch ${loaded}; sleep 30; exit 1;; esac
+exec /usr/sbin/bpftool "$@"
 `,
       { mode: 0o755 },
     );
+    const versions = path.join(`/sys/fs/bpf/intercept/${lab.pinKey}`, "demo");
+    const old = await readdir(versions);
     // The same policy, grown: a new version of it to switch to.
     const grown = await policyFile("grown/demo.yaml", OTHER_YAML);
     const apply = execa("node", ["bin/intercept.js", "apply", "--yes", grown, "--netns", lab.serverNs], {
@@ -347,13 +349,19 @@ exec /usr/sbin/tc "$@"
       stdin: "ignore",
       env: { PATH: `${bin}:${process.env.PATH}` },
     });
-    for (const deadline = Date.now() + 15_000; !existsSync(half); ) {
-      assert.ok(Date.now() < deadline && apply.exitCode === null, "apply reached the held swap");
+    for (const deadline = Date.now() + 15_000; !existsSync(loaded); ) {
+      assert.ok(Date.now() < deadline && apply.exitCode === null, "apply reached the load of the new version");
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     apply.kill("SIGKILL");
     await apply;
-    await execa("pkill", ["-KILL", "-f", `${bin}/tc`], { reject: false }); // the shim outlives its parent
+    await execa("pkill", ["-KILL", "-f", `${bin}/bpftool`], { reject: false }); // the shim outlives its parent
+    const [version] = (await readdir(versions)).filter((name) => !old.includes(name));
+    assert.ok(version, "the new version is pinned beside the old");
+    const egress = path.join(versions, version, "progs", "intercept_egress");
+    const swap = ["filter", "replace", "dev", lab.serverLink, "egress", "pref", "18755", "handle", "0x1"];
+    const swapped = await lab.runInServer(["tc", ...swap, "bpf", "direct-action", "object-pinned", egress]);
+    assert.equal(swapped.exitCode, 0, String(swapped.stderr));
     const status = JSON.parse((await intercept("status", "--netns", lab.serverNs, "--json")).stdout);
     assert.deepEqual(
       status.drift.map((d: { kind: string; link: string }) => `${d.kind} ${d.link}`),
