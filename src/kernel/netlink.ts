@@ -1,7 +1,9 @@
-import { closeSync, openSync } from "node:fs";
+import { closeSync, constants as fsConstants, openSync } from "node:fs";
 import { createRequire } from "node:module";
 import { constants } from "node:os";
-import { CommandError, InterceptError } from "../errors.js";
+import path from "node:path";
+import { CommandError, InterceptError, messageOf } from "../errors.js";
+import { describeNamespace, NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
 
 /*
  * rtnetlink in this process, for the exchanges the agent makes per
@@ -28,8 +30,12 @@ const SOCKADDR_NL_SIZE = 12;
 export const NLMSG_HDRLEN = 16;
 const NLMSG_ALIGNTO = 4;
 export const NLMSG_ERROR = 2;
+/** The end of a dump's answer. */
+export const NLMSG_DONE = 3;
 export const NLM_F_REQUEST = 0x1;
 export const NLM_F_ACK = 0x4;
+/** NLM_F_ROOT | NLM_F_MATCH: every object of the kind, over as many datagrams as it takes. */
+export const NLM_F_DUMP = 0x300;
 export const NLM_F_EXCL = 0x200;
 export const NLM_F_CREATE = 0x400;
 /** In an NLMSG_ERROR: the request's header only (NETLINK_CAP_ACK), then attributes (NETLINK_EXT_ACK). */
@@ -107,11 +113,11 @@ export function encodeRequest(
 /** <linux/rtnetlink.h>, <linux/if_link.h>: one link by name. */
 export const RTM_NEWLINK = 16;
 export const RTM_GETLINK = 18;
-const IFLA_IFNAME = 3;
+export const IFLA_IFNAME = 3;
 const IFLA_EXT_MASK = 29;
 const RTEXT_FILTER_SKIP_STATS = 1 << 3;
 /** struct ifinfomsg: ifi_family (u8), pad, ifi_type (u16), ifi_index (i32), ifi_flags, ifi_change (u32). */
-const IFINFOMSG_SIZE = 16;
+export const IFINFOMSG_SIZE = 16;
 
 /** RTM_GETLINK of the link called @name, its statistics left out of the answer. */
 export function encodeLinkRequest(seq: number, name: string): Buffer {
@@ -438,20 +444,50 @@ export class RouteSocket {
     return answer.payload.readInt32LE(4);
   }
 
+  /** The sequence number of a new request. */
   private nextSeq(): number {
     this.seq = (this.seq + 1) >>> 0;
     return this.seq;
   }
 
   /** Sends @request; the messages of the answer that carries @seq (earlier strays are dropped). */
+  /**
+   * Sends the dump request @encode makes with the next sequence number;
+   * every message of the answer up to its NLMSG_DONE. The kernel makes a
+   * dump's next datagram while the last is read, within recv(2): it is
+   * there without waiting.
+   */
+  dump(encode: (seq: number) => Buffer, what: string): NetlinkMessage[] {
+    const seq = this.nextSeq();
+    this.send(encode(seq), what);
+    const answer: NetlinkMessage[] = [];
+    for (;;) {
+      for (const message of this.receive(seq, what)) {
+        if (message.type === NLMSG_DONE) return answer;
+        if (message.type === NLMSG_ERROR) throw failure(`rtnetlink ${what}`, decodeError(message));
+        answer.push({ ...message, payload: Buffer.from(message.payload) }); // the next recv reuses the buffer
+      }
+    }
+  }
+
+  /** Sends @request; the messages of the answer that carries @seq (earlier strays are dropped). */
   private exchange(request: Buffer, seq: number, what: string): [NetlinkMessage, ...NetlinkMessage[]] {
+    this.send(request, what);
+    return this.receive(seq, what);
+  }
+
+  private send(request: Buffer, what: string): void {
     if (this.fd < 0) throw new InterceptError("command-failed", `rtnetlink ${what}: the socket is closed`);
     for (;;) {
       const sent = Number(this.calls.sendto(this.fd, request, request.length, 0, this.address, SOCKADDR_NL_SIZE));
-      if (sent >= 0) break;
+      if (sent >= 0) return;
       const errno = this.calls.errno();
       if (errno !== constants.errno.EINTR) throw failure(`rtnetlink ${what}: sendto`, errno);
     }
+  }
+
+  /** The messages carrying @seq of the next datagram that has any. */
+  private receive(seq: number, what: string): [NetlinkMessage, ...NetlinkMessage[]] {
     for (;;) {
       const received = Number(this.calls.recv(this.fd, this.buffer, this.buffer.length, MSG_DONTWAIT));
       if (received < 0) {
@@ -462,6 +498,36 @@ export class RouteSocket {
       const messages = decodeMessages(this.buffer.subarray(0, received)).filter((message) => message.seq === seq);
       if (messages.length > 0) return messages as [NetlinkMessage, ...NetlinkMessage[]];
     }
+  }
+}
+
+/**
+ * Runs @use with a NETLINK_ROUTE socket of @netns, closed after it. A
+ * namespace whose file is gone is reported as `nsenter` would have been.
+ */
+export function withRouteSocket<T>(netns: NetworkNamespace, use: (socket: RouteSocket) => T): T {
+  let socket: RouteSocket;
+  if (netns.name === undefined) socket = RouteSocket.open();
+  else {
+    const file = path.join(NETNS_DIR, netns.name);
+    let nsFd: number;
+    try {
+      nsFd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") throw new InterceptError("netns-not-found", `${describeNamespace(netns)} does not exist`);
+      throw new InterceptError("file-access", `cannot open ${file}: ${code ?? messageOf(error)}`);
+    }
+    try {
+      socket = RouteSocket.openIn(nsFd);
+    } finally {
+      closeSync(nsFd);
+    }
+  }
+  try {
+    return use(socket);
+  } finally {
+    socket.close();
   }
 }
 

@@ -1,12 +1,12 @@
-import { closeSync, constants as fsConstants, openSync } from "node:fs";
 import { constants } from "node:os";
 import path from "node:path";
-import { CommandError, InterceptError, messageOf } from "../errors.js";
+import { CommandError, InterceptError } from "../errors.js";
 import { TC_PROGRAM_PREFIX } from "../model/bpf-abi.js";
 import type { Hook } from "../model/hooks.js";
 import { runJson, runWithInput } from "./exec.js";
-import { describeNamespace, NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
+import type { NetworkNamespace } from "../model/namespace.js";
 import {
+  withRouteSocket,
   type Acknowledgement,
   closeDescriptor,
   encodeRequest,
@@ -134,7 +134,7 @@ export const RTM_DELTFILTER = 45;
 const TC_H_CLSACT = 0xfffffff1;
 const CLSACT_HANDLE = 0xffff0000;
 const HOOK_PARENT: Record<Hook, number> = { ingress: 0xfffffff2, egress: 0xfffffff3 };
-const TCA_KIND = 1;
+export const TCA_KIND = 1;
 const TCA_OPTIONS = 2;
 /** <linux/pkt_cls.h>: cls_bpf's options. */
 const TCA_BPF_FD = 6;
@@ -144,7 +144,7 @@ const TCA_BPF_FLAG_ACT_DIRECT = 1;
 /** <linux/if_ether.h>: every protocol, as tc's `replace` defaults it (in network order in tcm_info). */
 const ETH_P_ALL = 0x0003;
 /** struct tcmsg: tcm_family (u8) and padding, tcm_ifindex (i32), tcm_handle, tcm_parent, tcm_info (u32). */
-const TCMSG_SIZE = 20;
+export const TCMSG_SIZE = 20;
 
 interface Tcmsg {
   ifindex: number;
@@ -304,36 +304,6 @@ function removeFromLink(
     withRouteSocket(netns, (socket) => expectAck(socket, encode, [linkIndex(socket, link, command)], command));
   } catch (error) {
     if (!isMissingLink(error)) throw error;
-  }
-}
-
-/**
- * Runs @use with a NETLINK_ROUTE socket of @netns, closed after it. A
- * namespace whose file is gone is reported as `nsenter` would have been.
- */
-function withRouteSocket(netns: NetworkNamespace, use: (socket: RouteSocket) => void): void {
-  let socket: RouteSocket;
-  if (netns.name === undefined) socket = RouteSocket.open();
-  else {
-    const file = path.join(NETNS_DIR, netns.name);
-    let nsFd: number;
-    try {
-      nsFd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === "ENOENT") throw new InterceptError("netns-not-found", `${describeNamespace(netns)} does not exist`);
-      throw new InterceptError("file-access", `cannot open ${file}: ${code ?? messageOf(error)}`);
-    }
-    try {
-      socket = RouteSocket.openIn(nsFd);
-    } finally {
-      closeSync(nsFd);
-    }
-  }
-  try {
-    use(socket);
-  } finally {
-    socket.close();
   }
 }
 
