@@ -79,6 +79,31 @@ export function encodeAttribute({ type, value }: Attribute): Buffer {
   return attribute;
 }
 
+/** <linux/netlink.h>: an attribute's type without its flags (NLA_F_NESTED, NLA_F_NET_BYTEORDER). */
+const NLA_TYPE_MASK = 0x3fff;
+
+/**
+ * The value of attribute @type among the attributes that start at @offset
+ * of @attributes (a message's payload, or a nested attribute's value);
+ * undefined when absent, or when a malformed attribute ends the walk.
+ */
+export function findAttribute(attributes: Buffer, offset: number, type: number): Buffer | undefined {
+  while (offset + RTA_HDRLEN <= attributes.length) {
+    const length = attributes.readUInt16LE(offset);
+    if (length < RTA_HDRLEN || offset + length > attributes.length) return undefined;
+    if ((attributes.readUInt16LE(offset + 2) & NLA_TYPE_MASK) === type)
+      return attributes.subarray(offset + RTA_HDRLEN, offset + length);
+    offset += align(length);
+  }
+  return undefined;
+}
+
+/** A string attribute's text: up to its NUL. */
+export function attributeText(value: Buffer): string {
+  const end = value.indexOf(0);
+  return value.toString("utf8", 0, end === -1 ? value.length : end);
+}
+
 /** A 32-bit unsigned attribute value. */
 export function u32Value(value: number): Buffer {
   const bytes = Buffer.alloc(4);
@@ -247,6 +272,8 @@ interface Libc {
   strerror: (errno: number) => string;
   /** bpf(BPF_OBJ_GET): a descriptor of the object pinned at @pin, or -1 (then errno). */
   objectGet: (pin: string) => number;
+  /** A program's name (bpf_prog_info.name) by its id, or a negative errno. */
+  programName: (id: number) => string | number;
   errno: () => number;
 }
 
@@ -276,6 +303,7 @@ function libc(): Libc {
       ) as Libc["setsockopt"],
       strerror: lib.func("const char *strerror(int errnum)") as Libc["strerror"],
       objectGet: objectGetCall(koffi, lib),
+      programName: programNameCall(koffi, lib),
       errno: () => koffi.errno(),
     };
   } catch (error) {
@@ -300,6 +328,50 @@ function objectGetCall(koffi: typeof import("koffi"), lib: import("koffi").IKoff
     const value = { pathname: pin, bpf_fd: 0, file_flags: 0, path_fd: 0, pad: 0 };
     return Number(syscall(number, "int", BPF_OBJ_GET, koffi.pointer(attr), value, "uint32", koffi.sizeof(attr)));
   };
+}
+
+/** <linux/bpf.h>: the commands that open a program by id and read its bpf_prog_info. */
+const BPF_PROG_GET_FD_BY_ID = 13;
+const BPF_OBJ_GET_INFO_BY_FD = 15;
+/** struct bpf_prog_info up to its name: name[BPF_OBJ_NAME_LEN] at offset 64. */
+const PROG_INFO_NAME_OFFSET = 64;
+const BPF_OBJ_NAME_LEN = 16;
+
+/**
+ * A program's name by id, as `tc filter show` prints it: bpf(2)
+ * BPF_PROG_GET_FD_BY_ID, then BPF_OBJ_GET_INFO_BY_FD with a bpf_prog_info
+ * cut after the name (the kernel fills what fits, zeroes the rest).
+ */
+function programNameCall(koffi: typeof import("koffi"), lib: import("koffi").IKoffiLib): Libc["programName"] {
+  const number = BPF_SYSCALL[process.arch];
+  if (number === undefined) throw new Error(`no bpf(2) syscall number known for ${process.arch}`);
+  const byId = koffi.struct("bpf_prog_get_fd_attr", { prog_id: "uint32", next_id: "uint32", open_flags: "uint32" });
+  const infoAttr = koffi.struct("bpf_info_attr", { bpf_fd: "uint32", info_len: "uint32", info: "void *" });
+  const syscall = lib.func("long syscall(long number, ...)");
+  const close = lib.func("int close(int fd)");
+  const info = Buffer.alloc(PROG_INFO_NAME_OFFSET + BPF_OBJ_NAME_LEN);
+  return (id) => {
+    const request = { prog_id: id, next_id: 0, open_flags: 0 };
+    const fd = Number(syscall(number, "int", BPF_PROG_GET_FD_BY_ID, koffi.pointer(byId), request, "uint32", 12));
+    if (fd < 0) return -koffi.errno();
+    try {
+      info.fill(0);
+      const asked = { bpf_fd: fd, info_len: info.length, info };
+      const done = Number(syscall(number, "int", BPF_OBJ_GET_INFO_BY_FD, koffi.pointer(infoAttr), asked, "uint32", 16));
+      if (done < 0) return -koffi.errno();
+      const name = info.subarray(PROG_INFO_NAME_OFFSET);
+      const end = name.indexOf(0);
+      return name.toString("utf8", 0, end === -1 ? name.length : end);
+    } finally {
+      close(fd);
+    }
+  };
+}
+
+/** A program's name by its kernel id; undefined when it cannot be told (gone meanwhile). */
+export function programNameOf(id: number): string | undefined {
+  const name = libc().programName(id);
+  return typeof name === "string" ? name : undefined;
 }
 
 /** strerror(3) of @errno, as tc and ip print it ("No such device"). */

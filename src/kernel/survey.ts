@@ -1,7 +1,9 @@
 import type { NetworkNamespace } from "../model/namespace.js";
 import type { Link } from "./links.js";
 import {
+  attributeText,
   encodeRequest,
+  findAttribute,
   IFINFOMSG_SIZE,
   IFLA_IFNAME,
   type NetlinkMessage,
@@ -12,15 +14,16 @@ import {
   type RouteSocket,
   withRouteSocket,
 } from "./netlink.js";
-import { RTM_NEWQDISC, TCA_KIND, TCMSG_SIZE } from "./tc.js";
+import { decodeQdisc, encodeDump, RTM_GETQDISC } from "./tc.js";
 
 /*
  * A namespace's links and qdiscs, read by rtnetlink in this process: the
  * dumps `ip link show` and `tc qdisc show` ask for. Each was a process
  * (`ip -batch` entering namespaces for many, or `ip` alone), and a spawn
  * costs the agent ~15 ms of its CPU; a dump costs microseconds. The
- * messages are built and read by the pure functions below, unit-tested
- * against bytes the kernel sent.
+ * messages are built and read by pure functions (here and in ./tc.ts),
+ * unit-tested on messages laid out as the kernel sends them; an e2e test
+ * compares the survey with `ip -j link` in a namespace.
  */
 
 /** A namespace's links, and which of them have a qdisc that tc filters hang on. */
@@ -37,13 +40,9 @@ export interface LinkSurvey {
 /** The qdiscs on which ingress and egress filters are attached. */
 const FILTER_QDISCS = new Set(["clsact", "ingress"]);
 
-/** <linux/rtnetlink.h>: the qdisc dump's request. */
-const RTM_GETQDISC = 38;
 /** <linux/if_arp.h> ARPHRD_LOOPBACK, <linux/if.h> IFF_LOOPBACK. */
 const ARPHRD_LOOPBACK = 772;
 const IFF_LOOPBACK = 0x8;
-/** struct rtattr: rta_len (u16), rta_type (u16), then the value, padded to 4 bytes. */
-const RTA_HDRLEN = 4;
 
 /**
  * The names `ip -j link` gives a link's ARPHRD_* type (iproute2's
@@ -76,7 +75,7 @@ const LINK_TYPES = new Map<number, string>([
 export async function surveyLinks(netns: NetworkNamespace): Promise<LinkSurvey> {
   return withRouteSocket(netns, (socket) => {
     const links = dump(socket, RTM_GETLINK, IFINFOMSG_SIZE, "RTM_GETLINK").flatMap(decodeLink);
-    const qdiscs = dump(socket, RTM_GETQDISC, TCMSG_SIZE, "RTM_GETQDISC").flatMap(decodeQdisc);
+    const qdiscs = socket.dump((seq) => encodeDump(RTM_GETQDISC, seq, 0, 0), "RTM_GETQDISC").flatMap(decodeQdisc);
     const names = new Map(links.map((link) => [link.ifindex, link.name]));
     const filterHolders = new Set(
       qdiscs.filter((qdisc) => FILTER_QDISCS.has(qdisc.kind)).flatMap((qdisc) => names.get(qdisc.ifindex) ?? []),
@@ -109,36 +108,14 @@ export function decodeLink(message: NetlinkMessage): Link[] {
   if (message.type !== RTM_NEWLINK || message.payload.length < IFINFOMSG_SIZE) return [];
   const { payload } = message;
   const type = payload.readUInt16LE(2);
-  const name = stringAttribute(payload, IFINFOMSG_SIZE, IFLA_IFNAME);
+  const name = findAttribute(payload, IFINFOMSG_SIZE, IFLA_IFNAME);
   if (name === undefined) return [];
   return [
     {
       ifindex: payload.readInt32LE(4),
-      name,
+      name: attributeText(name),
       loopback: type === ARPHRD_LOOPBACK || (payload.readUInt32LE(8) & IFF_LOOPBACK) !== 0,
       linkType: LINK_TYPES.get(type) ?? `[${type}]`,
     },
   ];
-}
-
-/** A qdisc of an RTM_GETQDISC dump (its link's index and kind); none for another message. */
-export function decodeQdisc(message: NetlinkMessage): { ifindex: number; kind: string }[] {
-  if (message.type !== RTM_NEWQDISC || message.payload.length < TCMSG_SIZE) return [];
-  const kind = stringAttribute(message.payload, TCMSG_SIZE, TCA_KIND);
-  return kind === undefined ? [] : [{ ifindex: message.payload.readInt32LE(4), kind }];
-}
-
-/** The string attribute @type among the attributes from @offset (NUL-terminated), if present. */
-function stringAttribute(payload: Buffer, offset: number, type: number): string | undefined {
-  while (offset + RTA_HDRLEN <= payload.length) {
-    const length = payload.readUInt16LE(offset);
-    if (length < RTA_HDRLEN || offset + length > payload.length) return undefined;
-    if (payload.readUInt16LE(offset + 2) === type) {
-      const value = payload.subarray(offset + RTA_HDRLEN, offset + length);
-      const end = value.indexOf(0);
-      return value.toString("utf8", 0, end === -1 ? value.length : end);
-    }
-    offset += Math.ceil(length / 4) * 4;
-  }
-  return undefined;
 }

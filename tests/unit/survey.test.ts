@@ -9,8 +9,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { IFLA_IFNAME, type NetlinkMessage, RTM_GETLINK, RTM_NEWLINK } from "../../src/kernel/netlink.js";
-import { decodeLink, decodeQdisc, encodeDumpRequest } from "../../src/kernel/survey.js";
-import { RTM_NEWQDISC, TCA_KIND } from "../../src/kernel/tc.js";
+import { decodeLink, encodeDumpRequest } from "../../src/kernel/survey.js";
+import { decodeQdisc, RTM_NEWQDISC, TCA_KIND } from "../../src/kernel/tc.js";
 
 /** An attribute as the kernel lays it out: rta_len, rta_type, the value, padding to 4 bytes. */
 function attribute(type: number, value: Buffer): Buffer {
