@@ -28,8 +28,7 @@ import {
 } from "../kernel/cgroups.js";
 import { runJson } from "../kernel/exec.js";
 import { type NetworkNamespace } from "../model/namespace.js";
-import { listLinks, type Link } from "../kernel/links.js";
-import { surveyLinks, type LinkSurvey } from "../kernel/survey.js";
+import { listLinks, surveyLinks, type LinkSurvey } from "../kernel/survey.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { listListeners } from "../kernel/sockets.js";
 import { requireKernelPrivileges } from "../kernel/privileges.js";
@@ -140,9 +139,9 @@ export class KernelDatapath implements Datapath {
 
   async observe(interest: ObserveInterest = {}): Promise<ObservedState> {
     const survey = await surveyLinks(this.netns);
-    const links = survey?.links ?? (await listLinks(this.netns));
+    const { links } = survey;
     const [tcStates, programs, ownedQdiscs, emptyDirectories, listeners, nodePrograms] = await Promise.all([
-      this.linkStates(links, survey),
+      this.linkStates(survey),
       this.observePrograms(),
       this.ownedQdiscs(),
       this.emptyDirectories(),
@@ -190,19 +189,17 @@ export class KernelDatapath implements Datapath {
   }
 
   /**
-   * What tc shows of @links. With a survey, only the links with a filter
-   * qdisc are asked (none, in a namespace nobody attached anything to yet):
+   * What tc shows of the surveyed links: only the links with a filter qdisc
+   * are asked (none, in a namespace nobody attached anything to yet), since
    * a link without clsact or ingress holds no filter on either hook.
    */
-  private async linkStates(links: Link[], survey: LinkSurvey | undefined): Promise<Map<string, TcLinkState>> {
-    const asked = survey ? links.filter((link) => survey.filterHolders.has(link.name)) : links;
+  private async linkStates({ links, filterHolders }: LinkSurvey): Promise<Map<string, TcLinkState>> {
     const states = await listLinkStates(
       this.netns,
-      asked.map((link) => link.name),
+      links.filter((link) => filterHolders.has(link.name)).map((link) => link.name),
     );
     for (const link of links)
-      if (survey && !survey.filterHolders.has(link.name))
-        states.set(link.name, { clsact: false, filters: { ingress: [], egress: [] } });
+      if (!filterHolders.has(link.name)) states.set(link.name, { clsact: false, filters: { ingress: [], egress: [] } });
     return states;
   }
 

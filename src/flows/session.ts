@@ -8,7 +8,7 @@
  */
 import type { LoadedPolicy } from "../load/index.js";
 import { InterceptError } from "../errors.js";
-import { listLinks } from "../kernel/links.js";
+import { listLinks } from "../kernel/survey.js";
 import { namespaceKey } from "../kernel/namespace.js";
 import { PinLayout } from "../kernel/pins.js";
 import { FLOW_EVENTS } from "../model/bpf-abi.js";

@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { mkdir } from "node:fs/promises";
 import { CommandError } from "../errors.js";
 import { hexByte, hostOrder } from "../model/host-order.js";
@@ -34,11 +35,16 @@ export async function runCommands(commands: string[][]): Promise<void> {
   else await batch(commands, false);
 }
 
-/** Batches of callers' commands, one bpftool process at a time (runCommandsTogether). */
+/**
+ * Batches of callers' commands (runCommandsTogether), as many bpftool
+ * processes at a time as the machine has cores: a load is bpftool's CPU
+ * alone (libbpf reading the kernel's BTF, then the verifier), so one at a
+ * time would leave the other cores idle through a burst.
+ */
 const together = new Together<string[], void>(async (callers) => {
   await runWithInput("bpftool", ["batch", "file", "-"], `${callers.flat().join("\n")}\n`).catch(unlessStaleErrno);
   return callers.map(() => undefined);
-});
+}, availableParallelism());
 
 /**
  * Runs @commands, in order, in a bpftool process shared with the commands

@@ -2,39 +2,15 @@ import { closeSync, constants as fsConstants, openSync, readdirSync } from "node
 import { constants } from "node:os";
 import path from "node:path";
 import { InterceptError } from "../errors.js";
-import { runJson } from "./exec.js";
-import { NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
+import { NETNS_DIR } from "../model/namespace.js";
 import { failure, RouteSocket } from "./netlink.js";
 
 export interface Link {
   ifindex: number;
   name: string;
   loopback: boolean;
-  /** `ip -j link`'s link_type: "ether", "loopback", "none" (tunnels), … */
+  /** Its type as `ip -j link` names it (link_type): "ether", "loopback", "none" (tunnels), … */
   linkType: string;
-}
-
-/** One link as `ip -j link show` prints it. */
-export interface IpLink {
-  ifindex: number;
-  ifname: string;
-  flags?: string[];
-  link_type?: string;
-}
-
-/** Every link of the namespace, as `ip -j link show` reports it. */
-export async function listLinks(netns: NetworkNamespace): Promise<Link[]> {
-  return toLinks(await runJson<IpLink[]>("ip", ["-j", "link", "show"], netns));
-}
-
-/** Links as `ip -j link show` printed them. */
-export function toLinks(links: IpLink[]): Link[] {
-  return links.map((link) => ({
-    ifindex: link.ifindex,
-    name: link.ifname,
-    loopback: link.link_type === "loopback" || (link.flags ?? []).includes("LOOPBACK"),
-    linkType: link.link_type ?? "unknown",
-  }));
 }
 
 /**

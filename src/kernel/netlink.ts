@@ -1,7 +1,9 @@
-import { closeSync, openSync } from "node:fs";
+import { closeSync, constants as fsConstants, openSync } from "node:fs";
 import { createRequire } from "node:module";
 import { constants } from "node:os";
-import { CommandError, InterceptError } from "../errors.js";
+import path from "node:path";
+import { CommandError, InterceptError, messageOf } from "../errors.js";
+import { describeNamespace, NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
 
 /*
  * rtnetlink in this process, for the exchanges the agent makes per
@@ -28,8 +30,12 @@ const SOCKADDR_NL_SIZE = 12;
 export const NLMSG_HDRLEN = 16;
 const NLMSG_ALIGNTO = 4;
 export const NLMSG_ERROR = 2;
+/** The end of a dump's answer. */
+export const NLMSG_DONE = 3;
 export const NLM_F_REQUEST = 0x1;
 export const NLM_F_ACK = 0x4;
+/** NLM_F_ROOT | NLM_F_MATCH: every object of the kind, over as many datagrams as it takes. */
+export const NLM_F_DUMP = 0x300;
 export const NLM_F_EXCL = 0x200;
 export const NLM_F_CREATE = 0x400;
 /** In an NLMSG_ERROR: the request's header only (NETLINK_CAP_ACK), then attributes (NETLINK_EXT_ACK). */
@@ -73,6 +79,31 @@ export function encodeAttribute({ type, value }: Attribute): Buffer {
   return attribute;
 }
 
+/** <linux/netlink.h>: an attribute's type without its flags (NLA_F_NESTED, NLA_F_NET_BYTEORDER). */
+const NLA_TYPE_MASK = 0x3fff;
+
+/**
+ * The value of attribute @type among the attributes that start at @offset
+ * of @attributes (a message's payload, or a nested attribute's value);
+ * undefined when absent, or when a malformed attribute ends the walk.
+ */
+export function findAttribute(attributes: Buffer, offset: number, type: number): Buffer | undefined {
+  while (offset + RTA_HDRLEN <= attributes.length) {
+    const length = attributes.readUInt16LE(offset);
+    if (length < RTA_HDRLEN || offset + length > attributes.length) return undefined;
+    if ((attributes.readUInt16LE(offset + 2) & NLA_TYPE_MASK) === type)
+      return attributes.subarray(offset + RTA_HDRLEN, offset + length);
+    offset += align(length);
+  }
+  return undefined;
+}
+
+/** A string attribute's text: up to its NUL. */
+export function attributeText(value: Buffer): string {
+  const end = value.indexOf(0);
+  return value.toString("utf8", 0, end === -1 ? value.length : end);
+}
+
 /** A 32-bit unsigned attribute value. */
 export function u32Value(value: number): Buffer {
   const bytes = Buffer.alloc(4);
@@ -107,11 +138,11 @@ export function encodeRequest(
 /** <linux/rtnetlink.h>, <linux/if_link.h>: one link by name. */
 export const RTM_NEWLINK = 16;
 export const RTM_GETLINK = 18;
-const IFLA_IFNAME = 3;
+export const IFLA_IFNAME = 3;
 const IFLA_EXT_MASK = 29;
 const RTEXT_FILTER_SKIP_STATS = 1 << 3;
 /** struct ifinfomsg: ifi_family (u8), pad, ifi_type (u16), ifi_index (i32), ifi_flags, ifi_change (u32). */
-const IFINFOMSG_SIZE = 16;
+export const IFINFOMSG_SIZE = 16;
 
 /** RTM_GETLINK of the link called @name, its statistics left out of the answer. */
 export function encodeLinkRequest(seq: number, name: string): Buffer {
@@ -241,6 +272,8 @@ interface Libc {
   strerror: (errno: number) => string;
   /** bpf(BPF_OBJ_GET): a descriptor of the object pinned at @pin, or -1 (then errno). */
   objectGet: (pin: string) => number;
+  /** A program's name (bpf_prog_info.name) by its id, or a negative errno. */
+  programName: (id: number) => string | number;
   errno: () => number;
 }
 
@@ -270,6 +303,7 @@ function libc(): Libc {
       ) as Libc["setsockopt"],
       strerror: lib.func("const char *strerror(int errnum)") as Libc["strerror"],
       objectGet: objectGetCall(koffi, lib),
+      programName: programNameCall(koffi, lib),
       errno: () => koffi.errno(),
     };
   } catch (error) {
@@ -294,6 +328,50 @@ function objectGetCall(koffi: typeof import("koffi"), lib: import("koffi").IKoff
     const value = { pathname: pin, bpf_fd: 0, file_flags: 0, path_fd: 0, pad: 0 };
     return Number(syscall(number, "int", BPF_OBJ_GET, koffi.pointer(attr), value, "uint32", koffi.sizeof(attr)));
   };
+}
+
+/** <linux/bpf.h>: the commands that open a program by id and read its bpf_prog_info. */
+const BPF_PROG_GET_FD_BY_ID = 13;
+const BPF_OBJ_GET_INFO_BY_FD = 15;
+/** struct bpf_prog_info up to its name: name[BPF_OBJ_NAME_LEN] at offset 64. */
+const PROG_INFO_NAME_OFFSET = 64;
+const BPF_OBJ_NAME_LEN = 16;
+
+/**
+ * A program's name by id, as `tc filter show` prints it: bpf(2)
+ * BPF_PROG_GET_FD_BY_ID, then BPF_OBJ_GET_INFO_BY_FD with a bpf_prog_info
+ * cut after the name (the kernel fills what fits, zeroes the rest).
+ */
+function programNameCall(koffi: typeof import("koffi"), lib: import("koffi").IKoffiLib): Libc["programName"] {
+  const number = BPF_SYSCALL[process.arch];
+  if (number === undefined) throw new Error(`no bpf(2) syscall number known for ${process.arch}`);
+  const byId = koffi.struct("bpf_prog_get_fd_attr", { prog_id: "uint32", next_id: "uint32", open_flags: "uint32" });
+  const infoAttr = koffi.struct("bpf_info_attr", { bpf_fd: "uint32", info_len: "uint32", info: "void *" });
+  const syscall = lib.func("long syscall(long number, ...)");
+  const close = lib.func("int close(int fd)");
+  const info = Buffer.alloc(PROG_INFO_NAME_OFFSET + BPF_OBJ_NAME_LEN);
+  return (id) => {
+    const request = { prog_id: id, next_id: 0, open_flags: 0 };
+    const fd = Number(syscall(number, "int", BPF_PROG_GET_FD_BY_ID, koffi.pointer(byId), request, "uint32", 12));
+    if (fd < 0) return -koffi.errno();
+    try {
+      info.fill(0);
+      const asked = { bpf_fd: fd, info_len: info.length, info };
+      const done = Number(syscall(number, "int", BPF_OBJ_GET_INFO_BY_FD, koffi.pointer(infoAttr), asked, "uint32", 16));
+      if (done < 0) return -koffi.errno();
+      const name = info.subarray(PROG_INFO_NAME_OFFSET);
+      const end = name.indexOf(0);
+      return name.toString("utf8", 0, end === -1 ? name.length : end);
+    } finally {
+      close(fd);
+    }
+  };
+}
+
+/** A program's name by its kernel id; undefined when it cannot be told (gone meanwhile). */
+export function programNameOf(id: number): string | undefined {
+  const name = libc().programName(id);
+  return typeof name === "string" ? name : undefined;
 }
 
 /** strerror(3) of @errno, as tc and ip print it ("No such device"). */
@@ -438,20 +516,50 @@ export class RouteSocket {
     return answer.payload.readInt32LE(4);
   }
 
+  /** The sequence number of a new request. */
   private nextSeq(): number {
     this.seq = (this.seq + 1) >>> 0;
     return this.seq;
   }
 
   /** Sends @request; the messages of the answer that carries @seq (earlier strays are dropped). */
+  /**
+   * Sends the dump request @encode makes with the next sequence number;
+   * every message of the answer up to its NLMSG_DONE. The kernel makes a
+   * dump's next datagram while the last is read, within recv(2): it is
+   * there without waiting.
+   */
+  dump(encode: (seq: number) => Buffer, what: string): NetlinkMessage[] {
+    const seq = this.nextSeq();
+    this.send(encode(seq), what);
+    const answer: NetlinkMessage[] = [];
+    for (;;) {
+      for (const message of this.receive(seq, what)) {
+        if (message.type === NLMSG_DONE) return answer;
+        if (message.type === NLMSG_ERROR) throw failure(`rtnetlink ${what}`, decodeError(message));
+        answer.push({ ...message, payload: Buffer.from(message.payload) }); // the next recv reuses the buffer
+      }
+    }
+  }
+
+  /** Sends @request; the messages of the answer that carries @seq (earlier strays are dropped). */
   private exchange(request: Buffer, seq: number, what: string): [NetlinkMessage, ...NetlinkMessage[]] {
+    this.send(request, what);
+    return this.receive(seq, what);
+  }
+
+  private send(request: Buffer, what: string): void {
     if (this.fd < 0) throw new InterceptError("command-failed", `rtnetlink ${what}: the socket is closed`);
     for (;;) {
       const sent = Number(this.calls.sendto(this.fd, request, request.length, 0, this.address, SOCKADDR_NL_SIZE));
-      if (sent >= 0) break;
+      if (sent >= 0) return;
       const errno = this.calls.errno();
       if (errno !== constants.errno.EINTR) throw failure(`rtnetlink ${what}: sendto`, errno);
     }
+  }
+
+  /** The messages carrying @seq of the next datagram that has any. */
+  private receive(seq: number, what: string): [NetlinkMessage, ...NetlinkMessage[]] {
     for (;;) {
       const received = Number(this.calls.recv(this.fd, this.buffer, this.buffer.length, MSG_DONTWAIT));
       if (received < 0) {
@@ -462,6 +570,36 @@ export class RouteSocket {
       const messages = decodeMessages(this.buffer.subarray(0, received)).filter((message) => message.seq === seq);
       if (messages.length > 0) return messages as [NetlinkMessage, ...NetlinkMessage[]];
     }
+  }
+}
+
+/**
+ * Runs @use with a NETLINK_ROUTE socket of @netns, closed after it. A
+ * namespace whose file is gone is reported as `nsenter` would have been.
+ */
+export function withRouteSocket<T>(netns: NetworkNamespace, use: (socket: RouteSocket) => T): T {
+  let socket: RouteSocket;
+  if (netns.name === undefined) socket = RouteSocket.open();
+  else {
+    const file = path.join(NETNS_DIR, netns.name);
+    let nsFd: number;
+    try {
+      nsFd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") throw new InterceptError("netns-not-found", `${describeNamespace(netns)} does not exist`);
+      throw new InterceptError("file-access", `cannot open ${file}: ${code ?? messageOf(error)}`);
+    }
+    try {
+      socket = RouteSocket.openIn(nsFd);
+    } finally {
+      closeSync(nsFd);
+    }
+  }
+  try {
+    return use(socket);
+  } finally {
+    socket.close();
   }
 }
 

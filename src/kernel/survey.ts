@@ -1,8 +1,30 @@
-import { execa } from "execa";
-import { InterceptError } from "../errors.js";
 import type { NetworkNamespace } from "../model/namespace.js";
-import { type Link, toLinks, type IpLink } from "./links.js";
-import { Together } from "./together.js";
+import type { Link } from "./links.js";
+import {
+  attributeText,
+  encodeRequest,
+  findAttribute,
+  IFINFOMSG_SIZE,
+  IFLA_IFNAME,
+  type NetlinkMessage,
+  NLM_F_DUMP,
+  NLM_F_REQUEST,
+  RTM_GETLINK,
+  RTM_NEWLINK,
+  type RouteSocket,
+  withRouteSocket,
+} from "./netlink.js";
+import { decodeQdisc, encodeDump, RTM_GETQDISC } from "./tc.js";
+
+/*
+ * A namespace's links and qdiscs, read by rtnetlink in this process: the
+ * dumps `ip link show` and `tc qdisc show` ask for. Each was a process
+ * (`ip -batch` entering namespaces for many, or `ip` alone), and a spawn
+ * costs the agent ~15 ms of its CPU; a dump costs microseconds. The
+ * messages are built and read by pure functions (here and in ./tc.ts),
+ * unit-tested on messages laid out as the kernel sends them; an e2e test
+ * compares the survey with `ip -j link` in a namespace.
+ */
 
 /** A namespace's links, and which of them have a qdisc that tc filters hang on. */
 export interface LinkSurvey {
@@ -18,72 +40,82 @@ export interface LinkSurvey {
 /** The qdiscs on which ingress and egress filters are attached. */
 const FILTER_QDISCS = new Set(["clsact", "ingress"]);
 
-/** A namespace name that can stand in a line of `ip -batch` as it is. */
-const BATCHABLE_NAME = /^[\w.@:+=,-]+$/;
-
-interface TcQdisc {
-  kind: string;
-  dev: string;
-}
-
-/** Surveys of many namespaces at once, one `ip -batch` for all who ask meanwhile. */
-const together = new Together<string, LinkSurvey | undefined>(surveyAll);
+/** <linux/if_arp.h> ARPHRD_LOOPBACK, <linux/if.h> IFF_LOOPBACK. */
+const ARPHRD_LOOPBACK = 772;
+const IFF_LOOPBACK = 0x8;
 
 /**
- * The links of the named namespace @netns and its filter qdiscs, asked
- * together with the other namespaces surveyed meanwhile: a burst of
- * namespaces costs one process of the agent's for many (each a fork of the
- * agent, ~10 ms of its CPU), where `ip link` and `tc` in each cost two.
- * Undefined when it cannot be told that way (the agent's own namespace, a
- * name a batch line cannot hold, or a namespace of the batch that could
- * not be entered): the caller then asks the namespace itself.
+ * The names `ip -j link` gives a link's ARPHRD_* type (iproute2's
+ * lib/ll_types.c), for the types a namespace commonly has; any other is
+ * shown as ip shows it, "[number]". Only "ether" decides anything here
+ * (intercept attaches to Ethernet links); the others name a link in a
+ * message.
  */
-export function surveyLinks(netns: NetworkNamespace): Promise<LinkSurvey | undefined> {
-  if (netns.name === undefined || !BATCHABLE_NAME.test(netns.name)) return Promise.resolve(undefined);
-  return together.run(netns.name);
-}
+const LINK_TYPES = new Map<number, string>([
+  [1, "ether"],
+  [32, "infiniband"],
+  [280, "can"],
+  [512, "ppp"],
+  [768, "ipip"],
+  [769, "tunnel6"],
+  [772, "loopback"],
+  [776, "sit"],
+  [778, "gre"],
+  [801, "ieee802.11"],
+  [823, "gre6"],
+  [824, "netlink"],
+  [65534, "none"],
+  [65535, "void"],
+]);
 
 /**
- * One `ip -force -batch`: in each namespace, `ip -j link show` and `tc -j
- * qdisc show`, each a JSON line. `ip netns exec` runs them in the
- * namespace (in batch mode it forks for each line, from ip, not from the
- * agent); it remounts /sys there, which neither needs. A namespace that
- * cannot be entered prints nothing, so when lines are missing none can be
- * told apart: every one of the batch is then undefined, asked on its own.
+ * The links and filter qdiscs of @netns (the namespace this process runs
+ * in when unnamed), from two rtnetlink dumps on one socket made there.
  */
-async function surveyAll(names: string[]): Promise<(LinkSurvey | undefined)[]> {
-  const input = names.flatMap((name) => [`netns exec ${name} ip -j link show`, `netns exec ${name} tc -j qdisc show`]);
-  const result = await execa("ip", ["-force", "-batch", "-"], {
-    input: `${input.join("\n")}\n`,
-    reject: false,
-    extendEnv: false,
-  });
-  if ((result as { code?: string }).code === "ENOENT")
-    throw new InterceptError("tool-missing", "ip not found: install iproute2");
-  return readSurveys(names.length, String(result.stdout));
-}
-
-/**
- * The surveys of @count namespaces from what surveyAll's batch printed:
- * two JSON lines each, links then qdiscs. Any line missing (a namespace
- * that could not be entered prints none) or not JSON, and none can be
- * told apart: all are undefined.
- */
-export function readSurveys(count: number, stdout: string): (LinkSurvey | undefined)[] {
-  const lines = stdout.split("\n").filter((line) => line.trim());
-  const unknown = () => Array.from({ length: count }, () => undefined);
-  if (lines.length !== count * 2) return unknown();
-  try {
-    return Array.from({ length: count }, (_, index) =>
-      toSurvey(JSON.parse(lines[index * 2]!) as IpLink[], JSON.parse(lines[index * 2 + 1]!) as TcQdisc[]),
+export async function surveyLinks(netns: NetworkNamespace): Promise<LinkSurvey> {
+  return withRouteSocket(netns, (socket) => {
+    const links = dump(socket, RTM_GETLINK, IFINFOMSG_SIZE, "RTM_GETLINK").flatMap(decodeLink);
+    const qdiscs = socket.dump((seq) => encodeDump(RTM_GETQDISC, seq, 0, 0), "RTM_GETQDISC").flatMap(decodeQdisc);
+    const names = new Map(links.map((link) => [link.ifindex, link.name]));
+    const filterHolders = new Set(
+      qdiscs.filter((qdisc) => FILTER_QDISCS.has(qdisc.kind)).flatMap((qdisc) => names.get(qdisc.ifindex) ?? []),
     );
-  } catch (error) {
-    if (error instanceof SyntaxError) return unknown(); // not what ip and tc print: each namespace is asked alone
-    throw error;
-  }
+    return { links, filterHolders };
+  });
 }
 
-function toSurvey(links: IpLink[], qdiscs: TcQdisc[]): LinkSurvey {
-  const filterHolders = new Set(qdiscs.filter((qdisc) => FILTER_QDISCS.has(qdisc.kind)).map((qdisc) => qdisc.dev));
-  return { links: toLinks(links), filterHolders };
+/** The links of @netns (the namespace this process runs in when unnamed): `ip link show`'s dump. */
+export async function listLinks(netns: NetworkNamespace): Promise<Link[]> {
+  return withRouteSocket(netns, (socket) =>
+    dump(socket, RTM_GETLINK, IFINFOMSG_SIZE, "RTM_GETLINK").flatMap(decodeLink),
+  );
+}
+
+function dump(socket: RouteSocket, type: number, headerSize: number, what: string): NetlinkMessage[] {
+  return socket.dump((seq) => encodeDumpRequest(type, seq, headerSize), what);
+}
+
+/**
+ * A dump request of @type: the header and a zeroed family header of
+ * @headerSize bytes (AF_UNSPEC, no filter: every link, every qdisc).
+ */
+export function encodeDumpRequest(type: number, seq: number, headerSize: number): Buffer {
+  return encodeRequest(type, NLM_F_REQUEST | NLM_F_DUMP, seq, Buffer.alloc(headerSize), []);
+}
+
+/** A link of an RTM_GETLINK dump; none for another message or one without a name. */
+export function decodeLink(message: NetlinkMessage): Link[] {
+  if (message.type !== RTM_NEWLINK || message.payload.length < IFINFOMSG_SIZE) return [];
+  const { payload } = message;
+  const type = payload.readUInt16LE(2);
+  const name = findAttribute(payload, IFINFOMSG_SIZE, IFLA_IFNAME);
+  if (name === undefined) return [];
+  return [
+    {
+      ifindex: payload.readInt32LE(4),
+      name: attributeText(name),
+      loopback: type === ARPHRD_LOOPBACK || (payload.readUInt32LE(8) & IFF_LOOPBACK) !== 0,
+      linkType: LINK_TYPES.get(type) ?? `[${type}]`,
+    },
+  ];
 }

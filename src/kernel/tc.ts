@@ -1,22 +1,26 @@
-import { closeSync, constants as fsConstants, openSync } from "node:fs";
 import { constants } from "node:os";
 import path from "node:path";
-import { CommandError, InterceptError, messageOf } from "../errors.js";
+import { CommandError, InterceptError } from "../errors.js";
 import { TC_PROGRAM_PREFIX } from "../model/bpf-abi.js";
 import type { Hook } from "../model/hooks.js";
-import { runJson, runWithInput } from "./exec.js";
-import { describeNamespace, NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
+import type { NetworkNamespace } from "../model/namespace.js";
 import {
+  attributeText,
+  findAttribute,
+  withRouteSocket,
   type Acknowledgement,
   closeDescriptor,
   encodeRequest,
   errnoText,
   failure,
+  type NetlinkMessage,
   NLM_F_ACK,
   NLM_F_CREATE,
+  NLM_F_DUMP,
   NLM_F_EXCL,
   NLM_F_REQUEST,
   openPinnedObject,
+  programNameOf,
   RouteSocket,
   stringValue,
   u32Value,
@@ -40,80 +44,74 @@ export interface TcLinkState {
   filters: Record<Hook, TcFilter[]>;
 }
 
-interface TcFilterJson {
-  pref: number;
-  kind: string;
-  options?: { handle?: string; prog?: { id: number; name: string } };
+/**
+ * The qdiscs and both hooks' filters of every named link, by rtnetlink in
+ * this process (the dumps `tc qdisc show` and `tc filter show dev L
+ * ingress|egress` ask for), on one socket made in @netns. A link that
+ * vanished since it was listed is left out (it has nothing of ours left to
+ * plan for).
+ */
+export async function listLinkStates(netns: NetworkNamespace, links: string[]): Promise<Map<string, TcLinkState>> {
+  const states = new Map<string, TcLinkState>();
+  if (links.length === 0) return states;
+  return withRouteSocket(netns, (socket) => {
+    const qdiscs = socket.dump((seq) => encodeDump(RTM_GETQDISC, seq, 0, 0), "RTM_GETQDISC").flatMap(decodeQdisc);
+    for (const link of links) {
+      const ifindex = socket.linkIndex(link);
+      if (ifindex === -constants.errno.ENODEV) continue;
+      if (ifindex < 0) throw failure(`tc filter show dev ${link}`, -ifindex);
+      const filters = (hook: Hook) =>
+        socket
+          .dump((seq) => encodeDump(RTM_GETTFILTER, seq, ifindex, HOOK_PARENT[hook]), "RTM_GETTFILTER")
+          .flatMap(decodeFilter)
+          .map(withProgramName);
+      states.set(link, {
+        clsact: qdiscs.some((qdisc) => qdisc.ifindex === ifindex && qdisc.kind === "clsact"),
+        filters: { ingress: filters("ingress"), egress: filters("egress") },
+      });
+    }
+    return states;
+  });
+}
+
+/** @filter with its program's name, as the kernel tells it by the program's id (`tc filter show`'s "prog" name). */
+function withProgramName(filter: TcFilter): TcFilter {
+  return filter.programId === undefined ? filter : { ...filter, programName: programNameOf(filter.programId) };
+}
+
+/** A dump request of tc objects: every qdisc (@ifindex 0), or the filters on one link's hook (@parent). */
+export function encodeDump(type: number, seq: number, ifindex: number, parent: number): Buffer {
+  const tcmsg = encodeTcmsg({ ifindex, handle: 0, parent, info: 0 });
+  return encodeRequest(type, NLM_F_REQUEST | NLM_F_DUMP, seq, tcmsg, []);
+}
+
+/** A qdisc of an RTM_GETQDISC dump (its link's index and kind); none for another message. */
+export function decodeQdisc(message: NetlinkMessage): { ifindex: number; kind: string }[] {
+  if (message.type !== RTM_NEWQDISC || message.payload.length < TCMSG_SIZE) return [];
+  const kind = findAttribute(message.payload, TCMSG_SIZE, TCA_KIND);
+  return kind === undefined ? [] : [{ ifindex: message.payload.readInt32LE(4), kind: attributeText(kind) }];
 }
 
 /**
- * The qdiscs and both hooks' filters of every named link, in one tc process
- * (`tc -batch`): one JSON line per command. A link that vanished since it
- * was listed makes its commands print nothing; then the links are asked one
- * by one, and a vanished link is left out of the result (it has nothing of
- * ours left to plan for).
+ * A filter of an RTM_GETTFILTER dump, as `tc -j filter show` prints it:
+ * its priority, kind, handle ("0x1") and, for bpf, its program's id (its
+ * name is the kernel's to tell: withProgramName). None for the entry the kernel sends for each priority itself
+ * (handle 0, no options), nor for another message.
  */
-export async function listLinkStates(netns: NetworkNamespace, links: string[]): Promise<Map<string, TcLinkState>> {
-  const commands = links.flatMap((link) => [
-    `qdisc show dev ${link}`,
-    `filter show dev ${link} ingress`,
-    `filter show dev ${link} egress`,
-  ]);
-  const states = new Map<string, TcLinkState>();
-  if (links.length === 0) return states;
-  let lines: string[] = [];
-  try {
-    const output = await runWithInput("tc", ["-j", "-force", "-batch", "-"], `${commands.join("\n")}\n`, netns);
-    lines = output.split("\n").filter((line) => line.trim());
-  } catch (error) {
-    // -force runs every command; tc still exits non-zero if one failed. Asked again one by one below.
-    if (!(error instanceof CommandError)) throw error;
-  }
-  if (lines.length === commands.length) {
-    links.forEach((link, index) =>
-      states.set(link, toLinkState(lines.slice(index * 3, index * 3 + 3).map((line) => JSON.parse(line)))),
-    );
-    return states;
-  }
-  for (const link of links) {
-    const state = await linkState(netns, link);
-    if (state) states.set(link, state);
-  }
-  return states;
-}
-
-async function linkState(netns: NetworkNamespace, link: string): Promise<TcLinkState | undefined> {
-  try {
-    return toLinkState(
-      await Promise.all([
-        runJson<unknown[]>("tc", ["-j", "qdisc", "show", "dev", link], netns),
-        runJson<unknown[]>("tc", ["-j", "filter", "show", "dev", link, "ingress"], netns),
-        runJson<unknown[]>("tc", ["-j", "filter", "show", "dev", link, "egress"], netns),
-      ]),
-    );
-  } catch (error) {
-    if (isMissingLink(error)) return undefined;
-    throw error;
-  }
-}
-
-function toLinkState([qdiscs, ingress, egress]: unknown[]): TcLinkState {
-  return {
-    clsact: (qdiscs as { kind: string }[]).some((qdisc) => qdisc.kind === "clsact"),
-    filters: { ingress: toFilters(ingress as TcFilterJson[]), egress: toFilters(egress as TcFilterJson[]) },
+export function decodeFilter(message: NetlinkMessage): TcFilter[] {
+  const { payload } = message;
+  if (message.type !== RTM_NEWTFILTER || payload.length < TCMSG_SIZE) return [];
+  const kind = findAttribute(payload, TCMSG_SIZE, TCA_KIND);
+  const options = findAttribute(payload, TCMSG_SIZE, TCA_OPTIONS);
+  if (kind === undefined || options === undefined) return [];
+  const filter: TcFilter = {
+    pref: payload.readUInt32LE(16) >>> 16,
+    kind: attributeText(kind),
+    handle: `0x${payload.readUInt32LE(8).toString(16)}`,
   };
-}
-
-function toFilters(filters: TcFilterJson[]): TcFilter[] {
-  return filters
-    .filter((filter) => filter.options) // tc prints a header entry per chain, without options
-    .map((filter) => ({
-      pref: filter.pref,
-      kind: filter.kind,
-      handle: filter.options?.handle,
-      programId: filter.options?.prog?.id,
-      programName: filter.options?.prog?.name,
-    }));
+  const id = filter.kind === "bpf" ? findAttribute(options, 0, TCA_BPF_ID) : undefined;
+  if (id && id.length >= 4) filter.programId = id.readUInt32LE(0);
+  return [filter];
 }
 
 /** In our slot (pref and handle): the only filters intercept may replace or delete. */
@@ -131,20 +129,24 @@ export const RTM_NEWQDISC = 36;
 export const RTM_DELQDISC = 37;
 export const RTM_NEWTFILTER = 44;
 export const RTM_DELTFILTER = 45;
+export const RTM_GETTFILTER = 46;
+export const RTM_GETQDISC = 38;
 const TC_H_CLSACT = 0xfffffff1;
 const CLSACT_HANDLE = 0xffff0000;
 const HOOK_PARENT: Record<Hook, number> = { ingress: 0xfffffff2, egress: 0xfffffff3 };
-const TCA_KIND = 1;
+export const TCA_KIND = 1;
 const TCA_OPTIONS = 2;
 /** <linux/pkt_cls.h>: cls_bpf's options. */
 const TCA_BPF_FD = 6;
 const TCA_BPF_NAME = 7;
 const TCA_BPF_FLAGS = 8;
 const TCA_BPF_FLAG_ACT_DIRECT = 1;
+/** The program's id, in a dumped bpf filter's options. */
+const TCA_BPF_ID = 11;
 /** <linux/if_ether.h>: every protocol, as tc's `replace` defaults it (in network order in tcm_info). */
 const ETH_P_ALL = 0x0003;
 /** struct tcmsg: tcm_family (u8) and padding, tcm_ifindex (i32), tcm_handle, tcm_parent, tcm_info (u32). */
-const TCMSG_SIZE = 20;
+export const TCMSG_SIZE = 20;
 
 interface Tcmsg {
   ifindex: number;
@@ -304,36 +306,6 @@ function removeFromLink(
     withRouteSocket(netns, (socket) => expectAck(socket, encode, [linkIndex(socket, link, command)], command));
   } catch (error) {
     if (!isMissingLink(error)) throw error;
-  }
-}
-
-/**
- * Runs @use with a NETLINK_ROUTE socket of @netns, closed after it. A
- * namespace whose file is gone is reported as `nsenter` would have been.
- */
-function withRouteSocket(netns: NetworkNamespace, use: (socket: RouteSocket) => void): void {
-  let socket: RouteSocket;
-  if (netns.name === undefined) socket = RouteSocket.open();
-  else {
-    const file = path.join(NETNS_DIR, netns.name);
-    let nsFd: number;
-    try {
-      nsFd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === "ENOENT") throw new InterceptError("netns-not-found", `${describeNamespace(netns)} does not exist`);
-      throw new InterceptError("file-access", `cannot open ${file}: ${code ?? messageOf(error)}`);
-    }
-    try {
-      socket = RouteSocket.openIn(nsFd);
-    } finally {
-      closeSync(nsFd);
-    }
-  }
-  try {
-    use(socket);
-  } finally {
-    socket.close();
   }
 }
 

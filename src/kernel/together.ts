@@ -6,19 +6,22 @@ interface Waiting<T, R> {
 }
 
 /**
- * Requests of many callers served together, by one process for many: one
- * run at a time, and the next takes every request made while it ran, in
- * the order they came. A burst of namespaces asking at once costs a few
- * processes, not one each (each one a fork of the agent, ~10 ms of its
- * CPU), and a lone request runs at once. @runAll answers each request of
- * its batch, in order; when it rejects, every request of the batch fails
- * with its error.
+ * Requests of many callers served together, by one process for many: at
+ * most @concurrency runs at a time, and the next takes every request made
+ * while none could start, in the order they came. A burst of namespaces
+ * asking at once costs a few processes, not one each (each one a fork of
+ * the agent, ~10 ms of its CPU), and a lone request runs at once. @runAll
+ * answers each request of its batch, in order; when it rejects, every
+ * request of the batch fails with its error.
  */
 export class Together<T, R> {
   private waiting: Waiting<T, R>[] = [];
-  private running: Promise<void> | undefined;
+  private running = 0;
 
-  constructor(private readonly runAll: (requests: T[]) => Promise<R[]>) {}
+  constructor(
+    private readonly runAll: (requests: T[]) => Promise<R[]>,
+    private readonly concurrency = 1,
+  ) {}
 
   run(request: T): Promise<R> {
     return new Promise((answer, fail) => {
@@ -28,11 +31,12 @@ export class Together<T, R> {
   }
 
   private next(): void {
-    if (this.running || this.waiting.length === 0) return;
+    if (this.running >= this.concurrency || this.waiting.length === 0) return;
     const batch = this.waiting;
     this.waiting = [];
-    this.running = this.serve(batch).finally(() => {
-      this.running = undefined;
+    this.running += 1;
+    void this.serve(batch).finally(() => {
+      this.running -= 1;
       this.next();
     });
   }

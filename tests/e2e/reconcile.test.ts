@@ -10,6 +10,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { listLinkStates } from "../../src/kernel/tc.js";
 import { execa } from "execa";
 import { compileBpf } from "../../src/toolchain/index.js";
 import { dumpMap, loadAndPin } from "../../src/kernel/bpftool.js";
@@ -198,6 +199,24 @@ describe("foreign filters", { concurrency: false }, () => {
     assert.deepEqual(
       (await tcShow(lab.serverLink, "ingress")).map((f) => f.pref),
       [1, 18755, 60000],
+    );
+    // What the agent reads of the link by rtnetlink is what tc shows: ours and the foreign ones.
+    const shown = (await tcShow(lab.serverLink, "ingress")) as {
+      pref: number;
+      kind: string;
+      options: { handle: string; prog: { id: number; name: string } };
+    }[];
+    const state = (await listLinkStates({ name: lab.serverNs }, [lab.serverLink])).get(lab.serverLink);
+    assert.equal(state?.clsact, true);
+    assert.deepEqual(
+      state?.filters.ingress,
+      shown.map(({ pref, kind, options }) => ({
+        pref,
+        kind,
+        handle: options.handle,
+        programId: options.prog.id,
+        programName: options.prog.name,
+      })),
     );
 
     assert.equal((await intercept("destroy", "--yes", "--netns", lab.serverNs)).exitCode, 0);

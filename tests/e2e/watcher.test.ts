@@ -13,15 +13,17 @@
 import "../support/temporary-cache.js";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, readlink, rm, rmdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
 import { AgentProcess } from "../../lab/agent-process.js";
 import { LabCgroup } from "../../lab/cgroup.js";
-import { NamespaceSet } from "../../lab/namespaces.js";
+import { LINKS, NamespaceSet } from "../../lab/namespaces.js";
 import { numberNamespaces } from "../../src/kernel/links.js";
+import { surveyLinks } from "../../src/kernel/survey.js";
+import { InterceptError } from "../../src/errors.js";
 
 const namespaces = NamespaceSet.unique("wa");
 const p = namespaces.prefix;
@@ -135,6 +137,34 @@ describe("namespace ids given in the agent's own process (rtnetlink, no `ip`)", 
     await namespaces.delete(name);
     const later = await numberNamespaces([name]);
     assert.equal(later.has(name), false, "gone: absent, not an error");
+  });
+});
+
+describe("a namespace's links and qdiscs read in the agent's own process (rtnetlink, no `ip` or `tc`)", () => {
+  test("the links `ip -j link` shows, and those with clsact or ingress; the process stays in its namespace", async () => {
+    const name = `${p}sv`;
+    await namespaces.create(name); // lo and a veth pair: three links, more than one datagram of the dump
+    const inName = (command: string[]) => execa("nsenter", [`--net=/var/run/netns/${name}`, ...command]);
+    await inName(["tc", "qdisc", "add", "dev", LINKS[0], "clsact"]);
+    await inName(["tc", "qdisc", "add", "dev", LINKS[1], "root", "pfifo"]);
+    const own = await readlink("/proc/thread-self/ns/net");
+    const survey = await surveyLinks({ name });
+    assert.equal(await readlink("/proc/thread-self/ns/net"), own, "back in its own namespace");
+    const shown = JSON.parse((await inName(["ip", "-j", "link", "show"])).stdout) as {
+      ifindex: number;
+      ifname: string;
+      link_type: string;
+    }[];
+    assert.deepEqual(
+      survey.links.map((link) => [link.ifindex, link.name, link.linkType, link.loopback]),
+      shown.map((link) => [link.ifindex, link.ifname, link.link_type, link.link_type === "loopback"]),
+    );
+    assert.deepEqual([...survey.filterHolders], [LINKS[0]], "a root qdisc holds no ingress or egress filter");
+    await namespaces.delete(name);
+    await assert.rejects(
+      surveyLinks({ name }),
+      (error) => error instanceof InterceptError && error.code === "netns-not-found",
+    );
   });
 });
 

@@ -9,7 +9,13 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { decodeAcknowledgement, decodeMessages, encodeLinkRequest } from "../../src/kernel/netlink.js";
 import {
+  decodeFilter,
   encodeAddClsact,
+  encodeDump,
+  RTM_GETQDISC,
+  RTM_GETTFILTER,
+  RTM_NEWQDISC,
+  RTM_NEWTFILTER,
   encodeDeleteClsact,
   encodeDeleteFilter,
   encodeReplaceFilter,
@@ -110,4 +116,32 @@ test("a step names itself as the tc command it replaces", () => {
     { hook: "ingress" as const, programPin: "/p/intercept_ingress" },
   ];
   assert.equal(describeStep({ op: "filters", link: "v0", filters }), "tc filter replace dev v0 egress,ingress");
+});
+
+test("`tc filter show dev va ingress` by dump: the filter, not the priority's own entry; the program by id", () => {
+  // The kernel's answer to RTM_GETTFILTER on this machine for a bpf filter at pref 7, handle 1
+  // (program id 122377): first the entry of the priority (handle 0, no options), then the filter.
+  const dumped = [
+    "000000000300000000000000f2ffffff00030700080001006270660008000b0000000000",
+    "000000000300000001000000f2ffffff00030700080001006270660008000b00000000003c00020012000700" +
+      "70726f673a5b2a66736f626a5d00000008000b0009de01000c000a00bc3a2ab52619ab05080008000100000008000900" +
+      "08000000",
+  ].map((payload) => ({ type: RTM_NEWTFILTER, flags: 2, seq: 1, payload: hex(payload) }));
+  assert.deepEqual(dumped.flatMap(decodeFilter), [{ pref: 7, kind: "bpf", handle: "0x1", programId: 122377 }]);
+  assert.deepEqual(decodeFilter({ ...dumped[1]!, type: RTM_NEWQDISC }), [], "not a filter");
+  const truncated = { ...dumped[1]!, payload: dumped[1]!.payload.subarray(0, 30) };
+  assert.deepEqual(decodeFilter(truncated), [], "an attribute cut short: no options to read");
+});
+
+test("filter and qdisc dump requests: every qdisc; the filters of one link's hook", () => {
+  assert.deepEqual(
+    encodeDump(RTM_GETQDISC, 5, 0, 0),
+    hex(`24000000 2600 0103 05000000 00000000
+         00000000 00000000 00000000 00000000 00000000`),
+  );
+  assert.deepEqual(
+    encodeDump(RTM_GETTFILTER, 6, 3, 0xfffffff3),
+    hex(`24000000 2e00 0103 06000000 00000000
+         00000000 03000000 00000000 f3ffffff 00000000`),
+  );
 });

@@ -7,7 +7,7 @@ import { test } from "node:test";
 import { Together } from "../../src/kernel/together.js";
 
 /** A runAll whose runs the test lets finish one by one, recording each batch. */
-function gated() {
+function gated(concurrency = 1) {
   const batches: number[][] = [];
   const gates: (() => void)[] = [];
   const failing = new Set<number>();
@@ -16,7 +16,7 @@ function gated() {
     await new Promise<void>((release) => gates.push(release));
     if (requests.some((request) => failing.has(request))) throw new Error(`batch ${requests.join(",")} failed`);
     return requests.map((request) => `done ${request}`);
-  });
+  }, concurrency);
   /** Lets the oldest run still going finish, once it has started. */
   const release = async () => {
     while (gates.length === 0) await new Promise((resolve) => setImmediate(resolve));
@@ -59,4 +59,22 @@ test("a failed run fails every request in it, and the next run goes on", async (
   await release();
   assert.equal(await after, "done 5");
   assert.deepEqual(batches, [[1], [2, 3], [5]]);
+});
+
+test("two runs at a time: a second request starts beside the first; the rest wait for either, together", async () => {
+  const { together, batches, release } = gated(2);
+  const first = together.run(1);
+  const second = together.run(2);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(batches, [[1], [2]], "the second did not wait for the first");
+  const later = [together.run(3), together.run(4)];
+  assert.deepEqual(batches, [[1], [2]], "no third run while two go");
+  await release();
+  assert.equal(await first, "done 1");
+  while (batches.length < 3) await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(batches, [[1], [2], [3, 4]], "the first to finish makes room for all who waited");
+  await release();
+  await release();
+  assert.equal(await second, "done 2");
+  assert.deepEqual(await Promise.all(later), ["done 3", "done 4"]);
 });
