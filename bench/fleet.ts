@@ -23,9 +23,10 @@
  * process as large as the agent serving them (the fork copies its page
  * tables: the agent's CPU per process), a `bpftool prog loadall` of the
  * policy's object (libbpf reads the kernel's BTF for the object's CO-RE
- * relocations, then the verifier runs), and a `tc -batch` that gives a
- * namespace's two links clsact and the filters, and the in-process nsid
- * numbering that replaced an `ip` process. With the processes the
+ * relocations, then the verifier runs), and, in this process by rtnetlink
+ * as the agent does them, the attach that gives a namespace's two links
+ * clsact and the filters, the survey of its links and qdiscs, and the nsid
+ * numbering (each replaced a `tc` or `ip` process). With the processes the
  * agent ran per namespace, that bounds its CPU and the burst's time on
  * this machine's cores.
  *   BENCH_FLEET_NAMESPACES (50,110): how many namespaces, one run per count.
@@ -42,6 +43,9 @@ import { AgentProcess } from "../lab/agent-process.js";
 import { LINKS, NamespaceSet } from "../lab/namespaces.js";
 import { intercept } from "../lab/network.js";
 import { numberNamespaces } from "../src/kernel/links.js";
+import { surveyLinks } from "../src/kernel/survey.js";
+import { attachSteps, deleteClsact, type TcStep } from "../src/kernel/tc.js";
+import type { Hook } from "../src/model/hooks.js";
 import { NETNS_DIR } from "../src/model/namespace.js";
 import { table } from "./table.js";
 
@@ -406,22 +410,30 @@ async function floor(agentRssMiB: number): Promise<Record<string, unknown>> {
     const programs = ["intercept_ingress", "intercept_egress"].filter((program) =>
       existsSync(path.join(version, "progs", program)),
     );
-    const lines = LINKS.flatMap((link) => [
-      `qdisc add dev ${link} clsact`,
-      ...programs.map(
-        (program) =>
-          `filter replace dev ${link} ${program.replace("intercept_", "")} pref 18755 handle 0x1 bpf direct-action object-pinned ${path.join(version, "progs", program)}`,
-      ),
+    const steps: TcStep[] = LINKS.flatMap((link): TcStep[] => [
+      { op: "clsact", link },
+      {
+        op: "filters",
+        link,
+        filters: programs.map((program) => ({
+          hook: program.replace("intercept_", "") as Hook,
+          programPin: path.join(version, "progs", program),
+        })),
+      },
     ]);
-    const inNamespace = (tc: string[], input?: string) =>
-      execa("nsenter", [`--net=/var/run/netns/${name}`, "tc", ...tc], input === undefined ? {} : { input });
+    const netns = { name };
     const attach = await perRound(
       FLOOR_ROUNDS,
-      async () => void (await inNamespace(["-batch", "-"], `${lines.join("\n")}\n`)),
       async () => {
-        for (const link of LINKS) await inNamespace(["qdisc", "del", "dev", link, "clsact"]);
+        const { error } = attachSteps(netns, steps);
+        if (error) throw error;
+      },
+      async () => {
+        for (const link of LINKS) await deleteClsact(netns, link);
       },
     );
+    // What the agent reads of a namespace before it plans: its links and qdiscs (rtnetlink dumps).
+    const survey = await perRound(FLOOR_ROUNDS, async () => void (await surveyLinks(netns)));
     // What replaced an `ip netns set … auto; ip netns list` process: rtnetlink requests in this process.
     const netnsFiles = (await readdir(NETNS_DIR)).length;
     await numberNamespaces([name]); // once unmeasured: koffi and libc are loaded at the first use, as the agent's warm-up namespace does
@@ -433,6 +445,7 @@ async function floor(agentRssMiB: number): Promise<Record<string, unknown>> {
       spawn,
       load,
       attach,
+      survey,
       numbering: { ...numbering, netnsFiles },
     };
     process.stdout.write(
@@ -447,10 +460,16 @@ async function floor(agentRssMiB: number): Promise<Record<string, unknown>> {
           ],
           ["bpftool prog loadall of the object", `${load.ownMs} ms`, `${load.childrenMs} ms`, `${load.wallMs} ms`],
           [
-            `tc -batch: clsact and ${programs.length} filter(s) on 2 links`,
+            `attach in process (rtnetlink): clsact and ${programs.length} filter(s) on 2 links`,
             `${attach.ownMs} ms`,
             `${attach.childrenMs} ms`,
             `${attach.wallMs} ms`,
+          ],
+          [
+            "survey in process (rtnetlink): links and qdiscs",
+            `${survey.ownMs} ms`,
+            `${survey.childrenMs} ms`,
+            `${survey.wallMs} ms`,
           ],
           [
             `nsid numbering in process (rtnetlink; ${netnsFiles} files in ${NETNS_DIR})`,
