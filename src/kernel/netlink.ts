@@ -9,12 +9,14 @@ import { describeNamespace, NETNS_DIR, type NetworkNamespace } from "../model/na
  * rtnetlink in this process, for the exchanges the agent makes per
  * namespace: give a namespace an id here (what `ip netns set NAME auto`
  * does) and read it back (what `ip netns list` shows), and, on a socket
- * made inside a namespace (RouteSocket.openIn), tc's qdisc and filter
- * requests (./tc.ts). Each was an `ip` or `tc` process, and a spawn costs
- * the agent ~13 ms of its CPU; a request here costs microseconds. The
- * messages are built and read by the pure functions below (unit-tested
- * against known bytes); the socket is libc's, bound through koffi as
- * flock(2) is.
+ * made inside a namespace (RouteSocket.openIn, withRouteSocket), tc's
+ * qdisc and filter requests (./tc.ts) and the dumps of its links, qdiscs
+ * and filters (./survey.ts, ./tc.ts). Each was an `ip` or `tc` process,
+ * and a spawn costs the agent ~13 ms of its CPU; a request here costs
+ * microseconds. The messages are built and read by pure functions
+ * (unit-tested against known bytes); the socket is libc's, bound through
+ * koffi as flock(2) is, and so is bpf(2) for the few calls tc makes
+ * (a pinned program's descriptor, a program's name by id).
  */
 
 /** <sys/socket.h>, <linux/netlink.h>: a NETLINK_ROUTE socket. */

@@ -5,14 +5,13 @@ import { TC_PROGRAM_PREFIX } from "../model/bpf-abi.js";
 import type { Hook } from "../model/hooks.js";
 import type { NetworkNamespace } from "../model/namespace.js";
 import {
-  attributeText,
-  findAttribute,
-  withRouteSocket,
   type Acknowledgement,
+  attributeText,
   closeDescriptor,
   encodeRequest,
   errnoText,
   failure,
+  findAttribute,
   type NetlinkMessage,
   NLM_F_ACK,
   NLM_F_CREATE,
@@ -24,6 +23,7 @@ import {
   RouteSocket,
   stringValue,
   u32Value,
+  withRouteSocket,
 } from "./netlink.js";
 
 /** Our filters' identity on a hook: only filters with this pref and handle are ever touched. */
@@ -95,8 +95,9 @@ export function decodeQdisc(message: NetlinkMessage): { ifindex: number; kind: s
 /**
  * A filter of an RTM_GETTFILTER dump, as `tc -j filter show` prints it:
  * its priority, kind, handle ("0x1") and, for bpf, its program's id (its
- * name is the kernel's to tell: withProgramName). None for the entry the kernel sends for each priority itself
- * (handle 0, no options), nor for another message.
+ * name is the kernel's to tell: withProgramName). None for the entry the
+ * kernel sends for each priority itself (handle 0, no options), nor for
+ * another message.
  */
 export function decodeFilter(message: NetlinkMessage): TcFilter[] {
   const { payload } = message;
@@ -127,10 +128,10 @@ export function isOurs(filter: TcFilter): boolean {
 /** <linux/pkt_sched.h>, <linux/rtnetlink.h>: the clsact qdisc and its hooks, as tc sends them. */
 export const RTM_NEWQDISC = 36;
 export const RTM_DELQDISC = 37;
+export const RTM_GETQDISC = 38;
 export const RTM_NEWTFILTER = 44;
 export const RTM_DELTFILTER = 45;
 export const RTM_GETTFILTER = 46;
-export const RTM_GETQDISC = 38;
 const TC_H_CLSACT = 0xfffffff1;
 const CLSACT_HANDLE = 0xffff0000;
 const HOOK_PARENT: Record<Hook, number> = { ingress: 0xfffffff2, egress: 0xfffffff3 };
