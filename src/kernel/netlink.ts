@@ -233,30 +233,14 @@ export function decodeAcknowledgement(message: NetlinkMessage): Acknowledgement 
   if (!(message.flags & NLM_F_ACK_TLVS) || message.payload.length < 4 + NLMSG_HDRLEN) return { errno };
   const payload = message.payload;
   const request = message.flags & NLM_F_CAPPED ? NLMSG_HDRLEN : payload.readUInt32LE(4);
-  for (let offset = 4 + align(request); offset + RTA_HDRLEN <= payload.length; ) {
-    const length = payload.readUInt16LE(offset);
-    if (length < RTA_HDRLEN || offset + length > payload.length) break;
-    if (payload.readUInt16LE(offset + 2) === NLMSGERR_ATTR_MSG) {
-      const text = payload.subarray(offset + RTA_HDRLEN, offset + length);
-      const end = text.indexOf(0);
-      return { errno, extack: text.subarray(0, end === -1 ? text.length : end).toString("utf8") };
-    }
-    offset += align(length);
-  }
-  return { errno };
+  const text = findAttribute(payload, 4 + align(request), NLMSGERR_ATTR_MSG);
+  return text === undefined ? { errno } : { errno, extack: attributeText(text) };
 }
 
 /** An nsid answer's NETNSA_NSID (NETNSA_NSID_NOT_ASSIGNED: the namespace has none here); undefined if absent. */
 export function decodeNsid(message: NetlinkMessage): number | undefined {
-  const attributes = message.payload;
-  for (let offset = RTGENMSG_SIZE; offset + RTA_HDRLEN <= attributes.length; ) {
-    const length = attributes.readUInt16LE(offset);
-    if (length < RTA_HDRLEN || offset + length > attributes.length) break;
-    if (attributes.readUInt16LE(offset + 2) === NETNSA_NSID && length >= RTA_HDRLEN + 4)
-      return attributes.readInt32LE(offset + RTA_HDRLEN);
-    offset += align(length);
-  }
-  return undefined;
+  const nsid = findAttribute(message.payload, RTGENMSG_SIZE, NETNSA_NSID);
+  return nsid !== undefined && nsid.length >= 4 ? nsid.readInt32LE(0) : undefined;
 }
 
 /** An errno's name, for a message ("EPERM"); its number if Node does not know it. */
