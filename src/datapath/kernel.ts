@@ -71,6 +71,7 @@ import {
   type CgroupIdentity,
   type CgroupRef,
   type Counter,
+  type DatapathOptions,
   type Datapath,
   type DatapathOperation,
   type EmptyPin,
@@ -85,6 +86,7 @@ import {
   type RunResult,
 } from "./types.js";
 import { CGROUP_HOOKS, HOOKS, type CgroupHook, type Hook } from "../model/hooks.js";
+import { type LoadShares, releaseNamespaceSlots, releaseSlot, shareLoads } from "./shared-versions.js";
 import { type VersionRef } from "../model/version.js";
 
 /** Entries of the owned-qdisc registry: far more links than a namespace has. */
@@ -98,17 +100,19 @@ export class KernelDatapath implements Datapath {
     private readonly pins: PinLayout,
     /** The cgroup2 mount (null: none); cgroups are not per network namespace. */
     private readonly cgroupRoot: string | null,
+    /** Whether versions other namespaces hold are shared rather than loaded (DatapathOptions). */
+    private readonly loadOnce = true,
   ) {}
 
   /**
    * Checks privileges (@command names what needs them), that the namespace
    * exists, and that bpffs is mounted; nothing is changed in the kernel.
    */
-  static async open(netns: NetworkNamespace, command: string): Promise<KernelDatapath> {
+  static async open(netns: NetworkNamespace, command: string, options: DatapathOptions = {}): Promise<KernelDatapath> {
     await requireKernelPrivileges(command);
     const key = await namespaceKey(netns);
     await ensureBpffs();
-    return new KernelDatapath(netns, key, new PinLayout(key), await cgroupRoot());
+    return new KernelDatapath(netns, key, new PinLayout(key), await cgroupRoot(), options.loadOnce ?? true);
   }
 
   /**
@@ -119,7 +123,7 @@ export class KernelDatapath implements Datapath {
   static async node(command: string): Promise<KernelDatapath> {
     await requireKernelPrivileges(command);
     await ensureBpffs();
-    return new KernelDatapath({}, NODE_PINS, PinLayout.node(), null);
+    return new KernelDatapath({}, NODE_PINS, PinLayout.node(), null, false);
   }
 
   /** Every version pinned in this datapath's folder, as observe() reads them (without links or cgroups). */
@@ -310,11 +314,23 @@ export class KernelDatapath implements Datapath {
     return readVersionCounters(this.pins, program, rules);
   }
 
+  /** Loads @load here, or pins it from a namespace that holds it already (./shared-versions.ts). */
   async loadProgram(load: ProgramLoad): Promise<void> {
-    await loadVersion(this.pins, load);
+    const shares = await this.share([load]);
+    try {
+      for (const own of shares.toLoad) await loadVersion(this.pins, own);
+    } finally {
+      shares.release();
+    }
+  }
+
+  /** @loads, those another namespace holds already pinned here (unless loadOnce is off): what is left to load. */
+  private share(loads: ProgramLoad[]): Promise<LoadShares> {
+    return this.loadOnce ? shareLoads(this.pins, loads) : Promise.resolve({ shared: [], toLoad: loads, release() {} });
   }
 
   async unloadProgram(ref: VersionRef): Promise<void> {
+    releaseSlot(this.pins, ref);
     await unloadVersion(this.pins, ref);
   }
 
@@ -399,21 +415,25 @@ export class KernelDatapath implements Datapath {
     interrupt: AbortSignal | undefined,
   ): Promise<RunResult> {
     const qdiscs = attaches.flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : []));
+    const shares = await this.share(loads.map(({ load }) => load));
     try {
       const commands: string[][] = [];
       // The batch's first version makes the event maps when no pinned version has them: the
       // later loads of the batch run after its pins exist, and share them (sharedMaps).
       // Likewise the first outbound version makes the record maps every other one shares.
-      const firstOutbound = loads.find(({ load }) => (load.cgroupHooks ?? []).length > 0)?.load.ref;
-      for (const { load } of loads)
-        commands.push(...(await emptyVersionCommands(this.pins, load, loads[0]!.load.ref, firstOutbound)));
+      const own = shares.toLoad;
+      const firstOutbound = own.find((load) => (load.cgroupHooks ?? []).length > 0)?.ref;
+      for (const load of own)
+        commands.push(...(await emptyVersionCommands(this.pins, load, own[0]!.ref, firstOutbound)));
       // Shared with the other namespaces loading meanwhile (a fleet's burst): one bpftool for many.
       await runCommandsTogether([...commands, ...(await this.recordCommands(qdiscs))]);
+      shares.release();
     } catch {
+      shares.release(); // before the loads are made again one at a time, which take their turns anew
       // bpftool does not say which command failed (nor, shared, whose): undo what any of them may have done, then
       // one at a time says which fails and how, exactly as it would have alone. An undo that
       // fails here fails again there (loadVersion clears the version's directory first).
-      await Promise.allSettled(loads.map(({ load }) => unloadVersion(this.pins, load.ref)));
+      await Promise.allSettled(loads.map(({ load }) => this.unloadProgram(load.ref)));
       await this.unrecordQdiscs(qdiscs);
       return performEach(this, [...loads, ...attaches], interrupt);
     }
@@ -476,6 +496,7 @@ export class KernelDatapath implements Datapath {
   }
 
   async forgetNamespace(): Promise<void> {
+    await releaseNamespaceSlots(this.pins);
     await removePins(this.pins.namespaceDir);
     await removeIfEmpty(path.dirname(this.pins.namespaceDir));
   }

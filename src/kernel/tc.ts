@@ -4,10 +4,10 @@ import { CommandError, InterceptError } from "../errors.js";
 import { TC_PROGRAM_PREFIX } from "../model/bpf-abi.js";
 import type { Hook } from "../model/hooks.js";
 import type { NetworkNamespace } from "../model/namespace.js";
+import { closeDescriptor, openPinnedObject, programNameOf } from "./bpf-syscall.js";
 import {
   type Acknowledgement,
   attributeText,
-  closeDescriptor,
   encodeRequest,
   errnoText,
   failure,
@@ -18,8 +18,6 @@ import {
   NLM_F_DUMP,
   NLM_F_EXCL,
   NLM_F_REQUEST,
-  openPinnedObject,
-  programNameOf,
   RouteSocket,
   stringValue,
   u32Value,

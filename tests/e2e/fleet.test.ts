@@ -186,6 +186,12 @@ describe("agent --netns-match", { concurrency: false }, () => {
       }),
     );
     assert.deepEqual(wrong, []);
+    // Loaded once: every namespace's link runs the node's one program for its policy.
+    for (const link of LINKS) {
+      const attachedHere = names.filter((name) => link === "a" || /1\d$/.test(name));
+      const ids = new Set(await Promise.all(attachedHere.map((name) => namespaces.ingressProgram(name, link))));
+      assert.equal(ids.size, 1, `one program on every ${link}: ${[...ids].join(", ")}`);
+    }
     const status = JSON.parse((await intercept("status", "--netns", namespaces.name(15), "--json")).stdout);
     assert.equal(status.namespace, namespaces.name(15));
     assert.deepEqual(status.programs.map((program: { policy: string }) => program.policy).sort(), ["demo", "extra"]);

@@ -51,7 +51,7 @@ struct rule_counter {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, RULE_COUNT * COUNTER_SLOTS);
+	__uint(max_entries, 128 * RULE_COUNT * COUNTER_SLOTS); /* lead placeholder */
 	__type(key, __u32);
 	__type(value, struct rule_counter);
 } rule_counters SEC(".maps");
@@ -69,6 +69,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct policy_meta);
 } policy_meta SEC(".maps");
+
+/* lead's placeholder for the claims map (the slots branch defines it) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 128);
+	__type(key, __u32);
+	__type(value, __u64);
+} namespace_slots SEC(".maps");
 
 /* rule_enabled — true when @rule is switched on in rule_state. */
 static __always_inline int rule_enabled(__u32 rule)

@@ -1,0 +1,272 @@
+/**
+ * Load once, attach everywhere. A version of tc programs that another
+ * namespace has loaded already, complete and with the same content hash
+ * and rule switches, is not loaded again: its programs and maps are pinned
+ * into this namespace's folder too (BPF_OBJ_GET there, BPF_OBJ_PIN here),
+ * the same kernel objects under a second name. The folder then reads
+ * exactly as a version loaded here (observe, plan and unload are
+ * unchanged), and the kernel frees the objects when the last folder
+ * holding them is removed. Cost: a few dozen bpf(2) calls in this process,
+ * against a bpftool process, the verifier and ~60 ms of CPU.
+ *
+ * Counters stay the namespace's own: each namespace that shares a version
+ * claims a namespace slot in the version's namespace_slots map (atomic,
+ * BPF_NOEXIST, so two processes never take the same one), its filters
+ * carry the slot as their classid, and the programs count at that slot
+ * (templates/bpf/lib/maps.h). Slot 0 is the namespace that loaded the
+ * version. When every slot is taken, the namespace loads its own.
+ *
+ * Versions with cgroup programs are not shared: a cgroup program counts
+ * and records at slot 0, and its record maps are the namespace's own.
+ */
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import path from "node:path";
+import {
+  BPF_NOEXIST,
+  closeDescriptor,
+  deleteElement,
+  lookupElement,
+  mapKeys,
+  openPinnedObject,
+  perCpuValue,
+  pinObject,
+  updateElement,
+} from "../kernel/bpf-syscall.js";
+import { listEntries, PinLayout, removePins } from "../kernel/pins.js";
+import { arrayKey, MAPS } from "../model/bpf-abi.js";
+import { COUNTER_SLOTS } from "../model/counters.js";
+import { hostU32 } from "../model/host-order.js";
+import { inodeOfNamespaceKey, isNamespaceKey } from "../model/namespace.js";
+import { isProgramName } from "../model/composition.js";
+import { NAMESPACE_SLOTS, slotCounterKey as counterKey } from "../model/namespace-slot.js";
+import { isVersionName, type VersionRef } from "../model/version.js";
+import type { ProgramLoad } from "./types.js";
+
+const CLAIMS = "namespace_slots";
+
+/** Whether @load may be shared: tc programs only (see above). */
+export function isShareable(load: ProgramLoad): boolean {
+  return load.hooks.length > 0 && (load.cgroupHooks ?? []).length === 0;
+}
+
+/**
+ * Loads of shareable versions under way in this process (a fleet's burst),
+ * by folder-independent identity: a namespace needing the same version
+ * waits for the load, then shares it, so a burst of namespaces loads each
+ * version once.
+ */
+const underway = new Map<string, Promise<void>>();
+
+function identity(load: ProgramLoad): string {
+  return `${load.ref.policy}/${load.ref.version}/${load.contentHash}`;
+}
+
+/** What becomes of a batch of loads: those shared (done), and those to load, with a release once they are. */
+export interface LoadShares {
+  shared: ProgramLoad[];
+  toLoad: ProgramLoad[];
+  /** Ends this namespace's turn on @toLoad's versions: waiting namespaces then share them (or load, if they failed). */
+  release(): void;
+}
+
+/**
+ * Shares what it can of @loads into @pins. Waits first for loads of the
+ * same versions under way in this process; then, without waiting again,
+ * shares each version another namespace holds and takes the turn on the
+ * rest, so that two namespaces never wait on each other.
+ */
+export async function shareLoads(pins: PinLayout, loads: ProgramLoad[]): Promise<LoadShares> {
+  const candidates = loads.filter(isShareable);
+  for (;;) {
+    const waits = candidates.map((load) => underway.get(identity(load))).filter((wait) => wait !== undefined);
+    if (waits.length === 0) break;
+    await Promise.allSettled(waits);
+  }
+  const shared = candidates.filter((load) => shareVersion(pins, load));
+  const toLoad = loads.filter((load) => !shared.includes(load));
+  let turns = toLoad.filter(isShareable).map((load) => takeTurn(identity(load)));
+  const release = () => {
+    for (const end of turns) end();
+    turns = []; // released once: a later call must not end another namespace's turn on the same version
+  };
+  return { shared, toLoad, release };
+}
+
+/** Marks @key's load as under way here; the function given back ends it. */
+function takeTurn(key: string): () => void {
+  let end!: () => void;
+  const turn = new Promise<void>((resolve) => {
+    end = resolve;
+  });
+  underway.set(key, turn);
+  return () => {
+    if (underway.get(key) === turn) underway.delete(key);
+    end();
+  };
+}
+
+/**
+ * Pins into @pins the version @load names from another namespace holding
+ * it complete, and claims a slot in it; false when none does (or every
+ * slot is taken, or the donor went away meanwhile): then it is loaded here.
+ */
+export function shareVersion(pins: PinLayout, load: ProgramLoad): boolean {
+  const inode = inodeOfNamespaceKey(pins.namespaceKey);
+  for (const donor of donors(pins)) {
+    if (!holdsComplete(donor, load)) continue;
+    const slot = claimSlot(donor, load.ref, inode);
+    if (slot === undefined) continue;
+    if (zeroCounters(donor, load.ref, slot, load.enabled.length) && pinVersion(donor, pins, load.ref)) return true;
+    releaseClaim(donor, load.ref, inode);
+    void removePins(pins.version(load.ref)); // a partial copy: only names, the donor's objects stay
+  }
+  return false;
+}
+
+/** The other namespaces' folders beside @pins'. */
+function donors(pins: PinLayout): PinLayout[] {
+  let names: string[];
+  try {
+    names = readdirSync(pins.root);
+  } catch {
+    return []; // no pin root yet: nothing loaded anywhere
+  }
+  return names
+    .filter((name) => isNamespaceKey(name) && name !== pins.namespaceKey)
+    .map((name) => new PinLayout(name, pins.root));
+}
+
+/** Whether @donor holds @load's version complete: every program, the claims, its content hash and the same switches. */
+function holdsComplete(donor: PinLayout, load: ProgramLoad): boolean {
+  if (!load.hooks.every((hook) => existsSync(donor.program(load.ref, hook)))) return false;
+  if (!existsSync(claimsPin(donor, load.ref))) return false; // loaded from an object made before namespace slots
+  const meta = readArray(donor.map(load.ref, MAPS.policy_meta.name), [0], MAPS.policy_meta.value.size);
+  if (meta?.[0] === undefined || cString(meta[0]) !== load.contentHash) return false;
+  const indexes = load.enabled.map((_, index) => index);
+  const state = readArray(donor.map(load.ref, MAPS.rule_state.name), indexes, MAPS.rule_state.value.size);
+  return state !== undefined && state.every((value, index) => (value.readUInt32LE(0) === 1) === load.enabled[index]);
+}
+
+/** The values at @indexes of the array map pinned at @pin; undefined when it cannot be read. */
+function readArray(pin: string, indexes: number[], size: number): Buffer[] | undefined {
+  return withObject(pin, (fd) => {
+    const values: Buffer[] = [];
+    for (const index of indexes) {
+      const value = Buffer.alloc(size);
+      if (lookupElement(fd, Buffer.from(arrayKey(index)), value) < 0) return undefined;
+      values.push(value);
+    }
+    return values;
+  });
+}
+
+/** @use of a descriptor of the object pinned at @pin, closed after; undefined when it cannot be opened. */
+function withObject<T>(pin: string, use: (fd: number) => T): T | undefined {
+  const fd = openPinnedObject(pin);
+  if (fd < 0) return undefined;
+  try {
+    return use(fd);
+  } finally {
+    closeDescriptor(fd);
+  }
+}
+
+function claimsPin(pins: PinLayout, ref: VersionRef): string {
+  return path.join(pins.version(ref), "maps", CLAIMS);
+}
+
+/** Claims the first free slot of @ref's version in @donor for the namespace @inode; undefined when none is free. */
+function claimSlot(donor: PinLayout, ref: VersionRef, inode: bigint): number | undefined {
+  return withObject(claimsPin(donor, ref), (fd) => {
+    const owner = inodeValue(inode);
+    for (let slot = 1; slot < NAMESPACE_SLOTS; slot++)
+      if (updateElement(fd, Buffer.from(hostU32(slot)), owner, BPF_NOEXIST) === 0) return slot;
+    return undefined;
+  });
+}
+
+/**
+ * Zeroes @slot's counters in @ref's version: a slot is claimed again after
+ * a namespace that held it is gone, and its counts are not this one's.
+ */
+function zeroCounters(donor: PinLayout, ref: VersionRef, slot: number, rules: number): boolean {
+  const done = withObject(donor.map(ref, MAPS.rule_counters.name), (fd) => {
+    const zero = perCpuValue(MAPS.rule_counters.value.size);
+    for (let rule = 0; rule < rules; rule++)
+      for (const counter of COUNTER_SLOTS)
+        if (updateElement(fd, Buffer.from(hostU32(counterKey(rule, counter, slot, rules))), zero) < 0) return false;
+    return true;
+  });
+  return done === true;
+}
+
+/** Pins every object of @ref's version in @donor into @pins' folder; the content hash last, as a load records it. */
+function pinVersion(donor: PinLayout, pins: PinLayout, ref: VersionRef): boolean {
+  const from = donor.version(ref);
+  const to = pins.version(ref);
+  const entries = ["progs", "maps"].flatMap((dir) => {
+    try {
+      return readdirSync(path.join(from, dir)).map((name) => path.join(dir, name));
+    } catch {
+      return []; // the donor is unloading it: the pins below fail and the version is loaded here
+    }
+  });
+  const last = path.join("maps", MAPS.policy_meta.name);
+  if (!entries.includes(last)) return false;
+  mkdirSync(path.join(to, "progs"), { recursive: true });
+  mkdirSync(path.join(to, "maps"), { recursive: true });
+  for (const entry of [...entries.filter((entry) => entry !== last), last]) {
+    const pinned = withObject(path.join(from, entry), (fd) => pinObject(fd, path.join(to, entry)) === 0);
+    if (pinned !== true) return false;
+  }
+  return true;
+}
+
+/** The slot the namespace @pins is for holds in its version @ref: 0 when it loaded the version (or the version has no claims). */
+export function slotOf(pins: PinLayout, ref: VersionRef): number {
+  if (!isNamespaceKey(pins.namespaceKey)) return 0; // the node's folder: loaded there, never shared into
+  const owner = inodeValue(inodeOfNamespaceKey(pins.namespaceKey));
+  const slot = withObject(claimsPin(pins, ref), (fd) => claimedSlot(fd, owner));
+  return slot ?? 0;
+}
+
+function claimedSlot(fd: number, owner: Buffer): number | undefined {
+  const value = Buffer.alloc(8);
+  for (const key of mapKeys(fd, 4))
+    if (lookupElement(fd, key, value) === 0 && value.equals(owner)) return key.readUInt32LE(0);
+  return undefined;
+}
+
+/** Gives back the slot the namespace @inode holds in @ref's version in @pins, if any. */
+function releaseClaim(pins: PinLayout, ref: VersionRef, inode: bigint): void {
+  withObject(claimsPin(pins, ref), (fd) => {
+    const slot = claimedSlot(fd, inodeValue(inode));
+    // A claim that cannot be deleted only keeps a slot taken until the version is unloaded everywhere.
+    if (slot !== undefined) deleteElement(fd, Buffer.from(hostU32(slot)));
+  });
+}
+
+/** Before @pins' version @ref is unpinned: its slot, if it shares the version, is free again. */
+export function releaseSlot(pins: PinLayout, ref: VersionRef): void {
+  if (!isNamespaceKey(pins.namespaceKey)) return;
+  releaseClaim(pins, ref, inodeOfNamespaceKey(pins.namespaceKey));
+}
+
+/** Before a namespace's folder is removed: the slots it holds in every version it shares are free again. */
+export async function releaseNamespaceSlots(pins: PinLayout): Promise<void> {
+  for (const policy of (await listEntries(pins.namespaceDir, "directories")).filter(isProgramName))
+    for (const version of (await listEntries(pins.policy(policy), "directories")).filter(isVersionName))
+      releaseSlot(pins, { policy, version });
+}
+
+function inodeValue(inode: bigint): Buffer {
+  const value = Buffer.alloc(8);
+  value.writeBigUInt64LE(inode);
+  return value;
+}
+
+/** A C string's text: up to its first NUL. */
+function cString(bytes: Buffer): string {
+  const end = bytes.indexOf(0);
+  return bytes.toString("latin1", 0, end === -1 ? bytes.length : end);
+}
