@@ -144,7 +144,7 @@ function holdsComplete(donor: PinLayout, load: ProgramLoad): boolean {
   if (meta?.[0] === undefined || cString(meta[0]) !== load.contentHash) return false;
   const indexes = load.enabled.map((_, index) => index);
   const state = readArray(donor.map(load.ref, MAPS.rule_state.name), indexes, MAPS.rule_state.value.size);
-  return state !== undefined && state.every((value, index) => (value.readUInt32LE(0) === 1) === load.enabled[index]);
+  return state?.every((value, index) => (value.readUInt32LE(0) === 1) === load.enabled[index]) === true;
 }
 
 /** The values at @indexes of the array map pinned at @pin; undefined when it cannot be read. */
