@@ -86,7 +86,8 @@ import {
   type RunResult,
 } from "./types.js";
 import { CGROUP_HOOKS, HOOKS, type CgroupHook, type Hook } from "../model/hooks.js";
-import { type LoadShares, releaseNamespaceSlots, releaseSlot, shareLoads } from "./shared-versions.js";
+import { type LoadShares, shareLoads } from "./shared-versions.js";
+import { releaseNamespaceSlots, releaseSlot } from "../kernel/slot-claims.js";
 import { type VersionRef } from "../model/version.js";
 
 /** Entries of the owned-qdisc registry: far more links than a namespace has. */

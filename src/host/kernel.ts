@@ -2,7 +2,7 @@ import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { KernelDatapath } from "../datapath/kernel.js";
 import type { DatapathOptions } from "../datapath/types.js";
-import { releaseNamespaceSlots } from "../datapath/shared-versions.js";
+import { releaseNamespaceSlots } from "../kernel/slot-claims.js";
 import { InterceptError } from "../errors.js";
 import { cgroupRoot } from "../kernel/cgroups.js";
 import { onTerminationSignals } from "../kernel/exec.js";

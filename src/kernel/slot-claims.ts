@@ -1,0 +1,94 @@
+/**
+ * Namespace slots (load once, src/datapath/shared-versions.ts): each
+ * namespace that shares a version holds a slot in the version's
+ * namespace_slots map, a hash of slot → the namespace's inode. A slot is
+ * claimed with BPF_NOEXIST, so two processes never take the same one;
+ * slot 0 is never claimed: it is the namespace that loaded the version.
+ * Read and written with bpf(2) from this process.
+ */
+import path from "node:path";
+import {
+  BPF_NOEXIST,
+  closeDescriptor,
+  deleteElement,
+  lookupElement,
+  mapKeys,
+  openPinnedObject,
+  updateElement,
+} from "./bpf-syscall.js";
+import { listEntries, type PinLayout } from "./pins.js";
+import { hostU32 } from "../model/host-order.js";
+import { isProgramName } from "../model/composition.js";
+import { inodeOfNamespaceKey, isNamespaceKey } from "../model/namespace.js";
+import { NAMESPACE_SLOTS } from "../model/namespace-slot.js";
+import { isVersionName, type VersionRef } from "../model/version.js";
+
+const CLAIMS = "namespace_slots";
+
+/** @use of a descriptor of the object pinned at @pin, closed after; undefined when it cannot be opened. */
+export function withObject<T>(pin: string, use: (fd: number) => T): T | undefined {
+  const fd = openPinnedObject(pin);
+  if (fd < 0) return undefined;
+  try {
+    return use(fd);
+  } finally {
+    closeDescriptor(fd);
+  }
+}
+
+export function claimsPin(pins: PinLayout, ref: VersionRef): string {
+  return path.join(pins.version(ref), "maps", CLAIMS);
+}
+
+/** Claims the first free slot of @ref's version in @donor for the namespace @inode; undefined when none is free. */
+export function claimSlot(donor: PinLayout, ref: VersionRef, inode: bigint): number | undefined {
+  return withObject(claimsPin(donor, ref), (fd) => {
+    const owner = inodeValue(inode);
+    for (let slot = 1; slot < NAMESPACE_SLOTS; slot++)
+      if (updateElement(fd, Buffer.from(hostU32(slot)), owner, BPF_NOEXIST) === 0) return slot;
+    return undefined;
+  });
+}
+
+/** The slot the namespace @pins is for holds in its version @ref: 0 when it loaded the version (or the version has no claims). */
+export function slotOf(pins: PinLayout, ref: VersionRef): number {
+  if (!isNamespaceKey(pins.namespaceKey)) return 0; // the node's folder: loaded there, never shared into
+  const owner = inodeValue(inodeOfNamespaceKey(pins.namespaceKey));
+  const slot = withObject(claimsPin(pins, ref), (fd) => claimedSlot(fd, owner));
+  return slot ?? 0;
+}
+
+function claimedSlot(fd: number, owner: Buffer): number | undefined {
+  const value = Buffer.alloc(8);
+  for (const key of mapKeys(fd, 4))
+    if (lookupElement(fd, key, value) === 0 && value.equals(owner)) return key.readUInt32LE(0);
+  return undefined;
+}
+
+/** Gives back the slot the namespace @inode holds in @ref's version in @pins, if any. */
+export function releaseClaim(pins: PinLayout, ref: VersionRef, inode: bigint): void {
+  withObject(claimsPin(pins, ref), (fd) => {
+    const slot = claimedSlot(fd, inodeValue(inode));
+    // A claim that cannot be deleted only keeps a slot taken until the version is unloaded everywhere.
+    if (slot !== undefined) deleteElement(fd, Buffer.from(hostU32(slot)));
+  });
+}
+
+/** Before @pins' version @ref is unpinned: its slot, if it shares the version, is free again. */
+export function releaseSlot(pins: PinLayout, ref: VersionRef): void {
+  if (!isNamespaceKey(pins.namespaceKey)) return;
+  releaseClaim(pins, ref, inodeOfNamespaceKey(pins.namespaceKey));
+}
+
+/** Before a namespace's folder is removed: the slots it holds in every version it shares are free again. */
+export async function releaseNamespaceSlots(pins: PinLayout): Promise<void> {
+  for (const policy of (await listEntries(pins.namespaceDir, "directories")).filter(isProgramName))
+    for (const version of (await listEntries(pins.policy(policy), "directories")).filter(isVersionName))
+      releaseSlot(pins, { policy, version });
+}
+
+function inodeValue(inode: bigint): Buffer {
+  const value = Buffer.alloc(8);
+  value.writeBigUInt64LE(inode);
+  return value;
+}
