@@ -19,10 +19,10 @@
  * Versions with cgroup programs are not shared: a cgroup program counts
  * and records at slot 0, and its record maps are the namespace's own.
  */
-import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { lookupElement, perCpuValue, pinObject, updateElement } from "../kernel/bpf-syscall.js";
-import { PinLayout, removePins } from "../kernel/pins.js";
+import { PinLayout } from "../kernel/pins.js";
 import { claimSlot, claimsPin, releaseClaim, withObject } from "../kernel/slot-claims.js";
 import { arrayKey, MAPS } from "../model/bpf-abi.js";
 import { COUNTER_SLOTS } from "../model/counters.js";
@@ -102,11 +102,12 @@ export function shareVersion(pins: PinLayout, load: ProgramLoad): boolean {
   const inode = inodeOfNamespaceKey(pins.namespaceKey);
   for (const donor of donors(pins)) {
     if (!holdsComplete(donor, load)) continue;
+    mkdirSync(pins.version(load.ref), { recursive: true }); // before the claim: see claimSlot
     const slot = claimSlot(donor, load.ref, inode);
     if (slot === undefined) continue;
     if (zeroCounters(donor, load.ref, slot, load.enabled.length) && pinVersion(donor, pins, load.ref)) return true;
     releaseClaim(donor, load.ref, inode);
-    void removePins(pins.version(load.ref)); // a partial copy: only names, the donor's objects stay
+    rmSync(pins.version(load.ref), { recursive: true, force: true }); // a partial copy: names only, the objects stay
   }
   return false;
 }

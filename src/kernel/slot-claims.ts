@@ -6,6 +6,7 @@
  * slot 0 is never claimed: it is the namespace that loaded the version.
  * Read and written with bpf(2) from this process.
  */
+import { existsSync } from "node:fs";
 import path from "node:path";
 import {
   BPF_NOEXIST,
@@ -19,7 +20,7 @@ import {
 import { listEntries, type PinLayout } from "./pins.js";
 import { hostU32 } from "../model/host-order.js";
 import { isProgramName } from "../model/composition.js";
-import { inodeOfNamespaceKey, isNamespaceKey } from "../model/namespace.js";
+import { inodeOfNamespaceKey, isNamespaceKey, namespaceKeyOf } from "../model/namespace.js";
 import { NAMESPACE_SLOTS } from "../model/namespace-slot.js";
 import { isVersionName, type VersionRef } from "../model/version.js";
 
@@ -40,37 +41,63 @@ export function claimsPin(pins: PinLayout, ref: VersionRef): string {
   return path.join(pins.version(ref), "maps", CLAIMS);
 }
 
-/** Claims the first free slot of @ref's version in @donor for the namespace @inode; undefined when none is free. */
+/**
+ * Claims the first free slot of @ref's version in @donor for the namespace
+ * @inode; undefined when none is free. A claim of the same inode is
+ * dropped first: its namespace is gone (an inode is used again once its
+ * namespace is), since a namespace never shares a version its folder holds.
+ * When every slot is taken, the claims of namespaces whose folder is gone
+ * (removed without giving them back: a crash) are dropped and it tries once
+ * more. The claimant's folder exists before it claims (shareVersion), so
+ * that a claim is never taken for stale.
+ */
 export function claimSlot(donor: PinLayout, ref: VersionRef, inode: bigint): number | undefined {
   return withObject(claimsPin(donor, ref), (fd) => {
     const owner = inodeValue(inode);
-    for (let slot = 1; slot < NAMESPACE_SLOTS; slot++)
-      if (updateElement(fd, Buffer.from(hostU32(slot)), owner, BPF_NOEXIST) === 0) return slot;
-    return undefined;
+    for (const slot of slotsHeldBy(fd, (value) => value.equals(owner))) deleteElement(fd, slotKey(slot));
+    return freeSlot(fd, owner) ?? (dropOrphans(fd, donor.root) > 0 ? freeSlot(fd, owner) : undefined);
   });
+}
+
+function freeSlot(fd: number, owner: Buffer): number | undefined {
+  for (let slot = 1; slot < NAMESPACE_SLOTS; slot++)
+    if (updateElement(fd, slotKey(slot), owner, BPF_NOEXIST) === 0) return slot;
+  return undefined;
+}
+
+/** Drops the claims of namespaces without a folder under @root; how many. */
+function dropOrphans(fd: number, root: string): number {
+  const orphans = slotsHeldBy(fd, (value) => !existsSync(path.join(root, namespaceKeyOf(value.readBigUInt64LE(0)))));
+  for (const slot of orphans) deleteElement(fd, slotKey(slot));
+  return orphans.length;
+}
+
+/** The slots whose claimant's inode (8 bytes) @matches. */
+function slotsHeldBy(fd: number, matches: (value: Buffer) => boolean): number[] {
+  const value = Buffer.alloc(8);
+  return mapKeys(fd, 4)
+    .filter((key) => lookupElement(fd, key, value) === 0 && matches(value))
+    .map((key) => key.readUInt32LE(0));
+}
+
+function slotKey(slot: number): Buffer {
+  return Buffer.from(hostU32(slot));
 }
 
 /** The slot the namespace @pins is for holds in its version @ref: 0 when it loaded the version (or the version has no claims). */
 export function slotOf(pins: PinLayout, ref: VersionRef): number {
   if (!isNamespaceKey(pins.namespaceKey)) return 0; // the node's folder: loaded there, never shared into
   const owner = inodeValue(inodeOfNamespaceKey(pins.namespaceKey));
-  const slot = withObject(claimsPin(pins, ref), (fd) => claimedSlot(fd, owner));
+  const slot = withObject(claimsPin(pins, ref), (fd) => slotsHeldBy(fd, (value) => value.equals(owner))[0]);
   return slot ?? 0;
-}
-
-function claimedSlot(fd: number, owner: Buffer): number | undefined {
-  const value = Buffer.alloc(8);
-  for (const key of mapKeys(fd, 4))
-    if (lookupElement(fd, key, value) === 0 && value.equals(owner)) return key.readUInt32LE(0);
-  return undefined;
 }
 
 /** Gives back the slot the namespace @inode holds in @ref's version in @pins, if any. */
 export function releaseClaim(pins: PinLayout, ref: VersionRef, inode: bigint): void {
+  const owner = inodeValue(inode);
   withObject(claimsPin(pins, ref), (fd) => {
-    const slot = claimedSlot(fd, inodeValue(inode));
-    // A claim that cannot be deleted only keeps a slot taken until the version is unloaded everywhere.
-    if (slot !== undefined) deleteElement(fd, Buffer.from(hostU32(slot)));
+    // A claim that cannot be deleted is dropped by the next claim that finds every slot taken (claimSlot).
+    for (const slot of slotsHeldBy(fd, (value) => value.equals(owner))) deleteElement(fd, slotKey(slot));
   });
 }
 
