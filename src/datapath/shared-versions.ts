@@ -16,13 +16,17 @@
  * (templates/bpf/lib/maps.h). Slot 0 is the namespace that loaded the
  * version. When every slot is taken, the namespace loads its own.
  *
+ * The node's folder (`agent --cni`) is a donor too: its programs are the
+ * ones the CNI plugin attached, without a classid (slot 0), and a
+ * namespace the agent then reconciles shares them with a slot of its own.
+ *
  * Versions with cgroup programs are not shared: a cgroup program counts
  * and records at slot 0, and its record maps are the namespace's own.
  */
 import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { lookupElement, perCpuValue, pinObject, updateElement } from "../kernel/bpf-syscall.js";
-import { PinLayout } from "../kernel/pins.js";
+import { NODE_PINS, PinLayout } from "../kernel/pins.js";
 import { claimSlot, claimsPin, releaseClaim, withObject } from "../kernel/slot-claims.js";
 import { arrayKey, MAPS } from "../model/bpf-abi.js";
 import { COUNTER_SLOTS } from "../model/counters.js";
@@ -112,7 +116,7 @@ export function shareVersion(pins: PinLayout, load: ProgramLoad): boolean {
   return false;
 }
 
-/** The other namespaces' folders beside @pins'. */
+/** The folders beside @pins' that may hold a version to share: the other namespaces', and the node's (`agent --cni`). */
 function donors(pins: PinLayout): PinLayout[] {
   let names: string[];
   try {
@@ -121,7 +125,7 @@ function donors(pins: PinLayout): PinLayout[] {
     return []; // no pin root yet: nothing loaded anywhere
   }
   return names
-    .filter((name) => isNamespaceKey(name) && name !== pins.namespaceKey)
+    .filter((name) => (isNamespaceKey(name) || name === NODE_PINS) && name !== pins.namespaceKey)
     .map((name) => new PinLayout(name, pins.root));
 }
 
