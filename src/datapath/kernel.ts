@@ -6,7 +6,6 @@ import {
   batch,
   deleteMapEntries,
   deleteMapEntry,
-  dumpMap,
   formattedEntries,
   hashMapCommands,
   loadCommand,
@@ -27,6 +26,7 @@ import {
   statCgroup,
 } from "../kernel/cgroups.js";
 import { runJson } from "../kernel/exec.js";
+import { lookupPerCpu } from "../kernel/netlink.js";
 import { type NetworkNamespace } from "../model/namespace.js";
 import { listLinks, surveyLinks, type LinkSurvey } from "../kernel/survey.js";
 import { namespaceKey } from "../kernel/namespace.js";
@@ -63,7 +63,8 @@ import {
 } from "../model/bpf-abi.js";
 import { readNodePrograms } from "../kernel/node-table.js";
 import { COUNTER_SLOTS, counterKey } from "../model/counters.js";
-import { hexByte } from "../model/host-order.js";
+import { LOADER_SLOT } from "../model/namespace-slot.js";
+import { hexByte, readHostU64 } from "../model/host-order.js";
 import { isProgramName } from "../model/composition.js";
 import { isVersionName } from "../model/version.js";
 import {
@@ -645,19 +646,38 @@ export async function unloadVersion(pins: PinLayout, ref: VersionRef): Promise<v
   await removeIfEmpty(pins.policy(ref.policy));
 }
 
-/** Each rule's counters, slot by slot, summed over CPUs (rule_counters is per-CPU). */
-export async function readVersionCounters(pins: PinLayout, ref: VersionRef, rules: number): Promise<RuleCounters[]> {
-  const entries = new Map(
-    (await dumpMap<Counter>(pins.map(ref, MAPS.rule_counters.name))).map((entry) => [entry.key, entry.values ?? []]),
+/**
+ * Each rule's counters in namespace slot @namespaceSlot (the loader's by
+ * default), counter by counter, summed over CPUs (rule_counters is
+ * per-CPU). @rules is the program's number of rule slots (its RULE_COUNT):
+ * a namespace slot's block of counters is that long. Only that block is
+ * read, entry by entry (lookupPerCpu): the map holds every namespace
+ * slot's, NAMESPACE_SLOTS times more than a dump should print.
+ */
+export async function readVersionCounters(
+  pins: PinLayout,
+  ref: VersionRef,
+  rules: number,
+  namespaceSlot = LOADER_SLOT,
+): Promise<RuleCounters[]> {
+  const keys = Array.from({ length: rules }, (_, rule) =>
+    COUNTER_SLOTS.map((counter) => counterKey(rule, counter, { namespaceSlot, rules })),
   );
-  const total = (key: number): Counter =>
-    (entries.get(key) ?? []).reduce(
-      (sum, { value }) => ({ packets: sum.packets + value.packets, bytes: sum.bytes + value.bytes }),
+  const { value } = MAPS.rule_counters;
+  const perCpu = lookupPerCpu(pins.map(ref, MAPS.rule_counters.name), keys.flat(), value.size);
+  const total = (cpus: Buffer[]): Counter =>
+    cpus.reduce(
+      (sum, bytes) => ({
+        packets: sum.packets + readHostU64(bytes, value.fields.packets.offset),
+        bytes: sum.bytes + readHostU64(bytes, value.fields.bytes.offset),
+      }),
       { packets: 0, bytes: 0 },
     );
-  return Array.from(
-    { length: rules },
-    (_, rule) => Object.fromEntries(COUNTER_SLOTS.map((slot) => [slot, total(counterKey(rule, slot))])) as RuleCounters,
+  return keys.map(
+    (_, rule) =>
+      Object.fromEntries(
+        COUNTER_SLOTS.map((counter, index) => [counter, total(perCpu[rule * COUNTER_SLOTS.length + index]!)]),
+      ) as RuleCounters,
   );
 }
 

@@ -1,8 +1,9 @@
-import { closeSync, constants as fsConstants, openSync } from "node:fs";
+import { closeSync, constants as fsConstants, openSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { constants } from "node:os";
 import path from "node:path";
 import { CommandError, InterceptError, messageOf } from "../errors.js";
+import { hostU32 } from "../model/host-order.js";
 import { describeNamespace, NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
 
 /*
@@ -16,7 +17,8 @@ import { describeNamespace, NETNS_DIR, type NetworkNamespace } from "../model/na
  * microseconds. The messages are built and read by pure functions
  * (unit-tested against known bytes); the socket is libc's, bound through
  * koffi as flock(2) is, and so is bpf(2) for the few calls tc makes
- * (a pinned program's descriptor, a program's name by id).
+ * (a pinned program's descriptor, a program's name by id) and for reading
+ * a few entries of a large per-CPU map (lookupPerCpu).
  */
 
 /** <sys/socket.h>, <linux/netlink.h>: a NETLINK_ROUTE socket. */
@@ -260,6 +262,8 @@ interface Libc {
   objectGet: (pin: string) => number;
   /** A program's name (bpf_prog_info.name) by its id, or a negative errno. */
   programName: (id: number) => string | number;
+  /** bpf(BPF_MAP_LOOKUP_ELEM): @key's value into @value, 0 or -1 (then errno). */
+  mapLookup: (fd: number, key: Buffer, value: Buffer) => number;
   errno: () => number;
 }
 
@@ -290,6 +294,7 @@ function libc(): Libc {
       strerror: lib.func("const char *strerror(int errnum)") as Libc["strerror"],
       objectGet: objectGetCall(koffi, lib),
       programName: programNameCall(koffi, lib),
+      mapLookup: mapLookupCall(koffi, lib),
       errno: () => koffi.errno(),
     };
   } catch (error) {
@@ -352,6 +357,70 @@ function programNameCall(koffi: typeof import("koffi"), lib: import("koffi").IKo
       close(fd);
     }
   };
+}
+
+/** <linux/bpf.h>: the command that reads one entry of a map. */
+const BPF_MAP_LOOKUP_ELEM = 1;
+
+/** bpf(BPF_MAP_LOOKUP_ELEM): union bpf_attr's map_fd, key and value pointers, flags. */
+function mapLookupCall(koffi: typeof import("koffi"), lib: import("koffi").IKoffiLib): Libc["mapLookup"] {
+  const number = BPF_SYSCALL[process.arch];
+  if (number === undefined) throw new Error(`no bpf(2) syscall number known for ${process.arch}`);
+  const attr = koffi.struct("bpf_map_elem_attr", {
+    map_fd: "uint32",
+    pad: "uint32",
+    key: "void *",
+    value: "void *",
+    flags: "uint64",
+  });
+  const syscall = lib.func("long syscall(long number, ...)");
+  return (fd, key, value) => {
+    const request = { map_fd: fd, pad: 0, key, value, flags: 0 };
+    return Number(syscall(number, "int", BPF_MAP_LOOKUP_ELEM, koffi.pointer(attr), request, "uint32", 32));
+  };
+}
+
+/**
+ * Every CPU's value of each of @keys (u32, host order) in the per-CPU map
+ * pinned at @pin, whose values are @valueSize bytes: one bpf(2) call a
+ * key on one descriptor, in this process. A key the map does not hold
+ * gives no values. For reading a few entries of a large map, where
+ * `bpftool map dump` would print every entry.
+ */
+export function lookupPerCpu(pin: string, keys: readonly number[], valueSize: number): Buffer[][] {
+  const calls = libc();
+  const fd = calls.objectGet(pin);
+  if (fd < 0) throw failure(`bpf(BPF_OBJ_GET) ${pin}`, calls.errno());
+  try {
+    const stride = Math.ceil(valueSize / 8) * 8; // the kernel copies each CPU's value 8-byte aligned
+    const cpus = possibleCpus();
+    return keys.map((number) => {
+      const key = Buffer.from(hostU32(number));
+      const values = Buffer.alloc(stride * cpus);
+      if (calls.mapLookup(fd, key, values) < 0) {
+        const errno = calls.errno();
+        if (errno === constants.errno.ENOENT) return [];
+        throw failure(`bpf(BPF_MAP_LOOKUP_ELEM) ${pin}`, errno);
+      }
+      return Array.from({ length: cpus }, (_, cpu) => values.subarray(cpu * stride, cpu * stride + valueSize));
+    });
+  } finally {
+    calls.close(fd);
+  }
+}
+
+let possibleCpuCount: number | undefined;
+
+/** The CPUs a per-CPU map holds a value for: /sys/devices/system/cpu/possible ("0-3", "0,2-5"), as libbpf counts them. */
+function possibleCpus(): number {
+  possibleCpuCount ??= readFileSync("/sys/devices/system/cpu/possible", "utf8")
+    .trim()
+    .split(",")
+    .reduce((count, range) => {
+      const [first, last = first] = range.split("-").map(Number);
+      return count + last! - first! + 1;
+    }, 0);
+  return possibleCpuCount;
 }
 
 /** A program's name by its kernel id; undefined when it cannot be told (gone meanwhile). */
