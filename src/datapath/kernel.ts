@@ -6,7 +6,6 @@ import {
   batch,
   deleteMapEntries,
   deleteMapEntry,
-  dumpMap,
   formattedEntries,
   hashMapCommands,
   loadCommand,
@@ -27,6 +26,7 @@ import {
   statCgroup,
 } from "../kernel/cgroups.js";
 import { runJson } from "../kernel/exec.js";
+import { lookupPerCpu } from "../kernel/bpf-syscall.js";
 import { type NetworkNamespace } from "../model/namespace.js";
 import { listLinks, surveyLinks, type LinkSurvey } from "../kernel/survey.js";
 import { namespaceKey } from "../kernel/namespace.js";
@@ -63,7 +63,8 @@ import {
 } from "../model/bpf-abi.js";
 import { readNodePrograms } from "../kernel/node-table.js";
 import { COUNTER_SLOTS, counterKey } from "../model/counters.js";
-import { hexByte } from "../model/host-order.js";
+import { LOADER_SLOT } from "../model/namespace-slot.js";
+import { hexByte, readHostU64 } from "../model/host-order.js";
 import { isProgramName } from "../model/composition.js";
 import { isVersionName } from "../model/version.js";
 import {
@@ -87,7 +88,7 @@ import {
 } from "./types.js";
 import { CGROUP_HOOKS, HOOKS, type CgroupHook, type Hook } from "../model/hooks.js";
 import { type LoadShares, shareLoads } from "./shared-versions.js";
-import { releaseNamespaceSlots, releaseSlot } from "../kernel/slot-claims.js";
+import { releaseNamespaceSlots, releaseSlot, slotOf } from "../kernel/slot-claims.js";
 import { type VersionRef } from "../model/version.js";
 
 /** Entries of the owned-qdisc registry: far more links than a namespace has. */
@@ -311,8 +312,9 @@ export class KernelDatapath implements Datapath {
     ];
   }
 
+  /** @program's counters in this namespace's slot of it (0 unless it shares the version). */
   async readCounters(program: VersionRef, rules: number): Promise<RuleCounters[]> {
-    return readVersionCounters(this.pins, program, rules);
+    return readVersionCounters(this.pins, program, rules, slotOf(this.pins, program));
   }
 
   /** Loads @load here, or pins it from a namespace that holds it already (./shared-versions.ts). */
@@ -469,8 +471,14 @@ export class KernelDatapath implements Datapath {
     return { done: made.done, error: made.error };
   }
 
+  /** @operation's filters: the version's pinned programs, each carrying this namespace's slot in it. */
   private filterTargets(operation: Extract<DatapathOperation, { op: "attachFilters" }>): FilterTarget[] {
-    return operation.hooks.map((hook) => ({ hook, programPin: this.pins.program(operation.program, hook) }));
+    const namespaceSlot = slotOf(this.pins, operation.program);
+    return operation.hooks.map((hook) => ({
+      hook,
+      programPin: this.pins.program(operation.program, hook),
+      namespaceSlot,
+    }));
   }
 
   async removeQdisc(link: LinkRef): Promise<void> {
@@ -667,19 +675,38 @@ export async function unloadVersion(pins: PinLayout, ref: VersionRef): Promise<v
   await removeIfEmpty(pins.policy(ref.policy));
 }
 
-/** Each rule's counters, slot by slot, summed over CPUs (rule_counters is per-CPU). */
-export async function readVersionCounters(pins: PinLayout, ref: VersionRef, rules: number): Promise<RuleCounters[]> {
-  const entries = new Map(
-    (await dumpMap<Counter>(pins.map(ref, MAPS.rule_counters.name))).map((entry) => [entry.key, entry.values ?? []]),
+/**
+ * Each rule's counters in namespace slot @namespaceSlot (the loader's by
+ * default), counter by counter, summed over CPUs (rule_counters is
+ * per-CPU). @rules is the program's number of rule slots (its RULE_COUNT):
+ * a namespace slot's block of counters is that long. Only that block is
+ * read, entry by entry (lookupPerCpu): the map holds every namespace
+ * slot's, NAMESPACE_SLOTS times more than a dump should print.
+ */
+export async function readVersionCounters(
+  pins: PinLayout,
+  ref: VersionRef,
+  rules: number,
+  namespaceSlot = LOADER_SLOT,
+): Promise<RuleCounters[]> {
+  const keys = Array.from({ length: rules }, (_, rule) =>
+    COUNTER_SLOTS.map((counter) => counterKey(rule, counter, { namespaceSlot, rules })),
   );
-  const total = (key: number): Counter =>
-    (entries.get(key) ?? []).reduce(
-      (sum, { value }) => ({ packets: sum.packets + value.packets, bytes: sum.bytes + value.bytes }),
+  const { value } = MAPS.rule_counters;
+  const perCpu = lookupPerCpu(pins.map(ref, MAPS.rule_counters.name), keys.flat(), value.size);
+  const total = (cpus: Buffer[]): Counter =>
+    cpus.reduce(
+      (sum, bytes) => ({
+        packets: sum.packets + readHostU64(bytes, value.fields.packets.offset),
+        bytes: sum.bytes + readHostU64(bytes, value.fields.bytes.offset),
+      }),
       { packets: 0, bytes: 0 },
     );
-  return Array.from(
-    { length: rules },
-    (_, rule) => Object.fromEntries(COUNTER_SLOTS.map((slot) => [slot, total(counterKey(rule, slot))])) as RuleCounters,
+  return keys.map(
+    (_, rule) =>
+      Object.fromEntries(
+        COUNTER_SLOTS.map((counter, index) => [counter, total(perCpu[rule * COUNTER_SLOTS.length + index]!)]),
+      ) as RuleCounters,
   );
 }
 

@@ -29,10 +29,9 @@ import { lookupElement, perCpuValue, pinObject, updateElement } from "../kernel/
 import { NODE_PINS, PinLayout } from "../kernel/pins.js";
 import { claimSlot, claimsPin, releaseClaim, withObject } from "../kernel/slot-claims.js";
 import { arrayKey, MAPS } from "../model/bpf-abi.js";
-import { COUNTER_SLOTS } from "../model/counters.js";
+import { COUNTER_SLOTS, counterKey } from "../model/counters.js";
 import { hostU32 } from "../model/host-order.js";
 import { inodeOfNamespaceKey, isNamespaceKey } from "../model/namespace.js";
-import { slotCounterKey as counterKey } from "../model/namespace-slot.js";
 import type { VersionRef } from "../model/version.js";
 import type { ProgramLoad } from "./types.js";
 
@@ -162,7 +161,10 @@ function zeroCounters(donor: PinLayout, ref: VersionRef, slot: number, rules: nu
     const zero = perCpuValue(MAPS.rule_counters.value.size);
     for (let rule = 0; rule < rules; rule++)
       for (const counter of COUNTER_SLOTS)
-        if (updateElement(fd, Buffer.from(hostU32(counterKey(rule, counter, slot, rules))), zero) < 0) return false;
+        if (
+          updateElement(fd, Buffer.from(hostU32(counterKey(rule, counter, { namespaceSlot: slot, rules }))), zero) < 0
+        )
+          return false;
     return true;
   });
   return done === true;

@@ -6,9 +6,12 @@
  * a result or a negative errno; the callers word the failure.
  */
 import { readFileSync } from "node:fs";
+import { constants } from "node:os";
 import type { IKoffiLib } from "koffi";
 import { InterceptError } from "../errors.js";
+import { hostU32 } from "../model/host-order.js";
 import { bindLibc } from "./libc.js";
+import { failure } from "./netlink.js";
 
 /** bpf(2)'s number on x86_64 and aarch64 (<asm/unistd.h>). */
 const BPF_SYSCALL: Partial<Record<string, number>> = { x64: 321, arm64: 280 };
@@ -174,7 +177,35 @@ export function perCpuCount(): number {
   return possibleCpus;
 }
 
-/** A per-CPU map's value buffer: each CPU's value, rounded up to 8 bytes. */
+/** A per-CPU map's value buffer: each CPU's value, 8-byte aligned, as the kernel copies them. */
 export function perCpuValue(size: number): Buffer {
-  return Buffer.alloc(Math.ceil(size / 8) * 8 * perCpuCount());
+  return Buffer.alloc(perCpuStride(size) * perCpuCount());
+}
+
+function perCpuStride(size: number): number {
+  return Math.ceil(size / 8) * 8;
+}
+
+/**
+ * Every CPU's value of each of @keys (u32, host order) in the per-CPU map
+ * pinned at @pin, whose values are @valueSize bytes: one bpf(2) call a
+ * key on one descriptor. A key the map does not hold gives no values. For
+ * reading a few entries of a large map, where `bpftool map dump` would
+ * print every entry.
+ */
+export function lookupPerCpu(pin: string, keys: readonly number[], valueSize: number): Buffer[][] {
+  const fd = openPinnedObject(pin);
+  if (fd < 0) throw failure(`bpf(BPF_OBJ_GET) ${pin}`, -fd);
+  try {
+    const stride = perCpuStride(valueSize);
+    return keys.map((number) => {
+      const values = perCpuValue(valueSize);
+      const done = lookupElement(fd, Buffer.from(hostU32(number)), values);
+      if (done === -constants.errno.ENOENT) return [];
+      if (done < 0) throw failure(`bpf(BPF_MAP_LOOKUP_ELEM) ${pin}`, -done);
+      return Array.from({ length: perCpuCount() }, (_, cpu) => values.subarray(cpu * stride, cpu * stride + valueSize));
+    });
+  } finally {
+    closeDescriptor(fd);
+  }
 }

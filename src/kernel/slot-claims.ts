@@ -18,13 +18,12 @@ import {
   updateElement,
 } from "./bpf-syscall.js";
 import { listEntries, type PinLayout } from "./pins.js";
+import { MAPS } from "../model/bpf-abi.js";
 import { hostU32 } from "../model/host-order.js";
 import { isProgramName } from "../model/composition.js";
 import { inodeOfNamespaceKey, isNamespaceKey, namespaceKeyOf } from "../model/namespace.js";
 import { NAMESPACE_SLOTS } from "../model/namespace-slot.js";
 import { isVersionName, type VersionRef } from "../model/version.js";
-
-const CLAIMS = "namespace_slots";
 
 /** @use of a descriptor of the object pinned at @pin, closed after; undefined when it cannot be opened. */
 export function withObject<T>(pin: string, use: (fd: number) => T): T | undefined {
@@ -38,7 +37,7 @@ export function withObject<T>(pin: string, use: (fd: number) => T): T | undefine
 }
 
 export function claimsPin(pins: PinLayout, ref: VersionRef): string {
-  return path.join(pins.version(ref), "maps", CLAIMS);
+  return pins.map(ref, MAPS.namespace_slots.name);
 }
 
 /**

@@ -28,7 +28,7 @@ export interface TypeLayout {
 }
 
 /** The kernel's map types the objects use (enum bpf_map_type). */
-export const MAP_TYPES = { array: 2, percpuArray: 6, lruHash: 9, lpmTrie: 11, ringbuf: 27 } as const;
+export const MAP_TYPES = { hash: 1, array: 2, percpuArray: 6, lruHash: 9, lpmTrie: 11, ringbuf: 27 } as const;
 
 export interface MapAbi {
   name: string;
@@ -107,6 +107,13 @@ export const MAPS = {
     }),
   },
   rule_events: { name: "rule_events", type: "array", key: u32, value: u32 },
+  /**
+   * The namespace slots claimed in an object with tc programs
+   * (templates/bpf/lib/programs.h), NAMESPACE_SLOTS entries at most: by
+   * slot, the inode of the network namespace holding it. Only userspace
+   * reads and writes it; a claim is an insert with BPF_NOEXIST.
+   */
+  namespace_slots: { name: "namespace_slots", type: "hash", key: u32, value: u64 },
   flow_event_drops: { name: "flow_event_drops", type: "percpuArray", key: u32, value: u64 },
 } as const satisfies Record<string, MapAbi>;
 
@@ -146,7 +153,8 @@ export const FLOW_EVENT = struct("flow_event", 128, {
   pid: field(100, 4),
   uid: field(104, 4),
   comm: field(108, 16, "bytes"),
-  pad2: field(124, 4),
+  /** Where a tc program ran (src/model/namespace-slot.ts); 0 for an outbound program. */
+  namespace_slot: field(124, 4),
 });
 
 /** enum flow_verdict, by value: what the datapath did with a connection. */

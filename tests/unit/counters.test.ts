@@ -8,8 +8,10 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { compilePolicies } from "../../src/compile/index.js";
-import { COUNTER_SLOTS, counterKey, counterSlotConstant } from "../../src/model/counters.js";
+import { COUNTER_SLOTS, counterKey, counterSlotConstant, LOADER_BLOCK } from "../../src/model/counters.js";
 import { TEMPLATE_DIR } from "../../src/compile/render.js";
+import { loadPolicies } from "../../src/load/index.js";
+import { validatePolicies } from "../../src/validate/index.js";
 import { testPolicy } from "../support/bpf.js";
 
 /** The enumerators of `enum counter_slot { … }` in @source, by name. */
@@ -28,11 +30,29 @@ test("the C's counter slots are the TypeScript's, in the same order", async () =
   assert.deepEqual(inC, expected);
 });
 
-test("the generated C keys counters as counterKey does, and sizes the map for every slot", () => {
+test("the generated C keys counters as counterKey does, and sizes the map for every namespace slot", () => {
   const [compiled] = compilePolicies([testPolicy("counters", [{ originalPort: 8000, port: 9000 }])]);
   assert.deepEqual(counterSlotsInC(compiled!.source).get("COUNTER_SLOTS"), COUNTER_SLOTS.length);
-  assert.match(compiled!.source, /__u32 key = rule \* COUNTER_SLOTS \+ slot;/);
-  assert.match(compiled!.source, /__uint\(max_entries, RULE_COUNT \* COUNTER_SLOTS\);/);
+  assert.match(compiled!.source, /__u32 key = \(ns_slot \* RULE_COUNT \+ rule\) \* COUNTER_SLOTS \+ counter;/);
+  assert.match(compiled!.source, /__uint\(max_entries, COUNTER_NAMESPACES \* RULE_COUNT \* COUNTER_SLOTS\);/);
+  assert.match(compiled!.source, /#define COUNTER_NAMESPACES NAMESPACE_SLOTS\n/);
   assert.equal(counterKey(0, "rewrittenIngress"), 0);
   assert.equal(counterKey(3, "proxyDown"), 3 * COUNTER_SLOTS.length + 3);
+  assert.equal(counterKey(3, "proxyDown", LOADER_BLOCK), counterKey(3, "proxyDown"), "slot 0: the keys of old");
+  assert.equal(
+    counterKey(3, "proxyDown", { namespaceSlot: 5, rules: 4 }),
+    (5 * 4 + 3) * COUNTER_SLOTS.length + 3,
+    "a namespace slot's block follows the slots before it",
+  );
+});
+
+test("an object with cgroup programs only keeps the loader's slot alone, keyed the same way", async () => {
+  const { policies, diagnostics } = validatePolicies(
+    (await loadPolicies(["tests/golden/compile/outbound_plain.yaml"])).policies,
+  );
+  assert.deepEqual(diagnostics, []);
+  const [compiled] = compilePolicies(policies);
+  assert.deepEqual(compiled!.hooks, [], "no tc program");
+  assert.match(compiled!.source, /#define COUNTER_NAMESPACES 1 /);
+  assert.match(compiled!.source, /count_packet\(LOADER_SLOT, match->rule, COUNTER_REDIRECTED, 0\);/);
 });

@@ -37,6 +37,7 @@ function recordBytes(fields: {
   pid?: number;
   comm?: string;
   ifindex?: number;
+  namespaceSlot?: number;
 }): Buffer {
   const bytes = Buffer.alloc(128);
   bytes.writeBigUInt64LE(1_000_000_000n, 0); // time_ns
@@ -59,6 +60,7 @@ function recordBytes(fields: {
   bytes.writeUInt32LE(fields.pid ?? 0, 100);
   bytes.writeUInt32LE(1000, 104); // uid
   if (fields.comm) bytes.write(fields.comm, 108, "latin1");
+  bytes.writeUInt32LE(fields.namespaceSlot ?? 0, 124);
   return bytes;
 }
 
@@ -108,12 +110,13 @@ after(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-test("a record decodes field by field: verdict, reason, slot, addresses, ports, link", () => {
-  const record = decodeRecord(recordBytes({ verdict: 2, reason: 1, rule: 1 }));
+test("a record decodes field by field: verdict, reason, slot, namespace slot, addresses, ports, link", () => {
+  const record = decodeRecord(recordBytes({ verdict: 2, reason: 1, rule: 1, namespaceSlot: 5 }));
   assert.deepEqual(record, {
     monotonicNs: 1_000_000_000n,
     version: VERSION,
     slot: 1,
+    namespaceSlot: 5,
     verdict: "proxy-down",
     reason: "dropped",
     family: "ipv4",

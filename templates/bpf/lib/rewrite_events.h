@@ -76,6 +76,7 @@ static __always_inline void rewrite_event(struct __sk_buff *skb, const struct l4
 	if (!event)
 		return;
 	event->ifindex = skb->ifindex;
+	event->namespace_slot = match->namespace_slot;
 	event_addresses(skb, pkt, event);
 	event->target = event->destination;
 	event->target_port = match->port;
