@@ -49,7 +49,7 @@ async function claims(name: string): Promise<Map<number, string>> {
   return new Map(entries.map(({ formatted }) => [formatted.key, `ns${formatted.value}`]));
 }
 
-/** The classid of intercept's ingress filter on `a` in namespace @name (tc's `classid 1:N`, or none). */
+/** The classid of intercept's ingress filter on `a` in namespace @name (tc shows it as `flowid 1:N`; none for slot 0). */
 async function classid(name: string): Promise<string | undefined> {
   const { stdout } = await execa("nsenter", [
     `--net=/var/run/netns/${name}`,
@@ -60,7 +60,7 @@ async function classid(name: string): Promise<string | undefined> {
     "a",
     "ingress",
   ]);
-  return /classid (\S+)/.exec(stdout)?.[1];
+  return /flowid (\S+)/.exec(stdout)?.[1];
 }
 
 async function programExists(id: number): Promise<boolean> {
