@@ -105,7 +105,9 @@ export function shareVersion(pins: PinLayout, load: ProgramLoad): boolean {
   const inode = inodeOfNamespaceKey(pins.namespaceKey);
   for (const donor of donors(pins)) {
     if (!holdsComplete(donor, load)) continue;
-    mkdirSync(pins.version(load.ref), { recursive: true }); // before the claim: see claimSlot
+    // Emptied first, as a load empties it (a version half-pinned by a crash), and made before the claim (claimSlot).
+    rmSync(pins.version(load.ref), { recursive: true, force: true });
+    mkdirSync(pins.version(load.ref), { recursive: true });
     const slot = claimSlot(donor, load.ref, inode);
     if (slot === undefined) continue;
     if (zeroCounters(donor, load.ref, slot, load.enabled.length) && pinVersion(donor, pins, load.ref)) return true;
