@@ -237,6 +237,10 @@ async function run(count: number): Promise<Record<string, unknown>> {
       )
     ).flat();
     if (unattached.length > 0) throw new Error(`not attached: ${unattached.join(", ")}`);
+    // Load once: the programs the burst's links run, by id (one per policy set when every namespace shares it).
+    const programIds = new Set(
+      await Promise.all([...created.keys()].map((name) => namespaces.ingressProgram(name, LINKS[0]))),
+    );
     const ready = await (await fetch(healthz)).text();
     if (!ready.startsWith(`ready: ${count} `)) throw new Error(`/healthz: ${ready}`);
     const errors = agent.lines.slice(from).filter((l) => l.event === "error");
@@ -295,6 +299,8 @@ async function run(count: number): Promise<Record<string, unknown>> {
       /** Processes (and threads) the agent started, burst start → last attach (perf; null without it). */
       processesPerNamespace: forked === undefined ? null : round(forked / count, 2),
       errorLines: errors.length,
+      /** Distinct programs on the namespaces' first link (one policy set: 1 when it was loaded once). */
+      programsLoaded: programIds.size,
     };
     process.stdout.write(
       `${table(
@@ -326,6 +332,7 @@ async function run(count: number): Promise<Record<string, unknown>> {
             `within ${TARGET_MEMORY_RETURN * 100}% of before`,
           ],
           ["agent CPU per namespace", `${results.cpuMsPerNamespace} ms`, `≤ ${TARGET_CPU_MS_PER_NAMESPACE} ms`],
+          ["programs on every namespace's link a (one policy)", String(results.programsLoaded), "1 (load once)"],
           ["processes the agent started per namespace", `${results.processesPerNamespace ?? "— (no perf)"}`, ""],
           [
             `long-lived helper processes serving ${count}`,
