@@ -1,12 +1,10 @@
 import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
-import { CommandError, InterceptError } from "../errors.js";
+import { InterceptError } from "../errors.js";
 import {
-  batch,
   deleteMapEntries,
   deleteMapEntry,
-  formattedEntries,
   hashMapCommands,
   loadCommand,
   mapKeys,
@@ -25,8 +23,7 @@ import {
   detachFromCgroup,
   statCgroup,
 } from "../kernel/cgroups.js";
-import { runJson } from "../kernel/exec.js";
-import { lookupPerCpu } from "../kernel/bpf-syscall.js";
+import { lookupPerCpu, pinnedArray, pinnedMapKeys, pinnedProgramId } from "../kernel/bpf-syscall.js";
 import { type NetworkNamespace } from "../model/namespace.js";
 import { listLinks, surveyLinks, type LinkSurvey } from "../kernel/survey.js";
 import { namespaceKey } from "../kernel/namespace.js";
@@ -48,6 +45,8 @@ import {
 } from "../kernel/tc.js";
 import {
   arrayKey,
+  cString,
+  exemptCgroupOf,
   exemptCgroupValue,
   FLOW_EVENT_MAPS,
   MAPS,
@@ -57,6 +56,7 @@ import {
   prefixMap,
   QDISC_REGISTRY,
   qdiscRecord,
+  ruleEnabled,
   ruleStateValue,
   type MapName,
   type PrefixEntry,
@@ -64,7 +64,7 @@ import {
 import { readNodePrograms } from "../kernel/node-table.js";
 import { COUNTER_SLOTS, counterKey } from "../model/counters.js";
 import { LOADER_SLOT } from "../model/namespace-slot.js";
-import { hexByte, readHostU64 } from "../model/host-order.js";
+import { hexByte, readHostU32, readHostU64 } from "../model/host-order.js";
 import { isProgramName } from "../model/composition.js";
 import { isVersionName } from "../model/version.js";
 import {
@@ -251,16 +251,20 @@ export class KernelDatapath implements Datapath {
     return empty;
   }
 
+  /** The ifindexes in the qdisc registry (bpf(2) in this process); none without one. */
   private async ownedQdiscs(): Promise<number[]> {
-    return existsSync(this.pins.qdiscs) ? mapKeys(this.pins.qdiscs) : [];
+    if (!existsSync(this.pins.qdiscs)) return [];
+    const keys = pinnedMapKeys(this.pins.qdiscs, QDISC_REGISTRY.key.size);
+    if (keys === undefined) return mapKeys(this.pins.qdiscs); // could not be opened: bpftool tries again, and says why
+    return keys.map((key) => readHostU32(key, 0)).sort((a, b) => a - b);
   }
 
   /**
-   * Every pinned version, read with one bpftool process. bpftool's batch
-   * stops at its first failing command (a version whose load was cut short
-   * lacks a map), so when it fails each version is read on its own, and
-   * one that cannot be read is reported as incomplete rather than hiding
-   * the others.
+   * Every pinned version, read in this process by bpf(2): each program's
+   * id, and the content hash, rule switches and exempt cgroups from their
+   * maps (a bpftool process cost the agent ~13 ms of CPU a reconcile). A
+   * version that cannot be read whole (a load cut short lacks a map) is
+   * reported as incomplete rather than hiding the others.
    */
   private async observePrograms(): Promise<ObservedProgram[]> {
     const versions: VersionRef[] = [];
@@ -268,48 +272,7 @@ export class KernelDatapath implements Datapath {
       for (const version of (await listEntries(this.pins.policy(policy), "directories")).filter(isVersionName))
         versions.push({ policy, version });
     }
-    const pinned = versions.map(
-      (ref): PinnedVersion => ({
-        ref,
-        hooks: HOOKS.filter((hook) => existsSync(this.pins.program(ref, hook))),
-        cgroupHooks: CGROUP_HOOKS.filter((hook) => existsSync(this.pins.cgroupProgram(ref, hook))),
-      }),
-    );
-    const commands = pinned.map((version) => this.programCommands(version));
-    try {
-      const outputs = await batch(commands.flat(), true);
-      let next = 0;
-      return pinned.map((version, index) => toProgram(version, outputs.slice(next, (next += commands[index]!.length))));
-    } catch (error) {
-      if (!(error instanceof CommandError)) throw error;
-      return Promise.all(pinned.map((version, index) => this.observeProgram(version, commands[index]!)));
-    }
-  }
-
-  private async observeProgram(version: PinnedVersion, commands: string[][]): Promise<ObservedProgram> {
-    try {
-      return toProgram(version, await Promise.all(commands.map((command) => runJson("bpftool", ["-j", ...command]))));
-    } catch (error) {
-      if (!(error instanceof CommandError)) throw error;
-      return {
-        ref: version.ref,
-        contentHash: null,
-        programIds: {},
-        enabled: [],
-        cgroupProgramIds: {},
-        exemptCgroups: [],
-      }; // unreadable: a load cut short
-    }
-  }
-
-  private programCommands({ ref, hooks, cgroupHooks }: PinnedVersion): string[][] {
-    return [
-      ...hooks.map((hook) => ["prog", "show", "pinned", this.pins.program(ref, hook)]),
-      ...cgroupHooks.map((hook) => ["prog", "show", "pinned", this.pins.cgroupProgram(ref, hook)]),
-      ["map", "dump", "pinned", this.pins.map(ref, MAPS.policy_meta.name)],
-      ["map", "dump", "pinned", this.pins.map(ref, MAPS.rule_state.name)],
-      ...(cgroupHooks.length > 0 ? [["map", "dump", "pinned", this.pins.map(ref, MAPS.exempt_cgroups.name)]] : []),
-    ];
+    return versions.map((ref) => readVersion(this.pins, ref));
   }
 
   /** @program's counters in this namespace's slot of it (0 unless it shares the version). */
@@ -745,44 +708,33 @@ function leadingAttaches(operations: DatapathOperation[]): LinkAttach[] {
   return operations.slice(0, end === -1 ? operations.length : end) as LinkAttach[];
 }
 
-/** A version's pin directory: which programs it has pinned. */
-interface PinnedVersion {
-  ref: VersionRef;
-  hooks: Hook[];
-  cgroupHooks: CgroupHook[];
-}
-
-/** A version from the outputs of its programCommands, in their order. */
-function toProgram({ ref, hooks, cgroupHooks }: PinnedVersion, outputs: unknown[]): ObservedProgram {
-  const id = (output: unknown) => (output as { id?: number } | undefined)?.id;
+/** @ref's pins, read (observePrograms); incomplete when a program or map cannot be read. */
+function readVersion(pins: PinLayout, ref: VersionRef): ObservedProgram {
+  const incomplete = { ref, contentHash: null, programIds: {}, enabled: [], cgroupProgramIds: {}, exemptCgroups: [] };
   const programIds: Partial<Record<Hook, number>> = {};
-  hooks.forEach((hook, index) => (programIds[hook] = id(outputs[index])));
+  for (const hook of HOOKS.filter((hook) => existsSync(pins.program(ref, hook)))) {
+    programIds[hook] = pinnedProgramId(pins.program(ref, hook));
+    if (programIds[hook] === undefined) return incomplete;
+  }
   const cgroupProgramIds: Partial<Record<CgroupHook, number>> = {};
-  cgroupHooks.forEach((hook, index) => (cgroupProgramIds[hook] = id(outputs[hooks.length + index])));
-  const [meta, state, exempt] = outputs.slice(hooks.length + cgroupHooks.length);
-  const metaEntries = formattedEntries<{ content_hash: number[] | string }>(meta);
-  const contentHash = cString(metaEntries[0]?.value?.content_hash);
+  for (const hook of CGROUP_HOOKS.filter((hook) => existsSync(pins.cgroupProgram(ref, hook)))) {
+    cgroupProgramIds[hook] = pinnedProgramId(pins.cgroupProgram(ref, hook));
+    if (cgroupProgramIds[hook] === undefined) return incomplete;
+  }
+  const meta = pinnedArray(pins.map(ref, MAPS.policy_meta.name));
+  const state = pinnedArray(pins.map(ref, MAPS.rule_state.name));
+  const outbound = Object.keys(cgroupProgramIds).length > 0;
+  const exempt = outbound ? pinnedArray(pins.map(ref, MAPS.exempt_cgroups.name)) : [];
+  if (meta?.[0] === undefined || state === undefined || exempt === undefined) return incomplete;
+  const contentHash = cString(meta[0]);
   return {
     ref,
     contentHash: contentHash === "" ? null : contentHash,
     programIds,
-    enabled: formattedEntries<{ enabled: number }>(state).map((entry) => entry.value?.enabled === 1),
+    enabled: state.map(ruleEnabled),
     cgroupProgramIds,
-    exemptCgroups:
-      exempt === undefined
-        ? []
-        : formattedEntries<{ id: number; level: number }>(exempt)
-            .filter((entry) => entry.value && entry.value.id !== 0)
-            .map((entry) => ({ id: entry.value!.id, level: entry.value!.level })),
+    exemptCgroups: exempt.map(exemptCgroupOf).filter((cgroup) => cgroup.id !== 0),
   };
-}
-
-/** bpftool prints a char array as its bytes; the string ends at the first NUL. */
-function cString(chars: number[] | string | undefined): string {
-  if (typeof chars === "string") return chars;
-  const bytes = chars ?? [];
-  const end = bytes.indexOf(0);
-  return Buffer.from(end === -1 ? bytes : bytes.slice(0, end)).toString("latin1");
 }
 
 /** An update of the map pinned at @pin, its key and value as bpftool takes bytes. */

@@ -25,10 +25,10 @@
  */
 import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import path from "node:path";
-import { lookupElement, perCpuValue, pinObject, updateElement } from "../kernel/bpf-syscall.js";
+import { perCpuValue, pinnedArray, pinObject, updateElement, withPinned } from "../kernel/bpf-syscall.js";
 import { NODE_PINS, PinLayout } from "../kernel/pins.js";
-import { claimSlot, claimsPin, releaseClaim, withObject } from "../kernel/slot-claims.js";
-import { arrayKey, MAPS } from "../model/bpf-abi.js";
+import { claimSlot, claimsPin, releaseClaim } from "../kernel/slot-claims.js";
+import { cString, MAPS, ruleEnabled } from "../model/bpf-abi.js";
 import { COUNTER_SLOTS, counterKey } from "../model/counters.js";
 import { hostU32 } from "../model/host-order.js";
 import { inodeOfNamespaceKey, isNamespaceKey } from "../model/namespace.js";
@@ -134,24 +134,10 @@ function donors(pins: PinLayout): PinLayout[] {
 function holdsComplete(donor: PinLayout, load: ProgramLoad): boolean {
   if (!load.hooks.every((hook) => existsSync(donor.program(load.ref, hook)))) return false;
   if (!existsSync(claimsPin(donor, load.ref))) return false; // loaded from an object made before namespace slots
-  const meta = readArray(donor.map(load.ref, MAPS.policy_meta.name), [0], MAPS.policy_meta.value.size);
-  if (meta?.[0] === undefined || cString(meta[0]) !== load.contentHash) return false;
-  const indexes = load.enabled.map((_, index) => index);
-  const state = readArray(donor.map(load.ref, MAPS.rule_state.name), indexes, MAPS.rule_state.value.size);
-  return state?.every((value, index) => (value.readUInt32LE(0) === 1) === load.enabled[index]) === true;
-}
-
-/** The values at @indexes of the array map pinned at @pin; undefined when it cannot be read. */
-function readArray(pin: string, indexes: number[], size: number): Buffer[] | undefined {
-  return withObject(pin, (fd) => {
-    const values: Buffer[] = [];
-    for (const index of indexes) {
-      const value = Buffer.alloc(size);
-      if (lookupElement(fd, Buffer.from(arrayKey(index)), value) < 0) return undefined;
-      values.push(value);
-    }
-    return values;
-  });
+  const meta = pinnedArray(donor.map(load.ref, MAPS.policy_meta.name))?.[0];
+  if (meta === undefined || cString(meta) !== load.contentHash) return false;
+  const enabled = pinnedArray(donor.map(load.ref, MAPS.rule_state.name))?.map(ruleEnabled);
+  return enabled?.length === load.enabled.length && enabled.every((on, index) => on === load.enabled[index]);
 }
 
 /**
@@ -159,7 +145,7 @@ function readArray(pin: string, indexes: number[], size: number): Buffer[] | und
  * a namespace that held it is gone, and its counts are not this one's.
  */
 function zeroCounters(donor: PinLayout, ref: VersionRef, slot: number, rules: number): boolean {
-  const done = withObject(donor.map(ref, MAPS.rule_counters.name), (fd) => {
+  const done = withPinned(donor.map(ref, MAPS.rule_counters.name), (fd) => {
     const zero = perCpuValue(MAPS.rule_counters.value.size);
     for (let rule = 0; rule < rules; rule++)
       for (const counter of COUNTER_SLOTS)
@@ -188,14 +174,8 @@ function pinVersion(donor: PinLayout, pins: PinLayout, ref: VersionRef): boolean
   mkdirSync(path.join(to, "progs"), { recursive: true });
   mkdirSync(path.join(to, "maps"), { recursive: true });
   for (const entry of [...entries.filter((entry) => entry !== last), last]) {
-    const pinned = withObject(path.join(from, entry), (fd) => pinObject(fd, path.join(to, entry)) === 0);
+    const pinned = withPinned(path.join(from, entry), (fd) => pinObject(fd, path.join(to, entry)) === 0);
     if (pinned !== true) return false;
   }
   return true;
-}
-
-/** A C string's text: up to its first NUL. */
-function cString(bytes: Buffer): string {
-  const end = bytes.indexOf(0);
-  return bytes.toString("latin1", 0, end === -1 ? bytes.length : end);
 }

@@ -40,6 +40,8 @@ interface BpfCalls {
   /** The map element commands: map_fd, key, value (or next_key), flags. */
   element: (command: number, fd: number, key: Buffer | null, value: Buffer | null, flags: number) => number;
   programName: (id: number) => string | number;
+  /** BPF_OBJ_GET_INFO_BY_FD: the object's info (struct bpf_prog_info, bpf_map_info) into @info. */
+  info: (fd: number, info: Buffer) => number;
   close: (fd: number) => number;
   errno: () => number;
 }
@@ -67,6 +69,7 @@ function bpf(): BpfCalls {
     value: "void *",
     flags: "uint64",
   });
+  const infoAttr = koffi.struct("bpf_object_info_attr", { bpf_fd: "uint32", info_len: "uint32", info: "void *" });
   const call = (command: number, type: unknown, attr: object) =>
     Number(syscall(number, "int", command, koffi.pointer(type as never), attr, "uint32", koffi.sizeof(type as never)));
   calls = {
@@ -74,6 +77,7 @@ function bpf(): BpfCalls {
       call(command, objectAttr, { pathname, bpf_fd: fd, file_flags: 0, path_fd: 0, pad: 0 }),
     element: (command, fd, key, value, flags) => call(command, elementAttr, { map_fd: fd, pad: 0, key, value, flags }),
     programName: programNameCall(koffi, lib, number),
+    info: (fd, info) => call(BPF_OBJ_GET_INFO_BY_FD, infoAttr, { bpf_fd: fd, info_len: info.length, info }),
     close: lib.func("int close(int fd)") as BpfCalls["close"],
     errno: () => koffi.errno(),
   };
@@ -112,6 +116,51 @@ function programNameCall(koffi: typeof import("koffi"), lib: IKoffiLib, number: 
       close(fd);
     }
   };
+}
+
+/** struct bpf_prog_info's id, and struct bpf_map_info's value size and max_entries (<linux/bpf.h>). */
+const PROG_INFO_ID_OFFSET = 4;
+const MAP_INFO_VALUE_SIZE_OFFSET = 12;
+const MAP_INFO_MAX_ENTRIES_OFFSET = 16;
+
+/** The kernel id of the program pinned at @pin; undefined when nothing is pinned there. */
+export function pinnedProgramId(pin: string): number | undefined {
+  return withPinned(pin, (fd) => {
+    const info = Buffer.alloc(PROG_INFO_NAME_OFFSET);
+    return bpf().info(fd, info) < 0 ? undefined : info.readUInt32LE(PROG_INFO_ID_OFFSET);
+  });
+}
+
+/** Every value of the array map pinned at @pin, in index order; undefined when it cannot be read. */
+export function pinnedArray(pin: string): Buffer[] | undefined {
+  return withPinned(pin, (fd) => {
+    const info = Buffer.alloc(MAP_INFO_MAX_ENTRIES_OFFSET + 4);
+    if (bpf().info(fd, info) < 0) return undefined;
+    const size = info.readUInt32LE(MAP_INFO_VALUE_SIZE_OFFSET);
+    const values: Buffer[] = [];
+    for (let index = 0; index < info.readUInt32LE(MAP_INFO_MAX_ENTRIES_OFFSET); index++) {
+      const value = Buffer.alloc(size);
+      if (lookupElement(fd, Buffer.from(hostU32(index)), value) < 0) return undefined;
+      values.push(value);
+    }
+    return values;
+  });
+}
+
+/** The keys of the hash map pinned at @pin, each @size bytes; undefined when it cannot be opened. */
+export function pinnedMapKeys(pin: string, size: number): Buffer[] | undefined {
+  return withPinned(pin, (fd) => mapKeys(fd, size));
+}
+
+/** @use of a descriptor of the object pinned at @pin, closed after; undefined when it cannot be opened. */
+export function withPinned<T>(pin: string, use: (fd: number) => T): T | undefined {
+  const fd = openPinnedObject(pin);
+  if (fd < 0) return undefined;
+  try {
+    return use(fd);
+  } finally {
+    closeDescriptor(fd);
+  }
 }
 
 /** A program's name by its kernel id; undefined when it cannot be told (gone meanwhile). */

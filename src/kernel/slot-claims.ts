@@ -8,15 +8,7 @@
  */
 import { existsSync } from "node:fs";
 import path from "node:path";
-import {
-  BPF_NOEXIST,
-  closeDescriptor,
-  deleteElement,
-  lookupElement,
-  mapKeys,
-  openPinnedObject,
-  updateElement,
-} from "./bpf-syscall.js";
+import { BPF_NOEXIST, deleteElement, lookupElement, mapKeys, updateElement, withPinned } from "./bpf-syscall.js";
 import { listEntries, type PinLayout } from "./pins.js";
 import { MAPS } from "../model/bpf-abi.js";
 import { hostU32 } from "../model/host-order.js";
@@ -24,17 +16,6 @@ import { isProgramName } from "../model/composition.js";
 import { inodeOfNamespaceKey, isNamespaceKey, namespaceKeyOf } from "../model/namespace.js";
 import { NAMESPACE_SLOTS } from "../model/namespace-slot.js";
 import { isVersionName, type VersionRef } from "../model/version.js";
-
-/** @use of a descriptor of the object pinned at @pin, closed after; undefined when it cannot be opened. */
-export function withObject<T>(pin: string, use: (fd: number) => T): T | undefined {
-  const fd = openPinnedObject(pin);
-  if (fd < 0) return undefined;
-  try {
-    return use(fd);
-  } finally {
-    closeDescriptor(fd);
-  }
-}
 
 export function claimsPin(pins: PinLayout, ref: VersionRef): string {
   return pins.map(ref, MAPS.namespace_slots.name);
@@ -51,7 +32,7 @@ export function claimsPin(pins: PinLayout, ref: VersionRef): string {
  * that a claim is never taken for stale.
  */
 export function claimSlot(donor: PinLayout, ref: VersionRef, inode: bigint): number | undefined {
-  return withObject(claimsPin(donor, ref), (fd) => {
+  return withPinned(claimsPin(donor, ref), (fd) => {
     const owner = inodeValue(inode);
     for (const slot of slotsHeldBy(fd, (value) => value.equals(owner))) deleteElement(fd, slotKey(slot));
     return freeSlot(fd, owner) ?? (dropOrphans(fd, donor.root) > 0 ? freeSlot(fd, owner) : undefined);
@@ -87,14 +68,14 @@ function slotKey(slot: number): Buffer {
 export function slotOf(pins: PinLayout, ref: VersionRef): number {
   if (!isNamespaceKey(pins.namespaceKey)) return 0; // the node's folder: loaded there, never shared into
   const owner = inodeValue(inodeOfNamespaceKey(pins.namespaceKey));
-  const slot = withObject(claimsPin(pins, ref), (fd) => slotsHeldBy(fd, (value) => value.equals(owner))[0]);
+  const slot = withPinned(claimsPin(pins, ref), (fd) => slotsHeldBy(fd, (value) => value.equals(owner))[0]);
   return slot ?? 0;
 }
 
 /** Gives back the slot the namespace @inode holds in @ref's version in @pins, if any. */
 export function releaseClaim(pins: PinLayout, ref: VersionRef, inode: bigint): void {
   const owner = inodeValue(inode);
-  withObject(claimsPin(pins, ref), (fd) => {
+  withPinned(claimsPin(pins, ref), (fd) => {
     // A claim that cannot be deleted is dropped by the next claim that finds every slot taken (claimSlot).
     for (const slot of slotsHeldBy(fd, (value) => value.equals(owner))) deleteElement(fd, slotKey(slot));
   });

@@ -8,7 +8,7 @@
  * src/model/counters.ts, checked by tests/unit/counters.test.ts).
  */
 import type { CgroupHook, Hook } from "./hooks.js";
-import { hostU32, hostU64 } from "./host-order.js";
+import { hostU32, hostU64, readHostU32, readHostU64 } from "./host-order.js";
 
 /** How a field's bytes are ordered: as the host's integers (__u32), or as in packets (__be32). */
 export type ByteOrder = "host" | "network" | "bytes";
@@ -270,6 +270,27 @@ export function arrayKey(slot: number): number[] {
 /** struct rule_state: the rule's switch. */
 export function ruleStateValue(enabled: boolean): number[] {
   return hostU32(enabled ? 1 : 0);
+}
+
+/*
+ * Decoders: a value's bytes as its layout above says (host order).
+ */
+
+/** struct rule_state's switch. */
+export function ruleEnabled(value: Buffer): boolean {
+  return readHostU32(value, MAPS.rule_state.value.fields.enabled.offset) === 1;
+}
+
+/** struct exempt_cgroup: id 0 is an unused slot. */
+export function exemptCgroupOf(value: Buffer): { id: number; level: number } {
+  const { id, level } = MAPS.exempt_cgroups.value.fields;
+  return { id: readHostU64(value, id.offset), level: readHostU32(value, level.offset) };
+}
+
+/** A char array's text (policy_meta's content hash, a flow record's names): up to its first NUL. */
+export function cString(bytes: Buffer): string {
+  const end = bytes.indexOf(0);
+  return bytes.toString("latin1", 0, end === -1 ? bytes.length : end);
 }
 
 /** struct policy_meta: the content hash, NUL-padded to its 64 characters. */
