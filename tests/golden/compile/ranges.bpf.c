@@ -1096,7 +1096,7 @@ static __always_inline void rewrite_event(struct __sk_buff *skb, const struct l4
  * slot is read where it is used: kept in @match across the count's map
  * lookup, it would cost every hit a register spill. */
 static __always_inline void rewrite(struct __sk_buff *skb, const struct l4_packet *pkt,
-				    struct rule_match *match, enum l4_port which, enum counter_slot counter)
+				    const struct rule_match *match, enum l4_port which, enum counter_slot counter)
 {
 	if (!rule_enabled(match->rule) || rewrite_port(skb, pkt, which, match->port) != REWRITE_OK)
 		return;
