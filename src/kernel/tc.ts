@@ -96,9 +96,9 @@ export function decodeQdisc(message: NetlinkMessage): { ifindex: number; kind: s
 /**
  * A filter of an RTM_GETTFILTER dump, as `tc -j filter show` prints it:
  * its priority, kind, handle ("0x1") and, for bpf, its program's id (its
- * name is the kernel's to tell: withProgramName) and its classid if set. None for the entry the
- * kernel sends for each priority itself (handle 0, no options), nor for
- * another message.
+ * name is the kernel's to tell: withProgramName) and its classid if it has
+ * one. None for the entry the kernel sends for each priority itself
+ * (handle 0, no options), nor for another message.
  */
 export function decodeFilter(message: NetlinkMessage): TcFilter[] {
   const { payload } = message;

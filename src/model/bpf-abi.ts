@@ -109,7 +109,7 @@ export const MAPS = {
   rule_events: { name: "rule_events", type: "array", key: u32, value: u32 },
   /**
    * The namespace slots claimed in an object with tc programs
-   * (templates/bpf/lib/programs.h), NAMESPACE_SLOTS entries at most: by
+   * (templates/bpf/lib/tc_slot.h), NAMESPACE_SLOTS entries at most: by
    * slot, the inode of the network namespace holding it. Only userspace
    * reads and writes it; a claim is an insert with BPF_NOEXIST.
    */

@@ -4,9 +4,10 @@
  * slot; its tc filter carries the slot in its classid (TCA_BPF_CLASSID),
  * which cls_bpf hands a direct-action program as skb->tc_classid, and the
  * program counts (rule_counters) and records (struct flow_event) under
- * that slot. The C side is NAMESPACE_SLOTS and namespace_slot() in
- * templates/bpf/lib/namespace_slot.h; tests/unit/bpf-abi.test.ts checks
- * that the two agree.
+ * that slot. The C side is NAMESPACE_SLOTS in
+ * templates/bpf/lib/namespace_slot.h and namespace_slot() in tc_slot.h;
+ * tests/unit/bpf-abi.test.ts checks that the sizes agree, and
+ * tests/packet/namespace-slots.test.ts that a classid reaches its slot.
  *
  * Slot 0 is the namespace that loaded the program itself, and every filter
  * without a classid (one the CNI plugin or an older intercept attached):
@@ -40,7 +41,10 @@ export function classidOfSlot(slot: number): number | undefined {
   return slot === LOADER_SLOT ? undefined : tcHandle(CLASSID_MAJOR, slot);
 }
 
-/** The slot a filter's classid gives its packets: its minor number when below NAMESPACE_SLOTS, else 0 (as the program bounds it). */
+/**
+ * The slot a filter's classid gives its packets: its minor number when
+ * below NAMESPACE_SLOTS, else the loader's (as the program bounds it).
+ */
 export function slotOfClassid(classid: number | undefined): number {
   const minor = (classid ?? 0) & 0xffff;
   return minor < NAMESPACE_SLOTS ? minor : LOADER_SLOT;

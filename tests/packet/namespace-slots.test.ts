@@ -3,7 +3,7 @@
  * slot (src/model/namespace-slot.ts): the same pinned ingress program is
  * attached on a link in each, its filter carrying slot 3 in one and slot 5
  * in the other as its classid, and real connections in both directions
- * are steered. Each namespace's connections count in its own slot only,
+ * are steered, real datagrams rewritten. Each namespace's packets count in its own slot only,
  * the loader's slot 0 in none, and each flow record names its slot.
  */
 import "../support/temporary-cache.js";
@@ -28,6 +28,9 @@ import { testPolicy } from "../support/bpf.js";
 
 const ORIGINAL_PORT = 8000;
 const PROXY_PORT = 9000;
+/** A rewrite rule's ports, for datagrams nothing needs to answer. */
+const DATAGRAM_PORT = 7000;
+const REWRITTEN_PORT = 7001;
 
 /** The two ends: a namespace each, one link of a veth pair, an address, and the slot its filter carries. */
 const id = `hs${randomBytes(3).toString("hex")}`;
@@ -37,6 +40,10 @@ const ENDS = {
 } as const;
 /** Connections each end opens to the other's original port. */
 const CONNECTIONS = { a: 2, b: 3 } as const;
+/** Datagrams each end sends to the other's DATAGRAM_PORT. */
+const DATAGRAMS = { a: 4, b: 1 } as const;
+/** The program's rule slots (its RULE_COUNT): the stride of a namespace slot's counters. */
+const RULES = 2;
 
 const root = path.join(PIN_ROOT, `test-${id}`);
 const pins = new PinLayout("ns0", root);
@@ -45,7 +52,10 @@ let ref: VersionRef;
 
 before(async () => {
   await ensureBpffs();
-  const policy = testPolicy("slots", [{ originalPort: ORIGINAL_PORT, port: PROXY_PORT, strategy: "steer" }]);
+  const policy = testPolicy("slots", [
+    { originalPort: ORIGINAL_PORT, port: PROXY_PORT, strategy: "steer" },
+    { originalPort: DATAGRAM_PORT, port: REWRITTEN_PORT, protocol: "udp" },
+  ]);
   const [compiled] = compilePolicies([policy]);
   const built = await buildPolicy(compiled!);
   ref = { policy: policy.name, version: built.contentHash.slice(0, 16) };
@@ -54,7 +64,7 @@ before(async () => {
     contentHash: built.contentHash,
     objectPath: built.objectPath,
     hooks: compiled!.hooks,
-    enabled: [true],
+    enabled: [true, true],
     prefixes: [],
   });
   await writeSwitches(pins, ref, true);
@@ -137,8 +147,20 @@ async function connect(from: keyof typeof ENDS, count: number): Promise<void> {
   );
 }
 
-async function steered(namespaceSlot: number): Promise<number> {
-  return (await readVersionCounters(pins, ref, 1, namespaceSlot))[0]!.steered.packets;
+/** @count datagrams from @from's namespace to the other end's DATAGRAM_PORT, one after another. */
+async function send(from: keyof typeof ENDS, count: number): Promise<void> {
+  const to = from === "a" ? ENDS.b : ENDS.a;
+  const script = `const socket = require("node:dgram").createSocket("udp4");
+    let sent = 0;
+    const next = () => (sent++ < ${count} ? socket.send("x", ${DATAGRAM_PORT}, "${to.address}", next) : socket.close());
+    next();`;
+  await execa("nsenter", [`--net=/var/run/netns/${ENDS[from].netns}`, "node", "-e", script]);
+}
+
+/** The steered SYNs and rewritten datagrams counted in @namespaceSlot. */
+async function counted(namespaceSlot: number): Promise<{ steered: number; rewritten: number }> {
+  const [steer, rewrite] = await readVersionCounters(pins, ref, RULES, namespaceSlot);
+  return { steered: steer!.steered.packets, rewritten: rewrite!.rewrittenIngress.packets };
 }
 
 /** The next @count flow records of the version's ring buffer. */
@@ -167,14 +189,15 @@ test("each filter carries its namespace's slot as its classid", async () => {
   }
 });
 
-test("one program in two namespaces counts each namespace's connections in its own slot", {
-  timeout: 60_000,
-}, async () => {
+test("one program in two namespaces counts each namespace's packets in its own slot", { timeout: 60_000 }, async () => {
   await connect("a", CONNECTIONS.a);
   await connect("b", CONNECTIONS.b);
-  assert.equal(await steered(ENDS.b.slot), CONNECTIONS.a, "a's connections arrive in b: b's slot");
-  assert.equal(await steered(ENDS.a.slot), CONNECTIONS.b, "b's connections arrive in a: a's slot");
-  assert.equal(await steered(LOADER_SLOT), 0, "the loader's slot: no filter of it carries traffic");
+  await send("a", DATAGRAMS.a);
+  await send("b", DATAGRAMS.b);
+  // Each end's packets arrive at the other's ingress, and count in the slot there.
+  assert.deepEqual(await counted(ENDS.b.slot), { steered: CONNECTIONS.a, rewritten: DATAGRAMS.a }, "b's slot");
+  assert.deepEqual(await counted(ENDS.a.slot), { steered: CONNECTIONS.b, rewritten: DATAGRAMS.b }, "a's slot");
+  assert.deepEqual(await counted(LOADER_SLOT), { steered: 0, rewritten: 0 }, "the loader's slot: no filter of it");
 
   const seen = await records(CONNECTIONS.a + CONNECTIONS.b);
   assert.ok(seen.every((record) => record.verdict === "steered"));

@@ -41,14 +41,15 @@
 
 /* rewrite — sets @which port of a packet a rewrite rule (@match) named,
  * and counts it in @counter of the packet's namespace slot, if the rule is
- * enabled. A new connection's SYN arriving is recorded too (events.h). */
+ * enabled. A new connection's SYN arriving is recorded too (events.h). The
+ * slot is read where it is used: kept in @match across the count's map
+ * lookup, it would cost every hit a register spill. */
 static __always_inline void rewrite(struct __sk_buff *skb, const struct l4_packet *pkt,
-				    struct rule_match *match, enum l4_port which, enum counter_slot counter)
+				    const struct rule_match *match, enum l4_port which, enum counter_slot counter)
 {
 	if (!rule_enabled(match->rule) || rewrite_port(skb, pkt, which, match->port) != REWRITE_OK)
 		return;
-	match->namespace_slot = namespace_slot(skb);
-	count_packet(match->namespace_slot, match->rule, counter, skb->len);
+	count_packet(namespace_slot(skb), match->rule, counter, skb->len);
 	if (which == PORT_DESTINATION)
 		rewrite_event(skb, pkt, match);
 }

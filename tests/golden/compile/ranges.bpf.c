@@ -65,7 +65,7 @@ struct rule_match {
 	__u32 rule;          /* index into the rule maps */
 	__be16 port;         /* network byte order: the port to write (rewrite), or the proxy's (steer) */
 	__u8 on_proxy_down;  /* enum proxy_down_action; steer rules only */
-	__u8 namespace_slot; /* where it counts (namespace_slot.h): set once the rule acts on the packet */
+	__u8 namespace_slot; /* where a steered SYN counts (namespace_slot.h): set by steer() */
 };
 
 #endif /* INTERCEPT_TYPES_H */
@@ -1019,6 +1019,7 @@ static __always_inline int rewrite_port(struct __sk_buff *skb, const struct l4_p
 
 /* lib/types.h: inlined above */
 /* lib/events.h: inlined above */
+/* lib/tc_slot.h: inlined above */
 
 /* event_is_syn — true for the SYN of a new TCP connection: the first
  * packet of a flow, the one a rewrite rule records (a UDP datagram has no
@@ -1080,7 +1081,7 @@ static __always_inline void rewrite_event(struct __sk_buff *skb, const struct l4
 	if (!event)
 		return;
 	event->ifindex = skb->ifindex;
-	event->namespace_slot = match->namespace_slot;
+	event->namespace_slot = namespace_slot(skb); /* a SYN's record: read again, not kept across the count */
 	event_addresses(skb, pkt, event);
 	event->target = event->destination;
 	event->target_port = match->port;
@@ -1091,14 +1092,15 @@ static __always_inline void rewrite_event(struct __sk_buff *skb, const struct l4
 
 /* rewrite — sets @which port of a packet a rewrite rule (@match) named,
  * and counts it in @counter of the packet's namespace slot, if the rule is
- * enabled. A new connection's SYN arriving is recorded too (events.h). */
+ * enabled. A new connection's SYN arriving is recorded too (events.h). The
+ * slot is read where it is used: kept in @match across the count's map
+ * lookup, it would cost every hit a register spill. */
 static __always_inline void rewrite(struct __sk_buff *skb, const struct l4_packet *pkt,
-				    struct rule_match *match, enum l4_port which, enum counter_slot counter)
+				    const struct rule_match *match, enum l4_port which, enum counter_slot counter)
 {
 	if (!rule_enabled(match->rule) || rewrite_port(skb, pkt, which, match->port) != REWRITE_OK)
 		return;
-	match->namespace_slot = namespace_slot(skb);
-	count_packet(match->namespace_slot, match->rule, counter, skb->len);
+	count_packet(namespace_slot(skb), match->rule, counter, skb->len);
 	if (which == PORT_DESTINATION)
 		rewrite_event(skb, pkt, match);
 }
