@@ -131,6 +131,12 @@ export function pinnedProgramId(pin: string): number | undefined {
   });
 }
 
+/** The max_entries of the map @fd; undefined when it cannot be told. */
+export function maxEntries(fd: number): number | undefined {
+  const info = Buffer.alloc(MAP_INFO_MAX_ENTRIES_OFFSET + 4);
+  return bpf().info(fd, info) < 0 ? undefined : info.readUInt32LE(MAP_INFO_MAX_ENTRIES_OFFSET);
+}
+
 /** Every value of the array map pinned at @pin, in index order; undefined when it cannot be read. */
 export function pinnedArray(pin: string): Buffer[] | undefined {
   return withPinned(pin, (fd) => {

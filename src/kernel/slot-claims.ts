@@ -8,7 +8,15 @@
  */
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { BPF_NOEXIST, deleteElement, lookupElement, mapKeys, updateElement, withPinned } from "./bpf-syscall.js";
+import {
+  BPF_NOEXIST,
+  deleteElement,
+  lookupElement,
+  mapKeys,
+  maxEntries,
+  updateElement,
+  withPinned,
+} from "./bpf-syscall.js";
 import { listEntries, type PinLayout } from "./pins.js";
 import { MAPS } from "../model/bpf-abi.js";
 import { hostU32 } from "../model/host-order.js";
@@ -17,6 +25,7 @@ import { inodeOfNamespaceKey, isNamespaceKey, namespaceKeyOf } from "../model/na
 import { NAMESPACE_SLOTS } from "../model/namespace-slot.js";
 import { isVersionName, type VersionRef } from "../model/version.js";
 
+/** Where a version's claims map is pinned. */
 export function claimsPin(pins: PinLayout, ref: VersionRef): string {
   return pins.map(ref, MAPS.namespace_slots.name);
 }
@@ -39,8 +48,14 @@ export function claimSlot(donor: PinLayout, ref: VersionRef, inode: bigint): num
   });
 }
 
+/**
+ * Claims the first free slot below the program's capacity: its claims map
+ * has one entry a slot it keeps apart (COUNTER_NAMESPACES), 0 included,
+ * and a packet of a slot beyond it would count at 0.
+ */
 function freeSlot(fd: number, owner: Buffer): number | undefined {
-  for (let slot = 1; slot < NAMESPACE_SLOTS; slot++)
+  const capacity = Math.min(maxEntries(fd) ?? 0, NAMESPACE_SLOTS);
+  for (let slot = 1; slot < capacity; slot++)
     if (updateElement(fd, slotKey(slot), owner, BPF_NOEXIST) === 0) return slot;
   return undefined;
 }

@@ -16,7 +16,7 @@
  * agree (src/compile/counters.ts re-exports this module for the compiler,
  * where the C points).
  */
-import { LOADER_SLOT } from "./namespace-slot.js";
+import { LOADER_SLOT, NAMESPACE_SLOTS } from "./namespace-slot.js";
 
 export const COUNTER_SLOTS = [
   /** Rewrite rules: packets arriving for originalPort whose destination port was rewritten. */
@@ -54,6 +54,27 @@ export type CounterSlot = (typeof COUNTER_SLOTS)[number];
 /** The C enumerator of each slot (COUNTER_REWRITTEN_INGRESS, …). */
 export function counterSlotConstant(slot: CounterSlot): string {
   return `COUNTER_${slot.replace(/[A-Z]/g, (letter) => `_${letter}`).toUpperCase()}`;
+}
+
+/**
+ * The counters one program holds at most, over all its namespace slots
+ * (1 MiB a CPU): a per-CPU array is allocated whole at load, on every CPU,
+ * so 128 slots of a policy of many rules would cost the node memory and
+ * the load seconds (10,000 rules: 287 MiB here, 6-12 s).
+ */
+export const COUNTER_ENTRIES_BUDGET = 65_536;
+
+/**
+ * How many namespaces a program of @rules rule slots keeps apart (its
+ * COUNTER_NAMESPACES): NAMESPACE_SLOTS while the budget allows, fewer for
+ * a policy of many rules, and 1 (its loader's alone: never shared) for one
+ * whose counters fill the budget by themselves. The compiler writes it into
+ * the program; the program bounds a packet's slot by it; user space claims
+ * slots below it (the claims map has that many entries).
+ */
+export function namespaceCapacity(rules: number): number {
+  const perNamespace = Math.max(1, rules) * COUNTER_SLOTS.length;
+  return Math.min(NAMESPACE_SLOTS, Math.max(1, Math.floor(COUNTER_ENTRIES_BUDGET / perNamespace)));
 }
 
 /** Where a reader looks: a namespace slot of a program with @rules rule slots (its RULE_COUNT). */

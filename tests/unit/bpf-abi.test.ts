@@ -29,8 +29,7 @@ import {
   type ByteOrder,
   type TypeLayout,
 } from "../../src/model/bpf-abi.js";
-import { COUNTER_SLOTS } from "../../src/model/counters.js";
-import { NAMESPACE_SLOTS } from "../../src/model/namespace-slot.js";
+import { COUNTER_SLOTS, namespaceCapacity } from "../../src/model/counters.js";
 import { validatePolicies } from "../../src/validate/index.js";
 
 interface BtfType {
@@ -203,8 +202,8 @@ test("the objects size namespace slots as src/model/namespace-slot.ts does", asy
       continue;
     }
     assert.ok(claims, `${object} has tc programs and a ${MAPS.namespace_slots.name} map`);
-    assert.equal(btf.maxEntries(claims), NAMESPACE_SLOTS, object);
-    assert.equal(counters, NAMESPACE_SLOTS * rules * COUNTER_SLOTS.length, object);
+    assert.equal(btf.maxEntries(claims), namespaceCapacity(rules), object);
+    assert.equal(counters, namespaceCapacity(rules) * rules * COUNTER_SLOTS.length, object);
   }
 });
 

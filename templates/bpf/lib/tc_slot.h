@@ -17,13 +17,13 @@
  * bpftool's pinmaps pins, every map in .maps, read by a program or not. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, NAMESPACE_SLOTS);
+	__uint(max_entries, COUNTER_NAMESPACES); /* the slots this program keeps apart, 0 included */
 	__type(key, __u32);
 	__type(value, __u64);
 } namespace_slots SEC(".maps");
 
 /* namespace_slot — the slot @skb counts under: the minor number of its
- * filter's classid, or LOADER_SLOT for a classid no slot has (a filter
+ * filter's classid, or LOADER_SLOT for a classid no slot of this program has (a filter
  * someone else attached with a classid of their own). The kernel keeps
  * only the minor (qdisc_skb_cb's tc_classid is 16 bits, and the verifier
  * turns this load into a 16-bit one), so no mask is needed. */
@@ -31,7 +31,7 @@ static __always_inline __u32 namespace_slot(const struct __sk_buff *skb)
 {
 	__u32 slot = skb->tc_classid;
 
-	return slot < NAMESPACE_SLOTS ? slot : LOADER_SLOT;
+	return slot < COUNTER_NAMESPACES ? slot : LOADER_SLOT;
 }
 
 #endif /* INTERCEPT_TC_SLOT_H */

@@ -316,12 +316,14 @@ struct rule_counter {
 	__u64 bytes;
 };
 
-/* The namespace slots rule_counters keeps apart: all of them, unless the
- * object holds only cgroup programs (outbound.bpf.c.hbs), which are never
- * shared and count at LOADER_SLOT alone. The key stays the same. */
+/* The namespace slots rule_counters keeps apart (COUNTER_NAMESPACES, from
+ * the policy block): NAMESPACE_SLOTS while 1 MiB of counters a CPU allows,
+ * fewer for a policy of many rules, 1 for an object of cgroup programs
+ * only, which are never shared. The key stays the same. */
 #ifndef COUNTER_NAMESPACES
-#define COUNTER_NAMESPACES NAMESPACE_SLOTS
+#error "maps.h needs COUNTER_NAMESPACES: include it after the policy block"
 #endif
+_Static_assert(COUNTER_NAMESPACES >= 1 && COUNTER_NAMESPACES <= NAMESPACE_SLOTS, "COUNTER_NAMESPACES out of range");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -81,6 +81,7 @@ struct rule_match {
  *   rule 2: udp any 9100 -> 19100 rewrite
  */
 #define RULE_COUNT 3
+#define COUNTER_NAMESPACES 128 /* namespace slots kept apart: as many as 1 MiB of counters a CPU allows, 128 at most */
 #define POLICY_REWRITES 1 /* 1: some rule rewrites ports, and intercept_egress restores replies */
 #define POLICY_STEERS 1   /* 1: some rule steers new connections to a proxy's listener */
 #define POLICY_ADDRESSES 1 /* 1: some rule selects sources or destinations */
@@ -169,12 +170,14 @@ struct rule_counter {
 	__u64 bytes;
 };
 
-/* The namespace slots rule_counters keeps apart: all of them, unless the
- * object holds only cgroup programs (outbound.bpf.c.hbs), which are never
- * shared and count at LOADER_SLOT alone. The key stays the same. */
+/* The namespace slots rule_counters keeps apart (COUNTER_NAMESPACES, from
+ * the policy block): NAMESPACE_SLOTS while 1 MiB of counters a CPU allows,
+ * fewer for a policy of many rules, 1 for an object of cgroup programs
+ * only, which are never shared. The key stays the same. */
 #ifndef COUNTER_NAMESPACES
-#define COUNTER_NAMESPACES NAMESPACE_SLOTS
+#error "maps.h needs COUNTER_NAMESPACES: include it after the policy block"
 #endif
+_Static_assert(COUNTER_NAMESPACES >= 1 && COUNTER_NAMESPACES <= NAMESPACE_SLOTS, "COUNTER_NAMESPACES out of range");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -862,13 +865,13 @@ static __always_inline void event_send(struct flow_event *event)
  * bpftool's pinmaps pins, every map in .maps, read by a program or not. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, NAMESPACE_SLOTS);
+	__uint(max_entries, COUNTER_NAMESPACES); /* the slots this program keeps apart, 0 included */
 	__type(key, __u32);
 	__type(value, __u64);
 } namespace_slots SEC(".maps");
 
 /* namespace_slot — the slot @skb counts under: the minor number of its
- * filter's classid, or LOADER_SLOT for a classid no slot has (a filter
+ * filter's classid, or LOADER_SLOT for a classid no slot of this program has (a filter
  * someone else attached with a classid of their own). The kernel keeps
  * only the minor (qdisc_skb_cb's tc_classid is 16 bits, and the verifier
  * turns this load into a 16-bit one), so no mask is needed. */
@@ -876,7 +879,7 @@ static __always_inline __u32 namespace_slot(const struct __sk_buff *skb)
 {
 	__u32 slot = skb->tc_classid;
 
-	return slot < NAMESPACE_SLOTS ? slot : LOADER_SLOT;
+	return slot < COUNTER_NAMESPACES ? slot : LOADER_SLOT;
 }
 
 #endif /* INTERCEPT_TC_SLOT_H */
