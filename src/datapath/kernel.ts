@@ -1,4 +1,5 @@
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
+import { constants } from "node:os";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { InterceptError } from "../errors.js";
@@ -23,7 +24,17 @@ import {
   detachFromCgroup,
   statCgroup,
 } from "../kernel/cgroups.js";
-import { lookupPerCpu, pinnedArray, pinnedMapKeys, pinnedProgramId } from "../kernel/bpf-syscall.js";
+import {
+  createPinnedHashMap,
+  type HashMapShape,
+  lookupPerCpu,
+  pinnedArray,
+  pinnedMapKeys,
+  pinnedProgramId,
+  updateElement,
+  withPinned,
+} from "../kernel/bpf-syscall.js";
+import { failure } from "../kernel/netlink.js";
 import { type NetworkNamespace } from "../model/namespace.js";
 import { listLinks, surveyLinks, type LinkSurvey } from "../kernel/survey.js";
 import { namespaceKey } from "../kernel/namespace.js";
@@ -317,6 +328,41 @@ export class KernelDatapath implements Datapath {
     await runCommands(await this.recordCommands(links));
   }
 
+  /**
+   * recordQdiscs by bpf(2) in this process, for a run with nothing to load
+   * (a process for the records alone cost the agent ~13 ms of CPU a namespace).
+   * The CNI plugin may make the registry meanwhile: then its is used.
+   */
+  private recordInProcess(links: LinkRef[]): void {
+    if (links.length === 0) return;
+    if (!existsSync(this.pins.qdiscs)) {
+      mkdirSync(this.pins.namespaceDir, { recursive: true });
+      const made = createPinnedHashMap(this.pins.qdiscs, this.registryShape());
+      if (made < 0 && made !== -constants.errno.EEXIST) throw failure(`bpf(BPF_MAP_CREATE) ${this.pins.qdiscs}`, -made);
+    }
+    const done = withPinned(this.pins.qdiscs, (fd) => {
+      for (const { key, value } of links.map((link) => qdiscRecord(link.ifindex))) {
+        const written = updateElement(fd, Buffer.from(key), Buffer.from(value));
+        if (written < 0) return written;
+      }
+      return 0;
+    });
+    if (done === undefined || done < 0)
+      throw failure(
+        `bpf(BPF_MAP_UPDATE_ELEM) ${this.pins.qdiscs}`,
+        done === undefined ? constants.errno.ENOENT : -done,
+      );
+  }
+
+  private registryShape(): HashMapShape {
+    return {
+      name: QDISC_REGISTRY.name,
+      keySize: QDISC_REGISTRY.key.size,
+      valueSize: QDISC_REGISTRY.value.size,
+      entries: QDISC_REGISTRY_ENTRIES,
+    };
+  }
+
   /** The bpftool commands of recordQdiscs; none for no links. */
   private async recordCommands(links: LinkRef[]): Promise<string[][]> {
     if (links.length === 0) return [];
@@ -325,13 +371,7 @@ export class KernelDatapath implements Datapath {
     const records = links
       .map((link) => qdiscRecord(link.ifindex))
       .map(({ key, value }) => ({ key: key.map(hexByte), value: value.map(hexByte) }));
-    const registry = {
-      name: QDISC_REGISTRY.name,
-      keySize: QDISC_REGISTRY.key.size,
-      valueSize: QDISC_REGISTRY.value.size,
-      entries: QDISC_REGISTRY_ENTRIES,
-    };
-    return hashMapCommands(this.pins.qdiscs, records, create ? registry : undefined);
+    return hashMapCommands(this.pins.qdiscs, records, create ? this.registryShape() : undefined);
   }
 
   /**
@@ -391,8 +431,10 @@ export class KernelDatapath implements Datapath {
       const firstOutbound = own.find((load) => (load.cgroupHooks ?? []).length > 0)?.ref;
       for (const load of own)
         commands.push(...(await emptyVersionCommands(this.pins, load, own[0]!.ref, firstOutbound)));
-      // Shared with the other namespaces loading meanwhile (a fleet's burst): one bpftool for many.
-      await runCommandsTogether([...commands, ...(await this.recordCommands(qdiscs))]);
+      // The records ride in the loads' bpftool batch, shared with the other namespaces loading
+      // meanwhile (a fleet's burst): one process for many. Every version shared: no process at all.
+      if (commands.length > 0) await runCommandsTogether([...commands, ...(await this.recordCommands(qdiscs))]);
+      else this.recordInProcess(qdiscs);
       shares.release();
     } catch {
       shares.release(); // before the loads are made again one at a time, which take their turns anew

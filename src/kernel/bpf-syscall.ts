@@ -17,6 +17,7 @@ import { failure } from "./netlink.js";
 const BPF_SYSCALL: Partial<Record<string, number>> = { x64: 321, arm64: 280 };
 
 /** <linux/bpf.h>: enum bpf_cmd, the commands used here. */
+const BPF_MAP_CREATE = 0;
 const BPF_MAP_LOOKUP_ELEM = 1;
 const BPF_MAP_UPDATE_ELEM = 2;
 const BPF_MAP_DELETE_ELEM = 3;
@@ -42,6 +43,8 @@ interface BpfCalls {
   programName: (id: number) => string | number;
   /** BPF_OBJ_GET_INFO_BY_FD: the object's info (struct bpf_prog_info, bpf_map_info) into @info. */
   info: (fd: number, info: Buffer) => number;
+  /** Any command, with union bpf_attr as bytes. */
+  raw: (command: number, attr: Buffer) => number;
   close: (fd: number) => number;
   errno: () => number;
 }
@@ -77,6 +80,7 @@ function bpf(): BpfCalls {
       call(command, objectAttr, { pathname, bpf_fd: fd, file_flags: 0, path_fd: 0, pad: 0 }),
     element: (command, fd, key, value, flags) => call(command, elementAttr, { map_fd: fd, pad: 0, key, value, flags }),
     programName: programNameCall(koffi, lib, number),
+    raw: (command, attr) => Number(syscall(number, "int", command, "void *", attr, "uint32", attr.length)),
     info: (fd, info) => call(BPF_OBJ_GET_INFO_BY_FD, infoAttr, { bpf_fd: fd, info_len: info.length, info }),
     close: lib.func("int close(int fd)") as BpfCalls["close"],
     errno: () => koffi.errno(),
@@ -116,6 +120,35 @@ function programNameCall(koffi: typeof import("koffi"), lib: IKoffiLib, number: 
       close(fd);
     }
   };
+}
+
+/** BPF_MAP_CREATE's union bpf_attr up to the map's name: map_type, key_size, value_size, max_entries, then map_name[16] at 28. */
+const MAP_CREATE_ATTR_SIZE = 48;
+const MAP_CREATE_NAME_OFFSET = 28;
+const BPF_MAP_TYPE_HASH = 1;
+
+/** A hash map's shape, as `bpftool map create … type hash` takes it. */
+export interface HashMapShape {
+  name: string;
+  keySize: number;
+  valueSize: number;
+  entries: number;
+}
+
+/** Creates a hash map of @shape and pins it at @pin: 0, or -errno (EEXIST: one is pinned there already). */
+export function createPinnedHashMap(pin: string, shape: HashMapShape): number {
+  const attr = Buffer.alloc(MAP_CREATE_ATTR_SIZE);
+  [BPF_MAP_TYPE_HASH, shape.keySize, shape.valueSize, shape.entries].forEach((value, index) =>
+    attr.writeUInt32LE(value, index * 4),
+  );
+  attr.write(shape.name.slice(0, BPF_OBJ_NAME_LEN - 1), MAP_CREATE_NAME_OFFSET, "latin1");
+  const fd = result(bpf().raw(BPF_MAP_CREATE, attr));
+  if (fd < 0) return fd;
+  try {
+    return pinObject(fd, pin); // the pin holds the map once the descriptor is closed
+  } finally {
+    closeDescriptor(fd);
+  }
 }
 
 /** struct bpf_prog_info's id, and struct bpf_map_info's value size and max_entries (<linux/bpf.h>). */
