@@ -23,7 +23,9 @@
  * process as large as the agent serving them (the fork copies its page
  * tables: the agent's CPU per process), a `bpftool prog loadall` of the
  * policy's object (libbpf reads the kernel's BTF for the object's CO-RE
- * relocations, then the verifier runs), and, in this process by rtnetlink
+ * relocations, then the verifier runs; the first namespace's cost), the
+ * share of that loaded version into another namespace's folder with a slot
+ * (bpf(2) in this process: every later namespace's cost), and, by rtnetlink
  * as the agent does them, the attach that gives a namespace's two links
  * clsact and the filters, the survey of its links and qdiscs, and the nsid
  * numbering (each replaced a `tc` or `ip` process). With the processes the
@@ -42,11 +44,16 @@ import { execa } from "execa";
 import { AgentProcess } from "../lab/agent-process.js";
 import { LINKS, NamespaceSet } from "../lab/namespaces.js";
 import { intercept } from "../lab/network.js";
+import { loadVersion } from "../src/datapath/kernel.js";
+import { shareVersion } from "../src/datapath/shared-versions.js";
+import type { ProgramLoad } from "../src/datapath/types.js";
 import { numberNamespaces } from "../src/kernel/links.js";
+import { PinLayout } from "../src/kernel/pins.js";
+import { releaseSlot } from "../src/kernel/slot-claims.js";
 import { surveyLinks } from "../src/kernel/survey.js";
 import { attachSteps, deleteClsact, type TcStep } from "../src/kernel/tc.js";
 import type { Hook } from "../src/model/hooks.js";
-import { NETNS_DIR } from "../src/model/namespace.js";
+import { NETNS_DIR, namespaceKeyOf } from "../src/model/namespace.js";
 import { table } from "./table.js";
 
 const COUNTS = (process.env.BENCH_FLEET_NAMESPACES ?? "50,110").split(",").map(Number);
@@ -237,6 +244,10 @@ async function run(count: number): Promise<Record<string, unknown>> {
       )
     ).flat();
     if (unattached.length > 0) throw new Error(`not attached: ${unattached.join(", ")}`);
+    // Load once: the programs the burst's links run, by id (one per policy set when every namespace shares it).
+    const programIds = new Set(
+      await Promise.all([...created.keys()].map((name) => namespaces.ingressProgram(name, LINKS[0]))),
+    );
     const ready = await (await fetch(healthz)).text();
     if (!ready.startsWith(`ready: ${count} `)) throw new Error(`/healthz: ${ready}`);
     const errors = agent.lines.slice(from).filter((l) => l.event === "error");
@@ -295,6 +306,8 @@ async function run(count: number): Promise<Record<string, unknown>> {
       /** Processes (and threads) the agent started, burst start → last attach (perf; null without it). */
       processesPerNamespace: forked === undefined ? null : round(forked / count, 2),
       errorLines: errors.length,
+      /** Distinct programs on the namespaces' first link (one policy set: 1 when it was loaded once). */
+      programsLoaded: programIds.size,
     };
     process.stdout.write(
       `${table(
@@ -326,6 +339,7 @@ async function run(count: number): Promise<Record<string, unknown>> {
             `within ${TARGET_MEMORY_RETURN * 100}% of before`,
           ],
           ["agent CPU per namespace", `${results.cpuMsPerNamespace} ms`, `≤ ${TARGET_CPU_MS_PER_NAMESPACE} ms`],
+          ["programs on every namespace's link a (one policy)", String(results.programsLoaded), "1 (load once)"],
           ["processes the agent started per namespace", `${results.processesPerNamespace ?? "— (no perf)"}`, ""],
           [
             `long-lived helper processes serving ${count}`,
@@ -432,6 +446,28 @@ async function floor(agentRssMiB: number): Promise<Record<string, unknown>> {
         for (const link of LINKS) await deleteClsact(netns, link);
       },
     );
+    // Load once: what a namespace pays for a version another holds (pins and a slot, bpf(2) in process).
+    const donor = new PinLayout(namespaceKeyOf(1), pins);
+    const sharer = new PinLayout(namespaceKeyOf(2), pins);
+    const shared: ProgramLoad = {
+      ref: { policy: "demo", version: "0123456789abcdef" },
+      contentHash: "0".repeat(64),
+      objectPath: object,
+      hooks: programs.map((program) => program.replace("intercept_", "") as Hook),
+      enabled: [true], // the demo's one rule
+      prefixes: [],
+    };
+    await loadVersion(donor, shared);
+    const share = await perRound(
+      FLOOR_ROUNDS,
+      async () => {
+        if (!shareVersion(sharer, shared)) throw new Error("the floor's version was not shared");
+      },
+      async () => {
+        releaseSlot(sharer, shared.ref);
+        await rm(sharer.version(shared.ref), { recursive: true, force: true });
+      },
+    );
     // What the agent reads of a namespace before it plans: its links and qdiscs (rtnetlink dumps).
     const survey = await perRound(FLOOR_ROUNDS, async () => void (await surveyLinks(netns)));
     // What replaced an `ip netns set … auto; ip netns list` process: rtnetlink requests in this process.
@@ -445,6 +481,7 @@ async function floor(agentRssMiB: number): Promise<Record<string, unknown>> {
       spawn,
       load,
       attach,
+      share,
       survey,
       numbering: { ...numbering, netnsFiles },
     };
@@ -464,6 +501,12 @@ async function floor(agentRssMiB: number): Promise<Record<string, unknown>> {
             `${attach.ownMs} ms`,
             `${attach.childrenMs} ms`,
             `${attach.wallMs} ms`,
+          ],
+          [
+            "share a loaded version in process (bpf(2)): pins and a slot",
+            `${share.ownMs} ms`,
+            `${share.childrenMs} ms`,
+            `${share.wallMs} ms`,
           ],
           [
             "survey in process (rtnetlink): links and qdiscs",

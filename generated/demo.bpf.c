@@ -65,6 +65,7 @@ struct rule_match {
 	__u32 rule;          /* index into the rule maps */
 	__be16 port;         /* network byte order: the port to write (rewrite), or the proxy's (steer) */
 	__u8 on_proxy_down;  /* enum proxy_down_action; steer rules only */
+	__u8 namespace_slot; /* where a steered SYN counts (namespace_slot.h): set by steer() */
 };
 
 #endif /* INTERCEPT_TYPES_H */
@@ -78,6 +79,7 @@ struct rule_match {
  *   rule 1: tcp any 8443 -> 9443 steer, proxy down: drop
  */
 #define RULE_COUNT 2
+#define COUNTER_NAMESPACES 128 /* namespace slots kept apart: as many as 1 MiB of counters a CPU allows, 128 at most */
 #define POLICY_REWRITES 0 /* 1: some rule rewrites ports, and intercept_egress restores replies */
 #define POLICY_STEERS 1   /* 1: some rule steers new connections to a proxy's listener */
 #define POLICY_ADDRESSES 0 /* 1: some rule selects sources or destinations */
@@ -100,6 +102,29 @@ struct rule_match {
 #include <bpf/bpf_helpers.h>
 
 /* lib/types.h: inlined above */
+/* ---- lib/namespace_slot.h ---- */
+/* namespace_slot.h — which namespace a packet is counted for, when one
+ * loaded program is attached in many.
+ *
+ * Each namespace sharing a program has a slot. Its tc filter carries the
+ * slot as its classid, 1:<slot> (TCA_BPF_CLASSID), and cls_bpf sets
+ * skb->tc_classid to the filter's classid before it runs a direct-action
+ * program: one context load tells the program where it runs (tc_slot.h).
+ * Slot 0 is the namespace that loaded the program, and any filter without a
+ * classid (the CNI plugin's, an older intercept's). The cgroup programs are
+ * never shared and count at slot 0.
+ *
+ * src/model/namespace-slot.ts mirrors NAMESPACE_SLOTS and the classid's
+ * encoding; tests/unit/bpf-abi.test.ts checks the two agree. */
+#ifndef INTERCEPT_NAMESPACE_SLOT_H
+#define INTERCEPT_NAMESPACE_SLOT_H
+
+#define NAMESPACE_SLOTS 128 /* slot 0, the loader's, and 127 sharing namespaces */
+#define LOADER_SLOT 0       /* the loader's namespace, a filter without classid, the cgroup programs */
+
+_Static_assert(NAMESPACE_SLOTS <= 256, "struct rule_match (types.h) keeps a namespace slot in a byte");
+
+#endif /* INTERCEPT_NAMESPACE_SLOT_H */
 
 #ifndef RULE_COUNT
 #error "maps.h needs RULE_COUNT: include it after the policy block"
@@ -118,9 +143,13 @@ struct {
 	__type(value, struct rule_state);
 } rule_state SEC(".maps");
 
-/* What each rule counts: COUNTER_SLOTS counters per rule, at key
- * rule * COUNTER_SLOTS + slot. src/compile/counters.ts describes the same
- * layout to the readers (a unit test keeps the two in step). */
+/* What each rule counts: COUNTER_SLOTS counters per rule and namespace
+ * slot (namespace_slot.h), at key
+ *
+ *   (namespace_slot * RULE_COUNT + rule) * COUNTER_SLOTS + counter
+ *
+ * src/model/counters.ts describes the same layout to the readers (a unit
+ * test keeps the two in step). */
 enum counter_slot {
 	COUNTER_REWRITTEN_INGRESS  = 0, /* destination port rewritten on arrival */
 	COUNTER_REWRITTEN_EGRESS   = 1, /* source port of a reply rewritten back */
@@ -139,9 +168,18 @@ struct rule_counter {
 	__u64 bytes;
 };
 
+/* The namespace slots rule_counters keeps apart (COUNTER_NAMESPACES, from
+ * the policy block): NAMESPACE_SLOTS while 1 MiB of counters a CPU allows,
+ * fewer for a policy of many rules, 1 for an object of cgroup programs
+ * only, which are never shared. The key stays the same. */
+#ifndef COUNTER_NAMESPACES
+#error "maps.h needs COUNTER_NAMESPACES: include it after the policy block"
+#endif
+_Static_assert(COUNTER_NAMESPACES >= 1 && COUNTER_NAMESPACES <= NAMESPACE_SLOTS, "COUNTER_NAMESPACES out of range");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, RULE_COUNT * COUNTER_SLOTS);
+	__uint(max_entries, COUNTER_NAMESPACES * RULE_COUNT * COUNTER_SLOTS);
 	__type(key, __u32);
 	__type(value, struct rule_counter);
 } rule_counters SEC(".maps");
@@ -168,15 +206,16 @@ static __always_inline int rule_enabled(__u32 rule)
 	return state && state->enabled;
 }
 
-/* count_packet — adds one packet of @bytes to @rule's counter in @slot. */
-static __always_inline void count_packet(__u32 rule, enum counter_slot slot, __u32 bytes)
+/* count_packet — adds one packet of @bytes to @rule's @counter in
+ * namespace slot @ns_slot. */
+static __always_inline void count_packet(__u32 ns_slot, __u32 rule, enum counter_slot counter, __u32 bytes)
 {
-	__u32 key = rule * COUNTER_SLOTS + slot;
-	struct rule_counter *counter = bpf_map_lookup_elem(&rule_counters, &key);
+	__u32 key = (ns_slot * RULE_COUNT + rule) * COUNTER_SLOTS + counter;
+	struct rule_counter *entry = bpf_map_lookup_elem(&rule_counters, &key);
 
-	if (counter) {
-		counter->packets++;
-		counter->bytes += bytes;
+	if (entry) {
+		entry->packets++;
+		entry->bytes += bytes;
 	}
 }
 
@@ -678,7 +717,7 @@ struct flow_event {
 	__u32 pid;                    /* the task (outbound), else 0 */
 	__u32 uid;
 	char comm[COMM_CHARS];
-	__u32 pad2;
+	__u32 namespace_slot;         /* where the tc program runs (namespace_slot.h); 0 for outbound */
 };
 
 struct {
@@ -764,6 +803,44 @@ static __always_inline void event_send(struct flow_event *event)
 
 #endif /* INTERCEPT_EVENTS_H */
 /* lib/parse.h: inlined above */
+/* ---- lib/tc_slot.h ---- */
+/* tc_slot.h — how a tc program learns the namespace slot it runs in
+ * (namespace_slot.h), and where user space claims the slots of a program
+ * it shares. Only objects with tc programs hold these. */
+#ifndef INTERCEPT_TC_SLOT_H
+#define INTERCEPT_TC_SLOT_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+/* lib/namespace_slot.h: inlined above */
+
+/* The namespace slots claimed, by slot: the inode of the network namespace
+ * holding it (its /proc/PID/ns/net), which is how user space finds its
+ * own. The programs never read it: user space claims a free slot
+ * atomically (BPF_NOEXIST) before it attaches a filter with the slot's
+ * classid, and releases it once the filter is gone. libbpf creates, and
+ * bpftool's pinmaps pins, every map in .maps, read by a program or not. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, COUNTER_NAMESPACES); /* the slots this program keeps apart, 0 included */
+	__type(key, __u32);
+	__type(value, __u64);
+} namespace_slots SEC(".maps");
+
+/* namespace_slot — the slot @skb counts under: the minor number of its
+ * filter's classid, or LOADER_SLOT for a classid no slot of this program has (a filter
+ * someone else attached with a classid of their own). The kernel keeps
+ * only the minor (qdisc_skb_cb's tc_classid is 16 bits, and the verifier
+ * turns this load into a 16-bit one), so no mask is needed. */
+static __always_inline __u32 namespace_slot(const struct __sk_buff *skb)
+{
+	__u32 slot = skb->tc_classid;
+
+	return slot < COUNTER_NAMESPACES ? slot : LOADER_SLOT;
+}
+
+#endif /* INTERCEPT_TC_SLOT_H */
 
 /* Only what the policy uses is compiled: an unused static function is an
  * error under -Wall -Werror, and a rewrite-only policy stays free of the
@@ -902,6 +979,7 @@ static __always_inline int rewrite_port(struct __sk_buff *skb, const struct l4_p
 
 /* lib/types.h: inlined above */
 /* lib/events.h: inlined above */
+/* lib/tc_slot.h: inlined above */
 
 /* event_is_syn — true for the SYN of a new TCP connection: the first
  * packet of a flow, the one a rewrite rule records (a UDP datagram has no
@@ -963,6 +1041,7 @@ static __always_inline void rewrite_event(struct __sk_buff *skb, const struct l4
 	if (!event)
 		return;
 	event->ifindex = skb->ifindex;
+	event->namespace_slot = namespace_slot(skb); /* a SYN's record: read again, not kept across the count */
 	event_addresses(skb, pkt, event);
 	event->target = event->destination;
 	event->target_port = match->port;
@@ -972,14 +1051,16 @@ static __always_inline void rewrite_event(struct __sk_buff *skb, const struct l4
 #endif /* INTERCEPT_REWRITE_EVENTS_H */
 
 /* rewrite — sets @which port of a packet a rewrite rule (@match) named,
- * and counts it in @slot, if the rule is enabled. A new connection's SYN
- * arriving is recorded too (events.h). */
+ * and counts it in @counter of the packet's namespace slot, if the rule is
+ * enabled. A new connection's SYN arriving is recorded too (events.h). The
+ * slot is read where it is used: kept in @match across the count's map
+ * lookup, it would cost every hit a register spill. */
 static __always_inline void rewrite(struct __sk_buff *skb, const struct l4_packet *pkt,
-				    const struct rule_match *match, enum l4_port which, enum counter_slot slot)
+				    const struct rule_match *match, enum l4_port which, enum counter_slot counter)
 {
 	if (!rule_enabled(match->rule) || rewrite_port(skb, pkt, which, match->port) != REWRITE_OK)
 		return;
-	count_packet(match->rule, slot, skb->len);
+	count_packet(namespace_slot(skb), match->rule, counter, skb->len);
 	if (which == PORT_DESTINATION)
 		rewrite_event(skb, pkt, match);
 }
@@ -1016,6 +1097,7 @@ static __always_inline void rewrite(struct __sk_buff *skb, const struct l4_packe
 /* lib/types.h: inlined above */
 /* lib/maps.h: inlined above */
 /* lib/events.h: inlined above */
+/* lib/tc_slot.h: inlined above */
 /* ---- lib/timewait.h ---- */
 /* timewait.h — lets a steered SYN reopen a 4-tuple the server still holds
  * in TIME_WAIT, as the kernel lets a SYN it handles itself.
@@ -1414,6 +1496,7 @@ static __always_inline void steer_event(struct __sk_buff *skb, const struct rule
 		return;
 	event->protocol = IPPROTO_TCP;
 	event->ifindex = skb->ifindex;
+	event->namespace_slot = match->namespace_slot;
 	if (size == sizeof(tuple->ipv4)) {
 		event->family = FAMILY_IPV4;
 		event_ipv4(&event->source, tuple->ipv4.saddr);
@@ -1433,16 +1516,16 @@ static __always_inline void steer_event(struct __sk_buff *skb, const struct rule
 }
 
 /* proxy_unavailable — the verdict for a SYN (@tuple, @size bytes) the
- * proxy cannot take, counted in @slot and recorded as @verdict: dropped
+ * proxy cannot take, counted in @counter and recorded as @verdict: dropped
  * when the rule fails closed, else handed on to whatever listens on
  * originalPort. */
 static __always_inline int proxy_unavailable(struct __sk_buff *skb, const struct rule_match *match,
 					     const struct bpf_sock_tuple *tuple, int size,
-					     enum counter_slot slot, enum flow_verdict verdict)
+					     enum counter_slot counter, enum flow_verdict verdict)
 {
 	int pass = match->on_proxy_down == PROXY_DOWN_PASS;
 
-	count_packet(match->rule, slot, skb->len);
+	count_packet(match->namespace_slot, match->rule, counter, skb->len);
 	steer_event(skb, match, tuple, size, verdict, pass ? REASON_PASSED : REASON_DROPPED);
 	return pass ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 }
@@ -1460,7 +1543,7 @@ static __always_inline int time_wait_syn(struct __sk_buff *skb, const struct l4_
 	case REOPEN_SENT:
 		return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
 	case REOPEN_CORRUPTED: /* never hand on a frame that may still be the RST */
-		count_packet(match->rule, COUNTER_TIME_WAIT, skb->len);
+		count_packet(match->namespace_slot, match->rule, COUNTER_TIME_WAIT, skb->len);
 		steer_event(skb, match, tuple, size, VERDICT_TIME_WAIT, REASON_DROPPED);
 		return TC_ACT_SHOT;
 	default:
@@ -1493,10 +1576,10 @@ static __always_inline int steer_syn(struct __sk_buff *skb, const struct l4_pack
 	}
 	switch (assign_listener(skb, &tuple, size, match->port)) {
 	case STEER_ASSIGNED:
-		count_packet(match->rule, COUNTER_STEERED, skb->len);
+		count_packet(match->namespace_slot, match->rule, COUNTER_STEERED, skb->len);
 		reason = REASON_NONE;
 		if (time_wait_reopened(&tuple)) {
-			count_packet(match->rule, COUNTER_TIME_WAIT_RECYCLED, skb->len);
+			count_packet(match->namespace_slot, match->rule, COUNTER_TIME_WAIT_RECYCLED, skb->len);
 			reason = REASON_TIME_WAIT_RECYCLED;
 		}
 		steer_event(skb, match, &tuple, size, VERDICT_STEERED, reason);
@@ -1507,15 +1590,16 @@ static __always_inline int steer_syn(struct __sk_buff *skb, const struct l4_pack
 }
 
 /* steer — what ingress does with a packet a steer rule (@match) named.
- * Only a new connection of an enabled rule is acted on; every other packet
- * is handed on untouched. Returns the tc verdict: TC_ACT_UNSPEC;
+ * Only a new connection of an enabled rule is acted on, in the namespace
+ * slot it arrived in; every other packet is handed on untouched. Returns the tc verdict: TC_ACT_UNSPEC;
  * TC_ACT_REDIRECT for a SYN sent round ingress again behind the RST that
  * ends its tuple's TIME_WAIT; or TC_ACT_SHOT for a SYN the proxy cannot
  * take when the rule fails closed. */
-static __always_inline int steer(struct __sk_buff *skb, const struct l4_packet *pkt, const struct rule_match *match)
+static __always_inline int steer(struct __sk_buff *skb, const struct l4_packet *pkt, struct rule_match *match)
 {
 	if (!is_new_connection(skb, pkt) || !rule_enabled(match->rule))
 		return TC_ACT_UNSPEC;
+	match->namespace_slot = namespace_slot(skb);
 	return steer_syn(skb, pkt, match);
 }
 

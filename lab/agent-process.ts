@@ -42,7 +42,9 @@ export class AgentProcess {
       const found = this.lines.slice(from).find(matches);
       if (found) return found;
       if (Date.now() > deadline)
-        throw new Error(`no such log line; saw:\n${this.lines.map((l) => JSON.stringify(l)).join("\n")}`);
+        throw new Error(
+          `no such log line; saw:\n${this.lines.map((l) => JSON.stringify(l)).join("\n")}\nstderr:\n${this.errors}`,
+        );
       await new Promise<void>((resolve) => {
         this.waiters.push(resolve);
         setTimeout(resolve, 100);

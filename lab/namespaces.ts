@@ -66,6 +66,13 @@ export class NamespaceSet {
     return String(shown.stdout).includes("intercept_ingre");
   }
 
+  /** The id of the program intercept's ingress filter on @link in namespace @name runs (`bpftool net`); undefined when none. */
+  async ingressProgram(name: string, link: string): Promise<number | undefined> {
+    const shown = await execa("nsenter", [`--net=/var/run/netns/${name}`, "bpftool", "-j", "net", "show", "dev", link]);
+    const [net] = JSON.parse(shown.stdout) as { tc?: { kind: string; name: string; id: number }[] }[];
+    return net?.tc?.find((filter) => filter.kind === "clsact/ingress" && filter.name.startsWith("intercept_"))?.id;
+  }
+
   /** Deletes namespace @name, as a container runtime does when its pod goes. */
   async delete(name: string): Promise<void> {
     await execa("ip", ["netns", "del", name]);

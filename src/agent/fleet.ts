@@ -42,6 +42,8 @@ export interface FleetOptions extends Pick<NamespaceAgentOptions, "keep" | "lock
   host: Host;
   /** The policies in force, where their programs come from, and their content hash: shared by every namespace. */
   policies: () => { desired: DesiredPolicy[]; builder: ProgramBuilder; fingerprint?: string | undefined };
+  /** Share the programs other namespaces have loaded (DatapathOptions.loadOnce). */
+  loadOnce: boolean;
   /** A managed namespace disappeared (after it is forgotten). */
   onGone: (netns: NetworkNamespace) => void;
 }
@@ -280,7 +282,9 @@ export class Fleet {
   }
 
   private async startMember(member: Member): Promise<void> {
-    const datapath = await this.options.host.openDatapath(member.netns, "agent");
+    const datapath = await this.options.host.openDatapath(member.netns, "agent", {
+      loadOnce: this.options.loadOnce,
+    });
     if (member.key !== undefined && datapath.namespaceKey !== member.key) {
       throw new InterceptError(
         "netns-not-found",

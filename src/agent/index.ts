@@ -122,6 +122,9 @@ class Agent {
       {
         host,
         keep: options.keep,
+        // A shared program writes its records into the ring buffer of the namespace that loaded it,
+        // which the agent would read for two namespaces at once: with --flows, each loads its own.
+        loadOnce: !options.flows,
         lockTimeoutMs: options.lockTimeoutMs,
         lockHolder: options.namespaces.kind === "matching" ? FLEET_LOCK_HOLDER : AGENT_LOCK_HOLDER,
         policies: () => ({ ...this.policies!, fingerprint: this.inForce }),

@@ -19,6 +19,7 @@ import {
 } from "./match.js";
 import { assertRenderable } from "./renderable.js";
 import { slotCount } from "../model/rule-slots.js";
+import { namespaceCapacity } from "../model/counters.js";
 
 export const TEMPLATE_DIR = fileURLToPath(new URL("../../../templates/bpf/", import.meta.url));
 
@@ -143,6 +144,7 @@ export function renderPolicy(
     name: policy.name,
     // rule_state and rule_counters hold the interceptors, then the outbound rules.
     slots: Math.max(1, slotCount(policy)),
+    counterNamespaces: namespaceCapacity(Math.max(1, slotCount(policy))),
     outbound: policy.outbound ? outboundContext(policy.outbound) : false,
     switchLimit: SWITCH_LIMIT,
     prefixLimit,

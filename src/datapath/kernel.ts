@@ -1,13 +1,11 @@
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
+import { constants } from "node:os";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
-import { CommandError, InterceptError } from "../errors.js";
+import { InterceptError } from "../errors.js";
 import {
-  batch,
   deleteMapEntries,
   deleteMapEntry,
-  dumpMap,
-  formattedEntries,
   hashMapCommands,
   loadCommand,
   mapKeys,
@@ -26,7 +24,17 @@ import {
   detachFromCgroup,
   statCgroup,
 } from "../kernel/cgroups.js";
-import { runJson } from "../kernel/exec.js";
+import {
+  createPinnedHashMap,
+  type HashMapShape,
+  lookupPerCpu,
+  pinnedArray,
+  pinnedMapKeys,
+  pinnedProgramId,
+  updateElement,
+  withPinned,
+} from "../kernel/bpf-syscall.js";
+import { failure } from "../kernel/netlink.js";
 import { type NetworkNamespace } from "../model/namespace.js";
 import { listLinks, surveyLinks, type LinkSurvey } from "../kernel/survey.js";
 import { namespaceKey } from "../kernel/namespace.js";
@@ -48,6 +56,8 @@ import {
 } from "../kernel/tc.js";
 import {
   arrayKey,
+  cString,
+  exemptCgroupOf,
   exemptCgroupValue,
   FLOW_EVENT_MAPS,
   MAPS,
@@ -57,13 +67,15 @@ import {
   prefixMap,
   QDISC_REGISTRY,
   qdiscRecord,
+  ruleEnabled,
   ruleStateValue,
   type MapName,
   type PrefixEntry,
 } from "../model/bpf-abi.js";
 import { readNodePrograms } from "../kernel/node-table.js";
 import { COUNTER_SLOTS, counterKey } from "../model/counters.js";
-import { hexByte } from "../model/host-order.js";
+import { LOADER_SLOT } from "../model/namespace-slot.js";
+import { hexByte, readHostU32, readHostU64 } from "../model/host-order.js";
 import { isProgramName } from "../model/composition.js";
 import { isVersionName } from "../model/version.js";
 import {
@@ -71,6 +83,7 @@ import {
   type CgroupIdentity,
   type CgroupRef,
   type Counter,
+  type DatapathOptions,
   type Datapath,
   type DatapathOperation,
   type EmptyPin,
@@ -85,6 +98,8 @@ import {
   type RunResult,
 } from "./types.js";
 import { CGROUP_HOOKS, HOOKS, type CgroupHook, type Hook } from "../model/hooks.js";
+import { type LoadShares, shareLoads } from "./shared-versions.js";
+import { releaseNamespaceSlots, releaseSlot, slotOf } from "../kernel/slot-claims.js";
 import { type VersionRef } from "../model/version.js";
 
 /** Entries of the owned-qdisc registry: far more links than a namespace has. */
@@ -98,17 +113,19 @@ export class KernelDatapath implements Datapath {
     private readonly pins: PinLayout,
     /** The cgroup2 mount (null: none); cgroups are not per network namespace. */
     private readonly cgroupRoot: string | null,
+    /** Whether versions other namespaces hold are shared rather than loaded (DatapathOptions). */
+    private readonly loadOnce = true,
   ) {}
 
   /**
    * Checks privileges (@command names what needs them), that the namespace
    * exists, and that bpffs is mounted; nothing is changed in the kernel.
    */
-  static async open(netns: NetworkNamespace, command: string): Promise<KernelDatapath> {
+  static async open(netns: NetworkNamespace, command: string, options: DatapathOptions = {}): Promise<KernelDatapath> {
     await requireKernelPrivileges(command);
     const key = await namespaceKey(netns);
     await ensureBpffs();
-    return new KernelDatapath(netns, key, new PinLayout(key), await cgroupRoot());
+    return new KernelDatapath(netns, key, new PinLayout(key), await cgroupRoot(), options.loadOnce ?? true);
   }
 
   /**
@@ -119,7 +136,7 @@ export class KernelDatapath implements Datapath {
   static async node(command: string): Promise<KernelDatapath> {
     await requireKernelPrivileges(command);
     await ensureBpffs();
-    return new KernelDatapath({}, NODE_PINS, PinLayout.node(), null);
+    return new KernelDatapath({}, NODE_PINS, PinLayout.node(), null, false);
   }
 
   /** Every version pinned in this datapath's folder, as observe() reads them (without links or cgroups). */
@@ -245,16 +262,20 @@ export class KernelDatapath implements Datapath {
     return empty;
   }
 
+  /** The ifindexes in the qdisc registry (bpf(2) in this process); none without one. */
   private async ownedQdiscs(): Promise<number[]> {
-    return existsSync(this.pins.qdiscs) ? mapKeys(this.pins.qdiscs) : [];
+    if (!existsSync(this.pins.qdiscs)) return [];
+    const keys = pinnedMapKeys(this.pins.qdiscs, QDISC_REGISTRY.key.size);
+    if (keys === undefined) return mapKeys(this.pins.qdiscs); // could not be opened: bpftool tries again, and says why
+    return keys.map((key) => readHostU32(key, 0)).sort((a, b) => a - b);
   }
 
   /**
-   * Every pinned version, read with one bpftool process. bpftool's batch
-   * stops at its first failing command (a version whose load was cut short
-   * lacks a map), so when it fails each version is read on its own, and
-   * one that cannot be read is reported as incomplete rather than hiding
-   * the others.
+   * Every pinned version, read in this process by bpf(2): each program's
+   * id, and the content hash, rule switches and exempt cgroups from their
+   * maps (a bpftool process cost the agent ~13 ms of CPU a reconcile). A
+   * version that cannot be read whole (a load cut short lacks a map) is
+   * reported as incomplete rather than hiding the others.
    */
   private async observePrograms(): Promise<ObservedProgram[]> {
     const versions: VersionRef[] = [];
@@ -262,59 +283,31 @@ export class KernelDatapath implements Datapath {
       for (const version of (await listEntries(this.pins.policy(policy), "directories")).filter(isVersionName))
         versions.push({ policy, version });
     }
-    const pinned = versions.map(
-      (ref): PinnedVersion => ({
-        ref,
-        hooks: HOOKS.filter((hook) => existsSync(this.pins.program(ref, hook))),
-        cgroupHooks: CGROUP_HOOKS.filter((hook) => existsSync(this.pins.cgroupProgram(ref, hook))),
-      }),
-    );
-    const commands = pinned.map((version) => this.programCommands(version));
-    try {
-      const outputs = await batch(commands.flat(), true);
-      let next = 0;
-      return pinned.map((version, index) => toProgram(version, outputs.slice(next, (next += commands[index]!.length))));
-    } catch (error) {
-      if (!(error instanceof CommandError)) throw error;
-      return Promise.all(pinned.map((version, index) => this.observeProgram(version, commands[index]!)));
-    }
+    return versions.map((ref) => readVersion(this.pins, ref));
   }
 
-  private async observeProgram(version: PinnedVersion, commands: string[][]): Promise<ObservedProgram> {
-    try {
-      return toProgram(version, await Promise.all(commands.map((command) => runJson("bpftool", ["-j", ...command]))));
-    } catch (error) {
-      if (!(error instanceof CommandError)) throw error;
-      return {
-        ref: version.ref,
-        contentHash: null,
-        programIds: {},
-        enabled: [],
-        cgroupProgramIds: {},
-        exemptCgroups: [],
-      }; // unreadable: a load cut short
-    }
-  }
-
-  private programCommands({ ref, hooks, cgroupHooks }: PinnedVersion): string[][] {
-    return [
-      ...hooks.map((hook) => ["prog", "show", "pinned", this.pins.program(ref, hook)]),
-      ...cgroupHooks.map((hook) => ["prog", "show", "pinned", this.pins.cgroupProgram(ref, hook)]),
-      ["map", "dump", "pinned", this.pins.map(ref, MAPS.policy_meta.name)],
-      ["map", "dump", "pinned", this.pins.map(ref, MAPS.rule_state.name)],
-      ...(cgroupHooks.length > 0 ? [["map", "dump", "pinned", this.pins.map(ref, MAPS.exempt_cgroups.name)]] : []),
-    ];
-  }
-
+  /** @program's counters in this namespace's slot of it (0 unless it shares the version). */
   async readCounters(program: VersionRef, rules: number): Promise<RuleCounters[]> {
-    return readVersionCounters(this.pins, program, rules);
+    return readVersionCounters(this.pins, program, rules, slotOf(this.pins, program));
   }
 
+  /** Loads @load here, or pins it from a namespace that holds it already (./shared-versions.ts). */
   async loadProgram(load: ProgramLoad): Promise<void> {
-    await loadVersion(this.pins, load);
+    const shares = await this.share([load]);
+    try {
+      for (const own of shares.toLoad) await loadVersion(this.pins, own);
+    } finally {
+      shares.release();
+    }
+  }
+
+  /** @loads, those another namespace holds already pinned here (unless loadOnce is off): what is left to load. */
+  private share(loads: ProgramLoad[]): Promise<LoadShares> {
+    return this.loadOnce ? shareLoads(this.pins, loads) : Promise.resolve({ shared: [], toLoad: loads, release() {} });
   }
 
   async unloadProgram(ref: VersionRef): Promise<void> {
+    releaseSlot(this.pins, ref);
     await unloadVersion(this.pins, ref);
   }
 
@@ -335,6 +328,41 @@ export class KernelDatapath implements Datapath {
     await runCommands(await this.recordCommands(links));
   }
 
+  /**
+   * recordQdiscs by bpf(2) in this process, for a run with nothing to load
+   * (a process for the records alone cost the agent ~13 ms of CPU a namespace).
+   * The CNI plugin may make the registry meanwhile: then its is used.
+   */
+  private recordInProcess(links: LinkRef[]): void {
+    if (links.length === 0) return;
+    if (!existsSync(this.pins.qdiscs)) {
+      mkdirSync(this.pins.namespaceDir, { recursive: true });
+      const made = createPinnedHashMap(this.pins.qdiscs, this.registryShape());
+      if (made < 0 && made !== -constants.errno.EEXIST) throw failure(`bpf(BPF_MAP_CREATE) ${this.pins.qdiscs}`, -made);
+    }
+    const done = withPinned(this.pins.qdiscs, (fd) => {
+      for (const { key, value } of links.map((link) => qdiscRecord(link.ifindex))) {
+        const written = updateElement(fd, Buffer.from(key), Buffer.from(value));
+        if (written < 0) return written;
+      }
+      return 0;
+    });
+    if (done === undefined || done < 0)
+      throw failure(
+        `bpf(BPF_MAP_UPDATE_ELEM) ${this.pins.qdiscs}`,
+        done === undefined ? constants.errno.ENOENT : -done,
+      );
+  }
+
+  private registryShape(): HashMapShape {
+    return {
+      name: QDISC_REGISTRY.name,
+      keySize: QDISC_REGISTRY.key.size,
+      valueSize: QDISC_REGISTRY.value.size,
+      entries: QDISC_REGISTRY_ENTRIES,
+    };
+  }
+
   /** The bpftool commands of recordQdiscs; none for no links. */
   private async recordCommands(links: LinkRef[]): Promise<string[][]> {
     if (links.length === 0) return [];
@@ -343,13 +371,7 @@ export class KernelDatapath implements Datapath {
     const records = links
       .map((link) => qdiscRecord(link.ifindex))
       .map(({ key, value }) => ({ key: key.map(hexByte), value: value.map(hexByte) }));
-    const registry = {
-      name: QDISC_REGISTRY.name,
-      keySize: QDISC_REGISTRY.key.size,
-      valueSize: QDISC_REGISTRY.value.size,
-      entries: QDISC_REGISTRY_ENTRIES,
-    };
-    return hashMapCommands(this.pins.qdiscs, records, create ? registry : undefined);
+    return hashMapCommands(this.pins.qdiscs, records, create ? this.registryShape() : undefined);
   }
 
   /**
@@ -399,21 +421,27 @@ export class KernelDatapath implements Datapath {
     interrupt: AbortSignal | undefined,
   ): Promise<RunResult> {
     const qdiscs = attaches.flatMap((operation) => (operation.op === "addQdisc" ? [operation.link] : []));
+    const shares = await this.share(loads.map(({ load }) => load));
     try {
       const commands: string[][] = [];
       // The batch's first version makes the event maps when no pinned version has them: the
       // later loads of the batch run after its pins exist, and share them (sharedMaps).
       // Likewise the first outbound version makes the record maps every other one shares.
-      const firstOutbound = loads.find(({ load }) => (load.cgroupHooks ?? []).length > 0)?.load.ref;
-      for (const { load } of loads)
-        commands.push(...(await emptyVersionCommands(this.pins, load, loads[0]!.load.ref, firstOutbound)));
-      // Shared with the other namespaces loading meanwhile (a fleet's burst): one bpftool for many.
-      await runCommandsTogether([...commands, ...(await this.recordCommands(qdiscs))]);
+      const own = shares.toLoad;
+      const firstOutbound = own.find((load) => (load.cgroupHooks ?? []).length > 0)?.ref;
+      for (const load of own)
+        commands.push(...(await emptyVersionCommands(this.pins, load, own[0]!.ref, firstOutbound)));
+      // The records ride in the loads' bpftool batch, shared with the other namespaces loading
+      // meanwhile (a fleet's burst): one process for many. Every version shared: no process at all.
+      if (commands.length > 0) await runCommandsTogether([...commands, ...(await this.recordCommands(qdiscs))]);
+      else this.recordInProcess(qdiscs);
+      shares.release();
     } catch {
+      shares.release(); // before the loads are made again one at a time, which take their turns anew
       // bpftool does not say which command failed (nor, shared, whose): undo what any of them may have done, then
       // one at a time says which fails and how, exactly as it would have alone. An undo that
       // fails here fails again there (loadVersion clears the version's directory first).
-      await Promise.allSettled(loads.map(({ load }) => unloadVersion(this.pins, load.ref)));
+      await Promise.allSettled(loads.map(({ load }) => this.unloadProgram(load.ref)));
       await this.unrecordQdiscs(qdiscs);
       return performEach(this, [...loads, ...attaches], interrupt);
     }
@@ -448,8 +476,14 @@ export class KernelDatapath implements Datapath {
     return { done: made.done, error: made.error };
   }
 
+  /** @operation's filters: the version's pinned programs, each carrying this namespace's slot in it. */
   private filterTargets(operation: Extract<DatapathOperation, { op: "attachFilters" }>): FilterTarget[] {
-    return operation.hooks.map((hook) => ({ hook, programPin: this.pins.program(operation.program, hook) }));
+    const namespaceSlot = slotOf(this.pins, operation.program);
+    return operation.hooks.map((hook) => ({
+      hook,
+      programPin: this.pins.program(operation.program, hook),
+      namespaceSlot,
+    }));
   }
 
   async removeQdisc(link: LinkRef): Promise<void> {
@@ -476,6 +510,7 @@ export class KernelDatapath implements Datapath {
   }
 
   async forgetNamespace(): Promise<void> {
+    await releaseNamespaceSlots(this.pins);
     await removePins(this.pins.namespaceDir);
     await removeIfEmpty(path.dirname(this.pins.namespaceDir));
   }
@@ -645,19 +680,38 @@ export async function unloadVersion(pins: PinLayout, ref: VersionRef): Promise<v
   await removeIfEmpty(pins.policy(ref.policy));
 }
 
-/** Each rule's counters, slot by slot, summed over CPUs (rule_counters is per-CPU). */
-export async function readVersionCounters(pins: PinLayout, ref: VersionRef, rules: number): Promise<RuleCounters[]> {
-  const entries = new Map(
-    (await dumpMap<Counter>(pins.map(ref, MAPS.rule_counters.name))).map((entry) => [entry.key, entry.values ?? []]),
+/**
+ * Each rule's counters in namespace slot @namespaceSlot (the loader's by
+ * default), counter by counter, summed over CPUs (rule_counters is
+ * per-CPU). @rules is the program's number of rule slots (its RULE_COUNT):
+ * a namespace slot's block of counters is that long. Only that block is
+ * read, entry by entry (lookupPerCpu): the map holds every namespace
+ * slot's, NAMESPACE_SLOTS times more than a dump should print.
+ */
+export async function readVersionCounters(
+  pins: PinLayout,
+  ref: VersionRef,
+  rules: number,
+  namespaceSlot = LOADER_SLOT,
+): Promise<RuleCounters[]> {
+  const keys = Array.from({ length: rules }, (_, rule) =>
+    COUNTER_SLOTS.map((counter) => counterKey(rule, counter, { namespaceSlot, rules })),
   );
-  const total = (key: number): Counter =>
-    (entries.get(key) ?? []).reduce(
-      (sum, { value }) => ({ packets: sum.packets + value.packets, bytes: sum.bytes + value.bytes }),
+  const { value } = MAPS.rule_counters;
+  const perCpu = lookupPerCpu(pins.map(ref, MAPS.rule_counters.name), keys.flat(), value.size);
+  const total = (cpus: Buffer[]): Counter =>
+    cpus.reduce(
+      (sum, bytes) => ({
+        packets: sum.packets + readHostU64(bytes, value.fields.packets.offset),
+        bytes: sum.bytes + readHostU64(bytes, value.fields.bytes.offset),
+      }),
       { packets: 0, bytes: 0 },
     );
-  return Array.from(
-    { length: rules },
-    (_, rule) => Object.fromEntries(COUNTER_SLOTS.map((slot) => [slot, total(counterKey(rule, slot))])) as RuleCounters,
+  return keys.map(
+    (_, rule) =>
+      Object.fromEntries(
+        COUNTER_SLOTS.map((counter, index) => [counter, total(perCpu[rule * COUNTER_SLOTS.length + index]!)]),
+      ) as RuleCounters,
   );
 }
 
@@ -696,44 +750,33 @@ function leadingAttaches(operations: DatapathOperation[]): LinkAttach[] {
   return operations.slice(0, end === -1 ? operations.length : end) as LinkAttach[];
 }
 
-/** A version's pin directory: which programs it has pinned. */
-interface PinnedVersion {
-  ref: VersionRef;
-  hooks: Hook[];
-  cgroupHooks: CgroupHook[];
-}
-
-/** A version from the outputs of its programCommands, in their order. */
-function toProgram({ ref, hooks, cgroupHooks }: PinnedVersion, outputs: unknown[]): ObservedProgram {
-  const id = (output: unknown) => (output as { id?: number } | undefined)?.id;
+/** @ref's pins, read (observePrograms); incomplete when a program or map cannot be read. */
+function readVersion(pins: PinLayout, ref: VersionRef): ObservedProgram {
+  const incomplete = { ref, contentHash: null, programIds: {}, enabled: [], cgroupProgramIds: {}, exemptCgroups: [] };
   const programIds: Partial<Record<Hook, number>> = {};
-  hooks.forEach((hook, index) => (programIds[hook] = id(outputs[index])));
+  for (const hook of HOOKS.filter((hook) => existsSync(pins.program(ref, hook)))) {
+    programIds[hook] = pinnedProgramId(pins.program(ref, hook));
+    if (programIds[hook] === undefined) return incomplete;
+  }
   const cgroupProgramIds: Partial<Record<CgroupHook, number>> = {};
-  cgroupHooks.forEach((hook, index) => (cgroupProgramIds[hook] = id(outputs[hooks.length + index])));
-  const [meta, state, exempt] = outputs.slice(hooks.length + cgroupHooks.length);
-  const metaEntries = formattedEntries<{ content_hash: number[] | string }>(meta);
-  const contentHash = cString(metaEntries[0]?.value?.content_hash);
+  for (const hook of CGROUP_HOOKS.filter((hook) => existsSync(pins.cgroupProgram(ref, hook)))) {
+    cgroupProgramIds[hook] = pinnedProgramId(pins.cgroupProgram(ref, hook));
+    if (cgroupProgramIds[hook] === undefined) return incomplete;
+  }
+  const meta = pinnedArray(pins.map(ref, MAPS.policy_meta.name));
+  const state = pinnedArray(pins.map(ref, MAPS.rule_state.name));
+  const outbound = Object.keys(cgroupProgramIds).length > 0;
+  const exempt = outbound ? pinnedArray(pins.map(ref, MAPS.exempt_cgroups.name)) : [];
+  if (meta?.[0] === undefined || state === undefined || exempt === undefined) return incomplete;
+  const contentHash = cString(meta[0]);
   return {
     ref,
     contentHash: contentHash === "" ? null : contentHash,
     programIds,
-    enabled: formattedEntries<{ enabled: number }>(state).map((entry) => entry.value?.enabled === 1),
+    enabled: state.map(ruleEnabled),
     cgroupProgramIds,
-    exemptCgroups:
-      exempt === undefined
-        ? []
-        : formattedEntries<{ id: number; level: number }>(exempt)
-            .filter((entry) => entry.value && entry.value.id !== 0)
-            .map((entry) => ({ id: entry.value!.id, level: entry.value!.level })),
+    exemptCgroups: exempt.map(exemptCgroupOf).filter((cgroup) => cgroup.id !== 0),
   };
-}
-
-/** bpftool prints a char array as its bytes; the string ends at the first NUL. */
-function cString(chars: number[] | string | undefined): string {
-  if (typeof chars === "string") return chars;
-  const bytes = chars ?? [];
-  const end = bytes.indexOf(0);
-  return Buffer.from(end === -1 ? bytes : bytes.slice(0, end)).toString("latin1");
 }
 
 /** An update of the map pinned at @pin, its key and value as bpftool takes bytes. */

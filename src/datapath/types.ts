@@ -145,6 +145,16 @@ export interface Counter {
 export type RuleCounters = Record<CounterSlot, Counter>;
 
 /** A version to load: which, from which object file, with which rule switches and prefix lists. */
+/** How a namespace's datapath is opened. */
+export interface DatapathOptions {
+  /**
+   * Pin a version another namespace has loaded (same content hash and
+   * switches, tc programs only) instead of loading it again: load once,
+   * attach everywhere (src/datapath/shared-versions.ts). On unless off.
+   */
+  loadOnce?: boolean;
+}
+
 export interface ProgramLoad {
   ref: VersionRef;
   contentHash: string;

@@ -14,6 +14,8 @@ export interface FlowRecord {
   version: string;
   /** The rule's slot in the program's rule maps; the slot after the last for a record of no rule. */
   slot: number;
+  /** The namespace slot the tc program ran in (src/model/namespace-slot.ts); 0 for an outbound program. */
+  namespaceSlot: number;
   verdict: FlowVerdict;
   reason: FlowReason;
   family: "ipv4" | "ipv6";
@@ -49,6 +51,7 @@ export function decodeRecord(bytes: Buffer): FlowRecord {
     monotonicNs: hostBig(bytes, FLOW_EVENT.fields.time_ns),
     version: text(bytes, FLOW_EVENT.fields.version),
     slot: host("rule"),
+    namespaceSlot: host("namespace_slot"),
     verdict: FLOW_VERDICTS[host("verdict") as keyof typeof FLOW_VERDICTS] ?? "steered",
     reason: FLOW_REASONS[host("reason") as keyof typeof FLOW_REASONS] ?? "none",
     family,

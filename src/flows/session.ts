@@ -10,7 +10,9 @@ import type { LoadedPolicy } from "../load/index.js";
 import { InterceptError } from "../errors.js";
 import { listLinks } from "../kernel/survey.js";
 import { namespaceKey } from "../kernel/namespace.js";
+import { performance } from "node:perf_hooks";
 import { PinLayout } from "../kernel/pins.js";
+import { slotOf } from "../kernel/slot-claims.js";
 import { FLOW_EVENTS } from "../model/bpf-abi.js";
 import { describeNamespace, type NetworkNamespace } from "../model/namespace.js";
 import { flowsFiles } from "../model/recent-flows.js";
@@ -94,9 +96,14 @@ export async function watchNamespace(netns: NetworkNamespace, options: WatchOpti
     }
   }
   const records = stream;
+  const slots = new NamespaceSlots(pins);
   async function* entries(): AsyncGenerator<FlowEntry[]> {
-    for await (const batch of records.batches) {
-      const decoded = batch.map(decodeRecord);
+    for await (const read of records.batches) {
+      // A ring buffer of a shared program holds the records of every namespace sharing it.
+      const ours = await slots.ours(read.map((bytes) => ({ bytes, record: decodeRecord(bytes) })));
+      if (ours.length === 0) continue;
+      const batch = ours.map((entry) => entry.bytes);
+      const decoded = ours.map((entry) => entry.record);
       // A version loaded since the start (the agent replaced a program), or a link made since.
       if (decoded.some((record) => !context.rules.has(record.version)))
         context.rules = await RuleDirectory.read(pins, options.desired, options.loaded);
@@ -126,3 +133,38 @@ function isLockHeld(error: unknown): boolean {
 async function linkNames(netns: NetworkNamespace): Promise<Map<number, string>> {
   return new Map((await listLinks(netns)).map((link) => [link.ifindex, link.name]));
 }
+
+/**
+ * This namespace's slot in each version pinned here (src/kernel/slot-claims.ts):
+ * a program loaded once for many namespaces writes every one's records into
+ * one ring buffer, each record with the slot of its namespace
+ * (src/datapath/shared-versions.ts). A version is looked up when its first
+ * record comes (again at most once a second while it is not pinned here);
+ * one no longer pinned keeps the slot it had.
+ */
+export class NamespaceSlots {
+  private readonly slots = new Map<string, number>();
+  /** Versions a record named that were not pinned here, and when that was last found. */
+  private readonly absent = new Map<string, number>();
+
+  constructor(private readonly pins: PinLayout) {}
+
+  /** The records of @batch written for this namespace. */
+  async ours<T extends { record: FlowRecord }>(batch: T[]): Promise<T[]> {
+    const now = performance.now();
+    const unknown = [...new Set(batch.map(({ record }) => record.version))].filter((v) => !this.slots.has(v));
+    if (unknown.some((version) => now - (this.absent.get(version) ?? -Infinity) > RELEARN_MS)) {
+      await this.learn();
+      for (const version of unknown) if (!this.slots.has(version)) this.absent.set(version, now);
+    }
+    return batch.filter(({ record }) => this.slots.get(record.version) === record.namespaceSlot);
+  }
+
+  private async learn(): Promise<void> {
+    for (const ref of await versionsWithEvents(this.pins))
+      if (!this.slots.has(ref.version)) this.slots.set(ref.version, slotOf(this.pins, ref));
+  }
+}
+
+/** How often versions not pinned here (another namespace's, in a shared ring buffer) are looked for again. */
+const RELEARN_MS = 1_000;

@@ -17,7 +17,7 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { formattedEntries, loadAndPin, type MapEntry } from "../kernel/bpftool.js";
+import { formattedEntries, hostBytes, loadAndPin, type MapEntry } from "../kernel/bpftool.js";
 import { runWithInput } from "../kernel/exec.js";
 import { type NetworkNamespace } from "../model/namespace.js";
 import { BPFFS, removePins, type PinLayout } from "../kernel/pins.js";
@@ -85,28 +85,32 @@ export class SideCopy {
   /**
    * Runs each of @frames through the copy's ingress program, in @netns
    * (whose sockets its lookups see), each followed by a read of the copy's
-   * counters: one bpftool batch, in one process, for them all.
+   * counters of @slots rules: one bpftool batch, in one process, for them
+   * all. A test run has no filter, so it counts in the loader's namespace
+   * slot: only that block is looked up, key by key, not the whole map (a
+   * block for every namespace slot).
    */
   async runMany(netns: NetworkNamespace, frames: Buffer[], slots: number): Promise<TestRunResult[]> {
     const program = path.join(this.dir, "progs", TC_PROGRAMS.ingress.name);
     const counters = path.join(this.dir, "maps", MAPS.rule_counters.name);
+    const keys = Array.from({ length: slots * COUNTER_SLOTS.length }, (_, key) => key);
+    const lookups = keys.map((key) => `map lookup pinned ${counters} key hex ${hostBytes(key, 4).join(" ")}`);
     const lines: string[] = [];
     for (const [index, frame] of frames.entries()) {
       const [input, output] = [path.join(this.files, `in${index}.bin`), path.join(this.files, `out${index}.bin`)];
       await writeFile(input, frame);
-      lines.push(
-        `prog run pinned ${program} data_in ${input} data_out ${output} repeat 1`,
-        `map dump pinned ${counters}`,
-      );
+      lines.push(`prog run pinned ${program} data_in ${input} data_out ${output} repeat 1`, ...lookups);
     }
     const printed = await runWithInput("bpftool", ["-j", "batch", "file", "-"], `${lines.join("\n")}\n`, netns);
     const outputs = (JSON.parse(printed) as { output: unknown }[]).map((entry) => entry.output);
     const results: TestRunResult[] = [];
+    const stride = 1 + lookups.length;
     for (const [index, frame] of frames.entries()) {
-      const ran = outputs[2 * index] as { retval: number };
+      const ran = outputs[stride * index] as { retval: number };
+      const entries = outputs.slice(stride * index + 1, stride * (index + 1));
       results.push({
         returnValue: ran.retval | 0,
-        matched: this.moved(formattedEntries<{ packets: number }>(outputs[2 * index + 1]), slots),
+        matched: this.moved(formattedEntries<{ packets: number }>(entries), slots),
         unchanged: (await readFile(path.join(this.files, `out${index}.bin`))).equals(frame),
       });
     }

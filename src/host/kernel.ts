@@ -1,6 +1,8 @@
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { KernelDatapath } from "../datapath/kernel.js";
+import type { DatapathOptions } from "../datapath/types.js";
+import { releaseNamespaceSlots } from "../kernel/slot-claims.js";
 import { InterceptError } from "../errors.js";
 import { cgroupRoot } from "../kernel/cgroups.js";
 import { onTerminationSignals } from "../kernel/exec.js";
@@ -65,8 +67,8 @@ export class KernelHost implements Host {
     await ensureBpffs();
   }
 
-  openDatapath(netns: NetworkNamespace, command: string): Promise<NamespaceDatapath> {
-    return KernelDatapath.open(netns, command);
+  openDatapath(netns: NetworkNamespace, command: string, options?: DatapathOptions): Promise<NamespaceDatapath> {
+    return KernelDatapath.open(netns, command, options);
   }
 
   ownNamespaceKey(): Promise<string> {
@@ -129,7 +131,9 @@ export class KernelHost implements Host {
   }
 
   async removeNamespacePins(key: string): Promise<void> {
-    await removePins(new PinLayout(key, this.pinRoot).namespaceDir);
+    const pins = new PinLayout(key, this.pinRoot);
+    await releaseNamespaceSlots(pins);
+    await removePins(pins.namespaceDir);
     await removeIfEmpty(this.pinRoot);
   }
 

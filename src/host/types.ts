@@ -1,4 +1,4 @@
-import type { Datapath } from "../datapath/types.js";
+import type { Datapath, DatapathOptions } from "../datapath/types.js";
 import type { NetworkNamespace } from "../model/namespace.js";
 import type { RecentFlowsDocument } from "../model/recent-flows.js";
 import type { LockOptions, NamespaceLock } from "./lock.js";
@@ -76,7 +76,7 @@ export interface Host {
   /** Root, or CAP_NET_ADMIN and CAP_SYS_ADMIN, and bpffs mounted; @command names who needs them. */
   requireKernelAccess(command: string): Promise<void>;
   /** The datapath of @netns, after checking privileges and that it exists; changes nothing. */
-  openDatapath(netns: NetworkNamespace, command: string): Promise<NamespaceDatapath>;
+  openDatapath(netns: NetworkNamespace, command: string, options?: DatapathOptions): Promise<NamespaceDatapath>;
   /** The key of the namespace this process runs in. */
   ownNamespaceKey(): Promise<string>;
   /** What the file naming @name in the namespace directory is now. */

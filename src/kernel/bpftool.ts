@@ -2,6 +2,7 @@ import { availableParallelism } from "node:os";
 import { mkdir } from "node:fs/promises";
 import { CommandError } from "../errors.js";
 import { hexByte, hostOrder } from "../model/host-order.js";
+import type { HashMapShape } from "./bpf-syscall.js";
 import { run, runJson, runWithInput } from "./exec.js";
 import { Together } from "./together.js";
 
@@ -168,14 +169,6 @@ export async function dumpMap<V>(pin: string): Promise<MapEntry<V>[]> {
 
 export function formattedEntries<V>(dump: unknown): MapEntry<V>[] {
   return (dump as { formatted: MapEntry<V> }[]).map((entry) => entry.formatted);
-}
-
-/** A hash map to create: its name, its key and value sizes in bytes, and how many entries it holds. */
-export interface HashMapShape {
-  name: string;
-  keySize: number;
-  valueSize: number;
-  entries: number;
 }
 
 /**

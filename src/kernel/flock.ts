@@ -1,6 +1,6 @@
-import { createRequire } from "node:module";
 import { constants } from "node:os";
 import { InterceptError } from "../errors.js";
+import { bindLibc } from "./libc.js";
 
 /** flock(2)'s operations (<sys/file.h>). */
 const LOCK_EX = 2;
@@ -18,14 +18,8 @@ let flockCall: { flock: Flock; errno: () => number } | undefined;
  */
 function libcFlock(): { flock: Flock; errno: () => number } {
   if (flockCall) return flockCall;
-  try {
-    // koffi is CommonJS with a native addon: required, not imported, so commands that never lock never load it.
-    const koffi = createRequire(import.meta.url)("koffi") as typeof import("koffi");
-    const flock = koffi.load("libc.so.6").func("int flock(int fd, int operation)") as Flock;
-    flockCall = { flock, errno: () => koffi.errno() };
-  } catch (error) {
-    throw new InterceptError("tool-missing", `cannot bind flock(2) from libc: ${(error as Error).message}`);
-  }
+  const { koffi, lib } = bindLibc("flock(2)");
+  flockCall = { flock: lib.func("int flock(int fd, int operation)") as Flock, errno: () => koffi.errno() };
   return flockCall;
 }
 

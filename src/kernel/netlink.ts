@@ -1,9 +1,9 @@
 import { closeSync, constants as fsConstants, openSync } from "node:fs";
-import { createRequire } from "node:module";
 import { constants } from "node:os";
 import path from "node:path";
 import { CommandError, InterceptError, messageOf } from "../errors.js";
 import { describeNamespace, NETNS_DIR, type NetworkNamespace } from "../model/namespace.js";
+import { bindLibc } from "./libc.js";
 
 /*
  * rtnetlink in this process, for the exchanges the agent makes per
@@ -15,8 +15,7 @@ import { describeNamespace, NETNS_DIR, type NetworkNamespace } from "../model/na
  * and a spawn costs the agent ~13 ms of its CPU; a request here costs
  * microseconds. The messages are built and read by pure functions
  * (unit-tested against known bytes); the socket is libc's, bound through
- * koffi as flock(2) is, and so is bpf(2) for the few calls tc makes
- * (a pinned program's descriptor, a program's name by id).
+ * koffi as flock(2) and bpf(2) are (./libc.ts, ./bpf-syscall.ts).
  */
 
 /** <sys/socket.h>, <linux/netlink.h>: a NETLINK_ROUTE socket. */
@@ -256,124 +255,35 @@ interface Libc {
   setns: (fd: number, type: number) => number;
   setsockopt: (fd: number, level: number, name: number, value: Buffer, length: number) => number;
   strerror: (errno: number) => string;
-  /** bpf(BPF_OBJ_GET): a descriptor of the object pinned at @pin, or -1 (then errno). */
-  objectGet: (pin: string) => number;
-  /** A program's name (bpf_prog_info.name) by its id, or a negative errno. */
-  programName: (id: number) => string | number;
   errno: () => number;
 }
 
-/** <linux/bpf.h>: bpf(2)'s number on x86_64 and aarch64, and its command that opens a pinned object. */
-const BPF_SYSCALL: Partial<Record<string, number>> = { x64: 321, arm64: 280 };
-const BPF_OBJ_GET = 7;
-
 let libcCalls: Libc | undefined;
 
-/** libc's socket calls, bound once through koffi (its prebuilt binaries: nothing compiled at install). */
+/** libc's socket calls, bound once (./libc.ts). */
 function libc(): Libc {
   if (libcCalls) return libcCalls;
-  try {
-    // koffi is CommonJS with a native addon: required, not imported, so commands that never use netlink never load it.
-    const koffi = createRequire(import.meta.url)("koffi") as typeof import("koffi");
-    const lib = koffi.load("libc.so.6");
-    libcCalls = {
-      socket: lib.func("int socket(int domain, int type, int protocol)") as Libc["socket"],
-      sendto: lib.func(
-        "long sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)",
-      ) as Libc["sendto"],
-      recv: lib.func("long recv(int fd, void *buf, size_t len, int flags)") as Libc["recv"],
-      close: lib.func("int close(int fd)") as Libc["close"],
-      setns: lib.func("int setns(int fd, int nstype)") as Libc["setns"],
-      setsockopt: lib.func(
-        "int setsockopt(int fd, int level, int name, const void *value, uint32_t length)",
-      ) as Libc["setsockopt"],
-      strerror: lib.func("const char *strerror(int errnum)") as Libc["strerror"],
-      objectGet: objectGetCall(koffi, lib),
-      programName: programNameCall(koffi, lib),
-      errno: () => koffi.errno(),
-    };
-  } catch (error) {
-    throw new InterceptError("tool-missing", `cannot bind socket calls from libc: ${(error as Error).message}`);
-  }
+  const { koffi, lib } = bindLibc("socket calls");
+  libcCalls = {
+    socket: lib.func("int socket(int domain, int type, int protocol)") as Libc["socket"],
+    sendto: lib.func(
+      "long sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)",
+    ) as Libc["sendto"],
+    recv: lib.func("long recv(int fd, void *buf, size_t len, int flags)") as Libc["recv"],
+    close: lib.func("int close(int fd)") as Libc["close"],
+    setns: lib.func("int setns(int fd, int nstype)") as Libc["setns"],
+    setsockopt: lib.func(
+      "int setsockopt(int fd, int level, int name, const void *value, uint32_t length)",
+    ) as Libc["setsockopt"],
+    strerror: lib.func("const char *strerror(int errnum)") as Libc["strerror"],
+    errno: () => koffi.errno(),
+  };
   return libcCalls;
-}
-
-/** bpf(BPF_OBJ_GET) through libc's syscall(2): union bpf_attr's pathname, bpf_fd, file_flags, path_fd. */
-function objectGetCall(koffi: typeof import("koffi"), lib: import("koffi").IKoffiLib): Libc["objectGet"] {
-  const number = BPF_SYSCALL[process.arch];
-  if (number === undefined) throw new Error(`no bpf(2) syscall number known for ${process.arch}`);
-  const attr = koffi.struct("bpf_obj_get_attr", {
-    pathname: "const char *",
-    bpf_fd: "uint32",
-    file_flags: "uint32",
-    path_fd: "int32",
-    pad: "uint32",
-  });
-  const syscall = lib.func("long syscall(long number, ...)");
-  return (pin) => {
-    const value = { pathname: pin, bpf_fd: 0, file_flags: 0, path_fd: 0, pad: 0 };
-    return Number(syscall(number, "int", BPF_OBJ_GET, koffi.pointer(attr), value, "uint32", koffi.sizeof(attr)));
-  };
-}
-
-/** <linux/bpf.h>: the commands that open a program by id and read its bpf_prog_info. */
-const BPF_PROG_GET_FD_BY_ID = 13;
-const BPF_OBJ_GET_INFO_BY_FD = 15;
-/** struct bpf_prog_info up to its name: name[BPF_OBJ_NAME_LEN] at offset 64. */
-const PROG_INFO_NAME_OFFSET = 64;
-const BPF_OBJ_NAME_LEN = 16;
-
-/**
- * A program's name by id, as `tc filter show` prints it: bpf(2)
- * BPF_PROG_GET_FD_BY_ID, then BPF_OBJ_GET_INFO_BY_FD with a bpf_prog_info
- * cut after the name (the kernel fills what fits, zeroes the rest).
- */
-function programNameCall(koffi: typeof import("koffi"), lib: import("koffi").IKoffiLib): Libc["programName"] {
-  const number = BPF_SYSCALL[process.arch];
-  if (number === undefined) throw new Error(`no bpf(2) syscall number known for ${process.arch}`);
-  const byId = koffi.struct("bpf_prog_get_fd_attr", { prog_id: "uint32", next_id: "uint32", open_flags: "uint32" });
-  const infoAttr = koffi.struct("bpf_info_attr", { bpf_fd: "uint32", info_len: "uint32", info: "void *" });
-  const syscall = lib.func("long syscall(long number, ...)");
-  const close = lib.func("int close(int fd)");
-  const info = Buffer.alloc(PROG_INFO_NAME_OFFSET + BPF_OBJ_NAME_LEN);
-  return (id) => {
-    const request = { prog_id: id, next_id: 0, open_flags: 0 };
-    const fd = Number(syscall(number, "int", BPF_PROG_GET_FD_BY_ID, koffi.pointer(byId), request, "uint32", 12));
-    if (fd < 0) return -koffi.errno();
-    try {
-      info.fill(0);
-      const asked = { bpf_fd: fd, info_len: info.length, info };
-      const done = Number(syscall(number, "int", BPF_OBJ_GET_INFO_BY_FD, koffi.pointer(infoAttr), asked, "uint32", 16));
-      if (done < 0) return -koffi.errno();
-      const name = info.subarray(PROG_INFO_NAME_OFFSET);
-      const end = name.indexOf(0);
-      return name.toString("utf8", 0, end === -1 ? name.length : end);
-    } finally {
-      close(fd);
-    }
-  };
-}
-
-/** A program's name by its kernel id; undefined when it cannot be told (gone meanwhile). */
-export function programNameOf(id: number): string | undefined {
-  const name = libc().programName(id);
-  return typeof name === "string" ? name : undefined;
 }
 
 /** strerror(3) of @errno, as tc and ip print it ("No such device"). */
 export function errnoText(errno: number): string {
   return libc().strerror(errno);
-}
-
-/** A descriptor of the BPF object pinned at @pin (BPF_OBJ_GET), or -errno; close it with closeDescriptor. */
-export function openPinnedObject(pin: string): number {
-  const calls = libc();
-  const fd = calls.objectGet(pin);
-  return fd < 0 ? -calls.errno() : fd;
-}
-
-export function closeDescriptor(fd: number): void {
-  libc().close(fd);
 }
 
 /**

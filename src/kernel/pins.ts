@@ -31,7 +31,12 @@ export const NODE_PINS = "node";
 export class PinLayout {
   readonly namespaceDir: string;
 
-  constructor(namespaceKey: string, root = PIN_ROOT) {
+  constructor(
+    /** A namespace key, or NODE_PINS. */
+    readonly namespaceKey: string,
+    /** The folder every namespace's folder is in (PIN_ROOT, but for tests' own). */
+    readonly root = PIN_ROOT,
+  ) {
     this.namespaceDir = inside(
       root,
       namespaceKey === NODE_PINS ? NODE_PINS : checked(namespaceKey, (key) => NAMESPACE_KEY.test(key), "namespace key"),

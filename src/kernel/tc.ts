@@ -4,10 +4,11 @@ import { CommandError, InterceptError } from "../errors.js";
 import { TC_PROGRAM_PREFIX } from "../model/bpf-abi.js";
 import type { Hook } from "../model/hooks.js";
 import type { NetworkNamespace } from "../model/namespace.js";
+import { classidOfSlot, LOADER_SLOT } from "../model/namespace-slot.js";
+import { closeDescriptor, openPinnedObject, programNameOf } from "./bpf-syscall.js";
 import {
   type Acknowledgement,
   attributeText,
-  closeDescriptor,
   encodeRequest,
   errnoText,
   failure,
@@ -18,8 +19,6 @@ import {
   NLM_F_DUMP,
   NLM_F_EXCL,
   NLM_F_REQUEST,
-  openPinnedObject,
-  programNameOf,
   RouteSocket,
   stringValue,
   u32Value,
@@ -36,6 +35,8 @@ export interface TcFilter {
   handle?: string;
   programId?: number;
   programName?: string;
+  /** A bpf filter's classid (TCA_BPF_CLASSID), when it has one: ours carry a namespace slot (slotOfClassid). */
+  classid?: number;
 }
 
 /** What tc shows of one link: whether it has clsact, and the filters on each hook. */
@@ -95,9 +96,9 @@ export function decodeQdisc(message: NetlinkMessage): { ifindex: number; kind: s
 /**
  * A filter of an RTM_GETTFILTER dump, as `tc -j filter show` prints it:
  * its priority, kind, handle ("0x1") and, for bpf, its program's id (its
- * name is the kernel's to tell: withProgramName). None for the entry the
- * kernel sends for each priority itself (handle 0, no options), nor for
- * another message.
+ * name is the kernel's to tell: withProgramName) and its classid if it has
+ * one. None for the entry the kernel sends for each priority itself
+ * (handle 0, no options), nor for another message.
  */
 export function decodeFilter(message: NetlinkMessage): TcFilter[] {
   const { payload } = message;
@@ -110,8 +111,11 @@ export function decodeFilter(message: NetlinkMessage): TcFilter[] {
     kind: attributeText(kind),
     handle: `0x${payload.readUInt32LE(8).toString(16)}`,
   };
-  const id = filter.kind === "bpf" ? findAttribute(options, 0, TCA_BPF_ID) : undefined;
+  if (filter.kind !== "bpf") return [filter];
+  const id = findAttribute(options, 0, TCA_BPF_ID);
   if (id && id.length >= 4) filter.programId = id.readUInt32LE(0);
+  const classid = findAttribute(options, 0, TCA_BPF_CLASSID);
+  if (classid && classid.length >= 4) filter.classid = classid.readUInt32LE(0);
   return [filter];
 }
 
@@ -138,6 +142,7 @@ const HOOK_PARENT: Record<Hook, number> = { ingress: 0xfffffff2, egress: 0xfffff
 export const TCA_KIND = 1;
 const TCA_OPTIONS = 2;
 /** <linux/pkt_cls.h>: cls_bpf's options. */
+const TCA_BPF_CLASSID = 3;
 const TCA_BPF_FD = 6;
 const TCA_BPF_NAME = 7;
 const TCA_BPF_FLAGS = 8;
@@ -189,11 +194,21 @@ const bpfKind = { type: TCA_KIND, value: stringValue("bpf") };
 
 /**
  * `tc filter replace dev LINK HOOK pref FILTER_PREF handle FILTER_HANDLE
- * bpf direct-action object-pinned PIN`: RTM_NEWTFILTER, created or
- * replaced (NLM_F_CREATE without NLM_F_EXCL), on every protocol, running
- * the program open at @programFd; named as tc names a pinned program.
+ * bpf direct-action object-pinned PIN [classid CLASSID]`: RTM_NEWTFILTER,
+ * created or replaced (NLM_F_CREATE without NLM_F_EXCL), on every
+ * protocol, running the program open at @programFd; named as tc names a
+ * pinned program. @classid, when given, is what cls_bpf hands the program
+ * as skb->tc_classid (a namespace slot's, classidOfSlot); without it the
+ * request is what it was before namespace slots.
  */
-export function encodeReplaceFilter(seq: number, ifindex: number, hook: Hook, programFd: number, pin: string): Buffer {
+export function encodeReplaceFilter(
+  seq: number,
+  ifindex: number,
+  hook: Hook,
+  programFd: number,
+  pin: string,
+  classid?: number,
+): Buffer {
   const tcmsg = encodeTcmsg({
     ifindex,
     handle: Number(FILTER_HANDLE),
@@ -201,6 +216,7 @@ export function encodeReplaceFilter(seq: number, ifindex: number, hook: Hook, pr
     info: filterInfo(ETH_P_ALL),
   });
   const options = [
+    ...(classid === undefined ? [] : [{ type: TCA_BPF_CLASSID, value: u32Value(classid) }]),
     { type: TCA_BPF_FD, value: u32Value(programFd) },
     { type: TCA_BPF_NAME, value: stringValue(`${path.basename(pin)}:[*fsobj]`) },
     { type: TCA_BPF_FLAGS, value: u32Value(TCA_BPF_FLAG_ACT_DIRECT) },
@@ -218,6 +234,12 @@ export function encodeDeleteFilter(seq: number, ifindex: number, hook: Hook): Bu
 export interface FilterTarget {
   hook: Hook;
   programPin: string;
+  /**
+   * The namespace slot the program counts this link's packets under
+   * (src/model/namespace-slot.ts), carried as the filter's classid; none,
+   * or the loader's slot 0, attaches without a classid.
+   */
+  namespaceSlot?: number;
 }
 
 /** One step of an attach: a link's clsact qdisc, or our filter on some of its hooks, in order. */
@@ -326,7 +348,9 @@ function replaceFilter(socket: RouteSocket, ifindex: number, filter: FilterTarge
       `Couldn't retrieve pinned program '${filter.programPin}': ${errnoText(-programFd)}`,
     );
   try {
-    const encode = (seq: number) => encodeReplaceFilter(seq, ifindex, filter.hook, programFd, filter.programPin);
+    const classid = classidOfSlot(filter.namespaceSlot ?? LOADER_SLOT);
+    const encode = (seq: number) =>
+      encodeReplaceFilter(seq, ifindex, filter.hook, programFd, filter.programPin, classid);
     expectAck(socket, encode, [], command);
   } finally {
     closeDescriptor(programFd);

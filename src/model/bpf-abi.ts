@@ -8,7 +8,7 @@
  * src/model/counters.ts, checked by tests/unit/counters.test.ts).
  */
 import type { CgroupHook, Hook } from "./hooks.js";
-import { hostU32, hostU64 } from "./host-order.js";
+import { hostU32, hostU64, readHostU32, readHostU64 } from "./host-order.js";
 
 /** How a field's bytes are ordered: as the host's integers (__u32), or as in packets (__be32). */
 export type ByteOrder = "host" | "network" | "bytes";
@@ -28,7 +28,7 @@ export interface TypeLayout {
 }
 
 /** The kernel's map types the objects use (enum bpf_map_type). */
-export const MAP_TYPES = { array: 2, percpuArray: 6, lruHash: 9, lpmTrie: 11, ringbuf: 27 } as const;
+export const MAP_TYPES = { hash: 1, array: 2, percpuArray: 6, lruHash: 9, lpmTrie: 11, ringbuf: 27 } as const;
 
 export interface MapAbi {
   name: string;
@@ -107,6 +107,13 @@ export const MAPS = {
     }),
   },
   rule_events: { name: "rule_events", type: "array", key: u32, value: u32 },
+  /**
+   * The namespace slots claimed in an object with tc programs
+   * (templates/bpf/lib/tc_slot.h), NAMESPACE_SLOTS entries at most: by
+   * slot, the inode of the network namespace holding it. Only userspace
+   * reads and writes it; a claim is an insert with BPF_NOEXIST.
+   */
+  namespace_slots: { name: "namespace_slots", type: "hash", key: u32, value: u64 },
   flow_event_drops: { name: "flow_event_drops", type: "percpuArray", key: u32, value: u64 },
 } as const satisfies Record<string, MapAbi>;
 
@@ -146,7 +153,8 @@ export const FLOW_EVENT = struct("flow_event", 128, {
   pid: field(100, 4),
   uid: field(104, 4),
   comm: field(108, 16, "bytes"),
-  pad2: field(124, 4),
+  /** Where a tc program ran (src/model/namespace-slot.ts); 0 for an outbound program. */
+  namespace_slot: field(124, 4),
 });
 
 /** enum flow_verdict, by value: what the datapath did with a connection. */
@@ -262,6 +270,27 @@ export function arrayKey(slot: number): number[] {
 /** struct rule_state: the rule's switch. */
 export function ruleStateValue(enabled: boolean): number[] {
   return hostU32(enabled ? 1 : 0);
+}
+
+/*
+ * Decoders: a value's bytes as its layout above says (host order).
+ */
+
+/** struct rule_state's switch. */
+export function ruleEnabled(value: Buffer): boolean {
+  return readHostU32(value, MAPS.rule_state.value.fields.enabled.offset) === 1;
+}
+
+/** struct exempt_cgroup: id 0 is an unused slot. */
+export function exemptCgroupOf(value: Buffer): { id: number; level: number } {
+  const { id, level } = MAPS.exempt_cgroups.value.fields;
+  return { id: readHostU64(value, id.offset), level: readHostU32(value, level.offset) };
+}
+
+/** A char array's text (policy_meta's content hash, a flow record's names): up to its first NUL. */
+export function cString(bytes: Buffer): string {
+  const end = bytes.indexOf(0);
+  return bytes.toString("latin1", 0, end === -1 ? bytes.length : end);
 }
 
 /** struct policy_meta: the content hash, NUL-padded to its 64 characters. */

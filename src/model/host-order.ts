@@ -32,6 +32,16 @@ export function hostU64(value: number | bigint): number[] {
   return hostOrder(value, 8);
 }
 
+/** The __u32 at @offset of @bytes, in host order. */
+export function readHostU32(bytes: Buffer, offset: number): number {
+  return LITTLE ? bytes.readUInt32LE(offset) : bytes.readUInt32BE(offset);
+}
+
+/** The __u64 at @offset of @bytes, in host order, as a number (counters stay far below 2^53). */
+export function readHostU64(bytes: Buffer, offset: number): number {
+  return Number(LITTLE ? bytes.readBigUInt64LE(offset) : bytes.readBigUInt64BE(offset));
+}
+
 /** A byte as bpftool takes it: two hex digits. */
 export function hexByte(byte: number): string {
   return byte.toString(16).padStart(2, "0");

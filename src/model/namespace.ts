@@ -35,6 +35,12 @@ export function namespaceKeyOf(inode: number | bigint): string {
   return `ns${inode}`;
 }
 
+/** The inode a namespace key was made from (namespaceKeyOf's inverse). */
+export function inodeOfNamespaceKey(key: string): bigint {
+  if (!NAMESPACE_KEY.test(key)) throw new Error(`not a namespace key: ${key}`);
+  return BigInt(key.slice(2));
+}
+
 /** Whether @name is a namespace key (a pin directory or lock of ours is named by one). */
 export function isNamespaceKey(name: string): boolean {
   return NAMESPACE_KEY.test(name);

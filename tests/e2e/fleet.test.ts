@@ -39,6 +39,10 @@ const DEMO = (port: number) =>
   `interfaces: { include: ["a*"] }\ninterceptors:\n  - { originalPort: 8000, port: ${port} }\n`;
 // Only in the namespaces named <prefix>1<digit>: on link b.
 const EXTRA = `namespaces: ["${p}1?"]\ninterfaces: { include: [b] }\ninterceptors:\n  - { originalPort: 7000, port: 7100 }\n`;
+// Only in the namespace <prefix>busy, with ports of this run's own: a program no other namespace holds, so
+// that namespace's apply loads it with bpftool (where bpftoolShim holds it) rather than sharing it (load once).
+const BUSY_PORT = 20_000 + randomInt(10_000);
+const BUSY = `namespaces: ["${p}busy"]\ninterfaces: { include: ["b*"] }\ninterceptors:\n  - { originalPort: ${BUSY_PORT}, port: ${BUSY_PORT + 1} }\n`;
 
 /**
  * Writes @files as kubelet's AtomicWriter updates a ConfigMap volume: a new
@@ -99,7 +103,7 @@ before(async () => {
   scratch = await mkdtemp(path.join(tmpdir(), "intercept-fleet-"));
   policies = path.join(scratch, "policies");
   await mkdir(policies);
-  await kubeletWrite(policies, { "demo.yaml": DEMO(9000), "extra.yaml": EXTRA });
+  await kubeletWrite(policies, { "demo.yaml": DEMO(9000), "extra.yaml": EXTRA, "busy.yaml": BUSY });
   const bin = path.join(scratch, "bin");
   await mkdir(bin);
   await writeFile(path.join(bin, "bpftool"), bpftoolShim(path.join(scratch, "hold-attach")), { mode: 0o755 });
@@ -152,7 +156,7 @@ describe("agent --netns-match", { concurrency: false }, () => {
       );
     const before = await version();
     let from = agent.lines.length;
-    await kubeletWrite(policies, { "demo.yaml": DEMO(9100), "extra.yaml": EXTRA });
+    await kubeletWrite(policies, { "demo.yaml": DEMO(9100), "extra.yaml": EXTRA, "busy.yaml": BUSY });
     await agent.waitFor(
       (l) => l.event === "applied" && l.namespace === held.name && l.message === "program.demo: replaced",
       from,
@@ -164,11 +168,12 @@ describe("agent --netns-match", { concurrency: false }, () => {
     await kubeletWrite(policies, {
       "demo.yaml": "interceptors:\n  - { originalPort: 8000, port: eighty }\n",
       "extra.yaml": EXTRA,
+      "busy.yaml": BUSY,
     });
     await agent.waitFor((l) => l.event === "error" && /keeping the last good policies/.test(String(l.message)), from);
     assert.ok(!agent.lines.slice(from).some((l) => l.event === "applied"), "nothing applied");
     assert.deepEqual(await version(), swapped, "the last good policies stay in force");
-    await kubeletWrite(policies, { "demo.yaml": DEMO(9100), "extra.yaml": EXTRA });
+    await kubeletWrite(policies, { "demo.yaml": DEMO(9100), "extra.yaml": EXTRA, "busy.yaml": BUSY });
     await agent.waitFor((l) => l.event === "policy change", from);
   });
 
@@ -186,6 +191,12 @@ describe("agent --netns-match", { concurrency: false }, () => {
       }),
     );
     assert.deepEqual(wrong, []);
+    // Loaded once: every namespace's link runs the node's one program for its policy.
+    for (const link of LINKS) {
+      const attachedHere = names.filter((name) => link === "a" || /1\d$/.test(name));
+      const ids = new Set(await Promise.all(attachedHere.map((name) => namespaces.ingressProgram(name, link))));
+      assert.equal(ids.size, 1, `one program on every ${link}: ${[...ids].join(", ")}`);
+    }
     const status = JSON.parse((await intercept("status", "--netns", namespaces.name(15), "--json")).stdout);
     assert.equal(status.namespace, namespaces.name(15));
     assert.deepEqual(status.programs.map((program: { policy: string }) => program.policy).sort(), ["demo", "extra"]);
@@ -198,7 +209,7 @@ describe("agent --netns-match", { concurrency: false }, () => {
 
   test("a namespace deleted in the middle of a reconcile leaves no error line and no pins", async () => {
     const from = agent.lines.length;
-    // Mid-apply: the agent's load is held (bpftoolShim) before its attach; the namespace goes then.
+    // Mid-apply: the agent's load of busy.yaml's program is held (bpftoolShim) before its attach; the namespace goes then.
     const busy = `${p}busy`;
     const hold = path.join(scratch, "hold-attach");
     await writeFile(hold, busy);

@@ -5,6 +5,7 @@
  * and a failing step is rolled back.
  */
 import assert from "node:assert/strict";
+import { randomInt } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -63,6 +64,12 @@ exec /usr/sbin/bpftool "$@"
 }
 
 const DEMO_YAML = "interceptors:\n  - { port: 9000, originalPort: 8000 }\n";
+/**
+ * The demo with ports of this run's own: a program no other namespace holds, so the apply loads it
+ * with bpftool (a namespace holding it would share it: load once, no process to hold or fail).
+ */
+const OWN_PORT = 20_000 + randomInt(10_000);
+const OWN_DEMO_YAML = `interceptors:\n  - { port: ${OWN_PORT + 1}, originalPort: ${OWN_PORT} }\n`;
 const GROWN_YAML = `${DEMO_YAML}  - { port: 9443, originalPort: 8443 }\n`;
 
 async function status() {
@@ -294,7 +301,7 @@ describe("failures", { concurrency: false }, () => {
         "bin/intercept.js",
         "apply",
         "--yes",
-        await policyFile("demo.yaml", DEMO_YAML),
+        await policyFile("demo.yaml", OWN_DEMO_YAML),
         "--netns",
         lab.serverNs,
         "--no-color",
@@ -334,7 +341,7 @@ describe("failures", { concurrency: false }, () => {
         "bin/intercept.js",
         "apply",
         "--yes",
-        await policyFile("demo.yaml", DEMO_YAML),
+        await policyFile("demo.yaml", OWN_DEMO_YAML),
         "--netns",
         lab.serverNs,
         "--no-color",

@@ -29,6 +29,7 @@ import {
   type ByteOrder,
   type TypeLayout,
 } from "../../src/model/bpf-abi.js";
+import { COUNTER_SLOTS, namespaceCapacity } from "../../src/model/counters.js";
 import { validatePolicies } from "../../src/validate/index.js";
 
 interface BtfType {
@@ -127,14 +128,23 @@ class Btf {
     return { type: number("type"), bytes: number("max_entries") };
   }
 
+  /** A map's max_entries: `__uint(max_entries, N)` is `int (*max_entries)[N]`. */
+  maxEntries(variable: BtfType): number {
+    return this.type(this.members(variable).get("max_entries")!.type_id!).nr_elems!;
+  }
+
   private members(variable: BtfType): Map<string, BtfType> {
     return new Map(this.type(variable.type_id!).members!.map((member) => [member.name, this.type(member.type_id)]));
   }
 }
 
-/** The policies whose objects between them hold every map and program: steer, rewrite, outbound, both prefix tries. */
+/**
+ * The policies whose objects between them hold every map and program:
+ * steer, rewrite, outbound, both prefix tries; and an object with cgroup
+ * programs only (the last).
+ */
 async function objects(): Promise<string[]> {
-  const files = ["steer_outbound.yaml", "mixed.yaml", "cidrs.yaml", "cidrs_ipv6.yaml"].map(
+  const files = ["steer_outbound.yaml", "mixed.yaml", "cidrs.yaml", "cidrs_ipv6.yaml", "outbound_plain.yaml"].map(
     (name) => `tests/golden/compile/${name}`,
   );
   return Promise.all(
@@ -175,6 +185,26 @@ test("every map the objects define is the mirror's, with its type, key and value
     [...Object.keys(MAPS), FLOW_EVENTS.name, ...PROGRAM_PRIVATE_MAPS].sort(),
     "the objects between them define every map of the mirror",
   );
+});
+
+test("the objects size namespace slots as src/model/namespace-slot.ts does", async () => {
+  const objects = await built;
+  for (const [index, object] of objects.entries()) {
+    const btf = await Btf.of(object);
+    const maps = new Map(btf.variables(".maps").map((variable) => [variable.name, variable]));
+    const rules = btf.maxEntries(maps.get(MAPS.rule_state.name)!);
+    const counters = btf.maxEntries(maps.get(MAPS.rule_counters.name)!);
+    const claims = maps.get(MAPS.namespace_slots.name);
+    if (index === objects.length - 1) {
+      // Cgroup programs only: never shared, so one slot's counters and no claims.
+      assert.equal(claims, undefined, object);
+      assert.equal(counters, rules * COUNTER_SLOTS.length, object);
+      continue;
+    }
+    assert.ok(claims, `${object} has tc programs and a ${MAPS.namespace_slots.name} map`);
+    assert.equal(btf.maxEntries(claims), namespaceCapacity(rules), object);
+    assert.equal(counters, namespaceCapacity(rules) * rules * COUNTER_SLOTS.length, object);
+  }
 });
 
 test("every program the objects hold is the mirror's, in the mirror's section", async () => {

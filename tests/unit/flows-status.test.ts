@@ -47,6 +47,7 @@ function entry(version: string, slot: number, port: number): { record: FlowRecor
     monotonicNs: 0n,
     version,
     slot,
+    namespaceSlot: 0,
     verdict: "steered",
     reason: "none",
     family: "ipv4",

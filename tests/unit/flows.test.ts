@@ -15,6 +15,7 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import { selected } from "../../src/commands/watch.js";
 import { decodeRecord, type FlowRecord } from "../../src/flows/record.js";
 import { RuleDirectory } from "../../src/flows/rules.js";
+import { NamespaceSlots } from "../../src/flows/session.js";
 import { flowJson, flowLine, isoTime, viewRecord, type FlowContext } from "../../src/flows/view.js";
 import { controlFrame, FRAME_KINDS, READY, RecordBatches, recordFrames } from "../../src/flows/frames.js";
 import { PinLayout } from "../../src/kernel/pins.js";
@@ -37,6 +38,7 @@ function recordBytes(fields: {
   pid?: number;
   comm?: string;
   ifindex?: number;
+  namespaceSlot?: number;
 }): Buffer {
   const bytes = Buffer.alloc(128);
   bytes.writeBigUInt64LE(1_000_000_000n, 0); // time_ns
@@ -59,6 +61,7 @@ function recordBytes(fields: {
   bytes.writeUInt32LE(fields.pid ?? 0, 100);
   bytes.writeUInt32LE(1000, 104); // uid
   if (fields.comm) bytes.write(fields.comm, 108, "latin1");
+  bytes.writeUInt32LE(fields.namespaceSlot ?? 0, 124);
   return bytes;
 }
 
@@ -108,12 +111,13 @@ after(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-test("a record decodes field by field: verdict, reason, slot, addresses, ports, link", () => {
-  const record = decodeRecord(recordBytes({ verdict: 2, reason: 1, rule: 1 }));
+test("a record decodes field by field: verdict, reason, slot, namespace slot, addresses, ports, link", () => {
+  const record = decodeRecord(recordBytes({ verdict: 2, reason: 1, rule: 1, namespaceSlot: 5 }));
   assert.deepEqual(record, {
     monotonicNs: 1_000_000_000n,
     version: VERSION,
     slot: 1,
+    namespaceSlot: 5,
     verdict: "proxy-down",
     reason: "dropped",
     family: "ipv4",
@@ -297,4 +301,21 @@ test("the reader's frame protocol: records in order, a batch per chunk, whatever
   const failed = new Promise<Error>((resolve) => stranger.on("error", resolve));
   stranger.end(Buffer.from("ready\n"));
   assert.match((await failed).message, /kind 25970: the reader speaks another protocol/);
+});
+
+test("a ring buffer shared by namespaces: a watch keeps the records of its own slot in the versions pinned here", async () => {
+  const root = await mkdtemp(path.join(scratch, "pins-"));
+  const here = new PinLayout("ns77", root);
+  // A version pinned here that this namespace loaded itself (no claims map: slot 0).
+  await mkdir(path.join(here.version({ policy: "web", version: VERSION }), "maps"), { recursive: true });
+  await writeFile(here.map({ policy: "web", version: VERSION }, "rule_events"), "");
+  const slots = new NamespaceSlots(here);
+  const entry = (namespaceSlot: number, version = VERSION) => {
+    const bytes = recordBytes({ verdict: 1, reason: 0, rule: 0, namespaceSlot });
+    if (version !== VERSION) bytes.write(version, 16, "latin1");
+    return { bytes, record: decodeRecord(bytes) };
+  };
+  const mine = entry(0);
+  const kept = await slots.ours([mine, entry(3), entry(0, "fedcba9876543210")]);
+  assert.deepEqual(kept, [mine], "another namespace's slot, and a version not pinned here, are not this namespace's");
 });

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { decodeAcknowledgement, decodeMessages, encodeLinkRequest } from "../../src/kernel/netlink.js";
+import { classidOfSlot, slotOfClassid } from "../../src/model/namespace-slot.js";
 import {
   decodeFilter,
   encodeAddClsact,
@@ -50,6 +51,28 @@ test("`tc filter replace dev a ingress pref 18755 handle 0x1 bpf da object-pinne
 });
 
 const NLMSG_AND_TCMSG_PARENT = 16 + 12;
+
+test("`tc filter replace … bpf da object-pinned …/intercept_ingress classid 1:5`: a namespace slot's filter", () => {
+  // tc's request (strace), its program descriptor 4, on the link of index 3: TCA_BPF_CLASSID first.
+  assert.deepEqual(
+    encodeReplaceFilter(9, 3, "ingress", 4, "/sys/fs/bpf/x/progs/intercept_ingress", classidOfSlot(5)),
+    hex(`68000000 2c00 0504 09000000 00000000
+         00000000 03000000 01000000 f2ffffff 00034349
+         0800 0100 62706600
+         3c00 0200
+           0800 0300 05000100
+           0800 0600 04000000
+           1f00 0700 696e746572636570745f696e67726573733a5b2a66736f626a5d00 00
+           0800 0800 01000000`),
+  );
+  assert.deepEqual(
+    encodeReplaceFilter(9, 3, "ingress", 4, "/x/intercept_ingress", classidOfSlot(0)),
+    encodeReplaceFilter(9, 3, "ingress", 4, "/x/intercept_ingress"),
+    "the loader's slot: no classid, the request of old",
+  );
+  assert.equal(classidOfSlot(127), 0x1_007f);
+  assert.throws(() => classidOfSlot(128), RangeError, "past the last slot");
+});
 
 test("deletions: RTM_DELQDISC of clsact, RTM_DELTFILTER of our slot on any protocol", () => {
   assert.deepEqual(
@@ -131,6 +154,24 @@ test("`tc filter show dev va ingress` by dump: the filter, not the priority's ow
   assert.deepEqual(decodeFilter({ ...dumped[1]!, type: RTM_NEWQDISC }), [], "not a filter");
   const truncated = { ...dumped[1]!, payload: dumped[1]!.payload.subarray(0, 30) };
   assert.deepEqual(decodeFilter(truncated), [], "an attribute cut short: no options to read");
+});
+
+test("a dumped bpf filter's classid (`tc filter show` prints it as flowid 1:5), and the slot it gives", () => {
+  // The kernel's answer on this machine for the filter attached above (program id 1157).
+  const payload = hex(`00000000 03000000 01000000 f2ffffff 00034349
+    08000100 62706600  08000b00 00000000
+    50000200
+      08000300 05000100
+      1f000700 696e746572636570745f696e67726573733a5b2a66736f626a5d00 00
+      08000b00 85040000
+      0c000a00 f03f3c89 3109830e
+      08000800 01000000
+      08000900 08000000`);
+  const [filter] = decodeFilter({ type: RTM_NEWTFILTER, flags: 2, seq: 1, payload });
+  assert.deepEqual(filter, { pref: 18755, kind: "bpf", handle: "0x1", programId: 1157, classid: 0x10005 });
+  assert.equal(slotOfClassid(filter!.classid), 5);
+  assert.equal(slotOfClassid(undefined), 0, "a filter without classid: the loader's slot");
+  assert.equal(slotOfClassid(0x1_00ff), 0, "a minor no slot has: the loader's slot, as the program bounds it");
 });
 
 test("filter and qdisc dump requests: every qdisc; the filters of one link's hook", () => {

@@ -81,7 +81,7 @@ struct flow_event {
 	__u32 pid;                    /* the task (outbound), else 0 */
 	__u32 uid;
 	char comm[COMM_CHARS];
-	__u32 pad2;
+	__u32 namespace_slot;         /* where the tc program runs (namespace_slot.h); 0 for outbound */
 };
 
 struct {

@@ -10,6 +10,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "types.h"
+#include "namespace_slot.h"
 
 #ifndef RULE_COUNT
 #error "maps.h needs RULE_COUNT: include it after the policy block"
@@ -28,9 +29,13 @@ struct {
 	__type(value, struct rule_state);
 } rule_state SEC(".maps");
 
-/* What each rule counts: COUNTER_SLOTS counters per rule, at key
- * rule * COUNTER_SLOTS + slot. src/compile/counters.ts describes the same
- * layout to the readers (a unit test keeps the two in step). */
+/* What each rule counts: COUNTER_SLOTS counters per rule and namespace
+ * slot (namespace_slot.h), at key
+ *
+ *   (namespace_slot * RULE_COUNT + rule) * COUNTER_SLOTS + counter
+ *
+ * src/model/counters.ts describes the same layout to the readers (a unit
+ * test keeps the two in step). */
 enum counter_slot {
 	COUNTER_REWRITTEN_INGRESS  = 0, /* destination port rewritten on arrival */
 	COUNTER_REWRITTEN_EGRESS   = 1, /* source port of a reply rewritten back */
@@ -49,9 +54,18 @@ struct rule_counter {
 	__u64 bytes;
 };
 
+/* The namespace slots rule_counters keeps apart (COUNTER_NAMESPACES, from
+ * the policy block): NAMESPACE_SLOTS while 1 MiB of counters a CPU allows,
+ * fewer for a policy of many rules, 1 for an object of cgroup programs
+ * only, which are never shared. The key stays the same. */
+#ifndef COUNTER_NAMESPACES
+#error "maps.h needs COUNTER_NAMESPACES: include it after the policy block"
+#endif
+_Static_assert(COUNTER_NAMESPACES >= 1 && COUNTER_NAMESPACES <= NAMESPACE_SLOTS, "COUNTER_NAMESPACES out of range");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, RULE_COUNT * COUNTER_SLOTS);
+	__uint(max_entries, COUNTER_NAMESPACES * RULE_COUNT * COUNTER_SLOTS);
 	__type(key, __u32);
 	__type(value, struct rule_counter);
 } rule_counters SEC(".maps");
@@ -78,15 +92,16 @@ static __always_inline int rule_enabled(__u32 rule)
 	return state && state->enabled;
 }
 
-/* count_packet — adds one packet of @bytes to @rule's counter in @slot. */
-static __always_inline void count_packet(__u32 rule, enum counter_slot slot, __u32 bytes)
+/* count_packet — adds one packet of @bytes to @rule's @counter in
+ * namespace slot @ns_slot. */
+static __always_inline void count_packet(__u32 ns_slot, __u32 rule, enum counter_slot counter, __u32 bytes)
 {
-	__u32 key = rule * COUNTER_SLOTS + slot;
-	struct rule_counter *counter = bpf_map_lookup_elem(&rule_counters, &key);
+	__u32 key = (ns_slot * RULE_COUNT + rule) * COUNTER_SLOTS + counter;
+	struct rule_counter *entry = bpf_map_lookup_elem(&rule_counters, &key);
 
-	if (counter) {
-		counter->packets++;
-		counter->bytes += bytes;
+	if (entry) {
+		entry->packets++;
+		entry->bytes += bytes;
 	}
 }
 

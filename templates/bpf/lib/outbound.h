@@ -34,6 +34,7 @@
 
 #include "types.h"
 #include "maps.h"
+#include "namespace_slot.h"
 #include "outbound_types.h"
 #include "outbound_maps.h"
 #include "events.h"
@@ -142,7 +143,7 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, const struct addre
 	cookie = bpf_get_socket_cookie(ctx);
 	if (bpf_map_update_elem(&orig_by_cookie, &cookie, &original, BPF_ANY) != 0)
 		return CAPTURE_UNRECORDED;
-	count_packet(match->rule, COUNTER_REDIRECTED, 0);
+	count_packet(LOADER_SLOT, match->rule, COUNTER_REDIRECTED, 0);
 	connect_event(ctx, dst, family, match, VERDICT_REDIRECTED, REASON_NONE);
 	return CAPTURE_REDIRECT;
 }

@@ -30,6 +30,7 @@
 #include "maps.h"
 #include "events.h"
 #include "parse.h"
+#include "tc_slot.h"
 
 /* Only what the policy uses is compiled: an unused static function is an
  * error under -Wall -Werror, and a rewrite-only policy stays free of the
@@ -39,14 +40,16 @@
 #include "rewrite_events.h"
 
 /* rewrite — sets @which port of a packet a rewrite rule (@match) named,
- * and counts it in @slot, if the rule is enabled. A new connection's SYN
- * arriving is recorded too (events.h). */
+ * and counts it in @counter of the packet's namespace slot, if the rule is
+ * enabled. A new connection's SYN arriving is recorded too (events.h). The
+ * slot is read where it is used: kept in @match across the count's map
+ * lookup, it would cost every hit a register spill. */
 static __always_inline void rewrite(struct __sk_buff *skb, const struct l4_packet *pkt,
-				    const struct rule_match *match, enum l4_port which, enum counter_slot slot)
+				    const struct rule_match *match, enum l4_port which, enum counter_slot counter)
 {
 	if (!rule_enabled(match->rule) || rewrite_port(skb, pkt, which, match->port) != REWRITE_OK)
 		return;
-	count_packet(match->rule, slot, skb->len);
+	count_packet(namespace_slot(skb), match->rule, counter, skb->len);
 	if (which == PORT_DESTINATION)
 		rewrite_event(skb, pkt, match);
 }

@@ -15,6 +15,7 @@
 
 #include "types.h"
 #include "events.h"
+#include "tc_slot.h"
 
 /* event_is_syn — true for the SYN of a new TCP connection: the first
  * packet of a flow, the one a rewrite rule records (a UDP datagram has no
@@ -76,6 +77,7 @@ static __always_inline void rewrite_event(struct __sk_buff *skb, const struct l4
 	if (!event)
 		return;
 	event->ifindex = skb->ifindex;
+	event->namespace_slot = namespace_slot(skb); /* a SYN's record: read again, not kept across the count */
 	event_addresses(skb, pkt, event);
 	event->target = event->destination;
 	event->target_port = match->port;

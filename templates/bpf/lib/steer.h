@@ -27,6 +27,7 @@
 #include "types.h"
 #include "maps.h"
 #include "events.h"
+#include "tc_slot.h"
 #include "timewait.h"
 
 /* What packet_tuple and assign_listener made of a SYN. */
@@ -192,6 +193,7 @@ static __always_inline void steer_event(struct __sk_buff *skb, const struct rule
 		return;
 	event->protocol = IPPROTO_TCP;
 	event->ifindex = skb->ifindex;
+	event->namespace_slot = match->namespace_slot;
 	if (size == sizeof(tuple->ipv4)) {
 		event->family = FAMILY_IPV4;
 		event_ipv4(&event->source, tuple->ipv4.saddr);
@@ -211,16 +213,16 @@ static __always_inline void steer_event(struct __sk_buff *skb, const struct rule
 }
 
 /* proxy_unavailable — the verdict for a SYN (@tuple, @size bytes) the
- * proxy cannot take, counted in @slot and recorded as @verdict: dropped
+ * proxy cannot take, counted in @counter and recorded as @verdict: dropped
  * when the rule fails closed, else handed on to whatever listens on
  * originalPort. */
 static __always_inline int proxy_unavailable(struct __sk_buff *skb, const struct rule_match *match,
 					     const struct bpf_sock_tuple *tuple, int size,
-					     enum counter_slot slot, enum flow_verdict verdict)
+					     enum counter_slot counter, enum flow_verdict verdict)
 {
 	int pass = match->on_proxy_down == PROXY_DOWN_PASS;
 
-	count_packet(match->rule, slot, skb->len);
+	count_packet(match->namespace_slot, match->rule, counter, skb->len);
 	steer_event(skb, match, tuple, size, verdict, pass ? REASON_PASSED : REASON_DROPPED);
 	return pass ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 }
@@ -238,7 +240,7 @@ static __always_inline int time_wait_syn(struct __sk_buff *skb, const struct l4_
 	case REOPEN_SENT:
 		return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
 	case REOPEN_CORRUPTED: /* never hand on a frame that may still be the RST */
-		count_packet(match->rule, COUNTER_TIME_WAIT, skb->len);
+		count_packet(match->namespace_slot, match->rule, COUNTER_TIME_WAIT, skb->len);
 		steer_event(skb, match, tuple, size, VERDICT_TIME_WAIT, REASON_DROPPED);
 		return TC_ACT_SHOT;
 	default:
@@ -271,10 +273,10 @@ static __always_inline int steer_syn(struct __sk_buff *skb, const struct l4_pack
 	}
 	switch (assign_listener(skb, &tuple, size, match->port)) {
 	case STEER_ASSIGNED:
-		count_packet(match->rule, COUNTER_STEERED, skb->len);
+		count_packet(match->namespace_slot, match->rule, COUNTER_STEERED, skb->len);
 		reason = REASON_NONE;
 		if (time_wait_reopened(&tuple)) {
-			count_packet(match->rule, COUNTER_TIME_WAIT_RECYCLED, skb->len);
+			count_packet(match->namespace_slot, match->rule, COUNTER_TIME_WAIT_RECYCLED, skb->len);
 			reason = REASON_TIME_WAIT_RECYCLED;
 		}
 		steer_event(skb, match, &tuple, size, VERDICT_STEERED, reason);
@@ -285,15 +287,16 @@ static __always_inline int steer_syn(struct __sk_buff *skb, const struct l4_pack
 }
 
 /* steer — what ingress does with a packet a steer rule (@match) named.
- * Only a new connection of an enabled rule is acted on; every other packet
- * is handed on untouched. Returns the tc verdict: TC_ACT_UNSPEC;
+ * Only a new connection of an enabled rule is acted on, in the namespace
+ * slot it arrived in; every other packet is handed on untouched. Returns the tc verdict: TC_ACT_UNSPEC;
  * TC_ACT_REDIRECT for a SYN sent round ingress again behind the RST that
  * ends its tuple's TIME_WAIT; or TC_ACT_SHOT for a SYN the proxy cannot
  * take when the rule fails closed. */
-static __always_inline int steer(struct __sk_buff *skb, const struct l4_packet *pkt, const struct rule_match *match)
+static __always_inline int steer(struct __sk_buff *skb, const struct l4_packet *pkt, struct rule_match *match)
 {
 	if (!is_new_connection(skb, pkt) || !rule_enabled(match->rule))
 		return TC_ACT_UNSPEC;
+	match->namespace_slot = namespace_slot(skb);
 	return steer_syn(skb, pkt, match);
 }
 

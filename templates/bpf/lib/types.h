@@ -51,6 +51,7 @@ struct rule_match {
 	__u32 rule;          /* index into the rule maps */
 	__be16 port;         /* network byte order: the port to write (rewrite), or the proxy's (steer) */
 	__u8 on_proxy_down;  /* enum proxy_down_action; steer rules only */
+	__u8 namespace_slot; /* where a steered SYN counts (namespace_slot.h): set by steer() */
 };
 
 #endif /* INTERCEPT_TYPES_H */

@@ -63,6 +63,7 @@ struct rule_match {
 	__u32 rule;          /* index into the rule maps */
 	__be16 port;         /* network byte order: the port to write (rewrite), or the proxy's (steer) */
 	__u8 on_proxy_down;  /* enum proxy_down_action; steer rules only */
+	__u8 namespace_slot; /* where a steered SYN counts (namespace_slot.h): set by steer() */
 };
 
 #endif /* INTERCEPT_TYPES_H */
@@ -146,6 +147,7 @@ struct outbound_match {
 #endif /* INTERCEPT_OUTBOUND_TYPES_H */
 
 #define RULE_COUNT 1 /* entries of rule_state and rule_counters: the outbound rules */
+#define COUNTER_NAMESPACES 1 /* cgroup programs are never shared: all count at LOADER_SLOT */
 
 /* ================= outbound of policy "outbound_plain" ================= *
  * Which connect() calls of applications in the policy's cgroups go to a
@@ -207,6 +209,29 @@ static __always_inline int match_outbound(const struct address *dst, __be16 port
 #include <bpf/bpf_helpers.h>
 
 /* lib/types.h: inlined above */
+/* ---- lib/namespace_slot.h ---- */
+/* namespace_slot.h — which namespace a packet is counted for, when one
+ * loaded program is attached in many.
+ *
+ * Each namespace sharing a program has a slot. Its tc filter carries the
+ * slot as its classid, 1:<slot> (TCA_BPF_CLASSID), and cls_bpf sets
+ * skb->tc_classid to the filter's classid before it runs a direct-action
+ * program: one context load tells the program where it runs (tc_slot.h).
+ * Slot 0 is the namespace that loaded the program, and any filter without a
+ * classid (the CNI plugin's, an older intercept's). The cgroup programs are
+ * never shared and count at slot 0.
+ *
+ * src/model/namespace-slot.ts mirrors NAMESPACE_SLOTS and the classid's
+ * encoding; tests/unit/bpf-abi.test.ts checks the two agree. */
+#ifndef INTERCEPT_NAMESPACE_SLOT_H
+#define INTERCEPT_NAMESPACE_SLOT_H
+
+#define NAMESPACE_SLOTS 128 /* slot 0, the loader's, and 127 sharing namespaces */
+#define LOADER_SLOT 0       /* the loader's namespace, a filter without classid, the cgroup programs */
+
+_Static_assert(NAMESPACE_SLOTS <= 256, "struct rule_match (types.h) keeps a namespace slot in a byte");
+
+#endif /* INTERCEPT_NAMESPACE_SLOT_H */
 
 #ifndef RULE_COUNT
 #error "maps.h needs RULE_COUNT: include it after the policy block"
@@ -225,9 +250,13 @@ struct {
 	__type(value, struct rule_state);
 } rule_state SEC(".maps");
 
-/* What each rule counts: COUNTER_SLOTS counters per rule, at key
- * rule * COUNTER_SLOTS + slot. src/compile/counters.ts describes the same
- * layout to the readers (a unit test keeps the two in step). */
+/* What each rule counts: COUNTER_SLOTS counters per rule and namespace
+ * slot (namespace_slot.h), at key
+ *
+ *   (namespace_slot * RULE_COUNT + rule) * COUNTER_SLOTS + counter
+ *
+ * src/model/counters.ts describes the same layout to the readers (a unit
+ * test keeps the two in step). */
 enum counter_slot {
 	COUNTER_REWRITTEN_INGRESS  = 0, /* destination port rewritten on arrival */
 	COUNTER_REWRITTEN_EGRESS   = 1, /* source port of a reply rewritten back */
@@ -246,9 +275,18 @@ struct rule_counter {
 	__u64 bytes;
 };
 
+/* The namespace slots rule_counters keeps apart (COUNTER_NAMESPACES, from
+ * the policy block): NAMESPACE_SLOTS while 1 MiB of counters a CPU allows,
+ * fewer for a policy of many rules, 1 for an object of cgroup programs
+ * only, which are never shared. The key stays the same. */
+#ifndef COUNTER_NAMESPACES
+#error "maps.h needs COUNTER_NAMESPACES: include it after the policy block"
+#endif
+_Static_assert(COUNTER_NAMESPACES >= 1 && COUNTER_NAMESPACES <= NAMESPACE_SLOTS, "COUNTER_NAMESPACES out of range");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, RULE_COUNT * COUNTER_SLOTS);
+	__uint(max_entries, COUNTER_NAMESPACES * RULE_COUNT * COUNTER_SLOTS);
 	__type(key, __u32);
 	__type(value, struct rule_counter);
 } rule_counters SEC(".maps");
@@ -275,15 +313,16 @@ static __always_inline int rule_enabled(__u32 rule)
 	return state && state->enabled;
 }
 
-/* count_packet — adds one packet of @bytes to @rule's counter in @slot. */
-static __always_inline void count_packet(__u32 rule, enum counter_slot slot, __u32 bytes)
+/* count_packet — adds one packet of @bytes to @rule's @counter in
+ * namespace slot @ns_slot. */
+static __always_inline void count_packet(__u32 ns_slot, __u32 rule, enum counter_slot counter, __u32 bytes)
 {
-	__u32 key = rule * COUNTER_SLOTS + slot;
-	struct rule_counter *counter = bpf_map_lookup_elem(&rule_counters, &key);
+	__u32 key = (ns_slot * RULE_COUNT + rule) * COUNTER_SLOTS + counter;
+	struct rule_counter *entry = bpf_map_lookup_elem(&rule_counters, &key);
 
-	if (counter) {
-		counter->packets++;
-		counter->bytes += bytes;
+	if (entry) {
+		entry->packets++;
+		entry->bytes += bytes;
 	}
 }
 
@@ -326,6 +365,7 @@ static __always_inline void count_packet(__u32 rule, enum counter_slot slot, __u
 
 /* lib/types.h: inlined above */
 /* lib/maps.h: inlined above */
+/* lib/namespace_slot.h: inlined above */
 /* lib/outbound_types.h: inlined above */
 /* ---- lib/outbound_maps.h ---- */
 /* outbound_maps.h — where a captured connection's original destination is
@@ -498,7 +538,7 @@ struct flow_event {
 	__u32 pid;                    /* the task (outbound), else 0 */
 	__u32 uid;
 	char comm[COMM_CHARS];
-	__u32 pad2;
+	__u32 namespace_slot;         /* where the tc program runs (namespace_slot.h); 0 for outbound */
 };
 
 struct {
@@ -688,7 +728,7 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, const struct addre
 	cookie = bpf_get_socket_cookie(ctx);
 	if (bpf_map_update_elem(&orig_by_cookie, &cookie, &original, BPF_ANY) != 0)
 		return CAPTURE_UNRECORDED;
-	count_packet(match->rule, COUNTER_REDIRECTED, 0);
+	count_packet(LOADER_SLOT, match->rule, COUNTER_REDIRECTED, 0);
 	connect_event(ctx, dst, family, match, VERDICT_REDIRECTED, REASON_NONE);
 	return CAPTURE_REDIRECT;
 }
