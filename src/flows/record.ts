@@ -5,7 +5,14 @@
  */
 import { isIP } from "node:net";
 import { endianness } from "node:os";
-import { FLOW_EVENT, FLOW_REASONS, FLOW_VERDICTS, type FlowReason, type FlowVerdict } from "../model/bpf-abi.js";
+import {
+  cString,
+  FLOW_EVENT,
+  FLOW_REASONS,
+  FLOW_VERDICTS,
+  type FlowReason,
+  type FlowVerdict,
+} from "../model/bpf-abi.js";
 
 export interface FlowRecord {
   /** CLOCK_MONOTONIC nanoseconds, as bpf_ktime_get_ns gave them. */
@@ -87,10 +94,9 @@ function hostBig(bytes: Buffer, { offset }: Span): bigint {
   return LITTLE ? bytes.readBigUInt64LE(offset) : bytes.readBigUInt64BE(offset);
 }
 
-/** A NUL-terminated char array. */
+/** A NUL-terminated char array (read in place: subarray does not copy). */
 function text(bytes: Buffer, { offset, size }: Span): string {
-  const nul = bytes.indexOf(0, offset);
-  return bytes.toString("latin1", offset, nul === -1 || nul > offset + size ? offset + size : nul);
+  return cString(bytes.subarray(offset, offset + size));
 }
 
 /** An address (IPv6, or IPv4-mapped) and a port, both in network order; null when the port is 0 (not known). */

@@ -7,8 +7,8 @@
  */
 import { readFileSync } from "node:fs";
 import { constants } from "node:os";
-import type { IKoffiLib } from "koffi";
 import { InterceptError } from "../errors.js";
+import { cString } from "../model/bpf-abi.js";
 import { hostU32 } from "../model/host-order.js";
 import { bindLibc } from "./libc.js";
 import { failure } from "./netlink.js";
@@ -34,13 +34,14 @@ export const BPF_NOEXIST = 1;
 /** struct bpf_prog_info up to its name: name[BPF_OBJ_NAME_LEN] at offset 64. */
 const PROG_INFO_NAME_OFFSET = 64;
 const BPF_OBJ_NAME_LEN = 16;
+/** BPF_PROG_GET_FD_BY_ID's union bpf_attr: prog_id, next_id, open_flags. */
+const PROG_GET_FD_ATTR_SIZE = 12;
 
 interface BpfCalls {
   /** BPF_OBJ_GET / BPF_OBJ_PIN: union bpf_attr's pathname, bpf_fd, file_flags, path_fd. */
   object: (command: number, pathname: string, fd: number) => number;
   /** The map element commands: map_fd, key, value (or next_key), flags. */
   element: (command: number, fd: number, key: Buffer | null, value: Buffer | null, flags: number) => number;
-  programName: (id: number) => string | number;
   /** BPF_OBJ_GET_INFO_BY_FD: the object's info (struct bpf_prog_info, bpf_map_info) into @info. */
   info: (fd: number, info: Buffer) => number;
   /** Any command, with union bpf_attr as bytes. */
@@ -79,7 +80,6 @@ function bpf(): BpfCalls {
     object: (command, pathname, fd) =>
       call(command, objectAttr, { pathname, bpf_fd: fd, file_flags: 0, path_fd: 0, pad: 0 }),
     element: (command, fd, key, value, flags) => call(command, elementAttr, { map_fd: fd, pad: 0, key, value, flags }),
-    programName: programNameCall(koffi, lib, number),
     raw: (command, attr) => Number(syscall(number, "int", command, "void *", attr, "uint32", attr.length)),
     info: (fd, info) => call(BPF_OBJ_GET_INFO_BY_FD, infoAttr, { bpf_fd: fd, info_len: info.length, info }),
     close: lib.func("int close(int fd)") as BpfCalls["close"],
@@ -91,35 +91,6 @@ function bpf(): BpfCalls {
 /** A call's result, or -errno when it failed. */
 function result(value: number): number {
   return value < 0 ? -bpf().errno() : value;
-}
-
-/**
- * A program's name by id, as `tc filter show` prints it: bpf(2)
- * BPF_PROG_GET_FD_BY_ID, then BPF_OBJ_GET_INFO_BY_FD with a bpf_prog_info
- * cut after the name (the kernel fills what fits, zeroes the rest).
- */
-function programNameCall(koffi: typeof import("koffi"), lib: IKoffiLib, number: number): BpfCalls["programName"] {
-  const byId = koffi.struct("bpf_prog_get_fd_attr", { prog_id: "uint32", next_id: "uint32", open_flags: "uint32" });
-  const infoAttr = koffi.struct("bpf_info_attr", { bpf_fd: "uint32", info_len: "uint32", info: "void *" });
-  const syscall = lib.func("long syscall(long number, ...)");
-  const close = lib.func("int close(int fd)");
-  const info = Buffer.alloc(PROG_INFO_NAME_OFFSET + BPF_OBJ_NAME_LEN);
-  return (id) => {
-    const request = { prog_id: id, next_id: 0, open_flags: 0 };
-    const fd = Number(syscall(number, "int", BPF_PROG_GET_FD_BY_ID, koffi.pointer(byId), request, "uint32", 12));
-    if (fd < 0) return -koffi.errno();
-    try {
-      info.fill(0);
-      const asked = { bpf_fd: fd, info_len: info.length, info };
-      const done = Number(syscall(number, "int", BPF_OBJ_GET_INFO_BY_FD, koffi.pointer(infoAttr), asked, "uint32", 16));
-      if (done < 0) return -koffi.errno();
-      const name = info.subarray(PROG_INFO_NAME_OFFSET);
-      const end = name.indexOf(0);
-      return name.toString("utf8", 0, end === -1 ? name.length : end);
-    } finally {
-      close(fd);
-    }
-  };
 }
 
 /** BPF_MAP_CREATE's union bpf_attr up to the map's name: map_type, key_size, value_size, max_entries, then map_name[16] at 28. */
@@ -202,10 +173,22 @@ export function withPinned<T>(pin: string, use: (fd: number) => T): T | undefine
   }
 }
 
-/** A program's name by its kernel id; undefined when it cannot be told (gone meanwhile). */
+/**
+ * A program's name by its kernel id, as `tc filter show` prints it:
+ * BPF_PROG_GET_FD_BY_ID, then its bpf_prog_info cut after the name (the
+ * kernel fills what fits); undefined when it cannot be told (gone meanwhile).
+ */
 export function programNameOf(id: number): string | undefined {
-  const name = bpf().programName(id);
-  return typeof name === "string" ? name : undefined;
+  const byId = Buffer.alloc(PROG_GET_FD_ATTR_SIZE); // prog_id, next_id, open_flags
+  byId.writeUInt32LE(id, 0);
+  const fd = result(bpf().raw(BPF_PROG_GET_FD_BY_ID, byId));
+  if (fd < 0) return undefined;
+  try {
+    const info = Buffer.alloc(PROG_INFO_NAME_OFFSET + BPF_OBJ_NAME_LEN);
+    return bpf().info(fd, info) < 0 ? undefined : cString(info.subarray(PROG_INFO_NAME_OFFSET));
+  } finally {
+    closeDescriptor(fd);
+  }
 }
 
 /** A descriptor of the BPF object pinned at @pin (BPF_OBJ_GET), or -errno; close it with closeDescriptor. */

@@ -33,7 +33,7 @@ export async function loadAndPin(
 /** Runs @commands, in order, in one bpftool process: one alone as it is, more as a batch (none: no process). */
 export async function runCommands(commands: string[][]): Promise<void> {
   if (commands.length === 1) await run("bpftool", commands[0]!);
-  else await batch(commands, false);
+  else await batch(commands);
 }
 
 /**
@@ -90,28 +90,23 @@ function deleteCommand(pin: string, key: string[]): string[] {
 
 /** Many updates in one bpftool process: filling 10,000 rules takes one exec, not 10,000. */
 export async function updateMaps(updates: MapUpdate[]): Promise<void> {
-  await batch(updates.map(updateCommand), false);
+  await batch(updates.map(updateCommand));
 }
 
 /**
- * Runs commands in one bpftool process (`bpftool batch`); with @json, returns
- * each command's output in order. bpftool stops at the first failing command,
- * so callers fall back to single calls when they need to know which failed.
+ * Runs commands in one bpftool process (`bpftool batch`). bpftool stops at
+ * the first failing command, so callers fall back to single calls when they
+ * need to know which failed.
  * A command with a word the batch format cannot hold (an object path with a
  * `#` or a quote: bpftool's batch has no escapes) makes them run one by one,
  * stopping at the first failure just the same.
  */
-export async function batch(commands: string[][], json: true): Promise<unknown[]>;
-export async function batch(commands: string[][], json: false): Promise<void>;
-export async function batch(commands: string[][], json: boolean): Promise<unknown[] | void> {
-  if (commands.length === 0) return [];
+export async function batch(commands: string[][]): Promise<void> {
+  if (commands.length === 0) return;
   const lines = commands.map(batchLine);
-  if (lines.some((line) => line === undefined)) return oneByOne(commands, json);
+  if (lines.some((line) => line === undefined)) return oneByOne(commands);
   // On its standard input: no file to write and remove for each of them.
-  const input = `${lines.join("\n")}\n`;
-  if (!json) return void (await runWithInput("bpftool", ["batch", "file", "-"], input).catch(unlessStaleErrno));
-  const output = await runWithInput("bpftool", ["-j", "batch", "file", "-"], input);
-  return (output.trim() ? (JSON.parse(output) as { output: unknown }[]) : []).map((entry) => entry.output);
+  await runWithInput("bpftool", ["batch", "file", "-"], `${lines.join("\n")}\n`).catch(unlessStaleErrno);
 }
 
 /**
@@ -131,13 +126,8 @@ function unlessStaleErrno(error: unknown): void {
   throw error;
 }
 
-async function oneByOne(commands: string[][], json: boolean): Promise<unknown[] | void> {
-  const outputs: unknown[] = [];
-  for (const command of commands) {
-    if (json) outputs.push(await runJson("bpftool", ["-j", ...command]));
-    else await run("bpftool", command);
-  }
-  return json ? outputs : undefined;
+async function oneByOne(commands: string[][]): Promise<void> {
+  for (const command of commands) await run("bpftool", command);
 }
 
 /**
@@ -206,11 +196,7 @@ export async function deleteMapEntry(pin: string, key: string[]): Promise<void> 
 /** Deletes each of @keys from the map pinned at @pin, in one bpftool process; stops at the first missing. */
 export async function deleteMapEntries(pin: string, keys: string[][]): Promise<void> {
   if (keys.length === 1) await deleteMapEntry(pin, keys[0]!);
-  else
-    await batch(
-      keys.map((key) => deleteCommand(pin, key)),
-      false,
-    );
+  else await batch(keys.map((key) => deleteCommand(pin, key)));
 }
 
 /** Keys of a hash map of u32 keys. */
