@@ -353,21 +353,22 @@ describe("intercept-cni and the CNI spec", { concurrency: false }, () => {
     assert.equal(composedOwn, composedNode.programIds.ingress, "the composition's node program, shared likewise");
     assert.equal(agent.lines.filter((l) => l.event === "error").length, 0);
 
-    const from = agent.lines.length;
     await writeFile(
       path.join(policies, "proxy.yaml"),
       "interceptors:\n  - { originalPort: 8000, port: 9000, enabled: false }\n",
     );
     // proxy's own switch, and its slot in the composition other+proxy: written by the node's sync, or
-    // already by a namespace's reconcile, since the namespaces share the node's maps (load once).
-    await agent.waitFor((l) => l.event === "cni" && /rule switches written/.test(String(l.message)), from);
+    // already by the namespaces' reconciles, since they share the node's maps (load once); the sync logs
+    // only what it wrote itself, so the barrier is the node's switch itself, read until it is off.
     const entry = await attachmentOf();
     const rules = path.join(path.dirname(path.dirname(entry.programs.ingress!)), "maps", "rule_state");
-    const { stdout } = await execa("bpftool", ["-j", "map", "dump", "pinned", rules]);
-    assert.equal(
-      (JSON.parse(stdout) as { formatted: { value: { enabled: number } } }[])[0]!.formatted.value.enabled,
-      0,
-    );
+    const enabled = async () => {
+      const { stdout } = await execa("bpftool", ["-j", "map", "dump", "pinned", rules]);
+      return (JSON.parse(stdout) as { formatted: { value: { enabled: number } } }[])[0]!.formatted.value.enabled;
+    };
+    for (const deadline = Date.now() + 15_000; (await enabled()) !== 0 && Date.now() < deadline; )
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(await enabled(), 0, "the live edit reached the node's map");
   });
 
   test("a stop without --keep takes the plugin out of the chain and removes its table, programs and qdisc", async () => {
